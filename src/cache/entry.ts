@@ -1,0 +1,68 @@
+/**
+ * CacheEntry: one stored response variant, with the times RFC 9111 needs to age it.
+ * Owns the shape only; policy.ts decides what the times mean, entry-codec.ts serialises it,
+ * stores/ keep it. Times are epoch milliseconds, durations carry `Ms`.
+ */
+
+/** Stored response headers: lowercase names; `set-cookie` may repeat (array). */
+export type StoredHeaders = Record<string, string | string[]>;
+
+export interface CacheEntry {
+  /** Primary cache key (cache-key.ts): site, normalised URL, key template. */
+  key: string;
+  /**
+   * Secondary key: the normalised values of the request headers named by `vary`
+   * (RFC 9111 §4.1); '' when the response has no Vary.
+   */
+  variantKey: string;
+  /** Lowercase header names from the response's Vary, sorted. Never '*' (never stored). */
+  vary: string[];
+  status: number;
+  /** Hop-by-hop, CDN-Cache-Control and the targeted header already removed; no Age. */
+  headers: StoredHeaders;
+  body: Buffer;
+  /** RFC 9111 §4.2.3 request_time: when the origin request was sent. */
+  requestTime: number;
+  /** RFC 9111 §4.2.3 response_time: when the response was received. */
+  responseTime: number;
+  /** RFC 9111 §4.2.3 corrected_initial_age, in ms, computed when stored. */
+  initialAgeMs: number;
+  /** Freshness lifetime in ms after route rules (floor, ceiling, default TTL, micro-cache). */
+  freshnessMs: number;
+  /** RFC 5861 stale-while-revalidate window in ms (header or route default). */
+  staleWhileRevalidateMs: number;
+  /** RFC 5861 stale-if-error window in ms (header), widened by the route's grace. */
+  staleIfErrorMs: number;
+  /** `no-cache` without field names: every use must be validated first (RFC 9111 §5.2.2.4). */
+  noCache: boolean;
+  /** `must-revalidate`, `proxy-revalidate` or `s-maxage`: never served stale (§5.2.2.2, §5.2.2.8, §5.2.2.10). */
+  mustRevalidate: boolean;
+  /** Surrogate-Key / Cache-Tag values, for purge by tag. */
+  tags: string[];
+  /** Set by a soft purge: the entry counts as stale from this moment. */
+  invalidatedAt?: number;
+  /** When a store may drop it: the end of its longest stale window. */
+  deleteAt: number;
+}
+
+/** The moment the entry stops being fresh: response_time + lifetime - corrected_initial_age. */
+export function staleAtOf(entry: CacheEntry): number {
+  const natural = entry.responseTime + entry.freshnessMs - entry.initialAgeMs;
+  return entry.invalidatedAt !== undefined ? Math.min(natural, entry.invalidatedAt) : natural;
+}
+
+/** RFC 9111 §4.2.3 current_age in ms. */
+export function currentAgeMsOf(entry: CacheEntry, now: number): number {
+  return entry.initialAgeMs + Math.max(0, now - entry.responseTime);
+}
+
+/** Approximate memory footprint in bytes: body plus header text plus fixed overhead. */
+export function entrySizeOf(entry: CacheEntry): number {
+  let size = entry.body.length + entry.key.length + entry.variantKey.length + 256;
+  for (const [name, value] of Object.entries(entry.headers)) {
+    if (Array.isArray(value)) for (const v of value) size += name.length + v.length + 4;
+    else size += name.length + value.length + 4;
+  }
+  for (const tag of entry.tags) size += tag.length + 8;
+  return size;
+}

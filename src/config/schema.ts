@@ -1,0 +1,522 @@
+/**
+ * The configuration schema: the single source of the config's types, defaults, docs and the
+ * generated config/gateway.schema.json. Every key has a description; keys marked
+ * "(restart)" are read only at startup, every other key applies on reload.
+ *
+ * Owns the shape and the defaults. It does not read files (load.ts) or hold the live
+ * snapshot (source.ts).
+ */
+import { z } from 'zod';
+
+const port = z.number().int().min(0).max(65535);
+const positiveMs = (what: string) => z.number().int().positive().describe(what);
+const nonNegativeSeconds = (what: string) => z.number().min(0).describe(what);
+
+const name = z
+  .string()
+  .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'must be 1-64 characters of letters, digits, _ . -');
+
+export const listenSchema = z
+  .strictObject({
+    host: z.string().default('0.0.0.0').describe('Address to listen on (restart).'),
+    port: port.default(8080).describe('Port to listen on; 0 picks a free port (restart).'),
+  })
+  .describe('The public listener (restart to change).');
+
+export const adminSchema = z
+  .strictObject({
+    host: z.string().default('127.0.0.1').describe('Admin address; keep it private (restart).'),
+    port: port.default(9091).describe('Admin port; 0 picks a free port (restart).'),
+    purgeToken: z
+      .string()
+      .min(16, 'must be at least 16 characters')
+      .optional()
+      .describe(
+        'Bearer token for POST /purge. Unset disables purge. "${ENV_NAME}" reads it from the environment.',
+      ),
+  })
+  .describe('The admin listener: /healthz /readyz /metrics /status /purge.');
+
+export const logSchema = z
+  .strictObject({
+    level: z
+      .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+      .default('info')
+      .describe('Log level.'),
+    access: z.boolean().default(true).describe('Write one JSON access-log line per request.'),
+  })
+  .describe('Structured JSON logging (pino) to stdout.');
+
+export const serverLimitsSchema = z
+  .strictObject({
+    maxHeaderBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .max(1_048_576)
+      .default(16_384)
+      .describe('Largest request head accepted, in bytes; larger gets 431 (restart).'),
+    maxHeadersCount: z
+      .number()
+      .int()
+      .min(8)
+      .max(2000)
+      .default(100)
+      .describe('Most request headers accepted; more gets 431.'),
+    headersTimeoutMs: positiveMs('Time a client has to send the whole request head (slow-loris guard).').default(
+      10_000,
+    ),
+    requestTimeoutMs: positiveMs('Time a client has to send the whole request, body included.').default(60_000),
+    keepAliveTimeoutMs: positiveMs('Idle time before a client keep-alive connection is closed.').default(5_000),
+    maxBodyBytes: z
+      .number()
+      .int()
+      .min(0)
+      .default(104_857_600)
+      .describe('Largest request body forwarded, in bytes (by Content-Length); larger gets 413.'),
+  })
+  .describe('Limits that protect the listener from slow or hostile clients.');
+
+export const shutdownSchema = z
+  .strictObject({
+    drainTimeoutMs: positiveMs('On SIGTERM/SIGINT, how long in-flight requests may finish.').default(10_000),
+  })
+  .describe('Graceful shutdown.');
+
+export const reloadSchema = z
+  .strictObject({
+    watch: z.boolean().default(true).describe('Reload when the config file changes (SIGHUP always reloads).'),
+    debounceMs: positiveMs('Wait for edits to settle before reloading.').default(200),
+  })
+  .describe('Live reload of this file.');
+
+export const originSchema = z
+  .strictObject({
+    url: z
+      .string()
+      .url()
+      .refine((u) => /^https?:\/\//.test(u), 'must be an http:// or https:// URL')
+      .describe('Origin base URL, e.g. http://127.0.0.1:3000.'),
+    name: name.optional().describe('Name used in metrics and logs; defaults to host:port.'),
+    weight: z.number().int().min(1).max(1000).default(1).describe('Relative share of traffic.'),
+    backup: z.boolean().default(false).describe('Used only when every primary member is down.'),
+  })
+  .describe('One origin member.');
+
+export const healthCheckSchema = z
+  .strictObject({
+    enabled: z.boolean().default(true).describe('Probe each member actively.'),
+    path: z.string().startsWith('/').default('/').describe('Path probed with GET.'),
+    intervalMs: positiveMs('Time between probes.').default(5_000),
+    timeoutMs: positiveMs('A probe slower than this fails.').default(2_000),
+    healthyThreshold: z.number().int().min(1).default(2).describe('Consecutive passes to mark up.'),
+    unhealthyThreshold: z.number().int().min(1).default(3).describe('Consecutive failures to mark down.'),
+    expectStatus: z
+      .string()
+      .regex(/^[1-5](xx|\d\d)(,[1-5](xx|\d\d))*$/)
+      .default('2xx,3xx')
+      .describe('Statuses that count as healthy, e.g. "2xx,3xx" or "200".'),
+  })
+  .describe('Active health checks.');
+
+export const passiveSchema = z
+  .strictObject({
+    consecutiveFailures: z
+      .number()
+      .int()
+      .min(1)
+      .default(5)
+      .describe('Connect failures / 5xx in a row that eject a member.'),
+    ejectMs: positiveMs('How long an ejected member is skipped.').default(10_000),
+  })
+  .describe('Passive ejection from live traffic.');
+
+export const timeoutsSchema = z
+  .strictObject({
+    connectMs: positiveMs('Time to open a TCP connection to the origin.').default(2_000),
+    responseHeadersMs: positiveMs('Time from sending the request to the response head (504 after).').default(
+      15_000,
+    ),
+    idleMs: positiveMs('Longest silence on an open origin response body.').default(30_000),
+  })
+  .describe('Origin timeouts.');
+
+export const circuitSchema = z
+  .strictObject({
+    enabled: z.boolean().default(true).describe('Trip a per-member breaker on failures.'),
+    consecutiveFailures: z.number().int().min(1).default(10).describe('Failures in a row that open it.'),
+    errorRatePercent: z
+      .number()
+      .min(1)
+      .max(100)
+      .default(50)
+      .describe('Error rate over the window that opens it.'),
+    minRequests: z.number().int().min(1).default(20).describe('Requests in the window before the rate counts.'),
+    windowMs: positiveMs('Error-rate window.').default(10_000),
+    openMs: positiveMs('How long it stays open before half-open probes.').default(5_000),
+    halfOpenProbes: z.number().int().min(1).default(3).describe('Probe requests allowed while half-open.'),
+  })
+  .describe('Per-member circuit breaker.');
+
+const trackingDefaults = [
+  'utm_*',
+  'fbclid',
+  'gclid',
+  'dclid',
+  'gbraid',
+  'wbraid',
+  'msclkid',
+  'mc_*',
+  'igshid',
+  'yclid',
+  '_ga',
+  '_gl',
+  'ref_src',
+];
+
+export const cacheKeySchema = z
+  .strictObject({
+    query: z
+      .enum(['all', 'keep', 'drop', 'none'])
+      .default('all')
+      .describe('all: every parameter (sorted); keep: only `params`; drop: all but `params`; none: ignore the query.'),
+    params: z.array(z.string()).default([]).describe('Parameter names for keep/drop; `*` suffix matches a prefix.'),
+    dropTracking: z
+      .array(z.string())
+      .default(trackingDefaults)
+      .describe('Tracking parameters always removed from the key; `*` suffix matches a prefix.'),
+    headers: z.array(z.string()).default([]).describe('Request headers whose values vary the key.'),
+    cookies: z.array(z.string()).default([]).describe('Cookie names whose values vary the key.'),
+  })
+  .describe('The cache key template. The site name is always part of the key.');
+
+export const routeCacheSchema = z
+  .strictObject({
+    enabled: z.boolean().default(true).describe('Cache this route at all.'),
+    defaultTtlSeconds: nonNegativeSeconds(
+      'Lifetime for storable responses without explicit freshness. 0 = only heuristic freshness (off).',
+    ).default(0),
+    ttlFloorSeconds: nonNegativeSeconds('Shortest lifetime given to a storable response.').default(0),
+    ttlCeilingSeconds: z
+      .number()
+      .positive()
+      .optional()
+      .describe('Longest lifetime given to a storable response.'),
+    microcacheSeconds: z
+      .number()
+      .min(0)
+      .max(5)
+      .default(0)
+      .describe(
+        'Opt-in: cache responses the origin marks uncacheable (no-cache / max-age=0) for this long. Never with Set-Cookie, Authorization, private or no-store.',
+      ),
+    negativeTtlSeconds: z
+      .record(z.string().regex(/^[1-5]\d\d$/, 'must be an HTTP status code'), z.number().min(0))
+      .default({})
+      .describe('Lifetime per error status without freshness info, e.g. {"404": 10}.'),
+    staleWhileRevalidateSeconds: nonNegativeSeconds(
+      'Default stale-while-revalidate window when the response gives none.',
+    ).default(0),
+    graceSeconds: nonNegativeSeconds(
+      'Serve stale this long past expiry when the origin fails or is protected (beside stale-if-error).',
+    ).default(60),
+    setCookie: z
+      .enum(['refuse', 'strip'])
+      .default('refuse')
+      .describe('refuse: never store a response with Set-Cookie; strip: store it without the header.'),
+    key: cacheKeySchema.prefault({}),
+  })
+  .describe('Per-route cache rules.');
+
+export const routeMatchSchema = z
+  .strictObject({
+    pathPrefix: z.string().startsWith('/').optional().describe('Path prefix to match.'),
+    pathRegex: z
+      .string()
+      .refine((s) => {
+        try {
+          new RegExp(s);
+          return true;
+        } catch {
+          return false;
+        }
+      }, 'is not a valid regular expression')
+      .optional()
+      .describe('Regular expression the path must match.'),
+    methods: z
+      .array(z.string().regex(/^[A-Z]+$/, 'must be an upper-case method name'))
+      .optional()
+      .describe('Methods to match; all when unset.'),
+  })
+  .describe('What a route matches; all conditions must hold.');
+
+export const rateLimitSchema = z
+  .strictObject({
+    enabled: z.boolean().default(true).describe('Apply per-client token buckets.'),
+    ratePerSecond: z.number().positive().describe('Tokens refilled per second.'),
+    burst: z.number().int().positive().describe('Bucket size.'),
+    keyHeader: z
+      .string()
+      .optional()
+      .describe('Key buckets by this request header instead of the client address.'),
+  })
+  .describe('Per-client rate limit (429 with Retry-After when empty).');
+
+export const routeSchema = z
+  .strictObject({
+    name: name.describe('Route name, used in metrics and logs.'),
+    match: routeMatchSchema.prefault({}),
+    cache: routeCacheSchema.prefault({}),
+    priority: z.string().optional().describe('Priority class name (admission.priorities) for this route.'),
+    rateLimit: rateLimitSchema.optional(),
+  })
+  .describe('A route within a site.');
+
+export const siteSchema = z
+  .strictObject({
+    name: name.describe('Site name: in the cache key, metrics and logs.'),
+    hosts: z
+      .array(z.string().min(1))
+      .min(1)
+      .describe('Host names: exact, "*.example.com" wildcard, or "*" catch-all.'),
+    origins: z.array(originSchema).min(1).describe('Origin members.'),
+    balance: z
+      .enum(['round-robin', 'least-inflight'])
+      .default('round-robin')
+      .describe('How a member is chosen among the healthy primaries.'),
+    healthCheck: healthCheckSchema.prefault({}),
+    passive: passiveSchema.prefault({}),
+    timeouts: timeoutsSchema.prefault({}),
+    circuit: circuitSchema.prefault({}),
+    retryOnConnectFailure: z
+      .boolean()
+      .default(true)
+      .describe('Retry an idempotent request once on another member when connecting fails.'),
+    honorClientNoCache: z
+      .boolean()
+      .default(false)
+      .describe(
+        'Let client Cache-Control no-cache / max-age=0 / Pragma force a refetch. Off: in a crowd a reload storm must not pass through.',
+      ),
+    rateLimit: rateLimitSchema.optional(),
+    routes: z
+      .array(routeSchema)
+      .default([])
+      .describe('Routes, first match wins; a "default" route matching everything is added last.'),
+  })
+  .describe('A site: hosts, origins and routes.');
+
+export const limitSchema = z
+  .strictObject({
+    algorithm: z
+      .enum(['gradient2', 'aimd', 'fixed'])
+      .default('gradient2')
+      .describe('How the per-origin concurrency limit is learned.'),
+    initial: z.number().int().min(1).default(8).describe('Starting limit.'),
+    min: z.number().int().min(1).default(2).describe('Lowest limit.'),
+    max: z.number().int().min(1).default(256).describe('Highest learned limit.'),
+    ceiling: z
+      .number()
+      .int()
+      .min(1)
+      .optional()
+      .describe('Hard cap on concurrent origin requests per member, on top of the learned limit.'),
+  })
+  .describe('Per-origin adaptive concurrency limit.');
+
+export const queueSchema = z
+  .strictObject({
+    maxLength: z.number().int().min(0).default(1000).describe('Most requests waiting for a permit per member.'),
+    deadlineMs: positiveMs('Longest a request waits for a permit before it is shed.').default(500),
+    codelTargetMs: positiveMs('CoDel target queue delay.').default(20),
+    codelIntervalMs: positiveMs('CoDel interval.').default(100),
+  })
+  .describe('The bounded queue in front of the limiter.');
+
+export const priorityMatchSchema = z
+  .strictObject({
+    pathPrefix: z.string().startsWith('/').optional(),
+    method: z.string().optional(),
+    header: z.string().optional().describe('Matches when this request header is present.'),
+    cookie: z.string().optional().describe('Matches when this cookie is present.'),
+    route: z.string().optional().describe('Matches this route name.'),
+  })
+  .describe('All given conditions must hold.');
+
+export const priorityClassSchema = z
+  .strictObject({
+    name: name,
+    match: priorityMatchSchema.prefault({}),
+  })
+  .describe('A priority class; earlier classes are more important.');
+
+export const pressureSchema = z
+  .strictObject({
+    enabled: z.boolean().default(true).describe('Shed non-hit work when the process itself is overloaded.'),
+    maxEventLoopDelayMs: positiveMs('p99 event-loop delay above which work is shed.').default(250),
+    maxEventLoopUtilization: z.number().min(0.1).max(1).default(0.98).describe('Utilisation above which work is shed.'),
+    maxHeapUsedRatio: z.number().min(0.1).max(1).default(0.92).describe('Heap used / limit above which work is shed.'),
+    sampleIntervalMs: positiveMs('Sampling period.').default(250),
+  })
+  .describe('The pressure gate protecting the gateway process.');
+
+export const admissionSchema = z
+  .strictObject({
+    pressure: pressureSchema.prefault({}),
+    limit: limitSchema.prefault({}),
+    queue: queueSchema.prefault({}),
+    retryAfterMinSeconds: z.number().int().min(1).default(1).describe('Smallest Retry-After given.'),
+    retryAfterMaxSeconds: z.number().int().min(1).default(60).describe('Largest Retry-After given.'),
+    priorities: z
+      .array(priorityClassSchema)
+      .default([])
+      .describe('Priority classes, most important first; unmatched requests get the class "default" (last).'),
+  })
+  .describe('Admission control: pressure gate, origin limiter, queue, priorities.');
+
+export const collapseSchema = z
+  .strictObject({
+    maxWaiters: z.number().int().min(1).default(10_000).describe('Most requests waiting on one fetch.'),
+    waitDeadlineMs: positiveMs('A waiter gives up after this and takes stale or fetches alone.').default(10_000),
+    hitForPassSeconds: z
+      .number()
+      .min(0)
+      .default(5)
+      .describe('After an uncacheable response, skip collapsing for that key this long.'),
+  })
+  .describe('Request collapsing.');
+
+export const cacheSchema = z
+  .strictObject({
+    maxBytes: z.number().int().min(1_048_576).default(268_435_456).describe('Memory cache size in bytes.'),
+    maxObjectBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .default(8_388_608)
+      .describe('Largest response stored; larger ones stream through.'),
+    maxVariants: z.number().int().min(1).max(64).default(16).describe('Most Vary variants kept per URL.'),
+    targetedHeader: z
+      .string()
+      .default('Crowdgate-Cache-Control')
+      .describe('Our own targeted cache-control header (RFC 9213), honoured then stripped.'),
+    collapse: collapseSchema.prefault({}),
+  })
+  .describe('The shared cache.');
+
+export const redisSchema = z
+  .strictObject({
+    url: z
+      .string()
+      .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
+      .optional()
+      .describe('Standalone Redis, e.g. redis://127.0.0.1:6379 (restart).'),
+    sentinels: z
+      .array(z.strictObject({ host: z.string(), port: port }))
+      .optional()
+      .describe('Sentinel addresses; needs sentinelName (restart).'),
+    sentinelName: z.string().optional().describe('Sentinel master group name (restart).'),
+    cluster: z.array(z.string()).optional().describe('Cluster seed URLs (restart).'),
+    keyPrefix: z.string().default('crowdgate:').describe('Prefix for every key, one per deployment (restart).'),
+    commandTimeoutMs: positiveMs('A Redis command slower than this fails open (treated as a miss).').default(75),
+    connectTimeoutMs: positiveMs('Time to connect to Redis.').default(1_000),
+    maxEntryBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .default(1_048_576)
+      .describe('Largest entry written to Redis; larger ones stay in memory only.'),
+    breakerFailures: z.number().int().min(1).default(3).describe('Errors in a row that make the gateway skip Redis.'),
+    breakerOpenMs: positiveMs('How long Redis is skipped before one probe.').default(2_000),
+    lockTtlMs: positiveMs('Cross-instance fill lock lifetime; a dead holder blocks a key no longer.').default(5_000),
+    lockWaitMs: positiveMs('How long another instance waits for the holder before fetching alone.').default(3_000),
+    sharedRateLimits: z.boolean().default(false).describe('Keep per-client token buckets in Redis.'),
+  })
+  .refine((r) => r.url || r.sentinels || r.cluster, 'needs url, sentinels or cluster')
+  .refine((r) => !r.sentinels || r.sentinelName, 'sentinels need sentinelName')
+  .describe('Shared Redis tier (L2 cache, cross-instance collapsing and purge). Omit for memory-only.');
+
+export const gatewayConfigSchema = z
+  .strictObject({
+    listen: listenSchema.prefault({}),
+    admin: adminSchema.prefault({}),
+    log: logSchema.prefault({}),
+    limits: serverLimitsSchema.prefault({}),
+    shutdown: shutdownSchema.prefault({}),
+    reload: reloadSchema.prefault({}),
+    trustedProxies: z
+      .array(z.string())
+      .default(['127.0.0.1', '::1'])
+      .describe('Addresses or CIDRs whose X-Forwarded-For is believed.'),
+    cache: cacheSchema.prefault({}),
+    admission: admissionSchema.prefault({}),
+    redis: redisSchema.optional(),
+    sites: z.array(siteSchema).min(1).describe('The sites served.'),
+  })
+  .superRefine((cfg, ctx) => {
+    const siteNames = new Set<string>();
+    cfg.sites.forEach((site, i) => {
+      if (siteNames.has(site.name))
+        ctx.addIssue({ code: 'custom', path: ['sites', i, 'name'], message: `duplicate site name "${site.name}"` });
+      siteNames.add(site.name);
+      const routeNames = new Set<string>();
+      site.routes.forEach((route, j) => {
+        if (routeNames.has(route.name))
+          ctx.addIssue({
+            code: 'custom',
+            path: ['sites', i, 'routes', j, 'name'],
+            message: `duplicate route name "${route.name}"`,
+          });
+        routeNames.add(route.name);
+        if (route.priority && !cfg.admission.priorities.some((p) => p.name === route.priority) && route.priority !== 'default')
+          ctx.addIssue({
+            code: 'custom',
+            path: ['sites', i, 'routes', j, 'priority'],
+            message: `unknown priority class "${route.priority}" (define it under admission.priorities)`,
+          });
+        const c = route.cache;
+        if (c.ttlCeilingSeconds !== undefined && c.ttlCeilingSeconds < c.ttlFloorSeconds)
+          ctx.addIssue({
+            code: 'custom',
+            path: ['sites', i, 'routes', j, 'cache', 'ttlCeilingSeconds'],
+            message: 'must not be below ttlFloorSeconds',
+          });
+      });
+      const memberNames = new Set<string>();
+      site.origins.forEach((o, k) => {
+        const n = o.name ?? new URL(o.url).host;
+        if (memberNames.has(n))
+          ctx.addIssue({ code: 'custom', path: ['sites', i, 'origins', k], message: `duplicate origin "${n}"` });
+        memberNames.add(n);
+      });
+      if (site.origins.every((o) => o.backup))
+        ctx.addIssue({ code: 'custom', path: ['sites', i, 'origins'], message: 'needs at least one non-backup origin' });
+    });
+    if (cfg.admission.limit.min > cfg.admission.limit.max)
+      ctx.addIssue({ code: 'custom', path: ['admission', 'limit', 'min'], message: 'must not exceed limit.max' });
+    if (cfg.admission.retryAfterMinSeconds > cfg.admission.retryAfterMaxSeconds)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['admission', 'retryAfterMinSeconds'],
+        message: 'must not exceed retryAfterMaxSeconds',
+      });
+  });
+
+export type GatewayConfig = z.output<typeof gatewayConfigSchema>;
+export type GatewayConfigInput = z.input<typeof gatewayConfigSchema>;
+export type SiteConfig = GatewayConfig['sites'][number];
+export type RouteConfig = SiteConfig['routes'][number];
+export type RouteCacheConfig = RouteConfig['cache'];
+export type CacheKeyConfig = RouteCacheConfig['key'];
+export type OriginConfig = SiteConfig['origins'][number];
+export type AdmissionConfig = GatewayConfig['admission'];
+export type LimitConfig = AdmissionConfig['limit'];
+export type QueueConfig = AdmissionConfig['queue'];
+export type CircuitConfig = SiteConfig['circuit'];
+export type HealthCheckConfig = SiteConfig['healthCheck'];
+export type RateLimitConfig = NonNullable<SiteConfig['rateLimit']>;
+export type PressureConfig = AdmissionConfig['pressure'];
+export type RedisConfig = NonNullable<GatewayConfig['redis']>;
+
+/** Keys that only take effect at startup; everything else applies on reload. */
+export const RESTART_KEYS = ['listen', 'admin.host', 'admin.port', 'limits.maxHeaderBytes', 'redis'] as const;
