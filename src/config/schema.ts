@@ -292,6 +292,25 @@ export const siteSchema = z
       .boolean()
       .default(true)
       .describe('Retry an idempotent request once on another member when connecting fails.'),
+    preserveHost: z
+      .boolean()
+      .default(true)
+      .describe('Send the client\'s Host to the origin (true) or the origin URL\'s host (false).'),
+    bypassCookies: z
+      .array(z.string())
+      .default([
+        '*session*',
+        '*sess',
+        'sid',
+        'PHPSESSID',
+        'JSESSIONID',
+        'wordpress_logged_in_*',
+        'wp-postpass_*',
+        'comment_author_*',
+      ])
+      .describe(
+        'Requests carrying one of these cookies (glob, case-insensitive) bypass the cache: logged-in users see their own pages. Cache fills never forward other cookies.',
+      ),
     honorClientNoCache: z
       .boolean()
       .default(false)
@@ -335,8 +354,8 @@ export const queueSchema = z
 
 export const priorityMatchSchema = z
   .strictObject({
-    pathPrefix: z.string().startsWith('/').optional(),
-    method: z.string().optional(),
+    pathPrefix: z.string().startsWith('/').optional().describe('Matches paths starting with this prefix.'),
+    method: z.string().optional().describe('Matches this request method.'),
     header: z.string().optional().describe('Matches when this request header is present.'),
     cookie: z.string().optional().describe('Matches when this cookie is present.'),
     route: z.string().optional().describe('Matches this route name.'),
@@ -345,7 +364,7 @@ export const priorityMatchSchema = z
 
 export const priorityClassSchema = z
   .strictObject({
-    name: name,
+    name: name.describe('Class name, used in metrics and by routes[].priority.'),
     match: priorityMatchSchema.prefault({}),
   })
   .describe('A priority class; earlier classes are more important.');
@@ -412,7 +431,7 @@ export const redisSchema = z
       .optional()
       .describe('Standalone Redis, e.g. redis://127.0.0.1:6379 (restart).'),
     sentinels: z
-      .array(z.strictObject({ host: z.string(), port: port }))
+      .array(z.strictObject({ host: z.string().describe('Sentinel host.'), port: port.describe('Sentinel port.') }))
       .optional()
       .describe('Sentinel addresses; needs sentinelName (restart).'),
     sentinelName: z.string().optional().describe('Sentinel master group name (restart).'),

@@ -1,0 +1,413 @@
+/**
+ * YAML text -> validated, deep-frozen GatewayConfig, or every error found, each located as
+ * `file:line:col path: message` so an editor can jump to it.
+ *
+ * Owns: reading the file, YAML parsing (syntax errors, duplicate keys, tabs, unresolved
+ * aliases), `${ENV_NAME}` substitution, mapping each zod issue back to the YAML node it is
+ * about, and freezing the result. It does not own the shape or defaults (schema.ts), nor hold
+ * or swap the live config (source.ts, reloader.ts).
+ *
+ * Where an error points:
+ * - unknown key            -> the key itself, one error per unknown key (with a "did you mean")
+ * - missing required key   -> the map that should hold it (or its nearest existing ancestor)
+ * - wrong type / bad value -> the value
+ * - YAML syntax            -> where the parser stopped (then nothing else is checked)
+ * - unknown YAML tag       -> the tag; the schema check still runs
+ * - unreadable or missing file, empty file -> line 1, col 1
+ * Lines and columns are 1-based.
+ *
+ * Environment substitution: `${NAME}` inside any string value (whole or embedded, in plain or
+ * quoted scalars) is replaced by the variable's value; `$${` writes a literal `${`. An unset
+ * variable is an error at that value. Substitution always yields a string: `port: ${PORT}`
+ * stays the string "8080" and fails as a number (known limitation; it keeps secrets that look
+ * like numbers from changing type). Keys are never substituted.
+ */
+import { readFile } from 'node:fs/promises';
+import {
+  type Alias,
+  LineCounter,
+  isAlias,
+  isMap,
+  isPair,
+  isScalar,
+  isSeq,
+  parseDocument,
+  type Document,
+  type Node as YamlNode,
+  type Pair,
+  type Scalar,
+} from 'yaml';
+import type { z } from 'zod';
+import { gatewayConfigSchema, type GatewayConfig } from './schema.js';
+
+export interface ConfigError {
+  file: string;
+  /** 1-based. */
+  line: number;
+  /** 1-based. */
+  col: number;
+  /** Dotted path with indices, e.g. `sites[0].routes[1].cache.ttlFloorSeconds`; `(root)` for the root. */
+  path: string;
+  message: string;
+}
+
+export type LoadResult = { ok: true; config: GatewayConfig } | { ok: false; errors: ConfigError[] };
+
+export interface ParseOptions {
+  /** Variables for `${NAME}` substitution; defaults to process.env. */
+  env?: Readonly<Record<string, string | undefined>>;
+}
+
+type PathSegment = string | number;
+
+/** `file:line:col path: message` — the one format for logs, CLI output and tests. */
+export function formatConfigError(e: ConfigError): string {
+  return `${e.file}:${e.line}:${e.col} ${e.path}: ${e.message}`;
+}
+
+/** Reads and validates a config file. Never throws: an unreadable file is a ConfigError. */
+export async function loadConfigFile(file: string, options: ParseOptions = {}): Promise<LoadResult> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT'
+        ? 'file not found'
+        : code === 'EACCES'
+          ? 'permission denied'
+          : code === 'EISDIR'
+            ? 'is a directory, not a file'
+            : (err as Error).message;
+    return { ok: false, errors: [{ file, line: 1, col: 1, path: '(root)', message: `cannot read config: ${why}` }] };
+  }
+  return parseConfigText(text, file, options);
+}
+
+/** Parses and validates YAML text; `file` only labels the errors. */
+export function parseConfigText(text: string, file: string, options: ParseOptions = {}): LoadResult {
+  const env = options.env ?? process.env;
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const at = (offset: number | undefined): { line: number; col: number } =>
+    offset === undefined ? { line: 1, col: 1 } : lineCounter.linePos(offset);
+
+  const errors: ConfigError[] = [];
+  for (const e of [...doc.errors, ...doc.warnings]) {
+    errors.push({ file, ...at(e.pos[0]), path: '(root)', message: yamlMessage(e.code, e.message) });
+  }
+  if (doc.errors.length === 0 && doc.contents === null) {
+    errors.push({
+      file,
+      line: 1,
+      col: 1,
+      path: '(root)',
+      message: 'config is empty; it needs at least `sites` (see config/gateway.yaml)',
+    });
+  }
+  // A syntax error leaves the tree unreliable, so stop; warnings (unknown tags) let the schema
+  // check go on and report the rest.
+  if (doc.errors.length > 0 || doc.contents === null) return { ok: false, errors: sortErrors(errors) };
+
+  // An unresolved alias makes toJS throw, so it stops here; everything else goes on to the
+  // schema so that one run reports every error.
+  const aliasErrors = checkAliases(doc, file, at);
+  if (aliasErrors.length > 0) return { ok: false, errors: sortErrors([...errors, ...aliasErrors]) };
+  const envErrors = substituteEnv(doc, file, env, at);
+  errors.push(...envErrors);
+  // A value whose variable is unset has already been reported; its schema error would repeat it.
+  const reported = new Set(envErrors.map((e) => e.path));
+
+  let raw: unknown;
+  try {
+    // maxAliasCount bounds alias expansion ("billion laughs"): a config has no need for more.
+    raw = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    errors.push({ file, line: 1, col: 1, path: '(root)', message: (err as Error).message });
+    return { ok: false, errors: sortErrors(errors) };
+  }
+  const parsed = gatewayConfigSchema.safeParse(raw, { reportInput: true });
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      errors.push(...issueToErrors(issue, doc, file, at).filter((e) => !reported.has(e.path)));
+    }
+  }
+  if (errors.length > 0) return { ok: false, errors: sortErrors(errors) };
+  if (!parsed.success) throw new Error('unreachable: schema failed without issues');
+  return { ok: true, config: deepFreeze(parsed.data) };
+}
+
+/** Freezes every nested object and array in place and returns the same value. */
+export function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
+
+/** `sites[0].routes[1].cache.ttlFloorSeconds`; keys that are not simple words are quoted. */
+export function formatPath(path: readonly PathSegment[]): string {
+  if (path.length === 0) return '(root)';
+  let out = '';
+  for (const seg of path) {
+    if (typeof seg === 'number') out += `[${seg}]`;
+    else if (/^[A-Za-z0-9_-]+$/.test(seg)) out += out === '' ? seg : `.${seg}`;
+    else out += `[${JSON.stringify(seg)}]`;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+type At = (offset: number | undefined) => { line: number; col: number };
+
+function sortErrors(errors: ConfigError[]): ConfigError[] {
+  return errors.sort((a, b) => a.line - b.line || a.col - b.col);
+}
+
+function yamlMessage(code: string, message: string): string {
+  // The library's text suggests an API call; a config author needs the fact.
+  if (code === 'MULTIPLE_DOCS') return 'contains more than one YAML document (`---`); use one';
+  if (code === 'DUPLICATE_KEY') return 'duplicate key: map keys must be unique';
+  return message;
+}
+
+/** Calls `fn` for every scalar or alias in value position (never keys), with its path. */
+function walkValues(
+  node: unknown,
+  path: PathSegment[],
+  fn: (node: Scalar | Alias, path: readonly PathSegment[]) => void,
+): void {
+  if (isMap(node)) {
+    for (const pair of node.items) {
+      const key = keyText(pair.key);
+      walkValues(pair.value, [...path, key ?? '?'], fn);
+    }
+  } else if (isSeq(node)) {
+    node.items.forEach((item, i) => walkValues(item, [...path, i], fn));
+  } else if (isScalar(node) || isAlias(node)) {
+    fn(node, path);
+  }
+}
+
+function checkAliases(doc: Document, file: string, at: At): ConfigError[] {
+  const errors: ConfigError[] = [];
+  walkValues(doc.contents, [], (node, path) => {
+    if (isAlias(node) && node.resolve(doc) === undefined) {
+      errors.push({
+        file,
+        ...at(node.range?.[0]),
+        path: formatPath(path),
+        message: `unknown alias *${node.source} (define &${node.source} before using it)`,
+      });
+    }
+  });
+  return errors;
+}
+
+/** `$${` (an escaped literal) or `${NAME}`. */
+const ENV_REF = /\$\$\{|\$\{([^}]*)\}/g;
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** Replaces `${NAME}` in string values (never keys) in place; returns the failures. */
+function substituteEnv(
+  doc: Document,
+  file: string,
+  env: Readonly<Record<string, string | undefined>>,
+  at: At,
+): ConfigError[] {
+  const errors: ConfigError[] = [];
+  walkValues(doc.contents, [], (node, path) => {
+    if (!isScalar(node) || typeof node.value !== 'string' || !node.value.includes('$')) return;
+    const where = { file, ...at(node.range?.[0]), path: formatPath(path) };
+    node.value = node.value.replace(ENV_REF, (match: string, name: string | undefined) => {
+      if (match === '$${') return '${';
+      const trimmed = (name ?? '').trim();
+      if (!ENV_NAME.test(trimmed)) {
+        errors.push({ ...where, message: `"\${${name}}" is not a valid environment variable name` });
+        return match;
+      }
+      const value = env[trimmed];
+      if (value === undefined) {
+        errors.push({ ...where, message: `environment variable ${trimmed} is not set` });
+        return match;
+      }
+      return value;
+    });
+  });
+  return errors;
+}
+
+interface Located {
+  /** The deepest node that exists along the path. */
+  node: YamlNode | null;
+  /** The pair whose value is `node`, when `node` is a map value. */
+  pair: Pair | null;
+  /** How many path segments were found in the document. */
+  depth: number;
+}
+
+/** Follows a zod issue path through the YAML document as far as it exists. */
+function locate(doc: Document, path: readonly PathSegment[]): Located {
+  let node: YamlNode | null = deref(doc, doc.contents as YamlNode | null);
+  let pair: Pair | null = null;
+  let depth = 0;
+  for (const seg of path) {
+    if (isMap(node)) {
+      const found = node.items.find((p) => isPair(p) && keyText(p.key) === String(seg));
+      if (!found) break;
+      pair = found as Pair;
+      node = deref(doc, (found.value as YamlNode | null) ?? null);
+      if (node === null) {
+        // `key:` with no value: point at the key.
+        depth++;
+        break;
+      }
+    } else if (isSeq(node) && typeof seg === 'number') {
+      const item = node.items[seg] as YamlNode | undefined;
+      if (item === undefined) break;
+      pair = null;
+      node = deref(doc, item);
+    } else break;
+    depth++;
+  }
+  return { node, pair, depth };
+}
+
+function deref(doc: Document, node: YamlNode | null): YamlNode | null {
+  if (node && isAlias(node)) return ((node as Alias).resolve(doc) as YamlNode | undefined) ?? node;
+  return node;
+}
+
+function keyText(key: unknown): string | undefined {
+  if (isScalar(key)) return String(key.value);
+  if (typeof key === 'string' || typeof key === 'number') return String(key);
+  return undefined;
+}
+
+function offsetOf(located: Located): number | undefined {
+  if (located.node?.range) return located.node.range[0];
+  const key = located.pair?.key as YamlNode | undefined;
+  return key?.range?.[0] ?? undefined;
+}
+
+function issueToErrors(issue: z.core.$ZodIssue, doc: Document, file: string, at: At): ConfigError[] {
+  const path = issue.path.filter((s): s is PathSegment => typeof s !== 'symbol');
+
+  if (issue.code === 'unrecognized_keys') {
+    const parent = locate(doc, path);
+    return issue.keys.map((key) => {
+      const pair =
+        isMap(parent.node) && parent.depth === path.length
+          ? (parent.node.items.find((p) => isPair(p) && keyText(p.key) === key) as Pair | undefined)
+          : undefined;
+      const keyNode = pair?.key as YamlNode | undefined;
+      const hint = suggestKey(key, knownKeysAt(path));
+      return {
+        file,
+        ...at(keyNode?.range?.[0] ?? offsetOf(parent)),
+        path: formatPath([...path, key]),
+        message: `unknown key "${key}"${hint ? ` (did you mean "${hint}"?)` : ''}`,
+      };
+    });
+  }
+
+  const located = locate(doc, path);
+  const isMissing = located.depth < path.length;
+  let message = issue.message;
+  if (issue.code === 'invalid_type') {
+    if (issue.input === undefined && isMissing && located.depth === path.length - 1) {
+      message = `missing required key "${String(path[path.length - 1])}"`;
+    } else if (issue.input === undefined && isMissing) {
+      message = `missing ${issue.expected} (the enclosing ${formatPath(path.slice(0, located.depth + 1))} is not set)`;
+    } else {
+      message = `expected ${issue.expected}, got ${describeValue(issue.input)}`;
+    }
+  } else if (issue.code === 'too_small' && issue.origin === 'array') {
+    message = `needs at least ${String(issue.minimum)} item${issue.minimum === 1 ? '' : 's'}`;
+  } else if (issue.code === 'invalid_key') {
+    // A record key is wrong: point at the key, not its value.
+    const keyNode = located.pair?.key as YamlNode | undefined;
+    const inner = issue.issues.map((i) => i.message).join('; ');
+    return [{ file, ...at(keyNode?.range?.[0] ?? offsetOf(located)), path: formatPath(path), message: `invalid key: ${inner}` }];
+  }
+  return [{ file, ...at(offsetOf(located)), path: formatPath(path), message }];
+}
+
+function describeValue(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a map';
+  if (typeof v === 'string') return `string ${JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v)}`;
+  return `${typeof v} ${String(v)}`;
+}
+
+// --- "did you mean": the keys the schema allows at a path --------------------------------------
+
+interface ZodDefLike {
+  type: string;
+  innerType?: ZodLike;
+  in?: ZodLike;
+  element?: ZodLike;
+  valueType?: ZodLike;
+  shape?: Record<string, ZodLike>;
+}
+interface ZodLike {
+  _zod: { def: ZodDefLike };
+}
+
+function unwrap(s: ZodLike | undefined): ZodLike | undefined {
+  let cur = s;
+  for (let i = 0; cur && i < 16; i++) {
+    const def = cur._zod.def;
+    if (def.innerType) cur = def.innerType;
+    else if (def.type === 'pipe' && def.in) cur = def.in;
+    else return cur;
+  }
+  return cur;
+}
+
+/** Keys an object schema at `path` accepts; empty when the path is not an object. */
+export function knownKeysAt(path: readonly PathSegment[]): string[] {
+  let s = unwrap(gatewayConfigSchema as unknown as ZodLike);
+  for (const seg of path) {
+    const def = s?._zod.def;
+    if (!def) return [];
+    if (def.type === 'object' && def.shape && typeof seg === 'string') s = unwrap(def.shape[seg]);
+    else if (def.type === 'array') s = unwrap(def.element);
+    else if (def.type === 'record') s = unwrap(def.valueType);
+    else return [];
+  }
+  const def = s?._zod.def;
+  return def?.type === 'object' && def.shape ? Object.keys(def.shape) : [];
+}
+
+function suggestKey(key: string, known: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const k of known) {
+    const d = editDistance(key.toLowerCase(), k.toLowerCase());
+    if (d < bestDistance) {
+      best = k;
+      bestDistance = d;
+    }
+  }
+  // Suggest only near misses: at most 2 edits, and fewer than a third of the key's length.
+  return best !== undefined && bestDistance <= Math.min(2, Math.ceil(key.length / 3)) ? best : undefined;
+}
+
+/** Levenshtein distance (insert, delete, substitute each cost 1). */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + cost);
+    }
+    prev = cur;
+  }
+  return prev[b.length]!;
+}

@@ -1,0 +1,201 @@
+/**
+ * Reloading the config file into a ConfigSource: read, validate fully, and swap only when the
+ * whole file is valid. An invalid file is refused with every error logged as
+ * `file:line:col path: message`; the running config stays as it was.
+ *
+ * Restart-only keys (RESTART_KEYS in schema.ts: listeners, header size, Redis) cannot change in
+ * a running process. When the file changes one of them the reloader warns that a restart is
+ * needed and carries the RUNNING value over into the new snapshot, so `current()` always
+ * describes what the process is actually doing; every other key applies live.
+ *
+ * Reloads never overlap: a reload asked for while one runs is queued, and any number of asks
+ * during one run collapse into a single follow-up run, which reads the file as it is then.
+ *
+ * Owns the reload sequence and its logging. It does not watch the file (watch.ts) or install
+ * the SIGHUP handler (main.ts): both just call `reload()`.
+ */
+import { isDeepStrictEqual } from 'node:util';
+import { formatConfigError, loadConfigFile, type ConfigError, type ParseOptions } from './load.js';
+import { RESTART_KEYS, type GatewayConfig } from './schema.js';
+import type { ConfigSource } from './source.js';
+
+export type ReloadReason = 'signal' | 'watch' | 'manual';
+
+/** The subset of a pino logger the reloader uses. */
+export interface ReloadLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+export type ReloadOutcome =
+  | {
+      ok: true;
+      reason: ReloadReason;
+      /** The source's generation after this reload. */
+      generation: number;
+      /** False when the file validated but nothing that can apply live differed: no swap. */
+      changed: boolean;
+      /** RESTART_KEYS whose value in the file differs from the running one (kept as running). */
+      restartRequired: string[];
+    }
+  | {
+      ok: false;
+      reason: ReloadReason;
+      /** The generation still running. */
+      generation: number;
+      errors: ConfigError[];
+    };
+
+export interface ReloaderOptions {
+  file: string;
+  source: ConfigSource;
+  logger: ReloadLogger;
+  /** Called after every reload attempt (for metrics: reload counter, last-success gauge). */
+  onResult?: (outcome: ReloadOutcome) => void;
+  /** Passed to the loader (`env` for `${NAME}` substitution). */
+  parseOptions?: ParseOptions;
+}
+
+export interface Reloader {
+  /** Resolves once the file has been read as it is at or after this call. Never rejects. */
+  reload(reason: ReloadReason): Promise<ReloadOutcome>;
+  /** Queued reloads resolve refused; a reload already running finishes. */
+  close(): void;
+}
+
+interface Batch {
+  reason: ReloadReason;
+  resolvers: Array<(o: ReloadOutcome) => void>;
+}
+
+export function createReloader(options: ReloaderOptions): Reloader {
+  const { file, source, logger, onResult } = options;
+  let busy = false;
+  let queued: Batch | null = null;
+  let closed = false;
+
+  const closedOutcome = (reason: ReloadReason): ReloadOutcome => ({
+    ok: false,
+    reason,
+    generation: source.generation,
+    errors: [{ file, line: 1, col: 1, path: '(root)', message: 'reloader is closed' }],
+  });
+
+  async function drive(first: Batch): Promise<void> {
+    let batch: Batch | null = first;
+    while (batch !== null) {
+      const outcome = await runOnce(batch.reason);
+      for (const resolve of batch.resolvers) resolve(outcome);
+      batch = queued;
+      queued = null;
+      if (batch !== null && closed) {
+        for (const resolve of batch.resolvers) resolve(closedOutcome(batch.reason));
+        batch = null;
+      }
+    }
+    busy = false;
+  }
+
+  async function runOnce(reason: ReloadReason): Promise<ReloadOutcome> {
+    let outcome: ReloadOutcome;
+    try {
+      outcome = await attempt(reason);
+    } catch (err) {
+      // Not expected (the loader does not throw); keep the old config and say why.
+      const error: ConfigError = { file, line: 1, col: 1, path: '(root)', message: `reload failed: ${String(err)}` };
+      logger.error({ reason, err }, formatConfigError(error));
+      outcome = { ok: false, reason, generation: source.generation, errors: [error] };
+    }
+    try {
+      onResult?.(outcome);
+    } catch (err) {
+      logger.error({ reason, err }, 'config reload onResult callback failed');
+    }
+    return outcome;
+  }
+
+  async function attempt(reason: ReloadReason): Promise<ReloadOutcome> {
+    const result = await loadConfigFile(file, options.parseOptions);
+    const prev = source.current();
+    if (!result.ok) {
+      for (const e of result.errors) {
+        logger.error({ reason, file: e.file, line: e.line, col: e.col, path: e.path }, formatConfigError(e));
+      }
+      logger.warn(
+        { reason, file, errors: result.errors.length, generation: source.generation },
+        `config reload refused: ${result.errors.length} error(s); still running generation ${source.generation}`,
+      );
+      return { ok: false, reason, generation: source.generation, errors: result.errors };
+    }
+
+    const restartRequired = changedRestartKeys(prev, result.config);
+    const next = keepRestartKeys(result.config, prev, restartRequired);
+    if (restartRequired.length > 0) {
+      logger.warn(
+        { reason, file, keys: restartRequired },
+        `config changes ${restartRequired.join(', ')}: these need a restart; running with the old values until then`,
+      );
+    }
+    if (isDeepStrictEqual(next, prev)) {
+      logger.info({ reason, file, generation: source.generation }, 'config reloaded: nothing to apply');
+      return { ok: true, reason, generation: source.generation, changed: false, restartRequired };
+    }
+    try {
+      source.swap(next);
+    } catch (err) {
+      // The swap happened; a component failed to follow it. Loud, but the new config stands.
+      logger.error({ reason, err, generation: source.generation }, 'config applied but a change listener failed');
+    }
+    logger.info({ reason, file, generation: source.generation }, `config reloaded: generation ${source.generation}`);
+    return { ok: true, reason, generation: source.generation, changed: true, restartRequired };
+  }
+
+  return {
+    reload(reason) {
+      if (closed) return Promise.resolve(closedOutcome(reason));
+      return new Promise<ReloadOutcome>((resolve) => {
+        if (!busy) {
+          busy = true;
+          void drive({ reason, resolvers: [resolve] });
+        } else {
+          queued ??= { reason, resolvers: [] };
+          queued.resolvers.push(resolve);
+        }
+      });
+    },
+    close() {
+      closed = true;
+    },
+  };
+}
+
+/** The RESTART_KEYS (dotted paths) whose values differ between two configs. */
+export function changedRestartKeys(prev: GatewayConfig, next: GatewayConfig): string[] {
+  return RESTART_KEYS.filter((key) => !isDeepStrictEqual(valueAt(prev, key), valueAt(next, key)));
+}
+
+/** A copy of `next` with the listed dotted keys set back to their values in `running`. */
+function keepRestartKeys(next: GatewayConfig, running: GatewayConfig, keys: readonly string[]): GatewayConfig {
+  if (keys.length === 0) return next;
+  const copy = structuredClone(next) as Record<string, unknown>;
+  for (const key of keys) {
+    const parts = key.split('.');
+    const last = parts.pop()!;
+    let target = copy;
+    for (const p of parts) target = target[p] as Record<string, unknown>;
+    const value = valueAt(running, key);
+    if (value === undefined) delete target[last];
+    else target[last] = structuredClone(value);
+  }
+  return copy as GatewayConfig;
+}
+
+function valueAt(config: GatewayConfig, dotted: string): unknown {
+  let v: unknown = config;
+  for (const p of dotted.split('.')) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<string, unknown>)[p];
+  }
+  return v;
+}

@@ -1,0 +1,165 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeEach, describe, expect, test } from 'vitest';
+import { loadConfigFile } from '../../../src/config/load.js';
+import { createReloader, type ReloadLogger, type ReloadOutcome } from '../../../src/config/reloader.js';
+import { ConfigSource } from '../../../src/config/source.js';
+
+interface LogLine {
+  level: 'info' | 'warn' | 'error';
+  obj: object;
+  msg: string;
+}
+
+/** A pino-shaped logger that keeps what it was given. */
+function makeRecordingLogger(): ReloadLogger & { lines: LogLine[] } {
+  const lines: LogLine[] = [];
+  return {
+    lines,
+    info: (obj, msg) => void lines.push({ level: 'info', obj, msg }),
+    warn: (obj, msg) => void lines.push({ level: 'warn', obj, msg }),
+    error: (obj, msg) => void lines.push({ level: 'error', obj, msg }),
+  };
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'crowdgate-reload-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const configText = ({ port = 8080, adminPort = 9091, level = 'info', siteName = 'blog' } = {}) => `listen: { port: ${port} }
+admin: { port: ${adminPort} }
+log: { level: ${level} }
+sites:
+  - name: ${siteName}
+    hosts: ["*"]
+    origins: [{ url: "http://127.0.0.1:3000" }]
+`;
+
+let n = 0;
+async function setup(text = configText()) {
+  const file = join(dir, `gateway-${++n}.yaml`);
+  writeFileSync(file, text);
+  const initial = await loadConfigFile(file, { env: {} });
+  if (!initial.ok) throw new Error('fixture invalid');
+  const source = new ConfigSource(initial.config);
+  const logger = makeRecordingLogger();
+  const results: ReloadOutcome[] = [];
+  const reloader = createReloader({ file, source, logger, onResult: (r) => results.push(r), parseOptions: { env: {} } });
+  return { file, source, logger, results, reloader };
+}
+
+describe('createReloader', () => {
+  let ctx: Awaited<ReturnType<typeof setup>>;
+  beforeEach(async () => {
+    ctx = await setup();
+  });
+
+  test('a valid change is swapped in as the next generation', async () => {
+    writeFileSync(ctx.file, configText({ level: 'debug' }));
+    const outcome = await ctx.reloader.reload('watch');
+    expect(outcome).toEqual({ ok: true, reason: 'watch', generation: 2, changed: true, restartRequired: [] });
+    expect(ctx.source.current().log.level).toBe('debug');
+    expect(ctx.results).toEqual([outcome]);
+    expect(ctx.logger.lines.map((l) => [l.level, l.msg])).toEqual([['info', 'config reloaded: generation 2']]);
+  });
+
+  test('an invalid file is refused, every error logged as file:line:col, and the old config kept', async () => {
+    const before = ctx.source.current();
+    writeFileSync(ctx.file, configText({ level: 'loud' }).replace('hosts:', 'hots:'));
+    const outcome = await ctx.reloader.reload('signal');
+    expect(outcome.ok).toBe(false);
+    expect(ctx.source.current()).toBe(before);
+    expect(ctx.source.generation).toBe(1);
+    const errorLines = ctx.logger.lines.filter((l) => l.level === 'error').map((l) => l.msg);
+    expect(errorLines).toEqual([
+      expect.stringMatching(new RegExp(`^${ctx.file}:3:15 log\\.level: `)),
+      `${ctx.file}:5:5 sites[0].hosts: missing required key "hosts"`,
+      `${ctx.file}:6:5 sites[0].hots: unknown key "hots" (did you mean "hosts"?)`,
+    ]);
+    expect(ctx.logger.lines.at(-1)).toMatchObject({ level: 'warn', msg: expect.stringMatching(/refused: 3 error\(s\); still running generation 1/) });
+    expect(ctx.results).toEqual([{ ok: false, reason: 'signal', generation: 1, errors: expect.any(Array) }]);
+    expect(outcome.ok === false && outcome.errors).toHaveLength(3);
+  });
+
+  test('a deleted file is refused and the old config kept', async () => {
+    rmSync(ctx.file);
+    const outcome = await ctx.reloader.reload('manual');
+    expect(outcome.ok === false && outcome.errors.map((e) => e.message)).toEqual(['cannot read config: file not found']);
+    expect(ctx.source.generation).toBe(1);
+  });
+
+  test('an unchanged file reloads without a swap', async () => {
+    let swaps = 0;
+    ctx.source.onChange(() => void swaps++);
+    const outcome = await ctx.reloader.reload('manual');
+    expect(outcome).toMatchObject({ ok: true, changed: false, generation: 1 });
+    expect(swaps).toBe(0);
+  });
+
+  test.each([
+    { name: 'listen', change: { port: 8081 }, keys: ['listen'] },
+    { name: 'admin.port', change: { adminPort: 9999 }, keys: ['admin.port'] },
+    { name: 'both', change: { port: 8081, adminPort: 9999 }, keys: ['listen', 'admin.port'] },
+  ])('a restart-only change ($name) is warned about, kept as running, while the rest applies', async ({ change, keys }) => {
+    writeFileSync(ctx.file, configText({ ...change, level: 'warn' }));
+    const outcome = await ctx.reloader.reload('watch');
+    expect(outcome).toMatchObject({ ok: true, changed: true, restartRequired: keys });
+    expect(ctx.source.current().log.level).toBe('warn');
+    expect(ctx.source.current().listen.port).toBe(8080);
+    expect(ctx.source.current().admin.port).toBe(9091);
+    const warning = ctx.logger.lines.find((l) => l.level === 'warn');
+    expect(warning?.msg).toMatch(new RegExp(`${keys.join(', ')}: these need a restart`));
+    expect(warning?.obj).toMatchObject({ keys });
+  });
+
+  test('a restart-only change alone swaps nothing but still warns', async () => {
+    writeFileSync(ctx.file, configText({ port: 8081 }));
+    const outcome = await ctx.reloader.reload('watch');
+    expect(outcome).toMatchObject({ ok: true, changed: false, restartRequired: ['listen'], generation: 1 });
+    expect(ctx.logger.lines.some((l) => l.level === 'warn' && /restart/.test(l.msg))).toBe(true);
+  });
+
+  test('reloads asked for during a reload collapse into one follow-up that reads the latest file', async () => {
+    writeFileSync(ctx.file, configText({ siteName: 'first' }));
+    const first = ctx.reloader.reload('watch');
+    // Asked while the first runs: these must share one more run, not five.
+    const during = [1, 2, 3, 4, 5].map(() => ctx.reloader.reload('signal'));
+    writeFileSync(ctx.file, configText({ siteName: 'latest' }));
+    const [firstOutcome, ...duringOutcomes] = await Promise.all([first, ...during]);
+    expect(ctx.results).toHaveLength(2);
+    expect(firstOutcome).toBe(ctx.results[0]);
+    for (const o of duringOutcomes) expect(o).toBe(ctx.results[1]);
+    expect(ctx.source.current().sites[0]?.name).toBe('latest');
+  });
+
+  test('sequential reloads each run', async () => {
+    for (const level of ['debug', 'warn', 'error'] as const) {
+      writeFileSync(ctx.file, configText({ level }));
+      await ctx.reloader.reload('manual');
+    }
+    expect(ctx.results.map((r) => r.generation)).toEqual([2, 3, 4]);
+  });
+
+  test('after close, queued and new reloads are refused without reading the file', async () => {
+    writeFileSync(ctx.file, configText({ level: 'debug' }));
+    const running = ctx.reloader.reload('watch');
+    const queued = ctx.reloader.reload('watch');
+    ctx.reloader.close();
+    const later = ctx.reloader.reload('manual');
+    expect((await running).ok).toBe(true);
+    for (const o of [await queued, await later]) {
+      expect(o.ok === false && o.errors.map((e) => e.message)).toEqual(['reloader is closed']);
+    }
+    expect(ctx.results).toHaveLength(1);
+  });
+
+  test('a failing change listener is logged; the new config stands', async () => {
+    ctx.source.onChange(() => {
+      throw new Error('rebuild failed');
+    });
+    writeFileSync(ctx.file, configText({ level: 'debug' }));
+    const outcome = await ctx.reloader.reload('manual');
+    expect(outcome).toMatchObject({ ok: true, generation: 2 });
+    expect(ctx.logger.lines.some((l) => l.level === 'error' && /change listener failed/.test(l.msg))).toBe(true);
+  });
+});
