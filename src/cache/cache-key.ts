@@ -1,0 +1,302 @@
+/**
+ * Cache keys: request -> primary key (site, normalised URL, the route's key template) and the
+ * Vary secondary key (RFC 9111 §4.1). Owns normalisation only; it does not decide whether a
+ * request is cacheable (policy.ts) nor which route applies (the caller passes the template).
+ *
+ * Primary key layout (NUL separates parts, so a part can never run into the next):
+ *   `${site}\0${path}[?${query}]` then `\0h:name=value&...` when the template names headers
+ *   and `\0c:name=value&...` when it names cookies. Values are percent-encoded; a missing header or
+ *   cookie appears as its bare name, so "absent" and "empty" are different keys.
+ * The method is not in the key: only GET and HEAD are cached and HEAD is answered from GET's entry.
+ *
+ * Purge by prefix matches keys by string prefix: `keyPrefixFor(site, '/blog/')` is a prefix of
+ * every key under /blog/. Note `/blog` (no slash) also matches `/blogroll`.
+ */
+import type { CacheKeyConfig } from '../config/schema.js';
+import { joinHeader, type HeaderMap } from './cache-control.js';
+
+const SEP = '\u0000';
+
+export interface CacheKeyInput {
+  /** Site name from the config; always the first part of the key. */
+  site: string;
+  /** Request target as received: origin-form `/path?query` or absolute-form `http://host/path`. */
+  url: string;
+  headers: HeaderMap;
+  key: CacheKeyConfig;
+}
+
+/** A request target split into its raw path and query (no fragment). */
+export interface UrlPath {
+  path: string;
+  /** Without the `?`; undefined when the target has no `?`. */
+  query: string | undefined;
+}
+
+/**
+ * Split a request target (RFC 9112 §3.2) into path and query. Absolute-form
+ * (`http://host/p?q`) gives just the path; authority-form and `*` give `/` and `*` unchanged.
+ */
+export function parseUrlPath(url: string): UrlPath {
+  let target = url;
+  const hash = target.indexOf('#');
+  if (hash >= 0) target = target.slice(0, hash);
+  const scheme = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.exec(target);
+  if (scheme) {
+    const rest = target.slice(scheme[0].length);
+    const slash = rest.search(/[/?]/);
+    target = slash < 0 ? '/' : rest.slice(slash);
+    if (target.startsWith('?')) target = '/' + target;
+  }
+  if (target === '*') return { path: '*', query: undefined };
+  const q = target.indexOf('?');
+  const path = q < 0 ? target : target.slice(0, q);
+  return { path: path === '' ? '/' : path, query: q < 0 ? undefined : target.slice(q + 1) };
+}
+
+const UNRESERVED = /^[A-Za-z0-9\-._~]$/;
+/** Characters left as they are in a path segment (RFC 3986 pchar minus '%', plus '/'). */
+const PATH_SAFE = /[A-Za-z0-9\-._~!$&'()*+,;=:@/]/;
+/** In a query component '?' is also allowed; '&' and '=' are kept as structure. */
+const QUERY_SAFE = /[A-Za-z0-9\-._~!$'()*+,;:@/?&=]/;
+const ALL_PATH_SAFE = /^[A-Za-z0-9\-._~!$&'()*+,;=:@/]*$/;
+const ALL_QUERY_SAFE = /^[A-Za-z0-9\-._~!$'()*+,;:@/?&=]*$/;
+
+/**
+ * Percent-encoding normalisation (RFC 3986 §6.2.2.1, §6.2.2.2): hex digits upper-case, encoded
+ * unreserved characters decoded, and characters that may not appear raw encoded as UTF-8.
+ * A `%` not followed by two hex digits is encoded as `%25`.
+ */
+function normalisePercent(s: string, safe: RegExp): string {
+  // Fast path (every request computes a key): nothing to normalise.
+  if ((safe === PATH_SAFE ? ALL_PATH_SAFE : ALL_QUERY_SAFE).test(s)) return s;
+  let out = '';
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i]!;
+    if (c === '%') {
+      const hex = s.slice(i + 1, i + 3);
+      if (/^[0-9A-Fa-f]{2}$/.test(hex)) {
+        const ch = String.fromCharCode(parseInt(hex, 16));
+        out += UNRESERVED.test(ch) ? ch : '%' + hex.toUpperCase();
+        i += 2;
+      } else out += '%25';
+    } else if (safe.test(c)) out += c;
+    else {
+      const cp = s.codePointAt(i)!;
+      const chars = String.fromCodePoint(cp);
+      i += chars.length - 1;
+      out += encodeURIComponent(chars).replace(/%[0-9a-f]{2}/g, (h) => h.toUpperCase());
+    }
+  }
+  return out;
+}
+
+/** RFC 3986 §5.2.4 remove_dot_segments, on an already percent-normalised absolute path. */
+function removeDotSegments(path: string): string {
+  if (!path.includes('/.')) return path.startsWith('/') ? path : '/' + path; // no dot segment
+  const input = path.split('/');
+  const out: string[] = [];
+  for (let i = 0; i < input.length; i++) {
+    const seg = input[i]!;
+    const last = i === input.length - 1;
+    if (seg === '.' || seg === '..') {
+      if (seg === '..' && out.length > 1) out.pop();
+      if (last) out.push(''); // `/a/..` -> `/`, keep the trailing slash
+    } else out.push(seg);
+  }
+  const joined = out.join('/');
+  return joined.startsWith('/') ? joined : '/' + joined;
+}
+
+/** Normalise a raw path: percent-encoding case and unreserved decoding, then dot segments. */
+export function normalisePath(rawPath: string): string {
+  if (rawPath === '*') return '*';
+  const p = normalisePercent(rawPath.startsWith('/') ? rawPath : '/' + rawPath, PATH_SAFE);
+  return removeDotSegments(p);
+}
+
+/** `name` matches `pattern` exactly, or by prefix when the pattern ends with `*`. */
+function matchesName(name: string, pattern: string): boolean {
+  return pattern.endsWith('*') ? name.startsWith(pattern.slice(0, -1)) : name === pattern;
+}
+
+function decodeName(encoded: string): string {
+  try {
+    return decodeURIComponent(encoded.replace(/\+/g, ' '));
+  } catch {
+    return encoded;
+  }
+}
+
+/**
+ * Normalise a raw query for the key: drop tracking parameters, apply the template's query mode,
+ * normalise percent-encoding, and sort stably by name (values of a repeated name keep their
+ * order). Returns '' when nothing is left.
+ */
+export function normaliseQuery(rawQuery: string | undefined, key: CacheKeyConfig): string {
+  if (rawQuery === undefined || key.query === 'none') return '';
+  const params: { name: string; text: string }[] = [];
+  for (const part of rawQuery.split('&')) {
+    if (part === '') continue;
+    const text = normalisePercent(part, QUERY_SAFE);
+    const eq = text.indexOf('=');
+    const name = decodeName(eq < 0 ? text : text.slice(0, eq));
+    if (key.dropTracking.some((p) => matchesName(name, p))) continue;
+    const listed = key.params.some((p) => matchesName(name, p));
+    if (key.query === 'keep' && !listed) continue;
+    if (key.query === 'drop' && listed) continue;
+    params.push({ name, text });
+  }
+  // Array.prototype.sort is stable (ES2019): repeated names keep their relative order.
+  params.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return params.map((p) => p.text).join('&');
+}
+
+/** Parse a Cookie request header (RFC 6265 §5.4): first value of each name. */
+export function parseCookies(value: string | string[] | undefined): Map<string, string> {
+  const cookies = new Map<string, string>();
+  const lines = value === undefined ? [] : Array.isArray(value) ? value : [value];
+  for (const line of lines) {
+    for (const pair of line.split(';')) {
+      const eq = pair.indexOf('=');
+      if (eq < 0) continue;
+      const name = pair.slice(0, eq).trim();
+      if (name === '' || cookies.has(name)) continue;
+      cookies.set(name, pair.slice(eq + 1).trim());
+    }
+  }
+  return cookies;
+}
+
+function keyPart(tag: 'h' | 'c', entries: [string, string | undefined][]): string {
+  const body = entries
+    .map(([name, value]) => (value === undefined ? encodeURIComponent(name) : `${encodeURIComponent(name)}=${encodeURIComponent(value)}`))
+    .join('&');
+  return `${SEP}${tag}:${body}`;
+}
+
+/** The primary cache key for a request (layout in the module comment). */
+export function makeCacheKey(input: CacheKeyInput): string {
+  const { path, query } = parseUrlPath(input.url);
+  const q = normaliseQuery(query, input.key);
+  let key = `${input.site}${SEP}${normalisePath(path)}${q === '' ? '' : '?' + q}`;
+  if (input.key.headers.length > 0) {
+    const names = [...new Set(input.key.headers.map((h) => h.toLowerCase()))].sort();
+    key += keyPart(
+      'h',
+      names.map((n) => [n, normaliseWhitespace(joinHeader(input.headers[n]))]),
+    );
+  }
+  if (input.key.cookies.length > 0) {
+    const jar = parseCookies(input.headers['cookie']);
+    const names = [...new Set(input.key.cookies)].sort();
+    key += keyPart(
+      'c',
+      names.map((n) => [n, jar.get(n)]),
+    );
+  }
+  return key;
+}
+
+/**
+ * The string every key of `site` under `pathPrefix` starts with, for purge by prefix.
+ * The prefix is percent-normalised like a path, but dot segments are left alone and a trailing
+ * slash is kept.
+ */
+export function keyPrefixFor(site: string, pathPrefix: string): string {
+  const p = normalisePercent(pathPrefix.startsWith('/') ? pathPrefix : '/' + pathPrefix, PATH_SAFE);
+  return `${site}${SEP}${p}`;
+}
+
+/** The site part of a key (everything before the first NUL). */
+export function siteOfKey(key: string): string {
+  const i = key.indexOf(SEP);
+  return i < 0 ? key : key.slice(0, i);
+}
+
+/**
+ * Parse Vary (RFC 9111 §4.1): lowercase field names, deduplicated and sorted; `'*'` when any
+ * member is `*` (such a response never matches a later request and is not stored).
+ */
+export function parseVary(value: string | string[] | undefined): string[] | '*' {
+  const text = joinHeader(value);
+  if (text === undefined) return [];
+  const names = new Set<string>();
+  for (const member of text.split(',')) {
+    const name = member.trim().toLowerCase();
+    if (name === '') continue;
+    if (name === '*') return '*';
+    names.add(name);
+  }
+  return [...names].sort();
+}
+
+function normaliseWhitespace(value: string | undefined): string | undefined {
+  return value === undefined ? undefined : value.trim().replace(/[ \t]+/g, ' ');
+}
+
+/**
+ * Request headers whose values are case-insensitive comma lists of alternatives, so lowercasing
+ * and sorting their members cannot merge two requests that deserve different responses
+ * (RFC 9110 §12.5). Other headers (Cookie, Authorization, custom ones) only have whitespace
+ * normalised: their case and order may matter, and merging them would share a variant wrongly.
+ */
+const NEGOTIATION_HEADERS = new Set(['accept', 'accept-charset', 'accept-language']);
+
+/**
+ * Bucket Accept-Encoding (RFC 9110 §12.5.3) to the coding the gateway would store:
+ * `br` if acceptable, else `gzip`, else `identity`. A coding is acceptable when listed with q > 0,
+ * or, when not listed, when `*` is listed with q > 0. Missing header -> `identity`.
+ */
+export function bucketAcceptEncoding(value: string | string[] | undefined): 'br' | 'gzip' | 'identity' {
+  const text = joinHeader(value);
+  if (text === undefined) return 'identity';
+  const q = new Map<string, number>();
+  for (const member of text.split(',')) {
+    const [coding, ...params] = member.split(';').map((s) => s.trim().toLowerCase());
+    if (!coding) continue;
+    let weight = 1;
+    for (const p of params) {
+      const m = /^q\s*=\s*([0-9.]+)$/.exec(p);
+      if (m) weight = Number(m[1]);
+    }
+    const name = coding === 'x-gzip' ? 'gzip' : coding;
+    if (!q.has(name)) q.set(name, Number.isFinite(weight) ? weight : 0);
+  }
+  const acceptable = (c: string) => {
+    const w = q.get(c) ?? q.get('*');
+    return w !== undefined && w > 0;
+  };
+  if (acceptable('br')) return 'br';
+  if (acceptable('gzip')) return 'gzip';
+  return 'identity';
+}
+
+/** Normalise one request header value for the variant key. */
+export function normaliseVaryValue(name: string, value: string | undefined): string | undefined {
+  if (name === 'accept-encoding') return bucketAcceptEncoding(value);
+  const v = normaliseWhitespace(value);
+  if (v === undefined || !NEGOTIATION_HEADERS.has(name)) return v;
+  return v
+    .toLowerCase()
+    .split(',')
+    .map((s) => s.trim().replace(/\s*;\s*/g, ';'))
+    .filter((s) => s !== '')
+    .sort()
+    .join(',');
+}
+
+/**
+ * The secondary key (RFC 9111 §4.1): `name=value` for each name in `vary` (already lowercase and
+ * sorted, see parseVary), joined with `&`; a missing header appears as its bare name. '' when
+ * `vary` is empty.
+ */
+export function makeVariantKey(vary: readonly string[], headers: HeaderMap): string {
+  if (vary.length === 0) return '';
+  return vary
+    .map((name) => {
+      const v = normaliseVaryValue(name, joinHeader(headers[name]));
+      return v === undefined ? encodeURIComponent(name) : `${encodeURIComponent(name)}=${encodeURIComponent(v)}`;
+    })
+    .join('&');
+}
