@@ -1,0 +1,154 @@
+/**
+ * Versioned, binary-safe serialisation of CacheEntry records (one primary key, all its Vary
+ * variants) for stores that keep bytes (Redis).
+ * Owns the byte layout and its validation; it does not decide what is stored (stores/) nor what
+ * the fields mean (entry.ts, policy.ts).
+ *
+ * Layout, version 1 (all integers big-endian):
+ *
+ *   magic  'C' 'G'            2 bytes, rejects foreign values early
+ *   version                   1 byte  (CODEC_VERSION)
+ *   count                     u16     number of variants
+ *   count × {
+ *     metaLength              u32     length of the JSON metadata that follows
+ *     meta                    UTF-8 JSON of every field but `body`
+ *     bodyLength              u32
+ *     body                    raw bytes (never base64: binary bodies cost nothing extra)
+ *   }
+ *
+ * Decoding never throws: an unknown magic or version, a truncated buffer, trailing bytes or a
+ * field of the wrong type yields `undefined`, which every caller treats as a miss. A new layout
+ * gets a new version byte; old versions decode to `undefined` and simply refill.
+ */
+import type { CacheEntry, StoredHeaders } from './entry.js';
+
+export const CODEC_VERSION = 1;
+const MAGIC_0 = 0x43; // 'C'
+const MAGIC_1 = 0x47; // 'G'
+const PREAMBLE_BYTES = 5; // magic (2) + version (1) + count (2)
+const MAX_VARIANTS = 0xffff;
+
+type EntryMeta = Omit<CacheEntry, 'body'>;
+
+/** Encode one record: all variants stored under one primary key. */
+export function encodeEntries(entries: readonly CacheEntry[]): Buffer {
+  if (entries.length > MAX_VARIANTS) throw new RangeError(`encodeEntries: at most ${MAX_VARIANTS} variants`);
+  const parts: Buffer[] = [];
+  const preamble = Buffer.alloc(PREAMBLE_BYTES);
+  preamble[0] = MAGIC_0;
+  preamble[1] = MAGIC_1;
+  preamble[2] = CODEC_VERSION;
+  preamble.writeUInt16BE(entries.length, 3);
+  parts.push(preamble);
+  for (const entry of entries) {
+    const meta = Buffer.from(JSON.stringify(metaOf(entry)), 'utf8');
+    const metaLength = Buffer.alloc(4);
+    metaLength.writeUInt32BE(meta.length, 0);
+    const bodyLength = Buffer.alloc(4);
+    bodyLength.writeUInt32BE(entry.body.length, 0);
+    parts.push(metaLength, meta, bodyLength, entry.body);
+  }
+  return Buffer.concat(parts);
+}
+
+/** Decode a record; `undefined` for anything that is not a valid version-1 record. */
+export function decodeEntries(bytes: Uint8Array): CacheEntry[] | undefined {
+  try {
+    const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    if (buf.length < PREAMBLE_BYTES) return undefined;
+    if (buf[0] !== MAGIC_0 || buf[1] !== MAGIC_1 || buf[2] !== CODEC_VERSION) return undefined;
+    const count = buf.readUInt16BE(3);
+    const entries: CacheEntry[] = [];
+    let at = PREAMBLE_BYTES;
+    for (let i = 0; i < count; i++) {
+      if (at + 4 > buf.length) return undefined;
+      const metaLength = buf.readUInt32BE(at);
+      at += 4;
+      if (at + metaLength + 4 > buf.length) return undefined;
+      const meta: unknown = JSON.parse(buf.toString('utf8', at, at + metaLength));
+      at += metaLength;
+      const bodyLength = buf.readUInt32BE(at);
+      at += 4;
+      if (at + bodyLength > buf.length) return undefined;
+      // Copy: the caller's buffer may be reused (Redis client buffers); an entry owns its body.
+      const body = Buffer.from(buf.subarray(at, at + bodyLength));
+      at += bodyLength;
+      if (!isEntryMeta(meta)) return undefined;
+      entries.push(entryOf(meta, body));
+    }
+    if (at !== buf.length) return undefined; // trailing bytes: not something we wrote
+    return entries;
+  } catch {
+    return undefined; // malformed JSON and the like: a miss, never an exception
+  }
+}
+
+/** Encode a single variant (a record of one). */
+export function encodeEntry(entry: CacheEntry): Buffer {
+  return encodeEntries([entry]);
+}
+
+/** Decode a single variant; `undefined` unless the bytes hold exactly one valid entry. */
+export function decodeEntry(bytes: Uint8Array): CacheEntry | undefined {
+  const entries = decodeEntries(bytes);
+  return entries?.length === 1 ? entries[0] : undefined;
+}
+
+function metaOf(entry: CacheEntry): EntryMeta {
+  // Explicit field list: an unexpected extra property on the object is not persisted.
+  const meta: EntryMeta = {
+    key: entry.key,
+    variantKey: entry.variantKey,
+    vary: entry.vary,
+    status: entry.status,
+    headers: entry.headers,
+    requestTime: entry.requestTime,
+    responseTime: entry.responseTime,
+    initialAgeMs: entry.initialAgeMs,
+    freshnessMs: entry.freshnessMs,
+    staleWhileRevalidateMs: entry.staleWhileRevalidateMs,
+    staleIfErrorMs: entry.staleIfErrorMs,
+    noCache: entry.noCache,
+    mustRevalidate: entry.mustRevalidate,
+    tags: entry.tags,
+    deleteAt: entry.deleteAt,
+  };
+  if (entry.invalidatedAt !== undefined) meta.invalidatedAt = entry.invalidatedAt;
+  return meta;
+}
+
+function entryOf(meta: EntryMeta, body: Buffer): CacheEntry {
+  const entry: CacheEntry = { ...metaOf({ ...meta, body }), body };
+  return entry;
+}
+
+const NUMBER_FIELDS = [
+  'status',
+  'requestTime',
+  'responseTime',
+  'initialAgeMs',
+  'freshnessMs',
+  'staleWhileRevalidateMs',
+  'staleIfErrorMs',
+  'deleteAt',
+] as const;
+
+function isEntryMeta(value: unknown): value is EntryMeta {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const m = value as Record<string, unknown>;
+  if (typeof m.key !== 'string' || typeof m.variantKey !== 'string') return false;
+  if (!isStringArray(m.vary) || !isStringArray(m.tags)) return false;
+  for (const field of NUMBER_FIELDS) if (!Number.isFinite(m[field])) return false;
+  if (typeof m.noCache !== 'boolean' || typeof m.mustRevalidate !== 'boolean') return false;
+  if (m.invalidatedAt !== undefined && !Number.isFinite(m.invalidatedAt)) return false;
+  return isStoredHeaders(m.headers);
+}
+
+function isStringArray(value: unknown): value is string[] {
+  return Array.isArray(value) && value.every((v) => typeof v === 'string');
+}
+
+function isStoredHeaders(value: unknown): value is StoredHeaders {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  return Object.values(value).every((v) => typeof v === 'string' || isStringArray(v));
+}

@@ -1,0 +1,141 @@
+/**
+ * The CacheStore contract every store keeps (memory, Redis, tiered), and the small pure helpers
+ * they share: which variants a purge selector matches, how a purge changes a record, how a new
+ * variant joins a record.
+ * Owns the contract only; it does not decide what is cacheable or fresh (policy.ts), nor build
+ * keys (cache-key.ts). One contract suite (test/contract/cache-store.contract.ts) runs against
+ * every implementation.
+ *
+ * Vocabulary: a *record* is everything stored under one primary key (CacheEntry.key): one to
+ * `maxVariants` *entries* (variants), told apart by `variantKey` (RFC 9111 §4.1).
+ */
+import type { CacheEntry } from '../entry.js';
+
+export type PurgeSelector =
+  | { kind: 'key'; key: string }
+  | { kind: 'prefix'; prefix: string }
+  | { kind: 'tag'; tag: string }
+  | { kind: 'all' };
+
+/** soft: set invalidatedAt = now (the entry turns stale and is revalidated by the next request); hard: delete. */
+export type PurgeMode = 'soft' | 'hard';
+
+export type StoreTier = 'memory' | 'redis';
+
+/**
+ * What a store reports for metrics.
+ * - `hit` / `miss`: one per get (a failed or breaker-skipped get is a `miss`, preceded by
+ *   `error` when a command actually failed);
+ * - `set`: a record written; `skip`: a write not made (entry too large, already past deleteAt,
+ *   or the Redis breaker open);
+ * - `eviction`: a record dropped for room (memory) — not expiry, delete or purge;
+ * - `error`: a backend command failed or timed out (the call still resolved).
+ */
+export type StoreEventKind = 'hit' | 'miss' | 'error' | 'eviction' | 'set' | 'skip';
+export interface StoreEvent {
+  kind: StoreEventKind;
+  tier: StoreTier;
+}
+export type StoreEventHook = (e: StoreEvent) => void;
+
+export interface CacheStore {
+  readonly name: string;
+  /**
+   * All stored Vary variants for a primary key (CacheEntry.key), or undefined. Never rejects:
+   * errors become a miss. Variants past their deleteAt are not returned.
+   * Returned entries are shallow copies; their `headers` and `body` are shared: read-only.
+   */
+  get(key: string): Promise<CacheEntry[] | undefined>;
+  /**
+   * Store one variant: replaces the variant with the same variantKey under entry.key, keeps the
+   * others, at most maxVariants (drop the oldest). Never rejects.
+   */
+  put(entry: CacheEntry): Promise<void>;
+  /** Remove the whole record; true when something was removed. Never rejects. */
+  delete(key: string): Promise<boolean>;
+  /** Count of entries (variants) affected. Never rejects (0 when the backend failed). */
+  purge(selector: PurgeSelector, mode: PurgeMode, now: number): Promise<number>;
+  /** entries: records (primary keys) held; bytes: their approximate size. Cheap, synchronous. */
+  stats(): { entries: number; bytes: number };
+  /** Bring stats() up to date where it is not tracked synchronously (Redis). Optional. */
+  refreshStats?(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Does this entry fall under the selector? Prefix matches the primary key by string prefix. */
+export function isSelectedBy(entry: CacheEntry, selector: PurgeSelector): boolean {
+  switch (selector.kind) {
+    case 'key':
+      return entry.key === selector.key;
+    case 'prefix':
+      return entry.key.startsWith(selector.prefix);
+    case 'tag':
+      return entry.tags.includes(selector.tag);
+    case 'all':
+      return true;
+  }
+}
+
+export interface PurgeResult {
+  /** The record after the purge: unchanged entries and soft-purged copies. Empty: delete it. */
+  kept: CacheEntry[];
+  affected: number;
+}
+
+/**
+ * Apply a purge to one record. Soft keeps the earliest invalidation (a second soft purge does
+ * not make an already-invalidated entry look younger); hard drops the selected variants only.
+ */
+export function computePurge(
+  record: readonly CacheEntry[],
+  selector: PurgeSelector,
+  mode: PurgeMode,
+  now: number,
+): PurgeResult {
+  const kept: CacheEntry[] = [];
+  let affected = 0;
+  for (const entry of record) {
+    if (!isSelectedBy(entry, selector)) {
+      kept.push(entry);
+      continue;
+    }
+    affected++;
+    if (mode === 'soft') {
+      const invalidatedAt = entry.invalidatedAt === undefined ? now : Math.min(entry.invalidatedAt, now);
+      kept.push(Object.freeze({ ...entry, invalidatedAt }));
+    }
+  }
+  return { kept, affected };
+}
+
+/**
+ * The record after `entry` joins it: same variantKey replaced, the newcomer last (newest),
+ * variants past deleteAt dropped, then the oldest dropped until at most `maxVariants` remain.
+ */
+export function computeRecordWith(
+  record: readonly CacheEntry[] | undefined,
+  entry: CacheEntry,
+  maxVariants: number,
+  now: number,
+): CacheEntry[] {
+  const others = (record ?? []).filter((e) => e.variantKey !== entry.variantKey && isLiveAt(e, now));
+  const next = [...others, entry];
+  return next.length > maxVariants ? next.slice(next.length - maxVariants) : next;
+}
+
+/** Live until deleteAt (exclusive): at `deleteAt` a store no longer returns it. */
+export function isLiveAt(entry: CacheEntry, now: number): boolean {
+  return entry.deleteAt > now;
+}
+
+/** The moment the last variant of a record may be dropped. */
+export function computeRecordDeleteAt(record: readonly CacheEntry[]): number {
+  let deleteAt = -Infinity;
+  for (const e of record) if (e.deleteAt > deleteAt) deleteAt = e.deleteAt;
+  return deleteAt;
+}
+
+/** Validate store options once, with messages that name the option. */
+export function assertPositiveInt(name: string, value: number): void {
+  if (!Number.isInteger(value) || value < 1) throw new RangeError(`${name} must be a positive integer, got ${value}`);
+}

@@ -1,0 +1,224 @@
+/**
+ * The in-process cache: an LRU (lru-cache 11) bounded in bytes, one record (all Vary variants of
+ * a primary key) per LRU item.
+ * Owns memory bounds, per-record expiry and purge over what this process holds; it does not
+ * decide freshness (policy.ts) nor talk to other instances (redis-store.ts, redis-bus.ts).
+ *
+ * - Size: a record weighs the sum of `entrySizeOf` over its variants (`maxSize` = cache.maxBytes);
+ *   one variant heavier than `maxObjectBytes` is not stored; a record heavier than maxBytes drops
+ *   its oldest variants until it fits.
+ * - Expiry: the LRU item lives until the latest `deleteAt` of its variants (lru-cache `ttl` per
+ *   set, driven by the injected clock through lru-cache's `perf` option); each get also drops
+ *   variants whose own deleteAt has passed, by the same clock.
+ * - Purge by tag: a tag -> keys index kept in step with the LRU through `dispose`, so a tag purge
+ *   touches only the records carrying the tag. Its cost is one Set entry per (tag, record), bounded
+ *   by the LRU itself. Purge by prefix and `all` scan the keys: O(records), acceptable for a
+ *   memory store of a few hundred MB (documented limitation).
+ */
+import { LRUCache } from 'lru-cache';
+import { systemClock, type Clock } from '../../clock.js';
+import { entrySizeOf, type CacheEntry } from '../entry.js';
+import {
+  assertPositiveInt,
+  computePurge,
+  computeRecordDeleteAt,
+  computeRecordWith,
+  isLiveAt,
+  type CacheStore,
+  type PurgeMode,
+  type PurgeSelector,
+  type StoreEventHook,
+} from './cache-store.js';
+
+export interface MemoryStoreOptions {
+  /** cache.maxBytes: the LRU's byte bound. */
+  maxBytes: number;
+  /** cache.maxObjectBytes: a single variant larger than this is not stored. */
+  maxObjectBytes: number;
+  /** cache.maxVariants: most Vary variants kept per primary key. */
+  maxVariants: number;
+  clock?: Clock;
+  onEvent?: StoreEventHook;
+  name?: string;
+}
+
+type StoredRecord = CacheEntry[];
+
+export class MemoryStore implements CacheStore {
+  readonly name: string;
+  private readonly lru: LRUCache<string, StoredRecord>;
+  private readonly clock: Clock;
+  private readonly onEvent: StoreEventHook | undefined;
+  private readonly maxBytes: number;
+  private readonly maxObjectBytes: number;
+  private readonly maxVariants: number;
+  /** tag -> primary keys whose record has at least one variant with that tag. */
+  private readonly keysByTag = new Map<string, Set<string>>();
+
+  constructor(options: MemoryStoreOptions) {
+    assertPositiveInt('maxBytes', options.maxBytes);
+    assertPositiveInt('maxObjectBytes', options.maxObjectBytes);
+    assertPositiveInt('maxVariants', options.maxVariants);
+    this.name = options.name ?? 'memory';
+    this.clock = options.clock ?? systemClock;
+    this.onEvent = options.onEvent;
+    this.maxBytes = options.maxBytes;
+    this.maxObjectBytes = options.maxObjectBytes;
+    this.maxVariants = options.maxVariants;
+    const clock = this.clock;
+    this.lru = new LRUCache<string, StoredRecord>({
+      maxSize: options.maxBytes,
+      sizeCalculation: (record) => Math.max(1, recordSizeOf(record)),
+      // Time from the injected clock; ttlResolution 0 so a ManualClock step is seen at once.
+      perf: { now: () => clock.now() },
+      ttlResolution: 0,
+      dispose: (record, key, reason) => {
+        this.unindex(key, record);
+        if (reason === 'evict') this.onEvent?.({ kind: 'eviction', tier: 'memory' });
+      },
+    });
+  }
+
+  async get(key: string): Promise<CacheEntry[] | undefined> {
+    const entries = this.read(key);
+    this.onEvent?.({ kind: entries ? 'hit' : 'miss', tier: 'memory' });
+    return entries;
+  }
+
+  async put(entry: CacheEntry): Promise<void> {
+    const now = this.clock.now();
+    if (entrySizeOf(entry) > this.maxObjectBytes || !isLiveAt(entry, now)) {
+      this.onEvent?.({ kind: 'skip', tier: 'memory' });
+      return;
+    }
+    const current = this.lru.peek(entry.key);
+    const next = computeRecordWith(current, Object.freeze({ ...entry }), this.maxVariants, now);
+    this.write(entry.key, next, now);
+  }
+
+  /**
+   * Replace the whole record for `key` (the tiered store filling L1 from L2). Variants past
+   * deleteAt or over maxObjectBytes are left out; at most maxVariants, newest kept.
+   */
+  fill(key: string, entries: readonly CacheEntry[]): void {
+    const now = this.clock.now();
+    const usable = entries
+      .filter((e) => e.key === key && isLiveAt(e, now) && entrySizeOf(e) <= this.maxObjectBytes)
+      .map((e) => Object.freeze({ ...e }));
+    const record = usable.slice(Math.max(0, usable.length - this.maxVariants));
+    if (record.length === 0) return;
+    this.write(key, record, now);
+  }
+
+  async delete(key: string): Promise<boolean> {
+    return this.lru.delete(key);
+  }
+
+  async purge(selector: PurgeSelector, mode: PurgeMode, now: number): Promise<number> {
+    let affected = 0;
+    for (const key of this.candidateKeys(selector)) {
+      const record = this.lru.peek(key);
+      if (!record) continue;
+      const result = computePurge(record, selector, mode, now);
+      if (result.affected === 0) continue;
+      affected += result.affected;
+      if (result.kept.length === 0) this.lru.delete(key);
+      else if (result.kept.length === record.length) {
+        // Soft purge: same variants, same size. Swap in place so recency and TTL stay as they were.
+        for (let i = 0; i < record.length; i++) record[i] = result.kept[i]!;
+      } else this.write(key, result.kept, this.clock.now(), false);
+    }
+    return affected;
+  }
+
+  /** Records held; a record past deleteAt counts until it is next touched or evicted. */
+  stats(): { entries: number; bytes: number } {
+    return { entries: this.lru.size, bytes: this.lru.calculatedSize };
+  }
+
+  async close(): Promise<void> {
+    this.lru.clear();
+    this.keysByTag.clear();
+  }
+
+  /**
+   * Live variants, without emitting events. Entries are frozen when stored and handed out as
+   * they are (no copy per hit): a soft purge or a 304 merge replaces an entry, never edits it.
+   */
+  private read(key: string): CacheEntry[] | undefined {
+    const record = this.lru.get(key);
+    if (!record) return undefined;
+    const now = this.clock.now();
+    let live = record;
+    for (const e of record) {
+      if (!isLiveAt(e, now)) {
+        live = record.filter((v) => isLiveAt(v, now));
+        break;
+      }
+    }
+    if (live.length === 0) {
+      this.lru.delete(key);
+      return undefined;
+    }
+    return live === record ? record.slice() : live;
+  }
+
+  private write(key: string, record: StoredRecord, now: number, isNewData = true): void {
+    // Drop the oldest variants until the record fits the whole cache (lru-cache refuses it otherwise).
+    while (record.length > 1 && recordSizeOf(record) > this.maxBytes) record.shift();
+    // ttl = latest deleteAt − now, in whole ms (lru-cache wants a positive integer).
+    const ttlMs = Math.ceil(computeRecordDeleteAt(record) - now);
+    if (ttlMs <= 0) {
+      this.lru.delete(key);
+      this.onEvent?.({ kind: 'skip', tier: 'memory' });
+      return;
+    }
+    // dispose() of the previous record (reason 'set') runs inside set() and unindexes it first.
+    this.lru.set(key, record, { ttl: ttlMs });
+    if (this.lru.peek(key) !== record) {
+      this.onEvent?.({ kind: 'skip', tier: 'memory' });
+      return;
+    }
+    this.index(key, record);
+    if (isNewData) this.onEvent?.({ kind: 'set', tier: 'memory' });
+  }
+
+  private candidateKeys(selector: PurgeSelector): string[] {
+    switch (selector.kind) {
+      case 'key':
+        return [selector.key];
+      case 'tag':
+        return [...(this.keysByTag.get(selector.tag) ?? [])];
+      case 'prefix':
+        return [...this.lru.keys()].filter((k) => k.startsWith(selector.prefix));
+      case 'all':
+        return [...this.lru.keys()];
+    }
+  }
+
+  private index(key: string, record: StoredRecord): void {
+    for (const entry of record)
+      for (const tag of entry.tags) {
+        let keys = this.keysByTag.get(tag);
+        if (!keys) this.keysByTag.set(tag, (keys = new Set()));
+        keys.add(key);
+      }
+  }
+
+  private unindex(key: string, record: StoredRecord): void {
+    for (const entry of record)
+      for (const tag of entry.tags) {
+        const keys = this.keysByTag.get(tag);
+        if (!keys) continue;
+        keys.delete(key);
+        if (keys.size === 0) this.keysByTag.delete(tag);
+      }
+  }
+}
+
+/** Bytes of a record: the sum of entrySizeOf over its variants. */
+function recordSizeOf(record: readonly CacheEntry[]): number {
+  let size = 0;
+  for (const e of record) size += entrySizeOf(e);
+  return size;
+}

@@ -1,0 +1,233 @@
+/**
+ * Cross-instance notices over Redis pub/sub: purge broadcast and "key filled" notifications.
+ * Owns the channels, the message format and the local waiters; it does not apply purges (the
+ * onPurge callback does, to its own L1) nor take fill locks (collapse/distributed.ts).
+ *
+ * Two connections: publishing goes through the shared RedisGuard (fail open, breaker); receiving
+ * needs a second connection in subscriber mode (a subscribed connection accepts no other command).
+ * ioredis resubscribes after a reconnect; we also subscribe on every 'ready'.
+ *
+ * Channels: `${keyPrefix}bus:purge` carries JSON { v: 1, from, selector, mode, at };
+ * `${keyPrefix}bus:filled` carries the primary key as is. One subscription and one handler serve
+ * every waiter of every key: waiters sit in a key -> Set map resolved by the notification, never
+ * by polling.
+ *
+ * Fail open: publish resolves false when Redis is unavailable; waitForFill resolves 'timeout'
+ * at once when the subscriber is not listening or the breaker is open (nobody could tell us),
+ * and every pending waiter resolves 'timeout' when the subscriber connection drops.
+ *
+ * Race to know about: a fill published between a caller's failed tryLock and its waitForFill is
+ * not seen. waitForFill registers synchronously, so callers should call it first, then re-read the
+ * store, then await it.
+ */
+import { randomUUID } from 'node:crypto';
+import { systemClock, type Clock } from '../../clock.js';
+import type { PurgeMode, PurgeSelector } from './cache-store.js';
+import type { RedisClient, RedisGuard } from './redis-store.js';
+
+export interface PurgeNotice {
+  selector: PurgeSelector;
+  mode: PurgeMode;
+  /** When the purge was made, by the sender's clock: use it as `now` so instances agree. */
+  at: number;
+  /** The sending instance's id. */
+  from: string;
+}
+
+export type FillOutcome = 'filled' | 'timeout';
+
+export interface RedisBusOptions {
+  /** Publisher side: the guard of the shared command connection. */
+  guard: RedisGuard;
+  /** A dedicated connection for subscriber mode (e.g. guard.client.duplicate()). */
+  subscriber: RedisClient;
+  keyPrefix: string;
+  /** Messages from this id are ignored; default a random UUID per process. */
+  instanceId?: string;
+  clock?: Clock;
+  /** close() disconnects the subscriber (when the bus created it). */
+  ownsSubscriber?: boolean;
+}
+
+interface Waiter {
+  resolve: (outcome: FillOutcome) => void;
+  timer: NodeJS.Timeout;
+}
+
+export class RedisBus {
+  readonly instanceId: string;
+  private readonly guard: RedisGuard;
+  private readonly subscriber: RedisClient;
+  private readonly clock: Clock;
+  private readonly ownsSubscriber: boolean;
+  private readonly purgeChannel: string;
+  private readonly filledChannel: string;
+  private readonly purgeListeners = new Set<(notice: PurgeNotice) => void>();
+  private readonly waiters = new Map<string, Set<Waiter>>();
+  private listening = false;
+  private readonly listeningResolvers = new Set<(ok: boolean) => void>();
+  private isClosed = false;
+
+  constructor(options: RedisBusOptions) {
+    this.guard = options.guard;
+    this.subscriber = options.subscriber;
+    this.instanceId = options.instanceId ?? randomUUID();
+    this.clock = options.clock ?? systemClock;
+    this.ownsSubscriber = options.ownsSubscriber ?? false;
+    this.purgeChannel = `${options.keyPrefix}bus:purge`;
+    this.filledChannel = `${options.keyPrefix}bus:filled`;
+    this.subscriber.on('message', (channel: string, message: string) => this.onMessage(channel, message));
+    this.subscriber.on('ready', () => void this.subscribe());
+    this.subscriber.on('close', () => this.stopListening());
+    this.subscriber.on('error', () => {}); // the owner may log; an unhandled 'error' would crash
+    if (this.subscriber.status === 'ready') void this.subscribe();
+  }
+
+  /** Is the subscription up (so notifications can arrive)? */
+  isListening(): boolean {
+    return this.listening;
+  }
+
+  /** Resolves once the subscription is up, or false after timeoutMs (tests, startup). */
+  whenListening(timeoutMs: number): Promise<boolean> {
+    if (this.listening) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        this.listeningResolvers.delete(done);
+        resolve(ok);
+      };
+      const timer = setTimeout(() => done(false), timeoutMs);
+      this.listeningResolvers.add(done);
+    });
+  }
+
+  /** Tell the other instances to apply a purge to their L1. True when Redis took the message. */
+  async publishPurge(selector: PurgeSelector, mode: PurgeMode, at: number = this.clock.now()): Promise<boolean> {
+    const message = JSON.stringify({ v: 1, from: this.instanceId, selector, mode, at });
+    const result = await this.guard.run((c) => c.publish(this.purgeChannel, message));
+    return result.ok;
+  }
+
+  /** Register a purge handler (messages from other instances only); returns its removal. */
+  onPurge(listener: (notice: PurgeNotice) => void): () => void {
+    this.purgeListeners.add(listener);
+    return () => this.purgeListeners.delete(listener);
+  }
+
+  /** Tell waiters on every instance (this one included) that `key` was stored. */
+  async publishFilled(key: string): Promise<boolean> {
+    const result = await this.guard.run((c) => c.publish(this.filledChannel, key));
+    return result.ok;
+  }
+
+  /**
+   * Wait until some instance publishes that `key` was filled, at most timeoutMs. Registers
+   * synchronously. 'timeout' at once when no notification could arrive (see module doc).
+   */
+  waitForFill(key: string, timeoutMs: number): Promise<FillOutcome> {
+    if (this.isClosed || !this.listening || this.guard.state !== 'closed') return Promise.resolve('timeout');
+    return new Promise<FillOutcome>((resolve) => {
+      let waiters = this.waiters.get(key);
+      if (!waiters) this.waiters.set(key, (waiters = new Set()));
+      const set = waiters;
+      const waiter: Waiter = {
+        resolve,
+        timer: setTimeout(() => {
+          set.delete(waiter);
+          if (set.size === 0 && this.waiters.get(key) === set) this.waiters.delete(key);
+          resolve('timeout');
+        }, timeoutMs),
+      };
+      set.add(waiter);
+    });
+  }
+
+  /** Waiters currently registered for a key (tests and status). */
+  waiterCount(key: string): number {
+    return this.waiters.get(key)?.size ?? 0;
+  }
+
+  async close(): Promise<void> {
+    this.isClosed = true;
+    this.stopListening();
+    this.purgeListeners.clear();
+    if (this.ownsSubscriber) this.subscriber.disconnect();
+  }
+
+  private async subscribe(): Promise<void> {
+    if (this.isClosed) return;
+    try {
+      await this.subscriber.subscribe(this.purgeChannel, this.filledChannel);
+      if (this.isClosed) return;
+      this.listening = true;
+      for (const done of [...this.listeningResolvers]) done(true);
+    } catch {
+      // Not connected or timed out: the next 'ready' tries again.
+    }
+  }
+
+  private stopListening(): void {
+    this.listening = false;
+    // Nobody can notify these any more: let them go now rather than at their deadline.
+    for (const key of [...this.waiters.keys()]) this.settle(key, 'timeout');
+  }
+
+  private onMessage(channel: string, message: string): void {
+    if (channel === this.filledChannel) {
+      this.settle(message, 'filled');
+      return;
+    }
+    if (channel !== this.purgeChannel) return;
+    const notice = parsePurgeNotice(message);
+    if (!notice || notice.from === this.instanceId) return;
+    for (const listener of this.purgeListeners) {
+      try {
+        listener(notice);
+      } catch {
+        // A failing listener must not stop the others nor the subscriber.
+      }
+    }
+  }
+
+  private settle(key: string, outcome: FillOutcome): void {
+    const waiters = this.waiters.get(key);
+    if (!waiters) return;
+    this.waiters.delete(key);
+    for (const waiter of waiters) {
+      clearTimeout(waiter.timer);
+      waiter.resolve(outcome);
+    }
+  }
+}
+
+function parsePurgeNotice(message: string): PurgeNotice | undefined {
+  try {
+    const m: unknown = JSON.parse(message);
+    if (typeof m !== 'object' || m === null) return undefined;
+    const { v, from, selector, mode, at } = m as Record<string, unknown>;
+    if (v !== 1 || typeof from !== 'string' || !Number.isFinite(at)) return undefined;
+    if (mode !== 'soft' && mode !== 'hard') return undefined;
+    const parsed = parseSelector(selector);
+    return parsed ? { selector: parsed, mode, at: at as number, from } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function parseSelector(value: unknown): PurgeSelector | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const s = value as Record<string, unknown>;
+  switch (s.kind) {
+    case 'key':
+      return typeof s.key === 'string' ? { kind: 'key', key: s.key } : undefined;
+    case 'prefix':
+      return typeof s.prefix === 'string' ? { kind: 'prefix', prefix: s.prefix } : undefined;
+    case 'tag':
+      return typeof s.tag === 'string' ? { kind: 'tag', tag: s.tag } : undefined;
+    case 'all':
+      return { kind: 'all' };
+    default:
+      return undefined;
+  }
+}

@@ -1,0 +1,71 @@
+/**
+ * Cross-instance fill lock: at most one instance fetches a key from the origin at a time.
+ * Owns the lock (acquire, release, expiry); it does not wait for the fill (redis-bus.ts
+ * waitForFill) nor collapse requests inside one process (inflight.ts).
+ *
+ * Acquire: `SET ${keyPrefix}l:${key} <token> NX PX ttlMs` — only one instance gets OK, and a
+ * holder that dies blocks the key no longer than ttlMs (redis.lockTtlMs).
+ * Release: compare-and-delete in Lua, so a holder whose lock already expired (and was taken by
+ * another instance) never deletes the newer holder's lock.
+ *
+ * Fail open: with Redis down, hung or behind an open breaker, tryLock answers
+ * `{ acquired: false, redisDown: true }` within one command timeout (at once when the breaker is
+ * open), and the caller fetches alone. release() never rejects.
+ */
+import { randomBytes } from 'node:crypto';
+import type { RedisGuard } from '../cache/stores/redis-store.js';
+
+export type LockResult =
+  | { acquired: true; release(): Promise<void> }
+  | { acquired: false; redisDown?: undefined }
+  | { acquired: false; redisDown: true };
+
+export interface DistributedLockOptions {
+  guard: RedisGuard;
+  keyPrefix: string;
+}
+
+/** DEL only when the lock still holds our token. */
+const RELEASE_LUA = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`;
+
+export class DistributedLock {
+  private readonly guard: RedisGuard;
+  private readonly keyPrefix: string;
+
+  constructor(options: DistributedLockOptions) {
+    this.guard = options.guard;
+    this.keyPrefix = options.keyPrefix;
+  }
+
+  /** The Redis key of the lock for a primary key. */
+  lockKeyOf(key: string): string {
+    return `${this.keyPrefix}l:${key}`;
+  }
+
+  async tryLock(key: string, ttlMs: number): Promise<LockResult> {
+    const lockKey = this.lockKeyOf(key);
+    const token = makeLockToken();
+    // PX wants a positive integer number of milliseconds.
+    const pxMs = Math.max(1, Math.ceil(ttlMs));
+    const result = await this.guard.run((c) => c.set(lockKey, token, 'PX', pxMs, 'NX'));
+    if (!result.ok) return { acquired: false, redisDown: true };
+    if (result.value !== 'OK') return { acquired: false };
+    let released = false;
+    return {
+      acquired: true,
+      release: async () => {
+        if (released) return;
+        released = true;
+        // Fail open: if this does not reach Redis, the lock lapses at its PX.
+        await this.guard.run((c) => c.eval(RELEASE_LUA, 1, lockKey, token));
+      },
+    };
+  }
+}
+
+/** 128 random bits, hex: unique per acquisition across instances. */
+export function makeLockToken(): string {
+  return randomBytes(16).toString('hex');
+}

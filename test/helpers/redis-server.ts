@@ -1,0 +1,192 @@
+/**
+ * A real redis-server for tests, on 127.0.0.1 and a free port, with no persistence.
+ * Owns the process it starts (and only that one, by PID): start, PING readiness, pause (SIGSTOP),
+ * resume (SIGCONT), kill, restart on the same port, cleanup on process exit.
+ * Missing redis-server is an error with a clear message, never a silent skip (CI installs it).
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+export interface RedisServer {
+  port: number;
+  url: string;
+  /** Stop the server (SIGKILL if it does not exit promptly); idempotent. */
+  stop(): Promise<void>;
+  /** SIGSTOP: the socket stays open, nothing answers. */
+  pause(): void;
+  /** SIGCONT */
+  resume(): void;
+  /** SIGKILL, no goodbye: clients see the connection drop. */
+  kill(): Promise<void>;
+  /** Start again on the same port (after kill/stop) and wait for PING. */
+  restart(): Promise<void>;
+}
+
+const READY_DEADLINE_MS = 5_000;
+const live = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const child of live) {
+      if (child.pid === undefined) continue;
+      try {
+        process.kill(child.pid, 'SIGKILL'); // also ends a SIGSTOPped server
+      } catch {
+        // already gone
+      }
+    }
+  });
+}
+
+function redisServerBinary(): string {
+  const found = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
+  const bin = found.stdout.trim();
+  if (found.status !== 0 || !bin)
+    throw new Error(
+      'redis-server not found on PATH. The Redis tests need a real server: install it (Debian/Ubuntu: `apt-get install -y redis-server`).',
+    );
+  return bin;
+}
+
+async function freePort(): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** One PING over a raw socket; true on +PONG within timeoutMs. */
+function ping(port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    let reply = '';
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    socket.on('connect', () => socket.write('PING\r\n'));
+    socket.on('data', (chunk) => {
+      reply += chunk.toString('latin1');
+      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'));
+    });
+    socket.on('error', () => done(false));
+  });
+}
+
+function waitForExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), timeoutMs);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
+
+export async function startRedisServer(): Promise<RedisServer> {
+  const bin = redisServerBinary();
+  installExitHook();
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'crowdgate-redis-'));
+  let child: ChildProcess | undefined;
+  let port = 0;
+
+  const launch = async (): Promise<void> => {
+    const proc = spawn(
+      bin,
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--dir', dir],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    proc.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
+    live.add(proc);
+    proc.once('exit', () => live.delete(proc));
+    child = proc;
+    const deadline = Date.now() + READY_DEADLINE_MS;
+    while (Date.now() < deadline) {
+      if (proc.exitCode !== null) throw new Error(`redis-server exited (${proc.exitCode}) on port ${port}: ${stderr}`);
+      if (await ping(port, 200)) return;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    throw new Error(`redis-server on port ${port} did not answer PING within ${READY_DEADLINE_MS} ms`);
+  };
+
+  const kill = async (): Promise<void> => {
+    const proc = child;
+    if (!proc || proc.pid === undefined || proc.exitCode !== null || proc.signalCode !== null) return;
+    process.kill(proc.pid, 'SIGKILL');
+    await waitForExit(proc, 2_000);
+  };
+
+  // A free port can be taken between probing and binding: try a few.
+  let lastError: unknown;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    port = await freePort();
+    try {
+      await launch();
+      lastError = undefined;
+      break;
+    } catch (err) {
+      lastError = err;
+      await kill();
+    }
+  }
+  if (lastError) throw lastError;
+
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    pause: () => {
+      if (child?.pid !== undefined) process.kill(child.pid, 'SIGSTOP');
+    },
+    resume: () => {
+      if (child?.pid !== undefined) process.kill(child.pid, 'SIGCONT');
+    },
+    kill,
+    restart: async () => {
+      await kill();
+      await launch();
+    },
+    stop: async () => {
+      const proc = child;
+      if (proc?.pid !== undefined && proc.exitCode === null && proc.signalCode === null) {
+        process.kill(proc.pid, 'SIGCONT');
+        process.kill(proc.pid, 'SIGTERM');
+        if (!(await waitForExit(proc, 2_000))) await kill();
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Resolves when an ioredis client (or anything with status + 'ready') is ready; rejects after timeoutMs. */
+export function waitUntilReady(
+  client: { status: string; once(event: 'ready', listener: () => void): unknown; off(event: 'ready', listener: () => void): unknown },
+  timeoutMs = 5_000,
+): Promise<void> {
+  if (client.status === 'ready') return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const onReady = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      client.off('ready', onReady);
+      reject(new Error(`redis client not ready within ${timeoutMs} ms (status ${client.status})`));
+    }, timeoutMs);
+    client.once('ready', onReady);
+  });
+}

@@ -1,0 +1,135 @@
+import { describe, expect, it } from 'vitest';
+import { ManualClock } from '../../../../src/clock.js';
+import { entrySizeOf, type CacheEntry } from '../../../../src/cache/entry.js';
+import type { StoreEvent } from '../../../../src/cache/stores/cache-store.js';
+import { MemoryStore, type MemoryStoreOptions } from '../../../../src/cache/stores/memory-store.js';
+import { makeEntry } from '../../../contract/cache-store.contract.js';
+
+const T0 = 1_700_000_000_000;
+
+function makeStore(options: Partial<MemoryStoreOptions> = {}) {
+  const clock = new ManualClock(T0);
+  const events: StoreEvent['kind'][] = [];
+  const store = new MemoryStore({
+    maxBytes: 1024 * 1024,
+    maxObjectBytes: 64 * 1024,
+    maxVariants: 4,
+    clock,
+    onEvent: (e) => {
+      expect(e.tier).toBe('memory');
+      events.push(e.kind);
+    },
+    ...options,
+  });
+  return { store, clock, events };
+}
+
+const sized = (key: string, bodyBytes: number, extra: Partial<CacheEntry> = {}) =>
+  makeEntry({ key, body: Buffer.alloc(bodyBytes, 1), ...extra });
+
+describe('MemoryStore bounds', () => {
+  it('evicts the least recently used record when maxBytes is reached, and reports it', async () => {
+    const one = entrySizeOf(sized('k0', 10_000));
+    const { store, events } = makeStore({ maxBytes: one * 3 + 10 });
+    for (const k of ['k0', 'k1', 'k2']) await store.put(sized(k, 10_000));
+    await store.get('k0'); // k0 now most recent: k1 is the oldest
+    await store.put(sized('k3', 10_000));
+    expect(await store.get('k1')).toBeUndefined();
+    expect(await store.get('k0')).toBeDefined();
+    expect(events.filter((k) => k === 'eviction')).toHaveLength(1);
+    expect(store.stats()).toEqual({ entries: 3, bytes: one * 3 });
+  });
+
+  it('does not store a variant larger than maxObjectBytes, and keeps the others', async () => {
+    const { store, events } = makeStore({ maxObjectBytes: 5_000 });
+    await store.put(sized('k', 1_000, { variantKey: 'small', vary: ['x'] }));
+    await store.put(sized('k', 6_000, { variantKey: 'big', vary: ['x'] }));
+    expect((await store.get('k'))?.map((e) => e.variantKey)).toEqual(['small']);
+    expect(events).toContain('skip');
+  });
+
+  it('drops the oldest variants of a record that would outgrow the whole cache', async () => {
+    const one = entrySizeOf(sized('k', 30_000, { variantKey: 'a' }));
+    const { store } = makeStore({ maxBytes: one * 2 + 100, maxObjectBytes: 64 * 1024 });
+    for (const v of ['a', 'b', 'c']) await store.put(sized('k', 30_000, { variantKey: v, vary: ['x'] }));
+    expect((await store.get('k'))?.map((e) => e.variantKey)).toEqual(['b', 'c']);
+  });
+
+  it.each([
+    ['maxBytes', { maxBytes: 0 }],
+    ['maxObjectBytes', { maxObjectBytes: 1.5 }],
+    ['maxVariants', { maxVariants: -1 }],
+  ] as const)('rejects a bad %s at construction, naming it', (name, bad) => {
+    expect(() => makeStore(bad)).toThrow(name);
+  });
+});
+
+describe('MemoryStore events', () => {
+  it('reports miss, set, hit in order', async () => {
+    const { store, events } = makeStore();
+    await store.get('k');
+    await store.put(sized('k', 10));
+    await store.get('k');
+    expect(events).toEqual(['miss', 'set', 'hit']);
+  });
+
+  it('a purge is not reported as a set', async () => {
+    const { store, events } = makeStore();
+    await store.put(sized('k', 10, { variantKey: 'a', vary: ['x'], tags: ['t'] }));
+    await store.put(sized('k', 10, { variantKey: 'b', vary: ['x'] }));
+    events.length = 0;
+    expect(await store.purge({ kind: 'tag', tag: 't' }, 'hard', T0)).toBe(1);
+    expect(events).toEqual([]);
+  });
+});
+
+describe('MemoryStore expiry by the injected clock', () => {
+  it('drops the record once the clock passes its deleteAt and stops counting it', async () => {
+    const { store, clock } = makeStore();
+    await store.put(sized('k', 10, { deleteAt: T0 + 1_000 }));
+    clock.advance(1_001);
+    expect(await store.get('k')).toBeUndefined();
+    expect(store.stats().entries).toBe(0);
+  });
+
+  it('a soft purge keeps the record until its original deleteAt', async () => {
+    const { store, clock } = makeStore();
+    await store.put(sized('k', 10, { deleteAt: T0 + 1_000 }));
+    await store.purge({ kind: 'key', key: 'k' }, 'soft', T0 + 500);
+    clock.advance(999);
+    expect((await store.get('k'))?.[0]?.invalidatedAt).toBe(T0 + 500);
+    clock.advance(1);
+    expect(await store.get('k')).toBeUndefined();
+  });
+});
+
+describe('MemoryStore tag index', () => {
+  it('forgets evicted records: a tag purge counts only what is still held', async () => {
+    const one = entrySizeOf(sized('k0', 10_000, { tags: ['t'] }));
+    const { store } = makeStore({ maxBytes: one * 2 + 10 });
+    for (const k of ['k0', 'k1', 'k2']) await store.put(sized(k, 10_000, { tags: ['t'] }));
+    expect(await store.purge({ kind: 'tag', tag: 't' }, 'hard', T0)).toBe(2);
+  });
+
+  it('follows a record whose tags changed on replace', async () => {
+    const { store } = makeStore();
+    await store.put(sized('k', 10, { tags: ['old'] }));
+    await store.put(sized('k', 10, { tags: ['new'] }));
+    expect(await store.purge({ kind: 'tag', tag: 'old' }, 'hard', T0)).toBe(0);
+    expect(await store.purge({ kind: 'tag', tag: 'new' }, 'hard', T0)).toBe(1);
+  });
+});
+
+describe('MemoryStore.fill (from L2)', () => {
+  it('replaces the record, leaving out expired, foreign-key and oversized variants', async () => {
+    const { store } = makeStore({ maxObjectBytes: 5_000 });
+    await store.put(sized('k', 10, { variantKey: 'local', vary: ['x'] }));
+    store.fill('k', [
+      sized('k', 10, { variantKey: 'a', vary: ['x'] }),
+      sized('k', 10, { variantKey: 'expired', vary: ['x'], deleteAt: T0 }),
+      sized('other', 10, { variantKey: 'foreign', vary: ['x'] }),
+      sized('k', 6_000, { variantKey: 'huge', vary: ['x'] }),
+    ]);
+    expect((await store.get('k'))?.map((e) => e.variantKey)).toEqual(['a']);
+  });
+});

@@ -1,0 +1,137 @@
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { ManualClock } from '../../../../src/clock.js';
+import { RedisBus, type PurgeNotice } from '../../../../src/cache/stores/redis-bus.js';
+import { createRedisClient, RedisGuard } from '../../../../src/cache/stores/redis-store.js';
+import { startRedisServer, waitUntilReady, type RedisServer } from '../../../helpers/redis-server.js';
+
+const T0 = 1_700_000_000_000;
+let server: RedisServer;
+let n = 0;
+const cleanups: (() => Promise<void> | void)[] = [];
+
+beforeAll(async () => {
+  server = await startRedisServer();
+});
+afterAll(async () => {
+  await server?.stop();
+});
+afterEach(async () => {
+  for (const c of cleanups.splice(0)) await c();
+});
+
+async function makeBus(options: { id: string; keyPrefix: string; url?: string }) {
+  const url = options.url ?? server.url;
+  const client = createRedisClient({ url, commandTimeoutMs: 75, connectTimeoutMs: 300 });
+  const subscriber = createRedisClient({ url, commandTimeoutMs: 75, connectTimeoutMs: 300 });
+  const guard = new RedisGuard(client, { breakerFailures: 3, breakerOpenMs: 1_000, clock: new ManualClock(T0) });
+  const bus = new RedisBus({ guard, subscriber, keyPrefix: options.keyPrefix, instanceId: options.id, ownsSubscriber: true });
+  cleanups.push(async () => {
+    await bus.close();
+    client.disconnect();
+  });
+  if (url === server.url) {
+    await waitUntilReady(client);
+    expect(await bus.whenListening(5_000)).toBe(true);
+  }
+  return { bus, client };
+}
+
+async function pair() {
+  const keyPrefix = `bus${++n}:`;
+  return { a: await makeBus({ id: 'a', keyPrefix }), b: await makeBus({ id: 'b', keyPrefix }), keyPrefix };
+}
+
+/** The next notice a bus hands its onPurge listeners. */
+function nextNotice(bus: RedisBus): Promise<PurgeNotice> {
+  return new Promise((resolve) => {
+    const off = bus.onPurge((notice) => {
+      off();
+      resolve(notice);
+    });
+  });
+}
+
+describe('RedisBus purge broadcast', () => {
+  it('delivers a purge to the other instance and not back to the sender', async () => {
+    const { a, b } = await pair();
+    const seenByA: PurgeNotice[] = [];
+    a.bus.onPurge((notice) => seenByA.push(notice));
+    const atB = nextNotice(b.bus);
+    expect(await a.bus.publishPurge({ kind: 'tag', tag: 'news' }, 'soft', T0 + 5)).toBe(true);
+    expect(await atB).toEqual({ selector: { kind: 'tag', tag: 'news' }, mode: 'soft', at: T0 + 5, from: 'a' });
+    // Redis delivers in publish order: by the time A hears B's purge it has heard (and dropped) its own.
+    const atA = nextNotice(a.bus);
+    await b.bus.publishPurge({ kind: 'all' }, 'hard', T0 + 6);
+    expect(await atA).toMatchObject({ from: 'b', selector: { kind: 'all' } });
+    expect(seenByA.map((x) => x.from)).toEqual(['b']);
+  });
+
+  it('ignores malformed messages and survives a throwing listener', async () => {
+    const { a, b, keyPrefix } = await pair();
+    const raw = new Redis(server.url);
+    cleanups.push(() => raw.disconnect());
+    b.bus.onPurge(() => {
+      throw new Error('listener bug');
+    });
+    const seen: PurgeNotice[] = [];
+    b.bus.onPurge((x) => seen.push(x));
+    for (const junk of ['not json', '{"v":2}', '{"v":1,"from":"x","mode":"soft","at":1,"selector":{"kind":"nope"}}'])
+      await raw.publish(`${keyPrefix}bus:purge`, junk);
+    const next = nextNotice(b.bus);
+    await a.bus.publishPurge({ kind: 'prefix', prefix: 's\u0000/a' }, 'hard', T0);
+    expect((await next).selector).toEqual({ kind: 'prefix', prefix: 's\u0000/a' });
+    expect(seen).toHaveLength(1);
+  });
+});
+
+describe('RedisBus fill notifications', () => {
+  it('one notification releases every waiter of that key on every instance, and only that key', async () => {
+    const { a, b } = await pair();
+    const waiters = Array.from({ length: 50 }, (_, i) => (i % 2 ? a : b).bus.waitForFill('s\u0000/hot?', 5_000));
+    const otherKey = b.bus.waitForFill('s\u0000/cold?', 5_000);
+    expect(b.bus.waiterCount('s\u0000/hot?')).toBe(25);
+    expect(await a.bus.publishFilled('s\u0000/hot?')).toBe(true);
+    expect(new Set(await Promise.all(waiters))).toEqual(new Set(['filled']));
+    expect(b.bus.waiterCount('s\u0000/hot?')).toBe(0);
+    expect(b.bus.waiterCount('s\u0000/cold?')).toBe(1);
+    await a.bus.publishFilled('s\u0000/cold?');
+    expect(await otherKey).toBe('filled');
+  });
+
+  it('times out when nobody fills', async () => {
+    const { b } = await pair();
+    const started = performance.now();
+    expect(await b.bus.waitForFill('k', 60)).toBe('timeout');
+    expect(performance.now() - started).toBeGreaterThanOrEqual(55);
+    expect(b.bus.waiterCount('k')).toBe(0);
+  });
+
+  it('with Redis unreachable: waitForFill answers timeout at once, publish resolves false', async () => {
+    const { bus } = await makeBus({ id: 'x', keyPrefix: 'down:', url: 'redis://127.0.0.1:1' });
+    const started = performance.now();
+    expect(await bus.waitForFill('k', 10_000)).toBe('timeout');
+    expect(await bus.publishFilled('k')).toBe(false);
+    expect(await bus.publishPurge({ kind: 'all' }, 'soft')).toBe(false);
+    expect(performance.now() - started).toBeLessThan(100);
+  });
+
+  it('releases waiters when the subscriber connection drops, and resubscribes after Redis restarts', async () => {
+    const { a, b } = await pair();
+    const pending = b.bus.waitForFill('k', 10_000);
+    const started = performance.now();
+    await server.kill();
+    try {
+      expect(await pending).toBe('timeout');
+      expect(performance.now() - started).toBeLessThan(1_000);
+      expect(b.bus.isListening()).toBe(false);
+    } finally {
+      await server.restart();
+    }
+    await waitUntilReady(a.client, 5_000);
+    expect(await b.bus.whenListening(5_000)).toBe(true);
+    const again = b.bus.waitForFill('k', 5_000);
+    expect(await a.bus.publishFilled('k')).toBe(true);
+    expect(await again).toBe('filled');
+  });
+});

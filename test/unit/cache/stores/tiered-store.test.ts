@@ -1,0 +1,80 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { ManualClock } from '../../../../src/clock.js';
+import type { StoreEvent } from '../../../../src/cache/stores/cache-store.js';
+import { MemoryStore } from '../../../../src/cache/stores/memory-store.js';
+import { createRedisClient, RedisGuard, RedisStore } from '../../../../src/cache/stores/redis-store.js';
+import { TieredStore } from '../../../../src/cache/stores/tiered-store.js';
+import { makeEntry } from '../../../contract/cache-store.contract.js';
+import { startRedisServer, waitUntilReady, type RedisServer } from '../../../helpers/redis-server.js';
+
+const T0 = 1_700_000_000_000;
+let server: RedisServer;
+let n = 0;
+const cleanups: (() => void)[] = [];
+
+beforeAll(async () => {
+  server = await startRedisServer();
+});
+afterAll(async () => {
+  await server?.stop();
+});
+afterEach(() => {
+  for (const c of cleanups.splice(0)) c();
+});
+
+/** Two instances sharing one Redis prefix: each has its own L1. */
+async function makeInstances(url = server.url) {
+  const clock = new ManualClock(T0);
+  const keyPrefix = `tier${++n}:`;
+  const make = async () => {
+    const client = createRedisClient({ url, commandTimeoutMs: 75, connectTimeoutMs: 300 });
+    cleanups.push(() => client.disconnect());
+    if (url === server.url) await waitUntilReady(client);
+    const events: string[] = [];
+    const onEvent = (e: StoreEvent) => events.push(`${e.tier}:${e.kind}`);
+    const guard = new RedisGuard(client, { breakerFailures: 3, breakerOpenMs: 1_000, clock });
+    const l1 = new MemoryStore({ maxBytes: 4 * 1024 * 1024, maxObjectBytes: 1024 * 1024, maxVariants: 4, clock, onEvent });
+    const l2 = new RedisStore({ guard, keyPrefix, maxEntryBytes: 2_048, maxVariants: 4, clock, onEvent });
+    return { store: new TieredStore({ l1, l2 }), events };
+  };
+  return { a: await make(), b: await make(), clock };
+}
+
+describe('TieredStore', () => {
+  it('serves an L2 hit from another instance, then from its own L1 (events tagged by tier)', async () => {
+    const { a, b } = await makeInstances();
+    const entry = makeEntry({ key: 'k' });
+    await a.store.put(entry);
+    expect(await b.store.get('k')).toEqual([entry]);
+    expect(await b.store.get('k')).toEqual([entry]);
+    expect(b.events).toEqual(['memory:miss', 'redis:hit', 'memory:set', 'memory:hit']);
+  });
+
+  it('keeps an entry too large for Redis in L1 only', async () => {
+    const { a, b } = await makeInstances();
+    const big = makeEntry({ key: 'big', body: Buffer.alloc(4_000) });
+    await a.store.put(big);
+    expect(await a.store.get('big')).toEqual([big]);
+    expect(await b.store.get('big')).toBeUndefined();
+  });
+
+  it('purge hits both tiers; purgeLocal only this L1', async () => {
+    const { a, b, clock } = await makeInstances();
+    const entry = makeEntry({ key: 'k', tags: ['t'] });
+    await a.store.put(entry);
+    await b.store.get('k'); // b's L1 now holds it too
+    expect(await a.store.purge({ kind: 'tag', tag: 't' }, 'hard', clock.now())).toBe(1);
+    expect(await a.store.get('k')).toBeUndefined();
+    expect(await b.store.get('k')).toEqual([entry]); // b's L1 copy: only a broadcast reaches it
+    expect(await b.store.purgeLocal({ kind: 'tag', tag: 't' }, 'hard', clock.now())).toBe(1);
+    expect(await b.store.get('k')).toBeUndefined();
+  });
+
+  it('keeps working from L1 with Redis unreachable', async () => {
+    const { a } = await makeInstances('redis://127.0.0.1:1');
+    const entry = makeEntry({ key: 'k' });
+    await a.store.put(entry);
+    expect(await a.store.get('k')).toEqual([entry]);
+    expect(await a.store.delete('k')).toBe(true);
+  });
+});
