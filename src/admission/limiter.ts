@@ -1,0 +1,356 @@
+/**
+ * The Limiter: hands out permits for origin requests (cache fills, revalidations, pass-through;
+ * never cache hits) up to min(learned limit, ceiling), makes the rest wait in a bounded queue,
+ * and feeds every finished request back to the limit algorithm as a sample.
+ *
+ * Owns enforcement: the in-flight count, the wait (deadline timers, CoDel cap, abort, eviction),
+ * hand-over on release, and the measured drain rate. It does not learn the limit (limits/),
+ * order the queue (queue.ts), or decide what a refusal means to the client (the request path).
+ *
+ * Being refused is a return value, not an exception. `acquire` answers synchronously when a
+ * permit is free or the request is refused outright (queue full, deadline already past, already
+ * aborted) — the refusal results are shared frozen objects, so shedding allocates nothing — and
+ * returns a promise only when the request actually waits. A released permit goes straight to
+ * the next waiter: no timer, no polling.
+ *
+ * Overload policy (queue-then-shed): wait at most `deadlineMs` (or the caller's `deadlineAt`),
+ * and under a standing queue (CoDel, see queue.ts) serve newest first and cap waits at
+ * `codelIntervalMs`, reason 'codel'. When the queue is full an arrival evicts the newest waiter
+ * of the least important class below its own ('evicted'), or is refused ('queue_full').
+ */
+import type { Clock } from '../clock.js';
+import type { QueueConfig } from '../config/schema.js';
+import type { Limit, LimitSample } from './limits/limit.js';
+import { WaitQueue, type Waiter } from './queue.js';
+
+/** Timers, injectable so tests drive time by hand. */
+export interface Scheduler {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+export const systemScheduler: Scheduler = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
+};
+
+/** How the origin request ended, for the limit algorithm. */
+export type ReleaseKind =
+  | 'success' // feeds an RTT sample: time since acquire
+  | 'dropped' // origin timeout, 503, connection refused: an overload signal
+  | 'ignore'; // no sample (the client left, the request was cancelled)
+
+export interface Permit {
+  /** Returns the permit. Idempotent: only the first call counts. */
+  release(kind: ReleaseKind): void;
+}
+
+export type RefusalReason = 'queue_full' | 'deadline' | 'codel' | 'evicted' | 'aborted';
+
+export type AcquireResult =
+  | { readonly ok: true; readonly permit: Permit; readonly waitedMs: number }
+  | { readonly ok: false; readonly reason: RefusalReason; readonly waitedMs: number };
+
+export interface AcquireOptions {
+  /** Priority class, 0 = most important; out-of-range values are clamped. */
+  priority: number;
+  /** Give up waiting at this moment (epoch ms). Default now + queue.deadlineMs. */
+  deadlineAt?: number;
+  /** Aborting removes the waiter ('aborted'). */
+  signal?: AbortSignal;
+}
+
+export interface LimiterOptions {
+  limit: Limit;
+  /** Hard cap on concurrent permits, on top of the learned limit. Never exceeded. */
+  ceiling?: number;
+  queue: Pick<QueueConfig, 'maxLength' | 'deadlineMs' | 'codelTargetMs' | 'codelIntervalMs'>;
+  /** Number of priority classes; 0 is the most important. */
+  classes: number;
+  clock: Clock;
+  scheduler?: Scheduler;
+  /** Time constant of the drain-rate EWMA, ms. Default 2000. */
+  drainRateTauMs?: number;
+}
+
+const refusal = (reason: RefusalReason): AcquireResult => Object.freeze({ ok: false, reason, waitedMs: 0 });
+const REFUSED_QUEUE_FULL = refusal('queue_full');
+const REFUSED_DEADLINE = refusal('deadline');
+const REFUSED_ABORTED = refusal('aborted');
+
+/** Completions are counted in buckets at least this long before they move the drain-rate EWMA. */
+const DRAIN_BUCKET_MS = 250;
+
+class LimiterPermit implements Permit {
+  released = false;
+  constructor(
+    private readonly limiter: Limiter,
+    readonly acquiredAt: number,
+    readonly inflightAtAcquire: number,
+  ) {}
+  release(kind: ReleaseKind): void {
+    if (this.released) return;
+    this.released = true;
+    this.limiter['onRelease'](this, kind);
+  }
+}
+
+export class Limiter {
+  /** Called after the limit, the in-flight count or the queue changed. Keep it cheap. */
+  onChange: ((limiter: Limiter) => void) | undefined;
+
+  private readonly algorithm: Limit;
+  private ceiling: number;
+  private queueConfig: LimiterOptions['queue'];
+  private readonly queue: WaitQueue;
+  private readonly clock: Clock;
+  private readonly scheduler: Scheduler;
+  private readonly drainRateTauMs: number;
+  private inflightCount = 0;
+  // Shared sample object: the Limit contract says implementations copy what they keep.
+  private readonly sample: LimitSample = { rttMs: 0, inflight: 0, dropped: false };
+
+  private drainBucketStartAt: number;
+  private drainBucketCount = 0;
+  private drainRate = 0;
+  private hasDrainRate = false;
+
+  constructor(opts: LimiterOptions) {
+    this.algorithm = opts.limit;
+    this.ceiling = checkCeiling(opts.ceiling);
+    this.queueConfig = checkQueue(opts.queue);
+    this.queue = new WaitQueue(opts.classes, {
+      targetMs: opts.queue.codelTargetMs,
+      intervalMs: opts.queue.codelIntervalMs,
+    });
+    this.clock = opts.clock;
+    this.scheduler = opts.scheduler ?? systemScheduler;
+    this.drainRateTauMs = opts.drainRateTauMs ?? 2000;
+    this.drainBucketStartAt = this.clock.now();
+  }
+
+  /** Permits currently out. */
+  get inflight(): number {
+    return this.inflightCount;
+  }
+
+  /** The enforced limit: min(learned, ceiling). */
+  get limit(): number {
+    const learned = this.algorithm.current;
+    return learned < this.ceiling ? learned : this.ceiling;
+  }
+
+  get queueLength(): number {
+    return this.queue.length;
+  }
+
+  /** True while CoDel sees a standing queue (LIFO service, capped waits). */
+  get isQueueStanding(): boolean {
+    return this.queue.isStanding;
+  }
+
+  queueLengthByClass(): number[] {
+    return this.queue.lengthByClass();
+  }
+
+  /** Applies a reloaded config. Waiters keep the deadlines they were given. */
+  configure(opts: { ceiling?: number; queue?: LimiterOptions['queue'] }): void {
+    this.ceiling = checkCeiling(opts.ceiling);
+    if (opts.queue) {
+      this.queueConfig = checkQueue(opts.queue);
+      this.queue.setCodel({ targetMs: opts.queue.codelTargetMs, intervalMs: opts.queue.codelIntervalMs });
+    }
+    this.pump(this.clock.now());
+    this.onChange?.(this);
+  }
+
+  /**
+   * Permits completed per second (an EWMA over ~drainRateTauMs), counting every release. 0 until
+   * measured. This is how fast the queue moves, for Retry-After.
+   */
+  drainRatePerSecond(): number {
+    this.rollDrainBucket(this.clock.now());
+    return this.hasDrainRate ? this.drainRate : 0;
+  }
+
+  /** A permit now, or undefined; never waits and never jumps the queue. */
+  tryAcquire(): Permit | undefined {
+    if (this.queue.length > 0 || this.inflightCount >= this.limit) return undefined;
+    const permit = this.grant(this.clock.now());
+    this.onChange?.(this);
+    return permit;
+  }
+
+  acquire(opts: AcquireOptions): Promise<AcquireResult> | AcquireResult {
+    const signal = opts.signal;
+    if (signal?.aborted) return REFUSED_ABORTED;
+    const now = this.clock.now();
+    if (this.queue.length > 0 && this.inflightCount < this.limit) this.pump(now); // limit grew
+    if (this.queue.length === 0 && this.inflightCount < this.limit) {
+      const permit = this.grant(now);
+      this.onChange?.(this);
+      return { ok: true, permit, waitedMs: 0 };
+    }
+    const deadlineAt = opts.deadlineAt ?? now + this.queueConfig.deadlineMs;
+    if (deadlineAt <= now) return REFUSED_DEADLINE;
+    const last = this.queue.classes - 1;
+    const raw = opts.priority;
+    const priority = raw >= 0 ? (raw <= last ? raw | 0 : last) : 0;
+    if (this.queue.length >= this.queueConfig.maxLength) {
+      const victim = this.queue.evictionCandidate(priority);
+      if (!victim) return REFUSED_QUEUE_FULL;
+      this.finish(victim, 'evicted', now);
+    }
+    if (this.queue.checkStanding(now)) this.capWaiters(now);
+    return new Promise<AcquireResult>((resolve) => {
+      const w: Waiter = {
+        priority,
+        enqueuedAt: now,
+        deadlineAt,
+        expiresAt: deadlineAt,
+        capped: false,
+        resolve,
+        timer: undefined,
+        signal,
+        onAbort: undefined,
+        prev: undefined,
+        next: undefined,
+        queued: false,
+      };
+      if (this.queue.isStanding) {
+        const capAt = now + this.queueConfig.codelIntervalMs;
+        if (capAt < deadlineAt) {
+          w.expiresAt = capAt;
+          w.capped = true;
+        }
+      }
+      this.queue.push(w, now);
+      w.timer = this.scheduler.setTimeout(() => this.expire(w), w.expiresAt - now);
+      if (signal) {
+        w.onAbort = () => this.finish(w, 'aborted', this.clock.now());
+        signal.addEventListener('abort', w.onAbort, { once: true });
+      }
+      this.onChange?.(this);
+    });
+  }
+
+  private grant(now: number): LimiterPermit {
+    return new LimiterPermit(this, now, ++this.inflightCount);
+  }
+
+  /** Called once per permit, from LimiterPermit.release. */
+  private onRelease(permit: LimiterPermit, kind: ReleaseKind): void {
+    const now = this.clock.now();
+    this.inflightCount--;
+    this.rollDrainBucket(now);
+    this.drainBucketCount++;
+    if (kind !== 'ignore') {
+      const s = this.sample;
+      s.rttMs = now - permit.acquiredAt;
+      s.inflight = permit.inflightAtAcquire;
+      s.dropped = kind === 'dropped';
+      this.algorithm.onSample(s, now);
+    }
+    this.pump(now);
+    this.onChange?.(this);
+  }
+
+  /** Hands free permits to waiters, in the queue's order. */
+  private pump(now: number): void {
+    while (this.queue.length > 0 && this.inflightCount < this.limit) {
+      if (this.queue.checkStanding(now)) {
+        this.capWaiters(now);
+        continue;
+      }
+      const w = this.queue.shift(now)!;
+      if (now >= w.expiresAt) {
+        // The timer is late (or about to fire): the wait is over, not served.
+        this.settle(w, w.capped ? 'codel' : 'deadline', now);
+        continue;
+      }
+      this.detach(w);
+      w.resolve({ ok: true, permit: this.grant(now), waitedMs: now - w.enqueuedAt });
+    }
+  }
+
+  /** A standing queue has begun: cap every wait at enqueuedAt + codelIntervalMs. */
+  private capWaiters(now: number): void {
+    const intervalMs = this.queueConfig.codelIntervalMs;
+    this.queue.forEach((w) => {
+      const capAt = w.enqueuedAt + intervalMs;
+      if (capAt >= w.expiresAt) return;
+      w.expiresAt = capAt;
+      w.capped = true;
+      if (capAt <= now) {
+        this.finish(w, 'codel', now);
+        return;
+      }
+      this.scheduler.clearTimeout(w.timer);
+      w.timer = this.scheduler.setTimeout(() => this.expire(w), capAt - now);
+    });
+  }
+
+  private expire(w: Waiter): void {
+    if (!w.queued) return;
+    w.timer = undefined;
+    this.finish(w, w.capped ? 'codel' : 'deadline', this.clock.now());
+  }
+
+  /** Removes a waiter and refuses it. */
+  private finish(w: Waiter, reason: RefusalReason, now: number): void {
+    if (!w.queued) return;
+    this.queue.remove(w);
+    this.settle(w, reason, now);
+    this.onChange?.(this);
+  }
+
+  private settle(w: Waiter, reason: RefusalReason, now: number): void {
+    this.detach(w);
+    w.resolve({ ok: false, reason, waitedMs: now - w.enqueuedAt });
+  }
+
+  private detach(w: Waiter): void {
+    if (w.timer !== undefined) {
+      this.scheduler.clearTimeout(w.timer);
+      w.timer = undefined;
+    }
+    if (w.onAbort) {
+      w.signal!.removeEventListener('abort', w.onAbort);
+      w.onAbort = undefined;
+    }
+  }
+
+  /**
+   * Closes the drain-rate bucket once it is >= DRAIN_BUCKET_MS old:
+   *   rate = count * 1000 / elapsedMs                      (completions per second)
+   *   ewma += (rate - ewma) * (1 - exp(-elapsedMs / tau))  (time-weighted, so a long idle gap
+   *                                                         pulls the estimate toward 0)
+   */
+  private rollDrainBucket(now: number): void {
+    const elapsed = now - this.drainBucketStartAt;
+    if (elapsed < DRAIN_BUCKET_MS) return;
+    const rate = (this.drainBucketCount * 1000) / elapsed;
+    if (this.hasDrainRate) this.drainRate += (rate - this.drainRate) * (1 - Math.exp(-elapsed / this.drainRateTauMs));
+    else if (this.drainBucketCount > 0) {
+      this.drainRate = rate;
+      this.hasDrainRate = true;
+    }
+    this.drainBucketStartAt = now;
+    this.drainBucketCount = 0;
+  }
+}
+
+function checkCeiling(ceiling: number | undefined): number {
+  if (ceiling === undefined) return Infinity;
+  if (!(Number.isInteger(ceiling) && ceiling >= 1)) throw new TypeError(`ceiling must be an integer >= 1, got ${ceiling}`);
+  return ceiling;
+}
+
+function checkQueue(q: LimiterOptions['queue']): LimiterOptions['queue'] {
+  if (!(Number.isInteger(q.maxLength) && q.maxLength >= 0))
+    throw new TypeError(`queue.maxLength must be an integer >= 0, got ${q.maxLength}`);
+  if (!(q.deadlineMs > 0)) throw new TypeError(`queue.deadlineMs must be > 0, got ${q.deadlineMs}`);
+  if (!(q.codelTargetMs > 0)) throw new TypeError(`queue.codelTargetMs must be > 0, got ${q.codelTargetMs}`);
+  if (!(q.codelIntervalMs > 0)) throw new TypeError(`queue.codelIntervalMs must be > 0, got ${q.codelIntervalMs}`);
+  return q;
+}

@@ -1,0 +1,278 @@
+/**
+ * Gradient2: a latency-gradient concurrency limit after Netflix concurrency-limits' Gradient2Limit
+ * and Envoy's adaptive-concurrency filter. It compares the latency the origin shows now with the
+ * latency it shows when nobody queues on it, and sizes the limit so the origin is just kept
+ * busy: past saturation, requests wait inside the origin and the RTT grows in proportion to the
+ * excess concurrency (Little's law: rtt = inflight / throughput once throughput is flat), so the
+ * gradient longRtt / shortRtt is the factor that removes the excess.
+ *
+ * Owns the algorithm only; the Limiter feeds it samples. Units: RTTs in ms, limits in requests.
+ *
+ * Long-term RTT (`longRttMs`): the origin's RTT with no queueing in it.
+ * - A slow EWMA over *no-load samples* only: samples whose in-flight count at start was
+ *   <= max(min, limit / 2), i.e. taken while we were clearly not saturating the origin.
+ *   alpha = max(2 / (longWindowSamples + 1), 1 / n) for the n-th such sample (bias-corrected,
+ *   so the first samples count fully). Samples taken at the limit are kept out: under a
+ *   sustained crowd they all carry queueing, the average would drift up with them and ratchet
+ *   the limit up without end (Netflix Gradient2's known drift).
+ * - Probes (Envoy's minRTT recalculation, BBR's ProbeRTT): under a crowd no sample is no-load,
+ *   so `current` drops to max(min, floor(limit / 4)) until `probeSamples` samples started at
+ *   that concurrency; their mean becomes the long-term RTT and the limit is restored. A probe
+ *   starts when no no-load sample was seen for `probeIntervalMs` (also at once when the very
+ *   first samples were already queued), or, at most once per `probeMinIntervalMs`, when the
+ *   long-term RTT looks wrong: a window's short-term RTT fell below 0.8 x the long-term RTT (the
+ *   origin got faster, e.g. an overload it had is over), or the limit fell below half its peak
+ *   since the last probe (the origin got slower, or lost capacity: only a low-concurrency
+ *   measurement tells which), or when the origin is in use but the long-term RTT rests on fewer
+ *   than `probeSamples` no-load samples (the first responses back are the fastest of their
+ *   batch, so a few early samples read low). A probe costs a few round trips at a quarter of
+ *   the concurrency.
+ * - Drift down: when a window's short-term RTT is below 0.8 x the long-term RTT, the long-term
+ *   RTT also moves halfway down to it at once, before the probe confirms.
+ *
+ * Short-term RTT (`shortRttMs`): the mean RTT of one window's samples. A window closes once it
+ * holds >= `minWindowSamples` samples and has lasted >= max(minWindowMs, last short-term RTT),
+ * i.e. about one round trip, so each update sees the effect of the one before (updating per
+ * sample with a round trip of delay in the loop overshoots and oscillates).
+ *
+ * Per window:
+ *   gradient = clamp(tolerance * longRttMs / shortRttMs, 0.5, 1.0)
+ *              (and <= 1 - drops / samples when the window holds drops: a drop-heavy window
+ *               backs off in proportion, a stray 503 barely moves it)
+ *   target   = limit * gradient + queueSize(limit)        queueSize default max(1, sqrt(limit) / 2)
+ *   limit    = limit * (1 - smoothing) + target * smoothing, within [min, max]
+ *   If the window's peak in-flight was < limit / 2 the origin is app-limited: the limit may shrink
+ *   but never grow (an idle origin must not inflate it).
+ * At equilibrium limit * (1 - gradient) = queueSize; against an origin with C slots that means
+ * limit ~= tolerance * C + queueSize: about 1.2 C for C = 8 and 1.1 C for C = 32 by default.
+ * The window delay makes this a second-order loop, x' = (1 - s) x - s x_prev, damped for s <= 1.
+ *
+ * Known limitation: `min` must not exceed the origin's real concurrency, or no-load samples and
+ * probes see queueing and the limit settles proportionally too high.
+ */
+import { checkBounds, clamp, type Limit, type LimitSample } from './limit.js';
+
+export interface Gradient2Options {
+  initial: number;
+  min: number;
+  max: number;
+  /** Allowed ratio of short-term to long-term RTT before backing off. Default 1.0. */
+  tolerance?: number;
+  /** Weight of each window's target, in (0, 1]. Default 0.25. */
+  smoothing?: number;
+  /** Fewest samples in a window. Default 5. */
+  minWindowSamples?: number;
+  /** Shortest window in ms (windows also last at least one short-term RTT). Default 0. */
+  minWindowMs?: number;
+  /** EWMA span of the long-term RTT, in no-load samples. Default 100. */
+  longWindowSamples?: number;
+  /** Headroom added each window, as a function of the limit. Default max(1, sqrt(limit) / 2). */
+  queueSize?: (limit: number) => number;
+  /** Probe the no-load RTT when none was seen for this long, in ms. Default 30000. */
+  probeIntervalMs?: number;
+  /** Least time between probes triggered by a suspicious window, in ms. Default 2000. */
+  probeMinIntervalMs?: number;
+  /** Samples a probe collects. Default 10. */
+  probeSamples?: number;
+}
+
+/** For metrics, logs and tests. */
+export interface Gradient2Readings {
+  /** The unrounded limit estimate (excludes a probe's temporary limit). */
+  estimate: number;
+  longRttMs: number | undefined;
+  shortRttMs: number | undefined;
+  lastGradient: number;
+  probing: boolean;
+  /** Probes started so far. */
+  probes: number;
+}
+
+const defaultQueueSize = (limit: number): number => Math.max(1, Math.sqrt(limit) / 2);
+/** A short-term RTT below this fraction of the long-term one means the long-term one is stale. */
+const DRIFT_RATIO = 0.8;
+
+export class Gradient2Limit implements Limit {
+  private readonly min: number;
+  private readonly max: number;
+  private readonly tolerance: number;
+  private readonly smoothing: number;
+  private readonly minWindowSamples: number;
+  private readonly minWindowMs: number;
+  private readonly longAlpha: number;
+  private readonly queueSize: (limit: number) => number;
+  private readonly probeIntervalMs: number;
+  private readonly probeMinIntervalMs: number;
+  private readonly probeSamples: number;
+
+  private estimate: number;
+  private longRttMs: number | undefined;
+  private longCount = 0;
+  private shortRttMs: number | undefined;
+  private lastGradient = 1;
+  private lastNoLoadAt = -Infinity;
+  private lastProbeAt = -Infinity;
+  private peakEstimate: number;
+
+  // The open window.
+  private windowStartAt = 0;
+  private windowSamples = 0;
+  private windowRttSum = 0;
+  private windowRttCount = 0;
+  private windowDrops = 0;
+  private windowMaxInflight = 0;
+
+  // The probe; probeLimit 0 = not probing.
+  private probeLimit = 0;
+  private probeRttSum = 0;
+  private probeCount = 0;
+  private probes = 0;
+
+  constructor(opts: Gradient2Options) {
+    checkBounds(opts.initial, opts.min, opts.max);
+    this.min = opts.min;
+    this.max = opts.max;
+    this.tolerance = opts.tolerance ?? 1.0;
+    this.smoothing = opts.smoothing ?? 0.25;
+    this.minWindowSamples = opts.minWindowSamples ?? 5;
+    this.minWindowMs = opts.minWindowMs ?? 0;
+    const longWindowSamples = opts.longWindowSamples ?? 100;
+    this.queueSize = opts.queueSize ?? defaultQueueSize;
+    this.probeIntervalMs = opts.probeIntervalMs ?? 30_000;
+    this.probeMinIntervalMs = opts.probeMinIntervalMs ?? 2_000;
+    this.probeSamples = opts.probeSamples ?? 10;
+    if (!(this.tolerance >= 0.5 && this.tolerance <= 3))
+      throw new TypeError(`tolerance must be in [0.5, 3], got ${this.tolerance}`);
+    if (!(this.smoothing > 0 && this.smoothing <= 1))
+      throw new TypeError(`smoothing must be in (0, 1], got ${this.smoothing}`);
+    if (!(Number.isInteger(this.minWindowSamples) && this.minWindowSamples >= 1))
+      throw new TypeError(`minWindowSamples must be an integer >= 1, got ${this.minWindowSamples}`);
+    if (!(this.minWindowMs >= 0)) throw new TypeError(`minWindowMs must be >= 0, got ${this.minWindowMs}`);
+    if (!(longWindowSamples >= 1)) throw new TypeError(`longWindowSamples must be >= 1, got ${longWindowSamples}`);
+    if (!(this.probeIntervalMs > 0)) throw new TypeError(`probeIntervalMs must be > 0, got ${this.probeIntervalMs}`);
+    if (!(this.probeMinIntervalMs >= 0))
+      throw new TypeError(`probeMinIntervalMs must be >= 0, got ${this.probeMinIntervalMs}`);
+    if (!(Number.isInteger(this.probeSamples) && this.probeSamples >= 1))
+      throw new TypeError(`probeSamples must be an integer >= 1, got ${this.probeSamples}`);
+    this.longAlpha = 2 / (longWindowSamples + 1);
+    this.estimate = clamp(opts.initial, this.min, this.max);
+    this.peakEstimate = this.estimate;
+  }
+
+  get current(): number {
+    return this.probeLimit > 0 ? this.probeLimit : Math.floor(this.estimate);
+  }
+
+  get isProbing(): boolean {
+    return this.probeLimit > 0;
+  }
+
+  readings(): Gradient2Readings {
+    return {
+      estimate: this.estimate,
+      longRttMs: this.longRttMs,
+      shortRttMs: this.shortRttMs,
+      lastGradient: this.lastGradient,
+      probing: this.probeLimit > 0,
+      probes: this.probes,
+    };
+  }
+
+  onSample(sample: LimitSample, now: number): void {
+    const rtt = sample.rttMs;
+    if (this.probeLimit > 0) {
+      // Only requests started at the probe's concurrency measure the no-load RTT.
+      if (!sample.dropped && sample.inflight <= this.probeLimit) {
+        this.probeRttSum += rtt;
+        if (++this.probeCount >= this.probeSamples) this.endProbe(now);
+      }
+      return;
+    }
+    if (!sample.dropped && sample.inflight <= Math.max(this.min, this.estimate / 2)) {
+      this.longCount++;
+      const alpha = Math.max(this.longAlpha, 1 / this.longCount);
+      this.longRttMs = this.longRttMs === undefined ? rtt : this.longRttMs + (rtt - this.longRttMs) * alpha;
+      this.lastNoLoadAt = now;
+    }
+    if (now - this.lastNoLoadAt >= this.probeIntervalMs) {
+      this.startProbe(now);
+      return;
+    }
+    if (this.windowSamples === 0) this.windowStartAt = now;
+    this.windowSamples++;
+    if (sample.dropped) this.windowDrops++;
+    else {
+      this.windowRttSum += rtt;
+      this.windowRttCount++;
+    }
+    if (sample.inflight > this.windowMaxInflight) this.windowMaxInflight = sample.inflight;
+    if (
+      this.windowSamples >= this.minWindowSamples &&
+      now - this.windowStartAt >= Math.max(this.minWindowMs, this.shortRttMs ?? this.longRttMs ?? 0)
+    )
+      this.closeWindow(now);
+  }
+
+  private closeWindow(now: number): void {
+    let gradient = 0.5;
+    let suspicious = false;
+    if (this.windowRttCount > 0) {
+      const shortRtt = this.windowRttSum / this.windowRttCount;
+      this.shortRttMs = shortRtt;
+      const longRtt = this.longRttMs;
+      if (longRtt !== undefined) {
+        if (shortRtt < DRIFT_RATIO * longRtt) {
+          this.longRttMs = longRtt + (shortRtt - longRtt) * 0.5;
+          suspicious = true;
+        }
+        gradient = shortRtt > 0 ? (this.tolerance * this.longRttMs!) / shortRtt : 1;
+      } else {
+        gradient = 1; // nothing to compare with yet; the first probe will tell
+      }
+    }
+    if (this.windowDrops > 0) gradient = Math.min(gradient, 1 - this.windowDrops / this.windowSamples);
+    gradient = clamp(gradient, 0.5, 1);
+    this.lastGradient = gradient;
+
+    const target = this.estimate * gradient + this.queueSize(this.estimate);
+    let next = this.estimate * (1 - this.smoothing) + target * this.smoothing;
+    // App-limited: the origin never saw half the limit, so its latency says nothing about more.
+    if (this.windowMaxInflight * 2 < this.estimate) next = Math.min(next, this.estimate);
+    this.estimate = clamp(next, this.min, this.max);
+    // Too few no-load samples to trust (the first ones back are the fastest of their batch):
+    // measure properly as soon as the origin is being used.
+    if (this.longCount < this.probeSamples && this.windowMaxInflight * 2 >= this.estimate) suspicious = true;
+    if (this.estimate > this.peakEstimate) this.peakEstimate = this.estimate;
+    else if (this.estimate * 2 < this.peakEstimate) suspicious = true;
+    this.resetWindow();
+    if (suspicious && now - this.lastProbeAt >= this.probeMinIntervalMs) this.startProbe(now);
+  }
+
+  private startProbe(now: number): void {
+    this.probeLimit = Math.max(this.min, Math.floor(this.estimate / 4));
+    this.probeRttSum = 0;
+    this.probeCount = 0;
+    this.probes++;
+    this.lastProbeAt = now;
+    this.resetWindow();
+  }
+
+  private endProbe(now: number): void {
+    this.longRttMs = this.probeRttSum / this.probeCount;
+    this.longCount = this.probeCount;
+    this.shortRttMs = undefined;
+    this.lastNoLoadAt = now;
+    this.lastProbeAt = now;
+    this.peakEstimate = this.estimate;
+    this.probeLimit = 0;
+    this.resetWindow();
+  }
+
+  private resetWindow(): void {
+    this.windowSamples = 0;
+    this.windowRttSum = 0;
+    this.windowRttCount = 0;
+    this.windowDrops = 0;
+    this.windowMaxInflight = 0;
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * The concurrency-limit algorithm contract (Netflix concurrency-limits style): a `Limit` takes
+ * samples of finished origin requests and exposes the current limit. It is pure and
+ * sample-driven: no timers, no I/O, time only from the `now` passed in.
+ *
+ * Owns the contract and `makeLimit` (config -> algorithm). It does not enforce anything: the
+ * Limiter (../limiter.ts) hands out permits and feeds the samples.
+ */
+import type { LimitConfig } from '../../config/schema.js';
+import { AimdLimit } from './aimd.js';
+import { FixedLimit } from './fixed.js';
+import { Gradient2Limit } from './gradient2.js';
+
+/** One finished origin request, as seen by the Limiter. */
+export interface LimitSample {
+  /** Time from permit acquire to release, in ms. Meaningless when `dropped`. */
+  rttMs: number;
+  /** Permits in flight when this request's permit was acquired, itself included. */
+  inflight: number;
+  /** The origin failed in a way that signals overload (timeout, 503, connection refused). */
+  dropped: boolean;
+}
+
+export interface Limit {
+  /** The current concurrency limit: an integer within the algorithm's [min, max]. */
+  readonly current: number;
+  /**
+   * Feeds one sample. `now` is epoch ms. The caller may reuse the sample object afterwards,
+   * so implementations must copy what they keep.
+   */
+  onSample(sample: LimitSample, now: number): void;
+}
+
+/** Builds the configured algorithm. `ceiling` is not applied here: the Limiter applies it. */
+export function makeLimit(cfg: Pick<LimitConfig, 'algorithm' | 'initial' | 'min' | 'max'>): Limit {
+  switch (cfg.algorithm) {
+    case 'fixed':
+      return new FixedLimit(cfg.initial);
+    case 'aimd':
+      return new AimdLimit({ initial: cfg.initial, min: cfg.min, max: cfg.max });
+    case 'gradient2':
+      return new Gradient2Limit({ initial: cfg.initial, min: cfg.min, max: cfg.max });
+  }
+}
+
+/** Shared option checks; messages name the option (lru-cache style). */
+export function checkBounds(initial: number, min: number, max: number): void {
+  if (!Number.isInteger(min) || min < 1) throw new TypeError(`min must be an integer >= 1, got ${min}`);
+  if (!Number.isInteger(max) || max < min) throw new TypeError(`max must be an integer >= min (${min}), got ${max}`);
+  if (!Number.isFinite(initial) || initial < 1) throw new TypeError(`initial must be >= 1, got ${initial}`);
+}
+
+export function clamp(x: number, lo: number, hi: number): number {
+  return x < lo ? lo : x > hi ? hi : x;
+}

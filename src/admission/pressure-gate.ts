@@ -1,0 +1,142 @@
+/**
+ * The pressure gate: protects the gateway process itself (not the origin). Samples event-loop
+ * delay, event-loop utilisation and heap use every `sampleIntervalMs` and keeps one cached
+ * boolean, so asking "overloaded?" on every request costs a property read.
+ *
+ * Owns the sampling and the overloaded decision. It does not decide what to do about it (the
+ * request path serves stale or sheds with 503).
+ *
+ * Decision, with hysteresis so the gate does not flap at a threshold:
+ *   not overloaded -> overloaded  when any reading > its threshold
+ *   overloaded -> not overloaded  when every reading < HYSTERESIS (0.9) x its threshold
+ */
+import { monitorEventLoopDelay, performance, type EventLoopUtilization, type IntervalHistogram } from 'node:perf_hooks';
+import { getHeapStatistics } from 'node:v8';
+import type { PressureConfig } from '../config/schema.js';
+
+export interface PressureReadings {
+  /** p99 event-loop delay over the last sample period, ms. */
+  eventLoopDelayMs: number;
+  /** Share of the last sample period the loop was busy, 0..1. */
+  eventLoopUtilization: number;
+  /** V8 heap used / heap size limit, 0..1. */
+  heapUsedRatio: number;
+}
+
+export type PressureSampler = () => PressureReadings;
+
+type Thresholds = Pick<PressureConfig, 'maxEventLoopDelayMs' | 'maxEventLoopUtilization' | 'maxHeapUsedRatio'>;
+export type PressureGateConfig = Thresholds & Pick<PressureConfig, 'sampleIntervalMs'> & { enabled?: boolean };
+
+const HYSTERESIS = 0.9;
+
+/**
+ * The default sampler: event-loop delay p99 from perf_hooks.monitorEventLoopDelay (reset each
+ * sample), utilisation as the delta of performance.eventLoopUtilization() since the last
+ * sample, heap from v8.getHeapStatistics(). Call stop() to disable the delay monitor.
+ */
+export function makeProcessSampler(): PressureSampler & { stop(): void } {
+  const histogram: IntervalHistogram = monitorEventLoopDelay({ resolution: 10 });
+  histogram.enable();
+  let lastElu: EventLoopUtilization = performance.eventLoopUtilization();
+  const sample = (): PressureReadings => {
+    // percentile() is in ns; 0 samples yet reads as 0 (or NaN on some versions).
+    const p99 = histogram.count > 0 ? histogram.percentile(99) / 1e6 : 0;
+    histogram.reset();
+    const elu = performance.eventLoopUtilization(lastElu);
+    lastElu = performance.eventLoopUtilization();
+    const heap = getHeapStatistics();
+    return {
+      eventLoopDelayMs: Number.isFinite(p99) ? p99 : 0,
+      eventLoopUtilization: elu.utilization,
+      heapUsedRatio: heap.used_heap_size / heap.heap_size_limit,
+    };
+  };
+  return Object.assign(sample, { stop: () => histogram.disable() });
+}
+
+export class PressureGate {
+  private cfg: PressureGateConfig;
+  private readonly injected: PressureSampler | undefined;
+  private sampler: (PressureSampler & { stop?(): void }) | undefined;
+  private timer: ReturnType<typeof setInterval> | undefined;
+  private overloaded = false;
+  private last: PressureReadings = { eventLoopDelayMs: 0, eventLoopUtilization: 0, heapUsedRatio: 0 };
+  /** Called when the overloaded state flips. */
+  onChange: ((overloaded: boolean, readings: PressureReadings) => void) | undefined;
+
+  constructor(cfg: PressureGateConfig, opts: { sampler?: PressureSampler } = {}) {
+    this.cfg = checkConfig(cfg);
+    this.injected = opts.sampler;
+  }
+
+  /** Starts sampling on an unref'd interval (does not keep the process alive). Idempotent. */
+  start(): void {
+    if (this.timer) return;
+    this.sampler ??= this.injected ?? makeProcessSampler();
+    this.timer = setInterval(() => this.sampleNow(), this.cfg.sampleIntervalMs);
+    this.timer.unref();
+  }
+
+  /** Stops sampling and clears the overloaded state. Idempotent. */
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    if (this.sampler && this.sampler !== this.injected) this.sampler.stop?.();
+    if (this.sampler !== this.injected) this.sampler = undefined;
+    this.overloaded = false;
+  }
+
+  /** Applies new thresholds; a changed interval restarts a running sampler. */
+  configure(cfg: PressureGateConfig): void {
+    const restart = this.timer !== undefined && cfg.sampleIntervalMs !== this.cfg.sampleIntervalMs;
+    this.cfg = checkConfig(cfg);
+    if (restart) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+      this.start();
+    }
+  }
+
+  /** The cached decision from the last sample. */
+  isOverloaded(): boolean {
+    return this.overloaded;
+  }
+
+  readings(): PressureReadings {
+    return this.last;
+  }
+
+  /** Takes one sample now and updates the decision (the interval calls this; so can tests). */
+  sampleNow(): PressureReadings {
+    this.sampler ??= this.injected ?? makeProcessSampler();
+    const r = this.sampler();
+    this.last = r;
+    const c = this.cfg;
+    const was = this.overloaded;
+    if (!was) {
+      this.overloaded =
+        r.eventLoopDelayMs > c.maxEventLoopDelayMs ||
+        r.eventLoopUtilization > c.maxEventLoopUtilization ||
+        r.heapUsedRatio > c.maxHeapUsedRatio;
+    } else {
+      this.overloaded = !(
+        r.eventLoopDelayMs < HYSTERESIS * c.maxEventLoopDelayMs &&
+        r.eventLoopUtilization < HYSTERESIS * c.maxEventLoopUtilization &&
+        r.heapUsedRatio < HYSTERESIS * c.maxHeapUsedRatio
+      );
+    }
+    if (this.overloaded !== was) this.onChange?.(this.overloaded, r);
+    return r;
+  }
+}
+
+function checkConfig(cfg: PressureGateConfig): PressureGateConfig {
+  if (!(cfg.maxEventLoopDelayMs > 0)) throw new TypeError(`maxEventLoopDelayMs must be > 0, got ${cfg.maxEventLoopDelayMs}`);
+  if (!(cfg.maxEventLoopUtilization > 0 && cfg.maxEventLoopUtilization <= 1))
+    throw new TypeError(`maxEventLoopUtilization must be in (0, 1], got ${cfg.maxEventLoopUtilization}`);
+  if (!(cfg.maxHeapUsedRatio > 0 && cfg.maxHeapUsedRatio <= 1))
+    throw new TypeError(`maxHeapUsedRatio must be in (0, 1], got ${cfg.maxHeapUsedRatio}`);
+  if (!(cfg.sampleIntervalMs > 0)) throw new TypeError(`sampleIntervalMs must be > 0, got ${cfg.sampleIntervalMs}`);
+  return cfg;
+}

@@ -1,0 +1,181 @@
+/**
+ * The bounded wait for an origin permit: per-priority-class lists of waiters, the service order
+ * (priority first; FIFO, or LIFO under a standing queue), eviction by priority, and the CoDel
+ * standing-queue detector.
+ *
+ * Owns ordering and the standing-queue state only. It does not grant permits, run timers or
+ * resolve waiters: the Limiter (limiter.ts) does, and asks this queue whom to serve or drop.
+ *
+ * CoDel (Nichols & Jacobson, "Controlling Queue Delay", ACM Queue 2012), as Facebook applies it
+ * to server queues ("Fail at Scale", ACM Queue 2015): a queue that is good at absorbing bursts
+ * empties now and then; one whose *minimum* sojourn time over a whole `intervalMs` stays above
+ * `targetMs` is a standing queue, i.e. arrivals exceed service and waiting only adds latency.
+ * Under a standing queue the Limiter serves newest first (adaptive LIFO: fresh requests still
+ * meet their deadline while the old ones, which likely gave up already, are dropped) and caps
+ * every wait at `intervalMs`. The standing state ends when the queue drains to empty; it is not
+ * re-judged from sojourn times while LIFO serves the newest (those would always look short).
+ */
+import type { AcquireResult } from './limiter.js';
+
+/** One request waiting for a permit. Fields beyond the links belong to the Limiter. */
+export interface Waiter {
+  /** Priority class, 0 = most important. */
+  priority: number;
+  enqueuedAt: number;
+  /** The request's own deadline (epoch ms). */
+  deadlineAt: number;
+  /** When the wait ends: deadlineAt, or earlier under a standing queue. */
+  expiresAt: number;
+  /** expiresAt comes from the CoDel cap, so expiry is reported as 'codel'. */
+  capped: boolean;
+  resolve: (result: AcquireResult) => void;
+  timer: unknown;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+  prev: Waiter | undefined;
+  next: Waiter | undefined;
+  queued: boolean;
+}
+
+export interface CodelOptions {
+  targetMs: number;
+  intervalMs: number;
+}
+
+export class WaitQueue {
+  private readonly heads: (Waiter | undefined)[];
+  private readonly tails: (Waiter | undefined)[];
+  private readonly counts: number[];
+  private size = 0;
+  private codel: CodelOptions;
+
+  private standing = false;
+  private intervalStartAt = 0;
+  private minSojournMs = Infinity;
+  private dequeues = 0;
+
+  constructor(
+    readonly classes: number,
+    codel: CodelOptions,
+  ) {
+    if (!(Number.isInteger(classes) && classes >= 1)) throw new TypeError(`classes must be an integer >= 1, got ${classes}`);
+    this.heads = new Array<Waiter | undefined>(classes).fill(undefined);
+    this.tails = new Array<Waiter | undefined>(classes).fill(undefined);
+    this.counts = new Array<number>(classes).fill(0);
+    this.codel = codel;
+  }
+
+  get length(): number {
+    return this.size;
+  }
+
+  /** Under a standing queue: serve newest first and cap waits at the CoDel interval. */
+  get isStanding(): boolean {
+    return this.standing;
+  }
+
+  setCodel(codel: CodelOptions): void {
+    this.codel = codel;
+  }
+
+  lengthByClass(): number[] {
+    return this.counts.slice();
+  }
+
+  /** Appends `w` to its class; `now` starts a CoDel interval if the queue was empty. */
+  push(w: Waiter, now: number): void {
+    if (this.size === 0) this.resetInterval(now);
+    const p = w.priority;
+    w.prev = this.tails[p];
+    w.next = undefined;
+    if (w.prev) w.prev.next = w;
+    else this.heads[p] = w;
+    this.tails[p] = w;
+    w.queued = true;
+    this.counts[p]!++;
+    this.size++;
+  }
+
+  /** Unlinks `w` (served, expired, aborted or evicted). An emptied queue ends a standing queue. */
+  remove(w: Waiter): void {
+    if (!w.queued) return;
+    const p = w.priority;
+    if (w.prev) w.prev.next = w.next;
+    else this.heads[p] = w.next;
+    if (w.next) w.next.prev = w.prev;
+    else this.tails[p] = w.prev;
+    w.prev = w.next = undefined;
+    w.queued = false;
+    this.counts[p]!--;
+    if (--this.size === 0) this.standing = false;
+  }
+
+  /**
+   * The waiter to serve next: the most important non-empty class, its oldest (FIFO) or, under a
+   * standing queue, its newest (LIFO). Removes it and records its sojourn for CoDel.
+   */
+  shift(now: number): Waiter | undefined {
+    for (let p = 0; p < this.classes; p++) {
+      const w = this.standing ? this.tails[p] : this.heads[p];
+      if (!w) continue;
+      this.remove(w);
+      const sojourn = now - w.enqueuedAt;
+      if (sojourn < this.minSojournMs) this.minSojournMs = sojourn;
+      this.dequeues++;
+      return w;
+    }
+    return undefined;
+  }
+
+  /** The newest waiter of the least important class strictly below `priority`, if any. */
+  evictionCandidate(priority: number): Waiter | undefined {
+    for (let p = this.classes - 1; p > priority; p--) {
+      const w = this.tails[p];
+      if (w) return w;
+    }
+    return undefined;
+  }
+
+  /**
+   * Ends the CoDel interval if `intervalMs` has passed and judges it: a standing queue when the
+   * smallest sojourn seen in it exceeded `targetMs` (with nothing served, the oldest waiter's age
+   * stands in). Returns true when a standing queue has just begun.
+   */
+  checkStanding(now: number): boolean {
+    if (this.standing || this.size === 0 || now - this.intervalStartAt < this.codel.intervalMs) return false;
+    const sojourn = this.dequeues > 0 ? this.minSojournMs : now - this.oldestEnqueuedAt();
+    this.resetInterval(now);
+    if (sojourn > this.codel.targetMs) {
+      this.standing = true;
+      return true;
+    }
+    return false;
+  }
+
+  /** Calls fn for every waiter; fn may remove the waiter it is given. */
+  forEach(fn: (w: Waiter) => void): void {
+    for (let p = 0; p < this.classes; p++) {
+      let w = this.heads[p];
+      while (w) {
+        const next = w.next;
+        fn(w);
+        w = next;
+      }
+    }
+  }
+
+  private oldestEnqueuedAt(): number {
+    let oldest = Infinity;
+    for (let p = 0; p < this.classes; p++) {
+      const h = this.heads[p];
+      if (h && h.enqueuedAt < oldest) oldest = h.enqueuedAt;
+    }
+    return oldest;
+  }
+
+  private resetInterval(now: number): void {
+    this.intervalStartAt = now;
+    this.minSojournMs = Infinity;
+    this.dequeues = 0;
+  }
+}

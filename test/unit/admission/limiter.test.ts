@@ -1,0 +1,464 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { ManualClock } from '../../../src/clock.js';
+import { FixedLimit } from '../../../src/admission/limits/fixed.js';
+import type { Limit, LimitSample } from '../../../src/admission/limits/limit.js';
+import { Limiter, type AcquireResult, type LimiterOptions, type Permit } from '../../../src/admission/limiter.js';
+import { ManualScheduler } from './manual-scheduler.js';
+
+/** A limit the test sets by hand, recording the samples it is fed. */
+class ScriptedLimit implements Limit {
+  samples: (LimitSample & { now: number })[] = [];
+  constructor(public current: number) {}
+  onSample(s: LimitSample, now: number): void {
+    this.samples.push({ ...s, now });
+  }
+}
+
+const queue = { maxLength: 100, deadlineMs: 500, codelTargetMs: 20, codelIntervalMs: 100 };
+
+function setup(opts: Partial<LimiterOptions> & { limitN?: number } = {}) {
+  const clock = new ManualClock(0);
+  const scheduler = new ManualScheduler(clock);
+  const limit = opts.limit ?? new ScriptedLimit(opts.limitN ?? 2);
+  const limiter = new Limiter({ classes: 3, queue, clock, scheduler, ...opts, limit });
+  /** Acquire and record the outcome when it settles. */
+  const outcomes: { name: string; result: AcquireResult }[] = [];
+  const request = (name: string, priority = 1, extra: { deadlineAt?: number; signal?: AbortSignal } = {}) => {
+    const r = limiter.acquire({ priority, ...extra });
+    if (r instanceof Promise) void r.then((result) => outcomes.push({ name, result }));
+    else outcomes.push({ name, result: r });
+    return r;
+  };
+  const flush = () => new Promise<void>((resolve) => setImmediate(resolve));
+  const granted = (name: string): Permit => {
+    const o = outcomes.find((x) => x.name === name);
+    if (!o || !o.result.ok) throw new Error(`${name} has no permit: ${JSON.stringify(o?.result)}`);
+    return o.result.permit;
+  };
+  return { clock, scheduler, limit, limiter, outcomes, request, flush, granted };
+}
+
+describe('Limiter', () => {
+  it('grants synchronously while permits are free, then queues', async () => {
+    const { limiter, request, outcomes, flush } = setup({ limitN: 2 });
+    const a = request('a');
+    const b = request('b');
+    expect(a).not.toBeInstanceOf(Promise);
+    expect(b).not.toBeInstanceOf(Promise);
+    expect(request('c')).toBeInstanceOf(Promise);
+    await flush();
+    expect(outcomes.map((o) => [o.name, o.result.ok])).toEqual([
+      ['a', true],
+      ['b', true],
+    ]);
+    expect(limiter.inflight).toBe(2);
+    expect(limiter.queueLength).toBe(1);
+  });
+
+  it('hands a released permit straight to the next waiter (FIFO), with the time it waited', async () => {
+    const { limiter, request, outcomes, flush, granted, scheduler } = setup({ limitN: 1 });
+    request('a');
+    request('b');
+    request('c');
+    scheduler.advance(15);
+    granted('a').release('success');
+    expect(limiter.inflight).toBe(1);
+    expect(limiter.queueLength).toBe(1);
+    await flush();
+    expect(outcomes[1]).toMatchObject({ name: 'b', result: { ok: true, waitedMs: 15 } });
+    granted('b').release('success');
+    await flush();
+    expect(outcomes.map((o) => o.name)).toEqual(['a', 'b', 'c']);
+  });
+
+  it.each([
+    { kind: 'success' as const, samples: [{ rttMs: 40, inflight: 1, dropped: false }] },
+    { kind: 'dropped' as const, samples: [{ rttMs: 40, inflight: 1, dropped: true }] },
+    { kind: 'ignore' as const, samples: [] },
+  ])('release($kind) feeds the limit $samples.length sample(s), once however often it is called', ({ kind, samples }) => {
+    const { limiter, limit, clock } = setup({ limitN: 3 });
+    const permit = limiter.tryAcquire()!;
+    clock.advance(40);
+    permit.release(kind);
+    permit.release(kind);
+    permit.release('success');
+    expect(limiter.inflight).toBe(0);
+    expect((limit as ScriptedLimit).samples.map(({ now: _now, ...s }) => s)).toEqual(samples);
+  });
+
+  it('a second release of the same permit does not let another waiter in', async () => {
+    const { limiter, request, granted, flush } = setup({ limitN: 1 });
+    request('a');
+    request('b');
+    request('c');
+    granted('a').release('success');
+    granted('a').release('success');
+    await flush();
+    expect(limiter.inflight).toBe(1);
+    expect(limiter.queueLength).toBe(1);
+  });
+
+  it.each([
+    { what: 'the default deadline (queue.deadlineMs)', deadlineAt: undefined, expiresAfter: 500 },
+    { what: "the caller's deadlineAt", deadlineAt: 120, expiresAfter: 120 },
+  ])('refuses a waiter with reason deadline at $what', async ({ deadlineAt, expiresAfter }) => {
+    const { limiter, request, outcomes, flush, scheduler } = setup({ limitN: 1 });
+    request('a');
+    request('b', 1, deadlineAt === undefined ? {} : { deadlineAt });
+    scheduler.advance(expiresAfter - 1);
+    await flush();
+    expect(outcomes).toHaveLength(1);
+    scheduler.advance(1);
+    await flush();
+    expect(outcomes[1]).toEqual({ name: 'b', result: { ok: false, reason: 'deadline', waitedMs: expiresAfter } });
+    expect(limiter.queueLength).toBe(0);
+    expect(scheduler.pending).toBe(0);
+  });
+
+  it('refuses at once, without a promise, when the deadline has already passed', () => {
+    const { request } = setup({ limitN: 1 });
+    request('a');
+    expect(request('b', 1, { deadlineAt: 0 })).toEqual({ ok: false, reason: 'deadline', waitedMs: 0 });
+  });
+
+  it('refuses queue_full synchronously with one shared result object (no allocation on refusal)', () => {
+    const { limiter, request } = setup({ limitN: 1, queue: { ...queue, maxLength: 2 } });
+    request('a');
+    request('b');
+    request('c');
+    const r1 = request('d');
+    const r2 = request('e');
+    expect(r1).toEqual({ ok: false, reason: 'queue_full', waitedMs: 0 });
+    expect(r2).toBe(r1);
+    expect(Object.isFrozen(r1)).toBe(true);
+    expect(limiter.queueLength).toBe(2);
+  });
+
+  it('with maxLength 0 never queues: fail fast at the limit', () => {
+    const { request } = setup({ limitN: 1, queue: { ...queue, maxLength: 0 } });
+    expect(request('a')).toMatchObject({ ok: true });
+    expect(request('b')).toEqual({ ok: false, reason: 'queue_full', waitedMs: 0 });
+  });
+
+  it.each([
+    // queued: [name, class] in arrival order; the arrival; who is evicted (or queue_full)
+    { queued: [['x', 2], ['y', 2]], arrival: 0, evicted: 'y' },
+    { queued: [['x', 1], ['y', 2]], arrival: 0, evicted: 'y' },
+    { queued: [['x', 2], ['y', 1]], arrival: 1, evicted: 'x' },
+    { queued: [['x', 1], ['y', 1]], arrival: 0, evicted: 'y' },
+    { queued: [['x', 1], ['y', 1]], arrival: 1, evicted: undefined },
+    { queued: [['x', 0], ['y', 1]], arrival: 2, evicted: undefined },
+  ] as { queued: [string, number][]; arrival: number; evicted: string | undefined }[])(
+    'when full, an arrival of class $arrival over $queued evicts $evicted',
+    async ({ queued, arrival, evicted }) => {
+      const { limiter, request, outcomes, flush } = setup({ limitN: 1, queue: { ...queue, maxLength: 2 } });
+      request('holder');
+      for (const [name, p] of queued) request(name, p);
+      const r = request('new', arrival);
+      await flush();
+      if (evicted === undefined) {
+        expect(r).toEqual({ ok: false, reason: 'queue_full', waitedMs: 0 });
+      } else {
+        expect(r).toBeInstanceOf(Promise);
+        expect(outcomes.find((o) => o.name === evicted)?.result).toEqual({ ok: false, reason: 'evicted', waitedMs: 0 });
+      }
+      expect(limiter.queueLength).toBe(2);
+    },
+  );
+
+  it('serves the more important class first', async () => {
+    const { request, granted, outcomes, flush } = setup({ limitN: 1 });
+    request('holder');
+    request('low', 2);
+    request('mid', 1);
+    request('high', 0);
+    granted('holder').release('success');
+    await flush();
+    granted('high').release('success');
+    await flush();
+    granted('mid').release('success');
+    await flush();
+    expect(outcomes.map((o) => o.name)).toEqual(['holder', 'high', 'mid', 'low']);
+  });
+
+  it('removes an aborted waiter (aborted), and refuses an already-aborted signal at once', async () => {
+    const { limiter, request, outcomes, flush, scheduler } = setup({ limitN: 1 });
+    request('a');
+    const ac = new AbortController();
+    request('b', 1, { signal: ac.signal });
+    scheduler.advance(7);
+    ac.abort();
+    await flush();
+    expect(outcomes[1]).toEqual({ name: 'b', result: { ok: false, reason: 'aborted', waitedMs: 7 } });
+    expect(limiter.queueLength).toBe(0);
+    expect(scheduler.pending).toBe(0);
+    expect(request('c', 1, { signal: ac.signal })).toEqual({ ok: false, reason: 'aborted', waitedMs: 0 });
+  });
+
+  it('under a standing queue serves newest first and cuts old waits (codel), then returns to FIFO once drained', async () => {
+    const { limiter, request, granted, outcomes, flush, scheduler } = setup({
+      limitN: 1,
+      queue: { maxLength: 100, deadlineMs: 10_000, codelTargetMs: 20, codelIntervalMs: 100 },
+    });
+    request('holder'); // t=0
+    request('w1'); // t=0
+    scheduler.advance(50);
+    request('w2'); // t=50
+    scheduler.advance(60);
+    // t=110: a whole interval passed and nobody left the queue in under 20 ms: standing queue.
+    request('w3');
+    expect(limiter.isQueueStanding).toBe(true);
+    await flush();
+    // w1 had waited past the 100 ms cap already.
+    expect(outcomes.find((o) => o.name === 'w1')?.result).toEqual({ ok: false, reason: 'codel', waitedMs: 110 });
+    scheduler.advance(10);
+    granted('holder').release('success');
+    await flush();
+    expect(outcomes.at(-1)?.name).toBe('w3'); // LIFO: the newest first
+    // w2's wait is capped at 50 + 100 = 150 ms instead of its 10 s deadline.
+    scheduler.advance(30);
+    await flush();
+    expect(outcomes.find((o) => o.name === 'w2')?.result).toEqual({ ok: false, reason: 'codel', waitedMs: 100 });
+    expect(limiter.isQueueStanding).toBe(false); // drained
+    // Back to FIFO.
+    request('f1');
+    request('f2');
+    granted('w3').release('success');
+    await flush();
+    expect(outcomes.at(-1)?.name).toBe('f1');
+  });
+
+  it('a queue that keeps emptying is not a standing queue, however long the busy period', async () => {
+    const { limiter, request, granted, flush, scheduler } = setup({ limitN: 1 });
+    let holder = 'h0';
+    request(holder);
+    for (let i = 1; i <= 50; i++) {
+      request(`h${i}`);
+      scheduler.advance(10); // each waits 10 ms < 20 ms target
+      granted(holder).release('success');
+      await flush();
+      holder = `h${i}`;
+      expect(limiter.isQueueStanding).toBe(false);
+    }
+  });
+
+  it('never exceeds the ceiling, however the learned limit moves', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 8 }),
+        fc.array(
+          fc.oneof(
+            fc.record({ op: fc.constant('acquire' as const), priority: fc.integer({ min: 0, max: 2 }) }),
+            fc.record({ op: fc.constant('release' as const), index: fc.nat(), kind: fc.constantFrom('success', 'dropped', 'ignore') }),
+            fc.record({ op: fc.constant('limit' as const), value: fc.integer({ min: 1, max: 20 }) }),
+            fc.record({ op: fc.constant('advance' as const), ms: fc.integer({ min: 0, max: 300 }) }),
+          ),
+          { maxLength: 200 },
+        ),
+        (ceiling, ops) => {
+          const limit = new ScriptedLimit(4);
+          const { limiter, scheduler } = setup({ limit, ceiling, queue: { ...queue, maxLength: 5 } });
+          const held: Permit[] = [];
+          // Collect permits synchronously: grants inside release() resolve promises we track here.
+          const track = (r: Promise<AcquireResult> | AcquireResult) => {
+            if (r instanceof Promise) void r.then((x) => x.ok && held.push(x.permit));
+            else if (r.ok) held.push(r.permit);
+          };
+          for (const o of ops) {
+            if (o.op === 'acquire') track(limiter.acquire({ priority: o.priority }));
+            else if (o.op === 'release' && held.length > 0) held.splice(o.index % held.length, 1)[0]!.release(o.kind as 'success');
+            else if (o.op === 'limit') limit.current = o.value;
+            else if (o.op === 'advance') scheduler.advance(o.ms);
+            if (limiter.inflight > ceiling) return false;
+            if (limiter.limit !== Math.min(limit.current, ceiling)) return false;
+          }
+          return true;
+        },
+      ),
+    );
+  });
+
+  it('grants no more than the limit: waiters stay queued while inflight = limit', async () => {
+    const { limiter, request, flush } = setup({ limitN: 3 });
+    for (let i = 0; i < 10; i++) request(`r${i}`);
+    await flush();
+    expect(limiter.inflight).toBe(3);
+    expect(limiter.queueLength).toBe(7);
+    expect(limiter.tryAcquire()).toBeUndefined();
+  });
+
+  it('tryAcquire does not jump the queue even when the limit has grown', async () => {
+    const limit = new ScriptedLimit(1);
+    const { limiter, request, flush } = setup({ limit });
+    request('a');
+    request('b');
+    limit.current = 2;
+    expect(limiter.tryAcquire()).toBeUndefined();
+    // The next acquire lets the waiter in first, then queues itself behind.
+    request('c');
+    await flush();
+    expect(limiter.inflight).toBe(2);
+    expect(limiter.queueLength).toBe(1);
+  });
+
+  it('measures the drain rate in permits per second', () => {
+    const { limiter, scheduler } = setup({ limit: new FixedLimit(100) });
+    expect(limiter.drainRatePerSecond()).toBe(0); // nothing measured yet
+    for (let t = 0; t < 5_000; t += 10) {
+      limiter.tryAcquire()!.release('success'); // 100 completions per second
+      scheduler.advance(10);
+    }
+    expect(limiter.drainRatePerSecond()).toBeGreaterThan(90);
+    expect(limiter.drainRatePerSecond()).toBeLessThan(110);
+    scheduler.advance(10_000); // idle: decays toward 0
+    expect(limiter.drainRatePerSecond()).toBeLessThan(5);
+  });
+
+  it('reports changes to limit, inflight and queue through onChange', async () => {
+    const { limiter, request, granted, flush } = setup({ limitN: 1 });
+    const seen: [number, number][] = [];
+    limiter.onChange = (l) => seen.push([l.inflight, l.queueLength]);
+    request('a');
+    request('b');
+    granted('a').release('success');
+    await flush();
+    expect(seen).toEqual([
+      [1, 0],
+      [1, 1],
+      [1, 0],
+    ]);
+  });
+
+  it('lets the important class through while a flood of unimportant requests is shed', async () => {
+    // Origin: 4 permits, each request holds its permit 20 ms. Offered: 2 low-priority requests
+    // per ms (10x what the origin serves, 0.2 per ms) and 1 high-priority request every 10 ms.
+    const { limiter, clock, scheduler, flush } = setup({
+      limit: new FixedLimit(4),
+      classes: 2,
+      queue: { maxLength: 20, deadlineMs: 200, codelTargetMs: 5, codelIntervalMs: 50 },
+    });
+    const tally = { high: { ok: 0, refused: 0 }, low: { ok: 0, refused: 0 } };
+    const onResult = (cls: 'high' | 'low', r: AcquireResult) => {
+      if (r.ok) {
+        tally[cls].ok++;
+        const releaseAt = clock.now() + 20;
+        scheduler.setTimeout(() => r.permit.release('success'), releaseAt - clock.now());
+      } else tally[cls].refused++;
+    };
+    for (let t = 0; t < 2_000; t++) {
+      for (let i = 0; i < 2; i++) {
+        const r = limiter.acquire({ priority: 1 });
+        if (r instanceof Promise) void r.then((x) => onResult('low', x));
+        else onResult('low', r);
+      }
+      if (t % 10 === 0) {
+        const r = limiter.acquire({ priority: 0 });
+        if (r instanceof Promise) void r.then((x) => onResult('high', x));
+        else onResult('high', r);
+      }
+      scheduler.advance(1);
+      await flush();
+    }
+    for (let i = 0; i < 50; i++) {
+      scheduler.advance(20); // let the last waiters through and their permits come back
+      await flush();
+    }
+    expect(tally.high.refused).toBe(0);
+    expect(tally.high.ok).toBe(200);
+    expect(tally.low.refused).toBeGreaterThan(tally.low.ok * 5);
+    expect(limiter.inflight).toBe(0);
+  });
+
+  it('micro-check: many grant/release and refusal cycles leave the counts exact', () => {
+    const { limiter } = setup({ limit: new FixedLimit(1), queue: { ...queue, maxLength: 0 } });
+    let refused = 0;
+    let first: AcquireResult | undefined;
+    for (let i = 0; i < 100_000; i++) {
+      const r = limiter.acquire({ priority: 0 }) as AcquireResult;
+      const again = limiter.acquire({ priority: 0 }) as AcquireResult;
+      if (!again.ok) {
+        refused++;
+        first ??= again;
+        if (again !== first) throw new Error('refusal allocated a new result');
+      }
+      if (r.ok) r.permit.release('success');
+    }
+    expect(refused).toBe(100_000);
+    expect(limiter.inflight).toBe(0);
+    expect(limiter.queueLength).toBe(0);
+  });
+
+  it.each([
+    [{ ceiling: 0 }, /ceiling/],
+    [{ queue: { ...queue, maxLength: -1 } }, /queue.maxLength/],
+    [{ queue: { ...queue, deadlineMs: 0 } }, /queue.deadlineMs/],
+    [{ classes: 0 }, /classes/],
+  ])('rejects bad options naming the option (%o)', (opts, message) => {
+    expect(() => setup(opts as Partial<LimiterOptions>)).toThrow(message);
+  });
+});
+
+describe('Limiter with Gradient2 in front of a model origin under a 50x crowd', () => {
+  it('keeps the origin >= 90 % busy with its in-flight within 1.5 C, shedding the excess', async () => {
+    const { Gradient2Limit } = await import('../../../src/admission/limits/gradient2.js');
+    const C = 8;
+    const S = 50;
+    const clock = new ManualClock(0);
+    const scheduler = new ManualScheduler(clock);
+    const limiter = new Limiter({
+      limit: new Gradient2Limit({ initial: 8, min: 2, max: 256 }),
+      queue: { maxLength: 50, deadlineMs: 500, codelTargetMs: 20, codelIntervalMs: 100 },
+      classes: 1,
+      clock,
+      scheduler,
+    });
+    // The origin: C slots of S ms, FIFO inside beyond that.
+    let serving = 0;
+    let busyFrom = 0;
+    let busyMs = 0;
+    let maxInflight = 0;
+    const waiting: Permit[] = [];
+    const measureFromMs = 2_000;
+    const account = () => {
+      const now = clock.now();
+      if (now > measureFromMs) busyMs += (Math.min(serving, C) * (now - Math.max(busyFrom, measureFromMs))) / C;
+      busyFrom = now;
+    };
+    const serve = (permit: Permit) => {
+      account();
+      serving++;
+      scheduler.setTimeout(() => {
+        account();
+        serving--;
+        permit.release('success');
+        const next = waiting.shift();
+        if (next) serve(next);
+      }, S);
+    };
+    const toOrigin = (permit: Permit) => {
+      if (serving < C) serve(permit);
+      else waiting.push(permit);
+      if (clock.now() > measureFromMs) maxInflight = Math.max(maxInflight, serving + waiting.length);
+    };
+    const refusals = new Map<string, number>();
+    const onResult = (r: AcquireResult) => {
+      if (r.ok) toOrigin(r.permit);
+      else refusals.set(r.reason, (refusals.get(r.reason) ?? 0) + 1);
+    };
+    // 50 x C / S = 8 requests per ms.
+    for (let t = 0; t < 6_000; t++) {
+      for (let i = 0; i < 8; i++) {
+        const r = limiter.acquire({ priority: 0 });
+        if (r instanceof Promise) void r.then(onResult);
+        else onResult(r);
+      }
+      scheduler.advance(1);
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    account();
+    expect(busyMs / (6_000 - measureFromMs)).toBeGreaterThanOrEqual(0.9);
+    expect(maxInflight).toBeLessThanOrEqual(1.5 * C);
+    expect(refusals.get('queue_full')).toBeGreaterThan(40_000);
+  });
+});

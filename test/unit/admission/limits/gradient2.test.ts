@@ -1,0 +1,200 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { Gradient2Limit } from '../../../../src/admission/limits/gradient2.js';
+import { between, simulate, type Phase, type TracePoint } from './origin-model.js';
+
+const S = 50;
+const crowd = (untilMs: number, capacity: number, serviceMs = S): Phase => ({
+  untilMs,
+  capacity,
+  serviceMs,
+  demand: Infinity,
+});
+const limitsOf = (points: TracePoint[]): number[] => points.filter((p) => !p.probing).map((p) => p.limit);
+const range = (xs: number[]): number => Math.max(...xs) - Math.min(...xs);
+
+describe('Gradient2Limit against a model origin with C slots under a crowd', () => {
+  const cases = [
+    { C: 8, initial: 8, jitter: 0 },
+    { C: 8, initial: 8, jitter: 0.2 },
+    { C: 8, initial: 64, jitter: 0.2 },
+    { C: 32, initial: 8, jitter: 0 },
+    { C: 32, initial: 8, jitter: 0.2 },
+    { C: 32, initial: 100, jitter: 0.2 },
+  ];
+  it.each(cases)(
+    'converges near capacity, keeps the origin busy and does not oscillate (C=$C, initial=$initial, jitter=$jitter)',
+    ({ C, initial, jitter }) => {
+      const limit = new Gradient2Limit({ initial, min: 2, max: 256 });
+      const trace = simulate({ limit, jitter, phases: [crowd(10_000, C), crowd(20_000, C)] });
+      const settled = between(trace, 10_000, 20_000);
+      const limits = limitsOf(settled);
+      expect(Math.min(...limits)).toBeGreaterThanOrEqual(0.75 * C);
+      expect(Math.max(...limits)).toBeLessThanOrEqual(1.5 * C);
+      // The origin's in-flight (its slots plus its internal queue) stays within 1.5 C...
+      expect(trace.maxInflight[1]).toBeLessThanOrEqual(1.5 * C);
+      // ...while it is kept busy (probes included).
+      expect(trace.utilisation[1]).toBeGreaterThanOrEqual(0.9);
+      // No oscillation: over the last 2 s the limit moves within a narrow band.
+      expect(range(limitsOf(between(trace, 18_000, 20_000)))).toBeLessThanOrEqual(Math.max(2, 0.15 * C));
+    },
+  );
+
+  it.each([8, 32])('backs off when the origin loses capacity and recovers when it comes back (C=%i)', (C) => {
+    const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256 });
+    const trace = simulate({
+      limit,
+      jitter: 0.2,
+      phases: [crowd(10_000, C), crowd(20_000, C / 4), crowd(35_000, C)],
+    });
+    const before = limitsOf(between(trace, 8_000, 10_000));
+    const during = limitsOf(between(trace, 15_000, 20_000));
+    const after = limitsOf(between(trace, 30_000, 35_000));
+    expect(Math.max(...during)).toBeLessThan(Math.min(...before));
+    expect(Math.max(...during)).toBeLessThanOrEqual(1.5 * (C / 4) + 1);
+    expect(Math.min(...after)).toBeGreaterThanOrEqual(0.75 * C);
+    expect(Math.max(...after)).toBeLessThanOrEqual(1.5 * C);
+    expect(trace.utilisation[2]).toBeGreaterThanOrEqual(0.9);
+  });
+
+  it('backs off while the RTT climbs and keeps the concurrency once the slower RTT is the new normal', () => {
+    const C = 16;
+    const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256 });
+    const trace = simulate({
+      limit,
+      jitter: 0.2,
+      phases: [crowd(10_000, C), crowd(20_000, C, S * 3), crowd(30_000, C)],
+    });
+    // Right after the slowdown the gradient cuts the limit...
+    const reaction = limitsOf(between(trace, 10_000, 12_000));
+    expect(Math.min(...reaction)).toBeLessThan(Math.min(...limitsOf(between(trace, 8_000, 10_000))));
+    // ...a probe then learns the new no-load RTT and the limit returns near C, origin busy.
+    const slow = limitsOf(between(trace, 15_000, 20_000));
+    expect(Math.min(...slow)).toBeGreaterThanOrEqual(0.75 * C);
+    expect(Math.max(...slow)).toBeLessThanOrEqual(1.5 * C);
+    expect(limit.readings().probes).toBeGreaterThanOrEqual(2);
+    // And after the origin speeds up again it does not run away with the old, slower RTT.
+    expect(Math.max(...limitsOf(between(trace, 25_000, 30_000)))).toBeLessThanOrEqual(1.5 * C);
+    expect(trace.maxInflight[2]).toBeLessThanOrEqual(2 * C);
+  });
+
+  it('does not grow while the origin is app-limited', () => {
+    const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256 });
+    const trace = simulate({
+      limit,
+      phases: [{ untilMs: 20_000, capacity: 32, serviceMs: S, demand: 3 }],
+    });
+    expect(Math.max(...trace.points.map((p) => p.limit))).toBe(8);
+    expect(limit.readings().probes).toBe(0); // no-load samples keep the long-term RTT fresh
+  });
+
+  it('probes for the no-load RTT every probeIntervalMs under a sustained crowd, and only then', () => {
+    const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256, probeIntervalMs: 10_000 });
+    simulate({ limit, jitter: 0.1, phases: [crowd(5_000, 8)] });
+    const early = limit.readings().probes;
+    simulate({ limit, jitter: 0.1, phases: [crowd(31_000, 8)], epochMs: 1_700_000_005_000 });
+    // Roughly three more interval probes in the next 31 s (give or take a triggered one).
+    expect(limit.readings().probes - early).toBeGreaterThanOrEqual(3);
+    expect(limit.readings().probes - early).toBeLessThanOrEqual(4);
+  });
+});
+
+describe('Gradient2Limit per window', () => {
+  /** Feeds `count` samples 10 ms apart at the given in-flight. */
+  function feed(limit: Gradient2Limit, at: { t: number }, count: number, rttMs: number, inflight: number, dropped = false) {
+    for (let i = 0; i < count; i++) {
+      at.t += 10;
+      limit.onSample({ rttMs, inflight, dropped }, at.t);
+    }
+  }
+  /**
+   * A limit whose long-term RTT is 50 ms, measured from no-load samples. Samples come 10 ms
+   * apart and a window lasts >= 50 ms (one RTT), so windows hold 6 samples; the warm-up fills
+   * exactly three of them.
+   */
+  function warmed(opts: Partial<ConstructorParameters<typeof Gradient2Limit>[0]> = {}) {
+    const limit = new Gradient2Limit({ initial: 20, min: 2, max: 100, minWindowSamples: 5, ...opts });
+    const at = { t: 0 };
+    feed(limit, at, 18, 50, 2);
+    expect(limit.readings().longRttMs).toBe(50);
+    return { limit, at };
+  }
+
+  it('grows by queueSize * smoothing per window while the RTT stays at the no-load RTT', () => {
+    const { limit, at } = warmed({ queueSize: () => 4, smoothing: 0.5 });
+    const before = limit.readings().estimate;
+    feed(limit, at, 6, 50, 20);
+    expect(limit.readings().estimate).toBeCloseTo(before + 2, 6);
+  });
+
+  it.each([
+    { rttMs: 75, gradient: 50 / 75 },
+    { rttMs: 100, gradient: 0.5 },
+    { rttMs: 400, gradient: 0.5 }, // clamped: never cut by more than half per window
+  ])('scales the limit by longRtt/shortRtt = $gradient when the short RTT is $rttMs ms', ({ rttMs, gradient }) => {
+    const { limit, at } = warmed({ queueSize: () => 0, smoothing: 1 });
+    feed(limit, at, 6, rttMs, 20);
+    expect(limit.readings().lastGradient).toBeCloseTo(gradient, 6);
+    expect(limit.readings().estimate).toBeCloseTo(20 * gradient, 6);
+  });
+
+  it.each([
+    { drops: 1, of: 20, gradient: 0.95 },
+    { drops: 10, of: 20, gradient: 0.5 },
+    { drops: 20, of: 20, gradient: 0.5 },
+  ])('backs off in proportion to drops: $drops of $of dropped -> gradient $gradient', ({ drops, of, gradient }) => {
+    // Windows of exactly `of` samples: a warm-up window of no-load samples, then the one under test.
+    const limit = new Gradient2Limit({ initial: 20, min: 2, max: 100, minWindowSamples: of, queueSize: () => 0, smoothing: 1 });
+    const at = { t: 0 };
+    feed(limit, at, of, 50, 2);
+    feed(limit, at, of - drops, 50, 20);
+    feed(limit, at, drops, 5000, 20, true);
+    expect(limit.readings().lastGradient).toBeCloseTo(gradient, 6);
+  });
+
+  it('moves the long-term RTT down at once when the short-term RTT falls well below it', () => {
+    const { limit, at } = warmed({ probeMinIntervalMs: 1e9 });
+    feed(limit, at, 6, 20, 20);
+    expect(limit.readings().longRttMs).toBeCloseTo(35, 6);
+  });
+
+  it('never leaves [min, max] whatever the samples', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 20 }),
+        fc.integer({ min: 0, max: 40 }),
+        fc.array(
+          fc.record({
+            rttMs: fc.double({ min: 0, max: 10_000, noNaN: true }),
+            inflight: fc.integer({ min: 0, max: 500 }),
+            dropped: fc.boolean(),
+            gapMs: fc.integer({ min: 0, max: 5_000 }),
+          }),
+          { maxLength: 300 },
+        ),
+        (min, span, samples) => {
+          const max = min + span;
+          const limit = new Gradient2Limit({ initial: min, min, max, probeIntervalMs: 3_000 });
+          let now = 0;
+          for (const s of samples) {
+            now += s.gapMs;
+            limit.onSample(s, now);
+            if (limit.current < min || limit.current > max || !Number.isInteger(limit.current)) return false;
+          }
+          return true;
+        },
+      ),
+    );
+  });
+
+  it.each([
+    [{ initial: 0, min: 1, max: 2 }, /initial/],
+    [{ initial: 4, min: 0, max: 2 }, /min/],
+    [{ initial: 4, min: 5, max: 2 }, /max/],
+    [{ initial: 4, min: 1, max: 8, smoothing: 0 }, /smoothing/],
+    [{ initial: 4, min: 1, max: 8, tolerance: 10 }, /tolerance/],
+    [{ initial: 4, min: 1, max: 8, probeSamples: 0 }, /probeSamples/],
+  ])('rejects bad options naming the option (%o)', (opts, message) => {
+    expect(() => new Gradient2Limit(opts)).toThrow(message);
+  });
+});

@@ -1,0 +1,79 @@
+import { describe, expect, it } from 'vitest';
+import { PressureGate, makeProcessSampler, type PressureReadings } from '../../../src/admission/pressure-gate.js';
+
+const cfg = { maxEventLoopDelayMs: 100, maxEventLoopUtilization: 0.9, maxHeapUsedRatio: 0.8, sampleIntervalMs: 250 };
+const calm: PressureReadings = { eventLoopDelayMs: 10, eventLoopUtilization: 0.3, heapUsedRatio: 0.3 };
+
+function gateWith(readings: PressureReadings[]) {
+  let i = 0;
+  const gate = new PressureGate(cfg, { sampler: () => readings[Math.min(i++, readings.length - 1)]! });
+  return gate;
+}
+
+describe('PressureGate', () => {
+  it.each([
+    { what: 'event-loop delay', reading: { ...calm, eventLoopDelayMs: 101 } },
+    { what: 'event-loop utilisation', reading: { ...calm, eventLoopUtilization: 0.91 } },
+    { what: 'heap use', reading: { ...calm, heapUsedRatio: 0.81 } },
+  ])('is overloaded when $what is over its threshold', ({ reading }) => {
+    const gate = gateWith([reading]);
+    expect(gate.isOverloaded()).toBe(false);
+    gate.sampleNow();
+    expect(gate.isOverloaded()).toBe(true);
+    expect(gate.readings()).toEqual(reading);
+  });
+
+  it('is not overloaded at the thresholds themselves', () => {
+    const gate = gateWith([{ eventLoopDelayMs: 100, eventLoopUtilization: 0.9, heapUsedRatio: 0.8 }]);
+    gate.sampleNow();
+    expect(gate.isOverloaded()).toBe(false);
+  });
+
+  it('clears only once every reading is below 90 % of its threshold (hysteresis)', () => {
+    const gate = gateWith([
+      { ...calm, eventLoopDelayMs: 150 }, // over
+      { ...calm, eventLoopDelayMs: 95 }, // under the threshold, above 90 % of it: stays overloaded
+      { ...calm, eventLoopDelayMs: 89 }, // clears
+    ]);
+    const states = [1, 2, 3].map(() => (gate.sampleNow(), gate.isOverloaded()));
+    expect(states).toEqual([true, true, false]);
+  });
+
+  it('reports flips through onChange, once per flip', () => {
+    const gate = gateWith([{ ...calm, heapUsedRatio: 0.95 }, { ...calm, heapUsedRatio: 0.95 }, calm]);
+    const flips: boolean[] = [];
+    gate.onChange = (overloaded) => flips.push(overloaded);
+    gate.sampleNow();
+    gate.sampleNow();
+    gate.sampleNow();
+    expect(flips).toEqual([true, false]);
+  });
+
+  it('samples on its interval after start() and stops after stop()', async () => {
+    let calls = 0;
+    const gate = new PressureGate({ ...cfg, sampleIntervalMs: 5 }, { sampler: () => (calls++, calm) });
+    gate.start();
+    gate.start(); // idempotent: one interval
+    await new Promise((r) => setTimeout(r, 60));
+    gate.stop();
+    const seen = calls;
+    expect(seen).toBeGreaterThan(2);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(calls).toBe(seen);
+  });
+
+  it('the process sampler reads real, plausible values', () => {
+    const sampler = makeProcessSampler();
+    const r = sampler();
+    sampler.stop();
+    expect(r.eventLoopDelayMs).toBeGreaterThanOrEqual(0);
+    expect(r.eventLoopUtilization).toBeGreaterThanOrEqual(0);
+    expect(r.eventLoopUtilization).toBeLessThanOrEqual(1);
+    expect(r.heapUsedRatio).toBeGreaterThan(0);
+    expect(r.heapUsedRatio).toBeLessThan(1);
+  });
+
+  it('rejects a utilisation threshold above 1', () => {
+    expect(() => new PressureGate({ ...cfg, maxEventLoopUtilization: 1.5 })).toThrow(/maxEventLoopUtilization/);
+  });
+});

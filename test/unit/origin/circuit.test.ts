@@ -1,0 +1,125 @@
+import { describe, expect, it } from 'vitest';
+import { ManualClock } from '../../../src/clock.js';
+import { CircuitBreaker, type CircuitBreakerConfig, type CircuitState } from '../../../src/origin/circuit.js';
+
+const cfg: CircuitBreakerConfig = {
+  consecutiveFailures: 3,
+  errorRatePercent: 50,
+  minRequests: 10,
+  windowMs: 10_000,
+  openMs: 5_000,
+  halfOpenProbes: 2,
+};
+
+function setup(over: Partial<CircuitBreakerConfig> = {}) {
+  const clock = new ManualClock(0);
+  const breaker = new CircuitBreaker({ ...cfg, ...over }, clock);
+  const changes: [CircuitState, CircuitState][] = [];
+  breaker.onStateChange = (to, from) => changes.push([to, from]);
+  /** Runs a script: s = success, f = failure, each 10 ms apart. */
+  const run = (script: string) => {
+    for (const c of script) {
+      clock.advance(10);
+      if (c === 's') breaker.onSuccess();
+      else breaker.onFailure();
+    }
+  };
+  return { clock, breaker, changes, run };
+}
+
+describe('CircuitBreaker', () => {
+  it.each([
+    { script: 'ff', state: 'closed' },
+    { script: 'fff', state: 'open' }, // consecutiveFailures in a row
+    { script: 'ffsff', state: 'closed' }, // a success resets the run; 4/5 failures but < minRequests
+    { script: 'sfsfsfsfsf', state: 'open' }, // 5 of 10 = 50 % with minRequests 10 (judged on a failure)
+    { script: 'fsssfsssfs', state: 'closed' }, // 3 of 10 = 30 %
+  ])('after $script it is $state', ({ script, state }) => {
+    const { breaker, run } = setup();
+    run(script);
+    expect(breaker.state).toBe(state);
+  });
+
+  it('forgets failures older than windowMs', () => {
+    const { breaker, run, clock } = setup({ consecutiveFailures: 100 });
+    run('ffff');
+    clock.advance(10_000);
+    run('sfsssss');
+    run('sss');
+    expect(breaker.state).toBe('closed'); // only 1 of 10 failures still in the window
+  });
+
+  it('refuses while open, turns half-open after openMs, and allows only halfOpenProbes probes', () => {
+    const { breaker, run, clock, changes } = setup();
+    run('fff');
+    expect(breaker.canRequest()).toBe(false);
+    clock.advance(4_999);
+    expect(breaker.isAvailable()).toBe(false);
+    expect(breaker.canRequest()).toBe(false);
+    clock.advance(1);
+    expect(breaker.isAvailable()).toBe(true);
+    expect([breaker.canRequest(), breaker.canRequest(), breaker.canRequest()]).toEqual([true, true, false]);
+    expect(breaker.state).toBe('half_open');
+    expect(breaker.isAvailable()).toBe(false);
+    expect(changes).toEqual([
+      ['open', 'closed'],
+      ['half_open', 'open'],
+    ]);
+  });
+
+  it.each([
+    { outcome: 'success', then: 'closed' },
+    { outcome: 'failure', then: 'open' },
+  ])('a half-open probe $outcome makes it $then', ({ outcome, then }) => {
+    const { breaker, run, clock } = setup();
+    run('fff');
+    clock.advance(5_000);
+    expect(breaker.canRequest()).toBe(true);
+    if (outcome === 'success') breaker.onSuccess();
+    else breaker.onFailure();
+    expect(breaker.state).toBe(then);
+    expect(breaker.canRequest()).toBe(then === 'closed');
+  });
+
+  it('closing starts fresh: old failures do not count again', () => {
+    const { breaker, run, clock } = setup();
+    run('fff');
+    clock.advance(5_000);
+    breaker.canRequest();
+    breaker.onSuccess();
+    run('ff');
+    expect(breaker.state).toBe('closed');
+  });
+
+  it('ignores outcomes of requests sent before it opened', () => {
+    const { breaker, run } = setup();
+    run('fff');
+    run('ssss');
+    expect(breaker.state).toBe('open');
+  });
+
+  it('frees a probe slot on onCancel, and after openMs when probes never report', () => {
+    const { breaker, run, clock } = setup({ halfOpenProbes: 1 });
+    run('fff');
+    clock.advance(5_000);
+    expect(breaker.canRequest()).toBe(true);
+    expect(breaker.canRequest()).toBe(false);
+    breaker.onCancel();
+    expect(breaker.canRequest()).toBe(true);
+    clock.advance(4_999);
+    expect(breaker.canRequest()).toBe(false);
+    clock.advance(1);
+    expect(breaker.canRequest()).toBe(true);
+  });
+
+  it('when disabled, always lets requests through', () => {
+    const { breaker, run } = setup({ enabled: false });
+    run('ffffffffff');
+    expect(breaker.state).toBe('closed');
+    expect(breaker.canRequest()).toBe(true);
+  });
+
+  it('rejects bad options naming the option', () => {
+    expect(() => new CircuitBreaker({ ...cfg, halfOpenProbes: 0 }, new ManualClock(0))).toThrow(/halfOpenProbes/);
+  });
+});
