@@ -1,0 +1,225 @@
+/**
+ * One origin member of a site: its identity (name, base URL, weight, backup), its keep-alive
+ * agent, its in-flight count, and the two health signals that decide whether it gets traffic:
+ *
+ * - **active** (health checks): 'unknown' until the first probe completes; then the first
+ *   observation decides ('up' or 'down' at once, so a gateway started with its origin down
+ *   knows within one probe); afterwards `unhealthyThreshold` failures in a row take an 'up'
+ *   member down and `healthyThreshold` passes in a row bring a 'down' member up. With checks
+ *   disabled the member is assumed 'up'.
+ * - **passive** (live traffic): `consecutiveFailures` failures in a row (connect, timeout, reset,
+ *   5xx) eject the member for `ejectMs`. When the ejection ends the member is on probation,
+ *   as nginx does after `fail_timeout`: its next result decides — a failure ejects it again at
+ *   once, a success clears the record. Failures reported while it is ejected (requests sent
+ *   before the ejection) do not extend it. The two signals are independent: a passing probe
+ *   does not end an ejection (the probe path may be fine while real pages fail).
+ *
+ * Routing: a member is healthy when active is not 'down' (so 'unknown' routes) and it is not
+ * ejected. The state here is pure and clock-driven; it does no I/O except owning the agent.
+ * Probing is health-check.ts; scheduling, selection and reload are pool.ts.
+ */
+import http from 'node:http';
+import https from 'node:https';
+import type { HealthCheckConfig, OriginConfig } from '../config/schema.js';
+
+export type ActiveHealth = 'up' | 'down' | 'unknown';
+export type FailureKind = 'connect' | 'timeout' | 'status5xx' | 'reset';
+
+export interface HealthState {
+  /** What the active checks say; 'unknown' until the first probe completes. */
+  active: ActiveHealth;
+  /** End of the current passive ejection (epoch ms); absent when not ejected. */
+  ejectedUntil?: number;
+  /** The last probe failure ("probe: ECONNREFUSED") or live-traffic failure ("traffic: timeout"). */
+  lastError?: string;
+  lastErrorAt?: number;
+  /** When the last probe completed (epoch ms). */
+  lastProbeAt?: number;
+  /** Live-traffic failures in a row since the last success. */
+  consecutiveFailures: number;
+}
+
+export interface OriginMember {
+  /** `name` from the config, or the URL's host:port. Unique within the site. */
+  readonly name: string;
+  /** Base URL of the member. */
+  readonly url: URL;
+  readonly weight: number;
+  /** Used only when no primary is healthy. */
+  readonly backup: boolean;
+  /**
+   * Keep-alive agent for this member: reuse connections, most recently used first ('lifo')
+   * so surplus sockets idle out; idle sockets closed after FREE_SOCKET_TIMEOUT_MS.
+   * Destroyed when the member is removed (after its in-flight requests) or the pool closes.
+   */
+  readonly agent: http.Agent;
+  /** Origin requests started (pool.begin) and not yet ended (pool.end). */
+  readonly inflight: number;
+  /** Active checks do not say 'down' and the member is not passively ejected. */
+  isHealthy(now: number): boolean;
+  healthState(now: number): HealthState;
+}
+
+/** Agent sizing. The limiter bounds real concurrency; these only stop runaway socket counts. */
+export const AGENT_MAX_SOCKETS = 256;
+export const AGENT_MAX_FREE_SOCKETS = 64;
+/**
+ * Idle keep-alive sockets are closed after this, below Node's default server
+ * `keepAliveTimeout` (5 s): reusing a socket the origin is closing at that moment fails
+ * with ECONNRESET. Note: Node applies the agent timeout to busy sockets too, where it only
+ * emits 'timeout' on the request (nothing is destroyed); callers set their own request timeouts.
+ */
+export const FREE_SOCKET_TIMEOUT_MS = 4_000;
+
+export function makeAgent(url: URL): http.Agent {
+  const options = {
+    keepAlive: true,
+    keepAliveMsecs: 1_000,
+    maxSockets: AGENT_MAX_SOCKETS,
+    maxFreeSockets: AGENT_MAX_FREE_SOCKETS,
+    scheduling: 'lifo' as const,
+    timeout: FREE_SOCKET_TIMEOUT_MS,
+  };
+  return url.protocol === 'https:' ? new https.Agent(options) : new http.Agent(options);
+}
+
+/** The member name the config implies: `name`, else host:port of the URL. */
+export function memberNameOf(cfg: Pick<OriginConfig, 'url' | 'name'>): string {
+  return cfg.name ?? new URL(cfg.url).host;
+}
+
+/** Identity across reloads: a member is "the same" when both name and URL are unchanged. */
+export function memberKeyOf(cfg: Pick<OriginConfig, 'url' | 'name'>): string {
+  return `${memberNameOf(cfg)} ${new URL(cfg.url).href}`;
+}
+
+export interface PassiveRules {
+  consecutiveFailures: number;
+  ejectMs: number;
+}
+
+/** The pool's view of a member: the public interface plus the state the pool mutates. */
+export class PoolMember implements OriginMember {
+  readonly name: string;
+  readonly url: URL;
+  readonly key: string;
+  readonly agent: http.Agent;
+  weight: number;
+  backup: boolean;
+  inflight = 0;
+  /** Smooth weighted round-robin running weight (pool.ts). */
+  currentWeight = 0;
+  /** Set when a reload removed the member; its agent goes when its in-flight requests end. */
+  removed = false;
+
+  private active: ActiveHealth;
+  private probePasses = 0;
+  private probeFailures = 0;
+  private lastProbeAt: number | undefined;
+  private trafficFailures = 0;
+  /** Set by an ejection; kept after it ends (probation) until the next success. */
+  private ejectedUntil: number | undefined;
+  /** The end of the ejection already announced as over (pool.ts emits 'ejection-ended' once). */
+  private announcedEjectionEnd: number | undefined;
+  private lastError: string | undefined;
+  private lastErrorAt: number | undefined;
+
+  constructor(cfg: OriginConfig, activeChecks: boolean) {
+    this.url = new URL(cfg.url);
+    this.name = memberNameOf(cfg);
+    this.key = memberKeyOf(cfg);
+    this.weight = cfg.weight;
+    this.backup = cfg.backup;
+    this.agent = makeAgent(this.url);
+    this.active = activeChecks ? 'unknown' : 'up';
+  }
+
+  isHealthy(now: number): boolean {
+    return this.active !== 'down' && !this.isEjected(now);
+  }
+
+  isEjected(now: number): boolean {
+    return this.ejectedUntil !== undefined && now < this.ejectedUntil;
+  }
+
+  activeHealth(): ActiveHealth {
+    return this.active;
+  }
+
+  healthState(now: number): HealthState {
+    const s: HealthState = { active: this.active, consecutiveFailures: this.trafficFailures };
+    if (this.isEjected(now)) s.ejectedUntil = this.ejectedUntil;
+    if (this.lastError !== undefined) s.lastError = this.lastError;
+    if (this.lastErrorAt !== undefined) s.lastErrorAt = this.lastErrorAt;
+    if (this.lastProbeAt !== undefined) s.lastProbeAt = this.lastProbeAt;
+    return s;
+  }
+
+  /** Health checks switched on or off by a reload: restart from 'unknown', or assume 'up'. */
+  setActiveChecks(enabled: boolean): void {
+    this.active = enabled ? 'unknown' : 'up';
+    this.probePasses = 0;
+    this.probeFailures = 0;
+  }
+
+  /** Count one probe result; returns true when the active state changed. */
+  recordProbe(ok: boolean, error: string | undefined, rules: HealthCheckConfig, now: number): boolean {
+    this.lastProbeAt = now;
+    if (ok) {
+      this.probePasses++;
+      this.probeFailures = 0;
+    } else {
+      this.probeFailures++;
+      this.probePasses = 0;
+      this.lastError = `probe: ${error ?? 'failed'}`;
+      this.lastErrorAt = now;
+    }
+    const before = this.active;
+    if (this.active === 'unknown') this.active = ok ? 'up' : 'down'; // first observation decides
+    else if (this.active === 'up' && this.probeFailures >= rules.unhealthyThreshold) this.active = 'down';
+    else if (this.active === 'down' && this.probePasses >= rules.healthyThreshold) this.active = 'up';
+    return this.active !== before;
+  }
+
+  /** A live request succeeded: the failure streak and any probation end. */
+  recordSuccess(): void {
+    this.trafficFailures = 0;
+    this.ejectedUntil = undefined;
+    this.announcedEjectionEnd = undefined;
+  }
+
+  /** A live request failed; returns true when this failure ejected the member. */
+  recordFailure(kind: FailureKind, rules: PassiveRules, now: number): boolean {
+    this.lastError = `traffic: ${kind}`;
+    this.lastErrorAt = now;
+    if (this.isEjected(now)) return false; // sent before the ejection; do not extend it
+    this.trafficFailures++;
+    const onProbation = this.ejectedUntil !== undefined;
+    if (!onProbation && this.trafficFailures < rules.consecutiveFailures) return false;
+    this.ejectedUntil = now + rules.ejectMs;
+    this.announcedEjectionEnd = undefined;
+    this.trafficFailures = 0;
+    return true;
+  }
+
+  /**
+   * True once per ejection, the first time it is seen over. Ejections end by time, so the
+   * pool notices at its next pick / probe / health query rather than on a timer.
+   */
+  takeEjectionEnded(now: number): boolean {
+    if (this.ejectedUntil === undefined || now < this.ejectedUntil) return false;
+    if (this.announcedEjectionEnd === this.ejectedUntil) return false;
+    this.announcedEjectionEnd = this.ejectedUntil;
+    return true;
+  }
+
+  /** Close idle sockets now; destroy the agent once nothing is in flight. Returns true when destroyed. */
+  releaseAgentIfIdle(): boolean {
+    if (this.inflight > 0) {
+      for (const list of Object.values(this.agent.freeSockets)) for (const s of list ?? []) s.destroy();
+      return false;
+    }
+    this.agent.destroy();
+    return true;
+  }
+}

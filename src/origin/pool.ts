@@ -1,0 +1,371 @@
+/**
+ * The origin pool of one site: which members exist, which one gets the next origin request,
+ * and keeping their health current — active probes on timers, passive ejection from the
+ * results callers report, failover to backups, and config reloads that keep member state.
+ *
+ * Owns selection and health bookkeeping. It does not send origin requests (fetch.ts,
+ * forward.ts), hold circuit breakers or limiters (the composition root keeps those per
+ * member, e.g. in a `WeakMap<OriginMember, …>`: member objects keep their identity across
+ * update() as long as name and URL are unchanged), or decide what to serve when no member
+ * is usable.
+ *
+ * Selection (pick):
+ *  1. candidates = healthy primaries (see member.ts for "healthy"), minus `exclude`, passing `accept`;
+ *  2. if none, the healthy backups the same way;
+ *  3. if none, `undefined`: every member is down, ejected or excluded. The caller then serves a
+ *     usable stale copy (staleReason 'unreachable') or answers 502 naming the site. Sending
+ *     traffic to members known to be dead only adds load in a crowd; ejections end by time
+ *     and probes keep running, so the pool recovers without live traffic.
+ *  Among candidates, 'round-robin' is nginx's smooth weighted round-robin: every pick adds each
+ *  candidate's weight to its running weight, takes the largest (first in config order on ties)
+ *  and subtracts the candidates' total weight from the winner — weights 3:1 give a,a,b,a and
+ *  exactly 3:1 over every 4 picks. 'least-inflight' keeps the candidates with the smallest
+ *  inflight / weight (compared as a.inflight * b.weight vs b.inflight * a.weight) and breaks
+ *  ties with the same smooth round-robin.
+ *
+ * Active checks: start() probes every member at once (readiness is 'unknown' until that
+ * probe completes), then every `intervalMs` after the previous probe settles, so never more
+ * than one probe per member is in flight. Timers are unref'd.
+ */
+import type { Clock } from '../clock.js';
+import { systemClock } from '../clock.js';
+import type { HealthCheckConfig, SiteConfig } from '../config/schema.js';
+import { parseExpectStatus, probe } from './health-check.js';
+import type { ActiveHealth, FailureKind, OriginMember } from './member.js';
+import { PoolMember, memberKeyOf, memberNameOf } from './member.js';
+
+export type { ActiveHealth, FailureKind, HealthState, OriginMember } from './member.js';
+
+/** Why a member's health was announced: a probe result, an ejection, or an ejection's end. */
+export type HealthChangeCause = 'probe' | 'ejected' | 'ejection-ended';
+
+/** The slice of a pino logger the pool uses. */
+export interface PoolLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+export interface OriginPoolOptions {
+  clock?: Clock;
+  logger?: PoolLogger;
+  /**
+   * Called when a member's active state changes (including 'unknown' → 'up'/'down'), when it is
+   * ejected, and when an ejection is first seen over. `healthy` is member.isHealthy(now) after
+   * the change. Must not throw (a throw is logged and ignored).
+   */
+  onHealthChange?: (member: OriginMember, healthy: boolean, cause: HealthChangeCause) => void;
+}
+
+export interface PickOptions {
+  /** Members not to choose, e.g. the one that just refused a connection (retry elsewhere). */
+  exclude?: ReadonlySet<OriginMember>;
+  /** Extra filter, e.g. "circuit not open". Called per candidate; must have no side effects. */
+  accept?: (member: OriginMember) => boolean;
+}
+
+export interface PoolUpdate {
+  added: OriginMember[];
+  removed: OriginMember[];
+  kept: OriginMember[];
+}
+
+/** The site's readiness for /readyz: 'up' when a member is healthy and known up by a probe
+ *  (or checks are off); 'unknown' while nothing is known up but some member awaits its first
+ *  probe; 'down' when no member is usable. */
+export type PoolReadiness = 'up' | 'unknown' | 'down';
+
+export class OriginPool {
+  private site: SiteConfig;
+  private readonly clock: Clock;
+  private readonly logger: PoolLogger | undefined;
+  private readonly onHealthChange: OriginPoolOptions['onHealthChange'];
+  private list: PoolMember[] = [];
+  private byKey = new Map<string, PoolMember>();
+  /** Members removed by update() that still have requests in flight. */
+  private retiring = new Set<PoolMember>();
+  private isExpectedStatus: (status: number) => boolean;
+  private readonly timers = new Map<PoolMember, NodeJS.Timeout>();
+  private readonly probing = new Map<PoolMember, Promise<void>>();
+  private readonly abort = new AbortController();
+  private started = false;
+  private closed = false;
+
+  constructor(site: SiteConfig, opts: OriginPoolOptions = {}) {
+    this.site = site;
+    this.clock = opts.clock ?? systemClock;
+    this.logger = opts.logger;
+    this.onHealthChange = opts.onHealthChange;
+    this.isExpectedStatus = parseExpectStatus(site.healthCheck.expectStatus);
+    assertUniqueNames(site);
+    for (const cfg of site.origins) {
+      const m = new PoolMember(cfg, site.healthCheck.enabled);
+      this.list.push(m);
+      this.byKey.set(m.key, m);
+    }
+  }
+
+  get siteName(): string {
+    return this.site.name;
+  }
+
+  /** Current members in config order (removed members are gone from here at once). */
+  members(): readonly OriginMember[] {
+    return this.list;
+  }
+
+  pick(opts: PickOptions = {}): OriginMember | undefined {
+    const now = this.clock.now();
+    this.announceEndedEjections(now);
+    const usable = (m: PoolMember): boolean =>
+      m.isHealthy(now) && !opts.exclude?.has(m) && (opts.accept ? opts.accept(m) : true);
+    let candidates = this.list.filter((m) => !m.backup && usable(m));
+    if (candidates.length === 0) candidates = this.list.filter((m) => m.backup && usable(m));
+    if (candidates.length === 0) return undefined;
+    if (this.site.balance === 'least-inflight') candidates = leastLoaded(candidates);
+    return smoothWeightedRoundRobin(candidates);
+  }
+
+  /** An origin request to `member` started. Pair with end() in a finally. */
+  begin(member: OriginMember): void {
+    asPoolMember(member).inflight++;
+  }
+
+  /** An origin request to `member` ended (any outcome). */
+  end(member: OriginMember): void {
+    const m = asPoolMember(member);
+    m.inflight = Math.max(0, m.inflight - 1);
+    if (m.removed && m.inflight === 0 && this.retiring.delete(m)) m.releaseAgentIfIdle();
+  }
+
+  /** A live request to `member` got a usable response (anything but the failures below). */
+  reportSuccess(member: OriginMember): void {
+    asPoolMember(member).recordSuccess();
+  }
+
+  /** A live request failed; `passive.consecutiveFailures` in a row eject for `passive.ejectMs`. */
+  reportFailure(member: OriginMember, kind: FailureKind): void {
+    const m = asPoolMember(member);
+    if (m.removed || this.closed) return;
+    const now = this.clock.now();
+    const wasHealthy = m.isHealthy(now);
+    if (!m.recordFailure(kind, this.site.passive, now)) return;
+    this.logger?.warn(
+      { site: this.site.name, origin: m.name, kind, ejectMs: this.site.passive.ejectMs },
+      'origin member ejected after consecutive failures',
+    );
+    if (wasHealthy) this.emit(m, false, 'ejected');
+  }
+
+  /** Some member (primary or backup) would be picked now. */
+  isAnyHealthy(): boolean {
+    const now = this.clock.now();
+    this.announceEndedEjections(now);
+    return this.list.some((m) => m.isHealthy(now));
+  }
+
+  readiness(): PoolReadiness {
+    const now = this.clock.now();
+    this.announceEndedEjections(now);
+    const healthy = this.list.filter((m) => m.isHealthy(now));
+    if (healthy.some((m) => m.activeHealth() === 'up')) return 'up';
+    if (healthy.some((m) => m.activeHealth() === 'unknown')) return 'unknown';
+    return 'down';
+  }
+
+  /** Start active health checks: one probe per member now, then every intervalMs. Idempotent. */
+  start(): void {
+    if (this.started || this.closed) return;
+    this.started = true;
+    if (!this.site.healthCheck.enabled) return;
+    for (const m of this.list) this.probeThenSchedule(m);
+  }
+
+  /**
+   * Probe every member now (joining a probe already in flight) and resolve when all have
+   * settled. Works without start(); for tests, the admin listener and "check now" tooling.
+   */
+  async probeNow(): Promise<void> {
+    if (!this.site.healthCheck.enabled) return;
+    await Promise.all(this.list.map((m) => this.runProbe(m)));
+  }
+
+  /**
+   * Apply a reloaded site config. Members whose name and URL are unchanged keep their object,
+   * health, agent and in-flight count (weight and backup are updated); new members start
+   * 'unknown' and are probed at once when checks run; removed members leave selection at once,
+   * their idle sockets are closed and their agent is destroyed when their last request ends.
+   */
+  update(site: SiteConfig): PoolUpdate {
+    if (this.closed) throw new Error(`origin pool "${this.site.name}" is closed`);
+    assertUniqueNames(site);
+    const before = this.site;
+    this.site = site;
+    this.isExpectedStatus = parseExpectStatus(site.healthCheck.expectStatus);
+    const checksToggled = before.healthCheck.enabled !== site.healthCheck.enabled;
+    const intervalChanged = before.healthCheck.intervalMs !== site.healthCheck.intervalMs;
+
+    const result: PoolUpdate = { added: [], removed: [], kept: [] };
+    const next: PoolMember[] = [];
+    const nextByKey = new Map<string, PoolMember>();
+    for (const cfg of site.origins) {
+      let m = this.byKey.get(memberKeyOf(cfg));
+      if (m) {
+        m.weight = cfg.weight;
+        m.backup = cfg.backup;
+        if (checksToggled) m.setActiveChecks(site.healthCheck.enabled);
+        result.kept.push(m);
+      } else {
+        m = new PoolMember(cfg, site.healthCheck.enabled);
+        result.added.push(m);
+      }
+      next.push(m);
+      nextByKey.set(m.key, m);
+    }
+    for (const m of this.list) {
+      if (nextByKey.has(m.key)) continue;
+      m.removed = true;
+      this.stopTimer(m);
+      if (!m.releaseAgentIfIdle()) this.retiring.add(m);
+      result.removed.push(m);
+    }
+    this.list = next;
+    this.byKey = nextByKey;
+    // Weights or the member set may have changed: restart the round-robin from even.
+    for (const m of next) m.currentWeight = 0;
+
+    if (this.started) {
+      if (!site.healthCheck.enabled) for (const m of next) this.stopTimer(m);
+      else
+        for (const m of next) {
+          const isNew = result.added.includes(m);
+          if (isNew || checksToggled) this.probeThenSchedule(m);
+          else if (intervalChanged) this.schedule(m); // an in-flight probe re-arms it again when it settles
+        }
+    }
+    return result;
+  }
+
+  /** Stop probes and timers, destroy every agent (open sockets included). Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+    this.abort.abort();
+    await Promise.all([...this.probing.values()]);
+    for (const m of [...this.list, ...this.retiring]) m.agent.destroy();
+    this.retiring.clear();
+  }
+
+  private probeThenSchedule(m: PoolMember): void {
+    void this.runProbe(m).then(() => this.schedule(m));
+  }
+
+  /** Arm the member's next probe intervalMs from now, replacing any armed timer. */
+  private schedule(m: PoolMember): void {
+    this.stopTimer(m);
+    if (this.closed || !this.started || m.removed || !this.site.healthCheck.enabled) return;
+    const timer = setTimeout(() => {
+      this.timers.delete(m);
+      this.probeThenSchedule(m);
+    }, this.site.healthCheck.intervalMs);
+    timer.unref();
+    this.timers.set(m, timer);
+  }
+
+  private stopTimer(m: PoolMember): void {
+    const t = this.timers.get(m);
+    if (t !== undefined) clearTimeout(t);
+    this.timers.delete(m);
+  }
+
+  /** One probe of `m`, or the one already in flight. Never rejects. */
+  private runProbe(m: PoolMember): Promise<void> {
+    const inflight = this.probing.get(m);
+    if (inflight) return inflight;
+    if (this.closed || m.removed) return Promise.resolve();
+    const rules: HealthCheckConfig = this.site.healthCheck;
+    const p = probe({
+      url: m.url,
+      path: rules.path,
+      timeoutMs: rules.timeoutMs,
+      isExpectedStatus: this.isExpectedStatus,
+      signal: this.abort.signal,
+    }).then((result) => {
+      this.probing.delete(m);
+      if (this.closed || m.removed || !this.site.healthCheck.enabled) return;
+      const now = this.clock.now();
+      this.announceEndedEjections(now);
+      const before: ActiveHealth = m.activeHealth();
+      if (!m.recordProbe(result.ok, result.error, this.site.healthCheck, now)) return;
+      const after = m.activeHealth();
+      const fields = { site: this.site.name, origin: m.name, from: before, to: after, status: result.status, error: result.error };
+      if (after === 'down') this.logger?.warn(fields, 'origin member down (health check)');
+      else this.logger?.info(fields, 'origin member up (health check)');
+      this.emit(m, m.isHealthy(now), 'probe');
+    });
+    this.probing.set(m, p);
+    return p;
+  }
+
+  private announceEndedEjections(now: number): void {
+    for (const m of this.list) {
+      if (!m.takeEjectionEnded(now)) continue;
+      this.logger?.info({ site: this.site.name, origin: m.name }, 'origin member ejection ended');
+      this.emit(m, m.isHealthy(now), 'ejection-ended');
+    }
+  }
+
+  private emit(m: PoolMember, healthy: boolean, cause: HealthChangeCause): void {
+    if (!this.onHealthChange) return;
+    try {
+      this.onHealthChange(m, healthy, cause);
+    } catch (err) {
+      this.logger?.warn({ site: this.site.name, origin: m.name, err }, 'onHealthChange threw');
+    }
+  }
+}
+
+function asPoolMember(member: OriginMember): PoolMember {
+  if (!(member instanceof PoolMember)) throw new TypeError('not a member of an OriginPool');
+  return member;
+}
+
+function assertUniqueNames(site: SiteConfig): void {
+  const seen = new Set<string>();
+  for (const cfg of site.origins) {
+    const n = memberNameOf(cfg);
+    if (seen.has(n)) throw new Error(`site "${site.name}": duplicate origin member name "${n}"`);
+    seen.add(n);
+  }
+}
+
+/** nginx smooth weighted round-robin over `candidates` (non-empty); mutates currentWeight. */
+function smoothWeightedRoundRobin(candidates: PoolMember[]): PoolMember {
+  let total = 0;
+  let best: PoolMember | undefined;
+  for (const m of candidates) {
+    m.currentWeight += m.weight;
+    total += m.weight;
+    if (best === undefined || m.currentWeight > best.currentWeight) best = m;
+  }
+  // candidates is non-empty, so best is set.
+  best!.currentWeight -= total;
+  return best!;
+}
+
+/** The candidates with the smallest inflight / weight (cross-multiplied: no division). */
+function leastLoaded(candidates: PoolMember[]): PoolMember[] {
+  let least: PoolMember[] = [];
+  for (const m of candidates) {
+    const first = least[0];
+    if (first === undefined) {
+      least = [m];
+      continue;
+    }
+    const cmp = m.inflight * first.weight - first.inflight * m.weight;
+    if (cmp < 0) least = [m];
+    else if (cmp === 0) least.push(m);
+  }
+  return least;
+}

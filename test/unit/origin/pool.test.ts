@@ -1,0 +1,454 @@
+import http from 'node:http';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ManualClock } from '../../../src/clock.js';
+import { siteSchema, type SiteConfig } from '../../../src/config/schema.js';
+import type { FailureKind } from '../../../src/origin/member.js';
+import { OriginPool, type HealthChangeCause, type OriginMember, type OriginPoolOptions } from '../../../src/origin/pool.js';
+import { startTestOrigin, type TestOrigin } from '../../helpers/test-origin.js';
+
+type OriginInput = { url: string; name?: string; weight?: number; backup?: boolean };
+
+function makeSite(origins: OriginInput[], extra: Record<string, unknown> = {}): SiteConfig {
+  return siteSchema.parse({ name: 'site', hosts: ['*'], origins, ...extra });
+}
+
+/** Members at fixed, unused URLs: for tests that never touch the network (checks disabled). */
+const offline = (name: string, weight = 1, backup = false): OriginInput => ({
+  url: `http://127.0.0.1:9/${name}`,
+  name,
+  weight,
+  backup,
+});
+
+const pools: OriginPool[] = [];
+const origins: TestOrigin[] = [];
+function makePool(site: SiteConfig, opts: OriginPoolOptions = {}): OriginPool {
+  const p = new OriginPool(site, opts);
+  pools.push(p);
+  return p;
+}
+async function origin(name: string): Promise<TestOrigin> {
+  const o = await startTestOrigin({ name });
+  origins.push(o);
+  return o;
+}
+afterEach(async () => {
+  await Promise.all(pools.splice(0).map((p) => p.close()));
+  await Promise.all(origins.splice(0).map((o) => o.close()));
+});
+
+function byName(pool: OriginPool, name: string): OriginMember {
+  const m = pool.members().find((x) => x.name === name);
+  if (!m) throw new Error(`no member ${name}`);
+  return m;
+}
+
+function tally(pool: OriginPool, picks: number): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (let i = 0; i < picks; i++) {
+    const m = pool.pick();
+    const k = m?.name ?? 'none';
+    counts[k] = (counts[k] ?? 0) + 1;
+  }
+  return counts;
+}
+
+function eject(pool: OriginPool, m: OriginMember, failures: number, kind: FailureKind = 'connect'): void {
+  for (let i = 0; i < failures; i++) pool.reportFailure(m, kind);
+}
+
+const noChecks = { healthCheck: { enabled: false } };
+
+describe('round-robin selection', () => {
+  it.each([
+    { weights: [3, 1], picks: 400, expected: [300, 100] },
+    { weights: [1, 1, 1], picks: 300, expected: [100, 100, 100] },
+    { weights: [5, 1, 1], picks: 700, expected: [500, 100, 100] },
+    { weights: [2, 3], picks: 500, expected: [200, 300] },
+  ])('weights $weights over $picks picks give exactly $expected', ({ weights, picks, expected }) => {
+    const names = weights.map((_, i) => `m${i}`);
+    const pool = makePool(makeSite(weights.map((w, i) => offline(names[i]!, w)), noChecks));
+    const counts = tally(pool, picks);
+    expect(names.map((n) => counts[n] ?? 0)).toEqual(expected);
+  });
+
+  it('interleaves smoothly: weights 5:1:1 never pick the light members back to back', () => {
+    const pool = makePool(makeSite([offline('a', 5), offline('b'), offline('c')], noChecks));
+    const seq = Array.from({ length: 7 }, () => pool.pick()?.name).join('');
+    expect(seq).toBe('aabacaa');
+  });
+
+  it('skips excluded members and members the accept filter refuses', () => {
+    const pool = makePool(makeSite([offline('a'), offline('b'), offline('c')], noChecks));
+    const a = byName(pool, 'a');
+    const c = byName(pool, 'c');
+    const picked = new Set(Array.from({ length: 9 }, () => pool.pick({ exclude: new Set([a]), accept: (m) => m !== c })?.name));
+    expect([...picked]).toEqual(['b']);
+    expect(pool.pick({ exclude: new Set(pool.members()) })).toBeUndefined();
+  });
+});
+
+describe('least-inflight selection', () => {
+  it.each([
+    { weights: [1, 1, 1], inflight: [2, 0, 1], expected: 'm1' },
+    { weights: [1, 1, 1], inflight: [0, 3, 3], expected: 'm0' },
+    // inflight / weight: 2/4 = 0.5 beats 1/1
+    { weights: [4, 1], inflight: [2, 1], expected: 'm0' },
+    // 3/2 = 1.5 loses to 1/1
+    { weights: [2, 1], inflight: [3, 1], expected: 'm1' },
+  ])('weights $weights with in-flight $inflight pick $expected', ({ weights, inflight, expected }) => {
+    const pool = makePool(makeSite(weights.map((w, i) => offline(`m${i}`, w)), { ...noChecks, balance: 'least-inflight' }));
+    pool.members().forEach((m, i) => {
+      for (let k = 0; k < inflight[i]!; k++) pool.begin(m);
+    });
+    expect(pool.pick()?.name).toBe(expected);
+  });
+
+  it('breaks ties by weighted round-robin and follows begin/end as load changes', () => {
+    const pool = makePool(makeSite([offline('a', 3), offline('b', 1)], { ...noChecks, balance: 'least-inflight' }));
+    // All idle: every pick ties, so picks follow the 3:1 smooth round-robin.
+    expect(tally(pool, 400)).toEqual({ a: 300, b: 100 });
+    // Hold each picked request open: load spreads by weight, 3 on a for every 1 on b.
+    const held: OriginMember[] = [];
+    for (let i = 0; i < 8; i++) {
+      const m = pool.pick()!;
+      pool.begin(m);
+      held.push(m);
+    }
+    expect([byName(pool, 'a').inflight, byName(pool, 'b').inflight]).toEqual([6, 2]);
+    for (const m of held.filter((m) => m.name === 'a')) pool.end(m);
+    expect(pool.pick()?.name).toBe('a');
+    pool.end(byName(pool, 'a')); // end never drives the count below zero
+    expect(byName(pool, 'a').inflight).toBe(0);
+  });
+});
+
+describe('passive ejection (ManualClock)', () => {
+  const passive = { consecutiveFailures: 3, ejectMs: 10_000 };
+
+  it.each<FailureKind>(['connect', 'timeout', 'status5xx', 'reset'])(
+    '%s failures in a row eject the member for ejectMs, then it serves again',
+    (kind) => {
+      const clock = new ManualClock();
+      const events: [string, boolean, HealthChangeCause][] = [];
+      const pool = makePool(makeSite([offline('a'), offline('b')], { ...noChecks, passive }), {
+        clock,
+        onHealthChange: (m, healthy, cause) => events.push([m.name, healthy, cause]),
+      });
+      const a = byName(pool, 'a');
+      eject(pool, a, 2, kind);
+      expect(a.isHealthy(clock.now())).toBe(true);
+      pool.reportFailure(a, kind);
+      expect(a.isHealthy(clock.now())).toBe(false);
+      expect(a.healthState(clock.now())).toMatchObject({ ejectedUntil: clock.now() + 10_000, lastError: `traffic: ${kind}` });
+      expect(tally(pool, 10)).toEqual({ b: 10 });
+
+      clock.advance(9_999);
+      expect(a.isHealthy(clock.now())).toBe(false);
+      clock.advance(1);
+      expect(tally(pool, 10)).toEqual({ a: 5, b: 5 });
+      expect(events).toEqual([
+        ['a', false, 'ejected'],
+        ['a', true, 'ejection-ended'],
+      ]);
+    },
+  );
+
+  it('a success in between resets the failure streak', () => {
+    const clock = new ManualClock();
+    const pool = makePool(makeSite([offline('a')], { ...noChecks, passive }), { clock });
+    const a = byName(pool, 'a');
+    eject(pool, a, 2);
+    pool.reportSuccess(a);
+    eject(pool, a, 2);
+    expect(a.isHealthy(clock.now())).toBe(true);
+    expect(a.healthState(clock.now()).consecutiveFailures).toBe(2);
+  });
+
+  it('after an ejection ends, one failure ejects again; one success ends probation', () => {
+    const clock = new ManualClock();
+    const pool = makePool(makeSite([offline('a')], { ...noChecks, passive }), { clock });
+    const a = byName(pool, 'a');
+    eject(pool, a, 3);
+    clock.advance(10_000);
+    pool.reportFailure(a, 'connect');
+    expect(a.healthState(clock.now()).ejectedUntil).toBe(clock.now() + 10_000);
+
+    clock.advance(10_000);
+    pool.reportSuccess(a);
+    eject(pool, a, 2);
+    expect(a.isHealthy(clock.now())).toBe(true);
+  });
+
+  it('failures reported while ejected (requests sent before) do not extend the ejection', () => {
+    const clock = new ManualClock();
+    const pool = makePool(makeSite([offline('a')], { ...noChecks, passive }), { clock });
+    const a = byName(pool, 'a');
+    eject(pool, a, 3);
+    const until = a.healthState(clock.now()).ejectedUntil;
+    clock.advance(5_000);
+    eject(pool, a, 5);
+    expect(a.healthState(clock.now()).ejectedUntil).toBe(until);
+  });
+
+  it('pick returns undefined when every member is ejected, and isAnyHealthy says so', () => {
+    const clock = new ManualClock();
+    const pool = makePool(makeSite([offline('a'), offline('b', 1, true)], { ...noChecks, passive }), { clock });
+    eject(pool, byName(pool, 'a'), 3);
+    eject(pool, byName(pool, 'b'), 3);
+    expect(pool.pick()).toBeUndefined();
+    expect(pool.isAnyHealthy()).toBe(false);
+    expect(pool.readiness()).toBe('down');
+    clock.advance(10_000);
+    expect(pool.pick()?.name).toBe('a');
+  });
+});
+
+describe('backups', () => {
+  it('get traffic only while no primary is healthy, and lose it when a primary returns', () => {
+    const clock = new ManualClock();
+    const passive = { consecutiveFailures: 1, ejectMs: 1_000 };
+    const pool = makePool(makeSite([offline('p1'), offline('p2', 2), offline('bk', 5, true)], { ...noChecks, passive }), {
+      clock,
+    });
+    expect(tally(pool, 30)).toEqual({ p1: 10, p2: 20 });
+    pool.reportFailure(byName(pool, 'p1'), 'connect');
+    expect(tally(pool, 30)).toEqual({ p2: 30 });
+    clock.advance(500);
+    pool.reportFailure(byName(pool, 'p2'), 'connect');
+    expect(tally(pool, 30)).toEqual({ bk: 30 });
+    clock.advance(500); // p1's ejection is over; p2 has 500 ms left
+    expect(tally(pool, 30)).toEqual({ p1: 30 });
+    clock.advance(500);
+    expect(tally(pool, 30)).toEqual({ p1: 10, p2: 20 });
+  });
+
+  it('take over when active checks find the primary down, and hand back when it is up again', async () => {
+    const primary = await origin('primary');
+    const backup = await origin('backup');
+    const hc = { path: '/health', healthyThreshold: 1, unhealthyThreshold: 1, timeoutMs: 1_000 };
+    const pool = makePool(
+      makeSite([{ url: primary.url, name: 'primary' }, { url: backup.url, name: 'backup', backup: true }], { healthCheck: hc }),
+    );
+    await pool.probeNow();
+    expect(pool.pick()?.name).toBe('primary');
+    primary.kill();
+    await pool.probeNow();
+    expect(pool.pick()?.name).toBe('backup');
+    await primary.reopen();
+    await pool.probeNow();
+    expect(pool.pick()?.name).toBe('primary');
+  });
+});
+
+describe('active health checks against real origins', () => {
+  it('mark a stopped origin down after unhealthyThreshold failures and a restarted one up after healthyThreshold passes', async () => {
+    const o = await origin('a');
+    const events: [boolean, HealthChangeCause][] = [];
+    const hc = { path: '/health', healthyThreshold: 2, unhealthyThreshold: 2, timeoutMs: 1_000 };
+    const pool = makePool(makeSite([{ url: o.url, name: 'a' }], { healthCheck: hc }), {
+      onHealthChange: (_m, healthy, cause) => events.push([healthy, cause]),
+    });
+    const a = byName(pool, 'a');
+    const active = () => a.healthState(Date.now()).active;
+    expect(active()).toBe('unknown');
+    expect(pool.readiness()).toBe('unknown');
+
+    const steps: [string, () => void | Promise<void>, string][] = [
+      ['first probe passes', () => {}, 'up'],
+      ['stopped: one failure is not enough', () => o.kill(), 'up'],
+      ['second failure', () => {}, 'down'],
+      ['restarted on the same port: one pass is not enough', () => o.reopen(), 'down'],
+      ['second pass', () => {}, 'up'],
+    ];
+    for (const [label, act, expected] of steps) {
+      await act();
+      await pool.probeNow();
+      expect(active(), label).toBe(expected);
+    }
+    expect(a.healthState(Date.now()).lastError).toBe('probe: ECONNREFUSED');
+    expect(events).toEqual([
+      [true, 'probe'],
+      [false, 'probe'],
+      [true, 'probe'],
+    ]);
+    expect(o.count('/health')).toBe(3); // two probes met a dead port
+  });
+
+  it('start() probes at once, so a gateway started with its origin down reports it down quickly', async () => {
+    const o = await origin('a');
+    o.kill();
+    // Thresholds of 3 do not delay the first verdict: the first observation decides.
+    const hc = { intervalMs: 60_000, unhealthyThreshold: 3, timeoutMs: 1_000 };
+    let resolveDown!: (healthy: boolean) => void;
+    const firstChange = new Promise<boolean>((r) => (resolveDown = r));
+    const pool = makePool(makeSite([{ url: o.url, name: 'a' }], { healthCheck: hc }), {
+      onHealthChange: (_m, healthy) => resolveDown(healthy),
+    });
+    pool.start();
+    expect(await firstChange).toBe(false);
+    expect(pool.readiness()).toBe('down');
+    expect(pool.isAnyHealthy()).toBe(false);
+    expect(pool.pick()).toBeUndefined();
+  });
+
+  it('keep probing on the interval after start()', async () => {
+    const o = await origin('a');
+    const hc = { path: '/health', intervalMs: 20, healthyThreshold: 1, unhealthyThreshold: 1, timeoutMs: 1_000 };
+    const changes: boolean[] = [];
+    let onChange: () => void = () => {};
+    const pool = makePool(makeSite([{ url: o.url, name: 'a' }], { healthCheck: hc }), {
+      onHealthChange: (_m, healthy) => {
+        changes.push(healthy);
+        onChange();
+      },
+    });
+    const nextChange = () => new Promise<void>((r) => (onChange = r));
+    let change = nextChange();
+    pool.start();
+    await change;
+    change = nextChange();
+    o.kill();
+    await change; // only a later, timer-driven probe can see this
+    expect(changes).toEqual([true, false]);
+  });
+
+  it('never has more than one probe in flight per member', async () => {
+    const o = await origin('a');
+    o.route('/health', { delayMs: 100 });
+    const pool = makePool(makeSite([{ url: o.url, name: 'a' }], { healthCheck: { path: '/health', timeoutMs: 1_000 } }));
+    pool.start();
+    await Promise.all([pool.probeNow(), pool.probeNow(), pool.probeNow()]);
+    expect(o.count('/health')).toBe(1);
+    expect(o.peakInflight).toBe(1);
+  });
+
+  it('a probe that times out counts as a failure', async () => {
+    const o = await origin('a');
+    o.route('/health', { hang: true });
+    const hc = { path: '/health', timeoutMs: 100, unhealthyThreshold: 1 };
+    const pool = makePool(makeSite([{ url: o.url, name: 'a' }], { healthCheck: hc }));
+    await pool.probeNow();
+    expect(byName(pool, 'a').healthState(Date.now())).toMatchObject({ active: 'down', lastError: 'probe: timeout' });
+  });
+
+  it('close() aborts a hanging probe instead of waiting for its timeout', async () => {
+    const o = await origin('a');
+    o.route('/health', { hang: true });
+    const pool = makePool(makeSite([{ url: o.url, name: 'a' }], { healthCheck: { path: '/health', timeoutMs: 20_000 } }));
+    pool.start();
+    while (o.inflight === 0) await new Promise((r) => setTimeout(r, 2));
+    const startedAt = Date.now();
+    await pool.close();
+    expect(Date.now() - startedAt).toBeLessThan(5_000);
+    expect(byName(pool, 'a').healthState(Date.now()).active).toBe('unknown');
+  });
+
+  it('with checks disabled members are assumed up and nothing is probed', async () => {
+    const o = await origin('a');
+    const pool = makePool(makeSite([{ url: o.url, name: 'a' }], noChecks));
+    pool.start();
+    await pool.probeNow();
+    expect(pool.readiness()).toBe('up');
+    expect(o.count()).toBe(0);
+  });
+});
+
+describe('update() on config reload', () => {
+  it('keeps the object, health, ejection and in-flight count of members whose name and URL are unchanged', () => {
+    const clock = new ManualClock();
+    const passive = { consecutiveFailures: 1, ejectMs: 10_000 };
+    const pool = makePool(makeSite([offline('a'), offline('b'), offline('c')], { ...noChecks, passive }), { clock });
+    const [a, b, c] = pool.members();
+    pool.reportFailure(a!, 'connect');
+    pool.begin(b!);
+    pool.begin(b!);
+
+    const renamedC = { ...offline('c'), name: 'c2' };
+    const result = pool.update(makeSite([offline('a', 4), offline('b', 1, true), renamedC, offline('d')], { ...noChecks, passive }));
+
+    expect(result.kept).toEqual([a, b]);
+    expect(result.removed).toEqual([c]);
+    expect(result.added.map((m) => m.name)).toEqual(['c2', 'd']);
+    expect(pool.members().map((m) => m.name)).toEqual(['a', 'b', 'c2', 'd']);
+    expect(pool.members()[0]).toBe(a);
+    expect(a!.weight).toBe(4);
+    expect(a!.isHealthy(clock.now())).toBe(false);
+    expect(b!.backup).toBe(true);
+    expect(b!.inflight).toBe(2);
+    expect(tally(pool, 20)).toEqual({ c2: 10, d: 10 });
+  });
+
+  it('closes a removed member’s idle sockets at once and its agent after its last request ends', async () => {
+    const o = await origin('a');
+    const pool = makePool(makeSite([{ url: o.url, name: 'a' }, offline('b')], noChecks));
+    const a = byName(pool, 'a');
+    const get = () =>
+      new Promise<void>((resolve, reject) => {
+        http.get(o.url, { agent: a.agent }, (res) => res.resume().on('end', resolve)).on('error', reject);
+      });
+    await get();
+    await get();
+    expect(o.connections).toBe(1); // keep-alive reuse through the member's agent
+    pool.begin(a);
+    pool.update(makeSite([offline('b')], noChecks));
+    await until(() => o.openConnections === 0);
+    expect(pool.members().map((m) => m.name)).toEqual(['b']);
+
+    await get(); // a request still in flight on the removed member keeps working
+    expect(o.openConnections).toBe(1);
+    pool.end(a);
+    await until(() => o.openConnections === 0);
+  });
+
+  it('probes members added while running, and stops probing removed ones', async () => {
+    const a = await origin('a');
+    const b = await origin('b');
+    const hc = { path: '/health', intervalMs: 60_000, timeoutMs: 1_000 };
+    const pool = makePool(makeSite([{ url: a.url, name: 'a' }], { healthCheck: hc }));
+    pool.start();
+    await pool.probeNow();
+    pool.update(makeSite([{ url: b.url, name: 'b' }], { healthCheck: hc }));
+    await pool.probeNow();
+    expect(byName(pool, 'b').healthState(Date.now()).active).toBe('up');
+    expect(a.count('/health')).toBe(1);
+    expect(b.count('/health')).toBe(1);
+  });
+
+  it('switching checks off assumes members up; switching them on makes them unknown until probed', async () => {
+    const o = await origin('a');
+    o.kill();
+    const site = (enabled: boolean) => makeSite([{ url: o.url, name: 'a' }], { healthCheck: { enabled, timeoutMs: 1_000 } });
+    const pool = makePool(site(true));
+    await pool.probeNow();
+    expect(pool.readiness()).toBe('down');
+    pool.update(site(false));
+    expect(pool.readiness()).toBe('up');
+    pool.update(site(true));
+    expect(pool.readiness()).toBe('unknown');
+    await pool.probeNow();
+    expect(pool.readiness()).toBe('down');
+  });
+});
+
+describe('construction', () => {
+  it('rejects duplicate member names with a message naming the site and the name', () => {
+    const site = makeSite([offline('a')], noChecks);
+    site.origins.push({ ...site.origins[0]! });
+    expect(() => new OriginPool(site)).toThrow('site "site": duplicate origin member name "a"');
+  });
+
+  it('names a member by host:port when the config gives no name', () => {
+    const pool = makePool(makeSite([{ url: 'http://127.0.0.1:9/' }], noChecks));
+    expect(pool.members()[0]?.name).toBe('127.0.0.1:9');
+  });
+});
+
+/** Wait for a socket-level effect (a real close on loopback), bounded at 2 s. */
+async function until(predicate: () => boolean): Promise<void> {
+  const deadline = Date.now() + 2_000;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error('condition not reached within 2 s');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
