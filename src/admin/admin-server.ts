@@ -1,0 +1,191 @@
+/**
+ * The admin listener (127.0.0.1 by default, its own port): /healthz, /readyz, /metrics,
+ * /status (JSON), and POST /purge with a bearer token. Owns the admin HTTP surface; the data
+ * comes from the Gateway.
+ */
+import http from 'node:http';
+import { timingSafeEqual } from 'node:crypto';
+import { keyPrefixFor, makeCacheKey } from '../cache/cache-key.js';
+import type { PurgeMode, PurgeSelector } from '../cache/stores/cache-store.js';
+import type { Gateway } from '../gateway.js';
+import { prefersJson } from '../errors.js';
+import { renderStatusPage, STATUS_PAGE_HEADERS } from './status-page.js';
+
+const MAX_PURGE_BODY = 64 * 1024;
+
+export interface PurgeRequest {
+  site?: string;
+  url?: string;
+  prefix?: string;
+  tag?: string;
+  all?: boolean;
+  mode?: PurgeMode;
+}
+
+export function createAdminServer(gw: Gateway): http.Server {
+  const server = http.createServer({ headersTimeout: 5_000, requestTimeout: 10_000 }, (req, res) => {
+    handleAdmin(gw, req, res).catch((err) => {
+      gw.logger.error({ err }, 'admin request failed');
+      if (!res.headersSent) json(res, 500, { error: 'internal error' });
+      else res.destroy();
+    });
+  });
+  server.on('clientError', (_err, socket) => socket.destroy());
+  return server;
+}
+
+async function handleAdmin(gw: Gateway, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  const url = new URL(req.url ?? '/', 'http://admin');
+  const path = url.pathname;
+  if (path === '/healthz') return json(res, 200, { status: 'ok' });
+  if (path === '/readyz') {
+    const r = gw.readiness();
+    return json(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : r.draining ? 'draining' : 'not ready', ...r });
+  }
+  if (path === '/metrics') {
+    gw.collectGauges();
+    const { contentType, body } = await gw.metrics.render();
+    res.writeHead(200, { 'content-type': contentType, 'cache-control': 'no-store' });
+    res.end(body);
+    return;
+  }
+  if (path === '/status.json' || (path === '/status' && prefersJson(req.headers.accept))) {
+    return json(res, 200, { ...statusSnapshot(gw), ...gw.status.snapshot() });
+  }
+  if (path === '/status' || path === '/') {
+    const body = renderStatusPage();
+    res.writeHead(200, { ...STATUS_PAGE_HEADERS, 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+    return;
+  }
+  if (path === '/purge') {
+    if (req.method !== 'POST') return json(res, 405, { error: 'use POST' }, { allow: 'POST' });
+    return purge(gw, req, res);
+  }
+  return json(res, 404, { error: 'not found', endpoints: ['/healthz', '/readyz', '/metrics', '/status', 'POST /purge'] });
+}
+
+export function statusSnapshot(gw: Gateway): Record<string, unknown> {
+  const rt = gw.runtime();
+  const stats = gw.store.stats();
+  return {
+    generation: rt.generation,
+    uptimeSeconds: Math.round((gw.clock.now() - gw.startedAt) / 1000),
+    readiness: gw.readiness(),
+    cache: { entries: stats.entries, bytes: stats.bytes, maxBytes: rt.config.cache.maxBytes, inflightFills: gw.inflight.size },
+    pressure: { overloaded: gw.isOverloaded(), ...gw.pressure.readings() },
+    hotKeys: gw.hotKeys.top(10),
+  };
+}
+
+function isAuthorised(gw: Gateway, req: http.IncomingMessage): boolean {
+  const token = gw.runtime().config.admin.purgeToken;
+  if (!token) return false;
+  const header = req.headers.authorization ?? '';
+  const m = /^Bearer\s+(.+)$/i.exec(header);
+  if (!m) return false;
+  const given = Buffer.from(m[1]!.trim());
+  const want = Buffer.from(token);
+  return given.length === want.length && timingSafeEqual(given, want);
+}
+
+async function purge(gw: Gateway, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  if (!gw.runtime().config.admin.purgeToken)
+    return json(res, 403, { error: 'purge is disabled: set admin.purgeToken in the config' });
+  if (!isAuthorised(gw, req)) return json(res, 401, { error: 'missing or wrong bearer token' }, { 'www-authenticate': 'Bearer' });
+  let body: PurgeRequest;
+  try {
+    body = JSON.parse((await readBody(req, MAX_PURGE_BODY)) || '{}') as PurgeRequest;
+  } catch (err) {
+    return json(res, 400, { error: `body must be JSON: ${(err as Error).message}` });
+  }
+  const parsed = toSelectors(gw, body);
+  if ('error' in parsed) return json(res, 400, { error: parsed.error });
+  const now = gw.clock.now();
+  let purged = 0;
+  for (const selector of parsed.selectors) {
+    purged += await gw.store.purge(selector, parsed.mode, now);
+  }
+  gw.metrics.get('purges').inc({ kind: parsed.kind, mode: parsed.mode });
+  gw.metrics.get('purgedEntries').inc({ mode: parsed.mode }, purged);
+  gw.logger.info({ kind: parsed.kind, mode: parsed.mode, purged }, 'purge');
+  return json(res, 200, { purged, mode: parsed.mode, kind: parsed.kind });
+}
+
+/** Turns a purge request into store selectors; soft unless `mode: "hard"` (a purge must never stampede the origin). */
+export function toSelectors(
+  gw: Gateway,
+  body: PurgeRequest,
+): { selectors: PurgeSelector[]; mode: PurgeMode; kind: string } | { error: string } {
+  if (typeof body !== 'object' || body === null) return { error: 'body must be a JSON object' };
+  const mode: PurgeMode = body.mode === 'hard' ? 'hard' : 'soft';
+  if (body.mode !== undefined && body.mode !== 'hard' && body.mode !== 'soft') return { error: 'mode must be "soft" or "hard"' };
+  const rt = gw.runtime();
+  const chosen = ['url', 'prefix', 'tag', 'all'].filter((k) => (body as Record<string, unknown>)[k] !== undefined);
+  if (chosen.length !== 1) return { error: 'give exactly one of url, prefix, tag, all' };
+  if (body.all) return { selectors: [{ kind: 'all' }], mode, kind: 'all' };
+  if (typeof body.tag === 'string' && body.tag) return { selectors: [{ kind: 'tag', tag: body.tag }], mode, kind: 'tag' };
+
+  const target = body.url ?? body.prefix;
+  if (typeof target !== 'string' || target.length === 0) return { error: 'url/prefix must be a non-empty string' };
+  let host: string | undefined;
+  let pathAndQuery = target;
+  if (/^https?:\/\//i.test(target)) {
+    try {
+      const u = new URL(target);
+      host = u.host;
+      pathAndQuery = u.pathname + u.search;
+    } catch {
+      return { error: `not a URL: ${target}` };
+    }
+  }
+  if (!pathAndQuery.startsWith('/')) return { error: 'url/prefix must be a path starting with / or an absolute URL' };
+  const sites = body.site
+    ? rt.sites.filter((s) => s.name === body.site)
+    : host
+      ? [rt.router.match(host)].filter((s) => s !== undefined)
+      : rt.sites;
+  if (sites.length === 0) return { error: `no such site: ${body.site ?? host}` };
+  const selectors: PurgeSelector[] = [];
+  for (const site of sites) {
+    if (body.prefix !== undefined) {
+      selectors.push({ kind: 'prefix', prefix: keyPrefixFor(site.name, pathAndQuery) });
+      continue;
+    }
+    const route = site.compiled.matchRoute('GET', pathAndQuery.split('?')[0]!);
+    const keyCfg = site.policyFor(route).route.key;
+    const base = makeCacheKey({ site: site.name, url: pathAndQuery, headers: {}, key: { ...keyCfg, headers: [], cookies: [] } });
+    if (keyCfg.headers.length > 0 || keyCfg.cookies.length > 0) selectors.push({ kind: 'prefix', prefix: `${base}\u0000` });
+    selectors.push({ kind: 'key', key: base });
+  }
+  return { selectors, mode, kind: body.prefix !== undefined ? 'prefix' : 'key' };
+}
+
+function readBody(req: http.IncomingMessage, max: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > max) {
+        reject(new Error('body too large'));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+function json(res: http.ServerResponse, status: number, payload: unknown, headers: http.OutgoingHttpHeaders = {}): void {
+  const body = JSON.stringify(payload, null, 1) + '\n';
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+    ...headers,
+  });
+  res.end(body);
+}

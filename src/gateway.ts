@@ -1,0 +1,400 @@
+/**
+ * The composition root: builds every part from the config, wires them together, owns the two
+ * listeners and the lifecycle (start, live reload, drain, close). No request logic lives here —
+ * that is server/handle-request.ts.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import pino, { type Logger } from 'pino';
+import { systemClock, type Clock } from './clock.js';
+import type { CacheStore } from './cache/stores/cache-store.js';
+import { MemoryStore } from './cache/stores/memory-store.js';
+import { Inflight } from './collapse/inflight.js';
+import type { GatewayConfig, RateLimitConfig, SiteConfig } from './config/schema.js';
+import { ConfigSource } from './config/source.js';
+import { createReloader, type Reloader, type ReloadOutcome } from './config/reloader.js';
+import { watchConfig, type ConfigWatcher } from './config/watch.js';
+import { GatewayMetrics } from './metrics/gateway-metrics.js';
+import { OriginFetcher } from './origin/fetch.js';
+import { Forwarder } from './origin/forward.js';
+import { OriginPool } from './origin/pool.js';
+import { Upstream } from './origin/upstream.js';
+import { PressureGate } from './admission/pressure-gate.js';
+import { RateLimiter } from './admission/rate-limit.js';
+import { computeRetryAfterSeconds } from './admission/retry-after.js';
+import { Runtime, type SiteRuntime } from './runtime.js';
+import { TrustedProxies } from './server/client-address.js';
+import { handleRequest, type FillResult, type RequestDeps } from './server/handle-request.js';
+import { createPublicServer } from './server/http-server.js';
+import type { CompiledRoute } from './server/site-router.js';
+import { createAdminServer } from './admin/admin-server.js';
+import { HotKeys } from './admin/hot-keys.js';
+import { StatusHistory } from './admin/status-history.js';
+import type { CacheState } from './outcome.js';
+
+export interface GatewayOptions {
+  config: GatewayConfig;
+  /** The file the config came from; enables live reload (watch + SIGHUP via reload()). */
+  configPath?: string;
+  clock?: Clock;
+  logger?: Logger;
+  /** Override the store (tests, tiered Redis). Default: memory store sized by cache.maxBytes. */
+  store?: CacheStore;
+}
+
+export class Gateway implements RequestDeps {
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly metrics: GatewayMetrics;
+  readonly source: ConfigSource;
+  readonly store: CacheStore;
+  readonly inflight: Inflight<FillResult>;
+  readonly fetcher: OriginFetcher;
+  readonly forwarder: Forwarder;
+  readonly upstream: Upstream;
+  readonly pressure: PressureGate;
+  readonly hotKeys = new HotKeys(200);
+  readonly status: StatusHistory;
+  readonly startedAt: number;
+
+  private rt: Runtime;
+  private trusted: TrustedProxies;
+  private readonly pools = new Map<string, OriginPool>();
+  private rateLimiters = new Map<string, { cfg: RateLimitConfig; limiter: RateLimiter }>();
+  private publicServer?: http.Server;
+  private adminServer?: http.Server;
+  private reloader?: Reloader;
+  private watcher?: ConfigWatcher;
+  private draining = false;
+  private inFlightRequests = 0;
+  private readonly idleWaiters: Array<() => void> = [];
+  private readonly tunnels = new Map<string, number>();
+
+  constructor(opts: GatewayOptions) {
+    const cfg = opts.config;
+    this.clock = opts.clock ?? systemClock;
+    // Asynchronous, buffered writes: a slow stdout reader must never stall the request path.
+    this.logger =
+      opts.logger ??
+      pino({ level: cfg.log.level, base: { svc: 'crowdgate' } }, pino.destination({ dest: 1, sync: false }));
+    this.metrics = new GatewayMetrics();
+    this.source = new ConfigSource(cfg);
+    this.startedAt = this.clock.now();
+    this.store =
+      opts.store ??
+      new MemoryStore({
+        maxBytes: cfg.cache.maxBytes,
+        maxObjectBytes: cfg.cache.maxObjectBytes,
+        maxVariants: cfg.cache.maxVariants,
+        clock: this.clock,
+        onEvent: (e) => {
+          if (e.kind === 'eviction') this.metrics.get('cacheEvictions').inc();
+          else this.metrics.get('storeOperations').inc({ tier: e.tier, result: e.kind });
+        },
+      });
+    this.metrics.get('cacheMaxBytes').set(cfg.cache.maxBytes);
+    this.inflight = new Inflight<FillResult>({ maxWaiters: cfg.cache.collapse.maxWaiters, clock: this.clock });
+    this.fetcher = new OriginFetcher(this.clock);
+    this.forwarder = new Forwarder(() => this.clock.now());
+    this.upstream = new Upstream(this.clock, this.metrics, cfg.admission, cfg.admission.priorities.length + 1);
+    this.pressure = new PressureGate(cfg.admission.pressure);
+    this.trusted = new TrustedProxies(cfg.trustedProxies);
+    this.rt = this.buildRuntime(cfg, 1);
+    this.configureRateLimits(cfg);
+    this.metrics.get('configGeneration').set(1);
+    this.status = new StatusHistory(this);
+    this.source.onChange((next) => this.applyConfig(next));
+    if (opts.configPath) {
+      const configPath = opts.configPath;
+      this.reloader = createReloader({
+        file: configPath,
+        source: this.source,
+        logger: this.logger,
+        onResult: (o) => this.onReloadResult(o),
+      });
+      if (cfg.reload.watch) {
+        this.watcher = watchConfig({
+          file: configPath,
+          debounceMs: cfg.reload.debounceMs,
+          onChange: () => void this.reload('watch'),
+        });
+      }
+    }
+  }
+
+  // ---- RequestDeps ------------------------------------------------------------------------
+
+  runtime(): Runtime {
+    return this.rt;
+  }
+
+  trustedProxies(): TrustedProxies {
+    return this.trusted;
+  }
+
+  isOverloaded(): boolean {
+    return this.rt.config.admission.pressure.enabled && this.pressure.isOverloaded();
+  }
+
+  isDraining(): boolean {
+    return this.draining;
+  }
+
+  takeRateLimit(site: SiteRuntime, route: CompiledRoute, clientKey: (header?: string) => string): number | undefined {
+    for (const id of [`${site.name}\u0000${route.name}`, `${site.name}\u0000`]) {
+      const rl = this.rateLimiters.get(id);
+      if (!rl) continue;
+      const taken = rl.limiter.take(clientKey(rl.cfg.keyHeader));
+      if (!taken.allowed) return Math.max(1, Math.ceil(taken.retryAfterSeconds));
+    }
+    return undefined;
+  }
+
+  retryAfterSeconds(site: string): number {
+    const cfg = this.rt.config.admission;
+    const facts = this.upstream.drainFacts(site);
+    return computeRetryAfterSeconds({
+      queueLength: facts.queueLength,
+      drainRatePerSecond: facts.drainRatePerSecond,
+      minSeconds: cfg.retryAfterMinSeconds,
+      maxSeconds: cfg.retryAfterMaxSeconds,
+    });
+  }
+
+  noteKey(site: string, path: string, state: CacheState): void {
+    this.hotKeys.note(site, path, state);
+  }
+
+  // ---- lifecycle --------------------------------------------------------------------------
+
+  /** Starts health checks, the pressure gate and both listeners. */
+  async listen(): Promise<{ public: AddressInfo; admin: AddressInfo }> {
+    const cfg = this.rt.config;
+    for (const pool of this.pools.values()) pool.start();
+    if (cfg.admission.pressure.enabled) this.pressure.start();
+    this.status.start();
+    this.publicServer = createPublicServer({
+      limits: cfg.limits,
+      logger: this.logger,
+      onRequest: (req, res) => this.onRequest(req, res),
+      onUpgrade: (req, socket, head) => this.onUpgrade(req, socket, head),
+    });
+    this.adminServer = createAdminServer(this);
+    const pub = await listenOn(this.publicServer, cfg.listen.host, cfg.listen.port);
+    const admin = await listenOn(this.adminServer, cfg.admin.host, cfg.admin.port);
+    this.logger.info(
+      { listen: `${pub.address}:${pub.port}`, admin: `${admin.address}:${admin.port}`, sites: cfg.sites.map((s) => s.name) },
+      'crowdgate listening',
+    );
+    return { public: pub, admin };
+  }
+
+  get publicAddress(): AddressInfo | undefined {
+    return (this.publicServer?.address() as AddressInfo | null) ?? undefined;
+  }
+
+  get adminAddress(): AddressInfo | undefined {
+    return (this.adminServer?.address() as AddressInfo | null) ?? undefined;
+  }
+
+  private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    this.inFlightRequests++;
+    res.once('close', () => {
+      this.inFlightRequests--;
+      if (this.inFlightRequests === 0) for (const w of this.idleWaiters.splice(0)) w();
+    });
+    if (this.draining) res.setHeader('connection', 'close');
+    void handleRequest(this, req, res);
+  }
+
+  private onUpgrade(req: http.IncomingMessage, socket: import('node:stream').Duplex, head: Buffer): void {
+    socket.on('error', () => socket.destroy());
+    const site = this.rt.router.match(req.headers.host);
+    const upgrade = String(req.headers.upgrade ?? '').toLowerCase();
+    if (!site || upgrade !== 'websocket' || this.draining) {
+      socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
+    const member = site.pool.pick();
+    if (!member) {
+      socket.end('HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
+    // WebSocket tunnels are long-lived: counted on their own gauge, not through the limiter.
+    const gauge = this.metrics.get('websocketTunnels');
+    this.tunnels.set(site.name, (this.tunnels.get(site.name) ?? 0) + 1);
+    gauge.set({ site: site.name }, this.tunnels.get(site.name)!);
+    const peer = req.socket.remoteAddress ?? '';
+    const xff = req.headers['x-forwarded-for'];
+    req.headers['x-forwarded-for'] = this.trusted.isTrusted(peer) && xff ? `${String(xff)}, ${peer}` : peer;
+    req.headers['x-forwarded-proto'] = 'http';
+    req.headers['via'] = req.headers['via'] ? `${String(req.headers['via'])}, 1.1 crowdgate` : '1.1 crowdgate';
+    void this.forwarder.ws(req, socket, head, member.url, !site.config.preserveHost).then((r) => {
+      this.tunnels.set(site.name, Math.max(0, (this.tunnels.get(site.name) ?? 1) - 1));
+      gauge.set({ site: site.name }, this.tunnels.get(site.name)!);
+      if (r instanceof Error) this.logger.warn({ err: r, site: site.name }, 'websocket tunnel failed');
+    });
+  }
+
+  /** Re-reads the config file (SIGHUP, file watch, or tests). */
+  async reload(reason: 'signal' | 'watch' | 'manual' = 'manual'): Promise<ReloadOutcome | undefined> {
+    return this.reloader?.reload(reason);
+  }
+
+  /** Applies a validated config: a new Runtime for new requests; pools and limiters keep their state. */
+  private applyConfig(next: GatewayConfig): void {
+    const generation = this.source.generation;
+    this.rt = this.buildRuntime(next, generation);
+    this.trusted = new TrustedProxies(next.trustedProxies);
+    this.upstream.configure(next.admission, next.admission.priorities.length + 1);
+    this.configureRateLimits(next);
+    this.metrics.get('configGeneration').set(generation);
+    this.metrics.get('cacheMaxBytes').set(next.cache.maxBytes);
+    if (next.admission.pressure.enabled) this.pressure.start();
+    else this.pressure.stop();
+  }
+
+  private onReloadResult(o: ReloadOutcome): void {
+    this.metrics.get('configReloads').inc({ result: o.ok ? 'success' : 'failure' });
+    this.metrics.get('configLastReloadSuccess').set(o.ok ? 1 : 0);
+  }
+
+  private buildRuntime(cfg: GatewayConfig, generation: number): Runtime {
+    const seen = new Set<string>();
+    const rt = new Runtime(cfg, generation, (site) => {
+      seen.add(site.name);
+      return this.poolFor(site);
+    });
+    for (const [name, pool] of this.pools) {
+      if (!seen.has(name)) {
+        this.pools.delete(name);
+        void pool.close();
+      }
+    }
+    return rt;
+  }
+
+  private poolFor(site: SiteConfig): OriginPool {
+    let pool = this.pools.get(site.name);
+    if (pool) {
+      const update = pool.update(site);
+      for (const m of update.removed) {
+        this.upstream.forget(m);
+        this.metrics.get('originHealthy').remove({ site: site.name, origin: m.name });
+      }
+      for (const m of update.added) this.metrics.get('originHealthy').set({ site: site.name, origin: m.name }, 1);
+      return pool;
+    }
+    pool = new OriginPool(site, {
+      clock: this.clock,
+      logger: this.logger,
+      // The pool logs health transitions itself; here they only feed the gauge.
+      onHealthChange: (member, healthy) => {
+        this.metrics.get('originHealthy').set({ site: site.name, origin: member.name }, healthy ? 1 : 0);
+      },
+    });
+    for (const m of pool.members()) this.metrics.get('originHealthy').set({ site: site.name, origin: m.name }, 1);
+    this.pools.set(site.name, pool);
+    if (this.publicServer) pool.start();
+    return pool;
+  }
+
+  private configureRateLimits(cfg: GatewayConfig): void {
+    const next = new Map<string, { cfg: RateLimitConfig; limiter: RateLimiter }>();
+    const add = (id: string, rl: RateLimitConfig | undefined) => {
+      if (!rl || !rl.enabled) return;
+      const prev = this.rateLimiters.get(id);
+      if (prev && JSON.stringify(prev.cfg) === JSON.stringify(rl)) next.set(id, prev);
+      else next.set(id, { cfg: rl, limiter: new RateLimiter({ ratePerSecond: rl.ratePerSecond, burst: rl.burst, clock: this.clock }) });
+    };
+    for (const site of cfg.sites) {
+      add(`${site.name}\u0000`, site.rateLimit);
+      for (const route of site.routes) add(`${site.name}\u0000${route.name}`, route.rateLimit);
+    }
+    this.rateLimiters = next;
+  }
+
+  /** /readyz: ready unless draining or no site has a usable origin. */
+  readiness(): { ready: boolean; draining: boolean; sites: Array<{ site: string; state: string; origins: unknown[] }> } {
+    const now = this.clock.now();
+    const sites = this.rt.sites.map((s) => ({
+      site: s.name,
+      state: s.pool.readiness(),
+      origins: s.pool.members().map((m) => ({
+        name: m.name,
+        url: m.url.origin,
+        healthy: m.isHealthy(now),
+        ...m.healthState(now),
+        configKey: 'sites[].origins[].url',
+      })),
+    }));
+    const ready = !this.draining && sites.some((s) => s.state === 'up');
+    return { ready, draining: this.draining, sites };
+  }
+
+  /** Publishes gauges that are read rather than counted (called before each scrape). */
+  collectGauges(): void {
+    const stats = this.store.stats();
+    this.metrics.get('cacheEntries').set(stats.entries);
+    this.metrics.get('cacheBytes').set(stats.bytes);
+    this.upstream.collect();
+    const r = this.pressure.readings();
+    this.metrics.get('pressureEventLoopDelay').set(r.eventLoopDelayMs / 1000);
+    this.metrics.get('pressureUtilization').set(r.eventLoopUtilization);
+    this.metrics.get('pressureHeap').set(r.heapUsedRatio);
+    this.metrics.get('pressureOverloaded').set(this.isOverloaded() ? 1 : 0);
+    this.metrics.get('draining').set(this.draining ? 1 : 0);
+  }
+
+  /**
+   * Graceful shutdown: /readyz turns 503, the listener stops accepting, in-flight requests get
+   * up to `shutdown.drainTimeoutMs` to finish, then remaining connections are cut.
+   */
+  async drain(): Promise<{ drained: boolean; cut: number }> {
+    this.draining = true;
+    const timeoutMs = this.rt.config.shutdown.drainTimeoutMs;
+    this.logger.info({ inFlight: this.inFlightRequests, timeoutMs }, 'draining');
+    const server = this.publicServer;
+    const closed = server ? new Promise<void>((r) => server.close(() => r())) : Promise.resolve();
+    server?.closeIdleConnections();
+    const idle =
+      this.inFlightRequests === 0 ? Promise.resolve(true) : new Promise<boolean>((r) => this.idleWaiters.push(() => r(true)));
+    const timedOut = new Promise<boolean>((r) => setTimeout(() => r(false), timeoutMs).unref());
+    const drained = await Promise.race([idle, timedOut]);
+    const cut = this.inFlightRequests;
+    server?.closeAllConnections();
+    await closed;
+    this.logger.info({ drained, cut }, 'drained');
+    return { drained, cut };
+  }
+
+  async close(): Promise<void> {
+    this.watcher?.close();
+    this.reloader?.close();
+    this.pressure.stop();
+    this.status.stop();
+    if (this.publicServer?.listening) {
+      this.publicServer.closeAllConnections();
+      await new Promise<void>((r) => this.publicServer!.close(() => r()));
+    }
+    if (this.adminServer?.listening) {
+      this.adminServer.closeAllConnections();
+      await new Promise<void>((r) => this.adminServer!.close(() => r()));
+    }
+    this.forwarder.close();
+    await this.fetcher.close();
+    await Promise.all([...this.pools.values()].map((p) => p.close()));
+    await this.store.close();
+  }
+}
+
+function listenOn(server: http.Server, host: string, port: number): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => reject(err);
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      resolve(server.address() as AddressInfo);
+    });
+  });
+}

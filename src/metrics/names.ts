@@ -1,0 +1,171 @@
+/**
+ * The metric catalogue: every metric name, type, label set and help text, once. The registry
+ * (gateway-metrics.ts), the README's metrics table and the Grafana dashboard are checked against
+ * it. Labels come only from small fixed sets: config names (site, route, origin), cache state,
+ * status class, shed/stale reason, priority class — never raw paths or client addresses.
+ */
+
+export type MetricType = 'counter' | 'gauge' | 'histogram';
+
+export interface MetricSpec {
+  name: string;
+  type: MetricType;
+  help: string;
+  labels: readonly string[];
+  buckets?: readonly number[];
+}
+
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+const WAIT_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+
+function spec<const N extends string, const T extends MetricType>(
+  name: N,
+  type: T,
+  help: string,
+  labels: readonly string[] = [],
+  buckets?: readonly number[],
+): MetricSpec & { name: N; type: T } {
+  return buckets ? { name, type, help, labels, buckets } : { name, type, help, labels };
+}
+
+export const METRICS = {
+  requests: spec(
+    'crowdgate_requests_total',
+    'counter',
+    'Requests answered, by site, route, cache state and status class.',
+    ['site', 'route', 'state', 'status_class'],
+  ),
+  requestDuration: spec(
+    'crowdgate_request_duration_seconds',
+    'histogram',
+    'Time from request arrival until the response is finished (or cut), by site and cache state.',
+    ['site', 'state'],
+    LATENCY_BUCKETS,
+  ),
+  collapsed: spec(
+    'crowdgate_collapsed_requests_total',
+    'counter',
+    'Requests that waited on another request\'s origin fetch instead of fetching themselves.',
+    ['site'],
+  ),
+  staleServed: spec(
+    'crowdgate_stale_served_total',
+    'counter',
+    'Stale responses served, by why (while_revalidate, error, timeout, unreachable, shed, circuit_open, pressure).',
+    ['site', 'reason'],
+  ),
+  hitForPass: spec(
+    'crowdgate_hit_for_pass_total',
+    'counter',
+    'Hit-for-pass markers set after an uncacheable response (the key stops collapsing briefly).',
+    ['site'],
+  ),
+  cacheEntries: spec('crowdgate_cache_entries', 'gauge', 'Entries (URLs) in the memory cache.'),
+  cacheBytes: spec('crowdgate_cache_bytes', 'gauge', 'Bytes held by the memory cache (body plus headers).'),
+  cacheMaxBytes: spec('crowdgate_cache_max_bytes', 'gauge', 'Configured memory cache size (cache.maxBytes).'),
+  cacheEvictions: spec('crowdgate_cache_evictions_total', 'counter', 'Entries evicted from the memory cache for space.'),
+  storeOperations: spec(
+    'crowdgate_store_operations_total',
+    'counter',
+    'Cache store lookups and writes by tier (memory, redis) and result (hit, miss, set, skip, error).',
+    ['tier', 'result'],
+  ),
+  purges: spec(
+    'crowdgate_purges_total',
+    'counter',
+    'Purge requests by selector kind (key, prefix, tag, all) and mode (soft, hard).',
+    ['kind', 'mode'],
+  ),
+  purgedEntries: spec('crowdgate_purged_entries_total', 'counter', 'Entries affected by purges.', ['mode']),
+  originRequests: spec(
+    'crowdgate_origin_requests_total',
+    'counter',
+    'Requests sent to origin members, by outcome (ok, status_5xx, timeout, connect_error, reset, error).',
+    ['site', 'origin', 'kind', 'outcome'],
+  ),
+  originDuration: spec(
+    'crowdgate_origin_duration_seconds',
+    'histogram',
+    'Time from sending an origin request to its response head.',
+    ['site', 'origin'],
+    LATENCY_BUCKETS,
+  ),
+  originHealthy: spec(
+    'crowdgate_origin_healthy',
+    'gauge',
+    '1 when the member is routable (health checks up, not ejected), else 0.',
+    ['site', 'origin'],
+  ),
+  originLimit: spec(
+    'crowdgate_origin_limit',
+    'gauge',
+    'Current concurrency limit for the member (learned, capped by the ceiling).',
+    ['site', 'origin'],
+  ),
+  originInflight: spec('crowdgate_origin_inflight', 'gauge', 'Origin requests in flight to the member.', [
+    'site',
+    'origin',
+  ]),
+  queueLength: spec('crowdgate_queue_length', 'gauge', 'Requests waiting for an origin permit.', ['site', 'origin']),
+  queueWait: spec(
+    'crowdgate_queue_wait_seconds',
+    'histogram',
+    'Time requests waited for an origin permit, admitted or not.',
+    ['site', 'origin'],
+    WAIT_BUCKETS,
+  ),
+  shed: spec(
+    'crowdgate_shed_total',
+    'counter',
+    'Requests refused by admission with nothing stale to serve, by reason and priority class.',
+    ['site', 'reason', 'priority'],
+  ),
+  rateLimited: spec('crowdgate_rate_limited_total', 'counter', 'Requests refused with 429 by a per-client bucket.', [
+    'site',
+    'route',
+  ]),
+  retryAfter: spec(
+    'crowdgate_retry_after_seconds',
+    'histogram',
+    'Retry-After values given on 503 and 429 answers.',
+    [],
+    [1, 2, 5, 10, 20, 30, 60],
+  ),
+  circuitState: spec(
+    'crowdgate_circuit_state',
+    'gauge',
+    'Per-member breaker state: 0 closed, 1 half-open, 2 open.',
+    ['site', 'origin'],
+  ),
+  pressureEventLoopDelay: spec(
+    'crowdgate_pressure_event_loop_delay_seconds',
+    'gauge',
+    'p99 event-loop delay over the last sample period.',
+  ),
+  pressureUtilization: spec(
+    'crowdgate_pressure_event_loop_utilization',
+    'gauge',
+    'Event-loop utilisation (0-1) over the last sample period.',
+  ),
+  pressureHeap: spec('crowdgate_pressure_heap_used_ratio', 'gauge', 'V8 heap used / heap limit.'),
+  pressureOverloaded: spec('crowdgate_pressure_overloaded', 'gauge', '1 while the pressure gate sheds work.'),
+  websocketTunnels: spec('crowdgate_websocket_tunnels', 'gauge', 'Open WebSocket tunnels.', ['site']),
+  configReloads: spec(
+    'crowdgate_config_reloads_total',
+    'counter',
+    'Config reloads by result (success, failure).',
+    ['result'],
+  ),
+  configLastReloadSuccess: spec(
+    'crowdgate_config_last_reload_success',
+    'gauge',
+    '1 when the last reload attempt succeeded (or none failed since start), 0 when it was refused.',
+  ),
+  configGeneration: spec('crowdgate_config_generation', 'gauge', 'Config generation in force (starts at 1).'),
+  redisUp: spec('crowdgate_redis_up', 'gauge', '1 when the Redis tier answers, 0 while it is skipped.'),
+  draining: spec('crowdgate_draining', 'gauge', '1 while the gateway is shutting down.'),
+} as const;
+
+export type MetricKey = keyof typeof METRICS;
+
+export const METRIC_LIST: readonly MetricSpec[] = Object.values(METRICS);

@@ -1,0 +1,210 @@
+/**
+ * Streaming pass-through to an origin member, and WebSocket upgrades, with http-proxy 1.18.
+ * http-proxy is unmaintained, so it is used carefully:
+ * - a keep-alive agent per member (passed in), and the client's Connection header and every
+ *   hop-by-hop header removed before forwarding (with an agent, http-proxy would pass them on);
+ * - `selfHandleResponse`, so we write the response head ourselves (hop-by-hop stripped, our
+ *   Cache-Status/Via added) instead of http-proxy's outgoing passes, which copy Connection;
+ * - the upstream request is destroyed when the client goes away (Node no longer emits
+ *   'aborted' once a request body is complete, so we watch the response's 'close');
+ * - connect, response-head and idle timeouts of our own;
+ * - an error handler on every call and on the proxy itself.
+ *
+ * Owns the mechanics of one forward. It does not choose the member, hold permits, or decide
+ * retries (handle-request.ts does).
+ */
+import httpProxy from 'http-proxy';
+import type { Agent, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { FetchFailure } from './fetch.js';
+import { copyEndToEnd } from '../server/headers.js';
+
+export type ForwardOutcome =
+  | { kind: 'ok'; status: number; headAt: number }
+  /** Failed before any response byte reached the client: the caller may answer or retry. */
+  | { kind: 'failure'; failure: FetchFailure; error: Error; bodySent: boolean }
+  /** Failed after the head was sent: the client connection was cut. */
+  | { kind: 'broken'; failure: FetchFailure; status: number }
+  | { kind: 'client_gone' };
+
+export interface ForwardTarget {
+  url: URL;
+  agent: Agent;
+}
+
+export interface ForwardTimeouts {
+  connectMs: number;
+  responseHeadersMs: number;
+  idleMs: number;
+}
+
+export interface ForwardCall {
+  target: ForwardTarget;
+  timeouts: ForwardTimeouts;
+  changeOrigin: boolean;
+  /** Called with the origin's status and headers (hop-by-hop already removed); returns the head to send. */
+  onHead(status: number, headers: OutgoingHttpHeaders): OutgoingHttpHeaders;
+}
+
+interface CallState {
+  call: ForwardCall;
+  settle(outcome: ForwardOutcome): void;
+  proxyReq?: import('node:http').ClientRequest;
+  timedOut?: boolean;
+  timers: NodeJS.Timeout[];
+}
+
+export class Forwarder {
+  private readonly proxy: httpProxy;
+  private readonly states = new WeakMap<IncomingMessage, CallState>();
+
+  constructor(private readonly now: () => number = Date.now) {
+    this.proxy = httpProxy.createProxyServer({ selfHandleResponse: true, xfwd: false, ws: true, secure: true });
+    // Always registered: http-proxy emits 'error' for failures the per-call callback misses.
+    this.proxy.on('error', (err, req) => {
+      const state = this.states.get(req as IncomingMessage);
+      state?.settle({ kind: 'failure', failure: classifyProxyError(err, state.timedOut), error: err, bodySent: true });
+    });
+    this.proxy.on('proxyReq', (proxyReq, req, res) => this.onProxyReq(proxyReq, req, res));
+    this.proxy.on('proxyRes', (proxyRes, req, res) => this.onProxyRes(proxyRes, req, res));
+  }
+
+  /** Streams `req` to the member and the answer back to `res`. Headers on `req` must already be prepared. */
+  web(req: IncomingMessage, res: ServerResponse, call: ForwardCall): Promise<ForwardOutcome> {
+    return new Promise((resolve) => {
+      let done = false;
+      const state: CallState = {
+        call,
+        timers: [],
+        settle: (outcome) => {
+          if (done) return;
+          done = true;
+          for (const t of state.timers) clearTimeout(t);
+          res.off('close', onClientClose);
+          resolve(outcome);
+        },
+      };
+      const onClientClose = () => {
+        if (done || res.writableFinished) return;
+        state.proxyReq?.destroy();
+        state.settle({ kind: 'client_gone' });
+      };
+      res.on('close', onClientClose);
+      this.states.set(req, state);
+      this.proxy.web(
+        req,
+        res,
+        { target: call.target.url.origin + stripTrailingSlash(call.target.url.pathname), agent: call.target.agent, changeOrigin: call.changeOrigin },
+        (err) => {
+          const bodySent = req.readableEnded && hasBody(req);
+          if (res.headersSent) {
+            state.settle({ kind: 'broken', failure: classifyProxyError(err, state.timedOut), status: res.statusCode });
+            res.destroy();
+          } else {
+            state.settle({ kind: 'failure', failure: classifyProxyError(err, state.timedOut), error: err, bodySent });
+          }
+        },
+      );
+    });
+  }
+
+  private onProxyReq(proxyReq: import('node:http').ClientRequest, req: IncomingMessage, _res: ServerResponse): void {
+    const state = this.states.get(req);
+    if (!state) return;
+    state.proxyReq = proxyReq;
+    const { connectMs, responseHeadersMs } = state.call.timeouts;
+    const fail = () => {
+      state.timedOut = true;
+      proxyReq.destroy(Object.assign(new Error('origin timeout'), { code: 'ETIMEDOUT' }));
+    };
+    proxyReq.once('socket', (socket: Socket) => {
+      if (socket.connecting) {
+        const t = setTimeout(fail, connectMs);
+        state.timers.push(t);
+        socket.once('connect', () => clearTimeout(t));
+      }
+    });
+    state.timers.push(setTimeout(fail, responseHeadersMs));
+  }
+
+  private onProxyRes(proxyRes: IncomingMessage, req: IncomingMessage, res: ServerResponse): void {
+    const state = this.states.get(req);
+    if (!state) {
+      proxyRes.resume();
+      return;
+    }
+    for (const t of state.timers) clearTimeout(t);
+    state.timers.length = 0;
+    const status = proxyRes.statusCode ?? 502;
+    const head = state.call.onHead(status, copyEndToEnd(proxyRes.headers));
+    if (res.destroyed) {
+      proxyRes.destroy();
+      state.settle({ kind: 'client_gone' });
+      return;
+    }
+    res.writeHead(status, head);
+    const headAt = this.now();
+    const idle = setTimeout(() => {
+      state.timedOut = true;
+      proxyRes.destroy(Object.assign(new Error('origin idle timeout'), { code: 'ETIMEDOUT' }));
+    }, state.call.timeouts.idleMs);
+    state.timers.push(idle);
+    proxyRes.on('data', () => idle.refresh());
+    proxyRes.on('error', () => {
+      res.destroy();
+      state.settle({ kind: 'broken', failure: state.timedOut ? 'timeout' : 'reset', status });
+    });
+    proxyRes.on('aborted', () => {
+      res.destroy();
+      state.settle({ kind: 'broken', failure: 'reset', status });
+    });
+    proxyRes.on('end', () => {
+      state.settle({ kind: 'ok', status, headAt });
+    });
+    proxyRes.pipe(res);
+  }
+
+  /** Tunnels a WebSocket upgrade. Resolves when the tunnel closes. */
+  ws(req: IncomingMessage, socket: Duplex, head: Buffer, target: URL, changeOrigin: boolean): Promise<'closed' | Error> {
+    return new Promise((resolve) => {
+      let done = false;
+      const finish = (v: 'closed' | Error) => {
+        if (!done) {
+          done = true;
+          resolve(v);
+        }
+      };
+      socket.once('close', () => finish('closed'));
+      this.proxy.ws(req, socket, head, { target: target.origin, changeOrigin, agent: false as unknown as Agent }, (err) => {
+        socket.destroy();
+        finish(err);
+      });
+    });
+  }
+
+  close(): void {
+    this.proxy.close();
+  }
+}
+
+function stripTrailingSlash(path: string): string {
+  return path.endsWith('/') ? path.slice(0, -1) : path;
+}
+
+function hasBody(req: IncomingMessage): boolean {
+  return req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0'
+    ? true
+    : req.headers['transfer-encoding'] !== undefined;
+}
+
+export function classifyProxyError(err: unknown, timedOut?: boolean): FetchFailure {
+  if (timedOut) return 'timeout';
+  const code = (err as { code?: string })?.code;
+  if (code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENOTFOUND' || code === 'ENETUNREACH' || code === 'EAI_AGAIN')
+    return 'connect_error';
+  if (code === 'ETIMEDOUT') return 'timeout';
+  if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'HPE_INVALID_CONSTANT') return 'reset';
+  if (typeof code === 'string' && code.startsWith('HPE_')) return 'error';
+  return 'error';
+}

@@ -1,0 +1,93 @@
+/**
+ * The compiled form of one config generation: site router, compiled routes, policy options,
+ * priority matchers and the cookie filters. A request takes one Runtime at its start and keeps
+ * it, so a reload never changes the rules under a request in flight. Long-lived parts (origin
+ * pools, limiters, stores) are not here: the Gateway keeps them across generations.
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+import type { PolicyOptions } from './cache/policy.js';
+import type { GatewayConfig, RouteConfig, SiteConfig } from './config/schema.js';
+import { routeSchema } from './config/schema.js';
+import type { OriginPool } from './origin/pool.js';
+import { compileGlobs, parseCookies } from './server/headers.js';
+import { compileSite, SiteRouter, type CompiledRoute, type CompiledSite } from './server/site-router.js';
+
+export interface SiteRuntime {
+  readonly name: string;
+  readonly config: SiteConfig;
+  readonly compiled: CompiledSite;
+  readonly pool: OriginPool;
+  /** True when a cookie of this name makes a request bypass the cache (sites[].bypassCookies). */
+  isBypassCookie(name: string): boolean;
+  policyFor(route: CompiledRoute): PolicyOptions;
+}
+
+export interface PriorityMatcher {
+  readonly name: string;
+  matches(method: string, path: string, headers: IncomingHttpHeaders, route: string): boolean;
+}
+
+export class Runtime {
+  readonly router: SiteRouter<SiteRuntime>;
+  readonly sites: readonly SiteRuntime[];
+  /** Priority class names, most important first; the last is "default". */
+  readonly priorityNames: readonly string[];
+  private readonly priorityMatchers: readonly PriorityMatcher[];
+
+  constructor(
+    readonly config: GatewayConfig,
+    readonly generation: number,
+    poolFor: (site: SiteConfig) => OriginPool,
+  ) {
+    const defaultRoute: RouteConfig = routeSchema.parse({ name: 'default' });
+    this.sites = config.sites.map((site) => makeSiteRuntime(site, defaultRoute, poolFor(site), config.cache.targetedHeader));
+    this.router = new SiteRouter(this.sites);
+    this.priorityMatchers = config.admission.priorities.map(compilePriority);
+    this.priorityNames = [...config.admission.priorities.map((p) => p.name).filter((n) => n !== 'default'), 'default'];
+  }
+
+  /** The priority class index (0 = most important) for a request. */
+  priorityOf(route: CompiledRoute, method: string, path: string, headers: IncomingHttpHeaders): number {
+    if (route.config.priority) {
+      const i = this.priorityNames.indexOf(route.config.priority);
+      if (i !== -1) return i;
+    }
+    for (const m of this.priorityMatchers) {
+      if (m.matches(method, path, headers, route.name)) return this.priorityNames.indexOf(m.name);
+    }
+    return this.priorityNames.length - 1;
+  }
+}
+
+function makeSiteRuntime(site: SiteConfig, defaultRoute: RouteConfig, pool: OriginPool, targetedHeader: string): SiteRuntime {
+  const compiled = compileSite(site, defaultRoute);
+  const isBypassCookie = compileGlobs(site.bypassCookies);
+  const policies = new Map<string, PolicyOptions>();
+  for (const r of compiled.routes) {
+    policies.set(r.name, { route: r.config.cache, targetedHeader, honorClientNoCache: site.honorClientNoCache });
+  }
+  return {
+    name: site.name,
+    config: site,
+    compiled,
+    pool,
+    isBypassCookie,
+    policyFor: (route) => policies.get(route.name)!,
+  };
+}
+
+function compilePriority(p: GatewayConfig['admission']['priorities'][number]): PriorityMatcher {
+  const { pathPrefix, method, header, cookie, route } = p.match;
+  const headerName = header?.toLowerCase();
+  return {
+    name: p.name,
+    matches(reqMethod, path, headers, routeName) {
+      if (pathPrefix !== undefined && !path.startsWith(pathPrefix)) return false;
+      if (method !== undefined && method.toUpperCase() !== reqMethod) return false;
+      if (headerName !== undefined && headers[headerName] === undefined) return false;
+      if (route !== undefined && route !== routeName) return false;
+      if (cookie !== undefined && !parseCookies(headers.cookie).some(([n]) => n === cookie)) return false;
+      return true;
+    },
+  };
+}

@@ -1,0 +1,62 @@
+/**
+ * Client address resolution behind trusted proxies. A peer in `trustedProxies` may tell us the
+ * client through X-Forwarded-For; we walk that list from the right, skipping trusted hops, and
+ * take the first untrusted address. Anyone else's X-Forwarded-For is ignored.
+ */
+import { BlockList, isIP } from 'node:net';
+
+export class TrustedProxies {
+  private readonly list = new BlockList();
+  private readonly empty: boolean;
+
+  constructor(entries: readonly string[]) {
+    for (const raw of entries) {
+      const entry = raw.trim();
+      const [addr, bits] = entry.split('/');
+      const family = isIP(addr ?? '');
+      if (!addr || family === 0) throw new Error(`trustedProxies: "${raw}" is not an IP address or CIDR`);
+      const type = family === 6 ? 'ipv6' : 'ipv4';
+      if (bits !== undefined) this.list.addSubnet(addr, Number(bits), type);
+      else this.list.addAddress(addr, type);
+    }
+    this.empty = entries.length === 0;
+  }
+
+  /** Answers per address, bounded (BlockList.check allocates; this runs on every request). */
+  private readonly memo = new Map<string, boolean>();
+
+  isTrusted(address: string): boolean {
+    if (this.empty || !address) return false;
+    const known = this.memo.get(address);
+    if (known !== undefined) return known;
+    const answer = this.check(address);
+    if (this.memo.size >= 10_000) this.memo.clear();
+    this.memo.set(address, answer);
+    return answer;
+  }
+
+  private check(address: string): boolean {
+    const plain = unmapV4(address);
+    const family = isIP(plain);
+    if (family === 0) return false;
+    return this.list.check(plain, family === 6 ? 'ipv6' : 'ipv4');
+  }
+
+  /** The client address for a request that arrived from `peer` with this X-Forwarded-For. */
+  resolveClient(peer: string, xff: string | string[] | undefined): string {
+    const peerPlain = unmapV4(peer);
+    if (!xff || !this.isTrusted(peerPlain)) return peerPlain;
+    const hops = (Array.isArray(xff) ? xff.join(',') : xff).split(',').map((s) => s.trim());
+    for (let i = hops.length - 1; i >= 0; i--) {
+      const hop = unmapV4(hops[i]!);
+      if (isIP(hop) === 0) return peerPlain; // garbage in the chain: trust nothing past it
+      if (!this.isTrusted(hop)) return hop;
+    }
+    return unmapV4(hops[0] ?? peerPlain);
+  }
+}
+
+/** '::ffff:1.2.3.4' -> '1.2.3.4'. */
+export function unmapV4(address: string): string {
+  return address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
+}

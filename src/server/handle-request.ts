@@ -1,0 +1,864 @@
+/**
+ * THE request path. Read top to bottom, this is everything the gateway does to a request:
+ *
+ *   parse checks → site / route → rate limit → cache eligibility → lookup
+ *     fresh                      → hit (or 304 to the client's conditional)
+ *     stale, in SWR              → updating + background refresh (collapsed, limited)
+ *     pressure gate over         → stale if usable, else 503 shed
+ *     missing / must revalidate  → collapsed fill: one leader per key asks upstream for a
+ *                                  member + permit, fetches (conditionally when it can), stores;
+ *                                  waiters share the result only when it is storable
+ *     any failure on the way     → stale if usable (stale-if-error / grace), else error page
+ *   not eligible                 → pressure gate → limited streaming pass-through [bypass]
+ *
+ * Every other module answers one question for this file.
+ */
+import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Clock } from '../clock.js';
+import type { CacheEntry } from '../cache/entry.js';
+import { makeCacheKey, makeVariantKey } from '../cache/cache-key.js';
+import {
+  decideStorage,
+  evaluateEntry,
+  isCacheableRequest,
+  type EntryEvaluation,
+  type PolicyOptions,
+  type RequestFacts,
+} from '../cache/policy.js';
+import { invalidationTargets, isNotModifiedForClient, makeConditionalHeaders, mergeNotModified } from '../cache/revalidation.js';
+import type { CacheStore } from '../cache/stores/cache-store.js';
+import type { Inflight } from '../collapse/inflight.js';
+import type { ErrorCode } from '../errors.js';
+import { statusClassOf, type GatewayMetrics } from '../metrics/gateway-metrics.js';
+import type { OriginFetcher } from '../origin/fetch.js';
+import type { Forwarder } from '../origin/forward.js';
+import type { OriginMember } from '../origin/pool.js';
+import type { AdmitResult, Upstream } from '../origin/upstream.js';
+import type { CacheState, ShedReason, StaleReason } from '../outcome.js';
+import type { Runtime, SiteRuntime } from '../runtime.js';
+import type { TrustedProxies } from './client-address.js';
+import { CLIENT_CONDITIONALS, parseCookies, setForwardedHeaders, stripHopByHop } from './headers.js';
+import { formatCacheStatus, sendEntry, sendError, type CacheStatusFacts } from './respond.js';
+import type { CompiledRoute } from './site-router.js';
+
+/** What the request path needs from the gateway (gateway.ts implements it). */
+export interface RequestDeps {
+  readonly clock: Clock;
+  runtime(): Runtime;
+  trustedProxies(): TrustedProxies;
+  readonly store: CacheStore;
+  readonly inflight: Inflight<FillResult>;
+  readonly fetcher: OriginFetcher;
+  readonly forwarder: Forwarder;
+  readonly upstream: Upstream;
+  readonly metrics: GatewayMetrics;
+  readonly logger: Logger;
+  isOverloaded(): boolean;
+  /** Takes a token for this client; returns Retry-After seconds when refused. */
+  takeRateLimit(site: SiteRuntime, route: CompiledRoute, clientKey: (header?: string) => string): number | undefined;
+  retryAfterSeconds(site: string): number;
+  isDraining(): boolean;
+  /** Hot-key accounting for the status page. */
+  noteKey?(site: string, path: string, state: CacheState): void;
+}
+
+/** The outcome of one collapsed origin fetch, shared with its waiters. */
+export type FillResult =
+  | { kind: 'entry'; entry: CacheEntry; state: 'miss' | 'expired' | 'revalidated'; stored: boolean; fwdStatus: number }
+  | { kind: 'uncacheable'; fwdStatus: number; status: number; headers: OutgoingHttpHeaders; body: Buffer; reason: string }
+  | { kind: 'too_large' }
+  | { kind: 'origin_error'; fwdStatus: number; status: number; headers: OutgoingHttpHeaders; body: Buffer }
+  | { kind: 'failed'; code: ErrorCode; staleReason: StaleReason; shedReason?: ShedReason; detail?: string };
+
+interface Ctx {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly deps: RequestDeps;
+  readonly rt: Runtime;
+  readonly requestId: string;
+  readonly startedAt: number;
+  readonly method: string;
+  readonly url: string;
+  readonly path: string;
+  readonly clientAddress: string;
+  readonly peerAddress: string;
+  readonly peerTrusted: boolean;
+  site?: SiteRuntime;
+  route?: CompiledRoute;
+  priority: number;
+  state: CacheState | '-';
+  collapsed: boolean;
+  staleReason?: StaleReason;
+  shedReason?: ShedReason;
+  errorCode?: ErrorCode;
+  /** For a collapsed request: when the fill it waited on finished (the wake-up moment). */
+  wokenAt?: number;
+  /** Time spent in origin fetches made for this request (ms). */
+  upstreamMs?: number;
+}
+
+const MAX_REQUEST_ID = 128;
+const REQUEST_ID_RE = /^[A-Za-z0-9._:\-]{1,128}$/;
+
+export async function handleRequest(deps: RequestDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const rt = deps.runtime(); // one config snapshot for the whole request
+  const incomingId = req.headers['x-request-id'];
+  const requestId =
+    typeof incomingId === 'string' && incomingId.length <= MAX_REQUEST_ID && REQUEST_ID_RE.test(incomingId)
+      ? incomingId
+      : randomUUID();
+  const peerAddress = req.socket.remoteAddress ?? '';
+  const trusted = deps.trustedProxies();
+  const url = req.url ?? '/';
+  const qIndex = url.indexOf('?');
+  const ctx: Ctx = {
+    req,
+    res,
+    deps,
+    rt,
+    requestId,
+    startedAt: deps.clock.now(),
+    method: (req.method ?? 'GET').toUpperCase(),
+    url,
+    path: pathOf(url, qIndex),
+    clientAddress: trusted.resolveClient(peerAddress, req.headers['x-forwarded-for']),
+    peerAddress,
+    peerTrusted: trusted.isTrusted(peerAddress),
+    priority: rt.priorityNames.length - 1,
+    state: '-',
+    collapsed: false,
+  };
+  res.on('close', () => finish(ctx));
+  try {
+    await route(ctx);
+  } catch (err) {
+    deps.logger.error({ err, requestId, url: ctx.path }, 'request failed unexpectedly');
+    fail(ctx, 'origin_bad_response', 'internal error; see the gateway log');
+  }
+}
+
+function pathOf(url: string, qIndex: number): string {
+  let path = qIndex === -1 ? url : url.slice(0, qIndex);
+  if (!path.startsWith('/')) {
+    try {
+      path = new URL(path).pathname; // absolute-form (RFC 9112 §3.2.2)
+    } catch {
+      path = '/';
+    }
+  }
+  return path;
+}
+
+async function route(ctx: Ctx): Promise<void> {
+  const { req, rt, deps } = ctx;
+
+  // 1. Parse checks the HTTP parser leaves to us.
+  if (req.headers['content-length'] !== undefined && req.headers['transfer-encoding'] !== undefined)
+    return fail(ctx, 'ambiguous_length'); // RFC 9112 §6.1: never forward (request smuggling)
+  if (req.rawHeaders.length / 2 > rt.config.limits.maxHeadersCount) return fail(ctx, 'headers_too_large');
+  if (!ctx.url.startsWith('/') && !/^https?:\/\//i.test(ctx.url)) return fail(ctx, 'bad_request', 'unsupported request target');
+  const declaredLength = Number(req.headers['content-length'] ?? 0);
+  if (!Number.isFinite(declaredLength) || declaredLength > rt.config.limits.maxBodyBytes) return fail(ctx, 'body_too_large');
+
+  // 2. Site and route (config snapshot).
+  const site = rt.router.match(req.headers.host);
+  if (!site) return fail(ctx, 'no_site', `no site lists host "${String(req.headers.host ?? '').slice(0, 100)}"`);
+  ctx.site = site;
+  const routeMatch = site.compiled.matchRoute(ctx.method, ctx.path);
+  ctx.route = routeMatch;
+  ctx.priority = rt.priorityOf(routeMatch, ctx.method, ctx.path, req.headers);
+
+  // 3. Per-client rate limit (off unless configured).
+  const retryAfter = deps.takeRateLimit(site, routeMatch, (header) => clientKeyOf(ctx, header));
+  if (retryAfter !== undefined) {
+    ctx.shedReason = 'rate_limited';
+    deps.metrics.get('rateLimited').inc({ site: site.name, route: routeMatch.name });
+    deps.metrics.get('retryAfter').observe(retryAfter);
+    return fail(ctx, 'rate_limited', undefined, retryAfter, 'shed');
+  }
+
+  // 4. Cache eligibility.
+  const policy = site.policyFor(routeMatch);
+  const facts: RequestFacts = { method: ctx.method, url: ctx.url, headers: req.headers };
+  const eligibility = isCacheableRequest(facts, policy);
+  const bypassCookie = parseCookies(req.headers.cookie).some(([name]) => site.isBypassCookie(name));
+  if (!eligibility.cacheable || bypassCookie || ctx.method === 'OPTIONS') {
+    ctx.state = 'bypass';
+    if (deps.isOverloaded()) return shed(ctx, 'pressure');
+    return forward(ctx, 'bypass');
+  }
+
+  // 5. Lookup: the key, then the stored variant this request selects.
+  const key = makeCacheKey({ site: site.name, url: ctx.url, headers: req.headers, key: policy.route.key });
+  const variantHeaders = makeVariantHeaders(req.headers, policy);
+  const variants = (await deps.store.get(key)) ?? [];
+  const entry = selectVariant(variants, variantHeaders);
+  const now = deps.clock.now();
+  const evaluation = entry ? evaluateEntry(entry, facts, now, policy) : undefined;
+  const lookup: Lookup = { key, variants, entry, evaluation, policy, facts, variantHeaders, canStore: eligibility.canStoreResponse };
+
+  if (entry && evaluation && !evaluation.needsRevalidation) {
+    return serveEntry(ctx, entry, evaluation, { state: 'hit' });
+  }
+  if (evaluation?.onlyIfCached || (!entry && isOnlyIfCached(req))) {
+    return fail(ctx, 'only_if_cached'); // RFC 9111 §5.2.1.7
+  }
+  if (entry && evaluation?.withinStaleWhileRevalidate) {
+    // RFC 5861 §3: answer now from the stale entry, refresh in the background (collapsed).
+    serveEntry(ctx, entry, evaluation, { state: 'updating', staleReason: 'while_revalidate' });
+    deps.metrics.get('staleServed').inc({ site: site.name, reason: 'while_revalidate' });
+    startBackgroundRefresh(ctx, lookup);
+    return;
+  }
+
+  // 6. The gateway itself is overloaded: answer from what is stored, keep it fresh with one
+  //    collapsed background refresh per key, join a fill already under way, shed the rest.
+  if (deps.isOverloaded()) {
+    if (deps.inflight.isInflight(collapseKeyOf(lookup))) return fillAndServe(ctx, lookup, 0);
+    return serveStaleOr(
+      ctx,
+      lookup,
+      'pressure',
+      () => shed(ctx, 'pressure'),
+      () => startBackgroundRefresh(ctx, lookup),
+    );
+  }
+
+  // 7. Hit-for-pass: this URL was recently uncacheable; don't queue behind a leader.
+  if (deps.inflight.isHitForPass(collapseKeyOf(lookup))) {
+    ctx.state = 'pass';
+    return forward(ctx, 'pass', lookup);
+  }
+
+  // 8. Collapsed fill.
+  return fillAndServe(ctx, lookup, 0);
+}
+
+interface Lookup {
+  key: string;
+  variants: CacheEntry[];
+  entry: CacheEntry | undefined;
+  evaluation: EntryEvaluation | undefined;
+  policy: PolicyOptions;
+  facts: RequestFacts;
+  /** The request headers as a fill sends them, for Vary: cookies filtered like makeFillHeaders. */
+  variantHeaders: IncomingHttpHeaders;
+  canStore: boolean;
+}
+
+function isOnlyIfCached(req: IncomingMessage): boolean {
+  const cc = req.headers['cache-control'];
+  return typeof cc === 'string' && /(^|,)\s*only-if-cached\s*(,|$)/i.test(cc);
+}
+
+/** The stored variant this request selects (RFC 9111 §4.1), the most recent when several match. */
+function selectVariant(variants: readonly CacheEntry[], headers: IncomingHttpHeaders): CacheEntry | undefined {
+  let best: CacheEntry | undefined;
+  for (const v of variants) {
+    if (makeVariantKey(v.vary, headers) !== v.variantKey) continue;
+    if (!best || v.responseTime > best.responseTime) best = v;
+  }
+  return best;
+}
+
+/** One origin fetch per key and Vary variant: the variant is known once any variant is stored. */
+function collapseKeyOf(lookup: Lookup): string {
+  const known = lookup.entry ?? lookup.variants[0];
+  if (!known || known.vary.length === 0) return lookup.key;
+  return `${lookup.key}\u0001${makeVariantKey(known.vary, lookup.variantHeaders)}`;
+}
+
+async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): Promise<void> {
+  const { deps } = ctx;
+  const collapseKey = collapseKeyOf(lookup);
+  const cfg = ctx.rt.config.cache.collapse;
+  const joined = deps.inflight.join(collapseKey, cfg.waitDeadlineMs);
+
+  if (joined.role === 'leader') {
+    let result: FillResult;
+    try {
+      result = await runFill(ctx, lookup, 'fill');
+    } catch (err) {
+      deps.logger.error({ err, requestId: ctx.requestId }, 'cache fill failed unexpectedly');
+      result = { kind: 'failed', code: 'origin_bad_response', staleReason: 'error' };
+    }
+    if (result.kind === 'uncacheable' || result.kind === 'too_large') {
+      deps.inflight.markHitForPass(collapseKey, ctx.rt.config.cache.collapse.hitForPassSeconds * 1000);
+      deps.metrics.get('hitForPass').inc({ site: ctx.site!.name });
+    }
+    joined.settle(result);
+    return serveFillResult(ctx, lookup, result, false);
+  }
+
+  ctx.collapsed = true;
+  deps.metrics.get('collapsed').inc({ site: ctx.site!.name });
+  const outcome = joined.role === 'waiter' ? await joined.result : 'timeout';
+  ctx.wokenAt = deps.clock.now();
+  if (outcome === 'timeout') {
+    // Waited past the deadline (or too many waiters): stale if we can, else fetch alone.
+    return serveStaleOr(ctx, lookup, 'timeout', () => {
+      ctx.state = 'pass';
+      return forward(ctx, 'pass', lookup);
+    });
+  }
+  if (outcome.kind === 'entry') {
+    // The leader's variant may not be ours (Vary); then fill our own variant, once.
+    if (makeVariantKey(outcome.entry.vary, lookup.variantHeaders) !== outcome.entry.variantKey) {
+      if (attempt >= 1) {
+        ctx.state = 'pass';
+        return forward(ctx, 'pass', lookup);
+      }
+      return fillAndServe(ctx, { ...lookup, variants: [outcome.entry], entry: undefined, evaluation: undefined }, attempt + 1);
+    }
+    return serveFillResult(ctx, lookup, outcome, true);
+  }
+  if (outcome.kind === 'uncacheable' || outcome.kind === 'too_large') {
+    // Not shareable: every waiter asks the origin itself (through the limiter).
+    ctx.state = 'pass';
+    return forward(ctx, 'pass', lookup);
+  }
+  if (outcome.kind === 'origin_error') {
+    return serveStaleOr(ctx, lookup, 'error', () => {
+      ctx.state = 'pass';
+      return forward(ctx, 'pass', lookup);
+    });
+  }
+  return serveFillResult(ctx, lookup, outcome, true);
+}
+
+/** Serves the shared fill result to the leader or a waiter. */
+function serveFillResult(ctx: Ctx, lookup: Lookup, result: FillResult, collapsed: boolean): void | Promise<void> {
+  const now = ctx.deps.clock.now();
+  switch (result.kind) {
+    case 'entry': {
+      const evaluation = evaluateEntry(result.entry, lookup.facts, now, lookup.policy);
+      ctx.state = result.state;
+      return serveEntry(ctx, result.entry, evaluation, {
+        state: result.state,
+        collapsed,
+        stored: result.stored,
+        fwdStatus: result.fwdStatus,
+        missKind: lookup.variants.length > 0 && !lookup.entry ? 'vary-miss' : undefined,
+      });
+    }
+    case 'uncacheable': {
+      ctx.state = 'pass';
+      return writeBuffered(ctx, result.status, result.headers, result.body, {
+        state: 'pass',
+        fwdStatus: result.fwdStatus,
+        detail: `pass ${result.reason}`,
+      });
+    }
+    case 'origin_error': {
+      return serveStaleOr(ctx, lookup, 'error', () => {
+        ctx.state = 'miss';
+        writeBuffered(ctx, result.status, result.headers, result.body, { state: 'miss', fwdStatus: result.fwdStatus });
+      });
+    }
+    case 'failed':
+      return serveStaleOr(ctx, lookup, result.staleReason, () => {
+        if (result.shedReason) return shed(ctx, result.shedReason);
+        fail(ctx, result.code, result.detail);
+      });
+    case 'too_large':
+      ctx.state = 'pass';
+      void forward(ctx, 'pass', lookup);
+  }
+}
+
+/**
+ * One origin fetch for the cache: member + permit, conditional when a stored entry has
+ * validators, store when storable. Never tied to a client: the result belongs to the cache.
+ */
+async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background'): Promise<FillResult> {
+  const { deps, rt } = ctx;
+  const site = ctx.site!;
+  const excluded = new Set<OriginMember>();
+  for (let attempt = 0; ; attempt++) {
+    const deadlineAt = deps.clock.now() + rt.config.admission.queue.deadlineMs;
+    const priority = kind === 'background' ? rt.priorityNames.length - 1 : ctx.priority;
+    const admitted = await deps.upstream.admit(site.config, site.pool, { priority, deadlineAt, exclude: excluded });
+    if (!admitted.ok) return refusedFill(ctx, admitted);
+    const { member, permit, control } = admitted;
+    const revalidating = lookup.entry;
+    const conditional = revalidating ? makeConditionalHeaders(revalidating) : {};
+    const headers = { ...makeFillHeaders(ctx, lookup.policy), ...conditional };
+    if (!site.config.preserveHost) headers['host'] = member.url.host;
+    const startedAt = deps.clock.now();
+    site.pool.begin(member);
+    let fetched;
+    try {
+      fetched = await deps.fetcher.fetch({
+        origin: member.url,
+        method: 'GET', // HEAD is filled with GET so the entry can answer both
+        path: joinPath(member.url, lookup.facts.url),
+        headers,
+        connectMs: site.config.timeouts.connectMs,
+        responseHeadersMs: site.config.timeouts.responseHeadersMs,
+        idleMs: site.config.timeouts.idleMs,
+        maxBodyBytes: rt.config.cache.maxObjectBytes,
+      });
+    } finally {
+      site.pool.end(member);
+      if (kind !== 'background') ctx.upstreamMs = (ctx.upstreamMs ?? 0) + (deps.clock.now() - startedAt);
+    }
+    if (!fetched.ok) {
+      deps.upstream.report(site.pool, control, permit, { kind: 'failure', failure: fetched.failure }, kind, startedAt);
+      if (fetched.failure === 'connect_error' && site.config.retryOnConnectFailure && attempt === 0 && hasOtherMember(site, member, deps.clock.now())) {
+        excluded.add(member); // idempotent GET: retry once on another member
+        continue;
+      }
+      const code: ErrorCode =
+        fetched.failure === 'timeout' ? 'origin_timeout' : fetched.failure === 'connect_error' ? 'origin_unreachable' : 'origin_reset';
+      return {
+        kind: 'failed',
+        code,
+        staleReason: fetched.failure === 'timeout' ? 'timeout' : fetched.failure === 'connect_error' ? 'unreachable' : 'error',
+        detail: `origin ${member.name} (${member.url.origin}): ${fetched.failure.replace('_', ' ')}; check sites[].origins[].url`,
+      };
+    }
+    deps.upstream.report(site.pool, control, permit, { kind: 'response', status: fetched.status }, kind, startedAt);
+    if ('tooLarge' in fetched) {
+      // Larger than cache.maxObjectBytes: not stored. The body was abandoned unread; the leader
+      // and every waiter stream it with http-proxy, and hit-for-pass sends the next ones straight there.
+      return { kind: 'too_large' };
+    }
+    const now = deps.clock.now();
+    const response = {
+      status: fetched.status,
+      headers: fetched.headers,
+      requestTime: fetched.requestTime,
+      responseTime: fetched.responseTime,
+    };
+    // RFC 9111 §4.3.3-4: a 304 to our conditional request refreshes the stored entry.
+    if (fetched.status === 304 && revalidating) {
+      const merged = mergeNotModified(revalidating, response, lookup.policy, now, lookup.facts);
+      if (merged) {
+        await deps.store.put(merged);
+        return { kind: 'entry', entry: merged, state: 'revalidated', stored: true, fwdStatus: 304 };
+      }
+      // The 304 doesn't select our entry: fetch unconditionally once.
+      lookup = { ...lookup, entry: undefined };
+      continue;
+    }
+    if (fetched.status >= 500) {
+      return {
+        kind: 'origin_error',
+        fwdStatus: fetched.status,
+        status: fetched.status,
+        headers: clientHeaders(fetched.headers, lookup.policy),
+        body: fetched.body,
+      };
+    }
+    const decision = lookup.canStore
+      ? decideStorage({ ...lookup.facts, method: 'GET', headers }, response, lookup.policy, now)
+      : ({ store: false, reason: 'request no-store' } as const);
+    if (decision.store) {
+      const entry: CacheEntry = {
+        ...decision.entry,
+        key: lookup.key,
+        variantKey: makeVariantKey(decision.entry.vary, lookup.variantHeaders),
+        body: fetched.body,
+      };
+      if (entry.body.length <= rt.config.cache.maxObjectBytes) await deps.store.put(entry);
+      return { kind: 'entry', entry, state: lookup.entry ? 'expired' : 'miss', stored: true, fwdStatus: fetched.status };
+    }
+    return {
+      kind: 'uncacheable',
+      fwdStatus: fetched.status,
+      status: fetched.status,
+      headers: clientHeaders(fetched.headers, lookup.policy),
+      body: fetched.body,
+      reason: decision.reason,
+    };
+  }
+}
+
+/** Is there another routable member to retry on? (Asked without pick(), which advances the round-robin.) */
+function hasOtherMember(site: SiteRuntime, failed: OriginMember, now: number): boolean {
+  return site.pool.members().some((m) => m !== failed && m.isHealthy(now));
+}
+
+function refusedFill(ctx: Ctx, admitted: Exclude<AdmitResult, { ok: true }>): FillResult {
+  const site = ctx.site!;
+  if (admitted.why === 'no_healthy') {
+    return {
+      kind: 'failed',
+      code: 'no_healthy_origin',
+      staleReason: 'unreachable',
+      detail: `no healthy origin for site "${site.name}" (${site.config.origins.map((o) => o.url).join(', ')}); check sites[].origins[].url`,
+    };
+  }
+  if (admitted.why === 'circuit_open') return { kind: 'failed', code: 'circuit_open', staleReason: 'circuit_open', shedReason: 'circuit_open' };
+  return { kind: 'failed', code: 'overloaded', staleReason: 'shed', shedReason: admitted.reason };
+}
+
+/** RFC 5861 §3 background refresh: collapsed with any fill of the same key, lowest priority. */
+function startBackgroundRefresh(ctx: Ctx, lookup: Lookup): void {
+  const { deps } = ctx;
+  const collapseKey = collapseKeyOf(lookup);
+  const joined = deps.inflight.join(collapseKey, 0);
+  if (joined.role !== 'leader') return; // someone is already refreshing it
+  runFill(ctx, lookup, 'background')
+    .catch((err): FillResult => {
+      deps.logger.warn({ err, requestId: ctx.requestId }, 'background refresh failed');
+      return { kind: 'failed', code: 'origin_bad_response', staleReason: 'error' };
+    })
+    .then((result) => joined.settle(result));
+}
+
+/** Stale is the first answer to trouble (RFC 5861 §4 stale-if-error, widened by the route's grace). */
+function serveStaleOr(
+  ctx: Ctx,
+  lookup: Lookup,
+  reason: StaleReason,
+  otherwise: () => void | Promise<void>,
+  afterServing?: () => void,
+): void | Promise<void> {
+  const now = ctx.deps.clock.now();
+  const candidates = lookup.entry ? [lookup.entry] : [];
+  for (const entry of candidates) {
+    const evaluation = evaluateEntry(entry, lookup.facts, now, lookup.policy);
+    if (evaluation.fresh || evaluation.withinStaleIfError) {
+      ctx.staleReason = reason;
+      ctx.deps.metrics.get('staleServed').inc({ site: ctx.site!.name, reason });
+      serveEntry(ctx, entry, evaluation, { state: 'stale', staleReason: reason });
+      afterServing?.();
+      return;
+    }
+  }
+  return otherwise();
+}
+
+function serveEntry(
+  ctx: Ctx,
+  entry: CacheEntry,
+  evaluation: EntryEvaluation,
+  facts: Omit<CacheStatusFacts, 'ttlSeconds' | 'requestId'> & { staleReason?: StaleReason },
+): void {
+  ctx.state = facts.state;
+  if (facts.collapsed) ctx.collapsed = true;
+  const ttlSeconds = Math.floor((entry.responseTime + entry.freshnessMs - entry.initialAgeMs - ctx.deps.clock.now()) / 1000);
+  const detail = facts.state === 'stale' ? `stale-${facts.staleReason}` : facts.state === 'updating' ? 'updating' : undefined;
+  const cacheStatus = formatCacheStatus({
+    ...facts,
+    ttlSeconds: entry.invalidatedAt !== undefined ? Math.min(ttlSeconds, -1) : ttlSeconds,
+    requestId: ctx.requestId,
+    detail,
+    forwarded: facts.state === 'stale' ? STALE_AFTER_ORIGIN_TRIED.has(facts.staleReason!) : undefined,
+  });
+  const notModified = isNotModifiedForClient(entry, { method: ctx.method, url: ctx.url, headers: ctx.req.headers });
+  sendEntry(ctx.res, entry, {
+    head: ctx.method === 'HEAD',
+    ageSeconds: evaluation.ageSeconds,
+    cacheStatus,
+    requestId: ctx.requestId,
+    notModified,
+  });
+}
+
+/** Stale reasons for which the origin was actually contacted (Cache-Status fwd=stale, not hit). */
+const STALE_AFTER_ORIGIN_TRIED: ReadonlySet<StaleReason> = new Set(['error', 'timeout', 'unreachable']);
+
+function writeBuffered(
+  ctx: Ctx,
+  status: number,
+  headers: OutgoingHttpHeaders,
+  body: Buffer,
+  facts: Omit<CacheStatusFacts, 'requestId'>,
+): void {
+  const { res } = ctx;
+  if (res.headersSent || res.destroyed) return;
+  const out: OutgoingHttpHeaders = { ...headers, 'content-length': body.length };
+  out['cache-status'] = formatCacheStatus({ ...facts, requestId: ctx.requestId });
+  out['x-request-id'] = ctx.requestId;
+  res.writeHead(status, out);
+  res.end(ctx.method === 'HEAD' ? undefined : body);
+}
+
+/**
+ * Streaming pass-through for requests the cache does not answer: through the limiter, to a
+ * member, with one retry on another member when an idempotent request could not connect.
+ */
+async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Lookup): Promise<void> {
+  const { deps, req, res, rt } = ctx;
+  const site = ctx.site!;
+  ctx.state = state;
+  prepareForwardHeaders(ctx);
+  const excluded = new Set<OriginMember>();
+  const abort = new AbortController();
+  const onClose = () => abort.abort();
+  res.once('close', onClose);
+  try {
+    for (let attempt = 0; ; attempt++) {
+      const deadlineAt = deps.clock.now() + rt.config.admission.queue.deadlineMs;
+      const admitted = await deps.upstream.admit(site.config, site.pool, {
+        priority: ctx.priority,
+        deadlineAt,
+        exclude: excluded,
+        signal: abort.signal,
+      });
+      if (res.destroyed) {
+        if (admitted.ok) admitted.permit.release('ignore');
+        return;
+      }
+      if (!admitted.ok) {
+        const refused = refusedFill(ctx, admitted);
+        if (lookup && refused.kind === 'failed') return serveFillResult(ctx, lookup, refused, false);
+        if (refused.kind === 'failed' && refused.shedReason) return shed(ctx, refused.shedReason);
+        return fail(ctx, refused.kind === 'failed' ? refused.code : 'overloaded', refused.kind === 'failed' ? refused.detail : undefined);
+      }
+      const { member, permit, control } = admitted;
+      const startedAt = deps.clock.now();
+      site.pool.begin(member);
+      let outcome;
+      try {
+        outcome = await deps.forwarder.web(req, res, {
+          target: { url: member.url, agent: member.agent },
+          timeouts: site.config.timeouts,
+          changeOrigin: !site.config.preserveHost,
+          onHead: (status, headers) => {
+            if (lookup) stripTargeted(headers, lookup.policy.targetedHeader);
+            else stripTargeted(headers, rt.config.cache.targetedHeader);
+            headers['cache-status'] = formatCacheStatus({
+              state,
+              fwdStatus: status,
+              detail: state,
+              requestId: ctx.requestId,
+            });
+            headers['x-request-id'] = ctx.requestId;
+            headers['via'] = appendVia(headers['via']);
+            if (status >= 200 && status < 400 && !isCacheableMethod(ctx.method)) invalidateAfterUnsafe(ctx, status, headers);
+            return headers;
+          },
+        });
+      } finally {
+        site.pool.end(member);
+      }
+      if (outcome.kind === 'ok') {
+        deps.upstream.report(site.pool, control, permit, { kind: 'response', status: outcome.status }, 'forward', startedAt);
+        return;
+      }
+      if (outcome.kind === 'client_gone') {
+        deps.upstream.report(site.pool, control, permit, { kind: 'client_gone' }, 'forward', startedAt);
+        return;
+      }
+      deps.upstream.report(site.pool, control, permit, { kind: 'failure', failure: outcome.failure }, 'forward', startedAt);
+      if (outcome.kind === 'broken') return; // head already sent; the client connection was cut
+      const idempotent = ctx.method === 'GET' || ctx.method === 'HEAD' || ctx.method === 'OPTIONS';
+      if (
+        outcome.failure === 'connect_error' &&
+        idempotent &&
+        !outcome.bodySent &&
+        site.config.retryOnConnectFailure &&
+        attempt === 0 &&
+        hasOtherMember(site, member, deps.clock.now())
+      ) {
+        excluded.add(member);
+        continue;
+      }
+      const code: ErrorCode =
+        outcome.failure === 'timeout' ? 'origin_timeout' : outcome.failure === 'connect_error' ? 'origin_unreachable' : 'origin_reset';
+      const detail = `origin ${member.name} (${member.url.origin}) ${outcome.failure.replace('_', ' ')}; check sites[].origins[].url`;
+      if (lookup) {
+        const staleReason: StaleReason = outcome.failure === 'timeout' ? 'timeout' : outcome.failure === 'connect_error' ? 'unreachable' : 'error';
+        return serveStaleOr(ctx, lookup, staleReason, () => fail(ctx, code, detail));
+      }
+      return fail(ctx, code, detail);
+    }
+  } finally {
+    res.off('close', onClose);
+  }
+}
+
+function isCacheableMethod(method: string): boolean {
+  return method === 'GET' || method === 'HEAD';
+}
+
+function appendVia(v: OutgoingHttpHeaders[string]): string {
+  const prior = Array.isArray(v) ? v.join(', ') : v === undefined ? '' : String(v);
+  return prior ? `${prior}, 1.1 crowdgate` : '1.1 crowdgate';
+}
+
+/** Prepares the client's request for forwarding: hop-by-hop out, X-Forwarded-* and Via in. */
+function prepareForwardHeaders(ctx: Ctx): void {
+  const headers = ctx.req.headers as Record<string, string | string[] | undefined>;
+  const original = { ...ctx.req.headers };
+  // Keep Transfer-Encoding so Node reproduces the body framing; strip every other hop-by-hop
+  // field, including the client's Connection (with an agent, http-proxy would forward it).
+  const isUpgrade = false;
+  stripHopByHop(headers, isUpgrade ? UPGRADE_KEEP : TE_KEEP);
+  setForwardedHeaders(headers as Record<string, string | string[] | number | undefined>, original, {
+    clientAddress: ctx.clientAddress,
+    peerAddress: ctx.peerAddress,
+    peerTrusted: ctx.peerTrusted,
+  });
+  headers['x-request-id'] = ctx.requestId;
+}
+const TE_KEEP: ReadonlySet<string> = new Set(['transfer-encoding']);
+const UPGRADE_KEEP: ReadonlySet<string> = new Set(['connection', 'upgrade']);
+
+/** Cookies a fill may send: only those the key template varies on (they are part of the key). */
+function keptCookies(header: string | string[] | undefined, policy: PolicyOptions): string | undefined {
+  if (!header || policy.route.key.cookies.length === 0) return undefined;
+  const keep = new Set(policy.route.key.cookies);
+  const cookies = parseCookies(header).filter(([name]) => keep.has(name));
+  return cookies.length > 0 ? cookies.map(([n, v]) => `${n}=${v}`).join('; ') : undefined;
+}
+
+/** The request headers as far as Vary is concerned: what a fill would send (cookies filtered). */
+function makeVariantHeaders(headers: IncomingHttpHeaders, policy: PolicyOptions): IncomingHttpHeaders {
+  if (headers.cookie === undefined) return headers;
+  return { ...headers, cookie: keptCookies(headers.cookie, policy) };
+}
+
+/** Request headers for a cache fill: shared with every waiter, so nothing user-specific. */
+function makeFillHeaders(ctx: Ctx, policy: PolicyOptions): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(ctx.req.headers)) {
+    if (value === undefined) continue;
+    out[name] = Array.isArray(value) ? value.join(', ') : value;
+  }
+  stripHopByHop(out);
+  for (const name of CLIENT_CONDITIONALS) delete out[name];
+  const cookie = keptCookies(ctx.req.headers.cookie, policy);
+  if (cookie !== undefined) out['cookie'] = cookie;
+  else delete out['cookie'];
+  delete out['cache-control']; // a client's no-cache must not become the fill's
+  delete out['pragma'];
+  delete out['content-length'];
+  setForwardedHeaders(out, ctx.req.headers, {
+    clientAddress: ctx.clientAddress,
+    peerAddress: ctx.peerAddress,
+    peerTrusted: ctx.peerTrusted,
+  });
+  out['x-request-id'] = ctx.requestId;
+  return out;
+}
+
+function joinPath(base: URL, target: string): string {
+  let pathAndQuery = target;
+  if (!target.startsWith('/')) {
+    try {
+      const u = new URL(target);
+      pathAndQuery = u.pathname + u.search;
+    } catch {
+      pathAndQuery = '/';
+    }
+  }
+  const prefix = base.pathname.endsWith('/') ? base.pathname.slice(0, -1) : base.pathname;
+  return prefix + pathAndQuery;
+}
+
+/** Headers of a non-stored origin response as sent to the client. */
+function clientHeaders(headers: Record<string, string | string[]>, policy: PolicyOptions): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  for (const [name, value] of Object.entries(headers)) out[name] = value;
+  stripHopByHop(out as Record<string, unknown>);
+  stripTargeted(out, policy.targetedHeader);
+  out['via'] = appendVia(out['via']);
+  return out;
+}
+
+/** RFC 9213: the targeted fields are for us; they are not passed on downstream. */
+function stripTargeted(headers: OutgoingHttpHeaders, targeted: string): void {
+  delete headers['cdn-cache-control'];
+  delete headers[targeted.toLowerCase()];
+}
+
+/** RFC 9111 §4.4: a successful unsafe request invalidates the URI and same-origin Location / Content-Location. */
+function invalidateAfterUnsafe(ctx: Ctx, status: number, headers: OutgoingHttpHeaders): void {
+  const site = ctx.site!;
+  const host = ctx.req.headers['x-forwarded-host'] ?? ctx.req.headers.host ?? 'localhost';
+  const origin = `http://${Array.isArray(host) ? host[0] : host}`;
+  const targets = invalidationTargets(
+    { method: ctx.method, url: ctx.url, headers: ctx.req.headers },
+    { status, headers: headers as Record<string, string | string[] | undefined> },
+    origin,
+  );
+  const now = ctx.deps.clock.now();
+  for (const target of targets) {
+    const pathOnly = target.split('?')[0]!;
+    const route = site.compiled.matchRoute('GET', pathOnly);
+    const key = makeCacheKey({ site: site.name, url: target, headers: ctx.req.headers, key: site.policyFor(route).route.key });
+    void ctx.deps.store.purge({ kind: 'key', key }, 'soft', now);
+  }
+}
+
+function clientKeyOf(ctx: Ctx, header: string | undefined): string {
+  if (header) {
+    const v = ctx.req.headers[header.toLowerCase()];
+    const s = Array.isArray(v) ? v[0] : v;
+    if (s) return `h:${s.slice(0, 256)}`;
+  }
+  return ctx.clientAddress;
+}
+
+/** Admission refused and nothing stale: 503 with Retry-After from the measured drain rate. */
+function shed(ctx: Ctx, reason: ShedReason): void {
+  ctx.shedReason = reason;
+  const site = ctx.site;
+  const retryAfter = site ? ctx.deps.retryAfterSeconds(site.name) : 1;
+  ctx.deps.metrics.get('shed').inc({ site: site?.name ?? '-', reason, priority: ctx.rt.priorityNames[ctx.priority] ?? 'default' });
+  ctx.deps.metrics.get('retryAfter').observe(retryAfter);
+  fail(ctx, reason === 'circuit_open' ? 'circuit_open' : 'overloaded', undefined, retryAfter, 'shed', `shed-${reason}`);
+}
+
+function fail(
+  ctx: Ctx,
+  code: ErrorCode,
+  detail?: string,
+  retryAfterSeconds?: number,
+  state: CacheState = 'error',
+  statusDetail?: string,
+): void {
+  ctx.errorCode = code;
+  ctx.state = state;
+  const accept = ctx.req.headers.accept;
+  sendError(ctx.res, code, {
+    accept: typeof accept === 'string' ? accept : undefined,
+    detail,
+    requestId: ctx.requestId,
+    retryAfterSeconds,
+    head: ctx.method === 'HEAD',
+    cacheStatus: formatCacheStatus({ state, detail: statusDetail ?? code, requestId: ctx.requestId }),
+  });
+}
+
+/** Access log line and request metrics, once per request, when the response is done or cut. */
+function finish(ctx: Ctx): void {
+  const { deps, res } = ctx;
+  const durationMs = deps.clock.now() - ctx.startedAt;
+  const site = ctx.site?.name ?? '-';
+  const routeName = ctx.route?.name ?? '-';
+  const state = ctx.state === '-' ? 'error' : ctx.state;
+  const status = res.headersSent ? res.statusCode : 0;
+  deps.metrics.observeRequest(site, routeName, state, status ? statusClassOf(status) : 'aborted', durationMs / 1000);
+  deps.noteKey?.(site, ctx.path, state);
+  if (ctx.rt.config.log.access) {
+    deps.logger.info(
+      {
+        type: 'access',
+        requestId: ctx.requestId,
+        client: ctx.clientAddress,
+        method: ctx.method,
+        path: ctx.path.slice(0, 512),
+        site,
+        route: routeName,
+        status,
+        durationMs: Math.round(durationMs * 100) / 100,
+        cache: ctx.state,
+        collapsed: ctx.collapsed,
+        ...(ctx.wokenAt !== undefined ? { afterWakeMs: Math.round((deps.clock.now() - ctx.wokenAt) * 100) / 100 } : {}),
+        ...(ctx.upstreamMs !== undefined ? { upstreamMs: Math.round(ctx.upstreamMs * 100) / 100 } : {}),
+        ...(ctx.staleReason ? { staleReason: ctx.staleReason } : {}),
+        ...(ctx.shedReason ? { shedReason: ctx.shedReason } : {}),
+        ...(ctx.errorCode ? { error: ctx.errorCode } : {}),
+        ...(res.writableFinished ? {} : { aborted: true }),
+      },
+      'request',
+    );
+  }
+}

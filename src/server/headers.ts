@@ -1,0 +1,124 @@
+/**
+ * Header plumbing shared by forwarding, cache fills and responses: hop-by-hop removal
+ * (RFC 9110 §7.6.1), X-Forwarded-* and Via (RFC 9110 §7.6.3), cookie filtering for fills.
+ * Owns no policy: what is cacheable lives in cache/policy.ts.
+ */
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+
+/** Always hop-by-hop (RFC 9110 §7.6.1), plus the legacy names proxies also drop. */
+export const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+
+/** Names listed in a Connection header (RFC 9110 §7.6.1: they are hop-by-hop too). */
+export function connectionListedNames(value: string | string[] | undefined): string[] {
+  if (!value) return [];
+  const joined = Array.isArray(value) ? value.join(',') : value;
+  return joined
+    .split(',')
+    .map((s) => s.trim().toLowerCase())
+    .filter((s) => s.length > 0);
+}
+
+/**
+ * Removes hop-by-hop headers in place. `keep` lets a caller keep e.g. transfer-encoding on a
+ * request whose body framing Node must reproduce.
+ */
+export function stripHopByHop(headers: Record<string, unknown>, keep: ReadonlySet<string> = EMPTY): void {
+  for (const name of connectionListedNames(headers['connection'] as string | string[] | undefined)) {
+    if (!keep.has(name)) delete headers[name];
+  }
+  for (const name of HOP_BY_HOP) if (!keep.has(name)) delete headers[name];
+}
+const EMPTY: ReadonlySet<string> = new Set();
+
+/** Client conditional and range headers: never sent on a cache fill (the cache needs the full body). */
+export const CLIENT_CONDITIONALS = ['if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'if-range', 'range'];
+
+export const VIA_VALUE = '1.1 crowdgate';
+
+export function appendVia(existing: string | string[] | undefined): string {
+  const prior = Array.isArray(existing) ? existing.join(', ') : existing;
+  return prior ? `${prior}, ${VIA_VALUE}` : VIA_VALUE;
+}
+
+export interface ForwardedFacts {
+  /** The resolved client address (trusted proxies honoured). */
+  clientAddress: string;
+  /** The direct peer address. */
+  peerAddress: string;
+  /** Whether the direct peer is a trusted proxy (its X-Forwarded-* are kept). */
+  peerTrusted: boolean;
+}
+
+/**
+ * Sets X-Forwarded-For/-Proto/-Host and Via on outgoing request headers. From an untrusted peer
+ * the client's own X-Forwarded-* are replaced, never passed on, so they cannot be spoofed.
+ */
+export function setForwardedHeaders(
+  out: Record<string, string | string[] | number | undefined>,
+  incoming: IncomingHttpHeaders,
+  facts: ForwardedFacts,
+): void {
+  const xff = incoming['x-forwarded-for'];
+  const prior = facts.peerTrusted && xff ? (Array.isArray(xff) ? xff.join(', ') : xff) : '';
+  out['x-forwarded-for'] = prior ? `${prior}, ${facts.peerAddress}` : facts.peerAddress;
+  const proto = facts.peerTrusted ? firstValue(incoming['x-forwarded-proto']) : undefined;
+  out['x-forwarded-proto'] = proto ?? 'http';
+  const fwdHost = facts.peerTrusted ? firstValue(incoming['x-forwarded-host']) : undefined;
+  const host = fwdHost ?? incoming.host;
+  if (host) out['x-forwarded-host'] = host;
+  else delete out['x-forwarded-host'];
+  out['via'] = appendVia(incoming.via);
+}
+
+function firstValue(v: string | string[] | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  const s = Array.isArray(v) ? v[0] : v;
+  if (s === undefined) return undefined;
+  const first = s.split(',')[0]!.trim();
+  return first.length > 0 ? first : undefined;
+}
+
+/** Parses a Cookie header into name/value pairs (RFC 6265 §5.4 shape; lenient). */
+export function parseCookies(header: string | string[] | undefined): Array<[string, string]> {
+  if (!header) return [];
+  const joined = Array.isArray(header) ? header.join('; ') : header;
+  const out: Array<[string, string]> = [];
+  for (const part of joined.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) continue;
+    const name = part.slice(0, eq).trim();
+    if (name) out.push([name, part.slice(eq + 1).trim()]);
+  }
+  return out;
+}
+
+/** Glob with `*` wildcards, case-insensitive, compiled once. */
+export function compileGlobs(patterns: readonly string[]): (name: string) => boolean {
+  if (patterns.length === 0) return () => false;
+  const source = patterns
+    .map((p) => p.split('*').map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('.*'))
+    .join('|');
+  const re = new RegExp(`^(?:${source})$`, 'i');
+  return (name) => re.test(name);
+}
+
+/** Copies response headers for a client, dropping hop-by-hop ones. */
+export function copyEndToEnd(headers: IncomingHttpHeaders | Record<string, string | string[]>): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  const listed = new Set(connectionListedNames(headers['connection'] as string | string[] | undefined));
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || HOP_BY_HOP.has(name) || listed.has(name)) continue;
+    out[name] = value;
+  }
+  return out;
+}

@@ -1,0 +1,169 @@
+/**
+ * Writes responses: cached entries (with Age and 304s), error pages, shed answers with
+ * Retry-After, and the Cache-Status header (RFC 9211). Owns the bytes on the wire, not the
+ * decisions that led to them.
+ */
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { CacheEntry } from '../cache/entry.js';
+import { ERRORS, makeErrorBody, type ErrorCode } from '../errors.js';
+import type { CacheState } from '../outcome.js';
+import { VIA_VALUE } from './headers.js';
+
+export const CACHE_STATUS_NAME = 'crowdgate';
+
+export interface CacheStatusFacts {
+  state: CacheState;
+  collapsed?: boolean;
+  /** RFC 9211 §2.8 ttl: remaining freshness in seconds (negative when stale). */
+  ttlSeconds?: number;
+  /** RFC 9211 §2.5 stored */
+  stored?: boolean;
+  /** RFC 9211 §2.3 fwd-status */
+  fwdStatus?: number;
+  /** For `stale`: the origin was contacted (and failed), so the answer is fwd=stale, not a hit. */
+  forwarded?: boolean;
+  /** `uri-miss` when nothing was stored for the URL, `vary-miss` when only other variants were. */
+  missKind?: 'uri-miss' | 'vary-miss' | 'miss' | 'request';
+  detail?: string;
+  requestId?: string;
+}
+
+/**
+ * RFC 9211 Cache-Status for one request. `hit` when the cache answered without waiting for the
+ * origin (fresh, or stale while revalidating, or stale because the origin was protected);
+ * otherwise `fwd=` says why the request went forward.
+ */
+export function formatCacheStatus(f: CacheStatusFacts): string {
+  // Plain concatenation: this runs on every response, hits included.
+  let out = CACHE_STATUS_NAME;
+  switch (f.state) {
+    case 'hit':
+    case 'updating':
+      out += '; hit';
+      break;
+    case 'stale':
+      // Served stale: a hit if we never reached the origin, otherwise fwd=stale (RFC 9211 §2.2).
+      out += f.forwarded ? '; fwd=stale' : '; hit';
+      break;
+    case 'miss':
+      out += `; fwd=${f.missKind ?? 'uri-miss'}`;
+      break;
+    case 'expired':
+    case 'revalidated':
+      out += '; fwd=stale';
+      break;
+    case 'bypass':
+      out += f.missKind === 'request' ? '; fwd=request' : '; fwd=bypass';
+      break;
+    case 'pass':
+    case 'shed':
+    case 'error':
+      out += `; fwd=${f.missKind ?? 'miss'}`;
+      break;
+  }
+  if (f.fwdStatus !== undefined && f.state !== 'hit') out += `; fwd-status=${f.fwdStatus}`;
+  if (f.stored) out += '; stored';
+  if (f.collapsed) out += '; collapsed';
+  if (f.ttlSeconds !== undefined) out += `; ttl=${Math.trunc(f.ttlSeconds)}`;
+  // detail is an sf-string: request ids are validated at the edge; strip quotes defensively.
+  let detail = f.detail ?? f.state;
+  if (f.requestId) detail += ` rid=${f.requestId}`;
+  if (detail.includes('"') || detail.includes('\\')) detail = detail.replace(/["\\]/g, '');
+  return `${out}; detail="${detail}"`;
+}
+
+/** Response headers that a 304 carries from the stored 200 (RFC 9110 §15.4.5). */
+const NOT_MODIFIED_HEADERS = ['cache-control', 'content-location', 'date', 'etag', 'expires', 'vary', 'last-modified'];
+
+/** Kept in the stored entry (purge by tag recomputes from them) but not sent to clients. */
+const INTERNAL_HEADERS: ReadonlySet<string> = new Set(['surrogate-key', 'cache-tag']);
+
+export interface SendEntryOptions {
+  head: boolean;
+  ageSeconds: number;
+  cacheStatus: string;
+  requestId: string;
+  notModified: boolean;
+}
+
+/**
+ * The headers every answer from this entry shares, built once per entry (entries are never
+ * mutated: a 304 merge or a purge makes a new one) so a hit only adds what differs per request.
+ */
+const staticHeaders = new WeakMap<CacheEntry, OutgoingHttpHeaders>();
+function staticHeadersOf(entry: CacheEntry): OutgoingHttpHeaders {
+  let headers = staticHeaders.get(entry);
+  if (!headers) {
+    headers = {};
+    for (const [name, value] of Object.entries(entry.headers)) {
+      if (!INTERNAL_HEADERS.has(name)) headers[name] = value;
+    }
+    headers['content-length'] = entry.body.length;
+    headers['via'] = appendViaHeader(entry.headers['via']);
+    staticHeaders.set(entry, headers);
+  }
+  return headers;
+}
+
+export function sendEntry(res: ServerResponse, entry: CacheEntry, opts: SendEntryOptions): void {
+  let headers: OutgoingHttpHeaders;
+  if (opts.notModified) {
+    headers = {};
+    for (const name of NOT_MODIFIED_HEADERS) {
+      const v = entry.headers[name];
+      if (v !== undefined) headers[name] = v;
+    }
+    headers['via'] = appendViaHeader(entry.headers['via']);
+  } else {
+    headers = { ...staticHeadersOf(entry) };
+  }
+  // RFC 9111 §5.1: Age on every response served from cache.
+  headers['age'] = String(opts.ageSeconds > 0 ? Math.floor(opts.ageSeconds) : 0);
+  headers['cache-status'] = opts.cacheStatus;
+  headers['x-request-id'] = opts.requestId;
+  if (opts.notModified) {
+    res.writeHead(304, headers);
+    res.end();
+    return;
+  }
+  res.writeHead(entry.status, headers);
+  if (opts.head || entry.status === 204 || entry.status === 304) res.end();
+  else res.end(entry.body);
+}
+
+function appendViaHeader(v: string | string[] | undefined): string {
+  const prior = Array.isArray(v) ? v.join(', ') : v;
+  return prior ? `${prior}, ${VIA_VALUE}` : VIA_VALUE;
+}
+
+export interface SendErrorOptions {
+  accept?: string;
+  detail?: string;
+  requestId: string;
+  cacheStatus?: string;
+  retryAfterSeconds?: number;
+  head?: boolean;
+}
+
+/** The gateway's own error answer: status from the catalogue, small HTML or JSON page. */
+export function sendError(res: ServerResponse, code: ErrorCode, opts: SendErrorOptions): number {
+  const status = ERRORS[code].status;
+  if (res.headersSent) {
+    res.destroy();
+    return status;
+  }
+  const page = makeErrorBody(code, opts);
+  const headers: OutgoingHttpHeaders = {
+    'content-type': page.contentType,
+    'content-length': page.body.length,
+    'cache-control': 'no-store',
+    'x-request-id': opts.requestId,
+    'x-crowdgate-error': code,
+    via: VIA_VALUE,
+  };
+  if (opts.cacheStatus) headers['cache-status'] = opts.cacheStatus;
+  if (opts.retryAfterSeconds !== undefined) headers['retry-after'] = String(opts.retryAfterSeconds);
+  res.writeHead(status, headers);
+  res.end(opts.head ? undefined : page.body);
+  return status;
+}

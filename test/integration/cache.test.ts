@@ -1,0 +1,320 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { request } from 'undici';
+import { startTestOrigin, type TestOrigin } from '../helpers/test-origin.js';
+import { siteFor, startGateway, type StartedGateway } from '../helpers/gateway.js';
+import { spawnGateway } from '../helpers/gateway-process.js';
+
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+async function origin(name?: string): Promise<TestOrigin> {
+  const o = await startTestOrigin(name ? { name } : {});
+  cleanups.push(() => o.close());
+  return o;
+}
+async function gateway(...args: Parameters<typeof startGateway>): Promise<StartedGateway> {
+  const g = await startGateway(...args);
+  cleanups.push(() => g.close());
+  return g;
+}
+async function get(url: string, headers: Record<string, string> = {}) {
+  const started = performance.now();
+  const res = await request(url, { headers });
+  const body = await res.body.text();
+  return { status: res.statusCode, headers: res.headers as Record<string, string>, body, ms: performance.now() - started };
+}
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('cache: hits, misses, collapsing', () => {
+  it('serves a fresh page from cache with Age and Cache-Status after one origin fetch', async () => {
+    const o = await origin();
+    o.route('/page', { headers: { 'cache-control': 'public, max-age=60' }, body: 'hello' });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const first = await get(`${g.url}/page`);
+    expect(first.status).toBe(200);
+    expect(first.headers['cache-status']).toMatch(/^crowdgate; fwd=uri-miss; fwd-status=200; stored/);
+    const second = await get(`${g.url}/page`);
+    expect(second.body).toBe('hello');
+    expect(second.headers['cache-status']).toMatch(/^crowdgate; hit; ttl=\d+/);
+    expect(second.headers['age']).toMatch(/^\d+$/);
+    const head = await request(`${g.url}/page`, { method: 'HEAD' });
+    expect(head.statusCode).toBe(200);
+    expect(head.headers['cache-status']).toMatch(/hit/);
+    await head.body.text();
+    expect(o.count('/page')).toBe(1);
+  });
+
+  it('collapses 100 simultaneous requests for a cold page into exactly 1 origin fetch and wakes every waiter without polling', async () => {
+    const o = await origin();
+    const latency = 150;
+    let answeredAt = 0;
+    let answeredAtWall = 0;
+    o.route('/cold', (_req, res) => {
+      setTimeout(() => {
+        answeredAt = performance.now();
+        answeredAtWall = Date.now();
+        res.writeHead(200, { 'cache-control': 'public, max-age=60' });
+        res.end('x'.repeat(1000));
+      }, latency);
+    });
+    // The gateway runs as its own process so the test client doesn't share its event loop.
+    const g = await spawnGateway({ sites: [siteFor([o.url])] });
+    cleanups.push(() => void g.stop('SIGKILL'));
+    // Open 100 client connections first so the measurement is of the cache, not of handshakes.
+    await Promise.all(Array.from({ length: 100 }, () => get(`${g.url}/warm`)));
+    const collapsedBefore = Number(
+      /crowdgate_collapsed_requests_total\{site="test"\} (\d+)/.exec(await (await request(`${g.adminUrl}/metrics`)).body.text())?.[1] ?? 0,
+    );
+    const sentAt = performance.now();
+    const results = await Promise.all(
+      Array.from({ length: 100 }, () => get(`${g.url}/cold`)),
+    );
+    expect(o.count('/cold')).toBe(1);
+    expect(results.every((r) => r.status === 200 && r.body.length === 1000)).toBe(true);
+    expect(results.filter((r) => /collapsed/.test(r.headers['cache-status']!)).length).toBe(99);
+    // Every waiter is woken by the fill itself, no lock polling (nginx's cache lock polls every
+    // 500 ms). The gateway logs, per collapsed request, the time from the fill finishing to its
+    // answer being complete. The 10 ms target is measured by `npm run bench:coalesce` on a quiet
+    // machine; here, with the test client, the origin and other suites sharing two cores, the
+    // bound only proves there is no polling interval in the way.
+    await sleep(50); // access log lines arrive over the child's stdout
+    const cold = g.logs.filter((l) => l.type === 'access' && l.path === '/cold');
+    expect(cold).toHaveLength(100);
+    const afterWake = cold.filter((l) => l.collapsed).map((l) => Number(l.afterWakeMs));
+    expect(afterWake).toHaveLength(99);
+    expect(Math.max(...afterWake)).toBeLessThan(150);
+    expect(answeredAt).toBeGreaterThan(sentAt);
+    const collapsed = async () =>
+      Number(/crowdgate_collapsed_requests_total\{site="test"\} (\d+)/.exec(await (await request(`${g.adminUrl}/metrics`)).body.text())?.[1] ?? 0);
+    expect(await collapsed()).toBe(collapsedBefore + 99);
+  });
+
+  it('releases waiters on an uncacheable answer and marks the key hit-for-pass', async () => {
+    const o = await origin();
+    o.route('/private', { delayMs: 100, headers: { 'cache-control': 'private' }, body: (r) => `for ${r.seq}` });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const results = await Promise.all(Array.from({ length: 5 }, () => get(`${g.url}/private`)));
+    // The leader's private answer is never shared: each waiter fetched its own.
+    expect(new Set(results.map((r) => r.body)).size).toBe(5);
+    expect(o.count('/private')).toBe(5);
+    const after = await get(`${g.url}/private`);
+    expect(after.headers['cache-status']).toMatch(/fwd=bypass|fwd=miss/);
+    expect(after.headers['cache-status']).toMatch(/pass/);
+  });
+});
+
+describe('cache: stale serving', () => {
+  it('answers inside stale-while-revalidate without waiting, then refreshes in the background once', async () => {
+    const o = await origin();
+    let version = 1;
+    o.route('/swr', { headers: { 'cache-control': 'public, max-age=1, stale-while-revalidate=30' }, body: () => `v${version}` });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    expect((await get(`${g.url}/swr`)).body).toBe('v1');
+    await sleep(1100);
+    version = 2;
+    o.route('/swr', { delayMs: 300, headers: { 'cache-control': 'public, max-age=1, stale-while-revalidate=30' }, body: () => `v${version}` });
+    const stale = await Promise.all(Array.from({ length: 10 }, () => get(`${g.url}/swr`)));
+    expect(stale.every((r) => r.body === 'v1')).toBe(true);
+    expect(stale.every((r) => /hit; ttl=-\d+/.test(r.headers['cache-status']!))).toBe(true);
+    expect(Math.max(...stale.map((r) => r.ms))).toBeLessThan(250);
+    await sleep(400);
+    expect(o.count('/swr')).toBe(2); // one background refresh for ten stale answers
+    expect((await get(`${g.url}/swr`)).body).toBe('v2');
+  });
+
+  it('serves the cached page as stale while the origin answers 500 or is down, for the grace window', async () => {
+    const o = await origin();
+    o.route('/news', { headers: { 'cache-control': 'public, max-age=1', etag: '"n1"' }, body: 'news' });
+    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { graceSeconds: 30 } }] })] });
+    expect((await get(`${g.url}/news`)).body).toBe('news');
+    await sleep(1100);
+    o.route('/news', { status: 500, body: 'broken' });
+    const during500 = await get(`${g.url}/news`);
+    expect(during500.status).toBe(200);
+    expect(during500.body).toBe('news');
+    expect(during500.headers['cache-status']).toMatch(/fwd=stale.*detail="stale-error/);
+    o.kill();
+    const whileDown = await get(`${g.url}/news`);
+    expect(whileDown.status).toBe(200);
+    expect(whileDown.body).toBe('news');
+    expect(whileDown.headers['cache-status']).toMatch(/stale/);
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(/crowdgate_stale_served_total\{site="test",reason="error"\} 1/);
+    expect(metrics).toMatch(/crowdgate_stale_served_total\{site="test",reason="unreachable"\} 1/);
+    const access = g.accessLogs().filter((l) => l.path === '/news');
+    expect(access.at(-1)?.cache).toBe('stale');
+  });
+
+  it('does not serve stale past the grace window', async () => {
+    const o = await origin();
+    o.route('/short', { headers: { 'cache-control': 'public, max-age=1' }, body: 'short' });
+    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { graceSeconds: 1 } }] })] });
+    await get(`${g.url}/short`);
+    await sleep(2100);
+    o.route('/short', { status: 500, body: 'broken' });
+    const res = await get(`${g.url}/short`);
+    expect(res.status).toBe(500);
+  });
+});
+
+describe('cache: correctness', () => {
+  it('keeps Vary variants apart', async () => {
+    const o = await origin();
+    o.route('/v', {
+      headers: { 'cache-control': 'public, max-age=60', vary: 'Accept-Language' },
+      body: (r) => `lang=${r.headers['accept-language'] ?? 'none'}`,
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    expect((await get(`${g.url}/v`, { 'accept-language': 'fr' })).body).toBe('lang=fr');
+    expect((await get(`${g.url}/v`, { 'accept-language': 'de' })).body).toBe('lang=de');
+    const fr = await get(`${g.url}/v`, { 'accept-language': 'fr' });
+    expect(fr.body).toBe('lang=fr');
+    expect(fr.headers['cache-status']).toMatch(/hit/);
+    const de = await get(`${g.url}/v`, { 'accept-language': 'de' });
+    expect(de.body).toBe('lang=de');
+    expect(o.count('/v')).toBe(2);
+  });
+
+  it('refreshes the stored headers from a 304 (RFC 9111 §4.3.4)', async () => {
+    const o = await origin();
+    o.route('/r', { headers: { 'cache-control': 'public, max-age=1', etag: '"v1"', 'x-version': 'one' }, body: 'body-v1' });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    await get(`${g.url}/r`);
+    await sleep(1100);
+    o.route('/r', (req, res) => {
+      expect(req.headers['if-none-match']).toBe('"v1"');
+      res.writeHead(304, { 'cache-control': 'public, max-age=60', etag: '"v1"', 'x-version': 'two' });
+      res.end();
+    });
+    const revalidated = await get(`${g.url}/r`);
+    expect(revalidated.status).toBe(200);
+    expect(revalidated.body).toBe('body-v1');
+    expect(revalidated.headers['x-version']).toBe('two');
+    expect(revalidated.headers['cache-status']).toMatch(/fwd=stale; fwd-status=304; stored/);
+    const hit = await get(`${g.url}/r`);
+    expect(hit.headers['cache-status']).toMatch(/hit/);
+    expect(hit.headers['x-version']).toBe('two');
+    expect(o.count('/r')).toBe(2);
+  });
+
+  it('answers a client If-None-Match with 304 from the cache', async () => {
+    const o = await origin();
+    o.route('/c', { headers: { 'cache-control': 'public, max-age=60', etag: '"abc"' }, body: 'content' });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    await get(`${g.url}/c`);
+    const res = await get(`${g.url}/c`, { 'if-none-match': '"abc"' });
+    expect(res.status).toBe(304);
+    expect(res.body).toBe('');
+    expect(res.headers['etag']).toBe('"abc"');
+    expect(o.count('/c')).toBe(1);
+  });
+
+  it('invalidates the URL and its Location after a successful POST (RFC 9111 §4.4)', async () => {
+    const o = await origin();
+    o.route('/item', { headers: { 'cache-control': 'public, max-age=60' }, body: (r) => `item ${r.seq}` });
+    o.route('/other', { headers: { 'cache-control': 'public, max-age=60' }, body: (r) => `other ${r.seq}` });
+    o.route('/submit', { status: 303, headers: { location: '/other' } });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const itemBefore = (await get(`${g.url}/item`)).body;
+    const otherBefore = (await get(`${g.url}/other`)).body;
+    const post = await request(`${g.url}/item`, { method: 'POST', body: 'x' });
+    await post.body.text();
+    const submit = await request(`${g.url}/submit`, { method: 'POST', body: 'y' });
+    await submit.body.text();
+    await sleep(20);
+    expect((await get(`${g.url}/item`)).body).not.toBe(itemBefore);
+    expect((await get(`${g.url}/other`)).body).not.toBe(otherBefore);
+  });
+
+  it('honours CDN-Cache-Control and strips it', async () => {
+    const o = await origin();
+    o.route('/cdn', { headers: { 'cache-control': 'no-store', 'cdn-cache-control': 'max-age=60' }, body: 'cdn' });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const first = await get(`${g.url}/cdn`);
+    expect(first.headers['cdn-cache-control']).toBeUndefined();
+    const second = await get(`${g.url}/cdn`);
+    expect(second.headers['cache-status']).toMatch(/hit/);
+    expect(second.headers['cdn-cache-control']).toBeUndefined();
+    expect(second.headers['cache-control']).toBe('no-store');
+    expect(o.count('/cdn')).toBe(1);
+  });
+
+  it('drops tracking parameters from the key', async () => {
+    const o = await origin();
+    o.route('/t', { headers: { 'cache-control': 'public, max-age=60' }, body: 't' });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    await get(`${g.url}/t?a=1&utm_source=hn&fbclid=zzz`);
+    const res = await get(`${g.url}/t?a=1&gclid=1`);
+    expect(res.headers['cache-status']).toMatch(/hit/);
+    expect(o.count('/t')).toBe(1);
+  });
+
+  it('never serves a private page, or one that set a cookie, to another client (property-based)', async () => {
+    const o = await origin();
+    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { defaultTtlSeconds: 60 } }] })] });
+    let n = 0;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record({
+          cc: fc.constantFrom('', 'public, max-age=60', 'private', 'private, max-age=60', 'no-store', 'no-cache', 's-maxage=60', 'max-age=60, must-revalidate', 'public'),
+          setCookie: fc.boolean(),
+          vary: fc.constantFrom('', 'Cookie', '*', 'Accept-Encoding'),
+          userAuth: fc.boolean(),
+          userCookie: fc.boolean(),
+        }),
+        async ({ cc, setCookie, vary, userAuth, userCookie }) => {
+          const path = `/p${n++}`;
+          const secret = `secret-${n}-${Math.random()}`;
+          o.route(path, (req, res) => {
+            const headers: Record<string, string> = { 'content-type': 'text/plain' };
+            if (cc) headers['cache-control'] = cc;
+            if (vary) headers['vary'] = vary;
+            if (setCookie) headers['set-cookie'] = `session=${secret}`;
+            const personal = req.headers.authorization || req.headers.cookie;
+            res.writeHead(200, headers);
+            res.end(personal ? `private page ${secret}` : 'public page');
+          });
+          const userHeaders: Record<string, string> = {};
+          if (userAuth) userHeaders['authorization'] = 'Bearer user-a';
+          if (userCookie) userHeaders['cookie'] = 'session=user-a';
+          const a = await get(`${g.url}${path}`, userHeaders);
+          // RFC 9111 §3, §3.5: what a shared cache must never hand to someone else.
+          const explicitlyShared = /public|s-maxage|must-revalidate/.test(cc);
+          const mustNotShare =
+            cc.startsWith('private') || cc.includes('no-store') || setCookie || vary === '*' || (userAuth && !explicitlyShared);
+          const b = await get(`${g.url}${path}`);
+          const bFromCache = /hit|collapsed/.test(b.headers['cache-status'] ?? '');
+          if (mustNotShare && a.body.includes(secret)) {
+            // Another client never receives user A's private body from the cache.
+            expect(bFromCache && b.body.includes(secret)).toBe(false);
+          }
+          // Nor anyone's Set-Cookie.
+          expect(bFromCache && String(b.headers['set-cookie'] ?? '').includes(secret)).toBe(false);
+        },
+      ),
+      { numRuns: 60, seed: Number(process.env.FC_SEED ?? Date.now()), verbose: true },
+    );
+  });
+
+  it('costs the origin one fetch per URL on a soft purge under load, not one per waiter', async () => {
+    const o = await origin();
+    o.route('/hot', { delayMs: 100, headers: { 'cache-control': 'public, max-age=300', etag: '"h"' }, body: 'hot' });
+    const g = await gateway({ admin: { purgeToken: 'a-long-enough-token-1234' }, sites: [siteFor([o.url])] });
+    await get(`${g.url}/hot`);
+    const unauthorised = await request(`${g.adminUrl}/purge`, { method: 'POST', body: JSON.stringify({ url: '/hot' }) });
+    expect(unauthorised.statusCode).toBe(401);
+    await unauthorised.body.text();
+    const purge = await request(`${g.adminUrl}/purge`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer a-long-enough-token-1234', 'content-type': 'application/json' },
+      body: JSON.stringify({ url: '/hot' }),
+    });
+    expect(purge.statusCode).toBe(200);
+    expect(((await purge.body.json()) as { purged: number }).purged).toBe(1);
+    const crowd = await Promise.all(Array.from({ length: 50 }, () => get(`${g.url}/hot`)));
+    expect(crowd.every((r) => r.status === 200 && r.body === 'hot')).toBe(true);
+    expect(o.count('/hot')).toBe(2);
+  });
+});

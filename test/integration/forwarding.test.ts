@@ -1,0 +1,258 @@
+import http from 'node:http';
+import net from 'node:net';
+import { Readable } from 'node:stream';
+import { afterEach, describe, expect, it } from 'vitest';
+import { request } from 'undici';
+import { WebSocketServer, WebSocket } from 'ws';
+import { startTestOrigin, type TestOrigin } from '../helpers/test-origin.js';
+import { siteFor, startGateway, type StartedGateway } from '../helpers/gateway.js';
+import { spawnGateway } from '../helpers/gateway-process.js';
+
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function origin(name?: string): Promise<TestOrigin> {
+  const o = await startTestOrigin(name ? { name } : {});
+  cleanups.push(() => o.close());
+  return o;
+}
+async function gateway(...args: Parameters<typeof startGateway>): Promise<StartedGateway> {
+  const g = await startGateway(...args);
+  cleanups.push(() => g.close());
+  return g;
+}
+
+/** A raw HTTP/1.1 exchange, so tests control every byte the client sends. */
+function rawHttp(port: number, payload: string | Buffer, waitMs = 1500): Promise<string> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    const s = net.connect(port, '127.0.0.1', () => s.write(payload));
+    const done = () => resolve(Buffer.concat(chunks).toString('latin1'));
+    s.on('data', (c) => chunks.push(c));
+    s.on('close', done);
+    s.on('error', () => undefined);
+    setTimeout(() => s.destroy(), waitMs).unref();
+  });
+}
+
+describe('forwarding', () => {
+  it('forwards a request with X-Forwarded-*, Via, and without the client\'s hop-by-hop headers', async () => {
+    const o = await origin();
+    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'api', match: { pathPrefix: '/api/' }, cache: { enabled: false } }] })] });
+    // node:http, because undici refuses to send hop-by-hop headers at all.
+    const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      const r = http.request(`${g.url}/api/thing?x=1`, {
+        headers: { connection: 'keep-alive, x-secret', 'x-secret': 'hop', 'keep-alive': 'timeout=5', 'x-custom': 'yes', host: 'blog.example.com' },
+      });
+      r.on('response', resolve).on('error', reject).end();
+    });
+    expect(res.statusCode).toBe(200);
+    res.resume();
+    const seen = o.requests[0]!;
+    expect(seen.url).toBe('/api/thing?x=1');
+    expect(seen.headers['x-custom']).toBe('yes');
+    expect(seen.headers['x-secret']).toBeUndefined();
+    expect(seen.headers['keep-alive']).toBeUndefined();
+    expect(seen.headers.connection).not.toMatch(/x-secret/);
+    expect(seen.headers['x-forwarded-for']).toBe('127.0.0.1');
+    expect(seen.headers['x-forwarded-proto']).toBe('http');
+    expect(seen.headers['x-forwarded-host']).toBe('blog.example.com');
+    expect(seen.headers.host).toBe('blog.example.com');
+    expect(seen.headers.via).toBe('1.1 crowdgate');
+    expect(seen.headers['x-request-id']).toMatch(/[0-9a-f-]{36}/);
+    expect(res.headers['cache-status']).toMatch(/^crowdgate; fwd=bypass/);
+    expect(res.headers['via']).toContain('1.1 crowdgate');
+    expect(res.headers['x-request-id']).toBe(seen.headers['x-request-id']);
+  });
+
+  it('replaces a spoofed X-Forwarded-For from an untrusted peer and keeps the chain from a trusted one', async () => {
+    const o = await origin();
+    const g = await gateway({ trustedProxies: [], sites: [siteFor([o.url])] });
+    await (await request(`${g.url}/a`, { method: 'POST', body: 'x', headers: { 'x-forwarded-for': '6.6.6.6' } })).body.text();
+    expect(o.requests[0]!.headers['x-forwarded-for']).toBe('127.0.0.1');
+    const g2 = await gateway({ trustedProxies: ['127.0.0.0/8'], sites: [siteFor([o.url])] });
+    await (await request(`${g2.url}/b`, { method: 'POST', body: 'x', headers: { 'x-forwarded-for': '203.0.113.9' } })).body.text();
+    expect(o.requests[1]!.headers['x-forwarded-for']).toBe('203.0.113.9, 127.0.0.1');
+    const access = g2.accessLogs().find((l) => l.path === '/b');
+    expect(access?.client).toBe('203.0.113.9');
+  });
+
+  it('streams 50 MiB and 150 MiB bodies both ways with memory that does not grow with the body', async () => {
+    const chunk = Buffer.alloc(64 * 1024, 7);
+    const o = await origin();
+    // The test origin calls a route handler once the whole body has arrived.
+    o.route('/upload', (_req, res, seen) => res.end(String(seen.bodyLength)));
+    o.route('/download', (req, res) => {
+      const size = Number(new URL(req.url!, 'http://x').searchParams.get('bytes'));
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': size, 'cache-control': 'no-store' });
+      let sent = 0;
+      const pump = () => {
+        while (sent < size) {
+          sent += chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', pump);
+        }
+        res.end();
+      };
+      pump();
+    });
+    // The gateway runs as its own process, so its peak RSS (VmHWM) measures it alone.
+    const g = await spawnGateway({ log: { level: 'info', access: false }, sites: [siteFor([o.url])] });
+    cleanups.push(() => void g.stop('SIGKILL'));
+    const both = async (size: number) => {
+      async function* body() {
+        for (let sent = 0; sent < size; sent += chunk.length) yield chunk;
+      }
+      const up = await request(`${g.url}/upload`, { method: 'PUT', body: Readable.from(body()) });
+      expect(await up.body.text()).toBe(String(size));
+      const down = await request(`${g.url}/download?bytes=${size}`);
+      let got = 0;
+      for await (const c of down.body) got += (c as Buffer).length;
+      expect(got).toBe(size);
+    };
+    await both(50 * 1024 * 1024);
+    const afterFirst = g.peakRssBytes();
+    await both(150 * 1024 * 1024);
+    // Buffering a body would raise the high-water mark by about the body's size (another
+    // 100 MiB here); streaming leaves it where the first transfer's socket buffers and lazy GC
+    // put it.
+    expect(g.peakRssBytes() - afterFirst).toBeLessThan(24 * 1024 * 1024);
+  });
+
+  it('passes a WebSocket upgrade through and echoes messages', async () => {
+    const server = http.createServer();
+    const wss = new WebSocketServer({ server });
+    wss.on('connection', (ws) => ws.on('message', (m) => ws.send(`echo:${String(m)}`)));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise<void>((r) => { wss.close(); server.closeAllConnections(); server.close(() => r()); }));
+    const port = (server.address() as net.AddressInfo).port;
+    const g = await gateway({ sites: [siteFor([`http://127.0.0.1:${port}`])] });
+    const ws = new WebSocket(g.url.replace('http', 'ws') + '/socket');
+    const reply = await new Promise<string>((resolve, reject) => {
+      ws.on('open', () => ws.send('hello'));
+      ws.on('message', (m) => resolve(String(m)));
+      ws.on('error', reject);
+    });
+    expect(reply).toBe('echo:hello');
+    ws.close();
+  });
+
+  it('answers 502 naming the origin and the config key when nothing listens there', async () => {
+    const dead = await origin();
+    const url = dead.url;
+    await dead.close();
+    const g = await gateway({ sites: [siteFor([url])] });
+    const html = await request(`${g.url}/page`);
+    expect(html.statusCode).toBe(502);
+    const text = await html.body.text();
+    expect(text).toContain(new URL(url).host);
+    expect(text).toContain('sites[].origins[].url');
+    expect(html.headers['x-crowdgate-error']).toBe('origin_unreachable');
+    const json = await request(`${g.url}/page`, { headers: { accept: 'application/json' } });
+    expect(json.statusCode).toBe(502);
+    const body = (await json.body.json()) as { error: string; detail: string };
+    expect(body.error).toBe('origin_unreachable');
+    expect(body.detail).toContain('sites[].origins[].url');
+  });
+
+  it('answers 504 when the origin is slower than responseHeadersMs', async () => {
+    const o = await origin();
+    o.route('/slow', { hang: true });
+    const g = await gateway({ sites: [siteFor([o.url], { timeouts: { responseHeadersMs: 200 } })] });
+    const res = await request(`${g.url}/slow`, { method: 'POST', body: 'x' });
+    expect(res.statusCode).toBe(504);
+    expect(res.headers['x-crowdgate-error']).toBe('origin_timeout');
+    await res.body.text();
+  });
+
+  it('answers 404 with a clear page when no site matches the Host', async () => {
+    const o = await origin();
+    const g = await gateway({ sites: [{ name: 'blog', hosts: ['blog.example.com', '*.blog.example.com'], origins: [{ url: o.url }], healthCheck: { enabled: false } }] });
+    const miss = await request(`${g.url}/`, { headers: { host: 'other.example.org' } });
+    expect(miss.statusCode).toBe(404);
+    expect(await miss.body.text()).toContain('No site is configured for this host');
+    const wild = await request(`${g.url}/`, { headers: { host: 'www.blog.example.com' } });
+    expect(wild.statusCode).toBe(200);
+    await wild.body.text();
+    expect(o.count()).toBe(1);
+  });
+
+  it('fails over to another member when one dies, retrying a refused idempotent request once', async () => {
+    const a = await origin('a');
+    const b = await origin('b');
+    const g = await gateway({ sites: [siteFor([a.url, b.url], { routes: [{ name: 'all', cache: { enabled: false } }] })] });
+    a.kill();
+    for (let i = 0; i < 6; i++) {
+      const res = await request(`${g.url}/x${i}`);
+      expect(res.statusCode).toBe(200);
+      expect(res.headers['x-origin-name']).toBe('b');
+      await res.body.text();
+    }
+    expect(b.count()).toBe(6);
+  });
+
+  it('uses backups only when every primary is down', async () => {
+    const p = await origin('primary');
+    const bk = await origin('backup');
+    const g = await gateway({
+      sites: [
+        {
+          name: 't',
+          hosts: ['*'],
+          origins: [{ url: p.url }, { url: bk.url, backup: true }],
+          healthCheck: { enabled: false },
+          passive: { consecutiveFailures: 1, ejectMs: 60_000 },
+          routes: [{ name: 'all', cache: { enabled: false } }],
+        },
+      ],
+    });
+    const first = await request(`${g.url}/1`);
+    expect(first.headers['x-origin-name']).toBe('primary');
+    await first.body.text();
+    p.kill();
+    const second = await request(`${g.url}/2`);
+    expect(second.statusCode).toBe(200);
+    expect(second.headers['x-origin-name']).toBe('backup');
+    await second.body.text();
+  });
+
+  it('refuses Content-Length with Transfer-Encoding and never forwards it', async () => {
+    const o = await origin();
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const port = Number(new URL(g.url).port);
+    const reply = await rawHttp(
+      port,
+      'POST /smuggle HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n',
+    );
+    expect(reply).toMatch(/^HTTP\/1\.1 400/);
+    expect(o.count()).toBe(0);
+  });
+
+  it('survives hostile and malformed input and keeps serving', async () => {
+    const o = await origin();
+    const g = await gateway({ limits: { maxHeaderBytes: 8192, maxHeadersCount: 50, headersTimeoutMs: 500, requestTimeoutMs: 1000 }, sites: [siteFor([o.url])] });
+    const port = Number(new URL(g.url).port);
+    const hostile: Array<[string, string | Buffer, RegExp]> = [
+      ['garbage request line', 'NOT HTTP AT ALL\r\n\r\n', /^HTTP\/1\.1 400/],
+      ['binary noise', Buffer.from([0, 1, 2, 255, 254, 13, 10, 13, 10]), /^HTTP\/1\.1 400/],
+      ['header too large', `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, /^HTTP\/1\.1 431/],
+      ['too many headers', `GET / HTTP/1.1\r\nHost: x\r\n${Array.from({ length: 80 }, (_, i) => `X-H${i}: v`).join('\r\n')}\r\n\r\n`, /^HTTP\/1\.1 431/],
+      ['no Host on HTTP/1.1', 'GET / HTTP/1.1\r\n\r\n', /^HTTP\/1\.1 400/],
+      ['bad chunk size', 'POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\nhello\r\n0\r\n\r\n', /^HTTP\/1\.1 400/],
+      ['negative content-length', 'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n', /^HTTP\/1\.1 400/],
+      ['bare LF header injection', 'GET / HTTP/1.1\r\nHost: x\nX-Injected: 1\r\n\r\n', /^HTTP\/1\.1 400/],
+      ['request target not a path', 'GET foo HTTP/1.1\r\nHost: x\r\n\r\n', /^HTTP\/1\.1 400/],
+      ['huge content-length', `POST / HTTP/1.1\r\nHost: x\r\nContent-Length: ${2 ** 40}\r\n\r\n`, /^HTTP\/1\.1 413/],
+      ['slow loris (incomplete head)', 'GET / HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n', /^(HTTP\/1\.1 408|)/],
+    ];
+    for (const [name, payload, expected] of hostile) {
+      const reply = await rawHttp(port, payload, 2500);
+      expect(reply, name).toMatch(expected);
+    }
+    expect(o.count()).toBe(0);
+    const ok = await request(`${g.url}/still-alive`);
+    expect(ok.statusCode).toBe(200);
+    await ok.body.text();
+  });
+});

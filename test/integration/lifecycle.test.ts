@@ -1,0 +1,202 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { request } from 'undici';
+import { stringify } from 'yaml';
+import { startTestOrigin, type TestOrigin } from '../helpers/test-origin.js';
+import { siteFor, startGateway, withTestDefaults, type StartedGateway } from '../helpers/gateway.js';
+
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+async function origin(name?: string): Promise<TestOrigin> {
+  const o = await startTestOrigin(name ? { name } : {});
+  cleanups.push(() => o.close());
+  return o;
+}
+async function gateway(...args: Parameters<typeof startGateway>): Promise<StartedGateway> {
+  const g = await startGateway(...args);
+  cleanups.push(() => g.close());
+  return g;
+}
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+const CLI = ['dist/main.js'];
+
+describe('live reload', () => {
+  it('applies a valid edit to new requests and loses no request under traffic', async () => {
+    const a = await origin('a');
+    const b = await origin('b');
+    const cfg = { sites: [siteFor([a.url], { routes: [{ name: 'all', cache: { enabled: false } }] })] };
+    const g = await gateway(cfg);
+    let stop = false;
+    const statuses: number[] = [];
+    const traffic = (async () => {
+      for (let i = 0; i < 2000 && !stop; i++) {
+        const res = await request(`${g.url}/t${i}`);
+        statuses.push(res.statusCode);
+        await res.body.text();
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 100));
+    for (const target of [b.url, a.url, b.url]) {
+      writeFileSync(g.configPath, stringify(withTestDefaults({ reload: { watch: false }, sites: [siteFor([target], { routes: [{ name: 'all', cache: { enabled: false } }] })] })));
+      const outcome = await g.gw.reload('manual');
+      expect(outcome?.ok).toBe(true);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    stop = true;
+    await traffic;
+    expect(statuses.length).toBeGreaterThan(20);
+    expect(statuses.every((s) => s === 200)).toBe(true);
+    expect(b.count()).toBeGreaterThan(0);
+    const last = await request(`${g.url}/final`);
+    expect(last.headers['x-origin-name']).toBe('b');
+    await last.body.text();
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(/crowdgate_config_reloads_total\{result="success"\} 3/);
+    expect(metrics).toMatch(/crowdgate_config_generation 4/);
+  });
+
+  it('refuses a broken YAML edit with file:line:col, counts it, and keeps serving the old config', async () => {
+    const a = await origin('a');
+    const g = await gateway({ sites: [siteFor([a.url])] }, { watch: true });
+    const good = readFileSync(g.configPath, 'utf8');
+    const broken = good.replace('hosts:', 'hosts:\n      - "*"\n    orgins: []\n    hosts_:');
+    // Atomic rename-save, like editors do: the watcher watches the directory.
+    writeFileSync(`${g.configPath}.tmp`, broken);
+    renameSync(`${g.configPath}.tmp`, g.configPath);
+    const deadline = Date.now() + 5000;
+    let failed = false;
+    while (Date.now() < deadline && !failed) {
+      await new Promise((r) => setTimeout(r, 50));
+      failed = g.logs.some((l) => String(l.msg ?? '').includes(`${g.configPath}:`));
+    }
+    expect(failed).toBe(true);
+    const line = g.logs.find((l) => String(l.msg ?? '').includes('orgins'));
+    expect(String(line?.msg)).toMatch(new RegExp(`${g.configPath.replace(/[.]/g, '\\.')}:\\d+:\\d+ sites\\[0\\]`));
+    const res = await request(`${g.url}/still`);
+    expect(res.statusCode).toBe(200);
+    await res.body.text();
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(/crowdgate_config_reloads_total\{result="failure"\} [1-9]/);
+    expect(metrics).toMatch(/crowdgate_config_last_reload_success 0/);
+    expect(metrics).toMatch(/crowdgate_config_generation 1/);
+  });
+});
+
+describe('readiness and admin', () => {
+  it('reports the origin down on /readyz and 502s until it starts', async () => {
+    const port = await freePort();
+    const g = await gateway({
+      sites: [siteFor([`http://127.0.0.1:${port}`], { healthCheck: { enabled: true, intervalMs: 200, timeoutMs: 200 } })],
+    });
+    let ready = await request(`${g.adminUrl}/readyz`);
+    for (let i = 0; i < 50 && ready.statusCode !== 503; i++) {
+      await ready.body.text();
+      await new Promise((r) => setTimeout(r, 50));
+      ready = await request(`${g.adminUrl}/readyz`);
+    }
+    expect(ready.statusCode).toBe(503);
+    const body = (await ready.body.json()) as { sites: Array<{ state: string; origins: Array<{ url: string }> }> };
+    expect(body.sites[0]!.state).toBe('down');
+    expect(body.sites[0]!.origins[0]!.url).toBe(`http://127.0.0.1:${port}`);
+    const page = await request(`${g.url}/`);
+    expect([502, 503]).toContain(page.statusCode);
+    expect(await page.body.text()).toContain('sites[].origins[].url');
+    const healthz = await request(`${g.adminUrl}/healthz`);
+    expect(healthz.statusCode).toBe(200);
+    await healthz.body.text();
+  });
+});
+
+function spawnCli(args: string[]): ChildProcess & { output: () => string } {
+  const child = spawn(process.execPath, [...CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += String(d)));
+  child.stderr!.on('data', (d) => (out += String(d)));
+  cleanups.push(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  return Object.assign(child, { output: () => out });
+}
+
+async function waitFor(pred: () => boolean | Promise<boolean>, ms = 8000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await pred()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('timed out waiting');
+}
+
+describe('command line', () => {
+  it('--check-config prints the line and column of a typo\'d key and exits 1', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cg-cli-'));
+    const file = join(dir, 'bad.yaml');
+    writeFileSync(file, 'listen: { host: 0.0.0.0, port: 8080 }\nsites:\n  - name: blog\n    hosts: ["*"]\n    orgins:\n      - url: http://127.0.0.1:3000\n');
+    const r = spawnSync(process.execPath, [...CLI, '--check-config', file], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(`${file}:5:5 sites[0]`);
+    expect(r.stderr).toMatch(/orgins/);
+  });
+
+  it('--check-config accepts the shipped config; --help and --version work', () => {
+    const ok = spawnSync(process.execPath, [...CLI, '--check-config', 'config/gateway.yaml'], { encoding: 'utf8' });
+    expect(ok.status).toBe(0);
+    expect(ok.stdout).toContain('valid');
+    const version = spawnSync(process.execPath, [...CLI, '--version'], { encoding: 'utf8' });
+    expect(version.stdout.trim()).toMatch(/^crowdgate \d+\.\d+\.\d+/);
+    const help = spawnSync(process.execPath, [...CLI, '--help'], { encoding: 'utf8' });
+    expect(help.status).toBe(0);
+    expect(help.stdout).toContain('--check-config');
+  });
+
+  it('drains on SIGTERM: /readyz turns 503, in-flight requests finish, then it exits 0', async () => {
+    const o = await origin();
+    o.route('/slow', { delayMs: 800, headers: { 'cache-control': 'no-store' } });
+    const [port, adminPort] = [await freePort(), await freePort()];
+    const dir = mkdtempSync(join(tmpdir(), 'cg-drain-'));
+    const file = join(dir, 'gateway.yaml');
+    writeFileSync(
+      file,
+      stringify({
+        listen: { host: '127.0.0.1', port },
+        admin: { host: '127.0.0.1', port: adminPort },
+        shutdown: { drainTimeoutMs: 5000 },
+        sites: [siteFor([o.url])],
+      }),
+    );
+    const child = spawnCli(['--config', file]);
+    await waitFor(() => child.output().includes('crowdgate listening'));
+    const inflight = request(`http://127.0.0.1:${port}/slow`);
+    await waitFor(() => o.count('/slow') === 1);
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    child.kill('SIGTERM');
+    await waitFor(async () => {
+      try {
+        const r = await request(`http://127.0.0.1:${adminPort}/readyz`);
+        await r.body.text();
+        return r.statusCode === 503;
+      } catch {
+        return false;
+      }
+    }, 2000);
+    const res = await inflight;
+    expect(res.statusCode).toBe(200);
+    await res.body.text();
+    expect(await exited).toBe(0);
+    expect(child.output()).toContain('drained');
+  });
+});

@@ -1,0 +1,30 @@
+import { describe, expect, it } from 'vitest';
+import { TrustedProxies, unmapV4 } from '../../../src/server/client-address.js';
+
+describe('TrustedProxies', () => {
+  const trusted = new TrustedProxies(['127.0.0.1', '10.0.0.0/8', '::1']);
+  it.each([
+    ['untrusted peer: its X-Forwarded-For is ignored', '203.0.113.5', '1.2.3.4', '203.0.113.5'],
+    ['trusted peer: the client is the rightmost untrusted hop', '10.1.2.3', '198.51.100.7', '198.51.100.7'],
+    ['trusted chain is skipped from the right', '127.0.0.1', '198.51.100.7, 10.9.9.9', '198.51.100.7'],
+    ['a spoofed left part does not win over the real hop', '10.1.1.1', '6.6.6.6, 198.51.100.7', '198.51.100.7'],
+    ['garbage in the chain stops trust at the peer', '10.1.1.1', 'not-an-ip', '10.1.1.1'],
+    ['IPv4-mapped IPv6 peers are unmapped', '::ffff:203.0.113.5', undefined, '203.0.113.5'],
+    ['no header: the peer', '10.0.0.1', undefined, '10.0.0.1'],
+  ])('%s', (_name, peer, xff, expected) => {
+    expect(trusted.resolveClient(peer, xff)).toBe(expected);
+  });
+
+  it('rejects entries that are not addresses', () => {
+    expect(() => new TrustedProxies(['example.com'])).toThrow(/trustedProxies/);
+  });
+
+  it('trusts nobody when empty', () => {
+    expect(new TrustedProxies([]).resolveClient('127.0.0.1', '1.1.1.1')).toBe('127.0.0.1');
+  });
+
+  it('unmaps only real IPv4-mapped addresses', () => {
+    expect(unmapV4('::ffff:1.2.3.4')).toBe('1.2.3.4');
+    expect(unmapV4('::ffff:zz')).toBe('::ffff:zz');
+  });
+});

@@ -1,0 +1,54 @@
+import { describe, expect, it } from 'vitest';
+import { compileGlobs, copyEndToEnd, parseCookies, setForwardedHeaders, stripHopByHop } from '../../../src/server/headers.js';
+
+describe('hop-by-hop headers (RFC 9110 §7.6.1)', () => {
+  it('removes the fixed set and every name listed in Connection', () => {
+    const h: Record<string, unknown> = {
+      connection: 'keep-alive, X-Secret',
+      'keep-alive': 'timeout=5',
+      'x-secret': '1',
+      te: 'trailers',
+      upgrade: 'h2c',
+      'proxy-authorization': 'Basic x',
+      'transfer-encoding': 'chunked',
+      'x-keep': 'yes',
+    };
+    stripHopByHop(h, new Set(['transfer-encoding']));
+    expect(h).toEqual({ 'transfer-encoding': 'chunked', 'x-keep': 'yes' });
+  });
+
+  it('copies only end-to-end response headers', () => {
+    expect(copyEndToEnd({ connection: 'close, x-a', 'x-a': '1', 'content-type': 'text/plain', 'transfer-encoding': 'chunked' })).toEqual({
+      'content-type': 'text/plain',
+    });
+  });
+});
+
+describe('X-Forwarded-* and Via (RFC 9110 §7.6.3)', () => {
+  it.each([
+    ['untrusted peer replaces the chain', false, { 'x-forwarded-for': '6.6.6.6', 'x-forwarded-proto': 'https', host: 'a.test' }, '10.0.0.2', 'http', 'a.test'],
+    ['trusted peer appends to the chain', true, { 'x-forwarded-for': '1.1.1.1', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'b.test', host: 'a.test' }, '1.1.1.1, 10.0.0.2', 'https', 'b.test'],
+  ])('%s', (_n, trusted, incoming, xff, proto, host) => {
+    const out: Record<string, string | string[] | number | undefined> = {};
+    setForwardedHeaders(out, incoming, { clientAddress: '1.1.1.1', peerAddress: '10.0.0.2', peerTrusted: trusted });
+    expect(out['x-forwarded-for']).toBe(xff);
+    expect(out['x-forwarded-proto']).toBe(proto);
+    expect(out['x-forwarded-host']).toBe(host);
+    expect(out['via']).toBe('1.1 crowdgate');
+  });
+});
+
+describe('cookies and globs', () => {
+  it('parses a Cookie header leniently', () => {
+    expect(parseCookies('a=1; b=two=2;bad; =x; c=')).toEqual([
+      ['a', '1'],
+      ['b', 'two=2'],
+      ['c', ''],
+    ]);
+  });
+  it('matches glob patterns case-insensitively', () => {
+    const m = compileGlobs(['*session*', 'wordpress_logged_in_*', 'sid']);
+    expect(['PHPSESSION', 'my_session_id', 'wordpress_logged_in_abc', 'SID'].every(m)).toBe(true);
+    expect(['_ga', 'sidebar', 'wordpress'].some(m)).toBe(false);
+  });
+});

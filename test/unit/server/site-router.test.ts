@@ -1,0 +1,53 @@
+import { describe, expect, it } from 'vitest';
+import { routeSchema, siteSchema } from '../../../src/config/schema.js';
+import { compileSite, normaliseHost, SiteRouter } from '../../../src/server/site-router.js';
+
+const site = (name: string, hosts: string[]) => ({ name, config: { hosts } });
+
+describe('SiteRouter', () => {
+  const router = new SiteRouter([site('exact', ['blog.example.com']), site('wild', ['*.example.com']), site('deeper', ['*.shop.example.com']), site('all', ['*'])]);
+  it.each([
+    ['blog.example.com', 'exact'],
+    ['BLOG.Example.com:8080', 'exact'],
+    ['blog.example.com.', 'exact'],
+    ['www.example.com', 'wild'],
+    ['a.shop.example.com', 'deeper'],
+    ['example.com', 'all'],
+    ['other.org', 'all'],
+    [undefined, 'all'],
+    ['bad host!', 'all'],
+  ])('%s -> %s', (host, expected) => {
+    expect(router.match(host)?.name).toBe(expected);
+  });
+  it('answers undefined without a catch-all', () => {
+    expect(new SiteRouter([site('x', ['x.test'])]).match('y.test')).toBeUndefined();
+  });
+  it('normalises IPv6 literals', () => {
+    expect(normaliseHost('[::1]:8080')).toBe('[::1]');
+  });
+});
+
+describe('routes', () => {
+  const cfg = siteSchema.parse({
+    name: 's',
+    hosts: ['*'],
+    origins: [{ url: 'http://127.0.0.1:1' }],
+    routes: [
+      { name: 'static', match: { pathPrefix: '/static/' } },
+      { name: 'posts', match: { pathRegex: '^/\\d{4}/', methods: ['GET', 'HEAD'] } },
+    ],
+  });
+  const compiled = compileSite(cfg, routeSchema.parse({ name: 'default' }));
+  it.each([
+    ['GET', '/static/a.css', 'static'],
+    ['GET', '/2024/hello', 'posts'],
+    ['POST', '/2024/hello', 'default'],
+    ['GET', '/about', 'default'],
+  ])('%s %s -> %s', (method, path, expected) => {
+    expect(compiled.matchRoute(method, path).name).toBe(expected);
+  });
+  it('does not add a second catch-all when the config ends with one', () => {
+    const withDefault = siteSchema.parse({ name: 's', hosts: ['*'], origins: [{ url: 'http://127.0.0.1:1' }], routes: [{ name: 'default' }] });
+    expect(compileSite(withDefault, routeSchema.parse({ name: 'default' })).routes.map((r) => r.name)).toEqual(['default']);
+  });
+});
