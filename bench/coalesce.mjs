@@ -1,0 +1,168 @@
+/**
+ * Cold-key coalescing: `--waiters` (100) simultaneous requests for each of `--pages` (5) cold
+ * pages, against an origin that takes exactly `--origin-ms` (100 ms) per request and never
+ * queues (C = 10 000). Reports, per setup, the origin fetches per page (ideal 1; direct = 100)
+ * and each client's latency minus the origin latency (p50/p99/max): what waiting on someone
+ * else's fetch costs.
+ *
+ * Setups: direct (the baseline: every request is a fetch), crowdgate (from dist/), and nginx
+ * (proxy_cache_lock) and Varnish (waiting list) when installed.
+ *
+ * Method: one undici Pool with one keep-alive connection per request, opened beforehand by a
+ * warm-up burst to /warm (a cacheable 404, so proxies fetch it once); then all requests are
+ * dispatched in one synchronous loop and latency is measured from the instant the burst began
+ * (so the time to dispatch the burst itself is included; it is also reported).
+ *
+ * Usage: node bench/coalesce.mjs [--pages 5] [--waiters 100] [--origin-ms 100] [--only direct,crowdgate,nginx,varnish]
+ */
+import { parseArgs } from 'node:util';
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { availableParallelism, cpus } from 'node:os';
+import { pathToFileURL } from 'node:url';
+import { Pool } from 'undici';
+import { summarize, fmtMs } from './lib/stats.mjs';
+import { stopAll, sleep, noteMachineLoad } from './lib/procs.mjs';
+import { BENCH_DIR, startOrigin, startCrowdgate, startNginx, startVarnish, gatewayAvailable, hasCommand } from './lib/setups.mjs';
+
+/** @type {Record<string, { available: () => true | string, start: (originUrl: string) => Promise<any> }>} */
+const SETUPS = {
+  direct: { available: () => true, start: async () => undefined },
+  crowdgate: {
+    available: gatewayAvailable,
+    start: (originUrl) => startCrowdgate({ originUrl, label: 'crowdgate-coalesce' }),
+  },
+  nginx: { available: () => hasCommand('nginx') || 'nginx not installed', start: (originUrl) => startNginx({ originUrl, label: 'nginx-coalesce' }) },
+  varnish: {
+    available: () => hasCommand('varnishd') || 'varnishd not installed',
+    start: (originUrl) => startVarnish({ originUrl, label: 'varnish-coalesce' }),
+  },
+};
+
+/** Sends one GET through the pool; resolves with status and Cache-Status, never rejects. */
+function get(pool, path) {
+  return pool.request({ path, method: 'GET' }).then(
+    async (res) => {
+      await res.body.dump();
+      return { status: res.statusCode, cache: String(res.headers['cache-status'] ?? res.headers['x-cache-status'] ?? '') };
+    },
+    (err) => ({ status: 0, cache: '', error: err.code ?? err.name }),
+  );
+}
+
+async function runSetup(name, o) {
+  const origin = await startOrigin({ concurrency: 10_000, serviceMs: o.originMs, label: `origin-coalesce-${name}` });
+  let front;
+  const total = o.pages * o.waiters;
+  const pool = { close: async () => {} };
+  try {
+    front = await SETUPS[name].start(origin.url);
+    const target = front?.url ?? origin.url;
+    const p = new Pool(target, { connections: total, pipelining: 1, keepAliveTimeout: 60_000 });
+    pool.close = () => p.destroy();
+    // Warm-up: open `total` connections at once (all busy together forces one each).
+    await Promise.all(Array.from({ length: total }, () => get(p, '/warm')));
+    await sleep(200);
+    const before = await (await fetch(`${origin.url}/__stats`)).json();
+    const pages = Array.from({ length: o.pages }, (_, i) => 100_000 + i);
+    const startedAt = performance.now();
+    const pending = [];
+    for (let w = 0; w < o.waiters; w++)
+      for (const page of pages) pending.push(get(p, `/page/${page}`).then((r) => ({ ...r, page, ms: performance.now() - startedAt })));
+    const dispatchMs = performance.now() - startedAt;
+    const answers = await Promise.all(pending);
+    const after = await (await fetch(`${origin.url}/__stats`)).json();
+    const fetchesPerPage = pages.map((n) => (after.fetchesByPath[`/page/${n}`] ?? 0) - (before.fetchesByPath[`/page/${n}`] ?? 0));
+    const ok = answers.filter((a) => a.status >= 200 && a.status < 400);
+    const statuses = {};
+    for (const a of answers) statuses[a.error ?? a.status] = (statuses[a.error ?? a.status] ?? 0) + 1;
+    const cache = {};
+    for (const a of answers) {
+      const label = /;\s*hit\b/i.test(a.cache) ? 'hit' : (/fwd=[\w-]+/.exec(a.cache)?.[0] ?? (a.cache || 'none')) + (/collapsed/.test(a.cache) ? '+collapsed' : '');
+      cache[label] = (cache[label] ?? 0) + 1;
+    }
+    return {
+      name,
+      requests: total,
+      ok: ok.length,
+      statuses,
+      cacheStatus: cache,
+      fetchesPerPage,
+      dispatchMs,
+      overOrigin: summarize(ok.map((a) => a.ms - o.originMs)),
+    };
+  } finally {
+    await pool.close().catch(() => {});
+    await front?.stop();
+    await origin.stop();
+  }
+}
+
+async function main() {
+  const { values } = parseArgs({
+    options: {
+      pages: { type: 'string', default: '5' },
+      waiters: { type: 'string', default: '100' },
+      'origin-ms': { type: 'string', default: '100' },
+      only: { type: 'string' },
+      out: { type: 'string', default: join(BENCH_DIR, 'results') },
+    },
+  });
+  const o = { pages: Number(values.pages), waiters: Number(values.waiters), originMs: Number(values['origin-ms']) };
+  const wanted = values.only ? values.only.split(',') : Object.keys(SETUPS);
+  const loadAtStart = noteMachineLoad('start');
+  const rows = [];
+  const skipped = [];
+  for (const name of wanted) {
+    if (!SETUPS[name]) throw new Error(`unknown setup "${name}"`);
+    const avail = SETUPS[name].available();
+    if (avail !== true) {
+      skipped.push({ name, reason: avail });
+      continue;
+    }
+    try {
+      rows.push(await runSetup(name, o));
+    } catch (err) {
+      skipped.push({ name, reason: String(err?.message ?? err) });
+    }
+  }
+  const date = new Date().toISOString();
+  const meta = {
+    date,
+    node: process.version,
+    nproc: availableParallelism(),
+    loadAverage: { atStart: loadAtStart, atEnd: noteMachineLoad('end') },
+    cpuModel: cpus()[0]?.model ?? 'unknown CPU',
+    ...o,
+    command: `node bench/coalesce.mjs ${process.argv.slice(2).join(' ')}`.trim(),
+  };
+  const L = [`# Cold-key coalescing — ${date}`, ''];
+  L.push(
+    `Node ${meta.node}, ${meta.nproc} CPUs, ${meta.cpuModel}, load average ${meta.loadAverage.atStart} at start, ${meta.loadAverage.atEnd} at end. ${o.waiters} simultaneous requests for each of ${o.pages} cold pages; origin answers in ${o.originMs} ms and never queues. ` +
+      `"over origin" = client latency − ${o.originMs} ms, from the instant the burst began. Command: \`${meta.command}\``,
+    '',
+    '| setup | ok | origin fetches per page | over origin p50 ms | p99 ms | max ms | burst dispatch ms | cache status |',
+    '|---|---:|---|---:|---:|---:|---:|---|',
+  );
+  for (const r of rows)
+    L.push(
+      `| ${r.name} | ${r.ok}/${r.requests} | ${r.fetchesPerPage.join(', ')} | ${fmtMs(r.overOrigin.p50)} | ${fmtMs(r.overOrigin.p99)} | ${fmtMs(r.overOrigin.max)} | ${fmtMs(r.dispatchMs)} | ${Object.entries(r.cacheStatus).map(([c, n]) => `${c} ${n}`).join(', ')} |`,
+    );
+  for (const s of skipped) L.push(`| ${s.name} | skipped: ${s.reason} |||||||`);
+  const md = L.join('\n') + '\n';
+  mkdirSync(values.out, { recursive: true });
+  const base = join(values.out, `coalesce-${date.replace(/[:.]/g, '-').slice(0, 19)}`);
+  writeFileSync(`${base}.json`, JSON.stringify({ meta, rows, skipped }, null, 1));
+  writeFileSync(`${base}.md`, md);
+  process.stdout.write(md);
+  process.stderr.write(`\nwrote ${base}.json and ${base}.md\n`);
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  try {
+    await main();
+  } finally {
+    await stopAll();
+  }
+}

@@ -1,0 +1,197 @@
+/**
+ * Cache-hit throughput: how close crowdgate serving a cached hit comes to a bare node:http
+ * server answering with a preallocated buffer (the ceiling for any Node server on this box),
+ * for 1 KiB and 64 KiB bodies. Optionally nginx and Varnish serving the same hit (--peers).
+ *
+ * Method: `wrk` (closed loop, keep-alive, 64 connections, 1 thread) against each server in
+ * alternation, A B A B … (`--runs` of each, `--seconds` each), so drift in the machine's load
+ * hits both alike; medians of requests/s and of wrk's p50/p99 latency are reported, with the
+ * ratio crowdgate ÷ ceiling. The cache is warmed first (until Cache-Status says hit) and the
+ * origin's request count is checked afterwards to prove the runs were hits.
+ *
+ * Pinning: when `taskset` exists, the server under test is pinned to CPU 0 and wrk to CPU 1,
+ * so the generator never steals the server's core (the origin is idle during the runs).
+ *
+ * Usage: node bench/hit-throughput.mjs [--runs 5] [--seconds 5] [--sizes 1024,65536] [--peers]
+ *          [--only crowdgate,nginx,varnish] [--connections 64]
+ */
+import { parseArgs } from 'node:util';
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { availableParallelism, cpus } from 'node:os';
+import { pathToFileURL } from 'node:url';
+import { median, fmtInt, fmtMs } from './lib/stats.mjs';
+import { freePort, startProcess, waitForPort, stopAll, sleep, noteMachineLoad } from './lib/procs.mjs';
+import {
+  BENCH_DIR,
+  makeRunDir,
+  pinned,
+  hasCommand,
+  startCrowdgate,
+  startNginx,
+  startVarnish,
+  gatewayAvailable,
+} from './lib/setups.mjs';
+
+const SERVER_CPU = '0';
+const LOADGEN_CPU = '1';
+
+/** Starts bench/lib/static-server.mjs with a body of `bytes`. */
+async function startStatic(label, bytes, cpu) {
+  const port = await freePort();
+  const dir = makeRunDir(label);
+  const [cmd, args] = pinned(cpu, process.execPath, [
+    join(BENCH_DIR, 'lib', 'static-server.mjs'), '--port', String(port), '--bytes', String(bytes),
+  ]);
+  const proc = startProcess(label, cmd, args, { logFile: join(dir, 'static.log') });
+  await waitForPort(port, { proc });
+  return { name: label, url: `http://127.0.0.1:${port}`, pid: proc.pid, stop: () => proc.stop() };
+}
+
+/** GETs /bench until the response says it is a cache hit; throws after 50 tries. */
+async function warm(url) {
+  for (let i = 0; i < 50; i++) {
+    const res = await fetch(`${url}/bench`);
+    await res.arrayBuffer();
+    const cs = `${res.headers.get('cache-status') ?? ''} ${res.headers.get('x-cache-status') ?? ''}`;
+    if (/;\s*hit\b|\bHIT\b/i.test(cs)) return;
+    await sleep(50);
+  }
+  throw new Error(`${url} never answered a cache hit`);
+}
+
+/**
+ * One wrk run; returns requests/s and latency p50/p99 in ms.
+ * wrk prints "Requests/sec: N" and, with --latency, "50% 1.23ms" lines.
+ */
+function runWrk(url, seconds, connections) {
+  const [cmd, args] = pinned(LOADGEN_CPU, 'wrk', ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', `${url}/bench`]);
+  const out = spawnSync(cmd, args, { encoding: 'utf8', timeout: (seconds + 30) * 1000 });
+  if (out.status !== 0) throw new Error(`wrk failed: ${out.stderr || out.stdout}`);
+  const text = out.stdout;
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1]);
+  const toMs = (v, unit) => Number(v) * ({ us: 0.001, ms: 1, s: 1000 }[unit] ?? NaN);
+  const lat = (p) => {
+    const m = new RegExp(`^\\s+${p}%\\s+([\\d.]+)(us|ms|s)`, 'm').exec(text);
+    return m ? toMs(m[1], m[2]) : NaN;
+  };
+  const errors = /Non-2xx or 3xx responses:\s+(\d+)/.exec(text)?.[1] ?? '0';
+  const socketErrors = /Socket errors:[^\n]*/.exec(text)?.[0];
+  return { rps, p50: lat(50), p99: lat(99), non2xx: Number(errors), socketErrors };
+}
+
+async function main() {
+  const { values } = parseArgs({
+    options: {
+      runs: { type: 'string', default: '5' },
+      seconds: { type: 'string', default: '5' },
+      sizes: { type: 'string', default: '1024,65536' },
+      connections: { type: 'string', default: '64' },
+      peers: { type: 'boolean', default: false },
+      only: { type: 'string' },
+      out: { type: 'string', default: join(BENCH_DIR, 'results') },
+    },
+  });
+  if (!hasCommand('wrk')) throw new Error('wrk is not installed (apt-get install -y wrk)');
+  const runs = Number(values.runs);
+  const seconds = Number(values.seconds);
+  const connections = Number(values.connections);
+  const sizes = values.sizes.split(',').map(Number);
+  const isPinned = hasCommand('taskset') && availableParallelism() >= 2;
+  const wanted = values.only ? values.only.split(',') : ['crowdgate', ...(values.peers ? ['nginx', 'varnish'] : [])];
+  const contenders = [];
+  if (wanted.includes('crowdgate')) {
+    const gw = gatewayAvailable();
+    if (gw === true) contenders.push('crowdgate');
+    else process.stderr.write(`crowdgate skipped: ${gw}\n`);
+  }
+  for (const [name, cmd] of [['nginx', 'nginx'], ['varnish', 'varnishd']])
+    if (wanted.includes(name)) {
+      if (hasCommand(cmd)) contenders.push(name);
+      else process.stderr.write(`${name} skipped: ${cmd} not installed\n`);
+    }
+
+  const loadAtStart = noteMachineLoad('start');
+  const results = [];
+  for (const bytes of sizes) {
+    const ceiling = await startStatic(`ceiling-${bytes}`, bytes, SERVER_CPU);
+    const origin = await startStatic(`origin-${bytes}`, bytes, undefined);
+    /** @type {{ name: string, url: string, stop: () => Promise<void> }[]} */
+    const servers = [ceiling];
+    try {
+      for (const c of contenders) {
+        const start = { crowdgate: startCrowdgate, nginx: startNginx, varnish: startVarnish }[c];
+        const s = await start({ originUrl: origin.url, label: `${c}-hit-${bytes}`, cpu: SERVER_CPU });
+        await warm(s.url);
+        servers.push({ ...s, name: c });
+      }
+      const originBefore = (await (await fetch(`${origin.url}/__stats`)).json()).benchRequests;
+      /** @type {Record<string, ReturnType<typeof runWrk>[]>} */
+      const samples = Object.fromEntries(servers.map((s) => [s.name, []]));
+      for (let i = 0; i < runs; i++) {
+        for (const s of servers) {
+          const r = runWrk(s.url, seconds, connections);
+          samples[s.name].push(r);
+          process.stderr.write(`  ${bytes} B ${s.name} run ${i + 1}: ${fmtInt(r.rps)} req/s, p99 ${fmtMs(r.p99)} ms\n`);
+        }
+      }
+      const originAfter = (await (await fetch(`${origin.url}/__stats`)).json()).benchRequests;
+      const row = { bytes, originFetchesDuringRuns: originAfter - originBefore, servers: {} };
+      for (const [name, rs] of Object.entries(samples)) {
+        row.servers[name] = {
+          rpsMedian: median(rs.map((r) => r.rps)),
+          p50Median: median(rs.map((r) => r.p50)),
+          p99Median: median(rs.map((r) => r.p99)),
+          non2xx: rs.reduce((a, r) => a + r.non2xx, 0),
+          socketErrors: rs.map((r) => r.socketErrors).filter(Boolean),
+          runs: rs,
+        };
+      }
+      results.push(row);
+    } finally {
+      for (const s of servers.reverse()) await s.stop();
+      await origin.stop();
+    }
+  }
+
+  const date = new Date().toISOString();
+  const meta = {
+    date,
+    node: process.version,
+    nproc: availableParallelism(),
+    loadAverage: { atStart: loadAtStart, atEnd: noteMachineLoad('end') },
+    cpuModel: cpus()[0]?.model ?? 'unknown CPU',
+    pinning: isPinned ? `server under test on CPU ${SERVER_CPU}, wrk on CPU ${LOADGEN_CPU} (taskset)` : 'none (taskset missing or 1 CPU)',
+    wrk: `wrk -t1 -c${connections} -d${seconds}s --latency`,
+    runs,
+    command: `node bench/hit-throughput.mjs ${process.argv.slice(2).join(' ')}`.trim(),
+  };
+  const L = [`# Cache-hit throughput — ${date}`, ''];
+  L.push(`Node ${meta.node}, ${meta.nproc} CPUs, ${meta.cpuModel}, load average ${meta.loadAverage.atStart} at start, ${meta.loadAverage.atEnd} at end. ${meta.wrk}, ${runs} alternating runs per server; medians. Pinning: ${meta.pinning}. Command: \`${meta.command}\``, '');
+  L.push('| body | server | req/s (median) | ÷ ceiling | p50 ms | p99 ms | non-2xx | origin fetches of /bench during runs |');
+  L.push('|---:|---|---:|---:|---:|---:|---:|---:|');
+  for (const row of results) {
+    const ceil = row.servers[`ceiling-${row.bytes}`] ?? Object.values(row.servers)[0];
+    for (const [name, s] of Object.entries(row.servers)) {
+      L.push(
+        `| ${row.bytes >= 1024 ? `${row.bytes / 1024} KiB` : `${row.bytes} B`} | ${name.replace(/-\d+$/, '')} | ${fmtInt(s.rpsMedian)} | ${(s.rpsMedian / ceil.rpsMedian).toFixed(2)} | ${fmtMs(s.p50Median)} | ${fmtMs(s.p99Median)} | ${s.non2xx} | ${name.startsWith('ceiling') ? '—' : row.originFetchesDuringRuns} |`,
+      );
+    }
+  }
+  const md = L.join('\n') + '\n';
+  mkdirSync(values.out, { recursive: true });
+  const base = join(values.out, `hit-throughput-${date.replace(/[:.]/g, '-').slice(0, 19)}`);
+  writeFileSync(`${base}.json`, JSON.stringify({ meta, results }, null, 1));
+  writeFileSync(`${base}.md`, md);
+  process.stdout.write(md);
+  process.stderr.write(`\nwrote ${base}.json and ${base}.md\n`);
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  try {
+    await main();
+  } finally {
+    await stopAll();
+  }
+}

@@ -1,0 +1,43 @@
+/**
+ * A bare node:http server answering every request at once with one preallocated body: the
+ * ceiling for the cache-hit throughput benchmark, and the origin whose body the gateway
+ * caches there. Also a harness check: the load generator's floor latency against it.
+ *
+ * CLI: node bench/lib/static-server.mjs --port P --bytes 1024 [--max-age 3600]
+ * Prints "listening <port>" once ready. It owns nothing else.
+ */
+import { createServer } from 'node:http';
+import { parseArgs } from 'node:util';
+
+const { values } = parseArgs({
+  options: {
+    port: { type: 'string', default: '0' },
+    bytes: { type: 'string', default: '1024' },
+    'max-age': { type: 'string', default: '3600' },
+  },
+});
+const body = Buffer.alloc(Number(values.bytes), 'x');
+const headers = {
+  'content-type': 'application/octet-stream',
+  'content-length': String(body.length),
+  'cache-control': `public, max-age=${values['max-age']}`,
+  etag: `"static-${body.length}"`,
+};
+let requests = 0; // all requests but /__stats
+let benchRequests = 0; // requests for /bench only (health-check probes of / excluded)
+const server = createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
+  if (req.url === '/__stats') {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    return res.end(JSON.stringify({ requests, benchRequests }));
+  }
+  requests++;
+  if (req.url === '/bench') benchRequests++;
+  res.writeHead(200, headers);
+  res.end(body);
+});
+server.listen(Number(values.port), '127.0.0.1', () => {
+  const addr = server.address();
+  console.log(`listening ${typeof addr === 'object' && addr ? addr.port : 0}`);
+});
+process.once('SIGTERM', () => process.exit(0));
+process.once('SIGINT', () => process.exit(0));
