@@ -77,6 +77,8 @@ const refusal = (reason: RefusalReason): AcquireResult => Object.freeze({ ok: fa
 const REFUSED_QUEUE_FULL = refusal('queue_full');
 const REFUSED_DEADLINE = refusal('deadline');
 const REFUSED_ABORTED = refusal('aborted');
+/** Refused at arrival: the queue ahead would not drain before the request's deadline. */
+const REFUSED_PREDICTED = refusal('queue_full');
 
 /** Completions are counted in buckets at least this long before they move the drain-rate EWMA. */
 const DRAIN_BUCKET_MS = 250;
@@ -110,6 +112,8 @@ export class Limiter {
   // Shared sample object: the Limit contract says implementations copy what they keep.
   private readonly sample: LimitSample = { rttMs: 0, inflight: 0, dropped: false };
 
+  /** EWMA of successful permit round trips (ms); 0 until the first one. */
+  private rttEwmaMs = 0;
   private drainBucketStartAt: number;
   private drainBucketCount = 0;
   private drainRate = 0;
@@ -202,6 +206,17 @@ export class Limiter {
       this.finish(victim, 'evicted', now);
     }
     if (this.queue.checkStanding(now)) this.capWaiters(now);
+    // Refuse at arrival what cannot be served in time: a request admitted to the queue should
+    // get its permit, and one refused should hear so at once, not after waiting. The expected
+    // wait is the waiters ahead of it (FIFO order) times the mean round trip over the limit;
+    // the bound is its deadline, or the CoDel cap under a standing queue.
+    // Service rate by Little's law: limit permits, each held rttEwmaMs.
+    if (this.rttEwmaMs > 0) {
+      const ahead = this.queue.countAhead(priority) + 1;
+      const expectedWaitMs = (ahead * this.rttEwmaMs) / this.limit;
+      const boundMs = this.queue.isStanding ? Math.min(this.queueConfig.codelIntervalMs, deadlineAt - now) : deadlineAt - now;
+      if (expectedWaitMs > boundMs) return REFUSED_PREDICTED;
+    }
     return new Promise<AcquireResult>((resolve) => {
       const w: Waiter = {
         priority,
@@ -244,6 +259,12 @@ export class Limiter {
     this.inflightCount--;
     this.rollDrainBucket(now);
     this.drainBucketCount++;
+    if (kind === 'success') {
+      // EWMA (α = 0.1) of successful round trips, for the expected wait at arrival.
+      const rtt = now - permit.acquiredAt;
+      this.rttEwmaMs = this.rttEwmaMs === 0 ? rtt : this.rttEwmaMs + 0.1 * (rtt - this.rttEwmaMs);
+      this.queue.lifoWhenStanding = false; // waits are predictable now: admission at arrival + FIFO
+    }
     if (kind !== 'ignore') {
       const s = this.sample;
       s.rttMs = now - permit.acquiredAt;

@@ -14,6 +14,9 @@
  * meet their deadline while the old ones, which likely gave up already, are dropped) and caps
  * every wait at `intervalMs`. The standing state ends when the queue drains to empty; it is not
  * re-judged from sojourn times while LIFO serves the newest (those would always look short).
+ * Once the Limiter has measured round trips it predicts each arrival's wait and refuses at
+ * once what would not be served within the cap; then it keeps FIFO (`lifoWhenStanding` off),
+ * since admitted requests meet their deadlines and LIFO would only make old ones fail late.
  */
 import type { AcquireResult } from './limiter.js';
 
@@ -65,6 +68,13 @@ export class WaitQueue {
     this.codel = codel;
   }
 
+  /**
+   * Serve newest first under a standing queue. The Limiter turns this off once it can predict
+   * waits: then it refuses at arrival what would not be served in time, and FIFO meets every
+   * admitted request's deadline without making old waiters fail late.
+   */
+  lifoWhenStanding = true;
+
   get length(): number {
     return this.size;
   }
@@ -80,6 +90,13 @@ export class WaitQueue {
 
   lengthByClass(): number[] {
     return this.counts.slice();
+  }
+
+  /** Waiters that would be served before a new arrival of class `priority` under FIFO. */
+  countAhead(priority: number): number {
+    let n = 0;
+    for (let p = 0; p <= priority && p < this.classes; p++) n += this.counts[p]!;
+    return n;
   }
 
   /** Appends `w` to its class; `now` starts a CoDel interval if the queue was empty. */
@@ -115,8 +132,9 @@ export class WaitQueue {
    * standing queue, its newest (LIFO). Removes it and records its sojourn for CoDel.
    */
   shift(now: number): Waiter | undefined {
+    const lifo = this.standing && this.lifoWhenStanding;
     for (let p = 0; p < this.classes; p++) {
-      const w = this.standing ? this.tails[p] : this.heads[p];
+      const w = lifo ? this.tails[p] : this.heads[p];
       if (!w) continue;
       this.remove(w);
       const sojourn = now - w.enqueuedAt;

@@ -102,7 +102,7 @@ export class Upstream {
       limit: makeLimit(this.admission.limit),
       ceiling: this.admission.limit.ceiling,
       queue: this.admission.queue,
-      classes: this.priorityClasses,
+      classes: this.priorityClasses + 1, // + the background class, below every configured one
       clock: this.clock,
     });
   }

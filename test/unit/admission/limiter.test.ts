@@ -196,7 +196,7 @@ describe('Limiter', () => {
     expect(request('c', 1, { signal: ac.signal })).toEqual({ ok: false, reason: 'aborted', waitedMs: 0 });
   });
 
-  it('under a standing queue serves newest first and cuts old waits (codel), then returns to FIFO once drained', async () => {
+  it('under a standing queue, before any round trip is known, serves newest first and cuts old waits (codel), then returns to FIFO once drained', async () => {
     const { limiter, request, granted, outcomes, flush, scheduler } = setup({
       limitN: 1,
       queue: { maxLength: 100, deadlineMs: 10_000, codelTargetMs: 20, codelIntervalMs: 100 },
@@ -213,7 +213,7 @@ describe('Limiter', () => {
     // w1 had waited past the 100 ms cap already.
     expect(outcomes.find((o) => o.name === 'w1')?.result).toEqual({ ok: false, reason: 'codel', waitedMs: 110 });
     scheduler.advance(10);
-    granted('holder').release('success');
+    granted('holder').release('ignore'); // no sample: waits are not predictable yet
     await flush();
     expect(outcomes.at(-1)?.name).toBe('w3'); // LIFO: the newest first
     // w2's wait is capped at 50 + 100 = 150 ms instead of its 10 s deadline.
@@ -460,5 +460,62 @@ describe('Limiter with Gradient2 in front of a model origin under a 50x crowd', 
     expect(busyMs / (6_000 - measureFromMs)).toBeGreaterThanOrEqual(0.9);
     expect(maxInflight).toBeLessThanOrEqual(1.5 * C);
     expect(refusals.get('queue_full')).toBeGreaterThan(40_000);
+  });
+});
+
+describe('Limiter: refusal at arrival', () => {
+  it('refuses at once a request the queue ahead cannot serve before its deadline', async () => {
+    const { clock, limiter, request, outcomes, flush, granted } = setup({ limitN: 1 });
+    // Teach it the round trip: one permit held 100 ms.
+    request('warm');
+    await flush();
+    clock.advance(100);
+    granted('warm').release('success');
+    request('a'); // granted: the permit is free
+    const deadlineAt = clock.now() + 150;
+    request('b', 1, { deadlineAt }); // 1 ahead-or-self × 100 ms / limit 1 = 100 ms ≤ 150: queued
+    const c = request('c', 1, { deadlineAt }); // 2 × 100 ms = 200 ms > 150: refused now
+    expect(c).not.toBeInstanceOf(Promise);
+    expect(c).toMatchObject({ ok: false, reason: 'queue_full', waitedMs: 0 });
+    expect(limiter.queueLength).toBe(1);
+    // A more important request is judged on what is ahead of it only.
+    const urgent = request('urgent', 0, { deadlineAt });
+    expect(urgent).toBeInstanceOf(Promise);
+    await flush();
+    expect(outcomes.find((o) => o.name === 'b')).toBeUndefined();
+  });
+
+  it('queues without judging while no round trip has been measured', () => {
+    const { request } = setup({ limitN: 1 });
+    request('a');
+    for (let i = 0; i < 5; i++) expect(request(`q${i}`, 1, { deadlineAt: 10 })).toBeInstanceOf(Promise);
+  });
+});
+
+describe('Limiter: standing queue once waits are predictable', () => {
+  it('serves FIFO and refuses at arrival instead of failing old waiters late', async () => {
+    const { limiter, request, granted, outcomes, flush, scheduler } = setup({
+      limitN: 1,
+      queue: { maxLength: 100, deadlineMs: 10_000, codelTargetMs: 20, codelIntervalMs: 100 },
+    });
+    request('warm');
+    scheduler.advance(30);
+    granted('warm').release('success'); // round trip 30 ms
+    request('holder');
+    request('w1');
+    scheduler.advance(50);
+    request('w2');
+    scheduler.advance(60);
+    // t=140: standing. w1 (admitted at t=30, when 30 ms was the forecast) has outwaited the
+    // 100 ms cap because the holder overran: it is cut (codel). Queue now: w2.
+    request('w3'); // 2 × 30 ms = 60 ms ≤ 100 ms: admitted
+    expect(limiter.isQueueStanding).toBe(true);
+    request('w4'); // 3 × 30 = 90 ms: admitted
+    const w5 = request('w5'); // 4 × 30 = 120 ms > the 100 ms cap: refused at once
+    expect(w5).toMatchObject({ ok: false, reason: 'queue_full', waitedMs: 0 });
+    granted('holder').release('success');
+    await flush();
+    expect(outcomes.filter((o) => o.result.ok).map((o) => o.name)).toEqual(['warm', 'holder', 'w2']); // FIFO
+    expect(outcomes.find((o) => o.name === 'w1')?.result).toMatchObject({ ok: false, reason: 'codel' });
   });
 });
