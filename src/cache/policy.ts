@@ -500,8 +500,10 @@ export function evaluateEntry(entry: CacheEntry, req: RequestFacts, now: number,
   }
 
   const needsRevalidation = forced !== undefined || (!fresh && !maxStaleOk);
+  // An invalidated entry (RFC 9111 §4.4, or a soft purge) needs "a mandatory validation before
+  // it can be sent": no stale-while-revalidate; stale-if-error still covers a failing origin.
   const withinStaleWhileRevalidate =
-    !fresh && !staleForbidden && forced === undefined && now < staleAt + entry.staleWhileRevalidateMs;
+    !fresh && !staleForbidden && !invalidated && forced === undefined && now < staleAt + entry.staleWhileRevalidateMs;
   const withinStaleIfError = !staleForbidden && now < staleAt + entry.staleIfErrorMs;
 
   let reason: string;

@@ -215,8 +215,8 @@ export const routeCacheSchema = z
       .default({})
       .describe('Lifetime per error status without freshness info, e.g. {"404": 10}.'),
     staleWhileRevalidateSeconds: nonNegativeSeconds(
-      'Default stale-while-revalidate window when the response gives none.',
-    ).default(0),
+      'Default stale-while-revalidate window when the response gives none: a just-expired page is answered at once while one background fetch refreshes it (like Varnish grace). 0 = only what the origin says (strict RFC 9111).',
+    ).default(10),
     graceSeconds: nonNegativeSeconds(
       'Serve stale this long past expiry when the origin fails or is protected (beside stale-if-error).',
     ).default(60),
@@ -347,7 +347,7 @@ export const queueSchema = z
   .strictObject({
     maxLength: z.number().int().min(0).default(1000).describe('Most requests waiting for a permit per member.'),
     deadlineMs: positiveMs('Longest a request waits for a permit before it is shed.').default(500),
-    codelTargetMs: positiveMs('CoDel target queue delay.').default(20),
+    codelTargetMs: positiveMs('CoDel target queue delay: a queue whose shortest wait stays above this for an interval is standing.').default(50),
     codelIntervalMs: positiveMs('CoDel interval.').default(100),
   })
   .describe('The bounded queue in front of the limiter.');

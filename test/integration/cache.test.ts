@@ -127,7 +127,7 @@ describe('cache: stale serving', () => {
   it('serves the cached page as stale while the origin answers 500 or is down, for the grace window', async () => {
     const o = await origin();
     o.route('/news', { headers: { 'cache-control': 'public, max-age=1', etag: '"n1"' }, body: 'news' });
-    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { graceSeconds: 30 } }] })] });
+    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { graceSeconds: 30, staleWhileRevalidateSeconds: 0 } }] })] });
     expect((await get(`${g.url}/news`)).body).toBe('news');
     await sleep(1100);
     o.route('/news', { status: 500, body: 'broken' });
@@ -150,7 +150,7 @@ describe('cache: stale serving', () => {
   it('does not serve stale past the grace window', async () => {
     const o = await origin();
     o.route('/short', { headers: { 'cache-control': 'public, max-age=1' }, body: 'short' });
-    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { graceSeconds: 1 } }] })] });
+    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { graceSeconds: 1, staleWhileRevalidateSeconds: 0 } }] })] });
     await get(`${g.url}/short`);
     await sleep(2100);
     o.route('/short', { status: 500, body: 'broken' });
@@ -180,7 +180,7 @@ describe('cache: correctness', () => {
   it('refreshes the stored headers from a 304 (RFC 9111 §4.3.4)', async () => {
     const o = await origin();
     o.route('/r', { headers: { 'cache-control': 'public, max-age=1', etag: '"v1"', 'x-version': 'one' }, body: 'body-v1' });
-    const g = await gateway({ sites: [siteFor([o.url])] });
+    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { staleWhileRevalidateSeconds: 0 } }] })] });
     await get(`${g.url}/r`);
     await sleep(1100);
     o.route('/r', (req, res) => {

@@ -94,8 +94,8 @@ describe('decideStorage', () => {
     { name: '§3.5 Authorization request without public/s-maxage/must-revalidate is not stored', req: { authorization: 'Basic eA==' }, res: { 'cache-control': 'max-age=60' }, want: false },
     { name: '§3 Set-Cookie with setCookie refuse is not stored', res: { 'cache-control': 'max-age=60', 'set-cookie': ['a=1'] }, want: false },
     { name: '§5.2.2.4 no-cache without a validator is never usable: not stored', res: { 'cache-control': 'no-cache, max-age=60' }, want: false },
-    { name: '§4.2.1 zero lifetime, no validator, no stale window: not stored', res: { 'cache-control': 'max-age=0' }, route: { graceSeconds: 0 }, want: false },
-    { name: '§4.2.3 stale on arrival (Age beyond lifetime), no validator, no window: not stored', res: { 'cache-control': 'max-age=60', age: '120' }, route: { graceSeconds: 0 }, want: false },
+    { name: '§4.2.1 zero lifetime, no validator, no stale window: not stored', res: { 'cache-control': 'max-age=0' }, route: { graceSeconds: 0, staleWhileRevalidateSeconds: 0 }, want: false },
+    { name: '§4.2.3 stale on arrival (Age beyond lifetime), no validator, no window: not stored', res: { 'cache-control': 'max-age=60', age: '120' }, route: { graceSeconds: 0, staleWhileRevalidateSeconds: 0 }, want: false },
     { name: 'route cache disabled: not stored', res: { 'cache-control': 'max-age=60' }, route: { enabled: false }, want: false },
     { name: '§9.3.2 a HEAD response has no content: not stored', method: 'HEAD', res: { 'cache-control': 'max-age=60' }, want: false },
     // Stored, and how
@@ -135,7 +135,8 @@ describe('decideStorage', () => {
     { name: 'RFC 5861 §4 stale-if-error is the larger of header and grace (grace)', res: { 'cache-control': 'max-age=60, stale-if-error=10' }, route: { graceSeconds: 60 }, want: { staleIfErrorMs: 60 * S } },
     { name: 'deleteAt is the stale moment plus the longer stale window', res: { 'cache-control': 'max-age=60, stale-while-revalidate=500, stale-if-error=200' }, want: { deleteAt: T0 + 560 * S } },
     { name: 'deleteAt keeps a 60 s revalidation window for an entry with a validator', res: { 'cache-control': 'max-age=60', etag: '"x"' }, route: { graceSeconds: 0 }, want: { deleteAt: T0 + 120 * S } },
-    { name: 'deleteAt is the stale moment without windows or validators', res: { 'cache-control': 'max-age=60' }, route: { graceSeconds: 0 }, want: { deleteAt: T0 + 60 * S } },
+    { name: 'deleteAt is the stale moment without windows or validators', res: { 'cache-control': 'max-age=60' }, route: { graceSeconds: 0, staleWhileRevalidateSeconds: 0 }, want: { deleteAt: T0 + 60 * S } },
+    { name: 'RFC 5861 §3 the route default stale-while-revalidate applies when the response gives none', res: { 'cache-control': 'max-age=60' }, want: { staleWhileRevalidateMs: 10 * S } },
     { name: 'tags come from Surrogate-Key (spaces) and Cache-Tag (commas)', res: { 'cache-control': 'max-age=60', 'surrogate-key': 'a  b c', 'cache-tag': 'd, e,a' }, want: { tags: ['a', 'b', 'c', 'd', 'e'] } },
     { name: '§4.1 vary is lowercase, sorted and deduplicated', res: { 'cache-control': 'max-age=60', vary: 'User-Agent, Accept-Encoding, accept-encoding' }, want: { vary: ['accept-encoding', 'user-agent'] } },
     // Route rules
@@ -249,8 +250,8 @@ describe('evaluateEntry', () => {
     { name: '§5.2.1.3 min-fresh unmet forces validation even when client no-cache is not honoured', res: { 'cache-control': 'max-age=60' }, req: { 'cache-control': 'min-fresh=40' }, honor: false, at: 30, want: { fresh: true, needsRevalidation: true } },
     { name: '§5.2.1.3 min-fresh met', res: { 'cache-control': 'max-age=60' }, req: { 'cache-control': 'min-fresh=20' }, at: 30, want: { needsRevalidation: false } },
     { name: '§5.2.1.7 only-if-cached is reported', res: { 'cache-control': 'max-age=60' }, req: { 'cache-control': 'only-if-cached' }, at: 70, want: { onlyIfCached: true, needsRevalidation: true } },
-    { name: 'a soft purge (invalidatedAt) makes a fresh entry stale', res: { 'cache-control': 'max-age=600, stale-while-revalidate=30' }, invalidatedAt: 10, at: 20, want: { fresh: false, needsRevalidation: true, withinStaleWhileRevalidate: true } },
-    { name: 'a soft purge counts stale windows from the purge moment', res: { 'cache-control': 'max-age=600, stale-while-revalidate=30' }, invalidatedAt: 10, at: 41, want: { withinStaleWhileRevalidate: false } },
+    { name: '§4.4 a soft purge (invalidatedAt) makes a fresh entry stale and needing validation: no stale-while-revalidate', res: { 'cache-control': 'max-age=600, stale-while-revalidate=30' }, invalidatedAt: 10, at: 20, want: { fresh: false, needsRevalidation: true, withinStaleWhileRevalidate: false, withinStaleIfError: true } },
+    { name: 'a soft purge counts stale-if-error from the purge moment', res: { 'cache-control': 'max-age=600, stale-if-error=30' }, route: { graceSeconds: 0 }, invalidatedAt: 10, at: 41, want: { withinStaleIfError: false } },
   ];
 
   table(rows, (row) => {
