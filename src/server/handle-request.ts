@@ -62,6 +62,18 @@ export interface RequestDeps {
   isDraining(): boolean;
   /** Hot-key accounting for the status page. */
   noteKey?(site: string, path: string, state: CacheState): void;
+  /** Collapsing across gateway instances (Redis), when configured. */
+  readonly crossInstance?: CrossInstanceCollapse;
+}
+
+/**
+ * Cross-instance collapsing: a local leader asks before fetching. 'fetch': this instance holds
+ * the fill (or Redis is unavailable): fetch, store, then call done() so the others wake.
+ * 'filled': another instance stored it meanwhile: read the store again. 'timeout': the holder
+ * took too long: fetch alone.
+ */
+export interface CrossInstanceCollapse {
+  acquire(key: string): Promise<{ kind: 'fetch'; done(): Promise<void> } | { kind: 'filled' } | { kind: 'timeout' }>;
 }
 
 /** The outcome of one collapsed origin fetch, shared with its waiters. */
@@ -279,7 +291,7 @@ async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): Promise<
   if (joined.role === 'leader') {
     let result: FillResult;
     try {
-      result = await runFill(ctx, lookup, 'fill');
+      result = await fillAcrossInstances(ctx, lookup, collapseKey, 'fill');
     } catch (err) {
       deps.logger.error({ err, requestId: ctx.requestId }, 'cache fill failed unexpectedly');
       result = { kind: 'failed', code: 'origin_bad_response', staleReason: 'error' };
@@ -378,7 +390,10 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background'): P
   const excluded = new Set<OriginMember>();
   for (let attempt = 0; ; attempt++) {
     const deadlineAt = deps.clock.now() + rt.config.admission.queue.deadlineMs;
-    const priority = kind === 'background' ? rt.priorityNames.length - 1 : ctx.priority;
+    // A background refresh runs while stale-while-revalidate answers everyone: it uses spare
+    // origin capacity (the background class, below every configured one) and is refused first;
+    // the next stale hit tries again.
+    const priority = kind === 'background' ? rt.priorityNames.length : ctx.priority;
     const admitted = await deps.upstream.admit(site.config, site.pool, { priority, deadlineAt, exclude: excluded });
     if (!admitted.ok) return refusedFill(ctx, admitted);
     const { member, permit, control } = admitted;
@@ -495,13 +510,39 @@ function refusedFill(ctx: Ctx, admitted: Exclude<AdmitResult, { ok: true }>): Fi
   return { kind: 'failed', code: 'overloaded', staleReason: 'shed', shedReason: admitted.reason };
 }
 
+/**
+ * A local leader's fill, collapsed across instances when Redis is configured: if another
+ * instance holds this key's fill, wait for its notification and take what it stored; otherwise
+ * fetch here and, when this instance held the others' lock, wake them once stored.
+ */
+async function fillAcrossInstances(ctx: Ctx, lookup: Lookup, collapseKey: string, kind: 'fill' | 'background'): Promise<FillResult> {
+  const remote = ctx.deps.crossInstance;
+  if (!remote) return runFill(ctx, lookup, kind);
+  const claim = await remote.acquire(collapseKey);
+  if (claim.kind === 'filled') {
+    const entry = selectVariant((await ctx.deps.store.get(lookup.key)) ?? [], lookup.variantHeaders);
+    if (entry && entry !== lookup.entry) {
+      const evaluation = evaluateEntry(entry, lookup.facts, ctx.deps.clock.now(), lookup.policy);
+      if (!evaluation.needsRevalidation) {
+        return { kind: 'entry', entry, state: lookup.entry ? 'expired' : 'miss', stored: false, fwdStatus: entry.status };
+      }
+    }
+    return runFill(ctx, lookup, kind); // nothing usable arrived: fetch here
+  }
+  try {
+    return await runFill(ctx, lookup, kind);
+  } finally {
+    if (claim.kind === 'fetch') await claim.done().catch(() => undefined);
+  }
+}
+
 /** RFC 5861 §3 background refresh: collapsed with any fill of the same key, lowest priority. */
 function startBackgroundRefresh(ctx: Ctx, lookup: Lookup): void {
   const { deps } = ctx;
   const collapseKey = collapseKeyOf(lookup);
   const joined = deps.inflight.join(collapseKey, 0);
   if (joined.role !== 'leader') return; // someone is already refreshing it
-  runFill(ctx, lookup, 'background')
+  fillAcrossInstances(ctx, lookup, collapseKey, 'background')
     .catch((err): FillResult => {
       deps.logger.warn({ err, requestId: ctx.requestId }, 'background refresh failed');
       return { kind: 'failed', code: 'origin_bad_response', staleReason: 'error' };
