@@ -1,0 +1,163 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { request } from 'undici';
+import { startTestOrigin, type TestOrigin } from '../helpers/test-origin.js';
+import { siteFor, startGateway, type StartedGateway } from '../helpers/gateway.js';
+
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+async function origin(name?: string): Promise<TestOrigin> {
+  const o = await startTestOrigin(name ? { name } : {});
+  cleanups.push(() => o.close());
+  return o;
+}
+async function gateway(...args: Parameters<typeof startGateway>): Promise<StartedGateway> {
+  const g = await startGateway(...args);
+  cleanups.push(() => g.close());
+  return g;
+}
+async function call(url: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}) {
+  const started = performance.now();
+  const res = await request(url, init);
+  const body = await res.body.text();
+  return { status: res.statusCode, headers: res.headers as Record<string, string>, body, ms: performance.now() - started };
+}
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const fixed = (n: number, queue: Record<string, number> = {}) => ({
+  limit: { algorithm: 'fixed' as const, initial: n, min: 1, ceiling: n },
+  queue: { deadlineMs: 500, ...queue },
+});
+
+describe('admission: the origin limiter', () => {
+  it('with a fixed limit of 2, the origin never sees more than 2 requests at once', async () => {
+    const o = await origin();
+    o.route('/slow', { delayMs: 60, headers: { 'cache-control': 'no-store' } });
+    // CoDel out of the way: this checks the ceiling, not the shedding.
+    const g = await gateway({ admission: fixed(2, { deadlineMs: 5000, codelTargetMs: 5000, codelIntervalMs: 5000 }), sites: [siteFor([o.url])] });
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => call(`${g.url}/slow?i=${i}`)));
+    expect(results.map((r) => r.status)).toEqual(Array(20).fill(200));
+    expect(o.peakInflight).toBe(2);
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(/crowdgate_origin_limit\{site="test",origin="[^"]+"\} 2/);
+    expect(metrics).toMatch(/crowdgate_queue_wait_seconds_count\{site="test",origin="[^"]+"\} [1-9]/);
+  });
+
+  it('answers 503 with Retry-After to requests that cannot get a permit before their deadline', async () => {
+    const o = await origin();
+    o.route('/slow', { delayMs: 400, headers: { 'cache-control': 'no-store' } });
+    const g = await gateway({ admission: fixed(1, { deadlineMs: 150 }), sites: [siteFor([o.url])] });
+    const results = await Promise.all(Array.from({ length: 6 }, (_, i) => call(`${g.url}/slow?i=${i}`, { headers: { accept: 'application/json' } })));
+    const shed = results.filter((r) => r.status === 503);
+    expect(results.filter((r) => r.status === 200).length).toBeGreaterThanOrEqual(1);
+    expect(shed.length).toBeGreaterThanOrEqual(4);
+    for (const r of shed) {
+      expect(Number(r.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+      expect(r.headers['cache-status']).toMatch(/detail="shed-(deadline|queue_full|codel)/);
+      expect(JSON.parse(r.body)).toMatchObject({ error: 'overloaded', status: 503 });
+      // Nobody waits past the deadline (plus scheduling slack), let alone the origin's 400 ms.
+      expect(r.ms).toBeLessThan(150 + 150);
+    }
+    expect(o.peakInflight).toBe(1);
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(/crowdgate_shed_total\{site="test",reason="(deadline|queue_full|codel)",priority="default"\} [1-9]/);
+  });
+
+  it('refuses at once, not after waiting, what the queue cannot serve in time once round trips are known', async () => {
+    const o = await origin();
+    o.route('/slow', { delayMs: 200, headers: { 'cache-control': 'no-store' } });
+    const g = await gateway({ admission: fixed(1, { deadlineMs: 300 }), sites: [siteFor([o.url])] });
+    await call(`${g.url}/slow?warm=1`); // teaches the limiter a ~200 ms round trip
+    const results = await Promise.all(Array.from({ length: 6 }, (_, i) => call(`${g.url}/slow?i=${i}`)));
+    const refused = results.filter((r) => r.status === 503);
+    expect(refused.length).toBeGreaterThanOrEqual(3);
+    // 1 in service + 1 queued fits 300 ms; the rest hear at once.
+    expect(Math.min(...refused.map((r) => r.ms))).toBeLessThan(50);
+  });
+
+  it('still answers a cached page at once while the limiter is saturated', async () => {
+    const o = await origin();
+    o.route('/cached', { headers: { 'cache-control': 'public, max-age=60' }, body: 'cached' });
+    o.route('/slow', { delayMs: 500, headers: { 'cache-control': 'no-store' } });
+    const g = await gateway({ admission: fixed(1, { deadlineMs: 2000 }), sites: [siteFor([o.url])] });
+    await call(`${g.url}/cached`);
+    const flood = Array.from({ length: 5 }, (_, i) => call(`${g.url}/slow?i=${i}`));
+    await sleep(50);
+    const hit = await call(`${g.url}/cached`);
+    expect(hit.status).toBe(200);
+    expect(hit.headers['cache-status']).toMatch(/hit/);
+    expect(hit.ms).toBeLessThan(100);
+    await Promise.all(flood);
+  });
+
+  it('lets a high-priority path through while a low-priority flood is being shed', async () => {
+    const o = await origin();
+    o.route('/checkout', { delayMs: 50, headers: { 'cache-control': 'no-store' } });
+    o.route('/search', { delayMs: 50, headers: { 'cache-control': 'no-store' } });
+    const g = await gateway({
+      admission: {
+        ...fixed(1, { deadlineMs: 400, maxLength: 4 }),
+        priorities: [{ name: 'critical', match: { pathPrefix: '/checkout' } }],
+      },
+      sites: [siteFor([o.url])],
+    });
+    const flood = Array.from({ length: 30 }, (_, i) => call(`${g.url}/search?i=${i}`));
+    await sleep(20);
+    const critical = await Promise.all(Array.from({ length: 3 }, (_, i) => call(`${g.url}/checkout?i=${i}`)));
+    const low = await Promise.all(flood);
+    expect(critical.map((r) => r.status)).toEqual([200, 200, 200]);
+    expect(low.filter((r) => r.status === 503).length).toBeGreaterThan(10);
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(/crowdgate_shed_total\{site="test",reason="[a-z_]+",priority="default"\} [1-9]/);
+    expect(metrics).not.toMatch(/crowdgate_shed_total\{[^}]*priority="critical"\}/);
+  });
+});
+
+describe('admission: rate limits and the circuit breaker', () => {
+  it('gives a client over its rate 429 with Retry-After, and leaves other clients alone', async () => {
+    const o = await origin();
+    const g = await gateway({
+      sites: [siteFor([o.url], { rateLimit: { ratePerSecond: 1, burst: 3, keyHeader: 'X-Client' } })],
+    });
+    const a = [];
+    for (let i = 0; i < 5; i++) a.push(await call(`${g.url}/r${i}`, { headers: { 'x-client': 'a' } }));
+    expect(a.map((r) => r.status)).toEqual([200, 200, 200, 429, 429]);
+    expect(Number(a[3]!.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    expect(a[3]!.headers['x-crowdgate-error']).toBe('rate_limited');
+    expect((await call(`${g.url}/other`, { headers: { 'x-client': 'b' } })).status).toBe(200);
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(/crowdgate_rate_limited_total\{site="test",route="default"\} 2/);
+  });
+
+  it('serves stale copies while the circuit is open, and a fast 503 where there is none', async () => {
+    const o = await origin();
+    o.route('/page', { headers: { 'cache-control': 'public, max-age=1' }, body: 'page' });
+    const g = await gateway({
+      sites: [
+        siteFor([o.url], {
+          circuit: { consecutiveFailures: 2, openMs: 30_000 },
+          passive: { consecutiveFailures: 100 },
+          routes: [{ name: 'all', cache: { staleWhileRevalidateSeconds: 0, graceSeconds: 60 } }],
+        }),
+      ],
+    });
+    expect((await call(`${g.url}/page`)).body).toBe('page');
+    await sleep(1100);
+    o.route('/page', { status: 500, body: 'down' });
+    o.route('/api', { status: 500, body: 'down' });
+    await call(`${g.url}/api`, { method: 'POST', body: 'x' });
+    await call(`${g.url}/api`, { method: 'POST', body: 'x' }); // second failure: the breaker opens
+    const before = o.count();
+    const stale = await call(`${g.url}/page`);
+    expect(stale.status).toBe(200);
+    expect(stale.body).toBe('page');
+    expect(stale.headers['cache-status']).toMatch(/hit; ttl=-\d+; detail="stale-circuit_open/);
+    const fast = await call(`${g.url}/api`, { method: 'POST', body: 'x' });
+    expect(fast.status).toBe(503);
+    expect(fast.headers['x-crowdgate-error']).toBe('circuit_open');
+    expect(fast.headers['retry-after']).toBeDefined();
+    expect(o.count()).toBe(before); // the open breaker kept both away from the origin
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(/crowdgate_circuit_state\{site="test",origin="[^"]+"\} 2/);
+  });
+});
