@@ -298,6 +298,34 @@ describe('cache: correctness', () => {
     );
   });
 
+  it('purges by tag, by prefix and everything; soft by default, hard on request', async () => {
+    const o = await origin();
+    o.route('/blog/a', { headers: { 'cache-control': 'public, max-age=300', 'surrogate-key': 'post-1 blog' }, body: (r) => `a${r.seq}` });
+    o.route('/blog/b', { headers: { 'cache-control': 'public, max-age=300', 'cache-tag': 'post-2,blog' }, body: (r) => `b${r.seq}` });
+    o.route('/about', { headers: { 'cache-control': 'public, max-age=300' }, body: (r) => `about${r.seq}` });
+    const token = 'a-long-enough-token-1234';
+    const g = await gateway({ admin: { purgeToken: token }, sites: [siteFor([o.url])] });
+    const purge = async (body: unknown) => {
+      const res = await request(`${g.adminUrl}/purge`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: JSON.stringify(body) });
+      return { status: res.statusCode, body: (await res.body.json()) as { purged?: number; error?: string } };
+    };
+    for (const p of ['/blog/a', '/blog/b', '/about']) await get(`${g.url}${p}`);
+    const firstA = await get(`${g.url}/blog/a`);
+    expect(firstA.headers['surrogate-key']).toBeUndefined(); // internal: not sent to clients
+    expect(await purge({ tag: 'post-2' })).toEqual({ status: 200, body: { purged: 1, mode: 'soft', kind: 'tag' } });
+    expect((await get(`${g.url}/blog/a`)).headers['cache-status']).toMatch(/hit/);
+    expect((await get(`${g.url}/blog/b`)).headers['cache-status']).toMatch(/fwd=stale/);
+    expect((await purge({ prefix: '/blog/', mode: 'hard' })).body).toMatchObject({ purged: 2, mode: 'hard' });
+    expect((await get(`${g.url}/blog/a`)).headers['cache-status']).toMatch(/fwd=uri-miss/);
+    expect((await get(`${g.url}/about`)).headers['cache-status']).toMatch(/hit/);
+    expect((await purge({ all: true })).body).toMatchObject({ purged: 2, mode: 'soft' }); // /blog/a (refetched) and /about
+    expect((await get(`${g.url}/about`)).headers['cache-status']).toMatch(/fwd=stale/);
+    expect((await purge({ tag: 'x', url: '/y' })).status).toBe(400);
+    expect((await purge({ mode: 'sideways', all: true })).status).toBe(400);
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(/crowdgate_purges_total\{kind="tag",mode="soft"\} 1/);
+  });
+
   it('costs the origin one fetch per URL on a soft purge under load, not one per waiter', async () => {
     const o = await origin();
     o.route('/hot', { delayMs: 100, headers: { 'cache-control': 'public, max-age=300', etag: '"h"' }, body: 'hot' });

@@ -163,6 +163,65 @@ describe('command line', () => {
     expect(help.stdout).toContain('--check-config');
   });
 
+  it('starts with the shipped config and no origin: /readyz says the origin is down, pages get a 502 naming it', async () => {
+    // Exactly what `npm start` runs. Port 3000 must be free (no origin), 8080/9091 the shipped ports.
+    const child = spawnCli(['--config', 'config/gateway.yaml']);
+    await waitFor(() => child.output().includes('crowdgate listening'));
+    await waitFor(async () => {
+      const r = await request('http://127.0.0.1:9091/readyz');
+      await r.body.text();
+      return r.statusCode === 503;
+    }, 5000);
+    const ready = (await (await request('http://127.0.0.1:9091/readyz')).body.json()) as {
+      sites: Array<{ site: string; state: string; origins: Array<{ url: string; configKey: string }> }>;
+    };
+    expect(ready.sites[0]).toMatchObject({ site: 'blog', state: 'down' });
+    expect(ready.sites[0]!.origins[0]).toMatchObject({ url: 'http://127.0.0.1:3000', configKey: 'sites[].origins[].url' });
+    const page = await request('http://127.0.0.1:8080/', { headers: { host: 'blog.example.com' } });
+    expect(page.statusCode).toBe(502);
+    const html = await page.body.text();
+    expect(html).toContain('127.0.0.1:3000');
+    expect(html).toContain('sites[].origins[].url');
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+  });
+
+  it('reloads on SIGHUP and keeps serving the old config when the edit is broken', async () => {
+    const a = await origin('a');
+    const b = await origin('b');
+    const [port, adminPort] = [await freePort(), await freePort()];
+    const dir = mkdtempSync(join(tmpdir(), 'cg-hup-'));
+    const file = join(dir, 'gateway.yaml');
+    const write = (target: string) =>
+      writeFileSync(
+        file,
+        stringify({
+          listen: { host: '127.0.0.1', port },
+          admin: { host: '127.0.0.1', port: adminPort },
+          reload: { watch: false },
+          sites: [siteFor([target], { routes: [{ name: 'all', cache: { enabled: false } }] })],
+        }),
+      );
+    write(a.url);
+    const child = spawnCli(['--config', file]);
+    await waitFor(() => child.output().includes('crowdgate listening'));
+    const served = async () => {
+      const r = await request(`http://127.0.0.1:${port}/x`);
+      await r.body.text();
+      return r.headers['x-origin-name'];
+    };
+    expect(await served()).toBe('a');
+    write(b.url);
+    child.kill('SIGHUP');
+    await waitFor(async () => (await served()) === 'b');
+    writeFileSync(file, 'sites: [ this is : not yaml');
+    child.kill('SIGHUP');
+    await waitFor(() => child.output().includes(`${file}:1:`));
+    expect(await served()).toBe('b');
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+  });
+
   it('drains on SIGTERM: /readyz turns 503, in-flight requests finish, then it exits 0', async () => {
     const o = await origin();
     o.route('/slow', { delayMs: 800, headers: { 'cache-control': 'no-store' } });

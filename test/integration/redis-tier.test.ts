@@ -1,0 +1,248 @@
+/**
+ * Outgrowing one machine (issue 6): three real crowdgate processes (node dist/main.js) share one
+ * real redis-server and one loopback origin that counts requests.
+ *
+ * In order, on the same processes: a cold page under 300 simultaneous requests spread over the
+ * three is fetched once; an expired page is refreshed once for the three; a purge sent to one instance reaches all three; Redis paused with SIGSTOP
+ * hangs no request; Redis killed in the middle of a traffic run costs no client error and no more
+ * p99 than one command timeout; Redis restarted is used again without restarting the gateways.
+ */
+import { request } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnGateway, type GatewayProcess } from '../helpers/gateway-process.js';
+import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
+import { startTestOrigin, type TestOrigin } from '../helpers/test-origin.js';
+
+const TOKEN = 'redis-tier-token-0123456789';
+const COMMAND_TIMEOUT_MS = 75;
+const BREAKER_OPEN_MS = 500;
+/** Scheduling slack: three gateways, Redis, the origin and this client share two cores. */
+const SLACK_MS = 250;
+
+let redis: RedisServer;
+let origin: TestOrigin;
+let gateways: GatewayProcess[] = [];
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Answer {
+  status: number;
+  body: string;
+  cacheStatus: string;
+  ms: number;
+  startedAt: number;
+  error?: string;
+}
+
+async function get(base: string, path: string, timeoutMs = 5_000): Promise<Answer> {
+  const startedAt = performance.now();
+  try {
+    const res = await request(`${base}${path}`, { headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+    const body = await res.body.text();
+    return { status: res.statusCode, body, cacheStatus: String(res.headers['cache-status'] ?? ''), ms: performance.now() - startedAt, startedAt };
+  } catch (err) {
+    return { status: 0, body: '', cacheStatus: '', ms: performance.now() - startedAt, startedAt, error: (err as Error).message };
+  }
+}
+
+async function metricsOf(g: GatewayProcess): Promise<string> {
+  const res = await request(`${g.adminUrl}/metrics`);
+  return res.body.text();
+}
+
+function sampleOf(text: string, series: string): number | undefined {
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+/** Every gateway reports crowdgate_redis_up 1 (connected, breaker closed), within timeoutMs. */
+async function waitForRedisUp(timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ups = await Promise.all(gateways.map(async (g) => sampleOf(await metricsOf(g), 'crowdgate_redis_up')));
+    if (ups.every((v) => v === 1)) return;
+    if (Date.now() > deadline) throw new Error(`redis_up per gateway: ${ups.join(', ')} after ${timeoutMs} ms`);
+    await sleep(100);
+  }
+}
+
+/**
+ * `count` requests from `concurrency` workers, round-robin over the gateways, `pathOf(i)` each.
+ * `onDispatch(i)` runs before request i is sent (to break something mid-run).
+ */
+async function traffic(opts: { count: number; concurrency: number; pathOf: (i: number) => string; onDispatch?: (i: number) => void }) {
+  const answers: Answer[] = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < opts.count) {
+      const i = next++;
+      opts.onDispatch?.(i);
+      answers[i] = await get(gateways[i % gateways.length]!.url, opts.pathOf(i));
+    }
+  };
+  await Promise.all(Array.from({ length: opts.concurrency }, worker));
+  return answers;
+}
+
+function p99(answers: Answer[]): number {
+  const sorted = answers.map((a) => a.ms).sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil(sorted.length * 0.99) - 1)]!;
+}
+
+function failuresOf(answers: Answer[]): string[] {
+  return answers.filter((a) => a.status !== 200).map((a) => `${a.status} ${a.error ?? a.cacheStatus}`);
+}
+
+async function purge(g: GatewayProcess, body: Record<string, unknown>) {
+  const res = await request(`${g.adminUrl}/purge`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  return { status: res.statusCode, json: (await res.body.json()) as { purged: number; broadcast?: boolean } };
+}
+
+beforeAll(async () => {
+  [redis, origin] = await Promise.all([startRedisServer(), startTestOrigin({ name: 'shared' })]);
+  // Every path is cacheable for a minute unless a test scripts it otherwise.
+  origin.setHandler((_req, res, rec) => {
+    res.writeHead(200, { 'cache-control': 'public, max-age=60', 'content-type': 'text/plain' });
+    res.end(`body of ${rec.url}`);
+  });
+  const config = {
+    admin: { purgeToken: TOKEN },
+    log: { access: false },
+    redis: {
+      url: redis.url,
+      keyPrefix: 'it:',
+      commandTimeoutMs: COMMAND_TIMEOUT_MS,
+      breakerOpenMs: BREAKER_OPEN_MS,
+      lockTtlMs: 5_000,
+      lockWaitMs: 3_000,
+    },
+    sites: [{ name: 'test', hosts: ['*'], origins: [{ url: origin.url }], healthCheck: { enabled: false } }],
+  };
+  gateways = await Promise.all([0, 1, 2].map(() => spawnGateway(config as Parameters<typeof spawnGateway>[0])));
+  await waitForRedisUp(5_000);
+}, 30_000);
+
+afterAll(async () => {
+  await Promise.all(gateways.map((g) => g.stop()));
+  await origin?.close();
+  await redis?.stop(); // SIGCONT first, so a paused server exits too
+});
+
+describe('three gateways sharing one Redis', () => {
+  it('fetches a cold page once for 300 simultaneous requests spread over the three', async () => {
+    origin.route('/cold', { delayMs: 300, headers: { 'cache-control': 'public, max-age=60' }, body: 'cold page' });
+    const answers = await Promise.all(Array.from({ length: 300 }, (_, i) => get(gateways[i % 3]!.url, '/cold')));
+    expect(failuresOf(answers)).toEqual([]);
+    expect(new Set(answers.map((a) => a.body))).toEqual(new Set(['cold page']));
+    expect(origin.count('/cold')).toBe(1);
+  });
+
+  it('refreshes an expired page once for the three (background revalidations collapse across instances)', async () => {
+    let version = 1;
+    // Within the route's default stale-while-revalidate window once expired: answered `updating`.
+    origin.route('/swr', { delayMs: 200, headers: { 'cache-control': 'public, max-age=1' }, body: () => `v${version}` });
+    for (const g of gateways) expect((await get(g.url, '/swr')).body).toBe('v1');
+    expect(origin.count('/swr')).toBe(1);
+    await sleep(1_100);
+    version = 2;
+    const during = await Promise.all(Array.from({ length: 30 }, (_, i) => get(gateways[i % 3]!.url, '/swr')));
+    expect(failuresOf(during)).toEqual([]);
+    expect(new Set(during.map((a) => a.body))).toEqual(new Set(['v1']));
+    await sleep(500); // the one refresh (200 ms at the origin) lands in L2; the waiters copy it to L1
+    expect(origin.count('/swr')).toBe(2);
+    for (const g of gateways) {
+      const after = await get(g.url, '/swr');
+      expect(after.body, g.url).toBe('v2');
+      expect(after.cacheStatus, g.url).toMatch(/; hit/);
+    }
+    expect(origin.count('/swr')).toBe(2);
+  });
+
+  it.each([
+    ['a soft URL purge', { url: '/purge/url' }, '/purge/url', {}],
+    ['a hard tag purge', { tag: 'news', mode: 'hard' }, '/purge/tagged', { 'surrogate-key': 'news' }],
+    ['a prefix purge', { prefix: '/purge/pre' }, '/purge/prefixed', {}],
+  ] as const)('makes all three refetch after %s sent to one of them', async (_name, selector, path, headers) => {
+    let version = 1;
+    origin.route(path, { headers: { 'cache-control': 'public, max-age=60', ...headers }, body: () => `v${version}` });
+    // Warm every instance's L1: one origin fetch, the other two fill from L2.
+    for (const g of gateways) expect((await get(g.url, path)).body).toBe('v1');
+    for (const g of gateways) expect((await get(g.url, path)).cacheStatus).toMatch(/; hit/);
+    expect(origin.count(path)).toBe(1);
+
+    version = 2;
+    const purged = await purge(gateways[1]!, selector);
+    expect(purged.status).toBe(200);
+    expect(purged.json.broadcast).toBe(true);
+    // Pub/sub is asynchronous: give the notice a moment to land on the other two.
+    await sleep(100);
+    for (const g of gateways) {
+      const after = await get(g.url, path);
+      expect(after.body, `${g.url} after the purge`).toBe('v2');
+    }
+  });
+
+  it('hangs no request while Redis is paused with SIGSTOP', async () => {
+    redis.pause();
+    try {
+      const answers = await traffic({ count: 120, concurrency: 6, pathOf: (i) => `/paused/${i}` });
+      expect(failuresOf(answers)).toEqual([]);
+      const slowest = Math.max(...answers.map((a) => a.ms));
+      // Each Redis wait is cut at the command timeout; the breaker then skips Redis (one probe per breakerOpenMs).
+      expect(slowest).toBeLessThan(COMMAND_TIMEOUT_MS + SLACK_MS);
+    } finally {
+      redis.resume();
+    }
+    await waitForRedisUp(BREAKER_OPEN_MS * 4 + 2_000);
+  });
+
+  it('costs no client error and at most one command timeout of p99 when Redis is killed mid-run', async () => {
+    const hot = Array.from({ length: 10 }, (_, i) => `/hot/${i}`);
+    for (const path of hot) for (const g of gateways) await get(g.url, path);
+    const count = 600;
+    let killedAt = Infinity;
+    // Half hot pages (L1 hits), half new pages (every one goes through L2, the lock and the bus).
+    const answers = await traffic({
+      count,
+      concurrency: 6,
+      pathOf: (i) => (i % 2 === 0 ? hot[i % hot.length]! : `/run/${i}`),
+      onDispatch: (i) => {
+        if (i === count / 2) {
+          killedAt = performance.now();
+          void redis.kill();
+        }
+      },
+    });
+    expect(failuresOf(answers)).toEqual([]);
+    const before = answers.filter((a) => a.startedAt < killedAt);
+    const after = answers.filter((a) => a.startedAt >= killedAt);
+    expect(before.length).toBeGreaterThan(250);
+    expect(after.length).toBeGreaterThan(250);
+    expect(p99(after)).toBeLessThanOrEqual(p99(before) + COMMAND_TIMEOUT_MS);
+    const down = await Promise.all(gateways.map(async (g) => sampleOf(await metricsOf(g), 'crowdgate_redis_up')));
+    expect(down).toEqual([0, 0, 0]);
+  });
+
+  it('uses the shared tier again once Redis is restarted, without restarting the gateways', async () => {
+    await redis.restart(); // same port, empty
+    await waitForRedisUp(5_000);
+    const [a, b, c] = gateways as [GatewayProcess, GatewayProcess, GatewayProcess];
+    const l2HitsOf = async (g: GatewayProcess) =>
+      sampleOf(await metricsOf(g), 'crowdgate_store_operations_total{tier="redis",result="hit"}') ?? 0;
+    const bHitsBefore = await l2HitsOf(b);
+    expect((await get(a.url, '/after-restart')).body).toBe('body of /after-restart');
+    const fromB = await get(b.url, '/after-restart');
+    expect(fromB.cacheStatus).toMatch(/; hit/);
+    expect(await l2HitsOf(b)).toBe(bHitsBefore + 1);
+    expect((await get(c.url, '/after-restart')).cacheStatus).toMatch(/; hit/);
+    expect(origin.count('/after-restart')).toBe(1);
+    // Purges travel again too (the subscriber resubscribed after the reconnect).
+    expect((await purge(a, { url: '/after-restart' })).json.broadcast).toBe(true);
+    await sleep(100);
+    expect((await get(c.url, '/after-restart')).cacheStatus).not.toMatch(/; hit/);
+  });
+});
