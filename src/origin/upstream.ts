@@ -160,6 +160,11 @@ export class Upstream {
     outcome: OriginOutcome,
     kind: OriginRequestKind,
     startedAt: number,
+    /**
+     * False while the gateway itself is overloaded: its own event-loop lag is then part of the
+     * measured round trip, and feeding that to the limit would shrink it for the wrong reason.
+     */
+    sampleValid = true,
   ): void {
     const labels = { site: control.site, origin: control.member.name };
     if (outcome.kind === 'client_gone') {
@@ -170,7 +175,7 @@ export class Upstream {
     }
     if (outcome.kind === 'failure') {
       // A refused connection says nothing about the origin's latency; a timeout or reset under load does.
-      permit.release(outcome.failure === 'connect_error' ? 'ignore' : 'dropped');
+      permit.release(outcome.failure === 'connect_error' || !sampleValid ? 'ignore' : 'dropped');
       control.breaker.onFailure();
       pool.reportFailure(
         control.member,
@@ -181,7 +186,7 @@ export class Upstream {
     }
     const status = outcome.status;
     const overloaded = status === 503 || status === 429 || status === 504;
-    permit.release(overloaded ? 'dropped' : 'success');
+    permit.release(!sampleValid ? 'ignore' : overloaded ? 'dropped' : 'success');
     this.metrics.get('originDuration').observe(labels, Math.max(0, this.clock.now() - startedAt) / 1000);
     if (status >= 500) {
       control.breaker.onFailure();

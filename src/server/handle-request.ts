@@ -426,7 +426,7 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background'): P
       if (kind !== 'background') ctx.upstreamMs = (ctx.upstreamMs ?? 0) + (deps.clock.now() - startedAt);
     }
     if (!fetched.ok) {
-      deps.upstream.report(site.pool, control, permit, { kind: 'failure', failure: fetched.failure }, kind, startedAt);
+      deps.upstream.report(site.pool, control, permit, { kind: 'failure', failure: fetched.failure }, kind, startedAt, !deps.isOverloaded());
       if (fetched.failure === 'connect_error' && site.config.retryOnConnectFailure && attempt === 0 && hasOtherMember(site, member, deps.clock.now())) {
         excluded.add(member); // idempotent GET: retry once on another member
         continue;
@@ -440,7 +440,7 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background'): P
         detail: `origin ${member.name} (${member.url.origin}): ${fetched.failure.replace('_', ' ')}; check sites[].origins[].url`,
       };
     }
-    deps.upstream.report(site.pool, control, permit, { kind: 'response', status: fetched.status }, kind, startedAt);
+    deps.upstream.report(site.pool, control, permit, { kind: 'response', status: fetched.status }, kind, startedAt, !deps.isOverloaded());
     if ('tooLarge' in fetched) {
       // Larger than cache.maxObjectBytes: not stored. The body was abandoned unread; the leader
       // and every waiter stream it with http-proxy, and hit-for-pass sends the next ones straight there.
@@ -686,14 +686,14 @@ async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Lookup): Pro
         site.pool.end(member);
       }
       if (outcome.kind === 'ok') {
-        deps.upstream.report(site.pool, control, permit, { kind: 'response', status: outcome.status }, 'forward', startedAt);
+        deps.upstream.report(site.pool, control, permit, { kind: 'response', status: outcome.status }, 'forward', startedAt, !deps.isOverloaded());
         return;
       }
       if (outcome.kind === 'client_gone') {
-        deps.upstream.report(site.pool, control, permit, { kind: 'client_gone' }, 'forward', startedAt);
+        deps.upstream.report(site.pool, control, permit, { kind: 'client_gone' }, 'forward', startedAt, !deps.isOverloaded());
         return;
       }
-      deps.upstream.report(site.pool, control, permit, { kind: 'failure', failure: outcome.failure }, 'forward', startedAt);
+      deps.upstream.report(site.pool, control, permit, { kind: 'failure', failure: outcome.failure }, 'forward', startedAt, !deps.isOverloaded());
       if (outcome.kind === 'broken') return; // head already sent; the client connection was cut
       const idempotent = ctx.method === 'GET' || ctx.method === 'HEAD' || ctx.method === 'OPTIONS';
       if (

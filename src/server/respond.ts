@@ -87,46 +87,44 @@ export interface SendEntryOptions {
 }
 
 /**
- * The headers every answer from this entry shares, built once per entry (entries are never
- * mutated: a 304 merge or a purge makes a new one) so a hit only adds what differs per request.
+ * The headers every answer from this entry shares, built once per entry as a flat
+ * [name, value, …] list (entries are never mutated: a 304 merge or a purge makes a new one), so
+ * a hit only appends what differs per request. Node's writeHead takes the flat form as it is.
  */
-const staticHeaders = new WeakMap<CacheEntry, OutgoingHttpHeaders>();
-function staticHeadersOf(entry: CacheEntry): OutgoingHttpHeaders {
+const staticHeaders = new WeakMap<CacheEntry, Array<string | number | string[]>>();
+function staticHeadersOf(entry: CacheEntry): Array<string | number | string[]> {
   let headers = staticHeaders.get(entry);
   if (!headers) {
-    headers = {};
+    headers = [];
     for (const [name, value] of Object.entries(entry.headers)) {
-      if (!INTERNAL_HEADERS.has(name)) headers[name] = value;
+      if (!INTERNAL_HEADERS.has(name) && name !== 'content-length' && name !== 'via') headers.push(name, value);
     }
-    headers['content-length'] = entry.body.length;
-    headers['via'] = appendViaHeader(entry.headers['via']);
+    headers.push('content-length', entry.body.length, 'via', appendViaHeader(entry.headers['via']));
     staticHeaders.set(entry, headers);
   }
   return headers;
 }
 
 export function sendEntry(res: ServerResponse, entry: CacheEntry, opts: SendEntryOptions): void {
-  let headers: OutgoingHttpHeaders;
+  // RFC 9111 §5.1: Age on every response served from cache.
+  const age = String(opts.ageSeconds > 0 ? Math.floor(opts.ageSeconds) : 0);
   if (opts.notModified) {
-    headers = {};
+    const headers: OutgoingHttpHeaders = {};
     for (const name of NOT_MODIFIED_HEADERS) {
       const v = entry.headers[name];
       if (v !== undefined) headers[name] = v;
     }
     headers['via'] = appendViaHeader(entry.headers['via']);
-  } else {
-    headers = { ...staticHeadersOf(entry) };
-  }
-  // RFC 9111 §5.1: Age on every response served from cache.
-  headers['age'] = String(opts.ageSeconds > 0 ? Math.floor(opts.ageSeconds) : 0);
-  headers['cache-status'] = opts.cacheStatus;
-  headers['x-request-id'] = opts.requestId;
-  if (opts.notModified) {
+    headers['age'] = age;
+    headers['cache-status'] = opts.cacheStatus;
+    headers['x-request-id'] = opts.requestId;
     res.writeHead(304, headers);
     res.end();
     return;
   }
-  res.writeHead(entry.status, headers);
+  const headers = staticHeadersOf(entry).slice();
+  headers.push('age', age, 'cache-status', opts.cacheStatus, 'x-request-id', opts.requestId);
+  res.writeHead(entry.status, headers as unknown as OutgoingHttpHeaders);
   if (opts.head || entry.status === 204 || entry.status === 304) res.end();
   else res.end(entry.body);
 }
