@@ -1,6 +1,7 @@
 /**
  * The admin listener (127.0.0.1 by default, its own port): /healthz, /readyz, /metrics,
- * /status (JSON), and POST /purge with a bearer token. Owns the admin HTTP surface; the data
+ * /status (JSON), and POST /purge with a bearer token (applied here and, with Redis, broadcast to
+ * every instance). Owns the admin HTTP surface; the data
  * comes from the Gateway.
  */
 import http from 'node:http';
@@ -101,15 +102,12 @@ async function purge(gw: Gateway, req: http.IncomingMessage, res: http.ServerRes
   }
   const parsed = toSelectors(gw, body);
   if ('error' in parsed) return json(res, 400, { error: parsed.error });
-  const now = gw.clock.now();
-  let purged = 0;
-  for (const selector of parsed.selectors) {
-    purged += await gw.store.purge(selector, parsed.mode, now);
-  }
+  // Here (L1 and, with Redis, L2), then broadcast to the other instances' L1 (gateway.purge).
+  const { purged, broadcast } = await gw.purge(parsed.selectors, parsed.mode);
   gw.metrics.get('purges').inc({ kind: parsed.kind, mode: parsed.mode });
   gw.metrics.get('purgedEntries').inc({ mode: parsed.mode }, purged);
-  gw.logger.info({ kind: parsed.kind, mode: parsed.mode, purged }, 'purge');
-  return json(res, 200, { purged, mode: parsed.mode, kind: parsed.kind });
+  gw.logger.info({ kind: parsed.kind, mode: parsed.mode, purged, broadcast }, 'purge');
+  return json(res, 200, { purged, mode: parsed.mode, kind: parsed.kind, ...(gw.crossInstance ? { broadcast } : {}) });
 }
 
 /** Turns a purge request into store selectors; soft unless `mode: "hard"` (a purge must never stampede the origin). */

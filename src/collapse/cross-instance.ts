@@ -1,0 +1,111 @@
+/**
+ * Cross-instance collapsing: the answer to a local leader's question "may I fetch this key, or is
+ * another gateway instance already fetching it?" (server/handle-request.ts CrossInstanceCollapse).
+ * Built on the fill lock (distributed.ts: `SET NX PX`) and the "filled" notice (redis-bus.ts,
+ * pub/sub). It does not collapse requests inside one process (inflight.ts), read or write the
+ * store, nor decide what a waiter does once woken (the request path re-reads the store).
+ *
+ * acquire(key):
+ *   1. register a fill waiter on the bus (synchronously, before anything can be published), then
+ *   2. try the lock for `lockTtlMs`:
+ *      - acquired   → 'fetch'; done() releases the lock, then publishes "filled" (the caller
+ *                     calls it after its store write, so a woken waiter finds the entry in L2);
+ *                     unless `isFilled` says another instance stored the key in the meantime
+ *                     (after the caller's lookup, before our lock): then release, publish,
+ *                     and answer 'filled';
+ *      - Redis down → 'fetch' at once, done() is a no-op (fail open: fetch alone);
+ *      - held       → wait for the holder's "filled" notice: 'filled', or 'timeout' after
+ *                     `lockWaitMs` (the caller then fetches on its own).
+ * Registering first closes the race where the holder publishes between our failed SET NX and
+ * our subscription to its notice. A holder that dies never publishes: its waiters leave at
+ * lockWaitMs, and the lock itself lapses at lockTtlMs, so the key is never blocked longer.
+ * Waiting costs no Redis command (one shared subscription, no polling); when the subscriber is
+ * down the wait ends at once ('timeout'), since no notice could arrive.
+ *
+ * Release before publish: a waiter woken by the notice may take the lock itself (to refetch an
+ * entry that arrived unusable) without finding the old holder's lock still there.
+ */
+import type { RedisBus } from '../cache/stores/redis-bus.js';
+import type { CrossInstanceCollapse } from '../server/handle-request.js';
+import type { DistributedLock } from './distributed.js';
+
+export type CrossInstanceClaim = Awaited<ReturnType<CrossInstanceCollapse['acquire']>>;
+
+/** How an acquire ended, for metrics and logs. */
+export type CrossInstanceOutcome = 'locked' | 'redis_down' | 'filled' | 'timeout';
+
+export interface RedisCrossInstanceOptions {
+  lock: DistributedLock;
+  bus: RedisBus;
+  /** redis.lockTtlMs: how long a holder may keep a key before its lock lapses. */
+  lockTtlMs: number;
+  /** redis.lockWaitMs: how long a non-holder waits for "filled" before fetching alone. */
+  lockWaitMs: number;
+  onOutcome?: (outcome: CrossInstanceOutcome) => void;
+  /**
+   * Runs before 'filled' is answered: the gateway copies the holder's L2 record into L1 there,
+   * so the caller's re-read finds it rather than the stale L1 copy it started from.
+   */
+  onFilled?: (key: string) => Promise<void>;
+  /**
+   * Asked once the lock is ours: true when the key turns out to be filled already (another
+   * instance stored it after the caller's lookup and released before our SET NX). Then the lock
+   * is released, waiters are told, and 'filled' is answered instead of a second origin fetch.
+   */
+  isFilled?: (key: string) => Promise<boolean>;
+}
+
+const NOTHING_TO_RELEASE = async (): Promise<void> => {};
+
+export class RedisCrossInstance implements CrossInstanceCollapse {
+  private readonly lock: DistributedLock;
+  private readonly bus: RedisBus;
+  private readonly lockTtlMs: number;
+  private readonly lockWaitMs: number;
+  private readonly onOutcome: ((outcome: CrossInstanceOutcome) => void) | undefined;
+  private readonly onFilled: ((key: string) => Promise<void>) | undefined;
+  private readonly isFilled: ((key: string) => Promise<boolean>) | undefined;
+
+  constructor(options: RedisCrossInstanceOptions) {
+    for (const name of ['lockTtlMs', 'lockWaitMs'] as const) {
+      if (!(options[name] > 0)) throw new RangeError(`${name} must be positive, got ${options[name]}`);
+    }
+    this.lock = options.lock;
+    this.bus = options.bus;
+    this.lockTtlMs = options.lockTtlMs;
+    this.lockWaitMs = options.lockWaitMs;
+    this.onOutcome = options.onOutcome;
+    this.onFilled = options.onFilled;
+    this.isFilled = options.isFilled;
+  }
+
+  async acquire(key: string): Promise<CrossInstanceClaim> {
+    // 1. Listen first (see module doc); resolves 'timeout' at once when no notice could arrive.
+    const notified = this.bus.waitForFill(key, this.lockWaitMs);
+    // 2. The lock.
+    const lock = await this.lock.tryLock(key, this.lockTtlMs);
+    if (lock.acquired) {
+      // Our own waiter is settled by our own "filled" notice (or its timer); nobody awaits it.
+      const done = async () => {
+        await lock.release();
+        await this.bus.publishFilled(key);
+      };
+      if (await this.isFilled?.(key)) {
+        await done();
+        this.onOutcome?.('filled');
+        return { kind: 'filled' };
+      }
+      this.onOutcome?.('locked');
+      return { kind: 'fetch', done };
+    }
+    if (lock.redisDown) {
+      this.onOutcome?.('redis_down');
+      return { kind: 'fetch', done: NOTHING_TO_RELEASE };
+    }
+    // 3. Another instance holds the fill: its notice, or our deadline.
+    const outcome = await notified;
+    this.onOutcome?.(outcome);
+    if (outcome === 'filled') await this.onFilled?.(key);
+    return { kind: outcome };
+  }
+}
