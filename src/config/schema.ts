@@ -449,7 +449,6 @@ export const redisSchema = z
     breakerOpenMs: positiveMs('How long Redis is skipped before one probe.').default(2_000),
     lockTtlMs: positiveMs('Cross-instance fill lock lifetime; a dead holder blocks a key no longer.').default(5_000),
     lockWaitMs: positiveMs('How long another instance waits for the holder before fetching alone.').default(3_000),
-    sharedRateLimits: z.boolean().default(false).describe('Keep per-client token buckets in Redis.'),
   })
   .refine((r) => r.url || r.sentinels || r.cluster, 'needs url, sentinels or cluster')
   .refine((r) => !r.sentinels || r.sentinelName, 'sentinels need sentinelName')

@@ -57,6 +57,18 @@ export class GatewayMetrics {
     { count: client.Counter.Internal; duration: client.Histogram.Internal<string> }
   >();
 
+  /** Hot path too (every lookup): a store operation, with cached label children. */
+  countStoreOperation(tier: string, result: string): void {
+    const id = `${tier}\u0000${result}`;
+    let c = this.storeChildren.get(id);
+    if (!c) {
+      c = this.get('storeOperations').labels({ tier, result });
+      this.storeChildren.set(id, c);
+    }
+    c.inc();
+  }
+  private readonly storeChildren = new Map<string, client.Counter.Internal>();
+
   async render(): Promise<{ contentType: string; body: string }> {
     return { contentType: this.registry.contentType, body: await this.registry.metrics() };
   }

@@ -28,7 +28,7 @@ import {
   type RequestFacts,
 } from '../cache/policy.js';
 import { invalidationTargets, isNotModifiedForClient, makeConditionalHeaders, mergeNotModified } from '../cache/revalidation.js';
-import type { CacheStore } from '../cache/stores/cache-store.js';
+import type { CacheStore, PurgeMode, PurgeSelector } from '../cache/stores/cache-store.js';
 import type { Inflight } from '../collapse/inflight.js';
 import type { ErrorCode } from '../errors.js';
 import { statusClassOf, type GatewayMetrics } from '../metrics/gateway-metrics.js';
@@ -64,6 +64,8 @@ export interface RequestDeps {
   noteKey?(site: string, path: string, state: CacheState): void;
   /** Collapsing across gateway instances (Redis), when configured. */
   readonly crossInstance?: CrossInstanceCollapse;
+  /** Purges here and, with Redis, on every instance. */
+  purge(selectors: readonly PurgeSelector[], mode: PurgeMode): Promise<unknown>;
 }
 
 /**
@@ -826,13 +828,11 @@ function invalidateAfterUnsafe(ctx: Ctx, status: number, headers: OutgoingHttpHe
     { status, headers: headers as Record<string, string | string[] | undefined> },
     origin,
   );
-  const now = ctx.deps.clock.now();
-  for (const target of targets) {
-    const pathOnly = target.split('?')[0]!;
-    const route = site.compiled.matchRoute('GET', pathOnly);
-    const key = makeCacheKey({ site: site.name, url: target, headers: ctx.req.headers, key: site.policyFor(route).route.key });
-    void ctx.deps.store.purge({ kind: 'key', key }, 'soft', now);
-  }
+  const selectors: PurgeSelector[] = targets.map((target) => {
+    const route = site.compiled.matchRoute('GET', target.split('?')[0]!);
+    return { kind: 'key', key: makeCacheKey({ site: site.name, url: target, headers: ctx.req.headers, key: site.policyFor(route).route.key }) };
+  });
+  if (selectors.length > 0) void ctx.deps.purge(selectors, 'soft').catch(() => undefined);
 }
 
 function clientKeyOf(ctx: Ctx, header: string | undefined): string {

@@ -186,7 +186,9 @@ export class RedisGuard {
       this.close();
       return { ok: true, value };
     } catch (error) {
-      this.recordFailure();
+      // A command timeout means Redis is hung or overloaded: open at once, so no request waits
+      // more than one commandTimeout for Redis (other errors answer fast and are counted).
+      this.recordFailure(isTimeout(error));
       return { ok: false, reason: 'error', error };
     }
   }
@@ -198,9 +200,9 @@ export class RedisGuard {
     return true;
   }
 
-  private recordFailure(): void {
+  private recordFailure(openNow = false): void {
     this.failures++;
-    if (this.isProbing || this.failures >= this.breakerFailures) {
+    if (openNow || this.isProbing || this.failures >= this.breakerFailures) {
       this.isOpen = true;
       this.isProbing = false;
       this.openUntil = this.clock.now() + this.breakerOpenMs;
@@ -449,6 +451,10 @@ export class RedisStore implements CacheStore {
 }
 
 /** Escape Redis glob specials (`* ? [ ] \`) so a prefix matches literally in SCAN MATCH. */
+function isTimeout(error: unknown): boolean {
+  return /timed? ?out/i.test(String((error as Error)?.message ?? ''));
+}
+
 export function escapeGlob(text: string): string {
   return text.replace(/[*?[\]\\]/g, (ch) => `\\${ch}`);
 }
