@@ -55,7 +55,13 @@ export async function spawnGateway(input: GatewayConfigInput, timeoutMs = 10_000
       }
     });
   });
-  const started = await listening;
+  let started: Record<string, unknown>;
+  try {
+    started = await listening;
+  } catch (err) {
+    child.kill('SIGKILL'); // never leave a half-started gateway behind
+    throw err;
+  }
   const status = (field: string) => {
     const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
     return m ? Number(m[1]) * 1024 : 0;

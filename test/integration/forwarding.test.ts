@@ -166,6 +166,19 @@ describe('forwarding', () => {
     await res.body.text();
   });
 
+  it('cuts a streamed response whose origin goes silent for longer than idleMs', async () => {
+    const o = await origin();
+    o.route('/stall', { delayMs: 1500, delayBody: true, headers: { 'cache-control': 'no-store' }, body: 'late' });
+    const g = await gateway({ sites: [siteFor([o.url], { timeouts: { idleMs: 200 } })] });
+    const started = performance.now();
+    const res = await request(`${g.url}/stall`, { method: 'POST', body: 'x' });
+    expect(res.statusCode).toBe(200); // the head came through; then the body stalled
+    await expect(res.body.text()).rejects.toThrow();
+    expect(performance.now() - started).toBeLessThan(1200);
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(/crowdgate_origin_requests_total\{[^}]*kind="forward",outcome="timeout"\} 1/);
+  });
+
   it('answers 404 with a clear page when no site matches the Host', async () => {
     const o = await origin();
     const g = await gateway({ sites: [{ name: 'blog', hosts: ['blog.example.com', '*.blog.example.com'], origins: [{ url: o.url }], healthCheck: { enabled: false } }] });
