@@ -157,7 +157,7 @@ export class Forwarder {
     });
     proxyRes.on('aborted', () => {
       res.destroy();
-      state.settle({ kind: 'broken', failure: 'reset', status });
+      state.settle({ kind: 'broken', failure: state.timedOut ? 'timeout' : 'reset', status });
     });
     proxyRes.on('end', () => {
       state.settle({ kind: 'ok', status, headAt });
