@@ -1,22 +1,9 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { request } from 'undici';
-import { startTestOrigin, type TestOrigin } from '../helpers/test-origin.js';
-import { siteFor, startGateway, type StartedGateway } from '../helpers/gateway.js';
+import { siteFor } from '../helpers/gateway.js';
+import { useFixtures } from '../helpers/fixtures.js';
 
-const cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-async function origin(name?: string): Promise<TestOrigin> {
-  const o = await startTestOrigin(name ? { name } : {});
-  cleanups.push(() => o.close());
-  return o;
-}
-async function gateway(...args: Parameters<typeof startGateway>): Promise<StartedGateway> {
-  const g = await startGateway(...args);
-  cleanups.push(() => g.close());
-  return g;
-}
+const { origin, gateway } = useFixtures();
 async function call(url: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}) {
   const started = performance.now();
   const res = await request(url, init);

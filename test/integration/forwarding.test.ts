@@ -1,28 +1,14 @@
 import http from 'node:http';
 import net from 'node:net';
 import { Readable } from 'node:stream';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { WebSocketServer, WebSocket } from 'ws';
-import { startTestOrigin, type TestOrigin } from '../helpers/test-origin.js';
-import { siteFor, startGateway, type StartedGateway } from '../helpers/gateway.js';
+import { siteFor } from '../helpers/gateway.js';
+import { useFixtures } from '../helpers/fixtures.js';
 import { spawnGateway } from '../helpers/gateway-process.js';
 
-const cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
-async function origin(name?: string): Promise<TestOrigin> {
-  const o = await startTestOrigin(name ? { name } : {});
-  cleanups.push(() => o.close());
-  return o;
-}
-async function gateway(...args: Parameters<typeof startGateway>): Promise<StartedGateway> {
-  const g = await startGateway(...args);
-  cleanups.push(() => g.close());
-  return g;
-}
+const { cleanups, origin, gateway } = useFixtures();
 
 /** A raw HTTP/1.1 exchange, so tests control every byte the client sends. */
 function rawHttp(port: number, payload: string | Buffer, waitMs = 1500): Promise<string> {

@@ -3,26 +3,13 @@ import { mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { stringify } from 'yaml';
-import { startTestOrigin, type TestOrigin } from '../helpers/test-origin.js';
-import { siteFor, startGateway, withTestDefaults, type StartedGateway } from '../helpers/gateway.js';
+import { siteFor, withTestDefaults } from '../helpers/gateway.js';
+import { useFixtures } from '../helpers/fixtures.js';
 
-const cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-async function origin(name?: string): Promise<TestOrigin> {
-  const o = await startTestOrigin(name ? { name } : {});
-  cleanups.push(() => o.close());
-  return o;
-}
-async function gateway(...args: Parameters<typeof startGateway>): Promise<StartedGateway> {
-  const g = await startGateway(...args);
-  cleanups.push(() => g.close());
-  return g;
-}
+const { cleanups, origin, gateway } = useFixtures();
 
 async function freePort(): Promise<number> {
   const s = net.createServer();
