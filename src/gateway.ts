@@ -265,6 +265,7 @@ export class Gateway implements RequestDeps {
   }
 
   takeRateLimit(site: SiteRuntime, route: CompiledRoute, clientKey: (header?: string) => string): number | undefined {
+    if (this.rateLimiters.size === 0) return undefined; // off unless configured
     for (const id of [`${site.name}\u0000${route.name}`, `${site.name}\u0000`]) {
       const rl = this.rateLimiters.get(id);
       if (!rl) continue;

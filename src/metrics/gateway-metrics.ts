@@ -5,12 +5,15 @@
  */
 import client from 'prom-client';
 import { METRICS, type MetricKey, type MetricSpec } from './names.js';
+import { FastHistogram, type HistogramSeries } from './fast-histogram.js';
 
 type MetricOf<K extends MetricKey> = (typeof METRICS)[K]['type'] extends 'counter'
   ? client.Counter<string>
   : (typeof METRICS)[K]['type'] extends 'gauge'
     ? client.Gauge<string>
-    : client.Histogram<string>;
+    : (typeof METRICS)[K]['name'] extends 'crowdgate_request_duration_seconds'
+      ? FastHistogram
+      : client.Histogram<string>;
 
 export class GatewayMetrics {
   readonly registry: client.Registry;
@@ -20,7 +23,20 @@ export class GatewayMetrics {
     this.registry = new client.Registry();
     if (opts.defaultMetrics !== false) client.collectDefaultMetrics({ register: this.registry });
     for (const [key, spec] of Object.entries(METRICS) as [MetricKey, (typeof METRICS)[MetricKey]][]) {
+      if (key === 'requestDuration') {
+        // Observed once per request: a lean histogram instead of prom-client's (see fast-histogram.ts).
+        this.requestDuration = new FastHistogram(spec.name, spec.help, spec.labels, spec.buckets ?? []);
+        this.registry.registerMetric(this.requestDuration as unknown as client.Metric<string>);
+        continue;
+      }
       const common = { name: spec.name, help: spec.help, labelNames: [...spec.labels], registers: [this.registry] };
+      if (key === 'requests') {
+        // Counted per request into plain numbers, added to the prom-client counter when scraped.
+        const flush = () => this.flushRequestCounts();
+        const counter = new client.Counter({ ...common, collect: flush });
+        this.metrics.set(key, counter);
+        continue;
+      }
       let metric: client.Metric<string>;
       if (spec.type === 'counter') metric = new client.Counter(common);
       else if (spec.type === 'gauge') metric = new client.Gauge(common);
@@ -31,31 +47,48 @@ export class GatewayMetrics {
   }
 
   get<K extends MetricKey>(key: K): MetricOf<K> {
+    if (key === 'requestDuration') return this.requestDuration as unknown as MetricOf<K>;
     return this.metrics.get(key) as MetricOf<K>;
   }
 
   /**
-   * Hot path: one finished request. Label children are cached by their values (prom-client
-   * hashes the label object on every call otherwise); the sets are small and fixed.
+   * Hot path: one finished request. No prom-client call here (it hashes the label object every
+   * time): the count goes to a plain number flushed into the counter on scrape, the duration
+   * into a lean histogram; both keyed by a label-value string resolved once per label set.
    */
   observeRequest(site: string, route: string, state: string, statusClass: string, seconds: number): void {
     const id = `${site}\u0000${route}\u0000${state}\u0000${statusClass}`;
     let c = this.requestChildren.get(id);
     if (!c) {
+      if (this.requestChildren.size > 10_000) {
+        this.flushRequestCounts();
+        this.requestChildren.clear();
+      }
       c = {
-        count: this.get('requests').labels({ site, route, state, status_class: statusClass }),
-        duration: this.get('requestDuration').labels({ site, state }),
+        labels: { site, route, state, status_class: statusClass },
+        pending: 0,
+        duration: this.requestDuration.seriesFor({ site, state }),
       };
-      if (this.requestChildren.size > 10_000) this.requestChildren.clear();
       this.requestChildren.set(id, c);
     }
-    c.count.inc();
-    c.duration.observe(seconds);
+    c.pending++;
+    this.requestDuration.observe(c.duration, seconds);
   }
+  private requestDuration!: FastHistogram;
   private readonly requestChildren = new Map<
     string,
-    { count: client.Counter.Internal; duration: client.Histogram.Internal<string> }
+    { labels: Record<string, string>; pending: number; duration: HistogramSeries }
   >();
+
+  private flushRequestCounts(): void {
+    const counter = this.metrics.get('requests') as client.Counter<string>;
+    for (const c of this.requestChildren.values()) {
+      if (c.pending > 0) {
+        counter.inc(c.labels, c.pending);
+        c.pending = 0;
+      }
+    }
+  }
 
   /** Hot path too (every lookup): a store operation, with cached label children. */
   countStoreOperation(tier: string, result: string): void {

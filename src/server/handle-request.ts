@@ -213,7 +213,8 @@ async function route(ctx: Ctx): Promise<void> {
   // 5. Lookup: the key, then the stored variant this request selects.
   const key = makeCacheKey({ site: site.name, url: ctx.url, headers: req.headers, key: policy.route.key });
   const variantHeaders = makeVariantHeaders(req.headers, policy);
-  const variants = (await deps.store.get(key)) ?? [];
+  // Memory hits are answered without a promise; anything else asks the store properly.
+  const variants = deps.store.peekHit?.(key) ?? (await deps.store.get(key)) ?? [];
   const entry = selectVariant(variants, variantHeaders);
   const now = deps.clock.now();
   const evaluation = entry ? evaluateEntry(entry, facts, now, policy) : undefined;

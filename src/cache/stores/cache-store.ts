@@ -47,6 +47,12 @@ export interface CacheStore {
    */
   get(key: string): Promise<CacheEntry[] | undefined>;
   /**
+   * Optional synchronous hit path: the variants when they are in memory right now, else
+   * undefined — then call get(), which is definitive (and counts the miss). A hit found here
+   * counts as a hit.
+   */
+  peekHit?(key: string): CacheEntry[] | undefined;
+  /**
    * Store one variant: replaces the variant with the same variantKey under entry.key, keeps the
    * others, at most maxVariants (drop the oldest). Never rejects.
    */

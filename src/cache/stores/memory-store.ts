@@ -79,6 +79,12 @@ export class MemoryStore implements CacheStore {
     });
   }
 
+  peekHit(key: string): CacheEntry[] | undefined {
+    const entries = this.read(key);
+    if (entries) this.onEvent?.({ kind: 'hit', tier: 'memory' });
+    return entries;
+  }
+
   async get(key: string): Promise<CacheEntry[] | undefined> {
     const entries = this.read(key);
     this.onEvent?.({ kind: entries ? 'hit' : 'miss', tier: 'memory' });

@@ -97,6 +97,9 @@ export function createRedisClient(
       sentinels: cfg.sentinels.map((s) => ({ host: s.host, port: s.port })),
       name: cfg.sentinelName,
       sentinelRetryStrategy: reconnectDelayMs,
+      // Follow +switch-master at once; otherwise writes and purges go to the demoted master
+      // for the seconds until Sentinel drops its clients.
+      failoverDetector: true,
       ...(cfg.url ? credentialsOf(cfg.url) : {}),
     });
   } else if (cfg.url) {

@@ -35,6 +35,10 @@ export class TieredStore implements CacheStore {
     this.name = options.name ?? `${options.l1.name}+${options.l2.name}`;
   }
 
+  peekHit(key: string): CacheEntry[] | undefined {
+    return this.l1.peekHit(key);
+  }
+
   async get(key: string): Promise<CacheEntry[] | undefined> {
     const near = await this.l1.get(key);
     if (near) return near;

@@ -133,3 +133,17 @@ describe('MemoryStore.fill (from L2)', () => {
     expect((await store.get('k'))?.map((e) => e.variantKey)).toEqual(['a']);
   });
 });
+
+describe('MemoryStore synchronous hit path', () => {
+  it('peekHit returns what get would on a hit, and nothing (no miss counted) on a miss', async () => {
+    const events: StoreEvent[] = [];
+    const clock = new ManualClock(1_700_000_000_000);
+    const store = new MemoryStore({ maxBytes: 1 << 20, maxObjectBytes: 1 << 16, maxVariants: 4, clock, onEvent: (e) => events.push(e) });
+    const entry = makeEntry({ key: 'k' });
+    await store.put(entry);
+    events.length = 0;
+    expect(store.peekHit('k')).toEqual(await store.get('k'));
+    expect(store.peekHit('absent')).toBeUndefined();
+    expect(events.map((e) => e.kind)).toEqual(['hit', 'hit']);
+  });
+});
