@@ -364,12 +364,14 @@ export class Gateway implements RequestDeps {
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
     this.inFlightRequests++;
-    res.once('close', () => {
-      this.inFlightRequests--;
-      if (this.inFlightRequests === 0) for (const w of this.idleWaiters.splice(0)) w();
-    });
     if (this.draining) res.setHeader('connection', 'close');
     void handleRequest(this, req, res);
+  }
+
+  /** Called by the request path once per request, when its response is finished or cut. */
+  requestDone(): void {
+    this.inFlightRequests--;
+    if (this.inFlightRequests === 0) for (const w of this.idleWaiters.splice(0)) w();
   }
 
   private onUpgrade(req: http.IncomingMessage, socket: import('node:stream').Duplex, head: Buffer): void {

@@ -66,6 +66,8 @@ export interface RequestDeps {
   readonly crossInstance?: CrossInstanceCollapse;
   /** Purges here and, with Redis, on every instance. */
   purge(selectors: readonly PurgeSelector[], mode: PurgeMode): Promise<unknown>;
+  /** Once per request, when its response is finished or cut (in-flight accounting for drain). */
+  requestDone?(): void;
 }
 
 /**
@@ -879,6 +881,7 @@ function fail(
 /** Access log line and request metrics, once per request, when the response is done or cut. */
 function finish(ctx: Ctx): void {
   const { deps, res } = ctx;
+  deps.requestDone?.();
   const durationMs = deps.clock.now() - ctx.startedAt;
   const site = ctx.site?.name ?? '-';
   const routeName = ctx.route?.name ?? '-';
