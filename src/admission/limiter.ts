@@ -296,6 +296,10 @@ export class Limiter {
 
   /** A standing queue has begun: cap every wait at enqueuedAt + codelIntervalMs. */
   private capWaiters(now: number): void {
+    // Once waits are predicted at arrival, a waiter was admitted because it was expected to be
+    // served in time: it keeps its deadline (cutting it now would only make it fail late); the
+    // standing queue's tighter bound applies to new arrivals. Before that, CoDel cuts old waits.
+    if (this.rttEwmaMs > 0) return;
     const intervalMs = this.queueConfig.codelIntervalMs;
     this.queue.forEach((w) => {
       const capAt = w.enqueuedAt + intervalMs;
