@@ -59,10 +59,22 @@ export class Upstream {
     this.priorityClasses = priorityClasses;
   }
 
+  /** Config snapshots are frozen and replaced whole, so their keys are computed once each. */
+  private readonly admissionKeys = new WeakMap<AdmissionConfig, string>();
+  private readonly circuitKeys = new WeakMap<object, string>();
+
   controlFor(site: SiteConfig, member: OriginMember): MemberControl {
-    const { ceiling: _ceiling, ...learning } = this.admission.limit;
-    const admissionKey = JSON.stringify([learning, this.priorityClasses, this.admission.queue, this.admission.limit.ceiling ?? null]);
-    const circuitKey = JSON.stringify(site.circuit);
+    let admissionKey = this.admissionKeys.get(this.admission);
+    if (admissionKey === undefined) {
+      const { ceiling: _ceiling, ...learning } = this.admission.limit;
+      admissionKey = JSON.stringify([learning, this.priorityClasses, this.admission.queue, this.admission.limit.ceiling ?? null]);
+      this.admissionKeys.set(this.admission, admissionKey);
+    }
+    let circuitKey = this.circuitKeys.get(site.circuit);
+    if (circuitKey === undefined) {
+      circuitKey = JSON.stringify(site.circuit);
+      this.circuitKeys.set(site.circuit, circuitKey);
+    }
     let c = this.controls.get(member);
     if (!c) {
       c = {
