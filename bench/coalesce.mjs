@@ -15,8 +15,8 @@
  *
  * Usage: node bench/coalesce.mjs [--pages 5] [--waiters 100] [--origin-ms 100] [--only direct,crowdgate,nginx,varnish]
  */
+import { writeReport } from './lib/report.mjs';
 import { parseArgs } from 'node:util';
-import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { availableParallelism, cpus } from 'node:os';
@@ -151,12 +151,7 @@ async function main() {
     );
   for (const s of skipped) L.push(`| ${s.name} | skipped: ${s.reason} |||||||`);
   const md = L.join('\n') + '\n';
-  mkdirSync(values.out, { recursive: true });
-  const base = join(values.out, `coalesce-${date.replace(/[:.]/g, '-').slice(0, 19)}`);
-  writeFileSync(`${base}.json`, JSON.stringify({ meta, rows, skipped }, null, 1));
-  writeFileSync(`${base}.md`, md);
-  process.stdout.write(md);
-  process.stderr.write(`\nwrote ${base}.json and ${base}.md\n`);
+  writeReport({ dir: values.out, name: 'coalesce', date, json: { meta, rows, skipped }, md });
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -20,8 +20,9 @@
  *
  * It does not start anything it cannot stop: every process is a child stopped by PID.
  */
+import { writeReport } from './lib/report.mjs';
 import { parseArgs } from 'node:util';
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { availableParallelism } from 'node:os';
@@ -301,15 +302,10 @@ async function main() {
     ...opts,
   };
   const md = toMarkdown(meta, runs, skipped);
-  mkdirSync(values.out, { recursive: true });
-  const stamp = date.replace(/[:.]/g, '-').slice(0, 19);
-  const base = join(values.out, `flash-crowd-x${multiplier}${values.quick ? '-quick' : ''}-${stamp}`);
   const json = { meta, skipped, runs: runs.map(({ metrics, ...r }) => r) };
-  writeFileSync(`${base}.json`, JSON.stringify(json, (k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 1));
-  writeFileSync(`${base}.md`, md);
+  const name = `flash-crowd-x${multiplier}${values.quick ? '-quick' : ''}`;
+  const base = writeReport({ dir: values.out, name, date, json, md });
   for (const r of runs) if (r.metrics) writeFileSync(`${base}-${r.name}-metrics.txt`, r.metrics);
-  process.stdout.write(md);
-  process.stderr.write(`\nwrote ${base}.json and ${base}.md\n`);
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

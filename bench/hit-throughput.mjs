@@ -15,8 +15,8 @@
  * Usage: node bench/hit-throughput.mjs [--runs 5] [--seconds 5] [--sizes 1024,65536] [--peers]
  *          [--only crowdgate,nginx,varnish] [--connections 64]
  */
+import { writeReport } from './lib/report.mjs';
 import { parseArgs } from 'node:util';
-import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { availableParallelism, cpus } from 'node:os';
@@ -180,12 +180,7 @@ async function main() {
     }
   }
   const md = L.join('\n') + '\n';
-  mkdirSync(values.out, { recursive: true });
-  const base = join(values.out, `hit-throughput-${date.replace(/[:.]/g, '-').slice(0, 19)}`);
-  writeFileSync(`${base}.json`, JSON.stringify({ meta, results }, null, 1));
-  writeFileSync(`${base}.md`, md);
-  process.stdout.write(md);
-  process.stderr.write(`\nwrote ${base}.json and ${base}.md\n`);
+  writeReport({ dir: values.out, name: 'hit-throughput', date, json: { meta, results }, md });
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -20,8 +20,8 @@
  * Usage: node bench/redis-tier.mjs [--seconds 10] [--pages 5] [--workers 12] [--runs 5]
  *        [--hit-seconds 5] [--connections 32] [--skip-hit] [--skip-fetches]
  */
+import { writeReport } from './lib/report.mjs';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -263,13 +263,7 @@ async function main() {
     loadAtEnd: 0,
   };
   result.loadAtEnd = noteMachineLoad('end');
-  mkdirSync(values.out, { recursive: true });
-  const stamp = result.at.replace(/[:.]/g, '-').slice(0, 19);
-  const base = join(values.out, `redis-tier-${stamp}`);
-  writeFileSync(`${base}.json`, JSON.stringify(result, null, 2));
-  const md = toMarkdown(result);
-  writeFileSync(`${base}.md`, md);
-  process.stdout.write(`${md}\n(written to ${base}.md)\n`);
+  writeReport({ dir: values.out, name: 'redis-tier', date: result.at, json: result, md: toMarkdown(result) });
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

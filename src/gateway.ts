@@ -30,6 +30,7 @@ import { RateLimiter } from './admission/rate-limit.js';
 import { computeRetryAfterSeconds } from './admission/retry-after.js';
 import { Runtime, type SiteRuntime } from './runtime.js';
 import { TrustedProxies } from './server/client-address.js';
+import { appendVia } from './server/headers.js';
 import { handleRequest, type CrossInstanceCollapse, type FillResult, type RequestDeps } from './server/handle-request.js';
 import { createPublicServer } from './server/http-server.js';
 import type { CompiledRoute } from './server/site-router.js';
@@ -395,7 +396,7 @@ export class Gateway implements RequestDeps {
     const xff = req.headers['x-forwarded-for'];
     req.headers['x-forwarded-for'] = this.trusted.isTrusted(peer) && xff ? `${String(xff)}, ${peer}` : peer;
     req.headers['x-forwarded-proto'] = 'http';
-    req.headers['via'] = req.headers['via'] ? `${String(req.headers['via'])}, 1.1 crowdgate` : '1.1 crowdgate';
+    req.headers['via'] = appendVia(req.headers['via']);
     void this.forwarder.ws(req, socket, head, member.url, !site.config.preserveHost).then((r) => {
       this.tunnels.set(site.name, Math.max(0, (this.tunnels.get(site.name) ?? 1) - 1));
       gauge.set({ site: site.name }, this.tunnels.get(site.name)!);

@@ -9,7 +9,8 @@ import type { PolicyOptions } from './cache/policy.js';
 import type { GatewayConfig, RouteConfig, SiteConfig } from './config/schema.js';
 import { routeSchema } from './config/schema.js';
 import type { OriginPool } from './origin/pool.js';
-import { compileGlobs, parseCookies } from './server/headers.js';
+import { parseCookies } from './cache/cache-key.js';
+import { compileGlobs } from './server/headers.js';
 import { compileSite, SiteRouter, type CompiledRoute, type CompiledSite } from './server/site-router.js';
 
 export interface SiteRuntime {
@@ -86,7 +87,7 @@ function compilePriority(p: GatewayConfig['admission']['priorities'][number]): P
       if (method !== undefined && method.toUpperCase() !== reqMethod) return false;
       if (headerName !== undefined && headers[headerName] === undefined) return false;
       if (route !== undefined && route !== routeName) return false;
-      if (cookie !== undefined && !parseCookies(headers.cookie).some(([n]) => n === cookie)) return false;
+      if (cookie !== undefined && !parseCookies(headers.cookie).has(cookie)) return false;
       return true;
     },
   };

@@ -35,7 +35,7 @@ export type OriginOutcome =
   | { kind: 'failure'; failure: FetchFailure }
   | { kind: 'client_gone' };
 
-export type OriginRequestKind = 'fill' | 'revalidate' | 'forward' | 'background';
+export type OriginRequestKind = 'fill' | 'forward' | 'background';
 
 /** The part of an admission key that needs a new Limiter when it changes: [learning, classes]. */
 function learningKeyOf(admissionKey: string): string {

@@ -18,7 +18,8 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import type { CacheEntry } from '../cache/entry.js';
-import { makeCacheKey, makeVariantKey } from '../cache/cache-key.js';
+import { makeCacheKey, makeVariantKey, parseCookies } from '../cache/cache-key.js';
+import { parseCacheControl } from '../cache/cache-control.js';
 import {
   decideStorage,
   evaluateEntry,
@@ -39,7 +40,7 @@ import type { AdmitResult, Upstream } from '../origin/upstream.js';
 import type { CacheState, ShedReason, StaleReason } from '../outcome.js';
 import type { Runtime, SiteRuntime } from '../runtime.js';
 import type { TrustedProxies } from './client-address.js';
-import { CLIENT_CONDITIONALS, parseCookies, setForwardedHeaders, stripHopByHop } from './headers.js';
+import { CLIENT_CONDITIONALS, appendVia, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { formatCacheStatus, sendEntry, sendError, type CacheStatusFacts } from './respond.js';
 import type { CompiledRoute } from './site-router.js';
 
@@ -205,7 +206,7 @@ async function route(ctx: Ctx): Promise<void> {
   const policy = site.policyFor(routeMatch);
   const facts: RequestFacts = { method: ctx.method, url: ctx.url, headers: req.headers };
   const eligibility = isCacheableRequest(facts, policy);
-  const bypassCookie = parseCookies(req.headers.cookie).some(([name]) => site.isBypassCookie(name));
+  const bypassCookie = req.headers.cookie !== undefined && [...parseCookies(req.headers.cookie).keys()].some(site.isBypassCookie);
   if (!eligibility.cacheable || bypassCookie || ctx.method === 'OPTIONS') {
     ctx.state = 'bypass';
     if (deps.isOverloaded()) return shed(ctx, 'pressure');
@@ -272,8 +273,7 @@ interface Lookup {
 }
 
 function isOnlyIfCached(req: IncomingMessage): boolean {
-  const cc = req.headers['cache-control'];
-  return typeof cc === 'string' && /(^|,)\s*only-if-cached\s*(,|$)/i.test(cc);
+  return req.headers['cache-control'] !== undefined && parseCacheControl(req.headers['cache-control']).has('only-if-cached');
 }
 
 /** The stored variant this request selects (RFC 9111 §4.1), the most recent when several match. */
@@ -730,34 +730,27 @@ function isCacheableMethod(method: string): boolean {
   return method === 'GET' || method === 'HEAD';
 }
 
-function appendVia(v: OutgoingHttpHeaders[string]): string {
-  const prior = Array.isArray(v) ? v.join(', ') : v === undefined ? '' : String(v);
-  return prior ? `${prior}, 1.1 crowdgate` : '1.1 crowdgate';
-}
-
 /** Prepares the client's request for forwarding: hop-by-hop out, X-Forwarded-* and Via in. */
 function prepareForwardHeaders(ctx: Ctx): void {
   const headers = ctx.req.headers as Record<string, string | string[] | undefined>;
   const original = { ...ctx.req.headers };
   // Keep Transfer-Encoding so Node reproduces the body framing; strip every other hop-by-hop
   // field, including the client's Connection (with an agent, http-proxy would forward it).
-  const isUpgrade = false;
-  stripHopByHop(headers, isUpgrade ? UPGRADE_KEEP : TE_KEEP);
+  // (WebSocket upgrades never come here: gateway.ts tunnels them.)
+  stripHopByHop(headers, TE_KEEP);
   setForwardedHeaders(headers as Record<string, string | string[] | number | undefined>, original, {
-    clientAddress: ctx.clientAddress,
     peerAddress: ctx.peerAddress,
     peerTrusted: ctx.peerTrusted,
   });
   headers['x-request-id'] = ctx.requestId;
 }
 const TE_KEEP: ReadonlySet<string> = new Set(['transfer-encoding']);
-const UPGRADE_KEEP: ReadonlySet<string> = new Set(['connection', 'upgrade']);
 
 /** Cookies a fill may send: only those the key template varies on (they are part of the key). */
 function keptCookies(header: string | string[] | undefined, policy: PolicyOptions): string | undefined {
   if (!header || policy.route.key.cookies.length === 0) return undefined;
   const keep = new Set(policy.route.key.cookies);
-  const cookies = parseCookies(header).filter(([name]) => keep.has(name));
+  const cookies = [...parseCookies(header)].filter(([name]) => keep.has(name));
   return cookies.length > 0 ? cookies.map(([n, v]) => `${n}=${v}`).join('; ') : undefined;
 }
 
@@ -783,7 +776,6 @@ function makeFillHeaders(ctx: Ctx, policy: PolicyOptions): Record<string, string
   delete out['pragma'];
   delete out['content-length'];
   setForwardedHeaders(out, ctx.req.headers, {
-    clientAddress: ctx.clientAddress,
     peerAddress: ctx.peerAddress,
     peerTrusted: ctx.peerTrusted,
   });

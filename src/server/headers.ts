@@ -45,14 +45,13 @@ export const CLIENT_CONDITIONALS = ['if-none-match', 'if-modified-since', 'if-ma
 
 export const VIA_VALUE = '1.1 crowdgate';
 
-export function appendVia(existing: string | string[] | undefined): string {
-  const prior = Array.isArray(existing) ? existing.join(', ') : existing;
+/** The Via value to send on: what was there, then our hop (RFC 9110 §7.6.3). */
+export function appendVia(existing: string | string[] | number | undefined): string {
+  const prior = Array.isArray(existing) ? existing.join(', ') : existing === undefined ? '' : String(existing);
   return prior ? `${prior}, ${VIA_VALUE}` : VIA_VALUE;
 }
 
 export interface ForwardedFacts {
-  /** The resolved client address (trusted proxies honoured). */
-  clientAddress: string;
   /** The direct peer address. */
   peerAddress: string;
   /** Whether the direct peer is a trusted proxy (its X-Forwarded-* are kept). */
@@ -86,20 +85,6 @@ function firstValue(v: string | string[] | undefined): string | undefined {
   if (s === undefined) return undefined;
   const first = s.split(',')[0]!.trim();
   return first.length > 0 ? first : undefined;
-}
-
-/** Parses a Cookie header into name/value pairs (RFC 6265 §5.4 shape; lenient). */
-export function parseCookies(header: string | string[] | undefined): Array<[string, string]> {
-  if (!header) return [];
-  const joined = Array.isArray(header) ? header.join('; ') : header;
-  const out: Array<[string, string]> = [];
-  for (const part of joined.split(';')) {
-    const eq = part.indexOf('=');
-    if (eq <= 0) continue;
-    const name = part.slice(0, eq).trim();
-    if (name) out.push([name, part.slice(eq + 1).trim()]);
-  }
-  return out;
 }
 
 /** Glob with `*` wildcards, case-insensitive, compiled once. */

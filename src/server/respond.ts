@@ -7,7 +7,7 @@ import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { CacheEntry } from '../cache/entry.js';
 import { ERRORS, makeErrorBody, type ErrorCode } from '../errors.js';
 import type { CacheState } from '../outcome.js';
-import { VIA_VALUE } from './headers.js';
+import { VIA_VALUE, appendVia } from './headers.js';
 
 export const CACHE_STATUS_NAME = 'crowdgate';
 
@@ -99,7 +99,7 @@ function staticHeadersOf(entry: CacheEntry): Array<string | number | string[]> {
     for (const [name, value] of Object.entries(entry.headers)) {
       if (!INTERNAL_HEADERS.has(name) && name !== 'content-length' && name !== 'via') headers.push(name, value);
     }
-    headers.push('content-length', entry.body.length, 'via', appendViaHeader(entry.headers['via']));
+    headers.push('content-length', entry.body.length, 'via', appendVia(entry.headers['via']));
     staticHeaders.set(entry, headers);
   }
   return headers;
@@ -114,7 +114,7 @@ export function sendEntry(res: ServerResponse, entry: CacheEntry, opts: SendEntr
       const v = entry.headers[name];
       if (v !== undefined) headers[name] = v;
     }
-    headers['via'] = appendViaHeader(entry.headers['via']);
+    headers['via'] = appendVia(entry.headers['via']);
     headers['age'] = age;
     headers['cache-status'] = opts.cacheStatus;
     headers['x-request-id'] = opts.requestId;
@@ -127,11 +127,6 @@ export function sendEntry(res: ServerResponse, entry: CacheEntry, opts: SendEntr
   res.writeHead(entry.status, headers as unknown as OutgoingHttpHeaders);
   if (opts.head || entry.status === 204 || entry.status === 304) res.end();
   else res.end(entry.body);
-}
-
-function appendViaHeader(v: string | string[] | undefined): string {
-  const prior = Array.isArray(v) ? v.join(', ') : v;
-  return prior ? `${prior}, ${VIA_VALUE}` : VIA_VALUE;
 }
 
 export interface SendErrorOptions {

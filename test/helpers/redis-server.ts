@@ -29,28 +29,34 @@ const READY_DEADLINE_MS = 5_000;
 const live = new Set<ChildProcess>();
 let exitHookInstalled = false;
 
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const child of live) {
-      if (child.pid === undefined) continue;
-      try {
-        process.kill(child.pid, 'SIGKILL'); // also ends a SIGSTOPped server
-      } catch {
-        // already gone
+/**
+ * Registers a server process this test run started, so it is SIGKILLed by PID if the suite dies
+ * before its afterAll (also ends a SIGSTOPped server). Shared with redis-topology.ts.
+ */
+export function trackChild(child: ChildProcess): void {
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.on('exit', () => {
+      for (const c of live) {
+        if (c.pid === undefined) continue;
+        try {
+          process.kill(c.pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
       }
-    }
-  });
+    });
+  }
+  live.add(child);
+  child.once('exit', () => live.delete(child));
 }
 
-function redisServerBinary(): string {
-  const found = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
+/** The path of a Redis binary, or a clear error naming the Debian package to install. */
+export function binaryOf(name: 'redis-server' | 'redis-cli', pkg: string): string {
+  const found = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' });
   const bin = found.stdout.trim();
   if (found.status !== 0 || !bin)
-    throw new Error(
-      'redis-server not found on PATH. The Redis tests need a real server: install it (Debian/Ubuntu: `apt-get install -y redis-server`).',
-    );
+    throw new Error(`${name} not found on PATH. The Redis tests need a real server: install it (Debian/Ubuntu: \`apt-get install -y ${pkg}\`).`);
   return bin;
 }
 
@@ -86,7 +92,7 @@ function ping(port: number, timeoutMs: number): Promise<boolean> {
   });
 }
 
-function waitForExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
+export function waitForExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
   return new Promise((resolve) => {
     const timer = setTimeout(() => resolve(false), timeoutMs);
@@ -98,8 +104,7 @@ function waitForExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
 }
 
 export async function startRedisServer(): Promise<RedisServer> {
-  const bin = redisServerBinary();
-  installExitHook();
+  const bin = binaryOf('redis-server', 'redis-server');
   const dir = mkdtempSync(path.join(os.tmpdir(), 'crowdgate-redis-'));
   let child: ChildProcess | undefined;
   let port = 0;
@@ -112,8 +117,7 @@ export async function startRedisServer(): Promise<RedisServer> {
     );
     let stderr = '';
     proc.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
-    live.add(proc);
-    proc.once('exit', () => live.delete(proc));
+    trackChild(proc);
     child = proc;
     const deadline = Date.now() + READY_DEADLINE_MS;
     while (Date.now() < deadline) {

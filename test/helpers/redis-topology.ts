@@ -6,12 +6,13 @@
  * it does not start the standalone master a Sentinel watches (redis-server.ts does).
  * A missing binary is an error with a clear message, never a silent skip.
  */
-import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { binaryOf, trackChild, waitForExit } from './redis-server.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -21,33 +22,6 @@ const CLUSTER_DEADLINE_MS = 10_000;
 /** Redis Cluster's bus listens on port + 10000 (fixed offset), so data ports stay below this. */
 const CLUSTER_BUS_OFFSET = 10_000;
 const STOP_DEADLINE_MS = 2_000;
-
-const live = new Set<ChildProcess>();
-let exitHookInstalled = false;
-
-/** Last resort if a suite dies before its afterAll: SIGKILL what this module started, by PID. */
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const child of live) {
-      if (child.pid === undefined) continue;
-      try {
-        process.kill(child.pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-  });
-}
-
-function binaryOf(name: 'redis-server' | 'redis-cli', pkg: string): string {
-  const found = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' });
-  const bin = found.stdout.trim();
-  if (found.status !== 0 || !bin)
-    throw new Error(`${name} not found on PATH. The Redis topology tests need it: install it (Debian/Ubuntu: \`apt-get install -y ${pkg}\`).`);
-  return bin;
-}
 
 function canBind(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -95,17 +69,6 @@ function rawCommand(port: number, command: string, timeoutMs: number): Promise<s
   });
 }
 
-function waitForExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), timeoutMs);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      resolve(true);
-    });
-  });
-}
-
 /** SIGTERM, then SIGKILL if it has not exited within STOP_DEADLINE_MS. */
 async function stopChild(child: ChildProcess): Promise<void> {
   if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
@@ -117,13 +80,11 @@ async function stopChild(child: ChildProcess): Promise<void> {
 
 /** Spawn redis-server with args and wait (bounded) until PING answers +PONG on port. */
 async function launch(args: string[], port: number, what: string): Promise<ChildProcess> {
-  installExitHook();
   const proc = spawn(binaryOf('redis-server', 'redis-server'), args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   proc.stdout?.on('data', (c: Buffer) => (output = (output + c.toString()).slice(-4_000)));
   proc.stderr?.on('data', (c: Buffer) => (output = (output + c.toString()).slice(-4_000)));
-  live.add(proc);
-  proc.once('exit', () => live.delete(proc));
+  trackChild(proc);
   const deadline = Date.now() + READY_DEADLINE_MS;
   while (Date.now() < deadline) {
     if (proc.exitCode !== null) throw new Error(`${what} on port ${port} exited (${proc.exitCode}):\n${output}`);

@@ -4,6 +4,7 @@ import {
   keyPrefixFor,
   makeCacheKey,
   makeVariantKey,
+  parseCookies,
   parseUrlPath,
   parseVary,
   siteOfKey,
@@ -169,5 +170,15 @@ describe('makeVariantKey', () => {
 
   test('RFC 9111 §4.1 a missing header differs from an empty one', () => {
     expect(makeVariantKey(['origin'], {})).not.toBe(makeVariantKey(['origin'], { origin: '' }));
+  });
+});
+
+describe('parseCookies', () => {
+  test('parses a Cookie header leniently (first value of each name)', () => {
+    expect([...parseCookies('a=1; b=two=2;bad; =x; c=; a=2')]).toEqual([
+      ['a', '1'],
+      ['b', 'two=2'],
+      ['c', ''],
+    ]);
   });
 });
