@@ -136,6 +136,9 @@ export class CacheControl {
   }
 }
 
+/** The parse of an absent field; CacheControl is read-only, so one instance serves every caller. */
+const NO_DIRECTIVES = new CacheControl(new Map(), false);
+
 /**
  * Parse a Cache-Control style field value (RFC 9111 §5.2): a comma list of
  * `token [ "=" ( token / quoted-string ) ]`. Directive names are case-insensitive (§5.2);
@@ -143,6 +146,7 @@ export class CacheControl {
  * Unparseable members are skipped and flagged in `malformed`.
  */
 export function parseCacheControl(value: HeaderValue): CacheControl {
+  if (value === undefined) return NO_DIRECTIVES; // most requests: no field at all (hot path)
   const text = joinHeader(value) ?? '';
   const directives = new Map<string, (string | undefined)[]>();
   let malformed = false;

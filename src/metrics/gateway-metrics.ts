@@ -30,9 +30,9 @@ export class GatewayMetrics {
         continue;
       }
       const common = { name: spec.name, help: spec.help, labelNames: [...spec.labels], registers: [this.registry] };
-      if (key === 'requests') {
+      if (key === 'requests' || key === 'storeOperations') {
         // Counted per request into plain numbers, added to the prom-client counter when scraped.
-        const flush = () => this.flushRequestCounts();
+        const flush = key === 'requests' ? () => this.flushRequestCounts() : () => this.flushStoreCounts();
         const counter = new client.Counter({ ...common, collect: flush });
         this.metrics.set(key, counter);
         continue;
@@ -90,17 +90,28 @@ export class GatewayMetrics {
     }
   }
 
-  /** Hot path too (every lookup): a store operation, with cached label children. */
+  /** Hot path too (every lookup): a store operation, counted like requests (flushed on scrape). */
   countStoreOperation(tier: string, result: string): void {
     const id = `${tier}\u0000${result}`;
-    let c = this.storeChildren.get(id);
+    let c = this.storeCounts.get(id);
     if (!c) {
-      c = this.get('storeOperations').labels({ tier, result });
-      this.storeChildren.set(id, c);
+      c = { labels: { tier, result }, pending: 0 };
+      this.storeCounts.set(id, c);
     }
-    c.inc();
+    c.pending++;
   }
-  private readonly storeChildren = new Map<string, client.Counter.Internal>();
+  /** Bounded by the store's fixed tier and result names (a few dozen at most). */
+  private readonly storeCounts = new Map<string, { labels: Record<string, string>; pending: number }>();
+
+  private flushStoreCounts(): void {
+    const counter = this.metrics.get('storeOperations') as client.Counter<string>;
+    for (const c of this.storeCounts.values()) {
+      if (c.pending > 0) {
+        counter.inc(c.labels, c.pending);
+        c.pending = 0;
+      }
+    }
+  }
 
   async render(): Promise<{ contentType: string; body: string }> {
     return { contentType: this.registry.contentType, body: await this.registry.metrics() };

@@ -71,6 +71,8 @@ export function normaliseHost(raw: string | undefined): string | undefined {
   return host;
 }
 
+const MEMO_LIMIT = 1024;
+
 export class SiteRouter<S extends { config: { hosts: readonly string[] } }> {
   private readonly exact = new Map<string, S>();
   private readonly wildcards: Array<{ suffix: string; site: S }> = [];
@@ -88,7 +90,22 @@ export class SiteRouter<S extends { config: { hosts: readonly string[] } }> {
     this.wildcards.sort((a, b) => b.suffix.length - a.suffix.length);
   }
 
+  /**
+   * Host header as received -> site, so a crowd on one name skips normalising it every request.
+   * Bounded: a flood of random names only clears it (the router is rebuilt on every reload).
+   */
+  private readonly memo = new Map<string, S | undefined>();
+
   match(hostHeader: string | undefined): S | undefined {
+    if (hostHeader === undefined) return this.resolve(undefined);
+    if (this.memo.has(hostHeader)) return this.memo.get(hostHeader);
+    const site = this.resolve(hostHeader);
+    if (this.memo.size >= MEMO_LIMIT) this.memo.clear();
+    this.memo.set(hostHeader, site);
+    return site;
+  }
+
+  private resolve(hostHeader: string | undefined): S | undefined {
     const host = normaliseHost(hostHeader);
     if (host !== undefined) {
       const exact = this.exact.get(host);

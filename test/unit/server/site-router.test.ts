@@ -22,6 +22,16 @@ describe('SiteRouter', () => {
   it('answers undefined without a catch-all', () => {
     expect(new SiteRouter([site('x', ['x.test'])]).match('y.test')).toBeUndefined();
   });
+  it('answers the same from its host memo, also after a flood of new names', () => {
+    const r = new SiteRouter([site('exact', ['blog.example.com']), site('wild', ['*.example.com'])]);
+    expect(r.match('Blog.example.com')?.name).toBe('exact');
+    expect(r.match('Blog.example.com')?.name).toBe('exact'); // memoised
+    expect(r.match('nowhere.test')).toBeUndefined();
+    for (let i = 0; i < 3000; i++) expect(r.match(`h${i}.example.com`)?.name).toBe('wild');
+    expect(r.match('nowhere.test')).toBeUndefined();
+    expect(r.match('Blog.example.com')?.name).toBe('exact');
+    expect((r as unknown as { memo: Map<string, unknown> }).memo.size).toBeLessThanOrEqual(1024);
+  });
   it('normalises IPv6 literals', () => {
     expect(normaliseHost('[::1]:8080')).toBe('[::1]');
   });
