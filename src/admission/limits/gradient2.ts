@@ -41,8 +41,8 @@
  *               backs off in proportion, a stray 503 barely moves it)
  *   target   = limit * gradient + queueSize(limit)        queueSize default max(1, sqrt(limit) / 2)
  *   limit    = limit * (1 - smoothing) + target * smoothing, within [min, max]
- *   If the window's peak in-flight was < limit / 2 the origin is app-limited: the limit may shrink
- *   but never grow (an idle origin must not inflate it).
+ *   If the window's peak in-flight stayed below the limit, the limit did not bind: it may shrink
+ *   but never grow (an origin that was not pushed to the limit must not inflate it).
  * At equilibrium limit * (1 - gradient) = queueSize; against an origin with C slots that means
  * limit ~= tolerance * C + queueSize: about 1.2 C for C = 8 and 1.1 C for C = 32 by default.
  * The window delay makes this a second-order loop, x' = (1 - s) x - s x_prev, damped for s <= 1.
@@ -236,8 +236,10 @@ export class Gradient2Limit implements Limit {
 
     const target = this.estimate * gradient + this.queueSize(this.estimate);
     let next = this.estimate * (1 - this.smoothing) + target * this.smoothing;
-    // App-limited: the origin never saw half the limit, so its latency says nothing about more.
-    if (this.windowMaxInflight * 2 < this.estimate) next = Math.min(next, this.estimate);
+    // Grow only from a window that used the whole limit: below it the origin's latency says
+    // nothing about more concurrency. (Netflix's "inflight >= limit / 2" let a crowd's ramp,
+    // with bursts well under the limit, walk the limit up to twice the origin's capacity.)
+    if (this.windowMaxInflight < Math.floor(this.estimate)) next = Math.min(next, this.estimate);
     this.estimate = clamp(next, this.min, this.max);
     // Too few no-load samples to trust (the first ones back are the fastest of their batch):
     // measure properly as soon as the origin is being used.

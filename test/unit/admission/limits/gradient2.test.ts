@@ -127,6 +127,16 @@ describe('Gradient2Limit per window', () => {
     expect(limit.readings().estimate).toBeCloseTo(before + 2, 6);
   });
 
+  it('does not grow from windows that never filled the limit, however busy they were', () => {
+    // A crowd's ramp: bursts at 3/4 of the limit with the origin still at its no-load RTT.
+    const { limit, at } = warmed({ queueSize: () => 4, smoothing: 0.5 });
+    const before = limit.readings().estimate;
+    feed(limit, at, 60, 50, 15);
+    expect(limit.readings().estimate).toBe(before);
+    feed(limit, at, 6, 50, 20); // one window at the limit: now it may grow
+    expect(limit.readings().estimate).toBeCloseTo(before + 2, 6);
+  });
+
   it.each([
     { rttMs: 75, gradient: 50 / 75 },
     { rttMs: 100, gradient: 0.5 },
