@@ -112,6 +112,11 @@ interface Ctx {
   errorCode?: ErrorCode;
   /** For a collapsed request: when the fill it waited on finished (the wake-up moment). */
   wokenAt?: number;
+  /**
+   * When a buffered answer (entry, fill result, error page) was handed to the socket in full.
+   * Later than this, 'close' also waits for every other response written in the same tick.
+   */
+  answeredAt?: number;
   /** Time spent in origin fetches made for this request (ms). */
   upstreamMs?: number;
 }
@@ -311,6 +316,7 @@ async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): Promise<
       deps.inflight.markHitForPass(collapseKey, ctx.rt.config.cache.collapse.hitForPassSeconds * 1000);
       deps.metrics.get('hitForPass').inc({ site: ctx.site!.name });
     }
+    fillSettledAt.set(result, deps.clock.now());
     joined.settle(result);
     return serveFillResult(ctx, lookup, result, false);
   }
@@ -318,7 +324,8 @@ async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): Promise<
   ctx.collapsed = true;
   deps.metrics.get('collapsed').inc({ site: ctx.site!.name });
   const outcome = joined.role === 'waiter' ? await joined.result : 'timeout';
-  ctx.wokenAt = deps.clock.now();
+  // The wake-up moment is when the fill finished, not when this waiter's turn came to run.
+  ctx.wokenAt = (outcome !== 'timeout' && fillSettledAt.get(outcome)) || deps.clock.now();
   if (outcome === 'timeout') {
     // Waited past the deadline (or too many waiters): stale if we can, else fetch alone.
     return serveStaleOr(ctx, lookup, 'timeout', () => {
@@ -350,6 +357,9 @@ async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): Promise<
   }
   return serveFillResult(ctx, lookup, outcome, true);
 }
+
+/** When each shared fill result was handed to its waiters (for the access log's afterWakeMs). */
+const fillSettledAt = new WeakMap<FillResult, number>();
 
 /** Serves the shared fill result to the leader or a waiter. */
 function serveFillResult(ctx: Ctx, lookup: Lookup, result: FillResult, collapsed: boolean): void | Promise<void> {
@@ -610,6 +620,7 @@ function serveEntry(
     requestId: ctx.requestId,
     notModified,
   });
+  if (ctx.wokenAt !== undefined) ctx.answeredAt = ctx.deps.clock.now();
 }
 
 /** Stale reasons for which the origin was actually contacted (Cache-Status fwd=stale, not hit). */
@@ -629,6 +640,7 @@ function writeBuffered(
   out['x-request-id'] = ctx.requestId;
   res.writeHead(status, out);
   res.end(ctx.method === 'HEAD' ? undefined : body);
+  if (ctx.wokenAt !== undefined) ctx.answeredAt = ctx.deps.clock.now();
 }
 
 /**
@@ -895,7 +907,9 @@ function finish(ctx: Ctx): void {
         durationMs: Math.round(durationMs * 100) / 100,
         cache: ctx.state,
         collapsed: ctx.collapsed,
-        ...(ctx.wokenAt !== undefined ? { afterWakeMs: Math.round((deps.clock.now() - ctx.wokenAt) * 100) / 100 } : {}),
+        ...(ctx.wokenAt !== undefined
+          ? { afterWakeMs: Math.round(((ctx.answeredAt ?? deps.clock.now()) - ctx.wokenAt) * 100) / 100 }
+          : {}),
         ...(ctx.upstreamMs !== undefined ? { upstreamMs: Math.round(ctx.upstreamMs * 100) / 100 } : {}),
         ...(ctx.staleReason ? { staleReason: ctx.staleReason } : {}),
         ...(ctx.shedReason ? { shedReason: ctx.shedReason } : {}),

@@ -63,7 +63,7 @@ describe('cache: hits, misses, collapsing', () => {
     expect(results.filter((r) => /collapsed/.test(r.headers['cache-status']!)).length).toBe(99);
     // Every waiter is woken by the fill itself, no lock polling (nginx's cache lock polls every
     // 500 ms). The gateway logs, per collapsed request, the time from the fill finishing to its
-    // answer being complete. The 10 ms target is measured by `npm run bench:coalesce` on a quiet
+    // whole answer being handed to the socket. The 10 ms target is measured by `npm run bench:coalesce` on a quiet
     // machine; here, with the test client, the origin and other suites sharing two cores, the
     // bound only proves there is no polling interval in the way.
     await sleep(50); // access log lines arrive over the child's stdout

@@ -18,15 +18,15 @@
  * - Probes (Envoy's minRTT recalculation, BBR's ProbeRTT): under a crowd no sample is no-load,
  *   so `current` drops to max(min, floor(limit / 4)) until `probeSamples` samples started at
  *   that concurrency; their mean becomes the long-term RTT and the limit is restored. A probe
- *   starts when no no-load sample was seen for `probeIntervalMs` (also at once when the very
- *   first samples were already queued), or, at most once per `probeMinIntervalMs`, when the
+ *   starts when no no-load sample was seen for `probeIntervalMs` (counted from the first
+ *   sample), or, at most once per `probeMinIntervalMs`, when the
  *   long-term RTT looks wrong: a window's short-term RTT fell below 0.8 x the long-term RTT (the
  *   origin got faster, e.g. an overload it had is over), or the limit fell below half its peak
  *   since the last probe (the origin got slower, or lost capacity: only a low-concurrency
- *   measurement tells which), or when the origin is in use but the long-term RTT rests on fewer
- *   than `probeSamples` no-load samples (the first responses back are the fastest of their
- *   batch, so a few early samples read low). A probe costs a few round trips at a quarter of
- *   the concurrency.
+ *   measurement tells which), or when the limit binds (a window used every permit) but the
+ *   long-term RTT rests on fewer than `probeSamples` no-load samples (the first responses back
+ *   are the fastest of their batch, so a few early samples read low). A probe costs a few round
+ *   trips at a quarter of the concurrency, so it never starts while the limit does not bind.
  * - Drift down: when a window's short-term RTT is below 0.8 x the long-term RTT, the long-term
  *   RTT also moves halfway down to it at once, before the probe confirms.
  *
@@ -110,7 +110,8 @@ export class Gradient2Limit implements Limit {
   private longCount = 0;
   private shortRttMs: number | undefined;
   private lastGradient = 1;
-  private lastNoLoadAt = -Infinity;
+  /** When the last no-load sample was seen; the probe interval counts from the first sample. */
+  private lastNoLoadAt: number | undefined;
   private lastProbeAt = -Infinity;
   private peakEstimate: number;
 
@@ -194,6 +195,7 @@ export class Gradient2Limit implements Limit {
       this.longRttMs = this.longRttMs === undefined ? rtt : this.longRttMs + (rtt - this.longRttMs) * alpha;
       this.lastNoLoadAt = now;
     }
+    this.lastNoLoadAt ??= now;
     if (now - this.lastNoLoadAt >= this.probeIntervalMs) {
       this.startProbe(now);
       return;
@@ -242,8 +244,9 @@ export class Gradient2Limit implements Limit {
     if (this.windowMaxInflight < Math.floor(this.estimate)) next = Math.min(next, this.estimate);
     this.estimate = clamp(next, this.min, this.max);
     // Too few no-load samples to trust (the first ones back are the fastest of their batch):
-    // measure properly as soon as the origin is being used.
-    if (this.longCount < this.probeSamples && this.windowMaxInflight * 2 >= this.estimate) suspicious = true;
+    // measure properly as soon as the limit binds. Not before: a probe runs at a quarter of the
+    // limit, and an origin that is only lightly used would just have its requests held back.
+    if (this.longCount < this.probeSamples && this.windowMaxInflight >= Math.floor(this.estimate)) suspicious = true;
     if (this.estimate > this.peakEstimate) this.peakEstimate = this.estimate;
     else if (this.estimate * 2 < this.peakEstimate) suspicious = true;
     this.resetWindow();

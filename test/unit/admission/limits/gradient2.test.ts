@@ -88,6 +88,17 @@ describe('Gradient2Limit against a model origin with C slots under a crowd', () 
     expect(limit.readings().probes).toBe(0); // no-load samples keep the long-term RTT fresh
   });
 
+  it('does not probe (holding requests back to a quarter of the limit) while the limit does not bind', () => {
+    // A cold start with a few fills at once: 5 of 8 permits in use, each sample above limit / 2.
+    const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256 });
+    for (let t = 0; t < 5_000; t += 10) limit.onSample({ rttMs: S, inflight: 5, dropped: false }, t);
+    expect(limit.readings().probes).toBe(0);
+    expect(limit.current).toBe(8);
+    // Once a window uses every permit, the unmeasured no-load RTT is measured at once.
+    for (let t = 5_000; t < 5_200; t += 10) limit.onSample({ rttMs: S, inflight: 8, dropped: false }, t);
+    expect(limit.readings().probes).toBe(1);
+  });
+
   it('probes for the no-load RTT every probeIntervalMs under a sustained crowd, and only then', () => {
     const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256, probeIntervalMs: 10_000 });
     simulate({ limit, jitter: 0.1, phases: [crowd(5_000, 8)] });
