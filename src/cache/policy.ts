@@ -181,9 +181,13 @@ export interface AgeInputs {
  *   corrected_age_value   = age_value + response_delay
  *   corrected_initial_age = max(apparent_age, corrected_age_value)
  * A missing Date counts as the receipt time (RFC 9110 §6.6.1), so apparent_age is 0.
+ * Date has one-second resolution (RFC 9110 §5.6.7), so apparent_age compares whole seconds: a
+ * response made and received within the same second has apparent age 0, not the fraction of a
+ * second the origin's clock had run since its Date was formatted (that made every entry go stale
+ * up to a second early, an extra origin fetch every few TTLs).
  */
 export function computeInitialAgeMs(a: AgeInputs): number {
-  const apparentAgeMs = Math.max(0, a.responseTime - (a.dateAt ?? a.responseTime));
+  const apparentAgeMs = a.dateAt === undefined ? 0 : Math.max(0, Math.floor(a.responseTime / 1000) * 1000 - a.dateAt);
   const responseDelayMs = Math.max(0, a.responseTime - a.requestTime);
   const correctedAgeValueMs = (a.ageSeconds ?? 0) * 1000 + responseDelayMs;
   return Math.max(apparentAgeMs, correctedAgeValueMs);

@@ -195,6 +195,14 @@ describe('§4.2.3 age calculation', () => {
   });
 
   table([
+    // RFC 9110 §5.6.7: Date has one-second resolution, so apparent_age is whole seconds.
+    { name: 'RFC 9110 §5.6.7 made and received in the same second: apparent_age 0', responseTime: T0 + 900, want: 5 },
+    { name: 'RFC 9110 §5.6.7 received 2.3 s after its Date second began: apparent_age 2 s', responseTime: T0 + 2_300, want: 2 * S },
+  ], ({ responseTime, want }) => {
+    expect(computeInitialAgeMs({ requestTime: responseTime - 5, responseTime, dateAt: T0, ageSeconds: undefined })).toBe(want);
+  });
+
+  table([
     { name: '§5.1 garbage Age is ignored when storing', age: 'soon', want: 0 },
     { name: '§5.1 list Age uses its first member when storing', age: '20, 40', want: 20 * S },
     { name: '§5.1 Date missing and no Age: initial age is 0', age: undefined, want: 0 },
