@@ -81,13 +81,7 @@ export class GatewayMetrics {
   >();
 
   private flushRequestCounts(): void {
-    const counter = this.metrics.get('requests') as client.Counter<string>;
-    for (const c of this.requestChildren.values()) {
-      if (c.pending > 0) {
-        counter.inc(c.labels, c.pending);
-        c.pending = 0;
-      }
-    }
+    flushPending(this.metrics.get('requests') as client.Counter<string>, this.requestChildren.values());
   }
 
   /** Hot path too (every lookup): a store operation, counted like requests (flushed on scrape). */
@@ -104,13 +98,7 @@ export class GatewayMetrics {
   private readonly storeCounts = new Map<string, { labels: Record<string, string>; pending: number }>();
 
   private flushStoreCounts(): void {
-    const counter = this.metrics.get('storeOperations') as client.Counter<string>;
-    for (const c of this.storeCounts.values()) {
-      if (c.pending > 0) {
-        counter.inc(c.labels, c.pending);
-        c.pending = 0;
-      }
-    }
+    flushPending(this.metrics.get('storeOperations') as client.Counter<string>, this.storeCounts.values());
   }
 
   async render(): Promise<{ contentType: string; body: string }> {
@@ -122,4 +110,14 @@ export class GatewayMetrics {
 export function statusClassOf(status: number): string {
   if (status >= 100 && status < 600) return `${Math.floor(status / 100)}xx`;
   return 'other';
+}
+
+/** Adds counts kept as plain numbers on the hot path to their prom-client counter (on scrape). */
+function flushPending(counter: client.Counter<string>, rows: Iterable<{ labels: Record<string, string>; pending: number }>): void {
+  for (const c of rows) {
+    if (c.pending > 0) {
+      counter.inc(c.labels, c.pending);
+      c.pending = 0;
+    }
+  }
 }

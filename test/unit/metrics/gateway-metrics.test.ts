@@ -1,0 +1,33 @@
+import { describe, expect, it } from 'vitest';
+import { GatewayMetrics } from '../../../src/metrics/gateway-metrics.js';
+
+/** The value of one sample line in the exposition text, or undefined when absent. */
+function sample(text: string, line: string): number | undefined {
+  const found = text.split('\n').find((l) => l.startsWith(`${line} `));
+  return found === undefined ? undefined : Number(found.slice(line.length + 1));
+}
+
+describe('GatewayMetrics hot-path counters (plain numbers, flushed on scrape)', () => {
+  it('counts store operations by tier and result, once each across scrapes', async () => {
+    const m = new GatewayMetrics({ defaultMetrics: false });
+    for (let i = 0; i < 3; i++) m.countStoreOperation('memory', 'hit');
+    m.countStoreOperation('redis', 'miss');
+    let text = (await m.render()).body;
+    expect(sample(text, 'crowdgate_store_operations_total{tier="memory",result="hit"}')).toBe(3);
+    expect(sample(text, 'crowdgate_store_operations_total{tier="redis",result="miss"}')).toBe(1);
+    m.countStoreOperation('memory', 'hit');
+    text = (await m.render()).body;
+    expect(sample(text, 'crowdgate_store_operations_total{tier="memory",result="hit"}')).toBe(4);
+    expect(sample(text, 'crowdgate_store_operations_total{tier="redis",result="miss"}')).toBe(1);
+  });
+
+  it('counts requests by site, route, state and status class, once each across scrapes', async () => {
+    const m = new GatewayMetrics({ defaultMetrics: false });
+    m.observeRequest('blog', 'default', 'hit', '2xx', 0.001);
+    m.observeRequest('blog', 'default', 'hit', '2xx', 0.002);
+    const line = 'crowdgate_requests_total{site="blog",route="default",state="hit",status_class="2xx"}';
+    expect(sample((await m.render()).body, line)).toBe(2);
+    m.observeRequest('blog', 'default', 'hit', '2xx', 0.001);
+    expect(sample((await m.render()).body, line)).toBe(3);
+  });
+});
