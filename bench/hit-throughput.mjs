@@ -12,7 +12,9 @@
  * Pinning: when `taskset` exists, the server under test is pinned to CPU 0 and wrk to CPU 1,
  * so the generator never steals the server's core (the origin is idle during the runs).
  *
- * Usage: node bench/hit-throughput.mjs [--runs 5] [--seconds 5] [--sizes 1024,65536] [--peers]
+ * Warm-up: one unmeasured `--warmup`-second wrk run per server before the measured ones.
+ *
+ * Usage: node bench/hit-throughput.mjs [--runs 5] [--seconds 5] [--warmup 3] [--sizes 1024,65536] [--peers]
  *          [--only crowdgate,nginx,varnish] [--connections 64]
  */
 import { writeReport } from './lib/report.mjs';
@@ -86,6 +88,7 @@ async function main() {
     options: {
       runs: { type: 'string', default: '5' },
       seconds: { type: 'string', default: '5' },
+      warmup: { type: 'string', default: '3' },
       sizes: { type: 'string', default: '1024,65536' },
       connections: { type: 'string', default: '64' },
       peers: { type: 'boolean', default: false },
@@ -96,6 +99,7 @@ async function main() {
   if (!hasCommand('wrk')) throw new Error('wrk is not installed (apt-get install -y wrk)');
   const runs = Number(values.runs);
   const seconds = Number(values.seconds);
+  const warmupSeconds = Number(values.warmup);
   const connections = Number(values.connections);
   const sizes = values.sizes.split(',').map(Number);
   const isPinned = hasCommand('taskset') && availableParallelism() >= 2;
@@ -126,6 +130,9 @@ async function main() {
         await warm(s.url);
         servers.push({ ...s, name: c });
       }
+      // Unmeasured warm-up of every server under the same load: JIT, and the kernel growing each
+      // connection's socket buffers (the first seconds of 64 KiB runs were up to 2x slower).
+      for (const s of servers) runWrk(s.url, warmupSeconds, connections);
       const originBefore = (await (await fetch(`${origin.url}/__stats`)).json()).benchRequests;
       /** @type {Record<string, ReturnType<typeof runWrk>[]>} */
       const samples = Object.fromEntries(servers.map((s) => [s.name, []]));
@@ -164,11 +171,12 @@ async function main() {
     cpuModel: cpus()[0]?.model ?? 'unknown CPU',
     pinning: isPinned ? `server under test on CPU ${SERVER_CPU}, wrk on CPU ${LOADGEN_CPU} (taskset)` : 'none (taskset missing or 1 CPU)',
     wrk: `wrk -t1 -c${connections} -d${seconds}s --latency`,
+    warmupSeconds,
     runs,
     command: `node bench/hit-throughput.mjs ${process.argv.slice(2).join(' ')}`.trim(),
   };
   const L = [`# Cache-hit throughput — ${date}`, ''];
-  L.push(`Node ${meta.node}, ${meta.nproc} CPUs, ${meta.cpuModel}, load average ${meta.loadAverage.atStart} at start, ${meta.loadAverage.atEnd} at end. ${meta.wrk}, ${runs} alternating runs per server; medians. Pinning: ${meta.pinning}. Command: \`${meta.command}\``, '');
+  L.push(`Node ${meta.node}, ${meta.nproc} CPUs, ${meta.cpuModel}, load average ${meta.loadAverage.atStart} at start, ${meta.loadAverage.atEnd} at end. ${meta.wrk}, ${warmupSeconds} s unmeasured warm-up per server, then ${runs} alternating runs per server; medians. Pinning: ${meta.pinning}. Command: \`${meta.command}\``, '');
   L.push('| body | server | req/s (median) | ÷ ceiling | p50 ms | p99 ms | non-2xx | origin fetches of /bench during runs |');
   L.push('|---:|---|---:|---:|---:|---:|---:|---:|');
   for (const row of results) {
