@@ -130,7 +130,11 @@ function nextRequestId(): string {
 }
 const REQUEST_ID_RE = /^[A-Za-z0-9._:\-]{1,128}$/;
 
-export async function handleRequest(deps: RequestDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+/**
+ * One request, start to finish. A memory hit is answered synchronously (no promise on the hit
+ * path); anything that waits returns a promise, settled when the answer is under way.
+ */
+export function handleRequest(deps: RequestDeps, req: IncomingMessage, res: ServerResponse): void | Promise<void> {
   const rt = deps.runtime(); // one config snapshot for the whole request
   const incomingId = req.headers['x-request-id'];
   const requestId =
@@ -159,11 +163,15 @@ export async function handleRequest(deps: RequestDeps, req: IncomingMessage, res
     collapsed: false,
   };
   res.on('close', () => finish(ctx));
-  try {
-    await route(ctx);
-  } catch (err) {
+  const unexpected = (err: unknown): void => {
     deps.logger.error({ err, requestId, url: ctx.path }, 'request failed unexpectedly');
     fail(ctx, 'origin_bad_response', 'internal error; see the gateway log');
+  };
+  try {
+    const pending = route(ctx);
+    if (pending) return pending.catch(unexpected);
+  } catch (err) {
+    unexpected(err);
   }
 }
 
@@ -179,7 +187,7 @@ function pathOf(url: string, qIndex: number): string {
   return path;
 }
 
-async function route(ctx: Ctx): Promise<void> {
+function route(ctx: Ctx): void | Promise<void> {
   const { req, rt, deps } = ctx;
 
   // 1. Parse checks the HTTP parser leaves to us.
@@ -222,11 +230,24 @@ async function route(ctx: Ctx): Promise<void> {
   const key = makeCacheKey({ site: site.name, url: ctx.url, headers: req.headers, key: policy.route.key });
   const variantHeaders = makeVariantHeaders(req.headers, policy);
   // Memory hits are answered without a promise; anything else asks the store properly.
-  const variants = deps.store.peekHit?.(key) ?? (await deps.store.get(key)) ?? [];
+  const peeked = deps.store.peekHit?.(key);
+  const lookupFacts = { key, policy, facts, variantHeaders, canStore: eligibility.canStoreResponse };
+  if (peeked !== undefined) return decide(ctx, lookupFacts, peeked);
+  return deps.store.get(key).then((variants) => decide(ctx, lookupFacts, variants ?? []));
+}
+
+/** Steps 5 to 8, once the stored variants are known. */
+function decide(
+  ctx: Ctx,
+  { key, policy, facts, variantHeaders, canStore }: Pick<Lookup, 'key' | 'policy' | 'facts' | 'variantHeaders' | 'canStore'>,
+  variants: CacheEntry[],
+): void | Promise<void> {
+  const { deps, req } = ctx;
+  const site = ctx.site!;
   const entry = selectVariant(variants, variantHeaders);
   const now = deps.clock.now();
   const evaluation = entry ? evaluateEntry(entry, facts, now, policy) : undefined;
-  const lookup: Lookup = { key, variants, entry, evaluation, policy, facts, variantHeaders, canStore: eligibility.canStoreResponse };
+  const lookup: Lookup = { key, variants, entry, evaluation, policy, facts, variantHeaders, canStore };
 
   if (entry && evaluation && !evaluation.needsRevalidation) {
     return serveEntry(ctx, entry, evaluation, { state: 'hit' });
