@@ -36,12 +36,18 @@ describe('live reload', () => {
         await res.body.text();
       }
     })();
-    await new Promise((r) => setTimeout(r, 100));
+    // Requests must be flowing around every reload: wait for a few more answers each time
+    // (by count, not by time, so a loaded machine only makes the test slower).
+    const answered = async (n: number) => {
+      const until = statuses.length + n;
+      while (statuses.length < until) await new Promise((r) => setTimeout(r, 5));
+    };
+    await answered(10);
     for (const target of [b.url, a.url, b.url]) {
       writeFileSync(g.configPath, stringify(withTestDefaults({ reload: { watch: false }, sites: [siteFor([target], { routes: [{ name: 'all', cache: { enabled: false } }] })] })));
       const outcome = await g.gw.reload('manual');
       expect(outcome?.ok).toBe(true);
-      await new Promise((r) => setTimeout(r, 50));
+      await answered(5);
     }
     stop = true;
     await traffic;
