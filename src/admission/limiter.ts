@@ -144,6 +144,13 @@ export class Limiter {
     return learned < this.ceiling ? learned : this.ceiling;
   }
 
+  /** The limit waits are forecast with: the algorithm's planning limit, capped like `limit`. */
+  private get planningLimit(): number {
+    const planned = Math.min(this.algorithm.planning ?? this.algorithm.current, this.ceiling);
+    const enforced = this.limit;
+    return planned > enforced ? planned : enforced;
+  }
+
   get queueLength(): number {
     return this.queue.length;
   }
@@ -210,10 +217,11 @@ export class Limiter {
     // get its permit, and one refused should hear so at once, not after waiting. The expected
     // wait is the waiters ahead of it (FIFO order) times the mean round trip over the limit;
     // the bound is its deadline, or the CoDel cap under a standing queue.
-    // Service rate by Little's law: limit permits, each held rttEwmaMs.
+    // Service rate by Little's law: limit permits, each held rttEwmaMs. The planning limit,
+    // so a brief no-load probe does not refuse what its end will serve.
     if (this.rttEwmaMs > 0) {
       const ahead = this.queue.countAhead(priority) + 1;
-      const expectedWaitMs = (ahead * this.rttEwmaMs) / this.limit;
+      const expectedWaitMs = (ahead * this.rttEwmaMs) / this.planningLimit;
       const boundMs = this.queue.isStanding ? Math.min(this.queueConfig.codelIntervalMs, deadlineAt - now) : deadlineAt - now;
       if (expectedWaitMs > boundMs) return REFUSED_PREDICTED;
     }

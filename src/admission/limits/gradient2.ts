@@ -164,6 +164,11 @@ export class Gradient2Limit implements Limit {
     return this.probeLimit > 0 ? this.probeLimit : Math.floor(this.estimate);
   }
 
+  /** The estimate, also while a probe holds `current` down (see Limit.planning). */
+  get planning(): number {
+    return Math.floor(this.estimate);
+  }
+
   get isProbing(): boolean {
     return this.probeLimit > 0;
   }

@@ -25,6 +25,12 @@ export interface Limit {
   /** The current concurrency limit: an integer within the algorithm's [min, max]. */
   readonly current: number;
   /**
+   * The limit to forecast queue waits with, when it differs from `current` only for a moment:
+   * Gradient2's no-load probe holds `current` down for a few round trips, and a wait forecast
+   * from it would refuse requests that will be served once the probe ends. Default `current`.
+   */
+  readonly planning?: number;
+  /**
    * Feeds one sample. `now` is epoch ms. The caller may reuse the sample object afterwards,
    * so implementations must copy what they keep.
    */

@@ -485,6 +485,29 @@ describe('Limiter: refusal at arrival', () => {
     expect(outcomes.find((o) => o.name === 'b')).toBeUndefined();
   });
 
+  it('forecasts with the planning limit while a probe holds the limit down, capped by the ceiling', async () => {
+    /** A limit in a no-load probe: 1 permit now, 4 once the probe ends. */
+    class ProbingLimit extends ScriptedLimit {
+      planning = 4;
+    }
+    const forecast = async (ceiling?: number) => {
+      const { clock, request, granted, flush } = setup({ limit: new ProbingLimit(1), ...(ceiling ? { ceiling } : {}) });
+      request('warm');
+      await flush();
+      clock.advance(100);
+      granted('warm').release('success'); // round trip 100 ms
+      request('holder');
+      const deadlineAt = clock.now() + 150;
+      // 3 ahead-or-self × 100 ms / 4 = 75 ms ≤ 150 ms: queued, not refused on the probe's 1 permit.
+      request('w1', 1, { deadlineAt });
+      request('w2', 1, { deadlineAt });
+      return { w3: request('w3', 1, { deadlineAt }) }; // wrapped: awaiting would wait for the permit
+    };
+    expect((await forecast()).w3).toBeInstanceOf(Promise);
+    // A ceiling of 1 caps the forecast too: 3 × 100 ms / 1 = 300 ms > 150 ms, refused at once.
+    expect((await forecast(1)).w3).toMatchObject({ ok: false, reason: 'queue_full', waitedMs: 0 });
+  });
+
   it('queues without judging while no round trip has been measured', () => {
     const { request } = setup({ limitN: 1 });
     request('a');
