@@ -20,12 +20,11 @@
  *
  * Usage: node bench/coalesce.mjs [--pages 5] [--waiters 100] [--origin-ms 100] [--only direct,crowdgate,nginx,varnish]
  */
-import { writeReport } from './lib/report.mjs';
+import { writeReport, runFacts, machineSentence } from './lib/report.mjs';
 import { parseArgs } from 'node:util';
 import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { availableParallelism, cpus } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { Pool } from 'undici';
 import { summarize, fmtMs } from './lib/stats.mjs';
@@ -158,19 +157,11 @@ async function main() {
       skipped.push({ name, reason: String(err?.message ?? err) });
     }
   }
-  const date = new Date().toISOString();
-  const meta = {
-    date,
-    node: process.version,
-    nproc: availableParallelism(),
-    loadAverage: { atStart: loadAtStart, atEnd: noteMachineLoad('end') },
-    cpuModel: cpus()[0]?.model ?? 'unknown CPU',
-    ...o,
-    command: `node bench/coalesce.mjs ${process.argv.slice(2).join(' ')}`.trim(),
-  };
+  const meta = { ...runFacts('coalesce.mjs', loadAtStart), ...o };
+  const { date } = meta;
   const L = [`# Cold-key coalescing — ${date}`, ''];
   L.push(
-    `Node ${meta.node}, ${meta.nproc} CPUs, ${meta.cpuModel}, load average ${meta.loadAverage.atStart} at start, ${meta.loadAverage.atEnd} at end. ${o.waiters} simultaneous requests for each of ${o.pages} cold pages; origin answers in ${o.originMs} ms and never queues. ` +
+    `${machineSentence(meta)} ${o.waiters} simultaneous requests for each of ${o.pages} cold pages; origin answers in ${o.originMs} ms and never queues. ` +
       `"over origin" = client latency − ${o.originMs} ms, from the instant the burst began. Command: \`${meta.command}\``,
     '',
     '| setup | ok | origin fetches per page | over origin p50 ms | p99 ms | max ms | burst dispatch ms | wake-up to response written p50 / p99 / max ms (server side) | cache status |',

@@ -20,12 +20,11 @@
  *
  * It does not start anything it cannot stop: every process is a child stopped by PID.
  */
-import { writeReport } from './lib/report.mjs';
+import { writeReport, runFacts, machineSentence } from './lib/report.mjs';
 import { parseArgs } from 'node:util';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { availableParallelism } from 'node:os';
 import { runLoad, KINDS } from './load.mjs';
 import { pageTtlSeconds } from './fragile-origin.mjs';
 import { fmtMs, fmtPct, fmtInt } from './lib/stats.mjs';
@@ -187,7 +186,7 @@ function toMarkdown(meta, runs, skipped) {
   const L = [];
   L.push(`# Flash crowd ×${meta.multiplier} — ${meta.date}`, '');
   L.push(
-    `Node ${meta.node}, ${meta.nproc} CPUs, ${meta.cpuModel}, load average ${meta.loadAverage.atStart} at start, ${meta.loadAverage.atEnd} at end. Origin C = ${meta.concurrency}, S = ${meta.serviceMs} ms (capacity ${meta.capacityRps} req/s); ` +
+    `${machineSentence(meta)} Origin C = ${meta.concurrency}, S = ${meta.serviceMs} ms (capacity ${meta.capacityRps} req/s); ` +
       `ramp ${meta.rampMs / 1000} s from ×0.5 to ×${meta.multiplier}, hold ${meta.holdMs / 1000} s; Zipf s = 1.1 over 200 pages, 3 % uncacheable; ` +
       `open loop, latency from the scheduled send time; ${meta.workers} load worker thread(s). Gateway build: ${meta.gatewayBuild}. Command: \`${meta.command}\``,
     '',
@@ -288,15 +287,8 @@ async function main() {
     await sleep(1000); // let sockets in TIME_WAIT and the CPU settle between runs
   }
 
-  const date = new Date().toISOString();
-  const { cpus } = await import('node:os');
   const meta = {
-    date,
-    node: process.version,
-    nproc: availableParallelism(),
-    loadAverage: { atStart: loadAtStart, atEnd: noteMachineLoad('end') },
-    cpuModel: cpus()[0]?.model ?? 'unknown CPU',
-    command: `node bench/flash-crowd.mjs ${process.argv.slice(2).join(' ')}`.trim(),
+    ...runFacts('flash-crowd.mjs', loadAtStart),
     capacityRps: (concurrency * 1000) / serviceMs,
     gatewayBuild: gatewayBuildState().ok ? 'fresh' : gatewayBuildState().reason,
     ...opts,
@@ -304,7 +296,7 @@ async function main() {
   const md = toMarkdown(meta, runs, skipped);
   const json = { meta, skipped, runs: runs.map(({ metrics, ...r }) => r) };
   const name = `flash-crowd-x${multiplier}${values.quick ? '-quick' : ''}`;
-  const base = writeReport({ dir: values.out, name, date, json, md });
+  const base = writeReport({ dir: values.out, name, date: meta.date, json, md });
   for (const r of runs) if (r.metrics) writeFileSync(`${base}-${r.name}-metrics.txt`, r.metrics);
 }
 

@@ -17,11 +17,11 @@
  * Usage: node bench/hit-throughput.mjs [--runs 5] [--seconds 5] [--warmup 3] [--sizes 1024,65536] [--peers]
  *          [--only crowdgate,nginx,varnish] [--connections 64]
  */
-import { writeReport } from './lib/report.mjs';
+import { writeReport, runFacts, machineSentence } from './lib/report.mjs';
 import { parseArgs } from 'node:util';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { availableParallelism, cpus } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { median, fmtInt, fmtMs } from './lib/stats.mjs';
 import { freePort, startProcess, waitForPort, stopAll, sleep, noteMachineLoad } from './lib/procs.mjs';
@@ -162,21 +162,16 @@ async function main() {
     }
   }
 
-  const date = new Date().toISOString();
   const meta = {
-    date,
-    node: process.version,
-    nproc: availableParallelism(),
-    loadAverage: { atStart: loadAtStart, atEnd: noteMachineLoad('end') },
-    cpuModel: cpus()[0]?.model ?? 'unknown CPU',
+    ...runFacts('hit-throughput.mjs', loadAtStart),
     pinning: isPinned ? `server under test on CPU ${SERVER_CPU}, wrk on CPU ${LOADGEN_CPU} (taskset)` : 'none (taskset missing or 1 CPU)',
     wrk: `wrk -t1 -c${connections} -d${seconds}s --latency`,
     warmupSeconds,
     runs,
-    command: `node bench/hit-throughput.mjs ${process.argv.slice(2).join(' ')}`.trim(),
   };
+  const { date } = meta;
   const L = [`# Cache-hit throughput — ${date}`, ''];
-  L.push(`Node ${meta.node}, ${meta.nproc} CPUs, ${meta.cpuModel}, load average ${meta.loadAverage.atStart} at start, ${meta.loadAverage.atEnd} at end. ${meta.wrk}, ${warmupSeconds} s unmeasured warm-up per server, then ${runs} alternating runs per server; medians. Pinning: ${meta.pinning}. Command: \`${meta.command}\``, '');
+  L.push(`${machineSentence(meta)} ${meta.wrk}, ${warmupSeconds} s unmeasured warm-up per server, then ${runs} alternating runs per server; medians. Pinning: ${meta.pinning}. Command: \`${meta.command}\``, '');
   L.push('| body | server | req/s (median) | ÷ ceiling | p50 ms | p99 ms | non-2xx | origin fetches of /bench during runs |');
   L.push('|---:|---|---:|---:|---:|---:|---:|---:|');
   for (const row of results) {

@@ -163,16 +163,18 @@ export function handleRequest(deps: RequestDeps, req: IncomingMessage, res: Serv
     collapsed: false,
   };
   res.on('close', () => finish(ctx));
-  const unexpected = (err: unknown): void => {
-    deps.logger.error({ err, requestId, url: ctx.path }, 'request failed unexpectedly');
-    fail(ctx, 'origin_bad_response', 'internal error; see the gateway log');
-  };
   try {
     const pending = route(ctx);
-    if (pending) return pending.catch(unexpected);
+    if (pending) return pending.catch((err: unknown) => failUnexpected(ctx, err));
   } catch (err) {
-    unexpected(err);
+    failUnexpected(ctx, err);
   }
+}
+
+/** A bug on the request path: log it and answer 502 rather than leave the client hanging. */
+function failUnexpected(ctx: Ctx, err: unknown): void {
+  ctx.deps.logger.error({ err, requestId: ctx.requestId, url: ctx.path }, 'request failed unexpectedly');
+  fail(ctx, 'origin_bad_response', 'internal error; see the gateway log');
 }
 
 function pathOf(url: string, qIndex: number): string {
