@@ -201,12 +201,12 @@ async function workerMain() {
     errors: {},
     cache: {},
   }));
-  /** @type {Map<number, { offered: number, ok: number, refused: number, failed: number, okLat: number[] }>} */
+  /** @type {Map<number, { offered: number, ok: number, refused: number, failed: number, okLat: number[], pageLat: number[] }>} */
   const seconds = new Map();
   const sec = (epochMs) => {
     const s = Math.floor(epochMs / 1000);
     let r = seconds.get(s);
-    if (!r) seconds.set(s, (r = { offered: 0, ok: 0, refused: 0, failed: 0, okLat: [] }));
+    if (!r) seconds.set(s, (r = { offered: 0, ok: 0, refused: 0, failed: 0, okLat: [], pageLat: [] }));
     return r;
   };
   const sendLag = new Float64Array(sched.n);
@@ -240,6 +240,7 @@ async function workerMain() {
       k.okLat.push(latency);
       bucket.ok++;
       bucket.okLat.push(latency);
+      if (kind === 0) bucket.pageLat.push(latency);
     } else if (status === 503 || status === 429) {
       k.refused++;
       k.refusedLat.push(latency);
@@ -345,7 +346,7 @@ async function workerMain() {
     const out = [];
     for (const [s, r] of seconds) {
       if (s > upTo) continue;
-      out.push({ s, ...r, okLat: Float64Array.from(r.okLat) });
+      out.push({ s, ...r, okLat: Float64Array.from(r.okLat), pageLat: Float64Array.from(r.pageLat) });
       seconds.delete(s);
     }
     if (out.length) parentPort?.postMessage({ type: 'seconds', seconds: out });
@@ -399,7 +400,7 @@ export async function runLoad(options, hooks = {}) {
   const o = { ...LOAD_DEFAULTS, ...options };
   const startAt = Date.now() + o.startDelayMs;
   const file = fileURLToPath(import.meta.url);
-  /** @type {Map<number, { offered: number, ok: number, refused: number, failed: number, okLat: number[] }>} */
+  /** @type {Map<number, { offered: number, ok: number, refused: number, failed: number, okLat: number[], pageLat: number[] }>} */
   const seconds = new Map();
   const emitted = new Set();
   const dones = [];
@@ -425,12 +426,13 @@ export async function runLoad(options, hooks = {}) {
         worker.on('message', (m) => {
           if (m.type === 'seconds') {
             for (const r of m.seconds) {
-              const acc = seconds.get(r.s) ?? { offered: 0, ok: 0, refused: 0, failed: 0, okLat: [] };
+              const acc = seconds.get(r.s) ?? { offered: 0, ok: 0, refused: 0, failed: 0, okLat: [], pageLat: [] };
               acc.offered += r.offered;
               acc.ok += r.ok;
               acc.refused += r.refused;
               acc.failed += r.failed;
               for (const v of r.okLat) acc.okLat.push(v);
+              for (const v of r.pageLat) acc.pageLat.push(v);
               seconds.set(r.s, acc);
             }
           } else if (m.type === 'done') {
@@ -452,7 +454,8 @@ export async function runLoad(options, hooks = {}) {
 
 function secondRow(s, r, firstSecond) {
   const sorted = Float64Array.from(r.okLat).sort();
-  return { t: s - firstSecond, epochSecond: s, offered: r.offered, ok: r.ok, refused: r.refused, failed: r.failed, okP99: percentile(sorted, 99) };
+  const pages = Float64Array.from(r.pageLat).sort();
+  return { t: s - firstSecond, epochSecond: s, offered: r.offered, ok: r.ok, refused: r.refused, failed: r.failed, okP99: percentile(sorted, 99), pageP99: percentile(pages, 99) };
 }
 
 /** Merges the workers' results into per-kind summaries and a per-second table. */

@@ -41,8 +41,8 @@ export function hasCommand(cmd) {
  */
 
 /**
- * Starts the fragile origin as a child process.
- * @param {{ concurrency?: number, serviceMs?: number, maxWaitMs?: number, label?: string }} [opts]
+ * Starts the fragile origin as a child process (pinned to `cpu`, a `taskset -c` list, when given).
+ * @param {{ concurrency?: number, serviceMs?: number, maxWaitMs?: number, label?: string, cpu?: string }} [opts]
  * @returns {Promise<Running>}
  */
 export async function startOrigin(opts = {}) {
@@ -52,7 +52,8 @@ export async function startOrigin(opts = {}) {
   if (opts.concurrency) args.push('--concurrency', String(opts.concurrency));
   if (opts.serviceMs) args.push('--service-ms', String(opts.serviceMs));
   if (opts.maxWaitMs) args.push('--max-wait-ms', String(opts.maxWaitMs));
-  const proc = startProcess(opts.label ?? 'origin', process.execPath, args, { logFile: join(dir, 'origin.log') });
+  const [cmd, cmdArgs] = pinned(opts.cpu, process.execPath, args);
+  const proc = startProcess(opts.label ?? 'origin', cmd, cmdArgs, { logFile: join(dir, 'origin.log') });
   await waitForPort(port, { proc });
   return { name: 'origin', url: `http://127.0.0.1:${port}`, pid: proc.pid, logFile: proc.logFile, stop: () => proc.stop() };
 }

@@ -212,7 +212,7 @@ export class Limiter {
       if (!victim) return REFUSED_QUEUE_FULL;
       this.finish(victim, 'evicted', now);
     }
-    if (this.queue.checkStanding(now)) this.capWaiters(now);
+    if (this.judgeStanding(now)) this.capWaiters(now);
     // Refuse at arrival what cannot be served in time: a request admitted to the queue should
     // get its permit, and one refused should hear so at once, not after waiting. The expected
     // wait is the waiters ahead of it (FIFO order) times the mean round trip over the limit;
@@ -287,7 +287,7 @@ export class Limiter {
   /** Hands free permits to waiters, in the queue's order. */
   private pump(now: number): void {
     while (this.queue.length > 0 && this.inflightCount < this.limit) {
-      if (this.queue.checkStanding(now)) {
+      if (this.judgeStanding(now)) {
         this.capWaiters(now);
         continue;
       }
@@ -300,6 +300,22 @@ export class Limiter {
       this.detach(w);
       w.resolve({ ok: true, permit: this.grant(now), waitedMs: now - w.enqueuedAt });
     }
+  }
+
+  /**
+   * CoDel's verdict on the queue (queue.ts), except while the limit algorithm holds permits
+   * below its planning limit for a no-load probe (Limit.planning): that queue is the probe's
+   * doing, not the crowd's, and drains when the probe ends a few round trips later. Judging it
+   * would cap waits at the CoDel interval and refuse arrivals the restored limit will serve.
+   * A queue already standing stays standing; the CoDel interval restarts when the probe ends.
+   */
+  private judgeStanding(now: number): boolean {
+    const planned = this.algorithm.planning;
+    if (planned !== undefined && planned > this.algorithm.current) {
+      this.queue.excuseWaitsUntil(now);
+      return false;
+    }
+    return this.queue.checkStanding(now);
   }
 
   /** A standing queue has begun: cap every wait at enqueuedAt + codelIntervalMs. */

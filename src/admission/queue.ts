@@ -17,6 +17,8 @@
  * Once the Limiter has measured round trips it predicts each arrival's wait and refuses at
  * once what would not be served within the cap; then it keeps FIFO (`lifoWhenStanding` off),
  * since admitted requests meet their deadlines and LIFO would only make old ones fail late.
+ * Waits the Limiter imposed on purpose (a no-load probe holding permits down) are excused: the
+ * Limiter does not ask for a verdict meanwhile, and sojourns count from the probe's end.
  */
 import type { AcquireResult } from './limiter.js';
 
@@ -56,6 +58,8 @@ export class WaitQueue {
   private intervalStartAt = 0;
   private minSojournMs = Infinity;
   private dequeues = 0;
+  /** Sojourns count from here at the earliest (excuseWaitsUntil). */
+  private excusedUntil = -Infinity;
 
   constructor(
     readonly classes: number,
@@ -137,7 +141,7 @@ export class WaitQueue {
       const w = lifo ? this.tails[p] : this.heads[p];
       if (!w) continue;
       this.remove(w);
-      const sojourn = now - w.enqueuedAt;
+      const sojourn = now - (w.enqueuedAt > this.excusedUntil ? w.enqueuedAt : this.excusedUntil);
       if (sojourn < this.minSojournMs) this.minSojournMs = sojourn;
       this.dequeues++;
       return w;
@@ -161,7 +165,7 @@ export class WaitQueue {
    */
   checkStanding(now: number): boolean {
     if (this.standing || this.size === 0 || now - this.intervalStartAt < this.codel.intervalMs) return false;
-    const sojourn = this.dequeues > 0 ? this.minSojournMs : now - this.oldestEnqueuedAt();
+    const sojourn = this.dequeues > 0 ? this.minSojournMs : now - Math.max(this.oldestEnqueuedAt(), this.excusedUntil);
     this.resetInterval(now);
     if (sojourn > this.codel.targetMs) {
       this.standing = true;
@@ -189,6 +193,15 @@ export class WaitQueue {
       if (h && h.enqueuedAt < oldest) oldest = h.enqueuedAt;
     }
     return oldest;
+  }
+
+  /**
+   * The wait so far was imposed, not caused by arrivals outrunning service (the Limiter holds
+   * permits down for a probe): CoDel counts sojourns from now and starts a new interval.
+   */
+  excuseWaitsUntil(now: number): void {
+    this.excusedUntil = now;
+    this.resetInterval(now);
   }
 
   private resetInterval(now: number): void {

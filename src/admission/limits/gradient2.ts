@@ -24,9 +24,11 @@
  *   origin got faster, e.g. an overload it had is over), or the limit fell below half its peak
  *   since the last probe (the origin got slower, or lost capacity: only a low-concurrency
  *   measurement tells which), or when the limit binds (a window used every permit) but the
- *   long-term RTT rests on fewer than `probeSamples` no-load samples (the first responses back
- *   are the fastest of their batch, so a few early samples read low). A probe costs a few round
- *   trips at a quarter of the concurrency, so it never starts while the limit does not bind.
+ *   long-term RTT rests on fewer than 3 no-load samples (no baseline: a crowd from the first
+ *   request, or an initial limit far above capacity). A probe costs a few round trips at a
+ *   quarter of the concurrency, so it never starts while the limit does not bind, nor when a
+ *   few no-load samples from before the crowd already give a baseline: at a cold start that
+ *   probe held fills back while every page was a miss, and the queue behind it was shed.
  * - Drift down: when a window's short-term RTT is below 0.8 x the long-term RTT, the long-term
  *   RTT also moves halfway down to it at once, before the probe confirms.
  *
@@ -89,6 +91,8 @@ export interface Gradient2Readings {
 }
 
 const defaultQueueSize = (limit: number): number => Math.max(1, Math.sqrt(limit) / 2);
+/** No-load samples that make a long-term RTT to start from, without a probe. */
+const MIN_BASELINE_SAMPLES = 3;
 /** A short-term RTT below this fraction of the long-term one means the long-term one is stale. */
 const DRIFT_RATIO = 0.8;
 
@@ -248,10 +252,13 @@ export class Gradient2Limit implements Limit {
     // with bursts well under the limit, walk the limit up to twice the origin's capacity.)
     if (this.windowMaxInflight < Math.floor(this.estimate)) next = Math.min(next, this.estimate);
     this.estimate = clamp(next, this.min, this.max);
-    // Too few no-load samples to trust (the first ones back are the fastest of their batch):
-    // measure properly as soon as the limit binds. Not before: a probe runs at a quarter of the
-    // limit, and an origin that is only lightly used would just have its requests held back.
-    if (this.longCount < this.probeSamples && this.windowMaxInflight >= Math.floor(this.estimate)) suspicious = true;
+    // No baseline yet (a crowd from the first request, or an initial limit far above the
+    // origin's capacity): measure one as soon as the limit binds. Not before: a probe runs at a
+    // quarter of the limit, and an origin that is only lightly used would just have its
+    // requests held back. A few no-load samples from before the crowd are a baseline to start
+    // from (the drift rules and the periodic probe correct it later); probing anyway would
+    // hold fills back just when a cold cache needs them most.
+    if (this.longCount < Math.min(MIN_BASELINE_SAMPLES, this.probeSamples) && this.windowMaxInflight >= Math.floor(this.estimate)) suspicious = true;
     if (this.estimate > this.peakEstimate) this.peakEstimate = this.estimate;
     else if (this.estimate * 2 < this.peakEstimate) suspicious = true;
     this.resetWindow();

@@ -508,6 +508,33 @@ describe('Limiter: refusal at arrival', () => {
     expect((await forecast(1)).w3).toMatchObject({ ok: false, reason: 'queue_full', waitedMs: 0 });
   });
 
+  it('does not judge the queue a probe builds as standing, during the probe or after it', async () => {
+    /** A limit in a no-load probe: 1 permit now, 4 once the probe ends (the test ends it). */
+    class ProbingLimit extends ScriptedLimit {
+      planning = 4;
+    }
+    const limit = new ProbingLimit(1);
+    const { clock, limiter, request, granted, outcomes, flush, scheduler } = setup({ limit }); // CoDel 20 / 100 ms
+    request('warm');
+    await flush();
+    clock.advance(30);
+    granted('warm').release('success'); // round trip 30 ms
+    request('holder');
+    for (let i = 0; i < 14; i++) request(`w${i}`);
+    scheduler.advance(150); // every waiter has waited 150 ms: past the CoDel target for a whole interval
+    // Judged by its deadline (15 × 30 ms / 4 = 113 ms ≤ 500 ms), not by the 100 ms standing-queue cap.
+    expect(request('late')).toBeInstanceOf(Promise);
+    expect(limiter.isQueueStanding).toBe(false);
+    // The probe ends: the waits it imposed are not queueing the crowd caused.
+    limit.current = 4;
+    granted('holder').release('success');
+    await flush();
+    scheduler.advance(100);
+    request('next'); // a new CoDel interval is judged here
+    expect(limiter.isQueueStanding).toBe(false);
+    expect(outcomes.filter((o) => !o.result.ok)).toEqual([]);
+  });
+
   it('queues without judging while no round trip has been measured', () => {
     const { request } = setup({ limitN: 1 });
     request('a');

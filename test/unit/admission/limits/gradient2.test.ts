@@ -99,6 +99,23 @@ describe('Gradient2Limit against a model origin with C slots under a crowd', () 
     expect(limit.readings().probes).toBe(1);
   });
 
+  it('starts from a few no-load samples seen before the crowd instead of probing when the limit first binds', () => {
+    // A cold cache: a few fills before the crowd, then every permit in use. Probing here would
+    // hold fills back to a quarter while every page is a miss.
+    const binds = (noLoad: number) => {
+      const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256 });
+      let t = 0;
+      for (let i = 0; i < noLoad; i++) limit.onSample({ rttMs: S, inflight: 1, dropped: false }, (t += 20));
+      for (let i = 0; i < 40; i++) limit.onSample({ rttMs: S, inflight: 8, dropped: false }, (t += 10));
+      return limit.readings();
+    };
+    expect(binds(3)).toMatchObject({ probes: 0, longRttMs: S });
+    expect(binds(3).estimate).toBeGreaterThan(8); // RTT at the baseline while binding: it grows
+    // With fewer there is no baseline to judge the crowd's RTT by: it probes at once.
+    expect(binds(2).probes).toBe(1);
+    expect(binds(0).probes).toBe(1);
+  });
+
   it('probes for the no-load RTT every probeIntervalMs under a sustained crowd, and only then', () => {
     const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256, probeIntervalMs: 10_000 });
     simulate({ limit, jitter: 0.1, phases: [crowd(5_000, 8)] });
