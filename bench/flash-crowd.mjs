@@ -225,14 +225,14 @@ function toMarkdown(meta, runs, skipped) {
   if (checks.length) L.push('', '## Targets', '', '```', ...checks, '```');
   L.push('', '## Goodput per second (successful responses completed in that second)', '');
   const maxT = Math.max(...runs.map((r) => r.load.perSecond.at(-1)?.t ?? 0));
-  L.push(`| t s | offered | ${runs.map((r) => `${r.name} ok`).join(' | ')} | ${runs.map((r) => `${r.name} p99 ms`).join(' | ')} | ${runs.map((r) => `${r.name} origin busy`).join(' | ')} |`);
-  L.push(`|---:|---:|${runs.map(() => '---:').join('|')}|${runs.map(() => '---:').join('|')}|${runs.map(() => '---:').join('|')}|`);
+  L.push(`| t s | offered | ${runs.map((r) => `${r.name} ok`).join(' | ')} | ${runs.map((r) => `${r.name} p99 ms`).join(' | ')} | ${runs.map((r) => `${r.name} page p99 ms`).join(' | ')} | ${runs.map((r) => `${r.name} origin busy`).join(' | ')} |`);
+  L.push(`|---:|---:|${runs.map(() => '---:').join('|')}|${runs.map(() => '---:').join('|')}|${runs.map(() => '---:').join('|')}|${runs.map(() => '---:').join('|')}|`);
   for (let t = 0; t <= maxT; t++) {
     const rows = runs.map((r) => r.load.perSecond.find((p) => p.t === t));
     const orows = runs.map((r) => r.origin.perSecond.find((p) => p.t === t));
     const offered = rows.find((x) => x)?.offered ?? 0;
     L.push(
-      `| ${t} | ${fmtInt(offered)} | ${rows.map((x) => fmtInt(x?.ok ?? 0)).join(' | ')} | ${rows.map((x) => fmtMs(x?.okP99 ?? NaN)).join(' | ')} | ${orows.map((x) => fmtPct(x?.busy ?? 0)).join(' | ')} |`,
+      `| ${t} | ${fmtInt(offered)} | ${rows.map((x) => fmtInt(x?.ok ?? 0)).join(' | ')} | ${rows.map((x) => fmtMs(x?.okP99 ?? NaN)).join(' | ')} | ${rows.map((x) => fmtMs(x?.pageP99 ?? NaN)).join(' | ')} | ${orows.map((x) => fmtPct(x?.busy ?? 0)).join(' | ')} |`,
     );
   }
   return L.join('\n') + '\n';

@@ -459,6 +459,11 @@ export interface EntryEvaluation {
   withinStaleIfError: boolean;
   /** The client sent only-if-cached: answer 504 rather than contact the origin (§5.2.1.7). */
   onlyIfCached: boolean;
+  /**
+   * The request itself demands a validated or younger response (no-cache, max-age or
+   * min-fresh it is allowed to force): no stale answer just because the origin is busy.
+   */
+  refetchDemanded: boolean;
   reason: string;
 }
 
@@ -519,5 +524,14 @@ export function evaluateEntry(entry: CacheEntry, req: RequestFacts, now: number,
   else if (invalidated) reason = 'invalidated by purge';
   else reason = 'stale';
 
-  return { fresh, ageSeconds, needsRevalidation, withinStaleWhileRevalidate, withinStaleIfError, onlyIfCached, reason };
+  return {
+    fresh,
+    ageSeconds,
+    needsRevalidation,
+    withinStaleWhileRevalidate,
+    withinStaleIfError,
+    onlyIfCached,
+    refetchDemanded: forced !== undefined,
+    reason,
+  };
 }

@@ -129,6 +129,25 @@ export class Upstream {
   }
 
   /**
+   * The origin is being protected: every member that takes requests has a standing queue
+   * (CoDel: arrivals outrun what it serves, see admission/queue.ts), so a fill asked for now
+   * waits its turn behind the crowd. False while any usable member has room or is unknown yet.
+   */
+  isBacklogged(pool: OriginPool): boolean {
+    const now = this.clock.now();
+    let any = false;
+    for (const member of pool.members()) {
+      if (!member.isHealthy(now)) continue;
+      const c = this.controls.get(member);
+      if (!c) return false;
+      if (!c.breaker.isAvailable()) continue;
+      if (!c.limiter.judgeQueue()) return false;
+      any = true;
+    }
+    return any;
+  }
+
+  /**
    * Picks a member whose breaker lets requests through and waits for one of its permits (up to
    * `deadlineAt`). Refusal is a value, never an exception.
    */

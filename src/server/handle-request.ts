@@ -5,6 +5,7 @@
  *     fresh                      → hit (or 304 to the client's conditional)
  *     stale, in SWR              → updating + background refresh (collapsed, limited)
  *     pressure gate over         → stale if usable, else 503 shed
+ *     origin queue standing      → stale within grace + one refresh at this request's priority
  *     missing / must revalidate  → collapsed fill: one leader per key asks upstream for a
  *                                  member + permit, fetches (conditionally when it can), stores;
  *                                  waiters share the result only when it is storable
@@ -238,7 +239,7 @@ function route(ctx: Ctx): void | Promise<void> {
   return deps.store.get(key).then((variants) => decide(ctx, lookupFacts, variants ?? []));
 }
 
-/** Steps 5 to 8, once the stored variants are known. */
+/** Steps 5 to 9, once the stored variants are known. */
 function decide(
   ctx: Ctx,
   { key, policy, facts, variantHeaders, canStore }: Pick<Lookup, 'key' | 'policy' | 'facts' | 'variantHeaders' | 'canStore'>,
@@ -278,13 +279,25 @@ function decide(
     );
   }
 
-  // 7. Hit-for-pass: this URL was recently uncacheable; don't queue behind a leader.
+  // 7. The origin is being protected (every member's queue is standing): a stale copy the
+  //    route's grace allows answers now instead of queueing behind the crowd, and the
+  //    revalidation still runs, collapsed, at this request's priority, with nobody waiting for
+  //    it (nginx's use_stale updating and Varnish's grace do the same without the queue test).
+  if (entry && evaluation?.withinStaleIfError && !evaluation.refetchDemanded && deps.upstream.isBacklogged(site.pool)) {
+    ctx.staleReason = 'backlog';
+    serveEntry(ctx, entry, evaluation, { state: 'stale', staleReason: 'backlog' });
+    deps.metrics.get('staleServed').inc({ site: site.name, reason: 'backlog' });
+    startBackgroundRefresh(ctx, lookup, ctx.priority);
+    return;
+  }
+
+  // 8. Hit-for-pass: this URL was recently uncacheable; don't queue behind a leader.
   if (deps.inflight.isHitForPass(collapseKeyOf(lookup))) {
     ctx.state = 'pass';
     return forward(ctx, 'pass', lookup);
   }
 
-  // 8. Collapsed fill.
+  // 9. Collapsed fill.
   return fillAndServe(ctx, lookup, 0);
 }
 
@@ -428,7 +441,7 @@ function serveFillResult(ctx: Ctx, lookup: Lookup, result: FillResult, collapsed
  * One origin fetch for the cache: member + permit, conditional when a stored entry has
  * validators, store when storable. Never tied to a client: the result belongs to the cache.
  */
-async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background'): Promise<FillResult> {
+async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', priorityOverride?: number): Promise<FillResult> {
   const { deps, rt } = ctx;
   const site = ctx.site!;
   const excluded = new Set<OriginMember>();
@@ -437,7 +450,7 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background'): P
     // A background refresh runs while stale-while-revalidate answers everyone: it uses spare
     // origin capacity (the background class, below every configured one) and is refused first;
     // the next stale hit tries again.
-    const priority = kind === 'background' ? rt.priorityNames.length : ctx.priority;
+    const priority = priorityOverride ?? (kind === 'background' ? rt.priorityNames.length : ctx.priority);
     const admitted = await deps.upstream.admit(site.config, site.pool, { priority, deadlineAt, exclude: excluded });
     if (!admitted.ok) return refusedFill(ctx, admitted);
     const { member, permit, control } = admitted;
@@ -559,9 +572,15 @@ function refusedFill(ctx: Ctx, admitted: Exclude<AdmitResult, { ok: true }>): Fi
  * instance holds this key's fill, wait for its notification and take what it stored; otherwise
  * fetch here and, when this instance held the others' lock, wake them once stored.
  */
-async function fillAcrossInstances(ctx: Ctx, lookup: Lookup, collapseKey: string, kind: 'fill' | 'background'): Promise<FillResult> {
+async function fillAcrossInstances(
+  ctx: Ctx,
+  lookup: Lookup,
+  collapseKey: string,
+  kind: 'fill' | 'background',
+  priority?: number,
+): Promise<FillResult> {
   const remote = ctx.deps.crossInstance;
-  if (!remote) return runFill(ctx, lookup, kind);
+  if (!remote) return runFill(ctx, lookup, kind, priority);
   const claim = await remote.acquire(collapseKey);
   if (claim.kind === 'filled') {
     const entry = selectVariant((await ctx.deps.store.get(lookup.key)) ?? [], lookup.variantHeaders);
@@ -571,22 +590,26 @@ async function fillAcrossInstances(ctx: Ctx, lookup: Lookup, collapseKey: string
         return { kind: 'entry', entry, state: lookup.entry ? 'expired' : 'miss', stored: false, fwdStatus: entry.status };
       }
     }
-    return runFill(ctx, lookup, kind); // nothing usable arrived: fetch here
+    return runFill(ctx, lookup, kind, priority); // nothing usable arrived: fetch here
   }
   try {
-    return await runFill(ctx, lookup, kind);
+    return await runFill(ctx, lookup, kind, priority);
   } finally {
     if (claim.kind === 'fetch') await claim.done().catch(() => undefined);
   }
 }
 
-/** RFC 5861 §3 background refresh: collapsed with any fill of the same key, lowest priority. */
-function startBackgroundRefresh(ctx: Ctx, lookup: Lookup): void {
+/**
+ * A refresh nobody waits for: collapsed with any fill of the same key. RFC 5861 §3 refreshes
+ * take the background class (spare capacity only); a refresh standing in for a fill the crowd
+ * would have queued for (step 7) keeps that request's `priority`.
+ */
+function startBackgroundRefresh(ctx: Ctx, lookup: Lookup, priority?: number): void {
   const { deps } = ctx;
   const collapseKey = collapseKeyOf(lookup);
   const joined = deps.inflight.join(collapseKey, 0);
   if (joined.role !== 'leader') return; // someone is already refreshing it
-  fillAcrossInstances(ctx, lookup, collapseKey, 'background')
+  fillAcrossInstances(ctx, lookup, collapseKey, 'background', priority)
     .catch((err): FillResult => {
       deps.logger.warn({ err, requestId: ctx.requestId }, 'background refresh failed');
       return { kind: 'failed', code: 'origin_bad_response', staleReason: 'error' };

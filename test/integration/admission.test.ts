@@ -1,4 +1,5 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { ManualClock } from '../../src/clock.js';
 import { request } from 'undici';
 import { siteFor } from '../helpers/gateway.js';
 import { useFixtures } from '../helpers/fixtures.js';
@@ -75,6 +76,55 @@ describe('admission: the origin limiter', () => {
     expect(hit.headers['cache-status']).toMatch(/hit/);
     expect(hit.ms).toBeLessThan(100);
     await Promise.all(flood);
+  });
+
+  it('answers a page past its stale-while-revalidate window from grace while the origin queue is standing, and revalidates it once', async () => {
+    const clock = new ManualClock(Date.now());
+    const o = await origin();
+    let version = 1;
+    o.route('/page', { headers: { 'cache-control': 'public, max-age=10', etag: '"p"' }, body: () => `v${version}` });
+    o.route('/slow', { delayMs: 300, headers: { 'cache-control': 'no-store' } });
+    const g = await gateway(
+      {
+        admission: fixed(1, { deadlineMs: 60_000, codelTargetMs: 20, codelIntervalMs: 2_000 }),
+        sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { staleWhileRevalidateSeconds: 0, graceSeconds: 60 } }] })],
+      },
+      { clock },
+    );
+    const queueLength = async () => {
+      const m = await (await request(`${g.adminUrl}/metrics`)).body.text();
+      return Number(/^crowdgate_queue_length\{site="test",[^}]*\} (\d+)/m.exec(m)?.[1]);
+    };
+    expect((await call(`${g.url}/page`)).body).toBe('v1');
+    // Teach the limiter a 50 ms round trip (on the injected clock).
+    const warm = call(`${g.url}/slow?warm`);
+    await vi.waitFor(() => expect(o.count('/slow')).toBe(1));
+    clock.advance(50);
+    await warm;
+    version = 2;
+    // Past max-age, no SWR, no backlog: the revalidation is waited for, as RFC 9111 says.
+    clock.advance(11_000);
+    const waited = await call(`${g.url}/page`);
+    expect(waited.body).toBe('v2');
+    expect(waited.headers['cache-status']).toMatch(/fwd=stale/);
+    version = 3;
+    // A backlog: one /slow in service, one waiting.
+    const flood = [call(`${g.url}/slow?a`), call(`${g.url}/slow?b`)];
+    await vi.waitFor(async () => expect(await queueLength()).toBe(1));
+    clock.advance(11_000); // the page is stale again, and the waiter has waited 11 s: standing
+    const stale = await Promise.all([call(`${g.url}/page`), call(`${g.url}/page`)]);
+    for (const r of stale) {
+      expect(r.status).toBe(200);
+      expect(r.body).toBe('v2');
+      expect(r.headers['cache-status']).toMatch(/crowdgate; hit; .*detail="stale-backlog/);
+      expect(r.ms).toBeLessThan(250); // not behind the 300 ms /slow in service
+    }
+    expect(await queueLength()).toBe(2); // one revalidation for both, queued like their fill
+    await Promise.all(flood);
+    await vi.waitFor(() => expect(o.count('/page')).toBe(3));
+    expect((await call(`${g.url}/page`)).body).toBe('v3');
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(/crowdgate_stale_served_total\{site="test",reason="backlog"\} 2/);
   });
 
   it('lets a high-priority path through while a low-priority flood is being shed', async () => {
