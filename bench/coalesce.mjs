@@ -18,7 +18,11 @@
  * wake-up itself is read from its access log too: `afterWakeMs`, from the moment the fill
  * finished to the moment each collapsed waiter's response was written (the ≤ 10 ms target).
  *
- * Usage: node bench/coalesce.mjs [--pages 5] [--waiters 100] [--origin-ms 100] [--only direct,crowdgate,nginx,varnish]
+ * Pinning (unless --unpinned, when taskset exists on 2+ CPUs): the setup and the origin on
+ * CPU 0, this process (the 500 clients) on CPU 1, as in the flash-crowd bench: otherwise the
+ * clients parsing the first answers preempt the server still writing the rest.
+ *
+ * Usage: node bench/coalesce.mjs [--pages 5] [--waiters 100] [--origin-ms 100] [--only direct,crowdgate,nginx,varnish] [--unpinned]
  */
 import { writeReport, runFacts, machineSentence } from './lib/report.mjs';
 import { parseArgs } from 'node:util';
@@ -29,21 +33,33 @@ import { pathToFileURL } from 'node:url';
 import { Pool } from 'undici';
 import { summarize, fmtMs } from './lib/stats.mjs';
 import { stopAll, sleep, noteMachineLoad } from './lib/procs.mjs';
-import { BENCH_DIR, startOrigin, startCrowdgate, startNginx, startVarnish, gatewayAvailable, hasCommand } from './lib/setups.mjs';
+import {
+  BENCH_DIR,
+  startOrigin,
+  startCrowdgate,
+  startNginx,
+  startVarnish,
+  gatewayAvailable,
+  hasCommand,
+  canPin,
+  pinSelf,
+  SUT_CPU,
+  LOADGEN_CPU,
+} from './lib/setups.mjs';
 
-/** @type {Record<string, { available: () => true | string, start: (originUrl: string) => Promise<any> }>} */
+/** @type {Record<string, { available: () => true | string, start: (originUrl: string, cpu?: string) => Promise<any> }>} */
 const SETUPS = {
   direct: { available: () => true, start: async () => undefined },
   crowdgate: {
     available: gatewayAvailable,
     // Access log on: each collapsed waiter's afterWakeMs is the server-side wake-up time.
-    start: (originUrl) =>
-      startCrowdgate({ originUrl, label: 'crowdgate-coalesce', extra: { log: { level: 'info', access: true } } }),
+    start: (originUrl, cpu) =>
+      startCrowdgate({ originUrl, cpu, label: 'crowdgate-coalesce', extra: { log: { level: 'info', access: true } } }),
   },
-  nginx: { available: () => hasCommand('nginx') || 'nginx not installed', start: (originUrl) => startNginx({ originUrl, label: 'nginx-coalesce' }) },
+  nginx: { available: () => hasCommand('nginx') || 'nginx not installed', start: (originUrl, cpu) => startNginx({ originUrl, cpu, label: 'nginx-coalesce' }) },
   varnish: {
     available: () => hasCommand('varnishd') || 'varnishd not installed',
-    start: (originUrl) => startVarnish({ originUrl, label: 'varnish-coalesce' }),
+    start: (originUrl, cpu) => startVarnish({ originUrl, cpu, label: 'varnish-coalesce' }),
   },
 };
 
@@ -75,12 +91,13 @@ function wakeUpsFromLog(logFile, pages) {
 }
 
 async function runSetup(name, o) {
-  const origin = await startOrigin({ concurrency: 10_000, serviceMs: o.originMs, label: `origin-coalesce-${name}` });
+  const cpu = o.pinning ? SUT_CPU : undefined;
+  const origin = await startOrigin({ concurrency: 10_000, serviceMs: o.originMs, label: `origin-coalesce-${name}`, cpu });
   let front;
   const total = o.pages * o.waiters;
   const pool = { close: async () => {} };
   try {
-    front = await SETUPS[name].start(origin.url);
+    front = await SETUPS[name].start(origin.url, cpu);
     const target = front?.url ?? origin.url;
     const p = new Pool(target, { connections: total, pipelining: 1, keepAliveTimeout: 60_000 });
     pool.close = () => p.destroy();
@@ -136,10 +153,13 @@ async function main() {
       waiters: { type: 'string', default: '100' },
       'origin-ms': { type: 'string', default: '100' },
       only: { type: 'string' },
+      unpinned: { type: 'boolean', default: false },
       out: { type: 'string', default: join(BENCH_DIR, 'results') },
     },
   });
-  const o = { pages: Number(values.pages), waiters: Number(values.waiters), originMs: Number(values['origin-ms']) };
+  const pinning = !values.unpinned && canPin();
+  if (pinning) pinSelf(LOADGEN_CPU);
+  const o = { pages: Number(values.pages), waiters: Number(values.waiters), originMs: Number(values['origin-ms']), pinning };
   const wanted = values.only ? values.only.split(',') : Object.keys(SETUPS);
   const loadAtStart = noteMachineLoad('start');
   const rows = [];
@@ -162,7 +182,8 @@ async function main() {
   const L = [`# Cold-key coalescing — ${date}`, ''];
   L.push(
     `${machineSentence(meta)} ${o.waiters} simultaneous requests for each of ${o.pages} cold pages; origin answers in ${o.originMs} ms and never queues. ` +
-      `"over origin" = client latency − ${o.originMs} ms, from the instant the burst began. Command: \`${meta.command}\``,
+      `"over origin" = client latency − ${o.originMs} ms, from the instant the burst began. ` +
+      `Pinning: ${pinning ? `setup and origin on CPU ${SUT_CPU}, clients on CPU ${LOADGEN_CPU} (taskset)` : 'none'}. Command: \`${meta.command}\``,
     '',
     '| setup | ok | origin fetches per page | over origin p50 ms | p99 ms | max ms | burst dispatch ms | wake-up to response written p50 / p99 / max ms (server side) | cache status |',
     '|---|---:|---|---:|---:|---:|---:|---:|---|',

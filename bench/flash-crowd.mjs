@@ -29,8 +29,6 @@
 import { writeReport, runFacts, machineSentence } from './lib/report.mjs';
 import { parseArgs } from 'node:util';
 import { writeFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
-import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { runLoad, KINDS } from './load.mjs';
@@ -54,10 +52,6 @@ import { stopAll, noteMachineLoad } from './lib/procs.mjs';
 
 /** Number of hottest pages (Zipf ranks 1..HOT_PAGES) whose fetches per TTL are reported. */
 const HOT_PAGES = 5;
-
-/** CPUs when pinned: the side under test, and the load generator (this process). */
-const SUT_CPU = '0';
-const LOADGEN_CPU = '1';
 
 /**
  * The setups this benchmark knows, in run order. `cpu`: where to pin the setup, if anywhere.
@@ -284,12 +278,8 @@ async function main() {
     workers: Number(values.workers),
     connections: Number(values.connections),
   };
-  const pinning = !values.unpinned && hasCommand('taskset') && availableParallelism() >= 2;
-  if (pinning) {
-    // This process and its threads (the load worker starts later and inherits it) on CPU 1.
-    const r = spawnSync('taskset', ['-a', '-p', '-c', LOADGEN_CPU, String(process.pid)], { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`taskset failed: ${r.stderr}`);
-  }
+  const pinning = !values.unpinned && canPin();
+  if (pinning) pinSelf(LOADGEN_CPU); // the load worker starts later and inherits it
   opts.pinning = pinning;
   const wanted = values.only ? values.only.split(',').map((s) => s.trim()) : DEFAULT_SETUPS;
   for (const w of wanted) if (!SETUPS[w]) throw new Error(`unknown setup "${w}"; known: ${Object.keys(SETUPS).join(', ')}`);

@@ -3,7 +3,7 @@
  * to stdout and the file names to stderr. Returns the path without extension, for extra files.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { availableParallelism, cpus } from 'node:os';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { noteMachineLoad } from './procs.mjs';
 
@@ -15,7 +15,7 @@ export function runFacts(script, loadAtStart) {
   return {
     date: new Date().toISOString(),
     node: process.version,
-    nproc: availableParallelism(),
+    nproc: cpus().length, // the machine's, not this process's (a pinned bench sees 1)
     loadAverage: { atStart: loadAtStart, atEnd: noteMachineLoad('end') },
     cpuModel: cpus()[0]?.model ?? 'unknown CPU',
     command: `node bench/${script} ${process.argv.slice(2).join(' ')}`.trim(),

@@ -8,10 +8,10 @@
  * Owns process life cycles and config text. It does not generate load or judge results.
  */
 import { mkdtempSync, writeFileSync, existsSync, mkdirSync, chmodSync, statSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tmpdir, availableParallelism } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { stringify } from 'yaml';
 import { freePort, startProcess, waitForPort, sleep } from './procs.mjs';
 
@@ -130,6 +130,24 @@ export async function startCrowdgate(opts) {
     logFile: proc.logFile,
     stop: () => proc.stop(),
   };
+}
+
+/** CPUs when pinning: the side under test (servers), and the load generator. */
+export const SUT_CPU = '0';
+export const LOADGEN_CPU = '1';
+
+/** Whether benches can pin: taskset exists and the box has 2+ CPUs. */
+export function canPin() {
+  return hasCommand('taskset') && availableParallelism() >= 2;
+}
+
+/**
+ * Pins this process and all its threads to `cpu` (a load worker started later inherits it);
+ * children get their own CPU through `pinned()`.
+ */
+export function pinSelf(cpu) {
+  const r = spawnSync('taskset', ['-a', '-p', '-c', cpu, String(process.pid)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`taskset failed: ${r.stderr}`);
 }
 
 /** [cmd, args] wrapped in `taskset -c cpu` when a CPU list is given and taskset exists. */
