@@ -44,7 +44,10 @@ import {
   gatewayAvailable,
   gatewayBuildState,
   hasCommand,
-  pinned,
+  canPin,
+  pinSelf,
+  SUT_CPU,
+  LOADGEN_CPU,
   fetchText,
   sleep,
 } from './lib/setups.mjs';
