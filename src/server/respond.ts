@@ -8,6 +8,7 @@ import type { CacheEntry } from '../cache/entry.js';
 import { ERRORS, makeErrorBody, type ErrorCode } from '../errors.js';
 import type { CacheState } from '../outcome.js';
 import { VIA_VALUE, appendVia } from './headers.js';
+import { makeHeadBlock, setRawHead, type HeadBlock } from './raw-head.js';
 
 export const CACHE_STATUS_NAME = 'crowdgate';
 
@@ -86,23 +87,31 @@ export interface SendEntryOptions {
   notModified: boolean;
 }
 
+/** What every answer from one entry shares, built on its first use. */
+interface PreparedEntry {
+  /** Flat [name, value, …] list for writeHead. */
+  readonly flat: Array<string | number | string[]>;
+  /** The same as ready header lines for the raw writer; undefined when it must not be used. */
+  readonly block: HeadBlock | undefined;
+}
+
 /**
- * The headers every answer from this entry shares, built once per entry as a flat
- * [name, value, …] list (entries are never mutated: a 304 merge or a purge makes a new one), so
- * a hit only appends what differs per request. Node's writeHead takes the flat form as it is.
+ * Entries are never mutated (a 304 merge or a purge makes a new one), so what every answer from
+ * an entry shares is built once and a hit only appends what differs per request.
  */
-const staticHeaders = new WeakMap<CacheEntry, Array<string | number | string[]>>();
-function staticHeadersOf(entry: CacheEntry): Array<string | number | string[]> {
-  let headers = staticHeaders.get(entry);
-  if (!headers) {
-    headers = [];
+const prepared = new WeakMap<CacheEntry, PreparedEntry>();
+function prepare(entry: CacheEntry): PreparedEntry {
+  let p = prepared.get(entry);
+  if (!p) {
+    const flat: Array<string | number | string[]> = [];
     for (const [name, value] of Object.entries(entry.headers)) {
-      if (!INTERNAL_HEADERS.has(name) && name !== 'content-length' && name !== 'via') headers.push(name, value);
+      if (!INTERNAL_HEADERS.has(name) && name !== 'content-length' && name !== 'via') flat.push(name, value);
     }
-    headers.push('content-length', entry.body.length, 'via', appendVia(entry.headers['via']));
-    staticHeaders.set(entry, headers);
+    flat.push('content-length', entry.body.length, 'via', appendVia(entry.headers['via']));
+    p = { flat, block: makeHeadBlock(flat) };
+    prepared.set(entry, p);
   }
-  return headers;
+  return p;
 }
 
 export function sendEntry(res: ServerResponse, entry: CacheEntry, opts: SendEntryOptions): void {
@@ -122,9 +131,17 @@ export function sendEntry(res: ServerResponse, entry: CacheEntry, opts: SendEntr
     res.end();
     return;
   }
-  const headers = staticHeadersOf(entry).slice();
-  headers.push('age', age, 'cache-status', opts.cacheStatus, 'x-request-id', opts.requestId);
-  res.writeHead(entry.status, headers as unknown as OutgoingHttpHeaders);
+  const { flat, block } = prepare(entry);
+  // Age is digits, Cache-Status is built from fixed words and the request id, and request ids
+  // are validated at the edge (REQUEST_ID_RE) or generated: valid header values by construction.
+  const isRaw =
+    block !== undefined &&
+    setRawHead(res, entry.status, block, `age: ${age}\r\ncache-status: ${opts.cacheStatus}\r\nx-request-id: ${opts.requestId}\r\n`);
+  if (!isRaw) {
+    const headers = flat.slice();
+    headers.push('age', age, 'cache-status', opts.cacheStatus, 'x-request-id', opts.requestId);
+    res.writeHead(entry.status, headers as unknown as OutgoingHttpHeaders);
+  }
   if (opts.head || entry.status === 204 || entry.status === 304) res.end();
   else res.end(entry.body);
 }
