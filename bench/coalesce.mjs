@@ -43,6 +43,8 @@ import {
   hasCommand,
   canPin,
   pinSelf,
+  relaunchForOneCpu,
+  ONE_CPU_NODE_FLAGS,
   SUT_CPU,
   LOADGEN_CPU,
 } from './lib/setups.mjs';
@@ -158,7 +160,12 @@ async function main() {
     },
   });
   const pinning = !values.unpinned && canPin();
-  if (pinning) pinSelf(LOADGEN_CPU);
+  if (pinning) {
+    // The one-CPU GC flags only take effect at start: run again under them, once.
+    const code = relaunchForOneCpu();
+    if (code !== undefined) process.exit(code);
+    pinSelf(LOADGEN_CPU);
+  }
   const o = { pages: Number(values.pages), waiters: Number(values.waiters), originMs: Number(values['origin-ms']), pinning };
   const wanted = values.only ? values.only.split(',') : Object.keys(SETUPS);
   const loadAtStart = noteMachineLoad('start');
@@ -183,7 +190,7 @@ async function main() {
   L.push(
     `${machineSentence(meta)} ${o.waiters} simultaneous requests for each of ${o.pages} cold pages; origin answers in ${o.originMs} ms and never queues. ` +
       `"over origin" = client latency − ${o.originMs} ms, from the instant the burst began. ` +
-      `Pinning: ${pinning ? `setup and origin on CPU ${SUT_CPU}, clients on CPU ${LOADGEN_CPU} (taskset)` : 'none'}. Command: \`${meta.command}\``,
+      `Pinning: ${pinning ? `setup and origin on CPU ${SUT_CPU}, clients on CPU ${LOADGEN_CPU} (taskset); Node processes on one CPU run with ${ONE_CPU_NODE_FLAGS.join(' ')}` : 'none'}. Command: \`${meta.command}\``,
     '',
     '| setup | ok | origin fetches per page | over origin p50 ms | p99 ms | max ms | burst dispatch ms | wake-up to response written p50 / p99 / max ms (server side) | cache status |',
     '|---|---:|---|---:|---:|---:|---:|---:|---|',

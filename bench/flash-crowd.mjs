@@ -46,6 +46,8 @@ import {
   hasCommand,
   canPin,
   pinSelf,
+  relaunchForOneCpu,
+  ONE_CPU_NODE_FLAGS,
   SUT_CPU,
   LOADGEN_CPU,
   fetchText,
@@ -202,7 +204,7 @@ function toMarkdown(meta, runs, skipped) {
     `${machineSentence(meta)} Origin C = ${meta.concurrency}, S = ${meta.serviceMs} ms (capacity ${meta.capacityRps} req/s); ` +
       `ramp ${meta.rampMs / 1000} s from ×0.5 to ×${meta.multiplier}, hold ${meta.holdMs / 1000} s; Zipf s = 1.1 over 200 pages, 3 % uncacheable; ` +
       `open loop, latency from the scheduled send time; ${meta.workers} load worker thread(s). ` +
-      `Pinning: ${meta.pinning ? `setup and origin on CPU ${SUT_CPU}, load generator on CPU ${LOADGEN_CPU} (taskset)` : 'none'}. ` +
+      `Pinning: ${meta.pinning ? `setup and origin on CPU ${SUT_CPU}, load generator on CPU ${LOADGEN_CPU} (taskset); Node processes on one CPU run with ${ONE_CPU_NODE_FLAGS.join(' ')}` : 'none'}. ` +
       `Gateway build: ${meta.gatewayBuild}. Command: \`${meta.command}\``,
     '',
   );
@@ -282,7 +284,12 @@ async function main() {
     connections: Number(values.connections),
   };
   const pinning = !values.unpinned && canPin();
-  if (pinning) pinSelf(LOADGEN_CPU); // the load worker starts later and inherits it
+  if (pinning) {
+    // The one-CPU GC flags only take effect at start: run again under them, once.
+    const code = relaunchForOneCpu();
+    if (code !== undefined) process.exit(code);
+    pinSelf(LOADGEN_CPU); // the load worker starts later and inherits it
+  }
   opts.pinning = pinning;
   const wanted = values.only ? values.only.split(',').map((s) => s.trim()) : DEFAULT_SETUPS;
   for (const w of wanted) if (!SETUPS[w]) throw new Error(`unknown setup "${w}"; known: ${Object.keys(SETUPS).join(', ')}`);

@@ -29,6 +29,7 @@ import {
   BENCH_DIR,
   makeRunDir,
   pinned,
+  pinnedNode,
   hasCommand,
   startCrowdgate,
   startNginx,
@@ -43,7 +44,7 @@ const LOADGEN_CPU = '1';
 async function startStatic(label, bytes, cpu) {
   const port = await freePort();
   const dir = makeRunDir(label);
-  const [cmd, args] = pinned(cpu, process.execPath, [
+  const [cmd, args] = pinnedNode(cpu, [
     join(BENCH_DIR, 'lib', 'static-server.mjs'), '--port', String(port), '--bytes', String(bytes),
   ]);
   const proc = startProcess(label, cmd, args, { logFile: join(dir, 'static.log') });

@@ -392,7 +392,7 @@ async function workerMain() {
  *   with the previous second's figures (summed over workers), for live displays.
  * @returns {Promise<LoadResult>}
  *
- * @typedef {{ t: number, epochSecond: number, offered: number, ok: number, refused: number, failed: number, okP99: number }} SecondRow
+ * @typedef {{ t: number, epochSecond: number, offered: number, ok: number, refused: number, failed: number, okP99: number, pageP99: number, pagesOver10ms: number }} SecondRow
  * @typedef {Awaited<ReturnType<typeof aggregate>>} LoadResult
  */
 export async function runLoad(options, hooks = {}) {
@@ -452,10 +452,22 @@ export async function runLoad(options, hooks = {}) {
   return aggregate(o, startAt, dones, seconds);
 }
 
+/** Index of the first value > x in an ascending array. */
+function lowerBound(sorted, x) {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (sorted[mid] <= x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 function secondRow(s, r, firstSecond) {
   const sorted = Float64Array.from(r.okLat).sort();
   const pages = Float64Array.from(r.pageLat).sort();
-  return { t: s - firstSecond, epochSecond: s, offered: r.offered, ok: r.ok, refused: r.refused, failed: r.failed, okP99: percentile(sorted, 99), pageP99: percentile(pages, 99) };
+  return { t: s - firstSecond, epochSecond: s, offered: r.offered, ok: r.ok, refused: r.refused, failed: r.failed, okP99: percentile(sorted, 99), pageP99: percentile(pages, 99), pagesOver10ms: pages.length - lowerBound(pages, 10) };
 }
 
 /** Merges the workers' results into per-kind summaries and a per-second table. */

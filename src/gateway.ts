@@ -5,6 +5,7 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { availableParallelism } from 'node:os';
 import pino, { type Logger } from 'pino';
 import { systemClock, type Clock } from './clock.js';
 import type { CacheStore, PurgeMode, PurgeSelector, StoreEventHook } from './cache/stores/cache-store.js';
@@ -312,10 +313,14 @@ export class Gateway implements RequestDeps {
     }
     const pub = await listenOn(this.publicServer, cfg.listen.host, cfg.listen.port);
     const admin = await listenOn(this.adminServer, cfg.admin.host, cfg.admin.port);
+    const cpus = availableParallelism();
+    const gc = process.execArgv.includes('--single-threaded-gc') ? 'single-threaded' : 'concurrent';
     this.logger.info(
-      { listen: `${pub.address}:${pub.port}`, admin: `${admin.address}:${admin.port}`, sites: cfg.sites.map((s) => s.name) },
+      { listen: `${pub.address}:${pub.port}`, admin: `${admin.address}:${admin.port}`, sites: cfg.sites.map((s) => s.name), cpus, gc },
       'crowdgate listening',
     );
+    if (cpus === 1 && gc === 'concurrent')
+      this.logger.warn('one CPU and concurrent GC: start with scripts/crowdgate (or node --single-threaded-gc) to avoid GC stalls');
     return { public: pub, admin };
   }
 

@@ -114,8 +114,12 @@ describe('readiness and admin', () => {
   });
 });
 
-function spawnCli(args: string[]): ChildProcess & { output: () => string } {
-  const child = spawn(process.execPath, [...CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** The launcher `npm start` and the `crowdgate` command run; it execs node, so the PID is the gateway's. */
+const LAUNCHER = 'scripts/crowdgate';
+
+function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}, prefix: string[] = []): ChildProcess & { output: () => string } {
+  const [cmd, ...pre] = [...prefix, LAUNCHER];
+  const child = spawn(cmd!, [...pre, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let out = '';
   child.stdout!.on('data', (d) => (out += String(d)));
   child.stderr!.on('data', (d) => (out += String(d)));
@@ -134,7 +138,30 @@ async function waitFor(pred: () => boolean | Promise<boolean>, ms = 8000): Promi
   throw new Error('timed out waiting');
 }
 
+const hasTaskset = spawnSync('taskset', ['-c', '0', 'true']).status === 0;
+
 describe('command line', () => {
+  it.skipIf(!hasTaskset)('the launcher runs single-threaded GC when it may use one CPU, concurrent GC otherwise', async () => {
+    const o = await origin('gc');
+    const dir = mkdtempSync(join(tmpdir(), 'cg-gc-'));
+    const startWith = async (prefix: string[], env: NodeJS.ProcessEnv = {}) => {
+      const file = join(dir, `g${Math.random().toString(36).slice(2)}.yaml`);
+      const [port, adminPort] = [await freePort(), await freePort()];
+      writeFileSync(file, stringify(withTestDefaults({ listen: { host: '127.0.0.1', port }, admin: { host: '127.0.0.1', port: adminPort }, reload: { watch: false }, sites: [siteFor([o.url])] })));
+      const child = spawnCli(['--config', file], env, prefix);
+      await waitFor(() => child.output().includes('crowdgate listening'));
+      const line = child.output().split('\n').find((l) => l.includes('crowdgate listening'))!;
+      child.kill('SIGTERM');
+      return JSON.parse(line) as { cpus: number; gc: string };
+    };
+    const pinned = await startWith(['taskset', '-c', '0']);
+    expect(pinned).toMatchObject({ cpus: 1, gc: 'single-threaded' });
+    const forced = await startWith(['taskset', '-c', '0'], { CROWDGATE_GC: 'concurrent' });
+    expect(forced).toMatchObject({ cpus: 1, gc: 'concurrent' });
+    const free = await startWith([]);
+    expect(free.gc).toBe(free.cpus > 1 ? 'concurrent' : 'single-threaded');
+  });
+
   it('--check-config prints the line and column of a typo\'d key and exits 1', () => {
     const dir = mkdtempSync(join(tmpdir(), 'cg-cli-'));
     const file = join(dir, 'bad.yaml');
@@ -157,7 +184,7 @@ describe('command line', () => {
   });
 
   it('starts with the shipped config and no origin: /readyz says the origin is down, pages get a 502 naming it', async () => {
-    // Exactly what `npm start` runs. Port 3000 must be free (no origin), 8080/9091 the shipped ports.
+    // Exactly what `npm start` runs (the launcher). Port 3000 must be free (no origin), 8080/9091 the shipped ports.
     const child = spawnCli(['--config', 'config/gateway.yaml']);
     await waitFor(() => child.output().includes('crowdgate listening'));
     await waitFor(async () => {
