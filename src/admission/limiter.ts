@@ -14,8 +14,13 @@
  * the next waiter: no timer, no polling.
  *
  * Overload policy (queue-then-shed): wait at most `deadlineMs` (or the caller's `deadlineAt`),
- * and under a standing queue (CoDel, see queue.ts) serve newest first and cap waits at
- * `codelIntervalMs`, reason 'codel'. When the queue is full an arrival evicts the newest waiter
+ * and under a standing queue (CoDel, see queue.ts) cap waits, reason 'codel': at
+ * `codelTargetMs` for a request that answers one client, at `codelIntervalMs` for one that
+ * answers a crowd (`servesCrowd`: a cache fill every collapsed waiter shares). The short cap is
+ * Facebook's server CoDel ("Fail at Scale", ACM Queue 2015: a queue not empty for N ms bounds
+ * waits at M << N): while arrivals exceed the origin's rate, a longer wait only adds latency
+ * to the requests served, not throughput, since a queue of M ms of work already keeps every
+ * permit busy. Fills get the longer bound because refusing one fails every waiter at once. When the queue is full an arrival evicts the newest waiter
  * of the least important class below its own ('evicted'), or is refused ('queue_full').
  */
 import type { Clock } from '../clock.js';
@@ -58,6 +63,12 @@ export interface AcquireOptions {
   deadlineAt?: number;
   /** Aborting removes the waiter ('aborted'). */
   signal?: AbortSignal;
+  /**
+   * The request answers a crowd (a cache fill or revalidation that collapsed requests share).
+   * Under a standing queue it may wait up to the CoDel interval; a request that answers one
+   * client (pass-through) up to the CoDel target. See "Overload policy" above.
+   */
+  servesCrowd?: boolean;
 }
 
 export interface LimiterOptions {
@@ -232,7 +243,7 @@ export class Limiter {
     if (this.rttEwmaMs > 0) {
       const ahead = this.queue.countAhead(priority) + 1;
       const expectedWaitMs = (ahead * this.rttEwmaMs) / this.planningLimit;
-      const boundMs = this.queue.isStanding ? Math.min(this.queueConfig.codelIntervalMs, deadlineAt - now) : deadlineAt - now;
+      const boundMs = this.queue.isStanding ? Math.min(this.standingCapMs(opts), deadlineAt - now) : deadlineAt - now;
       if (expectedWaitMs > boundMs) return REFUSED_PREDICTED;
     }
     return new Promise<AcquireResult>((resolve) => {
@@ -251,7 +262,7 @@ export class Limiter {
         queued: false,
       };
       if (this.queue.isStanding) {
-        const capAt = now + this.queueConfig.codelIntervalMs;
+        const capAt = now + this.standingCapMs(opts);
         if (capAt < deadlineAt) {
           w.expiresAt = capAt;
           w.capped = true;
@@ -265,6 +276,11 @@ export class Limiter {
       }
       this.onChange?.(this);
     });
+  }
+
+  /** The longest wait under a standing queue, by what the request serves (see the class doc). */
+  private standingCapMs(opts: AcquireOptions): number {
+    return opts.servesCrowd ? this.queueConfig.codelIntervalMs : this.queueConfig.codelTargetMs;
   }
 
   private grant(now: number): LimiterPermit {

@@ -12,7 +12,7 @@
  * `targetMs` is a standing queue, i.e. arrivals exceed service and waiting only adds latency.
  * Under a standing queue the Limiter serves newest first (adaptive LIFO: fresh requests still
  * meet their deadline while the old ones, which likely gave up already, are dropped) and caps
- * every wait at `intervalMs`. The standing state ends when the queue drains to empty; it is not
+ * waits (limiter.ts: at the target for pass-through, at `intervalMs` for cache fills). The standing state ends when the queue drains to empty; it is not
  * re-judged from sojourn times while LIFO serves the newest (those would always look short).
  * Once the Limiter has measured round trips it predicts each arrival's wait and refuses at
  * once what would not be served within the cap; then it keeps FIFO (`lifoWhenStanding` off),

@@ -347,8 +347,10 @@ export const queueSchema = z
   .strictObject({
     maxLength: z.number().int().min(0).default(1000).describe('Most requests waiting for a permit per member.'),
     deadlineMs: positiveMs('Longest a request waits for a permit before it is shed.').default(500),
-    codelTargetMs: positiveMs('CoDel target queue delay: a queue whose shortest wait stays above this for an interval is standing.').default(50),
-    codelIntervalMs: positiveMs('CoDel interval.').default(100),
+    codelTargetMs: positiveMs(
+      'CoDel target queue delay: a queue whose shortest wait stays above this for an interval is standing; then it bounds pass-through waits.',
+    ).default(50),
+    codelIntervalMs: positiveMs('CoDel interval; under a standing queue it bounds cache-fill waits.').default(100),
   })
   .describe('The bounded queue in front of the limiter.');
 

@@ -154,7 +154,7 @@ export class Upstream {
   async admit(
     site: SiteConfig,
     pool: OriginPool,
-    opts: { priority: number; deadlineAt: number; exclude?: ReadonlySet<OriginMember>; signal?: AbortSignal },
+    opts: { priority: number; deadlineAt: number; exclude?: ReadonlySet<OriginMember>; signal?: AbortSignal; servesCrowd?: boolean },
   ): Promise<AdmitResult> {
     const member = pool.pick({
       exclude: opts.exclude,
@@ -170,7 +170,12 @@ export class Upstream {
     const control = this.controlFor(site, member);
     if (!control.breaker.canRequest()) return { ok: false, why: 'circuit_open' };
     const labels = { site: site.name, origin: member.name };
-    const result = await control.limiter.acquire({ priority: opts.priority, deadlineAt: opts.deadlineAt, signal: opts.signal });
+    const result = await control.limiter.acquire({
+      priority: opts.priority,
+      deadlineAt: opts.deadlineAt,
+      signal: opts.signal,
+      servesCrowd: opts.servesCrowd,
+    });
     if (result.waitedMs > 0 || !result.ok) this.metrics.get('queueWait').observe(labels, result.waitedMs / 1000);
     if (!result.ok) {
       const reason: ShedReason = result.reason === 'aborted' ? 'deadline' : result.reason;

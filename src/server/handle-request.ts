@@ -451,7 +451,7 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
     // origin capacity (the background class, below every configured one) and is refused first;
     // the next stale hit tries again.
     const priority = priorityOverride ?? (kind === 'background' ? rt.priorityNames.length : ctx.priority);
-    const admitted = await deps.upstream.admit(site.config, site.pool, { priority, deadlineAt, exclude: excluded });
+    const admitted = await deps.upstream.admit(site.config, site.pool, { priority, deadlineAt, exclude: excluded, servesCrowd: true });
     if (!admitted.ok) return refusedFill(ctx, admitted);
     const { member, permit, control } = admitted;
     const revalidating = lookup.entry;

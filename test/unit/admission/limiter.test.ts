@@ -24,7 +24,7 @@ function setup(opts: Partial<LimiterOptions> & { limitN?: number } = {}) {
   const limiter = new Limiter({ classes: 3, queue, clock, scheduler, ...opts, limit });
   /** Acquire and record the outcome when it settles. */
   const outcomes: { name: string; result: AcquireResult }[] = [];
-  const request = (name: string, priority = 1, extra: { deadlineAt?: number; signal?: AbortSignal } = {}) => {
+  const request = (name: string, priority = 1, extra: { deadlineAt?: number; signal?: AbortSignal; servesCrowd?: boolean } = {}) => {
     const r = limiter.acquire({ priority, ...extra });
     if (r instanceof Promise) void r.then((result) => outcomes.push({ name, result }));
     else outcomes.push({ name, result: r });
@@ -548,24 +548,53 @@ describe('Limiter: standing queue once waits are predictable', () => {
       limitN: 1,
       queue: { maxLength: 100, deadlineMs: 10_000, codelTargetMs: 20, codelIntervalMs: 100 },
     });
-    request('warm');
+    const fill = { servesCrowd: true }; // bounded by the CoDel interval under a standing queue
+    request('warm', 1, fill);
     scheduler.advance(30);
     granted('warm').release('success'); // round trip 30 ms
-    request('holder');
-    request('w1');
+    request('holder', 1, fill);
+    request('w1', 1, fill);
     scheduler.advance(50);
-    request('w2');
+    request('w2', 1, fill);
     scheduler.advance(60);
     // t=140: standing. w1 (admitted at t=30, when 30 ms was the forecast) has outwaited the
     // 100 ms cap because the holder overran, but it was admitted on a forecast: it keeps its
     // deadline rather than failing late. Queue now: w1, w2.
-    request('w3'); // 3 × 30 ms = 90 ms ≤ 100 ms: admitted
+    request('w3', 1, fill); // 3 × 30 ms = 90 ms ≤ 100 ms: admitted
     expect(limiter.isQueueStanding).toBe(true);
-    const w4 = request('w4'); // 4 × 30 = 120 ms > the 100 ms cap: refused at once
+    const w4 = request('w4', 1, fill); // 4 × 30 = 120 ms > the 100 ms cap: refused at once
     expect(w4).toMatchObject({ ok: false, reason: 'queue_full', waitedMs: 0 });
     granted('holder').release('success');
     await flush();
     expect(outcomes.filter((o) => o.result.ok).map((o) => o.name)).toEqual(['warm', 'holder', 'w1']); // FIFO
     expect(outcomes.filter((o) => !o.result.ok).map((o) => o.name)).toEqual(['w4']); // nobody failed late
+  });
+
+  it('bounds a pass-through wait by the CoDel target and a cache fill by the interval', async () => {
+    const { limiter, request, granted, outcomes, flush, scheduler } = setup({
+      limitN: 1,
+      queue: { maxLength: 100, deadlineMs: 10_000, codelTargetMs: 35, codelIntervalMs: 100 },
+    });
+    request('warm');
+    scheduler.advance(10);
+    granted('warm').release('success'); // round trip 10 ms
+    request('holder');
+    request('w1');
+    scheduler.advance(110); // t=120: the queue has not emptied for a whole interval
+    expect(limiter.judgeQueue()).toBe(true);
+    // Forecast: (waiters ahead + 1) × 10 ms. Pass-through is bounded by 35 ms, fills by 100 ms.
+    expect(request('pass-a')).toBeInstanceOf(Promise); // 20 ms
+    expect(request('pass-b')).toBeInstanceOf(Promise); // 30 ms
+    expect(request('pass-c')).toMatchObject({ ok: false, reason: 'queue_full', waitedMs: 0 }); // 40 > 35
+    expect(request('fill', 1, { servesCrowd: true })).toBeInstanceOf(Promise); // 40 ≤ 100
+    scheduler.advance(36);
+    await flush();
+    const result = (name: string) => outcomes.find((o) => o.name === name)?.result;
+    expect(result('pass-a')).toEqual({ ok: false, reason: 'codel', waitedMs: 35 });
+    expect(result('pass-b')).toEqual({ ok: false, reason: 'codel', waitedMs: 35 });
+    expect(result('fill')).toBeUndefined(); // still waiting
+    scheduler.advance(65);
+    await flush();
+    expect(result('fill')).toEqual({ ok: false, reason: 'codel', waitedMs: 100 });
   });
 });
