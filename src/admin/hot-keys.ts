@@ -13,17 +13,21 @@ interface Row {
 }
 
 export class HotKeys {
-  private rows = new Map<string, Row>();
+  /** site -> path -> row: looked up with the strings as given, no key string built per request. */
+  private readonly sites = new Map<string, Map<string, Row>>();
+  private size = 0;
 
   constructor(private readonly capacity: number) {}
 
   note(site: string, path: string, state: CacheState): void {
-    const id = `${site}\u0000${path}`;
-    let row = this.rows.get(id);
+    let rows = this.sites.get(site);
+    if (!rows) this.sites.set(site, (rows = new Map()));
+    let row = rows.get(path);
     if (!row) {
-      if (this.rows.size >= this.capacity) this.evictColdest();
+      if (this.size >= this.capacity) this.evictColdest();
       row = { site, path: path.slice(0, 200), count: 0, states: {} };
-      this.rows.set(id, row);
+      rows.set(path, row);
+      this.size++;
     }
     row.count++;
     row.states[state] = (row.states[state] ?? 0) + 1;
@@ -31,26 +35,41 @@ export class HotKeys {
 
   /** Halve every count so the table tracks recent traffic (called periodically). */
   decay(): void {
-    for (const [id, row] of this.rows) {
-      row.count = Math.floor(row.count / 2);
-      for (const k of Object.keys(row.states) as CacheState[]) row.states[k] = Math.floor(row.states[k]! / 2);
-      if (row.count === 0) this.rows.delete(id);
+    for (const [site, rows] of this.sites) {
+      for (const [path, row] of rows) {
+        row.count = Math.floor(row.count / 2);
+        for (const k of Object.keys(row.states) as CacheState[]) row.states[k] = Math.floor(row.states[k]! / 2);
+        if (row.count === 0) {
+          rows.delete(path);
+          this.size--;
+        }
+      }
+      if (rows.size === 0) this.sites.delete(site);
     }
   }
 
   top(n: number): Row[] {
-    return [...this.rows.values()].sort((a, b) => b.count - a.count).slice(0, n);
+    const all: Row[] = [];
+    for (const rows of this.sites.values()) for (const row of rows.values()) all.push(row);
+    return all.sort((a, b) => b.count - a.count).slice(0, n);
   }
 
   private evictColdest(): void {
-    let coldId: string | undefined;
+    let coldRows: Map<string, Row> | undefined;
+    let coldPath: string | undefined;
     let cold = Infinity;
-    for (const [id, row] of this.rows) {
-      if (row.count < cold) {
-        cold = row.count;
-        coldId = id;
+    for (const rows of this.sites.values()) {
+      for (const [path, row] of rows) {
+        if (row.count < cold) {
+          cold = row.count;
+          coldRows = rows;
+          coldPath = path;
+        }
       }
     }
-    if (coldId !== undefined) this.rows.delete(coldId);
+    if (coldRows && coldPath !== undefined) {
+      coldRows.delete(coldPath);
+      this.size--;
+    }
   }
 }

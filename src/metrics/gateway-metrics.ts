@@ -15,6 +15,12 @@ type MetricOf<K extends MetricKey> = (typeof METRICS)[K]['type'] extends 'counte
       ? FastHistogram
       : client.Histogram<string>;
 
+interface RequestRow {
+  labels: Record<string, string>;
+  pending: number;
+  duration: HistogramSeries;
+}
+
 export class GatewayMetrics {
   readonly registry: client.Registry;
   private readonly metrics = new Map<MetricKey, client.Metric<string>>();
@@ -54,51 +60,61 @@ export class GatewayMetrics {
   /**
    * Hot path: one finished request. No prom-client call here (it hashes the label object every
    * time): the count goes to a plain number flushed into the counter on scrape, the duration
-   * into a lean histogram; both keyed by a label-value string resolved once per label set.
+   * into a lean histogram. Rows are found through nested maps keyed by the label values as
+   * given (config names and fixed words, whose string hashes V8 keeps), not by a string built
+   * per request.
    */
   observeRequest(site: string, route: string, state: string, statusClass: string, seconds: number): void {
-    const id = `${site}\u0000${route}\u0000${state}\u0000${statusClass}`;
-    let c = this.requestChildren.get(id);
+    let byRoute = this.requestRows.get(site);
+    if (!byRoute) this.requestRows.set(site, (byRoute = new Map()));
+    let byState = byRoute.get(route);
+    if (!byState) byRoute.set(route, (byState = new Map()));
+    let byClass = byState.get(state);
+    if (!byClass) byState.set(state, (byClass = new Map()));
+    let c = byClass.get(statusClass);
     if (!c) {
-      if (this.requestChildren.size > 10_000) {
+      if (this.requestRowCount >= 10_000) {
         this.flushRequestCounts();
-        this.requestChildren.clear();
+        this.requestRows.clear();
+        this.requestRowCount = 0;
+        return this.observeRequest(site, route, state, statusClass, seconds);
       }
       c = {
         labels: { site, route, state, status_class: statusClass },
         pending: 0,
         duration: this.requestDuration.seriesFor({ site, state }),
       };
-      this.requestChildren.set(id, c);
+      byClass.set(statusClass, c);
+      this.requestRowCount++;
     }
     c.pending++;
     this.requestDuration.observe(c.duration, seconds);
   }
   private requestDuration!: FastHistogram;
-  private readonly requestChildren = new Map<
-    string,
-    { labels: Record<string, string>; pending: number; duration: HistogramSeries }
-  >();
+  /** site -> route -> state -> status class -> row (bounded by requestRowCount). */
+  private readonly requestRows = new Map<string, Map<string, Map<string, Map<string, RequestRow>>>>();
+  private requestRowCount = 0;
 
   private flushRequestCounts(): void {
-    flushPending(this.metrics.get('requests') as client.Counter<string>, this.requestChildren.values());
+    const counter = this.metrics.get('requests') as client.Counter<string>;
+    for (const byRoute of this.requestRows.values())
+      for (const byState of byRoute.values()) for (const byClass of byState.values()) flushPending(counter, byClass.values());
   }
 
   /** Hot path too (every lookup): a store operation, counted like requests (flushed on scrape). */
   countStoreOperation(tier: string, result: string): void {
-    const id = `${tier}\u0000${result}`;
-    let c = this.storeCounts.get(id);
-    if (!c) {
-      c = { labels: { tier, result }, pending: 0 };
-      this.storeCounts.set(id, c);
-    }
+    let byResult = this.storeCounts.get(tier);
+    if (!byResult) this.storeCounts.set(tier, (byResult = new Map()));
+    let c = byResult.get(result);
+    if (!c) byResult.set(result, (c = { labels: { tier, result }, pending: 0 }));
     c.pending++;
   }
-  /** Bounded by the store's fixed tier and result names (a few dozen at most). */
-  private readonly storeCounts = new Map<string, { labels: Record<string, string>; pending: number }>();
+  /** tier -> result -> row; bounded by the store's fixed tier and result names (a few dozen at most). */
+  private readonly storeCounts = new Map<string, Map<string, { labels: Record<string, string>; pending: number }>>();
 
   private flushStoreCounts(): void {
-    flushPending(this.metrics.get('storeOperations') as client.Counter<string>, this.storeCounts.values());
+    const counter = this.metrics.get('storeOperations') as client.Counter<string>;
+    for (const byResult of this.storeCounts.values()) flushPending(counter, byResult.values());
   }
 
   async render(): Promise<{ contentType: string; body: string }> {
@@ -106,9 +122,11 @@ export class GatewayMetrics {
   }
 }
 
-/** '2xx' style class for a status code. */
+const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'];
+
+/** '2xx' style class for a status code (one shared string per class). */
 export function statusClassOf(status: number): string {
-  if (status >= 100 && status < 600) return `${Math.floor(status / 100)}xx`;
+  if (status >= 100 && status < 600) return STATUS_CLASSES[Math.floor(status / 100) - 1]!;
   return 'other';
 }
 

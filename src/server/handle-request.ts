@@ -163,13 +163,17 @@ export function handleRequest(deps: RequestDeps, req: IncomingMessage, res: Serv
     state: '-',
     collapsed: false,
   };
-  res.on('close', () => finish(ctx));
+  let pending: void | Promise<void> = undefined;
   try {
-    const pending = route(ctx);
-    if (pending) return pending.catch((err: unknown) => failUnexpected(ctx, err));
+    pending = route(ctx);
   } catch (err) {
     failUnexpected(ctx, err);
   }
+  // An answer written in full right away (a memory hit, an error page) is accounted for now;
+  // anything still under way when its response closes (no listener or closure per hit).
+  if (!pending && res.writableEnded) return finish(ctx, true);
+  res.on('close', () => finish(ctx, false));
+  if (pending) return pending.catch((err: unknown) => failUnexpected(ctx, err));
 }
 
 /** A bug on the request path: log it and answer 502 rather than leave the client hanging. */
@@ -243,7 +247,7 @@ function route(ctx: Ctx): void | Promise<void> {
 function decide(
   ctx: Ctx,
   { key, policy, facts, variantHeaders, canStore }: Pick<Lookup, 'key' | 'policy' | 'facts' | 'variantHeaders' | 'canStore'>,
-  variants: CacheEntry[],
+  variants: readonly CacheEntry[],
 ): void | Promise<void> {
   const { deps, req } = ctx;
   const site = ctx.site!;
@@ -303,7 +307,7 @@ function decide(
 
 interface Lookup {
   key: string;
-  variants: CacheEntry[];
+  variants: readonly CacheEntry[];
   entry: CacheEntry | undefined;
   evaluation: EntryEvaluation | undefined;
   policy: PolicyOptions;
@@ -928,8 +932,11 @@ function fail(
   });
 }
 
-/** Access log line and request metrics, once per request, when the response is done or cut. */
-function finish(ctx: Ctx): void {
+/**
+ * Once per request, when its answer was handed over in full synchronously (`handedOff`) or its
+ * response closed: drain accounting, request metrics, hot keys, the access log line.
+ */
+function finish(ctx: Ctx, handedOff: boolean): void {
   const { deps, res } = ctx;
   deps.requestDone?.();
   const durationMs = deps.clock.now() - ctx.startedAt;
@@ -960,7 +967,7 @@ function finish(ctx: Ctx): void {
         ...(ctx.staleReason ? { staleReason: ctx.staleReason } : {}),
         ...(ctx.shedReason ? { shedReason: ctx.shedReason } : {}),
         ...(ctx.errorCode ? { error: ctx.errorCode } : {}),
-        ...(res.writableFinished ? {} : { aborted: true }),
+        ...(handedOff || res.writableFinished ? {} : { aborted: true }),
       },
       'request',
     );

@@ -43,15 +43,16 @@ export interface CacheStore {
   /**
    * All stored Vary variants for a primary key (CacheEntry.key), or undefined. Never rejects:
    * errors become a miss. Variants past their deleteAt are not returned.
-   * Returned entries are shallow copies; their `headers` and `body` are shared: read-only.
+   * The array and its entries are the store's own (entries are frozen copies of what was put):
+   * read-only, hence `readonly`; a store may hand the same array to every reader.
    */
-  get(key: string): Promise<CacheEntry[] | undefined>;
+  get(key: string): Promise<readonly CacheEntry[] | undefined>;
   /**
    * Optional synchronous hit path: the variants when they are in memory right now, else
    * undefined — then call get(), which is definitive (and counts the miss). A hit found here
    * counts as a hit.
    */
-  peekHit?(key: string): CacheEntry[] | undefined;
+  peekHit?(key: string): readonly CacheEntry[] | undefined;
   /**
    * Store one variant: replaces the variant with the same variantKey under entry.key, keeps the
    * others, at most maxVariants (drop the oldest). Never rejects.

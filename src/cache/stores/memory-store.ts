@@ -27,6 +27,7 @@ import {
   type CacheStore,
   type PurgeMode,
   type PurgeSelector,
+  type StoreEvent,
   type StoreEventHook,
 } from './cache-store.js';
 
@@ -43,6 +44,10 @@ export interface MemoryStoreOptions {
 }
 
 type StoredRecord = CacheEntry[];
+
+/** Shared event objects: a lookup reports without allocating. */
+const HIT: StoreEvent = Object.freeze({ kind: 'hit', tier: 'memory' });
+const MISS: StoreEvent = Object.freeze({ kind: 'miss', tier: 'memory' });
 
 export class MemoryStore implements CacheStore {
   readonly name: string;
@@ -79,15 +84,15 @@ export class MemoryStore implements CacheStore {
     });
   }
 
-  peekHit(key: string): CacheEntry[] | undefined {
+  peekHit(key: string): readonly CacheEntry[] | undefined {
     const entries = this.read(key);
-    if (entries) this.onEvent?.({ kind: 'hit', tier: 'memory' });
+    if (entries) this.onEvent?.(HIT);
     return entries;
   }
 
-  async get(key: string): Promise<CacheEntry[] | undefined> {
+  async get(key: string): Promise<readonly CacheEntry[] | undefined> {
     const entries = this.read(key);
-    this.onEvent?.({ kind: entries ? 'hit' : 'miss', tier: 'memory' });
+    this.onEvent?.(entries ? HIT : MISS);
     return entries;
   }
 
@@ -151,7 +156,7 @@ export class MemoryStore implements CacheStore {
    * Live variants, without emitting events. Entries are frozen when stored and handed out as
    * they are (no copy per hit): a soft purge or a 304 merge replaces an entry, never edits it.
    */
-  private read(key: string): CacheEntry[] | undefined {
+  private read(key: string): readonly CacheEntry[] | undefined {
     const record = this.lru.get(key);
     if (!record) return undefined;
     const now = this.clock.now();
@@ -166,7 +171,7 @@ export class MemoryStore implements CacheStore {
       this.lru.delete(key);
       return undefined;
     }
-    return live === record ? record.slice() : live;
+    return live === record ? record : live; // readonly to callers (CacheStore), so no copy
   }
 
   private write(key: string, record: StoredRecord, now: number, isNewData = true): void {

@@ -300,7 +300,7 @@ export class RedisStore implements CacheStore {
     return `${this.keyPrefix}t:${tag}`;
   }
 
-  async get(key: string): Promise<CacheEntry[] | undefined> {
+  async get(key: string): Promise<readonly CacheEntry[] | undefined> {
     const result = await this.guard.run((c) => c.getBuffer(this.recordKeyOf(key)));
     if (!result.ok) {
       if (result.reason !== 'breaker-open') this.onEvent?.({ kind: 'error', tier: 'redis' });

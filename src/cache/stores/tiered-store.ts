@@ -35,11 +35,11 @@ export class TieredStore implements CacheStore {
     this.name = options.name ?? `${options.l1.name}+${options.l2.name}`;
   }
 
-  peekHit(key: string): CacheEntry[] | undefined {
+  peekHit(key: string): readonly CacheEntry[] | undefined {
     return this.l1.peekHit(key);
   }
 
-  async get(key: string): Promise<CacheEntry[] | undefined> {
+  async get(key: string): Promise<readonly CacheEntry[] | undefined> {
     const near = await this.l1.get(key);
     if (near) return near;
     const far = await this.l2.get(key);
