@@ -1,0 +1,47 @@
+import { describe, expect, it } from 'vitest';
+import { HotKeys } from '../../../src/admin/hot-keys.js';
+
+describe('HotKeys', () => {
+  it('counts per site and path, with how each request was answered', () => {
+    const h = new HotKeys(10);
+    for (let i = 0; i < 3; i++) h.note('blog', '/a', 'hit');
+    h.note('blog', '/a', 'miss');
+    h.note('shop', '/a', 'hit'); // same path, other site: its own row
+    h.note('blog', '/b', 'stale');
+    const [first, ...rest] = h.top(10);
+    expect(first).toEqual({ site: 'blog', path: '/a', count: 4, states: { hit: 3, miss: 1 } });
+    expect(rest).toHaveLength(2); // equal counts: in no particular order
+    expect(rest).toContainEqual({ site: 'shop', path: '/a', count: 1, states: { hit: 1 } });
+    expect(rest).toContainEqual({ site: 'blog', path: '/b', count: 1, states: { stale: 1 } });
+    expect(h.top(1)).toHaveLength(1);
+  });
+
+  it('stays within its capacity under a flood of distinct paths, keeping the hot ones', () => {
+    const h = new HotKeys(5);
+    for (let i = 0; i < 50; i++) h.note('blog', '/hot', 'hit');
+    for (let i = 0; i < 1000; i++) h.note('blog', `/random/${i}`, 'miss');
+    const rows = h.top(100);
+    expect(rows).toHaveLength(5);
+    expect(rows[0]).toMatchObject({ path: '/hot', count: 50 });
+  });
+
+  it('halves counts on decay and forgets rows that reach zero', () => {
+    const h = new HotKeys(10);
+    for (let i = 0; i < 4; i++) h.note('blog', '/a', 'hit');
+    h.note('blog', '/b', 'hit');
+    h.decay();
+    expect(h.top(10)).toEqual([{ site: 'blog', path: '/a', count: 2, states: { hit: 2 } }]);
+    h.decay();
+    h.decay();
+    expect(h.top(10)).toEqual([]);
+    // Forgotten rows free their capacity.
+    for (let i = 0; i < 10; i++) h.note('blog', `/p${i}`, 'hit');
+    expect(h.top(100)).toHaveLength(10);
+  });
+
+  it('keeps long paths to 200 characters in the table', () => {
+    const h = new HotKeys(2);
+    h.note('blog', `/${'x'.repeat(500)}`, 'hit');
+    expect(h.top(1)[0]!.path).toHaveLength(200);
+  });
+});
