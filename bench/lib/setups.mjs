@@ -171,7 +171,7 @@ export function pinned(cpu, cmd, args) {
 /** A node script: pinned to `cpu` (with the one-CPU GC flags) when given, else as it is. */
 export function pinnedNode(cpu, args) {
   const pin = cpu !== undefined && hasCommand('taskset');
-  return pinned(cpu, process.execPath, pin && !cpu.includes(',') ? [...ONE_CPU_NODE_FLAGS, ...args] : args);
+  return pinned(cpu, process.execPath, pin && /^\d+$/.test(cpu) ? [...ONE_CPU_NODE_FLAGS, ...args] : args);
 }
 
 /**

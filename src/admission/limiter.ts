@@ -20,8 +20,9 @@
  * Facebook's server CoDel ("Fail at Scale", ACM Queue 2015: a queue not empty for N ms bounds
  * waits at M << N): while arrivals exceed the origin's rate, a longer wait only adds latency
  * to the requests served, not throughput, since a queue of M ms of work already keeps every
- * permit busy. Fills get the longer bound because refusing one fails every waiter at once. When the queue is full an arrival evicts the newest waiter
- * of the least important class below its own ('evicted'), or is refused ('queue_full').
+ * permit busy. Fills get the longer bound because refusing one fails every waiter at once.
+ * When the queue is full an arrival evicts the newest waiter of the least important class below
+ * its own ('evicted'), or is refused ('queue_full').
  */
 import type { Clock } from '../clock.js';
 import type { QueueConfig } from '../config/schema.js';
