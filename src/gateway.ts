@@ -465,6 +465,11 @@ export class Gateway implements RequestDeps {
       onHealthChange: (member, healthy) => {
         this.metrics.get('originHealthy').set({ site: site.name, origin: member.name }, healthy ? 1 : 0);
       },
+      // Probes take a permit like every origin request; the site's current config decides.
+      admitProbe: (member) => {
+        const current = this.rt.config.sites.find((s) => s.name === site.name) ?? site;
+        return this.upstream.admitProbe(current, member);
+      },
     });
     for (const m of pool.members()) this.metrics.get('originHealthy').set({ site: site.name, origin: m.name }, 1);
     this.pools.set(site.name, pool);

@@ -30,7 +30,7 @@
 import type { Clock } from '../clock.js';
 import { systemClock } from '../clock.js';
 import type { HealthCheckConfig, SiteConfig } from '../config/schema.js';
-import { parseExpectStatus, probe } from './health-check.js';
+import { parseExpectStatus, probe, type ProbeResult } from './health-check.js';
 import type { ActiveHealth, FailureKind, OriginMember } from './member.js';
 import { PoolMember, memberKeyOf, memberNameOf } from './member.js';
 
@@ -54,6 +54,17 @@ export interface OriginPoolOptions {
    * the change. Must not throw (a throw is logged and ignored).
    */
   onHealthChange?: (member: OriginMember, healthy: boolean, cause: HealthChangeCause) => void;
+  /**
+   * Admission for an active probe: it is an origin request too, so it takes a permit from the
+   * member's limiter (upstream.ts). `undefined` means "not now": the round is skipped, no
+   * verdict recorded. Without this option probes run unadmitted (tests of the pool alone).
+   */
+  admitProbe?: (member: OriginMember) => Promise<ProbeAdmission | undefined>;
+}
+
+/** A permit held for one probe; released when the probe ends. */
+export interface ProbeAdmission {
+  release(): void;
 }
 
 export interface PickOptions {
@@ -79,6 +90,7 @@ export class OriginPool {
   private readonly clock: Clock;
   private readonly logger: PoolLogger | undefined;
   private readonly onHealthChange: OriginPoolOptions['onHealthChange'];
+  private readonly admitProbe: OriginPoolOptions['admitProbe'];
   private list: PoolMember[] = [];
   private byKey = new Map<string, PoolMember>();
   /** Members removed by update() that still have requests in flight. */
@@ -95,6 +107,7 @@ export class OriginPool {
     this.clock = opts.clock ?? systemClock;
     this.logger = opts.logger;
     this.onHealthChange = opts.onHealthChange;
+    this.admitProbe = opts.admitProbe;
     this.isExpectedStatus = parseExpectStatus(site.healthCheck.expectStatus);
     assertUniqueNames(site);
     for (const cfg of site.origins) {
@@ -284,15 +297,9 @@ export class OriginPool {
     const inflight = this.probing.get(m);
     if (inflight) return inflight;
     if (this.closed || m.removed) return Promise.resolve();
-    const rules: HealthCheckConfig = this.site.healthCheck;
-    const p = probe({
-      url: m.url,
-      path: rules.path,
-      timeoutMs: rules.timeoutMs,
-      isExpectedStatus: this.isExpectedStatus,
-      signal: this.abort.signal,
-    }).then((result) => {
+    const p = this.admitThenProbe(m).then((result) => {
       this.probing.delete(m);
+      if (result === undefined) return; // not admitted this round
       if (this.closed || m.removed || !this.site.healthCheck.enabled) return;
       const now = this.clock.now();
       this.announceEndedEjections(now);
@@ -306,6 +313,31 @@ export class OriginPool {
     });
     this.probing.set(m, p);
     return p;
+  }
+
+  /** The probe itself, holding a permit when the pool admits probes; undefined when refused one. */
+  private async admitThenProbe(m: PoolMember): Promise<ProbeResult | undefined> {
+    let admission: ProbeAdmission | undefined;
+    if (this.admitProbe) {
+      try {
+        admission = await this.admitProbe(m);
+      } catch {
+        admission = undefined;
+      }
+      if (!admission) return undefined;
+    }
+    try {
+      const rules: HealthCheckConfig = this.site.healthCheck;
+      return await probe({
+        url: m.url,
+        path: rules.path,
+        timeoutMs: rules.timeoutMs,
+        isExpectedStatus: this.isExpectedStatus,
+        signal: this.abort.signal,
+      });
+    } finally {
+      admission?.release();
+    }
   }
 
   private announceEndedEjections(now: number): void {

@@ -114,7 +114,9 @@ export class Upstream {
       limit: makeLimit(this.admission.limit),
       ceiling: this.admission.limit.ceiling,
       queue: this.admission.queue,
-      classes: this.priorityClasses + 1, // + the background class, below every configured one
+      // Queue classes: health probes (0), then the configured priorities (1..n), then the
+      // background class below every configured one (n + 1).
+      classes: this.priorityClasses + 2,
       clock: this.clock,
     });
   }
@@ -171,7 +173,7 @@ export class Upstream {
     if (!control.breaker.canRequest()) return { ok: false, why: 'circuit_open' };
     const labels = { site: site.name, origin: member.name };
     const result = await control.limiter.acquire({
-      priority: opts.priority,
+      priority: opts.priority + 1, // class 0 is the probes'
       deadlineAt: opts.deadlineAt,
       signal: opts.signal,
       servesCrowd: opts.servesCrowd,
@@ -182,6 +184,24 @@ export class Upstream {
       return { ok: false, why: 'shed', reason, control, waitedMs: result.waitedMs };
     }
     return { ok: true, member, permit: result.permit, control, waitedMs: result.waitedMs };
+  }
+
+  /**
+   * A permit for one active health probe of `member`: probes are origin requests too, so a
+   * member never sees more than its limit (and never more than `ceiling`). The probe queues in
+   * a class of its own above every configured priority, so it waits for about one permit to come
+   * free, not behind the crowd, and gives up after the probe's own timeout. Its round trip (a fresh connection) is
+   * not fed to the limit. Undefined when refused: the pool skips that round.
+   */
+  async admitProbe(site: SiteConfig, member: OriginMember): Promise<{ release(): void } | undefined> {
+    const control = this.controlFor(site, member);
+    const result = await control.limiter.acquire({
+      priority: 0,
+      deadlineAt: this.clock.now() + site.healthCheck.timeoutMs,
+      servesCrowd: true,
+    });
+    if (!result.ok) return undefined;
+    return { release: () => result.permit.release('ignore') };
   }
 
   /**

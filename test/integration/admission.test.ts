@@ -31,6 +31,20 @@ describe('admission: the origin limiter', () => {
     expect(metrics).toMatch(/crowdgate_queue_wait_seconds_count\{site="test",origin="[^"]+"\} [1-9]/);
   });
 
+  it('counts active health probes against the ceiling: the origin still never sees more than 2', async () => {
+    const o = await origin();
+    o.route('/slow', { delayMs: 60, headers: { 'cache-control': 'no-store' } });
+    o.route('/health', { delayMs: 5 });
+    const g = await gateway({
+      admission: fixed(2, { deadlineMs: 5000, codelTargetMs: 5000, codelIntervalMs: 5000 }),
+      sites: [siteFor([o.url], { healthCheck: { enabled: true, path: '/health', intervalMs: 20, timeoutMs: 2000 } })],
+    });
+    const results = await Promise.all(Array.from({ length: 30 }, (_, i) => call(`${g.url}/slow?i=${i}`)));
+    expect(results.map((r) => r.status)).toEqual(Array(30).fill(200));
+    expect(o.count('/health')).toBeGreaterThanOrEqual(3); // probes kept running through the crowd
+    expect(o.peakInflight).toBe(2);
+  });
+
   it('answers 503 with Retry-After to requests that cannot get a permit before their deadline', async () => {
     const o = await origin();
     o.route('/slow', { delayMs: 400, headers: { 'cache-control': 'no-store' } });
