@@ -466,9 +466,9 @@ export class Gateway implements RequestDeps {
         this.metrics.get('originHealthy').set({ site: site.name, origin: member.name }, healthy ? 1 : 0);
       },
       // Probes take a permit like every origin request; the site's current config decides.
-      admitProbe: (member) => {
+      admitProbe: (member, signal) => {
         const current = this.rt.config.sites.find((s) => s.name === site.name) ?? site;
-        return this.upstream.admitProbe(current, member);
+        return this.upstream.admitProbe(current, member, signal);
       },
     });
     for (const m of pool.members()) this.metrics.get('originHealthy').set({ site: site.name, origin: m.name }, 1);

@@ -57,9 +57,10 @@ export interface OriginPoolOptions {
   /**
    * Admission for an active probe: it is an origin request too, so it takes a permit from the
    * member's limiter (upstream.ts). `undefined` means "not now": the round is skipped, no
-   * verdict recorded. Without this option probes run unadmitted (tests of the pool alone).
+   * verdict recorded. `signal` aborts with the pool (close). Without this option probes run
+   * unadmitted (tests of the pool alone).
    */
-  admitProbe?: (member: OriginMember) => Promise<ProbeAdmission | undefined>;
+  admitProbe?: (member: OriginMember, signal: AbortSignal) => Promise<ProbeAdmission | undefined>;
 }
 
 /** A permit held for one probe; released when the probe ends. */
@@ -320,7 +321,7 @@ export class OriginPool {
     let admission: ProbeAdmission | undefined;
     if (this.admitProbe) {
       try {
-        admission = await this.admitProbe(m);
+        admission = await this.admitProbe(m, this.abort.signal);
       } catch {
         admission = undefined;
       }

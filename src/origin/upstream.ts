@@ -193,12 +193,13 @@ export class Upstream {
    * free, not behind the crowd, and gives up after the probe's own timeout. Its round trip (a fresh connection) is
    * not fed to the limit. Undefined when refused: the pool skips that round.
    */
-  async admitProbe(site: SiteConfig, member: OriginMember): Promise<{ release(): void } | undefined> {
+  async admitProbe(site: SiteConfig, member: OriginMember, signal?: AbortSignal): Promise<{ release(): void } | undefined> {
     const control = this.controlFor(site, member);
     const result = await control.limiter.acquire({
       priority: 0,
       deadlineAt: this.clock.now() + site.healthCheck.timeoutMs,
       servesCrowd: true,
+      signal,
     });
     if (!result.ok) return undefined;
     return { release: () => result.permit.release('ignore') };

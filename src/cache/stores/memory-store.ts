@@ -155,6 +155,9 @@ export class MemoryStore implements CacheStore {
   /**
    * Live variants, without emitting events. Entries are frozen when stored and handed out as
    * they are (no copy per hit): a soft purge or a 304 merge replaces an entry, never edits it.
+   * The record array itself is handed out too; a soft purge that keeps every variant swaps the
+   * invalidated copies into it in place, which a reader holding it may see (harmless: the
+   * entries it held stay valid objects).
    */
   private read(key: string): readonly CacheEntry[] | undefined {
     const record = this.lru.get(key);

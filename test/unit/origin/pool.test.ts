@@ -344,6 +344,49 @@ describe('active health checks against real origins', () => {
     expect(byName(pool, 'a').healthState(Date.now()).active).toBe('unknown');
   });
 
+  it('holds an admitted permit for exactly the probe, and records no verdict for a round refused one', async () => {
+    const o = await origin('a');
+    o.route('/health', { delayMs: 30 });
+    const hc = { path: '/health', timeoutMs: 1_000, healthyThreshold: 1, unhealthyThreshold: 1 };
+    const events: string[] = [];
+    let admit = false;
+    const pool = makePool(makeSite([{ url: o.url, name: 'a' }], { healthCheck: hc }), {
+      admitProbe: async () => {
+        if (!admit) return undefined;
+        events.push(`acquire inflight=${o.inflight}`);
+        return { release: () => events.push(`release inflight=${o.inflight} probes=${o.count('/health')}`) };
+      },
+    });
+    await pool.probeNow(); // refused: skipped, nothing sent, nothing learned
+    expect(o.count('/health')).toBe(0);
+    expect(byName(pool, 'a').healthState(Date.now()).active).toBe('unknown');
+    admit = true;
+    await pool.probeNow();
+    expect(events).toEqual(['acquire inflight=0', 'release inflight=0 probes=1']);
+    expect(byName(pool, 'a').healthState(Date.now()).active).toBe('up');
+  });
+
+  it('close() also ends a probe still waiting for its permit', async () => {
+    const o = await origin('a');
+    let aborted = false;
+    const pool = makePool(makeSite([{ url: o.url, name: 'a' }], { healthCheck: { path: '/health', timeoutMs: 20_000 } }), {
+      admitProbe: (_m, signal) =>
+        new Promise((resolve) =>
+          signal.addEventListener('abort', () => {
+            aborted = true;
+            resolve(undefined);
+          }),
+        ),
+    });
+    pool.start();
+    await new Promise((r) => setTimeout(r, 20));
+    const startedAt = Date.now();
+    await pool.close();
+    expect(aborted).toBe(true);
+    expect(Date.now() - startedAt).toBeLessThan(5_000);
+    expect(o.count('/health')).toBe(0);
+  });
+
   it('with checks disabled members are assumed up and nothing is probed', async () => {
     const o = await origin('a');
     const pool = makePool(makeSite([{ url: o.url, name: 'a' }], noChecks));
