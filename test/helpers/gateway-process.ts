@@ -1,6 +1,5 @@
 /**
- * Runs the real `crowdgate` binary (node dist/main.js, built by the global setup, or the
- * scripts/crowdgate launcher) as a child
+ * Runs the real `crowdgate` binary (node dist/main.js, built by the global setup) as a child
  * process, for tests that must measure the gateway alone: its memory high-water mark, or
  * latencies not disturbed by a test client sharing its event loop. Logs (stdout JSON lines)
  * are captured. Stopped by PID.
@@ -25,21 +24,11 @@ export interface GatewayProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** How to start it: by default `node dist/main.js`; `argv` replaces that (e.g. the launcher). */
-export interface LaunchOptions {
-  argv?: string[];
-  env?: NodeJS.ProcessEnv;
-}
-
-export async function spawnGateway(input: GatewayConfigInput, timeoutMs = 10_000, launch: LaunchOptions = {}): Promise<GatewayProcess> {
+export async function spawnGateway(input: GatewayConfigInput, timeoutMs = 10_000): Promise<GatewayProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'crowdgate-proc-'));
   const configPath = join(dir, 'gateway.yaml');
   writeFileSync(configPath, stringify(withTestDefaults({ reload: { watch: false }, ...input })));
-  const [cmd, ...args] = launch.argv ?? [process.execPath, 'dist/main.js'];
-  const child = spawn(cmd!, [...args, '--config', configPath], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...launch.env },
-  });
+  const child = spawn(process.execPath, ['dist/main.js', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: Array<Record<string, unknown>> = [];
   let buffered = '';
   let stderr = '';
