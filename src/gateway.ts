@@ -37,6 +37,7 @@ import { createPublicServer } from './server/http-server.js';
 import type { CompiledRoute } from './server/site-router.js';
 import { createAdminServer } from './admin/admin-server.js';
 import { HotKeys } from './admin/hot-keys.js';
+import { HitMemo } from './server/hit-memo.js';
 import { StatusHistory } from './admin/status-history.js';
 import type { CacheState } from './outcome.js';
 
@@ -81,6 +82,8 @@ export class Gateway implements RequestDeps {
   readonly upstream: Upstream;
   readonly pressure: PressureGate;
   readonly hotKeys = new HotKeys(200);
+  /** Routing remembered for plain requests; emptied on every config change (hit-memo.ts). */
+  readonly hitMemo = new HitMemo();
   readonly status: StatusHistory;
   readonly startedAt: number;
   /** Collapsing across instances; set only when `redis:` is configured. */
@@ -277,6 +280,11 @@ export class Gateway implements RequestDeps {
     return undefined;
   }
 
+  rateLimitApplies(site: SiteRuntime, route: CompiledRoute): boolean {
+    if (this.rateLimiters.size === 0) return false;
+    return this.rateLimiters.has(`${site.name}\u0000${route.name}`) || this.rateLimiters.has(`${site.name}\u0000`);
+  }
+
   retryAfterSeconds(site: string): number {
     const cfg = this.rt.config.admission;
     const facts = this.upstream.drainFacts(site);
@@ -418,6 +426,7 @@ export class Gateway implements RequestDeps {
   private applyConfig(next: GatewayConfig): void {
     const generation = this.source.generation;
     this.rt = this.buildRuntime(next, generation);
+    this.hitMemo.clear(); // entries of the old generation are never used; let it go
     this.trusted = new TrustedProxies(next.trustedProxies);
     this.upstream.configure(next.admission, next.admission.priorities.length + 1);
     this.configureRateLimits(next);

@@ -1,6 +1,7 @@
 /**
  * THE request path. Read top to bottom, this is everything the gateway does to a request:
  *
+ *   plain request, memoised route  → fresh hit answered at once (hit-memo.ts), else as below
  *   parse checks → site / route → rate limit → cache eligibility → lookup
  *     fresh                      → hit (or 304 to the client's conditional)
  *     stale, in SWR              → updating + background refresh (collapsed, limited)
@@ -18,7 +19,7 @@ import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerR
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
-import type { CacheEntry } from '../cache/entry.js';
+import { currentAgeMsOf, staleAtOf, type CacheEntry } from '../cache/entry.js';
 import { makeCacheKey, makeVariantKey, parseCookies } from '../cache/cache-key.js';
 import { parseCacheControl } from '../cache/cache-control.js';
 import {
@@ -42,8 +43,9 @@ import type { CacheState, ShedReason, StaleReason } from '../outcome.js';
 import type { Runtime, SiteRuntime } from '../runtime.js';
 import type { TrustedProxies } from './client-address.js';
 import { CLIENT_CONDITIONALS, appendVia, setForwardedHeaders, stripHopByHop } from './headers.js';
-import { formatCacheStatus, sendEntry, sendError, type CacheStatusFacts } from './respond.js';
+import { formatCacheStatus, formatHitCacheStatus, sendEntry, sendError, type CacheStatusFacts } from './respond.js';
 import type { CompiledRoute } from './site-router.js';
+import { isPlainRequest, type HitMemo, type MemoRoute } from './hit-memo.js';
 
 /** What the request path needs from the gateway (gateway.ts implements it). */
 export interface RequestDeps {
@@ -70,6 +72,10 @@ export interface RequestDeps {
   purge(selectors: readonly PurgeSelector[], mode: PurgeMode): Promise<unknown>;
   /** Once per request, when its response is finished or cut (in-flight accounting for drain). */
   requestDone?(): void;
+  /** Routing remembered for plain requests (hit-memo.ts); without it every request goes the slow way. */
+  readonly hitMemo?: HitMemo;
+  /** True when a rate limit applies to this site and route; the memo is only written when this says false. */
+  rateLimitApplies?(site: SiteRuntime, route: CompiledRoute): boolean;
 }
 
 /**
@@ -120,6 +126,10 @@ interface Ctx {
   answeredAt?: number;
   /** Time spent in origin fetches made for this request (ms). */
   upstreamMs?: number;
+  /** The hit memo's key for this request when it is plain (hit-memo.ts). */
+  readonly memoKey?: string;
+  /** The record the fast path already looked up for memo.key (one lookup, one store event). */
+  readonly peeked?: { readonly key: string; readonly variants: readonly CacheEntry[] };
 }
 
 const MAX_REQUEST_ID = 128;
@@ -137,32 +147,23 @@ const REQUEST_ID_RE = /^[A-Za-z0-9._:\-]{1,128}$/;
  */
 export function handleRequest(deps: RequestDeps, req: IncomingMessage, res: ServerResponse): void | Promise<void> {
   const rt = deps.runtime(); // one config snapshot for the whole request
+  let memoKey: string | undefined;
+  let peeked: Ctx['peeked'];
+  if (deps.hitMemo !== undefined && isPlainRequest(req)) {
+    memoKey = deps.hitMemo.keyOf(req.method!, req.headers.host, req.url!);
+    const memo = memoKey === undefined ? undefined : deps.hitMemo.get(memoKey);
+    if (memo !== undefined && memo.rt === rt) {
+      const outcome = answerMemoHit(deps, rt, memo, req, res);
+      if (outcome === true) return;
+      if (outcome !== false) peeked = { key: memo.key, variants: outcome };
+    }
+  }
   const incomingId = req.headers['x-request-id'];
   const requestId =
     typeof incomingId === 'string' && incomingId.length <= MAX_REQUEST_ID && REQUEST_ID_RE.test(incomingId)
       ? incomingId
       : nextRequestId();
-  const peerAddress = req.socket.remoteAddress ?? '';
-  const trusted = deps.trustedProxies();
-  const url = req.url ?? '/';
-  const qIndex = url.indexOf('?');
-  const ctx: Ctx = {
-    req,
-    res,
-    deps,
-    rt,
-    requestId,
-    startedAt: deps.clock.now(),
-    method: (req.method ?? 'GET').toUpperCase(),
-    url,
-    path: pathOf(url, qIndex),
-    clientAddress: trusted.resolveClient(peerAddress, req.headers['x-forwarded-for']),
-    peerAddress,
-    peerTrusted: trusted.isTrusted(peerAddress),
-    priority: rt.priorityNames.length - 1,
-    state: '-',
-    collapsed: false,
-  };
+  const ctx = makeCtx(deps, rt, req, res, requestId, deps.clock.now(), memoKey, peeked);
   let pending: void | Promise<void> = undefined;
   try {
     pending = route(ctx);
@@ -174,6 +175,91 @@ export function handleRequest(deps: RequestDeps, req: IncomingMessage, res: Serv
   if (!pending && res.writableEnded) return finish(ctx, true);
   res.on('close', () => finish(ctx, false));
   if (pending) return pending.catch((err: unknown) => failUnexpected(ctx, err));
+}
+
+/**
+ * The fast path for a plain request whose routing the memo holds (hit-memo.ts): the store
+ * lookup, Vary selection and freshness as decide() and evaluateEntry() make them for a request
+ * without directives, then the same answer and accounting as a hit on the slow path. Returns
+ * true when it answered, the looked-up record when it did not (the slow path reuses it), false
+ * when nothing was looked up.
+ */
+function answerMemoHit(
+  deps: RequestDeps,
+  rt: Runtime,
+  memo: MemoRoute,
+  req: IncomingMessage,
+  res: ServerResponse,
+): boolean | readonly CacheEntry[] {
+  if (req.rawHeaders.length / 2 > rt.config.limits.maxHeadersCount) return false;
+  const now = deps.clock.now();
+  const variants = deps.store.peekHit?.(memo.key, now);
+  if (variants === undefined) return false;
+  const entry = selectVariant(variants, req.headers); // no Cookie: the request's headers are its variant headers
+  // evaluateEntry without request directives: fresh is exactly "no revalidation needed".
+  if (entry === undefined || entry.noCache || !(now < staleAtOf(entry))) return variants;
+  const requestId = nextRequestId();
+  sendEntry(res, entry, {
+    head: req.method === 'HEAD',
+    ageSeconds: Math.floor(currentAgeMsOf(entry, now) / 1000),
+    cacheStatus: formatHitCacheStatus(ttlSecondsOf(entry, now), requestId),
+    requestId,
+    notModified: false,
+  });
+  if (rt.config.log.access) {
+    // The access log wants the whole context; build it only then.
+    const ctx = makeCtx(deps, rt, req, res, requestId, now);
+    ctx.site = memo.site;
+    ctx.route = memo.route;
+    ctx.state = 'hit';
+    finish(ctx, true);
+    return true;
+  }
+  deps.requestDone?.();
+  const status = res.headersSent ? res.statusCode : 0;
+  deps.metrics.observeRequest(memo.site.name, memo.route.name, 'hit', status ? statusClassOf(status) : 'aborted', (deps.clock.now() - now) / 1000);
+  deps.noteKey?.(memo.site.name, memo.path, 'hit');
+  return true;
+}
+
+/** Seconds of freshness left (RFC 9211 ttl), negative once stale; an invalidated entry is stale. */
+function ttlSecondsOf(entry: CacheEntry, now: number): number {
+  const ttl = Math.floor((entry.responseTime + entry.freshnessMs - entry.initialAgeMs - now) / 1000);
+  return entry.invalidatedAt !== undefined ? Math.min(ttl, -1) : ttl;
+}
+
+function makeCtx(
+  deps: RequestDeps,
+  rt: Runtime,
+  req: IncomingMessage,
+  res: ServerResponse,
+  requestId: string,
+  startedAt: number,
+  memoKey?: string,
+  peeked?: Ctx['peeked'],
+): Ctx {
+  const peerAddress = req.socket.remoteAddress ?? '';
+  const trusted = deps.trustedProxies();
+  const url = req.url ?? '/';
+  return {
+    req,
+    res,
+    deps,
+    rt,
+    requestId,
+    startedAt,
+    method: (req.method ?? 'GET').toUpperCase(),
+    url,
+    path: pathOf(url, url.indexOf('?')),
+    clientAddress: trusted.resolveClient(peerAddress, req.headers['x-forwarded-for']),
+    peerAddress,
+    peerTrusted: trusted.isTrusted(peerAddress),
+    priority: rt.priorityNames.length - 1,
+    state: '-',
+    collapsed: false,
+    memoKey,
+    peeked,
+  };
 }
 
 /** A bug on the request path: log it and answer 502 rather than leave the client hanging. */
@@ -236,11 +322,27 @@ function route(ctx: Ctx): void | Promise<void> {
   // 5. Lookup: the key, then the stored variant this request selects.
   const key = makeCacheKey({ site: site.name, url: ctx.url, headers: req.headers, key: policy.route.key });
   const variantHeaders = makeVariantHeaders(req.headers, policy);
+  if (ctx.memoKey !== undefined) rememberRoute(ctx, site, routeMatch, policy, key, eligibility.canStoreResponse);
   // Memory hits are answered without a promise; anything else asks the store properly.
-  const peeked = deps.store.peekHit?.(key);
+  const peeked = ctx.peeked?.key === key ? ctx.peeked.variants : deps.store.peekHit?.(key);
   const lookupFacts = { key, policy, facts, variantHeaders, canStore: eligibility.canStoreResponse };
   if (peeked !== undefined) return decide(ctx, lookupFacts, peeked);
   return deps.store.get(key).then((variants) => decide(ctx, lookupFacts, variants ?? []));
+}
+
+/**
+ * Writes the hit memo for a plain request (hit-memo.ts), where this request's decisions so far
+ * depended on nothing but its method, Host and target: no rate limit, a key template that reads
+ * no header or cookie, and a storable request (a plain request has no Cache-Control).
+ */
+function rememberRoute(ctx: Ctx, site: SiteRuntime, route: CompiledRoute, policy: PolicyOptions, key: string, canStore: boolean): void {
+  const { deps, rt } = ctx;
+  const memo = deps.hitMemo;
+  if (memo === undefined || deps.rateLimitApplies?.(site, route) !== false) return;
+  if (!canStore || policy.route.key.headers.length > 0 || policy.route.key.cookies.length > 0) return;
+  const known = memo.get(ctx.memoKey!);
+  if (known !== undefined && known.rt === rt && known.key === key) return;
+  memo.set(ctx.memoKey!, { rt, site, route, policy, key, path: ctx.path });
 }
 
 /** Steps 5 to 9, once the stored variants are known. */
@@ -652,9 +754,8 @@ function serveEntry(
 ): void {
   ctx.state = facts.state;
   if (facts.collapsed) ctx.collapsed = true;
-  const ttlSeconds = Math.floor((entry.responseTime + entry.freshnessMs - entry.initialAgeMs - ctx.deps.clock.now()) / 1000);
   const detail = facts.state === 'stale' ? `stale-${facts.staleReason}` : facts.state === 'updating' ? 'updating' : undefined;
-  facts.ttlSeconds = entry.invalidatedAt !== undefined ? Math.min(ttlSeconds, -1) : ttlSeconds;
+  facts.ttlSeconds = ttlSecondsOf(entry, ctx.deps.clock.now());
   facts.requestId = ctx.requestId;
   facts.detail = detail;
   if (facts.state === 'stale') facts.forwarded = STALE_AFTER_ORIGIN_TRIED.has(facts.staleReason!);

@@ -73,6 +73,15 @@ export function formatCacheStatus(f: CacheStatusFacts): string {
   return `${out}; detail="${detail}"`;
 }
 
+/**
+ * formatCacheStatus({ state: 'hit', ttlSeconds, requestId }) for a generated request id, without
+ * the general function's branches (the memo hit path runs this on every request; a unit test
+ * holds the two equal).
+ */
+export function formatHitCacheStatus(ttlSeconds: number, requestId: string): string {
+  return `${CACHE_STATUS_NAME}; hit; ttl=${Math.trunc(ttlSeconds)}; detail="hit rid=${requestId}"`;
+}
+
 /** Response headers that a 304 carries from the stored 200 (RFC 9110 §15.4.5). */
 const NOT_MODIFIED_HEADERS = ['cache-control', 'content-location', 'date', 'etag', 'expires', 'vary', 'last-modified'];
 

@@ -50,9 +50,9 @@ export interface CacheStore {
   /**
    * Optional synchronous hit path: the variants when they are in memory right now, else
    * undefined — then call get(), which is definitive (and counts the miss). A hit found here
-   * counts as a hit.
+   * counts as a hit. `now` is the caller's current clock reading, when it has one (saves a read).
    */
-  peekHit?(key: string): readonly CacheEntry[] | undefined;
+  peekHit?(key: string, now?: number): readonly CacheEntry[] | undefined;
   /**
    * Store one variant: replaces the variant with the same variantKey under entry.key, keeps the
    * others, at most maxVariants (drop the oldest). Never rejects.

@@ -57,6 +57,8 @@ export class MemoryStore implements CacheStore {
   private readonly maxBytes: number;
   private readonly maxObjectBytes: number;
   private readonly maxVariants: number;
+  /** The clock reading of the lookup under way, lent to lru-cache's TTL check (one read per lookup). */
+  private lookupNow: number | undefined;
   /** tag -> primary keys whose record has at least one variant with that tag. */
   private readonly keysByTag = new Map<string, Set<string>>();
 
@@ -75,7 +77,7 @@ export class MemoryStore implements CacheStore {
       maxSize: options.maxBytes,
       sizeCalculation: (record) => Math.max(1, recordSizeOf(record)),
       // Time from the injected clock; ttlResolution 0 so a ManualClock step is seen at once.
-      perf: { now: () => clock.now() },
+      perf: { now: () => this.lookupNow ?? clock.now() },
       ttlResolution: 0,
       dispose: (record, key, reason) => {
         this.unindex(key, record);
@@ -84,14 +86,14 @@ export class MemoryStore implements CacheStore {
     });
   }
 
-  peekHit(key: string): readonly CacheEntry[] | undefined {
-    const entries = this.read(key);
+  peekHit(key: string, now?: number): readonly CacheEntry[] | undefined {
+    const entries = this.read(key, now ?? this.clock.now());
     if (entries) this.onEvent?.(HIT);
     return entries;
   }
 
   async get(key: string): Promise<readonly CacheEntry[] | undefined> {
-    const entries = this.read(key);
+    const entries = this.read(key, this.clock.now());
     this.onEvent?.(entries ? HIT : MISS);
     return entries;
   }
@@ -159,10 +161,15 @@ export class MemoryStore implements CacheStore {
    * invalidated copies into it in place, which a reader holding it may see (harmless: the
    * entries it held stay valid objects).
    */
-  private read(key: string): readonly CacheEntry[] | undefined {
-    const record = this.lru.get(key);
+  private read(key: string, now: number): readonly CacheEntry[] | undefined {
+    this.lookupNow = now;
+    let record: StoredRecord | undefined;
+    try {
+      record = this.lru.get(key);
+    } finally {
+      this.lookupNow = undefined;
+    }
     if (!record) return undefined;
-    const now = this.clock.now();
     let live = record;
     for (const e of record) {
       if (!isLiveAt(e, now)) {

@@ -35,8 +35,8 @@ export class TieredStore implements CacheStore {
     this.name = options.name ?? `${options.l1.name}+${options.l2.name}`;
   }
 
-  peekHit(key: string): readonly CacheEntry[] | undefined {
-    return this.l1.peekHit(key);
+  peekHit(key: string, now?: number): readonly CacheEntry[] | undefined {
+    return this.l1.peekHit(key, now);
   }
 
   async get(key: string): Promise<readonly CacheEntry[] | undefined> {

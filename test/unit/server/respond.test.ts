@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatCacheStatus } from '../../../src/server/respond.js';
+import { formatCacheStatus, formatHitCacheStatus } from '../../../src/server/respond.js';
 
 describe('Cache-Status (RFC 9211)', () => {
   it.each([
@@ -15,5 +15,13 @@ describe('Cache-Status (RFC 9211)', () => {
     ['request id in detail', { state: 'hit', requestId: 'abc-1' }, 'crowdgate; hit; detail="hit rid=abc-1"'],
   ] as const)('%s', (_n, facts, expected) => {
     expect(formatCacheStatus(facts)).toBe(expected);
+  });
+});
+
+describe('formatHitCacheStatus (the memo hit path)', () => {
+  it.each([0, 1, 42, 3599, -1, -7, 86_400 * 365, 2.9, -2.9])('ttl %s: byte for byte the general formatter', (ttl) => {
+    for (const requestId of ['0a1b2c3d-1', '0a1b2c3d-zz9']) {
+      expect(formatHitCacheStatus(ttl, requestId)).toBe(formatCacheStatus({ state: 'hit', ttlSeconds: ttl, requestId }));
+    }
   });
 });

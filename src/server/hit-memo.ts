@@ -1,0 +1,108 @@
+/**
+ * The hit memo: routing decisions remembered per plain request, so a cache hit skips them.
+ *
+ * For a *plain* request — GET or HEAD, an origin-form target, and no header field outside
+ * `PLAIN_FIELDS` — every decision the request path makes before the cache lookup is a function
+ * of (config generation, method, Host, target) alone:
+ *   - parse checks: no Content-Length or Transfer-Encoding (the header count is still checked);
+ *   - site and route: Host, method and path;
+ *   - rate limit: the memo is only written where no limit applies;
+ *   - eligibility: no Authorization, Cache-Control, Pragma or Cookie to change it;
+ *   - cache key: only where the route's key template reads no header or cookie;
+ *   - Vary's request headers: the request's own (no Cookie to filter).
+ * The slow path writes an entry after making those decisions; the fast path (handle-request.ts
+ * `answerMemoHit`) reads it and still does everything that depends on the moment or on the
+ * request: the store lookup, Vary selection, freshness, Age, Cache-Status, metrics. Anything
+ * that is not a plain fresh hit goes the slow path, which decides from scratch.
+ *
+ * Owns the memo and the plain-request test; it decides nothing about caching itself.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { PolicyOptions } from '../cache/policy.js';
+import type { Runtime, SiteRuntime } from '../runtime.js';
+import type { CompiledRoute } from './site-router.js';
+
+/**
+ * Request fields no decision before the lookup reads. Vary may still name them: the fast path
+ * selects the variant with the request's own headers, as the slow path does. Anything else —
+ * Authorization, Cookie, Cache-Control, Pragma, conditionals, Range, Expect, X-Request-Id,
+ * X-Forwarded-For, Content-Length, Transfer-Encoding, priority or rate-limit key headers —
+ * sends the request the slow way.
+ */
+export const PLAIN_FIELDS: ReadonlySet<string> = new Set([
+  'host',
+  'user-agent',
+  'accept',
+  'accept-encoding',
+  'accept-language',
+  'connection',
+  'keep-alive',
+  'referer',
+  'dnt',
+  'upgrade-insecure-requests',
+  'sec-fetch-site',
+  'sec-fetch-mode',
+  'sec-fetch-user',
+  'sec-fetch-dest',
+  'sec-ch-ua',
+  'sec-ch-ua-mobile',
+  'sec-ch-ua-platform',
+]);
+
+/** Host plus target longer than this is never memoised (bounds the memo's memory). */
+export const MAX_MEMO_TARGET = 1024;
+
+/** What the slow path decided for one (generation, method, Host, target). */
+export interface MemoRoute {
+  readonly rt: Runtime;
+  readonly site: SiteRuntime;
+  readonly route: CompiledRoute;
+  readonly policy: PolicyOptions;
+  readonly key: string;
+  readonly path: string;
+}
+
+/** True when `req` is plain (module comment): the memo may stand in for its routing. */
+export function isPlainRequest(req: IncomingMessage): boolean {
+  const method = req.method;
+  if (method !== 'GET' && method !== 'HEAD') return false;
+  const url = req.url;
+  if (url === undefined || url.charCodeAt(0) !== 0x2f /* / */) return false;
+  const headers = req.headers;
+  for (const name in headers) if (!PLAIN_FIELDS.has(name)) return false;
+  return true;
+}
+
+/**
+ * Memo entries by method, Host and target. Bounded: at `capacity` it starts over (a cleared
+ * memo only costs the next requests the slow path). An entry of an older config generation is
+ * never used (`rt` is compared) and is replaced when the slow path passes that way again.
+ */
+export class HitMemo {
+  private readonly byTarget = new Map<string, MemoRoute>();
+
+  constructor(private readonly capacity = 10_000) {}
+
+  /** The memo key, or undefined when this request is not memoised (too long, no Host). */
+  keyOf(method: string, host: string | undefined, url: string): string | undefined {
+    if (host === undefined || host.length + url.length > MAX_MEMO_TARGET) return undefined;
+    return `${method}\u0000${host}\u0000${url}`; // NUL: in no header value or target
+  }
+
+  get(memoKey: string): MemoRoute | undefined {
+    return this.byTarget.get(memoKey);
+  }
+
+  set(memoKey: string, route: MemoRoute): void {
+    if (this.byTarget.size >= this.capacity && !this.byTarget.has(memoKey)) this.byTarget.clear();
+    this.byTarget.set(memoKey, route);
+  }
+
+  get size(): number {
+    return this.byTarget.size;
+  }
+
+  clear(): void {
+    this.byTarget.clear();
+  }
+}

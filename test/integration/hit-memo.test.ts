@@ -1,0 +1,202 @@
+/**
+ * The hit memo's fast path (src/server/hit-memo.ts) against a real origin: it answers plain
+ * repeated hits exactly as the slow path would, and never stands in where a decision could differ.
+ */
+import { describe, expect, it, vi } from 'vitest';
+import { writeFileSync } from 'node:fs';
+import { request } from 'undici';
+import { stringify } from 'yaml';
+import { ManualClock } from '../../src/clock.js';
+import { HitMemo } from '../../src/server/hit-memo.js';
+import { siteFor, withTestDefaults } from '../helpers/gateway.js';
+import { useFixtures } from '../helpers/fixtures.js';
+
+const { origin, gateway } = useFixtures();
+
+async function get(url: string, headers: Record<string, string> = {}, method: 'GET' | 'HEAD' = 'GET') {
+  const res = await request(url, { method, headers });
+  const body = await res.body.text();
+  return { status: res.statusCode, headers: res.headers as Record<string, string>, body };
+}
+
+/** The answer's headers without what differs per request by design (its id, and the id inside Cache-Status). */
+function comparable(headers: Record<string, string>): Record<string, string> {
+  const { 'x-request-id': _id, 'keep-alive': _ka, ...rest } = headers;
+  return { ...rest, 'cache-status': String(rest['cache-status']).replace(/ rid=[^"]+/, '') };
+}
+
+/** Spies on memo lookups: how many found a route for this gateway. */
+function watchMemo() {
+  const spy = vi.spyOn(HitMemo.prototype, 'get');
+  return {
+    found: () => spy.mock.results.filter((r) => r.type === 'return' && r.value !== undefined).length,
+    lookups: () => spy.mock.calls.length,
+    restore: () => spy.mockRestore(),
+  };
+}
+
+async function metric(adminUrl: string, re: RegExp): Promise<number> {
+  const text = await (await request(`${adminUrl}/metrics`)).body.text();
+  return Number(re.exec(text)?.[1] ?? 0);
+}
+
+describe('hit memo: the fast path for plain repeated hits', () => {
+  it('answers a plain hit exactly as the slow path does: status, headers, body, Age, Cache-Status', async () => {
+    const clock = new ManualClock(Date.now());
+    const o = await origin();
+    o.route('/page', {
+      headers: { 'cache-control': 'public, max-age=60', etag: '"v1"', 'content-type': 'text/html', 'surrogate-key': 'a b' },
+      body: '<p>hello</p>',
+    });
+    const g = await gateway({ log: { access: false }, sites: [siteFor([o.url])] }, { clock });
+    expect((await get(`${g.url}/page`)).headers['cache-status']).toMatch(/fwd=uri-miss/);
+    clock.advance(7_400);
+    const memo = watchMemo();
+    try {
+      const fast = await get(`${g.url}/page`); // plain: undici sends Host and Connection only
+      expect(memo.found()).toBe(1);
+      const slow = await get(`${g.url}/page`, { 'x-debug': '1' }); // any other field: the slow path
+      expect(memo.lookups()).toBe(1); // a request that is not plain never looks
+      expect(fast.status).toBe(200);
+      expect(fast.body).toBe('<p>hello</p>');
+      expect(fast.headers['age']).toBe('7');
+      expect(fast.headers['cache-status']).toMatch(/^crowdgate; hit; ttl=52; detail="hit rid=[^"]+"$/);
+      expect(fast.headers['surrogate-key']).toBeUndefined();
+      expect(comparable(fast.headers)).toEqual(comparable(slow.headers));
+      expect(fast.body).toBe(slow.body);
+      await get(`${g.url}/page`, {}, 'HEAD'); // HEAD has its own memo entry, written by this one
+      const head = await get(`${g.url}/page`, {}, 'HEAD');
+      expect(memo.found()).toBe(2);
+      const slowHead = await get(`${g.url}/page`, { 'x-debug': '1' }, 'HEAD');
+      expect(head.body).toBe('');
+      expect(comparable(head.headers)).toEqual(comparable(slowHead.headers));
+    } finally {
+      memo.restore();
+    }
+    expect(o.count('/page')).toBe(1);
+    // Accounting is the same as on the slow path: one request row per hit, one store hit per lookup.
+    expect(await metric(g.adminUrl, /crowdgate_requests_total\{site="test",route="default",state="hit",status_class="2xx"\} (\d+)/)).toBe(5);
+    expect(await metric(g.adminUrl, /crowdgate_store_operations_total\{tier="memory",result="hit"\} (\d+)/)).toBe(5);
+  });
+
+  it('selects the Vary variant from the request headers, as the slow path does', async () => {
+    const o = await origin();
+    o.route('/v', {
+      headers: { 'cache-control': 'public, max-age=60', vary: 'Accept-Language' },
+      body: (r) => `lang=${String(r.headers['accept-language'] ?? '-')}`,
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    for (let round = 0; round < 3; round++) {
+      for (const lang of ['en', 'fr']) {
+        const res = await get(`${g.url}/v`, { 'accept-language': lang });
+        expect(res.body).toBe(`lang=${lang}`);
+      }
+    }
+    expect(o.count('/v')).toBe(2);
+    // The access log of a memo hit has the slow path's fields.
+    const hits = g.accessLogs().filter((l) => l.path === '/v' && l.cache === 'hit');
+    expect(hits).toHaveLength(4);
+    expect(hits[3]).toMatchObject({ method: 'GET', site: 'test', route: 'default', status: 200, collapsed: false, client: '127.0.0.1' });
+  });
+
+  it('leaves a stale or soft-purged entry to the slow path, with one store lookup per request', async () => {
+    const clock = new ManualClock(Date.now());
+    const o = await origin();
+    // The origin's Date follows the gateway's clock, so a refreshed copy is fresh again.
+    o.route('/s', (_req, res) => {
+      res.writeHead(200, { 'cache-control': 'public, max-age=10', etag: '"s1"', date: new Date(clock.now()).toUTCString() });
+      res.end('stale me');
+    });
+    const token = 'a-long-enough-token-1234';
+    const g = await gateway({ admin: { purgeToken: token }, log: { access: false }, sites: [siteFor([o.url])] }, { clock });
+    await get(`${g.url}/s`);
+    await get(`${g.url}/s`);
+    const hitsBefore = await metric(g.adminUrl, /crowdgate_store_operations_total\{tier="memory",result="hit"\} (\d+)/);
+    clock.advance(11_000);
+    const expired = await get(`${g.url}/s`);
+    expect(expired.headers['cache-status']).not.toMatch(/detail="hit /); // stale: revalidated, or updating in the background
+    while (o.count('/s') < 2) await new Promise((r) => setTimeout(r, 5));
+    expect(await metric(g.adminUrl, /crowdgate_store_operations_total\{tier="memory",result="hit"\} (\d+)/)).toBe(hitsBefore + 1);
+
+    expect((await get(`${g.url}/s`)).headers['cache-status']).toMatch(/; hit;/);
+    const purge = await request(`${g.adminUrl}/purge`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}` },
+      body: JSON.stringify({ url: '/s' }),
+    });
+    expect(purge.statusCode).toBe(200);
+    await purge.body.text();
+    const afterPurge = await get(`${g.url}/s`);
+    expect(afterPurge.headers['cache-status']).not.toMatch(/; hit;/);
+    expect(o.count('/s')).toBe(3);
+  });
+
+  it('never answers a request carrying a cookie or credentials from the memo: a logged-in user reaches the origin', async () => {
+    const o = await origin();
+    o.route('/home', { headers: { 'cache-control': 'public, max-age=60' }, body: (r) => (r.headers.cookie ? 'private page' : 'public page') });
+    const g = await gateway({ sites: [siteFor([o.url], { bypassCookies: ['wordpress_logged_in*'] })] });
+    await get(`${g.url}/home`);
+    expect((await get(`${g.url}/home`)).headers['cache-status']).toMatch(/; hit;/);
+    expect(g.gw.hitMemo.size).toBe(1);
+    const loggedIn = await get(`${g.url}/home`, { cookie: 'wordpress_logged_in_abc=1' });
+    expect(loggedIn.body).toBe('private page');
+    expect(loggedIn.headers['cache-status']).toMatch(/fwd=bypass/);
+    expect(o.count('/home')).toBe(2);
+    // The anonymous page is still served from cache afterwards, never the private one.
+    expect((await get(`${g.url}/home`)).body).toBe('public page');
+    expect(o.count('/home')).toBe(2);
+  });
+
+  it('does not outlive a config change: a route turned uncacheable is bypassed at once', async () => {
+    const o = await origin();
+    o.route('/r', { headers: { 'cache-control': 'public, max-age=60' }, body: 'cached' });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    await get(`${g.url}/r`);
+    expect((await get(`${g.url}/r`)).headers['cache-status']).toMatch(/; hit;/);
+    expect(g.gw.hitMemo.size).toBe(1);
+    writeFileSync(
+      g.configPath,
+      stringify(withTestDefaults({ reload: { watch: false }, sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { enabled: false } }] })] })),
+    );
+    expect((await g.gw.reload('manual'))?.ok).toBe(true);
+    expect(g.gw.hitMemo.size).toBe(0);
+    const after = await get(`${g.url}/r`);
+    expect(after.headers['cache-status']).toMatch(/fwd=bypass/);
+    expect(o.count('/r')).toBe(2);
+  });
+
+  it('never memoises a rate-limited route: the limit holds for plain requests', async () => {
+    const o = await origin();
+    o.route('/rl', { headers: { 'cache-control': 'public, max-age=60' }, body: 'x' });
+    const g = await gateway({ sites: [siteFor([o.url], { rateLimit: { ratePerSecond: 0.001, burst: 3 } })] });
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) statuses.push((await get(`${g.url}/rl`)).status);
+    expect(statuses).toEqual([200, 200, 200, 429, 429]);
+    expect(g.gw.hitMemo.size).toBe(0);
+  });
+
+  it('never memoises a route whose cache key reads a cookie or a header', async () => {
+    const o = await origin();
+    o.route('/k', { headers: { 'cache-control': 'public, max-age=60' }, body: 'k' });
+    o.route('/h', { headers: { 'cache-control': 'public, max-age=60' }, body: 'h' });
+    const g = await gateway({
+      sites: [
+        siteFor([o.url], {
+          routes: [
+            { name: 'by-cookie', match: { pathPrefix: '/k' }, cache: { key: { cookies: ['lang'] } } },
+            { name: 'by-header', match: { pathPrefix: '/h' }, cache: { key: { headers: ['x-tenant'] } } },
+          ],
+        }),
+      ],
+    });
+    for (let i = 0; i < 3; i++) {
+      expect((await get(`${g.url}/k`)).status).toBe(200);
+      expect((await get(`${g.url}/h`)).status).toBe(200);
+    }
+    expect(g.gw.hitMemo.size).toBe(0);
+    // Still cached (on the slow path), and still keyed by the header.
+    expect(o.count('/k')).toBe(1);
+    expect((await get(`${g.url}/h`, { 'x-tenant': 'b' })).headers['cache-status']).toMatch(/fwd=uri-miss/);
+    expect(o.count('/h')).toBe(2);
+  });
+});

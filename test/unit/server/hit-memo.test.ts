@@ -1,0 +1,110 @@
+import { createServer, type Server } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HitMemo, isPlainRequest, MAX_MEMO_TARGET, PLAIN_FIELDS, type MemoRoute } from '../../../src/server/hit-memo.js';
+
+// Requests go through Node's own parser (a real server on 127.0.0.1), as the gateway sees them.
+let server: Server;
+let verdict: boolean | undefined;
+beforeAll(async () => {
+  server = createServer((req, res) => {
+    verdict = isPlainRequest(req);
+    res.end();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+});
+afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+/** Sends one request with these header lines; what isPlainRequest said of it. */
+async function plain(method: string, url: string, raw: Array<[string, string]>): Promise<boolean> {
+  verdict = undefined;
+  const { port } = server.address() as AddressInfo;
+  const socket = connect(port, '127.0.0.1');
+  const lines = raw.map(([n, v]) => `${n}: ${v}\r\n`).join('');
+  socket.end(`${method} ${url} HTTP/1.1\r\n${lines}Connection: close\r\n\r\n`);
+  await new Promise<void>((resolve) => {
+    socket.on('data', () => undefined);
+    socket.on('close', () => resolve());
+  });
+  if (verdict === undefined) throw new Error('the request never reached the handler');
+  return verdict;
+}
+
+const BROWSER: Array<[string, string]> = [
+  ['Host', 'shop.example'],
+  ['User-Agent', 'Mozilla/5.0'],
+  ['Accept', 'text/html'],
+  ['Accept-Encoding', 'gzip, br'],
+  ['Accept-Language', 'en-GB'],
+  ['Connection', 'keep-alive'],
+  ['Referer', 'https://news.example/'],
+  ['Sec-Fetch-Mode', 'navigate'],
+  ['Upgrade-Insecure-Requests', '1'],
+];
+
+describe('isPlainRequest', () => {
+  it('a browser navigation without cookies is plain, GET or HEAD', async () => {
+    expect(await plain('GET', '/a?b=1', BROWSER)).toBe(true);
+    expect(await plain('HEAD', '/', BROWSER)).toBe(true);
+  });
+
+  it.each(['POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'])('%s is never plain', async (method) => {
+    expect(await plain(method, '/', [['Host', 'a']])).toBe(false);
+  });
+
+  it('an absolute-form or asterisk target is not plain (the slow path parses it)', async () => {
+    expect(await plain('GET', 'http://a/x', [['Host', 'a']])).toBe(false);
+    expect(await plain('OPTIONS', '*', [['Host', 'a']])).toBe(false);
+  });
+
+  // Every field a decision before the lookup reads (or that varies the answer) sends the request the slow way.
+  it.each([
+    ['Authorization', 'Bearer x'],
+    ['Cookie', 'session=1'],
+    ['Cache-Control', 'no-cache'],
+    ['Pragma', 'no-cache'],
+    ['If-None-Match', '"a"'],
+    ['If-Modified-Since', 'Mon, 01 Jan 2024 00:00:00 GMT'],
+    ['Range', 'bytes=0-1'],
+    ['Expect', '100-continue'],
+    ['X-Request-Id', 'abc'],
+    ['X-Forwarded-For', '10.0.0.1'],
+    ['Forwarded', 'for=10.0.0.1'],
+    ['Content-Length', '0'],
+        ['X-Priority', 'high'],
+    ['Upgrade', 'h2c'],
+  ])('%s makes it not plain', async (name, value) => {
+    expect(await plain('GET', '/', [...BROWSER, [name, value]])).toBe(false);
+  });
+
+  it('the allowed fields exclude everything the request path reads before the lookup', () => {
+    for (const read of ['authorization', 'cookie', 'cache-control', 'pragma', 'content-length', 'transfer-encoding', 'x-request-id', 'x-forwarded-for']) {
+      expect(PLAIN_FIELDS.has(read)).toBe(false);
+    }
+  });
+});
+
+describe('HitMemo', () => {
+  const route = (key: string) => ({ key }) as unknown as MemoRoute;
+
+  it('keys by method, Host and target; none without Host or past the length bound', () => {
+    const memo = new HitMemo(10);
+    expect(memo.keyOf('GET', 'a', '/x')).not.toBe(memo.keyOf('HEAD', 'a', '/x'));
+    expect(memo.keyOf('GET', 'a', '/x')).not.toBe(memo.keyOf('GET', 'b', '/x'));
+    expect(memo.keyOf('GET', 'a b', '/x')).not.toBe(memo.keyOf('GET', 'a', 'b /x'));
+    expect(memo.keyOf('GET', undefined, '/x')).toBeUndefined();
+    expect(memo.keyOf('GET', 'a', '/' + 'x'.repeat(MAX_MEMO_TARGET))).toBeUndefined();
+  });
+
+  it('starts over when full, so a flood of targets cannot grow it', () => {
+    const memo = new HitMemo(3);
+    for (let i = 0; i < 3; i++) memo.set(`k${i}`, route(`r${i}`));
+    expect(memo.size).toBe(3);
+    memo.set('k1', route('again')); // replacing an entry does not clear
+    expect(memo.size).toBe(3);
+    memo.set('k3', route('r3'));
+    expect(memo.size).toBe(1);
+    expect(memo.get('k3')?.key).toBe('r3');
+    expect(memo.get('k0')).toBeUndefined();
+  });
+});
