@@ -385,7 +385,7 @@ export class Gateway implements RequestDeps {
   /** Called by the request path once per request, when its response is finished or cut. */
   requestDone(): void {
     this.inFlightRequests--;
-    if (this.inFlightRequests === 0) for (const w of this.idleWaiters.splice(0)) w();
+    if (this.inFlightRequests === 0 && this.idleWaiters.length > 0) for (const w of this.idleWaiters.splice(0)) w();
   }
 
   private onUpgrade(req: http.IncomingMessage, socket: import('node:stream').Duplex, head: Buffer): void {
