@@ -3,7 +3,10 @@
  * ceiling for the cache-hit throughput benchmark, and the origin whose body the gateway
  * caches there. Also a harness check: the load generator's floor latency against it.
  *
- * CLI: node bench/lib/static-server.mjs --port P --bytes 1024 [--max-age 3600]
+ * CLI: node bench/lib/static-server.mjs --port P --bytes 1024 [--max-age 3600] [--work-us N]
+ *
+ * --work-us N spins N µs per request before answering: a bare server doing a little work, to
+ * see what each µs of per-request work costs in throughput on this machine (README, Benchmarks).
  * Prints "listening <port>" once ready. It owns nothing else.
  */
 import { createServer } from 'node:http';
@@ -14,6 +17,7 @@ const { values } = parseArgs({
     port: { type: 'string', default: '0' },
     bytes: { type: 'string', default: '1024' },
     'max-age': { type: 'string', default: '3600' },
+    'work-us': { type: 'string', default: '0' },
   },
 });
 const body = Buffer.alloc(Number(values.bytes), 'x');
@@ -23,6 +27,13 @@ const headers = {
   'cache-control': `public, max-age=${values['max-age']}`,
   etag: `"static-${body.length}"`,
 };
+const workNs = BigInt(Math.round(Number(values['work-us']) * 1000));
+/** Busy-waits workNs (process.hrtime.bigint, so the wait includes that call's own cost). */
+function work() {
+  if (workNs === 0n) return;
+  const until = process.hrtime.bigint() + workNs;
+  while (process.hrtime.bigint() < until);
+}
 let requests = 0; // all requests but /__stats
 let benchRequests = 0; // requests for /bench only (health-check probes of / excluded)
 const server = createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
@@ -32,6 +43,7 @@ const server = createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
   }
   requests++;
   if (req.url === '/bench') benchRequests++;
+  work();
   res.writeHead(200, headers);
   res.end(body);
 });
