@@ -3,6 +3,7 @@
  * repeated hits exactly as the slow path would, and never stands in where a decision could differ.
  */
 import { describe, expect, it, vi } from 'vitest';
+import fc from 'fast-check';
 import { writeFileSync } from 'node:fs';
 import { request } from 'undici';
 import { stringify } from 'yaml';
@@ -19,9 +20,12 @@ async function get(url: string, headers: Record<string, string> = {}, method: 'G
   return { status: res.statusCode, headers: res.headers as Record<string, string>, body };
 }
 
-/** The answer's headers without what differs per request by design (its id, and the id inside Cache-Status). */
+/**
+ * The answer's headers without what differs per request by design: its id (and the id inside
+ * Cache-Status), the test origin's sequence number, and the origin's real-time Date.
+ */
 function comparable(headers: Record<string, string>): Record<string, string> {
-  const { 'x-request-id': _id, 'keep-alive': _ka, ...rest } = headers;
+  const { 'x-request-id': _id, 'keep-alive': _ka, 'x-origin-seq': _seq, date: _date, ...rest } = headers;
   return { ...rest, 'cache-status': String(rest['cache-status']).replace(/ rid=[^"]+/, '') };
 }
 
@@ -198,5 +202,100 @@ describe('hit memo: the fast path for plain repeated hits', () => {
     expect(o.count('/k')).toBe(1);
     expect((await get(`${g.url}/h`, { 'x-tenant': 'b' })).headers['cache-status']).toMatch(/fwd=uri-miss/);
     expect(o.count('/h')).toBe(2);
+  });
+
+  it('answers every request exactly as a gateway without the memo does (property-based, private pages included)', async () => {
+    // Two gateways on one origin and one clock; B has no memo, so it is the slow path. The same
+    // request sequence goes to both; every answer must match (ids and origin sequence aside).
+    const clock = new ManualClock(Date.now());
+    const o = await origin();
+    const specs = new Map<string, { cc: string; vary: string; setCookie: boolean }>();
+    o.setHandler((req, res) => {
+      const path = (req.url ?? '/').split('?')[0]!;
+      const spec = specs.get(path) ?? { cc: 'public, max-age=60', vary: '', setCookie: false };
+      const headers: Record<string, string> = { 'content-type': 'text/plain', etag: `"${path}"`, date: new Date(clock.now()).toUTCString() };
+      if (spec.cc) headers['cache-control'] = spec.cc;
+      if (spec.vary) headers['vary'] = spec.vary;
+      if (spec.setCookie) headers['set-cookie'] = 'session=issued';
+      const who = `${req.headers.authorization ?? '-'} ${req.headers.cookie ?? '-'} ${req.headers['accept-language'] ?? '-'}`;
+      res.writeHead(200, headers);
+      res.end(req.method === 'HEAD' ? undefined : `${path} for ${who}`);
+    });
+    const config = {
+      log: { access: false },
+      sites: [siteFor([o.url], { bypassCookies: ['logged_in*'], routes: [{ name: 'all', cache: { defaultTtlSeconds: 30 } }] })],
+    };
+    const withMemo = await gateway(config, { clock });
+    const without = await gateway(config, { clock });
+    (without.gw as unknown as { hitMemo: undefined }).hitMemo = undefined;
+
+    const requestArb = fc.record({
+      path: fc.constantFrom('/a', '/b', '/c', '/d'),
+      query: fc.constantFrom('', '', '?utm_source=news'), // one key: the tracking parameter is dropped
+      method: fc.constantFrom<'GET' | 'HEAD'>('GET', 'GET', 'GET', 'HEAD'),
+      // Up to three fields each: none, or only plain ones, often enough for the memo to be in play.
+      headers: fc
+        .uniqueArray(
+          fc.constantFrom<[string, string]>(
+            ['authorization', 'Bearer user-a'],
+            ['cookie', 'session=user-a'],
+            ['cookie', 'logged_in_a=1'],
+            ['accept-language', 'en'],
+            ['accept-language', 'fr'],
+            ['cache-control', 'no-cache'],
+            ['cache-control', 'max-age=0'],
+            ['cache-control', 'only-if-cached'],
+            ['pragma', 'no-cache'],
+            ['if-none-match', '"nope"'],
+            ['user-agent', 'test'],
+          ),
+          { maxLength: 3, selector: ([name]) => name },
+        )
+        .map((pairs) => Object.fromEntries(pairs)),
+      advanceMs: fc.constantFrom(0, 0, 0, 1_500, 40_000),
+    });
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(
+          fc.record({
+            cc: fc.constantFrom(
+              'public, max-age=60',
+              'max-age=5',
+              'private, max-age=60',
+              'no-store',
+              'no-cache',
+              'no-cache, max-age=60',
+              's-maxage=60',
+              'max-age=60, must-revalidate',
+              '',
+            ),
+            vary: fc.constantFrom('', 'Accept-Language', 'Cookie', '*'),
+            setCookie: fc.boolean(),
+          }),
+          { minLength: 4, maxLength: 4 },
+        ),
+        fc.array(requestArb, { minLength: 6, maxLength: 24 }),
+        async (pathSpecs, requests) => {
+          run++;
+          ['/a', '/b', '/c', '/d'].forEach((p, i) => specs.set(`/r${run}${p}`, pathSpecs[i]!));
+          for (const r of requests) {
+            clock.advance(r.advanceMs);
+            const target = `/r${run}${r.path}${r.query}`;
+            const a = await get(`${withMemo.url}${target}`, r.headers, r.method);
+            const b = await get(`${without.url}${target}`, r.headers, r.method);
+            // Error pages quote their request id (and so their length differs with it).
+            const same = (x: typeof a) => {
+              const { 'content-length': length, ...headers } = comparable(x.headers);
+              const body = x.body.replace(/request [0-9a-f]{8}-[0-9a-z]+/g, 'request ID');
+              return { target, status: x.status, body, headers, length: x.headers['x-crowdgate-error'] ? 'page' : length };
+            };
+            expect(same(a)).toEqual(same(b));
+          }
+        },
+      ),
+      { numRuns: 50, seed: Number(process.env.FC_SEED ?? Date.now()), verbose: true },
+    );
+    expect(withMemo.gw.hitMemo.size).toBeGreaterThan(0); // the memo was in play
   });
 });
