@@ -126,8 +126,8 @@ interface Ctx {
   answeredAt?: number;
   /** Time spent in origin fetches made for this request (ms). */
   upstreamMs?: number;
-  /** The hit memo's key for this request when it is plain (hit-memo.ts). */
-  readonly memoKey?: string;
+  /** The Host, when this request is plain and may be memoised (hit-memo.ts). */
+  readonly memoHost?: string;
   /** The record the fast path already looked up for memo.key (one lookup, one store event). */
   readonly peeked?: { readonly key: string; readonly variants: readonly CacheEntry[] };
 }
@@ -147,15 +147,19 @@ const REQUEST_ID_RE = /^[A-Za-z0-9._:\-]{1,128}$/;
  */
 export function handleRequest(deps: RequestDeps, req: IncomingMessage, res: ServerResponse): void | Promise<void> {
   const rt = deps.runtime(); // one config snapshot for the whole request
-  let memoKey: string | undefined;
+  let memoHost: string | undefined;
   let peeked: Ctx['peeked'];
-  if (deps.hitMemo !== undefined && isPlainRequest(req)) {
-    memoKey = deps.hitMemo.keyOf(req.method!, req.headers.host, req.url!);
-    const memo = memoKey === undefined ? undefined : deps.hitMemo.get(memoKey);
-    if (memo !== undefined && memo.rt === rt) {
-      const outcome = answerMemoHit(deps, rt, memo, req, res);
-      if (outcome === true) return;
-      if (outcome !== false) peeked = { key: memo.key, variants: outcome };
+  const hitMemo = deps.hitMemo;
+  if (hitMemo !== undefined && isPlainRequest(req)) {
+    const host = req.headers.host;
+    if (hitMemo.accepts(host, req.url!)) {
+      memoHost = host;
+      const memo = hitMemo.get(req.method!, host, req.url!);
+      if (memo !== undefined && memo.rt === rt) {
+        const outcome = answerMemoHit(deps, rt, memo, req, res);
+        if (outcome === true) return;
+        if (outcome !== false) peeked = { key: memo.key, variants: outcome };
+      }
     }
   }
   const incomingId = req.headers['x-request-id'];
@@ -163,7 +167,7 @@ export function handleRequest(deps: RequestDeps, req: IncomingMessage, res: Serv
     typeof incomingId === 'string' && incomingId.length <= MAX_REQUEST_ID && REQUEST_ID_RE.test(incomingId)
       ? incomingId
       : nextRequestId();
-  const ctx = makeCtx(deps, rt, req, res, requestId, deps.clock.now(), memoKey, peeked);
+  const ctx = makeCtx(deps, rt, req, res, requestId, deps.clock.now(), memoHost, peeked);
   let pending: void | Promise<void> = undefined;
   try {
     pending = route(ctx);
@@ -235,7 +239,7 @@ function makeCtx(
   res: ServerResponse,
   requestId: string,
   startedAt: number,
-  memoKey?: string,
+  memoHost?: string,
   peeked?: Ctx['peeked'],
 ): Ctx {
   const peerAddress = req.socket.remoteAddress ?? '';
@@ -257,7 +261,7 @@ function makeCtx(
     priority: rt.priorityNames.length - 1,
     state: '-',
     collapsed: false,
-    memoKey,
+    memoHost,
     peeked,
   };
 }
@@ -322,7 +326,7 @@ function route(ctx: Ctx): void | Promise<void> {
   // 5. Lookup: the key, then the stored variant this request selects.
   const key = makeCacheKey({ site: site.name, url: ctx.url, headers: req.headers, key: policy.route.key });
   const variantHeaders = makeVariantHeaders(req.headers, policy);
-  if (ctx.memoKey !== undefined) rememberRoute(ctx, site, routeMatch, policy, key, eligibility.canStoreResponse);
+  if (ctx.memoHost !== undefined) rememberRoute(ctx, site, routeMatch, policy, key, eligibility.canStoreResponse);
   // Memory hits are answered without a promise; anything else asks the store properly.
   const peeked = ctx.peeked?.key === key ? ctx.peeked.variants : deps.store.peekHit?.(key);
   const lookupFacts = { key, policy, facts, variantHeaders, canStore: eligibility.canStoreResponse };
@@ -340,9 +344,9 @@ function rememberRoute(ctx: Ctx, site: SiteRuntime, route: CompiledRoute, policy
   const memo = deps.hitMemo;
   if (memo === undefined || deps.rateLimitApplies?.(site, route) !== false) return;
   if (!canStore || policy.route.key.headers.length > 0 || policy.route.key.cookies.length > 0) return;
-  const known = memo.get(ctx.memoKey!);
+  const known = memo.get(ctx.method, ctx.memoHost!, ctx.url);
   if (known !== undefined && known.rt === rt && known.key === key) return;
-  memo.set(ctx.memoKey!, { rt, site, route, policy, key, path: ctx.path });
+  memo.set(ctx.method, ctx.memoHost!, ctx.url, { rt, site, route, policy, key, path: ctx.path });
 }
 
 /** Steps 5 to 9, once the stored variants are known. */

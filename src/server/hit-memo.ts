@@ -74,35 +74,48 @@ export function isPlainRequest(req: IncomingMessage): boolean {
 }
 
 /**
- * Memo entries by method, Host and target. Bounded: at `capacity` it starts over (a cleared
- * memo only costs the next requests the slow path). An entry of an older config generation is
- * never used (`rt` is compared) and is replaced when the slow path passes that way again.
+ * Memo entries by method, target and Host: nested maps looked up with the strings as the parser
+ * gave them (no key string built per request). Bounded: at `capacity` entries it starts over (a
+ * cleared memo only costs the next requests the slow path). An entry of an older config
+ * generation is never used (`rt` is compared) and is replaced when the slow path passes again.
  */
 export class HitMemo {
-  private readonly byTarget = new Map<string, MemoRoute>();
+  private readonly get_ = new Map<string, Map<string, MemoRoute>>();
+  private readonly head = new Map<string, Map<string, MemoRoute>>();
+  private count = 0;
 
   constructor(private readonly capacity = 10_000) {}
 
-  /** The memo key, or undefined when this request is not memoised (too long, no Host). */
-  keyOf(method: string, host: string | undefined, url: string): string | undefined {
-    if (host === undefined || host.length + url.length > MAX_MEMO_TARGET) return undefined;
-    return `${method}\u0000${host}\u0000${url}`; // NUL: in no header value or target
+  /** True when this request may be memoised at all: a Host, and Host plus target within bounds. */
+  accepts(host: string | undefined, url: string): host is string {
+    return host !== undefined && host.length + url.length <= MAX_MEMO_TARGET;
   }
 
-  get(memoKey: string): MemoRoute | undefined {
-    return this.byTarget.get(memoKey);
+  get(method: string, host: string, url: string): MemoRoute | undefined {
+    return (method === 'HEAD' ? this.head : this.get_).get(url)?.get(host);
   }
 
-  set(memoKey: string, route: MemoRoute): void {
-    if (this.byTarget.size >= this.capacity && !this.byTarget.has(memoKey)) this.byTarget.clear();
-    this.byTarget.set(memoKey, route);
+  set(method: string, host: string, url: string, route: MemoRoute): void {
+    const byUrl = method === 'HEAD' ? this.head : this.get_;
+    let byHost = byUrl.get(url);
+    if (byHost === undefined || !byHost.has(host)) {
+      if (this.count >= this.capacity) {
+        this.clear();
+        byHost = undefined;
+      }
+      if (byHost === undefined) byUrl.set(url, (byHost = new Map()));
+      this.count++;
+    }
+    byHost.set(host, route);
   }
 
   get size(): number {
-    return this.byTarget.size;
+    return this.count;
   }
 
   clear(): void {
-    this.byTarget.clear();
+    this.get_.clear();
+    this.head.clear();
+    this.count = 0;
   }
 }

@@ -87,24 +87,41 @@ describe('isPlainRequest', () => {
 describe('HitMemo', () => {
   const route = (key: string) => ({ key }) as unknown as MemoRoute;
 
-  it('keys by method, Host and target; none without Host or past the length bound', () => {
+  it('keys by method, Host and target', () => {
     const memo = new HitMemo(10);
-    expect(memo.keyOf('GET', 'a', '/x')).not.toBe(memo.keyOf('HEAD', 'a', '/x'));
-    expect(memo.keyOf('GET', 'a', '/x')).not.toBe(memo.keyOf('GET', 'b', '/x'));
-    expect(memo.keyOf('GET', 'a b', '/x')).not.toBe(memo.keyOf('GET', 'a', 'b /x'));
-    expect(memo.keyOf('GET', undefined, '/x')).toBeUndefined();
-    expect(memo.keyOf('GET', 'a', '/' + 'x'.repeat(MAX_MEMO_TARGET))).toBeUndefined();
+    memo.set('GET', 'a', '/x', route('get-a-x'));
+    memo.set('HEAD', 'a', '/x', route('head-a-x'));
+    memo.set('GET', 'b', '/x', route('get-b-x'));
+    expect(memo.get('GET', 'a', '/x')?.key).toBe('get-a-x');
+    expect(memo.get('HEAD', 'a', '/x')?.key).toBe('head-a-x');
+    expect(memo.get('GET', 'b', '/x')?.key).toBe('get-b-x');
+    expect(memo.get('GET', 'a', '/y')).toBeUndefined();
+    expect(memo.get('GET', 'c', '/x')).toBeUndefined();
+    expect(memo.size).toBe(3);
+  });
+
+  it('accepts only a request with a Host, and Host plus target within the length bound', () => {
+    const memo = new HitMemo(10);
+    expect(memo.accepts('a', '/x')).toBe(true);
+    expect(memo.accepts(undefined, '/x')).toBe(false);
+    expect(memo.accepts('a', '/' + 'x'.repeat(MAX_MEMO_TARGET))).toBe(false);
   });
 
   it('starts over when full, so a flood of targets cannot grow it', () => {
     const memo = new HitMemo(3);
-    for (let i = 0; i < 3; i++) memo.set(`k${i}`, route(`r${i}`));
+    for (let i = 0; i < 3; i++) memo.set('GET', 'h', `/k${i}`, route(`r${i}`));
     expect(memo.size).toBe(3);
-    memo.set('k1', route('again')); // replacing an entry does not clear
+    memo.set('GET', 'h', '/k1', route('again')); // replacing an entry does not clear
     expect(memo.size).toBe(3);
-    memo.set('k3', route('r3'));
+    expect(memo.get('GET', 'h', '/k1')?.key).toBe('again');
+    memo.set('GET', 'h', '/k3', route('r3'));
     expect(memo.size).toBe(1);
-    expect(memo.get('k3')?.key).toBe('r3');
-    expect(memo.get('k0')).toBeUndefined();
+    expect(memo.get('GET', 'h', '/k3')?.key).toBe('r3');
+    expect(memo.get('GET', 'h', '/k0')).toBeUndefined();
+    memo.set('GET', 'other', '/k3', route('r3-other')); // a second Host under a known target
+    expect(memo.size).toBe(2);
+    memo.clear();
+    expect(memo.size).toBe(0);
+    expect(memo.get('GET', 'h', '/k3')).toBeUndefined();
   });
 });
