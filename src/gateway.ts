@@ -271,7 +271,7 @@ export class Gateway implements RequestDeps {
 
   takeRateLimit(site: SiteRuntime, route: CompiledRoute, clientKey: (header?: string) => string): number | undefined {
     if (this.rateLimiters.size === 0) return undefined; // off unless configured
-    for (const id of [`${site.name}\u0000${route.name}`, `${site.name}\u0000`]) {
+    for (const id of rateLimitIds(site, route)) {
       const rl = this.rateLimiters.get(id);
       if (!rl) continue;
       const taken = rl.limiter.take(clientKey(rl.cfg.keyHeader));
@@ -282,7 +282,7 @@ export class Gateway implements RequestDeps {
 
   rateLimitApplies(site: SiteRuntime, route: CompiledRoute): boolean {
     if (this.rateLimiters.size === 0) return false;
-    return this.rateLimiters.has(`${site.name}\u0000${route.name}`) || this.rateLimiters.has(`${site.name}\u0000`);
+    return rateLimitIds(site, route).some((id) => this.rateLimiters.has(id));
   }
 
   retryAfterSeconds(site: string): number {
@@ -495,8 +495,8 @@ export class Gateway implements RequestDeps {
       else next.set(id, { cfg: rl, limiter: new RateLimiter({ ratePerSecond: rl.ratePerSecond, burst: rl.burst, clock: this.clock }) });
     };
     for (const site of cfg.sites) {
-      add(`${site.name}\u0000`, site.rateLimit);
-      for (const route of site.routes) add(`${site.name}\u0000${route.name}`, route.rateLimit);
+      add(rateLimitId(site.name), site.rateLimit);
+      for (const route of site.routes) add(rateLimitId(site.name, route.name), route.rateLimit);
     }
     this.rateLimiters = next;
   }
@@ -582,6 +582,16 @@ export class Gateway implements RequestDeps {
  * The primary cache key of a collapse key: handle-request.ts collapseKeyOf appends
  * `\u0001<variant key>` to the primary key for Vary'd resources.
  */
+/** A rate limiter's id: the site's own (route omitted) or one route's. */
+function rateLimitId(site: string, route = ''): string {
+  return `${site}\u0000${route}`;
+}
+
+/** The limiters that may apply to a request, the route's first, then the site's. */
+function rateLimitIds(site: SiteRuntime, route: CompiledRoute): [string, string] {
+  return [rateLimitId(site.name, route.name), rateLimitId(site.name)];
+}
+
 function primaryKeyOf(collapseKey: string): string {
   const cut = collapseKey.indexOf('\u0001');
   return cut === -1 ? collapseKey : collapseKey.slice(0, cut);

@@ -219,10 +219,7 @@ function answerMemoHit(
     finish(ctx, true);
     return true;
   }
-  deps.requestDone?.();
-  const status = res.headersSent ? res.statusCode : 0;
-  deps.metrics.observeRequest(memo.site.name, memo.route.name, 'hit', status ? statusClassOf(status) : 'aborted', (deps.clock.now() - now) / 1000);
-  deps.noteKey?.(memo.site.name, memo.path, 'hit');
+  countRequest(deps, res, memo.site.name, memo.route.name, memo.path, 'hit', deps.clock.now() - now);
   return true;
 }
 
@@ -346,7 +343,7 @@ function rememberRoute(ctx: Ctx, site: SiteRuntime, route: CompiledRoute, policy
   if (!canStore || policy.route.key.headers.length > 0 || policy.route.key.cookies.length > 0) return;
   const known = memo.get(ctx.method, ctx.memoHost!, ctx.url);
   if (known !== undefined && known.rt === rt && known.key === key) return;
-  memo.set(ctx.method, ctx.memoHost!, ctx.url, { rt, site, route, policy, key, path: ctx.path });
+  memo.set(ctx.method, ctx.memoHost!, ctx.url, { rt, site, route, key, path: ctx.path });
 }
 
 /** Steps 5 to 9, once the stored variants are known. */
@@ -1038,19 +1035,36 @@ function fail(
 }
 
 /**
+ * Drain accounting, the request metrics and the hot-key count for one finished request (the
+ * memo hit path and finish() alike). Returns the status sent, 0 when no head went out.
+ */
+function countRequest(
+  deps: RequestDeps,
+  res: ServerResponse,
+  site: string,
+  route: string,
+  path: string,
+  state: CacheState,
+  durationMs: number,
+): number {
+  deps.requestDone?.();
+  const status = res.headersSent ? res.statusCode : 0;
+  deps.metrics.observeRequest(site, route, state, status ? statusClassOf(status) : 'aborted', durationMs / 1000);
+  deps.noteKey?.(site, path, state);
+  return status;
+}
+
+/**
  * Once per request, when its answer was handed over in full synchronously (`handedOff`) or its
  * response closed: drain accounting, request metrics, hot keys, the access log line.
  */
 function finish(ctx: Ctx, handedOff: boolean): void {
   const { deps, res } = ctx;
-  deps.requestDone?.();
   const durationMs = deps.clock.now() - ctx.startedAt;
   const site = ctx.site?.name ?? '-';
   const routeName = ctx.route?.name ?? '-';
   const state = ctx.state === '-' ? 'error' : ctx.state;
-  const status = res.headersSent ? res.statusCode : 0;
-  deps.metrics.observeRequest(site, routeName, state, status ? statusClassOf(status) : 'aborted', durationMs / 1000);
-  deps.noteKey?.(site, ctx.path, state);
+  const status = countRequest(deps, res, site, routeName, ctx.path, state, durationMs);
   if (ctx.rt.config.log.access) {
     deps.logger.info(
       {

@@ -18,7 +18,6 @@
  * Owns the memo and the plain-request test; it decides nothing about caching itself.
  */
 import type { IncomingMessage } from 'node:http';
-import type { PolicyOptions } from '../cache/policy.js';
 import type { Runtime, SiteRuntime } from '../runtime.js';
 import type { CompiledRoute } from './site-router.js';
 
@@ -57,7 +56,6 @@ export interface MemoRoute {
   readonly rt: Runtime;
   readonly site: SiteRuntime;
   readonly route: CompiledRoute;
-  readonly policy: PolicyOptions;
   readonly key: string;
   readonly path: string;
 }
@@ -80,8 +78,8 @@ export function isPlainRequest(req: IncomingMessage): boolean {
  * generation is never used (`rt` is compared) and is replaced when the slow path passes again.
  */
 export class HitMemo {
-  private readonly get_ = new Map<string, Map<string, MemoRoute>>();
-  private readonly head = new Map<string, Map<string, MemoRoute>>();
+  private readonly forGet = new Map<string, Map<string, MemoRoute>>();
+  private readonly forHead = new Map<string, Map<string, MemoRoute>>();
   private count = 0;
 
   constructor(private readonly capacity = 10_000) {}
@@ -92,11 +90,11 @@ export class HitMemo {
   }
 
   get(method: string, host: string, url: string): MemoRoute | undefined {
-    return (method === 'HEAD' ? this.head : this.get_).get(url)?.get(host);
+    return (method === 'HEAD' ? this.forHead : this.forGet).get(url)?.get(host);
   }
 
   set(method: string, host: string, url: string, route: MemoRoute): void {
-    const byUrl = method === 'HEAD' ? this.head : this.get_;
+    const byUrl = method === 'HEAD' ? this.forHead : this.forGet;
     let byHost = byUrl.get(url);
     if (byHost === undefined || !byHost.has(host)) {
       if (this.count >= this.capacity) {
@@ -114,8 +112,8 @@ export class HitMemo {
   }
 
   clear(): void {
-    this.get_.clear();
-    this.head.clear();
+    this.forGet.clear();
+    this.forHead.clear();
     this.count = 0;
   }
 }
