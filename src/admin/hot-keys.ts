@@ -5,30 +5,50 @@
  */
 import type { CacheState } from '../outcome.js';
 
-interface Row {
+/** One row as top() reports it. */
+export interface HotKeyView {
   site: string;
   path: string;
   count: number;
   states: Partial<Record<CacheState, number>>;
 }
 
+export interface HotKeyRow {
+  site: string;
+  path: string;
+  /** False once the row left the table (decayed to zero or evicted): counts into it are lost. */
+  live: boolean;
+  count: number;
+  states: Partial<Record<CacheState, number>>;
+}
+
 export class HotKeys {
   /** site -> path -> row: looked up with the strings as given, no key string built per request. */
-  private readonly sites = new Map<string, Map<string, Row>>();
+  private readonly sites = new Map<string, Map<string, HotKeyRow>>();
   private size = 0;
 
   constructor(private readonly capacity: number) {}
 
   note(site: string, path: string, state: CacheState): void {
+    this.noteRow(this.rowFor(site, path), state);
+  }
+
+  /** The row for site+path, made when missing; a caller may keep it while `live` is true. */
+  rowFor(site: string, path: string): HotKeyRow {
     let rows = this.sites.get(site);
     if (!rows) this.sites.set(site, (rows = new Map()));
     let row = rows.get(path);
     if (!row) {
       if (this.size >= this.capacity) this.evictColdest();
-      row = { site, path: path.slice(0, 200), count: 0, states: {} };
+      row = { site, path: path.slice(0, 200), live: true, count: 0, states: {} };
       rows.set(path, row);
       this.size++;
     }
+    return row;
+  }
+
+  /** One request counted into a row from rowFor() (which must still be live). */
+  noteRow(row: HotKeyRow, state: CacheState): void {
     row.count++;
     row.states[state] = (row.states[state] ?? 0) + 1;
   }
@@ -40,6 +60,7 @@ export class HotKeys {
         row.count = Math.floor(row.count / 2);
         for (const k of Object.keys(row.states) as CacheState[]) row.states[k] = Math.floor(row.states[k]! / 2);
         if (row.count === 0) {
+          row.live = false;
           rows.delete(path);
           this.size--;
         }
@@ -48,14 +69,18 @@ export class HotKeys {
     }
   }
 
-  top(n: number): Row[] {
-    const all: Row[] = [];
+  /** The n busiest rows, as copies (callers keep or serialise them as they like). */
+  top(n: number): HotKeyView[] {
+    const all: HotKeyRow[] = [];
     for (const rows of this.sites.values()) for (const row of rows.values()) all.push(row);
-    return all.sort((a, b) => b.count - a.count).slice(0, n);
+    return all
+      .sort((a, b) => b.count - a.count)
+      .slice(0, n)
+      .map((r) => ({ site: r.site, path: r.path, count: r.count, states: { ...r.states } }));
   }
 
   private evictColdest(): void {
-    let coldRows: Map<string, Row> | undefined;
+    let coldRows: Map<string, HotKeyRow> | undefined;
     let coldPath: string | undefined;
     let cold = Infinity;
     for (const rows of this.sites.values()) {
@@ -68,6 +93,7 @@ export class HotKeys {
       }
     }
     if (coldRows && coldPath !== undefined) {
+      coldRows.get(coldPath)!.live = false;
       coldRows.delete(coldPath);
       this.size--;
     }

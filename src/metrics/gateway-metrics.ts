@@ -15,8 +15,11 @@ type MetricOf<K extends MetricKey> = (typeof METRICS)[K]['type'] extends 'counte
       ? FastHistogram
       : client.Histogram<string>;
 
-interface RequestRow {
-  labels: Record<string, string>;
+export interface RequestRow {
+  readonly labels: Record<string, string>;
+  readonly statusClass: string;
+  /** False once the rows started over: counting into it would be lost. */
+  live: boolean;
   pending: number;
   duration: HistogramSeries;
 }
@@ -65,6 +68,15 @@ export class GatewayMetrics {
    * per request.
    */
   observeRequest(site: string, route: string, state: string, statusClass: string, seconds: number): void {
+    this.observeRow(this.requestRow(site, route, state, statusClass), seconds);
+  }
+
+  /**
+   * The row counting requests with these labels, for a caller that keeps it across requests
+   * (the hit memo): it stays valid while `live` is true (the rows are bounded and start over at
+   * 10 000, which makes every row held until then dead).
+   */
+  requestRow(site: string, route: string, state: string, statusClass: string): RequestRow {
     let byRoute = this.requestRows.get(site);
     if (!byRoute) this.requestRows.set(site, (byRoute = new Map()));
     let byState = byRoute.get(route);
@@ -75,20 +87,29 @@ export class GatewayMetrics {
     if (!c) {
       if (this.requestRowCount >= 10_000) {
         this.flushRequestCounts();
+        for (const byRoute of this.requestRows.values())
+          for (const byState of byRoute.values()) for (const byClass of byState.values()) for (const row of byClass.values()) row.live = false;
         this.requestRows.clear();
         this.requestRowCount = 0;
-        return this.observeRequest(site, route, state, statusClass, seconds);
+        return this.requestRow(site, route, state, statusClass);
       }
       c = {
         labels: { site, route, state, status_class: statusClass },
+        statusClass,
+        live: true,
         pending: 0,
         duration: this.requestDuration.seriesFor({ site, state }),
       };
       byClass.set(statusClass, c);
       this.requestRowCount++;
     }
-    c.pending++;
-    this.requestDuration.observe(c.duration, seconds);
+    return c;
+  }
+
+  /** One finished request counted into a row from requestRow() (which must still be live). */
+  observeRow(row: RequestRow, seconds: number): void {
+    row.pending++;
+    this.requestDuration.observe(row.duration, seconds);
   }
   private requestDuration!: FastHistogram;
   /** site -> route -> state -> status class -> row (bounded by requestRowCount). */

@@ -18,6 +18,9 @@
  * Owns the memo and the plain-request test; it decides nothing about caching itself.
  */
 import type { IncomingMessage } from 'node:http';
+import type { HotKeyRow } from '../admin/hot-keys.js';
+import type { CacheEntry } from '../cache/entry.js';
+import type { RequestRow } from '../metrics/gateway-metrics.js';
 import type { Runtime, SiteRuntime } from '../runtime.js';
 import type { CompiledRoute } from './site-router.js';
 
@@ -58,6 +61,31 @@ export interface MemoRoute {
   readonly route: CompiledRoute;
   readonly key: string;
   readonly path: string;
+  /** What the fast path keeps between hits on this target (newHold() makes an empty one). */
+  readonly hold: MemoHold;
+}
+
+/**
+ * Kept between fast-path hits on one target, each part checked before use:
+ *   - the variants of the last store lookup, reused while the store's `version` is unchanged
+ *     (nothing stored changed since) and the lookup is under `HOLD_MS` old, so the LRU still
+ *     sees this key as recently used about once a second (as memcached bumps an item at most
+ *     once a minute);
+ *   - the metrics row and the hot-keys row a hit counts into, reused while `live`.
+ */
+export interface MemoHold {
+  variants: readonly CacheEntry[] | undefined;
+  version: number;
+  lookedUpAt: number;
+  row: RequestRow | undefined;
+  hot: HotKeyRow | undefined;
+}
+
+/** How long held variants stand in for a store lookup (ms). */
+export const HOLD_MS = 1000;
+
+export function newHold(): MemoHold {
+  return { variants: undefined, version: NaN, lookedUpAt: -Infinity, row: undefined, hot: undefined };
 }
 
 /** True when `req` is plain (module comment): the memo may stand in for its routing. */

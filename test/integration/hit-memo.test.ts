@@ -8,7 +8,7 @@ import { writeFileSync } from 'node:fs';
 import { request } from 'undici';
 import { stringify } from 'yaml';
 import { ManualClock } from '../../src/clock.js';
-import { HitMemo } from '../../src/server/hit-memo.js';
+import { HitMemo, HOLD_MS } from '../../src/server/hit-memo.js';
 import { siteFor, withTestDefaults } from '../helpers/gateway.js';
 import { useFixtures } from '../helpers/fixtures.js';
 
@@ -115,8 +115,10 @@ describe('hit memo: the fast path for plain repeated hits', () => {
     const g = await gateway({ admin: { purgeToken: token }, log: { access: false }, sites: [siteFor([o.url])] }, { clock });
     await get(`${g.url}/s`);
     await get(`${g.url}/s`);
+    clock.advance(9_500);
+    await get(`${g.url}/s`); // a fresh lookup (the last is over a second old), held from here
     const hitsBefore = await metric(g.adminUrl, /crowdgate_store_operations_total\{tier="memory",result="hit"\} (\d+)/);
-    clock.advance(11_000);
+    clock.advance(600); // stale now, within the hold: the slow path looks up for itself
     const expired = await get(`${g.url}/s`);
     expect(expired.headers['cache-status']).not.toMatch(/detail="hit /); // stale: revalidated, or updating in the background
     while (o.count('/s') < 2) await new Promise((r) => setTimeout(r, 5));
@@ -133,6 +135,62 @@ describe('hit memo: the fast path for plain repeated hits', () => {
     const afterPurge = await get(`${g.url}/s`);
     expect(afterPurge.headers['cache-status']).not.toMatch(/; hit;/);
     expect(o.count('/s')).toBe(3);
+  });
+
+  it('reuses a lookup only while nothing stored changed, and still tells the LRU about the key every second', async () => {
+    const clock = new ManualClock(Date.now());
+    const o = await origin();
+    const page = (name: string) => ({ headers: { 'cache-control': 'public, max-age=600' }, body: name.repeat(400_000) });
+    for (const name of ['a', 'b', 'c']) o.route(`/${name}`, page(name));
+    let version = 'v1';
+    o.route('/p', { headers: { 'cache-control': 'public, max-age=600' }, body: () => version });
+    // Room for two of the 400 kB pages, not three.
+    const token = 'a-long-enough-token-1234';
+    const g = await gateway(
+      { admin: { purgeToken: token }, cache: { maxBytes: 1_048_576, maxObjectBytes: 500_000 }, log: { access: false }, sites: [siteFor([o.url])] },
+      { clock },
+    );
+    await get(`${g.url}/a`);
+    await get(`${g.url}/b`); // LRU, oldest first: a b
+    await get(`${g.url}/a`); // fast path, a lookup: b a
+    await get(`${g.url}/b`); // a b
+    await get(`${g.url}/a`); // held: no lookup, so still a b
+    clock.advance(HOLD_MS);
+    await get(`${g.url}/a`); // the hold is a second old: a lookup again, b a
+    await get(`${g.url}/c`); // no room: the least recently used goes, which must be b
+    expect((await get(`${g.url}/a`)).headers['cache-status']).toMatch(/; hit;/);
+    expect((await get(`${g.url}/b`)).headers['cache-status']).toMatch(/fwd=(uri-)?miss/);
+    expect([o.count('/a'), o.count('/b'), o.count('/c')]).toEqual([1, 2, 1]);
+
+    // A change to the store (here a hard purge, which drops the record) ends every hold at once.
+    await get(`${g.url}/p`);
+    expect((await get(`${g.url}/p`)).body).toBe('v1'); // a hold on /p
+    version = 'v2';
+    const purge = await request(`${g.adminUrl}/purge`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}` },
+      body: JSON.stringify({ url: '/p', mode: 'hard' }),
+    });
+    await purge.body.text();
+    expect(purge.statusCode).toBe(200);
+    expect((await get(`${g.url}/p`)).body).toBe('v2');
+  });
+
+  it('keeps counting memo hits when the metric rows or hot-key rows it held were dropped', async () => {
+    const o = await origin();
+    o.route('/m', { headers: { 'cache-control': 'public, max-age=600' }, body: 'm' });
+    const g = await gateway({ log: { access: false }, sites: [siteFor([o.url])] });
+    for (let i = 0; i < 3; i++) await get(`${g.url}/m`); // miss, then two memo hits holding their rows
+    const line = /crowdgate_requests_total\{site="test",route="default",state="hit",status_class="2xx"\} (\d+)/;
+    expect(await metric(g.adminUrl, line)).toBe(2);
+    // One store hit each, whether the hit looked up or reused the lookup before it.
+    expect(await metric(g.adminUrl, /crowdgate_store_operations_total\{tier="memory",result="hit"\} (\d+)/)).toBe(2);
+    for (let i = 0; i <= 10_000; i++) g.gw.metrics.requestRow('other', `r${i}`, 'hit', '2xx'); // the rows start over
+    for (let i = 0; i < 8; i++) g.gw.hotKeys.decay(); // the hot-key row decays away
+    expect(g.gw.hotKeys.top(10).find((r) => r.path === '/m')).toBeUndefined();
+    await get(`${g.url}/m`);
+    expect(await metric(g.adminUrl, line)).toBe(3);
+    expect(g.gw.hotKeys.top(10).find((r) => r.path === '/m')).toMatchObject({ count: 1, states: { hit: 1 } });
   });
 
   it('never answers a request carrying a cookie or credentials from the memo: a logged-in user reaches the origin', async () => {
@@ -221,9 +279,16 @@ describe('hit memo: the fast path for plain repeated hits', () => {
       res.writeHead(200, headers);
       res.end(req.method === 'HEAD' ? undefined : `${path} for ${who}`);
     });
+    const token = 'a-long-enough-token-1234';
     const config = {
+      admin: { purgeToken: token },
       log: { access: false },
       sites: [siteFor([o.url], { bypassCookies: ['logged_in*'], routes: [{ name: 'all', cache: { defaultTtlSeconds: 30 } }] })],
+    };
+    const purge = async (adminUrl: string, url: string, mode: 'soft' | 'hard') => {
+      const res = await request(`${adminUrl}/purge`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: JSON.stringify({ url, mode }) });
+      await res.body.text();
+      expect(res.statusCode).toBe(200);
     };
     const withMemo = await gateway(config, { clock });
     const without = await gateway(config, { clock });
@@ -252,7 +317,11 @@ describe('hit memo: the fast path for plain repeated hits', () => {
           { maxLength: 3, selector: ([name]) => name },
         )
         .map((pairs) => Object.fromEntries(pairs)),
-      advanceMs: fc.constantFrom(0, 0, 0, 1_500, 40_000),
+      advanceMs: fc.constantFrom(0, 0, 0, 600, 1_500, 40_000),
+      // Store changes between requests: the memo's held lookups must never outlive them.
+      purge: fc.constantFrom<undefined | 'soft' | 'hard'>(undefined, undefined, undefined, undefined, 'soft', 'hard'),
+      // Sent this many times in a row, as a crowd does (a repeat can answer from a held lookup).
+      times: fc.constantFrom(1, 1, 2, 3),
     });
     let run = 0;
     await fc.assert(
@@ -262,6 +331,7 @@ describe('hit memo: the fast path for plain repeated hits', () => {
             cc: fc.constantFrom(
               'public, max-age=60',
               'max-age=5',
+              'max-age=1',
               'private, max-age=60',
               'no-store',
               'no-cache',
@@ -282,18 +352,21 @@ describe('hit memo: the fast path for plain repeated hits', () => {
           for (const r of requests) {
             clock.advance(r.advanceMs);
             const target = `/r${run}${r.path}${r.query}`;
-            const a = await get(`${withMemo.url}${target}`, r.headers, r.method);
-            const b = await get(`${without.url}${target}`, r.headers, r.method);
-            // A background refresh (stale-while-revalidate) runs on after the answer: let both
-            // finish before the next request, so neither gateway is a refresh ahead of the other.
-            while (withMemo.gw.inflight.size > 0 || without.gw.inflight.size > 0) await new Promise((r) => setTimeout(r, 1));
-            // Error pages quote their request id (and so their length differs with it).
-            const same = (x: typeof a) => {
-              const { 'content-length': length, ...headers } = comparable(x.headers);
-              const body = x.body.replace(/request [0-9a-f]{8}-[0-9a-z]+/g, 'request ID');
-              return { target, status: x.status, body, headers, length: x.headers['x-crowdgate-error'] ? 'page' : length };
-            };
-            expect(same(a)).toEqual(same(b));
+            if (r.purge) for (const g of [withMemo, without]) await purge(g.adminUrl, `/r${run}${r.path}`, r.purge);
+            for (let i = 0; i < r.times; i++) {
+              const a = await get(`${withMemo.url}${target}`, r.headers, r.method);
+              const b = await get(`${without.url}${target}`, r.headers, r.method);
+              // A background refresh (stale-while-revalidate) runs on after the answer: let both
+              // finish before the next request, so neither gateway is a refresh ahead of the other.
+              while (withMemo.gw.inflight.size > 0 || without.gw.inflight.size > 0) await new Promise((r) => setTimeout(r, 1));
+              // Error pages quote their request id (and so their length differs with it).
+              const same = (x: typeof a) => {
+                const { 'content-length': length, ...headers } = comparable(x.headers);
+                const body = x.body.replace(/request [0-9a-f]{8}-[0-9a-z]+/g, 'request ID');
+                return { target, status: x.status, body, headers, length: x.headers['x-crowdgate-error'] ? 'page' : length };
+              };
+              expect(same(a)).toEqual(same(b));
+            }
           }
         },
       ),

@@ -54,6 +54,16 @@ export interface CacheStore {
    */
   peekHit?(key: string, now?: number): readonly CacheEntry[] | undefined;
   /**
+   * With peekHit: a number that changes whenever anything stored changes (a write, a purge, a
+   * delete, an eviction or expiry). A caller holding what peekHit returned at version v may
+   * answer from it again, without a lookup, while the version is still v; it then reports the
+   * hit with noteHeldHit(). Such answers skip the lookup's recency update, so a holder should
+   * look up again from time to time (the hit memo does every second).
+   */
+  readonly version?: number;
+  /** Counts a hit answered from held variants (see version), as peekHit counts its own. */
+  noteHeldHit?(): void;
+  /**
    * Store one variant: replaces the variant with the same variantKey under entry.key, keeps the
    * others, at most maxVariants (drop the oldest). Never rejects.
    */

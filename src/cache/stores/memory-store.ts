@@ -59,6 +59,8 @@ export class MemoryStore implements CacheStore {
   private readonly maxVariants: number;
   /** The clock reading of the lookup under way, lent to lru-cache's TTL check (one read per lookup). */
   private lookupNow: number | undefined;
+  /** CacheStore.version: bumped by every write, purge and removal (dispose covers removals). */
+  private changes = 0;
   /** tag -> primary keys whose record has at least one variant with that tag. */
   private readonly keysByTag = new Map<string, Set<string>>();
 
@@ -80,6 +82,7 @@ export class MemoryStore implements CacheStore {
       perf: { now: () => this.lookupNow ?? clock.now() },
       ttlResolution: 0,
       dispose: (record, key, reason) => {
+        this.changes++;
         this.unindex(key, record);
         if (reason === 'evict') this.onEvent?.({ kind: 'eviction', tier: 'memory' });
       },
@@ -90,6 +93,14 @@ export class MemoryStore implements CacheStore {
     const entries = this.read(key, now ?? this.clock.now());
     if (entries) this.onEvent?.(HIT);
     return entries;
+  }
+
+  get version(): number {
+    return this.changes;
+  }
+
+  noteHeldHit(): void {
+    this.onEvent?.(HIT);
   }
 
   async get(key: string): Promise<readonly CacheEntry[] | undefined> {
@@ -129,6 +140,7 @@ export class MemoryStore implements CacheStore {
 
   async purge(selector: PurgeSelector, mode: PurgeMode, now: number): Promise<number> {
     let affected = 0;
+    this.changes++;
     for (const key of this.candidateKeys(selector)) {
       const record = this.lru.peek(key);
       if (!record) continue;
@@ -150,6 +162,7 @@ export class MemoryStore implements CacheStore {
   }
 
   async close(): Promise<void> {
+    this.changes++;
     this.lru.clear();
     this.keysByTag.clear();
   }
@@ -185,6 +198,7 @@ export class MemoryStore implements CacheStore {
   }
 
   private write(key: string, record: StoredRecord, now: number, isNewData = true): void {
+    this.changes++;
     // Drop the oldest variants until the record fits the whole cache (lru-cache refuses it otherwise).
     while (record.length > 1 && recordSizeOf(record) > this.maxBytes) record.shift();
     // ttl = latest deleteAt − now, in whole ms (lru-cache wants a positive integer).

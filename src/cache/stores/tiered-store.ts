@@ -39,6 +39,14 @@ export class TieredStore implements CacheStore {
     return this.l1.peekHit(key, now);
   }
 
+  get version(): number {
+    return this.l1.version;
+  }
+
+  noteHeldHit(): void {
+    this.l1.noteHeldHit();
+  }
+
   async get(key: string): Promise<readonly CacheEntry[] | undefined> {
     const near = await this.l1.get(key);
     if (near) return near;

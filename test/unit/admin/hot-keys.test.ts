@@ -44,4 +44,24 @@ describe('HotKeys', () => {
     h.note('blog', `/${'x'.repeat(500)}`, 'hit');
     expect(h.top(1)[0]!.path).toHaveLength(200);
   });
+
+  it('hands out rows a caller may keep while live: counts land in the table, and a row that left it says so', () => {
+    const h = new HotKeys(2);
+    const a = h.rowFor('blog', '/a');
+    expect(h.rowFor('blog', '/a')).toBe(a);
+    h.noteRow(a, 'hit');
+    h.noteRow(a, 'hit');
+    expect(h.top(10)).toEqual([{ site: 'blog', path: '/a', count: 2, states: { hit: 2 } }]);
+    h.decay();
+    h.decay(); // 2 -> 1 -> 0: forgotten
+    expect(a.live).toBe(false);
+    expect(h.top(10)).toEqual([]);
+    const b = h.rowFor('blog', '/b');
+    h.note('blog', '/c', 'hit');
+    h.note('blog', '/c', 'hit');
+    h.note('blog', '/d', 'miss'); // full: evicts the coldest, /b
+    expect(b.live).toBe(false);
+    expect(h.rowFor('blog', '/c').live).toBe(true);
+  });
 });
+

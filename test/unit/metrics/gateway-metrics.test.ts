@@ -30,4 +30,25 @@ describe('GatewayMetrics hot-path counters (plain numbers, flushed on scrape)', 
     m.observeRequest('blog', 'default', 'hit', '2xx', 0.001);
     expect(sample((await m.render()).body, line)).toBe(3);
   });
+
+  it('hands out request rows a caller may keep: counts through a row are scraped, and rows die when the table starts over', async () => {
+    const m = new GatewayMetrics({ defaultMetrics: false });
+    const row = m.requestRow('blog', 'default', 'hit', '2xx');
+    expect(m.requestRow('blog', 'default', 'hit', '2xx')).toBe(row);
+    expect(row.statusClass).toBe('2xx');
+    m.observeRow(row, 0.001);
+    m.observeRequest('blog', 'default', 'hit', '2xx', 0.001);
+    const line = 'crowdgate_requests_total{site="blog",route="default",state="hit",status_class="2xx"}';
+    let text = (await m.render()).body;
+    expect(sample(text, line)).toBe(2);
+    expect(sample(text, 'crowdgate_request_duration_seconds_count{site="blog",state="hit"}')).toBe(2);
+    for (let i = 0; i < 10_000; i++) m.observeRequest('blog', `r${i}`, 'hit', '2xx', 0.001); // past the bound
+    expect(row.live).toBe(false);
+    const fresh = m.requestRow('blog', 'default', 'hit', '2xx');
+    expect(fresh).not.toBe(row);
+    m.observeRow(fresh, 0.001);
+    text = (await m.render()).body;
+    expect(sample(text, line)).toBe(3); // nothing counted before the restart was lost
+  });
 });
+

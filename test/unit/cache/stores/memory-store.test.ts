@@ -147,3 +147,39 @@ describe('MemoryStore synchronous hit path', () => {
     expect(events.map((e) => e.kind)).toEqual(['hit', 'hit']);
   });
 });
+
+describe('MemoryStore version (held variants, CacheStore.version)', () => {
+  it('changes on every write, delete, purge, eviction and expiry, and not on lookups', async () => {
+    const { store, clock } = makeStore({ maxBytes: 3 * entrySizeOf(sized('x', 100)) });
+    const changedBy = async (step: () => unknown) => {
+      const before = store.version;
+      await step();
+      return store.version !== before;
+    };
+    expect(await changedBy(() => store.put(sized('a', 100)))).toBe(true);
+    expect(await changedBy(() => store.peekHit('a'))).toBe(false);
+    expect(await changedBy(() => store.get('a'))).toBe(false);
+    expect(await changedBy(() => store.get('absent'))).toBe(false);
+    expect(await changedBy(() => store.put(sized('a', 100, { variantKey: 'v2' })))).toBe(true); // replace
+    expect(await changedBy(() => store.purge({ kind: 'key', key: 'a' }, 'soft', clock.now()))).toBe(true); // in place
+    expect(await changedBy(() => store.delete('a'))).toBe(true);
+    await store.put(sized('b', 100));
+    await store.put(sized('c', 100));
+    await store.put(sized('d', 100));
+    expect(await changedBy(() => store.put(sized('e', 100)))).toBe(true); // evicts b
+    expect(store.peekHit('b')).toBeUndefined();
+    const live = sized('f', 100);
+    await store.put(live);
+    clock.set(live.deleteAt + 1);
+    expect(await changedBy(() => store.peekHit('f'))).toBe(true); // found expired: dropped
+  });
+
+  it('noteHeldHit counts a hit exactly as a lookup that found the key does', async () => {
+    const { store, events } = makeStore();
+    await store.put(sized('k', 10));
+    events.length = 0;
+    store.peekHit('k');
+    store.noteHeldHit();
+    expect(events).toEqual(['hit', 'hit']);
+  });
+});

@@ -77,4 +77,20 @@ describe('TieredStore', () => {
     expect(await a.store.get('k')).toEqual([entry]);
     expect(await a.store.delete('k')).toBe(true);
   });
+
+  it('version is the L1 version: a fill from L2 and a broadcast purge both change it; a held hit counts as an L1 hit', async () => {
+    const { a, b, clock } = await makeInstances();
+    await a.store.put(makeEntry({ key: 'k', tags: ['t'] }));
+    let v = b.store.version;
+    await b.store.get('k'); // L1 filled from L2
+    expect(b.store.version).not.toBe(v);
+    v = b.store.version;
+    b.store.peekHit('k');
+    expect(b.store.version).toBe(v);
+    await b.store.purgeLocal({ kind: 'tag', tag: 't' }, 'soft', clock.now()); // what a purge broadcast runs
+    expect(b.store.version).not.toBe(v);
+    b.events.length = 0;
+    b.store.noteHeldHit();
+    expect(b.events).toEqual(['memory:hit']);
+  });
 });
