@@ -4,17 +4,20 @@
  * for 1 KiB and 64 KiB bodies. Optionally nginx and Varnish serving the same hit (--peers).
  *
  * Method: `wrk` (closed loop, keep-alive, 64 connections, 1 thread) against each server in
- * alternation, A B A B … (`--runs` of each, `--seconds` each), so drift in the machine's load
- * hits both alike; medians of requests/s and of wrk's p50/p99 latency are reported, with the
- * ratio crowdgate ÷ ceiling. The cache is warmed first (until Cache-Status says hit) and the
- * origin's request count is checked afterwards to prove the runs were hits.
+ * turn. `--launches` times, every server is started afresh (a Node process's speed differs by a
+ * few percent from one start to the next), warmed up, and run `--runs` times, in an order that
+ * rotates from run to run, so drift in the machine's load hits all alike. Medians over all runs
+ * of requests/s and of wrk's p50/p99 latency are reported, with the ratio crowdgate ÷ ceiling,
+ * and each run's ratio to the ceiling's run of the same launch and index (median, min–max). The
+ * cache is warmed first (until Cache-Status says hit) and the origin's request count is checked
+ * afterwards to prove the runs were hits.
  *
  * Pinning: when `taskset` exists, the server under test is pinned to CPU 0 and wrk to CPU 1,
  * so the generator never steals the server's core (the origin is idle during the runs).
  *
  * Warm-up: one unmeasured `--warmup`-second wrk run per server before the measured ones.
  *
- * Usage: node bench/hit-throughput.mjs [--runs 5] [--seconds 5] [--warmup 3] [--sizes 1024,65536] [--peers]
+ * Usage: node bench/hit-throughput.mjs [--launches 3] [--runs 3] [--seconds 5] [--warmup 3] [--sizes 1024,65536] [--peers]
  *          [--only crowdgate,nginx,varnish] [--connections 64]
  */
 import { writeReport, runFacts, machineSentence } from './lib/report.mjs';
@@ -87,7 +90,8 @@ function runWrk(url, seconds, connections) {
 async function main() {
   const { values } = parseArgs({
     options: {
-      runs: { type: 'string', default: '5' },
+      runs: { type: 'string', default: '3' },
+      launches: { type: 'string', default: '3' },
       seconds: { type: 'string', default: '5' },
       warmup: { type: 'string', default: '3' },
       sizes: { type: 'string', default: '1024,65536' },
@@ -99,6 +103,7 @@ async function main() {
   });
   if (!hasCommand('wrk')) throw new Error('wrk is not installed (apt-get install -y wrk)');
   const runs = Number(values.runs);
+  const launches = Number(values.launches);
   const seconds = Number(values.seconds);
   const warmupSeconds = Number(values.warmup);
   const connections = Number(values.connections);
@@ -120,47 +125,61 @@ async function main() {
   const loadAtStart = noteMachineLoad('start');
   const results = [];
   for (const bytes of sizes) {
-    const ceiling = await startStatic(`ceiling-${bytes}`, bytes, SERVER_CPU);
-    const origin = await startStatic(`origin-${bytes}`, bytes, undefined);
-    /** @type {{ name: string, url: string, stop: () => Promise<void> }[]} */
-    const servers = [ceiling];
-    try {
-      for (const c of contenders) {
-        const start = { crowdgate: startCrowdgate, nginx: startNginx, varnish: startVarnish }[c];
-        const s = await start({ originUrl: origin.url, label: `${c}-hit-${bytes}`, cpu: SERVER_CPU });
-        await warm(s.url);
-        servers.push({ ...s, name: c });
-      }
-      // Unmeasured warm-up of every server under the same load: JIT, and the kernel growing each
-      // connection's socket buffers (the first seconds of 64 KiB runs were up to 2x slower).
-      for (const s of servers) runWrk(s.url, warmupSeconds, connections);
-      const originBefore = (await (await fetch(`${origin.url}/__stats`)).json()).benchRequests;
-      /** @type {Record<string, ReturnType<typeof runWrk>[]>} */
-      const samples = Object.fromEntries(servers.map((s) => [s.name, []]));
-      for (let i = 0; i < runs; i++) {
-        for (const s of servers) {
-          const r = runWrk(s.url, seconds, connections);
-          samples[s.name].push(r);
-          process.stderr.write(`  ${bytes} B ${s.name} run ${i + 1}: ${fmtInt(r.rps)} req/s, p99 ${fmtMs(r.p99)} ms\n`);
+    /** @type {Record<string, ReturnType<typeof runWrk>[]>} */
+    const samples = {};
+    let originFetchesDuringRuns = 0;
+    // Each launch starts every server afresh: a Node process's speed varies by a few percent from
+    // one start to the next (JIT and memory layout), so one launch per server would be a sample of one.
+    for (let launch = 0; launch < launches; launch++) {
+      const ceiling = await startStatic(`ceiling-${bytes}`, bytes, SERVER_CPU);
+      const origin = await startStatic(`origin-${bytes}`, bytes, undefined);
+      /** @type {{ name: string, url: string, stop: () => Promise<void> }[]} */
+      const servers = [ceiling];
+      try {
+        for (const c of contenders) {
+          const start = { crowdgate: startCrowdgate, nginx: startNginx, varnish: startVarnish }[c];
+          const s = await start({ originUrl: origin.url, label: `${c}-hit-${bytes}`, cpu: SERVER_CPU });
+          await warm(s.url);
+          servers.push({ ...s, name: c });
         }
+        // Unmeasured warm-up of every server under the same load: JIT, and the kernel growing each
+        // connection's socket buffers (the first seconds of 64 KiB runs were up to 2x slower).
+        for (const s of servers) runWrk(s.url, warmupSeconds, connections);
+        const originBefore = (await (await fetch(`${origin.url}/__stats`)).json()).benchRequests;
+        for (let i = 0; i < runs; i++) {
+          // Rotate the order each run, so no server always runs first or right after another.
+          const k = (launch * runs + i) % servers.length;
+          for (const s of [...servers.slice(k), ...servers.slice(0, k)]) {
+            const r = runWrk(s.url, seconds, connections);
+            (samples[s.name] ??= []).push({ ...r, launch });
+            process.stderr.write(`  ${bytes} B launch ${launch + 1} run ${i + 1} ${s.name}: ${fmtInt(r.rps)} req/s, p99 ${fmtMs(r.p99)} ms\n`);
+          }
+        }
+        const originAfter = (await (await fetch(`${origin.url}/__stats`)).json()).benchRequests;
+        originFetchesDuringRuns += originAfter - originBefore;
+      } finally {
+        for (const s of servers.reverse()) await s.stop();
+        await origin.stop();
       }
-      const originAfter = (await (await fetch(`${origin.url}/__stats`)).json()).benchRequests;
-      const row = { bytes, originFetchesDuringRuns: originAfter - originBefore, servers: {} };
-      for (const [name, rs] of Object.entries(samples)) {
-        row.servers[name] = {
-          rpsMedian: median(rs.map((r) => r.rps)),
-          p50Median: median(rs.map((r) => r.p50)),
-          p99Median: median(rs.map((r) => r.p99)),
-          non2xx: rs.reduce((a, r) => a + r.non2xx, 0),
-          socketErrors: rs.map((r) => r.socketErrors).filter(Boolean),
-          runs: rs,
-        };
-      }
-      results.push(row);
-    } finally {
-      for (const s of servers.reverse()) await s.stop();
-      await origin.stop();
     }
+    const row = { bytes, originFetchesDuringRuns, servers: {} };
+    const ceilingRuns = samples[`ceiling-${bytes}`];
+    for (const [name, rs] of Object.entries(samples)) {
+      // Each run's req/s over the ceiling's in the same launch and run index (taken minutes apart at most).
+      const ratios = rs.map((r, j) => r.rps / ceilingRuns[j].rps);
+      row.servers[name] = {
+        rpsMedian: median(rs.map((r) => r.rps)),
+        p50Median: median(rs.map((r) => r.p50)),
+        p99Median: median(rs.map((r) => r.p99)),
+        pairRatioMedian: median(ratios),
+        pairRatioMin: Math.min(...ratios),
+        pairRatioMax: Math.max(...ratios),
+        non2xx: rs.reduce((a, r) => a + r.non2xx, 0),
+        socketErrors: rs.map((r) => r.socketErrors).filter(Boolean),
+        runs: rs,
+      };
+    }
+    results.push(row);
   }
 
   const meta = {
@@ -169,17 +188,21 @@ async function main() {
     wrk: `wrk -t1 -c${connections} -d${seconds}s --latency`,
     warmupSeconds,
     runs,
+    launches,
   };
   const { date } = meta;
   const L = [`# Cache-hit throughput — ${date}`, ''];
-  L.push(`${machineSentence(meta)} ${meta.wrk}, ${warmupSeconds} s unmeasured warm-up per server, then ${runs} alternating runs per server; medians. Pinning: ${meta.pinning}. Command: \`${meta.command}\``, '');
-  L.push('| body | server | req/s (median) | ÷ ceiling | p50 ms | p99 ms | non-2xx | origin fetches of /bench during runs |');
-  L.push('|---:|---|---:|---:|---:|---:|---:|---:|');
+  L.push(
+    `${machineSentence(meta)} ${meta.wrk}. ${launches} launches (every server started afresh each time), each with ${warmupSeconds} s of unmeasured warm-up per server and then ${runs} runs per server in rotating order: ${launches * runs} runs per server; medians. "÷ ceiling" is the ratio of medians; "pairs" is each run over the ceiling's run of the same launch and index (median, min–max). Pinning: ${meta.pinning}. Command: \`${meta.command}\``,
+    '',
+  );
+  L.push('| body | server | req/s (median) | ÷ ceiling | pairs: median (min–max) | p50 ms | p99 ms | non-2xx | origin fetches of /bench during runs |');
+  L.push('|---:|---|---:|---:|---|---:|---:|---:|---:|');
   for (const row of results) {
     const ceil = row.servers[`ceiling-${row.bytes}`] ?? Object.values(row.servers)[0];
     for (const [name, s] of Object.entries(row.servers)) {
       L.push(
-        `| ${row.bytes >= 1024 ? `${row.bytes / 1024} KiB` : `${row.bytes} B`} | ${name.replace(/-\d+$/, '')} | ${fmtInt(s.rpsMedian)} | ${(s.rpsMedian / ceil.rpsMedian).toFixed(2)} | ${fmtMs(s.p50Median)} | ${fmtMs(s.p99Median)} | ${s.non2xx} | ${name.startsWith('ceiling') ? '—' : row.originFetchesDuringRuns} |`,
+        `| ${row.bytes >= 1024 ? `${row.bytes / 1024} KiB` : `${row.bytes} B`} | ${name.replace(/-\d+$/, '')} | ${fmtInt(s.rpsMedian)} | ${(s.rpsMedian / ceil.rpsMedian).toFixed(2)} | ${name.startsWith('ceiling') ? '—' : `${s.pairRatioMedian.toFixed(2)} (${s.pairRatioMin.toFixed(2)}–${s.pairRatioMax.toFixed(2)})`} | ${fmtMs(s.p50Median)} | ${fmtMs(s.p99Median)} | ${s.non2xx} | ${name.startsWith('ceiling') ? '—' : row.originFetchesDuringRuns} |`,
       );
     }
   }
