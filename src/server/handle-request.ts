@@ -199,6 +199,11 @@ function answerMemoHit(
   res: ServerResponse,
 ): boolean | readonly CacheEntry[] {
   if (req.rawHeaders.length / 2 > rt.config.limits.maxHeadersCount) return false;
+  // A cookie is the one plain field that can decide something: a bypass cookie sends the request
+  // to the origin (route() step 4), and Vary: Cookie selects with the cookies a fill would send,
+  // which for a memoised route (no cookie in its key) are none.
+  const cookie = req.headers.cookie;
+  if (cookie !== undefined && hasBypassCookie(memo.site, cookie)) return false;
   const now = deps.clock.now();
   const store = deps.store;
   const hold = memo.hold;
@@ -214,7 +219,8 @@ function answerMemoHit(
     hold.lookedUpAt = now;
     if (variants === undefined) return false;
   }
-  const entry = selectVariant(variants, req.headers); // no Cookie: the request's headers are its variant headers
+  // makeVariantHeaders() for a route whose key reads no cookie: the request's headers, cookie-less.
+  const entry = selectVariant(variants, cookie === undefined ? req.headers : { ...req.headers, cookie: undefined });
   // evaluateEntry without request directives: fresh is exactly "no revalidation needed".
   if (entry === undefined || entry.noCache || !(now < staleAtOf(entry))) {
     // The slow path reuses a record just looked up; held variants are not a lookup of this request.
@@ -345,7 +351,7 @@ function route(ctx: Ctx): void | Promise<void> {
   const policy = site.policyFor(routeMatch);
   const facts: RequestFacts = { method: ctx.method, url: ctx.url, headers: req.headers };
   const eligibility = isCacheableRequest(facts, policy);
-  const bypassCookie = req.headers.cookie !== undefined && [...parseCookies(req.headers.cookie).keys()].some(site.isBypassCookie);
+  const bypassCookie = req.headers.cookie !== undefined && hasBypassCookie(site, req.headers.cookie);
   if (!eligibility.cacheable || bypassCookie || ctx.method === 'OPTIONS') {
     ctx.state = 'bypass';
     if (deps.isOverloaded()) return shed(ctx, 'pressure');
@@ -941,6 +947,12 @@ function prepareForwardHeaders(ctx: Ctx): void {
   headers['x-request-id'] = ctx.requestId;
 }
 const TE_KEEP: ReadonlySet<string> = new Set(['transfer-encoding']);
+
+/** True when the Cookie header names a cookie that makes this site bypass the cache (sites[].bypassCookies). */
+function hasBypassCookie(site: SiteRuntime, header: string): boolean {
+  for (const name of parseCookies(header).keys()) if (site.isBypassCookie(name)) return true;
+  return false;
+}
 
 /** Cookies a fill may send: only those the key template varies on (they are part of the key). */
 function keptCookies(header: string | string[] | undefined, policy: PolicyOptions): string | undefined {

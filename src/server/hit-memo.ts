@@ -3,13 +3,15 @@
  *
  * For a *plain* request — GET or HEAD, an origin-form target, and no header field outside
  * `PLAIN_FIELDS` — every decision the request path makes before the cache lookup is a function
- * of (config generation, method, Host, target) alone:
+ * of (config generation, method, Host, target) alone, but for one the fast path still makes:
  *   - parse checks: no Content-Length or Transfer-Encoding (the header count is still checked);
  *   - site and route: Host, method and path;
  *   - rate limit: the memo is only written where no limit applies;
- *   - eligibility: no Authorization, Cache-Control, Pragma or Cookie to change it;
+ *   - eligibility: no Authorization, Cache-Control or Pragma to change it; a Cookie can (a
+ *     bypass cookie), so the fast path checks the site's bypass cookies whenever one is sent;
  *   - cache key: only where the route's key template reads no header or cookie;
- *   - Vary's request headers: the request's own (no Cookie to filter).
+ *   - Vary's request headers: the request's own, without Cookie (a fill sends no cookie on a
+ *     route whose key reads none, so Vary: Cookie selects as for no cookie).
  * The slow path writes an entry after making those decisions; the fast path (handle-request.ts
  * `answerMemoHit`) reads it and still does everything that depends on the moment or on the
  * request: the store lookup, Vary selection, freshness, Age, Cache-Status, metrics. Anything
@@ -25,9 +27,10 @@ import type { Runtime, SiteRuntime } from '../runtime.js';
 import type { CompiledRoute } from './site-router.js';
 
 /**
- * Request fields no decision before the lookup reads. Vary may still name them: the fast path
- * selects the variant with the request's own headers, as the slow path does. Anything else —
- * Authorization, Cookie, Cache-Control, Pragma, conditionals, Range, Expect, X-Request-Id,
+ * Request fields no decision before the lookup reads, and Cookie, which the fast path checks
+ * itself (module comment). Vary may still name them: the fast path selects the variant with the
+ * request's own headers, as the slow path does. Anything else —
+ * Authorization, Cache-Control, Pragma, conditionals, Range, Expect, X-Request-Id,
  * X-Forwarded-For, Content-Length, Transfer-Encoding, priority or rate-limit key headers —
  * sends the request the slow way.
  */
@@ -49,6 +52,7 @@ export const PLAIN_FIELDS: ReadonlySet<string> = new Set([
   'sec-ch-ua',
   'sec-ch-ua-mobile',
   'sec-ch-ua-platform',
+  'cookie',
 ]);
 
 /** Host plus target longer than this is never memoised (bounds the memo's memory). */

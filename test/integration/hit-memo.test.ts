@@ -193,20 +193,42 @@ describe('hit memo: the fast path for plain repeated hits', () => {
     expect(g.gw.hotKeys.top(10).find((r) => r.path === '/m')).toMatchObject({ count: 1, states: { hit: 1 } });
   });
 
-  it('never answers a request carrying a cookie or credentials from the memo: a logged-in user reaches the origin', async () => {
+  it('answers a request with cookies from the memo only when none is a bypass cookie; credentials never look', async () => {
     const o = await origin();
     o.route('/home', { headers: { 'cache-control': 'public, max-age=60' }, body: (r) => (r.headers.cookie ? 'private page' : 'public page') });
+    o.route('/v', { headers: { 'cache-control': 'public, max-age=60', vary: 'Cookie' }, body: (r) => `cookie=${String(r.headers.cookie ?? '-')}` });
     const g = await gateway({ sites: [siteFor([o.url], { bypassCookies: ['wordpress_logged_in*'] })] });
     await get(`${g.url}/home`);
     expect((await get(`${g.url}/home`)).headers['cache-status']).toMatch(/; hit;/);
     expect(g.gw.hitMemo.size).toBe(1);
-    const loggedIn = await get(`${g.url}/home`, { cookie: 'wordpress_logged_in_abc=1' });
-    expect(loggedIn.body).toBe('private page');
-    expect(loggedIn.headers['cache-status']).toMatch(/fwd=bypass/);
-    expect(o.count('/home')).toBe(2);
+    const memo = watchMemo();
+    try {
+      // An analytics cookie: the shared page, from the memo (the slow path would answer the same).
+      const analytics = await get(`${g.url}/home`, { cookie: '_ga=GA1.1.123; _gid=GA1.1.456' });
+      expect(analytics.body).toBe('public page');
+      expect(analytics.headers['cache-status']).toMatch(/; hit;/);
+      expect(memo.found()).toBe(1);
+      const loggedIn = await get(`${g.url}/home`, { cookie: '_ga=GA1.1.123; wordpress_logged_in_abc=1' });
+      expect(loggedIn.body).toBe('private page');
+      expect(loggedIn.headers['cache-status']).toMatch(/fwd=bypass/);
+      await get(`${g.url}/home`, { authorization: 'Bearer user-a' }); // not plain: decided by the slow path
+      expect(memo.lookups()).toBe(2);
+    } finally {
+      memo.restore();
+    }
+    expect(o.count('/home')).toBe(2); // the first fill and the logged-in user
     // The anonymous page is still served from cache afterwards, never the private one.
     expect((await get(`${g.url}/home`)).body).toBe('public page');
     expect(o.count('/home')).toBe(2);
+
+    // Vary: Cookie selects as a fill sends cookies: none (the key reads no cookie), on both paths.
+    await get(`${g.url}/v`, { cookie: '_ga=1' }); // miss: filled without the cookie
+    const fast = await get(`${g.url}/v`, { cookie: '_ga=2' });
+    const slow = await get(`${g.url}/v`, { cookie: '_ga=2', 'x-debug': '1' });
+    expect(fast.body).toBe('cookie=-');
+    expect(fast.headers['cache-status']).toMatch(/; hit;/);
+    expect(comparable(fast.headers)).toEqual(comparable(slow.headers));
+    expect(o.count('/v')).toBe(1);
   });
 
   it('does not outlive a config change: a route turned uncacheable is bypassed at once', async () => {
