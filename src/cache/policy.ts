@@ -101,8 +101,23 @@ export const HEURISTIC_CAP_MS = 24 * 3600 * 1000;
 export const REVALIDATION_WINDOW_MS = 60_000;
 
 const SAFE_CACHE_METHODS = new Set(['GET', 'HEAD']);
-/** RFC 9110 §7.6.1 hop-by-hop fields (plus Proxy-*); never stored (RFC 9111 §3.1). */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+/**
+ * Hop-by-hop fields: RFC 9110 §7.6.1's (Connection, Proxy-Connection, Keep-Alive, TE, Trailer,
+ * Transfer-Encoding, Upgrade) and the proxy credentials of §11.7, which concern one hop only.
+ * Never stored (RFC 9111 §3.1) nor forwarded (server/headers.ts). Fields that Connection lists
+ * are hop-by-hop too. Other Proxy-* fields (RFC 9209 Proxy-Status) are end to end.
+ */
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
 export const CDN_CACHE_CONTROL = 'cdn-cache-control';
 
 export function isHeuristicallyCacheable(status: number): boolean {
@@ -258,9 +273,9 @@ function configured(lifetimeMs: number, source: FreshnessSource): Freshness {
   return { lifetimeMs, source, explicit: false, configured: true };
 }
 
-/** Names Connection lists, plus the fixed hop-by-hop set and Proxy-* (RFC 9110 §7.6.1). */
+/** The fixed hop-by-hop set, plus the names Connection lists (RFC 9110 §7.6.1). */
 function isHopByHop(name: string, connectionListed: ReadonlySet<string>): boolean {
-  return HOP_BY_HOP.has(name) || name.startsWith('proxy-') || connectionListed.has(name);
+  return HOP_BY_HOP.has(name) || connectionListed.has(name);
 }
 
 /**

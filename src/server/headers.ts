@@ -4,19 +4,8 @@
  * Owns no policy: what is cacheable lives in cache/policy.ts.
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-
-/** Always hop-by-hop (RFC 9110 §7.6.1), plus the legacy names proxies also drop. */
-export const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-]);
+// One hop-by-hop list for storing and forwarding alike, defined with the storage rules.
+import { HOP_BY_HOP } from '../cache/policy.js';
 
 /** Names listed in a Connection header (RFC 9110 §7.6.1: they are hop-by-hop too). */
 export function connectionListedNames(value: string | string[] | undefined): string[] {
