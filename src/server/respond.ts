@@ -76,7 +76,8 @@ export function formatCacheStatus(f: CacheStatusFacts): string {
 /**
  * formatCacheStatus({ state: 'hit', ttlSeconds, requestId }) for a generated request id, without
  * the general function's branches (the memo hit path runs this on every request; a unit test
- * holds the two equal).
+ * holds the two equal). Measured against the general one in the memo path: about +1 % hits/s
+ * (three launches of both builds loaded at once: 1.012, 1.014, 1.004).
  */
 export function formatHitCacheStatus(ttlSeconds: number, requestId: string): string {
   return `${CACHE_STATUS_NAME}; hit; ttl=${Math.trunc(ttlSeconds)}; detail="hit rid=${requestId}"`;
