@@ -45,7 +45,7 @@ import type { TrustedProxies } from './client-address.js';
 import { CLIENT_CONDITIONALS, appendVia, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { formatCacheStatus, formatHitCacheStatus, sendEntry, sendError, type CacheStatusFacts } from './respond.js';
 import type { CompiledRoute } from './site-router.js';
-import { HOLD_MS, isPlainRequest, newHold, type HitMemo, type MemoRoute } from './hit-memo.js';
+import { HOLD_MS, isPlainRequest, newHold, type HitMemo, type MemoHold, type MemoRoute } from './hit-memo.js';
 import type { HotKeys } from '../admin/hot-keys.js';
 
 /** What the request path needs from the gateway (gateway.ts implements it). */
@@ -207,14 +207,13 @@ function answerMemoHit(
   const now = deps.clock.now();
   const store = deps.store;
   const hold = memo.hold;
-  let variants: readonly CacheEntry[] | undefined;
-  let held = false;
-  if (hold.variants !== undefined && hold.version === store.version && now >= hold.lookedUpAt && now - hold.lookedUpAt < HOLD_MS) {
-    variants = hold.variants;
-    held = true;
-  } else {
+  // Held variants are still stored while the version is unchanged, hence still reachable.
+  let variants =
+    hold.version === store.version && now >= hold.lookedUpAt && now - hold.lookedUpAt < HOLD_MS ? hold.variants?.deref() : undefined;
+  const held = variants !== undefined;
+  if (variants === undefined) {
     variants = store.peekHit?.(memo.key, now);
-    hold.variants = variants;
+    hold.variants = variants === undefined ? undefined : new WeakRef(variants);
     hold.version = store.version ?? NaN; // read after the lookup, which may itself drop what expired
     hold.lookedUpAt = now;
     if (variants === undefined) return false;
@@ -244,20 +243,7 @@ function answerMemoHit(
     finish(ctx, true);
     return true;
   }
-  // countRequest()'s accounting, through rows held on the memo entry (no map lookups per hit).
-  deps.requestDone?.();
-  const statusClass = statusClassOf(res.statusCode);
-  let row = hold.row;
-  if (row === undefined || !row.live || row.statusClass !== statusClass)
-    row = hold.row = deps.metrics.requestRow(memo.site.name, memo.route.name, 'hit', statusClass);
-  deps.metrics.observeRow(row, (deps.clock.now() - now) / 1000);
-  const hotKeys = deps.hotKeys;
-  if (hotKeys === undefined) deps.noteKey?.(memo.site.name, memo.path, 'hit');
-  else {
-    let hot = hold.hot;
-    if (hot === undefined || !hot.live) hot = hold.hot = hotKeys.rowFor(memo.site.name, memo.path);
-    hotKeys.noteRow(hot, 'hit');
-  }
+  countRequest(deps, res, memo.site.name, memo.route.name, memo.path, 'hit', deps.clock.now() - now, hold);
   return true;
 }
 
@@ -1080,7 +1066,8 @@ function fail(
 
 /**
  * Drain accounting, the request metrics and the hot-key count for one finished request (the
- * memo hit path and finish() alike). Returns the status sent, 0 when no head went out.
+ * memo hit path, with the rows its memo entry holds, and finish() alike). Returns the status
+ * sent, 0 when no head went out.
  */
 function countRequest(
   deps: RequestDeps,
@@ -1090,11 +1077,27 @@ function countRequest(
   path: string,
   state: CacheState,
   durationMs: number,
+  hold?: MemoHold,
 ): number {
   deps.requestDone?.();
   const status = res.headersSent ? res.statusCode : 0;
-  deps.metrics.observeRequest(site, route, state, status ? statusClassOf(status) : 'aborted', durationMs / 1000);
-  deps.noteKey?.(site, path, state);
+  const statusClass = status ? statusClassOf(status) : 'aborted';
+  const hotKeys = deps.hotKeys;
+  if (hold === undefined) {
+    deps.metrics.observeRequest(site, route, state, statusClass, durationMs / 1000);
+    deps.noteKey?.(site, path, state);
+    return status;
+  }
+  // The memo hit path: through the rows held on its memo entry while they are live (no lookups).
+  let row = hold.row;
+  if (row === undefined || !row.live || row.statusClass !== statusClass) row = hold.row = deps.metrics.requestRow(site, route, state, statusClass);
+  deps.metrics.observeRow(row, durationMs / 1000);
+  if (hotKeys === undefined) deps.noteKey?.(site, path, state);
+  else {
+    let hot = hold.hot;
+    if (hot === undefined || !hot.live) hot = hold.hot = hotKeys.rowFor(site, path);
+    hotKeys.noteRow(hot, state);
+  }
   return status;
 }
 

@@ -74,11 +74,11 @@ export interface MemoRoute {
  *   - the variants of the last store lookup, reused while the store's `version` is unchanged
  *     (nothing stored changed since) and the lookup is under `HOLD_MS` old, so the LRU still
  *     sees this key as recently used about once a second (as memcached bumps an item at most
- *     once a minute);
+ *     once a minute). Held weakly: a record the store evicted must not live on in the memo;
  *   - the metrics row and the hot-keys row a hit counts into, reused while `live`.
  */
 export interface MemoHold {
-  variants: readonly CacheEntry[] | undefined;
+  variants: WeakRef<readonly CacheEntry[]> | undefined;
   version: number;
   lookedUpAt: number;
   row: RequestRow | undefined;

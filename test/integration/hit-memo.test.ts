@@ -5,6 +5,8 @@
 import { describe, expect, it, vi } from 'vitest';
 import fc from 'fast-check';
 import { writeFileSync } from 'node:fs';
+import v8 from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { request } from 'undici';
 import { stringify } from 'yaml';
 import { ManualClock } from '../../src/clock.js';
@@ -174,6 +176,29 @@ describe('hit memo: the fast path for plain repeated hits', () => {
     await purge.body.text();
     expect(purge.statusCode).toBe(200);
     expect((await get(`${g.url}/p`)).body).toBe('v2');
+  });
+
+  it('holds its last lookup weakly: a record the store evicted is not kept alive by the memo', async () => {
+    v8.setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const o = await origin();
+    for (const name of ['a', 'b', 'c']) o.route(`/${name}`, { headers: { 'cache-control': 'public, max-age=600' }, body: name.repeat(400_000) });
+    const g = await gateway({ cache: { maxBytes: 1_048_576, maxObjectBytes: 500_000 }, log: { access: false }, sites: [siteFor([o.url])] });
+    await get(`${g.url}/a`);
+    await get(`${g.url}/a`); // a memo hit: its memo entry now holds the lookup
+    const collected: string[] = [];
+    const registry = new FinalizationRegistry<string>((name) => collected.push(name));
+    ((): void => {
+      const memo = g.gw.hitMemo.get('GET', new URL(g.url).host, '/a')!;
+      registry.register(g.gw.store.peekHit!(memo.key)!, 'a');
+    })();
+    await get(`${g.url}/b`);
+    await get(`${g.url}/c`); // no room for three: /a is evicted
+    for (let i = 0; i < 20 && collected.length === 0; i++) {
+      gc();
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(collected).toEqual(['a']);
   });
 
   it('keeps counting memo hits when the metric rows or hot-key rows it held were dropped', async () => {
