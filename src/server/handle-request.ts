@@ -43,7 +43,7 @@ import type { CacheState, ShedReason, StaleReason } from '../outcome.js';
 import type { Runtime, SiteRuntime } from '../runtime.js';
 import type { TrustedProxies } from './client-address.js';
 import { CLIENT_CONDITIONALS, appendVia, setForwardedHeaders, stripHopByHop } from './headers.js';
-import { formatCacheStatus, formatHitCacheStatus, sendEntry, sendError, type CacheStatusFacts } from './respond.js';
+import { formatCacheStatus, sendEntry, sendError, sendHit, type CacheStatusFacts } from './respond.js';
 import type { CompiledRoute } from './site-router.js';
 import { HOLD_MS, isPlainRequest, newHold, type HitMemo, type MemoHold, type MemoRoute } from './hit-memo.js';
 import type { HotKeys } from '../admin/hot-keys.js';
@@ -227,13 +227,7 @@ function answerMemoHit(
   }
   if (held) store.noteHeldHit!();
   const requestId = nextRequestId();
-  sendEntry(res, entry, {
-    head: req.method === 'HEAD',
-    ageSeconds: Math.floor(currentAgeMsOf(entry, now) / 1000),
-    cacheStatus: formatHitCacheStatus(ttlSecondsOf(entry, now), requestId),
-    requestId,
-    notModified: false,
-  });
+  sendHit(res, entry, req.method === 'HEAD', Math.floor(currentAgeMsOf(entry, now) / 1000), ttlSecondsOf(entry, now), requestId);
   if (rt.config.log.access) {
     // The access log wants the whole context; build it only then.
     const ctx = makeCtx(deps, rt, req, res, requestId, now);

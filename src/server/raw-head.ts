@@ -120,6 +120,29 @@ export function makeHeadBlock(flat: ReadonlyArray<string | number | readonly str
   return { lines, hasDate, contentLength };
 }
 
+/** `HTTP/1.1 <status> <reason>\r\n`, rendered once per status; undefined for an unknown one. */
+const statusLines = new Map<number, string>();
+function statusLineOf(status: number): string | undefined {
+  let line = statusLines.get(status);
+  if (line === undefined) {
+    const message = STATUS_CODES[status];
+    if (message === undefined) return undefined;
+    statusLines.set(status, (line = `HTTP/1.1 ${status} ${message}\r\n`));
+  }
+  return line;
+}
+
+/** The keep-alive lines as Node writes them, for the last timeout and max seen (they rarely change). */
+let keepAliveFor = { timeoutMs: -1, max: -1, lines: '' };
+function keepAliveLines(timeoutMs: number, max: number): string {
+  if (timeoutMs !== keepAliveFor.timeoutMs || max !== keepAliveFor.max) {
+    let lines = 'Connection: keep-alive\r\n';
+    if (timeoutMs) lines += `Keep-Alive: timeout=${Math.floor(timeoutMs / 1000)}${max > 0 ? `, max=${max}` : ''}\r\n`;
+    keepAliveFor = { timeoutMs, max, lines };
+  }
+  return keepAliveFor.lines;
+}
+
 let cachedDateSecond = -1;
 let cachedDate = '';
 /** IMF-fixdate for `nowMs`, rendered once per second. */
@@ -141,15 +164,15 @@ export function setRawHead(res: ServerResponse, status: number, block: HeadBlock
   if (!RAW_HEAD_SUPPORTED) return false;
   const r = res as unknown as RawFields & Record<symbol, unknown>;
   if (r._header || r[outHeadersSymbol!] || r._removedConnection) return false;
-  const message = STATUS_CODES[status];
-  if (message === undefined) return false;
+  const statusLine = statusLineOf(status);
+  if (statusLine === undefined) return false;
 
   // The rest mirrors writeHead and _storeHeader for a head that carries Content-Length.
   res.statusCode = status;
-  res.statusMessage = message;
+  res.statusMessage = STATUS_CODES[status]!;
   if (status === 204 || status === 304 || (status >= 100 && status <= 199)) r._hasBody = false;
   if (r._expect_continue && !r._sent100) r.shouldKeepAlive = false;
-  let head = `HTTP/1.1 ${status} ${message}\r\n${block.lines}${perRequest}`;
+  let head = statusLine + block.lines + perRequest;
   if (!block.hasDate) head += `Date: ${httpDate(Date.now())}\r\n`;
   if (!r.shouldKeepAlive) {
     r._last = true;
@@ -157,11 +180,7 @@ export function setRawHead(res: ServerResponse, status: number, block: HeadBlock
   } else if (r.maxRequestsOnConnectionReached) {
     head += 'Connection: close\r\n';
   } else {
-    head += 'Connection: keep-alive\r\n';
-    if (r._keepAliveTimeout && r._defaultKeepAlive) {
-      const max = ~~(r._maxRequestsPerSocket ?? 0) > 0 ? `, max=${r._maxRequestsPerSocket}` : '';
-      head += `Keep-Alive: timeout=${Math.floor(r._keepAliveTimeout / 1000)}${max}\r\n`;
-    }
+    head += keepAliveLines(r._keepAliveTimeout && r._defaultKeepAlive ? r._keepAliveTimeout : 0, ~~(r._maxRequestsPerSocket ?? 0));
   }
   r._contentLength = block.contentLength;
   r._header = head + '\r\n';

@@ -74,13 +74,12 @@ export function formatCacheStatus(f: CacheStatusFacts): string {
 }
 
 /**
- * formatCacheStatus({ state: 'hit', ttlSeconds, requestId }) for a generated request id, without
- * the general function's branches (the memo hit path runs this on every request; a unit test
- * holds the two equal). Measured against the general one in the memo path: about +1 % hits/s
- * (three launches of both builds loaded at once: 1.012, 1.014, 1.004).
+ * formatCacheStatus({ state: 'hit', ttlSeconds, requestId }) up to the request id, for sendHit();
+ * the same for every hit on one entry within a second. A unit test holds the prefix plus
+ * `${requestId}"` equal to the general formatter.
  */
-export function formatHitCacheStatus(ttlSeconds: number, requestId: string): string {
-  return `${CACHE_STATUS_NAME}; hit; ttl=${Math.trunc(ttlSeconds)}; detail="hit rid=${requestId}"`;
+export function hitCacheStatusPrefix(ttlSeconds: number): string {
+  return `${CACHE_STATUS_NAME}; hit; ttl=${Math.trunc(ttlSeconds)}; detail="hit rid=`;
 }
 
 /** Response headers that a 304 carries from the stored 200 (RFC 9110 §15.4.5). */
@@ -103,6 +102,10 @@ interface PreparedEntry {
   readonly flat: Array<string | number | string[]>;
   /** The same as ready header lines for the raw writer; undefined when it must not be used. */
   readonly block: HeadBlock | undefined;
+  /** sendHit(): the Age and Cache-Status lines up to the request id, for hitAge and hitTtl. */
+  hitLines: string;
+  hitAge: number;
+  hitTtl: number;
 }
 
 /**
@@ -118,10 +121,37 @@ function prepare(entry: CacheEntry): PreparedEntry {
       if (!INTERNAL_HEADERS.has(name) && name !== 'content-length' && name !== 'via') flat.push(name, value);
     }
     flat.push('content-length', entry.body.length, 'via', appendVia(entry.headers['via']));
-    p = { flat, block: makeHeadBlock(flat) };
+    p = { flat, block: makeHeadBlock(flat), hitLines: '', hitAge: NaN, hitTtl: NaN };
     prepared.set(entry, p);
   }
   return p;
+}
+
+/**
+ * sendEntry() for a fresh hit with a generated request id (the memo hit path), byte for byte, but
+ * Age and Cache-Status up to the id are rendered once per entry for as long as both stay the
+ * same (a second at most), and the rest is plain concatenation. Against sendEntry with a
+ * hits-only formatter, in the memo path: +2.6 % hits/s (median of six launches of both builds
+ * loaded at once, 0.98–1.04), together with raw-head.ts rendering status and keep-alive lines once.
+ */
+export function sendHit(res: ServerResponse, entry: CacheEntry, head: boolean, ageSeconds: number, ttlSeconds: number, requestId: string): void {
+  const p = prepare(entry);
+  if (p.block !== undefined) {
+    const age = ageSeconds > 0 ? Math.floor(ageSeconds) : 0;
+    const ttl = Math.trunc(ttlSeconds);
+    if (p.hitAge !== age || p.hitTtl !== ttl) {
+      p.hitLines = `age: ${age}\r\ncache-status: ${hitCacheStatusPrefix(ttl)}`;
+      p.hitAge = age;
+      p.hitTtl = ttl;
+    }
+    if (setRawHead(res, entry.status, p.block, p.hitLines + requestId + '"\r\nx-request-id: ' + requestId + '\r\n')) {
+      if (head || entry.status === 204 || entry.status === 304) res.end();
+      else res.end(entry.body);
+      return;
+    }
+  }
+  const cacheStatus = formatCacheStatus({ state: 'hit', ttlSeconds, requestId });
+  sendEntry(res, entry, { head, ageSeconds, cacheStatus, requestId, notModified: false });
 }
 
 export function sendEntry(res: ServerResponse, entry: CacheEntry, opts: SendEntryOptions): void {

@@ -1,5 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { formatCacheStatus, formatHitCacheStatus } from '../../../src/server/respond.js';
+import { createServer, type Server } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
+import { afterEach } from 'vitest';
+import { formatCacheStatus, hitCacheStatusPrefix, sendEntry, sendHit } from '../../../src/server/respond.js';
+import { makeEntry } from '../../contract/cache-store.contract.js';
 
 describe('Cache-Status (RFC 9211)', () => {
   it.each([
@@ -18,10 +22,63 @@ describe('Cache-Status (RFC 9211)', () => {
   });
 });
 
-describe('formatHitCacheStatus (the memo hit path)', () => {
-  it.each([0, 1, 42, 3599, -1, -7, 86_400 * 365, 2.9, -2.9])('ttl %s: byte for byte the general formatter', (ttl) => {
+describe('hitCacheStatusPrefix (the memo hit path)', () => {
+  it.each([0, 1, 42, 3599, -1, -7, 86_400 * 365, 2.9, -2.9])('ttl %s: with the id, byte for byte the general formatter', (ttl) => {
     for (const requestId of ['0a1b2c3d-1', '0a1b2c3d-zz9']) {
-      expect(formatHitCacheStatus(ttl, requestId)).toBe(formatCacheStatus({ state: 'hit', ttlSeconds: ttl, requestId }));
+      expect(`${hitCacheStatusPrefix(ttl)}${requestId}"`).toBe(formatCacheStatus({ state: 'hit', ttlSeconds: ttl, requestId }));
     }
+  });
+});
+
+describe('sendHit', () => {
+  let server: Server | undefined;
+  afterEach(async () => {
+    await new Promise((r) => server?.close(r));
+    server = undefined;
+  });
+
+  /** Everything read on one connection for `request`, until it goes idle. */
+  function exchange(port: number, request: string): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const socket = connect(port, '127.0.0.1');
+      const chunks: Buffer[] = [];
+      let idle: NodeJS.Timeout | undefined;
+      socket.on('data', (c) => {
+        chunks.push(c);
+        clearTimeout(idle);
+        idle = setTimeout(() => {
+          socket.destroy();
+          resolve(Buffer.concat(chunks).toString('latin1'));
+        }, 100);
+      });
+      socket.on('error', reject);
+      socket.write(request);
+    });
+  }
+
+  it('puts on the wire what sendEntry does with the general Cache-Status, as Age and ttl move', async () => {
+    const entries = [
+      makeEntry({ key: 'k', headers: { 'content-type': 'text/plain', 'cache-control': 'max-age=60', date: 'Mon, 30 Nov 2026 12:00:00 GMT' } }),
+      makeEntry({ key: 'k', status: 404, headers: { 'content-type': 'text/plain' } }), // no Date: the writer adds one
+      makeEntry({ key: 'k', headers: { 'content-type': 'text/plain', 'x-odd': 'caf\u00e9' } }), // non-ASCII: writeHead's way
+    ];
+    server = createServer((req, res) => {
+      const u = new URL(req.url!, 'http://x');
+      const entry = entries[Number(u.searchParams.get('e'))]!;
+      const [age, ttl, id, head] = [Number(u.searchParams.get('age')), Number(u.searchParams.get('ttl')), 'r-' + u.searchParams.get('age'), req.method === 'HEAD'];
+      if (u.pathname === '/hit') sendHit(res, entry, head, age, ttl, id);
+      else sendEntry(res, entry, { head, ageSeconds: age, cacheStatus: formatCacheStatus({ state: 'hit', ttlSeconds: ttl, requestId: id }), requestId: id, notModified: false });
+    });
+    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    const normalise = (s: string) => s.replace(/^Date: .*$/gim, 'Date: <now>');
+    for (const e of [0, 1, 2])
+      for (const [age, ttl] of [[3, 57], [3, 57], [4, 57], [4, 56], [0, -1]])
+        for (const method of ['GET', 'HEAD']) {
+          const request = (path: string) => `${method} ${path}?e=${e}&age=${age}&ttl=${ttl} HTTP/1.1\r\nHost: a\r\n\r\n`;
+          const hit = await exchange(port, request('/hit'));
+          expect(hit).toContain(`cache-status: crowdgate; hit; ttl=${ttl}; detail="hit rid=r-${age}"`);
+          expect(normalise(hit)).toBe(normalise(await exchange(port, request('/std'))));
+        }
   });
 });
