@@ -1,21 +1,14 @@
-import { afterAll, beforeAll } from 'vitest';
 import { createRedisClient, RedisGuard, RedisStore } from '../../src/cache/stores/redis-store.js';
-import { startRedisServer, waitUntilReady, type RedisServer } from '../helpers/redis-server.js';
+import { useRedisServer, waitUntilReady } from '../helpers/redis-server.js';
 import { describeCacheStoreContract } from './cache-store.contract.js';
 
-let server: RedisServer;
+const redis = useRedisServer();
 let n = 0;
-beforeAll(async () => {
-  server = await startRedisServer();
-});
-afterAll(async () => {
-  await server?.stop();
-});
 
 describeCacheStoreContract('redis', async ({ clock, maxVariants }) => {
   // A fresh prefix per test: tests share the server, never each other's keys.
   const keyPrefix = `contract${++n}:`;
-  const client = createRedisClient({ url: server.url, commandTimeoutMs: 1_000, connectTimeoutMs: 1_000 });
+  const client = createRedisClient({ url: redis.url, commandTimeoutMs: 1_000, connectTimeoutMs: 1_000 });
   await waitUntilReady(client);
   const guard = new RedisGuard(client, { breakerFailures: 3, breakerOpenMs: 1_000, clock });
   return {

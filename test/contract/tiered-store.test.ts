@@ -1,21 +1,14 @@
-import { afterAll, beforeAll } from 'vitest';
 import { MemoryStore } from '../../src/cache/stores/memory-store.js';
 import { createRedisClient, RedisGuard, RedisStore } from '../../src/cache/stores/redis-store.js';
 import { TieredStore } from '../../src/cache/stores/tiered-store.js';
-import { startRedisServer, waitUntilReady, type RedisServer } from '../helpers/redis-server.js';
+import { useRedisServer, waitUntilReady } from '../helpers/redis-server.js';
 import { describeCacheStoreContract } from './cache-store.contract.js';
 
-let server: RedisServer;
+const redis = useRedisServer();
 let n = 0;
-beforeAll(async () => {
-  server = await startRedisServer();
-});
-afterAll(async () => {
-  await server?.stop();
-});
 
 describeCacheStoreContract('tiered (memory + redis)', async ({ clock, maxVariants }) => {
-  const client = createRedisClient({ url: server.url, commandTimeoutMs: 1_000, connectTimeoutMs: 1_000 });
+  const client = createRedisClient({ url: redis.url, commandTimeoutMs: 1_000, connectTimeoutMs: 1_000 });
   await waitUntilReady(client);
   const guard = new RedisGuard(client, { breakerFailures: 3, breakerOpenMs: 1_000, clock });
   const l1 = new MemoryStore({ maxBytes: 16 * 1024 * 1024, maxObjectBytes: 1024 * 1024, maxVariants, clock });

@@ -9,6 +9,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll } from 'vitest';
 
 export interface RedisServer {
   port: number;
@@ -193,4 +195,56 @@ export function waitUntilReady(
     }, timeoutMs);
     client.once('ready', onReady);
   });
+}
+
+/** What useRedisServer gives a test file. Read it inside hooks and tests: the server starts in beforeAll. */
+export interface RedisServerFixture {
+  readonly server: RedisServer;
+  readonly url: string;
+  /** An ioredis client for inspecting keys (only with `inspect: true`); its errors are ignored, as tests kill and restart the server. */
+  readonly raw: Redis;
+  /** Registers a cleanup to run after the current test; last registered runs first, each awaited. */
+  cleanup(fn: () => Promise<void> | void): void;
+}
+
+/**
+ * One redis-server for the calling test file: started in beforeAll (with the raw inspection client
+ * if asked), stopped in afterAll, and the per-test cleanups run in afterEach.
+ */
+export function useRedisServer(opts: { inspect?: boolean } = {}): RedisServerFixture {
+  let server: RedisServer | undefined;
+  let raw: Redis | undefined;
+  const cleanups: (() => Promise<void> | void)[] = [];
+
+  beforeAll(async () => {
+    server = await startRedisServer();
+    if (opts.inspect) {
+      raw = new Redis(server.url);
+      raw.on('error', () => {});
+    }
+  });
+  afterAll(async () => {
+    raw?.disconnect();
+    await server?.stop();
+  });
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+
+  return {
+    get server() {
+      if (!server) throw new Error('useRedisServer: the server starts in beforeAll; use it inside hooks and tests');
+      return server;
+    },
+    get url() {
+      return this.server.url;
+    },
+    get raw() {
+      if (!raw) throw new Error('useRedisServer: the raw client needs { inspect: true }');
+      return raw;
+    },
+    cleanup: (fn) => {
+      cleanups.push(fn);
+    },
+  };
 }

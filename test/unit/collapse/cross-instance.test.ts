@@ -1,26 +1,15 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { RedisBus } from '../../../src/cache/stores/redis-bus.js';
 import { createRedisClient, RedisGuard } from '../../../src/cache/stores/redis-store.js';
 import { RedisCrossInstance, type CrossInstanceClaim, type CrossInstanceOutcome } from '../../../src/collapse/cross-instance.js';
 import { DistributedLock } from '../../../src/collapse/distributed.js';
-import { startRedisServer, waitUntilReady, type RedisServer } from '../../helpers/redis-server.js';
+import { startRedisServer, useRedisServer, waitUntilReady } from '../../helpers/redis-server.js';
 
 const COMMAND_TIMEOUT_MS = 75;
 /** Scheduling slack on a shared 2-core machine. */
 const SLACK_MS = 150;
-let server: RedisServer;
+const redis = useRedisServer();
 let n = 0;
-const cleanups: Array<() => Promise<void> | void> = [];
-
-beforeAll(async () => {
-  server = await startRedisServer();
-});
-afterAll(async () => {
-  await server?.stop();
-});
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
 
 interface Instance {
   cross: RedisCrossInstance;
@@ -34,13 +23,13 @@ async function makeInstances(
   opts: { url?: string; lockTtlMs?: number; lockWaitMs?: number; waitReady?: boolean; onFilled?: (key: string) => Promise<void> } = {},
 ): Promise<Instance[]> {
   const keyPrefix = `x${++n}:`;
-  const url = opts.url ?? server.url;
+  const url = opts.url ?? redis.url;
   const out: Instance[] = [];
   for (let i = 0; i < count; i++) {
     const client = createRedisClient({ url, commandTimeoutMs: COMMAND_TIMEOUT_MS, connectTimeoutMs: 300 });
     const guard = new RedisGuard(client, { breakerFailures: 3, breakerOpenMs: 1_000 });
     const bus = new RedisBus({ guard, subscriber: client.duplicate(), keyPrefix, ownsSubscriber: true });
-    cleanups.push(async () => {
+    redis.cleanup(async () => {
       await bus.close();
       client.disconnect();
     });
@@ -173,7 +162,7 @@ describe('RedisCrossInstance fails open', () => {
     ['paused with SIGSTOP (hung)', 'paused'],
   ] as const)('fetches alone, without waiting past the command timeout, when Redis is %s', async (_name, how) => {
     const own = how === 'refused' ? undefined : await startRedisServer();
-    cleanups.push(() => own?.stop()); // stop() sends SIGCONT first
+    redis.cleanup(() => own?.stop()); // stop() sends SIGCONT first
     const url = own ? own.url : await closedPortUrl();
     const [a, b] = await makeInstances(2, { url, waitReady: how !== 'refused' });
     if (how === 'killed') await own!.kill();

@@ -1,39 +1,23 @@
-import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../../src/clock.js';
 import { createRedisClient, RedisGuard } from '../../../src/cache/stores/redis-store.js';
 import { DistributedLock, makeLockToken } from '../../../src/collapse/distributed.js';
-import { startRedisServer, waitUntilReady, type RedisServer } from '../../helpers/redis-server.js';
+import { useRedisServer, waitUntilReady } from '../../helpers/redis-server.js';
 
 const T0 = 1_700_000_000_000;
 const COMMAND_TIMEOUT_MS = 75;
 const SLACK_MS = 150;
-let server: RedisServer;
-let raw: Redis;
+const redis = useRedisServer({ inspect: true });
 let n = 0;
-const cleanups: (() => void)[] = [];
-
-beforeAll(async () => {
-  server = await startRedisServer();
-  raw = new Redis(server.url);
-  raw.on('error', () => {});
-});
-afterAll(async () => {
-  raw?.disconnect();
-  await server?.stop();
-});
-afterEach(() => {
-  for (const c of cleanups.splice(0)) c();
-});
 
 /** One lock client per simulated instance, all on one key prefix. */
-async function makeLocks(count: number, url = server.url) {
+async function makeLocks(count: number, url = redis.url) {
   const keyPrefix = `lock${++n}:`;
   const locks: DistributedLock[] = [];
   for (let i = 0; i < count; i++) {
     const client = createRedisClient({ url, commandTimeoutMs: COMMAND_TIMEOUT_MS, connectTimeoutMs: 300 });
-    cleanups.push(() => client.disconnect());
-    if (url === server.url) await waitUntilReady(client);
+    redis.cleanup(() => client.disconnect());
+    if (url === redis.url) await waitUntilReady(client);
     const guard = new RedisGuard(client, { breakerFailures: 3, breakerOpenMs: 1_000, clock: new ManualClock(T0) });
     locks.push(new DistributedLock({ guard, keyPrefix }));
   }
@@ -61,7 +45,7 @@ describe('DistributedLock', () => {
   it('sets the TTL so a dead holder blocks the key no longer than ttlMs', async () => {
     const [a] = await makeLocks(1);
     await a!.tryLock('k', 2_000);
-    const pttl = await raw.pttl(a!.lockKeyOf('k'));
+    const pttl = await redis.raw.pttl(a!.lockKeyOf('k'));
     expect(pttl).toBeGreaterThan(1_000);
     expect(pttl).toBeLessThanOrEqual(2_000);
   });
@@ -70,11 +54,11 @@ describe('DistributedLock', () => {
     const [a, b] = await makeLocks(2);
     const stale = await a!.tryLock('k', 5_000);
     if (!stale.acquired) throw new Error('expected the lock');
-    await raw.del(a!.lockKeyOf('k')); // a's lock expires…
+    await redis.raw.del(a!.lockKeyOf('k')); // a's lock expires…
     const fresh = await b!.tryLock('k', 5_000); // …and b takes the key
     expect(fresh.acquired).toBe(true);
     await stale.release();
-    expect(await raw.exists(a!.lockKeyOf('k'))).toBe(1);
+    expect(await redis.raw.exists(a!.lockKeyOf('k'))).toBe(1);
     expect((await a!.tryLock('k', 5_000)).acquired).toBe(false);
   });
 
@@ -101,13 +85,13 @@ describe('DistributedLock', () => {
 
   it('says redisDown within the command timeout when Redis is paused', async () => {
     const [a] = await makeLocks(1);
-    server.pause();
+    redis.server.pause();
     try {
       const started = performance.now();
       expect(await a!.tryLock('k', 5_000)).toEqual({ acquired: false, redisDown: true });
       expect(performance.now() - started).toBeLessThan(COMMAND_TIMEOUT_MS + SLACK_MS);
     } finally {
-      server.resume();
+      redis.server.resume();
     }
   });
 

@@ -1,36 +1,25 @@
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../../../src/clock.js';
 import { RedisBus, type PurgeNotice } from '../../../../src/cache/stores/redis-bus.js';
 import { createRedisClient, RedisGuard } from '../../../../src/cache/stores/redis-store.js';
-import { startRedisServer, waitUntilReady, type RedisServer } from '../../../helpers/redis-server.js';
+import { useRedisServer, waitUntilReady } from '../../../helpers/redis-server.js';
 
 const T0 = 1_700_000_000_000;
-let server: RedisServer;
+const redis = useRedisServer();
 let n = 0;
-const cleanups: (() => Promise<void> | void)[] = [];
-
-beforeAll(async () => {
-  server = await startRedisServer();
-});
-afterAll(async () => {
-  await server?.stop();
-});
-afterEach(async () => {
-  for (const c of cleanups.splice(0)) await c();
-});
 
 async function makeBus(options: { id: string; keyPrefix: string; url?: string }) {
-  const url = options.url ?? server.url;
+  const url = options.url ?? redis.url;
   const client = createRedisClient({ url, commandTimeoutMs: 75, connectTimeoutMs: 300 });
   const subscriber = createRedisClient({ url, commandTimeoutMs: 75, connectTimeoutMs: 300 });
   const guard = new RedisGuard(client, { breakerFailures: 3, breakerOpenMs: 1_000, clock: new ManualClock(T0) });
   const bus = new RedisBus({ guard, subscriber, keyPrefix: options.keyPrefix, instanceId: options.id, ownsSubscriber: true });
-  cleanups.push(async () => {
+  redis.cleanup(async () => {
     await bus.close();
     client.disconnect();
   });
-  if (url === server.url) {
+  if (url === redis.url) {
     await waitUntilReady(client);
     expect(await bus.whenListening(5_000)).toBe(true);
   }
@@ -69,8 +58,8 @@ describe('RedisBus purge broadcast', () => {
 
   it('ignores malformed messages and survives a throwing listener', async () => {
     const { a, b, keyPrefix } = await pair();
-    const raw = new Redis(server.url);
-    cleanups.push(() => raw.disconnect());
+    const raw = new Redis(redis.url);
+    redis.cleanup(() => raw.disconnect());
     b.bus.onPurge(() => {
       throw new Error('listener bug');
     });
@@ -120,13 +109,13 @@ describe('RedisBus fill notifications', () => {
     const { a, b } = await pair();
     const pending = b.bus.waitForFill('k', 10_000);
     const started = performance.now();
-    await server.kill();
+    await redis.server.kill();
     try {
       expect(await pending).toBe('timeout');
       expect(performance.now() - started).toBeLessThan(1_000);
       expect(b.bus.isListening()).toBe(false);
     } finally {
-      await server.restart();
+      await redis.server.restart();
     }
     await waitUntilReady(a.client, 5_000);
     expect(await b.bus.whenListening(5_000)).toBe(true);

@@ -1,5 +1,5 @@
 import { Cluster, Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../../../src/clock.js';
 import type { StoreEvent } from '../../../../src/cache/stores/cache-store.js';
 import {
@@ -10,7 +10,7 @@ import {
   type RedisClient,
 } from '../../../../src/cache/stores/redis-store.js';
 import { makeEntry } from '../../../contract/cache-store.contract.js';
-import { startRedisServer, waitUntilReady, type RedisServer } from '../../../helpers/redis-server.js';
+import { useRedisServer, waitUntilReady } from '../../../helpers/redis-server.js';
 
 const T0 = 1_700_000_000_000;
 const COMMAND_TIMEOUT_MS = 75;
@@ -19,32 +19,17 @@ const SLACK_MS = 150;
 const BREAKER_FAILURES = 3;
 const BREAKER_OPEN_MS = 2_000;
 
-let server: RedisServer;
-let raw: Redis;
+const redis = useRedisServer({ inspect: true });
 let n = 0;
-const cleanups: (() => void)[] = [];
-
-beforeAll(async () => {
-  server = await startRedisServer();
-  raw = new Redis(server.url);
-  raw.on('error', () => {}); // the inspection client sees the kill/restart test too
-});
-afterAll(async () => {
-  raw?.disconnect();
-  await server?.stop();
-});
-afterEach(() => {
-  for (const c of cleanups.splice(0)) c();
-});
 
 async function makeStore(options: { url?: string; maxEntryBytes?: number; waitReady?: boolean } = {}) {
   const clock = new ManualClock(T0);
   const client = createRedisClient({
-    url: options.url ?? server.url,
+    url: options.url ?? redis.url,
     commandTimeoutMs: COMMAND_TIMEOUT_MS,
     connectTimeoutMs: 500,
   });
-  cleanups.push(() => client.disconnect());
+  redis.cleanup(() => client.disconnect());
   if (options.waitReady !== false) await waitUntilReady(client);
   const guard = new RedisGuard(client, { breakerFailures: BREAKER_FAILURES, breakerOpenMs: BREAKER_OPEN_MS, clock });
   const events: StoreEvent['kind'][] = [];
@@ -117,7 +102,7 @@ describe('RedisStore layout', () => {
     const { store, keyPrefix } = await makeStore();
     await store.put(makeEntry({ key: 'k', variantKey: 'a', vary: ['x'], deleteAt: T0 + 10_000 }));
     await store.put(makeEntry({ key: 'k', variantKey: 'b', vary: ['x'], deleteAt: T0 + 30_000 }));
-    const pttl = await raw.pttl(`${keyPrefix}e:k`);
+    const pttl = await redis.raw.pttl(`${keyPrefix}e:k`);
     expect(pttl).toBeGreaterThan(30_000 - 1_000);
     expect(pttl).toBeLessThanOrEqual(30_000);
   });
@@ -127,9 +112,9 @@ describe('RedisStore layout', () => {
     await store.put(makeEntry({ key: 'k1', tags: ['t'], deleteAt: T0 + 10_000 }));
     await store.put(makeEntry({ key: 'k2', tags: ['t'], deleteAt: T0 + 100_000 }));
     await store.put(makeEntry({ key: 'k3', tags: ['t'], deleteAt: T0 + 5_000 }));
-    const pttl = await raw.pttl(`${keyPrefix}t:t`);
+    const pttl = await redis.raw.pttl(`${keyPrefix}t:t`);
     expect(pttl).toBeGreaterThan(100_000 - 1_000);
-    expect((await raw.smembers(`${keyPrefix}t:t`)).sort()).toEqual(['k1', 'k2', 'k3']);
+    expect((await redis.raw.smembers(`${keyPrefix}t:t`)).sort()).toEqual(['k1', 'k2', 'k3']);
   });
 
   it('drops tag members whose record is gone when that tag is purged', async () => {
@@ -138,20 +123,20 @@ describe('RedisStore layout', () => {
     await store.put(makeEntry({ key: 'kept', tags: ['t'] }));
     await store.delete('gone');
     expect(await store.purge({ kind: 'tag', tag: 't' }, 'soft', T0)).toBe(1);
-    expect(await raw.smembers(`${keyPrefix}t:t`)).toEqual(['kept']);
+    expect(await redis.raw.smembers(`${keyPrefix}t:t`)).toEqual(['kept']);
   });
 
   it('does not write a record larger than maxEntryBytes', async () => {
     const { store, events, keyPrefix } = await makeStore({ maxEntryBytes: 4_096 });
     await store.put(makeEntry({ key: 'big', body: Buffer.alloc(5_000) }));
     await store.put(makeEntry({ key: 'almost', body: Buffer.alloc(4_000) })); // body fits, encoded record does not
-    expect(await raw.exists(`${keyPrefix}e:big`, `${keyPrefix}e:almost`)).toBe(0);
+    expect(await redis.raw.exists(`${keyPrefix}e:big`, `${keyPrefix}e:almost`)).toBe(0);
     expect(events).toEqual(['skip', 'skip']);
   });
 
   it('treats bytes it cannot decode as a miss', async () => {
     const { store, events, keyPrefix } = await makeStore();
-    await raw.set(`${keyPrefix}e:k`, 'not an entry');
+    await redis.raw.set(`${keyPrefix}e:k`, 'not an entry');
     expect(await store.get('k')).toBeUndefined();
     expect(events).toEqual(['miss']);
   });
@@ -171,7 +156,7 @@ describe('RedisStore fails open', () => {
     const { store, guard, clock, events } = await makeStore();
     const entry = makeEntry({ key: 'k' });
     await store.put(entry);
-    server.pause();
+    redis.server.pause();
     try {
       // A timeout opens the breaker at once: no request waits for Redis more than once.
       const { value, ms } = await timed(() => store.get('k'));
@@ -193,7 +178,7 @@ describe('RedisStore fails open', () => {
       expect(probe.ms).toBeLessThan(COMMAND_TIMEOUT_MS + SLACK_MS);
       expect(guard.state).toBe('open');
     } finally {
-      server.resume();
+      redis.server.resume();
     }
     clock.advance(BREAKER_OPEN_MS);
     expect(await store.get('k')).toEqual([entry]); // the probe succeeds: closed again
@@ -203,7 +188,7 @@ describe('RedisStore fails open', () => {
   it('with Redis killed: calls resolve at once as misses, and the same store works again after a restart', async () => {
     const { store, guard, client } = await makeStore();
     await store.put(makeEntry({ key: 'before' }));
-    await server.kill();
+    await redis.server.kill();
     try {
       for (let i = 0; i < BREAKER_FAILURES + 2; i++) {
         const { value, ms } = await timed(() => store.get('before'));
@@ -214,7 +199,7 @@ describe('RedisStore fails open', () => {
       const write = await timed(() => store.put(makeEntry({ key: 'during' })));
       expect(write.ms).toBeLessThan(COMMAND_TIMEOUT_MS + SLACK_MS);
     } finally {
-      await server.restart();
+      await redis.server.restart();
     }
     // ioredis reconnects by itself (reconnect delay ≤ 1 s); its 'ready' closes the breaker.
     await waitUntilReady(client, 5_000);
@@ -240,8 +225,8 @@ describe('RedisStore fails open', () => {
 describe('RedisGuard', () => {
   it('opens after breakerFailures failures in a row, then lets exactly one probe through', async () => {
     const clock = new ManualClock(T0);
-    const client = createRedisClient({ url: server.url, commandTimeoutMs: 75, connectTimeoutMs: 300 });
-    cleanups.push(() => client.disconnect());
+    const client = createRedisClient({ url: redis.url, commandTimeoutMs: 75, connectTimeoutMs: 300 });
+    redis.cleanup(() => client.disconnect());
     await waitUntilReady(client);
     const guard = new RedisGuard(client, { breakerFailures: 2, breakerOpenMs: 1_000, clock });
     const failing = (c: RedisClient) => c.call('NO-SUCH-COMMAND'); // a real Redis error reply
@@ -269,7 +254,7 @@ describe('RedisGuard', () => {
   it('counts an unconnected client as a failure without sending', async () => {
     const clock = new ManualClock(T0);
     const client = createRedisClient({ url: 'redis://127.0.0.1:1', commandTimeoutMs: 75, connectTimeoutMs: 300 });
-    cleanups.push(() => client.disconnect());
+    redis.cleanup(() => client.disconnect());
     const guard = new RedisGuard(client, { breakerFailures: 1, breakerOpenMs: 1_000, clock });
     let sent = 0;
     expect(await guard.run(async (c) => (sent++, c.ping()))).toEqual({ ok: false, reason: 'not-ready' });
@@ -282,7 +267,7 @@ describe('RedisGuard', () => {
     ['breakerOpenMs', { breakerFailures: 1, breakerOpenMs: 0 }],
   ])('rejects a bad %s at construction', (name, options) => {
     const client = createRedisClient({ url: 'redis://127.0.0.1:1', commandTimeoutMs: 75, connectTimeoutMs: 300 });
-    cleanups.push(() => client.disconnect());
+    redis.cleanup(() => client.disconnect());
     expect(() => new RedisGuard(client, options)).toThrow(name);
   });
 });

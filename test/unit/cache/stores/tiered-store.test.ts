@@ -1,35 +1,24 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../../../src/clock.js';
 import type { StoreEvent } from '../../../../src/cache/stores/cache-store.js';
 import { MemoryStore } from '../../../../src/cache/stores/memory-store.js';
 import { createRedisClient, RedisGuard, RedisStore } from '../../../../src/cache/stores/redis-store.js';
 import { TieredStore } from '../../../../src/cache/stores/tiered-store.js';
 import { makeEntry } from '../../../contract/cache-store.contract.js';
-import { startRedisServer, waitUntilReady, type RedisServer } from '../../../helpers/redis-server.js';
+import { useRedisServer, waitUntilReady } from '../../../helpers/redis-server.js';
 
 const T0 = 1_700_000_000_000;
-let server: RedisServer;
+const redis = useRedisServer();
 let n = 0;
-const cleanups: (() => void)[] = [];
-
-beforeAll(async () => {
-  server = await startRedisServer();
-});
-afterAll(async () => {
-  await server?.stop();
-});
-afterEach(() => {
-  for (const c of cleanups.splice(0)) c();
-});
 
 /** Two instances sharing one Redis prefix: each has its own L1. */
-async function makeInstances(url = server.url) {
+async function makeInstances(url = redis.url) {
   const clock = new ManualClock(T0);
   const keyPrefix = `tier${++n}:`;
   const make = async () => {
     const client = createRedisClient({ url, commandTimeoutMs: 75, connectTimeoutMs: 300 });
-    cleanups.push(() => client.disconnect());
-    if (url === server.url) await waitUntilReady(client);
+    redis.cleanup(() => client.disconnect());
+    if (url === redis.url) await waitUntilReady(client);
     const events: string[] = [];
     const onEvent = (e: StoreEvent) => events.push(`${e.tier}:${e.kind}`);
     const guard = new RedisGuard(client, { breakerFailures: 3, breakerOpenMs: 1_000, clock });
