@@ -145,8 +145,7 @@ export function sendHit(res: ServerResponse, entry: CacheEntry, head: boolean, a
       p.hitTtl = ttl;
     }
     if (setRawHead(res, entry.status, p.block, p.hitLines + requestId + '"\r\nx-request-id: ' + requestId + '\r\n')) {
-      if (head || entry.status === 204 || entry.status === 304) res.end();
-      else res.end(entry.body);
+      endWithBody(res, entry, head);
       return;
     }
   }
@@ -182,7 +181,12 @@ export function sendEntry(res: ServerResponse, entry: CacheEntry, opts: SendEntr
     headers.push('age', age, 'cache-status', opts.cacheStatus, 'x-request-id', opts.requestId);
     res.writeHead(entry.status, headers as unknown as OutgoingHttpHeaders);
   }
-  if (opts.head || entry.status === 204 || entry.status === 304) res.end();
+  endWithBody(res, entry, opts.head);
+}
+
+/** Ends an entry's answer: its body, unless HEAD or a status without one. */
+function endWithBody(res: ServerResponse, entry: CacheEntry, head: boolean): void {
+  if (head || entry.status === 204 || entry.status === 304) res.end();
   else res.end(entry.body);
 }
 
