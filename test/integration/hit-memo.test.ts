@@ -222,7 +222,8 @@ describe('hit memo: the fast path for plain repeated hits', () => {
     const o = await origin();
     o.route('/home', { headers: { 'cache-control': 'public, max-age=60' }, body: (r) => (r.headers.cookie ? 'private page' : 'public page') });
     o.route('/v', { headers: { 'cache-control': 'public, max-age=60', vary: 'Cookie' }, body: (r) => `cookie=${String(r.headers.cookie ?? '-')}` });
-    const g = await gateway({ sites: [siteFor([o.url], { bypassCookies: ['wordpress_logged_in*'] })] });
+    const clock = new ManualClock(Date.now()); // fast and slow answers compared: Age and ttl must not tick between them
+    const g = await gateway({ sites: [siteFor([o.url], { bypassCookies: ['wordpress_logged_in*'] })] }, { clock });
     await get(`${g.url}/home`);
     expect((await get(`${g.url}/home`)).headers['cache-status']).toMatch(/; hit;/);
     expect(g.gw.hitMemo.size).toBe(1);
