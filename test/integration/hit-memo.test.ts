@@ -218,7 +218,7 @@ describe('hit memo: the fast path for plain repeated hits', () => {
     expect(g.gw.hotKeys.top(10).find((r) => r.path === '/m')).toMatchObject({ count: 1, states: { hit: 1 } });
   });
 
-  it('answers a request with cookies from the memo only when none is a bypass cookie; credentials never look', async () => {
+  it('answers a request with cookies from the memo only when none is a bypass cookie; credentials go the slow way', async () => {
     const o = await origin();
     o.route('/home', { headers: { 'cache-control': 'public, max-age=60' }, body: (r) => (r.headers.cookie ? 'private page' : 'public page') });
     o.route('/v', { headers: { 'cache-control': 'public, max-age=60', vary: 'Cookie' }, body: (r) => `cookie=${String(r.headers.cookie ?? '-')}` });
