@@ -578,10 +578,6 @@ export class Gateway implements RequestDeps {
   }
 }
 
-/**
- * The primary cache key of a collapse key: handle-request.ts collapseKeyOf appends
- * `\u0001<variant key>` to the primary key for Vary'd resources.
- */
 /** A rate limiter's id: the site's own (route omitted) or one route's. */
 function rateLimitId(site: string, route = ''): string {
   return `${site}\u0000${route}`;
@@ -592,6 +588,10 @@ function rateLimitIds(site: SiteRuntime, route: CompiledRoute): [string, string]
   return [rateLimitId(site.name, route.name), rateLimitId(site.name)];
 }
 
+/**
+ * The primary cache key of a collapse key: handle-request.ts collapseKeyOf appends
+ * `\u0001<variant key>` to the primary key for Vary'd resources.
+ */
 function primaryKeyOf(collapseKey: string): string {
   const cut = collapseKey.indexOf('\u0001');
   return cut === -1 ? collapseKey : collapseKey.slice(0, cut);

@@ -190,8 +190,8 @@ export class Upstream {
    * A permit for one active health probe of `member`: probes are origin requests too, so a
    * member never sees more than its limit (and never more than `ceiling`). The probe queues in
    * a class of its own above every configured priority, so it waits for about one permit to come
-   * free, not behind the crowd, and gives up after the probe's own timeout. Its round trip (a fresh connection) is
-   * not fed to the limit. Undefined when refused: the pool skips that round.
+   * free, not behind the crowd, and gives up after the probe's own timeout. Its round trip (a
+   * fresh connection) is not fed to the limit. Undefined when refused: the pool skips that round.
    */
   async admitProbe(site: SiteConfig, member: OriginMember, signal?: AbortSignal): Promise<{ release(): void } | undefined> {
     const control = this.controlFor(site, member);

@@ -1076,7 +1076,6 @@ function countRequest(
   deps.requestDone?.();
   const status = res.headersSent ? res.statusCode : 0;
   const statusClass = status ? statusClassOf(status) : 'aborted';
-  const hotKeys = deps.hotKeys;
   if (hold === undefined) {
     deps.metrics.observeRequest(site, route, state, statusClass, durationMs / 1000);
     deps.noteKey?.(site, path, state);
@@ -1086,6 +1085,7 @@ function countRequest(
   let row = hold.row;
   if (row === undefined || !row.live || row.statusClass !== statusClass) row = hold.row = deps.metrics.requestRow(site, route, state, statusClass);
   deps.metrics.observeRow(row, durationMs / 1000);
+  const hotKeys = deps.hotKeys;
   if (hotKeys === undefined) deps.noteKey?.(site, path, state);
   else {
     let hot = hold.hot;
