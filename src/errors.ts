@@ -83,6 +83,11 @@ export const ERRORS = {
     message: 'The site is very busy right now. Please retry shortly.',
     action: 'Expected in a flash crowd; see `admission` and the shed metrics.',
   },
+  internal_error: {
+    status: 500,
+    message: 'The gateway could not complete this request.',
+    action: 'A gateway bug or a request the gateway could not send on: see the gateway log for this request id. The origin is not blamed (no ejection, no breaker).',
+  },
   draining: {
     status: 503,
     message: 'The gateway is shutting down.',

@@ -53,6 +53,11 @@ export interface GatewayOptions {
    * instances. An override turns the Redis tier off.
    */
   store?: CacheStore;
+  /**
+   * Override the pressure gate's verdict (tests): when given, it decides "is the gateway
+   * overloaded?" instead of the sampled gate, whatever `admission.pressure.enabled` says.
+   */
+  isOverloaded?: () => boolean;
 }
 
 /**
@@ -98,6 +103,7 @@ export class Gateway implements RequestDeps {
   private adminServer?: http.Server;
   private reloader?: Reloader;
   private watcher?: ConfigWatcher;
+  private readonly overloadOverride: (() => boolean) | undefined;
   private draining = false;
   private inFlightRequests = 0;
   private readonly idleWaiters: Array<() => void> = [];
@@ -146,6 +152,8 @@ export class Gateway implements RequestDeps {
     this.fetcher = new OriginFetcher(this.clock);
     this.forwarder = new Forwarder(() => this.clock.now());
     this.upstream = new Upstream(this.clock, this.metrics, cfg.admission, cfg.admission.priorities.length + 1);
+    this.upstream.samplesValid = () => !this.isOverloaded();
+    this.overloadOverride = opts.isOverloaded;
     this.pressure = new PressureGate(cfg.admission.pressure);
     this.trusted = new TrustedProxies(cfg.trustedProxies);
     this.rt = this.buildRuntime(cfg, 1);
@@ -262,6 +270,7 @@ export class Gateway implements RequestDeps {
   }
 
   isOverloaded(): boolean {
+    if (this.overloadOverride) return this.overloadOverride();
     return this.rt.config.admission.pressure.enabled && this.pressure.isOverloaded();
   }
 

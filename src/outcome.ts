@@ -20,6 +20,7 @@ export type CacheState = (typeof CACHE_STATES)[number];
 export const SHED_REASONS = [
   'pressure', // the gateway process itself is overloaded (event-loop delay, heap)
   'queue_full', // the origin queue is at its bound
+  'predicted_wait', // refused at arrival: the queue ahead would not drain before the request's deadline
   'deadline', // waited in the queue past the request's deadline
   'codel', // dropped by CoDel under a standing queue
   'evicted', // pushed out of the queue by a higher-priority arrival

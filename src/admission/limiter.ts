@@ -22,7 +22,23 @@
  * to the requests served, not throughput, since a queue of M ms of work already keeps every
  * permit busy. Fills get the longer bound because refusing one fails every waiter at once.
  * When the queue is full an arrival evicts the newest waiter of the least important class below
- * its own ('evicted'), or is refused ('queue_full').
+ * its own ('evicted'), or is refused ('queue_full'). An arrival whose forecast wait exceeds its
+ * bound is refused at once ('predicted_wait').
+ *
+ * Overdue permits step aside (the slow lane). A site's endpoints do not all cost the same: a
+ * report or an upload that takes seconds holds its permit a hundred times longer than a page.
+ * Counted against the limit, two slow reports hold the only two permits and the fast pages
+ * queue behind them, although the origin has room. So a permit held longer than
+ * `OVERDUE_FACTOR` x the typical round trip of the others (clamped to
+ * [OVERDUE_MIN_MS, OVERDUE_MAX_MS]; until one is measured, half the CoDel interval, so that at
+ * a cold start waiters are not cut by CoDel behind permits nobody knows to be slow) leaves the limit's
+ * count for a lane of its own, which holds at most `limit` permits: in flight at most twice the
+ * limit (and never past `ceiling`, which stays a hard cap on everything in flight; during a
+ * no-load probe, every overdue permit: see laneCap), and only while the excess is made of
+ * requests that are already known to be slow. An
+ * overdue permit's round trip says nothing about saturation and is not fed to the limit, nor
+ * to the typical round trip. When the lane is full, overdue permits stay counted, and an origin
+ * that has become slow for everyone is limited as before.
  */
 import type { Clock } from '../clock.js';
 import type { QueueConfig } from '../config/schema.js';
@@ -51,7 +67,7 @@ export interface Permit {
   release(kind: ReleaseKind): void;
 }
 
-export type RefusalReason = 'queue_full' | 'deadline' | 'codel' | 'evicted' | 'aborted';
+export type RefusalReason = 'queue_full' | 'predicted_wait' | 'deadline' | 'codel' | 'evicted' | 'aborted';
 
 export type AcquireResult =
   | { readonly ok: true; readonly permit: Permit; readonly waitedMs: number }
@@ -83,6 +99,11 @@ export interface LimiterOptions {
   scheduler?: Scheduler;
   /** Time constant of the drain-rate EWMA, ms. Default 2000. */
   drainRateTauMs?: number;
+  /**
+   * Let overdue permits step aside (see "Overdue permits" above). Default false: a fixed limit
+   * means what it says; the origin seam turns it on for learned limits.
+   */
+  slowLane?: boolean;
 }
 
 const refusal = (reason: RefusalReason): AcquireResult => Object.freeze({ ok: false, reason, waitedMs: 0 });
@@ -90,13 +111,24 @@ const REFUSED_QUEUE_FULL = refusal('queue_full');
 const REFUSED_DEADLINE = refusal('deadline');
 const REFUSED_ABORTED = refusal('aborted');
 /** Refused at arrival: the queue ahead would not drain before the request's deadline. */
-const REFUSED_PREDICTED = refusal('queue_full');
+const REFUSED_PREDICTED = refusal('predicted_wait');
+
+/** A permit is overdue after this many typical round trips (see "Overdue permits" above). */
+export const OVERDUE_FACTOR = 10;
+/** Bounds of the overdue threshold, ms. */
+export const OVERDUE_MIN_MS = 100;
+export const OVERDUE_MAX_MS = 2_000;
 
 /** Completions are counted in buckets at least this long before they move the drain-rate EWMA. */
 const DRAIN_BUCKET_MS = 250;
 
 class LimiterPermit implements Permit {
   released = false;
+  /** Moved to the slow lane (see "Overdue permits" above). */
+  overdue = false;
+  /** The counted permits, oldest first (a doubly-linked list owned by the Limiter). */
+  prev: LimiterPermit | undefined = undefined;
+  next: LimiterPermit | undefined = undefined;
   constructor(
     private readonly limiter: Limiter,
     readonly acquiredAt: number,
@@ -120,7 +152,16 @@ export class Limiter {
   private readonly clock: Clock;
   private readonly scheduler: Scheduler;
   private readonly drainRateTauMs: number;
+  /** Permits counted against the limit (the slow lane's are not). */
   private inflightCount = 0;
+  /** Permits in the slow lane. */
+  private overdueCount = 0;
+  /** Counted permits, oldest first: the first to become overdue is at the head. */
+  private oldest: LimiterPermit | undefined;
+  private newest: LimiterPermit | undefined;
+  /** Timer that moves overdue permits aside while requests wait. */
+  private overdueTimer: unknown;
+  private readonly slowLane: boolean;
   // Shared sample object: the Limit contract says implementations copy what they keep.
   private readonly sample: LimitSample = { rttMs: 0, inflight: 0, dropped: false };
 
@@ -143,11 +184,27 @@ export class Limiter {
     this.scheduler = opts.scheduler ?? systemScheduler;
     this.drainRateTauMs = opts.drainRateTauMs ?? 2000;
     this.drainBucketStartAt = this.clock.now();
+    this.slowLane = opts.slowLane ?? false;
   }
 
-  /** Permits currently out. */
+  /** Permits currently out, the slow lane's included. */
   get inflight(): number {
-    return this.inflightCount;
+    return this.inflightCount + this.overdueCount;
+  }
+
+  /** Permits out in the slow lane (held past the overdue threshold, not counted against the limit). */
+  get overdue(): number {
+    return this.overdueCount;
+  }
+
+  /**
+   * When a counted permit becomes overdue, ms: OVERDUE_FACTOR x the typical round trip, within
+   * [OVERDUE_MIN_MS, OVERDUE_MAX_MS]; half the CoDel interval until a round trip was measured.
+   */
+  get overdueAfterMs(): number {
+    if (this.rttEwmaMs === 0) return this.queueConfig.codelIntervalMs / 2;
+    const ms = OVERDUE_FACTOR * this.rttEwmaMs;
+    return ms < OVERDUE_MIN_MS ? OVERDUE_MIN_MS : ms > OVERDUE_MAX_MS ? OVERDUE_MAX_MS : ms;
   }
 
   /** The enforced limit: min(learned, ceiling). */
@@ -208,6 +265,7 @@ export class Limiter {
 
   /** A permit now, or undefined; never waits and never jumps the queue. */
   tryAcquire(): Permit | undefined {
+    if (this.inflightCount >= this.limit) this.moveOverdue(this.clock.now());
     if (this.queue.length > 0 || this.inflightCount >= this.limit) return undefined;
     const permit = this.grant(this.clock.now());
     this.onChange?.(this);
@@ -218,6 +276,7 @@ export class Limiter {
     const signal = opts.signal;
     if (signal?.aborted) return REFUSED_ABORTED;
     const now = this.clock.now();
+    if (this.inflightCount >= this.limit) this.moveOverdue(now);
     if (this.queue.length > 0 && this.inflightCount < this.limit) this.pump(now); // limit grew
     if (this.queue.length === 0 && this.inflightCount < this.limit) {
       const permit = this.grant(now);
@@ -271,6 +330,7 @@ export class Limiter {
       }
       this.queue.push(w, now);
       w.timer = this.scheduler.setTimeout(() => this.expire(w), w.expiresAt - now);
+      this.armOverdueTimer(now);
       if (signal) {
         w.onAbort = () => this.finish(w, 'aborted', this.clock.now());
         signal.addEventListener('abort', w.onAbort, { once: true });
@@ -285,15 +345,86 @@ export class Limiter {
   }
 
   private grant(now: number): LimiterPermit {
-    return new LimiterPermit(this, now, ++this.inflightCount);
+    const permit = new LimiterPermit(this, now, ++this.inflightCount);
+    permit.prev = this.newest;
+    if (this.newest) this.newest.next = permit;
+    else this.oldest = permit;
+    this.newest = permit;
+    return permit;
+  }
+
+  private unlink(permit: LimiterPermit): void {
+    if (permit.prev) permit.prev.next = permit.next;
+    else this.oldest = permit.next;
+    if (permit.next) permit.next.prev = permit.prev;
+    else this.newest = permit.prev;
+    permit.prev = permit.next = undefined;
+  }
+
+  /**
+   * Moves counted permits held past the overdue threshold to the slow lane, oldest first, while
+   * the lane has room (at most `limit` permits). Returns true when any moved.
+   */
+  private moveOverdue(now: number): boolean {
+    const cap = this.laneCap;
+    if (this.overdueCount >= cap) return false;
+    const dueBefore = now - this.overdueAfterMs;
+    let moved = false;
+    while (this.oldest !== undefined && this.oldest.acquiredAt <= dueBefore && this.overdueCount < cap) {
+      const p = this.oldest;
+      this.unlink(p);
+      p.overdue = true;
+      this.inflightCount--;
+      this.overdueCount++;
+      moved = true;
+    }
+    return moved;
+  }
+
+  /**
+   * Size of the slow lane: `limit` permits, and never past `ceiling` in all. While the limit
+   * algorithm holds the limit down for a no-load probe (Limit.planning), every overdue permit
+   * steps aside (still within `ceiling`): the probe admits nothing new beyond its small limit,
+   * and requests that were already slow must not hold its few permits, or it could not end
+   * until they do.
+   */
+  private get laneCap(): number {
+    if (!this.slowLane) return 0;
+    const limit = this.limit;
+    const room = this.ceiling - limit;
+    const planned = this.algorithm.planning;
+    const cap = planned !== undefined && planned > this.algorithm.current ? Infinity : limit;
+    return room < cap ? room : cap;
+  }
+
+  /** While requests wait, wake when the oldest counted permit becomes overdue. */
+  private armOverdueTimer(now: number): void {
+    if (this.overdueTimer !== undefined || this.queue.length === 0 || this.oldest === undefined) return;
+    if (this.overdueCount >= this.laneCap) return; // no room in the lane; a release will pump
+    const dueIn = Math.max(1, this.oldest.acquiredAt + this.overdueAfterMs - now);
+    this.overdueTimer = this.scheduler.setTimeout(() => {
+      this.overdueTimer = undefined;
+      const at = this.clock.now();
+      if (this.moveOverdue(at)) {
+        this.pump(at);
+        this.onChange?.(this);
+      }
+      this.armOverdueTimer(at);
+    }, dueIn);
   }
 
   /** Called once per permit, from LimiterPermit.release. */
   private onRelease(permit: LimiterPermit, kind: ReleaseKind): void {
     const now = this.clock.now();
-    this.inflightCount--;
+    if (permit.overdue) this.overdueCount--;
+    else {
+      this.inflightCount--;
+      this.unlink(permit);
+    }
     this.rollDrainBucket(now);
     this.drainBucketCount++;
+    // A slow-lane request's round trip says nothing about saturation (see "Overdue permits").
+    if (permit.overdue) kind = 'ignore';
     if (kind === 'success') {
       // EWMA (α = 0.1) of successful round trips, for the expected wait at arrival.
       const rtt = now - permit.acquiredAt;
@@ -307,7 +438,12 @@ export class Limiter {
       s.dropped = kind === 'dropped';
       this.algorithm.onSample(s, now);
     }
+    if (this.queue.length > 0 && this.inflightCount >= this.limit) this.moveOverdue(now);
     this.pump(now);
+    if (this.queue.length === 0 && this.overdueTimer !== undefined) {
+      this.scheduler.clearTimeout(this.overdueTimer);
+      this.overdueTimer = undefined;
+    }
     this.onChange?.(this);
   }
 

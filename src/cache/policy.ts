@@ -427,7 +427,9 @@ export function decideStorage(req: RequestFacts, res: ResponseFacts, opts: Polic
   if (noCache && !hasValidator) return refuse('§5.2.2.4 no-cache without ETag or Last-Modified: never usable');
 
   const staleAt = res.responseTime + freshnessMs - initialAgeMs;
-  const keepMs = Math.max(staleWhileRevalidateMs, staleIfErrorMs, hasValidator ? REVALIDATION_WINDOW_MS : 0);
+  // The route's opt-in grace for must-revalidate pages (evaluateEntry) needs them kept that long.
+  const graceOverrideMs = mustRevalidate && !noCache && route.graceOverridesMustRevalidate ? route.graceSeconds * 1000 : 0;
+  const keepMs = Math.max(staleWhileRevalidateMs, staleIfErrorMs, graceOverrideMs, hasValidator ? REVALIDATION_WINDOW_MS : 0);
   const deleteAt = staleAt + keepMs;
   if (deleteAt <= now)
     return refuse(`never usable: stale on arrival (${notes.join('; ')}) with no stale window and no validator`);
@@ -472,6 +474,13 @@ export interface EntryEvaluation {
   withinStaleWhileRevalidate: boolean;
   /** Before staleAt + stale-if-error/grace: may be served if the origin fails (RFC 5861 §4). */
   withinStaleIfError: boolean;
+  /**
+   * May be served when the origin *fails* (error, timeout, unreachable, circuit open): as
+   * `withinStaleIfError`, widened by the route's opt-in `graceOverridesMustRevalidate` to
+   * must-revalidate / s-maxage entries within `graceSeconds` (a deliberate RFC 9111 §4.2.4
+   * deviation, as Varnish grace makes). Not for a busy origin, nor for stale-while-revalidate.
+   */
+  withinGraceOnFailure: boolean;
   /** The client sent only-if-cached: answer 504 rather than contact the origin (§5.2.1.7). */
   onlyIfCached: boolean;
   /**
@@ -529,6 +538,9 @@ export function evaluateEntry(entry: CacheEntry, req: RequestFacts, now: number,
   const withinStaleWhileRevalidate =
     !fresh && !staleForbidden && !invalidated && forced === undefined && now < staleAt + entry.staleWhileRevalidateMs;
   const withinStaleIfError = !staleForbidden && now < staleAt + entry.staleIfErrorMs;
+  const withinGraceOnFailure =
+    withinStaleIfError ||
+    (entry.mustRevalidate && !entry.noCache && opts.route.graceOverridesMustRevalidate && now < staleAt + opts.route.graceSeconds * 1000);
 
   let reason: string;
   if (forced !== undefined) reason = forced;
@@ -545,6 +557,7 @@ export function evaluateEntry(entry: CacheEntry, req: RequestFacts, now: number,
     needsRevalidation,
     withinStaleWhileRevalidate,
     withinStaleIfError,
+    withinGraceOnFailure,
     onlyIfCached,
     refetchDemanded: forced !== undefined,
     reason,

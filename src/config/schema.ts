@@ -114,8 +114,10 @@ export const healthCheckSchema = z
     expectStatus: z
       .string()
       .regex(/^[1-5](xx|\d\d)(,[1-5](xx|\d\d))*$/)
-      .default('2xx,3xx')
-      .describe('Statuses that count as healthy, e.g. "2xx,3xx" or "200".'),
+      .default('2xx,3xx,4xx')
+      .describe(
+        'Statuses that count as healthy, e.g. "2xx,3xx" or "200". The default takes any answer below 500 as alive: an origin whose probe path answers 404 or 401 (an API, an app behind a login) is up.',
+      ),
   })
   .describe('Active health checks.');
 
@@ -126,7 +128,9 @@ export const passiveSchema = z
       .int()
       .min(1)
       .default(5)
-      .describe('Connect failures / 5xx in a row that eject a member.'),
+      .describe(
+        'Failures in a row that say the member is sick (connection refused, timeout, reset, 502/503/504 from it) and eject it. A 500 or 4xx from the application, a client that left or an error the request caused never count; the last usable member is never ejected.',
+      ),
     ejectMs: positiveMs('How long an ejected member is skipped.').default(10_000),
   })
   .describe('Passive ejection from live traffic.');
@@ -144,7 +148,12 @@ export const timeoutsSchema = z
 export const circuitSchema = z
   .strictObject({
     enabled: z.boolean().default(true).describe('Trip a per-member breaker on failures.'),
-    consecutiveFailures: z.number().int().min(1).default(10).describe('Failures in a row that open it.'),
+    consecutiveFailures: z
+      .number()
+      .int()
+      .min(1)
+      .default(10)
+      .describe('Failures in a row that open it (the same failures that count for ejection: connection refused, timeout, reset, 502/503/504).'),
     errorRatePercent: z
       .number()
       .min(1)
@@ -220,6 +229,12 @@ export const routeCacheSchema = z
     graceSeconds: nonNegativeSeconds(
       'Serve stale this long past expiry when the origin fails or is protected (beside stale-if-error).',
     ).default(60),
+    graceOverridesMustRevalidate: z
+      .boolean()
+      .default(false)
+      .describe(
+        'Opt-in deviation from RFC 9111 §4.2.4 (as Varnish grace makes): pages sent with must-revalidate, proxy-revalidate or s-maxage (MediaWiki sends all three) may still be served stale within graceSeconds while the origin fails (error, timeout, unreachable, circuit open). Never for stale-while-revalidate or while the origin is merely busy.',
+      ),
     setCookie: z
       .enum(['refuse', 'strip'])
       .default('refuse')

@@ -80,7 +80,7 @@ export const METRICS = {
   originRequests: spec(
     'crowdgate_origin_requests_total',
     'counter',
-    'Requests sent to origin members, by outcome (ok, status_5xx, timeout, connect_error, reset, error).',
+    'Requests sent to origin members, by outcome (ok, status_5xx, timeout, connect_error, reset, bad_response, error, client_gone).',
     ['site', 'origin', 'kind', 'outcome'],
   ),
   originDuration: spec(

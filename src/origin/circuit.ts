@@ -15,7 +15,9 @@
  *              closes the breaker (fresh counts); a probe failure opens it again for `openMs`.
  *              A probe that never reports (the caller lost it) frees its slot after `openMs`,
  *              or at once through onCancel().
- * Outcomes reported while open come from requests sent before it opened and are ignored.
+ * Failures reported while open come from requests sent before it opened and are ignored; a
+ * success reported while open (a request sent before, or a trial the caller sent because no
+ * member was usable) closes it: the member answers, and recovery follows the origin, not a timer.
  */
 import type { Clock } from '../clock.js';
 import type { CircuitConfig } from '../config/schema.js';
@@ -94,11 +96,10 @@ export class CircuitBreaker {
 
   onSuccess(): void {
     if (this.cfg.enabled === false) return;
-    if (this.current === 'half_open') {
+    if (this.current === 'half_open' || this.current === 'open') {
       this.close();
       return;
     }
-    if (this.current === 'open') return;
     this.consecutive = 0;
     this.record(false);
   }

@@ -9,7 +9,13 @@ import { Pool, errors as undiciErrors } from 'undici';
 import type { Readable } from 'node:stream';
 import type { Clock } from '../clock.js';
 
-export type FetchFailure = 'connect_error' | 'timeout' | 'reset' | 'error';
+/**
+ * How an origin request failed. `connect_error`, `timeout` and `reset` say the member is in
+ * trouble; `bad_response` is an answer that could not be parsed (the application's fault, like
+ * a 500); `error` is anything else, which in practice is the request itself (a header the
+ * HTTP client refuses to send) or a gateway bug: it says nothing about the member.
+ */
+export type FetchFailure = 'connect_error' | 'timeout' | 'reset' | 'bad_response' | 'error';
 
 export interface FetchedHead {
   status: number;
@@ -108,6 +114,8 @@ export function classifyFetchError(err: unknown): FetchFailure {
   if (code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'ETIMEDOUT')
     return 'timeout';
   if (code === 'ECONNRESET' || code === 'UND_ERR_SOCKET' || code === 'EPIPE' || code === 'UND_ERR_CLOSED') return 'reset';
+  if (err instanceof undiciErrors.HTTPParserError || err instanceof undiciErrors.ResponseContentLengthMismatchError) return 'bad_response';
+  if (typeof code === 'string' && (code.startsWith('HPE_') || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH')) return 'bad_response';
   return 'error';
 }
 

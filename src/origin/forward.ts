@@ -205,6 +205,6 @@ export function classifyProxyError(err: unknown, timedOut?: boolean): FetchFailu
     return 'connect_error';
   if (code === 'ETIMEDOUT') return 'timeout';
   if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'HPE_INVALID_CONSTANT') return 'reset';
-  if (typeof code === 'string' && code.startsWith('HPE_')) return 'error';
+  if (typeof code === 'string' && code.startsWith('HPE_')) return 'bad_response';
   return 'error';
 }

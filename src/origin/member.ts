@@ -2,17 +2,20 @@
  * One origin member of a site: its identity (name, base URL, weight, backup), its keep-alive
  * agent, its in-flight count, and the two health signals that decide whether it gets traffic:
  *
- * - **active** (health checks): 'unknown' until the first probe completes; then the first
- *   observation decides ('up' or 'down' at once, so a gateway started with its origin down
- *   knows within one probe); afterwards `unhealthyThreshold` failures in a row take an 'up'
- *   member down and `healthyThreshold` passes in a row bring a 'down' member up. With checks
- *   disabled the member is assumed 'up'.
- * - **passive** (live traffic): `consecutiveFailures` failures in a row (connect, timeout, reset,
- *   5xx) eject the member for `ejectMs`. When the ejection ends the member is on probation,
- *   as nginx does after `fail_timeout`: its next result decides — a failure ejects it again at
- *   once, a success clears the record. Failures reported while it is ejected (requests sent
- *   before the ejection) do not extend it. The two signals are independent: a passing probe
- *   does not end an ejection (the probe path may be fine while real pages fail).
+ * - **active** (health checks): 'unknown' until a verdict; from 'unknown' or 'up',
+ *   `unhealthyThreshold` failures in a row take the member 'down' (one failed probe never
+ *   does, not even the first: a probe that misfires must not take a serving site down), and a
+ *   pass takes 'unknown' 'up' at once; `healthyThreshold` passes in a row bring a 'down' member
+ *   up. A passing probe also ends a passive ejection: the member answers, so it gets traffic
+ *   again. With checks disabled the member is assumed 'up'.
+ * - **passive** (live traffic): `consecutiveFailures` failures in a row that say the member
+ *   itself is sick (connection refused, timeout, reset, or a 502/503/504 from it: see
+ *   upstream.ts for what counts) eject the member for `ejectMs`, unless no other member would
+ *   be usable then (the pool never ejects its last usable member). When the ejection ends the
+ *   member is on probation, as nginx does after `fail_timeout`: its next result decides, a
+ *   failure ejects it again at once, a success clears the record. Any success reported while
+ *   it is ejected (a trial request, see upstream.ts) ends the ejection at once. Failures
+ *   reported while it is ejected (requests sent before the ejection) do not extend it.
  *
  * Routing: a member is healthy when active is not 'down' (so 'unknown' routes) and it is not
  * ejected. The state here is pure and clock-driven; it does no I/O except owning the agent.
@@ -23,6 +26,7 @@ import https from 'node:https';
 import type { HealthCheckConfig, OriginConfig } from '../config/schema.js';
 
 export type ActiveHealth = 'up' | 'down' | 'unknown';
+/** What says a member is sick: connection refused, timeout, reset, or a 502/503/504 from it. */
 export type FailureKind = 'connect' | 'timeout' | 'status5xx' | 'reset';
 
 export interface HealthState {
@@ -57,6 +61,8 @@ export interface OriginMember {
   readonly inflight: number;
   /** Active checks do not say 'down' and the member is not passively ejected. */
   isHealthy(now: number): boolean;
+  /** Passively ejected now (upstream.ts sends such a member one trial request at a time). */
+  isEjected(now: number): boolean;
   healthState(now: number): HealthState;
 }
 
@@ -175,10 +181,22 @@ export class PoolMember implements OriginMember {
       this.lastErrorAt = now;
     }
     const before = this.active;
-    if (this.active === 'unknown') this.active = ok ? 'up' : 'down'; // first observation decides
-    else if (this.active === 'up' && this.probeFailures >= rules.unhealthyThreshold) this.active = 'down';
+    if (this.active === 'unknown' && ok) this.active = 'up';
+    else if (this.active !== 'down' && this.probeFailures >= rules.unhealthyThreshold) this.active = 'down';
     else if (this.active === 'down' && this.probePasses >= rules.healthyThreshold) this.active = 'up';
     return this.active !== before;
+  }
+
+  /**
+   * A passing probe ends a passive ejection (returns true when it did): the member answers new
+   * connections, so it gets traffic again rather than waiting for a timer.
+   */
+  endEjection(now: number): boolean {
+    if (!this.isEjected(now)) return false;
+    this.ejectedUntil = undefined;
+    this.announcedEjectionEnd = undefined;
+    this.trafficFailures = 0;
+    return true;
   }
 
   /** A live request succeeded: the failure streak and any probation end. */
@@ -188,14 +206,19 @@ export class PoolMember implements OriginMember {
     this.announcedEjectionEnd = undefined;
   }
 
-  /** A live request failed; returns true when this failure ejected the member. */
-  recordFailure(kind: FailureKind, rules: PassiveRules, now: number): boolean {
+  /**
+   * A live request failed in a way that says the member is sick; returns true when this
+   * failure ejected the member. `mayEject` is false when no other member would be usable: the
+   * streak is kept, and the member is ejected by a later failure once another one is usable.
+   */
+  recordFailure(kind: FailureKind, rules: PassiveRules, now: number, mayEject = true): boolean {
     this.lastError = `traffic: ${kind}`;
     this.lastErrorAt = now;
     if (this.isEjected(now)) return false; // sent before the ejection; do not extend it
     this.trafficFailures++;
     const onProbation = this.ejectedUntil !== undefined;
     if (!onProbation && this.trafficFailures < rules.consecutiveFailures) return false;
+    if (!mayEject) return false;
     this.ejectedUntil = now + rules.ejectMs;
     this.announcedEjectionEnd = undefined;
     this.trafficFailures = 0;

@@ -12,10 +12,12 @@
  * Selection (pick):
  *  1. candidates = healthy primaries (see member.ts for "healthy"), minus `exclude`, passing `accept`;
  *  2. if none, the healthy backups the same way;
- *  3. if none, `undefined`: every member is down, ejected or excluded. The caller then serves a
- *     usable stale copy (staleReason 'unreachable') or answers 502 naming the site. Sending
- *     traffic to members known to be dead only adds load in a crowd; ejections end by time
- *     and probes keep running, so the pool recovers without live traffic.
+ *  3. if none, `undefined`: every member is down, ejected or excluded. The caller (upstream.ts)
+ *     then panics as Envoy does below its panic threshold, and as nginx does when every server
+ *     of an upstream has failed: a request with a usable stale copy is answered from it while
+ *     one trial request at a time finds out whether the origin is back, and a request with
+ *     nothing to fall back on is sent anyway, to any member (`pickAny`). A health verdict that
+ *     misfires then costs the failing requests, never the whole site.
  *  Among candidates, 'round-robin' is nginx's smooth weighted round-robin: every pick adds each
  *  candidate's weight to its running weight, takes the largest (first in config order on ties)
  *  and subtracts the candidates' total weight from the winner — weights 3:1 give a,a,b,a and
@@ -23,9 +25,10 @@
  *  inflight / weight (compared as a.inflight * b.weight vs b.inflight * a.weight) and breaks
  *  ties with the same smooth round-robin.
  *
- * Active checks: start() probes every member at once (readiness is 'unknown' until that
- * probe completes), then every `intervalMs` after the previous probe settles, so never more
- * than one probe per member is in flight. Timers are unref'd.
+ * Active checks: start() probes every member at once (readiness is 'unknown' until a verdict),
+ * then every `intervalMs` after the previous probe settles (every second at most while the
+ * member is still 'unknown'), so never more than one probe per member is in flight. Timers are
+ * unref'd.
  */
 import type { Clock } from '../clock.js';
 import { systemClock } from '../clock.js';
@@ -35,6 +38,9 @@ import type { ActiveHealth, FailureKind, OriginMember } from './member.js';
 import { PoolMember, memberKeyOf, memberNameOf } from './member.js';
 
 export type { ActiveHealth, FailureKind, HealthState, OriginMember } from './member.js';
+
+/** Probe interval while a member's state is still 'unknown', ms (at most the configured interval). */
+export const UNKNOWN_PROBE_INTERVAL_MS = 1_000;
 
 /** Why a member's health was announced: a probe result, an ejection, or an ejection's end. */
 export type HealthChangeCause = 'probe' | 'ejected' | 'ejection-ended';
@@ -139,6 +145,17 @@ export class OriginPool {
     return smoothWeightedRoundRobin(candidates);
   }
 
+  /**
+   * Panic selection, for when pick() found nothing usable: any member not excluded, ignoring
+   * health (primaries first, then backups), by the same smooth weighted round-robin.
+   */
+  pickAny(opts: Pick<PickOptions, 'exclude'> = {}): OriginMember | undefined {
+    let candidates = this.list.filter((m) => !m.backup && !opts.exclude?.has(m));
+    if (candidates.length === 0) candidates = this.list.filter((m) => m.backup && !opts.exclude?.has(m));
+    if (candidates.length === 0) return undefined;
+    return smoothWeightedRoundRobin(candidates);
+  }
+
   /** An origin request to `member` started. Pair with end() in a finally. */
   begin(member: OriginMember): void {
     asPoolMember(member).inflight++;
@@ -156,13 +173,18 @@ export class OriginPool {
     asPoolMember(member).recordSuccess();
   }
 
-  /** A live request failed; `passive.consecutiveFailures` in a row eject for `passive.ejectMs`. */
+  /**
+   * A live request failed in a way that says the member is sick; `passive.consecutiveFailures`
+   * in a row eject it for `passive.ejectMs`, but never the last usable member: with nothing
+   * else to send to, an ejection would only turn the failing requests into an outage.
+   */
   reportFailure(member: OriginMember, kind: FailureKind): void {
     const m = asPoolMember(member);
     if (m.removed || this.closed) return;
     const now = this.clock.now();
     const wasHealthy = m.isHealthy(now);
-    if (!m.recordFailure(kind, this.site.passive, now)) return;
+    const othersUsable = this.list.some((o) => o !== m && o.isHealthy(now));
+    if (!m.recordFailure(kind, this.site.passive, now, othersUsable)) return;
     this.logger?.warn(
       { site: this.site.name, origin: m.name, kind, ejectMs: this.site.passive.ejectMs },
       'origin member ejected after consecutive failures',
@@ -279,10 +301,14 @@ export class OriginPool {
   private schedule(m: PoolMember): void {
     this.stopTimer(m);
     if (this.closed || !this.started || m.removed || !this.site.healthCheck.enabled) return;
+    // Until a verdict ('unknown'), probe at least once a second: thresholds apply from the start,
+    // and a gateway started with its origin down should say so in seconds, not intervals.
+    const intervalMs = this.site.healthCheck.intervalMs;
+    const delayMs = m.activeHealth() === 'unknown' ? Math.min(intervalMs, UNKNOWN_PROBE_INTERVAL_MS) : intervalMs;
     const timer = setTimeout(() => {
       this.timers.delete(m);
       this.probeThenSchedule(m);
-    }, this.site.healthCheck.intervalMs);
+    }, delayMs);
     timer.unref();
     this.timers.set(m, timer);
   }
@@ -305,7 +331,12 @@ export class OriginPool {
       const now = this.clock.now();
       this.announceEndedEjections(now);
       const before: ActiveHealth = m.activeHealth();
-      if (!m.recordProbe(result.ok, result.error, this.site.healthCheck, now)) return;
+      const changed = m.recordProbe(result.ok, result.error, this.site.healthCheck, now);
+      if (result.ok && m.endEjection(now)) {
+        this.logger?.info({ site: this.site.name, origin: m.name }, 'origin member ejection ended (health check passed)');
+        if (!changed) this.emit(m, m.isHealthy(now), 'ejection-ended');
+      }
+      if (!changed) return;
       const after = m.activeHealth();
       const fields = { site: this.site.name, origin: m.name, from: before, to: after, status: result.status, error: result.error };
       if (after === 'down') this.logger?.warn(fields, 'origin member down (health check)');

@@ -22,18 +22,72 @@ export interface MemberControl {
   /** The admission config the limiter was built from, to rebuild it when it changes. */
   admissionKey: string;
   circuitKey: string;
+  /** The last trial request sent while no member was usable (clock ms), and whether it is out. */
+  trialAt: number;
+  trialInFlight: boolean;
+}
+
+/**
+ * One admitted origin request: the member, its permit, and the bookkeeping around it. Whoever
+ * is admitted calls `finish(outcome)` exactly once, in a `finally` (later calls are ignored):
+ * it ends the pool's in-flight count, releases the permit with the right sample, and tells the
+ * breaker, passive health and metrics how it went (Netflix concurrency-limits' listener:
+ * onSuccess / onDropped / onIgnore).
+ */
+export interface OriginLease {
+  readonly member: OriginMember;
+  readonly waitedMs: number;
+  /** When the request was admitted (clock ms): its origin time runs from here. */
+  readonly startedAt: number;
+  /**
+   * Sent although no member was usable: panic routing (nothing to fall back on) or a trial
+   * request (one at a time per member) to learn whether an ejected or failing member is back.
+   */
+  readonly trial: boolean;
+  finish(outcome: OriginOutcome): void;
 }
 
 export type AdmitResult =
-  | { ok: true; member: OriginMember; permit: Permit; control: MemberControl; waitedMs: number }
+  | { ok: true; lease: OriginLease }
   | { ok: false; why: 'no_healthy' }
   | { ok: false; why: 'circuit_open' }
-  | { ok: false; why: 'shed'; reason: ShedReason; control: MemberControl; waitedMs: number };
+  | { ok: false; why: 'shed'; reason: ShedReason; waitedMs: number };
 
+/**
+ * How an origin request ended. What counts against the member (ejection, breaker) is only what
+ * says the member itself is sick: connection refused, timeout, reset, or a 502/503/504 from it.
+ * A 500 or 4xx is the application answering; `client_gone` is the client's doing; a fetch
+ * `failure: 'error'` is an error the request itself caused (a header the HTTP client refuses)
+ * or a gateway bug; `bad_response` is an answer for one URL that could not be parsed; `abandoned` is a request the gateway gave up on (an exception): none of
+ * these say anything about the member.
+ */
 export type OriginOutcome =
   | { kind: 'response'; status: number }
   | { kind: 'failure'; failure: FetchFailure }
-  | { kind: 'client_gone' };
+  | { kind: 'client_gone' }
+  | { kind: 'abandoned' };
+
+/** Statuses from a member that say the member itself is in trouble (RFC 9110 §15.6.3-5). */
+const SICK_STATUSES: ReadonlySet<number> = new Set([502, 503, 504]);
+/** Statuses that say the member is overloaded: a dropped sample for the limit. */
+const OVERLOAD_STATUSES: ReadonlySet<number> = new Set([429, 503, 504]);
+/** At most one trial request per member per this many ms while no member is usable. */
+export const TRIAL_INTERVAL_MS = 250;
+
+export interface AdmitOptions {
+  priority: number;
+  deadlineAt: number;
+  kind: OriginRequestKind;
+  exclude?: ReadonlySet<OriginMember>;
+  signal?: AbortSignal;
+  servesCrowd?: boolean;
+  /**
+   * The caller can answer without the origin (a usable stale copy). When no member is usable it
+   * is then refused, except for one trial request per member at a time (TRIAL_INTERVAL_MS
+   * apart); without a fallback the request is sent to some member anyway (panic routing).
+   */
+  hasFallback?: boolean;
+}
 
 export type OriginRequestKind = 'fill' | 'forward' | 'background';
 
@@ -45,6 +99,12 @@ function learningKeyOf(admissionKey: string): string {
 export class Upstream {
   private readonly controls = new WeakMap<OriginMember, MemberControl>();
   private readonly all = new Set<MemberControl>();
+
+  /**
+   * False while the gateway itself is overloaded: its own event-loop lag is then part of every
+   * measured round trip, and feeding that to the limit would shrink it for the wrong reason.
+   */
+  samplesValid: () => boolean = () => true;
 
   constructor(
     private readonly clock: Clock,
@@ -84,6 +144,8 @@ export class Upstream {
         breaker: this.makeBreaker(site, member),
         admissionKey,
         circuitKey,
+        trialAt: -Infinity,
+        trialInFlight: false,
       };
       this.controls.set(member, c);
       this.all.add(c);
@@ -118,6 +180,9 @@ export class Upstream {
       // background class below every configured one (n + 1).
       classes: this.priorityClasses + 2,
       clock: this.clock,
+      // A learned limit measures the origin, so requests already known to be slow step aside
+      // (limiter.ts, "Overdue permits"); a fixed limit means what it says.
+      slowLane: this.admission.limit.algorithm !== 'fixed',
     });
   }
 
@@ -128,6 +193,12 @@ export class Upstream {
       this.metrics.get('circuitState').set(labels, state === 'closed' ? 0 : state === 'half_open' ? 1 : 2);
     };
     return breaker;
+  }
+
+  /** Some member would be picked now: healthy and its breaker letting requests through. */
+  hasUsableMember(site: SiteConfig, pool: OriginPool): boolean {
+    const now = this.clock.now();
+    return pool.members().some((m) => m.isHealthy(now) && this.controlFor(site, m).breaker.isAvailable());
   }
 
   /**
@@ -151,26 +222,41 @@ export class Upstream {
 
   /**
    * Picks a member whose breaker lets requests through and waits for one of its permits (up to
-   * `deadlineAt`). Refusal is a value, never an exception.
+   * `deadlineAt`), then returns the lease (see OriginLease). Refusal is a value, never an
+   * exception. When no member is usable (down, ejected, breaker open), a protection may be
+   * misfiring, so the request is not simply refused: without a fallback it goes to some member
+   * anyway (panic routing, as nginx resets its marks and Envoy routes to all hosts below its
+   * panic threshold); with one, one trial per member at a time finds out whether it is back.
    */
-  async admit(
-    site: SiteConfig,
-    pool: OriginPool,
-    opts: { priority: number; deadlineAt: number; exclude?: ReadonlySet<OriginMember>; signal?: AbortSignal; servesCrowd?: boolean },
-  ): Promise<AdmitResult> {
-    const member = pool.pick({
-      exclude: opts.exclude,
-      accept: (m) => this.controlFor(site, m).breaker.isAvailable(), // no side effects: takes no probe slot
-    });
-    if (!member) {
-      // Tell "every usable member's breaker is open" from "nothing healthy" without a second
-      // pick(), which would advance the round-robin.
-      const now = this.clock.now();
-      const anyHealthy = pool.members().some((m) => m.isHealthy(now) && !opts.exclude?.has(m));
-      return anyHealthy ? { ok: false, why: 'circuit_open' } : { ok: false, why: 'no_healthy' };
+  async admit(site: SiteConfig, pool: OriginPool, opts: AdmitOptions): Promise<AdmitResult> {
+    // An ejected member is half-open: one trial request at a time ends its ejection as soon as
+    // it answers (a refused connection is retried on another member by the caller).
+    let member = this.ejectedTrialMember(site, pool, opts.exclude);
+    let trial = member !== undefined;
+    if (member === undefined) {
+      member = pool.pick({
+        exclude: opts.exclude,
+        accept: (m) => this.controlFor(site, m).breaker.isAvailable(), // no side effects: takes no probe slot
+      });
+      if (member) {
+        if (!this.controlFor(site, member).breaker.canRequest()) return { ok: false, why: 'circuit_open' };
+      } else {
+        member = opts.hasFallback ? this.trialMember(site, pool, opts.exclude) : pool.pickAny({ exclude: opts.exclude });
+        if (!member) {
+          // Tell "every usable member's breaker is open" from "nothing healthy" without a second
+          // pick(), which would advance the round-robin.
+          const now = this.clock.now();
+          const anyHealthy = pool.members().some((m) => m.isHealthy(now) && !opts.exclude?.has(m));
+          return anyHealthy ? { ok: false, why: 'circuit_open' } : { ok: false, why: 'no_healthy' };
+        }
+        trial = true;
+      }
     }
     const control = this.controlFor(site, member);
-    if (!control.breaker.canRequest()) return { ok: false, why: 'circuit_open' };
+    if (trial) {
+      control.trialAt = this.clock.now();
+      control.trialInFlight = true;
+    }
     const labels = { site: site.name, origin: member.name };
     const result = await control.limiter.acquire({
       priority: opts.priority + 1, // class 0 is the probes'
@@ -180,10 +266,67 @@ export class Upstream {
     });
     if (result.waitedMs > 0 || !result.ok) this.metrics.get('queueWait').observe(labels, result.waitedMs / 1000);
     if (!result.ok) {
+      if (trial) control.trialInFlight = false;
       const reason: ShedReason = result.reason === 'aborted' ? 'deadline' : result.reason;
-      return { ok: false, why: 'shed', reason, control, waitedMs: result.waitedMs };
+      return { ok: false, why: 'shed', reason, waitedMs: result.waitedMs };
     }
-    return { ok: true, member, permit: result.permit, control, waitedMs: result.waitedMs };
+    pool.begin(member);
+    return { ok: true, lease: this.makeLease(pool, control, result.permit, result.waitedMs, opts.kind, trial) };
+  }
+
+  /**
+   * An ejected member due a trial while others take the traffic: its trial slot is free and it
+   * was ejected, or last tried, TRIAL_INTERVAL_MS ago or more. Only when another member is usable
+   * (otherwise admit() panics or sends trials anyway).
+   */
+  private ejectedTrialMember(site: SiteConfig, pool: OriginPool, exclude?: ReadonlySet<OriginMember>): OriginMember | undefined {
+    const members = pool.members();
+    if (members.length < 2) return undefined;
+    const now = this.clock.now();
+    for (const m of members) {
+      if (!m.isEjected(now) || exclude?.has(m)) continue;
+      const c = this.controlFor(site, m);
+      if (c.trialInFlight || now - c.trialAt < TRIAL_INTERVAL_MS) continue;
+      if (!members.some((o) => o !== m && o.isHealthy(now))) return undefined;
+      return m;
+    }
+    return undefined;
+  }
+
+  /** A member whose trial slot is free: none in flight, and the last one TRIAL_INTERVAL_MS ago. */
+  private trialMember(site: SiteConfig, pool: OriginPool, exclude?: ReadonlySet<OriginMember>): OriginMember | undefined {
+    const now = this.clock.now();
+    for (const m of pool.members()) {
+      if (exclude?.has(m)) continue;
+      const c = this.controlFor(site, m);
+      if (!c.trialInFlight && now - c.trialAt >= TRIAL_INTERVAL_MS) return m;
+    }
+    return undefined;
+  }
+
+  private makeLease(
+    pool: OriginPool,
+    control: MemberControl,
+    permit: Permit,
+    waitedMs: number,
+    kind: OriginRequestKind,
+    trial: boolean,
+  ): OriginLease {
+    const startedAt = this.clock.now();
+    let finished = false;
+    return {
+      member: control.member,
+      waitedMs,
+      startedAt,
+      trial,
+      finish: (outcome) => {
+        if (finished) return;
+        finished = true;
+        pool.end(control.member);
+        if (trial) control.trialInFlight = false;
+        this.report(pool, control, permit, outcome, kind, startedAt);
+      },
+    };
   }
 
   /**
@@ -206,53 +349,48 @@ export class Upstream {
   }
 
   /**
-   * Reports one origin request's outcome: releases the permit (success feeds the limit an RTT
-   * sample; timeouts and overload statuses count as drops; a client that left gives no sample),
-   * feeds the breaker, passive health and metrics.
+   * One origin request's outcome (OriginLease.finish): releases the permit (a response feeds
+   * the limit an RTT sample; timeouts, resets and overload statuses count as drops; a refused
+   * connection, a client that left, a request-caused error or a gateway overloaded itself give
+   * no sample), and feeds the breaker, passive health and metrics with what says the member is
+   * sick, and nothing else (see OriginOutcome).
    */
-  report(
-    pool: OriginPool,
-    control: MemberControl,
-    permit: Permit,
-    outcome: OriginOutcome,
-    kind: OriginRequestKind,
-    startedAt: number,
-    /**
-     * False while the gateway itself is overloaded: its own event-loop lag is then part of the
-     * measured round trip, and feeding that to the limit would shrink it for the wrong reason.
-     */
-    sampleValid = true,
-  ): void {
+  private report(pool: OriginPool, control: MemberControl, permit: Permit, outcome: OriginOutcome, kind: OriginRequestKind, startedAt: number): void {
     const labels = { site: control.site, origin: control.member.name };
-    if (outcome.kind === 'client_gone') {
+    const sampleValid = this.samplesValid();
+    if (outcome.kind === 'client_gone' || outcome.kind === 'abandoned') {
       permit.release('ignore');
       control.breaker.onCancel(); // a half-open probe that never finished gives its slot back
       this.metrics.get('originRequests').inc({ ...labels, kind, outcome: 'client_gone' });
       return;
     }
     if (outcome.kind === 'failure') {
+      const failure = outcome.failure;
+      this.metrics.get('originRequests').inc({ ...labels, kind, outcome: failure });
+      if (failure === 'error' || failure === 'bad_response') {
+        // The request (or the gateway) failed, or the application answered garbage for one URL:
+        // nothing is learned about the member's health or latency.
+        permit.release('ignore');
+        control.breaker.onCancel();
+        return;
+      }
       // A refused connection says nothing about the origin's latency; a timeout or reset under load does.
-      permit.release(outcome.failure === 'connect_error' || !sampleValid ? 'ignore' : 'dropped');
+      permit.release(failure === 'connect_error' || !sampleValid ? 'ignore' : 'dropped');
       control.breaker.onFailure();
-      pool.reportFailure(
-        control.member,
-        outcome.failure === 'connect_error' ? 'connect' : outcome.failure === 'timeout' ? 'timeout' : 'reset',
-      );
-      this.metrics.get('originRequests').inc({ ...labels, kind, outcome: outcome.failure });
+      pool.reportFailure(control.member, failure === 'connect_error' ? 'connect' : failure === 'timeout' ? 'timeout' : 'reset');
       return;
     }
     const status = outcome.status;
-    const overloaded = status === 503 || status === 429 || status === 504;
-    permit.release(!sampleValid ? 'ignore' : overloaded ? 'dropped' : 'success');
+    permit.release(!sampleValid ? 'ignore' : OVERLOAD_STATUSES.has(status) ? 'dropped' : 'success');
     this.metrics.get('originDuration').observe(labels, Math.max(0, this.clock.now() - startedAt) / 1000);
-    if (status >= 500) {
+    this.metrics.get('originRequests').inc({ ...labels, kind, outcome: status >= 500 ? 'status_5xx' : 'ok' });
+    if (SICK_STATUSES.has(status)) {
       control.breaker.onFailure();
       pool.reportFailure(control.member, 'status5xx');
-      this.metrics.get('originRequests').inc({ ...labels, kind, outcome: 'status_5xx' });
     } else {
+      // Any other answer, a 500 or a 404 included, is the member working.
       control.breaker.onSuccess();
       pool.reportSuccess(control.member);
-      this.metrics.get('originRequests').inc({ ...labels, kind, outcome: 'ok' });
     }
   }
 

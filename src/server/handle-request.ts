@@ -35,8 +35,8 @@ import type { CacheStore, PurgeMode, PurgeSelector } from '../cache/stores/cache
 import type { Inflight } from '../collapse/inflight.js';
 import type { ErrorCode } from '../errors.js';
 import { statusClassOf, type GatewayMetrics } from '../metrics/gateway-metrics.js';
-import type { OriginFetcher } from '../origin/fetch.js';
-import type { Forwarder } from '../origin/forward.js';
+import type { FetchFailure, FetchResult, OriginFetcher } from '../origin/fetch.js';
+import type { ForwardOutcome, Forwarder } from '../origin/forward.js';
 import type { OriginMember } from '../origin/pool.js';
 import type { AdmitResult, Upstream } from '../origin/upstream.js';
 import type { CacheState, ShedReason, StaleReason } from '../outcome.js';
@@ -284,7 +284,11 @@ function makeCtx(
 /** A bug on the request path: log it and answer 502 rather than leave the client hanging. */
 function failUnexpected(ctx: Ctx, err: unknown): void {
   ctx.deps.logger.error({ err, requestId: ctx.requestId, url: ctx.path }, 'request failed unexpectedly');
-  fail(ctx, 'origin_bad_response', 'internal error; see the gateway log');
+  if (ctx.res.headersSent) {
+    ctx.res.destroy();
+    return;
+  }
+  fail(ctx, 'internal_error', 'see the gateway log');
 }
 
 function pathOf(url: string, qIndex: number): string {
@@ -392,14 +396,16 @@ function decide(
   }
 
   // 6. The gateway itself is overloaded: answer from what is stored, keep it fresh with one
-  //    collapsed background refresh per key, join a fill already under way, shed the rest.
+  //    collapsed background refresh per key, join a fill already under way, shed the rest. A key
+  //    with nothing usable stored and no fill under way gets its one collapsed fill all the
+  //    same: it turns the crowd's refusals into hits, and nothing else ends them.
   if (deps.isOverloaded()) {
     if (deps.inflight.isInflight(collapseKeyOf(lookup))) return fillAndServe(ctx, lookup, 0);
     return serveStaleOr(
       ctx,
       lookup,
       'pressure',
-      () => shed(ctx, 'pressure'),
+      () => (deps.inflight.isHitForPass(collapseKeyOf(lookup)) ? shed(ctx, 'pressure') : fillAndServe(ctx, lookup, 0)),
       () => startBackgroundRefresh(ctx, lookup),
     );
   }
@@ -416,13 +422,25 @@ function decide(
     return;
   }
 
-  // 8. Hit-for-pass: this URL was recently uncacheable; don't queue behind a leader.
+  // 8. No member is usable (down, ejected, breakers open): a copy the route allows on failure
+  //    answers now, and the refresh is the member's trial request (one at a time, upstream.ts),
+  //    which brings the member back as soon as it answers.
+  if (entry && evaluation?.withinGraceOnFailure && !evaluation.refetchDemanded && !deps.upstream.hasUsableMember(site.config, site.pool)) {
+    const reason: StaleReason = site.pool.isAnyHealthy() ? 'circuit_open' : 'unreachable';
+    ctx.staleReason = reason;
+    serveEntry(ctx, entry, evaluation, { state: 'stale', staleReason: reason });
+    deps.metrics.get('staleServed').inc({ site: site.name, reason });
+    startBackgroundRefresh(ctx, lookup, ctx.priority);
+    return;
+  }
+
+  // 9. Hit-for-pass: this URL was recently uncacheable; don't queue behind a leader.
   if (deps.inflight.isHitForPass(collapseKeyOf(lookup))) {
     ctx.state = 'pass';
     return forward(ctx, 'pass', lookup);
   }
 
-  // 9. Collapsed fill.
+  // 10. Collapsed fill.
   return fillAndServe(ctx, lookup, 0);
 }
 
@@ -471,7 +489,7 @@ async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): Promise<
       result = await fillAcrossInstances(ctx, lookup, collapseKey, 'fill');
     } catch (err) {
       deps.logger.error({ err, requestId: ctx.requestId }, 'cache fill failed unexpectedly');
-      result = { kind: 'failed', code: 'origin_bad_response', staleReason: 'error' };
+      result = { kind: 'failed', code: 'internal_error', staleReason: 'error' };
     }
     if (result.kind === 'uncacheable' || result.kind === 'too_large') {
       deps.inflight.markHitForPass(collapseKey, ctx.rt.config.cache.collapse.hitForPassSeconds * 1000);
@@ -576,16 +594,23 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
     // origin capacity (the background class, below every configured one) and is refused first;
     // the next stale hit tries again.
     const priority = priorityOverride ?? (kind === 'background' ? rt.priorityNames.length : ctx.priority);
-    const admitted = await deps.upstream.admit(site.config, site.pool, { priority, deadlineAt, exclude: excluded, servesCrowd: true });
+    const admitted = await deps.upstream.admit(site.config, site.pool, {
+      priority,
+      deadlineAt,
+      kind,
+      exclude: excluded,
+      servesCrowd: true,
+      // Nobody waits on a background refresh, and a usable stale copy answers a failed fill.
+      hasFallback: kind === 'background' || hasStaleOnFailure(ctx, lookup),
+    });
     if (!admitted.ok) return refusedFill(ctx, admitted);
-    const { member, permit, control } = admitted;
+    const lease = admitted.lease;
+    const member = lease.member;
     const revalidating = lookup.entry;
     const conditional = revalidating ? makeConditionalHeaders(revalidating) : {};
     const headers = { ...makeFillHeaders(ctx, lookup.policy), ...conditional };
     if (!site.config.preserveHost) headers['host'] = member.url.host;
-    const startedAt = deps.clock.now();
-    site.pool.begin(member);
-    let fetched;
+    let fetched: FetchResult | undefined;
     try {
       fetched = await deps.fetcher.fetch({
         origin: member.url,
@@ -598,25 +623,26 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
         maxBodyBytes: rt.config.cache.maxObjectBytes,
       });
     } finally {
-      site.pool.end(member);
-      if (kind !== 'background') ctx.upstreamMs = (ctx.upstreamMs ?? 0) + (deps.clock.now() - startedAt);
+      lease.finish(
+        fetched === undefined
+          ? { kind: 'abandoned' }
+          : fetched.ok
+            ? { kind: 'response', status: fetched.status }
+            : { kind: 'failure', failure: fetched.failure },
+      );
+      if (kind !== 'background') ctx.upstreamMs = (ctx.upstreamMs ?? 0) + (deps.clock.now() - lease.startedAt);
     }
     if (!fetched.ok) {
-      deps.upstream.report(site.pool, control, permit, { kind: 'failure', failure: fetched.failure }, kind, startedAt, !deps.isOverloaded());
       if (fetched.failure === 'connect_error' && site.config.retryOnConnectFailure && attempt === 0 && hasOtherMember(site, member, deps.clock.now())) {
         excluded.add(member); // idempotent GET: retry once on another member
         continue;
       }
-      const code: ErrorCode =
-        fetched.failure === 'timeout' ? 'origin_timeout' : fetched.failure === 'connect_error' ? 'origin_unreachable' : 'origin_reset';
-      return {
-        kind: 'failed',
-        code,
-        staleReason: fetched.failure === 'timeout' ? 'timeout' : fetched.failure === 'connect_error' ? 'unreachable' : 'error',
-        detail: `origin ${member.name} (${member.url.origin}): ${fetched.failure.replace('_', ' ')}; check sites[].origins[].url`,
-      };
+      if (fetched.failure === 'error') {
+        deps.logger.warn({ err: fetched.error, requestId: ctx.requestId, origin: member.name }, 'cache fill could not be sent');
+        return { kind: 'failed', code: 'internal_error', staleReason: 'error', detail: `the fill could not be sent: ${fetched.error.message}` };
+      }
+      return { kind: 'failed', ...originFailure(fetched.failure, member) };
     }
-    deps.upstream.report(site.pool, control, permit, { kind: 'response', status: fetched.status }, kind, startedAt, !deps.isOverloaded());
     if ('tooLarge' in fetched) {
       // Larger than cache.maxObjectBytes: not stored. The body was abandoned unread; the leader
       // and every waiter stream it with http-proxy, and hit-for-pass sends the next ones straight there.
@@ -673,12 +699,35 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
   }
 }
 
+/** The error page and stale reason for an origin that failed (refused, timed out, reset, or answered garbage). */
+function originFailure(failure: Exclude<FetchFailure, 'error'>, member: OriginMember): { code: ErrorCode; staleReason: StaleReason; detail: string } {
+  return {
+    code:
+      failure === 'timeout'
+        ? 'origin_timeout'
+        : failure === 'connect_error'
+          ? 'origin_unreachable'
+          : failure === 'bad_response'
+            ? 'origin_bad_response'
+            : 'origin_reset',
+    staleReason: failure === 'timeout' ? 'timeout' : failure === 'connect_error' ? 'unreachable' : 'error',
+    detail: `origin ${member.name} (${member.url.origin}): ${failure.replace('_', ' ')}; check sites[].origins[].url`,
+  };
+}
+
+/** A stored copy this request may be answered with if the origin fails (stale-if-error, grace). */
+function hasStaleOnFailure(ctx: Ctx, lookup: Lookup): boolean {
+  const entry = lookup.entry;
+  if (!entry) return false;
+  return evaluateEntry(entry, lookup.facts, ctx.deps.clock.now(), lookup.policy).withinGraceOnFailure;
+}
+
 /** Is there another routable member to retry on? (Asked without pick(), which advances the round-robin.) */
 function hasOtherMember(site: SiteRuntime, failed: OriginMember, now: number): boolean {
   return site.pool.members().some((m) => m !== failed && m.isHealthy(now));
 }
 
-function refusedFill(ctx: Ctx, admitted: Exclude<AdmitResult, { ok: true }>): FillResult {
+function refusedFill(ctx: Ctx, admitted: Exclude<AdmitResult, { ok: true }>): Extract<FillResult, { kind: 'failed' }> {
   const site = ctx.site!;
   if (admitted.why === 'no_healthy') {
     return {
@@ -737,7 +786,7 @@ function startBackgroundRefresh(ctx: Ctx, lookup: Lookup, priority?: number): vo
   fillAcrossInstances(ctx, lookup, collapseKey, 'background', priority)
     .catch((err): FillResult => {
       deps.logger.warn({ err, requestId: ctx.requestId }, 'background refresh failed');
-      return { kind: 'failed', code: 'origin_bad_response', staleReason: 'error' };
+      return { kind: 'failed', code: 'internal_error', staleReason: 'error' };
     })
     .then((result) => joined.settle(result));
 }
@@ -750,11 +799,12 @@ function serveStaleOr(
   otherwise: () => void | Promise<void>,
   afterServing?: () => void,
 ): void | Promise<void> {
-  const now = ctx.deps.clock.now();
-  const candidates = lookup.entry ? [lookup.entry] : [];
-  for (const entry of candidates) {
-    const evaluation = evaluateEntry(entry, lookup.facts, now, lookup.policy);
-    if (evaluation.fresh || evaluation.withinStaleIfError) {
+  const entry = lookup.entry;
+  if (entry) {
+    const evaluation = evaluateEntry(entry, lookup.facts, ctx.deps.clock.now(), lookup.policy);
+    // The route's grace for must-revalidate pages covers an origin that fails, not a busy one.
+    const usable = ORIGIN_FAILED.has(reason) ? evaluation.withinGraceOnFailure : evaluation.withinStaleIfError;
+    if (evaluation.fresh || usable) {
       ctx.staleReason = reason;
       ctx.deps.metrics.get('staleServed').inc({ site: ctx.site!.name, reason });
       serveEntry(ctx, entry, evaluation, { state: 'stale', staleReason: reason });
@@ -764,6 +814,9 @@ function serveStaleOr(
   }
   return otherwise();
 }
+
+/** Stale reasons that mean the origin failed (not that it was busy or the gateway was). */
+const ORIGIN_FAILED: ReadonlySet<StaleReason> = new Set(['error', 'timeout', 'unreachable', 'circuit_open']);
 
 function serveEntry(
   ctx: Ctx,
@@ -832,55 +885,55 @@ async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Lookup): Pro
       const admitted = await deps.upstream.admit(site.config, site.pool, {
         priority: ctx.priority,
         deadlineAt,
+        kind: 'forward',
         exclude: excluded,
         signal: abort.signal,
+        hasFallback: lookup !== undefined && hasStaleOnFailure(ctx, lookup),
       });
-      if (res.destroyed) {
-        if (admitted.ok) admitted.permit.release('ignore');
-        return;
-      }
       if (!admitted.ok) {
+        if (res.destroyed) return;
         const refused = refusedFill(ctx, admitted);
-        if (lookup && refused.kind === 'failed') return serveFillResult(ctx, lookup, refused, false);
-        if (refused.kind === 'failed' && refused.shedReason) return shed(ctx, refused.shedReason);
-        return fail(ctx, refused.kind === 'failed' ? refused.code : 'overloaded', refused.kind === 'failed' ? refused.detail : undefined);
+        if (lookup) return serveFillResult(ctx, lookup, refused, false);
+        if (refused.shedReason) return shed(ctx, refused.shedReason);
+        return fail(ctx, refused.code, refused.detail);
       }
-      const { member, permit, control } = admitted;
-      const startedAt = deps.clock.now();
-      site.pool.begin(member);
-      let outcome;
+      const lease = admitted.lease;
+      const member = lease.member;
+      let outcome: ForwardOutcome | undefined;
       try {
-        outcome = await deps.forwarder.web(req, res, {
-          target: { url: member.url, agent: member.agent },
-          timeouts: site.config.timeouts,
-          changeOrigin: !site.config.preserveHost,
-          onHead: (status, headers) => {
-            if (lookup) stripTargeted(headers, lookup.policy.targetedHeader);
-            else stripTargeted(headers, rt.config.cache.targetedHeader);
-            headers['cache-status'] = formatCacheStatus({
-              state,
-              fwdStatus: status,
-              detail: state,
-              requestId: ctx.requestId,
-            });
-            headers['x-request-id'] = ctx.requestId;
-            headers['via'] = appendVia(headers['via']);
-            if (status >= 200 && status < 400 && !isCacheableMethod(ctx.method)) invalidateAfterUnsafe(ctx, status, headers);
-            return headers;
-          },
-        });
+        if (res.destroyed) outcome = { kind: 'client_gone' };
+        else
+          outcome = await deps.forwarder.web(req, res, {
+            target: { url: member.url, agent: member.agent },
+            timeouts: site.config.timeouts,
+            changeOrigin: !site.config.preserveHost,
+            onHead: (status, headers) => {
+              if (lookup) stripTargeted(headers, lookup.policy.targetedHeader);
+              else stripTargeted(headers, rt.config.cache.targetedHeader);
+              headers['cache-status'] = formatCacheStatus({
+                state,
+                fwdStatus: status,
+                detail: state,
+                requestId: ctx.requestId,
+              });
+              headers['x-request-id'] = ctx.requestId;
+              headers['via'] = appendVia(headers['via']);
+              if (status >= 200 && status < 400 && !isCacheableMethod(ctx.method)) invalidateAfterUnsafe(ctx, status, headers);
+              return headers;
+            },
+          });
       } finally {
-        site.pool.end(member);
+        lease.finish(
+          outcome === undefined
+            ? { kind: 'abandoned' }
+            : outcome.kind === 'ok'
+              ? { kind: 'response', status: outcome.status }
+              : outcome.kind === 'client_gone'
+                ? { kind: 'client_gone' }
+                : { kind: 'failure', failure: outcome.failure },
+        );
       }
-      if (outcome.kind === 'ok') {
-        deps.upstream.report(site.pool, control, permit, { kind: 'response', status: outcome.status }, 'forward', startedAt, !deps.isOverloaded());
-        return;
-      }
-      if (outcome.kind === 'client_gone') {
-        deps.upstream.report(site.pool, control, permit, { kind: 'client_gone' }, 'forward', startedAt, !deps.isOverloaded());
-        return;
-      }
-      deps.upstream.report(site.pool, control, permit, { kind: 'failure', failure: outcome.failure }, 'forward', startedAt, !deps.isOverloaded());
+      if (outcome.kind === 'ok' || outcome.kind === 'client_gone') return;
       if (outcome.kind === 'broken') return; // head already sent; the client connection was cut
       const idempotent = ctx.method === 'GET' || ctx.method === 'HEAD' || ctx.method === 'OPTIONS';
       if (
@@ -894,14 +947,13 @@ async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Lookup): Pro
         excluded.add(member);
         continue;
       }
-      const code: ErrorCode =
-        outcome.failure === 'timeout' ? 'origin_timeout' : outcome.failure === 'connect_error' ? 'origin_unreachable' : 'origin_reset';
-      const detail = `origin ${member.name} (${member.url.origin}) ${outcome.failure.replace('_', ' ')}; check sites[].origins[].url`;
-      if (lookup) {
-        const staleReason: StaleReason = outcome.failure === 'timeout' ? 'timeout' : outcome.failure === 'connect_error' ? 'unreachable' : 'error';
-        return serveStaleOr(ctx, lookup, staleReason, () => fail(ctx, code, detail));
+      if (outcome.failure === 'error') {
+        deps.logger.warn({ err: outcome.error, requestId: ctx.requestId, origin: member.name }, 'request could not be forwarded');
+        return fail(ctx, 'internal_error', `the request could not be forwarded: ${outcome.error.message}`);
       }
-      return fail(ctx, code, detail);
+      const failed = originFailure(outcome.failure, member);
+      if (lookup) return serveStaleOr(ctx, lookup, failed.staleReason, () => fail(ctx, failed.code, failed.detail));
+      return fail(ctx, failed.code, failed.detail);
     }
   } finally {
     res.off('close', onClose);
@@ -962,6 +1014,9 @@ function makeFillHeaders(ctx: Ctx, policy: PolicyOptions): Record<string, string
   else delete out['cookie'];
   delete out['cache-control']; // a client's no-cache must not become the fill's
   delete out['pragma'];
+  // Expect (RFC 9110 §10.1.1) is about this client's body, and a fill has none: the HTTP client
+  // refuses to send it, and that must never turn into a failed fill for everyone.
+  delete out['expect'];
   delete out['content-length'];
   setForwardedHeaders(out, ctx.req.headers, {
     peerAddress: ctx.peerAddress,

@@ -32,6 +32,8 @@ export interface StartOptions {
   store?: CacheStore;
   /** Keep the file watcher on (off by default so tests reload explicitly). */
   watch?: boolean;
+  /** The pressure gate's verdict, injected (the sampled gate is off in tests). */
+  isOverloaded?: () => boolean;
 }
 
 /** Test defaults: ephemeral ports, fast health checks off unless asked, pressure gate off. */
@@ -68,7 +70,7 @@ export async function startGateway(input: GatewayConfigInput | string, opts: Sta
     },
   });
   const logger = pino({ level: loaded.config.log.level }, sink);
-  const gw = new Gateway({ config: loaded.config, configPath, logger, clock: opts.clock, store: opts.store });
+  const gw = new Gateway({ config: loaded.config, configPath, logger, clock: opts.clock, store: opts.store, isOverloaded: opts.isOverloaded });
   const { public: pub, admin } = await gw.listen();
   return {
     gw,

@@ -95,16 +95,19 @@ describe('readiness and admin', () => {
     const g = await gateway({
       sites: [siteFor([`http://127.0.0.1:${port}`], { healthCheck: { enabled: true, intervalMs: 200, timeoutMs: 200 } })],
     });
-    let ready = await request(`${g.adminUrl}/readyz`);
-    for (let i = 0; i < 50 && ready.statusCode !== 503; i++) {
-      await ready.body.text();
-      await new Promise((r) => setTimeout(r, 50));
-      ready = await request(`${g.adminUrl}/readyz`);
+    // Down after unhealthyThreshold (3) failed probes, 200 ms apart: one failure never decides.
+    type Ready = { sites: Array<{ state: string; origins: Array<{ url: string }> }> };
+    let status = 0;
+    let body: Ready | undefined;
+    for (let i = 0; i < 100 && body?.sites[0]?.state !== 'down'; i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 50));
+      const ready = await request(`${g.adminUrl}/readyz`);
+      status = ready.statusCode;
+      body = (await ready.body.json()) as Ready;
     }
-    expect(ready.statusCode).toBe(503);
-    const body = (await ready.body.json()) as { sites: Array<{ state: string; origins: Array<{ url: string }> }> };
-    expect(body.sites[0]!.state).toBe('down');
-    expect(body.sites[0]!.origins[0]!.url).toBe(`http://127.0.0.1:${port}`);
+    expect(status).toBe(503);
+    expect(body!.sites[0]!.state).toBe('down');
+    expect(body!.sites[0]!.origins[0]!.url).toBe(`http://127.0.0.1:${port}`);
     const page = await request(`${g.url}/`);
     expect([502, 503]).toContain(page.statusCode);
     expect(await page.body.text()).toContain('sites[].origins[].url');
@@ -190,11 +193,12 @@ describe('command line', () => {
     // Exactly what `npm start` runs (the launcher). Port 3000 must be free (no origin), 8080/9091 the shipped ports.
     const child = spawnCli(['--config', 'config/gateway.yaml']);
     await waitFor(() => child.output().includes('crowdgate listening'));
+    // 'down' after three failed probes, a second apart while the state is unknown.
     await waitFor(async () => {
       const r = await request('http://127.0.0.1:9091/readyz');
-      await r.body.text();
-      return r.statusCode === 503;
-    }, 5000);
+      const body = (await r.body.json()) as { sites: Array<{ state: string }> };
+      return r.statusCode === 503 && body.sites[0]?.state === 'down';
+    }, 8000);
     const ready = (await (await request('http://127.0.0.1:9091/readyz')).body.json()) as {
       sites: Array<{ site: string; state: string; origins: Array<{ url: string; configKey: string }> }>;
     };

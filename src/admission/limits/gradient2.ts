@@ -9,7 +9,9 @@
  * Owns the algorithm only; the Limiter feeds it samples. Units: RTTs in ms, limits in requests.
  *
  * Long-term RTT (`longRttMs`): the origin's RTT with no queueing in it.
- * - A slow EWMA over *no-load samples* only: samples whose in-flight count at start was
+ * - A slow EWMA over *no-load samples* only, each clipped to at most 2 x the current value
+ *   once a baseline exists (one slow endpoint's sample must not inflate the baseline; a real
+ *   change still moves it, by up to 2 x alpha per sample): samples whose in-flight count at start was
  *   <= max(min, limit / 2), i.e. taken while we were clearly not saturating the origin.
  *   alpha = max(2 / (longWindowSamples + 1), 1 / n) for the n-th such sample (bias-corrected,
  *   so the first samples count fully). Samples taken at the limit are kept out: under a
@@ -32,7 +34,15 @@
  * - Drift down: when a window's short-term RTT is below 0.8 x the long-term RTT, the long-term
  *   RTT also moves halfway down to it at once, before the probe confirms.
  *
- * Short-term RTT (`shortRttMs`): the mean RTT of one window's samples. A window closes once it
+ * Short-term RTT (`shortRttMs`): the trimmed mean of one window's samples, i.e. the mean of
+ * the fastest 80 % (the slowest floor(n / 5) dropped; Envoy's adaptive concurrency samples a
+ * percentile, p50 by default, for the same reason): a site's endpoints do not cost the same,
+ * and the plain mean of a window that holds one 5 s report among twenty 10 ms pages is 250 ms,
+ * which halved the limit window after window on an origin with room to spare. The trimmed
+ * mean moves only when most requests slow down, which is what saturation does, and keeps the
+ * queueing delay of a saturated window (a median would discount half of it, and the limit
+ * would settle higher). (The Limiter also keeps requests held past its overdue threshold out
+ * of the samples.) A window closes once it
  * holds >= `minWindowSamples` samples and has lasted >= max(minWindowMs, last short-term RTT),
  * i.e. about one round trip, so each update sees the effect of the one before (updating per
  * sample with a round trip of delay in the loop overshoots and oscillates).
@@ -95,6 +105,10 @@ const defaultQueueSize = (limit: number): number => Math.max(1, Math.sqrt(limit)
 const MIN_BASELINE_SAMPLES = 3;
 /** A short-term RTT below this fraction of the long-term one means the long-term one is stale. */
 const DRIFT_RATIO = 0.8;
+/** Window samples kept for the trimmed mean; past this, reservoir sampling keeps a uniform subset. */
+const WINDOW_RESERVOIR = 512;
+/** A no-load sample moves the long-term RTT by at most this multiple of it. */
+const LONG_CLIP = 2;
 
 export class Gradient2Limit implements Limit {
   private readonly min: number;
@@ -122,7 +136,7 @@ export class Gradient2Limit implements Limit {
   // The open window.
   private windowStartAt = 0;
   private windowSamples = 0;
-  private windowRttSum = 0;
+  private readonly windowRtts = new Float64Array(WINDOW_RESERVOIR);
   private windowRttCount = 0;
   private windowDrops = 0;
   private windowMaxInflight = 0;
@@ -201,7 +215,9 @@ export class Gradient2Limit implements Limit {
     if (!sample.dropped && sample.inflight <= Math.max(this.min, this.estimate / 2)) {
       this.longCount++;
       const alpha = Math.max(this.longAlpha, 1 / this.longCount);
-      this.longRttMs = this.longRttMs === undefined ? rtt : this.longRttMs + (rtt - this.longRttMs) * alpha;
+      const long = this.longRttMs;
+      const clipped = long !== undefined && this.longCount > MIN_BASELINE_SAMPLES && rtt > LONG_CLIP * long ? LONG_CLIP * long : rtt;
+      this.longRttMs = long === undefined ? rtt : long + (clipped - long) * alpha;
       this.lastNoLoadAt = now;
     }
     this.lastNoLoadAt ??= now;
@@ -213,8 +229,12 @@ export class Gradient2Limit implements Limit {
     this.windowSamples++;
     if (sample.dropped) this.windowDrops++;
     else {
-      this.windowRttSum += rtt;
-      this.windowRttCount++;
+      const n = this.windowRttCount++;
+      if (n < WINDOW_RESERVOIR) this.windowRtts[n] = rtt;
+      else {
+        const j = Math.floor(Math.random() * (n + 1));
+        if (j < WINDOW_RESERVOIR) this.windowRtts[j] = rtt;
+      }
     }
     if (sample.inflight > this.windowMaxInflight) this.windowMaxInflight = sample.inflight;
     if (
@@ -228,7 +248,7 @@ export class Gradient2Limit implements Limit {
     let gradient = 0.5;
     let suspicious = false;
     if (this.windowRttCount > 0) {
-      const shortRtt = this.windowRttSum / this.windowRttCount;
+      const shortRtt = trimmedMean(this.windowRtts, Math.min(this.windowRttCount, WINDOW_RESERVOIR));
       this.shortRttMs = shortRtt;
       const longRtt = this.longRttMs;
       if (longRtt !== undefined) {
@@ -287,9 +307,17 @@ export class Gradient2Limit implements Limit {
 
   private resetWindow(): void {
     this.windowSamples = 0;
-    this.windowRttSum = 0;
     this.windowRttCount = 0;
     this.windowDrops = 0;
     this.windowMaxInflight = 0;
   }
+}
+
+/** Mean of the first n values without the slowest floor(n / 5) (sorts them in place; n >= 1). */
+function trimmedMean(values: Float64Array, n: number): number {
+  const kept = n - Math.floor(n / 5);
+  const a = values.subarray(0, n).sort();
+  let sum = 0;
+  for (let i = 0; i < kept; i++) sum += a[i]!;
+  return sum / kept;
 }

@@ -459,7 +459,9 @@ describe('Limiter with Gradient2 in front of a model origin under a 50x crowd', 
     account();
     expect(busyMs / (6_000 - measureFromMs)).toBeGreaterThanOrEqual(0.9);
     expect(maxInflight).toBeLessThanOrEqual(1.5 * C);
-    expect(refusals.get('queue_full')).toBeGreaterThan(40_000);
+    // Refused at arrival: by the forecast, or at the queue's bound once it is full.
+    expect(refusals.get('predicted_wait')).toBeGreaterThan(10_000);
+    expect((refusals.get('predicted_wait') ?? 0) + (refusals.get('queue_full') ?? 0)).toBeGreaterThan(40_000);
   });
 });
 
@@ -476,7 +478,7 @@ describe('Limiter: refusal at arrival', () => {
     request('b', 1, { deadlineAt }); // 1 ahead-or-self × 100 ms / limit 1 = 100 ms ≤ 150: queued
     const c = request('c', 1, { deadlineAt }); // 2 × 100 ms = 200 ms > 150: refused now
     expect(c).not.toBeInstanceOf(Promise);
-    expect(c).toMatchObject({ ok: false, reason: 'queue_full', waitedMs: 0 });
+    expect(c).toMatchObject({ ok: false, reason: 'predicted_wait', waitedMs: 0 });
     expect(limiter.queueLength).toBe(1);
     // A more important request is judged on what is ahead of it only.
     const urgent = request('urgent', 0, { deadlineAt });
@@ -505,7 +507,7 @@ describe('Limiter: refusal at arrival', () => {
     };
     expect((await forecast()).w3).toBeInstanceOf(Promise);
     // A ceiling of 1 caps the forecast too: 3 × 100 ms / 1 = 300 ms > 150 ms, refused at once.
-    expect((await forecast(1)).w3).toMatchObject({ ok: false, reason: 'queue_full', waitedMs: 0 });
+    expect((await forecast(1)).w3).toMatchObject({ ok: false, reason: 'predicted_wait', waitedMs: 0 });
   });
 
   it('does not judge the queue a probe builds as standing, during the probe or after it', async () => {
@@ -563,7 +565,7 @@ describe('Limiter: standing queue once waits are predictable', () => {
     request('w3', 1, fill); // 3 × 30 ms = 90 ms ≤ 100 ms: admitted
     expect(limiter.isQueueStanding).toBe(true);
     const w4 = request('w4', 1, fill); // 4 × 30 = 120 ms > the 100 ms cap: refused at once
-    expect(w4).toMatchObject({ ok: false, reason: 'queue_full', waitedMs: 0 });
+    expect(w4).toMatchObject({ ok: false, reason: 'predicted_wait', waitedMs: 0 });
     granted('holder').release('success');
     await flush();
     expect(outcomes.filter((o) => o.result.ok).map((o) => o.name)).toEqual(['warm', 'holder', 'w1']); // FIFO
@@ -585,7 +587,7 @@ describe('Limiter: standing queue once waits are predictable', () => {
     // Forecast: (waiters ahead + 1) × 10 ms. Pass-through is bounded by 35 ms, fills by 100 ms.
     expect(request('pass-a')).toBeInstanceOf(Promise); // 20 ms
     expect(request('pass-b')).toBeInstanceOf(Promise); // 30 ms
-    expect(request('pass-c')).toMatchObject({ ok: false, reason: 'queue_full', waitedMs: 0 }); // 40 > 35
+    expect(request('pass-c')).toMatchObject({ ok: false, reason: 'predicted_wait', waitedMs: 0 }); // 40 > 35
     expect(request('fill', 1, { servesCrowd: true })).toBeInstanceOf(Promise); // 40 ≤ 100
     scheduler.advance(36);
     await flush();

@@ -91,11 +91,22 @@ describe('CircuitBreaker', () => {
     expect(breaker.state).toBe('closed');
   });
 
-  it('ignores outcomes of requests sent before it opened', () => {
+  it('ignores failures reported while open (requests sent before it opened)', () => {
+    const { breaker, run, clock } = setup();
+    run('fff');
+    clock.advance(4_000);
+    run('ffff');
+    clock.advance(1_000); // openMs counts from the opening, not from the late failures
+    expect(breaker.canRequest()).toBe(true);
+  });
+
+  it('closes on a success reported while open: the member answers, so recovery follows it', () => {
     const { breaker, run } = setup();
     run('fff');
-    run('ssss');
     expect(breaker.state).toBe('open');
+    run('s');
+    expect(breaker.state).toBe('closed');
+    expect(breaker.canRequest()).toBe(true);
   });
 
   it('frees a probe slot on onCancel, and after openMs when probes never report', () => {

@@ -167,7 +167,7 @@ describe('passive ejection (ManualClock)', () => {
 
   it('after an ejection ends, one failure ejects again; one success ends probation', () => {
     const clock = new ManualClock();
-    const pool = makePool(makeSite([offline('a')], { ...noChecks, passive }), { clock });
+    const pool = makePool(makeSite([offline('a'), offline('b')], { ...noChecks, passive }), { clock });
     const a = byName(pool, 'a');
     eject(pool, a, 3);
     clock.advance(10_000);
@@ -182,7 +182,7 @@ describe('passive ejection (ManualClock)', () => {
 
   it('failures reported while ejected (requests sent before) do not extend the ejection', () => {
     const clock = new ManualClock();
-    const pool = makePool(makeSite([offline('a')], { ...noChecks, passive }), { clock });
+    const pool = makePool(makeSite([offline('a'), offline('b')], { ...noChecks, passive }), { clock });
     const a = byName(pool, 'a');
     eject(pool, a, 3);
     const until = a.healthState(clock.now()).ejectedUntil;
@@ -191,16 +191,46 @@ describe('passive ejection (ManualClock)', () => {
     expect(a.healthState(clock.now()).ejectedUntil).toBe(until);
   });
 
-  it('pick returns undefined when every member is ejected, and isAnyHealthy says so', () => {
+  it('never ejects the last usable member: the streak waits until another member is usable', () => {
     const clock = new ManualClock();
     const pool = makePool(makeSite([offline('a'), offline('b', 1, true)], { ...noChecks, passive }), { clock });
-    eject(pool, byName(pool, 'a'), 3);
-    eject(pool, byName(pool, 'b'), 3);
+    const a = byName(pool, 'a');
+    const b = byName(pool, 'b');
+    eject(pool, a, 3);
+    expect(a.isHealthy(clock.now())).toBe(false);
+    eject(pool, b, 10); // the backup is now the only usable member
+    expect(b.isHealthy(clock.now())).toBe(true);
+    expect(pool.pick()?.name).toBe('b');
+    expect(pool.readiness()).toBe('up');
+    clock.advance(10_000); // a is back: b's next failure ejects it at once
+    pool.reportFailure(b, 'connect');
+    expect(b.isHealthy(clock.now())).toBe(false);
+    expect(pool.pick()?.name).toBe('a');
+  });
+
+  it('pick returns undefined when every member is down; pickAny still names one (panic routing)', async () => {
+    const o = await origin('a');
+    o.kill();
+    const pool = makePool(makeSite([{ url: o.url, name: 'a' }, offline('b', 1, true)], { healthCheck: { timeoutMs: 1_000, unhealthyThreshold: 1 } }));
+    await pool.probeNow();
+    // b (offline) is probed too; both are down now.
     expect(pool.pick()).toBeUndefined();
     expect(pool.isAnyHealthy()).toBe(false);
     expect(pool.readiness()).toBe('down');
-    clock.advance(10_000);
-    expect(pool.pick()?.name).toBe('a');
+    expect(pool.pickAny()?.name).toBe('a'); // primaries first
+    expect(pool.pickAny({ exclude: new Set([byName(pool, 'a')]) })?.name).toBe('b');
+  });
+
+  it('a passing probe ends an ejection', async () => {
+    const o = await origin('a');
+    const clock = new ManualClock();
+    const pool = makePool(makeSite([{ url: o.url, name: 'a' }, offline('b')], { passive, healthCheck: { timeoutMs: 1_000 } }), { clock });
+    const a = byName(pool, 'a');
+    eject(pool, a, 3);
+    expect(a.isHealthy(clock.now())).toBe(false);
+    await pool.probeNow();
+    expect(a.isHealthy(clock.now())).toBe(true);
+    expect(a.healthState(clock.now()).ejectedUntil).toBeUndefined();
   });
 });
 
@@ -275,11 +305,39 @@ describe('active health checks against real origins', () => {
     expect(o.count('/health')).toBe(3); // two probes met a dead port
   });
 
-  it('start() probes at once, so a gateway started with its origin down reports it down quickly', async () => {
+  it('one failed probe never marks a member down from unknown; unhealthyThreshold failures do', async () => {
     const o = await origin('a');
     o.kill();
-    // Thresholds of 3 do not delay the first verdict: the first observation decides.
-    const hc = { intervalMs: 60_000, unhealthyThreshold: 3, timeoutMs: 1_000 };
+    const pool = makePool(makeSite([{ url: o.url, name: 'a' }], { healthCheck: { unhealthyThreshold: 3, timeoutMs: 1_000 } }));
+    await pool.probeNow();
+    await pool.probeNow();
+    expect(pool.readiness()).toBe('unknown');
+    expect(pool.pick()?.name).toBe('a'); // 'unknown' routes
+    await pool.probeNow();
+    expect(pool.readiness()).toBe('down');
+  });
+
+  it('counts any answer below 500 as alive by default: a / that answers 404 or 401 is up', async () => {
+    const o = await origin('a');
+    o.route('/', { status: 404 });
+    const pool = makePool(makeSite([{ url: o.url, name: 'a' }], { healthCheck: { timeoutMs: 1_000 } }));
+    await pool.probeNow();
+    expect(pool.readiness()).toBe('up');
+    o.route('/', { status: 401 });
+    await pool.probeNow();
+    await pool.probeNow();
+    await pool.probeNow();
+    expect(pool.readiness()).toBe('up');
+    o.route('/', { status: 503 });
+    for (let i = 0; i < 3; i++) await pool.probeNow();
+    expect(pool.readiness()).toBe('down');
+  });
+
+  it('start() probes at once, so a gateway started with its origin down reports it down after the threshold', async () => {
+    const o = await origin('a');
+    o.kill();
+    // unhealthyThreshold 1: the first failed probe is enough.
+    const hc = { intervalMs: 60_000, unhealthyThreshold: 1, timeoutMs: 1_000 };
     let resolveDown!: (healthy: boolean) => void;
     const firstChange = new Promise<boolean>((r) => (resolveDown = r));
     const pool = makePool(makeSite([{ url: o.url, name: 'a' }], { healthCheck: hc }), {
@@ -461,7 +519,7 @@ describe('update() on config reload', () => {
   it('switching checks off assumes members up; switching them on makes them unknown until probed', async () => {
     const o = await origin('a');
     o.kill();
-    const site = (enabled: boolean) => makeSite([{ url: o.url, name: 'a' }], { healthCheck: { enabled, timeoutMs: 1_000 } });
+    const site = (enabled: boolean) => makeSite([{ url: o.url, name: 'a' }], { healthCheck: { enabled, timeoutMs: 1_000, unhealthyThreshold: 1 } });
     const pool = makePool(site(true));
     await pool.probeNow();
     expect(pool.readiness()).toBe('down');

@@ -1,0 +1,449 @@
+/**
+ * Failure amplification: the ways a protective mechanism (health checks, passive ejection, the
+ * circuit breaker, the limiter, must-revalidate strictness) used to take a healthy, or briefly
+ * unhealthy, site down. Every test asserts both what the clients got and what the origin saw.
+ */
+import http from 'node:http';
+import { describe, expect, it } from 'vitest';
+import { request } from 'undici';
+import { ManualClock } from '../../src/clock.js';
+import { siteFor, type StartedGateway } from '../helpers/gateway.js';
+import { useFixtures } from '../helpers/fixtures.js';
+import type { OriginHandler, TestOrigin } from '../helpers/test-origin.js';
+
+const { origin, gateway } = useFixtures();
+
+interface Answer {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+  ms: number;
+}
+
+async function call(url: string, init: { method?: string; headers?: Record<string, string> } = {}): Promise<Answer> {
+  const started = performance.now();
+  const res = await request(url, init);
+  const body = await res.body.text();
+  return { status: res.statusCode, headers: res.headers as Record<string, string>, body, ms: performance.now() - started };
+}
+
+/** A GET carrying `Expect: 100-continue`, with node:http (undici refuses to send Expect at all). */
+function getWithExpect(url: string): Promise<Answer> {
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: 'GET', agent: false, headers: { expect: '100-continue' } });
+    req.on('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          headers: res.headers as Record<string, string>,
+          body: Buffer.concat(chunks).toString(),
+          ms: performance.now() - started,
+        }),
+      );
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.setTimeout(5_000, () => req.destroy(new Error('no answer within 5 s')));
+    req.end();
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `pred` up to `tries` times, `everyMs` real ms apart; returns whether it came true. */
+async function eventually(pred: () => boolean | Promise<boolean>, tries = 100, everyMs = 20): Promise<boolean> {
+  for (let i = 0; i < tries; i++) {
+    if (await pred()) return true;
+    await sleep(everyMs);
+  }
+  return pred();
+}
+
+async function metricsOf(g: StartedGateway): Promise<string> {
+  return (await request(`${g.adminUrl}/metrics`)).body.text();
+}
+
+/** Every sample of one gauge for site "test", by origin label. */
+function gauge(metrics: string, name: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  const re = new RegExp(`^${name}\\{site="test",origin="([^"]+)"\\} (\\S+)$`, 'gm');
+  for (const m of metrics.matchAll(re)) out[m[1]!] = Number(m[2]);
+  return out;
+}
+
+/** The breaker stayed closed and every member stayed routable. */
+async function expectNothingTripped(g: StartedGateway, members: number): Promise<void> {
+  const m = await metricsOf(g);
+  const circuit = gauge(m, 'crowdgate_circuit_state');
+  const healthy = gauge(m, 'crowdgate_origin_healthy');
+  expect(Object.keys(circuit)).toHaveLength(members);
+  expect(Object.values(circuit).every((v) => v === 0), `crowdgate_circuit_state ${JSON.stringify(circuit)}`).toBe(true);
+  expect(Object.keys(healthy)).toHaveLength(members);
+  expect(Object.values(healthy).every((v) => v === 1), `crowdgate_origin_healthy ${JSON.stringify(healthy)}`).toBe(true);
+}
+
+/** The answer came from the origin (not from the gateway's error pages): it carries x-origin-seq. */
+function expectFromOrigin(r: Answer, status: number, what: string): void {
+  expect({ what, status: r.status, error: r.headers['x-crowdgate-error'] }).toEqual({ what, status, error: undefined });
+  expect(r.headers['x-origin-seq'], `${what}: x-origin-seq`).toBeDefined();
+}
+
+/** A 502 from the gateway after it really tried the origin (not a refusal to try). */
+function expectTriedAndUnreachable(r: Answer, what: string): void {
+  expect({ what, status: r.status, error: r.headers['x-crowdgate-error'] }).toEqual({ what, status: 502, error: 'origin_unreachable' });
+}
+
+function expectStale(r: Answer, body: string, what: string): void {
+  expect({ what, status: r.status, body: r.body }).toEqual({ what, status: 200, body });
+  expect(r.headers['cache-status'], `${what}: cache-status`).toMatch(/detail="stale-/);
+}
+
+/** A ManualClock on a whole second, so Date headers (second resolution) carry no hidden age. */
+const manualClock = () => new ManualClock(Math.floor(Date.now() / 1000) * 1000);
+
+/**
+ * A 200 page whose Date header comes from the gateway's ManualClock: with Node's real-time Date,
+ * a clock moved seconds ahead would make every later fill arrive already aged (RFC 9111 §4.2.3).
+ */
+function clockedPage(clock: ManualClock, cacheControl: string, body: () => string): OriginHandler {
+  return (_req, res) => {
+    const b = body();
+    res.writeHead(200, {
+      'content-type': 'text/plain',
+      'cache-control': cacheControl,
+      date: new Date(clock.now()).toUTCString(),
+      'content-length': Buffer.byteLength(b),
+    });
+    res.end(b);
+  };
+}
+
+const staleRoute = { routes: [{ name: 'all', cache: { staleWhileRevalidateSeconds: 0, graceSeconds: 60 } }] };
+
+describe('failure amplification: active health checks', () => {
+  it.each([404, 401])('treats an origin whose / answers %i as alive by default: pages flow and /readyz is ready', async (status) => {
+    const o = await origin();
+    o.route('/', { status, body: 'not here' });
+    const g = await gateway({ sites: [siteFor([o.url], { healthCheck: { enabled: true, intervalMs: 50 } })] });
+    expect(await eventually(() => o.count('/') >= 3), 'three probes of / happened').toBe(true);
+    for (let i = 0; i < 5; i++) expectFromOrigin(await call(`${g.url}/page/${i}`), 200, `/page/${i}`);
+    expect(o.count(/^\/page\//)).toBe(5);
+    const ready = await request(`${g.adminUrl}/readyz`);
+    const body = (await ready.body.json()) as { sites: Array<{ state: string; origins: Array<{ active: string }> }> };
+    expect(ready.statusCode).toBe(200);
+    expect(body.sites[0]!.state).toBe('up');
+    expect(body.sites[0]!.origins[0]!.active).toBe('up');
+  });
+
+  it('still counts a probe answered 503 as a failure: after unhealthyThreshold of them /readyz says down', async () => {
+    // The negative control for the test above: "below 500 is alive" must not become "anything is alive".
+    const o = await origin();
+    o.route('/', { status: 503, body: 'down' });
+    const g = await gateway({ sites: [siteFor([o.url], { healthCheck: { enabled: true, intervalMs: 50 } })] });
+    expect(await eventually(() => o.count('/') >= 5), 'five probes of / happened').toBe(true);
+    const ready = await request(`${g.adminUrl}/readyz`);
+    const body = (await ready.body.json()) as { sites: Array<{ state: string }> };
+    expect(ready.statusCode).toBe(503);
+    expect(body.sites[0]!.state).toBe('down');
+  });
+
+  it('does not mark a member down from unknown on one failed probe: traffic keeps flowing, nobody gets no_healthy_origin', async () => {
+    const o = await origin();
+    // The first probe fails; the next ones pass, slowly, so a member wrongly marked down by the
+    // first one would stay down (healthyThreshold passes) long enough for the requests below.
+    let probes = 0;
+    o.route('/', (_req, res) => {
+      probes++;
+      if (probes === 1) {
+        res.writeHead(500, { 'content-type': 'text/plain' });
+        res.end('starting');
+        return;
+      }
+      setTimeout(() => res.end('ok'), 300);
+    });
+    const g = await gateway({ sites: [siteFor([o.url], { healthCheck: { enabled: true, intervalMs: 50 } })] });
+    // The second probe has arrived: the first one's verdict is recorded (probes are sequential).
+    expect(await eventually(() => o.count('/') >= 2), 'the second probe started').toBe(true);
+    const answers: Answer[] = [];
+    for (let i = 0; i < 10; i++) answers.push(await call(`${g.url}/p/${i}`));
+    answers.forEach((r, i) => expectFromOrigin(r, 200, `/p/${i}`));
+    expect(answers.some((r) => r.headers['x-crowdgate-error'] === 'no_healthy_origin')).toBe(false);
+    expect(o.count(/^\/p\//)).toBe(10);
+    expect(g.accessLogs().some((l) => l.error === 'no_healthy_origin')).toBe(false);
+  });
+});
+
+describe('failure amplification: passive ejection and the breaker', () => {
+  it('does not eject on a URL that answers 500: /broken gets the origin\'s 500, other pages keep answering 200', async () => {
+    const clock = manualClock();
+    const o = await origin();
+    o.route('/broken', { status: 500, body: 'app error' });
+    const g = await gateway({ sites: [siteFor([o.url])] }, { clock });
+    const broken: Answer[] = [];
+    const fine: Answer[] = [];
+    for (let i = 0; i < 20; i++) broken.push(await call(`${g.url}/broken`)); // twenty in a row
+    for (let i = 0; i < 10; i++) {
+      broken.push(await call(`${g.url}/broken`));
+      fine.push(await call(`${g.url}/fine/${i}`));
+    }
+    for (let i = 10; i < 15; i++) fine.push(await call(`${g.url}/fine/${i}`));
+    broken.forEach((r, i) => {
+      expectFromOrigin(r, 500, `/broken #${i + 1}`);
+      expect(r.body).toBe('app error');
+    });
+    fine.forEach((r, i) => expectFromOrigin(r, 200, `/fine/${i}`));
+    expect(o.count('/broken')).toBe(30);
+    expect(o.count(/^\/fine\//)).toBe(15);
+    await expectNothingTripped(g, 1);
+  });
+
+  it('never ejects or trips on a storm of 4xx answers, even with hair-trigger thresholds', async () => {
+    const clock = manualClock();
+    const o = await origin();
+    for (const [path, status] of [['/missing', 404], ['/forbidden', 403], ['/gone', 410]] as const) o.route(path, { status });
+    const g = await gateway(
+      {
+        sites: [
+          siteFor([o.url], {
+            passive: { consecutiveFailures: 2 },
+            circuit: { consecutiveFailures: 2, errorRatePercent: 1, minRequests: 1 },
+          }),
+        ],
+      },
+      { clock },
+    );
+    const storm: Array<[Answer, number]> = [];
+    for (let i = 0; i < 10; i++)
+      for (const [path, status] of [['/missing', 404], ['/forbidden', 403], ['/gone', 410]] as const)
+        storm.push([await call(`${g.url}${path}?i=${i}`), status]);
+    storm.forEach(([r, status], i) => expectFromOrigin(r, status, `4xx #${i + 1}`));
+    expect(o.count((r) => ['/missing', '/forbidden', '/gone'].includes(r.path))).toBe(30);
+    expectFromOrigin(await call(`${g.url}/after`), 200, '/after');
+    await expectNothingTripped(g, 1);
+  });
+
+  it('never ejects the last usable member: after ten connection resets on /r, /ok still reaches the origin', async () => {
+    const clock = manualClock();
+    const o = await origin();
+    o.route('/r', { reset: true });
+    const g = await gateway({ sites: [siteFor([o.url])] }, { clock });
+    const resets: Answer[] = [];
+    for (let i = 0; i < 10; i++) resets.push(await call(`${g.url}/r`));
+    resets.forEach((r, i) =>
+      expect({ i, status: r.status, error: r.headers['x-crowdgate-error'] }).toEqual({ i, status: 502, error: 'origin_reset' }),
+    );
+    expect(o.count('/r')).toBe(10); // every one of them was really tried
+    for (let i = 0; i < 3; i++) {
+      const ok = await call(`${g.url}/ok/${i}`);
+      expect(ok.headers['x-crowdgate-error']).not.toBe('no_healthy_origin');
+      expect(ok.headers['x-crowdgate-error']).not.toBe('circuit_open');
+      expectFromOrigin(ok, 200, `/ok/${i}`);
+    }
+    expect(o.count(/^\/ok\//)).toBe(3);
+  });
+});
+
+describe('failure amplification: Expect: 100-continue', () => {
+  it('answers twelve GETs with Expect: 100-continue from the origin, never sends Expect on a cache fill, and stays up', async () => {
+    const clock = manualClock();
+    const o = await origin();
+    o.setHandler((req, res) => {
+      const cc = req.url!.startsWith('/page/') ? 'public, max-age=60' : 'no-store';
+      const body = `origin ${req.url}`;
+      res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': cc, 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+    });
+    const g = await gateway(
+      { sites: [siteFor([o.url], { routes: [{ name: 'private', match: { pathPrefix: '/private/' }, cache: { enabled: false } }] })] },
+      { clock },
+    );
+    // Cacheable fills and uncacheable answers (both filled through the cache path) first, in a
+    // row, then bypassed routes: a fill that fails on Expect would eject the member by the fifth.
+    const urls: string[] = [];
+    for (let i = 0; i < 4; i++) urls.push(`/page/${i}`, `/nostore/${i}`);
+    for (let i = 0; i < 4; i++) urls.push(`/private/${i}`);
+    const answers: Answer[] = [];
+    for (const u of urls) answers.push(await getWithExpect(`${g.url}${u}`));
+    answers.forEach((r, i) => {
+      expectFromOrigin(r, 200, `${urls[i]} with Expect`);
+      expect(r.body).toBe(`origin ${urls[i]}`);
+    });
+    for (const u of urls) expect(o.count(u), `origin saw ${u}`).toBe(1);
+    const fills = o.requests.filter((r) => r.path.startsWith('/page/') || r.path.startsWith('/nostore/'));
+    expect(fills).toHaveLength(8);
+    expect(fills.filter((r) => r.headers.expect !== undefined).map((r) => r.url)).toEqual([]);
+    // The site was not taken down: normal requests still answer from the origin, or the cache.
+    for (let i = 0; i < 5; i++) expectFromOrigin(await call(`${g.url}/after/${i}`), 200, `/after/${i}`);
+    const hit = await call(`${g.url}/page/0`);
+    expect(hit.status).toBe(200);
+    expect(hit.headers['cache-status']).toMatch(/crowdgate; hit/);
+    await expectNothingTripped(g, 1);
+  });
+});
+
+describe('failure amplification: recovery after an outage', () => {
+  it('tries the origin during a 3 s outage (stale for cached pages, 502 origin_unreachable otherwise) and recovers within 1 s of its return', async () => {
+    const clock = manualClock();
+    const o = await origin();
+    let version = 1;
+    const cached = ['/c/0', '/c/1', '/c/2', '/c/3'];
+    for (const p of cached) o.route(p, clockedPage(clock, 'public, max-age=1', () => `${p} v${version}`));
+    const g = await gateway({ sites: [siteFor([o.url], staleRoute)] }, { clock });
+    for (const p of cached) expect((await call(`${g.url}${p}`)).body).toBe(`${p} v1`);
+    clock.advance(1_500); // every cached page has expired
+    version = 2;
+    o.kill();
+    await sleep(50); // let the gateway's pooled connections notice
+    for (const p of cached) expectStale(await call(`${g.url}${p}`), `${p} v1`, `${p} while down`);
+    for (let i = 0; i < 8; i++) expectTriedAndUnreachable(await call(`${g.url}/down/${i}`), `/down/${i}`);
+
+    clock.advance(3_000);
+    await o.reopen();
+    o.reset();
+    // Within one second of clock time an uncached page answers from the origin again.
+    let recovered: Answer | undefined;
+    let advanced = 0;
+    for (let i = 0; i < 40; i++) {
+      const r = await call(`${g.url}/back/${i}`);
+      if (r.status === 200) {
+        recovered = r;
+        break;
+      }
+      if (advanced >= 1_000) break;
+      clock.advance(50);
+      advanced += 50;
+      await sleep(20);
+    }
+    expect(recovered, `an uncached page answered 200 within ${advanced} ms of clock time`).toBeDefined();
+    expectFromOrigin(recovered!, 200, 'first page after recovery');
+    expect(advanced).toBeLessThanOrEqual(1_000);
+    // A stale page is refreshed: the origin sees its fetch and a later request gets the new copy.
+    const first = await call(`${g.url}/c/0`);
+    expect(first.status).toBe(200);
+    expect(await eventually(() => o.count('/c/0') >= 1, 50, 20), 'the origin saw the refresh of /c/0').toBe(true);
+    let fresh: Answer | undefined;
+    await eventually(async () => {
+      fresh = await call(`${g.url}/c/0`);
+      return fresh.body === '/c/0 v2';
+    }, 20, 20);
+    expect(fresh!.body).toBe('/c/0 v2');
+    expect(fresh!.headers['cache-status']).toMatch(/crowdgate; hit; ttl=\d/);
+    expect(o.count('/c/0')).toBe(1); // refreshed once, then answered from the cache
+  });
+
+  it('with every member down then back: tries them while down, then traffic flows to both within 1 s of their return', async () => {
+    const clock = manualClock();
+    const a = await origin('a');
+    const b = await origin('b');
+    for (const o of [a, b]) o.route('/c', clockedPage(clock, 'public, max-age=1', () => 'cached v1'));
+    const g = await gateway({ sites: [siteFor([a.url, b.url], staleRoute)] }, { clock });
+    expect((await call(`${g.url}/c`)).body).toBe('cached v1');
+    clock.advance(1_500);
+    a.kill();
+    b.kill();
+    await sleep(50);
+    expectStale(await call(`${g.url}/c`), 'cached v1', '/c while down');
+    for (let i = 0; i < 6; i++) expectTriedAndUnreachable(await call(`${g.url}/down/${i}`), `/down/${i}`);
+    expectStale(await call(`${g.url}/c`), 'cached v1', '/c while down, again');
+
+    clock.advance(3_000);
+    await Promise.all([a.reopen(), b.reopen()]);
+    a.reset();
+    b.reset();
+    const seen = (o: TestOrigin) => o.count((r) => r.path.startsWith('/back/'));
+    let advanced = 0;
+    let n = 0;
+    const answers: Answer[] = [];
+    for (let i = 0; i < 40; i++) {
+      answers.push(await call(`${g.url}/back/${n++}`), await call(`${g.url}/back/${n++}`));
+      if (seen(a) > 0 && seen(b) > 0 && answers.slice(-2).every((r) => r.status === 200)) break;
+      if (advanced >= 1_000) break;
+      clock.advance(50);
+      advanced += 50;
+      await sleep(20);
+    }
+    expect({ a: seen(a) > 0, b: seen(b) > 0 }, `both members saw traffic within ${advanced} ms of clock time`).toEqual({ a: true, b: true });
+    expect(advanced).toBeLessThanOrEqual(1_000);
+    // And keep flowing: every next request is answered by one of them.
+    for (let i = 0; i < 6; i++) expectFromOrigin(await call(`${g.url}/steady/${i}`), 200, `/steady/${i}`);
+    expect(a.count((r) => r.path.startsWith('/steady/'))).toBeGreaterThan(0);
+    expect(b.count((r) => r.path.startsWith('/steady/'))).toBeGreaterThan(0);
+  });
+});
+
+describe('failure amplification: a slow endpoint and the limiter', () => {
+  it('keeps fast pages flowing (no 503s, low latency) while twelve 2 s requests hold the default adaptive limit', async () => {
+    const o = await origin();
+    for (let i = 0; i < 12; i++) o.route(`/slow/${i}`, { delayMs: 2_000, headers: { 'cache-control': 'no-store' } });
+    for (let i = 0; i < 40; i++) o.route(`/fast/${i}`, { delayMs: 5 + (i % 6), headers: { 'cache-control': 'no-store' } });
+    const g = await gateway({ sites: [siteFor([o.url])] }); // admission.limit left at its defaults (initial 8)
+    const started = performance.now();
+    const slow = Array.from({ length: 12 }, (_, i) => call(`${g.url}/slow/${i}`));
+    expect(await eventually(() => o.count(/^\/slow\//) >= 8, 50, 10), 'the slow requests hold the permits').toBe(true);
+    const fastStarted = performance.now();
+    const fast: Answer[] = [];
+    for (let batch = 0; batch < 10; batch++)
+      fast.push(...(await Promise.all(Array.from({ length: 4 }, (_, j) => call(`${g.url}/fast/${batch * 4 + j}`)))));
+    const fastPhaseMs = performance.now() - fastStarted;
+    const slowAnswers = await Promise.all(slow);
+    const totalMs = performance.now() - started;
+
+    const shed = fast.filter((r) => r.status === 503);
+    expect(shed.map((r) => r.headers['cache-status']), 'fast requests shed by the gateway').toEqual([]);
+    fast.forEach((r, i) => expectFromOrigin(r, 200, `/fast/${i}`));
+    expect(o.count(/^\/fast\//)).toBe(40);
+    const ms = fast.map((r) => r.ms).sort((x, y) => x - y);
+    const p50 = ms[Math.floor(ms.length / 2)]!;
+    expect(p50, 'fast p50 (ms)').toBeLessThan(400); // the slow endpoint takes 2000
+    expect(fastPhaseMs, 'all 40 fast pages answered while the slow ones were in flight').toBeLessThan(1_800);
+    expect(slowAnswers).toHaveLength(12);
+    expect(totalMs).toBeLessThan(5_000);
+  }, 15_000);
+});
+
+describe('failure amplification: must-revalidate pages when the origin is down', () => {
+  const MEDIAWIKI = 's-maxage=1, must-revalidate, max-age=0';
+
+  async function storedThenOriginDown(routes: unknown[]) {
+    const clock = manualClock();
+    const o = await origin();
+    o.route('/wiki/Main_Page', clockedPage(clock, MEDIAWIKI, () => 'main page'));
+    o.route('/other', clockedPage(clock, MEDIAWIKI, () => 'other page'));
+    const g = await gateway({ sites: [siteFor([o.url], { routes })] }, { clock });
+    for (const p of ['/wiki/Main_Page', '/other']) {
+      const filled = await call(`${g.url}${p}`);
+      expect(filled.status).toBe(200);
+      expect(filled.headers['cache-status']).toMatch(/stored/);
+      expect((await call(`${g.url}${p}`)).headers['cache-status']).toMatch(/crowdgate; hit/); // stored and fresh
+    }
+    expect(o.count()).toBe(2);
+    clock.advance(2_000); // past s-maxage
+    o.kill();
+    await sleep(50);
+    return { g, o };
+  }
+
+  it('serves the stale page when the route opts in with cache.graceOverridesMustRevalidate', async () => {
+    const { g } = await storedThenOriginDown([
+      { name: 'wiki', match: { pathPrefix: '/wiki/' }, cache: { graceOverridesMustRevalidate: true, staleWhileRevalidateSeconds: 0 } },
+    ]);
+    const r = await call(`${g.url}/wiki/Main_Page`);
+    expectStale(r, 'main page', '/wiki/Main_Page with the origin down');
+    expect(r.headers['cache-status']).toMatch(/detail="stale-(unreachable|error)/);
+    // The opt-in is per route: a page on the default route keeps strict must-revalidate.
+    const other = await call(`${g.url}/other`);
+    expect([502, 504]).toContain(other.status);
+    expect(other.headers['x-crowdgate-error']).toBeDefined();
+  });
+
+  it('answers an error, not the stale page, by default (must-revalidate is honoured)', async () => {
+    const { g } = await storedThenOriginDown([]);
+    const r = await call(`${g.url}/wiki/Main_Page`);
+    expect([502, 504]).toContain(r.status);
+    expect(r.headers['x-crowdgate-error']).toMatch(/^origin_(unreachable|timeout)$/);
+    expect(r.body).not.toContain('main page');
+  });
+});
