@@ -29,16 +29,16 @@
  * report or an upload that takes seconds holds its permit a hundred times longer than a page.
  * Counted against the limit, two slow reports hold the only two permits and the fast pages
  * queue behind them, although the origin has room. So a permit held longer than
- * `OVERDUE_FACTOR` x the typical round trip of the others (clamped to
- * [OVERDUE_MIN_MS, OVERDUE_MAX_MS]; until one is measured, half the CoDel interval, so that at
- * a cold start waiters are not cut by CoDel behind permits nobody knows to be slow) leaves the limit's
- * count for a lane of its own, which holds at most `limit` permits: in flight at most twice the
- * limit (and never past `ceiling`, which stays a hard cap on everything in flight; during a
- * no-load probe, every overdue permit: see laneCap), and only while the excess is made of
- * requests that are already known to be slow. An
- * overdue permit's round trip says nothing about saturation and is not fed to the limit, nor
- * to the typical round trip. When the lane is full, overdue permits stay counted, and an origin
- * that has become slow for everyone is limited as before.
+ * `OVERDUE_FACTOR` x the typical round trip (clamped to [OVERDUE_MIN_MS, OVERDUE_MAX_MS]; until
+ * one is measured, half the CoDel interval, so that at a cold start waiters are not cut by CoDel
+ * behind permits nobody knows to be slow) leaves the limit's count for a lane of its own, of
+ * LANE_FACTOR x `limit` permits (never past `ceiling`, which stays a hard cap on everything in
+ * flight; during a no-load probe, every overdue permit: see laneCap). Such a request's round
+ * trip, moved aside or not, is an outlier of the endpoint mix: it is fed neither to the limit
+ * nor to the typical round trip (which forecasts waits). That holds while overdue requests are
+ * a minority (a share of releases under OVERDUE_SHARE_MAX): when most requests are that slow,
+ * the origin itself has slowed down, their round trips are fed again, the lane closes, and an
+ * origin that is slow for everyone is limited as before.
  */
 import type { Clock } from '../clock.js';
 import type { QueueConfig } from '../config/schema.js';
@@ -115,6 +115,15 @@ const REFUSED_PREDICTED = refusal('predicted_wait');
 
 /** A permit is overdue after this many typical round trips (see "Overdue permits" above). */
 export const OVERDUE_FACTOR = 10;
+/** The slow lane holds at most this many times the limit. */
+export const LANE_FACTOR = 4;
+/** Weight of each release in the share of releases that were overdue (an EWMA over ~20). */
+const OVERDUE_SHARE_ALPHA = 0.05;
+/**
+ * Overdue releases are outliers only while they are a minority: from this share on, the origin
+ * is slow for everyone, its round trips are fed to the limit again, and the lane closes.
+ */
+export const OVERDUE_SHARE_MAX = 0.5;
 /** Bounds of the overdue threshold, ms. */
 export const OVERDUE_MIN_MS = 100;
 export const OVERDUE_MAX_MS = 2_000;
@@ -162,6 +171,8 @@ export class Limiter {
   /** Timer that moves overdue permits aside while requests wait. */
   private overdueTimer: unknown;
   private readonly slowLane: boolean;
+  /** EWMA of "this release was overdue" (0 or 1): outliers stay outliers only while rare. */
+  private overdueShare = 0;
   // Shared sample object: the Limit contract says implementations copy what they keep.
   private readonly sample: LimitSample = { rttMs: 0, inflight: 0, dropped: false };
 
@@ -382,7 +393,8 @@ export class Limiter {
   }
 
   /**
-   * Size of the slow lane: `limit` permits, and never past `ceiling` in all. While the limit
+   * Size of the slow lane: LANE_FACTOR x `limit` permits, none while most releases are overdue,
+   * and never past `ceiling` in all. While the limit
    * algorithm holds the limit down for a no-load probe (Limit.planning), every overdue permit
    * steps aside (still within `ceiling`): the probe admits nothing new beyond its small limit,
    * and requests that were already slow must not hold its few permits, or it could not end
@@ -392,8 +404,9 @@ export class Limiter {
     if (!this.slowLane) return 0;
     const limit = this.limit;
     const room = this.ceiling - limit;
+    if (this.overdueShare >= OVERDUE_SHARE_MAX) return 0; // slow for everyone: no outliers to set aside
     const planned = this.algorithm.planning;
-    const cap = planned !== undefined && planned > this.algorithm.current ? Infinity : limit;
+    const cap = planned !== undefined && planned > this.algorithm.current ? Infinity : LANE_FACTOR * limit;
     return room < cap ? room : cap;
   }
 
@@ -423,8 +436,14 @@ export class Limiter {
     }
     this.rollDrainBucket(now);
     this.drainBucketCount++;
-    // A slow-lane request's round trip says nothing about saturation (see "Overdue permits").
-    if (permit.overdue) kind = 'ignore';
+    // A request held past the overdue threshold (moved aside or not) is an outlier of the
+    // endpoint mix, and its round trip says nothing about saturation (see "Overdue permits"):
+    // unless most requests are that slow now, which is the origin's service time changing.
+    if (this.slowLane) {
+      const overdue = permit.overdue || now - permit.acquiredAt > this.overdueAfterMs;
+      this.overdueShare += ((overdue ? 1 : 0) - this.overdueShare) * OVERDUE_SHARE_ALPHA;
+      if (overdue && this.overdueShare < OVERDUE_SHARE_MAX) kind = 'ignore';
+    }
     if (kind === 'success') {
       // EWMA (α = 0.1) of successful round trips, for the expected wait at arrival.
       const rtt = now - permit.acquiredAt;

@@ -25,6 +25,8 @@ export interface MemberControl {
   /** The last trial request sent while no member was usable (clock ms), and whether it is out. */
   trialAt: number;
   trialInFlight: boolean;
+  /** The last failure that counted against the member (clock ms): trials wait an interval after it. */
+  failedAt: number;
 }
 
 /**
@@ -146,6 +148,7 @@ export class Upstream {
         circuitKey,
         trialAt: -Infinity,
         trialInFlight: false,
+        failedAt: -Infinity,
       };
       this.controls.set(member, c);
       this.all.add(c);
@@ -275,8 +278,8 @@ export class Upstream {
   }
 
   /**
-   * An ejected member due a trial while others take the traffic: its trial slot is free and it
-   * was ejected, or last tried, TRIAL_INTERVAL_MS ago or more. Only when another member is usable
+   * An ejected member due a trial while others take the traffic: its trial slot is free, and
+   * its last trial and its last failure are TRIAL_INTERVAL_MS ago or more. Only when another member is usable
    * (otherwise admit() panics or sends trials anyway).
    */
   private ejectedTrialMember(site: SiteConfig, pool: OriginPool, exclude?: ReadonlySet<OriginMember>): OriginMember | undefined {
@@ -286,7 +289,7 @@ export class Upstream {
     for (const m of members) {
       if (!m.isEjected(now) || exclude?.has(m)) continue;
       const c = this.controlFor(site, m);
-      if (c.trialInFlight || now - c.trialAt < TRIAL_INTERVAL_MS) continue;
+      if (c.trialInFlight || now - c.trialAt < TRIAL_INTERVAL_MS || now - c.failedAt < TRIAL_INTERVAL_MS) continue;
       if (!members.some((o) => o !== m && o.isHealthy(now))) return undefined;
       return m;
     }
@@ -376,6 +379,7 @@ export class Upstream {
       }
       // A refused connection says nothing about the origin's latency; a timeout or reset under load does.
       permit.release(failure === 'connect_error' || !sampleValid ? 'ignore' : 'dropped');
+      control.failedAt = this.clock.now();
       control.breaker.onFailure();
       pool.reportFailure(control.member, failure === 'connect_error' ? 'connect' : failure === 'timeout' ? 'timeout' : 'reset');
       return;
@@ -385,6 +389,7 @@ export class Upstream {
     this.metrics.get('originDuration').observe(labels, Math.max(0, this.clock.now() - startedAt) / 1000);
     this.metrics.get('originRequests').inc({ ...labels, kind, outcome: status >= 500 ? 'status_5xx' : 'ok' });
     if (SICK_STATUSES.has(status)) {
+      control.failedAt = this.clock.now();
       control.breaker.onFailure();
       pool.reportFailure(control.member, 'status5xx');
     } else {

@@ -22,8 +22,9 @@
  *   that concurrency; their mean becomes the long-term RTT and the limit is restored. A probe
  *   starts when no no-load sample was seen for `probeIntervalMs` (counted from the first
  *   sample), or, at most once per `probeMinIntervalMs`, when the
- *   long-term RTT looks wrong: a window's short-term RTT fell below 0.8 x the long-term RTT (the
- *   origin got faster, e.g. an overload it had is over), or the limit fell below half its peak
+ *   long-term RTT looks wrong: three windows in a row had a short-term RTT below 0.8 x the
+ *   long-term RTT (the origin got faster, e.g. an overload it had is over; one such window is
+ *   just the endpoint mix, and a probe holds the limit at a quarter for a few round trips), or the limit fell below half its peak
  *   since the last probe (the origin got slower, or lost capacity: only a low-concurrency
  *   measurement tells which), or when the limit binds (a window used every permit) but the
  *   long-term RTT rests on fewer than 3 no-load samples (no baseline: a crowd from the first
@@ -105,6 +106,8 @@ const defaultQueueSize = (limit: number): number => Math.max(1, Math.sqrt(limit)
 const MIN_BASELINE_SAMPLES = 3;
 /** A short-term RTT below this fraction of the long-term one means the long-term one is stale. */
 const DRIFT_RATIO = 0.8;
+/** Windows in a row below DRIFT_RATIO before the long-term RTT is re-measured by a probe. */
+const DRIFT_WINDOWS = 3;
 /** Window samples kept for the trimmed mean; past this, reservoir sampling keeps a uniform subset. */
 const WINDOW_RESERVOIR = 512;
 /** A no-load sample moves the long-term RTT by at most this multiple of it. */
@@ -128,6 +131,8 @@ export class Gradient2Limit implements Limit {
   private longCount = 0;
   private shortRttMs: number | undefined;
   private lastGradient = 1;
+  /** Windows in a row whose short-term RTT fell below DRIFT_RATIO x the long-term one. */
+  private driftWindows = 0;
   /** When the last no-load sample was seen; the probe interval counts from the first sample. */
   private lastNoLoadAt: number | undefined;
   private lastProbeAt = -Infinity;
@@ -254,8 +259,9 @@ export class Gradient2Limit implements Limit {
       if (longRtt !== undefined) {
         if (shortRtt < DRIFT_RATIO * longRtt) {
           this.longRttMs = longRtt + (shortRtt - longRtt) * 0.5;
-          suspicious = true;
-        }
+          // One quick window is the endpoint mix; DRIFT_WINDOWS in a row are the origin.
+          if (++this.driftWindows >= DRIFT_WINDOWS) suspicious = true;
+        } else this.driftWindows = 0;
         gradient = shortRtt > 0 ? (this.tolerance * this.longRttMs!) / shortRtt : 1;
       } else {
         gradient = 1; // nothing to compare with yet; the first probe will tell
@@ -295,6 +301,7 @@ export class Gradient2Limit implements Limit {
   }
 
   private endProbe(now: number): void {
+    this.driftWindows = 0;
     this.longRttMs = this.probeRttSum / this.probeCount;
     this.longCount = this.probeCount;
     this.shortRttMs = undefined;

@@ -600,3 +600,85 @@ describe('Limiter: standing queue once waits are predictable', () => {
     expect(result('fill')).toEqual({ ok: false, reason: 'codel', waitedMs: 100 });
   });
 });
+
+describe('Limiter: overdue permits step aside (the slow lane)', () => {
+  /** Teach the limiter a typical round trip of `rttMs` with `n` quick requests. */
+  const teach = async (s: ReturnType<typeof setup>, rttMs: number, n = 5) => {
+    for (let i = 0; i < n; i++) {
+      s.request(`warm${i}`);
+      await s.flush();
+      s.clock.advance(rttMs);
+      s.granted(`warm${i}`).release('success');
+    }
+  };
+
+  it('a slow request held past 10 x the typical round trip leaves the count, and a waiter gets its permit', async () => {
+    const s = setup({ limitN: 2, slowLane: true });
+    await teach(s, 20); // typical 20 ms: overdue after 200 ms
+    s.request('slow1');
+    s.request('slow2');
+    s.request('fast'); // both permits held: it waits
+    await s.flush();
+    expect(s.limiter.queueLength).toBe(1);
+    s.scheduler.advance(199);
+    await s.flush();
+    expect(s.outcomes.find((o) => o.name === 'fast')).toBeUndefined();
+    s.scheduler.advance(1); // the overdue timer moves both aside
+    await s.flush();
+    expect(s.granted('fast')).toBeDefined();
+    expect(s.limiter.overdue).toBe(2);
+    expect(s.limiter.inflight).toBe(3);
+    // Their round trips are not fed to the limit: outliers of the endpoint mix.
+    const fed = (s.limit as ScriptedLimit).samples.length;
+    s.clock.advance(5_000);
+    s.granted('slow1').release('success');
+    s.granted('slow2').release('success');
+    expect((s.limit as ScriptedLimit).samples.length).toBe(fed);
+    expect(s.limiter.overdue).toBe(0);
+  });
+
+  it('is off by default (a fixed limit means what it says)', async () => {
+    const s = setup({ limitN: 1 });
+    await teach(s, 20);
+    s.request('slow');
+    s.request('fast');
+    await s.flush();
+    s.scheduler.advance(400); // past 10 x 20 ms, inside the 500 ms deadline
+    await s.flush();
+    expect(s.outcomes.find((o) => o.name === 'fast')).toBeUndefined();
+    expect(s.limiter.overdue).toBe(0);
+  });
+
+  it('never lets the lane take everything in flight past the ceiling', async () => {
+    const s = setup({ limitN: 2, ceiling: 3, slowLane: true });
+    await teach(s, 20);
+    s.request('slow1');
+    s.request('slow2');
+    s.request('a');
+    s.request('b');
+    await s.flush();
+    s.scheduler.advance(250);
+    await s.flush();
+    expect(s.limiter.inflight).toBe(3); // one moved aside (3 - 2), one waiter served
+    expect(s.limiter.overdue).toBe(1);
+    expect(s.limiter.queueLength).toBe(1);
+  });
+
+  it('when most requests are that slow, the origin has slowed down: their round trips are fed again and the lane closes', async () => {
+    const s = setup({ limitN: 4, slowLane: true });
+    await teach(s, 10); // typical 10 ms: overdue after 100 ms
+    const limit = s.limit as ScriptedLimit;
+    let fed = limit.samples.length;
+    for (let i = 0; i < 40; i++) {
+      s.request(`s${i}`);
+      await s.flush();
+      s.clock.advance(500);
+      s.granted(`s${i}`).release('success');
+    }
+    // The first few were ignored as outliers; once the share passed one half they were fed.
+    fed = limit.samples.length - fed;
+    expect(fed).toBeGreaterThan(20);
+    expect(fed).toBeLessThan(40);
+    expect(limit.samples.at(-1)!.rttMs).toBe(500);
+  });
+});

@@ -1,0 +1,93 @@
+/**
+ * The request path under the pressure gate (the gateway process itself overloaded), with the
+ * gate's verdict injected: stored pages are answered, fills under way are joined, a key with
+ * nothing usable stored gets its one collapsed fill (the cheapest action that ends the
+ * pressure), and everything else is shed with 503.
+ */
+import { describe, expect, it } from 'vitest';
+import { request } from 'undici';
+import { ManualClock } from '../../src/clock.js';
+import { siteFor } from '../helpers/gateway.js';
+import { useFixtures } from '../helpers/fixtures.js';
+
+const { origin, gateway } = useFixtures();
+
+async function call(url: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}) {
+  const res = await request(url, init);
+  const body = await res.body.text();
+  return { status: res.statusCode, headers: res.headers as Record<string, string>, body };
+}
+
+describe('under pressure', () => {
+  it('a cold cacheable key gets exactly one origin fetch, and every waiter is answered from it', async () => {
+    const o = await origin();
+    o.route('/hot', { delayMs: 150, headers: { 'cache-control': 'public, max-age=60' }, body: 'hot page' });
+    let overloaded = true;
+    const g = await gateway({ sites: [siteFor([o.url])] }, { isOverloaded: () => overloaded });
+    const answers = await Promise.all(Array.from({ length: 30 }, () => call(`${g.url}/hot`)));
+    expect(answers.map((a) => a.status)).toEqual(Array(30).fill(200));
+    expect(answers.every((a) => a.body === 'hot page')).toBe(true);
+    expect(o.count('/hot')).toBe(1);
+    expect(answers.filter((a) => /collapsed/.test(a.headers['cache-status'] ?? '')).length).toBe(29);
+    // Now stored: a hit, still under pressure, with no further fetch.
+    const hit = await call(`${g.url}/hot`);
+    expect(hit.headers['cache-status']).toMatch(/crowdgate; hit/);
+    expect(o.count('/hot')).toBe(1);
+    overloaded = false;
+  });
+
+  it('still sheds what the cache cannot answer: uncacheable requests and hit-for-pass keys', async () => {
+    const o = await origin();
+    o.route('/private', { headers: { 'cache-control': 'private, no-store' } });
+    let overloaded = false;
+    const g = await gateway(
+      { sites: [siteFor([o.url], { routes: [{ name: 'api', match: { pathPrefix: '/api/' }, cache: { enabled: false } }] })] },
+      { isOverloaded: () => overloaded },
+    );
+    expect((await call(`${g.url}/private`)).status).toBe(200); // uncacheable: hit-for-pass marked
+    overloaded = true;
+    const before = o.count();
+    const bypass = await call(`${g.url}/api/x`);
+    expect(bypass.status).toBe(503);
+    expect(bypass.headers['cache-status']).toMatch(/shed-pressure/);
+    const pass = await call(`${g.url}/private`);
+    expect(pass.status).toBe(503);
+    expect(pass.headers['cache-status']).toMatch(/shed-pressure/);
+    const post = await call(`${g.url}/page`, { method: 'POST', body: 'x' });
+    expect(post.status).toBe(503);
+    expect(o.count()).toBe(before);
+  });
+
+  it('answers a stored stale page at once and refreshes it once in the background', async () => {
+    const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
+    const o = await origin();
+    let version = 1;
+    // Date from the injected clock, so a refetched page is not aged by the clock's jump.
+    o.route('/page', (_req, res) => {
+      const body = `v${version}`;
+      res.writeHead(200, { 'cache-control': 'public, max-age=1', date: new Date(clock.now()).toUTCString(), 'content-length': body.length });
+      res.end(body);
+    });
+    let overloaded = false;
+    const g = await gateway(
+      { sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { staleWhileRevalidateSeconds: 0, graceSeconds: 60 } }] })] },
+      { clock, isOverloaded: () => overloaded },
+    );
+    expect((await call(`${g.url}/page`)).body).toBe('v1');
+    clock.advance(2_000);
+    version = 2;
+    overloaded = true;
+    const first = await call(`${g.url}/page`);
+    expect(first.status).toBe(200);
+    expect(first.body).toBe('v1');
+    expect(first.headers['cache-status']).toMatch(/detail="stale-pressure/);
+    // The rest are answered at once too: stale, or the refreshed page once it is stored.
+    const rest = await Promise.all(Array.from({ length: 4 }, () => call(`${g.url}/page`)));
+    for (const r of rest) {
+      expect(r.status).toBe(200);
+      expect(`${r.body} ${r.headers['cache-status']}`).toMatch(/^v1 .*stale-pressure|^v2 crowdgate; hit/);
+    }
+    await expect.poll(() => o.count('/page')).toBe(2); // one refresh for the five
+    await expect.poll(async () => (await call(`${g.url}/page`)).body).toBe('v2');
+  });
+});
