@@ -261,7 +261,8 @@ describe('dashboard and alerts against a real Prometheus', () => {
           name: 'fragile',
           hosts: ['fragile.test'],
           origins: [{ url: fragile.url, name: 'fragile' }],
-          healthCheck: { enabled: false },
+          // The only member is never ejected by live traffic: the probes mark it down.
+          healthCheck: { enabled: true, intervalMs: 200, timeoutMs: 200, unhealthyThreshold: 1 },
           passive: { consecutiveFailures: 2, ejectMs: 60_000 },
           circuit: { consecutiveFailures: 2, openMs: 60_000 },
         },
@@ -308,10 +309,15 @@ describe('dashboard and alerts against a real Prometheus', () => {
     expect(stale.status).toBe(200);
     expect(stale.body).toBe('fresh for a second');
 
-    // An origin that dies: passive ejection marks it unhealthy while its stale copy is served.
+    // An origin that dies: its health checks mark it down while its stale copy is served.
     // Two waves, a scrape or more apart: prom-client creates a labelled counter at its first
     // increment, and rate() only sees increases after the series' first sample.
     fragile.kill();
+    await waitFor(
+      'the fragile origin marked down',
+      async () => ((await (await fetch(`${g.adminUrl}/readyz`)).text()).includes('"down"') ? true : undefined),
+      5_000,
+    );
     for (const wave of [1, 2]) {
       for (let i = 0; i < 2; i++) {
         const r = await get(`${g.url}/news`, { host: 'fragile.test' });
