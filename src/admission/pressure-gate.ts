@@ -6,6 +6,12 @@
  * Owns the sampling and the overloaded decision. It does not decide what to do about it (the
  * request path serves stale or sheds with 503).
  *
+ * Event-loop *delay* is the signal that matters to clients: it is the wait every request adds
+ * on top of its work. Utilisation alone is not trouble: a loop that is busy all the time but
+ * turns over quickly answers promptly, and shedding there (a closed-loop load, a saturated CPU
+ * with short turns) would refuse traffic the gateway is serving fine. So utilisation sheds only
+ * when its threshold is set below 1 (the default is 1: off).
+ *
  * Decision, with hysteresis so the gate does not flap at a threshold:
  *   not overloaded -> overloaded  when any reading > its threshold
  *   overloaded -> not overloaded  when every reading < HYSTERESIS (0.9) x its threshold
@@ -114,15 +120,18 @@ export class PressureGate {
     this.last = r;
     const c = this.cfg;
     const was = this.overloaded;
+    // A utilisation threshold of 1 is off: a loop busy all the time but answering promptly
+    // (a closed-loop load, a saturated CPU with short turns) is not in trouble.
+    const eluOn = c.maxEventLoopUtilization < 1;
     if (!was) {
       this.overloaded =
         r.eventLoopDelayMs > c.maxEventLoopDelayMs ||
-        r.eventLoopUtilization > c.maxEventLoopUtilization ||
+        (eluOn && r.eventLoopUtilization > c.maxEventLoopUtilization) ||
         r.heapUsedRatio > c.maxHeapUsedRatio;
     } else {
       this.overloaded = !(
         r.eventLoopDelayMs < HYSTERESIS * c.maxEventLoopDelayMs &&
-        r.eventLoopUtilization < HYSTERESIS * c.maxEventLoopUtilization &&
+        (!eluOn || r.eventLoopUtilization < HYSTERESIS * c.maxEventLoopUtilization) &&
         r.heapUsedRatio < HYSTERESIS * c.maxHeapUsedRatio
       );
     }

@@ -390,7 +390,12 @@ export const pressureSchema = z
   .strictObject({
     enabled: z.boolean().default(true).describe('Shed non-hit work when the process itself is overloaded.'),
     maxEventLoopDelayMs: positiveMs('p99 event-loop delay above which work is shed.').default(250),
-    maxEventLoopUtilization: z.number().min(0.1).max(1).default(0.98).describe('Utilisation above which work is shed.'),
+    maxEventLoopUtilization: z
+      .number()
+      .min(0.1)
+      .max(1)
+      .default(1)
+      .describe('Utilisation above which work is shed; 1 = never on utilisation alone (a busy loop that turns over quickly serves fine; delay and heap decide).'),
     maxHeapUsedRatio: z.number().min(0.1).max(1).default(0.92).describe('Heap used / limit above which work is shed.'),
     sampleIntervalMs: positiveMs('Sampling period.').default(250),
   })

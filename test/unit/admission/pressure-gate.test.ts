@@ -23,6 +23,18 @@ describe('PressureGate', () => {
     expect(gate.readings()).toEqual(reading);
   });
 
+  it('with utilisation at its default threshold of 1, a busy loop that turns over quickly is not overloaded, and a delay spike clears once delay is back', () => {
+    let i = 0;
+    const readings: PressureReadings[] = [
+      { eventLoopDelayMs: 20, eventLoopUtilization: 1, heapUsedRatio: 0.3 }, // saturated, prompt
+      { eventLoopDelayMs: 150, eventLoopUtilization: 1, heapUsedRatio: 0.3 }, // delay over
+      { eventLoopDelayMs: 20, eventLoopUtilization: 0.99, heapUsedRatio: 0.3 }, // clears despite utilisation
+    ];
+    const gate = new PressureGate({ ...cfg, maxEventLoopUtilization: 1 }, { sampler: () => readings[i++]! });
+    const states = [1, 2, 3].map(() => (gate.sampleNow(), gate.isOverloaded()));
+    expect(states).toEqual([false, true, false]);
+  });
+
   it('is not overloaded at the thresholds themselves', () => {
     const gate = gateWith([{ eventLoopDelayMs: 100, eventLoopUtilization: 0.9, heapUsedRatio: 0.8 }]);
     gate.sampleNow();
