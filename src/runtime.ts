@@ -20,6 +20,8 @@ export interface SiteRuntime {
   readonly pool: OriginPool;
   /** True when a cookie of this name makes a request bypass the cache (sites[].bypassCookies). */
   isBypassCookie(name: string): boolean;
+  /** Lower-case names of the headers that make a request bypass the cache (sites[].credentialHeaders). */
+  readonly credentialHeaders: readonly string[];
   policyFor(route: CompiledRoute): PolicyOptions;
 }
 
@@ -73,6 +75,7 @@ function makeSiteRuntime(site: SiteConfig, defaultRoute: RouteConfig, pool: Orig
     compiled,
     pool,
     isBypassCookie,
+    credentialHeaders: [...new Set(site.credentialHeaders.map((h) => h.toLowerCase()))],
     policyFor: (route) => policies.get(route.name)!,
   };
 }

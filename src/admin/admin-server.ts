@@ -6,7 +6,7 @@
  */
 import http from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
-import { keyPrefixFor, makeCacheKey } from '../cache/cache-key.js';
+import { keyPrefixFor, keyUrlPrefixFor, makeAuthority } from '../cache/cache-key.js';
 import type { PurgeMode, PurgeSelector } from '../cache/stores/cache-store.js';
 import type { Gateway } from '../gateway.js';
 import { prefersJson } from '../errors.js';
@@ -127,11 +127,13 @@ export function toSelectors(
   const target = body.url ?? body.prefix;
   if (typeof target !== 'string' || target.length === 0) return { error: 'url/prefix must be a non-empty string' };
   let host: string | undefined;
+  let scheme = 'http';
   let pathAndQuery = target;
   if (/^https?:\/\//i.test(target)) {
     try {
       const u = new URL(target);
       host = u.host;
+      scheme = u.protocol.slice(0, -1);
       pathAndQuery = u.pathname + u.search;
     } catch {
       return { error: `not a URL: ${target}` };
@@ -150,11 +152,11 @@ export function toSelectors(
       selectors.push({ kind: 'prefix', prefix: keyPrefixFor(site.name, pathAndQuery) });
       continue;
     }
+    // Every key for this URL: every Host (or the one the absolute URL names) and every header
+    // or cookie part of the key template.
     const route = site.compiled.matchRoute('GET', pathAndQuery.split('?')[0]!);
     const keyCfg = site.policyFor(route).route.key;
-    const base = makeCacheKey({ site: site.name, url: pathAndQuery, headers: {}, key: { ...keyCfg, headers: [], cookies: [] } });
-    if (keyCfg.headers.length > 0 || keyCfg.cookies.length > 0) selectors.push({ kind: 'prefix', prefix: `${base}\u0000` });
-    selectors.push({ kind: 'key', key: base });
+    selectors.push({ kind: 'prefix', prefix: keyUrlPrefixFor(site.name, pathAndQuery, keyCfg, host === undefined ? undefined : makeAuthority(host, scheme)) });
   }
   return { selectors, mode, kind: body.prefix !== undefined ? 'prefix' : 'key' };
 }

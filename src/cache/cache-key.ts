@@ -4,8 +4,11 @@
  * request is cacheable (policy.ts) nor which route applies (the caller passes the template).
  *
  * Primary key layout (NUL separates parts, so a part can never run into the next):
- *   `${site}\0${path}[?${query}]` then `\0h:name=value&...` when the template names headers
- *   and `\0c:name=value&...` when it names cookies. Values are percent-encoded; a missing header or
+ *   `${site}\0${path}[?${query}]\0H:${scheme}://${host}` then `\0h:name=value&...` when the
+ *   template names headers and `\0c:name=value&...` when it names cookies. The authority (scheme
+ *   and Host) is in every key: the origin builds links, redirects and vhost answers from what
+ *   it receives, so a page asked for with `Host: evil.example` must never answer another Host
+ *   (Varnish's built-in vcl_hash hashes Host with the URL for the same reason). Values are percent-encoded; a missing header or
  *   cookie appears as its bare name, so "absent" and "empty" are different keys.
  * The method is not in the key: only GET and HEAD are cached and HEAD is answered from GET's entry.
  *
@@ -20,6 +23,8 @@ const SEP = '\u0000';
 export interface CacheKeyInput {
   /** Site name from the config; always the first part of the key. */
   site: string;
+  /** `scheme://host` from makeAuthority(); in every key. */
+  authority: string;
   /** Request target as received: origin-form `/path?query` or absolute-form `http://host/path`. */
   url: string;
   headers: HeaderMap;
@@ -175,11 +180,44 @@ function keyPart(tag: 'h' | 'c', entries: [string, string | undefined][]): strin
   return `${SEP}${tag}:${body}`;
 }
 
+/**
+ * The authority part of a key: `scheme://host`, the host lower-cased, without a trailing dot
+ * or the scheme's default port (RFC 3986 §6.2.2.1, §6.2.3). `scheme` is 'http' unless a trusted
+ * proxy said otherwise (X-Forwarded-Proto): behind a TLS terminator the http and https pages
+ * carry different absolute links. A missing Host is ''.
+ */
+export function makeAuthority(host: string | undefined, scheme: string): string {
+  const sch = scheme.toLowerCase() === 'https' ? 'https' : 'http';
+  let h = (host ?? '').trim().toLowerCase();
+  const m = /^(\[[^\]]*\]|[^:]*)(?::(\d*))?$/.exec(h);
+  if (m) {
+    let name = m[1]!;
+    if (name.endsWith('.')) name = name.slice(0, -1);
+    const port = m[2];
+    const isDefault = port === undefined || port === '' || (sch === 'http' && port === '80') || (sch === 'https' && port === '443');
+    h = isDefault ? name : `${name}:${port}`;
+  }
+  return `${sch}://${h}`;
+}
+
+/** The path-and-query part of a key: `${site}\0${path}[?${query}]`, ending before the authority. */
+export function makePathKey(site: string, url: string, key: CacheKeyConfig): string {
+  const { path, query } = parseUrlPath(url);
+  const q = normaliseQuery(query, key);
+  return `${site}${SEP}${normalisePath(path)}${q === '' ? '' : '?' + q}`;
+}
+
+/**
+ * The prefix every key for this site and URL starts with, whatever its authority and header or
+ * cookie parts: purge by URL for every host (or `authority` for one).
+ */
+export function keyUrlPrefixFor(site: string, url: string, key: CacheKeyConfig, authority?: string): string {
+  return `${makePathKey(site, url, key)}${SEP}${authority === undefined ? '' : `H:${authority}`}`;
+}
+
 /** The primary cache key for a request (layout in the module comment). */
 export function makeCacheKey(input: CacheKeyInput): string {
-  const { path, query } = parseUrlPath(input.url);
-  const q = normaliseQuery(query, input.key);
-  let key = `${input.site}${SEP}${normalisePath(path)}${q === '' ? '' : '?' + q}`;
+  let key = `${makePathKey(input.site, input.url, input.key)}${SEP}H:${input.authority}`;
   if (input.key.headers.length > 0) {
     const names = [...new Set(input.key.headers.map((h) => h.toLowerCase()))].sort();
     key += keyPart(

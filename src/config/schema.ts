@@ -322,9 +322,19 @@ export const siteSchema = z
         'wordpress_logged_in_*',
         'wp-postpass_*',
         'comment_author_*',
+        'connect.sid',
+        '_session_id',
+        'sessionid',
+        'laravel_session',
       ])
       .describe(
         'Requests carrying one of these cookies (glob, case-insensitive) bypass the cache: logged-in users see their own pages. Cache fills never forward other cookies.',
+      ),
+    credentialHeaders: z
+      .array(z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'must be a header field name'))
+      .default(['Authorization', 'Proxy-Authorization', 'X-Api-Key', 'X-Auth-Token', 'X-Access-Token'])
+      .describe(
+        'Requests carrying one of these headers bypass the cache (like bypassCookies): a credential personalises the answer, so it never reaches a shared fill or a shared copy.',
       ),
     honorClientNoCache: z
       .boolean()

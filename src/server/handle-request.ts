@@ -20,7 +20,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import { currentAgeMsOf, staleAtOf, type CacheEntry } from '../cache/entry.js';
-import { makeCacheKey, makeVariantKey, parseCookies } from '../cache/cache-key.js';
+import { makeAuthority, makeCacheKey, makeVariantKey, parseCookies } from '../cache/cache-key.js';
 import { parseCacheControl } from '../cache/cache-control.js';
 import {
   decideStorage,
@@ -42,7 +42,7 @@ import type { AdmitResult, Upstream } from '../origin/upstream.js';
 import type { CacheState, ShedReason, StaleReason } from '../outcome.js';
 import type { Runtime, SiteRuntime } from '../runtime.js';
 import type { TrustedProxies } from './client-address.js';
-import { CLIENT_CONDITIONALS, appendVia, setForwardedHeaders, stripHopByHop } from './headers.js';
+import { appendVia, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { formatCacheStatus, sendEntry, sendError, sendHit, type CacheStatusFacts } from './respond.js';
 import type { CompiledRoute } from './site-router.js';
 import { HOLD_MS, isPlainRequest, newHold, type HitMemo, type MemoHold, type MemoRoute } from './hit-memo.js';
@@ -218,7 +218,8 @@ function answerMemoHit(
     hold.lookedUpAt = now;
     if (variants === undefined) return false;
   }
-  // makeVariantHeaders() for a route whose key reads no cookie: the request's headers, cookie-less.
+  // makeFillVisibleHeaders() for a route whose key reads no header or cookie, as far as the
+  // stored variants' Vary names go: the request's own headers, cookie-less.
   const entry = selectVariant(variants, cookie === undefined ? req.headers : { ...req.headers, cookie: undefined });
   // evaluateEntry without request directives: fresh is exactly "no revalidation needed".
   if (entry === undefined || entry.noCache || !(now < staleAtOf(entry))) {
@@ -336,19 +337,18 @@ function route(ctx: Ctx): void | Promise<void> {
   const facts: RequestFacts = { method: ctx.method, url: ctx.url, headers: req.headers };
   const eligibility = isCacheableRequest(facts, policy);
   const bypassCookie = req.headers.cookie !== undefined && hasBypassCookie(site, req.headers.cookie);
-  if (!eligibility.cacheable || bypassCookie || ctx.method === 'OPTIONS') {
+  if (!eligibility.cacheable || bypassCookie || hasCredential(site, req.headers) || ctx.method === 'OPTIONS') {
     ctx.state = 'bypass';
     if (deps.isOverloaded()) return shed(ctx, 'pressure');
     return forward(ctx, 'bypass');
   }
 
   // 5. Lookup: the key, then the stored variant this request selects.
-  const key = makeCacheKey({ site: site.name, url: ctx.url, headers: req.headers, key: policy.route.key });
-  const variantHeaders = makeVariantHeaders(req.headers, policy);
+  const key = makeCacheKey({ site: site.name, authority: authorityOf(ctx), url: ctx.url, headers: req.headers, key: policy.route.key });
   if (ctx.memoHost !== undefined) rememberRoute(ctx, site, routeMatch, policy, key, eligibility.canStoreResponse);
   // Memory hits are answered without a promise; anything else asks the store properly.
   const peeked = ctx.peeked?.key === key ? ctx.peeked.variants : deps.store.peekHit?.(key);
-  const lookupFacts = { key, policy, facts, variantHeaders, canStore: eligibility.canStoreResponse };
+  const lookupFacts = { key, policy, facts, canStore: eligibility.canStoreResponse };
   if (peeked !== undefined) return decide(ctx, lookupFacts, peeked);
   return deps.store.get(key).then((variants) => decide(ctx, lookupFacts, variants ?? []));
 }
@@ -371,11 +371,12 @@ function rememberRoute(ctx: Ctx, site: SiteRuntime, route: CompiledRoute, policy
 /** Steps 5 to 9, once the stored variants are known. */
 function decide(
   ctx: Ctx,
-  { key, policy, facts, variantHeaders, canStore }: Pick<Lookup, 'key' | 'policy' | 'facts' | 'variantHeaders' | 'canStore'>,
+  { key, policy, facts, canStore }: Pick<Lookup, 'key' | 'policy' | 'facts' | 'canStore'>,
   variants: readonly CacheEntry[],
 ): void | Promise<void> {
   const { deps, req } = ctx;
   const site = ctx.site!;
+  const variantHeaders = makeFillVisibleHeaders(req.headers, policy, variants);
   const entry = selectVariant(variants, variantHeaders);
   const now = deps.clock.now();
   const evaluation = entry ? evaluateEntry(entry, facts, now, policy) : undefined;
@@ -451,7 +452,7 @@ interface Lookup {
   evaluation: EntryEvaluation | undefined;
   policy: PolicyOptions;
   facts: RequestFacts;
-  /** The request headers as a fill sends them, for Vary: cookies filtered like makeFillHeaders. */
+  /** The client's headers as a fill sends them, and so as Vary sees them (makeFillVisibleHeaders). */
   variantHeaders: IncomingHttpHeaders;
   canStore: boolean;
 }
@@ -519,7 +520,9 @@ async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): Promise<
         ctx.state = 'pass';
         return forward(ctx, 'pass', lookup);
       }
-      return fillAndServe(ctx, { ...lookup, variants: [outcome.entry], entry: undefined, evaluation: undefined }, attempt + 1);
+      const variants = [outcome.entry];
+      const variantHeaders = makeFillVisibleHeaders(ctx.req.headers, lookup.policy, variants);
+      return fillAndServe(ctx, { ...lookup, variants, variantHeaders, entry: undefined, evaluation: undefined }, attempt + 1);
     }
     return serveFillResult(ctx, lookup, outcome, true);
   }
@@ -608,7 +611,7 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
     const member = lease.member;
     const revalidating = lookup.entry;
     const conditional = revalidating ? makeConditionalHeaders(revalidating) : {};
-    const headers = { ...makeFillHeaders(ctx, lookup.policy), ...conditional };
+    const headers = { ...makeFillHeaders(ctx, lookup), ...conditional };
     if (!site.config.preserveHost) headers['host'] = member.url.host;
     let fetched: FetchResult | undefined;
     try {
@@ -986,6 +989,40 @@ function hasBypassCookie(site: SiteRuntime, header: string): boolean {
   return false;
 }
 
+/** True when the request carries a credential header (sites[].credentialHeaders): it bypasses the cache. */
+function hasCredential(site: SiteRuntime, headers: IncomingHttpHeaders): boolean {
+  for (const name of site.credentialHeaders) if (headers[name] !== undefined) return true;
+  return false;
+}
+
+/**
+ * Request headers a cache fill passes on from the client (besides Host, which routes, and the
+ * ones the gateway sets itself: X-Forwarded-*, Via, X-Request-Id, conditionals). A fill is
+ * shared by everyone who asks for the key, so it carries only what the key or a stored Vary
+ * covers, plus content negotiation and the user agent. Anything else the origin might read
+ * (X-Original-URL, X-Rewrite-URL, X-HTTP-Method-Override, Forwarded, a custom header) never
+ * reaches a shared fill: it could change the answer every other visitor gets.
+ */
+const FILL_ALLOWED: ReadonlySet<string> = new Set(['host', 'accept', 'accept-encoding', 'accept-language', 'accept-charset', 'user-agent']);
+
+/**
+ * The client's headers as a fill sends them, and so as Vary sees them (RFC 9111 §4.1 compares
+ * the headers of the request that was sent): FILL_ALLOWED, the key template's headers, the
+ * names a stored variant of this key varies on, and the key template's cookies.
+ */
+function makeFillVisibleHeaders(headers: IncomingHttpHeaders, policy: PolicyOptions, variants: readonly CacheEntry[]): IncomingHttpHeaders {
+  const out: IncomingHttpHeaders = {};
+  const keyHeaders = policy.route.key.headers;
+  for (const name in headers) {
+    if (name === 'cookie') continue;
+    if (FILL_ALLOWED.has(name) || keyHeaders.some((h) => h.toLowerCase() === name) || variants.some((v) => v.vary.includes(name)))
+      out[name] = headers[name] as string;
+  }
+  const cookie = keptCookies(headers.cookie, policy);
+  if (cookie !== undefined) out.cookie = cookie;
+  return out;
+}
+
 /** Cookies a fill may send: only those the key template varies on (they are part of the key). */
 function keptCookies(header: string | string[] | undefined, policy: PolicyOptions): string | undefined {
   if (!header || policy.route.key.cookies.length === 0) return undefined;
@@ -994,30 +1031,13 @@ function keptCookies(header: string | string[] | undefined, policy: PolicyOption
   return cookies.length > 0 ? cookies.map(([n, v]) => `${n}=${v}`).join('; ') : undefined;
 }
 
-/** The request headers as far as Vary is concerned: what a fill would send (cookies filtered). */
-function makeVariantHeaders(headers: IncomingHttpHeaders, policy: PolicyOptions): IncomingHttpHeaders {
-  if (headers.cookie === undefined) return headers;
-  return { ...headers, cookie: keptCookies(headers.cookie, policy) };
-}
-
 /** Request headers for a cache fill: shared with every waiter, so nothing user-specific. */
-function makeFillHeaders(ctx: Ctx, policy: PolicyOptions): Record<string, string> {
+function makeFillHeaders(ctx: Ctx, lookup: Lookup): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [name, value] of Object.entries(ctx.req.headers)) {
+  for (const [name, value] of Object.entries(lookup.variantHeaders)) {
     if (value === undefined) continue;
     out[name] = Array.isArray(value) ? value.join(', ') : value;
   }
-  stripHopByHop(out);
-  for (const name of CLIENT_CONDITIONALS) delete out[name];
-  const cookie = keptCookies(ctx.req.headers.cookie, policy);
-  if (cookie !== undefined) out['cookie'] = cookie;
-  else delete out['cookie'];
-  delete out['cache-control']; // a client's no-cache must not become the fill's
-  delete out['pragma'];
-  // Expect (RFC 9110 §10.1.1) is about this client's body, and a fill has none: the HTTP client
-  // refuses to send it, and that must never turn into a failed fill for everyone.
-  delete out['expect'];
-  delete out['content-length'];
   setForwardedHeaders(out, ctx.req.headers, {
     peerAddress: ctx.peerAddress,
     peerTrusted: ctx.peerTrusted,
@@ -1068,9 +1088,30 @@ function invalidateAfterUnsafe(ctx: Ctx, status: number, headers: OutgoingHttpHe
   );
   const selectors: PurgeSelector[] = targets.map((target) => {
     const route = site.compiled.matchRoute('GET', target.split('?')[0]!);
-    return { kind: 'key', key: makeCacheKey({ site: site.name, url: target, headers: ctx.req.headers, key: site.policyFor(route).route.key }) };
+    return {
+      kind: 'key',
+      key: makeCacheKey({ site: site.name, authority: authorityOf(ctx), url: target, headers: ctx.req.headers, key: site.policyFor(route).route.key }),
+    };
   });
   if (selectors.length > 0) void ctx.deps.purge(selectors, 'soft').catch(() => undefined);
+}
+
+/**
+ * The scheme and host the origin will see for this request, for the cache key: the Host (or a
+ * trusted proxy's X-Forwarded-Host) and 'http' (or a trusted proxy's X-Forwarded-Proto), as
+ * setForwardedHeaders() passes them on.
+ */
+function authorityOf(ctx: Ctx): string {
+  const h = ctx.req.headers;
+  const forwardedHost = ctx.peerTrusted ? firstToken(h['x-forwarded-host']) : undefined;
+  const scheme = (ctx.peerTrusted ? firstToken(h['x-forwarded-proto']) : undefined) ?? 'http';
+  return makeAuthority(forwardedHost ?? h.host, scheme);
+}
+
+function firstToken(v: string | string[] | undefined): string | undefined {
+  const s = Array.isArray(v) ? v[0] : v;
+  const first = s?.split(',')[0]?.trim();
+  return first ? first : undefined;
 }
 
 function clientKeyOf(ctx: Ctx, header: string | undefined): string {

@@ -293,8 +293,9 @@ describe('dashboard and alerts against a real Prometheus', () => {
 
     // The Redis tier: a miss stored in L1 and L2 by one gateway, an L2 hit on the other.
     const [r1, r2] = shared as [StartedGateway, StartedGateway];
-    expect((await get(`${r1.url}/page`)).headers['cache-status']).toMatch(/fwd=uri-miss/);
-    expect((await get(`${r2.url}/page`)).headers['cache-status']).toMatch(/; hit/);
+    // (One public Host for both, as behind a load balancer: the Host is in the key.)
+    expect((await get(`${r1.url}/page`, { host: 'shop.test' })).headers['cache-status']).toMatch(/fwd=uri-miss/);
+    expect((await get(`${r2.url}/page`, { host: 'shop.test' })).headers['cache-status']).toMatch(/; hit/);
 
     // Hits and a miss; a cold page fetched once for five collapsed requests.
     for (let i = 0; i < 10; i++) await get(`${g.url}/page`);

@@ -42,7 +42,8 @@ interface Answer {
 async function get(base: string, path: string, timeoutMs = 5_000): Promise<Answer> {
   const startedAt = performance.now();
   try {
-    const res = await request(`${base}${path}`, { headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+    // One public Host for the three instances, as behind a load balancer: the Host is in the key.
+    const res = await request(`${base}${path}`, { headers: { host: 'shop.test' }, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
     const body = await res.body.text();
     return { status: res.statusCode, body, cacheStatus: String(res.headers['cache-status'] ?? ''), ms: performance.now() - startedAt, startedAt };
   } catch (err) {

@@ -2,6 +2,8 @@ import { describe, expect, test } from 'vitest';
 import {
   bucketAcceptEncoding,
   keyPrefixFor,
+  keyUrlPrefixFor,
+  makeAuthority,
   makeCacheKey,
   makeVariantKey,
   parseCookies,
@@ -18,7 +20,7 @@ function table<T extends { name: string }>(rows: readonly T[], run: (row: T) => 
 
 const template = (over: Partial<CacheKeyConfig> = {}): CacheKeyConfig => ({ ...cacheKeySchema.parse({}), ...over });
 const key = (url: string, over: Partial<CacheKeyConfig> = {}, headers: Record<string, string | string[]> = {}) =>
-  makeCacheKey({ site: 'shop', url, headers, key: template(over) });
+  makeCacheKey({ site: 'shop', authority: 'http://shop.example', url, headers, key: template(over) });
 /** The URL part of a key: between the site and the first template part. */
 const urlPart = (k: string) => k.split('\u0000')[1];
 
@@ -70,13 +72,13 @@ describe('makeCacheKey: template headers and cookies, site', () => {
     const k = key('/p');
     expect(k.startsWith('shop\u0000/p')).toBe(true);
     expect(siteOfKey(k)).toBe('shop');
-    expect(makeCacheKey({ site: 'blog', url: '/p', headers: {}, key: template() })).not.toBe(k);
+    expect(makeCacheKey({ site: 'blog', authority: 'http://shop.example', url: '/p', headers: {}, key: template() })).not.toBe(k);
   });
 
   test('a template header varies the key by its value', () => {
     const t = { headers: ['X-Device'] };
     const mobile = key('/p', t, { 'x-device': 'mobile' });
-    expect(mobile).toBe(`shop\u0000/p\u0000h:x-device=mobile`);
+    expect(mobile).toBe(`shop\u0000/p\u0000H:http://shop.example\u0000h:x-device=mobile`);
     expect(key('/p', t, { 'x-device': 'desktop' })).not.toBe(mobile);
     expect(key('/p', t, { 'x-device': '  mobile ' })).toBe(mobile);
   });
@@ -89,7 +91,7 @@ describe('makeCacheKey: template headers and cookies, site', () => {
   test('a template cookie varies the key; other cookies do not', () => {
     const t = { cookies: ['currency'] };
     const eur = key('/p', t, { cookie: 'session=1; currency=EUR' });
-    expect(eur).toBe(`shop\u0000/p\u0000c:currency=EUR`);
+    expect(eur).toBe(`shop\u0000/p\u0000H:http://shop.example\u0000c:currency=EUR`);
     expect(key('/p', t, { cookie: 'session=2; currency=EUR' })).toBe(eur);
     expect(key('/p', t, { cookie: 'currency=USD' })).not.toBe(eur);
     expect(key('/p', t, {})).not.toBe(eur);
@@ -180,5 +182,38 @@ describe('parseCookies', () => {
       ['b', 'two=2'],
       ['c', ''],
     ]);
+  });
+});
+
+describe('makeCacheKey: the authority (scheme and Host) is in every key', () => {
+  table(
+    [
+      { name: 'host is lower-cased', host: 'Shop.Example', scheme: 'http', want: 'http://shop.example' },
+      { name: 'a trailing dot is removed', host: 'shop.example.', scheme: 'http', want: 'http://shop.example' },
+      { name: 'the default port of http is removed', host: 'shop.example:80', scheme: 'http', want: 'http://shop.example' },
+      { name: 'the default port of https is removed', host: 'shop.example:443', scheme: 'HTTPS', want: 'https://shop.example' },
+      { name: 'another port stays', host: 'shop.example:8080', scheme: 'http', want: 'http://shop.example:8080' },
+      { name: ':443 on http is not a default port', host: 'shop.example:443', scheme: 'http', want: 'http://shop.example:443' },
+      { name: 'an IPv6 literal keeps its brackets', host: '[::1]:80', scheme: 'http', want: 'http://[::1]' },
+      { name: 'a missing Host is empty', host: undefined, scheme: 'http', want: 'http://' },
+      { name: 'an unknown scheme counts as http', host: 'a', scheme: 'gopher', want: 'http://a' },
+    ],
+    ({ host, scheme, want }) => expect(makeAuthority(host, scheme)).toBe(want),
+  );
+
+  test('two Hosts, or two schemes, never share a key; equivalent spellings do', () => {
+    const k = (authority: string) => makeCacheKey({ site: 'shop', authority, url: '/home', headers: {}, key: template() });
+    expect(k('http://evil.example')).not.toBe(k('http://shop.example'));
+    expect(k('https://shop.example')).not.toBe(k('http://shop.example'));
+    expect(k(makeAuthority('SHOP.example.:80', 'http'))).toBe(k(makeAuthority('shop.example', 'http')));
+  });
+
+  test('a URL purge prefix covers every Host and template part, or one authority', () => {
+    const t = template({ headers: ['X-Device'] });
+    const k = makeCacheKey({ site: 'shop', authority: 'http://a.example', url: '/p?b=2&a=1', headers: { 'x-device': 'm' }, key: t });
+    expect(k.startsWith(keyUrlPrefixFor('shop', '/p?a=1&b=2', t))).toBe(true);
+    expect(k.startsWith(keyUrlPrefixFor('shop', '/p?a=1&b=2', t, 'http://a.example'))).toBe(true);
+    expect(k.startsWith(keyUrlPrefixFor('shop', '/p?a=1&b=2', t, 'http://b.example'))).toBe(false);
+    expect(k.startsWith(keyUrlPrefixFor('shop', '/p', t))).toBe(false); // another URL
   });
 });

@@ -1,0 +1,127 @@
+/**
+ * Never another user's page, never a planted page: what the origin sees is covered by the key.
+ * Each test uses an origin that reflects its inputs into the body, and asserts that no client
+ * gets a body reflecting another request's inputs unless the key covers them.
+ */
+import { describe, expect, it } from 'vitest';
+import { request } from 'undici';
+import { siteFor } from '../helpers/gateway.js';
+import { useFixtures } from '../helpers/fixtures.js';
+
+const { origin, gateway } = useFixtures();
+
+async function get(url: string, headers: Record<string, string> = {}) {
+  const res = await request(url, { headers });
+  const body = await res.body.text();
+  return { status: res.statusCode, headers: res.headers as Record<string, string>, body };
+}
+
+/** An origin page that reflects what it received, cacheable for everyone. */
+const reflecting = (fields: string[], extra: Record<string, string> = {}) => ({
+  headers: { 'cache-control': 'public, max-age=60', ...extra },
+  body: (r: { headers: Record<string, string | string[] | undefined> }) => fields.map((f) => `${f}=${String(r.headers[f] ?? '-')}`).join(' '),
+});
+
+describe('the key covers what the origin sees', () => {
+  it('a page asked for with another Host is never served to the real Host (cache poisoning)', async () => {
+    const o = await origin();
+    o.route('/home', reflecting(['host']));
+    const g = await gateway({ sites: [siteFor([o.url], { hosts: ['shop.test', '*'] })] });
+    const planted = await get(`${g.url}/home`, { host: 'evil.example' });
+    expect(planted.body).toBe('host=evil.example');
+    const real = await get(`${g.url}/home`, { host: 'shop.test' });
+    expect(real.body).toBe('host=shop.test');
+    expect(real.headers['cache-status']).toMatch(/fwd=uri-miss/);
+    // Equivalent spellings of one Host share the entry.
+    const again = await get(`${g.url}/home`, { host: 'SHOP.test.:80' });
+    expect(again.body).toBe('host=shop.test');
+    expect(again.headers['cache-status']).toMatch(/; hit/);
+    expect(o.count('/home')).toBe(2);
+  });
+
+  it('http and https pages behind a trusted TLS terminator are different entries', async () => {
+    const o = await origin();
+    o.route('/home', reflecting(['x-forwarded-proto']));
+    const g = await gateway({ trustedProxies: ['127.0.0.1', '::1'], sites: [siteFor([o.url])] });
+    expect((await get(`${g.url}/home`, { 'x-forwarded-proto': 'https' })).body).toBe('x-forwarded-proto=https');
+    expect((await get(`${g.url}/home`)).body).toBe('x-forwarded-proto=http');
+    expect((await get(`${g.url}/home`, { 'x-forwarded-proto': 'https' })).body).toBe('x-forwarded-proto=https');
+    expect(o.count('/home')).toBe(2);
+  });
+
+  it('requests carrying credentials bypass the cache: nobody else gets their page, and theirs is not stored', async () => {
+    const o = await origin();
+    o.route('/account', reflecting(['x-api-key', 'authorization', 'x-auth-token']));
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    for (const [name, value] of [
+      ['x-api-key', 'k-alice'],
+      ['authorization', 'Bearer alice'],
+      ['x-auth-token', 't-alice'],
+    ] as const) {
+      const own = await get(`${g.url}/account`, { [name]: value });
+      expect(own.body).toContain(`${name}=${value}`);
+      expect(own.headers['cache-status']).toMatch(/fwd=bypass/);
+    }
+    const anonymous = await get(`${g.url}/account`);
+    expect(anonymous.body).toBe('x-api-key=- authorization=- x-auth-token=-');
+    expect(anonymous.headers['cache-status']).toMatch(/fwd=uri-miss/);
+    expect(o.count('/account')).toBe(4);
+  });
+
+  it('a shared fill never carries override, rewrite or other unkeyed headers to the origin', async () => {
+    const o = await origin();
+    const unkeyed = ['x-original-url', 'x-rewrite-url', 'x-http-method-override', 'x-forwarded-scheme', 'forwarded', 'x-custom', 'referer'];
+    o.route('/page', reflecting([...unkeyed, 'accept-language', 'user-agent']));
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const first = await get(`${g.url}/page`, {
+      'x-original-url': '/admin',
+      'x-rewrite-url': '/admin',
+      'x-http-method-override': 'DELETE',
+      'x-forwarded-scheme': 'javascript',
+      forwarded: 'for=1.2.3.4;host=evil.example',
+      'x-custom': 'planted',
+      referer: 'http://evil.example/',
+      'accept-language': 'fr',
+      'user-agent': 'ua-1',
+    });
+    for (const name of unkeyed) expect(first.body).toContain(`${name}=-`);
+    expect(first.body).toContain('accept-language=fr');
+    const seen = o.requests.find((r) => r.path === '/page')!;
+    for (const name of unkeyed) expect(seen.headers[name]).toBeUndefined();
+    expect(seen.method).toBe('GET');
+  });
+
+  it('Vary is computed from the headers the fill sent: a header named by a stored Vary reaches the next fill', async () => {
+    const o = await origin();
+    o.route('/v', reflecting(['x-device'], { vary: 'X-Device' }));
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    // The first fill cannot know the origin varies on X-Device: it is not sent, and the entry is
+    // the variant for "no X-Device" (what the origin saw), never the mobile page.
+    expect((await get(`${g.url}/v`, { 'x-device': 'mobile' })).body).toBe('x-device=-');
+    expect((await get(`${g.url}/v`)).body).toBe('x-device=-');
+    // Now the stored Vary names it: the next mobile request is filled with it, its own variant.
+    expect((await get(`${g.url}/v`, { 'x-device': 'mobile' })).body).toBe('x-device=mobile');
+    expect((await get(`${g.url}/v`, { 'x-device': 'desktop' })).body).toBe('x-device=desktop');
+    const hit = await get(`${g.url}/v`, { 'x-device': 'mobile' });
+    expect(hit.body).toBe('x-device=mobile');
+    expect(hit.headers['cache-status']).toMatch(/; hit/);
+    expect((await get(`${g.url}/v`)).body).toBe('x-device=-');
+  });
+
+  it('a purge by URL clears the page for every Host', async () => {
+    const o = await origin();
+    let version = 1;
+    o.route('/p', { headers: { 'cache-control': 'public, max-age=60' }, body: () => `v${version}` });
+    const g = await gateway({ admin: { purgeToken: 'a-token-of-sixteen-chars' }, sites: [siteFor([o.url])] });
+    for (const host of ['a.test', 'b.test']) expect((await get(`${g.url}/p`, { host })).body).toBe('v1');
+    version = 2;
+    const purge = await request(`${g.adminUrl}/purge`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer a-token-of-sixteen-chars', 'content-type': 'application/json' },
+      body: JSON.stringify({ url: '/p', mode: 'hard' }),
+    });
+    expect(purge.statusCode).toBe(200);
+    await purge.body.text();
+    for (const host of ['a.test', 'b.test']) expect((await get(`${g.url}/p`, { host })).body).toBe('v2');
+  });
+});
