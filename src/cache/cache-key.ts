@@ -200,6 +200,29 @@ export function makeAuthority(host: string | undefined, scheme: string): string 
   return `${sch}://${h}`;
 }
 
+/**
+ * The request target once normalised, used alike for route matching, the cache key and what is
+ * sent to the origin: path percent-normalised and dot segments removed (`/static/../index` is
+ * `/index` everywhere), fragment dropped, absolute-form reduced to origin-form, query as sent.
+ */
+export function normaliseTarget(url: string): { path: string; url: string } {
+  const { path, query } = parseUrlPath(url);
+  const p = normalisePath(path);
+  return { path: p, url: query === undefined ? p : `${p}?${query}` };
+}
+
+/**
+ * The target a cache fill asks the origin for: the key's own path and query (tracking
+ * parameters dropped, the template's query mode applied, parameters sorted), so the origin
+ * answers exactly what the key names. A `;` is part of a value here as everywhere: not a
+ * separator in the key, and sent on as it came.
+ */
+export function makeFillTarget(url: string, key: CacheKeyConfig): string {
+  const { path, query } = parseUrlPath(url);
+  const q = normaliseQuery(query, key);
+  return `${normalisePath(path)}${q === '' ? '' : '?' + q}`;
+}
+
 /** The path-and-query part of a key: `${site}\0${path}[?${query}]`, ending before the authority. */
 export function makePathKey(site: string, url: string, key: CacheKeyConfig): string {
   const { path, query } = parseUrlPath(url);

@@ -20,7 +20,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import { currentAgeMsOf, staleAtOf, type CacheEntry } from '../cache/entry.js';
-import { makeAuthority, makeCacheKey, makeVariantKey, parseCookies } from '../cache/cache-key.js';
+import { makeAuthority, makeCacheKey, makeFillTarget, makeVariantKey, normaliseTarget, parseCookies } from '../cache/cache-key.js';
 import { parseCacheControl } from '../cache/cache-control.js';
 import {
   decideStorage,
@@ -107,6 +107,9 @@ interface Ctx {
   readonly requestId: string;
   readonly startedAt: number;
   readonly method: string;
+  /** The target as received (the hit memo is keyed by it). */
+  readonly rawUrl: string;
+  /** The normalised target (normaliseTarget): routing, the key and the origin all see this one. */
   readonly url: string;
   readonly path: string;
   readonly clientAddress: string;
@@ -260,7 +263,8 @@ function makeCtx(
 ): Ctx {
   const peerAddress = req.socket.remoteAddress ?? '';
   const trusted = deps.trustedProxies();
-  const url = req.url ?? '/';
+  const rawUrl = req.url ?? '/';
+  const target = normaliseTarget(rawUrl);
   return {
     req,
     res,
@@ -269,8 +273,9 @@ function makeCtx(
     requestId,
     startedAt,
     method: (req.method ?? 'GET').toUpperCase(),
-    url,
-    path: pathOf(url, url.indexOf('?')),
+    rawUrl,
+    url: target.url,
+    path: target.path,
     clientAddress: trusted.resolveClient(peerAddress, req.headers['x-forwarded-for']),
     peerAddress,
     peerTrusted: trusted.isTrusted(peerAddress),
@@ -292,18 +297,6 @@ function failUnexpected(ctx: Ctx, err: unknown): void {
   fail(ctx, 'internal_error', 'see the gateway log');
 }
 
-function pathOf(url: string, qIndex: number): string {
-  let path = qIndex === -1 ? url : url.slice(0, qIndex);
-  if (!path.startsWith('/')) {
-    try {
-      path = new URL(path).pathname; // absolute-form (RFC 9112 §3.2.2)
-    } catch {
-      path = '/';
-    }
-  }
-  return path;
-}
-
 function route(ctx: Ctx): void | Promise<void> {
   const { req, rt, deps } = ctx;
 
@@ -311,7 +304,8 @@ function route(ctx: Ctx): void | Promise<void> {
   if (req.headers['content-length'] !== undefined && req.headers['transfer-encoding'] !== undefined)
     return fail(ctx, 'ambiguous_length'); // RFC 9112 §6.1: never forward (request smuggling)
   if (req.rawHeaders.length / 2 > rt.config.limits.maxHeadersCount) return fail(ctx, 'headers_too_large');
-  if (!ctx.url.startsWith('/') && !/^https?:\/\//i.test(ctx.url)) return fail(ctx, 'bad_request', 'unsupported request target');
+  if (!ctx.rawUrl.startsWith('/') && !/^https?:\/\//i.test(ctx.rawUrl)) return fail(ctx, 'bad_request', 'unsupported request target');
+  req.url = ctx.url; // pass-through sends the normalised target too (http-proxy reads req.url)
   const declaredLength = Number(req.headers['content-length'] ?? 0);
   if (!Number.isFinite(declaredLength) || declaredLength > rt.config.limits.maxBodyBytes) return fail(ctx, 'body_too_large');
 
@@ -363,9 +357,9 @@ function rememberRoute(ctx: Ctx, site: SiteRuntime, route: CompiledRoute, policy
   const memo = deps.hitMemo;
   if (memo === undefined || deps.rateLimitApplies?.(site, route) !== false) return;
   if (!canStore || policy.route.key.headers.length > 0 || policy.route.key.cookies.length > 0) return;
-  const known = memo.get(ctx.method, ctx.memoHost!, ctx.url);
+  const known = memo.get(ctx.method, ctx.memoHost!, ctx.rawUrl);
   if (known !== undefined && known.rt === rt && known.key === key) return;
-  memo.set(ctx.method, ctx.memoHost!, ctx.url, { rt, site, route, key, path: ctx.path, hold: newHold() });
+  memo.set(ctx.method, ctx.memoHost!, ctx.rawUrl, { rt, site, route, key, path: ctx.path, hold: newHold() });
 }
 
 /** Steps 5 to 9, once the stored variants are known. */
@@ -618,7 +612,7 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
       fetched = await deps.fetcher.fetch({
         origin: member.url,
         method: 'GET', // HEAD is filled with GET so the entry can answer both
-        path: joinPath(member.url, lookup.facts.url),
+        path: joinPath(member.url, makeFillTarget(lookup.facts.url, lookup.policy.route.key)),
         headers,
         connectMs: site.config.timeouts.connectMs,
         responseHeadersMs: site.config.timeouts.responseHeadersMs,

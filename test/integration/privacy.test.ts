@@ -4,6 +4,7 @@
  * gets a body reflecting another request's inputs unless the key covers them.
  */
 import { describe, expect, it } from 'vitest';
+import { connect } from 'node:net';
 import { request } from 'undici';
 import { siteFor } from '../helpers/gateway.js';
 import { useFixtures } from '../helpers/fixtures.js';
@@ -14,6 +15,20 @@ async function get(url: string, headers: Record<string, string> = {}) {
   const res = await request(url, { headers });
   const body = await res.body.text();
   return { status: res.statusCode, headers: res.headers as Record<string, string>, body };
+}
+
+/** One request on a raw socket, target sent exactly as given; resolves with the whole answer. */
+function rawGet(base: string, target: string): Promise<string> {
+  const { hostname, port } = new URL(base);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname, () => socket.write(`GET ${target} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n`));
+    let out = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (d: string) => (out += d));
+    socket.on('end', () => resolve(out));
+    socket.on('error', reject);
+    socket.setTimeout(5_000, () => socket.destroy(new Error('raw request timed out')));
+  });
 }
 
 /** An origin page that reflects what it received, cacheable for everyone. */
@@ -106,6 +121,41 @@ describe('the key covers what the origin sees', () => {
     expect(hit.body).toBe('x-device=mobile');
     expect(hit.headers['cache-status']).toMatch(/; hit/);
     expect((await get(`${g.url}/v`)).body).toBe('x-device=-');
+  });
+
+  it('routing, the key and the origin see one normalised target: /static/../index is /index everywhere', async () => {
+    const o = await origin();
+    o.route('/index', { headers: { 'cache-control': 'public, max-age=1' }, body: 'index' });
+    const g = await gateway({
+      sites: [siteFor([o.url], { routes: [{ name: 'static', match: { pathPrefix: '/static/' }, cache: { ttlFloorSeconds: 86_400 } }] })],
+    });
+    const tricked = await get(`${g.url}/static/../index`);
+    expect(tricked.body).toBe('index');
+    expect(o.requests.at(-1)!.url).toBe('/index'); // the origin saw the normalised target
+    // Matched as /index (the default route), so the static route's one-day floor did not apply:
+    // the stored page has the origin's one-second lifetime.
+    expect(tricked.headers['cache-status']).not.toMatch(/ttl=86/);
+    const log = g.accessLogs().at(-1)!;
+    expect(log.route).toBe('default');
+    expect(log.path).toBe('/index');
+  });
+
+  it('tracking parameters left out of the key never reach a shared fill, and a fragment is dropped', async () => {
+    const o = await origin();
+    o.route('/page', { headers: { 'cache-control': 'public, max-age=60' }, body: (r) => `query=${r.url.split('?')[1] ?? '-'}` });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const first = await get(`${g.url}/page?utm_source=evil&b=2&a=1`);
+    expect(first.body).toBe('query=a=1&b=2'); // what the key names: sorted, tracker dropped
+    expect((await get(`${g.url}/page?a=1&b=2`)).headers['cache-status']).toMatch(/; hit/);
+    // A ';' is part of a value, the same in the key and on the wire: no parameter cloaking.
+    const cloaked = await get(`${g.url}/page?a=1;utm_source=evil`);
+    expect(cloaked.body).toBe('query=a=1;utm_source=evil');
+    expect((await get(`${g.url}/page?a=1`)).body).toBe('query=a=1');
+    // A raw '#' in the target (clients never send one; undici strips it, so a raw socket here).
+    const raw = await rawGet(g.url, '/page?x=1#frag');
+    expect(raw).toMatch(/^HTTP\/1\.1 200/);
+    expect(raw).toContain('query=x=1');
+    expect(o.requests.every((r) => !r.url.includes('utm_source=evil&') && !r.url.includes('#'))).toBe(true);
   });
 
   it('a purge by URL clears the page for every Host', async () => {
