@@ -38,6 +38,11 @@ export const ERRORS = {
     message: 'The request head has too many or too large headers.',
     action: 'Raise `limits.maxHeaderBytes` / `limits.maxHeadersCount` if legitimate clients hit this.',
   },
+  purge_not_allowed: {
+    status: 405,
+    message: 'PURGE is not allowed from this address.',
+    action: 'Send PURGE from an address in `purge.allow` (default loopback), or purge through the admin listener.',
+  },
   rate_limited: {
     status: 429,
     message: 'Too many requests from this client.',

@@ -1,3 +1,4 @@
+import { TrustedProxies } from './server/client-address.js';
 /**
  * The compiled form of one config generation: site router, compiled routes, policy options,
  * priority matchers and the cookie filters. A request takes one Runtime at its start and keeps
@@ -36,6 +37,8 @@ export class Runtime {
   /** Priority class names, most important first; the last is "default". */
   readonly priorityNames: readonly string[];
   private readonly priorityMatchers: readonly PriorityMatcher[];
+  /** Who may send PURGE (purge.allow). */
+  readonly purgeAllowed: TrustedProxies;
 
   constructor(
     readonly config: GatewayConfig,
@@ -47,6 +50,7 @@ export class Runtime {
     this.router = new SiteRouter(this.sites);
     this.priorityMatchers = config.admission.priorities.map(compilePriority);
     this.priorityNames = [...config.admission.priorities.map((p) => p.name).filter((n) => n !== 'default'), 'default'];
+    this.purgeAllowed = new TrustedProxies(config.purge.allow);
   }
 
   /** The priority class index (0 = most important) for a request. */

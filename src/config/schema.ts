@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 /**
  * The configuration schema: the single source of the config's types, defaults, docs and the
  * generated config/gateway.schema.json. Every key has a description; keys marked
@@ -486,6 +487,31 @@ export const redisSchema = z
   .refine((r) => !r.sentinels || r.sentinelName, 'sentinels need sentinelName')
   .describe('Shared Redis tier (L2 cache, cross-instance collapsing and purge). Omit for memory-only.');
 
+const addressOrCidr = z.string().refine((v) => {
+  const [addr, bits, extra] = v.trim().split('/');
+  const family = isIP(addr ?? '');
+  if (family === 0 || extra !== undefined) return false;
+  if (bits === undefined) return true;
+  const n = Number(bits);
+  return /^\d+$/.test(bits) && n >= 0 && n <= (family === 4 ? 32 : 128);
+}, 'must be an IP address or CIDR, e.g. 127.0.0.1 or 10.0.0.0/8');
+
+export const purgeSchema = z
+  .strictObject({
+    allow: z
+      .array(addressOrCidr)
+      .default(['127.0.0.1', '::1'])
+      .describe('Client addresses or CIDRs that may send PURGE (trusted proxies honoured); anyone else gets 405.'),
+    mode: z.enum(['hard', 'soft']).default('hard').describe('hard: delete the URL\'s entries; soft: mark them stale (revalidated by the next request).'),
+    allHosts: z
+      .boolean()
+      .default(false)
+      .describe('PURGE clears the URL for every Host of the site, not only the Host the PURGE request names.'),
+  })
+  .describe(
+    'The HTTP PURGE method on the public listener, as Varnish and Squid answer it (MediaWiki, WordPress cache plugins): answered by the gateway, never forwarded; 200 when something was purged, 404 when nothing was stored, 405 from other addresses.',
+  );
+
 export const gatewayConfigSchema = z
   .strictObject({
     listen: listenSchema.prefault({}),
@@ -499,6 +525,7 @@ export const gatewayConfigSchema = z
       .default(['127.0.0.1', '::1'])
       .describe('Addresses or CIDRs whose X-Forwarded-For is believed.'),
     cache: cacheSchema.prefault({}),
+    purge: purgeSchema.prefault({}),
     admission: admissionSchema.prefault({}),
     redis: redisSchema.optional(),
     sites: z.array(siteSchema).min(1).describe('The sites served.'),

@@ -20,7 +20,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import { currentAgeMsOf, staleAtOf, type CacheEntry } from '../cache/entry.js';
-import { makeAuthority, makeCacheKey, makeFillTarget, makeVariantKey, normaliseTarget, parseCookies } from '../cache/cache-key.js';
+import { keyUrlPrefixFor, makeAuthority, makeCacheKey, makeFillTarget, makeVariantKey, normaliseTarget, parseCookies } from '../cache/cache-key.js';
 import { parseCacheControl } from '../cache/cache-control.js';
 import {
   decideStorage,
@@ -72,7 +72,7 @@ export interface RequestDeps {
   /** Collapsing across gateway instances (Redis), when configured. */
   readonly crossInstance?: CrossInstanceCollapse;
   /** Purges here and, with Redis, on every instance. */
-  purge(selectors: readonly PurgeSelector[], mode: PurgeMode): Promise<unknown>;
+  purge(selectors: readonly PurgeSelector[], mode: PurgeMode): Promise<{ purged: number }>;
   /** Once per request, when its response is finished or cut (in-flight accounting for drain). */
   requestDone?(): void;
   /** Routing remembered for plain requests (hit-memo.ts); without it every request goes the slow way. */
@@ -313,6 +313,7 @@ function route(ctx: Ctx): void | Promise<void> {
   const site = rt.router.match(req.headers.host);
   if (!site) return fail(ctx, 'no_site', `no site lists host "${String(req.headers.host ?? '').slice(0, 100)}"`);
   ctx.site = site;
+  if (ctx.method === 'PURGE') return answerPurge(ctx, site);
   const routeMatch = site.compiled.matchRoute(ctx.method, ctx.path);
   ctx.route = routeMatch;
   ctx.priority = rt.priorityOf(routeMatch, ctx.method, ctx.path, req.headers);
@@ -1088,6 +1089,32 @@ function invalidateAfterUnsafe(ctx: Ctx, status: number, headers: OutgoingHttpHe
     };
   });
   if (selectors.length > 0) void ctx.deps.purge(selectors, 'soft').catch(() => undefined);
+}
+
+/**
+ * PURGE, as Varnish and Squid answer it (MediaWiki sends one to its CDN on every edit and
+ * delete): answered here, never forwarded. Allowed only from `purge.allow` (the client address,
+ * trusted proxies honoured), 405 otherwise. Clears every entry of the URL for this Host (every
+ * Host with `purge.allHosts`): all Vary variants and key-template parts, here and, with Redis,
+ * on every instance. 200 when something was purged, 404 when nothing was stored.
+ */
+async function answerPurge(ctx: Ctx, site: SiteRuntime): Promise<void> {
+  const { rt, deps } = ctx;
+  ctx.state = 'bypass';
+  if (!rt.purgeAllowed.isTrusted(ctx.clientAddress)) return fail(ctx, 'purge_not_allowed');
+  const cfg = rt.config.purge;
+  const route = site.compiled.matchRoute('GET', ctx.path);
+  const prefix = keyUrlPrefixFor(site.name, ctx.url, site.policyFor(route).route.key, cfg.allHosts ? undefined : authorityOf(ctx));
+  const { purged } = await deps.purge([{ kind: 'prefix', prefix }], cfg.mode);
+  const status = purged > 0 ? 200 : 404;
+  const body = JSON.stringify({ status, purged, mode: cfg.mode, url: ctx.url }) + '\n';
+  ctx.res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+    'x-request-id': ctx.requestId,
+  });
+  ctx.res.end(ctx.method === 'HEAD' ? undefined : body);
 }
 
 /**

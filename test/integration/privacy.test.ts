@@ -175,3 +175,48 @@ describe('the key covers what the origin sees', () => {
     for (const host of ['a.test', 'b.test']) expect((await get(`${g.url}/p`, { host })).body).toBe('v2');
   });
 });
+
+describe('PURGE, Varnish-compatible', () => {
+  it('is answered by the gateway from an allowed address: the page is gone for every variant, and a deleted page is not served again', async () => {
+    const o = await origin();
+    let deleted = false;
+    o.route('/wiki/Page', (_req, res) => {
+      if (deleted) {
+        res.writeHead(404, { 'cache-control': 's-maxage=18000, must-revalidate, max-age=0', 'content-length': 9 });
+        return res.end('not found');
+      }
+      res.writeHead(200, { 'cache-control': 's-maxage=18000, must-revalidate, max-age=0', vary: 'Accept-Language', 'content-length': 4 });
+      res.end('page');
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    for (const lang of ['en', 'fr']) expect((await get(`${g.url}/wiki/Page`, { host: 'wiki.test', 'accept-language': lang })).body).toBe('page');
+    expect((await get(`${g.url}/wiki/Page`, { host: 'wiki.test', 'accept-language': 'en' })).headers['cache-status']).toMatch(/; hit/);
+    deleted = true;
+    const purge = await request(`${g.url}/wiki/Page`, { method: 'PURGE', headers: { host: 'wiki.test' } });
+    expect(purge.statusCode).toBe(200);
+    expect(JSON.parse(await purge.body.text())).toMatchObject({ purged: 2 }); // both variants
+    expect(o.requests.some((r) => r.method === 'PURGE')).toBe(false); // never forwarded
+    for (const lang of ['en', 'fr']) {
+      const after = await get(`${g.url}/wiki/Page`, { host: 'wiki.test', 'accept-language': lang });
+      expect(after.status).toBe(404);
+      expect(after.body).toBe('not found');
+    }
+    // Nothing stored for it any more: 404 like Varnish.
+    const again = await request(`${g.url}/wiki/Other`, { method: 'PURGE', headers: { host: 'wiki.test' } });
+    expect(again.statusCode).toBe(404);
+    await again.body.text();
+  });
+
+  it('is refused with 405 from other addresses, and never reaches the origin', async () => {
+    const o = await origin();
+    o.route('/p', { headers: { 'cache-control': 'public, max-age=60' }, body: 'p' });
+    const g = await gateway({ purge: { allow: ['10.0.0.0/8'] }, sites: [siteFor([o.url])] });
+    expect((await get(`${g.url}/p`)).body).toBe('p');
+    const refused = await request(`${g.url}/p`, { method: 'PURGE' });
+    expect(refused.statusCode).toBe(405);
+    expect(refused.headers['x-crowdgate-error']).toBe('purge_not_allowed');
+    await refused.body.text();
+    expect((await get(`${g.url}/p`)).headers['cache-status']).toMatch(/; hit/);
+    expect(o.count()).toBe(1);
+  });
+});
