@@ -225,8 +225,8 @@ export const routeCacheSchema = z
       .default({})
       .describe('Lifetime per error status without freshness info, e.g. {"404": 10}.'),
     staleWhileRevalidateSeconds: nonNegativeSeconds(
-      'Default stale-while-revalidate window when the response gives none: a just-expired page is answered at once while one background fetch refreshes it (like Varnish grace). 0 = only what the origin says (strict RFC 9111).',
-    ).default(10),
+      'Operator opt-in: a stale-while-revalidate window for responses that give none (a just-expired page answered at once while one background fetch refreshes it). 0 = only what the origin says (RFC 9111/5861). Without it, a page being refreshed is still answered at once to the requests that arrive while its one refresh is under way (see README "Caching rules").',
+    ).default(0),
     graceSeconds: nonNegativeSeconds(
       'Serve stale this long past expiry when the origin fails or is protected (beside stale-if-error).',
     ).default(60),

@@ -430,14 +430,31 @@ function decide(
     return;
   }
 
-  // 9. Hit-for-pass: this URL was recently uncacheable; don't queue behind a leader.
+  // 9. The key's refresh is already under way: a stale copy the route's grace allows answers
+  //    at once instead of joining the wait (nginx's use_stale updating). One request per
+  //    expiry waits for the origin, never the crowd behind it; sequential clients always get
+  //    the refreshed answer, as RFC 9111 wants. Not for a copy that had no freshness and no
+  //    validator (never reused), nor when the client may and does demand a fresh answer.
+  if (entry && evaluation && isServableWhileUpdating(entry, evaluation) && deps.inflight.isInflight(collapseKeyOf(lookup))) {
+    serveEntry(ctx, entry, evaluation, { state: 'updating', staleReason: 'while_revalidate', collapsed: true });
+    deps.metrics.get('staleServed').inc({ site: site.name, reason: 'while_revalidate' });
+    return;
+  }
+
+  // 10. Hit-for-pass: this URL was recently uncacheable; don't queue behind a leader.
   if (deps.inflight.isHitForPass(collapseKeyOf(lookup))) {
     ctx.state = 'pass';
     return forward(ctx, 'pass', lookup);
   }
 
-  // 10. Collapsed fill.
+  // 11. Collapsed fill.
   return fillAndServe(ctx, lookup, 0);
+}
+
+/** A stale copy that may answer while its key's refresh is under way (decide(), step 9). */
+function isServableWhileUpdating(entry: CacheEntry, evaluation: EntryEvaluation): boolean {
+  if (evaluation.refetchDemanded || !evaluation.withinStaleIfError) return false;
+  return entry.freshnessMs > 0 || entry.headers['etag'] !== undefined || entry.headers['last-modified'] !== undefined;
 }
 
 interface Lookup {

@@ -91,3 +91,48 @@ describe('under pressure', () => {
     await expect.poll(async () => (await call(`${g.url}/page`)).body).toBe('v2');
   });
 });
+
+describe('a page being refreshed', () => {
+  it('is answered at once from its stale copy to the requests that arrive while its one refresh is under way; the first waits for it', async () => {
+    const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
+    const o = await origin();
+    let version = 1;
+    o.route('/hot', (_req, res) => {
+      const body = `v${version}`;
+      setTimeout(() => {
+        res.writeHead(200, { 'cache-control': 'public, max-age=5', date: new Date(clock.now()).toUTCString(), 'content-length': body.length });
+        res.end(body);
+      }, version === 1 ? 0 : 300);
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] }, { clock });
+    expect((await call(`${g.url}/hot`)).body).toBe('v1');
+    clock.advance(6_000); // stale, no stale-while-revalidate from the origin
+    version = 2;
+    const leader = call(`${g.url}/hot`);
+    await expect.poll(() => o.count('/hot')).toBe(2); // its refresh is under way
+    const during = await Promise.all(Array.from({ length: 10 }, () => call(`${g.url}/hot`)));
+    for (const r of during) {
+      expect(r.body).toBe('v1');
+      expect(r.headers['cache-status']).toMatch(/hit; collapsed; ttl=-\d+; detail="updating/);
+    }
+    expect((await leader).body).toBe('v2'); // the one that found it stale waited: RFC 9111
+    expect((await call(`${g.url}/hot`)).body).toBe('v2');
+    expect(o.count('/hot')).toBe(2);
+  });
+
+  it('never answers a stored copy that had no freshness and no validator, even while it is refreshed', async () => {
+    const o = await origin();
+    let n = 0;
+    o.route('/nofresh', (_req, res) => {
+      const body = `n${++n}`;
+      setTimeout(() => {
+        res.writeHead(200, { 'content-length': body.length }); // no Cache-Control, Expires or validator
+        res.end(body);
+      }, 200);
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    expect((await call(`${g.url}/nofresh`)).body).toBe('n1');
+    const answers = await Promise.all(Array.from({ length: 5 }, () => call(`${g.url}/nofresh`)));
+    for (const r of answers) expect(r.body).not.toBe('n1');
+  });
+});

@@ -137,7 +137,8 @@ describe('decideStorage', () => {
     { name: 'deleteAt is the stale moment plus the longer stale window', res: { 'cache-control': 'max-age=60, stale-while-revalidate=500, stale-if-error=200' }, want: { deleteAt: T0 + 560 * S } },
     { name: 'deleteAt keeps a 60 s revalidation window for an entry with a validator', res: { 'cache-control': 'max-age=60', etag: '"x"' }, route: { graceSeconds: 0 }, want: { deleteAt: T0 + 120 * S } },
     { name: 'deleteAt is the stale moment without windows or validators', res: { 'cache-control': 'max-age=60' }, route: { graceSeconds: 0, staleWhileRevalidateSeconds: 0 }, want: { deleteAt: T0 + 60 * S } },
-    { name: 'RFC 5861 §3 the route default stale-while-revalidate applies when the response gives none', res: { 'cache-control': 'max-age=60' }, want: { staleWhileRevalidateMs: 10 * S } },
+    { name: 'RFC 5861 §3 no stale-while-revalidate unless the origin gives one (strict by default)', res: { 'cache-control': 'max-age=60' }, want: { staleWhileRevalidateMs: 0 } },
+    { name: 'RFC 5861 §3 the route\'s opt-in stale-while-revalidate applies when the response gives none', res: { 'cache-control': 'max-age=60' }, route: { staleWhileRevalidateSeconds: 10 }, want: { staleWhileRevalidateMs: 10 * S } },
     { name: 'tags come from Surrogate-Key (spaces) and Cache-Tag (commas)', res: { 'cache-control': 'max-age=60', 'surrogate-key': 'a  b c', 'cache-tag': 'd, e,a' }, want: { tags: ['a', 'b', 'c', 'd', 'e'] } },
     { name: '§4.1 vary is lowercase, sorted and deduplicated', res: { 'cache-control': 'max-age=60', vary: 'User-Agent, Accept-Encoding, accept-encoding' }, want: { vary: ['accept-encoding', 'user-agent'] } },
     // Route rules
