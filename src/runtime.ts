@@ -23,6 +23,8 @@ export interface SiteRuntime {
   isBypassCookie(name: string): boolean;
   /** Lower-case names of the headers that make a request bypass the cache (sites[].credentialHeaders). */
   readonly credentialHeaders: readonly string[];
+  /** Whether a fill passes this (lower-case) client header on (sites[].fillHeaders). */
+  isFillHeader(name: string): boolean;
   policyFor(route: CompiledRoute): PolicyOptions;
 }
 
@@ -80,6 +82,7 @@ function makeSiteRuntime(site: SiteConfig, defaultRoute: RouteConfig, pool: Orig
     pool,
     isBypassCookie,
     credentialHeaders: [...new Set(site.credentialHeaders.map((h) => h.toLowerCase()))],
+    isFillHeader: makeFillHeaderFilter(site.fillHeaders),
     policyFor: (route) => policies.get(route.name)!,
   };
 }
@@ -98,4 +101,17 @@ function compilePriority(p: GatewayConfig['admission']['priorities'][number]): P
       return true;
     },
   };
+}
+
+/**
+ * Client headers a shared fill passes on, besides those always sent (Host, Accept*, User-Agent,
+ * the key template's, the names a stored Vary lists): everything but `drop`, or only `only`.
+ */
+function makeFillHeaderFilter(cfg: SiteConfig['fillHeaders']): (name: string) => boolean {
+  const drop = new Set(cfg.drop.map((h) => h.toLowerCase()));
+  if (cfg.only !== undefined) {
+    const only = new Set(cfg.only.map((h) => h.toLowerCase()));
+    return (name) => only.has(name) && !drop.has(name);
+  }
+  return (name) => !drop.has(name);
 }

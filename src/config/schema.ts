@@ -331,6 +331,39 @@ export const siteSchema = z
       .describe(
         'Requests carrying one of these cookies (glob, case-insensitive) bypass the cache: logged-in users see their own pages. Cache fills never forward other cookies.',
       ),
+    fillHeaders: z
+      .strictObject({
+        drop: z
+          .array(z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'must be a header field name'))
+          .default([
+            'X-Original-URL',
+            'X-Rewrite-URL',
+            'X-HTTP-Method-Override',
+            'X-HTTP-Method',
+            'X-Method-Override',
+            'Forwarded',
+            'X-Forwarded-Scheme',
+            'X-Forwarded-Port',
+            'X-Forwarded-Prefix',
+            'X-Forwarded-Server',
+            'X-Forwarded-Ssl',
+            'X-Url-Scheme',
+            'Front-End-Https',
+            'X-Host',
+            'X-Original-Host',
+            'X-Forwarded-Path',
+            'X-Original-Method',
+          ])
+          .describe('Request headers never sent on a shared cache fill: they rewrite the URL, method, scheme or host an origin framework acts on, and are not in the key.'),
+        only: z
+          .array(z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'must be a header field name'))
+          .optional()
+          .describe(
+            'Strict mode: when set, a fill sends only these request headers (plus Host, Accept*, User-Agent, the key template\'s headers and the names a stored Vary lists). Unset: every header except `drop`.',
+          ),
+      })
+      .prefault({})
+      .describe('What a shared cache fill passes on from the client request (cookies: only the key template\'s; credentials bypass the cache).'),
     credentialHeaders: z
       .array(z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'must be a header field name'))
       .default(['Authorization', 'Proxy-Authorization', 'X-Api-Key', 'X-Auth-Token', 'X-Access-Token'])

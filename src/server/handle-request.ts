@@ -23,6 +23,7 @@ import { currentAgeMsOf, staleAtOf, type CacheEntry } from '../cache/entry.js';
 import { keyUrlPrefixFor, makeAuthority, makeCacheKey, makeFillTarget, makeVariantKey, normaliseTarget, parseCookies } from '../cache/cache-key.js';
 import { parseCacheControl } from '../cache/cache-control.js';
 import {
+  HOP_BY_HOP,
   decideStorage,
   evaluateEntry,
   isCacheableRequest,
@@ -42,7 +43,7 @@ import type { AdmitResult, Upstream } from '../origin/upstream.js';
 import type { CacheState, ShedReason, StaleReason } from '../outcome.js';
 import type { Runtime, SiteRuntime } from '../runtime.js';
 import type { TrustedProxies } from './client-address.js';
-import { appendVia, setForwardedHeaders, stripHopByHop } from './headers.js';
+import { CLIENT_CONDITIONALS, appendVia, connectionListedNames, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { formatCacheStatus, sendEntry, sendError, sendHit, type CacheStatusFacts } from './respond.js';
 import type { CompiledRoute } from './site-router.js';
 import { HOLD_MS, isPlainRequest, newHold, type HitMemo, type MemoHold, type MemoRoute } from './hit-memo.js';
@@ -371,7 +372,7 @@ function decide(
 ): void | Promise<void> {
   const { deps, req } = ctx;
   const site = ctx.site!;
-  const variantHeaders = makeFillVisibleHeaders(req.headers, policy, variants);
+  const variantHeaders = makeFillVisibleHeaders(site, req.headers, policy, variants);
   const entry = selectVariant(variants, variantHeaders);
   const now = deps.clock.now();
   const evaluation = entry ? evaluateEntry(entry, facts, now, policy) : undefined;
@@ -533,7 +534,7 @@ async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): Promise<
         return forward(ctx, 'pass', lookup);
       }
       const variants = [outcome.entry];
-      const variantHeaders = makeFillVisibleHeaders(ctx.req.headers, lookup.policy, variants);
+      const variantHeaders = makeFillVisibleHeaders(ctx.site!, ctx.req.headers, lookup.policy, variants);
       return fillAndServe(ctx, { ...lookup, variants, variantHeaders, entry: undefined, evaluation: undefined }, attempt + 1);
     }
     return serveFillResult(ctx, lookup, outcome, true);
@@ -1008,26 +1009,41 @@ function hasCredential(site: SiteRuntime, headers: IncomingHttpHeaders): boolean
 }
 
 /**
- * Request headers a cache fill passes on from the client (besides Host, which routes, and the
- * ones the gateway sets itself: X-Forwarded-*, Via, X-Request-Id, conditionals). A fill is
- * shared by everyone who asks for the key, so it carries only what the key or a stored Vary
- * covers, plus content negotiation and the user agent. Anything else the origin might read
- * (X-Original-URL, X-Rewrite-URL, X-HTTP-Method-Override, Forwarded, a custom header) never
- * reaches a shared fill: it could change the answer every other visitor gets.
+ * Request headers a cache fill passes on from the client: a fill is shared by everyone who asks
+ * for the key, so what the origin sees must be covered by the key. Never the hop-by-hop ones,
+ * the client's conditionals, Range, Cache-Control, Pragma, Expect or Content-Length (the cache
+ * makes its own), cookies (only the key template's), nor the site's `fillHeaders.drop`
+ * (X-Original-URL, X-HTTP-Method-Override, Forwarded and the like: they rewrite what an origin
+ * framework acts on). With `fillHeaders.only` set, nothing beyond those listed, Host, Accept*,
+ * User-Agent, the key template's headers and the names a stored Vary of the key lists.
  */
-const FILL_ALLOWED: ReadonlySet<string> = new Set(['host', 'accept', 'accept-encoding', 'accept-language', 'accept-charset', 'user-agent']);
+const FILL_ALWAYS: ReadonlySet<string> = new Set(['host', 'accept', 'accept-encoding', 'accept-language', 'accept-charset', 'user-agent']);
+const FILL_NEVER: ReadonlySet<string> = new Set([
+  ...HOP_BY_HOP,
+  ...CLIENT_CONDITIONALS,
+  'cookie',
+  'cache-control',
+  'pragma',
+  'expect',
+  'content-length',
+  'x-request-id',
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'via',
+]);
 
 /**
  * The client's headers as a fill sends them, and so as Vary sees them (RFC 9111 §4.1 compares
- * the headers of the request that was sent): FILL_ALLOWED, the key template's headers, the
- * names a stored variant of this key varies on, and the key template's cookies.
+ * the headers of the request that was sent): see FILL_ALWAYS / FILL_NEVER above.
  */
-function makeFillVisibleHeaders(headers: IncomingHttpHeaders, policy: PolicyOptions, variants: readonly CacheEntry[]): IncomingHttpHeaders {
+function makeFillVisibleHeaders(site: SiteRuntime, headers: IncomingHttpHeaders, policy: PolicyOptions, variants: readonly CacheEntry[]): IncomingHttpHeaders {
   const out: IncomingHttpHeaders = {};
   const keyHeaders = policy.route.key.headers;
+  const listed = connectionListedNames(headers.connection);
   for (const name in headers) {
-    if (name === 'cookie') continue;
-    if (FILL_ALLOWED.has(name) || keyHeaders.some((h) => h.toLowerCase() === name) || variants.some((v) => v.vary.includes(name)))
+    if (FILL_NEVER.has(name) || listed.includes(name)) continue;
+    if (FILL_ALWAYS.has(name) || site.isFillHeader(name) || keyHeaders.some((h) => h.toLowerCase() === name) || variants.some((v) => v.vary.includes(name)))
       out[name] = headers[name] as string;
   }
   const cookie = keptCookies(headers.cookie, policy);

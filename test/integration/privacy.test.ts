@@ -85,7 +85,7 @@ describe('the key covers what the origin sees', () => {
 
   it('a shared fill never carries override, rewrite or other unkeyed headers to the origin', async () => {
     const o = await origin();
-    const unkeyed = ['x-original-url', 'x-rewrite-url', 'x-http-method-override', 'x-forwarded-scheme', 'forwarded', 'x-custom', 'referer'];
+    const unkeyed = ['x-original-url', 'x-rewrite-url', 'x-http-method-override', 'x-forwarded-scheme', 'forwarded', 'x-forwarded-prefix', 'x-host'];
     o.route('/page', reflecting([...unkeyed, 'accept-language', 'user-agent']));
     const g = await gateway({ sites: [siteFor([o.url])] });
     const first = await get(`${g.url}/page`, {
@@ -94,8 +94,8 @@ describe('the key covers what the origin sees', () => {
       'x-http-method-override': 'DELETE',
       'x-forwarded-scheme': 'javascript',
       forwarded: 'for=1.2.3.4;host=evil.example',
-      'x-custom': 'planted',
-      referer: 'http://evil.example/',
+      'x-forwarded-prefix': '/evil',
+      'x-host': 'evil.example',
       'accept-language': 'fr',
       'user-agent': 'ua-1',
     });
@@ -106,10 +106,18 @@ describe('the key covers what the origin sees', () => {
     expect(seen.method).toBe('GET');
   });
 
+  it('strict fill headers (fillHeaders.only): nothing else reaches a fill', async () => {
+    const o = await origin();
+    o.route('/page', reflecting(['x-custom', 'referer', 'x-allowed', 'accept-language']));
+    const g = await gateway({ sites: [siteFor([o.url], { fillHeaders: { only: ['X-Allowed'] } })] });
+    const first = await get(`${g.url}/page`, { 'x-custom': 'planted', referer: 'http://evil.example/', 'x-allowed': 'yes', 'accept-language': 'fr' });
+    expect(first.body).toBe('x-custom=- referer=- x-allowed=yes accept-language=fr');
+  });
+
   it('Vary is computed from the headers the fill sent: a header named by a stored Vary reaches the next fill', async () => {
     const o = await origin();
     o.route('/v', reflecting(['x-device'], { vary: 'X-Device' }));
-    const g = await gateway({ sites: [siteFor([o.url])] });
+    const g = await gateway({ sites: [siteFor([o.url], { fillHeaders: { only: [] } })] });
     // The first fill cannot know the origin varies on X-Device: it is not sent, and the entry is
     // the variant for "no X-Device" (what the origin saw), never the mobile page.
     expect((await get(`${g.url}/v`, { 'x-device': 'mobile' })).body).toBe('x-device=-');
