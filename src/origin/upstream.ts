@@ -71,8 +71,14 @@ export type OriginOutcome =
 
 /** Statuses from a member that say the member itself is in trouble (RFC 9110 §15.6.3-5). */
 const SICK_STATUSES: ReadonlySet<number> = new Set([502, 503, 504]);
-/** Statuses that say the member is overloaded: a dropped sample for the limit. */
-const OVERLOAD_STATUSES: ReadonlySet<number> = new Set([429, 503, 504]);
+/**
+ * Statuses that may say the member is overloaded, or may be one URL's answer (a maintenance
+ * page, a broken endpoint, a test harness): their round trips are not fed to the limit either
+ * way. Counted as drops they let one URL that answers 503 halve the limit window after window
+ * for every other page (Envoy's adaptive concurrency reads latency only, for the same reason);
+ * an overloaded origin shows in latency and timeouts first, and the breaker still counts them.
+ */
+const AMBIGUOUS_STATUSES: ReadonlySet<number> = new Set([429, 503, 504]);
 /** At most one trial request per member per this many ms while no member is usable. */
 export const TRIAL_INTERVAL_MS = 250;
 
@@ -353,7 +359,7 @@ export class Upstream {
 
   /**
    * One origin request's outcome (OriginLease.finish): releases the permit (a response feeds
-   * the limit an RTT sample; timeouts, resets and overload statuses count as drops; a refused
+   * the limit an RTT sample, except 429/503/504; timeouts and resets count as drops; a refused
    * connection, a client that left, a request-caused error or a gateway overloaded itself give
    * no sample), and feeds the breaker, passive health and metrics with what says the member is
    * sick, and nothing else (see OriginOutcome).
@@ -385,7 +391,7 @@ export class Upstream {
       return;
     }
     const status = outcome.status;
-    permit.release(!sampleValid ? 'ignore' : OVERLOAD_STATUSES.has(status) ? 'dropped' : 'success');
+    permit.release(!sampleValid || AMBIGUOUS_STATUSES.has(status) ? 'ignore' : 'success');
     this.metrics.get('originDuration').observe(labels, Math.max(0, this.clock.now() - startedAt) / 1000);
     this.metrics.get('originRequests').inc({ ...labels, kind, outcome: status >= 500 ? 'status_5xx' : 'ok' });
     if (SICK_STATUSES.has(status)) {

@@ -49,7 +49,7 @@
  * sample with a round trip of delay in the loop overshoots and oscillates).
  *
  * Per window:
- *   gradient = clamp(tolerance * longRttMs / shortRttMs, 0.5, 1.0)
+ *   gradient = clamp((tolerance * longRttMs + RTT_NOISE_MS) / shortRttMs, 0.5, 1.0)
  *              (and <= 1 - drops / samples when the window holds drops: a drop-heavy window
  *               backs off in proportion, a stray 503 barely moves it)
  *   target   = limit * gradient + queueSize(limit)        queueSize default max(1, sqrt(limit) / 2)
@@ -106,6 +106,13 @@ const defaultQueueSize = (limit: number): number => Math.max(1, Math.sqrt(limit)
 const MIN_BASELINE_SAMPLES = 3;
 /** A short-term RTT below this fraction of the long-term one means the long-term one is stale. */
 const DRIFT_RATIO = 0.8;
+/**
+ * Slack added to the long-term RTT before comparing, ms: the gateway measures round trips on
+ * its own event loop, whose turns (a burst of requests, a GC pause) add a few ms to every
+ * sample. Against an origin answering in 1-2 ms that jitter alone read as a 5x slowdown and
+ * halved the limit window after window; against one answering in 50 ms it is 10 % headroom.
+ */
+const RTT_NOISE_MS = 5;
 /** Windows in a row below DRIFT_RATIO before the long-term RTT is re-measured by a probe. */
 const DRIFT_WINDOWS = 3;
 /** Window samples kept for the trimmed mean; past this, reservoir sampling keeps a uniform subset. */
@@ -262,7 +269,7 @@ export class Gradient2Limit implements Limit {
           // One quick window is the endpoint mix; DRIFT_WINDOWS in a row are the origin.
           if (++this.driftWindows >= DRIFT_WINDOWS) suspicious = true;
         } else this.driftWindows = 0;
-        gradient = shortRtt > 0 ? (this.tolerance * this.longRttMs!) / shortRtt : 1;
+        gradient = shortRtt > 0 ? (this.tolerance * this.longRttMs! + RTT_NOISE_MS) / shortRtt : 1;
       } else {
         gradient = 1; // nothing to compare with yet; the first probe will tell
       }

@@ -166,10 +166,10 @@ describe('Gradient2Limit per window', () => {
   });
 
   it.each([
-    { rttMs: 75, gradient: 50 / 75 },
-    { rttMs: 100, gradient: 0.5 },
+    { rttMs: 75, gradient: (50 + 5) / 75 },
+    { rttMs: 120, gradient: 55 / 120 < 0.5 ? 0.5 : 55 / 120 },
     { rttMs: 400, gradient: 0.5 }, // clamped: never cut by more than half per window
-  ])('scales the limit by longRtt/shortRtt = $gradient when the short RTT is $rttMs ms', ({ rttMs, gradient }) => {
+  ])('scales the limit by (longRtt + 5 ms noise) / shortRtt = $gradient when the short RTT is $rttMs ms', ({ rttMs, gradient }) => {
     const { limit, at } = warmed({ queueSize: () => 0, smoothing: 1 });
     feed(limit, at, 6, rttMs, 20);
     expect(limit.readings().lastGradient).toBeCloseTo(gradient, 6);
@@ -234,5 +234,17 @@ describe('Gradient2Limit per window', () => {
     [{ initial: 4, min: 1, max: 8, probeSamples: 0 }, /probeSamples/],
   ])('rejects bad options naming the option (%o)', (opts, message) => {
     expect(() => new Gradient2Limit(opts)).toThrow(message);
+  });
+});
+
+describe('Gradient2Limit: event-loop jitter against a very fast origin', () => {
+  it('does not halve the limit when a 1 ms origin reads a few ms slower (the gateway\'s own turns)', () => {
+    const limit = new Gradient2Limit({ initial: 20, min: 2, max: 256 });
+    let at = 0;
+    // No-load baseline: 1 ms.
+    for (let i = 0; i < 20; i++) limit.onSample({ rttMs: 1, inflight: 1, dropped: false }, (at += 2));
+    // Bursts at the limit whose samples carry 3-5 ms of event-loop delay.
+    for (let i = 0; i < 400; i++) limit.onSample({ rttMs: 3 + (i % 3), inflight: 20, dropped: false }, (at += 1));
+    expect(limit.current).toBeGreaterThanOrEqual(20);
   });
 });
