@@ -113,6 +113,10 @@ const DRIFT_RATIO = 0.8;
  * halved the limit window after window; against one answering in 50 ms it is 10 % headroom.
  */
 const RTT_NOISE_MS = 5;
+/** The longest a no-load probe holds the limit down, ms, however few samples it has. */
+const PROBE_MAX_MS = 1_000;
+/** Weight of each window's gradient in the smoothed gradient that tells saturation. */
+const SATURATION_ALPHA = 0.3;
 /** Windows in a row below DRIFT_RATIO before the long-term RTT is re-measured by a probe. */
 const DRIFT_WINDOWS = 3;
 /** Window samples kept for the trimmed mean; past this, reservoir sampling keeps a uniform subset. */
@@ -140,6 +144,9 @@ export class Gradient2Limit implements Limit {
   private lastGradient = 1;
   /** Windows in a row whose short-term RTT fell below DRIFT_RATIO x the long-term one. */
   private driftWindows = 0;
+  /** EWMA of the windows' gradients (weight SATURATION_ALPHA), and whether the last window held drops. */
+  private gradientEwma = 1;
+  private lastWindowDropped = false;
   /** When the last no-load sample was seen; the probe interval counts from the first sample. */
   private lastNoLoadAt: number | undefined;
   private lastProbeAt = -Infinity;
@@ -199,6 +206,18 @@ export class Gradient2Limit implements Limit {
     return Math.floor(this.estimate);
   }
 
+  /**
+   * Saturation shows: the smoothed gradient is below halfway between 1 (the origin's latency at
+   * its no-load level: more concurrency would be served) and the equilibrium a saturated origin
+   * holds the limit at, 1 - queueSize(limit) / limit; or the last window held drops (timeouts).
+   * Not during a no-load probe (its queue drains when it ends). Before any window: not shown.
+   */
+  get saturated(): boolean {
+    if (this.probeLimit > 0) return false;
+    if (this.lastWindowDropped) return true;
+    return this.gradientEwma < 1 - this.queueSize(this.estimate) / (2 * this.estimate);
+  }
+
   get isProbing(): boolean {
     return this.probeLimit > 0;
   }
@@ -222,6 +241,9 @@ export class Gradient2Limit implements Limit {
         this.probeRttSum += rtt;
         if (++this.probeCount >= this.probeSamples) this.endProbe(now);
       }
+      // A probe that cannot collect its samples (requests started before it still hold the
+      // permits) must not hold the limit down: it ends after PROBE_MAX_MS with what it has.
+      if (this.probeLimit > 0 && now - this.lastProbeAt >= PROBE_MAX_MS) this.endProbe(now);
       return;
     }
     if (!sample.dropped && sample.inflight <= Math.max(this.min, this.estimate / 2)) {
@@ -277,6 +299,8 @@ export class Gradient2Limit implements Limit {
     if (this.windowDrops > 0) gradient = Math.min(gradient, 1 - this.windowDrops / this.windowSamples);
     gradient = clamp(gradient, 0.5, 1);
     this.lastGradient = gradient;
+    this.gradientEwma += SATURATION_ALPHA * (gradient - this.gradientEwma);
+    this.lastWindowDropped = this.windowDrops > 0;
 
     const target = this.estimate * gradient + this.queueSize(this.estimate);
     let next = this.estimate * (1 - this.smoothing) + target * this.smoothing;
@@ -309,8 +333,10 @@ export class Gradient2Limit implements Limit {
 
   private endProbe(now: number): void {
     this.driftWindows = 0;
-    this.longRttMs = this.probeRttSum / this.probeCount;
-    this.longCount = this.probeCount;
+    if (this.probeCount > 0) {
+      this.longRttMs = this.probeRttSum / this.probeCount;
+      this.longCount = this.probeCount;
+    }
     this.shortRttMs = undefined;
     this.lastNoLoadAt = now;
     this.lastProbeAt = now;

@@ -248,3 +248,20 @@ describe('Gradient2Limit: event-loop jitter against a very fast origin', () => {
     expect(limit.current).toBeGreaterThanOrEqual(20);
   });
 });
+
+describe('Gradient2Limit: a probe that cannot collect its samples', () => {
+  it('ends after one second with what it has, and the limit is restored', () => {
+    const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256 });
+    let at = 0;
+    // A crowd from the first request: windows at the limit, no no-load sample: a probe starts.
+    for (let i = 0; i < 10 && !limit.isProbing; i++) limit.onSample({ rttMs: 20, inflight: 8, dropped: false }, (at += 20));
+    expect(limit.isProbing).toBe(true);
+    expect(limit.current).toBe(2);
+    // Only requests started before the probe report (above its concurrency): no probe sample.
+    for (let t = 0; t < 900; t += 100) limit.onSample({ rttMs: 20, inflight: 8, dropped: false }, (at += 100));
+    expect(limit.isProbing).toBe(true);
+    limit.onSample({ rttMs: 20, inflight: 8, dropped: false }, (at += 200));
+    expect(limit.isProbing).toBe(false);
+    expect(limit.current).toBeGreaterThanOrEqual(8);
+  });
+});
