@@ -336,6 +336,11 @@ export class Gateway implements RequestDeps {
       { listen: `${pub.address}:${pub.port}`, admin: `${admin.address}:${admin.port}`, sites: cfg.sites.map((s) => s.name), cpus, gc },
       'crowdgate listening',
     );
+    if (!isLoopbackHost(cfg.admin.host) && (cfg.admin.purgeToken === undefined || cfg.admin.statusToken === undefined))
+      this.logger.warn(
+        { admin: `${admin.address}:${admin.port}`, purgeToken: cfg.admin.purgeToken !== undefined, statusToken: cfg.admin.statusToken !== undefined },
+        'admin listener on a non-loopback address without admin.purgeToken and admin.statusToken: /status shows hot paths and origins to anyone who can reach it; bind it to 127.0.0.1 or set both tokens',
+      );
     if (cpus === 1 && gc === 'concurrent')
       this.logger.warn('one CPU and concurrent GC: start with scripts/crowdgate (or node --single-threaded-gc) to avoid GC stalls');
     return { public: pub, admin };
@@ -615,4 +620,10 @@ function listenOn(server: http.Server, host: string, port: number): Promise<Addr
       resolve(server.address() as AddressInfo);
     });
   });
+}
+
+/** 127.0.0.0/8, ::1 and localhost: addresses only this machine reaches. */
+function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h) || h === '::ffff:127.0.0.1';
 }

@@ -50,6 +50,11 @@ async function handleAdmin(gw: Gateway, req: http.IncomingMessage, res: http.Ser
     res.end(body);
     return;
   }
+  // The status page names the hottest paths and the origins: with admin.statusToken set, only
+  // for the bearer of it (health, readiness and metrics stay open to probes and Prometheus).
+  const statusToken = gw.runtime().config.admin.statusToken;
+  if ((path === '/status' || path === '/status.json' || path === '/') && statusToken !== undefined && !isAuthorised(gw, req, statusToken))
+    return json(res, 401, { error: 'missing or wrong bearer token (admin.statusToken)' }, { 'www-authenticate': 'Bearer' });
   if (path === '/status.json' || (path === '/status' && prefersJson(req.headers.accept))) {
     return json(res, 200, { ...statusSnapshot(gw), ...gw.status.snapshot() });
   }
@@ -79,8 +84,7 @@ export function statusSnapshot(gw: Gateway): Record<string, unknown> {
   };
 }
 
-function isAuthorised(gw: Gateway, req: http.IncomingMessage): boolean {
-  const token = gw.runtime().config.admin.purgeToken;
+function isAuthorised(gw: Gateway, req: http.IncomingMessage, token = gw.runtime().config.admin.purgeToken): boolean {
   if (!token) return false;
   const header = req.headers.authorization ?? '';
   const m = /^Bearer\s+(.+)$/i.exec(header);

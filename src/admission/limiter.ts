@@ -311,7 +311,7 @@ export class Limiter {
     // the bound is its deadline, or the CoDel cap under a standing queue.
     // Service rate by Little's law: limit permits, each held rttEwmaMs. The planning limit,
     // so a brief no-load probe does not refuse what its end will serve.
-    if (this.rttEwmaMs > 0 && this.isSaturated()) {
+    if (this.rttEwmaMs > 0) {
       const ahead = this.queue.countAhead(priority) + 1;
       const expectedWaitMs = (ahead * this.rttEwmaMs) / this.planningLimit;
       const boundMs = this.queue.isStanding ? Math.min(this.standingCapMs(opts), deadlineAt - now) : deadlineAt - now;
@@ -332,7 +332,7 @@ export class Limiter {
         next: undefined,
         queued: false,
       };
-      if (this.queue.isStanding && this.isSaturated()) {
+      if (this.queue.isStanding) {
         const capAt = now + this.standingCapMs(opts);
         if (capAt < deadlineAt) {
           w.expiresAt = capAt;
@@ -487,30 +487,25 @@ export class Limiter {
   }
 
   /**
-   * CoDel's verdict on the queue (queue.ts), except while the origin shows no saturation
-   * (isSaturated: the queue is the limit still growing) and while the limit algorithm holds
-   * permits below its planning limit for a no-load probe (Limit.planning): that queue is the probe's
+   * CoDel's verdict on the queue (queue.ts), except while the limit algorithm holds permits
+   * below its planning limit for a no-load probe (Limit.planning): that queue is the probe's
    * doing, not the crowd's, and drains when the probe ends a few round trips later. Judging it
    * would cap waits at the CoDel interval and refuse arrivals the restored limit will serve.
    * A queue already standing stays standing; the CoDel interval restarts when the probe ends.
    */
   private judgeStanding(now: number): boolean {
     const planned = this.algorithm.planning;
-    if ((planned !== undefined && planned > this.algorithm.current) || !this.isSaturated()) {
+    if (planned !== undefined && planned > this.algorithm.current) {
       this.queue.excuseWaitsUntil(now);
       return false;
     }
     return this.queue.checkStanding(now);
   }
 
-  /**
-   * Refusal only on evidence: the limit algorithm sees the origin saturated (Limit.saturated;
-   * a fixed limit always). Otherwise a queue is the limit still growing towards what the origin
-   * can take (a cold start, a burst on a healthy origin): its requests wait, up to their
-   * deadline, and are neither refused at arrival nor cut by CoDel.
-   */
-  private isSaturated(): boolean {
-    return this.algorithm.saturated ?? true;
+  /** A permit is free now: an arrival would not wait (no queue, room under the limit). */
+  get hasFreePermit(): boolean {
+    if (this.inflightCount >= this.limit) this.moveOverdue(this.clock.now());
+    return this.queue.length === 0 && this.inflightCount < this.limit;
   }
 
   /** A standing queue has begun: cap every wait at enqueuedAt + codelIntervalMs. */

@@ -35,8 +35,13 @@ export const adminSchema = z
       .describe(
         'Bearer token for POST /purge. Unset disables purge. "${ENV_NAME}" reads it from the environment.',
       ),
+    statusToken: z
+      .string()
+      .min(16, 'must be at least 16 characters')
+      .optional()
+      .describe('Bearer token for /status and /status.json (they name hot paths and origins). Unset: open, like /metrics.'),
   })
-  .describe('The admin listener: /healthz /readyz /metrics /status /purge.');
+  .describe('The admin listener: /healthz /readyz /metrics /status /purge. On a non-loopback address without a token, the gateway warns at start.');
 
 export const logSchema = z
   .strictObject({

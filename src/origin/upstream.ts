@@ -211,9 +211,9 @@ export class Upstream {
   }
 
   /**
-   * The origin is being protected: every member that takes requests has a standing queue
-   * (CoDel: arrivals outrun what it serves, see admission/queue.ts), so a fill asked for now
-   * waits its turn behind the crowd. False while any usable member has room or is unknown yet.
+   * The origin is busy: no usable member has a free permit, so a fill asked for now would wait
+   * its turn behind others (RFC 5861-style grace is then allowed, see decide() step 7). False
+   * while any usable member has room or is unknown yet.
    */
   isBacklogged(pool: OriginPool): boolean {
     const now = this.clock.now();
@@ -223,7 +223,7 @@ export class Upstream {
       const c = this.controls.get(member);
       if (!c) return false;
       if (!c.breaker.isAvailable()) continue;
-      if (!c.limiter.judgeQueue()) return false;
+      if (c.limiter.hasFreePermit) return false;
       any = true;
     }
     return any;

@@ -407,11 +407,12 @@ function decide(
     );
   }
 
-  // 7. The origin is being protected (every member's queue is standing): a stale copy the
-  //    route's grace allows answers now instead of queueing behind the crowd, and the
-  //    revalidation still runs, collapsed, at this request's priority, with nobody waiting for
-  //    it (nginx's use_stale updating and Varnish's grace do the same without the queue test).
-  if (entry && evaluation?.withinStaleIfError && !evaluation.refetchDemanded && deps.upstream.isBacklogged(site.pool)) {
+  // 7. The origin is busy (no usable member has a free permit: a fill would wait its turn): a
+  //    stale copy the route's grace allows answers now instead of queueing behind the crowd,
+  //    and the revalidation still runs, collapsed, at this request's priority, with nobody
+  //    waiting for it (nginx's use_stale updating and Varnish's grace do the same without the
+  //    busy test). On an origin with room, the request waits for it as RFC 9111 says.
+  if (entry && evaluation && isServableWhileUpdating(entry, evaluation) && deps.upstream.isBacklogged(site.pool)) {
     ctx.staleReason = 'backlog';
     serveEntry(ctx, entry, evaluation, { state: 'stale', staleReason: 'backlog' });
     deps.metrics.get('staleServed').inc({ site: site.name, reason: 'backlog' });

@@ -115,8 +115,6 @@ const DRIFT_RATIO = 0.8;
 const RTT_NOISE_MS = 5;
 /** The longest a no-load probe holds the limit down, ms, however few samples it has. */
 const PROBE_MAX_MS = 1_000;
-/** Weight of each window's gradient in the smoothed gradient that tells saturation. */
-const SATURATION_ALPHA = 0.3;
 /** Windows in a row below DRIFT_RATIO before the long-term RTT is re-measured by a probe. */
 const DRIFT_WINDOWS = 3;
 /** Window samples kept for the trimmed mean; past this, reservoir sampling keeps a uniform subset. */
@@ -144,9 +142,6 @@ export class Gradient2Limit implements Limit {
   private lastGradient = 1;
   /** Windows in a row whose short-term RTT fell below DRIFT_RATIO x the long-term one. */
   private driftWindows = 0;
-  /** EWMA of the windows' gradients (weight SATURATION_ALPHA), and whether the last window held drops. */
-  private gradientEwma = 1;
-  private lastWindowDropped = false;
   /** When the last no-load sample was seen; the probe interval counts from the first sample. */
   private lastNoLoadAt: number | undefined;
   private lastProbeAt = -Infinity;
@@ -204,18 +199,6 @@ export class Gradient2Limit implements Limit {
   /** The estimate, also while a probe holds `current` down (see Limit.planning). */
   get planning(): number {
     return Math.floor(this.estimate);
-  }
-
-  /**
-   * Saturation shows: the smoothed gradient is below halfway between 1 (the origin's latency at
-   * its no-load level: more concurrency would be served) and the equilibrium a saturated origin
-   * holds the limit at, 1 - queueSize(limit) / limit; or the last window held drops (timeouts).
-   * Not during a no-load probe (its queue drains when it ends). Before any window: not shown.
-   */
-  get saturated(): boolean {
-    if (this.probeLimit > 0) return false;
-    if (this.lastWindowDropped) return true;
-    return this.gradientEwma < 1 - this.queueSize(this.estimate) / (2 * this.estimate);
   }
 
   get isProbing(): boolean {
@@ -299,8 +282,6 @@ export class Gradient2Limit implements Limit {
     if (this.windowDrops > 0) gradient = Math.min(gradient, 1 - this.windowDrops / this.windowSamples);
     gradient = clamp(gradient, 0.5, 1);
     this.lastGradient = gradient;
-    this.gradientEwma += SATURATION_ALPHA * (gradient - this.gradientEwma);
-    this.lastWindowDropped = this.windowDrops > 0;
 
     const target = this.estimate * gradient + this.queueSize(this.estimate);
     let next = this.estimate * (1 - this.smoothing) + target * this.smoothing;

@@ -31,13 +31,6 @@ export interface Limit {
    */
   readonly planning?: number;
   /**
-   * Whether the origin shows saturation now (latency above its no-load level, or drops). The
-   * Limiter refuses at arrival (predicted wait, CoDel caps) only on this evidence: a limit that
-   * is merely still growing towards what the origin can take is waited for, not enforced by
-   * refusals. Default true (a fixed limit is the operator's word).
-   */
-  readonly saturated?: boolean;
-  /**
    * Feeds one sample. `now` is epoch ms. The caller may reuse the sample object afterwards,
    * so implementations must copy what they keep.
    */

@@ -1,0 +1,174 @@
+/**
+ * A healthy origin with an ordinary mix of traffic, for bench/normal-day.mjs: unlimited capacity
+ * (no slots, no backlog: every request just waits on its own timer), most paths fast, a few slow.
+ *
+ *   GET  /page/N        fast: 5–20 ms (uniform), small HTML
+ *   GET  /api/item/N    fast: 5–20 ms, small JSON
+ *   GET  /              fast: 5–20 ms (where crowdgate's health checks land; counted as "health")
+ *   GET  /probe         answered at once (the bench's readiness probe; counted as "probe")
+ *   GET  /report/N      slow: 2–10 s (uniform)
+ *   POST /upload        slow: 2–10 s, after reading the body
+ *   GET  /__stats       JSON counters, answered at once and not counted
+ *   anything else       404 after a fast delay (counted as "other")
+ *
+ * Every answer carries `Cache-Control: private, no-store` so each request reaches the origin and
+ * takes a permit from the gateway's limiter; with `cacheableShare` > 0, the pages /page/N with
+ * N mod 100 < 100 × share are `public, max-age=5` instead. `X-Origin-Delay-Ms` tells the client
+ * the service time drawn, so it can subtract it from its latency (the gateway's own share).
+ *
+ * It counts requests per class and per route, its own in-flight requests (peak overall, fast,
+ * slow) and per wall-clock second: requests started and peak in flight.
+ *
+ * Run alone: node bench/lib/mixed-origin.mjs [--port 0] [--cacheable-share 0]
+ * (prints "mixed-origin listening on 127.0.0.1:<port>" on stdout), or import startMixedOrigin().
+ */
+import { createServer } from 'node:http';
+import { parseArgs } from 'node:util';
+import { pathToFileURL } from 'node:url';
+
+const FAST = 'fast';
+const SLOW = 'slow';
+
+/**
+ * @param {{ port?: number, host?: string, cacheableShare?: number, fastMs?: [number, number], slowMs?: [number, number] }} [opts]
+ * @returns {Promise<{ port: number, url: string, stats: () => object, close: () => Promise<void> }>}
+ */
+export async function startMixedOrigin(opts = {}) {
+  const host = opts.host ?? '127.0.0.1';
+  const cacheableShare = opts.cacheableShare ?? 0;
+  const [fastMin, fastMax] = opts.fastMs ?? [5, 20];
+  const [slowMin, slowMax] = opts.slowMs ?? [2000, 10_000];
+  const cacheableBelow = Math.round(cacheableShare * 100);
+
+  const byClass = { fast: 0, slow: 0, health: 0, probe: 0, other: 0 };
+  const byRoute = { page: 0, api: 0, root: 0, report: 0, upload: 0, probe: 0, other: 0 };
+  let cacheableAnswers = 0;
+  let inflight = 0;
+  let inflightFast = 0;
+  let inflightSlow = 0;
+  let peakInflight = 0;
+  let peakInflightFast = 0;
+  let peakInflightSlow = 0;
+  /** @type {Record<number, { requests: number, peakInflight: number }>} */
+  const perSecond = {};
+  const startedAt = Date.now();
+
+  const between = (lo, hi) => lo + Math.random() * (hi - lo);
+
+  const server = createServer((req, res) => {
+    const url = req.url ?? '/';
+    const path = url.split('?')[0];
+    if (path === '/__stats') {
+      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      res.end(JSON.stringify(stats()));
+      return;
+    }
+    let route;
+    let cls;
+    let cacheable = false;
+    let m;
+    if ((m = /^\/page\/(\d+)$/.exec(path))) {
+      route = 'page';
+      cls = FAST;
+      cacheable = cacheableBelow > 0 && Number(m[1]) % 100 < cacheableBelow;
+    } else if (/^\/api\/item\/\d+$/.test(path)) [route, cls] = ['api', FAST];
+    else if (path === '/') [route, cls] = ['root', 'health'];
+    else if (path === '/probe') [route, cls] = ['probe', 'probe'];
+    else if (/^\/report\/\d+$/.test(path)) [route, cls] = ['report', SLOW];
+    else if (path === '/upload' && req.method === 'POST') [route, cls] = ['upload', SLOW];
+    else [route, cls] = ['other', 'other'];
+
+    byClass[cls]++;
+    byRoute[route]++;
+    if (cacheable) cacheableAnswers++;
+    const sec = Math.floor(Date.now() / 1000);
+    const ps = (perSecond[sec] ??= { requests: 0, peakInflight: 0 });
+    ps.requests++;
+    inflight++;
+    if (inflight > peakInflight) peakInflight = inflight;
+    if (inflight > ps.peakInflight) ps.peakInflight = inflight;
+    if (cls === FAST) peakInflightFast = Math.max(peakInflightFast, ++inflightFast);
+    if (cls === SLOW) peakInflightSlow = Math.max(peakInflightSlow, ++inflightSlow);
+
+    const delay = cls === 'probe' ? 0 : cls === SLOW ? between(slowMin, slowMax) : between(fastMin, fastMax);
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      inflight--;
+      if (cls === FAST) inflightFast--;
+      if (cls === SLOW) inflightSlow--;
+    };
+    res.once('close', finish);
+    req.resume(); // read (and drop) any body, e.g. an upload's
+    req.once('end', () => {
+      setTimeout(() => {
+        const isJson = route === 'api' || route === 'report' || route === 'upload';
+        const body = isJson
+          ? JSON.stringify({ path, route, delayMs: Math.round(delay) })
+          : `<!doctype html><title>${route}</title><p>${path}: ${Math.round(delay)} ms</p>\n`;
+        res.writeHead(route === 'other' ? 404 : 200, {
+          'content-type': isJson ? 'application/json' : 'text/html; charset=utf-8',
+          'content-length': Buffer.byteLength(body),
+          'cache-control': cacheable ? 'public, max-age=5' : 'private, no-store',
+          'x-origin-delay-ms': delay.toFixed(1),
+        });
+        res.end(body, finish);
+      }, delay);
+    });
+  });
+  // The gateway keeps its upstream connections alive; never let the origin close them first.
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
+  server.requestTimeout = 0;
+
+  function stats() {
+    return {
+      startedAt,
+      cacheableShare,
+      fastMs: [fastMin, fastMax],
+      slowMs: [slowMin, slowMax],
+      byClass: { ...byClass },
+      byRoute: { ...byRoute },
+      cacheableAnswers,
+      inflight,
+      peakInflight,
+      peakInflightFast,
+      peakInflightSlow,
+      perSecond,
+    };
+  }
+
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, host, resolve);
+  });
+  const addr = server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : 0;
+  return {
+    port,
+    url: `http://${host}:${port}`,
+    stats,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const { values } = parseArgs({
+    options: {
+      port: { type: 'string', default: '0' },
+      'cacheable-share': { type: 'string', default: '0' },
+    },
+  });
+  const share = Number(values['cacheable-share']);
+  if (!(share >= 0 && share <= 1)) throw new Error('--cacheable-share must be between 0 and 1');
+  const o = await startMixedOrigin({ port: Number(values.port), cacheableShare: share });
+  process.stdout.write(`mixed-origin listening on 127.0.0.1:${o.port}\n`);
+  const stop = () => o.close().then(() => process.exit(0));
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}

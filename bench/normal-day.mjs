@@ -1,0 +1,615 @@
+/**
+ * The normal-day benchmark: on an ordinary day, does crowdgate's own protection refuse healthy
+ * traffic?
+ *
+ * A healthy origin with unlimited capacity (bench/lib/mixed-origin.mjs: most paths answer in
+ * 5–20 ms, 2 % of requests go to slow endpoints that take 2–10 s, everything `private, no-store`
+ * so every request takes a permit from the origin limiter) behind crowdgate with the SHIPPED
+ * defaults: config/gateway.yaml with only the listen/admin ports (free ones picked at run time,
+ * listen host 127.0.0.1), the origin URL and logging (access log off, level warn, as the other
+ * benches) changed. Adaptive gradient2 limit, queue, CoDel, health checks, ejection, breaker and
+ * pressure gate all as shipped.
+ *
+ * Load: closed-loop virtual clients on one undici Pool (keep-alive, one connection per client),
+ * at each level of clients first with 100 ms think time between requests ("think"), then with no
+ * think time ("closed"). Clients start spread over the first second. Each level gets a fresh
+ * origin and a fresh gateway, sends for `--duration` s (bounded also by `--max-requests`), then
+ * waits up to `--drain` s for the requests still on the wire (slow ones) and aborts the rest.
+ *
+ * Reported per level: requests, fast vs slow, statuses, gateway-made refusals (answers carrying
+ * X-Crowdgate-Error, with the reason from Cache-Status detail) of fast and of slow requests,
+ * fast p50/p99, and the learned limit over time (admin /metrics scraped every 500 ms:
+ * crowdgate_origin_limit, crowdgate_origin_inflight, crowdgate_queue_length). The origin has no
+ * capacity limit, so a gateway-made refusal of a fast request at any level is a false refusal:
+ * the exit code is 1 (FAIL) when there was one, 0 (PASS) otherwise.
+ *
+ * Pinning (unless --unpinned, when taskset exists on a box with 2+ CPUs): gateway and origin on
+ * CPU 0, this process (the load generator and the metrics scraper) on CPU 1, as flash-crowd.mjs.
+ *
+ * Usage: node bench/normal-day.mjs [--levels 5,10,25,50,100] [--modes think,closed]
+ *          [--duration 15] [--drain 11] [--think-ms 100] [--max-requests 200000]
+ *          [--slow-share 0.02] [--cacheable-share 0] [--quick] [--unpinned] [--seed 1]
+ *          [--tree DIR] [--out DIR]
+ *   --tree DIR   run DIR/scripts/crowdgate with DIR/config/gateway.yaml (default: this repo);
+ *                DIR/dist is built (npm run build) only when it is missing.
+ *   --quick      levels 10,50, duration 6 s.
+ *
+ * Every process it starts is a child stopped by PID (also on Ctrl-C).
+ */
+import { parseArgs } from 'node:util';
+import { join } from 'node:path';
+import { readFileSync, writeFileSync, mkdirSync, existsSync, statSync, readdirSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { setMaxListeners } from 'node:events';
+import { pathToFileURL } from 'node:url';
+import { parseDocument } from 'yaml';
+import { Pool } from 'undici';
+import { writeReport, runFacts, machineSentence } from './lib/report.mjs';
+import { summarize, median, fmtMs, fmtPct, fmtInt } from './lib/stats.mjs';
+import { freePort, startProcess, waitForPort, stopAll, noteMachineLoad, sleep } from './lib/procs.mjs';
+import {
+  BENCH_DIR,
+  REPO_DIR,
+  makeRunDir,
+  pinned,
+  pinnedNode,
+  canPin,
+  pinSelf,
+  relaunchForOneCpu,
+  ONE_CPU_NODE_FLAGS,
+  SUT_CPU,
+  LOADGEN_CPU,
+} from './lib/setups.mjs';
+
+const GATEWAY_STATUSES = new Set([429, 502, 503, 504]);
+const SCRAPE_MS = 500;
+
+// ---------------------------------------------------------------------------------------------
+// The system under test: the mixed origin and crowdgate with the shipped config.
+
+/** Starts bench/lib/mixed-origin.mjs as a child on port 0 and reads the port it printed. */
+async function startOriginProc({ cacheableShare, cpu, label }) {
+  const dir = makeRunDir(label);
+  const logFile = join(dir, 'origin.log');
+  const [cmd, args] = pinnedNode(cpu, [join(BENCH_DIR, 'lib', 'mixed-origin.mjs'), '--port', '0', '--cacheable-share', String(cacheableShare)]);
+  const proc = startProcess(label, cmd, args, { logFile });
+  let exited;
+  proc.exited.then((c) => (exited = c ?? 'signal'));
+  const until = Date.now() + 15_000;
+  while (Date.now() < until) {
+    if (exited !== undefined) throw new Error(`${label} exited (${exited}); see ${logFile}`);
+    const m = /listening on 127\.0\.0\.1:(\d+)/.exec(existsSync(logFile) ? readFileSync(logFile, 'utf8') : '');
+    if (m) return { url: `http://127.0.0.1:${m[1]}`, pid: proc.pid, logFile, stop: () => proc.stop() };
+    await sleep(25);
+  }
+  await proc.stop();
+  throw new Error(`${label} did not report its port within 15 s; see ${logFile}`);
+}
+
+function newestMtime(dir) {
+  let newest = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    newest = Math.max(newest, e.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs);
+  }
+  return newest;
+}
+
+/** dist/main.js of `tree`: built once when missing, a warning when older than src/. */
+function ensureBuild(tree) {
+  const main = join(tree, 'dist', 'main.js');
+  if (!existsSync(main)) {
+    process.stderr.write(`${main} is missing: running npm run build in ${tree}\n`);
+    const r = spawnSync('npm', ['run', 'build'], { cwd: tree, stdio: ['ignore', 2, 2] });
+    if (r.status !== 0 || !existsSync(main)) throw new Error(`npm run build failed in ${tree}`);
+    return 'built by this run';
+  }
+  if (existsSync(join(tree, 'src')) && newestMtime(join(tree, 'src')) > statSync(main).mtimeMs) {
+    process.stderr.write(`warning: ${tree}/dist is older than its src/; benchmarking the build that is there\n`);
+    return 'dist/ older than src/';
+  }
+  return 'fresh';
+}
+
+/**
+ * The shipped config/gateway.yaml of `tree` with only the ports, the listen host (loopback), the
+ * first site's origin URL and logging changed. Returns the YAML text.
+ */
+function gatewayConfigText(tree, { port, adminPort, originUrl }) {
+  const doc = parseDocument(readFileSync(join(tree, 'config', 'gateway.yaml'), 'utf8'));
+  doc.setIn(['listen', 'host'], '127.0.0.1');
+  doc.setIn(['listen', 'port'], port);
+  doc.setIn(['admin', 'host'], '127.0.0.1');
+  doc.setIn(['admin', 'port'], adminPort);
+  doc.setIn(['log', 'access'], false);
+  doc.setIn(['log', 'level'], 'warn');
+  const origins = doc.getIn(['sites', 0, 'origins']);
+  if (!origins || origins.items?.length !== 1) throw new Error('expected exactly one origin in sites[0] of config/gateway.yaml');
+  doc.setIn(['sites', 0, 'origins', 0, 'url'], originUrl);
+  return (
+    '# Generated by bench/normal-day.mjs for one run: config/gateway.yaml as shipped, with only\n' +
+    '# listen/admin ports and host, the origin URL and logging (access off, level warn) changed.\n' +
+    doc.toString()
+  );
+}
+
+async function startGateway({ tree, originUrl, cpu, label }) {
+  const [port, adminPort] = [await freePort(), await freePort()];
+  mkdirSync(join(BENCH_DIR, 'configs'), { recursive: true });
+  const configFile = join(BENCH_DIR, 'configs', `${label}.yaml`);
+  writeFileSync(configFile, gatewayConfigText(tree, { port, adminPort, originUrl }));
+  const dir = makeRunDir(label);
+  const [cmd, args] = pinned(cpu, join(tree, 'scripts', 'crowdgate'), ['--config', configFile]);
+  const env = { ...process.env, CROWDGATE_NODE_FLAGS: process.env.BENCH_GATEWAY_NODE_FLAGS ?? '' };
+  const proc = startProcess(label, cmd, args, { logFile: join(dir, 'gateway.log'), cwd: tree, env });
+  await waitForPort(port, { proc });
+  await waitForPort(adminPort, { proc });
+  return { url: `http://127.0.0.1:${port}`, adminUrl: `http://127.0.0.1:${adminPort}`, pid: proc.pid, logFile: proc.logFile, configFile, stop: () => proc.stop() };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics scraping.
+
+/** Sum (or max) of every series of `name` in Prometheus text; NaN when absent. */
+function metricValue(text, name, agg = 'sum') {
+  const re = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm');
+  let out = NaN;
+  for (const m of text.matchAll(re)) {
+    const v = Number(m[1]);
+    out = Number.isNaN(out) ? v : agg === 'max' ? Math.max(out, v) : agg === 'min' ? Math.min(out, v) : out + v;
+  }
+  return out;
+}
+
+/** Series of a counter by one label: { labelValue: value }. */
+function metricByLabel(text, name, label) {
+  const out = {};
+  const re = new RegExp(`^${name}\\{([^}]*)\\} (\\S+)$`, 'gm');
+  for (const m of text.matchAll(re)) {
+    const lv = new RegExp(`${label}="([^"]*)"`).exec(m[1])?.[1] ?? '?';
+    out[lv] = (out[lv] ?? 0) + Number(m[2]);
+  }
+  return out;
+}
+
+function startScraper(adminUrl, t0) {
+  const client = new Pool(adminUrl, { connections: 1 });
+  const samples = [];
+  let last = '';
+  let busy = false;
+  const tick = async () => {
+    if (busy) return;
+    busy = true;
+    const at = performance.now();
+    try {
+      const { body } = await client.request({ path: '/metrics', method: 'GET', headersTimeout: 2000, bodyTimeout: 2000 });
+      const text = await body.text();
+      last = text;
+      samples.push({
+        t: Number(((at - t0) / 1000).toFixed(2)),
+        limit: metricValue(text, 'crowdgate_origin_limit', 'max'),
+        inflight: metricValue(text, 'crowdgate_origin_inflight'),
+        queue: metricValue(text, 'crowdgate_queue_length'),
+        healthy: metricValue(text, 'crowdgate_origin_healthy', 'min'),
+        circuit: metricValue(text, 'crowdgate_circuit_state', 'max'),
+        loopDelayMs: metricValue(text, 'crowdgate_pressure_event_loop_delay_seconds') * 1000,
+      });
+    } catch {
+      samples.push({ t: Number(((at - t0) / 1000).toFixed(2)), error: true });
+    } finally {
+      busy = false;
+    }
+  };
+  void tick();
+  const timer = setInterval(tick, SCRAPE_MS);
+  return {
+    samples,
+    async stop() {
+      clearInterval(timer);
+      while (busy) await sleep(10);
+      await tick(); // one last look, for the counters
+      await client.close();
+      return last;
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The load: closed-loop clients.
+
+/** mulberry32: a small seeded PRNG, so a run's request mix can be repeated. */
+function rng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const UPLOAD_BODY = JSON.stringify({ file: 'x'.repeat(512) });
+
+/** One request of the mix: 2 % slow (half GET /report/N, half POST /upload), else half pages, half API. */
+function pickRequest(rand, slowShare) {
+  const u = rand();
+  if (u < slowShare) {
+    if (u < slowShare / 2) return { cls: 'slow', kind: 'report', method: 'GET', path: `/report/${1 + Math.floor(rand() * 1e6)}` };
+    return { cls: 'slow', kind: 'upload', method: 'POST', path: '/upload', body: UPLOAD_BODY };
+  }
+  if (rand() < 0.5) return { cls: 'fast', kind: 'page', method: 'GET', path: `/page/${1 + Math.floor(rand() * 10_000)}` };
+  return { cls: 'fast', kind: 'api', method: 'GET', path: `/api/item/${1 + Math.floor(rand() * 10_000)}` };
+}
+
+/** Cache-Status detail's first word (e.g. "shed-deadline"), or undefined. */
+function cacheStatusDetail(v) {
+  const s = Array.isArray(v) ? v.join(', ') : v;
+  if (!s) return undefined;
+  return /detail="([^"]*)"/.exec(s)?.[1]?.split(' ')[0];
+}
+
+function newClassStats() {
+  return { sent: 0, answered: 0, ok: 0, statuses: {}, gatewayRefused: 0, refusedReasons: {}, otherGatewayErrors: {}, errors: {}, cut: 0, latency: [], overhead: [], cacheStatus: {} };
+}
+
+/**
+ * Runs `clients` closed-loop clients against `target` for `durationMs` (or until `maxRequests`
+ * are sent), then waits up to `drainMs` for requests still on the wire and aborts the rest.
+ */
+async function runClosedLoop({ target, clients, thinkMs, durationMs, drainMs, maxRequests, slowShare, seed }) {
+  const pool = new Pool(target, {
+    connections: clients,
+    pipelining: 1,
+    keepAliveTimeout: 30_000,
+    headersTimeout: 30_000,
+    bodyTimeout: 30_000,
+  });
+  const cut = new AbortController();
+  setMaxListeners(clients + 16, cut.signal); // one listener per request on the wire
+  const by = { fast: newClassStats(), slow: newClassStats() };
+  const refusalsPerSecond = {}; // t (s) → gateway-made refusals of fast requests started then
+  let sent = 0;
+  let completedInWindow = 0;
+  let fastOkInWindow = 0;
+  const t0 = performance.now();
+  const endAt = t0 + durationMs;
+
+  async function client(id) {
+    const rand = rng(seed * 1000 + id);
+    await sleep((id / clients) * Math.min(1000, durationMs / 4)); // spread the start over the first second
+    while (performance.now() < endAt && sent < maxRequests) {
+      const r = pickRequest(rand, slowShare);
+      const st = by[r.cls];
+      sent++;
+      st.sent++;
+      const start = performance.now();
+      try {
+        const res = await pool.request({
+          path: r.path,
+          method: r.method,
+          headers: r.body ? { 'content-type': 'application/json', accept: 'application/json' } : { accept: 'text/html' },
+          body: r.body,
+          signal: cut.signal,
+        });
+        await res.body.dump({ limit: 1 << 20 });
+        const end = performance.now();
+        if (end <= endAt) completedInWindow++;
+        st.answered++;
+        st.statuses[res.statusCode] = (st.statuses[res.statusCode] ?? 0) + 1;
+        const gwError = res.headers['x-crowdgate-error'];
+        const detail = cacheStatusDetail(res.headers['cache-status']);
+        if (gwError !== undefined) {
+          const reason = detail ?? String(gwError);
+          if (GATEWAY_STATUSES.has(res.statusCode)) {
+            st.gatewayRefused++;
+            st.refusedReasons[reason] = (st.refusedReasons[reason] ?? 0) + 1;
+            if (r.cls === 'fast') {
+              const sec = Math.floor((start - t0) / 1000);
+              refusalsPerSecond[sec] = (refusalsPerSecond[sec] ?? 0) + 1;
+            }
+          } else {
+            const k = `${res.statusCode} ${reason}`;
+            st.otherGatewayErrors[k] = (st.otherGatewayErrors[k] ?? 0) + 1;
+          }
+        } else if (res.statusCode >= 200 && res.statusCode < 400) {
+          st.ok++;
+          if (r.cls === 'fast' && end <= endAt) fastOkInWindow++;
+          st.latency.push(end - start);
+          const originMs = Number(res.headers['x-origin-delay-ms']);
+          if (Number.isFinite(originMs)) st.overhead.push(end - start - originMs);
+          const state = String(res.headers['cache-status'] ?? '').split(';')[1]?.trim() ?? 'none';
+          st.cacheStatus[state] = (st.cacheStatus[state] ?? 0) + 1;
+        }
+      } catch (err) {
+        if (cut.signal.aborted) st.cut++;
+        else {
+          const code = err?.code ?? err?.name ?? 'error';
+          st.errors[code] = (st.errors[code] ?? 0) + 1;
+        }
+        if (cut.signal.aborted) return;
+      }
+      if (thinkMs > 0) {
+        const wait = Math.min(thinkMs, endAt - performance.now());
+        if (wait > 0) await sleep(wait);
+      }
+    }
+  }
+
+  const all = Promise.all(Array.from({ length: clients }, (_, i) => client(i)));
+  await sleep(Math.max(0, endAt - performance.now()));
+  const drained = await Promise.race([all.then(() => true), sleep(drainMs).then(() => false)]);
+  if (!drained) {
+    cut.abort();
+    await all;
+  }
+  const windowEnd = performance.now();
+  await pool.destroy();
+
+  const summarizeClass = (st) => {
+    const { latency, overhead, ...rest } = st;
+    return { ...rest, latency: summarize(latency), overhead: summarize(overhead), refusedShare: st.sent ? st.gatewayRefused / st.sent : 0 };
+  };
+  return {
+    t0,
+    sent,
+    durationMs,
+    drainedMs: windowEnd - endAt,
+    drainedAll: drained,
+    reqPerSec: completedInWindow / (durationMs / 1000),
+    fastOkPerSec: fastOkInWindow / (durationMs / 1000),
+    fast: summarizeClass(by.fast),
+    slow: summarizeClass(by.slow),
+    refusalsPerSecond,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// One level, the report, main.
+
+async function runLevel(level, opts) {
+  const cpu = opts.pinning ? SUT_CPU : undefined;
+  const label = `normal-day-${level.mode}-${level.clients}`;
+  const origin = await startOriginProc({ cacheableShare: opts.cacheableShare, cpu, label: `${label}-origin` });
+  let gw;
+  try {
+    gw = await startGateway({ tree: opts.tree, originUrl: origin.url, cpu, label: 'normal-day' });
+    const probe = await fetch(`${gw.url}/probe`, { signal: AbortSignal.timeout(5000) }).catch((e) => e);
+    if (!(probe instanceof Response) || probe.status !== 200)
+      throw new Error(`crowdgate does not answer on ${gw.url} (${probe instanceof Response ? probe.status : probe}); see ${gw.logFile}`);
+    await probe.text();
+    process.stderr.write(`  ${level.mode} ×${level.clients}: gateway ${gw.url} (admin ${gw.adminUrl}), origin ${origin.url} …\n`);
+    const t0 = performance.now();
+    const scraper = startScraper(gw.adminUrl, t0);
+    const load = await runClosedLoop({
+      target: gw.url,
+      clients: level.clients,
+      thinkMs: level.mode === 'think' ? opts.thinkMs : 0,
+      durationMs: opts.durationMs,
+      drainMs: opts.drainMs,
+      maxRequests: opts.maxRequests,
+      slowShare: opts.slowShare,
+      seed: opts.seed + level.clients * (level.mode === 'think' ? 1 : 7),
+    });
+    const lastMetrics = await scraper.stop();
+    const originStats = await (await fetch(`${origin.url}/__stats`)).json();
+    const series = scraper.samples.filter((s) => !s.error);
+    const inWindow = series.filter((s) => s.t <= opts.durationMs / 1000);
+    const limits = inWindow.map((s) => s.limit).filter(Number.isFinite);
+    const firstRefusal = Object.keys(load.refusalsPerSecond).map(Number).sort((a, b) => a - b)[0];
+    return {
+      ...level,
+      load,
+      limit: { min: Math.min(...limits), median: median(limits), max: Math.max(...limits), final: limits.at(-1) },
+      inflightMax: Math.max(...inWindow.map((s) => s.inflight).filter(Number.isFinite)),
+      queueMax: Math.max(...inWindow.map((s) => s.queue).filter(Number.isFinite)),
+      unhealthySamples: series.filter((s) => s.healthy === 0).length,
+      circuitOpenSamples: series.filter((s) => s.circuit === 2).length,
+      loopDelayMaxMs: Math.max(...series.map((s) => s.loopDelayMs).filter(Number.isFinite)),
+      firstFastRefusalSecond: firstRefusal,
+      shedTotals: metricByLabel(lastMetrics, 'crowdgate_shed_total', 'reason'),
+      originOutcomes: metricByLabel(lastMetrics, 'crowdgate_origin_requests_total', 'outcome'),
+      timeline: scraper.samples,
+      origin: {
+        byClass: originStats.byClass,
+        byRoute: originStats.byRoute,
+        cacheableAnswers: originStats.cacheableAnswers,
+        peakInflight: originStats.peakInflight,
+        peakInflightFast: originStats.peakInflightFast,
+        peakInflightSlow: originStats.peakInflightSlow,
+      },
+      gatewayLog: gw.logFile,
+    };
+  } finally {
+    await gw?.stop();
+    await origin.stop();
+  }
+}
+
+const reasonsText = (o) =>
+  Object.entries(o)
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, n]) => `${k} ${fmtInt(n)}`)
+    .join(', ') || '—';
+
+const fmtLim = (n) => (Number.isFinite(n) ? (Number.isInteger(n) ? String(n) : n.toFixed(1)) : '—');
+
+/** The one-row-per-level summary table (also what normal-and-crowd.mjs prints). */
+function summaryTable(runs) {
+  const L = [];
+  L.push('| clients | mode | req/s (fast ok/s) | fast refused by gateway | refusal reasons | fast p50 / p99 ms | limit min / median / max |');
+  L.push('|---:|---|---:|---:|---|---:|---:|');
+  for (const r of runs) {
+    const f = r.load.fast;
+    L.push(
+      `| ${r.clients} | ${r.mode} | ${fmtInt(r.load.reqPerSec)} (${fmtInt(r.load.fastOkPerSec)}) | ${fmtInt(f.gatewayRefused)} (${fmtPct(f.refusedShare)}) | ${reasonsText(f.refusedReasons)} | ` +
+        `${fmtMs(f.latency.p50)} / ${fmtMs(f.latency.p99)} | ${fmtLim(r.limit.min)} / ${fmtLim(r.limit.median)} / ${fmtLim(r.limit.max)} |`,
+    );
+  }
+  return L;
+}
+
+function verdict(runs) {
+  const bad = runs.filter((r) => r.load.fast.gatewayRefused > 0);
+  if (bad.length === 0) return { pass: true, line: 'PASS normal-day: no gateway-made refusal of a fast request at any level (the origin has unlimited capacity)' };
+  const total = bad.reduce((s, r) => s + r.load.fast.gatewayRefused, 0);
+  return {
+    pass: false,
+    line: `FAIL normal-day: the gateway refused ${fmtInt(total)} fast request(s) of a healthy origin with unlimited capacity, at ${bad.length} of ${runs.length} level(s): ${bad.map((r) => `${r.mode} ×${r.clients}`).join(', ')}`,
+  };
+}
+
+function toMarkdown(meta, runs, failed) {
+  const L = [];
+  L.push(`# Normal day — ${meta.date}`, '');
+  L.push(
+    `${machineSentence(meta)} Origin: unlimited capacity, fast paths (/page/N, /api/item/N) ${meta.fastMs} ms uniform, ` +
+      `${fmtPct(meta.slowShare)} slow (/report/N, POST /upload) ${meta.slowMs} ms uniform, \`private, no-store\`` +
+      `${meta.cacheableShare > 0 ? ` (${fmtPct(meta.cacheableShare)} of pages max-age=5)` : ''}. ` +
+      `crowdgate: shipped config/gateway.yaml of \`${meta.tree}\` (ports, loopback host, origin URL, logging changed); build ${meta.gatewayBuild}; ` +
+      `a fresh origin and gateway per level. Load: closed-loop clients, one keep-alive connection each, "think" = ${meta.thinkMs} ms between requests, ` +
+      `"closed" = none; ${meta.durationMs / 1000} s per level (≤ ${fmtInt(meta.maxRequests)} requests), then up to ${meta.drainMs / 1000} s to drain. ` +
+      `Pinning: ${meta.pinning ? `gateway and origin on CPU ${SUT_CPU}, load generator on CPU ${LOADGEN_CPU} (${ONE_CPU_NODE_FLAGS.join(' ')})` : 'none'}. ` +
+      `Command: \`${meta.command}\``,
+    '',
+  );
+  L.push(...summaryTable(runs), '');
+  L.push('"fast refused by gateway": answers to fast requests carrying `X-Crowdgate-Error` with status 429/502/503/504, reason from `Cache-Status` detail. ' +
+    'The limit is `crowdgate_origin_limit` scraped every 500 ms during the send window.', '');
+  L.push('## Details', '');
+  L.push('| clients | mode | sent (fast / slow) | fast statuses | slow statuses | slow refused by gateway | fast gateway overhead p50 / p99 ms | errors / cut at end | first fast refusal at s | origin peak in flight (fast / slow) | gateway inflight max / queue max | shed_total at end | unhealthy / circuit-open samples | loop delay max ms |');
+  L.push('|---:|---|---:|---|---|---|---:|---|---:|---:|---:|---|---:|---:|');
+  for (const r of runs) {
+    const f = r.load.fast;
+    const s = r.load.slow;
+    const statuses = (o) => Object.entries(o).map(([k, n]) => `${k}: ${fmtInt(n)}`).join(', ') || '—';
+    const errs = { ...f.errors, ...Object.fromEntries(Object.entries(s.errors).map(([k, n]) => [`slow ${k}`, n])) };
+    L.push(
+      `| ${r.clients} | ${r.mode} | ${fmtInt(r.load.sent)} (${fmtInt(f.sent)} / ${fmtInt(s.sent)}) | ${statuses(f.statuses)} | ${statuses(s.statuses)} | ` +
+        `${fmtInt(s.gatewayRefused)} (${fmtPct(s.refusedShare)})${s.gatewayRefused ? `: ${reasonsText(s.refusedReasons)}` : ''} | ` +
+        `${fmtMs(f.overhead.p50)} / ${fmtMs(f.overhead.p99)} | ${reasonsText(errs)} / ${f.cut + s.cut} | ${r.firstFastRefusalSecond ?? '—'} | ` +
+        `${r.origin.peakInflight} (${r.origin.peakInflightFast} / ${r.origin.peakInflightSlow}) | ${fmtLim(r.inflightMax)} / ${fmtLim(r.queueMax)} | ${reasonsText(r.shedTotals)} | ` +
+        `${r.unhealthySamples} / ${r.circuitOpenSamples} | ${fmtMs(r.loopDelayMaxMs)} |`,
+    );
+  }
+  for (const x of failed) L.push(`| ${x.clients} | ${x.mode} | failed: ${x.reason} ||||||||||||`);
+  L.push('', '## Learned limit over time (one sample per second: limit / in flight / queued)', '');
+  for (const r of runs) {
+    const ok = r.timeline.filter((s) => !s.error);
+    const perSec = [];
+    for (let t = 0; t < meta.durationMs / 1000; t++) {
+      let best;
+      for (const s of ok) if (Math.abs(s.t - t) < 0.5 && (!best || Math.abs(s.t - t) < Math.abs(best.t - t))) best = s;
+      perSec.push(best ? `${fmtLim(best.limit)}/${fmtLim(best.inflight)}/${fmtLim(best.queue)}` : '?');
+    }
+    L.push(`- ${r.mode} ×${r.clients}: ${perSec.join(' ')}`);
+  }
+  L.push('', '## Gateway refusals of fast requests per second of the run', '');
+  for (const r of runs) {
+    const secs = Object.entries(r.load.refusalsPerSecond).map(([t, n]) => `${t}s:${n}`).join(' ');
+    L.push(`- ${r.mode} ×${r.clients}: ${secs || 'none'}`);
+  }
+  const v = verdict(runs);
+  L.push('', '```', v.line, ...(failed.length ? [`FAIL normal-day: ${failed.length} level(s) did not run`] : []), '```', '');
+  return L.join('\n');
+}
+
+function parseList(s) {
+  return s.split(',').map((x) => x.trim()).filter(Boolean);
+}
+
+async function main() {
+  const { values } = parseArgs({
+    options: {
+      levels: { type: 'string' },
+      modes: { type: 'string', default: 'think,closed' },
+      duration: { type: 'string' },
+      drain: { type: 'string', default: '11' },
+      'think-ms': { type: 'string', default: '100' },
+      'max-requests': { type: 'string', default: '200000' },
+      'slow-share': { type: 'string', default: '0.02' },
+      'cacheable-share': { type: 'string', default: '0' },
+      seed: { type: 'string', default: '1' },
+      quick: { type: 'boolean', default: false },
+      unpinned: { type: 'boolean', default: false },
+      tree: { type: 'string', default: REPO_DIR },
+      out: { type: 'string', default: join(BENCH_DIR, 'results') },
+    },
+  });
+  const levels = parseList(values.levels ?? (values.quick ? '10,50' : '5,10,25,50,100')).map(Number);
+  const modes = parseList(values.modes);
+  for (const m of modes) if (m !== 'think' && m !== 'closed') throw new Error(`unknown mode "${m}" (think, closed)`);
+  for (const n of levels) if (!(Number.isInteger(n) && n > 0 && n <= 2000)) throw new Error(`bad level "${n}" (1..2000 clients)`);
+  const opts = {
+    tree: values.tree,
+    durationMs: Number(values.duration ?? (values.quick ? 6 : 15)) * 1000,
+    drainMs: Number(values.drain) * 1000,
+    thinkMs: Number(values['think-ms']),
+    maxRequests: Number(values['max-requests']),
+    slowShare: Number(values['slow-share']),
+    cacheableShare: Number(values['cacheable-share']),
+    seed: Number(values.seed),
+  };
+  if (!(opts.durationMs > 0 && opts.durationMs <= 600_000)) throw new Error('--duration must be in (0, 600] s');
+  if (!(opts.drainMs >= 0 && opts.drainMs <= 60_000)) throw new Error('--drain must be in [0, 60] s');
+  if (!(opts.maxRequests > 0)) throw new Error('--max-requests must be > 0');
+  if (!(opts.slowShare >= 0 && opts.slowShare <= 1) || !(opts.cacheableShare >= 0 && opts.cacheableShare <= 1))
+    throw new Error('--slow-share and --cacheable-share must be between 0 and 1');
+
+  const pinning = !values.unpinned && canPin();
+  if (pinning) {
+    const code = relaunchForOneCpu();
+    if (code !== undefined) process.exit(code);
+    pinSelf(LOADGEN_CPU);
+  }
+  opts.pinning = pinning;
+  const gatewayBuild = ensureBuild(opts.tree);
+
+  const loadAtStart = noteMachineLoad('start');
+  const runs = [];
+  const failed = [];
+  for (const mode of modes)
+    for (const clients of levels) {
+      try {
+        runs.push(await runLevel({ mode, clients }, opts));
+        const r = runs.at(-1);
+        process.stderr.write(
+          `    ${fmtInt(r.load.sent)} sent, ${fmtInt(r.load.reqPerSec)} req/s, fast refused by gateway ${fmtInt(r.load.fast.gatewayRefused)} (${reasonsText(r.load.fast.refusedReasons)}), limit ${fmtLim(r.limit.min)}–${fmtLim(r.limit.max)}\n`,
+        );
+      } catch (err) {
+        failed.push({ mode, clients, reason: String(err?.message ?? err) });
+        process.stderr.write(`  ${mode} ×${clients}: failed: ${err?.stack ?? err}\n`);
+      }
+      await sleep(500);
+    }
+
+  const meta = {
+    ...runFacts('normal-day.mjs', loadAtStart),
+    tree: opts.tree,
+    gatewayBuild,
+    gatewayHead: spawnSync('git', ['-C', opts.tree, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).stdout?.trim() || 'unknown',
+    levels,
+    modes,
+    fastMs: '5–20',
+    slowMs: '2 000–10 000',
+    ...opts,
+  };
+  const md = toMarkdown(meta, runs, failed);
+  const v = verdict(runs);
+  const json = { meta, verdict: v, failed, runs };
+  writeReport({ dir: values.out, name: `normal-day${values.quick ? '-quick' : ''}`, date: meta.date, json, md });
+  process.stderr.write(`${v.line}\n`);
+  return v.pass && failed.length === 0 ? 0 : 1;
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  let code = 1;
+  try {
+    code = await main();
+  } finally {
+    await stopAll();
+  }
+  process.exit(code);
+}
+
+export { summaryTable, verdict };

@@ -1,0 +1,43 @@
+/**
+ * The admin listener's exposure: an optional token for the status page, and a warning at start
+ * when it listens beyond loopback without tokens.
+ */
+import { describe, expect, it } from 'vitest';
+import { request } from 'undici';
+import { siteFor } from '../helpers/gateway.js';
+import { useFixtures } from '../helpers/fixtures.js';
+
+const { origin, gateway } = useFixtures();
+const TOKEN = 'status-token-of-16+chars';
+
+describe('admin exposure', () => {
+  it('admin.statusToken protects /status and /status.json; health, readiness and metrics stay open', async () => {
+    const o = await origin();
+    const g = await gateway({ admin: { statusToken: TOKEN }, sites: [siteFor([o.url])] });
+    for (const path of ['/status', '/status.json']) {
+      const refused = await request(`${g.adminUrl}${path}`);
+      expect(refused.statusCode).toBe(401);
+      expect(refused.headers['www-authenticate']).toBe('Bearer');
+      await refused.body.text();
+      const ok = await request(`${g.adminUrl}${path}`, { headers: { authorization: `Bearer ${TOKEN}` } });
+      expect(ok.statusCode).toBe(200);
+      await ok.body.text();
+      const wrong = await request(`${g.adminUrl}${path}`, { headers: { authorization: `Bearer ${TOKEN}x` } });
+      expect(wrong.statusCode).toBe(401);
+      await wrong.body.text();
+    }
+    for (const path of ['/healthz', '/readyz', '/metrics']) {
+      const open = await request(`${g.adminUrl}${path}`);
+      expect(open.statusCode).not.toBe(401);
+      await open.body.text();
+    }
+  });
+
+  it('warns at start when the admin listener is on a non-loopback address without tokens, and not on loopback', async () => {
+    const o = await origin();
+    const exposed = await gateway({ admin: { host: '0.0.0.0', port: 0 }, sites: [siteFor([o.url])] });
+    expect(exposed.logs.some((l) => l.level === 40 && String(l.msg).includes('admin listener on a non-loopback address'))).toBe(true);
+    const quiet = await gateway({ sites: [siteFor([o.url])] });
+    expect(quiet.logs.some((l) => String(l.msg).includes('admin listener on a non-loopback address'))).toBe(false);
+  });
+});
