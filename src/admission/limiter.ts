@@ -30,8 +30,8 @@
  * Counted against the limit, two slow reports hold the only two permits and the fast pages
  * queue behind them, although the origin has room. So a permit held longer than
  * `OVERDUE_FACTOR` x the typical round trip (clamped to [OVERDUE_MIN_MS, OVERDUE_MAX_MS]; until
- * one is measured, half the CoDel interval, so that at a cold start waiters are not cut by CoDel
- * behind permits nobody knows to be slow) leaves the limit's count for a lane of its own, of
+ * one is measured, three quarters of the CoDel interval, so that at a cold start waiters are
+ * not cut by CoDel behind permits nobody knows to be slow) leaves the limit's count for a lane of its own, of
  * LANE_FACTOR x `limit` permits (never past `ceiling`, which stays a hard cap on everything in
  * flight; during a no-load probe, every overdue permit: see laneCap). Such a request's round
  * trip, moved aside or not, is an outlier of the endpoint mix: it is fed neither to the limit
@@ -210,10 +210,12 @@ export class Limiter {
 
   /**
    * When a counted permit becomes overdue, ms: OVERDUE_FACTOR x the typical round trip, within
-   * [OVERDUE_MIN_MS, OVERDUE_MAX_MS]; half the CoDel interval until a round trip was measured.
+   * [OVERDUE_MIN_MS, OVERDUE_MAX_MS]; three quarters of the CoDel interval until a round trip
+   * was measured (before CoDel would cut the waiters; after a first round of ordinary requests,
+   * which would otherwise step aside and double the concurrency at a cold start).
    */
   get overdueAfterMs(): number {
-    if (this.rttEwmaMs === 0) return this.queueConfig.codelIntervalMs / 2;
+    if (this.rttEwmaMs === 0) return (this.queueConfig.codelIntervalMs * 3) / 4;
     const ms = OVERDUE_FACTOR * this.rttEwmaMs;
     return ms < OVERDUE_MIN_MS ? OVERDUE_MIN_MS : ms > OVERDUE_MAX_MS ? OVERDUE_MAX_MS : ms;
   }

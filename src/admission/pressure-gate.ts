@@ -6,11 +6,10 @@
  * Owns the sampling and the overloaded decision. It does not decide what to do about it (the
  * request path serves stale or sheds with 503).
  *
- * Event-loop *delay* is the signal that matters to clients: it is the wait every request adds
- * on top of its work. Utilisation alone is not trouble: a loop that is busy all the time but
- * turns over quickly answers promptly, and shedding there (a closed-loop load, a saturated CPU
- * with short turns) would refuse traffic the gateway is serving fine. So utilisation sheds only
- * when its threshold is set below 1 (the default is 1: off).
+ * Utilisation is the early signal: it sheds before the loop stalls (waiting for the delay
+ * threshold let page latency climb to hundreds of ms in a crowd). A threshold of 1 turns it off,
+ * leaving delay and heap to decide (a loop busy all the time but turning over quickly, as under
+ * a closed-loop load, answers promptly).
  *
  * Decision, with hysteresis so the gate does not flap at a threshold:
  *   not overloaded -> overloaded  when any reading > its threshold

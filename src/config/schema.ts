@@ -443,8 +443,8 @@ export const pressureSchema = z
       .number()
       .min(0.1)
       .max(1)
-      .default(1)
-      .describe('Utilisation above which work is shed; 1 = never on utilisation alone (a busy loop that turns over quickly serves fine; delay and heap decide).'),
+      .default(0.98)
+      .describe('Utilisation above which work is shed; 1 = never on utilisation alone (delay and heap decide).'),
     maxHeapUsedRatio: z.number().min(0.1).max(1).default(0.92).describe('Heap used / limit above which work is shed.'),
     sampleIntervalMs: positiveMs('Sampling period.').default(250),
   })

@@ -231,6 +231,7 @@ function answerMemoHit(
     return held ? false : variants;
   }
   if (held) store.noteHeldHit!();
+  hold.hits++;
   const requestId = nextRequestId();
   sendHit(res, entry, req.method === 'HEAD', Math.floor(currentAgeMsOf(entry, now) / 1000), ttlSecondsOf(entry, now), requestId);
   if (rt.config.log.access) {
@@ -379,13 +380,17 @@ function decide(
   const lookup: Lookup = { key, variants, entry, evaluation, policy, facts, variantHeaders, canStore };
 
   if (entry && evaluation && !evaluation.needsRevalidation) {
+    slowPathHits.set(entry, (slowPathHits.get(entry) ?? 0) + 1);
     return serveEntry(ctx, entry, evaluation, { state: 'hit' });
   }
   if (evaluation?.onlyIfCached || (!entry && isOnlyIfCached(req))) {
     return fail(ctx, 'only_if_cached'); // RFC 9111 §5.2.1.7
   }
-  if (entry && evaluation?.withinStaleWhileRevalidate) {
+  if (entry && evaluation && (evaluation.withinStaleWhileRevalidate || (isServableWhileUpdating(entry, evaluation) && isHot(ctx, entry)))) {
     // RFC 5861 §3: answer now from the stale entry, refresh in the background (collapsed).
+    // A hot page (one a crowd is reading) is answered the same way within its grace: the page
+    // that just expired must not make the crowd wait. A page read now and then is revalidated
+    // while its client waits, as RFC 9111 says.
     serveEntry(ctx, entry, evaluation, { state: 'updating', staleReason: 'while_revalidate' });
     deps.metrics.get('staleServed').inc({ site: site.name, reason: 'while_revalidate' });
     startBackgroundRefresh(ctx, lookup);
@@ -451,6 +456,31 @@ function decide(
 
   // 11. Collapsed fill.
   return fillAndServe(ctx, lookup, 0);
+}
+
+/** Hits answered by the slow path, per stored entry (the memo path counts on its hold). */
+const slowPathHits = new WeakMap<CacheEntry, number>();
+
+/**
+ * Hits after which a page is hot: a crowd is reading it. A page that answered this many
+ * requests is answered stale while it refreshes in the background (within its grace), like
+ * stale-while-revalidate; one read now and then (a conformance test, a quiet page) is not.
+ */
+export const HOT_HITS = 5;
+
+/** How long past expiry a hot page is answered while it refreshes (the old default SWR window), ms. */
+export const HOT_STALE_MS = 10_000;
+
+/**
+ * The entry expired less than HOT_STALE_MS ago and answered HOT_HITS requests (slow path), or
+ * its memo target did (fast path).
+ */
+function isHot(ctx: Ctx, entry: CacheEntry): boolean {
+  if (!(ctx.deps.clock.now() < staleAtOf(entry) + HOT_STALE_MS)) return false;
+  if ((slowPathHits.get(entry) ?? 0) >= HOT_HITS) return true;
+  if (ctx.memoHost === undefined || ctx.deps.hitMemo === undefined) return false;
+  const memo = ctx.deps.hitMemo.get(ctx.method, ctx.memoHost, ctx.rawUrl);
+  return memo !== undefined && memo.hold.hits >= HOT_HITS;
 }
 
 /** A stale copy that may answer while its key's refresh is under way (decide(), step 9). */

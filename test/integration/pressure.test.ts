@@ -135,4 +135,34 @@ describe('a page being refreshed', () => {
     const answers = await Promise.all(Array.from({ length: 5 }, () => call(`${g.url}/nofresh`)));
     for (const r of answers) expect(r.body).not.toBe('n1');
   });
+
+  it('a hot page (one a crowd reads) is answered stale while it refreshes in the background; a quiet page waits for its revalidation', async () => {
+    const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
+    const o = await origin();
+    let version = 1;
+    for (const path of ['/hot', '/quiet'])
+      o.route(path, (_req, res) => {
+        const body = `${path.slice(1)} v${version}`;
+        res.writeHead(200, { 'cache-control': 'public, max-age=5', date: new Date(clock.now()).toUTCString(), 'content-length': body.length });
+        res.end(body);
+      });
+    const g = await gateway({ sites: [siteFor([o.url])] }, { clock });
+    for (let i = 0; i < 6; i++) await call(`${g.url}/hot`);
+    for (let i = 0; i < 2; i++) await call(`${g.url}/quiet`);
+    clock.advance(6_000);
+    version = 2;
+    const hot = await call(`${g.url}/hot`);
+    expect(hot.body).toBe('hot v1');
+    expect(hot.headers['cache-status']).toMatch(/hit; ttl=-\d+; detail="updating/);
+    await expect.poll(() => o.count('/hot')).toBe(2); // refreshed once in the background
+    expect((await call(`${g.url}/hot`)).body).toBe('hot v2');
+    const quiet = await call(`${g.url}/quiet`);
+    expect(quiet.body).toBe('quiet v2'); // RFC 9111: revalidated while the client waited
+    expect(quiet.headers['cache-status']).toMatch(/fwd=stale/);
+    // Past the hot window (10 s after expiry), even a hot page waits.
+    for (let i = 0; i < 6; i++) await call(`${g.url}/hot`);
+    clock.advance(5_000 + 11_000);
+    version = 3;
+    expect((await call(`${g.url}/hot`)).body).toBe('hot v3');
+  });
 });

@@ -158,8 +158,8 @@ describe('three gateways sharing one Redis', () => {
 
   it('refreshes an expired page once for the three (background revalidations collapse across instances)', async () => {
     let version = 1;
-    // Within the route's default stale-while-revalidate window once expired: answered `updating`.
-    origin.route('/swr', { delayMs: 200, headers: { 'cache-control': 'public, max-age=2' }, body: () => `v${version}` });
+    // Within the origin's stale-while-revalidate window once expired: answered `updating`.
+    origin.route('/swr', { delayMs: 200, headers: { 'cache-control': 'public, max-age=2, stale-while-revalidate=10' }, body: () => `v${version}` });
     for (const g of gateways) expect((await get(g.url, '/swr')).body).toBe('v1');
     expect(origin.count('/swr')).toBe(1);
     await sleep(2_100);
