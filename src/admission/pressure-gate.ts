@@ -6,10 +6,12 @@
  * Owns the sampling and the overloaded decision. It does not decide what to do about it (the
  * request path serves stale or sheds with 503).
  *
- * Utilisation is the early signal: it sheds before the loop stalls (waiting for the delay
- * threshold let page latency climb to hundreds of ms in a crowd). A threshold of 1 turns it off,
- * leaving delay and heap to decide (a loop busy all the time but turning over quickly, as under
- * a closed-loop load, answers promptly).
+ * Utilisation is the early signal, but only together with some delay: a flooded loop is busy
+ * and starts to lag (shedding then, before the delay threshold, keeps page latency low in a
+ * crowd); a loop busy all the time but turning over quickly, as under a closed-loop load, is
+ * not in trouble, and shedding there only made refused clients ask again at once. So
+ * utilisation over its threshold sheds while the delay is over maxEventLoopDelayMs / 5; a
+ * utilisation threshold of 1 turns it off.
  *
  * Decision, with hysteresis so the gate does not flap at a threshold:
  *   not overloaded -> overloaded  when any reading > its threshold
@@ -34,6 +36,8 @@ type Thresholds = Pick<PressureConfig, 'maxEventLoopDelayMs' | 'maxEventLoopUtil
 export type PressureGateConfig = Thresholds & Pick<PressureConfig, 'sampleIntervalMs'> & { enabled?: boolean };
 
 const HYSTERESIS = 0.9;
+/** Utilisation sheds only while the delay is over maxEventLoopDelayMs / this. */
+export const ELU_DELAY_FRACTION = 5;
 
 /**
  * The default sampler: event-loop delay p99 from perf_hooks.monitorEventLoopDelay (reset each
@@ -119,18 +123,21 @@ export class PressureGate {
     this.last = r;
     const c = this.cfg;
     const was = this.overloaded;
-    // A utilisation threshold of 1 is off: a loop busy all the time but answering promptly
-    // (a closed-loop load, a saturated CPU with short turns) is not in trouble.
+    // Utilisation counts only together with some delay (a fifth of the delay threshold): a loop
+    // busy all the time but turning over quickly (a closed-loop load: refused clients ask again
+    // at once, so shedding kept it busy) answers promptly; a flooded one also starts to lag.
+    // A utilisation threshold of 1 is off.
     const eluOn = c.maxEventLoopUtilization < 1;
+    const busyDelayMs = c.maxEventLoopDelayMs / ELU_DELAY_FRACTION;
     if (!was) {
       this.overloaded =
         r.eventLoopDelayMs > c.maxEventLoopDelayMs ||
-        (eluOn && r.eventLoopUtilization > c.maxEventLoopUtilization) ||
+        (eluOn && r.eventLoopUtilization > c.maxEventLoopUtilization && r.eventLoopDelayMs > busyDelayMs) ||
         r.heapUsedRatio > c.maxHeapUsedRatio;
     } else {
       this.overloaded = !(
         r.eventLoopDelayMs < HYSTERESIS * c.maxEventLoopDelayMs &&
-        (!eluOn || r.eventLoopUtilization < HYSTERESIS * c.maxEventLoopUtilization) &&
+        (!eluOn || r.eventLoopUtilization < HYSTERESIS * c.maxEventLoopUtilization || r.eventLoopDelayMs < HYSTERESIS * busyDelayMs) &&
         r.heapUsedRatio < HYSTERESIS * c.maxHeapUsedRatio
       );
     }

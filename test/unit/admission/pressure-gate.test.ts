@@ -13,7 +13,7 @@ function gateWith(readings: PressureReadings[]) {
 describe('PressureGate', () => {
   it.each([
     { what: 'event-loop delay', reading: { ...calm, eventLoopDelayMs: 101 } },
-    { what: 'event-loop utilisation', reading: { ...calm, eventLoopUtilization: 0.91 } },
+    { what: 'event-loop utilisation (with some delay)', reading: { ...calm, eventLoopUtilization: 0.91, eventLoopDelayMs: 21 } },
     { what: 'heap use', reading: { ...calm, heapUsedRatio: 0.81 } },
   ])('is overloaded when $what is over its threshold', ({ reading }) => {
     const gate = gateWith([reading]);
@@ -33,6 +33,12 @@ describe('PressureGate', () => {
     const gate = new PressureGate({ ...cfg, maxEventLoopUtilization: 1 }, { sampler: () => readings[i++]! });
     const states = [1, 2, 3].map(() => (gate.sampleNow(), gate.isOverloaded()));
     expect(states).toEqual([false, true, false]);
+  });
+
+  it('utilisation alone, with the loop turning over quickly (a closed-loop load), is not overload', () => {
+    const gate = gateWith([{ ...calm, eventLoopUtilization: 1, eventLoopDelayMs: 19 }]);
+    gate.sampleNow();
+    expect(gate.isOverloaded()).toBe(false);
   });
 
   it('is not overloaded at the thresholds themselves', () => {
