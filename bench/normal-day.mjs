@@ -38,13 +38,14 @@
  */
 import { parseArgs } from 'node:util';
 import { join } from 'node:path';
-import { readFileSync, writeFileSync, mkdirSync, existsSync, statSync, readdirSync } from 'node:fs';
+import { readFileSync, writeFileSync, mkdirSync, existsSync, statSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { setMaxListeners } from 'node:events';
 import { pathToFileURL } from 'node:url';
 import { parseDocument } from 'yaml';
 import { Pool } from 'undici';
 import { writeReport, runFacts, machineSentence } from './lib/report.mjs';
+import { makeRandom } from './load.mjs';
 import { summarize, median, fmtMs, fmtPct, fmtInt } from './lib/stats.mjs';
 import { freePort, startProcess, waitForPort, stopAll, noteMachineLoad, sleep } from './lib/procs.mjs';
 import {
@@ -59,6 +60,7 @@ import {
   ONE_CPU_NODE_FLAGS,
   SUT_CPU,
   LOADGEN_CPU,
+  newestMtime,
 } from './lib/setups.mjs';
 
 const GATEWAY_STATUSES = new Set([429, 502, 503, 504]);
@@ -84,15 +86,6 @@ async function startOriginProc({ cacheableShare, cpu, label }) {
   }
   await proc.stop();
   throw new Error(`${label} did not report its port within 15 s; see ${logFile}`);
-}
-
-function newestMtime(dir) {
-  let newest = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    newest = Math.max(newest, e.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs);
-  }
-  return newest;
 }
 
 /** dist/main.js of `tree`: built once when missing, a warning when older than src/. */
@@ -217,17 +210,6 @@ function startScraper(adminUrl, t0) {
 // ---------------------------------------------------------------------------------------------
 // The load: closed-loop clients.
 
-/** mulberry32: a small seeded PRNG, so a run's request mix can be repeated. */
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const UPLOAD_BODY = JSON.stringify({ file: 'x'.repeat(512) });
 
@@ -276,7 +258,7 @@ async function runClosedLoop({ target, clients, thinkMs, durationMs, drainMs, ma
   const endAt = t0 + durationMs;
 
   async function client(id) {
-    const rand = rng(seed * 1000 + id);
+    const rand = makeRandom(seed * 1000 + id);
     await sleep((id / clients) * Math.min(1000, durationMs / 4)); // spread the start over the first second
     while (performance.now() < endAt && sent < maxRequests) {
       const r = pickRequest(rand, slowShare);

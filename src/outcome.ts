@@ -36,7 +36,7 @@ export const STALE_REASONS = [
   'timeout', // origin too slow
   'unreachable', // connection refused / reset / no healthy member
   'shed', // admission refused the origin request
-  'backlog', // the origin's queue is standing: answered at once, the refresh waits its turn
+  'backlog', // the origin is busy (no member has a free permit): answered at once, the refresh waits its turn
   'circuit_open',
   'pressure',
 ] as const;

@@ -92,7 +92,8 @@ export function gatewayAvailable() {
   return true;
 }
 
-function newestMtime(dir) {
+/** The newest modification time (ms) of any file under `dir`. @param {string} dir */
+export function newestMtime(dir) {
   let newest = 0;
   for (const e of readdirSync(dir, { withFileTypes: true })) {
     const p = join(dir, e.name);
