@@ -231,7 +231,7 @@ function answerMemoHit(
     return held ? false : variants;
   }
   if (held) store.noteHeldHit!();
-  hold.hits++;
+  countHit(entry);
   const requestId = nextRequestId();
   sendHit(res, entry, req.method === 'HEAD', Math.floor(currentAgeMsOf(entry, now) / 1000), ttlSecondsOf(entry, now), requestId);
   if (rt.config.log.access) {
@@ -380,7 +380,7 @@ function decide(
   const lookup: Lookup = { key, variants, entry, evaluation, policy, facts, variantHeaders, canStore };
 
   if (entry && evaluation && !evaluation.needsRevalidation) {
-    slowPathHits.set(entry, (slowPathHits.get(entry) ?? 0) + 1);
+    countHit(entry);
     return serveEntry(ctx, entry, evaluation, { state: 'hit' });
   }
   if (evaluation?.onlyIfCached || (!entry && isOnlyIfCached(req))) {
@@ -458,8 +458,15 @@ function decide(
   return fillAndServe(ctx, lookup, 0);
 }
 
-/** Hits answered by the slow path, per stored entry (the memo path counts on its hold). */
-const slowPathHits = new WeakMap<CacheEntry, number>();
+/**
+ * Hits answered per stored entry, by either path: a page's heat is its current copy's, so the
+ * memo fast path and the slow path agree on it, and a refreshed copy starts cold.
+ */
+const entryHits = new WeakMap<CacheEntry, number>();
+
+function countHit(entry: CacheEntry): void {
+  entryHits.set(entry, (entryHits.get(entry) ?? 0) + 1);
+}
 
 /**
  * Hits after which a page is hot: a crowd is reading it. A page that answered this many
@@ -471,16 +478,9 @@ export const HOT_HITS = 5;
 /** How long past expiry a hot page is answered while it refreshes (the old default SWR window), ms. */
 export const HOT_STALE_MS = 10_000;
 
-/**
- * The entry expired less than HOT_STALE_MS ago and answered HOT_HITS requests (slow path), or
- * its memo target did (fast path).
- */
+/** The entry expired less than HOT_STALE_MS ago and answered HOT_HITS requests. */
 function isHot(ctx: Ctx, entry: CacheEntry): boolean {
-  if (!(ctx.deps.clock.now() < staleAtOf(entry) + HOT_STALE_MS)) return false;
-  if ((slowPathHits.get(entry) ?? 0) >= HOT_HITS) return true;
-  if (ctx.memoHost === undefined || ctx.deps.hitMemo === undefined) return false;
-  const memo = ctx.deps.hitMemo.get(ctx.method, ctx.memoHost, ctx.rawUrl);
-  return memo !== undefined && memo.hold.hits >= HOT_HITS;
+  return ctx.deps.clock.now() < staleAtOf(entry) + HOT_STALE_MS && (entryHits.get(entry) ?? 0) >= HOT_HITS;
 }
 
 /** A stale copy that may answer while its key's refresh is under way (decide(), step 9). */

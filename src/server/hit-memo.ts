@@ -83,15 +83,13 @@ export interface MemoHold {
   lookedUpAt: number;
   row: RequestRow | undefined;
   hot: HotKeyRow | undefined;
-  /** Hits answered through this memo entry: a page in a crowd (handle-request.ts, isHot). */
-  hits: number;
 }
 
 /** How long held variants stand in for a store lookup (ms). */
 export const HOLD_MS = 1000;
 
 export function newHold(): MemoHold {
-  return { variants: undefined, version: NaN, lookedUpAt: -Infinity, row: undefined, hot: undefined, hits: 0 };
+  return { variants: undefined, version: NaN, lookedUpAt: -Infinity, row: undefined, hot: undefined };
 }
 
 /** True when `req` is plain (module comment): the memo may stand in for its routing. */
