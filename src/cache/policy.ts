@@ -40,9 +40,12 @@
  * Deliberately conservative (a cache is never required to store):
  * - no-store is honoured even with must-understand (§5.2.2.3 lets a cache ignore it there).
  * - `public` alone does not make a status that is not heuristically cacheable storable.
- * - Only statuses of RFC 9110 (plus 429, 451) are understood; 206 and 304 are never stored.
+ * - Only statuses of RFC 9110 (plus 429, 451) are understood, which matters only under
+ *   must-understand (§3): an unknown final status with explicit freshness is stored; 206 and 304
+ *   are never stored.
  * - Only responses to GET are stored (a HEAD response has no content to serve a GET).
  */
+import { parseDictionary } from 'structured-headers';
 import type { RouteCacheConfig } from '../config/schema.js';
 import { currentAgeMsOf, staleAtOf, type CacheEntry, type StoredHeaders } from './entry.js';
 import {
@@ -172,11 +175,33 @@ export function selectDirectives(headers: HeaderMap, targetedHeader: string): Di
   for (const field of [targetedHeader.toLowerCase(), CDN_CACHE_CONTROL]) {
     const raw = joinHeader(headers[field]);
     if (raw === undefined) continue;
+    if (!isValidTargetedField(raw)) continue;
     const cc = parseCacheControl(raw);
     if (!cc.isEmpty && !cc.malformed) return { field, cc, targeted: true };
   }
   const raw = headers['cache-control'];
   return { field: raw === undefined ? 'none' : 'cache-control', cc: parseCacheControl(raw), targeted: false };
+}
+
+/** Directives whose value is a number of seconds: an Integer in a targeted field. */
+const SECONDS_DIRECTIVES: ReadonlySet<string> = new Set(['max-age', 's-maxage', 'stale-while-revalidate', 'stale-if-error']);
+
+/**
+ * RFC 9213 §2.1: a targeted field is a Structured Field Dictionary (RFC 8941), and one that
+ * fails to parse is ignored as a whole; so is one whose seconds are not a non-negative Integer
+ * (`max-age="60"`), which no Cache-Control parser would read the same way.
+ */
+function isValidTargetedField(raw: string): boolean {
+  let dict: ReturnType<typeof parseDictionary>;
+  try {
+    dict = parseDictionary(raw);
+  } catch {
+    return false;
+  }
+  for (const [name, [value]] of dict) {
+    if (SECONDS_DIRECTIVES.has(name) && !(typeof value === 'number' && Number.isInteger(value) && value >= 0)) return false;
+  }
+  return true;
 }
 
 /** Inputs to RFC 9111 §4.2.3; times in epoch ms, age in seconds. */
@@ -294,7 +319,9 @@ export function makeStoredHeaders(
       .map((s) => s.trim().toLowerCase())
       .filter((s) => s !== ''),
   );
-  const removed = new Set<string>(['age', 'set-cookie', CDN_CACHE_CONTROL, targetedHeader.toLowerCase()]);
+  // CDN-Cache-Control is kept: it targets every CDN, one downstream of us too (RFC 9213 §2.1
+  // only says a cache uses it); our own targeted field is for us alone.
+  const removed = new Set<string>(['age', 'set-cookie', targetedHeader.toLowerCase()]);
   for (const n of alsoRemove) removed.add(n.toLowerCase());
   const out: StoredHeaders = {};
   for (const [rawName, value] of Object.entries(headers)) {
@@ -332,13 +359,16 @@ export function decideStorage(req: RequestFacts, res: ResponseFacts, opts: Polic
   if (status < 200 || status > 599) return refuse(`§3 status ${status} is not final`);
   if (status === 206) return refuse('§3.3 206 Partial Content is not stored (no range support)');
   if (status === 304) return refuse('§4.3.4 a 304 updates a stored entry, it is not stored itself');
-  if (!UNDERSTOOD_STATUSES.has(status)) return refuse(`§3 status ${status} is not understood`);
 
   const reqCc = parseCacheControl(req.headers['cache-control']);
   if (reqCc.has('no-store')) return refuse('§5.2.1.5 request no-store: the response is not stored');
 
   const directives = selectDirectives(res.headers, opts.targetedHeader);
   const cc = directives.cc;
+  // §3: only must-understand asks the cache to understand the status; any other final status
+  // with explicit freshness may be stored (an unknown one is never heuristically cacheable).
+  if (cc.has('must-understand') && !UNDERSTOOD_STATUSES.has(status))
+    return refuse(`§5.2.2.3 must-understand and status ${status} is not understood`);
   if (cc.has('no-store')) return refuse(`§5.2.2.5 response no-store (${directives.field})`);
   const privateFields = cc.fieldNames('private');
   if (privateFields !== undefined && privateFields.length === 0)
