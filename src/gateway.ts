@@ -33,7 +33,7 @@ import { Runtime, type SiteRuntime } from './runtime.js';
 import { TrustedProxies } from './server/client-address.js';
 import { appendVia } from './server/headers.js';
 import { handleRequest, type CrossInstanceCollapse, type FillResult, type RequestDeps } from './server/handle-request.js';
-import { createPublicServer } from './server/http-server.js';
+import { createPublicServer, type PublicServer } from './server/http-server.js';
 import type { CompiledRoute } from './server/site-router.js';
 import { createAdminServer } from './admin/admin-server.js';
 import { HotKeys } from './admin/hot-keys.js';
@@ -99,7 +99,7 @@ export class Gateway implements RequestDeps {
   private trusted: TrustedProxies;
   private readonly pools = new Map<string, OriginPool>();
   private rateLimiters = new Map<string, { cfg: RateLimitConfig; limiter: RateLimiter }>();
-  private publicServer?: http.Server;
+  private publicServer?: PublicServer;
   private adminServer?: http.Server;
   private reloader?: Reloader;
   private watcher?: ConfigWatcher;
@@ -322,6 +322,9 @@ export class Gateway implements RequestDeps {
       logger: this.logger,
       onRequest: (req, res) => this.onRequest(req, res),
       onUpgrade: (req, socket, head) => this.onUpgrade(req, socket, head),
+      onConnectionRefused: (reason) => this.metrics.get('clientConnectionsRefused').inc({ reason }),
+      isExemptPeer: (peer) => this.trusted.isTrusted(peer),
+      onConnectionCount: (delta) => this.metrics.get('clientConnections').inc(delta),
     });
     this.adminServer = createAdminServer(this);
     if (this.redis) {
@@ -442,6 +445,7 @@ export class Gateway implements RequestDeps {
     this.rt = this.buildRuntime(next, generation);
     this.hitMemo.clear(); // entries of the old generation are never used; let it go
     this.trusted = new TrustedProxies(next.trustedProxies);
+    this.publicServer?.applyLimits(next.limits);
     this.upstream.configure(next.admission, next.admission.priorities.length + 1);
     this.configureRateLimits(next);
     this.metrics.get('configGeneration').set(generation);

@@ -79,7 +79,23 @@ export const serverLimitsSchema = z
       .int()
       .min(0)
       .default(104_857_600)
-      .describe('Largest request body forwarded, in bytes (by Content-Length); larger gets 413.'),
+      .describe(
+        'Largest request body forwarded, in bytes: a larger Content-Length gets 413 at once; a chunked body that grows past it aborts the origin request and gets 413 (connection closed).',
+      ),
+    maxConnections: z
+      .number()
+      .int()
+      .min(0)
+      .default(10_000)
+      .describe('Most open client connections; past it new ones are closed at once (0: no cap).'),
+    maxConnectionsPerClient: z
+      .number()
+      .int()
+      .min(0)
+      .default(0)
+      .describe(
+        'Most open connections from one client address, trusted proxies exempt; past it new ones are closed at once (0: no cap; many users can share one address behind NAT).',
+      ),
   })
   .describe('Limits that protect the listener from slow or hostile clients.');
 

@@ -73,7 +73,7 @@ export const METRICS = {
   purges: spec(
     'crowdgate_purges_total',
     'counter',
-    'Purge requests by selector kind (key, prefix, tag, all) and mode (soft, hard).',
+    'Purge requests by selector kind (key, prefix, tag, all from the admin API; url for the PURGE method) and mode (soft, hard).',
     ['kind', 'mode'],
   ),
   purgedEntries: spec('crowdgate_purged_entries_total', 'counter', 'Entries affected by purges.', ['mode']),
@@ -164,6 +164,13 @@ export const METRICS = {
   configGeneration: spec('crowdgate_config_generation', 'gauge', 'Config generation in force (starts at 1).'),
   redisUp: spec('crowdgate_redis_up', 'gauge', '1 when the Redis tier answers, 0 while it is skipped.'),
   draining: spec('crowdgate_draining', 'gauge', '1 while the gateway is shutting down.'),
+  clientConnections: spec('crowdgate_client_connections', 'gauge', 'Open client connections on the public listener.'),
+  clientConnectionsRefused: spec(
+    'crowdgate_client_connections_refused_total',
+    'counter',
+    'Client connections closed at once by a cap, by reason (max_connections, per_client).',
+    ['reason'],
+  ),
 } as const;
 
 export type MetricKey = keyof typeof METRICS;

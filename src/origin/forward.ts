@@ -26,7 +26,9 @@ export type ForwardOutcome =
   | { kind: 'failure'; failure: FetchFailure; error: Error; bodySent: boolean }
   /** Failed after the head was sent: the client connection was cut. */
   | { kind: 'broken'; failure: FetchFailure; status: number }
-  | { kind: 'client_gone' };
+  | { kind: 'client_gone' }
+  /** The client's body grew past `maxBodyBytes` while streaming: the upstream request was aborted. */
+  | { kind: 'body_too_large'; headSent: boolean };
 
 export interface ForwardTarget {
   url: URL;
@@ -45,6 +47,12 @@ export interface ForwardCall {
   changeOrigin: boolean;
   /** Called with the origin's status and headers (hop-by-hop already removed); returns the head to send. */
   onHead(status: number, headers: OutgoingHttpHeaders): OutgoingHttpHeaders;
+  /**
+   * Most request body bytes streamed to the origin. A body without Content-Length (chunked) is
+   * counted as it flows (a declared length is checked before forwarding); past the cap the
+   * upstream request is aborted and the call settles as `body_too_large`.
+   */
+  maxBodyBytes?: number;
 }
 
 interface CallState {
@@ -92,6 +100,26 @@ export class Forwarder {
       };
       res.on('close', onClientClose);
       this.states.set(req, state);
+      const max = call.maxBodyBytes;
+      if (max !== undefined && req.headers['content-length'] === undefined && req.headers['transfer-encoding'] !== undefined) {
+        let seen = 0;
+        const onData = (chunk: Buffer) => {
+          seen += chunk.length;
+          if (seen <= max) return;
+          req.off('data', onData);
+          req.unpipe();
+          req.pause();
+          state.proxyReq?.destroy();
+          state.settle({ kind: 'body_too_large', headSent: res.headersSent });
+        };
+        req.on('data', onData);
+        const stop = () => req.off('data', onData);
+        const settle = state.settle;
+        state.settle = (outcome) => {
+          stop();
+          settle(outcome);
+        };
+      }
       this.proxy.web(
         req,
         res,

@@ -713,7 +713,13 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
       lookup = { ...lookup, entry: undefined };
       continue;
     }
-    if (fetched.status >= 500) {
+    const decision = lookup.canStore
+      ? decideStorage({ ...lookup.facts, method: 'GET', headers }, response, lookup.policy, now)
+      : ({ store: false, reason: 'request no-store' } as const);
+    // A server error answers with the stored copy where one may stand in (stale-if-error,
+    // grace); else it is an answer like any other, stored only with explicit freshness (or a
+    // route's negative TTL for its status), as RFC 9111 §3 and nginx do.
+    if (fetched.status >= 500 && (!decision.store || hasStaleOnFailure(ctx, lookup))) {
       return {
         kind: 'origin_error',
         fwdStatus: fetched.status,
@@ -722,9 +728,6 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
         body: fetched.body,
       };
     }
-    const decision = lookup.canStore
-      ? decideStorage({ ...lookup.facts, method: 'GET', headers }, response, lookup.policy, now)
-      : ({ store: false, reason: 'request no-store' } as const);
     if (decision.store) {
       const entry: CacheEntry = {
         ...decision.entry,
@@ -765,7 +768,8 @@ function originFailure(failure: Exclude<FetchFailure, 'error'>, member: OriginMe
 /** A stored copy this request may be answered with if the origin fails (stale-if-error, grace). */
 function hasStaleOnFailure(ctx: Ctx, lookup: Lookup): boolean {
   const entry = lookup.entry;
-  if (!entry) return false;
+  // A stored server error is no better than a new one.
+  if (!entry || entry.status >= 500) return false;
   return evaluateEntry(entry, lookup.facts, ctx.deps.clock.now(), lookup.policy).withinGraceOnFailure;
 }
 
@@ -847,7 +851,8 @@ function serveStaleOr(
   afterServing?: () => void,
 ): void | Promise<void> {
   const entry = lookup.entry;
-  if (entry) {
+  // A stored server error does not stand in for the origin's new error.
+  if (entry && !(reason === 'error' && entry.status >= 500)) {
     const evaluation = evaluateEntry(entry, lookup.facts, ctx.deps.clock.now(), lookup.policy);
     // The route's grace for must-revalidate pages covers an origin that fails, not a busy one.
     const usable = ORIGIN_FAILED.has(reason) ? evaluation.withinGraceOnFailure : evaluation.withinStaleIfError;
@@ -954,6 +959,7 @@ async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Lookup): Pro
             target: { url: member.url, agent: member.agent },
             timeouts: site.config.timeouts,
             changeOrigin: !site.config.preserveHost,
+            maxBodyBytes: rt.config.limits.maxBodyBytes,
             onHead: (status, headers) => {
               if (lookup) stripTargeted(headers, lookup.policy.targetedHeader);
               else stripTargeted(headers, rt.config.cache.targetedHeader);
@@ -975,12 +981,22 @@ async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Lookup): Pro
             ? { kind: 'abandoned' }
             : outcome.kind === 'ok'
               ? { kind: 'response', status: outcome.status }
-              : outcome.kind === 'client_gone'
+              : outcome.kind === 'client_gone' || outcome.kind === 'body_too_large'
                 ? { kind: 'client_gone' }
                 : { kind: 'failure', failure: outcome.failure },
         );
       }
       if (outcome.kind === 'ok' || outcome.kind === 'client_gone') return;
+      if (outcome.kind === 'body_too_large') {
+        // nginx's client_max_body_size for a chunked body: 413, and the connection closed (the
+        // rest of the body is never read).
+        if (outcome.headSent || res.headersSent) {
+          res.destroy();
+          return;
+        }
+        res.setHeader('connection', 'close');
+        return fail(ctx, 'body_too_large', `the chunked request body passed limits.maxBodyBytes (${rt.config.limits.maxBodyBytes} bytes)`);
+      }
       if (outcome.kind === 'broken') return; // head already sent; the client connection was cut
       const idempotent = ctx.method === 'GET' || ctx.method === 'HEAD' || ctx.method === 'OPTIONS';
       if (
@@ -1129,10 +1145,13 @@ function clientHeaders(headers: Record<string, string | string[]>, policy: Polic
   return out;
 }
 
-/** RFC 9213: the targeted fields are for us; they are not passed on downstream. */
+/**
+ * RFC 9213: our own targeted field is for us and is not passed on; CDN-Cache-Control targets
+ * every CDN, so one in front of us gets it too (as the stored copy keeps it).
+ */
 function stripTargeted(headers: OutgoingHttpHeaders, targeted: string): void {
-  delete headers['cdn-cache-control'];
-  delete headers[targeted.toLowerCase()];
+  const own = targeted.toLowerCase();
+  if (own !== 'cdn-cache-control') delete headers[own];
 }
 
 /** RFC 9111 §4.4: a successful unsafe request invalidates the URI and same-origin Location / Content-Location. */
@@ -1170,6 +1189,8 @@ async function answerPurge(ctx: Ctx, site: SiteRuntime): Promise<void> {
   const route = site.compiled.matchRoute('GET', ctx.path);
   const prefix = keyUrlPrefixFor(site.name, ctx.url, site.policyFor(route).route.key, cfg.allHosts ? undefined : authorityOf(ctx));
   const { purged } = await deps.purge([{ kind: 'prefix', prefix }], cfg.mode);
+  deps.metrics.get('purges').inc({ kind: 'url', mode: cfg.mode });
+  deps.metrics.get('purgedEntries').inc({ mode: cfg.mode }, purged);
   const status = purged > 0 ? 200 : 404;
   const body = JSON.stringify({ status, purged, mode: cfg.mode, url: ctx.url }) + '\n';
   ctx.res.writeHead(status, {

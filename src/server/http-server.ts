@@ -4,33 +4,89 @@
  * (or crash) the request path. Owns the socket-level rules; handle-request.ts owns the rest.
  */
 import http from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { GatewayConfig } from '../config/schema.js';
 
+type Limits = GatewayConfig['limits'];
+
 export interface PublicServerOptions {
-  limits: GatewayConfig['limits'];
+  limits: Limits;
   logger: Logger;
   onRequest(req: http.IncomingMessage, res: http.ServerResponse): void;
   onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** A connection closed at once by a cap: `limits.maxConnections` or `maxConnectionsPerClient`. */
+  onConnectionRefused?(reason: 'max_connections' | 'per_client'): void;
+  /** Peers exempt from `maxConnectionsPerClient` (trusted proxies carry many clients). */
+  isExemptPeer?(address: string): boolean;
+  /** Open client connections changed by `delta` (+1 accepted, -1 closed). */
+  onConnectionCount?(delta: 1 | -1): void;
 }
 
-export function createPublicServer(opts: PublicServerOptions): http.Server {
-  const { limits } = opts;
+/**
+ * How often Node checks the head and request timeouts. Its default (30 s) left a connection
+ * that never sends a byte open for up to 30 s past `headersTimeoutMs`; at 1 s it closes (with
+ * 408) within a second of it.
+ */
+export const CONNECTIONS_CHECK_MS = 1_000;
+
+export interface PublicServer extends http.Server {
+  /** Applies the live `limits` keys (timeouts, connection caps) after a reload. */
+  applyLimits(limits: Limits): void;
+  /** Open connections per client address (only tracked while `maxConnectionsPerClient` > 0). */
+  readonly connectionsByPeer: ReadonlyMap<string, number>;
+}
+
+export function createPublicServer(opts: PublicServerOptions): PublicServer {
+  let limits = opts.limits;
   const server = http.createServer(
     {
       maxHeaderSize: limits.maxHeaderBytes, // larger heads: HPE_HEADER_OVERFLOW -> 431 below
       headersTimeout: limits.headersTimeoutMs, // slow-loris: the whole head within this
       requestTimeout: limits.requestTimeoutMs,
       keepAliveTimeout: limits.keepAliveTimeoutMs,
+      connectionsCheckingInterval: CONNECTIONS_CHECK_MS,
       requireHostHeader: true,
       insecureHTTPParser: false, // llhttp strict: CL+TE, bad chunking, bare LF are refused
       joinDuplicateHeaders: false,
     },
     opts.onRequest,
-  );
-  // One more than allowed, so handle-request can tell "too many" (Node silently truncates).
-  server.maxHeadersCount = limits.maxHeadersCount + 1;
+  ) as PublicServer;
+  const byPeer = new Map<string, number>();
+  const apply = (next: Limits) => {
+    limits = next;
+    server.headersTimeout = next.headersTimeoutMs;
+    server.requestTimeout = next.requestTimeoutMs;
+    server.keepAliveTimeout = next.keepAliveTimeoutMs;
+    // One more than allowed, so handle-request can tell "too many" (Node silently truncates).
+    server.maxHeadersCount = next.maxHeadersCount + 1;
+    // Node closes connections past maxConnections before 'connection' (and says 'drop').
+    server.maxConnections = next.maxConnections === 0 ? Infinity : next.maxConnections;
+  };
+  apply(limits);
+  Object.defineProperty(server, 'applyLimits', { value: apply });
+  Object.defineProperty(server, 'connectionsByPeer', { value: byPeer });
+  server.on('drop', () => opts.onConnectionRefused?.('max_connections'));
+  server.on('connection', (socket: Socket) => {
+    opts.onConnectionCount?.(1);
+    socket.once('close', () => opts.onConnectionCount?.(-1));
+    const cap = limits.maxConnectionsPerClient;
+    const peer = socket.remoteAddress;
+    if (cap === 0 || peer === undefined || opts.isExemptPeer?.(peer)) return;
+    const open = byPeer.get(peer) ?? 0;
+    if (open >= cap) {
+      opts.onConnectionRefused?.('per_client');
+      socket.destroy();
+      return;
+    }
+    byPeer.set(peer, open + 1);
+    socket.once('close', () => {
+      const left = (byPeer.get(peer) ?? 1) - 1;
+      if (left <= 0) byPeer.delete(peer);
+      else byPeer.set(peer, left);
+    });
+  });
   server.on('upgrade', opts.onUpgrade);
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     const code = err.code ?? '';

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { request } from 'undici';
+import { ManualClock } from '../../src/clock.js';
 import { siteFor } from '../helpers/gateway.js';
 import { useFixtures } from '../helpers/fixtures.js';
 import { spawnGateway } from '../helpers/gateway-process.js';
@@ -146,6 +147,33 @@ describe('cache: stale serving', () => {
   });
 });
 
+describe('cache: server errors and unknown statuses', () => {
+  it('stores a server error or an unknown status that carries explicit freshness (RFC 9111 §3), and a stored error never stands in for a new one', async () => {
+    const clock = new ManualClock(Date.now());
+    const o = await origin();
+    o.route('/maintenance', { status: 503, headers: { 'cache-control': 'max-age=2' }, body: 'back soon' });
+    o.route('/odd', { status: 599, headers: { 'cache-control': 'max-age=60' }, body: 'odd' });
+    o.route('/understand', { status: 599, headers: { 'cache-control': 'max-age=60, must-understand' }, body: 'odd' });
+    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { graceSeconds: 30 } }] })] }, { clock });
+    for (let i = 0; i < 3; i++) {
+      const res = await get(`${g.url}/maintenance`);
+      expect([res.status, res.body]).toEqual([503, 'back soon']);
+      if (i > 0) expect(res.headers['cache-status']).toMatch(/; hit/);
+      expect((await get(`${g.url}/odd`)).status).toBe(599);
+      expect((await get(`${g.url}/understand`)).status).toBe(599);
+    }
+    expect(o.count('/maintenance')).toBe(1);
+    expect(o.count('/odd')).toBe(1);
+    expect(o.count('/understand')).toBe(3); // must-understand: an unknown status is not stored
+    // Stale, within grace: the origin's new error is the answer, not the stored one.
+    clock.advance(3_000);
+    o.route('/maintenance', { status: 500, body: 'broken' });
+    const after = await get(`${g.url}/maintenance`);
+    expect([after.status, after.body]).toEqual([500, 'broken']);
+    expect(after.headers['cache-status']).not.toMatch(/stale/);
+  });
+});
+
 describe('cache: correctness', () => {
   it('keeps Vary variants apart', async () => {
     const o = await origin();
@@ -215,17 +243,20 @@ describe('cache: correctness', () => {
     expect((await get(`${g.url}/other`)).body).not.toBe(otherBefore);
   });
 
-  it('honours CDN-Cache-Control and strips it', async () => {
+  it('honours CDN-Cache-Control and passes it on (a CDN in front is its target too); strips its own targeted field', async () => {
     const o = await origin();
     o.route('/cdn', { headers: { 'cache-control': 'no-store', 'cdn-cache-control': 'max-age=60' }, body: 'cdn' });
+    o.route('/own', { headers: { 'cache-control': 'no-store', 'crowdgate-cache-control': 'max-age=60' }, body: 'own' });
     const g = await gateway({ sites: [siteFor([o.url])] });
     const first = await get(`${g.url}/cdn`);
-    expect(first.headers['cdn-cache-control']).toBeUndefined();
+    expect(first.headers['cdn-cache-control']).toBe('max-age=60');
     const second = await get(`${g.url}/cdn`);
     expect(second.headers['cache-status']).toMatch(/hit/);
-    expect(second.headers['cdn-cache-control']).toBeUndefined();
+    expect(second.headers['cdn-cache-control']).toBe('max-age=60');
     expect(second.headers['cache-control']).toBe('no-store');
     expect(o.count('/cdn')).toBe(1);
+    for (let i = 0; i < 2; i++) expect((await get(`${g.url}/own`)).headers['crowdgate-cache-control']).toBeUndefined();
+    expect(o.count('/own')).toBe(1);
   });
 
   it('drops tracking parameters from the key', async () => {

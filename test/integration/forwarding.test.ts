@@ -84,7 +84,8 @@ describe('forwarding', () => {
       pump();
     });
     // The gateway runs as its own process, so its peak RSS (VmHWM) measures it alone.
-    const g = await spawnGateway({ log: { level: 'info', access: false }, sites: [siteFor([o.url])] });
+    // limits.maxBodyBytes (100 MiB by default) caps chunked bodies too: raised for the 150 MiB upload.
+    const g = await spawnGateway({ log: { level: 'info', access: false }, limits: { maxBodyBytes: 200 * 1024 * 1024 }, sites: [siteFor([o.url])] });
     cleanups.push(() => void g.stop('SIGKILL'));
     const both = async (size: number) => {
       async function* body() {

@@ -213,6 +213,9 @@ describe('PURGE, Varnish-compatible', () => {
     const again = await request(`${g.url}/wiki/Other`, { method: 'PURGE', headers: { host: 'wiki.test' } });
     expect(again.statusCode).toBe(404);
     await again.body.text();
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(/crowdgate_purges_total\{kind="url",mode="[a-z]+"\} 2/);
+    expect(metrics).toMatch(/crowdgate_purged_entries_total\{mode="[a-z]+"\} 2/);
   });
 
   it('is refused with 405 from other addresses, and never reaches the origin', async () => {

@@ -201,6 +201,21 @@ describe('three gateways sharing one Redis', () => {
     }
   });
 
+  it('makes all three refetch after an HTTP PURGE (as MediaWiki sends) to one of them', async () => {
+    let version = 1;
+    const path = '/purge/method';
+    origin.route(path, { headers: { 'cache-control': 'public, max-age=60' }, body: () => `v${version}` });
+    for (const g of gateways) expect((await get(g.url, path)).body).toBe('v1');
+    for (const g of gateways) expect((await get(g.url, path)).cacheStatus).toMatch(/; hit/);
+    version = 2;
+    const res = await request(`${gateways[2]!.url}${path}`, { method: 'PURGE', headers: { host: 'shop.test' } });
+    await res.body.text();
+    expect(res.statusCode).toBe(200);
+    await sleep(100); // pub/sub is asynchronous
+    for (const g of gateways) expect((await get(g.url, path)).body, `${g.url} after the PURGE`).toBe('v2');
+    expect(origin.count(path)).toBe(2); // never forwarded: one fetch before, one after
+  });
+
   it('hangs no request while Redis is paused with SIGSTOP', async () => {
     redis.pause();
     try {

@@ -1,0 +1,216 @@
+/**
+ * Listener limits without holes (issue 14): a chunked body past limits.maxBodyBytes gets 413
+ * and the origin request is aborted; a connection that never sends a byte is closed after
+ * limits.headersTimeoutMs; connection caps overall and per client address (trusted proxies
+ * exempt); the timeouts and caps follow a reload.
+ */
+import http from 'node:http';
+import net from 'node:net';
+import { writeFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { request } from 'undici';
+import { stringify } from 'yaml';
+import { siteFor, withTestDefaults } from '../helpers/gateway.js';
+import { useFixtures } from '../helpers/fixtures.js';
+import { CONNECTIONS_CHECK_MS } from '../../src/server/http-server.js';
+import type { GatewayConfigInput } from '../../src/config/schema.js';
+
+const { origin, gateway } = useFixtures();
+
+/** An origin that answers an upload with the bytes it received (the helper counts them as they come). */
+async function uploadOrigin() {
+  const o = await origin();
+  o.route('/upload', { body: (rec) => `got ${rec.bodyLength}` });
+  return o;
+}
+
+/**
+ * POSTs `total` bytes with chunked framing (no Content-Length), 1 KiB per chunk; with `pause`,
+ * the first `pause.after` bytes go, then `pause.until()` is awaited before the rest.
+ */
+function postChunked(url: string, total: number, pause?: { after: number; until: () => Promise<unknown> }): Promise<{ status: number; body: string; error?: string; headers: http.IncomingHttpHeaders }> {
+  return new Promise((resolve) => {
+    const req = http.request(`${url}/upload`, { method: 'POST', headers: { 'transfer-encoding': 'chunked', 'content-type': 'application/octet-stream' } });
+    let answered = false;
+    req.on('response', (res) => {
+      answered = true;
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
+      res.on('error', (e) => resolve({ status: res.statusCode ?? 0, body, error: e.message, headers: res.headers }));
+    });
+    req.on('error', (e) => {
+      if (!answered) resolve({ status: 0, body: '', error: e.message, headers: {} });
+    });
+    const chunk = Buffer.alloc(1024, 'x');
+    let sent = 0;
+    let paused = false;
+    const pump = () => {
+      while (sent < total) {
+        if (pause && !paused && sent >= pause.after) {
+          paused = true;
+          void pause.until().then(pump);
+          return;
+        }
+        sent += chunk.length;
+        if (!req.write(chunk)) {
+          req.once('drain', pump);
+          return;
+        }
+      }
+      req.end();
+    };
+    pump();
+  });
+}
+
+/** Opens a raw TCP connection; resolves with the ms until the gateway closed it, or 'open' after `waitMs`. */
+function silentConnection(port: number, waitMs: number): Promise<{ closedAfterMs: number | 'open'; received: string; socket: net.Socket }> {
+  return new Promise((resolve) => {
+    const started = Date.now();
+    const socket = net.connect(port, '127.0.0.1');
+    let received = '';
+    socket.on('data', (d) => (received += d.toString()));
+    socket.on('error', () => {});
+    const timer = setTimeout(() => resolve({ closedAfterMs: 'open', received, socket }), waitMs);
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve({ closedAfterMs: Date.now() - started, received, socket });
+    });
+  });
+}
+
+function connect(port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1', () => resolve(s));
+    s.on('error', reject);
+    s.resume(); // flowing, so the gateway's FIN is read and 'close' fires
+  });
+}
+
+/** Resolves true if the socket is closed by the peer within `ms`, false if still open. */
+function closedWithin(socket: net.Socket, ms: number): Promise<boolean> {
+  if (socket.destroyed) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
+
+async function metric(adminUrl: string, line: RegExp): Promise<number> {
+  const text = await (await request(`${adminUrl}/metrics`)).body.text();
+  const m = text.split('\n').find((l) => line.test(l));
+  return m === undefined ? 0 : Number(m.split(' ').at(-1));
+}
+
+function portOf(url: string): number {
+  return Number(new URL(url).port);
+}
+
+describe('limits: request bodies', () => {
+  it('answers 413 to a chunked body that grows past limits.maxBodyBytes and aborts the origin request', async () => {
+    const o = await uploadOrigin();
+    const g = await gateway({ limits: { maxBodyBytes: 8 * 1024 }, sites: [siteFor([o.url])] });
+    // Half the cap first, so the origin request is under way when the cap is crossed.
+    const res = await postChunked(g.url, 256 * 1024, {
+      after: 4 * 1024,
+      until: () => expect.poll(() => o.requests[0]?.bodyLength ?? 0, { timeout: 2_000 }).toBeGreaterThan(0),
+    });
+    expect(res.status).toBe(413);
+    expect(res.headers['x-crowdgate-error']).toBe('body_too_large');
+    expect(res.headers['connection']).toBe('close');
+    // The origin request was cut: it never got the whole body, never answered, and is gone.
+    await expect.poll(() => o.inflight, { timeout: 2_000 }).toBe(0);
+    expect(o.requests).toHaveLength(1);
+    expect(o.requests[0]!.bodyLength).toBeLessThan(256 * 1024);
+    // The gateway keeps serving.
+    const after = await postChunked(g.url, 4 * 1024);
+    expect([after.status, after.body]).toEqual([200, 'got 4096']);
+  });
+
+  it('streams a chunked body within limits.maxBodyBytes to the origin whole', async () => {
+    const o = await uploadOrigin();
+    const g = await gateway({ limits: { maxBodyBytes: 64 * 1024 }, sites: [siteFor([o.url])] });
+    const res = await postChunked(g.url, 64 * 1024);
+    expect([res.status, res.body]).toEqual([200, `got ${64 * 1024}`]);
+  });
+});
+
+describe('limits: connections', () => {
+  it('closes a connection that never sends a byte soon after limits.headersTimeoutMs (not Node\'s 30 s check)', async () => {
+    const o = await origin();
+    const g = await gateway({ limits: { headersTimeoutMs: 300 }, sites: [siteFor([o.url])] });
+    const port = portOf(g.url);
+    const [silent, partial] = await Promise.all([
+      silentConnection(port, 300 + CONNECTIONS_CHECK_MS * 4),
+      (async () => {
+        const s = await connect(port);
+        s.write('GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n'); // a head that never ends
+        const started = Date.now();
+        let received = '';
+        s.on('data', (d) => (received += d.toString()));
+        const closed = await closedWithin(s, 300 + CONNECTIONS_CHECK_MS * 4);
+        return { closed, ms: Date.now() - started, received };
+      })(),
+    ]);
+    expect(silent.closedAfterMs).not.toBe('open');
+    expect(silent.closedAfterMs as number).toBeGreaterThanOrEqual(250);
+    expect(partial.closed).toBe(true);
+    expect(partial.received).toMatch(/^HTTP\/1\.1 408/);
+  });
+
+  it('caps open connections per client address (maxConnectionsPerClient), and exempts trusted proxies', async () => {
+    const o = await origin();
+    o.route('/', { body: 'ok' });
+    const input: GatewayConfigInput = { limits: { maxConnectionsPerClient: 2 }, trustedProxies: [], sites: [siteFor([o.url])] };
+    const g = await gateway(input);
+    const port = portOf(g.url);
+    const first = [await connect(port), await connect(port)];
+    const third = await connect(port); // accepted by the kernel, closed by the gateway at once
+    expect(await closedWithin(third, 2_000)).toBe(true);
+    expect(await metric(g.adminUrl, /^crowdgate_client_connections_refused_total\{reason="per_client"\}/)).toBe(1);
+    // The first two still serve.
+    first[0]!.write('GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+    const answer = await new Promise<string>((resolve) => {
+      let text = '';
+      first[0]!.on('data', (d) => (text += d.toString()));
+      first[0]!.on('close', () => resolve(text));
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 200/);
+    // One closed: a new one fits again.
+    const again = await connect(port);
+    expect(await closedWithin(again, 300)).toBe(false);
+    for (const s of [...first, again]) s.destroy();
+
+    // Live: trusted proxies carry many clients, so they are exempt.
+    writeFileSync(g.configPath, stringify(withTestDefaults({ ...input, trustedProxies: ['127.0.0.1/32', '::1/128'] })));
+    expect((await g.gw.reload())?.ok).toBe(true);
+    const many = await Promise.all(Array.from({ length: 4 }, () => connect(port)));
+    expect(await Promise.all(many.map((s) => closedWithin(s, 300)))).toEqual([false, false, false, false]);
+    for (const s of many) s.destroy();
+  });
+
+  it('caps open connections overall (maxConnections), live after a reload', async () => {
+    const o = await origin();
+    const input: GatewayConfigInput = { sites: [siteFor([o.url])] };
+    const g = await gateway(input);
+    const port = portOf(g.url);
+    writeFileSync(g.configPath, stringify(withTestDefaults({ ...input, limits: { maxConnections: 2, headersTimeoutMs: 300 } })));
+    expect((await g.gw.reload())?.ok).toBe(true);
+    const held = [await connect(port), await connect(port)];
+    const third = await connect(port);
+    expect(await closedWithin(third, 2_000)).toBe(true);
+    expect(await metric(g.adminUrl, /^crowdgate_client_connections_refused_total\{reason="max_connections"\}/)).toBe(1);
+    expect(await metric(g.adminUrl, /^crowdgate_client_connections /)).toBe(2);
+    // The reloaded head timeout applies too: the silent two are closed soon after it, and then a new one fits.
+    expect(await Promise.all(held.map((s) => closedWithin(s, 300 + CONNECTIONS_CHECK_MS * 4)))).toEqual([true, true]);
+    await expect.poll(() => metric(g.adminUrl, /^crowdgate_client_connections /), { timeout: 2_000 }).toBe(0);
+    const res = await request(`${g.url}/`);
+    await res.body.text();
+    expect(res.statusCode).toBe(200);
+  });
+});
