@@ -83,6 +83,14 @@ export class OriginFetcher {
       requestTime,
       responseTime,
     };
+    if (res.statusCode === 304 || req.method === 'HEAD') {
+      // No content, whatever Content-Length says (RFC 9110 §8.6: a 304 or a HEAD answer may
+      // carry the selected representation's length). undici 7 still counts the missing bytes
+      // and fails the body with a length mismatch: drop it unread, and that error with it.
+      res.body.on('error', () => {});
+      res.body.destroy();
+      return { ...head, ok: true, body: Buffer.alloc(0) };
+    }
     const declared = Number(res.headers['content-length']);
     if (Number.isFinite(declared) && declared > req.maxBodyBytes) {
       res.body.destroy();

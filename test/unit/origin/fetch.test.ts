@@ -1,0 +1,52 @@
+/**
+ * OriginFetcher against a raw origin on 127.0.0.1 that writes exact bytes: what a fill gets
+ * back for answers Node's own server would never produce.
+ */
+import net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { systemClock } from '../../../src/clock.js';
+import { OriginFetcher, type FetchRequest } from '../../../src/origin/fetch.js';
+
+const closers: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  while (closers.length) await closers.pop()!();
+});
+
+/** A TCP origin that answers every request with `response`, byte for byte. */
+async function rawOrigin(response: string, close = false): Promise<URL> {
+  const server = net.createServer((socket) => {
+    socket.on('data', () => (close ? socket.end(response) : socket.write(response)));
+    socket.on('error', () => {});
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  closers.push(() => new Promise((resolve) => server.close(() => resolve())));
+  server.unref();
+  return new URL(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}`);
+}
+
+function request(origin: URL, method: 'GET' | 'HEAD' = 'GET'): FetchRequest {
+  return { origin, method, path: '/', headers: {}, connectMs: 1_000, responseHeadersMs: 2_000, idleMs: 2_000, maxBodyBytes: 1_000_000 };
+}
+
+describe('OriginFetcher', () => {
+  it('takes a 304 that carries the representation\'s Content-Length (RFC 9110 §8.6) as an answer with no content', async () => {
+    const origin = await rawOrigin('HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 10\r\nCache-Control: max-age=2\r\n\r\n');
+    const fetcher = new OriginFetcher(systemClock);
+    closers.push(() => fetcher.close());
+    const res = await fetcher.fetch({ ...request(origin), headers: { 'if-none-match': '"v1"' } });
+    expect(res.ok).toBe(true);
+    if (!res.ok || 'tooLarge' in res) throw new Error('expected a response');
+    expect(res.status).toBe(304);
+    expect(res.headers['content-length']).toBe('10');
+    expect(res.body.length).toBe(0);
+  });
+
+  it('still calls a 200 whose body is shorter than its Content-Length a bad response', async () => {
+    const origin = await rawOrigin('HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nabc', true);
+    const fetcher = new OriginFetcher(systemClock);
+    closers.push(() => fetcher.close());
+    const res = await fetcher.fetch(request(origin));
+    expect(res.ok).toBe(false);
+    if (!res.ok) expect(res.failure).toBe('bad_response');
+  });
+});
