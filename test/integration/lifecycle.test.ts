@@ -190,24 +190,35 @@ describe('command line', () => {
   });
 
   it('starts with the shipped config and no origin: /readyz says the origin is down, pages get a 502 naming it', async () => {
-    // Exactly what `npm start` runs (the launcher). Port 3000 must be free (no origin), 8080/9091 the shipped ports.
-    const child = spawnCli(['--config', 'config/gateway.yaml']);
+    // The shipped file with only its ports changed (free ones; the origin's has nothing listening).
+    const [port, adminPort, originPort] = [await freePort(), await freePort(), await freePort()];
+    const dir = mkdtempSync(join(tmpdir(), 'cg-shipped-'));
+    const file = join(dir, 'gateway.yaml');
+    const shipped = readFileSync('config/gateway.yaml', 'utf8');
+    const edited = shipped
+      .replace(/^(listen:[^\n]*\n(?:[ \t]+[^\n]*\n)*?[ \t]+port:[ \t]*)8080/m, `$1${port}`)
+      .replace(/^(admin:[^\n]*\n(?:[ \t]+[^\n]*\n)*?[ \t]+port:[ \t]*)9091/m, `$1${adminPort}`)
+      .replace('url: http://127.0.0.1:3000', `url: http://127.0.0.1:${originPort}`);
+    expect(edited.match(new RegExp(`port: (${port}|${adminPort})\\b`, 'g'))).toHaveLength(2);
+    expect(edited).toContain(`http://127.0.0.1:${originPort}`);
+    writeFileSync(file, edited);
+    const child = spawnCli(['--config', file]);
     await waitFor(() => child.output().includes('crowdgate listening'));
     // 'down' after three failed probes, a second apart while the state is unknown.
     await waitFor(async () => {
-      const r = await request('http://127.0.0.1:9091/readyz');
+      const r = await request(`http://127.0.0.1:${adminPort}/readyz`);
       const body = (await r.body.json()) as { sites: Array<{ state: string }> };
       return r.statusCode === 503 && body.sites[0]?.state === 'down';
     }, 8000);
-    const ready = (await (await request('http://127.0.0.1:9091/readyz')).body.json()) as {
+    const ready = (await (await request(`http://127.0.0.1:${adminPort}/readyz`)).body.json()) as {
       sites: Array<{ site: string; state: string; origins: Array<{ url: string; configKey: string }> }>;
     };
     expect(ready.sites[0]).toMatchObject({ site: 'blog', state: 'down' });
-    expect(ready.sites[0]!.origins[0]).toMatchObject({ url: 'http://127.0.0.1:3000', configKey: 'sites[].origins[].url' });
-    const page = await request('http://127.0.0.1:8080/', { headers: { host: 'blog.example.com' } });
+    expect(ready.sites[0]!.origins[0]).toMatchObject({ url: `http://127.0.0.1:${originPort}`, configKey: 'sites[].origins[].url' });
+    const page = await request(`http://127.0.0.1:${port}/`, { headers: { host: 'blog.example.com' } });
     expect(page.statusCode).toBe(502);
     const html = await page.body.text();
-    expect(html).toContain('127.0.0.1:3000');
+    expect(html).toContain(`127.0.0.1:${originPort}`);
     expect(html).toContain('sites[].origins[].url');
     child.kill('SIGTERM');
     await new Promise((r) => child.once('exit', r));
