@@ -8,7 +8,16 @@ import http from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
 import { keyPrefixFor, keyUrlPrefixFor, makeAuthority } from '../cache/cache-key.js';
 import type { PurgeMode, PurgeSelector } from '../cache/stores/cache-store.js';
-import type { Gateway } from '../gateway.js';
+import type { Logger } from 'pino';
+import type { Clock } from '../clock.js';
+import type { CacheStore } from '../cache/stores/cache-store.js';
+import type { Inflight } from '../collapse/inflight.js';
+import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
+import type { PressureGate } from '../admission/pressure-gate.js';
+import type { Runtime } from '../runtime.js';
+import type { CrossInstanceCollapse, FillResult } from '../server/handle-request.js';
+import type { HotKeys } from './hot-keys.js';
+import type { StatusHistory } from './status-history.js';
 import { prefersJson } from '../errors.js';
 import { renderStatusPage, STATUS_PAGE_HEADERS } from './status-page.js';
 
@@ -23,7 +32,29 @@ export interface PurgeRequest {
   mode?: PurgeMode;
 }
 
-export function createAdminServer(gw: Gateway): http.Server {
+/**
+ * What the admin listener reads from the gateway (gateway.ts implements it): declared here, so
+ * the admin module depends on the parts, not on the composition root that imports it.
+ */
+export interface AdminGateway {
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly metrics: GatewayMetrics;
+  readonly store: CacheStore;
+  readonly inflight: Inflight<FillResult>;
+  readonly pressure: PressureGate;
+  readonly hotKeys: HotKeys;
+  readonly status: StatusHistory;
+  readonly startedAt: number;
+  readonly crossInstance?: CrossInstanceCollapse;
+  runtime(): Runtime;
+  isOverloaded(): boolean;
+  purge(selectors: readonly PurgeSelector[], mode: PurgeMode): Promise<{ purged: number; broadcast: boolean }>;
+  readiness(): { ready: boolean; draining: boolean; sites: Array<{ site: string; state: string; origins: unknown[] }> };
+  collectGauges(): void;
+}
+
+export function createAdminServer(gw: AdminGateway): http.Server {
   const server = http.createServer({ headersTimeout: 5_000, requestTimeout: 10_000 }, (req, res) => {
     handleAdmin(gw, req, res).catch((err) => {
       gw.logger.error({ err }, 'admin request failed');
@@ -35,7 +66,7 @@ export function createAdminServer(gw: Gateway): http.Server {
   return server;
 }
 
-async function handleAdmin(gw: Gateway, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+async function handleAdmin(gw: AdminGateway, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://admin');
   const path = url.pathname;
   if (path === '/healthz') return json(res, 200, { status: 'ok' });
@@ -71,7 +102,7 @@ async function handleAdmin(gw: Gateway, req: http.IncomingMessage, res: http.Ser
   return json(res, 404, { error: 'not found', endpoints: ['/healthz', '/readyz', '/metrics', '/status', 'POST /purge'] });
 }
 
-export function statusSnapshot(gw: Gateway): Record<string, unknown> {
+export function statusSnapshot(gw: AdminGateway): Record<string, unknown> {
   const rt = gw.runtime();
   const stats = gw.store.stats();
   return {
@@ -84,7 +115,7 @@ export function statusSnapshot(gw: Gateway): Record<string, unknown> {
   };
 }
 
-function isAuthorised(gw: Gateway, req: http.IncomingMessage, token = gw.runtime().config.admin.purgeToken): boolean {
+function isAuthorised(gw: AdminGateway, req: http.IncomingMessage, token = gw.runtime().config.admin.purgeToken): boolean {
   if (!token) return false;
   const header = req.headers.authorization ?? '';
   const m = /^Bearer\s+(.+)$/i.exec(header);
@@ -94,7 +125,7 @@ function isAuthorised(gw: Gateway, req: http.IncomingMessage, token = gw.runtime
   return given.length === want.length && timingSafeEqual(given, want);
 }
 
-async function purge(gw: Gateway, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+async function purge(gw: AdminGateway, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
   if (!gw.runtime().config.admin.purgeToken)
     return json(res, 403, { error: 'purge is disabled: set admin.purgeToken in the config' });
   if (!isAuthorised(gw, req)) return json(res, 401, { error: 'missing or wrong bearer token' }, { 'www-authenticate': 'Bearer' });
@@ -116,7 +147,7 @@ async function purge(gw: Gateway, req: http.IncomingMessage, res: http.ServerRes
 
 /** Turns a purge request into store selectors; soft unless `mode: "hard"` (a purge must never stampede the origin). */
 export function toSelectors(
-  gw: Gateway,
+  gw: AdminGateway,
   body: PurgeRequest,
 ): { selectors: PurgeSelector[]; mode: PurgeMode; kind: string } | { error: string } {
   if (typeof body !== 'object' || body === null) return { error: 'body must be a JSON object' };

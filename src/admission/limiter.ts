@@ -157,7 +157,7 @@ export class Limiter {
   private readonly algorithm: Limit;
   private ceiling: number;
   private queueConfig: LimiterOptions['queue'];
-  private readonly queue: WaitQueue;
+  private readonly queue: WaitQueue<AcquireResult>;
   private readonly clock: Clock;
   private readonly scheduler: Scheduler;
   private readonly drainRateTauMs: number;
@@ -187,7 +187,7 @@ export class Limiter {
     this.algorithm = opts.limit;
     this.ceiling = checkCeiling(opts.ceiling);
     this.queueConfig = checkQueue(opts.queue);
-    this.queue = new WaitQueue(opts.classes, {
+    this.queue = new WaitQueue<AcquireResult>(opts.classes, {
       targetMs: opts.queue.codelTargetMs,
       intervalMs: opts.queue.codelIntervalMs,
     });
@@ -320,7 +320,7 @@ export class Limiter {
       if (expectedWaitMs > boundMs) return REFUSED_PREDICTED;
     }
     return new Promise<AcquireResult>((resolve) => {
-      const w: Waiter = {
+      const w: Waiter<AcquireResult> = {
         priority,
         enqueuedAt: now,
         deadlineAt,
@@ -531,26 +531,26 @@ export class Limiter {
     });
   }
 
-  private expire(w: Waiter): void {
+  private expire(w: Waiter<AcquireResult>): void {
     if (!w.queued) return;
     w.timer = undefined;
     this.finish(w, w.capped ? 'codel' : 'deadline', this.clock.now());
   }
 
   /** Removes a waiter and refuses it. */
-  private finish(w: Waiter, reason: RefusalReason, now: number): void {
+  private finish(w: Waiter<AcquireResult>, reason: RefusalReason, now: number): void {
     if (!w.queued) return;
     this.queue.remove(w);
     this.settle(w, reason, now);
     this.onChange?.(this);
   }
 
-  private settle(w: Waiter, reason: RefusalReason, now: number): void {
+  private settle(w: Waiter<AcquireResult>, reason: RefusalReason, now: number): void {
     this.detach(w);
     w.resolve({ ok: false, reason, waitedMs: now - w.enqueuedAt });
   }
 
-  private detach(w: Waiter): void {
+  private detach(w: Waiter<AcquireResult>): void {
     if (w.timer !== undefined) {
       this.scheduler.clearTimeout(w.timer);
       w.timer = undefined;

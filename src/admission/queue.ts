@@ -20,10 +20,9 @@
  * Waits the Limiter imposed on purpose (a no-load probe holding permits down) are excused: the
  * Limiter does not ask for a verdict meanwhile, and sojourns count from the probe's end.
  */
-import type { AcquireResult } from './limiter.js';
 
 /** One request waiting for a permit. Fields beyond the links belong to the Limiter. */
-export interface Waiter {
+export interface Waiter<R = unknown> {
   /** Priority class, 0 = most important. */
   priority: number;
   enqueuedAt: number;
@@ -33,12 +32,12 @@ export interface Waiter {
   expiresAt: number;
   /** expiresAt comes from the CoDel cap, so expiry is reported as 'codel'. */
   capped: boolean;
-  resolve: (result: AcquireResult) => void;
+  resolve: (result: R) => void;
   timer: unknown;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
-  prev: Waiter | undefined;
-  next: Waiter | undefined;
+  prev: Waiter<R> | undefined;
+  next: Waiter<R> | undefined;
   queued: boolean;
 }
 
@@ -47,9 +46,9 @@ export interface CodelOptions {
   intervalMs: number;
 }
 
-export class WaitQueue {
-  private readonly heads: (Waiter | undefined)[];
-  private readonly tails: (Waiter | undefined)[];
+export class WaitQueue<R = unknown> {
+  private readonly heads: (Waiter<R> | undefined)[];
+  private readonly tails: (Waiter<R> | undefined)[];
   private readonly counts: number[];
   private size = 0;
   private codel: CodelOptions;
@@ -66,8 +65,8 @@ export class WaitQueue {
     codel: CodelOptions,
   ) {
     if (!(Number.isInteger(classes) && classes >= 1)) throw new TypeError(`classes must be an integer >= 1, got ${classes}`);
-    this.heads = new Array<Waiter | undefined>(classes).fill(undefined);
-    this.tails = new Array<Waiter | undefined>(classes).fill(undefined);
+    this.heads = new Array<Waiter<R> | undefined>(classes).fill(undefined);
+    this.tails = new Array<Waiter<R> | undefined>(classes).fill(undefined);
     this.counts = new Array<number>(classes).fill(0);
     this.codel = codel;
   }
@@ -104,7 +103,7 @@ export class WaitQueue {
   }
 
   /** Appends `w` to its class; `now` starts a CoDel interval if the queue was empty. */
-  push(w: Waiter, now: number): void {
+  push(w: Waiter<R>, now: number): void {
     if (this.size === 0) this.resetInterval(now);
     const p = w.priority;
     w.prev = this.tails[p];
@@ -118,7 +117,7 @@ export class WaitQueue {
   }
 
   /** Unlinks `w` (served, expired, aborted or evicted). An emptied queue ends a standing queue. */
-  remove(w: Waiter): void {
+  remove(w: Waiter<R>): void {
     if (!w.queued) return;
     const p = w.priority;
     if (w.prev) w.prev.next = w.next;
@@ -135,7 +134,7 @@ export class WaitQueue {
    * The waiter to serve next: the most important non-empty class, its oldest (FIFO) or, under a
    * standing queue, its newest (LIFO). Removes it and records its sojourn for CoDel.
    */
-  shift(now: number): Waiter | undefined {
+  shift(now: number): Waiter<R> | undefined {
     const lifo = this.standing && this.lifoWhenStanding;
     for (let p = 0; p < this.classes; p++) {
       const w = lifo ? this.tails[p] : this.heads[p];
@@ -150,7 +149,7 @@ export class WaitQueue {
   }
 
   /** The newest waiter of the least important class strictly below `priority`, if any. */
-  evictionCandidate(priority: number): Waiter | undefined {
+  evictionCandidate(priority: number): Waiter<R> | undefined {
     for (let p = this.classes - 1; p > priority; p--) {
       const w = this.tails[p];
       if (w) return w;
@@ -175,7 +174,7 @@ export class WaitQueue {
   }
 
   /** Calls fn for every waiter; fn may remove the waiter it is given. */
-  forEach(fn: (w: Waiter) => void): void {
+  forEach(fn: (w: Waiter<R>) => void): void {
     for (let p = 0; p < this.classes; p++) {
       let w = this.heads[p];
       while (w) {

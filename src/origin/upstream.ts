@@ -6,7 +6,7 @@
  */
 import type { Clock } from '../clock.js';
 import { Limiter, type Permit } from '../admission/limiter.js';
-import { makeLimit } from '../admission/limits/limit.js';
+import { makeLimit } from '../admission/limits/make-limit.js';
 import { CircuitBreaker } from './circuit.js';
 import type { AdmissionConfig, SiteConfig } from '../config/schema.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';

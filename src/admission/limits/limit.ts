@@ -3,13 +3,10 @@
  * samples of finished origin requests and exposes the current limit. It is pure and
  * sample-driven: no timers, no I/O, time only from the `now` passed in.
  *
- * Owns the contract and `makeLimit` (config -> algorithm). It does not enforce anything: the
- * Limiter (../limiter.ts) hands out permits and feeds the samples.
+ * Owns the contract and the helpers the algorithms share (make-limit.ts builds one from config,
+ * so this module imports none of them). It does not enforce anything: the Limiter
+ * (../limiter.ts) hands out permits and feeds the samples.
  */
-import type { LimitConfig } from '../../config/schema.js';
-import { AimdLimit } from './aimd.js';
-import { FixedLimit } from './fixed.js';
-import { Gradient2Limit } from './gradient2.js';
 
 /** One finished origin request, as seen by the Limiter. */
 export interface LimitSample {
@@ -35,18 +32,6 @@ export interface Limit {
    * so implementations must copy what they keep.
    */
   onSample(sample: LimitSample, now: number): void;
-}
-
-/** Builds the configured algorithm. `ceiling` is not applied here: the Limiter applies it. */
-export function makeLimit(cfg: Pick<LimitConfig, 'algorithm' | 'initial' | 'min' | 'max'>): Limit {
-  switch (cfg.algorithm) {
-    case 'fixed':
-      return new FixedLimit(cfg.initial);
-    case 'aimd':
-      return new AimdLimit({ initial: cfg.initial, min: cfg.min, max: cfg.max });
-    case 'gradient2':
-      return new Gradient2Limit({ initial: cfg.initial, min: cfg.min, max: cfg.max });
-  }
 }
 
 /** Shared option checks; messages name the option (lru-cache style). */

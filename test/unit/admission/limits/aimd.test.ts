@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { AimdLimit } from '../../../../src/admission/limits/aimd.js';
 import { FixedLimit } from '../../../../src/admission/limits/fixed.js';
 import { Gradient2Limit } from '../../../../src/admission/limits/gradient2.js';
-import { makeLimit } from '../../../../src/admission/limits/limit.js';
+import { makeLimit } from '../../../../src/admission/limits/make-limit.js';
 import { between, simulate } from './origin-model.js';
 
 describe('AimdLimit', () => {
