@@ -58,6 +58,11 @@ export interface GatewayOptions {
    * overloaded?" instead of the sampled gate, whatever `admission.pressure.enabled` says.
    */
   isOverloaded?: () => boolean;
+  /**
+   * The hit memo (server/hit-memo.ts), on by default. `false` sends every request the slow way:
+   * the reference a memo test compares against, or a diagnosis that rules the memo out.
+   */
+  hitMemo?: boolean;
 }
 
 /**
@@ -88,7 +93,8 @@ export class Gateway implements RequestDeps {
   readonly pressure: PressureGate;
   readonly hotKeys = new HotKeys(200);
   /** Routing remembered for plain requests; emptied on every config change (hit-memo.ts). */
-  readonly hitMemo = new HitMemo();
+  /** Undefined with `hitMemo: false`. */
+  readonly hitMemo: HitMemo | undefined;
   readonly status: StatusHistory;
   readonly startedAt: number;
   /** Collapsing across instances; set only when `redis:` is configured. */
@@ -154,6 +160,7 @@ export class Gateway implements RequestDeps {
     this.upstream = new Upstream(this.clock, this.metrics, cfg.admission, cfg.admission.priorities.length + 1);
     this.upstream.samplesValid = () => !this.isOverloaded();
     this.overloadOverride = opts.isOverloaded;
+    this.hitMemo = opts.hitMemo === false ? undefined : new HitMemo();
     this.pressure = new PressureGate(cfg.admission.pressure);
     this.trusted = new TrustedProxies(cfg.trustedProxies);
     this.rt = this.buildRuntime(cfg, 1);
@@ -445,7 +452,7 @@ export class Gateway implements RequestDeps {
   private applyConfig(next: GatewayConfig): void {
     const generation = this.source.generation;
     this.rt = this.buildRuntime(next, generation);
-    this.hitMemo.clear(); // entries of the old generation are never used; let it go
+    this.hitMemo?.clear(); // entries of the old generation are never used; let it go
     this.trusted = new TrustedProxies(next.trustedProxies);
     this.publicServer?.applyLimits(next.limits);
     this.upstream.configure(next.admission, next.admission.priorities.length + 1);

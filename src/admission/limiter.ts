@@ -242,16 +242,6 @@ export class Limiter {
     return this.queue.isStanding;
   }
 
-  /**
-   * Takes CoDel's verdict now, as an arrival would, and returns whether the queue is standing:
-   * for asking "is the origin being protected?" without queueing anything.
-   */
-  judgeQueue(): boolean {
-    const now = this.clock.now();
-    if (this.judgeStanding(now)) this.capWaiters(now);
-    return this.queue.isStanding;
-  }
-
   queueLengthByClass(): number[] {
     return this.queue.lengthByClass();
   }

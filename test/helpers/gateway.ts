@@ -34,6 +34,8 @@ export interface StartOptions {
   watch?: boolean;
   /** The pressure gate's verdict, injected (the sampled gate is off in tests). */
   isOverloaded?: () => boolean;
+  /** `false`: no hit memo (every request takes the slow path). */
+  hitMemo?: boolean;
 }
 
 /** Test defaults: ephemeral ports, fast health checks off unless asked, pressure gate off. */
@@ -70,7 +72,7 @@ export async function startGateway(input: GatewayConfigInput | string, opts: Sta
     },
   });
   const logger = pino({ level: loaded.config.log.level }, sink);
-  const gw = new Gateway({ config: loaded.config, configPath, logger, clock: opts.clock, store: opts.store, isOverloaded: opts.isOverloaded });
+  const gw = new Gateway({ config: loaded.config, configPath, logger, clock: opts.clock, store: opts.store, isOverloaded: opts.isOverloaded, hitMemo: opts.hitMemo });
   const { public: pub, admin } = await gw.listen();
   return {
     gw,

@@ -189,7 +189,7 @@ describe('hit memo: the fast path for plain repeated hits', () => {
     const collected: string[] = [];
     const registry = new FinalizationRegistry<string>((name) => collected.push(name));
     ((): void => {
-      const memo = g.gw.hitMemo.get('GET', new URL(g.url).host, '/a')!;
+      const memo = g.gw.hitMemo!.get('GET', new URL(g.url).host, '/a')!;
       registry.register(g.gw.store.peekHit!(memo.key)!, 'a');
     })();
     await get(`${g.url}/b`);
@@ -226,7 +226,7 @@ describe('hit memo: the fast path for plain repeated hits', () => {
     const g = await gateway({ sites: [siteFor([o.url], { bypassCookies: ['wordpress_logged_in*'] })] }, { clock });
     await get(`${g.url}/home`);
     expect((await get(`${g.url}/home`)).headers['cache-status']).toMatch(/; hit;/);
-    expect(g.gw.hitMemo.size).toBe(1);
+    expect(g.gw.hitMemo!.size).toBe(1);
     const memo = watchMemo();
     try {
       // An analytics cookie: the shared page, from the memo (the slow path would answer the same).
@@ -265,13 +265,13 @@ describe('hit memo: the fast path for plain repeated hits', () => {
     const g = await gateway({ sites: [siteFor([o.url])] });
     await get(`${g.url}/r`);
     expect((await get(`${g.url}/r`)).headers['cache-status']).toMatch(/; hit;/);
-    expect(g.gw.hitMemo.size).toBe(1);
+    expect(g.gw.hitMemo!.size).toBe(1);
     writeFileSync(
       g.configPath,
       stringify(withTestDefaults({ reload: { watch: false }, sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { enabled: false } }] })] })),
     );
     expect((await g.gw.reload('manual'))?.ok).toBe(true);
-    expect(g.gw.hitMemo.size).toBe(0);
+    expect(g.gw.hitMemo!.size).toBe(0);
     const after = await get(`${g.url}/r`);
     expect(after.headers['cache-status']).toMatch(/fwd=bypass/);
     expect(o.count('/r')).toBe(2);
@@ -284,7 +284,7 @@ describe('hit memo: the fast path for plain repeated hits', () => {
     const statuses: number[] = [];
     for (let i = 0; i < 5; i++) statuses.push((await get(`${g.url}/rl`)).status);
     expect(statuses).toEqual([200, 200, 200, 429, 429]);
-    expect(g.gw.hitMemo.size).toBe(0);
+    expect(g.gw.hitMemo!.size).toBe(0);
   });
 
   it('never memoises a route whose cache key reads a cookie or a header', async () => {
@@ -305,7 +305,7 @@ describe('hit memo: the fast path for plain repeated hits', () => {
       expect((await get(`${g.url}/k`)).status).toBe(200);
       expect((await get(`${g.url}/h`)).status).toBe(200);
     }
-    expect(g.gw.hitMemo.size).toBe(0);
+    expect(g.gw.hitMemo!.size).toBe(0);
     // Still cached (on the slow path), and still keyed by the header.
     expect(o.count('/k')).toBe(1);
     expect((await get(`${g.url}/h`, { 'x-tenant': 'b' })).headers['cache-status']).toMatch(/fwd=uri-miss/);
@@ -341,8 +341,8 @@ describe('hit memo: the fast path for plain repeated hits', () => {
       expect(res.statusCode).toBe(200);
     };
     const withMemo = await gateway(config, { clock });
-    const without = await gateway(config, { clock });
-    (without.gw as unknown as { hitMemo: undefined }).hitMemo = undefined;
+    const without = await gateway(config, { clock, hitMemo: false });
+    expect(without.gw.hitMemo).toBeUndefined();
 
     const requestArb = fc.record({
       path: fc.constantFrom('/a', '/b', '/c', '/d'),
@@ -453,6 +453,6 @@ describe('hit memo: the fast path for plain repeated hits', () => {
         ],
       },
     );
-    expect(withMemo.gw.hitMemo.size).toBeGreaterThan(0); // the memo was in play
+    expect(withMemo.gw.hitMemo!.size).toBeGreaterThan(0); // the memo was in play
   });
 });

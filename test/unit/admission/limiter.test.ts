@@ -583,9 +583,9 @@ describe('Limiter: standing queue once waits are predictable', () => {
     request('holder');
     request('w1');
     scheduler.advance(110); // t=120: the queue has not emptied for a whole interval
-    expect(limiter.judgeQueue()).toBe(true);
     // Forecast: (waiters ahead + 1) × 10 ms. Pass-through is bounded by 35 ms, fills by 100 ms.
-    expect(request('pass-a')).toBeInstanceOf(Promise); // 20 ms
+    expect(request('pass-a')).toBeInstanceOf(Promise); // 20 ms; this arrival takes CoDel's verdict
+    expect(limiter.isQueueStanding).toBe(true);
     expect(request('pass-b')).toBeInstanceOf(Promise); // 30 ms
     expect(request('pass-c')).toMatchObject({ ok: false, reason: 'predicted_wait', waitedMs: 0 }); // 40 > 35
     expect(request('fill', 1, { servesCrowd: true })).toBeInstanceOf(Promise); // 40 ≤ 100
