@@ -17,7 +17,7 @@ import { TieredStore } from './cache/stores/tiered-store.js';
 import { RedisCrossInstance } from './collapse/cross-instance.js';
 import { DistributedLock } from './collapse/distributed.js';
 import { Inflight } from './collapse/inflight.js';
-import type { GatewayConfig, RateLimitConfig, RedisConfig, SiteConfig } from './config/schema.js';
+import type { GatewayConfig, RedisConfig, SiteConfig } from './config/schema.js';
 import { ConfigSource } from './config/source.js';
 import { createReloader, type Reloader, type ReloadOutcome } from './config/reloader.js';
 import { watchConfig, type ConfigWatcher } from './config/watch.js';
@@ -27,7 +27,7 @@ import { Forwarder } from './origin/forward.js';
 import { OriginPool } from './origin/pool.js';
 import { Upstream } from './origin/upstream.js';
 import { PressureGate } from './admission/pressure-gate.js';
-import { RateLimiter } from './admission/rate-limit.js';
+import { RateLimitTable } from './admission/rate-limit-table.js';
 import { computeRetryAfterSeconds } from './admission/retry-after.js';
 import { Runtime, type SiteRuntime } from './runtime.js';
 import { TrustedProxies } from './server/client-address.js';
@@ -104,7 +104,7 @@ export class Gateway implements RequestDeps {
   private readonly redis?: RedisTier;
   private trusted: TrustedProxies;
   private readonly pools = new Map<string, OriginPool>();
-  private rateLimiters = new Map<string, { cfg: RateLimitConfig; limiter: RateLimiter }>();
+  private readonly rateLimits: RateLimitTable;
   private publicServer?: PublicServer;
   private adminServer?: http.Server;
   private reloader?: Reloader;
@@ -164,7 +164,8 @@ export class Gateway implements RequestDeps {
     this.pressure = new PressureGate(cfg.admission.pressure);
     this.trusted = new TrustedProxies(cfg.trustedProxies);
     this.rt = this.buildRuntime(cfg, 1);
-    this.configureRateLimits(cfg);
+    this.rateLimits = new RateLimitTable(this.clock);
+    this.rateLimits.configure(cfg.sites);
     this.metrics.get('configGeneration').set(1);
     // Both refusal series exist from the start, so rate() and alerts see the first refusal.
     for (const reason of ['max_connections', 'per_client']) this.metrics.get('clientConnectionsRefused').inc({ reason }, 0);
@@ -288,19 +289,11 @@ export class Gateway implements RequestDeps {
   }
 
   takeRateLimit(site: SiteRuntime, route: CompiledRoute, clientKey: (header?: string) => string): number | undefined {
-    if (this.rateLimiters.size === 0) return undefined; // off unless configured
-    for (const id of rateLimitIds(site, route)) {
-      const rl = this.rateLimiters.get(id);
-      if (!rl) continue;
-      const taken = rl.limiter.take(clientKey(rl.cfg.keyHeader));
-      if (!taken.allowed) return Math.max(1, Math.ceil(taken.retryAfterSeconds));
-    }
-    return undefined;
+    return this.rateLimits.take(site.name, route.name, clientKey);
   }
 
   rateLimitApplies(site: SiteRuntime, route: CompiledRoute): boolean {
-    if (this.rateLimiters.size === 0) return false;
-    return rateLimitIds(site, route).some((id) => this.rateLimiters.has(id));
+    return this.rateLimits.applies(site.name, route.name);
   }
 
   retryAfterSeconds(site: string): number {
@@ -456,7 +449,7 @@ export class Gateway implements RequestDeps {
     this.trusted = new TrustedProxies(next.trustedProxies);
     this.publicServer?.applyLimits(next.limits);
     this.upstream.configure(next.admission, next.admission.priorities.length + 1);
-    this.configureRateLimits(next);
+    this.rateLimits.configure(next.sites);
     this.metrics.get('configGeneration').set(generation);
     this.metrics.get('cacheMaxBytes').set(next.cache.maxBytes);
     if (next.admission.pressure.enabled) this.pressure.start();
@@ -511,21 +504,6 @@ export class Gateway implements RequestDeps {
     this.pools.set(site.name, pool);
     if (this.publicServer) pool.start();
     return pool;
-  }
-
-  private configureRateLimits(cfg: GatewayConfig): void {
-    const next = new Map<string, { cfg: RateLimitConfig; limiter: RateLimiter }>();
-    const add = (id: string, rl: RateLimitConfig | undefined) => {
-      if (!rl || !rl.enabled) return;
-      const prev = this.rateLimiters.get(id);
-      if (prev && JSON.stringify(prev.cfg) === JSON.stringify(rl)) next.set(id, prev);
-      else next.set(id, { cfg: rl, limiter: new RateLimiter({ ratePerSecond: rl.ratePerSecond, burst: rl.burst, clock: this.clock }) });
-    };
-    for (const site of cfg.sites) {
-      add(rateLimitId(site.name), site.rateLimit);
-      for (const route of site.routes) add(rateLimitId(site.name, route.name), route.rateLimit);
-    }
-    this.rateLimiters = next;
   }
 
   /** /readyz: ready unless draining or no site has a usable origin. */
@@ -603,16 +581,6 @@ export class Gateway implements RequestDeps {
     await this.redis?.bus.close();
     await this.store.close();
   }
-}
-
-/** A rate limiter's id: the site's own (route omitted) or one route's. */
-function rateLimitId(site: string, route = ''): string {
-  return `${site}\u0000${route}`;
-}
-
-/** The limiters that may apply to a request, the route's first, then the site's. */
-function rateLimitIds(site: SiteRuntime, route: CompiledRoute): [string, string] {
-  return [rateLimitId(site.name, route.name), rateLimitId(site.name)];
 }
 
 /**
