@@ -1,0 +1,186 @@
+/**
+ * Writing answers and accounting for them: a stored entry (with Age, Cache-Status and the
+ * client's conditional), a buffered origin answer, an error or shed page; then, once per
+ * request, the metrics row, the hot-keys table and the access log (finish()).
+ */
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { CacheEntry } from '../cache/entry.js';
+import type { EntryEvaluation } from '../cache/policy.js';
+import { isNotModifiedForClient } from '../cache/revalidation.js';
+import type { ErrorCode } from '../errors.js';
+import { statusClassOf } from '../metrics/gateway-metrics.js';
+import type { CacheState, ShedReason, StaleReason } from '../outcome.js';
+import { formatCacheStatus, sendEntry, sendError, type CacheStatusFacts } from './respond.js';
+import type { MemoHold } from './hit-memo.js';
+import type { RequestDeps, Ctx } from './context.js';
+
+/** Seconds of freshness left (RFC 9211 ttl), negative once stale; an invalidated entry is stale. */
+export function ttlSecondsOf(entry: CacheEntry, now: number): number {
+  const ttl = Math.floor((entry.responseTime + entry.freshnessMs - entry.initialAgeMs - now) / 1000);
+  return entry.invalidatedAt !== undefined ? Math.min(ttl, -1) : ttl;
+}
+
+/** A bug on the request path: log it and answer 502 rather than leave the client hanging. */
+export function failUnexpected(ctx: Ctx, err: unknown): void {
+  ctx.deps.logger.error({ err, requestId: ctx.requestId, url: ctx.path }, 'request failed unexpectedly');
+  if (ctx.res.headersSent) {
+    ctx.res.destroy();
+    return;
+  }
+  fail(ctx, 'internal_error', 'see the gateway log');
+}
+
+export function serveEntry(
+  ctx: Ctx,
+  entry: CacheEntry,
+  evaluation: EntryEvaluation,
+  facts: CacheStatusFacts & { staleReason?: StaleReason },
+): void {
+  ctx.state = facts.state;
+  if (facts.collapsed) ctx.collapsed = true;
+  const detail = facts.state === 'stale' ? `stale-${facts.staleReason}` : facts.state === 'updating' ? 'updating' : undefined;
+  facts.ttlSeconds = ttlSecondsOf(entry, ctx.deps.clock.now());
+  facts.requestId = ctx.requestId;
+  facts.detail = detail;
+  if (facts.state === 'stale') facts.forwarded = STALE_AFTER_ORIGIN_TRIED.has(facts.staleReason!);
+  const cacheStatus = formatCacheStatus(facts);
+  const h = ctx.req.headers;
+  const notModified =
+    (h['if-none-match'] !== undefined || h['if-modified-since'] !== undefined) &&
+    isNotModifiedForClient(entry, { method: ctx.method, url: ctx.url, headers: h });
+  sendEntry(ctx.res, entry, {
+    head: ctx.method === 'HEAD',
+    ageSeconds: evaluation.ageSeconds,
+    cacheStatus,
+    requestId: ctx.requestId,
+    notModified,
+  });
+  if (ctx.wokenAt !== undefined) ctx.answeredAt = ctx.deps.clock.now();
+}
+
+/** Stale reasons for which the origin was actually contacted (Cache-Status fwd=stale, not hit). */
+const STALE_AFTER_ORIGIN_TRIED: ReadonlySet<StaleReason> = new Set(['error', 'timeout', 'unreachable']);
+
+export function writeBuffered(
+  ctx: Ctx,
+  status: number,
+  headers: OutgoingHttpHeaders,
+  body: Buffer,
+  facts: Omit<CacheStatusFacts, 'requestId'>,
+): void {
+  const { res } = ctx;
+  if (res.headersSent || res.destroyed) return;
+  const out: OutgoingHttpHeaders = { ...headers, 'content-length': body.length };
+  out['cache-status'] = formatCacheStatus({ ...facts, requestId: ctx.requestId });
+  out['x-request-id'] = ctx.requestId;
+  res.writeHead(status, out);
+  res.end(ctx.method === 'HEAD' ? undefined : body);
+  if (ctx.wokenAt !== undefined) ctx.answeredAt = ctx.deps.clock.now();
+}
+
+/** Admission refused and nothing stale: 503 with Retry-After from the measured drain rate. */
+export function shed(ctx: Ctx, reason: ShedReason): void {
+  ctx.shedReason = reason;
+  const site = ctx.site;
+  const retryAfter = site ? ctx.deps.retryAfterSeconds(site.name) : 1;
+  ctx.deps.metrics.get('shed').inc({ site: site?.name ?? '-', reason, priority: ctx.rt.priorityNames[ctx.priority] ?? 'default' });
+  ctx.deps.metrics.get('retryAfter').observe(retryAfter);
+  fail(ctx, reason === 'circuit_open' ? 'circuit_open' : 'overloaded', undefined, retryAfter, 'shed', `shed-${reason}`);
+}
+
+export function fail(
+  ctx: Ctx,
+  code: ErrorCode,
+  detail?: string,
+  retryAfterSeconds?: number,
+  state: CacheState = 'error',
+  statusDetail?: string,
+): void {
+  ctx.errorCode = code;
+  ctx.state = state;
+  const accept = ctx.req.headers.accept;
+  sendError(ctx.res, code, {
+    accept: typeof accept === 'string' ? accept : undefined,
+    detail,
+    requestId: ctx.requestId,
+    retryAfterSeconds,
+    head: ctx.method === 'HEAD',
+    cacheStatus: formatCacheStatus({ state, detail: statusDetail ?? code, requestId: ctx.requestId }),
+  });
+}
+
+/**
+ * Drain accounting, the request metrics and the hot-key count for one finished request (the
+ * memo hit path, with the rows its memo entry holds, and finish() alike). Returns the status
+ * sent, 0 when no head went out.
+ */
+export function countRequest(
+  deps: RequestDeps,
+  res: ServerResponse,
+  site: string,
+  route: string,
+  path: string,
+  state: CacheState,
+  durationMs: number,
+  hold?: MemoHold,
+): number {
+  deps.requestDone?.();
+  const status = res.headersSent ? res.statusCode : 0;
+  const statusClass = status ? statusClassOf(status) : 'aborted';
+  if (hold === undefined) {
+    deps.metrics.observeRequest(site, route, state, statusClass, durationMs / 1000);
+    deps.noteKey?.(site, path, state);
+    return status;
+  }
+  // The memo hit path: through the rows held on its memo entry while they are live (no lookups).
+  let row = hold.row;
+  if (row === undefined || !row.live || row.statusClass !== statusClass) row = hold.row = deps.metrics.requestRow(site, route, state, statusClass);
+  deps.metrics.observeRow(row, durationMs / 1000);
+  const hotKeys = deps.hotKeys;
+  if (hotKeys === undefined) deps.noteKey?.(site, path, state);
+  else {
+    let hot = hold.hot;
+    if (hot === undefined || !hot.live) hot = hold.hot = hotKeys.rowFor(site, path);
+    hotKeys.noteRow(hot, state);
+  }
+  return status;
+}
+
+/**
+ * Once per request, when its answer was handed over in full synchronously (`handedOff`) or its
+ * response closed: drain accounting, request metrics, hot keys, the access log line.
+ */
+export function finish(ctx: Ctx, handedOff: boolean): void {
+  const { deps, res } = ctx;
+  const durationMs = deps.clock.now() - ctx.startedAt;
+  const site = ctx.site?.name ?? '-';
+  const routeName = ctx.route?.name ?? '-';
+  const state = ctx.state === '-' ? 'error' : ctx.state;
+  const status = countRequest(deps, res, site, routeName, ctx.path, state, durationMs);
+  if (ctx.rt.config.log.access) {
+    deps.logger.info(
+      {
+        type: 'access',
+        requestId: ctx.requestId,
+        client: ctx.clientAddress,
+        method: ctx.method,
+        path: ctx.path.slice(0, 512),
+        site,
+        route: routeName,
+        status,
+        durationMs: Math.round(durationMs * 100) / 100,
+        cache: ctx.state,
+        collapsed: ctx.collapsed,
+        ...(ctx.wokenAt !== undefined
+          ? { afterWakeMs: Math.round(((ctx.answeredAt ?? deps.clock.now()) - ctx.wokenAt) * 100) / 100 }
+          : {}),
+        ...(ctx.upstreamMs !== undefined ? { upstreamMs: Math.round(ctx.upstreamMs * 100) / 100 } : {}),
+        ...(ctx.staleReason ? { staleReason: ctx.staleReason } : {}),
+        ...(ctx.shedReason ? { shedReason: ctx.shedReason } : {}),
+        ...(ctx.errorCode ? { error: ctx.errorCode } : {}),
+        ...(handedOff || res.writableFinished ? {} : { aborted: true }),
+      },
+      'request',
+    );
+  }
+}

@@ -1,0 +1,167 @@
+/**
+ * The request path's shared vocabulary: what it needs from the gateway (RequestDeps), one
+ * request's context (Ctx), one cache lookup (Lookup), a fill's shared result (FillResult), and
+ * the small pure helpers every step uses (variant selection, the collapse key, the key's
+ * authority). Types and pure functions only: no I/O, no answers.
+ */
+import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import type { Clock } from '../clock.js';
+import type { CacheEntry } from '../cache/entry.js';
+import { makeAuthority, makeVariantKey } from '../cache/cache-key.js';
+import { parseCacheControl } from '../cache/cache-control.js';
+import type { EntryEvaluation, PolicyOptions, RequestFacts } from '../cache/policy.js';
+import type { CacheStore, PurgeMode, PurgeSelector } from '../cache/stores/cache-store.js';
+import type { Inflight } from '../collapse/inflight.js';
+import type { ErrorCode } from '../errors.js';
+import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
+import type { OriginFetcher } from '../origin/fetch.js';
+import type { Forwarder } from '../origin/forward.js';
+import type { Upstream } from '../origin/upstream.js';
+import type { CacheState, ShedReason, StaleReason } from '../outcome.js';
+import type { Runtime, SiteRuntime } from '../runtime.js';
+import type { TrustedProxies } from './client-address.js';
+import type { CompiledRoute } from './site-router.js';
+import type { HitMemo } from './hit-memo.js';
+import type { HotKeys } from '../admin/hot-keys.js';
+
+/** What the request path needs from the gateway (gateway.ts implements it). */
+export interface RequestDeps {
+  readonly clock: Clock;
+  runtime(): Runtime;
+  trustedProxies(): TrustedProxies;
+  readonly store: CacheStore;
+  readonly inflight: Inflight<FillResult>;
+  readonly fetcher: OriginFetcher;
+  readonly forwarder: Forwarder;
+  readonly upstream: Upstream;
+  readonly metrics: GatewayMetrics;
+  readonly logger: Logger;
+  isOverloaded(): boolean;
+  /** Takes a token for this client; returns Retry-After seconds when refused. */
+  takeRateLimit(site: SiteRuntime, route: CompiledRoute, clientKey: (header?: string) => string): number | undefined;
+  retryAfterSeconds(site: string): number;
+  isDraining(): boolean;
+  /** Hot-key accounting for the status page. */
+  noteKey?(site: string, path: string, state: CacheState): void;
+  /** The same table, for the memo fast path's rows held across hits (noteKey stays the slow path's). */
+  readonly hotKeys?: HotKeys;
+  /** Collapsing across gateway instances (Redis), when configured. */
+  readonly crossInstance?: CrossInstanceCollapse;
+  /** Purges here and, with Redis, on every instance. */
+  purge(selectors: readonly PurgeSelector[], mode: PurgeMode): Promise<{ purged: number }>;
+  /** Once per request, when its response is finished or cut (in-flight accounting for drain). */
+  requestDone?(): void;
+  /** Routing remembered for plain requests (hit-memo.ts); without it every request goes the slow way. */
+  readonly hitMemo?: HitMemo;
+  /** True when a rate limit applies to this site and route; the memo is only written when this says false. */
+  rateLimitApplies?(site: SiteRuntime, route: CompiledRoute): boolean;
+}
+
+/**
+ * Cross-instance collapsing: a local leader asks before fetching. 'fetch': this instance holds
+ * the fill (or Redis is unavailable): fetch, store, then call done() so the others wake.
+ * 'filled': another instance stored it meanwhile: read the store again. 'timeout': the holder
+ * took too long: fetch alone.
+ */
+export interface CrossInstanceCollapse {
+  acquire(key: string): Promise<{ kind: 'fetch'; done(): Promise<void> } | { kind: 'filled' } | { kind: 'timeout' }>;
+}
+
+/** The outcome of one collapsed origin fetch, shared with its waiters. */
+export type FillResult =
+  | { kind: 'entry'; entry: CacheEntry; state: 'miss' | 'expired' | 'revalidated'; stored: boolean; fwdStatus: number }
+  | { kind: 'uncacheable'; fwdStatus: number; status: number; headers: OutgoingHttpHeaders; body: Buffer; reason: string }
+  | { kind: 'too_large' }
+  | { kind: 'origin_error'; fwdStatus: number; status: number; headers: OutgoingHttpHeaders; body: Buffer }
+  | { kind: 'failed'; code: ErrorCode; staleReason: StaleReason; shedReason?: ShedReason; detail?: string };
+
+export interface Ctx {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly deps: RequestDeps;
+  readonly rt: Runtime;
+  readonly requestId: string;
+  readonly startedAt: number;
+  readonly method: string;
+  /** The target as received (the hit memo is keyed by it). */
+  readonly rawUrl: string;
+  /** The normalised target (normaliseTarget): routing, the key and the origin all see this one. */
+  readonly url: string;
+  readonly path: string;
+  readonly clientAddress: string;
+  readonly peerAddress: string;
+  readonly peerTrusted: boolean;
+  site?: SiteRuntime;
+  route?: CompiledRoute;
+  priority: number;
+  state: CacheState | '-';
+  collapsed: boolean;
+  staleReason?: StaleReason;
+  shedReason?: ShedReason;
+  errorCode?: ErrorCode;
+  /** For a collapsed request: when the fill it waited on finished (the wake-up moment). */
+  wokenAt?: number;
+  /**
+   * When a buffered answer (entry, fill result, error page) was handed to the socket in full.
+   * Later than this, 'close' also waits for every other response written in the same tick.
+   */
+  answeredAt?: number;
+  /** Time spent in origin fetches made for this request (ms). */
+  upstreamMs?: number;
+  /** The Host, when this request is plain and may be memoised (hit-memo.ts). */
+  readonly memoHost?: string;
+  /** The record the fast path already looked up for memo.key (one lookup, one store event). */
+  readonly peeked?: { readonly key: string; readonly variants: readonly CacheEntry[] };
+}
+
+export interface Lookup {
+  key: string;
+  variants: readonly CacheEntry[];
+  entry: CacheEntry | undefined;
+  evaluation: EntryEvaluation | undefined;
+  policy: PolicyOptions;
+  facts: RequestFacts;
+  /** The client's headers as a fill sends them, and so as Vary sees them (makeFillVisibleHeaders). */
+  variantHeaders: IncomingHttpHeaders;
+  canStore: boolean;
+}
+
+export function isOnlyIfCached(req: IncomingMessage): boolean {
+  return req.headers['cache-control'] !== undefined && parseCacheControl(req.headers['cache-control']).has('only-if-cached');
+}
+
+/** The stored variant this request selects (RFC 9111 §4.1), the most recent when several match. */
+export function selectVariant(variants: readonly CacheEntry[], headers: IncomingHttpHeaders): CacheEntry | undefined {
+  let best: CacheEntry | undefined;
+  for (const v of variants) {
+    if (makeVariantKey(v.vary, headers) !== v.variantKey) continue;
+    if (!best || v.responseTime > best.responseTime) best = v;
+  }
+  return best;
+}
+
+/** One origin fetch per key and Vary variant: the variant is known once any variant is stored. */
+export function collapseKeyOf(lookup: Lookup): string {
+  const known = lookup.entry ?? lookup.variants[0];
+  if (!known || known.vary.length === 0) return lookup.key;
+  return `${lookup.key}\u0001${makeVariantKey(known.vary, lookup.variantHeaders)}`;
+}
+
+/**
+ * The scheme and host the origin will see for this request, for the cache key: the Host (or a
+ * trusted proxy's X-Forwarded-Host) and 'http' (or a trusted proxy's X-Forwarded-Proto), as
+ * setForwardedHeaders() passes them on.
+ */
+export function authorityOf(ctx: Ctx): string {
+  const h = ctx.req.headers;
+  const forwardedHost = ctx.peerTrusted ? firstToken(h['x-forwarded-host']) : undefined;
+  const scheme = (ctx.peerTrusted ? firstToken(h['x-forwarded-proto']) : undefined) ?? 'http';
+  return makeAuthority(forwardedHost ?? h.host, scheme);
+}
+
+function firstToken(v: string | string[] | undefined): string | undefined {
+  const s = Array.isArray(v) ? v[0] : v;
+  const first = s?.split(',')[0]?.trim();
+  return first ? first : undefined;
+}

@@ -1,0 +1,111 @@
+/**
+ * What a shared cache fill sends the origin (the key's view of the client's headers), and
+ * what an origin answer keeps on its way to the client (hop-by-hop and our targeted field
+ * stripped, Via added).
+ */
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import type { CacheEntry } from '../cache/entry.js';
+import { parseCookies } from '../cache/cache-key.js';
+import { HOP_BY_HOP, type PolicyOptions } from '../cache/policy.js';
+import type { SiteRuntime } from '../runtime.js';
+import { CLIENT_CONDITIONALS, appendVia, connectionListedNames, setForwardedHeaders, stripHopByHop } from './headers.js';
+import type { Ctx, Lookup } from './context.js';
+
+/**
+ * Request headers a cache fill passes on from the client: a fill is shared by everyone who asks
+ * for the key, so what the origin sees must be covered by the key. Never the hop-by-hop ones,
+ * the client's conditionals, Range, Cache-Control, Pragma, Expect or Content-Length (the cache
+ * makes its own), cookies (only the key template's), nor the site's `fillHeaders.drop`
+ * (X-Original-URL, X-HTTP-Method-Override, Forwarded and the like: they rewrite what an origin
+ * framework acts on). With `fillHeaders.only` set, nothing beyond those listed, Host, Accept*,
+ * User-Agent, the key template's headers and the names a stored Vary of the key lists.
+ */
+const FILL_ALWAYS: ReadonlySet<string> = new Set(['host', 'accept', 'accept-encoding', 'accept-language', 'accept-charset', 'user-agent']);
+const FILL_NEVER: ReadonlySet<string> = new Set([
+  ...HOP_BY_HOP,
+  ...CLIENT_CONDITIONALS,
+  'cookie',
+  'cache-control',
+  'pragma',
+  'expect',
+  'content-length',
+  'x-request-id',
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'via',
+]);
+
+/**
+ * The client's headers as a fill sends them, and so as Vary sees them (RFC 9111 §4.1 compares
+ * the headers of the request that was sent): see FILL_ALWAYS / FILL_NEVER above.
+ */
+export function makeFillVisibleHeaders(site: SiteRuntime, headers: IncomingHttpHeaders, policy: PolicyOptions, variants: readonly CacheEntry[]): IncomingHttpHeaders {
+  const out: IncomingHttpHeaders = {};
+  const keyHeaders = policy.route.key.headers;
+  const listed = connectionListedNames(headers.connection);
+  for (const name in headers) {
+    if (FILL_NEVER.has(name) || listed.includes(name)) continue;
+    if (FILL_ALWAYS.has(name) || site.isFillHeader(name) || keyHeaders.some((h) => h.toLowerCase() === name) || variants.some((v) => v.vary.includes(name)))
+      out[name] = headers[name] as string;
+  }
+  const cookie = keptCookies(headers.cookie, policy);
+  if (cookie !== undefined) out.cookie = cookie;
+  return out;
+}
+
+/** Cookies a fill may send: only those the key template varies on (they are part of the key). */
+function keptCookies(header: string | string[] | undefined, policy: PolicyOptions): string | undefined {
+  if (!header || policy.route.key.cookies.length === 0) return undefined;
+  const keep = new Set(policy.route.key.cookies);
+  const cookies = [...parseCookies(header)].filter(([name]) => keep.has(name));
+  return cookies.length > 0 ? cookies.map(([n, v]) => `${n}=${v}`).join('; ') : undefined;
+}
+
+/** Request headers for a cache fill: shared with every waiter, so nothing user-specific. */
+export function makeFillHeaders(ctx: Ctx, lookup: Lookup): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(lookup.variantHeaders)) {
+    if (value === undefined) continue;
+    out[name] = Array.isArray(value) ? value.join(', ') : value;
+  }
+  setForwardedHeaders(out, ctx.req.headers, {
+    peerAddress: ctx.peerAddress,
+    peerTrusted: ctx.peerTrusted,
+  });
+  out['x-request-id'] = ctx.requestId;
+  return out;
+}
+
+export function joinPath(base: URL, target: string): string {
+  let pathAndQuery = target;
+  if (!target.startsWith('/')) {
+    try {
+      const u = new URL(target);
+      pathAndQuery = u.pathname + u.search;
+    } catch {
+      pathAndQuery = '/';
+    }
+  }
+  const prefix = base.pathname.endsWith('/') ? base.pathname.slice(0, -1) : base.pathname;
+  return prefix + pathAndQuery;
+}
+
+/** Headers of a non-stored origin response as sent to the client. */
+export function clientHeaders(headers: Record<string, string | string[]>, policy: PolicyOptions): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  for (const [name, value] of Object.entries(headers)) out[name] = value;
+  stripHopByHop(out as Record<string, unknown>);
+  stripTargeted(out, policy.targetedHeader);
+  out['via'] = appendVia(out['via']);
+  return out;
+}
+
+/**
+ * RFC 9213: our own targeted field is for us and is not passed on; CDN-Cache-Control targets
+ * every CDN, so one in front of us gets it too (as the stored copy keeps it).
+ */
+export function stripTargeted(headers: OutgoingHttpHeaders, targeted: string): void {
+  const own = targeted.toLowerCase();
+  if (own !== 'cdn-cache-control') delete headers[own];
+}

@@ -1,0 +1,290 @@
+/**
+ * The collapsed cache fill: one leader per key and variant asks upstream for a member and a
+ * permit, fetches (conditionally when it can), stores, and hands one result to every waiter;
+ * background refreshes; collapsing across instances through Redis.
+ */
+import type { CacheEntry } from '../cache/entry.js';
+import { makeFillTarget, makeVariantKey } from '../cache/cache-key.js';
+import { decideStorage, evaluateEntry } from '../cache/policy.js';
+import { makeConditionalHeaders, mergeNotModified } from '../cache/revalidation.js';
+import type { FetchResult } from '../origin/fetch.js';
+import type { OriginMember } from '../origin/pool.js';
+import { serveEntry, writeBuffered } from './answer.js';
+import { selectVariant, collapseKeyOf, type FillResult, type Ctx, type Lookup } from './context.js';
+import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders } from './fill-headers.js';
+import { forward } from './pass-through.js';
+import { originFailure, hasStaleOnFailure, hasOtherMember, refusedFill, serveFailed, serveStaleOr } from './stale.js';
+
+export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): Promise<void> {
+  const { deps } = ctx;
+  const collapseKey = collapseKeyOf(lookup);
+  const cfg = ctx.rt.config.cache.collapse;
+  const joined = deps.inflight.join(collapseKey, cfg.waitDeadlineMs);
+
+  if (joined.role === 'leader') {
+    let result: FillResult;
+    try {
+      result = await fillAcrossInstances(ctx, lookup, collapseKey, 'fill');
+    } catch (err) {
+      deps.logger.error({ err, requestId: ctx.requestId }, 'cache fill failed unexpectedly');
+      result = { kind: 'failed', code: 'internal_error', staleReason: 'error' };
+    }
+    if (result.kind === 'uncacheable' || result.kind === 'too_large') {
+      deps.inflight.markHitForPass(collapseKey, ctx.rt.config.cache.collapse.hitForPassSeconds * 1000);
+      deps.metrics.get('hitForPass').inc({ site: ctx.site!.name });
+    }
+    fillSettledAt.set(result, deps.clock.now());
+    joined.settle(result);
+    return serveFillResult(ctx, lookup, result, false);
+  }
+
+  ctx.collapsed = true;
+  deps.metrics.get('collapsed').inc({ site: ctx.site!.name });
+  const outcome = joined.role === 'waiter' ? await joined.result : 'timeout';
+  // The wake-up moment is when the fill finished, not when this waiter's turn came to run.
+  ctx.wokenAt = (outcome !== 'timeout' && fillSettledAt.get(outcome)) || deps.clock.now();
+  if (outcome === 'timeout') {
+    // Waited past the deadline (or too many waiters): stale if we can, else fetch alone.
+    return serveStaleOr(ctx, lookup, 'timeout', () => {
+      ctx.state = 'pass';
+      return forward(ctx, 'pass', lookup);
+    });
+  }
+  if (outcome.kind === 'entry') {
+    // The leader's variant may not be ours (Vary); then fill our own variant, once.
+    if (makeVariantKey(outcome.entry.vary, lookup.variantHeaders) !== outcome.entry.variantKey) {
+      if (attempt >= 1) {
+        ctx.state = 'pass';
+        return forward(ctx, 'pass', lookup);
+      }
+      const variants = [outcome.entry];
+      const variantHeaders = makeFillVisibleHeaders(ctx.site!, ctx.req.headers, lookup.policy, variants);
+      return fillAndServe(ctx, { ...lookup, variants, variantHeaders, entry: undefined, evaluation: undefined }, attempt + 1);
+    }
+    return serveFillResult(ctx, lookup, outcome, true);
+  }
+  if (outcome.kind === 'uncacheable' || outcome.kind === 'too_large') {
+    // Not shareable: every waiter asks the origin itself (through the limiter).
+    ctx.state = 'pass';
+    return forward(ctx, 'pass', lookup);
+  }
+  if (outcome.kind === 'origin_error') {
+    return serveStaleOr(ctx, lookup, 'error', () => {
+      ctx.state = 'pass';
+      return forward(ctx, 'pass', lookup);
+    });
+  }
+  return serveFillResult(ctx, lookup, outcome, true);
+}
+
+/** When each shared fill result was handed to its waiters (for the access log's afterWakeMs). */
+const fillSettledAt = new WeakMap<FillResult, number>();
+
+/** Serves the shared fill result to the leader or a waiter. */
+export function serveFillResult(ctx: Ctx, lookup: Lookup, result: FillResult, collapsed: boolean): void | Promise<void> {
+  const now = ctx.deps.clock.now();
+  switch (result.kind) {
+    case 'entry': {
+      const evaluation = evaluateEntry(result.entry, lookup.facts, now, lookup.policy);
+      ctx.state = result.state;
+      return serveEntry(ctx, result.entry, evaluation, {
+        state: result.state,
+        collapsed,
+        stored: result.stored,
+        fwdStatus: result.fwdStatus,
+        missKind: lookup.variants.length > 0 && !lookup.entry ? 'vary-miss' : undefined,
+      });
+    }
+    case 'uncacheable': {
+      ctx.state = 'pass';
+      return writeBuffered(ctx, result.status, result.headers, result.body, {
+        state: 'pass',
+        fwdStatus: result.fwdStatus,
+        detail: `pass ${result.reason}`,
+      });
+    }
+    case 'origin_error': {
+      return serveStaleOr(ctx, lookup, 'error', () => {
+        ctx.state = 'miss';
+        writeBuffered(ctx, result.status, result.headers, result.body, { state: 'miss', fwdStatus: result.fwdStatus });
+      });
+    }
+    case 'failed':
+      return serveFailed(ctx, lookup, result);
+    case 'too_large':
+      ctx.state = 'pass';
+      void forward(ctx, 'pass', lookup);
+  }
+}
+
+/**
+ * One origin fetch for the cache: member + permit, conditional when a stored entry has
+ * validators, store when storable. Never tied to a client: the result belongs to the cache.
+ */
+async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', priorityOverride?: number): Promise<FillResult> {
+  const { deps, rt } = ctx;
+  const site = ctx.site!;
+  const excluded = new Set<OriginMember>();
+  for (let attempt = 0; ; attempt++) {
+    const deadlineAt = deps.clock.now() + rt.config.admission.queue.deadlineMs;
+    // A background refresh runs while stale-while-revalidate answers everyone: it uses spare
+    // origin capacity (the background class, below every configured one) and is refused first;
+    // the next stale hit tries again.
+    const priority = priorityOverride ?? (kind === 'background' ? rt.priorityNames.length : ctx.priority);
+    const admitted = await deps.upstream.admit(site.config, site.pool, {
+      priority,
+      deadlineAt,
+      kind,
+      exclude: excluded,
+      servesCrowd: true,
+      // Nobody waits on a background refresh, and a usable stale copy answers a failed fill.
+      hasFallback: kind === 'background' || hasStaleOnFailure(ctx, lookup),
+    });
+    if (!admitted.ok) return refusedFill(ctx, admitted);
+    const lease = admitted.lease;
+    const member = lease.member;
+    const revalidating = lookup.entry;
+    const conditional = revalidating ? makeConditionalHeaders(revalidating) : {};
+    const headers = { ...makeFillHeaders(ctx, lookup), ...conditional };
+    if (!site.config.preserveHost) headers['host'] = member.url.host;
+    let fetched: FetchResult | undefined;
+    try {
+      fetched = await deps.fetcher.fetch({
+        origin: member.url,
+        method: 'GET', // HEAD is filled with GET so the entry can answer both
+        path: joinPath(member.url, makeFillTarget(lookup.facts.url, lookup.policy.route.key)),
+        headers,
+        connectMs: site.config.timeouts.connectMs,
+        responseHeadersMs: site.config.timeouts.responseHeadersMs,
+        idleMs: site.config.timeouts.idleMs,
+        maxBodyBytes: rt.config.cache.maxObjectBytes,
+      });
+    } finally {
+      lease.finish(
+        fetched === undefined
+          ? { kind: 'abandoned' }
+          : fetched.ok
+            ? { kind: 'response', status: fetched.status }
+            : { kind: 'failure', failure: fetched.failure },
+      );
+      if (kind !== 'background') ctx.upstreamMs = (ctx.upstreamMs ?? 0) + (deps.clock.now() - lease.startedAt);
+    }
+    if (!fetched.ok) {
+      if (fetched.failure === 'connect_error' && site.config.retryOnConnectFailure && attempt === 0 && hasOtherMember(site, member, deps.clock.now())) {
+        excluded.add(member); // idempotent GET: retry once on another member
+        continue;
+      }
+      if (fetched.failure === 'error') {
+        deps.logger.warn({ err: fetched.error, requestId: ctx.requestId, origin: member.name }, 'cache fill could not be sent');
+        return { kind: 'failed', code: 'internal_error', staleReason: 'error', detail: `the fill could not be sent: ${fetched.error.message}` };
+      }
+      return { kind: 'failed', ...originFailure(fetched.failure, member) };
+    }
+    if ('tooLarge' in fetched) {
+      // Larger than cache.maxObjectBytes: not stored. The body was abandoned unread; the leader
+      // and every waiter stream it with http-proxy, and hit-for-pass sends the next ones straight there.
+      return { kind: 'too_large' };
+    }
+    const now = deps.clock.now();
+    const response = {
+      status: fetched.status,
+      headers: fetched.headers,
+      requestTime: fetched.requestTime,
+      responseTime: fetched.responseTime,
+    };
+    // RFC 9111 §4.3.3-4: a 304 to our conditional request refreshes the stored entry.
+    if (fetched.status === 304 && revalidating) {
+      const merged = mergeNotModified(revalidating, response, lookup.policy, now, lookup.facts);
+      if (merged) {
+        await deps.store.put(merged);
+        return { kind: 'entry', entry: merged, state: 'revalidated', stored: true, fwdStatus: 304 };
+      }
+      // The 304 doesn't select our entry: fetch unconditionally once.
+      lookup = { ...lookup, entry: undefined };
+      continue;
+    }
+    const decision = lookup.canStore
+      ? decideStorage({ ...lookup.facts, method: 'GET', headers }, response, lookup.policy, now)
+      : ({ store: false, reason: 'request no-store' } as const);
+    // A server error answers with the stored copy where one may stand in (stale-if-error,
+    // grace); else it is an answer like any other, stored only with explicit freshness (or a
+    // route's negative TTL for its status), as RFC 9111 §3 and nginx do.
+    if (fetched.status >= 500 && (!decision.store || hasStaleOnFailure(ctx, lookup))) {
+      return {
+        kind: 'origin_error',
+        fwdStatus: fetched.status,
+        status: fetched.status,
+        headers: clientHeaders(fetched.headers, lookup.policy),
+        body: fetched.body,
+      };
+    }
+    if (decision.store) {
+      const entry: CacheEntry = {
+        ...decision.entry,
+        key: lookup.key,
+        variantKey: makeVariantKey(decision.entry.vary, lookup.variantHeaders),
+        body: fetched.body,
+      };
+      if (entry.body.length <= rt.config.cache.maxObjectBytes) await deps.store.put(entry);
+      return { kind: 'entry', entry, state: lookup.entry ? 'expired' : 'miss', stored: true, fwdStatus: fetched.status };
+    }
+    return {
+      kind: 'uncacheable',
+      fwdStatus: fetched.status,
+      status: fetched.status,
+      headers: clientHeaders(fetched.headers, lookup.policy),
+      body: fetched.body,
+      reason: decision.reason,
+    };
+  }
+}
+
+/**
+ * A local leader's fill, collapsed across instances when Redis is configured: if another
+ * instance holds this key's fill, wait for its notification and take what it stored; otherwise
+ * fetch here and, when this instance held the others' lock, wake them once stored.
+ */
+async function fillAcrossInstances(
+  ctx: Ctx,
+  lookup: Lookup,
+  collapseKey: string,
+  kind: 'fill' | 'background',
+  priority?: number,
+): Promise<FillResult> {
+  const remote = ctx.deps.crossInstance;
+  if (!remote) return runFill(ctx, lookup, kind, priority);
+  const claim = await remote.acquire(collapseKey);
+  if (claim.kind === 'filled') {
+    const entry = selectVariant((await ctx.deps.store.get(lookup.key)) ?? [], lookup.variantHeaders);
+    if (entry && entry !== lookup.entry) {
+      const evaluation = evaluateEntry(entry, lookup.facts, ctx.deps.clock.now(), lookup.policy);
+      if (!evaluation.needsRevalidation) {
+        return { kind: 'entry', entry, state: lookup.entry ? 'expired' : 'miss', stored: false, fwdStatus: entry.status };
+      }
+    }
+    return runFill(ctx, lookup, kind, priority); // nothing usable arrived: fetch here
+  }
+  try {
+    return await runFill(ctx, lookup, kind, priority);
+  } finally {
+    if (claim.kind === 'fetch') await claim.done().catch(() => undefined);
+  }
+}
+
+/**
+ * A refresh nobody waits for: collapsed with any fill of the same key. RFC 5861 §3 refreshes
+ * take the background class (spare capacity only); a refresh standing in for a fill the crowd
+ * would have queued for (step 7) keeps that request's `priority`.
+ */
+export function startBackgroundRefresh(ctx: Ctx, lookup: Lookup, priority?: number): void {
+  const { deps } = ctx;
+  const collapseKey = collapseKeyOf(lookup);
+  const joined = deps.inflight.join(collapseKey, 0);
+  if (joined.role !== 'leader') return; // someone is already refreshing it
+  fillAcrossInstances(ctx, lookup, collapseKey, 'background', priority)
+    .catch((err): FillResult => {
+      deps.logger.warn({ err, requestId: ctx.requestId }, 'background refresh failed');
+      return { kind: 'failed', code: 'internal_error', staleReason: 'error' };
+    })
+    .then((result) => joined.settle(result));
+}

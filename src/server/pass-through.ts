@@ -1,0 +1,162 @@
+/**
+ * Streaming pass-through (bypass and pass): the request goes to a member through the limiter
+ * and back to the client as it streams, with one retry on another member for a refused
+ * connection; a successful unsafe request invalidates what it changed (RFC 9111 §4.4).
+ */
+import type { OutgoingHttpHeaders } from 'node:http';
+import { makeCacheKey } from '../cache/cache-key.js';
+import { invalidationTargets } from '../cache/revalidation.js';
+import type { PurgeSelector } from '../cache/stores/cache-store.js';
+import type { ForwardOutcome } from '../origin/forward.js';
+import type { OriginMember } from '../origin/pool.js';
+import { appendVia, setForwardedHeaders, stripHopByHop } from './headers.js';
+import { formatCacheStatus } from './respond.js';
+import { shed, fail } from './answer.js';
+import { authorityOf, type Ctx, type Lookup } from './context.js';
+import { stripTargeted } from './fill-headers.js';
+import { originFailure, hasStaleOnFailure, hasOtherMember, refusedFill, serveFailed, serveStaleOr } from './stale.js';
+
+/**
+ * Streaming pass-through for requests the cache does not answer: through the limiter, to a
+ * member, with one retry on another member when an idempotent request could not connect.
+ */
+export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Lookup): Promise<void> {
+  const { deps, req, res, rt } = ctx;
+  const site = ctx.site!;
+  ctx.state = state;
+  prepareForwardHeaders(ctx);
+  const excluded = new Set<OriginMember>();
+  const abort = new AbortController();
+  const onClose = () => abort.abort();
+  res.once('close', onClose);
+  try {
+    for (let attempt = 0; ; attempt++) {
+      const deadlineAt = deps.clock.now() + rt.config.admission.queue.deadlineMs;
+      const admitted = await deps.upstream.admit(site.config, site.pool, {
+        priority: ctx.priority,
+        deadlineAt,
+        kind: 'forward',
+        exclude: excluded,
+        signal: abort.signal,
+        hasFallback: lookup !== undefined && hasStaleOnFailure(ctx, lookup),
+      });
+      if (!admitted.ok) {
+        if (res.destroyed) return;
+        const refused = refusedFill(ctx, admitted);
+        if (lookup) return serveFailed(ctx, lookup, refused);
+        if (refused.shedReason) return shed(ctx, refused.shedReason);
+        return fail(ctx, refused.code, refused.detail);
+      }
+      const lease = admitted.lease;
+      const member = lease.member;
+      let outcome: ForwardOutcome | undefined;
+      try {
+        if (res.destroyed) outcome = { kind: 'client_gone' };
+        else
+          outcome = await deps.forwarder.web(req, res, {
+            target: { url: member.url, agent: member.agent },
+            timeouts: site.config.timeouts,
+            changeOrigin: !site.config.preserveHost,
+            maxBodyBytes: rt.config.limits.maxBodyBytes,
+            onHead: (status, headers) => {
+              if (lookup) stripTargeted(headers, lookup.policy.targetedHeader);
+              else stripTargeted(headers, rt.config.cache.targetedHeader);
+              headers['cache-status'] = formatCacheStatus({
+                state,
+                fwdStatus: status,
+                detail: state,
+                requestId: ctx.requestId,
+              });
+              headers['x-request-id'] = ctx.requestId;
+              headers['via'] = appendVia(headers['via']);
+              if (status >= 200 && status < 400 && !isCacheableMethod(ctx.method)) invalidateAfterUnsafe(ctx, status, headers);
+              return headers;
+            },
+          });
+      } finally {
+        lease.finish(
+          outcome === undefined
+            ? { kind: 'abandoned' }
+            : outcome.kind === 'ok'
+              ? { kind: 'response', status: outcome.status }
+              : outcome.kind === 'client_gone' || outcome.kind === 'body_too_large'
+                ? { kind: 'client_gone' }
+                : { kind: 'failure', failure: outcome.failure },
+        );
+      }
+      if (outcome.kind === 'ok' || outcome.kind === 'client_gone') return;
+      if (outcome.kind === 'body_too_large') {
+        // nginx's client_max_body_size for a chunked body: 413, and the connection closed (the
+        // rest of the body is never read).
+        if (outcome.headSent || res.headersSent) {
+          res.destroy();
+          return;
+        }
+        res.setHeader('connection', 'close');
+        return fail(ctx, 'body_too_large', `the chunked request body passed limits.maxBodyBytes (${rt.config.limits.maxBodyBytes} bytes)`);
+      }
+      if (outcome.kind === 'broken') return; // head already sent; the client connection was cut
+      const idempotent = ctx.method === 'GET' || ctx.method === 'HEAD' || ctx.method === 'OPTIONS';
+      if (
+        outcome.failure === 'connect_error' &&
+        idempotent &&
+        !outcome.bodySent &&
+        site.config.retryOnConnectFailure &&
+        attempt === 0 &&
+        hasOtherMember(site, member, deps.clock.now())
+      ) {
+        excluded.add(member);
+        continue;
+      }
+      if (outcome.failure === 'error') {
+        deps.logger.warn({ err: outcome.error, requestId: ctx.requestId, origin: member.name }, 'request could not be forwarded');
+        return fail(ctx, 'internal_error', `the request could not be forwarded: ${outcome.error.message}`);
+      }
+      const failed = originFailure(outcome.failure, member);
+      if (lookup) return serveStaleOr(ctx, lookup, failed.staleReason, () => fail(ctx, failed.code, failed.detail));
+      return fail(ctx, failed.code, failed.detail);
+    }
+  } finally {
+    res.off('close', onClose);
+  }
+}
+
+function isCacheableMethod(method: string): boolean {
+  return method === 'GET' || method === 'HEAD';
+}
+
+/** Prepares the client's request for forwarding: hop-by-hop out, X-Forwarded-* and Via in. */
+function prepareForwardHeaders(ctx: Ctx): void {
+  const headers = ctx.req.headers as Record<string, string | string[] | undefined>;
+  const original = { ...ctx.req.headers };
+  // Keep Transfer-Encoding so Node reproduces the body framing; strip every other hop-by-hop
+  // field, including the client's Connection (with an agent, http-proxy would forward it).
+  // (WebSocket upgrades never come here: gateway.ts tunnels them.)
+  stripHopByHop(headers, TE_KEEP);
+  setForwardedHeaders(headers as Record<string, string | string[] | number | undefined>, original, {
+    peerAddress: ctx.peerAddress,
+    peerTrusted: ctx.peerTrusted,
+  });
+  headers['x-request-id'] = ctx.requestId;
+}
+const TE_KEEP: ReadonlySet<string> = new Set(['transfer-encoding']);
+
+/** RFC 9111 §4.4: a successful unsafe request invalidates the URI and same-origin Location / Content-Location. */
+function invalidateAfterUnsafe(ctx: Ctx, status: number, headers: OutgoingHttpHeaders): void {
+  const site = ctx.site!;
+  const host = ctx.req.headers['x-forwarded-host'] ?? ctx.req.headers.host ?? 'localhost';
+  const origin = `http://${Array.isArray(host) ? host[0] : host}`;
+  const targets = invalidationTargets(
+    { method: ctx.method, url: ctx.url, headers: ctx.req.headers },
+    { status, headers: headers as Record<string, string | string[] | undefined> },
+    origin,
+  );
+  const selectors: PurgeSelector[] = targets.map((target) => {
+    const route = site.compiled.matchRoute('GET', target.split('?')[0]!);
+    return {
+      kind: 'key',
+      key: makeCacheKey({ site: site.name, authority: authorityOf(ctx), url: target, headers: ctx.req.headers, key: site.policyFor(route).route.key }),
+    };
+  });
+  if (selectors.length > 0) void ctx.deps.purge(selectors, 'soft').catch(() => undefined);
+}

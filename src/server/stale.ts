@@ -1,0 +1,126 @@
+/**
+ * What answers when the origin cannot: a stored copy within the window the reason allows
+ * (stale-if-error and grace when the origin failed, stale-if-error when it was busy or we
+ * were), else the error or shed page. Also the "hot page" rule (a page a crowd reads is
+ * answered while it refreshes) and the mapping of origin failures to error codes.
+ */
+import { staleAtOf, type CacheEntry } from '../cache/entry.js';
+import { evaluateEntry, type EntryEvaluation } from '../cache/policy.js';
+import type { ErrorCode } from '../errors.js';
+import type { FetchFailure } from '../origin/fetch.js';
+import type { OriginMember } from '../origin/pool.js';
+import type { AdmitResult } from '../origin/upstream.js';
+import type { StaleReason } from '../outcome.js';
+import type { SiteRuntime } from '../runtime.js';
+import { fail, serveEntry, shed } from './answer.js';
+import type { FillResult, Ctx, Lookup } from './context.js';
+
+/**
+ * Hits answered per stored entry, by either path: a page's heat is its current copy's, so the
+ * memo fast path and the slow path agree on it, and a refreshed copy starts cold.
+ */
+const entryHits = new WeakMap<CacheEntry, number>();
+
+export function countHit(entry: CacheEntry): void {
+  entryHits.set(entry, (entryHits.get(entry) ?? 0) + 1);
+}
+
+/**
+ * Hits after which a page is hot: a crowd is reading it. A page that answered this many
+ * requests is answered stale while it refreshes in the background (within its grace), like
+ * stale-while-revalidate; one read now and then (a conformance test, a quiet page) is not.
+ */
+export const HOT_HITS = 5;
+
+/** How long past expiry a hot page is answered while it refreshes (the old default SWR window), ms. */
+export const HOT_STALE_MS = 10_000;
+
+/** The entry expired less than HOT_STALE_MS ago and answered HOT_HITS requests. */
+export function isHot(ctx: Ctx, entry: CacheEntry): boolean {
+  return ctx.deps.clock.now() < staleAtOf(entry) + HOT_STALE_MS && (entryHits.get(entry) ?? 0) >= HOT_HITS;
+}
+
+/** A stale copy that may answer while its key's refresh is under way (decide(), step 9). */
+export function isServableWhileUpdating(entry: CacheEntry, evaluation: EntryEvaluation): boolean {
+  if (evaluation.refetchDemanded || !evaluation.withinStaleIfError) return false;
+  return entry.freshnessMs > 0 || entry.headers['etag'] !== undefined || entry.headers['last-modified'] !== undefined;
+}
+
+/** The error page and stale reason for an origin that failed (refused, timed out, reset, or answered garbage). */
+export function originFailure(failure: Exclude<FetchFailure, 'error'>, member: OriginMember): { code: ErrorCode; staleReason: StaleReason; detail: string } {
+  return {
+    code:
+      failure === 'timeout'
+        ? 'origin_timeout'
+        : failure === 'connect_error'
+          ? 'origin_unreachable'
+          : failure === 'bad_response'
+            ? 'origin_bad_response'
+            : 'origin_reset',
+    staleReason: failure === 'timeout' ? 'timeout' : failure === 'connect_error' ? 'unreachable' : 'error',
+    detail: `origin ${member.name} (${member.url.origin}): ${failure.replace('_', ' ')}; check sites[].origins[].url`,
+  };
+}
+
+/** A stored copy this request may be answered with if the origin fails (stale-if-error, grace). */
+export function hasStaleOnFailure(ctx: Ctx, lookup: Lookup): boolean {
+  const entry = lookup.entry;
+  // A stored server error is no better than a new one.
+  if (!entry || entry.status >= 500) return false;
+  return evaluateEntry(entry, lookup.facts, ctx.deps.clock.now(), lookup.policy).withinGraceOnFailure;
+}
+
+/** Is there another routable member to retry on? (Asked without pick(), which advances the round-robin.) */
+export function hasOtherMember(site: SiteRuntime, failed: OriginMember, now: number): boolean {
+  return site.pool.members().some((m) => m !== failed && m.isHealthy(now));
+}
+
+export function refusedFill(ctx: Ctx, admitted: Exclude<AdmitResult, { ok: true }>): Extract<FillResult, { kind: 'failed' }> {
+  const site = ctx.site!;
+  if (admitted.why === 'no_healthy') {
+    return {
+      kind: 'failed',
+      code: 'no_healthy_origin',
+      staleReason: 'unreachable',
+      detail: `no healthy origin for site "${site.name}" (${site.config.origins.map((o) => o.url).join(', ')}); check sites[].origins[].url`,
+    };
+  }
+  if (admitted.why === 'circuit_open') return { kind: 'failed', code: 'circuit_open', staleReason: 'circuit_open', shedReason: 'circuit_open' };
+  return { kind: 'failed', code: 'overloaded', staleReason: 'shed', shedReason: admitted.reason };
+}
+
+/** A fill or forward that failed or was refused: a stored copy the reason allows, else the shed or error page. */
+export function serveFailed(ctx: Ctx, lookup: Lookup, result: Extract<FillResult, { kind: 'failed' }>): void | Promise<void> {
+  return serveStaleOr(ctx, lookup, result.staleReason, () => {
+    if (result.shedReason) return shed(ctx, result.shedReason);
+    fail(ctx, result.code, result.detail);
+  });
+}
+
+/** Stale is the first answer to trouble (RFC 5861 §4 stale-if-error, widened by the route's grace). */
+export function serveStaleOr(
+  ctx: Ctx,
+  lookup: Lookup,
+  reason: StaleReason,
+  otherwise: () => void | Promise<void>,
+  afterServing?: () => void,
+): void | Promise<void> {
+  const entry = lookup.entry;
+  // A stored server error does not stand in for the origin's new error.
+  if (entry && !(reason === 'error' && entry.status >= 500)) {
+    const evaluation = evaluateEntry(entry, lookup.facts, ctx.deps.clock.now(), lookup.policy);
+    // The route's grace for must-revalidate pages covers an origin that fails, not a busy one.
+    const usable = ORIGIN_FAILED.has(reason) ? evaluation.withinGraceOnFailure : evaluation.withinStaleIfError;
+    if (evaluation.fresh || usable) {
+      ctx.staleReason = reason;
+      ctx.deps.metrics.get('staleServed').inc({ site: ctx.site!.name, reason });
+      serveEntry(ctx, entry, evaluation, { state: 'stale', staleReason: reason });
+      afterServing?.();
+      return;
+    }
+  }
+  return otherwise();
+}
+
+/** Stale reasons that mean the origin failed (not that it was busy or the gateway was). */
+const ORIGIN_FAILED: ReadonlySet<StaleReason> = new Set(['error', 'timeout', 'unreachable', 'circuit_open']);
