@@ -9,15 +9,10 @@ import { availableParallelism } from 'node:os';
 import pino, { type Logger } from 'pino';
 import { systemClock, type Clock } from './clock.js';
 import type { CacheStore, PurgeMode, PurgeSelector, StoreEventHook } from './cache/stores/cache-store.js';
-import { staleAtOf } from './cache/entry.js';
 import { MemoryStore } from './cache/stores/memory-store.js';
-import { RedisBus } from './cache/stores/redis-bus.js';
-import { createRedisClient, RedisGuard, RedisStore, type RedisClient } from './cache/stores/redis-store.js';
-import { TieredStore } from './cache/stores/tiered-store.js';
-import { RedisCrossInstance } from './collapse/cross-instance.js';
-import { DistributedLock } from './collapse/distributed.js';
+import { RedisTier } from './cache/stores/redis-tier.js';
 import { Inflight } from './collapse/inflight.js';
-import type { GatewayConfig, RedisConfig, SiteConfig } from './config/schema.js';
+import type { GatewayConfig, SiteConfig } from './config/schema.js';
 import { ConfigSource } from './config/source.js';
 import { createReloader, type Reloader, type ReloadOutcome } from './config/reloader.js';
 import { watchConfig, type ConfigWatcher } from './config/watch.js';
@@ -63,21 +58,6 @@ export interface GatewayOptions {
    * the reference a memo test compares against, or a diagnosis that rules the memo out.
    */
   hitMemo?: boolean;
-}
-
-/**
- * The Redis parts, built once (`redis` is a restart-only key): one command connection and one
- * breaker shared by the L2 store, the bus publisher and the fill lock (they learn together that
- * Redis is down), and a second connection for the bus's subscriber mode.
- */
-interface RedisTier {
-  config: RedisConfig;
-  client: RedisClient;
-  guard: RedisGuard;
-  bus: RedisBus;
-  tiered: TieredStore;
-  /** The heartbeat (see startRedisHeartbeat). */
-  heartbeat?: NodeJS.Timeout;
 }
 
 export class Gateway implements RequestDeps {
@@ -139,16 +119,17 @@ export class Gateway implements RequestDeps {
       });
     if (opts.store) this.store = opts.store;
     else if (cfg.redis) {
-      this.redis = this.buildRedisTier(cfg.redis, memory(), cfg.cache.maxVariants, onStoreEvent);
-      this.store = this.redis.tiered;
-      this.crossInstance = new RedisCrossInstance({
-        lock: new DistributedLock({ guard: this.redis.guard, keyPrefix: cfg.redis.keyPrefix }),
-        bus: this.redis.bus,
-        lockTtlMs: cfg.redis.lockTtlMs,
-        lockWaitMs: cfg.redis.lockWaitMs,
-        onFilled: (collapseKey) => this.refreshL1FromL2(primaryKeyOf(collapseKey)),
-        isFilled: (collapseKey) => this.isFreshInL2(collapseKey),
+      this.redis = new RedisTier({
+        config: cfg.redis,
+        l1: memory(),
+        maxVariants: cfg.cache.maxVariants,
+        clock: this.clock,
+        logger: this.logger,
+        onStoreEvent,
+        onHeartbeat: (available) => this.metrics.get('redisUp').set(available ? 1 : 0),
       });
+      this.store = this.redis.store;
+      this.crossInstance = this.redis.crossInstance;
     } else this.store = memory();
     // crowdgate_redis_up exists only where Redis is configured (the alert keys on that).
     if (this.redis) this.metrics.get('redisUp').set(0);
@@ -189,69 +170,6 @@ export class Gateway implements RequestDeps {
     }
   }
 
-  private buildRedisTier(cfg: RedisConfig, l1: MemoryStore, maxVariants: number, onEvent: StoreEventHook): RedisTier {
-    // Connection errors repeat on every reconnect attempt: log the first after each good spell.
-    let hasLoggedError = false;
-    const client = createRedisClient(cfg, {
-      connectionName: 'crowdgate',
-      onError: (err) => {
-        if (hasLoggedError) return;
-        hasLoggedError = true;
-        this.logger.warn({ err: err.message }, 'redis unavailable: serving from memory only until it is back');
-      },
-    });
-    client.on('ready', () => {
-      if (hasLoggedError) this.logger.info('redis reconnected: shared tier resumed');
-      hasLoggedError = false;
-    });
-    const guard = new RedisGuard(client, { breakerFailures: cfg.breakerFailures, breakerOpenMs: cfg.breakerOpenMs, clock: this.clock });
-    const l2 = new RedisStore({
-      guard,
-      keyPrefix: cfg.keyPrefix,
-      maxEntryBytes: cfg.maxEntryBytes,
-      maxVariants,
-      clock: this.clock,
-      onEvent,
-      ownsClient: true,
-    });
-    const tiered = new TieredStore({ l1, l2 });
-    const bus = new RedisBus({ guard, subscriber: client.duplicate(), keyPrefix: cfg.keyPrefix, clock: this.clock, ownsSubscriber: true });
-    // Another instance purged (L2 included) and told us: our L1 only, at the sender's moment.
-    bus.onPurge((notice) => {
-      void tiered.purgeLocal(notice.selector, notice.mode, notice.at).then((purged) => {
-        this.logger.info({ from: notice.from, selector: notice.selector, mode: notice.mode, purged }, 'purge received');
-      });
-    });
-    return { config: cfg, client, guard, bus, tiered };
-  }
-
-  /**
-   * Another instance just stored `key` in L2: replace our L1 record with it. The tiered store
-   * reads L1 first, so a stale L1 copy would otherwise hide the fresh one and be refetched.
-   */
-  private async refreshL1FromL2(key: string): Promise<void> {
-    const tiered = this.redis?.tiered;
-    if (!tiered) return;
-    const far = await tiered.l2.get(key);
-    if (far) tiered.l1.fill(key, far);
-  }
-
-  /**
-   * Asked by a new lock holder: did another instance store a fresh copy of this key after our
-   * lookup (it held the lock, filled, and released before we asked)? Then copy it into L1 and
-   * skip the fetch. Fresh here is the entry's own staleAt (entry.ts), not the request's view;
-   * the request path re-evaluates what it reads. Vary'd keys are left to fetch.
-   */
-  private async isFreshInL2(collapseKey: string): Promise<boolean> {
-    const tiered = this.redis?.tiered;
-    if (!tiered || collapseKey.includes('\u0001')) return false;
-    const far = await tiered.l2.get(collapseKey);
-    const now = this.clock.now();
-    if (!far || !far.some((e) => staleAtOf(e) > now)) return false;
-    tiered.l1.fill(collapseKey, far);
-    return true;
-  }
-
   /**
    * Purge here (L1 and L2 when tiered) and tell the other instances to purge their L1.
    * One `now` for every selector and every instance. Returns the entries affected here.
@@ -260,12 +178,7 @@ export class Gateway implements RequestDeps {
     const now = this.clock.now();
     let purged = 0;
     for (const selector of selectors) purged += await this.store.purge(selector, mode, now);
-    let broadcast = false;
-    if (this.redis) {
-      const sent = await Promise.all(selectors.map((selector) => this.redis!.bus.publishPurge(selector, mode, now)));
-      broadcast = sent.every(Boolean);
-      if (!broadcast) this.logger.warn({ mode }, 'purge not broadcast: redis unavailable; other instances keep their copies until expiry');
-    }
+    const broadcast = this.redis ? await this.redis.broadcastPurge(selectors, mode, now) : false;
     return { purged, broadcast };
   }
 
@@ -330,8 +243,8 @@ export class Gateway implements RequestDeps {
     });
     this.adminServer = createAdminServer(this);
     if (this.redis) {
-      await this.whenRedisReady(this.redis);
-      this.startRedisHeartbeat(this.redis);
+      await this.redis.whenReady();
+      this.redis.startHeartbeat();
     }
     const pub = await listenOn(this.publicServer, cfg.listen.host, cfg.listen.port);
     const admin = await listenOn(this.adminServer, cfg.admin.host, cfg.admin.port);
@@ -349,42 +262,6 @@ export class Gateway implements RequestDeps {
     if (cpus === 1 && gc === 'concurrent')
       this.logger.warn('one CPU and concurrent GC: start with scripts/crowdgate (or node --single-threaded-gc) to avoid GC stalls');
     return { public: pub, admin };
-  }
-
-  /**
-   * Give Redis one connect timeout to come up before traffic, so the first requests already
-   * share the tier; past it, start anyway (fail open: it joins when it connects).
-   */
-  private async whenRedisReady(redis: RedisTier): Promise<void> {
-    const timeoutMs = redis.config.connectTimeoutMs;
-    const ready =
-      redis.client.status === 'ready'
-        ? Promise.resolve()
-        : new Promise<void>((resolve) => {
-            const timer = setTimeout(resolve, timeoutMs);
-            redis.client.once('ready', () => {
-              clearTimeout(timer);
-              resolve();
-            });
-          });
-    const [, listening] = await Promise.all([ready, redis.bus.whenListening(timeoutMs)]);
-    if (redis.client.status !== 'ready' || !listening)
-      this.logger.warn({ timeoutMs }, 'redis not ready at start: serving from memory only until it connects');
-  }
-
-  /**
-   * One PING through the guard every `breakerOpenMs`: without traffic the breaker would neither
-   * notice a hung Redis nor take its half-open probe once Redis is back, and crowdgate_redis_up
-   * would stay stale. A PING that fails counts toward opening the breaker like any command.
-   */
-  private startRedisHeartbeat(redis: RedisTier): void {
-    if (redis.heartbeat) return;
-    redis.heartbeat = setInterval(() => {
-      void redis.guard.run((c) => c.ping()).then(() => {
-        this.metrics.get('redisUp').set(redis.guard.isAvailable() ? 1 : 0);
-      });
-    }, redis.config.breakerOpenMs);
-    redis.heartbeat.unref();
   }
 
   get publicAddress(): AddressInfo | undefined {
@@ -536,7 +413,7 @@ export class Gateway implements RequestDeps {
     this.metrics.get('pressureHeap').set(r.heapUsedRatio);
     this.metrics.get('pressureOverloaded').set(this.isOverloaded() ? 1 : 0);
     this.metrics.get('draining').set(this.draining ? 1 : 0);
-    if (this.redis) this.metrics.get('redisUp').set(this.redis.guard.isAvailable() ? 1 : 0);
+    if (this.redis) this.metrics.get('redisUp').set(this.redis.isAvailable() ? 1 : 0);
   }
 
   /**
@@ -577,19 +454,8 @@ export class Gateway implements RequestDeps {
     this.forwarder.close();
     await this.fetcher.close();
     await Promise.all([...this.pools.values()].map((p) => p.close()));
-    if (this.redis?.heartbeat) clearInterval(this.redis.heartbeat);
-    await this.redis?.bus.close();
-    await this.store.close();
+    await (this.redis ?? this.store).close();
   }
-}
-
-/**
- * The primary cache key of a collapse key: handle-request.ts collapseKeyOf appends
- * `\u0001<variant key>` to the primary key for Vary'd resources.
- */
-function primaryKeyOf(collapseKey: string): string {
-  const cut = collapseKey.indexOf('\u0001');
-  return cut === -1 ? collapseKey : collapseKey.slice(0, cut);
 }
 
 function listenOn(server: http.Server, host: string, port: number): Promise<AddressInfo> {

@@ -43,8 +43,9 @@ export interface RedisCrossInstanceOptions {
   lockWaitMs: number;
   onOutcome?: (outcome: CrossInstanceOutcome) => void;
   /**
-   * Runs before 'filled' is answered: the gateway copies the holder's L2 record into L1 there,
-   * so the caller's re-read finds it rather than the stale L1 copy it started from.
+   * Runs before 'filled' is answered: the Redis tier (cache/stores/redis-tier.ts) copies the
+   * holder's L2 record into L1 there, so the caller's re-read finds it rather than the stale L1
+   * copy it started from.
    */
   onFilled?: (key: string) => Promise<void>;
   /**

@@ -1,0 +1,203 @@
+/**
+ * The Redis tier, built once from the `redis:` block (a restart-only key): one command
+ * connection and one breaker (RedisGuard) shared by the L2 store, the bus publisher and the fill
+ * lock (they learn together that Redis is down), and a second connection for the bus's
+ * subscriber mode. What it gives the gateway:
+ * - `store`: the process's memory store (L1) in front of Redis (L2), tiered-store.ts;
+ * - `crossInstance`: collapsing across instances (collapse/cross-instance.ts), which copies
+ *   another instance's fill from L2 into L1 before its waiters re-read;
+ * - purges across instances: broadcastPurge() tells the others, and a purge they announce is
+ *   applied to our L1 (their purge already covered L2);
+ * - whenReady() before traffic, a heartbeat while running, close() at the end.
+ *
+ * It does not purge locally (the gateway purges its store, then broadcasts) nor decide whether
+ * Redis is used at all (the config and the gateway's store override do).
+ */
+import type { Logger } from 'pino';
+import type { Clock } from '../../clock.js';
+import type { RedisConfig } from '../../config/schema.js';
+import { RedisCrossInstance } from '../../collapse/cross-instance.js';
+import { DistributedLock } from '../../collapse/distributed.js';
+import { staleAtOf } from '../entry.js';
+import type { PurgeMode, PurgeSelector, StoreEventHook } from './cache-store.js';
+import type { MemoryStore } from './memory-store.js';
+import { RedisBus } from './redis-bus.js';
+import { createRedisClient, RedisGuard, RedisStore, type RedisClient } from './redis-store.js';
+import { TieredStore } from './tiered-store.js';
+
+export interface RedisTierOptions {
+  config: RedisConfig;
+  /** The memory store to put in front (L1). */
+  l1: MemoryStore;
+  /** cache.maxVariants */
+  maxVariants: number;
+  clock: Clock;
+  logger: Logger;
+  /** Store events of the L2 store (the L1 store reports its own). */
+  onStoreEvent?: StoreEventHook;
+  /** After each heartbeat PING: whether Redis is usable now (crowdgate_redis_up). */
+  onHeartbeat?: (available: boolean) => void;
+}
+
+export class RedisTier {
+  readonly config: RedisConfig;
+  /** L1 (memory) in front of L2 (Redis). */
+  readonly store: TieredStore;
+  readonly crossInstance: RedisCrossInstance;
+  private readonly client: RedisClient;
+  private readonly guard: RedisGuard;
+  private readonly bus: RedisBus;
+  private readonly clock: Clock;
+  private readonly logger: Logger;
+  private readonly onHeartbeat: ((available: boolean) => void) | undefined;
+  /** The heartbeat (see startHeartbeat). */
+  private heartbeat?: NodeJS.Timeout;
+
+  constructor(opts: RedisTierOptions) {
+    const cfg = opts.config;
+    this.config = cfg;
+    this.clock = opts.clock;
+    this.logger = opts.logger;
+    this.onHeartbeat = opts.onHeartbeat;
+    // Connection errors repeat on every reconnect attempt: log the first after each good spell.
+    let hasLoggedError = false;
+    this.client = createRedisClient(cfg, {
+      connectionName: 'crowdgate',
+      onError: (err) => {
+        if (hasLoggedError) return;
+        hasLoggedError = true;
+        this.logger.warn({ err: err.message }, 'redis unavailable: serving from memory only until it is back');
+      },
+    });
+    this.client.on('ready', () => {
+      if (hasLoggedError) this.logger.info('redis reconnected: shared tier resumed');
+      hasLoggedError = false;
+    });
+    this.guard = new RedisGuard(this.client, { breakerFailures: cfg.breakerFailures, breakerOpenMs: cfg.breakerOpenMs, clock: this.clock });
+    const l2 = new RedisStore({
+      guard: this.guard,
+      keyPrefix: cfg.keyPrefix,
+      maxEntryBytes: cfg.maxEntryBytes,
+      maxVariants: opts.maxVariants,
+      clock: this.clock,
+      onEvent: opts.onStoreEvent,
+      ownsClient: true,
+    });
+    const tiered = new TieredStore({ l1: opts.l1, l2 });
+    this.store = tiered;
+    this.bus = new RedisBus({
+      guard: this.guard,
+      subscriber: this.client.duplicate(),
+      keyPrefix: cfg.keyPrefix,
+      clock: this.clock,
+      ownsSubscriber: true,
+    });
+    // Another instance purged (L2 included) and told us: our L1 only, at the sender's moment.
+    this.bus.onPurge((notice) => {
+      void tiered.purgeLocal(notice.selector, notice.mode, notice.at).then((purged) => {
+        this.logger.info({ from: notice.from, selector: notice.selector, mode: notice.mode, purged }, 'purge received');
+      });
+    });
+    this.crossInstance = new RedisCrossInstance({
+      lock: new DistributedLock({ guard: this.guard, keyPrefix: cfg.keyPrefix }),
+      bus: this.bus,
+      lockTtlMs: cfg.lockTtlMs,
+      lockWaitMs: cfg.lockWaitMs,
+      onFilled: (collapseKey) => this.refreshL1FromL2(primaryKeyOf(collapseKey)),
+      isFilled: (collapseKey) => this.isFreshInL2(collapseKey),
+    });
+  }
+
+  /** Is Redis usable now (the breaker is not open)? */
+  isAvailable(): boolean {
+    return this.guard.isAvailable();
+  }
+
+  /**
+   * Give Redis one connect timeout to come up before traffic, so the first requests already
+   * share the tier; past it, start anyway (fail open: it joins when it connects).
+   */
+  async whenReady(): Promise<void> {
+    const timeoutMs = this.config.connectTimeoutMs;
+    const ready =
+      this.client.status === 'ready'
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, timeoutMs);
+            this.client.once('ready', () => {
+              clearTimeout(timer);
+              resolve();
+            });
+          });
+    const [, listening] = await Promise.all([ready, this.bus.whenListening(timeoutMs)]);
+    if (this.client.status !== 'ready' || !listening)
+      this.logger.warn({ timeoutMs }, 'redis not ready at start: serving from memory only until it connects');
+  }
+
+  /**
+   * One PING through the guard every `breakerOpenMs`: without traffic the breaker would neither
+   * notice a hung Redis nor take its half-open probe once Redis is back, and crowdgate_redis_up
+   * would stay stale. A PING that fails counts toward opening the breaker like any command.
+   */
+  startHeartbeat(): void {
+    if (this.heartbeat) return;
+    this.heartbeat = setInterval(() => {
+      void this.guard.run((c) => c.ping()).then(() => {
+        this.onHeartbeat?.(this.guard.isAvailable());
+      });
+    }, this.config.breakerOpenMs);
+    this.heartbeat.unref();
+  }
+
+  /**
+   * Tells the other instances to purge their L1 (the caller has purged here, L2 included), with
+   * the caller's `now` so every instance purges as of one moment. True when Redis took every
+   * notice; otherwise the others keep their copies until expiry, and a warning says so.
+   */
+  async broadcastPurge(selectors: readonly PurgeSelector[], mode: PurgeMode, now: number): Promise<boolean> {
+    const sent = await Promise.all(selectors.map((selector) => this.bus.publishPurge(selector, mode, now)));
+    const broadcast = sent.every(Boolean);
+    if (!broadcast) this.logger.warn({ mode }, 'purge not broadcast: redis unavailable; other instances keep their copies until expiry');
+    return broadcast;
+  }
+
+  /** Stops the heartbeat, then closes the bus and the store (both connections with them). */
+  async close(): Promise<void> {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    await this.bus.close();
+    await this.store.close();
+  }
+
+  /**
+   * Another instance just stored `key` in L2: replace our L1 record with it. The tiered store
+   * reads L1 first, so a stale L1 copy would otherwise hide the fresh one and be refetched.
+   */
+  private async refreshL1FromL2(key: string): Promise<void> {
+    const far = await this.store.l2.get(key);
+    if (far) this.store.l1.fill(key, far);
+  }
+
+  /**
+   * Asked by a new lock holder: did another instance store a fresh copy of this key after our
+   * lookup (it held the lock, filled, and released before we asked)? Then copy it into L1 and
+   * skip the fetch. Fresh here is the entry's own staleAt (entry.ts), not the request's view;
+   * the request path re-evaluates what it reads. Vary'd keys are left to fetch.
+   */
+  private async isFreshInL2(collapseKey: string): Promise<boolean> {
+    if (collapseKey.includes('\u0001')) return false;
+    const far = await this.store.l2.get(collapseKey);
+    const now = this.clock.now();
+    if (!far || !far.some((e) => staleAtOf(e) > now)) return false;
+    this.store.l1.fill(collapseKey, far);
+    return true;
+  }
+}
+
+/**
+ * The primary cache key of a collapse key: the request path's collapseKeyOf (src/server/)
+ * appends `\u0001<variant key>` to the primary key for Vary'd resources.
+ */
+function primaryKeyOf(collapseKey: string): string {
+  const cut = collapseKey.indexOf('\u0001');
+  return cut === -1 ? collapseKey : collapseKey.slice(0, cut);
+}
