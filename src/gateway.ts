@@ -26,9 +26,9 @@ import { RateLimitTable } from './admission/rate-limit-table.js';
 import { computeRetryAfterSeconds } from './admission/retry-after.js';
 import { Runtime, type SiteRuntime } from './runtime.js';
 import { TrustedProxies } from './server/client-address.js';
-import { appendVia } from './server/headers.js';
 import { handleRequest, type CrossInstanceCollapse, type FillResult, type RequestDeps } from './server/handle-request.js';
 import { createPublicServer, type PublicServer } from './server/http-server.js';
+import { WebSocketUpgrades } from './server/websocket.js';
 import type { CompiledRoute } from './server/site-router.js';
 import { createAdminServer } from './admin/admin-server.js';
 import { HotKeys } from './admin/hot-keys.js';
@@ -93,7 +93,7 @@ export class Gateway implements RequestDeps {
   private draining = false;
   private inFlightRequests = 0;
   private readonly idleWaiters: Array<() => void> = [];
-  private readonly tunnels = new Map<string, number>();
+  private readonly websockets = new WebSocketUpgrades(this);
 
   constructor(opts: GatewayOptions) {
     const cfg = opts.config;
@@ -236,7 +236,7 @@ export class Gateway implements RequestDeps {
       limits: cfg.limits,
       logger: this.logger,
       onRequest: (req, res) => this.onRequest(req, res),
-      onUpgrade: (req, socket, head) => this.onUpgrade(req, socket, head),
+      onUpgrade: (req, socket, head) => this.websockets.handle(req, socket, head),
       onConnectionRefused: (reason) => this.metrics.get('clientConnectionsRefused').inc({ reason }),
       isExemptPeer: (peer) => this.trusted.isTrusted(peer),
       onConnectionCount: (delta) => this.metrics.get('clientConnections').inc(delta),
@@ -282,35 +282,6 @@ export class Gateway implements RequestDeps {
   requestDone(): void {
     this.inFlightRequests--;
     if (this.inFlightRequests === 0 && this.idleWaiters.length > 0) for (const w of this.idleWaiters.splice(0)) w();
-  }
-
-  private onUpgrade(req: http.IncomingMessage, socket: import('node:stream').Duplex, head: Buffer): void {
-    socket.on('error', () => socket.destroy());
-    const site = this.rt.router.match(req.headers.host);
-    const upgrade = String(req.headers.upgrade ?? '').toLowerCase();
-    if (!site || upgrade !== 'websocket' || this.draining) {
-      socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
-      return;
-    }
-    const member = site.pool.pick();
-    if (!member) {
-      socket.end('HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
-      return;
-    }
-    // WebSocket tunnels are long-lived: counted on their own gauge, not through the limiter.
-    const gauge = this.metrics.get('websocketTunnels');
-    this.tunnels.set(site.name, (this.tunnels.get(site.name) ?? 0) + 1);
-    gauge.set({ site: site.name }, this.tunnels.get(site.name)!);
-    const peer = req.socket.remoteAddress ?? '';
-    const xff = req.headers['x-forwarded-for'];
-    req.headers['x-forwarded-for'] = this.trusted.isTrusted(peer) && xff ? `${String(xff)}, ${peer}` : peer;
-    req.headers['x-forwarded-proto'] = 'http';
-    req.headers['via'] = appendVia(req.headers['via']);
-    void this.forwarder.ws(req, socket, head, member.url, !site.config.preserveHost).then((r) => {
-      this.tunnels.set(site.name, Math.max(0, (this.tunnels.get(site.name) ?? 1) - 1));
-      gauge.set({ site: site.name }, this.tunnels.get(site.name)!);
-      if (r instanceof Error) this.logger.warn({ err: r, site: site.name }, 'websocket tunnel failed');
-    });
   }
 
   /** Re-reads the config file (SIGHUP, file watch, or tests). */
