@@ -15,7 +15,7 @@ import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import type { Forwarder } from '../origin/forward.js';
 import type { Runtime } from '../runtime.js';
 import type { TrustedProxies } from './client-address.js';
-import { appendVia } from './headers.js';
+import { setForwardedHeaders } from './headers.js';
 
 /** What an upgrade needs from the gateway (gateway.ts passes itself). */
 export interface WebSocketDeps {
@@ -51,11 +51,10 @@ export class WebSocketUpgrades {
     const gauge = this.deps.metrics.get('websocketTunnels');
     this.tunnels.set(site.name, (this.tunnels.get(site.name) ?? 0) + 1);
     gauge.set({ site: site.name }, this.tunnels.get(site.name)!);
+    // The same X-Forwarded-* and Via as every forwarded request (headers.ts), set in place:
+    // http-proxy sends the upgrade request's own headers on.
     const peer = req.socket.remoteAddress ?? '';
-    const xff = req.headers['x-forwarded-for'];
-    req.headers['x-forwarded-for'] = this.deps.trustedProxies().isTrusted(peer) && xff ? `${String(xff)}, ${peer}` : peer;
-    req.headers['x-forwarded-proto'] = 'http';
-    req.headers['via'] = appendVia(req.headers['via']);
+    setForwardedHeaders(req.headers, { ...req.headers }, { peerAddress: peer, peerTrusted: this.deps.trustedProxies().isTrusted(peer) });
     void this.deps.forwarder.ws(req, socket, head, member.url, !site.config.preserveHost).then((r) => {
       this.tunnels.set(site.name, Math.max(0, (this.tunnels.get(site.name) ?? 1) - 1));
       gauge.set({ site: site.name }, this.tunnels.get(site.name)!);
