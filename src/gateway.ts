@@ -12,14 +12,14 @@ import type { CacheStore, PurgeMode, PurgeSelector, StoreEventHook } from './cac
 import { MemoryStore } from './cache/stores/memory-store.js';
 import { RedisTier } from './cache/stores/redis-tier.js';
 import { Inflight } from './collapse/inflight.js';
-import type { GatewayConfig, SiteConfig } from './config/schema.js';
+import type { GatewayConfig } from './config/schema.js';
 import { ConfigSource } from './config/source.js';
 import { createReloader, type Reloader, type ReloadOutcome } from './config/reloader.js';
 import { watchConfig, type ConfigWatcher } from './config/watch.js';
 import { GatewayMetrics } from './metrics/gateway-metrics.js';
 import { OriginFetcher } from './origin/fetch.js';
 import { Forwarder } from './origin/forward.js';
-import { OriginPool } from './origin/pool.js';
+import { PoolTable } from './origin/pool-table.js';
 import { Upstream } from './origin/upstream.js';
 import { PressureGate } from './admission/pressure-gate.js';
 import { RateLimitTable } from './admission/rate-limit-table.js';
@@ -83,7 +83,7 @@ export class Gateway implements RequestDeps {
   private rt: Runtime;
   private readonly redis?: RedisTier;
   private trusted: TrustedProxies;
-  private readonly pools = new Map<string, OriginPool>();
+  private readonly pools: PoolTable;
   private readonly rateLimits: RateLimitTable;
   private publicServer?: PublicServer;
   private adminServer?: http.Server;
@@ -144,6 +144,13 @@ export class Gateway implements RequestDeps {
     this.hitMemo = opts.hitMemo === false ? undefined : new HitMemo();
     this.pressure = new PressureGate(cfg.admission.pressure);
     this.trusted = new TrustedProxies(cfg.trustedProxies);
+    this.pools = new PoolTable({
+      clock: this.clock,
+      logger: this.logger,
+      metrics: this.metrics,
+      upstream: this.upstream,
+      currentSite: (name) => this.rt.config.sites.find((s) => s.name === name),
+    });
     this.rt = this.buildRuntime(cfg, 1);
     this.rateLimits = new RateLimitTable(this.clock);
     this.rateLimits.configure(cfg.sites);
@@ -229,7 +236,7 @@ export class Gateway implements RequestDeps {
   /** Starts health checks, the pressure gate and both listeners. */
   async listen(): Promise<{ public: AddressInfo; admin: AddressInfo }> {
     const cfg = this.rt.config;
-    for (const pool of this.pools.values()) pool.start();
+    this.pools.start();
     if (cfg.admission.pressure.enabled) this.pressure.start();
     this.status.start();
     this.publicServer = createPublicServer({
@@ -309,49 +316,9 @@ export class Gateway implements RequestDeps {
     this.metrics.get('configLastReloadSuccess').set(o.ok ? 1 : 0);
   }
 
+  /** Compiles a generation; sites keep their origin pools across it (pool-table.ts). */
   private buildRuntime(cfg: GatewayConfig, generation: number): Runtime {
-    const seen = new Set<string>();
-    const rt = new Runtime(cfg, generation, (site) => {
-      seen.add(site.name);
-      return this.poolFor(site);
-    });
-    for (const [name, pool] of this.pools) {
-      if (!seen.has(name)) {
-        this.pools.delete(name);
-        void pool.close();
-      }
-    }
-    return rt;
-  }
-
-  private poolFor(site: SiteConfig): OriginPool {
-    let pool = this.pools.get(site.name);
-    if (pool) {
-      const update = pool.update(site);
-      for (const m of update.removed) {
-        this.upstream.forget(m);
-        this.metrics.get('originHealthy').remove({ site: site.name, origin: m.name });
-      }
-      for (const m of update.added) this.metrics.get('originHealthy').set({ site: site.name, origin: m.name }, 1);
-      return pool;
-    }
-    pool = new OriginPool(site, {
-      clock: this.clock,
-      logger: this.logger,
-      // The pool logs health transitions itself; here they only feed the gauge.
-      onHealthChange: (member, healthy) => {
-        this.metrics.get('originHealthy').set({ site: site.name, origin: member.name }, healthy ? 1 : 0);
-      },
-      // Probes take a permit like every origin request; the site's current config decides.
-      admitProbe: (member, signal) => {
-        const current = this.rt.config.sites.find((s) => s.name === site.name) ?? site;
-        return this.upstream.admitProbe(current, member, signal);
-      },
-    });
-    for (const m of pool.members()) this.metrics.get('originHealthy').set({ site: site.name, origin: m.name }, 1);
-    this.pools.set(site.name, pool);
-    if (this.publicServer) pool.start();
-    return pool;
+    return this.pools.refresh((poolFor) => new Runtime(cfg, generation, poolFor));
   }
 
   /** /readyz: ready unless draining or no site has a usable origin. */
@@ -424,7 +391,7 @@ export class Gateway implements RequestDeps {
     }
     this.forwarder.close();
     await this.fetcher.close();
-    await Promise.all([...this.pools.values()].map((p) => p.close()));
+    await this.pools.close();
     await (this.redis ?? this.store).close();
   }
 }

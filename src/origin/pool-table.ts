@@ -1,0 +1,92 @@
+/**
+ * The origin pools in force, one per site (pool.ts), kept across config generations: a reload
+ * updates a site's pool in place (members that stay keep their health and in-flight counts),
+ * makes pools for new sites and closes those of sites that went. Keeps
+ * crowdgate_origin_healthy in step with the members, and makes every active probe take a
+ * permit from its member's limiter (upstream.ts) under the site's current config.
+ *
+ * Owns which pools exist. It does not compile the config (runtime.ts asks it for each site's
+ * pool) nor pick members (the pools do).
+ */
+import type { Logger } from 'pino';
+import type { Clock } from '../clock.js';
+import type { SiteConfig } from '../config/schema.js';
+import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
+import { OriginPool } from './pool.js';
+import type { Upstream } from './upstream.js';
+
+export interface PoolTableOptions {
+  clock: Clock;
+  logger: Logger;
+  metrics: GatewayMetrics;
+  upstream: Upstream;
+  /** A site's config as it is now (a probe may outlive the generation its pool was made by). */
+  currentSite(name: string): SiteConfig | undefined;
+}
+
+export class PoolTable {
+  private readonly pools = new Map<string, OriginPool>();
+  private started = false;
+
+  constructor(private readonly opts: PoolTableOptions) {}
+
+  /**
+   * Compiles a config generation: `compile` gets each site's pool from `poolFor` (the existing
+   * one updated, or a new one); afterwards the pools of sites it did not ask for are closed.
+   */
+  refresh<T>(compile: (poolFor: (site: SiteConfig) => OriginPool) => T): T {
+    const seen = new Set<string>();
+    const compiled = compile((site) => {
+      seen.add(site.name);
+      return this.poolFor(site);
+    });
+    for (const [name, pool] of this.pools) {
+      if (!seen.has(name)) {
+        this.pools.delete(name);
+        void pool.close();
+      }
+    }
+    return compiled;
+  }
+
+  /** Starts active health checks in every pool, and in every pool made from now on. */
+  start(): void {
+    this.started = true;
+    for (const pool of this.pools.values()) pool.start();
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.pools.values()].map((p) => p.close()));
+  }
+
+  private poolFor(site: SiteConfig): OriginPool {
+    const { metrics, upstream } = this.opts;
+    let pool = this.pools.get(site.name);
+    if (pool) {
+      const update = pool.update(site);
+      for (const m of update.removed) {
+        upstream.forget(m);
+        metrics.get('originHealthy').remove({ site: site.name, origin: m.name });
+      }
+      for (const m of update.added) metrics.get('originHealthy').set({ site: site.name, origin: m.name }, 1);
+      return pool;
+    }
+    pool = new OriginPool(site, {
+      clock: this.opts.clock,
+      logger: this.opts.logger,
+      // The pool logs health transitions itself; here they only feed the gauge.
+      onHealthChange: (member, healthy) => {
+        metrics.get('originHealthy').set({ site: site.name, origin: member.name }, healthy ? 1 : 0);
+      },
+      // Probes take a permit like every origin request; the site's current config decides.
+      admitProbe: (member, signal) => {
+        const current = this.opts.currentSite(site.name) ?? site;
+        return upstream.admitProbe(current, member, signal);
+      },
+    });
+    for (const m of pool.members()) metrics.get('originHealthy').set({ site: site.name, origin: m.name }, 1);
+    this.pools.set(site.name, pool);
+    if (this.started) pool.start();
+    return pool;
+  }
+}
