@@ -184,19 +184,27 @@ describe('admission: rate limits and the circuit breaker', () => {
   });
 
   it('serves stale copies while the circuit is open, sends one trial at a time, and still tries the origin where nothing is stored', async () => {
+    // The page's Date follows the injected clock, so the clock's jump is its only age.
+    const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
     const o = await origin();
-    o.route('/page', { headers: { 'cache-control': 'public, max-age=1' }, body: 'page' });
-    const g = await gateway({
-      sites: [
-        siteFor([o.url], {
-          circuit: { consecutiveFailures: 2, openMs: 30_000 },
-          passive: { consecutiveFailures: 100 },
-          routes: [{ name: 'all', cache: { staleWhileRevalidateSeconds: 0, graceSeconds: 60 } }],
-        }),
-      ],
+    o.route('/page', (_req, res) => {
+      res.writeHead(200, { 'cache-control': 'public, max-age=1', date: new Date(clock.now()).toUTCString(), 'content-length': 4 });
+      res.end('page');
     });
+    const g = await gateway(
+      {
+        sites: [
+          siteFor([o.url], {
+            circuit: { consecutiveFailures: 2, openMs: 30_000 },
+            passive: { consecutiveFailures: 100 },
+            routes: [{ name: 'all', cache: { staleWhileRevalidateSeconds: 0, graceSeconds: 60 } }],
+          }),
+        ],
+      },
+      { clock },
+    );
     expect((await call(`${g.url}/page`)).body).toBe('page');
-    await sleep(1100);
+    clock.advance(1_100); // past max-age=1, inside the 60 s grace
     // A 500 is the application answering: it never opens the breaker.
     o.route('/api', { status: 500, body: 'app error' });
     for (let i = 0; i < 3; i++) expect((await call(`${g.url}/api`, { method: 'POST', body: 'x' })).status).toBe(500);

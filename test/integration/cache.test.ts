@@ -5,6 +5,7 @@ import { ManualClock } from '../../src/clock.js';
 import { siteFor } from '../helpers/gateway.js';
 import { useFixtures } from '../helpers/fixtures.js';
 import { spawnGateway } from '../helpers/gateway-process.js';
+import type { OriginHandler } from '../helpers/test-origin.js';
 
 const { cleanups, origin, gateway } = useFixtures();
 async function get(url: string, headers: Record<string, string> = {}) {
@@ -14,6 +15,34 @@ async function get(url: string, headers: Record<string, string> = {}) {
   return { status: res.statusCode, headers: res.headers as Record<string, string>, body, ms: performance.now() - started };
 }
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A ManualClock on a whole second, so Date headers (second resolution) carry no hidden age. */
+const manualClock = () => new ManualClock(Math.floor(Date.now() / 1000) * 1000);
+
+/**
+ * An origin answer whose Date header comes from the gateway's ManualClock: with Node's real-time
+ * Date, a fill made after the clock moved ahead would arrive already aged (RFC 9111 §4.2.3).
+ * `delayMs` is real time (the origin is a real server).
+ */
+function clocked(
+  clock: ManualClock,
+  script: { headers: Record<string, string>; body: string | (() => string); delayMs?: number },
+): OriginHandler {
+  return (_req, res) => {
+    const answer = () => {
+      const body = typeof script.body === 'function' ? script.body() : script.body;
+      res.writeHead(200, {
+        'content-type': 'text/plain',
+        ...script.headers,
+        date: new Date(clock.now()).toUTCString(),
+        'content-length': Buffer.byteLength(body),
+      });
+      res.end(body);
+    };
+    if (script.delayMs) setTimeout(answer, script.delayMs);
+    else answer();
+  };
+}
 
 describe('cache: hits, misses, collapsing', () => {
   it('serves a fresh page from cache with Age and Cache-Status after one origin fetch', async () => {
@@ -95,29 +124,36 @@ describe('cache: hits, misses, collapsing', () => {
 
 describe('cache: stale serving', () => {
   it('answers inside stale-while-revalidate without waiting, then refreshes in the background once', async () => {
+    const clock = manualClock();
     const o = await origin();
     let version = 1;
-    o.route('/swr', { headers: { 'cache-control': 'public, max-age=1, stale-while-revalidate=30' }, body: () => `v${version}` });
-    const g = await gateway({ sites: [siteFor([o.url])] });
+    const swr = { 'cache-control': 'public, max-age=1, stale-while-revalidate=30' };
+    o.route('/swr', clocked(clock, { headers: swr, body: () => `v${version}` }));
+    const g = await gateway({ sites: [siteFor([o.url])] }, { clock });
     expect((await get(`${g.url}/swr`)).body).toBe('v1');
-    await sleep(1100);
+    clock.advance(1_100); // past max-age=1, inside stale-while-revalidate=30
     version = 2;
-    o.route('/swr', { delayMs: 300, headers: { 'cache-control': 'public, max-age=1, stale-while-revalidate=30' }, body: () => `v${version}` });
+    o.route('/swr', clocked(clock, { delayMs: 300, headers: swr, body: () => `v${version}` }));
     const stale = await Promise.all(Array.from({ length: 10 }, () => get(`${g.url}/swr`)));
     expect(stale.every((r) => r.body === 'v1')).toBe(true);
     expect(stale.every((r) => /hit; ttl=-\d+/.test(r.headers['cache-status']!))).toBe(true);
-    expect(Math.max(...stale.map((r) => r.ms))).toBeLessThan(250);
-    await sleep(400);
+    expect(Math.max(...stale.map((r) => r.ms))).toBeLessThan(250); // the refresh takes 300 ms at the origin
+    // The refresh runs in real time: wait until it has settled (and stored), then count.
+    await expect.poll(() => g.gw.inflight.size).toBe(0);
     expect(o.count('/swr')).toBe(2); // one background refresh for ten stale answers
     expect((await get(`${g.url}/swr`)).body).toBe('v2');
   });
 
   it('serves the cached page as stale while the origin answers 500 or is down, for the grace window', async () => {
+    const clock = manualClock();
     const o = await origin();
-    o.route('/news', { headers: { 'cache-control': 'public, max-age=1', etag: '"n1"' }, body: 'news' });
-    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { graceSeconds: 30, staleWhileRevalidateSeconds: 0 } }] })] });
+    o.route('/news', clocked(clock, { headers: { 'cache-control': 'public, max-age=1', etag: '"n1"' }, body: 'news' }));
+    const g = await gateway(
+      { sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { graceSeconds: 30, staleWhileRevalidateSeconds: 0 } }] })] },
+      { clock },
+    );
     expect((await get(`${g.url}/news`)).body).toBe('news');
-    await sleep(1100);
+    clock.advance(1_100); // past max-age=1, inside the 30 s grace
     o.route('/news', { status: 500, body: 'broken' });
     const during500 = await get(`${g.url}/news`);
     expect(during500.status).toBe(200);
@@ -136,14 +172,25 @@ describe('cache: stale serving', () => {
   });
 
   it('does not serve stale past the grace window', async () => {
+    const clock = manualClock();
     const o = await origin();
-    o.route('/short', { headers: { 'cache-control': 'public, max-age=1' }, body: 'short' });
-    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { graceSeconds: 1, staleWhileRevalidateSeconds: 0 } }] })] });
+    o.route('/short', clocked(clock, { headers: { 'cache-control': 'public, max-age=1' }, body: 'short' }));
+    const g = await gateway(
+      { sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { graceSeconds: 1, staleWhileRevalidateSeconds: 0 } }] })] },
+      { clock },
+    );
     await get(`${g.url}/short`);
-    await sleep(2100);
     o.route('/short', { status: 500, body: 'broken' });
+    // Inside max-age=1 + graceSeconds=1 the copy still stands in for the 500 ...
+    clock.advance(1_500);
+    const within = await get(`${g.url}/short`);
+    expect([within.status, within.body]).toEqual([200, 'short']);
+    expect(within.headers['cache-status']).toMatch(/detail="stale-error/);
+    // ... and past it, it does not: the client gets the origin's error.
+    clock.advance(600);
     const res = await get(`${g.url}/short`);
     expect(res.status).toBe(500);
+    expect(res.body).toBe('broken');
   });
 });
 
@@ -193,14 +240,15 @@ describe('cache: correctness', () => {
   });
 
   it('refreshes the stored headers from a 304 (RFC 9111 §4.3.4)', async () => {
+    const clock = manualClock();
     const o = await origin();
-    o.route('/r', { headers: { 'cache-control': 'public, max-age=1', etag: '"v1"', 'x-version': 'one' }, body: 'body-v1' });
-    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { staleWhileRevalidateSeconds: 0 } }] })] });
+    o.route('/r', clocked(clock, { headers: { 'cache-control': 'public, max-age=1', etag: '"v1"', 'x-version': 'one' }, body: 'body-v1' }));
+    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { staleWhileRevalidateSeconds: 0 } }] })] }, { clock });
     await get(`${g.url}/r`);
-    await sleep(1100);
+    clock.advance(1_100); // past max-age=1
     o.route('/r', (req, res) => {
       expect(req.headers['if-none-match']).toBe('"v1"');
-      res.writeHead(304, { 'cache-control': 'public, max-age=60', etag: '"v1"', 'x-version': 'two' });
+      res.writeHead(304, { 'cache-control': 'public, max-age=60', etag: '"v1"', 'x-version': 'two', date: new Date(clock.now()).toUTCString() });
       res.end();
     });
     const revalidated = await get(`${g.url}/r`);

@@ -7,10 +7,43 @@
 import { describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { ManualClock } from '../../src/clock.js';
-import { siteFor } from '../helpers/gateway.js';
+import { siteFor, type StartedGateway } from '../helpers/gateway.js';
 import { useFixtures } from '../helpers/fixtures.js';
+import type { TestOrigin } from '../helpers/test-origin.js';
 
 const { origin, gateway } = useFixtures();
+
+/** One sample of the gateway's /metrics, 0 when the series does not exist (yet). */
+async function metric(g: StartedGateway, series: string): Promise<number> {
+  const text = await (await request(`${g.adminUrl}/metrics`)).body.text();
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? 0 : Number(line.slice(series.length + 1));
+}
+
+const STALE_PRESSURE = 'crowdgate_stale_served_total{site="test",reason="pressure"}';
+const SHED_PRESSURE = 'crowdgate_shed_total{site="test",reason="pressure",priority="default"}';
+const COLLAPSED = 'crowdgate_collapsed_requests_total{site="test"}';
+
+/** A ManualClock on a whole second, so Date headers (second resolution) carry no hidden age. */
+const manualClock = () => new ManualClock(Math.floor(Date.now() / 1000) * 1000);
+
+/**
+ * /page on `o`: `max-age=1`, Date from the injected clock. Version 1 answers at once; once
+ * `newVersion()` is called, requests are held at the origin until `release()`, so a fill is
+ * under way for exactly as long as the test says, without timing anything.
+ */
+function heldPage(o: TestOrigin, clock: ManualClock) {
+  let version = 1;
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  o.route('/page', async (_req, res) => {
+    const body = `v${version}`;
+    if (version > 1) await released;
+    res.writeHead(200, { 'cache-control': 'public, max-age=1', date: new Date(clock.now()).toUTCString(), 'content-length': body.length });
+    res.end(body);
+  });
+  return { newVersion: () => void version++, release: () => release() };
+}
 
 async function call(url: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}) {
   const res = await request(url, init);
@@ -29,6 +62,8 @@ describe('under pressure', () => {
     expect(answers.every((a) => a.body === 'hot page')).toBe(true);
     expect(o.count('/hot')).toBe(1);
     expect(answers.filter((a) => /collapsed/.test(a.headers['cache-status'] ?? '')).length).toBe(29);
+    expect(await metric(g, COLLAPSED)).toBe(29);
+    expect(await metric(g, SHED_PRESSURE)).toBe(0);
     // Now stored: a hit, still under pressure, with no further fetch.
     const hit = await call(`${g.url}/hot`);
     expect(hit.headers['cache-status']).toMatch(/crowdgate; hit/);
@@ -56,6 +91,17 @@ describe('under pressure', () => {
     const post = await call(`${g.url}/page`, { method: 'POST', body: 'x' });
     expect(post.status).toBe(503);
     expect(o.count()).toBe(before);
+    expect(await metric(g, SHED_PRESSURE)).toBe(3);
+    expect(await metric(g, STALE_PRESSURE)).toBe(0);
+    // The gate is the only reason: without overload the same three are forwarded.
+    overloaded = false;
+    expect((await call(`${g.url}/api/x`)).headers['cache-status']).toMatch(/fwd=bypass/);
+    const passed = await call(`${g.url}/private`);
+    expect(passed.status).toBe(200);
+    expect(passed.headers['cache-status']).toMatch(/pass/);
+    expect((await call(`${g.url}/page`, { method: 'POST', body: 'x' })).status).toBe(200);
+    expect(o.count()).toBe(before + 3);
+    expect(await metric(g, SHED_PRESSURE)).toBe(3);
   });
 
   it('answers a stored stale page at once and refreshes it once in the background', async () => {
@@ -81,11 +127,12 @@ describe('under pressure', () => {
     expect(first.status).toBe(200);
     expect(first.body).toBe('v1');
     expect(first.headers['cache-status']).toMatch(/detail="stale-pressure/);
-    // The rest are answered at once too: stale, or the refreshed page once it is stored.
+    // The rest are answered too: stale, the refreshed page once it is stored, or (arriving while
+    // the refresh is under way) the refresh itself, joined ('the order under pressure' below).
     const rest = await Promise.all(Array.from({ length: 4 }, () => call(`${g.url}/page`)));
     for (const r of rest) {
       expect(r.status).toBe(200);
-      expect(`${r.body} ${r.headers['cache-status']}`).toMatch(/^v1 .*stale-pressure|^v2 crowdgate; hit/);
+      expect(`${r.body} ${r.headers['cache-status']}`).toMatch(/^v1 .*stale-pressure|^v2 crowdgate; hit|^v2 crowdgate; fwd=stale; fwd-status=200; stored; collapsed/);
     }
     await expect.poll(() => o.count('/page')).toBe(2); // one refresh for the five
     await expect.poll(async () => (await call(`${g.url}/page`)).body).toBe('v2');
@@ -164,5 +211,74 @@ describe('a page being refreshed', () => {
     clock.advance(5_000 + 11_000);
     version = 3;
     expect((await call(`${g.url}/hot`)).body).toBe('hot v3');
+  });
+});
+
+/**
+ * decide() step 6, in its order: a fill under way for the key is joined; else a stale copy within
+ * stale-if-error answers (and starts the one refresh); else the key gets one collapsed fill, or is
+ * shed when it is hit-for-pass. The cold-key fill and the shed are pinned in 'under pressure' above.
+ */
+describe('the order under pressure: a fill under way is joined, else a stale copy answers, else one collapsed fill, else shed', () => {
+  it('joins a refresh already under way for the key rather than answering its stale copy; the stale copy answers only when nothing is in flight', async () => {
+    const clock = manualClock();
+    const o = await origin();
+    const page = heldPage(o, clock);
+    let overloaded = false;
+    const g = await gateway(
+      { sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { staleWhileRevalidateSeconds: 0, graceSeconds: 60 } }] })] },
+      { clock, isOverloaded: () => overloaded },
+    );
+    expect((await call(`${g.url}/page`)).body).toBe('v1');
+    clock.advance(2_000); // stale, well inside the grace: a copy the pressure gate may answer with
+    page.newVersion(); // v2, held at the origin until released
+    overloaded = true;
+    // Nothing in flight: the stale copy answers at once and starts the key's one refresh.
+    const first = await call(`${g.url}/page`);
+    expect(first.body).toBe('v1');
+    expect(first.headers['cache-status']).toMatch(/crowdgate; hit; ttl=-\d+; detail="stale-pressure/);
+    await expect.poll(() => o.count('/page')).toBe(2); // the refresh is at the origin, held there
+    // While it is under way, requests join it and wait: none takes the stale copy.
+    let answered = 0;
+    const crowd = Array.from({ length: 5 }, () => call(`${g.url}/page`).then((r) => (answered++, r)));
+    await expect.poll(() => metric(g, COLLAPSED)).toBe(5);
+    expect(answered).toBe(0);
+    page.release();
+    for (const r of await Promise.all(crowd)) {
+      expect(r.status).toBe(200);
+      expect(r.body).toBe('v2');
+      expect(r.headers['cache-status']).toMatch(/collapsed/);
+      expect(r.headers['cache-status']).not.toMatch(/stale-pressure/);
+    }
+    expect(o.count('/page')).toBe(2); // one refresh for the six
+    expect(await metric(g, STALE_PRESSURE)).toBe(1); // the first request only
+    expect(await metric(g, SHED_PRESSURE)).toBe(0);
+  });
+
+  it('answers no copy past its grace under pressure: the key gets one collapsed fill, waited for, and nothing is shed', async () => {
+    const clock = manualClock();
+    const o = await origin();
+    const page = heldPage(o, clock);
+    let overloaded = false;
+    const g = await gateway(
+      { sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { staleWhileRevalidateSeconds: 0, graceSeconds: 1 } }] })] },
+      { clock, isOverloaded: () => overloaded },
+    );
+    expect((await call(`${g.url}/page`)).body).toBe('v1');
+    clock.advance(5_000); // past max-age=1 + graceSeconds=1: nothing usable stored
+    page.newVersion(); // v2, held at the origin until released
+    overloaded = true;
+    let answered = 0;
+    const crowd = Array.from({ length: 10 }, () => call(`${g.url}/page`).then((r) => (answered++, r)));
+    await expect.poll(() => o.count('/page')).toBe(2); // the one fill, held at the origin
+    await expect.poll(() => metric(g, COLLAPSED)).toBe(9); // and nine requests waiting on it
+    expect(answered).toBe(0);
+    page.release();
+    const answers = await Promise.all(crowd);
+    expect(answers.map((r) => `${r.status} ${r.body}`)).toEqual(Array(10).fill('200 v2'));
+    expect(answers.filter((r) => /collapsed/.test(r.headers['cache-status'] ?? '')).length).toBe(9);
+    expect(o.count('/page')).toBe(2);
+    expect(await metric(g, STALE_PRESSURE)).toBe(0);
+    expect(await metric(g, SHED_PRESSURE)).toBe(0);
   });
 });
