@@ -31,6 +31,7 @@ import { createPublicServer, type PublicServer } from './server/http-server.js';
 import { WebSocketUpgrades } from './server/websocket.js';
 import type { CompiledRoute } from './server/site-router.js';
 import { createAdminServer } from './admin/admin-server.js';
+import { readinessOf, type Readiness } from './admin/readiness.js';
 import { HotKeys } from './admin/hot-keys.js';
 import { HitMemo } from './server/hit-memo.js';
 import { StatusHistory } from './admin/status-history.js';
@@ -322,21 +323,8 @@ export class Gateway implements RequestDeps {
   }
 
   /** /readyz: ready unless draining or no site has a usable origin. */
-  readiness(): { ready: boolean; draining: boolean; sites: Array<{ site: string; state: string; origins: unknown[] }> } {
-    const now = this.clock.now();
-    const sites = this.rt.sites.map((s) => ({
-      site: s.name,
-      state: s.pool.readiness(),
-      origins: s.pool.members().map((m) => ({
-        name: m.name,
-        url: m.url.origin,
-        healthy: m.isHealthy(now),
-        ...m.healthState(now),
-        configKey: 'sites[].origins[].url',
-      })),
-    }));
-    const ready = !this.draining && sites.some((s) => s.state === 'up');
-    return { ready, draining: this.draining, sites };
+  readiness(): Readiness {
+    return readinessOf(this.rt.sites, this.draining, this.clock.now());
   }
 
   /** Publishes gauges that are read rather than counted (called before each scrape). */

@@ -17,6 +17,7 @@ import type { PressureGate } from '../admission/pressure-gate.js';
 import type { Runtime } from '../runtime.js';
 import type { CrossInstanceCollapse, FillResult } from '../server/handle-request.js';
 import type { HotKeys } from './hot-keys.js';
+import type { Readiness } from './readiness.js';
 import type { StatusHistory } from './status-history.js';
 import { prefersJson } from '../errors.js';
 import { renderStatusPage, STATUS_PAGE_HEADERS } from './status-page.js';
@@ -50,7 +51,7 @@ export interface AdminGateway {
   runtime(): Runtime;
   isOverloaded(): boolean;
   purge(selectors: readonly PurgeSelector[], mode: PurgeMode): Promise<{ purged: number; broadcast: boolean }>;
-  readiness(): { ready: boolean; draining: boolean; sites: Array<{ site: string; state: string; origins: unknown[] }> };
+  readiness(): Readiness;
   collectGauges(): void;
 }
 
