@@ -281,17 +281,19 @@ export function decide(
     return;
   }
 
-  // 6. The gateway itself is overloaded: answer from what is stored, keep it fresh with one
-  //    collapsed background refresh per key, join a fill already under way, shed the rest. A key
-  //    with nothing usable stored and no fill under way gets its one collapsed fill all the
-  //    same: it turns the crowd's refusals into hits, and nothing else ends them.
+  // 6. The gateway itself is overloaded: answer from what is stored (also while the key's one
+  //    refresh is under way: it runs at background priority, nobody should wait on it), keep it
+  //    fresh with one collapsed background refresh per key; with nothing usable stored, join a
+  //    fill already under way, or start the key's one collapsed fill (it turns the crowd's
+  //    refusals into hits, and nothing else ends them); shed hit-for-pass keys.
   if (deps.isOverloaded()) {
-    if (deps.inflight.isInflight(collapseKeyOf(lookup))) return fillAndServe(ctx, lookup, 0);
+    const collapseKey = collapseKeyOf(lookup);
     return serveStaleOr(
       ctx,
       lookup,
       'pressure',
-      () => (deps.inflight.isHitForPass(collapseKeyOf(lookup)) ? shed(ctx, 'pressure') : fillAndServe(ctx, lookup, 0)),
+      () =>
+        deps.inflight.isInflight(collapseKey) || !deps.inflight.isHitForPass(collapseKey) ? fillAndServe(ctx, lookup, 0) : shed(ctx, 'pressure'),
       () => startBackgroundRefresh(ctx, lookup),
     );
   }
