@@ -73,8 +73,7 @@ export class Gateway implements RequestDeps {
   readonly upstream: Upstream;
   readonly pressure: PressureGate;
   readonly hotKeys = new HotKeys(200);
-  /** Routing remembered for plain requests; emptied on every config change (hit-memo.ts). */
-  /** Undefined with `hitMemo: false`. */
+  /** Routing remembered for plain requests; emptied on every config change (hit-memo.ts); undefined with `hitMemo: false`. */
   readonly hitMemo: HitMemo | undefined;
   readonly status: StatusHistory;
   readonly startedAt: number;
@@ -141,6 +140,7 @@ export class Gateway implements RequestDeps {
     this.forwarder = new Forwarder(() => this.clock.now());
     this.upstream = new Upstream(this.clock, this.metrics, cfg.admission, cfg.admission.priorities.length + 1);
     this.upstream.samplesValid = () => !this.isOverloaded();
+    this.upstream.hostDelayMs = () => this.pressure.readings().eventLoopDelayMeanMs ?? 0;
     this.overloadOverride = opts.isOverloaded;
     this.hitMemo = opts.hitMemo === false ? undefined : new HitMemo();
     this.pressure = new PressureGate(cfg.admission.pressure);

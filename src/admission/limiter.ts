@@ -104,6 +104,8 @@ export interface LimiterOptions {
    * means what it says; the origin seam turns it on for learned limits.
    */
   slowLane?: boolean;
+  /** The host's current event-loop delay, ms, passed to the algorithm with every sample. */
+  hostDelayMs?: () => number;
 }
 
 const refusal = (reason: RefusalReason): AcquireResult => Object.freeze({ ok: false, reason, waitedMs: 0 });
@@ -174,7 +176,8 @@ export class Limiter {
   /** EWMA of "this release was overdue" (0 or 1): outliers stay outliers only while rare. */
   private overdueShare = 0;
   // Shared sample object: the Limit contract says implementations copy what they keep.
-  private readonly sample: LimitSample = { rttMs: 0, inflight: 0, dropped: false };
+  private readonly sample: LimitSample = { rttMs: 0, inflight: 0, dropped: false, hostDelayMs: 0 };
+  private readonly hostDelayMs: (() => number) | undefined;
 
   /** EWMA of successful permit round trips (ms); 0 until the first one. */
   private rttEwmaMs = 0;
@@ -196,6 +199,7 @@ export class Limiter {
     this.drainRateTauMs = opts.drainRateTauMs ?? 2000;
     this.drainBucketStartAt = this.clock.now();
     this.slowLane = opts.slowLane ?? false;
+    this.hostDelayMs = opts.hostDelayMs;
   }
 
   /** Permits currently out, the slow lane's included. */
@@ -449,6 +453,7 @@ export class Limiter {
       s.rttMs = now - permit.acquiredAt;
       s.inflight = permit.inflightAtAcquire;
       s.dropped = kind === 'dropped';
+      s.hostDelayMs = this.hostDelayMs?.() ?? 0;
       this.algorithm.onSample(s, now);
     }
     if (this.queue.length > 0 && this.inflightCount >= this.limit) this.moveOverdue(now);

@@ -24,6 +24,8 @@ import type { PressureConfig } from '../config/schema.js';
 export interface PressureReadings {
   /** p99 event-loop delay over the last sample period, ms. */
   eventLoopDelayMs: number;
+  /** Mean event-loop delay over the last sample period, ms (0 when an injected sampler omits it). */
+  eventLoopDelayMeanMs?: number;
   /** Share of the last sample period the loop was busy, 0..1. */
   eventLoopUtilization: number;
   /** V8 heap used / heap size limit, 0..1. */
@@ -51,12 +53,14 @@ export function makeProcessSampler(): PressureSampler & { stop(): void } {
   const sample = (): PressureReadings => {
     // percentile() is in ns; 0 samples yet reads as 0 (or NaN on some versions).
     const p99 = histogram.count > 0 ? histogram.percentile(99) / 1e6 : 0;
+    const mean = histogram.count > 0 ? histogram.mean / 1e6 : 0;
     histogram.reset();
     const elu = performance.eventLoopUtilization(lastElu);
     lastElu = performance.eventLoopUtilization();
     const heap = getHeapStatistics();
     return {
       eventLoopDelayMs: Number.isFinite(p99) ? p99 : 0,
+      eventLoopDelayMeanMs: Number.isFinite(mean) ? mean : 0,
       eventLoopUtilization: elu.utilization,
       heapUsedRatio: heap.used_heap_size / heap.heap_size_limit,
     };

@@ -113,6 +113,8 @@ export class Upstream {
    * measured round trip, and feeding that to the limit would shrink it for the wrong reason.
    */
   samplesValid: () => boolean = () => true;
+  /** The gateway's event-loop delay now (ms), for the learned limits (gradient2 allows for it). */
+  hostDelayMs: () => number = () => 0;
 
   constructor(
     private readonly clock: Clock,
@@ -192,6 +194,7 @@ export class Upstream {
       // A learned limit measures the origin, so requests already known to be slow step aside
       // (limiter.ts, "Overdue permits"); a fixed limit means what it says.
       slowLane: this.admission.limit.algorithm !== 'fixed',
+      hostDelayMs: () => this.hostDelayMs(),
     });
   }
 

@@ -131,7 +131,7 @@ function prepareForwardHeaders(ctx: Ctx): void {
   const original = { ...ctx.req.headers };
   // Keep Transfer-Encoding so Node reproduces the body framing; strip every other hop-by-hop
   // field, including the client's Connection (with an agent, http-proxy would forward it).
-  // (WebSocket upgrades never come here: gateway.ts tunnels them.)
+  // (WebSocket upgrades never come here: server/websocket.ts tunnels them.)
   stripHopByHop(headers, TE_KEEP);
   setForwardedHeaders(headers as Record<string, string | string[] | number | undefined>, original, {
     peerAddress: ctx.peerAddress,

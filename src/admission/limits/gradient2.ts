@@ -154,6 +154,8 @@ export class Gradient2Limit implements Limit {
   private windowRttCount = 0;
   private windowDrops = 0;
   private windowMaxInflight = 0;
+  /** Largest host delay (LimitSample.hostDelayMs) among the window's samples. */
+  private windowHostDelayMs = 0;
 
   // The probe; probeLimit 0 = not probing.
   private probeLimit = 0;
@@ -245,6 +247,8 @@ export class Gradient2Limit implements Limit {
     if (this.windowSamples === 0) this.windowStartAt = now;
     this.windowSamples++;
     if (sample.dropped) this.windowDrops++;
+    const hostDelay = sample.hostDelayMs ?? 0;
+    if (hostDelay > this.windowHostDelayMs) this.windowHostDelayMs = hostDelay;
     else {
       const n = this.windowRttCount++;
       if (n < WINDOW_RESERVOIR) this.windowRtts[n] = rtt;
@@ -274,7 +278,11 @@ export class Gradient2Limit implements Limit {
           // One quick window is the endpoint mix; DRIFT_WINDOWS in a row are the origin.
           if (++this.driftWindows >= DRIFT_WINDOWS) suspicious = true;
         } else this.driftWindows = 0;
-        gradient = shortRtt > 0 ? (this.tolerance * this.longRttMs! + RTT_NOISE_MS) / shortRtt : 1;
+        // The slack: the gateway's own turns (RTT_NOISE_MS), or its measured event-loop delay
+        // when that is larger: every sample waited that long for its callback here, and a
+        // gateway busy with a burst of new clients read its own lag as an origin slowdown.
+        const slack = Math.max(RTT_NOISE_MS, this.windowHostDelayMs);
+        gradient = shortRtt > 0 ? (this.tolerance * this.longRttMs! + slack) / shortRtt : 1;
       } else {
         gradient = 1; // nothing to compare with yet; the first probe will tell
       }
@@ -331,6 +339,7 @@ export class Gradient2Limit implements Limit {
     this.windowRttCount = 0;
     this.windowDrops = 0;
     this.windowMaxInflight = 0;
+    this.windowHostDelayMs = 0;
   }
 }
 

@@ -16,6 +16,12 @@ export interface LimitSample {
   inflight: number;
   /** The origin failed in a way that signals overload (timeout, 503, connection refused). */
   dropped: boolean;
+  /**
+   * The gateway's own share of this round trip, ms: its event-loop delay when the sample was
+   * taken (a response waits that long for its callback). Not the origin's: an algorithm may
+   * allow for it. 0 or absent when unknown.
+   */
+  hostDelayMs?: number;
 }
 
 export interface Limit {

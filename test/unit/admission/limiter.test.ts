@@ -73,8 +73,8 @@ describe('Limiter', () => {
   });
 
   it.each([
-    { kind: 'success' as const, samples: [{ rttMs: 40, inflight: 1, dropped: false }] },
-    { kind: 'dropped' as const, samples: [{ rttMs: 40, inflight: 1, dropped: true }] },
+    { kind: 'success' as const, samples: [{ rttMs: 40, inflight: 1, dropped: false, hostDelayMs: 0 }] },
+    { kind: 'dropped' as const, samples: [{ rttMs: 40, inflight: 1, dropped: true, hostDelayMs: 0 }] },
     { kind: 'ignore' as const, samples: [] },
   ])('release($kind) feeds the limit $samples.length sample(s), once however often it is called', ({ kind, samples }) => {
     const { limiter, limit, clock } = setup({ limitN: 3 });

@@ -176,6 +176,22 @@ describe('Gradient2Limit per window', () => {
     expect(limit.readings().estimate).toBeCloseTo(20 * gradient, 6);
   });
 
+  it('allows for the gateway\'s own event-loop delay carried by the samples (hostDelayMs), not more', () => {
+    // 30 ms of host delay on a 50 ms origin: a window at 80 ms is the origin at its no-load RTT.
+    const lagging = warmed({ queueSize: () => 0, smoothing: 1 });
+    for (let i = 0; i < 6; i++) lagging.limit.onSample({ rttMs: 80, inflight: 20, dropped: false, hostDelayMs: 30 }, (lagging.at.t += 10));
+    expect(lagging.limit.readings().lastGradient).toBe(1);
+    expect(lagging.limit.readings().estimate).toBe(20);
+    // Without it, the same window reads as a slowdown and cuts the limit.
+    const blind = warmed({ queueSize: () => 0, smoothing: 1 });
+    feed(blind.limit, blind.at, 6, 80, 20);
+    expect(blind.limit.readings().lastGradient).toBeCloseTo(55 / 80, 6);
+    // An origin slower than the host delay explains is still a slowdown.
+    const slower = warmed({ queueSize: () => 0, smoothing: 1 });
+    for (let i = 0; i < 6; i++) slower.limit.onSample({ rttMs: 120, inflight: 20, dropped: false, hostDelayMs: 30 }, (slower.at.t += 10));
+    expect(slower.limit.readings().lastGradient).toBeCloseTo(80 / 120, 6);
+  });
+
   it.each([
     { drops: 1, of: 20, gradient: 0.95 },
     { drops: 10, of: 20, gradient: 0.5 },
