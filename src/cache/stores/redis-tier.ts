@@ -83,7 +83,7 @@ export class RedisTier {
       onEvent: opts.onStoreEvent,
       ownsClient: true,
     });
-    const tiered = new TieredStore({ l1: opts.l1, l2 });
+    const tiered = new TieredStore({ l1: opts.l1, l2, clock: this.clock });
     this.store = tiered;
     this.bus = new RedisBus({
       guard: this.guard,

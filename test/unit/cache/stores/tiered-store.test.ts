@@ -24,7 +24,7 @@ async function makeInstances(url = redis.url) {
     const guard = new RedisGuard(client, { breakerFailures: 3, breakerOpenMs: 1_000, clock });
     const l1 = new MemoryStore({ maxBytes: 4 * 1024 * 1024, maxObjectBytes: 1024 * 1024, maxVariants: 4, clock, onEvent });
     const l2 = new RedisStore({ guard, keyPrefix, maxEntryBytes: 2_048, maxVariants: 4, clock, onEvent });
-    return { store: new TieredStore({ l1, l2 }), events };
+    return { store: new TieredStore({ l1, l2, clock }), events };
   };
   return { a: await make(), b: await make(), clock };
 }
@@ -37,6 +37,26 @@ describe('TieredStore', () => {
     expect(await b.store.get('k')).toEqual([entry]);
     expect(await b.store.get('k')).toEqual([entry]);
     expect(b.events).toEqual(['memory:miss', 'redis:hit', 'memory:set', 'memory:hit']);
+  });
+
+  it('reads Redis when its own copy has nothing fresh: another instance\'s newer copy replaces it', async () => {
+    const { a, b, clock } = await makeInstances();
+    const v1 = makeEntry({ key: 'k', body: Buffer.from('v1') });
+    await a.store.put(v1);
+    expect(await b.store.get('k')).toEqual([v1]); // b's L1 holds v1 now
+    clock.advance(61_000); // v1 is stale everywhere (freshness 60 s)
+    // Nothing newer in Redis yet: b keeps answering with its own (stale) copy, for a revalidation.
+    expect((await b.store.get('k'))?.[0]?.body.toString()).toBe('v1');
+    // Instance a refreshes the page; b's stale L1 copy must not hide it.
+    const v2 = makeEntry({ key: 'k', body: Buffer.from('v2'), requestTime: clock.now() - 10, responseTime: clock.now(), deleteAt: clock.now() + 120_000 });
+    await a.store.put(v2);
+    b.events.length = 0;
+    expect((await b.store.get('k'))?.[0]?.body.toString()).toBe('v2');
+    expect(b.events).toEqual(['memory:hit', 'redis:hit', 'memory:set']);
+    // Now fresh in L1: Redis is not asked again.
+    b.events.length = 0;
+    expect((await b.store.get('k'))?.[0]?.body.toString()).toBe('v2');
+    expect(b.events).toEqual(['memory:hit']);
   });
 
   it('keeps an entry too large for Redis in L1 only', async () => {
