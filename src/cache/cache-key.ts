@@ -361,3 +361,18 @@ export function makeVariantKey(vary: readonly string[], headers: HeaderMap): str
     })
     .join('&');
 }
+
+/**
+ * What one collapsed fill is for: a primary cache key and, for a resource whose stored copy
+ * varies (Vary), one variant of it. `id` names it in the in-flight table and in Redis (lock,
+ * "filled" notice); it is opaque: read `primary` and `variant`, never decode `id`.
+ */
+export interface CollapseKey {
+  readonly primary: string;
+  readonly variant?: string;
+  readonly id: string;
+}
+
+export function makeCollapseKey(primary: string, variant?: string): CollapseKey {
+  return variant === undefined ? { primary, id: primary } : { primary, variant, id: `${primary}\u0001${variant}` };
+}

@@ -1,6 +1,6 @@
 /**
  * Cross-instance collapsing: the answer to a local leader's question "may I fetch this key, or is
- * another gateway instance already fetching it?" (server/handle-request.ts CrossInstanceCollapse).
+ * another gateway instance already fetching it?" (CrossInstanceCollapse, below; the request path's fill asks it).
  * Built on the fill lock (distributed.ts: `SET NX PX`) and the "filled" notice (redis-bus.ts,
  * pub/sub). It does not collapse requests inside one process (inflight.ts), read or write the
  * store, nor decide what a waiter does once woken (the request path re-reads the store).
@@ -25,11 +25,21 @@
  * Release before publish: a waiter woken by the notice may take the lock itself (to refetch an
  * entry that arrived unusable) without finding the old holder's lock still there.
  */
+import type { CollapseKey } from '../cache/cache-key.js';
 import type { RedisBus } from '../cache/stores/redis-bus.js';
-import type { CrossInstanceCollapse } from '../server/handle-request.js';
 import type { DistributedLock } from './distributed.js';
 
-export type CrossInstanceClaim = Awaited<ReturnType<CrossInstanceCollapse['acquire']>>;
+export type CrossInstanceClaim = { kind: 'fetch'; done(): Promise<void> } | { kind: 'filled' } | { kind: 'timeout' };
+
+/**
+ * Cross-instance collapsing: a local leader asks before fetching. 'fetch': this instance holds
+ * the fill (or Redis is unavailable): fetch, store, then call done() so the others wake.
+ * 'filled': another instance stored it meanwhile: read the store again. 'timeout': the holder
+ * took too long: fetch alone.
+ */
+export interface CrossInstanceCollapse {
+  acquire(key: CollapseKey): Promise<CrossInstanceClaim>;
+}
 
 /** How an acquire ended, for metrics and logs. */
 export type CrossInstanceOutcome = 'locked' | 'redis_down' | 'filled' | 'timeout';
@@ -47,13 +57,13 @@ export interface RedisCrossInstanceOptions {
    * holder's L2 record into L1 there, so the caller's re-read finds it rather than the stale L1
    * copy it started from.
    */
-  onFilled?: (key: string) => Promise<void>;
+  onFilled?: (key: CollapseKey) => Promise<void>;
   /**
    * Asked once the lock is ours: true when the key turns out to be filled already (another
    * instance stored it after the caller's lookup and released before our SET NX). Then the lock
    * is released, waiters are told, and 'filled' is answered instead of a second origin fetch.
    */
-  isFilled?: (key: string) => Promise<boolean>;
+  isFilled?: (key: CollapseKey) => Promise<boolean>;
 }
 
 const NOTHING_TO_RELEASE = async (): Promise<void> => {};
@@ -64,8 +74,8 @@ export class RedisCrossInstance implements CrossInstanceCollapse {
   private readonly lockTtlMs: number;
   private readonly lockWaitMs: number;
   private readonly onOutcome: ((outcome: CrossInstanceOutcome) => void) | undefined;
-  private readonly onFilled: ((key: string) => Promise<void>) | undefined;
-  private readonly isFilled: ((key: string) => Promise<boolean>) | undefined;
+  private readonly onFilled: ((key: CollapseKey) => Promise<void>) | undefined;
+  private readonly isFilled: ((key: CollapseKey) => Promise<boolean>) | undefined;
 
   constructor(options: RedisCrossInstanceOptions) {
     for (const name of ['lockTtlMs', 'lockWaitMs'] as const) {
@@ -80,16 +90,16 @@ export class RedisCrossInstance implements CrossInstanceCollapse {
     this.isFilled = options.isFilled;
   }
 
-  async acquire(key: string): Promise<CrossInstanceClaim> {
+  async acquire(key: CollapseKey): Promise<CrossInstanceClaim> {
     // 1. Listen first (see module doc); resolves 'timeout' at once when no notice could arrive.
-    const notified = this.bus.waitForFill(key, this.lockWaitMs);
+    const notified = this.bus.waitForFill(key.id, this.lockWaitMs);
     // 2. The lock.
-    const lock = await this.lock.tryLock(key, this.lockTtlMs);
+    const lock = await this.lock.tryLock(key.id, this.lockTtlMs);
     if (lock.acquired) {
       // Our own waiter is settled by our own "filled" notice (or its timer); nobody awaits it.
       const done = async () => {
         await lock.release();
-        await this.bus.publishFilled(key);
+        await this.bus.publishFilled(key.id);
       };
       if (await this.isFilled?.(key)) {
         await done();

@@ -8,7 +8,8 @@ import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerR
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import type { CacheEntry } from '../cache/entry.js';
-import { makeAuthority, makeVariantKey } from '../cache/cache-key.js';
+import { makeAuthority, makeCollapseKey, makeVariantKey, type CollapseKey } from '../cache/cache-key.js';
+import type { CrossInstanceCollapse } from '../collapse/cross-instance.js';
 import { parseCacheControl } from '../cache/cache-control.js';
 import type { EntryEvaluation, PolicyOptions, RequestFacts } from '../cache/policy.js';
 import type { CacheStore, PurgeMode, PurgeSelector } from '../cache/stores/cache-store.js';
@@ -58,15 +59,7 @@ export interface RequestDeps {
   rateLimitApplies?(site: SiteRuntime, route: CompiledRoute): boolean;
 }
 
-/**
- * Cross-instance collapsing: a local leader asks before fetching. 'fetch': this instance holds
- * the fill (or Redis is unavailable): fetch, store, then call done() so the others wake.
- * 'filled': another instance stored it meanwhile: read the store again. 'timeout': the holder
- * took too long: fetch alone.
- */
-export interface CrossInstanceCollapse {
-  acquire(key: string): Promise<{ kind: 'fetch'; done(): Promise<void> } | { kind: 'filled' } | { kind: 'timeout' }>;
-}
+export type { CrossInstanceCollapse } from '../collapse/cross-instance.js';
 
 /** The outcome of one collapsed origin fetch, shared with its waiters. */
 export type FillResult =
@@ -142,10 +135,10 @@ export function selectVariant(variants: readonly CacheEntry[], headers: Incoming
 }
 
 /** One origin fetch per key and Vary variant: the variant is known once any variant is stored. */
-export function collapseKeyOf(lookup: Lookup): string {
+export function collapseKeyOf(lookup: Lookup): CollapseKey {
   const known = lookup.entry ?? lookup.variants[0];
-  if (!known || known.vary.length === 0) return lookup.key;
-  return `${lookup.key}\u0001${makeVariantKey(known.vary, lookup.variantHeaders)}`;
+  if (!known || known.vary.length === 0) return makeCollapseKey(lookup.key);
+  return makeCollapseKey(lookup.key, makeVariantKey(known.vary, lookup.variantHeaders));
 }
 
 /**

@@ -12,6 +12,7 @@ import type { OriginMember } from '../origin/pool.js';
 import { serveEntry, writeBuffered } from './answer.js';
 import { selectVariant, collapseKeyOf, type FillResult, type Ctx, type Lookup } from './context.js';
 import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders } from './fill-headers.js';
+import type { CollapseKey } from '../cache/cache-key.js';
 import { forward } from './pass-through.js';
 import { originFailure, hasStaleOnFailure, hasOtherMember, refusedFill, serveFailed, serveStaleOr } from './stale.js';
 
@@ -19,7 +20,7 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
   const { deps } = ctx;
   const collapseKey = collapseKeyOf(lookup);
   const cfg = ctx.rt.config.cache.collapse;
-  const joined = deps.inflight.join(collapseKey, cfg.waitDeadlineMs);
+  const joined = deps.inflight.join(collapseKey.id, cfg.waitDeadlineMs);
 
   if (joined.role === 'leader') {
     let result: FillResult;
@@ -30,7 +31,7 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
       result = { kind: 'failed', code: 'internal_error', staleReason: 'error' };
     }
     if (result.kind === 'uncacheable' || result.kind === 'too_large') {
-      deps.inflight.markHitForPass(collapseKey, ctx.rt.config.cache.collapse.hitForPassSeconds * 1000);
+      deps.inflight.markHitForPass(collapseKey.id, ctx.rt.config.cache.collapse.hitForPassSeconds * 1000);
       deps.metrics.get('hitForPass').inc({ site: ctx.site!.name });
     }
     fillSettledAt.set(result, deps.clock.now());
@@ -247,7 +248,7 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
 async function fillAcrossInstances(
   ctx: Ctx,
   lookup: Lookup,
-  collapseKey: string,
+  collapseKey: CollapseKey,
   kind: 'fill' | 'background',
   priority?: number,
 ): Promise<FillResult> {
@@ -279,7 +280,7 @@ async function fillAcrossInstances(
 export function startBackgroundRefresh(ctx: Ctx, lookup: Lookup, priority?: number): void {
   const { deps } = ctx;
   const collapseKey = collapseKeyOf(lookup);
-  const joined = deps.inflight.join(collapseKey, 0);
+  const joined = deps.inflight.join(collapseKey.id, 0);
   if (joined.role !== 'leader') return; // someone is already refreshing it
   fillAcrossInstances(ctx, lookup, collapseKey, 'background', priority)
     .catch((err): FillResult => {

@@ -293,7 +293,7 @@ export function decide(
       lookup,
       'pressure',
       () =>
-        deps.inflight.isInflight(collapseKey) || !deps.inflight.isHitForPass(collapseKey) ? fillAndServe(ctx, lookup, 0) : shed(ctx, 'pressure'),
+        deps.inflight.isInflight(collapseKey.id) || !deps.inflight.isHitForPass(collapseKey.id) ? fillAndServe(ctx, lookup, 0) : shed(ctx, 'pressure'),
       () => startBackgroundRefresh(ctx, lookup),
     );
   }
@@ -328,14 +328,14 @@ export function decide(
   //    expiry waits for the origin, never the crowd behind it; sequential clients always get
   //    the refreshed answer, as RFC 9111 wants. Not for a copy that had no freshness and no
   //    validator (never reused), nor when the client may and does demand a fresh answer.
-  if (entry && evaluation && isServableWhileUpdating(entry, evaluation) && deps.inflight.isInflight(collapseKeyOf(lookup))) {
+  if (entry && evaluation && isServableWhileUpdating(entry, evaluation) && deps.inflight.isInflight(collapseKeyOf(lookup).id)) {
     serveEntry(ctx, entry, evaluation, { state: 'updating', staleReason: 'while_revalidate', collapsed: true });
     deps.metrics.get('staleServed').inc({ site: site.name, reason: 'while_revalidate' });
     return;
   }
 
   // 10. Hit-for-pass: this URL was recently uncacheable; don't queue behind a leader.
-  if (deps.inflight.isHitForPass(collapseKeyOf(lookup))) {
+  if (deps.inflight.isHitForPass(collapseKeyOf(lookup).id)) {
     ctx.state = 'pass';
     return forward(ctx, 'pass', lookup);
   }

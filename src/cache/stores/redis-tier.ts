@@ -15,6 +15,7 @@
  */
 import type { Logger } from 'pino';
 import type { Clock } from '../../clock.js';
+import type { CollapseKey } from '../cache-key.js';
 import type { RedisConfig } from '../../config/schema.js';
 import { RedisCrossInstance } from '../../collapse/cross-instance.js';
 import { DistributedLock } from '../../collapse/distributed.js';
@@ -103,7 +104,7 @@ export class RedisTier {
       bus: this.bus,
       lockTtlMs: cfg.lockTtlMs,
       lockWaitMs: cfg.lockWaitMs,
-      onFilled: (collapseKey) => this.refreshL1FromL2(primaryKeyOf(collapseKey)),
+      onFilled: (collapseKey) => this.refreshL1FromL2(collapseKey.primary),
       isFilled: (collapseKey) => this.isFreshInL2(collapseKey),
     });
   }
@@ -183,21 +184,12 @@ export class RedisTier {
    * skip the fetch. Fresh here is the entry's own staleAt (entry.ts), not the request's view;
    * the request path re-evaluates what it reads. Vary'd keys are left to fetch.
    */
-  private async isFreshInL2(collapseKey: string): Promise<boolean> {
-    if (collapseKey.includes('\u0001')) return false;
-    const far = await this.store.l2.get(collapseKey);
+  private async isFreshInL2(collapseKey: CollapseKey): Promise<boolean> {
+    if (collapseKey.variant !== undefined) return false;
+    const far = await this.store.l2.get(collapseKey.primary);
     const now = this.clock.now();
     if (!far || !far.some((e) => staleAtOf(e) > now)) return false;
-    this.store.l1.fill(collapseKey, far);
+    this.store.l1.fill(collapseKey.primary, far);
     return true;
   }
-}
-
-/**
- * The primary cache key of a collapse key: the request path's collapseKeyOf (src/server/)
- * appends `\u0001<variant key>` to the primary key for Vary'd resources.
- */
-function primaryKeyOf(collapseKey: string): string {
-  const cut = collapseKey.indexOf('\u0001');
-  return cut === -1 ? collapseKey : collapseKey.slice(0, cut);
 }

@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'vitest';
 import {
+  makeCollapseKey,
   bucketAcceptEncoding,
   keyPrefixFor,
   keyUrlPrefixFor,
@@ -215,5 +216,18 @@ describe('makeCacheKey: the authority (scheme and Host) is in every key', () => 
     expect(k.startsWith(keyUrlPrefixFor('shop', '/p?a=1&b=2', t, 'http://a.example'))).toBe(true);
     expect(k.startsWith(keyUrlPrefixFor('shop', '/p?a=1&b=2', t, 'http://b.example'))).toBe(false);
     expect(k.startsWith(keyUrlPrefixFor('shop', '/p', t))).toBe(false); // another URL
+  });
+});
+
+describe('makeCollapseKey', () => {
+  test('a key without variant is its primary key; with one, both parts stay readable and the id tells them apart', () => {
+    expect(makeCollapseKey('s\u0000/a?')).toEqual({ primary: 's\u0000/a?', id: 's\u0000/a?' });
+    const varied = makeCollapseKey('s\u0000/a?', 'accept-language=fr');
+    expect(varied.primary).toBe('s\u0000/a?');
+    expect(varied.variant).toBe('accept-language=fr');
+    expect(varied.id).not.toBe(makeCollapseKey('s\u0000/a?', 'accept-language=en').id);
+    expect(varied.id).not.toBe(makeCollapseKey('s\u0000/a?').id);
+    // An empty variant (a Vary header the request lacks) is still a variant.
+    expect(makeCollapseKey('k', '').id).not.toBe(makeCollapseKey('k').id);
   });
 });

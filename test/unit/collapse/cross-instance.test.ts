@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { makeCollapseKey, type CollapseKey } from '../../../src/cache/cache-key.js';
 import { RedisBus } from '../../../src/cache/stores/redis-bus.js';
 import { createRedisClient, RedisGuard } from '../../../src/cache/stores/redis-store.js';
 import { RedisCrossInstance, type CrossInstanceClaim, type CrossInstanceOutcome } from '../../../src/collapse/cross-instance.js';
@@ -20,7 +21,7 @@ interface Instance {
 /** `count` simulated gateway instances on one key prefix, each with its own connections. */
 async function makeInstances(
   count: number,
-  opts: { url?: string; lockTtlMs?: number; lockWaitMs?: number; waitReady?: boolean; onFilled?: (key: string) => Promise<void> } = {},
+  opts: { url?: string; lockTtlMs?: number; lockWaitMs?: number; waitReady?: boolean; onFilled?: (key: CollapseKey) => Promise<void> } = {},
 ): Promise<Instance[]> {
   const keyPrefix = `x${++n}:`;
   const url = opts.url ?? redis.url;
@@ -68,7 +69,7 @@ function holderOf(claims: CrossInstanceClaim[]): Extract<CrossInstanceClaim, { k
 describe('RedisCrossInstance', () => {
   it('lets exactly one of several instances fetch; the others wake with "filled" when it is done', async () => {
     const instances = await makeInstances(4);
-    const key = 'site\u0000/cold';
+    const key = makeCollapseKey('site\u0000/cold');
     const pending = instances.map((i) => timed(i.cross.acquire(key)));
     // The holder answers at once; the others are still waiting.
     const first = await Promise.race(pending);
@@ -76,7 +77,7 @@ describe('RedisCrossInstance', () => {
     await sleep(100);
     const holderIndex = instances.findIndex((i) => i.outcomes.includes('locked'));
     const waiting = instances.filter((_, idx) => idx !== holderIndex);
-    expect(waiting.map((i) => i.bus.waiterCount(key))).toEqual([1, 1, 1]);
+    expect(waiting.map((i) => i.bus.waiterCount(key.id))).toEqual([1, 1, 1]);
     const doneAt = performance.now();
     await holderOf([first.value]).done();
     const results = await Promise.all(pending);
@@ -91,38 +92,38 @@ describe('RedisCrossInstance', () => {
 
   it('releases the lock in done(), so the next acquire for the key fetches', async () => {
     const [a, b] = await makeInstances(2);
-    const claim = await a!.cross.acquire('k');
+    const claim = await a!.cross.acquire(makeCollapseKey('k'));
     expect(claim.kind).toBe('fetch');
     if (claim.kind === 'fetch') await claim.done();
-    const next = await b!.cross.acquire('k');
+    const next = await b!.cross.acquire(makeCollapseKey('k'));
     expect(next.kind).toBe('fetch');
   });
 
   it('keeps keys apart: a holder of one key does not make another key wait', async () => {
     const [a, b] = await makeInstances(2);
-    expect((await a!.cross.acquire('one')).kind).toBe('fetch');
-    expect((await b!.cross.acquire('two')).kind).toBe('fetch');
+    expect((await a!.cross.acquire(makeCollapseKey('one'))).kind).toBe('fetch');
+    expect((await b!.cross.acquire(makeCollapseKey('two'))).kind).toBe('fetch');
   });
 
   it('answers "timeout" after lockWaitMs when the holder never finishes, and frees the key at lockTtlMs', async () => {
     const lockWaitMs = 200;
     const lockTtlMs = 500;
     const [dead, other] = await makeInstances(2, { lockWaitMs, lockTtlMs });
-    const held = await dead!.cross.acquire('k'); // never calls done(): a holder that died
+    const held = await dead!.cross.acquire(makeCollapseKey('k')); // never calls done(): a holder that died
     expect(held.kind).toBe('fetch');
-    const waited = await timed(other!.cross.acquire('k'));
+    const waited = await timed(other!.cross.acquire(makeCollapseKey('k')));
     expect(waited.value.kind).toBe('timeout');
     expect(waited.ms).toBeGreaterThanOrEqual(lockWaitMs - 5);
     expect(waited.ms).toBeLessThan(lockWaitMs + SLACK_MS);
     await sleep(lockTtlMs - waited.ms + 20);
-    expect((await other!.cross.acquire('k')).kind).toBe('fetch');
+    expect((await other!.cross.acquire(makeCollapseKey('k'))).kind).toBe('fetch');
   });
 
   it('wakes waiters on done() even when the holder did not store anything usable', async () => {
     // The request path decides what "filled" means (it re-reads the store); the notice only says "look now".
     const [a, b] = await makeInstances(2);
-    const claim = await a!.cross.acquire('k');
-    const waiting = b!.cross.acquire('k');
+    const claim = await a!.cross.acquire(makeCollapseKey('k'));
+    const waiting = b!.cross.acquire(makeCollapseKey('k'));
     await sleep(50);
     if (claim.kind === 'fetch') await claim.done();
     expect((await waiting).kind).toBe('filled');
@@ -133,21 +134,21 @@ describe('RedisCrossInstance', () => {
     const [a, b] = await makeInstances(2, {
       onFilled: async (key) => {
         await sleep(30);
-        calls.push(key);
+        calls.push(`${key.primary} ${key.variant}`);
       },
     });
-    const claim = await a!.cross.acquire('k\u0001v');
-    const waiting = b!.cross.acquire('k\u0001v').then((c) => ({ c, calls: [...calls] }));
+    const claim = await a!.cross.acquire(makeCollapseKey('k', 'v'));
+    const waiting = b!.cross.acquire(makeCollapseKey('k', 'v')).then((c) => ({ c, calls: [...calls] }));
     await sleep(50);
     if (claim.kind === 'fetch') await claim.done();
     const woken = await waiting;
     expect(woken.c.kind).toBe('filled');
-    expect(woken.calls).toEqual(['k\u0001v']);
+    expect(woken.calls).toEqual(['k v']); // the key as a value: primary and variant, nothing to decode
   });
 
   it('releases its own fill waiter when it holds the lock (no waiter left behind after done)', async () => {
     const [a] = await makeInstances(1);
-    const claim = await a!.cross.acquire('k');
+    const claim = await a!.cross.acquire(makeCollapseKey('k'));
     expect(a!.bus.waiterCount('k')).toBe(1);
     if (claim.kind === 'fetch') await claim.done();
     await sleep(50);
@@ -168,7 +169,7 @@ describe('RedisCrossInstance fails open', () => {
     if (how === 'killed') await own!.kill();
     if (how === 'paused') own!.pause();
     for (const instance of [a!, b!]) {
-      const { value, ms } = await timed(instance.cross.acquire('k'));
+      const { value, ms } = await timed(instance.cross.acquire(makeCollapseKey('k')));
       expect(value.kind).toBe('fetch');
       expect(ms).toBeLessThan(COMMAND_TIMEOUT_MS + SLACK_MS);
       if (value.kind === 'fetch') {
