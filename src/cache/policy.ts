@@ -46,6 +46,7 @@
  * - Only responses to GET are stored (a HEAD response has no content to serve a GET).
  */
 import { parseDictionary } from 'structured-headers';
+import { CACHED_METHODS, connectionListedNames, isHopByHop } from '../http/facts.js';
 import type { RouteCacheConfig } from '../config/schema.js';
 import { currentAgeMsOf, staleAtOf, type CacheEntry, type StoredHeaders } from './entry.js';
 import {
@@ -103,24 +104,6 @@ export const HEURISTIC_CAP_MS = 24 * 3600 * 1000;
 /** How long a stale entry with a validator is kept for a conditional refresh, in ms. */
 export const REVALIDATION_WINDOW_MS = 60_000;
 
-const SAFE_CACHE_METHODS = new Set(['GET', 'HEAD']);
-/**
- * Hop-by-hop fields: RFC 9110 §7.6.1's (Connection, Proxy-Connection, Keep-Alive, TE, Trailer,
- * Transfer-Encoding, Upgrade) and the proxy credentials of §11.7, which concern one hop only.
- * Never stored (RFC 9111 §3.1) nor forwarded (server/headers.ts). Fields that Connection lists
- * are hop-by-hop too. Other Proxy-* fields (RFC 9209 Proxy-Status) are end to end.
- */
-export const HOP_BY_HOP: ReadonlySet<string> = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-]);
 export const CDN_CACHE_CONTROL = 'cdn-cache-control';
 
 export function isHeuristicallyCacheable(status: number): boolean {
@@ -144,7 +127,7 @@ export function isCacheableRequest(req: RequestFacts, opts: PolicyOptions): Requ
   if (!opts.route.enabled) return { cacheable: false, reason: 'route cache disabled' };
   const method = req.method.toUpperCase();
   // RFC 9111 §2: only methods whose responses are cacheable and that we understand.
-  if (!SAFE_CACHE_METHODS.has(method)) return { cacheable: false, reason: `method ${method} is not cached` };
+  if (!CACHED_METHODS.has(method)) return { cacheable: false, reason: `method ${method} is not cached` };
   const cc = parseCacheControl(req.headers['cache-control']);
   // §5.2.1.5: no-store forbids storing, not answering from a stored response.
   return { cacheable: true, canStoreResponse: !cc.has('no-store') };
@@ -298,10 +281,6 @@ function configured(lifetimeMs: number, source: FreshnessSource): Freshness {
   return { lifetimeMs, source, explicit: false, configured: true };
 }
 
-/** The fixed hop-by-hop set, plus the names Connection lists (RFC 9110 §7.6.1). */
-function isHopByHop(name: string, connectionListed: ReadonlySet<string>): boolean {
-  return HOP_BY_HOP.has(name) || connectionListed.has(name);
-}
 
 /**
  * Response headers as stored: without hop-by-hop fields (§3.1), Age (recomputed on use), both
@@ -313,12 +292,7 @@ export function makeStoredHeaders(
   targetedHeader: string,
   alsoRemove: Iterable<string> = [],
 ): StoredHeaders {
-  const connectionListed = new Set(
-    (headerValue(headers, 'connection') ?? '')
-      .split(',')
-      .map((s) => s.trim().toLowerCase())
-      .filter((s) => s !== ''),
-  );
+  const connectionListed = new Set(connectionListedNames(headerValue(headers, 'connection')));
   // CDN-Cache-Control is kept: it targets every CDN, one downstream of us too (RFC 9213 §2.1
   // only says a cache uses it); our own targeted field is for us alone.
   const removed = new Set<string>(['age', 'set-cookie', targetedHeader.toLowerCase()]);

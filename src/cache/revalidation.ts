@@ -4,6 +4,7 @@
  * conditional request from the cache (§4.3.2, RFC 9110 §13.1), and which URIs an unsafe request
  * invalidates (§4.4). Pure; does not fetch, store or respond.
  */
+import { SAFE_METHODS } from '../http/facts.js';
 import type { CacheEntry, StoredHeaders } from './entry.js';
 import { headerValue, parseHttpDate, type HeaderMap } from './cache-control.js';
 import { parseUrlPath, parseVary } from './cache-key.js';
@@ -172,7 +173,7 @@ export function isNotModifiedForClient(entry: CacheEntry, req: RequestFacts): bo
   return modifiedAt <= ims;
 }
 
-const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']); // RFC 9110 §9.2.1
+
 
 /** scheme://host[:port] of an absolute URL, lowercase, default ports dropped; undefined if not one. */
 function originOf(url: URL): string {

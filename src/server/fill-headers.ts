@@ -6,9 +6,10 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { CacheEntry } from '../cache/entry.js';
 import { parseCookies } from '../cache/cache-key.js';
-import { HOP_BY_HOP, type PolicyOptions } from '../cache/policy.js';
+import type { PolicyOptions } from '../cache/policy.js';
+import { HOP_BY_HOP, connectionListedNames } from '../http/facts.js';
 import type { SiteRuntime } from '../runtime.js';
-import { CLIENT_CONDITIONALS, appendVia, connectionListedNames, setForwardedHeaders, stripHopByHop } from './headers.js';
+import { CLIENT_CONDITIONALS, appendVia, setForwardedHeaders, stripHopByHop } from './headers.js';
 import type { Ctx, Lookup } from './context.js';
 
 /**

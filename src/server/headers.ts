@@ -4,18 +4,8 @@
  * Owns no policy: what is cacheable lives in cache/policy.ts.
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-// One hop-by-hop list for storing and forwarding alike, defined with the storage rules.
-import { HOP_BY_HOP } from '../cache/policy.js';
-
-/** Names listed in a Connection header (RFC 9110 §7.6.1: they are hop-by-hop too). */
-export function connectionListedNames(value: string | string[] | undefined): string[] {
-  if (!value) return [];
-  const joined = Array.isArray(value) ? value.join(',') : value;
-  return joined
-    .split(',')
-    .map((s) => s.trim().toLowerCase())
-    .filter((s) => s.length > 0);
-}
+// One hop-by-hop list for storing and forwarding alike.
+import { HOP_BY_HOP, connectionListedNames } from '../http/facts.js';
 
 /**
  * Removes hop-by-hop headers in place. `keep` lets a caller keep e.g. transfer-encoding on a

@@ -4,6 +4,7 @@
  * connection; a successful unsafe request invalidates what it changed (RFC 9111 §4.4).
  */
 import type { OutgoingHttpHeaders } from 'node:http';
+import { CACHED_METHODS, RETRYABLE_METHODS } from '../http/facts.js';
 import { makeCacheKey } from '../cache/cache-key.js';
 import { invalidationTargets } from '../cache/revalidation.js';
 import type { PurgeSelector } from '../cache/stores/cache-store.js';
@@ -69,7 +70,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
               });
               headers['x-request-id'] = ctx.requestId;
               headers['via'] = appendVia(headers['via']);
-              if (status >= 200 && status < 400 && !isCacheableMethod(ctx.method)) invalidateAfterUnsafe(ctx, status, headers);
+              if (status >= 200 && status < 400 && !CACHED_METHODS.has(ctx.method)) invalidateAfterUnsafe(ctx, status, headers);
               return headers;
             },
           });
@@ -96,7 +97,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
         return fail(ctx, 'body_too_large', `the chunked request body passed limits.maxBodyBytes (${rt.config.limits.maxBodyBytes} bytes)`);
       }
       if (outcome.kind === 'broken') return; // head already sent; the client connection was cut
-      const idempotent = ctx.method === 'GET' || ctx.method === 'HEAD' || ctx.method === 'OPTIONS';
+      const idempotent = RETRYABLE_METHODS.has(ctx.method);
       if (
         outcome.failure === 'connect_error' &&
         idempotent &&
@@ -119,10 +120,6 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
   } finally {
     res.off('close', onClose);
   }
-}
-
-function isCacheableMethod(method: string): boolean {
-  return method === 'GET' || method === 'HEAD';
 }
 
 /** Prepares the client's request for forwarding: hop-by-hop out, X-Forwarded-* and Via in. */

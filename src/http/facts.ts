@@ -1,0 +1,48 @@
+/**
+ * HTTP facts the gateway relies on in several places, once: which fields are hop-by-hop, what
+ * a Connection header lists, and which methods are safe, idempotent or cached. Definitions
+ * only (RFC 9110, RFC 9111), no policy: what the cache stores lives in cache/policy.ts, what is
+ * forwarded in server/headers.ts.
+ */
+
+/**
+ * Hop-by-hop fields: RFC 9110 §7.6.1's (Connection, Proxy-Connection, Keep-Alive, TE, Trailer,
+ * Transfer-Encoding, Upgrade) and the proxy credentials of §11.7, which concern one hop only.
+ * Never stored (RFC 9111 §3.1) nor forwarded. Fields that Connection lists are hop-by-hop too.
+ * Other Proxy-* fields (RFC 9209 Proxy-Status) are end to end.
+ */
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+
+/** Names listed in a Connection header, lower-cased (RFC 9110 §7.6.1: they are hop-by-hop too). */
+export function connectionListedNames(value: string | string[] | undefined): string[] {
+  if (!value) return [];
+  const joined = Array.isArray(value) ? value.join(',') : value;
+  return joined
+    .split(',')
+    .map((s) => s.trim().toLowerCase())
+    .filter((s) => s.length > 0);
+}
+
+/** The fixed hop-by-hop set, plus the names Connection lists (RFC 9110 §7.6.1). */
+export function isHopByHop(name: string, connectionListed: ReadonlySet<string>): boolean {
+  return HOP_BY_HOP.has(name) || connectionListed.has(name);
+}
+
+/** RFC 9110 §9.2.1: methods whose semantics are read-only. */
+export const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
+
+/** RFC 9110 §9.2.2 idempotent methods a proxy may retry on another server (bodies aside). */
+export const RETRYABLE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/** The methods whose responses this cache stores or answers from (RFC 9111 §3: GET; HEAD from a GET's entry). */
+export const CACHED_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD']);
