@@ -85,17 +85,21 @@ export function shed(ctx: Ctx, reason: ShedReason): void {
   const retryAfter = site ? ctx.deps.retryAfterSeconds(site.name) : 1;
   ctx.deps.metrics.get('shed').inc({ site: site?.name ?? '-', reason, priority: ctx.rt.priorityNames[ctx.priority] ?? 'default' });
   ctx.deps.metrics.get('retryAfter').observe(retryAfter);
-  fail(ctx, reason === 'circuit_open' ? 'circuit_open' : 'overloaded', undefined, retryAfter, 'shed', `shed-${reason}`);
+  fail(ctx, reason === 'circuit_open' ? 'circuit_open' : 'overloaded', undefined, { retryAfterSeconds: retryAfter, state: 'shed', statusDetail: `shed-${reason}` });
 }
 
-export function fail(
-  ctx: Ctx,
-  code: ErrorCode,
-  detail?: string,
-  retryAfterSeconds?: number,
-  state: CacheState = 'error',
-  statusDetail?: string,
-): void {
+/** How a refusal differs from a plain error page: shed or rate-limited answers say so. */
+export interface FailOptions {
+  retryAfterSeconds?: number;
+  /** The cache state recorded (default 'error'; refusals are 'shed'). */
+  state?: CacheState;
+  /** Cache-Status detail (default the error code). */
+  statusDetail?: string;
+}
+
+/** An error page for this request (the catalogue's status and text, `detail` for the operator). */
+export function fail(ctx: Ctx, code: ErrorCode, detail?: string, opts: FailOptions = {}): void {
+  const { retryAfterSeconds, state = 'error', statusDetail } = opts;
   ctx.errorCode = code;
   ctx.state = state;
   const accept = ctx.req.headers.accept;
@@ -114,16 +118,17 @@ export function fail(
  * memo hit path, with the rows its memo entry holds, and finish() alike). Returns the status
  * sent, 0 when no head went out.
  */
-export function countRequest(
-  deps: RequestDeps,
-  res: ServerResponse,
-  site: string,
-  route: string,
-  path: string,
-  state: CacheState,
-  durationMs: number,
-  hold?: MemoHold,
-): number {
+/** One finished request, for countRequest(). */
+export interface RequestTally {
+  site: string;
+  route: string;
+  path: string;
+  state: CacheState;
+  durationMs: number;
+}
+
+export function countRequest(deps: RequestDeps, res: ServerResponse, tally: RequestTally, hold?: MemoHold): number {
+  const { site, route, path, state, durationMs } = tally;
   deps.requestDone?.();
   const status = res.headersSent ? res.statusCode : 0;
   const statusClass = status ? statusClassOf(status) : 'aborted';
@@ -156,7 +161,7 @@ export function finish(ctx: Ctx, handedOff: boolean): void {
   const site = ctx.site?.name ?? '-';
   const routeName = ctx.route?.name ?? '-';
   const state = ctx.state === '-' ? 'error' : ctx.state;
-  const status = countRequest(deps, res, site, routeName, ctx.path, state, durationMs);
+  const status = countRequest(deps, res, { site, route: routeName, path: ctx.path, state, durationMs });
   if (ctx.rt.config.log.access) {
     deps.logger.info(
       {

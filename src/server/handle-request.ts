@@ -143,7 +143,7 @@ function answerMemoHit(
     finish(ctx, true);
     return true;
   }
-  countRequest(deps, res, memo.site.name, memo.route.name, memo.path, 'hit', deps.clock.now() - now, hold);
+  countRequest(deps, res, { site: memo.site.name, route: memo.route.name, path: memo.path, state: 'hit', durationMs: deps.clock.now() - now }, hold);
   return true;
 }
 
@@ -210,7 +210,7 @@ export function route(ctx: Ctx): void | Promise<void> {
     ctx.shedReason = 'rate_limited';
     deps.metrics.get('rateLimited').inc({ site: site.name, route: routeMatch.name });
     deps.metrics.get('retryAfter').observe(retryAfter);
-    return fail(ctx, 'rate_limited', undefined, retryAfter, 'shed');
+    return fail(ctx, 'rate_limited', undefined, { retryAfterSeconds: retryAfter, state: 'shed' });
   }
 
   // 4. Cache eligibility.
