@@ -33,11 +33,49 @@ export interface PriorityMatcher {
   matches(method: string, path: string, headers: IncomingHttpHeaders, route: string): boolean;
 }
 
+/**
+ * The request priority classes of one config, in one place: the configured names, most
+ * important first, with "default" last, then a background class below all of them (refreshes
+ * nobody waits for). The origin limiter's queue puts its health probes in a class above these
+ * (Upstream: queue class = priority + 1).
+ */
+export class PriorityClasses {
+  /** Configured class names, most important first; the last is "default". */
+  readonly names: readonly string[];
+
+  constructor(priorities: readonly { name: string }[]) {
+    this.names = [...priorities.map((p) => p.name).filter((n) => n !== 'default'), 'default'];
+  }
+
+  /** The class of a request that matches nothing. */
+  get default(): number {
+    return this.names.length - 1;
+  }
+
+  /** Below every configured class: background refreshes. */
+  get background(): number {
+    return this.names.length;
+  }
+
+  /** Classes a request can be in, background included. */
+  get count(): number {
+    return this.names.length + 1;
+  }
+
+  indexOf(name: string): number {
+    return this.names.indexOf(name);
+  }
+
+  /** For labels: the class name, 'background' for the background class. */
+  nameOf(index: number): string {
+    return this.names[index] ?? 'background';
+  }
+}
+
 export class Runtime {
   readonly router: SiteRouter<SiteRuntime>;
   readonly sites: readonly SiteRuntime[];
-  /** Priority class names, most important first; the last is "default". */
-  readonly priorityNames: readonly string[];
+  readonly priorities: PriorityClasses;
   private readonly priorityMatchers: readonly PriorityMatcher[];
   /** Who may send PURGE (purge.allow). */
   readonly purgeAllowed: TrustedProxies;
@@ -51,20 +89,20 @@ export class Runtime {
     this.sites = config.sites.map((site) => makeSiteRuntime(site, defaultRoute, poolFor(site), config.cache.targetedHeader));
     this.router = new SiteRouter(this.sites);
     this.priorityMatchers = config.admission.priorities.map(compilePriority);
-    this.priorityNames = [...config.admission.priorities.map((p) => p.name).filter((n) => n !== 'default'), 'default'];
+    this.priorities = new PriorityClasses(config.admission.priorities);
     this.purgeAllowed = new TrustedProxies(config.purge.allow);
   }
 
   /** The priority class index (0 = most important) for a request. */
   priorityOf(route: CompiledRoute, method: string, path: string, headers: IncomingHttpHeaders): number {
     if (route.config.priority) {
-      const i = this.priorityNames.indexOf(route.config.priority);
+      const i = this.priorities.indexOf(route.config.priority);
       if (i !== -1) return i;
     }
     for (const m of this.priorityMatchers) {
-      if (m.matches(method, path, headers, route.name)) return this.priorityNames.indexOf(m.name);
+      if (m.matches(method, path, headers, route.name)) return this.priorities.indexOf(m.name);
     }
-    return this.priorityNames.length - 1;
+    return this.priorities.default;
   }
 }
 

@@ -131,7 +131,7 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
     // A background refresh runs while stale-while-revalidate answers everyone: it uses spare
     // origin capacity (the background class, below every configured one) and is refused first;
     // the next stale hit tries again.
-    const priority = priorityOverride ?? (kind === 'background' ? rt.priorityNames.length : ctx.priority);
+    const priority = priorityOverride ?? (kind === 'background' ? rt.priorities.background : ctx.priority);
     const admitted = await deps.upstream.admit(site.config, site.pool, {
       priority,
       deadlineAt,

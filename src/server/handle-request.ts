@@ -175,7 +175,7 @@ function makeCtx(
     clientAddress: trusted.resolveClient(peerAddress, req.headers['x-forwarded-for']),
     peerAddress,
     peerTrusted: trusted.isTrusted(peerAddress),
-    priority: rt.priorityNames.length - 1,
+    priority: rt.priorities.default,
     state: '-',
     collapsed: false,
     memoHost,
