@@ -9,7 +9,7 @@ import { decideStorage, evaluateEntry } from '../cache/policy.js';
 import { makeConditionalHeaders, mergeNotModified } from '../cache/revalidation.js';
 import type { FetchResult } from '../origin/fetch.js';
 import type { OriginMember } from '../origin/pool.js';
-import { serveEntry, writeBuffered } from './answer.js';
+import { serveEntry, shed, writeBuffered } from './answer.js';
 import { selectVariant, collapseKeyOf, type FillResult, type Ctx, type Lookup } from './context.js';
 import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders } from './fill-headers.js';
 import type { CollapseKey } from '../cache/cache-key.js';
@@ -46,18 +46,12 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
   ctx.wokenAt = (outcome !== 'timeout' && fillSettledAt.get(outcome)) || deps.clock.now();
   if (outcome === 'timeout') {
     // Waited past the deadline (or too many waiters): stale if we can, else fetch alone.
-    return serveStaleOr(ctx, lookup, 'timeout', () => {
-      ctx.state = 'pass';
-      return forward(ctx, 'pass', lookup);
-    });
+    return serveStaleOr(ctx, lookup, 'timeout', () => passAlone(ctx, lookup));
   }
   if (outcome.kind === 'entry') {
     // The leader's variant may not be ours (Vary); then fill our own variant, once.
     if (makeVariantKey(outcome.entry.vary, lookup.variantHeaders) !== outcome.entry.variantKey) {
-      if (attempt >= 1) {
-        ctx.state = 'pass';
-        return forward(ctx, 'pass', lookup);
-      }
+      if (attempt >= 1) return passAlone(ctx, lookup);
       const variants = [outcome.entry];
       const variantHeaders = makeFillVisibleHeaders(ctx.site!, ctx.req.headers, lookup.policy, variants);
       return fillAndServe(ctx, { ...lookup, variants, variantHeaders, entry: undefined, evaluation: undefined }, attempt + 1);
@@ -66,16 +60,21 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
   }
   if (outcome.kind === 'uncacheable' || outcome.kind === 'too_large') {
     // Not shareable: every waiter asks the origin itself (through the limiter).
-    ctx.state = 'pass';
-    return forward(ctx, 'pass', lookup);
+    return passAlone(ctx, lookup);
   }
-  if (outcome.kind === 'origin_error') {
-    return serveStaleOr(ctx, lookup, 'error', () => {
-      ctx.state = 'pass';
-      return forward(ctx, 'pass', lookup);
-    });
-  }
+  if (outcome.kind === 'origin_error') return serveStaleOr(ctx, lookup, 'error', () => passAlone(ctx, lookup));
   return serveFillResult(ctx, lookup, outcome, true);
+}
+
+/**
+ * A waiter that cannot use the shared result asks the origin alone, as a pass; while the
+ * gateway is over its pressure threshold it is shed instead, like any uncacheable request
+ * (it joined the fill because the key looked cacheable, not to get past the gate).
+ */
+function passAlone(ctx: Ctx, lookup: Lookup): void | Promise<void> {
+  if (ctx.deps.isOverloaded()) return shed(ctx, 'pressure');
+  ctx.state = 'pass';
+  return forward(ctx, 'pass', lookup);
 }
 
 /** When each shared fill result was handed to its waiters (for the access log's afterWakeMs). */

@@ -71,6 +71,25 @@ describe('under pressure', () => {
     overloaded = false;
   });
 
+  it('sheds the waiters of a fill that turns out uncacheable instead of letting each of them through to the origin', async () => {
+    const o = await origin();
+    o.route('/account', { delayMs: 150, headers: { 'cache-control': 'private, no-store' }, body: 'yours' });
+    let overloaded = true;
+    const g = await gateway({ sites: [siteFor([o.url])] }, { isOverloaded: () => overloaded });
+    const answers = await Promise.all(Array.from({ length: 10 }, () => call(`${g.url}/account`)));
+    // The leader gets the origin's answer; the nine that joined it are refused, not forwarded.
+    expect(answers.filter((a) => a.status === 200).map((a) => a.body)).toEqual(['yours']);
+    expect(answers.filter((a) => a.status === 503).length).toBe(9);
+    expect(o.count('/account')).toBe(1);
+    expect(await metric(g, SHED_PRESSURE)).toBe(9);
+    // Without pressure the waiters of such a fill ask the origin themselves.
+    overloaded = false;
+    o.route('/other', { delayMs: 150, headers: { 'cache-control': 'private, no-store' }, body: 'theirs' });
+    const calm = await Promise.all(Array.from({ length: 5 }, () => call(`${g.url}/other`)));
+    expect(calm.map((a) => a.status)).toEqual(Array(5).fill(200));
+    expect(o.count('/other')).toBe(5);
+  });
+
   it('still sheds what the cache cannot answer: uncacheable requests and hit-for-pass keys', async () => {
     const o = await origin();
     o.route('/private', { headers: { 'cache-control': 'private, no-store' } });
