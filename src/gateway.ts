@@ -28,6 +28,7 @@ import { Runtime, type SiteRuntime } from './runtime.js';
 import { TrustedProxies } from './server/client-address.js';
 import { handleRequest, type CrossInstanceCollapse, type FillResult, type RequestDeps } from './server/handle-request.js';
 import { createPublicServer, type PublicServer } from './server/http-server.js';
+import { Drain } from './server/drain.js';
 import { WebSocketUpgrades } from './server/websocket.js';
 import type { CompiledRoute } from './server/site-router.js';
 import { createAdminServer } from './admin/admin-server.js';
@@ -90,9 +91,7 @@ export class Gateway implements RequestDeps {
   private reloader?: Reloader;
   private watcher?: ConfigWatcher;
   private readonly overloadOverride: (() => boolean) | undefined;
-  private draining = false;
-  private inFlightRequests = 0;
-  private readonly idleWaiters: Array<() => void> = [];
+  private readonly drainer: Drain;
   private readonly websockets = new WebSocketUpgrades(this);
 
   constructor(opts: GatewayOptions) {
@@ -103,6 +102,7 @@ export class Gateway implements RequestDeps {
       opts.logger ??
       pino({ level: cfg.log.level, base: { svc: 'crowdgate' } }, pino.destination({ dest: 1, sync: false }));
     this.metrics = new GatewayMetrics();
+    this.drainer = new Drain(this.logger);
     this.source = new ConfigSource(cfg);
     this.startedAt = this.clock.now();
     const onStoreEvent: StoreEventHook = (e) => {
@@ -206,7 +206,7 @@ export class Gateway implements RequestDeps {
   }
 
   isDraining(): boolean {
-    return this.draining;
+    return this.drainer.isDraining();
   }
 
   takeRateLimit(site: SiteRuntime, route: CompiledRoute, clientKey: (header?: string) => string): number | undefined {
@@ -281,15 +281,13 @@ export class Gateway implements RequestDeps {
   }
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
-    this.inFlightRequests++;
-    if (this.draining) res.setHeader('connection', 'close');
+    this.drainer.requestStarted(res);
     void handleRequest(this, req, res);
   }
 
   /** Called by the request path once per request, when its response is finished or cut. */
   requestDone(): void {
-    this.inFlightRequests--;
-    if (this.inFlightRequests === 0 && this.idleWaiters.length > 0) for (const w of this.idleWaiters.splice(0)) w();
+    this.drainer.requestDone();
   }
 
   /** Re-reads the config file (SIGHUP, file watch, or tests). */
@@ -324,7 +322,7 @@ export class Gateway implements RequestDeps {
 
   /** /readyz: ready unless draining or no site has a usable origin. */
   readiness(): Readiness {
-    return readinessOf(this.rt.sites, this.draining, this.clock.now());
+    return readinessOf(this.rt.sites, this.drainer.isDraining(), this.clock.now());
   }
 
   /** Publishes gauges that are read rather than counted (called before each scrape). */
@@ -338,30 +336,16 @@ export class Gateway implements RequestDeps {
     this.metrics.get('pressureUtilization').set(r.eventLoopUtilization);
     this.metrics.get('pressureHeap').set(r.heapUsedRatio);
     this.metrics.get('pressureOverloaded').set(this.isOverloaded() ? 1 : 0);
-    this.metrics.get('draining').set(this.draining ? 1 : 0);
+    this.metrics.get('draining').set(this.drainer.isDraining() ? 1 : 0);
     if (this.redis) this.metrics.get('redisUp').set(this.redis.isAvailable() ? 1 : 0);
   }
 
   /**
-   * Graceful shutdown: /readyz turns 503, the listener stops accepting, in-flight requests get
-   * up to `shutdown.drainTimeoutMs` to finish, then remaining connections are cut.
+   * Graceful shutdown (server/drain.ts): /readyz turns 503, the listener stops accepting,
+   * in-flight requests get up to `shutdown.drainTimeoutMs` to finish, the rest are cut.
    */
-  async drain(): Promise<{ drained: boolean; cut: number }> {
-    this.draining = true;
-    const timeoutMs = this.rt.config.shutdown.drainTimeoutMs;
-    this.logger.info({ inFlight: this.inFlightRequests, timeoutMs }, 'draining');
-    const server = this.publicServer;
-    const closed = server ? new Promise<void>((r) => server.close(() => r())) : Promise.resolve();
-    server?.closeIdleConnections();
-    const idle =
-      this.inFlightRequests === 0 ? Promise.resolve(true) : new Promise<boolean>((r) => this.idleWaiters.push(() => r(true)));
-    const timedOut = new Promise<boolean>((r) => setTimeout(() => r(false), timeoutMs).unref());
-    const drained = await Promise.race([idle, timedOut]);
-    const cut = this.inFlightRequests;
-    server?.closeAllConnections();
-    await closed;
-    this.logger.info({ drained, cut }, 'drained');
-    return { drained, cut };
+  drain(): Promise<{ drained: boolean; cut: number }> {
+    return this.drainer.drain(this.publicServer, this.rt.config.shutdown.drainTimeoutMs);
   }
 
   async close(): Promise<void> {

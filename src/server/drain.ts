@@ -1,0 +1,56 @@
+/**
+ * Graceful shutdown of the public listener. Counts the requests in flight (one more when
+ * node:http hands a request over, one less when the request path has finished or cut its
+ * response), and drain() stops accepting, gives the requests in flight up to a timeout to
+ * finish, then cuts the connections left.
+ *
+ * Owns the draining flag that /readyz, new requests (sent Connection: close) and WebSocket
+ * upgrades (refused) read. It does not decide when to drain (main.ts, on SIGTERM) nor close the
+ * rest of the gateway (Gateway.close).
+ */
+import type http from 'node:http';
+import type { Logger } from 'pino';
+
+export class Drain {
+  private draining = false;
+  private inFlight = 0;
+  private readonly idleWaiters: Array<() => void> = [];
+
+  constructor(private readonly logger: Logger) {}
+
+  isDraining(): boolean {
+    return this.draining;
+  }
+
+  /** A request arrived; once draining, its connection is not kept alive. */
+  requestStarted(res: http.ServerResponse): void {
+    this.inFlight++;
+    if (this.draining) res.setHeader('connection', 'close');
+  }
+
+  /** The request path is done with one request: its response finished or was cut. */
+  requestDone(): void {
+    this.inFlight--;
+    if (this.inFlight === 0 && this.idleWaiters.length > 0) for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  /**
+   * Draining from now on: `server` stops accepting and its idle connections close, requests in
+   * flight get up to `timeoutMs` to finish, then the connections left are cut. `drained` is
+   * false when the timeout came first; `cut` is how many requests were still in flight then.
+   */
+  async drain(server: http.Server | undefined, timeoutMs: number): Promise<{ drained: boolean; cut: number }> {
+    this.draining = true;
+    this.logger.info({ inFlight: this.inFlight, timeoutMs }, 'draining');
+    const closed = server ? new Promise<void>((r) => server.close(() => r())) : Promise.resolve();
+    server?.closeIdleConnections();
+    const idle = this.inFlight === 0 ? Promise.resolve(true) : new Promise<boolean>((r) => this.idleWaiters.push(() => r(true)));
+    const timedOut = new Promise<boolean>((r) => setTimeout(() => r(false), timeoutMs).unref());
+    const drained = await Promise.race([idle, timedOut]);
+    const cut = this.inFlight;
+    server?.closeAllConnections();
+    await closed;
+    this.logger.info({ drained, cut }, 'drained');
+    return { drained, cut };
+  }
+}
