@@ -5,7 +5,6 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { availableParallelism } from 'node:os';
 import pino, { type Logger } from 'pino';
 import { systemClock, type Clock } from './clock.js';
 import type { CacheStore, PurgeMode, PurgeSelector, StoreEventHook } from './cache/stores/cache-store.js';
@@ -37,6 +36,7 @@ import { HotKeys } from './admin/hot-keys.js';
 import { HitMemo } from './server/hit-memo.js';
 import { StatusHistory } from './admin/status-history.js';
 import type { CacheState } from './outcome.js';
+import { logStartup } from './startup-log.js';
 
 export interface GatewayOptions {
   config: GatewayConfig;
@@ -256,19 +256,7 @@ export class Gateway implements RequestDeps {
     }
     const pub = await listenOn(this.publicServer, cfg.listen.host, cfg.listen.port);
     const admin = await listenOn(this.adminServer, cfg.admin.host, cfg.admin.port);
-    const cpus = availableParallelism();
-    const gc = process.execArgv.includes('--single-threaded-gc') ? 'single-threaded' : 'concurrent';
-    this.logger.info(
-      { listen: `${pub.address}:${pub.port}`, admin: `${admin.address}:${admin.port}`, sites: cfg.sites.map((s) => s.name), cpus, gc },
-      'crowdgate listening',
-    );
-    if (!isLoopbackHost(cfg.admin.host) && (cfg.admin.purgeToken === undefined || cfg.admin.statusToken === undefined))
-      this.logger.warn(
-        { admin: `${admin.address}:${admin.port}`, purgeToken: cfg.admin.purgeToken !== undefined, statusToken: cfg.admin.statusToken !== undefined },
-        'admin listener on a non-loopback address without admin.purgeToken and admin.statusToken: /status shows hot paths and origins to anyone who can reach it; bind it to 127.0.0.1 or set both tokens',
-      );
-    if (cpus === 1 && gc === 'concurrent')
-      this.logger.warn('one CPU and concurrent GC: start with scripts/crowdgate (or node --single-threaded-gc) to avoid GC stalls');
+    logStartup(this.logger, cfg, { public: pub, admin });
     return { public: pub, admin };
   }
 
@@ -377,10 +365,4 @@ function listenOn(server: http.Server, host: string, port: number): Promise<Addr
       resolve(server.address() as AddressInfo);
     });
   });
-}
-
-/** 127.0.0.0/8, ::1 and localhost: addresses only this machine reaches. */
-function isLoopbackHost(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
-  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h) || h === '::ffff:127.0.0.1';
 }
