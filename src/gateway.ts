@@ -16,6 +16,7 @@ import { ConfigSource } from './config/source.js';
 import { createReloader, type Reloader, type ReloadOutcome } from './config/reloader.js';
 import { watchConfig, type ConfigWatcher } from './config/watch.js';
 import { GatewayMetrics } from './metrics/gateway-metrics.js';
+import { collectGauges } from './metrics/collect-gauges.js';
 import { OriginFetcher } from './origin/fetch.js';
 import { Forwarder } from './origin/forward.js';
 import { PoolTable } from './origin/pool-table.js';
@@ -315,17 +316,7 @@ export class Gateway implements RequestDeps {
 
   /** Publishes gauges that are read rather than counted (called before each scrape). */
   collectGauges(): void {
-    const stats = this.store.stats();
-    this.metrics.get('cacheEntries').set(stats.entries);
-    this.metrics.get('cacheBytes').set(stats.bytes);
-    this.upstream.collect();
-    const r = this.pressure.readings();
-    this.metrics.get('pressureEventLoopDelay').set(r.eventLoopDelayMs / 1000);
-    this.metrics.get('pressureUtilization').set(r.eventLoopUtilization);
-    this.metrics.get('pressureHeap').set(r.heapUsedRatio);
-    this.metrics.get('pressureOverloaded').set(this.isOverloaded() ? 1 : 0);
-    this.metrics.get('draining').set(this.drainer.isDraining() ? 1 : 0);
-    if (this.redis) this.metrics.get('redisUp').set(this.redis.isAvailable() ? 1 : 0);
+    collectGauges(this, this.redis);
   }
 
   /**

@@ -1,0 +1,35 @@
+/**
+ * The gauges that are read rather than counted, published just before they are looked at (each
+ * /metrics scrape, each status-page sample): cache size, the origin limiters (upstream.ts), the
+ * pressure gate's readings and verdict, draining, and whether Redis is usable.
+ */
+import type { PressureGate } from '../admission/pressure-gate.js';
+import type { CacheStore } from '../cache/stores/cache-store.js';
+import type { Upstream } from '../origin/upstream.js';
+import type { GatewayMetrics } from './gateway-metrics.js';
+
+/** Where the figures come from; a Gateway is one. */
+export interface GaugeSources {
+  readonly metrics: GatewayMetrics;
+  readonly store: Pick<CacheStore, 'stats'>;
+  readonly upstream: Pick<Upstream, 'collect'>;
+  readonly pressure: Pick<PressureGate, 'readings'>;
+  isOverloaded(): boolean;
+  isDraining(): boolean;
+}
+
+/** `redis`: the Redis tier when one is configured (crowdgate_redis_up exists only then). */
+export function collectGauges(from: GaugeSources, redis?: { isAvailable(): boolean }): void {
+  const { metrics } = from;
+  const stats = from.store.stats();
+  metrics.get('cacheEntries').set(stats.entries);
+  metrics.get('cacheBytes').set(stats.bytes);
+  from.upstream.collect();
+  const r = from.pressure.readings();
+  metrics.get('pressureEventLoopDelay').set(r.eventLoopDelayMs / 1000);
+  metrics.get('pressureUtilization').set(r.eventLoopUtilization);
+  metrics.get('pressureHeap').set(r.heapUsedRatio);
+  metrics.get('pressureOverloaded').set(from.isOverloaded() ? 1 : 0);
+  metrics.get('draining').set(from.isDraining() ? 1 : 0);
+  if (redis) metrics.get('redisUp').set(redis.isAvailable() ? 1 : 0);
+}

@@ -1,0 +1,55 @@
+import { describe, expect, it } from 'vitest';
+import { collectGauges, type GaugeSources } from '../../../src/metrics/collect-gauges.js';
+import { GatewayMetrics } from '../../../src/metrics/gateway-metrics.js';
+
+/** The value of one sample line in the exposition text, or undefined when absent. */
+function sample(text: string, line: string): number | undefined {
+  const found = text.split('\n').find((l) => l.startsWith(`${line} `));
+  return found === undefined ? undefined : Number(found.slice(line.length + 1));
+}
+
+function sources(metrics: GatewayMetrics, over: Partial<GaugeSources> = {}): GaugeSources & { collected: () => number } {
+  let collected = 0;
+  return {
+    metrics,
+    store: { stats: () => ({ entries: 3, bytes: 4096 }) },
+    upstream: { collect: () => void collected++ },
+    pressure: { readings: () => ({ eventLoopDelayMs: 250, eventLoopUtilization: 0.5, heapUsedRatio: 0.25 }) },
+    isOverloaded: () => true,
+    isDraining: () => false,
+    collected: () => collected,
+    ...over,
+  };
+}
+
+describe('collectGauges', () => {
+  it('publishes the cache size, pressure readings and verdict, draining, and has the upstream publish its own', async () => {
+    const m = new GatewayMetrics({ defaultMetrics: false });
+    const s = sources(m);
+    collectGauges(s);
+    const text = (await m.render()).body;
+    expect(s.collected()).toBe(1);
+    expect(sample(text, 'crowdgate_cache_entries')).toBe(3);
+    expect(sample(text, 'crowdgate_cache_bytes')).toBe(4096);
+    expect(sample(text, 'crowdgate_pressure_event_loop_delay_seconds')).toBe(0.25);
+    expect(sample(text, 'crowdgate_pressure_event_loop_utilization')).toBe(0.5);
+    expect(sample(text, 'crowdgate_pressure_heap_used_ratio')).toBe(0.25);
+    expect(sample(text, 'crowdgate_pressure_overloaded')).toBe(1);
+    expect(sample(text, 'crowdgate_draining')).toBe(0);
+    collectGauges(sources(m, { isOverloaded: () => false, isDraining: () => true }));
+    const after = (await m.render()).body;
+    expect(sample(after, 'crowdgate_pressure_overloaded')).toBe(0);
+    expect(sample(after, 'crowdgate_draining')).toBe(1);
+  });
+
+  it('sets crowdgate_redis_up only when given the Redis tier', async () => {
+    const m = new GatewayMetrics({ defaultMetrics: false });
+    m.get('redisUp').remove();
+    collectGauges(sources(m));
+    expect(sample((await m.render()).body, 'crowdgate_redis_up')).toBeUndefined();
+    collectGauges(sources(m), { isAvailable: () => true });
+    expect(sample((await m.render()).body, 'crowdgate_redis_up')).toBe(1);
+    collectGauges(sources(m), { isAvailable: () => false });
+    expect(sample((await m.render()).body, 'crowdgate_redis_up')).toBe(0);
+  });
+});
