@@ -29,6 +29,7 @@ import { TrustedProxies } from './server/client-address.js';
 import { handleRequest, type CrossInstanceCollapse, type FillResult, type RequestDeps } from './server/handle-request.js';
 import { createPublicServer, type PublicServer } from './server/http-server.js';
 import { Drain } from './server/drain.js';
+import { addressOf, closeNow, listenOn } from './server/listen.js';
 import { WebSocketUpgrades } from './server/websocket.js';
 import type { CompiledRoute } from './server/site-router.js';
 import { createAdminServer } from './admin/admin-server.js';
@@ -262,11 +263,11 @@ export class Gateway implements RequestDeps {
   }
 
   get publicAddress(): AddressInfo | undefined {
-    return (this.publicServer?.address() as AddressInfo | null) ?? undefined;
+    return addressOf(this.publicServer);
   }
 
   get adminAddress(): AddressInfo | undefined {
-    return (this.adminServer?.address() as AddressInfo | null) ?? undefined;
+    return addressOf(this.adminServer);
   }
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -332,28 +333,11 @@ export class Gateway implements RequestDeps {
     this.reloader?.close();
     this.pressure.stop();
     this.status.stop();
-    if (this.publicServer?.listening) {
-      this.publicServer.closeAllConnections();
-      await new Promise<void>((r) => this.publicServer!.close(() => r()));
-    }
-    if (this.adminServer?.listening) {
-      this.adminServer.closeAllConnections();
-      await new Promise<void>((r) => this.adminServer!.close(() => r()));
-    }
+    await closeNow(this.publicServer);
+    await closeNow(this.adminServer);
     this.forwarder.close();
     await this.fetcher.close();
     await this.pools.close();
     await (this.redis ?? this.store).close();
   }
-}
-
-function listenOn(server: http.Server, host: string, port: number): Promise<AddressInfo> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: Error) => reject(err);
-    server.once('error', onError);
-    server.listen(port, host, () => {
-      server.off('error', onError);
-      resolve(server.address() as AddressInfo);
-    });
-  });
 }
