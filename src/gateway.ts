@@ -23,7 +23,7 @@ import { PoolTable } from './origin/pool-table.js';
 import { Upstream } from './origin/upstream.js';
 import { PressureGate } from './admission/pressure-gate.js';
 import { RateLimitTable } from './admission/rate-limit-table.js';
-import { computeRetryAfterSeconds } from './admission/retry-after.js';
+import { retryAfterFromDrain } from './admission/retry-after.js';
 import { Runtime, type SiteRuntime } from './runtime.js';
 import { TrustedProxies } from './server/client-address.js';
 import { handleRequest, type CrossInstanceCollapse, type FillResult, type RequestDeps } from './server/handle-request.js';
@@ -220,14 +220,7 @@ export class Gateway implements RequestDeps {
   }
 
   retryAfterSeconds(site: string): number {
-    const cfg = this.rt.config.admission;
-    const facts = this.upstream.drainFacts(site);
-    return computeRetryAfterSeconds({
-      queueLength: facts.queueLength,
-      drainRatePerSecond: facts.drainRatePerSecond,
-      minSeconds: cfg.retryAfterMinSeconds,
-      maxSeconds: cfg.retryAfterMaxSeconds,
-    });
+    return retryAfterFromDrain(this.upstream.drainFacts(site), this.rt.config.admission);
   }
 
   noteKey(site: string, path: string, state: CacheState): void {

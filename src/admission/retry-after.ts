@@ -40,3 +40,21 @@ export function computeRetryAfterSeconds(input: RetryAfterInput): number {
   const seconds = base + jitter;
   return seconds < minSeconds ? minSeconds : seconds > maxSeconds ? maxSeconds : seconds;
 }
+
+/**
+ * Retry-After for one site: its origin queue and measured drain rate (Upstream.drainFacts)
+ * within the configured bounds (`admission.retryAfterMinSeconds` / `retryAfterMaxSeconds`).
+ */
+export function retryAfterFromDrain(
+  facts: { queueLength: number; drainRatePerSecond: number },
+  bounds: { retryAfterMinSeconds: number; retryAfterMaxSeconds: number },
+  random?: () => number,
+): number {
+  return computeRetryAfterSeconds({
+    queueLength: facts.queueLength,
+    drainRatePerSecond: facts.drainRatePerSecond,
+    minSeconds: bounds.retryAfterMinSeconds,
+    maxSeconds: bounds.retryAfterMaxSeconds,
+    random,
+  });
+}

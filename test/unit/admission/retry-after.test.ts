@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { computeRetryAfterSeconds } from '../../../src/admission/retry-after.js';
+import { computeRetryAfterSeconds, retryAfterFromDrain } from '../../../src/admission/retry-after.js';
 
 const lowest = () => 0;
 const highest = () => 0.999999;
@@ -33,5 +33,14 @@ describe('computeRetryAfterSeconds', () => {
     for (let i = 0; i < 1000; i++)
       seen.add(computeRetryAfterSeconds({ queueLength: 100, drainRatePerSecond: 10, minSeconds: 1, maxSeconds: 60, random }));
     expect([...seen].sort((a, b) => a - b)).toEqual([10, 11, 12, 13, 14, 15, 16]);
+  });
+});
+
+describe('retryAfterFromDrain', () => {
+  it('reads the queue and drain rate of a site against the configured bounds', () => {
+    const bounds = { retryAfterMinSeconds: 2, retryAfterMaxSeconds: 30 };
+    expect(retryAfterFromDrain({ queueLength: 50, drainRatePerSecond: 10 }, bounds, lowest)).toBe(5);
+    expect(retryAfterFromDrain({ queueLength: 0, drainRatePerSecond: 10 }, bounds, lowest)).toBe(2);
+    expect(retryAfterFromDrain({ queueLength: 10_000, drainRatePerSecond: 1 }, bounds, highest)).toBe(30);
   });
 });
