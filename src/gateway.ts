@@ -7,9 +7,9 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
 import { systemClock, type Clock } from './clock.js';
-import type { CacheStore, PurgeMode, PurgeSelector, StoreEventHook } from './cache/stores/cache-store.js';
-import { MemoryStore } from './cache/stores/memory-store.js';
-import { RedisTier } from './cache/stores/redis-tier.js';
+import type { CacheStore, PurgeMode, PurgeSelector } from './cache/stores/cache-store.js';
+import { makeStore } from './cache/stores/make-store.js';
+import type { RedisTier } from './cache/stores/redis-tier.js';
 import { Inflight } from './collapse/inflight.js';
 import type { GatewayConfig } from './config/schema.js';
 import { ConfigSource } from './config/source.js';
@@ -107,35 +107,10 @@ export class Gateway implements RequestDeps {
     this.drainer = new Drain(this.logger);
     this.source = new ConfigSource(cfg);
     this.startedAt = this.clock.now();
-    const onStoreEvent: StoreEventHook = (e) => {
-      if (e.kind === 'eviction') this.metrics.get('cacheEvictions').inc();
-      else this.metrics.countStoreOperation(e.tier, e.kind);
-    };
-    const memory = (): MemoryStore =>
-      new MemoryStore({
-        maxBytes: cfg.cache.maxBytes,
-        maxObjectBytes: cfg.cache.maxObjectBytes,
-        maxVariants: cfg.cache.maxVariants,
-        clock: this.clock,
-        onEvent: onStoreEvent,
-      });
-    if (opts.store) this.store = opts.store;
-    else if (cfg.redis) {
-      this.redis = new RedisTier({
-        config: cfg.redis,
-        l1: memory(),
-        maxVariants: cfg.cache.maxVariants,
-        clock: this.clock,
-        logger: this.logger,
-        onStoreEvent,
-        onHeartbeat: (available) => this.metrics.get('redisUp').set(available ? 1 : 0),
-      });
-      this.store = this.redis.store;
-      this.crossInstance = this.redis.crossInstance;
-    } else this.store = memory();
-    // crowdgate_redis_up exists only where Redis is configured (the alert keys on that).
-    if (this.redis) this.metrics.get('redisUp').set(0);
-    else this.metrics.get('redisUp').remove();
+    const made = makeStore({ config: cfg, clock: this.clock, logger: this.logger, metrics: this.metrics, override: opts.store });
+    this.store = made.store;
+    this.redis = made.redis;
+    this.crossInstance = made.redis?.crossInstance;
     this.metrics.get('cacheMaxBytes').set(cfg.cache.maxBytes);
     this.inflight = new Inflight<FillResult>({ maxWaiters: cfg.cache.collapse.maxWaiters, clock: this.clock });
     this.fetcher = new OriginFetcher(this.clock);
