@@ -13,8 +13,8 @@ import type { RedisTier } from './cache/stores/redis-tier.js';
 import { Inflight } from './collapse/inflight.js';
 import type { GatewayConfig } from './config/schema.js';
 import { ConfigSource } from './config/source.js';
-import { createReloader, type Reloader, type ReloadOutcome } from './config/reloader.js';
-import { watchConfig, type ConfigWatcher } from './config/watch.js';
+import { startLiveReload } from './config/live-reload.js';
+import type { Reloader, ReloadOutcome } from './config/reloader.js';
 import { GatewayMetrics } from './metrics/gateway-metrics.js';
 import { collectGauges } from './metrics/collect-gauges.js';
 import { OriginFetcher } from './origin/fetch.js';
@@ -91,7 +91,6 @@ export class Gateway implements RequestDeps {
   private publicServer?: PublicServer;
   private adminServer?: http.Server;
   private reloader?: Reloader;
-  private watcher?: ConfigWatcher;
   private readonly overloadOverride: (() => boolean) | undefined;
   private readonly drainer: Drain;
   private readonly websockets = new WebSocketUpgrades(this);
@@ -137,22 +136,8 @@ export class Gateway implements RequestDeps {
     for (const reason of ['max_connections', 'per_client']) this.metrics.get('clientConnectionsRefused').inc({ reason }, 0);
     this.status = new StatusHistory(this);
     this.source.onChange((next) => this.applyConfig(next));
-    if (opts.configPath) {
-      const configPath = opts.configPath;
-      this.reloader = createReloader({
-        file: configPath,
-        source: this.source,
-        logger: this.logger,
-        onResult: (o) => this.onReloadResult(o),
-      });
-      if (cfg.reload.watch) {
-        this.watcher = watchConfig({
-          file: configPath,
-          debounceMs: cfg.reload.debounceMs,
-          onChange: () => void this.reload('watch'),
-        });
-      }
-    }
+    if (opts.configPath)
+      this.reloader = startLiveReload({ file: opts.configPath, source: this.source, logger: this.logger, metrics: this.metrics, reload: cfg.reload });
   }
 
   /**
@@ -268,11 +253,6 @@ export class Gateway implements RequestDeps {
     else this.pressure.stop();
   }
 
-  private onReloadResult(o: ReloadOutcome): void {
-    this.metrics.get('configReloads').inc({ result: o.ok ? 'success' : 'failure' });
-    this.metrics.get('configLastReloadSuccess').set(o.ok ? 1 : 0);
-  }
-
   /** Compiles a generation; sites keep their origin pools across it (pool-table.ts). */
   private buildRuntime(cfg: GatewayConfig, generation: number): Runtime {
     return this.pools.refresh((poolFor) => new Runtime(cfg, generation, poolFor));
@@ -297,7 +277,6 @@ export class Gateway implements RequestDeps {
   }
 
   async close(): Promise<void> {
-    this.watcher?.close();
     this.reloader?.close();
     this.pressure.stop();
     this.status.stop();
