@@ -8,8 +8,7 @@ import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
 import { systemClock, type Clock } from './clock.js';
 import type { CacheStore, PurgeMode, PurgeSelector } from './cache/stores/cache-store.js';
-import { makeStore } from './cache/stores/make-store.js';
-import type { RedisTier } from './cache/stores/redis-tier.js';
+import { GatewayStore } from './cache/stores/gateway-store.js';
 import { Inflight } from './collapse/inflight.js';
 import type { GatewayConfig } from './config/schema.js';
 import { ConfigSource } from './config/source.js';
@@ -42,25 +41,15 @@ import { logStartup } from './startup-log.js';
 
 export interface GatewayOptions {
   config: GatewayConfig;
-  /** The file the config came from; enables live reload (watch + SIGHUP via reload()). */
+  /** The file the config came from; enables live reload (config/live-reload.ts; SIGHUP via reload()). */
   configPath?: string;
   clock?: Clock;
   logger?: Logger;
-  /**
-   * Override the store (tests). Default: memory store sized by cache.maxBytes; with a `redis:`
-   * block, that memory store as L1 in front of Redis (L2), plus collapsing and purges across
-   * instances. An override turns the Redis tier off.
-   */
+  /** A store instead of the configured one (tests); turns the Redis tier off (cache/stores/gateway-store.ts). */
   store?: CacheStore;
-  /**
-   * Override the pressure gate's verdict (tests): when given, it decides "is the gateway
-   * overloaded?" instead of the sampled gate, whatever `admission.pressure.enabled` says.
-   */
+  /** Decides "overloaded?" instead of the pressure gate, whatever `admission.pressure.enabled` says (tests). */
   isOverloaded?: () => boolean;
-  /**
-   * The hit memo (server/hit-memo.ts), on by default. `false` sends every request the slow way:
-   * the reference a memo test compares against, or a diagnosis that rules the memo out.
-   */
+  /** `false`: no hit memo (server/hit-memo.ts), every request the slow way (a memo test's reference, a diagnosis). */
   hitMemo?: boolean;
 }
 
@@ -84,7 +73,7 @@ export class Gateway implements RequestDeps {
   readonly crossInstance?: CrossInstanceCollapse;
 
   private rt: Runtime;
-  private readonly redis?: RedisTier;
+  private readonly cache: GatewayStore;
   private trusted: TrustedProxies;
   private readonly pools: PoolTable;
   private readonly rateLimits: RateLimitTable;
@@ -106,10 +95,9 @@ export class Gateway implements RequestDeps {
     this.drainer = new Drain(this.logger);
     this.source = new ConfigSource(cfg);
     this.startedAt = this.clock.now();
-    const made = makeStore({ config: cfg, clock: this.clock, logger: this.logger, metrics: this.metrics, override: opts.store });
-    this.store = made.store;
-    this.redis = made.redis;
-    this.crossInstance = made.redis?.crossInstance;
+    this.cache = new GatewayStore({ config: cfg, clock: this.clock, logger: this.logger, metrics: this.metrics, override: opts.store });
+    this.store = this.cache.store;
+    this.crossInstance = this.cache.redis?.crossInstance;
     this.metrics.get('cacheMaxBytes').set(cfg.cache.maxBytes);
     this.inflight = new Inflight<FillResult>({ maxWaiters: cfg.cache.collapse.maxWaiters, clock: this.clock });
     this.fetcher = new OriginFetcher(this.clock);
@@ -140,16 +128,9 @@ export class Gateway implements RequestDeps {
       this.reloader = startLiveReload({ file: opts.configPath, source: this.source, logger: this.logger, metrics: this.metrics, reload: cfg.reload });
   }
 
-  /**
-   * Purge here (L1 and L2 when tiered) and tell the other instances to purge their L1.
-   * One `now` for every selector and every instance. Returns the entries affected here.
-   */
-  async purge(selectors: readonly PurgeSelector[], mode: PurgeMode): Promise<{ purged: number; broadcast: boolean }> {
-    const now = this.clock.now();
-    let purged = 0;
-    for (const selector of selectors) purged += await this.store.purge(selector, mode, now);
-    const broadcast = this.redis ? await this.redis.broadcastPurge(selectors, mode, now) : false;
-    return { purged, broadcast };
+  /** Purges here (L1 and L2 when tiered), then on the other instances (gateway-store.ts); `purged` counts here. */
+  purge(selectors: readonly PurgeSelector[], mode: PurgeMode): Promise<{ purged: number; broadcast: boolean }> {
+    return this.cache.purge(selectors, mode, this.clock.now());
   }
 
   // ---- RequestDeps ------------------------------------------------------------------------
@@ -205,10 +186,7 @@ export class Gateway implements RequestDeps {
       onConnectionCount: (delta) => this.metrics.get('clientConnections').inc(delta),
     });
     this.adminServer = createAdminServer(this);
-    if (this.redis) {
-      await this.redis.whenReady();
-      this.redis.startHeartbeat();
-    }
+    await this.cache.start();
     const pub = await listenOn(this.publicServer, cfg.listen.host, cfg.listen.port);
     const admin = await listenOn(this.adminServer, cfg.admin.host, cfg.admin.port);
     logStartup(this.logger, cfg, { public: pub, admin });
@@ -265,13 +243,10 @@ export class Gateway implements RequestDeps {
 
   /** Publishes gauges that are read rather than counted (called before each scrape). */
   collectGauges(): void {
-    collectGauges(this, this.redis);
+    collectGauges(this, this.cache.redis);
   }
 
-  /**
-   * Graceful shutdown (server/drain.ts): /readyz turns 503, the listener stops accepting,
-   * in-flight requests get up to `shutdown.drainTimeoutMs` to finish, the rest are cut.
-   */
+  /** Graceful shutdown within `shutdown.drainTimeoutMs` (server/drain.ts): /readyz turns 503, stragglers are cut. */
   drain(): Promise<{ drained: boolean; cut: number }> {
     return this.drainer.drain(this.publicServer, this.rt.config.shutdown.drainTimeoutMs);
   }
@@ -285,6 +260,6 @@ export class Gateway implements RequestDeps {
     this.forwarder.close();
     await this.fetcher.close();
     await this.pools.close();
-    await (this.redis ?? this.store).close();
+    await this.cache.close();
   }
 }

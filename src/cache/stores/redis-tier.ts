@@ -10,8 +10,8 @@
  *   applied to our L1 (their purge already covered L2);
  * - whenReady() before traffic, a heartbeat while running, close() at the end.
  *
- * It does not purge locally (the gateway purges its store, then broadcasts) nor decide whether
- * Redis is used at all (the config and the gateway's store override do).
+ * It does not purge locally (gateway-store.ts purges the store, then broadcasts) nor decide
+ * whether Redis is used at all (the config and the gateway's store override do).
  */
 import type { Logger } from 'pino';
 import type { Clock } from '../../clock.js';

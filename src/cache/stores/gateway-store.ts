@@ -1,0 +1,87 @@
+/**
+ * The store the gateway caches in, chosen once at start: a memory store sized by
+ * `cache.maxBytes`; with a `redis:` block, that memory store as L1 in front of the Redis tier
+ * (redis-tier.ts: L2, collapsing and purges across instances); or a store given instead (tests),
+ * which turns the Redis tier off. Store events (operations by tier, evictions) are counted in the
+ * metrics, and crowdgate_redis_up exists only where there is a Redis tier (the alert keys on that).
+ *
+ * Also what happens to the store as a whole: start (Redis given its chance before traffic),
+ * purge (here, then on the other instances), close.
+ */
+import type { Logger } from 'pino';
+import type { Clock } from '../../clock.js';
+import type { GatewayConfig } from '../../config/schema.js';
+import type { GatewayMetrics } from '../../metrics/gateway-metrics.js';
+import type { CacheStore, PurgeMode, PurgeSelector, StoreEventHook } from './cache-store.js';
+import { MemoryStore } from './memory-store.js';
+import { RedisTier } from './redis-tier.js';
+
+export interface GatewayStoreOptions {
+  config: GatewayConfig;
+  clock: Clock;
+  logger: Logger;
+  metrics: GatewayMetrics;
+  /** Use this store instead (tests): no memory store is made and the Redis tier stays off. */
+  override?: CacheStore;
+}
+
+export class GatewayStore {
+  /** What the request path and the admin listener read and write. */
+  readonly store: CacheStore;
+  /** The Redis tier behind `store`, when there is one. */
+  readonly redis: RedisTier | undefined;
+
+  constructor(opts: GatewayStoreOptions) {
+    const { config: cfg, clock, logger, metrics } = opts;
+    const onStoreEvent: StoreEventHook = (e) => {
+      if (e.kind === 'eviction') metrics.get('cacheEvictions').inc();
+      else metrics.countStoreOperation(e.tier, e.kind);
+    };
+    const memory = (): MemoryStore =>
+      new MemoryStore({
+        maxBytes: cfg.cache.maxBytes,
+        maxObjectBytes: cfg.cache.maxObjectBytes,
+        maxVariants: cfg.cache.maxVariants,
+        clock,
+        onEvent: onStoreEvent,
+      });
+    if (opts.override) this.store = opts.override;
+    else if (cfg.redis) {
+      this.redis = new RedisTier({
+        config: cfg.redis,
+        l1: memory(),
+        maxVariants: cfg.cache.maxVariants,
+        clock,
+        logger,
+        onStoreEvent,
+        onHeartbeat: (available) => metrics.get('redisUp').set(available ? 1 : 0),
+      });
+      this.store = this.redis.store;
+    } else this.store = memory();
+    if (this.redis) metrics.get('redisUp').set(0);
+    else metrics.get('redisUp').remove();
+  }
+
+  /** Before traffic: Redis gets its connect timeout to come up, then the heartbeat runs. */
+  async start(): Promise<void> {
+    if (!this.redis) return;
+    await this.redis.whenReady();
+    this.redis.startHeartbeat();
+  }
+
+  /**
+   * Purges here (L1 and L2 when tiered), then tells the other instances to purge their L1, with
+   * one `now` for every selector and every instance. `purged`: the entries affected here.
+   */
+  async purge(selectors: readonly PurgeSelector[], mode: PurgeMode, now: number): Promise<{ purged: number; broadcast: boolean }> {
+    let purged = 0;
+    for (const selector of selectors) purged += await this.store.purge(selector, mode, now);
+    const broadcast = this.redis ? await this.redis.broadcastPurge(selectors, mode, now) : false;
+    return { purged, broadcast };
+  }
+
+  /** The Redis tier (which closes its store), or the store. */
+  close(): Promise<void> {
+    return (this.redis ?? this.store).close();
+  }
+}
