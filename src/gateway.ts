@@ -119,9 +119,6 @@ export class Gateway implements RequestDeps {
     this.rt = this.buildRuntime(cfg, 1);
     this.rateLimits = new RateLimitTable(this.clock);
     this.rateLimits.configure(cfg.sites);
-    this.metrics.get('configGeneration').set(1);
-    // Both refusal series exist from the start, so rate() and alerts see the first refusal.
-    for (const reason of ['max_connections', 'per_client']) this.metrics.get('clientConnectionsRefused').inc({ reason }, 0);
     this.status = new StatusHistory(this);
     this.source.onChange((next) => this.applyConfig(next));
     if (opts.configPath)

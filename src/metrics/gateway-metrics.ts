@@ -52,7 +52,11 @@ export class GatewayMetrics {
       else metric = new client.Histogram({ ...common, buckets: [...((spec as MetricSpec).buckets ?? [])] });
       this.metrics.set(key, metric);
     }
+    // Starting values: no reload refused yet, generation 1, and both refusal series at 0 (so
+    // rate() and alerts see the first refusal).
     this.get('configLastReloadSuccess').set(1);
+    this.get('configGeneration').set(1);
+    for (const reason of ['max_connections', 'per_client']) this.get('clientConnectionsRefused').inc({ reason }, 0);
   }
 
   get<K extends MetricKey>(key: K): MetricOf<K> {

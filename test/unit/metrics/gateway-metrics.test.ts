@@ -52,3 +52,13 @@ describe('GatewayMetrics hot-path counters (plain numbers, flushed on scrape)', 
   });
 });
 
+
+describe('GatewayMetrics starting values', () => {
+  it('starts at generation 1 with no reload refused, and with both connection-refusal series at 0', async () => {
+    const text = (await new GatewayMetrics({ defaultMetrics: false }).render()).body;
+    expect(sample(text, 'crowdgate_config_generation')).toBe(1);
+    expect(sample(text, 'crowdgate_config_last_reload_success')).toBe(1);
+    expect(sample(text, 'crowdgate_client_connections_refused_total{reason="max_connections"}')).toBe(0);
+    expect(sample(text, 'crowdgate_client_connections_refused_total{reason="per_client"}')).toBe(0);
+  });
+});
