@@ -5,7 +5,7 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { systemClock, type Clock } from './clock.js';
 import type { CacheStore, PurgeMode, PurgeSelector } from './cache/stores/cache-store.js';
 import { GatewayStore } from './cache/stores/gateway-store.js';
@@ -37,7 +37,7 @@ import { HotKeys } from './admin/hot-keys.js';
 import { HitMemo } from './server/hit-memo.js';
 import { StatusHistory } from './admin/status-history.js';
 import type { CacheState } from './outcome.js';
-import { logStartup } from './startup-log.js';
+import { createLogger, logStartup } from './log.js';
 
 export interface GatewayOptions {
   config: GatewayConfig;
@@ -87,10 +87,7 @@ export class Gateway implements RequestDeps {
   constructor(opts: GatewayOptions) {
     const cfg = opts.config;
     this.clock = opts.clock ?? systemClock;
-    // Asynchronous, buffered writes: a slow stdout reader must never stall the request path.
-    this.logger =
-      opts.logger ??
-      pino({ level: cfg.log.level, base: { svc: 'crowdgate' } }, pino.destination({ dest: 1, sync: false }));
+    this.logger = opts.logger ?? createLogger(cfg.log.level);
     this.metrics = new GatewayMetrics();
     this.drainer = new Drain(this.logger);
     this.source = new ConfigSource(cfg);

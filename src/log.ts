@@ -1,13 +1,18 @@
 /**
- * What the gateway says once both listeners are up: the 'crowdgate listening' line (addresses,
- * sites, CPUs, GC mode) and two warnings about how it was started: an admin listener reachable
- * from other machines without both admin tokens, and one CPU with concurrent GC (the launcher,
- * scripts/crowdgate, picks the GC flag by CPU count).
+ * The process logger, and what the gateway says once both listeners are up: the 'crowdgate
+ * listening' line (addresses, sites, CPUs, GC mode) and two warnings about how it was started:
+ * an admin listener reachable from other machines without both admin tokens, and one CPU with
+ * concurrent GC (the launcher, scripts/crowdgate, picks the GC flag by CPU count).
  */
 import type { AddressInfo } from 'node:net';
 import { availableParallelism } from 'node:os';
-import type { Logger } from 'pino';
+import pino, { type Logger } from 'pino';
 import type { GatewayConfig } from './config/schema.js';
+
+/** JSON lines on stdout, written asynchronously and buffered: a slow stdout reader must never stall the request path. */
+export function createLogger(level: string): Logger {
+  return pino({ level, base: { svc: 'crowdgate' } }, pino.destination({ dest: 1, sync: false }));
+}
 
 /** The process facts the start-up line reports; read from this process unless given (tests). */
 export interface HostFacts {

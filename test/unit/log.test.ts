@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { parseConfigText } from '../../src/config/load.js';
 import type { GatewayConfig } from '../../src/config/schema.js';
-import { isLoopbackHost, logStartup } from '../../src/startup-log.js';
+import { createLogger, isLoopbackHost, logStartup } from '../../src/log.js';
 
 const TOKEN = 'a-token-of-16+chars';
 
@@ -62,5 +62,13 @@ describe('isLoopbackHost', () => {
   it('is true for 127.0.0.0/8, ::1 (bracketed or not), localhost and the mapped 127.0.0.1', () => {
     for (const h of ['127.0.0.1', '127.1.2.3', '::1', '[::1]', 'localhost', 'LOCALHOST', '::ffff:127.0.0.1']) expect(isLoopbackHost(h)).toBe(true);
     for (const h of ['0.0.0.0', '::', '10.0.0.1', '128.0.0.1', 'example.com', '127.0.0.1.example.com']) expect(isLoopbackHost(h)).toBe(false);
+  });
+});
+
+describe('createLogger', () => {
+  it('logs at the configured level, every line tagged svc=crowdgate', () => {
+    const logger = createLogger('warn');
+    expect(logger.level).toBe('warn');
+    expect(logger.bindings()).toEqual({ svc: 'crowdgate' });
   });
 });
