@@ -106,14 +106,9 @@ export class Gateway implements RequestDeps {
     this.hitMemo = opts.hitMemo === false ? undefined : new HitMemo();
     this.pressure = new PressureGate(cfg.admission.pressure);
     this.trusted = new TrustedProxies(cfg.trustedProxies);
-    this.pools = new PoolTable({
-      clock: this.clock,
-      logger: this.logger,
-      metrics: this.metrics,
-      upstream: this.upstream,
-      currentSite: (name) => this.rt.config.sites.find((s) => s.name === name),
-    });
-    this.rt = this.buildRuntime(cfg, 1);
+    const currentSite = (name: string) => this.rt.config.sites.find((s) => s.name === name);
+    this.pools = new PoolTable({ clock: this.clock, logger: this.logger, metrics: this.metrics, upstream: this.upstream, currentSite });
+    this.rt = this.pools.refresh((poolFor) => new Runtime(cfg, 1, poolFor));
     this.rateLimits = new RateLimitTable(this.clock);
     this.rateLimits.configure(cfg.sites);
     this.status = new StatusHistory(this);
@@ -210,10 +205,10 @@ export class Gateway implements RequestDeps {
     return this.reloader?.reload(reason);
   }
 
-  /** Applies a validated config: a new Runtime for new requests; pools and limiters keep their state. */
+  /** Applies a validated config: a new Runtime for new requests; pools (pool-table.ts) and limiters keep their state. */
   private applyConfig(next: GatewayConfig): void {
     const generation = this.source.generation;
-    this.rt = this.buildRuntime(next, generation);
+    this.rt = this.pools.refresh((poolFor) => new Runtime(next, generation, poolFor));
     this.hitMemo?.clear(); // entries of the old generation are never used; let it go
     this.trusted = new TrustedProxies(next.trustedProxies);
     this.publicServer?.applyLimits(next.limits);
@@ -223,11 +218,6 @@ export class Gateway implements RequestDeps {
     this.metrics.get('cacheMaxBytes').set(next.cache.maxBytes);
     if (next.admission.pressure.enabled) this.pressure.start();
     else this.pressure.stop();
-  }
-
-  /** Compiles a generation; sites keep their origin pools across it (pool-table.ts). */
-  private buildRuntime(cfg: GatewayConfig, generation: number): Runtime {
-    return this.pools.refresh((poolFor) => new Runtime(cfg, generation, poolFor));
   }
 
   /** /readyz: ready unless draining or no site has a usable origin. */
