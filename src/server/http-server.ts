@@ -34,8 +34,6 @@ export const CONNECTIONS_CHECK_MS = 1_000;
 export interface PublicServer extends http.Server {
   /** Applies the live `limits` keys (timeouts, connection caps) after a reload. */
   applyLimits(limits: Limits): void;
-  /** Open connections per client address (only tracked while `maxConnectionsPerClient` > 0). */
-  readonly connectionsByPeer: ReadonlyMap<string, number>;
 }
 
 export function createPublicServer(opts: PublicServerOptions): PublicServer {
@@ -66,7 +64,6 @@ export function createPublicServer(opts: PublicServerOptions): PublicServer {
   };
   apply(limits);
   Object.defineProperty(server, 'applyLimits', { value: apply });
-  Object.defineProperty(server, 'connectionsByPeer', { value: byPeer });
   server.on('drop', () => opts.onConnectionRefused?.('max_connections'));
   server.on('connection', (socket: Socket) => {
     opts.onConnectionCount?.(1);

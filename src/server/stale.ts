@@ -22,7 +22,8 @@ import type { FillResult, Ctx, Lookup } from './context.js';
 const entryHits = new WeakMap<CacheEntry, number>();
 
 export function countHit(entry: CacheEntry): void {
-  entryHits.set(entry, (entryHits.get(entry) ?? 0) + 1);
+  const hits = entryHits.get(entry) ?? 0;
+  if (hits < HOT_HITS) entryHits.set(entry, hits + 1); // past HOT_HITS a hit changes nothing: no write
 }
 
 /**

@@ -20,10 +20,10 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, appendFileSync, constants, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { trackChild, waitForExit } from './redis-server.js';
+import { freePort } from './free-port.js';
 
 export const MEDIAWIKI_DIR = '/usr/share/mediawiki';
 const PACKAGES = 'mediawiki php-sqlite3 php-curl';
@@ -100,18 +100,6 @@ function requireTools(): string {
   for (const m of ['pdo_sqlite', 'curl', 'mbstring', 'intl', 'xml'])
     if (!modules.includes(m)) throw new Error(`php module ${m} missing (php -m). ${hint}`);
   return php;
-}
-
-async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** A PHP single-quoted string literal. */

@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll } from 'vitest';
+import { freePort } from './free-port.js';
 
 export interface RedisServer {
   port: number;
@@ -60,18 +61,6 @@ export function binaryOf(name: 'redis-server' | 'redis-cli', pkg: string): strin
   if (found.status !== 0 || !bin)
     throw new Error(`${name} not found on PATH. The Redis tests need a real server: install it (Debian/Ubuntu: \`apt-get install -y ${pkg}\`).`);
   return bin;
-}
-
-async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** One PING over a raw socket; true on +PONG within timeoutMs. */

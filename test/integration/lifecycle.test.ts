@@ -1,6 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -8,16 +7,9 @@ import { request } from 'undici';
 import { stringify } from 'yaml';
 import { siteFor, withTestDefaults } from '../helpers/gateway.js';
 import { useFixtures } from '../helpers/fixtures.js';
+import { freePort } from '../helpers/free-port.js';
 
 const { cleanups, origin, gateway } = useFixtures();
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 const CLI = ['dist/main.js'];
 
