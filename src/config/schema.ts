@@ -86,8 +86,10 @@ export const serverLimitsSchema = z
       .number()
       .int()
       .min(0)
-      .default(10_000)
-      .describe('Most open client connections; past it new ones are closed at once (0: no cap).'),
+      .default(0)
+      .describe(
+        'Most open client connections; past it new ones are closed at once. 0 (default): no cap of our own, only the open-file limit; set it below `ulimit -n` so origin and admin connections keep file descriptors.',
+      ),
     maxConnectionsPerClient: z
       .number()
       .int()
