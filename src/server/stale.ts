@@ -66,9 +66,21 @@ export function originFailure(failure: Exclude<FetchFailure, 'error'>, member: O
 /** A stored copy this request may be answered with if the origin fails (stale-if-error, grace). */
 export function hasStaleOnFailure(ctx: Ctx, lookup: Lookup): boolean {
   const entry = lookup.entry;
-  // A stored server error is no better than a new one.
-  if (!entry || entry.status >= 500) return false;
-  return evaluateEntry(entry, lookup.facts, ctx.deps.clock.now(), lookup.policy).withinGraceOnFailure;
+  return entry !== undefined && standsInFor(entry, evaluateEntry(entry, lookup.facts, ctx.deps.clock.now(), lookup.policy), 'error');
+}
+
+/**
+ * The one rule for "may this stored copy answer for an origin request that failed or was
+ * refused (reason)?": a copy that is still fresh, or one within the window the reason allows:
+ * the route's grace (and stale-if-error) when the origin failed, stale-if-error alone when it
+ * was busy or the gateway was. A stored server error never stands in: it is no better than a
+ * new one, and a new 5xx replaces it (RFC 9111 §4.2.4 lets a cache serve stale, not oblige it).
+ */
+export function standsInFor(entry: CacheEntry, evaluation: EntryEvaluation, reason: StaleReason): boolean {
+  if (entry.status >= 500) return false;
+  if (evaluation.fresh) return true;
+  // The route's grace for must-revalidate pages covers an origin that fails, not a busy one.
+  return ORIGIN_FAILED.has(reason) ? evaluation.withinGraceOnFailure : evaluation.withinStaleIfError;
 }
 
 /** Is there another routable member to retry on? (Asked without pick(), which advances the round-robin.) */
@@ -107,12 +119,9 @@ export function serveStaleOr(
   afterServing?: () => void,
 ): void | Promise<void> {
   const entry = lookup.entry;
-  // A stored server error does not stand in for the origin's new error.
-  if (entry && !(reason === 'error' && entry.status >= 500)) {
+  if (entry) {
     const evaluation = evaluateEntry(entry, lookup.facts, ctx.deps.clock.now(), lookup.policy);
-    // The route's grace for must-revalidate pages covers an origin that fails, not a busy one.
-    const usable = ORIGIN_FAILED.has(reason) ? evaluation.withinGraceOnFailure : evaluation.withinStaleIfError;
-    if (evaluation.fresh || usable) {
+    if (standsInFor(entry, evaluation, reason)) {
       ctx.staleReason = reason;
       ctx.deps.metrics.get('staleServed').inc({ site: ctx.site!.name, reason });
       serveEntry(ctx, entry, evaluation, { state: 'stale', staleReason: reason });

@@ -218,6 +218,17 @@ describe('cache: server errors and unknown statuses', () => {
     const after = await get(`${g.url}/maintenance`);
     expect([after.status, after.body]).toEqual([500, 'broken']);
     expect(after.headers['cache-status']).not.toMatch(/stale/);
+    // Nor for an origin that does not answer at all: a stored 503 that is stale is not served
+    // for an unreachable origin (the same rule as for an error), even within grace.
+    o.route('/maintenance', { status: 503, headers: { 'cache-control': 'max-age=1, stale-if-error=60' }, body: 'back soon' });
+    clock.advance(3_000);
+    expect((await get(`${g.url}/maintenance`)).body).toBe('back soon'); // stored again
+    clock.advance(1_500); // stale, inside stale-if-error and grace
+    o.kill();
+    const down = await get(`${g.url}/maintenance`);
+    expect(down.status).toBe(502);
+    expect(down.body).not.toBe('back soon');
+    expect(down.headers['cache-status']).not.toMatch(/stale/);
   });
 });
 
