@@ -23,7 +23,7 @@ import { Upstream } from './origin/upstream.js';
 import { PressureGate } from './admission/pressure-gate.js';
 import { RateLimitTable } from './admission/rate-limit-table.js';
 import { retryAfterFromDrain } from './admission/retry-after.js';
-import { Runtime, type SiteRuntime } from './runtime.js';
+import { PriorityClasses, Runtime, type SiteRuntime } from './runtime.js';
 import { TrustedProxies } from './server/client-address.js';
 import { handleRequest, type CrossInstanceCollapse, type FillResult, type RequestDeps } from './server/handle-request.js';
 import { createPublicServer, type PublicServer } from './server/http-server.js';
@@ -99,7 +99,7 @@ export class Gateway implements RequestDeps {
     this.inflight = new Inflight<FillResult>({ maxWaiters: cfg.cache.collapse.maxWaiters, clock: this.clock });
     this.fetcher = new OriginFetcher(this.clock);
     this.forwarder = new Forwarder(() => this.clock.now());
-    this.upstream = new Upstream(this.clock, this.metrics, cfg.admission, cfg.admission.priorities.length + 1);
+    this.upstream = new Upstream(this.clock, this.metrics, cfg.admission, new PriorityClasses(cfg.admission.priorities).configured);
     this.upstream.samplesValid = () => !this.isOverloaded();
     this.upstream.hostDelayMs = () => this.pressure.readings().eventLoopDelayMeanMs ?? 0;
     this.overloadOverride = opts.isOverloaded;
@@ -212,7 +212,7 @@ export class Gateway implements RequestDeps {
     this.hitMemo?.clear(); // entries of the old generation are never used; let it go
     this.trusted = new TrustedProxies(next.trustedProxies);
     this.publicServer?.applyLimits(next.limits);
-    this.upstream.configure(next.admission, next.admission.priorities.length + 1);
+    this.upstream.configure(next.admission, this.rt.priorities.configured);
     this.rateLimits.configure(next.sites);
     this.metrics.get('configGeneration').set(generation);
     this.metrics.get('cacheMaxBytes').set(next.cache.maxBytes);

@@ -57,6 +57,11 @@ export class PriorityClasses {
     return this.names.length;
   }
 
+  /** The configured classes, default included (background and the probes' class not). */
+  get configured(): number {
+    return this.names.length;
+  }
+
   /** Classes a request can be in, background included. */
   get count(): number {
     return this.names.length + 1;

@@ -8,6 +8,7 @@ describe('PriorityClasses', () => {
     expect(p.default).toBe(2);
     expect(p.background).toBe(3);
     expect(p.count).toBe(4);
+    expect(p.configured).toBe(3); // "default" named in the config is not counted twice
     expect(p.indexOf('api')).toBe(1);
     expect(p.nameOf(p.default)).toBe('default');
     expect(p.nameOf(p.background)).toBe('background');
@@ -16,6 +17,6 @@ describe('PriorityClasses', () => {
   it('has "default" alone when nothing is configured', () => {
     const p = new PriorityClasses([]);
     expect(p.names).toEqual(['default']);
-    expect([p.default, p.background, p.count]).toEqual([0, 1, 2]);
+    expect([p.default, p.background, p.count, p.configured]).toEqual([0, 1, 2, 1]);
   });
 });
