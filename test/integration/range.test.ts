@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -327,5 +328,46 @@ describe('Range from the cache', () => {
     expect(parts[0]!.body.equals(BODY.subarray(0, 10))).toBe(true);
     expect(parts[1]!.body.equals(BODY.subarray(20000, 30000))).toBe(true);
     expect(o.count('/file')).toBe(1);
+  });
+  it('a large multipart answer reaches a slow reader whole: parts written with backpressure', async () => {
+    const big = randomBytes(6 * 1024 * 1024);
+    const o = await origin();
+    o.route('/big', { headers: { 'cache-control': 'public, max-age=60', 'content-type': 'video/mp4' }, body: big });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    expect((await get(`${g.url}/big`)).body.equals(big)).toBe(true);
+    const port = Number(new URL(g.url).port);
+    // A raw client that reads nothing for a while: the socket's buffers fill and the writer must wait.
+    const raw = await new Promise<Buffer>((resolve, reject) => {
+      const socket = connect(port, '127.0.0.1', () => {
+        socket.write(`GET /big HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nRange: bytes=0-1999999,3000000-4999999,-1000000\r\nConnection: close\r\n\r\n`);
+        socket.pause();
+        setTimeout(() => socket.resume(), 300);
+      });
+      const chunks: Buffer[] = [];
+      socket.on('data', (c: Buffer) => chunks.push(c));
+      socket.on('end', () => resolve(Buffer.concat(chunks)));
+      socket.on('error', reject);
+      socket.setTimeout(10_000, () => reject(new Error('timed out')));
+    });
+    const split = raw.indexOf('\r\n\r\n');
+    const lines = raw.subarray(0, split).toString('latin1').split('\r\n');
+    expect(lines[0]).toBe('HTTP/1.1 206 Partial Content');
+    const headers: Record<string, string> = {};
+    for (const line of lines.slice(1)) headers[line.slice(0, line.indexOf(':')).toLowerCase()] = line.slice(line.indexOf(':') + 1).trim();
+    const body = raw.subarray(split + 4);
+    expect(Number(headers['content-length'])).toBe(body.length);
+    const parts = parseMultipart({ status: 206, headers, body });
+    const expected: Array<[number, number]> = [
+      [0, 1_999_999],
+      [3_000_000, 4_999_999],
+      [big.length - 1_000_000, big.length - 1],
+    ];
+    expect(parts).toHaveLength(3);
+    parts.forEach((p, i) => {
+      const [start, end] = expected[i]!;
+      expect(p.headers).toEqual({ 'content-type': 'video/mp4', 'content-range': `bytes ${start}-${end}/${big.length}` });
+      expect(p.body.equals(big.subarray(start, end + 1))).toBe(true);
+    });
+    expect(o.count('/big')).toBe(1);
   });
 });
