@@ -89,6 +89,7 @@ describe('ifRangeHolds', () => {
     expect(ifRangeHolds('"v2"', stored)).toBe(false);
     expect(ifRangeHolds('W/"v1"', stored)).toBe(false); // weak never holds
     expect(ifRangeHolds('"v1"', { etag: 'W/"v1"' })).toBe(false); // nor does a weak stored one
+    expect(ifRangeHolds('W/"v1"', { etag: 'W/"v1"' })).toBe(false); // even an identical weak one
     expect(ifRangeHolds('"v1', stored)).toBe(false);
   });
   it('holds for a date equal to Last-Modified only', () => {
