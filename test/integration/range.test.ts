@@ -276,20 +276,29 @@ describe('Range from the cache', () => {
     const second = await get(`${g.url}/odd`, { range: 'bytes=0-4' });
     expect(second.headers['cache-status']).not.toMatch(/; hit/);
     expect(o.count('/odd')).toBe(2); // not stored: the second went to the origin too
-    // An origin that honours Range, on an object it forbids storing: the fill's full answer goes
-    // to the request that made it (a server may ignore Range); later ones pass through with
-    // their Range (hit-for-pass) and get the origin's 206, which is not stored either.
+    // An origin that honours Range, on an object it forbids storing: the fill asked for the whole
+    // object, found it not storable, and the range went to the origin after it; the next ones go
+    // straight there (hit-for-pass). The origin's 206s are not stored either.
     const f = await fileOrigin({ headers: { 'cache-control': 'no-store' } });
     const g2 = await gateway({ sites: [siteFor([f.url])] });
     const leader = await get(`${g2.url}/file`, { range: 'bytes=0-9' });
-    expect(leader.status).toBe(200);
-    expect(leader.body.equals(BODY)).toBe(true);
+    expectSingle(leader, 0, 9);
+    expect(leader.headers['cache-status']).toMatch(/fwd=miss; fwd-status=206; detail="pass/);
     expectSingle(await get(`${g2.url}/file`, { range: 'bytes=30-39' }), 30, 39);
     const plain = await get(`${g2.url}/file`);
     expect(plain.status).toBe(200);
     expect(plain.body.equals(BODY)).toBe(true);
-    expect(f.requests.map((r) => r.headers.range ?? '-')).toEqual(['-', 'bytes=30-39', '-']);
+    expect(f.requests.map((r) => r.headers.range ?? '-')).toEqual(['-', 'bytes=0-9', 'bytes=30-39', '-']);
   });
+  it('under pressure, the range request whose fill found the object not storable gets the full answer at hand', async () => {
+    const f = await fileOrigin({ headers: { 'cache-control': 'no-store' } });
+    const g = await gateway({ sites: [siteFor([f.url])] }, { isOverloaded: () => true });
+    const answer = await get(`${g.url}/file`, { range: 'bytes=0-9' });
+    expect(answer.status).toBe(200);
+    expect(answer.body.equals(BODY)).toBe(true);
+    expect(f.requests.map((r) => r.headers.range ?? '-')).toEqual(['-']);
+  });
+
   it('stale answers are cut too: a range within stale-while-revalidate is 206 while one refresh (without Range) runs', async () => {
     const clock = new ManualClock(Date.now());
     const o = await fileOrigin({ headers: { 'cache-control': 'public, max-age=1, stale-while-revalidate=60' } });
