@@ -13,7 +13,8 @@
  *                          stored one, or a date equal to the stored Last-Modified), else 200 full
  *
  * Only a stored 200 of a GET is cut: HEAD (range handling is defined for GET only, §14.2),
- * other statuses and an empty body get the full answer. The bytes come from the entry's
+ * other statuses and an empty body get the full answer, and so do several ranges of a body the
+ * origin sent with a Content-Encoding (one range of it is a 206 in that coding, as usual). The bytes come from the entry's
  * identity body (`entry.body`), by reference: a single range is one subarray, a multipart
  * answer a list of subarrays written with backpressure.
  *
@@ -40,7 +41,7 @@ export interface ByteRange {
 
 /** What one request gets from one stored body. */
 export type RangePlan =
-  | { readonly kind: 'full'; readonly why: 'no_range' | 'invalid' | 'too_many' | 'if_range' | 'not_applicable' }
+  | { readonly kind: 'full'; readonly why: 'no_range' | 'invalid' | 'too_many' | 'if_range' | 'not_applicable' | 'encoded_multipart' }
   | { readonly kind: 'unsatisfiable' }
   | { readonly kind: 'single'; readonly range: ByteRange }
   | { readonly kind: 'multipart'; readonly ranges: readonly ByteRange[] };
@@ -140,6 +141,9 @@ export function planRange(method: string, headers: IncomingHttpHeaders, entry: C
   const ranges = resolveRanges(specs, entry.body.length);
   if (ranges.length === 0) return UNSATISFIABLE;
   if (ranges.length === 1) return { kind: 'single', range: ranges[0]! };
+  // A multipart body is not itself in the stored content coding, and a Content-Encoding on it
+  // would tell the client to decode it: a body the origin sent encoded is answered in full.
+  if (entry.headers['content-encoding'] !== undefined) return FULL_ENCODED;
   return { kind: 'multipart', ranges };
 }
 
@@ -148,6 +152,7 @@ const FULL_NOT_APPLICABLE: RangePlan = { kind: 'full', why: 'not_applicable' };
 const FULL_INVALID: RangePlan = { kind: 'full', why: 'invalid' };
 const FULL_TOO_MANY: RangePlan = { kind: 'full', why: 'too_many' };
 const FULL_IF_RANGE: RangePlan = { kind: 'full', why: 'if_range' };
+const FULL_ENCODED: RangePlan = { kind: 'full', why: 'encoded_multipart' };
 const UNSATISFIABLE: RangePlan = { kind: 'unsatisfiable' };
 
 /** Stored fields never sent (respond.ts keeps them for purge by tag) or replaced here. */
