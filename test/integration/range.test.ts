@@ -261,7 +261,7 @@ describe('Range from the cache', () => {
     expect(o.requests[3]!.headers.range).toBeUndefined();
   });
 
-  it('a 206 from the origin is never stored, nor served to a request without Range', async () => {
+  it('a 206 from the origin is never stored: ranges passed through leave nothing for a later request without Range', async () => {
     const o = await origin();
     // A broken origin: 206 with freshness whatever it is asked.
     o.route('/odd', {
