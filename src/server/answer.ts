@@ -12,6 +12,7 @@ import { statusClassOf } from '../metrics/gateway-metrics.js';
 import type { CacheState, ShedReason, StaleReason } from '../outcome.js';
 import { formatCacheStatus, sendEntry, sendError, type CacheStatusFacts } from './respond.js';
 import type { MemoHold } from './hit-memo.js';
+import { planRange, sendRange } from './range.js';
 import type { RequestDeps, Ctx } from './context.js';
 
 /** Seconds of freshness left (RFC 9211 ttl), negative once stale; an invalidated entry is stale. */
@@ -48,6 +49,15 @@ export function serveEntry(
   const notModified =
     (h['if-none-match'] !== undefined || h['if-modified-since'] !== undefined) &&
     isNotModifiedForClient(entry, { method: ctx.method, url: ctx.url, headers: h });
+  // RFC 9110 §13.2.2: a matching If-None-Match / If-Modified-Since answers 304 before Range is looked at.
+  if (!notModified && h.range !== undefined) {
+    const plan = planRange(ctx.method, h, entry);
+    if (plan.kind !== 'full') {
+      sendRange(ctx.res, entry, plan, { ageSeconds: evaluation.ageSeconds, cacheStatus, requestId: ctx.requestId });
+      if (ctx.wokenAt !== undefined) ctx.answeredAt = ctx.deps.clock.now();
+      return;
+    }
+  }
   sendEntry(ctx.res, entry, {
     head: ctx.method === 'HEAD',
     ageSeconds: evaluation.ageSeconds,

@@ -97,6 +97,11 @@ export function serveFillResult(ctx: Ctx, lookup: Lookup, result: FillResult, co
     }
     case 'uncacheable': {
       ctx.state = 'pass';
+      // A range request whose fill (for the whole object) found it not storable: the range goes
+      // to the origin as a pass, with its Range, as the waiters' do (passAlone) and the next
+      // requests will (hit-for-pass). Under pressure the full answer at hand is sent instead.
+      if (!collapsed && result.status === 200 && ctx.method === 'GET' && ctx.req.headers.range !== undefined && !ctx.deps.isOverloaded())
+        return forward(ctx, 'pass', lookup);
       return writeBuffered(ctx, result.status, result.headers, result.body, {
         state: 'pass',
         fwdStatus: result.fwdStatus,

@@ -118,9 +118,12 @@ function prepare(entry: CacheEntry): PreparedEntry {
   if (!p) {
     const flat: Array<string | number | string[]> = [];
     for (const [name, value] of Object.entries(entry.headers)) {
-      if (!INTERNAL_HEADERS.has(name) && name !== 'content-length' && name !== 'via') flat.push(name, value);
+      if (!INTERNAL_HEADERS.has(name) && name !== 'content-length' && name !== 'via' && name !== 'accept-ranges') flat.push(name, value);
     }
     flat.push('content-length', entry.body.length, 'via', appendVia(entry.headers['via']));
+    // A stored 200 answers Range requests (range.ts), whatever the origin said about its own.
+    if (entry.status === 200) flat.push('accept-ranges', 'bytes');
+    else if (entry.headers['accept-ranges'] !== undefined) flat.push('accept-ranges', entry.headers['accept-ranges']);
     p = { flat, block: makeHeadBlock(flat), hitLines: '', hitAge: NaN, hitTtl: NaN };
     prepared.set(entry, p);
   }
