@@ -171,6 +171,18 @@ export const METRICS = {
     'Client connections closed at once by a cap, by reason (max_connections, per_client).',
     ['reason'],
   ),
+  tlsCertificateLoads: spec(
+    'crowdgate_tls_certificate_loads_total',
+    'counter',
+    'Site certificate files read for the HTTPS listener, by site and result (success; failure: the old certificate kept serving).',
+    ['site', 'result'],
+  ),
+  tlsCertificateNotAfter: spec(
+    'crowdgate_tls_certificate_not_after_seconds',
+    'gauge',
+    'When the certificate each site serves on the HTTPS listener expires (Unix seconds); alert well before it.',
+    ['site'],
+  ),
 } as const;
 
 export type MetricKey = keyof typeof METRICS;

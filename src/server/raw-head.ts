@@ -161,7 +161,8 @@ function httpDate(nowMs: number): string {
  * false, having changed nothing, when the caller must use writeHead instead.
  */
 export function setRawHead(res: ServerResponse, status: number, block: HeadBlock, perRequest: string): boolean {
-  if (!RAW_HEAD_SUPPORTED) return false;
+  // HTTP/2 answers (node:http2's compatibility response) are not HTTP/1.1 bytes on a socket.
+  if (!RAW_HEAD_SUPPORTED || !(res instanceof ServerResponse)) return false;
   const r = res as unknown as RawFields & Record<symbol, unknown>;
   if (r._header || r[outHeadersSymbol!] || r._removedConnection) return false;
   const statusLine = statusLineOf(status);
