@@ -41,7 +41,6 @@ interface Routed {
   readonly config: { readonly hosts: readonly string[] };
 }
 
-/** Ciphers for TLS 1.2 and below; TLS 1.3 suites stay OpenSSL's defaults. ECDHE curves: OpenSSL's defaults (X25519 first). */
 export class Certificates {
   /** 48 bytes: the session-ticket keys of every context (tls.Server's ticketKeys format). */
   readonly ticketKeys: Buffer = randomBytes(48);
@@ -106,7 +105,8 @@ export class Certificates {
   /** The default pair and TLS settings, for tls.Server#setSecureContext (the no-SNI path). */
   defaultSecureOptions(): { cert?: string | Buffer; key?: string | Buffer; minVersion: SecureVersion; ciphers: string; ticketKeys: Buffer; sessionIdContext: string } {
     const pair = this.defaultName === undefined ? undefined : this.pairs.get(this.defaultName);
-    return { ...this.common(), ...(pair ? { cert: pair.cert, key: pair.key } : {}) };
+    // The same ticket keys every time: setSecureContext() would otherwise start new ones, and every ticket issued before would stop resuming.
+    return { ...this.common(), ticketKeys: this.ticketKeys, ...(pair ? { cert: pair.cert, key: pair.key } : {}) };
   }
 
   /** Called after every change (a certificate set or withdrawn, a new config): the listener refreshes its default. */
@@ -114,15 +114,14 @@ export class Certificates {
     this.listeners.push(fn);
   }
 
-  private common(): { minVersion: SecureVersion; ciphers: string; ticketKeys: Buffer; sessionIdContext: string } {
-    return { minVersion: this.options.minVersion, ciphers: this.options.ciphers, ticketKeys: this.ticketKeys, sessionIdContext: this.sessionIdContext };
+  private common(): { minVersion: SecureVersion; ciphers: string; sessionIdContext: string } {
+    return { minVersion: this.options.minVersion, ciphers: this.options.ciphers, sessionIdContext: this.sessionIdContext };
   }
 
   private build(pair: PemPair): SecureContext {
-    const context = createSecureContext({ ...this.common(), cert: pair.cert, key: pair.key, honorCipherOrder: true });
-    // createSecureContext has no ticketKeys option: set them on the native context.
-    (context.context as { setTicketKeys(keys: Buffer): void }).setTicketKeys(this.ticketKeys);
-    return context;
+    // Tickets are sealed with the listener's own (default) context's keys whatever context SNI
+    // picks (OpenSSL keeps the session context), so defaultSecureOptions() carries ticketKeys.
+    return createSecureContext({ ...this.common(), cert: pair.cert, key: pair.key, honorCipherOrder: true });
   }
 
   private reindex(): void {

@@ -19,9 +19,9 @@ import { makeTestCa, type TestCa, type TestLeaf } from '../helpers/tls-certs.js'
 const run = promisify(execFile);
 
 interface Handshake {
-  cn: string | undefined;
+  cn: string | string[] | undefined;
   serial: string;
-  alpn: string | false;
+  alpn: string | false | null;
   reused: boolean;
   session: Buffer | undefined;
   version: string | null;
@@ -224,7 +224,12 @@ describe('HTTPS listener: SNI, HTTP/2, redirect, HSTS, live certificate reload',
     const tlsAgain = await h1get(`https://127.0.0.1:${httpsPort}/scheme`, { ca: ca.ca, servername: 'a.test', headers: { host: `a.test:${httpsPort}` } });
     expect(tlsAgain.headers['cache-status']).toMatch(/hit/);
     expect(tlsAgain.body).toBe('proto=https');
-    const hosts = origin.requests.filter((r) => r.path === '/scheme').map((r) => `${String(r.headers.host)} ${String(r.headers['x-forwarded-proto'])}`);
+    // The hit memo (plain requests' routing) keeps http and https apart too: a memoised http copy never answers https.
+    for (let i = 0; i < 3; i++) expect((await h1get(`${gw.url}/scheme?memo`, { headers: { host: 'd.test' } })).body).toBe('proto=http');
+    const memoTls = await h1get(`https://127.0.0.1:${httpsPort}/scheme?memo`, { ca: ca.ca, servername: 'd.test', checkServerIdentity: () => undefined, headers: { host: 'd.test' } });
+    expect(memoTls.body).toBe('proto=https');
+    expect(memoTls.headers['cache-status']).toMatch(/fwd=uri-miss/);
+    const hosts = origin.requests.filter((r) => r.path === '/scheme' && !r.url.includes('memo')).map((r) => `${String(r.headers.host)} ${String(r.headers['x-forwarded-proto'])}`);
     expect(hosts).toEqual([`a.test:${httpsPort} https`, 'd.test http']);
   });
 
