@@ -307,3 +307,71 @@ describe('HTTPS listener: SNI, HTTP/2, redirect, HSTS, live certificate reload',
     await until(async () => (await handshake(httpsPort, ca.ca, { servername: 'a.test' })).serial === third.serial, 'the third a certificate');
   });
 });
+
+describe('HTTP/2 through the same limits as HTTP/1.1', () => {
+  let origin: TestOrigin;
+  let gw: StartedGateway;
+  let ca: TestCa;
+  let port: number;
+
+  beforeAll(async () => {
+    origin = await startTestOrigin({ name: 'o' });
+    ca = await makeTestCa();
+    const files = ca.write('s', await ca.leaf(['s.test']));
+    gw = await startGateway({
+      tls: { host: '127.0.0.1', port: 0 },
+      limits: { maxHeadersCount: 20, maxBodyBytes: 1000 },
+      sites: [{ name: 's', hosts: ['*'], origins: [{ url: origin.url }], healthCheck: { enabled: false }, tls: files }],
+    });
+    port = gw.gw.httpsAddress!.port;
+  });
+
+  afterAll(async () => {
+    await gw?.close();
+    await origin?.close();
+  });
+
+  function h2send(headers: Record<string, string>, body?: Buffer): Promise<{ status: number; headers: http2.IncomingHttpHeaders; error?: Error }> {
+    return new Promise((resolve) => {
+      const client = http2.connect(`https://127.0.0.1:${port}`, { ca: ca.ca, servername: 's.test' });
+      client.on('error', () => undefined);
+      const req = client.request({ ':authority': 's.test', ...headers });
+      req.on('response', (h) => {
+        req.resume();
+        req.on('end', () => {
+          client.close();
+          resolve({ status: Number(h[':status']), headers: h });
+        });
+      });
+      req.on('error', (error) => {
+        client.close();
+        resolve({ status: 0, headers: {}, error });
+      });
+      if (body) {
+        // Streamed without Content-Length, as a browser's fetch() upload does.
+        req.write(body.subarray(0, 500));
+        setTimeout(() => req.end(body.subarray(500)), 20);
+      } else req.end();
+    });
+  }
+
+  it('streams a request body to the origin (no Content-Length), and refuses one past limits.maxBodyBytes', async () => {
+    const ok = await h2send({ ':method': 'POST', ':path': '/upload' }, Buffer.alloc(900, 1));
+    expect(ok.status).toBe(200);
+    await until(() => origin.requests.some((r) => r.path === '/upload' && r.bodyLength === 900), 'the body at the origin');
+    const big = await h2send({ ':method': 'POST', ':path': '/big' }, Buffer.alloc(5000, 1));
+    expect(big.status === 413 || big.error !== undefined).toBe(true);
+    expect(origin.requests.some((r) => r.path === '/big' && r.bodyLength >= 5000)).toBe(false);
+  });
+
+  it('answers 431 to more header fields than limits.maxHeadersCount (pseudo-headers not counted)', async () => {
+    const many: Record<string, string> = {};
+    for (let i = 0; i < 25; i++) many[`x-h${i}`] = 'v';
+    const refused = await h2send({ ':path': '/many', ...many });
+    expect(refused.status).toBe(431);
+    const few: Record<string, string> = {};
+    for (let i = 0; i < 18; i++) few[`x-h${i}`] = 'v';
+    expect((await h2send({ ':path': '/few', ...few })).status).toBe(200);
+    expect(origin.count('/many')).toBe(0);
+  });
+});
