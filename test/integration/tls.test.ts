@@ -12,7 +12,10 @@ import { join } from 'node:path';
 import tls from 'node:tls';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startGateway, type StartedGateway } from '../helpers/gateway.js';
+import { stringify } from 'yaml';
+import { formatConfigError } from '../../src/config/load.js';
+import type { GatewayConfigInput } from '../../src/config/schema.js';
+import { startGateway, withTestDefaults, type StartedGateway } from '../helpers/gateway.js';
 import { startTestOrigin, type TestOrigin } from '../helpers/test-origin.js';
 import { makeTestCa, type TestCa, type TestLeaf } from '../helpers/tls-certs.js';
 
@@ -373,5 +376,73 @@ describe('HTTP/2 through the same limits as HTTP/1.1', () => {
     for (let i = 0; i < 18; i++) few[`x-h${i}`] = 'v';
     expect((await h2send({ ':path': '/few', ...few })).status).toBe(200);
     expect(origin.count('/many')).toBe(0);
+  });
+});
+
+describe('HTTPS listener across config reloads and drain', () => {
+  let origin: TestOrigin;
+  let ca: TestCa;
+
+  beforeAll(async () => {
+    origin = await startTestOrigin({ name: 'o' });
+    origin.route('/slow', { delayMs: 400, body: 'slow' });
+    ca = await makeTestCa();
+  });
+  afterAll(async () => {
+    await origin?.close();
+  });
+
+  const site = (name: string, hosts: string[], files?: { certFile: string; keyFile: string }) => ({
+    name,
+    hosts,
+    origins: [{ url: origin.url }],
+    healthCheck: { enabled: false },
+    ...(files ? { tls: files } : {}),
+  });
+
+  it('refuses a reload naming a missing certificate (file:line:col) and keeps serving; a new site\'s certificate and minVersion apply live', async () => {
+    const a = await ca.leaf(['a.test']);
+    const e = await ca.leaf(['e.test']);
+    const filesA = ca.write('reload-a', a);
+    const filesE = ca.write('reload-e', e);
+    const base = { reload: { watch: false }, tls: { host: '127.0.0.1', port: 0 } };
+    const gw = await startGateway({ ...base, sites: [site('a', ['a.test'], filesA)] });
+    try {
+      const port = gw.gw.httpsAddress!.port;
+      const write = (input: GatewayConfigInput) => writeFileSync(gw.configPath, stringify(withTestDefaults(input)));
+      write({ ...base, sites: [site('a', ['a.test'], { certFile: join(ca.dir, 'gone.crt'), keyFile: filesA.keyFile })] });
+      const refused = await gw.gw.reload();
+      expect(refused?.ok).toBe(false);
+      const text = refused && !refused.ok ? refused.errors.map(formatConfigError).join('\n') : '';
+      expect(text).toMatch(new RegExp(`^${gw.configPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+:\\d+ sites\\[0\\]\\.tls\\.certFile: cannot read .*gone\\.crt: file not found$`));
+      expect((await handshake(port, ca.ca, { servername: 'a.test' })).serial).toBe(a.serial);
+
+      write({ ...base, tls: { ...base.tls, minVersion: 'TLSv1.3' }, sites: [site('a', ['a.test'], filesA), site('e', ['e.test'], filesE)] });
+      expect((await gw.gw.reload())?.ok).toBe(true);
+      expect((await handshake(port, ca.ca, { servername: 'e.test' })).serial).toBe(e.serial);
+      expect((await h2get(port, ca.ca, 'e.test', '/hello')).status).toBe(200);
+      expect(origin.requests.at(-1)!.headers.host).toBe(`e.test:${port}`);
+      await expect(handshake(port, ca.ca, { servername: 'a.test', maxVersion: 'TLSv1.2' })).rejects.toThrow();
+      expect(gw.gw.httpsAddress!.port).toBe(port);
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it('drains: an HTTP/2 request in flight finishes, then the HTTPS listener is closed', async () => {
+    const files = ca.write('drain', await ca.leaf(['drain.test']));
+    const gw = await startGateway({ tls: { host: '127.0.0.1', port: 0 }, sites: [site('d', ['*'], files)] });
+    try {
+      const port = gw.gw.httpsAddress!.port;
+      const inFlight = h2get(port, ca.ca, 'drain.test', '/slow');
+      await until(() => origin.requests.some((r) => r.path === '/slow'), 'the request at the origin');
+      const drained = await gw.gw.drain();
+      expect(drained).toEqual({ drained: true, cut: 0 });
+      const answer = await inFlight;
+      expect([answer.status, answer.body]).toEqual([200, 'slow']);
+      await expect(handshake(port, ca.ca, { servername: 'drain.test' })).rejects.toThrow();
+    } finally {
+      await gw.close();
+    }
   });
 });
