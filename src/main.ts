@@ -84,7 +84,7 @@ async function main(): Promise<number> {
   try {
     await gateway.listen();
   } catch (err) {
-    gateway.logger.fatal({ err }, `cannot listen: ${(err as Error).message} (check listen/admin in ${file})`);
+    gateway.logger.fatal({ err }, `cannot listen: ${(err as Error).message} (check listen, tls and admin in ${file})`);
     await gateway.close().catch(() => undefined);
     return 1;
   }

@@ -164,7 +164,7 @@ export const METRICS = {
   configGeneration: spec('crowdgate_config_generation', 'gauge', 'Config generation in force (starts at 1).'),
   redisUp: spec('crowdgate_redis_up', 'gauge', '1 when the Redis tier answers, 0 while it is skipped.'),
   draining: spec('crowdgate_draining', 'gauge', '1 while the gateway is shutting down.'),
-  clientConnections: spec('crowdgate_client_connections', 'gauge', 'Open client connections on the public listener.'),
+  clientConnections: spec('crowdgate_client_connections', 'gauge', 'Open client connections on the public listeners (plain and HTTPS).'),
   clientConnectionsRefused: spec(
     'crowdgate_client_connections_refused_total',
     'counter',

@@ -446,3 +446,29 @@ describe('HTTPS listener across config reloads and drain', () => {
     }
   });
 });
+
+describe('tls.http2: false', () => {
+  it('offers only http/1.1 by ALPN and still answers and caches over TLS', async () => {
+    const origin = await startTestOrigin({ name: 'o' });
+    origin.route('/c', { headers: { 'cache-control': 'max-age=60' }, body: 'c' });
+    const ca = await makeTestCa();
+    const files = ca.write('h1', await ca.leaf(['h1.test']));
+    const gw = await startGateway({
+      tls: { host: '127.0.0.1', port: 0, http2: false },
+      sites: [{ name: 's', hosts: ['*'], origins: [{ url: origin.url }], healthCheck: { enabled: false }, tls: files }],
+    });
+    try {
+      const port = gw.gw.httpsAddress!.port;
+      expect((await handshake(port, ca.ca, { servername: 'h1.test', alpn: ['h2', 'http/1.1'] })).alpn).toBe('http/1.1');
+      const opts = { ca: ca.ca, servername: 'h1.test', headers: { host: 'h1.test' } };
+      expect((await h1get(`https://127.0.0.1:${port}/c`, opts)).headers['cache-status']).toMatch(/fwd=uri-miss/);
+      const hit = await h1get(`https://127.0.0.1:${port}/c`, opts);
+      expect(hit.headers['cache-status']).toMatch(/crowdgate; hit/);
+      expect(origin.count('/c')).toBe(1);
+      expect(origin.requests[0]!.headers['x-forwarded-proto']).toBe('https');
+    } finally {
+      await gw.close();
+      await origin.close();
+    }
+  });
+});
