@@ -19,7 +19,8 @@
  * Limits: HTTP/1.1 over TLS gets the plain listener's (head size and count, head, request and
  * keep-alive timeouts, 400/408/431 for malformed requests). HTTP/2 gets the head size as
  * SETTINGS_MAX_HEADER_LIST_SIZE, the header count from the request path (431), an idle timeout
- * of `requestTimeoutMs` per session, and MAX_CONCURRENT_STREAMS of `H2_MAX_STREAMS`. The TLS
+ * of `requestTimeoutMs` per session and per stream (a stream silent that long is cancelled), and
+ * MAX_CONCURRENT_STREAMS of `H2_MAX_STREAMS`. The TLS
  * handshake must finish within `headersTimeoutMs`. Connection caps apply to the TCP connection.
  *
  * Owns the TLS/HTTP2 socket level. Certificates are certificates.ts; the request path is
@@ -172,6 +173,9 @@ export function createSecurePublicServer(opts: SecureServerOptions): SecurePubli
       session.once('close', () => sessions.delete(session));
     });
     h2.on('sessionError', (err) => opts.logger.debug({ err }, 'http2 session error'));
+    // A stream silent for requestTimeoutMs (a body trickled in, or never finished) is cancelled,
+    // while its connection may stay busy with other streams (the session timeout would not fire).
+    h2.on('stream', (stream) => stream.setTimeout(limits.requestTimeoutMs, () => stream.close(http2.constants.NGHTTP2_CANCEL)));
   }
   server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
     opts.logger.debug({ err: err.message, peer: socket.remoteAddress }, 'TLS handshake failed');

@@ -367,6 +367,49 @@ describe('HTTP/2 through the same limits as HTTP/1.1', () => {
     expect(origin.requests.some((r) => r.path === '/big' && r.bodyLength >= 5000)).toBe(false);
   });
 
+  it('cancels a stream silent for limits.requestTimeoutMs while its connection stays busy', async () => {
+    await gw.close();
+    gw = await startGateway({
+      tls: { host: '127.0.0.1', port: 0 },
+      limits: { maxHeadersCount: 20, maxBodyBytes: 1000, requestTimeoutMs: 600, headersTimeoutMs: 500 },
+      sites: [{ name: 's', hosts: ['*'], origins: [{ url: origin.url }], healthCheck: { enabled: false }, tls: ca.write('s2', await ca.leaf(['s.test'])) }],
+    });
+    port = gw.gw.httpsAddress!.port;
+    const client = http2.connect(`https://127.0.0.1:${port}`, { ca: ca.ca, servername: 's.test' });
+    client.on('error', () => undefined);
+    // Another stream keeps the connection itself busy (a body dripping from the origin), so only
+    // the stalled stream's own timeout can end it.
+    origin.route('/drip', (_req, res) => {
+      let n = 0;
+      const t = setInterval(() => {
+        res.write('x');
+        if (++n >= 25) {
+          clearInterval(t);
+          res.end();
+        }
+      }, 100);
+    });
+    const drip = client.request({ ':method': 'POST', ':path': '/drip', ':authority': 's.test' });
+    drip.on('error', () => undefined);
+    drip.resume();
+    drip.end();
+    try {
+      const startedAt = Date.now();
+      const req = client.request({ ':method': 'POST', ':path': '/trickle', ':authority': 's.test' });
+      req.on('error', () => undefined);
+      req.on('response', () => undefined);
+      req.write(Buffer.alloc(10, 1)); // and never the rest
+      const rstCode = await new Promise<number>((resolve) => req.on('close', () => resolve(req.rstCode ?? -1)));
+      const elapsed = Date.now() - startedAt;
+      expect(rstCode).toBe(http2.constants.NGHTTP2_CANCEL);
+      expect(elapsed).toBeGreaterThanOrEqual(500);
+      expect(elapsed).toBeLessThan(5000);
+      expect(client.closed || client.destroyed).toBe(false);
+    } finally {
+      client.close();
+    }
+  });
+
   it('answers 431 to more header fields than limits.maxHeadersCount (pseudo-headers not counted)', async () => {
     const many: Record<string, string> = {};
     for (let i = 0; i < 25; i++) many[`x-h${i}`] = 'v';
