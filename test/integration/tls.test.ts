@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import tls from 'node:tls';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket, WebSocketServer } from 'ws';
 import { stringify } from 'yaml';
 import { formatConfigError } from '../../src/config/load.js';
 import type { GatewayConfigInput } from '../../src/config/schema.js';
@@ -512,6 +513,41 @@ describe('tls.http2: false', () => {
     } finally {
       await gw.close();
       await origin.close();
+    }
+  });
+});
+
+describe('WebSocket over the HTTPS listener', () => {
+  it('tunnels a wss:// upgrade (HTTP/1.1) and the origin sees X-Forwarded-Proto: https', async () => {
+    const server = http.createServer();
+    const wss = new WebSocketServer({ server });
+    let proto: string | string[] | undefined;
+    wss.on('connection', (ws, req) => {
+      proto = req.headers['x-forwarded-proto'];
+      ws.on('message', (m) => ws.send(`echo:${String(m)}`));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const ca = await makeTestCa();
+    const gw = await startGateway({
+      tls: { host: '127.0.0.1', port: 0 },
+      sites: [{ name: 'w', hosts: ['*'], origins: [{ url: `http://127.0.0.1:${(server.address() as { port: number }).port}` }], healthCheck: { enabled: false }, tls: ca.write('ws', await ca.leaf(['ws.test'])) }],
+    });
+    try {
+      const ws = new WebSocket(`wss://127.0.0.1:${gw.gw.httpsAddress!.port}/socket`, [], { ca: ca.ca, headers: { host: 'ws.test' }, ...{ servername: 'ws.test' } } as ConstructorParameters<typeof WebSocket>[2]);
+      const reply = await new Promise<string>((resolve, reject) => {
+        ws.on('open', () => ws.send('hello'));
+        ws.on('message', (m) => resolve(String(m)));
+        ws.on('error', reject);
+      });
+      expect(reply).toBe('echo:hello');
+      expect(proto).toBe('https');
+      ws.terminate();
+    } finally {
+      await gw.close();
+      // Upgraded sockets are not the HTTP server's to close: end them, or close() waits forever.
+      for (const c of wss.clients) c.terminate();
+      wss.close();
+      await new Promise<void>((r) => server.close(() => r()));
     }
   });
 });
