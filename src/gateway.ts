@@ -38,6 +38,9 @@ import { HitMemo } from './server/hit-memo.js';
 import { StatusHistory } from './admin/status-history.js';
 import type { CacheState } from './outcome.js';
 import { createLogger, logStartup } from './log.js';
+import { Certificates } from './tls/certificates.js';
+import { SiteCertificates } from './tls/site-certificates.js';
+import { createSecurePublicServer, type SecurePublicServer } from './tls/https-server.js';
 
 export interface GatewayOptions {
   config: GatewayConfig;
@@ -78,6 +81,14 @@ export class Gateway implements RequestDeps {
   private readonly pools: PoolTable;
   private readonly rateLimits: RateLimitTable;
   private publicServer?: PublicServer;
+  private secureServer?: SecurePublicServer;
+  /**
+   * The HTTPS listener's certificates by SNI (tls/certificates.ts). The seam for an ACME
+   * manager: `certificates.set(siteName, { cert, key })` serves a new certificate from the next
+   * handshake on. Exists whether or not `tls.port` is set.
+   */
+  readonly certificates: Certificates;
+  private readonly siteCertificates: SiteCertificates;
   private adminServer?: http.Server;
   private reloader?: Reloader;
   private readonly overloadOverride: (() => boolean) | undefined;
@@ -112,6 +123,11 @@ export class Gateway implements RequestDeps {
     this.rateLimits = new RateLimitTable(this.clock);
     this.rateLimits.configure(cfg.sites);
     this.status = new StatusHistory(this);
+    this.certificates = new Certificates({ minVersion: cfg.tls.minVersion, ciphers: cfg.tls.ciphers });
+    // A certificate installed or withdrawn changes which plain requests redirect: routing memoised before is stale.
+    this.certificates.onChange(() => this.hitMemo?.clear());
+    this.siteCertificates = new SiteCertificates(this.certificates, this.logger, this.metrics);
+    this.siteCertificates.apply(cfg);
     this.source.onChange((next) => this.applyConfig(next));
     if (opts.configPath)
       this.reloader = startLiveReload({ file: opts.configPath, source: this.source, logger: this.logger, metrics: this.metrics, reload: cfg.reload });
@@ -157,10 +173,19 @@ export class Gateway implements RequestDeps {
     this.hotKeys.note(site, path, state);
   }
 
+  hasCertificate(site: string): boolean {
+    return this.certificates.has(site);
+  }
+
+  httpsPort(): number | undefined {
+    const cfg = this.rt.config.tls;
+    return cfg.redirectPort ?? addressOf(this.secureServer as http.Server | undefined)?.port;
+  }
+
   // ---- lifecycle --------------------------------------------------------------------------
 
   /** Starts health checks, the pressure gate and both listeners. */
-  async listen(): Promise<{ public: AddressInfo; admin: AddressInfo }> {
+  async listen(): Promise<{ public: AddressInfo; admin: AddressInfo; https?: AddressInfo }> {
     const cfg = this.rt.config;
     this.pools.start();
     if (cfg.admission.pressure.enabled) this.pressure.start();
@@ -174,12 +199,33 @@ export class Gateway implements RequestDeps {
       isExemptPeer: (peer) => this.trusted.isTrusted(peer),
       onConnectionCount: (delta) => this.metrics.get('clientConnections').inc(delta),
     });
+    if (cfg.tls.port !== undefined) {
+      this.secureServer = createSecurePublicServer({
+        limits: cfg.limits,
+        logger: this.logger,
+        certificates: this.certificates,
+        http2: cfg.tls.http2,
+        onRequest: (req, res) => this.onRequest(req, res),
+        onUpgrade: (req, socket, head) => this.websockets.handle(req, socket, head),
+        onConnectionRefused: (reason) => this.metrics.get('clientConnectionsRefused').inc({ reason }),
+        isExemptPeer: (peer) => this.trusted.isTrusted(peer),
+        onConnectionCount: (delta) => this.metrics.get('clientConnections').inc(delta),
+      });
+      if (this.certificates.defaultSite === undefined)
+        this.logger.warn({ port: cfg.tls.port }, 'tls.port is set but no site has a usable certificate (sites[].tls): HTTPS handshakes fail until one is installed');
+    }
     this.adminServer = createAdminServer(this);
     await this.cache.start();
     const pub = await listenOn(this.publicServer, cfg.listen.host, cfg.listen.port);
+    const https = this.secureServer ? await listenOn(this.secureServer as unknown as http.Server, cfg.tls.host, cfg.tls.port!) : undefined;
     const admin = await listenOn(this.adminServer, cfg.admin.host, cfg.admin.port);
-    logStartup(this.logger, cfg, { public: pub, admin });
-    return { public: pub, admin };
+    logStartup(this.logger, cfg, { public: pub, admin, ...(https ? { https } : {}) });
+    return { public: pub, admin, ...(https ? { https } : {}) };
+  }
+
+  /** The HTTPS listener's bound address; undefined without `tls.port`. */
+  get httpsAddress(): AddressInfo | undefined {
+    return addressOf(this.secureServer as http.Server | undefined);
   }
 
   get publicAddress(): AddressInfo | undefined {
@@ -212,6 +258,8 @@ export class Gateway implements RequestDeps {
     this.hitMemo?.clear(); // entries of the old generation are never used; let it go
     this.trusted = new TrustedProxies(next.trustedProxies);
     this.publicServer?.applyLimits(next.limits);
+    this.secureServer?.applyLimits(next.limits);
+    this.siteCertificates.apply(next);
     this.upstream.configure(next.admission, this.rt.priorities.configured);
     this.rateLimits.configure(next.sites);
     this.metrics.get('configGeneration').set(generation);
@@ -232,14 +280,16 @@ export class Gateway implements RequestDeps {
 
   /** Graceful shutdown within `shutdown.drainTimeoutMs` (server/drain.ts): /readyz turns 503, stragglers are cut. */
   drain(): Promise<{ drained: boolean; cut: number }> {
-    return this.drainer.drain(this.publicServer, this.rt.config.shutdown.drainTimeoutMs);
+    return this.drainer.drain([this.publicServer, this.secureServer], this.rt.config.shutdown.drainTimeoutMs);
   }
 
   async close(): Promise<void> {
     this.reloader?.close();
     this.pressure.stop();
     this.status.stop();
+    this.siteCertificates.close();
     await closeNow(this.publicServer);
+    await closeNow(this.secureServer);
     await closeNow(this.adminServer);
     this.forwarder.close();
     await this.fetcher.close();

@@ -28,13 +28,17 @@ export function hostFacts(): HostFacts {
 export function logStartup(
   logger: Logger,
   cfg: GatewayConfig,
-  addresses: { public: AddressInfo; admin: AddressInfo },
+  addresses: { public: AddressInfo; admin: AddressInfo; https?: AddressInfo },
   host: HostFacts = hostFacts(),
 ): void {
   const { public: pub, admin } = addresses;
   const { cpus, gc } = host;
   logger.info(
-    { listen: `${pub.address}:${pub.port}`, admin: `${admin.address}:${admin.port}`, sites: cfg.sites.map((s) => s.name), cpus, gc },
+    {
+      listen: `${pub.address}:${pub.port}`,
+      ...(addresses.https ? { https: `${addresses.https.address}:${addresses.https.port}` } : {}),
+      admin: `${admin.address}:${admin.port}`,
+      sites: cfg.sites.map((s) => s.name), cpus, gc },
     'crowdgate listening',
   );
   if (!isLoopbackHost(cfg.admin.host) && (cfg.admin.purgeToken === undefined || cfg.admin.statusToken === undefined))

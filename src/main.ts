@@ -72,6 +72,7 @@ async function main(): Promise<number> {
     console.error(`crowdgate: ${file}: ${loaded.errors.length} error(s); ${args.mode === 'check' ? 'invalid' : 'not started'}`);
     return 1;
   }
+  for (const w of loaded.warnings ?? []) console.error(`${formatConfigError(w)} (warning)`);
   if (args.mode === 'check') {
     console.log(`crowdgate: ${file}: configuration is valid (${loaded.config.sites.length} site(s))`);
     return 0;
@@ -83,7 +84,7 @@ async function main(): Promise<number> {
   try {
     await gateway.listen();
   } catch (err) {
-    gateway.logger.fatal({ err }, `cannot listen: ${(err as Error).message} (check listen/admin in ${file})`);
+    gateway.logger.fatal({ err }, `cannot listen: ${(err as Error).message} (check listen, tls and admin in ${file})`);
     await gateway.close().catch(() => undefined);
     return 1;
   }

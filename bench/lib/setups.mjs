@@ -119,7 +119,7 @@ export async function startCrowdgate(opts) {
     reload: { watch: false },
     ...(opts.admission ? { admission: opts.admission } : {}),
     ...(opts.extra ?? {}),
-    sites: [{ name: 'bench', hosts: ['*'], origins: [{ url: opts.originUrl }] }],
+    sites: [{ name: 'bench', hosts: ['*'], origins: [{ url: opts.originUrl }], ...(opts.siteExtra ?? {}) }],
   };
   mkdirSync(join(BENCH_DIR, 'configs'), { recursive: true });
   const configFile = join(BENCH_DIR, 'configs', `${label}.yaml`);

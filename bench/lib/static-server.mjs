@@ -3,13 +3,18 @@
  * ceiling for the cache-hit throughput benchmark, and the origin whose body the gateway
  * caches there. Also a harness check: the load generator's floor latency against it.
  *
- * CLI: node bench/lib/static-server.mjs --port P --bytes 1024 [--max-age 3600] [--work-us N]
+ * CLI: node bench/lib/static-server.mjs --port P --bytes 1024 [--max-age 3600] [--work-us N] [--tls-cert F --tls-key F]
+ *
+ * --tls-cert/--tls-key: node:http2's secure server (h2 by ALPN, HTTP/1.1 fallback) with that
+ * certificate instead of plain HTTP/1.1: the ceiling for the hit benchmark's h2 mode.
  *
  * --work-us N spins N µs per request before answering: a bare server doing a little work, to
  * see what each µs of per-request work costs in throughput on this machine (README, Benchmarks).
  * Prints "listening <port>" once ready. It owns nothing else.
  */
 import { createServer } from 'node:http';
+import { createSecureServer } from 'node:http2';
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 const { values } = parseArgs({
@@ -18,6 +23,8 @@ const { values } = parseArgs({
     bytes: { type: 'string', default: '1024' },
     'max-age': { type: 'string', default: '3600' },
     'work-us': { type: 'string', default: '0' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
   },
 });
 const body = Buffer.alloc(Number(values.bytes), 'x');
@@ -36,7 +43,7 @@ function work() {
 }
 let requests = 0; // all requests but /__stats
 let benchRequests = 0; // requests for /bench only (health-check probes of / excluded)
-const server = createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
+const handler = (req, res) => {
   if (req.url === '/__stats') {
     res.writeHead(200, { 'content-type': 'application/json' });
     return res.end(JSON.stringify({ requests, benchRequests }));
@@ -46,7 +53,13 @@ const server = createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
   work();
   res.writeHead(200, headers);
   res.end(body);
-});
+};
+const server = values['tls-cert']
+  ? createSecureServer(
+      { cert: readFileSync(values['tls-cert']), key: readFileSync(values['tls-key']), allowHTTP1: true, settings: { maxConcurrentStreams: 128 } },
+      handler,
+    )
+  : createServer({ keepAliveTimeout: 60_000 }, handler);
 server.listen(Number(values.port), '127.0.0.1', () => {
   const addr = server.address();
   console.log(`listening ${typeof addr === 'object' && addr ? addr.port : 0}`);

@@ -23,6 +23,7 @@
  * like numbers from changing type). Keys are never substituted.
  */
 import { readFile } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import {
   type Alias,
   LineCounter,
@@ -39,6 +40,7 @@ import {
 } from 'yaml';
 import type { z } from 'zod';
 import { gatewayConfigSchema, type GatewayConfig } from './schema.js';
+import { readCertificateFiles } from '../tls/material.js';
 
 export interface ConfigError {
   file: string;
@@ -51,11 +53,14 @@ export interface ConfigError {
   message: string;
 }
 
-export type LoadResult = { ok: true; config: GatewayConfig } | { ok: false; errors: ConfigError[] };
+/** `warnings` (e.g. an expired certificate) never refuse a config; --check-config prints them. */
+export type LoadResult = { ok: true; config: GatewayConfig; warnings?: ConfigError[] } | { ok: false; errors: ConfigError[] };
 
 export interface ParseOptions {
   /** Variables for `${NAME}` substitution; defaults to process.env. */
   env?: Readonly<Record<string, string | undefined>>;
+  /** `false`: do not read the files the config names (certificates); their paths are still resolved. */
+  checkFiles?: boolean;
 }
 
 type PathSegment = string | number;
@@ -135,7 +140,41 @@ export function parseConfigText(text: string, file: string, options: ParseOption
   }
   if (errors.length > 0) return { ok: false, errors: sortErrors(errors) };
   if (!parsed.success) throw new Error('unreachable: schema failed without issues');
-  return { ok: true, config: deepFreeze(parsed.data) };
+  const warnings: ConfigError[] = [];
+  resolveFilePaths(parsed.data, dirname(resolve(file)));
+  if (options.checkFiles !== false) errors.push(...checkCertificateFiles(parsed.data, doc, file, at, warnings));
+  if (errors.length > 0) return { ok: false, errors: sortErrors(errors) };
+  return warnings.length > 0 ? { ok: true, config: deepFreeze(parsed.data), warnings } : { ok: true, config: deepFreeze(parsed.data) };
+}
+
+/** Certificate paths relative to the config file's directory become absolute (the process may run elsewhere). */
+function resolveFilePaths(config: GatewayConfig, base: string): void {
+  for (const site of config.sites) {
+    const tls = site.tls as { certFile: string; keyFile: string } | undefined;
+    if (!tls) continue;
+    if (!isAbsolute(tls.certFile)) tls.certFile = resolve(base, tls.certFile);
+    if (!isAbsolute(tls.keyFile)) tls.keyFile = resolve(base, tls.keyFile);
+  }
+}
+
+/**
+ * Each site's certificate and key files, read and checked as the HTTPS listener will use them
+ * (tls/material.ts): an unreadable file, no PEM, a key that is not the certificate's is an
+ * error at the key that names the file; an expired certificate is a warning.
+ */
+function checkCertificateFiles(config: GatewayConfig, doc: Document, file: string, at: At, warnings: ConfigError[]): ConfigError[] {
+  const errors: ConfigError[] = [];
+  config.sites.forEach((site, i) => {
+    if (!site.tls) return;
+    const where = (field: 'certFile' | 'keyFile') => {
+      const path = ['sites', i, 'tls', field];
+      return { file, ...at(offsetOf(locate(doc, path))), path: formatPath(path) };
+    };
+    const result = readCertificateFiles(site.tls.certFile, site.tls.keyFile);
+    if (!result.ok) for (const p of result.problems) errors.push({ ...where(p.field), message: p.message });
+    else for (const w of result.warnings) warnings.push({ ...where('certFile'), message: w });
+  });
+  return errors;
 }
 
 /** Freezes every nested object and array in place and returns the same value. */

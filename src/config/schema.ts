@@ -114,6 +114,69 @@ export const reloadSchema = z
   })
   .describe('Live reload of this file.');
 
+/** Mozilla "intermediate" (v5.7) TLS 1.2 suites, in its order; TLS 1.3 suites are OpenSSL's defaults. */
+export const INTERMEDIATE_CIPHERS = [
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+  'DHE-RSA-AES128-GCM-SHA256',
+  'DHE-RSA-AES256-GCM-SHA384',
+  'DHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
+export const tlsSchema = z
+  .strictObject({
+    host: z.string().default('0.0.0.0').describe('Address of the HTTPS listener (restart).'),
+    port: port
+      .optional()
+      .describe('Port of the HTTPS listener; unset: no HTTPS listener (the plain `listen` listener stays); 0 picks a free port (restart).'),
+    minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2').describe('Oldest TLS version accepted.'),
+    ciphers: z
+      .string()
+      .min(1)
+      .default(INTERMEDIATE_CIPHERS)
+      .describe('OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are always OpenSSL\'s defaults); default Mozilla "intermediate".'),
+    http2: z.boolean().default(true).describe('Offer HTTP/2 (ALPN h2) beside HTTP/1.1 on the HTTPS listener (restart).'),
+    redirectHttp: z
+      .boolean()
+      .default(false)
+      .describe('Answer plain-HTTP requests for a site that has a certificate with a redirect to https (never /.well-known/acme-challenge/ paths, never PURGE).'),
+    redirectStatus: z
+      .union([z.literal(301), z.literal(308)])
+      .default(308)
+      .describe('Status of that redirect: 308 keeps the method and body, 301 is for very old clients.'),
+    redirectPort: port
+      .optional()
+      .describe('Port written in redirects when clients reach HTTPS on another port than `tls.port` (NAT, a container); unset: the bound port (443 is left out).'),
+    hsts: z
+      .strictObject({
+        maxAgeSeconds: z
+          .number()
+          .int()
+          .min(0)
+          .default(0)
+          .describe('Strict-Transport-Security max-age on HTTPS answers; 0: no header.'),
+        includeSubDomains: z.boolean().default(false).describe('Add includeSubDomains to the header.'),
+        preload: z.boolean().default(false).describe('Add preload to the header (only with a max-age of at least a year and includeSubDomains).'),
+      })
+      .prefault({})
+      .describe('HTTP Strict Transport Security (RFC 6797), sent on answers over HTTPS only.'),
+  })
+  .describe('TLS termination: the HTTPS listener (HTTP/2 and HTTP/1.1 on one port). Certificates are per site (`sites[].tls`), chosen by SNI.');
+
+export const siteTlsSchema = z
+  .strictObject({
+    certFile: z
+      .string()
+      .min(1)
+      .describe('PEM file with the certificate chain (leaf first); relative to the config file. Watched: a renewed file is served without restart.'),
+    keyFile: z.string().min(1).describe('PEM file with the private key of that certificate; relative to the config file. Watched.'),
+  })
+  .describe('This site\'s certificate for the HTTPS listener, chosen when the client\'s SNI name matches one of `hosts`; a site with host "*" (else the first with a certificate) answers clients that send no or an unknown name.');
+
 export const originSchema = z
   .strictObject({
     url: z
@@ -400,6 +463,7 @@ export const siteSchema = z
         'Let client Cache-Control no-cache / max-age=0 / Pragma force a refetch. Off: in a crowd a reload storm must not pass through.',
       ),
     rateLimit: rateLimitSchema.optional(),
+    tls: siteTlsSchema.optional(),
     routes: z
       .array(routeSchema)
       .default([])
@@ -572,6 +636,7 @@ export const gatewayConfigSchema = z
   .strictObject({
     listen: listenSchema.prefault({}),
     admin: adminSchema.prefault({}),
+    tls: tlsSchema.prefault({}),
     log: logSchema.prefault({}),
     limits: serverLimitsSchema.prefault({}),
     shutdown: shutdownSchema.prefault({}),
@@ -625,6 +690,12 @@ export const gatewayConfigSchema = z
       if (site.origins.every((o) => o.backup))
         ctx.addIssue({ code: 'custom', path: ['sites', i, 'origins'], message: 'needs at least one non-backup origin' });
     });
+    if (cfg.tls.hsts.preload && (cfg.tls.hsts.maxAgeSeconds < 31_536_000 || !cfg.tls.hsts.includeSubDomains))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['tls', 'hsts', 'preload'],
+        message: 'preload needs maxAgeSeconds of at least 31536000 and includeSubDomains (hstspreload.org)',
+      });
     if (cfg.admission.limit.min > cfg.admission.limit.max)
       ctx.addIssue({ code: 'custom', path: ['admission', 'limit', 'min'], message: 'must not exceed limit.max' });
     if (cfg.admission.retryAfterMinSeconds > cfg.admission.retryAfterMaxSeconds)
@@ -649,7 +720,9 @@ export type CircuitConfig = SiteConfig['circuit'];
 export type HealthCheckConfig = SiteConfig['healthCheck'];
 export type RateLimitConfig = NonNullable<SiteConfig['rateLimit']>;
 export type PressureConfig = AdmissionConfig['pressure'];
+export type TlsConfig = GatewayConfig['tls'];
+export type SiteTlsConfig = NonNullable<SiteConfig['tls']>;
 export type RedisConfig = NonNullable<GatewayConfig['redis']>;
 
 /** Keys that only take effect at startup; everything else applies on reload. */
-export const RESTART_KEYS = ['listen', 'admin.host', 'admin.port', 'limits.maxHeaderBytes', 'redis'] as const;
+export const RESTART_KEYS = ['listen', 'admin.host', 'admin.port', 'tls.host', 'tls.port', 'tls.http2', 'limits.maxHeaderBytes', 'redis'] as const;

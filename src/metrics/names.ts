@@ -164,12 +164,24 @@ export const METRICS = {
   configGeneration: spec('crowdgate_config_generation', 'gauge', 'Config generation in force (starts at 1).'),
   redisUp: spec('crowdgate_redis_up', 'gauge', '1 when the Redis tier answers, 0 while it is skipped.'),
   draining: spec('crowdgate_draining', 'gauge', '1 while the gateway is shutting down.'),
-  clientConnections: spec('crowdgate_client_connections', 'gauge', 'Open client connections on the public listener.'),
+  clientConnections: spec('crowdgate_client_connections', 'gauge', 'Open client connections on the public listeners (plain and HTTPS).'),
   clientConnectionsRefused: spec(
     'crowdgate_client_connections_refused_total',
     'counter',
     'Client connections closed at once by a cap, by reason (max_connections, per_client).',
     ['reason'],
+  ),
+  tlsCertificateLoads: spec(
+    'crowdgate_tls_certificate_loads_total',
+    'counter',
+    'Site certificate files read for the HTTPS listener, by site and result (success; failure: the old certificate kept serving).',
+    ['site', 'result'],
+  ),
+  tlsCertificateNotAfter: spec(
+    'crowdgate_tls_certificate_not_after_seconds',
+    'gauge',
+    'When the certificate each site serves on the HTTPS listener expires (Unix seconds); alert well before it.',
+    ['site'],
   ),
 } as const;
 

@@ -179,6 +179,8 @@ export function finish(ctx: Ctx, handedOff: boolean): void {
         requestId: ctx.requestId,
         client: ctx.clientAddress,
         method: ctx.method,
+        scheme: ctx.scheme,
+        http: ctx.req.httpVersion,
         path: ctx.path.slice(0, 512),
         site,
         route: routeName,

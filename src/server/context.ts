@@ -53,6 +53,10 @@ export interface RequestDeps {
   purge(selectors: readonly PurgeSelector[], mode: PurgeMode): Promise<{ purged: number }>;
   /** Once per request, when its response is finished or cut (in-flight accounting for drain). */
   requestDone?(): void;
+  /** True when a certificate for this site is installed on the HTTPS listener (redirects to https need one). */
+  hasCertificate?(site: string): boolean;
+  /** The port written in redirects to https; undefined without an HTTPS listener. */
+  httpsPort?(): number | undefined;
   /** Routing remembered for plain requests (hit-memo.ts); without it every request goes the slow way. */
   readonly hitMemo?: HitMemo;
   /** True when a rate limit applies to this site and route; the memo is only written when this says false. */
@@ -85,6 +89,8 @@ export interface Ctx {
   readonly clientAddress: string;
   readonly peerAddress: string;
   readonly peerTrusted: boolean;
+  /** The listener's own scheme: 'https' when the request arrived over TLS (isSecure()). */
+  readonly scheme: 'http' | 'https';
   site?: SiteRuntime;
   route?: CompiledRoute;
   priority: number;
@@ -143,14 +149,26 @@ export function collapseKeyOf(lookup: Lookup): CollapseKey {
 
 /**
  * The scheme and host the origin will see for this request, for the cache key: the Host (or a
- * trusted proxy's X-Forwarded-Host) and 'http' (or a trusted proxy's X-Forwarded-Proto), as
- * setForwardedHeaders() passes them on.
+ * trusted proxy's X-Forwarded-Host) and the scheme, as setForwardedHeaders() passes them on.
  */
 export function authorityOf(ctx: Ctx): string {
   const h = ctx.req.headers;
   const forwardedHost = ctx.peerTrusted ? firstToken(h['x-forwarded-host']) : undefined;
-  const scheme = (ctx.peerTrusted ? firstToken(h['x-forwarded-proto']) : undefined) ?? 'http';
-  return makeAuthority(forwardedHost ?? h.host, scheme);
+  return makeAuthority(forwardedHost ?? h.host, schemeOf(ctx));
+}
+
+/**
+ * The scheme the client used: the listener's own when it is TLS ('https', whatever a header
+ * says), else a trusted proxy's X-Forwarded-Proto (it terminated TLS in front), else 'http'.
+ */
+export function schemeOf(ctx: Pick<Ctx, 'req' | 'peerTrusted' | 'scheme'>): string {
+  if (ctx.scheme === 'https') return 'https';
+  return (ctx.peerTrusted ? firstToken(ctx.req.headers['x-forwarded-proto']) : undefined) ?? 'http';
+}
+
+/** True when the request arrived on a TLS connection (HTTP/1.1 over TLS or HTTP/2). */
+export function isSecure(req: IncomingMessage): boolean {
+  return (req.socket as { encrypted?: boolean } | null)?.encrypted === true;
 }
 
 function firstToken(v: string | string[] | undefined): string | undefined {

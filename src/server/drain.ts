@@ -11,6 +11,13 @@
 import type http from 'node:http';
 import type { Logger } from 'pino';
 
+/** A listener as drain() uses it: http.Server, and the HTTPS listener (tls/https-server.ts). */
+export interface DrainableServer {
+  close(cb: () => void): unknown;
+  closeIdleConnections(): void;
+  closeAllConnections(): void;
+}
+
 export class Drain {
   private draining = false;
   private inFlight = 0;
@@ -39,16 +46,17 @@ export class Drain {
    * flight get up to `timeoutMs` to finish, then the connections left are cut. `drained` is
    * false when the timeout came first; `cut` is how many requests were still in flight then.
    */
-  async drain(server: http.Server | undefined, timeoutMs: number): Promise<{ drained: boolean; cut: number }> {
+  async drain(listeners: DrainableServer | undefined | ReadonlyArray<DrainableServer | undefined>, timeoutMs: number): Promise<{ drained: boolean; cut: number }> {
     this.draining = true;
     this.logger.info({ inFlight: this.inFlight, timeoutMs }, 'draining');
-    const closed = server ? new Promise<void>((r) => server.close(() => r())) : Promise.resolve();
-    server?.closeIdleConnections();
+    const servers = (Array.isArray(listeners) ? listeners : [listeners]).filter((s): s is DrainableServer => s !== undefined);
+    const closed = Promise.all(servers.map((server) => new Promise<void>((r) => server.close(() => r()))));
+    for (const server of servers) server.closeIdleConnections();
     const idle = this.inFlight === 0 ? Promise.resolve(true) : new Promise<boolean>((r) => this.idleWaiters.push(() => r(true)));
     const timedOut = new Promise<boolean>((r) => setTimeout(() => r(false), timeoutMs).unref());
     const drained = await Promise.race([idle, timedOut]);
     const cut = this.inFlight;
-    server?.closeAllConnections();
+    for (const server of servers) server.closeAllConnections();
     await closed;
     this.logger.info({ drained, cut }, 'drained');
     return { drained, cut };

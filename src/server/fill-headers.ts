@@ -73,6 +73,7 @@ export function makeFillHeaders(ctx: Ctx, lookup: Lookup): Record<string, string
   setForwardedHeaders(out, ctx.req.headers, {
     peerAddress: ctx.peerAddress,
     peerTrusted: ctx.peerTrusted,
+    scheme: ctx.scheme,
   });
   out['x-request-id'] = ctx.requestId;
   return out;

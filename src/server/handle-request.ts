@@ -29,7 +29,8 @@ import { sendHit } from './respond.js';
 import type { CompiledRoute } from './site-router.js';
 import { HOLD_MS, isPlainRequest, newHold, type MemoRoute } from './hit-memo.js';
 import { ttlSecondsOf, failUnexpected, serveEntry, shed, fail, countRequest, finish } from './answer.js';
-import { isOnlyIfCached, selectVariant, collapseKeyOf, authorityOf, type RequestDeps, type Ctx, type Lookup } from './context.js';
+import { isOnlyIfCached, isSecure, selectVariant, collapseKeyOf, authorityOf, type RequestDeps, type Ctx, type Lookup } from './context.js';
+import { hstsValue, redirectToHttps } from './https-edge.js';
 import { fillAndServe, startBackgroundRefresh } from './fill.js';
 import { makeFillVisibleHeaders } from './fill-headers.js';
 import { forward } from './pass-through.js';
@@ -54,6 +55,11 @@ const REQUEST_ID_RE = /^[A-Za-z0-9._:\-]{1,128}$/;
  */
 export function handleRequest(deps: RequestDeps, req: IncomingMessage, res: ServerResponse): void | Promise<void> {
   const rt = deps.runtime(); // one config snapshot for the whole request
+  const secure = isSecure(req);
+  if (secure) {
+    const hsts = hstsValue(rt.config.tls);
+    if (hsts !== undefined) res.setHeader('strict-transport-security', hsts);
+  }
   let memoHost: string | undefined;
   let peeked: Ctx['peeked'];
   const hitMemo = deps.hitMemo;
@@ -61,9 +67,9 @@ export function handleRequest(deps: RequestDeps, req: IncomingMessage, res: Serv
     const host = req.headers.host;
     if (hitMemo.accepts(host, req.url!)) {
       memoHost = host;
-      const memo = hitMemo.get(req.method!, host, req.url!);
+      const memo = hitMemo.get(req.method!, host, req.url!, secure);
       if (memo !== undefined && memo.rt === rt) {
-        const outcome = answerMemoHit(deps, rt, memo, req, res);
+        const outcome = answerMemoHit(deps, rt, memo, req, res, secure);
         if (outcome === true) return;
         if (outcome !== false) peeked = { key: memo.key, variants: outcome };
       }
@@ -74,7 +80,7 @@ export function handleRequest(deps: RequestDeps, req: IncomingMessage, res: Serv
     typeof incomingId === 'string' && incomingId.length <= MAX_REQUEST_ID && REQUEST_ID_RE.test(incomingId)
       ? incomingId
       : nextRequestId();
-  const ctx = makeCtx(deps, rt, req, res, requestId, deps.clock.now(), memoHost, peeked);
+  const ctx = makeCtx(deps, rt, req, res, requestId, deps.clock.now(), secure, memoHost, peeked);
   let pending: void | Promise<void> = undefined;
   try {
     pending = route(ctx);
@@ -101,6 +107,7 @@ function answerMemoHit(
   memo: MemoRoute,
   req: IncomingMessage,
   res: ServerResponse,
+  secure: boolean,
 ): boolean | readonly CacheEntry[] {
   if (req.rawHeaders.length / 2 > rt.config.limits.maxHeadersCount) return false;
   // A cookie is the one plain field that can decide something: a bypass cookie sends the request
@@ -136,7 +143,7 @@ function answerMemoHit(
   sendHit(res, entry, req.method === 'HEAD', Math.floor(currentAgeMsOf(entry, now) / 1000), ttlSecondsOf(entry, now), requestId);
   if (rt.config.log.access) {
     // The access log wants the whole context; build it only then.
-    const ctx = makeCtx(deps, rt, req, res, requestId, now);
+    const ctx = makeCtx(deps, rt, req, res, requestId, now, secure);
     ctx.site = memo.site;
     ctx.route = memo.route;
     ctx.state = 'hit';
@@ -154,6 +161,7 @@ function makeCtx(
   res: ServerResponse,
   requestId: string,
   startedAt: number,
+  secure: boolean,
   memoHost?: string,
   peeked?: Ctx['peeked'],
 ): Ctx {
@@ -175,6 +183,7 @@ function makeCtx(
     clientAddress: trusted.resolveClient(peerAddress, req.headers['x-forwarded-for']),
     peerAddress,
     peerTrusted: trusted.isTrusted(peerAddress),
+    scheme: secure ? 'https' : 'http',
     priority: rt.priorities.default,
     state: '-',
     collapsed: false,
@@ -200,6 +209,7 @@ export function route(ctx: Ctx): void | Promise<void> {
   if (!site) return fail(ctx, 'no_site', `no site lists host "${String(req.headers.host ?? '').slice(0, 100)}"`);
   ctx.site = site;
   if (ctx.method === 'PURGE') return answerPurge(ctx, site);
+  if (redirectToHttps(ctx, site)) return;
   const routeMatch = site.compiled.matchRoute(ctx.method, ctx.path);
   ctx.route = routeMatch;
   ctx.priority = rt.priorityOf(routeMatch, ctx.method, ctx.path, req.headers);
@@ -244,9 +254,10 @@ function rememberRoute(ctx: Ctx, site: SiteRuntime, route: CompiledRoute, policy
   const memo = deps.hitMemo;
   if (memo === undefined || deps.rateLimitApplies?.(site, route) !== false) return;
   if (!canStore || policy.route.key.headers.length > 0 || policy.route.key.cookies.length > 0) return;
-  const known = memo.get(ctx.method, ctx.memoHost!, ctx.rawUrl);
+  const secure = ctx.scheme === 'https';
+  const known = memo.get(ctx.method, ctx.memoHost!, ctx.rawUrl, secure);
   if (known !== undefined && known.rt === rt && known.key === key) return;
-  memo.set(ctx.method, ctx.memoHost!, ctx.rawUrl, { rt, site, route, key, path: ctx.path, hold: newHold() });
+  memo.set(ctx.method, ctx.memoHost!, ctx.rawUrl, { rt, site, route, key, path: ctx.path, hold: newHold() }, secure);
 }
 
 /** Steps 5 to 9, once the stored variants are known. */

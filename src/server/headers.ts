@@ -35,6 +35,8 @@ export interface ForwardedFacts {
   peerAddress: string;
   /** Whether the direct peer is a trusted proxy (its X-Forwarded-* are kept). */
   peerTrusted: boolean;
+  /** The listener's scheme: 'https' over TLS is what the origin sees, whatever the client sent. */
+  scheme?: 'http' | 'https';
 }
 
 /**
@@ -49,7 +51,7 @@ export function setForwardedHeaders(
   const xff = incoming['x-forwarded-for'];
   const prior = facts.peerTrusted && xff ? (Array.isArray(xff) ? xff.join(', ') : xff) : '';
   out['x-forwarded-for'] = prior ? `${prior}, ${facts.peerAddress}` : facts.peerAddress;
-  const proto = facts.peerTrusted ? firstValue(incoming['x-forwarded-proto']) : undefined;
+  const proto = facts.scheme === 'https' ? 'https' : facts.peerTrusted ? firstValue(incoming['x-forwarded-proto']) : undefined;
   out['x-forwarded-proto'] = proto ?? 'http';
   const fwdHost = facts.peerTrusted ? firstValue(incoming['x-forwarded-host']) : undefined;
   const host = fwdHost ?? incoming.host;

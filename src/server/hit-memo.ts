@@ -104,7 +104,8 @@ export function isPlainRequest(req: IncomingMessage): boolean {
 }
 
 /**
- * Memo entries by method, target and Host: nested maps looked up with the strings as the parser
+ * Memo entries by scheme, method, target and Host (the scheme is the listener's: an https
+ * page has its own key): nested maps looked up with the strings as the parser
  * gave them (no key string built per request). Bounded: at `capacity` entries it starts over (a
  * cleared memo only costs the next requests the slow path). An entry of an older config
  * generation is never used (`rt` is compared) and is replaced when the slow path passes again.
@@ -112,6 +113,8 @@ export function isPlainRequest(req: IncomingMessage): boolean {
 export class HitMemo {
   private readonly forGet = new Map<string, Map<string, MemoRoute>>();
   private readonly forHead = new Map<string, Map<string, MemoRoute>>();
+  private readonly forGetTls = new Map<string, Map<string, MemoRoute>>();
+  private readonly forHeadTls = new Map<string, Map<string, MemoRoute>>();
   private count = 0;
 
   constructor(private readonly capacity = 10_000) {}
@@ -121,12 +124,13 @@ export class HitMemo {
     return host !== undefined && host.length + url.length <= MAX_MEMO_TARGET;
   }
 
-  get(method: string, host: string, url: string): MemoRoute | undefined {
-    return (method === 'HEAD' ? this.forHead : this.forGet).get(url)?.get(host);
+  /** `secure`: the request arrived over TLS. */
+  get(method: string, host: string, url: string, secure = false): MemoRoute | undefined {
+    return this.mapFor(method, secure).get(url)?.get(host);
   }
 
-  set(method: string, host: string, url: string, route: MemoRoute): void {
-    const byUrl = method === 'HEAD' ? this.forHead : this.forGet;
+  set(method: string, host: string, url: string, route: MemoRoute, secure = false): void {
+    const byUrl = this.mapFor(method, secure);
     let byHost = byUrl.get(url);
     if (byHost === undefined || !byHost.has(host)) {
       if (this.count >= this.capacity) {
@@ -143,9 +147,16 @@ export class HitMemo {
     return this.count;
   }
 
+  private mapFor(method: string, secure: boolean): Map<string, Map<string, MemoRoute>> {
+    if (secure) return method === 'HEAD' ? this.forHeadTls : this.forGetTls;
+    return method === 'HEAD' ? this.forHead : this.forGet;
+  }
+
   clear(): void {
     this.forGet.clear();
     this.forHead.clear();
+    this.forGetTls.clear();
+    this.forHeadTls.clear();
     this.count = 0;
   }
 }

@@ -4,7 +4,7 @@
  * (or crash) the request path. Owns the socket-level rules; handle-request.ts owns the rest.
  */
 import http from 'node:http';
-import type { Socket } from 'node:net';
+import type { Server as NetServer, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { GatewayConfig } from '../config/schema.js';
@@ -51,7 +51,6 @@ export function createPublicServer(opts: PublicServerOptions): PublicServer {
     },
     opts.onRequest,
   ) as PublicServer;
-  const byPeer = new Map<string, number>();
   const apply = (next: Limits) => {
     limits = next;
     server.headersTimeout = next.headersTimeoutMs;
@@ -64,11 +63,24 @@ export function createPublicServer(opts: PublicServerOptions): PublicServer {
   };
   apply(limits);
   Object.defineProperty(server, 'applyLimits', { value: apply });
+  guardConnections(server, opts, () => limits);
+  server.on('upgrade', opts.onUpgrade);
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(opts.logger, err, socket));
+  return server;
+}
+
+/**
+ * The connection caps and counts, on a plain or a TLS listener alike: `limits.maxConnections`
+ * (Node closes the excess before 'connection' and says 'drop'), `maxConnectionsPerClient`
+ * (closed here, before any byte is read, so before a TLS handshake costs anything).
+ */
+export function guardConnections(server: NetServer, opts: PublicServerOptions, limitsNow: () => Limits): void {
+  const byPeer = new Map<string, number>();
   server.on('drop', () => opts.onConnectionRefused?.('max_connections'));
   server.on('connection', (socket: Socket) => {
     opts.onConnectionCount?.(1);
     socket.once('close', () => opts.onConnectionCount?.(-1));
-    const cap = limits.maxConnectionsPerClient;
+    const cap = limitsNow().maxConnectionsPerClient;
     const peer = socket.remoteAddress;
     if (cap === 0 || peer === undefined || opts.isExemptPeer?.(peer)) return;
     const open = byPeer.get(peer) ?? 0;
@@ -84,24 +96,24 @@ export function createPublicServer(opts: PublicServerOptions): PublicServer {
       else byPeer.set(peer, left);
     });
   });
-  server.on('upgrade', opts.onUpgrade);
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
-    const code = err.code ?? '';
-    if (code === 'ECONNRESET' || code === 'EPIPE' || !socket.writable) {
-      socket.destroy();
-      return;
-    }
-    const [status, text] =
-      code === 'HPE_HEADER_OVERFLOW'
-        ? [431, 'Request Header Fields Too Large']
-        : code === 'ERR_HTTP_REQUEST_TIMEOUT' || code === 'ERR_HTTP_HEADERS_TIMEOUT'
-          ? [408, 'Request Timeout']
-          : [400, 'Bad Request'];
-    opts.logger.debug({ code, status }, 'malformed request refused');
-    const body = `${status} ${text}\n`;
-    socket.end(
-      `HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
-    );
-  });
-  return server;
+}
+
+/** A malformed HTTP/1.1 request (the parser's error): 400, 408 or 431 and the connection closed. */
+export function answerClientError(logger: Logger, err: NodeJS.ErrnoException, socket: Duplex): void {
+  const code = err.code ?? '';
+  if (code === 'ECONNRESET' || code === 'EPIPE' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const [status, text] =
+    code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'Request Header Fields Too Large']
+      : code === 'ERR_HTTP_REQUEST_TIMEOUT' || code === 'ERR_HTTP_HEADERS_TIMEOUT'
+        ? [408, 'Request Timeout']
+        : [400, 'Bad Request'];
+  logger.debug({ code, status }, 'malformed request refused');
+  const body = `${status} ${text}\n`;
+  socket.end(
+    `HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+  );
 }

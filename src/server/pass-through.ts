@@ -13,7 +13,7 @@ import type { OriginMember } from '../origin/pool.js';
 import { appendVia, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { formatCacheStatus } from './respond.js';
 import { shed, fail } from './answer.js';
-import { authorityOf, type Ctx, type Lookup } from './context.js';
+import { authorityOf, schemeOf, type Ctx, type Lookup } from './context.js';
 import { stripTargeted } from './fill-headers.js';
 import { originFailure, hasStaleOnFailure, hasOtherMember, refusedFill, serveFailed, serveStaleOr } from './stale.js';
 
@@ -133,6 +133,7 @@ function prepareForwardHeaders(ctx: Ctx): void {
   setForwardedHeaders(headers as Record<string, string | string[] | number | undefined>, original, {
     peerAddress: ctx.peerAddress,
     peerTrusted: ctx.peerTrusted,
+    scheme: ctx.scheme,
   });
   headers['x-request-id'] = ctx.requestId;
 }
@@ -142,7 +143,7 @@ const TE_KEEP: ReadonlySet<string> = new Set(['transfer-encoding']);
 function invalidateAfterUnsafe(ctx: Ctx, status: number, headers: OutgoingHttpHeaders): void {
   const site = ctx.site!;
   const host = ctx.req.headers['x-forwarded-host'] ?? ctx.req.headers.host ?? 'localhost';
-  const origin = `http://${Array.isArray(host) ? host[0] : host}`;
+  const origin = `${schemeOf(ctx)}://${Array.isArray(host) ? host[0] : host}`;
   const targets = invalidationTargets(
     { method: ctx.method, url: ctx.url, headers: ctx.req.headers },
     { status, headers: headers as Record<string, string | string[] | undefined> },

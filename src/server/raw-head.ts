@@ -12,9 +12,11 @@
  * `writeHead` fills — so the body, keep-alive handling, pipelining, 'finish' and 'close' stay
  * Node's own. That field and the few flags next to it are internal: `RAW_HEAD_SUPPORTED` checks
  * their shape once at startup on a real ServerResponse, and every caller falls back to
- * `writeHead` when it is false, when a header was already set through the public API (the
- * drain path sets `Connection: close`), or when an entry holds a header this writer does not
- * reproduce byte for byte. A test compares both writers' bytes on the wire.
+ * `writeHead` when it is false, when a header set beforehand through the public API is one it
+ * does not reproduce (the drain path's `Connection: close`; plain fields such as HTTPS's
+ * Strict-Transport-Security are written first, where writeHead puts them), or when an entry
+ * holds a header this writer does not reproduce byte for byte. HTTP/2 responses never use it.
+ * A test compares both writers' bytes on the wire.
  *
  * Owns the head's bytes for entries; respond.ts decides what is sent.
  */
@@ -90,6 +92,8 @@ export interface HeadBlock {
   readonly hasDate: boolean;
   /** The Content-Length value, when the lines carry one. */
   readonly contentLength: number | null;
+  /** The lower-cased names in the lines (a field set beforehand with the same name leaves the head to writeHead). */
+  readonly names: ReadonlySet<string>;
 }
 
 /**
@@ -100,12 +104,14 @@ export function makeHeadBlock(flat: ReadonlyArray<string | number | readonly str
   let lines = '';
   let hasDate = false;
   let contentLength: number | null = null;
+  const names = new Set<string>();
   for (let i = 0; i < flat.length; i += 2) {
     const name = flat[i];
     const value = flat[i + 1];
     if (typeof name !== 'string' || !TOKEN_RE.test(name)) return undefined;
     const lower = name.toLowerCase();
     if (SPECIAL_NAMES.has(lower) && !(lower === 'content-length' && typeof value === 'number')) return undefined;
+    names.add(lower);
     if (lower === 'date') hasDate = true;
     if (lower === 'content-length') contentLength = value as number;
     const values = Array.isArray(value) ? value : [value];
@@ -117,7 +123,26 @@ export function makeHeadBlock(flat: ReadonlyArray<string | number | readonly str
       lines += `${name}: ${text}\r\n`;
     }
   }
-  return { lines, hasDate, contentLength };
+  return { lines, hasDate, contentLength, names };
+}
+
+/**
+ * Fields set with setHeader() before the head, as writeHead would write them (first, in the
+ * order set); undefined when one must be left to writeHead: a special name, Date, a name the
+ * entry also sends (writeHead would let the entry's win), an array or a value out of VALUE_RE.
+ */
+/** The fields callers pass in `perRequest` (respond.ts): a field set beforehand under one of these names is left to writeHead. */
+const PER_REQUEST_NAMES: ReadonlySet<string> = new Set(['age', 'cache-status', 'x-request-id']);
+
+function presetLines(out: Record<string, [string, unknown]>, block: HeadBlock): string | undefined {
+  let lines = '';
+  for (const lower in out) {
+    const [name, value] = out[lower]!;
+    if (SPECIAL_NAMES.has(lower) || PER_REQUEST_NAMES.has(lower) || lower === 'date' || block.names.has(lower)) return undefined;
+    if (typeof value !== 'string' || !TOKEN_RE.test(name) || !VALUE_RE.test(value)) return undefined;
+    lines += `${name}: ${value}\r\n`;
+  }
+  return lines;
 }
 
 /** `HTTP/1.1 <status> <reason>\r\n`, rendered once per status; undefined for an unknown one. */
@@ -161,9 +186,13 @@ function httpDate(nowMs: number): string {
  * false, having changed nothing, when the caller must use writeHead instead.
  */
 export function setRawHead(res: ServerResponse, status: number, block: HeadBlock, perRequest: string): boolean {
-  if (!RAW_HEAD_SUPPORTED) return false;
+  // HTTP/2 answers (node:http2's compatibility response) are not HTTP/1.1 bytes on a socket.
+  if (!RAW_HEAD_SUPPORTED || !(res instanceof ServerResponse)) return false;
   const r = res as unknown as RawFields & Record<symbol, unknown>;
-  if (r._header || r[outHeadersSymbol!] || r._removedConnection) return false;
+  if (r._header || r._removedConnection) return false;
+  const preset = r[outHeadersSymbol!] as Record<string, [string, unknown]> | null;
+  const presetText = preset ? presetLines(preset, block) : '';
+  if (presetText === undefined) return false;
   const statusLine = statusLineOf(status);
   if (statusLine === undefined) return false;
 
@@ -172,7 +201,7 @@ export function setRawHead(res: ServerResponse, status: number, block: HeadBlock
   res.statusMessage = STATUS_CODES[status]!;
   if (status === 204 || status === 304 || (status >= 100 && status <= 199)) r._hasBody = false;
   if (r._expect_continue && !r._sent100) r.shouldKeepAlive = false;
-  let head = statusLine + block.lines + perRequest;
+  let head = statusLine + presetText + block.lines + perRequest;
   if (!block.hasDate) head += `Date: ${httpDate(Date.now())}\r\n`;
   if (!r.shouldKeepAlive) {
     r._last = true;

@@ -28,6 +28,8 @@ const NOT_ON_DASHBOARD: Record<string, string> = {
   crowdgate_pressure_heap_used_ratio: 'the heap panel shows bytes',
   crowdgate_pressure_overloaded: 'visible as sheds with reason "pressure"',
   crowdgate_draining: 'a shutdown lasts seconds; /readyz tells the load balancer',
+  crowdgate_tls_certificate_loads_total: 'certificate reloads are rare events; the log says why one failed',
+  crowdgate_tls_certificate_not_after_seconds: 'only for sites on the HTTPS listener; an expiry alert reads it, not a panel',
 };
 
 function findPromtool(): string {

@@ -2,8 +2,8 @@
  * The raw head writer must put on the wire exactly what writeHead would: the same server,
  * answering the same request once through each writer, on a real loopback connection.
  */
-import { createServer, type Server, type ServerResponse } from 'node:http';
-import { connect, type AddressInfo } from 'node:net';
+import { createServer, IncomingMessage, ServerResponse, type Server } from 'node:http';
+import { connect, Socket, type AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { makeHeadBlock, RAW_HEAD_SUPPORTED, setRawHead } from '../../../src/server/raw-head.js';
 
@@ -144,6 +144,36 @@ describe('raw head writer', () => {
     const out = await exchange((server.address() as AddressInfo).port, 'GET / HTTP/1.1\r\nHost: a\r\n\r\n');
     expect(out).toMatch(/^connection: close\r$/m);
     expect(out).not.toMatch(/keep-alive/i);
+  });
+
+  it('writes fields set beforehand (HSTS over HTTPS) first, byte for byte as writeHead does', async () => {
+    const block = makeHeadBlock(DATED)!;
+    const server = createServer((req, res) => {
+      res.setHeader('Strict-Transport-Security', 'max-age=600; includeSubDomains');
+      if (req.url === '/raw') expect(setRawHead(res, 200, block, linesOf(PER_REQUEST))).toBe(true);
+      else res.writeHead(200, [...DATED, ...PER_REQUEST] as unknown as Record<string, string>);
+      res.end(BODY);
+    });
+    servers.push(server);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { raw, std } = await bothWays((server.address() as AddressInfo).port, 'GET PATH HTTP/1.1\r\nHost: a\r\n\r\nGET PATH HTTP/1.1\r\nHost: a\r\n\r\n');
+    expect(raw).toMatch(/^HTTP\/1\.1 200 OK\r\nStrict-Transport-Security: max-age=600; includeSubDomains\r\n/);
+    expect(raw).toBe(std);
+  });
+
+  it('leaves a field set beforehand to writeHead when the entry sends it too, or it is special', () => {
+    const withHsts = makeHeadBlock([...DATED, 'strict-transport-security', 'max-age=1'])!;
+    const plain = makeHeadBlock(DATED)!;
+    const res = (name: string, value: string | string[]) => {
+      const r = new ServerResponse(new IncomingMessage(new Socket()));
+      r.setHeader(name, value);
+      return r;
+    };
+    expect(setRawHead(res('strict-transport-security', 'max-age=600'), 200, withHsts, '')).toBe(false);
+    expect(setRawHead(res('date', 'Mon, 30 Nov 2026 12:00:00 GMT'), 200, plain, '')).toBe(false);
+    expect(setRawHead(res('x-request-id', 'a'), 200, plain, '')).toBe(false);
+    expect(setRawHead(res('x-multi', ['a', 'b']), 200, plain, '')).toBe(false);
+    expect(setRawHead(res('x-plain', 'yes'), 200, plain, '')).toBe(true);
   });
 
   it.each([

@@ -1,0 +1,60 @@
+/**
+ * What the `tls` section asks of answers, decided per request: Strict-Transport-Security on
+ * answers over HTTPS (`tls.hsts`), and the redirect of plain-HTTP requests to https
+ * (`tls.redirectHttp`) for sites that have a certificate.
+ *
+ * The redirect is never sent for `/.well-known/acme-challenge/` (an ACME HTTP-01 challenge
+ * must be answered over plain HTTP), for PURGE (handle-request.ts answers it before), when a
+ * trusted proxy says the client already used https, when the Host is not a plain host name,
+ * or when the site has no certificate installed (a redirect to a name the HTTPS listener
+ * cannot prove would lock the site's visitors out).
+ *
+ * Owns the header value and the redirect's head. The listener is tls/https-server.ts.
+ */
+import type { TlsConfig } from '../config/schema.js';
+import { VIA_VALUE } from './headers.js';
+import { schemeOf, type Ctx } from './context.js';
+import type { SiteRuntime } from '../runtime.js';
+
+export const ACME_CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
+
+const hstsValues = new WeakMap<TlsConfig, string | undefined>();
+
+/** The Strict-Transport-Security value for this config, or undefined when off (computed once per config). */
+export function hstsValue(tls: TlsConfig): string | undefined {
+  if (hstsValues.has(tls)) return hstsValues.get(tls);
+  const { maxAgeSeconds, includeSubDomains, preload } = tls.hsts;
+  const value =
+    maxAgeSeconds > 0 ? `max-age=${maxAgeSeconds}${includeSubDomains ? '; includeSubDomains' : ''}${preload ? '; preload' : ''}` : undefined;
+  hstsValues.set(tls, value);
+  return value;
+}
+
+/** A host name or IP literal with an optional port, nothing else: safe to write into Location. */
+const HOST_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
+
+/** Answers a plain-HTTP request with the redirect to https when the config asks for one; true when it did. */
+export function redirectToHttps(ctx: Ctx, site: SiteRuntime): boolean {
+  const { rt, deps, req, res } = ctx;
+  const tls = rt.config.tls;
+  if (!tls.redirectHttp || ctx.scheme === 'https') return false;
+  if (ctx.path.startsWith(ACME_CHALLENGE_PREFIX)) return false;
+  const port = deps.httpsPort?.();
+  if (port === undefined || deps.hasCertificate?.(site.name) !== true) return false;
+  if (schemeOf(ctx) === 'https') return false; // a trusted proxy in front already speaks https to the client
+  const host = req.headers.host;
+  if (host === undefined || !HOST_RE.test(host)) return false;
+  const name = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.split(':')[0]!;
+  const location = `https://${name}${port === 443 ? '' : `:${port}`}${ctx.url}`;
+  const body = `Moved to ${location}\n`;
+  ctx.state = 'bypass';
+  res.writeHead(tls.redirectStatus, {
+    location,
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    'x-request-id': ctx.requestId,
+    via: VIA_VALUE,
+  });
+  res.end(ctx.method === 'HEAD' ? undefined : body);
+  return true;
+}
