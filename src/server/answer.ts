@@ -5,6 +5,7 @@
  */
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { CacheEntry } from '../cache/entry.js';
+import { chooseCoding } from '../cache/content-coding.js';
 import type { EntryEvaluation } from '../cache/policy.js';
 import { isNotModifiedForClient } from '../cache/revalidation.js';
 import type { ErrorCode } from '../errors.js';
@@ -45,15 +46,19 @@ export function serveEntry(
   if (facts.state === 'stale') facts.forwarded = STALE_AFTER_ORIGIN_TRIED.has(facts.staleReason!);
   const cacheStatus = formatCacheStatus(facts);
   const h = ctx.req.headers;
+  // The stored encoding this client accepts best; a Range request gets the identity body (its
+  // ranges are of the identity bytes).
+  const coding = entry.encodings === undefined || h.range !== undefined ? undefined : chooseCoding(h['accept-encoding'], entry.encodings);
   const notModified =
     (h['if-none-match'] !== undefined || h['if-modified-since'] !== undefined) &&
-    isNotModifiedForClient(entry, { method: ctx.method, url: ctx.url, headers: h });
+    isNotModifiedForClient(entry, { method: ctx.method, url: ctx.url, headers: h }, coding);
   sendEntry(ctx.res, entry, {
     head: ctx.method === 'HEAD',
     ageSeconds: evaluation.ageSeconds,
     cacheStatus,
     requestId: ctx.requestId,
     notModified,
+    coding,
   });
   if (ctx.wokenAt !== undefined) ctx.answeredAt = ctx.deps.clock.now();
 }

@@ -4,6 +4,7 @@
  * background refreshes; collapsing across instances through Redis.
  */
 import type { CacheEntry } from '../cache/entry.js';
+import { isTextual, makeEncodings, STORED_CODINGS, whyNotCompressed } from '../cache/content-coding.js';
 import { makeFillTarget, makeVariantKey } from '../cache/cache-key.js';
 import { decideStorage, evaluateEntry } from '../cache/policy.js';
 import { makeConditionalHeaders, mergeNotModified } from '../cache/revalidation.js';
@@ -225,7 +226,10 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
         variantKey: makeVariantKey(decision.entry.vary, lookup.variantHeaders),
         body: fetched.body,
       };
-      if (entry.body.length <= rt.config.cache.maxObjectBytes) await deps.store.put(entry);
+      if (entry.body.length <= rt.config.cache.maxObjectBytes) {
+        await addEncodings(ctx, entry);
+        await deps.store.put(entry);
+      }
       return { kind: 'entry', entry, state: lookup.entry ? 'expired' : 'miss', stored: true, fwdStatus: fetched.status };
     }
     return {
@@ -236,6 +240,37 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
       body: fetched.body,
       reason: decision.reason,
     };
+  }
+}
+
+/**
+ * Compression stored once: the brotli and gzip encodings of a new entry's body, made before it
+ * is stored (compression config, read from this request's config generation). The fill's own
+ * answer and its waiters wait for it: it runs on the threadpool, once per fill, and takes
+ * about a millisecond per 20 KB at the default levels, while storing first and adding the
+ * encodings later would write every entry twice (to Redis too), race a revalidation or purge
+ * that replaced it meanwhile, and answer the first crowd of a new page uncompressed.
+ */
+async function addEncodings(ctx: Ctx, entry: CacheEntry): Promise<void> {
+  const opts = ctx.rt.config.compression;
+  const why = whyNotCompressed(entry.status, entry.headers, entry.body.length, opts);
+  const metrics = ctx.deps.metrics;
+  if (why !== undefined) {
+    if (why === 'small' || why === 'no_transform' || why === 'encoded') metrics.get('compressionSkipped').inc({ reason: why });
+    return;
+  }
+  const contentType = entry.headers['content-type'];
+  const encodings = await makeEncodings(entry.body, opts, isTextual(Array.isArray(contentType) ? contentType[0] : contentType));
+  if (encodings === undefined) {
+    metrics.get('compressionSkipped').inc({ reason: 'no_savings' });
+    return;
+  }
+  entry.encodings = encodings;
+  for (const coding of STORED_CODINGS) {
+    const bytes = encodings[coding];
+    if (bytes === undefined) continue;
+    metrics.get('compressionEncodings').inc({ coding });
+    metrics.get('compressionSavedBytes').inc({ coding }, entry.body.length - bytes.length);
   }
 }
 
