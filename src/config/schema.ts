@@ -591,6 +591,17 @@ export const compressionSchema = z
       .describe('An encoding is stored only if it saves at least this share of the identity bytes (0.1 = 10 %).'),
     brotliQuality: z.number().int().min(0).max(11).default(5).describe('Brotli quality for stored encodings (0-11).'),
     gzipLevel: z.number().int().min(1).max(9).default(6).describe('Gzip level for stored encodings (1-9).'),
+    passThrough: z
+      .strictObject({
+        enabled: z
+          .boolean()
+          .default(true)
+          .describe('Compress uncached pass-through GET answers (200, compressible type) while they stream, when the client accepts it.'),
+        brotliQuality: z.number().int().min(0).max(11).default(3).describe('Brotli quality on the fly (cheap: 1-4).'),
+        gzipLevel: z.number().int().min(1).max(9).default(1).describe('Gzip level on the fly (cheap: 1-3).'),
+      })
+      .prefault({})
+      .describe('On-the-fly compression of answers the cache does not store (bypass, pass): per request, so a cheap level.'),
   })
   .describe(
     'Compression stored once: brotli and gzip encodings made once per fill (off the hit path) and kept beside the identity body; the cache byte bound counts them.',

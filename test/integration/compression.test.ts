@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process';
 import http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
-import { brotliDecompressSync, gunzipSync, gzipSync } from 'node:zlib';
+import { brotliDecompressSync, createBrotliDecompress, gunzipSync, gzipSync } from 'node:zlib';
 import { writeFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { request } from 'undici';
@@ -221,6 +221,17 @@ describe('compression stored once', () => {
     expect(o.count('/doc')).toBe(2);
   });
 
+  it('never repeats Accept-Encoding in Vary when the origin already varies on it', async () => {
+    const o = await origin();
+    o.route('/v', { headers: { 'content-type': 'text/html', 'cache-control': 'max-age=60', vary: 'accept-encoding, Origin' }, body: PAGE });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    for (const ae of ['br', 'gzip', 'identity']) {
+      const a = await get(`${g.url}/v`, { 'accept-encoding': ae });
+      expect(varyNames(a), ae).toEqual(['accept-encoding', 'origin']);
+      expect(decode(a).equals(PAGE), ae).toBe(true);
+    }
+  });
+
   it('keeps weak ETags weak', async () => {
     const o = await origin();
     o.route('/w', { headers: { 'content-type': 'text/plain', 'cache-control': 'max-age=60', etag: 'W/"w7"' }, body: PAGE });
@@ -296,5 +307,88 @@ describe('compression stored once', () => {
     expect(b.body.equals(PAGE)).toBe(true);
     // What was stored before keeps its encodings until it is refilled.
     expect((await get(`${g.url}/a`, { 'accept-encoding': 'gzip' })).headers['content-encoding']).toBe('gzip');
+  });
+
+  describe('uncached pass-through, on the fly', () => {
+    const uncached = (url: string, extra: Record<string, unknown> = {}) => siteFor([url], { routes: [{ name: 'all', cache: { enabled: false } }], ...extra });
+
+    it('compresses a streamed answer with a cheap level, byte-exact, without Content-Length, with a weak ETag', async () => {
+      const o = await origin();
+      o.route('/live', { headers: { 'content-type': 'text/html', etag: '"s1"', 'accept-ranges': 'bytes' }, body: PAGE });
+      const g = await gateway({ sites: [uncached(o.url)] });
+      for (const coding of ['br', 'gzip'] as const) {
+        const a = await get(`${g.url}/live`, { 'accept-encoding': coding });
+        expect(a.headers['cache-status']).toMatch(/fwd=bypass/);
+        expect(a.headers['content-encoding']).toBe(coding);
+        expect(a.headers['content-length']).toBeUndefined();
+        expect(a.headers['accept-ranges']).toBeUndefined();
+        expect(a.headers['etag']).toBe('W/"s1"');
+        expect(varyNames(a)).toEqual(['accept-encoding']);
+        expect(decode(a).equals(PAGE)).toBe(true);
+        expect(a.body.length).toBeLessThan(PAGE.length / 2);
+      }
+      const plain = await get(`${g.url}/live`);
+      expect(plain.headers['content-encoding']).toBeUndefined();
+      expect(plain.headers['etag']).toBe('"s1"');
+      expect(plain.body.equals(PAGE)).toBe(true);
+      expect(o.count('/live')).toBe(3);
+    });
+
+    it('flushes every chunk: the first part reaches the client before the origin sends the rest', async () => {
+      const o = await origin();
+      let release!: () => void;
+      const released = new Promise<void>((r) => (release = r));
+      o.route('/stream', (_req, res) => {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.write(PAGE.subarray(0, 4000));
+        void released.then(() => res.end(PAGE.subarray(4000)));
+      });
+      const g = await gateway({ sites: [uncached(o.url)] });
+      const decoded: Buffer[] = [];
+      const done = new Promise<Buffer>((resolve, reject) => {
+        http
+          .get(`${g.url}/stream`, { headers: { 'accept-encoding': 'br' }, agent: false }, (res) => {
+            expect(res.headers['content-encoding']).toBe('br');
+            const unbr = createBrotliDecompress();
+            res.pipe(unbr);
+            unbr.on('data', (c: Buffer) => {
+              decoded.push(c);
+              if (Buffer.concat(decoded).length >= 4000) release();
+            });
+            unbr.on('end', () => resolve(Buffer.concat(decoded)));
+            unbr.on('error', reject);
+          })
+          .on('error', reject);
+      });
+      const timeout = new Promise<never>((_r, reject) => setTimeout(() => reject(new Error('first chunk held back')), 5000));
+      expect((await Promise.race([done, timeout])).equals(PAGE)).toBe(true);
+    });
+
+    it('leaves alone HEAD, Range, images, origin-encoded, no-transform and small answers, and obeys passThrough.enabled', async () => {
+      const o = await origin();
+      o.route('/img', { headers: { 'content-type': 'image/jpeg' }, body: PAGE });
+      o.route('/gz', { headers: { 'content-type': 'text/html', 'content-encoding': 'gzip' }, body: gzipSync(PAGE) });
+      o.route('/nt', { headers: { 'content-type': 'text/html', 'cache-control': 'no-transform' }, body: PAGE });
+      o.route('/small', { headers: { 'content-type': 'text/html' }, body: 'tiny' });
+      o.route('/page', { headers: { 'content-type': 'text/html' }, body: PAGE });
+      const g = await gateway({ sites: [uncached(o.url)] });
+      for (const path of ['/img', '/gz', '/nt', '/small']) {
+        const a = await get(`${g.url}${path}`, { 'accept-encoding': 'br, gzip' });
+        expect(a.headers['content-encoding'], path).toBe(path === '/gz' ? 'gzip' : undefined);
+        expect(varyNames(a), path).toEqual([]);
+      }
+      const head = await get(`${g.url}/page`, { 'accept-encoding': 'br' }, 'HEAD');
+      expect(head.headers['content-encoding']).toBeUndefined();
+      const ranged = await get(`${g.url}/page`, { 'accept-encoding': 'br', range: 'bytes=0-9' });
+      expect(ranged.headers['content-encoding']).toBeUndefined();
+      writeFileSync(
+        g.configPath,
+        stringify(withTestDefaults({ reload: { watch: false }, compression: { passThrough: { enabled: false } }, sites: [uncached(o.url)] })),
+      );
+      expect((await g.gw.reload('manual'))?.ok).toBe(true);
+      const off = await get(`${g.url}/page`, { 'accept-encoding': 'br' });
+      expect(off.headers['content-encoding']).toBeUndefined();
+      expect(off.body.equals(PAGE)).toBe(true);
+    });
   });
 });
