@@ -61,7 +61,7 @@ export const METRICS = {
     ['site'],
   ),
   cacheEntries: spec('crowdgate_cache_entries', 'gauge', 'Entries (URLs) in the memory cache.'),
-  cacheBytes: spec('crowdgate_cache_bytes', 'gauge', 'Bytes held by the memory cache (body plus headers).'),
+  cacheBytes: spec('crowdgate_cache_bytes', 'gauge', 'Bytes held by the memory cache (bodies, their stored encodings and headers).'),
   cacheMaxBytes: spec('crowdgate_cache_max_bytes', 'gauge', 'Configured memory cache size (cache.maxBytes).'),
   compressionEncodings: spec(
     'crowdgate_compression_encodings_stored_total',
