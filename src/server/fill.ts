@@ -246,8 +246,8 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
 /**
  * Compression stored once: the brotli and gzip encodings of a new entry's body, made before it
  * is stored (compression config, read from this request's config generation). The fill's own
- * answer and its waiters wait for it: it runs on the threadpool, once per fill, and takes
- * about a millisecond per 20 KB at the default levels, while storing first and adding the
+ * answer and its waiters wait for it: it runs on the threadpool, once per fill (both codings of
+ * a 15 KB page: 3.4 ms on a busy 2-CPU box, 160 ms for 1 MB), while storing first and adding the
  * encodings later would write every entry twice (to Redis too), race a revalidation or purge
  * that replaced it meanwhile, and answer the first crowd of a new page uncompressed.
  */
