@@ -187,7 +187,7 @@ async function main() {
   /** @type {Record<string, Record<string, any>>} */
   const results = {};
   try {
-    for (const name of setups) running.push({ name, ...(await starters[name](origin.url)) });
+    for (const name of setups) running.push({ ...(await starters[name](origin.url)), name });
     for (const s of running) await warm(s.url);
     // Wire bytes per page, and byte-exact bodies.
     for (const s of running) {
