@@ -291,6 +291,17 @@ export function encodedETag(etag: string, coding: StoredCoding): string | undefi
   return `${weak ? 'W/' : ''}"${inner}-${coding}"`;
 }
 
+/**
+ * Header fields that describe the identity bytes, left off an encoded answer: ranges are served
+ * from the identity body only, and a digest of the identity bytes is wrong for encoded ones.
+ */
+export const IDENTITY_ONLY_FIELDS: ReadonlySet<string> = new Set(['accept-ranges', 'content-md5', 'content-digest', 'repr-digest', 'digest']);
+
+/** True when the request's Cache-Control says `no-transform` (RFC 9111 §5.2.1.6): send identity. */
+export function requestForbidsTransform(cacheControl: string | string[] | undefined): boolean {
+  return cacheControl !== undefined && parseCacheControl(cacheControl).has('no-transform');
+}
+
 /** Vary with `Accept-Encoding` added once (case-insensitive), kept as the origin wrote the rest. */
 export function varyWithAcceptEncoding(vary: string | string[] | undefined): string {
   const text = vary === undefined ? '' : Array.isArray(vary) ? vary.join(', ') : vary;

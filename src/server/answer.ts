@@ -5,7 +5,7 @@
  */
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { CacheEntry } from '../cache/entry.js';
-import { chooseCoding } from '../cache/content-coding.js';
+import { chooseCoding, requestForbidsTransform } from '../cache/content-coding.js';
 import type { EntryEvaluation } from '../cache/policy.js';
 import { isNotModifiedForClient } from '../cache/revalidation.js';
 import type { ErrorCode } from '../errors.js';
@@ -47,8 +47,11 @@ export function serveEntry(
   const cacheStatus = formatCacheStatus(facts);
   const h = ctx.req.headers;
   // The stored encoding this client accepts best; a Range request gets the identity body (its
-  // ranges are of the identity bytes).
-  const coding = entry.encodings === undefined || h.range !== undefined ? undefined : chooseCoding(h['accept-encoding'], entry.encodings);
+  // ranges are of the identity bytes), and so does a request that says no-transform.
+  const coding =
+    entry.encodings === undefined || h.range !== undefined || requestForbidsTransform(h['cache-control'])
+      ? undefined
+      : chooseCoding(h['accept-encoding'], entry.encodings);
   const notModified =
     (h['if-none-match'] !== undefined || h['if-modified-since'] !== undefined) &&
     isNotModifiedForClient(entry, { method: ctx.method, url: ctx.url, headers: h }, coding);

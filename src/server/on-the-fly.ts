@@ -10,7 +10,7 @@
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { Transform } from 'node:stream';
 import { constants as zc, createBrotliCompress, createGzip } from 'node:zlib';
-import { chooseCoding, isTextual, varyWithAcceptEncoding, whyNotCompressed, type EntryEncodings } from '../cache/content-coding.js';
+import { chooseCoding, IDENTITY_ONLY_FIELDS, isTextual, requestForbidsTransform, varyWithAcceptEncoding, whyNotCompressed, type EntryEncodings } from '../cache/content-coding.js';
 import type { CompressionConfig } from '../config/schema.js';
 
 /** Both codings "available": on the fly, crowdgate can make either. */
@@ -24,21 +24,21 @@ function single(v: OutgoingHttpHeaders[string]): string | undefined {
 
 /**
  * For a pass-through answer about to be sent: when it should be compressed, rewrites `head`
- * (Content-Encoding set, Content-Length and Accept-Ranges removed, Accept-Encoding added to Vary,
+ * (Content-Encoding set, Content-Length, Accept-Ranges and digests removed, Accept-Encoding added to Vary,
  * a strong ETag made weak as nginx does: the bytes now depend on how the stream was chunked)
  * and returns the compressor to pipe the body through; otherwise undefined and `head` untouched.
- * Only a GET answered 200, with no Content-Encoding, a compressible type, no `no-transform`,
- * and a declared length (if any) of at least `minBytes`.
+ * Only a GET answered 200, with no Content-Encoding, a compressible type, no `no-transform` (in
+ * the answer or the request), no Range, and a declared length (if any) of at least `minBytes`.
  */
 export function makeOnTheFlyEncoder(
   opts: CompressionConfig,
   method: string,
-  request: { acceptEncoding: string | string[] | undefined; range: string | undefined },
+  request: { acceptEncoding: string | string[] | undefined; range: string | undefined; cacheControl: string | string[] | undefined },
   status: number,
   head: OutgoingHttpHeaders,
 ): Transform | undefined {
   const fly = opts.passThrough;
-  if (!opts.enabled || !fly.enabled || method !== 'GET' || request.range !== undefined) return undefined;
+  if (!opts.enabled || !fly.enabled || method !== 'GET' || request.range !== undefined || requestForbidsTransform(request.cacheControl)) return undefined;
   const coding = chooseCoding(request.acceptEncoding, ANY);
   if (coding === undefined) return undefined;
   const headers: Record<string, string | undefined> = {
@@ -53,7 +53,7 @@ export function makeOnTheFlyEncoder(
   if (!Number.isFinite(length) || whyNotCompressed(status, headers, length, opts) !== undefined) return undefined;
 
   delete head['content-length'];
-  delete head['accept-ranges'];
+  for (const name of IDENTITY_ONLY_FIELDS) delete head[name];
   head['content-encoding'] = coding;
   head['vary'] = varyWithAcceptEncoding(single(head['vary']));
   const etag = single(head['etag']);

@@ -75,7 +75,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
               return headers;
             },
             encodeBody: (status, head) =>
-              makeOnTheFlyEncoder(rt.config.compression, ctx.method, { acceptEncoding: req.headers['accept-encoding'], range: req.headers.range }, status, head),
+              makeOnTheFlyEncoder(rt.config.compression, ctx.method, { acceptEncoding: req.headers['accept-encoding'], range: req.headers.range, cacheControl: req.headers['cache-control'] }, status, head),
           });
       } finally {
         lease.finish(

@@ -5,7 +5,7 @@
  */
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { CacheEntry } from '../cache/entry.js';
-import { chooseCoding, encodedETag, varyWithAcceptEncoding, type StoredCoding } from '../cache/content-coding.js';
+import { chooseCoding, encodedETag, IDENTITY_ONLY_FIELDS, varyWithAcceptEncoding, type StoredCoding } from '../cache/content-coding.js';
 import { ERRORS, makeErrorBody, type ErrorCode } from '../errors.js';
 import type { CacheState } from '../outcome.js';
 import { VIA_VALUE, appendVia } from './headers.js';
@@ -140,7 +140,8 @@ function prepare(entry: CacheEntry, coding: StoredCoding | undefined): PreparedE
  * The head of an answer from `entry` in `coding`. An entry with stored encodings answers every
  * coding (identity included) with `Vary: Accept-Encoding` merged into the origin's Vary; an
  * encoded answer carries its Content-Encoding, its own Content-Length and the encoding's ETag
- * (content-coding.ts encodedETag); Last-Modified stays the origin's.
+ * (content-coding.ts encodedETag), and none of the fields that describe the identity bytes
+ * (Accept-Ranges, digests: IDENTITY_ONLY_FIELDS); Last-Modified stays the origin's.
  */
 function makePrepared(entry: CacheEntry, coding: StoredCoding | undefined): PreparedEntry {
   const encoded = coding === undefined ? undefined : entry.encodings?.[coding];
@@ -156,7 +157,7 @@ function makePrepared(entry: CacheEntry, coding: StoredCoding | undefined): Prep
       if (tag !== undefined) headers['etag'] = tag;
       continue;
     }
-    if (name === 'content-encoding' && effective !== undefined) continue;
+    if (effective !== undefined && (name === 'content-encoding' || IDENTITY_ONLY_FIELDS.has(name))) continue;
     headers[name] = value;
   }
   if (varies) headers['vary'] = varyWithAcceptEncoding(entry.headers['vary']);

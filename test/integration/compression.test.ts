@@ -232,6 +232,26 @@ describe('compression stored once', () => {
     }
   });
 
+  it('leaves identity-only fields off encoded answers, and sends identity to a request that says no-transform', async () => {
+    const o = await origin();
+    const digest = 'sha-256=:' + Buffer.alloc(32, 1).toString('base64') + ':';
+    o.route('/d', {
+      headers: { 'content-type': 'text/html', 'cache-control': 'max-age=60', 'accept-ranges': 'bytes', 'content-digest': digest, 'repr-digest': digest },
+      body: PAGE,
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const br = await get(`${g.url}/d`, { 'accept-encoding': 'br' });
+    expect(br.headers['content-encoding']).toBe('br');
+    for (const name of ['accept-ranges', 'content-digest', 'repr-digest']) expect(br.headers[name], name).toBeUndefined();
+    const identity = await get(`${g.url}/d`);
+    expect(identity.headers['accept-ranges']).toBe('bytes');
+    expect(identity.headers['content-digest']).toBe(digest);
+    const noTransform = await get(`${g.url}/d`, { 'accept-encoding': 'br', 'cache-control': 'no-transform' });
+    expect(noTransform.headers['content-encoding']).toBeUndefined();
+    expect(noTransform.body.equals(PAGE)).toBe(true);
+    expect(o.count('/d')).toBe(1);
+  });
+
   it('keeps weak ETags weak', async () => {
     const o = await origin();
     o.route('/w', { headers: { 'content-type': 'text/plain', 'cache-control': 'max-age=60', etag: 'W/"w7"' }, body: PAGE });
@@ -381,6 +401,9 @@ describe('compression stored once', () => {
       expect(head.headers['content-encoding']).toBeUndefined();
       const ranged = await get(`${g.url}/page`, { 'accept-encoding': 'br', range: 'bytes=0-9' });
       expect(ranged.headers['content-encoding']).toBeUndefined();
+      const noTransform = await get(`${g.url}/page`, { 'accept-encoding': 'br', 'cache-control': 'no-transform' });
+      expect(noTransform.headers['content-encoding']).toBeUndefined();
+      expect(noTransform.body.equals(PAGE)).toBe(true);
       writeFileSync(
         g.configPath,
         stringify(withTestDefaults({ reload: { watch: false }, compression: { passThrough: { enabled: false } }, sites: [uncached(o.url)] })),
