@@ -15,6 +15,7 @@ import { selectVariant, collapseKeyOf, type FillResult, type Ctx, type Lookup } 
 import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders } from './fill-headers.js';
 import type { CollapseKey } from '../cache/cache-key.js';
 import { forward } from './pass-through.js';
+import { compressBuffered, onTheFlyRequestOf } from './on-the-fly.js';
 import { originFailure, hasStaleOnFailure, hasOtherMember, refusedFill, serveFailed, serveStaleOr } from './stale.js';
 
 export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): Promise<void> {
@@ -98,11 +99,11 @@ export function serveFillResult(ctx: Ctx, lookup: Lookup, result: FillResult, co
     }
     case 'uncacheable': {
       ctx.state = 'pass';
-      return writeBuffered(ctx, result.status, result.headers, result.body, {
-        state: 'pass',
-        fwdStatus: result.fwdStatus,
-        detail: `pass ${result.reason}`,
-      });
+      const facts = { state: 'pass', fwdStatus: result.fwdStatus, detail: `pass ${result.reason}` } as const;
+      // Not stored, so compressed for this answer alone, at the on-the-fly level.
+      const compressing = compressBuffered(ctx.rt.config.compression, ctx.method, onTheFlyRequestOf(ctx.req.headers), result.status, result.headers, result.body);
+      if (compressing === undefined) return writeBuffered(ctx, result.status, result.headers, result.body, facts);
+      return compressing.then((c) => writeBuffered(ctx, result.status, c?.head ?? result.headers, c?.body ?? result.body, facts));
     }
     case 'origin_error': {
       return serveStaleOr(ctx, lookup, 'error', () => {

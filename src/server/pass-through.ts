@@ -12,7 +12,7 @@ import type { ForwardOutcome } from '../origin/forward.js';
 import type { OriginMember } from '../origin/pool.js';
 import { appendVia, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { formatCacheStatus } from './respond.js';
-import { makeOnTheFlyEncoder } from './on-the-fly.js';
+import { makeOnTheFlyEncoder, onTheFlyRequestOf } from './on-the-fly.js';
 import { shed, fail } from './answer.js';
 import { authorityOf, type Ctx, type Lookup } from './context.js';
 import { stripTargeted } from './fill-headers.js';
@@ -75,7 +75,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
               return headers;
             },
             encodeBody: (status, head) =>
-              makeOnTheFlyEncoder(rt.config.compression, ctx.method, { acceptEncoding: req.headers['accept-encoding'], range: req.headers.range, cacheControl: req.headers['cache-control'] }, status, head),
+              makeOnTheFlyEncoder(rt.config.compression, ctx.method, onTheFlyRequestOf(req.headers), status, head),
           });
       } finally {
         lease.finish(

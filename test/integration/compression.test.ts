@@ -354,6 +354,24 @@ describe('compression stored once', () => {
       expect(o.count('/live')).toBe(3);
     });
 
+    it('compresses a fill whose answer was not storable, and the passes after it', async () => {
+      const o = await origin();
+      o.route('/dyn', { headers: { 'content-type': 'text/html', 'cache-control': 'no-store', etag: '"n1"' }, body: PAGE });
+      const g = await gateway({ sites: [siteFor([o.url])] });
+      const first = await get(`${g.url}/dyn`, { 'accept-encoding': 'gzip, br' });
+      expect(first.headers['cache-status']).toMatch(/fwd=miss.*detail="pass/);
+      const second = await get(`${g.url}/dyn`, { 'accept-encoding': 'gzip' });
+      expect(second.headers['cache-status']).toMatch(/detail="pass/);
+      for (const [a, coding] of [[first, 'br'], [second, 'gzip']] as const) {
+        expect(a.headers['content-encoding']).toBe(coding);
+        expect(a.headers['etag']).toBe('W/"n1"');
+        expect(varyNames(a)).toEqual(['accept-encoding']);
+        expect(decode(a).equals(PAGE)).toBe(true);
+      }
+      expect(Number(first.headers['content-length'])).toBe(first.body.length);
+      expect(o.count('/dyn')).toBe(2);
+    });
+
     it('flushes every chunk: the first part reaches the client before the origin sends the rest', async () => {
       const o = await origin();
       let release!: () => void;
