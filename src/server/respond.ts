@@ -115,24 +115,30 @@ interface PreparedEntry {
   hitTtl: number;
 }
 
-/** An entry's prepared answers: identity, br, gzip (the last two only when stored). */
+/** An entry's prepared encoded answers (only for codings it stores). */
 interface PreparedCodings {
-  identity?: PreparedEntry;
   br?: PreparedEntry;
   gzip?: PreparedEntry;
 }
 
 /**
  * Entries are never mutated (a 304 merge or a purge makes a new one), so what every answer from
- * an entry shares is built once per coding and a hit only appends what differs per request.
+ * an entry shares is built once per coding and a hit only appends what differs per request. The
+ * identity answer has its own map, so a hit on an entry without encodings does what it did
+ * before encodings existed: one WeakMap lookup.
  */
-const prepared = new WeakMap<CacheEntry, PreparedCodings>();
+const prepared = new WeakMap<CacheEntry, PreparedEntry>();
+const preparedEncoded = new WeakMap<CacheEntry, PreparedCodings>();
 function prepare(entry: CacheEntry, coding: StoredCoding | undefined): PreparedEntry {
-  let codings = prepared.get(entry);
-  if (codings === undefined) prepared.set(entry, (codings = {}));
-  const slot = coding ?? 'identity';
-  let p = codings[slot];
-  if (p === undefined) codings[slot] = p = makePrepared(entry, coding);
+  if (coding === undefined) {
+    let p = prepared.get(entry);
+    if (p === undefined) prepared.set(entry, (p = makePrepared(entry, undefined)));
+    return p;
+  }
+  let codings = preparedEncoded.get(entry);
+  if (codings === undefined) preparedEncoded.set(entry, (codings = {}));
+  let p = codings[coding];
+  if (p === undefined) codings[coding] = p = makePrepared(entry, coding);
   return p;
 }
 
