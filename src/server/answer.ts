@@ -47,9 +47,10 @@ export function serveEntry(
   const cacheStatus = formatCacheStatus(facts);
   const h = ctx.req.headers;
   // The stored encoding this client accepts best; a Range request gets the identity body (its
-  // ranges are of the identity bytes), and so does a request that says no-transform.
+  // ranges are of the identity bytes), and so does a request that says no-transform, and every
+  // request while compression is disabled (encodings stored before stay until refilled).
   const coding =
-    entry.encodings === undefined || h.range !== undefined || requestForbidsTransform(h['cache-control'])
+    entry.encodings === undefined || !ctx.rt.config.compression.enabled || h.range !== undefined || requestForbidsTransform(h['cache-control'])
       ? undefined
       : chooseCoding(h['accept-encoding'], entry.encodings);
   const notModified =

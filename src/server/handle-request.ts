@@ -140,7 +140,7 @@ function answerMemoHit(
     Math.floor(currentAgeMsOf(entry, now) / 1000),
     ttlSecondsOf(entry, now),
     requestId,
-    req.headers['accept-encoding'],
+    rt.config.compression.enabled ? req.headers['accept-encoding'] : undefined, // disabled: identity, live
   );
   if (rt.config.log.access) {
     // The access log wants the whole context; build it only then.

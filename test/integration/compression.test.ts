@@ -314,7 +314,7 @@ describe('compression stored once', () => {
     expect(o.count('/c')).toBe(1);
   });
 
-  it('follows compression config on reload: disabled stores identity only', async () => {
+  it('follows compression config on reload: disabled stores identity only and answers identity', async () => {
     const o = await origin();
     o.route('/a', { headers: { 'content-type': 'text/html', 'cache-control': 'max-age=60' }, body: PAGE });
     o.route('/b', { headers: { 'content-type': 'text/html', 'cache-control': 'max-age=60' }, body: PAGE });
@@ -325,8 +325,19 @@ describe('compression stored once', () => {
     const b = await get(`${g.url}/b`, { 'accept-encoding': 'br' });
     expect(b.headers['content-encoding']).toBeUndefined();
     expect(b.body.equals(PAGE)).toBe(true);
-    // What was stored before keeps its encodings until it is refilled.
+    // What was stored before keeps its encodings until it is refilled, but answers identity,
+    // on the hit fast path and the slow path alike.
+    for (let i = 0; i < 3; i++) {
+      const a = await get(`${g.url}/a`, { 'accept-encoding': 'gzip' }); // the reload emptied the memo: slow path, then memo hits
+      expect(a.headers['content-encoding']).toBeUndefined();
+      expect(a.body.equals(PAGE)).toBe(true);
+    }
+    expect((await get(`${g.url}/a`, { 'accept-encoding': 'gzip', 'if-none-match': '"x"' })).headers['content-encoding']).toBeUndefined();
+    // Enabled again: the stored encodings answer at once, no refill.
+    writeFileSync(g.configPath, stringify(withTestDefaults({ reload: { watch: false }, sites: [siteFor([o.url])] })));
+    expect((await g.gw.reload('manual'))?.ok).toBe(true);
     expect((await get(`${g.url}/a`, { 'accept-encoding': 'gzip' })).headers['content-encoding']).toBe('gzip');
+    expect(o.count('/a')).toBe(1);
   });
 
   describe('uncached pass-through, on the fly', () => {
