@@ -572,7 +572,9 @@ export const compressionSchema = z
     enabled: z
       .boolean()
       .default(true)
-      .describe('Store brotli and gzip encodings of compressible responses at fill time and send each client the best one it accepts.'),
+      .describe(
+        'Store brotli and gzip encodings of compressible responses at fill time and send each client the best one it accepts; false also answers identity at once from encodings already stored.',
+      ),
     types: z
       .array(z.string().regex(TYPE_PATTERN_RE, 'must be a media type: type/subtype, type/* or type/*+suffix'))
       .default([...DEFAULT_COMPRESSIBLE_TYPES])
