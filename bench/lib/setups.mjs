@@ -193,7 +193,8 @@ export function relaunchForOneCpu() {
  * revalidation, keep-alive to the origin. One worker process (the gateway is one process too).
  * Open-source nginx has no queue in front of an upstream (max_conns without `queue` just fails
  * with 502), so no origin concurrency limit is set.
- * @param {{ originUrl: string, label?: string, cpu?: string }} opts
+ * @param {{ originUrl: string, label?: string, cpu?: string, httpExtra?: string }} opts
+ *   httpExtra: directives added to the http block (e.g. `gzip on;`, the compression bench)
  * @returns {Promise<Running>}
  */
 export async function startNginx(opts) {
@@ -237,6 +238,7 @@ http {
       add_header X-Cache-Status $upstream_cache_status always;
     }
   }
+${opts.httpExtra ?? ''}
 }
 `;
   mkdirSync(join(BENCH_DIR, 'nginx'), { recursive: true });

@@ -16,19 +16,31 @@
  *     body                    raw bytes (never base64: binary bodies cost nothing extra)
  *   }
  *
+ * Version 2 (written when a variant carries stored encodings, content-coding.ts) is version 1
+ * with, after each body:
+ *
+ *     encodingCount           u8
+ *     encodingCount × { nameLength u8, name (ASCII coding: br, gzip), length u32, raw bytes }
+ *
+ * A record without encodings is still written as version 1, so instances that predate version
+ * 2 keep reading it; both versions decode.
+ *
  * Decoding never throws: an unknown magic or version, a truncated buffer, trailing bytes or a
  * field of the wrong type yields `undefined`, which every caller treats as a miss. A new layout
- * gets a new version byte; old versions decode to `undefined` and simply refill.
+ * gets a new version byte; unknown versions decode to `undefined` and simply refill.
  */
 import type { CacheEntry, StoredHeaders } from './entry.js';
+import { STORED_CODINGS, type EntryEncodings, type StoredCoding } from './content-coding.js';
 
-export const CODEC_VERSION = 1;
+/** The newest layout written (version 1 is still written for records without encodings). */
+export const CODEC_VERSION = 2;
+const V1 = 1;
 const MAGIC_0 = 0x43; // 'C'
 const MAGIC_1 = 0x47; // 'G'
 const PREAMBLE_BYTES = 5; // magic (2) + version (1) + count (2)
 const MAX_VARIANTS = 0xffff;
 
-type EntryMeta = Omit<CacheEntry, 'body'>;
+type EntryMeta = Omit<CacheEntry, 'body' | 'encodings'>;
 
 /** Encode one record: all variants stored under one primary key. */
 export function encodeEntries(entries: readonly CacheEntry[]): Buffer {
@@ -37,7 +49,8 @@ export function encodeEntries(entries: readonly CacheEntry[]): Buffer {
   const preamble = Buffer.alloc(PREAMBLE_BYTES);
   preamble[0] = MAGIC_0;
   preamble[1] = MAGIC_1;
-  preamble[2] = CODEC_VERSION;
+  const version = entries.some((e) => e.encodings !== undefined) ? CODEC_VERSION : V1;
+  preamble[2] = version;
   preamble.writeUInt16BE(entries.length, 3);
   parts.push(preamble);
   for (const entry of entries) {
@@ -47,16 +60,28 @@ export function encodeEntries(entries: readonly CacheEntry[]): Buffer {
     const bodyLength = Buffer.alloc(4);
     bodyLength.writeUInt32BE(entry.body.length, 0);
     parts.push(metaLength, meta, bodyLength, entry.body);
+    if (version === V1) continue;
+    const codings = STORED_CODINGS.filter((c) => entry.encodings?.[c] !== undefined);
+    parts.push(Buffer.from([codings.length]));
+    for (const coding of codings) {
+      const bytes = entry.encodings![coding]!;
+      const head = Buffer.alloc(1 + coding.length + 4);
+      head[0] = coding.length;
+      head.write(coding, 1, 'latin1');
+      head.writeUInt32BE(bytes.length, 1 + coding.length);
+      parts.push(head, bytes);
+    }
   }
   return Buffer.concat(parts);
 }
 
-/** Decode a record; `undefined` for anything that is not a valid version-1 record. */
+/** Decode a record; `undefined` for anything that is not a valid version-1 or version-2 record. */
 export function decodeEntries(bytes: Uint8Array): CacheEntry[] | undefined {
   try {
     const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     if (buf.length < PREAMBLE_BYTES) return undefined;
-    if (buf[0] !== MAGIC_0 || buf[1] !== MAGIC_1 || buf[2] !== CODEC_VERSION) return undefined;
+    const version = buf[2];
+    if (buf[0] !== MAGIC_0 || buf[1] !== MAGIC_1 || (version !== V1 && version !== CODEC_VERSION)) return undefined;
     const count = buf.readUInt16BE(3);
     const entries: CacheEntry[] = [];
     let at = PREAMBLE_BYTES;
@@ -74,7 +99,27 @@ export function decodeEntries(bytes: Uint8Array): CacheEntry[] | undefined {
       const body = Buffer.from(buf.subarray(at, at + bodyLength));
       at += bodyLength;
       if (!isEntryMeta(meta)) return undefined;
-      entries.push(entryOf(meta, body));
+      const entry = entryOf(meta, body);
+      if (version === CODEC_VERSION) {
+        if (at + 1 > buf.length) return undefined;
+        const encodingCount = buf[at++]!;
+        let encodings: EntryEncodings | undefined;
+        for (let j = 0; j < encodingCount; j++) {
+          if (at + 1 > buf.length) return undefined;
+          const nameLength = buf[at++]!;
+          if (at + nameLength + 4 > buf.length) return undefined;
+          const name = buf.toString('latin1', at, at + nameLength);
+          at += nameLength;
+          const length = buf.readUInt32BE(at);
+          at += 4;
+          if (at + length > buf.length) return undefined;
+          if (!(STORED_CODINGS as readonly string[]).includes(name)) return undefined;
+          (encodings ??= {})[name as StoredCoding] = Buffer.from(buf.subarray(at, at + length));
+          at += length;
+        }
+        if (encodings !== undefined) entry.encodings = encodings;
+      }
+      entries.push(entry);
     }
     if (at !== buf.length) return undefined; // trailing bytes: not something we wrote
     return entries;

@@ -4,6 +4,8 @@
  * stores/ keep it. Times are epoch milliseconds, durations carry `Ms`.
  */
 
+import { encodedBytesOf, type EntryEncodings } from './content-coding.js';
+
 /** Stored response headers: lowercase names; `set-cookie` may repeat (array). */
 export type StoredHeaders = Record<string, string | string[]>;
 
@@ -21,6 +23,12 @@ export interface CacheEntry {
   /** Hop-by-hop, CDN-Cache-Control and the targeted header already removed; no Age. */
   headers: StoredHeaders;
   body: Buffer;
+  /**
+   * Compression stored once (content-coding.ts): brotli and gzip encodings of `body`, made at
+   * fill time; absent when none is stored. `headers` stay the origin's (identity) headers; the
+   * answer's Content-Encoding, Content-Length, ETag and Vary are derived when it is sent.
+   */
+  encodings?: EntryEncodings;
   /** RFC 9111 §4.2.3 request_time: when the origin request was sent. */
   requestTime: number;
   /** RFC 9111 §4.2.3 response_time: when the response was received. */
@@ -56,8 +64,19 @@ export function currentAgeMsOf(entry: CacheEntry, now: number): number {
   return entry.initialAgeMs + Math.max(0, now - entry.responseTime);
 }
 
-/** Approximate memory footprint in bytes: body plus header text plus fixed overhead. */
+/**
+ * Approximate memory footprint in bytes: body, every stored encoding, header text and fixed
+ * overhead. The cache's byte bound (cache.maxBytes) counts this.
+ */
 export function entrySizeOf(entry: CacheEntry): number {
+  return identitySizeOf(entry) + encodedBytesOf(entry.encodings);
+}
+
+/**
+ * entrySizeOf() without the stored encodings: what cache.maxObjectBytes bounds (the object as
+ * the origin sent it), so compressing an object never makes it too large to store.
+ */
+export function identitySizeOf(entry: CacheEntry): number {
   let size = entry.body.length + entry.key.length + entry.variantKey.length + 256;
   for (const [name, value] of Object.entries(entry.headers)) {
     if (Array.isArray(value)) for (const v of value) size += name.length + v.length + 4;

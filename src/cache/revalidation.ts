@@ -6,6 +6,7 @@
  */
 import { SAFE_METHODS } from '../http/facts.js';
 import type { CacheEntry, StoredHeaders } from './entry.js';
+import { encodedETag, hasNoTransform, type StoredCoding } from './content-coding.js';
 import { headerValue, parseHttpDate, type HeaderMap } from './cache-control.js';
 import { parseUrlPath, parseVary } from './cache-key.js';
 import { decideStorage, makeStoredHeaders, type PolicyOptions, type RequestFacts, type ResponseFacts } from './policy.js';
@@ -143,7 +144,10 @@ export function mergeNotModified(
     now,
   );
   if (!decision.store) return undefined;
-  return { ...decision.entry, key: entry.key, variantKey: entry.variantKey, body: entry.body };
+  const updated: CacheEntry = { ...decision.entry, key: entry.key, variantKey: entry.variantKey, body: entry.body };
+  // The body is unchanged, and so are its stored encodings, unless the 304 now forbids transforms.
+  if (entry.encodings !== undefined && !hasNoTransform(updated.headers)) updated.encodings = entry.encodings;
+  return updated;
 }
 
 /**
@@ -151,8 +155,13 @@ export function mergeNotModified(
  * If-None-Match (weak comparison, `*`, lists; RFC 9110 §13.1.2) decides when present; otherwise
  * If-Modified-Since ≥ Last-Modified (§13.1.3), falling back to the stored Date or receipt time
  * when there is no Last-Modified (RFC 9111 §4.3.2). Only GET/HEAD of a stored 200.
+ *
+ * `coding` is the stored encoding the answer would carry (content-coding.ts): then the
+ * encoding's own ETag (`"abc-br"`) matches, and so does the origin's (`"abc"`): the client
+ * holds the same content in another coding, and the 304 hands it the encoding's ETag. The
+ * ETag of another encoding (`"abc-gzip"` for a br answer) does not match.
  */
-export function isNotModifiedForClient(entry: CacheEntry, req: RequestFacts): boolean {
+export function isNotModifiedForClient(entry: CacheEntry, req: RequestFacts, coding?: StoredCoding): boolean {
   const method = req.method.toUpperCase();
   if ((method !== 'GET' && method !== 'HEAD') || entry.status !== 200) return false;
   const inm = headerValue(req.headers, 'if-none-match');
@@ -160,7 +169,9 @@ export function isNotModifiedForClient(entry: CacheEntry, req: RequestFacts): bo
     const tags = splitEntityTags(inm);
     if (tags.includes('*')) return true;
     const stored = storedValue(entry.headers, 'etag');
-    return stored !== undefined && tags.some((t) => weakMatch(t, stored));
+    if (stored === undefined) return false;
+    const encoded = coding === undefined ? undefined : encodedETag(stored, coding);
+    return tags.some((t) => weakMatch(t, stored) || (encoded !== undefined && weakMatch(t, encoded)));
   }
   const imsRaw = req.headers['if-modified-since'];
   if (imsRaw === undefined || Array.isArray(imsRaw)) return false; // §13.1.3: more than one member -> ignore

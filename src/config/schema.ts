@@ -8,6 +8,7 @@ import { isIP } from 'node:net';
  * snapshot (source.ts).
  */
 import { z } from 'zod';
+import { DEFAULT_COMPRESSIBLE_TYPES, TYPE_PATTERN_RE } from '../cache/content-coding.js';
 
 const port = z.number().int().min(0).max(65535);
 const positiveMs = (what: string) => z.number().int().positive().describe(what);
@@ -632,6 +633,48 @@ export const purgeSchema = z
     'The HTTP PURGE method on the public listener, as Varnish and Squid answer it (MediaWiki, WordPress cache plugins): answered by the gateway, never forwarded; 200 when something was purged, 404 when nothing was stored, 405 from other addresses.',
   );
 
+export const compressionSchema = z
+  .strictObject({
+    enabled: z
+      .boolean()
+      .default(true)
+      .describe(
+        'Store brotli and gzip encodings of compressible responses at fill time and send each client the best one it accepts; false also answers identity at once from encodings already stored.',
+      ),
+    types: z
+      .array(z.string().regex(TYPE_PATTERN_RE, 'must be a media type: type/subtype, type/* or type/*+suffix'))
+      .default([...DEFAULT_COMPRESSIBLE_TYPES])
+      .describe('Media types compressed: type/subtype, type/* (any subtype) or type/*+suffix (e.g. application/*+json). text/event-stream never is.'),
+    minBytes: z
+      .number()
+      .int()
+      .min(0)
+      .default(1024)
+      .describe('Bodies smaller than this (bytes) are stored identity only.'),
+    minSavingsRatio: z
+      .number()
+      .min(0)
+      .max(0.9)
+      .default(0.1)
+      .describe('An encoding is stored only if it saves at least this share of the identity bytes (0.1 = 10 %).'),
+    brotliQuality: z.number().int().min(0).max(11).default(5).describe('Brotli quality for stored encodings (0-11).'),
+    gzipLevel: z.number().int().min(1).max(9).default(6).describe('Gzip level for stored encodings (1-9).'),
+    passThrough: z
+      .strictObject({
+        enabled: z
+          .boolean()
+          .default(true)
+          .describe('Compress uncached pass-through GET answers (200, compressible type) while they stream, when the client accepts it.'),
+        brotliQuality: z.number().int().min(0).max(11).default(3).describe('Brotli quality on the fly (cheap: 1-4).'),
+        gzipLevel: z.number().int().min(1).max(9).default(1).describe('Gzip level on the fly (cheap: 1-3).'),
+      })
+      .prefault({})
+      .describe('On-the-fly compression of answers the cache does not store (bypass, pass): per request, so a cheap level.'),
+  })
+  .describe(
+    'Compression stored once: brotli and gzip encodings made once per fill (off the hit path) and kept beside the identity body; the cache byte bound counts them.',
+  );
+
 export const gatewayConfigSchema = z
   .strictObject({
     listen: listenSchema.prefault({}),
@@ -647,6 +690,7 @@ export const gatewayConfigSchema = z
       .describe('Addresses or CIDRs whose X-Forwarded-For is believed.'),
     cache: cacheSchema.prefault({}),
     purge: purgeSchema.prefault({}),
+    compression: compressionSchema.prefault({}),
     admission: admissionSchema.prefault({}),
     redis: redisSchema.optional(),
     sites: z.array(siteSchema).min(1).describe('The sites served.'),
@@ -723,6 +767,7 @@ export type PressureConfig = AdmissionConfig['pressure'];
 export type TlsConfig = GatewayConfig['tls'];
 export type SiteTlsConfig = NonNullable<SiteConfig['tls']>;
 export type RedisConfig = NonNullable<GatewayConfig['redis']>;
+export type CompressionConfig = GatewayConfig['compression'];
 
 /** Keys that only take effect at startup; everything else applies on reload. */
 export const RESTART_KEYS = ['listen', 'admin.host', 'admin.port', 'tls.host', 'tls.port', 'tls.http2', 'limits.maxHeaderBytes', 'redis'] as const;

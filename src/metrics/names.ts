@@ -61,8 +61,26 @@ export const METRICS = {
     ['site'],
   ),
   cacheEntries: spec('crowdgate_cache_entries', 'gauge', 'Entries (URLs) in the memory cache.'),
-  cacheBytes: spec('crowdgate_cache_bytes', 'gauge', 'Bytes held by the memory cache (body plus headers).'),
+  cacheBytes: spec('crowdgate_cache_bytes', 'gauge', 'Bytes held by the memory cache (bodies, their stored encodings and headers).'),
   cacheMaxBytes: spec('crowdgate_cache_max_bytes', 'gauge', 'Configured memory cache size (cache.maxBytes).'),
+  compressionEncodings: spec(
+    'crowdgate_compression_encodings_stored_total',
+    'counter',
+    'Encodings made at fill time and stored beside the identity body, by coding (br, gzip).',
+    ['coding'],
+  ),
+  compressionSavedBytes: spec(
+    'crowdgate_compression_saved_bytes_total',
+    'counter',
+    'Bytes an encoding saves against the identity body, summed over the encodings stored, by coding.',
+    ['coding'],
+  ),
+  compressionSkipped: spec(
+    'crowdgate_compression_skipped_total',
+    'counter',
+    'Stored 200 responses of a compressible type kept identity only, by why (small, no_transform, encoded, no_savings).',
+    ['reason'],
+  ),
   cacheEvictions: spec('crowdgate_cache_evictions_total', 'counter', 'Entries evicted from the memory cache for space.'),
   storeOperations: spec(
     'crowdgate_store_operations_total',

@@ -16,7 +16,7 @@
 import httpProxy from 'http-proxy';
 import type { Agent, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
+import type { Duplex, Transform } from 'node:stream';
 import type { FetchFailure } from './fetch.js';
 import { copyEndToEnd } from '../server/headers.js';
 
@@ -53,6 +53,12 @@ export interface ForwardCall {
    * upstream request is aborted and the call settles as `body_too_large`.
    */
   maxBodyBytes?: number;
+  /**
+   * Called after onHead with the head about to be sent: a stream to pass the body through
+   * (on-the-fly compression, server/on-the-fly.ts), which may have rewritten the head; undefined
+   * to stream the body as it comes.
+   */
+  encodeBody?(status: number, head: OutgoingHttpHeaders): Transform | undefined;
 }
 
 interface CallState {
@@ -171,6 +177,7 @@ export class Forwarder {
       state.settle({ kind: 'client_gone' });
       return;
     }
+    const encoder = state.call.encodeBody?.(status, head);
     res.writeHead(status, head);
     const headAt = this.now();
     const idle = setTimeout(() => {
@@ -190,7 +197,17 @@ export class Forwarder {
     proxyRes.on('end', () => {
       state.settle({ kind: 'ok', status, headAt });
     });
-    proxyRes.pipe(res);
+    if (encoder === undefined) {
+      proxyRes.pipe(res);
+      return;
+    }
+    // A compressor failing (it should not) cuts this one answer; a client leaving frees it.
+    encoder.on('error', () => {
+      proxyRes.destroy();
+      res.destroy();
+    });
+    res.once('close', () => encoder.destroy());
+    proxyRes.pipe(encoder).pipe(res);
   }
 
   /** Tunnels a WebSocket upgrade. Resolves when the tunnel closes. */

@@ -5,6 +5,7 @@
  */
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { CacheEntry } from '../cache/entry.js';
+import { chooseCoding, requestForbidsTransform } from '../cache/content-coding.js';
 import type { EntryEvaluation } from '../cache/policy.js';
 import { isNotModifiedForClient } from '../cache/revalidation.js';
 import type { ErrorCode } from '../errors.js';
@@ -46,9 +47,16 @@ export function serveEntry(
   if (facts.state === 'stale') facts.forwarded = STALE_AFTER_ORIGIN_TRIED.has(facts.staleReason!);
   const cacheStatus = formatCacheStatus(facts);
   const h = ctx.req.headers;
+  // The stored encoding this client accepts best; a Range request gets the identity body (its
+  // ranges are of the identity bytes), and so does a request that says no-transform, and every
+  // request while compression is disabled (encodings stored before stay until refilled).
+  const coding =
+    entry.encodings === undefined || !ctx.rt.config.compression.enabled || h.range !== undefined || requestForbidsTransform(h['cache-control'])
+      ? undefined
+      : chooseCoding(h['accept-encoding'], entry.encodings);
   const notModified =
     (h['if-none-match'] !== undefined || h['if-modified-since'] !== undefined) &&
-    isNotModifiedForClient(entry, { method: ctx.method, url: ctx.url, headers: h });
+    isNotModifiedForClient(entry, { method: ctx.method, url: ctx.url, headers: h }, coding);
   // RFC 9110 §13.2.2: a matching If-None-Match / If-Modified-Since answers 304 before Range is looked at.
   if (!notModified && h.range !== undefined) {
     const plan = planRange(ctx.method, h, entry);
@@ -64,6 +72,7 @@ export function serveEntry(
     cacheStatus,
     requestId: ctx.requestId,
     notModified,
+    coding,
   });
   if (ctx.wokenAt !== undefined) ctx.answeredAt = ctx.deps.clock.now();
 }

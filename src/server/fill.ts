@@ -4,6 +4,7 @@
  * background refreshes; collapsing across instances through Redis.
  */
 import type { CacheEntry } from '../cache/entry.js';
+import { isTextual, makeEncodings, STORED_CODINGS, whyNotCompressed } from '../cache/content-coding.js';
 import { makeFillTarget, makeVariantKey } from '../cache/cache-key.js';
 import { decideStorage, evaluateEntry } from '../cache/policy.js';
 import { makeConditionalHeaders, mergeNotModified } from '../cache/revalidation.js';
@@ -14,6 +15,7 @@ import { selectVariant, collapseKeyOf, type FillResult, type Ctx, type Lookup } 
 import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders } from './fill-headers.js';
 import type { CollapseKey } from '../cache/cache-key.js';
 import { forward } from './pass-through.js';
+import { compressBuffered, onTheFlyRequestOf } from './on-the-fly.js';
 import { originFailure, hasStaleOnFailure, hasOtherMember, refusedFill, serveFailed, serveStaleOr } from './stale.js';
 
 export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): Promise<void> {
@@ -102,11 +104,11 @@ export function serveFillResult(ctx: Ctx, lookup: Lookup, result: FillResult, co
       // requests will (hit-for-pass). Under pressure the full answer at hand is sent instead.
       if (!collapsed && result.status === 200 && ctx.method === 'GET' && ctx.req.headers.range !== undefined && !ctx.deps.isOverloaded())
         return forward(ctx, 'pass', lookup);
-      return writeBuffered(ctx, result.status, result.headers, result.body, {
-        state: 'pass',
-        fwdStatus: result.fwdStatus,
-        detail: `pass ${result.reason}`,
-      });
+      const facts = { state: 'pass', fwdStatus: result.fwdStatus, detail: `pass ${result.reason}` } as const;
+      // Not stored, so compressed for this answer alone, at the on-the-fly level.
+      const compressing = compressBuffered(ctx.rt.config.compression, ctx.method, onTheFlyRequestOf(ctx.req.headers), result.status, result.headers, result.body);
+      if (compressing === undefined) return writeBuffered(ctx, result.status, result.headers, result.body, facts);
+      return compressing.then((c) => writeBuffered(ctx, result.status, c?.head ?? result.headers, c?.body ?? result.body, facts));
     }
     case 'origin_error': {
       return serveStaleOr(ctx, lookup, 'error', () => {
@@ -230,7 +232,10 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
         variantKey: makeVariantKey(decision.entry.vary, lookup.variantHeaders),
         body: fetched.body,
       };
-      if (entry.body.length <= rt.config.cache.maxObjectBytes) await deps.store.put(entry);
+      if (entry.body.length <= rt.config.cache.maxObjectBytes) {
+        await addEncodings(ctx, entry);
+        await deps.store.put(entry);
+      }
       return { kind: 'entry', entry, state: lookup.entry ? 'expired' : 'miss', stored: true, fwdStatus: fetched.status };
     }
     return {
@@ -241,6 +246,37 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
       body: fetched.body,
       reason: decision.reason,
     };
+  }
+}
+
+/**
+ * Compression stored once: the brotli and gzip encodings of a new entry's body, made before it
+ * is stored (compression config, read from this request's config generation). The fill's own
+ * answer and its waiters wait for it: it runs on the threadpool, once per fill (both codings of
+ * a 15 KB page: 3.4 ms on a busy 2-CPU box, 160 ms for 1 MB), while storing first and adding the
+ * encodings later would write every entry twice (to Redis too), race a revalidation or purge
+ * that replaced it meanwhile, and answer the first crowd of a new page uncompressed.
+ */
+async function addEncodings(ctx: Ctx, entry: CacheEntry): Promise<void> {
+  const opts = ctx.rt.config.compression;
+  const why = whyNotCompressed(entry.status, entry.headers, entry.body.length, opts);
+  const metrics = ctx.deps.metrics;
+  if (why !== undefined) {
+    if (why === 'small' || why === 'no_transform' || why === 'encoded') metrics.get('compressionSkipped').inc({ reason: why });
+    return;
+  }
+  const contentType = entry.headers['content-type'];
+  const encodings = await makeEncodings(entry.body, opts, isTextual(Array.isArray(contentType) ? contentType[0] : contentType));
+  if (encodings === undefined) {
+    metrics.get('compressionSkipped').inc({ reason: 'no_savings' });
+    return;
+  }
+  entry.encodings = encodings;
+  for (const coding of STORED_CODINGS) {
+    const bytes = encodings[coding];
+    if (bytes === undefined) continue;
+    metrics.get('compressionEncodings').inc({ coding });
+    metrics.get('compressionSavedBytes').inc({ coding }, entry.body.length - bytes.length);
   }
 }
 

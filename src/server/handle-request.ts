@@ -140,7 +140,15 @@ function answerMemoHit(
   if (held) store.noteHeldHit!();
   countHit(entry);
   const requestId = nextRequestId();
-  sendHit(res, entry, req.method === 'HEAD', Math.floor(currentAgeMsOf(entry, now) / 1000), ttlSecondsOf(entry, now), requestId);
+  sendHit(
+    res,
+    entry,
+    req.method === 'HEAD',
+    Math.floor(currentAgeMsOf(entry, now) / 1000),
+    ttlSecondsOf(entry, now),
+    requestId,
+    rt.config.compression.enabled ? req.headers['accept-encoding'] : undefined, // disabled: identity, live
+  );
   if (rt.config.log.access) {
     // The access log wants the whole context; build it only then.
     const ctx = makeCtx(deps, rt, req, res, requestId, now, secure);

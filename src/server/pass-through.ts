@@ -12,6 +12,7 @@ import type { ForwardOutcome } from '../origin/forward.js';
 import type { OriginMember } from '../origin/pool.js';
 import { appendVia, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { formatCacheStatus } from './respond.js';
+import { makeOnTheFlyEncoder, onTheFlyRequestOf } from './on-the-fly.js';
 import { shed, fail } from './answer.js';
 import { authorityOf, schemeOf, type Ctx, type Lookup } from './context.js';
 import { stripTargeted } from './fill-headers.js';
@@ -73,6 +74,8 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
               if (status >= 200 && status < 400 && !CACHED_METHODS.has(ctx.method)) invalidateAfterUnsafe(ctx, status, headers);
               return headers;
             },
+            encodeBody: (status, head) =>
+              makeOnTheFlyEncoder(rt.config.compression, ctx.method, onTheFlyRequestOf(req.headers), status, head),
           });
       } finally {
         lease.finish(

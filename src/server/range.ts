@@ -26,6 +26,7 @@ import { randomBytes } from 'node:crypto';
 import type { CacheEntry, StoredHeaders } from '../cache/entry.js';
 import { parseHttpDate } from '../cache/cache-control.js';
 import { appendVia } from './headers.js';
+import { varyWithAcceptEncoding } from '../cache/content-coding.js';
 
 /** Ranges per request beyond which the Range header is ignored and the whole body sent. */
 export const MAX_RANGES = 16;
@@ -192,8 +193,12 @@ export function sendRange(res: ServerResponse, entry: CacheEntry, plan: Exclude<
   const contentType = entry.headers['content-type'];
   for (const [name, value] of Object.entries(entry.headers)) {
     if (NOT_COPIED.has(name) || (plan.kind === 'multipart' && name === 'content-type')) continue;
+    // An entry stored with encodings varies on Accept-Encoding (content-coding.ts) even though a
+    // range is always of the identity bytes.
+    if (name === 'vary' && entry.encodings !== undefined) continue;
     flat.push(name, value);
   }
+  if (entry.encodings !== undefined) flat.push('vary', varyWithAcceptEncoding(entry.headers['vary']));
   flat.push('accept-ranges', 'bytes', 'via', appendVia(entry.headers['via']), 'age', age, 'cache-status', facts.cacheStatus, 'x-request-id', facts.requestId);
   if (plan.kind === 'single') {
     const { start, end } = plan.range;

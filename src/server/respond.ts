@@ -5,6 +5,7 @@
  */
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { CacheEntry } from '../cache/entry.js';
+import { chooseCoding, encodedETag, IDENTITY_ONLY_FIELDS, varyWithAcceptEncoding, type StoredCoding } from '../cache/content-coding.js';
 import { ERRORS, makeErrorBody, type ErrorCode } from '../errors.js';
 import type { CacheState } from '../outcome.js';
 import { VIA_VALUE, appendVia } from './headers.js';
@@ -94,40 +95,97 @@ export interface SendEntryOptions {
   cacheStatus: string;
   requestId: string;
   notModified: boolean;
+  /** The stored encoding to send (content-coding.ts chooseCoding); identity when absent. */
+  coding?: StoredCoding | undefined;
 }
 
-/** What every answer from one entry shares, built on its first use. */
+/** What every answer from one entry in one coding shares, built on its first use. */
 interface PreparedEntry {
   /** Flat [name, value, …] list for writeHead. */
   readonly flat: Array<string | number | string[]>;
   /** The same as ready header lines for the raw writer; undefined when it must not be used. */
   readonly block: HeadBlock | undefined;
+  /** The bytes sent: the identity body or the stored encoding. */
+  readonly body: Buffer;
+  /** The 304's headers (RFC 9110 §15.4.5) for this coding, Via included. */
+  readonly notModified: OutgoingHttpHeaders;
   /** sendHit(): the Age and Cache-Status lines up to the request id, for hitAge and hitTtl. */
   hitLines: string;
   hitAge: number;
   hitTtl: number;
 }
 
+/** An entry's prepared encoded answers (only for codings it stores). */
+interface PreparedCodings {
+  br?: PreparedEntry;
+  gzip?: PreparedEntry;
+}
+
 /**
  * Entries are never mutated (a 304 merge or a purge makes a new one), so what every answer from
- * an entry shares is built once and a hit only appends what differs per request.
+ * an entry shares is built once per coding and a hit only appends what differs per request. The
+ * identity answer has its own map, so a hit on an entry without encodings does what it did
+ * before encodings existed: one WeakMap lookup.
  */
 const prepared = new WeakMap<CacheEntry, PreparedEntry>();
-function prepare(entry: CacheEntry): PreparedEntry {
-  let p = prepared.get(entry);
-  if (!p) {
-    const flat: Array<string | number | string[]> = [];
-    for (const [name, value] of Object.entries(entry.headers)) {
-      if (!INTERNAL_HEADERS.has(name) && name !== 'content-length' && name !== 'via' && name !== 'accept-ranges') flat.push(name, value);
-    }
-    flat.push('content-length', entry.body.length, 'via', appendVia(entry.headers['via']));
-    // A stored 200 answers Range requests (range.ts), whatever the origin said about its own.
-    if (entry.status === 200) flat.push('accept-ranges', 'bytes');
-    else if (entry.headers['accept-ranges'] !== undefined) flat.push('accept-ranges', entry.headers['accept-ranges']);
-    p = { flat, block: makeHeadBlock(flat), hitLines: '', hitAge: NaN, hitTtl: NaN };
-    prepared.set(entry, p);
+const preparedEncoded = new WeakMap<CacheEntry, PreparedCodings>();
+function prepare(entry: CacheEntry, coding: StoredCoding | undefined): PreparedEntry {
+  if (coding === undefined) {
+    let p = prepared.get(entry);
+    if (p === undefined) prepared.set(entry, (p = makePrepared(entry, undefined)));
+    return p;
   }
+  let codings = preparedEncoded.get(entry);
+  if (codings === undefined) preparedEncoded.set(entry, (codings = {}));
+  let p = codings[coding];
+  if (p === undefined) codings[coding] = p = makePrepared(entry, coding);
   return p;
+}
+
+/**
+ * The head of an answer from `entry` in `coding`. An entry with stored encodings answers every
+ * coding (identity included) with `Vary: Accept-Encoding` merged into the origin's Vary; an
+ * encoded answer carries its Content-Encoding, its own Content-Length and the encoding's ETag
+ * (content-coding.ts encodedETag), and none of the fields that describe the identity bytes
+ * (Accept-Ranges, digests: IDENTITY_ONLY_FIELDS); Last-Modified stays the origin's.
+ */
+function makePrepared(entry: CacheEntry, coding: StoredCoding | undefined): PreparedEntry {
+  const encoded = coding === undefined ? undefined : entry.encodings?.[coding];
+  const effective = encoded === undefined ? undefined : coding;
+  const body = encoded ?? entry.body;
+  const varies = entry.encodings !== undefined;
+  const headers: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(entry.headers)) {
+    if (INTERNAL_HEADERS.has(name) || name === 'content-length' || name === 'via') continue;
+    if (name === 'vary' && varies) continue;
+    if (name === 'accept-ranges' && effective === undefined) continue; // set below
+    if (name === 'etag' && effective !== undefined) {
+      const tag = encodedETag(Array.isArray(value) ? value[0]! : value, effective);
+      if (tag !== undefined) headers['etag'] = tag;
+      continue;
+    }
+    if (effective !== undefined && (name === 'content-encoding' || IDENTITY_ONLY_FIELDS.has(name))) continue;
+    headers[name] = value;
+  }
+  if (varies) headers['vary'] = varyWithAcceptEncoding(entry.headers['vary']);
+  if (effective !== undefined) headers['content-encoding'] = effective;
+  // A stored 200's identity answer serves Range requests (range.ts), whatever the origin said
+  // about its own; ranges are of the identity bytes, so an encoded answer advertises none.
+  if (effective === undefined) {
+    if (entry.status === 200) headers['accept-ranges'] = 'bytes';
+    else if (entry.headers['accept-ranges'] !== undefined) headers['accept-ranges'] = entry.headers['accept-ranges'];
+  }
+  const flat: Array<string | number | string[]> = [];
+  for (const [name, value] of Object.entries(headers)) flat.push(name, value);
+  const via = appendVia(entry.headers['via']);
+  flat.push('content-length', body.length, 'via', via);
+  const notModified: OutgoingHttpHeaders = {};
+  for (const name of NOT_MODIFIED_HEADERS) {
+    const v = headers[name];
+    if (v !== undefined) notModified[name] = v;
+  }
+  notModified['via'] = via;
+  return { flat, block: makeHeadBlock(flat), body, notModified, hitLines: '', hitAge: NaN, hitTtl: NaN };
 }
 
 /**
@@ -136,9 +194,20 @@ function prepare(entry: CacheEntry): PreparedEntry {
  * same (a second at most), and the rest is plain concatenation. Against sendEntry with a
  * hits-only formatter, in the memo path: +2.6 % hits/s (median of six launches of both builds
  * loaded at once, 0.98–1.04), together with raw-head.ts rendering status and keep-alive lines once.
+ * `acceptEncoding` picks the stored encoding: for an entry that has encodings, one Map lookup of
+ * the parsed header value (content-coding.ts chooseCoding), then that coding's prepared head.
  */
-export function sendHit(res: ServerResponse, entry: CacheEntry, head: boolean, ageSeconds: number, ttlSeconds: number, requestId: string): void {
-  const p = prepare(entry);
+export function sendHit(
+  res: ServerResponse,
+  entry: CacheEntry,
+  head: boolean,
+  ageSeconds: number,
+  ttlSeconds: number,
+  requestId: string,
+  acceptEncoding?: string | string[],
+): void {
+  const coding = entry.encodings === undefined ? undefined : chooseCoding(acceptEncoding, entry.encodings);
+  const p = prepare(entry, coding);
   if (p.block !== undefined) {
     const age = ageSeconds > 0 ? Math.floor(ageSeconds) : 0;
     const ttl = Math.trunc(ttlSeconds);
@@ -148,24 +217,20 @@ export function sendHit(res: ServerResponse, entry: CacheEntry, head: boolean, a
       p.hitTtl = ttl;
     }
     if (setRawHead(res, entry.status, p.block, p.hitLines + requestId + '"\r\nx-request-id: ' + requestId + '\r\n')) {
-      endWithBody(res, entry, head);
+      endWithBody(res, entry, p.body, head);
       return;
     }
   }
   const cacheStatus = formatCacheStatus({ state: 'hit', ttlSeconds, requestId });
-  sendEntry(res, entry, { head, ageSeconds, cacheStatus, requestId, notModified: false });
+  sendEntry(res, entry, { head, ageSeconds, cacheStatus, requestId, notModified: false, coding });
 }
 
 export function sendEntry(res: ServerResponse, entry: CacheEntry, opts: SendEntryOptions): void {
   // RFC 9111 §5.1: Age on every response served from cache.
   const age = String(opts.ageSeconds > 0 ? Math.floor(opts.ageSeconds) : 0);
+  const { flat, block, body, notModified } = prepare(entry, opts.coding);
   if (opts.notModified) {
-    const headers: OutgoingHttpHeaders = {};
-    for (const name of NOT_MODIFIED_HEADERS) {
-      const v = entry.headers[name];
-      if (v !== undefined) headers[name] = v;
-    }
-    headers['via'] = appendVia(entry.headers['via']);
+    const headers: OutgoingHttpHeaders = { ...notModified };
     headers['age'] = age;
     headers['cache-status'] = opts.cacheStatus;
     headers['x-request-id'] = opts.requestId;
@@ -173,7 +238,6 @@ export function sendEntry(res: ServerResponse, entry: CacheEntry, opts: SendEntr
     res.end();
     return;
   }
-  const { flat, block } = prepare(entry);
   // Age is digits, Cache-Status is built from fixed words and the request id, and request ids
   // are validated at the edge (REQUEST_ID_RE) or generated: valid header values by construction.
   const isRaw =
@@ -184,13 +248,13 @@ export function sendEntry(res: ServerResponse, entry: CacheEntry, opts: SendEntr
     headers.push('age', age, 'cache-status', opts.cacheStatus, 'x-request-id', opts.requestId);
     res.writeHead(entry.status, headers as unknown as OutgoingHttpHeaders);
   }
-  endWithBody(res, entry, opts.head);
+  endWithBody(res, entry, body, opts.head);
 }
 
-/** Ends an entry's answer: its body, unless HEAD or a status without one. */
-function endWithBody(res: ServerResponse, entry: CacheEntry, head: boolean): void {
+/** Ends an entry's answer: its body (identity or encoded), unless HEAD or a status without one. */
+function endWithBody(res: ServerResponse, entry: CacheEntry, body: Buffer, head: boolean): void {
   if (head || entry.status === 204 || entry.status === 304) res.end();
-  else res.end(entry.body);
+  else res.end(body);
 }
 
 export interface SendErrorOptions {

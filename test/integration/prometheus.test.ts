@@ -224,6 +224,8 @@ describe('dashboard and alerts against a real Prometheus', () => {
     origin = await startTestOrigin({ name: 'main' });
     fragile = await startTestOrigin({ name: 'fragile' });
     origin.route('/page', { headers: { 'cache-control': 'public, max-age=60' }, body: 'page' });
+    // A compressible page: its fill stores br and gzip (the compression panels).
+    origin.route('/article', { headers: { 'content-type': 'text/html', 'cache-control': 'public, max-age=60' }, body: '<p>crowd</p>\n'.repeat(400) });
     origin.route('/cold', { delayMs: 300, headers: { 'cache-control': 'public, max-age=60' }, body: 'cold' });
     // No stale-while-revalidate (the route default would answer these `updating`): once expired,
     // the next request goes to the origin, whose failure is then answered `stale`.
@@ -288,6 +290,7 @@ describe('dashboard and alerts against a real Prometheus', () => {
 
     // Hits and a miss; a cold page fetched once for five collapsed requests.
     for (let i = 0; i < 10; i++) await get(`${g.url}/page`);
+    await get(`${g.url}/article`);
     await Promise.all(Array.from({ length: 5 }, () => get(`${g.url}/cold`)));
 
     // Stale: the entry expires, then the origin fails; grace (60 s by default) serves the old copy.

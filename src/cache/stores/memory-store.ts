@@ -4,8 +4,9 @@
  * Owns memory bounds, per-record expiry and purge over what this process holds; it does not
  * decide freshness (policy.ts) nor talk to other instances (redis-store.ts, redis-bus.ts).
  *
- * - Size: a record weighs the sum of `entrySizeOf` over its variants (`maxSize` = cache.maxBytes);
- *   one variant heavier than `maxObjectBytes` is not stored; a record heavier than maxBytes drops
+ * - Size: a record weighs the sum of `entrySizeOf` over its variants, stored encodings included
+ *   (`maxSize` = cache.maxBytes); one variant whose identity body and headers weigh more than
+ *   `maxObjectBytes` is not stored; a record heavier than maxBytes drops
  *   its oldest variants until it fits.
  * - Expiry: the LRU item lives until the latest `deleteAt` of its variants (lru-cache `ttl` per
  *   set, driven by the injected clock through lru-cache's `perf` option); each get also drops
@@ -17,7 +18,7 @@
  */
 import { LRUCache } from 'lru-cache';
 import { systemClock, type Clock } from '../../clock.js';
-import { entrySizeOf, type CacheEntry } from '../entry.js';
+import { entrySizeOf, identitySizeOf, type CacheEntry } from '../entry.js';
 import {
   assertPositiveInt,
   computePurge,
@@ -111,7 +112,7 @@ export class MemoryStore implements CacheStore {
 
   async put(entry: CacheEntry): Promise<void> {
     const now = this.clock.now();
-    if (entrySizeOf(entry) > this.maxObjectBytes || !isLiveAt(entry, now)) {
+    if (identitySizeOf(entry) > this.maxObjectBytes || !isLiveAt(entry, now)) {
       this.onEvent?.({ kind: 'skip', tier: 'memory' });
       return;
     }
@@ -127,7 +128,7 @@ export class MemoryStore implements CacheStore {
   fill(key: string, entries: readonly CacheEntry[]): void {
     const now = this.clock.now();
     const usable = entries
-      .filter((e) => e.key === key && isLiveAt(e, now) && entrySizeOf(e) <= this.maxObjectBytes)
+      .filter((e) => e.key === key && isLiveAt(e, now) && identitySizeOf(e) <= this.maxObjectBytes)
       .map((e) => Object.freeze({ ...e }));
     const record = usable.slice(Math.max(0, usable.length - this.maxVariants));
     if (record.length === 0) return;
@@ -201,6 +202,11 @@ export class MemoryStore implements CacheStore {
     this.changes++;
     // Drop the oldest variants until the record fits the whole cache (lru-cache refuses it otherwise).
     while (record.length > 1 && recordSizeOf(record) > this.maxBytes) record.shift();
+    // A lone variant too heavy only with its encodings is kept without them (identity still fits).
+    const only = record[0];
+    if (record.length === 1 && only?.encodings !== undefined && recordSizeOf(record) > this.maxBytes) {
+      record[0] = Object.freeze({ ...only, encodings: undefined });
+    }
     // ttl = latest deleteAt − now, in whole ms (lru-cache wants a positive integer).
     const ttlMs = Math.ceil(computeRecordDeleteAt(record) - now);
     if (ttlMs <= 0) {

@@ -324,7 +324,12 @@ export class RedisStore implements CacheStore {
       const current = this.liveEntriesOf(entry.key, await c.getBuffer(recordKey));
       const record = computeRecordWith(current, entry, this.maxVariants, now);
       let bytes = encodeEntries(record);
-      // Oldest variants go first until the record fits maxEntryBytes; the newcomer alone may not.
+      // Stored encodings go first (every variant keeps its identity body), then the oldest
+      // variants until the record fits maxEntryBytes; the newcomer alone may not.
+      if (bytes.length > this.maxEntryBytes && record.some((e) => e.encodings !== undefined)) {
+        for (let i = 0; i < record.length; i++) if (record[i]!.encodings !== undefined) record[i] = { ...record[i]!, encodings: undefined };
+        bytes = encodeEntries(record);
+      }
       while (bytes.length > this.maxEntryBytes && record.length > 1) {
         record.shift();
         bytes = encodeEntries(record);

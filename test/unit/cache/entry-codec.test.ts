@@ -156,3 +156,56 @@ describe('entry codec rejects what it did not write', () => {
     expect(decodeEntries(view)).toHaveLength(2);
   });
 });
+
+describe('entry codec: stored encodings (version 2)', () => {
+  const encoded: CacheEntry = {
+    ...base,
+    body: Buffer.from('<p>identity</p>'.repeat(100)),
+    encodings: { br: Buffer.from([0x1b, 0x00, 0xff, 0x80]), gzip: Buffer.from([0x1f, 0x8b, 0x08, 0x00, 0x01]) },
+  };
+
+  it('round-trips an entry with br and gzip encodings, as version 2', () => {
+    const bytes = encodeEntry(encoded);
+    expect(bytes[2]).toBe(2);
+    const decoded = decodeEntry(bytes)!;
+    expect(decoded).toEqual(encoded);
+    expect(decoded.encodings!.br!.equals(encoded.encodings!.br!)).toBe(true);
+    expect(decoded.encodings!.gzip!.equals(encoded.encodings!.gzip!)).toBe(true);
+  });
+
+  it('round-trips one encoding only, and a record mixing variants with and without encodings', () => {
+    const gzOnly: CacheEntry = { ...encoded, variantKey: 'g', encodings: { gzip: Buffer.from('gz') } };
+    const plain: CacheEntry = { ...base, variantKey: 'p' };
+    const record = [gzOnly, plain, { ...encoded, variantKey: 'e' }];
+    const decoded = decodeEntries(encodeEntries(record))!;
+    expect(decoded).toEqual(record);
+    expect(decoded[1]!.encodings).toBeUndefined();
+    expect(decoded[0]!.encodings!.br).toBeUndefined();
+  });
+
+  it('writes a record without encodings as version 1, and still reads version 1 records', () => {
+    const bytes = encodeEntries([base, { ...base, variantKey: 'b' }]);
+    expect(bytes[2]).toBe(1);
+    // Version 1 as an older instance wrote it (byte layout built by hand: no encodings trailer).
+    const { body, ...meta } = base;
+    const json = Buffer.from(JSON.stringify(meta));
+    const lengths = Buffer.alloc(8);
+    lengths.writeUInt32BE(json.length, 0);
+    const bodyLength = Buffer.alloc(4);
+    bodyLength.writeUInt32BE(body.length, 0);
+    const v1 = Buffer.concat([Buffer.from([0x43, 0x47, 1, 0, 1]), lengths.subarray(0, 4), json, bodyLength, body]);
+    expect(decodeEntry(v1)).toEqual(base);
+  });
+
+  it('rejects every truncation, an unknown coding name and trailing bytes', () => {
+    const valid = encodeEntry(encoded);
+    for (let length = 0; length < valid.length; length++)
+      expect(decodeEntries(valid.subarray(0, length)), `length ${length}`).toBeUndefined();
+    expect(decodeEntries(Buffer.concat([valid, Buffer.from([0])]))).toBeUndefined();
+    const unknown = Buffer.from(valid);
+    const at = unknown.indexOf(Buffer.from([2, 0x62, 0x72])); // nameLength 2, "br"
+    expect(at).toBeGreaterThan(0);
+    unknown[at + 1] = 0x7a; // "zr"
+    expect(decodeEntries(unknown)).toBeUndefined();
+  });
+});

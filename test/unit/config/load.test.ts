@@ -235,6 +235,17 @@ sites:
     env: {},
     expected: [{ line: 2, col: 15, path: 'admin.purgeToken', message: /not a valid environment variable name/ }],
   },
+  {
+    name: 'compression: a media type that is not one, a brotli quality out of range',
+    text: `compression:
+  types: [text/html, "image png"]
+  passThrough: { gzipLevel: 0 }
+${site()}`,
+    expected: [
+      { line: 2, col: 22, path: 'compression.types[1]', message: /must be a media type: type\/subtype, type\/\* or type\/\*\+suffix/ },
+      { line: 3, col: 29, path: 'compression.passThrough.gzipLevel', message: />=1/ },
+    ],
+  },
 ];
 
 describe('parseConfigText: refused configs', () => {

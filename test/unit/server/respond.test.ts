@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { afterEach } from 'vitest';
 import { formatCacheStatus, hitCacheStatusPrefix, sendEntry, sendHit } from '../../../src/server/respond.js';
+import { chooseCoding } from '../../../src/cache/content-coding.js';
 import { makeEntry } from '../../contract/cache-store.contract.js';
 
 describe('Cache-Status (RFC 9211)', () => {
@@ -79,6 +80,60 @@ describe('sendHit', () => {
           const hit = await exchange(port, request('/hit'));
           expect(hit).toContain(`cache-status: crowdgate; hit; ttl=${ttl}; detail="hit rid=r-${age}"`);
           expect(normalise(hit)).toBe(normalise(await exchange(port, request('/std'))));
+        }
+  });
+
+  it('sends the coding Accept-Encoding picks, the same bytes as sendEntry with that coding, raw or through writeHead', async () => {
+    const identity = Buffer.from('identity body '.repeat(20));
+    const encodings = { br: Buffer.from('BR-BYTES'), gzip: Buffer.from('GZIP-BYTES!') };
+    const headers = { 'content-type': 'text/html', etag: '"e1"', vary: 'Origin', 'accept-ranges': 'bytes' };
+    const entries = [
+      makeEntry({ key: 'k', body: identity, encodings, headers }),
+      makeEntry({ key: 'k', body: identity, encodings, headers: { ...headers, 'x-odd': 'caf\u00e9' } }), // writeHead's way
+    ];
+    server = createServer((req, res) => {
+      const u = new URL(req.url!, 'http://x');
+      const entry = entries[Number(u.searchParams.get('e'))]!;
+      const ae = req.headers['accept-encoding'];
+      const head = req.method === 'HEAD';
+      if (u.pathname === '/hit') sendHit(res, entry, head, 1, 59, 'r-1', ae);
+      else
+        sendEntry(res, entry, {
+          head,
+          ageSeconds: 1,
+          cacheStatus: formatCacheStatus({ state: 'hit', ttlSeconds: 59, requestId: 'r-1' }),
+          requestId: 'r-1',
+          notModified: false,
+          coding: chooseCoding(ae, entry.encodings!),
+        });
+    });
+    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    const normalise = (s: string) => s.replace(/^Date: .*$/gim, 'Date: <now>');
+    const cases: Array<[string | undefined, string | undefined, Buffer]> = [
+      ['br, gzip', 'br', encodings.br],
+      ['gzip', 'gzip', encodings.gzip],
+      [undefined, undefined, identity],
+      ['identity', undefined, identity],
+    ];
+    for (const e of [0, 1])
+      for (const [ae, coding, body] of cases)
+        for (const method of ['GET', 'HEAD']) {
+          const request = (path: string) => `${method} ${path}?e=${e} HTTP/1.1\r\nHost: a\r\n${ae ? `Accept-Encoding: ${ae}\r\n` : ''}\r\n`;
+          const hit = await exchange(port, request('/hit'));
+          expect(normalise(hit)).toBe(normalise(await exchange(port, request('/std'))));
+          const lower = hit.toLowerCase();
+          if (coding) {
+            expect(lower).toContain(`content-encoding: ${coding}\r\n`);
+            expect(lower).toContain(`etag: "e1-${coding}"\r\n`);
+            expect(lower).not.toContain('accept-ranges');
+          } else {
+            expect(lower).not.toContain('content-encoding');
+            expect(lower).toContain('etag: "e1"\r\n');
+          }
+          expect(lower).toContain('vary: origin, accept-encoding\r\n');
+          expect(lower).toContain(`content-length: ${body.length}\r\n`);
+          if (method === 'GET') expect(hit.endsWith(`\r\n\r\n${body.toString('latin1')}`)).toBe(true);
         }
   });
 });

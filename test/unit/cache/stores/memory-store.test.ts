@@ -183,3 +183,40 @@ describe('MemoryStore version (held variants, CacheStore.version)', () => {
     expect(events).toEqual(['hit', 'hit']);
   });
 });
+
+describe('MemoryStore counts stored encodings', () => {
+  const withEncodings = (key: string, body: number, br: number, gzip: number) =>
+    sized(key, body, { encodings: { br: Buffer.alloc(br, 2), gzip: Buffer.alloc(gzip, 3) } });
+
+  it('weighs every encoding in the byte bound, and evicts accordingly', async () => {
+    const plain = entrySizeOf(sized('e0', 10_000)); // same key length as every key below
+    const heavy = withEncodings('e0', 10_000, 3_000, 4_000);
+    expect(entrySizeOf(heavy)).toBe(plain + 7_000);
+    // Room for four identity-only entries, but only two with their encodings.
+    const { store, events } = makeStore({ maxBytes: plain * 4 + 10 });
+    for (const k of ['e0', 'e1']) await store.put(withEncodings(k, 10_000, 3_000, 4_000));
+    expect(store.stats()).toEqual({ entries: 2, bytes: (plain + 7_000) * 2 });
+    await store.put(withEncodings('e2', 10_000, 3_000, 4_000));
+    expect(events.filter((k) => k === 'eviction')).toHaveLength(1);
+    expect(await store.get('e0')).toBeUndefined();
+    expect(store.stats()).toEqual({ entries: 2, bytes: (plain + 7_000) * 2 });
+    const kept = (await store.get('e2'))![0]!;
+    expect(kept.encodings!.br!.length).toBe(3_000);
+  });
+
+  it('bounds maxObjectBytes by the identity object: encodings never make it too large to store', async () => {
+    const { store } = makeStore({ maxObjectBytes: 12_000 });
+    await store.put(withEncodings('k', 10_000, 3_000, 4_000));
+    expect((await store.get('k'))?.[0]?.encodings?.gzip?.length).toBe(4_000);
+  });
+
+  it('keeps a lone variant that only fits without its encodings, identity only', async () => {
+    const plain = entrySizeOf(sized('k', 10_000));
+    const { store } = makeStore({ maxBytes: plain + 1_000, maxObjectBytes: 64 * 1024 });
+    await store.put(withEncodings('k', 10_000, 3_000, 4_000));
+    const [kept] = (await store.get('k'))!;
+    expect(kept!.body.length).toBe(10_000);
+    expect(kept!.encodings).toBeUndefined();
+    expect(store.stats().bytes).toBe(plain);
+  });
+});

@@ -134,6 +134,25 @@ describe('RedisStore layout', () => {
     expect(events).toEqual(['skip', 'skip']);
   });
 
+  it('stores and reads back an entry with its encodings, byte for byte', async () => {
+    const { store } = await makeStore();
+    const encodings = { br: Buffer.from([0x0b, 0x80, 0x01]), gzip: Buffer.from([0x1f, 0x8b, 0x08]) };
+    await store.put(makeEntry({ key: 'enc', body: Buffer.from('identity body'), encodings }));
+    const [got] = (await store.get('enc'))!;
+    expect(got!.body.toString()).toBe('identity body');
+    expect(got!.encodings!.br!.equals(encodings.br)).toBe(true);
+    expect(got!.encodings!.gzip!.equals(encodings.gzip)).toBe(true);
+  });
+
+  it('drops the encodings, never the identity body, when only they make the record too large', async () => {
+    const { store, events } = await makeStore({ maxEntryBytes: 4_096 });
+    await store.put(makeEntry({ key: 'k', body: Buffer.alloc(2_000, 1), encodings: { br: Buffer.alloc(1_500, 2), gzip: Buffer.alloc(1_600, 3) } }));
+    const [got] = (await store.get('k'))!;
+    expect(got!.body.length).toBe(2_000);
+    expect(got!.encodings).toBeUndefined();
+    expect(events).toEqual(['set', 'hit']);
+  });
+
   it('treats bytes it cannot decode as a miss', async () => {
     const { store, events, keyPrefix } = await makeStore();
     await redis.raw.set(`${keyPrefix}e:k`, 'not an entry');

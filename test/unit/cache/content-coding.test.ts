@@ -1,0 +1,133 @@
+import { brotliDecompressSync, gunzipSync } from 'node:zlib';
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import {
+  chooseCoding,
+  compileTypeMatcher,
+  DEFAULT_COMPRESSIBLE_TYPES,
+  encodedETag,
+  makeEncodings,
+  parseAcceptEncoding,
+  pickCoding,
+  varyWithAcceptEncoding,
+  whyNotCompressed,
+  type CompressionOptions,
+} from '../../../src/cache/content-coding.js';
+
+const BOTH = { br: Buffer.from('b'), gzip: Buffer.from('g') };
+const OPTS: CompressionOptions = {
+  enabled: true,
+  types: DEFAULT_COMPRESSIBLE_TYPES,
+  minBytes: 1024,
+  minSavingsRatio: 0.1,
+  brotliQuality: 5,
+  gzipLevel: 6,
+};
+
+describe('Accept-Encoding (RFC 9110 §12.5.3)', () => {
+  it.each([
+    ['gzip, deflate, br', { br: 1, gzip: 1, identity: 1 }],
+    ['br;q=0, gzip', { br: 0, gzip: 1, identity: 1 }],
+    ['gzip;q=0.5, *;q=0.2', { br: 0.2, gzip: 0.5, identity: 0.2 }],
+    ['gzip;q=0.5', { br: 0, gzip: 0.5, identity: 0.5 }],
+    ['*;q=0', { br: 0, gzip: 0, identity: 0 }],
+    ['*;q=0, identity', { br: 0, gzip: 0, identity: 1 }],
+    ['identity;q=0', { br: 0, gzip: 0, identity: 0 }],
+    ['x-gzip;q=0.3', { br: 0, gzip: 0.3, identity: 0.3 }],
+    [' BR ; Q=0.7 ,GZIP', { br: 0.7, gzip: 1, identity: 0.7 }],
+    ['br;q=1.5, gzip;q=abc, identity', { br: 0, gzip: 0, identity: 1 }],
+    ['br;q = 0.25', { br: 0.25, gzip: 0, identity: 0.25 }],
+    ['br;level=3;q=0.4', { br: 0.4, gzip: 0, identity: 0.4 }],
+    ['', { br: 0, gzip: 0, identity: 1 }],
+    [',,;', { br: 0, gzip: 0, identity: 1 }],
+  ])('%j', (header, want) => {
+    expect(parseAcceptEncoding(header)).toEqual(want);
+  });
+
+  it.each([
+    ['gzip, deflate, br', 'br'],
+    ['gzip', 'gzip'],
+    ['br;q=0, gzip', 'gzip'],
+    ['gzip;q=1, br;q=0.999', 'gzip'],
+    ['gzip;q=0.5, br;q=0.5', 'br'],
+    ['*', 'br'],
+    ['identity, gzip;q=0.5', undefined],
+    ['identity;q=0.5, gzip;q=0.5', 'gzip'],
+    ['identity;q=0', undefined], // nothing stored is acceptable: the identity body, never a 406
+    ['deflate', undefined],
+    ['', undefined],
+  ])('%j picks %s', (header, want) => {
+    expect(pickCoding(parseAcceptEncoding(header), BOTH)).toBe(want);
+    expect(chooseCoding(header, BOTH)).toBe(want);
+  });
+
+  it('picks only what is stored', () => {
+    expect(chooseCoding('br, gzip', { gzip: Buffer.from('g') })).toBe('gzip');
+    expect(chooseCoding('br', { gzip: Buffer.from('g') })).toBeUndefined();
+    expect(chooseCoding('gzip', { br: Buffer.from('b') })).toBeUndefined();
+    expect(chooseCoding(undefined, BOTH)).toBeUndefined();
+    expect(chooseCoding(['gzip;q=0.1', 'br;q=0.2'], BOTH)).toBe('br');
+    expect(chooseCoding('gzip, ' + 'x'.repeat(600), BOTH)).toBeUndefined(); // absurdly long: identity
+  });
+});
+
+describe('what is compressed', () => {
+  it('matches media types exactly, by type/* and by structured suffix, ignoring parameters and case', () => {
+    const m = compileTypeMatcher(['text/*', 'application/json', 'application/*+xml']);
+    expect(m('text/html; charset=utf-8')).toBe(true);
+    expect(m('TEXT/CSS')).toBe(true);
+    expect(m('application/json')).toBe(true);
+    expect(m('application/atom+xml')).toBe(true);
+    expect(m('application/jsonx')).toBe(false);
+    expect(m('image/png')).toBe(false);
+    expect(m('text/event-stream')).toBe(false);
+    expect(m(undefined)).toBe(false);
+    expect(m('garbage')).toBe(false);
+  });
+
+  it('says why a response is kept identity only', () => {
+    const html = { 'content-type': 'text/html' };
+    expect(whyNotCompressed(200, html, 5000, OPTS)).toBeUndefined();
+    expect(whyNotCompressed(200, { ...html, 'content-encoding': 'identity' }, 5000, OPTS)).toBeUndefined();
+    expect(whyNotCompressed(200, { ...html, 'content-encoding': 'gzip' }, 5000, OPTS)).toBe('encoded');
+    expect(whyNotCompressed(200, { ...html, 'cache-control': 'max-age=5, no-transform' }, 5000, OPTS)).toBe('no_transform');
+    expect(whyNotCompressed(200, html, 1023, OPTS)).toBe('small');
+    expect(whyNotCompressed(200, { 'content-type': 'image/jpeg' }, 5000, OPTS)).toBe('type');
+    expect(whyNotCompressed(200, {}, 5000, OPTS)).toBe('type');
+    expect(whyNotCompressed(404, html, 5000, OPTS)).toBe('status');
+    expect(whyNotCompressed(200, html, 5000, { ...OPTS, enabled: false })).toBe('disabled');
+  });
+});
+
+describe('making encodings', () => {
+  it('makes br and gzip that decompress to the identity body', async () => {
+    const body = Buffer.from('<p>hello compressed world</p>\n'.repeat(200));
+    const enc = await makeEncodings(body, OPTS, true);
+    expect(brotliDecompressSync(enc!.br!).equals(body)).toBe(true);
+    expect(gunzipSync(enc!.gzip!).equals(body)).toBe(true);
+    expect(enc!.br!.length).toBeLessThan(body.length / 10);
+  });
+
+  it('keeps none for a body they do not shrink by minSavingsRatio', async () => {
+    expect(await makeEncodings(randomBytes(8000), OPTS, false)).toBeUndefined();
+  });
+});
+
+describe('headers of an encoded answer', () => {
+  it('derives a distinct ETag per encoding, strong stays strong, weak stays weak', () => {
+    expect(encodedETag('"abc"', 'br')).toBe('"abc-br"');
+    expect(encodedETag('"abc"', 'gzip')).toBe('"abc-gzip"');
+    expect(encodedETag('W/"abc"', 'br')).toBe('W/"abc-br"');
+    expect(encodedETag(' "" ', 'gzip')).toBe('"-gzip"');
+    expect(encodedETag('abc', 'br')).toBeUndefined();
+    expect(encodedETag('"a"b"', 'br')).toBeUndefined();
+  });
+
+  it('merges Accept-Encoding into Vary once', () => {
+    expect(varyWithAcceptEncoding(undefined)).toBe('Accept-Encoding');
+    expect(varyWithAcceptEncoding('Accept-Language')).toBe('Accept-Language, Accept-Encoding');
+    expect(varyWithAcceptEncoding('accept-encoding, Cookie')).toBe('accept-encoding, Cookie');
+    expect(varyWithAcceptEncoding(['Origin', 'Accept-Encoding'])).toBe('Origin, Accept-Encoding');
+    expect(varyWithAcceptEncoding(' , ')).toBe('Accept-Encoding');
+  });
+});
