@@ -1,0 +1,217 @@
+/**
+ * The manager without a CA: a directory URL on a loopback port nobody listens on (connection
+ * refused, at once). What it does with the failures (backoff on the manual clock), with the
+ * temporary certificate, with what it finds in its storage directory, and with bad input.
+ */
+import { X509Certificate } from 'node:crypto';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { ManualClock } from '../../../../src/clock.js';
+import { certificateFacts, coversAll } from '../../../../src/tls/acme/certs.js';
+import { DiskStore } from '../../../../src/tls/acme/disk-store.js';
+import { AcmeManager, type AcmeManagerOptions, type InstalledCertificate } from '../../../../src/tls/acme/manager.js';
+import { TEMPORARY_LIFETIME_MS, TEMPORARY_SUBJECT, createTemporaryCertificate } from '../../../../src/tls/acme/self-signed.js';
+import { freePort } from '../../../helpers/free-port.js';
+
+let directoryUrl = '';
+const dirs: string[] = [];
+const managers: AcmeManager[] = [];
+
+beforeAll(async () => {
+  directoryUrl = `https://127.0.0.1:${await freePort()}/dir`;
+});
+afterEach(() => {
+  for (const m of managers.splice(0)) m.close();
+});
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+function setup(extra: Partial<AcmeManagerOptions> = {}) {
+  const storageDir = mkdtempSync(path.join(os.tmpdir(), 'crowdgate-acme-unit-'));
+  dirs.push(storageDir);
+  const clock = new ManualClock(Date.now());
+  const installs: InstalledCertificate[] = [];
+  const m = new AcmeManager({
+    directoryUrl,
+    storageDir,
+    clock,
+    random: () => 0,
+    backoff: { initialMs: 1_000, maxMs: 4_000, jitter: 0.5 },
+    requestTimeoutMs: 2_000,
+    onCertificate: (_s, c) => installs.push(c),
+    ...extra,
+  });
+  managers.push(m);
+  return { m, clock, installs, storageDir };
+}
+
+describe('backoff on the injected clock', () => {
+  it('retries only once each delay has passed, doubling up to the cap, keeping the temporary certificate', async () => {
+    const { m, clock, installs } = setup();
+    await m.ensure('a', ['a.test']);
+    expect(installs).toHaveLength(1);
+    const temp = installs[0]!;
+    const delays: number[] = [];
+    for (let attempt = 1; attempt <= 5; attempt++) {
+      const s = m.status()[0]!;
+      expect(s.failures).toBe(attempt);
+      expect(s.lastError).toMatch(/ECONNREFUSED/);
+      const wait = s.nextAttemptAt - clock.now();
+      delays.push(wait);
+      clock.advance(wait - 1);
+      await m.checkRenewals();
+      expect(m.status()[0]!.failures).toBe(attempt); // 1 ms early: no attempt
+      clock.advance(1);
+      await m.checkRenewals();
+    }
+    expect(delays).toEqual([1_000, 2_000, 4_000, 4_000, 4_000]);
+    expect(m.certificate('a')).toBe(temp);
+    expect(installs).toHaveLength(1);
+  });
+
+  it('ensure() during the backoff does not attempt again', async () => {
+    const { m } = setup();
+    await m.ensure('a', ['a.test']);
+    await m.ensure('a', ['a.test']);
+    expect(m.status()[0]!.failures).toBe(1);
+  });
+});
+
+describe('the temporary certificate', () => {
+  it('is self-signed for the names, short-lived, says what it is, and its key matches', async () => {
+    const { m, clock } = setup();
+    const c = await m.ensure('site', ['Site.Test', 'www.site.test', 'site.test']);
+    expect(c.temporary).toBe(true);
+    const x = new X509Certificate(c.cert);
+    expect(x.subject).toContain(`CN=${TEMPORARY_SUBJECT}`);
+    expect(x.subjectAltName).toBe('DNS:site.test, DNS:www.site.test');
+    expect(x.verify(x.publicKey)).toBe(true);
+    expect(c.notAfter - clock.now()).toBeLessThanOrEqual(TEMPORARY_LIFETIME_MS);
+    expect(c.notAfter - clock.now()).toBeGreaterThan(TEMPORARY_LIFETIME_MS - 1_000);
+    expect(certificateFacts(c.cert, c.key).serial).toBe(c.serial);
+  });
+
+  it('is replaced by a fresh one in the last third of its life while ACME keeps failing', async () => {
+    const { m, clock, installs } = setup();
+    const first = await m.ensure('site', ['site.test']);
+    clock.advance(TEMPORARY_LIFETIME_MS / 2);
+    await m.checkRenewals();
+    expect(m.certificate('site')).toBe(first);
+    clock.advance(TEMPORARY_LIFETIME_MS / 4);
+    await m.checkRenewals();
+    const second = m.certificate('site')!;
+    expect(second.temporary).toBe(true);
+    expect(second.serial).not.toBe(first.serial);
+    expect(second.notAfter).toBeGreaterThan(first.notAfter);
+    expect(installs.map((c) => c.serial)).toEqual([first.serial, second.serial]);
+  });
+});
+
+describe('the storage directory', () => {
+  async function stored(storageDir: string, opts: { names?: string[]; lifetimeMs?: number; directory?: string; swapKey?: boolean } = {}) {
+    const names = opts.names ?? ['site.test'];
+    // A stand-in for an issued certificate: any certificate whose key matches will do for loading.
+    const pair = await createTemporaryCertificate(names, Date.now(), opts.lifetimeMs ?? 90 * 86_400_000);
+    const key = opts.swapKey ? (await createTemporaryCertificate(names, Date.now())).key : pair.key;
+    const facts = certificateFacts(pair.cert);
+    await new DiskStore(storageDir).saveCertificate('site', { cert: pair.cert, key, hostnames: names, directoryUrl: opts.directory ?? directoryUrl }, facts);
+    return facts;
+  }
+
+  it('installs a stored valid certificate without any attempt, and writes keys 0600 in a 0700 directory', async () => {
+    const { m, storageDir, installs } = setup();
+    const facts = await stored(storageDir);
+    const c = await m.ensure('site', ['site.test']);
+    expect(c.temporary).toBe(false);
+    expect(c.serial).toBe(facts.serial);
+    expect(installs).toHaveLength(1);
+    expect(m.status()[0]!.failures).toBe(0);
+    expect(statSync(path.join(storageDir, 'sites', 'site', 'key.pem')).mode & 0o777).toBe(0o600);
+    expect(statSync(path.join(storageDir, 'sites')).mode & 0o777).toBe(0o700);
+  });
+
+  it('does not use a stored certificate whose key does not match, that expired, that is from another CA or misses a name', async () => {
+    const cases: [string, Parameters<typeof stored>[1], string[]][] = [
+      ['key mismatch', { swapKey: true }, ['site.test']],
+      ['expired', { lifetimeMs: -120_000 + 60_000 }, ['site.test']],
+      ['another directory', { directory: 'https://other.example/dir' }, ['site.test']],
+      ['a name missing', {}, ['site.test', 'www.site.test']],
+    ];
+    for (const [what, opts, names] of cases) {
+      const { m, storageDir } = setup();
+      await stored(storageDir, opts);
+      const c = await m.ensure('site', names);
+      expect(c.temporary, what).toBe(true);
+      expect(m.status()[0]!.failures, what).toBe(1); // and an order was attempted
+    }
+  });
+
+  it('a corrupt file is logged and re-issued, not thrown', async () => {
+    const { m, storageDir } = setup();
+    await stored(storageDir);
+    writeFileSync(path.join(storageDir, 'sites', 'site', 'meta.json'), '{"hostnames":');
+    const c = await m.ensure('site', ['site.test']);
+    expect(c.temporary).toBe(true);
+    writeFileSync(path.join(storageDir, 'sites', 'site', 'meta.json'), JSON.stringify({ hostnames: ['site.test'], directoryUrl }));
+    writeFileSync(path.join(storageDir, 'sites', 'site', 'cert.pem'), 'not a certificate');
+    const { m: m2 } = setup({ storageDir });
+    expect((await m2.ensure('site', ['site.test'])).temporary).toBe(true);
+  });
+});
+
+describe('bad input', () => {
+  it('rejects site names that are not directory names and hostnames a CA cannot issue for', async () => {
+    const { m } = setup();
+    await expect(m.ensure('../etc', ['a.test'])).rejects.toThrow(/cannot name a storage directory/);
+    await expect(m.ensure('a/b', ['a.test'])).rejects.toThrow(/cannot name a storage directory/);
+    await expect(m.ensure('a', [])).rejects.toThrow(/no hostnames/);
+    await expect(m.ensure('a', ['bad host'])).rejects.toThrow(/not a DNS name/);
+    await expect(m.ensure('a', ['-x.test'])).rejects.toThrow(/not a DNS name/);
+    expect(() => new AcmeManager({ directoryUrl: 'not a url', storageDir: '/tmp/x' })).toThrow();
+    // The manager still works after all that.
+    expect((await m.ensure('a', ['a.test'])).temporary).toBe(true);
+  });
+});
+
+describe('handleHttp01', () => {
+  it('claims only GET/HEAD under /.well-known/acme-challenge/ and answers 404 for an unknown token', async () => {
+    const { m } = setup();
+    const server = http.createServer((req, res) => {
+      if (!m.handleHttp01(req, res)) res.writeHead(418).end('not mine');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    const ask = (method: string, p: string) =>
+      new Promise<number>((resolve, reject) => {
+        const req = http.request({ host: '127.0.0.1', port, method, path: p }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    try {
+      expect(await ask('GET', '/.well-known/acme-challenge/abc_DEF-123')).toBe(404);
+      expect(await ask('HEAD', '/.well-known/acme-challenge/abc')).toBe(404);
+      expect(await ask('GET', '/.well-known/acme-challenge/../../etc/passwd')).toBe(404);
+      expect(await ask('POST', '/.well-known/acme-challenge/abc')).toBe(418);
+      expect(await ask('GET', '/index.html')).toBe(418);
+    } finally {
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+});
+
+describe('coversAll', () => {
+  it('matches names exactly or by a one-label wildcard, case-insensitively', () => {
+    expect(coversAll(['site.test', '*.site.test'], ['Site.Test', 'www.site.test'])).toBe(true);
+    expect(coversAll(['*.site.test'], ['a.b.site.test'])).toBe(false);
+    expect(coversAll(['*.site.test'], ['site.test'])).toBe(false);
+    expect(coversAll(['site.test'], ['other.test'])).toBe(false);
+  });
+});
