@@ -11,7 +11,7 @@
  * checks that key and certificate match (certs.ts), so a crash between renames is re-issued, not served.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 
 export interface StoredAccount {
@@ -57,9 +57,8 @@ export class DiskStore {
     await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
     const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
     try {
-      await writeFile(tmp, data, { mode });
-      // writeFile's mode is masked by the umask; the key files must be exactly 0600.
-      await chmod(tmp, mode);
+      // A new file: created with `mode` (less the umask, which can only take bits away).
+      await writeFile(tmp, data, { mode, flag: 'wx' });
       await rename(tmp, file);
     } catch (err) {
       await rm(tmp, { force: true });
