@@ -304,6 +304,27 @@ describe('two instances sharing one redis-server', () => {
     expect(await redis.raw.exists('gw:acme:lock:shared')).toBe(0);
     expect(await redis.raw.keys('gw:acme:challenge:*')).toEqual([]);
     expect(await redis.raw.keys('gw:acme:account:*')).toHaveLength(1);
+
+    // Renewal: both enter the window together; one order, and both end up with its certificate.
+    const renewAt = a.status()[0]!.renewAt!;
+    expect(b.status()[0]!.renewAt).toBe(renewAt);
+    clock.set(renewAt + 1_000);
+    const ordersBeforeRenewal = pebble.orders();
+    await Promise.all([a.checkRenewals(), b.checkRenewals()]);
+    expect(pebble.orders() - ordersBeforeRenewal).toBe(1);
+    const renewed = a.certificate('shared')!;
+    expect(renewed.serial).not.toBe(ca.serial);
+    expect(b.certificate('shared')!.serial).toBe(renewed.serial);
+
+    // A third instance with an empty storage directory takes the shared certificate at start: no order.
+    clock.set(Date.now()); // back to now: the renewed certificate is not yet due
+    const cInstalls: InstalledCertificate[] = [];
+    const c = manager({ clock, storageDir: tempDir(), redis: { client: clients[0]!, keyPrefix: 'gw:acme:' }, onCertificate: (_s, x) => cInstalls.push(x) });
+    const ordersBeforeC = pebble.orders();
+    expect((await c.ensure('shared', ['shared.test'])).serial).toBe(renewed.serial);
+    expect(pebble.orders()).toBe(ordersBeforeC);
+    expect(c.ordersPlaced).toBe(0);
+    expect(cInstalls.map((x) => [x.temporary, x.serial])).toEqual([[false, renewed.serial]]); // no temporary certificate first
   }, 30_000);
 });
 
