@@ -328,6 +328,36 @@ describe('two instances sharing one redis-server', () => {
   }, 30_000);
 });
 
+describe('a redis-server that does not answer', () => {
+  it('costs an attempt (backoff, temporary certificate kept), not the process; the next attempt after it answers again succeeds', async () => {
+    const client = new Redis(redis.url);
+    client.on('error', () => {});
+    await waitUntilReady(client);
+    closers.push(() => client.disconnect());
+    const clock = new ManualClock(Date.now());
+    const m = manager({ clock, storageDir: tempDir(), random: () => 0, backoff: { initialMs: 5_000, maxMs: 60_000, jitter: 0.5 }, redis: { client, keyPrefix: 'stall:', timeoutMs: 200 } });
+    answerer = () => ({ name: 'm', manager: m });
+    const ordersBefore = pebble.orders();
+    redis.server.pause();
+    try {
+      const got = await m.ensure('stalled', ['stalled.test']);
+      expect(got.temporary).toBe(true);
+      const s = m.status()[0]!;
+      expect(s.failures).toBe(1);
+      expect(s.lastError).toMatch(/redis SET did not answer within 200 ms/);
+      expect(s.nextAttemptAt).toBe(clock.now() + 5_000);
+      expect(pebble.orders()).toBe(ordersBefore); // no order without the lock
+    } finally {
+      redis.server.resume();
+    }
+    clock.advance(5_000);
+    await m.checkRenewals();
+    expect(m.certificate('stalled')!.temporary).toBe(false);
+    expect(m.status()[0]!.failures).toBe(0);
+    expect(pebble.orders() - ordersBefore).toBe(1);
+  }, 20_000);
+});
+
 describe('a CA that cannot be reached', () => {
   it('keeps the temporary certificate, backs off exponentially with jitter by the injected clock, and does not throw', async () => {
     const clock = new ManualClock(Date.now());

@@ -226,27 +226,31 @@ export class AcmeManager {
    * retry what failed once its backoff has passed, replace an expiring temporary certificate.
    */
   async checkRenewals(): Promise<void> {
-    for (const state of this.sites.values()) {
-      if (this.closed) return;
-      try {
-        if (this.shared) {
-          const fromPeer = await this.loadShared(state);
-          if (fromPeer && this.isNewer(fromPeer, state.current)) {
-            this.install(state, fromPeer);
-            await this.saveToDisk(state.name, fromPeer);
-          }
+    // Sites side by side: one waiting on another instance's lock must not hold up the others.
+    await Promise.all([...this.sites.values()].map((state) => this.checkSite(state)));
+  }
+
+  private async checkSite(state: SiteState): Promise<void> {
+    if (this.closed) return;
+    try {
+      if (this.shared) {
+        const fromPeer = await this.loadShared(state);
+        if (fromPeer && this.isNewer(fromPeer, state.current)) {
+          this.install(state, fromPeer);
+          await this.saveToDisk(state.name, fromPeer);
         }
-        const now = this.clock.now();
-        if (state.current?.temporary && now >= state.current.notAfter - (state.current.notAfter - state.current.notBefore) / 3) {
-          const temp = await createTemporaryCertificate(state.hostnames, now);
-          this.install(state, { ...temp, serial: certificateFacts(temp.cert).serial, hostnames: state.hostnames, temporary: true });
-        }
-        if (now >= state.renewAt && now >= state.nextAttemptAt) await this.attempt(state);
-      } catch (err) {
-        this.log.error({ err, site: state.name }, 'ACME check of a site failed');
       }
+      const now = this.clock.now();
+      if (state.current?.temporary && now >= state.current.notAfter - (state.current.notAfter - state.current.notBefore) / 3) {
+        const temp = await createTemporaryCertificate(state.hostnames, now);
+        this.install(state, { ...temp, serial: certificateFacts(temp.cert).serial, hostnames: state.hostnames, temporary: true });
+      }
+      if (now >= state.renewAt && now >= state.nextAttemptAt) await this.attempt(state);
+    } catch (err) {
+      this.log.error({ err, site: state.name }, 'ACME check of a site failed');
     }
   }
+
 
   /** The key authorization for an HTTP-01 token this instance created, if `host` (when given) is one of its names. */
   challengeResponse(token: string, host?: string): string | undefined {

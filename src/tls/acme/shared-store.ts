@@ -79,7 +79,16 @@ export class SharedStore {
   /** Takes the site's renewal lock for ttlMs (SET NX PX); returns the owner token, or undefined if another instance holds it. */
   async tryLock(site: string, ttlMs: number): Promise<string | undefined> {
     const owner = randomBytes(16).toString('hex');
-    const ok = await this.bounded('SET', this.redis.set(`${this.prefix}lock:${site}`, owner, 'PX', Math.max(1, Math.round(ttlMs)), 'NX'));
+    let ok: string | null;
+    try {
+      ok = await this.bounded('SET', this.redis.set(`${this.prefix}lock:${site}`, owner, 'PX', Math.max(1, Math.round(ttlMs)), 'NX'));
+    } catch (err) {
+      // A SET that timed out here may still run when Redis answers again, taking the lock for an
+      // owner nobody knows (every instance would wait out ttlMs). The release goes out on the same
+      // connection, so Redis runs it after that SET: the lock is freed either way.
+      this.unlock(site, owner).catch(() => {});
+      throw err;
+    }
     return ok === 'OK' ? owner : undefined;
   }
 
