@@ -194,9 +194,11 @@ export class AcmeManager {
     assertSiteName(site);
     const names = [...new Set(hostnames.map((h) => normalizeHost(h)))];
     if (names.length === 0) throw new Error(`ACME: site ${site} has no hostnames`);
-    for (const n of names)
+    for (const n of names) {
       if (!/^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(n) || n.length > 253)
         throw new Error(`ACME: site ${site}: ${JSON.stringify(n)} is not a DNS name a CA can issue for`);
+      if (n.startsWith('*.')) throw new Error(`ACME: site ${site}: ${n}: a wildcard name needs the DNS-01 challenge; this manager answers HTTP-01 only`);
+    }
     let state = this.sites.get(site);
     if (!state) {
       state = { name: site, hostnames: names, renewAt: Infinity, failures: 0, nextAttemptAt: 0 };
@@ -212,7 +214,9 @@ export class AcmeManager {
       const stored = await this.loadStored(state);
       if (stored) this.install(state, stored);
     }
-    if (!state.current || !coversAll(state.current.hostnames, names)) {
+    // A real certificate for fewer names (the site gained a name) stays until the new one arrives:
+    // the names it covers keep working. Only a temporary one is made again for the new names.
+    if (!state.current || (state.current.temporary && !coversAll(state.current.hostnames, names))) {
       const temp = await createTemporaryCertificate(names, this.clock.now());
       this.install(state, { ...temp, serial: certificateFacts(temp.cert).serial, hostnames: names, temporary: true });
     }
@@ -235,7 +239,7 @@ export class AcmeManager {
     try {
       if (this.shared) {
         const fromPeer = await this.loadShared(state);
-        if (fromPeer && this.isNewer(fromPeer, state.current)) {
+        if (fromPeer && this.isNewer(state, fromPeer)) {
           this.install(state, fromPeer);
           await this.saveToDisk(state.name, fromPeer);
         }
@@ -305,7 +309,8 @@ export class AcmeManager {
 
   private install(state: SiteState, cert: InstalledCertificate): void {
     state.current = cert;
-    state.renewAt = cert.temporary ? -Infinity : renewalTime(cert.notBefore, cert.notAfter, this.renewBeforeMs);
+    // Due at once: a temporary certificate, and one that misses a name the site now has.
+    state.renewAt = cert.temporary || !coversAll(cert.hostnames, state.hostnames) ? -Infinity : renewalTime(cert.notBefore, cert.notAfter, this.renewBeforeMs);
     this.log.info(
       { site: state.name, serial: cert.serial, notAfter: new Date(cert.notAfter).toISOString(), temporary: cert.temporary },
       cert.temporary ? 'ACME: temporary self-signed certificate installed' : 'ACME: certificate installed',
@@ -317,8 +322,11 @@ export class AcmeManager {
     }
   }
 
-  private isNewer(candidate: InstalledCertificate, current: InstalledCertificate | undefined): boolean {
-    if (!current || current.temporary) return true;
+  /** Whether a certificate another instance stored should replace ours: it covers our names and is not older. */
+  private isNewer(state: SiteState, candidate: InstalledCertificate): boolean {
+    const current = state.current;
+    if (!coversAll(candidate.hostnames, state.hostnames)) return false;
+    if (!current || current.temporary || !coversAll(current.hostnames, state.hostnames)) return true;
     return candidate.serial !== current.serial && candidate.notAfter >= current.notAfter;
   }
 
@@ -331,15 +339,13 @@ export class AcmeManager {
         this.log.info({ site: state.name, where, directoryUrl: stored.directoryUrl }, 'ACME: stored certificate is from another directory; not used');
         return undefined;
       }
-      if (!coversAll(facts.names, state.hostnames)) {
-        this.log.info({ site: state.name, where, names: facts.names }, 'ACME: stored certificate does not cover the hostnames; not used');
-        return undefined;
-      }
+      if (!coversAll(facts.names, state.hostnames))
+        this.log.info({ site: state.name, where, names: facts.names }, 'ACME: stored certificate does not cover all the hostnames; served for the names it has until a new one is issued');
       if (this.clock.now() >= facts.notAfter) {
         this.log.info({ site: state.name, where }, 'ACME: stored certificate has expired; not used');
         return undefined;
       }
-      return { cert: stored.cert, key: stored.key, notBefore: facts.notBefore, notAfter: facts.notAfter, serial: facts.serial, hostnames: state.hostnames, temporary: false };
+      return { cert: stored.cert, key: stored.key, notBefore: facts.notBefore, notAfter: facts.notAfter, serial: facts.serial, hostnames: facts.names, temporary: false };
     } catch (err) {
       this.log.error({ site: state.name, where, err: messageOf(err) }, 'ACME: stored certificate is unreadable; not used');
       return undefined;
@@ -364,7 +370,8 @@ export class AcmeManager {
     } catch (err) {
       this.log.warn({ site: state.name, err: messageOf(err) }, 'ACME: reading the shared certificate from redis failed');
     }
-    if (fromShared && (!fromDisk || fromShared.notAfter > fromDisk.notAfter)) {
+    const rank = (c: InstalledCertificate) => [coversAll(c.hostnames, state.hostnames) ? 1 : 0, c.notAfter] as const;
+    if (fromShared && (!fromDisk || rank(fromShared)[0] > rank(fromDisk)[0] || (rank(fromShared)[0] === rank(fromDisk)[0] && fromShared.notAfter > fromDisk.notAfter))) {
       await this.saveToDisk(state.name, fromShared);
       return fromShared;
     }
@@ -419,7 +426,7 @@ export class AcmeManager {
     try {
       // Another instance may have renewed between our last look and our lock.
       const fromPeer = await this.loadShared(state);
-      if (fromPeer && this.isNewer(fromPeer, state.current) && this.clock.now() < renewalTime(fromPeer.notBefore, fromPeer.notAfter, this.renewBeforeMs)) {
+      if (fromPeer && this.isNewer(state, fromPeer) && this.clock.now() < renewalTime(fromPeer.notBefore, fromPeer.notAfter, this.renewBeforeMs)) {
         this.install(state, fromPeer);
         await this.saveToDisk(state.name, fromPeer);
         return;
@@ -439,7 +446,7 @@ export class AcmeManager {
       await new Promise((r) => setTimeout(r, pollMs));
       // Whatever the holder stored since is the answer: it was issued just now.
       const fromPeer = await this.loadShared(state);
-      if (fromPeer && this.isNewer(fromPeer, state.current)) {
+      if (fromPeer && this.isNewer(state, fromPeer)) {
         this.install(state, fromPeer);
         await this.saveToDisk(state.name, fromPeer);
         return;
@@ -524,7 +531,7 @@ export class AcmeManager {
     const key = certKey.toString();
     const facts = certificateFacts(chain, key);
     if (!coversAll(facts.names, hostnames)) throw new Error(`ACME: the issued certificate covers ${facts.names.join(', ')}, not ${hostnames.join(', ')}`);
-    const cert: InstalledCertificate = { cert: chain, key, notBefore: facts.notBefore, notAfter: facts.notAfter, serial: facts.serial, hostnames, temporary: false };
+    const cert: InstalledCertificate = { cert: chain, key, notBefore: facts.notBefore, notAfter: facts.notAfter, serial: facts.serial, hostnames: facts.names, temporary: false };
     this.log.info({ site: state.name, serial: facts.serial, notAfter: new Date(facts.notAfter).toISOString() }, 'ACME: certificate issued');
     await this.saveToDisk(state.name, cert);
     this.install(state, cert);

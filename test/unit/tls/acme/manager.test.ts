@@ -140,7 +140,6 @@ describe('the storage directory', () => {
       ['key mismatch', { swapKey: true }, ['site.test']],
       ['expired', { lifetimeMs: -120_000 + 60_000 }, ['site.test']],
       ['another directory', { directory: 'https://other.example/dir' }, ['site.test']],
-      ['a name missing', {}, ['site.test', 'www.site.test']],
     ];
     for (const [what, opts, names] of cases) {
       const { m, storageDir } = setup();
@@ -149,6 +148,28 @@ describe('the storage directory', () => {
       expect(c.temporary, what).toBe(true);
       expect(m.status()[0]!.failures, what).toBe(1); // and an order was attempted
     }
+  });
+
+  it('serves a stored certificate that lacks a name the site gained, and orders a new one at once', async () => {
+    const { m, storageDir, installs } = setup();
+    const facts = await stored(storageDir, { names: ['site.test'] });
+    const c = await m.ensure('site', ['site.test', 'new.site.test']);
+    expect(c.temporary).toBe(false);
+    expect(c.serial).toBe(facts.serial);
+    expect(c.hostnames).toEqual(['site.test']);
+    expect(installs).toHaveLength(1);
+    expect(m.status()[0]!.failures).toBe(1); // the order for both names was attempted
+  });
+
+  it('a site that gains a name keeps its certificate while the new order runs', async () => {
+    const { m, storageDir, installs } = setup();
+    const facts = await stored(storageDir, { names: ['site.test'] });
+    await m.ensure('site', ['site.test']);
+    expect(m.status()[0]!.failures).toBe(0);
+    await m.ensure('site', ['site.test', 'new.site.test']);
+    expect(m.certificate('site')!.serial).toBe(facts.serial);
+    expect(installs.map((c) => c.temporary)).toEqual([false]);
+    expect(m.status()[0]!.failures).toBe(1);
   });
 
   it('a corrupt file is logged and re-issued, not thrown', async () => {
@@ -172,6 +193,7 @@ describe('bad input', () => {
     await expect(m.ensure('a', [])).rejects.toThrow(/no hostnames/);
     await expect(m.ensure('a', ['bad host'])).rejects.toThrow(/not a DNS name/);
     await expect(m.ensure('a', ['-x.test'])).rejects.toThrow(/not a DNS name/);
+    await expect(m.ensure('a', ['*.a.test'])).rejects.toThrow(/wildcard name needs the DNS-01 challenge/);
     expect(() => new AcmeManager({ directoryUrl: 'not a url', storageDir: '/tmp/x' })).toThrow();
     // The manager still works after all that.
     expect((await m.ensure('a', ['a.test'])).temporary).toBe(true);
