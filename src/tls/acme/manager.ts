@@ -188,7 +188,7 @@ export class AcmeManager {
    * Makes sure `site` has a certificate for `hostnames`: a stored one if valid, else the temporary
    * one at once and then an issued one. Resolves with what is installed after the first attempt;
    * never rejects for a CA or Redis failure (that is logged and retried by checkRenewals), only
-   * for a bad site name or hostname list.
+   * for a bad site name or hostname list, or a storage directory that cannot be created.
    */
   async ensure(site: string, hostnames: readonly string[]): Promise<InstalledCertificate> {
     assertSiteName(site);
@@ -203,7 +203,7 @@ export class AcmeManager {
     if (!state) {
       state = { name: site, hostnames: names, renewAt: Infinity, failures: 0, nextAttemptAt: 0 };
       this.sites.set(site, state);
-    } else if (names.join(',') !== state.hostnames.join(',')) {
+    } else if ([...names].sort().join(',') !== [...state.hostnames].sort().join(',')) {
       state.hostnames = names;
       state.renewAt = -Infinity; // the installed certificate may not cover the new names: due now
       state.failures = 0;
@@ -254,7 +254,6 @@ export class AcmeManager {
       this.log.error({ err, site: state.name }, 'ACME check of a site failed');
     }
   }
-
 
   /** The key authorization for an HTTP-01 token this instance created, if `host` (when given) is one of its names. */
   challengeResponse(token: string, host?: string): string | undefined {

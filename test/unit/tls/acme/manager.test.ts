@@ -4,7 +4,7 @@
  * temporary certificate, with what it finds in its storage directory, and with bad input.
  */
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -170,6 +170,47 @@ describe('the storage directory', () => {
     expect(m.certificate('site')!.serial).toBe(facts.serial);
     expect(installs.map((c) => c.temporary)).toEqual([false]);
     expect(m.status()[0]!.failures).toBe(1);
+  });
+
+  it('the same names in another order are no change (no order placed)', async () => {
+    const { m, storageDir } = setup();
+    await stored(storageDir, { names: ['site.test', 'www.site.test'] });
+    await m.ensure('site', ['site.test', 'www.site.test']);
+    await m.ensure('site', ['www.site.test', 'site.test']);
+    expect(m.status()[0]!.failures).toBe(0);
+  });
+
+  it('creates the account key once (0600) and reuses it; a configured account key is not written', async () => {
+    const { m, storageDir } = setup();
+    await m.ensure('a', ['a.test']);
+    const files = readdirSync(path.join(storageDir, 'accounts'));
+    expect(files).toHaveLength(1);
+    const file = path.join(storageDir, 'accounts', files[0]!);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    const account = JSON.parse(readFileSync(file, 'utf8')) as { key: string; directoryUrl: string };
+    expect(account.directoryUrl).toBe(directoryUrl);
+    expect(account.key).toMatch(/^-----BEGIN (EC )?PRIVATE KEY-----/);
+    const { m: again } = setup({ storageDir });
+    await again.ensure('b', ['b.test']);
+    expect(JSON.parse(readFileSync(file, 'utf8')).key).toBe(account.key);
+
+    const { m: given, storageDir: other } = setup({ accountKey: account.key });
+    await given.ensure('a', ['a.test']);
+    expect(given.status()[0]!.failures).toBe(1);
+    expect(existsSync(path.join(other, 'accounts'))).toBe(false);
+  });
+
+  it('start() runs the checks on its timer (unref\'d), close() stops them', async () => {
+    const { m, clock } = setup({ checkIntervalMs: 20 });
+    await m.ensure('a', ['a.test']);
+    clock.advance(1_000);
+    m.start();
+    for (let i = 0; i < 100 && m.status()[0]!.failures < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(m.status()[0]!.failures).toBe(2);
+    m.close();
+    clock.advance(10_000);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(m.status()[0]!.failures).toBe(2);
   });
 
   it('a corrupt file is logged and re-issued, not thrown', async () => {
