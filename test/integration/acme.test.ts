@@ -37,6 +37,8 @@ let pebble: Pebble;
 let responder: http.Server;
 /** Every challenge fetch the responder answered, in order. */
 const fetches: Fetch[] = [];
+/** Every fetch from pebble as it arrives (before the gate), path and Host. */
+const arrivals: { path: string; host: string }[] = [];
 /** Who answers the next challenge fetch (set by each test). */
 let answerer: () => { name: string; manager: AcmeManager } | undefined = () => undefined;
 /** Held challenge fetches wait on this (a test sets it to look at the temporary certificate first). */
@@ -111,6 +113,7 @@ let responderPort = 0;
 beforeAll(async () => {
   responder = http.createServer((req, res) => {
     const probeRequest = req.headers['x-test-probe'] === '1';
+    if (!probeRequest) arrivals.push({ path: req.url ?? '', host: req.headers.host ?? '' });
     void (probeRequest ? Promise.resolve() : gate).then(() => {
       const who = answerer();
       if (!who) {
@@ -175,15 +178,17 @@ describe('ACME certificates from pebble over HTTP-01', () => {
     expect(before.cert.subjectaltname).toBe('DNS:site.test, DNS:www.site.test');
     expect(before.cert.serialNumber).toBe(installs[0]!.serial);
 
-    // While pebble's fetches are held: the responder answers a challenge only for its own name.
-    for (let i = 0; i < 500 && (m as unknown as { challenges: Map<string, unknown> }).challenges.size < 2; i++) await new Promise((r) => setTimeout(r, 10));
-    const tokens = [...(m as unknown as { challenges: Map<string, { hostnames: string[] }> }).challenges.entries()];
-    expect(tokens).toHaveLength(2);
-    const [token, challenge] = tokens[0]!;
-    const right = await probe(responderPort, `/.well-known/acme-challenge/${token}`, `${challenge.hostnames[0]}:${responderPort}`);
+    // While pebble's first fetch is held: the responder answers that challenge only for its own name.
+    for (let i = 0; i < 500 && arrivals.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    const held = arrivals[0]!;
+    expect(held.path).toMatch(/^\/\.well-known\/acme-challenge\/[A-Za-z0-9_-]+$/);
+    const token = held.path.split('/').pop()!;
+    const right = await probe(responderPort, held.path, held.host);
     expect(right.status).toBe(200);
-    expect(right.body).toMatch(new RegExp(`^${token}\\.[A-Za-z0-9_-]{43}$`));
-    expect((await probe(responderPort, `/.well-known/acme-challenge/${token}`, 'other.test')).status).toBe(404);
+    expect(right.body).toMatch(new RegExp(`^${token}\\.[A-Za-z0-9_-]{43}$`)); // token.thumbprint (RFC 8555 §8.1)
+    expect(m.challengeResponse(token, held.host)).toBe(right.body);
+    expect(m.challengeResponse(token, 'other.test')).toBeUndefined();
+    expect((await probe(responderPort, held.path, 'other.test')).status).toBe(404);
     expect((await probe(responderPort, '/.well-known/acme-challenge/no-such-token', 'site.test')).status).toBe(404);
     open();
 
@@ -196,7 +201,9 @@ describe('ACME certificates from pebble over HTTP-01', () => {
     // (pebble's VA may fetch a challenge more than once)
     expect([...new Set(challengeFetches.map((f) => f.host.replace(/:\d+$/, '')))].sort()).toEqual(['site.test', 'www.site.test']);
     expect(challengeFetches.every((f) => f.status === 200 && f.body.startsWith(f.path.split('/').pop()! + '.'))).toBe(true);
-    expect((m as unknown as { challenges: Map<string, unknown> }).challenges.size).toBe(0);
+    // Answered challenges are forgotten.
+    expect((await probe(responderPort, held.path, held.host)).status).toBe(404);
+    expect(m.challengeResponse(token)).toBeUndefined();
   }, 30_000);
 
   it('the issued chain leads to pebble’s root and covers the names; TLS with SNI verifies against that root', async () => {

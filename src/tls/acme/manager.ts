@@ -491,33 +491,27 @@ export class AcmeManager {
     const hostnames = state.hostnames;
     const certKey = await acme.crypto.createPrivateEcdsaKey('P-256');
     const [, csr] = await acme.crypto.createCsr({ commonName: hostnames[0], altNames: hostnames }, certKey);
-    const tokens: string[] = [];
     this.ordersPlaced++;
     this.log.info({ site: state.name, hostnames }, 'ACME: placing an order');
-    let chain: string;
-    try {
-      chain = await client.auto({
-        csr,
-        ...(this.opts.email ? { email: this.opts.email } : {}),
-        termsOfServiceAgreed: true,
-        challengePriority: ['http-01'],
-        // acme-client's own check fetches http://<name>:80 from here: not what a CA sees, and wrong behind NAT.
-        skipChallengeVerification: true,
-        challengeCreateFn: async (authz, challenge, keyAuthorization) => {
-          if (challenge.type !== 'http-01') throw new Error(`ACME: the CA offers no http-01 challenge for ${authz.identifier.value}`);
-          const c: SharedChallenge = { keyAuthorization, hostnames: [normalizeHost(authz.identifier.value)] };
-          this.challenges.set(challenge.token, c);
-          tokens.push(challenge.token);
-          await this.shared?.publishChallenge(challenge.token, c, this.opts.challengeTtlMs ?? 600_000);
-        },
-        challengeRemoveFn: async (_authz, challenge) => {
-          this.challenges.delete(challenge.token);
-          await this.shared?.removeChallenge(challenge.token);
-        },
-      });
-    } finally {
-      for (const t of tokens) this.challenges.delete(t);
-    }
+    // acme-client calls challengeRemoveFn for every challenge challengeCreateFn was called for, whatever happens.
+    const chain = await client.auto({
+      csr,
+      ...(this.opts.email ? { email: this.opts.email } : {}),
+      termsOfServiceAgreed: true,
+      challengePriority: ['http-01'],
+      // acme-client's own check fetches http://<name>:80 from here: not what a CA sees, and wrong behind NAT.
+      skipChallengeVerification: true,
+      challengeCreateFn: async (authz, challenge, keyAuthorization) => {
+        if (challenge.type !== 'http-01') throw new Error(`ACME: the CA offers no http-01 challenge for ${authz.identifier.value}`);
+        const c: SharedChallenge = { keyAuthorization, hostnames: [normalizeHost(authz.identifier.value)] };
+        this.challenges.set(challenge.token, c);
+        await this.shared?.publishChallenge(challenge.token, c, this.opts.challengeTtlMs ?? 600_000);
+      },
+      challengeRemoveFn: async (_authz, challenge) => {
+        this.challenges.delete(challenge.token);
+        await this.shared?.removeChallenge(challenge.token);
+      },
+    });
     const accountUrl = client.getAccountUrl();
     if (accountUrl !== account.accountUrl) {
       const registered = { ...account, accountUrl };
