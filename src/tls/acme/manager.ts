@@ -144,7 +144,13 @@ export class AcmeManager {
     this.backoff = { ...DEFAULT_BACKOFF, ...opts.backoff };
     this.renewBeforeMs = opts.renewBeforeMs ?? DEFAULT_RENEW_BEFORE_MS;
     this.lockTtlMs = opts.lockTtlMs ?? 600_000;
-    new URL(opts.directoryUrl); // a clear TypeError now rather than at the first order
+    let url: URL;
+    try {
+      url = new URL(opts.directoryUrl);
+    } catch {
+      throw new Error(`ACME: directoryUrl ${JSON.stringify(opts.directoryUrl)} is not a URL`);
+    }
+    if (url.protocol !== 'https:') throw new Error(`ACME: directoryUrl ${opts.directoryUrl} must be https: (RFC 8555 §6.1)`);
     this.disposeOrigin = registerAcmeOrigin(opts.directoryUrl, { ca: opts.caBundle, timeoutMs: opts.requestTimeoutMs ?? 30_000 });
   }
 

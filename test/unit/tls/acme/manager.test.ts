@@ -235,7 +235,8 @@ describe('bad input', () => {
     await expect(m.ensure('a', ['bad host'])).rejects.toThrow(/not a DNS name/);
     await expect(m.ensure('a', ['-x.test'])).rejects.toThrow(/not a DNS name/);
     await expect(m.ensure('a', ['*.a.test'])).rejects.toThrow(/wildcard name needs the DNS-01 challenge/);
-    expect(() => new AcmeManager({ directoryUrl: 'not a url', storageDir: '/tmp/x' })).toThrow();
+    expect(() => new AcmeManager({ directoryUrl: 'not a url', storageDir: '/tmp/x' })).toThrow(/directoryUrl "not a url" is not a URL/);
+    expect(() => new AcmeManager({ directoryUrl: 'http://127.0.0.1:1/dir', storageDir: '/tmp/x' })).toThrow(/must be https:/);
     // The manager still works after all that.
     expect((await m.ensure('a', ['a.test'])).temporary).toBe(true);
   });
