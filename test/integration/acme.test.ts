@@ -335,6 +335,23 @@ describe('two instances sharing one redis-server', () => {
   }, 30_000);
 });
 
+describe('a challenge the CA cannot validate', () => {
+  it('fails the order with the CA’s reason, keeps the temporary certificate and backs off', async () => {
+    const clock = new ManualClock(Date.now());
+    const m = manager({ clock, storageDir: tempDir(), random: () => 0, backoff: { initialMs: 10_000, maxMs: 60_000, jitter: 0.5 } });
+    answerer = () => undefined; // the responder answers 503: this instance is not reachable
+    const fetchesBefore = arrivals.length;
+    const got = await m.ensure('refused', ['refused.test']);
+    expect(got.temporary).toBe(true);
+    expect(arrivals.length).toBeGreaterThan(fetchesBefore); // pebble did come for the challenge
+    const s = m.status()[0]!;
+    expect(s.failures).toBe(1);
+    expect(s.lastError).toMatch(/refused\.test.*acme-challenge.* returned 503/); // pebble's own words
+    expect(s.nextAttemptAt).toBe(clock.now() + 10_000);
+    expect(m.certificate('refused')).toBe(got);
+  }, 20_000);
+});
+
 describe('a redis-server that does not answer', () => {
   it('costs an attempt (backoff, temporary certificate kept), not the process; the next attempt after it answers again succeeds', async () => {
     const client = new Redis(redis.url);
