@@ -88,7 +88,21 @@ async function kill(child: ChildProcess | undefined): Promise<void> {
   await waitForExit(child, 2_000);
 }
 
+/** Starts pebble; a port taken between probing and binding (another test's server) is tried again, twice. */
 export async function startPebble(opts: PebbleOptions): Promise<Pebble> {
+  let lastError: unknown;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      return await startPebbleOnce(opts);
+    } catch (err) {
+      lastError = err;
+      if (!/address already in use/.test(String(err))) throw err;
+    }
+  }
+  throw lastError;
+}
+
+async function startPebbleOnce(opts: PebbleOptions): Promise<Pebble> {
   const pebbleBin = binary('pebble');
   const challtestsrvBin = binary('pebble-challtestsrv');
   const dir = mkdtempSync(path.join(os.tmpdir(), 'crowdgate-pebble-'));
