@@ -352,6 +352,19 @@ describe('a challenge the CA cannot validate', () => {
   }, 20_000);
 });
 
+describe('a CA whose HTTPS certificate is not trusted', () => {
+  it('is an attempt that fails with the TLS reason (no caBundle: pebble’s test CA is not trusted)', async () => {
+    const clock = new ManualClock(Date.now());
+    const m = new AcmeManager({ directoryUrl: pebble.directoryUrl, storageDir: tempDir(), clock, requestTimeoutMs: 5_000 });
+    closers.push(() => m.close());
+    const ordersBefore = pebble.orders();
+    expect((await m.ensure('untrusted', ['untrusted.test'])).temporary).toBe(true);
+    expect(m.status()[0]!.lastError).toMatch(/ACME request to https:\/\/127\.0\.0\.1:\d+\/dir failed: .*(certificate|verify)/i);
+    expect(pebble.orders()).toBe(ordersBefore);
+    m.close(); // acme-client's HTTP settings are per CA origin in the process: hand pebble's back to the other managers
+  });
+});
+
 describe('a redis-server that does not answer', () => {
   it('costs an attempt (backoff, temporary certificate kept), not the process; the next attempt after it answers again succeeds', async () => {
     const client = new Redis(redis.url);
