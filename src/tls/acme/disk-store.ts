@@ -83,6 +83,14 @@ export class DiskStore {
     return { directoryUrl, key: parsed.key, ...(typeof parsed.accountUrl === 'string' ? { accountUrl: parsed.accountUrl } : {}) };
   }
 
+  /** Renames an unreadable account file to `<name>.corrupt-<ms>` (kept for a human, out of the way); returns the new path. */
+  async setAsideAccount(directoryUrl: string, now: number): Promise<string> {
+    const file = this.accountFile(directoryUrl);
+    const aside = `${file}.corrupt-${now}`;
+    await rename(file, aside);
+    return aside;
+  }
+
   async saveAccount(account: StoredAccount): Promise<void> {
     await this.writeAtomic(this.accountFile(account.directoryUrl), JSON.stringify(account, null, 2) + '\n', 0o600);
   }

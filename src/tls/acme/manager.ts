@@ -471,16 +471,27 @@ export class AcmeManager {
   private async loadOrCreateAccount(): Promise<StoredAccount> {
     const directoryUrl = this.opts.directoryUrl;
     if (this.opts.accountKey !== undefined) {
-      const stored = (await this.shared?.loadAccount(directoryUrl)) ?? (await this.disk.loadAccount(directoryUrl));
+      const stored = (await this.shared?.loadAccount(directoryUrl)) ?? (await this.loadDiskAccount());
       return { directoryUrl, key: this.opts.accountKey, ...(stored?.key === this.opts.accountKey && stored.accountUrl ? { accountUrl: stored.accountUrl } : {}) };
     }
-    let account = (await this.shared?.loadAccount(directoryUrl)) ?? (await this.disk.loadAccount(directoryUrl));
+    let account = (await this.shared?.loadAccount(directoryUrl)) ?? (await this.loadDiskAccount());
     if (!account) {
       account = { directoryUrl, key: (await acme.crypto.createPrivateEcdsaKey('P-256')).toString() };
       if (this.shared) account = await this.shared.offerAccount(account);
     }
     await this.disk.saveAccount(account);
     return account;
+  }
+
+  /** The account on disk; an unreadable file is set aside (and a new account made), or issuance would fail on it forever. */
+  private async loadDiskAccount(): Promise<StoredAccount | undefined> {
+    try {
+      return await this.disk.loadAccount(this.opts.directoryUrl);
+    } catch (err) {
+      const aside = await this.disk.setAsideAccount(this.opts.directoryUrl, this.clock.now());
+      this.log.error({ err: messageOf(err), setAside: aside }, 'ACME: the stored account is unreadable; set aside, registering a new account');
+      return undefined;
+    }
   }
 
   private async issue(state: SiteState): Promise<void> {

@@ -200,6 +200,19 @@ describe('the storage directory', () => {
     expect(existsSync(path.join(other, 'accounts'))).toBe(false);
   });
 
+  it('an unreadable account file is set aside and a new account key made (issuance is not blocked by it)', async () => {
+    const { m, storageDir } = setup();
+    await m.ensure('a', ['a.test']);
+    const dir = path.join(storageDir, 'accounts');
+    const [name] = readdirSync(dir);
+    writeFileSync(path.join(dir, name!), '{"key": ');
+    const { m: again, clock } = setup({ storageDir });
+    await again.ensure('a', ['a.test']);
+    expect(again.status()[0]!.lastError).toMatch(/ECONNREFUSED/); // it got as far as the CA
+    expect(readdirSync(dir).sort()).toEqual([name, `${name}.corrupt-${clock.now()}`]);
+    expect(JSON.parse(readFileSync(path.join(dir, name!), 'utf8')).key).toMatch(/PRIVATE KEY/);
+  });
+
   it('start() runs the checks on its timer (unref\'d), close() stops them', async () => {
     const { m, clock } = setup({ checkIntervalMs: 20 });
     await m.ensure('a', ['a.test']);
