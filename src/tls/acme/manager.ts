@@ -127,6 +127,8 @@ export class AcmeManager {
   private readonly renewBeforeMs: number;
   private readonly lockTtlMs: number;
   private readonly sites = new Map<string, SiteState>();
+  /** The last ensure() per site, settled (never rejects): the next one waits for it. */
+  private readonly ensuring = new Map<string, Promise<void>>();
   /** token -> challenge, for the challenges this instance created. */
   private readonly challenges = new Map<string, SharedChallenge>();
   private readonly disposeOrigin: () => void;
@@ -196,7 +198,25 @@ export class AcmeManager {
    * never rejects for a CA or Redis failure (that is logged and retried by checkRenewals), only
    * for a bad site name or hostname list, or a storage directory that cannot be created.
    */
-  async ensure(site: string, hostnames: readonly string[]): Promise<InstalledCertificate> {
+  ensure(site: string, hostnames: readonly string[]): Promise<InstalledCertificate> {
+    // One ensure per site at a time (two at once would make two temporary certificates).
+    const previous = this.ensuring.get(site) ?? Promise.resolve();
+    const run = previous.then(
+      () => this.ensureNow(site, hostnames),
+      () => this.ensureNow(site, hostnames),
+    );
+    const settled = run.then(
+      () => {},
+      () => {},
+    );
+    this.ensuring.set(site, settled);
+    void settled.then(() => {
+      if (this.ensuring.get(site) === settled) this.ensuring.delete(site);
+    });
+    return run;
+  }
+
+  private async ensureNow(site: string, hostnames: readonly string[]): Promise<InstalledCertificate> {
     assertSiteName(site);
     const names = [...new Set(hostnames.map((h) => normalizeHost(h)))];
     if (names.length === 0) throw new Error(`ACME: site ${site} has no hostnames`);

@@ -74,6 +74,17 @@ describe('backoff on the injected clock', () => {
     expect(installs).toHaveLength(1);
   });
 
+  it('two ensure() calls at once make one temporary certificate and one attempt', async () => {
+    const { m, installs } = setup();
+    const [x, y] = await Promise.all([m.ensure('a', ['a.test']), m.ensure('a', ['a.test'])]);
+    expect(x).toBe(y);
+    expect(installs).toHaveLength(1);
+    expect(m.status()[0]!.failures).toBe(1);
+    // A rejected ensure() does not block the next one.
+    await expect(m.ensure('a', [])).rejects.toThrow(/no hostnames/);
+    expect(await m.ensure('a', ['a.test'])).toBe(x);
+  });
+
   it('ensure() during the backoff does not attempt again', async () => {
     const { m } = setup();
     await m.ensure('a', ['a.test']);
