@@ -355,7 +355,7 @@ export class AcmeManager {
     return candidate.serial !== current.serial && candidate.notAfter >= current.notAfter;
   }
 
-  /** A stored certificate, checked: parses, key matches, same CA, covers the names, not expired. */
+  /** A stored certificate, checked: parses, key matches, same directory, not expired (it may lack a name: install() makes it due). */
   private usable(state: SiteState, stored: StoredCertificate | undefined, where: string): InstalledCertificate | undefined {
     if (!stored) return undefined;
     try {
@@ -395,8 +395,12 @@ export class AcmeManager {
     } catch (err) {
       this.log.warn({ site: state.name, err: messageOf(err) }, 'ACME: reading the shared certificate from redis failed');
     }
-    const rank = (c: InstalledCertificate) => [coversAll(c.hostnames, state.hostnames) ? 1 : 0, c.notAfter] as const;
-    if (fromShared && (!fromDisk || rank(fromShared)[0] > rank(fromDisk)[0] || (rank(fromShared)[0] === rank(fromDisk)[0] && fromShared.notAfter > fromDisk.notAfter))) {
+    // Prefer the one covering all the names, then the later notAfter.
+    const covers = (c: InstalledCertificate) => coversAll(c.hostnames, state.hostnames);
+    const sharedIsBetter =
+      fromShared !== undefined &&
+      (fromDisk === undefined || (covers(fromShared) && !covers(fromDisk)) || (covers(fromShared) === covers(fromDisk) && fromShared.notAfter > fromDisk.notAfter));
+    if (fromShared && sharedIsBetter) {
       await this.saveToDisk(state.name, fromShared);
       return fromShared;
     }
