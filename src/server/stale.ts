@@ -36,9 +36,14 @@ export const HOT_HITS = 5;
 /** How long past expiry a hot page is answered while it refreshes (the old default SWR window), ms. */
 export const HOT_STALE_MS = 10_000;
 
+/** The entry answered HOT_HITS requests: a crowd has read this copy. */
+export function isPopular(entry: CacheEntry): boolean {
+  return (entryHits.get(entry) ?? 0) >= HOT_HITS;
+}
+
 /** The entry expired less than HOT_STALE_MS ago and answered HOT_HITS requests. */
 export function isHot(ctx: Ctx, entry: CacheEntry): boolean {
-  return ctx.deps.clock.now() < staleAtOf(entry) + HOT_STALE_MS && (entryHits.get(entry) ?? 0) >= HOT_HITS;
+  return ctx.deps.clock.now() < staleAtOf(entry) + HOT_STALE_MS && isPopular(entry);
 }
 
 /** A stale copy that may answer while its key's refresh is under way (decide(), step 9). */

@@ -92,7 +92,7 @@ describe('admission: the origin limiter', () => {
     await Promise.all(flood);
   });
 
-  it('answers a page past its stale-while-revalidate window from grace while the origin queue is standing, and revalidates it once', async () => {
+  it('answers a page a crowd reads, past its stale-while-revalidate window, from grace while the origin queue is standing, and revalidates it once', async () => {
     const clock = new ManualClock(Date.now());
     const o = await origin();
     let version = 1;
@@ -110,35 +110,61 @@ describe('admission: the origin limiter', () => {
       return Number(/^crowdgate_queue_length\{site="test",[^}]*\} (\d+)/m.exec(m)?.[1]);
     };
     expect((await call(`${g.url}/page`)).body).toBe('v1');
+    // A crowd reads the copy (HOT_HITS hits) while it is fresh.
+    for (let i = 0; i < 5; i++) expect((await call(`${g.url}/page`)).headers['cache-status']).toMatch(/crowdgate; hit/);
     // Teach the limiter a 50 ms round trip (on the injected clock).
     const warm = call(`${g.url}/slow?warm`);
     await vi.waitFor(() => expect(o.count('/slow')).toBe(1));
     clock.advance(50);
     await warm;
     version = 2;
-    // Past max-age, no SWR, no backlog: the revalidation is waited for, as RFC 9111 says.
-    clock.advance(11_000);
-    const waited = await call(`${g.url}/page`);
-    expect(waited.body).toBe('v2');
-    expect(waited.headers['cache-status']).toMatch(/fwd=stale/);
-    version = 3;
     // A backlog: one /slow in service, one waiting.
     const flood = [call(`${g.url}/slow?a`), call(`${g.url}/slow?b`)];
     await vi.waitFor(async () => expect(await queueLength()).toBe(1));
-    clock.advance(11_000); // the page is stale again, and the waiter has waited 11 s: standing
+    // The page is stale, past the hot-page window (10 s after expiry) but in its grace, and the
+    // waiter has waited 21 s: standing.
+    clock.advance(21_000);
     const stale = await Promise.all([call(`${g.url}/page`), call(`${g.url}/page`)]);
     for (const r of stale) {
       expect(r.status).toBe(200);
-      expect(r.body).toBe('v2');
+      expect(r.body).toBe('v1');
       expect(r.headers['cache-status']).toMatch(/crowdgate; hit; .*detail="stale-backlog/);
       expect(r.ms).toBeLessThan(250); // not behind the 300 ms /slow in service
     }
     expect(await queueLength()).toBe(2); // one revalidation for both, queued like their fill
     await Promise.all(flood);
-    await vi.waitFor(() => expect(o.count('/page')).toBe(3));
-    expect((await call(`${g.url}/page`)).body).toBe('v3');
+    await vi.waitFor(() => expect(o.count('/page')).toBe(2));
+    expect((await call(`${g.url}/page`)).body).toBe('v2');
     const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
     expect(metrics).toMatch(/crowdgate_stale_served_total\{site="test",reason="backlog"\} 2/);
+  });
+
+  it('makes a page read now and then wait its turn while the origin is busy: no stale-backlog for a copy no crowd reads', async () => {
+    const clock = new ManualClock(Date.now());
+    const o = await origin();
+    let version = 1;
+    o.route('/page', { headers: { 'cache-control': 'public, max-age=10', etag: '"p"' }, body: () => `v${version}` });
+    o.route('/slow', { delayMs: 300, headers: { 'cache-control': 'no-store' } });
+    const g = await gateway(
+      {
+        admission: fixed(1, { deadlineMs: 60_000, codelTargetMs: 20, codelIntervalMs: 2_000 }),
+        sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { staleWhileRevalidateSeconds: 0, graceSeconds: 60 } }] })],
+      },
+      { clock },
+    );
+    expect((await call(`${g.url}/page`)).body).toBe('v1');
+    expect((await call(`${g.url}/page`)).headers['cache-status']).toMatch(/crowdgate; hit/); // one read: not a crowd
+    version = 2;
+    const slow = call(`${g.url}/slow`); // holds the only permit for 300 ms
+    await vi.waitFor(() => expect(o.count('/slow')).toBe(1));
+    clock.advance(11_000);
+    const r = await call(`${g.url}/page`);
+    expect(r.body).toBe('v2');
+    expect(r.headers['cache-status']).toMatch(/fwd=stale/);
+    expect(r.headers['cache-status']).not.toMatch(/stale-backlog/);
+    await slow;
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    expect(metrics).not.toMatch(/crowdgate_stale_served_total\{site="test",reason="backlog"\}/);
   });
 
   it('lets a high-priority path through while a low-priority flood is being shed', async () => {
