@@ -350,6 +350,15 @@ describe('automatic HTTPS: a gateway with tls.acme against pebble', () => {
     expect(Date.parse(String(status.acme[0]!.renewAt))).toBe(Date.parse(String(status.acme[0]!.notAfter)) - 30 * DAY);
   });
 
+  it('a changed acme section starts a new ACME client, which takes up the stored certificate: no order', async () => {
+    const input = config({ acme: true }) as { acme: Record<string, unknown> };
+    expect(await reloadWith({ ...input, acme: { ...input.acme, email: 'security@shop.test', renewBeforeDays: 20 } } as GatewayConfigInput)).toMatchObject({ ok: true, changed: true });
+    expect(gw.logs.some((l) => l.msg === 'ACME: the acme section changed; a new ACME client takes over')).toBe(true);
+    await until(() => (gw.gw.acmeStatus()[0]?.renewAt === gw.gw.acmeStatus()[0]?.notAfter! - 20 * DAY ? true : undefined), 'the new client holding the stored certificate');
+    expect((await served()).serial).toBe(serials[2]);
+    expect(pebble.orders()).toBe(3);
+  });
+
   it('a reload asking for both acme and certificate files is refused and the certificate keeps serving; a reload without acme withdraws it', async () => {
     const refused = await reloadWith(config({ acme: true, ...files }));
     expect(refused?.ok).toBe(false);
