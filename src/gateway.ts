@@ -40,6 +40,8 @@ import type { CacheState } from './outcome.js';
 import { createLogger, logStartup } from './log.js';
 import { Certificates } from './tls/certificates.js';
 import { SiteCertificates } from './tls/site-certificates.js';
+import { AcmeSites } from './tls/acme-sites.js';
+import type { AcmeManagerOptions, SiteStatus } from './tls/acme/manager.js';
 import { createSecurePublicServer, type SecurePublicServer } from './tls/https-server.js';
 
 export interface GatewayOptions {
@@ -54,6 +56,8 @@ export interface GatewayOptions {
   isOverloaded?: () => boolean;
   /** `false`: no hit memo (server/hit-memo.ts), every request the slow way (a memo test's reference, a diagnosis). */
   hitMemo?: boolean;
+  /** ACME client settings the config does not carry (tests: how fast acme-client polls the CA). */
+  acme?: Pick<AcmeManagerOptions, 'poll'>;
 }
 
 export class Gateway implements RequestDeps {
@@ -89,6 +93,8 @@ export class Gateway implements RequestDeps {
    */
   readonly certificates: Certificates;
   private readonly siteCertificates: SiteCertificates;
+  /** Certificates of the `tls.acme` sites and the HTTP-01 challenge answers (tls/acme-sites.ts). */
+  private readonly acmeSites: AcmeSites;
   private adminServer?: http.Server;
   private reloader?: Reloader;
   private readonly overloadOverride: (() => boolean) | undefined;
@@ -127,6 +133,17 @@ export class Gateway implements RequestDeps {
     // A certificate installed or withdrawn changes which plain requests redirect: routing memoised before is stale.
     this.certificates.onChange(() => this.hitMemo?.clear());
     this.siteCertificates = new SiteCertificates(this.certificates, this.logger, this.metrics);
+    const redis = this.cache.redis;
+    this.acmeSites = new AcmeSites({
+      certificates: this.certificates,
+      logger: this.logger,
+      metrics: this.metrics,
+      clock: this.clock,
+      redis: redis ? { client: redis.client, keyPrefix: redis.config.keyPrefix } : undefined,
+      manager: opts.acme,
+    });
+    // ACME first: a site that lost `tls.acme` gives its entry up before its files are installed.
+    this.acmeSites.apply(cfg);
     this.siteCertificates.apply(cfg);
     this.source.onChange((next) => this.applyConfig(next));
     if (opts.configPath)
@@ -174,7 +191,13 @@ export class Gateway implements RequestDeps {
   }
 
   hasCertificate(site: string): boolean {
-    return this.certificates.has(site);
+    // Not ACME's temporary self-signed certificate: redirecting visitors to it would lock them out.
+    return this.certificates.has(site) && !this.acmeSites.isTemporary(site);
+  }
+
+  /** Each ACME site's certificate, renewal time and last error (/status.json). */
+  acmeStatus(): SiteStatus[] {
+    return this.acmeSites.status();
   }
 
   httpsPort(): number | undefined {
@@ -193,7 +216,10 @@ export class Gateway implements RequestDeps {
     this.publicServer = createPublicServer({
       limits: cfg.limits,
       logger: this.logger,
-      onRequest: (req, res) => this.onRequest(req, res),
+      // ACME HTTP-01 challenges for ACME sites' names are answered before routing and caching.
+      onRequest: (req, res) => {
+        if (!this.acmeSites.answer(req, res)) this.onRequest(req, res);
+      },
       onUpgrade: (req, socket, head) => this.websockets.handle(req, socket, head),
       onConnectionRefused: (reason) => this.metrics.get('clientConnectionsRefused').inc({ reason }),
       isExemptPeer: (peer) => this.trusted.isTrusted(peer),
@@ -211,7 +237,7 @@ export class Gateway implements RequestDeps {
         isExemptPeer: (peer) => this.trusted.isTrusted(peer),
         onConnectionCount: (delta) => this.metrics.get('clientConnections').inc(delta),
       });
-      if (this.certificates.defaultSite === undefined)
+      if (this.certificates.defaultSite === undefined && !this.acmeSites.active)
         this.logger.warn({ port: cfg.tls.port }, 'tls.port is set but no site has a usable certificate (sites[].tls): HTTPS handshakes fail until one is installed');
     }
     this.adminServer = createAdminServer(this);
@@ -220,6 +246,9 @@ export class Gateway implements RequestDeps {
     const https = this.secureServer ? await listenOn(this.secureServer as unknown as http.Server, cfg.tls.host, cfg.tls.port!) : undefined;
     const admin = await listenOn(this.adminServer, cfg.admin.host, cfg.admin.port);
     logStartup(this.logger, cfg, { public: pub, admin, ...(https ? { https } : {}) });
+    // After listening, not awaited: the CA fetches challenges from the plain listener, and an
+    // order (or another instance's renewal lock) must never hold up startup or serving.
+    this.acmeSites.start();
     return { public: pub, admin, ...(https ? { https } : {}) };
   }
 
@@ -259,6 +288,7 @@ export class Gateway implements RequestDeps {
     this.trusted = new TrustedProxies(next.trustedProxies);
     this.publicServer?.applyLimits(next.limits);
     this.secureServer?.applyLimits(next.limits);
+    this.acmeSites.apply(next);
     this.siteCertificates.apply(next);
     this.upstream.configure(next.admission, this.rt.priorities.configured);
     this.rateLimits.configure(next.sites);
@@ -288,6 +318,7 @@ export class Gateway implements RequestDeps {
     this.pressure.stop();
     this.status.stop();
     this.siteCertificates.close();
+    this.acmeSites.close();
     await closeNow(this.publicServer);
     await closeNow(this.secureServer);
     await closeNow(this.adminServer);

@@ -19,6 +19,7 @@ import type { CrossInstanceCollapse, FillResult } from '../server/handle-request
 import type { HotKeys } from './hot-keys.js';
 import type { Readiness } from './readiness.js';
 import type { StatusHistory } from './status-history.js';
+import type { SiteStatus } from '../tls/acme/manager.js';
 import { prefersJson } from '../errors.js';
 import { renderStatusPage, STATUS_PAGE_HEADERS } from './status-page.js';
 
@@ -53,6 +54,8 @@ export interface AdminGateway {
   purge(selectors: readonly PurgeSelector[], mode: PurgeMode): Promise<{ purged: number; broadcast: boolean }>;
   readiness(): Readiness;
   collectGauges(): void;
+  /** The ACME sites' certificates (tls/acme-sites.ts); empty without `tls.acme` sites. */
+  acmeStatus?(): SiteStatus[];
 }
 
 export function createAdminServer(gw: AdminGateway): http.Server {
@@ -113,6 +116,27 @@ export function statusSnapshot(gw: AdminGateway): Record<string, unknown> {
     cache: { entries: stats.entries, bytes: stats.bytes, maxBytes: rt.config.cache.maxBytes, inflightFills: gw.inflight.size },
     pressure: { overloaded: gw.isOverloaded(), ...gw.pressure.readings() },
     hotKeys: gw.hotKeys.top(10),
+    ...acmeSnapshot(gw),
+  };
+}
+
+/** `acme`: per ACME site, the certificate served (temporary or not, serial, expiry), when it renews and the last error. */
+function acmeSnapshot(gw: AdminGateway): { acme?: Array<Record<string, unknown>> } {
+  const sites = gw.acmeStatus?.() ?? [];
+  if (sites.length === 0) return {};
+  const iso = (ms: number | undefined) => (ms === undefined || !Number.isFinite(ms) ? undefined : new Date(ms).toISOString());
+  return {
+    acme: sites.map((s) => ({
+      site: s.site,
+      hostnames: s.hostnames,
+      temporary: s.temporary,
+      serial: s.serial,
+      notAfter: iso(s.notAfter),
+      renewAt: iso(s.renewAt),
+      failures: s.failures,
+      nextAttemptAt: s.failures > 0 ? iso(s.nextAttemptAt) : undefined,
+      lastError: s.lastError,
+    })),
   };
 }
 

@@ -22,6 +22,7 @@
  * stays the string "8080" and fails as a number (known limitation; it keeps secrets that look
  * like numbers from changing type). Keys are never substituted.
  */
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import {
@@ -39,7 +40,8 @@ import {
   type Scalar,
 } from 'yaml';
 import type { z } from 'zod';
-import { gatewayConfigSchema, type GatewayConfig } from './schema.js';
+import { certificateFilesOf, gatewayConfigSchema, type GatewayConfig } from './schema.js';
+import { acmeHostnames } from '../tls/acme/hostnames.js';
 import { readCertificateFiles } from '../tls/material.js';
 
 export interface ConfigError {
@@ -140,41 +142,80 @@ export function parseConfigText(text: string, file: string, options: ParseOption
   }
   if (errors.length > 0) return { ok: false, errors: sortErrors(errors) };
   if (!parsed.success) throw new Error('unreachable: schema failed without issues');
-  const warnings: ConfigError[] = [];
+  const warnings: ConfigError[] = acmeHostWarnings(parsed.data, doc, file, at);
   resolveFilePaths(parsed.data, dirname(resolve(file)));
   if (options.checkFiles !== false) errors.push(...checkCertificateFiles(parsed.data, doc, file, at, warnings));
   if (errors.length > 0) return { ok: false, errors: sortErrors(errors) };
   return warnings.length > 0 ? { ok: true, config: deepFreeze(parsed.data), warnings } : { ok: true, config: deepFreeze(parsed.data) };
 }
 
-/** Certificate paths relative to the config file's directory become absolute (the process may run elsewhere). */
+/** File paths relative to the config file's directory become absolute (the process may run elsewhere): certificates, ACME storage and CA bundle. */
 function resolveFilePaths(config: GatewayConfig, base: string): void {
+  const absolute = (p: string) => (isAbsolute(p) ? p : resolve(base, p));
   for (const site of config.sites) {
-    const tls = site.tls as { certFile: string; keyFile: string } | undefined;
+    const tls = site.tls as { certFile?: string; keyFile?: string } | undefined;
     if (!tls) continue;
-    if (!isAbsolute(tls.certFile)) tls.certFile = resolve(base, tls.certFile);
-    if (!isAbsolute(tls.keyFile)) tls.keyFile = resolve(base, tls.keyFile);
+    if (tls.certFile !== undefined) tls.certFile = absolute(tls.certFile);
+    if (tls.keyFile !== undefined) tls.keyFile = absolute(tls.keyFile);
   }
+  const acme = config.acme as { storageDir: string; caBundleFile?: string };
+  acme.storageDir = absolute(acme.storageDir);
+  if (acme.caBundleFile !== undefined) acme.caBundleFile = absolute(acme.caBundleFile);
 }
 
 /**
  * Each site's certificate and key files, read and checked as the HTTPS listener will use them
  * (tls/material.ts): an unreadable file, no PEM, a key that is not the certificate's is an
- * error at the key that names the file; an expired certificate is a warning.
+ * error at the key that names the file; an expired certificate is a warning. `acme.caBundleFile`
+ * must hold a PEM certificate.
  */
 function checkCertificateFiles(config: GatewayConfig, doc: Document, file: string, at: At, warnings: ConfigError[]): ConfigError[] {
   const errors: ConfigError[] = [];
+  const where = (path: PathSegment[]) => ({ file, ...at(offsetOf(locate(doc, path))), path: formatPath(path) });
   config.sites.forEach((site, i) => {
-    if (!site.tls) return;
-    const where = (field: 'certFile' | 'keyFile') => {
-      const path = ['sites', i, 'tls', field];
-      return { file, ...at(offsetOf(locate(doc, path))), path: formatPath(path) };
-    };
-    const result = readCertificateFiles(site.tls.certFile, site.tls.keyFile);
-    if (!result.ok) for (const p of result.problems) errors.push({ ...where(p.field), message: p.message });
-    else for (const w of result.warnings) warnings.push({ ...where('certFile'), message: w });
+    const files = certificateFilesOf(site);
+    if (!files) return;
+    const result = readCertificateFiles(files.certFile, files.keyFile);
+    if (!result.ok) for (const p of result.problems) errors.push({ ...where(['sites', i, 'tls', p.field]), message: p.message });
+    else for (const w of result.warnings) warnings.push({ ...where(['sites', i, 'tls', 'certFile']), message: w });
   });
+  const bundle = config.acme.caBundleFile;
+  if (bundle !== undefined) {
+    const problem = checkCaBundle(bundle);
+    if (problem) errors.push({ ...where(['acme', 'caBundleFile']), message: problem });
+  }
   return errors;
+}
+
+/** Why a CA bundle file cannot be used, or undefined when it holds at least one PEM certificate. */
+function checkCaBundle(bundle: string): string | undefined {
+  let text: string;
+  try {
+    text = readFileSync(bundle, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return `cannot read ${bundle}: ${code === 'ENOENT' ? 'file not found' : code === 'EACCES' ? 'permission denied' : (err as Error).message}`;
+  }
+  if (!/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.test(text)) return `${bundle} holds no PEM certificate`;
+  return undefined;
+}
+
+/** Hosts of a `tls.acme` site that its certificate leaves out ("*", wildcards, IP addresses): warnings at each. */
+function acmeHostWarnings(config: GatewayConfig, doc: Document, file: string, at: At): ConfigError[] {
+  const warnings: ConfigError[] = [];
+  config.sites.forEach((site, i) => {
+    if (site.tls?.acme !== true) return;
+    for (const skipped of acmeHostnames(site.hosts).skipped) {
+      const path = ['sites', i, 'hosts', skipped.index];
+      warnings.push({
+        file,
+        ...at(offsetOf(locate(doc, path))),
+        path: formatPath(path),
+        message: `${JSON.stringify(skipped.host)} is left out of the ACME certificate: ${skipped.reason}; HTTPS clients using it get a certificate that does not name it`,
+      });
+    }
+  });
+  return warnings;
 }
 
 /** Freezes every nested object and array in place and returns the same value. */

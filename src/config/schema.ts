@@ -9,6 +9,8 @@ import { isIP } from 'node:net';
  */
 import { z } from 'zod';
 import { DEFAULT_COMPRESSIBLE_TYPES, TYPE_PATTERN_RE } from '../cache/content-coding.js';
+import { acmeHostnames } from '../tls/acme/hostnames.js';
+import { isStorageSiteName } from '../tls/acme/disk-store.js';
 
 const port = z.number().int().min(0).max(65535);
 const positiveMs = (what: string) => z.number().int().positive().describe(what);
@@ -173,10 +175,79 @@ export const siteTlsSchema = z
     certFile: z
       .string()
       .min(1)
-      .describe('PEM file with the certificate chain (leaf first); relative to the config file. Watched: a renewed file is served without restart.'),
-    keyFile: z.string().min(1).describe('PEM file with the private key of that certificate; relative to the config file. Watched.'),
+      .optional()
+      .describe('PEM file with the certificate chain (leaf first); relative to the config file. Watched: a renewed file is served without restart. Needs keyFile; not with acme.'),
+    keyFile: z.string().min(1).optional().describe('PEM file with the private key of that certificate; relative to the config file. Watched.'),
+    acme: z
+      .boolean()
+      .optional()
+      .describe(
+        'true: get and renew this site\'s certificate automatically from the ACME CA (top-level `acme`) for its concrete `hosts` ("*" and "*.wildcard" names are left out), validated by HTTP-01 on the plain listener; needs `tls.port`. Instead of certFile/keyFile.',
+      ),
   })
-  .describe('This site\'s certificate for the HTTPS listener, chosen when the client\'s SNI name matches one of `hosts`; a site with host "*" (else the first with a certificate) answers clients that send no or an unknown name.');
+  .describe(
+    'This site\'s certificate for the HTTPS listener, from files (certFile + keyFile) or from ACME (acme: true), chosen when the client\'s SNI name matches one of `hosts`; a site with host "*" (else the first with a certificate) answers clients that send no or an unknown name.',
+  );
+
+/** Let's Encrypt's production directory: the default CA. */
+export const LETS_ENCRYPT_DIRECTORY = 'https://acme-v02.api.letsencrypt.org/directory';
+
+export const acmeSchema = z
+  .strictObject({
+    directoryUrl: z
+      .string()
+      .url()
+      .refine((u) => u.startsWith('https://'), 'must be an https:// URL (RFC 8555 §6.1)')
+      .default(LETS_ENCRYPT_DIRECTORY)
+      .describe(
+        'The ACME CA\'s directory URL. Default Let\'s Encrypt production; its staging CA (untrusted certificates, high limits) is https://acme-staging-v02.api.letsencrypt.org/directory.',
+      ),
+    email: z
+      .string()
+      .regex(/^[^\s@:,]+@[^\s@:,]+$/, 'must be an e-mail address, e.g. ops@example.com')
+      .optional()
+      .describe('Contact address of the ACME account (the CA may write about problems with it); optional.'),
+    storageDir: z
+      .string()
+      .min(1)
+      .default('crowdgate-acme')
+      .describe(
+        'Directory for the ACME account, certificates and keys (created mode 0700, keys 0600); relative to the config file. Keep it across restarts and deployments: a restart then places no order.',
+      ),
+    renewBeforeDays: z
+      .number()
+      .positive()
+      .default(30)
+      .describe('Renew a certificate this many days before it expires (never earlier than two thirds into its lifetime).'),
+    caBundleFile: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'PEM file of the CA certificate(s) trusted, instead of the system\'s roots, for the ACME server\'s own HTTPS (a private or test CA); relative to the config file.',
+      ),
+    checkIntervalMs: positiveMs('How often certificates are checked for renewal (and a failed attempt retried once its backoff has passed).').default(600_000),
+    requestTimeoutMs: positiveMs('Timeout of one HTTP request to the CA.').default(30_000),
+    backoff: z
+      .strictObject({
+        initialMs: positiveMs('Wait after a first failed attempt.').default(60_000),
+        maxMs: positiveMs('Longest wait between attempts (the wait doubles up to it).').default(21_600_000),
+        jitter: z
+          .number()
+          .min(0)
+          .max(1)
+          .default(0.5)
+          .describe('Share of each wait taken off at random (0-1), so instances that failed together do not retry together.'),
+      })
+      .prefault({})
+      .describe('Retrying a failed certificate attempt; the certificate in use keeps serving meanwhile.'),
+    lockTtlMs: positiveMs(
+      'With `redis`: lifetime of a site\'s renewal lock, so one instance orders at a time; longer than an order takes, short enough to outlive a crashed holder.',
+    ).default(600_000),
+  })
+  .describe(
+    'Automatic HTTPS: certificates from an ACME CA (RFC 8555, HTTP-01) for the sites with `tls.acme: true`; unused otherwise. Applies live: a change starts a new ACME client, which takes up the stored certificates.',
+  );
 
 export const originSchema = z
   .strictObject({
@@ -680,6 +751,7 @@ export const gatewayConfigSchema = z
     listen: listenSchema.prefault({}),
     admin: adminSchema.prefault({}),
     tls: tlsSchema.prefault({}),
+    acme: acmeSchema.prefault({}),
     log: logSchema.prefault({}),
     limits: serverLimitsSchema.prefault({}),
     shutdown: shutdownSchema.prefault({}),
@@ -733,6 +805,7 @@ export const gatewayConfigSchema = z
       });
       if (site.origins.every((o) => o.backup))
         ctx.addIssue({ code: 'custom', path: ['sites', i, 'origins'], message: 'needs at least one non-backup origin' });
+      checkSiteTls(site, cfg.tls.port, i, ctx);
     });
     if (cfg.tls.hsts.preload && (cfg.tls.hsts.maxAgeSeconds < 31_536_000 || !cfg.tls.hsts.includeSubDomains))
       ctx.addIssue({
@@ -740,6 +813,8 @@ export const gatewayConfigSchema = z
         path: ['tls', 'hsts', 'preload'],
         message: 'preload needs maxAgeSeconds of at least 31536000 and includeSubDomains (hstspreload.org)',
       });
+    if (cfg.acme.backoff.initialMs > cfg.acme.backoff.maxMs)
+      ctx.addIssue({ code: 'custom', path: ['acme', 'backoff', 'initialMs'], message: 'must not exceed backoff.maxMs' });
     if (cfg.admission.limit.min > cfg.admission.limit.max)
       ctx.addIssue({ code: 'custom', path: ['admission', 'limit', 'min'], message: 'must not exceed limit.max' });
     if (cfg.admission.retryAfterMinSeconds > cfg.admission.retryAfterMaxSeconds)
@@ -749,6 +824,41 @@ export const gatewayConfigSchema = z
         message: 'must not exceed retryAfterMaxSeconds',
       });
   });
+
+/** `sites[i].tls`: files or ACME, never both; ACME needs the HTTPS listener, names it can issue for and a storage-safe site name. */
+function checkSiteTls(
+  site: { name: string; hosts: readonly string[]; tls?: { certFile?: string | undefined; keyFile?: string | undefined; acme?: boolean | undefined } | undefined },
+  httpsPort: number | undefined,
+  i: number,
+  ctx: { addIssue(issue: { code: 'custom'; path: Array<string | number>; message: string }): void },
+): void {
+  const tls = site.tls;
+  if (!tls) return;
+  const at = (...rest: Array<string | number>) => ['sites', i, ...rest];
+  if (tls.acme === true) {
+    if (tls.certFile !== undefined || tls.keyFile !== undefined)
+      ctx.addIssue({ code: 'custom', path: at('tls', 'acme'), message: 'acme: true and certFile/keyFile are mutually exclusive: keep one way of getting this site\'s certificate' });
+    if (httpsPort === undefined)
+      ctx.addIssue({ code: 'custom', path: at('tls', 'acme'), message: 'needs the HTTPS listener: set tls.port (e.g. 443)' });
+    if (!isStorageSiteName(site.name))
+      ctx.addIssue({ code: 'custom', path: at('name'), message: 'an ACME site\'s name names its storage directory: start it with a letter or digit, no ".."' });
+    const hosts = acmeHostnames(site.hosts);
+    for (const bad of hosts.invalid) ctx.addIssue({ code: 'custom', path: at('hosts', bad.index), message: `${JSON.stringify(bad.host)} ${bad.reason} (tls.acme)` });
+    if (hosts.invalid.length === 0 && hosts.names.length === 0)
+      ctx.addIssue({
+        code: 'custom',
+        path: at('hosts'),
+        message: 'tls.acme needs at least one concrete host name: "*", "*.wildcard" names and IP addresses cannot be validated over HTTP-01',
+      });
+    return;
+  }
+  if (tls.certFile === undefined && tls.keyFile === undefined) {
+    ctx.addIssue({ code: 'custom', path: at('tls'), message: 'needs certFile and keyFile, or acme: true' });
+    return;
+  }
+  if (tls.certFile === undefined) ctx.addIssue({ code: 'custom', path: at('tls', 'certFile'), message: 'missing required key "certFile" (keyFile needs its certificate)' });
+  if (tls.keyFile === undefined) ctx.addIssue({ code: 'custom', path: at('tls', 'keyFile'), message: 'missing required key "keyFile" (certFile needs its private key)' });
+}
 
 export type GatewayConfig = z.output<typeof gatewayConfigSchema>;
 export type GatewayConfigInput = z.input<typeof gatewayConfigSchema>;
@@ -766,6 +876,20 @@ export type RateLimitConfig = NonNullable<SiteConfig['rateLimit']>;
 export type PressureConfig = AdmissionConfig['pressure'];
 export type TlsConfig = GatewayConfig['tls'];
 export type SiteTlsConfig = NonNullable<SiteConfig['tls']>;
+export type AcmeConfig = GatewayConfig['acme'];
+
+/** A site's certificate and key files, for the HTTPS listener. */
+export interface SiteCertificateFiles {
+  readonly certFile: string;
+  readonly keyFile: string;
+}
+
+/** The site's certificate files, when its certificate comes from files (not ACME, not none). */
+export function certificateFilesOf(site: SiteConfig): SiteCertificateFiles | undefined {
+  const tls = site.tls;
+  if (!tls || tls.acme === true || tls.certFile === undefined || tls.keyFile === undefined) return undefined;
+  return { certFile: tls.certFile, keyFile: tls.keyFile };
+}
 export type RedisConfig = NonNullable<GatewayConfig['redis']>;
 export type CompressionConfig = GatewayConfig['compression'];
 

@@ -198,8 +198,26 @@ export const METRICS = {
   tlsCertificateNotAfter: spec(
     'crowdgate_tls_certificate_not_after_seconds',
     'gauge',
-    'When the certificate each site serves on the HTTPS listener expires (Unix seconds); alert well before it.',
+    'When the certificate each site serves on the HTTPS listener expires (Unix seconds), from files or ACME (the temporary one included); alert well before it.',
     ['site'],
+  ),
+  acmeOrders: spec(
+    'crowdgate_acme_orders_total',
+    'counter',
+    'Certificate orders this instance ran against the ACME CA, by site and result (success: issued and installed; failure: retried after a backoff, the certificate in use kept).',
+    ['site', 'result'],
+  ),
+  acmeTemporary: spec(
+    'crowdgate_acme_temporary',
+    'gauge',
+    '1 while an ACME site is served its temporary self-signed certificate (no CA certificate yet), 0 once the CA\'s is installed.',
+    ['site'],
+  ),
+  acmeChallenges: spec(
+    'crowdgate_acme_challenges_total',
+    'counter',
+    'HTTP-01 challenge requests the plain listener answered for ACME sites, by result (answered: a token of ours; unknown: 404).',
+    ['result'],
   ),
 } as const;
 

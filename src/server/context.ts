@@ -53,7 +53,7 @@ export interface RequestDeps {
   purge(selectors: readonly PurgeSelector[], mode: PurgeMode): Promise<{ purged: number }>;
   /** Once per request, when its response is finished or cut (in-flight accounting for drain). */
   requestDone?(): void;
-  /** True when a certificate for this site is installed on the HTTPS listener (redirects to https need one). */
+  /** True when a certificate for this site is installed on the HTTPS listener, not ACME's temporary self-signed one (redirects to https need one). */
   hasCertificate?(site: string): boolean;
   /** The port written in redirects to https; undefined without an HTTPS listener. */
   httpsPort?(): number | undefined;

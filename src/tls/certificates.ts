@@ -3,10 +3,11 @@
  * name against the site's `hosts` (exact, then the longest `*.suffix`, then `*`, as the Host
  * router matches them), and a default for clients that send no name or an unknown one.
  *
- * THE SEAM for certificates that do not come from files: anything that holds a certificate —
- * site-certificates.ts for `sites[].tls` PEM files today, an ACME manager (src/tls/acme/)
- * tomorrow — calls `set(siteName, { cert, key })` at any time; the next handshake for that
- * site's names uses it, connections already open keep theirs. `delete(siteName)` withdraws
+ * THE SEAM where certificates come in, from files or not: anything that holds a certificate —
+ * site-certificates.ts for `sites[].tls` PEM files, acme-sites.ts for `tls.acme` sites (the ACME
+ * manager in src/tls/acme/) — calls `set(siteName, { cert, key })` at any time; the next
+ * handshake for that site's names uses it, connections already open keep theirs. Each caller
+ * sets and deletes only its own sites' entries. `delete(siteName)` withdraws
  * one. `set` refuses (throws) a pair OpenSSL cannot use, and the old certificate stays.
  *
  * Every context shares one set of session-ticket keys (made once per process), so a session

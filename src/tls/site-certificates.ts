@@ -1,7 +1,7 @@
 /**
  * `sites[].tls` PEM files -> the listener's certificates (certificates.ts), kept live:
  * - on every config (start and each reload) each site's files are read; a site that lost its
- *   `tls` key loses its certificate;
+ *   `tls` files (certFile/keyFile) loses its certificate; `tls.acme` sites are acme-sites.ts's;
  * - each file is watched (config/watch.ts: the directory, so a rename over the file — certbot,
  *   Kubernetes secrets — is seen); a change re-reads the site's pair a moment later, once both
  *   halves of a renewal had time to land;
@@ -14,7 +14,7 @@
  * share material.ts.
  */
 import type { Logger } from 'pino';
-import type { GatewayConfig, SiteTlsConfig } from '../config/schema.js';
+import { certificateFilesOf, type GatewayConfig, type SiteCertificateFiles } from '../config/schema.js';
 import { watchConfig, type ConfigWatcher } from '../config/watch.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import type { Certificates } from './certificates.js';
@@ -24,7 +24,7 @@ import { readCertificateFiles } from './material.js';
 export const CERT_SETTLE_MS = 150;
 
 interface Watched {
-  files: SiteTlsConfig;
+  files: SiteCertificateFiles;
   watchers: ConfigWatcher[];
   timer?: NodeJS.Timeout;
 }
@@ -46,7 +46,12 @@ export class SiteCertificates {
       config.sites.map((s) => ({ name: s.name, hosts: s.hosts })),
       { minVersion: config.tls.minVersion, ciphers: config.tls.ciphers },
     );
-    const wanted = new Map(config.sites.flatMap((s) => (s.tls ? [[s.name, s.tls] as const] : [])));
+    const wanted = new Map(
+      config.sites.flatMap((s) => {
+        const files = certificateFilesOf(s);
+        return files ? [[s.name, files] as const] : [];
+      }),
+    );
     for (const [name, w] of this.watched) {
       if (wanted.has(name)) continue;
       this.unwatch(w);
@@ -86,7 +91,7 @@ export class SiteCertificates {
     }, this.settleMs);
   }
 
-  private load(site: string, files: SiteTlsConfig, why: 'config' | 'file'): boolean {
+  private load(site: string, files: SiteCertificateFiles, why: 'config' | 'file'): boolean {
     const result = readCertificateFiles(files.certFile, files.keyFile);
     const kept = this.certificates.has(site) ? '; the certificate loaded before keeps serving' : '; the site has no certificate until this is fixed';
     if (!result.ok) {

@@ -12,7 +12,7 @@ import { stringify } from 'yaml';
 import type { Clock } from '../../src/clock.js';
 import { formatConfigError, parseConfigText } from '../../src/config/load.js';
 import type { GatewayConfigInput } from '../../src/config/schema.js';
-import { Gateway } from '../../src/gateway.js';
+import { Gateway, type GatewayOptions } from '../../src/gateway.js';
 import type { CacheStore } from '../../src/cache/stores/cache-store.js';
 
 export interface StartedGateway {
@@ -36,6 +36,8 @@ export interface StartOptions {
   isOverloaded?: () => boolean;
   /** `false`: no hit memo (every request takes the slow path). */
   hitMemo?: boolean;
+  /** ACME client settings the config does not carry (how fast acme-client polls the CA). */
+  acme?: GatewayOptions['acme'];
 }
 
 /** Test defaults: ephemeral ports, fast health checks off unless asked, pressure gate off. */
@@ -72,7 +74,7 @@ export async function startGateway(input: GatewayConfigInput | string, opts: Sta
     },
   });
   const logger = pino({ level: loaded.config.log.level }, sink);
-  const gw = new Gateway({ config: loaded.config, configPath, logger, clock: opts.clock, store: opts.store, isOverloaded: opts.isOverloaded, hitMemo: opts.hitMemo });
+  const gw = new Gateway({ config: loaded.config, configPath, logger, clock: opts.clock, store: opts.store, isOverloaded: opts.isOverloaded, hitMemo: opts.hitMemo, acme: opts.acme });
   const { public: pub, admin } = await gw.listen();
   return {
     gw,

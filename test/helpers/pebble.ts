@@ -2,13 +2,15 @@
  * A real ACME CA for tests: Debian's pebble (2.4) and pebble-challtestsrv, on 127.0.0.1 and free
  * ports, with real HTTP-01 validation (not PEBBLE_VA_ALWAYS_VALID): challtestsrv serves only DNS,
  * answering every A query with 127.0.0.1, and pebble fetches each challenge over HTTP from the
- * port the test gives as `httpPort` (the test's own challenge-answering server, started first).
+ * port the test gives as `httpPort` (a challenge-answering server started first: the test's own,
+ * or a gateway's plain listener).
  *
  * Pebble's HTTPS certificate is made here with openssl (a throwaway CA and a leaf for 127.0.0.1);
  * `caBundle` is that CA, for the ACME client. Pebble's issuing root is new on every start:
  * `rootPem()` fetches it from the management interface. `orders()` and `issued()` count pebble's
- * own log lines ("Added order", "Issued certificate serial"). Both processes are killed by PID in
- * `stop()` (and on process exit). Missing binaries are an error naming the package, never a skip.
+ * own log lines ("Added order", "Issued certificate serial"). `pause()`/`resume()` freeze and thaw
+ * pebble by PID (SIGSTOP/SIGCONT). Both processes are killed by PID in `stop()` (and on process
+ * exit). Missing binaries are an error naming the package, never a skip.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -33,6 +35,9 @@ export interface Pebble {
   issued(): number;
   /** Everything pebble wrote, for failure messages. */
   output(): string;
+  /** Freezes pebble (SIGSTOP to its PID) until resume(): connections are accepted, nothing is answered. */
+  pause(): void;
+  resume(): void;
   stop(): Promise<void>;
 }
 
@@ -196,6 +201,8 @@ async function startPebbleOnce(opts: PebbleOptions): Promise<Pebble> {
       orders: () => count(/Added order "[^"]*" to the db/g),
       issued: () => count(/Issued certificate serial/g),
       output: () => out,
+      pause: () => process.kill(pebble!.pid!, 'SIGSTOP'),
+      resume: () => process.kill(pebble!.pid!, 'SIGCONT'),
       stop,
     };
   } catch (err) {

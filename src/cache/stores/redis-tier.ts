@@ -45,7 +45,8 @@ export class RedisTier {
   /** L1 (memory) in front of L2 (Redis). */
   readonly store: TieredStore;
   readonly crossInstance: RedisCrossInstance;
-  private readonly client: RedisClient;
+  /** The command connection; the ACME manager shares it (tls/acme-sites.ts) for certificates, lock and challenges. */
+  readonly client: RedisClient;
   private readonly guard: RedisGuard;
   private readonly bus: RedisBus;
   private readonly clock: Clock;

@@ -31,9 +31,14 @@ export interface StoredCertificate {
 
 const SITE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
+/** Whether a site name can name a storage directory: letters, digits, '.', '_' and '-', starting with a letter or digit, no '..'. */
+export function isStorageSiteName(site: string): boolean {
+  return SITE_NAME.test(site) && !site.includes('..');
+}
+
 /** Site names become directory names: letters, digits, '.', '_' and '-', not starting with a dot. */
 export function assertSiteName(site: string): void {
-  if (!SITE_NAME.test(site) || site.includes('..')) throw new Error(`ACME: site name ${JSON.stringify(site)} cannot name a storage directory (letters, digits, '.', '_', '-'; at most 128)`);
+  if (!isStorageSiteName(site)) throw new Error(`ACME: site name ${JSON.stringify(site)} cannot name a storage directory (letters, digits, '.', '_', '-'; at most 128)`);
 }
 
 function isMissing(err: unknown): boolean {

@@ -69,6 +69,8 @@ export interface AcmeManagerOptions {
   logger?: Logger;
   /** Called each time a site's certificate is installed: the temporary one, the first issued, each renewal. */
   onCertificate?: (site: string, cert: InstalledCertificate) => void;
+  /** Called when an attempt of this instance to have a certificate issued ends: issued and installed, or failed (then retried after the backoff). */
+  onOrder?: (site: string, result: 'success' | 'failure') => void;
   /** How often `start()` runs checkRenewals (default 10 min). */
   checkIntervalMs?: number;
   /** Lifetime of the Redis renewal lock (default 10 min): longer than an order takes, short enough to recover from a crashed holder. */
@@ -104,7 +106,7 @@ export interface SiteStatus {
   lastError: string | undefined;
 }
 
-const CHALLENGE_PATH = '/.well-known/acme-challenge/';
+export const ACME_CHALLENGE_PATH = '/.well-known/acme-challenge/';
 
 function normalizeHost(host: string): string {
   const h = host.trim().toLowerCase();
@@ -127,6 +129,8 @@ export class AcmeManager {
   private readonly renewBeforeMs: number;
   private readonly lockTtlMs: number;
   private readonly sites = new Map<string, SiteState>();
+  /** Per site, how many times it was forgotten: an ensure() asked for before a forget() does not bring the site back. */
+  private readonly epochs = new Map<string, number>();
   /** The last ensure() per site, settled (never rejects): the next one waits for it. */
   private readonly ensuring = new Map<string, Promise<void>>();
   /** token -> challenge, for the challenges this instance created. */
@@ -173,6 +177,19 @@ export class AcmeManager {
     this.disposeOrigin();
   }
 
+  /**
+   * Stops managing a site (it left the config, or lost `tls.acme`): no renewal from now on, and an
+   * attempt under way installs nothing. What is stored on disk stays (a site that comes back uses it).
+   */
+  forget(site: string): void {
+    this.sites.delete(site);
+    this.epochs.set(site, this.epochOf(site) + 1);
+  }
+
+  private epochOf(site: string): number {
+    return this.epochs.get(site) ?? 0;
+  }
+
   /** The certificate installed for a site now (temporary or issued), if any. */
   certificate(site: string): InstalledCertificate | undefined {
     return this.sites.get(site)?.current;
@@ -196,14 +213,16 @@ export class AcmeManager {
    * Makes sure `site` has a certificate for `hostnames`: a stored one if valid, else the temporary
    * one at once and then an issued one. Resolves with what is installed after the first attempt;
    * never rejects for a CA or Redis failure (that is logged and retried by checkRenewals), only
-   * for a bad site name or hostname list, or a storage directory that cannot be created.
+   * for a bad site name or hostname list, a storage directory that cannot be created, or a
+   * forget(site) that came after this call and before it ran.
    */
   ensure(site: string, hostnames: readonly string[]): Promise<InstalledCertificate> {
     // One ensure per site at a time (two at once would make two temporary certificates).
     const previous = this.ensuring.get(site) ?? Promise.resolve();
+    const epoch = this.epochOf(site);
     const run = previous.then(
-      () => this.ensureNow(site, hostnames),
-      () => this.ensureNow(site, hostnames),
+      () => this.ensureNow(site, hostnames, epoch),
+      () => this.ensureNow(site, hostnames, epoch),
     );
     const settled = run.then(
       () => {},
@@ -216,8 +235,9 @@ export class AcmeManager {
     return run;
   }
 
-  private async ensureNow(site: string, hostnames: readonly string[]): Promise<InstalledCertificate> {
+  private async ensureNow(site: string, hostnames: readonly string[], epoch: number): Promise<InstalledCertificate> {
     assertSiteName(site);
+    if (this.epochOf(site) !== epoch) throw new Error(`ACME: site ${site} was forgotten before its certificate was ensured`);
     const names = [...new Set(hostnames.map((h) => normalizeHost(h)))];
     if (names.length === 0) throw new Error(`ACME: site ${site} has no hostnames`);
     for (const n of names) {
@@ -247,6 +267,7 @@ export class AcmeManager {
       this.install(state, { ...temp, serial: certificateFacts(temp.cert).serial, hostnames: names, temporary: true });
     }
     const now = this.clock.now();
+    if (this.sites.get(site) !== state) return state.current!; // forgotten meanwhile: no order
     if (now >= state.renewAt && now >= state.nextAttemptAt) await this.attempt(state);
     return state.current!;
   }
@@ -311,9 +332,9 @@ export class AcmeManager {
    */
   handleHttp01(req: IncomingMessage, res: ServerResponse): boolean {
     const url = req.url ?? '';
-    if (!url.startsWith(CHALLENGE_PATH)) return false;
+    if (!url.startsWith(ACME_CHALLENGE_PATH)) return false;
     if (req.method !== 'GET' && req.method !== 'HEAD') return false;
-    const token = url.slice(CHALLENGE_PATH.length).split('?')[0]!;
+    const token = url.slice(ACME_CHALLENGE_PATH.length).split('?')[0]!;
     this.answerChallenge(token, req.headers.host ?? '').then(
       (body) => {
         if (res.destroyed) return;
@@ -336,6 +357,7 @@ export class AcmeManager {
     state.current = cert;
     // Due at once: a temporary certificate, and one that misses a name the site now has.
     state.renewAt = cert.temporary || !coversAll(cert.hostnames, state.hostnames) ? -Infinity : renewalTime(cert.notBefore, cert.notAfter, this.renewBeforeMs);
+    if (this.sites.get(state.name) !== state) return; // forgotten meanwhile: nobody serves it
     this.log.info(
       { site: state.name, serial: cert.serial, notAfter: new Date(cert.notAfter).toISOString(), temporary: cert.temporary },
       cert.temporary ? 'ACME: temporary self-signed certificate installed' : 'ACME: certificate installed',
@@ -418,6 +440,7 @@ export class AcmeManager {
   /** One attempt at a certificate, deduplicated per site; failures are recorded for the backoff, never thrown. */
   private attempt(state: SiteState): Promise<void> {
     if (state.inFlight) return state.inFlight;
+    if (this.sites.get(state.name) !== state) return Promise.resolve(); // forgotten: no order
     const run = (async () => {
       try {
         await this.obtain(state);
@@ -518,7 +541,22 @@ export class AcmeManager {
     }
   }
 
+  /** One order, reported to onOrder whichever way it ends. */
   private async issue(state: SiteState): Promise<void> {
+    let result: 'success' | 'failure' = 'failure';
+    try {
+      await this.issueNow(state);
+      result = 'success';
+    } finally {
+      try {
+        this.opts.onOrder?.(state.name, result);
+      } catch (err) {
+        this.log.error({ err, site: state.name }, 'ACME onOrder callback threw');
+      }
+    }
+  }
+
+  private async issueNow(state: SiteState): Promise<void> {
     const account = await this.getAccount();
     const poll = this.opts.poll ?? { attempts: 10, minMs: 1_000, maxMs: 10_000 };
     const client = new acme.Client({

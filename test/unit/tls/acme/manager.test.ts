@@ -85,6 +85,37 @@ describe('backoff on the injected clock', () => {
     expect(await m.ensure('a', ['a.test'])).toBe(x);
   });
 
+  it('reports each failed order to onOrder', async () => {
+    const orders: string[] = [];
+    const { m, clock } = setup({ onOrder: (site, result) => orders.push(`${site}:${result}`) });
+    await m.ensure('a', ['a.test']);
+    expect(orders).toEqual(['a:failure']);
+    clock.advance(1_000);
+    await m.checkRenewals();
+    expect(orders).toEqual(['a:failure', 'a:failure']);
+  });
+
+  it('forget(): a forgotten site is no longer retried nor listed, and an attempt under way installs nothing', async () => {
+    const { m, clock, installs } = setup();
+    await m.ensure('a', ['a.test']);
+    await m.ensure('b', ['b.test']);
+    m.forget('a');
+    expect(m.status().map((s) => s.site)).toEqual(['b']);
+    expect(m.certificate('a')).toBeUndefined();
+    clock.advance(10_000);
+    await m.checkRenewals();
+    expect(m.status()[0]!.failures).toBe(2); // b retried, a not
+    // forgotten before its ensure() ran: it does not come back, nothing is made for it
+    const pending = m.ensure('c', ['c.test']);
+    m.forget('c');
+    await expect(pending).rejects.toThrow(/site c was forgotten/);
+    expect(m.status().map((s) => s.site)).toEqual(['b']);
+    expect(installs.map((c) => c.hostnames[0])).toEqual(['a.test', 'b.test']);
+    // back in the config: managed again from scratch
+    await m.ensure('a', ['a.test']);
+    expect(m.status().map((s) => s.site).sort()).toEqual(['a', 'b']);
+  });
+
   it('ensure() during the backoff does not attempt again', async () => {
     const { m } = setup();
     await m.ensure('a', ['a.test']);
