@@ -5,6 +5,7 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from './clock.js';
 import type { CacheStore, PurgeMode, PurgeSelector } from './cache/stores/cache-store.js';
@@ -38,11 +39,8 @@ import { HitMemo } from './server/hit-memo.js';
 import { StatusHistory } from './admin/status-history.js';
 import type { CacheState } from './outcome.js';
 import { createLogger, logStartup } from './log.js';
-import { Certificates } from './tls/certificates.js';
-import { SiteCertificates } from './tls/site-certificates.js';
-import { AcmeSites } from './tls/acme-sites.js';
 import type { AcmeManagerOptions, SiteStatus } from './tls/acme/manager.js';
-import { createSecurePublicServer, type SecurePublicServer } from './tls/https-server.js';
+import { TlsEdge } from './tls/tls-edge.js';
 
 export interface GatewayOptions {
   config: GatewayConfig;
@@ -85,16 +83,8 @@ export class Gateway implements RequestDeps {
   private readonly pools: PoolTable;
   private readonly rateLimits: RateLimitTable;
   private publicServer?: PublicServer;
-  private secureServer?: SecurePublicServer;
-  /**
-   * The HTTPS listener's certificates by SNI (tls/certificates.ts). The seam for an ACME
-   * manager: `certificates.set(siteName, { cert, key })` serves a new certificate from the next
-   * handshake on. Exists whether or not `tls.port` is set.
-   */
-  readonly certificates: Certificates;
-  private readonly siteCertificates: SiteCertificates;
-  /** Certificates of the `tls.acme` sites and the HTTP-01 challenge answers (tls/acme-sites.ts). */
-  private readonly acmeSites: AcmeSites;
+  /** Certificates (by SNI, from files and ACME) and the HTTPS listener (tls/tls-edge.ts). */
+  readonly tls: TlsEdge;
   private adminServer?: http.Server;
   private reloader?: Reloader;
   private readonly overloadOverride: (() => boolean) | undefined;
@@ -129,22 +119,17 @@ export class Gateway implements RequestDeps {
     this.rateLimits = new RateLimitTable(this.clock);
     this.rateLimits.configure(cfg.sites);
     this.status = new StatusHistory(this);
-    this.certificates = new Certificates({ minVersion: cfg.tls.minVersion, ciphers: cfg.tls.ciphers });
-    // A certificate installed or withdrawn changes which plain requests redirect: routing memoised before is stale.
-    this.certificates.onChange(() => this.hitMemo?.clear());
-    this.siteCertificates = new SiteCertificates(this.certificates, this.logger, this.metrics);
     const redis = this.cache.redis;
-    this.acmeSites = new AcmeSites({
-      certificates: this.certificates,
+    this.tls = new TlsEdge({
+      config: cfg,
       logger: this.logger,
       metrics: this.metrics,
       clock: this.clock,
       redis: redis ? { client: redis.client, keyPrefix: redis.config.keyPrefix } : undefined,
-      manager: opts.acme,
+      acme: opts.acme,
+      // A certificate installed or withdrawn changes which plain requests redirect: routing memoised before is stale.
+      onCertificateChange: () => this.hitMemo?.clear(),
     });
-    // ACME first: a site that lost `tls.acme` gives its entry up before its files are installed.
-    this.acmeSites.apply(cfg);
-    this.siteCertificates.apply(cfg);
     this.source.onChange((next) => this.applyConfig(next));
     if (opts.configPath)
       this.reloader = startLiveReload({ file: opts.configPath, source: this.source, logger: this.logger, metrics: this.metrics, reload: cfg.reload });
@@ -191,18 +176,15 @@ export class Gateway implements RequestDeps {
   }
 
   hasCertificate(site: string): boolean {
-    // Not ACME's temporary self-signed certificate: redirecting visitors to it would lock them out.
-    return this.certificates.has(site) && !this.acmeSites.isTemporary(site);
+    return this.tls.hasCertificate(site);
   }
 
-  /** Each ACME site's certificate, renewal time and last error (/status.json). */
   acmeStatus(): SiteStatus[] {
-    return this.acmeSites.status();
+    return this.tls.acmeStatus();
   }
 
   httpsPort(): number | undefined {
-    const cfg = this.rt.config.tls;
-    return cfg.redirectPort ?? addressOf(this.secureServer as http.Server | undefined)?.port;
+    return this.rt.config.tls.redirectPort ?? this.tls.address?.port;
   }
 
   // ---- lifecycle --------------------------------------------------------------------------
@@ -213,48 +195,33 @@ export class Gateway implements RequestDeps {
     this.pools.start();
     if (cfg.admission.pressure.enabled) this.pressure.start();
     this.status.start();
+    const hooks = {
+      onRequest: (req: http.IncomingMessage, res: http.ServerResponse) => this.onRequest(req, res),
+      onUpgrade: (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.websockets.handle(req, socket, head),
+      onConnectionRefused: (reason: 'max_connections' | 'per_client') => this.metrics.get('clientConnectionsRefused').inc({ reason }),
+      isExemptPeer: (peer: string) => this.trusted.isTrusted(peer),
+      onConnectionCount: (delta: 1 | -1) => this.metrics.get('clientConnections').inc(delta),
+    };
     this.publicServer = createPublicServer({
+      ...hooks,
       limits: cfg.limits,
       logger: this.logger,
       // ACME HTTP-01 challenges for ACME sites' names are answered before routing and caching.
-      onRequest: (req, res) => {
-        if (!this.acmeSites.answer(req, res)) this.onRequest(req, res);
-      },
-      onUpgrade: (req, socket, head) => this.websockets.handle(req, socket, head),
-      onConnectionRefused: (reason) => this.metrics.get('clientConnectionsRefused').inc({ reason }),
-      isExemptPeer: (peer) => this.trusted.isTrusted(peer),
-      onConnectionCount: (delta) => this.metrics.get('clientConnections').inc(delta),
+      onRequest: (req, res) => this.tls.answerChallenge(req, res) || this.onRequest(req, res),
     });
-    if (cfg.tls.port !== undefined) {
-      this.secureServer = createSecurePublicServer({
-        limits: cfg.limits,
-        logger: this.logger,
-        certificates: this.certificates,
-        http2: cfg.tls.http2,
-        onRequest: (req, res) => this.onRequest(req, res),
-        onUpgrade: (req, socket, head) => this.websockets.handle(req, socket, head),
-        onConnectionRefused: (reason) => this.metrics.get('clientConnectionsRefused').inc({ reason }),
-        isExemptPeer: (peer) => this.trusted.isTrusted(peer),
-        onConnectionCount: (delta) => this.metrics.get('clientConnections').inc(delta),
-      });
-      if (this.certificates.defaultSite === undefined && !this.acmeSites.active)
-        this.logger.warn({ port: cfg.tls.port }, 'tls.port is set but no site has a usable certificate (sites[].tls): HTTPS handshakes fail until one is installed');
-    }
     this.adminServer = createAdminServer(this);
     await this.cache.start();
     const pub = await listenOn(this.publicServer, cfg.listen.host, cfg.listen.port);
-    const https = this.secureServer ? await listenOn(this.secureServer as unknown as http.Server, cfg.tls.host, cfg.tls.port!) : undefined;
+    const https = await this.tls.listen(cfg, hooks);
     const admin = await listenOn(this.adminServer, cfg.admin.host, cfg.admin.port);
     logStartup(this.logger, cfg, { public: pub, admin, ...(https ? { https } : {}) });
-    // After listening, not awaited: the CA fetches challenges from the plain listener, and an
-    // order (or another instance's renewal lock) must never hold up startup or serving.
-    this.acmeSites.start();
+    this.tls.startAcme();
     return { public: pub, admin, ...(https ? { https } : {}) };
   }
 
   /** The HTTPS listener's bound address; undefined without `tls.port`. */
   get httpsAddress(): AddressInfo | undefined {
-    return addressOf(this.secureServer as http.Server | undefined);
+    return this.tls.address;
   }
 
   get publicAddress(): AddressInfo | undefined {
@@ -287,9 +254,7 @@ export class Gateway implements RequestDeps {
     this.hitMemo?.clear(); // entries of the old generation are never used; let it go
     this.trusted = new TrustedProxies(next.trustedProxies);
     this.publicServer?.applyLimits(next.limits);
-    this.secureServer?.applyLimits(next.limits);
-    this.acmeSites.apply(next);
-    this.siteCertificates.apply(next);
+    this.tls.apply(next);
     this.upstream.configure(next.admission, this.rt.priorities.configured);
     this.rateLimits.configure(next.sites);
     this.metrics.get('configGeneration').set(generation);
@@ -310,17 +275,15 @@ export class Gateway implements RequestDeps {
 
   /** Graceful shutdown within `shutdown.drainTimeoutMs` (server/drain.ts): /readyz turns 503, stragglers are cut. */
   drain(): Promise<{ drained: boolean; cut: number }> {
-    return this.drainer.drain([this.publicServer, this.secureServer], this.rt.config.shutdown.drainTimeoutMs);
+    return this.drainer.drain([this.publicServer, this.tls.listener], this.rt.config.shutdown.drainTimeoutMs);
   }
 
   async close(): Promise<void> {
     this.reloader?.close();
     this.pressure.stop();
     this.status.stop();
-    this.siteCertificates.close();
-    this.acmeSites.close();
     await closeNow(this.publicServer);
-    await closeNow(this.secureServer);
+    await this.tls.close();
     await closeNow(this.adminServer);
     this.forwarder.close();
     await this.fetcher.close();

@@ -1,0 +1,106 @@
+/**
+ * Everything HTTPS the gateway owns, in one part for the composition root: the certificates by
+ * SNI (certificates.ts), the sites' PEM files watched and reloaded (site-certificates.ts), the
+ * `tls.acme` sites' certificates and HTTP-01 challenge answers (acme-sites.ts), and the HTTPS
+ * listener (https-server.ts), created only when `tls.port` is set.
+ */
+import type http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import type { Clock } from '../clock.js';
+import type { RedisClient } from '../cache/stores/redis-store.js';
+import type { GatewayConfig } from '../config/schema.js';
+import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
+import type { PublicServerOptions } from '../server/http-server.js';
+import { addressOf, closeNow, listenOn } from '../server/listen.js';
+import { AcmeSites } from './acme-sites.js';
+import type { AcmeManagerOptions, SiteStatus } from './acme/manager.js';
+import { Certificates } from './certificates.js';
+import { createSecurePublicServer, type SecurePublicServer } from './https-server.js';
+import { SiteCertificates } from './site-certificates.js';
+
+export interface TlsEdgeOptions {
+  config: GatewayConfig;
+  logger: Logger;
+  metrics: GatewayMetrics;
+  clock: Clock;
+  /** The gateway's Redis client and key prefix, when the Redis tier runs: ACME shares through it. */
+  redis?: { client: RedisClient; keyPrefix: string } | undefined;
+  /** ACME client settings the config does not carry (tests: how fast acme-client polls the CA). */
+  acme?: Pick<AcmeManagerOptions, 'poll'> | undefined;
+  /** A certificate was installed or withdrawn (which plain requests redirect changed). */
+  onCertificateChange(): void;
+}
+
+export class TlsEdge {
+  /**
+   * Certificates by SNI. The seam for any certificate source: `certificates.set(siteName,
+   * { cert, key })` serves a new certificate from the next handshake on. Exists whether or not
+   * `tls.port` is set.
+   */
+  readonly certificates: Certificates;
+  private readonly files: SiteCertificates;
+  private readonly acmeSites: AcmeSites;
+  private server: SecurePublicServer | undefined;
+
+  constructor(private readonly opts: TlsEdgeOptions) {
+    const cfg = opts.config;
+    this.certificates = new Certificates({ minVersion: cfg.tls.minVersion, ciphers: cfg.tls.ciphers });
+    this.certificates.onChange(opts.onCertificateChange);
+    this.files = new SiteCertificates(this.certificates, opts.logger, opts.metrics);
+    this.acmeSites = new AcmeSites({ certificates: this.certificates, logger: opts.logger, metrics: opts.metrics, clock: opts.clock, redis: opts.redis, manager: opts.acme });
+    this.apply(cfg);
+  }
+
+  /** A validated config, at start and on every reload. */
+  apply(config: GatewayConfig): void {
+    this.server?.applyLimits(config.limits);
+    // ACME first: a site that lost `tls.acme` gives its entry up before its files are installed.
+    this.acmeSites.apply(config);
+    this.files.apply(config);
+  }
+
+  /** Answers an ACME HTTP-01 challenge for an ACME site's name (the plain listener, before routing); false when it is not one. */
+  answerChallenge(req: http.IncomingMessage, res: http.ServerResponse): boolean {
+    return this.acmeSites.answer(req, res);
+  }
+
+  /** A site with a certificate the redirect may send visitors to: not ACME's temporary self-signed one, which would lock them out. */
+  hasCertificate(site: string): boolean {
+    return this.certificates.has(site) && !this.acmeSites.isTemporary(site);
+  }
+
+  /** Each ACME site's certificate, renewal time and last error (/status.json). */
+  acmeStatus(): SiteStatus[] {
+    return this.acmeSites.status();
+  }
+
+  /** Creates the HTTPS listener when `tls.port` is set, then listens; undefined without it. */
+  async listen(config: GatewayConfig, hooks: Omit<PublicServerOptions, 'limits' | 'logger'>): Promise<AddressInfo | undefined> {
+    if (config.tls.port === undefined) return undefined;
+    this.server = createSecurePublicServer({ ...hooks, limits: config.limits, logger: this.opts.logger, certificates: this.certificates, http2: config.tls.http2 });
+    if (this.certificates.defaultSite === undefined && !this.acmeSites.active)
+      this.opts.logger.warn({ port: config.tls.port }, 'tls.port is set but no site has a usable certificate (sites[].tls): HTTPS handshakes fail until one is installed');
+    return listenOn(this.server as unknown as http.Server, config.tls.host, config.tls.port);
+  }
+
+  /** After every listener is up, not awaited: the CA fetches challenges from the plain listener, and an order (or another instance's renewal lock) must never hold up startup or serving. */
+  startAcme(): void {
+    this.acmeSites.start();
+  }
+
+  /** The HTTPS listener, for the drain; undefined without `tls.port`. */
+  get listener(): SecurePublicServer | undefined {
+    return this.server;
+  }
+
+  get address(): AddressInfo | undefined {
+    return addressOf(this.server as http.Server | undefined);
+  }
+
+  async close(): Promise<void> {
+    this.files.close();
+    this.acmeSites.close();
+    await closeNow(this.server);
+  }
+}
