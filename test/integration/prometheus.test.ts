@@ -235,6 +235,10 @@ describe('dashboard and alerts against a real Prometheus', () => {
     fragile.route('/news', { headers: { 'cache-control': 'public, max-age=1, stale-while-revalidate=0' }, body: 'news' });
     g = await startGateway({
       admin: { purgeToken: 'test-token-0123456789' },
+      // An ACME site whose CA never answers (a closed port): it keeps its temporary self-signed
+      // certificate (7 days), which is what the two certificate alerts read.
+      tls: { host: '127.0.0.1', port: 0 },
+      acme: { directoryUrl: `https://127.0.0.1:${await freePort()}/directory`, storageDir: mkdtempSync(join(tmpdir(), 'crowdgate-prom-acme-')) },
       admission: {
         limit: { algorithm: 'fixed', initial: 1, ceiling: 1 },
         // One waiting place, a deadline longer than the slow route, CoDel out of the way: the
@@ -248,6 +252,7 @@ describe('dashboard and alerts against a real Prometheus', () => {
             { name: 'limited', match: { pathPrefix: '/limited' }, rateLimit: { ratePerSecond: 0.1, burst: 1 } },
           ],
         }),
+        { name: 'secure', hosts: ['secure.test'], origins: [{ url: origin.url }], healthCheck: { enabled: false }, tls: { acme: true } },
         {
           name: 'fragile',
           hosts: ['fragile.test'],

@@ -29,9 +29,9 @@ const NOT_ON_DASHBOARD: Record<string, string> = {
   crowdgate_pressure_overloaded: 'visible as sheds with reason "pressure"',
   crowdgate_draining: 'a shutdown lasts seconds; /readyz tells the load balancer',
   crowdgate_tls_certificate_loads_total: 'certificate reloads are rare events; the log says why one failed',
-  crowdgate_tls_certificate_not_after_seconds: 'only for sites on the HTTPS listener; an expiry alert reads it, not a panel',
+  crowdgate_tls_certificate_not_after_seconds: 'only for sites on the HTTPS listener; the CrowdgateCertificateExpiringSoon alert reads it, not a panel',
   crowdgate_acme_orders_total: 'a few orders per site every two months; the log and /status.json say why one failed',
-  crowdgate_acme_temporary: 'only for tls.acme sites, and 1 for seconds unless ACME is failing: an alert reads it, not a panel',
+  crowdgate_acme_temporary: 'only for tls.acme sites, and 1 for seconds unless ACME is failing: the CrowdgateAcmeTemporaryCertificate alert reads it, not a panel',
   crowdgate_acme_challenges_total: 'a handful of requests per order; for diagnosing a CA that cannot reach the plain listener',
 };
 
@@ -203,6 +203,8 @@ describe('alert rules (promtool)', () => {
   it('cover the alerts the runbook promises', () => {
     expect(alerts.map((a) => a.alert).sort()).toEqual(
       [
+        'CrowdgateAcmeTemporaryCertificate',
+        'CrowdgateCertificateExpiringSoon',
         'CrowdgateConfigReloadFailed',
         'CrowdgateDown',
         'CrowdgateOriginDownServingStale',
