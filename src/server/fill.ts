@@ -75,7 +75,6 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
  */
 function passAlone(ctx: Ctx, lookup: Lookup): void | Promise<void> {
   if (ctx.deps.isOverloaded()) return shed(ctx, 'pressure');
-  ctx.state = 'pass';
   return forward(ctx, 'pass', lookup);
 }
 
@@ -88,7 +87,6 @@ export function serveFillResult(ctx: Ctx, lookup: Lookup, result: FillResult, co
   switch (result.kind) {
     case 'entry': {
       const evaluation = evaluateEntry(result.entry, lookup.facts, now, lookup.policy);
-      ctx.state = result.state;
       return serveEntry(ctx, result.entry, evaluation, {
         state: result.state,
         collapsed,
@@ -98,7 +96,6 @@ export function serveFillResult(ctx: Ctx, lookup: Lookup, result: FillResult, co
       });
     }
     case 'uncacheable': {
-      ctx.state = 'pass';
       // A range request whose fill (for the whole object) found it not storable: the range goes
       // to the origin as a pass, with its Range, as the waiters' do (passAlone) and the next
       // requests will (hit-for-pass). Under pressure the full answer at hand is sent instead.
@@ -118,7 +115,6 @@ export function serveFillResult(ctx: Ctx, lookup: Lookup, result: FillResult, co
     case 'failed':
       return serveFailed(ctx, lookup, result);
     case 'too_large':
-      ctx.state = 'pass';
       void forward(ctx, 'pass', lookup);
   }
 }

@@ -237,7 +237,6 @@ export function route(ctx: Ctx): void | Promise<void> {
   const eligibility = isCacheableRequest(facts, policy);
   const bypassCookie = req.headers.cookie !== undefined && hasBypassCookie(site, req.headers.cookie);
   if (!eligibility.cacheable || bypassCookie || hasCredential(site, req.headers) || ctx.method === 'OPTIONS') {
-    ctx.state = 'bypass';
     if (deps.isOverloaded()) return shed(ctx, 'pressure');
     return forward(ctx, 'bypass');
   }
@@ -354,10 +353,7 @@ export function decide(
   }
 
   // 10. Hit-for-pass: this URL was recently uncacheable; don't queue behind a leader.
-  if (deps.inflight.isHitForPass(collapseKeyOf(lookup).id)) {
-    ctx.state = 'pass';
-    return forward(ctx, 'pass', lookup);
-  }
+  if (deps.inflight.isHitForPass(collapseKeyOf(lookup).id)) return forward(ctx, 'pass', lookup);
 
   // 11. Collapsed fill.
   return fillAndServe(ctx, lookup, 0);
