@@ -115,7 +115,7 @@ export function serveFillResult(ctx: Ctx, lookup: Lookup, result: FillResult, co
     case 'failed':
       return serveFailed(ctx, lookup, result);
     case 'too_large':
-      void forward(ctx, 'pass', lookup);
+      return forward(ctx, 'pass', lookup);
   }
 }
 

@@ -267,4 +267,21 @@ describe('decide(): to the origin', () => {
     expect(p.forwarder.calls).toEqual(['/b']);
     expect(p.fetcher.calls).toHaveLength(2);
   });
+
+  it('a fill too large to store: the answer streams through (pass); a pass-through that throws then is answered, not left hanging', async () => {
+    const p = await start();
+    const tooLarge = (): FetchResult => ({ ...p.page('big'), tooLarge: true }) as FetchResult;
+    p.fetcher.script = [tooLarge()];
+    const r = await p.get('/big');
+    expect(r.state).toBe('pass');
+    expect(r.body).toBe('passed');
+    expect(p.forwarder.calls).toEqual(['/big']);
+
+    p.fetcher.script = [tooLarge()];
+    p.forwarder.throws = true;
+    const failed = await within(p.get('/bigger'), 1_000, 'the failed pass-through');
+    expect(failed.status).toBe(500);
+    expect(failed.headers['x-crowdgate-error']).toBe('internal_error');
+    expect(p.upstream.controlFor(p.site.config, p.member()).limiter.inflight).toBe(0);
+  });
 });
