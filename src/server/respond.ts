@@ -1,7 +1,8 @@
 /**
  * Writes responses: cached entries (with Age and 304s), error pages, shed answers with
- * Retry-After, and the Cache-Status header (RFC 9211). Owns the bytes on the wire, not the
- * decisions that led to them.
+ * Retry-After, and the Cache-Status header (RFC 9211), each from one Answer (what the request's
+ * answer says besides its bytes, recorded once). Owns the bytes on the wire, not the decisions
+ * that led to them.
  */
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { CacheEntry } from '../cache/entry.js';
