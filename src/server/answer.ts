@@ -3,15 +3,15 @@
  * client's conditional), a buffered origin answer, an error or shed page; then, once per
  * request, the metrics row, the hot-keys table and the access log (finish()).
  */
-import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { CacheEntry } from '../cache/entry.js';
-import { chooseCoding, requestForbidsTransform } from '../cache/content-coding.js';
+import { chooseCoding, requestForbidsTransform, type StoredCoding } from '../cache/content-coding.js';
 import type { EntryEvaluation } from '../cache/policy.js';
 import { isNotModifiedForClient } from '../cache/revalidation.js';
 import type { ErrorCode } from '../errors.js';
 import { statusClassOf } from '../metrics/gateway-metrics.js';
 import type { CacheState, ShedReason, StaleReason } from '../outcome.js';
-import { formatCacheStatus, sendEntry, sendError, type CacheStatusFacts } from './respond.js';
+import { formatCacheStatus, sendEntry, sendError, type Answer, type CacheStatusFacts } from './respond.js';
 import type { MemoHold } from './hit-memo.js';
 import { planRange, sendRange } from './range.js';
 import type { RequestDeps, Ctx } from './context.js';
@@ -32,69 +32,73 @@ export function failUnexpected(ctx: Ctx, err: unknown): void {
   fail(ctx, 'internal_error', 'see the gateway log');
 }
 
+/**
+ * Records this request's answer, once: its cache state (and whether it was collapsed) on the
+ * context for the accounting, and what every writer needs (HEAD, the request id, Cache-Status).
+ */
+export function recordAnswer(ctx: Ctx, facts: CacheStatusFacts): Answer {
+  ctx.state = facts.state;
+  if (facts.collapsed) ctx.collapsed = true;
+  return { head: ctx.method === 'HEAD', requestId: ctx.requestId, cacheStatus: formatCacheStatus({ ...facts, requestId: ctx.requestId }) };
+}
+
+/**
+ * The stored encoding this request gets from `entry` (both paths: the memo hit and serveEntry).
+ * The one the client accepts best; a Range request gets the identity body (its ranges are of the
+ * identity bytes), and so does a request that says no-transform, and every request while
+ * compression is disabled (encodings stored before stay until refilled).
+ */
+export function codingFor(entry: CacheEntry, headers: IncomingHttpHeaders, compressionEnabled: boolean): StoredCoding | undefined {
+  return entry.encodings === undefined || !compressionEnabled || headers.range !== undefined || requestForbidsTransform(headers['cache-control'])
+    ? undefined
+    : chooseCoding(headers['accept-encoding'], entry.encodings);
+}
+
+/** A stored entry answers this request: in full, as a 304 to its conditional, or its ranges. */
 export function serveEntry(
   ctx: Ctx,
   entry: CacheEntry,
   evaluation: EntryEvaluation,
   facts: CacheStatusFacts & { staleReason?: StaleReason },
 ): void {
-  ctx.state = facts.state;
-  if (facts.collapsed) ctx.collapsed = true;
-  const detail = facts.state === 'stale' ? `stale-${facts.staleReason}` : facts.state === 'updating' ? 'updating' : undefined;
-  facts.ttlSeconds = ttlSecondsOf(entry, ctx.deps.clock.now());
-  facts.requestId = ctx.requestId;
-  facts.detail = detail;
-  if (facts.state === 'stale') facts.forwarded = STALE_AFTER_ORIGIN_TRIED.has(facts.staleReason!);
-  const cacheStatus = formatCacheStatus(facts);
+  const ttlSeconds = ttlSecondsOf(entry, ctx.deps.clock.now());
+  const { head, requestId, cacheStatus } = recordAnswer(ctx, {
+    ...facts,
+    ttlSeconds,
+    detail: facts.state === 'stale' ? `stale-${facts.staleReason}` : facts.state === 'updating' ? 'updating' : undefined,
+    forwarded: facts.state === 'stale' ? STALE_AFTER_ORIGIN_TRIED.has(facts.staleReason!) : undefined,
+  });
   const h = ctx.req.headers;
-  // The stored encoding this client accepts best; a Range request gets the identity body (its
-  // ranges are of the identity bytes), and so does a request that says no-transform, and every
-  // request while compression is disabled (encodings stored before stay until refilled).
-  const coding =
-    entry.encodings === undefined || !ctx.rt.config.compression.enabled || h.range !== undefined || requestForbidsTransform(h['cache-control'])
-      ? undefined
-      : chooseCoding(h['accept-encoding'], entry.encodings);
+  const coding = codingFor(entry, h, ctx.rt.config.compression.enabled);
   const notModified =
     (h['if-none-match'] !== undefined || h['if-modified-since'] !== undefined) &&
     isNotModifiedForClient(entry, { method: ctx.method, url: ctx.url, headers: h }, coding);
+  const answer = { head, requestId, cacheStatus, ageSeconds: evaluation.ageSeconds, ttlSeconds, coding, notModified };
   // RFC 9110 §13.2.2: a matching If-None-Match / If-Modified-Since answers 304 before Range is looked at.
-  if (!notModified && h.range !== undefined) {
-    const plan = planRange(ctx.method, h, entry);
-    if (plan.kind !== 'full') {
-      sendRange(ctx.res, entry, plan, { ageSeconds: evaluation.ageSeconds, cacheStatus, requestId: ctx.requestId });
-      if (ctx.wokenAt !== undefined) ctx.answeredAt = ctx.deps.clock.now();
-      return;
-    }
-  }
-  sendEntry(ctx.res, entry, {
-    head: ctx.method === 'HEAD',
-    ageSeconds: evaluation.ageSeconds,
-    cacheStatus,
-    requestId: ctx.requestId,
-    notModified,
-    coding,
-  });
+  const plan = !notModified && h.range !== undefined ? planRange(ctx.method, h, entry) : undefined;
+  if (plan !== undefined && plan.kind !== 'full') sendRange(ctx.res, entry, plan, answer);
+  else sendEntry(ctx.res, entry, answer);
+  noteAnswered(ctx);
+}
+
+/** For a collapsed request's access log (afterWakeMs): its buffered answer is handed over now. */
+function noteAnswered(ctx: Ctx): void {
   if (ctx.wokenAt !== undefined) ctx.answeredAt = ctx.deps.clock.now();
 }
 
 /** Stale reasons for which the origin was actually contacted (Cache-Status fwd=stale, not hit). */
 const STALE_AFTER_ORIGIN_TRIED: ReadonlySet<StaleReason> = new Set(['error', 'timeout', 'unreachable']);
 
-export function writeBuffered(
-  ctx: Ctx,
-  status: number,
-  headers: OutgoingHttpHeaders,
-  body: Buffer,
-  facts: Omit<CacheStatusFacts, 'requestId'>,
-): void {
+/** A buffered answer from the origin (a fill's result nobody stores, or its error), as recorded. */
+export function writeBuffered(ctx: Ctx, answer: Answer, status: number, headers: OutgoingHttpHeaders, body: Buffer): void {
   const { res } = ctx;
   if (res.headersSent || res.destroyed) return;
   const out: OutgoingHttpHeaders = { ...headers, 'content-length': body.length };
-  out['cache-status'] = formatCacheStatus({ ...facts, requestId: ctx.requestId });
-  out['x-request-id'] = ctx.requestId;
+  if (answer.cacheStatus !== undefined) out['cache-status'] = answer.cacheStatus;
+  out['x-request-id'] = answer.requestId;
   res.writeHead(status, out);
-  res.end(ctx.method === 'HEAD' ? undefined : body);
-  if (ctx.wokenAt !== undefined) ctx.answeredAt = ctx.deps.clock.now();
+  res.end(answer.head ? undefined : body);
+  noteAnswered(ctx);
 }
 
 /** Admission refused and nothing stale: 503 with Retry-After from the measured drain rate. */
@@ -120,16 +124,9 @@ export interface FailOptions {
 export function fail(ctx: Ctx, code: ErrorCode, detail?: string, opts: FailOptions = {}): void {
   const { retryAfterSeconds, state = 'error', statusDetail } = opts;
   ctx.errorCode = code;
-  ctx.state = state;
+  const answer = recordAnswer(ctx, { state, detail: statusDetail ?? code });
   const accept = ctx.req.headers.accept;
-  sendError(ctx.res, code, {
-    accept: typeof accept === 'string' ? accept : undefined,
-    detail,
-    requestId: ctx.requestId,
-    retryAfterSeconds,
-    head: ctx.method === 'HEAD',
-    cacheStatus: formatCacheStatus({ state, detail: statusDetail ?? code, requestId: ctx.requestId }),
-  });
+  sendError(ctx.res, code, answer, { accept: typeof accept === 'string' ? accept : undefined, detail, retryAfterSeconds });
 }
 
 /**

@@ -10,7 +10,7 @@ import { decideStorage, evaluateEntry } from '../cache/policy.js';
 import { makeConditionalHeaders, mergeNotModified } from '../cache/revalidation.js';
 import type { FetchResult } from '../origin/fetch.js';
 import type { OriginMember } from '../origin/pool.js';
-import { serveEntry, shed, writeBuffered } from './answer.js';
+import { recordAnswer, serveEntry, shed, writeBuffered } from './answer.js';
 import { selectVariant, collapseKeyOf, type FillResult, type Ctx, type Lookup } from './context.js';
 import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders } from './fill-headers.js';
 import type { CollapseKey } from '../cache/cache-key.js';
@@ -75,7 +75,6 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
  */
 function passAlone(ctx: Ctx, lookup: Lookup): void | Promise<void> {
   if (ctx.deps.isOverloaded()) return shed(ctx, 'pressure');
-  ctx.state = 'pass';
   return forward(ctx, 'pass', lookup);
 }
 
@@ -88,7 +87,6 @@ export function serveFillResult(ctx: Ctx, lookup: Lookup, result: FillResult, co
   switch (result.kind) {
     case 'entry': {
       const evaluation = evaluateEntry(result.entry, lookup.facts, now, lookup.policy);
-      ctx.state = result.state;
       return serveEntry(ctx, result.entry, evaluation, {
         state: result.state,
         collapsed,
@@ -98,29 +96,26 @@ export function serveFillResult(ctx: Ctx, lookup: Lookup, result: FillResult, co
       });
     }
     case 'uncacheable': {
-      ctx.state = 'pass';
       // A range request whose fill (for the whole object) found it not storable: the range goes
       // to the origin as a pass, with its Range, as the waiters' do (passAlone) and the next
       // requests will (hit-for-pass). Under pressure the full answer at hand is sent instead.
       if (!collapsed && result.status === 200 && ctx.method === 'GET' && ctx.req.headers.range !== undefined && !ctx.deps.isOverloaded())
         return forward(ctx, 'pass', lookup);
-      const facts = { state: 'pass', fwdStatus: result.fwdStatus, detail: `pass ${result.reason}` } as const;
+      const answer = recordAnswer(ctx, { state: 'pass', fwdStatus: result.fwdStatus, detail: `pass ${result.reason}` });
       // Not stored, so compressed for this answer alone, at the on-the-fly level.
       const compressing = compressBuffered(ctx.rt.config.compression, ctx.method, onTheFlyRequestOf(ctx.req.headers), result.status, result.headers, result.body);
-      if (compressing === undefined) return writeBuffered(ctx, result.status, result.headers, result.body, facts);
-      return compressing.then((c) => writeBuffered(ctx, result.status, c?.head ?? result.headers, c?.body ?? result.body, facts));
+      if (compressing === undefined) return writeBuffered(ctx, answer, result.status, result.headers, result.body);
+      return compressing.then((c) => writeBuffered(ctx, answer, result.status, c?.head ?? result.headers, c?.body ?? result.body));
     }
     case 'origin_error': {
-      return serveStaleOr(ctx, lookup, 'error', () => {
-        ctx.state = 'miss';
-        writeBuffered(ctx, result.status, result.headers, result.body, { state: 'miss', fwdStatus: result.fwdStatus });
-      });
+      return serveStaleOr(ctx, lookup, 'error', () =>
+        writeBuffered(ctx, recordAnswer(ctx, { state: 'miss', fwdStatus: result.fwdStatus }), result.status, result.headers, result.body),
+      );
     }
     case 'failed':
       return serveFailed(ctx, lookup, result);
     case 'too_large':
-      ctx.state = 'pass';
-      void forward(ctx, 'pass', lookup);
+      return forward(ctx, 'pass', lookup);
   }
 }
 

@@ -25,10 +25,10 @@ import { makeCacheKey, normaliseTarget, parseCookies } from '../cache/cache-key.
 import { evaluateEntry, isCacheableRequest, type PolicyOptions, type RequestFacts } from '../cache/policy.js';
 import type { StaleReason } from '../outcome.js';
 import type { Runtime, SiteRuntime } from '../runtime.js';
-import { sendHit } from './respond.js';
+import { sendEntry } from './respond.js';
 import type { CompiledRoute } from './site-router.js';
 import { HOLD_MS, isPlainRequest, newHold, type MemoRoute } from './hit-memo.js';
-import { ttlSecondsOf, failUnexpected, serveEntry, shed, fail, countRequest, finish } from './answer.js';
+import { ttlSecondsOf, codingFor, failUnexpected, serveEntry, shed, fail, countRequest, finish } from './answer.js';
 import { isOnlyIfCached, isSecure, selectVariant, collapseKeyOf, authorityOf, type RequestDeps, type Ctx, type Lookup } from './context.js';
 import { hstsValue, redirectToHttps } from './https-edge.js';
 import { fillAndServe, startBackgroundRefresh } from './fill.js';
@@ -140,15 +140,15 @@ function answerMemoHit(
   if (held) store.noteHeldHit!();
   countHit(entry);
   const requestId = nextRequestId();
-  sendHit(
-    res,
-    entry,
-    req.method === 'HEAD',
-    Math.floor(currentAgeMsOf(entry, now) / 1000),
-    ttlSecondsOf(entry, now),
+  sendEntry(res, entry, {
+    head: req.method === 'HEAD',
     requestId,
-    rt.config.compression.enabled ? req.headers['accept-encoding'] : undefined, // disabled: identity, live
-  );
+    cacheStatus: undefined, // a fresh hit: sendEntry renders it
+    ageSeconds: Math.floor(currentAgeMsOf(entry, now) / 1000),
+    ttlSeconds: ttlSecondsOf(entry, now),
+    coding: codingFor(entry, req.headers, rt.config.compression.enabled),
+    notModified: false, // a plain request has no conditional
+  });
   if (rt.config.log.access) {
     // The access log wants the whole context; build it only then.
     const ctx = makeCtx(deps, rt, req, res, requestId, now, secure);
@@ -237,7 +237,6 @@ export function route(ctx: Ctx): void | Promise<void> {
   const eligibility = isCacheableRequest(facts, policy);
   const bypassCookie = req.headers.cookie !== undefined && hasBypassCookie(site, req.headers.cookie);
   if (!eligibility.cacheable || bypassCookie || hasCredential(site, req.headers) || ctx.method === 'OPTIONS') {
-    ctx.state = 'bypass';
     if (deps.isOverloaded()) return shed(ctx, 'pressure');
     return forward(ctx, 'bypass');
   }
@@ -356,10 +355,7 @@ export function decide(
   }
 
   // 10. Hit-for-pass: this URL was recently uncacheable; don't queue behind a leader.
-  if (deps.inflight.isHitForPass(collapseKeyOf(lookup).id)) {
-    ctx.state = 'pass';
-    return forward(ctx, 'pass', lookup);
-  }
+  if (deps.inflight.isHitForPass(collapseKeyOf(lookup).id)) return forward(ctx, 'pass', lookup);
 
   // 11. Collapsed fill.
   return fillAndServe(ctx, lookup, 0);

@@ -27,6 +27,7 @@ import type { CacheEntry, StoredHeaders } from '../cache/entry.js';
 import { parseHttpDate } from '../cache/cache-control.js';
 import { appendVia } from './headers.js';
 import { varyWithAcceptEncoding } from '../cache/content-coding.js';
+import { cacheStatusOf, type EntryAnswer } from './respond.js';
 
 /** Ranges per request beyond which the Range header is ignored and the whole body sent. */
 export const MAX_RANGES = 16;
@@ -161,17 +162,14 @@ const NOT_COPIED: ReadonlySet<string> = new Set(['surrogate-key', 'cache-tag', '
 /** Representation fields a 416 carries from the stored response, besides Content-Range. */
 const UNSATISFIABLE_COPIED = ['date', 'etag', 'last-modified'];
 
-/** What a range answer adds to the stored fields: the same per-request fields as any hit. */
-export interface RangeAnswerFacts {
-  ageSeconds: number;
-  cacheStatus: string;
-  requestId: string;
-}
-
-/** Writes the 206 or 416 for `plan` (not 'full') from the entry's identity body. */
-export function sendRange(res: ServerResponse, entry: CacheEntry, plan: Exclude<RangePlan, { kind: 'full' }>, facts: RangeAnswerFacts): void {
+/**
+ * Writes the 206 or 416 for `plan` (not 'full') from the entry's identity body, with the same
+ * per-request fields as any answer from the entry (Age, Cache-Status, X-Request-Id; `answer`).
+ */
+export function sendRange(res: ServerResponse, entry: CacheEntry, plan: Exclude<RangePlan, { kind: 'full' }>, answer: EntryAnswer): void {
   const length = entry.body.length;
-  const age = String(facts.ageSeconds > 0 ? Math.floor(facts.ageSeconds) : 0);
+  const age = String(answer.ageSeconds > 0 ? Math.floor(answer.ageSeconds) : 0);
+  const cacheStatus = cacheStatusOf(answer);
   if (plan.kind === 'unsatisfiable') {
     const headers: OutgoingHttpHeaders = {};
     for (const name of UNSATISFIABLE_COPIED) {
@@ -183,8 +181,8 @@ export function sendRange(res: ServerResponse, entry: CacheEntry, plan: Exclude<
     headers['content-length'] = 0;
     headers['via'] = appendVia(entry.headers['via']);
     headers['age'] = age;
-    headers['cache-status'] = facts.cacheStatus;
-    headers['x-request-id'] = facts.requestId;
+    headers['cache-status'] = cacheStatus;
+    headers['x-request-id'] = answer.requestId;
     res.writeHead(416, headers);
     res.end();
     return;
@@ -199,7 +197,7 @@ export function sendRange(res: ServerResponse, entry: CacheEntry, plan: Exclude<
     flat.push(name, value);
   }
   if (entry.encodings !== undefined) flat.push('vary', varyWithAcceptEncoding(entry.headers['vary']));
-  flat.push('accept-ranges', 'bytes', 'via', appendVia(entry.headers['via']), 'age', age, 'cache-status', facts.cacheStatus, 'x-request-id', facts.requestId);
+  flat.push('accept-ranges', 'bytes', 'via', appendVia(entry.headers['via']), 'age', age, 'cache-status', cacheStatus, 'x-request-id', answer.requestId);
   if (plan.kind === 'single') {
     const { start, end } = plan.range;
     flat.push('content-range', `bytes ${start}-${end}/${length}`, 'content-length', end - start + 1);

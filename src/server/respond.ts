@@ -1,11 +1,12 @@
 /**
  * Writes responses: cached entries (with Age and 304s), error pages, shed answers with
- * Retry-After, and the Cache-Status header (RFC 9211). Owns the bytes on the wire, not the
- * decisions that led to them.
+ * Retry-After, and the Cache-Status header (RFC 9211), each from one Answer (what the request's
+ * answer says besides its bytes, recorded once). Owns the bytes on the wire, not the decisions
+ * that led to them.
  */
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { CacheEntry } from '../cache/entry.js';
-import { chooseCoding, encodedETag, IDENTITY_ONLY_FIELDS, varyWithAcceptEncoding, type StoredCoding } from '../cache/content-coding.js';
+import { encodedETag, IDENTITY_ONLY_FIELDS, varyWithAcceptEncoding, type StoredCoding } from '../cache/content-coding.js';
 import { ERRORS, makeErrorBody, type ErrorCode } from '../errors.js';
 import type { CacheState } from '../outcome.js';
 import { VIA_VALUE, appendVia } from './headers.js';
@@ -75,12 +76,46 @@ export function formatCacheStatus(f: CacheStatusFacts): string {
 }
 
 /**
- * formatCacheStatus({ state: 'hit', ttlSeconds, requestId }) up to the request id, for sendHit();
- * the same for every hit on one entry within a second. A unit test holds the prefix plus
- * `${requestId}"` equal to the general formatter.
+ * formatCacheStatus({ state: 'hit', ttlSeconds, requestId }) up to the request id, for a fresh
+ * hit's answer (sendEntry with no `cacheStatus`); the same for every hit on one entry within a
+ * second. A unit test holds the prefix plus `${requestId}"` equal to the general formatter.
  */
 export function hitCacheStatusPrefix(ttlSeconds: number): string {
   return `${CACHE_STATUS_NAME}; hit; ttl=${Math.trunc(ttlSeconds)}; detail="hit rid=`;
+}
+
+/**
+ * What one request's answer says besides its bytes, recorded once per request (answer.ts
+ * recordAnswer(), or the memo hit path in handle-request.ts) and read by every writer here and
+ * in range.ts: HEAD handling, the request id and the Cache-Status field.
+ */
+export interface Answer {
+  /** A HEAD request: the head alone, never a body (RFC 9110 §9.3.2). */
+  readonly head: boolean;
+  readonly requestId: string;
+  /**
+   * The Cache-Status field value (RFC 9211). Undefined only for a fresh hit from a stored entry
+   * (EntryAnswer): the writer renders `hit; ttl=…` from `ttlSeconds` itself, once per entry and
+   * second (hitCacheStatusPrefix, cacheStatusOf).
+   */
+  readonly cacheStatus: string | undefined;
+}
+
+/** An answer from a stored entry: sendEntry(), and range.ts sendRange(). */
+export interface EntryAnswer extends Answer {
+  /** The entry's age in seconds (RFC 9111 §5.1 Age, sent floored). */
+  readonly ageSeconds: number;
+  /** RFC 9211 ttl: seconds of freshness left, negative when stale. */
+  readonly ttlSeconds: number;
+  /** The stored encoding to send (answer.ts codingFor); identity when undefined. */
+  readonly coding: StoredCoding | undefined;
+  /** A 304 to the client's conditional (RFC 9110 §15.4.5) instead of the entry's answer. */
+  readonly notModified: boolean;
+}
+
+/** The Cache-Status an entry's answer carries: its own, or a fresh hit's. */
+export function cacheStatusOf(answer: EntryAnswer): string {
+  return answer.cacheStatus ?? formatCacheStatus({ state: 'hit', ttlSeconds: answer.ttlSeconds, requestId: answer.requestId });
 }
 
 /** Response headers that a 304 carries from the stored 200 (RFC 9110 §15.4.5). */
@@ -88,16 +123,6 @@ const NOT_MODIFIED_HEADERS = ['cache-control', 'content-location', 'date', 'etag
 
 /** Kept in the stored entry (purge by tag recomputes from them) but not sent to clients. */
 const INTERNAL_HEADERS: ReadonlySet<string> = new Set(['surrogate-key', 'cache-tag']);
-
-export interface SendEntryOptions {
-  head: boolean;
-  ageSeconds: number;
-  cacheStatus: string;
-  requestId: string;
-  notModified: boolean;
-  /** The stored encoding to send (content-coding.ts chooseCoding); identity when absent. */
-  coding?: StoredCoding | undefined;
-}
 
 /** What every answer from one entry in one coding shares, built on its first use. */
 interface PreparedEntry {
@@ -109,7 +134,7 @@ interface PreparedEntry {
   readonly body: Buffer;
   /** The 304's headers (RFC 9110 §15.4.5) for this coding, Via included. */
   readonly notModified: OutgoingHttpHeaders;
-  /** sendHit(): the Age and Cache-Status lines up to the request id, for hitAge and hitTtl. */
+  /** A fresh hit's Age and Cache-Status lines up to the request id, for hitAge and hitTtl. */
   hitLines: string;
   hitAge: number;
   hitTtl: number;
@@ -189,66 +214,51 @@ function makePrepared(entry: CacheEntry, coding: StoredCoding | undefined): Prep
 }
 
 /**
- * sendEntry() for a fresh hit with a generated request id (the memo hit path), byte for byte, but
- * Age and Cache-Status up to the id are rendered once per entry for as long as both stay the
- * same (a second at most), and the rest is plain concatenation. Against sendEntry with a
- * hits-only formatter, in the memo path: +2.6 % hits/s (median of six launches of both builds
- * loaded at once, 0.98–1.04), together with raw-head.ts rendering status and keep-alive lines once.
- * `acceptEncoding` picks the stored encoding: for an entry that has encodings, one Map lookup of
- * the parsed header value (content-coding.ts chooseCoding), then that coding's prepared head.
+ * An answer from a stored entry: its 200 (or other stored status), or a 304 to the client's
+ * conditional, with Age (RFC 9111 §5.1), Cache-Status and X-Request-Id.
+ *
+ * A fresh hit (no `cacheStatus`: the memo hit path) has its Age and Cache-Status lines up to the
+ * request id rendered once per entry for as long as both stay the same (a second at most), and
+ * the rest is plain concatenation. Against a hits-only formatter on every hit, in the memo path:
+ * +2.6 % hits/s (median of six launches of both builds loaded at once, 0.98–1.04), together with
+ * raw-head.ts rendering status and keep-alive lines once.
  */
-export function sendHit(
-  res: ServerResponse,
-  entry: CacheEntry,
-  head: boolean,
-  ageSeconds: number,
-  ttlSeconds: number,
-  requestId: string,
-  acceptEncoding?: string | string[],
-): void {
-  const coding = entry.encodings === undefined ? undefined : chooseCoding(acceptEncoding, entry.encodings);
-  const p = prepare(entry, coding);
-  if (p.block !== undefined) {
-    const age = ageSeconds > 0 ? Math.floor(ageSeconds) : 0;
-    const ttl = Math.trunc(ttlSeconds);
-    if (p.hitAge !== age || p.hitTtl !== ttl) {
-      p.hitLines = `age: ${age}\r\ncache-status: ${hitCacheStatusPrefix(ttl)}`;
-      p.hitAge = age;
-      p.hitTtl = ttl;
-    }
-    if (setRawHead(res, entry.status, p.block, p.hitLines + requestId + '"\r\nx-request-id: ' + requestId + '\r\n')) {
-      endWithBody(res, entry, p.body, head);
-      return;
-    }
-  }
-  const cacheStatus = formatCacheStatus({ state: 'hit', ttlSeconds, requestId });
-  sendEntry(res, entry, { head, ageSeconds, cacheStatus, requestId, notModified: false, coding });
-}
-
-export function sendEntry(res: ServerResponse, entry: CacheEntry, opts: SendEntryOptions): void {
+export function sendEntry(res: ServerResponse, entry: CacheEntry, answer: EntryAnswer): void {
   // RFC 9111 §5.1: Age on every response served from cache.
-  const age = String(opts.ageSeconds > 0 ? Math.floor(opts.ageSeconds) : 0);
-  const { flat, block, body, notModified } = prepare(entry, opts.coding);
-  if (opts.notModified) {
-    const headers: OutgoingHttpHeaders = { ...notModified };
-    headers['age'] = age;
-    headers['cache-status'] = opts.cacheStatus;
-    headers['x-request-id'] = opts.requestId;
+  const age = answer.ageSeconds > 0 ? Math.floor(answer.ageSeconds) : 0;
+  const p = prepare(entry, answer.coding);
+  const requestId = answer.requestId;
+  if (answer.notModified) {
+    const headers: OutgoingHttpHeaders = { ...p.notModified };
+    headers['age'] = String(age);
+    headers['cache-status'] = cacheStatusOf(answer);
+    headers['x-request-id'] = requestId;
     res.writeHead(304, headers);
     res.end();
     return;
   }
   // Age is digits, Cache-Status is built from fixed words and the request id, and request ids
   // are validated at the edge (REQUEST_ID_RE) or generated: valid header values by construction.
-  const isRaw =
-    block !== undefined &&
-    setRawHead(res, entry.status, block, `age: ${age}\r\ncache-status: ${opts.cacheStatus}\r\nx-request-id: ${opts.requestId}\r\n`);
-  if (!isRaw) {
-    const headers = flat.slice();
-    headers.push('age', age, 'cache-status', opts.cacheStatus, 'x-request-id', opts.requestId);
-    res.writeHead(entry.status, headers as unknown as OutgoingHttpHeaders);
+  if (p.block !== undefined) {
+    let lines: string;
+    if (answer.cacheStatus === undefined) {
+      const ttl = Math.trunc(answer.ttlSeconds);
+      if (p.hitAge !== age || p.hitTtl !== ttl) {
+        p.hitLines = `age: ${age}\r\ncache-status: ${hitCacheStatusPrefix(ttl)}`;
+        p.hitAge = age;
+        p.hitTtl = ttl;
+      }
+      lines = p.hitLines + requestId + '"\r\nx-request-id: ' + requestId + '\r\n';
+    } else lines = `age: ${age}\r\ncache-status: ${answer.cacheStatus}\r\nx-request-id: ${requestId}\r\n`;
+    if (setRawHead(res, entry.status, p.block, lines)) {
+      endWithBody(res, entry, p.body, answer.head);
+      return;
+    }
   }
-  endWithBody(res, entry, body, opts.head);
+  const headers = p.flat.slice();
+  headers.push('age', String(age), 'cache-status', cacheStatusOf(answer), 'x-request-id', requestId);
+  res.writeHead(entry.status, headers as unknown as OutgoingHttpHeaders);
+  endWithBody(res, entry, p.body, answer.head);
 }
 
 /** Ends an entry's answer: its body (identity or encoded), unless HEAD or a status without one. */
@@ -257,34 +267,34 @@ function endWithBody(res: ServerResponse, entry: CacheEntry, body: Buffer, head:
   else res.end(body);
 }
 
-export interface SendErrorOptions {
+/** What an error page says besides the catalogue's text. */
+export interface ErrorPage {
+  /** The request's Accept: JSON or HTML. */
   accept?: string;
+  /** For the operator: what went wrong here. */
   detail?: string;
-  requestId: string;
-  cacheStatus?: string;
   retryAfterSeconds?: number;
-  head?: boolean;
 }
 
 /** The gateway's own error answer: status from the catalogue, small HTML or JSON page. */
-export function sendError(res: ServerResponse, code: ErrorCode, opts: SendErrorOptions): number {
+export function sendError(res: ServerResponse, code: ErrorCode, answer: Answer, page: ErrorPage = {}): number {
   const status = ERRORS[code].status;
   if (res.headersSent) {
     res.destroy();
     return status;
   }
-  const page = makeErrorBody(code, opts);
+  const body = makeErrorBody(code, { accept: page.accept, detail: page.detail, requestId: answer.requestId });
   const headers: OutgoingHttpHeaders = {
-    'content-type': page.contentType,
-    'content-length': page.body.length,
+    'content-type': body.contentType,
+    'content-length': body.body.length,
     'cache-control': 'no-store',
-    'x-request-id': opts.requestId,
+    'x-request-id': answer.requestId,
     'x-crowdgate-error': code,
     via: VIA_VALUE,
   };
-  if (opts.cacheStatus) headers['cache-status'] = opts.cacheStatus;
-  if (opts.retryAfterSeconds !== undefined) headers['retry-after'] = String(opts.retryAfterSeconds);
+  if (answer.cacheStatus) headers['cache-status'] = answer.cacheStatus;
+  if (page.retryAfterSeconds !== undefined) headers['retry-after'] = String(page.retryAfterSeconds);
   res.writeHead(status, headers);
-  res.end(opts.head ? undefined : page.body);
+  res.end(answer.head ? undefined : body.body);
   return status;
 }

@@ -2,9 +2,12 @@
  * The origin seam: admit() hands out a lease, and lease.finish(outcome) decides what counts
  * against a member. Only what says the member is sick (refused, timeout, reset, 502/503/504)
  * ejects it or opens its breaker; with no usable member a request with nothing to fall back on
- * is still sent (panic routing), and one with a fallback may be a trial, one at a time.
+ * is still sent (panic routing), and one with a fallback may be a trial, one at a time. What the
+ * lease feeds the limiter (a success sample, a drop, or nothing) and the breaker, and that the
+ * request path's fills and pass-throughs finish their lease in a finally, even when they throw.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { startRequestPath, type RequestPath } from '../../helpers/request-path.js';
 import { ManualClock } from '../../../src/clock.js';
 import { admissionSchema, siteSchema, type SiteConfig } from '../../../src/config/schema.js';
 import { GatewayMetrics } from '../../../src/metrics/gateway-metrics.js';
@@ -16,7 +19,7 @@ afterEach(async () => {
   await Promise.all(pools.splice(0).map((p) => p.close()));
 });
 
-function setup(names: string[], extra: Record<string, unknown> = {}) {
+function setup(names: string[], extra: Record<string, unknown> = {}, admission: Record<string, unknown> = {}) {
   const clock = new ManualClock(1_000_000);
   const site: SiteConfig = siteSchema.parse({
     name: 'site',
@@ -29,7 +32,8 @@ function setup(names: string[], extra: Record<string, unknown> = {}) {
   });
   const pool = new OriginPool(site, { clock });
   pools.push(pool);
-  const upstream = new Upstream(clock, new GatewayMetrics(), admissionSchema.parse({}), 1);
+  const metrics = new GatewayMetrics();
+  const upstream = new Upstream(clock, metrics, admissionSchema.parse(admission), 1);
   const opts = (o: Partial<AdmitOptions> = {}): AdmitOptions => ({ priority: 0, deadlineAt: clock.now() + 500, kind: 'fill', ...o });
   /** One admitted request that ends with `outcome`; returns the member it went to. */
   const send = async (outcome: OriginOutcome, o: Partial<AdmitOptions> = {}): Promise<OriginMember | string> => {
@@ -39,7 +43,7 @@ function setup(names: string[], extra: Record<string, unknown> = {}) {
     return r.lease.member;
   };
   const member = (name: string) => pool.members().find((m) => m.name === name)!;
-  return { clock, site, pool, upstream, opts, send, member };
+  return { clock, site, pool, upstream, metrics, opts, send, member };
 }
 
 const status = (s: number): OriginOutcome => ({ kind: 'response', status: s });
@@ -138,5 +142,117 @@ describe('Upstream: when no member is usable', () => {
     const next = [await send(status(200)), await send(status(200))];
     expect(next).toContain(member('a'));
     expect(next).toContain(member('b'));
+  });
+});
+
+describe('Upstream: what the lease feeds the limiter', () => {
+  // AIMD shows each sample: at full use (1 of 1) a success raises the limit to 2; a drop (or a
+  // round trip over its 2 s timeout) cuts 10 to 9; no sample leaves either as it was.
+  const aimd = (initial: number) => ({ limit: { algorithm: 'aimd', initial, min: 1, max: 20 } });
+  const limitOf = (s: ReturnType<typeof setup>) => s.upstream.controlFor(s.site, s.member('a')).limiter.limit;
+
+  it.each([
+    ['a 200', 2, status(200)],
+    ['a 404', 2, status(404)],
+    ['a 500', 2, status(500)],
+    ['a 502', 2, status(502)],
+    ['a 503 (maybe one URL\'s answer)', 1, status(503)],
+    ['a 504', 1, status(504)],
+    ['a 429', 1, status(429)],
+    ['a refused connection', 1, failure('connect_error')],
+    ['a request error', 1, failure('error')],
+    ['an unparsable answer', 1, failure('bad_response')],
+    ['a client that left', 1, { kind: 'client_gone' } as OriginOutcome],
+    ['an abandoned request', 1, { kind: 'abandoned' } as OriginOutcome],
+  ])('%s at full use: limit 1 -> %i', async (_name, expected, outcome) => {
+    const s = setup(['a'], {}, aimd(1));
+    await s.send(outcome);
+    expect(limitOf(s)).toBe(expected);
+  });
+
+  it.each([
+    ['a timeout', 9, failure('timeout')],
+    ['a reset', 9, failure('reset')],
+    ['a refused connection', 10, failure('connect_error')],
+    ['a 503', 10, status(503)],
+  ])('%s: limit 10 -> %i', async (_name, expected, outcome) => {
+    const s = setup(['a'], {}, aimd(10));
+    await s.send(outcome);
+    expect(limitOf(s)).toBe(expected);
+  });
+
+  it('times the origin from admission to finish (the end of the body), for responses only', async () => {
+    const s = setup(['a'], {}, aimd(10));
+    const r = await s.upstream.admit(s.site, s.pool, s.opts());
+    if (!r.ok) throw new Error(r.why);
+    s.clock.advance(250);
+    r.lease.finish(status(200));
+    await s.send(failure('timeout')); // a failure has no duration
+    const duration = await s.metrics.get('originDuration').get();
+    expect(duration.values.find((v) => v.metricName?.endsWith('_sum'))?.value).toBeCloseTo(0.25);
+    expect(duration.values.find((v) => v.metricName?.endsWith('_count'))?.value).toBe(1);
+  });
+
+  it('feeds nothing while the gateway is overloaded (its own lag would be measured), but the breaker still hears of failures', async () => {
+    const s = setup(['a'], { circuit: { consecutiveFailures: 3, openMs: 5_000 } }, aimd(10));
+    s.upstream.samplesValid = () => false;
+    for (let i = 0; i < 3; i++) await s.send(failure('timeout'));
+    expect(limitOf(s)).toBe(10);
+    expect(s.upstream.controlFor(s.site, s.member('a')).breaker.state).toBe('open');
+  });
+});
+
+describe('Upstream: what the lease tells the breaker', () => {
+  it('an abandoned half-open probe gives its slot back at once; a finished one closes the breaker', async () => {
+    const s = setup(['a'], { circuit: { consecutiveFailures: 3, openMs: 5_000, halfOpenProbes: 1 } });
+    for (let i = 0; i < 3; i++) await s.send(failure('connect_error'));
+    s.clock.advance(5_000);
+    const probe = await s.upstream.admit(s.site, s.pool, s.opts());
+    if (!probe.ok) throw new Error(probe.why);
+    expect(s.upstream.hasUsableMember(s.site, s.pool)).toBe(false); // its one probe slot is out
+    probe.lease.finish({ kind: 'abandoned' });
+    expect(s.upstream.hasUsableMember(s.site, s.pool)).toBe(true);
+    await s.send(status(200));
+    expect(s.upstream.controlFor(s.site, s.member('a')).breaker.state).toBe('closed');
+  });
+});
+
+describe('the request path finishes every lease in a finally', () => {
+  let path: RequestPath | undefined;
+  afterEach(async () => {
+    await path?.close();
+    path = undefined;
+  });
+
+  /** The member's permit and in-flight count are back, nothing counted against it, the limit untouched. */
+  function expectReleased(p: RequestPath): void {
+    const control = p.upstream.controlFor(p.site.config, p.member());
+    expect(control.limiter.inflight).toBe(0);
+    expect(p.member().inflight).toBe(0);
+    expect(control.breaker.state).toBe('closed');
+    expect(control.limiter.limit).toBe(1);
+  }
+
+  it('a fill whose fetcher throws: permit released without a sample, 500 internal_error', async () => {
+    const p = (path = await startRequestPath({ config: { admission: { limit: { algorithm: 'aimd', initial: 1, min: 1, max: 20 } } } }));
+    p.fetcher.script = ['throw'];
+    const r = await p.get('/a');
+    expect(r.status).toBe(500);
+    expect(r.headers['x-crowdgate-error']).toBe('internal_error');
+    expect(p.fetcher.calls).toHaveLength(1);
+    expectReleased(p);
+    const requests = await p.metrics.get('originRequests').get();
+    expect(requests.values.map((v) => [v.labels['kind'], v.labels['outcome'], v.value])).toEqual([['fill', 'client_gone', 1]]);
+  });
+
+  it('a pass-through whose forwarder throws: permit released without a sample, 500 internal_error', async () => {
+    const p = (path = await startRequestPath({ config: { admission: { limit: { algorithm: 'aimd', initial: 1, min: 1, max: 20 } } } }));
+    p.forwarder.throws = true;
+    const r = await p.get('/a', { authorization: 'Bearer x' }); // a credential: bypass, streamed
+    expect(r.status).toBe(500);
+    expect(r.headers['x-crowdgate-error']).toBe('internal_error');
+    expect(r.state).toBe('error');
+    expect(p.forwarder.calls).toEqual(['/a']);
+    expectReleased(p);
   });
 });

@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { createServer, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { afterEach } from 'vitest';
-import { formatCacheStatus, hitCacheStatusPrefix, sendEntry, sendHit } from '../../../src/server/respond.js';
+import { formatCacheStatus, hitCacheStatusPrefix, sendEntry, type EntryAnswer } from '../../../src/server/respond.js';
+import { codingFor } from '../../../src/server/answer.js';
 import { chooseCoding } from '../../../src/cache/content-coding.js';
 import { makeEntry } from '../../contract/cache-store.contract.js';
 
@@ -31,7 +32,17 @@ describe('hitCacheStatusPrefix (the memo hit path)', () => {
   });
 });
 
-describe('sendHit', () => {
+/** A fresh hit's answer as the memo path records it: no Cache-Status, sendEntry renders it. */
+function hitAnswer(head: boolean, ageSeconds: number, ttlSeconds: number, requestId: string, coding?: EntryAnswer['coding']): EntryAnswer {
+  return { head, requestId, cacheStatus: undefined, ageSeconds, ttlSeconds, coding, notModified: false };
+}
+
+/** The same answer with the general formatter's Cache-Status, as the slow path records it. */
+function generalAnswer(head: boolean, ageSeconds: number, ttlSeconds: number, requestId: string, coding?: EntryAnswer['coding']): EntryAnswer {
+  return { ...hitAnswer(head, ageSeconds, ttlSeconds, requestId, coding), cacheStatus: formatCacheStatus({ state: 'hit', ttlSeconds, requestId }) };
+}
+
+describe('sendEntry for a fresh hit (no Cache-Status recorded: the memo hit path)', () => {
   let server: Server | undefined;
   afterEach(async () => {
     await new Promise((r) => server?.close(r));
@@ -57,7 +68,7 @@ describe('sendHit', () => {
     });
   }
 
-  it('puts on the wire what sendEntry does with the general Cache-Status, as Age and ttl move', async () => {
+  it('puts on the wire what an answer with the general Cache-Status does, as Age and ttl move', async () => {
     const entries = [
       makeEntry({ key: 'k', headers: { 'content-type': 'text/plain', 'cache-control': 'max-age=60', date: 'Mon, 30 Nov 2026 12:00:00 GMT' } }),
       makeEntry({ key: 'k', status: 404, headers: { 'content-type': 'text/plain' } }), // no Date: the writer adds one
@@ -67,8 +78,7 @@ describe('sendHit', () => {
       const u = new URL(req.url!, 'http://x');
       const entry = entries[Number(u.searchParams.get('e'))]!;
       const [age, ttl, id, head] = [Number(u.searchParams.get('age')), Number(u.searchParams.get('ttl')), 'r-' + u.searchParams.get('age'), req.method === 'HEAD'];
-      if (u.pathname === '/hit') sendHit(res, entry, head, age, ttl, id);
-      else sendEntry(res, entry, { head, ageSeconds: age, cacheStatus: formatCacheStatus({ state: 'hit', ttlSeconds: ttl, requestId: id }), requestId: id, notModified: false });
+      sendEntry(res, entry, (u.pathname === '/hit' ? hitAnswer : generalAnswer)(head, age, ttl, id));
     });
     await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
     const port = (server.address() as AddressInfo).port;
@@ -83,7 +93,7 @@ describe('sendHit', () => {
         }
   });
 
-  it('sends the coding Accept-Encoding picks, the same bytes as sendEntry with that coding, raw or through writeHead', async () => {
+  it('sends the coding Accept-Encoding picks, the same bytes as the general answer in that coding, raw or through writeHead', async () => {
     const identity = Buffer.from('identity body '.repeat(20));
     const encodings = { br: Buffer.from('BR-BYTES'), gzip: Buffer.from('GZIP-BYTES!') };
     const headers = { 'content-type': 'text/html', etag: '"e1"', vary: 'Origin', 'accept-ranges': 'bytes' };
@@ -96,16 +106,9 @@ describe('sendHit', () => {
       const entry = entries[Number(u.searchParams.get('e'))]!;
       const ae = req.headers['accept-encoding'];
       const head = req.method === 'HEAD';
-      if (u.pathname === '/hit') sendHit(res, entry, head, 1, 59, 'r-1', ae);
-      else
-        sendEntry(res, entry, {
-          head,
-          ageSeconds: 1,
-          cacheStatus: formatCacheStatus({ state: 'hit', ttlSeconds: 59, requestId: 'r-1' }),
-          requestId: 'r-1',
-          notModified: false,
-          coding: chooseCoding(ae, entry.encodings!),
-        });
+      // The memo path's pick (codingFor) against the parser's own, with the general formatter.
+      if (u.pathname === '/hit') sendEntry(res, entry, hitAnswer(head, 1, 59, 'r-1', codingFor(entry, req.headers, true)));
+      else sendEntry(res, entry, generalAnswer(head, 1, 59, 'r-1', chooseCoding(ae, entry.encodings!)));
     });
     await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
     const port = (server.address() as AddressInfo).port;

@@ -1,0 +1,287 @@
+/**
+ * decide() (handle-request.ts, steps 5 to 11) one decision at a time, through the real request
+ * path: the memory store, Inflight, Upstream with a real pool and limiter; only the clock, the
+ * pressure gate's verdict and the origin (a scripted fetcher and forwarder) are faked. Each test
+ * names a decision and reads what shows it: the cache state in the access log, Cache-Status on
+ * the wire, and what was asked of the origin.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { HOT_HITS } from '../../../src/server/handle-request.js';
+import type { FetchResult } from '../../../src/origin/fetch.js';
+import { held, startRequestPath, type Answered, type RequestPath } from '../../helpers/request-path.js';
+
+let path: RequestPath | undefined;
+afterEach(async () => {
+  await path?.close();
+  path = undefined;
+});
+
+async function start(...args: Parameters<typeof startRequestPath>): Promise<RequestPath> {
+  path = await startRequestPath(...args);
+  return path;
+}
+
+/** `promise`, or a failure naming `what` when it takes longer than `ms` (real time). */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms)));
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Waits (real time, up to 2 s) until `condition` holds. */
+async function until(condition: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    if (await condition()) return;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  throw new Error(`timed out waiting until ${what}`);
+}
+
+const V1 = { 'cache-control': 'max-age=10', etag: '"v1"' };
+const V2 = { 'cache-control': 'max-age=10', etag: '"v2"' };
+
+/** Fills `/a` with a page valid for 10 s (ETag "v1"), then moves the clock `ageMs` on. */
+async function stored(p: RequestPath, ageMs: number, headers: Record<string, string> = V1): Promise<Answered> {
+  p.fetcher.script = [p.page('v1', headers)];
+  const filled = await p.get('/a');
+  expect(filled.state).toBe('miss');
+  p.clock.advance(ageMs);
+  return filled;
+}
+
+/** A 304 to the conditional refresh, keeping the page 10 s more. */
+function notModified(p: RequestPath): FetchResult {
+  return p.page('', V1, 304);
+}
+
+describe('decide(): a stored copy that needs nothing', () => {
+  it('a fresh copy answers as a hit, with Age and ttl, without asking the origin (step 5)', async () => {
+    const p = await start();
+    await stored(p, 4_000);
+    const r = await p.get('/a');
+    expect(r.state).toBe('hit');
+    expect(r.body).toBe('v1');
+    expect(r.headers['age']).toBe('4');
+    expect(r.cacheStatus).toMatch(/^crowdgate; hit; ttl=6; detail="hit rid=/);
+    expect(p.fetcher.calls).toHaveLength(1); // the fill only
+  });
+
+  it('only-if-cached answers 504 without asking the origin, with nothing stored or a copy that needs revalidating', async () => {
+    const p = await start();
+    const none = await p.get('/a', { 'cache-control': 'only-if-cached' });
+    expect(none.status).toBe(504);
+    expect(none.headers['x-crowdgate-error']).toBe('only_if_cached');
+    expect(none.state).toBe('error');
+    expect(p.fetcher.calls).toHaveLength(0);
+    // Stale within stale-while-revalidate: still no answer from the origin for this client.
+    await stored(p, 15_000, { ...V1, 'cache-control': 'max-age=10, stale-while-revalidate=30' });
+    const stale = await p.get('/a', { 'cache-control': 'only-if-cached' });
+    expect(stale.status).toBe(504);
+    expect(p.fetcher.calls).toHaveLength(1);
+  });
+});
+
+describe('decide(): a stale copy on an origin with room', () => {
+  it('within stale-while-revalidate: answered at once (updating, a hit), refreshed once in the background, conditionally', async () => {
+    const p = await start();
+    await stored(p, 15_000, { ...V1, 'cache-control': 'max-age=10, stale-while-revalidate=30' });
+    const refresh = held<FetchResult>();
+    p.fetcher.script = [refresh.promise];
+    const r = await within(p.get('/a'), 1_000, 'the SWR answer');
+    expect(r.state).toBe('updating');
+    expect(r.body).toBe('v1');
+    expect(r.cacheStatus).toMatch(/^crowdgate; hit; ttl=-5; detail="updating rid=/);
+    expect(p.fetcher.calls).toHaveLength(2);
+    expect(p.fetcher.calls[1]!.headers['if-none-match']).toBe('"v1"');
+    refresh.resolve(p.page('v2', V2));
+    await until(async () => (await p.get('/a')).body === 'v2', 'the refreshed copy answers');
+  });
+
+  it(`a hot page (${HOT_HITS} hits) just expired is answered at once while it refreshes; a cold one waits for its revalidation`, async () => {
+    const p = await start();
+    await stored(p, 1_000);
+    for (let i = 0; i < HOT_HITS; i++) expect((await p.get('/a')).state).toBe('hit');
+    p.clock.advance(10_000); // expired 1 s ago
+    p.fetcher.script = [notModified(p)];
+    const hot = await p.get('/a');
+    expect(hot.state).toBe('updating');
+    expect(hot.cacheStatus).toMatch(/; detail="updating rid=/);
+    await until(() => p.fetcher.calls.length === 2, 'the background refresh is sent');
+
+    // A page read once: the client waits for the revalidation, as RFC 9111 says.
+    p.fetcher.script = [p.page('b1', V1)];
+    await p.get('/b');
+    expect((await p.get('/b')).state).toBe('hit');
+    p.clock.advance(11_000);
+    p.fetcher.script = [notModified(p)];
+    const cold = await p.get('/b');
+    expect(cold.state).toBe('revalidated');
+    expect(cold.cacheStatus).toMatch(/^crowdgate; fwd=stale; fwd-status=304; stored;/);
+    expect(p.fetcher.calls.at(-1)!.headers['if-none-match']).toBe('"v1"');
+  });
+});
+
+describe('decide(): the pressure gate (step 6)', () => {
+  it('answers from a usable stale copy (stale-pressure, a hit) and refreshes it once in the background', async () => {
+    const p = await start();
+    await stored(p, 20_000);
+    p.overloaded = true;
+    p.fetcher.script = [p.page('v2', V2)];
+    const r = await p.get('/a');
+    expect(r.state).toBe('stale');
+    expect(r.body).toBe('v1');
+    expect(r.cacheStatus).toMatch(/^crowdgate; hit; ttl=-10; detail="stale-pressure rid=/);
+    await until(() => p.fetcher.calls.length === 2, 'the background refresh is sent');
+    expect(p.fetcher.calls[1]!.headers['if-none-match']).toBe('"v1"');
+  });
+
+  it('with nothing stored, starts the key\'s one fill (a miss) rather than shedding', async () => {
+    const p = await start();
+    p.overloaded = true;
+    p.fetcher.script = [p.page('v1', V1)];
+    const r = await p.get('/a');
+    expect(r.state).toBe('miss');
+    expect(r.body).toBe('v1');
+    expect(p.fetcher.calls.map((c) => c.path)).toEqual(['/a']);
+  });
+
+  it('with nothing stored, joins the fill already under way (collapsed) instead of a second fetch', async () => {
+    const p = await start();
+    const fill = held<FetchResult>();
+    p.fetcher.script = [fill.promise];
+    const leader = p.get('/a');
+    await until(() => p.fetcher.calls.length === 1, 'the leader fetches');
+    p.overloaded = true;
+    const waiter = p.get('/a');
+    await until(async () => ((await p.metrics.get('collapsed').get()).values[0]?.value ?? 0) === 1, 'the second request waits on the fill');
+    fill.resolve(p.page('v1', V1));
+    const [l, w] = await Promise.all([leader, waiter]);
+    expect(l.state).toBe('miss');
+    expect(w.state).toBe('miss');
+    expect(w.cacheStatus).toMatch(/^crowdgate; fwd=uri-miss; fwd-status=200; stored; collapsed;/);
+    expect(p.fetcher.calls).toHaveLength(1);
+  });
+
+  it('sheds a hit-for-pass key with nothing in flight (503, Retry-After) and forwards nothing', async () => {
+    const p = await start();
+    p.fetcher.script = [p.page('private', { 'cache-control': 'private' })];
+    expect((await p.get('/a')).state).toBe('pass'); // not storable: hit-for-pass from now on
+    p.overloaded = true;
+    const r = await p.get('/a');
+    expect(r.status).toBe(503);
+    expect(r.state).toBe('shed');
+    expect(r.headers['retry-after']).toBe('1');
+    expect(r.cacheStatus).toMatch(/^crowdgate; fwd=miss; detail="shed-pressure rid=/);
+    expect(p.forwarder.calls).toHaveLength(0);
+    expect(p.fetcher.calls).toHaveLength(1);
+  });
+
+  it('serves the stale copy at once even while the key\'s fill is under way: stale before joining', async () => {
+    const p = await start();
+    await stored(p, 20_000);
+    const fill = held<FetchResult>();
+    p.fetcher.script = [fill.promise];
+    const leader = p.get('/a'); // no pressure: revalidates, the client waits
+    await until(() => p.fetcher.calls.length === 2, 'the revalidation is sent');
+    p.overloaded = true;
+    const r = await within(p.get('/a'), 1_000, 'the request under pressure');
+    expect(r.state).toBe('stale');
+    expect(r.cacheStatus).toMatch(/; detail="stale-pressure rid=/);
+    fill.resolve(notModified(p));
+    expect((await leader).state).toBe('revalidated');
+    expect(p.fetcher.calls).toHaveLength(2);
+  });
+});
+
+describe('decide(): the origin busy or down', () => {
+  it('a queue at the origin (no free permit): a stale copy answers at once (stale-backlog) and the refresh waits its turn (step 7)', async () => {
+    const p = await start({ config: { admission: { limit: { algorithm: 'fixed', initial: 1, min: 1, ceiling: 1 } } } });
+    await stored(p, 20_000);
+    const busy = await p.upstream.admit(p.site.config, p.pool, { priority: 0, deadlineAt: p.clock.now() + 10_000, kind: 'forward' });
+    if (!busy.ok) throw new Error(busy.why);
+    p.fetcher.script = [notModified(p)];
+    const r = await within(p.get('/a'), 1_000, 'the request behind a busy origin');
+    expect(r.state).toBe('stale');
+    expect(r.body).toBe('v1');
+    expect(r.cacheStatus).toMatch(/^crowdgate; hit; ttl=-10; detail="stale-backlog rid=/);
+    expect(p.fetcher.calls).toHaveLength(1); // the refresh is queued for the permit
+    busy.lease.finish({ kind: 'response', status: 200 });
+    await until(() => p.fetcher.calls.length === 2, 'the queued refresh is sent');
+    expect(p.fetcher.calls[1]!.headers['if-none-match']).toBe('"v1"');
+  });
+
+  it('no usable member (breaker open): a copy within grace answers (stale-circuit_open) and the refresh is the member\'s trial (step 8)', async () => {
+    const p = await start({ site: { circuit: { consecutiveFailures: 3 } } });
+    await stored(p, 20_000);
+    for (let i = 0; i < 3; i++) {
+      const a = await p.upstream.admit(p.site.config, p.pool, { priority: 0, deadlineAt: p.clock.now() + 500, kind: 'fill' });
+      if (!a.ok) throw new Error(a.why);
+      a.lease.finish({ kind: 'failure', failure: 'connect_error' });
+    }
+    expect(p.upstream.hasUsableMember(p.site.config, p.pool)).toBe(false);
+    p.fetcher.script = [notModified(p)];
+    const r = await p.get('/a');
+    expect(r.state).toBe('stale');
+    expect(r.cacheStatus).toMatch(/^crowdgate; hit; ttl=-10; detail="stale-circuit_open rid=/);
+    await until(() => p.fetcher.calls.length === 2, 'the trial refresh is sent');
+    await until(() => p.upstream.hasUsableMember(p.site.config, p.pool), 'the trial closes the breaker');
+  });
+
+  it('the key\'s refresh under way: a stale copy answers at once (updating, collapsed) instead of waiting on it (step 9)', async () => {
+    const p = await start();
+    await stored(p, 20_000);
+    const fill = held<FetchResult>();
+    p.fetcher.script = [fill.promise];
+    const leader = p.get('/a');
+    await until(() => p.fetcher.calls.length === 2, 'the revalidation is sent');
+    const r = await within(p.get('/a'), 1_000, 'the request behind the refresh');
+    expect(r.state).toBe('updating');
+    expect(r.body).toBe('v1');
+    expect(r.cacheStatus).toMatch(/^crowdgate; hit; collapsed; ttl=-10; detail="updating rid=/);
+    fill.resolve(notModified(p));
+    expect((await leader).state).toBe('revalidated');
+    expect(p.fetcher.calls).toHaveLength(2);
+  });
+});
+
+describe('decide(): to the origin', () => {
+  it('nothing stored: one fill of the target, stored (a miss); a key that was not storable passes through next time (steps 10, 11)', async () => {
+    const p = await start();
+    p.fetcher.script = [p.page('v1', V1)];
+    const r = await p.get('/a?x=1');
+    expect(r.state).toBe('miss');
+    expect(r.cacheStatus).toMatch(/^crowdgate; fwd=uri-miss; fwd-status=200; stored; ttl=10; detail="miss rid=/);
+    expect(p.fetcher.calls.map((c) => [c.method, c.path])).toEqual([['GET', '/a?x=1']]);
+
+    p.fetcher.script = [p.page('private', { 'cache-control': 'private' })];
+    const first = await p.get('/b');
+    expect(first.state).toBe('pass');
+    expect(first.body).toBe('private');
+    const next = await p.get('/b');
+    expect(next.state).toBe('pass');
+    expect(next.body).toBe('passed');
+    expect(p.forwarder.calls).toEqual(['/b']);
+    expect(p.fetcher.calls).toHaveLength(2);
+  });
+
+  it('a fill too large to store: the answer streams through (pass); a pass-through that throws then is answered, not left hanging', async () => {
+    const p = await start();
+    const tooLarge = (): FetchResult => ({ ...p.page('big'), tooLarge: true }) as FetchResult;
+    p.fetcher.script = [tooLarge()];
+    const r = await p.get('/big');
+    expect(r.state).toBe('pass');
+    expect(r.body).toBe('passed');
+    expect(p.forwarder.calls).toEqual(['/big']);
+
+    p.fetcher.script = [tooLarge()];
+    p.forwarder.throws = true;
+    const failed = await within(p.get('/bigger'), 1_000, 'the failed pass-through');
+    expect(failed.status).toBe(500);
+    expect(failed.headers['x-crowdgate-error']).toBe('internal_error');
+    expect(p.upstream.controlFor(p.site.config, p.member()).limiter.inflight).toBe(0);
+  });
+});
