@@ -198,9 +198,11 @@ describe('decide(): the pressure gate (step 6)', () => {
 });
 
 describe('decide(): the origin busy or down', () => {
-  it('a queue at the origin (no free permit): a stale copy answers at once (stale-backlog) and the refresh waits its turn (step 7)', async () => {
+  it('a queue at the origin (no free permit): a stale copy a crowd read answers at once (stale-backlog) and the refresh waits its turn (step 7)', async () => {
     const p = await start({ config: { admission: { limit: { algorithm: 'fixed', initial: 1, min: 1, ceiling: 1 } } } });
-    await stored(p, 20_000);
+    await stored(p, 0);
+    for (let i = 0; i < HOT_HITS; i++) expect((await p.get('/a')).state).toBe('hit');
+    p.clock.advance(20_000); // past the hot-page window (10 s after expiry), within grace
     const busy = await p.upstream.admit(p.site.config, p.pool, { priority: 0, deadlineAt: p.clock.now() + 10_000, kind: 'forward' });
     if (!busy.ok) throw new Error(busy.why);
     p.fetcher.script = [notModified(p)];
@@ -212,6 +214,23 @@ describe('decide(): the origin busy or down', () => {
     busy.lease.finish({ kind: 'response', status: 200 });
     await until(() => p.fetcher.calls.length === 2, 'the queued refresh is sent');
     expect(p.fetcher.calls[1]!.headers['if-none-match']).toBe('"v1"');
+  });
+
+  it('a queue at the origin, but a copy no crowd read: the request waits its turn for the refresh, as RFC 9111 says (step 7)', async () => {
+    const p = await start({ config: { admission: { limit: { algorithm: 'fixed', initial: 1, min: 1, ceiling: 1 } } } });
+    await stored(p, 20_000);
+    const busy = await p.upstream.admit(p.site.config, p.pool, { priority: 0, deadlineAt: p.clock.now() + 10_000, kind: 'forward' });
+    if (!busy.ok) throw new Error(busy.why);
+    p.fetcher.script = [notModified(p)];
+    let answered = false;
+    const waiting = p.get('/a').then((r) => ((answered = true), r));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(answered).toBe(false);
+    expect(p.fetcher.calls).toHaveLength(1); // the refresh is queued for the permit, and the request with it
+    busy.lease.finish({ kind: 'response', status: 200 });
+    const r = await within(waiting, 1_000, 'the request once the permit is free');
+    expect(r.state).toBe('revalidated');
+    expect(r.cacheStatus).not.toMatch(/stale-backlog/);
   });
 
   it('no usable member (breaker open): a copy within grace answers (stale-circuit_open) and the refresh is the member\'s trial (step 8)', async () => {
