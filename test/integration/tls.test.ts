@@ -125,6 +125,7 @@ describe('HTTPS listener: SNI, HTTP/2, redirect, HSTS, live certificate reload',
     origin.route('/page', { headers: { 'cache-control': 'max-age=60' }, body: 'a page' });
     origin.route('/h1', { headers: { 'cache-control': 'max-age=60' }, body: 'h1 page' });
     origin.route('/curl', { headers: { 'cache-control': 'max-age=60' }, body: 'curl page' });
+    origin.route('/purged', { headers: { 'cache-control': 'max-age=600' }, body: 'purge me' });
     origin.route('/scheme', { headers: { 'cache-control': 'max-age=60' }, body: (r) => `proto=${String(r.headers['x-forwarded-proto'])}` });
     ca = await makeTestCa();
     caFile = join(ca.dir, 'ca.pem');
@@ -262,6 +263,28 @@ describe('HTTPS listener: SNI, HTTP/2, redirect, HSTS, live certificate reload',
     expect(noCert.headers['strict-transport-security']).toBeUndefined();
     const purge = await h1get(`${gw.url}/page`, { method: 'PURGE', headers: { host: 'a.test' } });
     expect([200, 404]).toContain(purge.status);
+  });
+
+  it('a PURGE on the plain listener clears the copy cached over HTTPS, and one over TLS the plain copy (MediaWiki purges over HTTP)', async () => {
+    // MediaWiki behind the HTTPS listener: its purges go to $wgCdnServers over plain HTTP (an
+    // https URL would be tunnelled with CONNECT), naming the URL's Host, for the copies readers
+    // got over HTTPS.
+    const host = `a.test:${httpsPort}`;
+    const before = origin.count('/purged');
+    await h2get(httpsPort, ca.ca, 'a.test', '/purged');
+    expect((await h2get(httpsPort, ca.ca, 'a.test', '/purged')).headers['cache-status']).toMatch(/crowdgate; hit/);
+    const purge = await h1get(`${gw.url}/purged`, { method: 'PURGE', headers: { host } });
+    expect(purge.status).toBe(200);
+    expect(JSON.parse(purge.body).purged).toBe(1);
+    const after = await h2get(httpsPort, ca.ca, 'a.test', '/purged');
+    expect(after.headers['cache-status']).toMatch(/fwd=uri-miss/);
+    expect(origin.count('/purged') - before).toBe(2);
+    // And the other way: a copy stored for plain HTTP (d.test has no certificate) by a PURGE over TLS.
+    await h1get(`${gw.url}/purged`, { headers: { host: 'd.test' } });
+    expect((await h1get(`${gw.url}/purged`, { headers: { host: 'd.test' } })).headers['cache-status']).toMatch(/hit/);
+    const overTls = await h1get(`https://127.0.0.1:${httpsPort}/purged`, { method: 'PURGE', ca: ca.ca, servername: 'd.test', checkServerIdentity: () => undefined, headers: { host: 'd.test' } });
+    expect(overTls.status).toBe(200);
+    expect((await h1get(`${gw.url}/purged`, { headers: { host: 'd.test' } })).headers['cache-status']).toMatch(/fwd=uri-miss/);
   });
 
   it('resumes TLS sessions (tickets), also after the certificate was replaced', async () => {
