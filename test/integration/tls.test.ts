@@ -6,6 +6,7 @@
 import { execFile } from 'node:child_process';
 import http from 'node:http';
 import http2 from 'node:http2';
+import net from 'node:net';
 import https from 'node:https';
 import { renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -285,6 +286,22 @@ describe('HTTPS listener: SNI, HTTP/2, redirect, HSTS, live certificate reload',
     const overTls = await h1get(`https://127.0.0.1:${httpsPort}/purged`, { method: 'PURGE', ca: ca.ca, servername: 'd.test', checkServerIdentity: () => undefined, headers: { host: 'd.test' } });
     expect(overTls.status).toBe(200);
     expect((await h1get(`${gw.url}/purged`, { headers: { host: 'd.test' } })).headers['cache-status']).toMatch(/fwd=uri-miss/);
+  });
+
+  it('answers CONNECT (a PURGE of an https URL sent through a proxy) 405 and logs why, instead of dropping the connection', async () => {
+    // What MediaWiki's curl sends to $wgCdnServers for an https purge URL.
+    const port = Number(new URL(gw.url).port);
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect(port, '127.0.0.1', () => socket.write(`CONNECT a.test:${httpsPort} HTTP/1.1\r\nHost: a.test:${httpsPort}\r\n\r\n`));
+      let text = '';
+      socket.setEncoding('utf8');
+      socket.on('data', (c: string) => (text += c));
+      socket.once('close', () => resolve(text));
+      socket.once('error', reject);
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 405 /);
+    expect(answer).toMatch(/\$wgInternalServer/);
+    await until(() => gw.logs.some((l) => /CONNECT refused/.test(String(l.msg)) && l.target === `a.test:${httpsPort}`), 'the CONNECT refusal in the log');
   });
 
   it('resumes TLS sessions (tickets), also after the certificate was replaced', async () => {
