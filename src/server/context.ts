@@ -152,9 +152,14 @@ export function collapseKeyOf(lookup: Lookup): CollapseKey {
  * trusted proxy's X-Forwarded-Host) and the scheme, as setForwardedHeaders() passes them on.
  */
 export function authorityOf(ctx: Ctx): string {
+  return makeAuthority(hostOf(ctx), schemeOf(ctx));
+}
+
+/** The host (and port) the client asked for: Host, or a trusted proxy's X-Forwarded-Host. */
+export function hostOf(ctx: Pick<Ctx, 'req' | 'peerTrusted'>): string | undefined {
   const h = ctx.req.headers;
   const forwardedHost = ctx.peerTrusted ? firstToken(h['x-forwarded-host']) : undefined;
-  return makeAuthority(forwardedHost ?? h.host, schemeOf(ctx));
+  return forwardedHost ?? h.host;
 }
 
 /**

@@ -65,8 +65,27 @@ export function createPublicServer(opts: PublicServerOptions): PublicServer {
   Object.defineProperty(server, 'applyLimits', { value: apply });
   guardConnections(server, opts, () => limits);
   server.on('upgrade', opts.onUpgrade);
+  server.on('connect', (req: http.IncomingMessage, socket: Duplex) => answerConnect(opts.logger, req, socket));
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(opts.logger, err, socket));
   return server;
+}
+
+/**
+ * CONNECT: crowdgate is not a forward proxy. Node would drop the connection without a word; the
+ * usual sender is MediaWiki purging an `https://` URL through `$wgCdnServers` (its HTTP client
+ * tunnels https through a proxy), so the answer and the log line say what to change.
+ */
+export function answerConnect(logger: Logger, req: http.IncomingMessage, socket: Duplex): void {
+  const hint = 'crowdgate is not a forward proxy; to PURGE, send PURGE with an http:// URL (MediaWiki on https: set $wgInternalServer to its http:// URL)';
+  logger.info({ client: req.socket.remoteAddress, target: req.url, status: 405 }, `CONNECT refused: ${hint}`);
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const body = `405 Method Not Allowed: ${hint}\n`;
+  socket.end(
+    `HTTP/1.1 405 Method Not Allowed\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
 }
 
 /**

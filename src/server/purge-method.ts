@@ -1,17 +1,18 @@
 /**
  * The PURGE method on the public listener, Varnish-compatible: answered here from
- * purge.allow, never forwarded; every variant of the URL for the Host (or every Host).
+ * purge.allow, never forwarded; every variant of the URL for the Host under both schemes (or
+ * every Host).
  */
-import { keyUrlPrefixFor } from '../cache/cache-key.js';
+import { keyUrlPrefixFor, makeAuthority } from '../cache/cache-key.js';
 import type { SiteRuntime } from '../runtime.js';
 import { fail } from './answer.js';
-import { authorityOf, type Ctx } from './context.js';
+import { hostOf, type Ctx } from './context.js';
 
 /**
  * PURGE, as Varnish and Squid answer it (MediaWiki sends one to its CDN on every edit and
  * delete): answered here, never forwarded. Allowed only from `purge.allow` (the client address,
- * trusted proxies honoured), 405 otherwise. Clears every entry of the URL for this Host (every
- * Host with `purge.allHosts`): all Vary variants and key-template parts, here and, with Redis,
+ * trusted proxies honoured), 405 otherwise. Clears every entry of the URL for this Host, over
+ * http and https alike (every Host with `purge.allHosts`): all Vary variants and key-template parts, here and, with Redis,
  * on every instance. 200 when something was purged, 404 when nothing was stored.
  */
 export async function answerPurge(ctx: Ctx, site: SiteRuntime): Promise<void> {
@@ -20,8 +21,15 @@ export async function answerPurge(ctx: Ctx, site: SiteRuntime): Promise<void> {
   if (!rt.purgeAllowed.isTrusted(ctx.clientAddress)) return fail(ctx, 'purge_not_allowed');
   const cfg = rt.config.purge;
   const route = site.compiled.matchRoute('GET', ctx.path);
-  const prefix = keyUrlPrefixFor(site.name, ctx.url, site.policyFor(route).route.key, cfg.allHosts ? undefined : authorityOf(ctx));
-  const { purged } = await deps.purge([{ kind: 'prefix', prefix }], cfg.mode);
+  const key = site.policyFor(route).route.key;
+  // The Host's copies under both schemes: the copy readers got over HTTPS is purged by a PURGE
+  // sent over plain HTTP (MediaWiki sends its purges to $wgCdnServers over HTTP: an https URL
+  // would be tunnelled with CONNECT), and the other way round. The scheme the purger used
+  // to reach us says nothing about which copy is stale.
+  const prefixes = cfg.allHosts
+    ? [keyUrlPrefixFor(site.name, ctx.url, key)]
+    : ['http', 'https'].map((scheme) => keyUrlPrefixFor(site.name, ctx.url, key, makeAuthority(hostOf(ctx), scheme)));
+  const { purged } = await deps.purge(prefixes.map((prefix) => ({ kind: 'prefix' as const, prefix })), cfg.mode);
   deps.metrics.get('purges').inc({ kind: 'url', mode: cfg.mode });
   deps.metrics.get('purgedEntries').inc({ mode: cfg.mode }, purged);
   const status = purged > 0 ? 200 : 404;

@@ -158,7 +158,7 @@ const FULL_ENCODED: RangePlan = { kind: 'full', why: 'encoded_multipart' };
 const UNSATISFIABLE: RangePlan = { kind: 'unsatisfiable' };
 
 /** Stored fields never sent (respond.ts keeps them for purge by tag) or replaced here. */
-const NOT_COPIED: ReadonlySet<string> = new Set(['surrogate-key', 'cache-tag', 'content-length', 'via', 'accept-ranges', 'content-range']);
+const NOT_COPIED: ReadonlySet<string> = new Set(['surrogate-key', 'cache-tag', 'content-length', 'via', 'accept-ranges', 'content-range', 'x-request-id']);
 /** Representation fields a 416 carries from the stored response, besides Content-Range. */
 const UNSATISFIABLE_COPIED = ['date', 'etag', 'last-modified'];
 

@@ -181,7 +181,8 @@ function makePrepared(entry: CacheEntry, coding: StoredCoding | undefined): Prep
   const varies = entry.encodings !== undefined;
   const headers: Record<string, string | string[]> = {};
   for (const [name, value] of Object.entries(entry.headers)) {
-    if (INTERNAL_HEADERS.has(name) || name === 'content-length' || name === 'via') continue;
+    // x-request-id: the origin's id of the one request that filled the entry; each answer carries its own.
+    if (INTERNAL_HEADERS.has(name) || name === 'content-length' || name === 'via' || name === 'x-request-id') continue;
     if (name === 'vary' && varies) continue;
     if (name === 'accept-ranges' && effective === undefined) continue; // set below
     if (name === 'etag' && effective !== undefined) {

@@ -6,6 +6,7 @@
 import { execFile } from 'node:child_process';
 import http from 'node:http';
 import http2 from 'node:http2';
+import net from 'node:net';
 import https from 'node:https';
 import { renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -125,6 +126,7 @@ describe('HTTPS listener: SNI, HTTP/2, redirect, HSTS, live certificate reload',
     origin.route('/page', { headers: { 'cache-control': 'max-age=60' }, body: 'a page' });
     origin.route('/h1', { headers: { 'cache-control': 'max-age=60' }, body: 'h1 page' });
     origin.route('/curl', { headers: { 'cache-control': 'max-age=60' }, body: 'curl page' });
+    origin.route('/purged', { headers: { 'cache-control': 'max-age=600' }, body: 'purge me' });
     origin.route('/scheme', { headers: { 'cache-control': 'max-age=60' }, body: (r) => `proto=${String(r.headers['x-forwarded-proto'])}` });
     ca = await makeTestCa();
     caFile = join(ca.dir, 'ca.pem');
@@ -262,6 +264,44 @@ describe('HTTPS listener: SNI, HTTP/2, redirect, HSTS, live certificate reload',
     expect(noCert.headers['strict-transport-security']).toBeUndefined();
     const purge = await h1get(`${gw.url}/page`, { method: 'PURGE', headers: { host: 'a.test' } });
     expect([200, 404]).toContain(purge.status);
+  });
+
+  it('a PURGE on the plain listener clears the copy cached over HTTPS, and one over TLS the plain copy (MediaWiki purges over HTTP)', async () => {
+    // MediaWiki behind the HTTPS listener: its purges go to $wgCdnServers over plain HTTP (an
+    // https URL would be tunnelled with CONNECT), naming the URL's Host, for the copies readers
+    // got over HTTPS.
+    const host = `a.test:${httpsPort}`;
+    const before = origin.count('/purged');
+    await h2get(httpsPort, ca.ca, 'a.test', '/purged');
+    expect((await h2get(httpsPort, ca.ca, 'a.test', '/purged')).headers['cache-status']).toMatch(/crowdgate; hit/);
+    const purge = await h1get(`${gw.url}/purged`, { method: 'PURGE', headers: { host } });
+    expect(purge.status).toBe(200);
+    expect(JSON.parse(purge.body).purged).toBe(1);
+    const after = await h2get(httpsPort, ca.ca, 'a.test', '/purged');
+    expect(after.headers['cache-status']).toMatch(/fwd=uri-miss/);
+    expect(origin.count('/purged') - before).toBe(2);
+    // And the other way: a copy stored for plain HTTP (d.test has no certificate) by a PURGE over TLS.
+    await h1get(`${gw.url}/purged`, { headers: { host: 'd.test' } });
+    expect((await h1get(`${gw.url}/purged`, { headers: { host: 'd.test' } })).headers['cache-status']).toMatch(/hit/);
+    const overTls = await h1get(`https://127.0.0.1:${httpsPort}/purged`, { method: 'PURGE', ca: ca.ca, servername: 'd.test', checkServerIdentity: () => undefined, headers: { host: 'd.test' } });
+    expect(overTls.status).toBe(200);
+    expect((await h1get(`${gw.url}/purged`, { headers: { host: 'd.test' } })).headers['cache-status']).toMatch(/fwd=uri-miss/);
+  });
+
+  it('answers CONNECT (a PURGE of an https URL sent through a proxy) 405 and logs why, instead of dropping the connection', async () => {
+    // What MediaWiki's curl sends to $wgCdnServers for an https purge URL.
+    const port = Number(new URL(gw.url).port);
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect(port, '127.0.0.1', () => socket.write(`CONNECT a.test:${httpsPort} HTTP/1.1\r\nHost: a.test:${httpsPort}\r\n\r\n`));
+      let text = '';
+      socket.setEncoding('utf8');
+      socket.on('data', (c: string) => (text += c));
+      socket.once('close', () => resolve(text));
+      socket.once('error', reject);
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 405 /);
+    expect(answer).toMatch(/\$wgInternalServer/);
+    await until(() => gw.logs.some((l) => /CONNECT refused/.test(String(l.msg)) && l.target === `a.test:${httpsPort}`), 'the CONNECT refusal in the log');
   });
 
   it('resumes TLS sessions (tickets), also after the certificate was replaced', async () => {
