@@ -11,7 +11,7 @@ import { isNotModifiedForClient } from '../cache/revalidation.js';
 import type { ErrorCode } from '../errors.js';
 import { statusClassOf } from '../metrics/gateway-metrics.js';
 import type { CacheState, ShedReason, StaleReason } from '../outcome.js';
-import { formatCacheStatus, sendEntry, sendError, type Answer, type CacheStatusFacts } from './respond.js';
+import { chainCacheStatus, formatCacheStatus, sendEntry, sendError, type Answer, type CacheStatusFacts } from './respond.js';
 import type { MemoHold } from './hit-memo.js';
 import { planRange, sendRange } from './range.js';
 import type { RequestDeps, Ctx } from './context.js';
@@ -94,7 +94,7 @@ export function writeBuffered(ctx: Ctx, answer: Answer, status: number, headers:
   const { res } = ctx;
   if (res.headersSent || res.destroyed) return;
   const out: OutgoingHttpHeaders = { ...headers, 'content-length': body.length };
-  if (answer.cacheStatus !== undefined) out['cache-status'] = answer.cacheStatus;
+  if (answer.cacheStatus !== undefined) out['cache-status'] = chainCacheStatus(headers['cache-status'], answer.cacheStatus);
   out['x-request-id'] = answer.requestId;
   res.writeHead(status, out);
   res.end(answer.head ? undefined : body);

@@ -11,7 +11,7 @@ import type { PurgeSelector } from '../cache/stores/cache-store.js';
 import type { ForwardOutcome } from '../origin/forward.js';
 import type { OriginMember } from '../origin/pool.js';
 import { appendVia, setForwardedHeaders, stripHopByHop } from './headers.js';
-import { formatCacheStatus } from './respond.js';
+import { chainCacheStatus, formatCacheStatus } from './respond.js';
 import { makeOnTheFlyEncoder, onTheFlyRequestOf } from './on-the-fly.js';
 import { shed, fail } from './answer.js';
 import { authorityOf, schemeOf, type Ctx, type Lookup } from './context.js';
@@ -63,12 +63,10 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
             onHead: (status, headers) => {
               if (lookup) stripTargeted(headers, lookup.policy.targetedHeader);
               else stripTargeted(headers, rt.config.cache.targetedHeader);
-              headers['cache-status'] = formatCacheStatus({
-                state,
-                fwdStatus: status,
-                detail: state,
-                requestId: ctx.requestId,
-              });
+              headers['cache-status'] = chainCacheStatus(
+                headers['cache-status'],
+                formatCacheStatus({ state, fwdStatus: status, detail: state, requestId: ctx.requestId }),
+              );
               headers['x-request-id'] = ctx.requestId;
               headers['via'] = appendVia(headers['via']);
               if (status >= 200 && status < 400 && !CACHED_METHODS.has(ctx.method)) invalidateAfterUnsafe(ctx, status, headers);

@@ -32,6 +32,17 @@ export interface CacheStatusFacts {
 }
 
 /**
+ * The Cache-Status field of an answer passed on from the origin: an inner cache's members (the
+ * origin behind its own cache) stay first and ours is added last, as RFC 9211 §2 asks (members
+ * in order from the origin to the user agent), as a stored answer's two field lines do.
+ */
+export function chainCacheStatus(existing: string | string[] | number | undefined, ours: string): string {
+  if (existing === undefined) return ours;
+  const inner = (Array.isArray(existing) ? existing.join(', ') : String(existing)).trim();
+  return inner === '' ? ours : `${inner}, ${ours}`;
+}
+
+/**
  * RFC 9211 Cache-Status for one request. `hit` when the cache answered without waiting for the
  * origin (fresh, or stale while revalidating, or stale because the origin was protected);
  * otherwise `fwd=` says why the request went forward.

@@ -284,3 +284,26 @@ describe('the origin\'s own X-Request-Id', () => {
     }
   });
 });
+
+describe('an inner cache\'s Cache-Status (RFC 9211 §2)', () => {
+  it('is kept, first, with crowdgate\'s member last, on passed-through, not-stored and stored answers alike', async () => {
+    // An origin behind its own cache (nginx, Varnish) says what that cache did; the chain reads
+    // from the origin to the user agent.
+    const o = await origin();
+    const inner = 'inner-cache; hit; ttl=30';
+    o.route('/api/x', { headers: { 'cache-control': 'no-store', 'cache-status': inner }, body: 'api' });
+    o.route('/private', { headers: { 'cache-control': 'private', 'cache-status': inner }, body: 'mine' });
+    o.route('/page', { headers: { 'cache-control': 'max-age=60', 'cache-status': inner }, body: 'page' });
+    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'api', match: { pathPrefix: '/api/' }, cache: { enabled: false } }] })] });
+    const statusOf = async (path: string) => {
+      const res = await request(`${g.url}${path}`);
+      await res.body.text();
+      const v = res.headers['cache-status'];
+      return Array.isArray(v) ? v.join(', ') : String(v);
+    };
+    expect(await statusOf('/api/x')).toMatch(/^inner-cache; hit; ttl=30, crowdgate; fwd=bypass/);
+    expect(await statusOf('/private')).toMatch(/^inner-cache; hit; ttl=30, crowdgate; fwd=miss; fwd-status=200; detail="pass/);
+    expect(await statusOf('/page')).toMatch(/^inner-cache; hit; ttl=30, crowdgate; fwd=uri-miss; fwd-status=200; stored/);
+    expect(await statusOf('/page')).toMatch(/^inner-cache; hit; ttl=30, crowdgate; hit/);
+  });
+});
