@@ -254,13 +254,19 @@ export class Gateway implements RequestDeps {
     this.hitMemo?.clear(); // entries of the old generation are never used; let it go
     this.trusted = new TrustedProxies(next.trustedProxies);
     this.publicServer?.applyLimits(next.limits);
-    this.tls.apply(next);
     this.upstream.configure(next.admission, this.rt.priorities.configured);
     this.rateLimits.configure(next.sites);
     this.metrics.get('configGeneration').set(generation);
     this.metrics.get('cacheMaxBytes').set(next.cache.maxBytes);
     if (next.admission.pressure.enabled) this.pressure.start();
     else this.pressure.stop();
+    // Last, and on its own: settings OpenSSL refuses (the loader checks them first) leave the
+    // certificates in force serving, and nothing above is skipped.
+    try {
+      this.tls.apply(next);
+    } catch (err) {
+      this.logger.error({ err }, 'TLS settings not applied; the certificates and settings in force keep serving');
+    }
   }
 
   /** /readyz: ready unless draining or no site has a usable origin. */

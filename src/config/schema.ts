@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { createSecureContext } from 'node:tls';
 /**
  * The configuration schema: the single source of the config's types, defaults, docs and the
  * generated config/gateway.schema.json. Every key has a description; keys marked
@@ -130,6 +131,16 @@ export const INTERMEDIATE_CIPHERS = [
   'DHE-RSA-CHACHA20-POLY1305',
 ].join(':');
 
+/** A cipher list OpenSSL can build a TLS context from (refused at check-config and reload, never at a handshake). */
+function isCipherListOpenSslTakes(list: string): boolean {
+  try {
+    createSecureContext({ ciphers: list });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export const tlsSchema = z
   .strictObject({
     host: z.string().default('0.0.0.0').describe('Address of the HTTPS listener (restart).'),
@@ -140,8 +151,9 @@ export const tlsSchema = z
     ciphers: z
       .string()
       .min(1)
+      .refine(isCipherListOpenSslTakes, { message: 'OpenSSL knows no cipher in this list (check it with `openssl ciphers -v LIST`)' })
       .default(INTERMEDIATE_CIPHERS)
-      .describe('OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are always OpenSSL\'s defaults); default Mozilla "intermediate".'),
+      .describe('OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are always OpenSSL\'s defaults); default Mozilla "intermediate". A list OpenSSL cannot use is refused at --check-config and reload.'),
     http2: z.boolean().default(true).describe('Offer HTTP/2 (ALPN h2) beside HTTP/1.1 on the HTTPS listener (restart).'),
     redirectHttp: z
       .boolean()

@@ -59,9 +59,22 @@ export class Certificates {
   /** The sites and their hosts (config order), and the TLS settings; rebuilds every context when those changed. */
   configure(sites: readonly SiteHosts[], options: TlsContextOptions = this.options): void {
     const optionsChanged = options.minVersion !== this.options.minVersion || options.ciphers !== this.options.ciphers;
-    this.options = options;
+    if (optionsChanged) {
+      // Every context is built before anything is changed: settings OpenSSL refuses throw here
+      // and leave the old settings and contexts serving (the loader refuses such a config first).
+      const previous = this.options;
+      this.options = options;
+      let rebuilt: Array<[string, SecureContext]>;
+      try {
+        createSecureContext(this.common());
+        rebuilt = [...this.pairs].map(([name, pair]) => [name, this.build(pair)]);
+      } catch (err) {
+        this.options = previous;
+        throw err;
+      }
+      for (const [name, context] of rebuilt) this.contexts.set(name, context);
+    }
     this.sites = sites.map((s) => ({ name: s.name, hosts: [...s.hosts] }));
-    if (optionsChanged) for (const [name, pair] of this.pairs) this.contexts.set(name, this.build(pair));
     this.reindex();
   }
 

@@ -47,6 +47,12 @@ describe('certificate files in the config', () => {
     if (r.ok) expect(r.config.sites[0]!.tls).toEqual(good);
   });
 
+  it('refuses a cipher list OpenSSL cannot use at the key, with line and column', () => {
+    const file = join(ca.dir, 'gw.yaml');
+    const text = yaml(good.certFile, good.keyFile).replace('  port: 8443\n', '  port: 8443\n  ciphers: NOT-A-CIPHER\n');
+    expect(errorsOf(text, file)).toEqual([`${file}:3:12 tls.ciphers: OpenSSL knows no cipher in this list (check it with \`openssl ciphers -v LIST\`)`]);
+  });
+
   it('points a missing file at the key naming it, with line and column', () => {
     const file = join(ca.dir, 'gw.yaml');
     expect(errorsOf(yaml(join(ca.dir, 'missing.crt'), good.keyFile), file)).toEqual([

@@ -77,6 +77,17 @@ describe('Certificates (SNI selection)', () => {
     expect(c.siteFor('shop.example')).toBe('wild');
   });
 
+  it('refuses TLS settings OpenSSL cannot use, changing nothing: the old contexts serve and later certificates still install', () => {
+    const c = store([['exact', ['shop.example']], ['wild', ['*.example']]], ['exact']);
+    const before = c.contextFor('shop.example');
+    const sites = [{ name: 'exact', hosts: ['shop.example'] }, { name: 'wild', hosts: ['*.example'] }];
+    expect(() => c.configure(sites, { minVersion: 'TLSv1.2', ciphers: 'NOT-A-CIPHER' })).toThrow();
+    expect(c.contextFor('shop.example')).toBe(before);
+    // A renewal after the refused settings installs with the settings in force.
+    c.set('wild', leaf.wild!);
+    expect(c.siteFor('www.example')).toBe('wild');
+  });
+
   it('serves the chosen certificate in a real handshake, and keeps ticket keys across set() (resumption after a renewal)', async () => {
     const c = store([['exact', ['shop.example']], ['all', ['*']]], ['exact', 'all']);
     const server = createServer({ ...c.defaultSecureOptions(), SNICallback: (name, cb) => cb(null, c.contextFor(name)) });
