@@ -38,18 +38,37 @@ export interface OnTheFlyRequest {
   acceptEncoding: string | string[] | undefined;
   range: string | undefined;
   cacheControl: string | string[] | undefined;
+  /** The request carries a cookie or credentials: its answer may hold a secret (see codingFor). */
+  personal: boolean;
 }
 
 /** The request fields makeOnTheFlyEncoder and compressBuffered read. */
 export function onTheFlyRequestOf(headers: IncomingHttpHeaders): OnTheFlyRequest {
-  return { acceptEncoding: headers['accept-encoding'], range: headers.range, cacheControl: headers['cache-control'] };
+  return {
+    acceptEncoding: headers['accept-encoding'],
+    range: headers.range,
+    cacheControl: headers['cache-control'],
+    personal: headers.cookie !== undefined || headers.authorization !== undefined || headers['proxy-authorization'] !== undefined,
+  };
+}
+
+/** The answer is someone's own: it sets a cookie or is `private` (RFC 9111 §5.2.2.7). */
+function isPersonalAnswer(head: OutgoingHttpHeaders): boolean {
+  if (head['set-cookie'] !== undefined) return true;
+  const cc = single(head['cache-control']);
+  return cc !== undefined && /(^|[\s,])private\b/i.test(cc);
 }
 
 /**
  * The coding to compress an uncached answer with, or undefined: only a GET answered 200, with no
  * Content-Encoding, a compressible type, no `no-transform` (in the answer or the request), no
  * Range, a length (declared or known; unknown counts as long enough) of at least `minBytes`, and
- * a client that accepts br or gzip. Reads `head`, never changes it.
+ * a client that accepts br or gzip. Never a personal answer — a request with a cookie or
+ * credentials, or an answer that sets a cookie or is `private`: a secret (a session or CSRF
+ * token) compressed beside input an attacker reflects into the page leaks through the
+ * compressed length over TLS (BREACH), and an origin that chose not to compress such a page is
+ * not overruled (nginx does not compress proxied answers by default). Reads `head`, never
+ * changes it.
  */
 function codingFor(
   opts: CompressionConfig,
@@ -61,6 +80,7 @@ function codingFor(
 ): StoredCoding | undefined {
   if (!opts.enabled || !opts.passThrough.enabled || method !== 'GET' || request.range !== undefined || requestForbidsTransform(request.cacheControl))
     return undefined;
+  if (request.personal || isPersonalAnswer(head)) return undefined;
   const coding = chooseCoding(request.acceptEncoding, ANY);
   if (coding === undefined) return undefined;
   const fields: Record<string, string | undefined> = {

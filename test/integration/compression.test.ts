@@ -365,6 +365,27 @@ describe('compression stored once', () => {
       expect(o.count('/live')).toBe(3);
     });
 
+    it('never compresses a personal answer (BREACH): a request with a cookie or credentials, an answer that sets a cookie or is private', async () => {
+      const o = await origin();
+      o.route('/page', { headers: { 'content-type': 'text/html' }, body: PAGE });
+      o.route('/login', { headers: { 'content-type': 'text/html', 'set-cookie': 'sid=s3cret; Secure; HttpOnly' }, body: PAGE });
+      o.route('/mine', { headers: { 'content-type': 'text/html', 'cache-control': 'private, max-age=0' }, body: PAGE });
+      const g = await gateway({ sites: [uncached(o.url)] });
+      const ae = { 'accept-encoding': 'br, gzip' };
+      // The same page to an anonymous request is compressed: the rule is about who, not what.
+      expect((await get(`${g.url}/page`, ae)).headers['content-encoding']).toBe('br');
+      for (const [path, headers] of [
+        ['/page', { ...ae, cookie: 'sessionid=abc' }],
+        ['/page', { ...ae, authorization: 'Bearer t0ken' }],
+        ['/login', ae],
+        ['/mine', ae],
+      ] as const) {
+        const a = await get(`${g.url}${path}`, headers);
+        expect(a.headers['content-encoding'], `${path} ${JSON.stringify(headers)}`).toBeUndefined();
+        expect(a.body.equals(PAGE)).toBe(true);
+      }
+    });
+
     it('compresses a fill whose answer was not storable, and the passes after it', async () => {
       const o = await origin();
       o.route('/dyn', { headers: { 'content-type': 'text/html', 'cache-control': 'no-store', etag: '"n1"' }, body: PAGE });
