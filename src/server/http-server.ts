@@ -75,14 +75,21 @@ export function createPublicServer(opts: PublicServerOptions): PublicServer {
  * usual sender is MediaWiki purging an `https://` URL through `$wgCdnServers` (its HTTP client
  * tunnels https through a proxy), so the answer and the log line say what to change.
  */
-export function answerConnect(logger: Logger, req: http.IncomingMessage, socket: Duplex): void {
+export function answerConnect(logger: Logger, req: http.IncomingMessage, socket: Duplex | http.ServerResponse): void {
   const hint = 'crowdgate is not a forward proxy; to PURGE, send PURGE with an http:// URL (MediaWiki on https: set $wgInternalServer to its http:// URL)';
   logger.info({ client: req.socket.remoteAddress, target: req.url, status: 405 }, `CONNECT refused: ${hint}`);
+  const body = `405 Method Not Allowed: ${hint}\n`;
+  if ('writeHead' in socket) {
+    // An HTTP/2 CONNECT (RFC 9113 §8.5) comes with a response object, not a socket: a 2xx there
+    // would mean "tunnel established".
+    socket.writeHead(405, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+    socket.end(body);
+    return;
+  }
   if (!socket.writable) {
     socket.destroy();
     return;
   }
-  const body = `405 Method Not Allowed: ${hint}\n`;
   socket.end(
     `HTTP/1.1 405 Method Not Allowed\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
   );

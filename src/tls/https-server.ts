@@ -181,7 +181,7 @@ export function createSecurePublicServer(opts: SecureServerOptions): SecurePubli
     opts.logger.debug({ err: err.message, peer: socket.remoteAddress }, 'TLS handshake failed');
   });
   server.on('upgrade', opts.onUpgrade);
-  server.on('connect', (req: http.IncomingMessage, socket: Duplex) => answerConnect(opts.logger, req, socket));
+  server.on('connect', (req: http.IncomingMessage, socket: Duplex | http.ServerResponse) => answerConnect(opts.logger, req, socket));
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(opts.logger, err, socket));
 
   const closeIdleH1 = http.Server.prototype.closeIdleConnections;

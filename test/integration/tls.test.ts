@@ -304,6 +304,26 @@ describe('HTTPS listener: SNI, HTTP/2, redirect, HSTS, live certificate reload',
     await until(() => gw.logs.some((l) => /CONNECT refused/.test(String(l.msg)) && l.target === `a.test:${httpsPort}`), 'the CONNECT refusal in the log');
   });
 
+  it('answers an HTTP/2 CONNECT on the HTTPS listener 405, never a 2xx ("tunnel established")', async () => {
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const client = http2.connect(`https://127.0.0.1:${httpsPort}`, { ca: ca.ca, servername: 'a.test' });
+      client.once('error', reject);
+      const req = client.request({ ':method': 'CONNECT', ':authority': 'a.test:443' });
+      let status = 0;
+      let body = '';
+      req.setEncoding('utf8');
+      req.on('response', (h) => (status = Number(h[':status'])));
+      req.on('data', (c: string) => (body += c));
+      req.on('end', () => {
+        client.close();
+        resolve({ status, body });
+      });
+      req.once('error', reject);
+    });
+    expect(answer.status).toBe(405);
+    expect(answer.body).toMatch(/^405 Method Not Allowed: .*\$wgInternalServer/);
+  });
+
   it('resumes TLS sessions (tickets), also after the certificate was replaced', async () => {
     for (const maxVersion of ['TLSv1.2', 'TLSv1.3'] as const) {
       const first = await handshake(httpsPort, ca.ca, { servername: 'a.test', maxVersion });
