@@ -175,8 +175,8 @@ export class Gateway implements RequestDeps {
     this.hotKeys.note(site, path, state);
   }
 
-  hasCertificate(site: string): boolean {
-    return this.tls.hasCertificate(site);
+  hasCertificate(site: string, host: string): boolean {
+    return this.tls.hasCertificate(site, host);
   }
 
   acmeStatus(): SiteStatus[] {

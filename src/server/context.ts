@@ -54,7 +54,7 @@ export interface RequestDeps {
   /** Once per request, when its response is finished or cut (in-flight accounting for drain). */
   requestDone?(): void;
   /** True when a certificate for this site is installed on the HTTPS listener, not ACME's temporary self-signed one (redirects to https need one). */
-  hasCertificate?(site: string): boolean;
+  hasCertificate?(site: string, host: string): boolean;
   /** The port written in redirects to https; undefined without an HTTPS listener. */
   httpsPort?(): number | undefined;
   /** Routing remembered for plain requests (hit-memo.ts); without it every request goes the slow way. */

@@ -16,7 +16,8 @@
  * Owns the selection and the TLS contexts. It does not read files (material.ts) or watch them
  * (site-certificates.ts), and knows nothing about the request path.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
+import { isIP } from 'node:net';
 import { createSecureContext, type SecureContext, type SecureVersion } from 'node:tls';
 import { SiteRouter } from '../server/site-router.js';
 
@@ -49,6 +50,8 @@ export class Certificates {
   private readonly sessionIdContext = randomBytes(16).toString('hex');
   private readonly pairs = new Map<string, PemPair>();
   private readonly contexts = new Map<string, SecureContext>();
+  /** The presented certificate of each site, for the names it covers. */
+  private readonly leaves = new Map<string, X509Certificate>();
   private sites: readonly SiteHosts[] = [];
   private router = new SiteRouter<Routed>([]);
   private defaultName: string | undefined;
@@ -84,8 +87,10 @@ export class Certificates {
    */
   set(siteName: string, pair: PemPair): void {
     const context = this.build(pair);
+    const leaf = new X509Certificate(pair.cert); // the chain's first certificate: the one presented
     this.pairs.set(siteName, pair);
     this.contexts.set(siteName, context);
+    this.leaves.set(siteName, leaf);
     this.reindex();
   }
 
@@ -93,11 +98,23 @@ export class Certificates {
   delete(siteName: string): void {
     if (!this.pairs.delete(siteName)) return;
     this.contexts.delete(siteName);
+    this.leaves.delete(siteName);
     this.reindex();
   }
 
   has(siteName: string): boolean {
     return this.contexts.has(siteName);
+  }
+
+  /**
+   * The site's certificate names `host` (a DNS name, wildcards as TLS clients match them, or an
+   * IP literal against its IP addresses): a client sent there would accept it.
+   */
+  covers(siteName: string, host: string): boolean {
+    const leaf = this.leaves.get(siteName);
+    if (leaf === undefined) return false;
+    const name = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host.replace(/\.$/, '');
+    return isIP(name) !== 0 ? leaf.checkIP(name) !== undefined : leaf.checkHost(name) !== undefined;
   }
 
   /** The site whose certificate answers a client that sends no SNI name or one no site with a certificate lists. */

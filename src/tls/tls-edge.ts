@@ -65,9 +65,13 @@ export class TlsEdge {
     return this.acmeSites.answer(req, res);
   }
 
-  /** A site with a certificate the redirect may send visitors to: not ACME's temporary self-signed one, which would lock them out. */
-  hasCertificate(site: string): boolean {
-    return this.certificates.has(site) && !this.acmeSites.isTemporary(site);
+  /**
+   * The redirect may send a visitor of `host` to https: the site's certificate names that host,
+   * and it is not ACME's temporary self-signed one (either would lock the visitor out, and a 308
+   * is remembered by browsers).
+   */
+  hasCertificate(site: string, host: string): boolean {
+    return this.certificates.covers(site, host) && !this.acmeSites.isTemporary(site);
   }
 
   /** Each ACME site's certificate, renewal time and last error (/status.json). */

@@ -264,6 +264,14 @@ describe('HTTPS listener: SNI, HTTP/2, redirect, HSTS, live certificate reload',
     expect(noCert.headers['strict-transport-security']).toBeUndefined();
     const purge = await h1get(`${gw.url}/page`, { method: 'PURGE', headers: { host: 'a.test' } });
     expect([200, 404]).toContain(purge.status);
+    // Nor a name the site's certificate does not cover: the "*" site's certificate names only
+    // default.test, so another name or an IP stays on plain HTTP rather than a certificate error.
+    expect((await h1get(`${gw.url}/page`, { headers: { host: 'default.test' } })).status).toBe(308);
+    for (const host of ['unlisted.example', '203.0.113.5', 'a.b.c.b.test']) {
+      const plain = await h1get(`${gw.url}/page`, { headers: { host } });
+      expect(plain.status, host).toBe(200);
+      expect(plain.headers.location).toBeUndefined();
+    }
   });
 
   it('a PURGE on the plain listener clears the copy cached over HTTPS, and one over TLS the plain copy (MediaWiki purges over HTTP)', async () => {
