@@ -5,7 +5,7 @@
  */
 import type { OutgoingHttpHeaders } from 'node:http';
 import { CACHED_METHODS, RETRYABLE_METHODS } from '../http/facts.js';
-import { makeCacheKey } from '../cache/cache-key.js';
+import { makeAuthority, makeCacheKey } from '../cache/cache-key.js';
 import { invalidationTargets } from '../cache/revalidation.js';
 import type { PurgeSelector } from '../cache/stores/cache-store.js';
 import type { ForwardOutcome } from '../origin/forward.js';
@@ -14,7 +14,7 @@ import { appendVia, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { chainCacheStatus, formatCacheStatus } from './respond.js';
 import { makeOnTheFlyEncoder, onTheFlyRequestOf } from './on-the-fly.js';
 import { shed, fail } from './answer.js';
-import { authorityOf, schemeOf, type Ctx, type Lookup } from './context.js';
+import { hostOf, schemeOf, type Ctx, type Lookup } from './context.js';
 import { stripTargeted } from './fill-headers.js';
 import { originFailure, hasStaleOnFailure, hasOtherMember, refusedFill, serveFailed, serveStaleOr } from './stale.js';
 
@@ -150,12 +150,16 @@ function invalidateAfterUnsafe(ctx: Ctx, status: number, headers: OutgoingHttpHe
     { status, headers: headers as Record<string, string | string[] | undefined> },
     origin,
   );
-  const selectors: PurgeSelector[] = targets.map((target) => {
+  // The copies under both schemes, as PURGE clears them: an edit made over https leaves the
+  // page read over plain HTTP (and the other way round) just as stale.
+  const authorities = ['http', 'https'].map((scheme) => makeAuthority(hostOf(ctx), scheme));
+  const selectors: PurgeSelector[] = targets.flatMap((target) => {
     const route = site.compiled.matchRoute('GET', target.split('?')[0]!);
-    return {
-      kind: 'key',
-      key: makeCacheKey({ site: site.name, authority: authorityOf(ctx), url: target, headers: ctx.req.headers, key: site.policyFor(route).route.key }),
-    };
+    const key = site.policyFor(route).route.key;
+    return authorities.map((authority) => ({
+      kind: 'key' as const,
+      key: makeCacheKey({ site: site.name, authority, url: target, headers: ctx.req.headers, key }),
+    }));
   });
   if (selectors.length > 0) void ctx.deps.purge(selectors, 'soft').catch(() => undefined);
 }

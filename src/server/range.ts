@@ -176,6 +176,8 @@ export function sendRange(res: ServerResponse, entry: CacheEntry, plan: Exclude<
       const v = entry.headers[name];
       if (v !== undefined) headers[name] = v;
     }
+    const vary: string | string[] | undefined = entry.encodings !== undefined ? varyWithAcceptEncoding(entry.headers['vary']) : entry.headers['vary'];
+    if (vary !== undefined) headers['vary'] = Array.isArray(vary) ? vary.join(', ') : vary;
     headers['accept-ranges'] = 'bytes';
     headers['content-range'] = `bytes */${length}`;
     headers['content-length'] = 0;

@@ -105,6 +105,13 @@ describe('HTTPS + HTTP/2 + stored encodings + Range, on one cached page', () => 
     expect(origin.count('/doc')).toBe(1);
   });
 
+  it('a 416 from the entry stored with encodings says Vary: Accept-Encoding too', async () => {
+    const r = await h2get(port, ca.ca, '/doc', { 'accept-encoding': 'br', range: `bytes=${PAGE.length + 10}-` });
+    expect(r.status).toBe(416);
+    expect(r.headers['content-range']).toBe(`bytes */${PAGE.length}`);
+    expect(String(r.headers['vary'])).toMatch(/accept-encoding/i);
+  });
+
   it('If-Range with an encoding\'s ETag is not the identity\'s: the full page, not a range', async () => {
     const r = await h2get(port, ca.ca, '/doc', { 'accept-encoding': 'br', range: 'bytes=0-99', 'if-range': '"doc1-br"' });
     expect(r.status).toBe(200);

@@ -294,6 +294,12 @@ describe('HTTPS listener: SNI, HTTP/2, redirect, HSTS, live certificate reload',
     const overTls = await h1get(`https://127.0.0.1:${httpsPort}/purged`, { method: 'PURGE', ca: ca.ca, servername: 'd.test', checkServerIdentity: () => undefined, headers: { host: 'd.test' } });
     expect(overTls.status).toBe(200);
     expect((await h1get(`${gw.url}/purged`, { headers: { host: 'd.test' } })).headers['cache-status']).toMatch(/fwd=uri-miss/);
+    // A successful POST (RFC 9111 §4.4) over TLS invalidates the plain copy as well.
+    await h1get(`${gw.url}/purged?post`, { headers: { host: 'd.test' } });
+    expect((await h1get(`${gw.url}/purged?post`, { headers: { host: 'd.test' } })).headers['cache-status']).toMatch(/crowdgate; hit/);
+    const post = await h1get(`https://127.0.0.1:${httpsPort}/purged?post`, { method: 'POST', ca: ca.ca, servername: 'd.test', checkServerIdentity: () => undefined, headers: { host: 'd.test' } });
+    expect(post.status).toBe(200);
+    expect((await h1get(`${gw.url}/purged?post`, { headers: { host: 'd.test' } })).headers['cache-status']).not.toMatch(/crowdgate; hit/);
   });
 
   it('answers CONNECT (a PURGE of an https URL sent through a proxy) 405 and logs why, instead of dropping the connection', async () => {
