@@ -43,6 +43,7 @@ import type { z } from 'zod';
 import { certificateFilesOf, gatewayConfigSchema, type GatewayConfig } from './schema.js';
 import { acmeHostnames } from '../tls/acme/hostnames.js';
 import { readCertificateFiles } from '../tls/material.js';
+import { whyUnreadable } from './unreadable.js';
 
 export interface ConfigError {
   file: string;
@@ -78,16 +79,7 @@ export async function loadConfigFile(file: string, options: ParseOptions = {}): 
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const why =
-      code === 'ENOENT'
-        ? 'file not found'
-        : code === 'EACCES'
-          ? 'permission denied'
-          : code === 'EISDIR'
-            ? 'is a directory, not a file'
-            : (err as Error).message;
-    return { ok: false, errors: [{ file, line: 1, col: 1, path: '(root)', message: `cannot read config: ${why}` }] };
+    return { ok: false, errors: [{ file, line: 1, col: 1, path: '(root)', message: `cannot read config: ${whyUnreadable(err)}` }] };
   }
   return parseConfigText(text, file, options);
 }

@@ -53,13 +53,7 @@ export function createPublicServer(opts: PublicServerOptions): PublicServer {
   ) as PublicServer;
   const apply = (next: Limits) => {
     limits = next;
-    server.headersTimeout = next.headersTimeoutMs;
-    server.requestTimeout = next.requestTimeoutMs;
-    server.keepAliveTimeout = next.keepAliveTimeoutMs;
-    // One more than allowed, so handle-request can tell "too many" (Node silently truncates).
-    server.maxHeadersCount = next.maxHeadersCount + 1;
-    // Node closes connections past maxConnections before 'connection' (and says 'drop').
-    server.maxConnections = next.maxConnections === 0 ? Infinity : next.maxConnections;
+    applyHttp1Limits(server, next);
   };
   apply(limits);
   Object.defineProperty(server, 'applyLimits', { value: apply });
@@ -68,6 +62,20 @@ export function createPublicServer(opts: PublicServerOptions): PublicServer {
   server.on('connect', (req: http.IncomingMessage, socket: Duplex) => answerConnect(opts.logger, req, socket));
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(opts.logger, err, socket));
   return server;
+}
+
+/** The HTTP/1.1 parser's limits, on the plain listener and the HTTPS listener's HTTP/1.1 fallback alike. */
+export function applyHttp1Limits(
+  server: Pick<http.Server, 'headersTimeout' | 'requestTimeout' | 'keepAliveTimeout' | 'maxHeadersCount' | 'maxConnections'>,
+  next: Limits,
+): void {
+  server.headersTimeout = next.headersTimeoutMs;
+  server.requestTimeout = next.requestTimeoutMs;
+  server.keepAliveTimeout = next.keepAliveTimeoutMs;
+  // One more than allowed, so handle-request can tell "too many" (Node silently truncates).
+  server.maxHeadersCount = next.maxHeadersCount + 1;
+  // Node closes connections past maxConnections before 'connection' (and says 'drop').
+  server.maxConnections = next.maxConnections === 0 ? Infinity : next.maxConnections;
 }
 
 /**

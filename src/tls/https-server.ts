@@ -32,7 +32,7 @@ import https from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex, ReadableOptions } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
-import { answerClientError, answerConnect, guardConnections, CONNECTIONS_CHECK_MS, type PublicServerOptions } from '../server/http-server.js';
+import { answerClientError, answerConnect, applyHttp1Limits, guardConnections, CONNECTIONS_CHECK_MS, type PublicServerOptions } from '../server/http-server.js';
 import type { GatewayConfig } from '../config/schema.js';
 import type { Certificates } from './certificates.js';
 
@@ -147,11 +147,7 @@ export function createSecurePublicServer(opts: SecureServerOptions): SecurePubli
   server.connectionsCheckingInterval = CONNECTIONS_CHECK_MS;
   const apply = (next: Limits) => {
     limits = next;
-    server.headersTimeout = next.headersTimeoutMs;
-    server.requestTimeout = next.requestTimeoutMs;
-    server.keepAliveTimeout = next.keepAliveTimeoutMs;
-    server.maxHeadersCount = next.maxHeadersCount + 1;
-    server.maxConnections = next.maxConnections === 0 ? Infinity : next.maxConnections;
+    applyHttp1Limits(server, next);
     // HTTP/2 sessions (and idle HTTP/1.1 sockets) with no activity for this long are closed.
     server.setTimeout(next.requestTimeoutMs);
   };

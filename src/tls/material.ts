@@ -10,6 +10,7 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
+import { whyUnreadable } from '../config/unreadable.js';
 
 /** A certificate and key as PEM text, checked. */
 export interface CertificateMaterial {
@@ -41,16 +42,7 @@ function readText(file: string): { text: string } | { error: string } {
   try {
     return { text: readFileSync(file, 'utf8') };
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const why =
-      code === 'ENOENT'
-        ? 'file not found'
-        : code === 'EACCES'
-          ? 'permission denied'
-          : code === 'EISDIR'
-            ? 'is a directory, not a file'
-            : (err as Error).message;
-    return { error: `cannot read ${file}: ${why}` };
+    return { error: `cannot read ${file}: ${whyUnreadable(err)}` };
   }
 }
 
