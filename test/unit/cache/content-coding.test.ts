@@ -7,6 +7,7 @@ import {
   DEFAULT_COMPRESSIBLE_TYPES,
   encodedETag,
   makeEncodings,
+  INLINE_COMPRESSION_MAX_BYTES,
   parseAcceptEncoding,
   pickCoding,
   varyWithAcceptEncoding,
@@ -110,6 +111,17 @@ describe('making encodings', () => {
 
   it('keeps none for a body they do not shrink by minSavingsRatio', async () => {
     expect(await makeEncodings(randomBytes(8000), OPTS, false)).toBeUndefined();
+    expect(await makeEncodings(randomBytes(INLINE_COMPRESSION_MAX_BYTES + 1), OPTS, false)).toBeUndefined();
+  });
+
+  it('makes the same encodings inline (small body) and on the threadpool (large body)', async () => {
+    const line = '<p>hello compressed world</p>\n';
+    for (const size of [INLINE_COMPRESSION_MAX_BYTES, INLINE_COMPRESSION_MAX_BYTES + 1, 4 * INLINE_COMPRESSION_MAX_BYTES]) {
+      const body = Buffer.alloc(size, line);
+      const enc = await makeEncodings(body, OPTS, true);
+      expect(brotliDecompressSync(enc!.br!).equals(body)).toBe(true);
+      expect(gunzipSync(enc!.gzip!).equals(body)).toBe(true);
+    }
   });
 });
 
