@@ -29,7 +29,11 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
   prepareForwardHeaders(ctx);
   const excluded = new Set<OriginMember>();
   const abort = new AbortController();
-  const onClose = () => abort.abort();
+  // Only a client that left before its answer stops the wait for a permit: aborting on every
+  // close would build an AbortError (a DOMException, with its stack) for each request.
+  const onClose = () => {
+    if (!res.writableFinished) abort.abort();
+  };
   res.once('close', onClose);
   try {
     for (let attempt = 0; ; attempt++) {
