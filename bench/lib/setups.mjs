@@ -119,6 +119,8 @@ export async function startCrowdgate(opts) {
     reload: { watch: false },
     ...(opts.admission ? { admission: opts.admission } : {}),
     ...(opts.extra ?? {}),
+    // BENCH_GATEWAY_CONFIG: JSON merged over the top level, for A/B runs of one setting.
+    ...(process.env.BENCH_GATEWAY_CONFIG ? JSON.parse(process.env.BENCH_GATEWAY_CONFIG) : {}),
     sites: [{ name: 'bench', hosts: ['*'], origins: [{ url: opts.originUrl }], ...(opts.siteExtra ?? {}) }],
   };
   mkdirSync(join(BENCH_DIR, 'configs'), { recursive: true });
