@@ -155,6 +155,11 @@ export class Gateway implements RequestDeps {
     return this.rt.config.admission.pressure.enabled && this.pressure.isOverloaded();
   }
 
+  isShedding(): boolean {
+    if (this.overloadOverride) return this.overloadOverride();
+    return this.rt.config.admission.pressure.enabled && this.pressure.isShedding();
+  }
+
   isDraining(): boolean {
     return this.drainer.isDraining();
   }

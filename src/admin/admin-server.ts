@@ -51,6 +51,7 @@ export interface AdminGateway {
   readonly crossInstance?: CrossInstanceCollapse;
   runtime(): Runtime;
   isOverloaded(): boolean;
+  isShedding(): boolean;
   purge(selectors: readonly PurgeSelector[], mode: PurgeMode): Promise<{ purged: number; broadcast: boolean }>;
   readiness(): Readiness;
   collectGauges(): void;
@@ -114,7 +115,7 @@ export function statusSnapshot(gw: AdminGateway): Record<string, unknown> {
     uptimeSeconds: Math.round((gw.clock.now() - gw.startedAt) / 1000),
     readiness: gw.readiness(),
     cache: { entries: stats.entries, bytes: stats.bytes, maxBytes: rt.config.cache.maxBytes, inflightFills: gw.inflight.size },
-    pressure: { overloaded: gw.isOverloaded(), ...gw.pressure.readings() },
+    pressure: { overloaded: gw.isOverloaded(), shedding: gw.isShedding(), ...gw.pressure.readings() },
     hotKeys: gw.hotKeys.top(10),
     ...acmeSnapshot(gw),
   };

@@ -603,15 +603,15 @@ export const priorityClassSchema = z
 
 export const pressureSchema = z
   .strictObject({
-    enabled: z.boolean().default(true).describe('Shed non-hit work when the process itself is overloaded.'),
-    maxEventLoopDelayMs: positiveMs('p99 event-loop delay above which work is shed.').default(250),
+    enabled: z.boolean().default(true).describe('Protect the process itself: answer from the store first when it is busy, and shed non-hit work when its event loop or heap is over its threshold.'),
+    maxEventLoopDelayMs: positiveMs('p99 event-loop delay above which non-hit work is shed.').default(250),
     maxEventLoopUtilization: z
       .number()
       .min(0.1)
       .max(1)
       .default(0.98)
-      .describe('Utilisation above which work is shed; 1 = never on utilisation alone (delay and heap decide).'),
-    maxHeapUsedRatio: z.number().min(0.1).max(1).default(0.92).describe('Heap used / limit above which work is shed.'),
+      .describe('Utilisation above which (with a fifth of maxEventLoopDelayMs of delay) stored copies answer first; it never sheds on its own; 1 = off.'),
+    maxHeapUsedRatio: z.number().min(0.1).max(1).default(0.92).describe('Heap used / limit above which non-hit work is shed.'),
     sampleIntervalMs: positiveMs('Sampling period.').default(250),
   })
   .describe('The pressure gate protecting the gateway process.');

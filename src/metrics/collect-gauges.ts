@@ -15,6 +15,7 @@ export interface GaugeSources {
   readonly upstream: Pick<Upstream, 'collect'>;
   readonly pressure: Pick<PressureGate, 'readings'>;
   isOverloaded(): boolean;
+  isShedding(): boolean;
   isDraining(): boolean;
 }
 
@@ -30,6 +31,7 @@ export function collectGauges(from: GaugeSources, redis?: { isAvailable(): boole
   metrics.get('pressureUtilization').set(r.eventLoopUtilization);
   metrics.get('pressureHeap').set(r.heapUsedRatio);
   metrics.get('pressureOverloaded').set(from.isOverloaded() ? 1 : 0);
+  metrics.get('pressureShedding').set(from.isShedding() ? 1 : 0);
   metrics.get('draining').set(from.isDraining() ? 1 : 0);
   if (redis) metrics.get('redisUp').set(redis.isAvailable() ? 1 : 0);
 }

@@ -166,7 +166,8 @@ export const METRICS = {
     'Event-loop utilisation (0-1) over the last sample period.',
   ),
   pressureHeap: spec('crowdgate_pressure_heap_used_ratio', 'gauge', 'V8 heap used / heap limit.'),
-  pressureOverloaded: spec('crowdgate_pressure_overloaded', 'gauge', '1 while the pressure gate sheds work.'),
+  pressureOverloaded: spec('crowdgate_pressure_overloaded', 'gauge', '1 while the pressure gate is over any threshold (stored copies answer first).'),
+  pressureShedding: spec('crowdgate_pressure_shedding', 'gauge', '1 while the pressure gate also sheds what the cache cannot answer (event-loop delay or heap over its threshold).'),
   websocketTunnels: spec('crowdgate_websocket_tunnels', 'gauge', 'Open WebSocket tunnels.', ['site']),
   configReloads: spec(
     'crowdgate_config_reloads_total',

@@ -38,7 +38,10 @@ export interface RequestDeps {
   readonly upstream: Upstream;
   readonly metrics: GatewayMetrics;
   readonly logger: Logger;
+  /** The pressure gate is over any threshold: answer from what is stored first. */
   isOverloaded(): boolean;
+  /** The pressure gate's hard level (event-loop delay or heap): also shed what the store cannot answer. */
+  isShedding(): boolean;
   /** Takes a token for this client; returns Retry-After seconds when refused. */
   takeRateLimit(site: SiteRuntime, route: CompiledRoute, clientKey: (header?: string) => string): number | undefined;
   retryAfterSeconds(site: string): number;

@@ -70,11 +70,11 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
 
 /**
  * A waiter that cannot use the shared result asks the origin alone, as a pass; while the
- * gateway is over its pressure threshold it is shed instead, like any uncacheable request
+ * pressure gate sheds (its hard level) it is shed instead, like any uncacheable request
  * (it joined the fill because the key looked cacheable, not to get past the gate).
  */
-function passAlone(ctx: Ctx, lookup: Lookup): void | Promise<void> {
-  if (ctx.deps.isOverloaded()) return shed(ctx, 'pressure');
+export function passAlone(ctx: Ctx, lookup: Lookup): void | Promise<void> {
+  if (ctx.deps.isShedding()) return shed(ctx, 'pressure');
   return forward(ctx, 'pass', lookup);
 }
 

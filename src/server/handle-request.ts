@@ -31,7 +31,7 @@ import { HOLD_MS, isPlainRequest, newHold, type MemoRoute } from './hit-memo.js'
 import { ttlSecondsOf, codingFor, failUnexpected, serveEntry, shed, fail, countRequest, finish } from './answer.js';
 import { isOnlyIfCached, isSecure, selectVariant, collapseKeyOf, authorityOf, type RequestDeps, type Ctx, type Lookup } from './context.js';
 import { hstsValue, redirectToHttps } from './https-edge.js';
-import { fillAndServe, startBackgroundRefresh } from './fill.js';
+import { fillAndServe, passAlone, startBackgroundRefresh } from './fill.js';
 import { makeFillVisibleHeaders } from './fill-headers.js';
 import { forward } from './pass-through.js';
 import { answerPurge } from './purge-method.js';
@@ -237,7 +237,7 @@ export function route(ctx: Ctx): void | Promise<void> {
   const eligibility = isCacheableRequest(facts, policy);
   const bypassCookie = req.headers.cookie !== undefined && hasBypassCookie(site, req.headers.cookie);
   if (!eligibility.cacheable || bypassCookie || hasCredential(site, req.headers) || ctx.method === 'OPTIONS') {
-    if (deps.isOverloaded()) return shed(ctx, 'pressure');
+    if (deps.isShedding()) return shed(ctx, 'pressure');
     return forward(ctx, 'bypass');
   }
 
@@ -311,7 +311,7 @@ export function decide(
       lookup,
       'pressure',
       () =>
-        deps.inflight.isInflight(collapseKey.id) || !deps.inflight.isHitForPass(collapseKey.id) ? fillAndServe(ctx, lookup, 0) : shed(ctx, 'pressure'),
+        deps.inflight.isInflight(collapseKey.id) || !deps.inflight.isHitForPass(collapseKey.id) ? fillAndServe(ctx, lookup, 0) : passAlone(ctx, lookup),
       () => startBackgroundRefresh(ctx, lookup),
     );
   }

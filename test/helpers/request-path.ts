@@ -94,6 +94,8 @@ export interface RequestPath {
   deps: RequestDeps;
   /** The pressure gate's verdict (deps.isOverloaded). */
   overloaded: boolean;
+  /** Its hard level (deps.isShedding); undefined: the same as `overloaded`. */
+  shedding?: boolean;
   member(name?: string): OriginMember;
   /** One request to the gateway; resolves with its answer once its access-log line is written. */
   get(path: string, headers?: Record<string, string>): Promise<Answered>;
@@ -165,6 +167,7 @@ export async function startRequestPath(
       metrics,
       logger,
       isOverloaded: () => path.overloaded,
+      isShedding: () => path.shedding ?? path.overloaded,
       takeRateLimit: () => undefined,
       retryAfterSeconds: () => 1,
       isDraining: () => false,

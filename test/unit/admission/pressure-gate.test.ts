@@ -23,6 +23,31 @@ describe('PressureGate', () => {
     expect(gate.readings()).toEqual(reading);
   });
 
+  it.each([
+    { what: 'event-loop delay', reading: { ...calm, eventLoopDelayMs: 101 }, shedding: true },
+    { what: 'event-loop utilisation (with some delay)', reading: { ...calm, eventLoopUtilization: 0.91, eventLoopDelayMs: 99 }, shedding: false },
+    { what: 'heap use', reading: { ...calm, heapUsedRatio: 0.81 }, shedding: true },
+  ])('sheds (its hard level) for $what only when the delay or heap threshold itself is crossed: $shedding', ({ reading, shedding }) => {
+    const gate = gateWith([reading]);
+    gate.sampleNow();
+    expect(gate.isOverloaded()).toBe(true);
+    expect(gate.isShedding()).toBe(shedding);
+  });
+
+  it('stops shedding once delay and heap are below 90 % of their thresholds, while still overloaded by utilisation', () => {
+    const gate = gateWith([
+      { ...calm, eventLoopDelayMs: 150, eventLoopUtilization: 1 },
+      { ...calm, eventLoopDelayMs: 95, eventLoopUtilization: 1 }, // under the threshold, not under 90 %
+      { ...calm, eventLoopDelayMs: 85, eventLoopUtilization: 1 },
+    ]);
+    const states = [1, 2, 3].map(() => (gate.sampleNow(), [gate.isOverloaded(), gate.isShedding()]));
+    expect(states).toEqual([
+      [true, true],
+      [true, true],
+      [true, false],
+    ]);
+  });
+
   it('with utilisation at its default threshold of 1, a busy loop that turns over quickly is not overloaded, and a delay spike clears once delay is back', () => {
     let i = 0;
     const readings: PressureReadings[] = [

@@ -16,6 +16,7 @@ function sources(metrics: GatewayMetrics, over: Partial<GaugeSources> = {}): Gau
     upstream: { collect: () => void collected++ },
     pressure: { readings: () => ({ eventLoopDelayMs: 250, eventLoopUtilization: 0.5, heapUsedRatio: 0.25 }) },
     isOverloaded: () => true,
+    isShedding: () => false,
     isDraining: () => false,
     collected: () => collected,
     ...over,
@@ -35,10 +36,11 @@ describe('collectGauges', () => {
     expect(sample(text, 'crowdgate_pressure_event_loop_utilization')).toBe(0.5);
     expect(sample(text, 'crowdgate_pressure_heap_used_ratio')).toBe(0.25);
     expect(sample(text, 'crowdgate_pressure_overloaded')).toBe(1);
+    expect(sample(text, 'crowdgate_pressure_shedding')).toBe(0);
     expect(sample(text, 'crowdgate_draining')).toBe(0);
-    collectGauges(sources(m, { isOverloaded: () => false, isDraining: () => true }));
+    collectGauges(sources(m, { isOverloaded: () => true, isShedding: () => true, isDraining: () => true }));
     const after = (await m.render()).body;
-    expect(sample(after, 'crowdgate_pressure_overloaded')).toBe(0);
+    expect(sample(after, 'crowdgate_pressure_shedding')).toBe(1);
     expect(sample(after, 'crowdgate_draining')).toBe(1);
   });
 

@@ -180,6 +180,21 @@ describe('decide(): the pressure gate (step 6)', () => {
     expect(p.fetcher.calls).toHaveLength(1);
   });
 
+  it('while overloaded but not shedding (utilisation, not the delay threshold), a hit-for-pass key and a bypass request still go to the origin', async () => {
+    const p = await start();
+    p.fetcher.script = [p.page('private', { 'cache-control': 'private' })];
+    expect((await p.get('/a')).state).toBe('pass');
+    p.overloaded = true;
+    p.shedding = false;
+    const r = await p.get('/a');
+    expect(r.status).toBe(200);
+    expect(r.state).toBe('pass');
+    const bypass = await p.get('/b', { authorization: 'Bearer x' });
+    expect(bypass.status).toBe(200);
+    expect(bypass.state).toBe('bypass');
+    expect(p.forwarder.calls).toEqual(['/a', '/b']);
+  });
+
   it('serves the stale copy at once even while the key\'s fill is under way: stale before joining', async () => {
     const p = await start();
     await stored(p, 20_000);
