@@ -47,19 +47,27 @@ const HYSTERESIS = 0.9;
 /** Utilisation sheds only while the delay is over maxEventLoopDelayMs / this. */
 export const ELU_DELAY_FRACTION = 5;
 
+/** monitorEventLoopDelay's timer period, ms. */
+const DELAY_RESOLUTION_MS = 10;
+
 /**
  * The default sampler: event-loop delay p99 from perf_hooks.monitorEventLoopDelay (reset each
  * sample), utilisation as the delta of performance.eventLoopUtilization() since the last
  * sample, heap from v8.getHeapStatistics(). Call stop() to disable the delay monitor.
+ *
+ * The histogram records each whole timer interval, its period included (an idle loop reads
+ * min 10.08, mean 10.19 ms at a 10 ms resolution), so the period is taken off: the delay is what
+ * came on top of it. Read raw, an idle gateway "lagged" 10 ms, which the learned limit allowed
+ * for as the gateway's own delay, and the pressure thresholds sat 10 ms lower than written.
  */
 export function makeProcessSampler(): PressureSampler & { stop(): void } {
-  const histogram: IntervalHistogram = monitorEventLoopDelay({ resolution: 10 });
+  const histogram: IntervalHistogram = monitorEventLoopDelay({ resolution: DELAY_RESOLUTION_MS });
   histogram.enable();
   let lastElu: EventLoopUtilization = performance.eventLoopUtilization();
   const sample = (): PressureReadings => {
     // percentile() is in ns; 0 samples yet reads as 0 (or NaN on some versions).
-    const p99 = histogram.count > 0 ? histogram.percentile(99) / 1e6 : 0;
-    const mean = histogram.count > 0 ? histogram.mean / 1e6 : 0;
+    const p99 = histogram.count > 0 ? Math.max(0, histogram.percentile(99) / 1e6 - DELAY_RESOLUTION_MS) : 0;
+    const mean = histogram.count > 0 ? Math.max(0, histogram.mean / 1e6 - DELAY_RESOLUTION_MS) : 0;
     histogram.reset();
     const elu = performance.eventLoopUtilization(lastElu);
     lastElu = performance.eventLoopUtilization();

@@ -116,6 +116,16 @@ describe('PressureGate', () => {
     expect(r.heapUsedRatio).toBeLessThan(1);
   });
 
+  it('the process sampler reads the delay on top of its timer period: an idle loop lags well under the 10 ms period', async () => {
+    const sampler = makeProcessSampler();
+    await new Promise((resolve) => setTimeout(resolve, 200)); // the histogram needs real timer turns
+    const r = sampler();
+    sampler.stop();
+    // Read raw, every interval is at least the period (min 10.08 ms on an idle loop).
+    expect(r.eventLoopDelayMeanMs).toBeLessThan(9.5);
+    expect(r.eventLoopDelayMeanMs).toBeGreaterThanOrEqual(0);
+  });
+
   it('rejects a utilisation threshold above 1', () => {
     expect(() => new PressureGate({ ...cfg, maxEventLoopUtilization: 1.5 })).toThrow(/maxEventLoopUtilization/);
   });
