@@ -60,6 +60,22 @@
  * limit ~= tolerance * C + queueSize: about 1.2 C for C = 8 and 1.1 C for C = 32 by default.
  * The window delay makes this a second-order loop, x' = (1 - s) x - s x_prev, damped for s <= 1.
  *
+ * Slow start (TCP's, and the reason it exists there): from the initial limit the additive
+ * headroom above takes seconds to reach a concurrency an ordinary site needs (8 to 40 at
+ * +sqrt(limit) / 8 per window), and the queue behind a limit still climbing is refused at
+ * arrival (`predicted_wait`) although the origin has room: a normal day's 100 clients lost
+ * half their requests in the first six seconds that way. So until the first window shows
+ * queueing in the origin (a gradient below SLOW_START_EXIT) or a drop, a window whose requests
+ * mostly started with every permit in use (a queue waits: a cold cache's bursts of fills that
+ * touch the limit now and then do not count) multiplies the limit by SLOW_START_FACTOR, once
+ * per window measured wholly at the new limit (a window holding requests started before the
+ * last step says nothing about it). Its test is stricter than the gradient's: the window's 80th-percentile RTT (not the
+ * trimmed mean) within the same allowance. Against an origin with C slots that stops at 1.5 C
+ * at most: at C the RTT is flat; at 1.5 C a third of the window waits behind the slots, which
+ * ends slow start for good and hands over to the gradient. An origin whose own latencies
+ * spread widely leaves slow start at once, and the limit grows as before.
+ * It needs a baseline (MIN_BASELINE_SAMPLES no-load samples); without one the probe comes first.
+ *
  * Known limitation: `min` must not exceed the origin's real concurrency, or no-load samples and
  * probes see queueing and the limit settles proportionally too high.
  */
@@ -87,6 +103,8 @@ export interface Gradient2Options {
   probeMinIntervalMs?: number;
   /** Samples a probe collects. Default 10. */
   probeSamples?: number;
+  /** Slow start from the initial limit (see above). Default true. */
+  slowStart?: boolean;
 }
 
 /** For metrics, logs and tests. */
@@ -99,6 +117,8 @@ export interface Gradient2Readings {
   probing: boolean;
   /** Probes started so far. */
   probes: number;
+  /** Still in slow start (no window has shown queueing yet). */
+  slowStart: boolean;
 }
 
 const defaultQueueSize = (limit: number): number => Math.max(1, Math.sqrt(limit) / 2);
@@ -121,6 +141,10 @@ const DRIFT_WINDOWS = 3;
 const WINDOW_RESERVOIR = 512;
 /** A no-load sample moves the long-term RTT by at most this multiple of it. */
 const LONG_CLIP = 2;
+/** Slow start: the limit's factor per binding window measured at the current limit. */
+const SLOW_START_FACTOR = 1.5;
+/** A window whose gradient is below this ends slow start for good (the origin queues). */
+const SLOW_START_EXIT = 0.8;
 
 export class Gradient2Limit implements Limit {
   private readonly min: number;
@@ -146,6 +170,10 @@ export class Gradient2Limit implements Limit {
   private lastNoLoadAt: number | undefined;
   private lastProbeAt = -Infinity;
   private peakEstimate: number;
+  /** Slow start: on until the first window that shows queueing or holds a drop. */
+  private slowStart = true;
+  /** When slow start last raised the limit. */
+  private slowStartStepAt = -Infinity;
 
   // The open window.
   private windowStartAt = 0;
@@ -156,6 +184,10 @@ export class Gradient2Limit implements Limit {
   private windowMaxInflight = 0;
   /** Largest host delay (LimitSample.hostDelayMs) among the window's samples. */
   private windowHostDelayMs = 0;
+  /** When the earliest request among the window's samples started. */
+  private windowFirstStartAt = Infinity;
+  /** The window's samples that started with every permit in use. */
+  private windowAtLimit = 0;
 
   // The probe; probeLimit 0 = not probing.
   private probeLimit = 0;
@@ -192,6 +224,7 @@ export class Gradient2Limit implements Limit {
     this.longAlpha = 2 / (longWindowSamples + 1);
     this.estimate = clamp(opts.initial, this.min, this.max);
     this.peakEstimate = this.estimate;
+    this.slowStart = opts.slowStart ?? true;
   }
 
   get current(): number {
@@ -215,6 +248,7 @@ export class Gradient2Limit implements Limit {
       lastGradient: this.lastGradient,
       probing: this.probeLimit > 0,
       probes: this.probes,
+      slowStart: this.slowStart,
     };
   }
 
@@ -258,18 +292,25 @@ export class Gradient2Limit implements Limit {
       }
     }
     if (sample.inflight > this.windowMaxInflight) this.windowMaxInflight = sample.inflight;
-    if (
-      this.windowSamples >= this.minWindowSamples &&
-      now - this.windowStartAt >= Math.max(this.minWindowMs, this.shortRttMs ?? this.longRttMs ?? 0)
-    )
-      this.closeWindow(now);
+    if (now - rtt < this.windowFirstStartAt) this.windowFirstStartAt = now - rtt;
+    if (sample.inflight >= Math.floor(this.estimate)) this.windowAtLimit++;
+    // In slow start a window lasts two no-load round trips: the first completions after a step
+    // are the requests that found a free slot, and a window closed on them alone would miss
+    // the ones waiting behind them and step again.
+    const span = Math.max(this.minWindowMs, this.shortRttMs ?? this.longRttMs ?? 0, this.slowStart ? 2 * (this.longRttMs ?? 0) : 0);
+    if (this.windowSamples >= this.minWindowSamples && now - this.windowStartAt >= span) this.closeWindow(now);
   }
 
   private closeWindow(now: number): void {
     let gradient = 0.5;
+    // Slow start's test: the window's 80th percentile against the same allowance. The trimmed
+    // mean hides the first requests queueing in the origin (4 of 12 waiting behind 8 slots
+    // moved it by a tenth, and slow start ran a crowd's origin to 25 in flight); the percentile
+    // sees them once a window lasts long enough to hold them (two round trips, above).
+    let slowStartGradient = 0.5;
     let suspicious = false;
     if (this.windowRttCount > 0) {
-      const shortRtt = trimmedMean(this.windowRtts, Math.min(this.windowRttCount, WINDOW_RESERVOIR));
+      const { mean: shortRtt, p80 } = trimmedMean(this.windowRtts, Math.min(this.windowRttCount, WINDOW_RESERVOIR));
       this.shortRttMs = shortRtt;
       const longRtt = this.longRttMs;
       if (longRtt !== undefined) {
@@ -283,13 +324,28 @@ export class Gradient2Limit implements Limit {
         // gateway busy with a burst of new clients read its own lag as an origin slowdown.
         const slack = Math.max(RTT_NOISE_MS, this.windowHostDelayMs);
         gradient = shortRtt > 0 ? (this.tolerance * this.longRttMs! + slack) / shortRtt : 1;
+        slowStartGradient = p80 > 0 ? (this.tolerance * this.longRttMs! + slack) / p80 : 1;
       } else {
         gradient = 1; // nothing to compare with yet; the first probe will tell
+        slowStartGradient = 1;
       }
     }
     if (this.windowDrops > 0) gradient = Math.min(gradient, 1 - this.windowDrops / this.windowSamples);
     gradient = clamp(gradient, 0.5, 1);
     this.lastGradient = gradient;
+    if (this.slowStart && (slowStartGradient < SLOW_START_EXIT || this.windowDrops > 0)) this.slowStart = false;
+    if (
+      this.slowStart &&
+      this.longCount >= MIN_BASELINE_SAMPLES &&
+      this.windowAtLimit * 2 >= this.windowSamples &&
+      this.windowFirstStartAt >= this.slowStartStepAt
+    ) {
+      this.estimate = clamp(this.estimate * SLOW_START_FACTOR, this.min, this.max);
+      this.slowStartStepAt = now;
+      if (this.estimate > this.peakEstimate) this.peakEstimate = this.estimate;
+      this.resetWindow();
+      return;
+    }
 
     const target = this.estimate * gradient + this.queueSize(this.estimate);
     let next = this.estimate * (1 - this.smoothing) + target * this.smoothing;
@@ -340,14 +396,19 @@ export class Gradient2Limit implements Limit {
     this.windowDrops = 0;
     this.windowMaxInflight = 0;
     this.windowHostDelayMs = 0;
+    this.windowFirstStartAt = Infinity;
+    this.windowAtLimit = 0;
   }
 }
 
-/** Mean of the first n values without the slowest floor(n / 5) (sorts them in place; n >= 1). */
-function trimmedMean(values: Float64Array, n: number): number {
+/**
+ * Mean of the first n values without the slowest floor(n / 5), and the slowest value kept (about
+ * the 80th percentile); sorts them in place; n >= 1.
+ */
+function trimmedMean(values: Float64Array, n: number): { mean: number; p80: number } {
   const kept = n - Math.floor(n / 5);
   const a = values.subarray(0, n).sort();
   let sum = 0;
   for (let i = 0; i < kept; i++) sum += a[i]!;
-  return sum / kept;
+  return { mean: sum / kept, p80: a[kept - 1]! };
 }

@@ -78,6 +78,23 @@ describe('Gradient2Limit against a model origin with C slots under a crowd', () 
     expect(trace.maxInflight[2]).toBeLessThanOrEqual(2 * C);
   });
 
+  it('slow start: reaches an ordinary site\'s concurrency (40 of an origin\'s 256 slots) within a second of a cold start', () => {
+    const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256 });
+    const trace = simulate({ limit, jitter: 0.2, phases: [{ untilMs: 3_000, capacity: 256, serviceMs: S, demand: 40 }] });
+    const reached = trace.points.find((p) => p.limit >= 40);
+    expect(reached?.atMs).toBeLessThanOrEqual(1_000);
+    // It stops once the limit no longer binds: at most one step past the demand.
+    expect(Math.max(...trace.points.map((p) => p.limit))).toBeLessThanOrEqual(60);
+    expect(limit.readings().probes).toBe(0);
+  });
+
+  it.each([0, 0.2])('slow start stops at 1.5 C against a crowd on an origin with C = 8 slots (jitter %s)', (jitter) => {
+    const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256 });
+    const trace = simulate({ limit, jitter, phases: [crowd(3_000, 8)] });
+    expect(trace.maxInflight[0]).toBeLessThanOrEqual(12);
+    expect(limit.readings().slowStart).toBe(false);
+  });
+
   it('does not grow while the origin is app-limited', () => {
     const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256 });
     const trace = simulate({
@@ -141,12 +158,64 @@ describe('Gradient2Limit per window', () => {
    * exactly three of them.
    */
   function warmed(opts: Partial<ConstructorParameters<typeof Gradient2Limit>[0]> = {}) {
-    const limit = new Gradient2Limit({ initial: 20, min: 2, max: 100, minWindowSamples: 5, ...opts });
+    const limit = new Gradient2Limit({ initial: 20, min: 2, max: 100, minWindowSamples: 5, slowStart: false, ...opts });
     const at = { t: 0 };
     feed(limit, at, 18, 50, 2);
     expect(limit.readings().longRttMs).toBe(50);
     return { limit, at };
   }
+
+  /** A limit in slow start with a 50 ms long-term RTT, its window boundary clean (two windows of 11). */
+  function slowStarted() {
+    const limit = new Gradient2Limit({ initial: 20, min: 2, max: 100, minWindowSamples: 5 });
+    const at = { t: 0 };
+    feed(limit, at, 22, 50, 2);
+    expect(limit.readings()).toMatchObject({ longRttMs: 50, estimate: 20, slowStart: true });
+    return { limit, at };
+  }
+
+  it('slow start: a window measured wholly at the limit, every permit used at the no-load RTT, multiplies the limit by 1.5', () => {
+    const { limit, at } = slowStarted();
+    const W = 11; // in slow start a window lasts two no-load round trips (100 ms: 11 samples)
+    feed(limit, at, W, 50, 20);
+    expect(limit.readings().estimate).toBe(30);
+    // The next window holds requests started before that step: it says nothing about 30, and
+    // only the gradient's headroom applies.
+    feed(limit, at, W, 50, 30);
+    const after = limit.readings().estimate;
+    expect(after).toBeGreaterThan(30);
+    expect(after).toBeLessThan(31);
+    // Then a window measured at the new limit steps again.
+    feed(limit, at, W, 50, 30);
+    expect(limit.readings().estimate).toBeCloseTo(after * 1.5, 6);
+    expect(limit.readings().slowStart).toBe(true);
+  });
+
+  it('slow start waits two round trips before judging a step: the requests that found a free slot answer first', () => {
+    const { limit, at } = slowStarted();
+    feed(limit, at, 11, 50, 20); // step to 30
+    feed(limit, at, 11, 50, 30); // holds requests from before the step
+    const before = limit.readings().estimate;
+    // The cohort at 30: the first completions found a slot (50 ms), then come the ones that
+    // waited behind them (100 ms). One round trip would see only the first.
+    feed(limit, at, 5, 50, 30);
+    feed(limit, at, 6, 100, 30);
+    expect(limit.readings().slowStart).toBe(false);
+    expect(limit.readings().estimate).toBeLessThan(before);
+  });
+
+  it.each([
+    { what: 'queueing in the origin (gradient 55 / 80)', rttMs: 80, dropped: false },
+    { what: 'a drop', rttMs: 50, dropped: true },
+  ])('slow start ends for good at the first window showing $what', ({ rttMs, dropped }) => {
+    const { limit, at } = slowStarted();
+    feed(limit, at, 11, rttMs, 20, dropped);
+    expect(limit.readings().slowStart).toBe(false);
+    const before = limit.readings().estimate;
+    expect(before).toBeLessThanOrEqual(20);
+    for (let w = 0; w < 4; w++) feed(limit, at, 6, 50, 20);
+    expect(limit.readings().estimate).toBeLessThan(before + 4); // additive headroom only
+  });
 
   it('grows by queueSize * smoothing per window while the RTT stays at the no-load RTT', () => {
     const { limit, at } = warmed({ queueSize: () => 4, smoothing: 0.5 });
