@@ -21,9 +21,8 @@ import { OriginFetcher } from './origin/fetch.js';
 import { Forwarder } from './origin/forward.js';
 import { PoolTable } from './origin/pool-table.js';
 import { Upstream } from './origin/upstream.js';
-import { PressureGate } from './admission/pressure-gate.js';
-import { RateLimitTable } from './admission/rate-limit-table.js';
-import { retryAfterFromDrain } from './admission/retry-after.js';
+import { Admission } from './admission/admission.js';
+import type { PressureGate } from './admission/pressure-gate.js';
 import { PriorityClasses, Runtime, type SiteRuntime } from './runtime.js';
 import { TrustedProxies } from './server/client-address.js';
 import { handleRequest, type CrossInstanceCollapse, type FillResult, type RequestDeps } from './server/handle-request.js';
@@ -81,13 +80,13 @@ export class Gateway implements RequestDeps {
   private readonly cache: GatewayStore;
   private trusted: TrustedProxies;
   private readonly pools: PoolTable;
-  private readonly rateLimits: RateLimitTable;
+  /** The pressure gate, rate limits and Retry-After (admission/admission.ts). */
+  private readonly admission: Admission;
   private publicServer?: PublicServer;
   /** Certificates (by SNI, from files and ACME) and the HTTPS listener (tls/tls-edge.ts). */
   readonly tls: TlsEdge;
   private adminServer?: http.Server;
   private reloader?: Reloader;
-  private readonly overloadOverride: (() => boolean) | undefined;
   private readonly drainer: Drain;
   private readonly websockets = new WebSocketUpgrades(this);
 
@@ -109,15 +108,13 @@ export class Gateway implements RequestDeps {
     this.upstream = new Upstream(this.clock, this.metrics, cfg.admission, new PriorityClasses(cfg.admission.priorities).configured);
     this.upstream.samplesValid = () => !this.isOverloaded();
     this.upstream.hostDelayMs = () => this.pressure.readings().eventLoopDelayMeanMs ?? 0;
-    this.overloadOverride = opts.isOverloaded;
     this.hitMemo = opts.hitMemo === false ? undefined : new HitMemo();
-    this.pressure = new PressureGate(cfg.admission.pressure);
+    this.admission = new Admission({ config: cfg, clock: this.clock, upstream: this.upstream, override: opts.isOverloaded });
+    this.pressure = this.admission.pressure;
     this.trusted = new TrustedProxies(cfg.trustedProxies);
     const currentSite = (name: string) => this.rt.config.sites.find((s) => s.name === name);
     this.pools = new PoolTable({ clock: this.clock, logger: this.logger, metrics: this.metrics, upstream: this.upstream, currentSite });
     this.rt = this.pools.refresh((poolFor) => new Runtime(cfg, 1, poolFor));
-    this.rateLimits = new RateLimitTable(this.clock);
-    this.rateLimits.configure(cfg.sites);
     this.status = new StatusHistory(this);
     const redis = this.cache.redis;
     this.tls = new TlsEdge({
@@ -151,13 +148,11 @@ export class Gateway implements RequestDeps {
   }
 
   isOverloaded(): boolean {
-    if (this.overloadOverride) return this.overloadOverride();
-    return this.rt.config.admission.pressure.enabled && this.pressure.isOverloaded();
+    return this.admission.isOverloaded();
   }
 
   isShedding(): boolean {
-    if (this.overloadOverride) return this.overloadOverride();
-    return this.rt.config.admission.pressure.enabled && this.pressure.isShedding();
+    return this.admission.isShedding();
   }
 
   isDraining(): boolean {
@@ -165,15 +160,15 @@ export class Gateway implements RequestDeps {
   }
 
   takeRateLimit(site: SiteRuntime, route: CompiledRoute, clientKey: (header?: string) => string): number | undefined {
-    return this.rateLimits.take(site.name, route.name, clientKey);
+    return this.admission.takeRateLimit(site.name, route.name, clientKey);
   }
 
   rateLimitApplies(site: SiteRuntime, route: CompiledRoute): boolean {
-    return this.rateLimits.applies(site.name, route.name);
+    return this.admission.rateLimitApplies(site.name, route.name);
   }
 
   retryAfterSeconds(site: string): number {
-    return retryAfterFromDrain(this.upstream.drainFacts(site), this.rt.config.admission);
+    return this.admission.retryAfterSeconds(site);
   }
 
   noteKey(site: string, path: string, state: CacheState): void {
@@ -198,7 +193,7 @@ export class Gateway implements RequestDeps {
   async listen(): Promise<{ public: AddressInfo; admin: AddressInfo; https?: AddressInfo }> {
     const cfg = this.rt.config;
     this.pools.start();
-    if (cfg.admission.pressure.enabled) this.pressure.start();
+    this.admission.start();
     this.status.start();
     const hooks = {
       onRequest: (req: http.IncomingMessage, res: http.ServerResponse) => this.onRequest(req, res),
@@ -260,11 +255,9 @@ export class Gateway implements RequestDeps {
     this.trusted = new TrustedProxies(next.trustedProxies);
     this.publicServer?.applyLimits(next.limits);
     this.upstream.configure(next.admission, this.rt.priorities.configured);
-    this.rateLimits.configure(next.sites);
+    this.admission.configure(next);
     this.metrics.get('configGeneration').set(generation);
     this.metrics.get('cacheMaxBytes').set(next.cache.maxBytes);
-    if (next.admission.pressure.enabled) this.pressure.start();
-    else this.pressure.stop();
     // Last, and on its own: settings OpenSSL refuses (the loader checks them first) leave the
     // certificates in force serving, and nothing above is skipped.
     try {
@@ -291,7 +284,7 @@ export class Gateway implements RequestDeps {
 
   async close(): Promise<void> {
     this.reloader?.close();
-    this.pressure.stop();
+    this.admission.stop();
     this.status.stop();
     await closeNow(this.publicServer);
     await this.tls.close();
