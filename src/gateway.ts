@@ -116,13 +116,12 @@ export class Gateway implements RequestDeps {
     this.pools = new PoolTable({ clock: this.clock, logger: this.logger, metrics: this.metrics, upstream: this.upstream, currentSite });
     this.rt = this.pools.refresh((poolFor) => new Runtime(cfg, 1, poolFor));
     this.status = new StatusHistory(this);
-    const redis = this.cache.redis;
     this.tls = new TlsEdge({
       config: cfg,
       logger: this.logger,
       metrics: this.metrics,
       clock: this.clock,
-      redis: redis ? { client: redis.client, keyPrefix: redis.config.keyPrefix } : undefined,
+      redis: this.cache.redis,
       acme: opts.acme,
       // A certificate installed or withdrawn changes which plain requests redirect: routing memoised before is stale.
       onCertificateChange: () => this.hitMemo?.clear(),
@@ -184,7 +183,7 @@ export class Gateway implements RequestDeps {
   }
 
   httpsPort(): number | undefined {
-    return this.rt.config.tls.redirectPort ?? this.tls.address?.port;
+    return this.tls.redirectPort(this.rt.config);
   }
 
   // ---- lifecycle --------------------------------------------------------------------------
@@ -258,13 +257,7 @@ export class Gateway implements RequestDeps {
     this.admission.configure(next);
     this.metrics.get('configGeneration').set(generation);
     this.metrics.get('cacheMaxBytes').set(next.cache.maxBytes);
-    // Last, and on its own: settings OpenSSL refuses (the loader checks them first) leave the
-    // certificates in force serving, and nothing above is skipped.
-    try {
-      this.tls.apply(next);
-    } catch (err) {
-      this.logger.error({ err }, 'TLS settings not applied; the certificates and settings in force keep serving');
-    }
+    this.tls.reload(next); // last, and on its own: a setting OpenSSL refuses skips nothing above (tls-edge.ts)
   }
 
   /** /readyz: ready unless draining or no site has a usable origin. */
