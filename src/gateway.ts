@@ -1,11 +1,10 @@
 /**
- * The composition root: builds every part from the config, wires them together, owns the two
- * listeners and the lifecycle (start, live reload, drain, close). No request logic lives here —
- * that is server/handle-request.ts.
+ * The composition root: builds every part from the config, wires them together and owns the
+ * lifecycle (start, live reload, drain, close); the listeners themselves are server/listeners.ts.
+ * No request logic lives here — that is server/handle-request.ts.
  */
-import http from 'node:http';
+import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from './clock.js';
 import type { CacheStore, PurgeMode, PurgeSelector } from './cache/stores/cache-store.js';
@@ -26,18 +25,16 @@ import type { PressureGate } from './admission/pressure-gate.js';
 import { PriorityClasses, Runtime, type SiteRuntime } from './runtime.js';
 import { TrustedProxies } from './server/client-address.js';
 import { handleRequest, type CrossInstanceCollapse, type FillResult, type RequestDeps } from './server/handle-request.js';
-import { createPublicServer, type PublicServer } from './server/http-server.js';
 import { Drain } from './server/drain.js';
-import { addressOf, closeNow, listenOn } from './server/listen.js';
+import { Listeners, type ListenerAddresses, type ListenerHooks } from './server/listeners.js';
 import { WebSocketUpgrades } from './server/websocket.js';
 import type { CompiledRoute } from './server/site-router.js';
-import { createAdminServer } from './admin/admin-server.js';
 import { readinessOf, type Readiness } from './admin/readiness.js';
 import { HotKeys } from './admin/hot-keys.js';
 import { HitMemo } from './server/hit-memo.js';
 import { StatusHistory } from './admin/status-history.js';
 import type { CacheState } from './outcome.js';
-import { createLogger, logStartup } from './log.js';
+import { createLogger } from './log.js';
 import type { AcmeManagerOptions, SiteStatus } from './tls/acme/manager.js';
 import { TlsEdge } from './tls/tls-edge.js';
 
@@ -82,10 +79,10 @@ export class Gateway implements RequestDeps {
   private readonly pools: PoolTable;
   /** The pressure gate, rate limits and Retry-After (admission/admission.ts). */
   private readonly admission: Admission;
-  private publicServer?: PublicServer;
+  /** The public, HTTPS and admin listeners (server/listeners.ts). */
+  private readonly listeners: Listeners;
   /** Certificates (by SNI, from files and ACME) and the HTTPS listener (tls/tls-edge.ts). */
   readonly tls: TlsEdge;
-  private adminServer?: http.Server;
   private reloader?: Reloader;
   private readonly drainer: Drain;
   private readonly websockets = new WebSocketUpgrades(this);
@@ -126,6 +123,7 @@ export class Gateway implements RequestDeps {
       // A certificate installed or withdrawn changes which plain requests redirect: routing memoised before is stale.
       onCertificateChange: () => this.hitMemo?.clear(),
     });
+    this.listeners = new Listeners({ logger: this.logger, tls: this.tls, admin: this });
     this.source.onChange((next) => this.applyConfig(next));
     if (opts.configPath)
       this.reloader = startLiveReload({ file: opts.configPath, source: this.source, logger: this.logger, metrics: this.metrics, reload: cfg.reload });
@@ -188,34 +186,22 @@ export class Gateway implements RequestDeps {
 
   // ---- lifecycle --------------------------------------------------------------------------
 
-  /** Starts health checks, the pressure gate and both listeners. */
-  async listen(): Promise<{ public: AddressInfo; admin: AddressInfo; https?: AddressInfo }> {
-    const cfg = this.rt.config;
+  /** Starts health checks, the pressure gate, the store and the listeners (server/listeners.ts). */
+  async listen(): Promise<ListenerAddresses> {
     this.pools.start();
     this.admission.start();
     this.status.start();
-    const hooks = {
-      onRequest: (req: http.IncomingMessage, res: http.ServerResponse) => this.onRequest(req, res),
-      onUpgrade: (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.websockets.handle(req, socket, head),
-      onConnectionRefused: (reason: 'max_connections' | 'per_client') => this.metrics.get('clientConnectionsRefused').inc({ reason }),
-      isExemptPeer: (peer: string) => this.trusted.isTrusted(peer),
-      onConnectionCount: (delta: 1 | -1) => this.metrics.get('clientConnections').inc(delta),
+    const hooks: ListenerHooks = {
+      onRequest: (req, res) => this.onRequest(req, res),
+      onUpgrade: (req, socket, head) => this.websockets.handle(req, socket, head),
+      onConnectionRefused: (reason) => this.metrics.get('clientConnectionsRefused').inc({ reason }),
+      isExemptPeer: (peer) => this.trusted.isTrusted(peer),
+      onConnectionCount: (delta) => this.metrics.get('clientConnections').inc(delta),
     };
-    this.publicServer = createPublicServer({
-      ...hooks,
-      limits: cfg.limits,
-      logger: this.logger,
-      // ACME HTTP-01 challenges for ACME sites' names are answered before routing and caching.
-      onRequest: (req, res) => this.tls.answerChallenge(req, res) || this.onRequest(req, res),
-    });
-    this.adminServer = createAdminServer(this);
     await this.cache.start();
-    const pub = await listenOn(this.publicServer, cfg.listen.host, cfg.listen.port);
-    const https = await this.tls.listen(cfg, hooks);
-    const admin = await listenOn(this.adminServer, cfg.admin.host, cfg.admin.port);
-    logStartup(this.logger, cfg, { public: pub, admin, ...(https ? { https } : {}) });
+    const addresses = await this.listeners.listen(this.rt.config, hooks);
     this.tls.startAcme();
-    return { public: pub, admin, ...(https ? { https } : {}) };
+    return addresses;
   }
 
   /** The HTTPS listener's bound address; undefined without `tls.port`. */
@@ -224,11 +210,11 @@ export class Gateway implements RequestDeps {
   }
 
   get publicAddress(): AddressInfo | undefined {
-    return addressOf(this.publicServer);
+    return this.listeners.publicAddress;
   }
 
   get adminAddress(): AddressInfo | undefined {
-    return addressOf(this.adminServer);
+    return this.listeners.adminAddress;
   }
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -252,7 +238,7 @@ export class Gateway implements RequestDeps {
     this.rt = this.pools.refresh((poolFor) => new Runtime(next, generation, poolFor));
     this.hitMemo?.clear(); // entries of the old generation are never used; let it go
     this.trusted = new TrustedProxies(next.trustedProxies);
-    this.publicServer?.applyLimits(next.limits);
+    this.listeners.applyLimits(next.limits);
     this.upstream.configure(next.admission, this.rt.priorities.configured);
     this.admission.configure(next);
     this.metrics.get('configGeneration').set(generation);
@@ -272,16 +258,14 @@ export class Gateway implements RequestDeps {
 
   /** Graceful shutdown within `shutdown.drainTimeoutMs` (server/drain.ts): /readyz turns 503, stragglers are cut. */
   drain(): Promise<{ drained: boolean; cut: number }> {
-    return this.drainer.drain([this.publicServer, this.tls.listener], this.rt.config.shutdown.drainTimeoutMs);
+    return this.drainer.drain(this.listeners.drainable, this.rt.config.shutdown.drainTimeoutMs);
   }
 
   async close(): Promise<void> {
     this.reloader?.close();
     this.admission.stop();
     this.status.stop();
-    await closeNow(this.publicServer);
-    await this.tls.close();
-    await closeNow(this.adminServer);
+    await this.listeners.close(); // the TLS edge with them
     this.forwarder.close();
     await this.fetcher.close();
     await this.pools.close();
