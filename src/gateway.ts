@@ -22,13 +22,12 @@ import { PoolTable } from './origin/pool-table.js';
 import { Upstream } from './origin/upstream.js';
 import { Admission } from './admission/admission.js';
 import type { PressureGate } from './admission/pressure-gate.js';
-import { PriorityClasses, Runtime, type SiteRuntime } from './runtime.js';
+import { PriorityClasses, Runtime } from './runtime.js';
 import { TrustedProxies } from './server/client-address.js';
 import { handleRequest, type CrossInstanceCollapse, type FillResult, type RequestDeps } from './server/handle-request.js';
 import { Drain } from './server/drain.js';
 import { Listeners, type ListenerAddresses, type ListenerHooks } from './server/listeners.js';
 import { WebSocketUpgrades } from './server/websocket.js';
-import type { CompiledRoute } from './server/site-router.js';
 import { readinessOf, type Readiness } from './admin/readiness.js';
 import { HotKeys } from './admin/hot-keys.js';
 import { HitMemo } from './server/hit-memo.js';
@@ -78,7 +77,7 @@ export class Gateway implements RequestDeps {
   private trusted: TrustedProxies;
   private readonly pools: PoolTable;
   /** The pressure gate, rate limits and Retry-After (admission/admission.ts). */
-  private readonly admission: Admission;
+  readonly admission: Admission;
   /** The public, HTTPS and admin listeners (server/listeners.ts). */
   private readonly listeners: Listeners;
   /** Certificates (by SNI, from files and ACME) and the HTTPS listener (tls/tls-edge.ts). */
@@ -156,32 +155,12 @@ export class Gateway implements RequestDeps {
     return this.drainer.isDraining();
   }
 
-  takeRateLimit(site: SiteRuntime, route: CompiledRoute, clientKey: (header?: string) => string): number | undefined {
-    return this.admission.takeRateLimit(site.name, route.name, clientKey);
-  }
-
-  rateLimitApplies(site: SiteRuntime, route: CompiledRoute): boolean {
-    return this.admission.rateLimitApplies(site.name, route.name);
-  }
-
-  retryAfterSeconds(site: string): number {
-    return this.admission.retryAfterSeconds(site);
-  }
-
   noteKey(site: string, path: string, state: CacheState): void {
     this.hotKeys.note(site, path, state);
   }
 
-  hasCertificate(site: string, host: string): boolean {
-    return this.tls.hasCertificate(site, host);
-  }
-
   acmeStatus(): SiteStatus[] {
     return this.tls.acmeStatus();
-  }
-
-  httpsPort(): number | undefined {
-    return this.tls.redirectPort(this.rt.config);
   }
 
   // ---- lifecycle --------------------------------------------------------------------------

@@ -105,7 +105,7 @@ export function writeBuffered(ctx: Ctx, answer: Answer, status: number, headers:
 export function shed(ctx: Ctx, reason: ShedReason): void {
   ctx.shedReason = reason;
   const site = ctx.site;
-  const retryAfter = site ? ctx.deps.retryAfterSeconds(site.name) : 1;
+  const retryAfter = site ? ctx.deps.admission.retryAfterSeconds(site.name) : 1;
   ctx.deps.metrics.get('shed').inc({ site: site?.name ?? '-', reason, priority: ctx.rt.priorities.nameOf(ctx.priority) });
   ctx.deps.metrics.get('retryAfter').observe(retryAfter);
   fail(ctx, reason === 'circuit_open' ? 'circuit_open' : 'overloaded', undefined, { retryAfterSeconds: retryAfter, state: 'shed', statusDetail: `shed-${reason}` });

@@ -39,14 +39,14 @@ export function redirectToHttps(ctx: Ctx, site: SiteRuntime): boolean {
   const tls = rt.config.tls;
   if (!tls.redirectHttp || ctx.scheme === 'https') return false;
   if (ctx.path.startsWith(ACME_CHALLENGE_PREFIX)) return false;
-  const port = deps.httpsPort?.();
+  const port = deps.tls?.redirectPort(rt.config);
   if (port === undefined || schemeOf(ctx) === 'https') return false; // a trusted proxy in front already speaks https to the client
   const host = req.headers.host;
   if (host === undefined || !HOST_RE.test(host)) return false;
   const name = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.split(':')[0]!;
   // Only to a name the site's certificate covers: a `*` site, a wildcard host or an IP is served
   // over plain HTTP as before rather than sent to a certificate error.
-  if (deps.hasCertificate?.(site.name, name) !== true) return false;
+  if (deps.tls?.hasCertificate(site.name, name) !== true) return false;
   const location = `https://${name}${port === 443 ? '' : `:${port}`}${ctx.url}`;
   const body = `Moved to ${location}\n`;
   ctx.state = 'bypass';

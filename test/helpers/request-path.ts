@@ -92,9 +92,9 @@ export interface RequestPath {
   fetcher: ScriptedFetcher;
   forwarder: ScriptedForwarder;
   deps: RequestDeps;
-  /** The pressure gate's verdict (deps.isOverloaded). */
+  /** The pressure gate's verdict (deps.admission.isOverloaded). */
   overloaded: boolean;
-  /** Its hard level (deps.isShedding); undefined: the same as `overloaded`. */
+  /** Its hard level (deps.admission.isShedding); undefined: the same as `overloaded`. */
   shedding?: boolean;
   member(name?: string): OriginMember;
   /** One request to the gateway; resolves with its answer once its access-log line is written. */
@@ -166,10 +166,12 @@ export async function startRequestPath(
       upstream,
       metrics,
       logger,
-      isOverloaded: () => path.overloaded,
-      isShedding: () => path.shedding ?? path.overloaded,
-      takeRateLimit: () => undefined,
-      retryAfterSeconds: () => 1,
+      admission: {
+        isOverloaded: () => path.overloaded,
+        isShedding: () => path.shedding ?? path.overloaded,
+        takeRateLimit: () => undefined,
+        retryAfterSeconds: () => 1,
+      },
       isDraining: () => false,
       purge: async () => ({ purged: 0 }),
     },
