@@ -21,7 +21,6 @@ import { Forwarder } from './origin/forward.js';
 import { PoolTable } from './origin/pool-table.js';
 import { Upstream } from './origin/upstream.js';
 import { Admission } from './admission/admission.js';
-import type { PressureGate } from './admission/pressure-gate.js';
 import { PriorityClasses, Runtime } from './runtime.js';
 import { TrustedProxies } from './server/client-address.js';
 import { handleRequest, type CrossInstanceCollapse, type FillResult, type RequestDeps } from './server/handle-request.js';
@@ -63,7 +62,6 @@ export class Gateway implements RequestDeps {
   readonly fetcher: OriginFetcher;
   readonly forwarder: Forwarder;
   readonly upstream: Upstream;
-  readonly pressure: PressureGate;
   readonly hotKeys = new HotKeys(200);
   /** Routing remembered for plain requests; emptied on every config change (hit-memo.ts); undefined with `hitMemo: false`. */
   readonly hitMemo: HitMemo | undefined;
@@ -102,11 +100,10 @@ export class Gateway implements RequestDeps {
     this.fetcher = new OriginFetcher(this.clock);
     this.forwarder = new Forwarder(() => this.clock.now());
     this.upstream = new Upstream(this.clock, this.metrics, cfg.admission, new PriorityClasses(cfg.admission.priorities).configured);
-    this.upstream.samplesValid = () => !this.isOverloaded();
-    this.upstream.hostDelayMs = () => this.pressure.readings().eventLoopDelayMeanMs ?? 0;
+    this.upstream.samplesValid = () => !this.admission.isOverloaded();
+    this.upstream.hostDelayMs = () => this.admission.pressure.readings().eventLoopDelayMeanMs ?? 0;
     this.hitMemo = opts.hitMemo === false ? undefined : new HitMemo();
     this.admission = new Admission({ config: cfg, clock: this.clock, upstream: this.upstream, override: opts.isOverloaded });
-    this.pressure = this.admission.pressure;
     this.trusted = new TrustedProxies(cfg.trustedProxies);
     const currentSite = (name: string) => this.rt.config.sites.find((s) => s.name === name);
     this.pools = new PoolTable({ clock: this.clock, logger: this.logger, metrics: this.metrics, upstream: this.upstream, currentSite });
@@ -141,14 +138,6 @@ export class Gateway implements RequestDeps {
 
   trustedProxies(): TrustedProxies {
     return this.trusted;
-  }
-
-  isOverloaded(): boolean {
-    return this.admission.isOverloaded();
-  }
-
-  isShedding(): boolean {
-    return this.admission.isShedding();
   }
 
   isDraining(): boolean {
