@@ -62,6 +62,10 @@ export class Gateway implements RequestDeps {
   readonly fetcher: OriginFetcher;
   readonly forwarder: Forwarder;
   readonly upstream: Upstream;
+  /** The pressure gate, rate limits and Retry-After (admission/admission.ts). */
+  readonly admission: Admission;
+  /** Certificates (by SNI, from files and ACME) and the HTTPS listener (tls/tls-edge.ts). */
+  readonly tls: TlsEdge;
   readonly hotKeys = new HotKeys(200);
   /** Routing remembered for plain requests; emptied on every config change (hit-memo.ts); undefined with `hitMemo: false`. */
   readonly hitMemo: HitMemo | undefined;
@@ -74,12 +78,8 @@ export class Gateway implements RequestDeps {
   private readonly cache: GatewayStore;
   private trusted: TrustedProxies;
   private readonly pools: PoolTable;
-  /** The pressure gate, rate limits and Retry-After (admission/admission.ts). */
-  readonly admission: Admission;
   /** The public, HTTPS and admin listeners (server/listeners.ts). */
   private readonly listeners: Listeners;
-  /** Certificates (by SNI, from files and ACME) and the HTTPS listener (tls/tls-edge.ts). */
-  readonly tls: TlsEdge;
   private reloader?: Reloader;
   private readonly drainer: Drain;
   private readonly websockets = new WebSocketUpgrades(this);
@@ -148,8 +148,20 @@ export class Gateway implements RequestDeps {
     this.hotKeys.note(site, path, state);
   }
 
+  // ---- AdminGateway (and StatusSource) ----------------------------------------------------
+
   acmeStatus(): SiteStatus[] {
     return this.tls.acmeStatus();
+  }
+
+  /** /readyz: ready unless draining or no site has a usable origin. */
+  readiness(): Readiness {
+    return readinessOf(this.rt.sites, this.drainer.isDraining(), this.clock.now());
+  }
+
+  /** Publishes gauges that are read rather than counted (called before each scrape). */
+  collectGauges(): void {
+    collectGauges(this, this.cache.redis);
   }
 
   // ---- lifecycle --------------------------------------------------------------------------
@@ -212,16 +224,6 @@ export class Gateway implements RequestDeps {
     this.metrics.get('configGeneration').set(generation);
     this.metrics.get('cacheMaxBytes').set(next.cache.maxBytes);
     this.tls.reload(next); // last, and on its own: a setting OpenSSL refuses skips nothing above (tls-edge.ts)
-  }
-
-  /** /readyz: ready unless draining or no site has a usable origin. */
-  readiness(): Readiness {
-    return readinessOf(this.rt.sites, this.drainer.isDraining(), this.clock.now());
-  }
-
-  /** Publishes gauges that are read rather than counted (called before each scrape). */
-  collectGauges(): void {
-    collectGauges(this, this.cache.redis);
   }
 
   /** Graceful shutdown within `shutdown.drainTimeoutMs` (server/drain.ts): /readyz turns 503, stragglers are cut. */
