@@ -252,6 +252,7 @@ describe('HTTPS listener: SNI, HTTP/2, redirect, HSTS, live certificate reload',
     expect(redirected.status).toBe(308);
     expect(redirected.headers.location).toBe(`https://a.test:${httpsPort}/page?x=1`);
     expect(redirected.headers['strict-transport-security']).toBeUndefined();
+    expect(redirected.headers['cache-status']).toBe(`crowdgate; fwd=bypass; detail="https-redirect rid=${String(redirected.headers['x-request-id'])}"`);
     const wildcard = await h1get(`${gw.url}/x`, { headers: { host: 'www.b.test:8080' } });
     expect(wildcard.headers.location).toBe(`https://www.b.test:${httpsPort}/x`);
     expect(origin.requests.length).toBe(before);
