@@ -1,11 +1,10 @@
 /**
- * The composition root: builds every part from the config, wires them together, owns the two
- * listeners and the lifecycle (start, live reload, drain, close). No request logic lives here —
- * that is server/handle-request.ts.
+ * The composition root: builds every part from the config, wires them together and owns the
+ * lifecycle (start, live reload, drain, close); the listeners themselves are server/listeners.ts.
+ * No request logic lives here — that is server/handle-request.ts.
  */
-import http from 'node:http';
+import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from './clock.js';
 import type { CacheStore, PurgeMode, PurgeSelector } from './cache/stores/cache-store.js';
@@ -21,24 +20,19 @@ import { OriginFetcher } from './origin/fetch.js';
 import { Forwarder } from './origin/forward.js';
 import { PoolTable } from './origin/pool-table.js';
 import { Upstream } from './origin/upstream.js';
-import { PressureGate } from './admission/pressure-gate.js';
-import { RateLimitTable } from './admission/rate-limit-table.js';
-import { retryAfterFromDrain } from './admission/retry-after.js';
-import { PriorityClasses, Runtime, type SiteRuntime } from './runtime.js';
+import { Admission } from './admission/admission.js';
+import { PriorityClasses, Runtime } from './runtime.js';
 import { TrustedProxies } from './server/client-address.js';
 import { handleRequest, type CrossInstanceCollapse, type FillResult, type RequestDeps } from './server/handle-request.js';
-import { createPublicServer, type PublicServer } from './server/http-server.js';
 import { Drain } from './server/drain.js';
-import { addressOf, closeNow, listenOn } from './server/listen.js';
+import { Listeners, type ListenerAddresses, type ListenerHooks } from './server/listeners.js';
 import { WebSocketUpgrades } from './server/websocket.js';
-import type { CompiledRoute } from './server/site-router.js';
-import { createAdminServer } from './admin/admin-server.js';
 import { readinessOf, type Readiness } from './admin/readiness.js';
 import { HotKeys } from './admin/hot-keys.js';
 import { HitMemo } from './server/hit-memo.js';
 import { StatusHistory } from './admin/status-history.js';
 import type { CacheState } from './outcome.js';
-import { createLogger, logStartup } from './log.js';
+import { createLogger } from './log.js';
 import type { AcmeManagerOptions, SiteStatus } from './tls/acme/manager.js';
 import { TlsEdge } from './tls/tls-edge.js';
 
@@ -68,7 +62,10 @@ export class Gateway implements RequestDeps {
   readonly fetcher: OriginFetcher;
   readonly forwarder: Forwarder;
   readonly upstream: Upstream;
-  readonly pressure: PressureGate;
+  /** The pressure gate, rate limits and Retry-After (admission/admission.ts). */
+  readonly admission: Admission;
+  /** Certificates (by SNI, from files and ACME) and the HTTPS listener (tls/tls-edge.ts). */
+  readonly tls: TlsEdge;
   readonly hotKeys = new HotKeys(200);
   /** Routing remembered for plain requests; emptied on every config change (hit-memo.ts); undefined with `hitMemo: false`. */
   readonly hitMemo: HitMemo | undefined;
@@ -81,13 +78,9 @@ export class Gateway implements RequestDeps {
   private readonly cache: GatewayStore;
   private trusted: TrustedProxies;
   private readonly pools: PoolTable;
-  private readonly rateLimits: RateLimitTable;
-  private publicServer?: PublicServer;
-  /** Certificates (by SNI, from files and ACME) and the HTTPS listener (tls/tls-edge.ts). */
-  readonly tls: TlsEdge;
-  private adminServer?: http.Server;
+  /** The public, HTTPS and admin listeners (server/listeners.ts). */
+  private readonly listeners: Listeners;
   private reloader?: Reloader;
-  private readonly overloadOverride: (() => boolean) | undefined;
   private readonly drainer: Drain;
   private readonly websockets = new WebSocketUpgrades(this);
 
@@ -107,29 +100,26 @@ export class Gateway implements RequestDeps {
     this.fetcher = new OriginFetcher(this.clock);
     this.forwarder = new Forwarder(() => this.clock.now());
     this.upstream = new Upstream(this.clock, this.metrics, cfg.admission, new PriorityClasses(cfg.admission.priorities).configured);
-    this.upstream.samplesValid = () => !this.isOverloaded();
-    this.upstream.hostDelayMs = () => this.pressure.readings().eventLoopDelayMeanMs ?? 0;
-    this.overloadOverride = opts.isOverloaded;
+    this.upstream.samplesValid = () => !this.admission.isOverloaded();
+    this.upstream.hostDelayMs = () => this.admission.pressure.readings().eventLoopDelayMeanMs ?? 0;
     this.hitMemo = opts.hitMemo === false ? undefined : new HitMemo();
-    this.pressure = new PressureGate(cfg.admission.pressure);
+    this.admission = new Admission({ config: cfg, clock: this.clock, upstream: this.upstream, override: opts.isOverloaded });
     this.trusted = new TrustedProxies(cfg.trustedProxies);
     const currentSite = (name: string) => this.rt.config.sites.find((s) => s.name === name);
     this.pools = new PoolTable({ clock: this.clock, logger: this.logger, metrics: this.metrics, upstream: this.upstream, currentSite });
     this.rt = this.pools.refresh((poolFor) => new Runtime(cfg, 1, poolFor));
-    this.rateLimits = new RateLimitTable(this.clock);
-    this.rateLimits.configure(cfg.sites);
     this.status = new StatusHistory(this);
-    const redis = this.cache.redis;
     this.tls = new TlsEdge({
       config: cfg,
       logger: this.logger,
       metrics: this.metrics,
       clock: this.clock,
-      redis: redis ? { client: redis.client, keyPrefix: redis.config.keyPrefix } : undefined,
+      redis: this.cache.redis,
       acme: opts.acme,
       // A certificate installed or withdrawn changes which plain requests redirect: routing memoised before is stale.
       onCertificateChange: () => this.hitMemo?.clear(),
     });
+    this.listeners = new Listeners({ logger: this.logger, tls: this.tls, admin: this });
     this.source.onChange((next) => this.applyConfig(next));
     if (opts.configPath)
       this.reloader = startLiveReload({ file: opts.configPath, source: this.source, logger: this.logger, metrics: this.metrics, reload: cfg.reload });
@@ -150,78 +140,48 @@ export class Gateway implements RequestDeps {
     return this.trusted;
   }
 
-  isOverloaded(): boolean {
-    if (this.overloadOverride) return this.overloadOverride();
-    return this.rt.config.admission.pressure.enabled && this.pressure.isOverloaded();
-  }
-
-  isShedding(): boolean {
-    if (this.overloadOverride) return this.overloadOverride();
-    return this.rt.config.admission.pressure.enabled && this.pressure.isShedding();
-  }
-
   isDraining(): boolean {
     return this.drainer.isDraining();
-  }
-
-  takeRateLimit(site: SiteRuntime, route: CompiledRoute, clientKey: (header?: string) => string): number | undefined {
-    return this.rateLimits.take(site.name, route.name, clientKey);
-  }
-
-  rateLimitApplies(site: SiteRuntime, route: CompiledRoute): boolean {
-    return this.rateLimits.applies(site.name, route.name);
-  }
-
-  retryAfterSeconds(site: string): number {
-    return retryAfterFromDrain(this.upstream.drainFacts(site), this.rt.config.admission);
   }
 
   noteKey(site: string, path: string, state: CacheState): void {
     this.hotKeys.note(site, path, state);
   }
 
-  hasCertificate(site: string, host: string): boolean {
-    return this.tls.hasCertificate(site, host);
-  }
+  // ---- AdminGateway (and StatusSource) ----------------------------------------------------
 
   acmeStatus(): SiteStatus[] {
     return this.tls.acmeStatus();
   }
 
-  httpsPort(): number | undefined {
-    return this.rt.config.tls.redirectPort ?? this.tls.address?.port;
+  /** /readyz: ready unless draining or no site has a usable origin. */
+  readiness(): Readiness {
+    return readinessOf(this.rt.sites, this.drainer.isDraining(), this.clock.now());
+  }
+
+  /** Publishes gauges that are read rather than counted (called before each scrape). */
+  collectGauges(): void {
+    collectGauges(this, this.cache.redis);
   }
 
   // ---- lifecycle --------------------------------------------------------------------------
 
-  /** Starts health checks, the pressure gate and both listeners. */
-  async listen(): Promise<{ public: AddressInfo; admin: AddressInfo; https?: AddressInfo }> {
-    const cfg = this.rt.config;
+  /** Starts health checks, the pressure gate, the store and the listeners (server/listeners.ts). */
+  async listen(): Promise<ListenerAddresses> {
     this.pools.start();
-    if (cfg.admission.pressure.enabled) this.pressure.start();
+    this.admission.start();
     this.status.start();
-    const hooks = {
-      onRequest: (req: http.IncomingMessage, res: http.ServerResponse) => this.onRequest(req, res),
-      onUpgrade: (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.websockets.handle(req, socket, head),
-      onConnectionRefused: (reason: 'max_connections' | 'per_client') => this.metrics.get('clientConnectionsRefused').inc({ reason }),
-      isExemptPeer: (peer: string) => this.trusted.isTrusted(peer),
-      onConnectionCount: (delta: 1 | -1) => this.metrics.get('clientConnections').inc(delta),
+    const hooks: ListenerHooks = {
+      onRequest: (req, res) => this.onRequest(req, res),
+      onUpgrade: (req, socket, head) => this.websockets.handle(req, socket, head),
+      onConnectionRefused: (reason) => this.metrics.get('clientConnectionsRefused').inc({ reason }),
+      isExemptPeer: (peer) => this.trusted.isTrusted(peer),
+      onConnectionCount: (delta) => this.metrics.get('clientConnections').inc(delta),
     };
-    this.publicServer = createPublicServer({
-      ...hooks,
-      limits: cfg.limits,
-      logger: this.logger,
-      // ACME HTTP-01 challenges for ACME sites' names are answered before routing and caching.
-      onRequest: (req, res) => this.tls.answerChallenge(req, res) || this.onRequest(req, res),
-    });
-    this.adminServer = createAdminServer(this);
     await this.cache.start();
-    const pub = await listenOn(this.publicServer, cfg.listen.host, cfg.listen.port);
-    const https = await this.tls.listen(cfg, hooks);
-    const admin = await listenOn(this.adminServer, cfg.admin.host, cfg.admin.port);
-    logStartup(this.logger, cfg, { public: pub, admin, ...(https ? { https } : {}) });
+    const addresses = await this.listeners.listen(this.rt.config, hooks);
     this.tls.startAcme();
-    return { public: pub, admin, ...(https ? { https } : {}) };
+    return addresses;
   }
 
   /** The HTTPS listener's bound address; undefined without `tls.port`. */
@@ -230,11 +190,11 @@ export class Gateway implements RequestDeps {
   }
 
   get publicAddress(): AddressInfo | undefined {
-    return addressOf(this.publicServer);
+    return this.listeners.publicAddress;
   }
 
   get adminAddress(): AddressInfo | undefined {
-    return addressOf(this.adminServer);
+    return this.listeners.adminAddress;
   }
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
@@ -258,44 +218,24 @@ export class Gateway implements RequestDeps {
     this.rt = this.pools.refresh((poolFor) => new Runtime(next, generation, poolFor));
     this.hitMemo?.clear(); // entries of the old generation are never used; let it go
     this.trusted = new TrustedProxies(next.trustedProxies);
-    this.publicServer?.applyLimits(next.limits);
+    this.listeners.applyLimits(next.limits);
     this.upstream.configure(next.admission, this.rt.priorities.configured);
-    this.rateLimits.configure(next.sites);
+    this.admission.configure(next);
     this.metrics.get('configGeneration').set(generation);
     this.metrics.get('cacheMaxBytes').set(next.cache.maxBytes);
-    if (next.admission.pressure.enabled) this.pressure.start();
-    else this.pressure.stop();
-    // Last, and on its own: settings OpenSSL refuses (the loader checks them first) leave the
-    // certificates in force serving, and nothing above is skipped.
-    try {
-      this.tls.apply(next);
-    } catch (err) {
-      this.logger.error({ err }, 'TLS settings not applied; the certificates and settings in force keep serving');
-    }
-  }
-
-  /** /readyz: ready unless draining or no site has a usable origin. */
-  readiness(): Readiness {
-    return readinessOf(this.rt.sites, this.drainer.isDraining(), this.clock.now());
-  }
-
-  /** Publishes gauges that are read rather than counted (called before each scrape). */
-  collectGauges(): void {
-    collectGauges(this, this.cache.redis);
+    this.tls.reload(next); // last, and on its own: a setting OpenSSL refuses skips nothing above (tls-edge.ts)
   }
 
   /** Graceful shutdown within `shutdown.drainTimeoutMs` (server/drain.ts): /readyz turns 503, stragglers are cut. */
   drain(): Promise<{ drained: boolean; cut: number }> {
-    return this.drainer.drain([this.publicServer, this.tls.listener], this.rt.config.shutdown.drainTimeoutMs);
+    return this.drainer.drain(this.listeners.drainable, this.rt.config.shutdown.drainTimeoutMs);
   }
 
   async close(): Promise<void> {
     this.reloader?.close();
-    this.pressure.stop();
+    this.admission.stop();
     this.status.stop();
-    await closeNow(this.publicServer);
-    await this.tls.close();
-    await closeNow(this.adminServer);
+    await this.listeners.close(); // the TLS edge with them
     this.forwarder.close();
     await this.fetcher.close();
     await this.pools.close();

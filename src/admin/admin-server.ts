@@ -13,7 +13,7 @@ import type { Clock } from '../clock.js';
 import type { CacheStore } from '../cache/stores/cache-store.js';
 import type { Inflight } from '../collapse/inflight.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
-import type { PressureGate } from '../admission/pressure-gate.js';
+import type { Admission } from '../admission/admission.js';
 import type { Runtime } from '../runtime.js';
 import type { CrossInstanceCollapse, FillResult } from '../server/handle-request.js';
 import type { HotKeys } from './hot-keys.js';
@@ -44,14 +44,13 @@ export interface AdminGateway {
   readonly metrics: GatewayMetrics;
   readonly store: CacheStore;
   readonly inflight: Inflight<FillResult>;
-  readonly pressure: PressureGate;
+  /** The pressure gate's readings and verdicts (admission/admission.ts). */
+  readonly admission: Pick<Admission, 'pressure' | 'isOverloaded' | 'isShedding'>;
   readonly hotKeys: HotKeys;
   readonly status: StatusHistory;
   readonly startedAt: number;
   readonly crossInstance?: CrossInstanceCollapse;
   runtime(): Runtime;
-  isOverloaded(): boolean;
-  isShedding(): boolean;
   purge(selectors: readonly PurgeSelector[], mode: PurgeMode): Promise<{ purged: number; broadcast: boolean }>;
   readiness(): Readiness;
   collectGauges(): void;
@@ -115,7 +114,7 @@ export function statusSnapshot(gw: AdminGateway): Record<string, unknown> {
     uptimeSeconds: Math.round((gw.clock.now() - gw.startedAt) / 1000),
     readiness: gw.readiness(),
     cache: { entries: stats.entries, bytes: stats.bytes, maxBytes: rt.config.cache.maxBytes, inflightFills: gw.inflight.size },
-    pressure: { overloaded: gw.isOverloaded(), shedding: gw.isShedding(), ...gw.pressure.readings() },
+    pressure: { overloaded: gw.admission.isOverloaded(), shedding: gw.admission.isShedding(), ...gw.admission.pressure.readings() },
     hotKeys: gw.hotKeys.top(10),
     ...acmeSnapshot(gw),
   };

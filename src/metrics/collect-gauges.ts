@@ -13,9 +13,12 @@ export interface GaugeSources {
   readonly metrics: GatewayMetrics;
   readonly store: Pick<CacheStore, 'stats'>;
   readonly upstream: Pick<Upstream, 'collect'>;
-  readonly pressure: Pick<PressureGate, 'readings'>;
-  isOverloaded(): boolean;
-  isShedding(): boolean;
+  /** The pressure gate's readings and the verdicts (admission/admission.ts). */
+  readonly admission: {
+    readonly pressure: Pick<PressureGate, 'readings'>;
+    isOverloaded(): boolean;
+    isShedding(): boolean;
+  };
   isDraining(): boolean;
 }
 
@@ -26,12 +29,12 @@ export function collectGauges(from: GaugeSources, redis?: { isAvailable(): boole
   metrics.get('cacheEntries').set(stats.entries);
   metrics.get('cacheBytes').set(stats.bytes);
   from.upstream.collect();
-  const r = from.pressure.readings();
+  const r = from.admission.pressure.readings();
   metrics.get('pressureEventLoopDelay').set(r.eventLoopDelayMs / 1000);
   metrics.get('pressureUtilization').set(r.eventLoopUtilization);
   metrics.get('pressureHeap').set(r.heapUsedRatio);
-  metrics.get('pressureOverloaded').set(from.isOverloaded() ? 1 : 0);
-  metrics.get('pressureShedding').set(from.isShedding() ? 1 : 0);
+  metrics.get('pressureOverloaded').set(from.admission.isOverloaded() ? 1 : 0);
+  metrics.get('pressureShedding').set(from.admission.isShedding() ? 1 : 0);
   metrics.get('draining').set(from.isDraining() ? 1 : 0);
   if (redis) metrics.get('redisUp').set(redis.isAvailable() ? 1 : 0);
 }

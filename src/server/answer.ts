@@ -11,7 +11,7 @@ import { isNotModifiedForClient } from '../cache/revalidation.js';
 import type { ErrorCode } from '../errors.js';
 import { statusClassOf } from '../metrics/gateway-metrics.js';
 import type { CacheState, ShedReason, StaleReason } from '../outcome.js';
-import { chainCacheStatus, formatCacheStatus, sendEntry, sendError, type Answer, type CacheStatusFacts } from './respond.js';
+import { chainCacheStatus, formatCacheStatus, sendEntry, sendError, sendOwn, type Answer, type CacheStatusFacts } from './respond.js';
 import type { MemoHold } from './hit-memo.js';
 import { planRange, sendRange } from './range.js';
 import type { RequestDeps, Ctx } from './context.js';
@@ -101,11 +101,20 @@ export function writeBuffered(ctx: Ctx, answer: Answer, status: number, headers:
   noteAnswered(ctx);
 }
 
+/**
+ * One of the gateway's own answers that is not an error page (the redirect to https, a PURGE's
+ * result), recorded and written as every other answer is: its state for the accounting,
+ * X-Request-Id, Cache-Status and Via, and no body for HEAD.
+ */
+export function answerOwn(ctx: Ctx, status: number, facts: CacheStatusFacts, headers: OutgoingHttpHeaders, body: string): void {
+  sendOwn(ctx.res, status, headers, body, recordAnswer(ctx, facts));
+}
+
 /** Admission refused and nothing stale: 503 with Retry-After from the measured drain rate. */
 export function shed(ctx: Ctx, reason: ShedReason): void {
   ctx.shedReason = reason;
   const site = ctx.site;
-  const retryAfter = site ? ctx.deps.retryAfterSeconds(site.name) : 1;
+  const retryAfter = site ? ctx.deps.admission.retryAfterSeconds(site.name) : 1;
   ctx.deps.metrics.get('shed').inc({ site: site?.name ?? '-', reason, priority: ctx.rt.priorities.nameOf(ctx.priority) });
   ctx.deps.metrics.get('retryAfter').observe(retryAfter);
   fail(ctx, reason === 'circuit_open' ? 'circuit_open' : 'overloaded', undefined, { retryAfterSeconds: retryAfter, state: 'shed', statusDetail: `shed-${reason}` });

@@ -7,6 +7,7 @@
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
+import type { GatewayConfig } from '../config/schema.js';
 import type { CacheEntry } from '../cache/entry.js';
 import { makeAuthority, makeCollapseKey, makeVariantKey, type CollapseKey } from '../cache/cache-key.js';
 import type { CrossInstanceCollapse } from '../collapse/cross-instance.js';
@@ -38,13 +39,8 @@ export interface RequestDeps {
   readonly upstream: Upstream;
   readonly metrics: GatewayMetrics;
   readonly logger: Logger;
-  /** The pressure gate is over any threshold: answer from what is stored first. */
-  isOverloaded(): boolean;
-  /** The pressure gate's hard level (event-loop delay or heap): also shed what the store cannot answer. */
-  isShedding(): boolean;
-  /** Takes a token for this client; returns Retry-After seconds when refused. */
-  takeRateLimit(site: SiteRuntime, route: CompiledRoute, clientKey: (header?: string) => string): number | undefined;
-  retryAfterSeconds(site: string): number;
+  /** The pressure gate's verdicts, the rate limits and Retry-After (admission/admission.ts). */
+  readonly admission: RequestAdmission;
   isDraining(): boolean;
   /** Hot-key accounting for the status page. */
   noteKey?(site: string, path: string, state: CacheState): void;
@@ -56,14 +52,31 @@ export interface RequestDeps {
   purge(selectors: readonly PurgeSelector[], mode: PurgeMode): Promise<{ purged: number }>;
   /** Once per request, when its response is finished or cut (in-flight accounting for drain). */
   requestDone?(): void;
-  /** True when a certificate for this site is installed on the HTTPS listener, not ACME's temporary self-signed one (redirects to https need one). */
-  hasCertificate?(site: string, host: string): boolean;
-  /** The port written in redirects to https; undefined without an HTTPS listener. */
-  httpsPort?(): number | undefined;
+  /** What the redirect to https needs to know (tls/tls-edge.ts); without it, nothing is redirected. */
+  readonly tls?: HttpsRedirectFacts;
   /** Routing remembered for plain requests (hit-memo.ts); without it every request goes the slow way. */
   readonly hitMemo?: HitMemo;
+}
+
+/** What the request path asks of admission (admission/admission.ts implements it). */
+export interface RequestAdmission {
+  /** The pressure gate is over any threshold: answer from what is stored first. */
+  isOverloaded(): boolean;
+  /** The pressure gate's hard level (event-loop delay or heap): also shed what the store cannot answer. */
+  isShedding(): boolean;
+  /** Takes a token for this client from the route's and the site's limiters; returns Retry-After seconds when refused. */
+  takeRateLimit(site: string, route: string, clientKey: (header?: string) => string): number | undefined;
   /** True when a rate limit applies to this site and route; the memo is only written when this says false. */
-  rateLimitApplies?(site: SiteRuntime, route: CompiledRoute): boolean;
+  rateLimitApplies?(site: string, route: string): boolean;
+  retryAfterSeconds(site: string): number;
+}
+
+/** What the redirect to https asks of the HTTPS edge (tls/tls-edge.ts implements it). */
+export interface HttpsRedirectFacts {
+  /** True when a certificate for this site names `host` and is not ACME's temporary self-signed one (a redirect needs one). */
+  hasCertificate(site: string, host: string): boolean;
+  /** The port written in redirects to https; undefined without an HTTPS listener. */
+  redirectPort(config: GatewayConfig): number | undefined;
 }
 
 export type { CrossInstanceCollapse } from '../collapse/cross-instance.js';

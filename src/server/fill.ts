@@ -74,7 +74,7 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
  * (it joined the fill because the key looked cacheable, not to get past the gate).
  */
 export function passAlone(ctx: Ctx, lookup: Lookup): void | Promise<void> {
-  if (ctx.deps.isShedding()) return shed(ctx, 'pressure');
+  if (ctx.deps.admission.isShedding()) return shed(ctx, 'pressure');
   return forward(ctx, 'pass', lookup);
 }
 
@@ -99,7 +99,7 @@ export function serveFillResult(ctx: Ctx, lookup: Lookup, result: FillResult, co
       // A range request whose fill (for the whole object) found it not storable: the range goes
       // to the origin as a pass, with its Range, as the waiters' do (passAlone) and the next
       // requests will (hit-for-pass). Under pressure the full answer at hand is sent instead.
-      if (!collapsed && result.status === 200 && ctx.method === 'GET' && ctx.req.headers.range !== undefined && !ctx.deps.isOverloaded())
+      if (!collapsed && result.status === 200 && ctx.method === 'GET' && ctx.req.headers.range !== undefined && !ctx.deps.admission.isOverloaded())
         return forward(ctx, 'pass', lookup);
       const answer = recordAnswer(ctx, { state: 'pass', fwdStatus: result.fwdStatus, detail: `pass ${result.reason}` });
       // Not stored, so compressed for this answer alone, at the on-the-fly level.

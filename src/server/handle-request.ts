@@ -223,7 +223,7 @@ export function route(ctx: Ctx): void | Promise<void> {
   ctx.priority = rt.priorityOf(routeMatch, ctx.method, ctx.path, req.headers);
 
   // 3. Per-client rate limit (off unless configured).
-  const retryAfter = deps.takeRateLimit(site, routeMatch, (header) => clientKeyOf(ctx, header));
+  const retryAfter = deps.admission.takeRateLimit(site.name, routeMatch.name, (header) => clientKeyOf(ctx, header));
   if (retryAfter !== undefined) {
     ctx.shedReason = 'rate_limited';
     deps.metrics.get('rateLimited').inc({ site: site.name, route: routeMatch.name });
@@ -237,7 +237,7 @@ export function route(ctx: Ctx): void | Promise<void> {
   const eligibility = isCacheableRequest(facts, policy);
   const bypassCookie = req.headers.cookie !== undefined && hasBypassCookie(site, req.headers.cookie);
   if (!eligibility.cacheable || bypassCookie || hasCredential(site, req.headers) || ctx.method === 'OPTIONS') {
-    if (deps.isShedding()) return shed(ctx, 'pressure');
+    if (deps.admission.isShedding()) return shed(ctx, 'pressure');
     return forward(ctx, 'bypass');
   }
 
@@ -259,7 +259,7 @@ export function route(ctx: Ctx): void | Promise<void> {
 function rememberRoute(ctx: Ctx, site: SiteRuntime, route: CompiledRoute, policy: PolicyOptions, key: string, canStore: boolean): void {
   const { deps, rt } = ctx;
   const memo = deps.hitMemo;
-  if (memo === undefined || deps.rateLimitApplies?.(site, route) !== false) return;
+  if (memo === undefined || deps.admission.rateLimitApplies?.(site.name, route.name) !== false) return;
   if (!canStore || policy.route.key.headers.length > 0 || policy.route.key.cookies.length > 0) return;
   const secure = ctx.scheme === 'https';
   const known = memo.get(ctx.method, ctx.memoHost!, ctx.rawUrl, secure);
@@ -304,7 +304,7 @@ export function decide(
   //    fresh with one collapsed background refresh per key; with nothing usable stored, join a
   //    fill already under way, or start the key's one collapsed fill (it turns the crowd's
   //    refusals into hits, and nothing else ends them); shed hit-for-pass keys.
-  if (deps.isOverloaded()) {
+  if (deps.admission.isOverloaded()) {
     const collapseKey = collapseKeyOf(lookup);
     return serveStaleOr(
       ctx,

@@ -9,10 +9,11 @@
  * or when the site has no certificate installed (a redirect to a name the HTTPS listener
  * cannot prove would lock the site's visitors out).
  *
- * Owns the header value and the redirect's head. The listener is tls/https-server.ts.
+ * Owns the header value and the redirect's Location; the answer is recorded and written as
+ * every other (answer.ts answerOwn). The listener is tls/https-server.ts.
  */
 import type { TlsConfig } from '../config/schema.js';
-import { VIA_VALUE } from './headers.js';
+import { answerOwn } from './answer.js';
 import { schemeOf, type Ctx } from './context.js';
 import type { SiteRuntime } from '../runtime.js';
 
@@ -35,28 +36,20 @@ const HOST_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\
 
 /** Answers a plain-HTTP request with the redirect to https when the config asks for one; true when it did. */
 export function redirectToHttps(ctx: Ctx, site: SiteRuntime): boolean {
-  const { rt, deps, req, res } = ctx;
+  const { rt, deps, req } = ctx;
   const tls = rt.config.tls;
   if (!tls.redirectHttp || ctx.scheme === 'https') return false;
   if (ctx.path.startsWith(ACME_CHALLENGE_PREFIX)) return false;
-  const port = deps.httpsPort?.();
+  const port = deps.tls?.redirectPort(rt.config);
   if (port === undefined || schemeOf(ctx) === 'https') return false; // a trusted proxy in front already speaks https to the client
   const host = req.headers.host;
   if (host === undefined || !HOST_RE.test(host)) return false;
   const name = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.split(':')[0]!;
   // Only to a name the site's certificate covers: a `*` site, a wildcard host or an IP is served
   // over plain HTTP as before rather than sent to a certificate error.
-  if (deps.hasCertificate?.(site.name, name) !== true) return false;
+  if (deps.tls?.hasCertificate(site.name, name) !== true) return false;
   const location = `https://${name}${port === 443 ? '' : `:${port}`}${ctx.url}`;
-  const body = `Moved to ${location}\n`;
-  ctx.state = 'bypass';
-  res.writeHead(tls.redirectStatus, {
-    location,
-    'content-type': 'text/plain; charset=utf-8',
-    'content-length': Buffer.byteLength(body),
-    'x-request-id': ctx.requestId,
-    via: VIA_VALUE,
-  });
-  res.end(ctx.method === 'HEAD' ? undefined : body);
+  const headers = { location, 'content-type': 'text/plain; charset=utf-8' };
+  answerOwn(ctx, tls.redirectStatus, { state: 'bypass', detail: 'https-redirect' }, headers, `Moved to ${location}\n`);
   return true;
 }

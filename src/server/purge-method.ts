@@ -5,7 +5,7 @@
  */
 import { keyUrlPrefixFor, makeAuthority } from '../cache/cache-key.js';
 import type { SiteRuntime } from '../runtime.js';
-import { fail } from './answer.js';
+import { answerOwn, fail } from './answer.js';
 import { hostOf, type Ctx } from './context.js';
 
 /**
@@ -17,7 +17,7 @@ import { hostOf, type Ctx } from './context.js';
  */
 export async function answerPurge(ctx: Ctx, site: SiteRuntime): Promise<void> {
   const { rt, deps } = ctx;
-  ctx.state = 'bypass';
+  ctx.state = 'bypass'; // what the access log says of a client that leaves before the purge is done
   if (!rt.purgeAllowed.isTrusted(ctx.clientAddress)) return fail(ctx, 'purge_not_allowed');
   const cfg = rt.config.purge;
   const route = site.compiled.matchRoute('GET', ctx.path);
@@ -34,11 +34,6 @@ export async function answerPurge(ctx: Ctx, site: SiteRuntime): Promise<void> {
   deps.metrics.get('purgedEntries').inc({ mode: cfg.mode }, purged);
   const status = purged > 0 ? 200 : 404;
   const body = JSON.stringify({ status, purged, mode: cfg.mode, url: ctx.url }) + '\n';
-  ctx.res.writeHead(status, {
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': Buffer.byteLength(body),
-    'cache-control': 'no-store',
-    'x-request-id': ctx.requestId,
-  });
-  ctx.res.end(ctx.method === 'HEAD' ? undefined : body);
+  const headers = { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' };
+  answerOwn(ctx, status, { state: 'bypass', detail: 'purge' }, headers, body);
 }

@@ -1,8 +1,8 @@
 /**
  * Writes responses: cached entries (with Age and 304s), error pages, shed answers with
- * Retry-After, and the Cache-Status header (RFC 9211), each from one Answer (what the request's
- * answer says besides its bytes, recorded once). Owns the bytes on the wire, not the decisions
- * that led to them.
+ * Retry-After, the gateway's other own answers (sendOwn), and the Cache-Status header
+ * (RFC 9211), each from one Answer (what the request's answer says besides its bytes, recorded
+ * once). Owns the bytes on the wire, not the decisions that led to them.
  */
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { CacheEntry } from '../cache/entry.js';
@@ -296,17 +296,22 @@ export function sendError(res: ServerResponse, code: ErrorCode, answer: Answer, 
     return status;
   }
   const body = makeErrorBody(code, { accept: page.accept, detail: page.detail, requestId: answer.requestId });
-  const headers: OutgoingHttpHeaders = {
-    'content-type': body.contentType,
-    'content-length': body.body.length,
-    'cache-control': 'no-store',
-    'x-request-id': answer.requestId,
-    'x-crowdgate-error': code,
-    via: VIA_VALUE,
-  };
-  if (answer.cacheStatus) headers['cache-status'] = answer.cacheStatus;
+  const headers: OutgoingHttpHeaders = { 'content-type': body.contentType, 'cache-control': 'no-store', 'x-crowdgate-error': code };
   if (page.retryAfterSeconds !== undefined) headers['retry-after'] = String(page.retryAfterSeconds);
-  res.writeHead(status, headers);
-  res.end(answer.head ? undefined : body.body);
+  sendOwn(res, status, headers, body.body, answer);
   return status;
+}
+
+/**
+ * An answer the gateway makes itself rather than from the origin or a stored entry: an error
+ * page (sendError), the redirect to https (https-edge.ts), a PURGE's result (purge-method.ts).
+ * `headers` as the caller made them, then what every such answer carries: Content-Length, Via,
+ * X-Request-Id and Cache-Status from the Answer; the body unless HEAD.
+ */
+export function sendOwn(res: ServerResponse, status: number, headers: OutgoingHttpHeaders, body: Buffer | string, answer: Answer): void {
+  const bytes = typeof body === 'string' ? Buffer.from(body) : body;
+  const out: OutgoingHttpHeaders = { ...headers, 'content-length': bytes.length, 'x-request-id': answer.requestId, via: VIA_VALUE };
+  if (answer.cacheStatus) out['cache-status'] = answer.cacheStatus;
+  res.writeHead(status, out);
+  res.end(answer.head ? undefined : bytes);
 }

@@ -8,7 +8,7 @@ import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
-import type { RedisClient } from '../cache/stores/redis-store.js';
+import type { RedisTier } from '../cache/stores/redis-tier.js';
 import type { GatewayConfig } from '../config/schema.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import type { PublicServerOptions } from '../server/http-server.js';
@@ -24,8 +24,8 @@ export interface TlsEdgeOptions {
   logger: Logger;
   metrics: GatewayMetrics;
   clock: Clock;
-  /** The gateway's Redis client and key prefix, when the Redis tier runs: ACME shares through it. */
-  redis?: { client: RedisClient; keyPrefix: string } | undefined;
+  /** The gateway's Redis tier, when it runs: ACME shares certificates, lock and challenges through its client, under its key prefix. */
+  redis?: Pick<RedisTier, 'client' | 'config'> | undefined;
   /** ACME client settings the config does not carry (tests: how fast acme-client polls the CA). */
   acme?: Pick<AcmeManagerOptions, 'poll'> | undefined;
   /** A certificate was installed or withdrawn (which plain requests redirect changed). */
@@ -48,7 +48,8 @@ export class TlsEdge {
     this.certificates = new Certificates({ minVersion: cfg.tls.minVersion, ciphers: cfg.tls.ciphers });
     this.certificates.onChange(opts.onCertificateChange);
     this.files = new SiteCertificates(this.certificates, opts.logger, opts.metrics);
-    this.acmeSites = new AcmeSites({ certificates: this.certificates, logger: opts.logger, metrics: opts.metrics, clock: opts.clock, redis: opts.redis, manager: opts.acme });
+    const redis = opts.redis ? { client: opts.redis.client, keyPrefix: opts.redis.config.keyPrefix } : undefined;
+    this.acmeSites = new AcmeSites({ certificates: this.certificates, logger: opts.logger, metrics: opts.metrics, clock: opts.clock, redis, manager: opts.acme });
     this.apply(cfg);
   }
 
@@ -58,6 +59,19 @@ export class TlsEdge {
     // ACME first: a site that lost `tls.acme` gives its entry up before its files are installed.
     this.acmeSites.apply(config);
     this.files.apply(config);
+  }
+
+  /**
+   * A reloaded config, applied last and on its own (Gateway.applyConfig): settings OpenSSL
+   * refuses (the loader checks them first) leave the certificates in force serving, and
+   * nothing else the reload applies is skipped.
+   */
+  reload(config: GatewayConfig): void {
+    try {
+      this.apply(config);
+    } catch (err) {
+      this.opts.logger.error({ err }, 'TLS settings not applied; the certificates and settings in force keep serving');
+    }
   }
 
   /** Answers an ACME HTTP-01 challenge for an ACME site's name (the plain listener, before routing); false when it is not one. */
@@ -72,6 +86,11 @@ export class TlsEdge {
    */
   hasCertificate(site: string, host: string): boolean {
     return this.certificates.covers(site, host) && !this.acmeSites.isTemporary(site);
+  }
+
+  /** The port written in redirects to https: `tls.redirectPort`, else the HTTPS listener's; undefined without either. */
+  redirectPort(config: GatewayConfig): number | undefined {
+    return config.tls.redirectPort ?? this.address?.port;
   }
 
   /** Each ACME site's certificate, renewal time and last error (/status.json). */

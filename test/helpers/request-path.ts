@@ -24,6 +24,7 @@ import { OriginPool, type OriginMember } from '../../src/origin/pool.js';
 import { Upstream } from '../../src/origin/upstream.js';
 import { Runtime, type SiteRuntime } from '../../src/runtime.js';
 import { TrustedProxies } from '../../src/server/client-address.js';
+import type { HttpsRedirectFacts } from '../../src/server/context.js';
 import { handleRequest, type FillResult, type RequestDeps } from '../../src/server/handle-request.js';
 
 /** A promise settled from outside: holds an origin answer until the test lets it go. */
@@ -92,22 +93,25 @@ export interface RequestPath {
   fetcher: ScriptedFetcher;
   forwarder: ScriptedForwarder;
   deps: RequestDeps;
-  /** The pressure gate's verdict (deps.isOverloaded). */
+  /** The pressure gate's verdict (deps.admission.isOverloaded). */
   overloaded: boolean;
-  /** Its hard level (deps.isShedding); undefined: the same as `overloaded`. */
+  /** Its hard level (deps.admission.isShedding); undefined: the same as `overloaded`. */
   shedding?: boolean;
   member(name?: string): OriginMember;
-  /** One request to the gateway; resolves with its answer once its access-log line is written. */
-  get(path: string, headers?: Record<string, string>): Promise<Answered>;
+  /** One request to the gateway (GET unless `method`); resolves with its answer once its access-log line is written. */
+  get(path: string, headers?: Record<string, string>, method?: string): Promise<Answered>;
   /** An origin answer for the scripted fetcher, timed by the manual clock. */
   page(body: string, headers?: Record<string, string>, status?: number): FetchResult;
   failure(failure: FetchFailure): FetchResult;
   close(): Promise<void>;
 }
 
-/** Starts the request path for one site `site` (hosts `*`) whose origins are `origins` (names). */
+/**
+ * Starts the request path for one site `site` (hosts `*`) whose origins are `origins` (names);
+ * `tls`: what the redirect to https asks of the HTTPS edge (without it, nothing is redirected).
+ */
 export async function startRequestPath(
-  input: { origins?: string[]; site?: Record<string, unknown>; config?: Partial<GatewayConfigInput> } = {},
+  input: { origins?: string[]; site?: Record<string, unknown>; config?: Partial<GatewayConfigInput>; tls?: HttpsRedirectFacts } = {},
 ): Promise<RequestPath> {
   const clock = new ManualClock(1_800_000_000_000);
   const origins = (input.origins ?? ['a']).map((name, i) => ({ name, url: `http://127.0.0.1:${9 + i}` })); // never connected
@@ -166,18 +170,21 @@ export async function startRequestPath(
       upstream,
       metrics,
       logger,
-      isOverloaded: () => path.overloaded,
-      isShedding: () => path.shedding ?? path.overloaded,
-      takeRateLimit: () => undefined,
-      retryAfterSeconds: () => 1,
+      admission: {
+        isOverloaded: () => path.overloaded,
+        isShedding: () => path.shedding ?? path.overloaded,
+        takeRateLimit: () => undefined,
+        retryAfterSeconds: () => 1,
+      },
       isDraining: () => false,
       purge: async () => ({ purged: 0 }),
+      tls: input.tls,
     },
     member: (name = origins[0]!.name) => pool.members().find((m) => m.name === name)!,
-    async get(target, headers = {}) {
+    async get(target, headers = {}, method = 'GET') {
       const { port } = server.address() as AddressInfo;
       const res = await new Promise<IncomingMessage>((resolve, reject) => {
-        http.get({ host: '127.0.0.1', port, path: target, headers, agent: false }, resolve).on('error', reject);
+        http.request({ host: '127.0.0.1', port, method, path: target, headers, agent: false }, resolve).on('error', reject).end();
       });
       const chunks: Buffer[] = [];
       for await (const c of res) chunks.push(c as Buffer);

@@ -15,8 +15,6 @@
 import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
-import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
@@ -32,6 +30,7 @@ import { startPebble, type Pebble } from '../helpers/pebble.js';
 import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
 import { startTestOrigin, type TestOrigin } from '../helpers/test-origin.js';
 import { makeTestCa, type TestCa } from '../helpers/tls-certs.js';
+import { h1get } from '../helpers/tls-client.js';
 
 const run = promisify(execFile);
 const DAY = 86_400_000;
@@ -69,26 +68,6 @@ function handshake(port: number, servername: string, ca: string): Promise<Served
   });
 }
 
-interface Answer {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: string;
-}
-
-function get(url: string, opts: https.RequestOptions = {}): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const mod = url.startsWith('https:') ? https : http;
-    const req = mod.request(url, { agent: false, ...opts }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body }));
-    });
-    req.once('error', reject);
-    req.end();
-  });
-}
-
 async function until<T>(probe: () => Promise<T | undefined> | T | undefined, what: string, ms = 10_000): Promise<T> {
   const deadline = Date.now() + ms;
   let last: unknown;
@@ -106,7 +85,7 @@ async function until<T>(probe: () => Promise<T | undefined> | T | undefined, wha
 
 /** A sample's value from the gateway's /metrics text; undefined when the series does not exist. */
 async function metric(gw: StartedGateway, name: string, labels: Record<string, string> = {}): Promise<number | undefined> {
-  const text = (await get(`${gw.adminUrl}/metrics`)).body;
+  const text = (await h1get(`${gw.adminUrl}/metrics`)).body;
   for (const line of text.split('\n')) {
     if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
     if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) return Number(line.slice(line.lastIndexOf(' ') + 1));
@@ -214,7 +193,7 @@ describe('automatic HTTPS: a gateway with tls.acme against pebble', () => {
       expect(temporary.names).toBe('DNS:shop.test, DNS:www.shop.test');
       expect(await metric(gw, 'crowdgate_acme_temporary', { site: 'shop' })).toBe(1);
       // No redirect to a certificate browsers refuse: plain HTTP keeps serving the page.
-      const plain = await get(`http://127.0.0.1:${plainPort}/page`, { headers: { host: 'shop.test' } });
+      const plain = await h1get(`http://127.0.0.1:${plainPort}/page`, { headers: { host: 'shop.test' } });
       expect(plain.status).toBe(200);
       // The file site's certificate was not touched.
       expect((await handshake(httpsPort, 'files.test', testCa.ca)).authorized).toBe(true);
@@ -243,7 +222,7 @@ describe('automatic HTTPS: a gateway with tls.acme against pebble', () => {
   it('real TLS clients trust it: node https against pebble\'s root, and curl --http2 --cacert; the page comes through the cache', async () => {
     const fetched = origin.count('/page');
     // The Host curl sends, so both clients share one cache key.
-    const ask = () => get(`https://127.0.0.1:${httpsPort}/page`, { ca: root, servername: 'shop.test', headers: { host: `shop.test:${httpsPort}` } });
+    const ask = () => h1get(`https://127.0.0.1:${httpsPort}/page`, { ca: root, servername: 'shop.test', headers: { host: `shop.test:${httpsPort}` } });
     const first = await ask();
     expect(first.status).toBe(200);
     expect(first.body).toBe('the shop page\n');
@@ -262,7 +241,7 @@ describe('automatic HTTPS: a gateway with tls.acme against pebble', () => {
     }
     expect(origin.count('/page')).toBe(fetched + 1);
     // Now that a trusted certificate is served, plain HTTP redirects to it.
-    const plain = await get(`http://127.0.0.1:${plainPort}/page`, { headers: { host: 'shop.test' } });
+    const plain = await h1get(`http://127.0.0.1:${plainPort}/page`, { headers: { host: 'shop.test' } });
     expect(plain.status).toBe(308);
     expect(plain.headers.location).toBe(`https://shop.test:${httpsPort}/page`);
     // The file site keeps its own certificate beside the ACME one.
@@ -274,14 +253,14 @@ describe('automatic HTTPS: a gateway with tls.acme against pebble', () => {
   it('the challenge path of an ACME name is answered by the gateway (an unknown token is a 404, never forwarded nor cached); another site\'s goes to its origin', async () => {
     const before = (await metric(gw, 'crowdgate_acme_challenges_total', { result: 'unknown' })) ?? 0;
     for (let i = 0; i < 2; i++) {
-      const r = await get(`http://127.0.0.1:${plainPort}/.well-known/acme-challenge/no-such-token`, { headers: { host: 'www.shop.test' } });
+      const r = await h1get(`http://127.0.0.1:${plainPort}/.well-known/acme-challenge/no-such-token`, { headers: { host: 'www.shop.test' } });
       expect(r.status).toBe(404);
       expect(r.headers['cache-control']).toBe('no-store');
       expect(r.headers['cache-status']).toBeUndefined();
     }
     expect(await metric(gw, 'crowdgate_acme_challenges_total', { result: 'unknown' })).toBe(before + 2);
     expect(origin.count((r) => r.path.startsWith('/.well-known/'))).toBe(0);
-    const other = await get(`http://127.0.0.1:${plainPort}/.well-known/acme-challenge/webroot-token`, { headers: { host: 'files.test' } });
+    const other = await h1get(`http://127.0.0.1:${plainPort}/.well-known/acme-challenge/webroot-token`, { headers: { host: 'files.test' } });
     expect(other.body).toContain('/.well-known/acme-challenge/webroot-token');
     expect(origin.count('/.well-known/acme-challenge/webroot-token')).toBe(1);
   });
@@ -343,7 +322,7 @@ describe('automatic HTTPS: a gateway with tls.acme against pebble', () => {
     expect(await metric(gw, 'crowdgate_acme_orders_total', { site: 'shop' })).toBeUndefined();
     expect(gw.logs.some((l) => l.msg === 'ACME: temporary self-signed certificate installed')).toBe(false);
     expect(await metric(gw, 'crowdgate_acme_temporary', { site: 'shop' })).toBe(0);
-    const status = JSON.parse((await get(`${gw.adminUrl}/status.json`)).body) as { acme: Array<Record<string, unknown>> };
+    const status = JSON.parse((await h1get(`${gw.adminUrl}/status.json`)).body) as { acme: Array<Record<string, unknown>> };
     expect(status.acme).toEqual([
       expect.objectContaining({ site: 'shop', hostnames: ['shop.test', 'www.shop.test', 'api.shop.test'], temporary: false, serial: serials[2], failures: 0 }),
     ]);
@@ -374,7 +353,7 @@ describe('automatic HTTPS: a gateway with tls.acme against pebble', () => {
     expect(gw.gw.acmeStatus()).toEqual([]);
     expect(await metric(gw, 'crowdgate_acme_temporary', { site: 'shop' })).toBeUndefined();
     // The challenge path goes the usual way again.
-    await get(`http://127.0.0.1:${plainPort}/.well-known/acme-challenge/after`, { headers: { host: 'shop.test' } });
+    await h1get(`http://127.0.0.1:${plainPort}/.well-known/acme-challenge/after`, { headers: { host: 'shop.test' } });
     expect(origin.count('/.well-known/acme-challenge/after')).toBe(1);
     // What ACME stored stays on disk for a site that comes back.
     expect(new X509Certificate(readFileSync(join(storageDir, 'sites', 'shop', 'cert.pem'), 'utf8')).serialNumber).toBe(serials[2]);

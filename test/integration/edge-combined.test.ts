@@ -8,7 +8,6 @@
  */
 import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import http2 from 'node:http2';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { brotliDecompressSync, gunzipSync } from 'node:zlib';
@@ -16,34 +15,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startGateway, type StartedGateway } from '../helpers/gateway.js';
 import { startTestOrigin, type TestOrigin } from '../helpers/test-origin.js';
 import { makeTestCa, type TestCa } from '../helpers/tls-certs.js';
+import { h2get } from '../helpers/tls-client.js';
 
 const run = promisify(execFile);
 const HOST = 'edge.test';
-
-interface H2Answer {
-  status: number;
-  headers: http2.IncomingHttpHeaders;
-  body: Buffer;
-}
-
-function h2get(port: number, ca: string, path: string, headers: Record<string, string> = {}): Promise<H2Answer> {
-  return new Promise((resolve, reject) => {
-    const client = http2.connect(`https://127.0.0.1:${port}`, { ca, servername: HOST });
-    client.once('error', reject);
-    const req = client.request({ ':path': path, ':authority': `${HOST}:${port}`, ...headers });
-    const chunks: Buffer[] = [];
-    let head: http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader = {};
-    req.on('response', (h) => (head = h));
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      client.close();
-      const { ':status': status, ...rest } = head;
-      resolve({ status: Number(status), headers: rest, body: Buffer.concat(chunks) });
-    });
-    req.once('error', reject);
-    req.end();
-  });
-}
 
 /** A compressible page well above compression.minBytes, with varied text so ranges are checkable. */
 const PAGE = Buffer.from(
@@ -77,58 +52,58 @@ describe('HTTPS + HTTP/2 + stored encodings + Range, on one cached page', () => 
   });
 
   it('serves the brotli encoding over h2 (decompresses to the page) and an identity range of the same entry, from one origin fetch', async () => {
-    const br = await h2get(port, ca.ca, '/doc', { 'accept-encoding': 'gzip, br' });
+    const br = await h2get(port, ca.ca, HOST, '/doc', { 'accept-encoding': 'gzip, br' });
     expect(br.status).toBe(200);
     expect(br.headers['content-encoding']).toBe('br');
     expect(br.headers['etag']).toBe('"doc1-br"');
     expect(String(br.headers['vary'])).toMatch(/accept-encoding/i);
     // Ranges are of the identity bytes: an encoded answer does not offer them.
     expect(br.headers['accept-ranges']).toBeUndefined();
-    expect(brotliDecompressSync(br.body).equals(PAGE)).toBe(true);
-    expect(Number(br.headers['content-length'])).toBe(br.body.length);
+    expect(brotliDecompressSync(br.bytes).equals(PAGE)).toBe(true);
+    expect(Number(br.headers['content-length'])).toBe(br.bytes.length);
 
-    const range = await h2get(port, ca.ca, '/doc', { 'accept-encoding': 'gzip, br', range: 'bytes=1000-1999' });
+    const range = await h2get(port, ca.ca, HOST, '/doc', { 'accept-encoding': 'gzip, br', range: 'bytes=1000-1999' });
     expect(range.status).toBe(206);
     expect(range.headers['content-encoding']).toBeUndefined();
     expect(range.headers['content-range']).toBe(`bytes 1000-1999/${PAGE.length}`);
-    expect(range.body.equals(PAGE.subarray(1000, 2000))).toBe(true);
+    expect(range.bytes.equals(PAGE.subarray(1000, 2000))).toBe(true);
     expect(range.headers['etag']).toBe('"doc1"');
     // The entry varies on Accept-Encoding, so its 206 says so too.
     expect(String(range.headers['vary'])).toMatch(/accept-encoding/i);
     expect(range.headers['cache-status']).toMatch(/crowdgate; hit/);
 
-    const identity = await h2get(port, ca.ca, '/doc', { 'accept-encoding': 'identity' });
+    const identity = await h2get(port, ca.ca, HOST, '/doc', { 'accept-encoding': 'identity' });
     expect(identity.headers['content-encoding']).toBeUndefined();
     expect(identity.headers['accept-ranges']).toBe('bytes');
     expect(identity.headers['etag']).toBe('"doc1"');
-    expect(identity.body.equals(PAGE)).toBe(true);
+    expect(identity.bytes.equals(PAGE)).toBe(true);
     expect(origin.count('/doc')).toBe(1);
   });
 
   it('a 416 from the entry stored with encodings says Vary: Accept-Encoding too', async () => {
-    const r = await h2get(port, ca.ca, '/doc', { 'accept-encoding': 'br', range: `bytes=${PAGE.length + 10}-` });
+    const r = await h2get(port, ca.ca, HOST, '/doc', { 'accept-encoding': 'br', range: `bytes=${PAGE.length + 10}-` });
     expect(r.status).toBe(416);
     expect(r.headers['content-range']).toBe(`bytes */${PAGE.length}`);
     expect(String(r.headers['vary'])).toMatch(/accept-encoding/i);
   });
 
   it('If-Range with an encoding\'s ETag is not the identity\'s: the full page, not a range', async () => {
-    const r = await h2get(port, ca.ca, '/doc', { 'accept-encoding': 'br', range: 'bytes=0-99', 'if-range': '"doc1-br"' });
+    const r = await h2get(port, ca.ca, HOST, '/doc', { 'accept-encoding': 'br', range: 'bytes=0-99', 'if-range': '"doc1-br"' });
     expect(r.status).toBe(200);
-    expect(r.body.equals(PAGE)).toBe(true);
-    const ok = await h2get(port, ca.ca, '/doc', { range: 'bytes=0-99', 'if-range': '"doc1"' });
+    expect(r.bytes.equals(PAGE)).toBe(true);
+    const ok = await h2get(port, ca.ca, HOST, '/doc', { range: 'bytes=0-99', 'if-range': '"doc1"' });
     expect(ok.status).toBe(206);
-    expect(ok.body.equals(PAGE.subarray(0, 100))).toBe(true);
+    expect(ok.bytes.equals(PAGE.subarray(0, 100))).toBe(true);
     expect(origin.count('/doc')).toBe(1);
   });
 
   it('a multipart range over h2 is parsed part by part from the identity bytes', async () => {
-    const r = await h2get(port, ca.ca, '/doc', { 'accept-encoding': 'br', range: 'bytes=0-9, 5000-5009' });
+    const r = await h2get(port, ca.ca, HOST, '/doc', { 'accept-encoding': 'br', range: 'bytes=0-9, 5000-5009' });
     expect(r.status).toBe(206);
     const type = String(r.headers['content-type']);
     const boundary = /boundary=([^;]+)/.exec(type)?.[1];
     expect(boundary).toBeDefined();
-    const text = r.body.toString('latin1');
+    const text = r.bytes.toString('latin1');
     const parts = text.split(`--${boundary}`).slice(1, -1);
     expect(parts.length).toBe(2);
     expect(parts[0]!.toLowerCase()).toContain(`content-range: bytes 0-9/${PAGE.length}`);

@@ -7,7 +7,6 @@ import { execFile } from 'node:child_process';
 import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
-import https from 'node:https';
 import { renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import tls from 'node:tls';
@@ -20,6 +19,7 @@ import type { GatewayConfigInput } from '../../src/config/schema.js';
 import { startGateway, withTestDefaults, type StartedGateway } from '../helpers/gateway.js';
 import { startTestOrigin, type TestOrigin } from '../helpers/test-origin.js';
 import { makeTestCa, type TestCa, type TestLeaf } from '../helpers/tls-certs.js';
+import { h1get, h2get } from '../helpers/tls-client.js';
 
 const run = promisify(execFile);
 
@@ -59,47 +59,6 @@ function handshake(port: number, ca: string, opts: { servername?: string; alpn?:
         resolve({ ...facts, session });
       }, 50);
     });
-  });
-}
-
-interface Answer {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: string;
-  httpVersion: string;
-}
-
-function h2get(port: number, ca: string, host: string, path: string, headers: Record<string, string> = {}): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const client = http2.connect(`https://127.0.0.1:${port}`, { ca, servername: host });
-    client.once('error', reject);
-    const req = client.request({ ':path': path, ':authority': `${host}:${port}`, ...headers });
-    let body = '';
-    let head: http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader = {};
-    req.setEncoding('utf8');
-    req.on('response', (h) => (head = h));
-    req.on('data', (c: string) => (body += c));
-    req.on('end', () => {
-      client.close();
-      const { ':status': status, ...rest } = head;
-      resolve({ status: Number(status), headers: rest as Answer['headers'], body, httpVersion: '2.0' });
-    });
-    req.once('error', reject);
-    req.end();
-  });
-}
-
-function h1get(url: string, opts: https.RequestOptions = {}): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const mod = url.startsWith('https:') ? https : http;
-    const req = mod.request(url, { agent: false, ...opts }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body, httpVersion: res.httpVersion }));
-    });
-    req.once('error', reject);
-    req.end();
   });
 }
 
@@ -252,6 +211,7 @@ describe('HTTPS listener: SNI, HTTP/2, redirect, HSTS, live certificate reload',
     expect(redirected.status).toBe(308);
     expect(redirected.headers.location).toBe(`https://a.test:${httpsPort}/page?x=1`);
     expect(redirected.headers['strict-transport-security']).toBeUndefined();
+    expect(redirected.headers['cache-status']).toBe(`crowdgate; fwd=bypass; detail="https-redirect rid=${String(redirected.headers['x-request-id'])}"`);
     const wildcard = await h1get(`${gw.url}/x`, { headers: { host: 'www.b.test:8080' } });
     expect(wildcard.headers.location).toBe(`https://www.b.test:${httpsPort}/x`);
     expect(origin.requests.length).toBe(before);

@@ -8,15 +8,22 @@ function sample(text: string, line: string): number | undefined {
   return found === undefined ? undefined : Number(found.slice(line.length + 1));
 }
 
+/** The pressure readings of these tests, with the verdicts given. */
+function admission(overloaded: boolean, shedding: boolean): GaugeSources['admission'] {
+  return {
+    pressure: { readings: () => ({ eventLoopDelayMs: 250, eventLoopUtilization: 0.5, heapUsedRatio: 0.25 }) },
+    isOverloaded: () => overloaded,
+    isShedding: () => shedding,
+  };
+}
+
 function sources(metrics: GatewayMetrics, over: Partial<GaugeSources> = {}): GaugeSources & { collected: () => number } {
   let collected = 0;
   return {
     metrics,
     store: { stats: () => ({ entries: 3, bytes: 4096 }) },
     upstream: { collect: () => void collected++ },
-    pressure: { readings: () => ({ eventLoopDelayMs: 250, eventLoopUtilization: 0.5, heapUsedRatio: 0.25 }) },
-    isOverloaded: () => true,
-    isShedding: () => false,
+    admission: admission(true, false),
     isDraining: () => false,
     collected: () => collected,
     ...over,
@@ -38,7 +45,7 @@ describe('collectGauges', () => {
     expect(sample(text, 'crowdgate_pressure_overloaded')).toBe(1);
     expect(sample(text, 'crowdgate_pressure_shedding')).toBe(0);
     expect(sample(text, 'crowdgate_draining')).toBe(0);
-    collectGauges(sources(m, { isOverloaded: () => true, isShedding: () => true, isDraining: () => true }));
+    collectGauges(sources(m, { admission: admission(true, true), isDraining: () => true }));
     const after = (await m.render()).body;
     expect(sample(after, 'crowdgate_pressure_shedding')).toBe(1);
     expect(sample(after, 'crowdgate_draining')).toBe(1);
