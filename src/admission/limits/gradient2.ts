@@ -69,11 +69,15 @@
  * mostly started with every permit in use (a queue waits: a cold cache's bursts of fills that
  * touch the limit now and then do not count) multiplies the limit by SLOW_START_FACTOR, once
  * per window measured wholly at the new limit (a window holding requests started before the
- * last step says nothing about it). Its test is stricter than the gradient's: the window's 80th-percentile RTT (not the
- * trimmed mean) within the same allowance. Against an origin with C slots that stops at 1.5 C
- * at most: at C the RTT is flat; at 1.5 C a third of the window waits behind the slots, which
- * ends slow start for good and hands over to the gradient. An origin whose own latencies
- * spread widely leaves slow start at once, and the limit grows as before.
+ * last step says nothing about it). Its test is stricter than the gradient's: the window's
+ * 80th-percentile RTT (not the trimmed mean) within the same allowance, and, as HyStart's
+ * delay-increase test, within SLOW_START_RISE of the percentile of the window that made the
+ * last step (+ 5 ms), its spread (80th over 20th percentile) within SLOW_START_RISE of that
+ * window's: a baseline taken while everything was still cold can read a 50 ms origin as 100 ms,
+ * and hide from the first test the queueing the others see. Against an origin
+ * with C slots it stops by 1.5 C: at C the RTT is flat; at 1.5 C a third of the window waits
+ * behind the slots, which ends slow start for good and hands over to the gradient. An origin
+ * whose own latencies spread widely leaves slow start at once, and the limit grows as before.
  * It needs a baseline (MIN_BASELINE_SAMPLES no-load samples); without one the probe comes first.
  *
  * Known limitation: `min` must not exceed the origin's real concurrency, or no-load samples and
@@ -145,6 +149,8 @@ const LONG_CLIP = 2;
 const SLOW_START_FACTOR = 1.5;
 /** A window whose gradient is below this ends slow start for good (the origin queues). */
 const SLOW_START_EXIT = 0.8;
+/** A window at the new limit whose 80th percentile rose past this multiple of the last step's ends it too. */
+const SLOW_START_RISE = 1.25;
 
 export class Gradient2Limit implements Limit {
   private readonly min: number;
@@ -174,6 +180,10 @@ export class Gradient2Limit implements Limit {
   private slowStart = true;
   /** When slow start last raised the limit. */
   private slowStartStepAt = -Infinity;
+  /** The 80th-percentile RTT of the window that made the last step. */
+  private slowStartRefP80: number | undefined;
+  /** Its spread, 80th over 20th percentile. */
+  private slowStartRefSpread = 1;
 
   // The open window.
   private windowStartAt = 0;
@@ -308,9 +318,14 @@ export class Gradient2Limit implements Limit {
     // moved it by a tenth, and slow start ran a crowd's origin to 25 in flight); the percentile
     // sees them once a window lasts long enough to hold them (two round trips, above).
     let slowStartGradient = 0.5;
+    let p80 = 0;
+    let spread = 1;
     let suspicious = false;
     if (this.windowRttCount > 0) {
-      const { mean: shortRtt, p80 } = trimmedMean(this.windowRtts, Math.min(this.windowRttCount, WINDOW_RESERVOIR));
+      const trimmed = trimmedMean(this.windowRtts, Math.min(this.windowRttCount, WINDOW_RESERVOIR));
+      const shortRtt = trimmed.mean;
+      p80 = trimmed.p80;
+      spread = trimmed.p20 > 0 ? trimmed.p80 / trimmed.p20 : 1;
       this.shortRttMs = shortRtt;
       const longRtt = this.longRttMs;
       if (longRtt !== undefined) {
@@ -333,15 +348,32 @@ export class Gradient2Limit implements Limit {
     if (this.windowDrops > 0) gradient = Math.min(gradient, 1 - this.windowDrops / this.windowSamples);
     gradient = clamp(gradient, 0.5, 1);
     this.lastGradient = gradient;
-    if (this.slowStart && (slowStartGradient < SLOW_START_EXIT || this.windowDrops > 0)) this.slowStart = false;
+    const measuredAfterStep = this.windowFirstStartAt >= this.slowStartStepAt;
+    if (
+      this.slowStart &&
+      (slowStartGradient < SLOW_START_EXIT ||
+        this.windowDrops > 0 ||
+        // Against the window that made the last step (HyStart's delay-increase test): a
+        // baseline taken while the gateway and the origin were still cold (a 50 ms origin read
+        // 80-100 ms) hides the origin's queueing from the test above. And the spread: a cold
+        // start slows every request alike, while queueing behind C slots splits the window in
+        // two (the requests that found a slot, and the ones that waited a service time more),
+        // which a warming origin's falling round trips cannot hide.
+        (measuredAfterStep &&
+          this.slowStartRefP80 !== undefined &&
+          (p80 > SLOW_START_RISE * this.slowStartRefP80 + RTT_NOISE_MS || spread > SLOW_START_RISE * this.slowStartRefSpread)))
+    )
+      this.slowStart = false;
     if (
       this.slowStart &&
       this.longCount >= MIN_BASELINE_SAMPLES &&
       this.windowAtLimit * 2 >= this.windowSamples &&
-      this.windowFirstStartAt >= this.slowStartStepAt
+      measuredAfterStep
     ) {
       this.estimate = clamp(this.estimate * SLOW_START_FACTOR, this.min, this.max);
       this.slowStartStepAt = now;
+      this.slowStartRefP80 = p80;
+      this.slowStartRefSpread = spread;
       if (this.estimate > this.peakEstimate) this.peakEstimate = this.estimate;
       this.resetWindow();
       return;
@@ -402,13 +434,13 @@ export class Gradient2Limit implements Limit {
 }
 
 /**
- * Mean of the first n values without the slowest floor(n / 5), and the slowest value kept (about
- * the 80th percentile); sorts them in place; n >= 1.
+ * Mean of the first n values without the slowest floor(n / 5), the slowest value kept (about the
+ * 80th percentile) and the 20th percentile; sorts them in place; n >= 1.
  */
-function trimmedMean(values: Float64Array, n: number): { mean: number; p80: number } {
+function trimmedMean(values: Float64Array, n: number): { mean: number; p20: number; p80: number } {
   const kept = n - Math.floor(n / 5);
   const a = values.subarray(0, n).sort();
   let sum = 0;
   for (let i = 0; i < kept; i++) sum += a[i]!;
-  return { mean: sum / kept, p80: a[kept - 1]! };
+  return { mean: sum / kept, p20: a[Math.floor(n / 5)]!, p80: a[kept - 1]! };
 }

@@ -204,6 +204,47 @@ describe('Gradient2Limit per window', () => {
     expect(limit.readings().estimate).toBeLessThan(before);
   });
 
+  it('slow start ends when a step makes the round trip rise by a quarter, even against a baseline taken cold', () => {
+    // A baseline of 100 ms (the gateway and origin still cold) for an origin that answers in 50.
+    const limit = new Gradient2Limit({ initial: 20, min: 2, max: 100, minWindowSamples: 5 });
+    const at = { t: 0 };
+    const inUse = () => Math.floor(limit.readings().estimate);
+    feed(limit, at, 30, 100, 2);
+    // Flat at 50 ms with every permit in use: it steps (20, 30, 45).
+    for (let i = 0; i < 200 && limit.readings().estimate < 40; i++) feed(limit, at, 1, 50, inUse());
+    const reached = limit.readings().estimate;
+    expect(reached).toBeGreaterThanOrEqual(40);
+    // Then a third of the requests wait: 80 ms, within the cold baseline's allowance but past
+    // 1.25 x 50 + 5 ms.
+    let highest = reached;
+    for (let i = 0; i < 200 && limit.readings().slowStart; i++) {
+      feed(limit, at, 1, 80, inUse());
+      highest = Math.max(highest, limit.readings().estimate);
+    }
+    expect(limit.readings().slowStart).toBe(false);
+    expect(highest).toBeLessThan(reached + 1); // no further step, at most the gradient's headroom
+  });
+
+  it('slow start ends when a step splits the window (a third waits a service time more) while a cold origin warms', () => {
+    // Baseline 100 ms taken cold; at 20 every request takes 85 ms (still warming): it steps.
+    const limit = new Gradient2Limit({ initial: 20, min: 2, max: 100, minWindowSamples: 5 });
+    const at = { t: 0 };
+    feed(limit, at, 30, 100, 2);
+    feed(limit, at, 40, 85, 2); // a few quiet windows at 85 ms
+    for (let i = 0; i < 200 && limit.readings().estimate === 20; i++) feed(limit, at, 1, 85, 20);
+    expect(limit.readings().estimate).toBe(30);
+    // At 30, warmer now: two thirds find a slot (80 ms), a third waits behind them (104 ms).
+    // Neither the cold baseline (105 / 104) nor the last step's 85 ms (x 1.25 + 5) see a rise;
+    // the split (104 / 80 = 1.3 against 1) does.
+    let highest = 30;
+    for (let i = 0; i < 300 && limit.readings().slowStart; i++) {
+      feed(limit, at, 1, i % 3 === 2 ? 104 : 80, 30);
+      highest = Math.max(highest, limit.readings().estimate);
+    }
+    expect(limit.readings().slowStart).toBe(false);
+    expect(highest).toBeLessThan(33); // the gradient's headroom, never another step to 45
+  });
+
   it.each([
     { what: 'queueing in the origin (gradient 55 / 80)', rttMs: 80, dropped: false },
     { what: 'a drop', rttMs: 50, dropped: true },
