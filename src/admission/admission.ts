@@ -11,7 +11,7 @@
 import type { Clock } from '../clock.js';
 import type { AdmissionConfig, GatewayConfig } from '../config/schema.js';
 import type { Upstream } from '../origin/upstream.js';
-import { PressureGate } from './pressure-gate.js';
+import { PressureGate, type PressureSampler } from './pressure-gate.js';
 import { RateLimitTable } from './rate-limit-table.js';
 import { retryAfterFromDrain } from './retry-after.js';
 
@@ -22,6 +22,8 @@ export interface AdmissionOptions {
   upstream: Pick<Upstream, 'drainFacts'>;
   /** Decides "overloaded?" (and "shedding?") instead of the pressure gate, whatever `admission.pressure.enabled` says (tests). */
   override?: (() => boolean) | undefined;
+  /** The pressure gate's readings instead of the process's (tests). */
+  sampler?: PressureSampler;
 }
 
 export class Admission {
@@ -37,7 +39,7 @@ export class Admission {
     this.config = opts.config.admission;
     this.upstream = opts.upstream;
     this.override = opts.override;
-    this.pressure = new PressureGate(this.config.pressure);
+    this.pressure = new PressureGate(this.config.pressure, { sampler: opts.sampler });
     this.rateLimits = new RateLimitTable(opts.clock);
     this.rateLimits.configure(opts.config.sites);
   }
@@ -74,10 +76,13 @@ export class Admission {
     if (this.config.pressure.enabled) this.pressure.start();
   }
 
-  /** A validated config generation: its rate limits (unchanged limiters keep their buckets) and the gate on or off. */
+  /** A validated config generation: its rate limits (unchanged limiters keep their buckets), the gate's thresholds, and the gate on or off. */
   configure(next: GatewayConfig): void {
     this.config = next.admission;
     this.rateLimits.configure(next.sites);
+    // The thresholds and the sampling period are live, as documented (a changed period
+    // restarts a running sampler).
+    this.pressure.configure(next.admission.pressure);
     if (this.config.pressure.enabled) this.pressure.start();
     else this.pressure.stop();
   }
