@@ -112,6 +112,14 @@ describe('createReloader', () => {
     expect(warning?.obj).toMatchObject({ keys });
   });
 
+  test('cache.maxBytes is restart-only (the memory store keeps the size it was built with): warned about, kept as running', async () => {
+    writeFileSync(ctx.file, `${configText({ level: 'warn' })}cache: { maxBytes: 2097152 }\n`);
+    const outcome = await ctx.reloader.reload('watch');
+    expect(outcome).toMatchObject({ ok: true, changed: true, restartRequired: ['cache.maxBytes'] });
+    expect(ctx.source.current().cache.maxBytes).toBe(268435456);
+    expect(ctx.source.current().log.level).toBe('warn');
+  });
+
   test('a restart-only change alone swaps nothing but still warns', async () => {
     writeFileSync(ctx.file, configText({ port: 8081 }));
     const outcome = await ctx.reloader.reload('watch');
