@@ -92,7 +92,11 @@ describe('admission: the origin limiter', () => {
     await Promise.all(flood);
   });
 
-  it('answers a page a crowd reads, past its stale-while-revalidate window, from grace while the origin queue is standing, and revalidates it once', async () => {
+  /**
+   * One permit, a 10 s page with a validator (body v<version>, 60 s grace, no stale-while-
+   * revalidate) and a 300 ms uncacheable /slow that holds the permit; the gateway on a manual clock.
+   */
+  async function busyOrigin() {
     const clock = new ManualClock(Date.now());
     const o = await origin();
     let version = 1;
@@ -105,6 +109,11 @@ describe('admission: the origin limiter', () => {
       },
       { clock },
     );
+    return { clock, o, g, setVersion: (v: number) => void (version = v) };
+  }
+
+  it('answers a page a crowd reads, past its stale-while-revalidate window, from grace while the origin queue is standing, and revalidates it once', async () => {
+    const { clock, o, g, setVersion } = await busyOrigin();
     const queueLength = async () => {
       const m = await (await request(`${g.adminUrl}/metrics`)).body.text();
       return Number(/^crowdgate_queue_length\{site="test",[^}]*\} (\d+)/m.exec(m)?.[1]);
@@ -117,7 +126,7 @@ describe('admission: the origin limiter', () => {
     await vi.waitFor(() => expect(o.count('/slow')).toBe(1));
     clock.advance(50);
     await warm;
-    version = 2;
+    setVersion(2);
     // A backlog: one /slow in service, one waiting.
     const flood = [call(`${g.url}/slow?a`), call(`${g.url}/slow?b`)];
     await vi.waitFor(async () => expect(await queueLength()).toBe(1));
@@ -140,21 +149,10 @@ describe('admission: the origin limiter', () => {
   });
 
   it('makes a page read now and then wait its turn while the origin is busy: no stale-backlog for a copy no crowd reads', async () => {
-    const clock = new ManualClock(Date.now());
-    const o = await origin();
-    let version = 1;
-    o.route('/page', { headers: { 'cache-control': 'public, max-age=10', etag: '"p"' }, body: () => `v${version}` });
-    o.route('/slow', { delayMs: 300, headers: { 'cache-control': 'no-store' } });
-    const g = await gateway(
-      {
-        admission: fixed(1, { deadlineMs: 60_000, codelTargetMs: 20, codelIntervalMs: 2_000 }),
-        sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { staleWhileRevalidateSeconds: 0, graceSeconds: 60 } }] })],
-      },
-      { clock },
-    );
+    const { clock, o, g, setVersion } = await busyOrigin();
     expect((await call(`${g.url}/page`)).body).toBe('v1');
     expect((await call(`${g.url}/page`)).headers['cache-status']).toMatch(/crowdgate; hit/); // one read: not a crowd
-    version = 2;
+    setVersion(2);
     const slow = call(`${g.url}/slow`); // holds the only permit for 300 ms
     await vi.waitFor(() => expect(o.count('/slow')).toBe(1));
     clock.advance(11_000);
