@@ -16,7 +16,7 @@ import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders } from
 import type { CollapseKey } from '../cache/cache-key.js';
 import { forward } from './pass-through.js';
 import { compressBuffered, onTheFlyRequestOf } from './on-the-fly.js';
-import { originFailure, hasStaleOnFailure, hasOtherMember, refusedFill, serveFailed, serveStaleOr } from './stale.js';
+import { originFailure, hasStaleOnFailure, inheritHeat, hasOtherMember, refusedFill, serveFailed, serveStaleOr } from './stale.js';
 
 export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): Promise<void> {
   const { deps } = ctx;
@@ -198,6 +198,7 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
     if (fetched.status === 304 && revalidating) {
       const merged = mergeNotModified(revalidating, response, lookup.policy, now, lookup.facts);
       if (merged) {
+        inheritHeat(revalidating, merged, now);
         await deps.store.put(merged);
         return { kind: 'entry', entry: merged, state: 'revalidated', stored: true, fwdStatus: 304 };
       }
@@ -227,6 +228,7 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
         variantKey: makeVariantKey(decision.entry.vary, lookup.variantHeaders),
         body: fetched.body,
       };
+      if (lookup.entry) inheritHeat(lookup.entry, entry, now);
       if (entry.body.length <= rt.config.cache.maxObjectBytes) {
         await addEncodings(ctx, entry);
         await deps.store.put(entry);

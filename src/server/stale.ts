@@ -16,10 +16,21 @@ import { fail, serveEntry, shed } from './answer.js';
 import type { FillResult, Ctx, Lookup } from './context.js';
 
 /**
- * Hits answered per stored entry, by either path: a page's heat is its current copy's, so the
- * memo fast path and the slow path agree on it, and a refreshed copy starts cold.
+ * Hits answered per stored entry, by either path: a copy's heat is its own, so the memo fast
+ * path and the slow path agree on it, and a refreshed copy starts cold.
  */
 const entryHits = new WeakMap<CacheEntry, number>();
+
+/**
+ * Reads of the page before this copy (carried from the copy it replaced): a page that a crowd
+ * keeps reading stays popular across refreshes, though each copy of a short-lived page answers
+ * only a few requests. See inheritHeat(). A property, not a WeakMap entry, because the store
+ * keeps its own frozen copy of what it is given: an own enumerable property survives that copy
+ * (object spread copies symbol keys), and the entry codec and JSON leave symbols out, so the
+ * heat stays in this process.
+ */
+const EARLIER_READS = Symbol('crowdgate.earlierReads');
+type Heated = { [EARLIER_READS]?: number };
 
 export function countHit(entry: CacheEntry): void {
   const hits = entryHits.get(entry) ?? 0;
@@ -36,14 +47,32 @@ export const HOT_HITS = 5;
 /** How long past expiry a hot page is answered while it refreshes (the old default SWR window), ms. */
 export const HOT_STALE_MS = 10_000;
 
-/** The entry answered HOT_HITS requests: a crowd has read this copy. */
-export function isPopular(entry: CacheEntry): boolean {
-  return (entryHits.get(entry) ?? 0) >= HOT_HITS;
+/**
+ * `next` (a refresh or revalidation of `previous`, stored at `now`) carries the page's reads:
+ * those of `previous` and the earlier copies, plus the read that asked for the refresh, when
+ * `previous` was replaced within HOT_STALE_MS of its expiry (the page is still being read).
+ * A page read less often than that starts cold again.
+ */
+export function inheritHeat(previous: CacheEntry, next: CacheEntry, now: number): void {
+  if (!(now < staleAtOf(previous) + HOT_STALE_MS)) return;
+  (next as Heated)[EARLIER_READS] = Math.min(pageReads(previous) + 1, HOT_HITS);
 }
 
-/** The entry expired less than HOT_STALE_MS ago and answered HOT_HITS requests. */
+function pageReads(entry: CacheEntry): number {
+  return ((entry as Heated)[EARLIER_READS] ?? 0) + (entryHits.get(entry) ?? 0);
+}
+
+/**
+ * The page (this copy and the copies it replaced, each refreshed while still being read) was
+ * read HOT_HITS times: a crowd reads it, though each short-lived copy may answer only a few.
+ */
+export function isReadOften(entry: CacheEntry): boolean {
+  return pageReads(entry) >= HOT_HITS;
+}
+
+/** The entry expired less than HOT_STALE_MS ago and its page was read HOT_HITS times (isReadOften). */
 export function isHot(ctx: Ctx, entry: CacheEntry): boolean {
-  return ctx.deps.clock.now() < staleAtOf(entry) + HOT_STALE_MS && isPopular(entry);
+  return ctx.deps.clock.now() < staleAtOf(entry) + HOT_STALE_MS && isReadOften(entry);
 }
 
 /** A stale copy that may answer while its key's refresh is under way (decide(), step 9). */

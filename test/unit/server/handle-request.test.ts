@@ -123,6 +123,36 @@ describe('decide(): a stale copy on an origin with room', () => {
     expect(cold.cacheStatus).toMatch(/^crowdgate; fwd=stale; fwd-status=304; stored;/);
     expect(p.fetcher.calls.at(-1)!.headers['if-none-match']).toBe('"v1"');
   });
+
+  it(`a page read ${HOT_HITS} times across short-lived copies is hot, though no copy answered ${HOT_HITS}; one read less often starts cold`, async () => {
+    const p = await start();
+    const ONE_S = { 'cache-control': 'max-age=1', etag: '"v1"' };
+    p.fetcher.script = [p.page('v1', ONE_S)];
+    expect((await p.get('/a')).state).toBe('miss');
+    // Each copy lives 1 s and answers one hit; each expired read revalidates while its client
+    // waits (the copy is cold), and the refreshed copy carries the page's reads on.
+    const states: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      expect((await p.get('/a')).state).toBe('hit');
+      p.clock.advance(1_500);
+      p.fetcher.script = [p.page('', ONE_S, 304)];
+      states.push((await p.get('/a')).state);
+    }
+    expect(states).toEqual(['revalidated', 'revalidated', 'updating']); // reads: 2, 4, then 6 >= HOT_HITS
+    await until(() => p.fetcher.calls.length === 4, 'the background refresh is sent');
+
+    // Read as often, but each copy replaced more than HOT_STALE_MS past its expiry: the page is
+    // not being read by a crowd and its reads are not carried, so the read just after the next
+    // expiry still waits for its revalidation.
+    p.fetcher.script = [p.page('b1', ONE_S)];
+    await p.get('/b');
+    for (let i = 0; i < HOT_HITS + 1; i++) {
+      expect((await p.get('/b')).state).toBe('hit');
+      p.clock.advance(i < HOT_HITS ? 12_000 : 1_500);
+      p.fetcher.script = [p.page('', ONE_S, 304)];
+      expect((await p.get('/b')).state).toBe('revalidated');
+    }
+  });
 });
 
 describe('decide(): the pressure gate (step 6)', () => {
