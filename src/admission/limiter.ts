@@ -307,7 +307,12 @@ export class Limiter {
     // the bound is its deadline, or the CoDel cap under a standing queue.
     // Service rate by Little's law: limit permits, each held rttEwmaMs. The planning limit,
     // so a brief no-load probe does not refuse what its end will serve.
-    if (this.rttEwmaMs > 0) {
+    // Only on evidence that the origin queues (Limit.showsQueueing): a queue behind a learned
+    // limit that is still climbing (a cold start, a normal day's burst of clients), with round
+    // trips at their no-load value, is the limit's lag, not the origin's saturation; those
+    // requests wait for their permits, up to their deadline, as the limit grows.
+    const saturated = this.algorithm.showsQueueing?.(now) ?? true;
+    if (this.rttEwmaMs > 0 && saturated) {
       const ahead = this.queue.countAhead(priority) + 1;
       const expectedWaitMs = (ahead * this.rttEwmaMs) / this.planningLimit;
       const boundMs = this.queue.isStanding ? Math.min(this.standingCapMs(opts), deadlineAt - now) : deadlineAt - now;
@@ -328,7 +333,7 @@ export class Limiter {
         next: undefined,
         queued: false,
       };
-      if (this.queue.isStanding) {
+      if (this.queue.isStanding && saturated) {
         const capAt = now + this.standingCapMs(opts);
         if (capAt < deadlineAt) {
           w.expiresAt = capAt;

@@ -147,6 +147,8 @@ const WINDOW_RESERVOIR = 512;
 const LONG_CLIP = 2;
 /** Slow start: the limit's factor per binding window measured at the current limit. */
 const SLOW_START_FACTOR = 1.5;
+/** How long a window that showed queueing stays evidence of it (see showsQueueing), ms. */
+const QUEUEING_EVIDENCE_MS = 1_000;
 /** A window whose gradient is below this ends slow start for good (the origin queues). */
 const SLOW_START_EXIT = 0.8;
 /** A window at the new limit whose 80th percentile rose past this multiple of the last step's ends it too. */
@@ -170,6 +172,8 @@ export class Gradient2Limit implements Limit {
   private longCount = 0;
   private shortRttMs: number | undefined;
   private lastGradient = 1;
+  /** When a window last showed the origin queueing (RTT gradient below 1, or drops); see showsQueueing. */
+  private lastQueueingAt = -Infinity;
   /** Windows in a row whose short-term RTT fell below DRIFT_RATIO x the long-term one. */
   private driftWindows = 0;
   /** When the last no-load sample was seen; the probe interval counts from the first sample. */
@@ -248,6 +252,18 @@ export class Gradient2Limit implements Limit {
 
   get isProbing(): boolean {
     return this.probeLimit > 0;
+  }
+
+  /**
+   * A window within the last QUEUEING_EVIDENCE_MS (or three short-term round trips, when longer)
+   * had a gradient below 1: its round trips were longer than the no-load RTT allows (plus the
+   * slack for the gateway's own delay), or it held drops. Slow start's stricter tests (the 80th
+   * percentile, the rise and the spread against the stepping window) end slow start, but are no
+   * such evidence: on a site with mixed latencies they fire on the endpoint mix. Before a
+   * baseline exists nothing is evidence.
+   */
+  showsQueueing(now: number): boolean {
+    return now - this.lastQueueingAt <= Math.max(QUEUEING_EVIDENCE_MS, 3 * (this.shortRttMs ?? 0));
   }
 
   readings(): Gradient2Readings {
@@ -346,6 +362,7 @@ export class Gradient2Limit implements Limit {
       }
     }
     if (this.windowDrops > 0) gradient = Math.min(gradient, 1 - this.windowDrops / this.windowSamples);
+    if (gradient < 1) this.lastQueueingAt = now;
     gradient = clamp(gradient, 0.5, 1);
     this.lastGradient = gradient;
     const measuredAfterStep = this.windowFirstStartAt >= this.slowStartStepAt;

@@ -34,6 +34,12 @@ export interface Limit {
    */
   readonly planning?: number;
   /**
+   * Whether the origin showed queueing recently (`now` epoch ms): the evidence the Limiter needs
+   * before it refuses at arrival a request that could still wait for its permit. Absent: always
+   * (a fixed or AIMD limit states the origin's capacity, so a queue past it is the evidence).
+   */
+  showsQueueing?(now: number): boolean;
+  /**
    * Feeds one sample. `now` is epoch ms. The caller may reuse the sample object afterwards,
    * so implementations must copy what they keep.
    */

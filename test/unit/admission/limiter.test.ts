@@ -487,6 +487,46 @@ describe('Limiter: refusal at arrival', () => {
     expect(outcomes.find((o) => o.name === 'b')).toBeUndefined();
   });
 
+  it('refuses at arrival, and caps waits under a standing queue, only while the limit shows the origin queueing', async () => {
+    /** A learned limit that may or may not have seen the origin queue. */
+    class LearnedLimit extends ScriptedLimit {
+      queueing = false;
+      showsQueueing(): boolean {
+        return this.queueing;
+      }
+    }
+    const limit = new LearnedLimit(1);
+    const { clock, scheduler, limiter, request, granted, outcomes, flush } = setup({ limit }); // CoDel 20 / 100 ms
+    request('warm');
+    await flush();
+    clock.advance(100);
+    granted('warm').release('success'); // round trip 100 ms
+    request('holder');
+    const deadlineAt = clock.now() + 150;
+    request('b', 1, { deadlineAt }); // 100 ms <= 150: queued either way
+    // 200 ms > 150: refused at once with evidence; without it (a limit still climbing, round
+    // trips at their no-load value) it waits for its permit, up to its deadline.
+    expect(request('c', 1, { deadlineAt })).toBeInstanceOf(Promise);
+    limit.queueing = true;
+    expect(request('d', 1, { deadlineAt })).toMatchObject({ ok: false, reason: 'predicted_wait', waitedMs: 0 });
+    expect(limiter.queueLength).toBe(2);
+
+    // The queue stands (waits above 20 ms for 100 ms): with evidence a new arrival is held to
+    // the CoDel target (3 x 100 ms / 1 > 20 ms, refused at once, though 300 ms is within its
+    // 500 ms deadline); without it, it waits, and is served as the limit grows.
+    limit.queueing = false;
+    scheduler.advance(120);
+    expect(request('e', 1)).toBeInstanceOf(Promise);
+    limit.queueing = true;
+    expect(request('f', 1)).toMatchObject({ ok: false, reason: 'predicted_wait' });
+    limit.queueing = false;
+    scheduler.advance(20);
+    limit.current = 4; // the limit grew
+    granted('holder').release('success');
+    await flush();
+    for (const name of ['b', 'c', 'e']) expect(outcomes.find((o) => o.name === name)?.result).toMatchObject({ ok: true });
+  });
+
   it('forecasts with the planning limit while a probe holds the limit down, capped by the ceiling', async () => {
     /** A limit in a no-load probe: 1 permit now, 4 once the probe ends. */
     class ProbingLimit extends ScriptedLimit {

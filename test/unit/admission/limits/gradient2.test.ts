@@ -258,6 +258,24 @@ describe('Gradient2Limit per window', () => {
     expect(limit.readings().estimate).toBeLessThan(before + 4); // additive headroom only
   });
 
+  it('shows queueing for a second after a window whose round trips exceeded the allowance, not before and not after', () => {
+    const { limit, at } = warmed();
+    // Windows at the no-load RTT: no evidence.
+    feed(limit, at, 12, 50, 20);
+    expect(limit.showsQueueing(at.t)).toBe(false);
+    // One window at 80 ms against 50 + 5: the origin queues.
+    feed(limit, at, 6, 80, 20);
+    const seenAt = at.t;
+    expect(limit.showsQueueing(seenAt)).toBe(true);
+    feed(limit, at, 6, 50, 20);
+    expect(limit.showsQueueing(seenAt + 1_000)).toBe(true);
+    expect(limit.showsQueueing(seenAt + 1_001)).toBe(false);
+    // Drops are evidence too.
+    const dropped = warmed();
+    feed(dropped.limit, dropped.at, 6, 50, 20, true);
+    expect(dropped.limit.showsQueueing(dropped.at.t)).toBe(true);
+  });
+
   it('grows by queueSize * smoothing per window while the RTT stays at the no-load RTT', () => {
     const { limit, at } = warmed({ queueSize: () => 4, smoothing: 0.5 });
     const before = limit.readings().estimate;
