@@ -306,9 +306,10 @@ export class Gradient2Limit implements Limit {
     }
     if (this.windowSamples === 0) this.windowStartAt = now;
     this.windowSamples++;
-    if (sample.dropped) this.windowDrops++;
     const hostDelay = sample.hostDelayMs ?? 0;
     if (hostDelay > this.windowHostDelayMs) this.windowHostDelayMs = hostDelay;
+    // A dropped request's round trip means nothing (a timeout's is the timeout).
+    if (sample.dropped) this.windowDrops++;
     else {
       const n = this.windowRttCount++;
       if (n < WINDOW_RESERVOIR) this.windowRtts[n] = rtt;

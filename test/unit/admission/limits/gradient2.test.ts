@@ -304,6 +304,20 @@ describe('Gradient2Limit per window', () => {
     expect(limit.readings().estimate).toBeCloseTo(20 * gradient, 6);
   });
 
+  it('takes the round trip of every sample that was not dropped, also one that raised the window\'s host delay', () => {
+    // The gateway's lag rising sample by sample (a burst of new clients): every round trip is
+    // still a round trip. (They were once left out, and a window left with none cut the limit.)
+    const rising = warmed({ queueSize: () => 0, smoothing: 1 });
+    for (let i = 0; i < 6; i++) rising.limit.onSample({ rttMs: 50, inflight: 20, dropped: false, hostDelayMs: i + 1 }, (rising.at.t += 10));
+    expect(rising.limit.readings()).toMatchObject({ shortRttMs: 50, lastGradient: 1, estimate: 20 });
+    // A dropped request's round trip is not one: two timeouts among six samples count as
+    // drops, and the short-term RTT is the others'.
+    const dropping = warmed({ queueSize: () => 0, smoothing: 1 });
+    for (let i = 0; i < 6; i++) dropping.limit.onSample({ rttMs: i < 4 ? 50 : 200, inflight: 20, dropped: i >= 4 }, (dropping.at.t += 10));
+    expect(dropping.limit.readings().shortRttMs).toBe(50);
+    expect(dropping.limit.readings().lastGradient).toBeCloseTo(1 - 2 / 6, 6);
+  });
+
   it('allows for the gateway\'s own event-loop delay carried by the samples (hostDelayMs), not more', () => {
     // 30 ms of host delay on a 50 ms origin: a window at 80 ms is the origin at its no-load RTT.
     const lagging = warmed({ queueSize: () => 0, smoothing: 1 });
