@@ -35,7 +35,7 @@ import { fillAndServe, passAlone, startBackgroundRefresh } from './fill.js';
 import { makeFillVisibleHeaders } from './fill-headers.js';
 import { forward } from './pass-through.js';
 import { answerPurge } from './purge-method.js';
-import { countHit, isHot, isReadOften, isServableWhileUpdating, serveStaleOr } from './stale.js';
+import { countHit, isHot, isServableWhileUpdating, serveStaleOr, wasReadOften } from './stale.js';
 
 export type { CrossInstanceCollapse, FillResult, RequestDeps } from './context.js';
 export { HOT_HITS, HOT_STALE_MS } from './stale.js';
@@ -317,13 +317,13 @@ export function decide(
   }
 
   // 7. The origin is busy (no usable member has a free permit: a fill would wait its turn) and a
-  //    crowd reads this page (HOT_HITS reads, isReadOften): a stale copy the route's grace allows answers
+  //    crowd read this page while the copy was fresh (wasReadOften): a stale copy the route's grace allows answers
   //    now instead of queueing behind the crowd, and the revalidation still runs, collapsed, at
   //    this request's priority, with nobody waiting for it (nginx's use_stale updating and
   //    Varnish's grace do the same without either test). A page read now and then, or an origin
   //    with room, waits for the revalidation as RFC 9111 says (busy permits are no outage: if
   //    its wait is refused or times out, the copy answers then, step "any failure").
-  if (entry && evaluation && isServableWhileUpdating(entry, evaluation) && isReadOften(entry) && deps.upstream.isBacklogged(site.pool)) {
+  if (entry && evaluation && isServableWhileUpdating(entry, evaluation) && wasReadOften(entry) && deps.upstream.isBacklogged(site.pool)) {
     ctx.staleReason = 'backlog';
     serveEntry(ctx, entry, evaluation, { state: 'stale', staleReason: 'backlog' });
     deps.metrics.get('staleServed').inc({ site: site.name, reason: 'backlog' });

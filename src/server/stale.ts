@@ -16,21 +16,23 @@ import { fail, serveEntry, shed } from './answer.js';
 import type { FillResult, Ctx, Lookup } from './context.js';
 
 /**
- * Hits answered per stored entry, by either path: a copy's heat is its own, so the memo fast
- * path and the slow path agree on it, and a refreshed copy starts cold.
+ * Hits answered per stored entry, by either path: a copy's own hits, so the memo fast path and
+ * the slow path agree on them. A refreshed copy starts with none, and carries the page's
+ * earlier reads instead (see inheritHeat).
  */
 const entryHits = new WeakMap<CacheEntry, number>();
 
 /**
- * Reads of the page before this copy (carried from the copy it replaced): a page that a crowd
- * keeps reading stays popular across refreshes, though each copy of a short-lived page answers
- * only a few requests. See inheritHeat(). A property, not a WeakMap entry, because the store
- * keeps its own frozen copy of what it is given: an own enumerable property survives that copy
- * (object spread copies symbol keys), and the entry codec and JSON leave symbols out, so the
- * heat stays in this process.
+ * The page's reads before this copy, as of `at` (epoch ms), carried from the copy it replaced:
+ * a page that a crowd keeps reading stays hot across refreshes, though each copy of a
+ * short-lived page answers only a few requests. A property, not a WeakMap entry, because the
+ * store keeps its own frozen copy of what it is given: an own enumerable property survives that
+ * copy (object spread copies symbol keys), and the entry codec and JSON leave symbols out, so
+ * the heat stays in this process (a copy filled by another instance, through Redis, starts cold
+ * here).
  */
 const EARLIER_READS = Symbol('crowdgate.earlierReads');
-type Heated = { [EARLIER_READS]?: number };
+type Heated = { [EARLIER_READS]?: { reads: number; at: number } };
 
 export function countHit(entry: CacheEntry): void {
   const hits = entryHits.get(entry) ?? 0;
@@ -38,7 +40,7 @@ export function countHit(entry: CacheEntry): void {
 }
 
 /**
- * Hits after which a page is hot: a crowd is reading it. A page that answered this many
+ * Reads after which a page is hot: a crowd is reading it. A page that answered this many
  * requests is answered stale while it refreshes in the background (within its grace), like
  * stale-while-revalidate; one read now and then (a conformance test, a quiet page) is not.
  */
@@ -48,31 +50,49 @@ export const HOT_HITS = 5;
 export const HOT_STALE_MS = 10_000;
 
 /**
+ * Time constant of the carried reads' decay, ms: a page read r times a second carries about
+ * r x 5 reads, so it stays hot across its copies from about one read a second on; one read
+ * every few seconds (a single client, a quiet page) never adds up to HOT_HITS.
+ */
+export const HEAT_DECAY_MS = 5_000;
+
+/**
  * `next` (a refresh or revalidation of `previous`, stored at `now`) carries the page's reads:
- * those of `previous` and the earlier copies, plus the read that asked for the refresh, when
- * `previous` was replaced within HOT_STALE_MS of its expiry (the page is still being read).
- * A page read less often than that starts cold again.
+ * those carried by `previous` (decayed to `now`), its own hits, and the read that asked for
+ * the refresh.
  */
 export function inheritHeat(previous: CacheEntry, next: CacheEntry, now: number): void {
-  if (!(now < staleAtOf(previous) + HOT_STALE_MS)) return;
-  (next as Heated)[EARLIER_READS] = Math.min(pageReads(previous) + 1, HOT_HITS);
+  const reads = carriedReads(previous, now) + (entryHits.get(previous) ?? 0) + 1;
+  (next as Heated)[EARLIER_READS] = { reads: Math.min(reads, 2 * HOT_HITS), at: now };
 }
 
-function pageReads(entry: CacheEntry): number {
-  return ((entry as Heated)[EARLIER_READS] ?? 0) + (entryHits.get(entry) ?? 0);
+function carriedReads(entry: CacheEntry, now: number): number {
+  const carried = (entry as Heated)[EARLIER_READS];
+  return carried === undefined ? 0 : carried.reads * Math.exp(-Math.max(0, now - carried.at) / HEAT_DECAY_MS);
 }
 
 /**
- * The page (this copy and the copies it replaced, each refreshed while still being read) was
- * read HOT_HITS times: a crowd reads it, though each short-lived copy may answer only a few.
+ * The page is read by a crowd: this copy answered HOT_HITS hits, or its own hits and the
+ * reads carried from the copies before it (decayed) add up to HOT_HITS. Never a copy that was
+ * invalidated (a purge, an unsafe method): it is revalidated by the next request.
  */
-export function isReadOften(entry: CacheEntry): boolean {
-  return pageReads(entry) >= HOT_HITS;
+export function isReadOften(entry: CacheEntry, now: number): boolean {
+  if (entry.invalidatedAt !== undefined) return false;
+  return (entryHits.get(entry) ?? 0) + carriedReads(entry, now) >= HOT_HITS;
 }
 
-/** The entry expired less than HOT_STALE_MS ago and its page was read HOT_HITS times (isReadOften). */
+/**
+ * A crowd read the page while this copy was fresh: isReadOften as of the copy's expiry (a copy
+ * that answered HOT_HITS hits stays so however long ago; carried reads decay only to then).
+ */
+export function wasReadOften(entry: CacheEntry): boolean {
+  return isReadOften(entry, staleAtOf(entry));
+}
+
+/** The entry expired less than HOT_STALE_MS ago and its page is read often (isReadOften). */
 export function isHot(ctx: Ctx, entry: CacheEntry): boolean {
-  return ctx.deps.clock.now() < staleAtOf(entry) + HOT_STALE_MS && isReadOften(entry);
+  const now = ctx.deps.clock.now();
+  return now < staleAtOf(entry) + HOT_STALE_MS && isReadOften(entry, now);
 }
 
 /** A stale copy that may answer while its key's refresh is under way (decide(), step 9). */

@@ -124,34 +124,66 @@ describe('decide(): a stale copy on an origin with room', () => {
     expect(p.fetcher.calls.at(-1)!.headers['if-none-match']).toBe('"v1"');
   });
 
-  it(`a page read ${HOT_HITS} times across short-lived copies is hot, though no copy answered ${HOT_HITS}; one read less often starts cold`, async () => {
+  it(`a page a crowd reads is hot across its short-lived copies, though no copy answered ${HOT_HITS}; one read every few seconds never is`, async () => {
     const p = await start();
     const ONE_S = { 'cache-control': 'max-age=1', etag: '"v1"' };
     p.fetcher.script = [p.page('v1', ONE_S)];
     expect((await p.get('/a')).state).toBe('miss');
-    // Each copy lives 1 s and answers one hit; each expired read revalidates while its client
-    // waits (the copy is cold), and the refreshed copy carries the page's reads on.
+    // Each copy lives 1 s and answers two hits; each expired read revalidates while its client
+    // waits (no copy is hot on its own), and each refreshed copy carries the page's reads on,
+    // decayed: 2, then 3 x e^-0.3 + 2 = 4.2, then 5.2 x e^-0.3 + 2 = 5.9 >= HOT_HITS.
     const states: string[] = [];
     for (let i = 0; i < 3; i++) {
-      expect((await p.get('/a')).state).toBe('hit');
+      for (let h = 0; h < 2; h++) expect((await p.get('/a')).state).toBe('hit');
       p.clock.advance(1_500);
       p.fetcher.script = [p.page('', ONE_S, 304)];
       states.push((await p.get('/a')).state);
     }
-    expect(states).toEqual(['revalidated', 'revalidated', 'updating']); // reads: 2, 4, then 6 >= HOT_HITS
+    expect(states).toEqual(['revalidated', 'revalidated', 'updating']);
     await until(() => p.fetcher.calls.length === 4, 'the background refresh is sent');
 
-    // Read as often, but each copy replaced more than HOT_STALE_MS past its expiry: the page is
-    // not being read by a crowd and its reads are not carried, so the read just after the next
-    // expiry still waits for its revalidation.
+    // The same via a full 200 refetch (no validator): the new copy carries the reads too.
+    const NO_TAG = { 'cache-control': 'max-age=1' };
+    p.fetcher.script = [p.page('c1', NO_TAG)];
+    await p.get('/c');
+    const full: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      for (let h = 0; h < 2; h++) expect((await p.get('/c')).state).toBe('hit');
+      p.clock.advance(1_500);
+      p.fetcher.script = [p.page(`c${i + 2}`, NO_TAG)];
+      full.push((await p.get('/c')).state);
+    }
+    expect(full).toEqual(['expired', 'expired', 'updating']);
+
+    // One client reading every 9 s (each read 8 s past the copy's expiry, within the 10 s hot
+    // window): the carried reads decay faster than they add up, so every read waits for its
+    // revalidation, however long it goes on.
     p.fetcher.script = [p.page('b1', ONE_S)];
     await p.get('/b');
-    for (let i = 0; i < HOT_HITS + 1; i++) {
-      expect((await p.get('/b')).state).toBe('hit');
-      p.clock.advance(i < HOT_HITS ? 12_000 : 1_500);
+    for (let i = 0; i < 3 * HOT_HITS; i++) {
+      p.clock.advance(9_000);
       p.fetcher.script = [p.page('', ONE_S, 304)];
       expect((await p.get('/b')).state).toBe('revalidated');
     }
+  });
+
+  it('a hot page that was invalidated (a purge, an unsafe method) is revalidated by the next read, not answered stale', async () => {
+    const p = await start();
+    const ONE_S = { 'cache-control': 'max-age=1', etag: '"v1"' };
+    p.fetcher.script = [p.page('v1', ONE_S)];
+    await p.get('/a');
+    for (let i = 0; i < HOT_HITS; i++) expect((await p.get('/a')).state).toBe('hit');
+    p.clock.advance(1_500);
+    p.fetcher.script = [p.page('', ONE_S, 304)];
+    expect((await p.get('/a')).state).toBe('updating'); // hot: answered while it refreshes
+    await until(() => p.fetcher.calls.length === 2, 'the background refresh is sent');
+    await until(async () => (await p.get('/a')).state === 'hit', 'the refreshed copy answers');
+    // The refreshed copy carries the page's heat; a soft purge invalidates it.
+    expect(await p.store.purge({ kind: 'all' }, 'soft', p.clock.now())).toBe(1);
+    p.fetcher.script = [p.page('v2', { 'cache-control': 'max-age=1', etag: '"v2"' })];
+    const next = await p.get('/a');
+    expect(next.state).toBe('expired');
+    expect(next.body).toBe('v2');
   });
 });
 
@@ -259,6 +291,29 @@ describe('decide(): the origin busy or down', () => {
     busy.lease.finish({ kind: 'response', status: 200 });
     await until(() => p.fetcher.calls.length === 2, 'the queued refresh is sent');
     expect(p.fetcher.calls[1]!.headers['if-none-match']).toBe('"v1"');
+  });
+
+  it('a queue at the origin: a page a crowd reads across short-lived copies answers at once too (stale-backlog, step 7)', async () => {
+    const p = await start({ config: { admission: { limit: { algorithm: 'fixed', initial: 1, min: 1, ceiling: 1 } } } });
+    const ONE_S = { 'cache-control': 'max-age=1', etag: '"v1"' };
+    p.fetcher.script = [p.page('v1', ONE_S)];
+    await p.get('/a');
+    // Copies of 1 s with three hits each, revalidated while their clients wait (a copy is
+    // never hot on its own, and each read past expiry is 2 s late): the page's reads add up.
+    for (let i = 0; i < 2; i++) {
+      for (let h = 0; h < 3; h++) expect((await p.get('/a')).state).toBe('hit');
+      p.clock.advance(2_000);
+      p.fetcher.script = [p.page('', ONE_S, 304)];
+      if (i === 0) expect((await p.get('/a')).state).toBe('revalidated');
+    }
+    p.clock.advance(10_000); // past the hot-page window, within grace
+    const busy = await p.upstream.admit(p.site.config, p.pool, { priority: 0, deadlineAt: p.clock.now() + 10_000, kind: 'forward' });
+    if (!busy.ok) throw new Error(busy.why);
+    const r = await within(p.get('/a'), 1_000, 'the request behind a busy origin');
+    expect(r.state).toBe('stale');
+    expect(r.cacheStatus).toMatch(/detail="stale-backlog rid=/);
+    busy.lease.finish({ kind: 'response', status: 200 });
+    await until(() => p.fetcher.calls.length === 3, 'the queued refresh is sent');
   });
 
   it('a queue at the origin, but a copy no crowd read: the request waits its turn for the refresh, as RFC 9111 says (step 7)', async () => {
