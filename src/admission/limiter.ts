@@ -181,6 +181,8 @@ export class Limiter {
 
   /** EWMA of successful permit round trips (ms); 0 until the first one. */
   private rttEwmaMs = 0;
+  /** When a permit was last released (see showsSaturation). */
+  private lastReleaseAt = -Infinity;
   private drainBucketStartAt: number;
   private drainBucketCount = 0;
   private drainRate = 0;
@@ -311,7 +313,7 @@ export class Limiter {
     // limit that is still climbing (a cold start, a normal day's burst of clients), with round
     // trips at their no-load value, is the limit's lag, not the origin's saturation; those
     // requests wait for their permits, up to their deadline, as the limit grows.
-    const saturated = this.algorithm.showsQueueing?.(now) ?? true;
+    const saturated = this.showsSaturation(now);
     if (this.rttEwmaMs > 0 && saturated) {
       const ahead = this.queue.countAhead(priority) + 1;
       const expectedWaitMs = (ahead * this.rttEwmaMs) / this.planningLimit;
@@ -349,6 +351,19 @@ export class Limiter {
       }
       this.onChange?.(this);
     });
+  }
+
+  /**
+   * Evidence that the origin is saturated, for refusing at arrival (acquire()): the limit
+   * algorithm's (Limit.showsQueueing; a fixed or AIMD limit always), or an origin that stopped
+   * answering (every permit held and none released for max(codelIntervalMs, 2 x the typical
+   * round trip): it closes no window for the algorithm to judge). Before a round trip is
+   * measured there is no forecast, and a standing queue is capped as always (adaptive LIFO).
+   */
+  private showsSaturation(now: number): boolean {
+    if (this.rttEwmaMs === 0) return true;
+    if (this.algorithm.showsQueueing?.(now) ?? true) return true;
+    return now - this.lastReleaseAt > Math.max(this.queueConfig.codelIntervalMs, 2 * this.rttEwmaMs);
   }
 
   /** The longest wait under a standing queue, by what the request serves (see the class doc). */
@@ -430,6 +445,7 @@ export class Limiter {
   /** Called once per permit, from LimiterPermit.release. */
   private onRelease(permit: LimiterPermit, kind: ReleaseKind): void {
     const now = this.clock.now();
+    this.lastReleaseAt = now;
     if (permit.overdue) this.overdueCount--;
     else {
       this.inflightCount--;

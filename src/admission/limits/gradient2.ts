@@ -174,6 +174,8 @@ export class Gradient2Limit implements Limit {
   private lastGradient = 1;
   /** When a window last showed the origin queueing (RTT gradient below 1, or drops); see showsQueueing. */
   private lastQueueingAt = -Infinity;
+  /** How long the last window lasted, ms (see showsQueueing). */
+  private lastWindowMs = 0;
   /** Windows in a row whose short-term RTT fell below DRIFT_RATIO x the long-term one. */
   private driftWindows = 0;
   /** When the last no-load sample was seen; the probe interval counts from the first sample. */
@@ -255,15 +257,16 @@ export class Gradient2Limit implements Limit {
   }
 
   /**
-   * A window within the last QUEUEING_EVIDENCE_MS (or three short-term round trips, when longer)
-   * had a gradient below 1: its round trips were longer than the no-load RTT allows (plus the
-   * slack for the gateway's own delay), or it held drops. Slow start's stricter tests (the 80th
-   * percentile, the rise and the spread against the stepping window) end slow start, but are no
-   * such evidence: on a site with mixed latencies they fire on the endpoint mix. Before a
-   * baseline exists nothing is evidence.
+   * A window within the last QUEUEING_EVIDENCE_MS (or three short-term round trips, or two
+   * windows, when longer: a small limit's windows of a slow origin last seconds) had a gradient
+   * below 1: its round trips were longer than the no-load RTT allows (plus the slack for the
+   * gateway's own delay), or it held drops. Slow start's stricter tests (the 80th percentile,
+   * the rise and the spread against the stepping window) end slow start, but are no such
+   * evidence: on a site with mixed latencies they fire on the endpoint mix. Before a baseline
+   * exists only drops are evidence.
    */
   showsQueueing(now: number): boolean {
-    return now - this.lastQueueingAt <= Math.max(QUEUEING_EVIDENCE_MS, 3 * (this.shortRttMs ?? 0));
+    return now - this.lastQueueingAt <= Math.max(QUEUEING_EVIDENCE_MS, 3 * (this.shortRttMs ?? 0), 2 * this.lastWindowMs);
   }
 
   readings(): Gradient2Readings {
@@ -364,6 +367,7 @@ export class Gradient2Limit implements Limit {
     }
     if (this.windowDrops > 0) gradient = Math.min(gradient, 1 - this.windowDrops / this.windowSamples);
     if (gradient < 1) this.lastQueueingAt = now;
+    this.lastWindowMs = now - this.windowStartAt;
     gradient = clamp(gradient, 0.5, 1);
     this.lastGradient = gradient;
     const measuredAfterStep = this.windowFirstStartAt >= this.slowStartStepAt;

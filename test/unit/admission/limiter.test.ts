@@ -527,6 +527,49 @@ describe('Limiter: refusal at arrival', () => {
     for (const name of ['b', 'c', 'e']) expect(outcomes.find((o) => o.name === name)?.result).toMatchObject({ ok: true });
   });
 
+  it('before a round trip is measured, caps waits under a standing queue whatever the limit shows (adaptive LIFO)', async () => {
+    class QuietLimit extends ScriptedLimit {
+      showsQueueing(): boolean {
+        return false;
+      }
+    }
+    const { scheduler, request, outcomes, flush } = setup({ limit: new QuietLimit(1) }); // CoDel 20 / 100 ms
+    request('holder'); // never released: no round trip is ever measured
+    request('w1', 1);
+    scheduler.advance(60);
+    request('w1b', 1);
+    scheduler.advance(60); // the waits stayed over the target for an interval: the queue stands
+    request('w2', 1);
+    scheduler.advance(30); // past w2's cap at the CoDel target, before w1b's at the interval
+    await flush();
+    expect(outcomes.find((o) => o.name === 'w2')?.result).toMatchObject({ ok: false, reason: 'codel' });
+    expect(outcomes.find((o) => o.name === 'w1b')).toBeUndefined();
+  });
+
+  it('takes an origin that stopped answering (nothing released for two round trips) as evidence too', async () => {
+    /** A learned limit whose windows never close: the origin answers nothing. */
+    class QuietLimit extends ScriptedLimit {
+      showsQueueing(): boolean {
+        return false;
+      }
+    }
+    const { clock, scheduler, request, granted, flush } = setup({ limit: new QuietLimit(1) }); // CoDel 20 / 100 ms
+    request('warm');
+    await flush();
+    clock.advance(100);
+    granted('warm').release('success'); // round trip 100 ms, the last release
+    request('holder'); // never released
+    request('w1', 1);
+    request('w2', 1);
+    // 150 ms after the last release (under 2 round trips): 3 ahead-or-self x 100 ms > 250 ms,
+    // but no evidence, so it waits.
+    scheduler.advance(150);
+    expect(request('early', 1, { deadlineAt: clock.now() + 250 })).toBeInstanceOf(Promise);
+    // 300 ms after it: the origin stopped answering, refused at once.
+    scheduler.advance(150);
+    expect(request('late', 1, { deadlineAt: clock.now() + 250 })).toMatchObject({ ok: false, reason: 'predicted_wait', waitedMs: 0 });
+  });
+
   it('forecasts with the planning limit while a probe holds the limit down, capped by the ceiling', async () => {
     /** A limit in a no-load probe: 1 permit now, 4 once the probe ends. */
     class ProbingLimit extends ScriptedLimit {

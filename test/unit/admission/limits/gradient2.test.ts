@@ -276,6 +276,17 @@ describe('Gradient2Limit per window', () => {
     expect(dropped.limit.showsQueueing(dropped.at.t)).toBe(true);
   });
 
+  it('keeps that evidence for two windows when windows are long (a small limit, a slow origin)', () => {
+    const limit = new Gradient2Limit({ initial: 20, min: 2, max: 100, minWindowSamples: 5, slowStart: false, minWindowMs: 1_500 });
+    const at = { t: 0 };
+    feed(limit, at, 151, 50, 2); // a no-load baseline of 50 ms, and one window of 1.5 s
+    feed(limit, at, 151, 80, 20); // a window of 1.5 s at 80 ms: the origin queues
+    const seenAt = at.t;
+    expect(limit.showsQueueing(seenAt)).toBe(true);
+    expect(limit.showsQueueing(seenAt + 2_900)).toBe(true); // a second long window may not have closed yet
+    expect(limit.showsQueueing(seenAt + 3_001)).toBe(false);
+  });
+
   it('grows by queueSize * smoothing per window while the RTT stays at the no-load RTT', () => {
     const { limit, at } = warmed({ queueSize: () => 4, smoothing: 0.5 });
     const before = limit.readings().estimate;
