@@ -15,6 +15,14 @@ class ScriptedLimit implements Limit {
   }
 }
 
+/** A learned limit that may or may not have seen the origin queue (Limit.showsQueueing). */
+class LearnedLimit extends ScriptedLimit {
+  queueing = false;
+  showsQueueing(): boolean {
+    return this.queueing;
+  }
+}
+
 const queue = { maxLength: 100, deadlineMs: 500, codelTargetMs: 20, codelIntervalMs: 100 };
 
 function setup(opts: Partial<LimiterOptions> & { limitN?: number } = {}) {
@@ -36,7 +44,16 @@ function setup(opts: Partial<LimiterOptions> & { limitN?: number } = {}) {
     if (!o || !o.result.ok) throw new Error(`${name} has no permit: ${JSON.stringify(o?.result)}`);
     return o.result.permit;
   };
-  return { clock, scheduler, limit, limiter, outcomes, request, flush, granted };
+  /** Teaches the limiter its typical round trip: `n` permits in turn, each held `rttMs` ms, then released. */
+  const teach = async (rttMs: number, n = 1): Promise<void> => {
+    for (let i = 0; i < n; i++) {
+      request(`warm${i}`);
+      await flush();
+      clock.advance(rttMs);
+      granted(`warm${i}`).release('success');
+    }
+  };
+  return { clock, scheduler, limit, limiter, outcomes, request, flush, granted, teach };
 }
 
 describe('Limiter', () => {
@@ -467,12 +484,8 @@ describe('Limiter with Gradient2 in front of a model origin under a 50x crowd', 
 
 describe('Limiter: refusal at arrival', () => {
   it('refuses at once a request the queue ahead cannot serve before its deadline', async () => {
-    const { clock, limiter, request, outcomes, flush, granted } = setup({ limitN: 1 });
-    // Teach it the round trip: one permit held 100 ms.
-    request('warm');
-    await flush();
-    clock.advance(100);
-    granted('warm').release('success');
+    const { clock, limiter, request, outcomes, flush, granted, teach } = setup({ limitN: 1 });
+    await teach(100);
     request('a'); // granted: the permit is free
     const deadlineAt = clock.now() + 150;
     request('b', 1, { deadlineAt }); // 1 ahead-or-self × 100 ms / limit 1 = 100 ms ≤ 150: queued
@@ -488,19 +501,9 @@ describe('Limiter: refusal at arrival', () => {
   });
 
   it('refuses at arrival, and caps waits under a standing queue, only while the limit shows the origin queueing', async () => {
-    /** A learned limit that may or may not have seen the origin queue. */
-    class LearnedLimit extends ScriptedLimit {
-      queueing = false;
-      showsQueueing(): boolean {
-        return this.queueing;
-      }
-    }
     const limit = new LearnedLimit(1);
-    const { clock, scheduler, limiter, request, granted, outcomes, flush } = setup({ limit }); // CoDel 20 / 100 ms
-    request('warm');
-    await flush();
-    clock.advance(100);
-    granted('warm').release('success'); // round trip 100 ms
+    const { clock, scheduler, limiter, request, granted, outcomes, flush, teach } = setup({ limit }); // CoDel 20 / 100 ms
+    await teach(100); // round trip 100 ms
     request('holder');
     const deadlineAt = clock.now() + 150;
     request('b', 1, { deadlineAt }); // 100 ms <= 150: queued either way
@@ -528,12 +531,7 @@ describe('Limiter: refusal at arrival', () => {
   });
 
   it('before a round trip is measured, caps waits under a standing queue whatever the limit shows (adaptive LIFO)', async () => {
-    class QuietLimit extends ScriptedLimit {
-      showsQueueing(): boolean {
-        return false;
-      }
-    }
-    const { scheduler, request, outcomes, flush } = setup({ limit: new QuietLimit(1) }); // CoDel 20 / 100 ms
+    const { scheduler, request, outcomes, flush } = setup({ limit: new LearnedLimit(1) }); // CoDel 20 / 100 ms
     request('holder'); // never released: no round trip is ever measured
     request('w1', 1);
     scheduler.advance(60);
@@ -548,16 +546,8 @@ describe('Limiter: refusal at arrival', () => {
 
   it('takes an origin that stopped answering (nothing released for two round trips) as evidence too', async () => {
     /** A learned limit whose windows never close: the origin answers nothing. */
-    class QuietLimit extends ScriptedLimit {
-      showsQueueing(): boolean {
-        return false;
-      }
-    }
-    const { clock, scheduler, request, granted, flush } = setup({ limit: new QuietLimit(1) }); // CoDel 20 / 100 ms
-    request('warm');
-    await flush();
-    clock.advance(100);
-    granted('warm').release('success'); // round trip 100 ms, the last release
+    const { clock, scheduler, request, granted, flush, teach } = setup({ limit: new LearnedLimit(1) }); // CoDel 20 / 100 ms
+    await teach(100); // round trip 100 ms, the last release
     request('holder'); // never released
     request('w1', 1);
     request('w2', 1);
@@ -576,11 +566,8 @@ describe('Limiter: refusal at arrival', () => {
       planning = 4;
     }
     const forecast = async (ceiling?: number) => {
-      const { clock, request, granted, flush } = setup({ limit: new ProbingLimit(1), ...(ceiling ? { ceiling } : {}) });
-      request('warm');
-      await flush();
-      clock.advance(100);
-      granted('warm').release('success'); // round trip 100 ms
+      const { clock, request, granted, flush, teach } = setup({ limit: new ProbingLimit(1), ...(ceiling ? { ceiling } : {}) });
+      await teach(100); // round trip 100 ms
       request('holder');
       const deadlineAt = clock.now() + 150;
       // 3 ahead-or-self × 100 ms / 4 = 75 ms ≤ 150 ms: queued, not refused on the probe's 1 permit.
@@ -599,11 +586,8 @@ describe('Limiter: refusal at arrival', () => {
       planning = 4;
     }
     const limit = new ProbingLimit(1);
-    const { clock, limiter, request, granted, outcomes, flush, scheduler } = setup({ limit }); // CoDel 20 / 100 ms
-    request('warm');
-    await flush();
-    clock.advance(30);
-    granted('warm').release('success'); // round trip 30 ms
+    const { clock, limiter, request, granted, outcomes, flush, scheduler, teach } = setup({ limit }); // CoDel 20 / 100 ms
+    await teach(30); // round trip 30 ms
     request('holder');
     for (let i = 0; i < 14; i++) request(`w${i}`);
     scheduler.advance(150); // every waiter has waited 150 ms: past the CoDel target for a whole interval
@@ -686,18 +670,9 @@ describe('Limiter: standing queue once waits are predictable', () => {
 
 describe('Limiter: overdue permits step aside (the slow lane)', () => {
   /** Teach the limiter a typical round trip of `rttMs` with `n` quick requests. */
-  const teach = async (s: ReturnType<typeof setup>, rttMs: number, n = 5) => {
-    for (let i = 0; i < n; i++) {
-      s.request(`warm${i}`);
-      await s.flush();
-      s.clock.advance(rttMs);
-      s.granted(`warm${i}`).release('success');
-    }
-  };
-
   it('a slow request held past 10 x the typical round trip leaves the count, and a waiter gets its permit', async () => {
     const s = setup({ limitN: 2, slowLane: true });
-    await teach(s, 20); // typical 20 ms: overdue after 200 ms
+    await s.teach(20, 5); // typical 20 ms: overdue after 200 ms
     s.request('slow1');
     s.request('slow2');
     s.request('fast'); // both permits held: it waits
@@ -722,7 +697,7 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
 
   it('is off by default (a fixed limit means what it says)', async () => {
     const s = setup({ limitN: 1 });
-    await teach(s, 20);
+    await s.teach(20, 5);
     s.request('slow');
     s.request('fast');
     await s.flush();
@@ -734,7 +709,7 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
 
   it('never lets the lane take everything in flight past the ceiling', async () => {
     const s = setup({ limitN: 2, ceiling: 3, slowLane: true });
-    await teach(s, 20);
+    await s.teach(20, 5);
     s.request('slow1');
     s.request('slow2');
     s.request('a');
@@ -749,7 +724,7 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
 
   it('when most requests are that slow, the origin has slowed down: their round trips are fed again and the lane closes', async () => {
     const s = setup({ limitN: 4, slowLane: true });
-    await teach(s, 10); // typical 10 ms: overdue after 100 ms
+    await s.teach(10, 5); // typical 10 ms: overdue after 100 ms
     const limit = s.limit as ScriptedLimit;
     let fed = limit.samples.length;
     for (let i = 0; i < 40; i++) {
