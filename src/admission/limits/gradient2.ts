@@ -79,6 +79,8 @@
  * behind the slots, which ends slow start for good and hands over to the gradient. An origin
  * whose own latencies spread widely leaves slow start at once, and the limit grows as before.
  * It needs a baseline (MIN_BASELINE_SAMPLES no-load samples); without one the probe comes first.
+ * Its steps are judged again in hindsight against the no-load RTT learned later, and taken back
+ * when it shows their windows were queueing (see judgeStepsInHindsight).
  *
  * Known limitation: `min` must not exceed the origin's real concurrency, or no-load samples and
  * probes see queueing and the limit settles proportionally too high.
@@ -190,6 +192,11 @@ export class Gradient2Limit implements Limit {
   private slowStartRefP80: number | undefined;
   /** Its spread, 80th over 20th percentile. */
   private slowStartRefSpread = 1;
+  /**
+   * Slow start's steps not yet confirmed, oldest first: the 80th-percentile RTT and the slack
+   * that justified each, and the estimate and peak before it (see "in hindsight" in closeWindow).
+   */
+  private readonly slowStartSteps: { p80: number; slack: number; before: number; peakBefore: number }[] = [];
 
   // The open window.
   private windowStartAt = 0;
@@ -368,6 +375,7 @@ export class Gradient2Limit implements Limit {
     if (this.windowDrops > 0) gradient = Math.min(gradient, 1 - this.windowDrops / this.windowSamples);
     if (gradient < 1) this.lastQueueingAt = now;
     this.lastWindowMs = now - this.windowStartAt;
+    this.judgeStepsInHindsight();
     gradient = clamp(gradient, 0.5, 1);
     this.lastGradient = gradient;
     const measuredAfterStep = this.windowFirstStartAt >= this.slowStartStepAt;
@@ -392,6 +400,12 @@ export class Gradient2Limit implements Limit {
       this.windowAtLimit * 2 >= this.windowSamples &&
       measuredAfterStep
     ) {
+      this.slowStartSteps.push({
+        p80,
+        slack: Math.max(RTT_NOISE_MS, this.windowHostDelayMs),
+        before: this.estimate,
+        peakBefore: this.peakEstimate,
+      });
       this.estimate = clamp(this.estimate * SLOW_START_FACTOR, this.min, this.max);
       this.slowStartStepAt = now;
       this.slowStartRefP80 = p80;
@@ -401,6 +415,9 @@ export class Gradient2Limit implements Limit {
       return;
     }
 
+    // A window that used every permit at the no-load RTT confirms the limit: slow start's
+    // steps up to it stand.
+    if (gradient >= 1 && this.windowAtLimit * 2 >= this.windowSamples && measuredAfterStep) this.slowStartSteps.length = 0;
     const target = this.estimate * gradient + this.queueSize(this.estimate);
     let next = this.estimate * (1 - this.smoothing) + target * this.smoothing;
     // Grow only from a window that used the whole limit: below it the origin's latency says
@@ -419,6 +436,36 @@ export class Gradient2Limit implements Limit {
     else if (this.estimate * 2 < this.peakEstimate) suspicious = true;
     this.resetWindow();
     if (suspicious && now - this.lastProbeAt >= this.probeMinIntervalMs) this.startProbe(now);
+  }
+
+  /**
+   * Slow start's steps in hindsight. A step claims that the window which made it did not queue
+   * in the origin: its 80th-percentile RTT was within the allowance of the no-load RTT known
+   * then. At a cold start that RTT rests on a few samples taken while the gateway and the origin
+   * were still cold (a 50 ms origin read 70-90 ms), and against it a window with a third of its
+   * requests waiting behind the origin's slots passes: a crowd's limit stepped from 12 to 18 for
+   * an origin with 8 slots, did not bind again while the crowd ramped up, and let 16-17
+   * requests into the origin when the crowd got there. So when the no-load RTT learned since
+   * puts that window's 80th percentile past the allowance (the slow-start test), the step is
+   * taken back, newest first. Whether that window queued or was only cold cannot be told apart
+   * now, so slow start itself goes on if it was still on, judged against the no-load RTT it has
+   * now: an origin with room steps again at once, one without stops at its first queueing
+   * window. A window that used every permit at the no-load RTT confirms the steps so far.
+   */
+  private judgeStepsInHindsight(): void {
+    const long = this.longRttMs;
+    if (long === undefined) return;
+    const steps = this.slowStartSteps;
+    let reverted = false;
+    while (steps.length > 0) {
+      const step = steps[steps.length - 1]!;
+      if ((this.tolerance * long + step.slack) / step.p80 >= SLOW_START_EXIT) break;
+      steps.pop();
+      if (step.before < this.estimate) this.estimate = step.before;
+      this.peakEstimate = Math.max(step.peakBefore, this.estimate);
+      reverted = true;
+    }
+    if (reverted) this.slowStartRefP80 = undefined;
   }
 
   private startProbe(now: number): void {

@@ -245,6 +245,54 @@ describe('Gradient2Limit per window', () => {
     expect(highest).toBeLessThan(33); // the gradient's headroom, never another step to 45
   });
 
+  it('takes back slow start\'s steps that the no-load RTT learned later shows were made by queueing windows', () => {
+    // A baseline of three samples taken cold (80 ms) for an origin of 8 slots answering in 50.
+    const limit = new Gradient2Limit({ initial: 8, min: 2, max: 100, minWindowSamples: 5 });
+    const at = { t: 0 };
+    const est = () => limit.readings().estimate;
+    feed(limit, at, 3, 80, 1);
+    // The cold cache's fills hold every permit; two fifths find a slot (70 ms), the rest wait
+    // (95 ms), within the cold baseline's allowance (85 / 95): slow start steps 8 -> 12 -> 18.
+    for (let i = 0; i < 400 && est() < 18; i++) {
+      const inUse = Math.floor(est());
+      feed(limit, at, 2, 70, inUse);
+      feed(limit, at, 3, 95, inUse);
+    }
+    expect(est()).toBeGreaterThanOrEqual(18);
+    // A lull: no-load samples at the warm 50 ms. The allowance is now about 57 ms, and both
+    // steps were made by windows whose 80th percentile (95 ms) was far past it.
+    feed(limit, at, 40, 50, 2);
+    expect(limit.readings().longRttMs).toBeLessThan(55);
+    expect(est()).toBeLessThan(9); // back to 8, and the gradient's headroom from one window
+    // The crowd comes back: up to its 8 slots the origin answers in 50 ms, past them the round
+    // trip grows with the concurrency (8 slots, FIFO).
+    let highest = 0;
+    for (let i = 0; i < 300; i++) {
+      const inUse = Math.floor(est());
+      feed(limit, at, 1, 50 * Math.max(1, inUse / 8), inUse);
+      highest = Math.max(highest, est());
+    }
+    expect(highest).toBeLessThan(13); // at most one step (12) and the gradient's headroom
+  });
+
+  it('keeps slow start\'s steps that a window at the limit confirmed, however much the no-load RTT falls later', () => {
+    const { limit, at } = slowStarted();
+    feed(limit, at, 11, 50, 20); // step to 30
+    feed(limit, at, 11, 50, 30); // requests from before the step
+    feed(limit, at, 10, 50, 30);
+    feed(limit, at, 1, 50, 30, true); // a drop ends slow start
+
+    expect(limit.readings().slowStart).toBe(false);
+    feed(limit, at, 11, 50, 30); // every permit in use at the no-load RTT confirms the step
+    const confirmed = limit.readings().estimate;
+    expect(confirmed).toBeGreaterThan(28);
+    // The origin gets faster: quiet windows at 20 ms pull the no-load RTT down to about 20,
+    // which would put the step's window (50 ms) far past the allowance.
+    feed(limit, at, 60, 20, 10);
+    expect(limit.readings().longRttMs).toBeLessThan(30);
+    expect(limit.readings().estimate).toBeGreaterThanOrEqual(confirmed);
+  });
+
   it.each([
     { what: 'queueing in the origin (gradient 55 / 80)', rttMs: 80, dropped: false },
     { what: 'a drop', rttMs: 50, dropped: true },
