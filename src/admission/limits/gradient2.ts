@@ -24,9 +24,12 @@
  *   sample), or, at most once per `probeMinIntervalMs`, when the
  *   long-term RTT looks wrong: three windows in a row had a short-term RTT below 0.8 x the
  *   long-term RTT (the origin got faster, e.g. an overload it had is over; one such window is
- *   just the endpoint mix, and a probe holds the limit at a quarter for a few round trips), or the limit fell below half its peak
- *   since the last probe (the origin got slower, or lost capacity: only a low-concurrency
- *   measurement tells which), or when the limit binds (a window used every permit) but the
+ *   just the endpoint mix, and a probe holds the limit at a quarter for a few round trips), or,
+ *   without waiting for that interval, when the limit fell below half its peak since the last
+ *   probe (the origin got slower, or lost capacity, or the host it shares got busy: only a
+ *   low-concurrency measurement tells which, and meanwhile the windows are evidence for
+ *   refusing at arrival; each probe resets the peak, so this repeats at most log2(max / min)
+ *   times while the limit falls), or when the limit binds (a window used every permit) but the
  *   long-term RTT rests on fewer than 3 no-load samples (no baseline: a crowd from the first
  *   request, or an initial limit far above capacity). A probe costs a few round trips at a
  *   quarter of the concurrency, so it never starts while the limit does not bind, nor when a
@@ -105,7 +108,7 @@ export interface Gradient2Options {
   queueSize?: (limit: number) => number;
   /** Probe the no-load RTT when none was seen for this long, in ms. Default 30000. */
   probeIntervalMs?: number;
-  /** Least time between probes triggered by a suspicious window, in ms. Default 2000. */
+  /** Least time between probes triggered by a suspicious window (not a halved limit), in ms. Default 2000. */
   probeMinIntervalMs?: number;
   /** Samples a probe collects. Default 10. */
   probeSamples?: number;
@@ -194,7 +197,7 @@ export class Gradient2Limit implements Limit {
   private slowStartRefSpread = 1;
   /**
    * Slow start's steps not yet confirmed, oldest first: the 80th-percentile RTT and the slack
-   * that justified each, and the estimate and peak before it (see "in hindsight" in closeWindow).
+   * that justified each, and the estimate and peak before it (see judgeStepsInHindsight).
    */
   private readonly slowStartSteps: { p80: number; slack: number; before: number; peakBefore: number }[] = [];
 
@@ -432,10 +435,16 @@ export class Gradient2Limit implements Limit {
     // from (the drift rules and the periodic probe correct it later); probing anyway would
     // hold fills back just when a cold cache needs them most.
     if (this.longCount < Math.min(MIN_BASELINE_SAMPLES, this.probeSamples) && this.windowMaxInflight >= Math.floor(this.estimate)) suspicious = true;
+    // The limit fell below half its peak since the last probe: the origin got slower, or lost
+    // capacity, or the host it shares with the gateway got busy (a 5-20 ms origin read 60 ms
+    // while the CPU was saturated), and only a low-concurrency measurement tells which. Meanwhile
+    // the windows count as evidence for refusing at arrival, so this probe does not wait for
+    // probeMinIntervalMs; it cannot repeat without end, as each one resets the peak.
+    let halved = false;
     if (this.estimate > this.peakEstimate) this.peakEstimate = this.estimate;
-    else if (this.estimate * 2 < this.peakEstimate) suspicious = true;
+    else if (this.estimate * 2 < this.peakEstimate) halved = true;
     this.resetWindow();
-    if (suspicious && now - this.lastProbeAt >= this.probeMinIntervalMs) this.startProbe(now);
+    if (halved || (suspicious && now - this.lastProbeAt >= this.probeMinIntervalMs)) this.startProbe(now);
   }
 
   /**

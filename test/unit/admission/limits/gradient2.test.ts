@@ -407,6 +407,29 @@ describe('Gradient2Limit per window', () => {
     expect(limit.readings().lastGradient).toBeCloseTo(gradient, 6);
   });
 
+  it('probes at once, not probeMinIntervalMs after the last probe, when the limit falls below half its peak', () => {
+    const { limit, at } = warmed();
+    // Three quick windows (20 ms against 50): the no-load RTT is stale, a probe measures it.
+    for (let w = 0; w < 3; w++) feed(limit, at, 6, 20, 20);
+    expect(limit.readings().probes).toBe(1);
+    feed(limit, at, 10, 20, limit.current); // the probe's samples: no-load RTT 20 ms
+    expect(limit.readings()).toMatchObject({ probing: false, longRttMs: 20 });
+    const probeEndedAt = at.t;
+    // Then every round trip takes 60 ms at any concurrency (the host got busy, or the origin
+    // slower): the gradient halves the limit window after window. Only a probe tells whether
+    // the origin queues; it comes once the limit is below half its peak, within a second here.
+    while (at.t - probeEndedAt < 1_000 && limit.readings().probes === 1) feed(limit, at, 1, 60, limit.current);
+    expect(limit.readings().probes).toBe(2);
+    expect(at.t - probeEndedAt).toBeLessThan(1_000);
+    // It measures 60 ms at a quarter of the limit: that is the no-load RTT now, and the limit
+    // stops falling.
+    feed(limit, at, 10, 60, limit.current);
+    expect(limit.readings().longRttMs).toBe(60);
+    const after = limit.readings().estimate;
+    for (let w = 0; w < 5; w++) feed(limit, at, 6, 60, limit.current);
+    expect(limit.readings().estimate).toBeGreaterThanOrEqual(after);
+  });
+
   it('moves the long-term RTT down at once when the short-term RTT falls well below it', () => {
     const { limit, at } = warmed({ probeMinIntervalMs: 1e9 });
     feed(limit, at, 6, 20, 20);
