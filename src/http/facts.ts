@@ -23,15 +23,25 @@ export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'upgrade',
 ]);
 
-/** Names listed in a Connection header, lower-cased (RFC 9110 §7.6.1: they are hop-by-hop too). */
+/**
+ * Names listed in a Connection header, lower-cased (RFC 9110 §7.6.1: they are hop-by-hop too),
+ * except the fields that frame the message or name its target (NEVER_CONNECTION_OPTIONS): a
+ * client's `Connection: content-length` stripped the length from a forwarded DELETE with a
+ * body, and the origin read that body as a second request on the shared connection (request
+ * smuggling: the next client got its answer); `Connection: host` stripped Host from a cache
+ * fill, and the origin's default host answered under the site's key.
+ */
 export function connectionListedNames(value: string | string[] | undefined): string[] {
   if (!value) return [];
   const joined = Array.isArray(value) ? value.join(',') : value;
   return joined
     .split(',')
     .map((s) => s.trim().toLowerCase())
-    .filter((s) => s.length > 0);
+    .filter((s) => s.length > 0 && !NEVER_CONNECTION_OPTIONS.has(s));
 }
+
+/** Fields a Connection header never removes (see connectionListedNames). */
+export const NEVER_CONNECTION_OPTIONS: ReadonlySet<string> = new Set(['host', 'content-length']);
 
 /** The fixed hop-by-hop set, plus the names Connection lists (RFC 9110 §7.6.1). */
 export function isHopByHop(name: string, connectionListed: ReadonlySet<string>): boolean {

@@ -53,6 +53,29 @@ describe('forwarding', () => {
     expect(res.headers['x-request-id']).toBe(seen.headers['x-request-id']);
   });
 
+  it('never lets a client\'s Connection header strip Content-Length (smuggling) or Host (a fill under the site\'s key)', async () => {
+    const o = await origin();
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    // A DELETE whose body is a whole request: with its length stripped, the origin read that
+    // body as a second request on the gateway's kept-alive connection.
+    const smuggled = 'GET /smuggled HTTP/1.1\r\nHost: internal.example\r\n\r\n';
+    const payload =
+      `DELETE /any HTTP/1.1\r\nHost: blog.example.com\r\nContent-Length: ${smuggled.length}\r\n` +
+      `Connection: keep-alive, content-length\r\n\r\n${smuggled}`;
+    const port = Number(new URL(g.url).port);
+    const answer = await rawHttp(port, payload, 1000);
+    expect(answer).toMatch(/^HTTP\/1\.1 200 /);
+    // Then an ordinary request on the same origin connection pool.
+    await (await request(`${g.url}/next`, { headers: { 'cache-control': 'no-cache' } })).body.text();
+    expect(o.requests.map((r) => `${r.method} ${r.url}`)).toEqual(['DELETE /any', 'GET /next']);
+    expect(o.requests[0]!.bodyLength).toBe(smuggled.length);
+    // A GET fill nominating Host: the origin still sees the client's Host, which the key holds.
+    const fill = await rawHttp(port, 'GET /page HTTP/1.1\r\nHost: blog.example.com\r\nConnection: close, host\r\n\r\n');
+    expect(fill).toMatch(/^HTTP\/1\.1 200 /);
+    const seen = o.requests.find((r) => r.url === '/page')!;
+    expect(seen.headers.host).toBe('blog.example.com');
+  });
+
   it('replaces a spoofed X-Forwarded-For from an untrusted peer and keeps the chain from a trusted one', async () => {
     const o = await origin();
     const g = await gateway({ trustedProxies: [], sites: [siteFor([o.url])] });

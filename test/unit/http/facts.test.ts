@@ -7,6 +7,8 @@ describe('HTTP facts', () => {
     expect(connectionListedNames('')).toEqual([]);
     expect(connectionListedNames('close, X-Hop ,, Keep-Alive')).toEqual(['close', 'x-hop', 'keep-alive']);
     expect(connectionListedNames(['Upgrade', 'x-a, x-b'])).toEqual(['upgrade', 'x-a', 'x-b']);
+    // Never the fields that frame the message or name its target.
+    expect(connectionListedNames('keep-alive, Content-Length, HOST, x-a')).toEqual(['keep-alive', 'x-a']);
   });
 
   it('calls the RFC 9110 §7.6.1 fields and what Connection lists hop-by-hop, and nothing else', () => {
