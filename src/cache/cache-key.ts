@@ -200,6 +200,12 @@ export function makeAuthority(host: string | undefined, scheme: string): string 
   return `${sch}://${h}`;
 }
 
+/** The host as the key holds it (see makeAuthority): what a shared fill sends as Host. */
+export function normaliseHost(host: string, scheme: string): string {
+  const authority = makeAuthority(host, scheme);
+  return authority.slice(authority.indexOf('://') + 3);
+}
+
 /**
  * The request target once normalised, used alike for route matching, the cache key and what is
  * sent to the origin: path percent-normalised and dot segments removed (`/static/../index` is

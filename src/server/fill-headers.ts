@@ -5,12 +5,12 @@
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { CacheEntry } from '../cache/entry.js';
-import { parseCookies } from '../cache/cache-key.js';
+import { normaliseHost, parseCookies } from '../cache/cache-key.js';
 import type { PolicyOptions } from '../cache/policy.js';
 import { HOP_BY_HOP, connectionListedNames } from '../http/facts.js';
 import type { SiteRuntime } from '../runtime.js';
 import { CLIENT_CONDITIONALS, appendVia, setForwardedHeaders, stripHopByHop } from './headers.js';
-import type { Ctx, Lookup } from './context.js';
+import { schemeOf, type Ctx, type Lookup } from './context.js';
 
 /**
  * Request headers a cache fill passes on from the client: a fill is shared by everyone who asks
@@ -75,6 +75,14 @@ export function makeFillHeaders(ctx: Ctx, lookup: Lookup): Record<string, string
     peerTrusted: ctx.peerTrusted,
     scheme: ctx.scheme,
   });
+  // The Host as the key holds it, not as this client typed it: `BLOG.example.com.:80` is the
+  // same entry as `blog.example.com`, and an origin building its links from the Host would
+  // put the typed form in a page everyone then gets (a trailing dot is another origin to a
+  // browser: its cookies are not sent).
+  const scheme = schemeOf(ctx);
+  if (out.host !== undefined) out.host = normaliseHost(out.host, scheme);
+  const forwardedHost = out['x-forwarded-host'];
+  if (forwardedHost !== undefined) out['x-forwarded-host'] = normaliseHost(forwardedHost, scheme);
   out['x-request-id'] = ctx.requestId;
   return out;
 }

@@ -76,6 +76,24 @@ describe('forwarding', () => {
     expect(seen.headers.host).toBe('blog.example.com');
   });
 
+  it('sends a fill the Host as the key holds it (lower case, no trailing dot, no default port), not as one client typed it', async () => {
+    const o = await origin();
+    o.route('/home', (req, res) => {
+      res.writeHead(200, { 'cache-control': 'public, max-age=60', 'content-type': 'text/html' });
+      res.end(`<a href="//${req.headers.host}/about">about</a>`);
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const port = Number(new URL(g.url).port);
+    const planted = await rawHttp(port, 'GET /home HTTP/1.1\r\nHost: BLOG.Example.com.:80\r\nConnection: close\r\n\r\n');
+    expect(planted).toMatch(/^HTTP\/1\.1 200 /);
+    expect(o.requests[0]!.headers.host).toBe('blog.example.com');
+    expect(o.requests[0]!.headers['x-forwarded-host']).toBe('blog.example.com');
+    const victim = await request(`${g.url}/home`, { headers: { host: 'blog.example.com' } });
+    expect(await victim.body.text()).toBe('<a href="//blog.example.com/about">about</a>');
+    expect(victim.headers['cache-status']).toMatch(/hit/);
+    expect(o.count()).toBe(1);
+  });
+
   it('replaces a spoofed X-Forwarded-For from an untrusted peer and keeps the chain from a trusted one', async () => {
     const o = await origin();
     const g = await gateway({ trustedProxies: [], sites: [siteFor([o.url])] });
