@@ -48,12 +48,38 @@ export class TrustedProxies {
     if (!xff || !this.isTrusted(peerPlain)) return peerPlain;
     const hops = (Array.isArray(xff) ? xff.join(',') : xff).split(',').map((s) => s.trim());
     for (let i = hops.length - 1; i >= 0; i--) {
-      const hop = unmapV4(hops[i]!);
-      if (isIP(hop) === 0) return peerPlain; // garbage in the chain: trust nothing past it
+      const hop = parseHop(hops[i]!);
+      // Garbage in the chain (`unknown`, an obfuscated name): the client is past a trusted
+      // proxy, but who it is cannot be read. Never the proxy's own address: that address is
+      // trusted (PURGE from `unknown` behind a local proxy was allowed).
+      if (hop === undefined) return UNKNOWN_CLIENT;
       if (!this.isTrusted(hop)) return hop;
     }
-    return unmapV4(hops[0] ?? peerPlain);
+    return parseHop(hops[0] ?? '') ?? UNKNOWN_CLIENT;
   }
+}
+
+/** The client address when a trusted proxy's X-Forwarded-For names one that cannot be read. */
+export const UNKNOWN_CLIENT = 'unknown';
+
+/**
+ * One X-Forwarded-For hop as an address: `1.2.3.4`, `1.2.3.4:4711`, `2001:db8::1`,
+ * `[2001:db8::1]`, `[2001:db8::1]:4711` (some proxies append the port); undefined otherwise.
+ */
+function parseHop(raw: string): string | undefined {
+  let hop = raw.trim();
+  if (hop.startsWith('[')) {
+    const end = hop.indexOf(']');
+    if (end < 0) return undefined;
+    const rest = hop.slice(end + 1);
+    if (rest !== '' && !/^:\d{1,5}$/.test(rest)) return undefined;
+    hop = hop.slice(1, end);
+  } else if (isIP(hop) === 0) {
+    const m = /^(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}$/.exec(hop);
+    if (m) hop = m[1]!;
+  }
+  hop = unmapV4(hop);
+  return isIP(hop) === 0 ? undefined : hop;
 }
 
 /** '::ffff:1.2.3.4' -> '1.2.3.4'. */

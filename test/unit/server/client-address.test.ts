@@ -8,7 +8,14 @@ describe('TrustedProxies', () => {
     ['trusted peer: the client is the rightmost untrusted hop', '10.1.2.3', '198.51.100.7', '198.51.100.7'],
     ['trusted chain is skipped from the right', '127.0.0.1', '198.51.100.7, 10.9.9.9', '198.51.100.7'],
     ['a spoofed left part does not win over the real hop', '10.1.1.1', '6.6.6.6, 198.51.100.7', '198.51.100.7'],
-    ['garbage in the chain stops trust at the peer', '10.1.1.1', 'not-an-ip', '10.1.1.1'],
+    // Garbage in the chain: the client cannot be read, and is never the trusted proxy itself
+    // (PURGE allowed from `unknown` behind a local proxy).
+    ['garbage in the chain: an unknown client, not the peer', '10.1.1.1', 'not-an-ip', 'unknown'],
+    ['garbage right of a real address: unknown', '127.0.0.1', '203.0.113.5, unknown', 'unknown'],
+    ['a hop with a port is its address', '127.0.0.1', '203.0.113.5:4711', '203.0.113.5'],
+    ['an IPv6 hop in brackets, with a port', '127.0.0.1', '[2001:db8::1]:4711', '2001:db8::1'],
+    ['an IPv6 hop in brackets', '127.0.0.1', '[2001:db8::7]', '2001:db8::7'],
+    ['a trusted hop with a port is skipped', '127.0.0.1', '198.51.100.7, 10.0.0.9:8080', '198.51.100.7'],
     ['IPv4-mapped IPv6 peers are unmapped', '::ffff:203.0.113.5', undefined, '203.0.113.5'],
     ['no header: the peer', '10.0.0.1', undefined, '10.0.0.1'],
   ])('%s', (_name, peer, xff, expected) => {
