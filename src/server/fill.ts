@@ -20,6 +20,11 @@ import { originFailure, hasStaleOnFailure, inheritHeat, hasOtherMember, refusedF
 
 export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): Promise<void> {
   const { deps } = ctx;
+  // A request carrying no-store (RFC 9111 §5.2.1.5) may be answered from the store, but what
+  // the origin answers it is not stored: it goes alone, never leading a shared fill. Leading
+  // one, its unstored answer marked the key hit-for-pass, and one such request sent everyone's
+  // requests for the page to the origin for hitForPassSeconds.
+  if (!lookup.canStore) return passAlone(ctx, lookup);
   const collapseKey = collapseKeyOf(lookup);
   const cfg = ctx.rt.config.cache.collapse;
   const joined = deps.inflight.join(collapseKey.id, cfg.waitDeadlineMs);

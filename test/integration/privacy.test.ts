@@ -166,6 +166,23 @@ describe('the key covers what the origin sees', () => {
     expect(o.requests.every((r) => !r.url.includes('utm_source=evil&') && !r.url.includes('#'))).toBe(true);
   });
 
+  it('a request carrying no-store goes alone: it never marks the page hit-for-pass for everyone', async () => {
+    const o = await origin();
+    o.route('/p', { headers: { 'cache-control': 'public, max-age=60' }, body: 'p' });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const alone = await get(`${g.url}/p`, { 'cache-control': 'no-store' });
+    expect(alone.body).toBe('p');
+    expect(alone.headers['cache-status']).not.toMatch(/stored/);
+    // The next visitors fill and share the page as if that request had never come.
+    const first = await get(`${g.url}/p`);
+    expect(first.headers['cache-status']).toMatch(/fwd=uri-miss;.*stored/);
+    expect((await get(`${g.url}/p`)).headers['cache-status']).toMatch(/; hit/);
+    expect(o.count()).toBe(2);
+    // And once stored, a no-store request is answered from the store (§5.2.1.5 allows it).
+    expect((await get(`${g.url}/p`, { 'cache-control': 'no-store' })).headers['cache-status']).toMatch(/; hit/);
+    expect(o.count()).toBe(2);
+  });
+
   it('a purge by URL clears the page for every Host', async () => {
     const o = await origin();
     let version = 1;
