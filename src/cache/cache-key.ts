@@ -303,10 +303,12 @@ function normaliseWhitespace(value: string | undefined): string | undefined {
 }
 
 /**
- * Request headers whose values are case-insensitive comma lists of alternatives, so lowercasing
- * and sorting their members cannot merge two requests that deserve different responses
- * (RFC 9110 §12.5). Other headers (Cookie, Authorization, custom ones) only have whitespace
- * normalised: their case and order may matter, and merging them would share a variant wrongly.
+ * Request headers whose values are case-insensitive comma lists of weighted alternatives
+ * (RFC 9110 §12.5): their members are lowercased and ordered by weight, highest first, keeping
+ * the client's order among equal weights. `en-US, fr;q=0.5` and `fr;q=0.5, en-us` are one
+ * variant; `fr, en` and `en, fr` are two, since negotiators (Express, `negotiator`) break ties
+ * by order and the fill sends the leader's order. Other headers (Cookie, Authorization, custom
+ * ones) only have whitespace normalised: their case and order may matter.
  */
 const NEGOTIATION_HEADERS = new Set(['accept', 'accept-charset', 'accept-language']);
 
@@ -344,13 +346,25 @@ export function normaliseVaryValue(name: string, value: string | undefined): str
   if (name === 'accept-encoding') return bucketAcceptEncoding(value);
   const v = normaliseWhitespace(value);
   if (v === undefined || !NEGOTIATION_HEADERS.has(name)) return v;
-  return v
+  const members = v
     .toLowerCase()
     .split(',')
     .map((s) => s.trim().replace(/\s*;\s*/g, ';'))
-    .filter((s) => s !== '')
-    .sort()
+    .filter((s) => s !== '');
+  // Array.prototype.sort is stable: equal weights keep the client's order.
+  return members
+    .map((m) => ({ m, q: memberWeight(m) }))
+    .sort((a, b) => b.q - a.q)
+    .map((x) => x.m)
     .join(',');
+}
+
+/** The q weight of one negotiation member (`fr;q=0.5` is 0.5), 1 when absent or unreadable. */
+function memberWeight(member: string): number {
+  const m = /;q=([0-9.]+)/.exec(member);
+  if (!m) return 1;
+  const q = Number(m[1]);
+  return Number.isFinite(q) ? q : 1;
 }
 
 /**

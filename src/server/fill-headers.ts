@@ -5,7 +5,7 @@
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { CacheEntry } from '../cache/entry.js';
-import { normaliseHost, parseCookies } from '../cache/cache-key.js';
+import { bucketAcceptEncoding, normaliseHost, parseCookies } from '../cache/cache-key.js';
 import type { PolicyOptions } from '../cache/policy.js';
 import { HOP_BY_HOP, connectionListedNames } from '../http/facts.js';
 import type { SiteRuntime } from '../runtime.js';
@@ -50,6 +50,11 @@ export function makeFillVisibleHeaders(site: SiteRuntime, headers: IncomingHttpH
     if (FILL_ALWAYS.has(name) || site.isFillHeader(name) || keyHeaders.some((h) => h.toLowerCase() === name) || variants.some((v) => v.vary.includes(name)))
       out[name] = headers[name] as string;
   }
+  // The coding the variant key buckets this client in (br, gzip or identity), not its own list:
+  // the variant is shared by every client in the bucket, and an origin that compresses itself
+  // answered `deflate` or `zstd` to one client's list under a bucket whose clients never asked
+  // for it.
+  out['accept-encoding'] = bucketAcceptEncoding(headers['accept-encoding']);
   const cookie = keptCookies(headers.cookie, policy);
   if (cookie !== undefined) out.cookie = cookie;
   return out;

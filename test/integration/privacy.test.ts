@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { connect } from 'node:net';
+import zlib from 'node:zlib';
 import { request } from 'undici';
 import { siteFor } from '../helpers/gateway.js';
 import { useFixtures } from '../helpers/fixtures.js';
@@ -164,6 +165,25 @@ describe('the key covers what the origin sees', () => {
     expect(raw).toMatch(/^HTTP\/1\.1 200/);
     expect(raw).toContain('query=x=1');
     expect(o.requests.every((r) => !r.url.includes('utm_source=evil&') && !r.url.includes('#'))).toBe(true);
+  });
+
+  it('a fill asks the origin for the coding of the variant bucket, not the leader\'s own list (no deflate for everyone)', async () => {
+    const o = await origin();
+    // An origin that compresses itself, as it is asked.
+    o.route('/v', (req, res) => {
+      const ae = String(req.headers['accept-encoding'] ?? '');
+      const coding = ae.includes('deflate') ? 'deflate' : undefined;
+      const body = coding ? zlib.deflateSync('page') : Buffer.from('page');
+      res.writeHead(200, { 'cache-control': 'public, max-age=60', vary: 'Accept-Encoding', 'content-type': 'text/plain', ...(coding ? { 'content-encoding': coding } : {}) });
+      res.end(body);
+    });
+    const g = await gateway({ compression: { enabled: false }, sites: [siteFor([o.url])] });
+    await get(`${g.url}/v`, { 'accept-encoding': 'deflate' });
+    expect(o.requests[0]!.headers['accept-encoding']).toBe('identity');
+    const victim = await get(`${g.url}/v`);
+    expect(victim.headers['content-encoding']).toBeUndefined();
+    expect(victim.body).toBe('page');
+    expect(victim.headers['cache-status']).toMatch(/; hit/);
   });
 
   it('a request carrying no-store goes alone: it never marks the page hit-for-pass for everyone', async () => {

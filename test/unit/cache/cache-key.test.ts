@@ -166,6 +166,14 @@ describe('makeVariantKey', () => {
     expect(makeVariantKey(vary, { 'accept-encoding': 'gzip', 'accept-language': 'en-US' })).not.toBe(a);
   });
 
+  test('RFC 9111 §4.1 equal weights keep their order: negotiators break ties by it', () => {
+    const lang = (v: string) => makeVariantKey(['accept-language'], { 'accept-language': v });
+    expect(lang('fr, en')).not.toBe(lang('en, fr'));
+    expect(lang('fr;q=0.5, en, de')).toBe(lang('en, DE, fr; q=0.5'));
+    const accept = (v: string) => makeVariantKey(['accept'], { accept: v });
+    expect(accept('text/plain, application/json, */*')).not.toBe(accept('application/json, text/plain, */*'));
+  });
+
   test('RFC 9111 §4.1 case-sensitive headers are not lowercased (Cookie, custom)', () => {
     expect(makeVariantKey(['cookie'], { cookie: 'sid=AbC' })).not.toBe(makeVariantKey(['cookie'], { cookie: 'sid=abc' }));
     expect(makeVariantKey(['x-token'], { 'x-token': 'a,  b' })).toBe(makeVariantKey(['x-token'], { 'x-token': ' a, b ' }));
