@@ -323,6 +323,14 @@ function refuse(reason: string): StorageDecision {
 }
 
 /** May this response be stored for a shared cache, and with which lifetimes? */
+/**
+ * Request headers the gateway writes for each request (the client's address, its hop, the
+ * request's id): a response that varies on one answers that one request, and a shared copy
+ * stored under the variant the fill sent would match nobody else (or, computed from the later
+ * request's own header, everybody).
+ */
+const PER_REQUEST_HEADERS: ReadonlySet<string> = new Set(['x-forwarded-for', 'via', 'x-request-id']);
+
 export function decideStorage(req: RequestFacts, res: ResponseFacts, opts: PolicyOptions, now: number): StorageDecision {
   const route = opts.route;
   if (!route.enabled) return refuse('route cache disabled');
@@ -350,6 +358,8 @@ export function decideStorage(req: RequestFacts, res: ResponseFacts, opts: Polic
 
   const vary = parseVary(res.headers['vary']);
   if (vary === '*') return refuse('§4.1 Vary: * never matches a later request');
+  const perRequest = vary.find((name) => PER_REQUEST_HEADERS.has(name));
+  if (perRequest !== undefined) return refuse(`§4.1 Vary: ${perRequest}, which the gateway sets for each request: no other request matches`);
 
   const hasAuthorization = hasHeader(req.headers, 'authorization');
   if (hasAuthorization && !(cc.has('public') || cc.has('s-maxage') || cc.has('must-revalidate')))

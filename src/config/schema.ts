@@ -523,6 +523,17 @@ export const siteSchema = z
             'X-Original-Host',
             'X-Forwarded-Path',
             'X-Original-Method',
+            'X-Original-URI',
+            'X-Forwarded-Uri',
+            'X-Forwarded-Url',
+            'X-Forwarded-Protocol',
+            'X-Real-IP',
+            'True-Client-IP',
+            'X-Client-IP',
+            'Client-IP',
+            'X-Cluster-Client-IP',
+            'CF-Connecting-IP',
+            'Fastly-Client-IP',
           ])
           .describe('Request headers never sent on a shared cache fill: they rewrite the URL, method, scheme or host an origin framework acts on, and are not in the key.'),
         only: z
@@ -771,7 +782,9 @@ export const gatewayConfigSchema = z
     trustedProxies: z
       .array(z.string())
       .default(['127.0.0.1', '::1'])
-      .describe('Addresses or CIDRs whose X-Forwarded-For is believed.'),
+      .describe(
+        'Addresses or CIDRs whose X-Forwarded-For is believed (walked from the right; a hop with a port, `1.2.3.4:4711` or `[2001:db8::1]:443`, is its address; an unreadable hop such as `unknown` makes the client `unknown`, never the proxy itself, so it cannot PURGE).',
+      ),
     cache: cacheSchema.prefault({}),
     purge: purgeSchema.prefault({}),
     compression: compressionSchema.prefault({}),

@@ -9,7 +9,7 @@ import { bucketAcceptEncoding, normaliseHost, parseCookies } from '../cache/cach
 import type { PolicyOptions } from '../cache/policy.js';
 import { HOP_BY_HOP, connectionListedNames } from '../http/facts.js';
 import type { SiteRuntime } from '../runtime.js';
-import { CLIENT_CONDITIONALS, appendVia, setForwardedHeaders, stripHopByHop } from './headers.js';
+import { CLIENT_CONDITIONALS, VIA_VALUE, appendVia, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { schemeOf, type Ctx, type Lookup } from './context.js';
 
 /**
@@ -47,8 +47,11 @@ export function makeFillVisibleHeaders(site: SiteRuntime, headers: IncomingHttpH
   const listed = connectionListedNames(headers.connection);
   for (const name in headers) {
     if (FILL_NEVER.has(name) || listed.includes(name)) continue;
-    if (FILL_ALWAYS.has(name) || site.isFillHeader(name) || keyHeaders.some((h) => h.toLowerCase() === name) || variants.some((v) => v.vary.includes(name)))
-      out[name] = headers[name] as string;
+    const keyed = FILL_ALWAYS.has(name) || keyHeaders.some((h) => h.toLowerCase() === name) || variants.some((v) => v.vary.includes(name));
+    // A name with an underscore never passes on its own (nginx drops them by default): PHP and
+    // other CGI-style frameworks read `X_Forwarded_Host` as X-Forwarded-Host, which the
+    // gateway sets itself.
+    if (keyed || (site.isFillHeader(name) && !name.includes('_'))) out[name] = headers[name] as string;
   }
   // The coding the variant key buckets this client in (br, gzip or identity), not its own list:
   // the variant is shared by every client in the bucket, and an origin that compresses itself
@@ -80,6 +83,9 @@ export function makeFillHeaders(ctx: Ctx, lookup: Lookup): Record<string, string
     peerTrusted: ctx.peerTrusted,
     scheme: ctx.scheme,
   });
+  // Via: the gateway's own hop, after a trusted proxy's; an untrusted client's Via is its own
+  // text, which a fill would carry into a page everyone gets.
+  if (!ctx.peerTrusted) out['via'] = VIA_VALUE;
   // The Host as the key holds it, not as this client typed it: `BLOG.example.com.:80` is the
   // same entry as `blog.example.com`, and an origin building its links from the Host would
   // put the typed form in a page everyone then gets (a trailing dot is another origin to a

@@ -107,6 +107,33 @@ describe('the key covers what the origin sees', () => {
     expect(seen.method).toBe('GET');
   });
 
+  it('a shared fill carries no client-address header, no underscore-named header and no client Via', async () => {
+    const o = await origin();
+    const names = ['x-real-ip', 'true-client-ip', 'x_forwarded_host', 'x-forwarded-protocol', 'via', 'x-custom'];
+    o.route('/page', reflecting(names));
+    // The test client (127.0.0.1) is not a trusted proxy here: its Via is its own text.
+    const g = await gateway({ trustedProxies: [], sites: [siteFor([o.url])] });
+    const planted = await get(`${g.url}/page`, {
+      'x-real-ip': '6.6.6.6',
+      'true-client-ip': '6.6.6.6',
+      x_forwarded_host: 'evil.example',
+      'x-forwarded-protocol': 'javascript',
+      via: '1.0 <img src=x onerror=alert(1)>',
+      'x-custom': 'kept',
+    });
+    expect(planted.body).toBe('x-real-ip=- true-client-ip=- x_forwarded_host=- x-forwarded-protocol=- via=1.1 crowdgate x-custom=kept');
+  });
+
+  it('a response varying on a header the gateway writes per request (X-Forwarded-For) is not stored', async () => {
+    const o = await origin();
+    o.route('/geo', reflecting(['x-forwarded-for'], { vary: 'X-Forwarded-For' }));
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const first = await get(`${g.url}/geo`);
+    expect(first.headers['cache-status']).not.toMatch(/stored/);
+    await get(`${g.url}/geo`);
+    expect(o.count()).toBe(2);
+  });
+
   it('strict fill headers (fillHeaders.only): nothing else reaches a fill', async () => {
     const o = await origin();
     o.route('/page', reflecting(['x-custom', 'referer', 'x-allowed', 'accept-language']));
