@@ -10,7 +10,7 @@
  *   > route.defaultTtlSeconds (heuristically cacheable statuses only)
  *   > heuristic 10 % of (Date − Last-Modified), capped at 24 h (§4.2.2; heuristically cacheable
  *     statuses only), else 0 (stored stale: usable for revalidation and stale-if-error only)
- * then ttlFloorSeconds / ttlCeilingSeconds. The per-status negative TTL is more specific than the
+ * then ttlFloorSeconds (2xx and 3xx only) / ttlCeilingSeconds. The per-status negative TTL is more specific than the
  * default TTL, and a configured default TTL replaces heuristics (schema: "0 = only heuristic
  * freshness").
  *
@@ -406,9 +406,11 @@ export function decideStorage(req: RequestFacts, res: ResponseFacts, opts: Polic
   } else {
     freshnessMs = freshness.configured ? freshness.lifetimeMs + initialAgeMs : freshness.lifetimeMs;
     notes.push(`${freshness.source} ${Math.round(freshness.lifetimeMs / 1000)}s`);
-    // Route floor and ceiling count from receipt (module doc).
+    // Route floor and ceiling count from receipt (module doc). The floor lengthens answers
+    // (2xx, 3xx), never errors: a 404 for an asset that does not exist yet, asked for by
+    // anyone, was kept for the static route's day instead of its negative TTL.
     const floorMs = route.ttlFloorSeconds * 1000 + initialAgeMs;
-    if (route.ttlFloorSeconds > 0 && freshnessMs < floorMs) {
+    if (route.ttlFloorSeconds > 0 && status < 400 && freshnessMs < floorMs) {
       freshnessMs = floorMs;
       notes.push(`floor ${route.ttlFloorSeconds}s`);
     }

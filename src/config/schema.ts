@@ -376,7 +376,9 @@ export const routeCacheSchema = z
     defaultTtlSeconds: nonNegativeSeconds(
       'Lifetime for storable responses without explicit freshness. 0 = only heuristic freshness (off).',
     ).default(0),
-    ttlFloorSeconds: nonNegativeSeconds('Shortest lifetime given to a storable response.').default(0),
+    ttlFloorSeconds: nonNegativeSeconds(
+      'Shortest lifetime given to a storable 2xx or 3xx response (errors keep their own or `negativeTtlSeconds`).',
+    ).default(0),
     ttlCeilingSeconds: z
       .number()
       .positive()

@@ -155,6 +155,8 @@ describe('decideStorage', () => {
     { name: 'route default TTL replaces heuristics', res: { 'last-modified': LM_10H_AGO }, route: { defaultTtlSeconds: 120 }, want: { freshnessMs: 120 * S } },
     { name: 'route default TTL does not make a 500 storable', status: 500, route: { defaultTtlSeconds: 120 }, want: false },
     { name: 'route floor raises a short lifetime', res: { 'cache-control': 'max-age=1' }, route: { ttlFloorSeconds: 10 }, want: { freshnessMs: 10 * S } },
+    { name: 'route floor never lengthens an error: a 404 keeps its negative TTL', status: 404, route: { ttlFloorSeconds: 86400, negativeTtlSeconds: { '404': 10 } }, want: { freshnessMs: 10 * S } },
+    { name: 'route floor never lengthens an error: a 410 keeps its max-age', status: 410, res: { 'cache-control': 'max-age=5' }, route: { ttlFloorSeconds: 86400 }, want: { freshnessMs: 5 * S } },
     { name: 'route ceiling lowers a long lifetime', res: { 'cache-control': 'max-age=3600' }, route: { ttlCeilingSeconds: 60 }, want: { freshnessMs: 60 * S } },
     { name: '§4.2.3 route TTLs count from receipt: Age is added to a default TTL', res: { age: '30' }, route: { defaultTtlSeconds: 10 }, want: { initialAgeMs: 30 * S, freshnessMs: 40 * S } },
     { name: '§4.2.3 route ceiling counts from receipt', res: { age: '30', 'cache-control': 'max-age=3600' }, route: { ttlCeilingSeconds: 60 }, want: { freshnessMs: 90 * S } },
