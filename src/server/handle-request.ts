@@ -200,6 +200,9 @@ function makeCtx(
   };
 }
 
+/** RFC 3986 host (reg-name, IPv4, or an IP literal in brackets) with an optional port. */
+const VALID_HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?$/;
+
 export function route(ctx: Ctx): void | Promise<void> {
   const { req, rt, deps } = ctx;
 
@@ -208,6 +211,10 @@ export function route(ctx: Ctx): void | Promise<void> {
     return fail(ctx, 'ambiguous_length'); // RFC 9112 §6.1: never forward (request smuggling)
   if (req.rawHeaders.length / 2 > rt.config.limits.maxHeadersCount) return fail(ctx, 'headers_too_large');
   if (!ctx.rawUrl.startsWith('/') && !/^https?:\/\//i.test(ctx.rawUrl)) return fail(ctx, 'bad_request', 'unsupported request target');
+  // RFC 9112 §3.2: a Host that is not a host[:port] is a 400 (`Host: [` reached the origin
+  // client, which threw: a 500 for a malformed request).
+  const host = req.headers.host;
+  if (host !== undefined && !VALID_HOST.test(host)) return fail(ctx, 'bad_request', 'malformed Host header');
   req.url = ctx.url; // pass-through sends the normalised target too (http-proxy reads req.url)
   const declaredLength = Number(req.headers['content-length'] ?? 0);
   if (!Number.isFinite(declaredLength) || declaredLength > rt.config.limits.maxBodyBytes) return fail(ctx, 'body_too_large');

@@ -258,6 +258,19 @@ describe('forwarding', () => {
     await second.body.text();
   });
 
+  it('answers a malformed Host 400 and never forwards it', async () => {
+    const o = await origin();
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const port = Number(new URL(g.url).port);
+    for (const host of ['[', 'a b', 'x:y', '[::1']) {
+      const reply = await rawHttp(port, `GET /p HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+      expect(reply, host).toMatch(/^HTTP\/1\.1 400 /);
+    }
+    expect(o.count()).toBe(0);
+    const ok = await rawHttp(port, 'GET /p HTTP/1.1\r\nHost: [::1]:8080\r\nConnection: close\r\n\r\n');
+    expect(ok).toMatch(/^HTTP\/1\.1 200 /);
+  });
+
   it('refuses Content-Length with Transfer-Encoding and never forwards it', async () => {
     const o = await origin();
     const g = await gateway({ sites: [siteFor([o.url])] });
