@@ -3,8 +3,9 @@
  *
  * Watches the file's DIRECTORY, not the file: editors that save by writing a temp file and
  * renaming it over the original replace the inode, and a watch on the old inode would go
- * silent. Events are debounced (the timer restarts on each event, so a burst of writes gives
- * one callback `debounceMs` after the last one).
+ * silent. The file's own events are debounced (the timer restarts on each, so a burst of
+ * writes gives one callback `debounceMs` after the last one); other names' events start a
+ * check when none is pending but never restart one (a busy log file beside the config).
  *
  * When the timer fires:
  * - the file is missing (deleted, or between unlink and re-create) -> no callback; the
@@ -50,8 +51,16 @@ export function watchConfig(options: WatchOptions): ConfigWatcher {
 
   function onEvent(_event: string, filename: string | Buffer | null): void {
     // filename may be null on some platforms: treat it as "could be ours".
-    if (filename === null || filename.toString() === name) namedEvent = true;
-    if (debounce) clearTimeout(debounce);
+    const ours = filename === null || filename.toString() === name;
+    if (ours) namedEvent = true;
+    // Only the file's own events restart the debounce: another file in the directory written
+    // more often than debounceMs (an access log next to the config) kept restarting it, and
+    // an edit was never applied. Another name's event starts a check if none is pending (a
+    // swapped `..data` symlink names no file of ours), and never delays one.
+    if (debounce) {
+      if (!ours) return;
+      clearTimeout(debounce);
+    }
     debounce = setTimeout(settle, options.debounceMs);
   }
 

@@ -95,6 +95,23 @@ describe('watchConfig', () => {
     expect(calls).toHaveLength(0);
   });
 
+  test('an edit is applied while another file in the directory is written more often than the debounce', async () => {
+    const { file, calls } = setup();
+    // A log file beside the config, written every DEBOUNCE_MS / 4 for the whole test.
+    const log = join(dir, 'app.log');
+    let n = 0;
+    const churn = setInterval(() => writeFileSync(log, `line ${n++}\n`, { flag: 'a' }), DEBOUNCE_MS / 4);
+    try {
+      await delay(DEBOUNCE_MS * 2);
+      const editedAt = Date.now();
+      writeFileSync(file, 'a: 2\n');
+      await waitFor(() => calls.length > 0, DEBOUNCE_MS * 10);
+      expect(calls[0]! - editedAt).toBeLessThan(DEBOUNCE_MS * 8);
+    } finally {
+      clearInterval(churn);
+    }
+  });
+
   test('a file missing for a while gives no callback until it is back', async () => {
     const { file, calls } = setup();
     rmSync(file);
