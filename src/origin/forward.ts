@@ -221,7 +221,10 @@ export class Forwarder {
         }
       };
       socket.once('close', () => finish('closed'));
-      this.proxy.ws(req, socket, head, { target: target.origin, changeOrigin, agent: false as unknown as Agent }, (err) => {
+      // The origin URL's path prefix too, as plain forwarding has it (`http://host/app`: an
+      // upgrade for /ws goes to /app/ws).
+      const base = target.origin + stripTrailingSlash(target.pathname);
+      this.proxy.ws(req, socket, head, { target: base, changeOrigin, agent: false as unknown as Agent }, (err) => {
         socket.destroy();
         finish(err);
       });

@@ -166,6 +166,29 @@ describe('forwarding', () => {
     ws.close();
   });
 
+  it('passes a WebSocket upgrade to the origin URL\'s path prefix, as plain requests', async () => {
+    const server = http.createServer();
+    const wss = new WebSocketServer({ server });
+    const paths: string[] = [];
+    wss.on('connection', (ws, req) => {
+      paths.push(req.url ?? '');
+      ws.on('message', (m) => ws.send(`echo:${String(m)}`));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise<void>((r) => { wss.close(); server.closeAllConnections(); server.close(() => r()); }));
+    const port = (server.address() as net.AddressInfo).port;
+    const g = await gateway({ sites: [siteFor([`http://127.0.0.1:${port}/app`])] });
+    const ws = new WebSocket(g.url.replace('http', 'ws') + '/socket?x=1');
+    const reply = await new Promise<string>((resolve, reject) => {
+      ws.on('open', () => ws.send('hi'));
+      ws.on('message', (m) => resolve(String(m)));
+      ws.on('error', reject);
+    });
+    expect(reply).toBe('echo:hi');
+    expect(paths).toEqual(['/app/socket?x=1']);
+    ws.close();
+  });
+
   it('answers 502 naming the origin and the config key when nothing listens there', async () => {
     const dead = await origin();
     const url = dead.url;
