@@ -261,6 +261,15 @@ export const acmeSchema = z
     'Automatic HTTPS: certificates from an ACME CA (RFC 8555, HTTP-01) for the sites with `tls.acme: true`; unused otherwise. Applies live: a change starts a new ACME client, which takes up the stored certificates.',
   );
 
+/** The host:port of a URL, or undefined when it does not parse. */
+function hostOfUrl(url: string): string | undefined {
+  try {
+    return new URL(url).host;
+  } catch {
+    return undefined;
+  }
+}
+
 export const originSchema = z
   .strictObject({
     url: z
@@ -825,7 +834,8 @@ export const gatewayConfigSchema = z
       });
       const memberNames = new Set<string>();
       site.origins.forEach((o, k) => {
-        const n = o.name ?? new URL(o.url).host;
+        const n = o.name ?? hostOfUrl(o.url);
+        if (n === undefined) return; // the url's own check reports it (`127.0.0.1:3000` threw here)
         if (memberNames.has(n))
           ctx.addIssue({ code: 'custom', path: ['sites', i, 'origins', k], message: `duplicate origin "${n}"` });
         memberNames.add(n);

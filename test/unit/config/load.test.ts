@@ -157,6 +157,14 @@ sites:
     ],
   },
   {
+    name: 'an origin url without a scheme is an error at the url, not a crash',
+    text: 'sites:\n  - name: blog\n    hosts: ["*"]\n    origins:\n      - url: 127.0.0.1:3000\n',
+    expected: [
+      { line: 5, col: 14, path: 'sites[0].origins[0].url', message: /^Invalid URL$/ },
+      { line: 5, col: 14, path: 'sites[0].origins[0].url', message: /http:\/\/ or https:\/\// },
+    ],
+  },
+  {
     name: 'a missing required list is reported at the map that should hold it',
     text: 'sites:\n  - name: blog\n    hosts: ["*"]\n',
     expected: [{ line: 2, col: 5, path: 'sites[0].origins', message: /^missing required key "origins"$/ }],
