@@ -199,11 +199,21 @@ export class PoolMember implements OriginMember {
     return true;
   }
 
-  /** A live request succeeded: the failure streak and any probation end. */
-  recordSuccess(): void {
+  /**
+   * A live request succeeded: the failure streak and any probation end, and so does a 'down'
+   * from the active probes (returns true when it did): the member answers real requests (a
+   * trial sent while nothing else was usable), so it gets traffic again now, not when the next
+   * probe passes (after an origin restart, pages answered `stale-unreachable` for 9 s while the
+   * refreshes behind them succeeded). The probes' failures start counting again from zero.
+   */
+  recordSuccess(): boolean {
     this.trafficFailures = 0;
     this.ejectedUntil = undefined;
     this.announcedEjectionEnd = undefined;
+    if (this.active !== 'down') return false;
+    this.active = 'up';
+    this.probeFailures = 0;
+    return true;
   }
 
   /**

@@ -43,7 +43,7 @@ export type { ActiveHealth, FailureKind, HealthState, OriginMember } from './mem
 export const UNKNOWN_PROBE_INTERVAL_MS = 1_000;
 
 /** Why a member's health was announced: a probe result, an ejection, or an ejection's end. */
-export type HealthChangeCause = 'probe' | 'ejected' | 'ejection-ended';
+export type HealthChangeCause = 'probe' | 'ejected' | 'ejection-ended' | 'traffic';
 
 /** The slice of a pino logger the pool uses. */
 export interface PoolLogger {
@@ -170,7 +170,10 @@ export class OriginPool {
 
   /** A live request to `member` got a usable response (anything but the failures below). */
   reportSuccess(member: OriginMember): void {
-    asPoolMember(member).recordSuccess();
+    const m = asPoolMember(member);
+    if (!m.recordSuccess() || m.removed || this.closed) return;
+    this.logger?.info({ site: this.site.name, origin: m.name }, 'origin member up: a request to it succeeded');
+    this.emit(m, m.isHealthy(this.clock.now()), 'traffic');
   }
 
   /**

@@ -305,6 +305,33 @@ describe('active health checks against real origins', () => {
     expect(o.count('/health')).toBe(3); // two probes met a dead port
   });
 
+  it('a request that succeeds brings a member the probes marked down back at once, not at the next passing probe', async () => {
+    const o = await origin('a');
+    const events: [boolean, HealthChangeCause][] = [];
+    const pool = makePool(makeSite([{ url: o.url, name: 'a' }], { healthCheck: { unhealthyThreshold: 2, healthyThreshold: 2, timeoutMs: 1_000 } }), {
+      onHealthChange: (_m, healthy, cause) => events.push([healthy, cause]),
+    });
+    const a = byName(pool, 'a');
+    o.kill();
+    await pool.probeNow();
+    await pool.probeNow();
+    expect(pool.readiness()).toBe('down');
+    expect(pool.pick()).toBeUndefined();
+    // The origin is back; a trial request (sent while nothing was usable) succeeds.
+    await o.reopen();
+    pool.reportSuccess(a);
+    expect(a.healthState(Date.now()).active).toBe('up');
+    expect(pool.pick()?.name).toBe('a');
+    expect(events).toEqual([
+      [false, 'probe'],
+      [true, 'traffic'],
+    ]);
+    // The probes count from zero again: one failure does not mark it down.
+    o.kill();
+    await pool.probeNow();
+    expect(pool.readiness()).toBe('up');
+  });
+
   it('one failed probe never marks a member down from unknown; unhealthyThreshold failures do', async () => {
     const o = await origin('a');
     o.kill();
