@@ -200,6 +200,11 @@ export class Gradient2Limit implements Limit {
    * that justified each, and the estimate and peak before it (see judgeStepsInHindsight).
    */
   private readonly slowStartSteps: { p80: number; slack: number; before: number; peakBefore: number }[] = [];
+  /**
+   * The no-load RTT as no-load samples and probes measured it, without the drift rule's moves
+   * (one quick window is the endpoint mix): what slow start's steps are judged against.
+   */
+  private measuredLongRttMs: number | undefined;
 
   // The open window.
   private windowStartAt = 0;
@@ -310,6 +315,7 @@ export class Gradient2Limit implements Limit {
       const long = this.longRttMs;
       const clipped = long !== undefined && this.longCount > MIN_BASELINE_SAMPLES && rtt > LONG_CLIP * long ? LONG_CLIP * long : rtt;
       this.longRttMs = long === undefined ? rtt : long + (clipped - long) * alpha;
+      this.measuredLongRttMs = this.measuredLongRttMs === undefined ? rtt : this.measuredLongRttMs + (Math.min(clipped, rtt) - this.measuredLongRttMs) * alpha;
       this.lastNoLoadAt = now;
     }
     this.lastNoLoadAt ??= now;
@@ -457,14 +463,20 @@ export class Gradient2Limit implements Limit {
    * requests into the origin when the crowd got there. So when the no-load RTT learned since
    * puts that window's 80th percentile past the allowance (the slow-start test), the step is
    * taken back, newest first. Whether that window queued or was only cold cannot be told apart
-   * now, so slow start itself goes on if it was still on, judged against the no-load RTT it has
-   * now: an origin with room steps again at once, one without stops at its first queueing
-   * window. A window that used every permit at the no-load RTT confirms the steps so far.
+   * now, so slow start goes on, judged against the no-load RTT it has now: an origin with room
+   * steps again at once, one without stops at its first queueing window. A window that used
+   * every permit at the no-load RTT confirms the steps so far. Only while slow start is on, and
+   * only against the RTT no-load samples and probes measured (measuredLongRttMs), never the
+   * drift rule's halfway move after one quick window.
    */
   private judgeStepsInHindsight(): void {
-    const long = this.longRttMs;
-    if (long === undefined) return;
+    const long = this.measuredLongRttMs;
     const steps = this.slowStartSteps;
+    // Only while slow start is on: once it has ended, the gradient has judged the limit at the
+    // origin's real latency, window after window, and a step taken back then would cut a
+    // crowd's limit by more than half in one window.
+    if (!this.slowStart) steps.length = 0;
+    if (long === undefined) return;
     let reverted = false;
     while (steps.length > 0) {
       const step = steps[steps.length - 1]!;
@@ -490,6 +502,7 @@ export class Gradient2Limit implements Limit {
     this.driftWindows = 0;
     if (this.probeCount > 0) {
       this.longRttMs = this.probeRttSum / this.probeCount;
+      this.measuredLongRttMs = this.longRttMs;
       this.longCount = this.probeCount;
     }
     this.shortRttMs = undefined;

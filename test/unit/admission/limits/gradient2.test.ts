@@ -275,6 +275,22 @@ describe('Gradient2Limit per window', () => {
     expect(highest).toBeLessThan(13); // at most one step (12) and the gradient's headroom
   });
 
+  it('never takes steps back after slow start ended, nor on one quick window (the drift rule\'s move)', () => {
+    const { limit, at } = slowStarted();
+    const inUse = () => Math.floor(limit.readings().estimate);
+    // Flat at the no-load 50 ms with every permit in use: steps 20 -> 30 -> 45.
+    for (let i = 0; i < 200 && limit.readings().estimate < 45; i++) feed(limit, at, 1, 50, inUse());
+    expect(limit.readings().estimate).toBeGreaterThanOrEqual(45);
+    // The origin queues: slow start ends, the gradient trims the limit a little.
+    for (let i = 0; i < 60; i++) feed(limit, at, 1, 70, inUse());
+    expect(limit.readings().slowStart).toBe(false);
+    const before = limit.readings().estimate;
+    // One window of quick answers (a burst of 304s): the drift rule halves the distance of the
+    // no-load RTT to them, but the steps are not judged against that, and not after slow start.
+    feed(limit, at, 8, 10, inUse());
+    expect(limit.readings().estimate).toBeGreaterThan(0.9 * before);
+  });
+
   it('keeps slow start\'s steps that a window at the limit confirmed, however much the no-load RTT falls later', () => {
     const { limit, at } = slowStarted();
     feed(limit, at, 11, 50, 20); // step to 30
