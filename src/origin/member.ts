@@ -119,6 +119,8 @@ export class PoolMember implements OriginMember {
   removed = false;
 
   private active: ActiveHealth;
+  /** When the probes last marked the member down (clock ms). */
+  private downAt = -Infinity;
   private probePasses = 0;
   private probeFailures = 0;
   private lastProbeAt: number | undefined;
@@ -182,7 +184,10 @@ export class PoolMember implements OriginMember {
     }
     const before = this.active;
     if (this.active === 'unknown' && ok) this.active = 'up';
-    else if (this.active !== 'down' && this.probeFailures >= rules.unhealthyThreshold) this.active = 'down';
+    else if (this.active !== 'down' && this.probeFailures >= rules.unhealthyThreshold) {
+      this.active = 'down';
+      this.downAt = now;
+    }
     else if (this.active === 'down' && this.probePasses >= rules.healthyThreshold) this.active = 'up';
     return this.active !== before;
   }
@@ -202,15 +207,18 @@ export class PoolMember implements OriginMember {
   /**
    * A live request succeeded: the failure streak and any probation end, and so does a 'down'
    * from the active probes (returns true when it did): the member answers real requests (a
-   * trial sent while nothing else was usable), so it gets traffic again now, not when the next
+   * trial sent while nothing else was usable, after the verdict), so it gets traffic again now, not when the next
    * probe passes (after an origin restart, pages answered `stale-unreachable` for 9 s while the
    * refreshes behind them succeeded). The probes' failures start counting again from zero.
    */
-  recordSuccess(): boolean {
+  recordSuccess(startedAt: number): boolean {
     this.trafficFailures = 0;
     this.ejectedUntil = undefined;
     this.announcedEjectionEnd = undefined;
-    if (this.active !== 'down') return false;
+    // Only a request sent after the probes' verdict: one already in flight then says nothing
+    // new (an operator draining a member by failing its health path saw it come back with every
+    // page request that finished).
+    if (this.active !== 'down' || startedAt < this.downAt) return false;
     this.active = 'up';
     this.probeFailures = 0;
     return true;

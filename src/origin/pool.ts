@@ -168,10 +168,10 @@ export class OriginPool {
     if (m.removed && m.inflight === 0 && this.retiring.delete(m)) m.releaseAgentIfIdle();
   }
 
-  /** A live request to `member` got a usable response (anything but the failures below). */
-  reportSuccess(member: OriginMember): void {
+  /** A live request to `member`, sent at `startedAt`, got a usable response (anything but the failures below). */
+  reportSuccess(member: OriginMember, startedAt = this.clock.now()): void {
     const m = asPoolMember(member);
-    if (!m.recordSuccess() || m.removed || this.closed) return;
+    if (!m.recordSuccess(startedAt) || m.removed || this.closed) return;
     this.logger?.info({ site: this.site.name, origin: m.name }, 'origin member up: a request to it succeeded');
     this.emit(m, m.isHealthy(this.clock.now()), 'traffic');
   }

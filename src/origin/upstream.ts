@@ -404,7 +404,7 @@ export class Upstream {
     } else {
       // Any other answer, a 500 or a 404 included, is the member working.
       control.breaker.onSuccess();
-      pool.reportSuccess(control.member);
+      pool.reportSuccess(control.member, startedAt);
     }
   }
 

@@ -317,9 +317,12 @@ describe('active health checks against real origins', () => {
     await pool.probeNow();
     expect(pool.readiness()).toBe('down');
     expect(pool.pick()).toBeUndefined();
+    // A request sent before the verdict that finishes now says nothing new.
+    pool.reportSuccess(a, Date.now() - 60_000);
+    expect(a.healthState(Date.now()).active).toBe('down');
     // The origin is back; a trial request (sent while nothing was usable) succeeds.
     await o.reopen();
-    pool.reportSuccess(a);
+    pool.reportSuccess(a, Date.now());
     expect(a.healthState(Date.now()).active).toBe('up');
     expect(pool.pick()?.name).toBe('a');
     expect(events).toEqual([
