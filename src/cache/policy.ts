@@ -535,18 +535,11 @@ export function evaluateEntry(entry: CacheEntry, req: RequestFacts, now: number,
       if (maxAge !== undefined && ageMs > maxAge * 1000) forced = `§5.2.1.1 request max-age=${maxAge} < age`;
     }
   }
-  // §5.2.1.3 min-fresh: honoured even when client no-cache is not, as far as a new response can
-  // meet it: it forces the refetch of an entry about to go stale, within min-fresh of it. One
-  // asking for more than the entry's whole lifetime (min-fresh=100000000 on a 60 s page) would
-  // force a refetch of every fresh copy, at any client's will; it gets the fresh copy.
-  const minFresh = reqCc.deltaSeconds('min-fresh');
-  if (
-    forced === undefined &&
-    fresh &&
-    minFresh !== undefined &&
-    staleAt - now < minFresh * 1000 &&
-    minFresh * 1000 <= entry.freshnessMs - entry.initialAgeMs
-  )
+  // §5.2.1.3 min-fresh: like the directives above, only with honorClientNoCache. Any client can
+  // read a page's lifetime and ask for min-fresh equal to it, which forces a refetch of every
+  // fresh copy at will (min-fresh=60 on a max-age=60 page, every request after the first second).
+  const minFresh = opts.honorClientNoCache ? reqCc.deltaSeconds('min-fresh') : undefined;
+  if (forced === undefined && fresh && minFresh !== undefined && staleAt - now < minFresh * 1000)
     forced = `§5.2.1.3 min-fresh=${minFresh} not met`;
 
   // §5.2.1.2 max-stale: the client accepts a stale response, never when stale serving is forbidden (§4.2.4).

@@ -566,7 +566,7 @@ export const siteSchema = z
       .boolean()
       .default(false)
       .describe(
-        'Let client Cache-Control no-cache / max-age=0 / Pragma force a refetch. Off: in a crowd a reload storm must not pass through.',
+        'Let client Cache-Control no-cache / max-age / min-fresh / Pragma force a refetch. Off: in a crowd a reload storm must not pass through.',
       ),
     rateLimit: rateLimitSchema.optional(),
     tls: siteTlsSchema.optional(),
