@@ -46,8 +46,12 @@ export function makeFillVisibleHeaders(site: SiteRuntime, headers: IncomingHttpH
   const keyHeaders = policy.route.key.headers;
   const listed = connectionListedNames(headers.connection);
   for (const name in headers) {
-    if (FILL_NEVER.has(name) || listed.includes(name)) continue;
+    if (FILL_NEVER.has(name)) continue;
     const keyed = FILL_ALWAYS.has(name) || keyHeaders.some((h) => h.toLowerCase() === name) || variants.some((v) => v.vary.includes(name));
+    // A name the client's Connection lists is its hop's, except one the key or a stored Vary
+    // covers: the key was made with it, so the fill must send it (`Connection: x-device` sent
+    // a fill without X-Device, and the default page was stored under the mobile key).
+    if (!keyed && listed.includes(name)) continue;
     // A name with an underscore never passes on its own (nginx drops them by default): PHP and
     // other CGI-style frameworks read `X_Forwarded_Host` as X-Forwarded-Host, which the
     // gateway sets itself.

@@ -124,6 +124,28 @@ describe('the key covers what the origin sees', () => {
     expect(planted.body).toBe('x-real-ip=- true-client-ip=- x_forwarded_host=- x-forwarded-protocol=- via=1.1 crowdgate x-custom=kept');
   });
 
+  it('a header the key template covers reaches the fill even when the client\'s Connection names it', async () => {
+    const o = await origin();
+    o.route('/home', reflecting(['x-device']));
+    const g = await gateway({
+      sites: [siteFor([o.url], { routes: [{ name: 'by-device', match: { pathPrefix: '/' }, cache: { key: { headers: ['X-Device'] } } }] })],
+    });
+    const planted = await new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(new URL(g.url).port), '127.0.0.1', () =>
+        socket.write('GET /home HTTP/1.1\r\nHost: blog.example.com\r\nX-Device: mobile\r\nConnection: close, x-device\r\n\r\n'),
+      );
+      let out = '';
+      socket.setEncoding('utf8');
+      socket.on('data', (d: string) => (out += d));
+      socket.on('end', () => resolve(out));
+      socket.on('error', reject);
+    });
+    expect(planted).toContain('x-device=mobile');
+    const mobile = await get(`${g.url}/home`, { host: 'blog.example.com', 'x-device': 'mobile' });
+    expect(mobile.body).toBe('x-device=mobile');
+    expect(mobile.headers['cache-status']).toMatch(/; hit/);
+  });
+
   it('a response varying on a header the gateway writes per request (X-Forwarded-For) is not stored', async () => {
     const o = await origin();
     o.route('/geo', reflecting(['x-forwarded-for'], { vary: 'X-Forwarded-For' }));
