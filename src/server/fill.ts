@@ -21,10 +21,11 @@ import { originFailure, hasStaleOnFailure, inheritHeat, hasOtherMember, refusedF
 export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): Promise<void> {
   const { deps } = ctx;
   // A request carrying no-store (RFC 9111 §5.2.1.5) may be answered from the store, but what
-  // the origin answers it is not stored: it goes alone, never leading a shared fill. Leading
-  // one, its unstored answer marked the key hit-for-pass, and one such request sent everyone's
-  // requests for the page to the origin for hitForPassSeconds.
-  if (!lookup.canStore) return passAlone(ctx, lookup);
+  // the origin answers it is not stored: it joins a fill already under way, and otherwise goes
+  // alone, never leading a shared fill. Leading one, its unstored answer marked the key
+  // hit-for-pass, and one such request sent everyone's requests for the page to the origin for
+  // hitForPassSeconds.
+  if (!lookup.canStore && !ctx.deps.inflight.isInflight(collapseKeyOf(lookup).id)) return passAlone(ctx, lookup);
   const collapseKey = collapseKeyOf(lookup);
   const cfg = ctx.rt.config.cache.collapse;
   const joined = deps.inflight.join(collapseKey.id, cfg.waitDeadlineMs);
@@ -322,6 +323,9 @@ async function fillAcrossInstances(
  */
 export function startBackgroundRefresh(ctx: Ctx, lookup: Lookup, priority?: number): void {
   const { deps } = ctx;
+  // A refresh asked for by a no-store request would not be stored: it would spend the key's
+  // one refresh and leave the copy stale. The next request without no-store starts it.
+  if (!lookup.canStore) return;
   const collapseKey = collapseKeyOf(lookup);
   const joined = deps.inflight.join(collapseKey.id, 0);
   if (joined.role !== 'leader') return; // someone is already refreshing it

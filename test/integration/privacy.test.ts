@@ -252,6 +252,19 @@ describe('the key covers what the origin sees', () => {
     expect(o.count()).toBe(2);
   });
 
+  it('a request carrying no-store joins a fill already under way (it is not stored, and never leads one)', async () => {
+    const o = await origin();
+    o.route('/slow', { delayMs: 300, headers: { 'cache-control': 'public, max-age=60' }, body: 'slow' });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const leader = get(`${g.url}/slow`);
+    await new Promise((r) => setTimeout(r, 100)); // the leader's fill is under way
+    const joined = await get(`${g.url}/slow`, { 'cache-control': 'no-store' });
+    expect(joined.body).toBe('slow');
+    expect(joined.headers['cache-status']).toMatch(/collapsed/);
+    expect((await leader).body).toBe('slow');
+    expect(o.count()).toBe(1);
+  });
+
   it('a purge by URL clears the page for every Host', async () => {
     const o = await origin();
     let version = 1;
