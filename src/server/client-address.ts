@@ -46,7 +46,12 @@ export class TrustedProxies {
   resolveClient(peer: string, xff: string | string[] | undefined): string {
     const peerPlain = unmapV4(peer);
     if (!xff || !this.isTrusted(peerPlain)) return peerPlain;
-    const hops = (Array.isArray(xff) ? xff.join(',') : xff).split(',').map((s) => s.trim());
+    // Empty list elements are ignored (RFC 9110 §5.6.1): `1.2.3.4,` is one hop.
+    const hops = (Array.isArray(xff) ? xff.join(',') : xff)
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '');
+    if (hops.length === 0) return peerPlain;
     for (let i = hops.length - 1; i >= 0; i--) {
       const hop = parseHop(hops[i]!);
       // Garbage in the chain (`unknown`, an obfuscated name): the client is past a trusted

@@ -13,6 +13,8 @@ describe('TrustedProxies', () => {
     ['garbage in the chain: an unknown client, not the peer', '10.1.1.1', 'not-an-ip', 'unknown'],
     ['garbage right of a real address: unknown', '127.0.0.1', '203.0.113.5, unknown', 'unknown'],
     ['a hop with a port is its address', '127.0.0.1', '203.0.113.5:4711', '203.0.113.5'],
+    ['empty list elements are ignored', '127.0.0.1', '203.0.113.5, ,', '203.0.113.5'],
+    ['an empty header: the peer', '127.0.0.1', ' , ', '127.0.0.1'],
     ['an IPv6 hop in brackets, with a port', '127.0.0.1', '[2001:db8::1]:4711', '2001:db8::1'],
     ['an IPv6 hop in brackets', '127.0.0.1', '[2001:db8::7]', '2001:db8::7'],
     ['a trusted hop with a port is skipped', '127.0.0.1', '198.51.100.7, 10.0.0.9:8080', '198.51.100.7'],
