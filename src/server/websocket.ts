@@ -15,6 +15,7 @@ import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import type { Forwarder } from '../origin/forward.js';
 import type { Runtime } from '../runtime.js';
 import type { TrustedProxies } from './client-address.js';
+import { normaliseTarget } from '../cache/cache-key.js';
 import { setForwardedHeaders } from './headers.js';
 import { isSecure } from './context.js';
 
@@ -49,6 +50,14 @@ export class WebSocketUpgrades {
       socket.end('HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
     }
+    // The normalised target, as every request is forwarded with (dot segments removed): under
+    // an origin URL with a path prefix, `/../admin` must not climb out of it.
+    const rawUrl = req.url ?? '/';
+    if (!rawUrl.startsWith('/')) {
+      socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
+    req.url = normaliseTarget(rawUrl).url;
     const gauge = this.deps.metrics.get('websocketTunnels');
     this.tunnels.set(site.name, (this.tunnels.get(site.name) ?? 0) + 1);
     gauge.set({ site: site.name }, this.tunnels.get(site.name)!);

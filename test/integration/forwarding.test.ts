@@ -187,6 +187,16 @@ describe('forwarding', () => {
     expect(reply).toBe('echo:hi');
     expect(paths).toEqual(['/app/socket?x=1']);
     ws.close();
+    // A target with dot segments is normalised as every forwarded target is: it cannot climb
+    // out of the prefix.
+    const handshake = await rawHttp(
+      Number(new URL(g.url).port),
+      'GET /x/../socket HTTP/1.1\r\nHost: blog.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+      500,
+    );
+    expect(handshake).toMatch(/^HTTP\/1\.1 101 /);
+    expect(paths).toEqual(['/app/socket?x=1', '/app/socket']);
   });
 
   it('answers 502 naming the origin and the config key when nothing listens there', async () => {
