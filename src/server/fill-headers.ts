@@ -30,6 +30,7 @@ const FILL_NEVER: ReadonlySet<string> = new Set([
   'pragma',
   'expect',
   'content-length',
+  'content-type',
   'x-request-id',
   'x-forwarded-for',
   'x-forwarded-proto',
@@ -43,19 +44,21 @@ const FILL_NEVER: ReadonlySet<string> = new Set([
  */
 export function makeFillVisibleHeaders(site: SiteRuntime, headers: IncomingHttpHeaders, policy: PolicyOptions, variants: readonly CacheEntry[]): IncomingHttpHeaders {
   const out: IncomingHttpHeaders = {};
-  const keyHeaders = policy.route.key.headers;
   const listed = connectionListedNames(headers.connection);
   for (const name in headers) {
     if (FILL_NEVER.has(name)) continue;
-    const keyed = FILL_ALWAYS.has(name) || keyHeaders.some((h) => h.toLowerCase() === name) || variants.some((v) => v.vary.includes(name));
+    const keyed = isKeyedFillHeader(name, policy, variants);
     // A name the client's Connection lists is its hop's, except one the key or a stored Vary
     // covers: the key was made with it, so the fill must send it (`Connection: x-device` sent
     // a fill without X-Device, and the default page was stored under the mobile key).
     if (!keyed && listed.includes(name)) continue;
     // A name with an underscore never passes on its own (nginx drops them by default): PHP and
     // other CGI-style frameworks read `X_Forwarded_Host` as X-Forwarded-Host, which the
-    // gateway sets itself.
-    if (keyed || (site.isFillHeader(name) && !name.includes('_'))) out[name] = headers[name] as string;
+    // gateway sets itself. Nor does what a browser sends about the fetch itself (Referer,
+    // Sec-Fetch-*, client hints, X-Requested-With: an Android WebView names its app there on
+    // every request), unless the key or a stored Vary covers it: sent, it would be an input
+    // the key does not hold, reflected into a page everyone then gets.
+    if (keyed || (site.isFillHeader(name) && !name.includes('_') && !isFetchContextHeader(name))) out[name] = headers[name] as string;
   }
   // The coding the variant key buckets this client in (br, gzip or identity), not its own list:
   // the variant is shared by every client in the bucket, and an origin that compresses itself
@@ -65,6 +68,34 @@ export function makeFillVisibleHeaders(site: SiteRuntime, headers: IncomingHttpH
   const cookie = keptCookies(headers.cookie, policy);
   if (cookie !== undefined) out.cookie = cookie;
   return out;
+}
+
+/** A header the fill always sends, the key template names, or a stored variant of the key varies on. */
+function isKeyedFillHeader(name: string, policy: PolicyOptions, variants: readonly CacheEntry[]): boolean {
+  return FILL_ALWAYS.has(name) || policy.route.key.headers.some((h) => h.toLowerCase() === name) || variants.some((v) => v.vary.includes(name));
+}
+
+/** What a browser says about the fetch itself, not about what it wants (see makeFillVisibleHeaders). */
+const FETCH_CONTEXT: ReadonlySet<string> = new Set([
+  'referer',
+  'upgrade-insecure-requests',
+  'dnt',
+  'priority',
+  'purpose',
+  'x-requested-with',
+  'save-data',
+  'dpr',
+  'width',
+  'viewport-width',
+  'device-memory',
+  'rtt',
+  'downlink',
+  'ect',
+  'x-purpose',
+  'x-moz',
+]);
+function isFetchContextHeader(name: string): boolean {
+  return FETCH_CONTEXT.has(name) || name.startsWith('sec-');
 }
 
 /** Cookies a fill may send: only those the key template varies on (they are part of the key). */

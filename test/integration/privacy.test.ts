@@ -109,7 +109,7 @@ describe('the key covers what the origin sees', () => {
 
   it('a shared fill carries no client-address header, no underscore-named header and no client Via', async () => {
     const o = await origin();
-    const names = ['x-real-ip', 'true-client-ip', 'x_forwarded_host', 'x-forwarded-protocol', 'via', 'x-custom'];
+    const names = ['x-real-ip', 'true-client-ip', 'x_forwarded_host', 'x-forwarded-protocol', 'via', 'x-scheme', 'x-originating-ip', 'x-custom'];
     o.route('/page', reflecting(names));
     // The test client (127.0.0.1) is not a trusted proxy here: its Via is its own text.
     const g = await gateway({ trustedProxies: [], sites: [siteFor([o.url])] });
@@ -119,9 +119,11 @@ describe('the key covers what the origin sees', () => {
       x_forwarded_host: 'evil.example',
       'x-forwarded-protocol': 'javascript',
       via: '1.0 <img src=x onerror=alert(1)>',
+      'x-scheme': 'javascript',
+      'x-originating-ip': '6.6.6.6',
       'x-custom': 'kept',
     });
-    expect(planted.body).toBe('x-real-ip=- true-client-ip=- x_forwarded_host=- x-forwarded-protocol=- via=1.1 crowdgate x-custom=kept');
+    expect(planted.body).toBe('x-real-ip=- true-client-ip=- x_forwarded_host=- x-forwarded-protocol=- via=1.1 crowdgate x-scheme=- x-originating-ip=- x-custom=kept');
   });
 
   it('a header the key template covers reaches the fill even when the client\'s Connection names it', async () => {
@@ -144,6 +146,22 @@ describe('the key covers what the origin sees', () => {
     const mobile = await get(`${g.url}/home`, { host: 'blog.example.com', 'x-device': 'mobile' });
     expect(mobile.body).toBe('x-device=mobile');
     expect(mobile.headers['cache-status']).toMatch(/; hit/);
+  });
+
+  it('what a browser says about the fetch (Referer, Sec-*, X-Requested-With) never reaches a fill, and its page is stored', async () => {
+    const o = await origin();
+    const context = ['referer', 'sec-fetch-mode', 'sec-ch-ua-mobile', 'upgrade-insecure-requests', 'x-requested-with'];
+    o.route('/page', reflecting(context));
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const first = await get(`${g.url}/page`, {
+      referer: 'https://evil.example/',
+      'sec-fetch-mode': 'navigate',
+      'sec-ch-ua-mobile': '?1',
+      'upgrade-insecure-requests': '1',
+      'x-requested-with': 'com.facebook.katana',
+    });
+    expect(first.body).toBe('referer=- sec-fetch-mode=- sec-ch-ua-mobile=- upgrade-insecure-requests=- x-requested-with=-');
+    expect(first.headers['cache-status']).toMatch(/stored/);
   });
 
   it('a response varying on a header the gateway writes per request (X-Forwarded-For) is not stored', async () => {
