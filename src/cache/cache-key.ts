@@ -313,13 +313,22 @@ function normaliseWhitespace(value: string | undefined): string | undefined {
 const NEGOTIATION_HEADERS = new Set(['accept', 'accept-charset', 'accept-language']);
 
 /**
- * Bucket Accept-Encoding (RFC 9110 §12.5.3) to the coding the gateway would store:
- * `br` if acceptable, else `gzip`, else `identity`. A coding is acceptable when listed with q > 0,
- * or, when not listed, when `*` is listed with q > 0. Missing header -> `identity`.
+ * The codings of the variant key and of what a fill asks the origin for (RFC 9110 §12.5.3): the
+ * acceptable subset of br and gzip (`br, gzip`, `br`, `gzip`), else `identity`. A coding is
+ * acceptable when listed with q > 0, or, when not listed, when `*` is listed with q > 0;
+ * `x-gzip` is gzip; a missing header is `identity`. Every client in one value accepts
+ * every coding it names, so a gzip-only origin's answer to `br, gzip` reaches no client that
+ * refused gzip, and browsers (which accept both) still get the origin's gzip when crowdgate
+ * does not compress that answer itself.
  */
-export function bucketAcceptEncoding(value: string | string[] | undefined): 'br' | 'gzip' | 'identity' {
+export function acceptEncodingVariant(value: string | string[] | undefined): 'br, gzip' | 'br' | 'gzip' | 'identity' {
+  const set = acceptableCodings(value);
+  return set.br ? (set.gzip ? 'br, gzip' : 'br') : set.gzip ? 'gzip' : 'identity';
+}
+
+function acceptableCodings(value: string | string[] | undefined): { br: boolean; gzip: boolean } {
   const text = joinHeader(value);
-  if (text === undefined) return 'identity';
+  if (text === undefined) return { br: false, gzip: false };
   const q = new Map<string, number>();
   for (const member of text.split(',')) {
     const [coding, ...params] = member.split(';').map((s) => s.trim().toLowerCase());
@@ -336,14 +345,12 @@ export function bucketAcceptEncoding(value: string | string[] | undefined): 'br'
     const w = q.get(c) ?? q.get('*');
     return w !== undefined && w > 0;
   };
-  if (acceptable('br')) return 'br';
-  if (acceptable('gzip')) return 'gzip';
-  return 'identity';
+  return { br: acceptable('br'), gzip: acceptable('gzip') };
 }
 
 /** Normalise one request header value for the variant key. */
 export function normaliseVaryValue(name: string, value: string | undefined): string | undefined {
-  if (name === 'accept-encoding') return bucketAcceptEncoding(value);
+  if (name === 'accept-encoding') return acceptEncodingVariant(value);
   const v = normaliseWhitespace(value);
   if (v === undefined || !NEGOTIATION_HEADERS.has(name)) return v;
   const members = v

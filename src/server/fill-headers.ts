@@ -5,7 +5,7 @@
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { CacheEntry } from '../cache/entry.js';
-import { bucketAcceptEncoding, normaliseHost, parseCookies } from '../cache/cache-key.js';
+import { acceptEncodingVariant, normaliseHost, parseCookies } from '../cache/cache-key.js';
 import type { PolicyOptions } from '../cache/policy.js';
 import { HOP_BY_HOP, connectionListedNames } from '../http/facts.js';
 import type { SiteRuntime } from '../runtime.js';
@@ -60,11 +60,11 @@ export function makeFillVisibleHeaders(site: SiteRuntime, headers: IncomingHttpH
     // the key does not hold, reflected into a page everyone then gets.
     if (keyed || (site.isFillHeader(name) && !name.includes('_') && !isFetchContextHeader(name))) out[name] = headers[name] as string;
   }
-  // The coding the variant key buckets this client in (br, gzip or identity), not its own list:
-  // the variant is shared by every client in the bucket, and an origin that compresses itself
-  // answered `deflate` or `zstd` to one client's list under a bucket whose clients never asked
-  // for it.
-  out['accept-encoding'] = bucketAcceptEncoding(headers['accept-encoding']);
+  // The codings of the variant key's value for this client (`br, gzip`, `br`, `gzip` or
+  // `identity`), not its own list: the variant is shared by every client with that value, and
+  // an origin that compresses itself answered `deflate` or `zstd` to one client's list under a
+  // bucket whose clients never asked for it.
+  out['accept-encoding'] = acceptEncodingVariant(headers['accept-encoding']);
   const cookie = keptCookies(headers.cookie, policy);
   if (cookie !== undefined) out.cookie = cookie;
   return out;

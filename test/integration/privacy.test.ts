@@ -251,6 +251,9 @@ describe('the key covers what the origin sees', () => {
     expect(victim.headers['content-encoding']).toBeUndefined();
     expect(victim.body).toBe('page');
     expect(victim.headers['cache-status']).toMatch(/; hit/);
+    // A browser (br and gzip) asks for both: a gzip-only origin still compresses its answer.
+    await get(`${g.url}/v`, { 'accept-encoding': 'gzip, deflate, br' });
+    expect(o.requests[1]!.headers['accept-encoding']).toBe('br, gzip');
   });
 
   it('a request carrying no-store goes alone: it never marks the page hit-for-pass for everyone', async () => {

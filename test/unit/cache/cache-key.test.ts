@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'vitest';
 import {
   makeCollapseKey,
-  bucketAcceptEncoding,
+  acceptEncodingVariant,
   keyPrefixFor,
   keyUrlPrefixFor,
   makeAuthority,
@@ -146,22 +146,24 @@ describe('makeVariantKey', () => {
   });
 
   table([
-    { name: 'br when accepted', value: 'gzip, deflate, br', want: 'br' },
+    { name: 'br and gzip when both are accepted (every browser)', value: 'gzip, deflate, br', want: 'br, gzip' },
+    { name: 'br alone when gzip is not accepted', value: 'br', want: 'br' },
     { name: 'gzip when br is not accepted', value: 'gzip, deflate', want: 'gzip' },
     { name: 'br excluded by q=0', value: 'br;q=0, gzip', want: 'gzip' },
     { name: 'x-gzip counts as gzip', value: 'x-gzip', want: 'gzip' },
     { name: '* accepts br unless br is listed with q=0', value: 'br;q=0, *', want: 'gzip' },
+    { name: '* accepts both', value: '*', want: 'br, gzip' },
     { name: 'identity when nothing usable', value: 'deflate', want: 'identity' },
     { name: 'identity when gzip is refused', value: 'gzip;q=0', want: 'identity' },
     { name: 'identity when missing', value: undefined, want: 'identity' },
-  ].map((r) => ({ ...r, name: `RFC 9110 §12.5.3 accept-encoding bucket: ${r.name}` })), ({ value, want }) => {
-    expect(bucketAcceptEncoding(value)).toBe(want);
+  ].map((r) => ({ ...r, name: `RFC 9110 §12.5.3 accept-encoding variant: ${r.name}` })), ({ value, want }) => {
+    expect(acceptEncodingVariant(value)).toBe(want);
   });
 
   test('RFC 9111 §4.1 equivalent negotiation values share a variant', () => {
     const vary = ['accept-encoding', 'accept-language'];
     const a = makeVariantKey(vary, { 'accept-encoding': 'gzip, br', 'accept-language': 'EN-us,  fr;q=0.5' });
-    const b = makeVariantKey(vary, { 'accept-encoding': 'br', 'accept-language': 'fr; q=0.5, en-US' });
+    const b = makeVariantKey(vary, { 'accept-encoding': 'br;q=1, x-gzip', 'accept-language': 'fr; q=0.5, en-US' });
     expect(a).toBe(b);
     expect(makeVariantKey(vary, { 'accept-encoding': 'gzip', 'accept-language': 'en-US' })).not.toBe(a);
   });
