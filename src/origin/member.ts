@@ -187,8 +187,7 @@ export class PoolMember implements OriginMember {
     else if (this.active !== 'down' && this.probeFailures >= rules.unhealthyThreshold) {
       this.active = 'down';
       this.downAt = now;
-    }
-    else if (this.active === 'down' && this.probePasses >= rules.healthyThreshold) this.active = 'up';
+    } else if (this.active === 'down' && this.probePasses >= rules.healthyThreshold) this.active = 'up';
     return this.active !== before;
   }
 
@@ -206,10 +205,11 @@ export class PoolMember implements OriginMember {
 
   /**
    * A live request succeeded: the failure streak and any probation end, and so does a 'down'
-   * from the active probes (returns true when it did): the member answers real requests (a
-   * trial sent while nothing else was usable, after the verdict), so it gets traffic again now, not when the next
-   * probe passes (after an origin restart, pages answered `stale-unreachable` for 9 s while the
-   * refreshes behind them succeeded). The probes' failures start counting again from zero.
+   * from the active probes (returns true when it did) if the request was sent after it: the
+   * member answers real requests (a trial sent while nothing else was usable), so it gets
+   * traffic again now, not when the next probe passes (after an origin restart, pages answered
+   * `stale-unreachable` for 9 s while the refreshes behind them succeeded). The probes'
+   * failures start counting again from zero.
    */
   recordSuccess(startedAt: number): boolean {
     this.trafficFailures = 0;

@@ -25,8 +25,8 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
   // alone, never leading a shared fill. Leading one, its unstored answer marked the key
   // hit-for-pass, and one such request sent everyone's requests for the page to the origin for
   // hitForPassSeconds.
-  if (!lookup.canStore && !ctx.deps.inflight.isInflight(collapseKeyOf(lookup).id)) return passAlone(ctx, lookup);
   const collapseKey = collapseKeyOf(lookup);
+  if (!lookup.canStore && !deps.inflight.isInflight(collapseKey.id)) return passAlone(ctx, lookup);
   const cfg = ctx.rt.config.cache.collapse;
   const joined = deps.inflight.join(collapseKey.id, cfg.waitDeadlineMs);
 
