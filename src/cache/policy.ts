@@ -322,7 +322,6 @@ function refuse(reason: string): StorageDecision {
   return { store: false, reason };
 }
 
-/** May this response be stored for a shared cache, and with which lifetimes? */
 /**
  * Request headers the gateway writes for each request (the client's address, its hop, the
  * request's id): a response that varies on one answers that one request, and a shared copy
@@ -331,6 +330,7 @@ function refuse(reason: string): StorageDecision {
  */
 const PER_REQUEST_HEADERS: ReadonlySet<string> = new Set(['x-forwarded-for', 'via', 'x-request-id']);
 
+/** May this response be stored for a shared cache, and with which lifetimes? */
 export function decideStorage(req: RequestFacts, res: ResponseFacts, opts: PolicyOptions, now: number): StorageDecision {
   const route = opts.route;
   if (!route.enabled) return refuse('route cache disabled');

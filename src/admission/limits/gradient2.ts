@@ -315,7 +315,7 @@ export class Gradient2Limit implements Limit {
       const long = this.longRttMs;
       const clipped = long !== undefined && this.longCount > MIN_BASELINE_SAMPLES && rtt > LONG_CLIP * long ? LONG_CLIP * long : rtt;
       this.longRttMs = long === undefined ? rtt : long + (clipped - long) * alpha;
-      this.measuredLongRttMs = this.measuredLongRttMs === undefined ? rtt : this.measuredLongRttMs + (Math.min(clipped, rtt) - this.measuredLongRttMs) * alpha;
+      this.measuredLongRttMs = this.measuredLongRttMs === undefined ? rtt : this.measuredLongRttMs + (clipped - this.measuredLongRttMs) * alpha;
       this.lastNoLoadAt = now;
     }
     this.lastNoLoadAt ??= now;
