@@ -563,7 +563,7 @@ export const siteSchema = z
             'Max-Forwards',
             'X-Wap-Profile',
           ])
-          .describe('Request headers never sent on a shared cache fill: they rewrite the URL, method, scheme or host an origin framework acts on, and are not in the key.'),
+          .describe('Request headers never sent on a shared cache fill: they rewrite the URL, method, scheme, host or client address an origin framework acts on, and are not in the key.'),
         only: z
           .array(z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'must be a header field name'))
           .optional()
