@@ -203,6 +203,13 @@ function makeCtx(
 /** RFC 3986 host (reg-name, IPv4, or an IP literal in brackets) with an optional port. */
 const VALID_HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?$/;
 
+/** How many Host field lines the request carried (RFC 9112 §3.2: more than one is a 400). */
+function hostLines(raw: readonly string[]): number {
+  let n = 0;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host') n++;
+  return n;
+}
+
 export function route(ctx: Ctx): void | Promise<void> {
   const { req, rt, deps } = ctx;
 
@@ -214,7 +221,8 @@ export function route(ctx: Ctx): void | Promise<void> {
   // RFC 9112 §3.2: a Host that is not a host[:port] is a 400 (`Host: [` reached the origin
   // client, which threw: a 500 for a malformed request).
   const host = req.headers.host;
-  if (host !== undefined && !VALID_HOST.test(host)) return fail(ctx, 'bad_request', 'malformed Host header');
+  if (host !== undefined && (!VALID_HOST.test(host) || hostLines(req.rawHeaders) > 1))
+    return fail(ctx, 'bad_request', 'malformed or repeated Host header');
   req.url = ctx.url; // pass-through sends the normalised target too (http-proxy reads req.url)
   const declaredLength = Number(req.headers['content-length'] ?? 0);
   if (!Number.isFinite(declaredLength) || declaredLength > rt.config.limits.maxBodyBytes) return fail(ctx, 'body_too_large');

@@ -291,7 +291,7 @@ describe('forwarding', () => {
     await second.body.text();
   });
 
-  it('answers a malformed Host 400 and never forwards it', async () => {
+  it('answers a malformed or repeated Host 400 and never forwards it', async () => {
     const o = await origin();
     const g = await gateway({ sites: [siteFor([o.url])] });
     const port = Number(new URL(g.url).port);
@@ -299,6 +299,9 @@ describe('forwarding', () => {
       const reply = await rawHttp(port, `GET /p HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
       expect(reply, host).toMatch(/^HTTP\/1\.1 400 /);
     }
+    // Two Host lines (RFC 9112 §3.2).
+    const twice = await rawHttp(port, 'GET /p HTTP/1.1\r\nHost: blog.example.com\r\nhost: evil.example\r\nConnection: close\r\n\r\n');
+    expect(twice).toMatch(/^HTTP\/1\.1 400 /);
     expect(o.count()).toBe(0);
     const ok = await rawHttp(port, 'GET /p HTTP/1.1\r\nHost: [::1]:8080\r\nConnection: close\r\n\r\n');
     expect(ok).toMatch(/^HTTP\/1\.1 200 /);
