@@ -166,7 +166,18 @@ export function createSecurePublicServer(opts: SecureServerOptions): SecurePubli
     const h2 = server as unknown as http2.Http2SecureServer;
     h2.on('session', (session) => {
       sessions.add(session);
-      session.once('close', () => sessions.delete(session));
+      // The first request head must arrive within headersTimeoutMs, as on HTTP/1.1: a session
+      // that opened and sent no complete HEADERS (silent, or trickling CONTINUATION frames)
+      // held its connection for requestTimeoutMs (60 s), six times the slowloris guard.
+      const firstHead = setTimeout(() => {
+        if (!session.destroyed) session.destroy();
+      }, limits.headersTimeoutMs);
+      firstHead.unref();
+      session.once('stream', () => clearTimeout(firstHead));
+      session.once('close', () => {
+        clearTimeout(firstHead);
+        sessions.delete(session);
+      });
     });
     h2.on('sessionError', (err) => opts.logger.debug({ err }, 'http2 session error'));
     // A stream silent for requestTimeoutMs (a body trickled in, or never finished) is cancelled,

@@ -445,6 +445,40 @@ describe('HTTP/2 through the same limits as HTTP/1.1', () => {
     }
   });
 
+  it('closes an HTTP/2 connection that sends no complete request head within limits.headersTimeoutMs', async () => {
+    await gw.close();
+    gw = await startGateway({
+      tls: { host: '127.0.0.1', port: 0 },
+      limits: { maxHeadersCount: 20, maxBodyBytes: 1000, requestTimeoutMs: 30_000, headersTimeoutMs: 400 },
+      sites: [{ name: 's', hosts: ['*'], origins: [{ url: origin.url }], healthCheck: { enabled: false }, tls: ca.write('s3', await ca.leaf(['s.test'])) }],
+    });
+    port = gw.gw.httpsAddress!.port;
+    const startedAt = Date.now();
+    const silent = http2.connect(`https://127.0.0.1:${port}`, { ca: ca.ca, servername: 's.test' });
+    silent.on('error', () => undefined);
+    await new Promise<void>((resolve) => silent.on('close', () => resolve()));
+    const elapsed = Date.now() - startedAt;
+    expect(elapsed).toBeGreaterThanOrEqual(300);
+    expect(elapsed).toBeLessThan(5_000); // not requestTimeoutMs (30 s)
+    // A session that asks at once is served, and keeps its connection past that deadline.
+    const client = http2.connect(`https://127.0.0.1:${port}`, { ca: ca.ca, servername: 's.test' });
+    client.on('error', () => undefined);
+    try {
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = client.request({ ':method': 'GET', ':path': '/p', ':authority': 's.test' });
+        req.on('response', (h) => resolve(Number(h[':status'])));
+        req.on('error', reject);
+        req.resume();
+        req.end();
+      });
+      expect(status).toBe(200);
+      await new Promise((r) => setTimeout(r, 700));
+      expect(client.closed || client.destroyed).toBe(false);
+    } finally {
+      client.close();
+    }
+  });
+
   it('answers 431 to more header fields than limits.maxHeadersCount (pseudo-headers not counted)', async () => {
     const many: Record<string, string> = {};
     for (let i = 0; i < 25; i++) many[`x-h${i}`] = 'v';
