@@ -148,25 +148,8 @@ describe('forwarding', () => {
     expect(g.peakRssBytes() - afterFirst).toBeLessThan(24 * 1024 * 1024);
   });
 
-  it('passes a WebSocket upgrade through and echoes messages', async () => {
-    const server = http.createServer();
-    const wss = new WebSocketServer({ server });
-    wss.on('connection', (ws) => ws.on('message', (m) => ws.send(`echo:${String(m)}`)));
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    cleanups.push(() => new Promise<void>((r) => { wss.close(); server.closeAllConnections(); server.close(() => r()); }));
-    const port = (server.address() as net.AddressInfo).port;
-    const g = await gateway({ sites: [siteFor([`http://127.0.0.1:${port}`])] });
-    const ws = new WebSocket(g.url.replace('http', 'ws') + '/socket');
-    const reply = await new Promise<string>((resolve, reject) => {
-      ws.on('open', () => ws.send('hello'));
-      ws.on('message', (m) => resolve(String(m)));
-      ws.on('error', reject);
-    });
-    expect(reply).toBe('echo:hello');
-    ws.close();
-  });
-
-  it('passes a WebSocket upgrade to the origin URL\'s path prefix, as plain requests', async () => {
+  /** A WebSocket origin that echoes every message and records the paths it was asked for. */
+  async function wsEchoOrigin(): Promise<{ port: number; paths: string[] }> {
     const server = http.createServer();
     const wss = new WebSocketServer({ server });
     const paths: string[] = [];
@@ -176,17 +159,34 @@ describe('forwarding', () => {
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     cleanups.push(() => new Promise<void>((r) => { wss.close(); server.closeAllConnections(); server.close(() => r()); }));
-    const port = (server.address() as net.AddressInfo).port;
+    return { port: (server.address() as net.AddressInfo).port, paths };
+  }
+
+  /** Opens a WebSocket, sends one message and resolves with the first one back. */
+  async function wsRoundTrip(url: string, message: string): Promise<string> {
+    const ws = new WebSocket(url);
+    try {
+      return await new Promise<string>((resolve, reject) => {
+        ws.on('open', () => ws.send(message));
+        ws.on('message', (m) => resolve(String(m)));
+        ws.on('error', reject);
+      });
+    } finally {
+      ws.close();
+    }
+  }
+
+  it('passes a WebSocket upgrade through and echoes messages', async () => {
+    const { port } = await wsEchoOrigin();
+    const g = await gateway({ sites: [siteFor([`http://127.0.0.1:${port}`])] });
+    expect(await wsRoundTrip(g.url.replace('http', 'ws') + '/socket', 'hello')).toBe('echo:hello');
+  });
+
+  it('passes a WebSocket upgrade to the origin URL\'s path prefix, as plain requests', async () => {
+    const { port, paths } = await wsEchoOrigin();
     const g = await gateway({ sites: [siteFor([`http://127.0.0.1:${port}/app`])] });
-    const ws = new WebSocket(g.url.replace('http', 'ws') + '/socket?x=1');
-    const reply = await new Promise<string>((resolve, reject) => {
-      ws.on('open', () => ws.send('hi'));
-      ws.on('message', (m) => resolve(String(m)));
-      ws.on('error', reject);
-    });
-    expect(reply).toBe('echo:hi');
+    expect(await wsRoundTrip(g.url.replace('http', 'ws') + '/socket?x=1', 'hi')).toBe('echo:hi');
     expect(paths).toEqual(['/app/socket?x=1']);
-    ws.close();
     // A target with dot segments is normalised as every forwarded target is: it cannot climb
     // out of the prefix.
     const handshake = await rawHttp(

@@ -352,16 +352,21 @@ describe('HTTP/2 through the same limits as HTTP/1.1', () => {
   let ca: TestCa;
   let port: number;
 
+  /** (Re)starts the gateway for s.test with these limits (besides 20 header fields and 1000 body bytes). */
+  async function restart(name: string, limits: Record<string, number> = {}): Promise<void> {
+    await gw?.close();
+    gw = await startGateway({
+      tls: { host: '127.0.0.1', port: 0 },
+      limits: { maxHeadersCount: 20, maxBodyBytes: 1000, ...limits },
+      sites: [{ name: 's', hosts: ['*'], origins: [{ url: origin.url }], healthCheck: { enabled: false }, tls: ca.write(name, await ca.leaf(['s.test'])) }],
+    });
+    port = gw.gw.httpsAddress!.port;
+  }
+
   beforeAll(async () => {
     origin = await startTestOrigin({ name: 'o' });
     ca = await makeTestCa();
-    const files = ca.write('s', await ca.leaf(['s.test']));
-    gw = await startGateway({
-      tls: { host: '127.0.0.1', port: 0 },
-      limits: { maxHeadersCount: 20, maxBodyBytes: 1000 },
-      sites: [{ name: 's', hosts: ['*'], origins: [{ url: origin.url }], healthCheck: { enabled: false }, tls: files }],
-    });
-    port = gw.gw.httpsAddress!.port;
+    await restart('s');
   });
 
   afterAll(async () => {
@@ -403,13 +408,7 @@ describe('HTTP/2 through the same limits as HTTP/1.1', () => {
   });
 
   it('cancels a stream silent for limits.requestTimeoutMs while its connection stays busy', async () => {
-    await gw.close();
-    gw = await startGateway({
-      tls: { host: '127.0.0.1', port: 0 },
-      limits: { maxHeadersCount: 20, maxBodyBytes: 1000, requestTimeoutMs: 600, headersTimeoutMs: 500 },
-      sites: [{ name: 's', hosts: ['*'], origins: [{ url: origin.url }], healthCheck: { enabled: false }, tls: ca.write('s2', await ca.leaf(['s.test'])) }],
-    });
-    port = gw.gw.httpsAddress!.port;
+    await restart('s2', { requestTimeoutMs: 600, headersTimeoutMs: 500 });
     const client = http2.connect(`https://127.0.0.1:${port}`, { ca: ca.ca, servername: 's.test' });
     client.on('error', () => undefined);
     // Another stream keeps the connection itself busy (a body dripping from the origin), so only
@@ -446,13 +445,7 @@ describe('HTTP/2 through the same limits as HTTP/1.1', () => {
   });
 
   it('closes an HTTP/2 connection that sends no complete request head within limits.headersTimeoutMs', async () => {
-    await gw.close();
-    gw = await startGateway({
-      tls: { host: '127.0.0.1', port: 0 },
-      limits: { maxHeadersCount: 20, maxBodyBytes: 1000, requestTimeoutMs: 30_000, headersTimeoutMs: 400 },
-      sites: [{ name: 's', hosts: ['*'], origins: [{ url: origin.url }], healthCheck: { enabled: false }, tls: ca.write('s3', await ca.leaf(['s.test'])) }],
-    });
-    port = gw.gw.httpsAddress!.port;
+    await restart('s3', { requestTimeoutMs: 30_000, headersTimeoutMs: 400 });
     const startedAt = Date.now();
     const silent = http2.connect(`https://127.0.0.1:${port}`, { ca: ca.ca, servername: 's.test' });
     silent.on('error', () => undefined);

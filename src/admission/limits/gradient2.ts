@@ -196,8 +196,8 @@ export class Gradient2Limit implements Limit {
   /** Its spread, 80th over 20th percentile. */
   private slowStartRefSpread = 1;
   /**
-   * Slow start's steps not yet confirmed, oldest first: the 80th-percentile RTT and the slack
-   * that justified each, and the estimate and peak before it (see judgeStepsInHindsight).
+   * Slow start's steps while it lasts, oldest first: the 80th-percentile RTT and the slack that
+   * justified each, and the estimate and peak before it (see judgeStepsInHindsight).
    */
   private readonly slowStartSteps: { p80: number; slack: number; before: number; peakBefore: number }[] = [];
   /**
@@ -424,9 +424,6 @@ export class Gradient2Limit implements Limit {
       return;
     }
 
-    // A window that used every permit at the no-load RTT confirms the limit: slow start's
-    // steps up to it stand.
-    if (gradient >= 1 && this.windowAtLimit * 2 >= this.windowSamples && measuredAfterStep) this.slowStartSteps.length = 0;
     const target = this.estimate * gradient + this.queueSize(this.estimate);
     let next = this.estimate * (1 - this.smoothing) + target * this.smoothing;
     // Grow only from a window that used the whole limit: below it the origin's latency says
@@ -464,10 +461,10 @@ export class Gradient2Limit implements Limit {
    * puts that window's 80th percentile past the allowance (the slow-start test), the step is
    * taken back, newest first. Whether that window queued or was only cold cannot be told apart
    * now, so slow start goes on, judged against the no-load RTT it has now: an origin with room
-   * steps again at once, one without stops at its first queueing window. A window that used
-   * every permit at the no-load RTT confirms the steps so far. Only while slow start is on, and
-   * only against the RTT no-load samples and probes measured (measuredLongRttMs), never the
-   * drift rule's halfway move after one quick window.
+   * steps again at once, one without stops at its first queueing window. Only while slow start
+   * is on (the steps are dropped when it ends), and only against the RTT no-load samples and
+   * probes measured (measuredLongRttMs), never the drift rule's halfway move after one quick
+   * window.
    */
   private judgeStepsInHindsight(): void {
     const long = this.measuredLongRttMs;

@@ -291,7 +291,7 @@ describe('Gradient2Limit per window', () => {
     expect(limit.readings().estimate).toBeGreaterThan(0.9 * before);
   });
 
-  it('keeps slow start\'s steps that a window at the limit confirmed, however much the no-load RTT falls later', () => {
+  it('keeps slow start\'s steps once slow start has ended, however much the no-load RTT falls later', () => {
     const { limit, at } = slowStarted();
     feed(limit, at, 11, 50, 20); // step to 30
     feed(limit, at, 11, 50, 30); // requests from before the step
@@ -299,7 +299,7 @@ describe('Gradient2Limit per window', () => {
     feed(limit, at, 1, 50, 30, true); // a drop ends slow start
 
     expect(limit.readings().slowStart).toBe(false);
-    feed(limit, at, 11, 50, 30); // every permit in use at the no-load RTT confirms the step
+    feed(limit, at, 11, 50, 30); // every permit in use at the no-load RTT
     const confirmed = limit.readings().estimate;
     expect(confirmed).toBeGreaterThan(28);
     // The origin gets faster: quiet windows at 20 ms pull the no-load RTT down to about 20,
