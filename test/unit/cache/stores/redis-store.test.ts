@@ -188,7 +188,9 @@ describe('RedisStore fails open', () => {
         Promise.all([store.get('k'), store.put(entry), store.delete('k'), store.purge({ kind: 'all' }, 'soft', T0)]),
       );
       expect(skipped.value).toEqual([undefined, undefined, false, 0]);
-      expect(skipped.ms).toBeLessThan(20);
+      // No command waits for the paused server: all four together answer well inside one
+      // command timeout (a busy box took 24 ms, so the bound is not tighter than that).
+      expect(skipped.ms).toBeLessThan(COMMAND_TIMEOUT_MS - 5);
       expect(events.filter((k) => k === 'error')).toHaveLength(1);
       // Still paused when the breaker half-opens: the one probe fails and it opens again.
       clock.advance(BREAKER_OPEN_MS);
