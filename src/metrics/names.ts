@@ -60,6 +60,12 @@ export const METRICS = {
     'Hit-for-pass markers set after an uncacheable response (the key stops collapsing briefly).',
     ['site'],
   ),
+  fillReflected: spec(
+    'crowdgate_fill_reflected_inputs_total',
+    'counter',
+    'Fills whose answer repeated a request header nothing keys (stored as varying on it, as if the origin had sent Vary).',
+    ['site'],
+  ),
   cacheEntries: spec('crowdgate_cache_entries', 'gauge', 'Entries (URLs) in the memory cache.'),
   cacheBytes: spec('crowdgate_cache_bytes', 'gauge', 'Bytes held by the memory cache (bodies, their stored encodings and headers).'),
   cacheMaxBytes: spec('crowdgate_cache_max_bytes', 'gauge', 'Configured memory cache size (cache.maxBytes).'),

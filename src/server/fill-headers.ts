@@ -7,6 +7,7 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { CacheEntry } from '../cache/entry.js';
 import { acceptEncodingVariant, normaliseHost, parseCookies } from '../cache/cache-key.js';
 import type { PolicyOptions } from '../cache/policy.js';
+import type { UnkeyedInput } from '../cache/reflection.js';
 import { HOP_BY_HOP, connectionListedNames } from '../http/facts.js';
 import type { SiteRuntime } from '../runtime.js';
 import { CLIENT_CONDITIONALS, VIA_VALUE, appendVia, setForwardedHeaders, stripHopByHop } from './headers.js';
@@ -67,6 +68,25 @@ export function makeFillVisibleHeaders(site: SiteRuntime, headers: IncomingHttpH
   out['accept-encoding'] = acceptEncodingVariant(headers['accept-encoding']);
   const cookie = keptCookies(headers.cookie, policy);
   if (cookie !== undefined) out.cookie = cookie;
+  return out;
+}
+
+/**
+ * The request headers a fill sent that the key of the copy being stored does not cover: not
+ * the key template's, not in `vary` (the answer's own Vary). What the origin saw but the key
+ * does not hold, looked for in its answer (cache/reflection.ts). User-Agent and Accept* count:
+ * they are sent on every fill, and a page that repeats them is no more shareable. A header
+ * another stored variant varies on counts too (it is sent, but this answer's Vary decides this
+ * copy's variant). Not Host (keyed), Accept-Encoding (the variant bucket's own value) or Cookie
+ * (only the key template's cookies are sent).
+ */
+export function unkeyedFillInputs(variantHeaders: IncomingHttpHeaders, policy: PolicyOptions, vary: readonly string[]): UnkeyedInput[] {
+  const out: UnkeyedInput[] = [];
+  for (const [name, value] of Object.entries(variantHeaders)) {
+    if (value === undefined || name === 'host' || name === 'accept-encoding' || name === 'cookie') continue;
+    if (vary.includes(name) || policy.route.key.headers.some((h) => h.toLowerCase() === name)) continue;
+    out.push([name, Array.isArray(value) ? value.join(', ') : value]);
+  }
   return out;
 }
 

@@ -12,7 +12,8 @@ import type { FetchResult } from '../origin/fetch.js';
 import type { OriginMember } from '../origin/pool.js';
 import { recordAnswer, serveEntry, shed, writeBuffered } from './answer.js';
 import { selectVariant, collapseKeyOf, type FillResult, type Ctx, type Lookup } from './context.js';
-import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders } from './fill-headers.js';
+import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkeyedFillInputs } from './fill-headers.js';
+import { reflectedInputs, varyingAlsoOn } from '../cache/reflection.js';
 import type { CollapseKey } from '../cache/cache-key.js';
 import { forward } from './pass-through.js';
 import { compressBuffered, onTheFlyRequestOf } from './on-the-fly.js';
@@ -228,12 +229,23 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
       };
     }
     if (decision.store) {
+      // A header nothing keys that the answer repeats is treated as if the origin had listed it
+      // in Vary (cache/reflection.ts): the page is stored as that value's variant, and a client
+      // who sent `X-Anything: <script…>` plants it for nobody but himself.
+      const reflected = await reflectedInputs(
+        unkeyedFillInputs(lookup.variantHeaders, lookup.policy, decision.entry.vary),
+        decision.entry.headers,
+        fetched.body,
+        rt.config.cache.maxObjectBytes,
+      );
+      if (reflected.length > 0) noteReflected(ctx, reflected);
       const entry: CacheEntry = {
-        ...decision.entry,
+        ...varyingAlsoOn(decision.entry, reflected),
         key: lookup.key,
-        variantKey: makeVariantKey(decision.entry.vary, lookup.variantHeaders),
         body: fetched.body,
+        variantKey: '',
       };
+      entry.variantKey = makeVariantKey(entry.vary, lookup.variantHeaders);
       if (lookup.entry) inheritHeat(lookup.entry, entry, now);
       if (entry.body.length <= rt.config.cache.maxObjectBytes) {
         await addEncodings(ctx, entry);
@@ -251,6 +263,24 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
     };
   }
 }
+
+/**
+ * Counts a fill whose answer repeated unkeyed request headers, and says so in the log once per
+ * site and header name (a bounded set: names are the client's choice).
+ */
+function noteReflected(ctx: Ctx, names: readonly string[]): void {
+  const site = ctx.site!.name;
+  ctx.deps.metrics.get('fillReflected').inc({ site });
+  const fresh = names.filter((n) => !reflectionLogged.has(`${site}\n${n}`));
+  if (fresh.length === 0 || reflectionLogged.size >= MAX_REFLECTION_LOGGED) return;
+  for (const n of fresh) reflectionLogged.add(`${site}\n${n}`);
+  ctx.deps.logger.warn(
+    { site, headers: fresh, url: ctx.req.url, requestId: ctx.requestId },
+    'origin answer repeats request headers the cache key does not hold; stored as varying on them (add Vary, or key or drop them)',
+  );
+}
+const reflectionLogged = new Set<string>();
+const MAX_REFLECTION_LOGGED = 1000;
 
 /**
  * Compression stored once: the brotli and gzip encodings of a new entry's body, made before it

@@ -182,6 +182,52 @@ describe('the key covers what the origin sees', () => {
     expect(first.body).toBe('x-custom=- referer=- x-allowed=yes accept-language=fr');
   });
 
+  it('an answer that repeats a header nothing keys is that header\'s variant: the planter gets it, nobody else', async () => {
+    const o = await origin();
+    o.route('/page', reflecting(['x-anything']));
+    // The same page compressed by the origin: the fill looks in the decoded body.
+    o.route('/gz', {
+      headers: { 'cache-control': 'public, max-age=60', 'content-encoding': 'gzip', 'content-type': 'text/html' },
+      body: (r) => zlib.gzipSync(`<p>${String(r.headers['user-agent'] ?? '-')}</p>`),
+    });
+    // Sent and not repeated: the page stays shared whatever the value.
+    o.route('/quiet', { headers: { 'cache-control': 'public, max-age=60' }, body: () => 'same for all' });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+
+    const planted = await get(`${g.url}/page`, { 'x-anything': '<script src=//evil.example/x.js>' });
+    expect(planted.body).toBe('x-anything=<script src=//evil.example/x.js>');
+    expect(planted.headers['vary']).toMatch(/x-anything/);
+    // The planter's variant answers the planter (and anyone sending the same value).
+    const again = await get(`${g.url}/page`, { 'x-anything': '<script src=//evil.example/x.js>' });
+    expect(again.headers['cache-status']).toMatch(/; hit/);
+    // A second value: the header is sent now because a stored variant varies on it, and this
+    // answer, without a Vary of its own, is again only that value's variant.
+    expect((await get(`${g.url}/page`, { 'x-anything': 'second planted value' })).body).toBe('x-anything=second planted value');
+    const victim = await get(`${g.url}/page`);
+    expect(victim.body).toBe('x-anything=-');
+    expect(victim.headers['cache-status']).toMatch(/fwd=vary-miss/);
+    expect((await get(`${g.url}/page`)).headers['cache-status']).toMatch(/; hit/);
+
+    const gunzipped = async (ua: string) => {
+      const res = await request(`${g.url}/gz`, { headers: { 'user-agent': ua, 'accept-encoding': 'gzip' } });
+      expect(res.headers['content-encoding']).toBe('gzip');
+      return zlib.gunzipSync(Buffer.from(await res.body.arrayBuffer())).toString();
+    };
+    expect(await gunzipped('Evil/1.0 <b>planted</b>')).toBe('<p>Evil/1.0 <b>planted</b></p>');
+    expect(await gunzipped('Mozilla/5.0')).toBe('<p>Mozilla/5.0</p>');
+
+    await get(`${g.url}/quiet`, { 'x-anything': 'one value' });
+    const shared = await get(`${g.url}/quiet`, { 'x-anything': 'another value' });
+    expect(shared.headers['cache-status']).toMatch(/; hit/);
+    expect(shared.headers['vary']).toBeUndefined();
+
+    expect(o.count('/page')).toBe(3);
+    expect(o.count('/gz')).toBe(2);
+    expect(o.count('/quiet')).toBe(1);
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(/crowdgate_fill_reflected_inputs_total\{site="[^"]+"\} 4/);
+  });
+
   it('Vary is computed from the headers the fill sent: a header named by a stored Vary reaches the next fill', async () => {
     const o = await origin();
     o.route('/v', reflecting(['x-device'], { vary: 'X-Device' }));

@@ -10,9 +10,11 @@
  * small sets so that requests share keys and hits happen.
  *
  * What the origin is trusted with: it declares `Vary: X-Theme` for the one header it varies
- * on by design. An origin that changes its answer on an arbitrary header without Vary is
- * outside what any forwarding cache can protect (fills pass such headers, as Varnish's do);
- * the override family that frameworks act on is what crowdgate strips, and this test checks it.
+ * on by design, and reflects every other header without Vary. The override family that
+ * frameworks act on is stripped from fills; any other header a fill sends and the answer
+ * repeats (a custom one, User-Agent, Accept-Language) makes the copy that header's variant
+ * (cache/reflection.ts). An origin that changes its answer on a header without repeating it
+ * and without Vary is outside what a forwarding cache can see.
  */
 import http from 'node:http';
 import { describe, expect, it } from 'vitest';
@@ -74,6 +76,12 @@ const unkeyedArb = fc.uniqueArray(
     ['x-forwarded-prefix', '/TOKEN'],
     ['x-host', 'TOKEN.evil.example'],
     ['forwarded', 'host=TOKEN.evil.example;proto=https'],
+    // Headers no list names: sent on fills, so an answer that repeats them must not be shared.
+    ['x-anything', 'TOKEN'],
+    ['x-banner', '<b>"TOKEN"</b>'],
+    ['user-agent', 'Mozilla/5.0 (TOKEN)'],
+    ['accept-language', 'TOKEN, en;q=0.5'],
+    ['referer', 'https://TOKEN.evil.example/'],
   ),
   { maxLength: 3, selector: ([name]) => name },
 );
