@@ -201,7 +201,14 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
       requestTime: fetched.requestTime,
       responseTime: fetched.responseTime,
     };
-    // RFC 9111 §4.3.3-4: a 304 to our conditional request refreshes the stored entry.
+    // RFC 9111 §4.3.3-4: a 304 to our conditional request refreshes the stored entry, unless
+    // its header fields repeat a request header the entry's key does not hold (a framework
+    // sets a Link from a header before its freshness check): merged, they would reach everyone.
+    // Then fetch the whole answer, whose every part is checked as a fill's is.
+    if (fetched.status === 304 && revalidating && (await reflectedInputs(unkeyedFillInputs(lookup.variantHeaders, lookup.policy, revalidating.vary), fetched.headers, EMPTY, 0)).length > 0) {
+      lookup = { ...lookup, entry: undefined };
+      continue;
+    }
     if (fetched.status === 304 && revalidating) {
       const merged = mergeNotModified(revalidating, response, lookup.policy, now, lookup.facts);
       if (merged) {
@@ -280,6 +287,7 @@ function noteReflected(ctx: Ctx, names: readonly string[]): void {
   );
 }
 const reflectionLogged = new Set<string>();
+const EMPTY = Buffer.alloc(0);
 const MAX_REFLECTION_LOGGED = 1000;
 
 /**

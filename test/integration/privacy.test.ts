@@ -8,6 +8,7 @@ import { connect } from 'node:net';
 import zlib from 'node:zlib';
 import { request } from 'undici';
 import { siteFor } from '../helpers/gateway.js';
+import { ManualClock } from '../../src/clock.js';
 import { useFixtures } from '../helpers/fixtures.js';
 
 const { origin, gateway } = useFixtures();
@@ -226,6 +227,36 @@ describe('the key covers what the origin sees', () => {
     expect(o.count('/quiet')).toBe(1);
     const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
     expect(metrics).toMatch(/crowdgate_fill_reflected_inputs_total\{site="[^"]+"\} 4/);
+  });
+
+  it('a 304 whose headers repeat a header nothing keys is not merged into the shared copy', async () => {
+    const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
+    const o = await origin();
+    // Express-like: the Link is built from a header before the freshness check, so the 304
+    // carries it too.
+    o.route('/etag', (req, res) => {
+      const cdn = String(req.headers['x-cdn'] ?? 'cdn.example');
+      const head = { 'cache-control': 'public, max-age=1', etag: 'W/"v1"', link: `<https://${cdn}/app.css>; rel=preload`, date: new Date(clock.now()).toUTCString() };
+      if (req.headers['if-none-match'] === 'W/"v1"') {
+        res.writeHead(304, head);
+        res.end();
+        return;
+      }
+      res.writeHead(200, { ...head, 'content-type': 'text/html' });
+      res.end('<p>page</p>');
+    });
+    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { staleWhileRevalidateSeconds: 0 } }] })] }, { clock });
+    expect((await get(`${g.url}/etag`)).headers['link']).toBe('<https://cdn.example/app.css>; rel=preload');
+    clock.advance(2_000); // stale: the next request revalidates
+    const attacker = await get(`${g.url}/etag`, { 'x-cdn': 'evil.example' });
+    expect(attacker.headers['link']).toBe('<https://evil.example/app.css>; rel=preload');
+    const victim = await get(`${g.url}/etag`);
+    expect(victim.headers['link']).toBe('<https://cdn.example/app.css>; rel=preload');
+    // The 304 was not merged: the attacker's answer came from a full fetch, stored as his
+    // variant; the victim's own revalidation (no X-Cdn, nothing repeated) was.
+    expect(attacker.headers['cache-status']).not.toMatch(/revalidated/);
+    expect(victim.headers['cache-status']).toMatch(/fwd-status=304/);
+    expect(o.requests.filter((r) => r.url === '/etag').map((r) => r.headers['if-none-match'] ?? '-')).toEqual(['-', 'W/"v1"', '-', 'W/"v1"']);
   });
 
   it('Vary is computed from the headers the fill sent: a header named by a stored Vary reaches the next fill', async () => {

@@ -21,7 +21,49 @@ describe('reflectedInputs', () => {
     for (const form of [value.toLowerCase(), encodeURIComponent(value), 'Evil &quot;One&quot; &lt;b&gt;&amp;co', JSON.stringify(value)]) {
       expect(await reflectedInputs([['x-a', value]], {}, Buffer.from(`page ${form} end`), MAX), form).toEqual(['x-a']);
     }
-    expect(formsOf('a b')).toContain('a+b');
+    expect(formsOf('x-a', 'a b')).toContain('a+b');
+  });
+
+  it('finds the spellings frameworks use: comma members, upper case, collapsed spaces, decoded, PHP and Go escapes, \\/', async () => {
+    const cases: [string, string][] = [
+      ['evil.example, x', '<script src="//evil.example/a.js">'], // the first member, as an origin splits it
+      ['evil.example', '//EVIL.EXAMPLE/'],
+      ['evil   .example', 'evil .example'],
+      ['%3Csvg%20onload%3D1%3E', '<svg onload=1>'],
+      ["evil.example/'x", "src='https://evil.example/&#039;x'"],
+      ['say "hi"', 'say &#34;hi&#34;'],
+      ['evil.example/x', 'https:\\/\\/evil.example\\/x'],
+    ];
+    for (const [value, page] of cases) expect(await reflectedInputs([['x-a', value]], {}, Buffer.from(page), MAX), `${value} in ${page}`).toEqual(['x-a']);
+  });
+
+  it('finds a value with bytes past ASCII copied as the raw bytes Node read as latin1', async () => {
+    const value = Buffer.from('<svg/onload=alert(1)>\xe9', 'latin1').toString('latin1');
+    const page = Buffer.concat([Buffer.from('<p>'), Buffer.from(value, 'latin1'), Buffer.from('</p>')]);
+    expect(await reflectedInputs([['x-a', value]], {}, page, MAX)).toEqual(['x-a']);
+  });
+
+  it('does not take a browser\'s Accept* for a reflection: well-formed members alone, */*, the answer\'s own Content-Type', async () => {
+    const page = Buffer.from('<html lang="en-US"><meta http-equiv="Content-Type" content="text/html"><style>a*/*b{}</style>');
+    const headers = { 'content-type': 'text/html; charset=utf-8', 'content-language': 'en-US' };
+    const browser = [
+      ['accept', 'text/html,application/xhtml+xml,*/*;q=0.8'],
+      ['accept-language', 'en-US,en;q=0.9'],
+      ['user-agent', 'Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/120.0'],
+    ] as const;
+    expect(await reflectedInputs(browser, headers, page, MAX)).toEqual([]);
+    expect(await reflectedInputs([['accept', '*/*'], ['accept', 'text/html']], headers, page, MAX)).toEqual([]);
+    expect(await reflectedInputs([['accept-language', 'en-US']], headers, Buffer.from('<p>hello</p>'), MAX)).toEqual([]);
+    // A member no browser sends is looked for on its own.
+    const xss = 'xx"><script>alert(1)</script>';
+    expect(await reflectedInputs([['accept-language', `${xss},en`]], headers, Buffer.from(`<html lang="${xss}">`), MAX)).toEqual(['accept-language']);
+  });
+
+  it('searches only the headers of a body that cannot hold markup (an image)', async () => {
+    const png = Buffer.from('\x89PNG evil.example', 'latin1');
+    expect(await reflectedInputs([['x-a', 'evil.example']], { 'content-type': 'image/png' }, png, MAX)).toEqual([]);
+    expect(await reflectedInputs([['x-a', 'evil.example']], { 'content-type': 'image/png', link: '<//evil.example/>' }, png, MAX)).toEqual(['x-a']);
+    expect(await reflectedInputs([['x-a', 'evil.example']], { 'content-type': 'image/svg+xml' }, png, MAX)).toEqual(['x-a']);
   });
 
   it('ignores values shorter than three characters (they match most pages by chance)', async () => {
