@@ -313,11 +313,14 @@ export class Limiter {
     // limit that is still climbing (a cold start, a normal day's burst of clients), with round
     // trips at their no-load value, is the limit's lag, not the origin's saturation; those
     // requests wait for their permits, up to their deadline, as the limit grows.
+    // While the limit is still learning from its first samples (Limit.isColdStart), the bound
+    // is the deadline alone: no standing-queue cap.
     const saturated = this.showsSaturation(now);
+    const standing = this.queue.isStanding && !this.isColdStart(now);
     if (this.rttEwmaMs > 0 && saturated) {
       const ahead = this.queue.countAhead(priority) + 1;
       const expectedWaitMs = (ahead * this.rttEwmaMs) / this.planningLimit;
-      const boundMs = this.queue.isStanding ? Math.min(this.standingCapMs(opts), deadlineAt - now) : deadlineAt - now;
+      const boundMs = standing ? Math.min(this.standingCapMs(opts), deadlineAt - now) : deadlineAt - now;
       if (expectedWaitMs > boundMs) return REFUSED_PREDICTED;
     }
     return new Promise<AcquireResult>((resolve) => {
@@ -335,7 +338,7 @@ export class Limiter {
         next: undefined,
         queued: false,
       };
-      if (this.queue.isStanding && saturated) {
+      if (standing && saturated) {
         const capAt = now + this.standingCapMs(opts);
         if (capAt < deadlineAt) {
           w.expiresAt = capAt;
@@ -364,6 +367,10 @@ export class Limiter {
     if (this.rttEwmaMs === 0) return true;
     if (this.algorithm.showsQueueing?.(now) ?? true) return true;
     return now - this.lastReleaseAt > Math.max(this.queueConfig.codelIntervalMs, 2 * this.rttEwmaMs);
+  }
+
+  private isColdStart(now: number): boolean {
+    return this.algorithm.isColdStart?.(now) ?? false;
   }
 
   /** The longest wait under a standing queue, by what the request serves (see the class doc). */
@@ -510,10 +517,12 @@ export class Limiter {
    * doing, not the crowd's, and drains when the probe ends a few round trips later. Judging it
    * would cap waits at the CoDel interval and refuse arrivals the restored limit will serve.
    * A queue already standing stays standing; the CoDel interval restarts when the probe ends.
+   * Nor while the limit is still learning from its first samples (Limit.isColdStart): that
+   * queue is the limit's lag.
    */
   private judgeStanding(now: number): boolean {
     const planned = this.algorithm.planning;
-    if (planned !== undefined && planned > this.algorithm.current) {
+    if ((planned !== undefined && planned > this.algorithm.current) || this.isColdStart(now)) {
       this.queue.excuseWaitsUntil(now);
       return false;
     }

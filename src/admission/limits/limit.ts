@@ -40,6 +40,13 @@ export interface Limit {
    */
   showsQueueing?(now: number): boolean;
   /**
+   * Whether the limit is still learning from its first samples (`now` epoch ms). Meanwhile the
+   * Limiter refuses at arrival only what its deadline cannot serve, and does not cap waits to
+   * the CoDel bounds of a standing queue: a queue behind a limit still climbing from its
+   * initial value is the limit's lag. Absent: never.
+   */
+  isColdStart?(now: number): boolean;
+  /**
    * Feeds one sample. `now` is epoch ms. The caller may reuse the sample object afterwards,
    * so implementations must copy what they keep.
    */

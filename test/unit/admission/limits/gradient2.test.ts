@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { Gradient2Limit } from '../../../../src/admission/limits/gradient2.js';
+import { COLD_START_MS, Gradient2Limit } from '../../../../src/admission/limits/gradient2.js';
 import { between, simulate, type Phase, type TracePoint } from './origin-model.js';
 
 const S = 50;
@@ -338,6 +338,16 @@ describe('Gradient2Limit per window', () => {
     const dropped = warmed();
     feed(dropped.limit, dropped.at, 6, 50, 20, true);
     expect(dropped.limit.showsQueueing(dropped.at.t)).toBe(true);
+  });
+
+  it('is still learning (cold start) from before its first sample until COLD_START_MS after it', () => {
+    const limit = new Gradient2Limit({ initial: 8, min: 2, max: 100 });
+    expect(limit.isColdStart(1_000_000)).toBe(true);
+    const at = { t: 1_000_000 };
+    feed(limit, at, 1, 50, 1); // first sample at 1_000_010
+    expect(limit.isColdStart(1_000_010 + COLD_START_MS - 1)).toBe(true);
+    feed(limit, at, 30, 50, 8);
+    expect(limit.isColdStart(1_000_010 + COLD_START_MS)).toBe(false);
   });
 
   it('keeps that evidence for two windows when windows are long (a small limit, a slow origin)', () => {
