@@ -246,13 +246,13 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
         rt.config.cache.maxObjectBytes,
       );
       if (reflected.length > 0) noteReflected(ctx, reflected);
+      const stored = varyingAlsoOn(decision.entry, reflected);
       const entry: CacheEntry = {
-        ...varyingAlsoOn(decision.entry, reflected),
+        ...stored,
         key: lookup.key,
+        variantKey: makeVariantKey(stored.vary, lookup.variantHeaders),
         body: fetched.body,
-        variantKey: '',
       };
-      entry.variantKey = makeVariantKey(entry.vary, lookup.variantHeaders);
       if (lookup.entry) inheritHeat(lookup.entry, entry, now);
       if (entry.body.length <= rt.config.cache.maxObjectBytes) {
         await addEncodings(ctx, entry);
