@@ -34,6 +34,7 @@ import { hstsValue, redirectToHttps } from './https-edge.js';
 import { fillAndServe, passAlone, startBackgroundRefresh } from './fill.js';
 import { makeFillVisibleHeaders } from './fill-headers.js';
 import { forward } from './pass-through.js';
+import { answerMaxForwards } from './max-forwards.js';
 import { answerPurge } from './purge-method.js';
 import { countHit, isHot, isServableWhileUpdating, serveStaleOr, wasReadOften } from './stale.js';
 
@@ -232,6 +233,7 @@ export function route(ctx: Ctx): void | Promise<void> {
   if (!site) return fail(ctx, 'no_site', `no site lists host "${String(req.headers.host ?? '').slice(0, 100)}"`);
   ctx.site = site;
   if (ctx.method === 'PURGE') return answerPurge(ctx, site);
+  if (answerMaxForwards(ctx)) return;
   if (redirectToHttps(ctx, site)) return;
   const routeMatch = site.compiled.matchRoute(ctx.method, ctx.path);
   ctx.route = routeMatch;

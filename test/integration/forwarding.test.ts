@@ -94,6 +94,25 @@ describe('forwarding', () => {
     expect(o.count()).toBe(1);
   });
 
+  it('answers OPTIONS and TRACE with Max-Forwards: 0 itself, and decrements a larger value (RFC 9110 §7.6.2)', async () => {
+    const o = await origin();
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const options0 = await request(`${g.url}/x`, { method: 'OPTIONS', headers: { 'max-forwards': '0' } });
+    await options0.body.text();
+    expect(options0.statusCode).toBe(200);
+    expect(options0.headers['allow']).toMatch(/GET, HEAD/);
+    const trace0 = await request(`${g.url}/x`, { method: 'TRACE', headers: { 'max-forwards': '0', cookie: 'session=secret' } });
+    expect(await trace0.body.text()).toBe('');
+    expect(trace0.statusCode).toBe(405);
+    expect(o.count()).toBe(0);
+    const options3 = await request(`${g.url}/x`, { method: 'OPTIONS', headers: { 'max-forwards': '3' } });
+    await options3.body.text();
+    expect(o.requests.map((r) => [r.method, r.headers['max-forwards']])).toEqual([['OPTIONS', '2']]);
+    // Other methods ignore the field.
+    await (await request(`${g.url}/y`, { headers: { 'max-forwards': '0' } })).body.text();
+    expect(o.count('/y')).toBe(1);
+  });
+
   it('replaces a spoofed X-Forwarded-For from an untrusted peer and keeps the chain from a trusted one', async () => {
     const o = await origin();
     const g = await gateway({ trustedProxies: [], sites: [siteFor([o.url])] });

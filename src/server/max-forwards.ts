@@ -1,0 +1,31 @@
+/**
+ * Max-Forwards on TRACE and OPTIONS (RFC 9110 §7.6.2): a proxy that receives one of them with
+ * `Max-Forwards: 0` is its final recipient and answers it itself; with a larger value it
+ * forwards the request with the value decremented. Other methods ignore the field.
+ */
+import { answerOwn } from './answer.js';
+import type { Ctx } from './context.js';
+
+/** The methods the gateway answers for the origin: what it forwards (RFC 9110 §9.3). */
+const ALLOW = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS';
+
+/**
+ * Answers a TRACE or OPTIONS request whose Max-Forwards is 0 (true), or decrements a larger
+ * value on the request before it is forwarded (false). An OPTIONS gets 200 with `Allow`; a
+ * TRACE gets 405 (the gateway does not reflect requests: that echo would return the client's
+ * cookies to a script, RFC 9110 §9.3.8). A value that is not a number is left as it is.
+ */
+export function answerMaxForwards(ctx: Ctx): boolean {
+  const { req } = ctx;
+  if (ctx.method !== 'OPTIONS' && ctx.method !== 'TRACE') return false;
+  const raw = req.headers['max-forwards'];
+  if (typeof raw !== 'string' || !/^\s*\d+\s*$/.test(raw)) return false;
+  const n = Number(raw);
+  if (n > 0) {
+    req.headers['max-forwards'] = String(n - 1);
+    return false;
+  }
+  const headers = { allow: ALLOW, 'content-length': '0', 'cache-control': 'no-store' };
+  answerOwn(ctx, ctx.method === 'OPTIONS' ? 200 : 405, { state: 'bypass', detail: 'max-forwards' }, headers, '');
+  return true;
+}
