@@ -11,6 +11,11 @@
  * - Expiry: the LRU item lives until the latest `deleteAt` of its variants (lru-cache `ttl` per
  *   set, driven by the injected clock through lru-cache's `perf` option); each get also drops
  *   variants whose own deleteAt has passed, by the same clock.
+ * - Large records (over maxBytes / LARGE_RECORD_DIVISOR and 1 MiB) share at most maxBytes /
+ *   LARGE_SHARE_DIVISOR between them, least recently used evicted first among themselves: a
+ *   client asking for many distinct large objects (one 8 MiB asset under 32 query strings
+ *   filled the default 256 MiB) evicts other large objects, not the hot pages. The LRU's own
+ *   byte bound still applies to everything.
  * - Purge by tag: a tag -> keys index kept in step with the LRU through `dispose`, so a tag purge
  *   touches only the records carrying the tag. Its cost is one Set entry per (tag, record), bounded
  *   by the LRU itself. Purge by prefix and `all` scan the keys: O(records), acceptable for a
@@ -46,6 +51,12 @@ export interface MemoryStoreOptions {
 
 type StoredRecord = CacheEntry[];
 
+/** A record heavier than maxBytes / this, and than LARGE_RECORD_MIN_BYTES, is a large one (4 MiB of the default 256 MiB). */
+export const LARGE_RECORD_DIVISOR = 64;
+export const LARGE_RECORD_MIN_BYTES = 1024 * 1024;
+/** Large records together hold at most maxBytes / this (64 MiB of the default 256 MiB). */
+export const LARGE_SHARE_DIVISOR = 4;
+
 /** Shared event objects: a lookup reports without allocating. */
 const HIT: StoreEvent = Object.freeze({ kind: 'hit', tier: 'memory' });
 const MISS: StoreEvent = Object.freeze({ kind: 'miss', tier: 'memory' });
@@ -64,6 +75,11 @@ export class MemoryStore implements CacheStore {
   private changes = 0;
   /** tag -> primary keys whose record has at least one variant with that tag. */
   private readonly keysByTag = new Map<string, Set<string>>();
+  private readonly largeRecordBytes: number;
+  private readonly largeShareBytes: number;
+  /** Large records: key -> size, least recently used first (see the module comment). */
+  private readonly large = new Map<string, number>();
+  private largeBytes = 0;
 
   constructor(options: MemoryStoreOptions) {
     assertPositiveInt('maxBytes', options.maxBytes);
@@ -75,6 +91,8 @@ export class MemoryStore implements CacheStore {
     this.maxBytes = options.maxBytes;
     this.maxObjectBytes = options.maxObjectBytes;
     this.maxVariants = options.maxVariants;
+    this.largeRecordBytes = Math.max(LARGE_RECORD_MIN_BYTES, Math.floor(options.maxBytes / LARGE_RECORD_DIVISOR));
+    this.largeShareBytes = Math.max(1, Math.floor(options.maxBytes / LARGE_SHARE_DIVISOR));
     const clock = this.clock;
     this.lru = new LRUCache<string, StoredRecord>({
       maxSize: options.maxBytes,
@@ -85,6 +103,11 @@ export class MemoryStore implements CacheStore {
       dispose: (record, key, reason) => {
         this.changes++;
         this.unindex(key, record);
+        const size = this.large.get(key);
+        if (size !== undefined) {
+          this.large.delete(key);
+          this.largeBytes -= size;
+        }
         if (reason === 'evict') this.onEvent?.({ kind: 'eviction', tier: 'memory' });
       },
     });
@@ -166,6 +189,8 @@ export class MemoryStore implements CacheStore {
     this.changes++;
     this.lru.clear();
     this.keysByTag.clear();
+    this.large.clear();
+    this.largeBytes = 0;
   }
 
   /**
@@ -184,6 +209,11 @@ export class MemoryStore implements CacheStore {
       this.lookupNow = undefined;
     }
     if (!record) return undefined;
+    const size = this.large.get(key);
+    if (size !== undefined) {
+      this.large.delete(key); // most recently used: to the end
+      this.large.set(key, size);
+    }
     let live = record;
     for (const e of record) {
       if (!isLiveAt(e, now)) {
@@ -221,7 +251,20 @@ export class MemoryStore implements CacheStore {
       return;
     }
     this.index(key, record);
+    const size = recordSizeOf(record);
+    if (size > this.largeRecordBytes) this.holdLarge(key, size);
     if (isNewData) this.onEvent?.({ kind: 'set', tier: 'memory' });
+  }
+
+  /** Counts a large record, and evicts the least recently used others past their share. */
+  private holdLarge(key: string, size: number): void {
+    this.large.set(key, size);
+    this.largeBytes += size;
+    for (const [oldest] of this.large) {
+      if (this.largeBytes <= this.largeShareBytes || oldest === key) break;
+      this.lru.delete(oldest); // dispose() takes it out of `large`
+      this.onEvent?.({ kind: 'eviction', tier: 'memory' });
+    }
   }
 
   private candidateKeys(selector: PurgeSelector): string[] {

@@ -40,6 +40,24 @@ describe('MemoryStore bounds', () => {
     expect(store.stats()).toEqual({ entries: 3, bytes: one * 3 });
   });
 
+  it('keeps large records to their share: distinct large objects evict each other, not the hot pages', async () => {
+    // 64 MiB: large is over 1 MiB, and large records share at most 16 MiB.
+    const { store, events } = makeStore({ maxBytes: 64 * 1024 * 1024, maxObjectBytes: 8 * 1024 * 1024 });
+    for (let i = 0; i < 200; i++) await store.put(sized(`page${i}`, 20_000));
+    // 32 distinct 2 MiB assets (one asset under 32 query strings): 64 MiB, the whole cache.
+    for (let i = 0; i < 32; i++) await store.put(sized(`asset?v=${i}`, 2 * 1024 * 1024));
+    for (let i = 0; i < 200; i++) expect(await store.get(`page${i}`), `page${i}`).toBeDefined();
+    // The most recent large ones are kept, within their share; reading one keeps it.
+    expect(await store.get('asset?v=31')).toBeDefined();
+    expect(await store.get('asset?v=0')).toBeUndefined();
+    await store.get('asset?v=25');
+    for (let i = 32; i < 38; i++) await store.put(sized(`asset?v=${i}`, 2 * 1024 * 1024));
+    expect(await store.get('asset?v=25')).toBeDefined();
+    expect(await store.get('asset?v=26')).toBeUndefined();
+    expect(store.stats().bytes).toBeLessThanOrEqual(200 * entrySizeOf(sized('p', 20_000)) + 16 * 1024 * 1024);
+    expect(events.filter((k) => k === 'eviction').length).toBeGreaterThanOrEqual(30);
+  });
+
   it('does not store a variant larger than maxObjectBytes, and keeps the others', async () => {
     const { store, events } = makeStore({ maxObjectBytes: 5_000 });
     await store.put(sized('k', 1_000, { variantKey: 'small', vary: ['x'] }));
