@@ -7,17 +7,25 @@
  * headers or body as if the origin had listed it in Vary: the copy is stored as that header's
  * variant, and reaches only requests carrying the same value.
  *
- * Best effort, not a proof: an origin that transforms a value in a way not looked for here
+ * Best effort, not a proof: an origin that transforms a value in a way not undone here
  * (truncates it, decodes base64, takes a port off) still gets past it; `fillHeaders.only` is
- * the strict defence. What counts as "found" (formsOf): the value and each of its comma
- * members, as sent and percent-decoded, each lowercased, uppercased, with whitespace
- * collapsed, percent- and form-encoded, HTML-escaped (the usual spellings of quotes), JSON-escaped (also
- * with `\/`), in the response header values or in the body (decoded when the origin compressed
- * it; as UTF-8 and as the raw bytes, since Node reads header bytes as latin1). For Accept,
- * Accept-Language and Accept-Charset, a value made only of well-formed media ranges,
- * language ranges or charsets (the shape a browser sends) is not looked for at all, and
- * otherwise not in the answer's own Content-Type / Content-Language: a browser's `en-US` is in
- * every page that says `lang="en-US"`, its `text/html` in every page's meta tag.
+ * the strict defence. How "found" is decided: the answer (its header values, and its body
+ * decoded when the origin compressed it) and each text looked for are brought to one
+ * canonical spelling (normalise: JavaScript/JSON escapes, HTML entities and percent-encoding
+ * undone, `+` read as a space, whitespace collapsed, lower case), so an origin that escapes
+ * the value in any of those ways, or lowercases or uppercases it, still shows it. The texts
+ * looked for are the value, each of its `,` and `;` separated parts, and each of those
+ * percent-decoded (an origin that decodes the value takes characters out). A raw byte copy is
+ * also looked for (Node reads header bytes as latin1, an origin may write them back as is).
+ * For Accept, Accept-Language and Accept-Charset, a value made only of what a browser sends
+ * (well-formed media ranges, language ranges or charsets, with token=token parameters) is
+ * not looked for at all, and otherwise not in the answer's own Content-Type /
+ * Content-Language: a browser's `en-US` is in every page that says `lang="en-US"`, its
+ * `text/html` in every page's meta tag.
+ *
+ * Cost: the answer is normalised only when the longest run of letters and digits of some
+ * text (which every escaping above keeps, in some case) is in it as received; a browser's
+ * User-Agent on an ordinary page costs three substring searches.
  *
  * Values shorter than MIN_REFLECTED_LENGTH are not looked for: one or two characters cannot
  * carry a URL or markup, and they occur in almost every page by chance. A body that cannot
@@ -44,10 +52,12 @@ const NOT_SCANNED_TYPES = /^\s*(?:image\/(?!svg)|audio\/|video\/|font\/|applicat
 
 /** A well-formed member of each negotiation header, parameters aside (the shape browsers send). */
 const PLAIN_MEMBER: Readonly<Record<string, RegExp>> = {
-  accept: /^[a-z0-9!#$&^_.+*-]+\/[a-z0-9!#$&^_.+*-]+$/i,
+  accept: /^[a-z0-9.+*-]+\/[a-z0-9.+*-]+$/i,
   'accept-language': /^(?:\*|[a-z]{1,8}(?:-[a-z0-9]{1,8})*)$/i,
-  'accept-charset': /^[a-z0-9!#$%&'*+.^_`|~-]+$/i,
+  'accept-charset': /^[a-z0-9._:-]+$/i,
 };
+/** A parameter a browser sends with a negotiation member (`q=0.9`, `v=b3`). */
+const PLAIN_PARAMETER = /^\s*[a-z0-9-]+\s*=\s*[a-z0-9.]+\s*$/i;
 /** The answer's own header a negotiation header's value is naturally found in. */
 const OWN_ANSWER_FIELD: Readonly<Record<string, string>> = {
   accept: 'content-type',
@@ -76,6 +86,9 @@ export async function reflectedInputs(
   const decoded = searchBody ? await decodeBody(body, headers['content-encoding'], maxBodyBytes) : Buffer.alloc(0);
   if (decoded === undefined) return all();
   const found = new Set<string>();
+  // The answer in canonical spelling, made once and only when some text's anchor is in it.
+  let bodyText: string | undefined;
+  const canonicalBody = () => (bodyText ??= normalise(decoded.toString('utf8')));
   for (const [name, value] of scanned) {
     if (found.has(name)) continue;
     if (decoded.length > YIELD_AFTER_BYTES) await new Promise<void>((resolve) => setImmediate(resolve));
@@ -84,47 +97,59 @@ export async function reflectedInputs(
       .filter(([field, v]) => v !== undefined && field !== 'content-encoding' && field !== own)
       .map(([, v]) => (Array.isArray(v) ? v.join('\n') : (v as string)))
       .join('\n');
-    const within = (form: string) => headerText.includes(form) || decoded.includes(form) || (!isAscii(form) && decoded.includes(Buffer.from(form, 'latin1')));
-    if (textsOf(name, value).some((text) => anchorFound(text, within) && formsOfText(text).some(within))) found.add(name);
+    const inRaw = (s: string) => headerText.includes(s) || decoded.includes(s);
+    let canonicalHeaders: string | undefined;
+    for (const text of textsOf(name, value)) {
+      if (!anchorFound(text, inRaw)) continue;
+      const canonical = normalise(text);
+      if (
+        (canonical.length >= MIN_REFLECTED_LENGTH && ((canonicalHeaders ??= normalise(headerText)).includes(canonical) || canonicalBody().includes(canonical))) ||
+        (!isAscii(text) && decoded.includes(Buffer.from(text, 'latin1')))
+      ) {
+        found.add(name);
+        break;
+      }
+    }
   }
   return [...found].sort();
 }
 
 /**
- * The longest run of letters and digits in `text`, which every form of it keeps (in some case):
- * when no case of it is in the answer, no form is, and the forms need not be searched. True
- * when the run is too short to tell.
+ * The longest run of letters and digits in `text`, which every spelling normalise() undoes
+ * keeps (in some case): when no case of it is in the answer as received, no spelling of the
+ * text is. True when the run is too short to tell.
  */
-function anchorFound(text: string, within: (form: string) => boolean): boolean {
+function anchorFound(text: string, inRaw: (s: string) => boolean): boolean {
   let anchor = '';
   for (const run of text.match(/[A-Za-z0-9]+/g) ?? []) if (run.length > anchor.length) anchor = run;
   if (anchor.length < MIN_REFLECTED_LENGTH) return true;
-  return within(anchor) || within(anchor.toLowerCase()) || within(anchor.toUpperCase());
-}
-
-/** The spellings an origin is likely to copy a header's value in (module comment). */
-export function formsOf(name: string, value: string): string[] {
-  return [...new Set(textsOf(name, value).flatMap(formsOfText))];
+  return inRaw(anchor) || inRaw(anchor.toLowerCase()) || inRaw(anchor.toUpperCase());
 }
 
 /**
- * The value and the comma members looked for on their own (module comment), each also
- * percent-decoded: decoding takes characters out (`%3Csvg` is `<svg`), where every other
- * spelling only puts some in or changes case, which anchorFound relies on.
+ * The value, its `,` and `;` separated parts, and each percent-decoded (module comment); for a
+ * negotiation header only when some member is not what a browser sends.
  */
-function textsOf(name: string, value: string): string[] {
+export function textsOf(name: string, value: string): string[] {
   const plain = PLAIN_MEMBER[name];
   const texts = new Set<string>();
   if (plain === undefined) {
     texts.add(value.trim());
-    for (const member of value.split(',')) texts.add(member.trim());
+    for (const part of value.split(/[,;]/)) texts.add(part.trim());
   } else {
-    // A negotiation header made only of the members a browser sends is not looked for at all.
+    let browserShaped = true;
     for (const member of value.split(',')) {
-      const bare = member.split(';')[0]!.trim();
-      if (bare !== '' && !plain.test(bare)) texts.add(bare);
+      const [bare, ...params] = member.split(';');
+      const b = bare!.trim();
+      if (b === '' && params.length === 0) continue;
+      if (!plain.test(b) || !params.every((p) => PLAIN_PARAMETER.test(p))) {
+        browserShaped = false;
+        texts.add(member.trim());
+        for (const part of [b, ...params]) texts.add(part.trim());
+      }
     }
-    if (texts.size > 0) texts.add(value.trim());
+    if (browserShaped) return [];
+    texts.add(value.trim());
   }
   for (const t of [...texts]) {
     try {
@@ -136,35 +161,31 @@ function textsOf(name: string, value: string): string[] {
   return [...texts].filter((t) => t.length >= MIN_REFLECTED_LENGTH);
 }
 
-function formsOfText(text: string): string[] {
-  const forms = new Set<string>();
-  for (const t of new Set([text, text.replace(/\s+/g, ' ')])) {
-    forms.add(t);
-    forms.add(t.toLowerCase());
-    forms.add(t.toUpperCase());
-    for (const transform of TRANSFORMS) {
+const NAMED_ENTITIES: Readonly<Record<string, string>> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'", nbsp: ' ', sol: '/', equals: '=', grave: '`', plus: '+' };
+
+/**
+ * The canonical spelling of a text (module comment): JavaScript / JSON escapes (`\u003c`,
+ * `\x3c`, `\/`), HTML entities (named, decimal, hex), percent-encoding and `+` undone, white
+ * space collapsed, lower case. Applied alike to the answer and to what is looked for.
+ */
+export function normalise(text: string): string {
+  return text
+    .replace(/\\u([0-9a-fA-F]{4})|\\x([0-9a-fA-F]{2})|\\([^ux])/g, (_, u: string, x: string, c: string) => (u ? String.fromCharCode(parseInt(u, 16)) : x ? String.fromCharCode(parseInt(x, 16)) : c))
+    .replace(/&(?:#(\d{1,7})|#[xX]([0-9a-fA-F]{1,6})|([a-zA-Z]{2,8}));?/g, (m, d: string, h: string, n: string) => {
+      if (n !== undefined) return NAMED_ENTITIES[n.toLowerCase()] ?? m;
+      const code = d !== undefined ? Number(d) : parseInt(h, 16);
+      return code <= 0x10ffff ? String.fromCodePoint(code) : m;
+    })
+    .replace(/(?:%[0-9a-fA-F]{2})+/g, (m) => {
       try {
-        forms.add(transform(t));
+        return decodeURIComponent(m);
       } catch {
-        // A lone surrogate cannot be percent-encoded: the other spellings stand.
+        return m.replace(/%([0-9a-fA-F]{2})/g, (_, x: string) => String.fromCharCode(parseInt(x, 16)));
       }
-    }
-  }
-  return [...forms].filter((f) => f.length >= MIN_REFLECTED_LENGTH);
-}
-
-const TRANSFORMS: readonly ((v: string) => string)[] = [
-  encodeURIComponent,
-  (v) => new URLSearchParams([['', v]]).toString().slice(1),
-  (v) => htmlEscape(v, '&quot;', '&#39;'),
-  (v) => htmlEscape(v, '&#34;', '&#039;'),
-  (v) => htmlEscape(v, '&quot;', '&#x27;'),
-  (v) => JSON.stringify(v).slice(1, -1),
-  (v) => JSON.stringify(v).slice(1, -1).replace(/\//g, '\\/'),
-];
-
-function htmlEscape(value: string, quot: string, apos: string): string {
-  return value.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, quot).replace(/'/g, apos);
+    })
+    .replace(/\+/g, ' ')
+    .replace(/\s+/g, ' ')
+    .toLowerCase();
 }
 
 function isAscii(s: string): boolean {

@@ -272,23 +272,31 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
 }
 
 /**
- * Counts a fill whose answer repeated unkeyed request headers, and says so in the log once per
- * site and header name (a bounded set: names are the client's choice).
+ * Counts a fill whose answer repeated unkeyed request headers, and says so in the log at most
+ * once a minute per site, with how many were not logged since (names are the client's choice:
+ * a list of names already logged could be filled up, and then stay silent for good).
  */
 function noteReflected(ctx: Ctx, names: readonly string[]): void {
   const site = ctx.site!.name;
   ctx.deps.metrics.get('fillReflected').inc({ site });
-  const fresh = names.filter((n) => !reflectionLogged.has(`${site}\n${n}`));
-  if (fresh.length === 0 || reflectionLogged.size >= MAX_REFLECTION_LOGGED) return;
-  for (const n of fresh) reflectionLogged.add(`${site}\n${n}`);
+  const now = ctx.deps.clock.now();
+  const last = reflectionWarnedAt.get(site);
+  if (last !== undefined && now - last < REFLECTION_WARN_EVERY_MS) {
+    reflectionsUnlogged.set(site, (reflectionsUnlogged.get(site) ?? 0) + 1);
+    return;
+  }
+  reflectionWarnedAt.set(site, now);
+  const unlogged = reflectionsUnlogged.get(site) ?? 0;
+  reflectionsUnlogged.delete(site);
   ctx.deps.logger.warn(
-    { site, headers: fresh, url: ctx.req.url, requestId: ctx.requestId },
+    { site, headers: names.slice(0, 16), url: ctx.req.url, requestId: ctx.requestId, unloggedSinceLast: unlogged },
     'origin answer repeats request headers the cache key does not hold; stored as varying on them (add Vary, or key or drop them)',
   );
 }
-const reflectionLogged = new Set<string>();
+const REFLECTION_WARN_EVERY_MS = 60_000;
+const reflectionWarnedAt = new Map<string, number>();
+const reflectionsUnlogged = new Map<string, number>();
 const EMPTY = Buffer.alloc(0);
-const MAX_REFLECTION_LOGGED = 1000;
 
 /**
  * Compression stored once: the brotli and gzip encodings of a new entry's body, made before it

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import zlib from 'node:zlib';
-import { MAX_SCANNED_INPUTS, formsOf, reflectedInputs, varyingAlsoOn } from '../../../src/cache/reflection.js';
+import { MAX_SCANNED_INPUTS, normalise, reflectedInputs, textsOf, varyingAlsoOn } from '../../../src/cache/reflection.js';
 
 const MAX = 1 << 20;
 
@@ -21,20 +21,34 @@ describe('reflectedInputs', () => {
     for (const form of [value.toLowerCase(), encodeURIComponent(value), 'Evil &quot;One&quot; &lt;b&gt;&amp;co', JSON.stringify(value)]) {
       expect(await reflectedInputs([['x-a', value]], {}, Buffer.from(`page ${form} end`), MAX), form).toEqual(['x-a']);
     }
-    expect(formsOf('x-a', 'a b')).toContain('a+b');
+    expect(await reflectedInputs([['x-a', 'a b']], {}, Buffer.from('q=a+b'), MAX)).toEqual(['x-a']);
   });
 
-  it('finds the spellings frameworks use: comma members, upper case, collapsed spaces, decoded, PHP and Go escapes, \\/', async () => {
+  it('finds the spellings frameworks use: parts, case, spaces, decoding, HTML, JS and JSON escapes of any kind', async () => {
     const cases: [string, string][] = [
       ['evil.example, x', '<script src="//evil.example/a.js">'], // the first member, as an origin splits it
+      ['https://evil.example/x.js; junk', '<script src="https://evil.example/x.js">'], // the first ';' part
       ['evil.example', '//EVIL.EXAMPLE/'],
       ['evil   .example', 'evil .example'],
       ['%3Csvg%20onload%3D1%3E', '<svg onload=1>'],
       ["evil.example/'x", "src='https://evil.example/&#039;x'"],
       ['say "hi"', 'say &#34;hi&#34;'],
       ['evil.example/x', 'https:\\/\\/evil.example\\/x'],
+      // Go encoding/json, Rails to_json, Django json_script.
+      ['https://evil.example/x.js?a=1&b=2', '{"u":"https://evil.example/x.js?a=1\\u0026b=2"}'],
+      ['</script><script>alert(1)</script>', '{"u":"\\u003C/script\\u003E\\u003Cscript\\u003Ealert(1)\\u003C/script\\u003E"}'],
+      // Mustache / Handlebars, Go html/template, XML.
+      ['https://evil.example/a=b', 'https:&#x2F;&#x2F;evil.example&#x2F;a&#x3D;b'],
+      ['a+b=evil.example', 'a&#43;b=evil.example'],
+      ["it's evil.example", 'it&apos;s evil.example'],
+      // A partial escaper that leaves quotes alone.
+      ["<img src=x onerror='alert(1)'>", "&lt;img src=x onerror='alert(1)'&gt;"],
+      // Python json.dumps (ASCII only); lowercased, then escaped.
+      ['caf\u00e9 evil.example', 'caf\\u00e9 evil.example'],
+      ['HTTPS://EVIL.EXAMPLE/?a=1&b=2', 'https://evil.example/?a=1&amp;b=2'],
     ];
     for (const [value, page] of cases) expect(await reflectedInputs([['x-a', value]], {}, Buffer.from(page), MAX), `${value} in ${page}`).toEqual(['x-a']);
+    expect(normalise('A&amp;B\\u003c%3E+c')).toBe('a&b<> c');
   });
 
   it('finds a value with bytes past ASCII copied as the raw bytes Node read as latin1', async () => {
@@ -54,9 +68,13 @@ describe('reflectedInputs', () => {
     expect(await reflectedInputs(browser, headers, page, MAX)).toEqual([]);
     expect(await reflectedInputs([['accept', '*/*'], ['accept', 'text/html']], headers, page, MAX)).toEqual([]);
     expect(await reflectedInputs([['accept-language', 'en-US']], headers, Buffer.from('<p>hello</p>'), MAX)).toEqual([]);
-    // A member no browser sends is looked for on its own.
+    // A member no browser sends is looked for on its own, parameters included.
     const xss = 'xx"><script>alert(1)</script>';
     expect(await reflectedInputs([['accept-language', `${xss},en`]], headers, Buffer.from(`<html lang="${xss}">`), MAX)).toEqual(['accept-language']);
+    expect(textsOf('accept', 'text/html;x=<script>alert(1)</script>')).toContain('x=<script>alert(1)</script>');
+    expect(textsOf('accept-language', 'en;q="<svg/onload=alert(1)>"')).toContain('q="<svg/onload=alert(1)>"');
+    expect(textsOf('accept-charset', "x'+alert`1`+'")).toContain("x'+alert`1`+'");
+    expect(textsOf('accept', 'text/html,application/xhtml+xml;q=0.9,*/*;q=0.8')).toEqual([]);
   });
 
   it('searches only the headers of a body that cannot hold markup (an image)', async () => {
