@@ -313,8 +313,8 @@ export class Limiter {
     // limit that is still climbing (a cold start, a normal day's burst of clients), with round
     // trips at their no-load value, is the limit's lag, not the origin's saturation; those
     // requests wait for their permits, up to their deadline, as the limit grows.
-    // While the limit is still learning from its first samples (Limit.isColdStart), the bound
-    // is the deadline alone: no standing-queue cap.
+    // While the limit is still learning (Limit.isColdStart: it has only just started to bind),
+    // the bound is the deadline alone: no standing-queue cap.
     const saturated = this.showsSaturation(now);
     const standing = this.queue.isStanding && !this.isColdStart(now);
     if (this.rttEwmaMs > 0 && saturated) {
@@ -517,8 +517,7 @@ export class Limiter {
    * doing, not the crowd's, and drains when the probe ends a few round trips later. Judging it
    * would cap waits at the CoDel interval and refuse arrivals the restored limit will serve.
    * A queue already standing stays standing; the CoDel interval restarts when the probe ends.
-   * Nor while the limit is still learning from its first samples (Limit.isColdStart): that
-   * queue is the limit's lag.
+   * Nor while the limit is still learning (Limit.isColdStart): that queue is the limit's lag.
    */
   private judgeStanding(now: number): boolean {
     const planned = this.algorithm.planning;

@@ -154,7 +154,7 @@ const LONG_CLIP = 2;
 const SLOW_START_FACTOR = 1.5;
 /** How long a window that showed queueing stays evidence of it (see showsQueueing), ms. */
 const QUEUEING_EVIDENCE_MS = 1_000;
-/** After the first sample, how long the limit counts as still learning (see isColdStart), ms. */
+/** After the limit first binds, how long it counts as still learning (see isColdStart), ms. */
 export const COLD_START_MS = 5_000;
 /** A window whose gradient is below this ends slow start for good (the origin queues). */
 const SLOW_START_EXIT = 0.8;
@@ -181,8 +181,8 @@ export class Gradient2Limit implements Limit {
   private lastGradient = 1;
   /** When a window last showed the origin queueing (RTT gradient below 1, or drops); see showsQueueing. */
   private lastQueueingAt = -Infinity;
-  /** When the first sample arrived (the cold start counts from it). */
-  private firstSampleAt: number | undefined;
+  /** When a request first started with every permit in use (the cold start counts from it). */
+  private firstBindingAt: number | undefined;
   /** How long the last window lasted, ms (see showsQueueing). */
   private lastWindowMs = 0;
   /** Windows in a row whose short-term RTT fell below DRIFT_RATIO x the long-term one. */
@@ -289,16 +289,20 @@ export class Gradient2Limit implements Limit {
   }
 
   /**
-   * The first COLD_START_MS after the first sample (and before it): the no-load RTT then rests
-   * on samples taken while the gateway, its connections and the origin were cold, the gateway
-   * is busy accepting every client at once, and the limit is still climbing from its initial
-   * value. A queue behind it is mostly the limit's lag, not a standing queue in the origin: 50
-   * clients arriving at a fresh gateway lost 20-30 % of their requests in the first three
-   * seconds to the standing-queue cap, behind a limit of 7-15 that settled at 23-25, with no
-   * refusal, once warm. See Limit.isColdStart for what the Limiter does with it.
+   * Until the limit has bound (a request started with every permit in use) and for
+   * COLD_START_MS after it first did: the limit is then still climbing from its initial value,
+   * against a no-load RTT taken from a few samples (often while the gateway, its connections
+   * and the origin were cold, or by health probes alone), and the gateway is busy accepting
+   * every new client at once. A queue behind it is mostly the limit's lag, not a standing
+   * queue in the origin: 50 clients arriving at a fresh gateway lost 20-30 % of their requests
+   * in the first three seconds to the standing-queue cap, behind a limit of 7-15 that settled
+   * at 23-25, with no refusal, once warm. Counted from the first binding, not the first
+   * sample: a gateway started long before its first crowd (health probes, a few visitors) has
+   * learned nothing about the concurrency the crowd needs. See Limit.isColdStart for what the
+   * Limiter does with it.
    */
   isColdStart(now: number): boolean {
-    return this.firstSampleAt === undefined || now - this.firstSampleAt < COLD_START_MS;
+    return this.firstBindingAt === undefined || now - this.firstBindingAt < COLD_START_MS;
   }
 
   readings(): Gradient2Readings {
@@ -315,7 +319,7 @@ export class Gradient2Limit implements Limit {
 
   onSample(sample: LimitSample, now: number): void {
     const rtt = sample.rttMs;
-    this.firstSampleAt ??= now;
+    if (this.firstBindingAt === undefined && sample.inflight >= Math.floor(this.estimate)) this.firstBindingAt = now;
     if (this.probeLimit > 0) {
       // Only requests started at the probe's concurrency measure the no-load RTT.
       if (!sample.dropped && sample.inflight <= this.probeLimit) {

@@ -40,7 +40,8 @@ export interface Limit {
    */
   showsQueueing?(now: number): boolean;
   /**
-   * Whether the limit is still learning from its first samples (`now` epoch ms). Meanwhile the
+   * Whether the limit is still learning the concurrency the origin needs (`now` epoch ms): it
+   * has not bound yet, or only just (gradient2: COLD_START_MS after it first did). Meanwhile the
    * Limiter refuses at arrival only what its deadline cannot serve, and does not cap waits to
    * the CoDel bounds of a standing queue: a queue behind a limit still climbing from its
    * initial value is the limit's lag. Absent: never.

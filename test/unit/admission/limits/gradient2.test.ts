@@ -340,14 +340,20 @@ describe('Gradient2Limit per window', () => {
     expect(dropped.limit.showsQueueing(dropped.at.t)).toBe(true);
   });
 
-  it('is still learning (cold start) from before its first sample until COLD_START_MS after it', () => {
+  it('is still learning (cold start) until COLD_START_MS after a request first started at the limit', () => {
     const limit = new Gradient2Limit({ initial: 8, min: 2, max: 100 });
-    expect(limit.isColdStart(1_000_000)).toBe(true);
     const at = { t: 1_000_000 };
-    feed(limit, at, 1, 50, 1); // first sample at 1_000_010
-    expect(limit.isColdStart(1_000_010 + COLD_START_MS - 1)).toBe(true);
+    // Samples well below the limit (health probes, a few visitors), for a minute: still cold.
+    for (let i = 0; i < 60; i++) {
+      at.t += 1_000;
+      limit.onSample({ rttMs: 50, inflight: 1, dropped: false }, at.t);
+    }
+    expect(limit.isColdStart(at.t)).toBe(true);
+    feed(limit, at, 1, 50, 8); // the first request at the limit
+    const boundAt = at.t;
     feed(limit, at, 30, 50, 8);
-    expect(limit.isColdStart(1_000_010 + COLD_START_MS)).toBe(false);
+    expect(limit.isColdStart(boundAt + COLD_START_MS - 1)).toBe(true);
+    expect(limit.isColdStart(boundAt + COLD_START_MS)).toBe(false);
   });
 
   it('keeps that evidence for two windows when windows are long (a small limit, a slow origin)', () => {
