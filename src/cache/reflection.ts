@@ -27,12 +27,15 @@
  * text (which every escaping above keeps, in some case) is in it as received; a browser's
  * User-Agent on an ordinary page costs three substring searches.
  *
- * Values shorter than MIN_REFLECTED_LENGTH are not looked for: one or two characters cannot
- * carry a URL or markup, and they occur in almost every page by chance. A body that cannot
- * hold markup or script (images, audio, video, fonts, archives: NOT_SCANNED_TYPES) is not
- * searched, only the headers. Past MAX_SCANNED_INPUTS inputs, or when the body cannot be
- * decoded, every input counts as reflected (a variant too many is a miss; a missed reflection
- * is a planted page). A large body is searched one input per event-loop turn.
+ * Values shorter than MIN_REFLECTED_LENGTH, and texts whose longest run of letters and
+ * digits is shorter, are not looked for: they cannot carry a host name or a script worth
+ * planting, and they occur in almost every page by chance. A User-Agent is looked for whole
+ * (its `;` parts, `x64`, are in many pages). A body that cannot hold markup or script
+ * (images, audio, video, fonts, archives: NOT_SCANNED_TYPES) is not searched, only the
+ * headers. Past MAX_SCANNED_INPUTS headers other than User-Agent and Accept* (which are always
+ * searched), those count as echoed unsearched; when the body cannot be decoded, every input
+ * does (a variant too many is a miss; a missed reflection is a planted page). A large body is
+ * searched one input per event-loop turn, and normalised a slice per turn.
  */
 import { promisify } from 'node:util';
 import { brotliDecompress, brotliDecompressSync, gunzip, gunzipSync, inflate, inflateSync, type ZlibOptions } from 'node:zlib';
@@ -77,19 +80,23 @@ export async function reflectedInputs(
   body: Buffer,
   maxBodyBytes: number,
 ): Promise<string[]> {
-  const scanned = inputs.filter(([, value]) => value.trim().length >= MIN_REFLECTED_LENGTH);
+  const scanned = inputs.filter(([name, value]) => value.trim().length >= MIN_REFLECTED_LENGTH && textsOf(name, value).length > 0);
   if (scanned.length === 0) return [];
-  const all = () => [...new Set(scanned.map(([name]) => name))].sort();
-  if (scanned.length > MAX_SCANNED_INPUTS) return all();
+  // Past MAX_SCANNED_INPUTS headers of their own choosing (not User-Agent or Accept*, which a
+  // client always sends and which are always searched), those all count as echoed unsearched.
+  const custom = scanned.filter(([name]) => !ALWAYS_SEARCHED.has(name));
+  const assumed = custom.length > MAX_SCANNED_INPUTS ? new Set(custom.map(([name]) => name)) : new Set<string>();
+  const searched = scanned.filter(([name]) => !assumed.has(name));
   const contentType = headers['content-type'];
-  const searchBody = !NOT_SCANNED_TYPES.test(Array.isArray(contentType) ? contentType.join(',') : (contentType ?? ''));
+  const searchBody = body.length > 0 && !NOT_SCANNED_TYPES.test(Array.isArray(contentType) ? contentType.join(',') : (contentType ?? ''));
   const decoded = searchBody ? await decodeBody(body, headers['content-encoding'], maxBodyBytes) : Buffer.alloc(0);
-  if (decoded === undefined) return all();
-  const found = new Set<string>();
+  // A body that cannot be read: everything counts as echoed (a variant too many is a miss).
+  if (decoded === undefined) return [...new Set(scanned.map(([name]) => name))].sort();
+  const found = new Set<string>(assumed);
   // The answer in canonical spelling, made once and only when some text's anchor is in it.
   let bodyText: string | undefined;
-  const canonicalBody = () => (bodyText ??= normalise(decoded.toString('utf8')));
-  for (const [name, value] of scanned) {
+  const canonicalBody = async () => (bodyText ??= await normaliseLarge(decoded.toString('utf8')));
+  for (const [name, value] of searched) {
     if (found.has(name)) continue;
     if (decoded.length > YIELD_AFTER_BYTES) await new Promise<void>((resolve) => setImmediate(resolve));
     const own = OWN_ANSWER_FIELD[name];
@@ -100,12 +107,14 @@ export async function reflectedInputs(
     const inRaw = (s: string) => headerText.includes(s) || decoded.includes(s);
     let canonicalHeaders: string | undefined;
     for (const text of textsOf(name, value)) {
+      if (!isAscii(text) && decoded.includes(Buffer.from(text, 'latin1'))) {
+        found.add(name);
+        break;
+      }
       if (!anchorFound(text, inRaw)) continue;
       const canonical = normalise(text);
-      if (
-        (canonical.length >= MIN_REFLECTED_LENGTH && ((canonicalHeaders ??= normalise(headerText)).includes(canonical) || canonicalBody().includes(canonical))) ||
-        (!isAscii(text) && decoded.includes(Buffer.from(text, 'latin1')))
-      ) {
+      if (canonical.length < MIN_REFLECTED_LENGTH) continue;
+      if ((canonicalHeaders ??= normalise(headerText)).includes(canonical) || (await canonicalBody()).includes(canonical)) {
         found.add(name);
         break;
       }
@@ -122,8 +131,36 @@ export async function reflectedInputs(
 function anchorFound(text: string, inRaw: (s: string) => boolean): boolean {
   let anchor = '';
   for (const run of text.match(/[A-Za-z0-9]+/g) ?? []) if (run.length > anchor.length) anchor = run;
-  if (anchor.length < MIN_REFLECTED_LENGTH) return true;
+  // Too short a run carries no host name or script worth planting, and would match any page.
+  if (anchor.length < MIN_REFLECTED_LENGTH) return false;
   return inRaw(anchor) || inRaw(anchor.toLowerCase()) || inRaw(anchor.toUpperCase());
+}
+
+/** Headers a client always sends: searched whatever the number of others. */
+const ALWAYS_SEARCHED: ReadonlySet<string> = new Set(['user-agent', 'accept', 'accept-language', 'accept-charset']);
+
+/** A body longer than this is normalised in slices, one per event-loop turn. */
+const NORMALISE_SLICE_CHARS = 256 * 1024;
+
+/**
+ * normalise() of a long text, a slice per event-loop turn. Slices end after a `>` or a line
+ * break where there is one in their last 256 characters, so an entity or escape is seldom cut.
+ */
+async function normaliseLarge(text: string): Promise<string> {
+  if (text.length <= NORMALISE_SLICE_CHARS) return normalise(text);
+  const out: string[] = [];
+  for (let at = 0; at < text.length; ) {
+    let end = Math.min(text.length, at + NORMALISE_SLICE_CHARS);
+    if (end < text.length) {
+      const window = text.slice(end - 256, end);
+      const cut = Math.max(window.lastIndexOf('>'), window.lastIndexOf('\n'));
+      if (cut >= 0) end = end - 256 + cut + 1;
+    }
+    out.push(normalise(text.slice(at, end)));
+    at = end;
+    if (at < text.length) await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  return out.join('');
 }
 
 /**
@@ -133,7 +170,11 @@ function anchorFound(text: string, inRaw: (s: string) => boolean): boolean {
 export function textsOf(name: string, value: string): string[] {
   const plain = PLAIN_MEMBER[name];
   const texts = new Set<string>();
-  if (plain === undefined) {
+  if (name === 'user-agent') {
+    // Its `;` parts (`x64`, `Win64`) are in many pages by chance; an origin that echoes a
+    // User-Agent echoes it whole.
+    texts.add(value.trim());
+  } else if (plain === undefined) {
     texts.add(value.trim());
     for (const part of value.split(/[,;]/)) texts.add(part.trim());
   } else {

@@ -83,7 +83,15 @@ export type { CrossInstanceCollapse } from '../collapse/cross-instance.js';
 
 /** The outcome of one collapsed origin fetch, shared with its waiters. */
 export type FillResult =
-  | { kind: 'entry'; entry: CacheEntry; state: 'miss' | 'expired' | 'revalidated'; stored: boolean; fwdStatus: number }
+  | {
+      kind: 'entry';
+      entry: CacheEntry;
+      state: 'miss' | 'expired' | 'revalidated';
+      stored: boolean;
+      fwdStatus: number;
+      /** Names the copy varies on only because its answer echoed them (cache/reflection.ts). */
+      echoed?: readonly string[];
+    }
   | { kind: 'uncacheable'; fwdStatus: number; status: number; headers: OutgoingHttpHeaders; body: Buffer; reason: string }
   | { kind: 'too_large' }
   | { kind: 'origin_error'; fwdStatus: number; status: number; headers: OutgoingHttpHeaders; body: Buffer }

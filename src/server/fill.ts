@@ -58,10 +58,14 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     return serveStaleOr(ctx, lookup, 'timeout', () => passAlone(ctx, lookup));
   }
   if (outcome.kind === 'entry') {
-    // The leader's variant may not be ours (Vary); then fill our own variant, once.
+    // The leader's variant may not be ours (Vary); then fill our own variant, once. Collapsed
+    // on the origin's own Vary, not on the names the leader's answer echoed: a leader whose
+    // echo was a false match (`User-Agent: html` on any HTML page) would otherwise send every
+    // waiter with another value to the origin on its own.
     if (makeVariantKey(outcome.entry.vary, lookup.variantHeaders) !== outcome.entry.variantKey) {
       if (attempt >= 1) return passAlone(ctx, lookup);
-      const variants = [outcome.entry];
+      const echoed = outcome.echoed;
+      const variants = [echoed?.length ? { ...outcome.entry, vary: outcome.entry.vary.filter((n) => !echoed.includes(n)) } : outcome.entry];
       const variantHeaders = makeFillVisibleHeaders(ctx.site!, ctx.req.headers, lookup.policy, variants);
       return fillAndServe(ctx, { ...lookup, variants, variantHeaders, entry: undefined, evaluation: undefined }, attempt + 1);
     }
@@ -258,7 +262,8 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
         await addEncodings(ctx, entry);
         await deps.store.put(entry);
       }
-      return { kind: 'entry', entry, state: lookup.entry ? 'expired' : 'miss', stored: true, fwdStatus: fetched.status };
+      const echoed = reflected.filter((n) => !decision.entry.vary.includes(n));
+      return { kind: 'entry', entry, state: lookup.entry ? 'expired' : 'miss', stored: true, fwdStatus: fetched.status, echoed };
     }
     return {
       kind: 'uncacheable',

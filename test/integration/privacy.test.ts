@@ -229,6 +229,19 @@ describe('the key covers what the origin sees', () => {
     expect(metrics).toMatch(/crowdgate_fill_reflected_inputs_total\{site="[^"]+"\} 4/);
   });
 
+  it('waiters behind a leader whose answer only seemed to echo its header share one more fill, not one each', async () => {
+    const o = await origin();
+    // A page with nothing of the request in it, but "html" in it everywhere.
+    o.route('/fan', { delayMs: 300, headers: { 'cache-control': 'public, max-age=60', 'content-type': 'text/html' }, body: '<html><body>same for all</body></html>' });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const leader = get(`${g.url}/fan`, { 'user-agent': 'html' }); // an echo by chance: stored as its variant
+    await new Promise((r) => setTimeout(r, 50));
+    const waiters = Array.from({ length: 20 }, (_, i) => get(`${g.url}/fan`, { 'user-agent': `Mozilla/5.0 client-${i}` }));
+    const answers = await Promise.all([leader, ...waiters]);
+    for (const a of answers) expect(a.body).toBe('<html><body>same for all</body></html>');
+    expect(o.count('/fan')).toBe(2);
+  });
+
   it('a 304 whose headers repeat a header nothing keys is not merged into the shared copy', async () => {
     const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
     const o = await origin();

@@ -21,7 +21,7 @@ describe('reflectedInputs', () => {
     for (const form of [value.toLowerCase(), encodeURIComponent(value), 'Evil &quot;One&quot; &lt;b&gt;&amp;co', JSON.stringify(value)]) {
       expect(await reflectedInputs([['x-a', value]], {}, Buffer.from(`page ${form} end`), MAX), form).toEqual(['x-a']);
     }
-    expect(await reflectedInputs([['x-a', 'a b']], {}, Buffer.from('q=a+b'), MAX)).toEqual(['x-a']);
+    expect(await reflectedInputs([['x-a', 'evil example']], {}, Buffer.from('q=evil+example'), MAX)).toEqual(['x-a']);
   });
 
   it('finds the spellings frameworks use: parts, case, spaces, decoding, HTML, JS and JSON escapes of any kind', async () => {
@@ -113,6 +113,21 @@ describe('reflectedInputs', () => {
     const many = Array.from({ length: MAX_SCANNED_INPUTS + 1 }, (_, i) => [`x-h${i}`, `value-${i}`] as const);
     expect(await reflectedInputs(many, {}, plain, MAX)).toHaveLength(MAX_SCANNED_INPUTS + 1);
     expect(await reflectedInputs(many.slice(1), {}, plain, MAX)).toEqual([]);
+    // User-Agent and Accept* are searched whatever the number of others, never assumed.
+    const browser = [['user-agent', 'Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0'], ['accept', 'text/html']] as const;
+    expect(await reflectedInputs([...many, ...browser], {}, plain, MAX)).toEqual(many.map(([n]) => n).sort());
+    expect(await reflectedInputs([...many, ['user-agent', 'planted.example']], {}, Buffer.from('//planted.example/'), MAX)).toContain('user-agent');
+  });
+
+  it('reads no body where there is none (a 304 that names a Content-Encoding)', async () => {
+    const inputs = [['user-agent', 'Mozilla/5.0 (X11)'], ['x-a', 'aaa']] as const;
+    for (const coding of ['gzip', 'br', 'deflate']) expect(await reflectedInputs(inputs, { 'content-encoding': coding, etag: '"v1"' }, Buffer.alloc(0), 0), coding).toEqual([]);
+  });
+
+  it('does not split a User-Agent, nor look for texts without three letters or digits in a row', async () => {
+    const page = Buffer.from('<a href="/setup-x64.exe">Win64 x64</a> u=0');
+    expect(await reflectedInputs([['user-agent', 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36']], {}, page, MAX)).toEqual([]);
+    expect(await reflectedInputs([['x-a', 'u=0']], {}, page, MAX)).toEqual([]);
   });
 });
 
