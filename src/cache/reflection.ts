@@ -80,7 +80,10 @@ export async function reflectedInputs(
   body: Buffer,
   maxBodyBytes: number,
 ): Promise<string[]> {
-  const scanned = inputs.filter(([name, value]) => value.trim().length >= MIN_REFLECTED_LENGTH && textsOf(name, value).length > 0);
+  const scanned = inputs
+    .filter(([, value]) => value.trim().length >= MIN_REFLECTED_LENGTH)
+    .map(([name, value]) => [name, textsOf(name, value)] as const)
+    .filter(([, texts]) => texts.length > 0);
   if (scanned.length === 0) return [];
   // Past MAX_SCANNED_INPUTS headers of their own choosing (not User-Agent or Accept*, which a
   // client always sends and which are always searched), those all count as echoed unsearched.
@@ -96,7 +99,7 @@ export async function reflectedInputs(
   // The answer in canonical spelling, made once and only when some text's anchor is in it.
   let bodyText: string | undefined;
   const canonicalBody = async () => (bodyText ??= await normaliseLarge(decoded.toString('utf8')));
-  for (const [name, value] of searched) {
+  for (const [name, texts] of searched) {
     if (found.has(name)) continue;
     if (decoded.length > YIELD_AFTER_BYTES) await new Promise<void>((resolve) => setImmediate(resolve));
     const own = OWN_ANSWER_FIELD[name];
@@ -106,7 +109,7 @@ export async function reflectedInputs(
       .join('\n');
     const inRaw = (s: string) => headerText.includes(s) || decoded.includes(s);
     let canonicalHeaders: string | undefined;
-    for (const text of textsOf(name, value)) {
+    for (const text of texts) {
       if (!isAscii(text) && decoded.includes(Buffer.from(text, 'latin1'))) {
         found.add(name);
         break;

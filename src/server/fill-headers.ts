@@ -84,7 +84,7 @@ export function unkeyedFillInputs(variantHeaders: IncomingHttpHeaders, policy: P
   const out: UnkeyedInput[] = [];
   for (const [name, value] of Object.entries(variantHeaders)) {
     if (value === undefined || name === 'host' || name === 'accept-encoding' || name === 'cookie') continue;
-    if (vary.includes(name) || policy.route.key.headers.some((h) => h.toLowerCase() === name)) continue;
+    if (vary.includes(name) || isKeyTemplateHeader(name, policy)) continue;
     out.push([name, Array.isArray(value) ? value.join(', ') : value]);
   }
   return out;
@@ -92,7 +92,12 @@ export function unkeyedFillInputs(variantHeaders: IncomingHttpHeaders, policy: P
 
 /** A header the fill always sends, the key template names, or a stored variant of the key varies on. */
 function isKeyedFillHeader(name: string, policy: PolicyOptions, variants: readonly CacheEntry[]): boolean {
-  return FILL_ALWAYS.has(name) || policy.route.key.headers.some((h) => h.toLowerCase() === name) || variants.some((v) => v.vary.includes(name));
+  return FILL_ALWAYS.has(name) || isKeyTemplateHeader(name, policy) || variants.some((v) => v.vary.includes(name));
+}
+
+/** A header the route's key template names (`name` lowercase). */
+function isKeyTemplateHeader(name: string, policy: PolicyOptions): boolean {
+  return policy.route.key.headers.some((h) => h.toLowerCase() === name);
 }
 
 /** What a browser says about the fetch itself, not about what it wants (see makeFillVisibleHeaders). */

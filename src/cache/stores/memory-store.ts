@@ -209,7 +209,7 @@ export class MemoryStore implements CacheStore {
       this.lookupNow = undefined;
     }
     if (!record) return undefined;
-    const size = this.large.get(key);
+    const size = this.large.size > 0 ? this.large.get(key) : undefined;
     if (size !== undefined) {
       this.large.delete(key); // most recently used: to the end
       this.large.set(key, size);
