@@ -28,7 +28,7 @@
  */
 import { writeReport, runFacts, machineSentence } from './lib/report.mjs';
 import { parseArgs } from 'node:util';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { runLoad, KINDS } from './load.mjs';
@@ -134,6 +134,25 @@ function originFigures(stats, load) {
   };
 }
 
+/** Linux's USER_HZ: the unit of utime and stime in /proc/PID/stat (100 on every Linux ABI Node supports). */
+const CLOCK_TICKS = 100;
+
+/**
+ * CPU seconds (user + system) a process has used so far, from /proc/PID/stat; undefined where
+ * there is no /proc or no PID. The setup's CPU over the load is the figure least moved by a
+ * noisy host: latency there is mostly queueing for the CPU, its cost per request is not.
+ */
+function processCpuSeconds(pid) {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Runs one setup against a fresh origin; returns its figures (or why it was skipped). */
 async function runSetup(name, opts) {
   const cpu = opts.pinning ? SUT_CPU : undefined;
@@ -149,6 +168,9 @@ async function runSetup(name, opts) {
       if (probe === undefined) throw new Error(`${name} does not answer on ${target}`);
     }
     process.stderr.write(`  ${name}: ${target} (origin ${origin.url}) …\n`);
+    // crowdgate is one process; nginx's and Varnish's workers are children of the PID we hold.
+    const cpuPid = name.startsWith('crowdgate') ? front?.pid : undefined;
+    const cpuBefore = processCpuSeconds(cpuPid);
     const load = await runLoad({
       target,
       capacityRps: (opts.concurrency * 1000) / opts.serviceMs,
@@ -158,9 +180,11 @@ async function runSetup(name, opts) {
       workers: opts.workers,
       connections: opts.connections,
     });
+    const cpuAfter = processCpuSeconds(cpuPid);
+    const setupCpuSeconds = cpuBefore !== undefined && cpuAfter !== undefined ? cpuAfter - cpuBefore : undefined;
     const stats = await (await fetch(`${origin.url}/__stats`)).json();
     const metrics = front?.adminUrl ? await fetchText(`${front.adminUrl}/metrics`) : undefined;
-    return { name, target, load, origin: originFigures(stats, load), metrics, logFile: front?.logFile };
+    return { name, target, load, origin: originFigures(stats, load), setupCpuSeconds, metrics, logFile: front?.logFile };
   } finally {
     await front?.stop();
     await origin.stop();
@@ -213,8 +237,8 @@ function toMarkdown(meta, runs, skipped) {
       `Gateway build: ${meta.gatewayBuild}. Command: \`${meta.command}\``,
     '',
   );
-  L.push('| setup | page ok | /account ok | POST ok | page p50 / p99 / p99.9 ms | all-success p99 ms | refused: n, p50 ms, Retry-After | origin peak in service / concurrent | origin requests | origin 503 / resets | origin busy (hold) | hot pages fetches ÷ ideal | generator lag p99 ms |');
-  L.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  L.push('| setup | page ok | /account ok | POST ok | page p50 / p99 / p99.9 ms | all-success p99 ms | refused: n, p50 ms, Retry-After | origin peak in service / concurrent | origin requests | origin 503 / resets | origin busy (hold) | hot pages fetches ÷ ideal | generator lag p99 ms | gateway CPU s |');
+  L.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of runs) {
     const k = r.load.byKind;
     const hot = r.origin.hotPages.map((h) => `${h.vsIdeal.toFixed(2)}`).join(' ');
@@ -223,10 +247,10 @@ function toMarkdown(meta, runs, skipped) {
         `${fmtMs(k.page.latency.p50)} / ${fmtMs(k.page.latency.p99)} / ${fmtMs(k.page.latency.p999)} | ${fmtMs(r.load.allSuccessLatency.p99)} | ` +
         `${fmtInt(r.load.refused.n)}, ${fmtMs(r.load.refused.latency.p50)}, ${fmtPct(r.load.refused.retryAfterShare)} | ` +
         `${r.origin.peakInflight} / ${r.origin.peakConcurrent} | ${fmtInt(r.origin.requests)} | ${fmtInt(r.origin.status503)} / ${fmtInt(r.origin.resets)} | ` +
-        `${fmtPct(r.origin.busyFractionHold)} | ${hot} | ${fmtMs(r.load.sendLag.p99)} |`,
+        `${fmtPct(r.origin.busyFractionHold)} | ${hot} | ${fmtMs(r.load.sendLag.p99)} | ${r.setupCpuSeconds === undefined ? '—' : r.setupCpuSeconds.toFixed(1)} |`,
     );
   }
-  for (const s of skipped) L.push(`| ${s.name} | skipped: ${s.reason} |||||||||||||`);
+  for (const s of skipped) L.push(`| ${s.name} | skipped: ${s.reason} ||||||||||||||`);
   L.push('', `Hot pages are /page/1..${HOT_PAGES} (TTL ${Array.from({ length: HOT_PAGES }, (_, i) => pageTtlSeconds(i + 1)).join(', ')} s); "fetches ÷ ideal" = origin fetches / ceil(D / TTL), D = ramp + hold.`);
   L.push('Failures by reason (transport errors, timeouts, other statuses):', '');
   for (const r of runs) {

@@ -99,6 +99,12 @@ export interface AdmitOptions {
 
 export type OriginRequestKind = 'fill' | 'forward' | 'background';
 
+/**
+ * After a background refresh is refused for want of origin capacity, the site's next ones are
+ * not asked for this long (ms; see Upstream.holdsBackground).
+ */
+export const BACKGROUND_HOLD_MS = 100;
+
 /** The part of an admission key that needs a new Limiter when it changes: [learning, classes]. */
 function learningKeyOf(admissionKey: string): string {
   return JSON.stringify((JSON.parse(admissionKey) as unknown[]).slice(0, 2));
@@ -107,6 +113,8 @@ function learningKeyOf(admissionKey: string): string {
 export class Upstream {
   private readonly controls = new WeakMap<OriginMember, MemberControl>();
   private readonly all = new Set<MemberControl>();
+  /** Per site: until when background refreshes are not asked for (see holdsBackground). */
+  private readonly backgroundHeldUntil = new Map<string, number>();
 
   /**
    * False while the gateway itself is overloaded: its own event-loop lag is then part of every
@@ -207,6 +215,18 @@ export class Upstream {
     return breaker;
   }
 
+  /**
+   * A background refresh of this site was refused for want of origin capacity (shed: a
+   * predicted wait past its deadline, a full queue, a standing queue) within the last
+   * BACKGROUND_HOLD_MS. It runs in the lowest class, so the next ones would be refused too:
+   * in a x50 crowd every stale hit on every hot page asked again, 2 000-3 000 refused
+   * admissions a second for nothing. Stale-while-revalidate answers meanwhile.
+   */
+  holdsBackground(site: SiteConfig): boolean {
+    const until = this.backgroundHeldUntil.get(site.name);
+    return until !== undefined && this.clock.now() < until;
+  }
+
   /** Some member would be picked now: healthy and its breaker letting requests through. */
   hasUsableMember(site: SiteConfig, pool: OriginPool): boolean {
     const now = this.clock.now();
@@ -279,6 +299,7 @@ export class Upstream {
     if (result.waitedMs > 0 || !result.ok) this.metrics.get('queueWait').observe(labels, result.waitedMs / 1000);
     if (!result.ok) {
       if (trial) control.trialInFlight = false;
+      if (opts.kind === 'background' && result.reason !== 'aborted') this.backgroundHeldUntil.set(site.name, this.clock.now() + BACKGROUND_HOLD_MS);
       const reason: ShedReason = result.reason === 'aborted' ? 'deadline' : result.reason;
       return { ok: false, why: 'shed', reason, waitedMs: result.waitedMs };
     }

@@ -377,6 +377,9 @@ export function startBackgroundRefresh(ctx: Ctx, lookup: Lookup, priority?: numb
   // A refresh asked for by a no-store request would not be stored: it would spend the key's
   // one refresh and leave the copy stale. The next request without no-store starts it.
   if (!lookup.canStore) return;
+  // The site's last background refresh found no origin capacity a moment ago (see
+  // Upstream.holdsBackground): this one would be refused too; the next stale hit asks again.
+  if (deps.upstream.holdsBackground(ctx.site!.config)) return;
   const collapseKey = collapseKeyOf(lookup);
   const joined = deps.inflight.join(collapseKey.id, 0);
   if (joined.role !== 'leader') return; // someone is already refreshing it

@@ -8,6 +8,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { HOT_HITS } from '../../../src/server/handle-request.js';
 import type { FetchResult } from '../../../src/origin/fetch.js';
+import { BACKGROUND_HOLD_MS } from '../../../src/origin/upstream.js';
 import { held, startRequestPath, type Answered, type RequestPath } from '../../helpers/request-path.js';
 
 let path: RequestPath | undefined;
@@ -314,6 +315,27 @@ describe('decide(): the origin busy or down', () => {
     expect(r.cacheStatus).toMatch(/detail="stale-backlog rid=/);
     busy.lease.finish({ kind: 'response', status: 200 });
     await until(() => p.fetcher.calls.length === 3, 'the queued refresh is sent');
+  });
+
+  it('a background refresh refused for want of capacity: the site asks for none for BACKGROUND_HOLD_MS, stale-while-revalidate answers meanwhile', async () => {
+    // One permit, no queue: a refresh that finds the permit taken is refused at once (queue_full).
+    const p = await start({ config: { admission: { limit: { algorithm: 'fixed', initial: 1, min: 1, ceiling: 1 }, queue: { maxLength: 0 } } } });
+    await stored(p, 12_000, { 'cache-control': 'max-age=10, stale-while-revalidate=60', etag: '"v1"' });
+    const busy = await p.upstream.admit(p.site.config, p.pool, { priority: 0, deadlineAt: p.clock.now() + 10_000, kind: 'forward' });
+    if (!busy.ok) throw new Error(busy.why);
+    expect((await p.get('/a')).state).toBe('updating'); // its refresh is refused
+    expect(p.upstream.holdsBackground(p.site.config)).toBe(true);
+    busy.lease.finish({ kind: 'response', status: 200 });
+    p.fetcher.script = [notModified(p)];
+    p.clock.advance(BACKGROUND_HOLD_MS - 1);
+    expect((await p.get('/a')).state).toBe('updating'); // the permit is free, but the site holds its refreshes
+    await new Promise((r) => setTimeout(r, 20));
+    expect(p.fetcher.calls).toHaveLength(1); // the fill only
+    p.clock.advance(1);
+    expect(p.upstream.holdsBackground(p.site.config)).toBe(false);
+    expect((await p.get('/a')).state).toBe('updating');
+    await until(() => p.fetcher.calls.length === 2, 'the next stale hit refreshes the page');
+    expect(p.fetcher.calls[1]!.headers['if-none-match']).toBe('"v1"');
   });
 
   it('a queue at the origin, but a copy no crowd read: the request waits its turn for the refresh, as RFC 9111 says (step 7)', async () => {
