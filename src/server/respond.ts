@@ -47,7 +47,7 @@ export function chainCacheStatus(existing: string | string[] | number | undefine
  * origin (fresh, or stale while revalidating, or stale because the origin was protected);
  * otherwise `fwd=` says why the request went forward.
  */
-export function formatCacheStatus(f: CacheStatusFacts): string {
+export function formatCacheStatus(f: CacheStatusFacts, requestId: string | undefined = f.requestId): string {
   // Plain concatenation: this runs on every response, hits included.
   let out = CACHE_STATUS_NAME;
   switch (f.state) {
@@ -81,7 +81,7 @@ export function formatCacheStatus(f: CacheStatusFacts): string {
   if (f.ttlSeconds !== undefined) out += `; ttl=${Math.trunc(f.ttlSeconds)}`;
   // detail is an sf-string: request ids are validated at the edge; strip quotes defensively.
   let detail = f.detail ?? f.state;
-  if (f.requestId) detail += ` rid=${f.requestId}`;
+  if (requestId) detail += ` rid=${requestId}`;
   if (detail.includes('"') || detail.includes('\\')) detail = detail.replace(/["\\]/g, '');
   return `${out}; detail="${detail}"`;
 }

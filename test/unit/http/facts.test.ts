@@ -7,6 +7,9 @@ describe('HTTP facts', () => {
     expect(connectionListedNames('')).toEqual([]);
     expect(connectionListedNames('close, X-Hop ,, Keep-Alive')).toEqual(['close', 'x-hop', 'keep-alive']);
     expect(connectionListedNames(['Upgrade', 'x-a, x-b'])).toEqual(['upgrade', 'x-a', 'x-b']);
+    // The common single values (answered without splitting) read the same.
+    for (const v of ['keep-alive', 'Keep-Alive', 'KEEP-ALIVE']) expect(connectionListedNames(v)).toEqual(['keep-alive']);
+    for (const v of ['close', 'Close', ' close ']) expect(connectionListedNames(v)).toEqual(['close']);
     // Never the fields that frame the message or name its target.
     expect(connectionListedNames('keep-alive, Content-Length, HOST, x-a')).toEqual(['keep-alive', 'x-a']);
   });
