@@ -58,10 +58,50 @@ export function createPublicServer(opts: PublicServerOptions): PublicServer {
   apply(limits);
   Object.defineProperty(server, 'applyLimits', { value: apply });
   guardConnections(server, opts, () => limits);
-  server.on('upgrade', opts.onUpgrade);
+  server.on('upgrade', upgradeListener(opts));
   server.on('connect', (req: http.IncomingMessage, socket: Duplex) => answerConnect(opts.logger, req, socket));
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(opts.logger, err, socket));
   return server;
+}
+
+/**
+ * The 'upgrade' listener of both public listeners. Once anything listens for 'upgrade', Node
+ * hands it every request that carries `Connection: upgrade` with an `Upgrade` field, and the
+ * connection's HTTP parser is gone. Only WebSocket is tunnelled (opts.onUpgrade). Any other
+ * protocol a client offers is ignored, as RFC 9110 §7.8 allows, and the request is answered as
+ * an ordinary one (its Upgrade and Connection fields are hop-by-hop: never sent on), on a
+ * connection closed afterwards: `curl --http2 http://…` offers `h2c` on every request, and all
+ * of them got 400 (nginx, Varnish and Caddy answer them over HTTP/1.1). One with a body cannot
+ * be read any more (its bytes went past the parser): 400, with a page saying why.
+ */
+export function upgradeListener(
+  opts: Pick<PublicServerOptions, 'onRequest' | 'onUpgrade'>,
+): (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void {
+  return (req, socket, head) => {
+    if (String(req.headers.upgrade ?? '').trim().toLowerCase() === 'websocket') {
+      opts.onUpgrade(req, socket, head);
+      return;
+    }
+    socket.on('error', () => socket.destroy());
+    const length = req.headers['content-length'];
+    if (req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')) {
+      const body = 'A request that asks to upgrade the connection cannot carry a body here.\n';
+      socket.end(`HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+      return;
+    }
+    // What Node's own server does per request (a ServerResponse on the socket, 'close' after
+    // 'finish'), for one response on a connection that then ends.
+    const res = new http.ServerResponse(req);
+    res.shouldKeepAlive = false;
+    res.assignSocket(socket as Socket);
+    res.once('finish', () => {
+      res.detachSocket(socket as Socket);
+      req.resume();
+      process.nextTick(() => res.emit('close'));
+      socket.end();
+    });
+    opts.onRequest(req, res);
+  };
 }
 
 /** The HTTP/1.1 parser's limits, on the plain listener and the HTTPS listener's HTTP/1.1 fallback alike. */

@@ -1,8 +1,9 @@
 /**
  * WebSocket upgrades on the public listener: the site is chosen by Host, one healthy member is
  * picked, and the connection is tunnelled to it (origin/forward.ts ws()) until either side
- * closes. Anything else that asks to upgrade, an unknown Host, or a gateway that is draining
- * gets 400; a site without a usable member gets 502.
+ * closes. An unknown Host or a gateway that is draining gets 400; a site without a usable
+ * member gets 502. Other protocols offered in Upgrade never come here: they are ignored and
+ * the request is served as an ordinary one (http-server.ts upgradeListener).
  *
  * Tunnels are long-lived: they are counted on their own gauge (crowdgate_websocket_tunnels),
  * never through the admission limiter, and nothing of them is cached. The request path

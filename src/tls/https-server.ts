@@ -32,7 +32,7 @@ import https from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex, ReadableOptions } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
-import { answerClientError, answerConnect, applyHttp1Limits, guardConnections, CONNECTIONS_CHECK_MS, type PublicServerOptions } from '../server/http-server.js';
+import { answerClientError, answerConnect, applyHttp1Limits, guardConnections, upgradeListener, CONNECTIONS_CHECK_MS, type PublicServerOptions } from '../server/http-server.js';
 import type { GatewayConfig } from '../config/schema.js';
 import type { Certificates } from './certificates.js';
 
@@ -187,7 +187,7 @@ export function createSecurePublicServer(opts: SecureServerOptions): SecurePubli
   server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
     opts.logger.debug({ err: err.message, peer: socket.remoteAddress }, 'TLS handshake failed');
   });
-  server.on('upgrade', opts.onUpgrade);
+  server.on('upgrade', upgradeListener(opts));
   server.on('connect', (req: http.IncomingMessage, socket: Duplex | http.ServerResponse) => answerConnect(opts.logger, req, socket));
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(opts.logger, err, socket));
 

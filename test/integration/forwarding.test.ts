@@ -1,6 +1,8 @@
 import http from 'node:http';
 import net from 'node:net';
 import { Readable } from 'node:stream';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { WebSocketServer, WebSocket } from 'ws';
@@ -216,6 +218,40 @@ describe('forwarding', () => {
     );
     expect(handshake).toMatch(/^HTTP\/1\.1 101 /);
     expect(paths).toEqual(['/app/socket?x=1', '/app/socket']);
+  });
+
+  it('answers a request that offers another protocol (curl --http2 over http: Upgrade: h2c) as an ordinary one, over HTTP/1.1', async () => {
+    const o = await origin();
+    o.route('/page', { headers: { 'cache-control': 'public, max-age=60' }, body: 'hello' });
+    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'api', match: { pathPrefix: '/api/' }, cache: { enabled: false } }] })] });
+    // Real curl: with --http2 on an http:// URL it sends Connection: Upgrade, HTTP2-Settings
+    // and Upgrade: h2c on every request, and reads an HTTP/1.1 answer when the upgrade is ignored.
+    const curl = async (path: string, ...args: string[]): Promise<string> =>
+      (await promisify(execFile)('curl', ['-sS', '--http2', '--noproxy', '*', '-D', '-', ...args, `${g.url}${path}`], { encoding: 'latin1' })).stdout;
+    const first = await curl('/page');
+    expect(first).toMatch(/^HTTP\/1\.1 200 /);
+    expect(first).toMatch(/\r\n\r\nhello$/);
+    expect(first).toMatch(/cache-status: crowdgate; fwd=uri-miss/i);
+    const second = await curl('/page');
+    expect(second).toMatch(/^HTTP\/1\.1 200 /);
+    expect(second).toMatch(/cache-status: crowdgate; hit/i);
+    const passed = await curl('/api/thing');
+    expect(passed).toMatch(/^HTTP\/1\.1 200 /);
+    expect(passed).toContain('origin - GET /api/thing');
+    expect(o.requests.map((r) => `${r.method} ${r.url}`)).toEqual(['GET /page', 'GET /api/thing']);
+    // The offer is the client's hop's: never sent on.
+    for (const r of o.requests) {
+      expect(r.headers['upgrade']).toBeUndefined();
+      expect(r.headers['http2-settings']).toBeUndefined();
+      expect(r.headers.connection ?? '').not.toMatch(/upgrade|http2-settings/i);
+    }
+    // A body past the detached parser cannot be read: that one request is refused, saying why.
+    const withBody = await curl('/api/form', '-d', 'x=1');
+    expect(withBody).toMatch(/^HTTP\/1\.1 400 /);
+    expect(withBody).toContain('cannot carry a body');
+    expect(o.count('/api/form')).toBe(0);
+    // Not what a WebSocket client asks for: that still tunnels (see above), and the listener serves on.
+    expect((await request(`${g.url}/page`)).statusCode).toBe(200);
   });
 
   it('answers 502 naming the origin and the config key when nothing listens there', async () => {

@@ -173,6 +173,11 @@ describe('HTTPS listener: SNI, HTTP/2, redirect, HSTS, live certificate reload',
     expect(h1.stdout).toContain('proto=1.1');
     expect(h1.stdout.toLowerCase()).toMatch(/^cache-status: crowdgate; hit/m);
     expect(origin.count('/curl')).toBe(1);
+    // HTTP/1.1 over TLS offering another protocol: ignored, answered as an ordinary request.
+    const offer = await run('curl', ['-H', 'Connection: Upgrade', '-H', 'Upgrade: h2c', ...args('--http1.1')]);
+    expect(offer.stdout).toMatch(/^HTTP\/1\.1 200/);
+    expect(offer.stdout.toLowerCase()).toMatch(/^cache-status: crowdgate; hit/m);
+    expect(origin.count('/curl')).toBe(1);
   });
 
   it('caches http and https pages under different keys, and the origin sees the listener\'s scheme whatever the client claims', async () => {
