@@ -8,6 +8,7 @@
  */
 import { promisify } from 'node:util';
 import { brotliCompress, brotliCompressSync, constants as zc, gzip, gzipSync } from 'node:zlib';
+import { ownBytes } from '../bytes.js';
 import { headerValue, parseCacheControl, type HeaderMap } from './cache-control.js';
 
 /** The content codings crowdgate stores, best first: brotli, then gzip. */
@@ -270,11 +271,11 @@ export async function makeEncodings(body: Buffer, opts: CompressionOptions, isTe
   const out: EntryEncodings = {};
   let any = false;
   if (br !== undefined && br.length <= limit) {
-    out.br = br;
+    out.br = ownBytes(br);
     any = true;
   }
   if (gz !== undefined && gz.length <= limit) {
-    out.gzip = gz;
+    out.gzip = ownBytes(gz);
     any = true;
   }
   return any ? out : undefined;

@@ -31,6 +31,7 @@
  */
 import type { CacheEntry, StoredHeaders } from './entry.js';
 import { STORED_CODINGS, type EntryEncodings, type StoredCoding } from './content-coding.js';
+import { ownCopy } from '../bytes.js';
 
 /** The newest layout written (version 1 is still written for records without encodings). */
 export const CODEC_VERSION = 2;
@@ -96,7 +97,7 @@ export function decodeEntries(bytes: Uint8Array): CacheEntry[] | undefined {
       at += 4;
       if (at + bodyLength > buf.length) return undefined;
       // Copy: the caller's buffer may be reused (Redis client buffers); an entry owns its body.
-      const body = Buffer.from(buf.subarray(at, at + bodyLength));
+      const body = ownCopy(buf.subarray(at, at + bodyLength));
       at += bodyLength;
       if (!isEntryMeta(meta)) return undefined;
       const entry = entryOf(meta, body);
@@ -114,7 +115,7 @@ export function decodeEntries(bytes: Uint8Array): CacheEntry[] | undefined {
           at += 4;
           if (at + length > buf.length) return undefined;
           if (!(STORED_CODINGS as readonly string[]).includes(name)) return undefined;
-          (encodings ??= {})[name as StoredCoding] = Buffer.from(buf.subarray(at, at + length));
+          (encodings ??= {})[name as StoredCoding] = ownCopy(buf.subarray(at, at + length));
           at += length;
         }
         if (encodings !== undefined) entry.encodings = encodings;

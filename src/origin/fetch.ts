@@ -7,6 +7,7 @@
  */
 import { Pool, errors as undiciErrors } from 'undici';
 import type { Readable } from 'node:stream';
+import { ownBytes } from '../bytes.js';
 import type { Clock } from '../clock.js';
 
 /**
@@ -141,7 +142,8 @@ function readCapped(body: Readable, max: number): Promise<Buffer | Error | 'too_
       }
       chunks.push(chunk);
     });
-    body.once('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total)));
+    // Memory of its own size: this body may be kept in the cache (bytes.ts).
+    body.once('end', () => resolve(ownBytes(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total))));
     body.once('error', (err) => resolve(err));
   });
 }

@@ -109,6 +109,13 @@ describe('making encodings', () => {
     expect(enc!.br!.length).toBeLessThan(body.length / 10);
   });
 
+  it('keeps each encoding in memory of its own size (zlib hands back at least 16 KiB)', async () => {
+    for (const size of [3000, 12_000, 4 * INLINE_COMPRESSION_MAX_BYTES]) {
+      const enc = await makeEncodings(Buffer.from(randomBytes(size).toString('base64').slice(0, size)), OPTS, true);
+      for (const b of [enc!.br!, enc!.gzip!]) expect(b.buffer.byteLength - b.length).toBeLessThanOrEqual(1024);
+    }
+  });
+
   it('keeps none for a body they do not shrink by minSavingsRatio', async () => {
     expect(await makeEncodings(randomBytes(8000), OPTS, false)).toBeUndefined();
     expect(await makeEncodings(randomBytes(INLINE_COMPRESSION_MAX_BYTES + 1), OPTS, false)).toBeUndefined();

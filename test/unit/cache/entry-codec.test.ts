@@ -72,6 +72,10 @@ describe('entry codec round trip', () => {
     const decoded = decodeEntry(bytes)!;
     bytes.fill(0);
     expect(decoded.body.toString()).toBe('<h1>hello</h1>');
+    // In memory of its own size, not a slice of Node's shared pool that a cached body would pin.
+    expect(decoded.body.buffer.byteLength).toBe(decoded.body.length);
+    const withEncodings = decodeEntry(encodeEntry({ ...base, encodings: { br: Buffer.from('br bytes'), gzip: Buffer.from('gzip bytes') } }))!;
+    for (const b of [withEncodings.encodings!.br!, withEncodings.encodings!.gzip!]) expect(b.buffer.byteLength).toBe(b.length);
   });
 
   it('round-trips arbitrary entries (property)', () => {
