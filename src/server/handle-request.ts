@@ -34,7 +34,7 @@ import { hstsValue, redirectToHttps } from './https-edge.js';
 import { fillAndServe, passAlone, startBackgroundRefresh } from './fill.js';
 import { makeFillVisibleHeaders } from './fill-headers.js';
 import { forward } from './pass-through.js';
-import { answerMaxForwards } from './max-forwards.js';
+import { answerMaxForwards, answerServerOptions } from './max-forwards.js';
 import { answerPurge } from './purge-method.js';
 import { countHit, isHot, isServableWhileUpdating, serveStaleOr, wasReadOften } from './stale.js';
 
@@ -218,6 +218,7 @@ export function route(ctx: Ctx): void | Promise<void> {
   if (req.headers['content-length'] !== undefined && req.headers['transfer-encoding'] !== undefined)
     return fail(ctx, 'ambiguous_length'); // RFC 9112 §6.1: never forward (request smuggling)
   if (req.rawHeaders.length / 2 > rt.config.limits.maxHeadersCount) return fail(ctx, 'headers_too_large');
+  if (answerServerOptions(ctx)) return;
   if (!ctx.rawUrl.startsWith('/') && !/^https?:\/\//i.test(ctx.rawUrl)) return fail(ctx, 'bad_request', 'unsupported request target');
   // RFC 9112 §3.2: a Host that is not a host[:port] is a 400 (`Host: [` reached the origin
   // client, which threw: a 500 for a malformed request).

@@ -1,7 +1,9 @@
 /**
- * Max-Forwards on TRACE and OPTIONS (RFC 9110 §7.6.2): a proxy that receives one of them with
- * `Max-Forwards: 0` is its final recipient and answers it itself; with a larger value it
- * forwards the request with the value decremented. Other methods ignore the field.
+ * OPTIONS and TRACE the gateway answers itself. Max-Forwards (RFC 9110 §7.6.2): a proxy that
+ * receives one of them with `Max-Forwards: 0` is its final recipient and answers it; with a
+ * larger value it forwards the request with the value decremented. Other methods ignore the
+ * field. And `OPTIONS *` (§9.3.7), which asks about the server in general: the gateway is that
+ * server to its clients (it was a 400, `unsupported request target`).
  */
 import { answerOwn } from './answer.js';
 import type { Ctx } from './context.js';
@@ -27,5 +29,13 @@ export function answerMaxForwards(ctx: Ctx): boolean {
   }
   const headers = { allow: ALLOW, 'content-length': '0', 'cache-control': 'no-store' };
   answerOwn(ctx, ctx.method === 'OPTIONS' ? 200 : 405, { state: 'bypass', detail: 'max-forwards' }, headers, '');
+  return true;
+}
+
+/** `OPTIONS *`: 200 with `Allow`, answered here (true); false for any other request. */
+export function answerServerOptions(ctx: Ctx): boolean {
+  if (ctx.method !== 'OPTIONS' || ctx.rawUrl !== '*') return false;
+  const headers = { allow: ALLOW, 'content-length': '0', 'cache-control': 'no-store' };
+  answerOwn(ctx, 200, { state: 'bypass', detail: 'options' }, headers, '');
   return true;
 }

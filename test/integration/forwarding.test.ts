@@ -113,6 +113,11 @@ describe('forwarding', () => {
     // Other methods ignore the field.
     await (await request(`${g.url}/y`, { headers: { 'max-forwards': '0' } })).body.text();
     expect(o.count('/y')).toBe(1);
+    // OPTIONS * asks about the server in general (RFC 9110 §9.3.7): answered here too.
+    const star = await rawHttp(Number(new URL(g.url).port), 'OPTIONS * HTTP/1.1\r\nHost: blog.example.com\r\nConnection: close\r\n\r\n', 1000);
+    expect(star).toMatch(/^HTTP\/1\.1 200 /);
+    expect(star).toMatch(/\r\nallow: GET, HEAD[^\r]*OPTIONS\r\n/i);
+    expect(o.count()).toBe(2);
   });
 
   it('replaces a spoofed X-Forwarded-For from an untrusted peer and keeps the chain from a trusted one', async () => {
