@@ -379,7 +379,8 @@ export function startBackgroundRefresh(ctx: Ctx, lookup: Lookup, priority?: numb
   if (!lookup.canStore) return;
   // The site's last background refresh found no origin capacity a moment ago (see
   // Upstream.holdsBackground): this one would be refused too; the next stale hit asks again.
-  if (deps.upstream.holdsBackground(ctx.site!.config)) return;
+  // Only refreshes in the background class: one at a request's priority (steps 7, 8) still asks.
+  if (priority === undefined && deps.upstream.holdsBackground(ctx.site!.config)) return;
   const collapseKey = collapseKeyOf(lookup);
   const joined = deps.inflight.join(collapseKey.id, 0);
   if (joined.role !== 'leader') return; // someone is already refreshing it

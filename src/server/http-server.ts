@@ -58,11 +58,30 @@ export function createPublicServer(opts: PublicServerOptions): PublicServer {
   apply(limits);
   Object.defineProperty(server, 'applyLimits', { value: apply });
   guardConnections(server, opts, () => limits);
-  server.on('upgrade', upgradeListener(opts));
+  // Sockets 'upgrade' took from Node's connection list (WebSocket tunnels, requests served
+  // after an ignored Upgrade): closeAllConnections() (the drain's cut, close) must cut them
+  // too, or server.close() waits for them (the TLS listener tracks every socket itself).
+  const taken = new Set<Socket>();
+  server.on('upgrade', upgradeListener(opts, (socket) => {
+    taken.add(socket);
+    socket.once('close', () => taken.delete(socket));
+  }));
+  const closeAll = http.Server.prototype.closeAllConnections;
+  Object.defineProperty(server, 'closeAllConnections', {
+    value: () => {
+      closeAll.call(server);
+      // With an error: a WebSocket tunnel's proxy (http-proxy) ends the origin side on one,
+      // and on nothing else (a plain destroy left the origin's socket open).
+      for (const socket of taken) socket.destroy(CUT);
+    },
+  });
   server.on('connect', (req: http.IncomingMessage, socket: Duplex) => answerConnect(opts.logger, req, socket));
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(opts.logger, err, socket));
   return server;
 }
+
+/** Why closeAllConnections() destroyed a socket the 'upgrade' event took. */
+const CUT = Object.assign(new Error('connection cut: the listener is closing'), { code: 'ERR_CROWDGATE_CUT' });
 
 /**
  * The 'upgrade' listener of both public listeners. Once anything listens for 'upgrade', Node
@@ -76,8 +95,10 @@ export function createPublicServer(opts: PublicServerOptions): PublicServer {
  */
 export function upgradeListener(
   opts: Pick<PublicServerOptions, 'onRequest' | 'onUpgrade'>,
+  onTaken?: (socket: Socket) => void,
 ): (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void {
   return (req, socket, head) => {
+    onTaken?.(socket as Socket);
     if (String(req.headers.upgrade ?? '').trim().toLowerCase() === 'websocket') {
       opts.onUpgrade(req, socket, head);
       return;
@@ -86,9 +107,13 @@ export function upgradeListener(
     const length = req.headers['content-length'];
     if (req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')) {
       const body = 'A request that asks to upgrade the connection cannot carry a body here.\n';
-      socket.end(`HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+      socket.end(`HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`, () => socket.destroy());
       return;
     }
+    // The parser that noticed a client leaving is gone: read on (bytes past this request are
+    // dropped unparsed), and a client that ends its side has left, as Node's server treats it.
+    socket.on('end', () => socket.destroy());
+    socket.resume();
     // What Node's own server does per request (a ServerResponse on the socket, 'close' after
     // 'finish'), for one response on a connection that then ends.
     const res = new http.ServerResponse(req);
@@ -98,7 +123,7 @@ export function upgradeListener(
       res.detachSocket(socket as Socket);
       req.resume();
       process.nextTick(() => res.emit('close'));
-      socket.end();
+      (socket as Socket).destroySoon(); // flushed, then closed: never left half-open
     });
     opts.onRequest(req, res);
   };

@@ -25,6 +25,12 @@ function rawHttp(port: number, payload: string | Buffer, waitMs = 1500): Promise
   });
 }
 
+/** Waits (real time) until `condition` holds, or `ms` passed (the caller's expect says which). */
+async function waitUntil(condition: () => boolean, ms: number): Promise<void> {
+  const end = performance.now() + ms;
+  while (!condition() && performance.now() < end) await new Promise((r) => setTimeout(r, 10));
+}
+
 describe('forwarding', () => {
   it('forwards a request with X-Forwarded-*, Via, and without the client\'s hop-by-hop headers', async () => {
     const o = await origin();
@@ -257,6 +263,86 @@ describe('forwarding', () => {
     expect(o.count('/api/form')).toBe(0);
     // Not what a WebSocket client asks for: that still tunnels (see above), and the listener serves on.
     expect((await request(`${g.url}/page`)).statusCode).toBe(200);
+  });
+
+  it('cancels the origin request of an h2c-offering request whose client leaves, as for any other request', async () => {
+    const o = await origin();
+    o.route('/api/slow', { hang: true });
+    const g = await gateway({ sites: [siteFor([o.url], { timeouts: { responseHeadersMs: 3000 }, routes: [{ name: 'api', match: { pathPrefix: '/api/' }, cache: { enabled: false } }] })] });
+    for (const offer of ['', 'Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n']) {
+      const s = net.connect(Number(new URL(g.url).port), '127.0.0.1');
+      s.on('error', () => undefined);
+      await new Promise((r) => s.once('connect', r));
+      cleanups.push(() => void s.destroy());
+      s.write(`GET /api/slow HTTP/1.1\r\nHost: blog.example.com\r\n${offer}\r\n`);
+      await waitUntil(() => o.inflight === 1, 2000);
+      s.end(); // the client gives up (curl ^C, a browser tab closed)
+      const started = performance.now();
+      await waitUntil(() => o.inflight === 0, 2500);
+      expect(performance.now() - started, offer ? 'with Upgrade: h2c' : 'plain').toBeLessThan(1000);
+      s.destroy();
+    }
+  });
+
+  it('closes the connection of an h2c-offering request once answered, whether or not the client closes its side', async () => {
+    const o = await origin();
+    o.route('/page', { headers: { 'cache-control': 'public, max-age=60' }, body: 'hello' });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const counted = async (): Promise<number> => {
+      const text = await (await request(`${g.adminUrl}/metrics`)).body.text();
+      return Number(/^crowdgate_client_connections (\d+)$/m.exec(text)?.[1]);
+    };
+    for (const offer of ['Connection: close\r\n', 'Connection: Upgrade\r\nUpgrade: h2c\r\n']) {
+      // A client that reads its answer and never closes (allowHalfOpen): the gateway must.
+      const s = net.connect({ port: Number(new URL(g.url).port), host: '127.0.0.1', allowHalfOpen: true });
+      cleanups.push(() => void s.destroy());
+      s.on('error', () => undefined);
+      let got = '';
+      s.on('data', (c: Buffer) => (got += c.toString('latin1')));
+      const ended = new Promise((r) => s.once('end', r));
+      s.write(`GET /page HTTP/1.1\r\nHost: blog.example.com\r\n${offer}\r\n`);
+      await Promise.race([ended, new Promise((r) => setTimeout(r, 1000))]);
+      expect(got).toMatch(/^HTTP\/1\.1 200 /);
+      await waitUntil(() => false, 300);
+      expect(await counted(), offer).toBe(0);
+    }
+  });
+
+  it('drains an h2c-offering request like any other: cut at shutdown.drainTimeoutMs', async () => {
+    const o = await origin();
+    o.route('/api/slow', { hang: true });
+    const g = await gateway({
+      shutdown: { drainTimeoutMs: 200 },
+      sites: [siteFor([o.url], { timeouts: { responseHeadersMs: 3000 }, routes: [{ name: 'api', match: { pathPrefix: '/api/' }, cache: { enabled: false } }] })],
+    });
+    const s = net.connect(Number(new URL(g.url).port), '127.0.0.1');
+    cleanups.push(() => void s.destroy());
+    s.on('error', () => undefined);
+    s.resume();
+    const closed = new Promise((r) => s.once('close', r));
+    await new Promise((r) => s.once('connect', r));
+    s.write('GET /api/slow HTTP/1.1\r\nHost: blog.example.com\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n');
+    await waitUntil(() => o.inflight === 1, 2000);
+    const started = performance.now();
+    const drained = await Promise.race([g.gw.drain(), new Promise((r) => setTimeout(() => r('still draining after 2 s'), 2000))]);
+    expect(drained).toEqual({ drained: false, cut: 1 });
+    expect(performance.now() - started).toBeLessThan(1000);
+    await closed;
+  });
+
+  it('cuts an open WebSocket tunnel at the end of a drain instead of waiting for it', async () => {
+    const { port } = await wsEchoOrigin();
+    const g = await gateway({ shutdown: { drainTimeoutMs: 200 }, sites: [siteFor([`http://127.0.0.1:${port}`])] });
+    const ws = new WebSocket(g.url.replace('http', 'ws') + '/socket');
+    cleanups.push(() => void ws.terminate());
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    const closed = new Promise((r) => ws.once('close', r));
+    const started = performance.now();
+    const drained = await Promise.race([g.gw.drain(), new Promise((r) => setTimeout(() => r('still draining after 2 s'), 2000))]);
+    // No request was in flight (a tunnel is not one): drained at once, and the tunnel cut.
+    expect(drained).toEqual({ drained: true, cut: 0 });
+    expect(performance.now() - started).toBeLessThan(1000);
+    await closed;
   });
 
   it('answers 502 naming the origin and the config key when nothing listens there', async () => {

@@ -338,6 +338,34 @@ describe('decide(): the origin busy or down', () => {
     expect(p.fetcher.calls[1]!.headers['if-none-match']).toBe('"v1"');
   });
 
+  it('a background-class refresh refused does not hold a step-7 refresh at the request\'s own priority: it still queues and is sent', async () => {
+    // One permit, one queue slot. /b's stale-while-revalidate refresh (the background class)
+    // finds the queue held by a more important waiter and is refused: the site's hold starts.
+    const p = await start({ config: { admission: { limit: { algorithm: 'fixed', initial: 1, min: 1, ceiling: 1 }, queue: { maxLength: 1 } } } });
+    p.fetcher.script = [p.page('b1', { 'cache-control': 'max-age=10, stale-while-revalidate=60', etag: '"b1"' })];
+    expect((await p.get('/b')).state).toBe('miss');
+    await stored(p, 0);
+    for (let i = 0; i < HOT_HITS; i++) expect((await p.get('/a')).state).toBe('hit');
+    p.clock.advance(20_000); // /a: past the hot-page window, within grace; /b: within stale-while-revalidate
+    const busy = await p.upstream.admit(p.site.config, p.pool, { priority: 0, deadlineAt: p.clock.now() + 10_000, kind: 'forward' });
+    if (!busy.ok) throw new Error(busy.why);
+    const queued = p.upstream.admit(p.site.config, p.pool, { priority: 0, deadlineAt: p.clock.now() + 10_000, kind: 'forward' });
+    expect((await p.get('/b')).state).toBe('updating'); // its background refresh: queue_full
+    await until(() => p.upstream.holdsBackground(p.site.config), 'the refused refresh starts the hold');
+    busy.lease.finish({ kind: 'response', status: 200 });
+    const second = await queued; // the queued request takes the permit: the queue slot is free again
+    if (!second.ok) throw new Error(second.why);
+    // /a: a crowd read it and the origin is busy (step 7): stale-backlog now, and its refresh
+    // "still runs, collapsed, at this request's priority", queued for the permit.
+    p.fetcher.script = [notModified(p)];
+    const r = await p.get('/a');
+    expect(r.state).toBe('stale');
+    expect(r.cacheStatus).toMatch(/detail="stale-backlog rid=/);
+    second.lease.finish({ kind: 'response', status: 200 });
+    await until(() => p.fetcher.calls.length === 3, 'the step-7 refresh of /a is sent once the permit is free');
+    expect(p.fetcher.calls[2]!.headers['if-none-match']).toBe('"v1"');
+  });
+
   it('a queue at the origin, but a copy no crowd read: the request waits its turn for the refresh, as RFC 9111 says (step 7)', async () => {
     const p = await start({ config: { admission: { limit: { algorithm: 'fixed', initial: 1, min: 1, ceiling: 1 } } } });
     await stored(p, 20_000);
