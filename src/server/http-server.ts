@@ -105,9 +105,14 @@ export function upgradeListener(
     }
     socket.on('error', () => socket.destroy());
     const length = req.headers['content-length'];
-    if (req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')) {
-      const body = 'A request that asks to upgrade the connection cannot carry a body here.\n';
-      socket.end(`HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`, () => socket.destroy());
+    const refusal =
+      req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
+        ? 'A request that asks to upgrade the connection cannot carry a body here.\n'
+        : req.headers.host === undefined && req.httpVersion !== '1.0' // what requireHostHeader does for the others
+          ? 'An HTTP/1.1 request needs a Host header.\n'
+          : undefined;
+    if (refusal !== undefined) {
+      socket.end(`HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(refusal)}\r\n\r\n${refusal}`, () => socket.destroy());
       return;
     }
     // The parser that noticed a client leaving is gone: read on (bytes past this request are

@@ -261,6 +261,9 @@ describe('forwarding', () => {
     expect(withBody).toMatch(/^HTTP\/1\.1 400 /);
     expect(withBody).toContain('cannot carry a body');
     expect(o.count('/api/form')).toBe(0);
+    // Without Host, as any HTTP/1.1 request (Node's requireHostHeader does not see these).
+    const noHost = await rawHttp(Number(new URL(g.url).port), 'GET /page HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n', 1000);
+    expect(noHost).toMatch(/^HTTP\/1\.1 400 [^]*needs a Host header/);
     // Not what a WebSocket client asks for: that still tunnels (see above), and the listener serves on.
     expect((await request(`${g.url}/page`)).statusCode).toBe(200);
   });
