@@ -79,16 +79,23 @@ export class HotKeys {
       .map((r) => ({ site: r.site, path: r.path, count: r.count, states: { ...r.states } }));
   }
 
+  /**
+   * Evicts the coldest row: the oldest one counted at most once when there is one (a row
+   * cannot be colder, and under a flood of distinct paths, where every new path evicts, the
+   * scan then stops at the first row instead of reading all of them per request), else the
+   * first with the lowest count.
+   */
   private evictColdest(): void {
     let coldRows: Map<string, HotKeyRow> | undefined;
     let coldPath: string | undefined;
     let cold = Infinity;
-    for (const rows of this.sites.values()) {
+    scan: for (const rows of this.sites.values()) {
       for (const [path, row] of rows) {
         if (row.count < cold) {
           cold = row.count;
           coldRows = rows;
           coldPath = path;
+          if (cold <= 1) break scan;
         }
       }
     }
