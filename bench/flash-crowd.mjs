@@ -28,7 +28,7 @@
  */
 import { writeReport, runFacts, machineSentence } from './lib/report.mjs';
 import { parseArgs } from 'node:util';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { runLoad, KINDS } from './load.mjs';
@@ -53,7 +53,7 @@ import {
   fetchText,
   sleep,
 } from './lib/setups.mjs';
-import { stopAll, noteMachineLoad } from './lib/procs.mjs';
+import { stopAll, noteMachineLoad, processCpuSeconds } from './lib/procs.mjs';
 
 /** Number of hottest pages (Zipf ranks 1..HOT_PAGES) whose fetches per TTL are reported. */
 const HOT_PAGES = 5;
@@ -132,25 +132,6 @@ function originFigures(stats, load) {
     hotPages: hot,
     perSecond,
   };
-}
-
-/** Linux's USER_HZ: the unit of utime and stime in /proc/PID/stat (100 on every Linux ABI Node supports). */
-const CLOCK_TICKS = 100;
-
-/**
- * CPU seconds (user + system) a process has used so far, from /proc/PID/stat; undefined where
- * there is no /proc or no PID. The setup's CPU over the load is the figure least moved by a
- * noisy host: latency there is mostly queueing for the CPU, its cost per request is not.
- */
-function processCpuSeconds(pid) {
-  if (pid === undefined) return undefined;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-  } catch {
-    return undefined;
-  }
 }
 
 /** Runs one setup against a fresh origin; returns its figures (or why it was skipped). */

@@ -47,7 +47,7 @@ import { Pool } from 'undici';
 import { writeReport, runFacts, machineSentence } from './lib/report.mjs';
 import { makeRandom } from './load.mjs';
 import { summarize, median, fmtMs, fmtPct, fmtInt } from './lib/stats.mjs';
-import { freePort, startProcess, waitForPort, stopAll, noteMachineLoad, sleep } from './lib/procs.mjs';
+import { freePort, startProcess, waitForPort, stopAll, noteMachineLoad, sleep, processCpuSeconds } from './lib/procs.mjs';
 import {
   BENCH_DIR,
   REPO_DIR,
@@ -165,7 +165,11 @@ function metricByLabel(text, name, label) {
   return out;
 }
 
-function startScraper(adminUrl, t0) {
+/**
+ * Polls the gateway's /metrics every SCRAPE_MS, and with each poll the CPU seconds the gateway
+ * and the origin have used (`pids`), so a level's busy seconds can be told from a limiter's.
+ */
+function startScraper(adminUrl, t0, pids = {}) {
   const client = new Pool(adminUrl, { connections: 1 });
   const samples = [];
   let last = '';
@@ -180,6 +184,8 @@ function startScraper(adminUrl, t0) {
       last = text;
       samples.push({
         t: Number(((at - t0) / 1000).toFixed(2)),
+        gatewayCpuS: processCpuSeconds(pids.gateway),
+        originCpuS: processCpuSeconds(pids.origin),
         limit: metricValue(text, 'crowdgate_origin_limit', 'max'),
         inflight: metricValue(text, 'crowdgate_origin_inflight'),
         queue: metricValue(text, 'crowdgate_queue_length'),
@@ -362,7 +368,7 @@ async function runLevel(level, opts) {
     await probe.text();
     process.stderr.write(`  ${level.mode} ×${level.clients}: gateway ${gw.url} (admin ${gw.adminUrl}), origin ${origin.url} …\n`);
     const t0 = performance.now();
-    const scraper = startScraper(gw.adminUrl, t0);
+    const scraper = startScraper(gw.adminUrl, t0, { gateway: gw.pid, origin: origin.pid });
     const load = await runClosedLoop({
       target: gw.url,
       clients: level.clients,
@@ -379,6 +385,7 @@ async function runLevel(level, opts) {
     const inWindow = series.filter((s) => s.t <= opts.durationMs / 1000);
     const limits = inWindow.map((s) => s.limit).filter(Number.isFinite);
     const firstRefusal = Object.keys(load.refusalsPerSecond).map(Number).sort((a, b) => a - b)[0];
+    const cpuUse = cpuPerSecond(series, opts.durationMs / 1000);
     return {
       ...level,
       load,
@@ -389,6 +396,7 @@ async function runLevel(level, opts) {
       circuitOpenSamples: series.filter((s) => s.circuit === 2).length,
       loopDelayMaxMs: Math.max(...series.map((s) => s.loopDelayMs).filter(Number.isFinite)),
       firstFastRefusalSecond: firstRefusal,
+      cpu: cpuUse,
       shedTotals: metricByLabel(lastMetrics, 'crowdgate_shed_total', 'reason'),
       originOutcomes: metricByLabel(lastMetrics, 'crowdgate_origin_requests_total', 'outcome'),
       timeline: scraper.samples,
@@ -407,6 +415,50 @@ async function runLevel(level, opts) {
     await origin.stop();
   }
 }
+
+/**
+ * The gateway's and the origin's CPU per second of the send window, as a share of one CPU,
+ * from the scraper's cumulative readings: `perSecond[t]` covers [t, t + 1) s (undefined where
+ * no two readings bracket it, or there is no /proc). Pinned, both share one CPU, so their sum
+ * near 100 % is that CPU saturated: the box at its capacity, whatever the origin's concurrency.
+ */
+function cpuPerSecond(series, seconds) {
+  const pts = series.filter((s) => Number.isFinite(s.gatewayCpuS) && Number.isFinite(s.originCpuS));
+  const at = (t) => {
+    // The reading nearest t, within half a scrape.
+    let best;
+    for (const s of pts) if (Math.abs(s.t - t) <= SCRAPE_MS / 2000 && (!best || Math.abs(s.t - t) < Math.abs(best.t - t))) best = s;
+    return best;
+  };
+  const perSecond = [];
+  for (let t = 0; t < seconds; t++) {
+    const a = at(t);
+    const b = at(t + 1);
+    if (!a || !b || b.t <= a.t) {
+      perSecond.push(undefined);
+      continue;
+    }
+    const dt = b.t - a.t;
+    perSecond.push({ gateway: (b.gatewayCpuS - a.gatewayCpuS) / dt, origin: (b.originCpuS - a.originCpuS) / dt });
+  }
+  const both = perSecond.filter(Boolean).map((x) => x.gateway + x.origin);
+  const gw = perSecond.filter(Boolean).map((x) => x.gateway);
+  return {
+    perSecond,
+    meanBusy: both.length ? both.reduce((x, y) => x + y, 0) / both.length : undefined,
+    maxBusy: both.length ? Math.max(...both) : undefined,
+    meanGateway: gw.length ? gw.reduce((x, y) => x + y, 0) / gw.length : undefined,
+  };
+}
+
+/** CPU (gateway + origin) in the seconds a level's fast requests were refused, as a share of one CPU. */
+function busyInRefusalSeconds(r) {
+  const secs = Object.keys(r.load.refusalsPerSecond).map(Number);
+  const vals = secs.map((t) => r.cpu?.perSecond[t]).filter(Boolean).map((x) => x.gateway + x.origin);
+  return vals.length ? vals.reduce((x, y) => x + y, 0) / vals.length : undefined;
+}
+
+const fmtCpu = (x) => (Number.isFinite(x) ? `${Math.round(x * 100)} %` : '—');
 
 const reasonsText = (o) =>
   Object.entries(o)
@@ -437,7 +489,9 @@ function verdict(runs) {
   const total = bad.reduce((s, r) => s + r.load.fast.gatewayRefused, 0);
   return {
     pass: false,
-    line: `FAIL normal-day: the gateway refused ${fmtInt(total)} fast request(s) of a healthy origin with unlimited capacity, at ${bad.length} of ${runs.length} level(s): ${bad.map((r) => `${r.mode} ×${r.clients}`).join(', ')}`,
+    line:
+      `FAIL normal-day: the gateway refused ${fmtInt(total)} fast request(s) of a healthy origin with unlimited capacity, at ${bad.length} of ${runs.length} level(s): ` +
+      bad.map((r) => `${r.mode} ×${r.clients}${Number.isFinite(busyInRefusalSeconds(r)) ? ` (CPU gateway + origin ${fmtCpu(busyInRefusalSeconds(r))} in its refusal seconds)` : ''}`).join(', '),
   };
 }
 
@@ -459,8 +513,8 @@ function toMarkdown(meta, runs, failed) {
   L.push('"fast refused by gateway": answers to fast requests carrying `X-Crowdgate-Error` with status 429/502/503/504, reason from `Cache-Status` detail. ' +
     'The limit is `crowdgate_origin_limit` scraped every 500 ms during the send window.', '');
   L.push('## Details', '');
-  L.push('| clients | mode | sent (fast / slow) | fast statuses | slow statuses | slow refused by gateway | fast gateway overhead p50 / p99 ms | errors / cut at end | first fast refusal at s | origin peak in flight (fast / slow) | gateway inflight max / queue max | shed_total at end | unhealthy / circuit-open samples | loop delay max ms |');
-  L.push('|---:|---|---:|---|---|---|---:|---|---:|---:|---:|---|---:|---:|');
+  L.push('| clients | mode | sent (fast / slow) | fast statuses | slow statuses | slow refused by gateway | fast gateway overhead p50 / p99 ms | errors / cut at end | first fast refusal at s | origin peak in flight (fast / slow) | gateway inflight max / queue max | shed_total at end | unhealthy / circuit-open samples | loop delay max ms | CPU gateway + origin: mean (gateway) / busiest second / refusal seconds |');
+  L.push('|---:|---|---:|---|---|---|---:|---|---:|---:|---:|---|---:|---:|---|');
   for (const r of runs) {
     const f = r.load.fast;
     const s = r.load.slow;
@@ -471,18 +525,25 @@ function toMarkdown(meta, runs, failed) {
         `${fmtInt(s.gatewayRefused)} (${fmtPct(s.refusedShare)})${s.gatewayRefused ? `: ${reasonsText(s.refusedReasons)}` : ''} | ` +
         `${fmtMs(f.overhead.p50)} / ${fmtMs(f.overhead.p99)} | ${reasonsText(errs)} / ${f.cut + s.cut} | ${r.firstFastRefusalSecond ?? '—'} | ` +
         `${r.origin.peakInflight} (${r.origin.peakInflightFast} / ${r.origin.peakInflightSlow}) | ${fmtLim(r.inflightMax)} / ${fmtLim(r.queueMax)} | ${reasonsText(r.shedTotals)} | ` +
-        `${r.unhealthySamples} / ${r.circuitOpenSamples} | ${fmtMs(r.loopDelayMaxMs)} |`,
+        `${r.unhealthySamples} / ${r.circuitOpenSamples} | ${fmtMs(r.loopDelayMaxMs)} | ` +
+        `${fmtCpu(r.cpu?.meanBusy)} (${fmtCpu(r.cpu?.meanGateway)}) / ${fmtCpu(r.cpu?.maxBusy)} / ${fmtCpu(busyInRefusalSeconds(r))} |`,
     );
   }
-  for (const x of failed) L.push(`| ${x.clients} | ${x.mode} | failed: ${x.reason} ||||||||||||`);
-  L.push('', '## Learned limit over time (one sample per second: limit / in flight / queued)', '');
+  for (const x of failed) L.push(`| ${x.clients} | ${x.mode} | failed: ${x.reason} |||||||||||||`);
+  L.push(
+    '',
+    'CPU: the gateway\'s and the origin\'s user + system time (/proc) per second of the send window, as a share of one CPU. ' +
+      'Pinned, the two share one CPU: near 100 % that CPU is saturated and the box is at its capacity, whatever the origin\'s own concurrency.',
+  );
+  L.push('', '## Learned limit over time (one sample per second: limit / in flight / queued, CPU gateway + origin)', '');
   for (const r of runs) {
     const ok = r.timeline.filter((s) => !s.error);
     const perSec = [];
     for (let t = 0; t < meta.durationMs / 1000; t++) {
       let best;
       for (const s of ok) if (Math.abs(s.t - t) < 0.5 && (!best || Math.abs(s.t - t) < Math.abs(best.t - t))) best = s;
-      perSec.push(best ? `${fmtLim(best.limit)}/${fmtLim(best.inflight)}/${fmtLim(best.queue)}` : '?');
+      const c = r.cpu?.perSecond[t];
+      perSec.push((best ? `${fmtLim(best.limit)}/${fmtLim(best.inflight)}/${fmtLim(best.queue)}` : '?') + (c ? ` ${Math.round((c.gateway + c.origin) * 100)}%` : ''));
     }
     L.push(`- ${r.mode} ×${r.clients}: ${perSec.join(' ')}`);
   }
@@ -556,7 +617,7 @@ async function main() {
         runs.push(await runLevel({ mode, clients }, opts));
         const r = runs.at(-1);
         process.stderr.write(
-          `    ${fmtInt(r.load.sent)} sent, ${fmtInt(r.load.reqPerSec)} req/s, fast refused by gateway ${fmtInt(r.load.fast.gatewayRefused)} (${reasonsText(r.load.fast.refusedReasons)}), limit ${fmtLim(r.limit.min)}–${fmtLim(r.limit.max)}\n`,
+          `    ${fmtInt(r.load.sent)} sent, ${fmtInt(r.load.reqPerSec)} req/s, fast refused by gateway ${fmtInt(r.load.fast.gatewayRefused)} (${reasonsText(r.load.fast.refusedReasons)}), limit ${fmtLim(r.limit.min)}–${fmtLim(r.limit.max)}, CPU gateway + origin ${fmtCpu(r.cpu?.meanBusy)} (busiest second ${fmtCpu(r.cpu?.maxBusy)})\n`,
         );
       } catch (err) {
         failed.push({ mode, clients, reason: String(err?.message ?? err) });

@@ -8,7 +8,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createServer, connect } from 'node:net';
-import { openSync, closeSync } from 'node:fs';
+import { openSync, closeSync, readFileSync } from 'node:fs';
 import { loadavg, availableParallelism } from 'node:os';
 
 /** @typedef {{ name: string, pid: number, child: import('node:child_process').ChildProcess, logFile?: string, exited: Promise<number|null>, stop: (graceMs?: number) => Promise<void> }} Proc */
@@ -137,4 +137,23 @@ export function noteMachineLoad(when) {
   if (when === 'start' && load1 > availableParallelism() / 2)
     process.stderr.write(`warning: load average ${load1.toFixed(2)} on ${availableParallelism()} CPUs before the run: the machine is busy and the figures will be noisy\n`);
   return Number(load1.toFixed(2));
+}
+
+/** Linux's USER_HZ: the unit of utime and stime in /proc/PID/stat (100 on every Linux ABI Node supports). */
+const CLOCK_TICKS = 100;
+
+/**
+ * CPU seconds (user + system) a process has used so far, from /proc/PID/stat; undefined where
+ * there is no /proc or no PID. The setup's CPU over the load is the figure least moved by a
+ * noisy host: latency there is mostly queueing for the CPU, its cost per request is not.
+ */
+export function processCpuSeconds(pid) {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  } catch {
+    return undefined;
+  }
 }
