@@ -35,10 +35,10 @@
  * LANE_FACTOR x `limit` permits (never past `ceiling`, which stays a hard cap on everything in
  * flight; during a no-load probe, every overdue permit: see laneCap). Such a request's round
  * trip, moved aside or not, is an outlier of the endpoint mix: it is fed neither to the limit
- * nor to the typical round trip (which forecasts waits). That holds while overdue requests are
- * a minority (a share of releases under OVERDUE_SHARE_MAX): when most requests are that slow,
- * the origin itself has slowed down, their round trips are fed again, the lane closes, and an
- * origin that is slow for everyone is limited as before.
+ * nor to the typical round trip (which forecasts waits). That holds while some requests are
+ * still answered promptly: once the last OVERDUE_RUN overdue requests all started after the
+ * latest-started prompt one, the origin itself has slowed down, their round trips are fed
+ * again, the lane closes, and an origin that is slow for everyone is limited as before.
  */
 import type { Clock } from '../clock.js';
 import type { QueueConfig } from '../config/schema.js';
@@ -118,14 +118,14 @@ const REFUSED_PREDICTED = refusal('predicted_wait');
 /** A permit is overdue after this many typical round trips (see "Overdue permits" above). */
 export const OVERDUE_FACTOR = 10;
 /** The slow lane holds at most this many times the limit. */
-export const LANE_FACTOR = 4;
-/** Weight of each release in the share of releases that were overdue (an EWMA over ~20). */
-const OVERDUE_SHARE_ALPHA = 0.05;
+export const LANE_FACTOR = 8;
 /**
- * Overdue releases are outliers only while they are a minority: from this share on, the origin
- * is slow for everyone, its round trips are fed to the limit again, and the lane closes.
+ * Overdue requests are outliers only while some requests are still answered promptly: once the
+ * last OVERDUE_RUN overdue ones all started after the latest-started request that was answered
+ * promptly, the origin is slow for everyone, their round trips are fed to the limit again, and
+ * the lane closes (see slowForEveryone).
  */
-export const OVERDUE_SHARE_MAX = 0.5;
+export const OVERDUE_RUN = 8;
 /** Bounds of the overdue threshold, ms. */
 export const OVERDUE_MIN_MS = 100;
 export const OVERDUE_MAX_MS = 2_000;
@@ -173,8 +173,11 @@ export class Limiter {
   /** Timer that moves overdue permits aside while requests wait. */
   private overdueTimer: unknown;
   private readonly slowLane: boolean;
-  /** EWMA of "this release was overdue" (0 or 1): outliers stay outliers only while rare. */
-  private overdueShare = 0;
+  /** When the latest-started request that was answered promptly (not overdue) started. */
+  private promptStartedAt = -Infinity;
+  /** When the last OVERDUE_RUN overdue requests started (a ring; see slowForEveryone). */
+  private readonly overdueStarts = new Float64Array(OVERDUE_RUN);
+  private overdueNoted = 0;
   // Shared sample object: the Limit contract says implementations copy what they keep.
   private readonly sample: LimitSample = { rttMs: 0, inflight: 0, dropped: false, hostDelayMs: 0 };
   private readonly hostDelayMs: (() => number) | undefined;
@@ -408,6 +411,7 @@ export class Limiter {
       const p = this.oldest;
       this.unlink(p);
       p.overdue = true;
+      this.noteOverdue(p.acquiredAt);
       this.inflightCount--;
       this.overdueCount++;
       moved = true;
@@ -416,7 +420,7 @@ export class Limiter {
   }
 
   /**
-   * Size of the slow lane: LANE_FACTOR x `limit` permits, none while most releases are overdue,
+   * Size of the slow lane: LANE_FACTOR x `limit` permits, none while the origin is slow for everyone,
    * and never past `ceiling` in all. While the limit
    * algorithm holds the limit down for a no-load probe (Limit.planning), every overdue permit
    * steps aside (still within `ceiling`): the probe admits nothing new beyond its small limit,
@@ -427,10 +431,33 @@ export class Limiter {
     if (!this.slowLane) return 0;
     const limit = this.limit;
     const room = this.ceiling - limit;
-    if (this.overdueShare >= OVERDUE_SHARE_MAX) return 0; // slow for everyone: no outliers to set aside
+    if (this.slowForEveryone) return 0; // no outliers to set aside
     const planned = this.algorithm.planning;
     const cap = planned !== undefined && planned > this.algorithm.current ? Infinity : LANE_FACTOR * limit;
     return room < cap ? room : cap;
+  }
+
+  /** An overdue request (moved aside, or released overdue without having been): when it started. */
+  private noteOverdue(acquiredAt: number): void {
+    this.overdueStarts[this.overdueNoted++ % OVERDUE_RUN] = acquiredAt;
+  }
+
+  /**
+   * The origin is slow for everyone, not just for a few endpoints: each of the last OVERDUE_RUN
+   * overdue requests started after the latest-started request that was answered promptly.
+   * While requests of every kind keep being answered promptly, overdue ones are the endpoint
+   * mix, however many of the origin's releases they are: on a well-cached site the origin sees
+   * few fast requests (hits take no permit), and a share of releases closed the lane there for
+   * good (half the uncached pages refused at 50 clients, 2 % slow reports); at the end of a
+   * burst the last releases are the slow ones, and the next burst was refused on their round
+   * trips. Counted by when requests started, not when they ended: a report that ends now says
+   * nothing about the requests started since.
+   */
+  private get slowForEveryone(): boolean {
+    if (this.overdueNoted < OVERDUE_RUN) return false;
+    const starts = this.overdueStarts;
+    for (let i = 0; i < OVERDUE_RUN; i++) if (!(starts[i]! > this.promptStartedAt)) return false;
+    return true;
   }
 
   /** While requests wait, wake when the oldest counted permit becomes overdue. */
@@ -465,10 +492,12 @@ export class Limiter {
     // unless most requests are that slow now, which is the origin's service time changing.
     if (this.slowLane) {
       const overdue = permit.overdue || now - permit.acquiredAt > this.overdueAfterMs;
-      this.overdueShare += ((overdue ? 1 : 0) - this.overdueShare) * OVERDUE_SHARE_ALPHA;
+      if (overdue) {
+        if (!permit.overdue) this.noteOverdue(permit.acquiredAt); // a moved one was noted when moved
+      } else if (kind !== 'ignore' && permit.acquiredAt > this.promptStartedAt) this.promptStartedAt = permit.acquiredAt;
       // During a no-load probe a counted request is the probe's measurement, however slow.
       const probing = (this.algorithm.planning ?? 0) > this.algorithm.current;
-      if (overdue && this.overdueShare < OVERDUE_SHARE_MAX && (permit.overdue || !probing)) kind = 'ignore';
+      if (overdue && !this.slowForEveryone && (permit.overdue || !probing)) kind = 'ignore';
     }
     if (kind === 'success') {
       // EWMA (α = 0.1) of successful round trips, for the expected wait at arrival.

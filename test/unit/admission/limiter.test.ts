@@ -775,4 +775,69 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
     expect(fed).toBeLessThan(40);
     expect(limit.samples.at(-1)!.rttMs).toBe(500);
   });
+
+  it('slow reports that are most of the origin\'s releases are still outliers while pages keep being answered promptly (a well-cached site)', async () => {
+    // Hits take no permit, so the origin sees mostly reports: two 500 ms reports for every
+    // 10 ms page. Each page started after the reports before it, and was answered at once.
+    const s = setup({ limitN: 8, slowLane: true });
+    await s.teach(10, 5); // typical 10 ms: overdue after 100 ms
+    const limit = s.limit as ScriptedLimit;
+    const fed = limit.samples.length;
+    for (let i = 0; i < 30; i++) {
+      s.request(`r${i}a`);
+      s.request(`r${i}b`);
+      await s.flush();
+      s.clock.advance(5);
+      s.request(`p${i}`);
+      await s.flush();
+      s.clock.advance(10);
+      s.granted(`p${i}`).release('success');
+      s.clock.advance(485);
+      s.granted(`r${i}a`).release('success');
+      s.granted(`r${i}b`).release('success');
+    }
+    const rtts = limit.samples.slice(fed).map((x) => x.rttMs);
+    expect(rtts).toHaveLength(30); // the pages only
+    expect(Math.max(...rtts)).toBe(10);
+    expect(s.limiter.overdueAfterMs).toBe(100); // the typical round trip is still the page's
+  });
+
+  it('makes room for 8 x the limit in slow requests: a tenth of 100 clients in 2-10 s reports did not fit in 4 x', async () => {
+    const s = setup({ limitN: 2, slowLane: true });
+    await s.teach(10, 5); // overdue after 100 ms
+    for (let i = 0; i < 15; i++) {
+      s.request(`r${i}`); // each report holds its permit...
+      await s.flush();
+      s.scheduler.advance(110); // ...past the overdue threshold
+      await s.flush();
+      expect(s.request(`p${i}`)).not.toBeInstanceOf(Promise); // a page still gets a permit at once
+      s.clock.advance(10);
+      s.granted(`p${i}`).release('success');
+    }
+    expect(s.limiter.overdue).toBe(14); // the newest report is still counted
+  });
+
+  it('after a burst whose last releases are slow reports, the next burst is not refused on their round trips', async () => {
+    const s = setup({ limitN: 4, slowLane: true, limit: new LearnedLimit(4) });
+    (s.limit as LearnedLimit).queueing = true; // the limit's windows are evidence: refusal at arrival applies
+    await s.teach(10, 5);
+    // A burst: reports among pages answered at once; then it ends and only the reports finish.
+    for (let i = 0; i < 20; i++) {
+      s.request(`r${i}`);
+      await s.flush();
+      s.request(`p${i}`);
+      await s.flush();
+      s.clock.advance(10);
+      s.granted(`p${i}`).release('success');
+      s.scheduler.advance(140); // the report becomes overdue and steps aside when permits run out
+      await s.flush();
+    }
+    s.clock.advance(5_000);
+    for (let i = 0; i < 20; i++) s.granted(`r${i}`).release('success');
+    // The next burst: 12 pages at once against a limit of 4 (3 round trips of 10 ms).
+    for (let i = 0; i < 12; i++) s.request(`n${i}`);
+    await s.flush();
+    expect(s.outcomes.filter((o) => o.name.startsWith('n') && !o.result.ok)).toEqual([]);
+    expect(s.limiter.overdueAfterMs).toBe(100);
+  });
 });
