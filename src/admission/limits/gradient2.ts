@@ -156,6 +156,8 @@ const SLOW_START_FACTOR = 1.5;
 const QUEUEING_EVIDENCE_MS = 1_000;
 /** After the limit first binds, how long it counts as still learning (see isColdStart), ms. */
 export const COLD_START_MS = 5_000;
+/** A limit that has not bound for this long is learning again when it next binds (see isColdStart), ms. */
+export const RELEARN_AFTER_IDLE_MS = 5_000;
 /** A window whose gradient is below this ends slow start for good (the origin queues). */
 const SLOW_START_EXIT = 0.8;
 /** A window at the new limit whose 80th percentile rose past this multiple of the last step's ends it too. */
@@ -181,8 +183,13 @@ export class Gradient2Limit implements Limit {
   private lastGradient = 1;
   /** When a window last showed the origin queueing (RTT gradient below 1, or drops); see showsQueueing. */
   private lastQueueingAt = -Infinity;
-  /** When a request first started with every permit in use (the cold start counts from it). */
+  /**
+   * When a request first started with every permit in use, or first did again after none had
+   * for RELEARN_AFTER_IDLE_MS (the cold start counts from it).
+   */
   private firstBindingAt: number | undefined;
+  /** When a request last started with every permit in use. */
+  private lastBindingAt = -Infinity;
   /** How long the last window lasted, ms (see showsQueueing). */
   private lastWindowMs = 0;
   /** Windows in a row whose short-term RTT fell below DRIFT_RATIO x the long-term one. */
@@ -300,6 +307,13 @@ export class Gradient2Limit implements Limit {
    * sample: a gateway started long before its first crowd (health probes, a few visitors) has
    * learned nothing about the concurrency the crowd needs. See Limit.isColdStart for what the
    * Limiter does with it.
+   *
+   * Learning starts over when the limit binds after RELEARN_AFTER_IDLE_MS without binding (TCP
+   * restarts slow start after an idle period for the same reason, RFC 5681 §4.1): what the
+   * windows showed before was measured at another demand, and a burst of new clients on a
+   * warm gateway is the cold start's case again. 100 clients arriving at once, a few seconds
+   * after 50 others had left, were refused 130-350 of their first 3 000 requests in the first
+   * two seconds (a new-user trial) against an origin with room to spare.
    */
   isColdStart(now: number): boolean {
     return this.firstBindingAt === undefined || now - this.firstBindingAt < COLD_START_MS;
@@ -319,7 +333,10 @@ export class Gradient2Limit implements Limit {
 
   onSample(sample: LimitSample, now: number): void {
     const rtt = sample.rttMs;
-    if (this.firstBindingAt === undefined && sample.inflight >= Math.floor(this.estimate)) this.firstBindingAt = now;
+    if (sample.inflight >= Math.floor(this.estimate)) {
+      if (this.firstBindingAt === undefined || now - this.lastBindingAt >= RELEARN_AFTER_IDLE_MS) this.firstBindingAt = now;
+      this.lastBindingAt = now;
+    }
     if (this.probeLimit > 0) {
       // Only requests started at the probe's concurrency measure the no-load RTT.
       if (!sample.dropped && sample.inflight <= this.probeLimit) {

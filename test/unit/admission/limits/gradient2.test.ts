@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { COLD_START_MS, Gradient2Limit } from '../../../../src/admission/limits/gradient2.js';
+import { COLD_START_MS, Gradient2Limit, RELEARN_AFTER_IDLE_MS } from '../../../../src/admission/limits/gradient2.js';
 import { between, simulate, type Phase, type TracePoint } from './origin-model.js';
 
 const S = 50;
@@ -354,6 +354,38 @@ describe('Gradient2Limit per window', () => {
     feed(limit, at, 30, 50, 8);
     expect(limit.isColdStart(boundAt + COLD_START_MS - 1)).toBe(true);
     expect(limit.isColdStart(boundAt + COLD_START_MS)).toBe(false);
+  });
+
+  it('learns again (cold start) when the limit binds after RELEARN_AFTER_IDLE_MS without binding: a new burst on a warm gateway', () => {
+    const limit = new Gradient2Limit({ initial: 8, min: 2, max: 100 });
+    const at = { t: 1_000_000 };
+    feed(limit, at, 1_000, 50, 8); // 10 s at the limit: warm
+    expect(limit.isColdStart(at.t)).toBe(false);
+    // The burst ends; a few requests well below the limit for a while.
+    const lastBoundAt = at.t;
+    for (let i = 0; i < 10; i++) {
+      at.t += 500;
+      limit.onSample({ rttMs: 50, inflight: 1, dropped: false }, at.t);
+    }
+    expect(at.t - lastBoundAt).toBeGreaterThanOrEqual(RELEARN_AFTER_IDLE_MS);
+    expect(limit.isColdStart(at.t)).toBe(false); // nothing to learn while nobody pushes it
+    /** Samples 10 ms apart, each started with every permit in use. */
+    const atLimit = (count: number) => {
+      for (let i = 0; i < count; i++) {
+        at.t += 10;
+        limit.onSample({ rttMs: 50, inflight: Math.max(limit.current, Math.floor(limit.readings().estimate)), dropped: false }, at.t);
+      }
+    };
+    atLimit(1); // the next burst binds it
+    const boundAt = at.t;
+    expect(limit.isColdStart(boundAt)).toBe(true);
+    atLimit(600);
+    expect(limit.isColdStart(boundAt + COLD_START_MS - 1)).toBe(true);
+    expect(limit.isColdStart(boundAt + COLD_START_MS)).toBe(false);
+    // A pause shorter than that does not: the limit was tested at this demand a moment ago.
+    at.t += RELEARN_AFTER_IDLE_MS - 100;
+    atLimit(1);
+    expect(limit.isColdStart(at.t)).toBe(false);
   });
 
   it('keeps that evidence for two windows when windows are long (a small limit, a slow origin)', () => {
