@@ -83,8 +83,14 @@ export function formatCacheStatus(f: CacheStatusFacts, requestId: string | undef
   let detail = f.detail ?? f.state;
   if (requestId) detail += ` rid=${requestId}`;
   if (detail.includes('"') || detail.includes('\\')) detail = detail.replace(/["\\]/g, '');
+  // And printable ASCII only (RFC 8941 §3.3.3): the policy's reasons cite RFC sections with
+  // '§', which strict Structured Field parsers reject, and with it the whole field.
+  if (NOT_SF_STRING.test(detail)) detail = detail.replace(/§/g, 'section ').replace(NOT_SF_STRING_ALL, '?');
   return `${out}; detail="${detail}"`;
 }
+
+const NOT_SF_STRING = /[^\x20-\x7e]/;
+const NOT_SF_STRING_ALL = /[^\x20-\x7e]/g;
 
 /**
  * formatCacheStatus({ state: 'hit', ttlSeconds, requestId }) up to the request id, for a fresh

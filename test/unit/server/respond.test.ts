@@ -19,6 +19,9 @@ describe('Cache-Status (RFC 9211)', () => {
     ['stale when shed (origin not contacted)', { state: 'stale', ttlSeconds: -1, detail: 'stale-shed' }, 'crowdgate; hit; ttl=-1; detail="stale-shed"'],
     ['bypass', { state: 'bypass', fwdStatus: 200 }, 'crowdgate; fwd=bypass; fwd-status=200; detail="bypass"'],
     ['request id in detail', { state: 'hit', requestId: 'abc-1' }, 'crowdgate; hit; detail="hit rid=abc-1"'],
+    // An sf-string is printable ASCII (RFC 8941 §3.3.3): a strict parser rejected the whole field.
+    ['a policy reason citing a section', { state: 'pass', detail: 'pass §5.2.2.7 response private' }, 'crowdgate; fwd=miss; detail="pass section 5.2.2.7 response private"'],
+    ['other non-ASCII', { state: 'pass', detail: 'pass caf\u00e9\u2014x' }, 'crowdgate; fwd=miss; detail="pass caf??x"'],
   ] as const)('%s', (_n, facts, expected) => {
     expect(formatCacheStatus(facts)).toBe(expected);
   });
