@@ -123,6 +123,11 @@ export interface Ctx {
   staleReason?: StaleReason;
   shedReason?: ShedReason;
   errorCode?: ErrorCode;
+  /**
+   * The id a cache fill led by this request sent the origin, when it is not `requestId` (the
+   * client chose that one; a shared fill sends one the gateway made): in the access log.
+   */
+  originRequestId?: string;
   /** For a collapsed request: when the fill it waited on finished (the wake-up moment). */
   wokenAt?: number;
   /**

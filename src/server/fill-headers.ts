@@ -12,6 +12,7 @@ import { HOP_BY_HOP, connectionListedNames } from '../http/facts.js';
 import type { SiteRuntime } from '../runtime.js';
 import { CLIENT_CONDITIONALS, VIA_VALUE, appendVia, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { schemeOf, type Ctx, type Lookup } from './context.js';
+import { nextRequestId } from './request-id.js';
 
 /**
  * Request headers a cache fill passes on from the client: a fill is shared by everyone who asks
@@ -154,7 +155,9 @@ export function makeFillHeaders(ctx: Ctx, lookup: Lookup): Record<string, string
   if (out.host !== undefined) out.host = normaliseHost(out.host, scheme);
   const forwardedHost = out['x-forwarded-host'];
   if (forwardedHost !== undefined) out['x-forwarded-host'] = normaliseHost(forwardedHost, scheme);
-  out['x-request-id'] = ctx.requestId;
+  // The gateway's own request id, never one the client chose: an origin that prints it (a
+  // footer, a debug comment) would print the leader's text into the page everyone gets.
+  out['x-request-id'] = ctx.req.headers['x-request-id'] === ctx.requestId ? (ctx.originRequestId ??= nextRequestId()) : ctx.requestId;
   return out;
 }
 

@@ -13,7 +13,7 @@ import type { OriginMember } from '../origin/pool.js';
 import { recordAnswer, serveEntry, shed, writeBuffered } from './answer.js';
 import { selectVariant, collapseKeyOf, type FillResult, type Ctx, type Lookup } from './context.js';
 import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkeyedFillInputs } from './fill-headers.js';
-import { reflectedInputs, varyingAlsoOn } from '../cache/reflection.js';
+import { reflectedInputs, varyingAlsoOn, type UnkeyedInput } from '../cache/reflection.js';
 import type { CollapseKey } from '../cache/cache-key.js';
 import { forward } from './pass-through.js';
 import { compressBuffered, onTheFlyRequestOf } from './on-the-fly.js';
@@ -209,7 +209,11 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
     // its header fields repeat a request header the entry's key does not hold (a framework
     // sets a Link from a header before its freshness check): merged, they would reach everyone.
     // Then fetch the whole answer, whose every part is checked as a fill's is.
-    if (fetched.status === 304 && revalidating && (await reflectedInputs(unkeyedFillInputs(lookup.variantHeaders, lookup.policy, revalidating.vary), fetched.headers, EMPTY, 0)).length > 0) {
+    if (
+      fetched.status === 304 &&
+      revalidating &&
+      (await reflectedInputs([...unkeyedFillInputs(lookup.variantHeaders, lookup.policy, revalidating.vary), ...leaderInputs(headers)], fetched.headers, EMPTY, 0)).length > 0
+    ) {
       lookup = { ...lookup, entry: undefined };
       continue;
     }
@@ -244,11 +248,24 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
       // in Vary (cache/reflection.ts): the page is stored as that value's variant, and a client
       // who sent `X-Anything: <script…>` plants it for nobody but himself.
       const reflected = await reflectedInputs(
-        unkeyedFillInputs(lookup.variantHeaders, lookup.policy, decision.entry.vary),
+        [...unkeyedFillInputs(lookup.variantHeaders, lookup.policy, decision.entry.vary), ...leaderInputs(headers)],
         decision.entry.headers,
         fetched.body,
         rt.config.cache.maxObjectBytes,
       );
+      // The leader's address (X-Forwarded-For) is an input no key or Vary can hold: an answer
+      // that repeats it ("your IP is ...") is that client's own, and stored it would show
+      // everyone who filled the page. It answers the requests that shared this fill.
+      if (reflected.includes('x-forwarded-for')) {
+        return {
+          kind: 'uncacheable',
+          fwdStatus: fetched.status,
+          status: fetched.status,
+          headers: clientHeaders(fetched.headers, lookup.policy),
+          body: fetched.body,
+          reason: 'the answer repeats the client address',
+        };
+      }
       if (reflected.length > 0) noteReflected(ctx, reflected);
       const stored = varyingAlsoOn(decision.entry, reflected);
       const entry: CacheEntry = {
@@ -302,6 +319,15 @@ const REFLECTION_WARN_EVERY_MS = 60_000;
 const reflectionWarnedAt = new Map<string, number>();
 const reflectionsUnlogged = new Map<string, number>();
 const EMPTY = Buffer.alloc(0);
+
+/**
+ * What a fill sends from its leader that no key or Vary can hold: its address, in the
+ * X-Forwarded-For the gateway writes (with a trusted proxy's chain before it).
+ */
+function leaderInputs(sent: Record<string, string>): UnkeyedInput[] {
+  const forwardedFor = sent['x-forwarded-for'];
+  return forwardedFor === undefined ? [] : [['x-forwarded-for', forwardedFor]];
+}
 
 /**
  * Compression stored once: the brotli and gzip encodings of a new entry's body, made before it

@@ -19,7 +19,6 @@
  * answer.ts (writing and accounting), purge-method.ts (PURGE), context.ts (the shared types).
  */
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
-import { randomUUID } from 'node:crypto';
 import { currentAgeMsOf, staleAtOf, type CacheEntry } from '../cache/entry.js';
 import { makeCacheKey, normaliseTarget, parseCookies } from '../cache/cache-key.js';
 import { evaluateEntry, isCacheableRequest, type PolicyOptions, type RequestFacts } from '../cache/policy.js';
@@ -34,6 +33,7 @@ import { hstsValue, redirectToHttps } from './https-edge.js';
 import { fillAndServe, passAlone, startBackgroundRefresh } from './fill.js';
 import { makeFillVisibleHeaders } from './fill-headers.js';
 import { forward } from './pass-through.js';
+import { nextRequestId, requestIdOf } from './request-id.js';
 import { answerMaxForwards, answerServerOptions } from './max-forwards.js';
 import { answerPurge } from './purge-method.js';
 import { countHit, isHot, isServableWhileUpdating, serveStaleOr, wasReadOften } from './stale.js';
@@ -41,14 +41,6 @@ import { countHit, isHot, isServableWhileUpdating, serveStaleOr, wasReadOften } 
 export type { CrossInstanceCollapse, FillResult, RequestDeps } from './context.js';
 export { HOT_HITS, HOT_STALE_MS } from './stale.js';
 
-const MAX_REQUEST_ID = 128;
-/** Request ids: a random per-process prefix and a counter; unique, cheap, and sortable per process. */
-const ID_PREFIX = randomUUID().slice(0, 8);
-let idCounter = 0;
-function nextRequestId(): string {
-  return `${ID_PREFIX}-${(++idCounter).toString(36)}`;
-}
-const REQUEST_ID_RE = /^[A-Za-z0-9._:\-]{1,128}$/;
 
 /**
  * One request, start to finish. A memory hit is answered synchronously (no promise on the hit
@@ -76,11 +68,7 @@ export function handleRequest(deps: RequestDeps, req: IncomingMessage, res: Serv
       }
     }
   }
-  const incomingId = req.headers['x-request-id'];
-  const requestId =
-    typeof incomingId === 'string' && incomingId.length <= MAX_REQUEST_ID && REQUEST_ID_RE.test(incomingId)
-      ? incomingId
-      : nextRequestId();
+  const requestId = requestIdOf(req.headers['x-request-id']);
   const ctx = makeCtx(deps, rt, req, res, requestId, deps.clock.now(), secure, memoHost, peeked);
   let pending: void | Promise<void> = undefined;
   try {

@@ -21,11 +21,12 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { siteFor } from '../helpers/gateway.js';
 import { useFixtures } from '../helpers/fixtures.js';
+import { ManualClock } from '../../src/clock.js';
 
 const { origin, gateway } = useFixtures();
 
 /** Headers the origin ignores (the gateway's own per-request ones). */
-const NOT_REFLECTED = new Set(['x-request-id', 'connection', 'via', 'x-forwarded-for', 'content-length', 'transfer-encoding']);
+const NOT_REFLECTED = new Set(['connection', 'via', 'x-forwarded-for', 'content-length', 'transfer-encoding']);
 
 interface Reflection {
   method: string;
@@ -39,11 +40,11 @@ interface Answer {
   body: string;
 }
 
-/** One request with the target exactly as given (no client-side normalisation). */
-function send(base: string, target: string, headers: Record<string, string>): Promise<Answer> {
+/** One request with the target exactly as given (no client-side normalisation), from `localAddress` when given. */
+function send(base: string, target: string, headers: Record<string, string>, localAddress?: string): Promise<Answer> {
   const { hostname, port } = new URL(base);
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: hostname, port, path: target, method: 'GET', headers, agent: false }, (res) => {
+    const req = http.request({ host: hostname, port, path: target, method: 'GET', headers, agent: false, localAddress }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => (body += c));
@@ -82,6 +83,8 @@ const unkeyedArb = fc.uniqueArray(
     ['user-agent', 'Mozilla/5.0 (TOKEN)'],
     ['accept-language', 'TOKEN, en;q=0.5'],
     ['referer', 'https://TOKEN.evil.example/'],
+    // The client's own request id: kept for its answer and its log line, never sent on a fill.
+    ['x-request-id', 'TOKEN'],
   ),
   { maxLength: 3, selector: ([name]) => name },
 );
@@ -158,5 +161,65 @@ describe('reflection property', () => {
       { numRuns: 25, seed: Number(process.env.FC_SEED ?? Date.now()) },
     );
     expect(hits).toBeGreaterThan(10); // the cache was in play
+  });
+});
+
+describe('what a fill carries from the request that led it', () => {
+  it('a client\'s own X-Request-Id names its answer and log line but never reaches a shared fill: the origin gets one the gateway made', async () => {
+    const o = await origin();
+    const seen: string[] = [];
+    o.setHandler((req, res) => {
+      seen.push(String(req.headers['x-request-id']));
+      res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'public, max-age=60' });
+      res.end(`<p>request ${String(req.headers['x-request-id'])}</p>`);
+    });
+    const g = await gateway({ trustedProxies: [], sites: [siteFor([o.url])] });
+    const leader = await send(g.url, '/page', { host: 'blog.example.com', 'x-request-id': 'planted-by-attacker' });
+    expect(leader.headers['x-request-id']).toBe('planted-by-attacker'); // its own answer keeps it
+    expect(seen).toHaveLength(1);
+    expect(seen[0]).not.toBe('planted-by-attacker');
+    expect(seen[0]).toMatch(/^[0-9a-f]{8}-[0-9a-z]+$/);
+    const victim = await send(g.url, '/page', { host: 'blog.example.com' });
+    expect(victim.headers['cache-status']).toMatch(/; hit/);
+    expect(victim.body).not.toContain('planted-by-attacker');
+  });
+
+  it('an answer repeating the leading client\'s address is not stored: the next visitor never sees it', async () => {
+    const o = await origin();
+    o.setHandler((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'public, max-age=60' });
+      res.end(`<p>Your address: ${String(req.headers['x-forwarded-for'])}</p>`);
+    });
+    const g = await gateway({ trustedProxies: [], sites: [siteFor([o.url])] });
+    const first = await send(g.url, '/ip', { host: 'blog.example.com' }, '127.0.0.2');
+    expect(first.body).toContain('127.0.0.2');
+    expect(first.headers['cache-status']).toMatch(/fwd=miss; fwd-status=200; detail="pass the answer repeats the client address/);
+    const second = await send(g.url, '/ip', { host: 'blog.example.com' }, '127.0.0.3');
+    expect(second.body).toContain('127.0.0.3');
+    expect(second.body).not.toContain('127.0.0.2');
+    expect(o.requests).toHaveLength(2);
+  });
+
+  it('a 304 repeating the address in a header is not merged into the stored copy: the whole answer is fetched and judged', async () => {
+    const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
+    const o = await origin();
+    o.setHandler((req, res) => {
+      const date = new Date(clock.now()).toUTCString(); // the origin's clock is the gateway's
+      if (req.headers['if-none-match'] === '"v1"') {
+        res.writeHead(304, { date, etag: '"v1"', 'cache-control': 'public, max-age=1', 'x-seen-for': String(req.headers['x-forwarded-for']) });
+        res.end();
+        return;
+      }
+      res.writeHead(200, { date, 'content-type': 'text/plain', etag: '"v1"', 'cache-control': 'public, max-age=1' });
+      res.end('the page');
+    });
+    const g = await gateway({ trustedProxies: [], sites: [siteFor([o.url])] }, { clock });
+    const victimFill = await send(g.url, '/etag', { host: 'blog.example.com' }, '127.0.0.3');
+    expect(victimFill.headers['cache-status']).toMatch(/stored/);
+    clock.advance(2_000);
+    await send(g.url, '/etag', { host: 'blog.example.com' }, '127.0.0.2'); // revalidates: the 304 names 127.0.0.2
+    const after = await send(g.url, '/etag', { host: 'blog.example.com' }, '127.0.0.3');
+    expect(String(after.headers['x-seen-for'] ?? '')).not.toContain('127.0.0.2');
+    expect(o.requests.map((r) => r.headers['if-none-match'] ?? '-')).toEqual(['-', '"v1"', '-']);
   });
 });
