@@ -247,12 +247,53 @@ export function route(ctx: Ctx): void | Promise<void> {
     return forward(ctx, 'bypass');
   }
 
+  // A GET or HEAD with a chunked body on the cache path: the body is never sent on (a fill is
+  // shared), but it is read, within limits.maxBodyBytes, before the answer (else 413).
+  if (req.headers['transfer-encoding'] !== undefined)
+    return discardBody(ctx).then((within) => (within ? lookup(ctx, policy, facts, eligibility.canStoreResponse) : undefined));
+  return lookup(ctx, policy, facts, eligibility.canStoreResponse);
+}
+
+/**
+ * Reads and drops a request body the cache path does not send on, counting it against
+ * limits.maxBodyBytes as pass-through does (nginx's client_max_body_size applies to every
+ * body): true once it has ended within the cap; past it, 413 and the connection closed (the
+ * rest is never read), false. A client that leaves or stalls is the request timeout's.
+ */
+function discardBody(ctx: Ctx): Promise<boolean> {
+  const { req, res, rt } = ctx;
+  const max = rt.config.limits.maxBodyBytes;
+  return new Promise((resolve) => {
+    let seen = 0;
+    const done = (within: boolean) => {
+      req.off('data', onData).off('end', onEnd).off('error', onGone).off('close', onGone);
+      resolve(within);
+    };
+    const onData = (chunk: Buffer) => {
+      seen += chunk.length;
+      if (seen <= max) return;
+      req.pause();
+      done(false);
+      res.setHeader('connection', 'close');
+      fail(ctx, 'body_too_large', `the chunked request body passed limits.maxBodyBytes (${max} bytes)`);
+    };
+    const onEnd = () => done(true);
+    const onGone = () => done(false);
+    req.on('data', onData).on('end', onEnd).on('error', onGone).on('close', onGone);
+  });
+}
+
+/** Steps 5 on: the key, the stored variants, and decide(). */
+function lookup(ctx: Ctx, policy: PolicyOptions, facts: RequestFacts, canStore: boolean): void | Promise<void> {
+  const { req, deps } = ctx;
+  const site = ctx.site!;
+  const routeMatch = ctx.route!;
   // 5. Lookup: the key, then the stored variant this request selects.
   const key = makeCacheKey({ site: site.name, authority: authorityOf(ctx), url: ctx.url, headers: req.headers, key: policy.route.key });
-  if (ctx.memoHost !== undefined) rememberRoute(ctx, site, routeMatch, policy, key, eligibility.canStoreResponse);
+  if (ctx.memoHost !== undefined) rememberRoute(ctx, site, routeMatch, policy, key, canStore);
   // Memory hits are answered without a promise; anything else asks the store properly.
   const peeked = ctx.peeked?.key === key ? ctx.peeked.variants : deps.store.peekHit?.(key);
-  const lookupFacts = { key, policy, facts, canStore: eligibility.canStoreResponse };
+  const lookupFacts = { key, policy, facts, canStore };
   if (peeked !== undefined) return decide(ctx, lookupFacts, peeked);
   return deps.store.get(key).then((variants) => decide(ctx, lookupFacts, variants ?? []));
 }

@@ -28,9 +28,14 @@ async function uploadOrigin() {
  * POSTs `total` bytes with chunked framing (no Content-Length), 1 KiB per chunk; with `pause`,
  * the first `pause.after` bytes go, then `pause.until()` is awaited before the rest.
  */
-function postChunked(url: string, total: number, pause?: { after: number; until: () => Promise<unknown> }): Promise<{ status: number; body: string; error?: string; headers: http.IncomingHttpHeaders }> {
+function postChunked(
+  url: string,
+  total: number,
+  pause?: { after: number; until: () => Promise<unknown> },
+  target: { method: string; path: string } = { method: 'POST', path: '/upload' },
+): Promise<{ status: number; body: string; error?: string; headers: http.IncomingHttpHeaders }> {
   return new Promise((resolve) => {
-    const req = http.request(`${url}/upload`, { method: 'POST', headers: { 'transfer-encoding': 'chunked', 'content-type': 'application/octet-stream' } });
+    const req = http.request(`${url}${target.path}`, { method: target.method, headers: { 'transfer-encoding': 'chunked', 'content-type': 'application/octet-stream' } });
     let answered = false;
     req.on('response', (res) => {
       answered = true;
@@ -130,6 +135,23 @@ describe('limits: request bodies', () => {
     // The gateway keeps serving.
     const after = await postChunked(g.url, 4 * 1024);
     expect([after.status, after.body]).toEqual([200, 'got 4096']);
+  });
+
+  it('caps a chunked body on a GET the cache answers too (413, connection closed), and drops one within the cap before answering', async () => {
+    const o = await origin();
+    o.route('/page', { headers: { 'cache-control': 'public, max-age=60' }, body: (rec) => `page, origin got ${rec.bodyLength} body bytes` });
+    const g = await gateway({ limits: { maxBodyBytes: 8 * 1024 }, sites: [siteFor([o.url])] });
+    const big = await postChunked(g.url, 256 * 1024, undefined, { method: 'GET', path: '/page' });
+    expect(big.status).toBe(413);
+    expect(big.headers['x-crowdgate-error']).toBe('body_too_large');
+    expect(big.headers['connection']).toBe('close');
+    expect(o.requests).toHaveLength(0); // nothing reached the origin
+    const small = await postChunked(g.url, 4 * 1024, undefined, { method: 'GET', path: '/page' });
+    expect([small.status, small.body]).toEqual([200, 'page, origin got 0 body bytes']); // a shared fill sends no body
+    const hit = await postChunked(g.url, 4 * 1024, undefined, { method: 'GET', path: '/page' });
+    expect(hit.status).toBe(200);
+    expect(hit.headers['cache-status']).toMatch(/; hit/);
+    expect(o.requests).toHaveLength(1);
   });
 
   it('streams a chunked body within limits.maxBodyBytes to the origin whole', async () => {
