@@ -212,7 +212,7 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
     if (
       fetched.status === 304 &&
       revalidating &&
-      (await reflectedInputs([...unkeyedFillInputs(lookup.variantHeaders, lookup.policy, revalidating.vary), ...leaderInputs(headers)], fetched.headers, EMPTY, 0)).length > 0
+      (await reflectedInputs([...unkeyedFillInputs(lookup.variantHeaders, lookup.policy, revalidating.vary), ...leaderInputs(ctx, member.url, headers)], fetched.headers, EMPTY, 0)).length > 0
     ) {
       lookup = { ...lookup, entry: undefined };
       continue;
@@ -248,7 +248,7 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
       // in Vary (cache/reflection.ts): the page is stored as that value's variant, and a client
       // who sent `X-Anything: <script…>` plants it for nobody but himself.
       const reflected = await reflectedInputs(
-        [...unkeyedFillInputs(lookup.variantHeaders, lookup.policy, decision.entry.vary), ...leaderInputs(headers)],
+        [...unkeyedFillInputs(lookup.variantHeaders, lookup.policy, decision.entry.vary), ...leaderInputs(ctx, member.url, headers)],
         decision.entry.headers,
         fetched.body,
         rt.config.cache.maxObjectBytes,
@@ -321,12 +321,23 @@ const reflectionsUnlogged = new Map<string, number>();
 const EMPTY = Buffer.alloc(0);
 
 /**
- * What a fill sends from its leader that no key or Vary can hold: its address, in the
- * X-Forwarded-For the gateway writes (with a trusted proxy's chain before it).
+ * What a fill sends from its leader that no key or Vary can hold: the client's address, in the
+ * X-Forwarded-For the gateway writes (after a trusted proxy's chain, whose own addresses are
+ * the same for everyone). Not this machine's loopback address, nor the origin's or the site's
+ * own host: a page names those in its links (MediaWiki's and WordPress's absolute URLs on a
+ * box reached as 127.0.0.1), and every page would have been its client's own.
  */
-function leaderInputs(sent: Record<string, string>): UnkeyedInput[] {
-  const forwardedFor = sent['x-forwarded-for'];
-  return forwardedFor === undefined ? [] : [['x-forwarded-for', forwardedFor]];
+function leaderInputs(ctx: Ctx, origin: URL, sent: Record<string, string>): UnkeyedInput[] {
+  if (sent['x-forwarded-for'] === undefined) return [];
+  const address = ctx.clientAddress.startsWith('::ffff:') ? ctx.clientAddress.slice(7) : ctx.clientAddress;
+  if (address === '127.0.0.1' || address === '::1' || address === unbracketed(origin.hostname)) return [];
+  const host = ctx.req.headers.host;
+  if (host !== undefined && (host === address || host.startsWith(`${address}:`) || host.startsWith(`[${address}]`))) return [];
+  return [['x-forwarded-for', address]];
+}
+
+function unbracketed(hostname: string): string {
+  return hostname.startsWith('[') ? hostname.slice(1, -1) : hostname;
 }
 
 /**

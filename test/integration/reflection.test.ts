@@ -200,6 +200,19 @@ describe('what a fill carries from the request that led it', () => {
     expect(o.requests).toHaveLength(2);
   });
 
+  it('a page naming this machine\'s own address in its links is still stored for a client on that address (a wiki reached as 127.0.0.1)', async () => {
+    const o = await origin();
+    o.setHandler((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'public, max-age=60' });
+      res.end(`<a href="${o.url}/index.php?title=Main">Main page</a> <a href="http://127.0.0.2:8080/">mirror</a>`);
+    });
+    const g = await gateway({ trustedProxies: [], sites: [siteFor([o.url])] });
+    expect((await send(g.url, '/wiki', { host: 'blog.example.com' }, '127.0.0.1')).headers['cache-status']).toMatch(/stored/);
+    expect((await send(g.url, '/wiki', { host: 'blog.example.com' }, '127.0.0.1')).headers['cache-status']).toMatch(/; hit/);
+    // Another address that the page happens to name is its client's own as far as anyone can tell.
+    expect((await send(g.url, '/other', { host: 'blog.example.com' }, '127.0.0.2')).headers['cache-status']).toMatch(/detail="pass the answer repeats the client address/);
+  });
+
   it('a 304 repeating the address in a header is not merged into the stored copy: the whole answer is fetched and judged', async () => {
     const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
     const o = await origin();
