@@ -17,24 +17,32 @@
  * looked for are the value, each of its `,` and `;` separated parts, and each of those
  * percent-decoded (an origin that decodes the value takes characters out). A raw byte copy is
  * also looked for (Node reads header bytes as latin1, an origin may write them back as is).
- * For Accept, Accept-Language and Accept-Charset, a value made only of what a browser sends
- * (well-formed media ranges, language ranges or charsets, with token=token parameters) is
- * not looked for at all, and otherwise not in the answer's own Content-Type /
- * Content-Language: a browser's `en-US` is in every page that says `lang="en-US"`, its
- * `text/html` in every page's meta tag.
+ * So is the whole value base64- and base64url-encoded (base64Cores: at each of the three byte
+ * alignments, so also inside a larger encoded text such as a JSON of all the headers), as
+ * received or escaped where it was written.
+ * For Accept, Accept-Language and Accept-Charset, a value made only of what browsers send
+ * (PLAIN_SHAPE: media types browsers ask for with `q`, `v`, `charset` and `level`
+ * parameters; language, script and region tags; charset names; a fixed vocabulary that
+ * carries no text of a client's choosing) is not looked for at all; otherwise the value and
+ * each member not of that shape (and its parts) are looked for like any header's, but not in
+ * the answer's own Content-Type / Content-Language: a browser's `en-US` is in every page that
+ * says `lang="en-US"`, its `text/html` in every page's meta tag.
  *
  * Cost: the answer is normalised only when the longest run of letters and digits of some
  * text (which every escaping above keeps, in some case) is in it as received; a browser's
- * User-Agent on an ordinary page costs three substring searches.
+ * User-Agent on an ordinary page costs three substring searches, and one for each of its
+ * (up to three) base64 cores.
  *
  * Values shorter than MIN_REFLECTED_LENGTH, and texts whose longest run of letters and
  * digits is shorter, are not looked for: they cannot carry a host name or a script worth
  * planting, and they occur in almost every page by chance. A User-Agent is looked for whole
  * (its `;` parts, `x64`, are in many pages). A body that cannot hold markup or script
- * (images, audio, video, fonts, archives: NOT_SCANNED_TYPES) is not searched, only the
- * headers. Past MAX_SCANNED_INPUTS headers other than User-Agent and Accept* (which are always
- * searched), those count as echoed unsearched; when the body cannot be decoded, every input
- * does (a variant too many is a miss; a missed reflection is a planted page). A large body is
+ * (images, audio, video, fonts, archives: NOT_SCANNED_TYPES) is searched only for the raw
+ * bytes of texts of MIN_BINARY_REFLECTED_BYTES or more (decoded first, within the same
+ * bound), not for their other spellings; its headers as any answer's. Past
+ * MAX_SCANNED_INPUTS headers other than User-Agent and Accept* (which are always searched),
+ * those count as echoed unsearched; when the body cannot be decoded, every input does (a
+ * variant too many is a miss; a missed reflection is a planted page). A large body is
  * searched one input per event-loop turn, and normalised a slice per turn.
  */
 import { promisify } from 'node:util';
@@ -50,17 +58,54 @@ const YIELD_AFTER_BYTES = 64 * 1024;
 /** A request header a fill sent that nothing keys: lowercase name and the value sent. */
 export type UnkeyedInput = readonly [name: string, value: string];
 
-/** Content types whose bodies are not searched (they cannot carry markup or script). */
+/**
+ * Content types whose bodies cannot carry markup or script: searched only for raw copies of
+ * longer texts (MIN_BINARY_REFLECTED_BYTES), not for spellings (they would match binary data
+ * by chance).
+ */
 const NOT_SCANNED_TYPES = /^\s*(?:image\/(?!svg)|audio\/|video\/|font\/|application\/(?:octet-stream|pdf|zip|gzip|wasm|x-font|font-))/i;
 
-/** A well-formed member of each negotiation header, parameters aside (the shape browsers send). */
-const PLAIN_MEMBER: Readonly<Record<string, RegExp>> = {
-  accept: /^[a-z0-9.+*-]+\/[a-z0-9.+*-]+$/i,
-  'accept-language': /^(?:\*|[a-z]{1,8}(?:-[a-z0-9]{1,8})*)$/i,
-  'accept-charset': /^[a-z0-9._:-]+$/i,
+/**
+ * Charsets as browsers name them (Accept-Charset, and `charset=` in Accept): the WHATWG
+ * Encoding labels browsers sent when they still sent the header (`ISO-8859-1,utf-8;q=0.7,*;q=0.3`,
+ * `windows-1251,utf-8;q=0.7,*;q=0.7`). A fixed list: no text of an attacker's choosing fits it.
+ */
+const PLAIN_CHARSET = '(?:\\*|utf-8|utf-16(?:[bl]e)?|us-ascii|iso-8859-(?:[1-9]|1[0-6])|windows-125[0-8]|koi8-[ru]|shift_jis|euc-(?:jp|kr)|iso-2022-jp|gb2312|gbk|gb18030|big5)';
+/** A weight (RFC 9110 §12.4.2: `0`, `0.8`, `1.000`). */
+const PLAIN_Q = 'q=(?:0(?:\\.\\d{0,3})?|1(?:\\.0{0,3})?)';
+/**
+ * Media types browsers send, by subtype: navigations (html, xhtml+xml, xml, Chrome's
+ * signed-exchange and avif/webp/apng), images (Chrome, Firefox and Safari image requests:
+ * avif, webp, apng, png, jpeg, gif, svg+xml, Safari's jxl, heic, heic-sequence, old Opera's
+ * x-xbitmap), media (Firefox: webm, ogg, wav), fonts (older Firefox: font-woff, font-woff2,
+ * woff, woff2), scripts, styles and fetches (javascript, ecmascript, css, json, plain: axios
+ * and jQuery defaults; event-stream: EventSource), and `*`. Each is a fixed word: a value
+ * made of them carries no host name or script. Anything else (a vendor type, `x.y/z`) is
+ * looked for.
+ */
+const PLAIN_SUBTYPE = '(?:html|xhtml\\+xml|xml|signed-exchange|avif|webp|apng|png|jpeg|gif|svg\\+xml|jxl|heic|heic-sequence|x-xbitmap|webm|ogg|wav|font-woff2?|woff2?|javascript|ecmascript|css|json|plain|event-stream|\\*)';
+/**
+ * What a browser sends in each negotiation header, member by member (members split at `,`,
+ * parameters at `;`, each trimmed): Accept a registered top-level type or `*` and a subtype
+ * above, with `q`, Chrome's `v=b3`, `charset` and `level` only; Accept-Language `*` or a
+ * language (2-3 letters) with an optional script (4 letters) and region (2 letters or 3
+ * digits), BCP 47 variants, extensions and private use (`en-x-…`) not; Accept-Charset a
+ * charset above. Each with `q` only.
+ */
+const PLAIN_SHAPE: Readonly<Record<string, { readonly member: RegExp; readonly parameter: RegExp }>> = {
+  accept: {
+    member: new RegExp(`^(?:\\*|text|image|audio|video|application|font|model|multipart|message)/${PLAIN_SUBTYPE}$`, 'i'),
+    parameter: new RegExp(`^(?:${PLAIN_Q}|v=[a-z0-9]{1,3}|charset=${PLAIN_CHARSET}|level=\\d)$`, 'i'),
+  },
+  'accept-language': {
+    member: /^(?:\*|[a-z]{2,3}(?:-[a-z]{4})?(?:-(?:[a-z]{2}|\d{3}))?)$/i,
+    parameter: new RegExp(`^${PLAIN_Q}$`, 'i'),
+  },
+  'accept-charset': {
+    member: new RegExp(`^${PLAIN_CHARSET}$`, 'i'),
+    parameter: new RegExp(`^${PLAIN_Q}$`, 'i'),
+  },
 };
-/** A parameter a browser sends with a negotiation member (`q=0.9`, `v=b3`). */
-const PLAIN_PARAMETER = /^\s*[a-z0-9-]+\s*=\s*[a-z0-9.]+\s*$/i;
 /** The answer's own header a negotiation header's value is naturally found in. */
 const OWN_ANSWER_FIELD: Readonly<Record<string, string>> = {
   accept: 'content-type',
@@ -82,8 +127,9 @@ export async function reflectedInputs(
 ): Promise<string[]> {
   const scanned = inputs
     .filter(([, value]) => value.trim().length >= MIN_REFLECTED_LENGTH)
-    .map(([name, value]) => [name, textsOf(name, value)] as const)
-    .filter(([, texts]) => texts.length > 0);
+    .map(([name, value]) => [name, textsOf(name, value), value] as const)
+    .filter(([, texts]) => texts.length > 0)
+    .map(([name, texts, value]) => [name, texts, base64Cores(value.trim())] as const);
   if (scanned.length === 0) return [];
   // Past MAX_SCANNED_INPUTS headers of their own choosing (not User-Agent or Accept*, which a
   // client always sends and which are always searched), those all count as echoed unsearched.
@@ -91,15 +137,17 @@ export async function reflectedInputs(
   const assumed = custom.length > MAX_SCANNED_INPUTS ? new Set(custom.map(([name]) => name)) : new Set<string>();
   const searched = scanned.filter(([name]) => !assumed.has(name));
   const contentType = headers['content-type'];
-  const searchBody = body.length > 0 && !NOT_SCANNED_TYPES.test(Array.isArray(contentType) ? contentType.join(',') : (contentType ?? ''));
-  const decoded = searchBody ? await decodeBody(body, headers['content-encoding'], maxBodyBytes) : Buffer.alloc(0);
+  const binary = NOT_SCANNED_TYPES.test(Array.isArray(contentType) ? contentType.join(',') : (contentType ?? ''));
+  const decoded = body.length > 0 ? await decodeBody(body, headers['content-encoding'], maxBodyBytes) : Buffer.alloc(0);
   // A body that cannot be read: everything counts as echoed (a variant too many is a miss).
   if (decoded === undefined) return [...new Set(scanned.map(([name]) => name))].sort();
+  // The body searched for spellings: none for a binary one (only its raw bytes, below).
+  const textBody = binary ? Buffer.alloc(0) : decoded;
   const found = new Set<string>(assumed);
   // The answer in canonical spelling, made once and only when some text's anchor is in it.
   let bodyText: string | undefined;
-  const canonicalBody = async () => (bodyText ??= await normaliseLarge(decoded.toString('utf8')));
-  for (const [name, texts] of searched) {
+  const canonicalBody = async () => (bodyText ??= await normaliseLarge(textBody.toString('utf8')));
+  for (const [name, texts, cores] of searched) {
     if (found.has(name)) continue;
     if (decoded.length > YIELD_AFTER_BYTES) await new Promise<void>((resolve) => setImmediate(resolve));
     const own = OWN_ANSWER_FIELD[name];
@@ -107,21 +155,30 @@ export async function reflectedInputs(
       .filter(([field, v]) => v !== undefined && field !== 'content-encoding' && field !== own)
       .map(([, v]) => (Array.isArray(v) ? v.join('\n') : (v as string)))
       .join('\n');
-    const inRaw = (s: string) => headerText.includes(s) || decoded.includes(s);
+    const inRaw = (s: string) => headerText.includes(s) || textBody.includes(s);
     let canonicalHeaders: string | undefined;
-    for (const text of texts) {
-      if (!isAscii(text) && decoded.includes(Buffer.from(text, 'latin1'))) {
-        found.add(name);
+    const inCanonical = async (canonical: string) => (canonicalHeaders ??= normalise(headerText)).includes(canonical) || (await canonicalBody()).includes(canonical);
+    let repeated = binary && texts.some((text) => rawBytesIn(decoded, text));
+    for (const text of repeated ? [] : texts) {
+      if (!isAscii(text) && textBody.includes(Buffer.from(text, 'latin1'))) {
+        repeated = true;
         break;
       }
       if (!anchorFound(text, inRaw)) continue;
       const canonical = normalise(text);
       if (canonical.length < MIN_REFLECTED_LENGTH) continue;
-      if ((canonicalHeaders ??= normalise(headerText)).includes(canonical) || (await canonicalBody()).includes(canonical)) {
-        found.add(name);
+      if (await inCanonical(canonical)) {
+        repeated = true;
         break;
       }
     }
+    for (const core of repeated ? [] : cores) {
+      if (await base64Found(core, inRaw, inCanonical)) {
+        repeated = true;
+        break;
+      }
+    }
+    if (repeated) found.add(name);
   }
   return [...found].sort();
 }
@@ -132,11 +189,77 @@ export async function reflectedInputs(
  * text is. True when the run is too short to tell.
  */
 function anchorFound(text: string, inRaw: (s: string) => boolean): boolean {
-  let anchor = '';
-  for (const run of text.match(/[A-Za-z0-9]+/g) ?? []) if (run.length > anchor.length) anchor = run;
+  const anchor = longestRun(text);
   // Too short a run carries no host name or script worth planting, and would match any page.
   if (anchor.length < MIN_REFLECTED_LENGTH) return false;
   return inRaw(anchor) || inRaw(anchor.toLowerCase()) || inRaw(anchor.toUpperCase());
+}
+
+/**
+ * A binary body (NOT_SCANNED_TYPES) is searched only for texts of at least this many bytes,
+ * as their raw bytes: a given 8-byte string turns up by chance in a MiB of random or
+ * compressed data with odds of about 2^20 / 2^64, and where a format has text of its own
+ * (PDF keywords, PNG chunk names) a value matches it only by being such a word, which costs
+ * a variant too many, no more. Shorter ones would (a 4-byte one in one MiB in 4 000).
+ */
+const MIN_BINARY_REFLECTED_BYTES = 8;
+
+/** Whether `body` holds `text`'s bytes as Node read them (latin1) or, past ASCII, as UTF-8. */
+function rawBytesIn(body: Buffer, text: string): boolean {
+  const bytes = Buffer.from(text, 'latin1');
+  if (bytes.length < MIN_BINARY_REFLECTED_BYTES) return false;
+  return body.includes(bytes) || (!isAscii(text) && body.includes(Buffer.from(text, 'utf8')));
+}
+
+function longestRun(text: string): string {
+  let anchor = '';
+  for (const run of text.match(/[A-Za-z0-9]+/g) ?? []) if (run.length > anchor.length) anchor = run;
+  return anchor;
+}
+
+/** A base64 core shorter than this is not looked for (it is in many pages by chance). */
+const MIN_BASE64_CORE = 4;
+
+/**
+ * The base64 spellings of `value` wherever it sits in what an origin encoded (alone, or
+ * inside a JSON of all its headers): the value's bytes encoded after 0, 1 and 2 bytes of
+ * anything, less the characters that also depend on those bytes or on what follows
+ * (`encoded.slice(ceil(8k/6), floor(8(k+n)/6))`); one of the three is in any base64 text
+ * that holds the value. Of its latin1 bytes (as Node read them), its UTF-8 bytes when it is
+ * not ASCII, and its JSON-escaped form (`"` and `\` escaped) when that differs. Standard
+ * alphabet; base64url is looked for by base64Found. Cores shorter than MIN_BASE64_CORE are
+ * left out.
+ */
+export function base64Cores(value: string): string[] {
+  const forms = [Buffer.from(value, 'latin1')];
+  if (!isAscii(value)) forms.push(Buffer.from(value, 'utf8'));
+  const json = JSON.stringify(value).slice(1, -1);
+  if (json !== value) forms.push(Buffer.from(json, 'utf8'));
+  const cores = new Set<string>();
+  for (const bytes of forms) {
+    for (let k = 0; k < 3; k++) {
+      const encoded = Buffer.concat([Buffer.alloc(k), bytes]).toString('base64');
+      const core = encoded.slice(Math.ceil((8 * k) / 6), Math.floor((8 * (k + bytes.length)) / 6));
+      if (core.length >= MIN_BASE64_CORE) cores.add(core);
+    }
+  }
+  return [...cores];
+}
+
+/**
+ * Whether a base64 core (standard alphabet) is in the answer, in either alphabet. Its longest
+ * run of letters and digits, the same in both alphabets, is looked for first (one search, as
+ * base64 keeps its case): only when it is there are the core and its base64url spelling, and
+ * then (for a core with `+` or `/`, which a JSON or URL escaper rewrites: PHP's `\/`, `%2B`)
+ * its canonical spelling looked for.
+ */
+async function base64Found(core: string, inRaw: (s: string) => boolean, inCanonical: (s: string) => Promise<boolean>): Promise<boolean> {
+  const anchor = longestRun(core);
+  const anchored = anchor.length >= MIN_BASE64_CORE;
+  if (anchored && !inRaw(anchor)) return false;
+  const url = core.replace(/\+/g, '-').replace(/\//g, '_');
+  if (inRaw(core) || (url !== core && inRaw(url))) return true;
+  return anchored && anchor !== core && (await inCanonical(normalise(core)));
 }
 
 /** Headers a client always sends: searched whatever the number of others. */
@@ -171,7 +294,7 @@ async function normaliseLarge(text: string): Promise<string> {
  * negotiation header only when some member is not what a browser sends.
  */
 export function textsOf(name: string, value: string): string[] {
-  const plain = PLAIN_MEMBER[name];
+  const plain = PLAIN_SHAPE[name];
   const texts = new Set<string>();
   if (name === 'user-agent') {
     // Its `;` parts (`x64`, `Win64`) are in many pages by chance; an origin that echoes a
@@ -186,7 +309,7 @@ export function textsOf(name: string, value: string): string[] {
       const [bare, ...params] = member.split(';');
       const b = bare!.trim();
       if (b === '' && params.length === 0) continue;
-      if (!plain.test(b) || !params.every((p) => PLAIN_PARAMETER.test(p))) {
+      if (!plain.member.test(b) || !params.every((p) => plain.parameter.test(p.trim()))) {
         browserShaped = false;
         texts.add(member.trim());
         for (const part of [b, ...params]) texts.add(part.trim());

@@ -83,6 +83,10 @@ const unkeyedArb = fc.uniqueArray(
     ['user-agent', 'Mozilla/5.0 (TOKEN)'],
     ['accept-language', 'TOKEN, en;q=0.5'],
     ['referer', 'https://TOKEN.evil.example/'],
+    // Shaped like a browser's, but not what one sends: private use, any parameter, a host.
+    ['accept-language', 'en-x-TOKEN'],
+    ['accept', 'text/html;token=TOKEN'],
+    ['accept-charset', 'TOKEN.evil.example:1337'],
     // The client's own request id: kept for its answer and its log line, never sent on a fill.
     ['x-request-id', 'TOKEN'],
   ),
@@ -234,5 +238,45 @@ describe('what a fill carries from the request that led it', () => {
     const after = await send(g.url, '/etag', { host: 'blog.example.com' }, '127.0.0.3');
     expect(String(after.headers['x-seen-for'] ?? '')).not.toContain('127.0.0.2');
     expect(o.requests.map((r) => r.headers['if-none-match'] ?? '-')).toEqual(['-', '"v1"', '-']);
+  });
+});
+
+describe('reflections an origin encodes or writes into a binary body', () => {
+  /** The origin's answers by path: each repeats all the request's headers in its own way. */
+  const ANSWERS: Record<string, (json: string, lines: string) => [contentType: string, body: Buffer]> = {
+    // A page script reads its request's headers back from base64 (a debug panel, an SPA's boot data).
+    '/b64': (h) => ['text/html', Buffer.from(`<script>var h = JSON.parse(atob("${Buffer.from(h).toString('base64')}"));</script>`)],
+    '/b64url': (h) => ['text/html', Buffer.from(`<a href="/debug?h=${Buffer.from(h).toString('base64url')}">debug</a>`)],
+    // A generated file (a report, an export) that records the request it was made for.
+    '/bin': (_, lines) => ['application/octet-stream', Buffer.concat([Buffer.from([0x50, 0x4b, 3, 4, 0, 0xff]), Buffer.from(lines, 'latin1'), Buffer.from([0, 1, 2])])],
+  };
+
+  it('never gives a victim an answer that repeats an attacker\'s header base64-encoded or in a binary body', async () => {
+    const o = await origin();
+    o.setHandler((req, res) => {
+      const answer = ANSWERS[(req.url ?? '').split('?')[0]!];
+      if (answer === undefined) return void res.writeHead(404).end();
+      const lines = Object.entries(req.headers).map(([name, value]) => `${name}: ${String(value)}\n`).join('');
+      const [contentType, body] = answer(JSON.stringify(req.headers), lines);
+      res.writeHead(200, { 'content-type': contentType, 'cache-control': 'public, max-age=60' });
+      res.end(body);
+    });
+    const g = await gateway({
+      trustedProxies: [],
+      log: { access: false },
+      sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { defaultTtlSeconds: 60 } }] })],
+    });
+    const evil = '<img src=x onerror="alert(1)">';
+    for (const path of Object.keys(ANSWERS)) {
+      // The same User-Agent for both: only X-Evil tells them apart.
+      const planted = await send(g.url, path, { host: 'a.example', 'x-evil': evil, 'user-agent': 'Mozilla/5.0 (X11)' });
+      expect(planted.status, path).toBe(200);
+      const victim = await send(g.url, path, { host: 'a.example', 'user-agent': 'Mozilla/5.0 (X11)' });
+      expect(victim.status, path).toBe(200);
+      expect(String(victim.headers['cache-status']), path).not.toMatch(/; hit/);
+      const decoded = (victim.body.match(/[A-Za-z0-9+/_-]{40,}/g) ?? []).map((s) => Buffer.from(s, 'base64').toString('latin1'));
+      expect([victim.body, ...decoded].join('\n'), path).not.toContain('onerror');
+      expect([victim.body, ...decoded].join('\n'), path).toContain('Mozilla/5.0 (X11)');
+    }
   });
 });

@@ -77,11 +77,117 @@ describe('reflectedInputs', () => {
     expect(textsOf('accept', 'text/html,application/xhtml+xml;q=0.9,*/*;q=0.8')).toEqual([]);
   });
 
-  it('searches only the headers of a body that cannot hold markup (an image)', async () => {
-    const png = Buffer.from('\x89PNG evil.example', 'latin1');
+  it('takes as a browser\'s only what Chrome, Firefox and Safari send, on a page that repeats it', async () => {
+    // Real values (navigation, image, style, script, media, fetch; Chrome 124, Firefox 115/128,
+    // Safari 17), in a page that names them all: none is looked for, none splits the page.
+    const accepts = [
+      'text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7',
+      'image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8',
+      'text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8',
+      'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8',
+      'image/avif,image/webp,image/png,image/svg+xml,image/*;q=0.8,*/*;q=0.5',
+      'video/webm,video/ogg,video/*;q=0.9,application/ogg;q=0.7,audio/*;q=0.6,*/*;q=0.5',
+      'application/font-woff2;q=1.0,application/font-woff;q=0.9,*/*;q=0.8',
+      'image/webp,image/avif,image/jxl,image/heic,image/heic-sequence,video/*;q=0.8,image/png,image/svg+xml,image/*;q=0.8,*/*;q=0.5',
+      'text/css,*/*;q=0.1',
+      'application/json, text/plain, */*',
+      'application/json, text/javascript, */*; q=0.01',
+      'text/event-stream',
+      '*/*',
+    ];
+    const languages = ['en-US,en;q=0.9', 'en-US,en;q=0.5', 'de,en-US;q=0.7,en;q=0.3', 'en-GB,en;q=0.9', 'es-419,es;q=0.9', 'zh-Hans-CN,zh-CN;q=0.9,zh;q=0.8', 'fr-FR,fr;q=0.9,en-US;q=0.8,en;q=0.7', '*'];
+    const charsets = ['ISO-8859-1,utf-8;q=0.7,*;q=0.3', 'windows-1251,utf-8;q=0.7,*;q=0.7', 'utf-8'];
+    for (const [name, values] of [['accept', accepts], ['accept-language', languages], ['accept-charset', charsets]] as const) {
+      for (const value of values) expect(textsOf(name, value), `${name}: ${value}`).toEqual([]);
+    }
+    const page = Buffer.from(`<html lang="en-US"><meta charset="ISO-8859-1"><p>${[...accepts, ...languages, ...charsets].join('<br>')}</p>`);
+    const headers = { 'content-type': 'text/html; charset=utf-8', 'content-language': 'en-US' };
+    for (const [a, l, c] of [[0, 0, 0], [3, 2, 1], [7, 5, 2]] as const) {
+      const inputs = [['accept', accepts[a]!], ['accept-language', languages[l]!], ['accept-charset', charsets[c]!]] as const;
+      expect(await reflectedInputs(inputs, headers, page, MAX), inputs.join(' ')).toEqual([]);
+    }
+  });
+
+  it('looks for Accept* values shaped loosely like a browser\'s: any type, any parameter, private use, host names', async () => {
+    const planted: [string, string, string][] = [
+      ['accept-language', 'en-x-pwned-by-attacker-evil-com', '<html lang="en-x-pwned-by-attacker-evil-com">'],
+      ['accept-language', 'en-US-evilcom', '<html lang="en-US-evilcom">'], // a BCP 47 variant
+      ['accept-language', 'en-a-bbbbbbbb', '<html lang="en-a-bbbbbbbb">'], // an extension
+      ['accept', 'evil.example.com/attackerpath;token=planted123', '<p>evil.example.com/attackerpath;token=planted123</p>'],
+      ['accept', 'text/html;token=planted123', '<a href="?token=planted123">'],
+      ['accept', 'application/vnd.evil-example-com+json', '<p>application/vnd.evil-example-com+json</p>'],
+      ['accept', 'text/html;q=0.9;v=evilcom', '<p>v=evilcom</p>'],
+      ['accept', 'text/html;charset=evil.example.com', '<p>You asked for text/html;charset=evil.example.com</p>'],
+      ['accept-charset', 'evil.example.com:1337', '<script src="//evil.example.com:1337/x.js">'],
+      ['accept-charset', 'utf-8;q=0.9;evil=planted', '<p>evil=planted</p>'],
+    ];
+    for (const [name, value, page] of planted) {
+      expect(await reflectedInputs([[name, value]], { 'content-type': 'text/html' }, Buffer.from(page), MAX), `${name}: ${value}`).toEqual([name]);
+    }
+  });
+
+  it('finds a value base64- or base64url-encoded, alone or inside a JSON of all headers, at any alignment', async () => {
+    const value = '<script src=//evil.example/x.js?a=1></script>';
+    const b64 = (s: string) => Buffer.from(s).toString('base64');
+    const b64url = (s: string) => Buffer.from(s).toString('base64url');
+    // Some alignment of the value has a `+` or `/`, so base64url spells it otherwise.
+    expect(['', 'a', 'ab'].some((p) => b64(p + value).replace(/=+$/, '') !== b64url(p + value))).toBe(true);
+    for (const before of ['', 'a', 'ab']) {
+      for (const after of ['', 'x', 'xy']) {
+        for (const encode of [b64, b64url]) {
+          const page = `<div data-v="${encode(before + value + after)}"></div>`;
+          expect(await reflectedInputs([['x-a', value]], {}, Buffer.from(page), MAX), page).toEqual(['x-a']);
+        }
+      }
+    }
+    // A JSON of all the headers (quotes in the value escaped), base64-encoded; as PHP writes it
+    // in JSON (`\/`); in a URL (percent-encoded); in a response header.
+    const evil = '<img src=x onerror="alert(1)">';
+    const all = b64(JSON.stringify({ host: 'a.example', 'x-evil': evil, accept: '*/*' }));
+    expect(await reflectedInputs([['x-evil', evil]], {}, Buffer.from(`<script>var h = JSON.parse(atob("${all}"));</script>`), MAX)).toEqual(['x-evil']);
+    const slashy = b64(`a${value}`);
+    expect(slashy).toContain('/'); // in the value's core: `L3guanM/YT0x`
+    expect(await reflectedInputs([['x-a', value]], {}, Buffer.from(JSON.stringify({ v: slashy }).replace(/\//g, '\\/')), MAX)).toEqual(['x-a']);
+    expect(await reflectedInputs([['x-a', value]], {}, Buffer.from(`<a href="/go?v=${encodeURIComponent(slashy)}">`), MAX)).toEqual(['x-a']);
+    expect(await reflectedInputs([['x-a', value]], { 'x-debug': b64(`x-a: ${value}`) }, Buffer.from('<p>hi</p>'), MAX)).toEqual(['x-a']);
+    expect(await reflectedInputs([['user-agent', `Mozilla/5.0 (${value})`]], {}, Buffer.from(b64(`ua=Mozilla/5.0 (${value})`)), MAX)).toEqual(['user-agent']);
+    // Not by chance: a browser's User-Agent and a custom value on a page full of other base64.
+    const data = `<img src="data:image/png;base64,${Buffer.from(Array.from({ length: 30000 }, (_, i) => (i * 2654435761) >>> 24)).toString('base64')}">`;
+    const chrome = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36';
+    expect(await reflectedInputs([['user-agent', chrome], ['x-app-version', '4.12.1']], {}, Buffer.from(data), MAX)).toEqual([]);
+  });
+
+  it('searches a body that cannot hold markup (an image) only for raw copies of 8 bytes or more; its headers as any', async () => {
+    const png = Buffer.from('\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR EVIL.EXAMPLE evil%2Eexample', 'latin1');
+    // Other spellings are not looked for in binary data, nor are short values.
     expect(await reflectedInputs([['x-a', 'evil.example']], { 'content-type': 'image/png' }, png, MAX)).toEqual([]);
-    expect(await reflectedInputs([['x-a', 'evil.example']], { 'content-type': 'image/png', link: '<//evil.example/>' }, png, MAX)).toEqual(['x-a']);
+    expect(await reflectedInputs([['x-a', 'IHDR']], { 'content-type': 'image/png' }, png, MAX)).toEqual([]);
+    expect(await reflectedInputs([['x-a', 'evil.example']], { 'content-type': 'image/png', link: '<//EVIL.EXAMPLE/>' }, png, MAX)).toEqual(['x-a']);
     expect(await reflectedInputs([['x-a', 'evil.example']], { 'content-type': 'image/svg+xml' }, png, MAX)).toEqual(['x-a']);
+  });
+
+  it('finds a raw copy of a value of 8 bytes or more in a binary body, decoded when compressed', async () => {
+    const noise = (n: number, seed: number) => Buffer.from(Array.from({ length: n }, (_, i) => ((i + seed) * 2654435761) >>> 24));
+    const value = '<script>alert(1)</script>';
+    const binary = Buffer.concat([noise(200_000, 1), Buffer.from(`headers: x-a=${value}`), noise(1000, 2)]);
+    for (const type of ['application/octet-stream', 'image/png', 'application/pdf', 'font/woff2', 'video/mp4']) {
+      expect(await reflectedInputs([['x-a', value]], { 'content-type': type }, binary, MAX), type).toEqual(['x-a']);
+    }
+    expect(await reflectedInputs([['x-a', value]], { 'content-type': 'application/octet-stream', 'content-encoding': 'gzip' }, zlib.gzipSync(binary), MAX)).toEqual(['x-a']);
+    // A part of the value, and a value past ASCII copied as Node read it or as UTF-8.
+    expect(await reflectedInputs([['x-a', `junk; ${value}`]], { 'content-type': 'image/png' }, binary, MAX)).toEqual(['x-a']);
+    const accented = 'caf\u00e9.evil.example';
+    for (const bytes of [Buffer.from(accented, 'latin1'), Buffer.from(accented, 'utf8')]) {
+      expect(await reflectedInputs([['x-a', accented]], { 'content-type': 'image/png' }, Buffer.concat([noise(100, 3), bytes]), MAX)).toEqual(['x-a']);
+    }
+    // Seven bytes are not looked for; a browser's values are not found in binary noise.
+    expect(await reflectedInputs([['x-a', 'abcdefg']], { 'content-type': 'image/png' }, Buffer.from('\x00abcdefg\x00', 'latin1'), MAX)).toEqual([]);
+    const chrome = [
+      ['user-agent', 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36'],
+      ['accept', 'image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8'],
+      ['accept-language', 'en-US,en;q=0.9'],
+    ] as const;
+    expect(await reflectedInputs(chrome, { 'content-type': 'image/png' }, noise(1 << 20, 4), MAX)).toEqual([]);
   });
 
   it('ignores values shorter than three characters (they match most pages by chance)', async () => {
