@@ -56,7 +56,8 @@ export const ERRORS = {
   origin_reset: {
     status: 502,
     message: 'The origin server closed the connection before answering.',
-    action: 'Check the origin\'s logs; it may be crashing or overloaded.',
+    action:
+      'Check the origin\'s logs; it may be crashing or overloaded. Not given for a reused keep-alive connection the origin closed as idle under a GET, HEAD or OPTIONS without a body: that is sent once more on a new connection (Origin health).',
   },
   origin_bad_response: {
     status: 502,

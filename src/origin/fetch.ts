@@ -5,8 +5,10 @@
  * failures to a small set of kinds. It does not take permits (the caller holds one) nor decide
  * what to store.
  */
-import { Pool, errors as undiciErrors } from 'undici';
+import diagnostics from 'node:diagnostics_channel';
+import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
+import { Client, Pool, errors as undiciErrors } from 'undici';
 import { ownBytes } from '../bytes.js';
 import type { Clock } from '../clock.js';
 
@@ -30,7 +32,19 @@ export type FetchResult =
   | (FetchedHead & { ok: true; body: Buffer })
   /** Larger than the cap: the body was abandoned, not buffered. */
   | (FetchedHead & { ok: true; tooLarge: true })
-  | { ok: false; failure: FetchFailure; error: Error; requestTime: number; responseTime: number };
+  | {
+      ok: false;
+      failure: FetchFailure;
+      error: Error;
+      requestTime: number;
+      responseTime: number;
+      /**
+       * The origin closed or reset a reused keep-alive connection before any byte of the
+       * answer arrived (see `tagsReusedResets`): most likely it closed the connection as idle
+       * while our request was on its way, so the request may be sent again on a new connection.
+       */
+      reusedConnection?: true;
+    };
 
 export interface FetchRequest {
   origin: URL;
@@ -41,12 +55,23 @@ export interface FetchRequest {
   responseHeadersMs: number;
   idleMs: number;
   maxBodyBytes: number;
+  /**
+   * Send it on a new connection of its own (closed afterwards) rather than one from the
+   * member's pool: the retry of a request whose reused connection was reset, where the pool
+   * may hold more connections the origin has just closed.
+   */
+  freshConnection?: boolean;
 }
 
 export class OriginFetcher {
   private readonly pools = new Map<string, Pool>();
 
-  constructor(private readonly clock: Clock) {}
+  /** One-off clients of fresh-connection requests still running (destroyed by close()). */
+  private readonly oneOff = new Set<Client>();
+
+  constructor(private readonly clock: Clock) {
+    tagReusedResets();
+  }
 
   private poolFor(origin: URL, connectMs: number): Pool {
     const id = `${origin.origin}|${connectMs}`;
@@ -64,10 +89,23 @@ export class OriginFetcher {
   }
 
   async fetch(req: FetchRequest): Promise<FetchResult> {
+    if (!req.freshConnection) return this.fetchWith(this.poolFor(req.origin, req.connectMs), req);
+    const client = new Client(req.origin.origin, { pipelining: 1, connect: { timeout: req.connectMs } });
+    this.oneOff.add(client);
+    try {
+      return await this.fetchWith(client, req);
+    } finally {
+      // The body was read or dropped by now: nothing else will use this connection.
+      this.oneOff.delete(client);
+      void client.destroy().catch(() => undefined);
+    }
+  }
+
+  private async fetchWith(dispatcher: Pool | Client, req: FetchRequest): Promise<FetchResult> {
     const requestTime = this.clock.now();
     let res;
     try {
-      res = await this.poolFor(req.origin, req.connectMs).request({
+      res = await dispatcher.request({
         method: req.method,
         path: req.path,
         headers: req.headers,
@@ -75,7 +113,9 @@ export class OriginFetcher {
         bodyTimeout: req.idleMs,
       });
     } catch (err) {
-      return { ok: false, failure: classifyFetchError(err), error: err as Error, requestTime, responseTime: this.clock.now() };
+      const failure = classifyFetchError(err);
+      const failed = { ok: false as const, failure, error: err as Error, requestTime, responseTime: this.clock.now() };
+      return failure === 'reset' && reusedResets.has(err as object) ? { ...failed, reusedConnection: true } : failed;
     }
     const responseTime = this.clock.now();
     const head: FetchedHead = {
@@ -107,9 +147,10 @@ export class OriginFetcher {
   }
 
   async close(): Promise<void> {
-    const pools = [...this.pools.values()];
+    const dispatchers = [...this.pools.values(), ...this.oneOff];
     this.pools.clear();
-    await Promise.all(pools.map((p) => p.destroy().catch(() => undefined)));
+    this.oneOff.clear();
+    await Promise.all(dispatchers.map((p) => p.destroy().catch(() => undefined)));
   }
 }
 
@@ -126,6 +167,41 @@ export function classifyFetchError(err: unknown): FetchFailure {
   if (err instanceof undiciErrors.HTTPParserError || err instanceof undiciErrors.ResponseContentLengthMismatchError) return 'bad_response';
   if (typeof code === 'string' && (code.startsWith('HPE_') || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH')) return 'bad_response';
   return 'error';
+}
+
+/**
+ * Telling a reused connection from a new one. undici does not retry the request a connection
+ * was carrying when it closes (only requests queued behind it), and its answer does not say
+ * whether the connection had carried requests before; its diagnostics channels (a documented
+ * API) do: `undici:client:sendHeaders` names the socket each request is written to, and
+ * `undici:request:error` hands over the very error object the request then fails with. So a
+ * request written to a socket that had carried one before, and failed with nothing more read
+ * from that socket, has its error remembered here; fetch() marks such a reset
+ * `reusedConnection`. A reset on a new connection is never marked: that is the origin refusing
+ * or dropping work (a crash, an overload), and sending it again would add load, not remove it.
+ *
+ * The channels are process-wide (every undici client in the process publishes to them), so
+ * this subscribes once, and keeps only weak references: nothing is held past its request.
+ */
+const usedSockets = new WeakSet<Socket>();
+const written = new WeakMap<object, { socket: Socket; reused: boolean; bytesRead: number }>();
+const reusedResets = new WeakSet<object>();
+let tagging = false;
+
+function tagReusedResets(): void {
+  if (tagging) return;
+  tagging = true;
+  diagnostics.subscribe('undici:client:sendHeaders', (message) => {
+    const { request, socket } = message as { request: object; socket: Socket };
+    written.set(request, { socket, reused: usedSockets.has(socket), bytesRead: socket.bytesRead });
+    usedSockets.add(socket);
+  });
+  diagnostics.subscribe('undici:request:error', (message) => {
+    const { request, error } = message as { request: object; error: unknown };
+    const sent = written.get(request);
+    // Nothing read since the request was written: no byte of its answer had arrived.
+    if (sent?.reused && sent.socket.bytesRead === sent.bytesRead && typeof error === 'object' && error !== null) reusedResets.add(error);
+  });
 }
 
 /** Reads a body into one Buffer, or abandons it once it passes `max` bytes. */

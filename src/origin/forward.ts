@@ -22,8 +22,12 @@ import { copyEndToEnd } from '../server/headers.js';
 
 export type ForwardOutcome =
   | { kind: 'ok'; status: number; headAt: number }
-  /** Failed before any response byte reached the client: the caller may answer or retry. */
-  | { kind: 'failure'; failure: FetchFailure; error: Error; bodySent: boolean }
+  /**
+   * Failed before any response byte reached the client: the caller may answer or retry.
+   * `reusedConnection`: a reset on a reused keep-alive connection before any byte of the
+   * answer arrived (see `onProxyReq`).
+   */
+  | { kind: 'failure'; failure: FetchFailure; error: Error; bodySent: boolean; reusedConnection?: boolean }
   /** Failed after the head was sent: the client connection was cut. */
   | { kind: 'broken'; failure: FetchFailure; status: number }
   | { kind: 'client_gone' }
@@ -59,12 +63,21 @@ export interface ForwardCall {
    * to stream the body as it comes.
    */
   encodeBody?(status: number, head: OutgoingHttpHeaders): Transform | undefined;
+  /**
+   * Send it on a new connection of its own (`Connection: close`, no agent) rather than one of
+   * the member's idle keep-alive connections: the retry of a request whose reused connection
+   * was reset, where the agent may hold more connections the origin has just closed.
+   */
+  freshConnection?: boolean;
 }
 
 interface CallState {
   call: ForwardCall;
   settle(outcome: ForwardOutcome): void;
   proxyReq?: import('node:http').ClientRequest;
+  /** The socket the request went out on, and how many bytes it had read by then. */
+  socket?: Socket;
+  bytesReadBefore?: number;
   timedOut?: boolean;
   timers: NodeJS.Timeout[];
 }
@@ -129,14 +142,21 @@ export class Forwarder {
       this.proxy.web(
         req,
         res,
-        { target: call.target.url.origin + stripTrailingSlash(call.target.url.pathname), agent: call.target.agent, changeOrigin: call.changeOrigin },
+        {
+          target: call.target.url.origin + stripTrailingSlash(call.target.url.pathname),
+          // No agent: http-proxy opens a connection for this request alone.
+          agent: call.freshConnection ? (false as unknown as Agent) : call.target.agent,
+          changeOrigin: call.changeOrigin,
+        },
         (err) => {
           const bodySent = req.readableEnded && hasBody(req);
+          const failure = classifyProxyError(err, state.timedOut);
           if (res.headersSent) {
-            state.settle({ kind: 'broken', failure: classifyProxyError(err, state.timedOut), status: res.statusCode });
+            state.settle({ kind: 'broken', failure, status: res.statusCode });
             res.destroy();
           } else {
-            state.settle({ kind: 'failure', failure: classifyProxyError(err, state.timedOut), error: err, bodySent });
+            const reusedConnection = failure === 'reset' && wasReusedUnanswered(state);
+            state.settle({ kind: 'failure', failure, error: err, bodySent, ...(reusedConnection ? { reusedConnection } : {}) });
           }
         },
       );
@@ -147,6 +167,12 @@ export class Forwarder {
     const state = this.states.get(req);
     if (!state) return;
     state.proxyReq = proxyReq;
+    // http-proxy emits 'proxyReq' from the request's 'socket' event: the socket is known here.
+    const socket = proxyReq.socket;
+    if (socket) {
+      state.socket = socket;
+      state.bytesReadBefore = socket.bytesRead;
+    }
     const { connectMs, responseHeadersMs } = state.call.timeouts;
     const fail = () => {
       state.timedOut = true;
@@ -240,7 +266,21 @@ function stripTrailingSlash(path: string): string {
   return path.endsWith('/') ? path.slice(0, -1) : path;
 }
 
-function hasBody(req: IncomingMessage): boolean {
+/**
+ * The request went out on a keep-alive connection that had carried requests before
+ * (`ClientRequest.reusedSocket`, set by the agent when it hands out an idle socket), and not one
+ * byte came back on it since: the reset is the origin closing that connection as idle while
+ * our request was on its way (Node's documentation names this race and this test for it). A
+ * reset on a new connection is never counted here: that is the origin refusing or dropping
+ * work (a crash, an overload), and sending it again would add load, not remove it.
+ */
+function wasReusedUnanswered(state: CallState): boolean {
+  const { proxyReq, socket, bytesReadBefore } = state;
+  return proxyReq?.reusedSocket === true && socket !== undefined && socket.bytesRead === bytesReadBefore;
+}
+
+/** The request carries a body (declared length above 0, or chunked). */
+export function hasBody(req: IncomingMessage): boolean {
   return req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0'
     ? true
     : req.headers['transfer-encoding'] !== undefined;

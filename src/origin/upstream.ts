@@ -61,11 +61,14 @@ export type AdmitResult =
  * A 500 or 4xx is the application answering; `client_gone` is the client's doing; a fetch
  * `failure: 'error'` is an error the request itself caused (a header the HTTP client refuses)
  * or a gateway bug; `bad_response` is an answer for one URL that could not be parsed; `abandoned` is a request the gateway gave up on (an exception): none of
- * these say anything about the member.
+ * these say anything about the member. Nor does a reset with `reusedConnection`: a keep-alive
+ * connection the member closed as idle while our request was on its way (it has no way to say
+ * so in advance without a `Keep-Alive: timeout` hint); the caller sends the request again on a
+ * new connection, and that attempt counts.
  */
 export type OriginOutcome =
   | { kind: 'response'; status: number }
-  | { kind: 'failure'; failure: FetchFailure }
+  | { kind: 'failure'; failure: FetchFailure; reusedConnection?: boolean }
   | { kind: 'client_gone' }
   | { kind: 'abandoned' };
 
@@ -395,6 +398,14 @@ export class Upstream {
       permit.release('ignore');
       control.breaker.onCancel(); // a half-open probe that never finished gives its slot back
       this.metrics.get('originRequests').inc({ ...labels, kind, outcome: 'client_gone' });
+      return;
+    }
+    if (outcome.kind === 'failure' && outcome.failure === 'reset' && outcome.reusedConnection) {
+      // An idle keep-alive connection closed under the request (see OriginOutcome): no latency
+      // sample, nothing against the member, a half-open probe slot given back.
+      permit.release('ignore');
+      control.breaker.onCancel();
+      this.metrics.get('originRequests').inc({ ...labels, kind, outcome: 'reset_reused' });
       return;
     }
     if (outcome.kind === 'failure') {

@@ -138,6 +138,9 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
   const { deps, rt } = ctx;
   const site = ctx.site!;
   const excluded = new Set<OriginMember>();
+  // A reused connection reset under this fill is retried once (below), on a new connection.
+  let reusedRetried = false;
+  let freshNext = false;
   for (let attempt = 0; ; attempt++) {
     const deadlineAt = deps.clock.now() + rt.config.admission.queue.deadlineMs;
     // A background refresh runs while stale-while-revalidate answers everyone: it uses spare
@@ -161,6 +164,8 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
     const headers = { ...makeFillHeaders(ctx, lookup), ...conditional };
     if (!site.config.preserveHost) headers['host'] = member.url.host;
     let fetched: FetchResult | undefined;
+    const freshConnection = freshNext;
+    freshNext = false;
     try {
       fetched = await deps.fetcher.fetch({
         origin: member.url,
@@ -171,6 +176,7 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
         responseHeadersMs: site.config.timeouts.responseHeadersMs,
         idleMs: site.config.timeouts.idleMs,
         maxBodyBytes: rt.config.cache.maxObjectBytes,
+        freshConnection,
       });
     } finally {
       lease.finish(
@@ -178,11 +184,22 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
           ? { kind: 'abandoned' }
           : fetched.ok
             ? { kind: 'response', status: fetched.status }
-            : { kind: 'failure', failure: fetched.failure },
+            : { kind: 'failure', failure: fetched.failure, reusedConnection: fetched.reusedConnection },
       );
       if (kind !== 'background') ctx.upstreamMs = (ctx.upstreamMs ?? 0) + (deps.clock.now() - lease.startedAt);
     }
     if (!fetched.ok) {
+      if (fetched.reusedConnection && !reusedRetried) {
+        // A pooled keep-alive connection the origin closed as idle just as the fill went out
+        // (origin/fetch.ts tells it from a reset on a new connection, which is not retried):
+        // a fill is a GET without a body, so send it once more, on a new connection, to another
+        // member when one is usable (as the connect-error retry), else to this one. It did not
+        // count against the member (upstream.ts); the retry's own failure does.
+        reusedRetried = true;
+        freshNext = true;
+        if (hasOtherMember(site, member, deps.clock.now())) excluded.add(member);
+        continue;
+      }
       if (fetched.failure === 'connect_error' && site.config.retryOnConnectFailure && attempt === 0 && hasOtherMember(site, member, deps.clock.now())) {
         excluded.add(member); // idempotent GET: retry once on another member
         continue;

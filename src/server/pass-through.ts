@@ -8,7 +8,7 @@ import { CACHED_METHODS, RETRYABLE_METHODS } from '../http/facts.js';
 import { makeAuthority, makeCacheKey } from '../cache/cache-key.js';
 import { invalidationTargets } from '../cache/revalidation.js';
 import type { PurgeSelector } from '../cache/stores/cache-store.js';
-import type { ForwardOutcome } from '../origin/forward.js';
+import { hasBody, type ForwardOutcome } from '../origin/forward.js';
 import type { OriginMember } from '../origin/pool.js';
 import { appendVia, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { chainCacheStatus, formatCacheStatus } from './respond.js';
@@ -20,7 +20,9 @@ import { originFailure, hasStaleOnFailure, hasOtherMember, refusedFill, serveFai
 
 /**
  * Streaming pass-through for requests the cache does not answer: through the limiter, to a
- * member, with one retry on another member when an idempotent request could not connect.
+ * member, with one retry on another member when an idempotent request could not connect, and
+ * one on a new connection when an idempotent request without a body met a reused keep-alive
+ * connection the origin had just closed.
  */
 export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Lookup): Promise<void> {
   const { deps, req, res, rt } = ctx;
@@ -35,6 +37,8 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
     if (!res.writableFinished) abort.abort();
   };
   res.once('close', onClose);
+  let reusedRetried = false;
+  let freshNext = false;
   try {
     for (let attempt = 0; ; attempt++) {
       const deadlineAt = deps.clock.now() + rt.config.admission.queue.deadlineMs;
@@ -56,6 +60,8 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
       const lease = admitted.lease;
       const member = lease.member;
       let outcome: ForwardOutcome | undefined;
+      const freshConnection = freshNext;
+      freshNext = false;
       try {
         if (res.destroyed) outcome = { kind: 'client_gone' };
         else
@@ -78,6 +84,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
             },
             encodeBody: (status, head) =>
               makeOnTheFlyEncoder(rt.config.compression, ctx.method, onTheFlyRequestOf(req.headers), status, head),
+            freshConnection,
           });
       } finally {
         lease.finish(
@@ -87,7 +94,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
               ? { kind: 'response', status: outcome.status }
               : outcome.kind === 'client_gone' || outcome.kind === 'body_too_large'
                 ? { kind: 'client_gone' }
-                : { kind: 'failure', failure: outcome.failure },
+                : { kind: 'failure', failure: outcome.failure, reusedConnection: outcome.kind === 'failure' && outcome.reusedConnection },
         );
       }
       if (outcome.kind === 'ok' || outcome.kind === 'client_gone') return;
@@ -103,6 +110,19 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
       }
       if (outcome.kind === 'broken') return; // head already sent; the client connection was cut
       const idempotent = RETRYABLE_METHODS.has(ctx.method);
+      if (outcome.reusedConnection && idempotent && !hasBody(req) && !reusedRetried) {
+        // A keep-alive connection the origin closed as idle just as the request went out
+        // (origin/forward.ts tells it from a reset on a new connection, which is not retried),
+        // before any byte of the answer: nothing reached the client and the request has no
+        // body to replay, so send it once more, on a new connection, to another member when one
+        // is usable (as below), else to this one. It did not count against the member
+        // (upstream.ts); the retry's own failure does. A request with a body is never sent
+        // twice: it streamed from the client and may be partly sent.
+        reusedRetried = true;
+        freshNext = true;
+        if (hasOtherMember(site, member, deps.clock.now())) excluded.add(member);
+        continue;
+      }
       if (
         outcome.failure === 'connect_error' &&
         idempotent &&
