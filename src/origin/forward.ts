@@ -178,13 +178,18 @@ export class Forwarder {
       state.timedOut = true;
       proxyReq.destroy(Object.assign(new Error('origin timeout'), { code: 'ETIMEDOUT' }));
     };
-    proxyReq.once('socket', (socket: Socket) => {
+    // The connect timeout on the socket this request was given: already assigned here (the
+    // 'socket' event has fired, so a listener for it was never called and a connect that
+    // hung was only cut by the response-head timeout), or, should that ever change, to come.
+    const armConnect = (socket: Socket) => {
       if (socket.connecting) {
         const t = setTimeout(fail, connectMs);
         state.timers.push(t);
         socket.once('connect', () => clearTimeout(t));
       }
-    });
+    };
+    if (socket) armConnect(socket);
+    else proxyReq.once('socket', armConnect);
     state.timers.push(setTimeout(fail, responseHeadersMs));
   }
 

@@ -551,3 +551,45 @@ describe('an inner cache\'s Cache-Status (RFC 9211 §2)', () => {
     expect(await statusOf('/page')).toMatch(/^inner-cache; hit; ttl=30, crowdgate; hit/);
   });
 });
+
+describe('pass-through: origin connect timeout', () => {
+  /**
+   * A listener that never accepts, its queue already full: the kernel drops further SYNs, so a
+   * connect to it hangs as one to a host that is down does (loopback answers a closed port at
+   * once with a refusal, which is not this case).
+   */
+  async function blackhole(): Promise<{ port: number }> {
+    const { spawn } = await import('node:child_process');
+    const py = spawn('python3', ['-c', 'import socket,sys,time\ns=socket.socket()\ns.bind(("127.0.0.1",0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(60)'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    cleanups.push(() => void py.kill());
+    const port = await new Promise<number>((resolve, reject) => {
+      py.stdout.once('data', (d: Buffer) => resolve(Number(String(d).trim())));
+      py.once('exit', (code) => reject(new Error(`python3 exited ${code}`)));
+    });
+    // Fill the accept queue (one connection fits a backlog of 0; a second to be sure).
+    for (let i = 0; i < 2; i++) {
+      const s = net.connect(port, '127.0.0.1');
+      s.on('error', () => undefined);
+      cleanups.push(() => void s.destroy());
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    return { port };
+  }
+
+  it('cuts a connect that hangs after timeouts.connectMs, not the response-head timeout', async () => {
+    const { port } = await blackhole();
+    const g = await gateway({
+      sites: [siteFor([`http://127.0.0.1:${port}`], { timeouts: { connectMs: 300, responseHeadersMs: 20_000, idleMs: 20_000 } })],
+    });
+    const started = performance.now();
+    const res = await request(`${g.url}/private`, { headers: { authorization: 'Bearer x' } }); // credentials: passed through
+    const ms = performance.now() - started;
+    await res.body.text();
+    expect(res.statusCode).toBe(504);
+    expect(res.headers['x-crowdgate-error']).toBe('origin_timeout');
+    expect(ms).toBeGreaterThanOrEqual(250);
+    expect(ms).toBeLessThan(5_000);
+  });
+});
