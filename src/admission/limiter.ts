@@ -494,7 +494,7 @@ export class Limiter {
       const overdue = permit.overdue || now - permit.acquiredAt > this.overdueAfterMs;
       if (overdue) {
         if (!permit.overdue) this.noteOverdue(permit.acquiredAt); // a moved one was noted when moved
-      } else if (kind !== 'ignore' && permit.acquiredAt > this.promptStartedAt) this.promptStartedAt = permit.acquiredAt;
+      } else if (kind === 'success' && permit.acquiredAt > this.promptStartedAt) this.promptStartedAt = permit.acquiredAt;
       // During a no-load probe a counted request is the probe's measurement, however slow.
       const probing = (this.algorithm.planning ?? 0) > this.algorithm.current;
       if (overdue && !this.slowForEveryone && (permit.overdue || !probing)) kind = 'ignore';

@@ -138,9 +138,12 @@ export async function reflectedInputs(
   const searched = scanned.filter(([name]) => !assumed.has(name));
   const contentType = headers['content-type'];
   const binary = NOT_SCANNED_TYPES.test(Array.isArray(contentType) ? contentType.join(',') : (contentType ?? ''));
-  const decoded = body.length > 0 ? await decodeBody(body, headers['content-encoding'], maxBodyBytes) : Buffer.alloc(0);
-  // A body that cannot be read: everything counts as echoed (a variant too many is a miss).
-  if (decoded === undefined) return [...new Set(scanned.map(([name]) => name))].sort();
+  const readable = body.length > 0 ? await decodeBody(body, headers['content-encoding'], maxBodyBytes) : Buffer.alloc(0);
+  // A text body that cannot be read: everything counts as echoed (a variant too many is a
+  // miss). A binary one (a .tar.gz served with Content-Encoding: gzip, past the cap unpacked)
+  // is searched as it came: it carries no markup either way.
+  if (readable === undefined && !binary) return [...new Set(scanned.map(([name]) => name))].sort();
+  const decoded = readable ?? body;
   // The body searched for spellings: none for a binary one (only its raw bytes, below).
   const textBody = binary ? Buffer.alloc(0) : decoded;
   const found = new Set<string>(assumed);
@@ -218,7 +221,7 @@ function longestRun(text: string): string {
 }
 
 /** A base64 core shorter than this is not looked for (it is in many pages by chance). */
-const MIN_BASE64_CORE = 4;
+const MIN_BASE64_CORE = 8;
 
 /**
  * The base64 spellings of `value` wherever it sits in what an origin encoded (alone, or
@@ -230,6 +233,36 @@ const MIN_BASE64_CORE = 4;
  * alphabet; base64url is looked for by base64Found. Cores shorter than MIN_BASE64_CORE are
  * left out.
  */
+/**
+ * Whether the answer repeats a client address (`address`, IPv4 or IPv6 as the socket gave
+ * it): in a header or in the body (decoded as reflectedInputs decodes it; one that cannot be
+ * decoded is searched as it came), as a whole address, not inside a longer one (`192.168.1.2`
+ * is not in `192.168.1.20`), whatever its digits (the MIN_REFLECTED_LENGTH rule for other
+ * texts would skip `10.0.0.5`). An IPv6 address is also looked for with its colons
+ * percent-encoded (in a URL). Not counted among a client's headers (MAX_SCANNED_INPUTS):
+ * nothing but the address itself found makes it repeated.
+ */
+export async function repeatsAddress(address: string, headers: Readonly<Record<string, unknown>>, body: Buffer, maxBodyBytes: number): Promise<boolean> {
+  if (address.length === 0) return false;
+  const v6 = address.includes(':');
+  const edge = v6 ? '[0-9A-Fa-f:.]' : '[0-9.]';
+  const spellings = v6 ? [address, address.replace(/:/g, '%3A'), address.replace(/:/g, '%3a')] : [address];
+  const pattern = new RegExp(`(?<!${edge})(?:${spellings.map(escapeRegExp).join('|')})(?!${v6 ? '[0-9A-Fa-f]' : '\\d|\\.\\d'})`, v6 ? 'i' : '');
+  for (const [field, value] of Object.entries(headers)) {
+    if (value === undefined || field === 'content-encoding') continue;
+    if (pattern.test(Array.isArray(value) ? value.join('\n') : String(value))) return true;
+  }
+  if (body.length === 0) return false;
+  const decoded = (await decodeBody(body, headers['content-encoding'] as string | string[] | undefined, maxBodyBytes)) ?? body;
+  // Cheap first: the address's bytes anywhere; only then the boundaries.
+  if (!spellings.some((sp) => decoded.includes(sp))) return false;
+  return pattern.test(decoded.toString('latin1'));
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
 export function base64Cores(value: string): string[] {
   const forms = [Buffer.from(value, 'latin1')];
   if (!isAscii(value)) forms.push(Buffer.from(value, 'utf8'));

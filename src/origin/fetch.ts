@@ -183,8 +183,17 @@ export function classifyFetchError(err: unknown): FetchFailure {
  * The channels are process-wide (every undici client in the process publishes to them), so
  * this subscribes once, and keeps only weak references: nothing is held past its request.
  */
+/**
+ * A reset on a reused connection counts as the idle-close race (retried, not blamed) only this
+ * soon after the request went out: the origin closing an idle connection resets it within a
+ * round trip of our write, while a reset after seconds of work is a worker that died on the
+ * request (PHP-FPM's request_terminate_timeout, the OOM killer), which counts as any reset and
+ * is not sent again to another member.
+ */
+export const REUSED_RESET_WINDOW_MS = 1_000;
+
 const usedSockets = new WeakSet<Socket>();
-const written = new WeakMap<object, { socket: Socket; reused: boolean; bytesRead: number }>();
+const written = new WeakMap<object, { socket: Socket; reused: boolean; bytesRead: number; at: number }>();
 const reusedResets = new WeakSet<object>();
 let tagging = false;
 
@@ -193,14 +202,22 @@ function tagReusedResets(): void {
   tagging = true;
   diagnostics.subscribe('undici:client:sendHeaders', (message) => {
     const { request, socket } = message as { request: object; socket: Socket };
-    written.set(request, { socket, reused: usedSockets.has(socket), bytesRead: socket.bytesRead });
+    written.set(request, { socket, reused: usedSockets.has(socket), bytesRead: socket.bytesRead, at: performance.now() });
     usedSockets.add(socket);
   });
   diagnostics.subscribe('undici:request:error', (message) => {
     const { request, error } = message as { request: object; error: unknown };
     const sent = written.get(request);
     // Nothing read since the request was written: no byte of its answer had arrived.
-    if (sent?.reused && sent.socket.bytesRead === sent.bytesRead && typeof error === 'object' && error !== null) reusedResets.add(error);
+    // And soon after it was written (REUSED_RESET_WINDOW_MS): later, a worker died on it.
+    if (
+      sent?.reused &&
+      sent.socket.bytesRead === sent.bytesRead &&
+      performance.now() - sent.at <= REUSED_RESET_WINDOW_MS &&
+      typeof error === 'object' &&
+      error !== null
+    )
+      reusedResets.add(error);
   });
 }
 

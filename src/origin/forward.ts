@@ -17,7 +17,7 @@ import httpProxy from 'http-proxy';
 import type { Agent, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex, Transform } from 'node:stream';
-import type { FetchFailure } from './fetch.js';
+import { REUSED_RESET_WINDOW_MS, type FetchFailure } from './fetch.js';
 import { copyEndToEnd } from '../server/headers.js';
 
 export type ForwardOutcome =
@@ -78,6 +78,8 @@ interface CallState {
   /** The socket the request went out on, and how many bytes it had read by then. */
   socket?: Socket;
   bytesReadBefore?: number;
+  /** When the request was handed its socket (performance.now()), for wasReusedUnanswered. */
+  sentAt?: number;
   timedOut?: boolean;
   timers: NodeJS.Timeout[];
 }
@@ -172,6 +174,7 @@ export class Forwarder {
     if (socket) {
       state.socket = socket;
       state.bytesReadBefore = socket.bytesRead;
+      state.sentAt = performance.now();
     }
     const { connectMs, responseHeadersMs } = state.call.timeouts;
     const fail = () => {
@@ -280,8 +283,14 @@ function stripTrailingSlash(path: string): string {
  * work (a crash, an overload), and sending it again would add load, not remove it.
  */
 function wasReusedUnanswered(state: CallState): boolean {
-  const { proxyReq, socket, bytesReadBefore } = state;
-  return proxyReq?.reusedSocket === true && socket !== undefined && socket.bytesRead === bytesReadBefore;
+  const { proxyReq, socket, bytesReadBefore, sentAt } = state;
+  return (
+    proxyReq?.reusedSocket === true &&
+    socket !== undefined &&
+    socket.bytesRead === bytesReadBefore &&
+    sentAt !== undefined &&
+    performance.now() - sentAt <= REUSED_RESET_WINDOW_MS
+  );
 }
 
 /** The request carries a body (declared length above 0, or chunked). */

@@ -92,7 +92,16 @@ export type FillResult =
       /** Names the copy varies on only because its answer echoed them (cache/reflection.ts). */
       echoed?: readonly string[];
     }
-  | { kind: 'uncacheable'; fwdStatus: number; status: number; headers: OutgoingHttpHeaders; body: Buffer; reason: string }
+  | {
+      kind: 'uncacheable';
+      fwdStatus: number;
+      status: number;
+      headers: OutgoingHttpHeaders;
+      body: Buffer;
+      reason: string;
+      /** Only this answer was not storable (it was its leader's own): no hit-for-pass. */
+      once?: true;
+    }
   | { kind: 'too_large' }
   | { kind: 'origin_error'; fwdStatus: number; status: number; headers: OutgoingHttpHeaders; body: Buffer }
   | { kind: 'failed'; code: ErrorCode; staleReason: StaleReason; shedReason?: ShedReason; detail?: string };

@@ -13,7 +13,7 @@ import type { OriginMember } from '../origin/pool.js';
 import { recordAnswer, serveEntry, shed, writeBuffered } from './answer.js';
 import { selectVariant, collapseKeyOf, type FillResult, type Ctx, type Lookup } from './context.js';
 import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkeyedFillInputs } from './fill-headers.js';
-import { reflectedInputs, varyingAlsoOn, type UnkeyedInput } from '../cache/reflection.js';
+import { reflectedInputs, repeatsAddress, varyingAlsoOn } from '../cache/reflection.js';
 import type { CollapseKey } from '../cache/cache-key.js';
 import { forward } from './pass-through.js';
 import { compressBuffered, onTheFlyRequestOf } from './on-the-fly.js';
@@ -39,7 +39,7 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
       deps.logger.error({ err, requestId: ctx.requestId }, 'cache fill failed unexpectedly');
       result = { kind: 'failed', code: 'internal_error', staleReason: 'error' };
     }
-    if (result.kind === 'uncacheable' || result.kind === 'too_large') {
+    if ((result.kind === 'uncacheable' && !result.once) || result.kind === 'too_large') {
       deps.inflight.markHitForPass(collapseKey.id, ctx.rt.config.cache.collapse.hitForPassSeconds * 1000);
       deps.metrics.get('hitForPass').inc({ site: ctx.site!.name });
     }
@@ -226,10 +226,12 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
     // its header fields repeat a request header the entry's key does not hold (a framework
     // sets a Link from a header before its freshness check): merged, they would reach everyone.
     // Then fetch the whole answer, whose every part is checked as a fill's is.
+    const address = leaderAddress(ctx, member.url);
     if (
       fetched.status === 304 &&
       revalidating &&
-      (await reflectedInputs([...unkeyedFillInputs(lookup.variantHeaders, lookup.policy, revalidating.vary), ...leaderInputs(ctx, member.url, headers)], fetched.headers, EMPTY, 0)).length > 0
+      ((await reflectedInputs(unkeyedFillInputs(lookup.variantHeaders, lookup.policy, revalidating.vary), fetched.headers, EMPTY, 0)).length > 0 ||
+        (address !== undefined && (await repeatsAddress(address, fetched.headers, EMPTY, 0))))
     ) {
       lookup = { ...lookup, entry: undefined };
       continue;
@@ -264,16 +266,13 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
       // A header nothing keys that the answer repeats is treated as if the origin had listed it
       // in Vary (cache/reflection.ts): the page is stored as that value's variant, and a client
       // who sent `X-Anything: <script…>` plants it for nobody but himself.
-      const reflected = await reflectedInputs(
-        [...unkeyedFillInputs(lookup.variantHeaders, lookup.policy, decision.entry.vary), ...leaderInputs(ctx, member.url, headers)],
-        decision.entry.headers,
-        fetched.body,
-        rt.config.cache.maxObjectBytes,
-      );
-      // The leader's address (X-Forwarded-For) is an input no key or Vary can hold: an answer
-      // that repeats it ("your IP is ...") is that client's own, and stored it would show
-      // everyone who filled the page. It answers the requests that shared this fill.
-      if (reflected.includes('x-forwarded-for')) {
+      // The leader's address (in the X-Forwarded-For the gateway writes) is an input no key or
+      // Vary can hold: an answer that repeats it ("your IP is ...") is that client's own, and
+      // stored it would show everyone who filled the page. Not stored, and nothing more: no
+      // hit-for-pass (the next leader's answer is judged on its own; a client whose address
+      // a page happens to contain, or who had the origin echo it, must not send a hot page's
+      // crowd to the origin), and the requests that shared the fill ask the origin themselves.
+      if (address !== undefined && (await repeatsAddress(address, decision.entry.headers, fetched.body, rt.config.cache.maxObjectBytes))) {
         return {
           kind: 'uncacheable',
           fwdStatus: fetched.status,
@@ -281,8 +280,15 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
           headers: clientHeaders(fetched.headers, lookup.policy),
           body: fetched.body,
           reason: 'the answer repeats the client address',
+          once: true,
         };
       }
+      const reflected = await reflectedInputs(
+        unkeyedFillInputs(lookup.variantHeaders, lookup.policy, decision.entry.vary),
+        decision.entry.headers,
+        fetched.body,
+        rt.config.cache.maxObjectBytes,
+      );
       if (reflected.length > 0) noteReflected(ctx, reflected);
       const stored = varyingAlsoOn(decision.entry, reflected);
       const entry: CacheEntry = {
@@ -340,17 +346,16 @@ const EMPTY = Buffer.alloc(0);
 /**
  * What a fill sends from its leader that no key or Vary can hold: the client's address, in the
  * X-Forwarded-For the gateway writes (after a trusted proxy's chain, whose own addresses are
- * the same for everyone). Not this machine's loopback address, nor the origin's or the site's
+ * the same for everyone); undefined when it is not looked for. Not this machine's loopback address, nor the origin's or the site's
  * own host: a page names those in its links (MediaWiki's and WordPress's absolute URLs on a
  * box reached as 127.0.0.1), and every page would have been its client's own.
  */
-function leaderInputs(ctx: Ctx, origin: URL, sent: Record<string, string>): UnkeyedInput[] {
-  if (sent['x-forwarded-for'] === undefined) return [];
+function leaderAddress(ctx: Ctx, origin: URL): string | undefined {
   const address = ctx.clientAddress.startsWith('::ffff:') ? ctx.clientAddress.slice(7) : ctx.clientAddress;
-  if (address === '127.0.0.1' || address === '::1' || address === unbracketed(origin.hostname)) return [];
+  if (address === '' || address === '127.0.0.1' || address === '::1' || address === unbracketed(origin.hostname)) return undefined;
   const host = ctx.req.headers.host;
-  if (host !== undefined && (host === address || host.startsWith(`${address}:`) || host.startsWith(`[${address}]`))) return [];
-  return [['x-forwarded-for', address]];
+  if (host !== undefined && (host === address || host.startsWith(`${address}:`) || host.startsWith(`[${address}]`))) return undefined;
+  return address;
 }
 
 function unbracketed(hostname: string): string {

@@ -155,6 +155,11 @@ function prepareForwardHeaders(ctx: Ctx): void {
   // field, including the client's Connection (with an agent, http-proxy would forward it).
   // (WebSocket upgrades never come here: server/websocket.ts tunnels them.)
   stripHopByHop(headers, TE_KEEP);
+  // Node's server has already answered the client's `Expect: 100-continue` (the body is on its
+  // way), and http-proxy emits no 'proxyReq' for a request that carries Expect: none of the
+  // origin timeouts, nor the cut when the client leaves, were armed for it (a curl POST over
+  // 1 KiB against a hung origin held its permit without limit).
+  delete headers['expect'];
   setForwardedHeaders(headers as Record<string, string | string[] | number | undefined>, original, {
     peerAddress: ctx.peerAddress,
     peerTrusted: ctx.peerTrusted,

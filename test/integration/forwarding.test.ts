@@ -593,3 +593,28 @@ describe('pass-through: origin connect timeout', () => {
     expect(ms).toBeLessThan(5_000);
   });
 });
+
+describe('pass-through: Expect: 100-continue', () => {
+  it('a request with Expect reaches the origin without it, under the origin timeouts like any other', async () => {
+    const o = await origin();
+    const seen: (string | undefined)[] = [];
+    o.setHandler((req) => {
+      seen.push(req.headers.expect);
+      req.resume(); // reads the body, never answers: a hung origin
+    });
+    const g = await gateway({ sites: [siteFor([o.url], { timeouts: { connectMs: 1_000, responseHeadersMs: 300, idleMs: 1_000 } })] });
+    const started = performance.now();
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = http.request(`${g.url}/comment`, { method: 'POST', agent: false, headers: { expect: '100-continue', 'content-type': 'text/plain', 'content-length': '2048' } });
+      req.on('continue', () => req.end('x'.repeat(2048)));
+      req.on('response', (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', reject);
+    });
+    expect(status).toBe(504);
+    expect(performance.now() - started).toBeLessThan(5_000);
+    expect(seen).toEqual([undefined]);
+  });
+});

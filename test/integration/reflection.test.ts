@@ -204,6 +204,26 @@ describe('what a fill carries from the request that led it', () => {
     expect(o.requests).toHaveLength(2);
   });
 
+  it('an answer repeating the address is only its own: no hit-for-pass, the next visitor\'s fill is stored; and 9 unkeyed headers do not make an address repeated', async () => {
+    const o = await origin();
+    o.setHandler((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'public, max-age=60' });
+      // The origin echoes what one client made it echo (a header, a query): his own address.
+      res.end(req.headers['x-forwarded-for'] === '127.0.0.2' ? '<p>hello 127.0.0.2</p>' : '<p>hello</p>');
+    });
+    const g = await gateway({ trustedProxies: [], sites: [siteFor([o.url])] });
+    const attacker = await send(g.url, '/hot', { host: 'blog.example.com' }, '127.0.0.2');
+    expect(attacker.headers['cache-status']).toMatch(/detail="pass the answer repeats the client address/);
+    const victim = await send(g.url, '/hot', { host: 'blog.example.com' }, '127.0.0.3');
+    expect(victim.headers['cache-status']).toMatch(/fwd=uri-miss; fwd-status=200; stored/); // not hit-for-pass
+    expect((await send(g.url, '/hot', { host: 'blog.example.com' }, '127.0.0.4')).headers['cache-status']).toMatch(/; hit/);
+    // Nine headers of the client's own (past the eight searched one by one) on a page that
+    // repeats none of them: stored, not the client's own.
+    const many: Record<string, string> = { host: 'blog.example.com' };
+    for (const c of 'abcdefghi') many[`x-${c}`] = `${c}${c}${c}-value`;
+    expect((await send(g.url, '/many', many, '127.0.0.5')).headers['cache-status']).toMatch(/stored/);
+  });
+
   it('a page naming this machine\'s own address in its links is still stored for a client on that address (a wiki reached as 127.0.0.1)', async () => {
     const o = await origin();
     o.setHandler((_req, res) => {

@@ -18,6 +18,7 @@ import { request } from 'undici';
 import { siteFor, type StartedGateway } from '../helpers/gateway.js';
 import { useFixtures } from '../helpers/fixtures.js';
 import { startTestOrigin, type RecordedRequest, type TestOrigin } from '../helpers/test-origin.js';
+import { REUSED_RESET_WINDOW_MS } from '../../src/origin/fetch.js';
 
 const { cleanups, gateway } = useFixtures();
 
@@ -177,6 +178,32 @@ describe('reused keep-alive connection closed by the origin', () => {
     expect({ status: r.status, error: r.headers['x-crowdgate-error'] }).toEqual({ status: 502, error: 'origin_reset' });
     expect(o.count('/private/r')).toBe(1);
     expect(originOutcomes(await metricsOf(g))).toEqual({ reset: 1 });
+  });
+
+  it.each([
+    ['a cache fill', 'public, max-age=60', '/page/slow', /fwd=uri-miss/],
+    ['a pass-through GET', 'private, no-store', '/private/slow', /fwd=bypass/],
+  ])('%s whose reused connection is reset after the origin worked on it for a while (a worker that died) is a counted reset, not sent again', async (_n, cacheControl, path) => {
+    const o = await startTestOrigin({ name: 'a', keepAliveTimeoutMs: 0 });
+    cleanups.push(() => o.close());
+    const answered = new WeakSet<Socket>();
+    o.setHandler((req, res) => {
+      if (answered.has(req.socket)) {
+        setTimeout(() => req.socket.destroy(), REUSED_RESET_WINDOW_MS + 200); // worked, then died
+        return;
+      }
+      answered.add(req.socket);
+      res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': cacheControl, 'content-length': 2 });
+      res.end('ok');
+    });
+    const g = await gateway({
+      sites: [siteFor([o.url], { routes: [{ name: 'private', match: { pathPrefix: '/private/' }, cache: { enabled: false } }] })],
+    });
+    expect((await call(`${g.url}${path.replace('slow', 'warm')}`)).status).toBe(200); // leaves an idle connection to reuse
+    const r = await call(`${g.url}${path}`);
+    expect({ status: r.status, error: r.headers['x-crowdgate-error'] }).toEqual({ status: 502, error: 'origin_reset' });
+    expect(o.count(path)).toBe(1);
+    expect(originOutcomes(await metricsOf(g))).toEqual({ ok: 1, reset: 1 });
   });
 
   it('a POST on a reused connection the origin closed is not sent again: 502 origin_reset, and the origin saw it once', async () => {

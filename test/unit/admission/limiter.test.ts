@@ -776,6 +776,26 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
     expect(limit.samples.at(-1)!.rttMs).toBe(500);
   });
 
+  it('fast failures (resets, 503s) are not prompt answers: an origin slow for everyone that also fails fast still closes the lane', async () => {
+    const s = setup({ limitN: 8, slowLane: true });
+    await s.teach(10, 5); // overdue after 100 ms
+    const limit = s.limit as ScriptedLimit;
+    const fed = limit.samples.length;
+    for (let i = 0; i < 20; i++) {
+      s.request(`s${i}`);
+      await s.flush();
+      s.clock.advance(5);
+      s.request(`f${i}`); // started after the slow one, fails at once
+      await s.flush();
+      s.clock.advance(5);
+      s.granted(`f${i}`).release('dropped');
+      s.clock.advance(490);
+      s.granted(`s${i}`).release('success');
+    }
+    const slowFed = limit.samples.slice(fed).filter((x) => x.rttMs === 500).length;
+    expect(slowFed).toBeGreaterThan(5); // the lane closed: the slow round trips count again
+  });
+
   it('slow reports that are most of the origin\'s releases are still outliers while pages keep being answered promptly (a well-cached site)', async () => {
     // Hits take no permit, so the origin sees mostly reports: two 500 ms reports for every
     // 10 ms page. Each page started after the reports before it, and was answered at once.

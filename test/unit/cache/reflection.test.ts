@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import zlib from 'node:zlib';
-import { MAX_SCANNED_INPUTS, normalise, reflectedInputs, textsOf, varyingAlsoOn } from '../../../src/cache/reflection.js';
+import { MAX_SCANNED_INPUTS, normalise, reflectedInputs, repeatsAddress, textsOf, varyingAlsoOn } from '../../../src/cache/reflection.js';
 
 const MAX = 1 << 20;
 
@@ -234,6 +234,29 @@ describe('reflectedInputs', () => {
     const page = Buffer.from('<a href="/setup-x64.exe">Win64 x64</a> u=0');
     expect(await reflectedInputs([['user-agent', 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36']], {}, page, MAX)).toEqual([]);
     expect(await reflectedInputs([['x-a', 'u=0']], {}, page, MAX)).toEqual([]);
+  });
+});
+
+describe('repeatsAddress', () => {
+  const body = (s: string) => Buffer.from(s);
+  it.each([
+    ['an address without a 3-digit part', '10.0.0.5', 'Your IP: 10.0.0.5.', true],
+    ['at the start and the end', '93.84.12.45', '93.84.12.45', true],
+    ['in a longer address (a link to the intranet host)', '192.168.1.2', '<a href="http://192.168.1.20/">home</a>', false],
+    ['with a longer address before it', '10.0.0.5', 'at 110.0.0.5 today', false],
+    ['followed by a port', '10.0.0.5', 'http://10.0.0.5:8080/', true],
+    ['an IPv6 address', '2001:db8::5', 'you are 2001:db8::5 here', true],
+    ['IPv6, colons percent-encoded in a URL', '2001:db8::5', '/whois?ip=2001%3Adb8%3A%3A5', true],
+    ['IPv6, a longer one', '2001:db8::5', 'you are 2001:db8::55 here', false],
+    ['not there', '10.0.0.5', 'nothing here', false],
+  ])('%s', async (_n, address, text, expected) => {
+    expect(await repeatsAddress(address, { 'content-type': 'text/html' }, body(text), 1 << 20)).toBe(expected);
+  });
+
+  it('looks in the headers, and in a compressed body decoded', async () => {
+    expect(await repeatsAddress('10.0.0.5', { 'x-client': '10.0.0.5' }, Buffer.alloc(0), 0)).toBe(true);
+    const gz = zlib.gzipSync(Buffer.from('<p>from 10.0.0.5</p>'));
+    expect(await repeatsAddress('10.0.0.5', { 'content-encoding': 'gzip', 'content-type': 'text/html' }, gz, 1 << 20)).toBe(true);
   });
 });
 
