@@ -187,8 +187,15 @@ function isEntryMeta(value: unknown): value is EntryMeta {
   for (const field of NUMBER_FIELDS) if (!Number.isFinite(m[field])) return false;
   if (typeof m.noCache !== 'boolean' || typeof m.mustRevalidate !== 'boolean') return false;
   if (m.invalidatedAt !== undefined && !Number.isFinite(m.invalidatedAt)) return false;
+  // A status and header fields Node will write: a record with status 99999, a bad header name
+  // or a CR/LF in a value made writeHead throw on every hit of that page.
+  if (!Number.isInteger(m.status) || (m.status as number) < 100 || (m.status as number) > 599) return false;
   return isStoredHeaders(m.headers);
 }
+
+/** A header field name (RFC 9110 §5.1 token) and a value without CR, LF or NUL (§5.5). */
+const FIELD_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const FIELD_VALUE = /^[^\r\n\0]*$/;
 
 function isStringArray(value: unknown): value is string[] {
   return Array.isArray(value) && value.every((v) => typeof v === 'string');
@@ -196,5 +203,7 @@ function isStringArray(value: unknown): value is string[] {
 
 function isStoredHeaders(value: unknown): value is StoredHeaders {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
-  return Object.values(value).every((v) => typeof v === 'string' || isStringArray(v));
+  return Object.entries(value).every(
+    ([name, v]) => FIELD_NAME.test(name) && (typeof v === 'string' ? FIELD_VALUE.test(v) : isStringArray(v) && v.every((x) => FIELD_VALUE.test(x))),
+  );
 }

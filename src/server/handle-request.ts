@@ -62,7 +62,13 @@ export function handleRequest(deps: RequestDeps, req: IncomingMessage, res: Serv
       memoHost = host;
       const memo = hitMemo.get(req.method!, host, req.url!, secure);
       if (memo !== undefined && memo.rt === rt) {
-        const outcome = answerMemoHit(deps, rt, memo, req, res, secure);
+        let outcome: ReturnType<typeof answerMemoHit>;
+        try {
+          outcome = answerMemoHit(deps, rt, memo, req, res, secure);
+        } catch (err) {
+          // As on the slow path (failUnexpected below): an answer, never a request left hanging.
+          return failUnexpected(makeCtx(deps, rt, req, res, nextRequestId(), deps.clock.now(), secure), err);
+        }
         if (outcome === true) return;
         if (outcome !== false) peeked = { key: memo.key, variants: outcome };
       }

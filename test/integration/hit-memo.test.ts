@@ -456,3 +456,31 @@ describe('hit memo: the fast path for plain repeated hits', () => {
     expect(withMemo.gw.hitMemo!.size).toBeGreaterThan(0); // the memo was in play
   });
 });
+
+describe('hit memo: an answer that cannot be written', () => {
+  it('a stored entry the fast path cannot write (a status Node refuses) gets 500, never a request left without an answer', async () => {
+    const { MemoryStore } = await import('../../src/cache/stores/memory-store.js');
+    const { systemClock } = await import('../../src/clock.js');
+    /** A store whose held copies turn unwritable once told to (a record from elsewhere, corrupted). */
+    class BreakingStore extends MemoryStore {
+      broken = false;
+      override peekHit(key: string, now?: number) {
+        const variants = super.peekHit(key, now);
+        return this.broken && variants ? variants.map((e) => ({ ...e, status: 99999 })) : variants;
+      }
+    }
+    const store = new BreakingStore({ maxBytes: 1 << 20, maxObjectBytes: 1 << 20, maxVariants: 8, clock: systemClock });
+    const o = await origin();
+    o.route('/page', { headers: { 'cache-control': 'public, max-age=60' }, body: 'page' });
+    const g = await gateway({ sites: [siteFor([o.url])] }, { store });
+    expect((await request(`${g.url}/page`)).statusCode).toBe(200); // filled; the memo learns the route
+    expect((await request(`${g.url}/page`)).statusCode).toBe(200); // a memo hit
+    store.broken = true;
+    o.route('/other', { headers: { 'cache-control': 'public, max-age=60' }, body: 'other' });
+    expect((await request(`${g.url}/other`)).statusCode).toBe(200); // a store write: the memo's held lookup is stale
+    const res = await request(`${g.url}/page`, { headersTimeout: 5_000 });
+    expect(res.statusCode).toBe(500);
+    expect(res.headers['x-crowdgate-error']).toBe('internal_error');
+    await res.body.text();
+  });
+});
