@@ -3,7 +3,7 @@
  * whole file is valid. An invalid file is refused with every error logged as
  * `file:line:col path: message`; the running config stays as it was.
  *
- * Restart-only keys (RESTART_KEYS in schema.ts: listeners, header size, cache size, Redis) cannot change in
+ * Restart-only keys (RESTART_KEYS in schema.ts: listeners, header size, cache size, Redis, the file watch) cannot change in
  * a running process. When the file changes one of them the reloader warns that a restart is
  * needed and carries the RUNNING value over into the new snapshot, so `current()` always
  * describes what the process is actually doing; every other key applies live.

@@ -948,4 +948,4 @@ export type RedisConfig = NonNullable<GatewayConfig['redis']>;
 export type CompressionConfig = GatewayConfig['compression'];
 
 /** Keys that only take effect at startup; everything else applies on reload. */
-export const RESTART_KEYS = ['listen', 'admin.host', 'admin.port', 'tls.host', 'tls.port', 'tls.http2', 'limits.maxHeaderBytes', 'cache.maxBytes', 'redis'] as const;
+export const RESTART_KEYS = ['listen', 'admin.host', 'admin.port', 'tls.host', 'tls.port', 'tls.http2', 'limits.maxHeaderBytes', 'cache.maxBytes', 'redis', 'reload'] as const;

@@ -120,6 +120,14 @@ describe('createReloader', () => {
     expect(ctx.source.current().log.level).toBe('warn');
   });
 
+  test('reload.watch and reload.debounceMs are restart-only (the watch is set up once): warned about, kept as running', async () => {
+    writeFileSync(ctx.file, `${configText({ level: 'warn' })}reload: { watch: false, debounceMs: 50 }\n`);
+    const outcome = await ctx.reloader.reload('watch');
+    expect(outcome).toMatchObject({ ok: true, changed: true, restartRequired: ['reload'] });
+    expect(ctx.source.current().reload).toEqual({ watch: true, debounceMs: 200 });
+    expect(ctx.source.current().log.level).toBe('warn');
+  });
+
   test('a restart-only change alone swaps nothing but still warns', async () => {
     writeFileSync(ctx.file, configText({ port: 8081 }));
     const outcome = await ctx.reloader.reload('watch');
