@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
@@ -6,6 +6,7 @@ import {
   formatConfigError,
   formatPath,
   loadConfigFile,
+  MAX_CONFIG_BYTES,
   parseConfigText,
   type ConfigError,
   type LoadResult,
@@ -347,6 +348,17 @@ describe('loadConfigFile', () => {
     { name: 'a directory', file: dir, message: 'cannot read config: is a directory, not a file' },
   ])('$name is one error at 1:1', async ({ file, message }) => {
     expect(errorsOf(await loadConfigFile(file))).toEqual([{ file, line: 1, col: 1, path: '(root)', message }]);
+  });
+
+  test('a file past MAX_CONFIG_BYTES is refused without being read or parsed (a valid config with 1 MiB of comments appended)', async () => {
+    const file = join(dir, 'huge.yaml');
+    writeFileSync(file, MINIMAL + '#'.repeat(MAX_CONFIG_BYTES) + '\n');
+    const size = statSync(file).size;
+    expect(errorsOf(await loadConfigFile(file, { env: {} }))).toEqual([
+      { file, line: 1, col: 1, path: '(root)', message: `config file is ${size} bytes; the most read is ${MAX_CONFIG_BYTES} (1 MiB)` },
+    ]);
+    writeFileSync(file, MINIMAL + '#'.repeat(1000) + '\n'); // a comment of ordinary size is fine
+    expect((await loadConfigFile(file, { env: {} })).ok).toBe(true);
   });
 });
 
