@@ -66,8 +66,13 @@ export function handleRequest(deps: RequestDeps, req: IncomingMessage, res: Serv
         try {
           outcome = answerMemoHit(deps, rt, memo, req, res, secure);
         } catch (err) {
-          // As on the slow path (failUnexpected below): an answer, never a request left hanging.
-          return failUnexpected(makeCtx(deps, rt, req, res, nextRequestId(), deps.clock.now(), secure), err);
+          // As on the slow path (failUnexpected below): an answer, never a request left hanging,
+          // and accounted for like any other.
+          const failed = makeCtx(deps, rt, req, res, nextRequestId(), deps.clock.now(), secure);
+          failUnexpected(failed, err);
+          if (res.writableEnded) return finish(failed, true);
+          res.on('close', () => finish(failed, false));
+          return;
         }
         if (outcome === true) return;
         if (outcome !== false) peeked = { key: memo.key, variants: outcome };

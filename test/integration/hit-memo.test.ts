@@ -482,5 +482,8 @@ describe('hit memo: an answer that cannot be written', () => {
     expect(res.statusCode).toBe(500);
     expect(res.headers['x-crowdgate-error']).toBe('internal_error');
     await res.body.text();
+    // Accounted for like any answer.
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(/^crowdgate_requests_total\{[^}]*status_class="5xx"[^}]*\} 1$/m);
   });
 });
