@@ -72,6 +72,10 @@ export class TlsEdge {
     } catch (err) {
       this.opts.logger.error({ err }, 'TLS settings not applied; the certificates and settings in force keep serving');
     }
+    // As at start (listen): a reload that removed the last certificate leaves the listener up
+    // and every handshake failing, and said nothing.
+    if (this.server !== undefined && this.certificates.defaultSite === undefined && !this.acmeSites.active)
+      this.opts.logger.warn({ port: config.tls.port }, 'after this reload no site has a usable certificate (sites[].tls): HTTPS handshakes fail until one is installed');
   }
 
   /** Answers an ACME HTTP-01 challenge for an ACME site's name (the plain listener, before routing); false when it is not one. */

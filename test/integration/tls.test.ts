@@ -539,6 +539,22 @@ describe('HTTPS listener across config reloads and drain', () => {
     }
   });
 
+  it('warns when a reload leaves no site with a certificate (every handshake then fails), as at start', async () => {
+    const filesA = ca.write('reload-last', await ca.leaf(['a.test']));
+    const base = { reload: { watch: false }, tls: { host: '127.0.0.1', port: 0 } };
+    const gw = await startGateway({ ...base, sites: [site('a', ['a.test'], filesA), site('plain', ['*'])] });
+    try {
+      const warned = () => gw.logs.filter((l) => /no site has a usable certificate/.test(String(l.msg)));
+      expect(warned()).toHaveLength(0);
+      writeFileSync(gw.configPath, stringify(withTestDefaults({ ...base, sites: [site('plain', ['*'])] })));
+      expect((await gw.gw.reload())?.ok).toBe(true);
+      expect(warned()).toHaveLength(1);
+      await expect(handshake(gw.gw.httpsAddress!.port, ca.ca, { servername: 'a.test' })).rejects.toThrow();
+    } finally {
+      await gw.close();
+    }
+  });
+
   it('drains: an HTTP/2 request in flight finishes, then the HTTPS listener is closed', async () => {
     const files = ca.write('drain', await ca.leaf(['drain.test']));
     const gw = await startGateway({ tls: { host: '127.0.0.1', port: 0 }, sites: [site('d', ['*'], files)] });
