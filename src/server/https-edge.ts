@@ -32,7 +32,7 @@ export function hstsValue(tls: TlsConfig): string | undefined {
 }
 
 /** A host name or IP literal with an optional port, nothing else: safe to write into Location. */
-const HOST_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
+const HOST_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
 
 /** Answers a plain-HTTP request with the redirect to https when the config asks for one; true when it did. */
 export function redirectToHttps(ctx: Ctx, site: SiteRuntime): boolean {
@@ -44,7 +44,9 @@ export function redirectToHttps(ctx: Ctx, site: SiteRuntime): boolean {
   if (port === undefined || schemeOf(ctx) === 'https') return false; // a trusted proxy in front already speaks https to the client
   const host = req.headers.host;
   if (host === undefined || !HOST_RE.test(host)) return false;
-  const name = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.split(':')[0]!;
+  // The name as routing and the key hold it (lower case, no trailing dot): `a.test.` is the
+  // same site and must not stay on plain HTTP, and is sent to its canonical name.
+  const name = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.split(':')[0]!.toLowerCase().replace(/\.$/, '');
   // Only to a name the site's certificate covers: a `*` site, a wildcard host or an IP is served
   // over plain HTTP as before rather than sent to a certificate error.
   if (deps.tls?.hasCertificate(site.name, name) !== true) return false;

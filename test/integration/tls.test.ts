@@ -217,6 +217,11 @@ describe('HTTPS listener: SNI, HTTP/2, redirect, HSTS, live certificate reload',
     expect(redirected.headers.location).toBe(`https://a.test:${httpsPort}/page?x=1`);
     expect(redirected.headers['strict-transport-security']).toBeUndefined();
     expect(redirected.headers['cache-status']).toBe(`crowdgate; fwd=bypass; detail="https-redirect rid=${String(redirected.headers['x-request-id'])}"`);
+    // The same site however its name is spelt: a trailing dot or capitals did not redirect.
+    for (const host of ['a.test.', 'A.Test', 'a.test.:80']) {
+      const spelt = await h1get(`${gw.url}/page?x=1`, { headers: { host } });
+      expect([spelt.status, spelt.headers.location], host).toEqual([308, `https://a.test:${httpsPort}/page?x=1`]);
+    }
     const wildcard = await h1get(`${gw.url}/x`, { headers: { host: 'www.b.test:8080' } });
     expect(wildcard.headers.location).toBe(`https://www.b.test:${httpsPort}/x`);
     expect(origin.requests.length).toBe(before);
