@@ -222,11 +222,12 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
       requestTime: fetched.requestTime,
       responseTime: fetched.responseTime,
     };
+    const address = leaderAddress(ctx, member.url);
     // RFC 9111 §4.3.3-4: a 304 to our conditional request refreshes the stored entry, unless
     // its header fields repeat a request header the entry's key does not hold (a framework
-    // sets a Link from a header before its freshness check): merged, they would reach everyone.
-    // Then fetch the whole answer, whose every part is checked as a fill's is.
-    const address = leaderAddress(ctx, member.url);
+    // sets a Link from a header before its freshness check) or the leader's address: merged,
+    // they would reach everyone. Then fetch the whole answer, whose every part is checked as a
+    // fill's is.
     if (
       fetched.status === 304 &&
       revalidating &&
@@ -263,26 +264,17 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
       };
     }
     if (decision.store) {
-      // A header nothing keys that the answer repeats is treated as if the origin had listed it
-      // in Vary (cache/reflection.ts): the page is stored as that value's variant, and a client
-      // who sent `X-Anything: <script…>` plants it for nobody but himself.
       // The leader's address (in the X-Forwarded-For the gateway writes) is an input no key or
       // Vary can hold: an answer that repeats it ("your IP is ...") is that client's own, and
       // stored it would show everyone who filled the page. Not stored, and nothing more: no
       // hit-for-pass (the next leader's answer is judged on its own; a client whose address
       // a page happens to contain, or who had the origin echo it, must not send a hot page's
       // crowd to the origin), and the requests that shared the fill ask the origin themselves.
-      if (address !== undefined && (await repeatsAddress(address, decision.entry.headers, fetched.body, rt.config.cache.maxObjectBytes))) {
-        return {
-          kind: 'uncacheable',
-          fwdStatus: fetched.status,
-          status: fetched.status,
-          headers: clientHeaders(fetched.headers, lookup.policy),
-          body: fetched.body,
-          reason: 'the answer repeats the client address',
-          once: true,
-        };
-      }
+      if (address !== undefined && (await repeatsAddress(address, decision.entry.headers, fetched.body, rt.config.cache.maxObjectBytes)))
+        return { ...notStored(fetched, lookup, 'the answer repeats the client address'), once: true };
+      // A header nothing keys that the answer repeats is treated as if the origin had listed it
+      // in Vary (cache/reflection.ts): the page is stored as that value's variant, and a client
+      // who sent `X-Anything: <script…>` plants it for nobody but himself.
       const reflected = await reflectedInputs(
         unkeyedFillInputs(lookup.variantHeaders, lookup.policy, decision.entry.vary),
         decision.entry.headers,
@@ -305,15 +297,13 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
       const echoed = reflected.filter((n) => !decision.entry.vary.includes(n));
       return { kind: 'entry', entry, state: lookup.entry ? 'expired' : 'miss', stored: true, fwdStatus: fetched.status, echoed };
     }
-    return {
-      kind: 'uncacheable',
-      fwdStatus: fetched.status,
-      status: fetched.status,
-      headers: clientHeaders(fetched.headers, lookup.policy),
-      body: fetched.body,
-      reason: decision.reason,
-    };
+    return notStored(fetched, lookup, decision.reason);
   }
+}
+
+/** A fetched answer that is not stored: it answers the requests that shared the fill. */
+function notStored(fetched: { status: number; headers: Record<string, string | string[]>; body: Buffer }, lookup: Lookup, reason: string): FillResult & { kind: 'uncacheable' } {
+  return { kind: 'uncacheable', fwdStatus: fetched.status, status: fetched.status, headers: clientHeaders(fetched.headers, lookup.policy), body: fetched.body, reason };
 }
 
 /**
