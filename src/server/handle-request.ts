@@ -200,6 +200,9 @@ function makeCtx(
   };
 }
 
+/** An absolute-form request target (RFC 9112 §3.2.2); group 1 is its authority. */
+const ABSOLUTE_TARGET = /^https?:\/\/([^/?#]*)/i;
+
 /** RFC 3986 host (reg-name, IPv4, or an IP literal in brackets) with an optional port. */
 const VALID_HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?$/;
 
@@ -219,6 +222,14 @@ export function route(ctx: Ctx): void | Promise<void> {
   if (req.rawHeaders.length / 2 > rt.config.limits.maxHeadersCount) return fail(ctx, 'headers_too_large');
   if (answerServerOptions(ctx)) return;
   if (!ctx.rawUrl.startsWith('/') && !/^https?:\/\//i.test(ctx.rawUrl)) return fail(ctx, 'bad_request', 'unsupported request target');
+  // RFC 9112 §3.2.2: with an absolute-form target the Host field is ignored and the target's
+  // authority is the host, for routing, the key and the fill alike (nginx does the same). A
+  // target naming no host, or with userinfo, is a 400 below.
+  const absolute = ABSOLUTE_TARGET.exec(ctx.rawUrl);
+  if (absolute !== null) {
+    if (absolute[1] === '' || absolute[1]!.includes('@')) return fail(ctx, 'bad_request', 'absolute-form target without a valid authority');
+    req.headers.host = absolute[1];
+  }
   // RFC 9112 §3.2: a Host that is not a host[:port] is a 400 (`Host: [` reached the origin
   // client, which threw: a 500 for a malformed request).
   const host = req.headers.host;

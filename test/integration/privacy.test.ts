@@ -56,6 +56,23 @@ describe('the key covers what the origin sees', () => {
     expect(o.count('/home')).toBe(2);
   });
 
+  it('an absolute-form target names the host: its authority replaces Host for routing, the key and the fill (RFC 9112 §3.2.2)', async () => {
+    const o = await origin();
+    o.route('/home', reflecting(['host']));
+    const g = await gateway({ sites: [siteFor([o.url], { hosts: ['shop.test', '*'] })] });
+    // rawGet sends `Host: shop.test`; the target names evil.example, which is what the origin sees.
+    const planted = await rawGet(g.url, 'http://evil.example/home');
+    expect(planted).toMatch(/^HTTP\/1\.1 200/);
+    expect(planted).toContain('host=evil.example');
+    expect((await get(`${g.url}/home`, { host: 'evil.example' })).headers['cache-status']).toMatch(/; hit/);
+    const real = await get(`${g.url}/home`, { host: 'shop.test' });
+    expect(real.body).toBe('host=shop.test');
+    expect(o.count('/home')).toBe(2);
+    expect(await rawGet(g.url, 'http:///home')).toMatch(/^HTTP\/1\.1 400/);
+    expect(await rawGet(g.url, 'http://user@shop.test/home')).toMatch(/^HTTP\/1\.1 400/);
+    expect(o.count('/home')).toBe(2);
+  });
+
   it('http and https pages behind a trusted TLS terminator are different entries', async () => {
     const o = await origin();
     o.route('/home', reflecting(['x-forwarded-proto']));
