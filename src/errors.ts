@@ -62,7 +62,7 @@ export const ERRORS = {
   origin_bad_response: {
     status: 502,
     message: 'The origin server sent an invalid response.',
-    action: 'Check the origin; its response could not be parsed.',
+    action: 'Check the origin; its response could not be parsed, or its status was outside 100-599 (RFC 9110 §15).',
   },
   origin_timeout: {
     status: 504,

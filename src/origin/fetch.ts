@@ -118,6 +118,12 @@ export class OriginFetcher {
       return failure === 'reset' && reusedResets.has(err as object) ? { ...failed, reusedConnection: true } : failed;
     }
     const responseTime = this.clock.now();
+    if (!isValidStatus(res.statusCode)) {
+      // RFC 9110 §15: a status is 100-599 (undici takes any three digits): a bad answer.
+      res.body.on('error', () => {});
+      res.body.destroy();
+      return { ok: false, failure: 'bad_response', error: new Error(`origin answered status ${res.statusCode}`), requestTime, responseTime };
+    }
     const head: FetchedHead = {
       status: res.statusCode,
       headers: res.headers as Record<string, string | string[]>,
@@ -152,6 +158,11 @@ export class OriginFetcher {
     this.oneOff.clear();
     await Promise.all(dispatchers.map((p) => p.destroy().catch(() => undefined)));
   }
+}
+
+/** RFC 9110 §15: a status code is 100-599; parsers accept any three digits. */
+export function isValidStatus(status: number): boolean {
+  return Number.isInteger(status) && status >= 100 && status <= 599;
 }
 
 export function classifyFetchError(err: unknown): FetchFailure {

@@ -17,7 +17,7 @@ import httpProxy from 'http-proxy';
 import type { Agent, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex, Transform } from 'node:stream';
-import { REUSED_RESET_WINDOW_MS, type FetchFailure } from './fetch.js';
+import { REUSED_RESET_WINDOW_MS, isValidStatus, type FetchFailure } from './fetch.js';
 import { copyEndToEnd } from '../server/headers.js';
 
 export type ForwardOutcome =
@@ -205,6 +205,13 @@ export class Forwarder {
     for (const t of state.timers) clearTimeout(t);
     state.timers.length = 0;
     const status = proxyRes.statusCode ?? 502;
+    if (!isValidStatus(status)) {
+      // RFC 9110 §15: a status is 100-599. Node's parser takes any three digits; h1 would pass
+      // 700 on as it came and h2 cannot send it at all. A bad answer, as nginx has it (502).
+      proxyRes.destroy();
+      state.settle({ kind: 'failure', failure: 'bad_response', error: new Error(`origin answered status ${status}`), bodySent: req.readableEnded && hasBody(req) });
+      return;
+    }
     const head = state.call.onHead(status, copyEndToEnd(proxyRes.headers));
     if (res.destroyed) {
       proxyRes.destroy();

@@ -225,6 +225,27 @@ describe('failure amplification: passive ejection and the breaker', () => {
     await expectNothingTripped(g, 1);
   });
 
+  it('answers an origin status outside 100-599 with 502 origin_bad_response, on a fill and on a pass-through, and counts nothing against the member', async () => {
+    const clock = manualClock();
+    const o = await origin();
+    // Node's server writes any three digits; undici and node:http read them.
+    o.route('/odd', (_req, res) => {
+      res.writeHead(799, { 'content-type': 'text/plain', 'content-length': '3' });
+      res.end('odd');
+    });
+    const g = await gateway(
+      { sites: [siteFor([o.url], { passive: { consecutiveFailures: 2 }, circuit: { consecutiveFailures: 2, errorRatePercent: 1, minRequests: 1 } })] },
+      { clock },
+    );
+    for (const method of ['GET', 'POST', 'GET', 'POST', 'GET']) {
+      const r = await call(`${g.url}/odd`, { method });
+      expect({ method, status: r.status, error: r.headers['x-crowdgate-error'] }).toEqual({ method, status: 502, error: 'origin_bad_response' });
+    }
+    expect(o.count('/odd')).toBe(5);
+    expectFromOrigin(await call(`${g.url}/after`), 200, '/after');
+    await expectNothingTripped(g, 1);
+  });
+
   it('never ejects the last usable member: after ten connection resets on /r, /ok still reaches the origin', async () => {
     const clock = manualClock();
     const o = await origin();
