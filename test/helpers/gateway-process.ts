@@ -29,6 +29,11 @@ export async function spawnGateway(input: GatewayConfigInput, timeoutMs = 10_000
   const configPath = join(dir, 'gateway.yaml');
   writeFileSync(configPath, stringify(withTestDefaults({ reload: { watch: false }, ...input })));
   const child = spawn(process.execPath, ['dist/main.js', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // The test worker may end without calling stop() (a failed beforeAll, a timeout): the child
+  // must not outlive it. Removed once the child has exited.
+  const reap = () => child.kill('SIGKILL');
+  process.once('exit', reap);
+  child.once('exit', () => process.off('exit', reap));
   const logs: Array<Record<string, unknown>> = [];
   let buffered = '';
   let stderr = '';
