@@ -12,8 +12,8 @@ import { GatewayStore } from './cache/stores/gateway-store.js';
 import { Inflight } from './collapse/inflight.js';
 import type { GatewayConfig } from './config/schema.js';
 import { ConfigSource } from './config/source.js';
-import { startLiveReload } from './config/live-reload.js';
-import type { Reloader, ReloadOutcome } from './config/reloader.js';
+import { startLiveReload, type LastReload, type LiveReload } from './config/live-reload.js';
+import type { ReloadOutcome } from './config/reloader.js';
 import { GatewayMetrics } from './metrics/gateway-metrics.js';
 import { collectGauges } from './metrics/collect-gauges.js';
 import { OriginFetcher } from './origin/fetch.js';
@@ -80,7 +80,7 @@ export class Gateway implements RequestDeps {
   private readonly pools: PoolTable;
   /** The public, HTTPS and admin listeners (server/listeners.ts). */
   private readonly listeners: Listeners;
-  private reloader?: Reloader;
+  private reloader?: LiveReload;
   private readonly drainer: Drain;
   private readonly websockets = new WebSocketUpgrades(this);
 
@@ -122,7 +122,14 @@ export class Gateway implements RequestDeps {
     this.listeners = new Listeners({ logger: this.logger, tls: this.tls, admin: this });
     this.source.onChange((next) => this.applyConfig(next));
     if (opts.configPath)
-      this.reloader = startLiveReload({ file: opts.configPath, source: this.source, logger: this.logger, metrics: this.metrics, reload: cfg.reload });
+      this.reloader = startLiveReload({
+        file: opts.configPath,
+        source: this.source,
+        logger: this.logger,
+        metrics: this.metrics,
+        reload: cfg.reload,
+        now: () => this.clock.now(),
+      });
   }
 
   /** Purges here (L1 and L2 when tiered), then on the other instances (gateway-store.ts); `purged` counts here. */
@@ -152,6 +159,10 @@ export class Gateway implements RequestDeps {
 
   acmeStatus(): SiteStatus[] {
     return this.tls.acmeStatus();
+  }
+
+  lastReload(): LastReload | undefined {
+    return this.reloader?.last();
   }
 
   /** /readyz: ready unless draining or no site has a usable origin. */

@@ -20,6 +20,7 @@ import type { HotKeys } from './hot-keys.js';
 import type { Readiness } from './readiness.js';
 import type { StatusHistory } from './status-history.js';
 import type { SiteStatus } from '../tls/acme/manager.js';
+import type { LastReload } from '../config/live-reload.js';
 import { prefersJson } from '../errors.js';
 import { renderStatusPage, STATUS_PAGE_HEADERS } from './status-page.js';
 
@@ -56,6 +57,8 @@ export interface AdminGateway {
   collectGauges(): void;
   /** The ACME sites' certificates (tls/acme-sites.ts); empty without `tls.acme` sites. */
   acmeStatus?(): SiteStatus[];
+  /** The last config reload attempt (config/live-reload.ts); undefined before one, or without a config file. */
+  lastReload?(): LastReload | undefined;
 }
 
 export function createAdminServer(gw: AdminGateway): http.Server {
@@ -116,8 +119,19 @@ export function statusSnapshot(gw: AdminGateway): Record<string, unknown> {
     cache: { entries: stats.entries, bytes: stats.bytes, maxBytes: rt.config.cache.maxBytes, inflightFills: gw.inflight.size },
     pressure: { overloaded: gw.admission.isOverloaded(), shedding: gw.admission.isShedding(), ...gw.admission.pressure.readings() },
     hotKeys: gw.hotKeys.top(10),
+    ...reloadSnapshot(gw),
     ...acmeSnapshot(gw),
   };
+}
+
+/**
+ * `lastReload`: the last config reload attempt, so that a refused edit is seen where ops look
+ * (the log has every error; the page shows the first few and that the old config still runs).
+ */
+function reloadSnapshot(gw: AdminGateway): { lastReload?: Record<string, unknown> } {
+  const last = gw.lastReload?.();
+  if (last === undefined) return {};
+  return { lastReload: { ...last, at: new Date(last.at).toISOString() } };
 }
 
 /** `acme`: per ACME site, the certificate served (temporary or not, serial, expiry), when it renews and the last error. */

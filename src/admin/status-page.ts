@@ -32,6 +32,9 @@ header { display:flex; flex-wrap:wrap; gap:.25rem 1rem; align-items:baseline; pa
 header h1 { font-size:1.15rem; margin:0; }
 #conn { color:var(--muted); font-size:.85rem; }
 #conn.down { color:var(--bad); }
+#config-note { margin:0 1rem .5rem; padding:.4rem .75rem; border-radius:8px; background:var(--card); border-left:4px solid var(--warn); font-size:.85rem; overflow-wrap:anywhere; }
+#config-note.bad { border-left-color:var(--bad); }
+#config-note ul { margin:.25rem 0 0; padding-left:1.2rem; }
 .kpis { display:grid; grid-template-columns:repeat(auto-fit, minmax(min(100%, 9rem), 1fr)); gap:.5rem; padding:0 1rem; }
 .kpi { background:var(--card); border-radius:8px; padding:.5rem .75rem; min-width:0; }
 .kpi b { display:block; font-size:1.35rem; font-variant-numeric:tabular-nums; overflow-wrap:anywhere; }
@@ -59,6 +62,7 @@ td.path { word-break:break-all; }
   <h1>crowdgate status</h1>
   <span id="conn">connecting…</span>
 </header>
+<div id="config-note" role="status" hidden></div>
 <div class="kpis">
   <div class="kpi"><b id="kpi-rps">–</b><span>requests/s now</span></div>
   <div class="kpi"><b id="kpi-hit">–</b><span>answered from cache (window)</span></div>
@@ -199,7 +203,29 @@ td.path { word-break:break-all; }
     });
   }
 
+  // The last config reload, when it needs a look: refused (the old config still runs), or
+  // accepted with keys that wait for a restart.
+  function renderReload(r) {
+    var box = $("config-note");
+    box.textContent = "";
+    var refused = r && !r.ok;
+    var pending = r && r.ok && r.restartRequired && r.restartRequired.length > 0;
+    if (!refused && !pending) { box.hidden = true; return; }
+    box.hidden = false;
+    box.className = refused ? "bad" : "";
+    var when = new Date(r.at).toLocaleTimeString();
+    box.appendChild(document.createTextNode(refused
+      ? "Config reload refused at " + when + " (" + r.errorCount + " error" + (r.errorCount === 1 ? "" : "s") + "): still running generation " + r.generation + "."
+      : "Config reloaded at " + when + "; these keys need a restart to change: " + r.restartRequired.join(", ") + "."));
+    if (refused) {
+      var ul = el("ul", {});
+      r.errors.forEach(function (e) { ul.appendChild(el("li", {}, e)); });
+      box.appendChild(ul);
+    }
+  }
+
   function render(d) {
+    renderReload(d.lastReload);
     var samples = d.samples || [];
     var times = samples.map(function (s) { return s.at; });
     var now = d.generatedAt;

@@ -5,6 +5,7 @@
  * (main.ts) and tests ask through reload(); the watch asks with reason 'watch'.
  */
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
+import { formatConfigError } from './load.js';
 import { createReloader, type ReloadLogger, type Reloader } from './reloader.js';
 import type { GatewayConfig } from './schema.js';
 import type { ConfigSource } from './source.js';
@@ -17,11 +18,39 @@ export interface LiveReloadOptions {
   metrics: GatewayMetrics;
   /** The `reload:` block at start: the watch is set up once (changing it takes a restart). */
   reload: GatewayConfig['reload'];
+  /** Milliseconds since the epoch, for `LastReload.at` (the gateway's clock). */
+  now?: () => number;
+}
+
+/** The last reload attempt, as /status.json and the status page show it. */
+export interface LastReload {
+  /** When it finished (ms since the epoch). */
+  at: number;
+  reason: string;
+  ok: boolean;
+  /** The generation running after it (unchanged when refused). */
+  generation: number;
+  /** Refused: the first errors, as the log has them (`file:line:col path: message`). */
+  errors: string[];
+  /** How many errors there were in all. */
+  errorCount: number;
+  /** Accepted: keys whose new value waits for a restart. */
+  restartRequired: string[];
+}
+
+/** How many of a refused reload's errors /status.json repeats (the log has them all). */
+const SHOWN_ERRORS = 5;
+
+export interface LiveReload extends Reloader {
+  /** The last attempt since start; undefined before the first. */
+  last(): LastReload | undefined;
 }
 
 /** close() stops the watch, then the reloader (queued reloads resolve refused). */
-export function startLiveReload(opts: LiveReloadOptions): Reloader {
+export function startLiveReload(opts: LiveReloadOptions): LiveReload {
   const { file, source, logger, metrics } = opts;
+  const now = opts.now ?? Date.now;
+  let last: LastReload | undefined;
   const reloader = createReloader({
     file,
     source,
@@ -29,6 +58,15 @@ export function startLiveReload(opts: LiveReloadOptions): Reloader {
     onResult: (o) => {
       metrics.get('configReloads').inc({ result: o.ok ? 'success' : 'failure' });
       metrics.get('configLastReloadSuccess').set(o.ok ? 1 : 0);
+      last = {
+        at: now(),
+        reason: o.reason,
+        ok: o.ok,
+        generation: o.generation,
+        errors: o.ok ? [] : o.errors.slice(0, SHOWN_ERRORS).map(formatConfigError),
+        errorCount: o.ok ? 0 : o.errors.length,
+        restartRequired: o.ok ? o.restartRequired : [],
+      };
     },
   });
   const watcher = opts.reload.watch
@@ -36,6 +74,7 @@ export function startLiveReload(opts: LiveReloadOptions): Reloader {
     : undefined;
   return {
     reload: (reason) => reloader.reload(reason),
+    last: () => last,
     close: () => {
       watcher?.close();
       reloader.close();

@@ -78,6 +78,13 @@ describe('live reload', () => {
     expect(metrics).toMatch(/crowdgate_config_reloads_total\{result="failure"\} [1-9]/);
     expect(metrics).toMatch(/crowdgate_config_last_reload_success 0/);
     expect(metrics).toMatch(/crowdgate_config_generation 1/);
+    // /status.json says so too, with the error as the log has it.
+    const status = (await (await request(`${g.adminUrl}/status.json`)).body.json()) as { generation: number; lastReload: Record<string, unknown> };
+    expect(status.generation).toBe(1);
+    expect(status.lastReload).toMatchObject({ ok: false, reason: 'watch', generation: 1, restartRequired: [] });
+    expect(status.lastReload.errorCount).toBeGreaterThanOrEqual(1);
+    expect((status.lastReload.errors as string[])[0]).toMatch(new RegExp(`^${g.configPath.replace(/[.]/g, '\\.')}:\\d+:\\d+ sites\\[0\\]`));
+    expect(Date.parse(status.lastReload.at as string)).toBeGreaterThan(Date.now() - 60_000);
   });
 });
 

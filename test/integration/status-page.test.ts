@@ -5,7 +5,7 @@
  * artifacts/status-page.png, and at a phone viewport nothing overflows horizontally. With no
  * traffic the page says so instead of drawing nothing.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
@@ -178,5 +178,25 @@ describe('status page in Chromium', () => {
       expect.arrayContaining([expect.stringMatching(/collecting samples…|no requests in the window/)]),
     );
     await page.close();
+  }, 20_000);
+
+  it('shows a refused config reload: when, how many errors, the first of them, and that the old config still runs', async () => {
+    const edited = await startGateway({ sites: [siteFor([origin.url])] });
+    try {
+      const page = await context.newPage();
+      await page.goto(`${edited.adminUrl}/status`);
+      await expect.poll(() => page.locator('#conn').textContent(), { timeout: 10_000 }).toMatch(/^live/);
+      expect(await page.locator('#config-note').isVisible()).toBe(false);
+      writeFileSync(edited.configPath, readFileSync(edited.configPath, 'utf8').replace('hosts:', 'orgins: []\n    hosts:'));
+      expect((await edited.gw.reload('manual'))?.ok).toBe(false);
+      await expect.poll(() => page.locator('#config-note').isVisible(), { timeout: 10_000 }).toBe(true);
+      const note = (await page.locator('#config-note').textContent()) ?? '';
+      expect(note).toMatch(/Config reload refused at .* \(1 error\): still running generation 1\./);
+      expect(await page.locator('#config-note li').allTextContents()).toEqual([expect.stringContaining(`${edited.configPath}:`)]);
+      expect(await page.locator('#config-note li').first().textContent()).toContain('orgins');
+      await page.close();
+    } finally {
+      await edited.close();
+    }
   }, 20_000);
 });
