@@ -25,6 +25,15 @@ export const listenSchema = z
   .strictObject({
     host: z.string().default('0.0.0.0').describe('Address to listen on (restart).'),
     port: port.default(8080).describe('Port to listen on; 0 picks a free port (restart).'),
+    backlog: z
+      .number()
+      .int()
+      .min(1)
+      .max(65535)
+      .default(4096)
+      .describe(
+        'Connections the kernel holds for accept() on the public listeners (plain and HTTPS): a flash crowd opens thousands at once, and one past a full queue waits for a SYN retransmit (1 s, then 3 s). Linux caps it at net.core.somaxconn, as Go (Caddy) does by default; Node\'s own default is 511 (restart).',
+      ),
   })
   .describe('The public listener (restart to change).');
 

@@ -6,11 +6,12 @@
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-export function listenOn(server: http.Server, host: string, port: number): Promise<AddressInfo> {
+/** `backlog`: the accept queue's length (the kernel caps it at net.core.somaxconn); Node's default, 511, when unset. */
+export function listenOn(server: http.Server, host: string, port: number, backlog?: number): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error) => reject(err);
     server.once('error', onError);
-    server.listen(port, host, () => {
+    server.listen({ port, host, ...(backlog === undefined ? {} : { backlog }) }, () => {
       server.off('error', onError);
       resolve(server.address() as AddressInfo);
     });

@@ -53,7 +53,7 @@ export class Listeners {
       onRequest: (req, res) => tls.answerChallenge(req, res) || hooks.onRequest(req, res),
     });
     this.adminServer = createAdminServer(this.opts.admin);
-    const pub = await listenOn(this.publicServer, cfg.listen.host, cfg.listen.port);
+    const pub = await listenOn(this.publicServer, cfg.listen.host, cfg.listen.port, cfg.listen.backlog);
     const https = await tls.listen(cfg, hooks);
     const admin = await listenOn(this.adminServer, cfg.admin.host, cfg.admin.port);
     const addresses = { public: pub, admin, ...(https ? { https } : {}) };

@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { stringify } from 'yaml';
 import { siteFor, withTestDefaults } from '../helpers/gateway.js';
+import { spawnGateway } from '../helpers/gateway-process.js';
 import { useFixtures } from '../helpers/fixtures.js';
 import { CONNECTIONS_CHECK_MS } from '../../src/server/http-server.js';
 import type { GatewayConfigInput } from '../../src/config/schema.js';
@@ -235,4 +236,60 @@ describe('limits: connections', () => {
     await res.body.text();
     expect(res.statusCode).toBe(200);
   });
+});
+
+/**
+ * Opens `n` connections to `url` and resolves with how many the kernel completed within
+ * `withinMs` (a connection sits in the listener's accept queue until the gateway accepts it),
+ * and the sockets (the caller destroys them).
+ */
+async function connectMany(url: string, n: number, withinMs: number): Promise<{ connected: number; sockets: net.Socket[] }> {
+  const { hostname, port } = new URL(url);
+  const sockets: net.Socket[] = [];
+  let connected = 0;
+  for (let i = 0; i < n; i++) {
+    const socket = net.connect(Number(port), hostname);
+    socket.on('connect', () => connected++);
+    socket.on('error', () => {});
+    sockets.push(socket);
+  }
+  await new Promise((r) => setTimeout(r, withinMs));
+  return { connected, sockets };
+}
+
+describe('the accept queue (listen.backlog)', () => {
+  // The gateway is stopped (SIGSTOP) so it accepts nothing: what completes is what the kernel
+  // queues for it, as during a flash crowd's burst of new connections while the event loop is busy.
+  it('holds a burst of 700 new connections while the gateway cannot accept, where Node\'s default of 511 drops the rest to a SYN retransmit', async () => {
+    const o = await origin();
+    o.route('/p', { headers: { 'cache-control': 'public, max-age=60' }, body: 'page' });
+    for (const [backlog, want] of [[undefined, (c: number) => expect(c).toBe(700)], [64, (c: number) => expect(c).toBeLessThanOrEqual(80)]] as const) {
+      const g = await spawnGateway({ ...(backlog === undefined ? {} : { listen: { host: '127.0.0.1', port: 0, backlog } }), sites: [siteFor([o.url])] });
+      let sockets: net.Socket[] = [];
+      try {
+        g.child.kill('SIGSTOP');
+        const burst = await connectMany(g.url, 700, 500);
+        sockets = burst.sockets;
+        want(burst.connected);
+        g.child.kill('SIGCONT');
+        // Once it runs again it serves them: a request on the first queued connection is answered.
+        const first = sockets[0]!;
+        const answer = await new Promise<string>((resolve, reject) => {
+          let out = '';
+          first.setEncoding('utf8');
+          first.on('data', (d: string) => {
+            out += d;
+            if (out.includes('\r\n\r\npage')) resolve(out);
+          });
+          first.on('close', () => reject(new Error(`closed: ${out}`)));
+          first.write('GET /p HTTP/1.1\r\nHost: a.test\r\n\r\n');
+        });
+        expect(answer).toMatch(/^HTTP\/1\.1 200/);
+      } finally {
+        g.child.kill('SIGCONT');
+        for (const socket of sockets) socket.destroy();
+        await g.stop();
+      }
+    }
+  }, 30_000);
 });
