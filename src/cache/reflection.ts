@@ -408,11 +408,25 @@ const DECODERS: Readonly<Record<string, readonly [Decoder, AsyncDecoder]>> = {
  * The body as the origin's representation before its content coding, or undefined when it
  * cannot be read (an unknown coding, a corrupt stream, more than `maxBytes` decoded).
  */
-async function decodeBody(body: Buffer, contentEncoding: string | string[] | undefined, maxBytes: number): Promise<Buffer | undefined> {
+function decodeBody(body: Buffer, contentEncoding: string | string[] | undefined, maxBytes: number): Promise<Buffer | undefined> {
   const codings = (Array.isArray(contentEncoding) ? contentEncoding.join(',') : (contentEncoding ?? ''))
     .split(',')
     .map((c) => c.trim().toLowerCase())
     .filter((c) => c !== '' && c !== 'identity');
+  if (codings.length === 0) return Promise.resolve(body);
+  // A fill's body is searched twice (repeatsAddress, then reflectedInputs): decoded once.
+  const coding = codings.join(',');
+  const memo = decodedBodies.get(body);
+  if (memo !== undefined && memo.coding === coding && memo.maxBytes === maxBytes) return memo.out;
+  const out = decodeCodings(body, codings, maxBytes);
+  decodedBodies.set(body, { coding, maxBytes, out });
+  return out;
+}
+
+/** Decoded bodies by the received buffer (held no longer than it is). */
+const decodedBodies = new WeakMap<Buffer, { coding: string; maxBytes: number; out: Promise<Buffer | undefined> }>();
+
+async function decodeCodings(body: Buffer, codings: string[], maxBytes: number): Promise<Buffer | undefined> {
   let out = body;
   try {
     for (const coding of codings.reverse()) {
