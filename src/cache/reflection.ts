@@ -52,8 +52,17 @@ import type { CacheEntry } from './entry.js';
 
 export const MIN_REFLECTED_LENGTH = 3;
 export const MAX_SCANNED_INPUTS = 8;
-/** A decoded body past this many bytes is searched one input per event-loop turn. */
+/** A decoded body past this many bytes is searched one text per event-loop turn. */
 const YIELD_AFTER_BYTES = 64 * 1024;
+
+/**
+ * How many bytes of answer one fill's search may read in all, each look at the answer
+ * counting its size: past it, the inputs not yet found count as repeated unsearched (a
+ * variant too many, as for MAX_SCANNED_INPUTS). A header of 3 000 `,`-separated parts
+ * against a 2 MiB page held the event loop, and every client, for 10 s. A 100 kB page can be
+ * looked at 600 times within it, far more than real requests need.
+ */
+export const SEARCH_BUDGET_BYTES = 64 * 1024 * 1024;
 
 /** A request header a fill sent that nothing keys: lowercase name and the value sent. */
 export type UnkeyedInput = readonly [name: string, value: string];
@@ -147,27 +156,51 @@ export async function reflectedInputs(
   // The body searched for spellings: none for a binary one (only its raw bytes, below).
   const textBody = binary ? Buffer.alloc(0) : decoded;
   const found = new Set<string>(assumed);
-  // The answer in canonical spelling, made once and only when some text's anchor is in it.
+  // The answer in canonical spelling, made once and only when some text's anchor is in it;
+  // in lower case (latin1), made once for the anchors.
   let bodyText: string | undefined;
   const canonicalBody = async () => (bodyText ??= await normaliseLarge(textBody.toString('utf8')));
+  let lowerBody: string | undefined;
+  const loweredBody = () => (lowerBody ??= textBody.toString('latin1').toLowerCase());
+  // Every look at the answer is paid for with its size: past the budget, what is left counts
+  // as repeated unsearched.
+  let spent = 0;
+  const pay = (bytes: number) => (spent += bytes) > SEARCH_BUDGET_BYTES;
+  const large = decoded.length > YIELD_AFTER_BYTES;
   for (const [name, texts, cores] of searched) {
     if (found.has(name)) continue;
-    if (decoded.length > YIELD_AFTER_BYTES) await new Promise<void>((resolve) => setImmediate(resolve));
+    if (large) await new Promise<void>((resolve) => setImmediate(resolve));
     const own = OWN_ANSWER_FIELD[name];
     const headerText = Object.entries(headers)
       .filter(([field, v]) => v !== undefined && field !== 'content-encoding' && field !== own)
       .map(([, v]) => (Array.isArray(v) ? v.join('\n') : (v as string)))
       .join('\n');
+    const size = headerText.length + textBody.length;
     const inRaw = (s: string) => headerText.includes(s) || textBody.includes(s);
+    let headerLower: string | undefined;
+    const inAnyCase = (lower: string) => (headerLower ??= headerText.toLowerCase()).includes(lower) || loweredBody().includes(lower);
     let canonicalHeaders: string | undefined;
     const inCanonical = async (canonical: string) => (canonicalHeaders ??= normalise(headerText)).includes(canonical) || (await canonicalBody()).includes(canonical);
+    if (pay(binary ? decoded.length * texts.length : 0)) {
+      found.add(name);
+      continue;
+    }
     let repeated = binary && texts.some((text) => rawBytesIn(decoded, text));
     for (const text of repeated ? [] : texts) {
+      if (pay(size)) {
+        repeated = true;
+        break;
+      }
+      if (large) await new Promise<void>((resolve) => setImmediate(resolve));
       if (!isAscii(text) && textBody.includes(Buffer.from(text, 'latin1'))) {
         repeated = true;
         break;
       }
-      if (!anchorFound(text, inRaw)) continue;
+      if (!anchorFound(text, inAnyCase)) continue;
+      if (pay(size)) {
+        repeated = true;
+        break;
+      }
       const canonical = normalise(text);
       if (canonical.length < MIN_REFLECTED_LENGTH) continue;
       if (await inCanonical(canonical)) {
@@ -176,7 +209,7 @@ export async function reflectedInputs(
       }
     }
     for (const core of repeated ? [] : cores) {
-      if (await base64Found(core, inRaw, inCanonical)) {
+      if (pay(3 * size) || (await base64Found(core, inRaw, inCanonical))) {
         repeated = true;
         break;
       }
@@ -191,11 +224,11 @@ export async function reflectedInputs(
  * keeps (in some case): when no case of it is in the answer as received, no spelling of the
  * text is. True when the run is too short to tell.
  */
-function anchorFound(text: string, inRaw: (s: string) => boolean): boolean {
+function anchorFound(text: string, inAnyCase: (lower: string) => boolean): boolean {
   const anchor = longestRun(text);
   // Too short a run carries no host name or script worth planting, and would match any page.
   if (anchor.length < MIN_REFLECTED_LENGTH) return false;
-  return inRaw(anchor) || inRaw(anchor.toLowerCase()) || inRaw(anchor.toUpperCase());
+  return inAnyCase(anchor.toLowerCase());
 }
 
 /**

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import zlib from 'node:zlib';
-import { MAX_SCANNED_INPUTS, normalise, reflectedInputs, repeatsAddress, textsOf, varyingAlsoOn } from '../../../src/cache/reflection.js';
+import { MAX_SCANNED_INPUTS, SEARCH_BUDGET_BYTES, normalise, reflectedInputs, repeatsAddress, textsOf, varyingAlsoOn } from '../../../src/cache/reflection.js';
 
 const MAX = 1 << 20;
 
@@ -223,6 +223,27 @@ describe('reflectedInputs', () => {
     const browser = [['user-agent', 'Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0'], ['accept', 'text/html']] as const;
     expect(await reflectedInputs([...many, ...browser], {}, plain, MAX)).toEqual(many.map(([n]) => n).sort());
     expect(await reflectedInputs([...many, ['user-agent', 'planted.example']], {}, Buffer.from('//planted.example/'), MAX)).toContain('user-agent');
+  });
+
+  it('stops searching at its budget: a header of thousands of parts against a large page counts as repeated, unsearched', async () => {
+    // 3 000 four-letter parts, each starting with common letters: the attack that held the
+    // event loop 10 s on a 2 MiB page, when every part was looked for three times.
+    const f = 'etnoriu';
+    const rare = 'QZXJKVWYqzxjkvwy';
+    const parts: string[] = [];
+    for (const w of f) for (const x of f) for (const y of rare) for (const z of rare) parts.push(w + x + y + z);
+    const header = parts.slice(0, 3000).join(',');
+    const page = Buffer.from('<p>' + 'lorem ipsum dolor sit amet, consectetur adipiscing elit. '.repeat(36_000) + '</p>'); // 2 MiB
+    expect(page.length * 3000).toBeGreaterThan(SEARCH_BUDGET_BYTES);
+    let turns = 0;
+    const ticking = setInterval(() => turns++, 0);
+    const found = await reflectedInputs([['x-a', header], ['x-quiet', 'not-in-the-page']], {}, page, 8 << 20);
+    clearInterval(ticking);
+    expect(found).toEqual(['x-a', 'x-quiet']);
+    expect(turns).toBeGreaterThan(0); // the search gave the event loop turns as it went
+    // Within the budget the same page is searched as before: an absent value is not repeated.
+    expect(await reflectedInputs([['x-quiet', 'not-in-the-page']], {}, page, 8 << 20)).toEqual([]);
+    expect(await reflectedInputs([['x-here', 'adipiscing']], {}, page, 8 << 20)).toEqual(['x-here']);
   });
 
   it('reads no body where there is none (a 304 that names a Content-Encoding)', async () => {
