@@ -64,6 +64,28 @@ export class TrustedProxies {
   }
 }
 
+/**
+ * The part of a trusted peer's X-Forwarded-For that can be vouched for: the client
+ * (resolveClient's) and the trusted hops after it, as addresses, then the peer. What the
+ * client wrote before its own address, and a hop that is not an address, are left out: a
+ * shared fill must not carry them (`1.2.3.4"><script>…` to an origin that prints the first
+ * entry). From an untrusted peer, the peer alone.
+ */
+export function vouchedForwardedFor(trusted: Pick<TrustedProxies, 'isTrusted'>, peer: string, xff: string | string[] | undefined): string {
+  const peerPlain = unmapV4(peer);
+  if (!xff || !trusted.isTrusted(peerPlain)) return peerPlain;
+  const hops = (Array.isArray(xff) ? xff.join(',') : xff).split(',');
+  const kept: string[] = [peerPlain];
+  for (let i = hops.length - 1; i >= 0; i--) {
+    if (hops[i]!.trim() === '') continue;
+    const hop = parseHop(hops[i]!);
+    if (hop === undefined) break;
+    kept.unshift(hop);
+    if (!trusted.isTrusted(hop)) break;
+  }
+  return kept.join(', ');
+}
+
 /** The client address when a trusted proxy's X-Forwarded-For names one that cannot be read. */
 export const UNKNOWN_CLIENT = 'unknown';
 

@@ -11,7 +11,8 @@ import type { UnkeyedInput } from '../cache/reflection.js';
 import { HOP_BY_HOP, connectionListedNames } from '../http/facts.js';
 import type { SiteRuntime } from '../runtime.js';
 import { CLIENT_CONDITIONALS, VIA_VALUE, appendVia, setForwardedHeaders, stripHopByHop } from './headers.js';
-import { schemeOf, type Ctx, type Lookup } from './context.js';
+import { hostOf, schemeOf, type Ctx, type Lookup } from './context.js';
+import { vouchedForwardedFor } from './client-address.js';
 import { nextRequestId } from './request-id.js';
 
 /**
@@ -144,17 +145,27 @@ export function makeFillHeaders(ctx: Ctx, lookup: Lookup): Record<string, string
     peerTrusted: ctx.peerTrusted,
     scheme: ctx.scheme,
   });
-  // Via: the gateway's own hop, after a trusted proxy's; an untrusted client's Via is its own
-  // text, which a fill would carry into a page everyone gets.
-  if (!ctx.peerTrusted) out['via'] = VIA_VALUE;
-  // The Host as the key holds it, not as this client typed it: `BLOG.example.com.:80` is the
-  // same entry as `blog.example.com`, and an origin building its links from the Host would
-  // put the typed form in a page everyone then gets (a trailing dot is another origin to a
-  // browser: its cookies are not sent).
-  const scheme = schemeOf(ctx);
-  if (out.host !== undefined) out.host = normaliseHost(out.host, scheme);
-  const forwardedHost = out['x-forwarded-host'];
-  if (forwardedHost !== undefined) out['x-forwarded-host'] = normaliseHost(forwardedHost, scheme);
+  // Via: the gateway's own hop only. A client's Via is its own text, and so is one a trusted
+  // proxy passed on (nginx adds none and forwards the client's), which a fill would carry
+  // into a page everyone gets.
+  out['via'] = VIA_VALUE;
+  // X-Forwarded-For: the client and the trusted hops after it, never what the client wrote
+  // before its own address (the key cannot hold it; an origin printing the first entry would
+  // print it for everyone).
+  out['x-forwarded-for'] = vouchedForwardedFor(ctx.deps.trustedProxies(), ctx.peerAddress, ctx.req.headers['x-forwarded-for']);
+  // The scheme, Host and X-Forwarded-Host as the key holds them, not as this client typed
+  // them: `BLOG.example.com.:80` is the same entry as `blog.example.com`, and an origin
+  // building its links from the Host would put the typed form in a page everyone then gets
+  // (a trailing dot is another origin to a browser: its cookies are not sent). Behind a
+  // trusted proxy the key's host is its X-Forwarded-Host: the Host the client sent beside
+  // it would reach the origin unkeyed; the key's scheme is http or https, and so is what is sent.
+  const scheme = schemeOf(ctx).toLowerCase() === 'https' ? 'https' : 'http';
+  out['x-forwarded-proto'] = scheme;
+  const keyHost = hostOf(ctx);
+  if (keyHost !== undefined) {
+    out.host = normaliseHost(keyHost, scheme);
+    out['x-forwarded-host'] = out.host;
+  } else if (out.host !== undefined) out.host = normaliseHost(out.host, scheme);
   // The gateway's own request id, never one the client chose: an origin that prints it (a
   // footer, a debug comment) would print the leader's text into the page everyone gets.
   out['x-request-id'] = ctx.req.headers['x-request-id'] === ctx.requestId ? (ctx.originRequestId ??= nextRequestId()) : ctx.requestId;

@@ -73,6 +73,29 @@ describe('the key covers what the origin sees', () => {
     expect(o.count('/home')).toBe(2);
   });
 
+  it('behind a trusted proxy a fill sends what the key holds: its host as Host, its scheme, only vouched-for X-Forwarded-For hops, our own Via', async () => {
+    const o = await origin();
+    o.route('/news', reflecting(['host', 'x-forwarded-host', 'x-forwarded-proto', 'via']));
+    o.route('/ip', { headers: { 'cache-control': 'public, max-age=60' }, body: 'ok' });
+    const g = await gateway({ trustedProxies: ['127.0.0.1', '::1'], sites: [siteFor([o.url], { hosts: ['shop.test', '*'] })] });
+    // A front proxy that passes the client's own headers through (nginx adds no Via and keeps
+    // the client's X-Forwarded-For on the left of $proxy_add_x_forwarded_for).
+    const planted = await get(`${g.url}/news`, {
+      host: 'evil.example',
+      'x-forwarded-host': 'shop.test',
+      'x-forwarded-proto': 'javascript:alert(1)//',
+      via: '1.1 <b>evil</b>',
+    });
+    expect(planted.body).toBe('host=shop.test x-forwarded-host=shop.test x-forwarded-proto=http via=1.1 crowdgate');
+    const visitor = await get(`${g.url}/news`, { host: 'shop.test' });
+    expect(visitor.headers['cache-status']).toMatch(/; hit/);
+    expect(visitor.body).toBe('host=shop.test x-forwarded-host=shop.test x-forwarded-proto=http via=1.1 crowdgate');
+    await get(`${g.url}/ip`, { host: 'shop.test', 'x-forwarded-for': '1.2.3.4"><script>alert(1)</script>, 10.9.8.7, 203.0.113.9' });
+    const seen = o.requests.find((r) => r.path === '/ip')!;
+    expect(seen.headers['x-forwarded-for']).toBe('203.0.113.9, 127.0.0.1');
+    expect(o.count('/news')).toBe(1);
+  });
+
   it('http and https pages behind a trusted TLS terminator are different entries', async () => {
     const o = await origin();
     o.route('/home', reflecting(['x-forwarded-proto']));
