@@ -297,7 +297,11 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
       const echoed = reflected.filter((n) => !decision.entry.vary.includes(n));
       return { kind: 'entry', entry, state: lookup.entry ? 'expired' : 'miss', stored: true, fwdStatus: fetched.status, echoed };
     }
-    return notStored(fetched, lookup, decision.reason);
+    // An error the origin gave this request (400, 406, 413, 414, 431...) may be about what the
+    // leader sent, not about the URL: no hit-for-pass on it, or two requests every 5 s (one
+    // with a header too large for the origin) sent a hot page's whole crowd to the origin.
+    const refusal = fetched.status >= 400;
+    return refusal ? { ...notStored(fetched, lookup, decision.reason), once: true } : notStored(fetched, lookup, decision.reason);
   }
 }
 

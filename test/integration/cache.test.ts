@@ -122,6 +122,30 @@ describe('cache: hits, misses, collapsing', () => {
   });
 });
 
+describe('cache: hit-for-pass is the URL\'s, never one request\'s', () => {
+  it('an error the origin gave one request (431 for a header too large) sends nobody else past the cache', async () => {
+    const o = await origin();
+    o.route('/page', (req, res) => {
+      if (String(req.headers['x-pad'] ?? '').length > 1000) {
+        res.writeHead(431, { 'content-type': 'text/plain' });
+        res.end('too large');
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'public, max-age=60' });
+      res.end('page');
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const refused = await get(`${g.url}/page`, { 'x-pad': 'a'.repeat(2000) });
+    expect(refused.status).toBe(431);
+    const visitors = [];
+    for (let i = 0; i < 5; i++) visitors.push(await get(`${g.url}/page`));
+    expect(visitors.map((v) => v.body)).toEqual(['page', 'page', 'page', 'page', 'page']);
+    expect(visitors[0]!.headers['cache-status']).not.toMatch(/pass/);
+    expect(visitors[4]!.headers['cache-status']).toMatch(/; hit/);
+    expect(o.count('/page')).toBe(2); // the 431 and one fill
+  });
+});
+
 describe('cache: stale serving', () => {
   it('answers inside stale-while-revalidate without waiting, then refreshes in the background once', async () => {
     const clock = manualClock();
