@@ -126,7 +126,7 @@ export class OriginFetcher {
     }
     const head: FetchedHead = {
       status: res.statusCode,
-      headers: res.headers as Record<string, string | string[]>,
+      headers: singleValued(res.headers as Record<string, string | string[]>),
       requestTime,
       responseTime,
     };
@@ -158,6 +158,48 @@ export class OriginFetcher {
     this.oneOff.clear();
     await Promise.all(dispatchers.map((p) => p.destroy().catch(() => undefined)));
   }
+}
+
+/**
+ * Fields an answer may carry once: HTTP/2 refuses to send more (Node's http2 throws
+ * ERR_HTTP2_HEADER_SINGLE_VALUE, and the stream is never answered), and for most of them a
+ * second value is an error anyway. undici gives a repeated field as an array; node:http, which
+ * pass-through uses, keeps the first of most of these and joins the others with `, `.
+ */
+const SINGLE_VALUE_FIELDS: ReadonlySet<string> = new Set([
+  'access-control-allow-credentials',
+  'access-control-max-age',
+  'access-control-request-method',
+  'age',
+  'content-encoding',
+  'content-language',
+  'content-length',
+  'content-location',
+  'content-md5',
+  'content-range',
+  'content-type',
+  'date',
+  'etag',
+  'expires',
+  'from',
+  'last-modified',
+  'location',
+  'max-forwards',
+  'retry-after',
+  'tk',
+  'x-content-type-options',
+]);
+
+/** The origin's header fields with a repeated single-value field (SINGLE_VALUE_FIELDS) kept once: the first, as node:http keeps it. */
+export function singleValued(headers: Record<string, string | string[]>): Record<string, string | string[]> {
+  let out: Record<string, string | string[]> | undefined;
+  for (const name of Object.keys(headers)) {
+    const value = headers[name];
+    if (!Array.isArray(value) || !SINGLE_VALUE_FIELDS.has(name)) continue;
+    out ??= { ...headers };
+    out[name] = value[0] ?? '';
+  }
+  return out ?? headers;
 }
 
 /** RFC 9110 §15: a status code is 100-599; parsers accept any three digits. */

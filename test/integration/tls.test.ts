@@ -84,6 +84,13 @@ describe('HTTPS listener: SNI, HTTP/2, redirect, HSTS, live certificate reload',
     origin = await startTestOrigin({ name: 'o' });
     origin.route('/page', { headers: { 'cache-control': 'max-age=60' }, body: 'a page' });
     origin.route('/h1', { headers: { 'cache-control': 'max-age=60' }, body: 'h1 page' });
+    // nginx and the application both add it: two lines of a field HTTP/2 sends once.
+    origin.route('/twice', (_req, res) => {
+      res.setHeader('x-content-type-options', ['nosniff', 'nosniff']);
+      res.setHeader('content-language', ['en', 'en']);
+      res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'max-age=60' });
+      res.end('twice');
+    });
     origin.route('/curl', { headers: { 'cache-control': 'max-age=60' }, body: 'curl page' });
     origin.route('/purged', { headers: { 'cache-control': 'max-age=600' }, body: 'purge me' });
     origin.route('/scheme', { headers: { 'cache-control': 'max-age=60' }, body: (r) => `proto=${String(r.headers['x-forwarded-proto'])}` });
@@ -160,6 +167,19 @@ describe('HTTPS listener: SNI, HTTP/2, redirect, HSTS, live certificate reload',
     const logged = gw.accessLogs().filter((l) => l.path === '/page');
     expect(logged.map((l) => l.http)).toEqual(['2.0', '2.0', '1.1']);
     expect(new Set(logged.map((l) => l.scheme))).toEqual(new Set(['https']));
+  });
+
+  it('answers h2 clients a page whose origin repeats a single-value field (kept once), on the fill and on hits', async () => {
+    for (const expected of [/fwd=uri-miss/, /crowdgate; hit/]) {
+      const a = await h2get(httpsPort, ca.ca, 'a.test', '/twice');
+      expect({ status: a.status, body: a.body, xcto: a.headers['x-content-type-options'], lang: a.headers['content-language'] }).toEqual({
+        status: 200,
+        body: 'twice',
+        xcto: 'nosniff',
+        lang: 'en',
+      });
+      expect(a.headers['cache-status']).toMatch(expected);
+    }
   });
 
   it('curl --http2 and --http1.1 both get the page and then hit', async () => {
