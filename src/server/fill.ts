@@ -282,7 +282,10 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
         rt.config.cache.maxObjectBytes,
       );
       if (reflected.length > 0) noteReflected(ctx, reflected);
-      const stored = varyingAlsoOn(decision.entry, reflected);
+      // An answer the origin encoded for the Accept-Encoding the fill sent, without saying
+      // `Vary: Accept-Encoding` (nginx's `gzip on` without `gzip_vary`), is that coding's
+      // variant: a client that cannot decode it makes its own fill.
+      const stored = varyingAlsoOn(decision.entry, isCoded(decision.entry.headers) ? [...reflected, 'accept-encoding'] : reflected);
       const entry: CacheEntry = {
         ...stored,
         key: lookup.key,
@@ -303,6 +306,13 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
     const refusal = fetched.status >= 400;
     return refusal ? { ...notStored(fetched, lookup, decision.reason), once: true } : notStored(fetched, lookup, decision.reason);
   }
+}
+
+/** Whether an answer's body carries a content coding (anything but identity). */
+function isCoded(headers: Readonly<Record<string, string | string[] | undefined>>): boolean {
+  const coding = headers['content-encoding'];
+  const text = (Array.isArray(coding) ? coding.join(',') : (coding ?? '')).trim().toLowerCase();
+  return text !== '' && text !== 'identity';
 }
 
 /** A fetched answer that is not stored: it answers the requests that shared the fill. */

@@ -277,7 +277,8 @@ describe('compression stored once', () => {
         const a = await get(`${g.url}${path}`, { 'accept-encoding': 'br, gzip' });
         expect(a.body.equals(body), path).toBe(true); // exactly the origin's bytes, never recompressed
         expect(a.headers['content-encoding'], path).toBe(path === '/gz' ? 'gzip' : undefined);
-        expect(varyNames(a), path).toEqual([]);
+        // An origin-encoded answer without Vary is stored as that coding's variant.
+        expect(varyNames(a), path).toEqual(path === '/gz' ? ['accept-encoding'] : []);
       }
       expect(o.count(path), path).toBe(1);
     }
@@ -285,6 +286,27 @@ describe('compression stored once', () => {
     expect(metrics).not.toMatch(/crowdgate_compression_encodings_stored_total\{/);
     for (const reason of ['encoded', 'no_transform', 'small', 'no_savings'])
       expect(metrics).toMatch(new RegExp(`crowdgate_compression_skipped_total\\{reason="${reason}"\\} 1\\b`));
+  });
+
+  it('never serves an origin\'s gzip to a client that did not ask for it, when the origin forgot Vary (nginx gzip without gzip_vary)', async () => {
+    const o = await origin();
+    const gzipped = gzipSync(PAGE);
+    o.route('/neg', (req, res) => {
+      const gz = /gzip/.test(String(req.headers['accept-encoding'] ?? ''));
+      res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'max-age=60', ...(gz ? { 'content-encoding': 'gzip' } : {}) });
+      res.end(gz ? gzipped : PAGE);
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const browser = await get(`${g.url}/neg`, { 'accept-encoding': 'gzip, deflate, br' });
+    expect(browser.headers['content-encoding']).toBe('gzip');
+    expect(gunzipSync(browser.body).equals(PAGE)).toBe(true);
+    for (const ae of [undefined, 'identity']) {
+      const plain = await get(`${g.url}/neg`, ae === undefined ? {} : { 'accept-encoding': ae });
+      expect(plain.headers['content-encoding'], String(ae)).toBeUndefined();
+      expect(plain.body.equals(PAGE), String(ae)).toBe(true);
+    }
+    expect((await get(`${g.url}/neg`, { 'accept-encoding': 'gzip, deflate, br' })).headers['cache-status']).toMatch(/; hit/);
+    expect(o.count('/neg')).toBe(2); // the gzip variant and the identity one
   });
 
   it('answers a Range request from the identity body, never an encoding', async () => {
