@@ -5,7 +5,7 @@
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { CacheEntry } from '../cache/entry.js';
-import { acceptEncodingVariant, normaliseHost, parseCookies } from '../cache/cache-key.js';
+import { acceptEncodingVariant, normaliseHost, normaliseVaryValue, parseCookies } from '../cache/cache-key.js';
 import type { PolicyOptions } from '../cache/policy.js';
 import type { UnkeyedInput } from '../cache/reflection.js';
 import { HOP_BY_HOP, connectionListedNames } from '../http/facts.js';
@@ -68,6 +68,14 @@ export function makeFillVisibleHeaders(site: SiteRuntime, headers: IncomingHttpH
   // an origin that compresses itself answered `deflate` or `zstd` to one client's list under a
   // bucket whose clients never asked for it.
   out['accept-encoding'] = acceptEncodingVariant(headers['accept-encoding']);
+  // Accept, Accept-Language and Accept-Charset as the variant key holds them (lower case,
+  // ordered by weight): an origin that reads the first two letters (PHP's common
+  // `substr($_SERVER['HTTP_ACCEPT_LANGUAGE'], 0, 2)`) answered `de;q=0.8,en-US,en;q=0.9` in
+  // German, stored for everyone whose value is the same list in another order.
+  for (const name of ['accept', 'accept-language', 'accept-charset'] as const) {
+    const value = out[name];
+    if (value !== undefined) out[name] = normaliseVaryValue(name, Array.isArray(value) ? value.join(', ') : value);
+  }
   const cookie = keptCookies(headers.cookie, policy);
   if (cookie !== undefined) out.cookie = cookie;
   return out;

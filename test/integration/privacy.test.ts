@@ -96,6 +96,22 @@ describe('the key covers what the origin sees', () => {
     expect(o.count('/news')).toBe(1);
   });
 
+  it('a fill sends Accept-Language as the variant key holds it: an origin reading its first two letters answers every client of the variant alike', async () => {
+    const o = await origin();
+    // PHP's common idiom: substr($_SERVER['HTTP_ACCEPT_LANGUAGE'], 0, 2).
+    o.route('/lang', {
+      headers: { 'cache-control': 'public, max-age=60', vary: 'Accept-Language' },
+      body: (r: { headers: Record<string, string | string[] | undefined> }) => `lang=${String(r.headers['accept-language'] ?? '').slice(0, 2)}`,
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const planted = await get(`${g.url}/lang`, { 'accept-language': 'de;q=0.8,en-US,en;q=0.9' });
+    expect(planted.body).toBe('lang=en');
+    const victim = await get(`${g.url}/lang`, { 'accept-language': 'en-US,en;q=0.9,de;q=0.8' });
+    expect(victim.headers['cache-status']).toMatch(/; hit/);
+    expect(victim.body).toBe('lang=en');
+    expect(o.requests.find((r) => r.path === '/lang')!.headers['accept-language']).toBe('en-us,en;q=0.9,de;q=0.8');
+  });
+
   it('http and https pages behind a trusted TLS terminator are different entries', async () => {
     const o = await origin();
     o.route('/home', reflecting(['x-forwarded-proto']));
