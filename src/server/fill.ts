@@ -114,7 +114,7 @@ export function serveFillResult(ctx: Ctx, lookup: Lookup, result: FillResult, co
         return forward(ctx, 'pass', lookup);
       const answer = recordAnswer(ctx, { state: 'pass', fwdStatus: result.fwdStatus, detail: `pass ${result.reason}` });
       // Not stored, so compressed for this answer alone, at the on-the-fly level.
-      const compressing = compressBuffered(ctx.rt.config.compression, ctx.method, onTheFlyRequestOf(ctx.req.headers), result.status, result.headers, result.body);
+      const compressing = compressBuffered(ctx.rt.config.compression, ctx.method, onTheFlyRequestOf(ctx.req.headers, ctx.site!.credentialHeaders), result.status, result.headers, result.body);
       if (compressing === undefined) return writeBuffered(ctx, answer, result.status, result.headers, result.body);
       return compressing.then((c) => writeBuffered(ctx, answer, result.status, c?.head ?? result.headers, c?.body ?? result.body));
     }

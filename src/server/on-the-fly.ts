@@ -42,13 +42,21 @@ export interface OnTheFlyRequest {
   personal: boolean;
 }
 
-/** The request fields makeOnTheFlyEncoder and compressBuffered read. */
-export function onTheFlyRequestOf(headers: IncomingHttpHeaders): OnTheFlyRequest {
+/**
+ * The request fields makeOnTheFlyEncoder and compressBuffered read. `credentialHeaders`: the
+ * site's (sites[].credentialHeaders, lower case); a request carrying one is as personal as
+ * one with a cookie (`X-Api-Key` answers were compressed on the fly).
+ */
+export function onTheFlyRequestOf(headers: IncomingHttpHeaders, credentialHeaders: readonly string[] = []): OnTheFlyRequest {
   return {
     acceptEncoding: headers['accept-encoding'],
     range: headers.range,
     cacheControl: headers['cache-control'],
-    personal: headers.cookie !== undefined || headers.authorization !== undefined || headers['proxy-authorization'] !== undefined,
+    personal:
+      headers.cookie !== undefined ||
+      headers.authorization !== undefined ||
+      headers['proxy-authorization'] !== undefined ||
+      credentialHeaders.some((name) => headers[name] !== undefined),
   };
 }
 

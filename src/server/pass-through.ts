@@ -83,7 +83,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
               return headers;
             },
             encodeBody: (status, head) =>
-              makeOnTheFlyEncoder(rt.config.compression, ctx.method, onTheFlyRequestOf(req.headers), status, head),
+              makeOnTheFlyEncoder(rt.config.compression, ctx.method, onTheFlyRequestOf(req.headers, site.credentialHeaders), status, head),
             freshConnection,
           });
       } finally {

@@ -399,6 +399,9 @@ describe('compression stored once', () => {
       for (const [path, headers] of [
         ['/page', { ...ae, cookie: 'sessionid=abc' }],
         ['/page', { ...ae, authorization: 'Bearer t0ken' }],
+        // The site's credential headers (sites[].credentialHeaders) as much as Authorization.
+        ['/page', { ...ae, 'x-api-key': 'k3y' }],
+        ['/page', { ...ae, 'x-auth-token': 't0ken' }],
         ['/login', ae],
         ['/mine', ae],
       ] as const) {
