@@ -183,6 +183,20 @@ describe('the key covers what the origin sees', () => {
     expect(planted.body).toBe('x-real-ip=- true-client-ip=- x_forwarded_host=- x-forwarded-protocol=- via=1.1 crowdgate x-scheme=- x-originating-ip=- x-custom=kept');
   });
 
+  it('a pass-through from a client that is not a trusted proxy carries none of its client-address claims; from a trusted one they pass', async () => {
+    const o = await origin();
+    const g = await gateway({ trustedProxies: ['10.0.0.1'], sites: [siteFor([o.url])] });
+    const claims = { 'x-real-ip': '127.0.0.1', 'true-client-ip': '127.0.0.1', 'cf-connecting-ip': '127.0.0.1', forwarded: 'for=127.0.0.1', 'x-custom': 'kept' };
+    await request(`${g.url}/api/post`, { method: 'POST', headers: claims, body: 'x' }).then((r) => r.body.text());
+    const seen = o.requests.find((r) => r.path === '/api/post')!;
+    expect(seen.method).toBe('POST');
+    for (const name of ['x-real-ip', 'true-client-ip', 'cf-connecting-ip', 'forwarded']) expect(seen.headers[name], name).toBeUndefined();
+    expect(seen.headers['x-custom']).toBe('kept');
+    const trusting = await gateway({ trustedProxies: ['127.0.0.1', '::1'], sites: [siteFor([o.url])] });
+    await request(`${trusting.url}/api/trusted`, { method: 'POST', headers: claims, body: 'x' }).then((r) => r.body.text());
+    expect(o.requests.find((r) => r.path === '/api/trusted')!.headers['x-real-ip']).toBe('127.0.0.1');
+  });
+
   it('a header the key template covers reaches the fill even when the client\'s Connection names it', async () => {
     const o = await origin();
     o.route('/home', reflecting(['x-device']));
