@@ -285,7 +285,14 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
       // An answer the origin encoded for the Accept-Encoding the fill sent, without saying
       // `Vary: Accept-Encoding` (nginx's `gzip on` without `gzip_vary`), is that coding's
       // variant: a client that cannot decode it makes its own fill.
-      const stored = varyingAlsoOn(decision.entry, isCoded(decision.entry.headers) ? [...reflected, 'accept-encoding'] : reflected);
+      // Likewise an answer to an Accept that asks first for something other than a page
+      // (`application/json`: Rails' respond_to, an API that negotiates) without `Vary: Accept`
+      // is that Accept's variant: stored for all, one client's JSON answered everyone's HTML.
+      const implied = [
+        ...(isCoded(decision.entry.headers) ? ['accept-encoding'] : []),
+        ...(asksForOtherThanAPage(lookup.variantHeaders['accept']) ? ['accept'] : []),
+      ];
+      const stored = varyingAlsoOn(decision.entry, implied.length === 0 ? reflected : [...reflected, ...implied]);
       const entry: CacheEntry = {
         ...stored,
         key: lookup.key,
@@ -306,6 +313,18 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
     const refusal = fetched.status >= 400;
     return refusal ? { ...notStored(fetched, lookup, decision.reason), once: true } : notStored(fetched, lookup, decision.reason);
   }
+}
+
+/**
+ * Whether an Accept (as the fill sent it: lower case, by weight) puts first something other
+ * than a page: not absent, not the any-type wildcard, not `text/html` (a browser's navigation), but
+ * `application/json` (axios, fetch calls), `image/avif,…` (an <img>), `text/css,…`.
+ */
+function asksForOtherThanAPage(accept: string | string[] | undefined): boolean {
+  const value = Array.isArray(accept) ? accept.join(',') : accept;
+  if (value === undefined) return false;
+  const first = value.split(',')[0]!.split(';')[0]!.trim().toLowerCase();
+  return first !== '' && first !== '*/*' && first !== 'text/html';
 }
 
 /** Whether an answer's body carries a content coding (anything but identity). */

@@ -112,6 +112,24 @@ describe('the key covers what the origin sees', () => {
     expect(o.requests.find((r) => r.path === '/lang')!.headers['accept-language']).toBe('en-us,en;q=0.9,de;q=0.8');
   });
 
+  it('an answer to an Accept that asks first for JSON, without Vary, is that Accept\'s variant: browsers never get it', async () => {
+    const o = await origin();
+    // Rails' respond_to, Laravel's wantsJson(): the Accept picks the format, and no Vary says so.
+    o.route('/doc', {
+      headers: { 'cache-control': 'public, max-age=60' },
+      body: (r: { headers: Record<string, string | string[] | undefined> }) => (String(r.headers['accept'] ?? '').startsWith('application/json') ? '{"doc":1}' : '<h1>doc</h1>'),
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const navigation = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
+    expect((await get(`${g.url}/doc`, { accept: 'application/json' })).body).toBe('{"doc":1}');
+    for (const accept of [navigation, '*/*', undefined]) {
+      const page = await get(`${g.url}/doc`, accept === undefined ? {} : { accept });
+      expect(page.body, String(accept)).toBe('<h1>doc</h1>');
+    }
+    expect((await get(`${g.url}/doc`, { accept: navigation })).headers['cache-status']).toMatch(/; hit/);
+    expect(o.count('/doc')).toBe(2);
+  });
+
   it('http and https pages behind a trusted TLS terminator are different entries', async () => {
     const o = await origin();
     o.route('/home', reflecting(['x-forwarded-proto']));
