@@ -159,6 +159,22 @@ describe('the key covers what the origin sees', () => {
     expect(o.count('/account')).toBe(4);
   });
 
+  it('WordPress password reset works: its wp-resetpass-* cookie bypasses the cache by default', async () => {
+    const o = await origin();
+    // wp-login.php?action=rp reads the key from the cookie step one set (path /wp-login.php).
+    o.route('/wp-login.php', (req, res) => {
+      const cookie = String(req.headers.cookie ?? '');
+      const ok = /(^|; )wp-resetpass-[0-9a-f]+=sue%3Akey1/.test(cookie);
+      res.writeHead(ok ? 200 : 302, ok ? { 'content-type': 'text/html' } : { location: '/wp-login.php?action=lostpassword&error=invalidkey' });
+      res.end(ok ? '<form name="resetpassform"><input name="rp_key" value="key1"></form>' : '');
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const form = await get(`${g.url}/wp-login.php?action=rp`, { cookie: 'wp-resetpass-0a1b2c=sue%3Akey1' });
+    expect(form.status).toBe(200);
+    expect(form.body).toContain('rp_key');
+    expect(form.headers['cache-status']).toMatch(/fwd=bypass/);
+  });
+
   it('a shared fill never carries override, rewrite or other unkeyed headers to the origin', async () => {
     const o = await origin();
     const unkeyed = ['x-original-url', 'x-rewrite-url', 'x-http-method-override', 'x-forwarded-scheme', 'forwarded', 'x-forwarded-prefix', 'x-host'];
