@@ -165,7 +165,7 @@ export class Gateway implements RequestDeps {
     return this.reloader?.last();
   }
 
-  /** /readyz: ready unless draining or no site has a usable origin. */
+  /** /readyz: ready unless draining; the origins' state is in its body. */
   readiness(): Readiness {
     return readinessOf(this.rt.sites, this.drainer.isDraining(), this.clock.now());
   }

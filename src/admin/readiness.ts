@@ -1,7 +1,8 @@
 /**
- * /readyz: is this instance worth sending traffic to? Ready unless draining or no site has a
- * usable origin ('up': a healthy member with a passing active check). Also lists every
- * member's health, for the readiness body and the status page.
+ * /readyz: is this instance worth sending traffic to? Ready unless draining. The origins'
+ * health is in the body (each site's state, every member's health), not in the status: every
+ * instance shares the origin, and one down would make a load balancer pull them all at once,
+ * with the stale copies that were keeping the site up (a WordPress database outage).
  */
 import type { SiteRuntime } from '../runtime.js';
 
@@ -23,6 +24,6 @@ export function readinessOf(sites: readonly SiteRuntime[], draining: boolean, no
       configKey: 'sites[].origins[].url',
     })),
   }));
-  const ready = !draining && states.some((s) => s.state === 'up');
+  const ready = !draining;
   return { ready, draining, sites: states };
 }

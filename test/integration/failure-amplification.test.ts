@@ -146,7 +146,9 @@ describe('failure amplification: active health checks', () => {
     expect(await eventually(() => o.count('/') >= 5), 'five probes of / happened').toBe(true);
     const ready = await request(`${g.adminUrl}/readyz`);
     const body = (await ready.body.json()) as { sites: Array<{ state: string }> };
-    expect(ready.statusCode).toBe(503);
+    // The instance stays ready (a load balancer must not pull every instance of a shared
+    // origin, and their stale copies with them); the body says the origin is down.
+    expect(ready.statusCode).toBe(200);
     expect(body.sites[0]!.state).toBe('down');
   });
 
