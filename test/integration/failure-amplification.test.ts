@@ -152,6 +152,27 @@ describe('failure amplification: active health checks', () => {
     expect(body.sites[0]!.state).toBe('down');
   });
 
+  it('keeps a member the probes found down while live requests also get 500s (a database outage): only an answer below 500 brings it up', async () => {
+    const o = await origin();
+    let status = 500;
+    o.route('/', { status: 500, body: 'Error establishing a database connection' });
+    o.route('/page', (_req, res) => {
+      res.writeHead(status, { 'content-type': 'text/plain' });
+      res.end(status === 500 ? 'Error establishing a database connection' : 'page');
+    });
+    // Probes 50 ms apart reach the verdict; then the next one is far off, so what follows is
+    // what live requests decide.
+    const g = await gateway({ sites: [siteFor([o.url], { healthCheck: { enabled: true, intervalMs: 60_000, timeoutMs: 500 } })] });
+    const stateOf = async () => ((await (await request(`${g.adminUrl}/readyz`)).body.json()) as { sites: Array<{ state: string }> }).sites[0]!.state;
+    expect(await eventually(async () => (await stateOf()) === 'down', 250, 20), 'the probes found it down').toBe(true);
+    for (let i = 0; i < 3; i++) expect((await call(`${g.url}/page`)).status).toBe(500);
+    expect(o.count('/page')).toBe(3); // tried all the same
+    expect(await stateOf()).toBe('down');
+    status = 200; // the database is back: the next answer below 500 ends the 'down'
+    expect((await call(`${g.url}/page`)).status).toBe(200);
+    expect(await stateOf()).toBe('up');
+  });
+
   it('does not mark a member down from unknown on one failed probe: traffic keeps flowing, nobody gets no_healthy_origin', async () => {
     const o = await origin();
     // The first probe fails; the next ones pass, slowly, so a member wrongly marked down by the
