@@ -311,6 +311,12 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
     // leader sent, not about the URL: no hit-for-pass on it, or two requests every 5 s (one
     // with a header too large for the origin) sent a hot page's whole crowd to the origin.
     const refusal = fetched.status >= 400;
+    // A 404 or 410 the origin will not let us store is still its word that the page is gone:
+    // the stored copy goes, here and on every instance, rather than being served stale (a
+    // deleted WordPress post kept answering `updating` for 10 s, one origin request per visitor,
+    // and would have come back as stale-if-error at the next outage).
+    if ((fetched.status === 404 || fetched.status === 410) && lookup.entry !== undefined)
+      await ctx.deps.purge([{ kind: 'key', key: lookup.key }], 'hard').catch(() => undefined);
     return refusal ? { ...notStored(fetched, lookup, decision.reason), once: true } : notStored(fetched, lookup, decision.reason);
   }
 }

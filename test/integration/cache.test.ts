@@ -168,6 +168,31 @@ describe('cache: stale serving', () => {
     expect((await get(`${g.url}/swr`)).body).toBe('v2');
   });
 
+  it('drops a stale copy when its refresh finds the page gone (a 404 it may not store): no more stale answers, and none at the next outage', async () => {
+    const clock = manualClock();
+    const o = await origin();
+    const swr = { 'cache-control': 'public, max-age=1, stale-while-revalidate=30, stale-if-error=600' };
+    o.route('/post', clocked(clock, { headers: swr, body: 'the post' }));
+    const g = await gateway({ sites: [siteFor([o.url])] }, { clock });
+    expect((await get(`${g.url}/post`)).body).toBe('the post');
+    clock.advance(1_100);
+    // Deleted: WordPress answers its 404 with no-cache.
+    o.route('/post', { status: 404, headers: { 'cache-control': 'no-cache, must-revalidate, max-age=0' }, body: 'gone' });
+    const updating = await get(`${g.url}/post`);
+    expect(updating.body).toBe('the post'); // the refresh starts behind this answer
+    await expect.poll(() => g.gw.inflight.size).toBe(0);
+    const after = [];
+    for (let i = 0; i < 3; i++) after.push(await get(`${g.url}/post`));
+    expect(after.map((r) => [r.status, r.body])).toEqual([
+      [404, 'gone'],
+      [404, 'gone'],
+      [404, 'gone'],
+    ]);
+    // And the origin failing later brings nothing back.
+    o.route('/post', { status: 500, body: 'broken' });
+    expect((await get(`${g.url}/post`)).status).toBe(500);
+  });
+
   it('serves the cached page as stale while the origin answers 500 or is down, for the grace window', async () => {
     const clock = manualClock();
     const o = await origin();
