@@ -101,6 +101,14 @@ export function isServableWhileUpdating(entry: CacheEntry, evaluation: EntryEval
   return entry.freshnessMs > 0 || entry.headers['etag'] !== undefined || entry.headers['last-modified'] !== undefined;
 }
 
+/** Where to look for each kind of origin failure (the config key, or the origin itself). */
+const FAILURE_HINT: Readonly<Record<Exclude<FetchFailure, 'error'>, string>> = {
+  connect_error: 'check sites[].origins[].url',
+  timeout: 'check the origin\'s load, or raise sites[].timeouts.responseHeadersMs',
+  reset: 'check the origin\'s logs',
+  bad_response: 'check the origin\'s answer',
+};
+
 /** The error page and stale reason for an origin that failed (refused, timed out, reset, or answered garbage). */
 export function originFailure(failure: Exclude<FetchFailure, 'error'>, member: OriginMember): { code: ErrorCode; staleReason: StaleReason; detail: string } {
   return {
@@ -113,7 +121,7 @@ export function originFailure(failure: Exclude<FetchFailure, 'error'>, member: O
             ? 'origin_bad_response'
             : 'origin_reset',
     staleReason: failure === 'timeout' ? 'timeout' : failure === 'connect_error' ? 'unreachable' : 'error',
-    detail: `origin ${member.name} (${member.url.origin}): ${failure.replace('_', ' ')}; check sites[].origins[].url`,
+    detail: `origin ${member.name} (${member.url.origin}): ${failure.replace('_', ' ')}; ${FAILURE_HINT[failure]}`,
   };
 }
 

@@ -378,7 +378,11 @@ describe('forwarding', () => {
     const res = await request(`${g.url}/slow`, { method: 'POST', body: 'x' });
     expect(res.statusCode).toBe(504);
     expect(res.headers['x-crowdgate-error']).toBe('origin_timeout');
-    await res.body.text();
+    // The page names the key to raise, not the origin's URL (which is right).
+    expect(await res.body.text()).toContain('sites[].timeouts.responseHeadersMs');
+    const fill = await request(`${g.url}/slow`);
+    expect(fill.statusCode).toBe(504);
+    expect(await fill.body.text()).toContain('sites[].timeouts.responseHeadersMs');
   });
 
   it('cuts a streamed response whose origin goes silent for longer than idleMs', async () => {
