@@ -193,6 +193,26 @@ describe('cache: stale serving', () => {
     expect((await get(`${g.url}/post`)).status).toBe(500);
   });
 
+  it('while its refreshes fail, a hot page asks the origin once a second, not once per visitor', async () => {
+    const clock = manualClock();
+    const o = await origin();
+    o.route('/hot', clocked(clock, { headers: { 'cache-control': 'public, max-age=1, stale-if-error=600' }, body: 'hot' }));
+    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { graceSeconds: 60 } }] })] }, { clock });
+    for (let i = 0; i < 10; i++) expect((await get(`${g.url}/hot`)).body).toBe('hot'); // read by a crowd
+    clock.advance(1_100);
+    o.route('/hot', { status: 500, body: 'Error establishing a database connection' });
+    const during = [];
+    for (let i = 0; i < 8; i++) {
+      during.push(await get(`${g.url}/hot`));
+      await expect.poll(() => g.gw.inflight.size).toBe(0); // each refresh has failed before the next visitor
+    }
+    expect(during.map((r) => r.body)).toEqual(Array(8).fill('hot'));
+    expect(o.count((r) => r.path === '/hot')).toBe(2); // the fill, then one failed refresh
+    clock.advance(1_100);
+    expect((await get(`${g.url}/hot`)).body).toBe('hot');
+    await expect.poll(() => o.count((r) => r.path === '/hot')).toBe(3); // a second later, one more try
+  });
+
   it('serves the cached page as stale while the origin answers 500 or is down, for the grace window', async () => {
     const clock = manualClock();
     const o = await origin();
