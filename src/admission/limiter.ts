@@ -126,6 +126,12 @@ export const LANE_FACTOR = 8;
  * the lane closes (see slowForEveryone).
  */
 export const OVERDUE_RUN = 8;
+/**
+ * The origin is slow for everyone only when its slow requests began within this long of the
+ * latest request it answered promptly (ms): traffic that was flowing and slowed down. A batch
+ * of slow requests after a quiet spell, or on a fresh gateway, is the endpoint mix.
+ */
+export const SLOW_EVIDENCE_GAP_MS = 5_000;
 /** Bounds of the overdue threshold, ms. */
 export const OVERDUE_MIN_MS = 100;
 export const OVERDUE_MAX_MS = 2_000;
@@ -178,6 +184,8 @@ export class Limiter {
   /** When the last OVERDUE_RUN overdue requests started (a ring; see slowForEveryone). */
   private readonly overdueStarts = new Float64Array(OVERDUE_RUN);
   private overdueNoted = 0;
+  /** The earliest start of an overdue request that started after promptStartedAt (see slowForEveryone). */
+  private firstOverdueAfterPrompt = -Infinity;
   // Shared sample object: the Limit contract says implementations copy what they keep.
   private readonly sample: LimitSample = { rttMs: 0, inflight: 0, dropped: false, hostDelayMs: 0 };
   private readonly hostDelayMs: (() => number) | undefined;
@@ -440,6 +448,8 @@ export class Limiter {
   /** An overdue request (moved aside, or released overdue without having been): when it started. */
   private noteOverdue(acquiredAt: number): void {
     this.overdueStarts[this.overdueNoted++ % OVERDUE_RUN] = acquiredAt;
+    if (acquiredAt > this.promptStartedAt && (this.firstOverdueAfterPrompt <= this.promptStartedAt || acquiredAt < this.firstOverdueAfterPrompt))
+      this.firstOverdueAfterPrompt = acquiredAt;
   }
 
   /**
@@ -455,6 +465,11 @@ export class Limiter {
    */
   private get slowForEveryone(): boolean {
     if (this.overdueNoted < OVERDUE_RUN) return false;
+    // Only on evidence: a request answered promptly shortly before the slow ones began. With
+    // none (a fresh gateway), or none for a while (a quiet site), a batch of slow requests is
+    // the endpoint mix, not the origin slowing down: twenty 20 s reports arriving on a quiet
+    // site closed the lane and held every permit, and every page was refused for 12-18 s.
+    if (this.firstOverdueAfterPrompt - this.promptStartedAt > SLOW_EVIDENCE_GAP_MS) return false;
     const starts = this.overdueStarts;
     for (let i = 0; i < OVERDUE_RUN; i++) if (!(starts[i]! > this.promptStartedAt)) return false;
     return true;

@@ -776,6 +776,24 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
     expect(limit.samples.at(-1)!.rttMs).toBe(500);
   });
 
+  it('a batch of slow requests after a quiet spell is the endpoint mix: the lane stays open and pages get permits', async () => {
+    const s = setup({ limitN: 8, slowLane: true });
+    await s.teach(10, 5); // typical 10 ms: overdue after 100 ms
+    s.clock.advance(10_000); // nobody asked anything for 10 s
+    for (let i = 0; i < 20; i++) s.request(`r${i}`); // twenty reports: 8 counted, 12 waiting
+    await s.flush();
+    for (let step = 0; step < 10; step++) {
+      s.scheduler.advance(100); // the counted ones turn overdue and step aside, the next start
+      await s.flush();
+    }
+    expect(s.limiter.overdue).toBeGreaterThanOrEqual(16);
+    for (let i = 0; i < 4; i++) s.request(`p${i}`);
+    await s.flush();
+    s.scheduler.advance(100);
+    await s.flush();
+    for (let i = 0; i < 4; i++) expect(s.granted(`p${i}`), `p${i}`).toBeDefined();
+  });
+
   it('fast failures (resets, 503s) are not prompt answers: an origin slow for everyone that also fails fast still closes the lane', async () => {
     const s = setup({ limitN: 8, slowLane: true });
     await s.teach(10, 5); // overdue after 100 ms
