@@ -81,6 +81,8 @@ interface CallState {
   /** When the request was handed its socket (performance.now()), for wasReusedUnanswered. */
   sentAt?: number;
   timedOut?: boolean;
+  /** The answer's head arrived, or the call settled: no head timeout is armed after that. */
+  answered?: boolean;
   timers: NodeJS.Timeout[];
 }
 
@@ -109,6 +111,7 @@ export class Forwarder {
         settle: (outcome) => {
           if (done) return;
           done = true;
+          state.answered = true;
           for (const t of state.timers) clearTimeout(t);
           res.off('close', onClientClose);
           resolve(outcome);
@@ -193,7 +196,14 @@ export class Forwarder {
     };
     if (socket) armConnect(socket);
     else proxyReq.once('socket', armConnect);
-    state.timers.push(setTimeout(fail, responseHeadersMs));
+    // The wait for the answer's head starts once the request, body included, has gone out: a
+    // 20 MB upload from a client at 1.2 MB/s took 17 s to send, and was cut at 15 s with a 504
+    // that also counted against a healthy member. (A body that stops coming is the client's
+    // limits.requestTimeoutMs to cut; one the origin stops reading, the socket's idle timer's.)
+    if (proxyReq.writableFinished) state.timers.push(setTimeout(fail, responseHeadersMs));
+    else proxyReq.once('finish', () => {
+      if (!state.answered) state.timers.push(setTimeout(fail, responseHeadersMs));
+    });
   }
 
   private onProxyRes(proxyRes: IncomingMessage, req: IncomingMessage, res: ServerResponse): void {
@@ -204,6 +214,7 @@ export class Forwarder {
     }
     for (const t of state.timers) clearTimeout(t);
     state.timers.length = 0;
+    state.answered = true;
     const status = proxyRes.statusCode ?? 502;
     if (!isValidStatus(status)) {
       // RFC 9110 §15: a status is 100-599. Node's parser takes any three digits; h1 would pass

@@ -371,6 +371,32 @@ describe('forwarding', () => {
     expect(body.detail).toContain('sites[].origins[].url');
   });
 
+  it('starts the wait for the answer once the upload has gone out: a body slower than responseHeadersMs is answered, not cut', async () => {
+    const o = await origin();
+    o.route('/upload', (_req, res, seen) => res.end(`got ${seen.bodyLength}`));
+    const g = await gateway({ sites: [siteFor([o.url], { timeouts: { responseHeadersMs: 300 } })] });
+    // Ten 1 KiB chunks 100 ms apart: the client takes about a second to send what the origin
+    // answers at once, three times the head timeout.
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = http.request(`${g.url}/upload`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' } }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      req.on('error', reject);
+      let sent = 0;
+      const tick = setInterval(() => {
+        req.write(Buffer.alloc(1024, 0x61));
+        if (++sent === 10) {
+          clearInterval(tick);
+          req.end();
+        }
+      }, 100);
+    });
+    expect(answer).toEqual({ status: 200, body: 'got 10240' });
+  });
+
   it('answers 504 when the origin is slower than responseHeadersMs', async () => {
     const o = await origin();
     o.route('/slow', { hang: true });
