@@ -62,9 +62,10 @@ export interface OriginPoolOptions {
   onHealthChange?: (member: OriginMember, healthy: boolean, cause: HealthChangeCause) => void;
   /**
    * Admission for an active probe: it is an origin request too, so it takes a permit from the
-   * member's limiter (upstream.ts). `undefined` means "not now": the round is skipped, no
-   * verdict recorded. `signal` aborts with the pool (close). Without this option probes run
-   * unadmitted (tests of the pool alone).
+   * member's limiter (upstream.ts) when one comes free within the probe's timeout.
+   * `undefined` means none did: the probe goes without one (a member whose permits are all
+   * held by requests it never answers must still be probed). `signal` aborts with the pool
+   * (close). Without this option probes run unadmitted (tests of the pool alone).
    */
   admitProbe?: (member: OriginMember, signal: AbortSignal) => Promise<ProbeAdmission | undefined>;
 }
@@ -359,7 +360,10 @@ export class OriginPool {
       } catch {
         admission = undefined;
       }
-      if (!admission) return undefined;
+      if (this.abort.signal.aborted) return undefined;
+      // No permit came free within the probe's timeout: every permit is held, maybe by
+      // requests a hung member never answers. The probe goes all the same (one request an
+      // interval): skipped, it never found such a member down (47 s, or never, in a trial).
     }
     try {
       const rules: HealthCheckConfig = this.site.healthCheck;

@@ -432,7 +432,7 @@ describe('active health checks against real origins', () => {
     expect(byName(pool, 'a').healthState(Date.now()).active).toBe('unknown');
   });
 
-  it('holds an admitted permit for exactly the probe, and records no verdict for a round refused one', async () => {
+  it('holds an admitted permit for exactly the probe, and probes without one when none came free (a member whose permits hung requests hold)', async () => {
     const o = await origin('a');
     o.route('/health', { delayMs: 30 });
     const hc = { path: '/health', timeoutMs: 1_000, healthyThreshold: 1, unhealthyThreshold: 1 };
@@ -445,13 +445,12 @@ describe('active health checks against real origins', () => {
         return { release: () => events.push(`release inflight=${o.inflight} probes=${o.count('/health')}`) };
       },
     });
-    await pool.probeNow(); // refused: skipped, nothing sent, nothing learned
-    expect(o.count('/health')).toBe(0);
-    expect(byName(pool, 'a').healthState(Date.now()).active).toBe('unknown');
+    await pool.probeNow(); // no permit came free: probed all the same
+    expect(o.count('/health')).toBe(1);
+    expect(byName(pool, 'a').healthState(Date.now()).active).toBe('up');
     admit = true;
     await pool.probeNow();
-    expect(events).toEqual(['acquire inflight=0', 'release inflight=0 probes=1']);
-    expect(byName(pool, 'a').healthState(Date.now()).active).toBe('up');
+    expect(events).toEqual(['acquire inflight=0', 'release inflight=0 probes=2']);
   });
 
   it('close() also ends a probe still waiting for its permit', async () => {
