@@ -327,7 +327,7 @@ export const passiveSchema = z
 export const timeoutsSchema = z
   .strictObject({
     connectMs: positiveMs('Time to open a TCP connection to the origin.').default(2_000),
-    responseHeadersMs: positiveMs('Time from sending the request to the response head (504 after).').default(
+    responseHeadersMs: positiveMs('Time from the end of the request (its body included: a slow upload is not cut by it) to the response head (504 after).').default(
       15_000,
     ),
     idleMs: positiveMs('Longest silence on an open origin response body.').default(30_000),
@@ -488,8 +488,10 @@ export const siteSchema = z
     origins: z.array(originSchema).min(1).describe('Origin members.'),
     balance: z
       .enum(['round-robin', 'least-inflight'])
-      .default('round-robin')
-      .describe('How a member is chosen among the healthy primaries.'),
+      .default('least-inflight')
+      .describe(
+        'How a member is chosen among the healthy primaries: least-inflight (default) takes the one with the fewest requests in flight for its weight, ties in weighted round-robin, so a member that slowed down or hangs gets fewer; round-robin is nginx\'s smooth weighted round-robin, and a member whose limiter is full then refuses its share while another sits idle.',
+      ),
     healthCheck: healthCheckSchema.prefault({}),
     passive: passiveSchema.prefault({}),
     timeouts: timeoutsSchema.prefault({}),

@@ -60,6 +60,7 @@ describe('config/gateway.yaml (the shipped config)', () => {
     const c = r.config;
     expect(c.redis).toBeUndefined();
     expect(c.listen).toEqual({ host: '0.0.0.0', port: 8080, backlog: 4096 });
+    expect(c.sites[0]!.balance).toBe('least-inflight'); // a member that slows down or hangs gets fewer requests
     expect([c.admin.host, c.admin.port]).toEqual(['127.0.0.1', 9091]);
     expect(c.sites.map((s) => s.name)).toEqual(['blog']);
     expect(c.sites[0]?.hosts).toEqual(['blog.example.com', '*']);
