@@ -292,7 +292,7 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
         ...(isCoded(decision.entry.headers) ? ['accept-encoding'] : []),
         ...(asksForOtherThanAPage(lookup.variantHeaders['accept']) ? ['accept'] : []),
       ];
-      const stored = varyingAlsoOn(decision.entry, implied.length === 0 ? reflected : [...reflected, ...implied]);
+      const stored = varyingAlsoOn(decision.entry, implied.length === 0 ? reflected : [...new Set([...reflected, ...implied])]);
       const entry: CacheEntry = {
         ...stored,
         key: lookup.key,
@@ -323,14 +323,17 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
 
 /**
  * Whether an Accept (as the fill sent it: lower case, by weight) puts first something other
- * than a page: not absent, not the any-type wildcard, not `text/html` (a browser's navigation), but
+ * than a page: not absent, not the any-type wildcard alone, not a browser's navigation (text/html first, no JSON), but
  * `application/json` (axios, fetch calls), `image/avif,…` (an <img>), `text/css,…`.
  */
 function asksForOtherThanAPage(accept: string | string[] | undefined): boolean {
-  const value = Array.isArray(accept) ? accept.join(',') : accept;
-  if (value === undefined) return false;
-  const first = value.split(',')[0]!.split(';')[0]!.trim().toLowerCase();
-  return first !== '' && first !== '*/*' && first !== 'text/html';
+  const value = (Array.isArray(accept) ? accept.join(',') : (accept ?? '')).trim().toLowerCase();
+  if (value === '' || value === '*/*') return false;
+  // A browser's navigation: text/html first, and no JSON anywhere in it (`*/*, application/json`
+  // and `text/html;level=1, application/json` are JSON to negotiators that prefer the more
+  // specific type among equals).
+  const first = value.split(',')[0]!.split(';')[0]!.trim();
+  return first !== 'text/html' || value.includes('json');
 }
 
 /** Whether an answer's body carries a content coding (anything but identity). */

@@ -117,17 +117,20 @@ describe('the key covers what the origin sees', () => {
     // Rails' respond_to, Laravel's wantsJson(): the Accept picks the format, and no Vary says so.
     o.route('/doc', {
       headers: { 'cache-control': 'public, max-age=60' },
-      body: (r: { headers: Record<string, string | string[] | undefined> }) => (String(r.headers['accept'] ?? '').startsWith('application/json') ? '{"doc":1}' : '<h1>doc</h1>'),
+      // Like negotiator (Express): among equal weights the more specific type wins, so
+      // `*/*, application/json` is JSON too.
+      body: (r: { headers: Record<string, string | string[] | undefined> }) => (String(r.headers['accept'] ?? '').includes('application/json') ? '{"doc":1}' : '<h1>doc</h1>'),
     });
     const g = await gateway({ sites: [siteFor([o.url])] });
     const navigation = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
-    expect((await get(`${g.url}/doc`, { accept: 'application/json' })).body).toBe('{"doc":1}');
+    for (const planted of ['application/json', '*/*, application/json', 'text/html;level=1, application/json'])
+      expect((await get(`${g.url}/doc`, { accept: planted })).body, planted).toBe('{"doc":1}');
     for (const accept of [navigation, '*/*', undefined]) {
       const page = await get(`${g.url}/doc`, accept === undefined ? {} : { accept });
       expect(page.body, String(accept)).toBe('<h1>doc</h1>');
     }
     expect((await get(`${g.url}/doc`, { accept: navigation })).headers['cache-status']).toMatch(/; hit/);
-    expect(o.count('/doc')).toBe(2);
+    expect(o.count('/doc')).toBe(4); // three JSON variants, one page
   });
 
   it('http and https pages behind a trusted TLS terminator are different entries', async () => {
