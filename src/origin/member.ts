@@ -211,10 +211,11 @@ export class PoolMember implements OriginMember {
    * `stale-unreachable` for 9 s while the refreshes behind them succeeded). The probes'
    * failures start counting again from zero.
    */
-  recordSuccess(startedAt: number): boolean {
+  recordSuccess(startedAt: number, endsDown = true): boolean {
     this.trafficFailures = 0;
     this.ejectedUntil = undefined;
     this.announcedEjectionEnd = undefined;
+    if (!endsDown) return false;
     // Only a request sent after the probes' verdict: one already in flight then says nothing
     // new (an operator draining a member by failing its health path saw it come back with every
     // page request that finished).

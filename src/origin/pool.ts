@@ -169,10 +169,14 @@ export class OriginPool {
     if (m.removed && m.inflight === 0 && this.retiring.delete(m)) m.releaseAgentIfIdle();
   }
 
-  /** A live request to `member`, sent at `startedAt`, got a usable response (anything but the failures below). */
-  reportSuccess(member: OriginMember, startedAt = this.clock.now()): void {
+  /**
+   * A live request to `member`, sent at `startedAt`, got a usable response (anything but the
+   * failures below): the failure streak and any probation end. `endsDown`: the answer is also
+   * evidence enough to end a 'down' the probes found (below 500, the probe's own rule).
+   */
+  reportSuccess(member: OriginMember, startedAt = this.clock.now(), endsDown = true): void {
     const m = asPoolMember(member);
-    if (!m.recordSuccess(startedAt) || m.removed || this.closed) return;
+    if (!m.recordSuccess(startedAt, endsDown) || m.removed || this.closed) return;
     this.logger?.info({ site: this.site.name, origin: m.name }, 'origin member up: a request to it succeeded');
     this.emit(m, m.isHealthy(this.clock.now()), 'traffic');
   }

@@ -436,11 +436,11 @@ export class Upstream {
     } else {
       // Any other answer, a 500 or a 404 included, is the member working: nothing against it.
       control.breaker.onSuccess();
-      // But only an answer below 500 is evidence enough to end a 'down' the probes found (the
+      // It ends the failure streak; but only an answer below 500 ends a 'down' the probes found (the
       // probe's own rule): WordPress without its database answers every page 500, and each
       // one flipped the member up between probes, so the outage never showed (the alert for
       // it needs the member down for 5 minutes).
-      if (status < 500) pool.reportSuccess(control.member, startedAt);
+      pool.reportSuccess(control.member, startedAt, status < 500);
     }
   }
 

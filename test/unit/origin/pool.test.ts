@@ -165,6 +165,17 @@ describe('passive ejection (ManualClock)', () => {
     expect(a.healthState(clock.now()).consecutiveFailures).toBe(2);
   });
 
+  it('an answer that may not end a probe \'down\' (a 500) still resets the failure streak', () => {
+    const clock = new ManualClock();
+    const pool = makePool(makeSite([offline('a')], { ...noChecks, passive }), { clock });
+    const a = byName(pool, 'a');
+    eject(pool, a, 2);
+    pool.reportSuccess(a, clock.now(), false);
+    eject(pool, a, 2);
+    expect(a.isHealthy(clock.now())).toBe(true);
+    expect(a.healthState(clock.now()).consecutiveFailures).toBe(2);
+  });
+
   it('after an ejection ends, one failure ejects again; one success ends probation', () => {
     const clock = new ManualClock();
     const pool = makePool(makeSite([offline('a'), offline('b')], { ...noChecks, passive }), { clock });
