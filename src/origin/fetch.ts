@@ -161,11 +161,12 @@ export class OriginFetcher {
 }
 
 /**
- * Fields an answer may carry once: HTTP/2 refuses to send more (Node's http2 throws
- * ERR_HTTP2_HEADER_SINGLE_VALUE, and the stream is never answered), and for most of them a
- * second value is an error anyway. undici gives a repeated field as an array; node:http, which
- * pass-through uses, keeps the first of most of these and joins the others with `, `.
+ * Fields HTTP/2 sends once (Node's http2 throws ERR_HTTP2_HEADER_SINGLE_VALUE for more, and the
+ * stream is never answered). undici gives a repeated field as an array. The list fields among
+ * them (LIST_FIELDS) are joined with `, ` as RFC 9110 §5.3 allows; for the others a second
+ * value is an error, and the first is kept, as node:http keeps it for most of them.
  */
+const LIST_FIELDS: ReadonlySet<string> = new Set(['content-encoding', 'content-language']);
 const SINGLE_VALUE_FIELDS: ReadonlySet<string> = new Set([
   'access-control-allow-credentials',
   'access-control-max-age',
@@ -190,14 +191,14 @@ const SINGLE_VALUE_FIELDS: ReadonlySet<string> = new Set([
   'x-content-type-options',
 ]);
 
-/** The origin's header fields with a repeated single-value field (SINGLE_VALUE_FIELDS) kept once: the first, as node:http keeps it. */
+/** The origin's header fields with a repeated single-value field (SINGLE_VALUE_FIELDS) sent once: a list field joined, another's first value. */
 export function singleValued(headers: Record<string, string | string[]>): Record<string, string | string[]> {
   let out: Record<string, string | string[]> | undefined;
   for (const name of Object.keys(headers)) {
     const value = headers[name];
     if (!Array.isArray(value) || !SINGLE_VALUE_FIELDS.has(name)) continue;
     out ??= { ...headers };
-    out[name] = value[0] ?? '';
+    out[name] = LIST_FIELDS.has(name) ? value.join(', ') : (value[0] ?? '');
   }
   return out ?? headers;
 }

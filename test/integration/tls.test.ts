@@ -175,8 +175,8 @@ describe('HTTPS listener: SNI, HTTP/2, redirect, HSTS, live certificate reload',
       expect({ status: a.status, body: a.body, xcto: a.headers['x-content-type-options'], lang: a.headers['content-language'] }).toEqual({
         status: 200,
         body: 'twice',
-        xcto: 'nosniff',
-        lang: 'en',
+        xcto: 'nosniff', // a singleton: the first
+        lang: 'en, en', // a list (RFC 9110 §5.3): joined
       });
       expect(a.headers['cache-status']).toMatch(expected);
     }
