@@ -88,3 +88,30 @@ export function copyEndToEnd(headers: IncomingHttpHeaders | Record<string, strin
   }
   return out;
 }
+
+/** Request fields that name the client's address, as proxies and CDNs set them (X-Forwarded-For aside, which the gateway writes itself). */
+const CLIENT_ADDRESS_FIELDS: readonly string[] = [
+  'x-real-ip',
+  'true-client-ip',
+  'x-client-ip',
+  'client-ip',
+  'x-cluster-client-ip',
+  'cf-connecting-ip',
+  'fastly-client-ip',
+  'x-originating-ip',
+  'x-remote-ip',
+  'x-remote-addr',
+  'x-proxyuser-ip',
+  'x-original-forwarded-for',
+  'forwarded-for',
+  'forwarded',
+];
+
+/**
+ * Removes the client-address claims of a request from a client that is not a trusted proxy
+ * (pass-through and WebSocket upgrades; fills never send them): replaced like its
+ * X-Forwarded-For, never passed on.
+ */
+export function dropClientAddressClaims(headers: Record<string, unknown>): void {
+  for (const name of CLIENT_ADDRESS_FIELDS) delete headers[name];
+}

@@ -10,7 +10,7 @@ import { invalidationTargets } from '../cache/revalidation.js';
 import type { PurgeSelector } from '../cache/stores/cache-store.js';
 import { hasBody, type ForwardOutcome } from '../origin/forward.js';
 import type { OriginMember } from '../origin/pool.js';
-import { appendVia, setForwardedHeaders, stripHopByHop } from './headers.js';
+import { appendVia, dropClientAddressClaims, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { chainCacheStatus, formatCacheStatus } from './respond.js';
 import { makeOnTheFlyEncoder, onTheFlyRequestOf } from './on-the-fly.js';
 import { shed, fail } from './answer.js';
@@ -169,27 +169,11 @@ function prepareForwardHeaders(ctx: Ctx): void {
   // The client-address fields other proxies write: from a client that is not a trusted proxy
   // they are its own claims (`X-Real-IP: 127.0.0.1` to an origin that allow-lists it, or rate
   // limits by it), replaced like its X-Forwarded-For, never passed on.
-  if (!ctx.peerTrusted) for (const name of CLIENT_ADDRESS_FIELDS) delete headers[name];
+  if (!ctx.peerTrusted) dropClientAddressClaims(headers);
 }
 const TE_KEEP: ReadonlySet<string> = new Set(['transfer-encoding']);
 
-/** Request fields that name the client's address, as proxies and CDNs set them (X-Forwarded-For aside, which the gateway writes itself). */
-const CLIENT_ADDRESS_FIELDS: readonly string[] = [
-  'x-real-ip',
-  'true-client-ip',
-  'x-client-ip',
-  'client-ip',
-  'x-cluster-client-ip',
-  'cf-connecting-ip',
-  'fastly-client-ip',
-  'x-originating-ip',
-  'x-remote-ip',
-  'x-remote-addr',
-  'x-proxyuser-ip',
-  'x-original-forwarded-for',
-  'forwarded-for',
-  'forwarded',
-];
+
 
 /** RFC 9111 §4.4: a successful unsafe request invalidates the URI and same-origin Location / Content-Location. */
 function invalidateAfterUnsafe(ctx: Ctx, status: number, headers: OutgoingHttpHeaders): void {

@@ -17,7 +17,7 @@ import type { Forwarder } from '../origin/forward.js';
 import type { Runtime } from '../runtime.js';
 import type { TrustedProxies } from './client-address.js';
 import { normaliseTarget } from '../cache/cache-key.js';
-import { setForwardedHeaders } from './headers.js';
+import { dropClientAddressClaims, setForwardedHeaders } from './headers.js';
 import { isSecure } from './context.js';
 
 /** What an upgrade needs from the gateway (gateway.ts passes itself). */
@@ -65,11 +65,13 @@ export class WebSocketUpgrades {
     // The same X-Forwarded-* and Via as every forwarded request (headers.ts), set in place:
     // http-proxy sends the upgrade request's own headers on.
     const peer = req.socket.remoteAddress ?? '';
+    const peerTrusted = this.deps.trustedProxies().isTrusted(peer);
     setForwardedHeaders(req.headers, { ...req.headers }, {
       peerAddress: peer,
-      peerTrusted: this.deps.trustedProxies().isTrusted(peer),
+      peerTrusted,
       scheme: isSecure(req) ? 'https' : 'http',
     });
+    if (!peerTrusted) dropClientAddressClaims(req.headers as Record<string, unknown>);
     void this.deps.forwarder.ws(req, socket, head, member.url, !site.config.preserveHost).then((r) => {
       this.tunnels.set(site.name, Math.max(0, (this.tunnels.get(site.name) ?? 1) - 1));
       gauge.set({ site: site.name }, this.tunnels.get(site.name)!);

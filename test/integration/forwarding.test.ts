@@ -215,6 +215,32 @@ describe('forwarding', () => {
     }
   }
 
+  it('a WebSocket upgrade from a client that is not a trusted proxy carries none of its client-address claims', async () => {
+    const server = http.createServer();
+    const wss = new WebSocketServer({ server });
+    const seen: http.IncomingHttpHeaders[] = [];
+    wss.on('connection', (ws, req) => {
+      seen.push(req.headers);
+      ws.on('message', (m) => ws.send(String(m)));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise<void>((r) => { wss.close(); server.closeAllConnections(); server.close(() => r()); }));
+    const g = await gateway({ trustedProxies: [], sites: [siteFor([`http://127.0.0.1:${(server.address() as net.AddressInfo).port}`])] });
+    const ws = new WebSocket(g.url.replace('http', 'ws') + '/socket', { headers: { 'x-real-ip': '127.0.0.1', 'true-client-ip': '127.0.0.1', 'x-custom': 'kept' } });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        ws.on('open', () => ws.send('hi'));
+        ws.on('message', () => resolve());
+        ws.on('error', reject);
+      });
+    } finally {
+      ws.close();
+    }
+    expect(seen[0]!['x-real-ip']).toBeUndefined();
+    expect(seen[0]!['true-client-ip']).toBeUndefined();
+    expect(seen[0]!['x-custom']).toBe('kept');
+  });
+
   it('passes a WebSocket upgrade through and echoes messages', async () => {
     const { port } = await wsEchoOrigin();
     const g = await gateway({ sites: [siteFor([`http://127.0.0.1:${port}`])] });
