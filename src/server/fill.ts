@@ -315,7 +315,10 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
     // the stored copy goes, here and on every instance, rather than being served stale (a
     // deleted WordPress post kept answering `updating` for 10 s, one origin request per visitor,
     // and would have come back as stale-if-error at the next outage).
-    if ((fetched.status === 404 || fetched.status === 410) && lookup.entry !== undefined)
+    // Not while the origin is in trouble (its probes find it down, or this page's last refresh
+    // failed): a 404 then may be a vhost or ingress default, or a WAF answering one client's
+    // User-Agent, and the stale copy is what keeps the page up (review).
+    if ((fetched.status === 404 || fetched.status === 410) && lookup.entry !== undefined && !originInTrouble(ctx, lookup))
       await ctx.deps.purge([{ kind: 'key', key: lookup.key }], 'hard').catch(() => undefined);
     return refusal ? { ...notStored(fetched, lookup, decision.reason), once: true } : notStored(fetched, lookup, decision.reason);
   }
@@ -480,10 +483,7 @@ export function startBackgroundRefresh(ctx: Ctx, lookup: Lookup, priority?: numb
   let failedKeys = refreshFailedUntil.get(deps);
   if (failedKeys === undefined) refreshFailedUntil.set(deps, (failedKeys = new Map()));
   const failedUntil = failedKeys.get(collapseKey.id);
-  if (failedUntil !== undefined) {
-    if (deps.clock.now() < failedUntil) return;
-    failedKeys.delete(collapseKey.id);
-  }
+  if (failedUntil !== undefined && deps.clock.now() < failedUntil) return;
   const joined = deps.inflight.join(collapseKey.id, 0);
   if (joined.role !== 'leader') return; // someone is already refreshing it
   fillAcrossInstances(ctx, lookup, collapseKey, 'background', priority)
@@ -495,9 +495,16 @@ export function startBackgroundRefresh(ctx: Ctx, lookup: Lookup, priority?: numb
       if (result.kind === 'failed' || result.kind === 'origin_error') {
         if (failedKeys.size >= REFRESH_FAILED_KEYS) failedKeys.clear();
         failedKeys.set(collapseKey.id, deps.clock.now() + REFRESH_RETRY_MS);
-      }
+      } else if (result.kind === 'entry') failedKeys.delete(collapseKey.id);
       joined.settle(result);
     });
+}
+
+/** The site's origin is found down by its probes, or this page's last background refresh failed a moment ago. */
+function originInTrouble(ctx: Ctx, lookup: Lookup): boolean {
+  if (ctx.site!.pool.readiness() === 'down') return true;
+  const failedUntil = refreshFailedUntil.get(ctx.deps)?.get(collapseKeyOf(lookup).id);
+  return failedUntil !== undefined && ctx.deps.clock.now() < failedUntil + REFRESH_RETRY_MS;
 }
 
 /** How long after a failed background refresh the key's next one waits, ms. */

@@ -193,6 +193,25 @@ describe('cache: stale serving', () => {
     expect((await get(`${g.url}/post`)).status).toBe(500);
   });
 
+  it('keeps a stale copy that a 404 meets while the origin is in trouble (its last refresh failed): a WAF or a vhost default is no deletion', async () => {
+    const clock = manualClock();
+    const o = await origin();
+    o.route('/hot', clocked(clock, { headers: { 'cache-control': 'public, max-age=1, stale-if-error=600' }, body: 'hot' }));
+    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { graceSeconds: 60 } }] })] }, { clock });
+    for (let i = 0; i < 10; i++) await get(`${g.url}/hot`);
+    clock.advance(1_100);
+    o.route('/hot', { status: 500, body: 'down' });
+    expect((await get(`${g.url}/hot`)).body).toBe('hot');
+    await expect.poll(() => g.gw.inflight.size).toBe(0);
+    o.route('/hot', { status: 404, headers: { 'cache-control': 'no-cache' }, body: 'not here' });
+    clock.advance(1_100); // the next refresh may start: it meets the 404
+    expect((await get(`${g.url}/hot`)).body).toBe('hot');
+    await expect.poll(() => g.gw.inflight.size).toBe(0);
+    expect(o.count((r) => r.path === '/hot')).toBe(3);
+    o.route('/hot', { status: 500, body: 'down' });
+    expect((await get(`${g.url}/hot`)).body).toBe('hot'); // still there for the outage
+  });
+
   it('while its refreshes fail, a hot page asks the origin once a second, not once per visitor', async () => {
     const clock = manualClock();
     const o = await origin();
