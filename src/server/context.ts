@@ -193,12 +193,17 @@ export function authorityOf(ctx: Ctx): string {
   return makeAuthority(hostOf(ctx), schemeOf(ctx));
 }
 
-/** The host (and port) the client asked for: Host, or a trusted proxy's X-Forwarded-Host. */
+/**
+ * The host (and port) the client asked for: Host, or a trusted proxy's X-Forwarded-Host when
+ * it is a host[:port] (a name, an IPv4 address or an IP literal: anything else is ignored, as
+ * it would be sent as a fill's Host).
+ */
 export function hostOf(ctx: Pick<Ctx, 'req' | 'peerTrusted'>): string | undefined {
   const h = ctx.req.headers;
   const forwardedHost = ctx.peerTrusted ? firstToken(h['x-forwarded-host']) : undefined;
-  return forwardedHost ?? h.host;
+  return forwardedHost !== undefined && FORWARDED_HOST.test(forwardedHost) ? forwardedHost : h.host;
 }
+const FORWARDED_HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9.])?)(?::[0-9]{1,5})?$/;
 
 /**
  * The scheme the client used: the listener's own when it is TLS ('https', whatever a header

@@ -492,7 +492,8 @@ export function startBackgroundRefresh(ctx: Ctx, lookup: Lookup, priority?: numb
       return { kind: 'failed', code: 'internal_error', staleReason: 'error' };
     })
     .then((result) => {
-      if (result.kind === 'failed' || result.kind === 'origin_error') {
+      // The origin failed (a refusal for capacity is the site's hold's to space out: holdsBackground).
+      if ((result.kind === 'failed' && result.shedReason === undefined) || result.kind === 'origin_error') {
         if (failedKeys.size >= REFRESH_FAILED_KEYS) failedKeys.clear();
         failedKeys.set(collapseKey.id, deps.clock.now() + REFRESH_RETRY_MS);
       } else if (result.kind === 'entry') failedKeys.delete(collapseKey.id);

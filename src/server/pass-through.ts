@@ -5,7 +5,7 @@
  */
 import type { OutgoingHttpHeaders } from 'node:http';
 import { CACHED_METHODS, RETRYABLE_METHODS } from '../http/facts.js';
-import { makeAuthority, makeCacheKey } from '../cache/cache-key.js';
+import { makeAuthority, makeCacheKey, normaliseHost } from '../cache/cache-key.js';
 import { invalidationTargets } from '../cache/revalidation.js';
 import type { PurgeSelector } from '../cache/stores/cache-store.js';
 import { hasBody, type ForwardOutcome } from '../origin/forward.js';
@@ -170,6 +170,12 @@ function prepareForwardHeaders(ctx: Ctx): void {
   // they are its own claims (`X-Real-IP: 127.0.0.1` to an origin that allow-lists it, or rate
   // limits by it), replaced like its X-Forwarded-For, never passed on.
   if (!ctx.peerTrusted) dropClientAddressClaims(headers);
+  // Behind a trusted proxy, the Host a fill sends (the key's, its X-Forwarded-Host): a GET's
+  // fill and a POST to the same page reach the same origin vhost.
+  else {
+    const host = hostOf(ctx);
+    if (host !== undefined) headers.host = normaliseHost(host, schemeOf(ctx).toLowerCase() === 'https' ? 'https' : 'http');
+  }
 }
 const TE_KEEP: ReadonlySet<string> = new Set(['transfer-encoding']);
 

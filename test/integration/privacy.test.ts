@@ -94,6 +94,12 @@ describe('the key covers what the origin sees', () => {
     const seen = o.requests.find((r) => r.path === '/ip')!;
     expect(seen.headers['x-forwarded-for']).toBe('203.0.113.9, 127.0.0.1');
     expect(o.count('/news')).toBe(1);
+    // A POST to the page reaches the same origin vhost as its fills.
+    await request(`${g.url}/news`, { method: 'POST', headers: { host: 'evil.example', 'x-forwarded-host': 'shop.test' }, body: 'x' }).then((r) => r.body.text());
+    expect(o.requests.filter((r) => r.path === '/news' && r.method === 'POST').map((r) => r.headers.host)).toEqual(['shop.test']);
+    // An X-Forwarded-Host that is not a host[:port] is ignored: the Host stands.
+    const odd = await get(`${g.url}/news?odd`, { host: 'shop.test', 'x-forwarded-host': 'a b/../c' });
+    expect(odd.body).toContain('host=shop.test');
   });
 
   it('a fill sends Accept-Language as the variant key holds it: an origin reading its first two letters answers every client of the variant alike', async () => {
