@@ -79,7 +79,11 @@ async function handleAdmin(gw: AdminGateway, req: http.IncomingMessage, res: htt
   if (path === '/healthz') return json(res, 200, { status: 'ok' });
   if (path === '/readyz') {
     const r = gw.readiness();
-    return json(res, r.ready ? 200 : 503, { status: r.ready ? 'ready' : r.draining ? 'draining' : 'not ready', ...r });
+    // `?origin`: also 503 when no site has a usable origin, for a check that must know this
+    // instance reaches its origin (a deploy gate, a gateway beside its own app). The default
+    // does not: every instance shares the origin, and a load balancer would pull them all.
+    const ready = r.ready && (!url.searchParams.has('origin') || r.sites.some((s) => s.state === 'up'));
+    return json(res, ready ? 200 : 503, { status: ready ? 'ready' : r.draining ? 'draining' : 'not ready', ...r, ready });
   }
   if (path === '/metrics') {
     gw.collectGauges();

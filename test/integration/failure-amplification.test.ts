@@ -150,6 +150,10 @@ describe('failure amplification: active health checks', () => {
     // origin, and their stale copies with them); the body says the origin is down.
     expect(ready.statusCode).toBe(200);
     expect(body.sites[0]!.state).toBe('down');
+    // A check that must know the origin is reached asks for it.
+    const strict = await request(`${g.adminUrl}/readyz?origin`);
+    expect(strict.statusCode).toBe(503);
+    expect(((await strict.body.json()) as { status: string }).status).toBe('not ready');
   });
 
   it('keeps a member the probes found down while live requests also get 500s (a database outage): only an answer below 500 brings it up', async () => {
