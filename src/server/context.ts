@@ -201,9 +201,11 @@ export function authorityOf(ctx: Ctx): string {
 export function hostOf(ctx: Pick<Ctx, 'req' | 'peerTrusted'>): string | undefined {
   const h = ctx.req.headers;
   const forwardedHost = ctx.peerTrusted ? firstToken(h['x-forwarded-host']) : undefined;
-  return forwardedHost !== undefined && FORWARDED_HOST.test(forwardedHost) ? forwardedHost : h.host;
+  return forwardedHost !== undefined && HOST_AND_PORT.test(forwardedHost) ? forwardedHost : h.host;
 }
-const FORWARDED_HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9.])?)(?::[0-9]{1,5})?$/;
+
+/** A host name (a trailing dot allowed), an IPv4 address or an IP literal, with an optional port. */
+export const HOST_AND_PORT = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
 
 /**
  * The scheme the client used: the listener's own when it is TLS ('https', whatever a header

@@ -225,7 +225,7 @@ export function route(ctx: Ctx): void | Promise<void> {
   // RFC 9112 §3.2.2: with an absolute-form target the Host field is ignored and the target's
   // authority is the host, for routing, the key and the fill alike (nginx does the same). A
   // target naming no host, or with userinfo, is a 400 below.
-  const absolute = ABSOLUTE_TARGET.exec(ctx.rawUrl);
+  const absolute = ctx.rawUrl.charCodeAt(0) === 0x2f /* / */ ? null : ABSOLUTE_TARGET.exec(ctx.rawUrl);
   if (absolute !== null) {
     if (absolute[1] === '' || absolute[1]!.includes('@')) return fail(ctx, 'bad_request', 'absolute-form target without a valid authority');
     req.headers.host = absolute[1];

@@ -14,7 +14,7 @@
  */
 import type { TlsConfig } from '../config/schema.js';
 import { answerOwn } from './answer.js';
-import { schemeOf, type Ctx } from './context.js';
+import { HOST_AND_PORT, schemeOf, type Ctx } from './context.js';
 import type { SiteRuntime } from '../runtime.js';
 
 export const ACME_CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
@@ -31,9 +31,6 @@ export function hstsValue(tls: TlsConfig): string | undefined {
   return value;
 }
 
-/** A host name or IP literal with an optional port, nothing else: safe to write into Location. */
-const HOST_RE = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
-
 /** Answers a plain-HTTP request with the redirect to https when the config asks for one; true when it did. */
 export function redirectToHttps(ctx: Ctx, site: SiteRuntime): boolean {
   const { rt, deps, req } = ctx;
@@ -43,7 +40,8 @@ export function redirectToHttps(ctx: Ctx, site: SiteRuntime): boolean {
   const port = deps.tls?.redirectPort(rt.config);
   if (port === undefined || schemeOf(ctx) === 'https') return false; // a trusted proxy in front already speaks https to the client
   const host = req.headers.host;
-  if (host === undefined || !HOST_RE.test(host)) return false;
+  // A host name or IP literal with an optional port, nothing else: safe to write into Location.
+  if (host === undefined || !HOST_AND_PORT.test(host)) return false;
   // The name as routing and the key hold it (lower case, no trailing dot): `a.test.` is the
   // same site and must not stay on plain HTTP, and is sent to its canonical name.
   const name = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.split(':')[0]!.toLowerCase().replace(/\.$/, '');
