@@ -23,6 +23,8 @@ export interface SiteRuntime {
   isBypassCookie(name: string): boolean;
   /** Lower-case names of the headers that make a request bypass the cache (sites[].credentialHeaders). */
   readonly credentialHeaders: readonly string[];
+  /** Lower-case names of the fragment-request headers that make a request bypass the cache (sites[].bypassHeaders). */
+  readonly bypassHeaders: readonly string[];
   /** Whether a fill passes this (lower-case) client header on (sites[].fillHeaders). */
   isFillHeader(name: string): boolean;
   policyFor(route: CompiledRoute): PolicyOptions;
@@ -125,6 +127,7 @@ function makeSiteRuntime(site: SiteConfig, defaultRoute: RouteConfig, pool: Orig
     pool,
     isBypassCookie,
     credentialHeaders: [...new Set(site.credentialHeaders.map((h) => h.toLowerCase()))],
+    bypassHeaders: [...new Set(site.bypassHeaders.map((h) => h.toLowerCase()))],
     isFillHeader: makeFillHeaderFilter(site.fillHeaders),
     policyFor: (route) => policies.get(route.name)!,
   };

@@ -577,8 +577,25 @@ export const siteSchema = z
             'X-Override-URL',
             'Max-Forwards',
             'X-Wap-Profile',
+            'CF-IPCountry',
+            'CF-IPCity',
+            'CF-IPContinent',
+            'CF-Region',
+            'CF-Region-Code',
+            'CF-Device-Type',
+            'CloudFront-Viewer-Country',
+            'CloudFront-Viewer-Country-Region',
+            'CloudFront-Viewer-City',
+            'CloudFront-Is-Mobile-Viewer',
+            'CloudFront-Is-Tablet-Viewer',
+            'CloudFront-Is-Desktop-Viewer',
+            'X-AppEngine-Country',
+            'X-AppEngine-Region',
+            'X-AppEngine-City',
+            'X-Vercel-IP-Country',
+            'X-Country-Code',
           ])
-          .describe('Request headers never sent on a shared cache fill: they rewrite the URL, method, scheme, host or client address an origin framework acts on, and are not in the key.'),
+          .describe('Request headers never sent on a shared cache fill: they rewrite the URL, method, scheme, host or client address an origin framework acts on, or carry the client\'s country or device as a CDN in front saw it, and are not in the key (name one in a route\'s `key.headers` to cache per value).'),
         only: z
           .array(z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'must be a header field name'))
           .optional()
@@ -593,6 +610,12 @@ export const siteSchema = z
       .default(['Authorization', 'Proxy-Authorization', 'X-Api-Key', 'X-Auth-Token', 'X-Access-Token'])
       .describe(
         'Requests carrying one of these headers bypass the cache (like bypassCookies): a credential personalises the answer, so it never reaches a shared fill or a shared copy.',
+      ),
+    bypassHeaders: z
+      .array(z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'must be a header field name'))
+      .default(['HX-Request', 'X-PJAX', 'Turbo-Frame', 'X-Inertia', 'X-Up-Target'])
+      .describe(
+        'Requests carrying one of these headers bypass the cache: they ask the origin for another answer at the same URL (an htmx, pjax, Turbo Frame, Inertia or Unpoly fragment) that origins seldom name in Vary. Cached, one fragment would be stored as the page for everyone; dropped from the fill, the fragment request would get the whole page.',
       ),
     honorClientNoCache: z
       .boolean()

@@ -264,7 +264,7 @@ export function route(ctx: Ctx): void | Promise<void> {
   const facts: RequestFacts = { method: ctx.method, url: ctx.url, headers: req.headers };
   const eligibility = isCacheableRequest(facts, policy);
   const bypassCookie = req.headers.cookie !== undefined && hasBypassCookie(site, req.headers.cookie);
-  if (!eligibility.cacheable || bypassCookie || hasCredential(site, req.headers) || ctx.method === 'OPTIONS') {
+  if (!eligibility.cacheable || bypassCookie || hasCredential(site, req.headers) || hasBypassHeader(site, req.headers) || ctx.method === 'OPTIONS') {
     if (deps.admission.isShedding()) return shed(ctx, 'pressure');
     return forward(ctx, 'bypass');
   }
@@ -439,6 +439,16 @@ function hasBypassCookie(site: SiteRuntime, header: string): boolean {
 /** True when the request carries a credential header (sites[].credentialHeaders): it bypasses the cache. */
 function hasCredential(site: SiteRuntime, headers: IncomingHttpHeaders): boolean {
   for (const name of site.credentialHeaders) if (headers[name] !== undefined) return true;
+  return false;
+}
+
+/**
+ * True when the request carries a fragment-request header (sites[].bypassHeaders: htmx's
+ * HX-Request, Turbo-Frame...): the origin answers it with a fragment of the page at the same
+ * URL, seldom saying Vary, so it bypasses the cache.
+ */
+function hasBypassHeader(site: SiteRuntime, headers: IncomingHttpHeaders): boolean {
+  for (const name of site.bypassHeaders) if (headers[name] !== undefined) return true;
   return false;
 }
 

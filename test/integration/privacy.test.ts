@@ -168,6 +168,44 @@ describe('the key covers what the origin sees', () => {
     expect(o.count('/account')).toBe(4);
   });
 
+  it('fragment requests (htmx, Turbo Frames...) bypass the cache: the fragment is never stored as the page, nor the page served for the fragment', async () => {
+    const o = await origin();
+    // An htmx view: the same URL answers a fragment to HX-Request and the whole page otherwise,
+    // without Vary (as most do).
+    o.route('/list', (req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'public, max-age=60' });
+      res.end(req.headers['hx-request'] !== undefined ? '<li>one</li>' : req.headers['turbo-frame'] !== undefined ? '<turbo-frame id="f">one</turbo-frame>' : '<html><ul><li>one</li></ul></html>');
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const fragment = await get(`${g.url}/list`, { 'hx-request': 'true' });
+    expect(fragment.body).toBe('<li>one</li>');
+    expect(fragment.headers['cache-status']).toMatch(/fwd=bypass/);
+    const page = await get(`${g.url}/list`);
+    expect(page.body).toBe('<html><ul><li>one</li></ul></html>');
+    expect(page.headers['cache-status']).toMatch(/fwd=uri-miss/);
+    expect((await get(`${g.url}/list`, { 'hx-request': 'true' })).body).toBe('<li>one</li>');
+    expect((await get(`${g.url}/list`, { 'turbo-frame': 'f' })).body).toBe('<turbo-frame id="f">one</turbo-frame>');
+    const again = await get(`${g.url}/list`);
+    expect(again.body).toBe('<html><ul><li>one</li></ul></html>');
+    expect(again.headers['cache-status']).toMatch(/; hit/);
+    expect(o.count('/list')).toBe(4);
+  });
+
+  it("a CDN's country header never reaches a shared fill: one country's page is not stored for everyone", async () => {
+    const o = await origin();
+    const seen: string[] = [];
+    // Geo-personalised without saying so and without echoing the value.
+    o.route('/home', (req, res) => {
+      seen.push(String(req.headers['cf-ipcountry'] ?? '-'));
+      res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'public, max-age=60' });
+      res.end(req.headers['cf-ipcountry'] === 'DE' ? 'Willkommen' : 'Welcome');
+    });
+    const g = await gateway({ trustedProxies: ['127.0.0.1', '::1'], sites: [siteFor([o.url])] });
+    expect((await get(`${g.url}/home`, { 'cf-ipcountry': 'DE' })).body).toBe('Welcome');
+    expect((await get(`${g.url}/home`, { 'cf-ipcountry': 'US' })).body).toBe('Welcome');
+    expect(seen).toEqual(['-']);
+  });
+
   it('WordPress password reset works: its wp-resetpass-* cookie bypasses the cache by default', async () => {
     const o = await origin();
     // wp-login.php?action=rp reads the key from the cookie step one set (path /wp-login.php).
