@@ -140,6 +140,9 @@ export class OriginFetcher {
     }
     const declared = Number(res.headers['content-length']);
     if (Number.isFinite(declared) && declared > req.maxBodyBytes) {
+      // Dropped unread: undici fails the body with RequestAbortedError, an uncaught exception
+      // without a listener (whenever the whole body had already arrived).
+      res.body.on('error', () => {});
       res.body.destroy();
       return { ...head, ok: true, tooLarge: true };
     }

@@ -64,4 +64,29 @@ describe('OriginFetcher', () => {
     expect(res.ok).toBe(false);
     if (!res.ok) expect(res.failure).toBe('bad_response');
   });
+
+  it('gives up on a body whose Content-Length is past the cap without an uncaught error', async () => {
+    // The whole body has arrived, unread, when it is dropped: undici fails it with
+    // RequestAbortedError, which without a listener reached the process as an uncaught
+    // exception (logged at error level: a MediaWiki page past cache.maxObjectBytes).
+    const origin = await rawOrigin(`HTTP/1.1 200 OK\r\nContent-Length: 3000\r\nConnection: close\r\n\r\n${'x'.repeat(3000)}`, true);
+    const fetcher = new OriginFetcher(systemClock);
+    closers.push(() => fetcher.close());
+    const uncaught: unknown[] = [];
+    const onUncaught = (err: unknown) => uncaught.push(err);
+    const listeners = process.listeners('uncaughtException');
+    process.removeAllListeners('uncaughtException');
+    process.on('uncaughtException', onUncaught);
+    try {
+      for (let i = 0; i < 5; i++) {
+        const res = await fetcher.fetch({ ...request(origin), maxBodyBytes: 1_000 });
+        expect(res.ok && 'tooLarge' in res && res.tooLarge).toBe(true);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    } finally {
+      process.off('uncaughtException', onUncaught);
+      for (const l of listeners) process.on('uncaughtException', l);
+    }
+    expect(uncaught).toEqual([]);
+  });
 });
