@@ -14,6 +14,7 @@ import type { SiteConfig } from '../config/schema.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import { OriginPool } from './pool.js';
 import type { Upstream } from './upstream.js';
+import type { OriginMember } from './member.js';
 
 export interface PoolTableOptions {
   clock: Clock;
@@ -42,6 +43,9 @@ export class PoolTable {
     });
     for (const [name, pool] of this.pools) {
       if (!seen.has(name)) {
+        // A removed (or renamed) site: its members' limiters and gauge series go with it, or
+        // `crowdgate_origin_healthy 0` of a site that no longer exists stays for good.
+        for (const m of pool.members()) this.forgetMember(name, m);
         this.pools.delete(name);
         void pool.close();
       }
@@ -59,15 +63,17 @@ export class PoolTable {
     await Promise.all([...this.pools.values()].map((p) => p.close()));
   }
 
+  private forgetMember(site: string, member: OriginMember): void {
+    this.opts.upstream.forget(member);
+    this.opts.metrics.get('originHealthy').remove({ site, origin: member.name });
+  }
+
   private poolFor(site: SiteConfig): OriginPool {
     const { metrics, upstream } = this.opts;
     let pool = this.pools.get(site.name);
     if (pool) {
       const update = pool.update(site);
-      for (const m of update.removed) {
-        upstream.forget(m);
-        metrics.get('originHealthy').remove({ site: site.name, origin: m.name });
-      }
+      for (const m of update.removed) this.forgetMember(site.name, m);
       for (const m of update.added) metrics.get('originHealthy').set({ site: site.name, origin: m.name }, 1);
       return pool;
     }

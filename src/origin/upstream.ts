@@ -466,9 +466,17 @@ export class Upstream {
     return { queueLength, drainRatePerSecond };
   }
 
+  /**
+   * A member the config no longer has: its limiter goes, and so do its gauge series (a removed
+   * member left `crowdgate_origin_limit` and the rest behind, and the status page listed it).
+   */
   forget(member: OriginMember): void {
     const c = this.controls.get(member);
-    if (c) this.all.delete(c);
+    if (c) {
+      this.all.delete(c);
+      const labels = { site: c.site, origin: member.name };
+      for (const gauge of ['originLimit', 'originInflight', 'queueLength', 'circuitState'] as const) this.metrics.get(gauge).remove(labels);
+    }
     this.controls.delete(member);
   }
 }

@@ -54,6 +54,45 @@ describe('live reload', () => {
     expect(metrics).toMatch(/crowdgate_config_generation 4/);
   });
 
+  it('a removed site or member leaves no gauge series and no status row behind', async () => {
+    const a = await origin('a');
+    const b = await origin('b');
+    const ghost = await origin('ghost');
+    const sites = (withGhost: boolean, members: string[]) => [
+      siteFor(members, { name: 'main', hosts: ['main.test'] }),
+      ...(withGhost ? [siteFor([ghost.url], { name: 'ghost', hosts: ['ghost.test'] })] : []),
+    ];
+    const g = await gateway({ sites: sites(true, [a.url, b.url]) });
+    for (const host of ['main.test', 'ghost.test']) {
+      const res = await request(`${g.url}/p`, { headers: { host } });
+      await res.body.text();
+    }
+    const series = async () => {
+      const text = await (await request(`${g.adminUrl}/metrics`)).body.text();
+      return text.split('\n').filter((l) => /^crowdgate_(origin_healthy|origin_limit|origin_inflight|queue_length|circuit_state)\{/.test(l));
+    };
+    const before = await series();
+    expect(before.some((l) => l.includes('site="ghost"'))).toBe(true);
+    expect(before.filter((l) => l.startsWith('crowdgate_origin_limit{') && l.includes('site="main"'))).toHaveLength(2);
+    writeFileSync(g.configPath, stringify(withTestDefaults({ reload: { watch: false }, sites: sites(false, [a.url]) })));
+    expect((await g.gw.reload('manual'))?.ok).toBe(true);
+    const after = await series();
+    expect(after.filter((l) => l.includes('site="ghost"'))).toEqual([]);
+    const bName = after.filter((l) => l.includes('site="main"')).map((l) => /origin="([^"]+)"/.exec(l)?.[1]);
+    expect(new Set(bName).size).toBe(1);
+    for (const name of ['crowdgate_origin_healthy', 'crowdgate_origin_limit', 'crowdgate_circuit_state']) {
+      expect(after.filter((l) => l.startsWith(`${name}{`))).toHaveLength(1);
+    }
+    // The status page reads the gauges at its next sample (once a second).
+    let sitesShown: string[] = [];
+    for (const until = Date.now() + 5_000; Date.now() < until; await new Promise((r) => setTimeout(r, 100))) {
+      const status = (await (await request(`${g.adminUrl}/status.json`)).body.json()) as { origins: Array<{ site: string }> };
+      sitesShown = status.origins.map((o) => o.site);
+      if (sitesShown.length === 1) break;
+    }
+    expect(sitesShown).toEqual(['main']);
+  });
+
   it('refuses a broken YAML edit with file:line:col, counts it, and keeps serving the old config', async () => {
     const a = await origin('a');
     const g = await gateway({ sites: [siteFor([a.url])] }, { watch: true });
