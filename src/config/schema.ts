@@ -600,7 +600,7 @@ export const siteSchema = z
           .array(z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'must be a header field name'))
           .optional()
           .describe(
-            'Strict mode: when set, a fill sends only these request headers (plus Host, Accept*, User-Agent, the key template\'s headers and the names a stored Vary lists). Unset: every header except `drop`, names with an underscore and fetch-context headers (Referer, Sec-*, X-Requested-With...). A name with an underscore is never sent unless the key template names it.',
+            'Strict mode: when set, a fill sends only these request headers (plus Host, Accept*, User-Agent, the key template\'s headers and the names a stored Vary lists). Unset: every header except `drop`, names with anything but letters, digits and hyphens and fetch-context headers (Referer, Sec-*, X-Requested-With...). A name with an underscore or a dot is never sent unless the key template names it.',
           ),
       })
       .prefault({})

@@ -10,7 +10,7 @@ import type { PolicyOptions } from '../cache/policy.js';
 import type { UnkeyedInput } from '../cache/reflection.js';
 import { HOP_BY_HOP, connectionListedNames } from '../http/facts.js';
 import type { SiteRuntime } from '../runtime.js';
-import { CLIENT_CONDITIONALS, VIA_VALUE, appendVia, setForwardedHeaders, stripHopByHop } from './headers.js';
+import { CLIENT_CONDITIONALS, VIA_VALUE, appendVia, isPlainFieldName, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { hostOf, schemeOf, type Ctx, type Lookup } from './context.js';
 import { vouchedForwardedFor } from './client-address.js';
 import { nextRequestId } from './request-id.js';
@@ -61,7 +61,7 @@ export function makeFillVisibleHeaders(site: SiteRuntime, headers: IncomingHttpH
     // Sec-Fetch-*, client hints, X-Requested-With: an Android WebView names its app there on
     // every request), unless the key or a stored Vary covers it: sent, it would be an input
     // the key does not hold, reflected into a page everyone then gets.
-    if (keyed || (site.isFillHeader(name) && !name.includes('_') && !isFetchContextHeader(name))) out[name] = headers[name] as string;
+    if (keyed || (site.isFillHeader(name) && isPlainFieldName(name) && !isFetchContextHeader(name))) out[name] = headers[name] as string;
   }
   // The codings of the variant key's value for this client (`br, gzip`, `br`, `gzip` or
   // `identity`), not its own list: the variant is shared by every client with that value, and

@@ -115,3 +115,23 @@ const CLIENT_ADDRESS_FIELDS: readonly string[] = [
 export function dropClientAddressClaims(headers: Record<string, unknown>): void {
   for (const name of CLIENT_ADDRESS_FIELDS) delete headers[name];
 }
+
+/**
+ * True for a field name of letters, digits and hyphens only: what nginx passes on by default
+ * (`underscores_in_headers off`, `ignore_invalid_headers on`). PHP, and CGI-style frameworks
+ * generally, read a header by a name with `-`, `.` and `_` all turned into `_`
+ * (`HTTP_X_REAL_IP`), so `X.Real.IP` and `X_Real_IP` are `X-Real-IP` to them, past every list
+ * that names `X-Real-IP`. Names arrive lower-cased from Node's parser.
+ */
+export function isPlainFieldName(name: string): boolean {
+  return PLAIN_FIELD_NAME.test(name);
+}
+const PLAIN_FIELD_NAME = /^[a-z0-9-]+$/;
+
+/**
+ * Removes the fields whose names are not plain (isPlainFieldName) from a request sent on
+ * (pass-through and WebSocket upgrades; a fill never sends them unless the key covers them).
+ */
+export function dropOddFieldNames(headers: Record<string, unknown>): void {
+  for (const name of Object.keys(headers)) if (!PLAIN_FIELD_NAME.test(name)) delete headers[name];
+}

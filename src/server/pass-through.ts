@@ -10,7 +10,7 @@ import { invalidationTargets } from '../cache/revalidation.js';
 import type { PurgeSelector } from '../cache/stores/cache-store.js';
 import { hasBody, type ForwardOutcome } from '../origin/forward.js';
 import type { OriginMember } from '../origin/pool.js';
-import { appendVia, dropClientAddressClaims, setForwardedHeaders, stripHopByHop } from './headers.js';
+import { appendVia, dropClientAddressClaims, dropOddFieldNames, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { chainCacheStatus, formatCacheStatus } from './respond.js';
 import { makeOnTheFlyEncoder, onTheFlyRequestOf } from './on-the-fly.js';
 import { shed, fail } from './answer.js';
@@ -176,6 +176,8 @@ function prepareForwardHeaders(ctx: Ctx): void {
     const host = hostOf(ctx);
     if (host !== undefined) headers.host = normaliseHost(host, schemeOf(ctx).toLowerCase() === 'https' ? 'https' : 'http');
   }
+  // `X.Real.IP` or `X_Real_IP` is `HTTP_X_REAL_IP` to PHP: never passed on, as nginx does.
+  dropOddFieldNames(headers);
 }
 const TE_KEEP: ReadonlySet<string> = new Set(['transfer-encoding']);
 

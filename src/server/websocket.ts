@@ -17,7 +17,7 @@ import type { Forwarder } from '../origin/forward.js';
 import type { Runtime } from '../runtime.js';
 import type { TrustedProxies } from './client-address.js';
 import { normaliseTarget } from '../cache/cache-key.js';
-import { dropClientAddressClaims, setForwardedHeaders } from './headers.js';
+import { dropClientAddressClaims, dropOddFieldNames, setForwardedHeaders } from './headers.js';
 import { isSecure } from './context.js';
 
 /** What an upgrade needs from the gateway (gateway.ts passes itself). */
@@ -72,6 +72,7 @@ export class WebSocketUpgrades {
       scheme: isSecure(req) ? 'https' : 'http',
     });
     if (!peerTrusted) dropClientAddressClaims(req.headers as Record<string, unknown>);
+    dropOddFieldNames(req.headers as Record<string, unknown>);
     void this.deps.forwarder.ws(req, socket, head, member.url, !site.config.preserveHost).then((r) => {
       this.tunnels.set(site.name, Math.max(0, (this.tunnels.get(site.name) ?? 1) - 1));
       gauge.set({ site: site.name }, this.tunnels.get(site.name)!);

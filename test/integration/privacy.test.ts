@@ -247,7 +247,7 @@ describe('the key covers what the origin sees', () => {
 
   it('a shared fill carries no client-address header, no underscore-named header and no client Via', async () => {
     const o = await origin();
-    const names = ['x-real-ip', 'true-client-ip', 'x_forwarded_host', 'x-forwarded-protocol', 'via', 'x-scheme', 'x-originating-ip', 'x-custom'];
+    const names = ['x-real-ip', 'true-client-ip', 'x_forwarded_host', 'x.original.url', 'x-forwarded-protocol', 'via', 'x-scheme', 'x-originating-ip', 'x-custom'];
     o.route('/page', reflecting(names));
     // The test client (127.0.0.1) is not a trusted proxy here: its Via is its own text.
     const g = await gateway({ trustedProxies: [], sites: [siteFor([o.url])] });
@@ -255,27 +255,33 @@ describe('the key covers what the origin sees', () => {
       'x-real-ip': '6.6.6.6',
       'true-client-ip': '6.6.6.6',
       x_forwarded_host: 'evil.example',
+      // PHP's built-in server reads this as HTTP_X_ORIGINAL_URL (dots become underscores).
+      'x.original.url': '/maintenance',
       'x-forwarded-protocol': 'javascript',
       via: '1.0 <img src=x onerror=alert(1)>',
       'x-scheme': 'javascript',
       'x-originating-ip': '6.6.6.6',
       'x-custom': 'kept',
     });
-    expect(planted.body).toBe('x-real-ip=- true-client-ip=- x_forwarded_host=- x-forwarded-protocol=- via=1.1 crowdgate x-scheme=- x-originating-ip=- x-custom=kept');
+    expect(planted.body).toBe('x-real-ip=- true-client-ip=- x_forwarded_host=- x.original.url=- x-forwarded-protocol=- via=1.1 crowdgate x-scheme=- x-originating-ip=- x-custom=kept');
   });
 
   it('a pass-through from a client that is not a trusted proxy carries none of its client-address claims; from a trusted one they pass', async () => {
     const o = await origin();
     const g = await gateway({ trustedProxies: ['10.0.0.1'], sites: [siteFor([o.url])] });
-    const claims = { 'x-real-ip': '127.0.0.1', 'true-client-ip': '127.0.0.1', 'cf-connecting-ip': '127.0.0.1', forwarded: 'for=127.0.0.1', 'x-custom': 'kept' };
+    // `X.Real.IP` and `X_Real_IP` are HTTP_X_REAL_IP to PHP: names other than letters, digits
+    // and hyphens are never passed on (nginx's default), from any client.
+    const claims = { 'x-real-ip': '127.0.0.1', 'true-client-ip': '127.0.0.1', 'cf-connecting-ip': '127.0.0.1', forwarded: 'for=127.0.0.1', 'x.real.ip': '127.0.0.1', x_real_ip: '127.0.0.1', 'x-custom': 'kept' };
     await request(`${g.url}/api/post`, { method: 'POST', headers: claims, body: 'x' }).then((r) => r.body.text());
     const seen = o.requests.find((r) => r.path === '/api/post')!;
     expect(seen.method).toBe('POST');
-    for (const name of ['x-real-ip', 'true-client-ip', 'cf-connecting-ip', 'forwarded']) expect(seen.headers[name], name).toBeUndefined();
+    for (const name of ['x-real-ip', 'true-client-ip', 'cf-connecting-ip', 'forwarded', 'x.real.ip', 'x_real_ip']) expect(seen.headers[name], name).toBeUndefined();
     expect(seen.headers['x-custom']).toBe('kept');
     const trusting = await gateway({ trustedProxies: ['127.0.0.1', '::1'], sites: [siteFor([o.url])] });
     await request(`${trusting.url}/api/trusted`, { method: 'POST', headers: claims, body: 'x' }).then((r) => r.body.text());
-    expect(o.requests.find((r) => r.path === '/api/trusted')!.headers['x-real-ip']).toBe('127.0.0.1');
+    const trusted = o.requests.find((r) => r.path === '/api/trusted')!;
+    expect(trusted.headers['x-real-ip']).toBe('127.0.0.1');
+    expect(trusted.headers['x.real.ip']).toBeUndefined();
   });
 
   it('a header the key template covers reaches the fill even when the client\'s Connection names it', async () => {
