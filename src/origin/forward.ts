@@ -1,6 +1,8 @@
 /**
- * Streaming pass-through to an origin member, and WebSocket upgrades, with http-proxy 1.18.
- * http-proxy is unmaintained, so it is used carefully:
+ * Streaming pass-through to an origin member with http-proxy 1.18, and WebSocket handshakes
+ * with node:http (upgrade(): http-proxy wrote an origin's non-101 answer with its own
+ * Transfer-Encoding around a body it had de-chunked). http-proxy is unmaintained, so it is
+ * used carefully:
  * - a keep-alive agent per member (passed in), and the client's Connection header and every
  *   hop-by-hop header removed before forwarding (with an agent, http-proxy would pass them on);
  * - `selfHandleResponse`, so we write the response head ourselves (hop-by-hop stripped, our
@@ -14,7 +16,8 @@
  * retries (handle-request.ts does).
  */
 import httpProxy from 'http-proxy';
-import type { Agent, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { request as httpRequest, type Agent, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex, Transform } from 'node:stream';
 import { REUSED_RESET_WINDOW_MS, isValidStatus, type FetchFailure } from './fetch.js';
@@ -33,6 +36,16 @@ export type ForwardOutcome =
   | { kind: 'client_gone' }
   /** The client's body grew past `maxBodyBytes` while streaming: the upstream request was aborted. */
   | { kind: 'body_too_large'; headSent: boolean };
+
+/** How a WebSocket handshake sent on (Forwarder.upgrade) ended. */
+export type UpgradeOutcome =
+  /** The origin switched protocols: the tunnel is open until `closed` settles. */
+  | { kind: 'upgraded'; closed: Promise<void> }
+  /** The origin answered something else, relayed to the client on a connection that then closes. */
+  | { kind: 'answered'; status: number }
+  /** Nothing reached the client: the caller answers it. */
+  | { kind: 'failure'; failure: FetchFailure; error: Error }
+  | { kind: 'client_gone' };
 
 export interface ForwardTarget {
   url: URL;
@@ -263,29 +276,131 @@ export class Forwarder {
   }
 
   /** Tunnels a WebSocket upgrade. Resolves when the tunnel closes. */
-  ws(req: IncomingMessage, socket: Duplex, head: Buffer, target: URL, changeOrigin: boolean): Promise<'closed' | Error> {
-    return new Promise((resolve) => {
-      let done = false;
-      const finish = (v: 'closed' | Error) => {
-        if (!done) {
-          done = true;
-          resolve(v);
-        }
-      };
-      socket.once('close', () => finish('closed'));
-      // The origin URL's path prefix too, as plain forwarding has it (`http://host/app`: an
-      // upgrade for /ws goes to /app/ws).
-      const base = target.origin + stripTrailingSlash(target.pathname);
-      this.proxy.ws(req, socket, head, { target: base, changeOrigin, agent: false as unknown as Agent }, (err) => {
-        socket.destroy();
-        finish(err);
+  /**
+   * Sends a WebSocket handshake to `target` on a connection of its own and relays the origin's
+   * answer. A 101 is relayed and the two connections are piped until either closes (`closed`
+   * settles then). Any other answer is relayed as an ordinary response on a connection that
+   * then closes: hop-by-hop fields removed and `Connection: close` (the body arrives
+   * de-chunked, so the origin's own Transfer-Encoding would frame it wrongly). Connect and
+   * response-head timeouts as for any forward; nothing is written to the client on a failure,
+   * so the caller answers it.
+   */
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer, call: { target: URL; changeOrigin: boolean; timeouts: ForwardTimeouts }): Promise<UpgradeOutcome> {
+    return new Promise<UpgradeOutcome>((resolve) => {
+      const { target, timeouts } = call;
+      const headers: OutgoingHttpHeaders = { ...req.headers, connection: 'Upgrade', upgrade: 'websocket' };
+      if (call.changeOrigin) headers.host = target.host;
+      const send = target.protocol === 'https:' ? httpsRequest : httpRequest;
+      const proxyReq = send({
+        protocol: target.protocol,
+        hostname: target.hostname.replace(/^\[|\]$/g, ''),
+        port: target.port || (target.protocol === 'https:' ? 443 : 80),
+        method: 'GET',
+        path: stripTrailingSlash(target.pathname) + (req.url ?? '/'),
+        headers,
+        agent: false,
       });
+      let settled = false;
+      let timer: NodeJS.Timeout | undefined;
+      const settle = (outcome: UpgradeOutcome) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        socket.off('close', onClientClose);
+        resolve(outcome);
+      };
+      const fail = (failure: FetchFailure, error: Error) => {
+        proxyReq.destroy();
+        settle({ kind: 'failure', failure, error });
+      };
+      const onClientClose = () => {
+        proxyReq.destroy();
+        settle({ kind: 'client_gone' });
+      };
+      socket.once('close', onClientClose);
+      timer = setTimeout(() => fail('timeout', new Error(`origin did not accept the connection within ${timeouts.connectMs} ms`)), timeouts.connectMs);
+      proxyReq.once('socket', (s: Socket) => {
+        const armHeadTimer = () => {
+          clearTimeout(timer);
+          timer = setTimeout(
+            () => fail('timeout', new Error(`origin sent no answer to the upgrade within ${timeouts.responseHeadersMs} ms`)),
+            timeouts.responseHeadersMs,
+          );
+        };
+        if (s.connecting) s.once('connect', armHeadTimer);
+        else armHeadTimer();
+      });
+      proxyReq.on('error', (err: NodeJS.ErrnoException) => {
+        if (settled) return;
+        fail(err.code === 'ECONNREFUSED' || err.code === 'EHOSTUNREACH' || err.code === 'ENOTFOUND' ? 'connect_error' : err.code === 'ECONNRESET' ? 'reset' : 'error', err);
+      });
+      proxyReq.on('upgrade', (proxyRes: IncomingMessage, proxySocket: Socket, proxyHead: Buffer) => {
+        if (settled || socket.destroyed) {
+          proxySocket.destroy();
+          return settle({ kind: 'client_gone' });
+        }
+        proxySocket.on('error', () => socket.destroy());
+        socket.on('error', () => proxySocket.destroy());
+        proxySocket.setTimeout(0);
+        proxySocket.setNoDelay(true);
+        proxySocket.setKeepAlive(true, 0);
+        const closed = new Promise<void>((done) => {
+          let open = 2;
+          const one = () => {
+            if (--open === 0) done();
+          };
+          socket.once('close', () => {
+            proxySocket.destroy();
+            one();
+          });
+          proxySocket.once('close', () => {
+            socket.destroy();
+            one();
+          });
+        });
+        socket.write(rawHead(101, 'Switching Protocols', proxyRes.rawHeaders));
+        if (proxyHead.length > 0) socket.write(proxyHead);
+        if (head.length > 0) proxySocket.write(head);
+        proxySocket.pipe(socket);
+        socket.pipe(proxySocket);
+        settle({ kind: 'upgraded', closed });
+      });
+      proxyReq.on('response', (res: IncomingMessage) => {
+        if (settled) {
+          res.destroy();
+          return;
+        }
+        const status = res.statusCode ?? 0;
+        if (!isValidStatus(status)) {
+          res.destroy();
+          return fail('bad_response', new Error(`origin answered status ${status}`));
+        }
+        const out = copyEndToEnd(res.headers);
+        out['connection'] = 'close';
+        const pairs: string[] = [];
+        for (const [name, value] of Object.entries(out)) {
+          if (value === undefined) continue;
+          for (const v of Array.isArray(value) ? value : [String(value)]) pairs.push(name, v);
+        }
+        socket.write(rawHead(status, res.statusMessage ?? '', pairs));
+        res.on('error', () => socket.destroy());
+        res.pipe(socket);
+        settle({ kind: 'answered', status });
+      });
+      proxyReq.end();
     });
   }
 
   close(): void {
     this.proxy.close();
   }
+}
+
+/** A response head as raw bytes: the status line and `pairs` (name, value, name, value...). */
+function rawHead(status: number, message: string, pairs: readonly string[]): string {
+  let out = `HTTP/1.1 ${status} ${message.replace(/[\r\n]/g, '')}\r\n`;
+  for (let i = 0; i + 1 < pairs.length; i += 2) out += `${pairs[i]}: ${pairs[i + 1]}\r\n`;
+  return out + '\r\n';
 }
 
 function stripTrailingSlash(path: string): string {

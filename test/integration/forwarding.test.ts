@@ -247,6 +247,70 @@ describe('forwarding', () => {
     expect(await wsRoundTrip(g.url.replace('http', 'ws') + '/socket', 'hello')).toBe('echo:hello');
   });
 
+  /** A WebSocket handshake on a raw socket (Host blog.example.com), with `extra` header lines. */
+  const handshake = (path: string, extra = '') =>
+    `GET ${path} HTTP/1.1\r\nHost: blog.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+    `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`;
+
+  it('Upgrade headers do not take a request past the limiter, the rate limit or the timeouts (attacker trial)', async () => {
+    // An origin that answers upgrades to /slow with an ordinary page after a while, and never
+    // answers /hang: the handshakes of a client that only wants to reach the origin uncached.
+    let inFlight = 0;
+    let peak = 0;
+    const seen: string[] = [];
+    const server = http.createServer((req, res) => {
+      seen.push(req.url ?? '');
+      if (req.url?.startsWith('/hang')) return;
+      inFlight++;
+      peak = Math.max(peak, inFlight);
+      setTimeout(() => {
+        inFlight--;
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end('page');
+      }, 200);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }));
+    const originUrl = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+    const g = await gateway({
+      admission: { limit: { algorithm: 'fixed', initial: 2, ceiling: 2 }, queue: { deadlineMs: 100 } },
+      sites: [siteFor([originUrl], { timeouts: { responseHeadersMs: 300 } })],
+    });
+    const port = Number(new URL(g.url).port);
+    const answers = await Promise.all(Array.from({ length: 8 }, (_, i) => rawHttp(port, handshake(`/slow?r=${i}`), 3000)));
+    expect(peak).toBeLessThanOrEqual(2);
+    const statuses = answers.map((a) => Number(/^HTTP\/1\.1 (\d+)/.exec(a)?.[1]));
+    expect(statuses.filter((s) => s === 503).length).toBeGreaterThan(0);
+    for (const a of answers.filter((x) => x.startsWith('HTTP/1.1 503'))) expect(a).toMatch(/\r\nRetry-After: \d+\r\n/i);
+    expect(statuses.filter((s) => s === 200).length).toBeGreaterThan(0);
+    // An ordinary answer to an upgrade is framed on its own: no chunked framing around a body
+    // that arrives de-chunked, and the connection closes after it.
+    const ok = answers.find((a) => a.startsWith('HTTP/1.1 200'))!;
+    expect(ok).toMatch(/\r\nconnection: close\r\n/i);
+    expect(ok).not.toMatch(/transfer-encoding|keep-alive/i);
+    expect(ok.endsWith('\r\n\r\npage')).toBe(true);
+    // The response-head timeout applies to a handshake: 504, not a connection held open.
+    const started = performance.now();
+    const hung = await rawHttp(port, handshake('/hang'), 3000);
+    expect(hung).toMatch(/^HTTP\/1\.1 504 /);
+    expect(performance.now() - started).toBeLessThan(2000);
+    // Not a WebSocket handshake (no Sec-WebSocket-Key): 400, and the origin never sees it.
+    const before = seen.length;
+    const bare = await rawHttp(port, 'GET /slow HTTP/1.1\r\nHost: blog.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n', 1000);
+    expect(bare).toMatch(/^HTTP\/1\.1 400 /);
+    expect(seen.length).toBe(before);
+  });
+
+  it('the per-client rate limit applies to WebSocket upgrades', async () => {
+    const { port: originPort, paths } = await wsEchoOrigin();
+    const g = await gateway({ sites: [siteFor([`http://127.0.0.1:${originPort}`], { rateLimit: { ratePerSecond: 1, burst: 2 } })] });
+    const port = Number(new URL(g.url).port);
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++) statuses.push(Number(/^HTTP\/1\.1 (\d+)/.exec(await rawHttp(port, handshake(`/socket?i=${i}`), 300))?.[1]));
+    expect(statuses).toEqual([101, 101, 429, 429]);
+    expect(paths).toEqual(['/socket?i=0', '/socket?i=1']);
+  });
+
   it('passes a WebSocket upgrade to the origin URL\'s path prefix, as plain requests', async () => {
     const { port, paths } = await wsEchoOrigin();
     const g = await gateway({ sites: [siteFor([`http://127.0.0.1:${port}/app`])] });
