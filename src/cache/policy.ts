@@ -137,7 +137,13 @@ export function isCacheableRequest(req: RequestFacts, opts: PolicyOptions): Requ
 // Storage
 
 export type StorageDecision =
-  | { store: true; entry: Omit<CacheEntry, 'key' | 'variantKey' | 'body'>; detail: string }
+  | {
+      store: true;
+      entry: Omit<CacheEntry, 'key' | 'variantKey' | 'body'>;
+      detail: string;
+      /** The lifetime is the site's (negative TTL, default TTL, micro-cache), not the origin's. */
+      configured: boolean;
+    }
   | { store: false; reason: string };
 
 /** Which field gave the caching directives (RFC 9213 §2.2). */
@@ -470,6 +476,7 @@ export function decideStorage(req: RequestFacts, res: ResponseFacts, opts: Polic
     detail: `directives from ${directives.field}; ${notes.join('; ')}${noCache ? '; no-cache: validate every use' : ''}${
       hasSetCookie ? '; Set-Cookie stripped' : ''
     }`,
+    configured: microcacheApplies || freshness.configured,
   };
 }
 

@@ -288,10 +288,20 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
       // Likewise an answer to an Accept that asks first for something other than a page
       // (`application/json`: Rails' respond_to, an API that negotiates) without `Vary: Accept`
       // is that Accept's variant: stored for all, one client's JSON answered everyone's HTML.
+      // An error kept only because the site says so (a negative TTL, a micro-cache) is stored as
+      // the variant of every header the fill sent, and of the Accept* and User-Agent it did not:
+      // the origin did not say it is for everyone, and a WAF's 404 for one client's
+      // `User-Agent: sqlmap` (or a header nothing keys) stored for all took a popular page
+      // away from everyone for the TTL (attacker trial). It is served only to requests that
+      // look the same as the one that got it; others make their own fill.
       const implied = [
         ...(isCoded(decision.entry.headers) ? ['accept-encoding'] : []),
         ...(asksForOtherThanAPage(lookup.variantHeaders['accept']) ? ['accept'] : []),
+        ...(fetched.status >= 400 && decision.configured ? narrowVariantNames(lookup) : []),
       ];
+      // A 404 or 410 takes the stored copy of another status with it (below, for one not stored).
+      if (isGone(fetched.status) && lookup.entry !== undefined && lookup.entry.status !== fetched.status && !originInTrouble(ctx, lookup))
+        await ctx.deps.purge([{ kind: 'key', key: lookup.key }], 'hard').catch(() => undefined);
       const stored = varyingAlsoOn(decision.entry, implied.length === 0 ? reflected : [...new Set([...reflected, ...implied])]);
       const entry: CacheEntry = {
         ...stored,
@@ -318,10 +328,21 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
     // Not while the origin is in trouble (its probes find it down, or this page's last refresh
     // failed): a 404 then may be a vhost or ingress default, or a WAF answering one client's
     // User-Agent, and the stale copy is what keeps the page up (review).
-    if ((fetched.status === 404 || fetched.status === 410) && lookup.entry !== undefined && !originInTrouble(ctx, lookup))
+    if (isGone(fetched.status) && lookup.entry !== undefined && !originInTrouble(ctx, lookup))
       await ctx.deps.purge([{ kind: 'key', key: lookup.key }], 'hard').catch(() => undefined);
     return refusal ? { ...notStored(fetched, lookup, decision.reason), once: true } : notStored(fetched, lookup, decision.reason);
   }
+}
+
+function isGone(status: number): boolean {
+  return status === 404 || status === 410;
+}
+
+/** The names a narrow variant varies on: every header the fill sent but Host and the key's cookies, and the Accept* and User-Agent. */
+function narrowVariantNames(lookup: Lookup): string[] {
+  const names = new Set(['accept', 'accept-encoding', 'accept-language', 'accept-charset', 'user-agent']);
+  for (const name of Object.keys(lookup.variantHeaders)) if (name !== 'host' && name !== 'cookie') names.add(name);
+  return [...names];
 }
 
 /**

@@ -399,6 +399,71 @@ describe('the key covers what the origin sees', () => {
     expect(o.count('/fan')).toBe(2);
   });
 
+  it("a WAF's 404 for one client's User-Agent is kept by the negative TTL for that client alone, never for everyone (attacker trial)", async () => {
+    const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
+    const o = await origin();
+    // A WAF in front of the app: scanners get a 404 with no cache headers.
+    o.route('/waf', (req, res) => {
+      if (String(req.headers['user-agent'] ?? '').includes('sqlmap')) {
+        res.writeHead(404, { 'content-type': 'text/plain' });
+        res.end('blocked');
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'public, max-age=1', date: new Date(clock.now()).toUTCString() });
+      res.end('<p>popular page</p>');
+    });
+    const g = await gateway(
+      { sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { staleWhileRevalidateSeconds: 0, negativeTtlSeconds: { '404': 10 } } }] })] },
+      { clock },
+    );
+    const browser = { 'user-agent': 'Mozilla/5.0 Firefox/133.0', accept: 'text/html' };
+    expect((await get(`${g.url}/waf`, browser)).status).toBe(200);
+    clock.advance(2_000); // stale: the attacker's request leads its revalidation
+    const attacker = await get(`${g.url}/waf`, { 'user-agent': 'sqlmap/1.7', accept: 'text/html' });
+    expect(attacker.status).toBe(404);
+    const victim = await get(`${g.url}/waf`, browser);
+    expect(victim.status).toBe(200);
+    expect(victim.body).toBe('<p>popular page</p>');
+    const other = await get(`${g.url}/waf`, { 'user-agent': 'curl/8.0' });
+    expect(other.status).toBe(200);
+    // The attacker's 404 is still kept for requests like his (the negative TTL does its job).
+    const again = await get(`${g.url}/waf`, { 'user-agent': 'sqlmap/1.7', accept: 'text/html' });
+    expect(again.status).toBe(404);
+    expect(again.headers['cache-status']).toMatch(/; hit/);
+    expect(o.count('/waf')).toBe(3); // the first fill, the attacker's, and the victim's after his 404 took the copy
+  });
+
+  it('a deleted page (404 kept by the negative TTL) is not served from the old copy to anyone', async () => {
+    const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
+    const o = await origin();
+    let deleted = false;
+    o.route('/post', (_req, res) => {
+      if (deleted) {
+        res.writeHead(404, { 'content-type': 'text/plain' });
+        res.end('gone');
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'public, max-age=1', date: new Date(clock.now()).toUTCString() });
+      res.end('<p>post</p>');
+    });
+    const g = await gateway(
+      { sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { staleWhileRevalidateSeconds: 30, negativeTtlSeconds: { '404': 10 } } }] })] },
+      { clock },
+    );
+    for (const ua of ['a', 'b']) expect((await get(`${g.url}/post`, { 'user-agent': ua })).status).toBe(200);
+    deleted = true;
+    clock.advance(2_000);
+    // Served stale while a background refresh learns the page is gone (kept for requests like
+    // this one alone).
+    expect((await get(`${g.url}/post`, { 'user-agent': 'a' })).status).toBe(200);
+    for (const until = Date.now() + 5_000; o.count('/post') < 2 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 50));
+    // Another client does not get the old copy: the 404 took it with it.
+    const b = await get(`${g.url}/post`, { 'user-agent': 'b' });
+    expect(b.status).toBe(404);
+    expect(b.body).toBe('gone');
+  });
+
   it('a 304 whose headers repeat a header nothing keys is not merged into the shared copy', async () => {
     const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
     const o = await origin();
