@@ -120,6 +120,30 @@ export function normalisePath(rawPath: string): string {
   return removeDotSegments(p);
 }
 
+/**
+ * A dot segment in disguise: a segment that is `.` or `..` once a path parameter is cut off
+ * (`..;/`, `.;x/`: Tomcat and Jetty resolve them) or once an encoded slash or backslash splits
+ * it (`..%2F`, `..%5C`, `..\\`: origins that decode before routing, nginx or IIS, resolve
+ * them). The gateway keeps those as opaque text, so the route and key it gives the target name
+ * another resource than the one the origin serves: `/static/..;/account` was stored under the
+ * static route's one-day floor (attacker trial). Such a target is refused (400), as Apache
+ * refuses encoded slashes by default.
+ */
+export function hasDisguisedDotSegment(rawPath: string): boolean {
+  if (!DISGUISE.test(rawPath)) return false;
+  for (const segment of rawPath.split('/')) {
+    if (!DISGUISE.test(segment)) continue;
+    const plain = segment.replace(/%2e/gi, '.');
+    for (const part of plain.split(SPLITS)) {
+      const name = part.split(';')[0];
+      if (name === '.' || name === '..') return true;
+    }
+  }
+  return false;
+}
+const DISGUISE = /[;\\]|%(?:2f|5c)/i;
+const SPLITS = /\\|%2f|%5c/i;
+
 /** `name` matches `pattern` exactly, or by prefix when the pattern ends with `*`. */
 function matchesName(name: string, pattern: string): boolean {
   return pattern.endsWith('*') ? name.startsWith(pattern.slice(0, -1)) : name === pattern;

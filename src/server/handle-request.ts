@@ -20,7 +20,7 @@
  */
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { currentAgeMsOf, staleAtOf, type CacheEntry } from '../cache/entry.js';
-import { makeCacheKey, normaliseTarget, parseCookies } from '../cache/cache-key.js';
+import { hasDisguisedDotSegment, makeCacheKey, normaliseTarget, parseCookies, parseUrlPath } from '../cache/cache-key.js';
 import { evaluateEntry, isCacheableRequest, type PolicyOptions, type RequestFacts } from '../cache/policy.js';
 import type { StaleReason } from '../outcome.js';
 import type { Runtime, SiteRuntime } from '../runtime.js';
@@ -222,6 +222,10 @@ export function route(ctx: Ctx): void | Promise<void> {
   if (req.rawHeaders.length / 2 > rt.config.limits.maxHeadersCount) return fail(ctx, 'headers_too_large');
   if (answerServerOptions(ctx)) return;
   if (!ctx.rawUrl.startsWith('/') && !/^https?:\/\//i.test(ctx.rawUrl)) return fail(ctx, 'bad_request', 'unsupported request target');
+  // `/static/..;/account`, `/static/..%2Faccount`: a dot segment the origin resolves and the
+  // gateway would not, so the route and key would name another page (cache-key.ts).
+  if (hasDisguisedDotSegment(parseUrlPath(ctx.rawUrl).path))
+    return fail(ctx, 'bad_request', 'a dot segment hidden by a path parameter or an encoded slash');
   // RFC 9112 §3.2.2: with an absolute-form target the Host field is ignored and the target's
   // authority is the host, for routing, the key and the fill alike (nginx does the same). A
   // target naming no host, or with userinfo, is a 400 below.

@@ -24,7 +24,7 @@ import type { Forwarder, UpgradeOutcome } from '../origin/forward.js';
 import type { OriginOutcome, Upstream } from '../origin/upstream.js';
 import type { Runtime } from '../runtime.js';
 import type { TrustedProxies } from './client-address.js';
-import { normaliseTarget, parseUrlPath } from '../cache/cache-key.js';
+import { hasDisguisedDotSegment, normaliseTarget, parseUrlPath } from '../cache/cache-key.js';
 import { dropClientAddressClaims, dropOddFieldNames, setForwardedHeaders } from './headers.js';
 import { isSecure } from './context.js';
 
@@ -80,6 +80,7 @@ export class WebSocketUpgrades {
       // The normalised target, as every request is forwarded with (dot segments removed): under
       // an origin URL with a path prefix, `/../admin` must not climb out of it.
       !rawUrl.startsWith('/') ||
+      hasDisguisedDotSegment(parseUrlPath(rawUrl).path) ||
       deps.isDraining()
     ) {
       return answer(socket, 400, 'Bad Request');

@@ -139,6 +139,18 @@ describe('the key covers what the origin sees', () => {
     expect(o.count('/doc')).toBe(4); // three JSON variants, one page
   });
 
+  it('a dot segment hidden by a path parameter or an encoded slash is refused, never stored under the route it seems to match', async () => {
+    const o = await origin();
+    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'static', match: { pathPrefix: '/static/' }, cache: { ttlFloorSeconds: 86400 } }] })] });
+    for (const target of ['/static/..;/account', '/static/%2e%2e;/account', '/static/n1/..%2F..%2Faccount', '/static/n3/..%5C..%5Caccount']) {
+      const answer = await rawGet(g.url, target);
+      expect(answer, target).toMatch(/^HTTP\/1\.1 400 /);
+    }
+    expect(o.requests.length).toBe(0);
+    // An ordinary path parameter still passes.
+    expect((await rawGet(g.url, '/static/app.css;v=2')).startsWith('HTTP/1.1 200')).toBe(true);
+  });
+
   it('http and https pages behind a trusted TLS terminator are different entries', async () => {
     const o = await origin();
     o.route('/home', reflecting(['x-forwarded-proto']));

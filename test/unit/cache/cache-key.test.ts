@@ -1,6 +1,7 @@
 import { describe, expect, test } from 'vitest';
 import {
   makeCollapseKey,
+  hasDisguisedDotSegment,
   acceptEncodingVariant,
   keyPrefixFor,
   keyUrlPrefixFor,
@@ -118,6 +119,16 @@ describe('keyPrefixFor: purge by prefix', () => {
 
   test('does not match another site', () => {
     expect(key('/blog/x').startsWith(keyPrefixFor('other', '/blog/'))).toBe(false);
+  });
+});
+
+describe('hasDisguisedDotSegment', () => {
+  test('finds a dot segment behind a path parameter or an encoded slash or backslash', () => {
+    for (const p of ['/static/..;/account', '/static/%2e%2e;/account', '/static/n1/..%2F..%2Faccount', '/static/n3/..%5C..%5Caccount', '/static/.;x/a', '/a\\..\\b', '/static%2F..%2Faccount'])
+      expect(hasDisguisedDotSegment(p), p).toBe(true);
+  });
+  test('leaves plain paths, path parameters and encoded slashes without dot segments alone', () => {
+    for (const p of ['/page;jsessionid=1', '/a/b', '/a%2Fb', '/a/..b;c', '/static/x.css', '/a/...;/b', '/a/../b']) expect(hasDisguisedDotSegment(p), p).toBe(false);
   });
 });
 
