@@ -10,7 +10,7 @@ import type { PolicyOptions } from '../cache/policy.js';
 import type { UnkeyedInput } from '../cache/reflection.js';
 import { HOP_BY_HOP, connectionListedNames } from '../http/facts.js';
 import type { SiteRuntime } from '../runtime.js';
-import { CLIENT_CONDITIONALS, VIA_VALUE, appendVia, isPlainFieldName, setForwardedHeaders, stripHopByHop } from './headers.js';
+import { CLIENT_CONDITIONALS, VIA_VALUE, appendVia, compileGlobs, isPlainFieldName, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { hostOf, schemeOf, type Ctx, type Lookup } from './context.js';
 import { vouchedForwardedFor } from './client-address.js';
 import { nextRequestId } from './request-id.js';
@@ -132,6 +132,59 @@ const FETCH_CONTEXT: ReadonlySet<string> = new Set([
 function isFetchContextHeader(name: string): boolean {
   return FETCH_CONTEXT.has(name) || name.startsWith('sec-');
 }
+
+/**
+ * True when the request carries a cookie a fill does not send (one the key template does not
+ * name): a stored answer that varies on Cookie was made for the cookies its fill sent, so it is
+ * not this request's (RFC 9111 §4.1), and the request goes to the origin as it came (a pass).
+ * Without this, a client with `Cookie: jwt=...` got the anonymous copy of a `Vary: Cookie` page.
+ */
+export function carriesOwnCookies(header: string | string[] | undefined, policy: PolicyOptions): boolean {
+  if (!header) return false;
+  const keyed = policy.route.key.cookies;
+  for (const name of parseCookies(header).keys()) if (!keyed.includes(name) && !isAnalyticsCookie(name)) return true;
+  return false;
+}
+
+/**
+ * Cookies that analytics and consent scripts set and only they read (Google Analytics and Ads,
+ * Facebook, Hotjar, Matomo, HubSpot, Clarity, Bing, Yandex, Mixpanel, Segment, Cloudflare's
+ * bot cookies, consent banners, Drupal 7's has_js): not a reason to pass a request whose page
+ * varies on Cookie. Every visitor of a Drupal site (`Vary: Cookie` on anonymous pages) carries
+ * `_ga` from the second request on, and a crowd's would all reach the origin.
+ */
+const isAnalyticsCookie = compileGlobs([
+  '_ga',
+  '_ga_*',
+  '_gid',
+  '_gat*',
+  '_gcl_*',
+  '_dc_gtm_*',
+  '__utm*',
+  '_fbp',
+  '_fbc',
+  '_hj*',
+  '_pk_*',
+  '_clck',
+  '_clsk',
+  '_uetsid',
+  '_uetvid',
+  '_ym_*',
+  '__hstc',
+  '__hssc',
+  '__hssrc',
+  'hubspotutk',
+  'mp_*',
+  'ajs_*',
+  '__cf_bm',
+  'cf_clearance',
+  'cookieconsent_status',
+  'CookieConsent',
+  'OptanonConsent',
+  'OptanonAlertBoxClosed',
+  'euconsent-v2',
+  'has_js',
+]);
 
 /** Cookies a fill may send: only those the key template varies on (they are part of the key). */
 function keptCookies(header: string | string[] | undefined, policy: PolicyOptions): string | undefined {

@@ -12,7 +12,7 @@ import type { FetchResult } from '../origin/fetch.js';
 import type { OriginMember } from '../origin/pool.js';
 import { recordAnswer, serveEntry, shed, writeBuffered } from './answer.js';
 import { selectVariant, collapseKeyOf, type FillResult, type Ctx, type Lookup } from './context.js';
-import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkeyedFillInputs } from './fill-headers.js';
+import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkeyedFillInputs, carriesOwnCookies } from './fill-headers.js';
 import { reflectedInputs, repeatsAddress, varyingAlsoOn } from '../cache/reflection.js';
 import type { CollapseKey } from '../cache/cache-key.js';
 import { forward } from './pass-through.js';
@@ -45,6 +45,9 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     }
     fillSettledAt.set(result, deps.clock.now());
     joined.settle(result);
+    // The answer varies on Cookie and this request has cookies the fill did not send: it is
+    // stored for the others, and this request asks the origin as it came.
+    if (result.kind === 'entry' && result.entry.vary.includes('cookie') && carriesOwnCookies(ctx.req.headers.cookie, lookup.policy)) return passAlone(ctx, lookup);
     return serveFillResult(ctx, lookup, result, false);
   }
 
@@ -62,6 +65,7 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     // on the origin's own Vary, not on the names the leader's answer echoed: a leader whose
     // echo was a false match (`User-Agent: html` on any HTML page) would otherwise send every
     // waiter with another value to the origin on its own.
+    if (outcome.entry.vary.includes('cookie') && carriesOwnCookies(ctx.req.headers.cookie, lookup.policy)) return passAlone(ctx, lookup);
     if (makeVariantKey(outcome.entry.vary, lookup.variantHeaders) !== outcome.entry.variantKey) {
       if (attempt >= 1) return passAlone(ctx, lookup);
       const echoed = outcome.echoed;

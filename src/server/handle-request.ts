@@ -31,7 +31,7 @@ import { ttlSecondsOf, codingFor, failUnexpected, serveEntry, shed, fail, countR
 import { isOnlyIfCached, isSecure, selectVariant, collapseKeyOf, authorityOf, type RequestDeps, type Ctx, type Lookup } from './context.js';
 import { hstsValue, redirectToHttps } from './https-edge.js';
 import { fillAndServe, passAlone, startBackgroundRefresh } from './fill.js';
-import { makeFillVisibleHeaders } from './fill-headers.js';
+import { carriesOwnCookies, makeFillVisibleHeaders } from './fill-headers.js';
 import { forward } from './pass-through.js';
 import { nextRequestId, requestIdOf } from './request-id.js';
 import { answerMaxForwards, answerServerOptions } from './max-forwards.js';
@@ -133,7 +133,8 @@ function answerMemoHit(
   // stored variants' Vary names go: the request's own headers, cookie-less.
   const entry = selectVariant(variants, cookie === undefined ? req.headers : { ...req.headers, cookie: undefined });
   // evaluateEntry without request directives: fresh is exactly "no revalidation needed".
-  if (entry === undefined || entry.noCache || !(now < staleAtOf(entry))) {
+  // A copy that varies on Cookie is not for a request with cookies (decide() passes it on).
+  if (entry === undefined || entry.noCache || !(now < staleAtOf(entry)) || (cookie !== undefined && entry.vary.includes('cookie'))) {
     // The slow path reuses a record just looked up; held variants are not a lookup of this request.
     return held ? false : variants;
   }
@@ -353,6 +354,8 @@ export function decide(
   const now = deps.clock.now();
   const evaluation = entry ? evaluateEntry(entry, facts, now, policy) : undefined;
   const lookup: Lookup = { key, variants, entry, evaluation, policy, facts, variantHeaders, canStore };
+  // A copy that varies on Cookie is for requests with the cookies its fill sent (RFC 9111 §4.1).
+  if (entry?.vary.includes('cookie') && carriesOwnCookies(req.headers.cookie, policy)) return forward(ctx, 'pass', lookup);
 
   if (entry && evaluation && !evaluation.needsRevalidation) {
     countHit(entry);

@@ -218,6 +218,31 @@ describe('the key covers what the origin sees', () => {
     expect(seen).toEqual(['-']);
   });
 
+  it('a page that varies on Cookie is not served from the cookie-less copy to a request with its own cookies (RFC 9111 §4.1); analytics cookies do not count', async () => {
+    const o = await origin();
+    o.route('/me', (req, res) => {
+      const jwt = /(?:^|; )jwt=([^;]+)/.exec(String(req.headers.cookie ?? ''))?.[1];
+      res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'public, max-age=60', vary: 'Cookie' });
+      res.end(jwt ? `hello ${jwt}` : 'please log in');
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    // Cold: the logged-in request leads the fill (sent without its cookie), then asks alone.
+    const first = await get(`${g.url}/me`, { cookie: 'jwt=alice' });
+    expect(first.body).toBe('hello alice');
+    const anonymous = await get(`${g.url}/me`);
+    expect(anonymous.body).toBe('please log in');
+    expect(anonymous.headers['cache-status']).toMatch(/; hit/);
+    // Warm: a hit for the anonymous copy is never the logged-in answer.
+    const again = await get(`${g.url}/me`, { cookie: 'jwt=bob; _ga=GA1.1.1' });
+    expect(again.body).toBe('hello bob');
+    expect(again.headers['cache-status']).not.toMatch(/; hit/);
+    // Analytics cookies alone are no reason to reach the origin.
+    const tracked = await get(`${g.url}/me`, { cookie: '_ga=GA1.1.1; _gid=GA1.2.3' });
+    expect(tracked.body).toBe('please log in');
+    expect(tracked.headers['cache-status']).toMatch(/; hit/);
+    expect(o.count('/me')).toBe(3);
+  });
+
   it('WordPress password reset works: its wp-resetpass-* cookie bypasses the cache by default', async () => {
     const o = await origin();
     // wp-login.php?action=rp reads the key from the cookie step one set (path /wp-login.php).
