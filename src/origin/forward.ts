@@ -82,6 +82,12 @@ export interface ForwardCall {
    * was reset, where the agent may hold more connections the origin has just closed.
    */
   freshConnection?: boolean;
+  /**
+   * Called once when the client has held the body back (not read it) for CLIENT_STALL_MS: the
+   * caller gives the origin permit back, since what is left is the client's pace, not the
+   * origin's work (nginx and Varnish free the origin connection by buffering instead).
+   */
+  onClientStall?(status: number): void;
 }
 
 interface CallState {
@@ -262,6 +268,21 @@ export class Forwarder {
     proxyRes.on('end', () => {
       state.settle({ kind: 'ok', status, headAt });
     });
+    // The pipe pauses the origin's body while the client does not read; past CLIENT_STALL_MS
+    // the caller is told, once.
+    const onStall = state.call.onClientStall;
+    if (onStall !== undefined) {
+      let stall: NodeJS.Timeout | undefined;
+      proxyRes.on('pause', () => {
+        if (stall === undefined) stall = setTimeout(() => onStall(status), CLIENT_STALL_MS);
+        else stall.refresh();
+      });
+      proxyRes.on('resume', () => {
+        clearTimeout(stall);
+        stall = undefined;
+      });
+      proxyRes.once('close', () => clearTimeout(stall));
+    }
     if (encoder === undefined) {
       proxyRes.pipe(res);
       return;
@@ -275,7 +296,6 @@ export class Forwarder {
     proxyRes.pipe(encoder).pipe(res);
   }
 
-  /** Tunnels a WebSocket upgrade. Resolves when the tunnel closes. */
   /**
    * Sends a WebSocket handshake to `target` on a connection of its own and relays the origin's
    * answer. A 101 is relayed and the two connections are piped until either closes (`closed`
@@ -402,6 +422,9 @@ function rawHead(status: number, message: string, pairs: readonly string[]): str
   for (let i = 0; i + 1 < pairs.length; i += 2) out += `${pairs[i]}: ${pairs[i + 1]}\r\n`;
   return out + '\r\n';
 }
+
+/** How long a client may hold a forwarded body back before its origin permit is given back (ms). */
+export const CLIENT_STALL_MS = 1000;
 
 function stripTrailingSlash(path: string): string {
   return path.endsWith('/') ? path.slice(0, -1) : path;

@@ -67,7 +67,11 @@ export type AdmitResult =
  * new connection, and that attempt counts.
  */
 export type OriginOutcome =
-  | { kind: 'response'; status: number }
+  /**
+   * `clientHeld`: finished early because the client stopped reading the body (the permit is
+   * given back while the rest streams; its round trip is the client's, not fed to the limit).
+   */
+  | { kind: 'response'; status: number; clientHeld?: boolean }
   | { kind: 'failure'; failure: FetchFailure; reusedConnection?: boolean }
   | { kind: 'client_gone' }
   | { kind: 'abandoned' };
@@ -426,7 +430,7 @@ export class Upstream {
       return;
     }
     const status = outcome.status;
-    permit.release(!sampleValid || AMBIGUOUS_STATUSES.has(status) ? 'ignore' : 'success');
+    permit.release(!sampleValid || outcome.clientHeld === true || AMBIGUOUS_STATUSES.has(status) ? 'ignore' : 'success');
     this.metrics.get('originDuration').observe(labels, Math.max(0, this.clock.now() - startedAt) / 1000);
     this.metrics.get('originRequests').inc({ ...labels, kind, outcome: status >= 500 ? 'status_5xx' : 'ok' });
     if (SICK_STATUSES.has(status)) {

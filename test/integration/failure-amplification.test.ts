@@ -4,6 +4,7 @@
  * unhealthy, site down. Every test asserts both what the clients got and what the origin saw.
  */
 import http from 'node:http';
+import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { ManualClock } from '../../src/clock.js';
@@ -449,6 +450,50 @@ describe('failure amplification: a slow endpoint and the limiter', () => {
     expect(fastPhaseMs, 'all 40 fast pages answered while the slow ones were in flight').toBeLessThan(1_800);
     expect(slowAnswers).toHaveLength(12);
     expect(totalMs).toBeLessThan(5_000);
+  }, 15_000);
+});
+
+describe('failure amplification: clients that stop reading', () => {
+  it('gives the origin permit back when a client stops reading a streamed answer: others keep reaching the origin', async () => {
+    const o = await origin();
+    // A large uncacheable download, written as fast as the gateway takes it.
+    o.route('/big', (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'cache-control': 'no-store' });
+      const chunk = Buffer.alloc(1024 * 1024, 120);
+      let left = 64;
+      const pump = () => {
+        while (left > 0) {
+          left--;
+          if (!res.write(chunk)) return void res.once('drain', pump);
+        }
+        res.end();
+      };
+      pump();
+    });
+    o.route('/api/ping', { headers: { 'cache-control': 'no-store' }, body: 'pong' });
+    const g = await gateway({
+      admission: { limit: { algorithm: 'fixed', initial: 2, ceiling: 2 }, queue: { deadlineMs: 300 } },
+      sites: [siteFor([o.url])],
+    });
+    const { port } = new URL(g.url);
+    // Two clients ask for it and never read: without more, they hold both permits until the idle timeout.
+    const readers = [0, 1].map(() => {
+      const s = net.connect(Number(port), '127.0.0.1', () => {
+        s.write('GET /big HTTP/1.1\r\nHost: blog.example.com\r\nAuthorization: Bearer reader\r\n\r\n'); // bypasses the cache: streamed
+        s.pause();
+      });
+      s.on('error', () => undefined);
+      return s;
+    });
+    try {
+      expect(await eventually(() => o.count('/big') === 2, 100, 10)).toBe(true);
+      await sleep(1_500); // past the stall
+      const answers = await Promise.all(Array.from({ length: 4 }, () => call(`${g.url}/api/ping`)));
+      expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 200]);
+      expect(o.count('/api/ping')).toBe(4);
+    } finally {
+      for (const s of readers) s.destroy();
+    }
   }, 15_000);
 });
 
