@@ -108,6 +108,7 @@ export class Gateway implements RequestDeps {
     const currentSite = (name: string) => this.rt.config.sites.find((s) => s.name === name);
     this.pools = new PoolTable({ clock: this.clock, logger: this.logger, metrics: this.metrics, upstream: this.upstream, currentSite });
     this.rt = this.pools.refresh((poolFor) => new Runtime(cfg, 1, poolFor));
+    this.metrics.get('configInfo').set({ hash: this.rt.configHash }, 1);
     this.status = new StatusHistory(this);
     this.tls = new TlsEdge({
       config: cfg,
@@ -233,6 +234,8 @@ export class Gateway implements RequestDeps {
     this.upstream.configure(next.admission, this.rt.priorities.configured);
     this.admission.configure(next);
     this.metrics.get('configGeneration').set(generation);
+    this.metrics.get('configInfo').reset();
+    this.metrics.get('configInfo').set({ hash: this.rt.configHash }, 1);
     this.metrics.get('cacheMaxBytes').set(next.cache.maxBytes);
     this.tls.reload(next); // last, and on its own: a setting OpenSSL refuses skips nothing above (tls-edge.ts)
   }

@@ -5,6 +5,7 @@ import { TrustedProxies } from './server/client-address.js';
  * it, so a reload never changes the rules under a request in flight. Long-lived parts (origin
  * pools, limiters, stores) are not here: the Gateway keeps them across generations.
  */
+import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { PolicyOptions } from './cache/policy.js';
 import type { GatewayConfig, RouteConfig, SiteConfig } from './config/schema.js';
@@ -87,11 +88,19 @@ export class Runtime {
   /** Who may send PURGE (purge.allow). */
   readonly purgeAllowed: TrustedProxies;
 
+  /**
+   * The running config's fingerprint: the first 12 hex digits of the SHA-256 of the validated
+   * config (defaults filled in), the same on every instance that runs the same config, for
+   * /status.json, the reload log and `crowdgate_config_info`.
+   */
+  readonly configHash: string;
+
   constructor(
     readonly config: GatewayConfig,
     readonly generation: number,
     poolFor: (site: SiteConfig) => OriginPool,
   ) {
+    this.configHash = configHashOf(config);
     const defaultRoute: RouteConfig = routeSchema.parse({ name: 'default' });
     this.sites = config.sites.map((site) => makeSiteRuntime(site, defaultRoute, poolFor(site), config.cache.targetedHeader));
     this.router = new SiteRouter(this.sites);
@@ -160,4 +169,9 @@ function makeFillHeaderFilter(cfg: SiteConfig['fillHeaders']): (name: string) =>
     return (name) => only.has(name) && !drop.has(name);
   }
   return (name) => !drop.has(name);
+}
+
+/** First 12 hex digits of the SHA-256 of a validated config (see Runtime.configHash). */
+export function configHashOf(config: GatewayConfig): string {
+  return createHash('sha256').update(JSON.stringify(config)).digest('hex').slice(0, 12);
 }

@@ -118,6 +118,7 @@ export function statusSnapshot(gw: AdminGateway): Record<string, unknown> {
   const stats = gw.store.stats();
   return {
     generation: rt.generation,
+    configHash: rt.configHash,
     uptimeSeconds: Math.round((gw.clock.now() - gw.startedAt) / 1000),
     readiness: gw.readiness(),
     cache: { entries: stats.entries, bytes: stats.bytes, maxBytes: rt.config.cache.maxBytes, inflightFills: gw.inflight.size },

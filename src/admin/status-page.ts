@@ -209,7 +209,7 @@ td.path { word-break:break-all; }
     var box = $("config-note");
     box.textContent = "";
     var refused = r && !r.ok;
-    var pending = r && r.ok && r.restartRequired && r.restartRequired.length > 0;
+    var pending = r && r.restartRequired && r.restartRequired.length > 0;
     if (!refused && !pending) { box.hidden = true; return; }
     box.hidden = false;
     box.className = refused ? "bad" : "";
@@ -221,6 +221,7 @@ td.path { word-break:break-all; }
       var ul = el("ul", {});
       r.errors.forEach(function (e) { ul.appendChild(el("li", {}, e)); });
       box.appendChild(ul);
+      if (pending) box.appendChild(el("p", {}, "Still waiting for a restart: " + r.restartRequired.join(", ") + "."));
     }
   }
 

@@ -34,7 +34,10 @@ export interface LastReload {
   errors: string[];
   /** How many errors there were in all. */
   errorCount: number;
-  /** Accepted: keys whose new value waits for a restart. */
+  /**
+   * Keys whose value in the file waits for a restart: as the last accepted reload found them
+   * (a refused edit leaves them waiting; it used to clear the list and the page's note).
+   */
   restartRequired: string[];
 }
 
@@ -51,6 +54,7 @@ export function startLiveReload(opts: LiveReloadOptions): LiveReload {
   const { file, source, logger, metrics } = opts;
   const now = opts.now ?? Date.now;
   let last: LastReload | undefined;
+  let pendingRestart: string[] = [];
   const reloader = createReloader({
     file,
     source,
@@ -58,6 +62,8 @@ export function startLiveReload(opts: LiveReloadOptions): LiveReload {
     onResult: (o) => {
       metrics.get('configReloads').inc({ result: o.ok ? 'success' : 'failure' });
       metrics.get('configLastReloadSuccess').set(o.ok ? 1 : 0);
+      if (o.ok) pendingRestart = o.restartRequired;
+      metrics.get('configRestartPending').set(pendingRestart.length > 0 ? 1 : 0);
       last = {
         at: now(),
         reason: o.reason,
@@ -65,7 +71,7 @@ export function startLiveReload(opts: LiveReloadOptions): LiveReload {
         generation: o.generation,
         errors: o.ok ? [] : o.errors.slice(0, SHOWN_ERRORS).map(formatConfigError),
         errorCount: o.ok ? 0 : o.errors.length,
-        restartRequired: o.ok ? o.restartRequired : [],
+        restartRequired: pendingRestart,
       };
     },
   });

@@ -147,7 +147,11 @@ export function createReloader(options: ReloaderOptions): Reloader {
       // The swap happened; a component failed to follow it. Loud, but the new config stands.
       logger.error({ reason, err, generation: source.generation }, 'config applied but a change listener failed');
     }
-    logger.info({ reason, file, generation: source.generation }, `config reloaded: generation ${source.generation}`);
+    const changes = summariseChange(prev, next);
+    logger.info(
+      { reason, file, generation: source.generation, changes },
+      `config reloaded: generation ${source.generation}${changes.length > 0 ? ` (${changes.join('; ')})` : ''}`,
+    );
     return { ok: true, reason, generation: source.generation, changed: true, restartRequired };
   }
 
@@ -198,4 +202,26 @@ function valueAt(config: GatewayConfig, dotted: string): unknown {
     v = (v as Record<string, unknown>)[p];
   }
   return v;
+}
+
+/**
+ * What a reload changed, in words for the log line: sites added, removed (by name) and changed,
+ * then the other top-level sections that differ. A half-written file that parsed (the first
+ * sites of a list) shows here as "sites removed: docs", not as a bare generation number.
+ */
+export function summariseChange(prev: GatewayConfig, next: GatewayConfig): string[] {
+  const out: string[] = [];
+  const before = new Map(prev.sites.map((s) => [s.name, s]));
+  const after = new Map(next.sites.map((s) => [s.name, s]));
+  const added = [...after.keys()].filter((n) => !before.has(n));
+  const removed = [...before.keys()].filter((n) => !after.has(n));
+  const changed = [...after.keys()].filter((n) => before.has(n) && !isDeepStrictEqual(before.get(n), after.get(n)));
+  if (added.length > 0) out.push(`sites added: ${added.join(', ')}`);
+  if (removed.length > 0) out.push(`sites removed: ${removed.join(', ')}`);
+  if (changed.length > 0) out.push(`sites changed: ${changed.join(', ')}`);
+  const sections = (Object.keys(next) as Array<keyof GatewayConfig>).filter(
+    (k) => k !== 'sites' && !isDeepStrictEqual(prev[k], next[k]),
+  );
+  if (sections.length > 0) out.push(`changed: ${sections.join(', ')}`);
+  return out;
 }

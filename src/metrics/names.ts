@@ -187,6 +187,17 @@ export const METRICS = {
     '1 when the last reload attempt succeeded (or none failed since start), 0 when it was refused.',
   ),
   configGeneration: spec('crowdgate_config_generation', 'gauge', 'Config generation in force (starts at 1).'),
+  configInfo: spec(
+    'crowdgate_config_info',
+    'gauge',
+    '1, labelled with the running config\'s hash (first 12 hex digits of the SHA-256 of the validated config): instances that disagree run different configs.',
+    ['hash'],
+  ),
+  configRestartPending: spec(
+    'crowdgate_config_restart_pending',
+    'gauge',
+    '1 while the config file changes keys that only a restart applies (listen, tls.port, redis...), else 0.',
+  ),
   redisUp: spec('crowdgate_redis_up', 'gauge', '1 when the Redis tier answers, 0 while it is skipped.'),
   draining: spec('crowdgate_draining', 'gauge', '1 while the gateway is shutting down.'),
   clientConnections: spec('crowdgate_client_connections', 'gauge', 'Open client connections on the public listeners (plain and HTTPS).'),

@@ -93,6 +93,39 @@ describe('live reload', () => {
     expect(sitesShown).toEqual(['main']);
   });
 
+  it('says what a reload changed, which config runs (hash), and keeps a pending restart in view after a refused edit', async () => {
+    const a = await origin('a');
+    const sites = (names: string[]) => names.map((n) => siteFor([a.url], { name: n, hosts: [`${n}.test`] }));
+    const g = await gateway({ sites: sites(['wiki', 'docs']) });
+    const status = async () => (await (await request(`${g.adminUrl}/status.json`)).body.json()) as { configHash: string; lastReload?: { ok: boolean; restartRequired: string[] } };
+    const metrics = async () => (await request(`${g.adminUrl}/metrics`)).body.text();
+    const firstHash = (await status()).configHash;
+    expect(firstHash).toMatch(/^[0-9a-f]{12}$/);
+    expect(await metrics()).toContain(`crowdgate_config_info{hash="${firstHash}"} 1`);
+
+    // A file cut after its first site (a half-written save that parses): the log says so.
+    writeFileSync(g.configPath, stringify(withTestDefaults({ reload: { watch: false }, sites: sites(['wiki']) })));
+    expect((await g.gw.reload('manual'))?.ok).toBe(true);
+    expect(g.logs.some((l) => /config reloaded: generation 2 \(sites removed: docs\)/.test(String(l.msg)))).toBe(true);
+    const secondHash = (await status()).configHash;
+    expect(secondHash).not.toBe(firstHash);
+    const text = await metrics();
+    expect(text).toContain(`crowdgate_config_info{hash="${secondHash}"} 1`);
+    expect(text).not.toContain(firstHash);
+
+    // A key only a restart applies, then a broken edit: the restart is still pending.
+    const port = new URL(g.url).port;
+    writeFileSync(g.configPath, stringify(withTestDefaults({ reload: { watch: false }, listen: { host: '127.0.0.1', port: Number(port) + 1 }, sites: sites(['wiki']) })));
+    expect((await g.gw.reload('manual'))?.ok).toBe(true);
+    expect((await status()).lastReload?.restartRequired).toContain('listen');
+    writeFileSync(g.configPath, 'sites: [');
+    expect((await g.gw.reload('manual'))?.ok).toBe(false);
+    const after = await status();
+    expect(after.lastReload?.ok).toBe(false);
+    expect(after.lastReload?.restartRequired).toContain('listen');
+    expect(await metrics()).toMatch(/crowdgate_config_restart_pending 1/);
+  });
+
   it('refuses a broken YAML edit with file:line:col, counts it, and keeps serving the old config', async () => {
     const a = await origin('a');
     const g = await gateway({ sites: [siteFor([a.url])] }, { watch: true });
