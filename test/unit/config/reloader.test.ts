@@ -60,7 +60,7 @@ describe('createReloader', () => {
     expect(outcome).toEqual({ ok: true, reason: 'watch', generation: 2, changed: true, restartRequired: [] });
     expect(ctx.source.current().log.level).toBe('debug');
     expect(ctx.results).toEqual([outcome]);
-    expect(ctx.logger.lines.map((l) => [l.level, l.msg])).toEqual([['info', 'config reloaded: generation 2']]);
+    expect(ctx.logger.lines.map((l) => [l.level, l.msg])).toEqual([['info', 'config reloaded: generation 2 (changed: log)']]);
   });
 
   test('an invalid file is refused, every error logged as file:line:col, and the old config kept', async () => {
