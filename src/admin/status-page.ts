@@ -84,7 +84,7 @@ td.path { word-break:break-all; }
     <table id="origins"><thead><tr><th>origin</th><th>health</th><th>circuit</th><th class="num">in-flight</th><th class="num">queue</th></tr></thead><tbody></tbody></table>
     <p class="empty" id="origins-empty">No origin has been contacted yet.</p></section>
   <section id="sec-hot"><h2>Hot keys</h2>
-    <table id="hot-keys"><thead><tr><th>path</th><th class="num">count</th><th>answered as</th></tr></thead><tbody></tbody></table>
+    <table id="hot-keys"><thead><tr><th>site</th><th>path</th><th class="num">count</th><th>answered as</th></tr></thead><tbody></tbody></table>
     <p class="empty" id="hot-empty">No requests yet.</p></section>
 </main>
 <script>
@@ -304,6 +304,7 @@ td.path { word-break:break-all; }
     while (hb.firstChild) hb.removeChild(hb.firstChild);
     (d.hotKeys || []).forEach(function (r) {
       var tr = el("tr", { "data-path": r.path });
+      tr.appendChild(el("td", {}, r.site));
       tr.appendChild(el("td", { "class": "path" }, r.path));
       tr.appendChild(el("td", { "class": "num" }, r.count));
       var parts = [];

@@ -192,7 +192,8 @@ export function finish(ctx: Ctx, handedOff: boolean): void {
   const site = ctx.site?.name ?? '-';
   const routeName = ctx.route?.name ?? '-';
   const state = ctx.state === '-' ? 'error' : ctx.state;
-  const status = countRequest(deps, res, { site, route: routeName, path: ctx.path, state, durationMs });
+  // Hot keys by target, query included: a wiki's pages are all /index.php?title=...
+  const status = countRequest(deps, res, { site, route: routeName, path: ctx.url, state, durationMs });
   if (ctx.rt.config.log.access) {
     deps.logger.info(
       {
@@ -203,6 +204,7 @@ export function finish(ctx: Ctx, handedOff: boolean): void {
         scheme: ctx.scheme,
         http: ctx.req.httpVersion,
         path: ctx.path.slice(0, 512),
+        ...(ctx.url.length > ctx.path.length ? { query: ctx.url.slice(ctx.path.length + 1, ctx.path.length + 513) } : {}),
         site,
         route: routeName,
         status,

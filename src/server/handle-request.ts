@@ -338,7 +338,7 @@ function rememberRoute(ctx: Ctx, site: SiteRuntime, route: CompiledRoute, policy
   const secure = ctx.scheme === 'https';
   const known = memo.get(ctx.method, ctx.memoHost!, ctx.rawUrl, secure);
   if (known !== undefined && known.rt === rt && known.key === key) return;
-  memo.set(ctx.method, ctx.memoHost!, ctx.rawUrl, { rt, site, route, key, path: ctx.path, hold: newHold() }, secure);
+  memo.set(ctx.method, ctx.memoHost!, ctx.rawUrl, { rt, site, route, key, path: ctx.url, hold: newHold() }, secure);
 }
 
 /** Steps 5 to 9, once the stored variants are known. */

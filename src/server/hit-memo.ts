@@ -64,6 +64,7 @@ export interface MemoRoute {
   readonly site: SiteRuntime;
   readonly route: CompiledRoute;
   readonly key: string;
+  /** The normalised target, query included: what the hot-keys table counts. */
   readonly path: string;
   /** What the fast path keeps between hits on this target (newHold() makes an empty one). */
   readonly hold: MemoHold;

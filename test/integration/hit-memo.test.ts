@@ -218,6 +218,17 @@ describe('hit memo: the fast path for plain repeated hits', () => {
     expect(g.gw.hotKeys.top(10).find((r) => r.path === '/m')).toMatchObject({ count: 1, states: { hit: 1 } });
   });
 
+  it('counts hot keys by target, query included, on the memo path and the slow path alike (a wiki is all /index.php?title=...)', async () => {
+    const o = await origin();
+    o.route('/index.php', { headers: { 'cache-control': 'public, max-age=600' }, body: 'page' });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    for (let i = 0; i < 3; i++) await get(`${g.url}/index.php?title=Main_Page`); // miss, then memo hits
+    await get(`${g.url}/index.php?title=Other`);
+    const rows = g.gw.hotKeys.top(10);
+    expect(rows.find((r) => r.path === '/index.php?title=Main_Page')).toMatchObject({ count: 3, site: 'test' });
+    expect(rows.find((r) => r.path === '/index.php?title=Other')).toMatchObject({ count: 1 });
+  });
+
   it('answers a request with cookies from the memo only when none is a bypass cookie; credentials go the slow way', async () => {
     const o = await origin();
     o.route('/home', { headers: { 'cache-control': 'public, max-age=60' }, body: (r) => (r.headers.cookie ? 'private page' : 'public page') });
