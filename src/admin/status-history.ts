@@ -53,8 +53,10 @@ export interface StatusSample {
   spanMs: number;
   /** Requests answered per second since the previous sample, by cache state (every state present, 0 when none). */
   requestsPerSecond: Record<string, number>;
-  /** Requests answered in state "shed" (503 or 429 + Retry-After) per second. */
+  /** Requests refused by admission control (503 + Retry-After) per second. */
   shedPerSecond: number;
+  /** Requests refused by a per-client rate limit (429 + Retry-After) per second: one client's doing, not the origin's. */
+  rateLimitedPerSecond: number;
   /** Requests answered in state "stale" (origin failed, slow or protected) per second. */
   stalePerSecond: number;
   origins: OriginPoint[];
@@ -76,7 +78,7 @@ export interface StatusJson {
   /** Oldest first. Empty until two samples have been taken (a rate needs two readings). */
   samples: StatusSample[];
   /** Cumulative since the gateway started, straight from the counters. */
-  totals: { requests: Record<string, number>; shed: number; stale: number };
+  totals: { requests: Record<string, number>; shed: number; rateLimited: number; stale: number };
   /** The latest reading per origin member. */
   origins: OriginPoint[];
   hotKeys: HotKeyRow[];
@@ -131,6 +133,8 @@ export function computeRate(previous: number, current: number, spanMs: number): 
 export interface CounterReading {
   at: number;
   requestsByState: Record<string, number>;
+  /** Of the "shed" requests, those refused by a per-client rate limit (429: status class 4xx). */
+  rateLimited?: number;
 }
 
 /** The rates between two readings, one value for every state in `states`. */
@@ -211,11 +215,13 @@ export class StatusHistory {
       m.get('circuitState').get(),
     ]);
     const requestsByState: Record<string, number> = {};
+    let rateLimited = 0;
     for (const v of requests.values) {
       const state = String(v.labels.state ?? 'error');
       requestsByState[state] = (requestsByState[state] ?? 0) + v.value;
+      if (state === 'shed' && v.labels.status_class === '4xx') rateLimited += v.value;
     }
-    const reading: CounterReading = { at, requestsByState };
+    const reading: CounterReading = { at, requestsByState, rateLimited };
 
     const origins = new Map<string, OriginPoint>();
     const point = (labels: Partial<Record<string, string | number>>): OriginPoint => {
@@ -238,11 +244,14 @@ export class StatusHistory {
 
     if (this.previous && at > this.previous.at) {
       const rates = computeRequestRates(this.previous, reading, CACHE_STATES);
+      const spanS = (at - this.previous.at) / 1000;
+      const rateLimitedPerSecond = Math.max(0, (reading.rateLimited ?? 0) - (this.previous.rateLimited ?? 0)) / spanS;
       this.ring.push({
         at,
         spanMs: at - this.previous.at,
         requestsPerSecond: rates,
-        shedPerSecond: rates.shed ?? 0,
+        shedPerSecond: Math.max(0, (rates.shed ?? 0) - rateLimitedPerSecond),
+        rateLimitedPerSecond,
         stalePerSecond: rates.stale ?? 0,
         origins: originList,
       });
@@ -270,7 +279,12 @@ export class StatusHistory {
       windowMs: this.windowMs,
       states: [...CACHE_STATES],
       samples: this.ring.toArray(),
-      totals: { requests, shed: requests.shed ?? 0, stale: requests.stale ?? 0 },
+      totals: {
+        requests,
+        shed: Math.max(0, (requests.shed ?? 0) - (this.latestTotals.rateLimited ?? 0)),
+        rateLimited: this.latestTotals.rateLimited ?? 0,
+        stale: requests.stale ?? 0,
+      },
       origins: this.latestOrigins,
       hotKeys: this.gw.hotKeys.top(this.hotKeyRows).map((r) => ({ site: r.site, path: r.path, count: r.count, states: { ...r.states } })),
     };

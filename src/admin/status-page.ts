@@ -259,7 +259,8 @@ td.path { word-break:break-all; }
     drawChart($("chart-origin"), $("legend-origin"), times, originSeries, { now: now, windowMs: d.windowMs, idleText: "no origin contacted yet" });
 
     drawChart($("chart-shed"), $("legend-shed"), times, [
-      { name: "shed", color: COLORS.shed, values: samples.map(function (s) { return s.shedPerSecond; }) },
+      { name: "shed (admission, 503)", color: COLORS.shed, values: samples.map(function (s) { return s.shedPerSecond; }) },
+      { name: "rate limited (429)", color: "#8e44ad", values: samples.map(function (s) { return s.rateLimitedPerSecond || 0; }), dashed: true },
       { name: "stale", color: COLORS.stale, values: samples.map(function (s) { return s.stalePerSecond; }) },
     ], { now: now, windowMs: d.windowMs, idleText: "nothing shed or stale" });
 

@@ -67,6 +67,19 @@ describe('StatusHistory', () => {
     expect(snap.totals.requests.miss).toBe(0);
   });
 
+  it('tells refusals by admission (503) from one client rate-limited (429)', async () => {
+    const t = setup();
+    await t.history.sample();
+    t.clock.advance(1_000);
+    t.requests('shed', 4); // 5xx: admission
+    t.metrics.get('requests').inc({ site: 'blog', route: 'default', state: 'shed', status_class: '4xx' }, 6); // 429s
+    await t.history.sample();
+    const [s] = t.history.snapshot().samples;
+    expect(s!.shedPerSecond).toBe(4);
+    expect(s!.rateLimitedPerSecond).toBe(6);
+    expect(t.history.snapshot().totals).toMatchObject({ shed: 4, rateLimited: 6 });
+  });
+
   it('turns counter increases into per-second rates by cache state, every state present', async () => {
     const t = setup();
     t.requests('hit', 100);
