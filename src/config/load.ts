@@ -145,7 +145,7 @@ export function parseConfigText(text: string, file: string, options: ParseOption
   }
   if (errors.length > 0) return { ok: false, errors: sortErrors(errors) };
   if (!parsed.success) throw new Error('unreachable: schema failed without issues');
-  const warnings: ConfigError[] = acmeHostWarnings(parsed.data, doc, file, at);
+  const warnings: ConfigError[] = [...acmeHostWarnings(parsed.data, doc, file, at), ...duplicateHostWarnings(parsed.data, doc, file, at)];
   resolveFilePaths(parsed.data, dirname(resolve(file)));
   if (options.checkFiles !== false) errors.push(...checkCertificateFiles(parsed.data, doc, file, at, warnings));
   if (errors.length > 0) return { ok: false, errors: sortErrors(errors) };
@@ -201,6 +201,32 @@ function checkCaBundle(bundle: string): string | undefined {
   }
   if (!/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.test(text)) return `${bundle} holds no PEM certificate`;
   return undefined;
+}
+
+/**
+ * A host listed by two sites: the first site wins and the second's claim is dead (nginx warns
+ * "conflicting server name ... ignored"). A warning at the second listing.
+ */
+function duplicateHostWarnings(config: GatewayConfig, doc: Document, file: string, at: At): ConfigError[] {
+  const warnings: ConfigError[] = [];
+  const owner = new Map<string, string>();
+  config.sites.forEach((site, i) => {
+    site.hosts.forEach((host, j) => {
+      const name = host.toLowerCase().replace(/\.$/, '');
+      const first = owner.get(name);
+      if (first === undefined) owner.set(name, site.name);
+      else if (first !== site.name) {
+        const path = ['sites', i, 'hosts', j];
+        warnings.push({
+          file,
+          ...at(offsetOf(locate(doc, path))),
+          path: formatPath(path),
+          message: `${JSON.stringify(host)} is also listed by site "${first}", which comes first and gets its requests: this listing never matches`,
+        });
+      }
+    });
+  });
+  return warnings;
 }
 
 /** Hosts of a `tls.acme` site that its certificate leaves out ("*", wildcards, IP addresses): warnings at each. */

@@ -129,6 +129,7 @@ export function createReloader(options: ReloaderOptions): Reloader {
       return { ok: false, reason, generation: source.generation, errors: result.errors };
     }
 
+    for (const w of result.warnings ?? []) logger.warn({ reason, file: w.file, line: w.line, col: w.col, path: w.path }, `${formatConfigError(w)} (warning)`);
     const restartRequired = changedRestartKeys(prev, result.config);
     const next = keepRestartKeys(result.config, prev, restartRequired);
     if (restartRequired.length > 0) {

@@ -378,3 +378,23 @@ describe('formatting', () => {
     expect(formatPath(path)).toBe(expected);
   });
 });
+
+describe('parseConfigText: warnings', () => {
+  test('a host listed by two sites is a warning at the second listing (the first site gets its requests)', () => {
+    const text = [
+      'sites:',
+      '  - name: wiki',
+      '    hosts: ["wiki.local"]',
+      '    origins: [{ url: "http://127.0.0.1:1" }]',
+      '  - name: docs',
+      '    hosts: ["docs.local", "WIKI.local"]',
+      '    origins: [{ url: "http://127.0.0.1:2" }]',
+      '',
+    ].join('\n');
+    const r = parseConfigText(text, 'gw.yaml', { env: {} });
+    expect(r.ok).toBe(true);
+    expect(r.ok && r.warnings?.map(formatConfigError)).toEqual([
+      expect.stringMatching(/^gw\.yaml:6:27 sites\[1\]\.hosts\[1\]: "WIKI\.local" is also listed by site "wiki", which comes first/),
+    ]);
+  });
+});
