@@ -152,7 +152,7 @@ function isCipherListOpenSslTakes(list: string): boolean {
 
 export const tlsSchema = z
   .strictObject({
-    host: z.string().default('0.0.0.0').describe('Address of the HTTPS listener (restart).'),
+    host: z.string().optional().describe('Address of the HTTPS listener (restart); unset: the same as `listen.host`.'),
     port: port
       .optional()
       .describe('Port of the HTTPS listener; unset: no HTTPS listener (the plain `listen` listener stays); 0 picks a free port (restart).'),

@@ -108,7 +108,7 @@ export class TlsEdge {
     this.server = createSecurePublicServer({ ...hooks, limits: config.limits, logger: this.opts.logger, certificates: this.certificates, http2: config.tls.http2 });
     if (this.certificates.defaultSite === undefined && !this.acmeSites.active)
       this.opts.logger.warn({ port: config.tls.port }, 'tls.port is set but no site has a usable certificate (sites[].tls): HTTPS handshakes fail until one is installed');
-    return listenOn(this.server as unknown as http.Server, config.tls.host, config.tls.port, config.listen.backlog);
+    return listenOn(this.server as unknown as http.Server, config.tls.host ?? config.listen.host, config.tls.port, config.listen.backlog);
   }
 
   /** After every listener is up, not awaited: the CA fetches challenges from the plain listener, and an order (or another instance's renewal lock) must never hold up startup or serving. */

@@ -109,10 +109,12 @@ describe('HTTPS listener: SNI, HTTP/2, redirect, HSTS, live certificate reload',
       ...(tlsFiles ? { tls: tlsFiles } : {}),
     });
     gw = await startGateway({
-      tls: { host: '127.0.0.1', port: 0, redirectHttp: true, hsts: { maxAgeSeconds: 600, includeSubDomains: true } },
+      // No tls.host: the HTTPS listener binds where the plain one does (127.0.0.1), not 0.0.0.0.
+      tls: { port: 0, redirectHttp: true, hsts: { maxAgeSeconds: 600, includeSubDomains: true } },
       sites: [site('a', ['a.test'], files.a), site('b', ['b.test', '*.b.test'], files.b), site('d', ['d.test']), site('c', ['*'], files.c)],
     });
     httpsPort = gw.gw.httpsAddress!.port;
+    expect(gw.gw.httpsAddress!.address).toBe('127.0.0.1');
   });
 
   afterAll(async () => {
