@@ -212,7 +212,7 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
         deps.logger.warn({ err: fetched.error, requestId: ctx.requestId, origin: member.name }, 'cache fill could not be sent');
         return { kind: 'failed', code: 'internal_error', staleReason: 'error', detail: `the fill could not be sent: ${fetched.error.message}` };
       }
-      return { kind: 'failed', ...originFailure(fetched.failure, member) };
+      return { kind: 'failed', ...originFailure(fetched.failure) };
     }
     if ('tooLarge' in fetched) {
       // Larger than cache.maxObjectBytes: not stored. The body was abandoned unread; the leader

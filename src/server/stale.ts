@@ -110,7 +110,7 @@ const FAILURE_HINT: Readonly<Record<Exclude<FetchFailure, 'error'>, string>> = {
 };
 
 /** The error page and stale reason for an origin that failed (refused, timed out, reset, or answered garbage). */
-export function originFailure(failure: Exclude<FetchFailure, 'error'>, member: OriginMember): { code: ErrorCode; staleReason: StaleReason; detail: string } {
+export function originFailure(failure: Exclude<FetchFailure, 'error'>): { code: ErrorCode; staleReason: StaleReason; detail: string } {
   return {
     code:
       failure === 'timeout'
@@ -121,7 +121,10 @@ export function originFailure(failure: Exclude<FetchFailure, 'error'>, member: O
             ? 'origin_bad_response'
             : 'origin_reset',
     staleReason: failure === 'timeout' ? 'timeout' : failure === 'connect_error' ? 'unreachable' : 'error',
-    detail: `origin ${member.name} (${member.url.origin}): ${failure.replace('_', ' ')}; ${FAILURE_HINT[failure]}`,
+    // What a visitor's error page says: the kind of failure and where the operator looks, never
+    // the origin's name or address (a member's name defaults to its host:port; nginx and Caddy
+    // do not show upstream addresses either). The member is in the metrics and the status page.
+    detail: `origin ${failure.replace('_', ' ')}; ${FAILURE_HINT[failure]}`,
   };
 }
 
