@@ -138,6 +138,15 @@ export class OriginFetcher {
       res.body.destroy();
       return { ...head, ok: true, body: Buffer.alloc(0) };
     }
+    // An answer that is a stream with no end (server-sent events, an MJPEG camera) is never
+    // stored: read for a fill, it held the fill, its permit and every waiter until the origin
+    // stopped, which it never does (failure-day trial: 25 abandoned event streams pinned every
+    // permit for good). Handled as too large: dropped unread, and streamed to the client.
+    if (isEndlessStream(res.headers['content-type'])) {
+      res.body.on('error', () => {});
+      res.body.destroy();
+      return { ...head, ok: true, tooLarge: true };
+    }
     const declared = Number(res.headers['content-length']);
     if (Number.isFinite(declared) && declared > req.maxBodyBytes) {
       // Dropped unread: undici fails the body with RequestAbortedError, an uncaught exception
@@ -279,6 +288,12 @@ function tagReusedResets(): void {
 }
 
 /** Reads a body into one Buffer, or abandons it once it passes `max` bytes. */
+/** A content type whose body is a stream that does not end by itself (SSE, multipart/x-mixed-replace). */
+export function isEndlessStream(contentType: string | string[] | undefined): boolean {
+  const value = (Array.isArray(contentType) ? contentType[0] : contentType)?.split(';')[0]?.trim().toLowerCase();
+  return value === 'text/event-stream' || value === 'multipart/x-mixed-replace';
+}
+
 function readCapped(body: Readable, max: number): Promise<Buffer | Error | 'too_large'> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];

@@ -20,7 +20,7 @@ import { request as httpRequest, type Agent, type IncomingMessage, type Outgoing
 import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex, Transform } from 'node:stream';
-import { REUSED_RESET_WINDOW_MS, isValidStatus, type FetchFailure } from './fetch.js';
+import { REUSED_RESET_WINDOW_MS, isEndlessStream, isValidStatus, type FetchFailure } from './fetch.js';
 import { copyEndToEnd } from '../server/headers.js';
 
 export type ForwardOutcome =
@@ -83,11 +83,12 @@ export interface ForwardCall {
    */
   freshConnection?: boolean;
   /**
-   * Called once when the client has held the body back (not read it) for CLIENT_STALL_MS: the
-   * caller gives the origin permit back, since what is left is the client's pace, not the
-   * origin's work (nginx and Varnish free the origin connection by buffering instead).
+   * Called once when what is left of the body is no longer the origin's work: the answer is an
+   * endless stream (server-sent events: called at its head), or the client has held the body
+   * back (not read it) for CLIENT_STALL_MS. The caller gives the origin permit back (nginx and
+   * Varnish free the origin connection by buffering instead).
    */
-  onClientStall?(status: number): void;
+  onPermitFree?(status: number): void;
 }
 
 interface CallState {
@@ -270,8 +271,11 @@ export class Forwarder {
     });
     // The pipe pauses the origin's body while the client does not read; past CLIENT_STALL_MS
     // the caller is told, once.
-    const onStall = state.call.onClientStall;
-    if (onStall !== undefined) {
+    const onStall = state.call.onPermitFree;
+    // An event stream holds its origin connection for as long as it lives, doing little: it
+    // does not hold a permit too, or 25 open streams refused every other request.
+    if (onStall !== undefined && isEndlessStream(proxyRes.headers['content-type'])) onStall(status);
+    else if (onStall !== undefined) {
       let stall: NodeJS.Timeout | undefined;
       proxyRes.on('pause', () => {
         if (stall === undefined) stall = setTimeout(() => onStall(status), CLIENT_STALL_MS);

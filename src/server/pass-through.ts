@@ -85,10 +85,11 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
             encodeBody: (status, head) =>
               makeOnTheFlyEncoder(rt.config.compression, ctx.method, onTheFlyRequestOf(req.headers, site.credentialHeaders), status, head),
             freshConnection,
-            // A client that stops reading the body gives its origin permit back: 100 slow
-            // readers of large answers held every permit, and every other miss got 503
-            // (attacker trial). The lease ends here; the finish below is then ignored.
-            onClientStall: (status) => lease.finish({ kind: 'response', status, clientHeld: true }),
+            // A client that stops reading the body, or an endless event stream, gives its
+            // origin permit back: 100 slow readers of large answers held every permit, and
+            // every other miss got 503 (attacker trial); so did 25 open event streams
+            // (failure-day trial). The lease ends here; the finish below is then ignored.
+            onPermitFree: (status) => lease.finish({ kind: 'response', status, clientHeld: true }),
           });
       } finally {
         lease.finish(

@@ -497,6 +497,52 @@ describe('failure amplification: clients that stop reading', () => {
   }, 15_000);
 });
 
+describe('failure amplification: endless event streams', () => {
+  it('streams server-sent events at once, on a cacheable route too, without holding origin permits: other requests keep flowing', async () => {
+    const o = await origin();
+    let open = 0;
+    o.route('/notify/stream', (req, res) => {
+      open++;
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+      res.write('data: hello\n\n');
+      const t = setInterval(() => res.write('data: tick\n\n'), 200);
+      req.socket.once('close', () => {
+        clearInterval(t);
+        open--;
+      });
+    });
+    o.route('/api/ping', { headers: { 'cache-control': 'no-store' }, body: 'pong' });
+    const g = await gateway({
+      admission: { limit: { algorithm: 'fixed', initial: 2, ceiling: 2 }, queue: { deadlineMs: 300 } },
+      sites: [siteFor([o.url])],
+    });
+    const { port } = new URL(g.url);
+    // Five clients on the stream (a GET on the default, cacheable route), each reading.
+    const firstEvent: number[] = [];
+    const started = performance.now();
+    const clients = Array.from({ length: 5 }, (_, i) => {
+      const s = net.connect(Number(port), '127.0.0.1', () => s.write(`GET /notify/stream?user=${i} HTTP/1.1\r\nHost: blog.example.com\r\n\r\n`));
+      let text = '';
+      s.on('data', (d: Buffer) => {
+        text += d.toString();
+        if (firstEvent[i] === undefined && text.includes('data: hello')) firstEvent[i] = performance.now() - started;
+      });
+      s.on('error', () => undefined);
+      return s;
+    });
+    try {
+      expect(await eventually(() => firstEvent.filter((x) => x !== undefined).length === 5, 150, 20), 'every stream starts').toBe(true);
+      expect(Math.max(...firstEvent)).toBeLessThan(2_000);
+      const answers = await Promise.all(Array.from({ length: 4 }, () => call(`${g.url}/api/ping`)));
+      expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 200]);
+    } finally {
+      for (const s of clients) s.destroy();
+    }
+    // The clients left: so do the origin's streams.
+    expect(await eventually(() => open === 0, 100, 20)).toBe(true);
+  }, 15_000);
+});
+
 describe('failure amplification: must-revalidate pages when the origin is down', () => {
   const MEDIAWIKI = 's-maxage=1, must-revalidate, max-age=0';
 

@@ -569,3 +569,24 @@ describe('Gradient2Limit: a probe that cannot collect its samples', () => {
     expect(limit.current).toBeGreaterThanOrEqual(8);
   });
 });
+
+describe('Gradient2Limit: an origin whose every answer takes seconds', () => {
+  it('re-learns a no-load RTT over a second from a probe long enough to see one, and keeps the concurrency the clients need', () => {
+    // A fast origin first (the baseline is a few ms), then every request takes 2 s with 8 slots
+    // and 6 wanted at once: the origin has room. A probe that ended after 1 s whatever the RTT
+    // never saw a sample, the baseline stayed at milliseconds, and the limit sank to its minimum
+    // (failure-day trial: 2 of 8 workers used, three requests in four refused).
+    const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256 });
+    const trace = simulate({
+      limit,
+      jitter: 0.1,
+      phases: [
+        { untilMs: 10_000, capacity: 8, serviceMs: 20, demand: 6 },
+        { untilMs: 130_000, capacity: 8, serviceMs: 2_000, demand: 6 },
+      ],
+    });
+    const late = limitsOf(between(trace, 90_000, 130_000));
+    expect(Math.min(...late)).toBeGreaterThanOrEqual(6);
+    expect(trace.utilisation[1]).toBeGreaterThanOrEqual(0.6); // 6 of 8 slots wanted
+  });
+});
