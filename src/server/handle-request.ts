@@ -30,7 +30,7 @@ import { HOLD_MS, isPlainRequest, newHold, type MemoRoute } from './hit-memo.js'
 import { ttlSecondsOf, codingFor, failUnexpected, serveEntry, shed, fail, countRequest, finish } from './answer.js';
 import { isOnlyIfCached, isSecure, selectVariant, collapseKeyOf, authorityOf, type RequestDeps, type Ctx, type Lookup } from './context.js';
 import { hstsValue, redirectToHttps } from './https-edge.js';
-import { fillAndServe, passAlone, startBackgroundRefresh } from './fill.js';
+import { fillAndServe, passAlone, refreshFailedMomentAgo, startBackgroundRefresh } from './fill.js';
 import { carriesOwnCookies, makeFillVisibleHeaders } from './fill-headers.js';
 import { forward } from './pass-through.js';
 import { nextRequestId, requestIdOf } from './request-id.js';
@@ -427,6 +427,16 @@ export function decide(
   if (entry && evaluation && isServableWhileUpdating(entry, evaluation) && deps.inflight.isInflight(collapseKeyOf(lookup).id)) {
     serveEntry(ctx, entry, evaluation, { state: 'updating', staleReason: 'while_revalidate', collapsed: true });
     deps.metrics.get('staleServed').inc({ site: site.name, reason: 'while_revalidate' });
+    return;
+  }
+
+  // 9b. This page's last fill or refresh failed a moment ago (the origin answered 5xx or 429,
+  //    refused, timed out): a copy the route allows on failure answers now, and the origin is
+  //    asked again once REFRESH_RETRY_MS has passed, not by every visitor meanwhile.
+  if (entry && evaluation?.withinGraceOnFailure && !evaluation.refetchDemanded && refreshFailedMomentAgo(ctx, lookup)) {
+    ctx.staleReason = 'error';
+    serveEntry(ctx, entry, evaluation, { state: 'stale', staleReason: 'error' });
+    deps.metrics.get('staleServed').inc({ site: site.name, reason: 'error' });
     return;
   }
 

@@ -497,6 +497,32 @@ describe('failure amplification: clients that stop reading', () => {
   }, 15_000);
 });
 
+describe('failure amplification: an origin that rate-limits the gateway (429)', () => {
+  it('answers from the stored copies while the origin says 429, and asks it again only once a second per page', async () => {
+    const clock = manualClock();
+    const o = await origin();
+    let limited = false;
+    o.route('/page', (req, res) => {
+      if (limited) {
+        res.writeHead(429, { 'retry-after': '30', 'content-type': 'text/plain' });
+        res.end('slow down');
+        return;
+      }
+      clockedPage(clock, 'max-age=1', () => 'the page')(req, res, undefined as never);
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] }, { clock });
+    expect((await call(`${g.url}/page`)).body).toBe('the page');
+    limited = true;
+    clock.advance(2_000); // expired; the origin now refuses the gateway
+    const answers: Answer[] = [];
+    for (let i = 0; i < 10; i++) answers.push(await call(`${g.url}/page`));
+    expect(answers.map((a) => a.status)).toEqual(Array(10).fill(200));
+    expect(answers.every((a) => a.body === 'the page')).toBe(true);
+    // One request to the origin for the expired page, not one per visitor.
+    expect(o.count('/page')).toBeLessThanOrEqual(3);
+  });
+});
+
 describe('failure amplification: endless event streams', () => {
   it('streams server-sent events at once, on a cacheable route too, without holding origin permits: other requests keep flowing', async () => {
     const o = await origin();
