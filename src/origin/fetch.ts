@@ -220,9 +220,26 @@ export function isValidStatus(status: number): boolean {
   return Number.isInteger(status) && status >= 100 && status <= 599;
 }
 
+/**
+ * A TLS handshake with an https origin that failed: its certificate did not verify
+ * (self-signed, another name, expired, an unknown CA) or the protocols did not agree. The
+ * connection could not be made: a connect error, never a gateway bug (it answered every
+ * request 500 internal_error while the probes said why).
+ */
+export function isTlsFailure(code: string | undefined): boolean {
+  return (
+    code !== undefined &&
+    (code === 'EPROTO' ||
+      code.startsWith('ERR_TLS_') ||
+      code.startsWith('ERR_SSL_') ||
+      /^(?:DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(?:_LOCALLY)?|CERT_[A-Z_]+|HOSTNAME_MISMATCH)$/.test(code))
+  );
+}
+
 export function classifyFetchError(err: unknown): FetchFailure {
   const e = err as { code?: string; cause?: { code?: string } };
   const code = e?.code ?? e?.cause?.code;
+  if (isTlsFailure(code)) return 'connect_error';
   if (err instanceof undiciErrors.ConnectTimeoutError) return 'timeout';
   if (err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError) return 'timeout';
   if (code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'ENETUNREACH')

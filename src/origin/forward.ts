@@ -20,7 +20,7 @@ import { request as httpRequest, type Agent, type IncomingMessage, type Outgoing
 import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex, Transform } from 'node:stream';
-import { REUSED_RESET_WINDOW_MS, isEndlessStream, isValidStatus, type FetchFailure } from './fetch.js';
+import { REUSED_RESET_WINDOW_MS, isEndlessStream, isTlsFailure, isValidStatus, type FetchFailure } from './fetch.js';
 import { copyEndToEnd } from '../server/headers.js';
 
 export type ForwardOutcome =
@@ -356,7 +356,7 @@ export class Forwarder {
       });
       proxyReq.on('error', (err: NodeJS.ErrnoException) => {
         if (settled) return;
-        fail(err.code === 'ECONNREFUSED' || err.code === 'EHOSTUNREACH' || err.code === 'ENOTFOUND' ? 'connect_error' : err.code === 'ECONNRESET' ? 'reset' : 'error', err);
+        fail(classifyProxyError(err), err);
       });
       proxyReq.on('upgrade', (proxyRes: IncomingMessage, proxySocket: Socket, proxyHead: Buffer) => {
         if (settled || socket.destroyed) {
@@ -463,7 +463,7 @@ export function hasBody(req: IncomingMessage): boolean {
 export function classifyProxyError(err: unknown, timedOut?: boolean): FetchFailure {
   if (timedOut) return 'timeout';
   const code = (err as { code?: string })?.code;
-  if (code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENOTFOUND' || code === 'ENETUNREACH' || code === 'EAI_AGAIN')
+  if (code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENOTFOUND' || code === 'ENETUNREACH' || code === 'EAI_AGAIN' || isTlsFailure(code))
     return 'connect_error';
   if (code === 'ETIMEDOUT') return 'timeout';
   if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'HPE_INVALID_CONSTANT') return 'reset';

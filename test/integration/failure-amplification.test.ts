@@ -4,12 +4,14 @@
  * unhealthy, site down. Every test asserts both what the clients got and what the origin saw.
  */
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { ManualClock } from '../../src/clock.js';
 import { siteFor, type StartedGateway } from '../helpers/gateway.js';
 import { useFixtures } from '../helpers/fixtures.js';
+import { makeTestCa } from '../helpers/tls-certs.js';
 import type { OriginHandler, TestOrigin } from '../helpers/test-origin.js';
 
 const { origin, gateway } = useFixtures();
@@ -520,6 +522,31 @@ describe('failure amplification: an origin that rate-limits the gateway (429)', 
     expect(answers.every((a) => a.body === 'the page')).toBe(true);
     // One request to the origin for the expired page, not one per visitor.
     expect(o.count('/page')).toBeLessThanOrEqual(3);
+  });
+});
+
+describe('failure amplification: an https origin whose certificate does not verify', () => {
+  it('answers 502 origin_unreachable naming the certificate, on fills and pass-through, never 500 internal_error', async () => {
+    const ca = await makeTestCa();
+    const leaf = await ca.leaf(['origin.test']);
+    const server = https.createServer({ cert: leaf.cert, key: leaf.key }, (_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=60' });
+      res.end('secret origin');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const url = `https://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+      const g = await gateway({ sites: [siteFor([url], { healthCheck: { enabled: false } })] });
+      for (const init of [{}, { method: 'POST', headers: { 'content-type': 'text/plain' } }]) {
+        const r = await call(`${g.url}/page`, init);
+        expect(r.status).toBe(502);
+        expect(r.headers['x-crowdgate-error']).toBe('origin_unreachable');
+        expect(r.body).toContain('certificate');
+      }
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
   });
 });
 
