@@ -499,7 +499,7 @@ export const siteSchema = z
     retryOnConnectFailure: z
       .boolean()
       .default(true)
-      .describe('Retry an idempotent request once on another member when connecting fails.'),
+      .describe('Retry an idempotent request once on another member when connecting fails; a cache fill (a GET) also when it timed out.'),
     preserveHost: z
       .boolean()
       .default(true)

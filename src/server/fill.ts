@@ -213,6 +213,14 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
         excluded.add(member); // idempotent GET: retry once on another member
         continue;
       }
+      // A fill that timed out on one member is a GET nobody has seen an answer to: once more on
+      // another usable member (nginx's proxy_next_upstream has `timeout` by default), or one
+      // member that accepts and never answers gave every visitor of the page a 504 while the
+      // other was healthy (failure-day trial). The timeout still counts against the first.
+      if (fetched.failure === 'timeout' && site.config.retryOnConnectFailure && attempt === 0 && hasOtherMember(site, member, deps.clock.now())) {
+        excluded.add(member);
+        continue;
+      }
       if (fetched.failure === 'error') {
         deps.logger.warn({ err: fetched.error, requestId: ctx.requestId, origin: member.name }, 'cache fill could not be sent');
         return { kind: 'failed', code: 'internal_error', staleReason: 'error', detail: `the fill could not be sent: ${fetched.error.message}` };

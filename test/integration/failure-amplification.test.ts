@@ -550,6 +550,30 @@ describe('failure amplification: an https origin whose certificate does not veri
   });
 });
 
+describe('failure amplification: one member accepts and never answers', () => {
+  it('a fill that timed out on it is sent once more to the healthy member: the page is served, not a 504', async () => {
+    const hole = net.createServer((s) => s.on('error', () => undefined)); // accepts, reads, never answers
+    await new Promise<void>((r) => hole.listen(0, '127.0.0.1', r));
+    const held: net.Socket[] = [];
+    hole.on('connection', (s) => held.push(s));
+    try {
+      const o = await origin();
+      for (let i = 0; i < 4; i++) o.route(`/page/${i}`, { headers: { 'cache-control': 'max-age=60' }, body: `page ${i}` });
+      const holeUrl = `http://127.0.0.1:${(hole.address() as net.AddressInfo).port}`;
+      const g = await gateway({
+        sites: [siteFor([holeUrl, o.url], { balance: 'round-robin', healthCheck: { enabled: false }, timeouts: { responseHeadersMs: 300 } })],
+      });
+      const answers = await Promise.all([0, 1, 2, 3].map((i) => call(`${g.url}/page/${i}`)));
+      expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 200]);
+      expect(answers.map((a) => a.body)).toEqual(['page 0', 'page 1', 'page 2', 'page 3']);
+      expect(held.length).toBeGreaterThan(0); // the black hole was tried
+    } finally {
+      for (const s of held) s.destroy();
+      await new Promise<void>((r) => hole.close(() => r()));
+    }
+  });
+});
+
 describe('failure amplification: endless event streams', () => {
   it('streams server-sent events at once, on a cacheable route too, without holding origin permits: other requests keep flowing', async () => {
     const o = await origin();
