@@ -175,3 +175,9 @@ function makeFillHeaderFilter(cfg: SiteConfig['fillHeaders']): (name: string) =>
 export function configHashOf(config: GatewayConfig): string {
   return createHash('sha256').update(JSON.stringify(config)).digest('hex').slice(0, 12);
 }
+
+/** The origin timeouts for a request on `route` of `site`: the site's, with the route's over them. */
+export function timeoutsFor(site: SiteConfig, route: { config: RouteConfig } | undefined): SiteConfig['timeouts'] {
+  const own = route?.config.timeouts;
+  return own === undefined ? site.timeouts : { ...site.timeouts, ...own };
+}

@@ -475,6 +475,13 @@ export const routeSchema = z
     cache: routeCacheSchema.prefault({}),
     priority: z.string().optional().describe('Priority class name (admission.priorities) for this route.'),
     rateLimit: rateLimitSchema.optional(),
+    timeouts: z
+      .strictObject({
+        responseHeadersMs: positiveMs('This route\'s time to the response head, in place of the site\'s (a long-poll or report endpoint).').optional(),
+        idleMs: positiveMs('This route\'s longest silence on a response body, in place of the site\'s.').optional(),
+      })
+      .optional()
+      .describe('Origin timeouts for this route, over the site\'s `timeouts` (a long poll held 20 s got 504 at the site\'s 15 s).'),
   })
   .describe('A route within a site.');
 

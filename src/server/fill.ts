@@ -16,6 +16,7 @@ import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkey
 import { reflectedInputs, repeatsAddress, varyingAlsoOn } from '../cache/reflection.js';
 import type { CollapseKey } from '../cache/cache-key.js';
 import { forward } from './pass-through.js';
+import { timeoutsFor } from '../runtime.js';
 import { compressBuffered, onTheFlyRequestOf } from './on-the-fly.js';
 import { originFailure, hasStaleOnFailure, inheritHeat, hasOtherMember, refusedFill, serveFailed, serveStaleOr } from './stale.js';
 
@@ -181,9 +182,7 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
         method: 'GET', // HEAD is filled with GET so the entry can answer both
         path: joinPath(member.url, makeFillTarget(lookup.facts.url, lookup.policy.route.key)),
         headers,
-        connectMs: site.config.timeouts.connectMs,
-        responseHeadersMs: site.config.timeouts.responseHeadersMs,
-        idleMs: site.config.timeouts.idleMs,
+        ...timeoutsFor(site.config, ctx.route),
         maxBodyBytes: rt.config.cache.maxObjectBytes,
         freshConnection,
       });

@@ -16,6 +16,7 @@ import { makeOnTheFlyEncoder, onTheFlyRequestOf } from './on-the-fly.js';
 import { shed, fail } from './answer.js';
 import { hostOf, schemeOf, type Ctx, type Lookup } from './context.js';
 import { stripTargeted } from './fill-headers.js';
+import { timeoutsFor } from '../runtime.js';
 import { originFailure, hasStaleOnFailure, hasOtherMember, refusedFill, serveFailed, serveStaleOr } from './stale.js';
 
 /**
@@ -67,7 +68,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
         else
           outcome = await deps.forwarder.web(req, res, {
             target: { url: member.url, agent: member.agent },
-            timeouts: site.config.timeouts,
+            timeouts: timeoutsFor(site.config, ctx.route),
             changeOrigin: !site.config.preserveHost,
             maxBodyBytes: rt.config.limits.maxBodyBytes,
             onHead: (status, headers) => {

@@ -104,7 +104,7 @@ export function isServableWhileUpdating(entry: CacheEntry, evaluation: EntryEval
 /** Where to look for each kind of origin failure (the config key, or the origin itself). */
 const FAILURE_HINT: Readonly<Record<Exclude<FetchFailure, 'error'>, string>> = {
   connect_error: 'check sites[].origins[].url (for https, that the origin\'s certificate verifies: NODE_EXTRA_CA_CERTS adds a CA or a self-signed certificate)',
-  timeout: 'check the origin\'s load, or raise sites[].timeouts.responseHeadersMs',
+  timeout: 'check the origin\'s load, or raise sites[].timeouts.responseHeadersMs (or the route\'s timeouts)',
   reset: 'check the origin\'s logs',
   bad_response: 'check the origin\'s answer',
 };

@@ -22,7 +22,7 @@ import type { Clock } from '../clock.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import type { Forwarder, UpgradeOutcome } from '../origin/forward.js';
 import type { OriginOutcome, Upstream } from '../origin/upstream.js';
-import type { Runtime } from '../runtime.js';
+import { timeoutsFor, type Runtime } from '../runtime.js';
 import type { TrustedProxies } from './client-address.js';
 import { hasDisguisedDotSegment, normaliseTarget, parseUrlPath } from '../cache/cache-key.js';
 import { dropClientAddressClaims, dropOddFieldNames, setForwardedHeaders } from './headers.js';
@@ -139,7 +139,7 @@ export class WebSocketUpgrades {
       outcome = await deps.forwarder.upgrade(req, socket, head, {
         target: lease.member.url,
         changeOrigin: !site.config.preserveHost,
-        timeouts: site.config.timeouts,
+        timeouts: timeoutsFor(site.config, route),
       });
     } finally {
       lease.finish(leaseOutcome(outcome));

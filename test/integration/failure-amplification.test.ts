@@ -574,6 +574,33 @@ describe('failure amplification: one member accepts and never answers', () => {
   });
 });
 
+describe('failure amplification: a long-poll route', () => {
+  it("waits as long as the route's own timeouts allow, while other routes keep the site's", async () => {
+    const o = await origin();
+    // Nothing, not even the head, for 2.5 s (a long poll waiting for news). undici's timers tick
+    // about once a second: a head timeout is honoured to within a second.
+    const late = (body: string) => (_req: http.IncomingMessage, res: http.ServerResponse) =>
+      void setTimeout(() => {
+        res.writeHead(200, { 'cache-control': 'no-store', 'content-type': 'text/plain' });
+        res.end(body);
+      }, 2_500);
+    o.route('/poll', late('news'));
+    o.route('/page', late('page'));
+    const g = await gateway({
+      sites: [
+        siteFor([o.url], {
+          timeouts: { responseHeadersMs: 1_000 },
+          routes: [{ name: 'poll', match: { pathPrefix: '/poll' }, timeouts: { responseHeadersMs: 6_000 } }],
+        }),
+      ],
+    });
+    const [poll, page] = await Promise.all([call(`${g.url}/poll`), call(`${g.url}/page`)]);
+    expect(poll.status).toBe(200);
+    expect(poll.body).toBe('news');
+    expect(page.status).toBe(504);
+  });
+});
+
 describe('failure amplification: endless event streams', () => {
   it('streams server-sent events at once, on a cacheable route too, without holding origin permits: other requests keep flowing', async () => {
     const o = await origin();
