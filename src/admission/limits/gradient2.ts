@@ -142,8 +142,16 @@ const DRIFT_RATIO = 0.8;
  * halved the limit window after window; against one answering in 50 ms it is 10 % headroom.
  */
 const RTT_NOISE_MS = 5;
-/** The longest a no-load probe holds the limit down, ms, however few samples it has. */
+/**
+ * The longest a no-load probe holds the limit down, ms, however few samples it has: this, or
+ * three of the round trips the last window measured when they are longer (PROBE_RTTS), up to
+ * PROBE_CAP_MS. A probe cut at 1 s against an origin whose every answer takes 2 s never saw a
+ * request started at its concurrency come back, kept a baseline of milliseconds, and the limit
+ * sank to its minimum with 6 of 8 workers wanted (failure-day trial).
+ */
 const PROBE_MAX_MS = 1_000;
+const PROBE_RTTS = 3;
+const PROBE_CAP_MS = 30_000;
 /** Windows in a row below DRIFT_RATIO before the long-term RTT is re-measured by a probe. */
 const DRIFT_WINDOWS = 3;
 /** Window samples kept for the trimmed mean; past this, reservoir sampling keeps a uniform subset. */
@@ -233,6 +241,8 @@ export class Gradient2Limit implements Limit {
 
   // The probe; probeLimit 0 = not probing.
   private probeLimit = 0;
+  /** How long the running probe may last (startProbe). */
+  private probeMaxMs = PROBE_MAX_MS;
   private probeRttSum = 0;
   private probeCount = 0;
   private probes = 0;
@@ -345,7 +355,7 @@ export class Gradient2Limit implements Limit {
       }
       // A probe that cannot collect its samples (requests started before it still hold the
       // permits) must not hold the limit down: it ends after PROBE_MAX_MS with what it has.
-      if (this.probeLimit > 0 && now - this.lastProbeAt >= PROBE_MAX_MS) this.endProbe(now);
+      if (this.probeLimit > 0 && now - this.lastProbeAt >= this.probeMaxMs) this.endProbe(now);
       return;
     }
     if (!sample.dropped && sample.inflight <= Math.max(this.min, this.estimate / 2)) {
@@ -526,6 +536,7 @@ export class Gradient2Limit implements Limit {
   }
 
   private startProbe(now: number): void {
+    this.probeMaxMs = Math.min(PROBE_CAP_MS, Math.max(PROBE_MAX_MS, PROBE_RTTS * (this.shortRttMs ?? 0)));
     this.probeLimit = Math.max(this.min, Math.floor(this.estimate / 4));
     this.probeRttSum = 0;
     this.probeCount = 0;

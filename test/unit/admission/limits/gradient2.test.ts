@@ -571,11 +571,10 @@ describe('Gradient2Limit: a probe that cannot collect its samples', () => {
 });
 
 describe('Gradient2Limit: an origin whose every answer takes seconds', () => {
-  it('re-learns a no-load RTT over a second from a probe long enough to see one, and keeps the concurrency the clients need', () => {
+  it('keeps the concurrency the clients need, in a closed loop, when every answer starts taking 2 s', () => {
     // A fast origin first (the baseline is a few ms), then every request takes 2 s with 8 slots
-    // and 6 wanted at once: the origin has room. A probe that ended after 1 s whatever the RTT
-    // never saw a sample, the baseline stayed at milliseconds, and the limit sank to its minimum
-    // (failure-day trial: 2 of 8 workers used, three requests in four refused).
+    // and 6 wanted at once: the origin has room (the failure-day trial saw the limit sink to its
+    // minimum in an open loop; the probe's own length is the next test).
     const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256 });
     const trace = simulate({
       limit,
@@ -588,5 +587,23 @@ describe('Gradient2Limit: an origin whose every answer takes seconds', () => {
     const late = limitsOf(between(trace, 90_000, 130_000));
     expect(Math.min(...late)).toBeGreaterThanOrEqual(6);
     expect(trace.utilisation[1]).toBeGreaterThanOrEqual(0.6); // 6 of 8 slots wanted
+  });
+});
+
+describe('Gradient2Limit: a probe against round trips over a second', () => {
+  it('lasts long enough (three round trips) to see requests started at its concurrency come back', () => {
+    const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256 });
+    let at = 0;
+    // A fast origin first: a baseline of 20 ms.
+    for (let i = 0; i < 50; i++) limit.onSample({ rttMs: 20, inflight: 3, dropped: false }, (at += 20));
+    // Then every answer takes 2 s, at the limit, until a probe starts.
+    for (let i = 0; i < 500 && !limit.isProbing; i++) limit.onSample({ rttMs: 2_000, inflight: limit.current, dropped: false }, (at += 250));
+    expect(limit.isProbing).toBe(true);
+    // Requests started before the probe come back over the next 1.5 s (above its concurrency)...
+    for (let i = 0; i < 6; i++) limit.onSample({ rttMs: 2_000, inflight: 8, dropped: false }, (at += 250));
+    expect(limit.isProbing).toBe(true);
+    // ...then the ones started at its concurrency, 2 s after it began: the new no-load RTT.
+    for (let i = 0; i < 10 && limit.isProbing; i++) limit.onSample({ rttMs: 2_000, inflight: 2, dropped: false }, (at += 100));
+    expect(limit.readings().longRttMs).toBeGreaterThan(1_500);
   });
 });
