@@ -387,12 +387,16 @@ export function decideStorage(req: RequestFacts, res: ResponseFacts, opts: Polic
     return refuse(`§3 status ${status} has no explicit freshness and is not heuristically cacheable (no negative TTL configured)`);
 
   // §4.2.3 age; Age from an upstream cache is ignored when invalid (§5.1).
-  const initialAgeMs = computeInitialAgeMs({
-    requestTime: res.requestTime,
-    responseTime: res.responseTime,
-    dateAt,
-    ageSeconds: parseAge(res.headers['age']),
-  });
+  const ageSeconds = parseAge(res.headers['age']);
+  let initialAgeMs = computeInitialAgeMs({ requestTime: res.requestTime, responseTime: res.responseTime, dateAt, ageSeconds });
+  // A Date alone that makes a fresh-looking answer stale on arrival is the origin's clock, not
+  // the answer's age: no cache on the way said so (no Age). An origin ten minutes behind with
+  // max-age=300 turned caching and collapsing off for the whole site (failure-day trial);
+  // nginx and Varnish do not read Date for age at all. Its Age and transit time still count.
+  if (ageSeconds === undefined && freshness.explicit && initialAgeMs >= freshness.lifetimeMs && freshness.lifetimeMs > 0) {
+    const skewed = computeInitialAgeMs({ requestTime: res.requestTime, responseTime: res.responseTime, dateAt: undefined, ageSeconds });
+    if (skewed < freshness.lifetimeMs) initialAgeMs = skewed;
+  }
 
   const noCacheFields = cc.fieldNames('no-cache');
   const originNoCache = noCacheFields !== undefined && noCacheFields.length === 0; // §5.2.2.4

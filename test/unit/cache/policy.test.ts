@@ -371,3 +371,19 @@ describe('property: privacy rules are never broken', () => {
     );
   });
 });
+
+describe('decideStorage: an origin clock that runs behind', () => {
+  test('a Date alone that would make the answer stale on arrival is taken as clock skew: stored with its max-age', () => {
+    // The origin's clock is 10 min behind; no cache on the way says the answer is old (no Age).
+    const e = storeOrThrow(get(), response(200, { 'cache-control': 'max-age=300', date: formatHttpDate(T0 - 600 * S) }), makeOpts());
+    expect(e.freshnessMs - e.initialAgeMs).toBe(300 * S);
+  });
+  test('an Age that says the answer is that old still counts: stale on arrival, not stored for reuse', () => {
+    const d = decideStorage(get(), response(200, { 'cache-control': 'max-age=300', date: formatHttpDate(T0 - 600 * S), age: '600' }), makeOpts({ staleWhileRevalidateSeconds: 0, graceSeconds: 0 }), T0);
+    expect(d.store).toBe(false);
+  });
+  test('a Date some seconds behind still ages the answer (RFC 9111 §4.2.3)', () => {
+    const e = storeOrThrow(get(), response(200, { 'cache-control': 'max-age=300', date: formatHttpDate(T0 - 50 * S) }), makeOpts());
+    expect(e.initialAgeMs).toBe(50 * S);
+  });
+});
