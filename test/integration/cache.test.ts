@@ -248,6 +248,7 @@ describe('cache: stale serving', () => {
     expect(during500.body).toBe('news');
     expect(during500.headers['cache-status']).toMatch(/fwd=stale.*detail="stale-error/);
     o.kill();
+    clock.advance(1_000); // a failed refresh is not retried for a second (the copy answers meanwhile)
     const whileDown = await get(`${g.url}/news`);
     expect(whileDown.status).toBe(200);
     expect(whileDown.body).toBe('news');
