@@ -180,7 +180,10 @@ export function selectVariant(variants: readonly CacheEntry[], headers: Incoming
 
 /** One origin fetch per key and Vary variant: the variant is known once any variant is stored. */
 export function collapseKeyOf(lookup: Lookup): CollapseKey {
-  const known = lookup.entry ?? lookup.variants[0];
+  // The origin's own Vary, as a stored answer below 400 has it: an error kept for requests like
+  // the one that got it varies on every header (fill.ts narrowVariantNames), and taken as the
+  // key's Vary it gave each browser a fill of its own (review).
+  const known = lookup.entry ?? lookup.variants.find((v) => v.status < 400);
   if (!known || known.vary.length === 0) return makeCollapseKey(lookup.key);
   return makeCollapseKey(lookup.key, makeVariantKey(known.vary, lookup.variantHeaders));
 }

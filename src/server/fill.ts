@@ -10,7 +10,7 @@ import { decideStorage, evaluateEntry } from '../cache/policy.js';
 import { makeConditionalHeaders, mergeNotModified } from '../cache/revalidation.js';
 import type { FetchResult } from '../origin/fetch.js';
 import type { OriginMember } from '../origin/pool.js';
-import { recordAnswer, serveEntry, shed, writeBuffered } from './answer.js';
+import { fail, recordAnswer, serveEntry, shed, writeBuffered } from './answer.js';
 import { selectVariant, collapseKeyOf, type FillResult, type Ctx, type Lookup } from './context.js';
 import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkeyedFillInputs, carriesOwnCookies } from './fill-headers.js';
 import { reflectedInputs, repeatsAddress, varyingAlsoOn } from '../cache/reflection.js';
@@ -82,10 +82,18 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     return passAlone(ctx, lookup);
   }
   // An origin that says it is overloaded or refusing us (503, 429) is not asked again by each
-  // waiter: they get the leader's answer (shareable: a fill sends no credentials) or a stored
-  // copy. Other errors may be the leader's own; its waiters ask alone.
+  // waiter: they get a stored copy, or the gateway's own 503 with Retry-After. Never the
+  // origin's bytes: a 429 may be about the leader alone (its address, its cookie, a coding
+  // the waiter cannot read; review). Other errors may be the leader's own; its waiters ask alone.
   if (outcome.kind === 'origin_error')
-    return outcome.status === 503 || outcome.status === 429 ? serveFillResult(ctx, lookup, outcome, true) : serveStaleOr(ctx, lookup, 'error', () => passAlone(ctx, lookup));
+    return serveStaleOr(ctx, lookup, 'error', () =>
+      outcome.status === 503 || outcome.status === 429
+        ? fail(ctx, 'overloaded', `the origin answered ${outcome.status} to this page's fill`, {
+            retryAfterSeconds: ctx.deps.admission.retryAfterSeconds(ctx.site!.name),
+            state: 'error',
+          })
+        : passAlone(ctx, lookup),
+    );
   return serveFillResult(ctx, lookup, outcome, true);
 }
 

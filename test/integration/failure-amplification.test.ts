@@ -525,6 +525,29 @@ describe('failure amplification: an origin that rate-limits the gateway (429)', 
   });
 });
 
+describe('failure amplification: waiters of a fill the origin refused (503)', () => {
+  it("get the gateway's own 503 with Retry-After, not the origin's bytes, and do not each ask again", async () => {
+    const o = await origin();
+    o.route('/busy', (req, res) =>
+      void setTimeout(() => {
+        res.writeHead(503, { 'content-type': 'text/plain', 'set-cookie': 'challenge=leader-only', 'retry-after': '5' });
+        res.end(`slow down, ${String(req.headers['x-forwarded-for'])}`);
+      }, 200),
+    );
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const answers = await Promise.all([0, 1, 2, 3].map(() => call(`${g.url}/busy`)));
+    expect(o.count('/busy')).toBe(1);
+    expect(answers.map((a) => a.status)).toEqual([503, 503, 503, 503]);
+    const waiters = answers.filter((a) => a.headers['x-crowdgate-error'] === 'overloaded');
+    expect(waiters.length).toBe(3);
+    for (const w of waiters) {
+      expect(w.headers['set-cookie']).toBeUndefined();
+      expect(w.body).not.toContain('slow down');
+      expect(Number(w.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    }
+  });
+});
+
 describe('failure amplification: an https origin whose certificate does not verify', () => {
   it('answers 502 origin_unreachable naming the certificate, on fills and pass-through, never 500 internal_error', async () => {
     const ca = await makeTestCa();

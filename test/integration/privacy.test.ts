@@ -470,6 +470,33 @@ describe('the key covers what the origin sees', () => {
     expect(o.count('/waf')).toBe(3); // the first fill, the attacker's, and the victim's after his 404 took the copy
   });
 
+  it('a narrow 404 left alone in the store does not split the crowd into one fill per browser', async () => {
+    const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
+    const o = await origin();
+    o.route('/hot', (req, res) => {
+      if (String(req.headers['user-agent'] ?? '').includes('sqlmap')) {
+        res.writeHead(404, { 'content-type': 'text/plain' });
+        res.end('blocked');
+        return;
+      }
+      setTimeout(() => {
+        res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'public, max-age=1', date: new Date(clock.now()).toUTCString() });
+        res.end('<p>hot page</p>');
+      }, 100);
+    });
+    const g = await gateway(
+      { sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { staleWhileRevalidateSeconds: 0, negativeTtlSeconds: { '404': 10 } } }] })] },
+      { clock },
+    );
+    expect((await get(`${g.url}/hot`, { 'user-agent': 'Firefox' })).status).toBe(200);
+    clock.advance(2_000);
+    expect((await get(`${g.url}/hot`, { 'user-agent': 'sqlmap/1.7' })).status).toBe(404); // the copy goes; his 404 stays, narrow
+    const before = o.count('/hot');
+    const crowd = await Promise.all(['Chrome/1', 'Chrome/2', 'Safari/3', 'Edge/4', 'Opera/5'].map((ua) => get(`${g.url}/hot`, { 'user-agent': ua })));
+    expect(crowd.map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
+    expect(o.count('/hot') - before).toBe(1);
+  });
+
   it('a deleted page (404 kept by the negative TTL) is not served from the old copy to anyone', async () => {
     const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
     const o = await origin();
