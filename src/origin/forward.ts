@@ -407,6 +407,20 @@ export class Forwarder {
           for (const v of Array.isArray(value) ? value : [String(value)]) pairs.push(name, v);
         }
         socket.write(rawHead(status, res.statusMessage ?? '', pairs));
+        // The relay ends with either side: a client that leaves takes the origin connection
+        // with it, and a body silent for idleMs is cut (an endless answer to a handshake).
+        const idle = setTimeout(() => res.destroy(), timeouts.idleMs);
+        res.on('data', () => idle.refresh());
+        res.once('close', () => {
+          clearTimeout(idle);
+          if (!res.complete) socket.destroy(); // cut or timed out; a complete body ends the socket itself
+        });
+        socket.once('close', () => {
+          res.destroy();
+          proxyReq.destroy();
+        });
+        // An upgrade socket is half-open capable: a client that leaves may only send its FIN.
+        socket.once('end', () => socket.destroy());
         res.on('error', () => socket.destroy());
         res.pipe(socket);
         settle({ kind: 'answered', status });

@@ -49,7 +49,7 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     joined.settle(result);
     // The answer varies on Cookie and this request has cookies the fill did not send: it is
     // stored for the others, and this request asks the origin as it came.
-    if (result.kind === 'entry' && result.entry.vary.includes('cookie') && carriesOwnCookies(ctx.req.headers.cookie, lookup.policy)) return passAlone(ctx, lookup);
+    if (result.kind === 'entry' && result.entry.vary.includes('cookie') && carriesOwnCookies(ctx.req.headers.cookie, lookup.policy)) return passAlone(ctx, { ...lookup, entry: undefined, evaluation: undefined });
     return serveFillResult(ctx, lookup, result, false);
   }
 
@@ -67,7 +67,7 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     // on the origin's own Vary, not on the names the leader's answer echoed: a leader whose
     // echo was a false match (`User-Agent: html` on any HTML page) would otherwise send every
     // waiter with another value to the origin on its own.
-    if (outcome.entry.vary.includes('cookie') && carriesOwnCookies(ctx.req.headers.cookie, lookup.policy)) return passAlone(ctx, lookup);
+    if (outcome.entry.vary.includes('cookie') && carriesOwnCookies(ctx.req.headers.cookie, lookup.policy)) return passAlone(ctx, { ...lookup, entry: undefined, evaluation: undefined });
     if (makeVariantKey(outcome.entry.vary, lookup.variantHeaders) !== outcome.entry.variantKey) {
       if (attempt >= 1) return passAlone(ctx, lookup);
       const echoed = outcome.echoed;

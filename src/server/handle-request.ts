@@ -355,7 +355,8 @@ export function decide(
   const evaluation = entry ? evaluateEntry(entry, facts, now, policy) : undefined;
   const lookup: Lookup = { key, variants, entry, evaluation, policy, facts, variantHeaders, canStore };
   // A copy that varies on Cookie is for requests with the cookies its fill sent (RFC 9111 §4.1).
-  if (entry?.vary.includes('cookie') && carriesOwnCookies(req.headers.cookie, policy)) return forward(ctx, 'pass', lookup);
+  // Through the shed gate like any pass, and never answered from that copy if the origin fails.
+  if (entry?.vary.includes('cookie') && carriesOwnCookies(req.headers.cookie, policy)) return passAlone(ctx, { ...lookup, entry: undefined, evaluation: undefined });
 
   if (entry && evaluation && !evaluation.needsRevalidation) {
     countHit(entry);

@@ -25,7 +25,7 @@ import type { OriginOutcome, Upstream } from '../origin/upstream.js';
 import { timeoutsFor, type Runtime } from '../runtime.js';
 import type { TrustedProxies } from './client-address.js';
 import { hasDisguisedDotSegment, normaliseTarget, parseUrlPath } from '../cache/cache-key.js';
-import { dropClientAddressClaims, dropOddFieldNames, setForwardedHeaders } from './headers.js';
+import { dropClientAddressClaims, dropOddFieldNames, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { isSecure } from './context.js';
 
 /** What an upgrade needs from the gateway (gateway.ts passes itself). */
@@ -77,6 +77,10 @@ export class WebSocketUpgrades {
       typeof key !== 'string' ||
       !WEBSOCKET_KEY.test(key.trim()) ||
       req.headers['sec-websocket-version'] === undefined ||
+      // A handshake has no body (RFC 6455 §4.1): one that declares one would hold its permit
+      // while an origin that reads bodies first waits for it (review).
+      (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0') ||
+      req.headers['transfer-encoding'] !== undefined ||
       // The normalised target, as every request is forwarded with (dot segments removed): under
       // an origin URL with a path prefix, `/../admin` must not climb out of it.
       !rawUrl.startsWith('/') ||
@@ -111,6 +115,8 @@ export class WebSocketUpgrades {
     });
     if (!peerTrusted) dropClientAddressClaims(req.headers as Record<string, unknown>);
     dropOddFieldNames(req.headers as Record<string, unknown>);
+    // Hop-by-hop fields are the client's hop's (forward.ts sets Connection and Upgrade itself).
+    stripHopByHop(req.headers as Record<string, unknown>);
 
     // An origin permit for the handshake: a crowd of upgrades waits and is shed like any
     // request the cache does not answer.

@@ -298,7 +298,28 @@ describe('forwarding', () => {
     const before = seen.length;
     const bare = await rawHttp(port, 'GET /slow HTTP/1.1\r\nHost: blog.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n', 1000);
     expect(bare).toMatch(/^HTTP\/1\.1 400 /);
+    // A handshake that declares a body: 400 too (it would hold a permit while a body-reading
+    // origin waits for bytes that never come).
+    const withBody = await rawHttp(port, handshake('/slow', 'Content-Length: 5\r\n'), 1000);
+    expect(withBody).toMatch(/^HTTP\/1\.1 400 /);
     expect(seen.length).toBe(before);
+  });
+
+  it('an ordinary answer to a handshake that never ends is closed at the origin when the client leaves', async () => {
+    let open = 0;
+    const server = http.createServer((req, res) => {
+      open++;
+      req.socket.once('close', () => open--);
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: hi\n\n');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }));
+    const g = await gateway({ sites: [siteFor([`http://127.0.0.1:${(server.address() as net.AddressInfo).port}`])] });
+    const answer = await rawHttp(Number(new URL(g.url).port), handshake('/events'), 500); // the client leaves after 500 ms
+    expect(answer).toMatch(/^HTTP\/1\.1 200 /);
+    await waitUntil(() => open === 0, 2000);
+    expect(open).toBe(0);
   });
 
   it('the per-client rate limit applies to WebSocket upgrades', async () => {
