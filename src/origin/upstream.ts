@@ -148,6 +148,9 @@ export class Upstream {
   private readonly admissionKeys = new WeakMap<AdmissionConfig, string>();
   private readonly circuitKeys = new WeakMap<object, string>();
 
+  /** Members a reload removed (forget()): never published again. */
+  private readonly forgotten = new WeakSet<OriginMember>();
+
   controlFor(site: SiteConfig, member: OriginMember): MemberControl {
     let admissionKey = this.admissionKeys.get(this.admission);
     if (admissionKey === undefined) {
@@ -174,8 +177,12 @@ export class Upstream {
         failedAt: -Infinity,
       };
       this.controls.set(member, c);
-      this.all.add(c);
-      this.metrics.get('circuitState').set({ site: site.name, origin: member.name }, 0);
+      // A member a reload removed, still reached by requests that began on the old config:
+      // a control of its own, but no gauges (they would stay until restart) (review).
+      if (!this.forgotten.has(member)) {
+        this.all.add(c);
+        this.metrics.get('circuitState').set({ site: site.name, origin: member.name }, 0);
+      }
     } else {
       if (c.admissionKey !== admissionKey) {
         // Queue bounds and the ceiling apply at once. A changed learning algorithm (or number
@@ -217,6 +224,7 @@ export class Upstream {
     const breaker = new CircuitBreaker(site.circuit, this.clock);
     const labels = { site: site.name, origin: member.name };
     breaker.onStateChange = (state) => {
+      if (this.forgotten.has(member)) return;
       this.metrics.get('circuitState').set(labels, state === 'closed' ? 0 : state === 'half_open' ? 1 : 2);
     };
     return breaker;
@@ -475,6 +483,7 @@ export class Upstream {
    * member left `crowdgate_origin_limit` and the rest behind, and the status page listed it).
    */
   forget(member: OriginMember): void {
+    this.forgotten.add(member);
     const c = this.controls.get(member);
     if (c) {
       this.all.delete(c);

@@ -256,3 +256,18 @@ describe('the request path finishes every lease in a finally', () => {
     expectReleased(p);
   });
 });
+
+describe('Upstream: a member a reload removed', () => {
+  it('publishes no gauge for it again, even when a request begun on the old config still reaches it', async () => {
+    const t = setup(['a']);
+    expect(await t.send(status(200))).toBe(t.member('a'));
+    t.upstream.forget(t.member('a'));
+    const gauges = async () => (await t.metrics.registry.metrics()).split('\n').filter((l) => /^crowdgate_(origin_limit|origin_inflight|queue_length|circuit_state)\{.*origin="a"/.test(l));
+    t.upstream.collect();
+    expect(await gauges()).toEqual([]);
+    // A request that began before the reload is admitted to the removed member.
+    expect(await t.send(status(200))).toBe(t.member('a'));
+    t.upstream.collect();
+    expect(await gauges()).toEqual([]);
+  });
+});
