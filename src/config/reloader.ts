@@ -129,7 +129,6 @@ export function createReloader(options: ReloaderOptions): Reloader {
       return { ok: false, reason, generation: source.generation, errors: result.errors };
     }
 
-    for (const w of result.warnings ?? []) logger.warn({ reason, file: w.file, line: w.line, col: w.col, path: w.path }, `${formatConfigError(w)} (warning)`);
     const restartRequired = changedRestartKeys(prev, result.config);
     const next = keepRestartKeys(result.config, prev, restartRequired);
     if (restartRequired.length > 0) {
@@ -142,6 +141,8 @@ export function createReloader(options: ReloaderOptions): Reloader {
       logger.info({ reason, file, generation: source.generation }, 'config reloaded: nothing to apply');
       return { ok: true, reason, generation: source.generation, changed: false, restartRequired };
     }
+    // A valid file's warnings, once per change (an unchanged file saved again repeats nothing).
+    for (const w of result.warnings ?? []) logger.warn({ reason, file: w.file, line: w.line, col: w.col, path: w.path }, `${formatConfigError(w)} (warning)`);
     try {
       source.swap(next);
     } catch (err) {
