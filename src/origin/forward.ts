@@ -103,6 +103,8 @@ interface CallState {
   timedOut?: boolean;
   /** The answer's head arrived, or the call settled: no head timeout is armed after that. */
   answered?: boolean;
+  /** The origin's answer, once its head arrived. */
+  proxyRes?: IncomingMessage;
   timers: NodeJS.Timeout[];
 }
 
@@ -176,6 +178,10 @@ export class Forwarder {
         (err) => {
           const bodySent = req.readableEnded && hasBody(req);
           const failure = classifyProxyError(err, state.timedOut);
+          // The body had all arrived (the origin then sent more than its Content-Length, and the
+          // parser failed on the excess): the answer is whole, and still being written; cut, the
+          // client got nothing at all (failure-day trial). nginx sends the declared bytes too.
+          if (state.proxyRes?.complete === true) return;
           if (res.headersSent) {
             state.settle({ kind: 'broken', failure, status: res.statusCode });
             res.destroy();
@@ -235,6 +241,7 @@ export class Forwarder {
     for (const t of state.timers) clearTimeout(t);
     state.timers.length = 0;
     state.answered = true;
+    state.proxyRes = proxyRes;
     const status = proxyRes.statusCode ?? 502;
     if (!isValidStatus(status)) {
       // RFC 9110 §15: a status is 100-599. Node's parser takes any three digits; h1 would pass
@@ -269,6 +276,8 @@ export class Forwarder {
     proxyRes.on('end', () => {
       state.settle({ kind: 'ok', status, headAt });
     });
+    // Closed without 'end' or an error (its socket destroyed after a whole answer): settled all the same.
+    proxyRes.once('close', () => state.settle(proxyRes.complete ? { kind: 'ok', status, headAt } : { kind: 'broken', failure: 'reset', status }));
     // The pipe pauses the origin's body while the client does not read; past CLIENT_STALL_MS
     // the caller is told, once.
     const onStall = state.call.onPermitFree;

@@ -305,6 +305,19 @@ describe('forwarding', () => {
     expect(seen.length).toBe(before);
   });
 
+  it('passes on the declared bytes of an answer whose origin sent more than its Content-Length', async () => {
+    const server = net.createServer((s) => {
+      s.on('error', () => undefined);
+      s.once('data', () => s.end(`HTTP/1.1 200 OK\r\nContent-Length: 1500\r\nCache-Control: no-store\r\n\r\n${'a'.repeat(1500)}${'b'.repeat(500)}`));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
+    const g = await gateway({ sites: [siteFor([`http://127.0.0.1:${(server.address() as net.AddressInfo).port}`])] });
+    const res = await request(`${g.url}/api/x`, { method: 'POST', body: 'x' });
+    expect(res.statusCode).toBe(200);
+    expect(await res.body.text()).toBe('a'.repeat(1500));
+  });
+
   it('an ordinary answer to a handshake that never ends is closed at the origin when the client leaves', async () => {
     let open = 0;
     const server = http.createServer((req, res) => {
