@@ -129,9 +129,10 @@ export function normalisePath(rawPath: string): string {
  * static route's one-day floor (attacker trial). Such a target is refused (400), as Apache
  * refuses encoded slashes by default.
  */
-export function hasDisguisedDotSegment(rawPath: string): boolean {
-  if (!DISGUISE.test(rawPath)) return false;
-  for (const segment of rawPath.split('/')) {
+export function hasDisguisedDotSegment(rawTarget: string): boolean {
+  if (!DISGUISE.test(rawTarget)) return false; // every ordinary target stops here
+  const { path } = parseUrlPath(rawTarget);
+  for (const segment of path.split('/')) {
     if (!DISGUISE.test(segment)) continue;
     const plain = segment.replace(/%2e/gi, '.');
     for (const part of plain.split(SPLITS)) {

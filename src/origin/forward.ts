@@ -280,14 +280,14 @@ export class Forwarder {
     proxyRes.once('close', () => state.settle(proxyRes.complete ? { kind: 'ok', status, headAt } : { kind: 'broken', failure: 'reset', status }));
     // The pipe pauses the origin's body while the client does not read; past CLIENT_STALL_MS
     // the caller is told, once.
-    const onStall = state.call.onPermitFree;
+    const permitFree = state.call.onPermitFree;
     // An event stream holds its origin connection for as long as it lives, doing little: it
     // does not hold a permit too, or 25 open streams refused every other request.
-    if (onStall !== undefined && isEndlessStream(proxyRes.headers['content-type'])) onStall(status);
-    else if (onStall !== undefined) {
+    if (permitFree !== undefined && isEndlessStream(proxyRes.headers['content-type'])) permitFree(status);
+    else if (permitFree !== undefined) {
       let stall: NodeJS.Timeout | undefined;
       proxyRes.on('pause', () => {
-        if (stall === undefined) stall = setTimeout(() => onStall(status), CLIENT_STALL_MS);
+        if (stall === undefined) stall = setTimeout(() => permitFree(status), CLIENT_STALL_MS);
         else stall.refresh();
       });
       proxyRes.on('resume', () => {

@@ -68,8 +68,9 @@ export type AdmitResult =
  */
 export type OriginOutcome =
   /**
-   * `clientHeld`: finished early because the client stopped reading the body (the permit is
-   * given back while the rest streams; its round trip is the client's, not fed to the limit).
+   * `clientHeld`: finished early, the body still streaming at a pace that is no longer the
+   * origin's (an endless event stream, or a client that stopped reading): the permit is given
+   * back, and the round trip is not fed to the limit.
    */
   | { kind: 'response'; status: number; clientHeld?: boolean }
   | { kind: 'failure'; failure: FetchFailure; reusedConnection?: boolean }

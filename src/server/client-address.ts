@@ -3,6 +3,7 @@
  * client through X-Forwarded-For; we walk that list from the right, skipping trusted hops, and
  * take the first untrusted address. Anyone else's X-Forwarded-For is ignored.
  */
+import type { IncomingHttpHeaders } from 'node:http';
 import { BlockList, isIP } from 'node:net';
 
 export class TrustedProxies {
@@ -112,4 +113,17 @@ function parseHop(raw: string): string | undefined {
 /** '::ffff:1.2.3.4' -> '1.2.3.4'. */
 export function unmapV4(address: string): string {
   return address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
+}
+
+/**
+ * Whom a per-client rate limit counts a request against: the value of the limit's `keyHeader`
+ * when the request carries one (cut to 256 characters), else the client address.
+ */
+export function rateLimitClientKey(headers: IncomingHttpHeaders, header: string | undefined, clientAddress: string): string {
+  if (header) {
+    const v = headers[header.toLowerCase()];
+    const s = Array.isArray(v) ? v[0] : v;
+    if (s) return `h:${s.slice(0, 256)}`;
+  }
+  return clientAddress;
 }

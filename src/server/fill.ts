@@ -6,7 +6,7 @@
 import type { CacheEntry } from '../cache/entry.js';
 import { isTextual, makeEncodings, STORED_CODINGS, whyNotCompressed } from '../cache/content-coding.js';
 import { makeFillTarget, makeVariantKey } from '../cache/cache-key.js';
-import { decideStorage, evaluateEntry } from '../cache/policy.js';
+import { decideStorage, evaluateEntry, type PolicyOptions } from '../cache/policy.js';
 import { makeConditionalHeaders, mergeNotModified } from '../cache/revalidation.js';
 import type { FetchResult } from '../origin/fetch.js';
 import type { OriginMember } from '../origin/pool.js';
@@ -49,7 +49,7 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     joined.settle(result);
     // The answer varies on Cookie and this request has cookies the fill did not send: it is
     // stored for the others, and this request asks the origin as it came.
-    if (result.kind === 'entry' && result.entry.vary.includes('cookie') && carriesOwnCookies(ctx.req.headers.cookie, lookup.policy)) return passAlone(ctx, { ...lookup, entry: undefined, evaluation: undefined });
+    if (result.kind === 'entry' && isOtherCookiesCopy(ctx, result.entry, lookup.policy)) return passWithoutCopy(ctx, lookup);
     return serveFillResult(ctx, lookup, result, false);
   }
 
@@ -67,7 +67,7 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     // on the origin's own Vary, not on the names the leader's answer echoed: a leader whose
     // echo was a false match (`User-Agent: html` on any HTML page) would otherwise send every
     // waiter with another value to the origin on its own.
-    if (outcome.entry.vary.includes('cookie') && carriesOwnCookies(ctx.req.headers.cookie, lookup.policy)) return passAlone(ctx, { ...lookup, entry: undefined, evaluation: undefined });
+    if (isOtherCookiesCopy(ctx, outcome.entry, lookup.policy)) return passWithoutCopy(ctx, lookup);
     if (makeVariantKey(outcome.entry.vary, lookup.variantHeaders) !== outcome.entry.variantKey) {
       if (attempt >= 1) return passAlone(ctx, lookup);
       const echoed = outcome.echoed;
@@ -105,6 +105,19 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
 export function passAlone(ctx: Ctx, lookup: Lookup): void | Promise<void> {
   if (ctx.deps.admission.isShedding()) return shed(ctx, 'pressure');
   return forward(ctx, 'pass', lookup);
+}
+
+/**
+ * A stored answer that varies on Cookie was made for the cookies its fill sent (none but the
+ * key template's): not this request's when it carries others (RFC 9111 §4.1, carriesOwnCookies).
+ */
+export function isOtherCookiesCopy(ctx: Ctx, entry: CacheEntry, policy: PolicyOptions): boolean {
+  return entry.vary.includes('cookie') && carriesOwnCookies(ctx.req.headers.cookie, policy);
+}
+
+/** passAlone, never falling back to the copy that was not this request's if the origin fails. */
+export function passWithoutCopy(ctx: Ctx, lookup: Lookup): void | Promise<void> {
+  return passAlone(ctx, { ...lookup, entry: undefined, evaluation: undefined });
 }
 
 /** When each shared fill result was handed to its waiters (for the access log's afterWakeMs). */

@@ -20,8 +20,9 @@
  */
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { currentAgeMsOf, staleAtOf, type CacheEntry } from '../cache/entry.js';
-import { hasDisguisedDotSegment, makeCacheKey, normaliseTarget, parseCookies, parseUrlPath } from '../cache/cache-key.js';
+import { hasDisguisedDotSegment, makeCacheKey, normaliseTarget, parseCookies } from '../cache/cache-key.js';
 import { evaluateEntry, isCacheableRequest, type PolicyOptions, type RequestFacts } from '../cache/policy.js';
+import { rateLimitClientKey } from './client-address.js';
 import type { StaleReason } from '../outcome.js';
 import type { Runtime, SiteRuntime } from '../runtime.js';
 import { sendEntry } from './respond.js';
@@ -30,8 +31,8 @@ import { HOLD_MS, isPlainRequest, newHold, type MemoRoute } from './hit-memo.js'
 import { ttlSecondsOf, codingFor, failUnexpected, serveEntry, shed, fail, countRequest, finish } from './answer.js';
 import { isOnlyIfCached, isSecure, selectVariant, collapseKeyOf, authorityOf, type RequestDeps, type Ctx, type Lookup } from './context.js';
 import { hstsValue, redirectToHttps } from './https-edge.js';
-import { fillAndServe, passAlone, refreshFailedMomentAgo, startBackgroundRefresh } from './fill.js';
-import { carriesOwnCookies, makeFillVisibleHeaders } from './fill-headers.js';
+import { fillAndServe, isOtherCookiesCopy, passAlone, passWithoutCopy, refreshFailedMomentAgo, startBackgroundRefresh } from './fill.js';
+import { makeFillVisibleHeaders } from './fill-headers.js';
 import { forward } from './pass-through.js';
 import { nextRequestId, requestIdOf } from './request-id.js';
 import { answerMaxForwards, answerServerOptions } from './max-forwards.js';
@@ -225,7 +226,7 @@ export function route(ctx: Ctx): void | Promise<void> {
   if (!ctx.rawUrl.startsWith('/') && !/^https?:\/\//i.test(ctx.rawUrl)) return fail(ctx, 'bad_request', 'unsupported request target');
   // `/static/..;/account`, `/static/..%2Faccount`: a dot segment the origin resolves and the
   // gateway would not, so the route and key would name another page (cache-key.ts).
-  if (hasDisguisedDotSegment(parseUrlPath(ctx.rawUrl).path))
+  if (hasDisguisedDotSegment(ctx.rawUrl))
     return fail(ctx, 'bad_request', 'a dot segment hidden by a path parameter or an encoded slash');
   // RFC 9112 §3.2.2: with an absolute-form target the Host field is ignored and the target's
   // authority is the host, for routing, the key and the fill alike (nginx does the same). A
@@ -256,7 +257,7 @@ export function route(ctx: Ctx): void | Promise<void> {
   ctx.priority = rt.priorityOf(routeMatch, ctx.method, ctx.path, req.headers);
 
   // 3. Per-client rate limit (off unless configured).
-  const retryAfter = deps.admission.takeRateLimit(site.name, routeMatch.name, (header) => clientKeyOf(ctx, header));
+  const retryAfter = deps.admission.takeRateLimit(site.name, routeMatch.name, (header) => rateLimitClientKey(req.headers, header, ctx.clientAddress));
   if (retryAfter !== undefined) {
     ctx.shedReason = 'rate_limited';
     deps.metrics.get('rateLimited').inc({ site: site.name, route: routeMatch.name });
@@ -356,7 +357,7 @@ export function decide(
   const lookup: Lookup = { key, variants, entry, evaluation, policy, facts, variantHeaders, canStore };
   // A copy that varies on Cookie is for requests with the cookies its fill sent (RFC 9111 §4.1).
   // Through the shed gate like any pass, and never answered from that copy if the origin fails.
-  if (entry?.vary.includes('cookie') && carriesOwnCookies(req.headers.cookie, policy)) return passAlone(ctx, { ...lookup, entry: undefined, evaluation: undefined });
+  if (entry && isOtherCookiesCopy(ctx, entry, policy)) return passWithoutCopy(ctx, lookup);
 
   if (entry && evaluation && !evaluation.needsRevalidation) {
     countHit(entry);
@@ -470,11 +471,3 @@ function hasBypassHeader(site: SiteRuntime, headers: IncomingHttpHeaders): boole
   return false;
 }
 
-function clientKeyOf(ctx: Ctx, header: string | undefined): string {
-  if (header) {
-    const v = ctx.req.headers[header.toLowerCase()];
-    const s = Array.isArray(v) ? v[0] : v;
-    if (s) return `h:${s.slice(0, 256)}`;
-  }
-  return ctx.clientAddress;
-}

@@ -23,7 +23,7 @@ import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import type { Forwarder, UpgradeOutcome } from '../origin/forward.js';
 import type { OriginOutcome, Upstream } from '../origin/upstream.js';
 import { timeoutsFor, type Runtime } from '../runtime.js';
-import type { TrustedProxies } from './client-address.js';
+import { rateLimitClientKey, type TrustedProxies } from './client-address.js';
 import { hasDisguisedDotSegment, normaliseTarget, parseUrlPath } from '../cache/cache-key.js';
 import { dropClientAddressClaims, dropOddFieldNames, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { isSecure } from './context.js';
@@ -84,7 +84,7 @@ export class WebSocketUpgrades {
       // The normalised target, as every request is forwarded with (dot segments removed): under
       // an origin URL with a path prefix, `/../admin` must not climb out of it.
       !rawUrl.startsWith('/') ||
-      hasDisguisedDotSegment(parseUrlPath(rawUrl).path) ||
+      hasDisguisedDotSegment(rawUrl) ||
       deps.isDraining()
     ) {
       return answer(socket, 400, 'Bad Request');
@@ -97,11 +97,7 @@ export class WebSocketUpgrades {
     const clientAddress = trusted.resolveClient(peer, req.headers['x-forwarded-for']);
 
     // The site's per-client rate limit, as for any request.
-    const limited = deps.admission.takeRateLimit(site.name, route.name, (header) => {
-      const v = header ? req.headers[header.toLowerCase()] : undefined;
-      const s = Array.isArray(v) ? v[0] : v;
-      return s ? `h:${s.slice(0, 256)}` : clientAddress;
-    });
+    const limited = deps.admission.takeRateLimit(site.name, route.name, (header) => rateLimitClientKey(req.headers, header, clientAddress));
     if (limited !== undefined) {
       deps.metrics.get('rateLimited').inc({ site: site.name, route: route.name });
       return answer(socket, 429, 'Too Many Requests', limited);
