@@ -183,8 +183,9 @@ describe('forwarding', () => {
     await both(150 * 1024 * 1024);
     // Buffering a body would raise the high-water mark by about the body's size (another
     // 100 MiB here); streaming leaves it where the first transfer's socket buffers and lazy GC
-    // put it.
-    expect(g.peakRssBytes() - afterFirst).toBeLessThan(24 * 1024 * 1024);
+    // put it. Measured: a base of about 105 MiB, the first transfer 60-70 MiB above it (chunks
+    // freed only when a GC runs), the second 0-25 MiB above that; 24 MiB failed 1 run in 6.
+    expect(g.peakRssBytes() - afterFirst).toBeLessThan(64 * 1024 * 1024);
   });
 
   /** A WebSocket origin that echoes every message and records the paths it was asked for. */
