@@ -149,7 +149,9 @@ export function carriesOwnCookies(header: string | string[] | undefined, policy:
 /**
  * Cookies that analytics and consent scripts set and only they read (Google Analytics and Ads,
  * Facebook, Hotjar, Matomo, HubSpot, Clarity, Bing, Yandex, Mixpanel, Segment, Cloudflare's
- * bot cookies, consent banners, Drupal 7's has_js): not a reason to pass a request whose page
+ * bot cookies, consent banners (Cookiebot, OneTrust, IAB TCF, Drupal's EU Cookie Compliance,
+ * WordPress's CookieYes, Complianz, Borlabs, Cookie Notice, GDPR Cookie Compliance, Didomi),
+ * Drupal 7's has_js): not a reason to pass a request whose page
  * varies on Cookie. Every visitor of a Drupal site (`Vary: Cookie` on anonymous pages) carries
  * `_ga` from the second request on, and a crowd's would all reach the origin.
  */
@@ -183,6 +185,17 @@ const isAnalyticsCookie = compileGlobs([
   'OptanonConsent',
   'OptanonAlertBoxClosed',
   'euconsent-v2',
+  'addtl_consent',
+  'cookie-agreed',
+  'cookie-agreed-*',
+  'cookielawinfo-*',
+  'viewed_cookie_policy',
+  'cookieyes-consent',
+  'cmplz_*',
+  'borlabs-cookie',
+  'cookie_notice_accepted',
+  'moove_gdpr_popup',
+  'didomi_token',
   'has_js',
 ]);
 

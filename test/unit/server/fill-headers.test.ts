@@ -1,0 +1,42 @@
+import { describe, expect, it } from 'vitest';
+import type { PolicyOptions } from '../../../src/cache/policy.js';
+import { carriesOwnCookies } from '../../../src/server/fill-headers.js';
+
+/** Only the key template's cookie list is read. */
+const policy = (cookies: string[] = []) => ({ route: { key: { cookies } } }) as unknown as PolicyOptions;
+
+describe('carriesOwnCookies (a Vary: Cookie copy is not another cookie holder\'s page)', () => {
+  it('a session or token cookie is the client\'s own', () => {
+    expect(carriesOwnCookies('jwt=abc', policy())).toBe(true);
+    expect(carriesOwnCookies('_ga=GA1.1.1; SESS123=x', policy())).toBe(true);
+  });
+
+  it('analytics cookies do not count', () => {
+    expect(carriesOwnCookies('_ga=GA1.1.1; _gid=GA1.2.3; _fbp=fb.1; _hjSessionUser_1=x', policy())).toBe(false);
+  });
+
+  it('consent banners of the common CMS plugins do not count (a Drupal or WordPress crowd clicks "accept")', () => {
+    const consent = [
+      'cookie-agreed=2',
+      'cookie-agreed-version=1.0.0',
+      'cookie-agreed-categories=%5B%22analytics%22%5D',
+      'cookielawinfo-checkbox-necessary=yes',
+      'viewed_cookie_policy=yes',
+      'cookieyes-consent=consentid:x',
+      'cmplz_banner-status=dismissed',
+      'borlabs-cookie=%7B%7D',
+      'cookie_notice_accepted=true',
+      'moove_gdpr_popup=%7B%7D',
+      'didomi_token=abc',
+      'addtl_consent=1~',
+      'CookieConsent={stamp:x}',
+    ];
+    for (const c of consent) expect(carriesOwnCookies(c, policy()), c).toBe(false);
+    expect(carriesOwnCookies(consent.join('; '), policy())).toBe(false);
+  });
+
+  it('a keyed cookie is in the key, so it does not count either', () => {
+    expect(carriesOwnCookies('lang=de', policy(['lang']))).toBe(false);
+    expect(carriesOwnCookies('lang=de; theme=dark', policy(['lang']))).toBe(true);
+  });
+});
