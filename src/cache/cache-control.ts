@@ -139,11 +139,16 @@ export class CacheControl {
 /** The parse of an absent field; CacheControl is read-only, so one instance serves every caller. */
 const NO_DIRECTIVES = new CacheControl(new Map(), false);
 
+/** Directives that only ever keep an answer out of a cache or send it to the origin again. */
+const RESTRICTIVE: ReadonlySet<string> = new Set(['no-store', 'private', 'no-cache', 'must-revalidate', 'proxy-revalidate']);
+
 /**
  * Parse a Cache-Control style field value (RFC 9111 §5.2): a comma list of
  * `token [ "=" ( token / quoted-string ) ]`. Directive names are case-insensitive (§5.2);
  * `max-age="5"` is accepted (§5.2 "recipients ... SHOULD accept both forms").
- * Unparseable members are skipped and flagged in `malformed`.
+ * Unparseable members are skipped and flagged in `malformed`; the restrictive words one holds
+ * (`no-store`, `private`, `no-cache`, `must-revalidate`, `proxy-revalidate`) are kept as bare
+ * directives.
  */
 export function parseCacheControl(value: HeaderValue): CacheControl {
   if (value === undefined) return NO_DIRECTIVES; // most requests: no field at all (hot path)
@@ -169,6 +174,19 @@ export function parseCacheControl(value: HeaderValue): CacheControl {
     }
   };
 
+  /**
+   * A member that does not parse still says what it forbids: `private; max-age=0`,
+   * `private no-store` and `no-store no-cache` name directives that keep an answer out of a
+   * shared cache, and dropping them stored a private page for everyone (attacker trial). Its
+   * restrictive words are kept as bare directives (nginx looks for the substring, Varnish's
+   * built-in VCL for the word); nothing permissive is taken from it.
+   */
+  const keepRestrictive = (member: string) => {
+    for (const word of member.toLowerCase().split(/[^a-z-]+/)) {
+      if (RESTRICTIVE.has(word) && !directives.has(word)) directives.set(word, [undefined]);
+    }
+  };
+
   while (i < n) {
     skipOws();
     if (text[i] === ',') {
@@ -182,6 +200,7 @@ export function parseCacheControl(value: HeaderValue): CacheControl {
     if (name.length === 0) {
       malformed = true;
       skipToComma();
+      keepRestrictive(text.slice(nameStart, i));
       continue;
     }
     skipOws();
@@ -223,6 +242,7 @@ export function parseCacheControl(value: HeaderValue): CacheControl {
     }
     if (!ok) {
       malformed = true;
+      keepRestrictive(text.slice(nameStart, i));
       continue;
     }
     const list = directives.get(name);

@@ -180,6 +180,26 @@ describe('the key covers what the origin sees', () => {
     expect(o.count('/account')).toBe(4);
   });
 
+  it('a private page whose Cache-Control is malformed (private; max-age=0) is never stored for the next visitor (attacker trial)', async () => {
+    const o = await origin();
+    const lastModified = new Date(Date.now() - 10 * 86_400_000).toUTCString();
+    let n = 0;
+    let served = 0;
+    // The page names the session the origin read from its own cookie (not a header the fill
+    // could carry): each answer is one user's.
+    for (const cc of ['private; max-age=0', 'private no-store', 'no-store no-cache'])
+      o.route(`/me/${n++}`, { headers: { 'cache-control': cc, 'last-modified': lastModified }, body: () => `session ${++served}` });
+    // A route lifetime, as the quick start gives a WordPress site: heuristic freshness or not.
+    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'pages', match: { pathPrefix: '/' }, cache: { defaultTtlSeconds: 60 } }] })] });
+    for (let i = 0; i < n; i++) {
+      const first = await get(`${g.url}/me/${i}`);
+      const next = await get(`${g.url}/me/${i}`);
+      expect(next.body).not.toBe(first.body);
+      expect(next.headers['cache-status']).not.toMatch(/; hit/);
+      expect(o.count(`/me/${i}`)).toBe(2);
+    }
+  });
+
   it('fragment requests (htmx, Turbo Frames...) bypass the cache: the fragment is never stored as the page, nor the page served for the fragment', async () => {
     const o = await origin();
     // An htmx view: the same URL answers a fragment to HX-Request and the whole page otherwise,

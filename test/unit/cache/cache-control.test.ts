@@ -60,6 +60,22 @@ describe('parseCacheControl', () => {
     expect(cc.has('max-age')).toBe(false);
   });
 
+  test('a member that does not parse still keeps what it forbids (private; max-age=0 stayed public) and nothing it allows', () => {
+    const semi = parseCacheControl('private; max-age=0');
+    expect(semi.malformed).toBe(true);
+    expect(semi.has('private')).toBe(true);
+    expect(semi.has('max-age')).toBe(false);
+    const spaced = parseCacheControl('private no-store');
+    expect(spaced.has('private') && spaced.has('no-store')).toBe(true);
+    expect(parseCacheControl('public, no-store no-cache').has('no-cache')).toBe(true);
+    expect(parseCacheControl('"no-store"').has('no-store')).toBe(true);
+    expect(parseCacheControl('max-age=60 must-revalidate').has('must-revalidate')).toBe(true);
+    // The word must be whole: a longer token is not it.
+    expect(parseCacheControl('x-private-ish junk').has('private')).toBe(false);
+    // A directive the member names with a value (no-cache="a" junk) is kept bare: stricter.
+    expect(parseCacheControl('no-cache="set-cookie" junk').isBare('no-cache')).toBe(true);
+  });
+
   test('§5.2.1.2 bare max-stale is recognised as bare', () => {
     expect(parseCacheControl('max-stale').isBare('max-stale')).toBe(true);
     expect(parseCacheControl('max-stale=5').isBare('max-stale')).toBe(false);
