@@ -553,9 +553,11 @@ export function evaluateEntry(entry: CacheEntry, req: RequestFacts, now: number,
   if (forced === undefined && fresh && minFresh !== undefined && staleAt - now < minFresh * 1000)
     forced = `§5.2.1.3 min-fresh=${minFresh} not met`;
 
-  // §5.2.1.2 max-stale: the client accepts a stale response, never when stale serving is forbidden (§4.2.4).
+  // §5.2.1.2 max-stale: the client accepts a stale response, never when stale serving is
+  // forbidden (§4.2.4), nor an invalidated one (§4.4: a purged or unsafe-method-invalidated copy
+  // needs a validation first; max-stale read a soft-purged page at will, attacker trial).
   let maxStaleOk = false;
-  if (!fresh && !staleForbidden && reqCc.has('max-stale')) {
+  if (!fresh && !staleForbidden && !invalidated && reqCc.has('max-stale')) {
     const limit = reqCc.isBare('max-stale') ? Infinity : (reqCc.deltaSeconds('max-stale') ?? 0) * 1000;
     maxStaleOk = now - staleAt <= limit;
   }

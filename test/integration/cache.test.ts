@@ -391,6 +391,18 @@ describe('cache: correctness', () => {
     expect((await get(`${g.url}/other`)).body).not.toBe(otherBefore);
   });
 
+  it('a client\'s max-stale never reads a copy a POST invalidated: the page is validated first (RFC 9111 §4.4; attacker trial)', async () => {
+    const o = await origin();
+    o.route('/item', { headers: { 'cache-control': 'public, max-age=60' }, body: (r) => `item ${r.seq}` });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const before = (await get(`${g.url}/item`)).body;
+    await (await request(`${g.url}/item`, { method: 'POST', body: 'x' })).body.text();
+    await sleep(20);
+    const stale = await get(`${g.url}/item`, { 'cache-control': 'max-stale' });
+    expect(stale.body).not.toBe(before);
+    expect(o.count('/item')).toBe(3); // the fill, the POST, the validation
+  });
+
   it('honours CDN-Cache-Control and passes it on (a CDN in front is its target too); strips its own targeted field', async () => {
     const o = await origin();
     o.route('/cdn', { headers: { 'cache-control': 'no-store', 'cdn-cache-control': 'max-age=60' }, body: 'cdn' });

@@ -271,6 +271,7 @@ describe('evaluateEntry', () => {
     { name: '§5.2.1.3 a huge min-fresh is ignored by default too', res: { 'cache-control': 'max-age=60' }, req: { 'cache-control': 'min-fresh=100000000' }, honor: false, at: 30, want: { fresh: true, needsRevalidation: false } },
     { name: '§5.2.1.7 only-if-cached is reported', res: { 'cache-control': 'max-age=60' }, req: { 'cache-control': 'only-if-cached' }, at: 70, want: { onlyIfCached: true, needsRevalidation: true } },
     { name: '§4.4 a soft purge (invalidatedAt) makes a fresh entry stale and needing validation: no stale-while-revalidate', res: { 'cache-control': 'max-age=600, stale-while-revalidate=30' }, invalidatedAt: 10, at: 20, want: { fresh: false, needsRevalidation: true, withinStaleWhileRevalidate: false, withinStaleIfError: true } },
+    { name: '§4.4 request max-stale never reads an invalidated (soft-purged) entry: it needs a validation first (attacker trial)', res: { 'cache-control': 'max-age=600' }, req: { 'cache-control': 'max-stale' }, invalidatedAt: 10, at: 20, want: { fresh: false, needsRevalidation: true } },
     { name: 'a soft purge counts stale-if-error from the purge moment', res: { 'cache-control': 'max-age=600, stale-if-error=30' }, route: { graceSeconds: 0 }, invalidatedAt: 10, at: 41, want: { withinStaleIfError: false } },
   ];
 
