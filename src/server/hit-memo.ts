@@ -100,8 +100,15 @@ export function isPlainRequest(req: IncomingMessage): boolean {
   const url = req.url;
   if (url === undefined || url.charCodeAt(0) !== 0x2f /* / */) return false;
   const headers = req.headers;
-  for (const name in headers) if (!PLAIN_FIELDS.has(name)) return false;
-  return true;
+  let fields = 0;
+  for (const name in headers) {
+    if (!PLAIN_FIELDS.has(name)) return false;
+    fields++;
+  }
+  // A field sent twice was merged or dropped by the parser (a second Host line is dropped):
+  // the slow path judges it (two Host lines are a 400 there, RFC 9112 §3.2; the memo answered
+  // them as the first Host's hit, attacker trial).
+  return fields * 2 === req.rawHeaders.length;
 }
 
 /**

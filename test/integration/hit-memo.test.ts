@@ -5,6 +5,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import fc from 'fast-check';
 import { writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { request } from 'undici';
@@ -469,6 +470,28 @@ describe('hit memo: the fast path for plain repeated hits', () => {
 });
 
 describe('hit memo: an answer that cannot be written', () => {
+  it('two Host lines are a 400 on a memoised target as on any other (RFC 9112 §3.2; attacker trial)', async () => {
+    const o = await origin();
+    o.route('/page', { headers: { 'cache-control': 'public, max-age=60' }, body: 'page' });
+    const g = await gateway({ sites: [siteFor([o.url], { hosts: ['*'] })] });
+    const port = Number(new URL(g.url).port);
+    const raw = (hosts: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = connect(port, '127.0.0.1', () => socket.write(`GET /page HTTP/1.1\r\n${hosts}Connection: close\r\n\r\n`));
+        let out = '';
+        socket.setEncoding('utf8');
+        socket.on('data', (d: string) => (out += d));
+        socket.on('close', () => resolve(out));
+        socket.on('error', reject);
+      });
+    expect(await raw('Host: a.test\r\n')).toMatch(/^HTTP\/1\.1 200 /); // filled
+    expect(await raw('Host: a.test\r\n')).toMatch(/cache-status: [^\r]*; hit/i); // the memo answers
+    const twice = await raw('Host: a.test\r\nHost: evil.test\r\n');
+    expect(twice).toMatch(/^HTTP\/1\.1 400 /);
+    expect(twice).toMatch(/x-crowdgate-error: bad_request/i);
+    expect(o.count('/page')).toBe(1);
+  });
+
   it('a stored entry the fast path cannot write (a status Node refuses) gets 500, never a request left without an answer', async () => {
     const { MemoryStore } = await import('../../src/cache/stores/memory-store.js');
     const { systemClock } = await import('../../src/clock.js');

@@ -20,8 +20,10 @@ async function plain(method: string, url: string, raw: Array<[string, string]>):
   verdict = undefined;
   const { port } = server.address() as AddressInfo;
   const socket = connect(port, '127.0.0.1');
+  // Connection: close unless the lines name a Connection (a field sent twice is not plain).
+  const close = raw.some(([n]) => n.toLowerCase() === 'connection') ? '' : 'Connection: close\r\n';
   const lines = raw.map(([n, v]) => `${n}: ${v}\r\n`).join('');
-  socket.end(`${method} ${url} HTTP/1.1\r\n${lines}Connection: close\r\n\r\n`);
+  socket.end(`${method} ${url} HTTP/1.1\r\n${lines}${close}\r\n`);
   await new Promise<void>((resolve) => {
     socket.on('data', () => undefined);
     socket.on('close', () => resolve());
@@ -74,6 +76,11 @@ describe('isPlainRequest', () => {
     ['Upgrade', 'h2c'],
   ])('%s makes it not plain', async (name, value) => {
     expect(await plain('GET', '/', [...BROWSER, [name, value]])).toBe(false);
+  });
+
+  it('a field sent twice makes it not plain: two Host lines are the slow path\'s 400 (attacker trial)', async () => {
+    expect(await plain('GET', '/', [...BROWSER, ['Host', 'evil.test']])).toBe(false);
+    expect(await plain('GET', '/', [...BROWSER, ['Accept', 'text/html']])).toBe(false);
   });
 
   it('a Cookie keeps it plain: the fast path checks the bypass cookies itself', async () => {
