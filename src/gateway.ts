@@ -102,6 +102,7 @@ export class Gateway implements RequestDeps {
     this.upstream = new Upstream(this.clock, this.metrics, cfg.admission, new PriorityClasses(cfg.admission.priorities).configured);
     this.upstream.samplesValid = () => !this.admission.isOverloaded();
     this.upstream.hostDelayMs = () => this.admission.pressure.readings().eventLoopDelayMeanMs ?? 0;
+    this.upstream.logger = this.logger;
     this.hitMemo = opts.hitMemo === false ? undefined : new HitMemo();
     this.admission = new Admission({ config: cfg, clock: this.clock, upstream: this.upstream, override: opts.isOverloaded });
     this.trusted = new TrustedProxies(cfg.trustedProxies);

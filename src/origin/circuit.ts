@@ -32,8 +32,8 @@ export type CircuitBreakerConfig = Pick<
 const BUCKETS = 10;
 
 export class CircuitBreaker {
-  /** Called on every state change with the new and the previous state. */
-  onStateChange: ((state: CircuitState, previous: CircuitState) => void) | undefined;
+  /** Called on every state change with the new and the previous state, and why (for the log). */
+  onStateChange: ((state: CircuitState, previous: CircuitState, why: string) => void) | undefined;
 
   private cfg: CircuitBreakerConfig;
   private readonly clock: Clock;
@@ -60,7 +60,7 @@ export class CircuitBreaker {
   /** Applies a reloaded config; the state is kept. */
   configure(cfg: CircuitBreakerConfig): void {
     this.cfg = checkConfig(cfg);
-    if (cfg.enabled === false && this.current !== 'closed') this.close();
+    if (cfg.enabled === false && this.current !== 'closed') this.close('the breaker was turned off');
   }
 
   /** Whether canRequest() would say yes, without taking a probe slot or changing state. */
@@ -78,7 +78,7 @@ export class CircuitBreaker {
     if (this.current === 'open') {
       if (now - this.openedAt < this.cfg.openMs) return false;
       this.probes = 0;
-      this.transition('half_open');
+      this.transition('half_open', `${this.cfg.openMs} ms open: trial requests may go`);
     }
     if (this.probes < this.cfg.halfOpenProbes) {
       this.probes++;
@@ -97,7 +97,7 @@ export class CircuitBreaker {
   onSuccess(): void {
     if (this.cfg.enabled === false) return;
     if (this.current === 'half_open' || this.current === 'open') {
-      this.close();
+      this.close('a request to it succeeded');
       return;
     }
     this.consecutive = 0;
@@ -107,13 +107,14 @@ export class CircuitBreaker {
   onFailure(): void {
     if (this.cfg.enabled === false) return;
     if (this.current === 'half_open') {
-      this.open();
+      this.open('a trial request failed');
       return;
     }
     if (this.current === 'open') return;
     this.consecutive++;
     this.record(true);
-    if (this.consecutive >= this.cfg.consecutiveFailures || this.isErrorRateOver()) this.open();
+    if (this.consecutive >= this.cfg.consecutiveFailures) this.open(`${this.consecutive} failures in a row`);
+    else if (this.isErrorRateOver()) this.open(`failures reached ${this.cfg.errorRatePercent} % of requests over ${this.cfg.windowMs} ms`);
   }
 
   /** A probe ended without a verdict (e.g. the client left): frees its half-open slot. */
@@ -147,23 +148,23 @@ export class CircuitBreaker {
     return total >= this.cfg.minRequests && failed * 100 >= this.cfg.errorRatePercent * total;
   }
 
-  private open(): void {
+  private open(why: string): void {
     this.openedAt = this.clock.now();
-    this.transition('open');
+    this.transition('open', why);
   }
 
-  private close(): void {
+  private close(why: string): void {
     this.consecutive = 0;
     this.probes = 0;
     this.epochs.fill(-1);
-    this.transition('closed');
+    this.transition('closed', why);
   }
 
-  private transition(to: CircuitState): void {
+  private transition(to: CircuitState, why: string): void {
     const from = this.current;
     if (from === to) return;
     this.current = to;
-    this.onStateChange?.(to, from);
+    this.onStateChange?.(to, from, why);
   }
 }
 

@@ -11,7 +11,7 @@ import { CircuitBreaker } from './circuit.js';
 import type { AdmissionConfig, SiteConfig } from '../config/schema.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import type { ShedReason } from '../outcome.js';
-import type { OriginMember, OriginPool } from './pool.js';
+import type { OriginMember, OriginPool, PoolLogger } from './pool.js';
 import type { FetchFailure } from './fetch.js';
 
 export interface MemberControl {
@@ -131,6 +131,8 @@ export class Upstream {
   samplesValid: () => boolean = () => true;
   /** The gateway's event-loop delay now (ms), for the learned limits (gradient2 allows for it). */
   hostDelayMs: () => number = () => 0;
+  /** Where breaker transitions are logged (an operator reading the log after an incident). */
+  logger: PoolLogger | undefined;
 
   constructor(
     private readonly clock: Clock,
@@ -224,9 +226,14 @@ export class Upstream {
   private makeBreaker(site: SiteConfig, member: OriginMember): CircuitBreaker {
     const breaker = new CircuitBreaker(site.circuit, this.clock);
     const labels = { site: site.name, origin: member.name };
-    breaker.onStateChange = (state) => {
+    breaker.onStateChange = (state, previous, why) => {
       if (this.forgotten.has(member)) return;
       this.metrics.get('circuitState').set(labels, state === 'closed' ? 0 : state === 'half_open' ? 1 : 2);
+      // As nginx logs "upstream server temporarily disabled": when forwarding stopped and why.
+      const fields = { ...labels, circuit: state, previous, why };
+      if (state === 'open') this.logger?.warn(fields, 'origin member circuit open: requests to it stop');
+      else if (state === 'half_open') this.logger?.info(fields, 'origin member circuit half-open');
+      else this.logger?.info(fields, 'origin member circuit closed: requests flow again');
     };
     return breaker;
   }

@@ -255,5 +255,9 @@ describe('admission: rate limits and the circuit breaker', () => {
     expect(o.count('/api')).toBe(apiBefore + 1);
     const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
     expect(metrics).toMatch(/crowdgate_circuit_state\{site="test",origin="[^"]+"\} 2/);
+    // The log says when forwarding stopped and why, as nginx's "temporarily disabled" does.
+    const opened = g.logs.filter((l) => l.msg === 'origin member circuit open: requests to it stop');
+    expect(opened).toHaveLength(1);
+    expect(opened[0]).toMatchObject({ level: 40, site: 'test', circuit: 'open', previous: 'closed', why: '2 failures in a row' });
   });
 });

@@ -28,6 +28,30 @@ function setup(over: Partial<CircuitBreakerConfig> = {}) {
 }
 
 describe('CircuitBreaker', () => {
+  it('says why it changed state (for the log)', () => {
+    const { clock, breaker } = setup();
+    const why: string[] = [];
+    breaker.onStateChange = (to, _from, reason) => why.push(`${to}: ${reason}`);
+    for (let i = 0; i < 3; i++) breaker.onFailure();
+    clock.advance(5_000);
+    breaker.canRequest();
+    breaker.onFailure();
+    clock.advance(5_000);
+    breaker.canRequest();
+    breaker.onSuccess();
+    const rate = setup();
+    rate.breaker.onStateChange = (to, _from, reason) => why.push(`${to}: ${reason}`);
+    rate.run('sfsfsfsfsf');
+    expect(why).toEqual([
+      'open: 3 failures in a row',
+      'half_open: 5000 ms open: trial requests may go',
+      'open: a trial request failed',
+      'half_open: 5000 ms open: trial requests may go',
+      'closed: a request to it succeeded',
+      'open: failures reached 50 % of requests over 10000 ms',
+    ]);
+  });
+
   it.each([
     { script: 'ff', state: 'closed' },
     { script: 'fff', state: 'open' }, // consecutiveFailures in a row
