@@ -3,7 +3,7 @@
  *
  * A gateway (fixed origin limit 1, queue of 1) and two loopback origins get a scripted mix of
  * traffic — hits, misses, collapsed waiters, stale (origin 500 after expiry; an origin killed and
- * ejected), queueing and sheds (a slow uncached route), 429s, a purge, a good and a bad reload —
+ * ejected, and its 502s), queueing and sheds (a slow uncached route), 429s, a purge, a good and a bad reload —
  * while `prometheus` (Debian package) scrapes the admin /metrics every second, with the alert
  * rules loaded and a second, dead target in the job (so `up == 0` has a series). Two more
  * gateways share a real `redis-server` (L2 misses, sets and hits), which is then killed (Redis
@@ -321,6 +321,8 @@ describe('dashboard and alerts against a real Prometheus', () => {
         const r = await get(`${g.url}/news`, { host: 'fragile.test' });
         expect(r.body, `wave ${wave}`).toBe('news');
       }
+      // Nothing stored for this one: the dead origin's 502 (server errors over 5 % of answers).
+      expect((await get(`${g.url}/uncached-${wave}`, { host: 'fragile.test' })).status, `wave ${wave}`).toBe(502);
       if (wave === 1) await sleep(1_500);
     }
 

@@ -193,7 +193,7 @@ describe('alert rules (promtool)', () => {
     const r = spawnSync(promtool, ['test', 'rules', 'crowdgate.rules.test.yaml'], { encoding: 'utf8', cwd: dir });
     execFileSync('rm', ['-rf', dir]);
     expect(r.status).not.toBe(0);
-    expect(r.stdout + r.stderr).toMatch(/CrowdgateSheddingHigh/);
+    expect(r.stdout + r.stderr).toMatch(/CrowdgateServerErrorsHigh/);
   });
 
   const rules = (parse(readFileSync(RULES, 'utf8')) as { groups: Array<{ rules: Array<Record<string, any>> }> }).groups.flatMap((g) => g.rules);
@@ -209,7 +209,9 @@ describe('alert rules (promtool)', () => {
         'CrowdgateCertificateExpiringSoon',
         'CrowdgateConfigReloadFailed',
         'CrowdgateDown',
+        'CrowdgateOriginDown',
         'CrowdgateOriginDownServingStale',
+        'CrowdgateServerErrorsHigh',
         'CrowdgateOriginLimiterSaturated',
         'CrowdgateRedisDown',
         'CrowdgateSheddingHigh',
