@@ -26,6 +26,7 @@ import { TrustedProxies } from './server/client-address.js';
 import { handleRequest, type CrossInstanceCollapse, type FillResult, type RequestDeps } from './server/handle-request.js';
 import { Drain } from './server/drain.js';
 import { Listeners, type ListenerAddresses, type ListenerHooks } from './server/listeners.js';
+import type { ClientRefusal } from './server/http-server.js';
 import { WebSocketUpgrades } from './server/websocket.js';
 import { readinessOf, type Readiness } from './admin/readiness.js';
 import { HotKeys } from './admin/hot-keys.js';
@@ -188,6 +189,7 @@ export class Gateway implements RequestDeps {
       onRequest: (req, res) => this.onRequest(req, res),
       onUpgrade: (req, socket, head) => this.websockets.handle(req, socket, head),
       onConnectionRefused: (reason) => this.metrics.get('clientConnectionsRefused').inc({ reason }),
+      onClientError: (refusal) => this.noteClientError(refusal),
       isExemptPeer: (peer) => this.trusted.isTrusted(peer),
       onConnectionCount: (delta) => this.metrics.get('clientConnections').inc(delta),
     };
@@ -195,6 +197,19 @@ export class Gateway implements RequestDeps {
     const addresses = await this.listeners.listen(this.rt.config, hooks);
     this.tls.startAcme();
     return addresses;
+  }
+
+  /**
+   * A request the parser refused (a head over `limits.maxHeaderBytes`, no Host, bare LF): counted
+   * under site and route `-` and logged as an access line, as the request path's own 400s are.
+   */
+  private noteClientError(refusal: ClientRefusal): void {
+    this.metrics.observeRequest('-', '-', 'error', '4xx', 0);
+    if (!this.rt.config.log.access) return;
+    this.logger.info(
+      { type: 'access', client: refusal.peer, method: '-', path: '-', site: '-', route: '-', status: refusal.status, durationMs: 0, cache: 'error', error: refusal.code, parserError: refusal.parserCode },
+      'request',
+    );
   }
 
   /** The HTTPS listener's bound address; undefined without `tls.port`. */

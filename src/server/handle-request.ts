@@ -221,6 +221,9 @@ export function route(ctx: Ctx): void | Promise<void> {
   // 1. Parse checks the HTTP parser leaves to us.
   if (req.headers['content-length'] !== undefined && req.headers['transfer-encoding'] !== undefined)
     return fail(ctx, 'ambiguous_length'); // RFC 9112 §6.1: never forward (request smuggling)
+  // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400. Here rather than Node's
+  // requireHostHeader, whose 400 left no access-log line, metric or error code.
+  if (req.headers.host === undefined && req.httpVersion === '1.1') return fail(ctx, 'bad_request', 'an HTTP/1.1 request needs a Host header');
   if (req.rawHeaders.length / 2 > rt.config.limits.maxHeadersCount) return fail(ctx, 'headers_too_large');
   if (answerServerOptions(ctx)) return;
   if (!ctx.rawUrl.startsWith('/') && !/^https?:\/\//i.test(ctx.rawUrl)) return fail(ctx, 'bad_request', 'unsupported request target');

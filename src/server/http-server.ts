@@ -8,8 +8,18 @@ import type { Server as NetServer, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { GatewayConfig } from '../config/schema.js';
+import type { ErrorCode } from '../errors.js';
 
 type Limits = GatewayConfig['limits'];
+
+/** A request Node's parser refused before the request path saw it. */
+export interface ClientRefusal {
+  status: 400 | 431;
+  code: Extract<ErrorCode, 'bad_request' | 'headers_too_large'>;
+  /** The parser's own code (HPE_HEADER_OVERFLOW, HPE_INVALID_HEADER_TOKEN, ...). */
+  parserCode: string;
+  peer: string | undefined;
+}
 
 export interface PublicServerOptions {
   limits: Limits;
@@ -18,6 +28,8 @@ export interface PublicServerOptions {
   onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void;
   /** A connection closed at once by a cap: `limits.maxConnections` or `maxConnectionsPerClient`. */
   onConnectionRefused?(reason: 'max_connections' | 'per_client'): void;
+  /** A request the HTTP parser refused (400 or 431): counted and logged like any answer. */
+  onClientError?(refusal: ClientRefusal): void;
   /** Peers exempt from `maxConnectionsPerClient` (trusted proxies carry many clients). */
   isExemptPeer?(address: string): boolean;
   /** Open client connections changed by `delta` (+1 accepted, -1 closed). */
@@ -45,7 +57,7 @@ export function createPublicServer(opts: PublicServerOptions): PublicServer {
       requestTimeout: limits.requestTimeoutMs,
       keepAliveTimeout: limits.keepAliveTimeoutMs,
       connectionsCheckingInterval: CONNECTIONS_CHECK_MS,
-      requireHostHeader: true,
+      requireHostHeader: false, // the request path answers a missing Host (400 bad_request, logged)
       insecureHTTPParser: false, // llhttp strict: CL+TE, bad chunking, bare LF are refused
       joinDuplicateHeaders: false,
     },
@@ -76,7 +88,7 @@ export function createPublicServer(opts: PublicServerOptions): PublicServer {
     },
   });
   server.on('connect', (req: http.IncomingMessage, socket: Duplex) => answerConnect(opts.logger, req, socket));
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(opts.logger, err, socket));
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(opts, err, socket));
   return server;
 }
 
@@ -108,7 +120,7 @@ export function upgradeListener(
     const refusal =
       req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
         ? 'A request that asks to upgrade the connection cannot carry a body here.\n'
-        : req.headers.host === undefined && req.httpVersion !== '1.0' // what requireHostHeader does for the others
+        : req.headers.host === undefined && req.httpVersion !== '1.0' // what the request path does for the others
           ? 'An HTTP/1.1 request needs a Host header.\n'
           : undefined;
     if (refusal !== undefined) {
@@ -202,22 +214,43 @@ export function guardConnections(server: NetServer, opts: PublicServerOptions, l
   });
 }
 
-/** A malformed HTTP/1.1 request (the parser's error): 400, 408 or 431 and the connection closed. */
-export function answerClientError(logger: Logger, err: NodeJS.ErrnoException, socket: Duplex): void {
+/**
+ * A malformed HTTP/1.1 request (the parser's error): 400, 408 or 431 and the connection closed.
+ * A 400 or 431 carries its catalogue code in X-Crowdgate-Error and is counted and logged as an
+ * answer (opts.onClientError): a visitor whose cookies grew past `limits.maxHeaderBytes` was
+ * refused with no trace (observability trial). A 408 is not: most are connections that never
+ * sent a request (a browser's preconnect), which nginx does not log either.
+ */
+export function answerClientError(
+  opts: Pick<PublicServerOptions, 'logger' | 'onClientError'>,
+  err: NodeJS.ErrnoException,
+  socket: Duplex,
+): void {
   const code = err.code ?? '';
   if (code === 'ECONNRESET' || code === 'EPIPE' || !socket.writable) {
     socket.destroy();
     return;
   }
-  const [status, text] =
-    code === 'HPE_HEADER_OVERFLOW'
-      ? [431, 'Request Header Fields Too Large']
-      : code === 'ERR_HTTP_REQUEST_TIMEOUT' || code === 'ERR_HTTP_HEADERS_TIMEOUT'
-        ? [408, 'Request Timeout']
-        : [400, 'Bad Request'];
-  logger.debug({ code, status }, 'malformed request refused');
+  const timeout = code === 'ERR_HTTP_REQUEST_TIMEOUT' || code === 'ERR_HTTP_HEADERS_TIMEOUT';
+  const [status, text] = code === 'HPE_HEADER_OVERFLOW' ? [431, 'Request Header Fields Too Large'] : timeout ? [408, 'Request Timeout'] : [400, 'Bad Request'];
+  opts.logger.debug({ code, status }, 'malformed request refused');
+  let errorHeader = '';
+  if (status !== 408) {
+    const refusal: ClientRefusal = {
+      status: status as 400 | 431,
+      code: status === 431 ? 'headers_too_large' : 'bad_request',
+      parserCode: code,
+      peer: (socket as Socket).remoteAddress,
+    };
+    errorHeader = `X-Crowdgate-Error: ${refusal.code}\r\n`;
+    try {
+      opts.onClientError?.(refusal);
+    } catch (hookErr) {
+      opts.logger.warn({ err: hookErr }, 'onClientError threw');
+    }
+  }
   const body = `${status} ${text}\n`;
   socket.end(
-    `HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\n${errorHeader}Content-Length: ${body.length}\r\n\r\n${body}`,
   );
 }

@@ -141,7 +141,7 @@ export function createSecurePublicServer(opts: SecureServerOptions): SecurePubli
   };
   // The HTTP/1.1 fallback reads the same settings off the server object as http.Server does.
   server.maxHeaderSize = limits.maxHeaderBytes;
-  server.requireHostHeader = true;
+  server.requireHostHeader = false; // the request path answers a missing Host (400 bad_request, logged)
   server.insecureHTTPParser = false;
   server.joinDuplicateHeaders = false;
   server.connectionsCheckingInterval = CONNECTIONS_CHECK_MS;
@@ -189,7 +189,7 @@ export function createSecurePublicServer(opts: SecureServerOptions): SecurePubli
   });
   server.on('upgrade', upgradeListener(opts));
   server.on('connect', (req: http.IncomingMessage, socket: Duplex | http.ServerResponse) => answerConnect(opts.logger, req, socket));
-  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(opts.logger, err, socket));
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(opts, err, socket));
 
   const closeIdleH1 = http.Server.prototype.closeIdleConnections;
   Object.defineProperty(server, 'closeIdleConnections', {

@@ -163,6 +163,41 @@ describe('limits: request bodies', () => {
   });
 });
 
+describe('limits: requests the HTTP parser refuses', () => {
+  /** One raw request; resolves with everything the gateway sent before closing. */
+  async function raw(port: number, head: string): Promise<string> {
+    const s = await connect(port);
+    let received = '';
+    s.on('data', (d) => (received += d.toString()));
+    s.write(head);
+    await closedWithin(s, 5_000);
+    return received;
+  }
+
+  it('a head too large (a grown cookie), no Host, or bare LF: 431/400 with the error code, counted and logged (observability trial)', async () => {
+    const o = await origin();
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const port = portOf(g.url);
+    const big = await raw(port, `GET / HTTP/1.1\r\nHost: blog.example.com\r\nCookie: c=${'x'.repeat(18_000)}\r\n\r\n`);
+    expect(big).toMatch(/^HTTP\/1\.1 431 /);
+    expect(big).toMatch(/\r\nX-Crowdgate-Error: headers_too_large\r\n/i);
+    const noHost = await raw(port, 'GET / HTTP/1.1\r\nConnection: close\r\n\r\n');
+    expect(noHost).toMatch(/^HTTP\/1\.1 400 /);
+    expect(noHost).toMatch(/\r\nX-Crowdgate-Error: bad_request\r\n/i);
+    const bareLf = await raw(port, 'GET / HTTP/1.1\nHost: blog.example.com\n\n');
+    expect(bareLf).toMatch(/^HTTP\/1\.1 400 /);
+    const lines = g.accessLogs().filter((l) => l.site === '-');
+    expect(lines.map((l) => [l.status, l.error])).toEqual([
+      [431, 'headers_too_large'],
+      [400, 'bad_request'],
+      [400, 'bad_request'],
+    ]);
+    expect(lines[0]).toMatchObject({ client: '127.0.0.1', parserError: 'HPE_HEADER_OVERFLOW' });
+    expect(await metric(g.adminUrl, /^crowdgate_requests_total\{site="-",route="-",state="error",status_class="4xx"\}/)).toBe(3);
+    expect(o.count()).toBe(0);
+  });
+});
+
 describe('limits: connections', () => {
   it('closes a connection that never sends a byte soon after limits.headersTimeoutMs (not Node\'s 30 s check)', async () => {
     const o = await origin();
