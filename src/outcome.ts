@@ -34,7 +34,8 @@ export const STALE_REASONS = [
   'while_revalidate', // inside stale-while-revalidate (state 'updating')
   'error', // origin answered 5xx
   'timeout', // origin too slow
-  'unreachable', // connection refused / reset / no healthy member
+  'unreachable', // connection refused / reset / TLS failure on this request
+  'origin_down', // no member usable: probes or ejection marked every member down (not contacted)
   'shed', // admission refused the origin request
   'backlog', // the origin is busy (no member has a free permit): answered at once, the refresh waits its turn
   'circuit_open',

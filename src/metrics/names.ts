@@ -51,7 +51,7 @@ export const METRICS = {
   staleServed: spec(
     'crowdgate_stale_served_total',
     'counter',
-    'Stale responses served, by why (while_revalidate, error, timeout, unreachable, shed, backlog, circuit_open, pressure).',
+    'Stale responses served, by why (while_revalidate, error, timeout, unreachable, origin_down, shed, backlog, circuit_open, pressure).',
     ['site', 'reason'],
   ),
   hitForPass: spec(

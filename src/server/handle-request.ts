@@ -416,7 +416,7 @@ export function decide(
   //    answers now, and the refresh is the member's trial request (one at a time, upstream.ts),
   //    which brings the member back as soon as it answers.
   if (entry && evaluation?.withinGraceOnFailure && !evaluation.refetchDemanded && !deps.upstream.hasUsableMember(site.config, site.pool)) {
-    const reason: StaleReason = site.pool.isAnyHealthy() ? 'circuit_open' : 'unreachable';
+    const reason: StaleReason = site.pool.isAnyHealthy() ? 'circuit_open' : 'origin_down';
     ctx.staleReason = reason;
     serveEntry(ctx, entry, evaluation, { state: 'stale', staleReason: reason });
     deps.metrics.get('staleServed').inc({ site: site.name, reason });

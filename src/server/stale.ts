@@ -159,7 +159,7 @@ export function refusedFill(ctx: Ctx, admitted: Exclude<AdmitResult, { ok: true 
     return {
       kind: 'failed',
       code: 'no_healthy_origin',
-      staleReason: 'unreachable',
+      staleReason: 'origin_down',
       detail: `no healthy origin for site "${site.name}" (${site.config.origins.map((o) => o.url).join(', ')}); check sites[].origins[].url`,
     };
   }
@@ -198,4 +198,4 @@ export function serveStaleOr(
 }
 
 /** Stale reasons that mean the origin failed (not that it was busy or the gateway was). */
-const ORIGIN_FAILED: ReadonlySet<StaleReason> = new Set(['error', 'timeout', 'unreachable', 'circuit_open']);
+const ORIGIN_FAILED: ReadonlySet<StaleReason> = new Set(['error', 'timeout', 'unreachable', 'origin_down', 'circuit_open']);

@@ -180,6 +180,30 @@ describe('failure amplification: active health checks', () => {
     expect(await stateOf()).toBe('up');
   });
 
+  it('a page of an origin its probes found down (500s, a database outage) is served stale as origin_down, not unreachable (observability trial)', async () => {
+    const clock = manualClock();
+    const o = await origin();
+    let dbUp = true;
+    o.route('/', (_req, res) => {
+      res.writeHead(dbUp ? 200 : 500, { 'content-type': 'text/plain' });
+      res.end(dbUp ? 'home' : 'Error establishing a database connection');
+    });
+    o.route('/page', clockedPage(clock, 'public, max-age=1', () => 'page'));
+    const g = await gateway({ sites: [siteFor([o.url], { ...staleRoute, healthCheck: { enabled: true, intervalMs: 50 } })] }, { clock });
+    expect((await call(`${g.url}/page`)).body).toBe('page');
+    dbUp = false;
+    o.route('/page', { status: 500, body: 'Error establishing a database connection' });
+    const stateOf = async () => ((await (await request(`${g.adminUrl}/readyz`)).body.json()) as { sites: Array<{ state: string }> }).sites[0]!.state;
+    expect(await eventually(async () => (await stateOf()) === 'down'), 'the probes found it down').toBe(true);
+    clock.advance(2_000);
+    const r = await call(`${g.url}/page`);
+    expectStale(r, 'page', '/page with the origin down');
+    expect(r.headers['cache-status'], r.headers['cache-status']).toMatch(/detail="stale-origin_down[ "]/);
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(/^crowdgate_stale_served_total\{site="test",reason="origin_down"\} 1$/m);
+    expect(metrics).not.toMatch(/reason="unreachable"/);
+  });
+
   it('does not mark a member down from unknown on one failed probe: traffic keeps flowing, nobody gets no_healthy_origin', async () => {
     const o = await origin();
     // The first probe fails; the next ones pass, slowly, so a member wrongly marked down by the
