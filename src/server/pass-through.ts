@@ -72,6 +72,8 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
             changeOrigin: !site.config.preserveHost,
             maxBodyBytes: rt.config.limits.maxBodyBytes,
             onHead: (status, headers) => {
+              // The origin's time to its head (a streamed body's own time is the client's too).
+              ctx.upstreamMs = (ctx.upstreamMs ?? 0) + (deps.clock.now() - lease.startedAt);
               if (lookup) stripTargeted(headers, lookup.policy.targetedHeader);
               else stripTargeted(headers, rt.config.cache.targetedHeader);
               headers['cache-status'] = chainCacheStatus(

@@ -145,6 +145,17 @@ describe('forwarding', () => {
     expect(access?.client).toBe('203.0.113.9');
   });
 
+  it("logs a passed-through request's origin time (upstreamMs, until the origin's head), as a fill's is (observability trial)", async () => {
+    const o = await origin();
+    o.route('/slow', { delayMs: 200, body: 'slow' });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    await (await request(`${g.url}/slow`, { method: 'POST', body: 'x' })).body.text();
+    const access = g.accessLogs().find((l) => l.path === '/slow');
+    expect(access?.cache).toBe('bypass');
+    expect(access?.upstreamMs as number).toBeGreaterThanOrEqual(150);
+    expect(access?.upstreamMs as number).toBeLessThanOrEqual((access?.durationMs as number) + 1);
+  });
+
   it('streams 50 MiB and 150 MiB bodies both ways with memory that does not grow with the body', async () => {
     const chunk = Buffer.alloc(64 * 1024, 7);
     const o = await origin();
