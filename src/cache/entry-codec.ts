@@ -32,6 +32,7 @@
 import type { CacheEntry, StoredHeaders } from './entry.js';
 import { STORED_CODINGS, type EntryEncodings, type StoredCoding } from './content-coding.js';
 import { ownCopy } from '../bytes.js';
+import { HOP_BY_HOP } from '../http/facts.js';
 
 /** The newest layout written (version 1 is still written for records without encodings). */
 export const CODEC_VERSION = 2;
@@ -193,8 +194,13 @@ function isEntryMeta(value: unknown): value is EntryMeta {
   return isStoredHeaders(m.headers);
 }
 
-/** A header field name (RFC 9110 §5.1 token) and a value without CR, LF or NUL (§5.5). */
-const FIELD_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/**
+ * A header field name as the gateway stores it (an RFC 9110 §5.1 token, lower case) and a value
+ * without CR, LF or NUL (§5.5). A hop-by-hop field is never stored (fill.ts strips them): a
+ * record naming `transfer-encoding` beside the length the gateway writes was served framed twice
+ * on every hit (a desync for a proxy in front), so such a record is not ours.
+ */
+const FIELD_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/;
 const FIELD_VALUE = /^[^\r\n\0]*$/;
 
 function isStringArray(value: unknown): value is string[] {
@@ -204,6 +210,6 @@ function isStringArray(value: unknown): value is string[] {
 function isStoredHeaders(value: unknown): value is StoredHeaders {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
   return Object.entries(value).every(
-    ([name, v]) => FIELD_NAME.test(name) && (typeof v === 'string' ? FIELD_VALUE.test(v) : isStringArray(v) && v.every((x) => FIELD_VALUE.test(x))),
+    ([name, v]) => FIELD_NAME.test(name) && !HOP_BY_HOP.has(name) && (typeof v === 'string' ? FIELD_VALUE.test(v) : isStringArray(v) && v.every((x) => FIELD_VALUE.test(x))),
   );
 }

@@ -9,6 +9,7 @@ import type { CacheEntry } from '../cache/entry.js';
 import { encodedETag, IDENTITY_ONLY_FIELDS, varyWithAcceptEncoding, type StoredCoding } from '../cache/content-coding.js';
 import { ERRORS, makeErrorBody, type ErrorCode } from '../errors.js';
 import type { CacheState } from '../outcome.js';
+import { HOP_BY_HOP } from '../http/facts.js';
 import { VIA_VALUE, appendVia } from './headers.js';
 import { makeHeadBlock, setRawHead, type HeadBlock } from './raw-head.js';
 
@@ -200,6 +201,7 @@ function makePrepared(entry: CacheEntry, coding: StoredCoding | undefined): Prep
   for (const [name, value] of Object.entries(entry.headers)) {
     // x-request-id: the origin's id of the one request that filled the entry; each answer carries its own.
     if (INTERNAL_HEADERS.has(name) || name === 'content-length' || name === 'via' || name === 'x-request-id') continue;
+    if (HOP_BY_HOP.has(name)) continue; // the framing is this answer's own (a record from elsewhere may say otherwise)
     if (name === 'vary' && varies) continue;
     if (name === 'accept-ranges' && effective === undefined) continue; // set below
     if (name === 'etag' && effective !== undefined) {

@@ -96,6 +96,22 @@ describe('sendEntry for a fresh hit (no Cache-Status recorded: the memo hit path
         }
   });
 
+  it('never writes a stored framing or hop-by-hop field: one Content-Length, whatever a record from elsewhere says (attacker trial)', async () => {
+    const entry = makeEntry({
+      key: 'k',
+      body: Buffer.from('hello'),
+      headers: { 'content-type': 'text/plain', 'transfer-encoding': 'gzip', connection: 'close', 'keep-alive': 'timeout=1', upgrade: 'h2c' },
+    });
+    server = createServer((_req, res) => sendEntry(res, entry, hitAnswer(false, 1, 59, 'r-1')));
+    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
+    const wire = await exchange((server.address() as AddressInfo).port, 'GET / HTTP/1.1\r\nHost: a\r\n\r\n');
+    const head = wire.slice(0, wire.indexOf('\r\n\r\n')).toLowerCase();
+    expect(head).not.toMatch(/transfer-encoding|\r\nupgrade:|timeout=1/);
+    expect(head).toMatch(/\r\ncontent-length: 5\r\n/);
+    expect(head).toMatch(/\r\nconnection: keep-alive/);
+    expect(wire.endsWith('\r\n\r\nhello')).toBe(true);
+  });
+
   it('sends the coding Accept-Encoding picks, the same bytes as the general answer in that coding, raw or through writeHead', async () => {
     const identity = Buffer.from('identity body '.repeat(20));
     const encodings = { br: Buffer.from('BR-BYTES'), gzip: Buffer.from('GZIP-BYTES!') };
