@@ -231,6 +231,14 @@ export function answerClientError(
     socket.destroy();
     return;
   }
+  // Bytes after a request that said `Connection: close` are dropped, as nginx does: the answer
+  // to that request is the last on the connection, and it closes after it. A 400 written here
+  // replaced the answer to a POST the origin had already executed (attacker trial).
+  if (code === 'HPE_CLOSED_CONNECTION') {
+    opts.logger.debug({ code }, 'bytes after Connection: close dropped');
+    afterAnswerInFlight(socket, () => socket.end());
+    return;
+  }
   const timeout = code === 'ERR_HTTP_REQUEST_TIMEOUT' || code === 'ERR_HTTP_HEADERS_TIMEOUT';
   const [status, text] = code === 'HPE_HEADER_OVERFLOW' ? [431, 'Request Header Fields Too Large'] : timeout ? [408, 'Request Timeout'] : [400, 'Bad Request'];
   opts.logger.debug({ code, status }, 'malformed request refused');
@@ -250,7 +258,22 @@ export function answerClientError(
     }
   }
   const body = `${status} ${text}\n`;
-  socket.end(
-    `HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\n${errorHeader}Content-Length: ${body.length}\r\n\r\n${body}`,
-  );
+  // A malformed request pipelined behind one still being answered is refused after that answer,
+  // never in its place.
+  afterAnswerInFlight(socket, () => {
+    if (!socket.writable) return void socket.destroy();
+    socket.end(
+      `HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\n${errorHeader}Content-Length: ${body.length}\r\n\r\n${body}`,
+    );
+  });
+}
+
+/**
+ * Runs `then` once the response node:http has attached to this socket (the answer in flight,
+ * then any pipelined after it) has finished or been cut; at once when there is none.
+ */
+function afterAnswerInFlight(socket: Duplex, then: () => void): void {
+  const res = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage;
+  if (res === undefined || res === null || res.writableFinished || res.destroyed) return then();
+  res.once('close', () => setImmediate(() => afterAnswerInFlight(socket, then)));
 }

@@ -196,6 +196,26 @@ describe('limits: requests the HTTP parser refuses', () => {
     expect(await metric(g.adminUrl, /^crowdgate_requests_total\{site="-",route="-",state="error",status_class="4xx"\}/)).toBe(3);
     expect(o.count()).toBe(0);
   });
+
+  it('bytes after a Connection: close request are dropped and its answer is sent; a malformed request pipelined behind an answer in flight is refused after it (attacker trial)', async () => {
+    const o = await origin();
+    o.route('/order', { delayMs: 100, body: 'ordered' });
+    o.route('/slow', { delayMs: 100, body: 'slow page' });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const port = portOf(g.url);
+    const afterClose = await raw(
+      port,
+      'POST /order HTTP/1.1\r\nHost: blog.example.com\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc' +
+        'GET /next HTTP/1.1\r\nHost: blog.example.com\r\n\r\n',
+    );
+    expect(afterClose).toMatch(/^HTTP\/1\.1 200 /);
+    expect(afterClose).toMatch(/\r\n\r\nordered$/);
+    expect(o.count('/order')).toBe(1);
+    expect(o.count('/next')).toBe(0);
+    const pipelined = await raw(port, 'GET /slow HTTP/1.1\r\nHost: blog.example.com\r\n\r\nGET /bad HTTP/1.1\r\nHost: blog.example.com\r\nBad Name: x\r\n\r\n');
+    expect(pipelined).toMatch(/^HTTP\/1\.1 200 [^]*\r\n\r\nslow page/);
+    expect(pipelined).toMatch(/slow pageHTTP\/1\.1 400 Bad Request\r\n/);
+  });
 });
 
 describe('limits: connections', () => {
