@@ -139,16 +139,19 @@ export class CacheControl {
 /** The parse of an absent field; CacheControl is read-only, so one instance serves every caller. */
 const NO_DIRECTIVES = new CacheControl(new Map(), false);
 
-/** Directives that only ever keep an answer out of a cache or send it to the origin again. */
-const RESTRICTIVE: ReadonlySet<string> = new Set(['no-store', 'private', 'no-cache', 'must-revalidate', 'proxy-revalidate']);
+/**
+ * Directives that only ever keep an answer out of a shared cache or send it to the origin
+ * again. Not must-revalidate, proxy-revalidate or public: each lets a response to a request
+ * with Authorization be stored (RFC 9111 §3.5; review).
+ */
+const RESTRICTIVE: ReadonlySet<string> = new Set(['no-store', 'private', 'no-cache']);
 
 /**
  * Parse a Cache-Control style field value (RFC 9111 §5.2): a comma list of
  * `token [ "=" ( token / quoted-string ) ]`. Directive names are case-insensitive (§5.2);
  * `max-age="5"` is accepted (§5.2 "recipients ... SHOULD accept both forms").
  * Unparseable members are skipped and flagged in `malformed`; the restrictive words one holds
- * (`no-store`, `private`, `no-cache`, `must-revalidate`, `proxy-revalidate`) are kept as bare
- * directives.
+ * (`no-store`, `private`, `no-cache`) are kept as bare directives.
  */
 export function parseCacheControl(value: HeaderValue): CacheControl {
   if (value === undefined) return NO_DIRECTIVES; // most requests: no field at all (hot path)
@@ -179,11 +182,15 @@ export function parseCacheControl(value: HeaderValue): CacheControl {
    * `private no-store` and `no-store no-cache` name directives that keep an answer out of a
    * shared cache, and dropping them stored a private page for everyone (attacker trial). Its
    * restrictive words are kept as bare directives (nginx looks for the substring, Varnish's
-   * built-in VCL for the word); nothing permissive is taken from it.
+   * built-in VCL for the word); nothing permissive is taken from it (see RESTRICTIVE).
    */
   const keepRestrictive = (member: string) => {
     for (const word of member.toLowerCase().split(/[^a-z-]+/)) {
-      if (RESTRICTIVE.has(word) && !directives.has(word)) directives.set(word, [undefined]);
+      if (!RESTRICTIVE.has(word)) continue;
+      // Unqualified, even beside a valid `private="set-cookie"`: the stricter reading (§4.2.1).
+      const list = directives.get(word);
+      if (list === undefined) directives.set(word, [undefined]);
+      else if (!list.includes(undefined)) list.push(undefined);
     }
   };
 

@@ -69,7 +69,10 @@ describe('parseCacheControl', () => {
     expect(spaced.has('private') && spaced.has('no-store')).toBe(true);
     expect(parseCacheControl('public, no-store no-cache').has('no-cache')).toBe(true);
     expect(parseCacheControl('"no-store"').has('no-store')).toBe(true);
-    expect(parseCacheControl('max-age=60 must-revalidate').has('must-revalidate')).toBe(true);
+    // must-revalidate is permissive for a request with Authorization (RFC 9111 §3.5): not taken.
+    expect(parseCacheControl('max-age=60 must-revalidate').has('must-revalidate')).toBe(false);
+    // Unqualified even where a valid member named it with field names (the stricter reading).
+    expect(parseCacheControl('private="set-cookie", max-age=60 private').fieldNames('private')).toEqual([]);
     // The word must be whole: a longer token is not it.
     expect(parseCacheControl('x-private-ish junk').has('private')).toBe(false);
     // A directive the member names with a value (no-cache="a" junk) is kept bare: stricter.
