@@ -11,7 +11,8 @@ import { renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { HitMemo } from '../../src/server/hit-memo.js';
 import { WebSocket, WebSocketServer } from 'ws';
 import { stringify } from 'yaml';
 import { formatConfigError } from '../../src/config/load.js';
@@ -144,6 +145,19 @@ describe('HTTPS listener: SNI, HTTP/2, redirect, HSTS, live certificate reload',
     expect((await handshake(httpsPort, ca.ca, { servername: 'a.test', maxVersion: 'TLSv1.2' })).version).toBe('TLSv1.2');
     expect((await handshake(httpsPort, ca.ca, { servername: 'a.test' })).version).toBe('TLSv1.3');
     await expect(handshake(httpsPort, ca.ca, { servername: 'a.test', minVersion: 'TLSv1', maxVersion: 'TLSv1.1' })).rejects.toThrow();
+  });
+
+  it('answers an HTTP/2 hit from the hit memo (its Host is :authority, no raw line: review)', async () => {
+    await h2get(httpsPort, ca.ca, 'a.test', '/page?memo-h2');
+    await h2get(httpsPort, ca.ca, 'a.test', '/page?memo-h2'); // the slow path's hit: memoised
+    const spy = vi.spyOn(HitMemo.prototype, 'get');
+    try {
+      const third = await h2get(httpsPort, ca.ca, 'a.test', '/page?memo-h2');
+      expect(third.headers['cache-status']).toMatch(/crowdgate; hit/);
+      expect(spy.mock.results.some((r) => r.type === 'return' && r.value !== undefined)).toBe(true);
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it('answers HTTP/2 and HTTP/1.1 over TLS from one cached copy, with no connection headers in h2', async () => {
