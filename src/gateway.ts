@@ -200,7 +200,7 @@ export class Gateway implements RequestDeps {
   }
 
   /**
-   * A request the parser refused (a head over `limits.maxHeaderBytes`, no Host, bare LF): counted
+   * A request the parser refused (a head over `limits.maxHeaderBytes`, bare LF, a bad name): counted
    * under site and route `-` and logged as an access line, as the request path's own 400s are.
    */
   private noteClientError(refusal: ClientRefusal): void {
