@@ -234,6 +234,13 @@ export function answerClientError(
   // Bytes after a request that said `Connection: close` are dropped, as nginx does: the answer
   // to that request is the last on the connection, and it closes after it. A 400 written here
   // replaced the answer to a POST the origin had already executed (attacker trial).
+  // A client that ended its side in the middle of a request already handed over (an upload cut
+  // short): that request is counted and answered (or cut) by the request path; no second
+  // answer, count or access line for it (review).
+  if (code === 'HPE_INVALID_EOF_STATE' && hasAnswerInFlight(socket)) {
+    socket.destroy();
+    return;
+  }
   if (code === 'HPE_CLOSED_CONNECTION') {
     opts.logger.debug({ code }, 'bytes after Connection: close dropped');
     afterAnswerInFlight(socket, () => socket.end());
@@ -273,7 +280,17 @@ export function answerClientError(
  * then any pipelined after it) has finished or been cut; at once when there is none.
  */
 function afterAnswerInFlight(socket: Duplex, then: () => void): void {
-  const res = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage;
-  if (res === undefined || res === null || res.writableFinished || res.destroyed) return then();
+  const res = answerInFlight(socket);
+  if (res === undefined) return then();
   res.once('close', () => setImmediate(() => afterAnswerInFlight(socket, then)));
+}
+
+/** The response node:http has attached to this socket, while it is still being written. */
+function answerInFlight(socket: Duplex): http.ServerResponse | undefined {
+  const res = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage;
+  return res === undefined || res === null || res.writableFinished || res.destroyed ? undefined : res;
+}
+
+function hasAnswerInFlight(socket: Duplex): boolean {
+  return answerInFlight(socket) !== undefined;
 }

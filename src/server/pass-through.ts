@@ -61,6 +61,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
       const lease = admitted.lease;
       const member = lease.member;
       let outcome: ForwardOutcome | undefined;
+      let headAt: number | undefined;
       const freshConnection = freshNext;
       freshNext = false;
       try {
@@ -72,8 +73,10 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
             changeOrigin: !site.config.preserveHost,
             maxBodyBytes: rt.config.limits.maxBodyBytes,
             onHead: (status, headers) => {
-              // The origin's time to its head (a streamed body's own time is the client's too).
-              ctx.upstreamMs = (ctx.upstreamMs ?? 0) + (deps.clock.now() - lease.startedAt);
+              // The origin's time to its head (a streamed body's own time is the client's
+              // too; a request body's upload is inside it).
+              headAt = deps.clock.now();
+              ctx.upstreamMs = (ctx.upstreamMs ?? 0) + (headAt - lease.startedAt);
               if (lookup) stripTargeted(headers, lookup.policy.targetedHeader);
               else stripTargeted(headers, rt.config.cache.targetedHeader);
               headers['cache-status'] = chainCacheStatus(
@@ -95,6 +98,8 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
             onPermitFree: (status) => lease.finish({ kind: 'response', status, clientHeld: true }),
           });
       } finally {
+        // An attempt that got no head: its time until it failed or timed out.
+        if (headAt === undefined) ctx.upstreamMs = (ctx.upstreamMs ?? 0) + (deps.clock.now() - lease.startedAt);
         lease.finish(
           outcome === undefined
             ? { kind: 'abandoned' }

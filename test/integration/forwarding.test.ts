@@ -154,6 +154,15 @@ describe('forwarding', () => {
     expect(access?.cache).toBe('bypass');
     expect(access?.upstreamMs as number).toBeGreaterThanOrEqual(150);
     expect(access?.upstreamMs as number).toBeLessThanOrEqual((access?.durationMs as number) + 1);
+    // An attempt that timed out: its wait is the origin's time too (review).
+    o.route('/hang', { delayMs: 3_000, body: 'late' });
+    const g2 = await gateway({ sites: [siteFor([o.url], { timeouts: { responseHeadersMs: 300 } })] });
+    const late = await request(`${g2.url}/hang`, { method: 'POST', body: 'x' });
+    await late.body.text();
+    expect(late.statusCode).toBe(504);
+    const timedOut = g2.accessLogs().find((l) => l.path === '/hang');
+    expect(timedOut?.error).toBe('origin_timeout');
+    expect(timedOut?.upstreamMs as number).toBeGreaterThanOrEqual(250);
   });
 
   it('streams 50 MiB and 150 MiB bodies both ways with memory that does not grow with the body', async () => {

@@ -216,6 +216,19 @@ describe('limits: requests the HTTP parser refuses', () => {
     expect(pipelined).toMatch(/^HTTP\/1\.1 200 [^]*\r\n\r\nslow page/);
     expect(pipelined).toMatch(/slow pageHTTP\/1\.1 400 Bad Request\r\n/);
   });
+
+  it('an upload the client cut short (FIN mid-body) is one request: counted once, never a second 400 (review)', async () => {
+    const o = await origin();
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const s = await connect(portOf(g.url));
+    s.write('POST /upload HTTP/1.1\r\nHost: blog.example.com\r\nContent-Length: 100\r\n\r\nhello');
+    await new Promise((r) => setTimeout(r, 100));
+    s.end();
+    await closedWithin(s, 5_000);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(g.accessLogs().map((l) => l.path)).toEqual(['/upload']);
+    expect(await metric(g.adminUrl, /^crowdgate_requests_total\{site="-"/)).toBe(0);
+  });
 });
 
 describe('limits: connections', () => {
