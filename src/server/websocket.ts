@@ -72,6 +72,8 @@ export class WebSocketUpgrades {
     const rawUrl = req.url ?? '/';
     if (
       !site ||
+      // RFC 9112 §3.2 (and RFC 6455 §4.1: a handshake names its Host): no Host, no '*' site.
+      req.headers.host === undefined ||
       upgrade !== 'websocket' ||
       req.method !== 'GET' ||
       typeof key !== 'string' ||

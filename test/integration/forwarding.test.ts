@@ -323,6 +323,9 @@ describe('forwarding', () => {
     // origin waits for bytes that never come).
     const withBody = await rawHttp(port, handshake('/slow', 'Content-Length: 5\r\n'), 1000);
     expect(withBody).toMatch(/^HTTP\/1\.1 400 /);
+    // An HTTP/1.1 handshake without Host: 400, not the '*' site's tunnel (review).
+    const noHost = await rawHttp(port, handshake('/slow').replace('Host: blog.example.com\r\n', ''), 1000);
+    expect(noHost).toMatch(/^HTTP\/1\.1 400 /);
     expect(seen.length).toBe(before);
   });
 
