@@ -266,8 +266,14 @@ export function answerClientError(
   }
   const body = `${status} ${text}\n`;
   // A malformed request pipelined behind one still being answered is refused after that answer,
-  // never in its place.
-  afterAnswerInFlight(socket, () => {
+  // never in its place. A malformed body of the request in flight (a bad chunk size) is that
+  // request's own fault: refused at once (closing the connection cuts its upstream request),
+  // unless its answer has begun.
+  const inFlight = answerInFlight(socket);
+  const ownBody = inFlight !== undefined && !inFlight.req.complete;
+  if (ownBody && inFlight.headersSent) return void socket.destroy();
+  const refuse = ownBody ? (then: () => void) => then() : (then: () => void) => afterAnswerInFlight(socket, then);
+  refuse(() => {
     if (!socket.writable) return void socket.destroy();
     socket.end(
       `HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\n${errorHeader}Content-Length: ${body.length}\r\n\r\n${body}`,
