@@ -79,6 +79,10 @@ async function handleAdmin(gw: AdminGateway, req: http.IncomingMessage, res: htt
   if (path === '/healthz') return json(res, 200, { status: 'ok' });
   if (path === '/readyz') {
     const r = gw.readiness();
+    // The origins' addresses are for the status token's bearer when there is one (the status
+    // page is guarded because it names them); a load balancer's probe still reads every state.
+    const statusToken = gw.runtime().config.admin.statusToken;
+    if (statusToken !== undefined && !isAuthorised(gw, req, statusToken)) r.sites = r.sites.map((s) => ({ ...s, origins: s.origins.map(withoutUrl) }));
     // `?origin`: also 503 when no site has a usable origin, for a check that must know this
     // instance reaches its origin (a deploy gate, a gateway beside its own app). The default
     // does not: every instance shares the origin, and a load balancer would pull them all.
@@ -267,4 +271,11 @@ function json(res: http.ServerResponse, status: number, payload: unknown, header
     ...headers,
   });
   res.end(body);
+}
+
+/** A member's readiness entry without its address. */
+function withoutUrl(origin: unknown): unknown {
+  if (typeof origin !== 'object' || origin === null) return origin;
+  const { url: _url, ...rest } = origin as Record<string, unknown>;
+  return rest;
 }

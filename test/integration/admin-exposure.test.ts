@@ -31,6 +31,13 @@ describe('admin exposure', () => {
       expect(open.statusCode).not.toBe(401);
       await open.body.text();
     }
+    // /readyz tells a probe every member's state; the origin's address only to the bearer.
+    const readyOpen = (await (await request(`${g.adminUrl}/readyz`)).body.json()) as { sites: Array<{ state: string; origins: Array<Record<string, unknown>> }> };
+    expect(readyOpen.sites[0]!.state).toBe('up');
+    expect(readyOpen.sites[0]!.origins[0]!.healthy).toBe(true);
+    expect(readyOpen.sites[0]!.origins[0]!.url).toBeUndefined();
+    const readyAuth = await request(`${g.adminUrl}/readyz`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    expect(JSON.stringify(await readyAuth.body.json())).toContain(new URL(o.url).host);
   });
 
   it('warns at start when the admin listener is on a non-loopback address without tokens, and not on loopback', async () => {
