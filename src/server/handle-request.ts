@@ -27,7 +27,7 @@ import type { StaleReason } from '../outcome.js';
 import type { Runtime, SiteRuntime } from '../runtime.js';
 import { sendEntry } from './respond.js';
 import type { CompiledRoute } from './site-router.js';
-import { HOLD_MS, isPlainRequest, newHold, type MemoRoute } from './hit-memo.js';
+import { HOLD_MS, isPlainRequest, newHold, plainBypassOf, type MemoRoute } from './hit-memo.js';
 import { ttlSecondsOf, codingFor, failUnexpected, serveEntry, shed, fail, countRequest, finish } from './answer.js';
 import { isOnlyIfCached, isSecure, selectVariant, collapseKeyOf, authorityOf, type RequestDeps, type Ctx, type Lookup } from './context.js';
 import { hstsValue, redirectToHttps } from './https-edge.js';
@@ -116,6 +116,7 @@ function answerMemoHit(
   // which for a memoised route (no cookie in its key) are none.
   const cookie = req.headers.cookie;
   if (cookie !== undefined && hasBypassCookie(memo.site, cookie)) return false;
+  for (const name of memo.plainBypass) if (req.headers[name] !== undefined) return false;
   const now = deps.clock.now();
   const store = deps.store;
   const hold = memo.hold;
@@ -342,7 +343,7 @@ function rememberRoute(ctx: Ctx, site: SiteRuntime, route: CompiledRoute, policy
   const secure = ctx.scheme === 'https';
   const known = memo.get(ctx.method, ctx.memoHost!, ctx.rawUrl, secure);
   if (known !== undefined && known.rt === rt && known.key === key) return;
-  memo.set(ctx.method, ctx.memoHost!, ctx.rawUrl, { rt, site, route, key, path: ctx.url, hold: newHold() }, secure);
+  memo.set(ctx.method, ctx.memoHost!, ctx.rawUrl, { rt, site, route, key, path: ctx.url, hold: newHold(), plainBypass: plainBypassOf(site) }, secure);
 }
 
 /** Steps 5 to 9, once the stored variants are known. */

@@ -68,6 +68,17 @@ export interface MemoRoute {
   readonly path: string;
   /** What the fast path keeps between hits on this target (newHold() makes an empty one). */
   readonly hold: MemoHold;
+  /**
+   * The site's credential and bypass headers (sites[].credentialHeaders, bypassHeaders) that are
+   * plain fields: a request carrying one goes the slow way, to bypass there (attacker trial: a
+   * `Referer` made a credential header was answered from the memo). Usually empty.
+   */
+  readonly plainBypass: readonly string[];
+}
+
+/** The site's credential and bypass headers among the plain fields (MemoRoute.plainBypass). */
+export function plainBypassOf(site: Pick<SiteRuntime, 'credentialHeaders' | 'bypassHeaders'>): readonly string[] {
+  return [...site.credentialHeaders, ...site.bypassHeaders].filter((name) => PLAIN_FIELDS.has(name));
 }
 
 /**

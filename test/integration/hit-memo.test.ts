@@ -271,6 +271,23 @@ describe('hit memo: the fast path for plain repeated hits', () => {
     expect(o.count('/v')).toBe(1);
   });
 
+  it('sends a plain field the site made a credential or bypass header the slow way, to bypass (attacker trial)', async () => {
+    const o = await origin();
+    o.route('/home', { headers: { 'cache-control': 'public, max-age=60' }, body: (r) => `referer=${String(r.headers.referer ?? '-')} dest=${String(r.headers['sec-fetch-dest'] ?? '-')}` });
+    const g = await gateway({ sites: [siteFor([o.url], { credentialHeaders: ['Referer'], bypassHeaders: ['Sec-Fetch-Dest'] })] });
+    await get(`${g.url}/home`);
+    expect((await get(`${g.url}/home`)).headers['cache-status']).toMatch(/; hit;/);
+    expect(g.gw.hitMemo!.size).toBe(1);
+    const withReferer = await get(`${g.url}/home`, { referer: 'https://a.example/' });
+    expect(withReferer.headers['cache-status']).toMatch(/fwd=bypass/);
+    expect(withReferer.body).toBe('referer=https://a.example/ dest=-');
+    const withDest = await get(`${g.url}/home`, { 'sec-fetch-dest': 'iframe' });
+    expect(withDest.headers['cache-status']).toMatch(/fwd=bypass/);
+    expect(o.count('/home')).toBe(3);
+    // Without them, still the memo's hit.
+    expect((await get(`${g.url}/home`, { 'sec-fetch-mode': 'navigate' })).headers['cache-status']).toMatch(/; hit;/);
+  });
+
   it('does not outlive a config change: a route turned uncacheable is bypassed at once', async () => {
     const o = await origin();
     o.route('/r', { headers: { 'cache-control': 'public, max-age=60' }, body: 'cached' });
