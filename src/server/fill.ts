@@ -6,7 +6,7 @@
 import type { CacheEntry } from '../cache/entry.js';
 import { isTextual, makeEncodings, STORED_CODINGS, whyNotCompressed } from '../cache/content-coding.js';
 import { makeFillTarget, makeVariantKey } from '../cache/cache-key.js';
-import { decideStorage, evaluateEntry, type PolicyOptions } from '../cache/policy.js';
+import { decideStorage, evaluateEntry, isHeuristicallyCacheable, type PolicyOptions } from '../cache/policy.js';
 import { makeConditionalHeaders, mergeNotModified } from '../cache/revalidation.js';
 import type { FetchResult } from '../origin/fetch.js';
 import type { OriginMember } from '../origin/pool.js';
@@ -333,11 +333,15 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
       // the origin did not say it is for everyone, and a WAF's 404 for one client's
       // `User-Agent: sqlmap` (or a header nothing keys) stored for all took a popular page
       // away from everyone for the TTL (attacker trial). It is served only to requests that
-      // look the same as the one that got it; others make their own fill.
+      // look the same as the one that got it; others make their own fill. So is an error whose
+      // lifetime the origin gave when its status is not one the URL itself explains (400, 403,
+      // 500...; not 404, 405, 410, 414, 501: RFC 9110 §15.1's heuristically cacheable set): an
+      // origin that puts `public, max-age=300` on every answer stored one client's 400 (a header
+      // too large for it) or WAF 403 for everyone, in place of the page (attacker trial, CPDoS).
       const implied = [
         ...(isCoded(decision.entry.headers) ? ['accept-encoding'] : []),
         ...(asksForOtherThanAPage(lookup.variantHeaders['accept']) ? ['accept'] : []),
-        ...(fetched.status >= 400 && decision.configured ? narrowVariantNames(lookup) : []),
+        ...(isNarrowError(fetched.status, decision.configured) ? narrowVariantNames(lookup) : []),
       ];
       // A 404 or 410 takes the stored copy of another status with it (below, for one not stored).
       if (isGone(fetched.status) && lookup.entry !== undefined && lookup.entry.status !== fetched.status && !originInTrouble(ctx, lookup))
@@ -372,6 +376,14 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
       await ctx.deps.purge([{ kind: 'key', key: lookup.key }], 'hard').catch(() => undefined);
     return refusal ? { ...notStored(fetched, lookup, decision.reason), once: true } : notStored(fetched, lookup, decision.reason);
   }
+}
+
+/**
+ * An error stored only for requests like the one that got it: any error whose lifetime came from
+ * the site's config, and one whose status the URL does not explain (not heuristically cacheable).
+ */
+function isNarrowError(status: number, configured: boolean): boolean {
+  return status >= 400 && (configured || !isHeuristicallyCacheable(status));
 }
 
 function isGone(status: number): boolean {
