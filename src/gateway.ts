@@ -3,6 +3,7 @@
  * lifecycle (start, live reload, drain, close); the listeners themselves are server/listeners.ts.
  * No request logic lives here — that is server/handle-request.ts.
  */
+import type { Fence, PurgeFence } from './cache/purge-fence.js';
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
@@ -70,6 +71,8 @@ export class Gateway implements RequestDeps {
   readonly hotKeys = new HotKeys(200);
   /** Routing remembered for plain requests; emptied on every config change (hit-memo.ts); undefined with `hitMemo: false`. */
   readonly hitMemo: HitMemo | undefined;
+  /** The fills in flight, which every purge also covers (cache/purge-fence.ts). */
+  readonly purgeFence: PurgeFence;
   readonly status: StatusHistory;
   readonly startedAt: number;
   /** Collapsing across instances; set only when `redis:` is configured. */
@@ -94,6 +97,7 @@ export class Gateway implements RequestDeps {
     this.source = new ConfigSource(cfg);
     this.startedAt = this.clock.now();
     this.cache = new GatewayStore({ config: cfg, clock: this.clock, logger: this.logger, metrics: this.metrics, override: opts.store });
+    this.purgeFence = this.cache.fence;
     this.store = this.cache.store;
     this.crossInstance = this.cache.redis?.crossInstance;
     this.metrics.get('cacheMaxBytes').set(cfg.cache.maxBytes);
@@ -136,8 +140,8 @@ export class Gateway implements RequestDeps {
   }
 
   /** Purges here (L1 and L2 when tiered), then on the other instances (gateway-store.ts); `purged` counts here. */
-  purge(selectors: readonly PurgeSelector[], mode: PurgeMode): Promise<{ purged: number; broadcast: boolean }> {
-    return this.cache.purge(selectors, mode, this.clock.now());
+  purge(selectors: readonly PurgeSelector[], mode: PurgeMode, except?: Fence): Promise<{ purged: number; broadcast: boolean }> {
+    return this.cache.purge(selectors, mode, this.clock.now(), except);
   }
 
   // ---- RequestDeps ------------------------------------------------------------------------

@@ -4,6 +4,7 @@
  * the small pure helpers every step uses (variant selection, the collapse key, the key's
  * authority). Types and pure functions only: no I/O, no answers.
  */
+import type { Fence, PurgeFence } from '../cache/purge-fence.js';
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
@@ -49,7 +50,10 @@ export interface RequestDeps {
   /** Collapsing across gateway instances (Redis), when configured. */
   readonly crossInstance?: CrossInstanceCollapse;
   /** Purges here and, with Redis, on every instance. */
-  purge(selectors: readonly PurgeSelector[], mode: PurgeMode): Promise<{ purged: number }>;
+  /** `except`: the fill making this purge, whose own store it does not cover (cache/purge-fence.ts). */
+  purge(selectors: readonly PurgeSelector[], mode: PurgeMode, except?: Fence): Promise<{ purged: number }>;
+  /** The fills in flight, which every purge also covers (cache/purge-fence.ts); without it a fill stores what it got. */
+  readonly purgeFence?: PurgeFence;
   /** Once per request, when its response is finished or cut (in-flight accounting for drain). */
   requestDone?(): void;
   /** What the redirect to https needs to know (tls/tls-edge.ts); without it, nothing is redirected. */

@@ -3,6 +3,7 @@
  * permit, fetches (conditionally when it can), stores, and hands one result to every waiter;
  * background refreshes; collapsing across instances through Redis.
  */
+import type { Fence } from '../cache/purge-fence.js';
 import type { CacheEntry } from '../cache/entry.js';
 import { isTextual, makeEncodings, STORED_CODINGS, whyNotCompressed } from '../cache/content-coding.js';
 import { makeFillTarget, makeVariantKey } from '../cache/cache-key.js';
@@ -166,6 +167,28 @@ export function serveFillResult(ctx: Ctx, lookup: Lookup, result: FillResult, co
  * validators, store when storable. Never tied to a client: the result belongs to the cache.
  */
 async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', priorityOverride?: number): Promise<FillResult> {
+  // A purge made while this fill is away (an edit's PURGE) also covers what it brings back.
+  const fences = ctx.deps.purgeFence;
+  const fence = fences?.begin(lookup.key);
+  try {
+    return await fetchForCache(ctx, lookup, kind, priorityOverride, fence, (entry) => {
+      const storable = fence === undefined ? entry : fences!.apply(fence, entry);
+      return storable === undefined ? Promise.resolve() : ctx.deps.store.put(storable);
+    });
+  } finally {
+    if (fence !== undefined) fences!.end(fence);
+  }
+}
+
+/** runFill's fetch and store; `put` stores through the fill's purge `fence`, which its own purges do not cover. */
+async function fetchForCache(
+  ctx: Ctx,
+  lookup: Lookup,
+  kind: 'fill' | 'background',
+  priorityOverride: number | undefined,
+  fence: Fence | undefined,
+  put: (entry: CacheEntry) => Promise<void>,
+): Promise<FillResult> {
   const { deps, rt } = ctx;
   const site = ctx.site!;
   const excluded = new Set<OriginMember>();
@@ -278,7 +301,7 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
       const merged = mergeNotModified(revalidating, response, lookup.policy, now, lookup.facts);
       if (merged) {
         inheritHeat(revalidating, merged, now);
-        await deps.store.put(merged);
+        await put(merged);
         return { kind: 'entry', entry: merged, state: 'revalidated', stored: true, fwdStatus: 304 };
       }
       // The 304 doesn't select our entry: fetch unconditionally once.
@@ -345,7 +368,7 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
       ];
       // A 404 or 410 takes the stored copy of another status with it (below, for one not stored).
       if (isGone(fetched.status) && lookup.entry !== undefined && lookup.entry.status !== fetched.status && !originInTrouble(ctx, lookup))
-        await ctx.deps.purge([{ kind: 'key', key: lookup.key }], 'hard').catch(() => undefined);
+        await ctx.deps.purge([{ kind: 'key', key: lookup.key }], 'hard', fence).catch(() => undefined);
       const stored = varyingAlsoOn(decision.entry, implied.length === 0 ? reflected : [...new Set([...reflected, ...implied])]);
       const entry: CacheEntry = {
         ...stored,
@@ -356,7 +379,7 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
       if (lookup.entry) inheritHeat(lookup.entry, entry, now);
       if (entry.body.length <= rt.config.cache.maxObjectBytes) {
         await addEncodings(ctx, entry);
-        await deps.store.put(entry);
+        await put(entry);
       }
       const echoed = reflected.filter((n) => !decision.entry.vary.includes(n));
       return { kind: 'entry', entry, state: lookup.entry ? 'expired' : 'miss', stored: true, fwdStatus: fetched.status, echoed };
@@ -373,7 +396,7 @@ async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', pr
     // failed): a 404 then may be a vhost or ingress default, or a WAF answering one client's
     // User-Agent, and the stale copy is what keeps the page up (review).
     if (isGone(fetched.status) && lookup.entry !== undefined && !originInTrouble(ctx, lookup))
-      await ctx.deps.purge([{ kind: 'key', key: lookup.key }], 'hard').catch(() => undefined);
+      await ctx.deps.purge([{ kind: 'key', key: lookup.key }], 'hard', fence).catch(() => undefined);
     return refusal ? { ...notStored(fetched, lookup, decision.reason), once: true } : notStored(fetched, lookup, decision.reason);
   }
 }

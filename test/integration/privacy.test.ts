@@ -10,6 +10,7 @@ import { request } from 'undici';
 import { siteFor } from '../helpers/gateway.js';
 import { ManualClock } from '../../src/clock.js';
 import { useFixtures } from '../helpers/fixtures.js';
+import { useRedisServer } from '../helpers/redis-server.js';
 
 const { origin, gateway } = useFixtures();
 
@@ -741,6 +742,7 @@ describe('the key covers what the origin sees', () => {
 });
 
 describe('PURGE, Varnish-compatible', () => {
+  const redis = useRedisServer();
   it('is answered by the gateway from an allowed address: the page is gone for every variant, and a deleted page is not served again', async () => {
     const o = await origin();
     let deleted = false;
@@ -772,6 +774,78 @@ describe('PURGE, Varnish-compatible', () => {
     const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
     expect(metrics).toMatch(/crowdgate_purges_total\{kind="url",mode="[a-z]+"\} 2/);
     expect(metrics).toMatch(/crowdgate_purged_entries_total\{mode="[a-z]+"\} 2/);
+  });
+
+  for (const mode of ['hard', 'soft'] as const) {
+    it(`covers a fill in flight when it arrives (${mode}): the page the fill brings back from before the edit is not kept (attacker trial)`, async () => {
+      const o = await origin();
+      let version = 1;
+      let release: () => void = () => undefined;
+      let arrived: () => void = () => undefined;
+      const fillArrived = new Promise<void>((r) => (arrived = r));
+      o.route('/wiki/Slow', (_req, res) => {
+        const body = `version ${version}`; // what the origin renders when the request arrives
+        const answer = () => {
+          res.writeHead(200, { 'cache-control': 'public, max-age=600', 'content-type': 'text/html', etag: `"v${body.slice(-1)}"` });
+          res.end(body);
+        };
+        if (version === 1) {
+          release = answer;
+          arrived();
+        } else answer();
+      });
+      const g = await gateway({ purge: { mode }, sites: [siteFor([o.url])] });
+      const pending = get(`${g.url}/wiki/Slow`, { host: 'wiki.test' });
+      await fillArrived;
+      version = 2; // the edit, then its PURGE, while the fill is away
+      const purge = await request(`${g.url}/wiki/Slow`, { method: 'PURGE', headers: { host: 'wiki.test' } });
+      expect(purge.statusCode).toBe(404); // nothing stored yet
+      await purge.body.text();
+      release();
+      expect((await pending).body).toBe('version 1'); // its own client asked before the edit
+      const after = await get(`${g.url}/wiki/Slow`, { host: 'wiki.test' });
+      expect(after.body).toBe('version 2');
+      expect(after.headers['cache-status']).toMatch(/fwd=(uri-miss|stale)/);
+      expect(o.count('/wiki/Slow')).toBe(2);
+      // And the new page is kept as usual.
+      expect((await get(`${g.url}/wiki/Slow`, { host: 'wiki.test' })).headers['cache-status']).toMatch(/; hit/);
+      expect(g.gw.purgeFence.openCount).toBe(0);
+    });
+  }
+
+  it('covers a fill in flight on another instance (Redis): what it brings back is neither in its memory nor in Redis (attacker trial)', async () => {
+    const o = await origin();
+    let version = 1;
+    let release: () => void = () => undefined;
+    let arrived: () => void = () => undefined;
+    const fillArrived = new Promise<void>((r) => (arrived = r));
+    o.route('/wiki/Shared', (_req, res) => {
+      const body = `version ${version}`;
+      const answer = () => {
+        res.writeHead(200, { 'cache-control': 'public, max-age=600', 'content-type': 'text/html' });
+        res.end(body);
+      };
+      if (version === 1) {
+        release = answer;
+        arrived();
+      } else answer();
+    });
+    const config = { redis: { url: redis.url, keyPrefix: 'fence:' }, sites: [siteFor([o.url])] };
+    const a = await gateway(config);
+    const b = await gateway(config);
+    const pending = get(`${a.url}/wiki/Shared`, { host: 'wiki.test' });
+    await fillArrived;
+    version = 2;
+    const purge = await request(`${b.url}/wiki/Shared`, { method: 'PURGE', headers: { host: 'wiki.test' } });
+    expect(purge.statusCode).toBe(404);
+    await purge.body.text();
+    // A has heard of B's purge before its fill comes back.
+    for (let i = 0; i < 200 && !a.logs.some((l) => l.msg === 'purge received'); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(a.logs.some((l) => l.msg === 'purge received')).toBe(true);
+    release();
+    expect((await pending).body).toBe('version 1');
+    expect((await get(`${b.url}/wiki/Shared`, { host: 'wiki.test' })).body).toBe('version 2');
+    expect((await get(`${a.url}/wiki/Shared`, { host: 'wiki.test' })).body).toBe('version 2');
   });
 
   it('is refused with 405 from other addresses, and never reaches the origin', async () => {

@@ -6,13 +6,14 @@
  * metrics, and crowdgate_redis_up exists only where there is a Redis tier (the alert keys on that).
  *
  * Also what happens to the store as a whole: start (Redis given its chance before traffic),
- * purge (here, then on the other instances), close.
+ * purge (the fills in flight, here, then on the other instances), close.
  */
 import type { Logger } from 'pino';
 import type { Clock } from '../../clock.js';
 import type { GatewayConfig } from '../../config/schema.js';
 import type { GatewayMetrics } from '../../metrics/gateway-metrics.js';
 import type { CacheStore, PurgeMode, PurgeSelector, StoreEventHook } from './cache-store.js';
+import { PurgeFence, type Fence } from '../purge-fence.js';
 import { MemoryStore } from './memory-store.js';
 import { RedisTier } from './redis-tier.js';
 
@@ -30,9 +31,12 @@ export class GatewayStore {
   readonly store: CacheStore;
   /** The Redis tier behind `store`, when there is one. */
   readonly redis: RedisTier | undefined;
+  /** The fills in flight, which every purge also covers (purge-fence.ts). */
+  readonly fence: PurgeFence;
 
   constructor(opts: GatewayStoreOptions) {
     const { config: cfg, clock, logger, metrics } = opts;
+    const fence = (this.fence = new PurgeFence(() => clock.now()));
     const onStoreEvent: StoreEventHook = (e) => {
       if (e.kind === 'eviction') metrics.get('cacheEvictions').inc();
       else metrics.countStoreOperation(e.tier, e.kind);
@@ -55,6 +59,11 @@ export class GatewayStore {
         logger,
         onStoreEvent,
         onHeartbeat: (available) => metrics.get('redisUp').set(available ? 1 : 0),
+        onPurgeReceived: (selector, mode, at) => {
+          const keys = fence.noteRemote(selector, mode, at);
+          if (keys.length === 0) return [];
+          return selector.kind === 'key' || selector.kind === 'prefix' ? keys.map((key) => ({ kind: 'key' as const, key })) : [selector];
+        },
       });
       this.store = this.redis.store;
     } else this.store = memory();
@@ -73,8 +82,11 @@ export class GatewayStore {
    * Purges here (L1 and L2 when tiered), then tells the other instances to purge their L1, with
    * one `now` for every selector and every instance. `purged`: the entries affected here.
    */
-  async purge(selectors: readonly PurgeSelector[], mode: PurgeMode, now: number): Promise<{ purged: number; broadcast: boolean }> {
+  async purge(selectors: readonly PurgeSelector[], mode: PurgeMode, now: number, except?: Fence): Promise<{ purged: number; broadcast: boolean }> {
     let purged = 0;
+    // The fills in flight first (but `except`, a fill clearing the way for what it stores): one
+    // that stores while the store is being purged still applies it.
+    for (const selector of selectors) this.fence.note(selector, mode, now, except);
     for (const selector of selectors) purged += await this.store.purge(selector, mode, now);
     const broadcast = this.redis ? await this.redis.broadcastPurge(selectors, mode, now) : false;
     return { purged, broadcast };

@@ -38,6 +38,11 @@ export interface RedisTierOptions {
   onStoreEvent?: StoreEventHook;
   /** After each heartbeat PING: whether Redis is usable now (crowdgate_redis_up). */
   onHeartbeat?: (available: boolean) => void;
+  /**
+   * A purge another instance announced, after our L1 applied it: returns the selectors to apply
+   * again to both tiers (a fill of ours that stored between that purge and its notice).
+   */
+  onPurgeReceived?: (selector: PurgeSelector, mode: PurgeMode, at: number) => PurgeSelector[];
 }
 
 export class RedisTier {
@@ -96,8 +101,9 @@ export class RedisTier {
     });
     // Another instance purged (L2 included) and told us: our L1 only, at the sender's moment.
     this.bus.onPurge((notice) => {
-      void tiered.purgeLocal(notice.selector, notice.mode, notice.at).then((purged) => {
+      void tiered.purgeLocal(notice.selector, notice.mode, notice.at).then(async (purged) => {
         this.logger.info({ from: notice.from, selector: notice.selector, mode: notice.mode, purged }, 'purge received');
+        for (const again of opts.onPurgeReceived?.(notice.selector, notice.mode, notice.at) ?? []) await tiered.purge(again, notice.mode, notice.at);
       });
     });
     this.crossInstance = new RedisCrossInstance({
