@@ -31,6 +31,7 @@
  * clocks disagree by their skew. A tag SET may hold members that expired, until the next purge
  * of that tag or its own expiry.
  */
+import { createHash } from 'node:crypto';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { systemClock, type Clock } from '../../clock.js';
 import type { RedisConfig } from '../../config/schema.js';
@@ -246,6 +247,23 @@ local ttl = redis.call('PTTL', KEYS[1])
 if ttl < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1`;
 
+/**
+ * SET the record (ARGV[2], PX ARGV[3]) only if it is still the one read: ARGV[1] is the SHA-1 of
+ * the value read, '' when there was none. 1 when written, 0 when the record changed meanwhile.
+ */
+const CAS_SET_LUA = `
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  if redis.sha1hex(cur) ~= ARGV[1] then return 0 end
+elseif ARGV[1] ~= '' then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1`;
+
+/** Reads and merges a put tries before leaving a record that keeps changing to the next fill. */
+const PUT_ATTEMPTS = 3;
+
 export class RedisStore implements CacheStore {
   readonly name: string;
   private readonly guard: RedisGuard;
@@ -321,32 +339,47 @@ export class RedisStore implements CacheStore {
     }
     const recordKey = this.recordKeyOf(entry.key);
     const result = await this.guard.run(async (c) => {
-      const current = this.liveEntriesOf(entry.key, await c.getBuffer(recordKey));
-      const record = computeRecordWith(current, entry, this.maxVariants, now);
-      let bytes = encodeEntries(record);
-      // Stored encodings go first (every variant keeps its identity body), then the oldest
-      // variants until the record fits maxEntryBytes; the newcomer alone may not.
-      if (bytes.length > this.maxEntryBytes && record.some((e) => e.encodings !== undefined)) {
-        for (let i = 0; i < record.length; i++) if (record[i]!.encodings !== undefined) record[i] = { ...record[i]!, encodings: undefined };
-        bytes = encodeEntries(record);
+      // Read, merge, then write only if the record is still what was read (CAS_SET_LUA): another
+      // instance's purge (or put) between the two would otherwise be overwritten, and the purged
+      // variants come back for their whole lifetime (attacker trial: 6 times in 10). A record
+      // that keeps changing under us is left to the next fill.
+      for (let attempt = 0; attempt < PUT_ATTEMPTS; attempt++) {
+        const raw = await c.getBuffer(recordKey);
+        const outcome = await this.writeMerged(c, recordKey, raw, entry, now);
+        if (outcome !== 'changed') return outcome;
       }
-      while (bytes.length > this.maxEntryBytes && record.length > 1) {
-        record.shift();
-        bytes = encodeEntries(record);
-      }
-      if (bytes.length > this.maxEntryBytes) return 'skip' as const;
-      // PX = latest deleteAt − now (ms), by the injected clock; the record cannot be past it here.
-      const ttlMs = Math.ceil(computeRecordDeleteAt(record) - now);
-      await c.set(recordKey, bytes, 'PX', ttlMs);
-      const tags = new Set(record.flatMap((e) => e.tags));
-      await Promise.all([...tags].map((tag) => c.eval(TAG_ADD_LUA, 1, this.tagKeyOf(tag), entry.key, ttlMs)));
-      return 'set' as const;
+      return 'skip' as const;
     });
     if (!result.ok) {
       this.onEvent?.({ kind: result.reason === 'breaker-open' ? 'skip' : 'error', tier: 'redis' });
       return;
     }
     this.onEvent?.({ kind: result.value, tier: 'redis' });
+  }
+
+  /** put()'s merge of `entry` into the record read as `raw`, written only if the record is still `raw`. */
+  private async writeMerged(c: RedisClient, recordKey: string, raw: Buffer | null, entry: CacheEntry, now: number): Promise<'set' | 'skip' | 'changed'> {
+    const current = this.liveEntriesOf(entry.key, raw);
+    const record = computeRecordWith(current, entry, this.maxVariants, now);
+    let bytes = encodeEntries(record);
+    // Stored encodings go first (every variant keeps its identity body), then the oldest
+    // variants until the record fits maxEntryBytes; the newcomer alone may not.
+    if (bytes.length > this.maxEntryBytes && record.some((e) => e.encodings !== undefined)) {
+      for (let i = 0; i < record.length; i++) if (record[i]!.encodings !== undefined) record[i] = { ...record[i]!, encodings: undefined };
+      bytes = encodeEntries(record);
+    }
+    while (bytes.length > this.maxEntryBytes && record.length > 1) {
+      record.shift();
+      bytes = encodeEntries(record);
+    }
+    if (bytes.length > this.maxEntryBytes) return 'skip';
+    // PX = latest deleteAt − now (ms), by the injected clock; the record cannot be past it here.
+    const ttlMs = Math.ceil(computeRecordDeleteAt(record) - now);
+    const seen = raw === null ? '' : createHash('sha1').update(raw).digest('hex');
+    if ((await c.eval(CAS_SET_LUA, 1, recordKey, seen, bytes, ttlMs)) !== 1) return 'changed';
+    const tags = new Set(record.flatMap((e) => e.tags));
+    await Promise.all([...tags].map((tag) => c.eval(TAG_ADD_LUA, 1, this.tagKeyOf(tag), entry.key, ttlMs)));
+    return 'set';
   }
 
   async delete(key: string): Promise<boolean> {

@@ -22,7 +22,7 @@ const BREAKER_OPEN_MS = 2_000;
 const redis = useRedisServer({ inspect: true });
 let n = 0;
 
-async function makeStore(options: { url?: string; maxEntryBytes?: number; waitReady?: boolean } = {}) {
+async function makeStore(options: { url?: string; maxEntryBytes?: number; waitReady?: boolean; afterRead?: (key: string) => Promise<void> } = {}) {
   const clock = new ManualClock(T0);
   const client = createRedisClient({
     url: options.url ?? redis.url,
@@ -31,7 +31,24 @@ async function makeStore(options: { url?: string; maxEntryBytes?: number; waitRe
   });
   redis.cleanup(() => client.disconnect());
   if (options.waitReady !== false) await waitUntilReady(client);
-  const guard = new RedisGuard(client, { breakerFailures: BREAKER_FAILURES, breakerOpenMs: BREAKER_OPEN_MS, clock });
+  // `afterRead`: what another instance does between a read of ours and what follows it.
+  const afterRead = options.afterRead;
+  const seen: RedisClient =
+    afterRead === undefined
+      ? client
+      : new Proxy(client, {
+          get(target, name) {
+            if (name === 'getBuffer')
+              return async (key: string) => {
+                const value = await target.getBuffer(key);
+                await afterRead(key);
+                return value;
+              };
+            const value = Reflect.get(target, name) as unknown;
+            return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+          },
+        });
+  const guard = new RedisGuard(seen, { breakerFailures: BREAKER_FAILURES, breakerOpenMs: BREAKER_OPEN_MS, clock });
   const events: StoreEvent['kind'][] = [];
   const keyPrefix = `unit${++n}:`;
   const store = new RedisStore({
@@ -124,6 +141,36 @@ describe('RedisStore layout', () => {
     await store.delete('gone');
     expect(await store.purge({ kind: 'tag', tag: 't' }, 'soft', T0)).toBe(1);
     expect(await redis.raw.smembers(`${keyPrefix}t:t`)).toEqual(['kept']);
+  });
+
+  it("never writes back variants another instance purged between its read and its write (attacker trial)", async () => {
+    let purgeNext = false;
+    const { store, keyPrefix } = await makeStore({
+      afterRead: async (key) => {
+        if (!purgeNext) return;
+        purgeNext = false;
+        await redis.raw.del(key); // the other instance's hard PURGE of the page
+      },
+    });
+    await store.put(makeEntry({ key: 'page', variantKey: 'old-json', vary: ['accept'], body: Buffer.from('version 1') }));
+    purgeNext = true;
+    await store.put(makeEntry({ key: 'page', variantKey: 'new-json', vary: ['accept'], body: Buffer.from('version 2') }));
+    const record = await store.get('page');
+    expect(record?.map((e) => e.variantKey)).toEqual(['new-json']);
+    expect(await redis.raw.exists(`${keyPrefix}e:page`)).toBe(1);
+  });
+
+  it('leaves a record that changes under every attempt to the next fill (not written, skip)', async () => {
+    let n = 0;
+    const { store, events, keyPrefix } = await makeStore({
+      afterRead: async (key) => {
+        await redis.raw.set(key, `changed ${++n}`);
+      },
+    });
+    await store.put(makeEntry({ key: 'busy' }));
+    expect(n).toBe(3);
+    expect(await redis.raw.get(`${keyPrefix}e:busy`)).toBe('changed 3'); // theirs, not overwritten
+    expect(events).toEqual(['skip']);
   });
 
   it('does not write a record larger than maxEntryBytes', async () => {
