@@ -63,8 +63,12 @@ export type ReleaseKind =
   | 'ignore'; // no sample (the client left, the request was cancelled)
 
 export interface Permit {
-  /** Returns the permit. Idempotent: only the first call counts. */
-  release(kind: ReleaseKind): void;
+  /**
+   * Returns the permit. Idempotent: only the first call counts. `latencyClass`: what kind of
+   * request it was (a route's fills, its pass-through...): its round trip is compared with that
+   * class's own no-load round trip (see "Latency classes").
+   */
+  release(kind: ReleaseKind, latencyClass?: string): void;
 }
 
 export type RefusalReason = 'queue_full' | 'predicted_wait' | 'deadline' | 'codel' | 'evicted' | 'aborted';
@@ -151,10 +155,10 @@ class LimiterPermit implements Permit {
     readonly acquiredAt: number,
     readonly inflightAtAcquire: number,
   ) {}
-  release(kind: ReleaseKind): void {
+  release(kind: ReleaseKind, latencyClass?: string): void {
     if (this.released) return;
     this.released = true;
-    this.limiter['onRelease'](this, kind);
+    this.limiter['onRelease'](this, kind, latencyClass);
   }
 }
 
@@ -189,6 +193,9 @@ export class Limiter {
   // Shared sample object: the Limit contract says implementations copy what they keep.
   private readonly sample: LimitSample = { rttMs: 0, inflight: 0, dropped: false, hostDelayMs: 0 };
   private readonly hostDelayMs: (() => number) | undefined;
+
+  /** Each latency class's no-load round trip, to read samples on one scale (see "Latency classes"). */
+  private readonly latency = new LatencyClasses();
 
   /** EWMA of successful permit round trips (ms); 0 until the first one. */
   private rttEwmaMs = 0;
@@ -492,7 +499,7 @@ export class Limiter {
   }
 
   /** Called once per permit, from LimiterPermit.release. */
-  private onRelease(permit: LimiterPermit, kind: ReleaseKind): void {
+  private onRelease(permit: LimiterPermit, kind: ReleaseKind, latencyClass: string | undefined): void {
     const now = this.clock.now();
     this.lastReleaseAt = now;
     if (permit.overdue) this.overdueCount--;
@@ -522,7 +529,7 @@ export class Limiter {
     }
     if (kind !== 'ignore') {
       const s = this.sample;
-      s.rttMs = now - permit.acquiredAt;
+      s.rttMs = this.latency.normalise(now - permit.acquiredAt, latencyClass, kind === 'success' && permit.inflightAtAcquire <= this.limit / 2);
       s.inflight = permit.inflightAtAcquire;
       s.dropped = kind === 'dropped';
       s.hostDelayMs = this.hostDelayMs?.() ?? 0;
@@ -662,4 +669,57 @@ function checkQueue(q: LimiterOptions['queue']): LimiterOptions['queue'] {
   if (!(q.codelTargetMs > 0)) throw new TypeError(`queue.codelTargetMs must be > 0, got ${q.codelTargetMs}`);
   if (!(q.codelIntervalMs > 0)) throw new TypeError(`queue.codelIntervalMs must be > 0, got ${q.codelIntervalMs}`);
   return q;
+}
+
+/** At most this many latency classes are told apart; samples of any further class are read as they are. */
+export const MAX_LATENCY_CLASSES = 64;
+/** A class's no-load round trip is used once it rests on this many samples. */
+export const LATENCY_CLASS_SAMPLES = 3;
+/** Per sample, every class's share of recent samples decays by this fraction (a half-life of about 180 samples). */
+const CLASS_WEIGHT_DECAY = 1 / 256;
+
+/**
+ * Latency classes: the round trips the limit algorithm reads, on one scale whatever the endpoint
+ * mix. A site's page fills may take 40–80 ms while its API answers in 5–20 ms; read raw, a
+ * window of fills after a few API calls looked like a sixfold queue, the limit sank to 2–8 and
+ * fast requests were refused on a healthy origin (a new-user trial: 13–40 % of API calls). Each
+ * class (a route's fills, its pass-through, its WebSocket handshakes) keeps its own no-load round
+ * trip, learned from samples taken at no more than half the limit (a low-tracking average: down
+ * by a quarter of the gap, up by a twentieth, at most doubling); a sample is then read as its
+ * own class's no-load round trip plus what it took beyond it, on the scale of the mix's mean:
+ * `rtt − base(class) + Σ share(k) × base(k)`. Queueing in the origin adds the same wait to every
+ * class, so it still shows in full; the mix no longer does. With one class (or all alike) the
+ * sample is read as it is. A class with fewer than LATENCY_CLASS_SAMPLES is read as it is.
+ */
+class LatencyClasses {
+  private readonly classes = new Map<string, { base: number; samples: number; share: number }>();
+
+  normalise(rttMs: number, name: string | undefined, noLoad: boolean): number {
+    if (name === undefined) return rttMs;
+    let own = this.classes.get(name);
+    if (own === undefined) {
+      if (this.classes.size >= MAX_LATENCY_CLASSES) return rttMs;
+      own = { base: 0, samples: 0, share: 0 };
+      this.classes.set(name, own);
+    }
+    let weighted = 0;
+    let shares = 0;
+    let known = 0;
+    for (const c of this.classes.values()) {
+      c.share *= 1 - CLASS_WEIGHT_DECAY;
+      if (c.samples < LATENCY_CLASS_SAMPLES) continue;
+      known++;
+      weighted += c.share * c.base;
+      shares += c.share;
+    }
+    own.share += 1;
+    const read = own.samples >= LATENCY_CLASS_SAMPLES && known > 1 && shares > 0 ? rttMs - own.base + weighted / shares : rttMs;
+    if (noLoad) {
+      if (own.samples === 0) own.base = rttMs;
+      else if (rttMs < own.base) own.base += 0.25 * (rttMs - own.base);
+      else own.base += 0.05 * Math.min(rttMs - own.base, own.base);
+      own.samples++;
+    }
+    return read > 0.1 ? read : 0.1;
+  }
 }

@@ -98,6 +98,11 @@ export interface AdmitOptions {
   signal?: AbortSignal;
   servesCrowd?: boolean;
   /**
+   * What kind of request this is for the limit (`fill:<route>`, `forward:<route>`...): its round
+   * trip is read against its own class's (admission/limiter.ts, "Latency classes").
+   */
+  latencyClass?: string;
+  /**
    * The caller can answer without the origin (a usable stale copy). When no member is usable it
    * is then refused, except for one trial request per member at a time (TRIAL_INTERVAL_MS
    * apart); without a fallback the request is sent to some member anyway (panic routing).
@@ -327,7 +332,7 @@ export class Upstream {
       return { ok: false, why: 'shed', reason, waitedMs: result.waitedMs };
     }
     pool.begin(member);
-    return { ok: true, lease: this.makeLease(pool, control, result.permit, result.waitedMs, opts.kind, trial) };
+    return { ok: true, lease: this.makeLease(pool, control, result.permit, result.waitedMs, opts.kind, trial, opts.latencyClass) };
   }
 
   /**
@@ -367,6 +372,7 @@ export class Upstream {
     waitedMs: number,
     kind: OriginRequestKind,
     trial: boolean,
+    latencyClass: string | undefined,
   ): OriginLease {
     const startedAt = this.clock.now();
     let finished = false;
@@ -380,7 +386,7 @@ export class Upstream {
         finished = true;
         pool.end(control.member);
         if (trial) control.trialInFlight = false;
-        this.report(pool, control, permit, outcome, kind, startedAt);
+        this.report(pool, control, permit, outcome, kind, startedAt, latencyClass);
       },
     };
   }
@@ -411,7 +417,15 @@ export class Upstream {
    * no sample), and feeds the breaker, passive health and metrics with what says the member is
    * sick, and nothing else (see OriginOutcome).
    */
-  private report(pool: OriginPool, control: MemberControl, permit: Permit, outcome: OriginOutcome, kind: OriginRequestKind, startedAt: number): void {
+  private report(
+    pool: OriginPool,
+    control: MemberControl,
+    permit: Permit,
+    outcome: OriginOutcome,
+    kind: OriginRequestKind,
+    startedAt: number,
+    latencyClass: string | undefined,
+  ): void {
     const labels = { site: control.site, origin: control.member.name };
     const sampleValid = this.samplesValid();
     if (outcome.kind === 'client_gone' || outcome.kind === 'abandoned') {
@@ -439,14 +453,14 @@ export class Upstream {
         return;
       }
       // A refused connection says nothing about the origin's latency; a timeout or reset under load does.
-      permit.release(failure === 'connect_error' || !sampleValid ? 'ignore' : 'dropped');
+      permit.release(failure === 'connect_error' || !sampleValid ? 'ignore' : 'dropped', latencyClass);
       control.failedAt = this.clock.now();
       control.breaker.onFailure();
       pool.reportFailure(control.member, failure === 'connect_error' ? 'connect' : failure === 'timeout' ? 'timeout' : 'reset');
       return;
     }
     const status = outcome.status;
-    permit.release(!sampleValid || outcome.clientHeld === true || AMBIGUOUS_STATUSES.has(status) ? 'ignore' : 'success');
+    permit.release(!sampleValid || outcome.clientHeld === true || AMBIGUOUS_STATUSES.has(status) ? 'ignore' : 'success', latencyClass);
     this.metrics.get('originDuration').observe(labels, Math.max(0, this.clock.now() - startedAt) / 1000);
     this.metrics.get('originRequests').inc({ ...labels, kind, outcome: status >= 500 ? 'status_5xx' : 'ok' });
     if (SICK_STATUSES.has(status)) {

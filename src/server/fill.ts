@@ -205,6 +205,8 @@ async function fetchForCache(
       priority,
       deadlineAt,
       kind,
+      // A background refresh is a fill like any: one class per route (a 304's round trip too).
+      latencyClass: `fill:${ctx.route?.name ?? '-'}`,
       exclude: excluded,
       servesCrowd: true,
       // Nobody waits on a background refresh, and a usable stale copy answers a failed fill.

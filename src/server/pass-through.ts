@@ -47,6 +47,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
         priority: ctx.priority,
         deadlineAt,
         kind: 'forward',
+        latencyClass: `forward:${ctx.route?.name ?? '-'}`,
         exclude: excluded,
         signal: abort.signal,
         hasFallback: lookup !== undefined && hasStaleOnFailure(ctx, lookup),

@@ -126,6 +126,7 @@ export class WebSocketUpgrades {
       priority,
       deadlineAt: deps.clock.now() + rt.config.admission.queue.deadlineMs,
       kind: 'forward',
+      latencyClass: `upgrade:${route.name}`,
       signal: abort.signal,
     });
     socket.off('close', onClose);

@@ -879,3 +879,150 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
     expect(s.limiter.overdueAfterMs).toBe(100);
   });
 });
+
+describe('Limiter: latency classes (a page fill and an API call are read on one scale)', () => {
+  /** Holds one permit `rttMs` of class `cls` and releases it (inflight 1: a no-load sample). */
+  async function one(t: ReturnType<typeof setup>, cls: string | undefined, rttMs: number): Promise<void> {
+    const r = t.limiter.acquire({ priority: 1 });
+    const result = r instanceof Promise ? await r : r;
+    if (!result.ok) throw new Error('refused');
+    t.clock.advance(rttMs);
+    result.permit.release('success', cls);
+  }
+
+  it('reads each sample as its class\'s no-load round trip plus its excess, on the scale of the mix', async () => {
+    const t = setup({ limitN: 8 });
+    const limit = t.limit as ScriptedLimit;
+    for (let i = 0; i < 6; i++) {
+      await one(t, 'forward:api', 10);
+      await one(t, 'fill:default', 60);
+    }
+    // Equal shares: the mix's no-load round trip is about 35 ms; each class's samples read so.
+    const fill = limit.samples.at(-1)!.rttMs;
+    const api = limit.samples.at(-2)!.rttMs;
+    expect(fill).toBeGreaterThan(30);
+    expect(fill).toBeLessThan(40);
+    expect(Math.abs(api - fill)).toBeLessThan(3);
+    // Queueing in the origin adds the same wait to both: it shows in full on either.
+    await one(t, 'forward:api', 10 + 50);
+    expect(limit.samples.at(-1)!.rttMs - fill).toBeGreaterThan(45);
+    await one(t, 'fill:default', 60 + 50);
+    expect(limit.samples.at(-1)!.rttMs - fill).toBeGreaterThan(45);
+  });
+
+  it('reads a sample as it is with one class, without a class, or before its class has a no-load round trip', async () => {
+    const t = setup({ limitN: 8 });
+    const limit = t.limit as ScriptedLimit;
+    for (let i = 0; i < 5; i++) await one(t, 'fill:default', 60);
+    expect(limit.samples.map((s) => s.rttMs)).toEqual([60, 60, 60, 60, 60]);
+    await one(t, undefined, 10);
+    await one(t, 'forward:api', 10); // its first sample: no base yet
+    expect(limit.samples.slice(-2).map((s) => s.rttMs)).toEqual([10, 10]);
+  });
+
+  it('with Gradient2: 40 % API calls of 10 ms among 60 ms page fills on an origin with room to spare keep their limit and are never refused (new-user trial)', async () => {
+    const { Gradient2Limit } = await import('../../../src/admission/limits/gradient2.js');
+    const clock = new ManualClock(0);
+    const scheduler = new ManualScheduler(clock);
+    const limiter = new Limiter({
+      limit: new Gradient2Limit({ initial: 8, min: 2, max: 256 }),
+      queue: { maxLength: 100, deadlineMs: 500, codelTargetMs: 20, codelIntervalMs: 100 },
+      classes: 1,
+      clock,
+      scheduler,
+      slowLane: true,
+    });
+    // An origin with unlimited capacity: every request takes its class's time (±20 %).
+    let seed = 7;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const refusals: string[] = [];
+    let minLimit = Infinity;
+    // About 200 requests a second, arriving in bursts of 1-4 (clients that think, then ask).
+    for (let t = 0; t < 30_000; t += 10) {
+      const n = rand() < 0.5 ? 1 + Math.floor(rand() * 4) : 0;
+      for (let i = 0; i < n; i++) {
+        const api = rand() < 0.4;
+        const ms = (api ? 10 : 60) * (0.8 + 0.4 * rand());
+        const r = limiter.acquire({ priority: 0 });
+        const onResult = (res: AcquireResult) => {
+          if (!res.ok) return void refusals.push(res.reason);
+          scheduler.setTimeout(() => res.permit.release('success', api ? 'forward:api' : 'fill:default'), ms);
+        };
+        if (r instanceof Promise) void r.then(onResult);
+        else onResult(r);
+      }
+      scheduler.advance(10);
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      if (t > 5_000) minLimit = Math.min(minLimit, limiter.limit);
+    }
+    expect(refusals).toEqual([]);
+    expect(minLimit).toBeGreaterThanOrEqual(6);
+  });
+});
+
+describe('Limiter with Gradient2 and two latency classes under a crowd', () => {
+  it('still finds the origin saturated: in-flight within 1.6 C, the origin >= 90 % busy, the excess refused', async () => {
+    const { Gradient2Limit } = await import('../../../src/admission/limits/gradient2.js');
+    const C = 8;
+    const clock = new ManualClock(0);
+    const scheduler = new ManualScheduler(clock);
+    const limiter = new Limiter({
+      limit: new Gradient2Limit({ initial: 8, min: 2, max: 256 }),
+      queue: { maxLength: 50, deadlineMs: 500, codelTargetMs: 20, codelIntervalMs: 100 },
+      classes: 1,
+      clock,
+      scheduler,
+      slowLane: true,
+    });
+    // The origin: C slots; API calls take 10 ms of a slot, page fills 60 ms; FIFO beyond that.
+    let serving = 0;
+    let busyFrom = 0;
+    let busyMs = 0;
+    let maxInflight = 0;
+    const measureFromMs = 8_000;
+    const waiting: Array<{ permit: Permit; api: boolean }> = [];
+    const account = () => {
+      const now = clock.now();
+      if (now > measureFromMs) busyMs += (Math.min(serving, C) * (now - Math.max(busyFrom, measureFromMs))) / C;
+      busyFrom = now;
+    };
+    const serve = (job: { permit: Permit; api: boolean }) => {
+      account();
+      serving++;
+      scheduler.setTimeout(() => {
+        account();
+        serving--;
+        job.permit.release('success', job.api ? 'forward:api' : 'fill:default');
+        const next = waiting.shift();
+        if (next) serve(next);
+      }, job.api ? 10 : 60);
+    };
+    let refused = 0;
+    let seed = 11;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const endMs = 14_000;
+    for (let t = 0; t < endMs; t++) {
+      // Before 3 s a quiet site (the classes learn their no-load round trips), then 10 x capacity.
+      const n = t < 3_000 ? (rand() < 0.05 ? 1 : 0) : 2;
+      for (let i = 0; i < n; i++) {
+        const api = rand() < 0.4;
+        const r = limiter.acquire({ priority: 0 });
+        const onResult = (res: AcquireResult) => {
+          if (!res.ok) return void refused++;
+          const job = { permit: res.permit, api };
+          if (serving < C) serve(job);
+          else waiting.push(job);
+          if (clock.now() > measureFromMs) maxInflight = Math.max(maxInflight, serving + waiting.length);
+        };
+        if (r instanceof Promise) void r.then(onResult);
+        else onResult(r);
+      }
+      scheduler.advance(1);
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    account();
+    expect(busyMs / (endMs - measureFromMs)).toBeGreaterThanOrEqual(0.9);
+    expect(maxInflight).toBeLessThanOrEqual(1.6 * C);
+    expect(refused).toBeGreaterThan(10_000);
+  });
+});
