@@ -69,6 +69,11 @@ export const ERRORS = {
     message: 'The origin server did not answer in time.',
     action: 'Check the origin\'s load, or raise `sites[].timeouts.responseHeadersMs`.',
   },
+  origin_unavailable: {
+    status: 503,
+    message: 'The site is unavailable right now. Please retry shortly.',
+    action: 'Check the origin: it answered 503 or 429 to the fill this request waited on; its Retry-After (up to 1 h) is passed on.',
+  },
   only_if_cached: {
     status: 504,
     message: 'The request asked for only-if-cached and nothing usable is cached.',

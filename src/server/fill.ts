@@ -83,14 +83,16 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     return passAlone(ctx, lookup);
   }
   // An origin that says it is overloaded or refusing us (503, 429) is not asked again by each
-  // waiter: they get a stored copy, or the gateway's own 503 with Retry-After. Never the
-  // origin's bytes: a 429 may be about the leader alone (its address, its cookie, a coding
-  // the waiter cannot read; review). Other errors may be the leader's own; its waiters ask alone.
+  // waiter: they get a stored copy, or the gateway's own 503 (`origin_unavailable`) with the
+  // origin's Retry-After (ours when it sent none). Never the origin's bytes: a 429 may be about
+  // the leader alone (its address, its cookie, a coding the waiter cannot read; review). Other
+  // errors may be the leader's own; its waiters ask alone. (It said `overloaded` and
+  // Retry-After: 1 to a maintenance page's waiters, as if the gateway were shedding: trial.)
   if (outcome.kind === 'origin_error')
     return serveStaleOr(ctx, lookup, 'error', () =>
       outcome.status === 503 || outcome.status === 429
-        ? fail(ctx, 'overloaded', `the origin answered ${outcome.status} to this page's fill`, {
-            retryAfterSeconds: ctx.deps.admission.retryAfterSeconds(ctx.site!.name),
+        ? fail(ctx, 'origin_unavailable', `the origin answered ${outcome.status} to this page's fill`, {
+            retryAfterSeconds: retryAfterOf(outcome.headers['retry-after'], ctx.deps.clock.now()) ?? ctx.deps.admission.retryAfterSeconds(ctx.site!.name),
             state: 'error',
           })
         : passAlone(ctx, lookup),
@@ -119,6 +121,19 @@ export function isOtherCookiesCopy(ctx: Ctx, entry: CacheEntry, policy: PolicyOp
 /** passAlone, never falling back to the copy that was not this request's if the origin fails. */
 export function passWithoutCopy(ctx: Ctx, lookup: Lookup): void | Promise<void> {
   return passAlone(ctx, { ...lookup, entry: undefined, evaluation: undefined });
+}
+
+/** The most Retry-After passed on from the origin, s. */
+const MAX_ORIGIN_RETRY_AFTER_S = 3600;
+
+/** An origin's Retry-After (delta-seconds or an HTTP-date, RFC 9110 §10.2.3) in whole seconds from `now`, at most an hour; undefined when absent or unreadable. */
+export function retryAfterOf(value: unknown, now: number): number | undefined {
+  const text = Array.isArray(value) ? value[0] : value;
+  if (typeof text !== 'string') return undefined;
+  const trimmed = text.trim();
+  const seconds = /^\d{1,10}$/.test(trimmed) ? Number(trimmed) : Math.ceil((Date.parse(trimmed) - now) / 1000);
+  if (!Number.isFinite(seconds) || seconds < 1) return undefined;
+  return Math.min(seconds, MAX_ORIGIN_RETRY_AFTER_S);
 }
 
 /** When each shared fill result was handed to its waiters (for the access log's afterWakeMs). */

@@ -550,7 +550,7 @@ describe('failure amplification: an origin that rate-limits the gateway (429)', 
 });
 
 describe('failure amplification: waiters of a fill the origin refused (503)', () => {
-  it("get the gateway's own 503 with Retry-After, not the origin's bytes, and do not each ask again", async () => {
+  it("get the gateway's own 503 (origin_unavailable) with the origin's Retry-After, not the origin's bytes, and do not each ask again", async () => {
     const o = await origin();
     o.route('/busy', (req, res) =>
       void setTimeout(() => {
@@ -562,12 +562,14 @@ describe('failure amplification: waiters of a fill the origin refused (503)', ()
     const answers = await Promise.all([0, 1, 2, 3].map(() => call(`${g.url}/busy`)));
     expect(o.count('/busy')).toBe(1);
     expect(answers.map((a) => a.status)).toEqual([503, 503, 503, 503]);
-    const waiters = answers.filter((a) => a.headers['x-crowdgate-error'] === 'overloaded');
+    const waiters = answers.filter((a) => a.headers['x-crowdgate-error'] === 'origin_unavailable');
     expect(waiters.length).toBe(3);
     for (const w of waiters) {
       expect(w.headers['set-cookie']).toBeUndefined();
       expect(w.body).not.toContain('slow down');
-      expect(Number(w.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+      // The origin's Retry-After, not the gateway's own shedding hint; and no word of shedding.
+      expect(w.headers['retry-after']).toBe('5');
+      expect(String(w.headers['cache-status'])).toContain('detail="origin_unavailable');
     }
   });
 });
