@@ -94,6 +94,16 @@ export class CircuitBreaker {
     return false;
   }
 
+  /**
+   * An active health check of the member passed: an open or half-open breaker closes (the
+   * member answers; one URL's timeouts had kept it open, its gauge reading "open" on an idle,
+   * healthy origin: a new-user trial). A closed breaker is left as it is.
+   */
+  onHealthCheckPassed(): void {
+    if (this.cfg.enabled === false || this.current === 'closed') return;
+    this.close('a health check passed');
+  }
+
   onSuccess(): void {
     if (this.cfg.enabled === false) return;
     if (this.current === 'half_open' || this.current === 'open') {

@@ -89,6 +89,7 @@ export class PoolTable {
         const current = this.opts.currentSite(site.name) ?? site;
         return upstream.admitProbe(current, member, signal);
       },
+      onProbePassed: (member) => upstream.healthCheckPassed(this.opts.currentSite(site.name) ?? site, member),
     });
     for (const m of pool.members()) metrics.get('originHealthy').set({ site: site.name, origin: m.name }, 1);
     this.pools.set(site.name, pool);

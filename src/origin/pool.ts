@@ -68,6 +68,8 @@ export interface OriginPoolOptions {
    * (close). Without this option probes run unadmitted (tests of the pool alone).
    */
   admitProbe?: (member: OriginMember, signal: AbortSignal) => Promise<ProbeAdmission | undefined>;
+  /** An active probe of `member` passed (the breaker, which the pool does not own, closes on it). */
+  onProbePassed?: (member: OriginMember) => void;
 }
 
 /** A permit held for one probe; released when the probe ends. */
@@ -99,6 +101,7 @@ export class OriginPool {
   private readonly logger: PoolLogger | undefined;
   private readonly onHealthChange: OriginPoolOptions['onHealthChange'];
   private readonly admitProbe: OriginPoolOptions['admitProbe'];
+  private readonly onProbePassed: OriginPoolOptions['onProbePassed'];
   private list: PoolMember[] = [];
   private byKey = new Map<string, PoolMember>();
   /** Members removed by update() that still have requests in flight. */
@@ -116,6 +119,7 @@ export class OriginPool {
     this.logger = opts.logger;
     this.onHealthChange = opts.onHealthChange;
     this.admitProbe = opts.admitProbe;
+    this.onProbePassed = opts.onProbePassed;
     this.isExpectedStatus = parseExpectStatus(site.healthCheck.expectStatus);
     assertUniqueNames(site);
     for (const cfg of site.origins) {
@@ -340,6 +344,13 @@ export class OriginPool {
       this.announceEndedEjections(now);
       const before: ActiveHealth = m.activeHealth();
       const changed = m.recordProbe(result.ok, result.error, this.site.healthCheck, now);
+      if (result.ok) {
+        try {
+          this.onProbePassed?.(m);
+        } catch (err) {
+          this.logger?.warn({ site: this.site.name, origin: m.name, err }, 'onProbePassed threw');
+        }
+      }
       if (result.ok && m.endEjection(now)) {
         this.logger?.info({ site: this.site.name, origin: m.name }, 'origin member ejection ended (health check passed)');
         if (!changed) this.emit(m, m.isHealthy(now), 'ejection-ended');

@@ -391,6 +391,11 @@ export class Upstream {
     };
   }
 
+  /** An active health check of `member` passed: its breaker closes if open (circuit.ts). */
+  healthCheckPassed(site: SiteConfig, member: OriginMember): void {
+    this.controlFor(site, member).breaker.onHealthCheckPassed();
+  }
+
   /**
    * A permit for one active health probe of `member`: probes are origin requests too, so a
    * member never sees more than its limit (and never more than `ceiling`). The probe queues in

@@ -207,6 +207,29 @@ describe('admission: rate limits and the circuit breaker', () => {
     expect(metrics).toMatch(/crowdgate_rate_limited_total\{site="test",route="default"\} 2/);
   });
 
+  it('closes an open breaker when a health check passes, with no traffic needed (new-user trial: it read "open" for minutes on an idle, healthy origin)', async () => {
+    const o = await origin();
+    o.route('/', { status: 200, body: 'home' });
+    o.route('/broken', { status: 503, body: 'down' });
+    const g = await gateway({
+      sites: [
+        siteFor([o.url], {
+          healthCheck: { enabled: true, path: '/', intervalMs: 200 },
+          circuit: { consecutiveFailures: 2, openMs: 600_000 },
+          passive: { consecutiveFailures: 100 },
+        }),
+      ],
+    });
+    await vi.waitFor(() => expect(o.count('/')).toBeGreaterThan(0)); // the first probe passed
+    for (let i = 0; i < 2; i++) await call(`${g.url}/broken`, { method: 'POST', body: 'x' });
+    const state = async () => /crowdgate_circuit_state\{site="test",origin="[^"]+"\} (\d)/.exec(await (await request(`${g.adminUrl}/metrics`)).body.text())?.[1];
+    expect(g.logs.some((l) => l.msg === 'origin member circuit open: requests to it stop')).toBe(true);
+    // No request is sent: the next probe alone closes it.
+    await vi.waitFor(async () => expect(await state()).toBe('0'), { timeout: 3_000, interval: 50 });
+    expect(g.logs.some((l) => l.circuit === 'closed' && l.why === 'a health check passed')).toBe(true);
+    expect(o.count('/broken')).toBe(2);
+  });
+
   it('serves stale copies while the circuit is open, sends one trial at a time, and still tries the origin where nothing is stored', async () => {
     // The page's Date follows the injected clock, so the clock's jump is its only age.
     const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
