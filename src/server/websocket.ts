@@ -6,9 +6,10 @@
  * site's connect and response-head timeouts. A 101 opens a tunnel until either side closes;
  * any other answer is relayed as an ordinary response on a connection that then closes.
  * A request that is not a WebSocket handshake (RFC 6455 §4.1: GET, `Upgrade: websocket`,
- * `Sec-WebSocket-Key`, `Sec-WebSocket-Version`), an unknown Host or a gateway that is draining
- * gets 400; a refusal by admission 503 with Retry-After; an origin that cannot be reached 502,
- * one that does not answer in time 504. Other protocols offered in Upgrade never come here:
+ * `Sec-WebSocket-Key`, `Sec-WebSocket-Version`) or an unknown Host gets 400, a gateway that is
+ * draining 503; a refusal by admission 503 with Retry-After; an origin that cannot be reached 502,
+ * one that does not answer in time 504; each with its code in X-Crowdgate-Error. Every handshake
+ * is counted and logged once (a tunnel when it closes). Other protocols offered in Upgrade never come here:
  * they are ignored and the request is served as an ordinary one (http-server.ts
  * upgradeListener).
  *
@@ -19,7 +20,8 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
-import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
+import { statusClassOf, type GatewayMetrics } from '../metrics/gateway-metrics.js';
+import type { ErrorCode } from '../errors.js';
 import type { Forwarder, UpgradeOutcome } from '../origin/forward.js';
 import type { OriginOutcome, Upstream } from '../origin/upstream.js';
 import { timeoutsFor, type Runtime } from '../runtime.js';
@@ -57,14 +59,52 @@ export class WebSocketUpgrades {
   /** The public listener's 'upgrade' handler. */
   handle(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy());
-    void this.upgrade(req, socket, head).catch((err: unknown) => {
+    const hs: Handshake = { req, socket, startedAt: this.deps.clock.now(), site: '-', route: '-', done: false };
+    void this.upgrade(hs, head).catch((err: unknown) => {
       this.deps.logger.error({ err }, 'websocket upgrade failed unexpectedly');
-      answer(socket, 500, 'Internal Server Error');
+      this.refuse(hs, 500, 'Internal Server Error', 'internal_error');
     });
   }
 
-  private async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+  /**
+   * Answers a handshake the gateway refuses or could not complete, with the catalogue's code in
+   * X-Crowdgate-Error, and accounts for it: an incomplete handshake's bare 400 had no code, no
+   * count and no access line (new-user trial).
+   */
+  private refuse(hs: Handshake, status: number, message: string, code: ErrorCode, retryAfterSeconds?: number): void {
+    answer(hs.socket, status, message, code, retryAfterSeconds);
+    this.account(hs, status, status === 503 && code !== 'draining' ? 'shed' : 'error', code);
+  }
+
+  /** One handshake's count (crowdgate_requests_total) and access line, once. */
+  private account(hs: Handshake, status: number, state: string, code?: ErrorCode): void {
+    if (hs.done) return;
+    hs.done = true;
     const { deps } = this;
+    const durationMs = deps.clock.now() - hs.startedAt;
+    deps.metrics.observeRequest(hs.site, hs.route, state, status === 0 ? 'aborted' : statusClassOf(status), durationMs / 1000);
+    if (!deps.runtime().config.log.access) return;
+    deps.logger.info(
+      {
+        type: 'access',
+        client: hs.req.socket.remoteAddress,
+        method: hs.req.method,
+        path: hs.req.url,
+        site: hs.site,
+        route: hs.route,
+        status,
+        durationMs,
+        cache: state,
+        websocket: true,
+        ...(code === undefined ? {} : { error: code }),
+      },
+      'request',
+    );
+  }
+
+  private async upgrade(hs: Handshake, head: Buffer): Promise<void> {
+    const { deps } = this;
+    const { req, socket } = hs;
     const rt = deps.runtime();
     const site = rt.router.match(req.headers.host);
     const upgrade = String(req.headers.upgrade ?? '').toLowerCase();
@@ -89,10 +129,13 @@ export class WebSocketUpgrades {
       hasDisguisedDotSegment(rawUrl) ||
       deps.isDraining()
     ) {
-      return answer(socket, 400, 'Bad Request');
+      if (site) hs.site = site.name;
+      return deps.isDraining() ? this.refuse(hs, 503, 'Service Unavailable', 'draining') : this.refuse(hs, 400, 'Bad Request', site ? 'bad_request' : 'no_site');
     }
     req.url = normaliseTarget(rawUrl).url;
     const route = site.compiled.matchRoute('GET', parseUrlPath(req.url).path);
+    hs.site = site.name;
+    hs.route = route.name;
     const peer = req.socket.remoteAddress ?? '';
     const trusted = deps.trustedProxies();
     const peerTrusted = trusted.isTrusted(peer);
@@ -102,7 +145,7 @@ export class WebSocketUpgrades {
     const limited = deps.admission.takeRateLimit(site.name, route.name, (header) => rateLimitClientKey(req.headers, header, clientAddress));
     if (limited !== undefined) {
       deps.metrics.get('rateLimited').inc({ site: site.name, route: route.name });
-      return answer(socket, 429, 'Too Many Requests', limited);
+      return this.refuse(hs, 429, 'Too Many Requests', 'rate_limited', limited);
     }
 
     // The same X-Forwarded-* and Via as every forwarded request (headers.ts), set in place.
@@ -132,11 +175,11 @@ export class WebSocketUpgrades {
     socket.off('close', onClose);
     if (!admitted.ok) {
       if (socket.destroyed) return;
-      if (admitted.why === 'no_healthy') return answer(socket, 502, 'Bad Gateway');
+      if (admitted.why === 'no_healthy') return this.refuse(hs, 502, 'Bad Gateway', 'no_healthy_origin');
       const reason = admitted.why === 'shed' ? admitted.reason : 'circuit_open';
       const retryAfter = deps.admission.retryAfterSeconds(site.name);
       deps.metrics.get('shed').inc({ site: site.name, reason, priority: rt.priorities.nameOf(priority) });
-      return answer(socket, 503, 'Service Unavailable', retryAfter);
+      return this.refuse(hs, 503, 'Service Unavailable', reason === 'circuit_open' ? 'circuit_open' : 'overloaded', retryAfter);
     }
     const lease = admitted.lease;
     let outcome: UpgradeOutcome | undefined;
@@ -151,16 +194,31 @@ export class WebSocketUpgrades {
     }
     if (outcome.kind === 'failure') {
       deps.logger.warn({ err: outcome.error, site: site.name, origin: lease.member.name }, 'websocket upgrade failed');
-      return outcome.failure === 'timeout' ? answer(socket, 504, 'Gateway Timeout') : answer(socket, 502, 'Bad Gateway');
+      return outcome.failure === 'timeout' ? this.refuse(hs, 504, 'Gateway Timeout', 'origin_timeout') : this.refuse(hs, 502, 'Bad Gateway', 'origin_unreachable');
     }
-    if (outcome.kind !== 'upgraded') return;
+    // The origin's own answer to the handshake (relayed), or a client that left: counted now.
+    if (outcome.kind === 'answered') return this.account(hs, outcome.status, 'pass');
+    if (outcome.kind !== 'upgraded') return this.account(hs, 0, 'pass');
     const gauge = deps.metrics.get('websocketTunnels');
     this.tunnels.set(site.name, (this.tunnels.get(site.name) ?? 0) + 1);
     gauge.set({ site: site.name }, this.tunnels.get(site.name)!);
     await outcome.closed;
     this.tunnels.set(site.name, Math.max(0, (this.tunnels.get(site.name) ?? 1) - 1));
     gauge.set({ site: site.name }, this.tunnels.get(site.name)!);
+    // A tunnel is counted and logged when it closes, as nginx logs a 101 (its duration the tunnel's).
+    this.account(hs, 101, 'pass');
   }
+}
+
+/** One handshake being answered: what its count and access line say. */
+interface Handshake {
+  readonly req: IncomingMessage;
+  readonly socket: Duplex;
+  readonly startedAt: number;
+  site: string;
+  route: string;
+  /** Counted and logged already. */
+  done: boolean;
 }
 
 /** What the member's health and limiter learn from a handshake. */
@@ -179,8 +237,8 @@ function leaseOutcome(outcome: UpgradeOutcome | undefined): OriginOutcome {
 }
 
 /** A short answer of the gateway's own on a connection that then closes. */
-function answer(socket: Duplex, status: number, message: string, retryAfterSeconds?: number): void {
+function answer(socket: Duplex, status: number, message: string, code: ErrorCode, retryAfterSeconds?: number): void {
   if (socket.destroyed) return;
   const retry = retryAfterSeconds === undefined ? '' : `Retry-After: ${retryAfterSeconds}\r\n`;
-  socket.end(`HTTP/1.1 ${status} ${message}\r\n${retry}Connection: close\r\nContent-Length: 0\r\n\r\n`);
+  socket.end(`HTTP/1.1 ${status} ${message}\r\n${retry}X-Crowdgate-Error: ${code}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
 }

@@ -327,6 +327,18 @@ describe('forwarding', () => {
     const noHost = await rawHttp(port, handshake('/slow').replace('Host: blog.example.com\r\n', ''), 1000);
     expect(noHost).toMatch(/^HTTP\/1\.1 400 /);
     expect(seen.length).toBe(before);
+    // Every refusal says why, and every handshake is counted and logged (the bare 400 had no
+    // code, no count and no access line: new-user trial).
+    expect(bare).toMatch(/\r\nX-Crowdgate-Error: bad_request\r\n/);
+    expect(hung).toMatch(/\r\nX-Crowdgate-Error: origin_timeout\r\n/);
+    for (const a of answers.filter((x) => x.startsWith('HTTP/1.1 503'))) expect(a).toMatch(/\r\nX-Crowdgate-Error: overloaded\r\n/);
+    const lines = g.accessLogs().filter((l) => l.websocket === true);
+    expect(lines.length).toBe(8 + 1 + 3);
+    expect(lines.filter((l) => l.status === 400 && l.error === 'bad_request').length).toBe(3);
+    expect(lines.filter((l) => l.status === 200 && l.cache === 'pass').length).toBe(statuses.filter((x) => x === 200).length);
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(/crowdgate_requests_total\{site="test",route="default",state="shed",status_class="5xx"\} [1-9]/);
+    expect(metrics).toMatch(/crowdgate_requests_total\{site="test",route="-",state="error",status_class="4xx"\} 3/);
   });
 
   it('passes on the declared bytes of an answer whose origin sent more than its Content-Length', async () => {
