@@ -374,14 +374,15 @@ async function fetchForCache(
       // `User-Agent: sqlmap` (or a header nothing keys) stored for all took a popular page
       // away from everyone for the TTL (attacker trial). It is served only to requests that
       // look the same as the one that got it; others make their own fill. So is an error whose
-      // lifetime the origin gave when its status is not one the URL itself explains (400, 403,
-      // 500...; not 404, 405, 410, 414, 501: RFC 9110 §15.1's heuristically cacheable set): an
-      // origin that puts `public, max-age=300` on every answer stored one client's 400 (a header
-      // too large for it) or WAF 403 for everyone, in place of the page (attacker trial, CPDoS).
+      // lifetime the origin gave, with a status the URL itself does not explain (400, 403...;
+      // not 404, 405, 410, 414, 501: RFC 9110 §15.1's heuristically cacheable set), when it would
+      // replace a stored answer that was not an error: an origin that puts `public, max-age=300`
+      // on every answer had one client's WAF 403 replace a popular page for everyone (attacker
+      // trial, CPDoS). With nothing stored it is stored for all, as RFC 9111 says (see README).
       const implied = [
         ...(isCoded(decision.entry.headers) ? ['accept-encoding'] : []),
         ...(asksForOtherThanAPage(lookup.variantHeaders['accept']) ? ['accept'] : []),
-        ...(isNarrowError(fetched.status, decision.configured) ? narrowVariantNames(lookup) : []),
+        ...(isNarrowError(fetched.status, decision.configured, lookup.entry) ? narrowVariantNames(lookup) : []),
       ];
       // A 404 or 410 takes the stored copy of another status with it (below, for one not stored).
       if (isGone(fetched.status) && lookup.entry !== undefined && lookup.entry.status !== fetched.status && !originInTrouble(ctx, lookup))
@@ -420,10 +421,11 @@ async function fetchForCache(
 
 /**
  * An error stored only for requests like the one that got it: any error whose lifetime came from
- * the site's config, and one whose status the URL does not explain (not heuristically cacheable).
+ * the site's config, and one whose status the URL does not explain (not heuristically cacheable)
+ * that would replace a stored answer that was not an error (`stored`).
  */
-function isNarrowError(status: number, configured: boolean): boolean {
-  return status >= 400 && (configured || !isHeuristicallyCacheable(status));
+function isNarrowError(status: number, configured: boolean, stored: CacheEntry | undefined): boolean {
+  return status >= 400 && (configured || (!isHeuristicallyCacheable(status) && stored !== undefined && stored.status < 400));
 }
 
 function isGone(status: number): boolean {
