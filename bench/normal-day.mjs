@@ -28,7 +28,7 @@
  *
  * Usage: node bench/normal-day.mjs [--levels 5,10,25,50,100] [--modes think,closed]
  *          [--duration 15] [--drain 11] [--think-ms 100] [--max-requests 200000]
- *          [--slow-share 0.02] [--cacheable-share 0] [--quick] [--unpinned] [--seed 1]
+ *          [--slow-share 0.02] [--cacheable-share 0] [--page-ms 40-80] [--quick] [--unpinned] [--seed 1]
  *          [--tree DIR] [--out DIR]
  *   --tree DIR   run DIR/scripts/crowdgate with DIR/config/gateway.yaml (default: this repo);
  *                DIR/dist is built (npm run build) only when it is missing.
@@ -70,10 +70,10 @@ const SCRAPE_MS = 500;
 // The system under test: the mixed origin and crowdgate with the shipped config.
 
 /** Starts bench/lib/mixed-origin.mjs as a child on port 0 and reads the port it printed. */
-async function startOriginProc({ cacheableShare, cpu, label }) {
+async function startOriginProc({ cacheableShare, pageMs, cpu, label }) {
   const dir = makeRunDir(label);
   const logFile = join(dir, 'origin.log');
-  const [cmd, args] = pinnedNode(cpu, [join(BENCH_DIR, 'lib', 'mixed-origin.mjs'), '--port', '0', '--cacheable-share', String(cacheableShare)]);
+  const [cmd, args] = pinnedNode(cpu, [join(BENCH_DIR, 'lib', 'mixed-origin.mjs'), '--port', '0', '--cacheable-share', String(cacheableShare), ...(pageMs ? ['--page-ms', pageMs] : [])]);
   const proc = startProcess(label, cmd, args, { logFile });
   let exited;
   proc.exited.then((c) => (exited = c ?? 'signal'));
@@ -358,7 +358,7 @@ async function runClosedLoop({ target, clients, thinkMs, durationMs, drainMs, ma
 async function runLevel(level, opts) {
   const cpu = opts.pinning ? SUT_CPU : undefined;
   const label = `normal-day-${level.mode}-${level.clients}`;
-  const origin = await startOriginProc({ cacheableShare: opts.cacheableShare, cpu, label: `${label}-origin` });
+  const origin = await startOriginProc({ cacheableShare: opts.cacheableShare, pageMs: opts.pageMs, cpu, label: `${label}-origin` });
   let gw;
   try {
     gw = await startGateway({ tree: opts.tree, originUrl: origin.url, cpu, label: 'normal-day' });
@@ -499,7 +499,7 @@ function toMarkdown(meta, runs, failed) {
   const L = [];
   L.push(`# Normal day — ${meta.date}`, '');
   L.push(
-    `${machineSentence(meta)} Origin: unlimited capacity, fast paths (/page/N, /api/item/N) ${meta.fastMs} ms uniform, ` +
+    `${machineSentence(meta)} Origin: unlimited capacity, fast paths (/page/N, /api/item/N) ${meta.fastMs} ms uniform${meta.pageMs ? ` (pages ${meta.pageMs} ms)` : ''}, ` +
       `${fmtPct(meta.slowShare)} slow (/report/N, POST /upload) ${meta.slowMs} ms uniform, \`private, no-store\`` +
       `${meta.cacheableShare > 0 ? ` (${fmtPct(meta.cacheableShare)} of pages max-age=5)` : ''}. ` +
       `crowdgate: shipped config/gateway.yaml of \`${meta.tree}\` (ports, loopback host, origin URL, logging changed); build ${meta.gatewayBuild}; ` +
@@ -572,6 +572,7 @@ async function main() {
       'max-requests': { type: 'string', default: '200000' },
       'slow-share': { type: 'string', default: '0.02' },
       'cacheable-share': { type: 'string', default: '0' },
+      'page-ms': { type: 'string' },
       seed: { type: 'string', default: '1' },
       quick: { type: 'boolean', default: false },
       unpinned: { type: 'boolean', default: false },
@@ -591,6 +592,7 @@ async function main() {
     maxRequests: Number(values['max-requests']),
     slowShare: Number(values['slow-share']),
     cacheableShare: Number(values['cacheable-share']),
+    pageMs: values['page-ms'],
     seed: Number(values.seed),
   };
   if (!(opts.durationMs > 0 && opts.durationMs <= 600_000)) throw new Error('--duration must be in (0, 600] s');

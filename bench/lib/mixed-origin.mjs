@@ -2,7 +2,8 @@
  * A healthy origin with an ordinary mix of traffic, for bench/normal-day.mjs: unlimited capacity
  * (no slots, no backlog: every request just waits on its own timer), most paths fast, a few slow.
  *
- *   GET  /page/N        fast: 5–20 ms (uniform), small HTML
+ *   GET  /page/N        fast: 5–20 ms (uniform), small HTML (`pageMs` / --page-ms: its own range,
+ *                       e.g. 40–80 ms pages beside a 5–20 ms API, the mix a new-user trial used)
  *   GET  /api/item/N    fast: 5–20 ms, small JSON
  *   GET  /              fast: 5–20 ms (where crowdgate's health checks land; counted as "health")
  *   GET  /probe         answered at once (the bench's readiness probe; counted as "probe")
@@ -30,13 +31,14 @@ const FAST = 'fast';
 const SLOW = 'slow';
 
 /**
- * @param {{ port?: number, host?: string, cacheableShare?: number, fastMs?: [number, number], slowMs?: [number, number] }} [opts]
+ * @param {{ port?: number, host?: string, cacheableShare?: number, fastMs?: [number, number], pageMs?: [number, number], slowMs?: [number, number] }} [opts]
  * @returns {Promise<{ port: number, url: string, stats: () => object, close: () => Promise<void> }>}
  */
 export async function startMixedOrigin(opts = {}) {
   const host = opts.host ?? '127.0.0.1';
   const cacheableShare = opts.cacheableShare ?? 0;
   const [fastMin, fastMax] = opts.fastMs ?? [5, 20];
+  const [pageMin, pageMax] = opts.pageMs ?? [fastMin, fastMax];
   const [slowMin, slowMax] = opts.slowMs ?? [2000, 10_000];
   const cacheableBelow = Math.round(cacheableShare * 100);
 
@@ -90,7 +92,7 @@ export async function startMixedOrigin(opts = {}) {
     if (cls === FAST) peakInflightFast = Math.max(peakInflightFast, ++inflightFast);
     if (cls === SLOW) peakInflightSlow = Math.max(peakInflightSlow, ++inflightSlow);
 
-    const delay = cls === 'probe' ? 0 : cls === SLOW ? between(slowMin, slowMax) : between(fastMin, fastMax);
+    const delay = cls === 'probe' ? 0 : cls === SLOW ? between(slowMin, slowMax) : route === 'page' ? between(pageMin, pageMax) : between(fastMin, fastMax);
     let done = false;
     const finish = () => {
       if (done) return;
@@ -162,13 +164,22 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     options: {
       port: { type: 'string', default: '0' },
       'cacheable-share': { type: 'string', default: '0' },
+      'page-ms': { type: 'string' },
     },
   });
   const share = Number(values['cacheable-share']);
   if (!(share >= 0 && share <= 1)) throw new Error('--cacheable-share must be between 0 and 1');
-  const o = await startMixedOrigin({ port: Number(values.port), cacheableShare: share });
+  const o = await startMixedOrigin({ port: Number(values.port), cacheableShare: share, pageMs: parseRange(values['page-ms']) });
   process.stdout.write(`mixed-origin listening on 127.0.0.1:${o.port}\n`);
   const stop = () => o.close().then(() => process.exit(0));
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+}
+
+/** `40-80` → [40, 80]; undefined when absent. */
+export function parseRange(text) {
+  if (text === undefined) return undefined;
+  const m = /^(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)$/.exec(text);
+  if (!m || Number(m[1]) > Number(m[2])) throw new Error(`a range is LOW-HIGH in ms, like 40-80; got ${text}`);
+  return [Number(m[1]), Number(m[2])];
 }
