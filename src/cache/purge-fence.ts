@@ -12,8 +12,9 @@
  * the purge. The answer the fill gives its own waiters is not changed: they asked before.
  *
  * Another instance's purge reaches us through Redis a few milliseconds after it was made; a fill
- * of ours that stored in that gap is in `recentlyClosed` for `RECENT_MS`, and `noteRemote`
- * returns the keys it stored under, for the caller to purge again in full (L1 and Redis).
+ * of ours that began before it and stored in that gap is in `recentlyClosed` for `RECENT_MS`,
+ * and `noteRemote` returns the keys it stored under, for the caller to purge again in full (L1
+ * and Redis) and announce once more (a third instance may have copied it from Redis meanwhile).
  *
  * Owns only which purges a fill must apply; the stores purge (cache-store.ts computePurge).
  */
@@ -23,10 +24,20 @@ import { computePurge, type PurgeMode, type PurgeSelector } from './stores/cache
 /** One fill's fence: the purges noted while it was open. */
 export interface Fence {
   readonly key: string;
+  /** When the fill began (this instance's clock). */
+  readonly startedAt: number;
   readonly purges: Array<{ selector: PurgeSelector; mode: PurgeMode; at: number }>;
   /** Set by apply() when the fill stored something under `key`. */
   stored: boolean;
+  /** The tags of what it stored (a tag purge covers it only with its tag). */
+  tags: readonly string[];
 }
+
+/**
+ * Clock difference allowed between instances: a fill that began up to this long after another
+ * instance's purge (by the two clocks) may still have begun before it, and is purged again.
+ */
+export const CLOCK_SKEW_MS = 1_000;
 
 /** How long a closed fence still answers a purge announced by another instance (ms). */
 export const RECENT_MS = 5_000;
@@ -42,7 +53,7 @@ export class PurgeFence {
 
   /** A fill of `key` starts. */
   begin(key: string): Fence {
-    const fence: Fence = { key, purges: [], stored: false };
+    const fence: Fence = { key, startedAt: this.now(), purges: [], stored: false, tags: [] };
     this.open.add(fence);
     return fence;
   }
@@ -62,14 +73,20 @@ export class PurgeFence {
   }
 
   /**
-   * A purge another instance made: noted on the open fences, and the keys that fills of ours
-   * stored under in the last `RECENT_MS` (they may have stored before the notice arrived).
+   * A purge another instance made (at `at`, its clock): noted on the open fences, and the keys
+   * that fills of ours which began before it (within CLOCK_SKEW_MS) stored under in the last
+   * `RECENT_MS`, with what they stored covered by it (they may have stored before the notice
+   * arrived). A fill that began after the purge fetched the page as it is now: left alone.
    */
   noteRemote(selector: PurgeSelector, mode: PurgeMode, at: number): string[] {
     this.note(selector, mode, at);
     this.dropOld(this.now());
     const keys = new Set<string>();
-    for (const { fence } of this.recentlyClosed) if (mayCover(selector, fence.key)) keys.add(fence.key);
+    for (const { fence } of this.recentlyClosed) {
+      if (fence.startedAt > at + CLOCK_SKEW_MS || !mayCover(selector, fence.key)) continue;
+      if (selector.kind === 'tag' && !fence.tags.includes(selector.tag)) continue;
+      keys.add(fence.key);
+    }
     return [...keys];
   }
 
@@ -82,6 +99,7 @@ export class PurgeFence {
       current = kept;
     }
     fence.stored = true;
+    fence.tags = current.tags;
     return current;
   }
 

@@ -60,9 +60,7 @@ export class GatewayStore {
         onStoreEvent,
         onHeartbeat: (available) => metrics.get('redisUp').set(available ? 1 : 0),
         onPurgeReceived: (selector, mode, at) => {
-          const keys = fence.noteRemote(selector, mode, at);
-          if (keys.length === 0) return [];
-          return selector.kind === 'key' || selector.kind === 'prefix' ? keys.map((key) => ({ kind: 'key' as const, key })) : [selector];
+          return fence.noteRemote(selector, mode, at).map((key) => ({ kind: 'key' as const, key }));
         },
       });
       this.store = this.redis.store;

@@ -7,7 +7,7 @@
  * needs a second connection in subscriber mode (a subscribed connection accepts no other command).
  * ioredis resubscribes after a reconnect; we also subscribe on every 'ready'.
  *
- * Channels: `${keyPrefix}bus:purge` carries JSON { v: 1, from, selector, mode, at };
+ * Channels: `${keyPrefix}bus:purge` carries JSON { v: 1, from, selector, mode, at, again? };
  * `${keyPrefix}bus:filled` carries the primary key as is. One subscription and one handler serve
  * every waiter of every key: waiters sit in a key -> Set map resolved by the notification, never
  * by polling.
@@ -32,6 +32,8 @@ export interface PurgeNotice {
   at: number;
   /** The sending instance's id. */
   from: string;
+  /** A purge repeated for a fill that stored just before the first notice arrived: not repeated again. */
+  again?: boolean;
 }
 
 export type FillOutcome = 'filled' | 'timeout';
@@ -103,8 +105,8 @@ export class RedisBus {
   }
 
   /** Tell the other instances to apply a purge to their L1. True when Redis took the message. */
-  async publishPurge(selector: PurgeSelector, mode: PurgeMode, at: number = this.clock.now()): Promise<boolean> {
-    const message = JSON.stringify({ v: 1, from: this.instanceId, selector, mode, at });
+  async publishPurge(selector: PurgeSelector, mode: PurgeMode, at: number = this.clock.now(), again = false): Promise<boolean> {
+    const message = JSON.stringify({ v: 1, from: this.instanceId, selector, mode, at, ...(again ? { again: true } : {}) });
     const result = await this.guard.run((c) => c.publish(this.purgeChannel, message));
     return result.ok;
   }
@@ -205,11 +207,11 @@ function parsePurgeNotice(message: string): PurgeNotice | undefined {
   try {
     const m: unknown = JSON.parse(message);
     if (typeof m !== 'object' || m === null) return undefined;
-    const { v, from, selector, mode, at } = m as Record<string, unknown>;
+    const { v, from, selector, mode, at, again } = m as Record<string, unknown>;
     if (v !== 1 || typeof from !== 'string' || !Number.isFinite(at)) return undefined;
     if (mode !== 'soft' && mode !== 'hard') return undefined;
     const parsed = parseSelector(selector);
-    return parsed ? { selector: parsed, mode, at: at as number, from } : undefined;
+    return parsed ? { selector: parsed, mode, at: at as number, from, ...(again === true ? { again: true } : {}) } : undefined;
   } catch {
     return undefined;
   }

@@ -40,7 +40,8 @@ export interface RedisTierOptions {
   onHeartbeat?: (available: boolean) => void;
   /**
    * A purge another instance announced, after our L1 applied it: returns the selectors to apply
-   * again to both tiers (a fill of ours that stored between that purge and its notice).
+   * again to both tiers and announce once more (a fill of ours that stored between that purge
+   * and its notice). Not asked for an announcement that is itself such a repeat.
    */
   onPurgeReceived?: (selector: PurgeSelector, mode: PurgeMode, at: number) => PurgeSelector[];
 }
@@ -103,7 +104,14 @@ export class RedisTier {
     this.bus.onPurge((notice) => {
       void tiered.purgeLocal(notice.selector, notice.mode, notice.at).then(async (purged) => {
         this.logger.info({ from: notice.from, selector: notice.selector, mode: notice.mode, purged }, 'purge received');
-        for (const again of opts.onPurgeReceived?.(notice.selector, notice.mode, notice.at) ?? []) await tiered.purge(again, notice.mode, notice.at);
+        // A fill of ours may have stored in the gap before this notice: purged again in both
+        // tiers, and announced once more (marked, so it is not repeated), since another
+        // instance may have copied it from Redis into its memory meanwhile (review).
+        if (notice.again) return;
+        for (const again of opts.onPurgeReceived?.(notice.selector, notice.mode, notice.at) ?? []) {
+          await tiered.purge(again, notice.mode, notice.at);
+          await this.bus.publishPurge(again, notice.mode, notice.at, true);
+        }
       });
     });
     this.crossInstance = new RedisCrossInstance({

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../../src/clock.js';
-import { PurgeFence, RECENT_MS } from '../../../src/cache/purge-fence.js';
+import { CLOCK_SKEW_MS, PurgeFence, RECENT_MS } from '../../../src/cache/purge-fence.js';
 import { makeEntry } from '../../contract/cache-store.contract.js';
 
 describe('PurgeFence', () => {
@@ -50,5 +50,20 @@ describe('PurgeFence', () => {
     expect(fences.noteRemote({ kind: 'prefix', prefix: 'b/' }, 'hard', 0)).toEqual([]);
     clock.advance(2);
     expect(fences.noteRemote({ kind: 'prefix', prefix: 'a/' }, 'hard', 0)).toEqual([]);
+  });
+
+  it("leaves out, for another instance's purge, a fill that began after it (beyond the clock skew allowed) and a tag it did not store", () => {
+    const clock = new ManualClock(10_000);
+    const fences = new PurgeFence(() => clock.now());
+    const before = fences.begin('k/old');
+    fences.apply(before, makeEntry({ key: 'k/old', tags: ['post-1'] }));
+    clock.advance(CLOCK_SKEW_MS + 500);
+    const after = fences.begin('k/new'); // began well after the purge made at 10 000: the page as it is now
+    fences.apply(after, makeEntry({ key: 'k/new', tags: ['post-1'] }));
+    fences.end(before);
+    fences.end(after);
+    expect(fences.noteRemote({ kind: 'prefix', prefix: 'k/' }, 'hard', 10_000)).toEqual(['k/old']);
+    expect(fences.noteRemote({ kind: 'tag', tag: 'post-1' }, 'hard', 10_000)).toEqual(['k/old']);
+    expect(fences.noteRemote({ kind: 'tag', tag: 'post-2' }, 'hard', 10_000)).toEqual([]);
   });
 });

@@ -54,6 +54,10 @@ describe('RedisBus purge broadcast', () => {
     await b.bus.publishPurge({ kind: 'all' }, 'hard', T0 + 6);
     expect(await atA).toMatchObject({ from: 'b', selector: { kind: 'all' } });
     expect(seenByA.map((x) => x.from)).toEqual(['b']);
+    // A repeated purge (for a fill that stored before the first notice arrived) says so.
+    const again = nextNotice(b.bus);
+    await a.bus.publishPurge({ kind: 'key', key: 'k' }, 'hard', T0 + 7, true);
+    expect(await again).toEqual({ selector: { kind: 'key', key: 'k' }, mode: 'hard', at: T0 + 7, from: 'a', again: true });
   });
 
   it('ignores malformed messages and survives a throwing listener', async () => {
