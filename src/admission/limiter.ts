@@ -684,8 +684,9 @@ const CLASS_WEIGHT_DECAY = 1 / 256;
  * window of fills after a few API calls looked like a sixfold queue, the limit sank to 2–8 and
  * fast requests were refused on a healthy origin (a new-user trial: 13–40 % of API calls). Each
  * class (a route's fills, its pass-through, its WebSocket handshakes) keeps its own no-load round
- * trip, learned from samples taken at no more than half the limit (a low-tracking average: down
- * by a quarter of the gap, up by a twentieth, at most doubling); a sample is then read as its
+ * trip, learned from samples taken at no more than half the limit (the least of the first
+ * LATENCY_CLASS_SAMPLES, then a low-tracking average: down by a quarter of the gap, up by a
+ * twentieth, at most doubling); a sample is then read as its
  * own class's no-load round trip plus what it took beyond it, on the scale of the mix's mean:
  * `rtt − base(class) + Σ share(k) × base(k)`. Queueing in the origin adds the same wait to every
  * class, so it still shows in full; the mix no longer does. With one class (or all alike) the
@@ -715,7 +716,10 @@ class LatencyClasses {
     own.share += 1;
     const read = own.samples >= LATENCY_CLASS_SAMPLES && known > 1 && shares > 0 ? rttMs - own.base + weighted / shares : rttMs;
     if (noLoad) {
-      if (own.samples === 0) own.base = rttMs;
+      // The least of the first samples, so one slow cold start (a new connection, a cold
+      // origin: 2 s among 60 ms fills) cannot set the base and make every later sample read low
+      // (review); then the low-tracking average.
+      if (own.samples < LATENCY_CLASS_SAMPLES) own.base = own.samples === 0 ? rttMs : Math.min(own.base, rttMs);
       else if (rttMs < own.base) own.base += 0.25 * (rttMs - own.base);
       else own.base += 0.05 * Math.min(rttMs - own.base, own.base);
       own.samples++;

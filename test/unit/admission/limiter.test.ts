@@ -910,6 +910,19 @@ describe('Limiter: latency classes (a page fill and an API call are read on one 
     expect(limit.samples.at(-1)!.rttMs - fill).toBeGreaterThan(45);
   });
 
+  it('one slow first sample of a class (a cold start) does not set its no-load round trip', async () => {
+    const t = setup({ limitN: 8 });
+    const limit = t.limit as ScriptedLimit;
+    await one(t, 'fill:default', 2_000);
+    for (let i = 0; i < 6; i++) {
+      await one(t, 'fill:default', 60);
+      await one(t, 'forward:api', 10);
+    }
+    // Read on the mix's scale (about 35 ms), not 60 − ~1 150 + mean.
+    expect(limit.samples.at(-2)!.rttMs).toBeGreaterThan(25);
+    expect(limit.samples.at(-2)!.rttMs).toBeLessThan(45);
+  });
+
   it('reads a sample as it is with one class, without a class, or before its class has a no-load round trip', async () => {
     const t = setup({ limitN: 8 });
     const limit = t.limit as ScriptedLimit;
