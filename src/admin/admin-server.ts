@@ -82,7 +82,7 @@ async function handleAdmin(gw: AdminGateway, req: http.IncomingMessage, res: htt
     // The origins' addresses are for the status token's bearer when there is one (the status
     // page is guarded because it names them); a load balancer's probe still reads every state.
     const statusToken = gw.runtime().config.admin.statusToken;
-    if (statusToken !== undefined && !isAuthorised(gw, req, statusToken)) r.sites = r.sites.map((s) => ({ ...s, origins: s.origins.map(withoutUrl) }));
+    if (statusToken !== undefined && !isAuthorised(gw, req, statusToken)) r.sites = r.sites.map((s) => ({ ...s, origins: s.origins.map(withoutAddress) }));
     // `?origin`: also 503 when no site has a usable origin, for a check that must know this
     // instance reaches its origin (a deploy gate, a gateway beside its own app). The default
     // does not: every instance shares the origin, and a load balancer would pull them all.
@@ -273,9 +273,12 @@ function json(res: http.ServerResponse, status: number, payload: unknown, header
   res.end(body);
 }
 
-/** A member's readiness entry without its address. */
-function withoutUrl(origin: unknown): unknown {
+/**
+ * A member's readiness entry without its address: no `url`, and its position (`origin-1`...) for
+ * a name, since an unnamed member is named by its `host:port` (review).
+ */
+function withoutAddress(origin: unknown, index: number): unknown {
   if (typeof origin !== 'object' || origin === null) return origin;
-  const { url: _url, ...rest } = origin as Record<string, unknown>;
-  return rest;
+  const { url: _url, name: _name, ...rest } = origin as Record<string, unknown>;
+  return { name: `origin-${index + 1}`, ...rest };
 }

@@ -52,7 +52,7 @@ export const adminSchema = z
       .string()
       .min(16, 'must be at least 16 characters')
       .optional()
-      .describe('Bearer token for /status and /status.json (they name hot paths and origins); without it /readyz leaves out the origin addresses (states stay). Unset: open, like /metrics.'),
+      .describe('Bearer token for /status and /status.json (they name hot paths and origins); without it /readyz leaves out the origin addresses and names (states stay). Unset: open, like /metrics.'),
   })
   .describe('The admin listener: /healthz /readyz /metrics /status /purge. On a non-loopback address without a token, the gateway warns at start.');
 

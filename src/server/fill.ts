@@ -83,8 +83,8 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     return passAlone(ctx, lookup);
   }
   // An origin that says it is overloaded or refusing us (503, 429) is not asked again by each
-  // waiter: they get a stored copy, or the gateway's own 503 (`origin_unavailable`) with the
-  // origin's Retry-After (ours when it sent none). Never the origin's bytes: a 429 may be about
+  // waiter: they get a stored copy, or the gateway's own 503 (`origin_unavailable`) with a
+  // 503's Retry-After (ours when it sent none, and for a 429). Never the origin's bytes: a 429 may be about
   // the leader alone (its address, its cookie, a coding the waiter cannot read; review). Other
   // errors may be the leader's own; its waiters ask alone. (It said `overloaded` and
   // Retry-After: 1 to a maintenance page's waiters, as if the gateway were shedding: trial.)
@@ -92,7 +92,10 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     return serveStaleOr(ctx, lookup, 'error', () =>
       outcome.status === 503 || outcome.status === 429
         ? fail(ctx, 'origin_unavailable', `the origin answered ${outcome.status} to this page's fill`, {
-            retryAfterSeconds: retryAfterOf(outcome.headers['retry-after'], ctx.deps.clock.now()) ?? ctx.deps.admission.retryAfterSeconds(ctx.site!.name),
+            // A 503 speaks for the site (maintenance); a 429 may be about the leader alone.
+            retryAfterSeconds:
+              (outcome.status === 503 ? retryAfterOf(outcome.headers['retry-after'], ctx.deps.clock.now()) : undefined) ??
+              ctx.deps.admission.retryAfterSeconds(ctx.site!.name),
             state: 'error',
           })
         : passAlone(ctx, lookup),

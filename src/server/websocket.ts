@@ -174,7 +174,7 @@ export class WebSocketUpgrades {
     });
     socket.off('close', onClose);
     if (!admitted.ok) {
-      if (socket.destroyed) return;
+      if (socket.destroyed) return this.account(hs, 0, 'pass'); // the client left while it waited
       if (admitted.why === 'no_healthy') return this.refuse(hs, 502, 'Bad Gateway', 'no_healthy_origin');
       const reason = admitted.why === 'shed' ? admitted.reason : 'circuit_open';
       const retryAfter = deps.admission.retryAfterSeconds(site.name);

@@ -32,10 +32,13 @@ describe('admin exposure', () => {
       await open.body.text();
     }
     // /readyz tells a probe every member's state; the origin's address only to the bearer.
-    const readyOpen = (await (await request(`${g.adminUrl}/readyz`)).body.json()) as { sites: Array<{ state: string; origins: Array<Record<string, unknown>> }> };
+    const openText = await (await request(`${g.adminUrl}/readyz`)).body.text();
+    const readyOpen = JSON.parse(openText) as { sites: Array<{ state: string; origins: Array<Record<string, unknown>> }> };
     expect(readyOpen.sites[0]!.state).toBe('up');
     expect(readyOpen.sites[0]!.origins[0]!.healthy).toBe(true);
-    expect(readyOpen.sites[0]!.origins[0]!.url).toBeUndefined();
+    expect(readyOpen.sites[0]!.origins[0]!.name).toBe('origin-1');
+    // Nowhere in it: not as url, nor as the name an unnamed member gets (its host:port).
+    expect(openText).not.toContain(new URL(o.url).host);
     const readyAuth = await request(`${g.adminUrl}/readyz`, { headers: { authorization: `Bearer ${TOKEN}` } });
     expect(JSON.stringify(await readyAuth.body.json())).toContain(new URL(o.url).host);
   });

@@ -571,6 +571,17 @@ describe('failure amplification: waiters of a fill the origin refused (503)', ()
       expect(w.headers['retry-after']).toBe('5');
       expect(String(w.headers['cache-status'])).toContain('detail="origin_unavailable');
     }
+    // A 429's Retry-After may be about the leader alone: the waiters get the gateway's own.
+    o.route('/limited', (_req, res) =>
+      void setTimeout(() => {
+        res.writeHead(429, { 'content-type': 'text/plain', 'retry-after': '3600' });
+        res.end('you, slow down');
+      }, 200),
+    );
+    const limited = await Promise.all([0, 1, 2].map(() => call(`${g.url}/limited`)));
+    const limitedWaiters = limited.filter((a) => a.headers['x-crowdgate-error'] === 'origin_unavailable');
+    expect(limitedWaiters.length).toBe(2);
+    for (const w of limitedWaiters) expect(Number(w.headers['retry-after'])).toBeLessThan(3600);
   });
 });
 
