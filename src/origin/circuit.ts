@@ -95,13 +95,17 @@ export class CircuitBreaker {
   }
 
   /**
-   * An active health check of the member passed: an open or half-open breaker closes (the
-   * member answers; one URL's timeouts had kept it open, its gauge reading "open" on an idle,
-   * healthy origin: a new-user trial). A closed breaker is left as it is.
+   * An active health check of the member passed: an open breaker past `openMs` turns half-open,
+   * so its next request is the trial that decides (without traffic it read "open" for minutes
+   * on a healthy origin, and the next page was answered stale-circuit_open: a new-user trial).
+   * Not closed outright: a cheap probe URL can pass while the pages time out (a database down),
+   * and a closed breaker would send every request into the timeouts again (review).
    */
   onHealthCheckPassed(): void {
-    if (this.cfg.enabled === false || this.current === 'closed') return;
-    this.close('a health check passed');
+    if (this.cfg.enabled === false || this.current !== 'open') return;
+    if (this.clock.now() - this.openedAt < this.cfg.openMs) return;
+    this.probes = 0;
+    this.transition('half_open', 'a health check passed: trial requests may go');
   }
 
   onSuccess(): void {

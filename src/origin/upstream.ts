@@ -391,7 +391,7 @@ export class Upstream {
     };
   }
 
-  /** An active health check of `member` passed: its breaker closes if open (circuit.ts). */
+  /** An active health check of `member` passed: its breaker, open past openMs, turns half-open (circuit.ts). */
   healthCheckPassed(site: SiteConfig, member: OriginMember): void {
     this.controlFor(site, member).breaker.onHealthCheckPassed();
   }

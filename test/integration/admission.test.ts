@@ -207,7 +207,7 @@ describe('admission: rate limits and the circuit breaker', () => {
     expect(metrics).toMatch(/crowdgate_rate_limited_total\{site="test",route="default"\} 2/);
   });
 
-  it('closes an open breaker when a health check passes, with no traffic needed (new-user trial: it read "open" for minutes on an idle, healthy origin)', async () => {
+  it('turns an open breaker half-open when a health check passes after openMs, and the next request closes it (new-user trial: it read "open" for minutes on an idle, healthy origin)', async () => {
     const o = await origin();
     o.route('/', { status: 200, body: 'home' });
     o.route('/broken', { status: 503, body: 'down' });
@@ -215,7 +215,7 @@ describe('admission: rate limits and the circuit breaker', () => {
       sites: [
         siteFor([o.url], {
           healthCheck: { enabled: true, path: '/', intervalMs: 200 },
-          circuit: { consecutiveFailures: 2, openMs: 600_000 },
+          circuit: { consecutiveFailures: 2, openMs: 300 },
           passive: { consecutiveFailures: 100 },
         }),
       ],
@@ -224,10 +224,13 @@ describe('admission: rate limits and the circuit breaker', () => {
     for (let i = 0; i < 2; i++) await call(`${g.url}/broken`, { method: 'POST', body: 'x' });
     const state = async () => /crowdgate_circuit_state\{site="test",origin="[^"]+"\} (\d)/.exec(await (await request(`${g.adminUrl}/metrics`)).body.text())?.[1];
     expect(g.logs.some((l) => l.msg === 'origin member circuit open: requests to it stop')).toBe(true);
-    // No request is sent: the next probe alone closes it.
-    await vi.waitFor(async () => expect(await state()).toBe('0'), { timeout: 3_000, interval: 50 });
-    expect(g.logs.some((l) => l.circuit === 'closed' && l.why === 'a health check passed')).toBe(true);
+    // No request is sent: a probe after openMs turns it half-open, and the gauge says so.
+    await vi.waitFor(async () => expect(await state()).toBe('1'), { timeout: 3_000, interval: 50 });
+    expect(g.logs.some((l) => l.circuit === 'half_open' && String(l.why).startsWith('a health check passed'))).toBe(true);
     expect(o.count('/broken')).toBe(2);
+    // The next request is the trial: the member answers, the breaker closes.
+    expect((await call(`${g.url}/`)).status).toBe(200);
+    expect(await state()).toBe('0');
   });
 
   it('serves stale copies while the circuit is open, sends one trial at a time, and still tries the origin where nothing is stored', async () => {

@@ -133,6 +133,22 @@ describe('CircuitBreaker', () => {
     expect(breaker.canRequest()).toBe(true);
   });
 
+  it('a passing health check turns it half-open once openMs has passed, never closes it outright, and leaves a closed one alone', () => {
+    const { breaker, run, clock, changes } = setup();
+    breaker.onHealthCheckPassed();
+    expect(breaker.state).toBe('closed');
+    run('fff');
+    breaker.onHealthCheckPassed(); // a cheap probe URL passing while pages time out
+    expect(breaker.state).toBe('open');
+    clock.advance(5_000);
+    breaker.onHealthCheckPassed();
+    expect(breaker.state).toBe('half_open');
+    expect(changes.at(-1)).toEqual(['half_open', 'open']);
+    breaker.onHealthCheckPassed();
+    expect(breaker.state).toBe('half_open');
+    expect(breaker.canRequest()).toBe(true); // the trial
+  });
+
   it('frees a probe slot on onCancel, and after openMs when probes never report', () => {
     const { breaker, run, clock } = setup({ halfOpenProbes: 1 });
     run('fff');
