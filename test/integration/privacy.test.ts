@@ -740,6 +740,29 @@ describe('the key covers what the origin sees', () => {
   });
 });
 
+/**
+ * A wiki page whose first request (version 1) is held until `release()`: `fillArrived` resolves
+ * when it reaches the origin, `edit()` makes every later request render version 2.
+ */
+function editedPage(o: Awaited<ReturnType<typeof origin>>, path: string) {
+  let version = 1;
+  let release: () => void = () => undefined;
+  let arrived: () => void = () => undefined;
+  const fillArrived = new Promise<void>((r) => (arrived = r));
+  o.route(path, (_req, res) => {
+    const body = `version ${version}`; // what the origin renders when the request arrives
+    const answer = () => {
+      res.writeHead(200, { 'cache-control': 'public, max-age=600', 'content-type': 'text/html', etag: `"v${body.slice(-1)}"` });
+      res.end(body);
+    };
+    if (version === 1) {
+      release = answer;
+      arrived();
+    } else answer();
+  });
+  return { fillArrived, edit: () => void (version = 2), release: () => release() };
+}
+
 describe('PURGE, Varnish-compatible', () => {
   const redis = useRedisServer();
   it('is answered by the gateway from an allowed address: the page is gone for every variant, and a deleted page is not served again', async () => {
@@ -778,29 +801,15 @@ describe('PURGE, Varnish-compatible', () => {
   for (const mode of ['hard', 'soft'] as const) {
     it(`covers a fill in flight when it arrives (${mode}): the page the fill brings back from before the edit is not kept (attacker trial)`, async () => {
       const o = await origin();
-      let version = 1;
-      let release: () => void = () => undefined;
-      let arrived: () => void = () => undefined;
-      const fillArrived = new Promise<void>((r) => (arrived = r));
-      o.route('/wiki/Slow', (_req, res) => {
-        const body = `version ${version}`; // what the origin renders when the request arrives
-        const answer = () => {
-          res.writeHead(200, { 'cache-control': 'public, max-age=600', 'content-type': 'text/html', etag: `"v${body.slice(-1)}"` });
-          res.end(body);
-        };
-        if (version === 1) {
-          release = answer;
-          arrived();
-        } else answer();
-      });
+      const page = editedPage(o, '/wiki/Slow');
       const g = await gateway({ purge: { mode }, sites: [siteFor([o.url])] });
       const pending = get(`${g.url}/wiki/Slow`, { host: 'wiki.test' });
-      await fillArrived;
-      version = 2; // the edit, then its PURGE, while the fill is away
+      await page.fillArrived;
+      page.edit(); // the edit, then its PURGE, while the fill is away
       const purge = await request(`${g.url}/wiki/Slow`, { method: 'PURGE', headers: { host: 'wiki.test' } });
       expect(purge.statusCode).toBe(404); // nothing stored yet
       await purge.body.text();
-      release();
+      page.release();
       expect((await pending).body).toBe('version 1'); // its own client asked before the edit
       const after = await get(`${g.url}/wiki/Slow`, { host: 'wiki.test' });
       expect(after.body).toBe('version 2');
@@ -814,34 +823,20 @@ describe('PURGE, Varnish-compatible', () => {
 
   it('covers a fill in flight on another instance (Redis): what it brings back is neither in its memory nor in Redis (attacker trial)', async () => {
     const o = await origin();
-    let version = 1;
-    let release: () => void = () => undefined;
-    let arrived: () => void = () => undefined;
-    const fillArrived = new Promise<void>((r) => (arrived = r));
-    o.route('/wiki/Shared', (_req, res) => {
-      const body = `version ${version}`;
-      const answer = () => {
-        res.writeHead(200, { 'cache-control': 'public, max-age=600', 'content-type': 'text/html' });
-        res.end(body);
-      };
-      if (version === 1) {
-        release = answer;
-        arrived();
-      } else answer();
-    });
+    const page = editedPage(o, '/wiki/Shared');
     const config = { redis: { url: redis.url, keyPrefix: 'fence:' }, sites: [siteFor([o.url])] };
     const a = await gateway(config);
     const b = await gateway(config);
     const pending = get(`${a.url}/wiki/Shared`, { host: 'wiki.test' });
-    await fillArrived;
-    version = 2;
+    await page.fillArrived;
+    page.edit();
     const purge = await request(`${b.url}/wiki/Shared`, { method: 'PURGE', headers: { host: 'wiki.test' } });
     expect(purge.statusCode).toBe(404);
     await purge.body.text();
     // A has heard of B's purge before its fill comes back.
     for (let i = 0; i < 200 && !a.logs.some((l) => l.msg === 'purge received'); i++) await new Promise((r) => setTimeout(r, 10));
     expect(a.logs.some((l) => l.msg === 'purge received')).toBe(true);
-    release();
+    page.release();
     expect((await pending).body).toBe('version 1');
     expect((await get(`${b.url}/wiki/Shared`, { host: 'wiki.test' })).body).toBe('version 2');
     expect((await get(`${a.url}/wiki/Shared`, { host: 'wiki.test' })).body).toBe('version 2');
