@@ -46,7 +46,7 @@
  * - Only responses to GET are stored (a HEAD response has no content to serve a GET).
  */
 import { parseDictionary } from 'structured-headers';
-import { CACHED_METHODS, connectionListedNames, isHopByHop } from '../http/facts.js';
+import { CACHED_METHODS, SET_COOKIE_FIELDS, connectionListedNames, isHopByHop } from '../http/facts.js';
 import type { RouteCacheConfig } from '../config/schema.js';
 import { currentAgeMsOf, staleAtOf, type CacheEntry, type StoredHeaders } from './entry.js';
 import {
@@ -290,7 +290,8 @@ function configured(lifetimeMs: number, source: FreshnessSource): Freshness {
 
 /**
  * Response headers as stored: without hop-by-hop fields (§3.1), Age (recomputed on use), both
- * targeted cache-control fields (RFC 9213: they are for us), Set-Cookie (never stored), and any
+ * targeted cache-control fields (RFC 9213: they are for us), Set-Cookie and Set-Cookie2 (never
+ * stored), and any
  * extra names given (no-cache / private field names, §5.2.2.4, §5.2.2.7).
  */
 export function makeStoredHeaders(
@@ -301,7 +302,7 @@ export function makeStoredHeaders(
   const connectionListed = new Set(connectionListedNames(headerValue(headers, 'connection')));
   // CDN-Cache-Control is kept: it targets every CDN, one downstream of us too (RFC 9213 §2.1
   // only says a cache uses it); our own targeted field is for us alone.
-  const removed = new Set<string>(['age', 'set-cookie', targetedHeader.toLowerCase()]);
+  const removed = new Set<string>(['age', ...SET_COOKIE_FIELDS, targetedHeader.toLowerCase()]);
   for (const n of alsoRemove) removed.add(n.toLowerCase());
   const out: StoredHeaders = {};
   for (const [rawName, value] of Object.entries(headers)) {
@@ -371,7 +372,7 @@ export function decideStorage(req: RequestFacts, res: ResponseFacts, opts: Polic
   if (hasAuthorization && !(cc.has('public') || cc.has('s-maxage') || cc.has('must-revalidate')))
     return refuse('§3.5 request had Authorization and the response lacks public, s-maxage and must-revalidate');
 
-  const hasSetCookie = hasHeader(res.headers, 'set-cookie');
+  const hasSetCookie = SET_COOKIE_FIELDS.some((name) => hasHeader(res.headers, name));
   if (hasSetCookie && route.setCookie === 'refuse') return refuse('response has Set-Cookie (route setCookie: refuse)');
 
   const dateAt = parseHttpDate(res.headers['date'], res.responseTime);

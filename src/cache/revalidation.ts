@@ -4,7 +4,7 @@
  * conditional request from the cache (§4.3.2, RFC 9110 §13.1), and which URIs an unsafe request
  * invalidates (§4.4). Pure; does not fetch, store or respond.
  */
-import { SAFE_METHODS } from '../http/facts.js';
+import { SAFE_METHODS, SET_COOKIE_FIELDS } from '../http/facts.js';
 import type { CacheEntry, StoredHeaders } from './entry.js';
 import { encodedETag, hasNoTransform, type StoredCoding } from './content-coding.js';
 import { headerValue, parseHttpDate, type HeaderMap } from './cache-control.js';
@@ -131,7 +131,7 @@ export function mergeNotModified(
   // fields stay in `merged` so decideStorage can read them, and are stripped by it.
   const filteredUpdate = makeStoredHeaders(update, opts.targetedHeader);
   const merged: HeaderMap = { ...entry.headers, ...filteredUpdate };
-  for (const keep of ['set-cookie', 'age', 'cdn-cache-control', opts.targetedHeader.toLowerCase()]) {
+  for (const keep of [...SET_COOKIE_FIELDS, 'age', 'cdn-cache-control', opts.targetedHeader.toLowerCase()]) {
     if (update[keep] !== undefined) merged[keep] = update[keep];
   }
   const newVary = parseVary(merged['vary']);

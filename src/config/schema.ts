@@ -429,7 +429,7 @@ export const routeCacheSchema = z
     setCookie: z
       .enum(['refuse', 'strip'])
       .default('refuse')
-      .describe('refuse: never store a response with Set-Cookie; strip: store it without the header.'),
+      .describe('refuse: never store a response with Set-Cookie (or the obsolete Set-Cookie2); strip: store it without them.'),
     key: cacheKeySchema.prefault({}),
   })
   .describe('Per-route cache rules.');

@@ -55,6 +55,13 @@ export function isHopByHop(name: string, connectionListed: ReadonlySet<string>):
   return HOP_BY_HOP.has(name) || connectionListed.has(name);
 }
 
+/**
+ * Fields that set a cookie: RFC 6265's Set-Cookie and RFC 2965's obsolete Set-Cookie2, which
+ * some user agents and old origins still speak. The cache treats them alike: never stored,
+ * and under `setCookie: refuse` the response is not stored at all.
+ */
+export const SET_COOKIE_FIELDS: readonly string[] = Object.freeze(['set-cookie', 'set-cookie2']);
+
 /** RFC 9110 §9.2.1: methods whose semantics are read-only. */
 export const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
 

@@ -23,6 +23,7 @@ import {
   type StoredCoding,
 } from '../cache/content-coding.js';
 import type { CompressionConfig } from '../config/schema.js';
+import { SET_COOKIE_FIELDS } from '../http/facts.js';
 
 /** Both codings "available": on the fly, crowdgate can make either. */
 const ANY: EntryEncodings = Object.freeze({ br: Buffer.alloc(0), gzip: Buffer.alloc(0) });
@@ -62,7 +63,7 @@ export function onTheFlyRequestOf(headers: IncomingHttpHeaders, credentialHeader
 
 /** The answer is someone's own: it sets a cookie or is `private` (RFC 9111 §5.2.2.7). */
 function isPersonalAnswer(head: OutgoingHttpHeaders): boolean {
-  if (head['set-cookie'] !== undefined) return true;
+  if (SET_COOKIE_FIELDS.some((name) => head[name] !== undefined)) return true;
   const cc = single(head['cache-control']);
   return cc !== undefined && /(^|[\s,])private\b/i.test(cc);
 }

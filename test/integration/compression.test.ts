@@ -392,6 +392,8 @@ describe('compression stored once', () => {
       o.route('/page', { headers: { 'content-type': 'text/html' }, body: PAGE });
       o.route('/login', { headers: { 'content-type': 'text/html', 'set-cookie': 'sid=s3cret; Secure; HttpOnly' }, body: PAGE });
       o.route('/mine', { headers: { 'content-type': 'text/html', 'cache-control': 'private, max-age=0' }, body: PAGE });
+      // RFC 2965's Set-Cookie2 sets a cookie as much.
+      o.route('/login2', { headers: { 'content-type': 'text/html', 'set-cookie2': 'sid=s3cret; Version=1' }, body: PAGE });
       const g = await gateway({ sites: [uncached(o.url)] });
       const ae = { 'accept-encoding': 'br, gzip' };
       // The same page to an anonymous request is compressed: the rule is about who, not what.
@@ -403,6 +405,7 @@ describe('compression stored once', () => {
         ['/page', { ...ae, 'x-api-key': 'k3y' }],
         ['/page', { ...ae, 'x-auth-token': 't0ken' }],
         ['/login', ae],
+        ['/login2', ae],
         ['/mine', ae],
       ] as const) {
         const a = await get(`${g.url}${path}`, headers);

@@ -125,6 +125,7 @@ describe('mergeNotModified', () => {
       { name: '§5.2.2.5 a 304 that says no-store makes the entry unstorable', update: { etag: '"v1"', 'cache-control': 'no-store' }, route: {} },
       { name: '§5.2.2.7 a 304 that says private makes the entry unstorable', update: { etag: '"v1"', 'cache-control': 'private' }, route: {} },
       { name: '§3 a 304 with Set-Cookie under setCookie refuse makes the entry unstorable', update: { etag: '"v1"', 'set-cookie': ['a=1'] }, route: {} },
+      { name: '§3 a 304 with Set-Cookie2 under setCookie refuse makes the entry unstorable', update: { etag: '"v1"', 'set-cookie2': 'a=1; Version=1' }, route: {} },
       { name: '§4.1 a 304 with a different Vary does not update the variant', update: { etag: '"v1"', vary: 'Accept-Language' }, route: {} },
     ],
     ({ update, route }) => {
