@@ -7,12 +7,16 @@
 
 /**
  * Hop-by-hop fields: RFC 9110 §7.6.1's (Connection, Proxy-Connection, Keep-Alive, TE, Trailer,
- * Transfer-Encoding, Upgrade) and the proxy credentials of §11.7, which concern one hop only.
- * Never stored (RFC 9111 §3.1) nor forwarded. Fields that Connection lists are hop-by-hop too.
- * Other Proxy-* fields (RFC 9209 Proxy-Status) are end to end.
+ * Transfer-Encoding, Upgrade), the proxy credentials of §11.7, which concern one hop only, and
+ * HTTP2-Settings (RFC 7540 §3.2.1: the h2c upgrade's, for the immediate connection; HTTP/2
+ * refuses it as connection-specific, RFC 9113 §8.2.2, so a stored page that kept an origin's
+ * one hung every HTTP/2 reader). Never stored (RFC 9111 §3.1) nor forwarded. Fields that
+ * Connection lists are hop-by-hop too. Other Proxy-* fields (RFC 9209 Proxy-Status) are end to
+ * end.
  */
 export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   'connection',
+  'http2-settings',
   'keep-alive',
   'proxy-connection',
   'proxy-authenticate',

@@ -41,8 +41,11 @@ type Limits = GatewayConfig['limits'];
 /** Streams one client may have open at once on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS). */
 export const H2_MAX_STREAMS = 128;
 
-/** Response fields HTTP/2 forbids (RFC 9113 §8.2.2). */
-const H2_FORBIDDEN: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
+/**
+ * Response fields HTTP/2 forbids (RFC 9113 §8.2.2), every one Node's HTTP/2 refuses: with one in
+ * a head, writeHead throws and the stream is never answered.
+ */
+const H2_FORBIDDEN: ReadonlySet<string> = new Set(['connection', 'http2-settings', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade']);
 
 /** An HTTP/2 request as the request path reads HTTP/1.1 ones (module comment). */
 export class Http2Request extends http2.Http2ServerRequest {
@@ -70,7 +73,15 @@ export class Http2Response extends http2.Http2ServerResponse {
   override writeHead(statusCode: number, a?: unknown, b?: unknown): this {
     const headers = (b ?? (typeof a === 'object' ? a : undefined)) as http.OutgoingHttpHeaders | Array<unknown> | undefined;
     const clean = headers === undefined ? undefined : withoutForbidden(headers);
-    return clean === undefined ? super.writeHead(statusCode) : super.writeHead(statusCode, clean as http.OutgoingHttpHeaders);
+    try {
+      return clean === undefined ? super.writeHead(statusCode) : super.writeHead(statusCode, clean as http.OutgoingHttpHeaders);
+    } catch (err) {
+      // A head HTTP/2 refuses (a field it will not carry): nothing went out, but the fields are
+      // kept on the response, and the error answer the caller makes next would carry them and
+      // be refused too, leaving the stream unanswered. Drop them so that answer goes out.
+      if (!this.headersSent) for (const name of this.getHeaderNames()) this.removeHeader(name);
+      throw err;
+    }
   }
 }
 

@@ -92,6 +92,10 @@ describe('HTTPS listener: SNI, HTTP/2, redirect, HSTS, live certificate reload',
       res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'max-age=60' });
       res.end('twice');
     });
+    // A connection-specific field HTTP/2 refuses (RFC 9113 §8.2.2), from an origin that echoes
+    // an h2c upgrade's: stored, passed through.
+    origin.route('/h2-settings', { headers: { 'cache-control': 'max-age=60', 'http2-settings': 'AAMAAABkAAQAoAAAAAIAAAAA' }, body: 'settings page' });
+    origin.route('/h2-settings-pass', { headers: { 'cache-control': 'no-store', 'http2-settings': 'AAMAAABkAAQAoAAAAAIAAAAA' }, body: 'settings pass' });
     origin.route('/curl', { headers: { 'cache-control': 'max-age=60' }, body: 'curl page' });
     origin.route('/purged', { headers: { 'cache-control': 'max-age=600' }, body: 'purge me' });
     origin.route('/scheme', { headers: { 'cache-control': 'max-age=60' }, body: (r) => `proto=${String(r.headers['x-forwarded-proto'])}` });
@@ -197,6 +201,21 @@ describe('HTTPS listener: SNI, HTTP/2, redirect, HSTS, live certificate reload',
       });
       expect(a.headers['cache-status']).toMatch(expected);
     }
+  });
+
+  it('answers h2 clients a page whose origin sends HTTP2-Settings (a connection-specific field): dropped, never stored', async () => {
+    for (const expected of [/fwd=uri-miss/, /crowdgate; hit/]) {
+      const a = await h2get(httpsPort, ca.ca, 'a.test', '/h2-settings');
+      expect({ status: a.status, body: a.body, settings: a.headers['http2-settings'] }).toEqual({ status: 200, body: 'settings page', settings: undefined });
+      expect(a.headers['cache-status']).toMatch(expected);
+    }
+    const passed = await h2get(httpsPort, ca.ca, 'a.test', '/h2-settings-pass');
+    expect({ status: passed.status, body: passed.body, settings: passed.headers['http2-settings'] }).toEqual({ status: 200, body: 'settings pass', settings: undefined });
+    // Nor kept for HTTP/1.1 readers of the stored copy: it was for the origin's own connection.
+    const overH1 = await h1get(`https://127.0.0.1:${httpsPort}/h2-settings`, { ca: ca.ca, servername: 'a.test', headers: { host: `a.test:${httpsPort}` } });
+    expect(overH1.headers['cache-status']).toMatch(/crowdgate; hit/);
+    expect(overH1.headers['http2-settings']).toBeUndefined();
+    expect(origin.count('/h2-settings')).toBe(1);
   });
 
   it('curl --http2 and --http1.1 both get the page and then hit', async () => {

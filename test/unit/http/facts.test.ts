@@ -14,8 +14,8 @@ describe('HTTP facts', () => {
     expect(connectionListedNames('keep-alive, Content-Length, HOST, x-a')).toEqual(['keep-alive', 'x-a']);
   });
 
-  it('calls the RFC 9110 §7.6.1 fields and what Connection lists hop-by-hop, and nothing else', () => {
-    for (const name of ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization'])
+  it('calls the RFC 9110 §7.6.1 fields, HTTP2-Settings and what Connection lists hop-by-hop, and nothing else', () => {
+    for (const name of ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'http2-settings'])
       expect(HOP_BY_HOP.has(name), name).toBe(true);
     expect(isHopByHop('x-hop', new Set(['x-hop']))).toBe(true);
     expect(isHopByHop('proxy-status', new Set())).toBe(false); // RFC 9209: end to end
