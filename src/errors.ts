@@ -23,6 +23,11 @@ export const ERRORS = {
     message: 'The request has both Content-Length and Transfer-Encoding.',
     action: 'Fix the client; such requests are refused, never forwarded (request smuggling).',
   },
+  unsupported_transfer_coding: {
+    status: 501,
+    message: 'The request uses a transfer coding the gateway does not implement.',
+    action: 'Send the body with Content-Length or `Transfer-Encoding: chunked` alone (RFC 9112 §6.1); any other coding list is refused, never forwarded (request smuggling).',
+  },
   no_site: {
     status: 404,
     message: 'No site is configured for this host.',

@@ -209,6 +209,11 @@ const ABSOLUTE_TARGET = /^https?:\/\/([^/?#]*)/i;
 /** RFC 3986 host (reg-name, IPv4, or an IP literal in brackets) with an optional port. */
 const VALID_HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?$/;
 
+/** `Transfer-Encoding: chunked` and nothing else (any case, blanks around it). */
+function isChunkedAlone(te: string): boolean {
+  return te === 'chunked' || te.trim().toLowerCase() === 'chunked';
+}
+
 /** How many Host field lines the request carried (RFC 9112 §3.2: more than one is a 400). */
 function hostLines(raw: readonly string[]): number {
   let n = 0;
@@ -222,6 +227,12 @@ export function route(ctx: Ctx): void | Promise<void> {
   // 1. Parse checks the HTTP parser leaves to us.
   if (req.headers['content-length'] !== undefined && req.headers['transfer-encoding'] !== undefined)
     return fail(ctx, 'ambiguous_length'); // RFC 9112 §6.1: never forward (request smuggling)
+  // RFC 9112 §6.1: a transfer coding the server does not implement is a 501, as nginx answers
+  // any Transfer-Encoding but `chunked`. Node's parser takes `gzip, chunked` (chunked last) and
+  // re-chunks the body for the origin under the same list: an origin that compares the field
+  // to `chunked` alone then reads the body another way (request smuggling).
+  const te = req.headers['transfer-encoding'];
+  if (te !== undefined && !isChunkedAlone(te)) return fail(ctx, 'unsupported_transfer_coding', `Transfer-Encoding: ${te.slice(0, 100)}`);
   // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400. Here rather than Node's
   // requireHostHeader, whose 400 left no access-log line, metric or error code.
   if (req.headers.host === undefined && req.httpVersion === '1.1') return fail(ctx, 'bad_request', 'an HTTP/1.1 request needs a Host header');

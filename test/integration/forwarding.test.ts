@@ -664,6 +664,28 @@ describe('forwarding', () => {
     expect(o.count()).toBe(0);
   });
 
+  it('answers 501 to a transfer coding other than chunked alone, and never forwards it (RFC 9112 §6.1, as nginx)', async () => {
+    const o = await origin();
+    o.route('/te', { headers: { 'cache-control': 'no-store' }, body: (r) => `te=${String(r.headers['transfer-encoding'])}` });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const port = Number(new URL(g.url).port);
+    // `gzip, chunked` in one line or two: Node's parser takes it (chunked is last) and the
+    // origin was sent the list as it came, over a body the gateway had re-chunked.
+    for (const te of ['Transfer-Encoding: gzip, chunked', 'Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked', 'Transfer-Encoding: identity, chunked']) {
+      const reply = await rawHttp(port, `POST /te HTTP/1.1\r\nHost: x\r\n${te}\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n`);
+      expect(reply, te).toMatch(/^HTTP\/1\.1 501 /);
+      expect(reply, te).toMatch(/x-crowdgate-error: unsupported_transfer_coding/i);
+    }
+    expect(o.count()).toBe(0);
+    // chunked alone, in any case, is forwarded as before.
+    for (const te of ['chunked', 'Chunked']) {
+      const reply = await rawHttp(port, `POST /te HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ${te}\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n`);
+      expect(reply, te).toMatch(/^HTTP\/1\.1 200 /);
+      expect(reply, te).toMatch(/te=chunked/i);
+    }
+    expect(o.count()).toBe(2);
+  });
+
   it('survives hostile and malformed input and keeps serving', async () => {
     const o = await origin();
     const g = await gateway({ limits: { maxHeaderBytes: 8192, maxHeadersCount: 50, headersTimeoutMs: 500, requestTimeoutMs: 1000 }, sites: [siteFor([o.url])] });
