@@ -16,8 +16,8 @@
  * retries (handle-request.ts does).
  */
 import httpProxy from 'http-proxy';
-import { request as httpRequest, type Agent, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import { Agent as HttpAgent, request as httpRequest, type Agent, type ClientRequest, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex, Transform } from 'node:stream';
 import { REUSED_RESET_WINDOW_MS, isEndlessStream, isTlsFailure, isValidStatus, type FetchFailure } from './fetch.js';
@@ -171,8 +171,11 @@ export class Forwarder {
         res,
         {
           target: call.target.url.origin + stripTrailingSlash(call.target.url.pathname),
-          // No agent: http-proxy opens a connection for this request alone.
-          agent: call.freshConnection ? (false as unknown as Agent) : call.target.agent,
+          // A fresh connection: a one-off agent that keeps none, so the request opens its own.
+          agent: exactPathAgent(
+            call.freshConnection ? oneOffAgent(call.target.url) : call.target.agent,
+            stripTrailingSlash(call.target.url.pathname) + (req.url ?? '/'),
+          ),
           changeOrigin: call.changeOrigin,
         },
         (err) => {
@@ -452,6 +455,30 @@ function rawHead(status: number, message: string, pairs: readonly string[]): str
 
 /** How long a client may hold a forwarded body back before its origin permit is given back (ms). */
 export const CLIENT_STALL_MS = 1000;
+
+/**
+ * `agent` for one forwarded request, which sends it with `path` as given: the member's base
+ * path and the target the gateway normalised, what routes matched (and what a fill sends).
+ * http-proxy joins them itself after a legacy url.parse, collapsing `//` and rewriting
+ * `http:/` to `http://`: `POST //login` matched no `/login` route (its rate limit, priority,
+ * timeouts) and reached the origin as `/login` (attacker trial). Node hands a request to its
+ * agent before it writes the head (a request with Expect excepted, and Expect is never
+ * forwarded), so the path set there is the one sent.
+ */
+function exactPathAgent(agent: Agent, path: string): Agent {
+  const exact = Object.create(agent) as Agent & { addRequest(req: ClientRequest, options: unknown): void };
+  const base = agent as Agent & { addRequest(req: ClientRequest, options: unknown): void };
+  exact.addRequest = (req, options) => {
+    req.path = path;
+    base.addRequest(req, options);
+  };
+  return exact;
+}
+
+/** An agent for one request on a connection of its own, closed after it (`Connection: close`). */
+function oneOffAgent(url: URL): Agent {
+  return url.protocol === 'https:' ? new HttpsAgent({ keepAlive: false }) : new HttpAgent({ keepAlive: false });
+}
 
 function stripTrailingSlash(path: string): string {
   return path.endsWith('/') ? path.slice(0, -1) : path;

@@ -652,6 +652,28 @@ describe('the key covers what the origin sees', () => {
     expect(log.path).toBe('/index');
   });
 
+  it('a pass-through sends the origin the target its route matched, as a fill does: no `//` collapsed, no `http:/` rewritten', async () => {
+    const o = await origin();
+    const g = await gateway({
+      sites: [siteFor([o.url], { routes: [{ name: 'login', match: { pathPrefix: '/login' }, cache: { enabled: false } }] })],
+    });
+    // http-proxy's own join sent `//login` (no /login route matched it: its rate limit,
+    // priority and timeouts dodged) to the origin as `/login`.
+    for (const target of ['//login', '//127.0.0.1:1/pwn?a=//b', '/go/http:/evil.example/x', '/a//b/']) {
+      const posted = await request(`${g.url}${target}`, { method: 'POST', body: 'x' });
+      await posted.body.text();
+      expect(o.requests.at(-1)!.url, target).toBe(target);
+      expect(g.accessLogs().at(-1)!.route, target).toBe('default');
+      // A GET fill of the same target sends the same.
+      await (await request(`${g.url}${target}`)).body.text();
+      expect(o.requests.at(-1)!.url, `GET ${target}`).toBe(target);
+    }
+    const login = await request(`${g.url}/login`, { method: 'POST', body: 'x' });
+    await login.body.text();
+    expect(o.requests.at(-1)!.url).toBe('/login');
+    expect(g.accessLogs().at(-1)!.route).toBe('login');
+  });
+
   it('tracking parameters left out of the key never reach a shared fill, and a fragment is dropped', async () => {
     const o = await origin();
     o.route('/page', { headers: { 'cache-control': 'public, max-age=60' }, body: (r) => `query=${r.url.split('?')[1] ?? '-'}` });
