@@ -166,7 +166,7 @@ export class Limiter {
   /** Called after the limit, the in-flight count or the queue changed. Keep it cheap. */
   onChange: ((limiter: Limiter) => void) | undefined;
 
-  private readonly algorithm: Limit;
+  private algorithm: Limit;
   private ceiling: number;
   private queueConfig: LimiterOptions['queue'];
   private readonly queue: WaitQueue<AcquireResult>;
@@ -182,7 +182,7 @@ export class Limiter {
   private newest: LimiterPermit | undefined;
   /** Timer that moves overdue permits aside while requests wait. */
   private overdueTimer: unknown;
-  private readonly slowLane: boolean;
+  private slowLane: boolean;
   /** When the latest-started request that was answered promptly (not overdue) started. */
   private promptStartedAt = -Infinity;
   /** When the last OVERDUE_RUN overdue requests started (a ring; see slowForEveryone). */
@@ -277,6 +277,22 @@ export class Limiter {
       this.queueConfig = checkQueue(opts.queue);
       this.queue.setCodel({ targetMs: opts.queue.codelTargetMs, intervalMs: opts.queue.codelIntervalMs });
     }
+    this.pump(this.clock.now());
+    this.onChange?.(this);
+  }
+
+  /**
+   * Applies a reloaded limit algorithm (or its settings) at once: the new one decides every grant
+   * from now on, starting from its own initial limit. The permits out stay counted (a lowered
+   * limit grants nothing until they fall below it), the waiters keep their places, and the
+   * latency classes and round-trip estimate stay (they describe the origin, not the algorithm).
+   * An edit made under load took effect only once the member was idle, which a member under
+   * steady traffic never is: an emergency cap did nothing, and a restored config left a fixed
+   * limit of 4 in force and 92 % of requests refused (failure-day trial).
+   */
+  replaceLimit(limit: Limit, slowLane: boolean): void {
+    this.algorithm = limit;
+    this.slowLane = slowLane;
     this.pump(this.clock.now());
     this.onChange?.(this);
   }

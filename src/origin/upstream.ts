@@ -118,11 +118,6 @@ export type OriginRequestKind = 'fill' | 'forward' | 'background';
  */
 export const BACKGROUND_HOLD_MS = 100;
 
-/** The part of an admission key that needs a new Limiter when it changes: [learning, classes]. */
-function learningKeyOf(admissionKey: string): string {
-  return JSON.stringify((JSON.parse(admissionKey) as unknown[]).slice(0, 2));
-}
-
 export class Upstream {
   private readonly controls = new WeakMap<OriginMember, MemberControl>();
   private readonly all = new Set<MemberControl>();
@@ -193,16 +188,21 @@ export class Upstream {
       }
     } else {
       if (c.admissionKey !== admissionKey) {
-        // Queue bounds and the ceiling apply at once. A changed learning algorithm (or number
-        // of priority classes) needs a new Limiter: swapped only while idle, so permits in
-        // flight are released to the limiter that issued them.
-        c.limiter.configure({ ceiling: this.admission.limit.ceiling, queue: this.admission.queue });
-        const learningChanged = learningKeyOf(c.admissionKey) !== learningKeyOf(admissionKey);
-        if (!learningChanged) c.admissionKey = admissionKey;
-        else if (c.limiter.inflight === 0 && c.limiter.queueLength === 0) {
-          c.limiter = this.makeLimiter();
-          c.admissionKey = admissionKey;
+        // Everything applies at once, under load too. Queue bounds and the ceiling: in place. A
+        // changed algorithm or its settings: the limiter's algorithm is replaced, its permits,
+        // waiters and latency classes kept. A changed number of priority classes needs a new
+        // Limiter (its queue has a list per class): the old one keeps its permits and waiters
+        // until they finish (each permit is released to the limiter that issued it), and new
+        // requests queue at the new one.
+        const [oldLearning, oldClasses] = JSON.parse(c.admissionKey) as unknown[];
+        const [newLearning, newClasses] = JSON.parse(admissionKey) as unknown[];
+        if (oldClasses !== newClasses) c.limiter = this.makeLimiter();
+        else {
+          c.limiter.configure({ ceiling: this.admission.limit.ceiling, queue: this.admission.queue });
+          if (JSON.stringify(oldLearning) !== JSON.stringify(newLearning))
+            c.limiter.replaceLimit(makeLimit(this.admission.limit), this.admission.limit.algorithm !== 'fixed');
         }
+        c.admissionKey = admissionKey;
       }
       if (c.circuitKey !== circuitKey) {
         c.breaker = this.makeBreaker(site, member);

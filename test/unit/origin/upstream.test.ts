@@ -202,6 +202,67 @@ describe('Upstream: what the lease feeds the limiter', () => {
   });
 });
 
+describe('Upstream: a reloaded limit applies at once, under load too', () => {
+  // An edit applied only once the member was idle: under steady traffic never, so an emergency
+  // cap did nothing and a restored config left `fixed 4` in force (failure-day trial).
+  const held = async (s: ReturnType<typeof setup>, n: number) => {
+    const leases = [];
+    for (let i = 0; i < n; i++) {
+      const r = await s.upstream.admit(s.site, s.pool, s.opts());
+      if (!r.ok) throw new Error(r.why);
+      leases.push(r.lease);
+    }
+    return leases;
+  };
+
+  it('a lowered fixed limit grants nothing new until the permits out fall below it; the permits out finish as usual', async () => {
+    const s = setup(['a'], {}, { limit: { algorithm: 'fixed', initial: 10 } });
+    const limiter = () => s.upstream.controlFor(s.site, s.member('a')).limiter;
+    const out = await held(s, 6); // six in flight: the member is never idle
+    s.upstream.configure(admissionSchema.parse({ limit: { algorithm: 'fixed', initial: 4 } }), 1);
+    expect(limiter().limit).toBe(4);
+    expect(limiter().inflight).toBe(6); // still counted
+    expect(limiter().hasFreePermit).toBe(false);
+    for (const lease of out.slice(0, 3)) lease.finish(status(200));
+    expect(limiter().inflight).toBe(3);
+    expect(limiter().hasFreePermit).toBe(true); // 3 < 4
+    for (const lease of out.slice(3)) lease.finish(status(200));
+    expect(limiter().inflight).toBe(0);
+  });
+
+  it('a restored learned limit replaces a fixed one while its permits are out, and queued requests get the room at once', async () => {
+    const s = setup(['a'], {}, { limit: { algorithm: 'fixed', initial: 4 } });
+    const limiter = () => s.upstream.controlFor(s.site, s.member('a')).limiter;
+    const out = await held(s, 4);
+    const queued = s.upstream.admit(s.site, s.pool, s.opts({ deadlineAt: s.clock.now() + 5_000 }));
+    s.upstream.configure(admissionSchema.parse({ limit: { algorithm: 'gradient2', initial: 8 } }), 1);
+    expect(limiter().limit).toBe(8);
+    // The waiter is granted by the next admission's look at the new limit, not by an idle moment.
+    const next = await s.upstream.admit(s.site, s.pool, s.opts());
+    expect(next.ok).toBe(true);
+    const waited = await queued;
+    expect(waited.ok).toBe(true);
+    expect(limiter().inflight).toBe(6);
+    for (const lease of out) lease.finish(status(200));
+    if (next.ok) next.lease.finish(status(200));
+    if (waited.ok) waited.lease.finish(status(200));
+    expect(limiter().inflight).toBe(0);
+  });
+
+  it('a changed number of priority classes takes a new limiter at once; the old one\'s permits still finish', async () => {
+    const s = setup(['a'], {}, { limit: { algorithm: 'fixed', initial: 2 } });
+    const control = () => s.upstream.controlFor(s.site, s.member('a'));
+    const before = control().limiter;
+    const out = await held(s, 2);
+    s.upstream.configure(admissionSchema.parse({ limit: { algorithm: 'fixed', initial: 2 } }), 3);
+    const after = control().limiter;
+    expect(after).not.toBe(before);
+    expect(after.inflight).toBe(0);
+    for (const lease of out) lease.finish(status(200));
+    expect(before.inflight).toBe(0);
+  });
+});
+
 describe('Upstream: what the lease tells the breaker', () => {
   it('an abandoned half-open probe gives its slot back at once; a finished one closes the breaker', async () => {
     const s = setup(['a'], { circuit: { consecutiveFailures: 3, openMs: 5_000, halfOpenProbes: 1 } });
