@@ -63,8 +63,19 @@ export interface OriginMember {
   isHealthy(now: number): boolean;
   /** Passively ejected now (upstream.ts sends such a member one trial request at a time). */
   isEjected(now: number): boolean;
+  /**
+   * Ejections in a row, each within EJECTION_MEMORY_FACTOR x ejectMs of the one before (1 for a
+   * first one; 0 before any): how seldom an ejected member gets its trial (upstream.ts).
+   */
+  readonly ejectionStreak: number;
   healthState(now: number): HealthState;
 }
+
+/**
+ * An ejection that begins within this many ejectMs of the one before continues a streak
+ * (PoolMember.ejectionStreak); after that long without one, the next starts afresh.
+ */
+export const EJECTION_MEMORY_FACTOR = 3;
 
 /** Agent sizing. The limiter bounds real concurrency; these only stop runaway socket counts. */
 export const AGENT_MAX_SOCKETS = 256;
@@ -127,6 +138,9 @@ export class PoolMember implements OriginMember {
   private trafficFailures = 0;
   /** Set by an ejection; kept after it ends (probation) until the next success. */
   private ejectedUntil: number | undefined;
+  /** When the current (or last) ejection began. */
+  private ejectedAt = -Infinity;
+  ejectionStreak = 0;
   /** The end of the ejection already announced as over (pool.ts emits 'ejection-ended' once). */
   private announcedEjectionEnd: number | undefined;
   private lastError: string | undefined;
@@ -197,6 +211,9 @@ export class PoolMember implements OriginMember {
    */
   endEjection(now: number): boolean {
     if (!this.isEjected(now)) return false;
+    // A member ejected again and again (one that answers some requests and fails others) is
+    // not let back by a probe that happens to pass: only by a trial, or its time.
+    if (this.ejectionStreak > 1) return false;
     this.ejectedUntil = undefined;
     this.announcedEjectionEnd = undefined;
     this.trafficFailures = 0;
@@ -213,8 +230,14 @@ export class PoolMember implements OriginMember {
    */
   recordSuccess(startedAt: number, endsDown = true): boolean {
     this.trafficFailures = 0;
-    this.ejectedUntil = undefined;
-    this.announcedEjectionEnd = undefined;
+    // Only a request sent since the ejection began (a trial, or traffic after it) ends it, as
+    // only such a request's failure counts (recordFailure): with requests of its own in flight
+    // when it was ejected, a member failing 40 % of them came back within milliseconds, 192
+    // times in 40 s, and took the most traffic of three (failure-day trial).
+    if (startedAt >= this.ejectedAt) {
+      this.ejectedUntil = undefined;
+      this.announcedEjectionEnd = undefined;
+    }
     if (!endsDown) return false;
     // Only a request sent after the probes' verdict: one already in flight then says nothing
     // new (an operator draining a member by failing its health path saw it come back with every
@@ -238,6 +261,8 @@ export class PoolMember implements OriginMember {
     const onProbation = this.ejectedUntil !== undefined;
     if (!onProbation && this.trafficFailures < rules.consecutiveFailures) return false;
     if (!mayEject) return false;
+    this.ejectionStreak = now - this.ejectedAt <= EJECTION_MEMORY_FACTOR * rules.ejectMs ? this.ejectionStreak + 1 : 1;
+    this.ejectedAt = now;
     this.ejectedUntil = now + rules.ejectMs;
     this.announcedEjectionEnd = undefined;
     this.trafficFailures = 0;

@@ -90,6 +90,18 @@ const AMBIGUOUS_STATUSES: ReadonlySet<number> = new Set([429, 503, 504]);
 /** At most one trial request per member per this many ms while no member is usable. */
 export const TRIAL_INTERVAL_MS = 250;
 
+/**
+ * How far apart an ejected member's trials are: TRIAL_INTERVAL_MS after a first ejection (an
+ * origin back from a restart gets traffic within 250 ms), doubling with each ejection of a
+ * streak (member.ts, ejectionStreak), at most ejectMs. A member that answers some requests and
+ * fails others (40 % fast 503s) passed a trial within milliseconds of each ejection and went
+ * on taking traffic; Envoy's outlier detection likewise lengthens each repeated ejection.
+ */
+export function trialIntervalMs(ejectionStreak: number, ejectMs: number): number {
+  const ms = TRIAL_INTERVAL_MS * 2 ** Math.max(0, Math.min(ejectionStreak - 1, 20));
+  return ms < ejectMs ? ms : ejectMs;
+}
+
 export interface AdmitOptions {
   priority: number;
   deadlineAt: number;
@@ -347,7 +359,8 @@ export class Upstream {
     for (const m of members) {
       if (!m.isEjected(now) || exclude?.has(m)) continue;
       const c = this.controlFor(site, m);
-      if (c.trialInFlight || now - c.trialAt < TRIAL_INTERVAL_MS || now - c.failedAt < TRIAL_INTERVAL_MS) continue;
+      const interval = trialIntervalMs(m.ejectionStreak, site.passive.ejectMs);
+      if (c.trialInFlight || now - c.trialAt < interval || now - c.failedAt < interval) continue;
       if (!members.some((o) => o !== m && o.isHealthy(now))) return undefined;
       return m;
     }

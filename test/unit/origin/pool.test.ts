@@ -202,6 +202,49 @@ describe('passive ejection (ManualClock)', () => {
     expect(a.healthState(clock.now()).ejectedUntil).toBe(until);
   });
 
+  it('a success of a request sent before the ejection does not end it; one sent since does', () => {
+    const clock = new ManualClock();
+    const pool = makePool(makeSite([offline('a'), offline('b')], { ...noChecks, passive }), { clock });
+    const a = byName(pool, 'a');
+    const sentBefore = clock.now();
+    clock.advance(5);
+    eject(pool, a, 3);
+    clock.advance(5);
+    pool.reportSuccess(a, sentBefore); // was in flight when a was ejected
+    expect(a.isEjected(clock.now())).toBe(true);
+    pool.reportSuccess(a, clock.now()); // a trial, sent now
+    expect(a.isEjected(clock.now())).toBe(false);
+  });
+
+  it('counts ejections that follow each other within 3 x ejectMs as a streak, and starts afresh after', () => {
+    const clock = new ManualClock();
+    const pool = makePool(makeSite([offline('a'), offline('b')], { ...noChecks, passive }), { clock });
+    const a = byName(pool, 'a');
+    expect(a.ejectionStreak).toBe(0);
+    for (const expected of [1, 2, 3]) {
+      eject(pool, a, 3);
+      expect(a.ejectionStreak).toBe(expected);
+      clock.advance(100);
+      pool.reportSuccess(a, clock.now()); // a trial passes: back at once
+    }
+    clock.advance(3 * 10_000 + 1);
+    eject(pool, a, 3);
+    expect(a.ejectionStreak).toBe(1);
+  });
+
+  it('a passing probe ends a first ejection, not a repeated one', async () => {
+    const o = await origin('a');
+    const clock = new ManualClock();
+    const pool = makePool(makeSite([{ url: o.url, name: 'a' }, offline('b')], { passive, healthCheck: { timeoutMs: 1_000 } }), { clock });
+    const a = byName(pool, 'a');
+    eject(pool, a, 3);
+    clock.advance(100);
+    pool.reportSuccess(a, clock.now());
+    eject(pool, a, 3); // again, within the streak
+    await pool.probeNow();
+    expect(a.isEjected(clock.now())).toBe(true);
+  });
+
   it('never ejects the last usable member: the streak waits until another member is usable', () => {
     const clock = new ManualClock();
     const pool = makePool(makeSite([offline('a'), offline('b', 1, true)], { ...noChecks, passive }), { clock });

@@ -12,7 +12,7 @@ import { ManualClock } from '../../../src/clock.js';
 import { admissionSchema, siteSchema, type SiteConfig } from '../../../src/config/schema.js';
 import { GatewayMetrics } from '../../../src/metrics/gateway-metrics.js';
 import { OriginPool, type OriginMember } from '../../../src/origin/pool.js';
-import { TRIAL_INTERVAL_MS, Upstream, type AdmitOptions, type OriginOutcome } from '../../../src/origin/upstream.js';
+import { TRIAL_INTERVAL_MS, Upstream, trialIntervalMs, type AdmitOptions, type OriginOutcome } from '../../../src/origin/upstream.js';
 
 const pools: OriginPool[] = [];
 afterEach(async () => {
@@ -124,6 +124,24 @@ describe('Upstream: when no member is usable', () => {
     clock.advance(TRIAL_INTERVAL_MS);
     expect(await send(status(200), { hasFallback: true })).toBe(member('a')); // the trial succeeds
     expect(upstream.hasUsableMember(site, pool)).toBe(true);
+  });
+
+  it('tries a member ejected again and again less and less often: the trial interval doubles with each ejection of a streak, up to ejectMs', async () => {
+    expect([1, 2, 3, 4, 6, 7, 30].map((n) => trialIntervalMs(n, 10_000))).toEqual([250, 500, 1_000, 2_000, 8_000, 10_000, 10_000]);
+    const { send, member, clock, pool } = setup(['a', 'b']);
+    const ejectA = async () => {
+      for (let i = 0; i < 3; i++) pool.reportFailure(member('a'), 'connect');
+      expect(member('a').isEjected(clock.now())).toBe(true);
+    };
+    await ejectA(); // the first: a trial 250 ms on
+    clock.advance(TRIAL_INTERVAL_MS);
+    expect(await send(status(200))).toBe(member('a'));
+    await ejectA(); // the second, soon after: 500 ms
+    clock.advance(TRIAL_INTERVAL_MS);
+    expect(await send(status(200))).toBe(member('b'));
+    clock.advance(TRIAL_INTERVAL_MS);
+    expect(await send(status(200))).toBe(member('a'));
+    expect(member('a').isEjected(clock.now())).toBe(false);
   });
 
   it('sends an ejected member one trial at a time while others take the traffic, and its success ends the ejection', async () => {
