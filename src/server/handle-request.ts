@@ -27,7 +27,7 @@ import type { StaleReason } from '../outcome.js';
 import type { Runtime, SiteRuntime } from '../runtime.js';
 import { sendEntry } from './respond.js';
 import type { CompiledRoute } from './site-router.js';
-import { HOLD_MS, isPlainRequest, newHold, plainBypassOf, type MemoRoute } from './hit-memo.js';
+import { HOLD_MS, isEventStreamRequest, isPlainRequest, newHold, plainBypassOf, type MemoRoute } from './hit-memo.js';
 import { ttlSecondsOf, codingFor, failUnexpected, serveEntry, shed, fail, countRequest, finish } from './answer.js';
 import { isOnlyIfCached, isSecure, selectVariant, collapseKeyOf, authorityOf, type RequestDeps, type Ctx, type Lookup } from './context.js';
 import { hstsValue, redirectToHttps } from './https-edge.js';
@@ -285,7 +285,14 @@ export function route(ctx: Ctx): void | Promise<void> {
   const facts: RequestFacts = { method: ctx.method, url: ctx.url, headers: req.headers };
   const eligibility = isCacheableRequest(facts, policy);
   const bypassCookie = req.headers.cookie !== undefined && hasBypassCookie(site, req.headers.cookie);
-  if (!eligibility.cacheable || bypassCookie || hasCredential(site, req.headers) || hasBypassHeader(site, req.headers) || ctx.method === 'OPTIONS') {
+  if (
+    !eligibility.cacheable ||
+    bypassCookie ||
+    hasCredential(site, req.headers) ||
+    hasBypassHeader(site, req.headers) ||
+    ctx.method === 'OPTIONS' ||
+    isEventStreamRequest(req.headers.accept)
+  ) {
     if (deps.admission.isShedding()) return shed(ctx, 'pressure');
     return forward(ctx, 'bypass');
   }

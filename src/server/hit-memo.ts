@@ -55,6 +55,17 @@ export const PLAIN_FIELDS: ReadonlySet<string> = new Set([
   'cookie',
 ]);
 
+/**
+ * The request asks for server-sent events (`Accept: text/event-stream`, what every EventSource
+ * sends): it bypasses the cache. A fill of an endless stream is never stored, but it was asked
+ * for first and dropped, and the request then asked the origin again: every event-stream client
+ * cost two origin connections, and an event the origin wrote on the first was lost
+ * (failure-day trial).
+ */
+export function isEventStreamRequest(accept: string | undefined): boolean {
+  return accept !== undefined && accept.length >= 17 && accept.toLowerCase().includes('text/event-stream');
+}
+
 /** Host plus target longer than this is never memoised (bounds the memo's memory). */
 export const MAX_MEMO_TARGET = 1024;
 
@@ -112,6 +123,8 @@ export function isPlainRequest(req: IncomingMessage): boolean {
   if (url === undefined || url.charCodeAt(0) !== 0x2f /* / */) return false;
   const headers = req.headers;
   for (const name in headers) if (!PLAIN_FIELDS.has(name)) return false;
+  // An EventSource's request bypasses the cache on the slow path (isEventStreamRequest).
+  if (isEventStreamRequest(headers.accept)) return false;
   // A second Host line is dropped by the parser: the slow path judges it (a 400 there, RFC 9112
   // §3.2; the memo answered it as the first Host's hit, attacker trial). Other fields sent twice
   // are merged alike for both paths. (HTTP/2's Host comes from :authority, not a raw line.)

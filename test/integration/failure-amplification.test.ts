@@ -707,6 +707,48 @@ describe('failure amplification: endless event streams', () => {
   }, 15_000);
 });
 
+describe('failure amplification: an EventSource on a cacheable route', () => {
+  it('asks the origin once (Accept: text/event-stream bypasses the cache), and the first event arrives', async () => {
+    const o = await origin();
+    let opened = 0;
+    o.route('/live', (req, res) => {
+      opened++;
+      // The head goes out with the first event, as many servers buffer it.
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+      res.write(`data: first ${opened}\n\n`);
+      const t = setInterval(() => res.write('data: tick\n\n'), 200);
+      req.socket.once('close', () => clearInterval(t));
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const { port } = new URL(g.url);
+    const s = net.connect(Number(port), '127.0.0.1', () =>
+      s.write('GET /live HTTP/1.1\r\nHost: blog.example.com\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n'),
+    );
+    let text = '';
+    s.on('data', (d: Buffer) => (text += d.toString()));
+    s.on('error', () => undefined);
+    try {
+      expect(await eventually(() => text.includes('data: tick'), 100, 30)).toBe(true);
+      expect(text).toContain('data: first 1'); // the origin's one stream, from its first event
+      expect(text.toLowerCase()).toContain('cache-status: crowdgate; fwd=bypass');
+      expect(opened).toBe(1);
+    } finally {
+      s.destroy();
+    }
+    // The same request without the Accept of an EventSource, as plain GET (curl): the cache path
+    // (the stream is never stored), still answered.
+    const plain = net.connect(Number(port), '127.0.0.1', () => plain.write('GET /live HTTP/1.1\r\nHost: blog.example.com\r\n\r\n'));
+    let plainText = '';
+    plain.on('data', (d: Buffer) => (plainText += d.toString()));
+    plain.on('error', () => undefined);
+    try {
+      expect(await eventually(() => plainText.includes('data: tick'), 100, 30)).toBe(true);
+    } finally {
+      plain.destroy();
+    }
+  }, 15_000);
+});
+
 describe('failure amplification: must-revalidate pages when the origin is down', () => {
   const MEDIAWIKI = 's-maxage=1, must-revalidate, max-age=0';
 

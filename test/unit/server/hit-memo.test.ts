@@ -86,6 +86,12 @@ describe('isPlainRequest', () => {
     expect(await plain('GET', '/', [...BROWSER, ['Accept', 'text/html']])).toBe(true);
   });
 
+  it('an EventSource\'s Accept makes it not plain: the slow path bypasses the cache for it', async () => {
+    const others = BROWSER.filter(([n]) => n !== 'Accept');
+    expect(await plain('GET', '/live', [...others, ['Accept', 'text/event-stream']])).toBe(false);
+    expect(await plain('GET', '/live', [...others, ['Accept', 'Text/Event-Stream, */*']])).toBe(false);
+  });
+
   it('a Cookie keeps it plain: the fast path checks the bypass cookies itself', async () => {
     expect(await plain('GET', '/', [...BROWSER, ['Cookie', '_ga=GA1.1.1; _gid=GA1.1.2']])).toBe(true);
   });
