@@ -147,7 +147,7 @@ class LimiterPermit implements Permit {
   released = false;
   /** Moved to the slow lane (see "Overdue permits" above). */
   overdue = false;
-  /** The counted permits, oldest first (a doubly-linked list owned by the Limiter). */
+  /** The counted permits, oldest first, or the slow lane's (doubly-linked lists owned by the Limiter). */
   prev: LimiterPermit | undefined = undefined;
   next: LimiterPermit | undefined = undefined;
   constructor(
@@ -180,6 +180,9 @@ export class Limiter {
   /** Counted permits, oldest first: the first to become overdue is at the head. */
   private oldest: LimiterPermit | undefined;
   private newest: LimiterPermit | undefined;
+  /** Permits in the slow lane, in the order they moved there. */
+  private laneFirst: LimiterPermit | undefined;
+  private laneLast: LimiterPermit | undefined;
   /** Timer that moves overdue permits aside while requests wait. */
   private overdueTimer: unknown;
   private slowLane: boolean;
@@ -270,9 +273,13 @@ export class Limiter {
     return this.queue.lengthByClass();
   }
 
-  /** Applies a reloaded config. Waiters keep the deadlines they were given. */
-  configure(opts: { ceiling?: number; queue?: LimiterOptions['queue'] }): void {
+  /**
+   * Applies a reloaded config. Waiters keep the deadlines they were given; with fewer priority
+   * `classes`, those of a class gone join the last one (WaitQueue.setClasses).
+   */
+  configure(opts: { ceiling?: number; queue?: LimiterOptions['queue']; classes?: number }): void {
     this.ceiling = checkCeiling(opts.ceiling);
+    if (opts.classes !== undefined) this.queue.setClasses(opts.classes);
     if (opts.queue) {
       this.queueConfig = checkQueue(opts.queue);
       this.queue.setCodel({ targetMs: opts.queue.codelTargetMs, intervalMs: opts.queue.codelIntervalMs });
@@ -281,17 +288,33 @@ export class Limiter {
     this.onChange?.(this);
   }
 
+  /** The algorithm's bounds changed on reload (Limit.setBounds): what it learned is kept within them. */
+  setLimitBounds(min: number, max: number): void {
+    this.algorithm.setBounds?.(min, max);
+    this.pump(this.clock.now());
+    this.onChange?.(this);
+  }
+
+  /** The algorithm's limit now (for a reload that changes the algorithm but keeps what was learned). */
+  get learnedLimit(): number {
+    return this.algorithm.planning ?? this.algorithm.current;
+  }
+
   /**
-   * Applies a reloaded limit algorithm (or its settings) at once: the new one decides every grant
-   * from now on, starting from its own initial limit. The permits out stay counted (a lowered
-   * limit grants nothing until they fall below it), the waiters keep their places, and the
-   * latency classes and round-trip estimate stay (they describe the origin, not the algorithm).
+   * Applies a reloaded limit algorithm at once: the new one decides every grant from now on,
+   * starting from its own initial limit (where what was learned should carry over, the caller
+   * makes it the initial one). The permits out stay counted (a lowered limit grants nothing
+   * until they fall below it), the waiters keep their places, and the latency classes and
+   * round-trip estimate stay (they describe the origin, not the algorithm).
    * An edit made under load took effect only once the member was idle, which a member under
    * steady traffic never is: an emergency cap did nothing, and a restored config left a fixed
    * limit of 4 in force and 92 % of requests refused (failure-day trial).
    */
   replaceLimit(limit: Limit, slowLane: boolean): void {
     this.algorithm = limit;
+    // Without a slow lane (a fixed limit means what it says), the permits in it count again:
+    // an emergency cap of 2 otherwise still granted beside 8 slow requests at the origin.
+    if (this.slowLane && !slowLane) this.recountLane();
     this.slowLane = slowLane;
     this.pump(this.clock.now());
     this.onChange?.(this);
@@ -421,6 +444,29 @@ export class Limiter {
     return permit;
   }
 
+  /** Every slow-lane permit counted again, ahead of the counted ones (they are the oldest). */
+  private recountLane(): void {
+    const first = this.laneFirst;
+    const last = this.laneLast;
+    if (first === undefined || last === undefined) return;
+    for (let p: LimiterPermit | undefined = first; p !== undefined; p = p.next) p.overdue = false;
+    last.next = this.oldest;
+    if (this.oldest) this.oldest.prev = last;
+    else this.newest = last;
+    this.oldest = first;
+    this.laneFirst = this.laneLast = undefined;
+    this.inflightCount += this.overdueCount;
+    this.overdueCount = 0;
+  }
+
+  private laneUnlink(permit: LimiterPermit): void {
+    if (permit.prev) permit.prev.next = permit.next;
+    else this.laneFirst = permit.next;
+    if (permit.next) permit.next.prev = permit.prev;
+    else this.laneLast = permit.prev;
+    permit.prev = permit.next = undefined;
+  }
+
   private unlink(permit: LimiterPermit): void {
     if (permit.prev) permit.prev.next = permit.next;
     else this.oldest = permit.next;
@@ -441,6 +487,10 @@ export class Limiter {
     while (this.oldest !== undefined && this.oldest.acquiredAt <= dueBefore && this.overdueCount < cap) {
       const p = this.oldest;
       this.unlink(p);
+      p.prev = this.laneLast;
+      if (this.laneLast) this.laneLast.next = p;
+      else this.laneFirst = p;
+      this.laneLast = p;
       p.overdue = true;
       this.noteOverdue(p.acquiredAt);
       this.inflightCount--;
@@ -518,8 +568,10 @@ export class Limiter {
   private onRelease(permit: LimiterPermit, kind: ReleaseKind, latencyClass: string | undefined): void {
     const now = this.clock.now();
     this.lastReleaseAt = now;
-    if (permit.overdue) this.overdueCount--;
-    else {
+    if (permit.overdue) {
+      this.overdueCount--;
+      this.laneUnlink(permit);
+    } else {
       this.inflightCount--;
       this.unlink(permit);
     }

@@ -47,9 +47,9 @@ export interface CodelOptions {
 }
 
 export class WaitQueue<R = unknown> {
-  private readonly heads: (Waiter<R> | undefined)[];
-  private readonly tails: (Waiter<R> | undefined)[];
-  private readonly counts: number[];
+  private heads: (Waiter<R> | undefined)[];
+  private tails: (Waiter<R> | undefined)[];
+  private counts: number[];
   private size = 0;
   private codel: CodelOptions;
 
@@ -60,15 +60,44 @@ export class WaitQueue<R = unknown> {
   /** Sojourns count from here at the earliest (excuseWaitsUntil). */
   private excusedUntil = -Infinity;
 
-  constructor(
-    readonly classes: number,
-    codel: CodelOptions,
-  ) {
-    if (!(Number.isInteger(classes) && classes >= 1)) throw new TypeError(`classes must be an integer >= 1, got ${classes}`);
+  private classCount: number;
+
+  constructor(classes: number, codel: CodelOptions) {
+    checkClasses(classes);
+    this.classCount = classes;
     this.heads = new Array<Waiter<R> | undefined>(classes).fill(undefined);
     this.tails = new Array<Waiter<R> | undefined>(classes).fill(undefined);
     this.counts = new Array<number>(classes).fill(0);
     this.codel = codel;
+  }
+
+  /** Number of priority classes (0 = most important). */
+  get classes(): number {
+    return this.classCount;
+  }
+
+  /**
+   * A reload changed the number of classes: waiters keep their class, those of a class that no
+   * longer exists join the last one (in their order), and the CoDel state stays.
+   */
+  setClasses(classes: number): void {
+    checkClasses(classes);
+    if (classes === this.classCount) return;
+    const waiters: Waiter<R>[] = [];
+    this.forEach((w) => waiters.push(w));
+    this.classCount = classes;
+    this.heads = new Array<Waiter<R> | undefined>(classes).fill(undefined);
+    this.tails = new Array<Waiter<R> | undefined>(classes).fill(undefined);
+    this.counts = new Array<number>(classes).fill(0);
+    for (const w of waiters) {
+      if (w.priority >= classes) w.priority = classes - 1;
+      w.prev = this.tails[w.priority];
+      w.next = undefined;
+      if (w.prev) w.prev.next = w;
+      else this.heads[w.priority] = w;
+      this.tails[w.priority] = w;
+      this.counts[w.priority]!++;
+    }
   }
 
   /**
@@ -208,4 +237,8 @@ export class WaitQueue<R = unknown> {
     this.minSojournMs = Infinity;
     this.dequeues = 0;
   }
+}
+
+function checkClasses(classes: number): void {
+  if (!(Number.isInteger(classes) && classes >= 1)) throw new TypeError(`classes must be an integer >= 1, got ${classes}`);
 }

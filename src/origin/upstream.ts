@@ -90,6 +90,23 @@ const AMBIGUOUS_STATUSES: ReadonlySet<number> = new Set([429, 503, 504]);
 /** At most one trial request per member per this many ms while no member is usable. */
 export const TRIAL_INTERVAL_MS = 250;
 
+/** The learning part of admission.limit, as the admission key holds it. */
+type LearningKey = Pick<AdmissionConfig['limit'], 'algorithm' | 'initial' | 'min' | 'max'>;
+
+/**
+ * A reloaded admission.limit, applied to a running limiter. The same learning algorithm keeps
+ * what it learned, within the new `min`/`max` (`initial` is where a new one starts): raising
+ * `max` in a crowd must not drop a learned limit of 80 back to 8. A `fixed` limit is the
+ * operator's word and applies as written. Another learning algorithm starts from the limit
+ * learned so far (from `initial` after a fixed one, which learned nothing).
+ */
+function applyLimitEdit(limiter: Limiter, before: LearningKey, cfg: AdmissionConfig['limit']): void {
+  if (cfg.algorithm !== 'fixed' && before.algorithm === cfg.algorithm) return limiter.setLimitBounds(cfg.min, cfg.max);
+  if (cfg.algorithm === 'fixed') return limiter.replaceLimit(makeLimit(cfg), false);
+  const initial = before.algorithm === 'fixed' ? cfg.initial : Math.min(Math.max(limiter.learnedLimit, cfg.min), cfg.max);
+  limiter.replaceLimit(makeLimit({ ...cfg, initial }), true);
+}
+
 /**
  * How far apart an ejected member's trials are: TRIAL_INTERVAL_MS after a first ejection (an
  * origin back from a restart gets traffic within 250 ms), doubling with each ejection of a
@@ -200,20 +217,13 @@ export class Upstream {
       }
     } else {
       if (c.admissionKey !== admissionKey) {
-        // Everything applies at once, under load too. Queue bounds and the ceiling: in place. A
-        // changed algorithm or its settings: the limiter's algorithm is replaced, its permits,
-        // waiters and latency classes kept. A changed number of priority classes needs a new
-        // Limiter (its queue has a list per class): the old one keeps its permits and waiters
-        // until they finish (each permit is released to the limiter that issued it), and new
-        // requests queue at the new one.
-        const [oldLearning, oldClasses] = JSON.parse(c.admissionKey) as unknown[];
-        const [newLearning, newClasses] = JSON.parse(admissionKey) as unknown[];
-        if (oldClasses !== newClasses) c.limiter = this.makeLimiter();
-        else {
-          c.limiter.configure({ ceiling: this.admission.limit.ceiling, queue: this.admission.queue });
-          if (JSON.stringify(oldLearning) !== JSON.stringify(newLearning))
-            c.limiter.replaceLimit(makeLimit(this.admission.limit), this.admission.limit.algorithm !== 'fixed');
-        }
+        // Everything applies at once, under load too, to the same Limiter (its permits, waiters
+        // and latency classes kept): queue bounds, the ceiling and the number of priority
+        // classes in place, and the limit as applyLimitEdit says.
+        const [oldLearning] = JSON.parse(c.admissionKey) as [LearningKey, number];
+        const [newLearning, newClasses] = JSON.parse(admissionKey) as [LearningKey, number];
+        c.limiter.configure({ ceiling: this.admission.limit.ceiling, queue: this.admission.queue, classes: newClasses + 2 });
+        if (JSON.stringify(oldLearning) !== JSON.stringify(newLearning)) applyLimitEdit(c.limiter, oldLearning, this.admission.limit);
         c.admissionKey = admissionKey;
       }
       if (c.circuitKey !== circuitKey) {

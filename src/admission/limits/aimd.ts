@@ -28,8 +28,8 @@ export interface AimdOptions {
 
 export class AimdLimit implements Limit {
   private limit: number;
-  private readonly min: number;
-  private readonly max: number;
+  private min: number;
+  private max: number;
   private readonly backoffRatio: number;
   private readonly timeoutMs: number;
   private lastBackoffAt = -Infinity;
@@ -48,6 +48,13 @@ export class AimdLimit implements Limit {
 
   get current(): number {
     return Math.floor(this.limit);
+  }
+
+  setBounds(min: number, max: number): void {
+    checkBounds(min, min, max);
+    this.min = min;
+    this.max = max;
+    this.limit = clamp(this.limit, min, max);
   }
 
   onSample(sample: LimitSample, now: number): void {

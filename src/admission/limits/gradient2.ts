@@ -172,8 +172,8 @@ const SLOW_START_EXIT = 0.8;
 const SLOW_START_RISE = 1.25;
 
 export class Gradient2Limit implements Limit {
-  private readonly min: number;
-  private readonly max: number;
+  private min: number;
+  private max: number;
   private readonly tolerance: number;
   private readonly smoothing: number;
   private readonly minWindowSamples: number;
@@ -325,6 +325,15 @@ export class Gradient2Limit implements Limit {
    * after 50 others had left, were refused 130-350 of their first 3 000 requests in the first
    * two seconds (a new-user trial) against an origin with room to spare.
    */
+  setBounds(min: number, max: number): void {
+    checkBounds(min, min, max);
+    this.min = min;
+    this.max = max;
+    this.estimate = clamp(this.estimate, min, max);
+    this.peakEstimate = clamp(this.peakEstimate, min, max);
+    if (this.probeLimit > 0) this.probeLimit = clamp(this.probeLimit, min, max);
+  }
+
   isColdStart(now: number): boolean {
     return this.firstBindingAt === undefined || now - this.firstBindingAt < COLD_START_MS;
   }

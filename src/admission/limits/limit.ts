@@ -52,6 +52,11 @@ export interface Limit {
    * so implementations must copy what they keep.
    */
   onSample(sample: LimitSample, now: number): void;
+  /**
+   * A reload changed the bounds (validated like the constructor's): the limit learned so far is
+   * kept, within them. Absent: the algorithm has none (fixed).
+   */
+  setBounds?(min: number, max: number): void;
 }
 
 /** Shared option checks; messages name the option (lru-cache style). */

@@ -704,6 +704,28 @@ describe('Limiter: standing queue once waits are predictable', () => {
   });
 });
 
+describe('Limiter: a reloaded number of priority classes', () => {
+  it('keeps every waiter: those of a class gone join the last class, in order, and are served', async () => {
+    const s = setup({ limitN: 1 });
+    s.request('held', 0);
+    s.request('a', 1);
+    s.request('b', 2);
+    s.request('c', 2);
+    await s.flush();
+    expect(s.limiter.queueLengthByClass()).toEqual([0, 1, 2]);
+    s.limiter.configure({ queue, classes: 2 });
+    expect(s.limiter.queueLengthByClass()).toEqual([0, 3]);
+    s.limiter.configure({ queue, classes: 4 });
+    expect(s.limiter.queueLengthByClass()).toEqual([0, 3, 0, 0]);
+    for (const name of ['held', 'a', 'b']) {
+      s.granted(name).release('success');
+      await s.flush();
+    }
+    expect(s.outcomes.map((o) => o.name)).toEqual(['held', 'a', 'b', 'c']);
+    expect(s.limiter.queueLength).toBe(0);
+  });
+});
+
 describe('Limiter: overdue permits step aside (the slow lane)', () => {
   /** Teach the limiter a typical round trip of `rttMs` with `n` quick requests. */
   it('a slow request held past 10 x the typical round trip leaves the count, and a waiter gets its permit', async () => {
@@ -729,6 +751,28 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
     s.granted('slow2').release('success');
     expect((s.limit as ScriptedLimit).samples.length).toBe(fed);
     expect(s.limiter.overdue).toBe(0);
+  });
+
+  it('a reload to a fixed limit counts the lane\'s permits again: an emergency cap is not exceeded beside them', async () => {
+    const s = setup({ limitN: 2, slowLane: true });
+    await s.teach(20, 5);
+    s.request('slow1');
+    s.request('slow2');
+    s.request('fast');
+    await s.flush();
+    s.scheduler.advance(200); // both slow ones moved aside; fast is granted
+    await s.flush();
+    expect(s.limiter.overdue).toBe(2);
+    s.limiter.replaceLimit(new ScriptedLimit(2), false);
+    expect(s.limiter.overdue).toBe(0);
+    expect(s.limiter.inflight).toBe(3);
+    expect(s.limiter.hasFreePermit).toBe(false); // 3 at the origin under a cap of 2
+    s.granted('slow1').release('success');
+    s.granted('slow2').release('success');
+    expect(s.limiter.inflight).toBe(1);
+    expect(s.limiter.hasFreePermit).toBe(true);
+    s.granted('fast').release('success');
+    expect(s.limiter.inflight).toBe(0);
   });
 
   it('is off by default (a fixed limit means what it says)', async () => {

@@ -267,17 +267,47 @@ describe('Upstream: a reloaded limit applies at once, under load too', () => {
     expect(limiter().inflight).toBe(0);
   });
 
-  it('a changed number of priority classes takes a new limiter at once; the old one\'s permits still finish', async () => {
-    const s = setup(['a'], {}, { limit: { algorithm: 'fixed', initial: 2 } });
+  it('a changed number of priority classes applies to the same limiter: its permits stay counted, ceiling and all', async () => {
+    const s = setup(['a'], {}, { limit: { algorithm: 'fixed', initial: 4, ceiling: 4 } });
     const control = () => s.upstream.controlFor(s.site, s.member('a'));
     const before = control().limiter;
-    const out = await held(s, 2);
-    s.upstream.configure(admissionSchema.parse({ limit: { algorithm: 'fixed', initial: 2 } }), 3);
-    const after = control().limiter;
-    expect(after).not.toBe(before);
-    expect(after.inflight).toBe(0);
-    for (const lease of out) lease.finish(status(200));
-    expect(before.inflight).toBe(0);
+    const out = await held(s, 4);
+    const queued = s.upstream.admit(s.site, s.pool, s.opts({ priority: 1, deadlineAt: s.clock.now() + 5_000 }));
+    s.upstream.configure(admissionSchema.parse({ limit: { algorithm: 'fixed', initial: 4, ceiling: 4 } }), 3);
+    expect(control().limiter).toBe(before);
+    // Nothing more goes to the member until a permit comes back (a new limiter had granted 4 more: review).
+    expect(control().limiter.hasFreePermit).toBe(false);
+    expect(control().limiter.queueLengthByClass()).toHaveLength(5); // probes, 3 priorities, background
+    out[0]!.finish(status(200));
+    const waited = await queued;
+    expect(waited.ok).toBe(true);
+    expect(control().limiter.inflight).toBe(4);
+    for (const lease of out.slice(1)) lease.finish(status(200));
+    if (waited.ok) waited.lease.finish(status(200));
+    expect(control().limiter.inflight).toBe(0);
+  });
+
+  it('a changed max or min keeps what the algorithm learned, within the new bounds (raising max in a crowd must not drop the limit to initial)', async () => {
+    const s = setup(['a'], {}, { limit: { algorithm: 'aimd', initial: 8, min: 2, max: 256 } });
+    const limiter = () => s.upstream.controlFor(s.site, s.member('a')).limiter;
+    // Learn upwards: AIMD adds 1/limit per success at full use.
+    for (let i = 0; i < 400 && limiter().limit < 20; i++) {
+      const out = await held(s, limiter().limit);
+      for (const lease of out) lease.finish(status(200));
+    }
+    const learned = limiter().limit;
+    expect(learned).toBeGreaterThanOrEqual(20);
+    s.upstream.configure(admissionSchema.parse({ limit: { algorithm: 'aimd', initial: 8, min: 2, max: 400 } }), 1);
+    expect(limiter().limit).toBe(learned);
+    s.upstream.configure(admissionSchema.parse({ limit: { algorithm: 'aimd', initial: 8, min: 2, max: 12 } }), 1);
+    expect(limiter().limit).toBe(12);
+    // Another learning algorithm starts where this one was; a fixed one as written.
+    s.upstream.configure(admissionSchema.parse({ limit: { algorithm: 'gradient2', initial: 8, min: 2, max: 256 } }), 1);
+    expect(limiter().limit).toBe(12);
+    s.upstream.configure(admissionSchema.parse({ limit: { algorithm: 'fixed', initial: 5 } }), 1);
+    expect(limiter().limit).toBe(5);
+    s.upstream.configure(admissionSchema.parse({ limit: { algorithm: 'gradient2', initial: 8, min: 2, max: 256 } }), 1);
+    expect(limiter().limit).toBe(8); // a fixed limit learned nothing: from initial
   });
 });
 

@@ -86,3 +86,23 @@ describe('AimdLimit backoff pacing', () => {
     expect(aimd.current).toBe(16);
   });
 });
+
+describe('setBounds (a reloaded min/max)', () => {
+  it('keeps the learned limit within the new bounds, for AIMD and Gradient2', () => {
+    const aimd = new AimdLimit({ initial: 30, min: 2, max: 256 });
+    aimd.setBounds(2, 400);
+    expect(aimd.current).toBe(30);
+    aimd.setBounds(2, 12);
+    expect(aimd.current).toBe(12);
+    aimd.setBounds(16, 64);
+    expect(aimd.current).toBe(16);
+    expect(() => aimd.setBounds(10, 5)).toThrow(/max/);
+    const g2 = new Gradient2Limit({ initial: 30, min: 2, max: 256 });
+    g2.setBounds(2, 400);
+    expect(g2.current).toBe(30);
+    g2.setBounds(2, 12);
+    expect(g2.current).toBe(12);
+    g2.setBounds(20, 64);
+    expect(g2.current).toBe(20);
+  });
+});
