@@ -64,8 +64,9 @@ export interface OriginMember {
   /** Passively ejected now (upstream.ts sends such a member one trial request at a time). */
   isEjected(now: number): boolean;
   /**
-   * Ejections in a row, each within EJECTION_MEMORY_FACTOR x ejectMs of the one before (1 for a
-   * first one; 0 before any): how seldom an ejected member gets its trial (upstream.ts).
+   * Ejections in a row of a member let back (by a trial or a probe) and ejected again, each
+   * within EJECTION_MEMORY_FACTOR x ejectMs of the one before (1 for a first one; 0 before any):
+   * how seldom an ejected member gets its trial (upstream.ts).
    */
   readonly ejectionStreak: number;
   healthState(now: number): HealthState;
@@ -140,6 +141,8 @@ export class PoolMember implements OriginMember {
   private ejectedUntil: number | undefined;
   /** When the current (or last) ejection began. */
   private ejectedAt = -Infinity;
+  /** The last ejection was ended by a success (a trial, a probe), not by its time running out. */
+  private letBack = false;
   ejectionStreak = 0;
   /** The end of the ejection already announced as over (pool.ts emits 'ejection-ended' once). */
   private announcedEjectionEnd: number | undefined;
@@ -215,6 +218,7 @@ export class PoolMember implements OriginMember {
     // not let back by a probe that happens to pass: only by a trial, or its time.
     if (this.ejectionStreak > 1) return false;
     this.ejectedUntil = undefined;
+    this.letBack = true;
     this.announcedEjectionEnd = undefined;
     this.trafficFailures = 0;
     return true;
@@ -234,9 +238,10 @@ export class PoolMember implements OriginMember {
     // only such a request's failure counts (recordFailure): with requests of its own in flight
     // when it was ejected, a member failing 40 % of them came back within milliseconds, 192
     // times in 40 s, and took the most traffic of three (failure-day trial).
-    if (startedAt >= this.ejectedAt) {
+    if (startedAt >= this.ejectedAt && this.ejectedUntil !== undefined) {
       this.ejectedUntil = undefined;
       this.announcedEjectionEnd = undefined;
+      this.letBack = true;
     }
     if (!endsDown) return false;
     // Only a request sent after the probes' verdict: one already in flight then says nothing
@@ -261,7 +266,12 @@ export class PoolMember implements OriginMember {
     const onProbation = this.ejectedUntil !== undefined;
     if (!onProbation && this.trafficFailures < rules.consecutiveFailures) return false;
     if (!mayEject) return false;
-    this.ejectionStreak = now - this.ejectedAt <= EJECTION_MEMORY_FACTOR * rules.ejectMs ? this.ejectionStreak + 1 : 1;
+    // A streak is a member let back and failing again soon after: one whose ejection ran out
+    // while it was still down (an outage longer than ejectMs) is not flapping, and must still
+    // get its trial every 250 ms (after a 45 s outage it was tried every 4 s: review).
+    const recent = now - this.ejectedAt <= EJECTION_MEMORY_FACTOR * rules.ejectMs;
+    this.ejectionStreak = !recent ? 1 : this.letBack ? this.ejectionStreak + 1 : Math.max(1, this.ejectionStreak);
+    this.letBack = false;
     this.ejectedAt = now;
     this.ejectedUntil = now + rules.ejectMs;
     this.announcedEjectionEnd = undefined;

@@ -174,9 +174,10 @@ export class OriginPool {
   }
 
   /**
-   * A live request to `member`, sent at `startedAt`, got a usable response (anything but the
-   * failures below): the failure streak and any probation end. `endsDown`: the answer is also
-   * evidence enough to end a 'down' the probes found (below 500, the probe's own rule).
+   * A live request to `member`, which chose it at `startedAt` (before any wait for a permit),
+   * got a usable response (anything but the failures below): the failure streak and any
+   * probation end. `endsDown`: the answer is also evidence enough to end a 'down' the probes
+   * found (below 500, the probe's own rule).
    */
   reportSuccess(member: OriginMember, startedAt = this.clock.now(), endsDown = true): void {
     const m = asPoolMember(member);

@@ -335,6 +335,10 @@ export class Upstream {
       }
     }
     const control = this.controlFor(site, member);
+    // When the member was chosen, before any wait for its permit: a request queued for it before
+    // an ejection and granted after says nothing new about it (its success must not end the
+    // ejection; review).
+    const chosenAt = this.clock.now();
     if (trial) {
       control.trialAt = this.clock.now();
       control.trialInFlight = true;
@@ -354,12 +358,12 @@ export class Upstream {
       return { ok: false, why: 'shed', reason, waitedMs: result.waitedMs };
     }
     pool.begin(member);
-    return { ok: true, lease: this.makeLease(pool, control, result.permit, result.waitedMs, opts.kind, trial, opts.latencyClass) };
+    return { ok: true, lease: this.makeLease(pool, control, result.permit, result.waitedMs, opts.kind, trial, opts.latencyClass, chosenAt) };
   }
 
   /**
    * An ejected member due a trial while others take the traffic: its trial slot is free, and
-   * its last trial and its last failure are TRIAL_INTERVAL_MS ago or more. Only when another member is usable
+   * its last trial and its last failure are trialIntervalMs ago or more. Only when another member is usable
    * (otherwise admit() panics or sends trials anyway).
    */
   private ejectedTrialMember(site: SiteConfig, pool: OriginPool, exclude?: ReadonlySet<OriginMember>): OriginMember | undefined {
@@ -396,6 +400,7 @@ export class Upstream {
     kind: OriginRequestKind,
     trial: boolean,
     latencyClass: string | undefined,
+    chosenAt: number,
   ): OriginLease {
     const startedAt = this.clock.now();
     let finished = false;
@@ -409,7 +414,7 @@ export class Upstream {
         finished = true;
         pool.end(control.member);
         if (trial) control.trialInFlight = false;
-        this.report(pool, control, permit, outcome, kind, startedAt, latencyClass);
+        this.report(pool, control, permit, outcome, kind, startedAt, latencyClass, chosenAt);
       },
     };
   }
@@ -453,6 +458,7 @@ export class Upstream {
     kind: OriginRequestKind,
     startedAt: number,
     latencyClass: string | undefined,
+    chosenAt: number,
   ): void {
     const labels = { site: control.site, origin: control.member.name };
     const sampleValid = this.samplesValid();
@@ -502,7 +508,7 @@ export class Upstream {
       // probe's own rule): WordPress without its database answers every page 500, and each
       // one flipped the member up between probes, so the outage never showed (the alert for
       // it needs the member down for 5 minutes).
-      pool.reportSuccess(control.member, startedAt, status < 500);
+      pool.reportSuccess(control.member, chosenAt, status < 500);
     }
   }
 

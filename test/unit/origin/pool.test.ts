@@ -232,6 +232,19 @@ describe('passive ejection (ManualClock)', () => {
     expect(a.ejectionStreak).toBe(1);
   });
 
+  it('an outage longer than ejectMs is no streak: an ejection that ran out and failed again keeps trials every 250 ms', () => {
+    const clock = new ManualClock();
+    const pool = makePool(makeSite([offline('a'), offline('b')], { ...noChecks, passive }), { clock });
+    const a = byName(pool, 'a');
+    eject(pool, a, 3);
+    for (let i = 0; i < 4; i++) {
+      clock.advance(10_000); // ran out: probation
+      pool.reportFailure(a, 'connect'); // still down: ejected again at once
+      expect(a.isEjected(clock.now())).toBe(true);
+      expect(a.ejectionStreak).toBe(1);
+    }
+  });
+
   it('a passing probe ends a first ejection, not a repeated one', async () => {
     const o = await origin('a');
     const clock = new ManualClock();

@@ -144,6 +144,28 @@ describe('Upstream: when no member is usable', () => {
     expect(member('a').isEjected(clock.now())).toBe(false);
   });
 
+  it('a request queued at a member before its ejection and granted after it does not end the ejection', async () => {
+    const s = setup(['a', 'b'], { circuit: { consecutiveFailures: 100 } }, { limit: { algorithm: 'fixed', initial: 3 } });
+    const held = [];
+    for (let i = 0; i < 6; i++) {
+      const r = await s.upstream.admit(s.site, s.pool, s.opts({ deadlineAt: s.clock.now() + 5_000 }));
+      if (!r.ok) throw new Error(r.why);
+      held.push(r.lease);
+    }
+    const queued = Array.from({ length: 6 }, () => s.upstream.admit(s.site, s.pool, s.opts({ deadlineAt: s.clock.now() + 5_000 }))); // 3 wait at each
+    s.clock.advance(10);
+    for (const lease of held.filter((l) => l.member === s.member('a'))) lease.finish(status(503));
+    expect(s.member('a').isEjected(s.clock.now())).toBe(true);
+    for (const lease of held.filter((l) => l.member === s.member('b'))) lease.finish(status(200));
+    const granted = await Promise.all(queued);
+    const toA = granted.filter((r) => r.ok && r.lease.member === s.member('a'));
+    expect(toA.length).toBeGreaterThan(0);
+    s.clock.advance(5);
+    for (const r of toA) if (r.ok) r.lease.finish(status(200));
+    expect(s.member('a').isEjected(s.clock.now())).toBe(true);
+    for (const r of granted) if (r.ok) r.lease.finish(status(200));
+  });
+
   it('sends an ejected member one trial at a time while others take the traffic, and its success ends the ejection', async () => {
     const { send, member, clock } = setup(['a', 'b']);
     for (let i = 0; i < 6; i++) await send(i % 2 === 0 ? failure('connect_error') : status(200));
