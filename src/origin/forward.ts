@@ -260,7 +260,16 @@ export class Forwarder {
       return;
     }
     const encoder = state.call.encodeBody?.(status, head);
-    res.writeHead(status, head);
+    try {
+      res.writeHead(status, head);
+    } catch (err) {
+      // A head the client's protocol refuses (HTTP/2 throws for a field it cannot carry; none
+      // known reaches here, the h2 response drops them): a bad answer (502), never an exception
+      // in http-proxy's handler that leaves the request unanswered with its permit held.
+      proxyRes.destroy();
+      state.settle({ kind: 'failure', failure: 'bad_response', error: err as Error, bodySent: req.readableEnded && hasBody(req) });
+      return;
+    }
     const headAt = this.now();
     const idle = setTimeout(() => {
       state.timedOut = true;

@@ -79,7 +79,12 @@ export class Http2Response extends http2.Http2ServerResponse {
       // A head HTTP/2 refuses (a field it will not carry): nothing went out, but the fields are
       // kept on the response, and the error answer the caller makes next would carry them and
       // be refused too, leaving the stream unanswered. Drop them so that answer goes out.
-      if (!this.headersSent) for (const name of this.getHeaderNames()) this.removeHeader(name);
+      // (removeHeader('date') only turns the automatic Date off: a repeated one is replaced.)
+      if (!this.headersSent)
+        for (const name of this.getHeaderNames()) {
+          if (name === 'date') this.setHeader('date', new Date().toUTCString());
+          else this.removeHeader(name);
+        }
       throw err;
     }
   }

@@ -65,6 +65,24 @@ describe('the HTTPS listener\'s HTTP/2 adapters', () => {
     });
   });
 
+  it('a head HTTP/2 refuses (a field sent twice that it carries once) leaves no field behind, so the error answer after it goes out', async () => {
+    const { port, ca } = await start((req, res) => {
+      const twice = req.url === '/date' ? { date: ['Mon, 01 Jan 2024 00:00:00 GMT', 'Tue, 02 Jan 2024 00:00:00 GMT'] } : { 'content-type': ['text/html', 'text/plain'] };
+      try {
+        res.writeHead(200, { ...twice, 'x-page': 'yes' });
+        res.end('page');
+      } catch {
+        res.writeHead(500, { 'content-type': 'text/plain' });
+        res.end('error');
+      }
+    });
+    for (const path of ['/date', '/type']) {
+      const h = await get(port, ca, { ':path': path });
+      expect(h[':status'], path).toBe(500);
+      expect(h['x-page'], path).toBeUndefined();
+    }
+  });
+
   it('drops connection-specific response fields (RFC 9113 §8.2.2) from setHeader and writeHead, arrays and objects alike, without Node\'s warning', async () => {
     const warnings: string[] = [];
     const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
