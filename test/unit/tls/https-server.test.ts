@@ -67,7 +67,8 @@ describe('the HTTPS listener\'s HTTP/2 adapters', () => {
 
   it('a head HTTP/2 refuses (a field sent twice that it carries once) leaves no field behind, so the error answer after it goes out', async () => {
     const { port, ca } = await start((req, res) => {
-      const twice = req.url === '/date' ? { date: ['Mon, 01 Jan 2024 00:00:00 GMT', 'Tue, 02 Jan 2024 00:00:00 GMT'] } : { 'content-type': ['text/html', 'text/plain'] };
+      const twice: Record<string, string[]> =
+        req.url === '/date' ? { date: ['Mon, 01 Jan 2024 00:00:00 GMT', 'Tue, 02 Jan 2024 00:00:00 GMT'] } : { 'content-type': ['text/html', 'text/plain'] };
       try {
         res.writeHead(200, { ...twice, 'x-page': 'yes' });
         res.end('page');
