@@ -181,9 +181,20 @@ export class OriginPool {
    */
   reportSuccess(member: OriginMember, startedAt = this.clock.now(), endsDown = true): void {
     const m = asPoolMember(member);
-    if (!m.recordSuccess(startedAt, endsDown) || m.removed || this.closed) return;
-    this.logger?.info({ site: this.site.name, origin: m.name }, 'origin member up: a request to it succeeded');
-    this.emit(m, m.isHealthy(this.clock.now()), 'traffic');
+    const now = this.clock.now();
+    this.announceEndedEjections(now); // one that ran out first, before the success clears its trace
+    const wasEjected = m.isEjected(now);
+    const up = m.recordSuccess(startedAt, endsDown);
+    if (m.removed || this.closed) return;
+    if (up) {
+      this.logger?.info({ site: this.site.name, origin: m.name }, 'origin member up: a request to it succeeded');
+      this.emit(m, m.isHealthy(now), 'traffic');
+    } else if (wasEjected && !m.isEjected(now)) {
+      // A trial ended the ejection: said, as a probe's or the timer's end is (the healthy
+      // gauge otherwise read 0 for a member serving again, and paged CrowdgateOriginDown).
+      this.logger?.info({ site: this.site.name, origin: m.name }, 'origin member ejection ended (a request to it succeeded)');
+      this.emit(m, m.isHealthy(now), 'ejection-ended');
+    }
   }
 
   /**

@@ -202,6 +202,28 @@ describe('passive ejection (ManualClock)', () => {
     expect(a.healthState(clock.now()).ejectedUntil).toBe(until);
   });
 
+  it('says when a trial\'s success ends an ejection, and when one ran out before a success (the healthy gauge read 0 for a member serving again)', () => {
+    const clock = new ManualClock();
+    const events: [string, boolean, HealthChangeCause][] = [];
+    const pool = makePool(makeSite([offline('a'), offline('b')], { ...noChecks, passive }), {
+      clock,
+      onHealthChange: (m, healthy, cause) => events.push([m.name, healthy, cause]),
+    });
+    const a = byName(pool, 'a');
+    eject(pool, a, 3);
+    clock.advance(100);
+    pool.reportSuccess(a, clock.now()); // a trial
+    eject(pool, a, 3);
+    clock.advance(20_000); // this one runs out unseen (no pick, no probe)...
+    pool.reportSuccess(a, clock.now()); // ...and a success comes first
+    expect(events).toEqual([
+      ['a', false, 'ejected'],
+      ['a', true, 'ejection-ended'],
+      ['a', false, 'ejected'],
+      ['a', true, 'ejection-ended'],
+    ]);
+  });
+
   it('a success of a request sent before the ejection does not end it; one sent since does', () => {
     const clock = new ManualClock();
     const pool = makePool(makeSite([offline('a'), offline('b')], { ...noChecks, passive }), { clock });
