@@ -199,6 +199,11 @@ export const METRICS = {
     '1 while the config file changes keys that only a restart applies (listen, tls.port, redis...), else 0.',
   ),
   redisUp: spec('crowdgate_redis_up', 'gauge', '1 when the Redis tier answers, 0 while it is skipped.'),
+  purgesPending: spec(
+    'crowdgate_purges_pending',
+    'gauge',
+    'Purges made here (one per URL, prefix, tag or key) that Redis has not taken yet, its records or the notice to the other instances: retried while Redis answers.',
+  ),
   draining: spec('crowdgate_draining', 'gauge', '1 while the gateway is shutting down.'),
   clientConnections: spec('crowdgate_client_connections', 'gauge', 'Open client connections on the public listeners (plain and HTTPS).'),
   clientConnectionsRefused: spec(

@@ -17,6 +17,9 @@ import { PurgeFence, type Fence } from '../purge-fence.js';
 import { MemoryStore } from './memory-store.js';
 import { RedisTier } from './redis-tier.js';
 
+/** At most this many purges wait for Redis; past it the oldest are given up (with a warning). */
+export const MAX_PENDING_PURGES = 10_000;
+
 export interface GatewayStoreOptions {
   config: GatewayConfig;
   clock: Clock;
@@ -33,6 +36,11 @@ export class GatewayStore {
   readonly redis: RedisTier | undefined;
   /** The fills in flight, which every purge also covers (purge-fence.ts). */
   readonly fence: PurgeFence;
+  /** Purges Redis did not take (records or notice), oldest first; retried on each heartbeat Redis answers. */
+  private readonly pending: Array<{ selector: PurgeSelector; mode: PurgeMode; at: number; needsL2: boolean; needsBroadcast: boolean }> = [];
+  private retrying = false;
+  private readonly logger: GatewayStoreOptions['logger'];
+  private readonly pendingGauge: (n: number) => void;
 
   constructor(opts: GatewayStoreOptions) {
     const { config: cfg, clock, logger, metrics } = opts;
@@ -58,7 +66,10 @@ export class GatewayStore {
         clock,
         logger,
         onStoreEvent,
-        onHeartbeat: (available) => metrics.get('redisUp').set(available ? 1 : 0),
+        onHeartbeat: (available) => {
+          metrics.get('redisUp').set(available ? 1 : 0);
+          if (available && this.pending.length > 0) void this.retryPending();
+        },
         onPurgeReceived: (selector, mode, at) => {
           return fence.noteRemote(selector, mode, at).map((key) => ({ kind: 'key' as const, key }));
         },
@@ -67,6 +78,10 @@ export class GatewayStore {
     } else this.store = memory();
     if (this.redis) metrics.get('redisUp').set(0);
     else metrics.get('redisUp').remove();
+    this.logger = logger;
+    this.pendingGauge = this.redis ? (n) => metrics.get('purgesPending').set(n) : () => undefined;
+    if (this.redis) metrics.get('purgesPending').set(0);
+    else metrics.get('purgesPending').remove();
   }
 
   /** Before traffic: Redis gets its connect timeout to come up, then the heartbeat runs. */
@@ -85,9 +100,54 @@ export class GatewayStore {
     // The fills in flight first (but `except`, a fill clearing the way for what it stores): one
     // that stores while the store is being purged still applies it.
     for (const selector of selectors) this.fence.note(selector, mode, now, except);
-    for (const selector of selectors) purged += await this.store.purge(selector, mode, now);
+    const notInL2: PurgeSelector[] = [];
+    for (const selector of selectors) {
+      if (this.redis) {
+        const r = await this.redis.store.purgeChecked(selector, mode, now);
+        purged += r.affected;
+        if (!r.ok) notInL2.push(selector);
+      } else purged += await this.store.purge(selector, mode, now);
+    }
     const broadcast = this.redis ? await this.redis.broadcastPurge(selectors, mode, now) : false;
+    if (this.redis && (notInL2.length > 0 || !broadcast)) {
+      // Redis did not take it all (down, stalled): kept, and done when it answers again. Until
+      // then what Redis returns here is screened by it (tiered-store.ts), so the old copy does
+      // not come back from there; the other instances keep theirs until the notice goes out.
+      for (const selector of selectors)
+        this.pending.push({ selector, mode, at: now, needsL2: notInL2.includes(selector), needsBroadcast: !broadcast });
+      if (this.pending.length > MAX_PENDING_PURGES) {
+        const dropped = this.pending.splice(0, this.pending.length - MAX_PENDING_PURGES);
+        this.logger.warn({ dropped: dropped.length }, 'purges given up: too many waiting for Redis');
+      }
+      this.pendingGauge(this.pending.length);
+    }
     return { purged, broadcast };
+  }
+
+  /** Purges Redis has not taken, tried again (while it answers): its records, then the notice. */
+  private async retryPending(): Promise<void> {
+    if (this.retrying || !this.redis) return;
+    this.retrying = true;
+    try {
+      const redis = this.redis;
+      let done = 0;
+      for (const p of [...this.pending]) {
+        if (p.needsL2) p.needsL2 = !(await redis.store.purgeL2Again(p.selector, p.mode, p.at));
+        if (!p.needsL2 && p.needsBroadcast) p.needsBroadcast = !(await redis.broadcastPurge([p.selector], p.mode, p.at));
+        if (p.needsL2 || p.needsBroadcast) break; // Redis failed again: the next heartbeat retries
+        this.pending.splice(this.pending.indexOf(p), 1);
+        done++;
+      }
+      if (done > 0) this.logger.info({ done, left: this.pending.length }, 'purges made while Redis was unavailable now applied to it and announced');
+      this.pendingGauge(this.pending.length);
+    } finally {
+      this.retrying = false;
+    }
+  }
+
+  /** Purges waiting for Redis (tests, status). */
+  get pendingPurges(): number {
+    return this.pending.length;
   }
 
   /** The Redis tier (which closes its store), or the store. */

@@ -392,6 +392,11 @@ export class RedisStore implements CacheStore {
   }
 
   async purge(selector: PurgeSelector, mode: PurgeMode, now: number): Promise<number> {
+    return (await this.purgeChecked(selector, mode, now)).affected;
+  }
+
+  /** purge(), saying whether Redis took all of it (false: unavailable, or failed half-way). */
+  async purgeChecked(selector: PurgeSelector, mode: PurgeMode, now: number): Promise<{ affected: number; ok: boolean }> {
     let affected = 0; // counted as we go, so a failure half-way still reports what was done
     const result = await this.guard.run(async (c) => {
       if (selector.kind === 'key') {
@@ -426,7 +431,7 @@ export class RedisStore implements CacheStore {
       }
     });
     if (!result.ok && result.reason !== 'breaker-open') this.onEvent?.({ kind: 'error', tier: 'redis' });
-    return affected;
+    return { affected, ok: result.ok };
   }
 
   stats(): { entries: number; bytes: number } {

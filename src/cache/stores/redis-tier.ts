@@ -168,12 +168,12 @@ export class RedisTier {
   /**
    * Tells the other instances to purge their L1 (the caller has purged here, L2 included), with
    * the caller's `now` so every instance purges as of one moment. True when Redis took every
-   * notice; otherwise the others keep their copies until expiry, and a warning says so.
+   * notice; otherwise a warning says so, and the caller sends it again later (gateway-store.ts).
    */
   async broadcastPurge(selectors: readonly PurgeSelector[], mode: PurgeMode, now: number): Promise<boolean> {
     const sent = await Promise.all(selectors.map((selector) => this.bus.publishPurge(selector, mode, now)));
     const broadcast = sent.every(Boolean);
-    if (!broadcast) this.logger.warn({ mode }, 'purge not broadcast: redis unavailable; other instances keep their copies until expiry');
+    if (!broadcast) this.logger.warn({ mode }, 'purge not broadcast: redis unavailable; announced when it answers again (crowdgate_purges_pending)');
     return broadcast;
   }
 
@@ -190,7 +190,7 @@ export class RedisTier {
    */
   private async refreshL1FromL2(key: string): Promise<void> {
     const far = await this.store.l2.get(key);
-    if (far) this.store.l1.fill(key, far);
+    if (far) this.store.fillFromL2(key, far);
   }
 
   /**
@@ -201,7 +201,7 @@ export class RedisTier {
    */
   private async isFreshInL2(collapseKey: CollapseKey): Promise<boolean> {
     if (collapseKey.variant !== undefined) return false;
-    const far = await this.store.l2.get(collapseKey.primary);
+    const far = this.store.screen(await this.store.l2.get(collapseKey.primary));
     const now = this.clock.now();
     if (!far || !far.some((e) => staleAtOf(e) > now)) return false;
     this.store.l1.fill(collapseKey.primary, far);

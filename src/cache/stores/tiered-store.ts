@@ -18,8 +18,28 @@
  */
 import type { Clock } from '../../clock.js';
 import { staleAtOf, type CacheEntry } from '../entry.js';
-import type { CacheStore, PurgeMode, PurgeSelector } from './cache-store.js';
+import { computePurge, type CacheStore, type PurgeMode, type PurgeSelector } from './cache-store.js';
 import type { MemoryStore } from './memory-store.js';
+
+/**
+ * How long after its L2 part is done a purge still screens what L2 returns (ms): a read of L2
+ * that began before the purge deleted the record may return it later (a command takes up to
+ * redis.commandTimeoutMs).
+ */
+export const PURGE_SETTLE_MS = 5_000;
+/** At most this many purges screen L2 at once; past it, the oldest settled ones go first. */
+export const MAX_UNSETTLED_PURGES = 10_000;
+
+/** A purge whose L2 part is not known done for PURGE_SETTLE_MS (settledAt Infinity: not done). */
+export interface UnsettledPurge {
+  readonly selector: PurgeSelector;
+  readonly mode: PurgeMode;
+  readonly at: number;
+  settledAt: number;
+}
+
+/** L2's purge, saying whether it all went through (RedisStore.purgeChecked). */
+type CheckedPurge = (selector: PurgeSelector, mode: PurgeMode, now: number) => Promise<{ affected: number; ok: boolean }>;
 
 export interface TieredStoreOptions {
   l1: MemoryStore;
@@ -34,6 +54,15 @@ export class TieredStore implements CacheStore {
   readonly l1: MemoryStore;
   readonly l2: CacheStore;
   private readonly now: () => number;
+  /**
+   * Purges whose L2 part is under way, failed (Redis down or stalled) or done less than
+   * PURGE_SETTLE_MS ago: a record read from L2 is screened by them before it is used or copied
+   * into L1. A request that missed L1 while a purge was deleting the record in Redis (several
+   * round trips) read the old record and put it back in L1, where it stayed for its lifetime
+   * (1 purge in 10 under load, multi-instance trial); a purge Redis never took left every
+   * copy there to come back the same way.
+   */
+  private readonly unsettled: UnsettledPurge[] = [];
 
   constructor(options: TieredStoreOptions) {
     this.l1 = options.l1;
@@ -59,13 +88,41 @@ export class TieredStore implements CacheStore {
     const near = await this.l1.get(key);
     const now = this.now();
     if (near && near.some((e) => staleAtOf(e) > now)) return near;
-    const far = await this.l2.get(key);
+    const far = this.screen(await this.l2.get(key));
     if (!far) return near;
     if (!near || far.some((e) => staleAtOf(e) > now) || newestResponse(far) > newestResponse(near)) {
       this.l1.fill(key, far);
       return far;
     }
     return near;
+  }
+
+  /**
+   * A record read from L2, with every unsettled purge that covers it applied to what was stored
+   * before it (a hard purge drops those variants, a soft one invalidates them); undefined when
+   * nothing is left. Use it for everything L2 returns before L1 or a request sees it.
+   */
+  screen(record: readonly CacheEntry[] | undefined): readonly CacheEntry[] | undefined {
+    if (record === undefined || this.unsettled.length === 0) return record;
+    this.dropSettled();
+    let current: readonly CacheEntry[] = record;
+    // Only what was stored before the purge (a page filled since, here or by another instance,
+    // is the new one; one whose fill began before and stored after is purge-fence.ts's).
+    for (const p of this.unsettled) {
+      const older = current.filter((e) => e.responseTime <= p.at);
+      if (older.length === 0) continue;
+      const { kept, affected } = computePurge(older, p.selector, p.mode, p.at);
+      if (affected === 0) continue;
+      current = [...current.filter((e) => e.responseTime > p.at), ...kept];
+    }
+    return current.length === 0 ? undefined : current;
+  }
+
+  /** An L2 record copied into L1 (another instance stored it), screened first. */
+  fillFromL2(key: string, record: readonly CacheEntry[]): readonly CacheEntry[] | undefined {
+    const screened = this.screen(record);
+    if (screened) this.l1.fill(key, screened);
+    return screened;
   }
 
   async put(entry: CacheEntry): Promise<void> {
@@ -78,8 +135,54 @@ export class TieredStore implements CacheStore {
   }
 
   async purge(selector: PurgeSelector, mode: PurgeMode, now: number): Promise<number> {
-    const [near, far] = await Promise.all([this.l1.purge(selector, mode, now), this.l2.purge(selector, mode, now)]);
-    return Math.max(near, far);
+    return (await this.purgeChecked(selector, mode, now)).affected;
+  }
+
+  /**
+   * purge(), saying whether L2 took all of it. Until it has (purgeL2Again), and for
+   * PURGE_SETTLE_MS after, what L2 returns is screened by it.
+   */
+  async purgeChecked(selector: PurgeSelector, mode: PurgeMode, now: number): Promise<{ affected: number; ok: boolean }> {
+    const mark: UnsettledPurge = { selector, mode, at: now, settledAt: Infinity };
+    this.hold(mark);
+    const [near, far] = await Promise.all([this.l1.purge(selector, mode, now), this.l2Purge(selector, mode, now)]);
+    if (far.ok) mark.settledAt = this.now();
+    return { affected: Math.max(near, far.affected), ok: far.ok };
+  }
+
+  /** A purge L2 did not take (purgeChecked said so), tried there again; true once it has. */
+  async purgeL2Again(selector: PurgeSelector, mode: PurgeMode, at: number): Promise<boolean> {
+    const { ok } = await this.l2Purge(selector, mode, at);
+    if (!ok) return false;
+    const settledAt = this.now();
+    for (const p of this.unsettled) if (p.selector === selector && p.at === at) p.settledAt = settledAt;
+    return true;
+  }
+
+  /** Purges L2 has not taken yet, or took less than PURGE_SETTLE_MS ago (status, tests). */
+  get unsettledCount(): number {
+    this.dropSettled();
+    return this.unsettled.length;
+  }
+
+  private l2Purge(selector: PurgeSelector, mode: PurgeMode, now: number): Promise<{ affected: number; ok: boolean }> {
+    const checked = (this.l2 as { purgeChecked?: CheckedPurge }).purgeChecked;
+    if (checked) return checked.call(this.l2, selector, mode, now);
+    return this.l2.purge(selector, mode, now).then((affected) => ({ affected, ok: true }));
+  }
+
+  private hold(mark: UnsettledPurge): void {
+    this.dropSettled();
+    if (this.unsettled.length >= MAX_UNSETTLED_PURGES) {
+      const i = this.unsettled.findIndex((p) => p.settledAt !== Infinity);
+      this.unsettled.splice(i >= 0 ? i : 0, 1);
+    }
+    this.unsettled.push(mark);
+  }
+
+  private dropSettled(): void {
+    const now = this.now();
+    for (let i = this.unsettled.length - 1; i >= 0; i--) if (now - this.unsettled[i]!.settledAt > PURGE_SETTLE_MS) this.unsettled.splice(i, 1);
   }
 
   /** Apply a purge to L1 only: another instance already purged L2 and broadcast it. */
