@@ -106,9 +106,13 @@ export class TieredStore implements CacheStore {
     if (record === undefined || this.unsettled.length === 0) return record;
     this.dropSettled();
     let current: readonly CacheEntry[] = record;
+    const key = record[0]?.key;
     // Only what was stored before the purge (a page filled since, here or by another instance,
     // is the new one; one whose fill began before and stored after is purge-fence.ts's).
     for (const p of this.unsettled) {
+      // One string test for most purges (a URL's key or prefix): only tags need the entries.
+      const sel = p.selector;
+      if (key !== undefined && ((sel.kind === 'key' && sel.key !== key) || (sel.kind === 'prefix' && !key.startsWith(sel.prefix)))) continue;
       const older = current.filter((e) => e.responseTime <= p.at);
       if (older.length === 0) continue;
       const { kept, affected } = computePurge(older, p.selector, p.mode, p.at);
@@ -180,9 +184,13 @@ export class TieredStore implements CacheStore {
     this.unsettled.push(mark);
   }
 
+  /** Drops the purges settled more than PURGE_SETTLE_MS ago, in one pass. */
   private dropSettled(): void {
     const now = this.now();
-    for (let i = this.unsettled.length - 1; i >= 0; i--) if (now - this.unsettled[i]!.settledAt > PURGE_SETTLE_MS) this.unsettled.splice(i, 1);
+    const list = this.unsettled;
+    let kept = 0;
+    for (let i = 0; i < list.length; i++) if (now - list[i]!.settledAt <= PURGE_SETTLE_MS) list[kept++] = list[i]!;
+    list.length = kept;
   }
 
   /** Apply a purge to L1 only: another instance already purged L2 and broadcast it. */
