@@ -258,10 +258,13 @@ export class PoolMember implements OriginMember {
    * failure ejected the member. `mayEject` is false when no other member would be usable: the
    * streak is kept, and the member is ejected by a later failure once another one is usable.
    */
-  recordFailure(kind: FailureKind, rules: PassiveRules, now: number, mayEject = true): boolean {
+  recordFailure(kind: FailureKind, rules: PassiveRules, now: number, mayEject = true, startedAt = now): boolean {
     this.lastError = `traffic: ${kind}`;
     this.lastErrorAt = now;
     if (this.isEjected(now)) return false; // sent before the ejection; do not extend it
+    // Nor, once it has run out, eject it again: a request that chose the member before the
+    // ejection says nothing new (its success does not end one either).
+    if (startedAt < this.ejectedAt) return false;
     this.trafficFailures++;
     const onProbation = this.ejectedUntil !== undefined;
     if (!onProbation && this.trafficFailures < rules.consecutiveFailures) return false;

@@ -202,13 +202,13 @@ export class OriginPool {
    * in a row eject it for `passive.ejectMs`, but never the last usable member: with nothing
    * else to send to, an ejection would only turn the failing requests into an outage.
    */
-  reportFailure(member: OriginMember, kind: FailureKind): void {
+  reportFailure(member: OriginMember, kind: FailureKind, startedAt?: number): void {
     const m = asPoolMember(member);
     if (m.removed || this.closed) return;
     const now = this.clock.now();
     const wasHealthy = m.isHealthy(now);
     const othersUsable = this.list.some((o) => o !== m && o.isHealthy(now));
-    if (!m.recordFailure(kind, this.site.passive, now, othersUsable)) return;
+    if (!m.recordFailure(kind, this.site.passive, now, othersUsable, startedAt ?? now)) return;
     this.logger?.warn(
       { site: this.site.name, origin: m.name, kind, ejectMs: this.site.passive.ejectMs },
       'origin member ejected after consecutive failures',

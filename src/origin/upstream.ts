@@ -490,7 +490,7 @@ export class Upstream {
       permit.release(failure === 'connect_error' || !sampleValid ? 'ignore' : 'dropped', latencyClass);
       control.failedAt = this.clock.now();
       control.breaker.onFailure();
-      pool.reportFailure(control.member, failure === 'connect_error' ? 'connect' : failure === 'timeout' ? 'timeout' : 'reset');
+      pool.reportFailure(control.member, failure === 'connect_error' ? 'connect' : failure === 'timeout' ? 'timeout' : 'reset', chosenAt);
       return;
     }
     const status = outcome.status;
@@ -500,7 +500,7 @@ export class Upstream {
     if (SICK_STATUSES.has(status)) {
       control.failedAt = this.clock.now();
       control.breaker.onFailure();
-      pool.reportFailure(control.member, 'status5xx');
+      pool.reportFailure(control.member, 'status5xx', chosenAt);
     } else {
       // Any other answer, a 500 or a 404 included, is the member working: nothing against it.
       control.breaker.onSuccess();

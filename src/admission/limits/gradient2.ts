@@ -305,6 +305,16 @@ export class Gradient2Limit implements Limit {
     return now - this.lastQueueingAt <= Math.max(QUEUEING_EVIDENCE_MS, 3 * (this.shortRttMs ?? 0), 2 * this.lastWindowMs);
   }
 
+  /** A reloaded min/max (Limit.setBounds): the estimate, its peak and a probe's limit kept within them. */
+  setBounds(min: number, max: number): void {
+    checkBounds(min, min, max);
+    this.min = min;
+    this.max = max;
+    this.estimate = clamp(this.estimate, min, max);
+    this.peakEstimate = clamp(this.peakEstimate, min, max);
+    if (this.probeLimit > 0) this.probeLimit = clamp(this.probeLimit, min, max);
+  }
+
   /**
    * Until the limit has bound (a request started with every permit in use) and for
    * COLD_START_MS after it first did: the limit is then still climbing from its initial value,
@@ -325,15 +335,6 @@ export class Gradient2Limit implements Limit {
    * after 50 others had left, were refused 130-350 of their first 3 000 requests in the first
    * two seconds (a new-user trial) against an origin with room to spare.
    */
-  setBounds(min: number, max: number): void {
-    checkBounds(min, min, max);
-    this.min = min;
-    this.max = max;
-    this.estimate = clamp(this.estimate, min, max);
-    this.peakEstimate = clamp(this.peakEstimate, min, max);
-    if (this.probeLimit > 0) this.probeLimit = clamp(this.probeLimit, min, max);
-  }
-
   isColdStart(now: number): boolean {
     return this.firstBindingAt === undefined || now - this.firstBindingAt < COLD_START_MS;
   }

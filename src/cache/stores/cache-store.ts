@@ -70,8 +70,12 @@ export interface CacheStore {
   put(entry: CacheEntry): Promise<void>;
   /** Remove the whole record; true when something was removed. Never rejects. */
   delete(key: string): Promise<boolean>;
-  /** Count of entries (variants) affected. Never rejects (0 when the backend failed). */
-  purge(selector: PurgeSelector, mode: PurgeMode, now: number): Promise<number>;
+  /**
+   * Count of entries (variants) affected. Never rejects (0 when the backend failed).
+   * `storedBefore`: only entries whose responseTime is at most this (a purge applied late, after
+   * newer copies may have been stored: those are the new page).
+   */
+  purge(selector: PurgeSelector, mode: PurgeMode, now: number, storedBefore?: number): Promise<number>;
   /** entries: records (primary keys) held; bytes: their approximate size. Cheap, synchronous. */
   stats(): { entries: number; bytes: number };
   /** Bring stats() up to date where it is not tracked synchronously (Redis). Optional. */
@@ -108,11 +112,12 @@ export function computePurge(
   selector: PurgeSelector,
   mode: PurgeMode,
   now: number,
+  storedBefore = Infinity,
 ): PurgeResult {
   const kept: CacheEntry[] = [];
   let affected = 0;
   for (const entry of record) {
-    if (!isSelectedBy(entry, selector)) {
+    if (!isSelectedBy(entry, selector) || entry.responseTime > storedBefore) {
       kept.push(entry);
       continue;
     }

@@ -100,21 +100,30 @@ export class GatewayStore {
     // The fills in flight first (but `except`, a fill clearing the way for what it stores): one
     // that stores while the store is being purged still applies it.
     for (const selector of selectors) this.fence.note(selector, mode, now, except);
-    const notInL2: PurgeSelector[] = [];
-    for (const selector of selectors) {
-      if (this.redis) {
-        const r = await this.redis.store.purgeChecked(selector, mode, now);
-        purged += r.affected;
-        if (!r.ok) notInL2.push(selector);
-      } else purged += await this.store.purge(selector, mode, now);
+    if (!this.redis) {
+      for (const selector of selectors) purged += await this.store.purge(selector, mode, now);
+      return { purged, broadcast: false };
     }
-    const broadcast = this.redis ? await this.redis.broadcastPurge(selectors, mode, now) : false;
-    if (this.redis && (notInL2.length > 0 || !broadcast)) {
-      // Redis did not take it all (down, stalled): kept, and done when it answers again. Until
-      // then what Redis returns here is screened by it (tiered-store.ts), so the old copy does
-      // not come back from there; the other instances keep theirs until the notice goes out.
-      for (const selector of selectors)
-        this.pending.push({ selector, mode, at: now, needsL2: notInL2.includes(selector), needsBroadcast: !broadcast });
+    const notInL2 = new Set<PurgeSelector>();
+    for (const selector of selectors) {
+      const r = await this.redis.store.purgeChecked(selector, mode, now);
+      purged += r.affected;
+      if (!r.ok) notInL2.add(selector);
+    }
+    // Announced once Redis has taken it: told before, the others dropped their memory copy and
+    // read the old record back from Redis (a soft purge Redis refused at maxmemory; review).
+    const taken = selectors.filter((s) => !notInL2.has(s));
+    const sent = await this.redis.broadcastEach(taken, mode, now);
+    const unsent = new Set(taken.filter((_, i) => !sent[i]));
+    const broadcast = notInL2.size === 0 && unsent.size === 0;
+    if (!broadcast) {
+      // Redis did not take it all (down, stalled, refusing writes): kept, and done when it
+      // answers again. Until then what Redis returns here is screened by it (tiered-store.ts),
+      // so the old copy does not come back from there; the others keep theirs until the notice.
+      for (const selector of selectors) {
+        if (!notInL2.has(selector) && !unsent.has(selector)) continue;
+        this.pending.push({ selector, mode, at: now, needsL2: notInL2.has(selector), needsBroadcast: true });
+      }
       if (this.pending.length > MAX_PENDING_PURGES) {
         const dropped = this.pending.splice(0, this.pending.length - MAX_PENDING_PURGES);
         this.logger.warn({ dropped: dropped.length }, 'purges given up: too many waiting for Redis');
@@ -132,12 +141,16 @@ export class GatewayStore {
       const redis = this.redis;
       let done = 0;
       for (const p of [...this.pending]) {
+        // Late: for what was stored before the purge only (copies made since are the new page).
         if (p.needsL2) p.needsL2 = !(await redis.store.purgeL2Again(p.selector, p.mode, p.at));
-        if (!p.needsL2 && p.needsBroadcast) p.needsBroadcast = !(await redis.broadcastPurge([p.selector], p.mode, p.at));
-        if (p.needsL2 || p.needsBroadcast) break; // Redis failed again: the next heartbeat retries
-        this.pending.splice(this.pending.indexOf(p), 1);
-        done++;
+        if (!p.needsL2 && p.needsBroadcast) p.needsBroadcast = !(await redis.broadcastEach([p.selector], p.mode, p.at, true))[0];
+        if (!p.needsL2 && !p.needsBroadcast) done++;
+        // One Redis keeps refusing does not hold back the others.
       }
+      // In place: purge() may have added (or given up) entries meanwhile.
+      let kept = 0;
+      for (const p of this.pending) if (p.needsL2 || p.needsBroadcast) this.pending[kept++] = p;
+      this.pending.length = kept;
       if (done > 0) this.logger.info({ done, left: this.pending.length }, 'purges made while Redis was unavailable now applied to it and announced');
       this.pendingGauge(this.pending.length);
     } finally {

@@ -162,13 +162,13 @@ export class MemoryStore implements CacheStore {
     return this.lru.delete(key);
   }
 
-  async purge(selector: PurgeSelector, mode: PurgeMode, now: number): Promise<number> {
+  async purge(selector: PurgeSelector, mode: PurgeMode, now: number, storedBefore?: number): Promise<number> {
     let affected = 0;
     this.changes++;
     for (const key of this.candidateKeys(selector)) {
       const record = this.lru.peek(key);
       if (!record) continue;
-      const result = computePurge(record, selector, mode, now);
+      const result = computePurge(record, selector, mode, now, storedBefore);
       if (result.affected === 0) continue;
       affected += result.affected;
       if (result.kept.length === 0) this.lru.delete(key);

@@ -7,7 +7,7 @@
  * needs a second connection in subscriber mode (a subscribed connection accepts no other command).
  * ioredis resubscribes after a reconnect; we also subscribe on every 'ready'.
  *
- * Channels: `${keyPrefix}bus:purge` carries JSON { v: 1, from, selector, mode, at, again? };
+ * Channels: `${keyPrefix}bus:purge` carries JSON { v: 1, from, selector, mode, at, again?, late? };
  * `${keyPrefix}bus:filled` carries the primary key as is. One subscription and one handler serve
  * every waiter of every key: waiters sit in a key -> Set map resolved by the notification, never
  * by polling.
@@ -34,6 +34,11 @@ export interface PurgeNotice {
   from: string;
   /** A purge repeated for a fill that stored just before the first notice arrived: not repeated again. */
   again?: boolean;
+  /**
+   * Announced late (Redis was unavailable when it was made): for what was stored before `at`
+   * only, since copies stored since are the new page; not repeated either.
+   */
+  late?: boolean;
 }
 
 export type FillOutcome = 'filled' | 'timeout';
@@ -105,8 +110,8 @@ export class RedisBus {
   }
 
   /** Tell the other instances to apply a purge to their L1. True when Redis took the message. */
-  async publishPurge(selector: PurgeSelector, mode: PurgeMode, at: number = this.clock.now(), again = false): Promise<boolean> {
-    const message = JSON.stringify({ v: 1, from: this.instanceId, selector, mode, at, ...(again ? { again: true } : {}) });
+  async publishPurge(selector: PurgeSelector, mode: PurgeMode, at: number = this.clock.now(), again = false, late = false): Promise<boolean> {
+    const message = JSON.stringify({ v: 1, from: this.instanceId, selector, mode, at, ...(again ? { again: true } : {}), ...(late ? { late: true } : {}) });
     const result = await this.guard.run((c) => c.publish(this.purgeChannel, message));
     return result.ok;
   }
@@ -207,11 +212,13 @@ function parsePurgeNotice(message: string): PurgeNotice | undefined {
   try {
     const m: unknown = JSON.parse(message);
     if (typeof m !== 'object' || m === null) return undefined;
-    const { v, from, selector, mode, at, again } = m as Record<string, unknown>;
+    const { v, from, selector, mode, at, again, late } = m as Record<string, unknown>;
     if (v !== 1 || typeof from !== 'string' || !Number.isFinite(at)) return undefined;
     if (mode !== 'soft' && mode !== 'hard') return undefined;
     const parsed = parseSelector(selector);
-    return parsed ? { selector: parsed, mode, at: at as number, from, ...(again === true ? { again: true } : {}) } : undefined;
+    return parsed
+      ? { selector: parsed, mode, at: at as number, from, ...(again === true ? { again: true } : {}), ...(late === true ? { late: true } : {}) }
+      : undefined;
   } catch {
     return undefined;
   }

@@ -391,27 +391,28 @@ export class RedisStore implements CacheStore {
     return result.value > 0;
   }
 
-  async purge(selector: PurgeSelector, mode: PurgeMode, now: number): Promise<number> {
-    return (await this.purgeChecked(selector, mode, now)).affected;
+  async purge(selector: PurgeSelector, mode: PurgeMode, now: number, storedBefore?: number): Promise<number> {
+    return (await this.purgeChecked(selector, mode, now, storedBefore)).affected;
   }
 
   /** purge(), saying whether Redis took all of it (false: unavailable, or failed half-way). */
-  async purgeChecked(selector: PurgeSelector, mode: PurgeMode, now: number): Promise<{ affected: number; ok: boolean }> {
+  async purgeChecked(selector: PurgeSelector, mode: PurgeMode, now: number, storedBefore?: number): Promise<{ affected: number; ok: boolean }> {
     let affected = 0; // counted as we go, so a failure half-way still reports what was done
     const result = await this.guard.run(async (c) => {
       if (selector.kind === 'key') {
-        affected += await this.purgeRecord(c, selector.key, selector, mode, now);
+        affected += await this.purgeRecord(c, selector.key, selector, mode, now, storedBefore);
         return;
       }
       if (selector.kind === 'tag') {
         const tagKey = this.tagKeyOf(selector.tag);
         const keys = await c.smembers(tagKey);
-        const counts = await Promise.all(keys.map((k) => this.purgeRecord(c, k, selector, mode, now)));
+        const counts = await Promise.all(keys.map((k) => this.purgeRecord(c, k, selector, mode, now, storedBefore)));
         const gone: string[] = [];
         counts.forEach((n, i) => {
           affected += n;
           // Hard: the record no longer carries the tag. Zero: it expired or lost the tag earlier.
-          if (mode === 'hard' || n === 0) gone.push(keys[i]!);
+          // (A late purge, storedBefore, may leave newer copies with the tag: kept in the set.)
+          if (storedBefore === undefined && (mode === 'hard' || n === 0)) gone.push(keys[i]!);
         });
         if (gone.length > 0) await c.srem(tagKey, ...gone);
         return;
@@ -420,7 +421,7 @@ export class RedisStore implements CacheStore {
       const pattern = `${escapeGlob(selector.kind === 'prefix' ? entryPrefix + selector.prefix : entryPrefix)}*`;
       await this.scanEach(c, pattern, async (redisKeys) => {
         const counts = await Promise.all(
-          redisKeys.map((rk) => this.purgeRecord(c, rk.slice(entryPrefix.length), selector, mode, now)),
+          redisKeys.map((rk) => this.purgeRecord(c, rk.slice(entryPrefix.length), selector, mode, now, storedBefore)),
         );
         for (const n of counts) affected += n;
       });
@@ -470,11 +471,12 @@ export class RedisStore implements CacheStore {
     selector: PurgeSelector,
     mode: PurgeMode,
     now: number,
+    storedBefore?: number,
   ): Promise<number> {
     const recordKey = this.recordKeyOf(key);
     const current = this.liveEntriesOf(key, await c.getBuffer(recordKey));
     if (!current) return 0;
-    const { kept, affected } = computePurge(current, selector, mode, now);
+    const { kept, affected } = computePurge(current, selector, mode, now, storedBefore);
     if (affected === 0) return 0;
     if (kept.length === 0) await c.del(recordKey);
     // KEEPTTL: a purge changes what the record says, never how long it may live.

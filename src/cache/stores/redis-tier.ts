@@ -102,12 +102,12 @@ export class RedisTier {
     });
     // Another instance purged (L2 included) and told us: our L1 only, at the sender's moment.
     this.bus.onPurge((notice) => {
-      void tiered.purgeLocal(notice.selector, notice.mode, notice.at).then(async (purged) => {
-        this.logger.info({ from: notice.from, selector: notice.selector, mode: notice.mode, purged }, 'purge received');
+      void tiered.purgeLocal(notice.selector, notice.mode, notice.at, notice.late ? notice.at : undefined).then(async (purged) => {
+        this.logger.info({ from: notice.from, selector: notice.selector, mode: notice.mode, purged, ...(notice.late ? { late: true } : {}) }, 'purge received');
         // A fill of ours may have stored in the gap before this notice: purged again in both
         // tiers, and announced once more (marked, so it is not repeated), since another
         // instance may have copied it from Redis into its memory meanwhile (review).
-        if (notice.again) return;
+        if (notice.again || notice.late) return;
         for (const again of opts.onPurgeReceived?.(notice.selector, notice.mode, notice.at) ?? []) {
           await tiered.purge(again, notice.mode, notice.at);
           await this.bus.publishPurge(again, notice.mode, notice.at, true);
@@ -170,11 +170,15 @@ export class RedisTier {
    * the caller's `now` so every instance purges as of one moment. True when Redis took every
    * notice; otherwise a warning says so, and the caller sends it again later (gateway-store.ts).
    */
-  async broadcastPurge(selectors: readonly PurgeSelector[], mode: PurgeMode, now: number): Promise<boolean> {
-    const sent = await Promise.all(selectors.map((selector) => this.bus.publishPurge(selector, mode, now)));
-    const broadcast = sent.every(Boolean);
-    if (!broadcast) this.logger.warn({ mode }, 'purge not broadcast: redis unavailable; announced when it answers again (crowdgate_purges_pending)');
-    return broadcast;
+  async broadcastPurge(selectors: readonly PurgeSelector[], mode: PurgeMode, now: number, late = false): Promise<boolean> {
+    return (await this.broadcastEach(selectors, mode, now, late)).every(Boolean);
+  }
+
+  /** broadcastPurge, saying which notices Redis took (one per selector, in order). */
+  async broadcastEach(selectors: readonly PurgeSelector[], mode: PurgeMode, now: number, late = false): Promise<boolean[]> {
+    const sent = await Promise.all(selectors.map((selector) => this.bus.publishPurge(selector, mode, now, false, late)));
+    if (!sent.every(Boolean)) this.logger.warn({ mode }, 'purge not broadcast: redis unavailable; announced when it answers again (crowdgate_purges_pending)');
+    return sent;
   }
 
   /** Stops the heartbeat, then closes the bus and the store (both connections with them). */

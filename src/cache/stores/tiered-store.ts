@@ -39,7 +39,7 @@ export interface UnsettledPurge {
 }
 
 /** L2's purge, saying whether it all went through (RedisStore.purgeChecked). */
-type CheckedPurge = (selector: PurgeSelector, mode: PurgeMode, now: number) => Promise<{ affected: number; ok: boolean }>;
+type CheckedPurge = (selector: PurgeSelector, mode: PurgeMode, now: number, storedBefore?: number) => Promise<{ affected: number; ok: boolean }>;
 
 export interface TieredStoreOptions {
   l1: MemoryStore;
@@ -113,11 +113,8 @@ export class TieredStore implements CacheStore {
       // One string test for most purges (a URL's key or prefix): only tags need the entries.
       const sel = p.selector;
       if (key !== undefined && ((sel.kind === 'key' && sel.key !== key) || (sel.kind === 'prefix' && !key.startsWith(sel.prefix)))) continue;
-      const older = current.filter((e) => e.responseTime <= p.at);
-      if (older.length === 0) continue;
-      const { kept, affected } = computePurge(older, p.selector, p.mode, p.at);
-      if (affected === 0) continue;
-      current = [...current.filter((e) => e.responseTime > p.at), ...kept];
+      const { kept, affected } = computePurge(current, p.selector, p.mode, p.at, p.at);
+      if (affected > 0) current = kept; // in the record's order (oldest first: computeRecordWith trims by it)
     }
     return current.length === 0 ? undefined : current;
   }
@@ -154,9 +151,12 @@ export class TieredStore implements CacheStore {
     return { affected: Math.max(near, far.affected), ok: far.ok };
   }
 
-  /** A purge L2 did not take (purgeChecked said so), tried there again; true once it has. */
+  /**
+   * A purge L2 did not take (purgeChecked said so), tried there again, on what was stored before
+   * it only (copies stored since are the new page); true once it has.
+   */
   async purgeL2Again(selector: PurgeSelector, mode: PurgeMode, at: number): Promise<boolean> {
-    const { ok } = await this.l2Purge(selector, mode, at);
+    const { ok } = await this.l2Purge(selector, mode, at, at);
     if (!ok) return false;
     const settledAt = this.now();
     for (const p of this.unsettled) if (p.selector === selector && p.at === at) p.settledAt = settledAt;
@@ -169,10 +169,10 @@ export class TieredStore implements CacheStore {
     return this.unsettled.length;
   }
 
-  private l2Purge(selector: PurgeSelector, mode: PurgeMode, now: number): Promise<{ affected: number; ok: boolean }> {
+  private l2Purge(selector: PurgeSelector, mode: PurgeMode, now: number, storedBefore?: number): Promise<{ affected: number; ok: boolean }> {
     const checked = (this.l2 as { purgeChecked?: CheckedPurge }).purgeChecked;
-    if (checked) return checked.call(this.l2, selector, mode, now);
-    return this.l2.purge(selector, mode, now).then((affected) => ({ affected, ok: true }));
+    if (checked) return checked.call(this.l2, selector, mode, now, storedBefore);
+    return this.l2.purge(selector, mode, now, storedBefore).then((affected) => ({ affected, ok: true }));
   }
 
   private hold(mark: UnsettledPurge): void {
@@ -193,9 +193,12 @@ export class TieredStore implements CacheStore {
     list.length = kept;
   }
 
-  /** Apply a purge to L1 only: another instance already purged L2 and broadcast it. */
-  purgeLocal(selector: PurgeSelector, mode: PurgeMode, now: number): Promise<number> {
-    return this.l1.purge(selector, mode, now);
+  /**
+   * Apply a purge to L1 only: another instance already purged L2 and broadcast it.
+   * `storedBefore`: a purge announced late (PurgeNotice.late), for what was stored before it only.
+   */
+  purgeLocal(selector: PurgeSelector, mode: PurgeMode, now: number, storedBefore?: number): Promise<number> {
+    return this.l1.purge(selector, mode, now, storedBefore);
   }
 
   stats(): { entries: number; bytes: number } {

@@ -1,0 +1,100 @@
+/**
+ * GatewayStore's purges against a real Redis that refuses writes (maxmemory with noeviction, as
+ * a full Redis or a read-only replica after a failover does) while it still answers reads and
+ * PUBLISH: a purge it did not take is not announced (the others would read the old record back),
+ * is kept, and once Redis takes writes again it is applied to what was stored before it only and
+ * announced late, so the copies made since stay.
+ */
+import pino from 'pino';
+import { Redis } from 'ioredis';
+import { describe, expect, it } from 'vitest';
+import { systemClock } from '../../../../src/clock.js';
+import { staleAtOf } from '../../../../src/cache/entry.js';
+import { parseConfigText } from '../../../../src/config/load.js';
+import type { GatewayConfig } from '../../../../src/config/schema.js';
+import { GatewayStore } from '../../../../src/cache/stores/gateway-store.js';
+import { GatewayMetrics } from '../../../../src/metrics/gateway-metrics.js';
+import { makeEntry } from '../../../contract/cache-store.contract.js';
+import { useRedisServer } from '../../../helpers/redis-server.js';
+
+const quiet = pino({ level: 'silent' });
+const redis = useRedisServer();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+let n = 0;
+
+function config(url: string, keyPrefix: string): GatewayConfig {
+  const r = parseConfigText(
+    `redis:\n  url: ${url}\n  keyPrefix: "${keyPrefix}"\n  breakerOpenMs: 200\nsites:\n  - name: blog\n    hosts: ["*"]\n    origins: [{ url: "http://127.0.0.1:3000" }]\n`,
+    'test.yaml',
+    { env: {} },
+  );
+  if (!r.ok) throw new Error(JSON.stringify(r.errors));
+  return r.config;
+}
+
+async function twoInstances() {
+  const prefix = `gsr${++n}:`;
+  const make = async () => {
+    const g = new GatewayStore({ config: config(redis.url, prefix), clock: systemClock, logger: quiet, metrics: new GatewayMetrics({ defaultMetrics: false }) });
+    redis.cleanup(() => g.close());
+    await g.start();
+    return g;
+  };
+  const admin = new Redis(redis.url);
+  redis.cleanup(async () => {
+    await admin.config('SET', 'maxmemory', '0');
+    admin.disconnect();
+  });
+  return { a: await make(), b: await make(), admin };
+}
+
+const freshNow = (record: readonly { freshnessMs: number }[] | undefined) =>
+  record !== undefined && record.length > 0 && staleAtOf(record[0] as Parameters<typeof staleAtOf>[0]) > Date.now();
+
+describe('GatewayStore purges when Redis refuses writes', () => {
+  it('announces a purge only once Redis has taken it, then late, and the copies made since stay', async () => {
+    const { a, b, admin } = await twoInstances();
+    const key = 's\u0000/page?';
+    const t0 = Date.now();
+    await a.store.put(makeEntry({ key, responseTime: t0 - 1_000, requestTime: t0 - 1_010, freshnessMs: 600_000, deleteAt: t0 + 600_000, body: Buffer.from('OLD') }));
+    expect((await b.store.get(key))?.[0]?.body.toString()).toBe('OLD'); // in b's memory now
+    await admin.config('SET', 'maxmemory', '1');
+    const result = await a.purge([{ kind: 'key', key }], 'soft', Date.now());
+    expect(result.broadcast).toBe(false);
+    expect(a.pendingPurges).toBe(1);
+    await sleep(50);
+    // A copy b stored after the purge: the new page (Redis refuses it; b's memory keeps it).
+    const other = 's\u0000/other?';
+    await b.store.put(makeEntry({ key: other, responseTime: Date.now(), requestTime: Date.now() - 5, freshnessMs: 600_000, deleteAt: Date.now() + 600_000, body: Buffer.from('NEW') }));
+    await admin.config('SET', 'maxmemory', '0');
+    for (let i = 0; i < 40 && a.pendingPurges > 0; i++) await sleep(100);
+    expect(a.pendingPurges).toBe(0);
+    await sleep(100); // pub/sub
+    // b got the notice: its memory copy of the purged page is stale, and Redis's too.
+    expect(freshNow(await b.store.get(key))).toBe(false);
+    expect(freshNow(await a.redis!.store.l2.get(key))).toBe(false);
+    expect((await b.store.get(other))?.[0]?.body.toString()).toBe('NEW');
+  }, 20_000);
+
+  it('a late purge spares what was stored after it, in Redis and in the others\' memory', async () => {
+    const { a, b, admin } = await twoInstances();
+    const key = 's\u0000/late?';
+    const t0 = Date.now();
+    await a.store.put(makeEntry({ key, responseTime: t0 - 1_000, requestTime: t0 - 1_010, freshnessMs: 600_000, deleteAt: t0 + 600_000, body: Buffer.from('OLD') }));
+    await admin.config('SET', 'maxmemory', '1');
+    await a.purge([{ kind: 'key', key }], 'soft', Date.now()); // its SET is refused
+    expect(a.pendingPurges).toBe(1);
+    await sleep(20);
+    await admin.config('SET', 'maxmemory', '0');
+    // Before the retry: b stores the page as the origin has it now (after the purge).
+    const t = Date.now();
+    await b.store.put(makeEntry({ key, responseTime: t, requestTime: t - 5, freshnessMs: 600_000, deleteAt: t + 600_000, body: Buffer.from('NEW') }));
+    for (let i = 0; i < 40 && a.pendingPurges > 0; i++) await sleep(100);
+    expect(a.pendingPurges).toBe(0);
+    await sleep(100);
+    for (const record of [await b.store.get(key), await a.redis!.store.l2.get(key)]) {
+      expect(record?.[0]?.body.toString()).toBe('NEW');
+      expect(freshNow(record)).toBe(true);
+    }
+  }, 20_000);
+});
