@@ -254,6 +254,20 @@ describe('passive ejection (ManualClock)', () => {
     expect(a.ejectionStreak).toBe(1);
   });
 
+  it('a failure of a request that chose the member before its ejection does not eject it again once it has run out', () => {
+    const clock = new ManualClock();
+    const pool = makePool(makeSite([offline('a'), offline('b')], { ...noChecks, passive }), { clock });
+    const a = byName(pool, 'a');
+    const chosenBefore = clock.now();
+    clock.advance(5);
+    eject(pool, a, 3);
+    clock.advance(10_000); // ran out: probation
+    pool.reportFailure(a, 'timeout', chosenBefore); // a slow request of before finally times out
+    expect(a.isEjected(clock.now())).toBe(false);
+    pool.reportFailure(a, 'timeout', clock.now()); // one chosen since: probation ends in an ejection
+    expect(a.isEjected(clock.now())).toBe(true);
+  });
+
   it('an outage longer than ejectMs is no streak: an ejection that ran out and failed again keeps trials every 250 ms', () => {
     const clock = new ManualClock();
     const pool = makePool(makeSite([offline('a'), offline('b')], { ...noChecks, passive }), { clock });
