@@ -162,6 +162,39 @@ class LimiterPermit implements Permit {
   }
 }
 
+/** A doubly-linked list of permits through their own links (a permit is in one list at a time). */
+class PermitList {
+  first: LimiterPermit | undefined = undefined;
+  last: LimiterPermit | undefined = undefined;
+
+  push(p: LimiterPermit): void {
+    p.prev = this.last;
+    p.next = undefined;
+    if (this.last) this.last.next = p;
+    else this.first = p;
+    this.last = p;
+  }
+
+  remove(p: LimiterPermit): void {
+    if (p.prev) p.prev.next = p.next;
+    else this.first = p.next;
+    if (p.next) p.next.prev = p.prev;
+    else this.last = p.prev;
+    p.prev = p.next = undefined;
+  }
+
+  /** Moves every permit of `other` to the front of this list, in its order; `other` is left empty. */
+  prependAll(other: PermitList): void {
+    const { first, last } = other;
+    if (first === undefined || last === undefined) return;
+    last.next = this.first;
+    if (this.first) this.first.prev = last;
+    else this.last = last;
+    this.first = first;
+    other.first = other.last = undefined;
+  }
+}
+
 export class Limiter {
   /** Called after the limit, the in-flight count or the queue changed. Keep it cheap. */
   onChange: ((limiter: Limiter) => void) | undefined;
@@ -178,11 +211,9 @@ export class Limiter {
   /** Permits in the slow lane. */
   private overdueCount = 0;
   /** Counted permits, oldest first: the first to become overdue is at the head. */
-  private oldest: LimiterPermit | undefined;
-  private newest: LimiterPermit | undefined;
+  private readonly counted = new PermitList();
   /** Permits in the slow lane, in the order they moved there. */
-  private laneFirst: LimiterPermit | undefined;
-  private laneLast: LimiterPermit | undefined;
+  private readonly lane = new PermitList();
   /** Timer that moves overdue permits aside while requests wait. */
   private overdueTimer: unknown;
   private slowLane: boolean;
@@ -437,42 +468,16 @@ export class Limiter {
 
   private grant(now: number): LimiterPermit {
     const permit = new LimiterPermit(this, now, ++this.inflightCount);
-    permit.prev = this.newest;
-    if (this.newest) this.newest.next = permit;
-    else this.oldest = permit;
-    this.newest = permit;
+    this.counted.push(permit);
     return permit;
   }
 
   /** Every slow-lane permit counted again, ahead of the counted ones (they are the oldest). */
   private recountLane(): void {
-    const first = this.laneFirst;
-    const last = this.laneLast;
-    if (first === undefined || last === undefined) return;
-    for (let p: LimiterPermit | undefined = first; p !== undefined; p = p.next) p.overdue = false;
-    last.next = this.oldest;
-    if (this.oldest) this.oldest.prev = last;
-    else this.newest = last;
-    this.oldest = first;
-    this.laneFirst = this.laneLast = undefined;
+    for (let p = this.lane.first; p !== undefined; p = p.next) p.overdue = false;
+    this.counted.prependAll(this.lane);
     this.inflightCount += this.overdueCount;
     this.overdueCount = 0;
-  }
-
-  private laneUnlink(permit: LimiterPermit): void {
-    if (permit.prev) permit.prev.next = permit.next;
-    else this.laneFirst = permit.next;
-    if (permit.next) permit.next.prev = permit.prev;
-    else this.laneLast = permit.prev;
-    permit.prev = permit.next = undefined;
-  }
-
-  private unlink(permit: LimiterPermit): void {
-    if (permit.prev) permit.prev.next = permit.next;
-    else this.oldest = permit.next;
-    if (permit.next) permit.next.prev = permit.prev;
-    else this.newest = permit.prev;
-    permit.prev = permit.next = undefined;
   }
 
   /**
@@ -484,13 +489,9 @@ export class Limiter {
     if (this.overdueCount >= cap) return false;
     const dueBefore = now - this.overdueAfterMs;
     let moved = false;
-    while (this.oldest !== undefined && this.oldest.acquiredAt <= dueBefore && this.overdueCount < cap) {
-      const p = this.oldest;
-      this.unlink(p);
-      p.prev = this.laneLast;
-      if (this.laneLast) this.laneLast.next = p;
-      else this.laneFirst = p;
-      this.laneLast = p;
+    for (let p = this.counted.first; p !== undefined && p.acquiredAt <= dueBefore && this.overdueCount < cap; p = this.counted.first) {
+      this.counted.remove(p);
+      this.lane.push(p);
       p.overdue = true;
       this.noteOverdue(p.acquiredAt);
       this.inflightCount--;
@@ -550,9 +551,10 @@ export class Limiter {
 
   /** While requests wait, wake when the oldest counted permit becomes overdue. */
   private armOverdueTimer(now: number): void {
-    if (this.overdueTimer !== undefined || this.queue.length === 0 || this.oldest === undefined) return;
+    const oldest = this.counted.first;
+    if (this.overdueTimer !== undefined || this.queue.length === 0 || oldest === undefined) return;
     if (this.overdueCount >= this.laneCap) return; // no room in the lane; a release will pump
-    const dueIn = Math.max(1, this.oldest.acquiredAt + this.overdueAfterMs - now);
+    const dueIn = Math.max(1, oldest.acquiredAt + this.overdueAfterMs - now);
     this.overdueTimer = this.scheduler.setTimeout(() => {
       this.overdueTimer = undefined;
       const at = this.clock.now();
@@ -570,10 +572,10 @@ export class Limiter {
     this.lastReleaseAt = now;
     if (permit.overdue) {
       this.overdueCount--;
-      this.laneUnlink(permit);
+      this.lane.remove(permit);
     } else {
       this.inflightCount--;
-      this.unlink(permit);
+      this.counted.remove(permit);
     }
     this.rollDrainBucket(now);
     this.drainBucketCount++;

@@ -63,8 +63,11 @@ export const PLAIN_FIELDS: ReadonlySet<string> = new Set([
  * (failure-day trial).
  */
 export function isEventStreamRequest(accept: string | undefined): boolean {
-  return accept !== undefined && accept.length >= 17 && accept.toLowerCase().includes('text/event-stream');
+  return accept !== undefined && accept.length >= 17 && EVENT_STREAM.test(accept);
 }
+
+/** (A regular expression: no lower-cased copy of every browser's Accept on the hit path.) */
+const EVENT_STREAM = /text\/event-stream/i;
 
 /** Host plus target longer than this is never memoised (bounds the memo's memory). */
 export const MAX_MEMO_TARGET = 1024;

@@ -924,6 +924,22 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
   });
 });
 
+/** A Limiter with Gradient2 (initial 8) and a slow lane on a manual clock, as the latency-class tests use. */
+async function gradient2Limiter(maxLength: number) {
+  const { Gradient2Limit } = await import('../../../src/admission/limits/gradient2.js');
+  const clock = new ManualClock(0);
+  const scheduler = new ManualScheduler(clock);
+  const limiter = new Limiter({
+    limit: new Gradient2Limit({ initial: 8, min: 2, max: 256 }),
+    queue: { maxLength, deadlineMs: 500, codelTargetMs: 20, codelIntervalMs: 100 },
+    classes: 1,
+    clock,
+    scheduler,
+    slowLane: true,
+  });
+  return { clock, scheduler, limiter };
+}
+
 describe('Limiter: latency classes (a page fill and an API call are read on one scale)', () => {
   /** Holds one permit `rttMs` of class `cls` and releases it (inflight 1: a no-load sample). */
   async function one(t: ReturnType<typeof setup>, cls: string | undefined, rttMs: number): Promise<void> {
@@ -978,17 +994,7 @@ describe('Limiter: latency classes (a page fill and an API call are read on one 
   });
 
   it('with Gradient2: 40 % API calls of 10 ms among 60 ms page fills on an origin with room to spare keep their limit and are never refused (new-user trial)', async () => {
-    const { Gradient2Limit } = await import('../../../src/admission/limits/gradient2.js');
-    const clock = new ManualClock(0);
-    const scheduler = new ManualScheduler(clock);
-    const limiter = new Limiter({
-      limit: new Gradient2Limit({ initial: 8, min: 2, max: 256 }),
-      queue: { maxLength: 100, deadlineMs: 500, codelTargetMs: 20, codelIntervalMs: 100 },
-      classes: 1,
-      clock,
-      scheduler,
-      slowLane: true,
-    });
+    const { clock, scheduler, limiter } = await gradient2Limiter(100);
     // An origin with unlimited capacity: every request takes its class's time (±20 %).
     let seed = 7;
     const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
@@ -1019,18 +1025,8 @@ describe('Limiter: latency classes (a page fill and an API call are read on one 
 
 describe('Limiter with Gradient2 and two latency classes under a crowd', () => {
   it('still finds the origin saturated: in-flight within 1.6 C, the origin >= 90 % busy, the excess refused', async () => {
-    const { Gradient2Limit } = await import('../../../src/admission/limits/gradient2.js');
     const C = 8;
-    const clock = new ManualClock(0);
-    const scheduler = new ManualScheduler(clock);
-    const limiter = new Limiter({
-      limit: new Gradient2Limit({ initial: 8, min: 2, max: 256 }),
-      queue: { maxLength: 50, deadlineMs: 500, codelTargetMs: 20, codelIntervalMs: 100 },
-      classes: 1,
-      clock,
-      scheduler,
-      slowLane: true,
-    });
+    const { clock, scheduler, limiter } = await gradient2Limiter(50);
     // The origin: C slots; API calls take 10 ms of a slot, page fills 60 ms; FIFO beyond that.
     let serving = 0;
     let busyFrom = 0;
