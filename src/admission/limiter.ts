@@ -306,7 +306,8 @@ export class Limiter {
 
   /**
    * Applies a reloaded config. Waiters keep the deadlines they were given; with fewer priority
-   * `classes`, those of a class gone join the last one (WaitQueue.setClasses).
+   * `classes`, those of a class gone join the lowest one left, and background refreshes stay
+   * last (WaitQueue.setClasses).
    */
   configure(opts: { ceiling?: number; queue?: LimiterOptions['queue']; classes?: number }): void {
     this.ceiling = checkCeiling(opts.ceiling);

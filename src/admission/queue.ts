@@ -77,20 +77,26 @@ export class WaitQueue<R = unknown> {
   }
 
   /**
-   * A reload changed the number of classes: waiters keep their class, those of a class that no
-   * longer exists join the last one (in their order), and the CoDel state stays.
+   * A reload changed the number of classes. The last class stays the last (the Limiter's
+   * background refreshes, below every configured priority: with one priority class added they
+   * would otherwise have been served before it); other waiters keep their class, and those of a
+   * class that no longer exists join the lowest class above the last (in their order). The
+   * CoDel state stays.
    */
   setClasses(classes: number): void {
     checkClasses(classes);
     if (classes === this.classCount) return;
     const waiters: Waiter<R>[] = [];
     this.forEach((w) => waiters.push(w));
+    const oldLast = this.classCount - 1;
+    const last = classes - 1;
+    const lowestAboveLast = Math.max(0, last - 1);
+    for (const w of waiters) w.priority = w.priority === oldLast ? last : Math.min(w.priority, lowestAboveLast);
     this.classCount = classes;
     this.heads = new Array<Waiter<R> | undefined>(classes).fill(undefined);
     this.tails = new Array<Waiter<R> | undefined>(classes).fill(undefined);
     this.counts = new Array<number>(classes).fill(0);
     for (const w of waiters) {
-      if (w.priority >= classes) w.priority = classes - 1;
       w.prev = this.tails[w.priority];
       w.next = undefined;
       if (w.prev) w.prev.next = w;

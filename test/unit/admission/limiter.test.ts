@@ -705,23 +705,25 @@ describe('Limiter: standing queue once waits are predictable', () => {
 });
 
 describe('Limiter: a reloaded number of priority classes', () => {
-  it('keeps every waiter: those of a class gone join the last class, in order, and are served', async () => {
-    const s = setup({ limitN: 1 });
+  it('keeps every waiter: the last (background) class stays the last, those of a class gone join the lowest above it, in order, and are served', async () => {
+    const s = setup({ limitN: 1, classes: 4 });
     s.request('held', 0);
     s.request('a', 1);
     s.request('b', 2);
-    s.request('c', 2);
+    s.request('c', 3); // the last class: background refreshes
     await s.flush();
-    expect(s.limiter.queueLengthByClass()).toEqual([0, 1, 2]);
-    s.limiter.configure({ queue, classes: 2 });
-    expect(s.limiter.queueLengthByClass()).toEqual([0, 3]);
-    s.limiter.configure({ queue, classes: 4 });
-    expect(s.limiter.queueLengthByClass()).toEqual([0, 3, 0, 0]);
-    for (const name of ['held', 'a', 'b']) {
+    expect(s.limiter.queueLengthByClass()).toEqual([0, 1, 1, 1]);
+    s.limiter.configure({ queue, classes: 3 }); // a priority class gone
+    expect(s.limiter.queueLengthByClass()).toEqual([0, 2, 1]);
+    s.limiter.configure({ queue, classes: 5 }); // two added: background is still below them
+    expect(s.limiter.queueLengthByClass()).toEqual([0, 2, 0, 0, 1]);
+    s.request('d', 3); // a new configured class: served before the background refresh
+    await s.flush();
+    for (const name of ['held', 'a', 'b', 'd']) {
       s.granted(name).release('success');
       await s.flush();
     }
-    expect(s.outcomes.map((o) => o.name)).toEqual(['held', 'a', 'b', 'c']);
+    expect(s.outcomes.map((o) => o.name)).toEqual(['held', 'a', 'b', 'd', 'c']);
     expect(s.limiter.queueLength).toBe(0);
   });
 });
