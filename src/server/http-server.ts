@@ -111,39 +111,73 @@ export function upgradeListener(
 ): (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void {
   return (req, socket, head) => {
     onTaken?.(socket as Socket);
-    if (String(req.headers.upgrade ?? '').trim().toLowerCase() === 'websocket') {
-      opts.onUpgrade(req, socket, head);
-      return;
-    }
     socket.on('error', () => socket.destroy());
-    const length = req.headers['content-length'];
-    const refusal =
-      req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
-        ? 'A request that asks to upgrade the connection cannot carry a body here.\n'
-        : req.headers.host === undefined && req.httpVersion !== '1.0' // what the request path does for the others
-          ? 'An HTTP/1.1 request needs a Host header.\n'
-          : undefined;
-    if (refusal !== undefined) {
-      socket.end(`HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(refusal)}\r\n\r\n${refusal}`, () => socket.destroy());
-      return;
-    }
-    // The parser that noticed a client leaving is gone: read on (bytes past this request are
-    // dropped unparsed), and a client that ends its side has left, as Node's server treats it.
-    socket.on('end', () => socket.destroy());
-    socket.resume();
-    // What Node's own server does per request (a ServerResponse on the socket, 'close' after
-    // 'finish'), for one response on a connection that then ends.
-    const res = new http.ServerResponse(req);
-    res.shouldKeepAlive = false;
-    res.assignSocket(socket as Socket);
-    res.once('finish', () => {
-      res.detachSocket(socket as Socket);
-      req.resume();
-      process.nextTick(() => res.emit('close'));
-      (socket as Socket).destroySoon(); // flushed, then closed: never left half-open
-    });
-    opts.onRequest(req, res);
+    afterEarlierResponses(socket as Socket, () => takeUpgrade(opts, req, socket, head));
   };
+}
+
+/**
+ * Runs `then` once no answer to an earlier request on the connection holds the socket. A
+ * request pipelined behind one still being answered reaches 'upgrade' while Node's response to
+ * the earlier one still writes there: a response assigned to the socket then threw
+ * (ERR_HTTP_SOCKET_ASSIGNED, an uncaught exception), left the request unanswered and the
+ * connection open past every timeout (the parser that enforced them is gone), and a refusal or
+ * a WebSocket handshake written at once would have cut into the earlier answer (an attacker
+ * trial). Node's own 'finish' listener, which hands the socket to the next answer, runs first.
+ */
+function afterEarlierResponses(socket: Socket, then: () => void): void {
+  const holder = (socket as Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
+  if (!holder) {
+    then();
+    return;
+  }
+  if (socket.destroyed) return;
+  const onFinish = () => {
+    socket.off('close', onClose);
+    process.nextTick(() => afterEarlierResponses(socket, then));
+  };
+  const onClose = () => holder.off('finish', onFinish);
+  holder.once('finish', onFinish);
+  socket.once('close', onClose);
+}
+
+function takeUpgrade(
+  opts: Pick<PublicServerOptions, 'onRequest' | 'onUpgrade'>,
+  req: http.IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+): void {
+  if (String(req.headers.upgrade ?? '').trim().toLowerCase() === 'websocket') {
+    opts.onUpgrade(req, socket, head);
+    return;
+  }
+  const length = req.headers['content-length'];
+  const refusal =
+    req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
+      ? 'A request that asks to upgrade the connection cannot carry a body here.\n'
+      : req.headers.host === undefined && req.httpVersion !== '1.0' // what the request path does for the others
+        ? 'An HTTP/1.1 request needs a Host header.\n'
+        : undefined;
+  if (refusal !== undefined) {
+    socket.end(`HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(refusal)}\r\n\r\n${refusal}`, () => socket.destroy());
+    return;
+  }
+  // The parser that noticed a client leaving is gone: read on (bytes past this request are
+  // dropped unparsed), and a client that ends its side has left, as Node's server treats it.
+  socket.on('end', () => socket.destroy());
+  socket.resume();
+  // What Node's own server does per request (a ServerResponse on the socket, 'close' after
+  // 'finish'), for one response on a connection that then ends.
+  const res = new http.ServerResponse(req);
+  res.shouldKeepAlive = false;
+  res.assignSocket(socket as Socket);
+  res.once('finish', () => {
+    res.detachSocket(socket as Socket);
+    req.resume();
+    process.nextTick(() => res.emit('close'));
+    (socket as Socket).destroySoon(); // flushed, then closed: never left half-open
+  });
+  opts.onRequest(req, res);
 }
 
 /** The HTTP/1.1 parser's limits, on the plain listener and the HTTPS listener's HTTP/1.1 fallback alike. */

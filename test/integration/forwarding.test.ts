@@ -478,6 +478,50 @@ describe('forwarding', () => {
     }
   });
 
+  it('answers an h2c-offering request pipelined behind one still being answered after that answer, in order', async () => {
+    const o = await origin();
+    o.route('/api/slow', { delayMs: 300, body: 'FIRST' });
+    o.route('/api/form', { delayMs: 300, body: 'POSTED' });
+    o.route('/page', { headers: { 'cache-control': 'public, max-age=60' }, body: 'SECOND' });
+    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'api', match: { pathPrefix: '/api/' }, cache: { enabled: false } }] })] });
+    const port = Number(new URL(g.url).port);
+    const offer = 'Connection: Upgrade\r\nUpgrade: h2c\r\n';
+    // Both in one write: the second reaches the 'upgrade' event while the first is at the origin.
+    const got = await rawHttp(port, `GET /api/slow HTTP/1.1\r\nHost: blog.example.com\r\n\r\nGET /page HTTP/1.1\r\nHost: blog.example.com\r\n${offer}\r\n`, 3000);
+    expect(got.match(/HTTP\/1\.1 \d+/g)).toEqual(['HTTP/1.1 200', 'HTTP/1.1 200']);
+    expect(got.indexOf('FIRST')).toBeLessThan(got.indexOf('SECOND'));
+    expect(got).toMatch(/SECOND$/); // and the connection closed after it (rawHttp resolves on close)
+    // A refusal is written after the earlier answer, never in its place: the origin ran the POST.
+    const refused = await rawHttp(
+      port,
+      `POST /api/form HTTP/1.1\r\nHost: blog.example.com\r\nContent-Length: 7\r\n\r\norder=1GET /page HTTP/1.1\r\nHost: blog.example.com\r\n${offer}Content-Length: 5\r\n\r\nhello`,
+      3000,
+    );
+    expect(refused.match(/HTTP\/1\.1 \d+/g)).toEqual(['HTTP/1.1 200', 'HTTP/1.1 400']);
+    expect(refused).toContain('POSTED');
+    expect(refused).toMatch(/cannot carry a body here\.\n$/);
+    expect(o.requests.map((r) => `${r.method} ${r.url}`)).toEqual(['GET /api/slow', 'GET /page', 'POST /api/form']);
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(/^crowdgate_client_connections 0$/m);
+  });
+
+  it('tunnels a WebSocket handshake pipelined behind a request still being answered once that answer is sent', async () => {
+    const server = http.createServer((_req, res) => void setTimeout(() => res.end('FIRST'), 300));
+    const wss = new WebSocketServer({ server });
+    wss.on('connection', (ws) => ws.on('message', (m) => ws.send(`echo:${String(m)}`)));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise<void>((r) => { wss.close(); server.closeAllConnections(); server.close(() => r()); }));
+    const g = await gateway({ sites: [siteFor([`http://127.0.0.1:${(server.address() as net.AddressInfo).port}`], { routes: [{ name: 'all', match: { pathPrefix: '/' }, cache: { enabled: false } }] })] });
+    const got = await rawHttp(
+      Number(new URL(g.url).port),
+      'GET /slow HTTP/1.1\r\nHost: blog.example.com\r\n\r\n' +
+        'GET /socket HTTP/1.1\r\nHost: blog.example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+      1500,
+    );
+    expect(got.match(/HTTP\/1\.1 \d+/g)).toEqual(['HTTP/1.1 200', 'HTTP/1.1 101']);
+    expect(got.indexOf('FIRST')).toBeLessThan(got.indexOf('HTTP/1.1 101'));
+  });
+
   it('drains an h2c-offering request like any other: cut at shutdown.drainTimeoutMs', async () => {
     const o = await origin();
     o.route('/api/slow', { hang: true });
