@@ -112,7 +112,14 @@ export function upgradeListener(
   return (req, socket, head) => {
     onTaken?.(socket as Socket);
     socket.on('error', () => socket.destroy());
-    afterEarlierResponses(socket as Socket, () => takeUpgrade(opts, req, socket, head));
+    afterEarlierResponses(socket as Socket, () => {
+      try {
+        takeUpgrade(opts, req, socket, head);
+      } catch (err) {
+        socket.destroy(); // no parser and no timeout watch this connection any more: never leave it open
+        throw err;
+      }
+    });
   };
 }
 
