@@ -264,6 +264,13 @@ export function route(ctx: Ctx): void | Promise<void> {
   const site = rt.router.match(req.headers.host);
   if (!site) return fail(ctx, 'no_site', `no site lists host "${String(req.headers.host ?? '').slice(0, 100)}"`);
   ctx.site = site;
+  // An HTTP/1.0 request without Host is for the site's first named host (nginx's $host: the
+  // server name), in the key and on the origin request alike: the member's own address went
+  // to the origin as Host, although preserveHost says the client's (attacker trial).
+  if (req.headers.host === undefined) {
+    const named = site.config.hosts.find((h) => !h.includes('*'));
+    if (named !== undefined) req.headers.host = named;
+  }
   if (ctx.method === 'PURGE') return answerPurge(ctx, site);
   if (answerMaxForwards(ctx)) return;
   if (redirectToHttps(ctx, site)) return;

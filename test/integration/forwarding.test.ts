@@ -478,6 +478,22 @@ describe('forwarding', () => {
     }
   });
 
+  it('gives an HTTP/1.0 request without Host the site\'s first named host, in the key and on the fill alike (as nginx\'s $host)', async () => {
+    const o = await origin();
+    o.route('/h10', { headers: { 'cache-control': 'public, max-age=60' }, body: (r) => `for ${r.headers.host}` });
+    const g = await gateway({ sites: [siteFor([o.url], { hosts: ['*.example.org', 'blog.example.com', '*'], preserveHost: true })] });
+    const port = Number(new URL(g.url).port);
+    const first = await rawHttp(port, 'GET /h10 HTTP/1.0\r\n\r\n');
+    expect(first).toMatch(/^HTTP\/1\.1 200 [^]*\r\n\r\nfor blog\.example\.com$/);
+    expect(o.requests.map((r) => r.headers.host)).toEqual(['blog.example.com']);
+    // The same page as the named host's: one entry, never the origin's own address.
+    const named = await request(`${g.url}/h10`, { headers: { host: 'blog.example.com' } });
+    expect(named.headers['cache-status']).toMatch(/; hit/);
+    expect(await named.body.text()).toBe('for blog.example.com');
+    expect(await rawHttp(port, 'GET /h10 HTTP/1.0\r\n\r\n')).toMatch(/cache-status: crowdgate; hit/i);
+    expect(o.count('/h10')).toBe(1);
+  });
+
   it('answers an h2c-offering request pipelined behind one still being answered after that answer, in order', async () => {
     const o = await origin();
     o.route('/api/slow', { delayMs: 300, body: 'FIRST' });
