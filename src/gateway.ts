@@ -248,16 +248,32 @@ export class Gateway implements RequestDeps {
   private applyConfig(next: GatewayConfig): void {
     const generation = this.source.generation;
     this.rt = this.pools.refresh((poolFor) => new Runtime(next, generation, poolFor));
-    this.hitMemo?.clear(); // entries of the old generation are never used; let it go
-    this.trusted = new TrustedProxies(next.trustedProxies);
-    this.listeners.applyLimits(next.limits);
-    this.upstream.configure(next.admission, this.rt.priorities.configured);
-    this.admission.configure(next);
-    this.metrics.get('configGeneration').set(generation);
-    this.metrics.get('configInfo').reset();
-    this.metrics.get('configInfo').set({ hash: this.rt.configHash }, 1);
-    this.metrics.get('cacheMaxBytes').set(next.cache.maxBytes);
-    this.tls.reload(next); // last, and on its own: a setting OpenSSL refuses skips nothing above (tls-edge.ts)
+    // Each part on its own: one that throws skips none of the others (an unreadable
+    // trustedProxies entry used to skip the rate limits, the admission cap, TLS and the
+    // generation metrics while the new routing ran and the reload said it succeeded). The
+    // failures are thrown together at the end, and the reloader logs them.
+    const failures: unknown[] = [];
+    const apply = (part: () => void): void => {
+      try {
+        part();
+      } catch (err) {
+        failures.push(err);
+      }
+    };
+    apply(() => this.hitMemo?.clear()); // entries of the old generation are never used; let it go
+    apply(() => (this.trusted = new TrustedProxies(next.trustedProxies)));
+    apply(() => this.listeners.applyLimits(next.limits));
+    apply(() => this.upstream.configure(next.admission, this.rt.priorities.configured));
+    apply(() => this.admission.configure(next));
+    apply(() => {
+      this.metrics.get('configGeneration').set(generation);
+      this.metrics.get('configInfo').reset();
+      this.metrics.get('configInfo').set({ hash: this.rt.configHash }, 1);
+      this.metrics.get('cacheMaxBytes').set(next.cache.maxBytes);
+    });
+    apply(() => this.tls.reload(next)); // a setting OpenSSL refuses skips nothing above (tls-edge.ts)
+    if (failures.length === 1) throw failures[0];
+    if (failures.length > 1) throw new AggregateError(failures, `${failures.length} parts of the new config failed to apply`);
   }
 
   /** Graceful shutdown within `shutdown.drainTimeoutMs` (server/drain.ts): /readyz turns 503, stragglers are cut. */

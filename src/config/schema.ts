@@ -14,7 +14,14 @@ import { acmeHostnames } from '../tls/acme/hostnames.js';
 import { isStorageSiteName } from '../tls/acme/disk-store.js';
 
 const port = z.number().int().min(0).max(65535);
-const positiveMs = (what: string) => z.number().int().positive().describe(what);
+/**
+ * The longest timer Node can set (2^31 - 1 ms, 24.8 days): a longer delay fires after 1 ms, with
+ * a TimeoutOverflowWarning, so a 30-day `responseHeadersMs` answered every request with an
+ * instant 504 and blamed the origin, and a 30-day probe interval probed back to back.
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
+const positiveMs = (what: string) =>
+  z.number().int().positive().max(MAX_TIMER_MS, `must be at most ${MAX_TIMER_MS} ms (24.8 days), the longest timer Node can set`).describe(what);
 const nonNegativeSeconds = (what: string) => z.number().min(0).describe(what);
 
 const name = z
@@ -853,7 +860,7 @@ export const gatewayConfigSchema = z
     shutdown: shutdownSchema.prefault({}),
     reload: reloadSchema.prefault({}),
     trustedProxies: z
-      .array(z.string())
+      .array(addressOrCidr)
       .default(['127.0.0.1', '::1'])
       .describe(
         'Addresses or CIDRs whose X-Forwarded-For is believed (walked from the right; a hop with a port, `1.2.3.4:4711` or `[2001:db8::1]:443`, is its address; an unreadable hop such as `unknown` makes the client `unknown`, never the proxy itself, so it cannot PURGE).',

@@ -134,6 +134,22 @@ const errorCases: Array<{ name: string; text: string; env?: Record<string, strin
     expected: [{ line: 2, col: 9, path: 'listen.port', message: /^expected number, got string "80x"$/ }],
   },
   {
+    name: 'a trustedProxies entry that is not an address or CIDR is refused (it threw in the middle of applying a reload)',
+    text: `trustedProxies: [127.0.0.1, localhost, 10.0.0.0/33]\n${site()}`,
+    expected: [
+      { line: 1, col: 29, path: 'trustedProxies[1]', message: /must be an IP address or CIDR/ },
+      { line: 1, col: 40, path: 'trustedProxies[2]', message: /must be an IP address or CIDR/ },
+    ],
+  },
+  {
+    name: 'a duration past the longest timer Node can set is refused (it fired after 1 ms)',
+    text: site('    timeouts: { responseHeadersMs: 2592000000 }\n    healthCheck: { intervalMs: 2147483648 }\n'),
+    expected: [
+      { line: 6, col: 36, path: 'sites[0].timeouts.responseHeadersMs', message: /at most 2147483647 ms/ },
+      { line: 7, col: 32, path: 'sites[0].healthCheck.intervalMs', message: /at most 2147483647 ms/ },
+    ],
+  },
+  {
     name: 'an out-of-range value points at the value',
     text: site('    routes:\n      - name: r\n        cache: { ttlFloorSeconds: -5 }\n'),
     expected: [{ line: 8, col: 35, path: 'sites[0].routes[0].cache.ttlFloorSeconds', message: />=0/ }],
