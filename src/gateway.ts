@@ -57,6 +57,8 @@ export interface GatewayOptions {
 export class Gateway implements RequestDeps {
   readonly clock: Clock;
   readonly logger: Logger;
+  /** The logger is the gateway's own (not a caller's): `log.level` edits apply to it. */
+  private readonly ownLogger: boolean;
   readonly metrics: GatewayMetrics;
   readonly source: ConfigSource;
   readonly store: CacheStore;
@@ -92,6 +94,7 @@ export class Gateway implements RequestDeps {
     const cfg = opts.config;
     this.clock = opts.clock ?? systemClock;
     this.logger = opts.logger ?? createLogger(cfg.log.level);
+    this.ownLogger = opts.logger === undefined;
     this.metrics = new GatewayMetrics();
     this.drainer = new Drain(this.logger);
     this.source = new ConfigSource(cfg);
@@ -261,6 +264,10 @@ export class Gateway implements RequestDeps {
       }
     };
     apply(() => this.hitMemo?.clear()); // entries of the old generation are never used; let it go
+    // `log.level` live, as nginx applies error_log on reload: `debug` in an incident took a restart.
+    apply(() => {
+      if (this.ownLogger) this.logger.level = next.log.level;
+    });
     apply(() => (this.trusted = new TrustedProxies(next.trustedProxies)));
     apply(() => this.listeners.applyLimits(next.limits));
     apply(() => this.upstream.configure(next.admission, this.rt.priorities.configured));

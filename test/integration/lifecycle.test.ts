@@ -333,6 +333,44 @@ describe('command line', () => {
     await new Promise((r) => child.once('exit', r));
   });
 
+  it('applies a log.level edit on reload: access lines (info) stop at warn and come back at info', async () => {
+    const a = await origin('a');
+    const [port, adminPort] = [await freePort(), await freePort()];
+    const dir = mkdtempSync(join(tmpdir(), 'cg-level-'));
+    const file = join(dir, 'gateway.yaml');
+    const write = (level: string) =>
+      writeFileSync(
+        file,
+        stringify({
+          listen: { host: '127.0.0.1', port },
+          admin: { host: '127.0.0.1', port: adminPort },
+          reload: { watch: false },
+          log: { level },
+          sites: [siteFor([a.url], { routes: [{ name: 'all', cache: { enabled: false } }] })],
+        }),
+      );
+    write('info');
+    const child = spawnCli(['--config', file]);
+    await waitFor(() => child.output().includes('crowdgate listening'));
+    const accessLines = (path: string) => child.output().split('\n').filter((l) => l.includes(`"path":"${path}"`)).length;
+    const get = async (path: string) => void (await (await request(`http://127.0.0.1:${port}${path}`)).body.text());
+    await get('/before');
+    await waitFor(() => accessLines('/before') === 1);
+    write('warn');
+    child.kill('SIGHUP');
+    const generation = async () => ((await (await request(`http://127.0.0.1:${adminPort}/status.json`)).body.json()) as { generation: number }).generation;
+    await waitFor(async () => (await generation()) === 2);
+    await get('/quiet');
+    write('info');
+    child.kill('SIGHUP');
+    await waitFor(async () => (await generation()) === 3);
+    await get('/after');
+    await waitFor(() => accessLines('/after') === 1);
+    expect(accessLines('/quiet')).toBe(0);
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+  });
+
   it('drains on SIGTERM: /readyz turns 503, in-flight requests finish, then it exits 0', async () => {
     const o = await origin();
     o.route('/slow', { delayMs: 800, headers: { 'cache-control': 'no-store' } });
