@@ -44,6 +44,7 @@ import { certificateFilesOf, gatewayConfigSchema, type GatewayConfig } from './s
 import { acmeHostnames } from '../tls/acme/hostnames.js';
 import { readCertificateFiles } from '../tls/material.js';
 import { whyUnreadable } from './unreadable.js';
+import { readHostEntry } from '../server/site-router.js';
 
 export interface ConfigError {
   file: string;
@@ -145,7 +146,11 @@ export function parseConfigText(text: string, file: string, options: ParseOption
   }
   if (errors.length > 0) return { ok: false, errors: sortErrors(errors) };
   if (!parsed.success) throw new Error('unreachable: schema failed without issues');
-  const warnings: ConfigError[] = [...acmeHostWarnings(parsed.data, doc, file, at), ...duplicateHostWarnings(parsed.data, doc, file, at)];
+  const warnings: ConfigError[] = [
+    ...acmeHostWarnings(parsed.data, doc, file, at),
+    ...unmatchableHostWarnings(parsed.data, doc, file, at),
+    ...duplicateHostWarnings(parsed.data, doc, file, at),
+  ];
   resolveFilePaths(parsed.data, dirname(resolve(file)));
   if (options.checkFiles !== false) errors.push(...checkCertificateFiles(parsed.data, doc, file, at, warnings));
   if (errors.length > 0) return { ok: false, errors: sortErrors(errors) };
@@ -212,7 +217,9 @@ function duplicateHostWarnings(config: GatewayConfig, doc: Document, file: strin
   const owner = new Map<string, string>();
   config.sites.forEach((site, i) => {
     site.hosts.forEach((host, j) => {
-      const name = host.toLowerCase().replace(/\.$/, '');
+      const entry = readHostEntry(host);
+      if (entry === undefined) return; // unmatchableHostWarnings'
+      const name = entry.kind === 'exact' ? entry.host : entry.kind === 'wildcard' ? `*${entry.suffix}` : '*';
       const first = owner.get(name);
       if (first === undefined) owner.set(name, site.name);
       else if (first !== site.name) {
@@ -224,6 +231,28 @@ function duplicateHostWarnings(config: GatewayConfig, doc: Document, file: strin
           message: `${JSON.stringify(host)} is also listed by site "${first}", which comes first and gets its requests: this listing never matches`,
         });
       }
+    });
+  });
+  return warnings;
+}
+
+/**
+ * A `hosts` entry no Host can match (a scheme, a path, a space: `https://docs.example.com`):
+ * a warning at it (nginx warns of a server name's "suspicious symbols"). Not an error, so a
+ * config that loaded before still loads; the rest of the site's names still serve.
+ */
+function unmatchableHostWarnings(config: GatewayConfig, doc: Document, file: string, at: At): ConfigError[] {
+  const warnings: ConfigError[] = [];
+  config.sites.forEach((site, i) => {
+    site.hosts.forEach((host, j) => {
+      if (readHostEntry(host) !== undefined) return;
+      const path = ['sites', i, 'hosts', j];
+      warnings.push({
+        file,
+        ...at(offsetOf(locate(doc, path))),
+        path: formatPath(path),
+        message: `${JSON.stringify(host)} is not a host name, "*.name" or "*": no request matches it (write the name alone, without scheme or path, e.g. "docs.example.com")`,
+      });
     });
   });
   return warnings;

@@ -498,7 +498,7 @@ export const siteSchema = z
     hosts: z
       .array(z.string().min(1))
       .min(1)
-      .describe('Host names: exact, "*.example.com" wildcard, or "*" catch-all.'),
+      .describe('Host names: exact, "*.example.com" wildcard, or "*" catch-all; compared as a request\'s Host is (case, any port and a trailing dot ignored). An entry with a scheme or path matches nothing and is warned about.'),
     origins: z.array(originSchema).min(1).describe('Origin members.'),
     balance: z
       .enum(['round-robin', 'least-inflight'])

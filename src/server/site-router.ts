@@ -71,6 +71,30 @@ export function normaliseHost(raw: string | undefined): string | undefined {
   return host;
 }
 
+/** A host name (a trailing dot allowed), an IPv4 address or a bracketed IP literal, with an optional port. */
+const HOST_ENTRY = /^(?:[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?\.?|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?$/;
+
+/** How the router reads one `sites[].hosts` entry. */
+export type HostEntry = { kind: 'all' } | { kind: 'wildcard'; suffix: string } | { kind: 'exact'; host: string };
+
+/**
+ * A `hosts` entry as the router reads it: `*`, a `*.example.com` wildcard, or a name or address
+ * compared as a request's Host is (lower case; a port and a trailing dot ignored, so
+ * `docs.example.com:80` and `docs.example.com.` match `Host: docs.example.com`: they used to
+ * match nothing). Undefined for an entry no request can match (a scheme, a path, a space):
+ * the loader warns at it.
+ */
+export function readHostEntry(raw: string): HostEntry | undefined {
+  const entry = raw.trim().toLowerCase();
+  if (entry === '*') return { kind: 'all' };
+  const wildcard = entry.startsWith('*.');
+  const name = wildcard ? entry.slice(2) : entry;
+  if (!HOST_ENTRY.test(name)) return undefined;
+  const host = normaliseHost(name);
+  if (host === undefined || host === '') return undefined;
+  return wildcard ? { kind: 'wildcard', suffix: `.${host}` } : { kind: 'exact', host };
+}
+
 const MEMO_LIMIT = 1024;
 
 export class SiteRouter<S extends { config: { hosts: readonly string[] } }> {
@@ -81,10 +105,11 @@ export class SiteRouter<S extends { config: { hosts: readonly string[] } }> {
   constructor(sites: readonly S[]) {
     for (const site of sites) {
       for (const h of site.config.hosts) {
-        const host = h.trim().toLowerCase();
-        if (host === '*') this.catchAll ??= site;
-        else if (host.startsWith('*.')) this.wildcards.push({ suffix: host.slice(1), site });
-        else if (!this.exact.has(host)) this.exact.set(host, site);
+        const entry = readHostEntry(h);
+        if (entry === undefined) continue; // matches nothing (the loader warned)
+        if (entry.kind === 'all') this.catchAll ??= site;
+        else if (entry.kind === 'wildcard') this.wildcards.push({ suffix: entry.suffix, site });
+        else if (!this.exact.has(entry.host)) this.exact.set(entry.host, site);
       }
     }
     this.wildcards.sort((a, b) => b.suffix.length - a.suffix.length);

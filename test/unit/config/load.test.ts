@@ -396,6 +396,14 @@ describe('formatting', () => {
 });
 
 describe('parseConfigText: warnings', () => {
+  test('a host no request can match (a scheme or a path) is a warning at it; a port or trailing dot is not', () => {
+    const text = ['sites:', '  - name: docs', '    hosts: ["docs.example.com:80", "docs.example.org.", "https://docs.example.net"]', '    origins: [{ url: "http://127.0.0.1:1" }]', ''].join('\n');
+    const r = parseConfigText(text, 'gw.yaml', { env: {} });
+    expect(r.ok).toBe(true);
+    expect(r.ok && r.warnings?.map(formatConfigError)).toEqual([
+      expect.stringMatching(/^gw\.yaml:3:57 sites\[0\]\.hosts\[2\]: "https:\/\/docs\.example\.net" is not a host name[^]*no request matches it/),
+    ]);
+  });
   test('a host listed by two sites is a warning at the second listing (the first site gets its requests)', () => {
     const text = [
       'sites:',

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { routeSchema, siteSchema } from '../../../src/config/schema.js';
-import { compileSite, normaliseHost, SiteRouter } from '../../../src/server/site-router.js';
+import { compileSite, normaliseHost, readHostEntry, SiteRouter } from '../../../src/server/site-router.js';
 
 const site = (name: string, hosts: string[]) => ({ name, config: { hosts } });
 
@@ -31,6 +31,20 @@ describe('SiteRouter', () => {
     expect(r.match('nowhere.test')).toBeUndefined();
     expect(r.match('Blog.example.com')?.name).toBe('exact');
     expect((r as unknown as { memo: Map<string, unknown> }).memo.size).toBeLessThanOrEqual(1024);
+  });
+  it('reads a listed host as it reads a Host: a port or a trailing dot in the config is ignored (they matched nothing)', () => {
+    const r = new SiteRouter([site('docs', ['docs.example.com:80', 'Wiki.Example.com.', '*.shop.example.com.', '[::1]:8443']), site('other', ['https://blog.example.com', 'blog.example.com/'])]);
+    expect(r.match('docs.example.com')?.name).toBe('docs');
+    expect(r.match('docs.example.com:8080')?.name).toBe('docs');
+    expect(r.match('wiki.example.com.')?.name).toBe('docs');
+    expect(r.match('a.shop.example.com')?.name).toBe('docs');
+    expect(r.match('[::1]:80')?.name).toBe('docs');
+    // A scheme or a path: no Host matches it (the loader warns), whatever the router guesses.
+    expect(r.match('blog.example.com')).toBeUndefined();
+    expect(r.match('https')).toBeUndefined();
+    expect(readHostEntry('https://blog.example.com')).toBeUndefined();
+    expect(readHostEntry('*')).toEqual({ kind: 'all' });
+    expect(readHostEntry('*.Example.com:443')).toEqual({ kind: 'wildcard', suffix: '.example.com' });
   });
   it('normalises IPv6 literals', () => {
     expect(normaliseHost('[::1]:8080')).toBe('[::1]');
