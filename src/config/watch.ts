@@ -15,12 +15,19 @@
  *   following symlinks) changed. This catches Kubernetes ConfigMap updates, where a `..data`
  *   symlink is swapped and the file's own name never appears in an event.
  *
- * If the watch itself fails (the directory was removed), it is retried every
- * `retryMs` until it can be set again, and the file is checked then.
+ * - the file does not end in a newline (what a write cut in two looks like: `url:
+ *   http://127.0.0.1:491` parsed, and two sites were gone for 0.8 s under load) and changed
+ *   less than `partialHoldMs` ago -> no callback yet: the rest of it, or the hold's end, fires.
+ *
+ * Every `retryMs` the directory is checked too: a watch on a directory that was removed and
+ * made again, or moved away (deployment tools that recreate /etc/crowdgate), raises no error on
+ * Linux and went silent for good. Then, as when the watch itself fails, it is set again (retried
+ * until it can be) and the file is checked. The same check notices a file changed without an
+ * event (a file system that sends none).
  *
  * Owns the watch and the debounce. It does not read or validate the file (reloader.ts).
  */
-import { statSync, watch, type FSWatcher } from 'node:fs';
+import { closeSync, openSync, readSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 
 export interface WatchOptions {
@@ -28,8 +35,10 @@ export interface WatchOptions {
   /** Quiet time after the last event before `onChange` runs. */
   debounceMs: number;
   onChange: () => void;
-  /** How often to try re-establishing a failed directory watch. Default 1000. */
+  /** How often to check the directory, and to retry a failed watch. Default 1000. */
   retryMs?: number;
+  /** How long a file that does not end in a newline waits for the rest, from its last change. Default 2000. */
+  partialHoldMs?: number;
 }
 
 export interface ConfigWatcher {
@@ -41,6 +50,7 @@ export function watchConfig(options: WatchOptions): ConfigWatcher {
   const dir = dirname(file);
   const name = basename(file);
   const retryMs = options.retryMs ?? 1_000;
+  const partialHoldMs = options.partialHoldMs ?? 2_000;
 
   let watcher: FSWatcher | null = null;
   let debounce: NodeJS.Timeout | null = null;
@@ -48,6 +58,8 @@ export function watchConfig(options: WatchOptions): ConfigWatcher {
   let namedEvent = false;
   let lastIdentity = identityOf(file);
   let closed = false;
+  /** The watched directory's identity (device, inode), to notice it replaced or moved. */
+  let watchedDir: string | null = null;
 
   function onEvent(_event: string, filename: string | Buffer | null): void {
     // filename may be null on some platforms: treat it as "could be ours".
@@ -69,13 +81,38 @@ export function watchConfig(options: WatchOptions): ConfigWatcher {
     const identity = identityOf(file);
     if (identity === null) return; // missing for now; its return is an event of its own
     const changed = namedEvent || identity !== lastIdentity;
+    if (changed && !closed) {
+      const holdMs = partialHoldLeftMs(file, partialHoldMs);
+      if (holdMs > 0) {
+        debounce = setTimeout(settle, holdMs); // namedEvent kept: the callback is still owed
+        return;
+      }
+    }
     namedEvent = false;
     lastIdentity = identity;
     if (changed && !closed) options.onChange();
   }
 
+  /** The directory replaced, moved or gone: set the watch again. A file changed unseen: check it. */
+  function check(): void {
+    if (closed || retry) return;
+    if (dirIdentityOf(dir) !== watchedDir) {
+      watcher?.close();
+      watcher = null;
+      if (start()) settle();
+      else scheduleRetry();
+      return;
+    }
+    if (!debounce) {
+      const identity = identityOf(file);
+      if (identity !== null && identity !== lastIdentity) debounce = setTimeout(settle, options.debounceMs);
+    }
+  }
+
   function start(): boolean {
     try {
+      watchedDir = dirIdentityOf(dir);
+      if (watchedDir === null) return false;
       watcher = watch(dir, { persistent: false }, onEvent);
       watcher.on('error', () => {
         watcher?.close();
@@ -100,10 +137,13 @@ export function watchConfig(options: WatchOptions): ConfigWatcher {
   }
 
   if (!start()) scheduleRetry();
+  const checker = setInterval(check, retryMs);
+  checker.unref();
 
   return {
     close() {
       closed = true;
+      clearInterval(checker);
       watcher?.close();
       watcher = null;
       if (debounce) clearTimeout(debounce);
@@ -111,6 +151,38 @@ export function watchConfig(options: WatchOptions): ConfigWatcher {
       debounce = retry = null;
     },
   };
+}
+
+/** The directory's device and inode; null when it is missing. */
+function dirIdentityOf(dir: string): string | null {
+  try {
+    const s = statSync(dir, { bigint: true });
+    return `${s.dev}:${s.ino}`;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * How much longer to wait for the rest of a file that does not end in a newline (editors and
+ * config tools end files with one; a write cut in two mostly does not), counted from its last
+ * change; 0 when it ends in one, is empty, or has waited `holdMs`.
+ */
+function partialHoldLeftMs(file: string, holdMs: number): number {
+  let fd: number | undefined;
+  try {
+    const s = statSync(file);
+    if (s.size === 0) return 0;
+    fd = openSync(file, 'r');
+    const last = Buffer.alloc(1);
+    readSync(fd, last, 0, 1, s.size - 1);
+    if (last[0] === 0x0a) return 0;
+    return Math.max(0, Math.ceil(s.mtimeMs + holdMs - Date.now()));
+  } catch {
+    return 0;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
 }
 
 /** A string that changes when the file is replaced or rewritten; null when it is missing. */

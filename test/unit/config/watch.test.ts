@@ -27,12 +27,12 @@ afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function setup(initial = 'a: 1\n') {
+function setup(initial = 'a: 1\n', partialHoldMs?: number) {
   dir = mkdtempSync(join(tmpdir(), 'crowdgate-watch-'));
   const file = join(dir, 'gateway.yaml');
   writeFileSync(file, initial);
   const calls: number[] = [];
-  watcher = watchConfig({ file, debounceMs: DEBOUNCE_MS, onChange: () => calls.push(Date.now()), retryMs: 50 });
+  watcher = watchConfig({ file, debounceMs: DEBOUNCE_MS, onChange: () => calls.push(Date.now()), retryMs: 50, partialHoldMs });
   return { file, calls };
 }
 
@@ -138,6 +138,51 @@ describe('watchConfig', () => {
     renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
     await waitFor(() => calls.length >= 1);
     expect(calls).toHaveLength(1);
+  });
+
+  test('a file cut mid-line waits for the rest (a write in two parts), and one callback follows it', async () => {
+    const { file, calls } = setup('a: 1\n', 2_000);
+    writeFileSync(file, 'a: 2\nurl: http://127.0.0.1:491'); // the first part of a slow writer's file
+    await delay(DEBOUNCE_MS * 8);
+    expect(calls).toHaveLength(0);
+    const restAt = Date.now();
+    writeFileSync(file, '00\n', { flag: 'a' });
+    await waitFor(() => calls.length >= 1);
+    expect(calls[0]!).toBeGreaterThanOrEqual(restAt);
+    await delay(QUIET_MS);
+    expect(calls).toHaveLength(1);
+  });
+
+  test('a file that ends without a newline still applies, once it has been quiet for the hold', async () => {
+    const { file, calls } = setup('a: 1\n', 300);
+    const writtenAt = Date.now();
+    writeFileSync(file, 'a: 2');
+    await waitFor(() => calls.length >= 1);
+    expect(calls[0]! - writtenAt).toBeGreaterThanOrEqual(290);
+    await delay(QUIET_MS);
+    expect(calls).toHaveLength(1);
+  });
+
+  test('keeps watching after its directory is removed and made again, or moved away and made again', async () => {
+    const { file, calls } = setup();
+    rmSync(dir, { recursive: true });
+    mkdirSync(dir);
+    writeFileSync(file, 'a: 2\n');
+    await waitFor(() => calls.length >= 1);
+    writeFileSync(file, 'a: 3\n');
+    await waitFor(() => calls.length >= 2);
+    renameSync(dir, `${dir}.gone`);
+    try {
+      mkdirSync(dir);
+      writeFileSync(file, 'a: 4\n');
+      await waitFor(() => calls.length >= 3);
+      writeFileSync(file, 'a: 5\n');
+      await waitFor(() => calls.length >= 4);
+      await delay(QUIET_MS);
+      expect(calls).toHaveLength(4);
+    } finally {
+      rmSync(`${dir}.gone`, { recursive: true, force: true });
+    }
   });
 
   test('close stops callbacks, including one already debouncing', async () => {
