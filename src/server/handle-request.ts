@@ -115,7 +115,7 @@ function answerMemoHit(
   // to the origin (route() step 4), and Vary: Cookie selects with the cookies a fill would send,
   // which for a memoised route (no cookie in its key) are none.
   const cookie = req.headers.cookie;
-  if (cookie !== undefined && hasBypassCookie(memo.site, cookie)) return false;
+  if (cookie !== undefined && !memo.route.config.cache.ignoreSessionCookies && hasBypassCookie(memo.site, cookie)) return false;
   for (const name of memo.plainBypass) if (req.headers[name] !== undefined) return false;
   const now = deps.clock.now();
   const store = deps.store;
@@ -291,7 +291,7 @@ export function route(ctx: Ctx): void | Promise<void> {
   const policy = site.policyFor(routeMatch);
   const facts: RequestFacts = { method: ctx.method, url: ctx.url, headers: req.headers };
   const eligibility = isCacheableRequest(facts, policy);
-  const bypassCookie = req.headers.cookie !== undefined && hasBypassCookie(site, req.headers.cookie);
+  const bypassCookie = req.headers.cookie !== undefined && !routeMatch.config.cache.ignoreSessionCookies && hasBypassCookie(site, req.headers.cookie);
   if (
     !eligibility.cacheable ||
     bypassCookie ||

@@ -280,6 +280,36 @@ describe('the key covers what the origin sees', () => {
     expect(form.headers['cache-status']).toMatch(/fwd=bypass/);
   });
 
+  it('a route with ignoreSessionCookies caches a logged-in user\'s scripts for everyone, fills them without cookies, and leaves other routes personal', async () => {
+    const o = await origin();
+    o.route('/wp-includes/js/editor.js', (req, res) => {
+      res.writeHead(200, { 'content-type': 'application/javascript', 'last-modified': 'Tue, 01 Dec 2026 00:00:00 GMT' });
+      res.end(`/* cookie: ${req.headers.cookie ?? 'none'} */ ${'editor();'.repeat(200)}`);
+    });
+    o.route('/wp-admin/', (req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end(`dashboard for ${req.headers.cookie ?? 'nobody'}`);
+    });
+    const assets = { name: 'assets', match: { pathRegex: '^/wp-includes/.*\\.(js|css)$' }, cache: { defaultTtlSeconds: 3600, ignoreSessionCookies: true } };
+    const g = await gateway({ sites: [siteFor([o.url], { routes: [assets] })] });
+    const session = 'wordpress_logged_in_abc=admin%7Ctoken';
+    const first = await get(`${g.url}/wp-includes/js/editor.js`, { cookie: session, 'accept-encoding': 'gzip' });
+    expect(first.status).toBe(200);
+    expect(first.headers['cache-status']).toMatch(/fwd=uri-miss[^]*stored/);
+    expect(first.headers['content-encoding']).toBe('gzip'); // shared, so compressed like any other copy
+    expect(o.requests.find((r) => r.url === '/wp-includes/js/editor.js')?.headers.cookie).toBeUndefined();
+    const anonymous = await get(`${g.url}/wp-includes/js/editor.js`);
+    expect(anonymous.headers['cache-status']).toMatch(/; hit/);
+    expect(anonymous.body).toContain('/* cookie: none */');
+    const again = await get(`${g.url}/wp-includes/js/editor.js`, { cookie: session });
+    expect(again.headers['cache-status']).toMatch(/; hit/);
+    expect(o.count('/wp-includes/js/editor.js')).toBe(1);
+    // Elsewhere the session still bypasses, with its cookie.
+    const admin = await get(`${g.url}/wp-admin/`, { cookie: session });
+    expect(admin.headers['cache-status']).toMatch(/fwd=bypass/);
+    expect(admin.body).toBe(`dashboard for ${session}`);
+  });
+
   it('a shared fill never carries override, rewrite or other unkeyed headers to the origin', async () => {
     const o = await origin();
     const unkeyed = ['x-original-url', 'x-rewrite-url', 'x-http-method-override', 'x-forwarded-scheme', 'forwarded', 'x-forwarded-prefix', 'x-host'];
