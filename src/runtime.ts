@@ -145,6 +145,7 @@ function makeSiteRuntime(site: SiteConfig, defaultRoute: RouteConfig, pool: Orig
 function compilePriority(p: GatewayConfig['admission']['priorities'][number]): PriorityMatcher {
   const { pathPrefix, method, header, cookie, route } = p.match;
   const headerName = header?.toLowerCase();
+  const isCookie = cookie === undefined ? undefined : compileGlobs([cookie]);
   return {
     name: p.name,
     matches(reqMethod, path, headers, routeName) {
@@ -152,7 +153,7 @@ function compilePriority(p: GatewayConfig['admission']['priorities'][number]): P
       if (method !== undefined && method.toUpperCase() !== reqMethod) return false;
       if (headerName !== undefined && headers[headerName] === undefined) return false;
       if (route !== undefined && route !== routeName) return false;
-      if (cookie !== undefined && !parseCookies(headers.cookie).has(cookie)) return false;
+      if (isCookie !== undefined && (headers.cookie === undefined || ![...parseCookies(headers.cookie).keys()].some(isCookie))) return false;
       return true;
     },
   };

@@ -686,7 +686,7 @@ export const priorityMatchSchema = z
     pathPrefix: z.string().startsWith('/').optional().describe('Matches paths starting with this prefix.'),
     method: z.string().optional().describe('Matches this request method.'),
     header: z.string().optional().describe('Matches when this request header is present.'),
-    cookie: z.string().optional().describe('Matches when this cookie is present.'),
+    cookie: z.string().optional().describe('Matches when a cookie of this name is present; `*` matches any run of characters (`wordpress_logged_in*`).'),
     route: z.string().optional().describe('Matches this route name.'),
   })
   .describe('All given conditions must hold.');
