@@ -30,7 +30,7 @@ export class HotKeys {
   constructor(private readonly capacity: number) {}
 
   note(site: string, path: string, state: CacheState): void {
-    this.noteRow(this.rowFor(site, path), state);
+    this.noteRow(this.rowFor(site, state === 'bypass' ? withoutQueryValues(path) : path), state);
   }
 
   /** The row for site+path, made when missing; a caller may keep it while `live` is true. */
@@ -105,4 +105,23 @@ export class HotKeys {
       this.size--;
     }
   }
+}
+
+/**
+ * A bypassed request's target with its query values left out (`/account?sso_ticket=…`): it
+ * carried a session or credentials, and its query may carry a token of that user's (a reset
+ * link, a login ticket), which the status page would show to whoever reads it (attacker
+ * trial). Parameter names stay, so what is hot is still seen.
+ */
+export function withoutQueryValues(path: string): string {
+  const q = path.indexOf('?');
+  if (q === -1) return path;
+  const params = path
+    .slice(q + 1)
+    .split('&')
+    .map((p) => {
+      const eq = p.indexOf('=');
+      return eq === -1 ? p : `${p.slice(0, eq)}=…`;
+    });
+  return `${path.slice(0, q)}?${params.join('&')}`;
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { HotKeys } from '../../../src/admin/hot-keys.js';
+import { HotKeys, withoutQueryValues } from '../../../src/admin/hot-keys.js';
 
 describe('HotKeys', () => {
   it('counts per site and path, with how each request was answered', () => {
@@ -63,5 +63,12 @@ describe('HotKeys', () => {
     expect(b.live).toBe(false);
     expect(h.rowFor('blog', '/c').live).toBe(true);
   });
+  it('leaves the query values of a bypassed request out: they may carry that user\'s token', () => {
+    const h = new HotKeys(10);
+    h.note('blog', '/account?sso_ticket=TICKET999&tab=1', 'bypass');
+    h.note('blog', '/index.php?title=Main_Page', 'hit');
+    expect(h.top(10).map((r) => r.path).sort()).toEqual(['/account?sso_ticket=…&tab=…', '/index.php?title=Main_Page']);
+    expect(withoutQueryValues('/a?flag&x=')).toBe('/a?flag&x=…');
+    expect(withoutQueryValues('/plain')).toBe('/plain');
+  });
 });
-
