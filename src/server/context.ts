@@ -233,14 +233,3 @@ function firstToken(v: string | string[] | undefined): string | undefined {
   const first = s?.split(',')[0]?.trim();
   return first ? first : undefined;
 }
-
-/**
- * A request of a priority class the operator ranked above "default" (admission.priorities: an
- * editor's session, a checkout) is not shed by the pressure gate: it is a handful among the
- * crowd's hits, and refused it loses someone's work (a WordPress trial's publish, save and
- * login got `503 shed-pressure` while 200 clients read cached pages). It still waits its turn
- * at the origin's limiter, first in the queue.
- */
-export function isAboveDefault(ctx: Pick<Ctx, 'priority' | 'rt'>): boolean {
-  return ctx.priority < ctx.rt.priorities.default;
-}

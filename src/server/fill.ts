@@ -12,7 +12,7 @@ import { makeConditionalHeaders, mergeNotModified } from '../cache/revalidation.
 import type { FetchResult } from '../origin/fetch.js';
 import type { OriginMember } from '../origin/pool.js';
 import { fail, recordAnswer, serveEntry, shed, writeBuffered } from './answer.js';
-import { isAboveDefault, selectVariant, collapseKeyOf, type FillResult, type Ctx, type Lookup } from './context.js';
+import { selectVariant, collapseKeyOf, type FillResult, type Ctx, type Lookup } from './context.js';
 import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkeyedFillInputs, carriesOwnCookies } from './fill-headers.js';
 import { reflectedInputs, repeatsAddress, varyingAlsoOn } from '../cache/reflection.js';
 import type { CollapseKey } from '../cache/cache-key.js';
@@ -109,7 +109,7 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
  * (it joined the fill because the key looked cacheable, not to get past the gate).
  */
 export function passAlone(ctx: Ctx, lookup: Lookup): void | Promise<void> {
-  if (ctx.deps.admission.isShedding() && !isAboveDefault(ctx)) return shed(ctx, 'pressure');
+  if (ctx.deps.admission.isShedding()) return shed(ctx, 'pressure');
   return forward(ctx, 'pass', lookup);
 }
 

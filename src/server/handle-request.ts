@@ -29,7 +29,7 @@ import { sendEntry } from './respond.js';
 import type { CompiledRoute } from './site-router.js';
 import { HOLD_MS, isEventStreamRequest, isPlainRequest, newHold, plainBypassOf, type MemoRoute } from './hit-memo.js';
 import { ttlSecondsOf, codingFor, failUnexpected, serveEntry, shed, fail, countRequest, finish } from './answer.js';
-import { isAboveDefault, isOnlyIfCached, isSecure, selectVariant, collapseKeyOf, authorityOf, type RequestDeps, type Ctx, type Lookup } from './context.js';
+import { isOnlyIfCached, isSecure, selectVariant, collapseKeyOf, authorityOf, type RequestDeps, type Ctx, type Lookup } from './context.js';
 import { hstsValue, redirectToHttps } from './https-edge.js';
 import { fillAndServe, isOtherCookiesCopy, passAlone, passWithoutCopy, refreshFailedMomentAgo, startBackgroundRefresh } from './fill.js';
 import { makeFillVisibleHeaders } from './fill-headers.js';
@@ -300,7 +300,7 @@ export function route(ctx: Ctx): void | Promise<void> {
     ctx.method === 'OPTIONS' ||
     isEventStreamRequest(req.headers.accept)
   ) {
-    if (deps.admission.isShedding() && !isAboveDefault(ctx)) return shed(ctx, 'pressure');
+    if (deps.admission.isShedding()) return shed(ctx, 'pressure');
     return forward(ctx, 'bypass');
   }
 

@@ -123,30 +123,6 @@ describe('under pressure', () => {
     expect(await metric(g, SHED_PRESSURE)).toBe(3);
   });
 
-  it('does not shed a priority class ranked above default (an editor\'s session, by a cookie glob): it waits its turn at the origin instead', async () => {
-    const o = await origin();
-    const overloaded = true;
-    const g = await gateway(
-      {
-        admission: { priorities: [{ name: 'editors', match: { cookie: 'wordpress_logged_in*' } }] },
-        sites: [siteFor([o.url], { routes: [{ name: 'api', match: { pathPrefix: '/api/' }, cache: { enabled: false } }] })],
-      },
-      { isOverloaded: () => overloaded },
-    );
-    const editor = { cookie: 'wordpress_logged_in_5f2a=admin%7Ctoken' };
-    const publish = await call(`${g.url}/wp-json/wp/v2/posts/71`, { method: 'POST', headers: editor, body: 'title=x' });
-    expect(publish.status).toBe(200);
-    expect(publish.headers['cache-status']).toMatch(/fwd=bypass/);
-    expect((await call(`${g.url}/api/x`, { headers: editor })).status).toBe(200);
-    // Everyone else's non-hit work is shed as before.
-    const anonymous = await call(`${g.url}/api/x`);
-    expect(anonymous.status).toBe(503);
-    expect(anonymous.headers['cache-status']).toMatch(/shed-pressure/);
-    expect((await call(`${g.url}/api/x`, { headers: { cookie: 'wordpress_test_cookie=1' } })).status).toBe(503);
-    expect(o.requests.map((r) => `${r.method} ${r.url}`)).toEqual(['POST /wp-json/wp/v2/posts/71', 'GET /api/x']);
-    expect(await metric(g, SHED_PRESSURE)).toBe(2);
-  });
-
   it('answers a stored stale page at once and refreshes it once in the background', async () => {
     const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
     const o = await origin();
