@@ -30,7 +30,7 @@ export class HotKeys {
   constructor(private readonly capacity: number) {}
 
   note(site: string, path: string, state: CacheState): void {
-    this.noteRow(this.rowFor(site, state === 'bypass' ? withoutQueryValues(path) : path), state);
+    this.noteRow(this.rowFor(site, SHARED_STATES.has(state) ? path : withoutQueryValues(path)), state);
   }
 
   /** The row for site+path, made when missing; a caller may keep it while `live` is true. */
@@ -107,11 +107,14 @@ export class HotKeys {
   }
 }
 
+/** Answers from a copy shared by everyone: their targets are shown whole. */
+const SHARED_STATES: ReadonlySet<CacheState> = new Set(['hit', 'stale', 'updating', 'revalidated']);
+
 /**
- * A bypassed request's target with its query values left out (`/account?sso_ticket=…`): it
- * carried a session or credentials, and its query may carry a token of that user's (a reset
- * link, a login ticket), which the status page would show to whoever reads it (attacker
- * trial). Parameter names stay, so what is hot is still seen.
+ * A target with its query values left out (`/wp-login.php?action=…&key=…`), for every answer
+ * not from a shared copy: its query may carry one user's token (a reset link, a login ticket),
+ * which the status page would show to whoever reads it (attacker trial; a reset link is opened
+ * logged out, as a miss or pass). Parameter names stay, and a hot page is a hit, shown whole.
  */
 export function withoutQueryValues(path: string): string {
   const q = path.indexOf('?');
