@@ -16,8 +16,9 @@
  *   symlink is swapped and the file's own name never appears in an event.
  *
  * - the file does not end in a newline (what a write cut in two looks like: `url:
- *   http://127.0.0.1:491` parsed, and two sites were gone for 0.8 s under load) and changed
- *   less than `partialHoldMs` ago -> no callback yet: the rest of it, or the hold's end, fires.
+ *   http://127.0.0.1:491` parsed, and two sites were gone for 0.8 s under load) and a change
+ *   of it was seen less than `partialHoldMs` ago -> no callback yet: the rest of it, or the
+ *   hold's end, fires.
  *
  * Every `retryMs` the directory is checked too: a watch on a directory that was removed and
  * made again, or moved away (deployment tools that recreate /etc/crowdgate), raises no error on
@@ -58,13 +59,18 @@ export function watchConfig(options: WatchOptions): ConfigWatcher {
   let namedEvent = false;
   let lastIdentity = identityOf(file);
   let closed = false;
-  /** The watched directory's identity (device, inode), to notice it replaced or moved. */
+  /** The watched directory's identity (device, inode, birth time), to notice it replaced or moved. */
   let watchedDir: string | null = null;
+  /** When a change of the file was last seen (monotonic ms): the partial-file hold counts from it. */
+  let lastChangeSeenAt = performance.now();
 
   function onEvent(_event: string, filename: string | Buffer | null): void {
     // filename may be null on some platforms: treat it as "could be ours".
     const ours = filename === null || filename.toString() === name;
-    if (ours) namedEvent = true;
+    if (ours) {
+      namedEvent = true;
+      lastChangeSeenAt = performance.now();
+    }
     // Only the file's own events restart the debounce: another file in the directory written
     // more often than debounceMs (an access log next to the config) kept restarting it, and
     // an edit was never applied. Another name's event starts a check if none is pending (a
@@ -82,7 +88,7 @@ export function watchConfig(options: WatchOptions): ConfigWatcher {
     if (identity === null) return; // missing for now; its return is an event of its own
     const changed = namedEvent || identity !== lastIdentity;
     if (changed && !closed) {
-      const holdMs = partialHoldLeftMs(file, partialHoldMs);
+      const holdMs = endsMidLine(file) ? Math.ceil(lastChangeSeenAt + partialHoldMs - performance.now()) : 0;
       if (holdMs > 0) {
         debounce = setTimeout(settle, holdMs); // namedEvent kept: the callback is still owed
         return;
@@ -99,13 +105,18 @@ export function watchConfig(options: WatchOptions): ConfigWatcher {
     if (dirIdentityOf(dir) !== watchedDir) {
       watcher?.close();
       watcher = null;
+      if (debounce) clearTimeout(debounce);
+      debounce = null;
       if (start()) settle();
       else scheduleRetry();
       return;
     }
     if (!debounce) {
       const identity = identityOf(file);
-      if (identity !== null && identity !== lastIdentity) debounce = setTimeout(settle, options.debounceMs);
+      if (identity !== null && identity !== lastIdentity) {
+        lastChangeSeenAt = performance.now();
+        debounce = setTimeout(settle, options.debounceMs);
+      }
     }
   }
 
@@ -130,6 +141,8 @@ export function watchConfig(options: WatchOptions): ConfigWatcher {
     retry = setTimeout(() => {
       retry = null;
       if (closed) return;
+      if (debounce) clearTimeout(debounce);
+      debounce = null;
       if (start()) settle();
       else scheduleRetry();
     }, retryMs);
@@ -156,30 +169,32 @@ export function watchConfig(options: WatchOptions): ConfigWatcher {
 /** The directory's device and inode; null when it is missing. */
 function dirIdentityOf(dir: string): string | null {
   try {
+    // The birth time too: a directory removed and made again may get the same inode (ext4).
     const s = statSync(dir, { bigint: true });
-    return `${s.dev}:${s.ino}`;
+    return `${s.dev}:${s.ino}:${s.birthtimeNs}`;
   } catch {
     return null;
   }
 }
 
 /**
- * How much longer to wait for the rest of a file that does not end in a newline (editors and
- * config tools end files with one; a write cut in two mostly does not), counted from its last
- * change; 0 when it ends in one, is empty, or has waited `holdMs`.
+ * True when the file does not end in a newline (editors and config tools end files with one; a
+ * write cut in two mostly does not). The hold that follows counts from when the change was
+ * seen, on this process's monotonic clock: never from the file's mtime, which a clock-skewed
+ * file system or `touch -d` can put days ahead (a reload held that long, or a timer past
+ * 2^31 ms firing back to back; review).
  */
-function partialHoldLeftMs(file: string, holdMs: number): number {
+function endsMidLine(file: string): boolean {
   let fd: number | undefined;
   try {
     const s = statSync(file);
-    if (s.size === 0) return 0;
+    if (s.size === 0) return false;
     fd = openSync(file, 'r');
     const last = Buffer.alloc(1);
     readSync(fd, last, 0, 1, s.size - 1);
-    if (last[0] === 0x0a) return 0;
-    return Math.max(0, Math.ceil(s.mtimeMs + holdMs - Date.now()));
+    return last[0] !== 0x0a;
   } catch {
-    return 0;
+    return false;
   } finally {
     if (fd !== undefined) closeSync(fd);
   }

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
@@ -159,6 +159,18 @@ describe('watchConfig', () => {
     writeFileSync(file, 'a: 2');
     await waitFor(() => calls.length >= 1);
     expect(calls[0]! - writtenAt).toBeGreaterThanOrEqual(290);
+    await delay(QUIET_MS);
+    expect(calls).toHaveLength(1);
+  });
+
+  test('the hold counts from when the change was seen, not from the file\'s mtime (a clock-skewed file 30 days ahead)', async () => {
+    const { file, calls } = setup('a: 1\n', 300);
+    const writtenAt = Date.now();
+    writeFileSync(file, 'a: 2');
+    const ahead = new Date(Date.now() + 30 * 86_400_000);
+    utimesSync(file, ahead, ahead);
+    await waitFor(() => calls.length >= 1, 3_000);
+    expect(calls[0]! - writtenAt).toBeLessThan(1_500);
     await delay(QUIET_MS);
     expect(calls).toHaveLength(1);
   });
