@@ -26,7 +26,7 @@ import { rateLimitClientKey } from './client-address.js';
 import type { StaleReason } from '../outcome.js';
 import type { Runtime, SiteRuntime } from '../runtime.js';
 import { sendEntry } from './respond.js';
-import type { CompiledRoute } from './site-router.js';
+import { readHostEntry, type CompiledRoute } from './site-router.js';
 import { HOLD_MS, isEventStreamRequest, isPlainRequest, newHold, plainBypassOf, type MemoRoute } from './hit-memo.js';
 import { ttlSecondsOf, codingFor, failUnexpected, serveEntry, shed, fail, countRequest, finish } from './answer.js';
 import { isOnlyIfCached, isSecure, selectVariant, collapseKeyOf, authorityOf, type RequestDeps, type Ctx, type Lookup } from './context.js';
@@ -268,8 +268,13 @@ export function route(ctx: Ctx): void | Promise<void> {
   // server name), in the key and on the origin request alike: the member's own address went
   // to the origin as Host, although preserveHost says the client's (attacker trial).
   if (req.headers.host === undefined) {
-    const named = site.config.hosts.find((h) => !h.includes('*'));
-    if (named !== undefined) req.headers.host = named;
+    for (const h of site.config.hosts) {
+      const entry = readHostEntry(h); // as the router reads it: lower case, no port or trailing dot
+      if (entry?.kind === 'exact') {
+        req.headers.host = entry.host;
+        break;
+      }
+    }
   }
   if (ctx.method === 'PURGE') return answerPurge(ctx, site);
   if (answerMaxForwards(ctx)) return;

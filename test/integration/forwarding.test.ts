@@ -481,7 +481,8 @@ describe('forwarding', () => {
   it('gives an HTTP/1.0 request without Host the site\'s first named host, in the key and on the fill alike (as nginx\'s $host)', async () => {
     const o = await origin();
     o.route('/h10', { headers: { 'cache-control': 'public, max-age=60' }, body: (r) => `for ${r.headers.host}` });
-    const g = await gateway({ sites: [siteFor([o.url], { hosts: ['*.example.org', 'blog.example.com', '*'], preserveHost: true })] });
+    // The first entry a Host can match, read as the router reads it (a scheme: never; case, port, dot: dropped).
+    const g = await gateway({ sites: [siteFor([o.url], { hosts: ['*.example.org', 'https://x.example.com', 'Blog.Example.com.:8080', '*'], preserveHost: true })] });
     const port = Number(new URL(g.url).port);
     const first = await rawHttp(port, 'GET /h10 HTTP/1.0\r\n\r\n');
     expect(first).toMatch(/^HTTP\/1\.1 200 [^]*\r\n\r\nfor blog\.example\.com$/);
