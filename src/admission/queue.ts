@@ -79,9 +79,10 @@ export class WaitQueue<R = unknown> {
   /**
    * A reload changed the number of classes. The last class stays the last (the Limiter's
    * background refreshes, below every configured priority: with one priority class added they
-   * would otherwise have been served before it); other waiters keep their class, and those of a
-   * class that no longer exists join the lowest class above the last (in their order). The
-   * CoDel state stays.
+   * would otherwise have been served before it), and the one above it stays the one above it
+   * (the Limiter's "default": with classes added its waiters would have jumped to a new
+   * class above it); other waiters keep their class, and those of a class that no longer exists
+   * join the lowest class above the last (in their order). The CoDel state stays.
    */
   setClasses(classes: number): void {
     checkClasses(classes);
@@ -91,7 +92,11 @@ export class WaitQueue<R = unknown> {
     const oldLast = this.classCount - 1;
     const last = classes - 1;
     const lowestAboveLast = Math.max(0, last - 1);
-    for (const w of waiters) w.priority = w.priority === oldLast ? last : Math.min(w.priority, lowestAboveLast);
+    for (const w of waiters) {
+      if (w.priority === oldLast) w.priority = last;
+      else if (w.priority === oldLast - 1 && w.priority > 0) w.priority = lowestAboveLast; // "default" stays the lowest configured class
+      else w.priority = Math.min(w.priority, lowestAboveLast);
+    }
     this.classCount = classes;
     this.heads = new Array<Waiter<R> | undefined>(classes).fill(undefined);
     this.tails = new Array<Waiter<R> | undefined>(classes).fill(undefined);

@@ -715,9 +715,9 @@ describe('Limiter: a reloaded number of priority classes', () => {
     expect(s.limiter.queueLengthByClass()).toEqual([0, 1, 1, 1]);
     s.limiter.configure({ queue, classes: 3 }); // a priority class gone
     expect(s.limiter.queueLengthByClass()).toEqual([0, 2, 1]);
-    s.limiter.configure({ queue, classes: 5 }); // two added: background is still below them
-    expect(s.limiter.queueLengthByClass()).toEqual([0, 2, 0, 0, 1]);
-    s.request('d', 3); // a new configured class: served before the background refresh
+    s.limiter.configure({ queue, classes: 5 }); // two added: background is still below them, default above it
+    expect(s.limiter.queueLengthByClass()).toEqual([0, 0, 0, 2, 1]);
+    s.request('d', 3); // default: after those already waiting there, before the background refresh
     await s.flush();
     for (const name of ['held', 'a', 'b', 'd']) {
       s.granted(name).release('success');
