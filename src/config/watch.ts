@@ -166,7 +166,7 @@ export function watchConfig(options: WatchOptions): ConfigWatcher {
   };
 }
 
-/** The directory's device and inode; null when it is missing. */
+/** The directory's device, inode and birth time; null when it is missing. */
 function dirIdentityOf(dir: string): string | null {
   try {
     // The birth time too: a directory removed and made again may get the same inode (ext4).
