@@ -105,10 +105,7 @@ export function watchConfig(options: WatchOptions): ConfigWatcher {
     if (dirIdentityOf(dir) !== watchedDir) {
       watcher?.close();
       watcher = null;
-      if (debounce) clearTimeout(debounce);
-      debounce = null;
-      if (start()) settle();
-      else scheduleRetry();
+      rewatch();
       return;
     }
     if (!debounce) {
@@ -136,15 +133,19 @@ export function watchConfig(options: WatchOptions): ConfigWatcher {
     }
   }
 
+  /** Sets the watch again (the pending check dropped) and checks the file, or retries later. */
+  function rewatch(): void {
+    if (debounce) clearTimeout(debounce);
+    debounce = null;
+    if (start()) settle();
+    else scheduleRetry();
+  }
+
   function scheduleRetry(): void {
     if (closed || retry) return;
     retry = setTimeout(() => {
       retry = null;
-      if (closed) return;
-      if (debounce) clearTimeout(debounce);
-      debounce = null;
-      if (start()) settle();
-      else scheduleRetry();
+      if (!closed) rewatch();
     }, retryMs);
     retry.unref();
   }

@@ -214,6 +214,27 @@ async function waitFor(pred: () => boolean | Promise<boolean>, ms = 8000): Promi
   throw new Error('timed out waiting');
 }
 
+/**
+ * A config file on fresh loopback ports for a signalled reload (no file watch): write() rewrites
+ * it with one site on `target`, uncached, and any other top-level keys in `extra`.
+ */
+async function signalledConfig(prefix: string) {
+  const [port, adminPort] = [await freePort(), await freePort()];
+  const file = join(mkdtempSync(join(tmpdir(), prefix)), 'gateway.yaml');
+  const write = (target: string, extra: Record<string, unknown> = {}) =>
+    writeFileSync(
+      file,
+      stringify({
+        listen: { host: '127.0.0.1', port },
+        admin: { host: '127.0.0.1', port: adminPort },
+        reload: { watch: false },
+        ...extra,
+        sites: [siteFor([target], { routes: [{ name: 'all', cache: { enabled: false } }] })],
+      }),
+    );
+  return { port, adminPort, file, write };
+}
+
 const hasTaskset = spawnSync('taskset', ['-c', '0', 'true']).status === 0;
 
 describe('command line', () => {
@@ -300,19 +321,7 @@ describe('command line', () => {
   it('reloads on SIGHUP and keeps serving the old config when the edit is broken', async () => {
     const a = await origin('a');
     const b = await origin('b');
-    const [port, adminPort] = [await freePort(), await freePort()];
-    const dir = mkdtempSync(join(tmpdir(), 'cg-hup-'));
-    const file = join(dir, 'gateway.yaml');
-    const write = (target: string) =>
-      writeFileSync(
-        file,
-        stringify({
-          listen: { host: '127.0.0.1', port },
-          admin: { host: '127.0.0.1', port: adminPort },
-          reload: { watch: false },
-          sites: [siteFor([target], { routes: [{ name: 'all', cache: { enabled: false } }] })],
-        }),
-      );
+    const { port, file, write } = await signalledConfig('cg-hup-');
     write(a.url);
     const child = spawnCli(['--config', file]);
     await waitFor(() => child.output().includes('crowdgate listening'));
@@ -335,20 +344,9 @@ describe('command line', () => {
 
   it('applies a log.level edit on reload: access lines (info) stop at warn and come back at info', async () => {
     const a = await origin('a');
-    const [port, adminPort] = [await freePort(), await freePort()];
-    const dir = mkdtempSync(join(tmpdir(), 'cg-level-'));
-    const file = join(dir, 'gateway.yaml');
-    const write = (level: string) =>
-      writeFileSync(
-        file,
-        stringify({
-          listen: { host: '127.0.0.1', port },
-          admin: { host: '127.0.0.1', port: adminPort },
-          reload: { watch: false },
-          log: { level },
-          sites: [siteFor([a.url], { routes: [{ name: 'all', cache: { enabled: false } }] })],
-        }),
-      );
+    const config = await signalledConfig('cg-level-');
+    const { port, adminPort, file } = config;
+    const write = (level: string) => config.write(a.url, { log: { level } });
     write('info');
     const child = spawnCli(['--config', file]);
     await waitFor(() => child.output().includes('crowdgate listening'));
