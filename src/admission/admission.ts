@@ -26,6 +26,8 @@ export interface AdmissionOptions {
   sampler?: PressureSampler;
 }
 
+const noRelease = (): void => {};
+
 export class Admission {
   /** Samples the process; started by start() when enabled, and by configure() as each generation says. */
   readonly pressure: PressureGate;
@@ -34,6 +36,8 @@ export class Admission {
   private readonly override: (() => boolean) | undefined;
   /** The `admission` section in force. */
   private config: AdmissionConfig;
+  /** Requests forwarded while the gate sheds (admitForward), their answers not yet done. */
+  private forwardingWhileShedding = 0;
 
   constructor(opts: AdmissionOptions) {
     this.config = opts.config.admission;
@@ -54,6 +58,27 @@ export class Admission {
   isShedding(): boolean {
     if (this.override) return this.override();
     return this.config.pressure.enabled && this.pressure.isShedding();
+  }
+
+  /**
+   * May a request the cache cannot answer (a bypass, a pass) be forwarded now? Always while the
+   * gate does not shed. While it sheds, up to `admission.pressure.forwardWhileShedding` of them
+   * at once: the gate protects the process, and a handful of streams costs it nothing next to
+   * the crowd it is answering, while refusing them all refused a logged-in user's publish or
+   * login (WordPress trial). Any client can send such a request, so the allowance is a count,
+   * never a class: a flood fills it and is shed past it, as before. Returns the release to call
+   * once the answer is done (idempotent), or undefined: shed it.
+   */
+  admitForward(): (() => void) | undefined {
+    if (!this.isShedding()) return noRelease;
+    if (this.forwardingWhileShedding >= this.config.pressure.forwardWhileShedding) return undefined;
+    this.forwardingWhileShedding++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.forwardingWhileShedding--;
+    };
   }
 
   /** Takes a token for this client from the route's and the site's limiters; Retry-After seconds when refused. */

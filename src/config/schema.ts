@@ -710,6 +710,15 @@ export const pressureSchema = z
       .describe('Utilisation above which (with a fifth of maxEventLoopDelayMs of delay) stored copies answer first; it never sheds on its own; 1 = off.'),
     maxHeapUsedRatio: z.number().min(0.1).max(1).default(0.92).describe('Heap used / limit above which non-hit work is shed.'),
     sampleIntervalMs: positiveMs('Sampling period.').default(250),
+    forwardWhileShedding: z
+      .number()
+      .int()
+      .min(0)
+      .max(10_000)
+      .default(8)
+      .describe(
+        'While the gate sheds, this many requests the cache cannot answer (pages of logged-in users, a POST: publish, login, comment) are still forwarded at once; past it they get 503. 0 sheds them all.',
+      ),
   })
   .describe('The pressure gate protecting the gateway process.');
 

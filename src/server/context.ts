@@ -68,6 +68,8 @@ export interface RequestAdmission {
   isOverloaded(): boolean;
   /** The pressure gate's hard level (event-loop delay or heap): also shed what the store cannot answer. */
   isShedding(): boolean;
+  /** May a request the cache cannot answer be forwarded now (the gate's allowance while it sheds)? Its release once answered, or undefined: shed it. */
+  admitForward(): (() => void) | undefined;
   /** Takes a token for this client from the route's and the site's limiters; returns Retry-After seconds when refused. */
   takeRateLimit(site: string, route: string, clientKey: (header?: string) => string): number | undefined;
   /** True when a rate limit applies to this site and route; the memo is only written when this says false. */

@@ -11,12 +11,12 @@ import { decideStorage, evaluateEntry, isHeuristicallyCacheable, type PolicyOpti
 import { makeConditionalHeaders, mergeNotModified } from '../cache/revalidation.js';
 import type { FetchResult } from '../origin/fetch.js';
 import type { OriginMember } from '../origin/pool.js';
-import { fail, recordAnswer, serveEntry, shed, writeBuffered } from './answer.js';
+import { fail, recordAnswer, serveEntry, writeBuffered } from './answer.js';
 import { selectVariant, collapseKeyOf, type FillResult, type Ctx, type Lookup } from './context.js';
 import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkeyedFillInputs, carriesOwnCookies } from './fill-headers.js';
 import { reflectedInputs, repeatsAddress, varyingAlsoOn } from '../cache/reflection.js';
 import type { CollapseKey } from '../cache/cache-key.js';
-import { forward } from './pass-through.js';
+import { forward, forwardUnlessShed } from './pass-through.js';
 import { timeoutsFor } from '../runtime.js';
 import { compressBuffered, onTheFlyRequestOf } from './on-the-fly.js';
 import { originFailure, hasStaleOnFailure, inheritHeat, hasOtherMember, refusedFill, serveFailed, serveStaleOr } from './stale.js';
@@ -105,12 +105,12 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
 
 /**
  * A waiter that cannot use the shared result asks the origin alone, as a pass; while the
- * pressure gate sheds (its hard level) it is shed instead, like any uncacheable request
- * (it joined the fill because the key looked cacheable, not to get past the gate).
+ * pressure gate sheds (its hard level) it takes the gate's allowance like any uncacheable
+ * request, or is shed (it joined the fill because the key looked cacheable, not to get past
+ * the gate).
  */
 export function passAlone(ctx: Ctx, lookup: Lookup): void | Promise<void> {
-  if (ctx.deps.admission.isShedding()) return shed(ctx, 'pressure');
-  return forward(ctx, 'pass', lookup);
+  return forwardUnlessShed(ctx, 'pass', lookup);
 }
 
 /**

@@ -28,12 +28,12 @@ import type { Runtime, SiteRuntime } from '../runtime.js';
 import { sendEntry } from './respond.js';
 import { readHostEntry, type CompiledRoute } from './site-router.js';
 import { HOLD_MS, isEventStreamRequest, isPlainRequest, newHold, plainBypassOf, type MemoRoute } from './hit-memo.js';
-import { ttlSecondsOf, codingFor, failUnexpected, serveEntry, shed, fail, countRequest, finish } from './answer.js';
+import { ttlSecondsOf, codingFor, failUnexpected, serveEntry, fail, countRequest, finish } from './answer.js';
 import { isOnlyIfCached, isSecure, selectVariant, collapseKeyOf, authorityOf, type RequestDeps, type Ctx, type Lookup } from './context.js';
 import { hstsValue, redirectToHttps } from './https-edge.js';
 import { fillAndServe, isOtherCookiesCopy, passAlone, passWithoutCopy, refreshFailedMomentAgo, startBackgroundRefresh } from './fill.js';
 import { makeFillVisibleHeaders } from './fill-headers.js';
-import { forward } from './pass-through.js';
+import { forward, forwardUnlessShed } from './pass-through.js';
 import { nextRequestId, requestIdOf } from './request-id.js';
 import { answerMaxForwards, answerServerOptions } from './max-forwards.js';
 import { answerPurge } from './purge-method.js';
@@ -305,8 +305,7 @@ export function route(ctx: Ctx): void | Promise<void> {
     ctx.method === 'OPTIONS' ||
     isEventStreamRequest(req.headers.accept)
   ) {
-    if (deps.admission.isShedding()) return shed(ctx, 'pressure');
-    return forward(ctx, 'bypass');
+    return forwardUnlessShed(ctx, 'bypass');
   }
 
   // A GET or HEAD with a chunked body on the cache path: the body is never sent on (a fill is

@@ -20,6 +20,18 @@ import { timeoutsFor } from '../runtime.js';
 import { originFailure, hasStaleOnFailure, hasOtherMember, refusedFill, serveFailed, serveStaleOr } from './stale.js';
 
 /**
+ * forward, unless the pressure gate sheds and its allowance of forwards while shedding is in
+ * use (admission.admitForward): then 503 shed-pressure. The allowance is held until the answer
+ * is done or cut.
+ */
+export function forwardUnlessShed(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Lookup): void | Promise<void> {
+  const release = ctx.deps.admission.admitForward();
+  if (release === undefined) return shed(ctx, 'pressure');
+  ctx.res.once('close', release);
+  return forward(ctx, state, lookup);
+}
+
+/**
  * Streaming pass-through for requests the cache does not answer: through the limiter, to a
  * member, with one retry on another member when an idempotent request could not connect, and
  * one on a new connection when an idempotent request without a body met a reused keep-alive

@@ -173,6 +173,8 @@ export async function startRequestPath(
       admission: {
         isOverloaded: () => path.overloaded,
         isShedding: () => path.shedding ?? path.overloaded,
+        // No allowance while shedding: the request path's unit tests see every shed.
+        admitForward: () => ((path.shedding ?? path.overloaded) ? undefined : () => {}),
         takeRateLimit: () => undefined,
         retryAfterSeconds: () => 1,
       },

@@ -75,7 +75,7 @@ describe('under pressure', () => {
     const o = await origin();
     o.route('/account', { delayMs: 150, headers: { 'cache-control': 'private, no-store' }, body: 'yours' });
     let overloaded = true;
-    const g = await gateway({ sites: [siteFor([o.url])] }, { isOverloaded: () => overloaded });
+    const g = await gateway({ admission: { pressure: { forwardWhileShedding: 0 } }, sites: [siteFor([o.url])] }, { isOverloaded: () => overloaded });
     const answers = await Promise.all(Array.from({ length: 10 }, () => call(`${g.url}/account`)));
     // The leader gets the origin's answer; the nine that joined it are refused, not forwarded.
     expect(answers.filter((a) => a.status === 200).map((a) => a.body)).toEqual(['yours']);
@@ -95,7 +95,10 @@ describe('under pressure', () => {
     o.route('/private', { headers: { 'cache-control': 'private, no-store' } });
     let overloaded = false;
     const g = await gateway(
-      { sites: [siteFor([o.url], { routes: [{ name: 'api', match: { pathPrefix: '/api/' }, cache: { enabled: false } }] })] },
+      {
+        admission: { pressure: { forwardWhileShedding: 0 } },
+        sites: [siteFor([o.url], { routes: [{ name: 'api', match: { pathPrefix: '/api/' }, cache: { enabled: false } }] })],
+      },
       { isOverloaded: () => overloaded },
     );
     expect((await call(`${g.url}/private`)).status).toBe(200); // uncacheable: hit-for-pass marked
@@ -121,6 +124,60 @@ describe('under pressure', () => {
     expect((await call(`${g.url}/page`, { method: 'POST', body: 'x' })).status).toBe(200);
     expect(o.count()).toBe(before + 3);
     expect(await metric(g, SHED_PRESSURE)).toBe(3);
+  });
+
+  it('while shedding still forwards forwardWhileShedding uncacheable requests at once, sheds past it, and frees the allowance as answers finish', async () => {
+    const o = await origin();
+    // POSTs to /publish are held at the origin until release(); arrived(n) resolves once n are there.
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    const waiting: Array<[number, () => void]> = [];
+    let arrivals = 0;
+    const arrived = (n: number) => new Promise<void>((r) => (arrivals >= n ? r() : waiting.push([n, r])));
+    o.route('/publish', async (_req, res) => {
+      arrivals++;
+      for (const [n, r] of waiting) if (arrivals >= n) r();
+      await released;
+      res.writeHead(200, { 'cache-control': 'private, no-store', 'content-length': 9 });
+      res.end('published');
+    });
+    const g = await gateway({ admission: { pressure: { forwardWhileShedding: 2 } }, sites: [siteFor([o.url])] }, { isOverloaded: () => true });
+    const post = () => call(`${g.url}/publish`, { method: 'POST', body: 'x' });
+    const first = [post(), post()];
+    await arrived(2);
+    // The allowance is in use: a third POST and a logged-in page are shed, never sent.
+    const third = await post();
+    expect(third.status).toBe(503);
+    expect(third.headers['cache-status']).toMatch(/shed-pressure/);
+    const loggedIn = await call(`${g.url}/page`, { headers: { cookie: 'wordpress_logged_in_abc=editor' } });
+    expect(loggedIn.status).toBe(503);
+    expect(o.count('/publish')).toBe(2);
+    expect(o.count('/page')).toBe(0);
+    expect(await metric(g, SHED_PRESSURE)).toBe(2);
+    release();
+    expect((await Promise.all(first)).map((a) => [a.status, a.body])).toEqual([
+      [200, 'published'],
+      [200, 'published'],
+    ]);
+    // Answered: the allowance is free again, for a POST and a bypassed page alike.
+    expect((await post()).status).toBe(200);
+    const page = await call(`${g.url}/page`, { headers: { cookie: 'wordpress_logged_in_abc=editor' } });
+    expect(page.status).toBe(200);
+    expect(page.headers['cache-status']).toMatch(/fwd=bypass/);
+    expect(o.count('/publish')).toBe(3);
+    expect(o.count('/page')).toBe(1);
+    expect(await metric(g, SHED_PRESSURE)).toBe(2);
+  });
+
+  it('by default a logged-in user\'s publish is forwarded while the gate sheds', async () => {
+    const o = await origin();
+    o.route('/wp-admin/post.php', { headers: { 'cache-control': 'private, no-store' }, body: 'saved' });
+    const g = await gateway({ sites: [siteFor([o.url])] }, { isOverloaded: () => true });
+    const answers = [];
+    for (let i = 0; i < 3; i++) answers.push(await call(`${g.url}/wp-admin/post.php`, { method: 'POST', body: 'x', headers: { cookie: 'wordpress_logged_in_abc=editor' } }));
+    expect(answers.map((a) => a.status)).toEqual([200, 200, 200]);
+    expect(o.count('/wp-admin/post.php')).toBe(3);
+    expect(await metric(g, SHED_PRESSURE)).toBe(0);
   });
 
   it('answers a stored stale page at once and refreshes it once in the background', async () => {

@@ -30,4 +30,38 @@ describe('Admission', () => {
     expect(admission.isShedding()).toBe(true);
     admission.stop();
   });
+
+  it('admitForward: no count while the gate does not shed; while it sheds, forwardWhileShedding at once, each release freeing one exactly once', () => {
+    let delayMs = 10;
+    const admission = new Admission({
+      config: configWith({ maxEventLoopDelayMs: 100, forwardWhileShedding: 2 }),
+      clock: new ManualClock(0),
+      upstream: { drainFacts: () => ({ queued: 0, permitsPerSecond: 0 }) } as never,
+      sampler: () => ({ eventLoopDelayMs: delayMs, eventLoopUtilization: 0.2, heapUsedRatio: 0.1 }),
+    });
+    admission.pressure.sampleNow();
+    // Calm: every forward is admitted, and none counts against a later allowance.
+    const calm = Array.from({ length: 5 }, () => admission.admitForward());
+    expect(calm.every((r) => r !== undefined)).toBe(true);
+    delayMs = 300;
+    admission.pressure.sampleNow();
+    expect(admission.isShedding()).toBe(true);
+    const a = admission.admitForward();
+    const b = admission.admitForward();
+    expect(a).toBeDefined();
+    expect(b).toBeDefined();
+    expect(admission.admitForward()).toBeUndefined();
+    a!();
+    a!(); // a second call frees nothing more
+    const c = admission.admitForward();
+    expect(c).toBeDefined();
+    expect(admission.admitForward()).toBeUndefined();
+    // A reload to 0 sheds them all while the gate sheds.
+    b!();
+    c!();
+    admission.configure(configWith({ maxEventLoopDelayMs: 100, forwardWhileShedding: 0 }));
+    admission.pressure.sampleNow();
+    expect(admission.admitForward()).toBeUndefined();
+    admission.stop();
+  });
 });
