@@ -14,11 +14,15 @@
  *                     (after the caller's lookup, before our lock): then release, publish,
  *                     and answer 'filled';
  *      - Redis down → 'fetch' at once, done() is a no-op (fail open: fetch alone);
- *      - held       → wait for the holder's "filled" notice: 'filled', or 'timeout' after
- *                     `lockWaitMs` (the caller then fetches on its own).
- * Registering first closes the race where the holder publishes between our failed SET NX and
- * our subscription to its notice. A holder that dies never publishes: its waiters leave at
- * lockWaitMs, and the lock itself lapses at lockTtlMs, so the key is never blocked longer.
+ *      - held       → wait for the holder's "filled" notice: 'filled', or 'timeout' (the
+ *                     caller then fetches on its own) once the holder shows no sign of life
+ *                     for `lockWaitMs` or the caller's maxWaitMs has passed.
+ * The holder renews its lock every lockTtlMs / 3 while its fill runs (compare-and-PEXPIRE), so
+ * a fill slower than lockTtlMs keeps the key; a waiter without a notice after lockWaitMs asks
+ * whether the lock is still there and, if so, waits on. Registering first closes the race where
+ * the holder publishes between our failed SET NX and our subscription to its notice. A holder
+ * that dies never publishes and stops renewing: its lock lapses within lockTtlMs and its waiters
+ * leave at their next check, so the key is never blocked longer than lockTtlMs + lockWaitMs.
  * Waiting costs no Redis command (one shared subscription, no polling); when the subscriber is
  * down the wait ends at once ('timeout'), since no notice could arrive.
  *
@@ -26,6 +30,7 @@
  * entry that arrived unusable) without finding the old holder's lock still there.
  */
 import type { CollapseKey } from '../cache/cache-key.js';
+import { systemClock, type Clock } from '../clock.js';
 import type { RedisBus } from '../cache/stores/redis-bus.js';
 import type { DistributedLock } from './distributed.js';
 
@@ -38,7 +43,8 @@ export type CrossInstanceClaim = { kind: 'fetch'; done(): Promise<void> } | { ki
  * took too long: fetch alone.
  */
 export interface CrossInstanceCollapse {
-  acquire(key: CollapseKey): Promise<CrossInstanceClaim>;
+  /** maxWaitMs: the longest a non-holder waits for a holder still at work (cache.collapse.waitDeadlineMs). */
+  acquire(key: CollapseKey, maxWaitMs?: number): Promise<CrossInstanceClaim>;
 }
 
 /** How an acquire ended, for metrics and logs. */
@@ -52,6 +58,8 @@ export interface RedisCrossInstanceOptions {
   /** redis.lockWaitMs: how long a non-holder waits for "filled" before fetching alone. */
   lockWaitMs: number;
   onOutcome?: (outcome: CrossInstanceOutcome) => void;
+  /** Times the waits, whose timers are real ones (the bus's): default the system clock. */
+  clock?: Clock;
   /**
    * Runs before 'filled' is answered: the Redis tier (cache/stores/redis-tier.ts) copies the
    * holder's L2 record into L1 there, so the caller's re-read finds it rather than the stale L1
@@ -76,6 +84,7 @@ export class RedisCrossInstance implements CrossInstanceCollapse {
   private readonly onOutcome: ((outcome: CrossInstanceOutcome) => void) | undefined;
   private readonly onFilled: ((key: CollapseKey) => Promise<void>) | undefined;
   private readonly isFilled: ((key: CollapseKey) => Promise<boolean>) | undefined;
+  private readonly clock: Clock;
 
   constructor(options: RedisCrossInstanceOptions) {
     for (const name of ['lockTtlMs', 'lockWaitMs'] as const) {
@@ -88,16 +97,31 @@ export class RedisCrossInstance implements CrossInstanceCollapse {
     this.onOutcome = options.onOutcome;
     this.onFilled = options.onFilled;
     this.isFilled = options.isFilled;
+    this.clock = options.clock ?? systemClock;
   }
 
-  async acquire(key: CollapseKey): Promise<CrossInstanceClaim> {
+  /**
+   * `maxWaitMs`: the longest a non-holder waits for a holder that is still at work (its lock
+   * renewed); default lockWaitMs. A holder that shows no sign of life for lockWaitMs (its lock
+   * gone) is waited for no longer.
+   */
+  async acquire(key: CollapseKey, maxWaitMs: number = this.lockWaitMs): Promise<CrossInstanceClaim> {
+    const startedAt = this.clock.now();
     // 1. Listen first (see module doc); resolves 'timeout' at once when no notice could arrive.
-    const notified = this.bus.waitForFill(key.id, this.lockWaitMs);
+    const notified = this.bus.waitForFill(key.id, Math.min(this.lockWaitMs, maxWaitMs));
     // 2. The lock.
     const lock = await this.lock.tryLock(key.id, this.lockTtlMs);
     if (lock.acquired) {
+      // Renewed while the fill runs, so a fill slower than lockTtlMs keeps the key and its
+      // waiters (a 3 s page was fetched by each instance, and their clients waited 6 s).
+      const renewal = setInterval(() => void lock.extend(this.lockTtlMs), Math.max(RENEW_MIN_MS, this.lockTtlMs / 3));
+      renewal.unref();
+      const stopRenewal = setTimeout(() => clearInterval(renewal), MAX_HOLD_MS);
+      stopRenewal.unref();
       // Our own waiter is settled by our own "filled" notice (or its timer); nobody awaits it.
       const done = async () => {
+        clearInterval(renewal);
+        clearTimeout(stopRenewal);
         await lock.release();
         await this.bus.publishFilled(key.id);
       };
@@ -113,10 +137,28 @@ export class RedisCrossInstance implements CrossInstanceCollapse {
       this.onOutcome?.('redis_down');
       return { kind: 'fetch', done: NOTHING_TO_RELEASE };
     }
-    // 3. Another instance holds the fill: its notice, or our deadline.
-    const outcome = await notified;
+    // 3. Another instance holds the fill: its notice, or our deadline. Each lockWaitMs without
+    //    a notice, the holder's lock says whether it is still at work (it renews it): then wait
+    //    on, up to maxWaitMs in all. Gone, the holder either just finished (release comes
+    //    before its notice: the store has the copy) or died (fetch here).
+    let outcome = await notified;
+    while (outcome === 'timeout' && this.bus.isListening()) {
+      const remaining = maxWaitMs - (this.clock.now() - startedAt);
+      if (remaining <= 0) break;
+      const next = this.bus.waitForFill(key.id, Math.min(this.lockWaitMs, remaining));
+      if (!(await this.lock.isHeld(key.id))) {
+        if (await this.isFilled?.(key)) outcome = 'filled';
+        break;
+      }
+      outcome = await next;
+    }
     this.onOutcome?.(outcome);
     if (outcome === 'filled') await this.onFilled?.(key);
     return { kind: outcome };
   }
 }
+
+/** The renewal period's floor, ms (lockTtlMs / 3 otherwise). */
+const RENEW_MIN_MS = 50;
+/** A holder stops renewing after this, ms, whatever its fill does (a fill past every timeout is a bug; the key is not held for good). */
+export const MAX_HOLD_MS = 300_000;

@@ -6,7 +6,9 @@
  * Acquire: `SET ${keyPrefix}l:${key} <token> NX PX ttlMs` — only one instance gets OK, and a
  * holder that dies blocks the key no longer than ttlMs (redis.lockTtlMs).
  * Release: compare-and-delete in Lua, so a holder whose lock already expired (and was taken by
- * another instance) never deletes the newer holder's lock.
+ * another instance) never deletes the newer holder's lock. Extend: compare-and-PEXPIRE the same
+ * way, so a holder whose fill outlasts ttlMs keeps the key (cross-instance.ts renews it while
+ * the fill runs) and one that died lets it lapse.
  *
  * Fail open: with Redis down, hung or behind an open breaker, tryLock answers
  * `{ acquired: false, redisDown: true }` within one command timeout (at once when the breaker is
@@ -16,7 +18,12 @@ import { randomBytes } from 'node:crypto';
 import type { RedisGuard } from '../cache/stores/redis-store.js';
 
 export type LockResult =
-  | { acquired: true; release(): Promise<void> }
+  | {
+      acquired: true;
+      release(): Promise<void>;
+      /** Sets the lock's lifetime to ttlMs from now while it is still ours; false when it is not (lapsed, taken) or Redis did not answer. */
+      extend(ttlMs: number): Promise<boolean>;
+    }
   | { acquired: false; redisDown?: undefined }
   | { acquired: false; redisDown: true };
 
@@ -28,6 +35,11 @@ export interface DistributedLockOptions {
 /** DEL only when the lock still holds our token. */
 const RELEASE_LUA = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`;
+
+/** PEXPIRE only when the lock still holds our token. */
+const EXTEND_LUA = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0`;
 
 export class DistributedLock {
@@ -61,7 +73,18 @@ export class DistributedLock {
         // Fail open: if this does not reach Redis, the lock lapses at its PX.
         await this.guard.run((c) => c.eval(RELEASE_LUA, 1, lockKey, token));
       },
+      extend: async (ttlMs: number) => {
+        if (released) return false;
+        const result = await this.guard.run((c) => c.eval(EXTEND_LUA, 1, lockKey, token, String(Math.max(1, Math.ceil(ttlMs)))));
+        return result.ok && result.value === 1;
+      },
     };
+  }
+
+  /** Does some instance hold the lock of `key` now? False as well when Redis does not answer (fail open: the caller fetches). */
+  async isHeld(key: string): Promise<boolean> {
+    const result = await this.guard.run((c) => c.exists(this.lockKeyOf(key)));
+    return result.ok && result.value === 1;
   }
 }
 

@@ -790,8 +790,10 @@ export const redisSchema = z
       .describe('Largest entry written to Redis; larger ones stay in memory only.'),
     breakerFailures: z.number().int().min(1).default(3).describe('Errors in a row that make the gateway skip Redis.'),
     breakerOpenMs: positiveMs('How long Redis is skipped before one probe.').default(2_000),
-    lockTtlMs: positiveMs('Cross-instance fill lock lifetime; a dead holder blocks a key no longer.').default(5_000),
-    lockWaitMs: positiveMs('How long another instance waits for the holder before fetching alone.').default(3_000),
+    lockTtlMs: positiveMs('Cross-instance fill lock lifetime, renewed while the fill runs; a dead holder blocks a key no longer.').default(5_000),
+    lockWaitMs: positiveMs(
+      'How often another instance checks that the holder still holds its lock while it waits (up to cache.collapse.waitDeadlineMs in all); one that no longer does is not waited for.',
+    ).default(3_000),
   })
   .refine((r) => r.url || r.sentinels || r.cluster, 'needs url, sentinels or cluster')
   .refine((r) => !r.sentinels || r.sentinelName, 'sentinels need sentinelName')

@@ -561,7 +561,7 @@ async function fillAcrossInstances(
 ): Promise<FillResult> {
   const remote = ctx.deps.crossInstance;
   if (!remote) return runFill(ctx, lookup, kind, priority);
-  const claim = await remote.acquire(collapseKey);
+  const claim = await remote.acquire(collapseKey, ctx.rt.config.cache.collapse.waitDeadlineMs);
   if (claim.kind === 'filled') {
     const entry = selectVariant((await ctx.deps.store.get(lookup.key)) ?? [], lookup.variantHeaders);
     if (entry && entry !== lookup.entry) {

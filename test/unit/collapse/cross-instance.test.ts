@@ -16,6 +16,8 @@ interface Instance {
   cross: RedisCrossInstance;
   bus: RedisBus;
   outcomes: CrossInstanceOutcome[];
+  /** The instance dies: its connections drop, so it renews nothing and publishes nothing. */
+  die(): Promise<void>;
 }
 
 /** `count` simulated gateway instances on one key prefix, each with its own connections. */
@@ -47,7 +49,15 @@ async function makeInstances(
       onOutcome: (o) => outcomes.push(o),
       ...(opts.onFilled ? { onFilled: opts.onFilled } : {}),
     });
-    out.push({ cross, bus, outcomes });
+    out.push({
+      cross,
+      bus,
+      outcomes,
+      die: async () => {
+        await bus.close();
+        client.disconnect();
+      },
+    });
   }
   return out;
 }
@@ -111,12 +121,52 @@ describe('RedisCrossInstance', () => {
     const [dead, other] = await makeInstances(2, { lockWaitMs, lockTtlMs });
     const held = await dead!.cross.acquire(makeCollapseKey('k')); // never calls done(): a holder that died
     expect(held.kind).toBe('fetch');
+    await dead!.die();
     const waited = await timed(other!.cross.acquire(makeCollapseKey('k')));
     expect(waited.value.kind).toBe('timeout');
     expect(waited.ms).toBeGreaterThanOrEqual(lockWaitMs - 5);
     expect(waited.ms).toBeLessThan(lockWaitMs + SLACK_MS);
     await sleep(lockTtlMs - waited.ms + 20);
     expect((await other!.cross.acquire(makeCollapseKey('k'))).kind).toBe('fetch');
+  });
+
+  it('keeps the key and its waiters while the holder\'s fill outlasts lockTtlMs and lockWaitMs (its lock renewed), up to the waiter\'s maxWaitMs', async () => {
+    // Multi-instance trial: a 3 s page under the 3 s lockWaitMs and 5 s lockTtlMs was fetched by
+    // every instance, and the waiting instance's clients took lockWaitMs plus a fetch of their own.
+    const [a, b, c] = await makeInstances(3, { lockWaitMs: 150, lockTtlMs: 300 });
+    const claim = await a!.cross.acquire(makeCollapseKey('slow'));
+    expect(claim.kind).toBe('fetch');
+    const waiting = timed(b!.cross.acquire(makeCollapseKey('slow'), 5_000));
+    await sleep(700); // over twice lockTtlMs, over four lockWaitMs
+    // Still held: a third instance arriving now waits too, and does not fetch.
+    const late = c!.cross.acquire(makeCollapseKey('slow'), 5_000);
+    await sleep(100);
+    if (claim.kind === 'fetch') await claim.done();
+    const woken = await waiting;
+    expect(woken.value.kind).toBe('filled');
+    expect(woken.ms).toBeGreaterThanOrEqual(790);
+    expect((await late).kind).toBe('filled');
+    expect(b!.outcomes).toEqual(['filled']);
+    expect(c!.outcomes).toEqual(['filled']);
+    // maxWaitMs bounds the wait for a holder that is still at work.
+    const again = await a!.cross.acquire(makeCollapseKey('slow2'));
+    expect(again.kind).toBe('fetch');
+    const bounded = await timed(b!.cross.acquire(makeCollapseKey('slow2'), 400));
+    expect(bounded.value.kind).toBe('timeout');
+    expect(bounded.ms).toBeGreaterThanOrEqual(395);
+    expect(bounded.ms).toBeLessThan(400 + SLACK_MS);
+    if (again.kind === 'fetch') await again.done();
+  });
+
+  it('leaves a holder that died within lockTtlMs + lockWaitMs, however long its maxWaitMs', async () => {
+    const [dead, other] = await makeInstances(2, { lockWaitMs: 150, lockTtlMs: 300 });
+    expect((await dead!.cross.acquire(makeCollapseKey('k'))).kind).toBe('fetch');
+    const waiting = timed(other!.cross.acquire(makeCollapseKey('k'), 10_000));
+    await sleep(50);
+    await dead!.die();
+    const left = await waiting;
+    expect(left.value.kind).toBe('timeout');
+    expect(left.ms).toBeLessThan(300 + 2 * 150 + SLACK_MS);
   });
 
   it('wakes waiters on done() even when the holder did not store anything usable', async () => {
