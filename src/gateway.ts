@@ -32,6 +32,7 @@ import { WebSocketUpgrades } from './server/websocket.js';
 import { readinessOf, type Readiness } from './admin/readiness.js';
 import { HotKeys } from './admin/hot-keys.js';
 import { HitMemo } from './server/hit-memo.js';
+import { carryHeat } from './server/stale.js';
 import { StatusHistory } from './admin/status-history.js';
 import type { CacheState } from './outcome.js';
 import { createLogger } from './log.js';
@@ -99,7 +100,7 @@ export class Gateway implements RequestDeps {
     this.drainer = new Drain(this.logger);
     this.source = new ConfigSource(cfg);
     this.startedAt = this.clock.now();
-    this.cache = new GatewayStore({ config: cfg, clock: this.clock, logger: this.logger, metrics: this.metrics, override: opts.store });
+    this.cache = new GatewayStore({ config: cfg, clock: this.clock, logger: this.logger, metrics: this.metrics, override: opts.store, carryOver: carryHeat });
     this.purgeFence = this.cache.fence;
     this.store = this.cache.store;
     this.crossInstance = this.cache.redis?.crossInstance;

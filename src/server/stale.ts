@@ -28,8 +28,8 @@ const entryHits = new WeakMap<CacheEntry, number>();
  * short-lived page answers only a few requests. A property, not a WeakMap entry, because the
  * store keeps its own frozen copy of what it is given: an own enumerable property survives that
  * copy (object spread copies symbol keys), and the entry codec and JSON leave symbols out, so
- * the heat stays in this process (a copy filled by another instance, through Redis, starts cold
- * here).
+ * the heat stays in this process: a copy filled by another instance, through Redis, takes the
+ * reads of the copy it replaces here (carryHeat), never the other instance's.
  */
 const EARLIER_READS = Symbol('crowdgate.earlierReads');
 type Heated = { [EARLIER_READS]?: { reads: number; at: number } };
@@ -62,8 +62,24 @@ export const HEAT_DECAY_MS = 5_000;
  * the refresh.
  */
 export function inheritHeat(previous: CacheEntry, next: CacheEntry, now: number): void {
-  const reads = carriedReads(previous, now) + (entryHits.get(previous) ?? 0) + 1;
-  (next as Heated)[EARLIER_READS] = { reads: Math.min(reads, 2 * HOT_HITS), at: now };
+  carryReads(previous, next, now, 1);
+}
+
+/**
+ * `next`, another instance's copy of the page (through Redis) taking the place of `previous`
+ * in this process's memory, carries the reads `previous` had here (MemoryStore's carryOver):
+ * without it, every copy another instance refreshed started cold, and a page read a few times
+ * a second on each of two instances was no longer hot on either (a third of its requests
+ * waited on the origin instead of a tenth; multi-instance trial).
+ */
+export function carryHeat(previous: CacheEntry, next: CacheEntry, now: number): void {
+  if (previous === next) return;
+  carryReads(previous, next, now, 0);
+}
+
+function carryReads(previous: CacheEntry, next: CacheEntry, now: number, more: number): void {
+  const reads = carriedReads(previous, now) + (entryHits.get(previous) ?? 0) + more;
+  if (reads > 0) (next as Heated)[EARLIER_READS] = { reads: Math.min(reads, 2 * HOT_HITS), at: now };
 }
 
 function carriedReads(entry: CacheEntry, now: number): number {

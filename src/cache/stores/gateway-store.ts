@@ -14,7 +14,7 @@ import type { GatewayConfig } from '../../config/schema.js';
 import type { GatewayMetrics } from '../../metrics/gateway-metrics.js';
 import type { CacheStore, PurgeMode, PurgeSelector, StoreEventHook } from './cache-store.js';
 import { PurgeFence, type Fence } from '../purge-fence.js';
-import { MemoryStore } from './memory-store.js';
+import { MemoryStore, type MemoryStoreOptions } from './memory-store.js';
 import { RedisTier } from './redis-tier.js';
 
 /** At most this many purges wait for Redis; past it the oldest are given up (with a warning). */
@@ -27,6 +27,8 @@ export interface GatewayStoreOptions {
   metrics: GatewayMetrics;
   /** Use this store instead (tests): no memory store is made and the Redis tier stays off. */
   override?: CacheStore;
+  /** The memory store's carryOver (memory-store.ts): what a copy from Redis takes from the one it replaces. */
+  carryOver?: MemoryStoreOptions['carryOver'];
 }
 
 export class GatewayStore {
@@ -56,6 +58,7 @@ export class GatewayStore {
         maxVariants: cfg.cache.maxVariants,
         clock,
         onEvent: onStoreEvent,
+        carryOver: opts.carryOver,
       });
     if (opts.override) this.store = opts.override;
     else if (cfg.redis) {

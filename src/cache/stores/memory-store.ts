@@ -47,6 +47,12 @@ export interface MemoryStoreOptions {
   clock?: Clock;
   onEvent?: StoreEventHook;
   name?: string;
+  /**
+   * fill() (a record from elsewhere: another instance's, through Redis) replaces a variant this
+   * store holds: `next`, a fresh copy not yet frozen, may take over what the request path kept
+   * on `previous` (its read counts, server/stale.ts carryHeat).
+   */
+  carryOver?: (previous: CacheEntry, next: CacheEntry, now: number) => void;
 }
 
 type StoredRecord = CacheEntry[];
@@ -66,6 +72,7 @@ export class MemoryStore implements CacheStore {
   private readonly lru: LRUCache<string, StoredRecord>;
   private readonly clock: Clock;
   private readonly onEvent: StoreEventHook | undefined;
+  private readonly carryOver: MemoryStoreOptions['carryOver'];
   private readonly maxBytes: number;
   private readonly maxObjectBytes: number;
   private readonly maxVariants: number;
@@ -88,6 +95,7 @@ export class MemoryStore implements CacheStore {
     this.name = options.name ?? 'memory';
     this.clock = options.clock ?? systemClock;
     this.onEvent = options.onEvent;
+    this.carryOver = options.carryOver;
     this.maxBytes = options.maxBytes;
     this.maxObjectBytes = options.maxObjectBytes;
     this.maxVariants = options.maxVariants;
@@ -150,9 +158,15 @@ export class MemoryStore implements CacheStore {
    */
   fill(key: string, entries: readonly CacheEntry[]): void {
     const now = this.clock.now();
+    const previous = this.carryOver ? this.lru.peek(key, { allowStale: true }) : undefined;
     const usable = entries
       .filter((e) => e.key === key && isLiveAt(e, now) && identitySizeOf(e) <= this.maxObjectBytes)
-      .map((e) => Object.freeze({ ...e }));
+      .map((e) => {
+        const copy = { ...e };
+        const before = previous?.find((p) => p.variantKey === e.variantKey);
+        if (before !== undefined) this.carryOver!(before, copy, now);
+        return Object.freeze(copy);
+      });
     const record = usable.slice(Math.max(0, usable.length - this.maxVariants));
     if (record.length === 0) return;
     this.write(key, record, now);

@@ -12,7 +12,8 @@ import { systemClock } from '../../../../src/clock.js';
 import { staleAtOf } from '../../../../src/cache/entry.js';
 import { parseConfigText } from '../../../../src/config/load.js';
 import type { GatewayConfig } from '../../../../src/config/schema.js';
-import { GatewayStore } from '../../../../src/cache/stores/gateway-store.js';
+import { GatewayStore, type GatewayStoreOptions } from '../../../../src/cache/stores/gateway-store.js';
+import { carryHeat, countHit, HOT_HITS, isReadOften } from '../../../../src/server/stale.js';
 import { GatewayMetrics } from '../../../../src/metrics/gateway-metrics.js';
 import { makeEntry } from '../../../contract/cache-store.contract.js';
 import { useRedisServer } from '../../../helpers/redis-server.js';
@@ -32,10 +33,10 @@ function config(url: string, keyPrefix: string): GatewayConfig {
   return r.config;
 }
 
-async function twoInstances() {
+async function twoInstances(carryOver?: GatewayStoreOptions['carryOver']) {
   const prefix = `gsr${++n}:`;
   const make = async () => {
-    const g = new GatewayStore({ config: config(redis.url, prefix), clock: systemClock, logger: quiet, metrics: new GatewayMetrics({ defaultMetrics: false }) });
+    const g = new GatewayStore({ config: config(redis.url, prefix), clock: systemClock, logger: quiet, metrics: new GatewayMetrics({ defaultMetrics: false }), carryOver });
     redis.cleanup(() => g.close());
     await g.start();
     return g;
@@ -95,6 +96,36 @@ describe('GatewayStore purges when Redis refuses writes', () => {
     for (const record of [await b.store.get(key), await a.redis!.store.l2.get(key)]) {
       expect(record?.[0]?.body.toString()).toBe('NEW');
       expect(freshNow(record)).toBe(true);
+    }
+  }, 20_000);
+});
+
+describe('GatewayStore: a copy from Redis and the reads of the one it replaces', () => {
+  it('another instance\'s refresh, copied into this one\'s memory, stays hot here when the copy it replaces was read by a crowd here', async () => {
+    // Multi-instance trial: a page read a few times a second on each of two instances was hot
+    // on neither, since each copy the other instance refreshed started with no reads.
+    for (const [carryOver, hot] of [
+      [carryHeat, true],
+      [undefined, false],
+    ] as const) {
+      const { a, b } = await twoInstances(carryOver);
+      const key = 's\u0000/hot?';
+      const t0 = Date.now();
+      await a.store.put(makeEntry({ key, responseTime: t0 - 100, requestTime: t0 - 110, freshnessMs: 60_000, deleteAt: t0 + 600_000, body: Buffer.from('v1') }));
+      await b.store.get(key); // copied into b's memory; the crowd then reads that copy
+      const first = (await b.store.get(key))![0]!;
+      for (let i = 0; i < HOT_HITS; i++) countHit(first); // b's crowd
+      expect(isReadOften(first, Date.now())).toBe(true);
+      // a refreshes the page; b is told (the "filled" notice) and copies it from Redis.
+      await a.store.put(makeEntry({ key, responseTime: t0, requestTime: t0 - 5, freshnessMs: 60_000, deleteAt: t0 + 600_000, body: Buffer.from('v2') }));
+      b.redis!.store.fillFromL2(key, (await b.redis!.store.l2.get(key))!);
+      const second = (await b.store.get(key))![0]!;
+      expect(second).not.toBe(first);
+      expect(second.body.toString()).toBe('v2');
+      countHit(second); // the crowd's next read, here (the reads carried decay from now on)
+      expect(isReadOften(second, Date.now())).toBe(hot);
+      // The other instance's reads are never counted here: a's copy carries nothing to b.
+      expect(isReadOften((await a.store.get(key))![0]!, Date.now())).toBe(false);
     }
   }, 20_000);
 });
