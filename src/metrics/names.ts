@@ -199,6 +199,12 @@ export const METRICS = {
     '1 while the config file changes keys that only a restart applies (listen, tls.port, redis...), else 0.',
   ),
   redisUp: spec('crowdgate_redis_up', 'gauge', '1 when the Redis tier answers, 0 while it is skipped.'),
+  redisFills: spec(
+    'crowdgate_redis_fills_total',
+    'counter',
+    'Cache fills asked across instances, by outcome: locked (this instance fetched), filled (another instance\'s fill answered, or a copy it had just stored), timeout (waited for another instance, then fetched here), redis_down (fetched here, Redis unavailable).',
+    ['outcome'],
+  ),
   purgesPending: spec(
     'crowdgate_purges_pending',
     'gauge',

@@ -154,6 +154,15 @@ describe('three gateways sharing one Redis', () => {
     expect(failuresOf(answers)).toEqual([]);
     expect(new Set(answers.map((a) => a.body))).toEqual(new Set(['cold page']));
     expect(origin.count('/cold'), `Redis errors per gateway: ${await redisErrors()}`).toBe(1);
+    // Each instance asked the others once (its requests collapse inside it): one fetched, two were answered by its fill.
+    const outcomes = await Promise.all(
+      gateways.map(async (g) => {
+        const text = await metricsOf(g);
+        return ['locked', 'filled', 'timeout'].map((o) => sampleOf(text, `crowdgate_redis_fills_total{outcome="${o}"}`) ?? 0);
+      }),
+    );
+    const total = (i: number) => outcomes.reduce((sum, o) => sum + o[i]!, 0);
+    expect([total(0), total(1), total(2)]).toEqual([1, 2, 0]);
   });
 
   it('refreshes an expired page once for the three (background revalidations collapse across instances)', async () => {

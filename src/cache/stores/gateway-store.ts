@@ -76,6 +76,7 @@ export class GatewayStore {
         onPurgeReceived: (selector, mode, at) => {
           return fence.noteRemote(selector, mode, at).map((key) => ({ kind: 'key' as const, key }));
         },
+        onCrossInstance: (outcome) => metrics.get('redisFills').inc({ outcome }),
       });
       this.store = this.redis.store;
     } else this.store = memory();

@@ -17,7 +17,7 @@ import type { Logger } from 'pino';
 import type { Clock } from '../../clock.js';
 import type { CollapseKey } from '../cache-key.js';
 import type { RedisConfig } from '../../config/schema.js';
-import { RedisCrossInstance } from '../../collapse/cross-instance.js';
+import { RedisCrossInstance, type CrossInstanceOutcome } from '../../collapse/cross-instance.js';
 import { DistributedLock } from '../../collapse/distributed.js';
 import { staleAtOf } from '../entry.js';
 import type { PurgeMode, PurgeSelector, StoreEventHook } from './cache-store.js';
@@ -44,6 +44,8 @@ export interface RedisTierOptions {
    * and its notice). Not asked for an announcement that is itself such a repeat.
    */
   onPurgeReceived?: (selector: PurgeSelector, mode: PurgeMode, at: number) => PurgeSelector[];
+  /** How each fill asked across instances ended (crowdgate_redis_fills_total). */
+  onCrossInstance?: (outcome: CrossInstanceOutcome) => void;
 }
 
 export class RedisTier {
@@ -119,6 +121,7 @@ export class RedisTier {
       bus: this.bus,
       lockTtlMs: cfg.lockTtlMs,
       lockWaitMs: cfg.lockWaitMs,
+      onOutcome: opts.onCrossInstance,
       onFilled: (collapseKey) => this.refreshL1FromL2(collapseKey.primary),
       isFilled: (collapseKey) => this.isFreshInL2(collapseKey),
     });
