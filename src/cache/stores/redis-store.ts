@@ -135,6 +135,8 @@ export interface RedisGuardOptions {
   breakerFailures: number;
   breakerOpenMs: number;
   clock?: Clock;
+  /** A command Redis refused or did not answer in time (the owner logs it: an OOM under noeviction, a read-only replica, a hung server). */
+  onCommandError?: (error: unknown) => void;
 }
 
 export type GuardResult<T> =
@@ -153,6 +155,7 @@ export class RedisGuard {
   private readonly clock: Clock;
   private readonly breakerFailures: number;
   private readonly breakerOpenMs: number;
+  private readonly onCommandError: ((error: unknown) => void) | undefined;
 
   constructor(
     readonly client: RedisClient,
@@ -163,6 +166,7 @@ export class RedisGuard {
     this.breakerFailures = options.breakerFailures;
     this.breakerOpenMs = options.breakerOpenMs;
     this.clock = options.clock ?? systemClock;
+    this.onCommandError = options.onCommandError;
     // A fresh connection is the best probe there is.
     client.on('ready', () => this.close());
   }
@@ -193,6 +197,7 @@ export class RedisGuard {
       // A command timeout means Redis is hung or overloaded: open at once, so no request waits
       // more than one commandTimeout for Redis (other errors answer fast and are counted).
       this.recordFailure(isTimeout(error));
+      this.onCommandError?.(error);
       return { ok: false, reason: 'error', error };
     }
   }

@@ -48,6 +48,9 @@ export interface RedisTierOptions {
   onCrossInstance?: (outcome: CrossInstanceOutcome) => void;
 }
 
+/** At most one warning for failed Redis commands per this many ms. */
+export const COMMAND_ERROR_LOG_MS = 60_000;
+
 export class RedisTier {
   readonly config: RedisConfig;
   /** L1 (memory) in front of L2 (Redis). */
@@ -83,7 +86,22 @@ export class RedisTier {
       if (hasLoggedError) this.logger.info('redis reconnected: shared tier resumed');
       hasLoggedError = false;
     });
-    this.guard = new RedisGuard(this.client, { breakerFailures: cfg.breakerFailures, breakerOpenMs: cfg.breakerOpenMs, clock: this.clock });
+    // Commands Redis refuses while it stays connected (a full Redis under noeviction answers OOM
+    // to every write, a replica after a failover READONLY) or leaves unanswered: once per
+    // COMMAND_ERROR_LOG_MS, with how many since. Only counted before, so a Redis that had
+    // stopped taking writes (nothing shared, every instance fetching alone) logged nothing and
+    // crowdgate_redis_up stayed 1 (multi-instance trial).
+    let lastLoggedAt = -Infinity;
+    let unlogged = 0;
+    const onCommandError = (error: unknown) => {
+      unlogged++;
+      const now = this.clock.now();
+      if (now - lastLoggedAt < COMMAND_ERROR_LOG_MS) return;
+      lastLoggedAt = now;
+      this.logger.warn({ err: error instanceof Error ? error.message : String(error), errors: unlogged }, 'redis command failed: this page is not shared through Redis');
+      unlogged = 0;
+    };
+    this.guard = new RedisGuard(this.client, { breakerFailures: cfg.breakerFailures, breakerOpenMs: cfg.breakerOpenMs, clock: this.clock, onCommandError });
     const l2 = new RedisStore({
       guard: this.guard,
       keyPrefix: cfg.keyPrefix,

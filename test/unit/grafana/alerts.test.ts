@@ -214,6 +214,7 @@ describe('alert rules (promtool)', () => {
         'CrowdgateServerErrorsHigh',
         'CrowdgateOriginLimiterSaturated',
         'CrowdgateRedisDown',
+        'CrowdgateRedisErrors',
         'CrowdgateSheddingHigh',
       ].sort(),
     );

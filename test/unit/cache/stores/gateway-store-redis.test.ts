@@ -129,3 +129,29 @@ describe('GatewayStore: a copy from Redis and the reads of the one it replaces',
     }
   }, 20_000);
 });
+
+describe('GatewayStore: a Redis that refuses writes while it stays up', () => {
+  it('logs why (OOM under noeviction), once a minute, with the count since', async () => {
+    const lines: Array<{ level: number; msg: string; err?: string; errors?: number }> = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const prefix = `gsr${++n}:`;
+    const g = new GatewayStore({ config: config(redis.url, prefix), clock: systemClock, logger, metrics: new GatewayMetrics({ defaultMetrics: false }) });
+    const admin = new Redis(redis.url);
+    redis.cleanup(async () => {
+      await admin.config('SET', 'maxmemory', '0');
+      admin.disconnect();
+      await g.close();
+    });
+    await g.start();
+    await admin.config('SET', 'maxmemory', '1');
+    const t = Date.now();
+    for (let i = 0; i < 3; i++)
+      await g.store.put(makeEntry({ key: `s\u0000/full${i}?`, responseTime: t, requestTime: t - 5, freshnessMs: 60_000, deleteAt: t + 60_000 }));
+    const failed = lines.filter((l) => l.msg.startsWith('redis command failed'));
+    expect(failed).toHaveLength(1);
+    expect(failed[0]!.level).toBe(40);
+    expect(failed[0]!.err).toMatch(/OOM/);
+    expect(failed[0]!.errors).toBe(1);
+  }, 20_000);
+});
+
