@@ -100,6 +100,17 @@ export function unkeyedFillInputs(variantHeaders: IncomingHttpHeaders, policy: P
   return out;
 }
 
+/**
+ * The unkeyed inputs of unkeyedFillInputs beyond what every browser sends on every fill
+ * (Accept*, User-Agent): a header only some clients send (`X-User-Token`, `X-Tenant`, an app's
+ * own), whose value the answer may depend on without saying so.
+ */
+export function uncommonFillInputs(variantHeaders: IncomingHttpHeaders, policy: PolicyOptions, vary: readonly string[]): string[] {
+  return unkeyedFillInputs(variantHeaders, policy, vary)
+    .map(([name]) => name)
+    .filter((name) => !FILL_ALWAYS.has(name));
+}
+
 /** A header the fill always sends, the key template names, or a stored variant of the key varies on. */
 function isKeyedFillHeader(name: string, policy: PolicyOptions, variants: readonly CacheEntry[]): boolean {
   return FILL_ALWAYS.has(name) || isKeyTemplateHeader(name, policy) || variants.some((v) => v.vary.includes(name));

@@ -181,6 +181,46 @@ describe('the key covers what the origin sees', () => {
     expect(o.count('/account')).toBe(4);
   });
 
+  it('an answer without cache headers to a fill that carried a token header nothing keys is neither shared with the fill\'s waiters nor served stale to anyone', async () => {
+    // New-user trial: an API picks the user from X-User-Token (not in credentialHeaders) and
+    // sends no cache headers. Bob, arriving during Alice's fill, got her JSON; with the origin
+    // down, anyone did for a minute (grace).
+    const o = await origin();
+    let arrivals = 0;
+    let arrived!: () => void;
+    const first = new Promise<void>((r) => (arrived = r));
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    o.route('/v1/me', async (req, res) => {
+      if (++arrivals === 1) {
+        arrived();
+        await released;
+      }
+      const token = req.headers['x-user-token'];
+      if (token === undefined) {
+        res.writeHead(401, { 'content-type': 'application/json' });
+        res.end('{"error":"no token"}');
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(`{"user":"${String(token).slice(4)}","email":"${String(token).slice(4)}@example.com"}`);
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const alice = get(`${g.url}/v1/me`, { 'x-user-token': 'tok-alice' });
+    await first;
+    const bob = get(`${g.url}/v1/me`);
+    release();
+    expect((await alice).body).toContain('"user":"alice"');
+    const bobs = await bob;
+    expect(bobs.status).toBe(401);
+    expect(bobs.body).not.toContain('alice');
+    expect(o.count('/v1/me')).toBe(2);
+    o.kill();
+    const carol = await get(`${g.url}/v1/me`);
+    expect(carol.body).not.toContain('alice');
+    expect(carol.status).toBeGreaterThanOrEqual(500);
+  });
+
   it('a private page whose Cache-Control is malformed (private; max-age=0) is never stored for the next visitor (attacker trial)', async () => {
     const o = await origin();
     const lastModified = new Date(Date.now() - 10 * 86_400_000).toUTCString();
