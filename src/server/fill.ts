@@ -41,7 +41,12 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
       deps.logger.error({ err, requestId: ctx.requestId }, 'cache fill failed unexpectedly');
       result = { kind: 'failed', code: 'internal_error', staleReason: 'error' };
     }
-    if ((result.kind === 'uncacheable' && !result.once) || result.kind === 'too_large') {
+    // Not for an uncacheable answer to a page that has a stored copy: the URL was cacheable,
+    // and this answer may be about the request that drew it (a mobile User-Agent's redirect
+    // right after a POST invalidated the copy sent a hot page's crowd to the origin for 5 s,
+    // again at will; attacker trial). The next request fills again; once the copy has gone,
+    // an uncacheable answer marks the URL as before.
+    if ((result.kind === 'uncacheable' && !result.once && lookup.entry === undefined) || result.kind === 'too_large') {
       deps.inflight.markHitForPass(collapseKey.id, ctx.rt.config.cache.collapse.hitForPassSeconds * 1000);
       deps.metrics.get('hitForPass').inc({ site: ctx.site!.name });
     }

@@ -146,6 +146,42 @@ describe('cache: hit-for-pass is the URL\'s, never one request\'s', () => {
     expect(visitors[4]!.headers['cache-status']).toMatch(/; hit/);
     expect(o.count('/page')).toBe(2); // the 431 and one fill
   });
+
+  it('an uncacheable answer one client drew for a page that has a stored copy sends nobody else past the cache (attacker trial)', async () => {
+    // A POST invalidates the copy; the attacker's GET, with a User-Agent the origin redirects
+    // (a mobile redirect, no cache headers), leads the revalidation: its 302 used to mark the
+    // page hit-for-pass and send the whole crowd to the origin for 5 s, again and again.
+    const o = await origin();
+    o.route('/page', (req, res) => {
+      if (req.method === 'POST') {
+        res.writeHead(204);
+        res.end();
+        return;
+      }
+      if (String(req.headers['user-agent'] ?? '').includes('iPhone')) {
+        res.writeHead(302, { location: '/m/page', 'content-length': 0 });
+        res.end();
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'public, max-age=300' });
+      res.end('page');
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    expect((await get(`${g.url}/page`)).body).toBe('page');
+    expect((await request(`${g.url}/page`, { method: 'POST', body: 'x' })).statusCode).toBe(204);
+    const drawn = await get(`${g.url}/page`, { 'user-agent': 'Mozilla/5.0 (iPhone)' });
+    expect(drawn.status).toBe(302);
+    const visitors = [];
+    for (let i = 0; i < 4; i++) visitors.push(await get(`${g.url}/page`));
+    expect(visitors.map((v) => v.body)).toEqual(['page', 'page', 'page', 'page']);
+    expect(visitors.map((v) => /pass/.test(v.headers['cache-status'] ?? ''))).toEqual([false, false, false, false]);
+    expect(visitors[3]!.headers['cache-status']).toMatch(/; hit/);
+    expect(o.count((r) => r.method === 'GET')).toBe(3); // the first fill, the attacker's, one refill
+    // A URL with nothing stored that answers uncacheable is still hit-for-pass.
+    o.route('/private', { headers: { 'cache-control': 'private' } });
+    await get(`${g.url}/private`);
+    expect((await get(`${g.url}/private`)).headers['cache-status']).toMatch(/pass/);
+  });
 });
 
 describe('cache: stale serving', () => {
