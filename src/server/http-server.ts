@@ -66,9 +66,22 @@ export function createPublicServer(opts: PublicServerOptions): PublicServer {
   const apply = (next: Limits) => {
     limits = next;
     applyHttp1Limits(server, next);
+    server.setTimeout(next.sendTimeoutMs);
   };
   apply(limits);
   Object.defineProperty(server, 'applyLimits', { value: apply });
+  // A socket with no traffic either way for sendTimeoutMs: closed only when it has bytes
+  // waiting to be sent, a client that stopped reading (slow-read: 50 connections that each
+  // asked for a 4 MB cached file and read nothing held every connection slot for as long as
+  // they liked; attacker trial). One waiting on the origin, or on a quiet stream, stays: the
+  // origin's own timeouts bound those. (The HTTPS listener closes any socket idle for
+  // requestTimeoutMs.) A listener here keeps Node from closing idle sockets itself, so one
+  // with no response in hand (a keep-alive connection past keepAliveTimeoutMs, which Node
+  // times the same way) is closed here, as Node would.
+  server.on('timeout', (socket: Socket) => {
+    const inHand = (socket as Socket & { _httpMessage?: unknown })._httpMessage;
+    if (inHand === null || inHand === undefined || socket.writableLength > 0) socket.destroy();
+  });
   guardConnections(server, opts, () => limits);
   // Sockets 'upgrade' took from Node's connection list (WebSocket tunnels, requests served
   // after an ignored Upgrade): closeAllConnections() (the drain's cut, close) must cut them

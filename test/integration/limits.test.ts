@@ -254,6 +254,45 @@ describe('limits: connections', () => {
     expect(partial.received).toMatch(/^HTTP\/1\.1 408/);
   });
 
+  it('closes a connection whose client stops reading its answer after limits.sendTimeoutMs (slow read), and no other: a long wait for the origin and an idle keep-alive are timed as before (attacker trial)', async () => {
+    const o = await origin();
+    const big = Buffer.alloc(24 * 1024 * 1024, 'x');
+    o.route('/big', { headers: { 'cache-control': 'public, max-age=60' }, body: big });
+    o.route('/stream', { headers: { 'cache-control': 'no-store' }, body: big });
+    o.route('/poll', { delayMs: 1_200, headers: { 'cache-control': 'no-store' }, body: 'news' });
+    const g = await gateway({ limits: { sendTimeoutMs: 400, keepAliveTimeoutMs: 800 }, cache: { maxObjectBytes: 32 * 1024 * 1024 }, sites: [siteFor([o.url])] });
+    const warm = await request(`${g.url}/big`);
+    expect((await warm.body.arrayBuffer()).byteLength).toBe(big.length);
+    const port = portOf(g.url);
+    const connections = () => metric(g.adminUrl, /^crowdgate_client_connections (\d+)/m);
+    /** Asks for `path` and never reads (the gateway's FIN is never read either: its own count tells). */
+    const stalled = async (path: string) => {
+      const s = net.connect(port, '127.0.0.1');
+      await new Promise<void>((r) => s.once('connect', () => r()));
+      s.on('error', () => {});
+      s.write(`GET ${path} HTTP/1.1\r\nHost: shop.test\r\n\r\n`);
+      s.pause();
+      return s;
+    };
+    // A hit (answered from memory) and a pass-through stream alike.
+    const readers = [await stalled('/big'), await stalled('/stream')];
+    await expect.poll(connections, { timeout: 400 + 4_000, interval: 100 }).toBe(0);
+    for (const s of readers) s.destroy();
+    // A client waiting 1.2 s for the origin's answer is not one that stopped reading.
+    const polled = await request(`${g.url}/poll`);
+    expect(polled.statusCode).toBe(200);
+    expect(await polled.body.text()).toBe('news');
+    // An idle keep-alive connection is still closed after keepAliveTimeoutMs.
+    const s = await connect(port);
+    s.write('GET /poll HTTP/1.1\r\nHost: shop.test\r\n\r\n');
+    let received = '';
+    s.on('data', (d) => (received += d.toString()));
+    await expect.poll(() => received, { timeout: 5_000 }).toMatch(/news$/);
+    const idleSince = Date.now();
+    expect(await closedWithin(s, 800 + 3_000)).toBe(true);
+    expect(Date.now() - idleSince).toBeGreaterThanOrEqual(600);
+  });
+
   it('caps open connections per client address (maxConnectionsPerClient), and exempts trusted proxies', async () => {
     const o = await origin();
     o.route('/', { body: 'ok' });
