@@ -7,7 +7,8 @@
  * while `prometheus` (Debian package) scrapes the admin /metrics every second, with the alert
  * rules loaded and a second, dead target in the job (so `up == 0` has a series). Two more
  * gateways share a real `redis-server` (L2 misses, sets and hits), which is then killed (Redis
- * errors, crowdgate_redis_up 0: the Redis panels and CrowdgateRedisDown have data). Then every
+ * errors, crowdgate_redis_up 0: the Redis panels and CrowdgateRedisDown have data), after a spell
+ * of refusing writes while up (maxmemory under noeviction: CrowdgateRedisErrors). Then every
  * PromQL expression of every dashboard panel and every alert rule is evaluated through the HTTP API
  * as Grafana does (a range query over the scenario, variables substituted): each must parse and
  * return data. Also: a broken expression is reported, `promtool check metrics` passes on a scrape
@@ -17,6 +18,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import { request } from 'undici';
 import { parse } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -350,6 +352,16 @@ describe('dashboard and alerts against a real Prometheus', () => {
     expect((await g.gw.reload())?.ok).toBe(true);
     writeFileSync(g.configPath, 'sites: [ this is : not valid');
     expect((await g.gw.reload())?.ok).toBe(false);
+
+    // Redis full under noeviction: it stays up, and refuses every write (CrowdgateRedisErrors).
+    const admin = new Redis(redis.url);
+    await admin.config('SET', 'maxmemory', '1');
+    for (let i = 0; i < 3; i++) {
+      expect((await get(`${r1.url}/full-${i}`, { host: 'shop.test' })).status).toBe(200);
+      await sleep(1_200); // the errors grow across scrapes: a rate
+    }
+    await admin.config('SET', 'maxmemory', '0');
+    admin.disconnect();
 
     // Redis dies: lookups fail open (counted as Redis errors), the breaker opens, redis_up turns 0.
     await redis.kill();
