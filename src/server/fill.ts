@@ -53,9 +53,14 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     fillSettledAt.set(result, deps.clock.now());
     noteRefreshOutcome(ctx, collapseKey.id, result);
     joined.settle(result);
-    // The answer varies on Cookie and this request has cookies the fill did not send: it is
-    // stored for the others, and this request asks the origin as it came.
+    // The answer varies on Cookie (or came without cache headers) and this request has cookies
+    // the fill did not send: it is stored for the others, and this request asks the origin as
+    // it came. So does one whose answer cannot be shared at all (private, no-store, a
+    // Set-Cookie): it was made without this request's cookies, so it is not this request's
+    // either (the anonymous `/account` page, and its Set-Cookie, went to a user with a session
+    // cookie outside bypassCookies; new-user trial).
     if (result.kind === 'entry' && isOtherCookiesCopy(ctx, result.entry, lookup.policy)) return passWithoutCopy(ctx, lookup);
+    if (result.kind === 'uncacheable' && carriesOwnCookies(ctx.req.headers.cookie, lookup.policy)) return passWithoutCopy(ctx, lookup);
     return serveFillResult(ctx, lookup, result, false);
   }
 
@@ -119,11 +124,15 @@ export function passAlone(ctx: Ctx, lookup: Lookup): void | Promise<void> {
 }
 
 /**
- * A stored answer that varies on Cookie was made for the cookies its fill sent (none but the
- * key template's): not this request's when it carries others (RFC 9111 §4.1, carriesOwnCookies).
+ * A stored answer made for the cookies its fill sent (none but the key template's) that is not
+ * this request's when it carries others (carriesOwnCookies; analytics cookies do not count):
+ * one that varies on Cookie (RFC 9111 §4.1), or one without freshness or validator, whose
+ * origin sent no cache headers and so never said the page is the same without the cookies
+ * (new-user trial: `cart_id=alice` got "Cart none" on every request, `remember_token=alice`
+ * "you are guest").
  */
 export function isOtherCookiesCopy(ctx: Ctx, entry: CacheEntry, policy: PolicyOptions): boolean {
-  return entry.vary.includes('cookie') && carriesOwnCookies(ctx.req.headers.cookie, policy);
+  return (entry.vary.includes('cookie') || isNeverFresh(entry)) && carriesOwnCookies(ctx.req.headers.cookie, policy);
 }
 
 /** passAlone, never falling back to the copy that was not this request's if the origin fails. */

@@ -304,6 +304,30 @@ describe('the key covers what the origin sees', () => {
     expect(o.count('/me')).toBe(3);
   });
 
+  it('a request with a cookie outside bypassCookies gets its own answer when the page cannot be shared or came without cache headers (new-user trial)', async () => {
+    const o = await origin();
+    o.route('/cart', (req, res) => {
+      const cart = new RegExp('(?:^|;\\s*)cart_id=([^;]*)').exec(String(req.headers.cookie ?? ''))?.[1] ?? 'none';
+      res.writeHead(200, { 'content-type': 'text/plain' }); // no cache headers at all
+      res.end(`Cart ${cart}`);
+    });
+    o.route('/account', (req, res) => {
+      const who = new RegExp('(?:^|;\\s*)remember_token=([^;]*)').exec(String(req.headers.cookie ?? ''))?.[1];
+      res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'private', ...(who ? {} : { 'set-cookie': 'guest=1; Path=/' }) });
+      res.end(`Account of ${who ?? 'anonymous'}`);
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    expect((await get(`${g.url}/cart`, { cookie: 'cart_id=alice' })).body).toBe('Cart alice');
+    expect((await get(`${g.url}/cart`)).body).toBe('Cart none');
+    expect((await get(`${g.url}/cart`, { cookie: 'cart_id=bob; _ga=GA1.1' })).body).toBe('Cart bob');
+    expect((await get(`${g.url}/cart`, { cookie: '_ga=GA1.1' })).body).toBe('Cart none'); // analytics cookies do not count
+    const account = await get(`${g.url}/account`, { cookie: 'remember_token=alice' });
+    expect(account.body).toBe('Account of alice');
+    expect(account.headers['set-cookie']).toBeUndefined();
+    expect((await get(`${g.url}/account`)).body).toBe('Account of anonymous');
+    expect((await get(`${g.url}/account`, { cookie: 'remember_token=carol' })).body).toBe('Account of carol');
+  });
+
   it('WordPress password reset works: its wp-resetpass-* cookie bypasses the cache by default', async () => {
     const o = await origin();
     // wp-login.php?action=rp reads the key from the cookie step one set (path /wp-login.php).
