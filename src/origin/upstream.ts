@@ -27,7 +27,48 @@ export interface MemberControl {
   trialInFlight: boolean;
   /** The last failure that counted against the member (clock ms): trials wait an interval after it. */
   failedAt: number;
+  /** URL-level failures (see isUrlFailure): the order of outcomes, and each failing path's last failure in it. */
+  urlFailures: UrlFailures;
 }
+
+/** How many failing paths a member remembers (the oldest is forgotten first). */
+const URL_FAILURES_KEPT = 64;
+
+/**
+ * Tells a failure one URL keeps giving from a member that is sick. A 503 or a timeout that
+ * repeats on one path, while the member answers (a success within URL_SUCCESS_WINDOW_MS) and
+ * no other path fails, is that URL's (a search whose backend is down answering `503
+ * Retry-After: 30`, a long-poll that outlasts the response timeout): counted against the
+ * member, five searchers ejected a working member 36 times in 30 s and its breaker opened 87
+ * times (new-user trial). The first failure of a path always counts, failures across paths
+ * count, and so do a path's failures while nothing succeeds, so a member failing everything,
+ * or a crowd on one page of a member that answers nothing else, is ejected as before.
+ */
+export class UrlFailures {
+  private seq = 0;
+  private lastSuccessAt = -Infinity;
+  /** path -> the order number of its last failure. */
+  private readonly lastFailure = new Map<string, number>();
+
+  success(now: number): void {
+    this.lastSuccessAt = now;
+  }
+
+  /** Records a failure of `path` at `now`; true when it is the URL's alone (not the member's). */
+  isUrlFailure(path: string, now: number): boolean {
+    const seq = ++this.seq;
+    const previous = this.lastFailure.get(path);
+    this.lastFailure.delete(path);
+    this.lastFailure.set(path, seq);
+    if (this.lastFailure.size > URL_FAILURES_KEPT) this.lastFailure.delete(this.lastFailure.keys().next().value!);
+    if (previous === undefined || now - this.lastSuccessAt > URL_SUCCESS_WINDOW_MS) return false;
+    for (const [other, at] of this.lastFailure) if (other !== path && at > previous) return false;
+    return true;
+  }
+}
+
+/** A member that answered successfully this recently (ms) is answering: see UrlFailures. */
+const URL_SUCCESS_WINDOW_MS = 10_000;
 
 /**
  * One admitted origin request: the member, its permit, and the bookkeeping around it. Whoever
@@ -131,6 +172,8 @@ export interface AdmitOptions {
    * trip is read against its own class's (admission/limiter.ts, "Latency classes").
    */
   latencyClass?: string;
+  /** The request's path (no query): a failure only this path keeps giving is the URL's, not the member's (UrlFailures). */
+  path?: string;
   /**
    * The caller can answer without the origin (a usable stale copy). When no member is usable it
    * is then refused, except for one trial request per member at a time (TRIAL_INTERVAL_MS
@@ -207,6 +250,7 @@ export class Upstream {
         trialAt: -Infinity,
         trialInFlight: false,
         failedAt: -Infinity,
+        urlFailures: new UrlFailures(),
       };
       this.controls.set(member, c);
       // A member a reload removed, still reached by requests that began on the old config:
@@ -358,7 +402,7 @@ export class Upstream {
       return { ok: false, why: 'shed', reason, waitedMs: result.waitedMs };
     }
     pool.begin(member);
-    return { ok: true, lease: this.makeLease(pool, control, result.permit, result.waitedMs, opts.kind, trial, opts.latencyClass, chosenAt) };
+    return { ok: true, lease: this.makeLease(pool, control, result.permit, result.waitedMs, opts.kind, trial, opts.latencyClass, chosenAt, opts.path) };
   }
 
   /**
@@ -401,6 +445,7 @@ export class Upstream {
     trial: boolean,
     latencyClass: string | undefined,
     chosenAt: number,
+    path: string | undefined,
   ): OriginLease {
     const startedAt = this.clock.now();
     let finished = false;
@@ -414,7 +459,7 @@ export class Upstream {
         finished = true;
         pool.end(control.member);
         if (trial) control.trialInFlight = false;
-        this.report(pool, control, permit, outcome, kind, startedAt, latencyClass, chosenAt);
+        this.report(pool, control, permit, outcome, kind, startedAt, latencyClass, chosenAt, path);
       },
     };
   }
@@ -459,6 +504,7 @@ export class Upstream {
     startedAt: number,
     latencyClass: string | undefined,
     chosenAt: number,
+    path: string | undefined,
   ): void {
     const labels = { site: control.site, origin: control.member.name };
     const sampleValid = this.samplesValid();
@@ -486,6 +532,12 @@ export class Upstream {
         control.breaker.onCancel();
         return;
       }
+      if (failure === 'timeout' && path !== undefined && control.urlFailures.isUrlFailure(path, this.clock.now())) {
+        // This URL's own timeout (a long-poll, a report), while the member answers others.
+        permit.release('ignore');
+        control.breaker.onCancel();
+        return;
+      }
       // A refused connection says nothing about the origin's latency; a timeout or reset under load does.
       permit.release(failure === 'connect_error' || !sampleValid ? 'ignore' : 'dropped', latencyClass);
       control.failedAt = this.clock.now();
@@ -497,12 +549,16 @@ export class Upstream {
     permit.release(!sampleValid || outcome.clientHeld === true || AMBIGUOUS_STATUSES.has(status) ? 'ignore' : 'success', latencyClass);
     this.metrics.get('originDuration').observe(labels, Math.max(0, this.clock.now() - startedAt) / 1000);
     this.metrics.get('originRequests').inc({ ...labels, kind, outcome: status >= 500 ? 'status_5xx' : 'ok' });
-    if (SICK_STATUSES.has(status)) {
+    if (SICK_STATUSES.has(status) && path !== undefined && control.urlFailures.isUrlFailure(path, this.clock.now())) {
+      // This URL's own 502/503/504, while the member answers others: nothing for or against it.
+      control.breaker.onCancel();
+    } else if (SICK_STATUSES.has(status)) {
       control.failedAt = this.clock.now();
       control.breaker.onFailure();
       pool.reportFailure(control.member, 'status5xx', chosenAt);
     } else {
       // Any other answer, a 500 or a 404 included, is the member working: nothing against it.
+      control.urlFailures.success(this.clock.now());
       control.breaker.onSuccess();
       // It ends the failure streak; but only an answer below 500 ends a 'down' the probes found (the
       // probe's own rule): WordPress without its database answers every page 500, and each

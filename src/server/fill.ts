@@ -239,6 +239,7 @@ async function fetchForCache(
       kind,
       // A background refresh is a fill like any: one class per route (a 304's round trip too).
       latencyClass: `fill:${ctx.route?.name ?? '-'}`,
+      path: ctx.path,
       exclude: excluded,
       servesCrowd: true,
       // Nobody waits on a background refresh, and a usable stale copy answers a failed fill.

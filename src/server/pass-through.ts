@@ -60,6 +60,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
         deadlineAt,
         kind: 'forward',
         latencyClass: `forward:${ctx.route?.name ?? '-'}`,
+        path: ctx.path,
         exclude: excluded,
         signal: abort.signal,
         hasFallback: lookup !== undefined && hasStaleOnFailure(ctx, lookup),

@@ -254,6 +254,39 @@ describe('failure amplification: passive ejection and the breaker', () => {
     await expectNothingTripped(g, 1);
   });
 
+  it('does not eject or trip on one URL that keeps answering 503 or timing out while the members answer other pages (new-user trial)', async () => {
+    const [a, b] = [await origin(), await origin()];
+    for (const o of [a, b]) {
+      // A search whose backend is down, on both members; an export that never answers in time.
+      o.route('/search', { status: 503, headers: { 'retry-after': '30', 'cache-control': 'no-store' }, body: 'search is down' });
+      o.route('/export', (_req, res) => {
+        const t = setTimeout(() => res.end('late'), 3_000); // no head within the response timeout
+        res.on('close', () => clearTimeout(t));
+      });
+    }
+    // (undici times response heads on a timer wheel of about a second: 1 s is the shortest that holds.)
+    const g = await gateway({ sites: [siteFor([a.url, b.url], { timeouts: { responseHeadersMs: 1_000 } })] });
+    expectFromOrigin(await call(`${g.url}/page/0`), 200, '/page/0');
+    // Bursts of one URL's failures with nothing else in between (five searchers at once), then a page.
+    for (let round = 1; round <= 6; round++) {
+      for (let i = 0; i < 8; i++) expect((await call(`${g.url}/search?q=${round}-${i}`)).status).toBe(503);
+      expectFromOrigin(await call(`${g.url}/page/${round}`), 200, `/page/${round}`);
+    }
+    expect(a.count('/search') + b.count('/search')).toBe(48);
+    await expectNothingTripped(g, 2);
+    const exports = await Promise.all(Array.from({ length: 6 }, (_, i) => call(`${g.url}/export?n=${i}`)));
+    expect(exports.map((e) => e.status)).toEqual(Array(6).fill(504));
+    expectFromOrigin(await call(`${g.url}/page/7`), 200, '/page/7');
+    expect(a.count(/^\/page\//)).toBeGreaterThan(0);
+    expect(b.count(/^\/page\//)).toBeGreaterThan(0);
+    await expectNothingTripped(g, 2);
+    // A member that fails every page is still ejected (failures across paths count as before).
+    for (let i = 0; i < 16; i++) a.route(`/sick/${i}`, { status: 503 });
+    for (let i = 0; i < 16; i++) await call(`${g.url}/sick/${i}`);
+    const healthy = gauge(await metricsOf(g), 'crowdgate_origin_healthy');
+    expect(Object.values(healthy).sort()).toEqual([0, 1]);
+  });
+
   it('never ejects or trips on a storm of 4xx answers, even with hair-trigger thresholds', async () => {
     const clock = manualClock();
     const o = await origin();
