@@ -258,11 +258,13 @@ describe('admission: rate limits and the circuit breaker', () => {
     // A 500 is the application answering: it never opens the breaker.
     o.route('/api', { status: 500, body: 'app error' });
     for (let i = 0; i < 3; i++) expect((await call(`${g.url}/api`, { method: 'POST', body: 'x' })).status).toBe(500);
-    // 503s say the member is in trouble: the second opens the breaker.
+    // 503s from the member (on two paths: one path's alone are that URL's) say it is in
+    // trouble: the second opens the breaker.
     o.route('/page', { status: 503, body: 'down' });
     o.route('/api', { status: 503, body: 'down' });
+    o.route('/api/other', { status: 503, body: 'down' });
     await call(`${g.url}/api`, { method: 'POST', body: 'x' });
-    await call(`${g.url}/api`, { method: 'POST', body: 'x' });
+    await call(`${g.url}/api/other`, { method: 'POST', body: 'x' });
     const pageFetches = o.count('/page');
     const stale = await Promise.all([call(`${g.url}/page`), call(`${g.url}/page`), call(`${g.url}/page`)]);
     for (const r of stale) {
