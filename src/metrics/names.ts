@@ -104,7 +104,7 @@ export const METRICS = {
   originRequests: spec(
     'crowdgate_origin_requests_total',
     'counter',
-    'Requests sent to origin members, by outcome (ok, status_5xx, timeout, connect_error, reset, reset_reused, bad_response, error, client_gone; reset_reused: a reused keep-alive connection closed before any byte of the answer; not counted against the member, and an idempotent request without a body is sent once more on a new connection).',
+    'Requests sent to origin members, by outcome (ok, status_5xx, timeout, connect_error, reset, reset_reused, bad_response, error, client_gone, client_stalled; client_stalled: the client sent no byte of its body for 1 s, and the permit was given back; reset_reused: a reused keep-alive connection closed before any byte of the answer; not counted against the member, and an idempotent request without a body is sent once more on a new connection).',
     ['site', 'origin', 'kind', 'outcome'],
   ),
   originDuration: spec(

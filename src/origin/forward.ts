@@ -89,6 +89,13 @@ export interface ForwardCall {
    * Varnish free the origin connection by buffering instead).
    */
   onPermitFree?(status: number): void;
+  /**
+   * Called once when the client has sent no byte of its request body for CLIENT_STALL_MS (a
+   * slow or stalled upload): the request goes on at the client's pace, and the caller gives the
+   * origin permit back. 300 uploads dribbling a byte a second held every permit (and the slow
+   * lane), and every other visitor's miss got 503 (attacker trial).
+   */
+  onBodyStall?(): void;
 }
 
 interface CallState {
@@ -146,6 +153,31 @@ export class Forwarder {
       };
       res.on('close', onClientClose);
       this.states.set(req, state);
+      if (call.onBodyStall !== undefined && hasBody(req) && !req.complete) {
+        const onBodyStall = call.onBodyStall;
+        let stall: NodeJS.Timeout | undefined;
+        const arm = () => {
+          if (stall !== undefined) clearTimeout(stall);
+          stall = setTimeout(() => {
+            stop();
+            if (!done) onBodyStall();
+          }, CLIENT_STALL_MS);
+        };
+        const stop = () => {
+          if (stall !== undefined) clearTimeout(stall);
+          stall = undefined;
+          req.off('data', arm);
+          req.off('end', stop);
+        };
+        req.on('data', arm);
+        req.once('end', stop);
+        arm();
+        const settle = state.settle;
+        state.settle = (outcome) => {
+          stop();
+          settle(outcome);
+        };
+      }
       const max = call.maxBodyBytes;
       if (max !== undefined && req.headers['content-length'] === undefined && req.headers['transfer-encoding'] !== undefined) {
         let seen = 0;

@@ -116,7 +116,13 @@ export type OriginOutcome =
   | { kind: 'response'; status: number; clientHeld?: boolean }
   | { kind: 'failure'; failure: FetchFailure; reusedConnection?: boolean }
   | { kind: 'client_gone' }
-  | { kind: 'abandoned' };
+  | { kind: 'abandoned' }
+  /**
+   * The client stopped sending its request body: the request goes on at the client's pace,
+   * which is not the origin's work, so the permit is given back (nothing for or against the
+   * member, no sample).
+   */
+  | { kind: 'body_stalled' };
 
 /** Statuses from a member that say the member itself is in trouble (RFC 9110 §15.6.3-5). */
 const SICK_STATUSES: ReadonlySet<number> = new Set([502, 503, 504]);
@@ -508,10 +514,10 @@ export class Upstream {
   ): void {
     const labels = { site: control.site, origin: control.member.name };
     const sampleValid = this.samplesValid();
-    if (outcome.kind === 'client_gone' || outcome.kind === 'abandoned') {
+    if (outcome.kind === 'client_gone' || outcome.kind === 'abandoned' || outcome.kind === 'body_stalled') {
       permit.release('ignore');
       control.breaker.onCancel(); // a half-open probe that never finished gives its slot back
-      this.metrics.get('originRequests').inc({ ...labels, kind, outcome: 'client_gone' });
+      this.metrics.get('originRequests').inc({ ...labels, kind, outcome: outcome.kind === 'body_stalled' ? 'client_stalled' : 'client_gone' });
       return;
     }
     if (outcome.kind === 'failure' && outcome.failure === 'reset' && outcome.reusedConnection) {

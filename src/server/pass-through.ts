@@ -110,6 +110,8 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
             // every other miss got 503 (attacker trial); so did 25 open event streams
             // (failure-day trial). The lease ends here; the finish below is then ignored.
             onPermitFree: (status) => lease.finish({ kind: 'response', status, clientHeld: true }),
+            // A client that stops sending its body gives the permit back too (attacker trial).
+            onBodyStall: () => lease.finish({ kind: 'body_stalled' }),
           });
       } finally {
         // An attempt that got no head: its time until it failed or timed out.

@@ -556,6 +556,45 @@ describe('failure amplification: clients that stop reading', () => {
   }, 15_000);
 });
 
+describe('failure amplification: uploads that stop coming', () => {
+  it('gives the origin permit back when a client stops sending its body: others keep reaching the origin, and the upload still arrives whole (attacker trial)', async () => {
+    const o = await origin();
+    // (The test origin reads the whole body before the handler runs: bodyLength is all of it.)
+    o.route('/upload', (_req, res, recorded) => {
+      res.writeHead(201, { 'content-type': 'text/plain', 'cache-control': 'no-store' });
+      res.end(`got ${recorded.bodyLength}`);
+    });
+    o.route('/api/ping', { headers: { 'cache-control': 'no-store' }, body: 'pong' });
+    const g = await gateway({
+      admission: { limit: { algorithm: 'fixed', initial: 2, ceiling: 2 }, queue: { deadlineMs: 300 } },
+      sites: [siteFor([o.url])],
+    });
+    const { port } = new URL(g.url);
+    // Two uploads declare 1 000 bytes, send one, and stop: without more, they hold both permits.
+    let received = ['', ''];
+    const uploads = [0, 1].map((i) => {
+      const s = net.connect(Number(port), '127.0.0.1', () => s.write('POST /upload HTTP/1.1\r\nHost: blog.example.com\r\nContent-Length: 1000\r\n\r\nx'));
+      s.on('data', (d) => (received[i] += d.toString()));
+      s.on('error', () => undefined);
+      return s;
+    });
+    try {
+      expect(await eventually(() => o.count('/upload') === 2, 100, 10)).toBe(true);
+      await sleep(1_500); // past the stall
+      const answers = await Promise.all(Array.from({ length: 4 }, () => call(`${g.url}/api/ping`)));
+      expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 200]);
+      expect(o.count('/api/ping')).toBe(4);
+      expect(await metricsOf(g)).toMatch(/crowdgate_origin_requests_total\{[^}]*outcome="client_stalled"\} 2/);
+      // The uploads resume: each arrives whole and is answered.
+      for (const s of uploads) s.write('y'.repeat(999));
+      expect(await eventually(() => received.every((r) => /got 1000/.test(r)), 100, 30)).toBe(true);
+    } finally {
+      for (const s of uploads) s.destroy();
+      received = [];
+    }
+  }, 15_000);
+});
+
 describe('failure amplification: an origin that rate-limits the gateway (429)', () => {
   it('answers from the stored copies while the origin says 429, and asks it again only once a second per page', async () => {
     const clock = manualClock();
