@@ -159,6 +159,8 @@ export class Forwarder {
         const arm = () => {
           if (stall !== undefined) clearTimeout(stall);
           stall = setTimeout(() => {
+            // The origin not reading what was sent (backpressure) is the origin's pace: wait on.
+            if (state.proxyReq?.writableNeedDrain === true) return arm();
             stop();
             if (!done) onBodyStall();
           }, CLIENT_STALL_MS);

@@ -595,6 +595,31 @@ describe('failure amplification: uploads that stop coming', () => {
   }, 15_000);
 });
 
+describe('failure amplification: an origin that reads an upload slowly', () => {
+  it('keeps the permit while the origin, not the client, holds the body back', async () => {
+    // An origin busy for 2 s before it reads an 8 MiB upload: the client's bytes wait on it.
+    const slow = http.createServer((req, res) => {
+      req.pause();
+      setTimeout(() => {
+        let n = 0;
+        req.on('data', (c: Buffer) => (n += c.length));
+        req.on('end', () => res.end(`read ${n}`));
+        req.resume();
+      }, 2_000);
+    });
+    await new Promise<void>((r) => slow.listen(0, '127.0.0.1', r));
+    try {
+      const g = await gateway({ sites: [siteFor([`http://127.0.0.1:${(slow.address() as net.AddressInfo).port}`])] });
+      const body = Buffer.alloc(8 * 1024 * 1024, 1);
+      const res = await request(`${g.url}/import`, { method: 'POST', body });
+      expect(await res.body.text()).toBe(`read ${body.length}`);
+      expect(await metricsOf(g)).not.toMatch(/outcome="client_stalled"/);
+    } finally {
+      await new Promise<void>((r) => slow.close(() => r()));
+    }
+  }, 15_000);
+});
+
 describe('failure amplification: an origin that rate-limits the gateway (429)', () => {
   it('answers from the stored copies while the origin says 429, and asks it again only once a second per page', async () => {
     const clock = manualClock();
