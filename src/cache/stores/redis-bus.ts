@@ -43,6 +43,13 @@ export interface PurgeNotice {
 
 export type FillOutcome = 'filled' | 'timeout';
 
+/** Purges kept in the log for instances that were away (redis-bus.ts publishPurge). */
+export const PURGE_LOG_KEPT = 1_000;
+/** How long the log outlives its last purge, ms. */
+const PURGE_LOG_TTL_MS = 600_000;
+/** How far before the drop a replay starts, ms (clock skew between instances). */
+const REPLAY_SLACK_MS = 5_000;
+
 export interface RedisBusOptions {
   /** Publisher side: the guard of the shared command connection. */
   guard: RedisGuard;
@@ -72,6 +79,9 @@ export class RedisBus {
   private readonly purgeListeners = new Set<(notice: PurgeNotice) => void>();
   private readonly waiters = new Map<string, Set<Waiter>>();
   private listening = false;
+  /** When the subscription last dropped (clock ms), until it is back and the purge log was read. */
+  private lostAt: number | undefined;
+  private readonly purgeLog: string;
   private readonly listeningResolvers = new Set<(ok: boolean) => void>();
   private isClosed = false;
 
@@ -83,6 +93,7 @@ export class RedisBus {
     this.ownsSubscriber = options.ownsSubscriber ?? false;
     this.purgeChannel = `${options.keyPrefix}bus:purge`;
     this.filledChannel = `${options.keyPrefix}bus:filled`;
+    this.purgeLog = `${options.keyPrefix}bus:purgelog`;
     this.subscriber.on('message', (channel: string, message: string) => this.onMessage(channel, message));
     this.subscriber.on('ready', () => void this.subscribe());
     this.subscriber.on('close', () => this.stopListening());
@@ -109,10 +120,20 @@ export class RedisBus {
     });
   }
 
-  /** Tell the other instances to apply a purge to their L1. True when Redis took the message. */
+  /**
+   * Tell the other instances to apply a purge to their L1. True when Redis took the message.
+   * It is also kept in a short log (the last PURGE_LOG_KEPT, for PURGE_LOG_TTL_MS), which an
+   * instance whose subscription dropped reads when it is back: pub/sub keeps nothing for a
+   * subscriber that is away, and a purge made while one instance reconnected was never applied
+   * there (its old copy served on; multi-instance trial).
+   */
   async publishPurge(selector: PurgeSelector, mode: PurgeMode, at: number = this.clock.now(), again = false, late = false): Promise<boolean> {
     const message = JSON.stringify({ v: 1, from: this.instanceId, selector, mode, at, ...(again ? { again: true } : {}), ...(late ? { late: true } : {}) });
     const result = await this.guard.run((c) => c.publish(this.purgeChannel, message));
+    // The log is best effort: a full Redis (noeviction) refuses the append but still publishes,
+    // and the notice must not wait for memory.
+    if (result.ok)
+      await this.guard.run((c) => c.multi().rpush(this.purgeLog, message).ltrim(this.purgeLog, -PURGE_LOG_KEPT, -1).pexpire(this.purgeLog, PURGE_LOG_TTL_MS).exec());
     return result.ok;
   }
 
@@ -169,12 +190,16 @@ export class RedisBus {
       if (this.isClosed) return;
       this.listening = true;
       for (const done of [...this.listeningResolvers]) done(true);
+      const lostAt = this.lostAt;
+      this.lostAt = undefined;
+      if (lostAt !== undefined) await this.replayPurges(lostAt);
     } catch {
       // Not connected or timed out: the next 'ready' tries again.
     }
   }
 
   private stopListening(): void {
+    if (this.listening) this.lostAt ??= this.clock.now();
     this.listening = false;
     // Nobody can notify these any more: let them go now rather than at their deadline.
     for (const key of [...this.waiters.keys()]) this.settle(key, 'timeout');
@@ -186,6 +211,25 @@ export class RedisBus {
       return;
     }
     if (channel !== this.purgeChannel) return;
+    this.deliverPurge(message);
+  }
+
+  /**
+   * The purges the log holds from REPLAY_SLACK_MS before the subscription dropped on (the
+   * senders' clocks may be a little off ours), delivered as if they had just arrived: one
+   * delivered twice is applied twice, as of its own moment, which changes nothing more. A log
+   * Redis cannot read leaves them as they were (nothing to do but wait for the next drop).
+   */
+  private async replayPurges(lostAt: number): Promise<void> {
+    const result = await this.guard.run((c) => c.lrange(this.purgeLog, 0, -1));
+    if (!result.ok) return;
+    for (const message of result.value) {
+      const notice = parsePurgeNotice(message);
+      if (notice && notice.at >= lostAt - REPLAY_SLACK_MS) this.deliverPurge(message);
+    }
+  }
+
+  private deliverPurge(message: string): void {
     const notice = parsePurgeNotice(message);
     if (!notice || notice.from === this.instanceId) return;
     for (const listener of this.purgeListeners) {

@@ -23,7 +23,7 @@ async function makeBus(options: { id: string; keyPrefix: string; url?: string })
     await waitUntilReady(client);
     expect(await bus.whenListening(5_000)).toBe(true);
   }
-  return { bus, client };
+  return { bus, client, subscriber };
 }
 
 async function pair() {
@@ -58,6 +58,30 @@ describe('RedisBus purge broadcast', () => {
     const again = nextNotice(b.bus);
     await a.bus.publishPurge({ kind: 'key', key: 'k' }, 'hard', T0 + 7, true);
     expect(await again).toEqual({ selector: { kind: 'key', key: 'k' }, mode: 'hard', at: T0 + 7, from: 'a', again: true });
+  });
+
+  it('an instance whose subscription dropped applies the purges made meanwhile once it is back, from the purge log', async () => {
+    // Multi-instance trial: a purge made while one instance's pub/sub connection reconnected
+    // never reached it, and its old copy was served on.
+    const { a, b } = await pair();
+    const seen: PurgeNotice[] = [];
+    b.bus.onPurge((notice) => seen.push(notice));
+    const before = Date.now() - 60_000;
+    expect(await a.bus.publishPurge({ kind: 'key', key: 'old' }, 'hard', before)).toBe(true);
+    await expect.poll(() => seen.length).toBe(1);
+    const closed = new Promise((r) => b.subscriber.once('end', r));
+    b.subscriber.disconnect(false);
+    await closed;
+    expect(b.bus.isListening()).toBe(false);
+    const at = Date.now();
+    expect(await a.bus.publishPurge({ kind: 'prefix', prefix: 's\u0000/news/' }, 'soft', at)).toBe(true);
+    await b.subscriber.connect();
+    expect(await b.bus.whenListening(5_000)).toBe(true);
+    await expect.poll(() => seen.map((x) => x.selector)).toEqual([
+      { kind: 'key', key: 'old' },
+      { kind: 'prefix', prefix: 's\u0000/news/' },
+    ]);
+    expect(seen[1]).toEqual({ selector: { kind: 'prefix', prefix: 's\u0000/news/' }, mode: 'soft', at, from: 'a' });
   });
 
   it('ignores malformed messages and survives a throwing listener', async () => {
