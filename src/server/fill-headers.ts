@@ -101,15 +101,17 @@ export function unkeyedFillInputs(variantHeaders: IncomingHttpHeaders, policy: P
 }
 
 /**
- * The unkeyed inputs of unkeyedFillInputs beyond what every browser sends on every fill
- * (Accept*, User-Agent): a header only some clients send (`X-User-Token`, `X-Tenant`, an app's
- * own), whose value the answer may depend on without saying so.
+ * The unkeyed inputs of unkeyedFillInputs whose names say who is asking (`X-User-Token`,
+ * `X-Tenant`, `X-Customer-Id`, `X-Session-Key`...; not what every browser sends, nor a CDN's
+ * or tracer's per-request id such as `CF-Ray` or `traceparent`): an answer without cache
+ * headers may depend on them without saying so.
  */
-export function uncommonFillInputs(variantHeaders: IncomingHttpHeaders, policy: PolicyOptions, vary: readonly string[]): string[] {
+export function identityFillInputs(variantHeaders: IncomingHttpHeaders, policy: PolicyOptions, vary: readonly string[]): string[] {
   return unkeyedFillInputs(variantHeaders, policy, vary)
     .map(([name]) => name)
-    .filter((name) => !FILL_ALWAYS.has(name));
+    .filter((name) => !FILL_ALWAYS.has(name) && IDENTITY_NAME.test(name));
 }
+const IDENTITY_NAME = /auth|token|key|session|user|account|tenant|customer|member|login|jwt|secret|sig|credential|identity|principal/i;
 
 /** A header the fill always sends, the key template names, or a stored variant of the key varies on. */
 function isKeyedFillHeader(name: string, policy: PolicyOptions, variants: readonly CacheEntry[]): boolean {

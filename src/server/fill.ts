@@ -13,7 +13,7 @@ import type { FetchResult } from '../origin/fetch.js';
 import type { OriginMember } from '../origin/pool.js';
 import { fail, recordAnswer, serveEntry, writeBuffered } from './answer.js';
 import { selectVariant, collapseKeyOf, type FillResult, type Ctx, type Lookup } from './context.js';
-import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkeyedFillInputs, uncommonFillInputs, carriesOwnCookies } from './fill-headers.js';
+import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkeyedFillInputs, identityFillInputs, carriesOwnCookies } from './fill-headers.js';
 import { reflectedInputs, repeatsAddress, varyingAlsoOn } from '../cache/reflection.js';
 import type { CollapseKey } from '../cache/cache-key.js';
 import { forward, forwardUnlessShed } from './pass-through.js';
@@ -362,18 +362,6 @@ async function fetchForCache(
       };
     }
     if (decision.store) {
-      // An answer with no freshness and no validator (no cache headers at all) is kept only
-      // for the crowd: shared with the requests that joined its fill, and served while the
-      // origin fails. Made by a fill that carried a header the key does not hold and not every
-      // browser sends (`X-User-Token`, an app's own), it may be that client's own answer, and
-      // nothing in it says otherwise: not stored, not shared (its waiters ask the origin
-      // themselves), no hit-for-pass (new-user trial: one user's JSON, chosen by a token
-      // header, went to the requests that arrived during its fill and, with the origin down,
-      // to anyone for a minute).
-      if (isNeverFresh(decision.entry)) {
-        const uncommon = uncommonFillInputs(lookup.variantHeaders, lookup.policy, decision.entry.vary);
-        if (uncommon.length > 0) return { ...notStored(fetched, lookup, `no freshness, and the fill carried ${uncommon.join(', ')}`), once: true };
-      }
       // The leader's address (in the X-Forwarded-For the gateway writes) is an input no key or
       // Vary can hold: an answer that repeats it ("your IP is ...") is that client's own, and
       // stored it would show everyone who filled the page. Not stored, and nothing more: no
@@ -413,6 +401,14 @@ async function fetchForCache(
         ...(isCoded(decision.entry.headers) ? ['accept-encoding'] : []),
         ...(asksForOtherThanAPage(lookup.variantHeaders['accept']) ? ['accept'] : []),
         ...(isNarrowError(fetched.status, decision.configured, lookup.entry) ? narrowVariantNames(lookup) : []),
+        // An answer with no freshness and no validator is kept only for the crowd (shared with
+        // the requests that joined its fill, served while the origin fails). Made by a fill that
+        // carried a header naming who asks (`X-User-Token`), it may be that client's own: it is
+        // that header value's variant, so the fill's waiters without it make one fill of their
+        // own, and nobody else gets it stale (new-user trial: one user's JSON, chosen by a token
+        // header, went to the requests that arrived during its fill and, with the origin down,
+        // to anyone for a minute).
+        ...(isNeverFresh(decision.entry) ? identityFillInputs(lookup.variantHeaders, lookup.policy, decision.entry.vary) : []),
       ];
       // A 404 or 410 takes the stored copy of another status with it (below, for one not stored).
       if (isGone(fetched.status) && lookup.entry !== undefined && lookup.entry.status !== fetched.status && !originInTrouble(ctx, lookup))

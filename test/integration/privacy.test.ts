@@ -221,6 +221,19 @@ describe('the key covers what the origin sees', () => {
     expect(carol.status).toBeGreaterThanOrEqual(500);
   });
 
+  it('a page without cache headers still collapses a crowd whose requests differ only in per-request ids (CF-Ray, traceparent) or a header naming nobody (review)', async () => {
+    const o = await origin();
+    o.route('/post', { delayMs: 150, body: 'the post' }); // no cache headers
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const answers = await Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        get(`${g.url}/post`, { 'cf-ray': `8f${i}a-AMS`, traceparent: `00-${String(i).padStart(32, '0')}-00f067aa0ba902b7-01`, 'x-junk': `j${i}` }),
+      ),
+    );
+    expect(answers.map((a) => a.body)).toEqual(Array(6).fill('the post'));
+    expect(o.count('/post')).toBe(1);
+  });
+
   it('a private page whose Cache-Control is malformed (private; max-age=0) is never stored for the next visitor (attacker trial)', async () => {
     const o = await origin();
     const lastModified = new Date(Date.now() - 10 * 86_400_000).toUTCString();
