@@ -22,14 +22,24 @@ import { originFailure, hasStaleOnFailure, hasOtherMember, refusedFill, serveFai
 /**
  * forward, unless the pressure gate sheds and its allowance of forwards while shedding is in
  * use (admission.admitForward): then 503 shed-pressure. The allowance is held until the answer
- * is done or cut.
+ * is done or cut, or ALLOWANCE_HOLD_MS at most: an event stream or a long-poll must not keep
+ * it for hours (eight live-blog readers' EventSources would have refused every editor's
+ * publish in each later shedding spell; review).
  */
 export function forwardUnlessShed(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Lookup): void | Promise<void> {
   const release = ctx.deps.admission.admitForward();
   if (release === undefined) return shed(ctx, 'pressure');
-  ctx.res.once('close', release);
+  const held = setTimeout(release, ALLOWANCE_HOLD_MS);
+  held.unref();
+  ctx.res.once('close', () => {
+    clearTimeout(held);
+    release();
+  });
   return forward(ctx, state, lookup);
 }
+
+/** The longest one forward holds the pressure gate's allowance, ms. */
+export const ALLOWANCE_HOLD_MS = 5_000;
 
 /**
  * Streaming pass-through for requests the cache does not answer: through the limiter, to a

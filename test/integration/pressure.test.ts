@@ -7,6 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { ManualClock } from '../../src/clock.js';
+import { ALLOWANCE_HOLD_MS } from '../../src/server/pass-through.js';
 import { siteFor, type StartedGateway } from '../helpers/gateway.js';
 import { useFixtures } from '../helpers/fixtures.js';
 import type { TestOrigin } from '../helpers/test-origin.js';
@@ -168,6 +169,31 @@ describe('under pressure', () => {
     expect(o.count('/page')).toBe(1);
     expect(await metric(g, SHED_PRESSURE)).toBe(2);
   });
+
+  it('a stream that stays open frees its share of the allowance after ALLOWANCE_HOLD_MS (review: EventSource readers held it for hours)', async () => {
+    const o = await origin();
+    const open: import('node:http').ServerResponse[] = [];
+    o.route('/live', (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store' });
+      res.write('data: hello\n\n');
+      open.push(res);
+    });
+    o.route('/publish', { headers: { 'cache-control': 'no-store' }, body: 'published' });
+    const g = await gateway({ admission: { pressure: { forwardWhileShedding: 1 } }, sites: [siteFor([o.url])] }, { isOverloaded: () => true });
+    const reader = await request(`${g.url}/live`, { headers: { accept: 'text/event-stream' } });
+    expect(reader.statusCode).toBe(200);
+    expect((await call(`${g.url}/publish`, { method: 'POST', body: 'x' })).status).toBe(503); // the stream holds it
+    const started = Date.now();
+    let published = await call(`${g.url}/publish`, { method: 'POST', body: 'x' });
+    while (published.status === 503 && Date.now() - started < ALLOWANCE_HOLD_MS + 2_000) {
+      await new Promise((r) => setTimeout(r, 250));
+      published = await call(`${g.url}/publish`, { method: 'POST', body: 'x' });
+    }
+    expect(published.status).toBe(200);
+    expect(published.body).toBe('published');
+    for (const res of open) res.end();
+    reader.body.destroy();
+  }, 15_000);
 
   it('by default a logged-in user\'s publish is forwarded while the gate sheds', async () => {
     const o = await origin();
