@@ -159,8 +159,10 @@ export class Forwarder {
         const arm = () => {
           if (stall !== undefined) clearTimeout(stall);
           stall = setTimeout(() => {
-            // The origin not reading what was sent (backpressure) is the origin's pace: wait on.
-            if (state.proxyReq?.writableNeedDrain === true) return arm();
+            // Not the client's doing, so wait on: the request still queued for a connection to
+            // the member, the origin not reading what was sent (backpressure), or bytes the
+            // client sent still waiting in the pipe (review).
+            if (state.proxyReq === undefined || state.proxyReq.writableNeedDrain || req.readableLength > 0) return arm();
             stop();
             if (!done) onBodyStall();
           }, CLIENT_STALL_MS);
