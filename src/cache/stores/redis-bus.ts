@@ -49,6 +49,8 @@ export const PURGE_LOG_KEPT = 1_000;
 const PURGE_LOG_TTL_MS = 600_000;
 /** How far before the drop a replay starts, ms (clock skew between instances). */
 const REPLAY_SLACK_MS = 5_000;
+/** How soon a replay Redis did not answer is tried again, ms. */
+const REPLAY_RETRY_MS = 1_000;
 
 export interface RedisBusOptions {
   /** Publisher side: the guard of the shared command connection. */
@@ -190,9 +192,7 @@ export class RedisBus {
       if (this.isClosed) return;
       this.listening = true;
       for (const done of [...this.listeningResolvers]) done(true);
-      const lostAt = this.lostAt;
-      this.lostAt = undefined;
-      if (lostAt !== undefined) await this.replayPurges(lostAt);
+      await this.replayIfLost();
     } catch {
       // Not connected or timed out: the next 'ready' tries again.
     }
@@ -220,17 +220,27 @@ export class RedisBus {
    * delivered twice is applied twice, as of its own moment, which changes nothing more. A log
    * Redis cannot read leaves them as they were (nothing to do but wait for the next drop).
    */
-  private async replayPurges(lostAt: number): Promise<void> {
+  private async replayIfLost(): Promise<void> {
+    const lostAt = this.lostAt;
+    if (lostAt === undefined || this.isClosed || !this.listening) return;
     const result = await this.guard.run((c) => c.lrange(this.purgeLog, 0, -1));
-    if (!result.ok) return;
+    if (!result.ok) {
+      // The command connection is not back yet (Redis restarted: the subscriber often
+      // reconnects first): try again shortly, until it answers or the subscription drops.
+      setTimeout(() => void this.replayIfLost(), REPLAY_RETRY_MS).unref();
+      return;
+    }
+    if (this.lostAt === lostAt) this.lostAt = undefined;
     for (const message of result.value) {
       const notice = parsePurgeNotice(message);
-      if (notice && notice.at >= lostAt - REPLAY_SLACK_MS) this.deliverPurge(message);
+      // Late: for what was stored before the purge only (copies refilled since are the new
+      // page), and not announced again.
+      if (notice && notice.at >= lostAt - REPLAY_SLACK_MS) this.deliverPurge({ ...notice, late: true });
     }
   }
 
-  private deliverPurge(message: string): void {
-    const notice = parsePurgeNotice(message);
+  private deliverPurge(message: string | PurgeNotice): void {
+    const notice = typeof message === 'string' ? parsePurgeNotice(message) : message;
     if (!notice || notice.from === this.instanceId) return;
     for (const listener of this.purgeListeners) {
       try {

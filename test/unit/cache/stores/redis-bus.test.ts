@@ -81,7 +81,24 @@ describe('RedisBus purge broadcast', () => {
       { kind: 'key', key: 'old' },
       { kind: 'prefix', prefix: 's\u0000/news/' },
     ]);
-    expect(seen[1]).toEqual({ selector: { kind: 'prefix', prefix: 's\u0000/news/' }, mode: 'soft', at, from: 'a' });
+    expect(seen[1]).toEqual({ selector: { kind: 'prefix', prefix: 's\u0000/news/' }, mode: 'soft', at, from: 'a', late: true });
+  });
+
+  it('reads the purge log once its command connection is back, when the subscription came back first (review)', async () => {
+    const { a, b } = await pair();
+    const seen: PurgeNotice[] = [];
+    b.bus.onPurge((notice) => seen.push(notice));
+    const ended = Promise.all([new Promise((r) => b.subscriber.once('end', r)), new Promise((r) => b.client.once('end', r))]);
+    b.subscriber.disconnect(false);
+    b.client.disconnect(false);
+    await ended;
+    expect(await a.bus.publishPurge({ kind: 'tag', tag: 'missed' }, 'hard', Date.now())).toBe(true);
+    await b.subscriber.connect(); // listening again, but the log cannot be read yet
+    expect(await b.bus.whenListening(5_000)).toBe(true);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(seen).toEqual([]);
+    await b.client.connect();
+    await expect.poll(() => seen.map((x) => x.selector), { timeout: 5_000 }).toEqual([{ kind: 'tag', tag: 'missed' }]);
   });
 
   it('ignores malformed messages and survives a throwing listener', async () => {
