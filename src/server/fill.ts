@@ -59,7 +59,7 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     // Set-Cookie): it was made without this request's cookies, so it is not this request's
     // either (the anonymous `/account` page, and its Set-Cookie, went to a user with a session
     // cookie outside bypassCookies; new-user trial).
-    if (result.kind === 'entry' && isOtherCookiesCopy(ctx, result.entry, lookup.policy)) return passWithoutCopy(ctx, lookup);
+    if (result.kind === 'entry' && isOtherCookiesCopy(ctx, result.entry, lookup.policy)) return passForOwnCookies(ctx, lookup, result.entry);
     if (result.kind === 'uncacheable' && carriesOwnCookies(ctx.req.headers.cookie, lookup.policy)) return passWithoutCopy(ctx, lookup);
     return serveFillResult(ctx, lookup, result, false);
   }
@@ -78,7 +78,7 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     // on the origin's own Vary, not on the names the leader's answer echoed: a leader whose
     // echo was a false match (`User-Agent: html` on any HTML page) would otherwise send every
     // waiter with another value to the origin on its own.
-    if (isOtherCookiesCopy(ctx, outcome.entry, lookup.policy)) return passWithoutCopy(ctx, lookup);
+    if (isOtherCookiesCopy(ctx, outcome.entry, lookup.policy)) return passForOwnCookies(ctx, lookup, outcome.entry);
     if (makeVariantKey(outcome.entry.vary, lookup.variantHeaders) !== outcome.entry.variantKey) {
       if (attempt >= 1) return passAlone(ctx, lookup);
       const echoed = outcome.echoed;
@@ -133,6 +133,18 @@ export function passAlone(ctx: Ctx, lookup: Lookup): void | Promise<void> {
  */
 export function isOtherCookiesCopy(ctx: Ctx, entry: CacheEntry, policy: PolicyOptions): boolean {
   return (entry.vary.includes('cookie') || isNeverFresh(entry)) && carriesOwnCookies(ctx.req.headers.cookie, policy);
+}
+
+/**
+ * A request with cookies of its own whose stored copy was made without them
+ * (isOtherCookiesCopy) asks the origin as it came. A copy that varies on Cookie is never its
+ * answer. A copy without cache headers is the page without the cookies, maybe the same: it
+ * answers when the origin fails or the gateway sheds, as it would for anyone (review: visitors
+ * with a language or currency cookie got 503s and errors where the copy used to answer).
+ */
+export function passForOwnCookies(ctx: Ctx, lookup: Lookup, copy: CacheEntry): void | Promise<void> {
+  if (copy.vary.includes('cookie')) return passWithoutCopy(ctx, lookup);
+  return passAlone(ctx, { ...lookup, entry: copy, evaluation: evaluateEntry(copy, lookup.facts, ctx.deps.clock.now(), lookup.policy) });
 }
 
 /** passAlone, never falling back to the copy that was not this request's if the origin fails. */

@@ -31,7 +31,7 @@ import { HOLD_MS, isEventStreamRequest, isPlainRequest, newHold, plainBypassOf, 
 import { ttlSecondsOf, codingFor, failUnexpected, serveEntry, fail, countRequest, finish } from './answer.js';
 import { isOnlyIfCached, isSecure, selectVariant, collapseKeyOf, authorityOf, type RequestDeps, type Ctx, type Lookup } from './context.js';
 import { hstsValue, redirectToHttps } from './https-edge.js';
-import { fillAndServe, isOtherCookiesCopy, passAlone, passWithoutCopy, refreshFailedMomentAgo, startBackgroundRefresh } from './fill.js';
+import { fillAndServe, isOtherCookiesCopy, passAlone, passForOwnCookies, refreshFailedMomentAgo, startBackgroundRefresh } from './fill.js';
 import { makeFillVisibleHeaders } from './fill-headers.js';
 import { forward, forwardUnlessShed } from './pass-through.js';
 import { nextRequestId, requestIdOf } from './request-id.js';
@@ -390,7 +390,10 @@ export function decide(
   const lookup: Lookup = { key, variants, entry, evaluation, policy, facts, variantHeaders, canStore };
   // A copy that varies on Cookie is for requests with the cookies its fill sent (RFC 9111 §4.1).
   // Through the shed gate like any pass, and never answered from that copy if the origin fails.
-  if (entry && isOtherCookiesCopy(ctx, entry, policy)) return passWithoutCopy(ctx, lookup);
+  // A copy without cache headers is the page without them: while the gateway is overloaded it
+  // answers (step 6), as it does for everyone.
+  if (entry && isOtherCookiesCopy(ctx, entry, policy) && (entry.vary.includes('cookie') || !deps.admission.isOverloaded()))
+    return passForOwnCookies(ctx, lookup, entry);
 
   if (entry && evaluation && !evaluation.needsRevalidation) {
     countHit(entry);

@@ -28,7 +28,9 @@ import { originFailure, hasStaleOnFailure, hasOtherMember, refusedFill, serveFai
  */
 export function forwardUnlessShed(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Lookup): void | Promise<void> {
   const release = ctx.deps.admission.admitForward();
-  if (release === undefined) return shed(ctx, 'pressure');
+  // Shed: a stored copy the request may fall back on (a pass's, see passForOwnCookies) answers
+  // rather than a 503, as any stored page does while the gate is over.
+  if (release === undefined) return lookup?.entry ? serveStaleOr(ctx, lookup, 'pressure', () => shed(ctx, 'pressure')) : shed(ctx, 'pressure');
   const held = setTimeout(release, ALLOWANCE_HOLD_MS);
   held.unref();
   ctx.res.once('close', () => {

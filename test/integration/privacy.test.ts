@@ -339,6 +339,12 @@ describe('the key covers what the origin sees', () => {
     expect(account.headers['set-cookie']).toBeUndefined();
     expect((await get(`${g.url}/account`)).body).toBe('Account of anonymous');
     expect((await get(`${g.url}/account`, { cookie: 'remember_token=carol' })).body).toBe('Account of carol');
+    // With the origin down, the page without the cookies answers, as it does for everyone (review).
+    o.kill();
+    const down = await get(`${g.url}/cart`, { cookie: 'cart_id=dave' });
+    expect(down.status).toBe(200);
+    expect(down.body).toBe('Cart none');
+    expect(down.headers['cache-status']).toMatch(/detail="stale-/);
   });
 
   it('WordPress password reset works: its wp-resetpass-* cookie bypasses the cache by default', async () => {
