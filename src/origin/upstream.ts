@@ -54,14 +54,17 @@ export class UrlFailures {
     this.lastSuccessAt = now;
   }
 
-  /** Records a failure of `path` at `now`; true when it is the URL's alone (not the member's). */
-  isUrlFailure(path: string, now: number): boolean {
+  /**
+   * Records a failure of `path` at `now`; true when it is the URL's alone (not the member's).
+   * `answeredElsewhere`: another member answered this path lately, so it is this member's.
+   */
+  isUrlFailure(path: string, now: number, answeredElsewhere = false): boolean {
     const seq = ++this.seq;
     const previous = this.lastFailure.get(path);
     this.lastFailure.delete(path);
     this.lastFailure.set(path, seq);
     if (this.lastFailure.size > URL_FAILURES_KEPT) this.lastFailure.delete(this.lastFailure.keys().next().value!);
-    if (previous === undefined || now - this.lastSuccessAt > URL_SUCCESS_WINDOW_MS) return false;
+    if (answeredElsewhere || previous === undefined || now - this.lastSuccessAt > URL_SUCCESS_WINDOW_MS) return false;
     for (const [other, at] of this.lastFailure) if (other !== path && at > previous) return false;
     return true;
   }
@@ -69,6 +72,30 @@ export class UrlFailures {
 
 /** A member that answered successfully this recently (ms) is answering: see UrlFailures. */
 const URL_SUCCESS_WINDOW_MS = 10_000;
+
+/**
+ * Which member last answered each path, and when (per pool, the last URL_FAILURES_KEPT x 4
+ * paths): a path one member fails while another answers it is the failing member's (a bad
+ * deploy on one of two), never the URL's (review).
+ */
+class PathAnswers {
+  private readonly last = new Map<string, { member: OriginMember; at: number }>();
+  note(path: string, member: OriginMember, at: number): void {
+    this.last.delete(path);
+    this.last.set(path, { member, at });
+    if (this.last.size > URL_FAILURES_KEPT * 4) this.last.delete(this.last.keys().next().value!);
+  }
+  answeredElsewhere(path: string, member: OriginMember, now: number): boolean {
+    const last = this.last.get(path);
+    return last !== undefined && last.member !== member && now - last.at <= URL_SUCCESS_WINDOW_MS;
+  }
+}
+const pathAnswers = new WeakMap<OriginPool, PathAnswers>();
+function answersOf(pool: OriginPool): PathAnswers {
+  let a = pathAnswers.get(pool);
+  if (a === undefined) pathAnswers.set(pool, (a = new PathAnswers()));
+  return a;
+}
 
 /**
  * One admitted origin request: the member, its permit, and the bookkeeping around it. Whoever
@@ -538,7 +565,7 @@ export class Upstream {
         control.breaker.onCancel();
         return;
       }
-      if (failure === 'timeout' && path !== undefined && control.urlFailures.isUrlFailure(path, this.clock.now())) {
+      if (failure === 'timeout' && path !== undefined && control.urlFailures.isUrlFailure(path, this.clock.now(), answersOf(pool).answeredElsewhere(path, control.member, this.clock.now()))) {
         // This URL's own timeout (a long-poll, a report), while the member answers others.
         permit.release('ignore');
         control.breaker.onCancel();
@@ -555,7 +582,7 @@ export class Upstream {
     permit.release(!sampleValid || outcome.clientHeld === true || AMBIGUOUS_STATUSES.has(status) ? 'ignore' : 'success', latencyClass);
     this.metrics.get('originDuration').observe(labels, Math.max(0, this.clock.now() - startedAt) / 1000);
     this.metrics.get('originRequests').inc({ ...labels, kind, outcome: status >= 500 ? 'status_5xx' : 'ok' });
-    if (SICK_STATUSES.has(status) && path !== undefined && control.urlFailures.isUrlFailure(path, this.clock.now())) {
+    if (SICK_STATUSES.has(status) && path !== undefined && control.urlFailures.isUrlFailure(path, this.clock.now(), answersOf(pool).answeredElsewhere(path, control.member, this.clock.now()))) {
       // This URL's own 502/503/504, while the member answers others: nothing for or against it.
       control.breaker.onCancel();
     } else if (SICK_STATUSES.has(status)) {
@@ -565,6 +592,7 @@ export class Upstream {
     } else {
       // Any other answer, a 500 or a 404 included, is the member working: nothing against it.
       control.urlFailures.success(this.clock.now());
+      if (path !== undefined) answersOf(pool).note(path, control.member, this.clock.now());
       control.breaker.onSuccess();
       // It ends the failure streak; but only an answer below 500 ends a 'down' the probes found (the
       // probe's own rule): WordPress without its database answers every page 500, and each

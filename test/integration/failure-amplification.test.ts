@@ -287,6 +287,20 @@ describe('failure amplification: passive ejection and the breaker', () => {
     expect(Object.values(healthy).sort()).toEqual([0, 1]);
   });
 
+  it('ejects the member that fails a path the other member answers (a bad deploy on one of two), however well it answers the rest (review)', async () => {
+    const [a, b] = [await origin(), await origin()];
+    b.route('/article', { status: 502, headers: { 'cache-control': 'no-store' }, body: 'bad gateway' });
+    a.route('/article', { headers: { 'cache-control': 'no-store' }, body: 'the article' });
+    const g = await gateway({ sites: [siteFor([a.url, b.url])] });
+    for (let round = 0; round < 4; round++) {
+      for (let i = 0; i < 6; i++) await call(`${g.url}/article`);
+      await call(`${g.url}/other/${round}`);
+    }
+    const healthy = gauge(await metricsOf(g), 'crowdgate_origin_healthy');
+    expect(Object.values(healthy).sort()).toEqual([0, 1]);
+    expect(healthy[Object.keys(healthy).find((k) => k.includes(String(new URL(b.url).port)))!]).toBe(0);
+  });
+
   it('never ejects or trips on a storm of 4xx answers, even with hair-trigger thresholds', async () => {
     const clock = manualClock();
     const o = await origin();
