@@ -23,8 +23,9 @@
  * the holder publishes between our failed SET NX and our subscription to its notice. A holder
  * that dies never publishes and stops renewing: its lock lapses within lockTtlMs and its waiters
  * leave at their next check, so the key is never blocked longer than lockTtlMs + lockWaitMs.
- * Waiting costs no Redis command (one shared subscription, no polling); when the subscriber is
- * down the wait ends at once ('timeout'), since no notice could arrive.
+ * Waiting costs one EXISTS per lockWaitMs past the first (the wake-up itself is the shared
+ * subscription's notice); when the subscriber is down the wait ends at once ('timeout'),
+ * since no notice could arrive.
  *
  * Release before publish: a waiter woken by the notice may take the lock itself (to refetch an
  * entry that arrived unusable) without finding the old holder's lock still there.

@@ -95,7 +95,7 @@ export const serverLimitsSchema = z
     requestTimeoutMs: positiveMs('Time a client has to send the whole request, body included.').default(60_000),
     keepAliveTimeoutMs: positiveMs('Idle time before a client keep-alive connection is closed.').default(5_000),
     sendTimeoutMs: positiveMs(
-      'A response its client stops reading (bytes waiting to be sent, nothing taken) for this long closes the connection (nginx send_timeout). A connection waiting on the origin, or a quiet stream, is not affected.',
+      'A response its client stops reading (bytes waiting to be sent, nothing taken) for this long closes the connection (nginx send_timeout). A connection waiting on the origin, or a quiet stream, is not affected. Plain listener; the HTTPS listener closes any connection idle for requestTimeoutMs.',
     ).default(60_000),
     maxBodyBytes: z
       .number()
