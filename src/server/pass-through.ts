@@ -8,7 +8,7 @@ import { CACHED_METHODS, RETRYABLE_METHODS } from '../http/facts.js';
 import { makeAuthority, makeCacheKey, normaliseHost } from '../cache/cache-key.js';
 import { invalidationTargets } from '../cache/revalidation.js';
 import type { PurgeSelector } from '../cache/stores/cache-store.js';
-import { hasBody, type ForwardOutcome } from '../origin/forward.js';
+import { hasBody, readSmallBody, type ForwardOutcome } from '../origin/forward.js';
 import type { OriginMember } from '../origin/pool.js';
 import { appendVia, dropClientAddressClaims, dropOddFieldNames, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { chainCacheStatus, formatCacheStatus } from './respond.js';
@@ -64,6 +64,12 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
   res.once('close', onClose);
   let reusedRetried = false;
   let freshNext = false;
+  // A small body is read whole first (BUFFERED_BODY_MAX_BYTES): its client's pace holds no permit.
+  const body = await readSmallBody(req);
+  if (body === null) {
+    res.off('close', onClose);
+    return; // the client left mid-body: nothing to send, nobody to answer
+  }
   try {
     for (let attempt = 0; ; attempt++) {
       const deadlineAt = deps.clock.now() + rt.config.admission.queue.deadlineMs;
@@ -98,6 +104,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
             timeouts: timeoutsFor(site.config, ctx.route),
             changeOrigin: !site.config.preserveHost,
             maxBodyBytes: rt.config.limits.maxBodyBytes,
+            ...(body !== undefined ? { body } : {}),
             onHead: (status, headers) => {
               // The origin's time to its head (a streamed body's own time is the client's
               // too; a request body's upload is inside it).

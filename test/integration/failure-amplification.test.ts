@@ -591,10 +591,16 @@ describe('failure amplification: uploads that stop coming', () => {
       sites: [siteFor([o.url])],
     });
     const { port } = new URL(g.url);
-    // Two uploads declare 1 000 bytes, send one, and stop: without more, they hold both permits.
+    // A small form body sent slowly is read whole before the origin is asked: it reaches the
+    // origin only once it is complete, holding nothing meanwhile.
+    let smallAnswer = '';
+    const small = net.connect(Number(port), '127.0.0.1', () => small.write('POST /upload HTTP/1.1\r\nHost: blog.example.com\r\nContent-Length: 1000\r\n\r\nx'));
+    small.on('data', (d) => (smallAnswer += d.toString()));
+    small.on('error', () => undefined);
+    // Two large uploads declare 1 MB, send one byte, and stop: without more, they hold both permits.
     let received = ['', ''];
     const uploads = [0, 1].map((i) => {
-      const s = net.connect(Number(port), '127.0.0.1', () => s.write('POST /upload HTTP/1.1\r\nHost: blog.example.com\r\nContent-Length: 1000\r\n\r\nx'));
+      const s = net.connect(Number(port), '127.0.0.1', () => s.write('POST /upload HTTP/1.1\r\nHost: blog.example.com\r\nContent-Length: 1000000\r\n\r\nx'));
       s.on('data', (d) => (received[i] += d.toString()));
       s.on('error', () => undefined);
       return s;
@@ -606,10 +612,15 @@ describe('failure amplification: uploads that stop coming', () => {
       expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 200]);
       expect(o.count('/api/ping')).toBe(4);
       expect(await metricsOf(g)).toMatch(/crowdgate_origin_requests_total\{[^}]*outcome="client_stalled"\} 2/);
+      expect(o.count('/upload')).toBe(2); // the small one has not reached the origin
       // The uploads resume: each arrives whole and is answered.
-      for (const s of uploads) s.write('y'.repeat(999));
-      expect(await eventually(() => received.every((r) => /got 1000/.test(r)), 100, 30)).toBe(true);
+      for (const s of uploads) s.write('y'.repeat(999_999));
+      small.write('y'.repeat(999));
+      expect(await eventually(() => received.every((r) => /got 1000000/.test(r)), 100, 30)).toBe(true);
+      expect(await eventually(() => /got 1000\b/.test(smallAnswer), 100, 30)).toBe(true);
+      expect(o.count('/upload')).toBe(3);
     } finally {
+      small.destroy();
       for (const s of uploads) s.destroy();
       received = [];
     }
