@@ -26,7 +26,9 @@ export interface AdmissionOptions {
   sampler?: PressureSampler;
 }
 
-const noRelease = (): void => {};
+/** admitForward's answer while the gate does not shed: nothing is counted, nothing to release. */
+export const NOT_COUNTED = (): void => {};
+const noRelease = NOT_COUNTED;
 
 export class Admission {
   /** Samples the process; started by start() when enabled, and by configure() as each generation says. */

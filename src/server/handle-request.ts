@@ -388,10 +388,11 @@ export function decide(
   const now = deps.clock.now();
   const evaluation = entry ? evaluateEntry(entry, facts, now, policy) : undefined;
   const lookup: Lookup = { key, variants, entry, evaluation, policy, facts, variantHeaders, canStore };
-  // A copy that varies on Cookie is for requests with the cookies its fill sent (RFC 9111 §4.1).
-  // Through the shed gate like any pass, and never answered from that copy if the origin fails.
-  // A copy without cache headers is the page without them: while the gateway is overloaded it
-  // answers (step 6), as it does for everyone.
+  // A copy made without this request's own cookies (isOtherCookiesCopy) is not its answer: it
+  // asks the origin as it came, through the shed gate like any pass (passForOwnCookies). A copy
+  // that varies on Cookie never answers it, even if the origin fails; one without cache headers
+  // is the page without the cookies, and answers when the origin fails or sheds, and while the
+  // gateway is overloaded (step 6), as it does for everyone.
   if (entry && isOtherCookiesCopy(ctx, entry, policy) && (entry.vary.includes('cookie') || !deps.admission.isOverloaded()))
     return passForOwnCookies(ctx, lookup, entry);
 

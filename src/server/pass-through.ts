@@ -9,6 +9,7 @@ import { makeAuthority, makeCacheKey, normaliseHost } from '../cache/cache-key.j
 import { invalidationTargets } from '../cache/revalidation.js';
 import type { PurgeSelector } from '../cache/stores/cache-store.js';
 import { hasBody, readSmallBody, type ForwardOutcome } from '../origin/forward.js';
+import { NOT_COUNTED } from '../admission/admission.js';
 import type { OriginMember } from '../origin/pool.js';
 import { appendVia, dropClientAddressClaims, dropOddFieldNames, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { chainCacheStatus, formatCacheStatus } from './respond.js';
@@ -31,12 +32,14 @@ export function forwardUnlessShed(ctx: Ctx, state: 'bypass' | 'pass', lookup?: L
   // Shed: a stored copy the request may fall back on (a pass's, see passForOwnCookies) answers
   // rather than a 503, as any stored page does while the gate is over.
   if (release === undefined) return lookup?.entry ? serveStaleOr(ctx, lookup, 'pressure', () => shed(ctx, 'pressure')) : shed(ctx, 'pressure');
-  const held = setTimeout(release, ALLOWANCE_HOLD_MS);
-  held.unref();
-  ctx.res.once('close', () => {
-    clearTimeout(held);
-    release();
-  });
+  if (release !== NOT_COUNTED) {
+    const held = setTimeout(release, ALLOWANCE_HOLD_MS);
+    held.unref();
+    ctx.res.once('close', () => {
+      clearTimeout(held);
+      release();
+    });
+  }
   return forward(ctx, state, lookup);
 }
 
