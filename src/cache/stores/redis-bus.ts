@@ -215,10 +215,10 @@ export class RedisBus {
   }
 
   /**
-   * The purges the log holds from REPLAY_SLACK_MS before the subscription dropped on (the
-   * senders' clocks may be a little off ours), delivered as if they had just arrived: one
-   * delivered twice is applied twice, as of its own moment, which changes nothing more. A log
-   * Redis cannot read leaves them as they were (nothing to do but wait for the next drop).
+   * Once the subscription is back after a drop: the purges the log holds from REPLAY_SLACK_MS
+   * before the drop on (the senders' clocks may be a little off ours), delivered late (see
+   * below): one delivered twice is applied twice, as of its own moment, which changes nothing
+   * more. A log Redis cannot read yet is read again every REPLAY_RETRY_MS while listening.
    */
   private async replayIfLost(): Promise<void> {
     const lostAt = this.lostAt;
