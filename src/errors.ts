@@ -38,6 +38,11 @@ export const ERRORS = {
     message: 'The request body is larger than allowed.',
     action: 'Raise `limits.maxBodyBytes` if such bodies are expected.',
   },
+  request_timeout: {
+    status: 408,
+    message: 'The request body did not arrive in time.',
+    action: 'The client sent its body slower than `limits.requestTimeoutMs` allows for the whole request (a 3 MB upload at 40 KB/s takes 75 s): raise it if such uploads are expected.',
+  },
   headers_too_large: {
     status: 431,
     message: 'The request head has too many or too large headers.',

@@ -13,6 +13,7 @@ import { statusClassOf } from '../metrics/gateway-metrics.js';
 import type { CacheState, ShedReason, StaleReason } from '../outcome.js';
 import { chainCacheStatus, formatCacheStatus, sendEntry, sendError, sendOwn, type Answer, type CacheStatusFacts } from './respond.js';
 import type { MemoHold } from './hit-memo.js';
+import { isBodyTimeout } from './http-server.js';
 import { planRange, sendRange } from './range.js';
 import type { RequestDeps, Ctx } from './context.js';
 
@@ -218,7 +219,7 @@ export function finish(ctx: Ctx, handedOff: boolean): void {
         ...(ctx.originRequestId !== undefined ? { originRequestId: ctx.originRequestId } : {}),
         ...(ctx.staleReason ? { staleReason: ctx.staleReason } : {}),
         ...(ctx.shedReason ? { shedReason: ctx.shedReason } : {}),
-        ...(ctx.errorCode ? { error: ctx.errorCode } : {}),
+        ...(ctx.errorCode ? { error: ctx.errorCode } : isBodyTimeout(res) ? { error: 'request_timeout' } : {}),
         ...(handedOff || res.writableFinished ? {} : { aborted: true }),
       },
       'request',

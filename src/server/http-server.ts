@@ -326,6 +326,10 @@ export function answerClientError(
   const inFlight = answerInFlight(socket);
   const ownBody = inFlight !== undefined && !inFlight.req.complete;
   if (ownBody && inFlight.headersSent) return void socket.destroy();
+  // The body of the request in flight did not arrive within requestTimeoutMs (a slow upload):
+  // answered through that request's own response, so it is counted, logged and labelled as
+  // the gateway's 408 (it was logged as a client that gave up, status 0; new-user trial).
+  if (ownBody && timeout) return answerBodyTimeout(inFlight, socket);
   const refuse = ownBody ? (then: () => void) => then() : (then: () => void) => afterAnswerInFlight(socket, then);
   refuse(() => {
     if (!socket.writable) return void socket.destroy();
@@ -333,6 +337,25 @@ export function answerClientError(
       `HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\n${errorHeader}Content-Length: ${body.length}\r\n\r\n${body}`,
     );
   });
+}
+
+/** Responses answered 408 because their request's body did not arrive in time (answer.ts logs the code). */
+const bodyTimedOut = new WeakSet<http.ServerResponse>();
+
+/** True when `res` was answered 408 `request_timeout` by the listener (its body came too slowly). */
+export function isBodyTimeout(res: http.ServerResponse): boolean {
+  return bodyTimedOut.has(res);
+}
+
+function answerBodyTimeout(res: http.ServerResponse, socket: Duplex): void {
+  bodyTimedOut.add(res);
+  const body = '408 Request Timeout\n';
+  try {
+    res.writeHead(408, { 'content-type': 'text/plain', 'content-length': body.length, connection: 'close', 'x-crowdgate-error': 'request_timeout' });
+    res.end(body, () => socket.destroy());
+  } catch {
+    socket.destroy();
+  }
 }
 
 /**

@@ -293,6 +293,28 @@ describe('limits: connections', () => {
     expect(Date.now() - idleSince).toBeGreaterThanOrEqual(600);
   });
 
+  it('answers an upload whose body comes slower than limits.requestTimeoutMs with the gateway\'s own 408 request_timeout, counted as one (new-user trial: it was logged as a client that gave up)', async () => {
+    const o = await uploadOrigin();
+    const g = await gateway({ limits: { headersTimeoutMs: 1_000, requestTimeoutMs: 1_000 }, sites: [siteFor([o.url])] });
+    const port = portOf(g.url);
+    // One body read whole before the origin is asked (1 000 bytes), one streamed (100 000).
+    const answers = await Promise.all(
+      [1_000, 100_000].map(async (length) => {
+        const s = await connect(port);
+        let received = '';
+        s.on('data', (d) => (received += d.toString()));
+        s.write(`POST /upload HTTP/1.1\r\nHost: shop.test\r\nContent-Length: ${length}\r\n\r\n${'x'.repeat(10)}`);
+        expect(await closedWithin(s, 1_000 + CONNECTIONS_CHECK_MS * 4)).toBe(true);
+        return received;
+      }),
+    );
+    for (const received of answers) {
+      expect(received).toMatch(/^HTTP\/1\.1 408 /);
+      expect(received.toLowerCase()).toContain('x-crowdgate-error: request_timeout');
+    }
+    expect(await metric(g.adminUrl, /^crowdgate_requests_total\{[^}]*status_class="4xx"[^}]*\}/)).toBe(2);
+  });
+
   it('caps open connections per client address (maxConnectionsPerClient), and exempts trusted proxies', async () => {
     const o = await origin();
     o.route('/', { body: 'ok' });
