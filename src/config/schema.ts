@@ -893,6 +893,14 @@ export const gatewayConfigSchema = z
     sites: z.array(siteSchema).min(1).describe('The sites served.'),
   })
   .superRefine((cfg, ctx) => {
+    // Node refuses to start a server whose head timeout is longer than its request timeout (a
+    // raw RangeError at start, after --check-config had said valid).
+    if (cfg.limits.headersTimeoutMs > cfg.limits.requestTimeoutMs)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['limits', 'requestTimeoutMs'],
+        message: `must be at least limits.headersTimeoutMs (${cfg.limits.headersTimeoutMs} ms): the whole request includes its head`,
+      });
     const siteNames = new Set<string>();
     cfg.sites.forEach((site, i) => {
       if (siteNames.has(site.name))
