@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from './clock.js';
 import type { CacheStore, PurgeMode, PurgeSelector } from './cache/stores/cache-store.js';
-import { GatewayStore } from './cache/stores/gateway-store.js';
+import { GatewayStore, type RedisStatus } from './cache/stores/gateway-store.js';
 import { Inflight } from './collapse/inflight.js';
 import type { GatewayConfig } from './config/schema.js';
 import { ConfigSource } from './config/source.js';
@@ -174,6 +174,10 @@ export class Gateway implements RequestDeps {
 
   lastReload(): LastReload | undefined {
     return this.reloader?.last();
+  }
+
+  redisStatus(): RedisStatus | undefined {
+    return this.cache.redisStatus();
   }
 
   /** /readyz: ready unless draining; the origins' state is in its body. */

@@ -11,6 +11,7 @@ import type { PurgeMode, PurgeSelector } from '../cache/stores/cache-store.js';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import type { CacheStore } from '../cache/stores/cache-store.js';
+import type { RedisStatus } from '../cache/stores/gateway-store.js';
 import type { Inflight } from '../collapse/inflight.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import type { Admission } from '../admission/admission.js';
@@ -59,6 +60,8 @@ export interface AdminGateway {
   acmeStatus?(): SiteStatus[];
   /** The last config reload attempt (config/live-reload.ts); undefined before one, or without a config file. */
   lastReload?(): LastReload | undefined;
+  /** The Redis tier: answering now, purges it has not taken (cache/stores/gateway-store.ts); undefined without one. */
+  redisStatus?(): RedisStatus | undefined;
 }
 
 export function createAdminServer(gw: AdminGateway): http.Server {
@@ -130,7 +133,18 @@ export function statusSnapshot(gw: AdminGateway): Record<string, unknown> {
     hotKeys: gw.hotKeys.top(10),
     ...reloadSnapshot(gw),
     ...acmeSnapshot(gw),
+    ...redisSnapshot(gw),
   };
+}
+
+/**
+ * `redis`: with a Redis tier, whether it answers now, the purges it has not taken, and how the
+ * fills asked across instances ended since start (crowdgate_redis_fills_total): the status page
+ * said nothing about Redis (multi-instance trial).
+ */
+function redisSnapshot(gw: AdminGateway): { redis?: RedisStatus } {
+  const status = gw.redisStatus?.();
+  return status === undefined ? {} : { redis: status };
 }
 
 /**

@@ -32,8 +32,9 @@ header { display:flex; flex-wrap:wrap; gap:.25rem 1rem; align-items:baseline; pa
 header h1 { font-size:1.15rem; margin:0; }
 #conn { color:var(--muted); font-size:.85rem; }
 #conn.down { color:var(--bad); }
-#config-note { margin:0 1rem .5rem; padding:.4rem .75rem; border-radius:8px; background:var(--card); border-left:4px solid var(--warn); font-size:.85rem; overflow-wrap:anywhere; }
-#config-note.bad { border-left-color:var(--bad); }
+#config-note, #redis-note { margin:0 1rem .5rem; padding:.4rem .75rem; border-radius:8px; background:var(--card); border-left:4px solid var(--warn); font-size:.85rem; overflow-wrap:anywhere; }
+#config-note.bad, #redis-note.bad { border-left-color:var(--bad); }
+#redis-note.ok { border-left-color:var(--ok, #2a9d55); }
 #config-note ul { margin:.25rem 0 0; padding-left:1.2rem; }
 .kpis { display:grid; grid-template-columns:repeat(auto-fit, minmax(min(100%, 9rem), 1fr)); gap:.5rem; padding:0 1rem; }
 .kpi { background:var(--card); border-radius:8px; padding:.5rem .75rem; min-width:0; }
@@ -63,6 +64,7 @@ td.path { word-break:break-all; }
   <span id="conn">connecting…</span>
 </header>
 <div id="config-note" role="status" hidden></div>
+<div id="redis-note" role="status" hidden></div>
 <div class="kpis">
   <div class="kpi"><b id="kpi-rps">–</b><span>requests/s now</span></div>
   <div class="kpi"><b id="kpi-hit">–</b><span>answered from cache (window)</span></div>
@@ -225,8 +227,23 @@ td.path { word-break:break-all; }
     }
   }
 
+  // The Redis tier, when there is one: answering or skipped, purges it has not taken, and how
+  // the fills asked across instances ended since start.
+  function renderRedis(r) {
+    var box = $("redis-note");
+    if (!r) { box.hidden = true; return; }
+    box.hidden = false;
+    box.className = !r.up ? "bad" : r.purgesPending > 0 ? "" : "ok";
+    var f = r.fills || {};
+    box.textContent = (r.up ? "Redis: shared tier up" : "Redis: skipped (memory only; every instance fetches alone)") +
+      (r.purgesPending > 0 ? " · " + r.purgesPending + " purge" + (r.purgesPending === 1 ? "" : "s") + " waiting for it" : "") +
+      " · fills since start: " + (f.locked || 0) + " fetched here, " + (f.filled || 0) + " from another instance, " +
+      (f.timeout || 0) + " waited then fetched alone, " + (f.redis_down || 0) + " alone (Redis down)";
+  }
+
   function render(d) {
     renderReload(d.lastReload);
+    renderRedis(d.redis);
     var samples = d.samples || [];
     var times = samples.map(function (s) { return s.at; });
     var now = d.generatedAt;

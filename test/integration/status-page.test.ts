@@ -13,6 +13,7 @@ import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { siteFor, startGateway, type StartedGateway } from '../helpers/gateway.js';
 import { startTestOrigin, type TestOrigin } from '../helpers/test-origin.js';
+import { startRedisServer } from '../helpers/redis-server.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ROOT = join(import.meta.dirname, '../..');
@@ -179,6 +180,29 @@ describe('status page in Chromium', () => {
     );
     await page.close();
   }, 20_000);
+
+  it('shows the Redis tier: up, then skipped once Redis dies, with how fills across instances ended (multi-instance trial: the page said nothing about Redis)', async () => {
+    const redis = await startRedisServer();
+    const shared = await startGateway({ redis: { url: redis.url, breakerOpenMs: 200, commandTimeoutMs: 75 }, sites: [siteFor([origin.url])] });
+    try {
+      expect(await get(`${shared.url}/redis-page`)).toBe(200);
+      const status = JSON.parse(await (await request(`${shared.adminUrl}/status.json`)).body.text()) as { redis?: { up: boolean; purgesPending: number; fills: Record<string, number> } };
+      expect(status.redis).toEqual({ up: true, purgesPending: 0, fills: { locked: 1, filled: 0, timeout: 0, redis_down: 0 } });
+      const page = await context.newPage();
+      await page.goto(`${shared.adminUrl}/status`);
+      await expect.poll(() => page.locator('#redis-note').textContent(), { timeout: 10_000 }).toMatch(/^Redis: shared tier up · fills since start: 1 fetched here/);
+      await redis.kill();
+      await expect.poll(() => page.locator('#redis-note').textContent(), { timeout: 10_000 }).toMatch(/^Redis: skipped \(memory only/);
+      expect(await page.locator('#redis-note').getAttribute('class')).toBe('bad');
+      await page.close();
+      // Without Redis, no section at all.
+      const plain = JSON.parse(await (await request(`${idle.adminUrl}/status.json`)).body.text()) as Record<string, unknown>;
+      expect(plain.redis).toBeUndefined();
+    } finally {
+      await shared.close();
+      await redis.stop();
+    }
+  }, 30_000);
 
   it('shows a refused config reload: when, how many errors, the first of them, and that the old config still runs', async () => {
     const edited = await startGateway({ sites: [siteFor([origin.url])] });

@@ -16,6 +16,7 @@ import type { CacheStore, PurgeMode, PurgeSelector, StoreEventHook } from './cac
 import { PurgeFence, type Fence } from '../purge-fence.js';
 import { MemoryStore, type MemoryStoreOptions } from './memory-store.js';
 import { RedisTier } from './redis-tier.js';
+import type { CrossInstanceOutcome } from '../../collapse/cross-instance.js';
 
 /** At most this many purges wait for Redis; past it the oldest are given up (with a warning). */
 export const MAX_PENDING_PURGES = 10_000;
@@ -31,7 +32,16 @@ export interface GatewayStoreOptions {
   carryOver?: MemoryStoreOptions['carryOver'];
 }
 
+export interface RedisStatus {
+  up: boolean;
+  purgesPending: number;
+  /** Since start, as crowdgate_redis_fills_total counts them. */
+  fills: Record<CrossInstanceOutcome, number>;
+}
+
 export class GatewayStore {
+  /** How the fills asked across instances ended, since start (redisStatus). */
+  private readonly fills: Record<CrossInstanceOutcome, number> = { locked: 0, filled: 0, timeout: 0, redis_down: 0 };
   /** What the request path and the admin listener read and write. */
   readonly store: CacheStore;
   /** The Redis tier behind `store`, when there is one. */
@@ -76,7 +86,10 @@ export class GatewayStore {
         onPurgeReceived: (selector, mode, at) => {
           return fence.noteRemote(selector, mode, at).map((key) => ({ kind: 'key' as const, key }));
         },
-        onCrossInstance: (outcome) => metrics.get('redisFills').inc({ outcome }),
+        onCrossInstance: (outcome) => {
+          metrics.get('redisFills').inc({ outcome });
+          this.fills[outcome]++;
+        },
       });
       this.store = this.redis.store;
     } else this.store = memory();
@@ -160,6 +173,12 @@ export class GatewayStore {
     } finally {
       this.retrying = false;
     }
+  }
+
+  /** The Redis tier for /status.json: whether it answers now, the purges it has not taken, how fills asked across instances ended; undefined without one. */
+  redisStatus(): RedisStatus | undefined {
+    if (!this.redis) return undefined;
+    return { up: this.redis.isAvailable(), purgesPending: this.pending.length, fills: { ...this.fills } };
   }
 
   /** Purges waiting for Redis (tests, status). */
