@@ -53,6 +53,14 @@ export interface CacheEntry {
   deleteAt: number;
 }
 
+/**
+ * No freshness and no validator (the origin sent no cache headers, or `max-age=0` without
+ * ETag or Last-Modified): RFC 9111 never reuses such a copy; it is kept only for the crowd.
+ */
+export function isNeverFresh(entry: Pick<CacheEntry, 'freshnessMs' | 'headers'>): boolean {
+  return entry.freshnessMs <= 0 && entry.headers['etag'] === undefined && entry.headers['last-modified'] === undefined;
+}
+
 /** The moment the entry stops being fresh: response_time + lifetime - corrected_initial_age. */
 export function staleAtOf(entry: CacheEntry): number {
   const natural = entry.responseTime + entry.freshnessMs - entry.initialAgeMs;

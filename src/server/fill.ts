@@ -4,7 +4,7 @@
  * background refreshes; collapsing across instances through Redis.
  */
 import type { Fence } from '../cache/purge-fence.js';
-import type { CacheEntry } from '../cache/entry.js';
+import { isNeverFresh, type CacheEntry } from '../cache/entry.js';
 import { isTextual, makeEncodings, STORED_CODINGS, whyNotCompressed } from '../cache/content-coding.js';
 import { makeFillTarget, makeVariantKey } from '../cache/cache-key.js';
 import { decideStorage, evaluateEntry, isHeuristicallyCacheable, type PolicyOptions } from '../cache/policy.js';
@@ -685,8 +685,3 @@ export const REFRESH_RETRY_MS = 1_000;
 const REFRESH_FAILED_KEYS = 10_000;
 /** Per gateway: collapse key id → when its next background refresh may start (after a failed one). */
 const refreshFailedUntil = new WeakMap<object, Map<string, number>>();
-
-/** No freshness and no validator: the origin sent no cache headers (RFC 9111 would never reuse it). */
-function isNeverFresh(entry: { freshnessMs: number; headers: Readonly<Record<string, string | string[] | undefined>> }): boolean {
-  return entry.freshnessMs <= 0 && entry.headers['etag'] === undefined && entry.headers['last-modified'] === undefined;
-}

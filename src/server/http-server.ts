@@ -79,8 +79,7 @@ export function createPublicServer(opts: PublicServerOptions): PublicServer {
   // with no response in hand (a keep-alive connection past keepAliveTimeoutMs, which Node
   // times the same way) is closed here, as Node would.
   server.on('timeout', (socket: Socket) => {
-    const inHand = (socket as Socket & { _httpMessage?: unknown })._httpMessage;
-    if (inHand === null || inHand === undefined || socket.writableLength > 0) socket.destroy();
+    if (answerInFlight(socket) === undefined || socket.writableLength > 0) socket.destroy();
   });
   guardConnections(server, opts, () => limits);
   // Sockets 'upgrade' took from Node's connection list (WebSocket tunnels, requests served

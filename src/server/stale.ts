@@ -4,7 +4,7 @@
  * were), else the error or shed page. Also the "hot page" rule (a page a crowd reads is
  * answered while it refreshes) and the mapping of origin failures to error codes.
  */
-import { staleAtOf, type CacheEntry } from '../cache/entry.js';
+import { isNeverFresh, staleAtOf, type CacheEntry } from '../cache/entry.js';
 import { evaluateEntry, type EntryEvaluation } from '../cache/policy.js';
 import type { ErrorCode } from '../errors.js';
 import type { FetchFailure } from '../origin/fetch.js';
@@ -114,7 +114,7 @@ export function isHot(ctx: Ctx, entry: CacheEntry): boolean {
 /** A stale copy that may answer while its key's refresh is under way (decide(), step 9). */
 export function isServableWhileUpdating(entry: CacheEntry, evaluation: EntryEvaluation): boolean {
   if (evaluation.refetchDemanded || !evaluation.withinStaleIfError) return false;
-  return entry.freshnessMs > 0 || entry.headers['etag'] !== undefined || entry.headers['last-modified'] !== undefined;
+  return !isNeverFresh(entry);
 }
 
 /** Where to look for each kind of origin failure (the config key, or the origin itself). */
