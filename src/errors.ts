@@ -38,6 +38,11 @@ export const ERRORS = {
     message: 'The request body is larger than allowed.',
     action: 'Raise `limits.maxBodyBytes` if such bodies are expected.',
   },
+  upload_buffer_full: {
+    status: 503,
+    message: 'The upload could not be taken right now. Please retry shortly.',
+    action: 'The request bodies being read at once filled `limits.requestBuffering.maxBytes`, or its directory could not be written (disk full): raise the cap, or free the disk. A body declaring its length streams instead; only a chunked one gets this.',
+  },
   request_timeout: {
     status: 408,
     message: 'The request body did not arrive in time.',

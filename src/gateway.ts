@@ -3,6 +3,7 @@
  * lifecycle (start, live reload, drain, close); the listeners themselves are server/listeners.ts.
  * No request logic lives here — that is server/handle-request.ts.
  */
+import { BodySpool } from './origin/request-body.js';
 import type { Fence, PurgeFence } from './cache/purge-fence.js';
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -66,6 +67,7 @@ export class Gateway implements RequestDeps {
   readonly inflight: Inflight<FillResult>;
   readonly fetcher: OriginFetcher;
   readonly forwarder: Forwarder;
+  readonly bodies = new BodySpool();
   readonly upstream: Upstream;
   /** The pressure gate, rate limits and Retry-After (admission/admission.ts). */
   readonly admission: Admission;
@@ -299,6 +301,7 @@ export class Gateway implements RequestDeps {
     this.status.stop();
     await this.listeners.close(); // the TLS edge with them
     this.forwarder.close();
+    await this.bodies.close();
     await this.fetcher.close();
     await this.pools.close();
     await this.cache.close();

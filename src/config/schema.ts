@@ -105,6 +105,29 @@ export const serverLimitsSchema = z
       .describe(
         'Largest request body forwarded, in bytes: a larger Content-Length gets 413 at once; a chunked body that grows past it aborts the origin request and gets 413 (connection closed).',
       ),
+    requestBuffering: z
+      .strictObject({
+        enabled: z
+          .boolean()
+          .default(true)
+          .describe(
+            'Read a request body whole before the origin is asked (nginx proxy_request_buffering): a slow upload holds no permit and no origin connection (a PHP worker). Bodies up to 64 KiB stay in memory, larger ones go to an unlinked temp file; the origin gets a Content-Length. Off: bodies stream as they come. A route may say otherwise (routes[].requestBuffering).',
+          ),
+        directory: z
+          .string()
+          .default('')
+          .describe('Where larger bodies are spooled; empty: the system temp directory ($TMPDIR, else /tmp).'),
+        maxBytes: z
+          .number()
+          .int()
+          .min(0)
+          .default(1_073_741_824)
+          .describe(
+            'Most bytes all spooled bodies hold at once: a body declaring a length past what is left streams as it comes; a chunked body that outgrows it gets 503 upload_buffer_full.',
+          ),
+      })
+      .prefault({})
+      .describe('Request buffering: uploads read whole before they reach the origin.'),
     maxConnections: z
       .number()
       .int()
@@ -498,6 +521,10 @@ export const routeSchema = z
       })
       .optional()
       .describe('Origin timeouts for this route, over the site\'s `timeouts` (a long poll held 20 s got 504 at the site\'s 15 s).'),
+    requestBuffering: z
+      .boolean()
+      .optional()
+      .describe('Read request bodies whole before the origin is asked, in place of limits.requestBuffering.enabled: false for an endpoint that must see an upload as it streams (a live import that reports progress).'),
   })
   .describe('A route within a site.');
 

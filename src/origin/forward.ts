@@ -19,9 +19,10 @@ import httpProxy from 'http-proxy';
 import { Agent as HttpAgent, request as httpRequest, type Agent, type ClientRequest, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
-import { Readable, type Duplex, type Transform } from 'node:stream';
+import type { Duplex, Transform } from 'node:stream';
 import { REUSED_RESET_WINDOW_MS, isEndlessStream, isTlsFailure, isValidStatus, type FetchFailure } from './fetch.js';
 import { copyEndToEnd } from '../server/headers.js';
+import type { BufferedBody } from './request-body.js';
 
 export type ForwardOutcome =
   | { kind: 'ok'; status: number; headAt: number }
@@ -96,51 +97,8 @@ export interface ForwardCall {
    * lane), and every other visitor's miss got 503 (attacker trial).
    */
   onBodyStall?(): void;
-  /** The request body, already read whole (readSmallBody): sent from here instead of the request stream. */
-  body?: Buffer;
-}
-
-/**
- * Request bodies with a Content-Length up to this many bytes (a login, a comment, a form) are
- * read whole before the origin is asked (readSmallBody), as nginx reads every body first
- * (`proxy_request_buffering`): a client sending one slowly holds no permit and no origin
- * connection (an origin with a few PHP workers had them all held by uploads dribbling a byte
- * a second; attacker trial). Larger bodies stream as they come.
- */
-export const BUFFERED_BODY_MAX_BYTES = 64 * 1024;
-
-/**
- * The request's body, read whole, when it declares a Content-Length of at most
- * BUFFERED_BODY_MAX_BYTES and has not been read; undefined otherwise (stream it), or null when
- * the client went away before it ended. The client's pace is bounded by limits.requestTimeoutMs.
- */
-export function readSmallBody(req: IncomingMessage): Promise<Buffer | undefined | null> {
-  const declared = req.headers['content-length'];
-  if (declared === undefined || req.headers['transfer-encoding'] !== undefined || req.readableEnded || req.readableDidRead) return Promise.resolve(undefined);
-  const length = Number(declared);
-  if (!(length > 0) || length > BUFFERED_BODY_MAX_BYTES) return Promise.resolve(undefined);
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    const onData = (chunk: Buffer) => chunks.push(chunk);
-    const onEnd = () => {
-      cleanup();
-      resolve(Buffer.concat(chunks));
-    };
-    const onClose = () => {
-      cleanup();
-      resolve(null);
-    };
-    const cleanup = () => {
-      req.off('data', onData);
-      req.off('end', onEnd);
-      req.off('close', onClose);
-      req.off('error', onClose);
-    };
-    req.on('data', onData);
-    req.once('end', onEnd);
-    req.once('close', onClose);
-    req.once('error', onClose);
-  });
+  /** The request body, already read whole (request-body.ts): sent from here instead of the request stream. */
+  body?: BufferedBody;
 }
 
 interface CallState {
@@ -258,7 +216,7 @@ export class Forwarder {
             stripTrailingSlash(call.target.url.pathname) + (req.url ?? '/'),
           ),
           changeOrigin: call.changeOrigin,
-          ...(call.body !== undefined ? { buffer: Readable.from([call.body]) } : {}),
+          ...(call.body !== undefined ? { buffer: call.body.stream() } : {}),
         },
         (err) => {
           const bodySent = req.readableEnded && hasBody(req);

@@ -19,6 +19,7 @@ import type { Inflight } from '../collapse/inflight.js';
 import type { ErrorCode } from '../errors.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import type { OriginFetcher } from '../origin/fetch.js';
+import type { BodySpool } from '../origin/request-body.js';
 import type { Forwarder } from '../origin/forward.js';
 import type { Upstream } from '../origin/upstream.js';
 import type { CacheState, ShedReason, StaleReason } from '../outcome.js';
@@ -37,6 +38,8 @@ export interface RequestDeps {
   readonly inflight: Inflight<FillResult>;
   readonly fetcher: OriginFetcher;
   readonly forwarder: Forwarder;
+  /** Request bodies read whole before they are forwarded (origin/request-body.ts). */
+  readonly bodies: BodySpool;
   readonly upstream: Upstream;
   readonly metrics: GatewayMetrics;
   readonly logger: Logger;

@@ -8,7 +8,8 @@ import { CACHED_METHODS, RETRYABLE_METHODS } from '../http/facts.js';
 import { makeAuthority, makeCacheKey, normaliseHost } from '../cache/cache-key.js';
 import { invalidationTargets } from '../cache/revalidation.js';
 import type { PurgeSelector } from '../cache/stores/cache-store.js';
-import { hasBody, readSmallBody, type ForwardOutcome } from '../origin/forward.js';
+import { hasBody, type ForwardOutcome } from '../origin/forward.js';
+import type { BufferedBody } from '../origin/request-body.js';
 import { NOT_COUNTED } from '../admission/admission.js';
 import type { OriginMember } from '../origin/pool.js';
 import { appendVia, dropClientAddressClaims, dropOddFieldNames, setForwardedHeaders, stripHopByHop } from './headers.js';
@@ -67,11 +68,12 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
   res.once('close', onClose);
   let reusedRetried = false;
   let freshNext = false;
-  // A small body is read whole first (BUFFERED_BODY_MAX_BYTES): its client's pace holds no permit.
-  const body = await readSmallBody(req);
+  // The body is read whole first (request-body.ts): its client's pace holds no permit and no
+  // origin connection.
+  const body = await readBody(ctx);
   if (body === null) {
     res.off('close', onClose);
-    return; // the client left mid-body: nothing to send, nobody to answer
+    return; // the client left mid-body, or was answered: nothing to send
   }
   try {
     for (let attempt = 0; ; attempt++) {
@@ -195,6 +197,44 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
     }
   } finally {
     res.off('close', onClose);
+    body?.release();
+  }
+}
+
+/**
+ * The request's body read whole (request-body.ts) when buffering is on for its route;
+ * undefined to stream it as it comes; null when the client went away or was answered here
+ * (413, 503). A spooled body's headers now say its length.
+ */
+async function readBody(ctx: Ctx): Promise<BufferedBody | undefined | null> {
+  const { deps, req, rt } = ctx;
+  const buffering = rt.config.limits.requestBuffering;
+  if (!(ctx.route?.config.requestBuffering ?? buffering.enabled)) return undefined;
+  const read = await deps.bodies.read(req, { maxBodyBytes: rt.config.limits.maxBodyBytes, maxBytes: buffering.maxBytes, directory: buffering.directory });
+  switch (read.kind) {
+    case 'stream':
+      if (read.unbuffered !== undefined && deps.bodies.warnDue(deps.clock.now()))
+        deps.logger.warn({ requestId: ctx.requestId, reason: read.unbuffered, directory: buffering.directory || '(system temp)' }, 'request body streamed unbuffered: the spool directory cannot be written');
+      return undefined;
+    case 'gone':
+      return null;
+    case 'too_large':
+      // nginx's client_max_body_size for a chunked body: 413, and the connection closed (the
+      // rest of the body is never read).
+      ctx.res.setHeader('connection', 'close');
+      fail(ctx, 'body_too_large', `the chunked request body passed limits.maxBodyBytes (${rt.config.limits.maxBodyBytes} bytes)`);
+      return null;
+    case 'no_room':
+      deps.logger.warn({ requestId: ctx.requestId, reason: read.reason }, 'request body not buffered');
+      ctx.res.setHeader('connection', 'close');
+      fail(ctx, 'upload_buffer_full', read.reason);
+      return null;
+    case 'body': {
+      const headers = req.headers;
+      delete headers['transfer-encoding'];
+      headers['content-length'] = String(read.body.length);
+      return read.body;
+    }
   }
 }
 

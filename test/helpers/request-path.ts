@@ -7,6 +7,7 @@
  * node:http server on 127.0.0.1, so answers are read off the wire, and each request's cache
  * state from its access-log line.
  */
+import { BodySpool } from '../../src/origin/request-body.js';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
@@ -167,6 +168,7 @@ export async function startRequestPath(
       inflight,
       fetcher,
       forwarder,
+      bodies: new BodySpool(),
       upstream,
       metrics,
       logger,

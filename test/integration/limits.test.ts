@@ -118,9 +118,22 @@ function portOf(url: string): number {
 }
 
 describe('limits: request bodies', () => {
-  it('answers 413 to a chunked body that grows past limits.maxBodyBytes and aborts the origin request', async () => {
+  it('answers 413 to a chunked body that grows past limits.maxBodyBytes, and the origin never sees it (request buffering)', async () => {
     const o = await uploadOrigin();
     const g = await gateway({ limits: { maxBodyBytes: 8 * 1024 }, sites: [siteFor([o.url])] });
+    const res = await postChunked(g.url, 256 * 1024);
+    expect(res.status).toBe(413);
+    expect(res.headers['x-crowdgate-error']).toBe('body_too_large');
+    expect(res.headers['connection']).toBe('close');
+    expect(o.requests).toHaveLength(0);
+    const after = await postChunked(g.url, 4 * 1024);
+    expect([after.status, after.body]).toEqual([200, 'got 4096']);
+    expect(o.requests[0]!.headers['content-length']).toBe('4096'); // read whole, sent with its length
+  });
+
+  it('answers 413 to a chunked body that grows past limits.maxBodyBytes and aborts the origin request (request buffering off)', async () => {
+    const o = await uploadOrigin();
+    const g = await gateway({ limits: { maxBodyBytes: 8 * 1024, requestBuffering: { enabled: false } }, sites: [siteFor([o.url])] });
     // Half the cap first, so the origin request is under way when the cap is crossed.
     const res = await postChunked(g.url, 256 * 1024, {
       after: 4 * 1024,
@@ -153,6 +166,38 @@ describe('limits: request bodies', () => {
     expect(hit.status).toBe(200);
     expect(hit.headers['cache-status']).toMatch(/; hit/);
     expect(o.requests).toHaveLength(1);
+  });
+
+  it('spools what limits.requestBuffering.maxBytes has room for: a declared body past it streams and arrives whole, a chunked one that outgrows it gets 503 upload_buffer_full and never reaches the origin', async () => {
+    const o = await uploadOrigin();
+    const g = await gateway({ limits: { requestBuffering: { maxBytes: 100_000 } }, sites: [siteFor([o.url])] });
+    const chunked = await postChunked(g.url, 256 * 1024);
+    expect(chunked.status).toBe(503);
+    expect(chunked.headers['x-crowdgate-error']).toBe('upload_buffer_full');
+    expect(chunked.headers['connection']).toBe('close');
+    expect(o.requests).toHaveLength(0);
+    const declared = await request(`${g.url}/upload`, { method: 'POST', body: Buffer.alloc(256 * 1024, 1) });
+    expect([declared.statusCode, await declared.body.text()]).toEqual([200, `got ${256 * 1024}`]);
+    // Within the room, a chunked body is spooled and sent with its length.
+    const fits = await postChunked(g.url, 90 * 1024);
+    expect([fits.status, fits.body]).toEqual([200, `got ${90 * 1024}`]);
+    expect(o.requests.at(-1)!.headers['content-length']).toBe(String(90 * 1024));
+  });
+
+  it('streams a route with requestBuffering: false as it comes: the origin sees the upload before its end', async () => {
+    const o = await origin();
+    let firstBytes = 0;
+    o.route('/live-import', (_req, res, rec) => void res.end(`got ${rec.bodyLength}`));
+    const g = await gateway({
+      sites: [siteFor([o.url], { routes: [{ name: 'import', match: { pathPrefix: '/live-import' }, requestBuffering: false }, { name: 'all' }] })],
+    });
+    const res = await postChunked(g.url, 256 * 1024, {
+      after: 8 * 1024,
+      // The origin has the request while the client still holds most of the body back.
+      until: () => expect.poll(() => (firstBytes = o.count('/live-import')), { timeout: 2_000 }).toBe(1),
+    }, { method: 'POST', path: '/live-import' });
+    expect(firstBytes).toBe(1);
+    expect([res.status, res.body]).toEqual([200, `got ${256 * 1024}`]);
   });
 
   it('streams a chunked body within limits.maxBodyBytes to the origin whole', async () => {

@@ -1,0 +1,266 @@
+/**
+ * Request buffering (nginx's `proxy_request_buffering on`, its default): a request body is read
+ * whole before the origin is asked, so a client's pace holds no permit and no origin
+ * connection. Four photo uploads from phones on a slow link, or four clients dribbling a body
+ * a byte a second, held every worker of a PHP origin with four, and the site answered nobody
+ * until they were done (attacker trial). Small bodies are kept in memory
+ * (BUFFERED_BODY_MAX_BYTES); larger ones are spooled to a file in the temp directory, unlinked
+ * as soon as it is open (nothing is left behind, even by a crash), and read back for the
+ * origin with a Content-Length (a chunked body becomes a counted one, as with nginx).
+ *
+ * The bytes spooled at once are capped (`limits.requestBuffering.maxBytes`): a body declaring a
+ * length the cap has no room for streams as it comes (as without buffering: its permit is given
+ * back when it stalls); a chunked body that outgrows the room is refused (503
+ * `upload_buffer_full`), since what has been read cannot be streamed again.
+ *
+ * Owns the spool and its budget; forward.ts sends what it holds, pass-through.ts decides when.
+ */
+import type { IncomingMessage } from 'node:http';
+import { mkdtemp, open, rm, unlink, type FileHandle } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+
+/**
+ * Request bodies up to this many bytes (a login, a comment, a form) are kept in memory; larger
+ * ones are spooled to a file. Also the spool's write size.
+ */
+export const BUFFERED_BODY_MAX_BYTES = 64 * 1024;
+
+/** A body read whole: sent to the origin as often as asked, then released once. */
+export interface BufferedBody {
+  readonly length: number;
+  /** A new stream of the whole body (each attempt sends its own). */
+  stream(): Readable;
+  /** Frees the spool (file, budget); idempotent. */
+  release(): void;
+}
+
+export type SpoolResult =
+  | { kind: 'body'; body: BufferedBody }
+  /**
+   * Not buffered: stream it as it comes (no body, already read, or no room for its declared
+   * length); `unbuffered` says why when the spool itself failed (the caller logs it).
+   */
+  | { kind: 'stream'; unbuffered?: string }
+  /** The client went away before the body ended, or its body timed out (the listener answered it). */
+  | { kind: 'gone' }
+  /** A chunked body grew past `maxBodyBytes`. */
+  | { kind: 'too_large' }
+  /** A chunked body outgrew the spool's room, or the spool could not be written (disk full). */
+  | { kind: 'no_room'; reason: string };
+
+export interface SpoolOptions {
+  maxBodyBytes: number;
+  /** Bytes all spooled bodies may hold at once. */
+  maxBytes: number;
+  /** Where spool files go; empty: the system's temp directory. */
+  directory: string;
+}
+
+export class BodySpool {
+  private held = 0;
+  private dirs = new Map<string, Promise<string>>();
+  private seq = 0;
+
+  private warnedAt = -Infinity;
+
+  /** True at most once a minute: whether a spool failure should be logged now. */
+  warnDue(now: number): boolean {
+    if (now - this.warnedAt < 60_000) return false;
+    this.warnedAt = now;
+    return true;
+  }
+
+  /** Bytes spooled to files right now. */
+  get bytesHeld(): number {
+    return this.held;
+  }
+
+  /** Reads `req`'s body whole (see the module comment). */
+  async read(req: IncomingMessage, opts: SpoolOptions): Promise<SpoolResult> {
+    if (req.readableEnded || req.readableDidRead) return { kind: 'stream' };
+    const declaredHeader = req.headers['content-length'];
+    const chunked = declaredHeader === undefined && req.headers['transfer-encoding'] !== undefined;
+    const declared = declaredHeader === undefined ? undefined : Number(declaredHeader);
+    if (!chunked && !(declared !== undefined && declared > 0)) return { kind: 'stream' };
+    if (declared !== undefined && declared <= BUFFERED_BODY_MAX_BYTES) {
+      const whole = await readInMemory(req);
+      return whole === null ? { kind: 'gone' } : { kind: 'body', body: inMemory(whole) };
+    }
+    // A declared length the room cannot take streams as before; it is reserved whole up front.
+    if (declared !== undefined && this.held + declared > opts.maxBytes) return { kind: 'stream' };
+    let reserved = declared ?? 0;
+    this.held += reserved;
+    let file: FileHandle | undefined;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      this.held -= reserved;
+      void file?.close().catch(() => undefined);
+    };
+    // The client may leave while the file is being opened: heard now, checked after.
+    let goneEarly = false;
+    const onEarlyGone = () => void (goneEarly = true);
+    req.once('close', onEarlyGone);
+    req.once('error', onEarlyGone);
+    try {
+      const dir = await this.directory(opts.directory);
+      const path = join(dir, `body-${process.pid}-${++this.seq}`);
+      file = await open(path, 'w+', 0o600);
+      await unlink(path);
+    } catch (err) {
+      // No spool file (a directory that is missing or not writable): nothing has been read, so
+      // the body streams as it would without buffering, rather than failing the upload.
+      release();
+      return { kind: 'stream', unbuffered: (err as Error).message };
+    } finally {
+      req.off('close', onEarlyGone);
+      req.off('error', onEarlyGone);
+    }
+    if (goneEarly || req.destroyed) {
+      release();
+      return { kind: 'gone' };
+    }
+    try {
+      // Small chunks first gather in memory, so the file sees writes of 64 KiB rather than one
+      // per TCP segment.
+      let pending: Buffer[] = [];
+      let pendingBytes = 0;
+      let length = 0;
+      let written = 0;
+      const flush = async () => {
+        if (pendingBytes === 0) return;
+        const data = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+        pending = [];
+        pendingBytes = 0;
+        let at = 0;
+        while (at < data.length) {
+          const { bytesWritten } = await file!.write(data, at, data.length - at, written + at);
+          at += bytesWritten;
+        }
+        written += data.length;
+      };
+      const outcome = await new Promise<'end' | 'gone' | 'too_large' | 'no_room' | Error>((resolve) => {
+        let writing: Promise<void> = Promise.resolve();
+        let settled = false;
+        let ended = false;
+        const finish = (v: 'end' | 'gone' | 'too_large' | 'no_room' | Error) => {
+          if (settled) return;
+          settled = true;
+          req.off('data', onData);
+          req.off('end', onEnd);
+          req.off('close', onGone);
+          req.off('error', onGone);
+          resolve(v);
+        };
+        const onData = (chunk: Buffer) => {
+          length += chunk.length;
+          if (chunked && length > opts.maxBodyBytes) return finish('too_large');
+          if (declared === undefined) {
+            if (length > reserved) {
+              const more = length - reserved;
+              if (this.held + more > opts.maxBytes) return finish('no_room');
+              this.held += more;
+              reserved += more;
+            }
+          }
+          pending.push(chunk);
+          pendingBytes += chunk.length;
+          if (pendingBytes < BUFFERED_BODY_MAX_BYTES) return;
+          req.pause();
+          writing = writing.then(flush).then(
+            () => void (settled || req.resume()),
+            (err: unknown) => finish(err instanceof Error ? err : new Error(String(err))),
+          );
+        };
+        const onEnd = () => {
+          ended = true;
+          writing = writing.then(flush).then(
+            () => finish('end'),
+            (err: unknown) => finish(err instanceof Error ? err : new Error(String(err))),
+          );
+        };
+        // (A 'close' after the end is the request's own, once it is answered: not a client gone.)
+        const onGone = () => void (ended || finish('gone'));
+        req.on('data', onData);
+        req.once('end', onEnd);
+        req.once('close', onGone);
+        req.once('error', onGone);
+      });
+      if (outcome !== 'end') {
+        release();
+        if (outcome === 'gone') return { kind: 'gone' };
+        if (outcome === 'too_large') return { kind: 'too_large' };
+        if (outcome === 'no_room') return { kind: 'no_room', reason: `the request bodies being read hold limits.requestBuffering.maxBytes (${opts.maxBytes} bytes)` };
+        return { kind: 'no_room', reason: `the request body could not be spooled: ${outcome.message}` };
+      }
+      // What is held from now on is the body's real size.
+      this.held += length - reserved;
+      reserved = length;
+      const handle = file!;
+      return {
+        kind: 'body',
+        body: {
+          length,
+          stream: () => (length === 0 ? Readable.from([]) : handle.createReadStream({ start: 0, end: length - 1, autoClose: false })),
+          release,
+        },
+      };
+    } catch (err) {
+      release();
+      return { kind: 'no_room', reason: `the request body could not be spooled: ${(err as Error).message}` };
+    }
+  }
+
+  /** Removes the spool directories this process made (at shutdown). */
+  async close(): Promise<void> {
+    const dirs = [...this.dirs.values()];
+    this.dirs.clear();
+    await Promise.all(dirs.map((d) => d.then((dir) => rm(dir, { recursive: true, force: true })).catch(() => undefined)));
+  }
+
+  /** A directory of this process's own under `base` (made once; made again if it was removed). */
+  private async directory(base: string): Promise<string> {
+    const root = base === '' ? tmpdir() : base;
+    let dir = this.dirs.get(root);
+    if (dir === undefined) {
+      dir = mkdtemp(join(root, 'crowdgate-body-'));
+      this.dirs.set(root, dir);
+      dir.catch(() => this.dirs.delete(root));
+    }
+    const made = await dir;
+    return made;
+  }
+}
+
+function inMemory(whole: Buffer): BufferedBody {
+  return { length: whole.length, stream: () => Readable.from([whole]), release: () => undefined };
+}
+
+/** The body read into memory; null when the client went away first. */
+function readInMemory(req: IncomingMessage): Promise<Buffer | null> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    const onData = (chunk: Buffer) => chunks.push(chunk);
+    const onEnd = () => {
+      cleanup();
+      resolve(Buffer.concat(chunks));
+    };
+    const onClose = () => {
+      cleanup();
+      resolve(null);
+    };
+    const cleanup = () => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('close', onClose);
+      req.off('error', onClose);
+    };
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('close', onClose);
+    req.once('error', onClose);
+  });
+}
