@@ -45,8 +45,8 @@ export const ERRORS = {
   },
   request_timeout: {
     status: 408,
-    message: 'The request body did not arrive in time.',
-    action: 'The client sent its body slower than `limits.requestTimeoutMs` allows for the whole request (a 3 MB upload at 40 KB/s takes 75 s): raise it if such uploads are expected.',
+    message: 'The request body stopped arriving.',
+    action: 'The client sent nothing of its body for `limits.requestTimeoutMs` (a stalled or abandoned upload); a body that keeps coming is never cut. Raise it if clients pause that long mid-upload.',
   },
   headers_too_large: {
     status: 431,

@@ -54,15 +54,20 @@ export function createPublicServer(opts: PublicServerOptions): PublicServer {
     {
       maxHeaderSize: limits.maxHeaderBytes, // larger heads: HPE_HEADER_OVERFLOW -> 431 below
       headersTimeout: limits.headersTimeoutMs, // slow-loris: the whole head within this
-      requestTimeout: limits.requestTimeoutMs,
+      requestTimeout: 0, // a body is timed by its silence (BodyWatch), not as a whole
       keepAliveTimeout: limits.keepAliveTimeoutMs,
       connectionsCheckingInterval: CONNECTIONS_CHECK_MS,
       requireHostHeader: false, // the request path answers a missing Host (400 bad_request, logged)
       insecureHTTPParser: false, // llhttp strict: CL+TE, bad chunking, bare LF are refused
       joinDuplicateHeaders: false,
     },
-    opts.onRequest,
+    (req, res) => {
+      bodies.watch(req, res);
+      opts.onRequest(req, res);
+    },
   ) as PublicServer;
+  const bodies = new BodyWatch(() => limits.requestTimeoutMs);
+  server.once('close', () => bodies.stop());
   const apply = (next: Limits) => {
     limits = next;
     applyHttp1Limits(server, next);
@@ -205,7 +210,10 @@ export function applyHttp1Limits(
   next: Limits,
 ): void {
   server.headersTimeout = next.headersTimeoutMs;
-  server.requestTimeout = next.requestTimeoutMs;
+  // A body is timed by its silence, never as a whole (nginx's client_body_timeout): the plain
+  // listener's BodyWatch, the HTTPS listener's socket idle timeout. Node's whole-request cap
+  // cut every upload longer than 60 s (a 3 MB photo from a phone at 40 KB/s got 408).
+  server.requestTimeout = 0;
   server.keepAliveTimeout = next.keepAliveTimeoutMs;
   // One more than allowed, so handle-request can tell "too many" (Node silently truncates).
   server.maxHeadersCount = next.maxHeadersCount + 1;
@@ -336,6 +344,68 @@ export function answerClientError(
       `HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Type: text/plain\r\n${errorHeader}Content-Length: ${body.length}\r\n\r\n${body}`,
     );
   });
+}
+
+/**
+ * Request bodies on their way in, each answered 408 `request_timeout` once its client has sent
+ * nothing for `limits.requestTimeoutMs` (nginx's client_body_timeout). Silence is the
+ * client's: a body held back by the gateway itself (its reader paused, bytes waiting in the
+ * request's buffer: a spool writing, an origin reading slowly) is not silence. Checked every
+ * CONNECTIONS_CHECK_MS while a body is arriving.
+ */
+class BodyWatch {
+  private readonly arriving = new Map<http.IncomingMessage, { res: http.ServerResponse; bytes: number; since: number }>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly timeoutMs: () => number) {}
+
+  watch(req: http.IncomingMessage, res: http.ServerResponse): void {
+    if (req.complete || !hasRequestBody(req)) return;
+    const socket = req.socket;
+    this.arriving.set(req, { res, bytes: socket.bytesRead, since: performance.now() });
+    const done = () => this.arriving.delete(req);
+    req.once('end', done);
+    res.once('close', done);
+    this.timer ??= setInterval(() => this.check(), CONNECTIONS_CHECK_MS).unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    this.arriving.clear();
+  }
+
+  private check(): void {
+    const now = performance.now();
+    const timeoutMs = this.timeoutMs();
+    for (const [req, body] of this.arriving) {
+      const socket = req.socket;
+      if (req.complete || socket.destroyed) {
+        this.arriving.delete(req);
+        continue;
+      }
+      if (socket.bytesRead !== body.bytes || req.readableLength > 0) {
+        body.bytes = socket.bytesRead;
+        body.since = now;
+        continue;
+      }
+      if (now - body.since < timeoutMs) continue;
+      this.arriving.delete(req);
+      // Answered through its own response, unless that has begun or an earlier answer on the
+      // connection still holds the socket: then the connection is cut.
+      if (body.res.headersSent || answerInFlight(socket) !== body.res) socket.destroy();
+      else answerBodyTimeout(body.res, socket);
+    }
+    if (this.arriving.size === 0) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+    }
+  }
+}
+
+function hasRequestBody(req: http.IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return (length !== undefined && length !== '0') || req.headers['transfer-encoding'] !== undefined;
 }
 
 /** Responses answered 408 because their request's body did not arrive in time (answer.ts logs the code). */

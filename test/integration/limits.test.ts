@@ -113,6 +113,8 @@ async function metric(adminUrl: string, line: RegExp): Promise<number> {
   return m === undefined ? 0 : Number(m.split(' ').at(-1));
 }
 
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
 function portOf(url: string): number {
   return Number(new URL(url).port);
 }
@@ -359,6 +361,31 @@ describe('limits: connections', () => {
     }
     expect(await metric(g.adminUrl, /^crowdgate_requests_total\{[^}]*status_class="4xx"[^}]*\}/)).toBe(2);
   });
+
+  it('never cuts a body that keeps coming, however long it takes: limits.requestTimeoutMs times its silence (a 3 MB photo at 40 KB/s took 75 s and got 408)', async () => {
+    const o = await uploadOrigin();
+    const g = await gateway({ limits: { headersTimeoutMs: 1_000, requestTimeoutMs: 1_000 }, sites: [siteFor([o.url])] });
+    const port = portOf(g.url);
+    // 100 000 bytes (spooled) and 1 000 (in memory), a piece every 300 ms for about 3 s: three
+    // times the timeout in all, never silent for it.
+    const answers = await Promise.all(
+      [100_000, 1_000].map(async (length) => {
+        const s = await connect(port);
+        let received = '';
+        s.on('data', (d) => (received += d.toString()));
+        s.write(`POST /upload HTTP/1.1\r\nHost: shop.test\r\nContent-Length: ${length}\r\nConnection: close\r\n\r\n`);
+        const piece = length / 10;
+        for (let i = 0; i < 10; i++) {
+          await sleep(300);
+          s.write('x'.repeat(piece));
+        }
+        await closedWithin(s, 5_000);
+        return received;
+      }),
+    );
+    expect(answers[0]).toMatch(/^HTTP\/1\.1 200 [^]*got 100000$/);
+    expect(answers[1]).toMatch(/^HTTP\/1\.1 200 [^]*got 1000$/);
+  }, 15_000);
 
   it('caps open connections per client address (maxConnectionsPerClient), and exempts trusted proxies', async () => {
     const o = await origin();

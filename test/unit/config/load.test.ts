@@ -150,11 +150,6 @@ const errorCases: Array<{ name: string; text: string; env?: Record<string, strin
     ],
   },
   {
-    name: 'a request timeout shorter than the head timeout is refused (Node threw a RangeError at start after --check-config said valid)',
-    text: `limits:\n  requestTimeoutMs: 5000\n${site()}`,
-    expected: [{ line: 2, col: 21, path: 'limits.requestTimeoutMs', message: /must be at least limits\.headersTimeoutMs \(10000 ms\)/ }],
-  },
-  {
     name: 'an out-of-range value points at the value',
     text: site('    routes:\n      - name: r\n        cache: { ttlFloorSeconds: -5 }\n'),
     expected: [{ line: 8, col: 35, path: 'sites[0].routes[0].cache.ttlFloorSeconds', message: />=0/ }],
