@@ -151,6 +151,10 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
         );
       }
       if (outcome.kind === 'ok' || outcome.kind === 'client_gone') return;
+      // A streamed body cut off mid-way (the origin failed while it arrived): its rest will never
+      // be read, so the answer closes the connection. Kept alive, the connection went dead: the
+      // client's next request on it got nothing, then a reset (config-edit trial).
+      if (!req.complete) res.shouldKeepAlive = false;
       if (outcome.kind === 'body_too_large') {
         // nginx's client_max_body_size for a chunked body: 413, and the connection closed (the
         // rest of the body is never read).
@@ -176,10 +180,13 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
         if (hasOtherMember(site, member, deps.clock.now())) excluded.add(member);
         continue;
       }
+      // A connection that was never made carried nothing: any method is sent once more on
+      // another member, as nginx's proxy_next_upstream does, when its body can be sent again
+      // (none, or read whole first). A POST to a member an edit had just pointed at a dead port
+      // got 502 while another member was healthy (config-edit trial).
       if (
         outcome.failure === 'connect_error' &&
-        idempotent &&
-        !outcome.bodySent &&
+        (body !== undefined || !hasBody(req)) &&
         site.config.retryOnConnectFailure &&
         attempt === 0 &&
         hasOtherMember(site, member, deps.clock.now())

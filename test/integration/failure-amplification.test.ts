@@ -23,7 +23,7 @@ interface Answer {
   ms: number;
 }
 
-async function call(url: string, init: { method?: string; headers?: Record<string, string> } = {}): Promise<Answer> {
+async function call(url: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<Answer> {
   const started = performance.now();
   const res = await request(url, init);
   const body = await res.body.text();
@@ -644,6 +644,43 @@ describe('failure amplification: uploads that stop coming', () => {
       for (const s of uploads) s.destroy();
     }
   }, 15_000);
+});
+
+describe('failure amplification: an origin that fails while an upload streams', () => {
+  it('closes the connection with its 502, so the client does not send its next request into a connection nobody reads', async () => {
+    // A member nobody listens on (the port of a server just closed): the connect is refused.
+    const gone = http.createServer();
+    await new Promise<void>((r) => gone.listen(0, '127.0.0.1', r));
+    const deadPort = (gone.address() as net.AddressInfo).port;
+    await new Promise<void>((r) => gone.close(() => r()));
+    const g = await gateway({ limits: { requestBuffering: { enabled: false } }, sites: [siteFor([`http://127.0.0.1:${deadPort}`])] });
+    const s = net.connect(Number(new URL(g.url).port), '127.0.0.1');
+    let received = '';
+    s.on('data', (d) => (received += d.toString()));
+    s.on('error', () => undefined);
+    const closed = new Promise<void>((r) => s.once('close', () => r()));
+    s.write(`POST /upload HTTP/1.1\r\nHost: blog.example.com\r\nContent-Length: 81920\r\n\r\n${'x'.repeat(4096)}`);
+    expect(await eventually(() => /\r\n\r\n/.test(received), 100, 30)).toBe(true);
+    expect(received).toMatch(/^HTTP\/1\.1 502 /);
+    expect(received.toLowerCase()).toContain('connection: close');
+    s.write('y'.repeat(81920 - 4096));
+    await closed; // closed by the gateway, not left open unread
+  }, 15_000);
+
+  it('sends a POST whose connection was refused once more to the other member, its body from the buffer (nothing reached the dead one)', async () => {
+    const gone = http.createServer();
+    await new Promise<void>((r) => gone.listen(0, '127.0.0.1', r));
+    const deadPort = (gone.address() as net.AddressInfo).port;
+    await new Promise<void>((r) => gone.close(() => r()));
+    const live = await origin();
+    live.route('/upload', (_req, res, rec) => void res.end(`got ${rec.bodyLength}`));
+    const g = await gateway({ sites: [siteFor([`http://127.0.0.1:${deadPort}`, live.url], { balance: 'round-robin' })] });
+    const answers: Answer[] = [];
+    for (const size of [10, 100_000, 0, 10, 100_000, 0]) answers.push(await call(`${g.url}/upload`, { method: 'POST', body: 'x'.repeat(size) }));
+    expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 200, 200, 200]);
+    expect(answers.map((a) => a.body)).toEqual(['got 10', 'got 100000', 'got 0', 'got 10', 'got 100000', 'got 0']);
+    expect(live.count('/upload')).toBe(6);
+  });
 });
 
 describe('failure amplification: an origin that reads an upload slowly', () => {
