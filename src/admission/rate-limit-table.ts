@@ -1,7 +1,8 @@
 /**
  * The rate limiters in force: one per site and one per route that configures `rateLimit`
  * (enabled), each a RateLimiter (rate-limit.ts). Rebuilt from every config generation by
- * configure(); a limiter whose settings did not change is kept, buckets and all, so a reload
+ * configure(); a limiter whose settings did not change is kept, buckets and all, and one whose
+ * rate or burst changed takes the old buckets over (capped at the new burst), so a reload
  * neither refills nor empties anybody's bucket.
  *
  * Owns the table and the order limiters apply in (the route's first, then the site's). It does
@@ -28,8 +29,12 @@ export class RateLimitTable {
     const add = (id: string, rl: RateLimitConfig | undefined) => {
       if (!rl || !rl.enabled) return;
       const prev = this.limiters.get(id);
-      if (prev && JSON.stringify(prev.cfg) === JSON.stringify(rl)) next.set(id, prev);
-      else next.set(id, { cfg: rl, limiter: new RateLimiter({ ratePerSecond: rl.ratePerSecond, burst: rl.burst, clock: this.clock }) });
+      if (prev && JSON.stringify(prev.cfg) === JSON.stringify(rl)) return void next.set(id, prev);
+      const limiter = new RateLimiter({ ratePerSecond: rl.ratePerSecond, burst: rl.burst, clock: this.clock });
+      // New numbers for the same clients: their buckets carry over (capped at the new burst).
+      // Another key header names other clients: fresh buckets.
+      if (prev && prev.cfg.keyHeader === rl.keyHeader) limiter.adopt(prev.limiter);
+      next.set(id, { cfg: rl, limiter });
     };
     for (const site of sites) {
       add(rateLimitId(site.name), site.rateLimit);

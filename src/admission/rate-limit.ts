@@ -65,6 +65,22 @@ export class RateLimiter {
     return this.buckets.size;
   }
 
+  /**
+   * Takes over `from`'s buckets (a reload that changed the rate or the burst): each client keeps
+   * what it had, as of now, never more than the new burst. A new limiter with full buckets
+   * handed every client, the abusive ones first, a fresh burst at each edit, one that tightened
+   * the limit included (config-edit trial).
+   */
+  adopt(from: RateLimiter): void {
+    const now = this.clock.now();
+    const entries = [...from.buckets.entries()].reverse(); // least recent first, so recency is kept
+    for (const [key, b] of entries) {
+      const elapsed = Math.max(0, now - b.updatedAt);
+      const tokens = Math.min(from.burst, b.tokens + elapsed * from.ratePerMs, this.burst);
+      this.buckets.set(key, { tokens, updatedAt: now });
+    }
+  }
+
   take(key: string): TakeResult {
     const now = this.clock.now();
     let b = this.buckets.get(key);
