@@ -180,7 +180,7 @@ function dirIdentityOf(dir: string): string | null {
 
 /**
  * True when the file does not end in a newline (editors and config tools end files with one; a
- * write cut in two mostly does not). The hold that follows counts from when the change was
+ * write cut in two mostly does not), or is empty. The hold that follows counts from when the change was
  * seen, on this process's monotonic clock: never from the file's mtime, which a clock-skewed
  * file system or `touch -d` can put days ahead (a reload held that long, or a timer past
  * 2^31 ms firing back to back; review).
@@ -189,7 +189,10 @@ function endsMidLine(file: string): boolean {
   let fd: number | undefined;
   try {
     const s = statSync(file);
-    if (s.size === 0) return false;
+    // Empty: truncated by a writer that has not written yet (truncate, then write). Reloaded
+    // at once it was refused as empty, logged as a failed reload and could fire the alert,
+    // while the writer was half a second from done (config-edit trial).
+    if (s.size === 0) return true;
     fd = openSync(file, 'r');
     const last = Buffer.alloc(1);
     readSync(fd, last, 0, 1, s.size - 1);

@@ -42,8 +42,12 @@ export function compileSite(site: SiteConfig, defaultRoute: RouteConfig): Compil
   const isCatchAll = (r: RouteConfig | undefined) =>
     r !== undefined && !r.match.pathPrefix && !r.match.pathRegex && !r.match.methods;
   if (!isCatchAll(last)) {
-    const hasDefaultName = site.routes.some((r) => r.name === DEFAULT_ROUTE_NAME);
-    routes.push(compileRoute({ ...defaultRoute, name: hasDefaultName ? '_default' : DEFAULT_ROUTE_NAME }));
+    // A name no route of the site has: policies and metrics are keyed by route name, and a
+    // route of the operator's named `_default` lost its cache settings to this one (config-edit trial).
+    const taken = new Set(site.routes.map((r) => r.name));
+    let name = DEFAULT_ROUTE_NAME;
+    while (taken.has(name)) name = `_${name}`;
+    routes.push(compileRoute({ ...defaultRoute, name }));
   }
   const fallback = routes[routes.length - 1]!;
   return {

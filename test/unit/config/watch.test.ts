@@ -153,6 +153,19 @@ describe('watchConfig', () => {
     expect(calls).toHaveLength(1);
   });
 
+  test('an emptied file (truncate, then write) waits for its content, and one callback follows it', async () => {
+    const { file, calls } = setup('a: 1\n', 2_000);
+    writeFileSync(file, '');
+    await delay(DEBOUNCE_MS * 8);
+    expect(calls).toHaveLength(0);
+    const restAt = Date.now();
+    writeFileSync(file, 'a: 2\n', { flag: 'a' });
+    await waitFor(() => calls.length >= 1);
+    expect(calls[0]!).toBeGreaterThanOrEqual(restAt);
+    await delay(QUIET_MS);
+    expect(calls).toHaveLength(1);
+  });
+
   test('a file that ends without a newline still applies, once it has been quiet for the hold', async () => {
     const { file, calls } = setup('a: 1\n', 300);
     const writtenAt = Date.now();

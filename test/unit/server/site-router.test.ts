@@ -74,4 +74,17 @@ describe('routes', () => {
     const withDefault = siteSchema.parse({ name: 's', hosts: ['*'], origins: [{ url: 'http://127.0.0.1:1' }], routes: [{ name: 'default' }] });
     expect(compileSite(withDefault, routeSchema.parse({ name: 'default' })).routes.map((r) => r.name)).toEqual(['default']);
   });
+  it('names the added catch-all with a name no route of the site has (a route named _default lost its cache settings to it)', () => {
+    const site = siteSchema.parse({
+      name: 's',
+      hosts: ['*'],
+      origins: [{ url: 'http://127.0.0.1:1' }],
+      routes: [
+        { name: '_default', match: { pathPrefix: '/x' } },
+        { name: 'default', match: { pathPrefix: '/y' } },
+      ],
+    });
+    const names = compileSite(site, routeSchema.parse({ name: 'default' })).routes.map((r) => r.name);
+    expect(names).toEqual(['_default', 'default', '__default']);
+  });
 });
