@@ -18,9 +18,11 @@
  *
  * Environment substitution: `${NAME}` inside any string value (whole or embedded, in plain or
  * quoted scalars) is replaced by the variable's value; `$${` writes a literal `${`. An unset
- * variable is an error at that value. Substitution always yields a string: `port: ${PORT}`
- * stays the string "8080" and fails as a number (known limitation; it keeps secrets that look
- * like numbers from changing type). Keys are never substituted.
+ * variable is an error at that value. Substitution yields a string; a value that is one whole
+ * `${NAME}` where the schema wants a number or a boolean is read as one when its text is
+ * (`port: ${PORT}`), so a secret that looks like a number stays a string where a string is
+ * wanted. Keys are never substituted. Top-level keys starting with `x-` are ignored (a place for
+ * anchors), and YAML merge keys (`<<: *anchor`) apply.
  */
 import { readFileSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
@@ -100,13 +102,32 @@ export const MAX_CONFIG_BYTES = 1024 * 1024;
 export function parseConfigText(text: string, file: string, options: ParseOptions = {}): LoadResult {
   const env = options.env ?? process.env;
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  // `merge`: YAML merge keys (`<<: *defaults`), which operators write to share a block.
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true, merge: true });
   const at = (offset: number | undefined): { line: number; col: number } =>
     offset === undefined ? { line: 1, col: 1 } : lineCounter.linePos(offset);
 
   const errors: ConfigError[] = [];
+  const lines = text.split('\n');
+  const hinted = new Set<number>();
   for (const e of [...doc.errors, ...doc.warnings]) {
-    errors.push({ file, ...at(e.pos[0]), path: '(root)', message: yamlMessage(e.code, e.message) });
+    const where = at(e.pos[0]);
+    // `{ port: ${PORT} }`: in a flow collection `{` opens a map, and the parser's own messages
+    // (several per line) do not say so. One error per such line, with what to write.
+    if (doc.errors.includes(e as never) && /[{[][^\n]*[\s,:[{]\$\{/.test(lines[where.line - 1] ?? '')) {
+      if (hinted.has(where.line)) continue;
+      hinted.add(where.line);
+      errors.push({ file, ...where, path: '(root)', message: 'a ${NAME} inside { } or [ ] must be quoted ("${NAME}"), or written in block style on its own line' });
+      continue;
+    }
+    errors.push({ file, ...where, path: '(root)', message: yamlMessage(e.code, e.message) });
+  }
+  // What follows such a line is the parser lost, not more mistakes: only the hints and what came before.
+  if (hinted.size > 0) {
+    const first = Math.min(...hinted);
+    const kept = errors.filter((e) => e.line < first || (hinted.has(e.line) && e.message.startsWith('a ${NAME}')));
+    errors.length = 0;
+    errors.push(...kept);
   }
   if (doc.errors.length === 0 && doc.contents === null) {
     errors.push({
@@ -125,7 +146,8 @@ export function parseConfigText(text: string, file: string, options: ParseOption
   // schema so that one run reports every error.
   const aliasErrors = checkAliases(doc, file, at);
   if (aliasErrors.length > 0) return { ok: false, errors: sortErrors([...errors, ...aliasErrors]) };
-  const envErrors = substituteEnv(doc, file, env, at);
+  const whole = new Set<Scalar>();
+  const envErrors = substituteEnv(doc, file, env, at, whole);
   errors.push(...envErrors);
   // A value whose variable is unset has already been reported; its schema error would repeat it.
   const reported = new Set(envErrors.map((e) => e.path));
@@ -138,7 +160,15 @@ export function parseConfigText(text: string, file: string, options: ParseOption
     errors.push({ file, line: 1, col: 1, path: '(root)', message: (err as Error).message });
     return { ok: false, errors: sortErrors(errors) };
   }
-  const parsed = gatewayConfigSchema.safeParse(raw, { reportInput: true });
+  dropExtensionKeys(raw);
+  let parsed = gatewayConfigSchema.safeParse(raw, { reportInput: true });
+  // A value that is a whole `${NAME}` is a string; where the schema wants a number or a boolean
+  // and the variable's text is one (`port: ${PORT}`), it is read as such, and checked again.
+  if (!parsed.success && whole.size > 0 && typeSubstituted(parsed.error.issues, doc, whole)) {
+    raw = doc.toJS({ maxAliasCount: 100 });
+    dropExtensionKeys(raw);
+    parsed = gatewayConfigSchema.safeParse(raw, { reportInput: true });
+  }
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
       errors.push(...issueToErrors(issue, doc, file, at).filter((e) => !reported.has(e.path)));
@@ -349,17 +379,23 @@ function checkAliases(doc: Document, file: string, at: At): ConfigError[] {
 const ENV_REF = /\$\$\{|\$\{([^}]*)\}/g;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
-/** Replaces `${NAME}` in string values (never keys) in place; returns the failures. */
+/**
+ * Replaces `${NAME}` in string values (never keys) in place; returns the failures. Scalars
+ * whose whole value was one reference go in `whole` (typeSubstituted may read them as numbers).
+ */
 function substituteEnv(
   doc: Document,
   file: string,
   env: Readonly<Record<string, string | undefined>>,
   at: At,
+  whole: Set<Scalar>,
 ): ConfigError[] {
   const errors: ConfigError[] = [];
   walkValues(doc.contents, [], (node, path) => {
     if (!isScalar(node) || typeof node.value !== 'string' || !node.value.includes('$')) return;
     const where = { file, ...at(node.range?.[0]), path: formatPath(path) };
+    const before = errors.length;
+    if (/^\$\{[^}]*\}$/.test(node.value.trim())) whole.add(node);
     node.value = node.value.replace(ENV_REF, (match: string, name: string | undefined) => {
       if (match === '$${') return '${';
       const trimmed = (name ?? '').trim();
@@ -374,8 +410,40 @@ function substituteEnv(
       }
       return value;
     });
+    if (errors.length > before) whole.delete(node);
   });
   return errors;
+}
+
+/**
+ * For each issue "expected number (or boolean), got a string" at a scalar that was a whole
+ * `${NAME}`, types the scalar when its text is a number (or true/false); true when any was.
+ */
+function typeSubstituted(issues: readonly z.core.$ZodIssue[], doc: Document, whole: ReadonlySet<Scalar>): boolean {
+  let typed = false;
+  for (const issue of issues) {
+    if (issue.code !== 'invalid_type' || typeof issue.input !== 'string') continue;
+    const { node } = locate(doc, issue.path as PathSegment[]);
+    if (!isScalar(node) || !whole.has(node) || typeof node.value !== 'string') continue;
+    const text = node.value.trim();
+    if (issue.expected === 'number' && /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(text)) {
+      node.value = Number(text);
+      typed = true;
+    } else if (issue.expected === 'boolean' && /^(true|false)$/i.test(text)) {
+      node.value = text.toLowerCase() === 'true';
+      typed = true;
+    }
+  }
+  return typed;
+}
+
+/**
+ * Top-level keys starting with `x-` are the file's own (Compose's convention): a place for
+ * anchors to merge elsewhere (`x-origin: &origin {...}`), dropped before the schema check.
+ */
+function dropExtensionKeys(raw: unknown): void {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return;
+  for (const key of Object.keys(raw)) if (key.startsWith('x-')) delete (raw as Record<string, unknown>)[key];
 }
 
 interface Located {

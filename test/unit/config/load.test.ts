@@ -290,7 +290,7 @@ describe('parseConfigText: refused configs', () => {
 });
 
 describe('parseConfigText: environment substitution', () => {
-  const env = { TOKEN: 'abcdefghijklmnopqrstuvwxyz', HOST: 'origin.internal', PORT: '3000' };
+  const env = { TOKEN: 'abcdefghijklmnopqrstuvwxyz', HOST: 'origin.internal', PORT: '3000', FLAG: 'false', DIGITS: '12345678901234567890' };
   const cases: Array<{ name: string; value: string; path: (r: LoadResult) => unknown; expected: unknown }> = [
     {
       name: 'a whole value is replaced',
@@ -311,8 +311,32 @@ describe('parseConfigText: environment substitution', () => {
       expected: '${TOKEN}-literal-text',
     },
     {
-      name: 'substitution yields strings, even for numbers',
-      value: 'reload: { debounceMs: "${PORT}" }\n',
+      name: 'a whole reference is read as a number where the schema wants one (port: ${PORT})',
+      value: 'listen:\n  port: ${PORT}\nreload: { debounceMs: "${PORT}" }\n',
+      path: (r) => (r.ok ? [r.config.listen.port, r.config.reload.debounceMs] : r.errors.map((e) => e.message)),
+      expected: [3000, 3000],
+    },
+    {
+      name: 'and as a boolean where the schema wants one',
+      value: 'log:\n  access: ${FLAG}\n',
+      path: (r) => (r.ok ? r.config.log.access : r.errors.map((e) => e.message)),
+      expected: false,
+    },
+    {
+      name: 'a number-like secret stays a string where a string is wanted',
+      value: 'admin:\n  purgeToken: ${DIGITS}\n',
+      path: (r) => (r.ok ? r.config.admin.purgeToken : r.errors.map((e) => e.message)),
+      expected: '12345678901234567890',
+    },
+    {
+      name: 'text that is not a number is still refused as one',
+      value: 'reload:\n  debounceMs: ${HOST}\n',
+      path: (r) => (r.ok ? 'accepted' : r.errors.map((e) => `${e.path}: ${e.message}`)),
+      expected: ['reload.debounceMs: expected number, got string "origin.internal"'],
+    },
+    {
+      name: 'a reference embedded in text is never read as a number',
+      value: 'reload:\n  debounceMs: ${PORT}0\n',
       path: (r) => (r.ok ? 'accepted' : r.errors.map((e) => e.path)),
       expected: ['reload.debounceMs'],
     },
@@ -320,6 +344,11 @@ describe('parseConfigText: environment substitution', () => {
   test.each(cases)('$name', ({ value, path, expected }) => {
     const text = `${value}sites:\n  - name: s\n    hosts: ["*"]\n    origins: [{ url: "http://\${HOST}:\${PORT}" }]\n`;
     expect(path(parseConfigText(text, 'g.yaml', { env }))).toEqual(expected);
+  });
+
+  test('a reference inside a flow collection, unquoted, gets one error saying to quote it', () => {
+    const errors = errorsOf(parseConfigText(`listen: { port: \${PORT} }\n${site()}`, 'g.yaml', { env }));
+    expect(errors.map((e) => [e.line, e.message])).toEqual([[1, expect.stringMatching(/must be quoted \("\$\{NAME\}"\)/)]]);
   });
 
   test('keys are never substituted', () => {
@@ -336,6 +365,31 @@ describe('parseConfigText: environment substitution', () => {
     } finally {
       delete process.env[name];
     }
+  });
+});
+
+describe('parseConfigText: merge keys and x- blocks', () => {
+  test('an anchor under a top-level x- key merges into members with <<, and x- keys are not config', () => {
+    const text = [
+      'x-member: &member { url: "http://127.0.0.1:3001", weight: 2 }',
+      'sites:',
+      '  - name: s',
+      '    hosts: ["*"]',
+      '    origins:',
+      '      - <<: *member',
+      '      - <<: *member',
+      '        url: "http://127.0.0.1:3002"',
+      '',
+    ].join('\n');
+    const r = parseConfigText(text, 'g.yaml', { env: {} });
+    expect(r.ok ? r.config.sites[0]!.origins.map((o) => [o.url, o.weight]) : errorsOf(r)).toEqual([
+      ['http://127.0.0.1:3001', 2],
+      ['http://127.0.0.1:3002', 2],
+    ]);
+  });
+
+  test('another unknown top-level key is still refused', () => {
+    expect(errorsOf(parseConfigText(`y-member: 1\n${site()}`, 'g.yaml', { env: {} })).map((e) => e.message)).toEqual([expect.stringMatching(/unknown key "y-member"/)]);
   });
 });
 
