@@ -89,6 +89,11 @@ export const ERRORS = {
     message: 'The site is unavailable right now. Please retry shortly.',
     action: 'Check the origin: it answered 503 or 429 to the fill this request waited on; its Retry-After (up to 1 h) is passed on.',
   },
+  origin_failed: {
+    status: 502,
+    message: 'The origin server failed on this page. Please retry shortly.',
+    action: 'Check the origin\'s logs: it answered a server error (500, 502, 504...) to the cache fill this request waited on. Its waiters get this (or a stored copy) rather than each asking the failing origin again; the request that led the fill got the origin\'s own answer.',
+  },
   only_if_cached: {
     status: 504,
     message: 'The request asked for only-if-cached and nothing usable is cached.',

@@ -30,8 +30,7 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
   // hitForPassSeconds.
   const collapseKey = collapseKeyOf(lookup);
   if (!lookup.canStore && !deps.inflight.isInflight(collapseKey.id)) return passAlone(ctx, lookup);
-  const cfg = ctx.rt.config.cache.collapse;
-  const joined = deps.inflight.join(collapseKey.id, cfg.waitDeadlineMs);
+  const joined = deps.inflight.join(collapseKey.id, waiterDeadlineMs(ctx));
 
   if (joined.role === 'leader') {
     let result: FillResult;
@@ -95,9 +94,12 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
   // An origin that says it is overloaded or refusing us (503, 429) is not asked again by each
   // waiter: they get a stored copy, or the gateway's own 503 (`origin_unavailable`) with a
   // 503's Retry-After (ours when it sent none, and for a 429). Never the origin's bytes: a 429 may be about
-  // the leader alone (its address, its cookie, a coding the waiter cannot read; review). Other
-  // errors may be the leader's own; its waiters ask alone. (It said `overloaded` and
+  // the leader alone (its address, its cookie, a coding the waiter cannot read; review). (It said `overloaded` and
   // Retry-After: 1 to a maintenance page's waiters, as if the gateway were shedding: trial.)
+  // Any other server error is shared the same way, as the gateway's own 502 (`origin_failed`):
+  // the fill asked what every waiter would ask (the same key and fill headers), and a crowd
+  // on a page that failed after 2 s (a database timeout) sent every waiter to the origin on its
+  // own, 50 at once on 4 PHP workers, and the rest of the site got 503 (failure-day trial).
   if (outcome.kind === 'origin_error')
     return serveStaleOr(ctx, lookup, 'error', () =>
       outcome.status === 503 || outcome.status === 429
@@ -108,10 +110,26 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
               ctx.deps.admission.retryAfterSeconds(ctx.site!.name),
             state: 'error',
           })
-        : passAlone(ctx, lookup),
+        : fail(ctx, 'origin_failed', `the origin answered ${outcome.status} to this page's fill`, { state: 'error' }),
     );
   return serveFillResult(ctx, lookup, outcome, true);
 }
+
+/**
+ * How long a request waits on a fill under way: `cache.collapse.waitDeadlineMs`, or longer when
+ * the fill itself may take longer to get its answer's head (the route's `responseHeadersMs`,
+ * plus a second for its permit). Giving up first, every waiter of a 12 s page fetched it alone
+ * at the same moment: 50 origin requests at once instead of one (failure-day trial). A fill
+ * that fails or times out still answers its waiters (stale, or the gateway's error).
+ */
+function waiterDeadlineMs(ctx: Ctx): number {
+  const own = ctx.rt.config.cache.collapse.waitDeadlineMs;
+  const fill = timeoutsFor(ctx.site!.config, ctx.route).responseHeadersMs + FILL_PERMIT_MARGIN_MS;
+  return own > fill ? own : fill;
+}
+
+/** What a waiter allows a fill beyond its response-head timeout: its wait for a permit (ms). */
+const FILL_PERMIT_MARGIN_MS = 1_000;
 
 /**
  * A waiter that cannot use the shared result asks the origin alone, as a pass; while the

@@ -770,6 +770,44 @@ describe('failure amplification: waiters of a fill the origin refused (503)', ()
   });
 });
 
+describe('failure amplification: waiters of a fill the origin failed (5xx)', () => {
+  it.each([500, 502, 504])('a %i after 300 ms reaches the origin once for the whole crowd: waiters get the gateway\'s own 502 origin_failed, never the origin\'s bytes', async (status) => {
+    const o = await origin();
+    o.route('/hot', (req, res) =>
+      void setTimeout(() => {
+        res.writeHead(status, { 'content-type': 'text/plain', 'set-cookie': 'debug=leader-only' });
+        res.end(`database timeout, client ${String(req.headers['x-forwarded-for'])}`);
+      }, 300),
+    );
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const answers = await Promise.all(Array.from({ length: 8 }, () => call(`${g.url}/hot`)));
+    expect(o.count('/hot')).toBe(1);
+    const waiters = answers.filter((a) => a.headers['x-crowdgate-error'] === 'origin_failed');
+    expect(waiters).toHaveLength(7);
+    for (const w of waiters) {
+      expect(w.status).toBe(502);
+      expect(w.headers['set-cookie']).toBeUndefined();
+      expect(w.body).not.toContain('database timeout');
+    }
+    expect(answers.filter((a) => a.status === status && a.body.startsWith('database timeout'))).toHaveLength(1); // the leader's own
+  });
+
+  it('waits for a fill slower than cache.collapse.waitDeadlineMs while it may still get its head: one origin request for a slow page', async () => {
+    const o = await origin();
+    o.route('/report', (_req, res) =>
+      void setTimeout(() => {
+        res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'public, max-age=60' });
+        res.end('the slow report');
+      }, 800),
+    );
+    const g = await gateway({ cache: { collapse: { waitDeadlineMs: 200 } }, sites: [siteFor([o.url], { timeouts: { responseHeadersMs: 2_000 } })] });
+    const answers = await Promise.all(Array.from({ length: 8 }, () => call(`${g.url}/report`)));
+    expect(answers.map((a) => a.status)).toEqual(Array(8).fill(200));
+    expect(answers.every((a) => a.body === 'the slow report')).toBe(true);
+    expect(o.count('/report')).toBe(1);
+  });
+});
+
 describe('failure amplification: an https origin whose certificate does not verify', () => {
   it('answers 502 origin_unreachable naming the certificate, on fills and pass-through, never 500 internal_error', async () => {
     const ca = await makeTestCa();
