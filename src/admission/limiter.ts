@@ -219,6 +219,8 @@ export class Limiter {
   private slowLane: boolean;
   /** When the latest-started request that was answered promptly (not overdue) started. */
   private promptStartedAt = -Infinity;
+  /** When the last request beyond the limit went out to a stalled origin (see trialDue). */
+  private lastTrialAt = -Infinity;
   /** When the last OVERDUE_RUN overdue requests started (a ring; see slowForEveryone). */
   private readonly overdueStarts = new Float64Array(OVERDUE_RUN);
   private overdueNoted = 0;
@@ -376,6 +378,25 @@ export class Limiter {
     const now = this.clock.now();
     if (this.inflightCount >= this.limit) this.moveOverdue(now);
     if (this.queue.length > 0 && this.inflightCount < this.limit) this.pump(now); // limit grew
+    if (this.inflightCount >= this.limit && this.trialDue(now)) {
+      // Every permit is held by a request the origin has not answered: one goes beyond the
+      // limit (the queue's head, else this one) to tell when the origin answers again.
+      this.lastTrialAt = now;
+      if (this.queue.length === 0) {
+        const permit = this.grant(now);
+        this.onChange?.(this);
+        return { ok: true, permit, waitedMs: 0 };
+      }
+      for (let w = this.queue.shift(now); w !== undefined; w = this.queue.shift(now)) {
+        if (now >= w.expiresAt) {
+          this.settle(w, w.capped ? 'codel' : 'deadline', now);
+          continue;
+        }
+        this.detach(w);
+        w.resolve({ ok: true, permit: this.grant(now), waitedMs: now - w.enqueuedAt });
+        break;
+      }
+    }
     if (this.queue.length === 0 && this.inflightCount < this.limit) {
       const permit = this.grant(now);
       this.onChange?.(this);
@@ -548,6 +569,24 @@ export class Limiter {
     const starts = this.overdueStarts;
     for (let i = 0; i < OVERDUE_RUN; i++) if (!(starts[i]! > this.promptStartedAt)) return false;
     return true;
+  }
+
+  /**
+   * The origin is stalled for the gateway: slow for everyone (the slow lane closed, so overdue
+   * permits count), and every counted permit held past the overdue threshold, the newest
+   * included. No release can then say the origin answers again until those requests time out:
+   * a 2 s hang of a single member held every permit, and everything was refused for the 15 s
+   * of responseHeadersMs after the origin was fine again (failure-day trial). Then one request
+   * at a time, at most one per overdue threshold, goes beyond the limit as a trial (a half-open
+   * breaker's); answered promptly, it reopens the lane and traffic flows at once.
+   */
+  private trialDue(now: number): boolean {
+    if (!this.slowLane) return false;
+    const newest = this.counted.last;
+    if (newest === undefined) return false;
+    const overdueAfter = this.overdueAfterMs;
+    if (now - newest.acquiredAt <= overdueAfter || now - this.lastTrialAt <= overdueAfter) return false;
+    return this.slowForEveryone;
   }
 
   /** While requests wait, wake when the oldest counted permit becomes overdue. */

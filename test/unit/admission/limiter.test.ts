@@ -840,6 +840,35 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
     for (let i = 0; i < 4; i++) expect(s.granted(`p${i}`), `p${i}`).toBeDefined();
   });
 
+  it('an origin that stalled with every permit held gets one trial request at a time beyond the limit: answered promptly, traffic flows again at once (failure-day trial)', async () => {
+    const s = setup({ limitN: 4, slowLane: true });
+    await s.teach(10, 5); // typical 10 ms: overdue after 100 ms
+    // The origin stops answering: requests hang, step aside, until eight of them, all started
+    // after the last prompt answer, say it is slow for everyone; the lane closes, and the
+    // hung ones hold every permit.
+    for (let i = 0; i < 16; i++) {
+      s.request(`hung${i}`);
+      await s.flush();
+      s.scheduler.advance(150);
+      await s.flush();
+    }
+    s.scheduler.advance(150);
+    await s.flush();
+    expect(s.limiter.inflight - s.limiter.overdue).toBeGreaterThanOrEqual(4); // every permit counted, held
+    s.request('trial'); // every permit held by requests never answered: a trial goes beyond the limit
+    await s.flush();
+    expect(s.granted('trial')).toBeDefined();
+    s.request('meanwhile'); // one trial at a time: not granted
+    await s.flush();
+    expect(s.outcomes.find((o) => o.name === 'meanwhile')?.result.ok ?? false).toBe(false);
+    s.clock.advance(10);
+    s.granted('trial').release('success'); // the origin answers again, promptly
+    await s.flush();
+    s.request('next');
+    await s.flush();
+    expect(s.granted('next')).toBeDefined(); // the hung ones stepped aside: traffic flows
+  });
+
   it('fast failures (resets, 503s) are not prompt answers: an origin slow for everyone that also fails fast still closes the lane', async () => {
     const s = setup({ limitN: 8, slowLane: true });
     await s.teach(10, 5); // overdue after 100 ms
