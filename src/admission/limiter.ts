@@ -195,6 +195,9 @@ class PermitList {
   }
 }
 
+/** The longest wait between trials to an origin that still answers none of them (ms; see trialDue). */
+export const TRIAL_MAX_GAP_MS = 5_000;
+
 export class Limiter {
   /** Called after the limit, the in-flight count or the queue changed. Keep it cheap. */
   onChange: ((limiter: Limiter) => void) | undefined;
@@ -221,6 +224,10 @@ export class Limiter {
   private promptStartedAt = -Infinity;
   /** When the last request beyond the limit went out to a stalled origin (see trialDue). */
   private lastTrialAt = -Infinity;
+  /** That trial, until it is released. */
+  private trialPermit: LimiterPermit | undefined = undefined;
+  /** The wait before another trial while one is still out (doubles each time). */
+  private trialGapMs = 0;
   /** When the last OVERDUE_RUN overdue requests started (a ring; see slowForEveryone). */
   private readonly overdueStarts = new Float64Array(OVERDUE_RUN);
   private overdueNoted = 0;
@@ -381,9 +388,11 @@ export class Limiter {
     if (this.inflightCount >= this.limit && this.trialDue(now)) {
       // Every permit is held by a request the origin has not answered: one goes beyond the
       // limit (the queue's head, else this one) to tell when the origin answers again.
+      // The next one waits twice as long while this one is still out (at most TRIAL_MAX_GAP_MS).
+      this.trialGapMs = this.trialPermit === undefined ? this.overdueAfterMs : Math.min(2 * this.trialGapMs, TRIAL_MAX_GAP_MS);
       this.lastTrialAt = now;
       if (this.queue.length === 0) {
-        const permit = this.grant(now);
+        const permit = (this.trialPermit = this.grant(now));
         this.onChange?.(this);
         return { ok: true, permit, waitedMs: 0 };
       }
@@ -393,7 +402,7 @@ export class Limiter {
           continue;
         }
         this.detach(w);
-        w.resolve({ ok: true, permit: this.grant(now), waitedMs: now - w.enqueuedAt });
+        w.resolve({ ok: true, permit: (this.trialPermit = this.grant(now)), waitedMs: now - w.enqueuedAt });
         break;
       }
     }
@@ -577,15 +586,19 @@ export class Limiter {
    * included. No release can then say the origin answers again until those requests time out:
    * a 2 s hang of a single member held every permit, and everything was refused for the 15 s
    * of responseHeadersMs after the origin was fine again (failure-day trial). Then one request
-   * at a time, at most one per overdue threshold, goes beyond the limit as a trial (a half-open
-   * breaker's); answered promptly, it reopens the lane and traffic flows at once.
+   * at a time goes beyond the limit as a trial (a half-open breaker's): one per overdue
+   * threshold, and while the last is still unanswered the wait doubles (at most
+   * TRIAL_MAX_GAP_MS), so a hung origin gets a few, not one per threshold (review). Answered
+   * promptly, a trial reopens the lane and traffic flows at once.
    */
   private trialDue(now: number): boolean {
     if (!this.slowLane) return false;
     const newest = this.counted.last;
     if (newest === undefined) return false;
     const overdueAfter = this.overdueAfterMs;
-    if (now - newest.acquiredAt <= overdueAfter || now - this.lastTrialAt <= overdueAfter) return false;
+    if (now - newest.acquiredAt <= overdueAfter) return false;
+    const gap = this.trialPermit === undefined ? overdueAfter : this.trialGapMs;
+    if (now - this.lastTrialAt <= gap) return false;
     return this.slowForEveryone;
   }
 
@@ -609,6 +622,7 @@ export class Limiter {
   /** Called once per permit, from LimiterPermit.release. */
   private onRelease(permit: LimiterPermit, kind: ReleaseKind, latencyClass: string | undefined): void {
     const now = this.clock.now();
+    if (permit === this.trialPermit) this.trialPermit = undefined;
     this.lastReleaseAt = now;
     if (permit.overdue) {
       this.overdueCount--;

@@ -551,7 +551,7 @@ export const siteSchema = z
     retryOnConnectFailure: z
       .boolean()
       .default(true)
-      .describe('Retry a request once on another member when connecting fails (nothing reached the origin; any method, its body sent again from the request buffer; a body streamed unbuffered is not); a cache fill (a GET) also when it timed out.'),
+      .describe('Retry a request once on another member when connecting fails: an idempotent one on any connect error, any method (its body sent again from the request buffer; a body streamed unbuffered is not) only when the connection itself was refused or unreachable, so nothing reached the origin (a TLS error may come after the request went out); a cache fill (a GET) also when it timed out.'),
     preserveHost: z
       .boolean()
       .default(true)

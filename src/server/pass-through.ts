@@ -183,10 +183,13 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
       // A connection that was never made carried nothing: any method is sent once more on
       // another member, as nginx's proxy_next_upstream does, when its body can be sent again
       // (none, or read whole first). A POST to a member an edit had just pointed at a dead port
-      // got 502 while another member was healthy (config-edit trial).
+      // got 502 while another member was healthy (config-edit trial). Only a refusal of the
+      // connection itself says so for a POST: a TLS error is a connect_error too, and may come
+      // after the request went out (review: a POST ran on both members).
       if (
         outcome.failure === 'connect_error' &&
         (body !== undefined || !hasBody(req)) &&
+        (idempotent || neverConnected(outcome.error)) &&
         site.config.retryOnConnectFailure &&
         attempt === 0 &&
         hasOtherMember(site, member, deps.clock.now())
@@ -243,6 +246,12 @@ async function readBody(ctx: Ctx): Promise<BufferedBody | undefined | null> {
       return read.body;
     }
   }
+}
+
+/** The error says no connection was ever made (refused, unreachable, no such host): nothing was sent. */
+function neverConnected(err: Error): boolean {
+  const code = (err as { code?: string }).code;
+  return code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code === 'ENOTFOUND' || code === 'EAI_AGAIN';
 }
 
 /** Prepares the client's request for forwarding: hop-by-hop out, X-Forwarded-* and Via in. */

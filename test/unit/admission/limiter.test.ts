@@ -855,6 +855,8 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
     s.scheduler.advance(150);
     await s.flush();
     expect(s.limiter.inflight - s.limiter.overdue).toBeGreaterThanOrEqual(4); // every permit counted, held
+    s.scheduler.advance(5_000); // (the hung requests were trials too, ever further apart: at most 5 s)
+    await s.flush();
     s.request('trial'); // every permit held by requests never answered: a trial goes beyond the limit
     await s.flush();
     expect(s.granted('trial')).toBeDefined();
@@ -867,6 +869,29 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
     s.request('next');
     await s.flush();
     expect(s.granted('next')).toBeDefined(); // the hung ones stepped aside: traffic flows
+  });
+
+  it('an origin that answers none of its trials gets a few, spaced out, not one per threshold (review: 20 in 3 s)', async () => {
+    const s = setup({ limitN: 4, slowLane: true });
+    await s.teach(10, 5); // overdue after 100 ms
+    for (let i = 0; i < 16; i++) {
+      s.request(`hung${i}`);
+      await s.flush();
+      s.scheduler.advance(150);
+      await s.flush();
+    }
+    s.scheduler.advance(150);
+    await s.flush();
+    const before = s.limiter.inflight;
+    for (let i = 0; i < 60; i++) {
+      s.request(`t${i}`, 1, { deadlineAt: s.clock.now() + 1 }); // arrivals every 50 ms for 3 s; none answered
+      await s.flush();
+      s.scheduler.advance(50);
+      await s.flush();
+    }
+    const trials = s.limiter.inflight - before;
+    expect(trials).toBeGreaterThanOrEqual(2);
+    expect(trials).toBeLessThanOrEqual(6);
   });
 
   it('fast failures (resets, 503s) are not prompt answers: an origin slow for everyone that also fails fast still closes the lane', async () => {
