@@ -41,7 +41,7 @@ export const ERRORS = {
   upload_buffer_full: {
     status: 503,
     message: 'The upload could not be taken right now. Please retry shortly.',
-    action: 'The request bodies being read at once filled `limits.requestBuffering.maxBytes`, or its directory could not be written (disk full): raise the cap, or free the disk. A body declaring its length streams instead; only a chunked one gets this.',
+    action: 'The request bodies being read at once filled `limits.requestBuffering.maxBytes` while this one was arriving, or its spool file could not be written (disk full): raise the cap, or free the disk. A body whose declared length does not fit at its start streams instead.',
   },
   request_timeout: {
     status: 408,

@@ -125,7 +125,7 @@ export const serverLimitsSchema = z
           .min(0)
           .default(1_073_741_824)
           .describe(
-            'Most bytes all spooled bodies hold at once: a body declaring a length past what is left streams as it comes; a chunked body that outgrows it gets 503 upload_buffer_full.',
+            'Most bytes all spooled bodies hold at once, counted as they arrive: a body declaring a length past what is left streams as it comes; one that outgrows what is left while it arrives (a chunked one, or others grew) gets 503 upload_buffer_full.',
           ),
       })
       .prefault({})

@@ -8,10 +8,11 @@
  * as soon as it is open (nothing is left behind, even by a crash), and read back for the
  * origin with a Content-Length (a chunked body becomes a counted one, as with nginx).
  *
- * The bytes spooled at once are capped (`limits.requestBuffering.maxBytes`): a body declaring a
- * length the cap has no room for streams as it comes (as without buffering: its permit is given
- * back when it stalls); a chunked body that outgrows the room is refused (503
- * `upload_buffer_full`), since what has been read cannot be streamed again.
+ * The bytes spooled at once are capped (`limits.requestBuffering.maxBytes`), counted as they
+ * arrive: a body declaring a length the cap has no room for streams as it comes (as without
+ * buffering: its permit is given back when it stalls); one that outgrows the room while it
+ * arrives is refused (503 `upload_buffer_full`), since what has been read cannot be streamed
+ * again. A chunked body that ends within BUFFERED_BODY_MAX_BYTES never leaves memory.
  *
  * Owns the spool and its budget; forward.ts sends what it holds, pass-through.ts decides when.
  */
@@ -88,129 +89,144 @@ export class BodySpool {
       const whole = await readInMemory(req);
       return whole === null ? { kind: 'gone' } : { kind: 'body', body: inMemory(whole) };
     }
-    // A declared length the room cannot take streams as before; it is reserved whole up front.
+    // A declared length the room cannot take now streams as before. What a body holds of the
+    // room is what it has sent, counted as it comes: reserved up front, a few connections that
+    // declared 100 MB and sent a byte a minute held it all (review).
     if (declared !== undefined && this.held + declared > opts.maxBytes) return { kind: 'stream' };
-    let reserved = declared ?? 0;
-    this.held += reserved;
+    let held = 0;
     let file: FileHandle | undefined;
+    let opening: Promise<FileHandle> | undefined;
     let released = false;
+    if (declared !== undefined) {
+      // A body that will be spooled gets its file first: a directory that cannot be used then
+      // streams the body as it would without buffering (nothing read yet), rather than failing
+      // the upload. The client may leave meanwhile: heard now, checked after.
+      let goneEarly = false;
+      const onEarlyGone = () => void (goneEarly = true);
+      req.once('close', onEarlyGone);
+      req.once('error', onEarlyGone);
+      try {
+        file = await this.openSpool(opts.directory);
+      } catch (err) {
+        return { kind: 'stream', unbuffered: (err as Error).message };
+      } finally {
+        req.off('close', onEarlyGone);
+        req.off('error', onEarlyGone);
+      }
+      if (goneEarly || req.destroyed) {
+        void file.close().catch(() => undefined);
+        return { kind: 'gone' };
+      }
+    }
     const release = () => {
       if (released) return;
       released = true;
-      this.held -= reserved;
+      this.held -= held;
+      held = 0;
       void file?.close().catch(() => undefined);
+      void opening?.then((f) => f.close()).catch(() => undefined);
     };
-    // The client may leave while the file is being opened: heard now, checked after.
-    let goneEarly = false;
-    const onEarlyGone = () => void (goneEarly = true);
-    req.once('close', onEarlyGone);
-    req.once('error', onEarlyGone);
-    try {
-      const dir = await this.directory(opts.directory);
-      const path = join(dir, `body-${process.pid}-${++this.seq}`);
-      file = await open(path, 'w+', 0o600);
-      await unlink(path);
-    } catch (err) {
-      // No spool file (a directory that is missing or not writable): nothing has been read, so
-      // the body streams as it would without buffering, rather than failing the upload.
-      release();
-      return { kind: 'stream', unbuffered: (err as Error).message };
-    } finally {
-      req.off('close', onEarlyGone);
-      req.off('error', onEarlyGone);
-    }
-    if (goneEarly || req.destroyed) {
-      release();
-      return { kind: 'gone' };
-    }
-    try {
-      // Small chunks first gather in memory, so the file sees writes of 64 KiB rather than one
-      // per TCP segment.
-      let pending: Buffer[] = [];
-      let pendingBytes = 0;
-      let length = 0;
-      let written = 0;
-      const flush = async () => {
-        if (pendingBytes === 0) return;
-        const data = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
-        pending = [];
-        pendingBytes = 0;
-        let at = 0;
-        while (at < data.length) {
-          const { bytesWritten } = await file!.write(data, at, data.length - at, written + at);
-          at += bytesWritten;
-        }
-        written += data.length;
-      };
-      const outcome = await new Promise<'end' | 'gone' | 'too_large' | 'no_room' | Error>((resolve) => {
-        let writing: Promise<void> = Promise.resolve();
-        let settled = false;
-        let ended = false;
-        const finish = (v: 'end' | 'gone' | 'too_large' | 'no_room' | Error) => {
-          if (settled) return;
-          settled = true;
-          req.off('data', onData);
-          req.off('end', onEnd);
-          req.off('close', onGone);
-          req.off('error', onGone);
-          resolve(v);
-        };
-        const onData = (chunk: Buffer) => {
-          length += chunk.length;
-          if (chunked && length > opts.maxBodyBytes) return finish('too_large');
-          if (declared === undefined) {
-            if (length > reserved) {
-              const more = length - reserved;
-              if (this.held + more > opts.maxBytes) return finish('no_room');
-              this.held += more;
-              reserved += more;
-            }
-          }
-          pending.push(chunk);
-          pendingBytes += chunk.length;
-          if (pendingBytes < BUFFERED_BODY_MAX_BYTES) return;
-          req.pause();
-          writing = writing.then(flush).then(
-            () => void (settled || req.resume()),
-            (err: unknown) => finish(err instanceof Error ? err : new Error(String(err))),
-          );
-        };
-        const onEnd = () => {
-          ended = true;
-          writing = writing.then(flush).then(
-            () => finish('end'),
-            (err: unknown) => finish(err instanceof Error ? err : new Error(String(err))),
-          );
-        };
-        // (A 'close' after the end is the request's own, once it is answered: not a client gone.)
-        const onGone = () => void (ended || finish('gone'));
-        req.on('data', onData);
-        req.once('end', onEnd);
-        req.once('close', onGone);
-        req.once('error', onGone);
-      });
-      if (outcome !== 'end') {
-        release();
-        if (outcome === 'gone') return { kind: 'gone' };
-        if (outcome === 'too_large') return { kind: 'too_large' };
-        if (outcome === 'no_room') return { kind: 'no_room', reason: `the request bodies being read hold limits.requestBuffering.maxBytes (${opts.maxBytes} bytes)` };
-        return { kind: 'no_room', reason: `the request body could not be spooled: ${outcome.message}` };
+    // Bytes first gather in memory (a chunked body of a few bytes never opens a file), then go
+    // to the file in writes of BUFFERED_BODY_MAX_BYTES.
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    let length = 0;
+    let written = 0;
+    const flush = async () => {
+      if (pendingBytes === 0) return;
+      opening ??= this.openSpool(opts.directory);
+      file ??= await opening;
+      const data = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+      pending = [];
+      pendingBytes = 0;
+      let at = 0;
+      while (at < data.length) {
+        const { bytesWritten } = await file.write(data, at, data.length - at, written + at);
+        at += bytesWritten;
       }
-      // What is held from now on is the body's real size.
-      this.held += length - reserved;
-      reserved = length;
-      const handle = file!;
-      return {
-        kind: 'body',
-        body: {
-          length,
-          stream: () => (length === 0 ? Readable.from([]) : handle.createReadStream({ start: 0, end: length - 1, autoClose: false })),
-          release,
-        },
+      written += data.length;
+    };
+    const outcome = await new Promise<'end' | 'gone' | 'too_large' | 'no_room' | Error>((resolve) => {
+      let writing: Promise<void> = Promise.resolve();
+      let settled = false;
+      let ended = false;
+      const finish = (v: 'end' | 'gone' | 'too_large' | 'no_room' | Error) => {
+        if (settled) return;
+        settled = true;
+        req.off('data', onData);
+        req.off('end', onEnd);
+        req.off('close', onGone);
+        req.off('error', onGone);
+        resolve(v);
       };
-    } catch (err) {
+      const failed = (err: unknown) => finish(err instanceof Error ? err : new Error(String(err)));
+      const onData = (chunk: Buffer) => {
+        length += chunk.length;
+        if (chunked && length > opts.maxBodyBytes) return finish('too_large');
+        if (length > BUFFERED_BODY_MAX_BYTES) {
+          // Past memory: the body's bytes count against the spool's room.
+          const more = length - held;
+          if (more > 0) {
+            if (this.held + more > opts.maxBytes) return finish('no_room');
+            this.held += more;
+            held += more;
+          }
+        }
+        pending.push(chunk);
+        pendingBytes += chunk.length;
+        if (length <= BUFFERED_BODY_MAX_BYTES || pendingBytes < BUFFERED_BODY_MAX_BYTES) return;
+        req.pause();
+        writing = writing.then(flush).then(() => void (settled || req.resume()), failed);
+      };
+      const onEnd = () => {
+        ended = true;
+        // A body that fits in memory stays there; a spooled one writes its tail.
+        if (length <= BUFFERED_BODY_MAX_BYTES) return void writing.then(() => finish('end'), failed);
+        writing = writing.then(flush).then(() => finish('end'), failed);
+      };
+      // (A 'close' after the end is the request's own, once it is answered: not a client gone.)
+      const onGone = () => void (ended || finish('gone'));
+      req.on('data', onData);
+      req.once('end', onEnd);
+      req.once('close', onGone);
+      req.once('error', onGone);
+    });
+    if (outcome !== 'end') {
       release();
-      return { kind: 'no_room', reason: `the request body could not be spooled: ${(err as Error).message}` };
+      if (outcome === 'gone') return { kind: 'gone' };
+      if (outcome === 'too_large') return { kind: 'too_large' };
+      if (outcome === 'no_room') return { kind: 'no_room', reason: `the request bodies being read hold limits.requestBuffering.maxBytes (${opts.maxBytes} bytes)` };
+      return { kind: 'no_room', reason: `the request body could not be spooled: ${outcome.message}` };
+    }
+    if (file === undefined) {
+      // Never left memory (a small chunked body).
+      release();
+      return { kind: 'body', body: inMemory(pendingBytes === 0 ? Buffer.alloc(0) : Buffer.concat(pending, pendingBytes)) };
+    }
+    const handle = file;
+    return {
+      kind: 'body',
+      body: {
+        length,
+        stream: () => (length === 0 ? Readable.from([]) : handle.createReadStream({ start: 0, end: length - 1, autoClose: false })),
+        release,
+      },
+    };
+  }
+
+  /** A new spool file, unlinked at once; its directory made again if it was removed (a tmp cleaner). */
+  private async openSpool(base: string): Promise<FileHandle> {
+    for (let attempt = 0; ; attempt++) {
+      const dir = await this.directory(base);
+      const path = join(dir, `body-${process.pid}-${++this.seq}`);
+      try {
+        const file = await open(path, 'w+', 0o600);
+        await unlink(path).catch(() => undefined);
+        return file;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || attempt > 0) throw err;
+        this.dirs.delete(base === '' ? tmpdir() : base);
+      }
     }
   }
 

@@ -129,6 +129,48 @@ describe('BodySpool', () => {
     expect(spool.bytesHeld).toBe(0);
   });
 
+  it('holds of the room only what a body has sent: a connection that declared 500 KB and sent a byte holds nothing (review: a few such held it all)', async () => {
+    const spool = new BodySpool();
+    const opts = options({ maxBytes: 600_000 });
+    const idle = requestOf({ 'content-length': '500000' });
+    void spool.read(idle, opts);
+    idle.write('x');
+    const other = requestOf({ 'content-length': '400000' });
+    const reading = spool.read(other, opts);
+    other.end(Buffer.alloc(400_000));
+    expect((await reading).kind).toBe('body'); // the idle one did not take its 500 000
+    expect(spool.bytesHeld).toBe(400_000);
+    idle.destroy();
+  });
+
+  it('keeps a small chunked body in memory: no file is made for it', async () => {
+    const spool = new BodySpool();
+    const opts = options();
+    const req = requestOf({ 'transfer-encoding': 'chunked' });
+    const reading = spool.read(req, opts);
+    req.end('tiny');
+    const read = await reading;
+    expect(read.kind === 'body' && (await text(read.body.stream()))).toBe('tiny');
+    expect(readdirSync(opts.directory)).toEqual([]);
+  });
+
+  it('makes its directory again when a temp cleaner removed it', async () => {
+    const spool = new BodySpool();
+    const opts = options();
+    const big = (n: number) => {
+      const req = requestOf({ 'content-length': String(n) });
+      const reading = spool.read(req, opts);
+      req.end(Buffer.alloc(n));
+      return reading;
+    };
+    const first = await big(100_000);
+    if (first.kind === 'body') first.body.release();
+    for (const d of readdirSync(opts.directory)) rmSync(join(opts.directory, d), { recursive: true, force: true });
+    const second = await big(100_000);
+    expect(second.kind).toBe('body');
+    if (second.kind === 'body') second.body.release();
+  });
+
   it('says gone when the client leaves mid-body, and holds nothing after', async () => {
     const spool = new BodySpool();
     const req = requestOf({ 'content-length': '500000' });
