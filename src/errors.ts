@@ -92,7 +92,7 @@ export const ERRORS = {
   origin_failed: {
     status: 502,
     message: 'The origin server failed on this page. Please retry shortly.',
-    action: 'Check the origin\'s logs: it answered a server error (500, 502, 504...) to the cache fill this request waited on. Its waiters get this (or a stored copy) rather than each asking the failing origin again; the request that led the fill got the origin\'s own answer.',
+    action: 'Check the origin\'s logs: it answered a server error (500, 502, 504...) to the cache fill this request waited on, and to the waiters\' own fill after it. They get this (or a stored copy) rather than each asking the failing origin again; the requests that led the fills got the origin\'s own answer.',
   },
   only_if_cached: {
     status: 504,

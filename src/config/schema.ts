@@ -771,7 +771,7 @@ export const admissionSchema = z
 export const collapseSchema = z
   .strictObject({
     maxWaiters: z.number().int().min(1).default(10_000).describe('Most requests waiting on one fetch.'),
-    waitDeadlineMs: positiveMs('A waiter gives up after this and takes stale or fetches alone; never before the fill itself may get its answer\'s head (the route\'s responseHeadersMs plus 1 s).').default(10_000),
+    waitDeadlineMs: positiveMs('A waiter gives up after this and takes stale or fetches alone; never before the fill itself may get its answer\'s head (the route\'s connectMs + responseHeadersMs, twice when it may try another member, plus 1 s).').default(10_000),
     hitForPassSeconds: z
       .number()
       .min(0)

@@ -96,10 +96,13 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
   // 503's Retry-After (ours when it sent none, and for a 429). Never the origin's bytes: a 429 may be about
   // the leader alone (its address, its cookie, a coding the waiter cannot read; review). (It said `overloaded` and
   // Retry-After: 1 to a maintenance page's waiters, as if the gateway were shedding: trial.)
-  // Any other server error is shared the same way, as the gateway's own 502 (`origin_failed`):
-  // the fill asked what every waiter would ask (the same key and fill headers), and a crowd
-  // on a page that failed after 2 s (a database timeout) sent every waiter to the origin on its
-  // own, 50 at once on 4 PHP workers, and the rest of the site got 503 (failure-day trial).
+  // Any other server error may be about the leader's own request (its User-Agent, its
+  // Accept-Language went with the fill; review: one client whose User-Agent tripped an origin
+  // bug got every waiter a 502), so the waiters make one fill of their own, collapsed again
+  // (one of them leads it); only when that one fails too is the failure the page's, and they
+  // share it as the gateway's own 502 (`origin_failed`). Each asking alone, a crowd on a page
+  // that failed after 2 s (a database timeout) was 50 requests at once on 4 PHP workers, and
+  // the rest of the site got 503 (failure-day trial).
   if (outcome.kind === 'origin_error')
     return serveStaleOr(ctx, lookup, 'error', () =>
       outcome.status === 503 || outcome.status === 429
@@ -110,21 +113,28 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
               ctx.deps.admission.retryAfterSeconds(ctx.site!.name),
             state: 'error',
           })
-        : fail(ctx, 'origin_failed', `the origin answered ${outcome.status} to this page's fill`, { state: 'error' }),
+        : attempt === 0
+          ? fillAndServe(ctx, lookup, attempt + 1)
+          : fail(ctx, 'origin_failed', `the origin answered ${outcome.status} to this page's fill, twice`, { state: 'error' }),
     );
   return serveFillResult(ctx, lookup, outcome, true);
 }
 
 /**
  * How long a request waits on a fill under way: `cache.collapse.waitDeadlineMs`, or longer when
- * the fill itself may take longer to get its answer's head (the route's `responseHeadersMs`,
- * plus a second for its permit). Giving up first, every waiter of a 12 s page fetched it alone
+ * the fill itself may take longer to get its answer's head (the route's `connectMs` +
+ * `responseHeadersMs`, twice when it may try a second member, plus a second for its permit). Giving up first, every waiter of a 12 s page fetched it alone
  * at the same moment: 50 origin requests at once instead of one (failure-day trial). A fill
  * that fails or times out still answers its waiters (stale, or the gateway's error).
  */
 function waiterDeadlineMs(ctx: Ctx): number {
   const own = ctx.rt.config.cache.collapse.waitDeadlineMs;
-  const fill = timeoutsFor(ctx.site!.config, ctx.route).responseHeadersMs + FILL_PERMIT_MARGIN_MS;
+  const site = ctx.site!.config;
+  const timeouts = timeoutsFor(site, ctx.route);
+  // A fill that timed out on one member tries another once (runFill): twice the time then
+  // (review: waiters gave up while the retry was about to answer, and 4 of 9 met the hung member).
+  const tries = site.retryOnConnectFailure && site.origins.length > 1 ? 2 : 1;
+  const fill = tries * (timeouts.connectMs + timeouts.responseHeadersMs) + FILL_PERMIT_MARGIN_MS;
   return own > fill ? own : fill;
 }
 

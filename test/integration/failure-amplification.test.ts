@@ -771,7 +771,7 @@ describe('failure amplification: waiters of a fill the origin refused (503)', ()
 });
 
 describe('failure amplification: waiters of a fill the origin failed (5xx)', () => {
-  it.each([500, 502, 504])('a %i after 300 ms reaches the origin once for the whole crowd: waiters get the gateway\'s own 502 origin_failed, never the origin\'s bytes', async (status) => {
+  it.each([500, 502, 504])('a %i after 300 ms reaches the origin twice for the whole crowd (the waiters\' own fill, once): then waiters get the gateway\'s own 502 origin_failed, never the origin\'s bytes', async (status) => {
     const o = await origin();
     o.route('/hot', (req, res) =>
       void setTimeout(() => {
@@ -781,16 +781,57 @@ describe('failure amplification: waiters of a fill the origin failed (5xx)', () 
     );
     const g = await gateway({ sites: [siteFor([o.url])] });
     const answers = await Promise.all(Array.from({ length: 8 }, () => call(`${g.url}/hot`)));
-    expect(o.count('/hot')).toBe(1);
+    expect(o.count('/hot')).toBe(2);
     const waiters = answers.filter((a) => a.headers['x-crowdgate-error'] === 'origin_failed');
-    expect(waiters).toHaveLength(7);
+    expect(waiters).toHaveLength(6);
     for (const w of waiters) {
       expect(w.status).toBe(502);
       expect(w.headers['set-cookie']).toBeUndefined();
       expect(w.body).not.toContain('database timeout');
     }
-    expect(answers.filter((a) => a.status === status && a.body.startsWith('database timeout'))).toHaveLength(1); // the leader's own
+    expect(answers.filter((a) => a.status === status && a.body.startsWith('database timeout'))).toHaveLength(2); // each leader's own
   });
+
+  it('a 500 about the leader\'s own request (its User-Agent) is not shared: the waiters\' own fill answers them (review)', async () => {
+    const o = await origin();
+    o.route('/page', (req, res) =>
+      void setTimeout(() => {
+        if (req.headers['user-agent'] === 'Evil') {
+          res.writeHead(500, { 'content-type': 'text/plain' });
+          res.end('bug');
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'public, max-age=60' });
+        res.end('the page');
+      }, 200),
+    );
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const evil = call(`${g.url}/page`, { headers: { 'user-agent': 'Evil' } });
+    await sleep(50); // it leads the fill
+    const answers = await Promise.all(Array.from({ length: 5 }, () => call(`${g.url}/page`, { headers: { 'user-agent': 'Mozilla/5.0' } })));
+    expect((await evil).status).toBe(500);
+    expect(answers.map((a) => [a.status, a.body])).toEqual(Array(5).fill([200, 'the page']));
+    expect(o.count('/page')).toBe(2);
+  });
+
+  it('waits while a fill that timed out on a hung member tries the other: the crowd gets the answer, the origin two requests (review)', async () => {
+    const hung = await origin();
+    hung.route('/page', () => undefined); // accepts, never answers
+    const slow = await origin();
+    slow.route('/page', (_req, res) =>
+      void setTimeout(() => {
+        res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'public, max-age=60' });
+        res.end('the page');
+      }, 1_500),
+    );
+    const g = await gateway({
+      cache: { collapse: { waitDeadlineMs: 200 } },
+      sites: [siteFor([hung.url, slow.url], { balance: 'round-robin', timeouts: { responseHeadersMs: 2_000, connectMs: 100 } })],
+    });
+    const answers = await Promise.all(Array.from({ length: 10 }, () => call(`${g.url}/page`)));
+    expect(answers.map((a) => a.status)).toEqual(Array(10).fill(200));
+    expect(hung.count('/page') + slow.count('/page')).toBeLessThanOrEqual(2);
+  }, 15_000);
 
   it('waits for a fill slower than cache.collapse.waitDeadlineMs while it may still get its head: one origin request for a slow page', async () => {
     const o = await origin();
