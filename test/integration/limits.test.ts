@@ -344,7 +344,7 @@ describe('limits: connections', () => {
     const o = await uploadOrigin();
     const g = await gateway({ limits: { headersTimeoutMs: 1_000, requestTimeoutMs: 1_000 }, sites: [siteFor([o.url])] });
     const port = portOf(g.url);
-    // One body read whole before the origin is asked (1 000 bytes), one streamed (100 000).
+    // Two bodies read whole before the origin is asked: 1 000 bytes in memory, 100 000 spooled.
     const answers = await Promise.all(
       [1_000, 100_000].map(async (length) => {
         const s = await connect(port);
