@@ -134,8 +134,10 @@ export class BodySpool {
     let written = 0;
     const flush = async () => {
       if (pendingBytes === 0) return;
-      opening ??= this.openSpool(opts.directory);
-      file ??= await opening;
+      if (file === undefined) {
+        opening ??= this.openSpool(opts.directory);
+        file = await opening;
+      }
       const data = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
       pending = [];
       pendingBytes = 0;
