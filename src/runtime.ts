@@ -178,6 +178,11 @@ export function configHashOf(config: GatewayConfig): string {
 }
 
 /** The origin timeouts for a request on `route` of `site`: the site's, with the route's over them. */
+/** How long a request of this route waits for an origin permit: its `queueDeadlineMs`, else admission.queue.deadlineMs. */
+export function queueDeadlineFor(config: GatewayConfig, route: { config: RouteConfig } | undefined): number {
+  return route?.config.queueDeadlineMs ?? config.admission.queue.deadlineMs;
+}
+
 export function timeoutsFor(site: SiteConfig, route: { config: RouteConfig } | undefined): SiteConfig['timeouts'] {
   const own = route?.config.timeouts;
   return own === undefined ? site.timeouts : { ...site.timeouts, ...own };

@@ -527,6 +527,9 @@ export const routeSchema = z
       .boolean()
       .optional()
       .describe('Read request bodies whole before the origin is asked, in place of limits.requestBuffering.enabled: false for an endpoint that must see an upload as it streams (a live import that reports progress).'),
+    queueDeadlineMs: positiveMs(
+      'Longest this route\'s requests wait for an origin permit, in place of admission.queue.deadlineMs: longer for slow endpoints a browser calls in bursts (WordPress\'s block editor sends a dozen 0.5 s REST calls at once, and 500 ms refused a third of them).',
+    ).optional(),
   })
   .describe('A route within a site.');
 

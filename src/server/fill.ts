@@ -17,7 +17,7 @@ import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkey
 import { reflectedInputs, repeatsAddress, varyingAlsoOn } from '../cache/reflection.js';
 import type { CollapseKey } from '../cache/cache-key.js';
 import { forward, forwardUnlessShed } from './pass-through.js';
-import { timeoutsFor } from '../runtime.js';
+import { queueDeadlineFor, timeoutsFor } from '../runtime.js';
 import { compressBuffered, onTheFlyRequestOf } from './on-the-fly.js';
 import { originFailure, hasStaleOnFailure, inheritHeat, hasOtherMember, refusedFill, serveFailed, serveStaleOr } from './stale.js';
 
@@ -268,7 +268,7 @@ async function fetchForCache(
   let reusedRetried = false;
   let freshNext = false;
   for (let attempt = 0; ; attempt++) {
-    const deadlineAt = deps.clock.now() + rt.config.admission.queue.deadlineMs;
+    const deadlineAt = deps.clock.now() + queueDeadlineFor(rt.config, ctx.route);
     // A background refresh runs while stale-while-revalidate answers everyone: it uses spare
     // origin capacity (the background class, below every configured one) and is refused first;
     // the next stale hit tries again.

@@ -18,7 +18,7 @@ import { makeOnTheFlyEncoder, onTheFlyRequestOf } from './on-the-fly.js';
 import { shed, fail } from './answer.js';
 import { hostOf, schemeOf, type Ctx, type Lookup } from './context.js';
 import { stripTargeted } from './fill-headers.js';
-import { timeoutsFor } from '../runtime.js';
+import { queueDeadlineFor, timeoutsFor } from '../runtime.js';
 import { originFailure, hasStaleOnFailure, hasOtherMember, refusedFill, serveFailed, serveStaleOr } from './stale.js';
 
 /**
@@ -77,7 +77,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
   }
   try {
     for (let attempt = 0; ; attempt++) {
-      const deadlineAt = deps.clock.now() + rt.config.admission.queue.deadlineMs;
+      const deadlineAt = deps.clock.now() + queueDeadlineFor(rt.config, ctx.route);
       const admitted = await deps.upstream.admit(site.config, site.pool, {
         priority: ctx.priority,
         deadlineAt,

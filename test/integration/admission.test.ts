@@ -289,3 +289,25 @@ describe('admission: rate limits and the circuit breaker', () => {
     expect(opened[0]).toMatchObject({ level: 40, site: 'test', circuit: 'open', previous: 'closed', why: '2 failures in a row' });
   });
 });
+
+describe('admission: a route\'s own queue deadline', () => {
+  it('lets a burst on a slow route wait queueDeadlineMs for its permits, where admission.queue.deadlineMs refuses it (WordPress trial: the block editor\'s REST calls)', async () => {
+    const o = await origin();
+    for (const path of ['/wp-json/a', '/other/a'])
+      o.route(path, (_req, res) =>
+        void setTimeout(() => {
+          res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'no-store' });
+          res.end('ok');
+        }, 300),
+      );
+    const g = await gateway({
+      admission: { limit: { algorithm: 'fixed', initial: 1, ceiling: 1 }, queue: { deadlineMs: 500 } },
+      sites: [siteFor([o.url], { routes: [{ name: 'rest', match: { pathPrefix: '/wp-json/' }, queueDeadlineMs: 3_000 }, { name: 'all' }] })],
+    });
+    // Five at once, 300 ms each through one permit: the last waits 1.2 s.
+    const rest = await Promise.all(Array.from({ length: 5 }, () => call(`${g.url}/wp-json/a`, { method: 'POST', body: 'x' })));
+    expect(rest.map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
+    const other = await Promise.all(Array.from({ length: 5 }, () => call(`${g.url}/other/a`, { method: 'POST', body: 'x' })));
+    expect(other.filter((r) => r.status === 503).length).toBeGreaterThan(0); // the global 500 ms
+  });
+});
