@@ -123,8 +123,8 @@ export class BodySpool {
       released = true;
       this.held -= held;
       held = 0;
-      void file?.close().catch(() => undefined);
-      void opening?.then((f) => f.close()).catch(() => undefined);
+      // The file, or the one still being opened (a chunked body's: `file` comes from it).
+      void (file !== undefined ? Promise.resolve(file) : opening)?.then((f) => f.close()).catch(() => undefined);
     };
     // Bytes first gather in memory (a chunked body of a few bytes never opens a file), then go
     // to the file in writes of BUFFERED_BODY_MAX_BYTES.

@@ -123,9 +123,10 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
 /**
  * How long a request waits on a fill under way: `cache.collapse.waitDeadlineMs`, or longer when
  * the fill itself may take longer to get its answer's head (the route's `connectMs` +
- * `responseHeadersMs`, twice when it may try a second member, plus a second for its permit). Giving up first, every waiter of a 12 s page fetched it alone
- * at the same moment: 50 origin requests at once instead of one (failure-day trial). A fill
- * that fails or times out still answers its waiters (stale, or the gateway's error).
+ * `responseHeadersMs`, twice when it may try a second member, plus a second for its permit).
+ * Giving up first, every waiter of a 12 s page fetched it alone at the same moment: 50 origin
+ * requests at once instead of one (failure-day trial). A fill that fails or times out still
+ * answers its waiters (stale, or the gateway's error).
  */
 function waiterDeadlineMs(ctx: Ctx): number {
   const own = ctx.rt.config.cache.collapse.waitDeadlineMs;

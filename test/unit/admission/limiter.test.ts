@@ -840,12 +840,12 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
     for (let i = 0; i < 4; i++) expect(s.granted(`p${i}`), `p${i}`).toBeDefined();
   });
 
-  it('an origin that stalled with every permit held gets one trial request at a time beyond the limit: answered promptly, traffic flows again at once (failure-day trial)', async () => {
-    const s = setup({ limitN: 4, slowLane: true });
-    await s.teach(10, 5); // typical 10 ms: overdue after 100 ms
-    // The origin stops answering: requests hang, step aside, until eight of them, all started
-    // after the last prompt answer, say it is slow for everyone; the lane closes, and the
-    // hung ones hold every permit.
+  /**
+   * The origin stops answering: requests hang, step aside, until eight of them, all started
+   * after the last prompt answer, say it is slow for everyone; the lane closes, and the hung
+   * ones hold every permit.
+   */
+  async function stall(s: ReturnType<typeof setup>): Promise<void> {
     for (let i = 0; i < 16; i++) {
       s.request(`hung${i}`);
       await s.flush();
@@ -854,6 +854,12 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
     }
     s.scheduler.advance(150);
     await s.flush();
+  }
+
+  it('an origin that stalled with every permit held gets one trial request at a time beyond the limit: answered promptly, traffic flows again at once (failure-day trial)', async () => {
+    const s = setup({ limitN: 4, slowLane: true });
+    await s.teach(10, 5); // typical 10 ms: overdue after 100 ms
+    await stall(s);
     expect(s.limiter.inflight - s.limiter.overdue).toBeGreaterThanOrEqual(4); // every permit counted, held
     s.scheduler.advance(5_000); // (the hung requests were trials too, ever further apart: at most 5 s)
     await s.flush();
@@ -874,14 +880,7 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
   it('an origin that answers none of its trials gets a few, spaced out, not one per threshold (review: 20 in 3 s)', async () => {
     const s = setup({ limitN: 4, slowLane: true });
     await s.teach(10, 5); // overdue after 100 ms
-    for (let i = 0; i < 16; i++) {
-      s.request(`hung${i}`);
-      await s.flush();
-      s.scheduler.advance(150);
-      await s.flush();
-    }
-    s.scheduler.advance(150);
-    await s.flush();
+    await stall(s);
     const before = s.limiter.inflight;
     for (let i = 0; i < 60; i++) {
       s.request(`t${i}`, 1, { deadlineAt: s.clock.now() + 1 }); // arrivals every 50 ms for 3 s; none answered
