@@ -14,7 +14,9 @@
  * the next waiter: no timer, no polling.
  *
  * Overload policy (queue-then-shed): wait at most `deadlineMs` (or the caller's `deadlineAt`),
- * and under a standing queue (CoDel, see queue.ts) cap waits, reason 'codel': at
+ * or `minWaitRoundTrips` typical round trips when that is longer (at most ROUND_TRIP_WAIT_MAX_MS;
+ * not for `fixedDeadline` callers, whom no client waits for): a deadline shorter than a few
+ * round trips refuses a burst the origin is about to drain. Under a standing queue (CoDel, see queue.ts) cap waits, reason 'codel': at
  * `codelTargetMs` for a request that answers one client, at `codelIntervalMs` for one that
  * answers a crowd (`servesCrowd`: a cache fill every collapsed waiter shares). The short cap is
  * Facebook's server CoDel ("Fail at Scale", ACM Queue 2015: a queue not empty for N ms bounds
@@ -90,13 +92,21 @@ export interface AcquireOptions {
    * client (pass-through) up to the CoDel target. See "Overload policy" above.
    */
   servesCrowd?: boolean;
+  /**
+   * Wait until `deadlineAt` exactly (a background refresh, a health probe). Otherwise a client
+   * is waiting, and the wait is at least `queue.minWaitRoundTrips` typical round trips (see
+   * "Overload policy" above).
+   */
+  fixedDeadline?: boolean;
+  /** The request's latency class (latencyClassOf), as its permit's release will name it. */
+  latencyClass?: string;
 }
 
 export interface LimiterOptions {
   limit: Limit;
   /** Hard cap on concurrent permits, on top of the learned limit. Never exceeded. */
   ceiling?: number;
-  queue: Pick<QueueConfig, 'maxLength' | 'deadlineMs' | 'codelTargetMs' | 'codelIntervalMs'>;
+  queue: Pick<QueueConfig, 'maxLength' | 'deadlineMs' | 'codelTargetMs' | 'codelIntervalMs'> & { minWaitRoundTrips?: number };
   /** Number of priority classes; 0 is the most important. */
   classes: number;
   clock: Clock;
@@ -197,6 +207,8 @@ class PermitList {
 
 /** The longest wait between trials to an origin that still answers none of them (ms; see trialDue). */
 export const TRIAL_MAX_GAP_MS = 5_000;
+/** The longest wait `queue.minWaitRoundTrips` can give a request beyond its own deadline. */
+export const ROUND_TRIP_WAIT_MAX_MS = 5_000;
 
 export class Limiter {
   /** Called after the limit, the in-flight count or the queue changed. Keep it cheap. */
@@ -411,8 +423,19 @@ export class Limiter {
       this.onChange?.(this);
       return { ok: true, permit, waitedMs: 0 };
     }
-    const deadlineAt = opts.deadlineAt ?? now + this.queueConfig.deadlineMs;
+    let deadlineAt = opts.deadlineAt ?? now + this.queueConfig.deadlineMs;
     if (deadlineAt <= now) return REFUSED_DEADLINE;
+    // A client waits at least a few of the origin's round trips: against an origin whose
+    // answers take 0.5 s, a 500 ms deadline refused every request of a burst that found the
+    // permits taken, one the origin drains in a few round trips (WordPress's block editor). The
+    // standing queue's cap and the forecast below still refuse what sustained overload would
+    // make wait.
+    const rtts = this.queueConfig.minWaitRoundTrips ?? 0;
+    // The request's own endpoint's round trip when longer: a burst is mostly of one endpoint
+    // (the editor's REST calls), and the site's mix of cheap ones makes the typical round trip short.
+    const roundTripMs = Math.max(this.rttEwmaMs, this.latency.typical(opts.latencyClass));
+    if (rtts > 0 && !opts.fixedDeadline && roundTripMs > 0)
+      deadlineAt = Math.max(deadlineAt, now + Math.min(rtts * roundTripMs, ROUND_TRIP_WAIT_MAX_MS));
     const last = this.queue.classes - 1;
     const raw = opts.priority;
     const priority = raw >= 0 ? (raw <= last ? raw | 0 : last) : 0;
@@ -654,6 +677,7 @@ export class Limiter {
     if (kind !== 'ignore') {
       const s = this.sample;
       s.rttMs = this.latency.normalise(now - permit.acquiredAt, latencyClass, kind === 'success' && permit.inflightAtAcquire <= this.limit / 2);
+      if (kind === 'success') this.latency.observe(latencyClass, now - permit.acquiredAt);
       s.inflight = permit.inflightAtAcquire;
       s.dropped = kind === 'dropped';
       s.hostDelayMs = this.hostDelayMs?.() ?? 0;
@@ -792,7 +816,35 @@ function checkQueue(q: LimiterOptions['queue']): LimiterOptions['queue'] {
   if (!(q.deadlineMs > 0)) throw new TypeError(`queue.deadlineMs must be > 0, got ${q.deadlineMs}`);
   if (!(q.codelTargetMs > 0)) throw new TypeError(`queue.codelTargetMs must be > 0, got ${q.codelTargetMs}`);
   if (!(q.codelIntervalMs > 0)) throw new TypeError(`queue.codelIntervalMs must be > 0, got ${q.codelIntervalMs}`);
+  if (q.minWaitRoundTrips !== undefined && !(q.minWaitRoundTrips >= 0))
+    throw new TypeError(`queue.minWaitRoundTrips must be >= 0, got ${q.minWaitRoundTrips}`);
   return q;
+}
+
+/**
+ * The latency class of an origin request: what it is (`fill`, `forward`, `upgrade`), its route,
+ * and the endpoint its path names (endpointOf). One route's pass-through covers a site's cheap
+ * and dear endpoints alike: WordPress's admin scripts answer in milliseconds and its REST API
+ * in half a second on a busy PHP origin, and one class read the REST calls as queueing.
+ */
+export function latencyClassOf(kind: string, route: string, path: string): string {
+  return `${kind}:${route}:${endpointOf(path)}`;
+}
+
+/**
+ * The endpoint of a path, for latency classes: its first segment when more follow (`/wp-json/…`,
+ * `/api/…`), with the extension of the last one (`/wp-admin/….js` beside `/wp-admin/….php`); a
+ * single segment only when it names a file (`/index.php`, `/api.php`). Any other single-segment
+ * path (`/about`, a WordPress post's `/slug/`) is the site's root endpoint, so a site's posts do
+ * not each take one of the MAX_LATENCY_CLASSES.
+ */
+export function endpointOf(path: string): string {
+  const second = path.indexOf('/', 1);
+  const last = path.slice(path.lastIndexOf('/') + 1);
+  const ext = /\.[a-z0-9]{1,5}$/i.exec(last)?.[0].toLowerCase() ?? '';
+  if (second > 1 && second < path.length - 1) return path.slice(1, Math.min(second, 41)) + ext;
+  if (second === -1 && ext !== '') return path.slice(1, 41);
+  return '';
 }
 
 /** At most this many latency classes are told apart; samples of any further class are read as they are. */
@@ -817,14 +869,25 @@ const CLASS_WEIGHT_DECAY = 1 / 256;
  * sample is read as it is. A class with fewer than LATENCY_CLASS_SAMPLES is read as it is.
  */
 class LatencyClasses {
-  private readonly classes = new Map<string, { base: number; samples: number; share: number }>();
+  private readonly classes = new Map<string, { base: number; samples: number; share: number; typical: number }>();
+
+  /** A class's typical round trip (an EWMA, α = 0.1, of its successful ones), ms; 0 when unknown. */
+  typical(name: string | undefined): number {
+    return name === undefined ? 0 : (this.classes.get(name)?.typical ?? 0);
+  }
+
+  /** A successful round trip of a class normalise() has seen. */
+  observe(name: string | undefined, rttMs: number): void {
+    const own = name === undefined ? undefined : this.classes.get(name);
+    if (own !== undefined) own.typical = own.typical === 0 ? rttMs : own.typical + 0.1 * (rttMs - own.typical);
+  }
 
   normalise(rttMs: number, name: string | undefined, noLoad: boolean): number {
     if (name === undefined) return rttMs;
     let own = this.classes.get(name);
     if (own === undefined) {
       if (this.classes.size >= MAX_LATENCY_CLASSES) return rttMs;
-      own = { base: 0, samples: 0, share: 0 };
+      own = { base: 0, samples: 0, share: 0, typical: 0 };
       this.classes.set(name, own);
     }
     let weighted = 0;

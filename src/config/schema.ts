@@ -713,6 +713,13 @@ export const queueSchema = z
       'CoDel target queue delay: a queue whose shortest wait stays above this for an interval is standing; then it bounds pass-through waits.',
     ).default(50),
     codelIntervalMs: positiveMs('CoDel interval; under a standing queue it bounds cache-fill waits.').default(100),
+    minWaitRoundTrips: z
+      .number()
+      .min(0)
+      .default(8)
+      .describe(
+        'A request a client waits for waits at least this many of the origin\'s typical round trips (at most 5 s) when that is longer than its deadline: against 0.5 s answers a 500 ms deadline refused a burst the origin drains in a few round trips. 0: the deadline alone.',
+      ),
   })
   .describe('The bounded queue in front of the limiter.');
 

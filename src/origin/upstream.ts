@@ -426,6 +426,8 @@ export class Upstream {
       deadlineAt: opts.deadlineAt,
       signal: opts.signal,
       servesCrowd: opts.servesCrowd,
+      fixedDeadline: opts.kind === 'background',
+      latencyClass: opts.latencyClass,
     });
     if (result.waitedMs > 0 || !result.ok) this.metrics.get('queueWait').observe(labels, result.waitedMs / 1000);
     if (!result.ok) {
@@ -515,6 +517,7 @@ export class Upstream {
       priority: 0,
       deadlineAt: this.clock.now() + site.healthCheck.timeoutMs,
       servesCrowd: true,
+      fixedDeadline: true,
       signal,
     });
     if (!result.ok) return undefined;

@@ -3,6 +3,7 @@
  * permit, fetches (conditionally when it can), stores, and hands one result to every waiter;
  * background refreshes; collapsing across instances through Redis.
  */
+import { latencyClassOf } from '../admission/limiter.js';
 import type { Fence } from '../cache/purge-fence.js';
 import { isNeverFresh, type CacheEntry } from '../cache/entry.js';
 import { isTextual, makeEncodings, STORED_CODINGS, whyNotCompressed } from '../cache/content-coding.js';
@@ -279,7 +280,7 @@ async function fetchForCache(
       deadlineAt,
       kind,
       // A background refresh is a fill like any: one class per route (a 304's round trip too).
-      latencyClass: `fill:${ctx.route?.name ?? '-'}`,
+      latencyClass: latencyClassOf('fill', ctx.route?.name ?? '-', ctx.path),
       path: ctx.path,
       exclude: excluded,
       servesCrowd: true,

@@ -3,6 +3,7 @@
  * and back to the client as it streams, with one retry on another member for a refused
  * connection; a successful unsafe request invalidates what it changed (RFC 9111 §4.4).
  */
+import { latencyClassOf } from '../admission/limiter.js';
 import type { OutgoingHttpHeaders } from 'node:http';
 import { CACHED_METHODS, RETRYABLE_METHODS } from '../http/facts.js';
 import { makeAuthority, makeCacheKey, normaliseHost } from '../cache/cache-key.js';
@@ -82,7 +83,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
         priority: ctx.priority,
         deadlineAt,
         kind: 'forward',
-        latencyClass: `forward:${ctx.route?.name ?? '-'}`,
+        latencyClass: latencyClassOf('forward', ctx.route?.name ?? '-', ctx.path),
         path: ctx.path,
         exclude: excluded,
         signal: abort.signal,

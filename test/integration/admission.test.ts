@@ -68,7 +68,7 @@ describe('admission: the origin limiter', () => {
   it('refuses at once, not after waiting, what the queue cannot serve in time once round trips are known', async () => {
     const o = await origin();
     o.route('/slow', { delayMs: 200, headers: { 'cache-control': 'no-store' } });
-    const g = await gateway({ admission: fixed(1, { deadlineMs: 300 }), sites: [siteFor([o.url])] });
+    const g = await gateway({ admission: fixed(1, { deadlineMs: 300, minWaitRoundTrips: 0 }), sites: [siteFor([o.url])] });
     await call(`${g.url}/slow?warm=1`); // teaches the limiter a ~200 ms round trip
     const results = await Promise.all(Array.from({ length: 6 }, (_, i) => call(`${g.url}/slow?i=${i}`)));
     const refused = results.filter((r) => r.status === 503);
@@ -301,7 +301,7 @@ describe('admission: a route\'s own queue deadline', () => {
         }, 300),
       );
     const g = await gateway({
-      admission: { limit: { algorithm: 'fixed', initial: 1, ceiling: 1 }, queue: { deadlineMs: 500 } },
+      admission: { limit: { algorithm: 'fixed', initial: 1, ceiling: 1 }, queue: { deadlineMs: 500, minWaitRoundTrips: 0 } },
       sites: [siteFor([o.url], { routes: [{ name: 'rest', match: { pathPrefix: '/wp-json/' }, queueDeadlineMs: 3_000 }, { name: 'all' }] })],
     });
     // Five at once, 300 ms each through one permit: the last waits 1.2 s.
@@ -309,5 +309,44 @@ describe('admission: a route\'s own queue deadline', () => {
     expect(rest.map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
     const other = await Promise.all(Array.from({ length: 5 }, () => call(`${g.url}/other/a`, { method: 'POST', body: 'x' })));
     expect(other.filter((r) => r.status === 503).length).toBeGreaterThan(0); // the global 500 ms
+  });
+});
+
+describe('admission: a client waits at least a few round trips (queue.minWaitRoundTrips)', () => {
+  it('by default, a burst of 300 ms REST calls among 2 ms scripts waits for its permits where the 500 ms deadline refused it (WordPress trial: the block editor)', async () => {
+    const o = await origin();
+    let inFlight = 0;
+    let peak = 0;
+    const answer = (ms: number) => (_req: unknown, res: import('node:http').ServerResponse) => {
+      peak = Math.max(peak, ++inFlight);
+      setTimeout(() => {
+        inFlight--;
+        res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'no-store' });
+        res.end('ok');
+      }, ms);
+    };
+    o.route('/wp-json/wp/v2/posts', answer(300));
+    o.route('/wp-admin/js/common.js', answer(2));
+    // Anonymous, these are cache fills; with WordPress's login cookie, pass-through.
+    const run = async (queue: Record<string, number>, headers: Record<string, string> = {}) => {
+      const g = await gateway({ admission: { limit: { algorithm: 'fixed', initial: 2, ceiling: 2 }, queue }, sites: [siteFor([o.url])] });
+      await call(`${g.url}/wp-json/wp/v2/posts?warm`, { headers });
+      // The editor's scripts: the site's typical round trip is now a few ms.
+      for (let i = 0; i < 20; i++) await call(`${g.url}/wp-admin/js/common.js?i=${i}`, { headers });
+      const before = o.count('/wp-json/wp/v2/posts');
+      // Eight at once, 300 ms each through two permits: the last waits about 1.2 s.
+      const rest = await Promise.all(Array.from({ length: 8 }, (_, i) => call(`${g.url}/wp-json/wp/v2/posts?i=${i}`, { headers })));
+      return { statuses: rest.map((r) => r.status), reached: o.count('/wp-json/wp/v2/posts') - before, states: rest.map((r) => String(r.headers['cache-status'])) };
+    };
+    for (const headers of [{}, { cookie: 'wordpress_logged_in_abc=editor' }] as Record<string, string>[]) {
+      const patient = await run({ deadlineMs: 500 }, headers);
+      expect(patient.statuses).toEqual(Array(8).fill(200));
+      expect(patient.reached).toBe(8);
+      expect(patient.states.every((c) => (headers.cookie ? /fwd=bypass/ : /fwd=(miss|uri-miss)/).test(c))).toBe(true);
+    }
+    expect(peak).toBeLessThanOrEqual(2);
+    const strict = await run({ deadlineMs: 500, minWaitRoundTrips: 0 });
+    expect(strict.statuses.filter((s) => s === 503).length).toBeGreaterThan(0);
+    expect(strict.reached).toBeLessThan(8);
   });
 });

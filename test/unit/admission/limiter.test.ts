@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../../src/clock.js';
 import { FixedLimit } from '../../../src/admission/limits/fixed.js';
 import type { Limit, LimitSample } from '../../../src/admission/limits/limit.js';
-import { Limiter, type AcquireResult, type LimiterOptions, type Permit } from '../../../src/admission/limiter.js';
+import { endpointOf, latencyClassOf, Limiter, type AcquireResult, type LimiterOptions, type Permit } from '../../../src/admission/limiter.js';
 import { ManualScheduler } from './manual-scheduler.js';
 
 /** A limit the test sets by hand, recording the samples it is fed. */
@@ -1132,5 +1132,90 @@ describe('Limiter with Gradient2 and two latency classes under a crowd', () => {
     expect(busyMs / (endMs - measureFromMs)).toBeGreaterThanOrEqual(0.9);
     expect(maxInflight).toBeLessThanOrEqual(1.6 * C);
     expect(refused).toBeGreaterThan(10_000);
+  });
+});
+
+describe('Limiter: a client waits at least a few round trips (queue.minWaitRoundTrips)', () => {
+  const patient = { ...queue, minWaitRoundTrips: 8 };
+  /** Holds one permit `rttMs` of class `cls` and releases it. */
+  async function one(t: ReturnType<typeof setup>, cls: string, rttMs: number): Promise<void> {
+    const r = t.limiter.acquire({ priority: 1 });
+    const result = r instanceof Promise ? await r : r;
+    if (!result.ok) throw new Error('refused');
+    t.clock.advance(rttMs);
+    result.permit.release('success', cls);
+  }
+  /** One permit held by `a`, then `b` queued behind it with the default 500 ms deadline. */
+  async function behindOne(t: ReturnType<typeof setup>, b: Parameters<Limiter['acquire']>[0]) {
+    const a = t.limiter.acquire({ priority: 1 });
+    if (a instanceof Promise || !a.ok) throw new Error('a was not granted');
+    const waiting = t.limiter.acquire(b);
+    expect(waiting).toBeInstanceOf(Promise);
+    return { a: a.permit, waiting: waiting as Promise<AcquireResult> };
+  }
+
+  it('against 300 ms answers, a queued request waits 8 round trips, not the 500 ms deadline, and is served', async () => {
+    const t = setup({ limitN: 1, queue: patient });
+    await t.teach(300);
+    const { a, waiting } = await behindOne(t, { priority: 1 });
+    t.scheduler.advance(1_500); // past 500 ms, within 8 × 300 = 2 400 ms
+    a.release('success');
+    await expect(waiting).resolves.toMatchObject({ ok: true, waitedMs: 1_500 });
+  });
+
+  it('still ends the wait after those round trips', async () => {
+    const t = setup({ limitN: 1, queue: patient });
+    await t.teach(300);
+    const { waiting } = await behindOne(t, { priority: 1 });
+    t.scheduler.advance(2_400);
+    await expect(waiting).resolves.toMatchObject({ ok: false, reason: 'deadline', waitedMs: 2_400 });
+  });
+
+  it('the deadline alone with 0, for a background refresh or a probe (fixedDeadline), or before a round trip is known', async () => {
+    for (const [q, opts, teachMs] of [
+      [{ ...queue, minWaitRoundTrips: 0 }, {}, 300],
+      [patient, { fixedDeadline: true }, 300],
+      [patient, {}, 0],
+    ] as const) {
+      const t = setup({ limitN: 1, queue: q });
+      if (teachMs > 0) await t.teach(teachMs);
+      const { waiting } = await behindOne(t, { priority: 1, ...opts });
+      t.scheduler.advance(500);
+      await expect(waiting).resolves.toMatchObject({ ok: false, reason: 'deadline', waitedMs: 500 });
+    }
+  });
+
+  it('waits at most 5 s beyond the deadline, however slow the origin', async () => {
+    const t = setup({ limitN: 1, queue: patient });
+    await t.teach(3_000);
+    const { waiting } = await behindOne(t, { priority: 1 });
+    t.scheduler.advance(5_000);
+    await expect(waiting).resolves.toMatchObject({ ok: false, reason: 'deadline', waitedMs: 5_000 });
+  });
+
+  it('uses the request\'s own endpoint\'s round trip when the site\'s cheap endpoints make the typical one short (the block editor\'s REST calls)', async () => {
+    const t = setup({ limitN: 1, queue: patient });
+    await one(t, 'forward:default:wp-json', 400);
+    for (let i = 0; i < 30; i++) await one(t, 'forward:default:wp-admin.js', 3); // typical round trip now ~20 ms
+    const rest = await behindOne(t, { priority: 1, latencyClass: 'forward:default:wp-json' });
+    t.scheduler.advance(2_000); // within 8 × ~400 ms
+    rest.a.release('success');
+    await expect(rest.waiting).resolves.toMatchObject({ ok: true });
+  });
+});
+
+describe('latencyClassOf: a route\'s endpoints', () => {
+  it('names the first segment with the last one\'s extension, a single segment only when it names a file', () => {
+    expect(endpointOf('/wp-json/wp/v2/users')).toBe('wp-json');
+    expect(endpointOf('/wp-admin/js/postbox.min.js')).toBe('wp-admin.js');
+    expect(endpointOf('/wp-admin/post-new.php')).toBe('wp-admin.php');
+    expect(endpointOf('/index.php')).toBe('index.php');
+    expect(endpointOf('/API.PHP')).toBe('API.PHP');
+    expect(endpointOf('/')).toBe('');
+    expect(endpointOf('/about')).toBe('');
+    expect(endpointOf('/a-post-slug/')).toBe('');
+    expect(endpointOf('/2024/05/a-post/')).toBe('2024');
+    expect(endpointOf(`/${'x'.repeat(100)}/y`)).toBe('x'.repeat(40));
+    expect(latencyClassOf('forward', 'default', '/wp-json/wp/v2/users')).toBe('forward:default:wp-json');
   });
 });
