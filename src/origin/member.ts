@@ -125,6 +125,8 @@ export class PoolMember implements OriginMember {
   weight: number;
   backup: boolean;
   inflight = 0;
+  /** When a live request last got an answer below 500 from the member (clock ms; pool.ts). */
+  answeredAt = -Infinity;
   /** Smooth weighted round-robin running weight (pool.ts). */
   currentWeight = 0;
   /** Set when a reload removed the member; its agent goes when its in-flight requests end. */

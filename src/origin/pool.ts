@@ -42,6 +42,9 @@ export type { ActiveHealth, FailureKind, HealthState, OriginMember } from './mem
 /** Probe interval while a member's state is still 'unknown', ms (at most the configured interval). */
 export const UNKNOWN_PROBE_INTERVAL_MS = 1_000;
 
+/** The slow-probe warning (runProbe) is logged at most this often per member, ms. */
+const SLOW_PROBE_WARN_MS = 60_000;
+
 /** Why a member's health was announced: a probe result, an ejection, or an ejection's end. */
 export type HealthChangeCause = 'probe' | 'ejected' | 'ejection-ended' | 'traffic';
 
@@ -99,6 +102,7 @@ export class OriginPool {
   private site: SiteConfig;
   private readonly clock: Clock;
   private readonly logger: PoolLogger | undefined;
+  private readonly slowProbeWarnedAt = new WeakMap<PoolMember, number>();
   private readonly onHealthChange: OriginPoolOptions['onHealthChange'];
   private readonly admitProbe: OriginPoolOptions['admitProbe'];
   private readonly onProbePassed: OriginPoolOptions['onProbePassed'];
@@ -184,6 +188,7 @@ export class OriginPool {
     const now = this.clock.now();
     this.announceEndedEjections(now); // one that ran out first, before the success clears its trace
     const wasEjected = m.isEjected(now);
+    if (endsDown) m.answeredAt = now;
     const up = m.recordSuccess(startedAt, endsDown);
     if (m.removed || this.closed) return;
     if (up) {
@@ -348,6 +353,7 @@ export class OriginPool {
     const inflight = this.probing.get(m);
     if (inflight) return inflight;
     if (this.closed || m.removed) return Promise.resolve();
+    const startedAt = this.clock.now();
     const p = this.admitThenProbe(m).then((result) => {
       this.probing.delete(m);
       if (result === undefined) return; // not admitted this round
@@ -355,7 +361,18 @@ export class OriginPool {
       const now = this.clock.now();
       this.announceEndedEjections(now);
       const before: ActiveHealth = m.activeHealth();
-      const changed = m.recordProbe(result.ok, result.error, this.site.healthCheck, now);
+      // A probe that timed out while the member answered live requests (below 500) says its
+      // health page is slow, not that it is down: a WordPress front page taking 2.5 s against
+      // the 2 s timeout marked a serving member down every three probes, and its stale pages
+      // were served and the down alert fired while every other page answered in milliseconds
+      // (failure-day trial). It counts as alive; said once a minute.
+      const slowButServing = !result.ok && result.error === 'timeout' && m.answeredAt >= startedAt;
+      if (slowButServing && this.warnDue(m, now))
+        this.logger?.warn(
+          { site: this.site.name, origin: m.name, path: this.site.healthCheck.path, timeoutMs: this.site.healthCheck.timeoutMs },
+          'health check timed out while the member answered requests: counted as alive (raise healthCheck.timeoutMs, or point healthCheck.path at a cheaper page)',
+        );
+      const changed = m.recordProbe(result.ok || slowButServing, result.error, this.site.healthCheck, now);
       if (result.ok) {
         try {
           this.onProbePassed?.(m);
@@ -404,6 +421,14 @@ export class OriginPool {
     } finally {
       admission?.release();
     }
+  }
+
+  /** Once a minute per member: the slow-probe warning. */
+  private warnDue(m: PoolMember, now: number): boolean {
+    const last = this.slowProbeWarnedAt.get(m);
+    if (last !== undefined && now - last < SLOW_PROBE_WARN_MS) return false;
+    this.slowProbeWarnedAt.set(m, now);
+    return true;
   }
 
   private announceEndedEjections(now: number): void {

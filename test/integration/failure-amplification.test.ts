@@ -204,6 +204,24 @@ describe('failure amplification: active health checks', () => {
     expect(metrics).not.toMatch(/reason="unreachable"/);
   });
 
+  it('keeps a member whose / is slower than the probe timeout up while it answers pages: no down, no stale, one warning (failure-day trial: a 2.5 s WordPress front page)', async () => {
+    const o = await origin();
+    o.route('/', { delayMs: 400, body: 'home' });
+    const g = await gateway({ sites: [siteFor([o.url], { healthCheck: { enabled: true, intervalMs: 50, timeoutMs: 100 } })] });
+    // Visitors keep asking for pages while the probes time out, one after another.
+    const statuses: number[] = [];
+    const until = performance.now() + 5_000;
+    for (let i = 0; o.count('/') < 8 && performance.now() < until; i++) statuses.push((await call(`${g.url}/p/${i}`)).status);
+    expect(o.count('/'), 'eight probes of / happened').toBeGreaterThanOrEqual(8);
+    expect(statuses.every((s) => s === 200)).toBe(true);
+    const body = (await (await request(`${g.adminUrl}/readyz`)).body.json()) as { sites: Array<{ state: string }> };
+    expect(body.sites[0]!.state).toBe('up');
+    expect(g.logs.some((l) => l.msg === 'origin member down (health check)')).toBe(false);
+    const warned = g.logs.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('health check timed out while the member answered requests'));
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toMatchObject({ site: 'test', path: '/', timeoutMs: 100 });
+  });
+
   it('does not mark a member down from unknown on one failed probe: traffic keeps flowing, nobody gets no_healthy_origin', async () => {
     const o = await origin();
     // The first probe fails; the next ones pass, slowly, so a member wrongly marked down by the

@@ -523,6 +523,28 @@ describe('active health checks against real origins', () => {
     expect(byName(pool, 'a').healthState(Date.now())).toMatchObject({ active: 'down', lastError: 'probe: timeout' });
   });
 
+  it('a probe that times out while the member answers live requests (below 500) counts as alive, once a minute said (a slow WordPress front page marked a serving member down)', async () => {
+    const o = await origin('a');
+    o.route('/', { hang: true });
+    const warnings: { fields: Record<string, unknown>; msg: string }[] = [];
+    const logger = { info: () => {}, warn: (fields: Record<string, unknown>, msg: string) => void warnings.push({ fields, msg }) };
+    const pool = makePool(makeSite([{ url: o.url, name: 'a' }], { healthCheck: { timeoutMs: 100, unhealthyThreshold: 1 } }), { logger });
+    const a = byName(pool, 'a');
+    for (let i = 0; i < 2; i++) {
+      const probing = pool.probeNow();
+      pool.reportSuccess(a, Date.now(), true); // a page answered while the probe waits
+      await probing;
+      expect(a.healthState(Date.now()).active).toBe('up');
+    }
+    expect(warnings.filter((w) => /health check timed out while the member answered/.test(w.msg))).toHaveLength(1);
+    expect(warnings[0]!.fields).toMatchObject({ origin: 'a', path: '/', timeoutMs: 100 });
+    // A 500 is no such evidence, and neither is an answer from before the probe began.
+    const probing = pool.probeNow();
+    pool.reportSuccess(a, Date.now(), false);
+    await probing;
+    expect(a.healthState(Date.now())).toMatchObject({ active: 'down', lastError: 'probe: timeout' });
+  });
+
   it('close() aborts a hanging probe instead of waiting for its timeout', async () => {
     const o = await origin('a');
     o.route('/health', { hang: true });
