@@ -426,7 +426,9 @@ export class Upstream {
       deadlineAt: opts.deadlineAt,
       signal: opts.signal,
       servesCrowd: opts.servesCrowd,
-      fixedDeadline: opts.kind === 'background',
+      // Nobody waits on a background refresh; a request with a usable stale copy is answered
+      // from it when refused, sooner than a longer wait would answer it.
+      fixedDeadline: opts.kind === 'background' || opts.hasFallback === true,
       latencyClass: opts.latencyClass,
     });
     if (result.waitedMs > 0 || !result.ok) this.metrics.get('queueWait').observe(labels, result.waitedMs / 1000);

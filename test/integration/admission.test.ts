@@ -349,4 +349,32 @@ describe('admission: a client waits at least a few round trips (queue.minWaitRou
     expect(strict.statuses.filter((s) => s === 503).length).toBeGreaterThan(0);
     expect(strict.reached).toBeLessThan(8);
   });
+
+  it('a page with a usable stale copy waits only the deadline, then is answered from the copy', async () => {
+    const clock = new ManualClock(Date.now());
+    const o = await origin();
+    let version = 1;
+    o.route('/page', { headers: { 'cache-control': 'public, max-age=10', etag: '"p"' }, body: () => `v${version}` });
+    o.route('/slow', { delayMs: 300, headers: { 'cache-control': 'no-store' } });
+    o.route('/hold', { delayMs: 1_500, headers: { 'cache-control': 'no-store' } });
+    const g = await gateway(
+      { admission: fixed(1, { deadlineMs: 500 }), sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { graceSeconds: 60 } }] })] },
+      { clock },
+    );
+    expect((await call(`${g.url}/page`)).body).toBe('v1');
+    // Teach the limiter a 300 ms round trip (on the injected clock): 8 of them are 2.4 s.
+    const warm = call(`${g.url}/slow?warm`);
+    await vi.waitFor(() => expect(o.count('/slow')).toBe(1));
+    clock.advance(300);
+    await warm;
+    version = 2;
+    const hold = call(`${g.url}/hold`); // the only permit, for 1.5 s
+    await vi.waitFor(() => expect(o.count('/hold')).toBe(1));
+    clock.advance(11_000);
+    const r = await call(`${g.url}/page`);
+    expect(r.body).toBe('v1');
+    expect(r.headers['cache-status']).toMatch(/detail="stale-shed/);
+    expect(r.ms).toBeLessThan(1_200);
+    await hold;
+  });
 });
