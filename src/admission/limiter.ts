@@ -93,9 +93,9 @@ export interface AcquireOptions {
    */
   servesCrowd?: boolean;
   /**
-   * Wait until `deadlineAt` exactly (a background refresh, a health probe). Otherwise a client
-   * is waiting, and the wait is at least `queue.minWaitRoundTrips` typical round trips (see
-   * "Overload policy" above).
+   * Wait until `deadlineAt` exactly (a background refresh, a health probe, a request a stale
+   * copy answers when it is refused). Otherwise a client is waiting, and the wait is at least
+   * `queue.minWaitRoundTrips` typical round trips (see "Overload policy" above).
    */
   fixedDeadline?: boolean;
   /** The request's latency class (latencyClassOf), as its permit's release will name it. */

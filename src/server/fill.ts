@@ -279,7 +279,7 @@ async function fetchForCache(
       priority,
       deadlineAt,
       kind,
-      // A background refresh is a fill like any: one class per route (a 304's round trip too).
+      // A background refresh is a fill like any: one class per route and endpoint (a 304's round trip too).
       latencyClass: latencyClassOf('fill', ctx.route?.name ?? '-', ctx.path),
       path: ctx.path,
       exclude: excluded,
