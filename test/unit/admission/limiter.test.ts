@@ -36,7 +36,7 @@ function setup(opts: Partial<LimiterOptions> & { limitN?: number } = {}) {
   const limiter = new Limiter({ classes: 3, queue, clock, scheduler, ...opts, limit });
   /** Acquire and record the outcome when it settles. */
   const outcomes: { name: string; result: AcquireResult }[] = [];
-  const request = (name: string, priority = 1, extra: { deadlineAt?: number; signal?: AbortSignal; servesCrowd?: boolean } = {}) => {
+  const request = (name: string, priority = 1, extra: { deadlineAt?: number; signal?: AbortSignal; servesCrowd?: boolean; fixedDeadline?: boolean } = {}) => {
     const r = limiter.acquire({ priority, ...extra });
     if (r instanceof Promise) void r.then((result) => outcomes.push({ name, result }));
     else outcomes.push({ name, result: r });
@@ -1201,6 +1201,39 @@ describe('Limiter: a client waits at least a few round trips (queue.minWaitRound
     t.scheduler.advance(2_000); // within 8 × ~400 ms
     rest.a.release('success');
     await expect(rest.waiting).resolves.toMatchObject({ ok: true });
+  });
+});
+
+describe('Limiter: under a standing queue, a client waits at least the time 4 permits take to come free', () => {
+  /** Limit 2, a 400 ms round trip, the permits held and one waiter for a whole CoDel interval: standing. */
+  function standing(minWaitRoundTrips: number) {
+    const t = setup({ limitN: 2, queue: { maxLength: 100, deadlineMs: 10_000, codelTargetMs: 20, codelIntervalMs: 100, minWaitRoundTrips } });
+    for (const name of ['warm-a', 'warm-b']) t.request(name);
+    t.scheduler.advance(400);
+    t.granted('warm-a').release('success');
+    t.granted('warm-b').release('success'); // round trip 400 ms: a permit every 200 ms, 4 of them in 800 ms
+    t.request('holder-a');
+    t.request('holder-b');
+    t.request('w1');
+    t.scheduler.advance(110);
+    return t;
+  }
+
+  it('admits a request 2 permits away (400 ms) where the 20 ms CoDel target refused it (a WordPress editor\'s login while readers kept 4 PHP workers busy)', () => {
+    const t = standing(8);
+    expect(t.request('a')).toBeInstanceOf(Promise); // (1 ahead + 1) × 400 / 2 = 400 ms ≤ 800 ms
+    expect(t.limiter.isQueueStanding).toBe(true);
+    // A request a stale copy answers keeps the CoDel cap: it yields the permits (600 ms > 20 ms).
+    expect(t.request('stale-able', 1, { fixedDeadline: true })).toMatchObject({ ok: false, reason: 'predicted_wait' });
+    expect(t.request('b')).toBeInstanceOf(Promise); // 600 ms
+    expect(t.request('c')).toBeInstanceOf(Promise); // 800 ms
+    expect(t.request('d')).toMatchObject({ ok: false, reason: 'predicted_wait' }); // 1 000 ms
+  });
+
+  it('keeps the CoDel target with minWaitRoundTrips 0', () => {
+    const t = standing(0);
+    expect(t.request('a')).toMatchObject({ ok: false, reason: 'predicted_wait' }); // 400 ms > 20 ms
+    expect(t.limiter.isQueueStanding).toBe(true);
   });
 });
 
