@@ -18,7 +18,10 @@
  * not for `fixedDeadline` callers, whom no client waits for): a deadline shorter than a few
  * round trips refuses a burst the origin is about to drain. Under a standing queue (CoDel, see queue.ts) cap waits, reason 'codel': at
  * `codelTargetMs` for a request that answers one client, at `codelIntervalMs` for one that
- * answers a crowd (`servesCrowd`: a cache fill every collapsed waiter shares). The short cap is
+ * answers a crowd (`servesCrowd`: a cache fill every collapsed waiter shares); with
+ * `minWaitRoundTrips` on, a request a client waits for is bounded at arrival by at least the
+ * time STANDING_CAP_PERMITS permits take to come free, and once admitted keeps its deadline
+ * (standingCapMs, acquire). The short cap is
  * Facebook's server CoDel ("Fail at Scale", ACM Queue 2015: a queue not empty for N ms bounds
  * waits at M << N): while arrivals exceed the origin's rate, a longer wait only adds latency
  * to the requests served, not throughput, since a queue of M ms of work already keeps every
@@ -207,8 +210,15 @@ class PermitList {
 
 /** The longest wait between trials to an origin that still answers none of them (ms; see trialDue). */
 export const TRIAL_MAX_GAP_MS = 5_000;
-/** Under a standing queue a client's wait may be as long as this many permits take to come free (standingCapMs). */
-export const STANDING_CAP_PERMITS = 4;
+/**
+ * Under a standing queue a client's wait may be as long as this many permits take to come free
+ * (standingCapMs): in effect, it is refused at arrival only with more than this many requests
+ * ahead of it. A browser loads a page over 6 connections to a host, so one user's page load
+ * keeps up to 6 requests queued whenever the origin's permits are all busy; with 4 permits, a
+ * WordPress editor's scripts were refused behind its own 4-5 (a trial: 11-44 of one page load's
+ * requests, the block editor never loaded). 8 is one page load and a couple of other clients.
+ */
+export const STANDING_CAP_PERMITS = 8;
 /** The longest wait `queue.minWaitRoundTrips` can give a request beyond its own deadline. */
 export const ROUND_TRIP_WAIT_MAX_MS = 5_000;
 
@@ -436,7 +446,7 @@ export class Limiter {
     // The request's own endpoint's round trip when longer: a burst is mostly of one endpoint
     // (the editor's REST calls), and the site's mix of cheap ones makes the typical round trip short.
     const roundTripMs = Math.max(this.rttEwmaMs, this.latency.typical(opts.latencyClass));
-    if (rtts > 0 && !opts.fixedDeadline && roundTripMs > 0)
+    if (this.clientWaits(opts) && roundTripMs > 0)
       deadlineAt = Math.max(deadlineAt, now + Math.min(rtts * roundTripMs, ROUND_TRIP_WAIT_MAX_MS));
     const last = this.queue.classes - 1;
     const raw = opts.priority;
@@ -482,7 +492,12 @@ export class Limiter {
         next: undefined,
         queued: false,
       };
-      if (standing && saturated) {
+      // A request a client waits for, admitted on the forecast, keeps its deadline: it was
+      // expected to be served within the bound, and cutting it there when the forecast was short
+      // only makes it fail late (a WordPress editor's scripts, admitted with 140 ms forecast and
+      // cut at 160-210 ms behind 5 permits, 500-700 ms before their deadline: the block editor
+      // did not load). The forecast still refuses arrivals while the queue ahead is too long.
+      if (standing && saturated && !(this.rttEwmaMs > 0 && this.clientWaits(opts))) {
         const capAt = now + this.standingCapMs(opts);
         if (capAt < deadlineAt) {
           w.expiresAt = capAt;
@@ -517,6 +532,11 @@ export class Limiter {
     return this.algorithm.isColdStart?.(now) ?? false;
   }
 
+  /** A client waits for the request (no usable stale copy answers it) and `minWaitRoundTrips` is on. */
+  private clientWaits(opts: AcquireOptions): boolean {
+    return !opts.fixedDeadline && (this.queueConfig.minWaitRoundTrips ?? 0) > 0;
+  }
+
   /** The longest wait under a standing queue, by what the request serves (see the class doc). */
   private standingCapMs(opts: AcquireOptions): number {
     const cap = opts.servesCrowd ? this.queueConfig.codelIntervalMs : this.queueConfig.codelTargetMs;
@@ -524,9 +544,9 @@ export class Limiter {
     // waits for (minWaitRoundTrips on): against 0.4 s pages on 4 PHP workers a permit comes free
     // every 100 ms, and a 50 ms cap refused whatever did not find one free at once, whatever its
     // priority: a WordPress editor's login and scripts while 30 readers kept the origin busy
-    // (a trial; in a model, 23-54 of one editor's 190 requests refused, 2-6 with it). Requests a
-    // stale copy answers keep the CoDel cap, so they yield the permits to those it cannot.
-    if (!this.queueConfig.minWaitRoundTrips || opts.fixedDeadline) return cap;
+    // (a trial). Requests a stale copy answers keep the CoDel cap, so they yield the permits to
+    // those it cannot.
+    if (!this.clientWaits(opts)) return cap;
     const roundTripMs = Math.max(this.rttEwmaMs, this.latency.typical(opts.latencyClass));
     return Math.max(cap, Math.min((STANDING_CAP_PERMITS * roundTripMs) / this.planningLimit, ROUND_TRIP_WAIT_MAX_MS));
   }

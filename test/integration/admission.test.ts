@@ -350,6 +350,25 @@ describe('admission: a client waits at least a few round trips (queue.minWaitRou
     expect(strict.reached).toBeLessThan(8);
   });
 
+  it('a browser\'s 6 connections queued behind 1 permit are served, not refused as a standing queue (WordPress trial: the block editor\'s scripts)', async () => {
+    const o = await origin();
+    o.route('/wp-includes/js/script.js', { delayMs: 40, headers: { 'cache-control': 'no-store' } });
+    const g = await gateway({ admission: fixed(1, { deadlineMs: 500 }), sites: [siteFor([o.url])] });
+    const headers = { cookie: 'wordpress_logged_in_abc=editor' };
+    await call(`${g.url}/wp-includes/js/script.js?warm`, { headers }); // a 40 ms round trip
+    // Six connections, six scripts each: five requests always wait 160-200 ms for the permit,
+    // past the 50 ms CoDel target, so the queue stands. Each arrives with 4 ahead of it and the
+    // one in flight: within 8 permits (320 ms), not within 4.
+    const statuses: number[] = [];
+    await Promise.all(
+      Array.from({ length: 6 }, async (_, c) => {
+        for (let i = 0; i < 6; i++) statuses.push((await call(`${g.url}/wp-includes/js/script.js?c=${c}&i=${i}`, { headers })).status);
+      }),
+    );
+    expect(statuses).toEqual(Array(36).fill(200));
+    expect(o.count('/wp-includes/js/script.js')).toBe(37);
+  });
+
   it('a page with a usable stale copy waits only the deadline, then is answered from the copy', async () => {
     const clock = new ManualClock(Date.now());
     const o = await origin();

@@ -1200,14 +1200,14 @@ describe('Limiter: a client waits at least a few round trips (queue.minWaitRound
   });
 });
 
-describe('Limiter: under a standing queue, a client waits at least the time 4 permits take to come free', () => {
+describe('Limiter: under a standing queue, a client waits at least the time 8 permits take to come free', () => {
   /** Limit 2, a 400 ms round trip, the permits held and one waiter for a whole CoDel interval: standing. */
   function standing(minWaitRoundTrips: number) {
     const t = setup({ limitN: 2, queue: { maxLength: 100, deadlineMs: 10_000, codelTargetMs: 20, codelIntervalMs: 100, minWaitRoundTrips } });
     for (const name of ['warm-a', 'warm-b']) t.request(name);
     t.scheduler.advance(400);
     t.granted('warm-a').release('success');
-    t.granted('warm-b').release('success'); // round trip 400 ms: a permit every 200 ms, 4 of them in 800 ms
+    t.granted('warm-b').release('success'); // round trip 400 ms: a permit every 200 ms, 8 of them in 1 600 ms
     t.request('holder-a');
     t.request('holder-b');
     t.request('w1');
@@ -1215,15 +1215,25 @@ describe('Limiter: under a standing queue, a client waits at least the time 4 pe
     return t;
   }
 
-  it('admits a request 2 permits away (400 ms) where the 20 ms CoDel target refused it (a WordPress editor\'s login while readers kept 4 PHP workers busy)', () => {
+  it('admits a request up to 8 permits away (1 600 ms) where the 20 ms CoDel target refused it (a browser\'s 6 connections: a WordPress editor\'s scripts while readers kept 4 PHP workers busy)', () => {
     const t = standing(8);
-    expect(t.request('a')).toBeInstanceOf(Promise); // (1 ahead + 1) × 400 / 2 = 400 ms ≤ 800 ms
+    expect(t.request('a')).toBeInstanceOf(Promise); // (1 ahead + 1) × 400 / 2 = 400 ms ≤ 1 600 ms
     expect(t.limiter.isQueueStanding).toBe(true);
     // A request a stale copy answers keeps the CoDel cap: it yields the permits (600 ms > 20 ms).
     expect(t.request('stale-able', 1, { fixedDeadline: true })).toMatchObject({ ok: false, reason: 'predicted_wait' });
-    expect(t.request('b')).toBeInstanceOf(Promise); // 600 ms
-    expect(t.request('c')).toBeInstanceOf(Promise); // 800 ms
-    expect(t.request('d')).toMatchObject({ ok: false, reason: 'predicted_wait' }); // 1 000 ms
+    for (const name of ['b', 'c', 'd', 'e', 'f', 'g']) expect(t.request(name)).toBeInstanceOf(Promise); // 600 … 1 600 ms
+    expect(t.request('h')).toMatchObject({ ok: false, reason: 'predicted_wait' }); // 9 ahead: 1 800 ms
+  });
+
+  it('lets a request a client waits for, once admitted, wait to its deadline: the forecast was short, cutting it only fails it late (a WordPress editor\'s scripts cut at 160-210 ms)', async () => {
+    const t = standing(8);
+    const a = t.request('a'); // forecast 400 ms, bound 1 600 ms, deadline 10 s
+    t.scheduler.advance(1_800); // the permits still held: past the bound, not the deadline
+    expect(t.limiter.queueLength).toBe(2);
+    t.granted('holder-a').release('success');
+    t.granted('holder-b').release('success');
+    await expect(a).resolves.toMatchObject({ ok: true });
+    expect(t.outcomes.filter((o) => !o.result.ok)).toEqual([]);
   });
 
   it('keeps the CoDel target with minWaitRoundTrips 0', () => {
