@@ -878,7 +878,12 @@ export function endpointOf(path: string): string {
   return '';
 }
 
-/** At most this many latency classes are told apart; samples of any further class are read as they are. */
+/**
+ * At most this many latency classes are told apart. A new class beyond them takes the place of
+ * the one with the least share of recent samples: a site with unbounded first path segments, or
+ * a client requesting `/junk1/x`, `/junk2/x`…, would otherwise fill them for good, and every
+ * endpoint seen later would be read raw.
+ */
 export const MAX_LATENCY_CLASSES = 64;
 /** A class's no-load round trip is used once it rests on this many samples. */
 export const LATENCY_CLASS_SAMPLES = 3;
@@ -913,11 +918,24 @@ class LatencyClasses {
     if (own !== undefined) own.typical = own.typical === 0 ? rttMs : own.typical + 0.1 * (rttMs - own.typical);
   }
 
+  /** Forgets the class with the least share of recent samples (MAX_LATENCY_CLASSES). */
+  private evictLeastShared(): void {
+    let least: string | undefined;
+    let leastShare = Infinity;
+    for (const [name, c] of this.classes) {
+      if (c.share < leastShare) {
+        leastShare = c.share;
+        least = name;
+      }
+    }
+    if (least !== undefined) this.classes.delete(least);
+  }
+
   normalise(rttMs: number, name: string | undefined, noLoad: boolean): number {
     if (name === undefined) return rttMs;
     let own = this.classes.get(name);
     if (own === undefined) {
-      if (this.classes.size >= MAX_LATENCY_CLASSES) return rttMs;
+      if (this.classes.size >= MAX_LATENCY_CLASSES) this.evictLeastShared();
       own = { base: 0, samples: 0, share: 0, typical: 0 };
       this.classes.set(name, own);
     }

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../../src/clock.js';
 import { FixedLimit } from '../../../src/admission/limits/fixed.js';
 import type { Limit, LimitSample } from '../../../src/admission/limits/limit.js';
-import { endpointOf, latencyClassOf, Limiter, type AcquireResult, type LimiterOptions, type Permit } from '../../../src/admission/limiter.js';
+import { endpointOf, latencyClassOf, Limiter, MAX_LATENCY_CLASSES, type AcquireResult, type LimiterOptions, type Permit } from '../../../src/admission/limiter.js';
 import { ManualScheduler } from './manual-scheduler.js';
 
 /** A limit the test sets by hand, recording the samples it is fed. */
@@ -1197,6 +1197,18 @@ describe('Limiter: a client waits at least a few round trips (queue.minWaitRound
     t.scheduler.advance(2_000); // within 8 × ~400 ms
     rest.a.release('success');
     await expect(rest.waiting).resolves.toMatchObject({ ok: true });
+  });
+  it('keeps telling endpoints apart after a client requested more of them than MAX_LATENCY_CLASSES: the least used class gives way', async () => {
+    for (const cls of ['forward:default:reports', 'forward:default:wp-json']) {
+      const t = setup({ limitN: 1, queue: patient });
+      for (let i = 0; i < 10; i++) await one(t, 'forward:default:wp-json', 400);
+      for (let i = 0; i < MAX_LATENCY_CLASSES + 10; i++) await one(t, `forward:default:junk${i}`, 3);
+      for (let i = 0; i < 3; i++) await one(t, 'forward:default:reports', 400); // an endpoint seen after the junk
+      const { a, waiting } = await behindOne(t, { priority: 1, latencyClass: cls });
+      t.scheduler.advance(2_000); // within 8 × ~400 ms; 8 typical round trips (~110 ms) are 0.9 s
+      a.release('success');
+      await expect(waiting).resolves.toMatchObject({ ok: true });
+    }
   });
 });
 
