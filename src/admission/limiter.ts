@@ -19,9 +19,8 @@
  * round trips refuses a burst the origin is about to drain. Under a standing queue (CoDel, see queue.ts) cap waits, reason 'codel': at
  * `codelTargetMs` for a request that answers one client, at `codelIntervalMs` for one that
  * answers a crowd (`servesCrowd`: a cache fill every collapsed waiter shares); with
- * `minWaitRoundTrips` on, a request a client waits for is bounded at arrival by at least the
- * time STANDING_CAP_PERMITS permits take to come free, and once admitted keeps its deadline
- * (standingCapMs, acquire). The short cap is
+ * `minWaitRoundTrips` on, a request a client waits for is held to it only with
+ * STANDING_CAP_PERMITS requests ahead of it, and once admitted keeps its deadline. The short cap is
  * Facebook's server CoDel ("Fail at Scale", ACM Queue 2015: a queue not empty for N ms bounds
  * waits at M << N): while arrivals exceed the origin's rate, a longer wait only adds latency
  * to the requests served, not throughput, since a queue of M ms of work already keeps every
@@ -211,12 +210,15 @@ class PermitList {
 /** The longest wait between trials to an origin that still answers none of them (ms; see trialDue). */
 export const TRIAL_MAX_GAP_MS = 5_000;
 /**
- * Under a standing queue a client's wait may be as long as this many permits take to come free
- * (standingCapMs): in effect, it is refused at arrival only with more than this many requests
- * ahead of it. A browser loads a page over 6 connections to a host, so one user's page load
- * keeps up to 6 requests queued whenever the origin's permits are all busy; with 4 permits, a
- * WordPress editor's scripts were refused behind its own 4-5 (a trial: 11-44 of one page load's
- * requests, the block editor never loaded). 8 is one page load and a couple of other clients.
+ * Under a standing queue a request a client waits for is held to the CoDel cap only with this
+ * many requests ahead of it; with fewer, to its deadline (acquire). A browser loads a page over
+ * 6 connections to a host, so one user's page load keeps up to 6 requests queued whenever the
+ * origin's permits are all busy: against 0.4 s pages on 4 PHP workers a permit comes free every
+ * 100 ms, and the 50 ms cap refused whatever did not find one free at once, whatever its
+ * priority; with 4, a WordPress editor's scripts were still refused behind its own 4-5 (a trial:
+ * 11-44 of one page load's requests, the block editor never loaded). 8 is one page load and a
+ * couple of other clients. Requests a stale copy answers keep the cap, so they yield the permits
+ * to those it cannot.
  */
 export const STANDING_CAP_PERMITS = 8;
 /** The longest wait `queue.minWaitRoundTrips` can give a request beyond its own deadline. */
@@ -459,10 +461,10 @@ export class Limiter {
     if (this.judgeStanding(now)) this.capWaiters(now);
     // Refuse at arrival what cannot be served in time: a request admitted to the queue should
     // get its permit, and one refused should hear so at once, not after waiting. The expected
-    // wait is the waiters ahead of it (FIFO order) times the mean round trip over the limit;
-    // the bound is its deadline, or the CoDel cap under a standing queue.
-    // Service rate by Little's law: limit permits, each held rttEwmaMs. The planning limit,
-    // so a brief no-load probe does not refuse what its end will serve.
+    // wait is the work of the waiters ahead of it (FIFO order), plus one round trip for a
+    // permit to come free, over the limit (Little's law: limit permits, each held its request's
+    // round trip); the bound is its deadline, or the CoDel cap under a standing queue. The
+    // planning limit, so a brief no-load probe does not refuse what its end will serve.
     // Only on evidence that the origin queues (Limit.showsQueueing): a queue behind a learned
     // limit that is still climbing (a cold start, a normal day's burst of clients), with round
     // trips at their no-load value, is the limit's lag, not the origin's saturation; those
@@ -471,10 +473,20 @@ export class Limiter {
     // the bound is the deadline alone: no standing-queue cap.
     const saturated = this.showsSaturation(now);
     const standing = this.queue.isStanding && !this.isColdStart(now);
+    // Each waiter ahead counts as its own endpoint's typical round trip (costMs), not the site's:
+    // over HTTP/2 a browser asks for a page's ~70 scripts at once, each answered in ~10 ms, and
+    // counted at the typical round trip of the site's 0.1-0.7 s pages and REST calls they read as
+    // seconds of work and most of them were refused on a WordPress editor's page load (a trial).
+    // A slow endpoint's permit steps aside to the slow lane once overdue: it holds a counted
+    // permit at most that long.
+    const typicalMs = this.latency.typical(opts.latencyClass) || this.rttEwmaMs;
+    const costMs = this.slowLane && typicalMs > this.overdueAfterMs ? this.overdueAfterMs : typicalMs;
     if (this.rttEwmaMs > 0 && saturated) {
-      const ahead = this.queue.countAhead(priority) + 1;
-      const expectedWaitMs = (ahead * this.rttEwmaMs) / this.planningLimit;
-      const boundMs = standing ? Math.min(this.standingCapMs(opts), deadlineAt - now) : deadlineAt - now;
+      const expectedWaitMs = (this.queue.workAhead(priority) + this.rttEwmaMs) / this.planningLimit;
+      // Under a standing queue, the CoDel cap; for a request a client waits for, only once
+      // STANDING_CAP_PERMITS requests are ahead of it (one browser's page load is not a crowd).
+      const capped = standing && !(this.clientWaits(opts) && this.queue.countAhead(priority) < STANDING_CAP_PERMITS);
+      const boundMs = capped ? Math.min(this.standingCapMs(opts), deadlineAt - now) : deadlineAt - now;
       if (expectedWaitMs > boundMs) return REFUSED_PREDICTED;
     }
     return new Promise<AcquireResult>((resolve) => {
@@ -482,6 +494,7 @@ export class Limiter {
         priority,
         enqueuedAt: now,
         deadlineAt,
+        costMs,
         expiresAt: deadlineAt,
         capped: false,
         resolve,
@@ -539,16 +552,7 @@ export class Limiter {
 
   /** The longest wait under a standing queue, by what the request serves (see the class doc). */
   private standingCapMs(opts: AcquireOptions): number {
-    const cap = opts.servesCrowd ? this.queueConfig.codelIntervalMs : this.queueConfig.codelTargetMs;
-    // At least the time STANDING_CAP_PERMITS permits take to come free, for a request a client
-    // waits for (minWaitRoundTrips on): against 0.4 s pages on 4 PHP workers a permit comes free
-    // every 100 ms, and a 50 ms cap refused whatever did not find one free at once, whatever its
-    // priority: a WordPress editor's login and scripts while 30 readers kept the origin busy
-    // (a trial). Requests a stale copy answers keep the CoDel cap, so they yield the permits to
-    // those it cannot.
-    if (!this.clientWaits(opts)) return cap;
-    const roundTripMs = Math.max(this.rttEwmaMs, this.latency.typical(opts.latencyClass));
-    return Math.max(cap, Math.min((STANDING_CAP_PERMITS * roundTripMs) / this.planningLimit, ROUND_TRIP_WAIT_MAX_MS));
+    return opts.servesCrowd ? this.queueConfig.codelIntervalMs : this.queueConfig.codelTargetMs;
   }
 
   private grant(now: number): LimiterPermit {
@@ -676,6 +680,7 @@ export class Limiter {
   /** Called once per permit, from LimiterPermit.release. */
   private onRelease(permit: LimiterPermit, kind: ReleaseKind, latencyClass: string | undefined): void {
     const now = this.clock.now();
+    const succeeded = kind === 'success';
     if (permit === this.trialPermit) this.trialPermit = undefined;
     this.lastReleaseAt = now;
     if (permit.overdue) {
@@ -699,16 +704,22 @@ export class Limiter {
       const probing = (this.algorithm.planning ?? 0) > this.algorithm.current;
       if (overdue && !this.slowForEveryone && (permit.overdue || !probing)) kind = 'ignore';
     }
+    // Its endpoint's typical round trip learns from it, overdue or not: that is the endpoint's
+    // cost (a WordPress site's REST calls at 0.7 s against 60 ms pages were all overdue, so their
+    // class never learned one and a burst of them got the site's 0.5 s deadline).
+    if (succeeded) this.latency.observe(latencyClass, now - permit.acquiredAt);
     if (kind === 'success') {
       // EWMA (α = 0.1) of successful round trips, for the expected wait at arrival.
       const rtt = now - permit.acquiredAt;
-      this.rttEwmaMs = this.rttEwmaMs === 0 ? rtt : this.rttEwmaMs + 0.1 * (rtt - this.rttEwmaMs);
+      if (this.rttEwmaMs === 0) {
+        this.rttEwmaMs = rtt;
+        this.queue.priceUnpriced(rtt); // waiters queued before any round trip was known
+      } else this.rttEwmaMs += 0.1 * (rtt - this.rttEwmaMs);
       this.queue.lifoWhenStanding = false; // waits are predictable now: admission at arrival + FIFO
     }
     if (kind !== 'ignore') {
       const s = this.sample;
       s.rttMs = this.latency.normalise(now - permit.acquiredAt, latencyClass, kind === 'success' && permit.inflightAtAcquire <= this.limit / 2);
-      if (kind === 'success') this.latency.observe(latencyClass, now - permit.acquiredAt);
       s.inflight = permit.inflightAtAcquire;
       s.dropped = kind === 'dropped';
       s.hostDelayMs = this.hostDelayMs?.() ?? 0;
@@ -912,10 +923,16 @@ class LatencyClasses {
     return name === undefined ? 0 : (this.classes.get(name)?.typical ?? 0);
   }
 
-  /** A successful round trip of a class normalise() has seen. */
+  /** A successful round trip of a class, overdue ones included (its cost, for typical()). */
   observe(name: string | undefined, rttMs: number): void {
-    const own = name === undefined ? undefined : this.classes.get(name);
-    if (own !== undefined) own.typical = own.typical === 0 ? rttMs : own.typical + 0.1 * (rttMs - own.typical);
+    if (name === undefined) return;
+    let own = this.classes.get(name);
+    if (own === undefined) {
+      if (this.classes.size >= MAX_LATENCY_CLASSES) this.evictLeastShared();
+      own = { base: 0, samples: 0, share: 0, typical: 0 };
+      this.classes.set(name, own);
+    }
+    own.typical = own.typical === 0 ? rttMs : own.typical + 0.1 * (rttMs - own.typical);
   }
 
   /** Forgets the class with the least share of recent samples (MAX_LATENCY_CLASSES). */

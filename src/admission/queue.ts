@@ -28,6 +28,8 @@ export interface Waiter<R = unknown> {
   enqueuedAt: number;
   /** The request's own deadline (epoch ms). */
   deadlineAt: number;
+  /** How long its permit is expected to be held, ms (its endpoint's typical round trip): the forecast's unit of work. */
+  costMs: number;
   /** When the wait ends: deadlineAt, or earlier under a standing queue. */
   expiresAt: number;
   /** expiresAt comes from the CoDel cap, so expiry is reported as 'codel'. */
@@ -50,6 +52,8 @@ export class WaitQueue<R = unknown> {
   private heads: (Waiter<R> | undefined)[];
   private tails: (Waiter<R> | undefined)[];
   private counts: number[];
+  /** Per class, the sum of its waiters' costMs. */
+  private works: number[];
   private size = 0;
   private codel: CodelOptions;
 
@@ -68,6 +72,7 @@ export class WaitQueue<R = unknown> {
     this.heads = new Array<Waiter<R> | undefined>(classes).fill(undefined);
     this.tails = new Array<Waiter<R> | undefined>(classes).fill(undefined);
     this.counts = new Array<number>(classes).fill(0);
+    this.works = new Array<number>(classes).fill(0);
     this.codel = codel;
   }
 
@@ -101,6 +106,7 @@ export class WaitQueue<R = unknown> {
     this.heads = new Array<Waiter<R> | undefined>(classes).fill(undefined);
     this.tails = new Array<Waiter<R> | undefined>(classes).fill(undefined);
     this.counts = new Array<number>(classes).fill(0);
+    this.works = new Array<number>(classes).fill(0);
     for (const w of waiters) {
       w.prev = this.tails[w.priority];
       w.next = undefined;
@@ -108,6 +114,7 @@ export class WaitQueue<R = unknown> {
       else this.heads[w.priority] = w;
       this.tails[w.priority] = w;
       this.counts[w.priority]!++;
+      this.works[w.priority]! += w.costMs;
     }
   }
 
@@ -142,6 +149,22 @@ export class WaitQueue<R = unknown> {
     return n;
   }
 
+  /** The summed costMs of the waiters countAhead counts. */
+  workAhead(priority: number): number {
+    let ms = 0;
+    for (let p = 0; p <= priority && p < this.classes; p++) ms += this.works[p]!;
+    return ms;
+  }
+
+  /** Gives every waiter queued with no cost (no round trip known yet) `costMs`. */
+  priceUnpriced(costMs: number): void {
+    this.forEach((w) => {
+      if (w.costMs !== 0) return;
+      w.costMs = costMs;
+      this.works[w.priority]! += costMs;
+    });
+  }
+
   /** Appends `w` to its class; `now` starts a CoDel interval if the queue was empty. */
   push(w: Waiter<R>, now: number): void {
     if (this.size === 0) this.resetInterval(now);
@@ -153,6 +176,7 @@ export class WaitQueue<R = unknown> {
     this.tails[p] = w;
     w.queued = true;
     this.counts[p]!++;
+    this.works[p]! += w.costMs;
     this.size++;
   }
 
@@ -166,7 +190,8 @@ export class WaitQueue<R = unknown> {
     else this.tails[p] = w.prev;
     w.prev = w.next = undefined;
     w.queued = false;
-    this.counts[p]!--;
+    // Summed in floating point: an emptied class starts again from 0, not from rounding residue.
+    this.works[p] = --this.counts[p]! === 0 ? 0 : this.works[p]! - w.costMs;
     if (--this.size === 0) this.standing = false;
   }
 

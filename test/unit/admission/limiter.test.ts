@@ -36,7 +36,7 @@ function setup(opts: Partial<LimiterOptions> & { limitN?: number } = {}) {
   const limiter = new Limiter({ classes: 3, queue, clock, scheduler, ...opts, limit });
   /** Acquire and record the outcome when it settles. */
   const outcomes: { name: string; result: AcquireResult }[] = [];
-  const request = (name: string, priority = 1, extra: { deadlineAt?: number; signal?: AbortSignal; servesCrowd?: boolean; fixedDeadline?: boolean } = {}) => {
+  const request = (name: string, priority = 1, extra: { deadlineAt?: number; signal?: AbortSignal; servesCrowd?: boolean; fixedDeadline?: boolean; latencyClass?: string } = {}) => {
     const r = limiter.acquire({ priority, ...extra });
     if (r instanceof Promise) void r.then((result) => outcomes.push({ name, result }));
     else outcomes.push({ name, result: r });
@@ -1212,14 +1212,85 @@ describe('Limiter: a client waits at least a few round trips (queue.minWaitRound
   });
 });
 
-describe('Limiter: under a standing queue, a client waits at least the time 8 permits take to come free', () => {
+describe('Limiter: the forecast counts each waiter ahead as its own endpoint\'s round trip', () => {
+  /** Holds one permit `rttMs` of class `cls` and releases it. */
+  async function one(t: ReturnType<typeof setup>, cls: string, rttMs: number): Promise<void> {
+    const r = t.limiter.acquire({ priority: 1 });
+    const result = r instanceof Promise ? await r : r;
+    if (!result.ok) throw new Error('refused');
+    t.clock.advance(rttMs);
+    result.permit.release('success', cls);
+  }
+
+  it('admits a burst of 40 cheap scripts behind slow pages, and still refuses the pages\' own work past the deadline (HTTP/2: a WordPress editor\'s page load, all at once)', async () => {
+    const t = setup({ limitN: 2 });
+    for (let i = 0; i < 10; i++) await one(t, 'forward:default:', 400);
+    for (let i = 0; i < 3; i++) await one(t, 'forward:default:wp-includes.js', 10); // the site's round trip is still ~290 ms
+    t.request('page-a');
+    t.request('page-b'); // both permits held
+    // Counted at the site's round trip, (k + 1) × 290 / 2 > 500 ms from the third on.
+    for (let i = 0; i < 40; i++) expect(t.request(`script${i}`, 1, { latencyClass: 'forward:default:wp-includes.js' })).toBeInstanceOf(Promise);
+    // 40 × 10 ms ahead: a page (400 ms) fits once, (400 + 290) / 2 ≤ 500; a second would wait (800 + 290) / 2.
+    expect(t.request('page-c', 1, { latencyClass: 'forward:default:' })).toBeInstanceOf(Promise);
+    expect(t.request('page-d', 1, { latencyClass: 'forward:default:' })).toMatchObject({ ok: false, reason: 'predicted_wait' });
+  });
+
+  it('learns a slow endpoint\'s round trip from its overdue answers (WordPress\'s REST calls at 0.7 s among 60 ms pages)', async () => {
+    const t = setup({ limitN: 1, slowLane: true, queue: { ...queue, minWaitRoundTrips: 8 } });
+    for (let i = 0; i < 20; i++) await one(t, 'forward:default:', 60); // overdue after 600 ms
+    await one(t, 'forward:default:wp-json', 700); // overdue: not fed to the limit, but its endpoint's round trip
+    t.request('page'); // holds the permit
+    const rest = t.limiter.acquire({ priority: 1, latencyClass: 'forward:default:wp-json' });
+    expect(rest).toBeInstanceOf(Promise);
+    t.scheduler.advance(1_000); // the page steps aside at 600 ms: past the 500 ms deadline, within 8 × 700 ms
+    await expect(rest).resolves.toMatchObject({ ok: true, waitedMs: 600 });
+  });
+
+  it('counts a waiting slow request at most the overdue threshold: its permit steps aside then', async () => {
+    const t = setup({ limitN: 2, slowLane: true });
+    for (let i = 0; i < 20; i++) await one(t, 'forward:default:', 60); // overdue after 600 ms
+    await one(t, 'forward:default:reports', 5_000);
+    t.request('page-a');
+    t.request('page-b'); // both permits held
+    expect(t.request('report', 1, { latencyClass: 'forward:default:reports' })).toBeInstanceOf(Promise);
+    // The report ahead counts 600 ms, not 5 s: (600 + 60) / 2 ≤ 500 ms.
+    expect(t.request('page-c', 1, { latencyClass: 'forward:default:' })).toBeInstanceOf(Promise);
+  });
+
+  it('under a standing queue, admits a cheap request behind two slow ones within its deadline: the allowance is 8 requests ahead, whatever they cost', async () => {
+    const t = setup({ limitN: 4, queue: { ...queue, minWaitRoundTrips: 8 } });
+    for (let i = 0; i < 20; i++) await one(t, 'forward:default:', 80);
+    await one(t, 'forward:default:wp-json', 700);
+    for (const name of ['p1', 'p2', 'p3', 'p4']) t.request(name); // every permit held
+    t.request('rest-1', 1, { latencyClass: 'forward:default:wp-json' });
+    t.request('rest-2', 1, { latencyClass: 'forward:default:wp-json' });
+    t.scheduler.advance(110);
+    // (2 × 700 + ~80) / 4 = 370 ms: within the script's deadline (8 × ~80 ms), beyond the CoDel
+    // target and beyond the time 8 permits of ~80 ms take to come free (160 ms).
+    expect(t.request('script', 1, { latencyClass: 'forward:default:wp-includes.js' })).toBeInstanceOf(Promise);
+    expect(t.limiter.isQueueStanding).toBe(true);
+  });
+
+  it('prices the waiters queued before any round trip was known at the first one', async () => {
+    const t = setup({ limitN: 1, queue: { ...queue, codelTargetMs: 1_000, deadlineMs: 450 } });
+    t.request('a');
+    for (let i = 0; i < 5; i++) t.request(`w${i}`); // no round trip known: no forecast, all queue
+    t.clock.advance(100);
+    t.granted('a').release('success'); // 100 ms; w0 takes the permit, 4 wait
+    await t.flush();
+    // 4 waiters ahead at 100 ms each, plus a round trip, over 1 permit: 500 ms > 450 ms.
+    expect(t.request('late')).toMatchObject({ ok: false, reason: 'predicted_wait' });
+  });
+});
+
+describe('Limiter: under a standing queue, a client is held to the CoDel cap only with 8 requests ahead', () => {
   /** Limit 2, a 400 ms round trip, the permits held and one waiter for a whole CoDel interval: standing. */
   function standing(minWaitRoundTrips: number) {
     const t = setup({ limitN: 2, queue: { maxLength: 100, deadlineMs: 10_000, codelTargetMs: 20, codelIntervalMs: 100, minWaitRoundTrips } });
     for (const name of ['warm-a', 'warm-b']) t.request(name);
     t.scheduler.advance(400);
     t.granted('warm-a').release('success');
-    t.granted('warm-b').release('success'); // round trip 400 ms: a permit every 200 ms, 8 of them in 1 600 ms
+    t.granted('warm-b').release('success'); // round trip 400 ms
     t.request('holder-a');
     t.request('holder-b');
     t.request('w1');
@@ -1227,14 +1298,14 @@ describe('Limiter: under a standing queue, a client waits at least the time 8 pe
     return t;
   }
 
-  it('admits a request up to 8 permits away (1 600 ms) where the 20 ms CoDel target refused it (a browser\'s 6 connections: a WordPress editor\'s scripts while readers kept 4 PHP workers busy)', () => {
+  it('admits a request with up to 7 ahead where the 20 ms CoDel target refused it (a browser\'s 6 connections: a WordPress editor\'s scripts while readers kept 4 PHP workers busy)', () => {
     const t = standing(8);
-    expect(t.request('a')).toBeInstanceOf(Promise); // (1 ahead + 1) × 400 / 2 = 400 ms ≤ 1 600 ms
+    expect(t.request('a')).toBeInstanceOf(Promise); // (1 ahead + 1) × 400 / 2 = 400 ms, within its deadline
     expect(t.limiter.isQueueStanding).toBe(true);
     // A request a stale copy answers keeps the CoDel cap: it yields the permits (600 ms > 20 ms).
     expect(t.request('stale-able', 1, { fixedDeadline: true })).toMatchObject({ ok: false, reason: 'predicted_wait' });
-    for (const name of ['b', 'c', 'd', 'e', 'f', 'g']) expect(t.request(name)).toBeInstanceOf(Promise); // 600 … 1 600 ms
-    expect(t.request('h')).toMatchObject({ ok: false, reason: 'predicted_wait' }); // 9 ahead: 1 800 ms
+    for (const name of ['b', 'c', 'd', 'e', 'f', 'g']) expect(t.request(name)).toBeInstanceOf(Promise); // 2 … 7 ahead
+    expect(t.request('h')).toMatchObject({ ok: false, reason: 'predicted_wait' }); // 8 ahead: 1 800 ms > 20 ms
   });
 
   it('lets a request a client waits for, once admitted, wait to its deadline: the forecast was short, cutting it only fails it late (a WordPress editor\'s scripts cut at 160-210 ms)', async () => {
