@@ -369,6 +369,25 @@ describe('admission: a client waits at least a few round trips (queue.minWaitRou
     expect(o.count('/wp-includes/js/script.js')).toBe(37);
   });
 
+  it('serves a page load\'s 40 cheap scripts asked for at once behind slow pages: each waiter counts as its own endpoint\'s round trip (HTTP/2 WordPress trial)', async () => {
+    const o = await origin();
+    o.route('/page', { delayMs: 150, headers: { 'cache-control': 'no-store' } });
+    o.route('/wp-includes/js/s.js', { delayMs: 5, headers: { 'cache-control': 'no-store' } });
+    const g = await gateway({ admission: fixed(2, { deadlineMs: 500 }), sites: [siteFor([o.url])] });
+    const headers = { cookie: 'wordpress_logged_in_abc=editor' };
+    for (let i = 0; i < 5; i++) await call(`${g.url}/page?warm=${i}`, { headers }); // the site's round trip: 150 ms
+    for (let i = 0; i < 3; i++) await call(`${g.url}/wp-includes/js/s.js?warm=${i}`, { headers }); // the scripts': ~5 ms
+    // Both permits held by pages, then the scripts at once. Counted at the site's typical round
+    // trip (~110 ms), (k + 1) × 110 / 2 passes the 880 ms deadline (8 round trips) from the 16th on.
+    const pages = [call(`${g.url}/page?a`, { headers }), call(`${g.url}/page?b`, { headers })];
+    await vi.waitFor(() => expect(o.count('/page')).toBe(7));
+    const before = o.count('/wp-includes/js/s.js');
+    const scripts = await Promise.all(Array.from({ length: 40 }, (_, i) => call(`${g.url}/wp-includes/js/s.js?i=${i}`, { headers })));
+    await Promise.all(pages);
+    expect(scripts.map((r) => r.status)).toEqual(Array(40).fill(200));
+    expect(o.count('/wp-includes/js/s.js') - before).toBe(40);
+  });
+
   it('a page with a usable stale copy waits only the deadline, then is answered from the copy', async () => {
     const clock = new ManualClock(Date.now());
     const o = await origin();
