@@ -211,7 +211,9 @@ class PermitList {
 export const TRIAL_MAX_GAP_MS = 5_000;
 /**
  * Under a standing queue a request a client waits for is held to the CoDel cap only with this
- * many requests ahead of it; with fewer, to its deadline (acquire). A browser loads a page over
+ * many requests ahead of it and more work ahead than this many typical requests; otherwise, to
+ * its deadline (acquire). A browser loads a page over HTTP/2 by asking for all its scripts at
+ * once (~70 for WordPress's block editor, ~10 ms each), and over HTTP/1.1 over
  * 6 connections to a host, so one user's page load keeps up to 6 requests queued whenever the
  * origin's permits are all busy: against 0.4 s pages on 4 PHP workers a permit comes free every
  * 100 ms, and the 50 ms cap refused whatever did not find one free at once, whatever its
@@ -483,9 +485,14 @@ export class Limiter {
     const costMs = this.slowLane && typicalMs > this.overdueAfterMs ? this.overdueAfterMs : typicalMs;
     if (this.rttEwmaMs > 0 && saturated) {
       const expectedWaitMs = (this.queue.workAhead(priority) + this.rttEwmaMs) / this.planningLimit;
-      // Under a standing queue, the CoDel cap; for a request a client waits for, only once
-      // STANDING_CAP_PERMITS requests are ahead of it (one browser's page load is not a crowd).
-      const capped = standing && !(this.clientWaits(opts) && this.queue.countAhead(priority) < STANDING_CAP_PERMITS);
+      // Under a standing queue, the CoDel cap; for a request a client waits for, only once both
+      // STANDING_CAP_PERMITS requests are ahead of it and more work than that many typical
+      // ones: one browser's page load is not a crowd, over HTTP/1.1 (6 at a time, some slow)
+      // or HTTP/2 (~70 cheap scripts at once).
+      const allowance =
+        this.clientWaits(opts) &&
+        (this.queue.countAhead(priority) < STANDING_CAP_PERMITS || expectedWaitMs <= (STANDING_CAP_PERMITS * this.rttEwmaMs) / this.planningLimit);
+      const capped = standing && !allowance;
       const boundMs = capped ? Math.min(this.standingCapMs(opts), deadlineAt - now) : deadlineAt - now;
       if (expectedWaitMs > boundMs) return REFUSED_PREDICTED;
     }

@@ -1271,6 +1271,23 @@ describe('Limiter: the forecast counts each waiter ahead as its own endpoint\'s 
     expect(t.limiter.isQueueStanding).toBe(true);
   });
 
+  it('under a standing queue, admits 20 cheap scripts asked for at once past 8 ahead while their work is no more than 8 typical requests\' (HTTP/2 page load)', async () => {
+    const t = setup({ limitN: 4, queue: { ...queue, minWaitRoundTrips: 8 } });
+    for (let i = 0; i < 20; i++) await one(t, 'forward:default:', 80);
+    for (let i = 0; i < 3; i++) await one(t, 'forward:default:wp-includes.js', 10); // site's round trip now ~61 ms
+    for (const name of ['p1', 'p2', 'p3', 'p4']) t.request(name); // every permit held
+    t.request('page-1', 1, { latencyClass: 'forward:default:' });
+    t.request('page-2', 1, { latencyClass: 'forward:default:' });
+    t.scheduler.advance(110);
+    // The 20th: (2 × 80 + 19 × 10 + 61) / 4 ≈ 103 ms, within 8 × 61 / 4 ≈ 122 ms.
+    for (let i = 0; i < 20; i++) expect(t.request(`script${i}`, 1, { latencyClass: 'forward:default:wp-includes.js' })).toBeInstanceOf(Promise);
+    expect(t.limiter.isQueueStanding).toBe(true);
+    expect(t.request('stale-able', 1, { fixedDeadline: true })).toMatchObject({ ok: false, reason: 'predicted_wait' }); // keeps the 20 ms cap
+    let pages = 0;
+    while (t.request(`page-${3 + pages}`, 1, { latencyClass: 'forward:default:' }) instanceof Promise) pages++;
+    expect(pages).toBeLessThan(3); // past 8 ahead and 8 typical requests' work: the CoDel target
+  });
+
   it('prices the waiters queued before any round trip was known at the first one', async () => {
     const t = setup({ limitN: 1, queue: { ...queue, codelTargetMs: 1_000, deadlineMs: 450 } });
     t.request('a');
