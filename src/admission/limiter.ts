@@ -20,7 +20,8 @@
  * `codelTargetMs` for a request that answers one client, at `codelIntervalMs` for one that
  * answers a crowd (`servesCrowd`: a cache fill every collapsed waiter shares); with
  * `minWaitRoundTrips` on, a request a client waits for is held to it only with
- * STANDING_CAP_PERMITS requests ahead of it, and once admitted keeps its deadline. The short cap is
+ * STANDING_CAP_PERMITS requests ahead of it and more work than that many typical ones, and once
+ * admitted keeps its deadline. The short cap is
  * Facebook's server CoDel ("Fail at Scale", ACM Queue 2015: a queue not empty for N ms bounds
  * waits at M << N): while arrivals exceed the origin's rate, a longer wait only adds latency
  * to the requests served, not throughput, since a queue of M ms of work already keeps every
