@@ -60,6 +60,15 @@ function setup(opts: Partial<LimiterOptions> & { limitN?: number } = {}) {
   return { clock, scheduler, limit, limiter, outcomes, request, flush, granted, teach };
 }
 
+/** Holds one permit `rttMs` of class `cls` and releases it (inflight 1 when nothing else is out: a no-load sample). */
+async function one(t: ReturnType<typeof setup>, cls: string | undefined, rttMs: number): Promise<void> {
+  const r = t.limiter.acquire({ priority: 1 });
+  const result = r instanceof Promise ? await r : r;
+  if (!result.ok) throw new Error('refused');
+  t.clock.advance(rttMs);
+  result.permit.release('success', cls);
+}
+
 describe('Limiter', () => {
   it('grants synchronously while permits are free, then queues', async () => {
     const { limiter, request, outcomes, flush } = setup({ limitN: 2 });
@@ -996,15 +1005,6 @@ async function gradient2Limiter(maxLength: number) {
 }
 
 describe('Limiter: latency classes (a page fill and an API call are read on one scale)', () => {
-  /** Holds one permit `rttMs` of class `cls` and releases it (inflight 1: a no-load sample). */
-  async function one(t: ReturnType<typeof setup>, cls: string | undefined, rttMs: number): Promise<void> {
-    const r = t.limiter.acquire({ priority: 1 });
-    const result = r instanceof Promise ? await r : r;
-    if (!result.ok) throw new Error('refused');
-    t.clock.advance(rttMs);
-    result.permit.release('success', cls);
-  }
-
   it('reads each sample as its class\'s no-load round trip plus its excess, on the scale of the mix', async () => {
     const t = setup({ limitN: 8 });
     const limit = t.limit as ScriptedLimit;
@@ -1137,14 +1137,6 @@ describe('Limiter with Gradient2 and two latency classes under a crowd', () => {
 
 describe('Limiter: a client waits at least a few round trips (queue.minWaitRoundTrips)', () => {
   const patient = { ...queue, minWaitRoundTrips: 8 };
-  /** Holds one permit `rttMs` of class `cls` and releases it. */
-  async function one(t: ReturnType<typeof setup>, cls: string, rttMs: number): Promise<void> {
-    const r = t.limiter.acquire({ priority: 1 });
-    const result = r instanceof Promise ? await r : r;
-    if (!result.ok) throw new Error('refused');
-    t.clock.advance(rttMs);
-    result.permit.release('success', cls);
-  }
   /** One permit held by `a`, then `b` queued behind it with the default 500 ms deadline. */
   async function behindOne(t: ReturnType<typeof setup>, b: Parameters<Limiter['acquire']>[0]) {
     const a = t.limiter.acquire({ priority: 1 });
@@ -1213,14 +1205,6 @@ describe('Limiter: a client waits at least a few round trips (queue.minWaitRound
 });
 
 describe('Limiter: the forecast counts each waiter ahead as its own endpoint\'s round trip', () => {
-  /** Holds one permit `rttMs` of class `cls` and releases it. */
-  async function one(t: ReturnType<typeof setup>, cls: string, rttMs: number): Promise<void> {
-    const r = t.limiter.acquire({ priority: 1 });
-    const result = r instanceof Promise ? await r : r;
-    if (!result.ok) throw new Error('refused');
-    t.clock.advance(rttMs);
-    result.permit.release('success', cls);
-  }
 
   it('admits a burst of 40 cheap scripts behind slow pages, and still refuses the pages\' own work past the deadline (HTTP/2: a WordPress editor\'s page load, all at once)', async () => {
     const t = setup({ limitN: 2 });
