@@ -6,7 +6,7 @@
  */
 import http from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
-import { keyPrefixFor, keyUrlPrefixFor, makeAuthority } from '../cache/cache-key.js';
+import { keyPrefixFor, keyUrlSelectorsFor, makeAuthority } from '../cache/cache-key.js';
 import type { PurgeMode, PurgeSelector } from '../cache/stores/cache-store.js';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
@@ -253,7 +253,7 @@ export function toSelectors(
     // or cookie part of the key template.
     const route = site.compiled.matchRoute('GET', pathAndQuery.split('?')[0]!);
     const keyCfg = site.policyFor(route).route.key;
-    selectors.push({ kind: 'prefix', prefix: keyUrlPrefixFor(site.name, pathAndQuery, keyCfg, host === undefined ? undefined : makeAuthority(host, scheme)) });
+    selectors.push(...keyUrlSelectorsFor(site.name, pathAndQuery, keyCfg, host === undefined ? undefined : makeAuthority(host, scheme)));
   }
   return { selectors, mode, kind: body.prefix !== undefined ? 'prefix' : 'key' };
 }

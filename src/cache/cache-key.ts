@@ -17,6 +17,7 @@
  */
 import type { CacheKeyConfig } from '../config/schema.js';
 import { joinHeader, type HeaderMap } from './cache-control.js';
+import type { PurgeSelector } from './stores/cache-store.js';
 
 const SEP = '\u0000';
 
@@ -267,6 +268,23 @@ export function makePathKey(site: string, url: string, key: CacheKeyConfig): str
  */
 export function keyUrlPrefixFor(site: string, url: string, key: CacheKeyConfig, authority?: string): string {
   return `${makePathKey(site, url, key)}${SEP}${authority === undefined ? '' : `H:${authority}`}`;
+}
+
+/**
+ * Purge selectors for every key of this site and URL (every Vary variant and key-template
+ * part) under one authority, or under every authority when none is given. The authority is
+ * not terminated in a key (`H:http://b` is a string prefix of `H:http://blog.example.com`), so
+ * one authority's keys are its key exactly, or that key followed by a key-template part: a
+ * PURGE with `Host: b` cleared blog.example.com's and b:8080's copies too, and one with an
+ * empty Host every host's (attacker trial).
+ */
+export function keyUrlSelectorsFor(site: string, url: string, key: CacheKeyConfig, authority?: string): PurgeSelector[] {
+  const prefix = keyUrlPrefixFor(site, url, key, authority);
+  if (authority === undefined) return [{ kind: 'prefix', prefix }];
+  return [
+    { kind: 'key', key: prefix },
+    { kind: 'prefix', prefix: prefix + SEP },
+  ];
 }
 
 /** The primary cache key for a request (layout in the module comment). */

@@ -3,7 +3,7 @@
  * purge.allow, never forwarded; every variant of the URL for the Host under both schemes (or
  * every Host).
  */
-import { keyUrlPrefixFor, makeAuthority } from '../cache/cache-key.js';
+import { keyUrlSelectorsFor, makeAuthority } from '../cache/cache-key.js';
 import type { SiteRuntime } from '../runtime.js';
 import { answerOwn, fail } from './answer.js';
 import { hostOf, type Ctx } from './context.js';
@@ -26,10 +26,10 @@ export async function answerPurge(ctx: Ctx, site: SiteRuntime): Promise<void> {
   // sent over plain HTTP (MediaWiki sends its purges to $wgCdnServers over HTTP: an https URL
   // would be tunnelled with CONNECT), and the other way round. The scheme the purger used
   // to reach us says nothing about which copy is stale.
-  const prefixes = cfg.allHosts
-    ? [keyUrlPrefixFor(site.name, ctx.url, key)]
-    : ['http', 'https'].map((scheme) => keyUrlPrefixFor(site.name, ctx.url, key, makeAuthority(hostOf(ctx), scheme)));
-  const { purged } = await deps.purge(prefixes.map((prefix) => ({ kind: 'prefix' as const, prefix })), cfg.mode);
+  const selectors = cfg.allHosts
+    ? keyUrlSelectorsFor(site.name, ctx.url, key)
+    : ['http', 'https'].flatMap((scheme) => keyUrlSelectorsFor(site.name, ctx.url, key, makeAuthority(hostOf(ctx), scheme)));
+  const { purged } = await deps.purge(selectors, cfg.mode);
   deps.metrics.get('purges').inc({ kind: 'url', mode: cfg.mode });
   deps.metrics.get('purgedEntries').inc({ mode: cfg.mode }, purged);
   const status = purged > 0 ? 200 : 404;

@@ -977,6 +977,26 @@ describe('PURGE, Varnish-compatible', () => {
     expect((await get(`${a.url}/wiki/Shared`, { host: 'wiki.test' })).body).toBe('version 2');
   });
 
+  it('clears its own Host\'s copies only, not those of hosts or ports its name begins (attacker trial)', async () => {
+    const o = await origin();
+    o.route('/p', { headers: { 'cache-control': 'public, max-age=600' }, body: 'p' });
+    const routes = [{ name: 'default', cache: { key: { headers: ['X-Tenant'] } } }];
+    const g = await gateway({ sites: [siteFor([o.url], { routes })] });
+    const hosts = ['b', 'blog.example.com', 'b:8080', 'bx.example'];
+    for (const host of hosts) for (const tenant of ['one', 'two']) expect((await get(`${g.url}/p`, { host, 'x-tenant': tenant })).body).toBe('p');
+    const purge = await request(`${g.url}/p`, { method: 'PURGE', headers: { host: 'b' } });
+    expect(purge.statusCode).toBe(200);
+    expect(JSON.parse(await purge.body.text())).toMatchObject({ purged: 2 }); // b's two key-template parts
+    for (const host of hosts.slice(1))
+      for (const tenant of ['one', 'two']) expect((await get(`${g.url}/p`, { host, 'x-tenant': tenant })).headers['cache-status']).toMatch(/; hit/);
+    expect((await get(`${g.url}/p`, { host: 'b', 'x-tenant': 'one' })).headers['cache-status']).toMatch(/fwd=/);
+    // An empty Host names no stored host: nothing is cleared.
+    const empty = await request(`${g.url}/p`, { method: 'PURGE', headers: { host: '' } });
+    expect(empty.statusCode).toBe(404);
+    await empty.body.text();
+    for (const host of hosts.slice(1)) expect((await get(`${g.url}/p`, { host, 'x-tenant': 'two' })).headers['cache-status']).toMatch(/; hit/);
+  });
+
   it('is refused with 405 from other addresses, and never reaches the origin', async () => {
     const o = await origin();
     o.route('/p', { headers: { 'cache-control': 'public, max-age=60' }, body: 'p' });

@@ -5,6 +5,7 @@ import {
   acceptEncodingVariant,
   keyPrefixFor,
   keyUrlPrefixFor,
+  keyUrlSelectorsFor,
   makeAuthority,
   makeCacheKey,
   makeVariantKey,
@@ -13,6 +14,8 @@ import {
   parseVary,
   siteOfKey,
 } from '../../../src/cache/cache-key.js';
+import type { CacheEntry } from '../../../src/cache/entry.js';
+import { isSelectedBy } from '../../../src/cache/stores/cache-store.js';
 import { cacheKeySchema, type CacheKeyConfig } from '../../../src/config/schema.js';
 
 /** Table-driven tests with each row's full name as the test name. */
@@ -237,6 +240,19 @@ describe('makeCacheKey: the authority (scheme and Host) is in every key', () => 
     expect(k.startsWith(keyUrlPrefixFor('shop', '/p?a=1&b=2', t, 'http://a.example'))).toBe(true);
     expect(k.startsWith(keyUrlPrefixFor('shop', '/p?a=1&b=2', t, 'http://b.example'))).toBe(false);
     expect(k.startsWith(keyUrlPrefixFor('shop', '/p', t))).toBe(false); // another URL
+  });
+
+  test('URL purge selectors for one authority take its keys only, not those of authorities it begins', () => {
+    const t = template({ headers: ['X-Device'] });
+    const key = (authority: string, headers: Record<string, string> = {}) =>
+      ({ key: makeCacheKey({ site: 'shop', authority, url: '/p', headers, key: t }), tags: [] }) as unknown as CacheEntry;
+    const chosen = (authority: string, e: CacheEntry) => keyUrlSelectorsFor('shop', '/p', t, authority).some((s) => isSelectedBy(e, s));
+    expect(chosen('http://b', key('http://b'))).toBe(true);
+    expect(chosen('http://b', key('http://b', { 'x-device': 'm' }))).toBe(true);
+    expect(chosen('http://b', key('http://blog.example.com'))).toBe(false);
+    expect(chosen('http://b', key('http://b:8080', { 'x-device': 'm' }))).toBe(false);
+    expect(chosen('http://', key('http://b'))).toBe(false);
+    expect(keyUrlSelectorsFor('shop', '/p', t).some((s) => isSelectedBy(key('http://blog.example.com'), s))).toBe(true); // every authority
   });
 });
 
