@@ -8,7 +8,8 @@ import type { CacheEntry } from '../cache/entry.js';
 import { chooseCoding, requestForbidsTransform, type StoredCoding } from '../cache/content-coding.js';
 import type { EntryEvaluation } from '../cache/policy.js';
 import { isNotModifiedForClient } from '../cache/revalidation.js';
-import type { ErrorCode } from '../errors.js';
+import { ERRORS, type ErrorCode } from '../errors.js';
+import { isLoopbackHost } from '../log.js';
 import { statusClassOf } from '../metrics/gateway-metrics.js';
 import type { CacheState, ShedReason, StaleReason } from '../outcome.js';
 import { chainCacheStatus, formatCacheStatus, sendEntry, sendError, sendOwn, type Answer, type CacheStatusFacts } from './respond.js';
@@ -136,13 +137,23 @@ export interface FailOptions {
   statusDetail?: string;
 }
 
-/** An error page for this request (the catalogue's status and text, `detail` for the operator). */
+/**
+ * An error page for this request (the catalogue's status and text, `detail` for the operator).
+ * The detail of a 5xx (where to look, which config key: the gateway's and the origin's
+ * business) is on the page only for a client on this machine, as Rails shows its detailed
+ * errors to local requests only; every client gets the code and the request id, and the
+ * access line carries the detail (`errorDetail`). A visitor was told to "check
+ * sites[].origins[].url" while the origin was merely down (new-user trial). A 4xx's detail is
+ * about the request itself and goes to every client.
+ */
 export function fail(ctx: Ctx, code: ErrorCode, detail?: string, opts: FailOptions = {}): void {
   const { retryAfterSeconds, state = 'error', statusDetail } = opts;
   ctx.errorCode = code;
+  ctx.errorDetail = detail;
   const answer = recordAnswer(ctx, { state, detail: statusDetail ?? code });
   const accept = ctx.req.headers.accept;
-  sendError(ctx.res, code, answer, { accept: typeof accept === 'string' ? accept : undefined, detail, retryAfterSeconds });
+  const shown = detail !== undefined && (ERRORS[code].status < 500 || isLoopbackHost(ctx.clientAddress)) ? detail : undefined;
+  sendError(ctx.res, code, answer, { accept: typeof accept === 'string' ? accept : undefined, detail: shown, retryAfterSeconds });
 }
 
 /**
@@ -220,6 +231,7 @@ export function finish(ctx: Ctx, handedOff: boolean): void {
         ...(ctx.staleReason ? { staleReason: ctx.staleReason } : {}),
         ...(ctx.shedReason ? { shedReason: ctx.shedReason } : {}),
         ...(ctx.errorCode ? { error: ctx.errorCode } : isBodyTimeout(res) ? { error: 'request_timeout' } : {}),
+        ...(ctx.errorDetail !== undefined ? { errorDetail: ctx.errorDetail.slice(0, 512) } : {}),
         ...(handedOff || res.writableFinished ? {} : { aborted: true }),
       },
       'request',

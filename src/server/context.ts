@@ -141,6 +141,8 @@ export interface Ctx {
   staleReason?: StaleReason;
   shedReason?: ShedReason;
   errorCode?: ErrorCode;
+  /** What the error page's detail says (fail()): in the access log; on the page for 4xx, or a client on this machine. */
+  errorDetail?: string;
   /**
    * The id a cache fill led by this request sent the origin, when it is not `requestId` (the
    * client chose that one; a shared fill sends one the gateway made): in the access log.

@@ -176,7 +176,7 @@ export function refusedFill(ctx: Ctx, admitted: Exclude<AdmitResult, { ok: true 
       kind: 'failed',
       code: 'no_healthy_origin',
       staleReason: 'origin_down',
-      detail: `no healthy origin for site "${site.name}" (${site.config.origins.map((o) => o.url).join(', ')}); check sites[].origins[].url`,
+      detail: `no healthy origin for site "${site.name}"; check sites[].origins[].url and sites[].healthCheck (/readyz names each member's state)`,
     };
   }
   if (admitted.why === 'circuit_open') return { kind: 'failed', code: 'circuit_open', staleReason: 'circuit_open', shedReason: 'circuit_open' };

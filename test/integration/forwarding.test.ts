@@ -591,6 +591,28 @@ describe('forwarding', () => {
     const body = (await json.body.json()) as { error: string; detail: string };
     expect(body.error).toBe('origin_unreachable');
     expect(body.detail).toContain('sites[].origins[].url');
+    // A visitor elsewhere (here through the trusted loopback proxy) is not told where the
+    // operator looks: the code and the request id, and the access line has the detail.
+    const remote = await request(`${g.url}/page`, { headers: { accept: 'application/json', 'x-forwarded-for': '203.0.113.9' } });
+    expect(remote.statusCode).toBe(502);
+    const far = (await remote.body.json()) as { error: string; detail?: string; requestId: string };
+    expect(far.error).toBe('origin_unreachable');
+    expect(far.detail).toBeUndefined();
+    const remoteHtml = await request(`${g.url}/page`, { headers: { 'x-forwarded-for': '203.0.113.9' } });
+    const remoteText = await remoteHtml.body.text();
+    expect(remoteText).not.toContain('sites[]');
+    expect(remoteText).toContain('origin_unreachable');
+    const line = g.accessLogs().find((l) => l.requestId === far.requestId);
+    expect(line).toMatchObject({ client: '203.0.113.9', error: 'origin_unreachable' });
+    expect(String(line?.errorDetail)).toContain('sites[].origins[].url');
+  });
+
+  it('a 4xx page keeps its detail for every client: it is about the request itself', async () => {
+    const o = await origin();
+    const g = await gateway({ sites: [siteFor([o.url], { hosts: ['known.test'] })] });
+    const res = await request(`${g.url}/page`, { headers: { host: 'other.test', accept: 'application/json', 'x-forwarded-for': '203.0.113.9' } });
+    expect(res.statusCode).toBe(404);
+    expect(((await res.body.json()) as { detail?: string }).detail).toContain('other.test');
   });
 
   it('starts the wait for the answer once the upload has gone out: a body slower than responseHeadersMs is answered, not cut', async () => {
