@@ -792,7 +792,7 @@ export const collapseSchema = z
 
 export const cacheSchema = z
   .strictObject({
-    maxBytes: z.number().int().min(1_048_576).default(268_435_456).describe('Memory cache size in bytes.'),
+    maxBytes: z.number().int().min(1_048_576).default(268_435_456).describe('Memory cache size in bytes: each entry counts its body, stored encodings, key and headers plus 1.4 KiB, what an entry costs in the V8 heap beside them. Budget RSS of a few times this under heavy churn (V8 collects lazily below its heap limit).'),
     maxObjectBytes: z
       .number()
       .int()

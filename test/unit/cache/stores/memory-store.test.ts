@@ -40,6 +40,15 @@ describe('MemoryStore bounds', () => {
     expect(store.stats()).toEqual({ entries: 3, bytes: one * 3 });
   });
 
+  it('counts a small entry at what it costs in the heap, so many tiny pages cannot outgrow maxBytes (attacker trial)', async () => {
+    // A 40-byte page costs about 1.5 KiB live (heap snapshot); 256 bytes of overhead let one
+    // client's 580 000 distinct URLs make a "256 MiB" cache 1.9 GB of RSS.
+    const { store } = makeStore({ maxBytes: 1024 * 1024 });
+    for (let i = 0; i < 2000; i++) await store.put(sized(`/q${i}`, 40));
+    expect(entrySizeOf(sized('/q0', 40))).toBeGreaterThanOrEqual(1400);
+    expect(store.stats().entries).toBeLessThanOrEqual(Math.floor((1024 * 1024) / 1400));
+  });
+
   it('keeps large records to their share: distinct large objects evict each other, not the hot pages', async () => {
     // 64 MiB: large is over 1 MiB, and large records share at most 16 MiB.
     const { store, events } = makeStore({ maxBytes: 64 * 1024 * 1024, maxObjectBytes: 8 * 1024 * 1024 });
