@@ -69,6 +69,8 @@ export interface OriginMember {
    * how seldom an ejected member gets its trial (upstream.ts).
    */
   readonly ejectionStreak: number;
+  /** What the active probes say: 'unknown' before their first verdict, 'up' with them off. */
+  activeHealth(): ActiveHealth;
   healthState(now: number): HealthState;
 }
 

@@ -27,6 +27,12 @@ export interface MemberControl {
   trialInFlight: boolean;
   /** The last failure that counted against the member (clock ms): trials wait an interval after it. */
   failedAt: number;
+  /**
+   * Trials of this ejected member that failed in a row while another member took the traffic:
+   * each doubles the wait for the next (ejectedTrialMember). Zero again once it answers, or is
+   * picked as a usable member.
+   */
+  failedTrials: number;
   /** URL-level failures (see isUrlFailure): the order of outcomes, and each failing path's last failure in it. */
   urlFailures: UrlFailures;
 }
@@ -111,7 +117,9 @@ export interface OriginLease {
   readonly startedAt: number;
   /**
    * Sent although no member was usable: panic routing (nothing to fall back on) or a trial
-   * request (one at a time per member) to learn whether an ejected or failing member is back.
+   * request (one at a time per member) to learn whether an ejected or failing member is back;
+   * or a trial of an ejected member while others are usable (a fill it fails is sent once
+   * more to one of them: fill.ts).
    */
   readonly trial: boolean;
   finish(outcome: OriginOutcome): void;
@@ -152,7 +160,7 @@ export type OriginOutcome =
   | { kind: 'body_stalled' };
 
 /** Statuses from a member that say the member itself is in trouble (RFC 9110 §15.6.3-5). */
-const SICK_STATUSES: ReadonlySet<number> = new Set([502, 503, 504]);
+export const SICK_STATUSES: ReadonlySet<number> = new Set([502, 503, 504]);
 /**
  * Statuses that may say the member is overloaded, or may be one URL's answer (a maintenance
  * page, a broken endpoint, a test harness): their round trips are not fed to the limit either
@@ -283,6 +291,7 @@ export class Upstream {
         trialAt: -Infinity,
         trialInFlight: false,
         failedAt: -Infinity,
+        failedTrials: 0,
         urlFailures: new UrlFailures(),
       };
       this.controls.set(member, c);
@@ -392,6 +401,9 @@ export class Upstream {
     // it answers (a refused connection is retried on another member by the caller).
     let member = this.ejectedTrialMember(site, pool, opts.exclude);
     let trial = member !== undefined;
+    // A trial while another member takes the traffic (failedTrials counts those, not the
+    // trials sent while nothing was usable, which keep TRIAL_INTERVAL_MS).
+    const othersUsable = trial;
     if (member === undefined) {
       member = pool.pick({
         exclude: opts.exclude,
@@ -419,7 +431,7 @@ export class Upstream {
     if (trial) {
       control.trialAt = this.clock.now();
       control.trialInFlight = true;
-    }
+    } else control.failedTrials = 0;
     const labels = { site: site.name, origin: member.name };
     const result = await control.limiter.acquire({
       priority: opts.priority + 1, // class 0 is the probes'
@@ -439,22 +451,27 @@ export class Upstream {
       return { ok: false, why: 'shed', reason, waitedMs: result.waitedMs };
     }
     pool.begin(member);
-    return { ok: true, lease: this.makeLease(pool, control, result.permit, result.waitedMs, opts.kind, trial, opts.latencyClass, chosenAt, opts.path) };
+    return { ok: true, lease: this.makeLease(pool, control, result.permit, result.waitedMs, opts.kind, trial, othersUsable, opts.latencyClass, chosenAt, opts.path) };
   }
 
   /**
    * An ejected member due a trial while others take the traffic: its trial slot is free, and
-   * its last trial and its last failure are trialIntervalMs ago or more. Only when another member is usable
-   * (otherwise admit() panics or sends trials anyway).
+   * its last trial and its last failure are trialIntervalMs ago or more, doubled for each of
+   * its trials that failed in a row. Only when another member is usable (otherwise admit()
+   * panics or sends trials anyway), and not while the active probes hold it down: they watch
+   * it, and their passes let it back. A trial is a visitor's request: a primary in
+   * maintenance (503 to everything) was tried 1-4 times a second, each time a visitor got its
+   * 503, while a healthy backup stood idle (failure-day trial); HAProxy sends nothing to a
+   * server its checks hold down.
    */
   private ejectedTrialMember(site: SiteConfig, pool: OriginPool, exclude?: ReadonlySet<OriginMember>): OriginMember | undefined {
     const members = pool.members();
     if (members.length < 2) return undefined;
     const now = this.clock.now();
     for (const m of members) {
-      if (!m.isEjected(now) || exclude?.has(m)) continue;
+      if (!m.isEjected(now) || m.activeHealth() === 'down' || exclude?.has(m)) continue;
       const c = this.controlFor(site, m);
-      const interval = trialIntervalMs(m.ejectionStreak, site.passive.ejectMs);
+      const interval = Math.min(trialIntervalMs(m.ejectionStreak, site.passive.ejectMs) * 2 ** Math.min(c.failedTrials, 20), site.passive.ejectMs);
       if (c.trialInFlight || now - c.trialAt < interval || now - c.failedAt < interval) continue;
       if (!members.some((o) => o !== m && o.isHealthy(now))) return undefined;
       return m;
@@ -480,6 +497,7 @@ export class Upstream {
     waitedMs: number,
     kind: OriginRequestKind,
     trial: boolean,
+    othersUsable: boolean,
     latencyClass: string | undefined,
     chosenAt: number,
     path: string | undefined,
@@ -496,7 +514,7 @@ export class Upstream {
         finished = true;
         pool.end(control.member);
         if (trial) control.trialInFlight = false;
-        this.report(pool, control, permit, outcome, kind, startedAt, latencyClass, chosenAt, path);
+        this.report(pool, control, permit, outcome, kind, startedAt, latencyClass, chosenAt, path, othersUsable);
       },
     };
   }
@@ -543,6 +561,7 @@ export class Upstream {
     latencyClass: string | undefined,
     chosenAt: number,
     path: string | undefined,
+    trialOthersUsable: boolean,
   ): void {
     const labels = { site: control.site, origin: control.member.name };
     const sampleValid = this.samplesValid();
@@ -579,6 +598,7 @@ export class Upstream {
       // A refused connection says nothing about the origin's latency; a timeout or reset under load does.
       permit.release(failure === 'connect_error' || !sampleValid ? 'ignore' : 'dropped', latencyClass);
       control.failedAt = this.clock.now();
+      if (trialOthersUsable) control.failedTrials++;
       control.breaker.onFailure();
       pool.reportFailure(control.member, failure === 'connect_error' ? 'connect' : failure === 'timeout' ? 'timeout' : 'reset', chosenAt);
       return;
@@ -592,6 +612,7 @@ export class Upstream {
       control.breaker.onCancel();
     } else if (SICK_STATUSES.has(status)) {
       control.failedAt = this.clock.now();
+      if (trialOthersUsable) control.failedTrials++;
       control.breaker.onFailure();
       pool.reportFailure(control.member, 'status5xx', chosenAt);
     } else {
@@ -599,6 +620,7 @@ export class Upstream {
       control.urlFailures.success(this.clock.now());
       if (path !== undefined) answersOf(pool).note(path, control.member, this.clock.now());
       control.breaker.onSuccess();
+      control.failedTrials = 0;
       // It ends the failure streak; but only an answer below 500 ends a 'down' the probes found (the
       // probe's own rule): WordPress without its database answers every page 500, and each
       // one flipped the member up between probes, so the outage never showed (the alert for

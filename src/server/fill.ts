@@ -12,13 +12,14 @@ import { decideStorage, evaluateEntry, isHeuristicallyCacheable, type PolicyOpti
 import { makeConditionalHeaders, mergeNotModified } from '../cache/revalidation.js';
 import type { FetchResult } from '../origin/fetch.js';
 import type { OriginMember } from '../origin/pool.js';
+import { SICK_STATUSES } from '../origin/upstream.js';
 import { fail, recordAnswer, serveEntry, writeBuffered } from './answer.js';
 import { selectVariant, collapseKeyOf, type FillResult, type Ctx, type Lookup } from './context.js';
 import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkeyedFillInputs, identityFillInputs, carriesOwnCookies } from './fill-headers.js';
 import { reflectedInputs, repeatsAddress, varyingAlsoOn } from '../cache/reflection.js';
 import type { CollapseKey } from '../cache/cache-key.js';
 import { forward, forwardUnlessShed } from './pass-through.js';
-import { queueDeadlineFor, timeoutsFor } from '../runtime.js';
+import { queueDeadlineFor, timeoutsFor, type SiteRuntime } from '../runtime.js';
 import { compressBuffered, onTheFlyRequestOf } from './on-the-fly.js';
 import { originFailure, hasStaleOnFailure, inheritHeat, hasOtherMember, refusedFill, serveFailed, serveStaleOr } from './stale.js';
 
@@ -195,6 +196,11 @@ export function retryAfterOf(value: unknown, now: number): number | undefined {
   return Math.min(seconds, MAX_ORIGIN_RETRY_AFTER_S);
 }
 
+/** A fill's first try was a trial of an ejected member, and another member is usable to try instead. */
+function trialFailedElsewhereUsable(trial: boolean, attempt: number, site: SiteRuntime, member: OriginMember, now: number): boolean {
+  return trial && attempt === 0 && hasOtherMember(site, member, now);
+}
+
 /** When each shared fill result was handed to its waiters (for the access log's afterWakeMs). */
 const fillSettledAt = new WeakMap<FillResult, number>();
 
@@ -329,6 +335,10 @@ async function fetchForCache(
         if (hasOtherMember(site, member, deps.clock.now())) excluded.add(member);
         continue;
       }
+      if (trialFailedElsewhereUsable(lease.trial, attempt, site, member, deps.clock.now()) && fetched.failure === 'reset') {
+        excluded.add(member);
+        continue;
+      }
       if (fetched.failure === 'connect_error' && site.config.retryOnConnectFailure && attempt === 0 && hasOtherMember(site, member, deps.clock.now())) {
         excluded.add(member); // idempotent GET: retry once on another member
         continue;
@@ -346,6 +356,15 @@ async function fetchForCache(
         return { kind: 'failed', code: 'internal_error', staleReason: 'error', detail: `the fill could not be sent: ${fetched.error.message}` };
       }
       return { kind: 'failed', ...originFailure(fetched.failure) };
+    }
+    // A trial of an ejected member (upstream.ts) is a visitor's request: its 502-504 is not
+    // theirs to see while another member is usable, so the page is fetched there (nginx's
+    // proxy_next_upstream http_503, here for trials only). A primary in maintenance answering
+    // 503 to everything gave visitors its 503 1-4 times a second while a healthy backup stood
+    // idle (failure-day trial). The 503 still counts against the member.
+    if (SICK_STATUSES.has(fetched.status) && trialFailedElsewhereUsable(lease.trial, attempt, site, member, deps.clock.now())) {
+      excluded.add(member);
+      continue;
     }
     if ('tooLarge' in fetched) {
       // Larger than cache.maxObjectBytes: not stored. The body was abandoned unread; the leader

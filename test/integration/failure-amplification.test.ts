@@ -481,6 +481,35 @@ describe('failure amplification: recovery after an outage', () => {
     expect(o.count('/c/0')).toBe(1); // refreshed once, then answered from the cache
   });
 
+  it('a primary in maintenance (503 to everything) with a healthy backup: once it is ejected visitors get the backup\'s pages, its trials fewer and fewer (failure-day trial)', async () => {
+    const clock = manualClock();
+    const primary = await origin('primary');
+    const backup = await origin('backup');
+    primary.setHandler((_req, res) => {
+      res.writeHead(503, { 'retry-after': '30', 'content-type': 'text/plain' });
+      res.end('down for maintenance');
+    });
+    backup.setHandler((_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=60', 'content-type': 'text/plain' });
+      res.end('from the backup');
+    });
+    const g = await gateway({ sites: [{ ...siteFor([primary.url]), origins: [{ url: primary.url }, { url: backup.url, backup: true }] }] }, { clock });
+    // Five 503s eject the primary (those five visitors get them: nothing is known yet).
+    for (let i = 0; i < 5; i++) expect((await call(`${g.url}/warm/${i}`)).status).toBe(503);
+    primary.reset();
+    // Three seconds of visitors, every 50 ms: each page is new, so each is a fill.
+    const statuses: number[] = [];
+    for (let t = 0; t < 3_000; t += 50) {
+      statuses.push((await call(`${g.url}/page/${t}`)).status);
+      clock.advance(50);
+    }
+    expect(statuses.filter((s) => s !== 200)).toEqual([]);
+    // Its trials (each sent once more to the backup) at 250 ms, then 500 and 1 000 ms after
+    // each that failed: 3, not 12 (every 250 ms).
+    expect(primary.count()).toBeGreaterThan(0);
+    expect(primary.count()).toBeLessThanOrEqual(4);
+  });
+
   it('with every member down then back: tries them while down, then traffic flows to both within 1 s of their return', async () => {
     const clock = manualClock();
     const a = await origin('a');

@@ -12,6 +12,7 @@ import { ManualClock } from '../../../src/clock.js';
 import { admissionSchema, siteSchema, type SiteConfig } from '../../../src/config/schema.js';
 import { GatewayMetrics } from '../../../src/metrics/gateway-metrics.js';
 import { OriginPool, type OriginMember } from '../../../src/origin/pool.js';
+import type { PoolMember } from '../../../src/origin/member.js';
 import { TRIAL_INTERVAL_MS, Upstream, trialIntervalMs, type AdmitOptions, type OriginOutcome } from '../../../src/origin/upstream.js';
 
 const pools: OriginPool[] = [];
@@ -172,9 +173,12 @@ describe('Upstream: when no member is usable', () => {
     expect(member('a').isEjected(clock.now())).toBe(true);
     expect(await send(status(200))).toBe(member('b')); // no trial right after the failures
     clock.advance(TRIAL_INTERVAL_MS);
-    // a's trial (it fails: the caller retries elsewhere), then b's turn until the next interval.
+    // a's trial (it fails: the caller retries elsewhere), then b's turn until the next interval,
+    // twice as long after a failed trial.
     expect(await send(failure('connect_error'))).toBe(member('a'));
     expect(await send(status(200))).toBe(member('b'));
+    expect(await send(status(200))).toBe(member('b'));
+    clock.advance(TRIAL_INTERVAL_MS);
     expect(await send(status(200))).toBe(member('b'));
     clock.advance(TRIAL_INTERVAL_MS);
     expect(await send(status(200))).toBe(member('a')); // a answers: back in rotation
@@ -182,6 +186,40 @@ describe('Upstream: when no member is usable', () => {
     const next = [await send(status(200)), await send(status(200))];
     expect(next).toContain(member('a'));
     expect(next).toContain(member('b'));
+  });
+});
+
+describe('Upstream: trials of an ejected member while another takes the traffic', () => {
+  it('wait twice as long after each trial that failed (a primary in maintenance answering 503: each trial is a visitor)', async () => {
+    const { upstream, site, pool, opts, member, clock } = setup(['a', 'b']);
+    for (let i = 0; i < 3; i++) pool.reportFailure(member('a'), 'status5xx');
+    expect(member('a').isEjected(clock.now())).toBe(true);
+    const trialsAt: number[] = [];
+    for (let t = 0; t < 8_000; t += 50) {
+      const r = await upstream.admit(site, pool, opts());
+      if (!r.ok) throw new Error(r.why);
+      if (r.lease.member === member('a')) trialsAt.push(t);
+      r.lease.finish(status(r.lease.member === member('a') ? 503 : 200));
+      clock.advance(50);
+    }
+    // At once (this ejection came from no request of ours), then 500, 1 000, 2 000, 4 000 ms
+    // after each failed one: not every 250 ms.
+    expect(trialsAt).toEqual([0, 500, 1_500, 3_500, 7_500]);
+  });
+
+  it('are not sent to a member the active probes hold down: their passes let it back', async () => {
+    const { send, member, clock, pool, site } = setup(['a', 'b']);
+    for (let i = 0; i < 3; i++) pool.reportFailure(member('a'), 'status5xx');
+    for (let i = 0; i < site.healthCheck.unhealthyThreshold; i++) (member('a') as PoolMember).recordProbe(false, '503', site.healthCheck, clock.now());
+    expect(member('a').activeHealth()).toBe('down');
+    for (let t = 0; t < 3_000; t += 50) {
+      expect(await send(status(200))).toBe(member('b'));
+      clock.advance(50);
+    }
+    for (let i = 0; i < site.healthCheck.healthyThreshold; i++) (member('a') as PoolMember).recordProbe(true, undefined, site.healthCheck, clock.now());
+    expect(member('a').activeHealth()).toBe('up');
+    const next = [await send(status(200)), await send(status(200))];
+    expect(next).toContain(member('a')); // its trial (still ejected), which ends the ejection
   });
 });
 
