@@ -42,6 +42,8 @@ export class CircuitBreaker {
   private openedAt = 0;
   private probes = 0;
   private lastProbeAt = 0;
+  /** When the newest request that succeeded was sent (onSuccess's startedAt). */
+  private newestSuccessStart = -Infinity;
   // Error-rate window: bucket i holds bucket number epochs[i] (= floor(now / bucketMs)).
   private readonly epochs = new Array<number>(BUCKETS).fill(-1);
   private readonly totals = new Array<number>(BUCKETS).fill(0);
@@ -108,8 +110,9 @@ export class CircuitBreaker {
     this.transition('half_open', 'a health check passed: trial requests may go');
   }
 
-  onSuccess(): void {
+  onSuccess(startedAt?: number): void {
     if (this.cfg.enabled === false) return;
+    if (startedAt !== undefined && startedAt > this.newestSuccessStart) this.newestSuccessStart = startedAt;
     if (this.current === 'half_open' || this.current === 'open') {
       this.close('a request to it succeeded');
       return;
@@ -118,8 +121,16 @@ export class CircuitBreaker {
     this.record(false);
   }
 
-  onFailure(): void {
+  /**
+   * A failure that says the member is sick. `sentAt`, given for a timeout (reported long after
+   * its request went out): one sent before the newest request that succeeded is old news and
+   * does not count. After a 20 s slowdown the timeouts of requests sent during it arrived just
+   * after the origin recovered, ten in a row, and opened the breaker: 503s against a healthy
+   * origin for 5-8 s (failure-day trial).
+   */
+  onFailure(sentAt?: number): void {
     if (this.cfg.enabled === false) return;
+    if (sentAt !== undefined && sentAt < this.newestSuccessStart) return;
     if (this.current === 'half_open') {
       this.open('a trial request failed');
       return;

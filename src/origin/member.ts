@@ -148,6 +148,8 @@ export class PoolMember implements OriginMember {
   /** The last ejection was ended by a success (a trial, a probe), not by its time running out. */
   private letBack = false;
   ejectionStreak = 0;
+  /** When the newest request that succeeded was sent (recordSuccess). */
+  private newestSuccessStart = -Infinity;
   /** The end of the ejection already announced as over (pool.ts emits 'ejection-ended' once). */
   private announcedEjectionEnd: number | undefined;
   private lastError: string | undefined;
@@ -238,6 +240,7 @@ export class PoolMember implements OriginMember {
    */
   recordSuccess(startedAt: number, endsDown = true): boolean {
     this.trafficFailures = 0;
+    if (startedAt > this.newestSuccessStart) this.newestSuccessStart = startedAt;
     // Only a request sent since the ejection began (a trial, or traffic after it) ends it, as
     // only such a request's failure counts (recordFailure): with requests of its own in flight
     // when it was ejected, a member failing 40 % of them came back within milliseconds, 192
@@ -269,6 +272,10 @@ export class PoolMember implements OriginMember {
     // Nor, once it has run out, eject it again: a request that chose the member before the
     // ejection says nothing new (its success does not end one either).
     if (startedAt < this.ejectedAt) return false;
+    // A timeout of a request sent before the newest one that succeeded is old news (its
+    // report comes a timeout late): after a slowdown, those of requests sent during it arrived
+    // after the origin had recovered (failure-day trial; the breaker does the same).
+    if (kind === 'timeout' && startedAt < this.newestSuccessStart) return false;
     this.trafficFailures++;
     const onProbation = this.ejectedUntil !== undefined;
     if (!onProbation && this.trafficFailures < rules.consecutiveFailures) return false;

@@ -599,7 +599,7 @@ export class Upstream {
       permit.release(failure === 'connect_error' || !sampleValid ? 'ignore' : 'dropped', latencyClass);
       control.failedAt = this.clock.now();
       if (trialOthersUsable) control.failedTrials++;
-      control.breaker.onFailure();
+      control.breaker.onFailure(failure === 'timeout' ? startedAt : undefined);
       pool.reportFailure(control.member, failure === 'connect_error' ? 'connect' : failure === 'timeout' ? 'timeout' : 'reset', chosenAt);
       return;
     }
@@ -619,7 +619,7 @@ export class Upstream {
       // Any other answer, a 500 or a 404 included, is the member working: nothing against it.
       control.urlFailures.success(this.clock.now());
       if (path !== undefined) answersOf(pool).note(path, control.member, this.clock.now());
-      control.breaker.onSuccess();
+      control.breaker.onSuccess(startedAt);
       control.failedTrials = 0;
       // It ends the failure streak; but only an answer below 500 ends a 'down' the probes found (the
       // probe's own rule): WordPress without its database answers every page 500, and each

@@ -170,6 +170,19 @@ describe('CircuitBreaker', () => {
     expect(breaker.canRequest()).toBe(true);
   });
 
+  it('does not count a timeout of a request sent before the newest one that succeeded (failure-day trial: a slowdown\'s timeouts arrived after recovery)', () => {
+    const { clock, breaker } = setup();
+    const sentDuringSlowdown = clock.now();
+    clock.advance(15_000);
+    breaker.onSuccess(clock.now()); // the origin is back: a request sent now is answered
+    for (let i = 0; i < 5; i++) breaker.onFailure(sentDuringSlowdown + i); // their 15 s timeouts
+    expect(breaker.state).toBe('closed');
+    // A timeout of a request sent after that success counts as before.
+    clock.advance(10);
+    for (let i = 0; i < 3; i++) breaker.onFailure(clock.now());
+    expect(breaker.state).toBe('open');
+  });
+
   it('rejects bad options naming the option', () => {
     expect(() => new CircuitBreaker({ ...cfg, halfOpenProbes: 0 }, new ManualClock(0))).toThrow(/halfOpenProbes/);
   });

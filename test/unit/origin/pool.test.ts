@@ -268,6 +268,20 @@ describe('passive ejection (ManualClock)', () => {
     expect(a.isEjected(clock.now())).toBe(true);
   });
 
+  it('a timeout of a request chosen before the newest one that succeeded does not count toward an ejection (failure-day trial)', () => {
+    const clock = new ManualClock();
+    const pool = makePool(makeSite([offline('a'), offline('b')], { ...noChecks, passive }), { clock });
+    const a = byName(pool, 'a');
+    const chosenDuringSlowdown = clock.now();
+    clock.advance(15_000);
+    pool.reportSuccess(a, clock.now());
+    for (let i = 0; i < 5; i++) pool.reportFailure(a, 'timeout', chosenDuringSlowdown + i);
+    expect(a.isEjected(clock.now())).toBe(false);
+    // Other failures of such requests still count: a reset or a 503 is news when it comes.
+    for (let i = 0; i < 5; i++) pool.reportFailure(a, 'reset', chosenDuringSlowdown + i);
+    expect(a.isEjected(clock.now())).toBe(true);
+  });
+
   it('an outage longer than ejectMs is no streak: an ejection that ran out and failed again keeps trials every 250 ms', () => {
     const clock = new ManualClock();
     const pool = makePool(makeSite([offline('a'), offline('b')], { ...noChecks, passive }), { clock });
