@@ -154,6 +154,7 @@ export function createReloader(options: ReloaderOptions): Reloader {
       { reason, file, generation: source.generation, changes },
       `config reloaded: generation ${source.generation}${changes.length > 0 ? ` (${changes.join('; ')})` : ''}`,
     );
+    for (const line of orphanedCaches(prev, next)) logger.warn({ reason, file, generation: source.generation }, line);
     return { ok: true, reason, generation: source.generation, changed: true, restartRequired };
   }
 
@@ -204,6 +205,25 @@ function valueAt(config: GatewayConfig, dotted: string): unknown {
     v = (v as Record<string, unknown>)[p];
   }
   return v;
+}
+
+/**
+ * A warning for each site a reload removed: the site's name is in every key of its cached
+ * copies, so under another name (a rename: a new site with the same hosts) it starts with an
+ * empty cache and no stale copy to answer with while its origin fails. Renaming a site during
+ * an outage turned its stale pages into the origin's 503s, and the log said only "sites
+ * removed: blog" (failure-day trial).
+ */
+export function orphanedCaches(prev: GatewayConfig, next: GatewayConfig): string[] {
+  const kept = new Set(next.sites.map((s) => s.name));
+  return prev.sites
+    .filter((s) => !kept.has(s.name))
+    .map((s) => {
+      const heir = next.sites.find((n) => !prev.sites.some((p) => p.name === n.name) && isDeepStrictEqual([...n.hosts].sort(), [...s.hosts].sort()));
+      return heir
+        ? `site "${s.name}" renamed to "${heir.name}": the name is in every cache key, so "${heir.name}" starts with an empty cache (no stale copies while its origin fails); "${s.name}"'s copies stay unused until they age out or the name comes back`
+        : `site "${s.name}" removed: its cached copies stay unused until they age out or a site of that name comes back`;
+    });
 }
 
 /**

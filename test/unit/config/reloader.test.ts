@@ -63,6 +63,14 @@ describe('createReloader', () => {
     expect(ctx.logger.lines.map((l) => [l.level, l.msg])).toEqual([['info', 'config reloaded: generation 2 (changed: log)']]);
   });
 
+  test('renaming a site warns that it starts with an empty cache (failure-day trial: its stale pages turned into 503s)', async () => {
+    writeFileSync(ctx.file, configText({ siteName: 'www' }));
+    expect((await ctx.reloader.reload('watch')).ok).toBe(true);
+    const warned = ctx.logger.lines.filter((l) => l.level === 'warn').map((l) => l.msg);
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toMatch(/^site "blog" renamed to "www": .*empty cache/);
+  });
+
   test('an invalid file is refused, every error logged as file:line:col, and the old config kept', async () => {
     const before = ctx.source.current();
     writeFileSync(ctx.file, configText({ level: 'loud' }).replace('hosts:', 'hots:'));
