@@ -141,6 +141,8 @@ export interface Ctx {
   staleReason?: StaleReason;
   shedReason?: ShedReason;
   errorCode?: ErrorCode;
+  /** Cache-Status detail of a pass that says why (default `pass`). */
+  passDetail?: string;
   /** What the error page's detail says (fail()): in the access log; on the page for 4xx, or a client on this machine. */
   errorDetail?: string;
   /**

@@ -174,12 +174,21 @@ export function isOtherCookiesCopy(ctx: Ctx, entry: CacheEntry, policy: PolicyOp
  * with a language or currency cookie got 503s and errors where the copy used to answer).
  */
 export function passForOwnCookies(ctx: Ctx, lookup: Lookup, copy: CacheEntry): void | Promise<void> {
+  ctx.passDetail = OWN_COOKIES_DETAIL;
   if (copy.vary.includes('cookie')) return passWithoutCopy(ctx, lookup);
   return passAlone(ctx, { ...lookup, entry: copy, evaluation: evaluateEntry(copy, lookup.facts, ctx.deps.clock.now(), lookup.policy) });
 }
 
-/** passAlone, never falling back to the copy that was not this request's if the origin fails. */
+/**
+ * Why a request with cookies of its own went to the origin, in its Cache-Status: a bare
+ * `pass` left a wiki's returning visitors (MediaWiki keeps `wikiUserName` 180 days after
+ * logout) wondering why they were never answered from the cache (new-user trial).
+ */
+const OWN_COOKIES_DETAIL = 'pass cookies the stored copy was made without';
+
+/** passAlone for a request with cookies of its own, never falling back to the copy that was not this request's if the origin fails. */
 export function passWithoutCopy(ctx: Ctx, lookup: Lookup): void | Promise<void> {
+  ctx.passDetail = OWN_COOKIES_DETAIL;
   return passAlone(ctx, { ...lookup, entry: undefined, evaluation: undefined });
 }
 

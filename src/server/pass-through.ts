@@ -120,7 +120,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
               else stripTargeted(headers, rt.config.cache.targetedHeader);
               headers['cache-status'] = chainCacheStatus(
                 headers['cache-status'],
-                formatCacheStatus({ state, fwdStatus: status, detail: state, requestId: ctx.requestId }),
+                formatCacheStatus({ state, fwdStatus: status, detail: ctx.passDetail ?? state, requestId: ctx.requestId }),
               );
               headers['x-request-id'] = ctx.requestId;
               headers['via'] = appendVia(headers['via']);
