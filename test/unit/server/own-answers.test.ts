@@ -81,8 +81,8 @@ describe('the PURGE answer', () => {
     expect(r.cacheStatus).toBe('crowdgate; fwd=bypass; detail="purge rid=purge-1"');
     expect(r.headers.via).toBe('1.1 crowdgate');
     expect([r.state, r.log['method'], r.log['status'], r.log['requestId']]).toEqual(['bypass', 'PURGE', 200, 'purge-1']);
-    expect(asked).toHaveLength(1); // both schemes' prefixes in one purge
-    expect(asked[0]).toHaveLength(2);
+    expect(asked).toHaveLength(1); // both schemes' selectors in one purge
+    expect(asked[0]).toHaveLength(4); // per scheme: the Host's key, and it followed by key-template parts
 
     // Nothing stored: 404, and a generated id, the same in X-Request-Id, Cache-Status and the log.
     p.deps.purge = async () => ({ purged: 0 });
