@@ -420,6 +420,13 @@ export const cacheKeySchema = z
       .describe('Tracking parameters always removed from the key; `*` suffix matches a prefix.'),
     headers: z.array(z.string()).default([]).describe('Request headers whose values vary the key.'),
     cookies: z.array(z.string()).default([]).describe('Cookie names whose values vary the key.'),
+    ignoreCookies: z
+      .array(z.string().min(1))
+      .max(100)
+      .default([])
+      .describe(
+        'Cookies that never change this route\'s pages (`*` matches any run of characters, any case), beside the built-in analytics and consent cookies: a request carrying only these is answered from a copy that varies on Cookie, or came without cache headers, instead of being passed to the origin. For MediaWiki: `["*UserName"]` (kept 180 days after a logout). Never a session cookie: its holder would get the anonymous page. Default none.',
+      ),
   })
   .describe('The cache key template. The site name is always part of the key.');
 

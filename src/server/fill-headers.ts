@@ -155,9 +155,20 @@ function isFetchContextHeader(name: string): boolean {
 export function carriesOwnCookies(header: string | string[] | undefined, policy: PolicyOptions): boolean {
   if (!header) return false;
   const keyed = policy.route.key.cookies;
-  for (const name of parseCookies(header).keys()) if (!keyed.includes(name) && !isAnalyticsCookie(name)) return true;
+  const ignored = ignoredCookiesOf(policy.route.key.ignoreCookies);
+  for (const name of parseCookies(header).keys()) if (!keyed.includes(name) && !isAnalyticsCookie(name) && !ignored(name)) return true;
   return false;
 }
+
+/** The route's `key.ignoreCookies`, compiled once per config list. */
+const ignoredMatchers = new WeakMap<readonly string[], (name: string) => boolean>();
+function ignoredCookiesOf(patterns: readonly string[] | undefined): (name: string) => boolean {
+  if (patterns === undefined || patterns.length === 0) return NONE;
+  let match = ignoredMatchers.get(patterns);
+  if (match === undefined) ignoredMatchers.set(patterns, (match = compileGlobs(patterns)));
+  return match;
+}
+const NONE = (): boolean => false;
 
 /**
  * Cookies that analytics and consent scripts set and only they read (Google Analytics and Ads,

@@ -319,6 +319,26 @@ describe('the key covers what the origin sees', () => {
     expect(o.count('/me')).toBe(3);
   });
 
+  it('cookies a route says never change its pages (key.ignoreCookies) do not pass a request: a wiki\'s returning visitor gets the shared copy (new-user trial)', async () => {
+    const o = await origin();
+    o.route('/wiki/Main', (req, res) => {
+      const session = /(?:^|; )wiki_session=([^;]+)/.exec(String(req.headers.cookie ?? ''))?.[1];
+      res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 's-maxage=600, must-revalidate, max-age=0', vary: 'Accept-Encoding, Cookie' });
+      res.end(session ? `hello ${session}` : 'the main page');
+    });
+    const routes = [{ name: 'default', cache: { key: { ignoreCookies: ['*UserName'] } } }];
+    const g = await gateway({ sites: [siteFor([o.url], { routes, bypassCookies: [] })] });
+    expect((await get(`${g.url}/wiki/Main`)).body).toBe('the main page');
+    const returning = await get(`${g.url}/wiki/Main`, { cookie: 'wikiUserName=Bob; _ga=GA1.1.1' });
+    expect(returning.body).toBe('the main page');
+    expect(returning.headers['cache-status']).toMatch(/; hit/);
+    // Any other cookie still passes the request as it came.
+    const session = await get(`${g.url}/wiki/Main`, { cookie: 'wikiUserName=Bob; wiki_session=bob' });
+    expect(session.body).toBe('hello bob');
+    expect(session.headers['cache-status']).not.toMatch(/; hit/);
+    expect(o.count('/wiki/Main')).toBe(2);
+  });
+
   it('a request with a cookie outside bypassCookies gets its own answer when the page cannot be shared or came without cache headers (new-user trial)', async () => {
     const o = await origin();
     o.route('/cart', (req, res) => {
