@@ -148,6 +148,16 @@ export function describeCacheStoreContract(label: string, factory: StoreFactory)
       expect(got.map((e) => e.variantKey).sort()).toEqual(expected);
     });
 
+    it('drops server-error variants before a page\'s older one when full: the copy that stands in for a failed origin stays (attacker trial)', async () => {
+      const key = 's\u0000/outage?';
+      await store.put(makeEntry({ key, variantKey: 'page', vary: ['x'] }));
+      for (let i = 0; i < MAX_VARIANTS + 2; i++) await store.put(makeEntry({ key, variantKey: `e${i}`, vary: ['x'], status: 503 }));
+      const got = (await store.get(key)) ?? [];
+      expect(got).toHaveLength(MAX_VARIANTS);
+      expect(got.map((e) => e.variantKey)).toContain('page');
+      expect(got.map((e) => e.variantKey)).toContain(`e${MAX_VARIANTS + 1}`); // the newest always joins
+    });
+
     it('deletes a whole record and says whether there was one', async () => {
       const key = 's\u0000/d?';
       await store.put(makeEntry({ key, variantKey: 'a', vary: ['x'] }));

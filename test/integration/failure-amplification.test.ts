@@ -510,6 +510,29 @@ describe('failure amplification: recovery after an outage', () => {
     expect(primary.count()).toBeLessThanOrEqual(4);
   });
 
+  it('keeps the stale copy of a page when a client fills its other Vary variants with the outage\'s 503s (attacker trial)', async () => {
+    const clock = manualClock();
+    const o = await origin();
+    let down = false;
+    o.route('/v', (req, res) => {
+      const date = new Date(clock.now()).toUTCString();
+      if (down) {
+        res.writeHead(503, { 'cache-control': 'max-age=30', vary: 'Origin', date, 'content-type': 'text/plain' });
+        return res.end('down');
+      }
+      res.writeHead(200, { 'cache-control': 'max-age=1', vary: 'Origin', date, 'content-type': 'text/plain' });
+      res.end('the page');
+    });
+    const g = await gateway({ sites: [siteFor([o.url], staleRoute)] }, { clock });
+    expect((await call(`${g.url}/v`)).body).toBe('the page');
+    clock.advance(3_000);
+    down = true;
+    expectStale(await call(`${g.url}/v`), 'the page', 'the page in the outage');
+    // 17 values of the varied header (cache.maxVariants is 16): each a variant of its own, a 503.
+    for (let i = 1; i <= 17; i++) expect((await call(`${g.url}/v`, { headers: { origin: `https://a${i}.example` } })).status).toBe(503);
+    expectStale(await call(`${g.url}/v`), 'the page', 'the page after the flood');
+  });
+
   it('with every member down then back: tries them while down, then traffic flows to both within 1 s of their return', async () => {
     const clock = manualClock();
     const a = await origin('a');

@@ -132,7 +132,8 @@ export function computePurge(
 
 /**
  * The record after `entry` joins it: same variantKey replaced, the newcomer last (newest),
- * variants past deleteAt dropped, then the oldest dropped until at most `maxVariants` remain.
+ * variants past deleteAt dropped, then variants dropped (dropVariant) until at most
+ * `maxVariants` remain.
  */
 export function computeRecordWith(
   record: readonly CacheEntry[] | undefined,
@@ -142,7 +143,27 @@ export function computeRecordWith(
 ): CacheEntry[] {
   const others = (record ?? []).filter((e) => e.variantKey !== entry.variantKey && isLiveAt(e, now));
   const next = [...others, entry];
-  return next.length > maxVariants ? next.slice(next.length - maxVariants) : next;
+  while (next.length > maxVariants) dropVariant(next);
+  return next;
+}
+
+/**
+ * Drops one variant of a record to make room, never the newest (last): the oldest server
+ * error first, else the oldest. A stored 5xx never stands in for a failed origin (stale.ts,
+ * standsInFor), a page's older variant may: during an outage a client sent 17 values of a
+ * header the page varies on, each drew the origin's 503 (with a lifetime) as a variant of its
+ * own, and the oldest-first rule dropped the stale copy every visitor was being answered with
+ * (attacker trial).
+ */
+export function dropVariant(record: CacheEntry[]): void {
+  if (record.length < 2) return;
+  let victim = 0;
+  for (let i = 0; i < record.length - 1; i++)
+    if (record[i]!.status >= 500) {
+      victim = i;
+      break;
+    }
+  record.splice(victim, 1);
 }
 
 /** Live until deleteAt (exclusive): at `deleteAt` a store no longer returns it. */

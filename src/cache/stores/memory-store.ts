@@ -29,6 +29,7 @@ import {
   computePurge,
   computeRecordDeleteAt,
   computeRecordWith,
+  dropVariant,
   isLiveAt,
   type CacheStore,
   type PurgeMode,
@@ -244,8 +245,8 @@ export class MemoryStore implements CacheStore {
 
   private write(key: string, record: StoredRecord, now: number, isNewData = true): void {
     this.changes++;
-    // Drop the oldest variants until the record fits the whole cache (lru-cache refuses it otherwise).
-    while (record.length > 1 && recordSizeOf(record) > this.maxBytes) record.shift();
+    // Drop variants (server errors first) until the record fits the whole cache (lru-cache refuses it otherwise).
+    while (record.length > 1 && recordSizeOf(record) > this.maxBytes) dropVariant(record);
     // A lone variant too heavy only with its encodings is kept without them (identity still fits).
     const only = record[0];
     if (record.length === 1 && only?.encodings !== undefined && recordSizeOf(record) > this.maxBytes) {

@@ -42,6 +42,7 @@ import {
   computePurge,
   computeRecordDeleteAt,
   computeRecordWith,
+  dropVariant,
   isLiveAt,
   type CacheStore,
   type PurgeMode,
@@ -374,7 +375,7 @@ export class RedisStore implements CacheStore {
       bytes = encodeEntries(record);
     }
     while (bytes.length > this.maxEntryBytes && record.length > 1) {
-      record.shift();
+      dropVariant(record);
       bytes = encodeEntries(record);
     }
     if (bytes.length > this.maxEntryBytes) return 'skip';
