@@ -36,7 +36,9 @@ export type ForwardOutcome =
   | { kind: 'broken'; failure: FetchFailure; status: number }
   | { kind: 'client_gone' }
   /** The client's body grew past `maxBodyBytes` while streaming: the upstream request was aborted. */
-  | { kind: 'body_too_large'; headSent: boolean };
+  | { kind: 'body_too_large'; headSent: boolean }
+  /** passOver() declined the answer: nothing reached the client, its body is drained unread. */
+  | { kind: 'passed_over'; status: number };
 
 /** How a WebSocket handshake sent on (Forwarder.upgrade) ended. */
 export type UpgradeOutcome =
@@ -65,6 +67,12 @@ export interface ForwardCall {
   changeOrigin: boolean;
   /** Called with the origin's status and headers (hop-by-hop already removed); returns the head to send. */
   onHead(status: number, headers: OutgoingHttpHeaders): OutgoingHttpHeaders;
+  /**
+   * Called first with the origin's status: true declines the answer (its body is drained
+   * unread, nothing reaches the client) and the call settles as `passed_over`, for the caller
+   * to send the request elsewhere.
+   */
+  passOver?(status: number): boolean;
   /**
    * Most request body bytes streamed to the origin. A body without Content-Length (chunked) is
    * counted as it flows (a declared length is checked before forwarding); past the cap the
@@ -291,6 +299,12 @@ export class Forwarder {
       // 700 on as it came and h2 cannot send it at all. A bad answer, as nginx has it (502).
       proxyRes.destroy();
       state.settle({ kind: 'failure', failure: 'bad_response', error: new Error(`origin answered status ${status}`), bodySent: req.readableEnded && hasBody(req) });
+      return;
+    }
+    if (state.call.passOver?.(status)) {
+      proxyRes.on('error', () => {});
+      proxyRes.resume();
+      state.settle({ kind: 'passed_over', status });
       return;
     }
     const head = state.call.onHead(status, copyEndToEnd(proxyRes.headers));

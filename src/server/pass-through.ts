@@ -13,6 +13,7 @@ import { hasBody, type ForwardOutcome } from '../origin/forward.js';
 import type { BufferedBody } from '../origin/request-body.js';
 import { NOT_COUNTED } from '../admission/admission.js';
 import type { OriginMember } from '../origin/pool.js';
+import { SICK_STATUSES } from '../origin/upstream.js';
 import { appendVia, dropClientAddressClaims, dropOddFieldNames, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { chainCacheStatus, formatCacheStatus } from './respond.js';
 import { makeOnTheFlyEncoder, onTheFlyRequestOf } from './on-the-fly.js';
@@ -137,6 +138,16 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
             onPermitFree: (status) => lease.finish({ kind: 'response', status, clientHeld: true }),
             // A client that stops sending its body gives the permit back too (attacker trial).
             onBodyStall: () => lease.finish({ kind: 'body_stalled' }),
+            // A trial of an ejected member (upstream.ts) is a visitor's request: its 502-504 is
+            // not theirs to see while another member is usable, when the request can be sent
+            // again (nginx's proxy_next_upstream http_503, for trials only), as a fill's is.
+            passOver: (status) =>
+              lease.trial &&
+              SICK_STATUSES.has(status) &&
+              attempt === 0 &&
+              RETRYABLE_METHODS.has(ctx.method) &&
+              (body !== undefined || !hasBody(req)) &&
+              hasOtherMember(site, member, deps.clock.now()),
           });
       } finally {
         // An attempt that got no head: its time until it failed or timed out.
@@ -144,7 +155,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
         lease.finish(
           outcome === undefined
             ? { kind: 'abandoned' }
-            : outcome.kind === 'ok'
+            : outcome.kind === 'ok' || outcome.kind === 'passed_over'
               ? { kind: 'response', status: outcome.status }
               : outcome.kind === 'client_gone' || outcome.kind === 'body_too_large'
                 ? { kind: 'client_gone' }
@@ -152,6 +163,10 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
         );
       }
       if (outcome.kind === 'ok' || outcome.kind === 'client_gone') return;
+      if (outcome.kind === 'passed_over') {
+        excluded.add(member);
+        continue;
+      }
       // A streamed body cut off mid-way (the origin failed while it arrived): its rest will never
       // be read, so the answer closes the connection. Kept alive, the connection went dead: the
       // client's next request on it got nothing, then a reset (config-edit trial).

@@ -493,7 +493,8 @@ describe('failure amplification: recovery after an outage', () => {
       res.writeHead(200, { 'cache-control': 'max-age=60', 'content-type': 'text/plain' });
       res.end('from the backup');
     });
-    const g = await gateway({ sites: [{ ...siteFor([primary.url]), origins: [{ url: primary.url }, { url: backup.url, backup: true }] }] }, { clock });
+    const routes = [{ name: 'api', match: { pathPrefix: '/api/' }, cache: { enabled: false } }];
+    const g = await gateway({ sites: [{ ...siteFor([primary.url], { routes }), origins: [{ url: primary.url }, { url: backup.url, backup: true }] }] }, { clock });
     // Five 503s eject the primary (those five visitors get them: nothing is known yet).
     for (let i = 0; i < 5; i++) expect((await call(`${g.url}/warm/${i}`)).status).toBe(503);
     primary.reset();
@@ -508,6 +509,14 @@ describe('failure amplification: recovery after an outage', () => {
     // each that failed: 3, not 12 (every 250 ms).
     expect(primary.count()).toBeGreaterThan(0);
     expect(primary.count()).toBeLessThanOrEqual(4);
+    // Passed through (a route not cached) the same: a GET's failed trial is sent to the backup.
+    const passed: number[] = [];
+    for (let t = 0; t < 3_000; t += 50) {
+      passed.push((await call(`${g.url}/api/${t}`)).status);
+      clock.advance(50);
+    }
+    expect(passed.filter((s) => s !== 200)).toEqual([]);
+    expect(primary.count((r) => r.path.startsWith('/api/'))).toBeGreaterThan(0);
   });
 
   it('keeps the stale copy of a page when a client fills its other Vary variants with the outage\'s 503s (attacker trial)', async () => {
