@@ -37,7 +37,7 @@ export type ForwardOutcome =
   | { kind: 'client_gone' }
   /** The client's body grew past `maxBodyBytes` while streaming: the upstream request was aborted. */
   | { kind: 'body_too_large'; headSent: boolean }
-  /** passOver() declined the answer: nothing reached the client, its body is drained unread. */
+  /** passOver() declined the answer: nothing reached the client, its body was dropped unread. */
   | { kind: 'passed_over'; status: number };
 
 /** How a WebSocket handshake sent on (Forwarder.upgrade) ended. */
@@ -68,9 +68,9 @@ export interface ForwardCall {
   /** Called with the origin's status and headers (hop-by-hop already removed); returns the head to send. */
   onHead(status: number, headers: OutgoingHttpHeaders): OutgoingHttpHeaders;
   /**
-   * Called first with the origin's status: true declines the answer (its body is drained
-   * unread, nothing reaches the client) and the call settles as `passed_over`, for the caller
-   * to send the request elsewhere.
+   * Called first with the origin's status: true declines the answer (dropped unread with its
+   * connection, nothing reaches the client) and the call settles as `passed_over`, for the
+   * caller to send the request elsewhere.
    */
   passOver?(status: number): boolean;
   /**
@@ -227,6 +227,9 @@ export class Forwarder {
           ...(call.body !== undefined ? { buffer: call.body.stream() } : {}),
         },
         (err) => {
+          // A call already settled never touches `res` again: after a passed-over answer the
+          // retry is writing it (review: the first answer's late reset cut the retry's 200).
+          if (done) return;
           const bodySent = req.readableEnded && hasBody(req);
           const failure = classifyProxyError(err, state.timedOut);
           // The body had all arrived (the origin then sent more than its Content-Length, and the
@@ -302,9 +305,11 @@ export class Forwarder {
       return;
     }
     if (state.call.passOver?.(status)) {
-      proxyRes.on('error', () => {});
-      proxyRes.resume();
+      // Dropped unread with its connection: a body left to drain could stall for as long as the
+      // origin likes, holding the socket (review).
       state.settle({ kind: 'passed_over', status });
+      proxyRes.on('error', () => {});
+      proxyRes.destroy();
       return;
     }
     const head = state.call.onHead(status, copyEndToEnd(proxyRes.headers));

@@ -221,6 +221,11 @@ export interface AdmitOptions {
    * apart); without a fallback the request is sent to some member anyway (panic routing).
    */
   hasFallback?: boolean;
+  /**
+   * No trial of an ejected member: the request is sent again after its trial failed, and goes
+   * to a usable member (a second ejected one's trial would give the visitor its 503: review).
+   */
+  noTrial?: boolean;
 }
 
 export type OriginRequestKind = 'fill' | 'forward' | 'background';
@@ -399,7 +404,7 @@ export class Upstream {
   async admit(site: SiteConfig, pool: OriginPool, opts: AdmitOptions): Promise<AdmitResult> {
     // An ejected member is half-open: one trial request at a time ends its ejection as soon as
     // it answers (a refused connection is retried on another member by the caller).
-    let member = this.ejectedTrialMember(site, pool, opts.exclude);
+    let member = opts.noTrial ? undefined : this.ejectedTrialMember(site, pool, opts.exclude);
     let trial = member !== undefined;
     // A trial while another member takes the traffic (failedTrials counts those, not the
     // trials sent while nothing was usable, which keep TRIAL_INTERVAL_MS).

@@ -136,7 +136,8 @@ function waiterDeadlineMs(ctx: Ctx): number {
   const timeouts = timeoutsFor(site, ctx.route);
   // A fill that timed out on one member tries another once (runFill): twice the time then
   // (review: waiters gave up while the retry was about to answer, and 4 of 9 met the hung member).
-  const tries = site.retryOnConnectFailure && site.origins.length > 1 ? 2 : 1;
+  // So does a fill whose trial of an ejected member failed, whatever retryOnConnectFailure says.
+  const tries = site.origins.length > 1 ? 2 : 1;
   const fill = tries * (timeouts.connectMs + timeouts.responseHeadersMs) + FILL_PERMIT_MARGIN_MS;
   return own > fill ? own : fill;
 }
@@ -184,7 +185,7 @@ export function passForOwnCookies(ctx: Ctx, lookup: Lookup, copy: CacheEntry): v
  * `pass` left a wiki's returning visitors (MediaWiki keeps `wikiUserName` 180 days after
  * logout) wondering why they were never answered from the cache (new-user trial).
  */
-const OWN_COOKIES_DETAIL = 'pass cookies the stored copy was made without';
+const OWN_COOKIES_DETAIL = 'pass cookies the fill was made without';
 
 /** passAlone for a request with cookies of its own, never falling back to the copy that was not this request's if the origin fails. */
 export function passWithoutCopy(ctx: Ctx, lookup: Lookup): void | Promise<void> {
@@ -283,6 +284,8 @@ async function fetchForCache(
   const excluded = new Set<OriginMember>();
   // A reused connection reset under this fill is retried once (below), on a new connection.
   let reusedRetried = false;
+  // Sent again after its trial of an ejected member failed: to a usable member, no other trial.
+  let afterTrial = false;
   let freshNext = false;
   for (let attempt = 0; ; attempt++) {
     const deadlineAt = deps.clock.now() + queueDeadlineFor(rt.config, ctx.route);
@@ -298,6 +301,7 @@ async function fetchForCache(
       latencyClass: latencyClassOf('fill', ctx.route?.name ?? '-', ctx.path),
       path: ctx.path,
       exclude: excluded,
+      noTrial: afterTrial,
       servesCrowd: true,
       // Nobody waits on a background refresh, and a usable stale copy answers a failed fill.
       hasFallback: kind === 'background' || hasStaleOnFailure(ctx, lookup),
@@ -346,6 +350,7 @@ async function fetchForCache(
       }
       if (trialFailedElsewhereUsable(lease.trial, attempt, site, member, deps.clock.now()) && fetched.failure === 'reset') {
         excluded.add(member);
+        afterTrial = true;
         continue;
       }
       if (fetched.failure === 'connect_error' && site.config.retryOnConnectFailure && attempt === 0 && hasOtherMember(site, member, deps.clock.now())) {
@@ -373,6 +378,7 @@ async function fetchForCache(
     // idle (failure-day trial). The 503 still counts against the member.
     if (SICK_STATUSES.has(fetched.status) && trialFailedElsewhereUsable(lease.trial, attempt, site, member, deps.clock.now())) {
       excluded.add(member);
+      afterTrial = true;
       continue;
     }
     if ('tooLarge' in fetched) {

@@ -70,6 +70,8 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
   res.once('close', onClose);
   let reusedRetried = false;
   let freshNext = false;
+  // Sent again after its trial of an ejected member answered 502-504: no other trial.
+  let afterTrial = false;
   // The body is read whole first (request-body.ts): its client's pace holds no permit and no
   // origin connection.
   const body = await readBody(ctx);
@@ -87,6 +89,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
         latencyClass: latencyClassOf('forward', ctx.route?.name ?? '-', ctx.path),
         path: ctx.path,
         exclude: excluded,
+        noTrial: afterTrial,
         signal: abort.signal,
         hasFallback: lookup !== undefined && hasStaleOnFailure(ctx, lookup),
       });
@@ -165,6 +168,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
       if (outcome.kind === 'ok' || outcome.kind === 'client_gone') return;
       if (outcome.kind === 'passed_over') {
         excluded.add(member);
+        afterTrial = true;
         continue;
       }
       // A streamed body cut off mid-way (the origin failed while it arrived): its rest will never

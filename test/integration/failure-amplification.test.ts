@@ -519,6 +519,91 @@ describe('failure amplification: recovery after an outage', () => {
     expect(primary.count((r) => r.path.startsWith('/api/'))).toBeGreaterThan(0);
   });
 
+  it.each([
+    ['a fill', '/page/'],
+    ['a request passed through', '/other/'],
+  ])("sends %s whose trial failed once more to a usable member, never to another ejected member's trial (review: two primaries in maintenance, one backup)", async (_kind, prefix) => {
+    const clock = manualClock();
+    const [a, c, backup] = [await origin('a'), await origin('c'), await origin('backup')];
+    for (const o of [a, c])
+      o.setHandler((_req, res) => {
+        res.writeHead(503, { 'content-type': 'text/plain' });
+        res.end('maintenance');
+      });
+    backup.setHandler((_req, res) => {
+      res.writeHead(200, { 'cache-control': 'no-store', 'content-type': 'text/plain' });
+      res.end('from the backup');
+    });
+    const routes = [{ name: 'api', match: { pathPrefix: '/other/' }, cache: { enabled: false } }]; // passed through
+    const site = { ...siteFor([a.url], { passive: { consecutiveFailures: 1 }, balance: 'round-robin', routes }), origins: [{ url: a.url }, { url: c.url }, { url: backup.url, backup: true }] };
+    const g = await gateway({ sites: [site] }, { clock });
+    // One 503 each ejects both primaries; their trials fall due together.
+    for (let i = 0; i < 2; i++) expect((await call(`${g.url}/warm/${i}`)).status).toBe(503);
+    const statuses: number[] = [];
+    for (let t = 0; t < 3_000; t += 50) {
+      statuses.push((await call(`${g.url}${prefix}${t}`)).status);
+      clock.advance(50);
+    }
+    expect(statuses.filter((s) => s !== 200)).toEqual([]);
+    const tried = (o: TestOrigin) => o.count((r) => r.path.startsWith(prefix));
+    expect(tried(a) + tried(c)).toBeGreaterThan(1);
+  });
+
+  it('sends a fill whose trial was reset once more to a usable member (review)', async () => {
+    const clock = manualClock();
+    const primary = await origin('primary');
+    const backup = await origin('backup');
+    primary.setHandler((req) => req.socket.destroy());
+    backup.setHandler((_req, res) => {
+      res.writeHead(200, { 'cache-control': 'max-age=60', 'content-type': 'text/plain' });
+      res.end('from the backup');
+    });
+    const g = await gateway({ sites: [{ ...siteFor([primary.url], { passive: { consecutiveFailures: 1 } }), origins: [{ url: primary.url }, { url: backup.url, backup: true }] }] }, { clock });
+    expect((await call(`${g.url}/warm`)).status).toBe(502); // one reset ejects it
+    const statuses: number[] = [];
+    for (let t = 0; t < 3_000; t += 50) {
+      statuses.push((await call(`${g.url}/page/${t}`)).status);
+      clock.advance(50);
+    }
+    expect(statuses.filter((s) => s !== 200)).toEqual([]);
+    expect(primary.count((r) => r.path.startsWith('/page/'))).toBeGreaterThan(0);
+  });
+
+  it('a passed-over trial answer that resets later never cuts the retry\'s answer (review)', async () => {
+    const clock = manualClock();
+    const primary = await origin('primary');
+    const backup = await origin('backup');
+    primary.setHandler((req, res) => {
+      if (req.url!.startsWith('/api/warm/')) {
+        res.writeHead(503, { 'content-type': 'text/plain' });
+        return res.end('down');
+      }
+      res.writeHead(503, { 'content-type': 'text/plain' });
+      res.write('down for');
+      setTimeout(() => res.socket?.resetAndDestroy(), 300); // resets mid-body, after the retry began
+    });
+    backup.setHandler((_req, res) => {
+      res.writeHead(200, { 'cache-control': 'no-store', 'content-type': 'text/plain' });
+      let n = 0;
+      const tick = setInterval(() => {
+        res.write(`part ${n} `);
+        if (++n === 8) {
+          clearInterval(tick);
+          res.end('end');
+        }
+      }, 100);
+    });
+    const routes = [{ name: 'api', match: { pathPrefix: '/api/' }, cache: { enabled: false } }];
+    const g = await gateway({ sites: [{ ...siteFor([primary.url], { routes }), origins: [{ url: primary.url }, { url: backup.url, backup: true }] }] }, { clock });
+    for (let i = 0; i < 5; i++) await call(`${g.url}/api/warm/${i}`); // 503s: ejected
+    clock.advance(300); // the next request is the primary's trial
+    const before = primary.count();
+    const answer = await call(`${g.url}/api/page`);
+    expect(primary.count()).toBe(before + 1);
+    expect(answer.status).toBe(200);
+    expect(answer.body).toBe('part 0 part 1 part 2 part 3 part 4 part 5 part 6 part 7 end');
+  });
+
   it('keeps the stale copy of a page when a client fills its other Vary variants with the outage\'s 503s (attacker trial)', async () => {
     const clock = manualClock();
     const o = await origin();

@@ -311,7 +311,7 @@ describe('the key covers what the origin sees', () => {
     expect(again.body).toBe('hello bob');
     expect(again.headers['cache-status']).not.toMatch(/; hit/);
     // And it says why (a bare "pass" left a wiki's returning visitors guessing: new-user trial).
-    expect(again.headers['cache-status']).toMatch(/detail="pass cookies the stored copy was made without/);
+    expect(again.headers['cache-status']).toMatch(/detail="pass cookies the fill was made without/);
     // Analytics cookies alone are no reason to reach the origin.
     const tracked = await get(`${g.url}/me`, { cookie: '_ga=GA1.1.1; _gid=GA1.2.3' });
     expect(tracked.body).toBe('please log in');

@@ -65,7 +65,8 @@ export interface CacheStore {
   noteHeldHit?(): void;
   /**
    * Store one variant: replaces the variant with the same variantKey under entry.key, keeps the
-   * others, at most maxVariants (drop the oldest). Never rejects.
+   * others, at most maxVariants (dropVariant: the oldest server error first, else the oldest).
+   * Never rejects.
    */
   put(entry: CacheEntry): Promise<void>;
   /** Remove the whole record; true when something was removed. Never rejects. */

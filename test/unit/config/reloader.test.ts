@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, test } from 'vitest';
 import { loadConfigFile } from '../../../src/config/load.js';
-import { createReloader, type ReloadLogger, type ReloadOutcome } from '../../../src/config/reloader.js';
+import { createReloader, orphanedCaches, type ReloadLogger, type ReloadOutcome } from '../../../src/config/reloader.js';
+import type { GatewayConfig } from '../../../src/config/schema.js';
 import { ConfigSource } from '../../../src/config/source.js';
 
 interface LogLine {
@@ -69,6 +70,14 @@ describe('createReloader', () => {
     const warned = ctx.logger.lines.filter((l) => l.level === 'warn').map((l) => l.msg);
     expect(warned).toHaveLength(1);
     expect(warned[0]).toMatch(/^site "blog" renamed to "www": .*empty cache/);
+  });
+
+  test('removing a site (no site with its hosts left) warns that its copies are no longer reached', () => {
+    const site = (name: string, hosts: string[]) => ({ name, hosts }) as unknown as GatewayConfig['sites'][number];
+    const prev = { sites: [site('blog', ['blog.test']), site('docs', ['docs.test'])] } as unknown as GatewayConfig;
+    const next = { sites: [site('blog', ['blog.test']), site('wiki', ['wiki.test'])] } as unknown as GatewayConfig;
+    expect(orphanedCaches(prev, next)).toEqual([expect.stringMatching(/^site "docs" removed: its cached copies stay unused/)]);
+    expect(orphanedCaches(prev, prev)).toEqual([]);
   });
 
   test('an invalid file is refused, every error logged as file:line:col, and the old config kept', async () => {
