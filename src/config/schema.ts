@@ -587,7 +587,7 @@ export const siteSchema = z
         'laravel_session',
       ])
       .describe(
-        'Requests carrying one of these cookies (glob, case-insensitive) bypass the cache: logged-in users see their own pages. Cache fills never forward other cookies.',
+        'Requests carrying one of these cookies (glob, case-insensitive) bypass the cache: logged-in users see their own pages. Cache fills never forward other cookies. A list given here replaces the default one: keep the defaults you need.',
       ),
     fillHeaders: z
       .strictObject({

@@ -221,6 +221,10 @@ const isAnalyticsCookie = compileGlobs([
   'moove_gdpr_popup',
   'didomi_token',
   'has_js',
+  // WordPress's own that no front-end page reads: the login form's cookie check, and the
+  // admin's UI settings (kept after a logout).
+  'wordpress_test_cookie',
+  'wp-settings-*',
 ]);
 
 /** Cookies a fill may send: only those the key template varies on (they are part of the key). */
