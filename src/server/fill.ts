@@ -378,7 +378,7 @@ async function fetchForCache(
         deps.logger.warn({ err: fetched.error, requestId: ctx.requestId, origin: member.name }, 'cache fill could not be sent');
         return { kind: 'failed', code: 'internal_error', staleReason: 'error', detail: `the fill could not be sent: ${fetched.error.message}` };
       }
-      return { kind: 'failed', ...originFailure(fetched.failure) };
+      return { kind: 'failed', ...originFailure(fetched.failure, { https: member.url.protocol === 'https:', error: fetched.error }) };
     }
     // A trial of an ejected member (upstream.ts) is a visitor's request: its 502-504 is not
     // theirs to see while another member is usable, so the page is fetched there (nginx's

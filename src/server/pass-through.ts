@@ -221,7 +221,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
         deps.logger.warn({ err: outcome.error, requestId: ctx.requestId, origin: member.name }, 'request could not be forwarded');
         return fail(ctx, 'internal_error', `the request could not be forwarded: ${outcome.error.message}`);
       }
-      const failed = originFailure(outcome.failure);
+      const failed = originFailure(outcome.failure, { https: member.url.protocol === 'https:', error: outcome.error });
       if (lookup) return serveStaleOr(ctx, lookup, failed.staleReason, () => fail(ctx, failed.code, failed.detail));
       return fail(ctx, failed.code, failed.detail);
     }

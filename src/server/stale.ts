@@ -119,14 +119,29 @@ export function isServableWhileUpdating(entry: CacheEntry, evaluation: EntryEval
 
 /** Where to look for each kind of origin failure (the config key, or the origin itself). */
 const FAILURE_HINT: Readonly<Record<Exclude<FetchFailure, 'error'>, string>> = {
-  connect_error: 'check sites[].origins[].url (for https, that the origin\'s certificate verifies: NODE_EXTRA_CA_CERTS adds a CA or a self-signed certificate)',
+  connect_error: 'check that the origin is running and sites[].origins[].url points at it',
   timeout: 'check the origin\'s load, or raise sites[].timeouts.responseHeadersMs (or the route\'s timeouts)',
   reset: 'check the origin\'s logs',
   bad_response: 'check the origin\'s answer',
 };
 
-/** The error page and stale reason for an origin that failed (refused, timed out, reset, or answered garbage). */
-export function originFailure(failure: Exclude<FetchFailure, 'error'>): { code: ErrorCode; staleReason: StaleReason; detail: string } {
+/** For an https origin that could not be reached: its certificate may be what failed. */
+const TLS_HINT = ' (for https, that the origin\'s certificate verifies: NODE_EXTRA_CA_CERTS adds a CA or a self-signed certificate)';
+
+/**
+ * The error page and stale reason for an origin that failed (refused, timed out, reset, or
+ * answered garbage). The detail (for the operator: on the page only for a local client, and in
+ * the access log) says the error's code (`ECONNREFUSED`) when there is one, and the
+ * certificate hint only for an https origin (a plain http app that was merely stopped was
+ * told about NODE_EXTRA_CA_CERTS: new-user trial).
+ */
+export function originFailure(
+  failure: Exclude<FetchFailure, 'error'>,
+  origin?: { https: boolean; error?: Error },
+): { code: ErrorCode; staleReason: StaleReason; detail: string } {
+  const code = (origin?.error as { code?: unknown } | undefined)?.code;
+  const cause = typeof code === 'string' && /^[A-Z0-9_]{2,40}$/.test(code) ? ` (${code})` : '';
+  const hint = FAILURE_HINT[failure] + (failure === 'connect_error' && origin?.https !== false ? TLS_HINT : '');
   return {
     code:
       failure === 'timeout'
@@ -140,7 +155,7 @@ export function originFailure(failure: Exclude<FetchFailure, 'error'>): { code: 
     // What a visitor's error page says: the kind of failure and where the operator looks, never
     // the origin's name or address (a member's name defaults to its host:port; nginx and Caddy
     // do not show upstream addresses either). The member is in the metrics and the status page.
-    detail: `origin ${failure.replace('_', ' ')}; ${FAILURE_HINT[failure]}`,
+    detail: `origin ${failure.replace('_', ' ')}${cause}; ${hint}`,
   };
 }
 

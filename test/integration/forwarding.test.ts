@@ -591,6 +591,9 @@ describe('forwarding', () => {
     const body = (await json.body.json()) as { error: string; detail: string };
     expect(body.error).toBe('origin_unreachable');
     expect(body.detail).toContain('sites[].origins[].url');
+    // The cause, and no certificate advice for a plain http origin (new-user trial).
+    expect(body.detail).toContain('(ECONNREFUSED)');
+    expect(body.detail).not.toContain('NODE_EXTRA_CA_CERTS');
     // A visitor elsewhere (here through the trusted loopback proxy) is not told where the
     // operator looks: the code and the request id, and the access line has the detail.
     const remote = await request(`${g.url}/page`, { headers: { accept: 'application/json', 'x-forwarded-for': '203.0.113.9' } });
