@@ -63,6 +63,8 @@ export interface OriginMember {
   isHealthy(now: number): boolean;
   /** Passively ejected now (upstream.ts sends such a member one trial request at a time). */
   isEjected(now: number): boolean;
+  /** An ejection ran out and no request has succeeded since (one more failure ejects it again). */
+  isOnProbation(now: number): boolean;
   /**
    * Ejections in a row of a member let back (by a trial or a probe) and ejected again, each
    * within EJECTION_MEMORY_FACTOR x ejectMs of the one before (1 for a first one; 0 before any):
@@ -171,6 +173,10 @@ export class PoolMember implements OriginMember {
 
   isEjected(now: number): boolean {
     return this.ejectedUntil !== undefined && now < this.ejectedUntil;
+  }
+
+  isOnProbation(now: number): boolean {
+    return this.ejectedUntil !== undefined && now >= this.ejectedUntil;
   }
 
   activeHealth(): ActiveHealth {

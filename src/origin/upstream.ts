@@ -29,8 +29,8 @@ export interface MemberControl {
   failedAt: number;
   /**
    * Trials of this ejected member that failed in a row while another member took the traffic:
-   * each doubles the wait for the next (ejectedTrialMember). Zero again once it answers, or is
-   * picked as a usable member.
+   * each doubles the wait for the next (ejectedTrialMember). Zero again once it answers (not
+   * when an ejection runs out: a member in maintenance came back at its old trial pace).
    */
   failedTrials: number;
   /** URL-level failures (see isUrlFailure): the order of outcomes, and each failing path's last failure in it. */
@@ -118,10 +118,18 @@ export interface OriginLease {
   /**
    * Sent although no member was usable: panic routing (nothing to fall back on) or a trial
    * request (one at a time per member) to learn whether an ejected or failing member is back;
-   * or a trial of an ejected member while others are usable (a fill it fails is sent once
-   * more to one of them: fill.ts).
+   * or a trial of an ejected member while others are usable.
    */
   readonly trial: boolean;
+  /**
+   * Sent to a member not yet shown to be well while others are usable or may be: an ejected
+   * member's trial, its half-open breaker's probe, or a member on probation after an ejection
+   * ran out. A fill or a repeatable request it answers 502-504 (a fill's also when reset) is
+   * sent once more to a usable member (fill.ts, pass-through.ts): a primary in maintenance whose
+   * health path still passed gave visitors its 503 at each half-open probe and after each
+   * ejection ran out (failure-day trial).
+   */
+  readonly suspect: boolean;
   finish(outcome: OriginOutcome): void;
 }
 
@@ -409,13 +417,19 @@ export class Upstream {
     // A trial while another member takes the traffic (failedTrials counts those, not the
     // trials sent while nothing was usable, which keep TRIAL_INTERVAL_MS).
     const othersUsable = trial;
+    // A request to a member not yet shown to be well: an ejected one's trial, a half-open
+    // breaker's probe, a member back from an ejection that ran out (on probation). Its 502-504
+    // may be answered by another member instead (OriginLease.suspect).
+    let suspect = othersUsable;
     if (member === undefined) {
       member = pool.pick({
         exclude: opts.exclude,
         accept: (m) => this.controlFor(site, m).breaker.isAvailable(), // no side effects: takes no probe slot
       });
       if (member) {
-        if (!this.controlFor(site, member).breaker.canRequest()) return { ok: false, why: 'circuit_open' };
+        const breaker = this.controlFor(site, member).breaker;
+        if (!breaker.canRequest()) return { ok: false, why: 'circuit_open' };
+        suspect = breaker.state === 'half_open' || member.isOnProbation(this.clock.now());
       } else {
         member = opts.hasFallback ? this.trialMember(site, pool, opts.exclude) : pool.pickAny({ exclude: opts.exclude });
         if (!member) {
@@ -436,7 +450,7 @@ export class Upstream {
     if (trial) {
       control.trialAt = this.clock.now();
       control.trialInFlight = true;
-    } else control.failedTrials = 0;
+    }
     const labels = { site: site.name, origin: member.name };
     const result = await control.limiter.acquire({
       priority: opts.priority + 1, // class 0 is the probes'
@@ -456,7 +470,7 @@ export class Upstream {
       return { ok: false, why: 'shed', reason, waitedMs: result.waitedMs };
     }
     pool.begin(member);
-    return { ok: true, lease: this.makeLease(pool, control, result.permit, result.waitedMs, opts.kind, trial, othersUsable, opts.latencyClass, chosenAt, opts.path) };
+    return { ok: true, lease: this.makeLease(pool, control, result.permit, result.waitedMs, opts.kind, trial, othersUsable, suspect, opts.latencyClass, chosenAt, opts.path) };
   }
 
   /**
@@ -503,6 +517,7 @@ export class Upstream {
     kind: OriginRequestKind,
     trial: boolean,
     othersUsable: boolean,
+    suspect: boolean,
     latencyClass: string | undefined,
     chosenAt: number,
     path: string | undefined,
@@ -514,6 +529,7 @@ export class Upstream {
       waitedMs,
       startedAt,
       trial,
+      suspect,
       finish: (outcome) => {
         if (finished) return;
         finished = true;

@@ -216,8 +216,8 @@ export function retryAfterOf(value: unknown, now: number): number | undefined {
 }
 
 /** A fill's first try was a trial of an ejected member, and another member is usable to try instead. */
-function trialFailedElsewhereUsable(trial: boolean, attempt: number, site: SiteRuntime, member: OriginMember, now: number): boolean {
-  return trial && attempt === 0 && hasOtherMember(site, member, now);
+function trialFailedElsewhereUsable(suspect: boolean, attempt: number, site: SiteRuntime, member: OriginMember, now: number): boolean {
+  return suspect && attempt === 0 && hasOtherMember(site, member, now);
 }
 
 /** Request fields every browser sends, differently: a stored page's Vary on one is not inherited by the next answer. */
@@ -360,7 +360,7 @@ async function fetchForCache(
         if (hasOtherMember(site, member, deps.clock.now())) excluded.add(member);
         continue;
       }
-      if (trialFailedElsewhereUsable(lease.trial, attempt, site, member, deps.clock.now()) && fetched.failure === 'reset') {
+      if (trialFailedElsewhereUsable(lease.suspect, attempt, site, member, deps.clock.now()) && fetched.failure === 'reset') {
         excluded.add(member);
         afterTrial = true;
         continue;
@@ -388,7 +388,7 @@ async function fetchForCache(
     // proxy_next_upstream http_503, here for trials only). A primary in maintenance answering
     // 503 to everything gave visitors its 503 1-4 times a second while a healthy backup stood
     // idle (failure-day trial). The 503 still counts against the member.
-    if (SICK_STATUSES.has(fetched.status) && trialFailedElsewhereUsable(lease.trial, attempt, site, member, deps.clock.now())) {
+    if (SICK_STATUSES.has(fetched.status) && trialFailedElsewhereUsable(lease.suspect, attempt, site, member, deps.clock.now())) {
       excluded.add(member);
       afterTrial = true;
       continue;

@@ -145,7 +145,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
             // not theirs to see while another member is usable, when the request can be sent
             // again (nginx's proxy_next_upstream http_503, for trials only), as a fill's is.
             passOver: (status) =>
-              lease.trial &&
+              lease.suspect &&
               SICK_STATUSES.has(status) &&
               attempt === 0 &&
               RETRYABLE_METHODS.has(ctx.method) &&

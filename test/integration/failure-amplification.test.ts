@@ -517,6 +517,12 @@ describe('failure amplification: recovery after an outage', () => {
     }
     expect(passed.filter((s) => s !== 200)).toEqual([]);
     expect(primary.count((r) => r.path.startsWith('/api/'))).toBeGreaterThan(0);
+    // Its ejection runs out (no trial meanwhile): the first requests it gets again, on
+    // probation, are answered by the backup when it still says 503 (failure-day trial, round 2).
+    clock.advance(10_100);
+    const before = primary.count();
+    for (const path of ['/api/after', '/page/after']) expect((await call(`${g.url}${path}`)).status, path).toBe(200);
+    expect(primary.count()).toBeGreaterThan(before);
   });
 
   it.each([
