@@ -227,6 +227,8 @@ export function finish(ctx: Ctx, handedOff: boolean): void {
           ? { afterWakeMs: Math.round(((ctx.answeredAt ?? deps.clock.now()) - ctx.wokenAt) * 100) / 100 }
           : {}),
         ...(ctx.upstreamMs !== undefined ? { upstreamMs: Math.round(ctx.upstreamMs * 100) / 100 } : {}),
+        ...(ctx.origin !== undefined ? { origin: ctx.origin } : {}),
+        ...(ctx.originAttempts !== undefined && ctx.originAttempts > 1 ? { originAttempts: ctx.originAttempts } : {}),
         ...(ctx.originRequestId !== undefined ? { originRequestId: ctx.originRequestId } : {}),
         ...(ctx.staleReason ? { staleReason: ctx.staleReason } : {}),
         ...(ctx.shedReason ? { shedReason: ctx.shedReason } : {}),

@@ -141,6 +141,9 @@ export interface Ctx {
   staleReason?: StaleReason;
   shedReason?: ShedReason;
   errorCode?: ErrorCode;
+  /** The origin member this request's last origin attempt went to, and how many it made (access log). */
+  origin?: string;
+  originAttempts?: number;
   /** Cache-Status detail of a pass that says why (default `pass`). */
   passDetail?: string;
   /** What the error page's detail says (fail()): in the access log; on the page for 4xx, or a client on this machine. */
@@ -175,6 +178,12 @@ export interface Lookup {
   /** The client's headers as a fill sends them, and so as Vary sees them (makeFillVisibleHeaders). */
   variantHeaders: IncomingHttpHeaders;
   canStore: boolean;
+}
+
+/** The access log's `origin` and `originAttempts`: which member answered, and how many were asked. */
+export function noteAttempt(ctx: Ctx, member: { readonly name: string }): void {
+  ctx.origin = member.name;
+  ctx.originAttempts = (ctx.originAttempts ?? 0) + 1;
 }
 
 export function isOnlyIfCached(req: IncomingMessage): boolean {

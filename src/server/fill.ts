@@ -14,7 +14,7 @@ import type { FetchResult } from '../origin/fetch.js';
 import type { OriginMember } from '../origin/pool.js';
 import { SICK_STATUSES } from '../origin/upstream.js';
 import { fail, recordAnswer, serveEntry, writeBuffered } from './answer.js';
-import { selectVariant, collapseKeyOf, type FillResult, type Ctx, type Lookup } from './context.js';
+import { selectVariant, collapseKeyOf, noteAttempt, type FillResult, type Ctx, type Lookup } from './context.js';
 import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkeyedFillInputs, identityFillInputs, carriesOwnCookies } from './fill-headers.js';
 import { reflectedInputs, repeatsAddress, varyingAlsoOn } from '../cache/reflection.js';
 import type { CollapseKey } from '../cache/cache-key.js';
@@ -321,6 +321,7 @@ async function fetchForCache(
     if (!admitted.ok) return refusedFill(ctx, admitted);
     const lease = admitted.lease;
     const member = lease.member;
+    noteAttempt(ctx, member);
     const revalidating = lookup.entry;
     const conditional = revalidating ? makeConditionalHeaders(revalidating) : {};
     const headers = { ...makeFillHeaders(ctx, lookup), ...conditional };

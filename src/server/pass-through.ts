@@ -18,7 +18,7 @@ import { appendVia, dropClientAddressClaims, dropOddFieldNames, setForwardedHead
 import { chainCacheStatus, formatCacheStatus } from './respond.js';
 import { makeOnTheFlyEncoder, onTheFlyRequestOf } from './on-the-fly.js';
 import { shed, fail } from './answer.js';
-import { hostOf, schemeOf, type Ctx, type Lookup } from './context.js';
+import { hostOf, noteAttempt, schemeOf, type Ctx, type Lookup } from './context.js';
 import { stripTargeted } from './fill-headers.js';
 import { queueDeadlineFor, timeoutsFor } from '../runtime.js';
 import { originFailure, hasStaleOnFailure, hasOtherMember, refusedFill, serveFailed, serveStaleOr } from './stale.js';
@@ -102,6 +102,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
       }
       const lease = admitted.lease;
       const member = lease.member;
+      noteAttempt(ctx, member);
       let outcome: ForwardOutcome | undefined;
       let headAt: number | undefined;
       const freshConnection = freshNext;

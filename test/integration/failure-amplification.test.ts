@@ -509,6 +509,11 @@ describe('failure amplification: recovery after an outage', () => {
     // each that failed: 3, not 12 (every 250 ms).
     expect(primary.count()).toBeGreaterThan(0);
     expect(primary.count()).toBeLessThanOrEqual(4);
+    // The access log says which member answered, and that a second was asked.
+    const retried = g.accessLogs().filter((l) => l.originAttempts === 2);
+    expect(retried.length).toBeGreaterThan(0);
+    for (const l of retried) expect(l.origin).toBe(new URL(backup.url).host);
+    expect(g.accessLogs().find((l) => l.path === '/page/0')?.origin).toBe(new URL(backup.url).host);
     // Passed through (a route not cached) the same: a GET's failed trial is sent to the backup.
     const passed: number[] = [];
     for (let t = 0; t < 3_000; t += 50) {
