@@ -331,7 +331,7 @@ export const healthCheckSchema = z
   .strictObject({
     enabled: z.boolean().default(true).describe('Probe each member actively.'),
     path: z.string().startsWith('/').default('/').describe('Path probed with GET.'),
-    intervalMs: positiveMs('Time between probes.').default(5_000),
+    intervalMs: positiveMs('Time between probes. An edit counts it from each member\'s last probe (reloads every second used to push the probe back for good).').default(5_000),
     timeoutMs: positiveMs('A probe slower than this fails.').default(2_000),
     healthyThreshold: z.number().int().min(1).default(2).describe('Consecutive passes to mark up.'),
     unhealthyThreshold: z.number().int().min(1).default(3).describe('Consecutive failures to mark down.'),

@@ -304,7 +304,7 @@ export class OriginPool {
         for (const m of next) {
           const isNew = result.added.includes(m);
           if (isNew || checksToggled) this.probeThenSchedule(m);
-          else if (intervalChanged) this.schedule(m); // an in-flight probe re-arms it again when it settles
+          else if (intervalChanged) this.schedule(m, true); // an in-flight probe re-arms it again when it settles
         }
     }
     return result;
@@ -326,14 +326,22 @@ export class OriginPool {
     void this.runProbe(m).then(() => this.schedule(m));
   }
 
-  /** Arm the member's next probe intervalMs from now, replacing any armed timer. */
-  private schedule(m: PoolMember): void {
+  /**
+   * Arm the member's next probe intervalMs from now (from its last probe with `fromLast`: an
+   * edit of the interval, so reloads every second do not push the probe back for good: a
+   * member in maintenance went unnoticed for 20 s of such reloads; failure-day trial),
+   * replacing any armed timer.
+   */
+  private schedule(m: PoolMember, fromLast = false): void {
     this.stopTimer(m);
     if (this.closed || !this.started || m.removed || !this.site.healthCheck.enabled) return;
     // Until a verdict ('unknown'), probe at least once a second: thresholds apply from the start,
     // and a gateway started with its origin down should say so in seconds, not intervals.
     const intervalMs = this.site.healthCheck.intervalMs;
-    const delayMs = m.activeHealth() === 'unknown' ? Math.min(intervalMs, UNKNOWN_PROBE_INTERVAL_MS) : intervalMs;
+    let delayMs = m.activeHealth() === 'unknown' ? Math.min(intervalMs, UNKNOWN_PROBE_INTERVAL_MS) : intervalMs;
+    const now = this.clock.now();
+    const last = fromLast ? m.healthState(now).lastProbeAt : undefined;
+    if (last !== undefined) delayMs = Math.max(0, Math.min(delayMs, last + delayMs - now));
     const timer = setTimeout(() => {
       this.timers.delete(m);
       this.probeThenSchedule(m);

@@ -518,6 +518,23 @@ describe('active health checks against real origins', () => {
     expect(changes).toEqual([true, false]);
   });
 
+  it('keeps probing through reloads that change the interval every few milliseconds (failure-day trial)', async () => {
+    const o = await origin('a');
+    const hc = { path: '/health', intervalMs: 60, healthyThreshold: 1, unhealthyThreshold: 1, timeoutMs: 1_000 };
+    const site = makeSite([{ url: o.url, name: 'a' }], { healthCheck: hc });
+    const pool = makePool(site, {});
+    pool.start();
+    await pool.probeNow();
+    const before = o.count('/health');
+    // Flip the interval every 30 ms for 600 ms: each edit used to re-arm the probe a whole
+    // interval from then, so none ran.
+    for (let i = 0; i < 20; i++) {
+      pool.update(makeSite([{ url: o.url, name: 'a' }], { healthCheck: { ...hc, intervalMs: i % 2 === 0 ? 50 : 60 } }));
+      await new Promise((r) => setTimeout(r, 30));
+    }
+    expect(o.count('/health') - before).toBeGreaterThanOrEqual(5);
+  });
+
   it('never has more than one probe in flight per member', async () => {
     const o = await origin('a');
     o.route('/health', { delayMs: 100 });
