@@ -220,9 +220,6 @@ function trialFailedElsewhereUsable(suspect: boolean, attempt: number, site: Sit
   return suspect && attempt === 0 && hasOtherMember(site, member, now);
 }
 
-/** Request fields every browser sends, differently: a stored page's Vary on one is not inherited by the next answer. */
-const NEGOTIATION_FIELDS: ReadonlySet<string> = new Set(['accept', 'accept-encoding', 'accept-language', 'user-agent', 'cookie']);
-
 /** When each shared fill result was handed to its waiters (for the access log's afterWakeMs). */
 const fillSettledAt = new WeakMap<FillResult, number>();
 
@@ -498,14 +495,6 @@ async function fetchForCache(
         // header, went to the requests that arrived during its fill and, with the origin down,
         // to anyone for a minute).
         ...(isNeverFresh(decision.entry) ? identityFillInputs(lookup.variantHeaders, lookup.policy, decision.entry.vary) : []),
-        // The other headers the URL's stored pages vary on (their Vary, the origin's or one a
-        // repeated header implied), not content negotiation's: an answer to a fill without such
-        // a header is that absence's variant, not everyone's. The page for requests without
-        // `X-Tenant` was stored without Vary, after the tenants' own had been stored as their
-        // variants, and from then on answered every tenant (new-user trial, a small app). A
-        // browser's Accept* and User-Agent differ from one browser to the next: a JSON variant
-        // must not split the page for browsers.
-        ...lookup.variants.filter((v) => v.status < 400).flatMap((v) => v.vary.filter((n) => !NEGOTIATION_FIELDS.has(n))),
       ];
       // A 404 or 410 takes the stored copy of another status with it (below, for one not stored).
       if (isGone(fetched.status) && lookup.entry !== undefined && lookup.entry.status !== fetched.status && !originInTrouble(ctx, lookup))

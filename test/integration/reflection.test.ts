@@ -169,26 +169,6 @@ describe('reflection property', () => {
 });
 
 describe('what a fill carries from the request that led it', () => {
-  it('once tenants\' pages are stored as their X-Tenant variants, the page for requests without it answers only those (new-user trial, a small app)', async () => {
-    const o = await origin();
-    o.route('/feed', (req, res) => {
-      res.writeHead(200, { 'content-type': 'text/plain' }); // no cache headers: the route gives 60 s
-      res.end(`feed-of-${String(req.headers['x-tenant'] ?? 'none')}`);
-    });
-    const routes = [{ name: 'pages', match: { pathPrefix: '/' }, cache: { defaultTtlSeconds: 60 } }];
-    const g = await gateway({ sites: [siteFor([o.url], { routes })] });
-    const feed = async (tenant?: string) => {
-      const res = await fetch(`${g.url}/feed`, { headers: tenant ? { 'x-tenant': tenant } : {} });
-      return res.text();
-    };
-    expect(await feed('acme')).toBe('feed-of-acme');
-    expect(await feed('globex')).toBe('feed-of-globex');
-    expect(await feed()).toBe('feed-of-none');
-    expect(await feed()).toBe('feed-of-none');
-    expect(await feed('acme')).toBe('feed-of-acme');
-    expect(await feed('initech')).toBe('feed-of-initech');
-  });
-
   it('a client\'s own X-Request-Id names its answer and log line but never reaches a shared fill: the origin gets one the gateway made', async () => {
     const o = await origin();
     const seen: string[] = [];
