@@ -61,21 +61,6 @@ export function isNeverFresh(entry: Pick<CacheEntry, 'freshnessMs' | 'headers'>)
   return entry.freshnessMs <= 0 && entry.headers['etag'] === undefined && entry.headers['last-modified'] === undefined;
 }
 
-/**
- * The origin itself said this answer may be shared for a while: a lifetime in its stored
- * Cache-Control (`max-age`, `s-maxage`) or Expires, `public`, or a CDN-Cache-Control. A copy
- * whose lifetime is only the route's (`defaultTtlSeconds`, `negativeTtlSeconds`) or a
- * heuristic one was never declared the same for every cookie (our own targeted field is not
- * stored, so a lifetime given only there counts as the route's here).
- */
-export function isDeclaredShared(entry: Pick<CacheEntry, 'headers'>): boolean {
-  const h = entry.headers;
-  if (h['expires'] !== undefined || h['cdn-cache-control'] !== undefined) return true;
-  const cc = h['cache-control'];
-  if (cc === undefined) return false;
-  return /(?:^|[\s,])(?:max-age|s-maxage|public)\b/i.test(Array.isArray(cc) ? cc.join(',') : cc);
-}
-
 /** The moment the entry stops being fresh: response_time + lifetime - corrected_initial_age. */
 export function staleAtOf(entry: CacheEntry): number {
   const natural = entry.responseTime + entry.freshnessMs - entry.initialAgeMs;

@@ -5,7 +5,7 @@
  */
 import { latencyClassOf } from '../admission/limiter.js';
 import type { Fence } from '../cache/purge-fence.js';
-import { isDeclaredShared, isNeverFresh, type CacheEntry } from '../cache/entry.js';
+import { isNeverFresh, type CacheEntry } from '../cache/entry.js';
 import { isTextual, makeEncodings, STORED_CODINGS, whyNotCompressed } from '../cache/content-coding.js';
 import { makeFillTarget, makeVariantKey } from '../cache/cache-key.js';
 import { decideStorage, evaluateEntry, isHeuristicallyCacheable, type PolicyOptions } from '../cache/policy.js';
@@ -161,19 +161,10 @@ export function passAlone(ctx: Ctx, lookup: Lookup): void | Promise<void> {
  * one that varies on Cookie (RFC 9111 §4.1), or one without freshness or validator, whose
  * origin sent no cache headers and so never said the page is the same without the cookies
  * (new-user trial: `cart_id=alice` got "Cart none" on every request, `remember_token=alice`
- * "you are guest"), or one whose lifetime is only the route's (isDeclaredShared): the quick
- * start's `defaultTtlSeconds: 60` made such pages fresh, and a user logged in with a session
- * cookie outside bypassCookies got the cached anonymous page (new-user trial, a small app). On
- * a route that says its files never depend on the session (ignoreSessionCookies) that last
- * rule does not apply.
+ * "you are guest").
  */
 export function isOtherCookiesCopy(ctx: Ctx, entry: CacheEntry, policy: PolicyOptions): boolean {
-  return isCookieBlindCopy(entry, policy) && carriesOwnCookies(ctx.req.headers.cookie, policy);
-}
-
-/** A copy that a request with cookies of its own may not be answered with (isOtherCookiesCopy, before the cookies are read). */
-export function isCookieBlindCopy(entry: CacheEntry, policy: PolicyOptions): boolean {
-  return entry.vary.includes('cookie') || isNeverFresh(entry) || (!policy.route.ignoreSessionCookies && !isDeclaredShared(entry));
+  return (entry.vary.includes('cookie') || isNeverFresh(entry)) && carriesOwnCookies(ctx.req.headers.cookie, policy);
 }
 
 /**

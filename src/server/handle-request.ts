@@ -31,8 +31,8 @@ import { HOLD_MS, isEventStreamRequest, isPlainRequest, newHold, plainBypassOf, 
 import { ttlSecondsOf, codingFor, failUnexpected, serveEntry, fail, countRequest, finish } from './answer.js';
 import { isOnlyIfCached, isSecure, selectVariant, collapseKeyOf, authorityOf, type RequestDeps, type Ctx, type Lookup } from './context.js';
 import { hstsValue, redirectToHttps } from './https-edge.js';
-import { fillAndServe, isCookieBlindCopy, isOtherCookiesCopy, passAlone, passForOwnCookies, refreshFailedMomentAgo, startBackgroundRefresh } from './fill.js';
-import { carriesOwnCookies, makeFillVisibleHeaders } from './fill-headers.js';
+import { fillAndServe, isOtherCookiesCopy, passAlone, passForOwnCookies, refreshFailedMomentAgo, startBackgroundRefresh } from './fill.js';
+import { makeFillVisibleHeaders } from './fill-headers.js';
 import { forward, forwardUnlessShed } from './pass-through.js';
 import { nextRequestId, requestIdOf } from './request-id.js';
 import { answerMaxForwards, answerServerOptions } from './max-forwards.js';
@@ -136,14 +136,7 @@ function answerMemoHit(
   const entry = selectVariant(variants, cookie === undefined ? req.headers : { ...req.headers, cookie: undefined });
   // evaluateEntry without request directives: fresh is exactly "no revalidation needed".
   // A copy that varies on Cookie is not for a request with cookies (decide() passes it on).
-  // Nor is one the origin never declared shared, for a request with cookies of its own
-  // (isOtherCookiesCopy: the slow path passes it on).
-  if (
-    entry === undefined ||
-    entry.noCache ||
-    !(now < staleAtOf(entry)) ||
-    (cookie !== undefined && (entry.vary.includes('cookie') || ownCookiesPass(entry, memo.site.policyFor(memo.route), cookie)))
-  ) {
+  if (entry === undefined || entry.noCache || !(now < staleAtOf(entry)) || (cookie !== undefined && entry.vary.includes('cookie'))) {
     // The slow path reuses a record just looked up; held variants are not a lookup of this request.
     return held ? false : variants;
   }
@@ -170,11 +163,6 @@ function answerMemoHit(
   }
   countRequest(deps, res, { site: memo.site.name, route: memo.route.name, path: memo.path, state: 'hit', durationMs: deps.clock.now() - now }, hold);
   return true;
-}
-
-/** The memo's isOtherCookiesCopy: a request with cookies of its own and a copy not for it. */
-function ownCookiesPass(entry: CacheEntry, policy: PolicyOptions, cookie: string): boolean {
-  return isCookieBlindCopy(entry, policy) && carriesOwnCookies(cookie, policy);
 }
 
 function makeCtx(

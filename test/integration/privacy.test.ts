@@ -4,7 +4,6 @@
  * gets a body reflecting another request's inputs unless the key covers them.
  */
 import { describe, expect, it } from 'vitest';
-import type http from 'node:http';
 import { connect } from 'node:net';
 import zlib from 'node:zlib';
 import { request } from 'undici';
@@ -318,38 +317,6 @@ describe('the key covers what the origin sees', () => {
     expect(tracked.body).toBe('please log in');
     expect(tracked.headers['cache-status']).toMatch(/; hit/);
     expect(o.count('/me')).toBe(3);
-  });
-
-  it('a page cached only by the route\'s lifetime (the quick start\'s defaultTtlSeconds) is not a session cookie\'s answer; one the origin declared shared is (new-user trial, a small app)', async () => {
-    const o = await origin();
-    const who = (req: http.IncomingMessage) => /(?:^|; )auth=([^;]+)/.exec(String(req.headers.cookie ?? ''))?.[1] ?? 'guest';
-    o.route('/', (req, res) => {
-      res.writeHead(200, { 'content-type': 'text/html' }); // no cache headers (the route gives 60 s)
-      res.end(`Welcome ${who(req)}`);
-    });
-    o.route('/news', (req, res) => {
-      res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'public, max-age=60' });
-      res.end(`news for ${who(req)}`);
-    });
-    const routes = [{ name: 'pages', match: { pathPrefix: '/' }, cache: { defaultTtlSeconds: 60 } }];
-    const g = await gateway({ sites: [siteFor([o.url], { routes })] });
-    // Cold, the logged-in request leads the fill (sent without its cookie), then asks as it came.
-    expect((await get(`${g.url}/`, { cookie: 'auth=alice' })).body).toBe('Welcome alice');
-    const guest = await get(`${g.url}/`);
-    expect(guest.body).toBe('Welcome guest');
-    expect(guest.headers['cache-status']).toMatch(/; hit/);
-    // Warm, twice (the second is the hit memo's path): never the anonymous copy.
-    for (let i = 0; i < 2; i++) {
-      const alice = await get(`${g.url}/`, { cookie: 'auth=alice; _ga=GA1.1.1' });
-      expect(alice.body).toBe('Welcome alice');
-      expect(alice.headers['cache-status']).not.toMatch(/; hit/);
-    }
-    // Analytics cookies alone still get the copy.
-    expect((await get(`${g.url}/`, { cookie: '_ga=GA1.1.1' })).headers['cache-status']).toMatch(/; hit/);
-    // The origin said /news may be shared: a cookie it did not vary on does not change it.
-    expect((await get(`${g.url}/news`)).body).toBe('news for guest');
-    const news = await get(`${g.url}/news`, { cookie: 'auth=alice' });
-    expect(news.headers['cache-status']).toMatch(/; hit/);
   });
 
   it('cookies a route says never change its pages (key.ignoreCookies) do not pass a request: a wiki\'s returning visitor gets the shared copy (new-user trial)', async () => {
