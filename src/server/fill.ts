@@ -309,7 +309,7 @@ async function fetchForCache(
     if (!admitted.ok) return refusedFill(ctx, admitted);
     const lease = admitted.lease;
     const member = lease.member;
-    noteAttempt(ctx, member);
+    if (kind !== 'background') noteAttempt(ctx, member); // a refresh is not this request's answer
     const revalidating = lookup.entry;
     const conditional = revalidating ? makeConditionalHeaders(revalidating) : {};
     const headers = { ...makeFillHeaders(ctx, lookup), ...conditional };

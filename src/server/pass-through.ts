@@ -13,7 +13,6 @@ import { hasBody, type ForwardOutcome } from '../origin/forward.js';
 import type { BufferedBody } from '../origin/request-body.js';
 import { NOT_COUNTED } from '../admission/admission.js';
 import type { OriginMember } from '../origin/pool.js';
-import { SICK_STATUSES } from '../origin/upstream.js';
 import { appendVia, dropClientAddressClaims, dropOddFieldNames, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { chainCacheStatus, formatCacheStatus } from './respond.js';
 import { makeOnTheFlyEncoder, onTheFlyRequestOf } from './on-the-fly.js';
@@ -145,9 +144,11 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
             // A trial of an ejected member (upstream.ts) is a visitor's request: its 502-504 is
             // not theirs to see while another member is usable, when the request can be sent
             // again (nginx's proxy_next_upstream http_503, for trials only), as a fill's is.
+            // Not a 504: behind a proxy of its own (nginx before PHP-FPM) the application may
+            // have run the request, and a GET with a side effect would run twice (review).
             passOver: (status) =>
               lease.suspect &&
-              SICK_STATUSES.has(status) &&
+              (status === 502 || status === 503) &&
               attempt === 0 &&
               RETRYABLE_METHODS.has(ctx.method) &&
               (body !== undefined || !hasBody(req)) &&
