@@ -124,8 +124,8 @@ export interface OriginLease {
   /**
    * Sent to a member not yet shown to be well while others are usable or may be: an ejected
    * member's trial, its half-open breaker's probe, or a member on probation after an ejection
-   * ran out. A fill or a repeatable request it answers 502-504 (a fill's also when reset) is
-   * sent once more to a usable member (fill.ts, pass-through.ts): a primary in maintenance whose
+   * ran out. A fill it answers 502-504 or resets, or a repeatable request passed through it
+   * answers 502 or 503, is sent once more to a usable member (fill.ts, pass-through.ts): a primary in maintenance whose
    * health path still passed gave visitors its 503 at each half-open probe and after each
    * ejection ran out (failure-day trial).
    */

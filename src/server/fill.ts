@@ -206,8 +206,8 @@ export function retryAfterOf(value: unknown, now: number): number | undefined {
   return Math.min(seconds, MAX_ORIGIN_RETRY_AFTER_S);
 }
 
-/** A fill's first try was a trial of an ejected member, and another member is usable to try instead. */
-function trialFailedElsewhereUsable(suspect: boolean, attempt: number, site: SiteRuntime, member: OriginMember, now: number): boolean {
+/** A fill's first try went to a suspect member (OriginLease.suspect), and another member is usable to try instead. */
+function suspectFailedElsewhereUsable(suspect: boolean, attempt: number, site: SiteRuntime, member: OriginMember, now: number): boolean {
   return suspect && attempt === 0 && hasOtherMember(site, member, now);
 }
 
@@ -284,7 +284,7 @@ async function fetchForCache(
   const excluded = new Set<OriginMember>();
   // A reused connection reset under this fill is retried once (below), on a new connection.
   let reusedRetried = false;
-  // Sent again after its trial of an ejected member failed: to a usable member, no other trial.
+  // Sent again after a suspect member failed it: to a usable member, no ejected member's trial.
   let afterTrial = false;
   let freshNext = false;
   for (let attempt = 0; ; attempt++) {
@@ -349,7 +349,7 @@ async function fetchForCache(
         if (hasOtherMember(site, member, deps.clock.now())) excluded.add(member);
         continue;
       }
-      if (trialFailedElsewhereUsable(lease.suspect, attempt, site, member, deps.clock.now()) && fetched.failure === 'reset') {
+      if (suspectFailedElsewhereUsable(lease.suspect, attempt, site, member, deps.clock.now()) && fetched.failure === 'reset') {
         excluded.add(member);
         afterTrial = true;
         continue;
@@ -372,12 +372,13 @@ async function fetchForCache(
       }
       return { kind: 'failed', ...originFailure(fetched.failure, { https: member.url.protocol === 'https:', error: fetched.error }) };
     }
-    // A trial of an ejected member (upstream.ts) is a visitor's request: its 502-504 is not
-    // theirs to see while another member is usable, so the page is fetched there (nginx's
-    // proxy_next_upstream http_503, here for trials only). A primary in maintenance answering
+    // A request to a suspect member (an ejected one's trial, a half-open probe, a member on
+    // probation: OriginLease.suspect) is a visitor's: its 502-504 is not theirs to see while
+    // another member is usable, so the page is fetched there (nginx's proxy_next_upstream
+    // http_503, here for such requests only). A primary in maintenance answering
     // 503 to everything gave visitors its 503 1-4 times a second while a healthy backup stood
     // idle (failure-day trial). The 503 still counts against the member.
-    if (SICK_STATUSES.has(fetched.status) && trialFailedElsewhereUsable(lease.suspect, attempt, site, member, deps.clock.now())) {
+    if (SICK_STATUSES.has(fetched.status) && suspectFailedElsewhereUsable(lease.suspect, attempt, site, member, deps.clock.now())) {
       excluded.add(member);
       afterTrial = true;
       continue;

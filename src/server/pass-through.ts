@@ -69,7 +69,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
   res.once('close', onClose);
   let reusedRetried = false;
   let freshNext = false;
-  // Sent again after its trial of an ejected member answered 502-504: no other trial.
+  // Sent again after a suspect member answered 502 or 503: no ejected member's trial.
   let afterTrial = false;
   // The body is read whole first (request-body.ts): its client's pace holds no permit and no
   // origin connection.
@@ -141,9 +141,9 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
             onPermitFree: (status) => lease.finish({ kind: 'response', status, clientHeld: true }),
             // A client that stops sending its body gives the permit back too (attacker trial).
             onBodyStall: () => lease.finish({ kind: 'body_stalled' }),
-            // A trial of an ejected member (upstream.ts) is a visitor's request: its 502-504 is
-            // not theirs to see while another member is usable, when the request can be sent
-            // again (nginx's proxy_next_upstream http_503, for trials only), as a fill's is.
+            // A request to a suspect member (OriginLease.suspect) is a visitor's: its 502 or 503
+            // is not theirs to see while another member is usable, when the request can be
+            // sent again (nginx's proxy_next_upstream http_503, for such requests only).
             // Not a 504: behind a proxy of its own (nginx before PHP-FPM) the application may
             // have run the request, and a GET with a side effect would run twice (review).
             passOver: (status) =>
