@@ -120,6 +120,18 @@ export const METRICS = {
     '1 when the member is routable (health checks up, not ejected), else 0.',
     ['site', 'origin'],
   ),
+  originHealthChanges: spec(
+    'crowdgate_origin_health_changes_total',
+    'counter',
+    'Changes of a member\'s routability, by cause: ejected (passive failures), ejection_ended (a trial, a probe or its time), probe (the active checks), traffic (a request that succeeded after the probes said down). Counts what the healthy gauge may show for less than a scrape interval.',
+    ['site', 'origin', 'cause'],
+  ),
+  originRetries: spec(
+    'crowdgate_origin_retries_total',
+    'counter',
+    'Origin requests sent once more after an attempt failed: to another member after a refused connection, a timeout or a suspect member\'s 502-504, or on a new connection after a reused one closed.',
+    ['site'],
+  ),
   originLimit: spec(
     'crowdgate_origin_limit',
     'gauge',

@@ -16,6 +16,9 @@ import { OriginPool } from './pool.js';
 import type { Upstream } from './upstream.js';
 import type { OriginMember } from './member.js';
 
+/** The cause label values of crowdgate_origin_health_changes_total (HealthChangeCause, '-' as '_'). */
+const HEALTH_CHANGE_CAUSES = ['probe', 'ejected', 'ejection_ended', 'traffic'] as const;
+
 export interface PoolTableOptions {
   clock: Clock;
   logger: Logger;
@@ -66,6 +69,7 @@ export class PoolTable {
   private forgetMember(site: string, member: OriginMember): void {
     this.opts.upstream.forget(member);
     this.opts.metrics.get('originHealthy').remove({ site, origin: member.name });
+    for (const cause of HEALTH_CHANGE_CAUSES) this.opts.metrics.get('originHealthChanges').remove({ site, origin: member.name, cause });
   }
 
   private poolFor(site: SiteConfig): OriginPool {
@@ -81,8 +85,9 @@ export class PoolTable {
       clock: this.opts.clock,
       logger: this.opts.logger,
       // The pool logs health transitions itself; here they only feed the gauge.
-      onHealthChange: (member, healthy) => {
+      onHealthChange: (member, healthy, cause) => {
         metrics.get('originHealthy').set({ site: site.name, origin: member.name }, healthy ? 1 : 0);
+        metrics.get('originHealthChanges').inc({ site: site.name, origin: member.name, cause: cause.replace('-', '_') });
       },
       // Probes take a permit like every origin request; the site's current config decides.
       admitProbe: (member, signal) => {

@@ -184,6 +184,7 @@ export interface Lookup {
 export function noteAttempt(ctx: Ctx, member: { readonly name: string }): void {
   ctx.origin = member.name;
   ctx.originAttempts = (ctx.originAttempts ?? 0) + 1;
+  if (ctx.originAttempts > 1) ctx.deps.metrics.get('originRetries').inc({ site: ctx.site?.name ?? '-' });
 }
 
 export function isOnlyIfCached(req: IncomingMessage): boolean {

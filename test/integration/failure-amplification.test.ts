@@ -514,6 +514,12 @@ describe('failure amplification: recovery after an outage', () => {
     expect(retried.length).toBeGreaterThan(0);
     for (const l of retried) expect(l.origin).toBe(new URL(backup.url).host);
     expect(g.accessLogs().find((l) => l.path === '/page/0')?.origin).toBe(new URL(backup.url).host);
+    // And the metrics count the ejection and the retries (failure-day trial, round 2: the
+    // healthy gauge can flip and back between two scrapes).
+    const m = await metricsOf(g);
+    const primaryName = new URL(primary.url).host;
+    expect(m).toMatch(new RegExp(`crowdgate_origin_health_changes_total\\{site="test",origin="${primaryName}",cause="ejected"\\} [1-9]`));
+    expect(m).toMatch(new RegExp(`crowdgate_origin_retries_total\\{site="test"\\} ${retried.length}\\b`));
     // Passed through (a route not cached) the same: a GET's failed trial is sent to the backup.
     const passed: number[] = [];
     for (let t = 0; t < 3_000; t += 50) {
