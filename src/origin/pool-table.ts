@@ -66,6 +66,13 @@ export class PoolTable {
     await Promise.all([...this.pools.values()].map((p) => p.close()));
   }
 
+  /** A member's series: healthy until told otherwise, its health-change counters at 0 (a first ejection then shows as an increase). */
+  private seriesFor(site: string, member: OriginMember): void {
+    const { metrics } = this.opts;
+    metrics.get('originHealthy').set({ site, origin: member.name }, 1);
+    for (const cause of HEALTH_CHANGE_CAUSES) metrics.get('originHealthChanges').inc({ site, origin: member.name, cause }, 0);
+  }
+
   private forgetMember(site: string, member: OriginMember): void {
     this.opts.upstream.forget(member);
     this.opts.metrics.get('originHealthy').remove({ site, origin: member.name });
@@ -78,7 +85,7 @@ export class PoolTable {
     if (pool) {
       const update = pool.update(site);
       for (const m of update.removed) this.forgetMember(site.name, m);
-      for (const m of update.added) metrics.get('originHealthy').set({ site: site.name, origin: m.name }, 1);
+      for (const m of update.added) this.seriesFor(site.name, m);
       return pool;
     }
     pool = new OriginPool(site, {
@@ -96,7 +103,9 @@ export class PoolTable {
       },
       onProbePassed: (member) => upstream.healthCheckPassed(this.opts.currentSite(site.name) ?? site, member),
     });
-    for (const m of pool.members()) metrics.get('originHealthy').set({ site: site.name, origin: m.name }, 1);
+    for (const m of pool.members()) this.seriesFor(site.name, m);
+    // At 0 from the start, so a first retry shows as an increase (rate() needs a sample before it).
+    metrics.get('originRetries').inc({ site: site.name }, 0);
     this.pools.set(site.name, pool);
     if (this.started) pool.start();
     return pool;
