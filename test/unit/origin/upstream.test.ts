@@ -223,6 +223,76 @@ describe('Upstream: trials of an ejected member while another takes the traffic'
   });
 });
 
+describe('Upstream: suspect requests (their 502-504 may be answered by another member)', () => {
+  it('marks a half-open probe and a request to a member on probation as suspect, an ordinary one not', async () => {
+    // Passive ejection out of the way (100 failures): only the breaker (3 in a row) trips.
+    const { upstream, site, pool, opts, member, clock } = setup(['a', 'b'], { passive: { consecutiveFailures: 100, ejectMs: 10_000 } });
+    const admitTo = async (name: string) => {
+      for (let i = 0; i < 4; i++) {
+        const r = await upstream.admit(site, pool, opts());
+        if (!r.ok) throw new Error(r.why);
+        if (r.lease.member === member(name)) return r.lease;
+        r.lease.finish(status(200));
+      }
+      throw new Error(`never reached ${name}`);
+    };
+    const ordinary = await admitTo('a');
+    expect(ordinary.suspect).toBe(false);
+    ordinary.finish(status(503));
+    for (let i = 0; i < 2; i++) (await admitTo('a')).finish(status(503));
+    expect(upstream.controlFor(site, member('a')).breaker.state).toBe('open');
+    clock.advance(5_000); // openMs: the next request to it is the half-open probe
+    const probe = await admitTo('a');
+    expect(upstream.controlFor(site, member('a')).breaker.state).toBe('half_open');
+    expect(probe.suspect).toBe(true);
+    probe.finish(status(200));
+
+    // Probation: an ejection that ran out, no success since.
+    const s2 = setup(['a', 'b']);
+    for (let i = 0; i < 3; i++) s2.pool.reportFailure(s2.member('a'), 'status5xx');
+    s2.clock.advance(10_000);
+    expect(s2.member('a').isOnProbation(s2.clock.now())).toBe(true);
+    let onProbation;
+    for (let i = 0; i < 4 && onProbation === undefined; i++) {
+      const r = await s2.upstream.admit(s2.site, s2.pool, s2.opts());
+      if (!r.ok) throw new Error(r.why);
+      if (r.lease.member === s2.member('a')) onProbation = r.lease;
+      else r.lease.finish(status(200));
+    }
+    expect(onProbation?.suspect).toBe(true);
+    onProbation?.finish(status(200));
+  });
+
+  it('keeps the trial back-off when an ejection runs out; only a success starts it afresh', async () => {
+    const { upstream, site, pool, opts, member, clock } = setup(['a', 'b']);
+    for (let i = 0; i < 3; i++) pool.reportFailure(member('a'), 'status5xx');
+    const control = upstream.controlFor(site, member('a'));
+    for (let t = 0; t < 2_000; t += 50) {
+      const r = await upstream.admit(site, pool, opts());
+      if (!r.ok) throw new Error(r.why);
+      r.lease.finish(status(r.lease.member === member('a') ? 503 : 200));
+      clock.advance(50);
+    }
+    const failed = control.failedTrials;
+    expect(failed).toBeGreaterThan(1);
+    clock.advance(10_000); // the ejection runs out; a is picked as usable again and fails
+    for (let i = 0; i < 4; i++) {
+      const r = await upstream.admit(site, pool, opts());
+      if (!r.ok) throw new Error(r.why);
+      r.lease.finish(status(r.lease.member === member('a') ? 503 : 200));
+    }
+    expect(control.failedTrials).toBeGreaterThanOrEqual(failed);
+    // A success resets it.
+    clock.advance(20_000);
+    for (let i = 0; i < 4 && control.failedTrials > 0; i++) {
+      const r = await upstream.admit(site, pool, opts());
+      if (!r.ok) throw new Error(r.why);
+      r.lease.finish(status(200));
+    }
+    expect(control.failedTrials).toBe(0);
+  });
+});
+
 describe('Upstream: what the lease feeds the limiter', () => {
   // AIMD shows each sample: at full use (1 of 1) a success raises the limit to 2; a drop (or a
   // round trip over its 2 s timeout) cuts 10 to 9; no sample leaves either as it was.
