@@ -12,12 +12,12 @@ import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import type { SiteConfig } from '../config/schema.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
-import { OriginPool } from './pool.js';
+import { HEALTH_CHANGE_CAUSES, OriginPool, type HealthChangeCause } from './pool.js';
 import type { Upstream } from './upstream.js';
 import type { OriginMember } from './member.js';
 
-/** The cause label values of crowdgate_origin_health_changes_total (HealthChangeCause, '-' as '_'). */
-const HEALTH_CHANGE_CAUSES = ['probe', 'ejected', 'ejection_ended', 'traffic'] as const;
+/** A HealthChangeCause as the `cause` label of crowdgate_origin_health_changes_total ('-' as '_'). */
+const causeLabel = (cause: HealthChangeCause): string => cause.replace('-', '_');
 
 export interface PoolTableOptions {
   clock: Clock;
@@ -70,13 +70,13 @@ export class PoolTable {
   private seriesFor(site: string, member: OriginMember): void {
     const { metrics } = this.opts;
     metrics.get('originHealthy').set({ site, origin: member.name }, 1);
-    for (const cause of HEALTH_CHANGE_CAUSES) metrics.get('originHealthChanges').inc({ site, origin: member.name, cause }, 0);
+    for (const cause of HEALTH_CHANGE_CAUSES) metrics.get('originHealthChanges').inc({ site, origin: member.name, cause: causeLabel(cause) }, 0);
   }
 
   private forgetMember(site: string, member: OriginMember): void {
     this.opts.upstream.forget(member);
     this.opts.metrics.get('originHealthy').remove({ site, origin: member.name });
-    for (const cause of HEALTH_CHANGE_CAUSES) this.opts.metrics.get('originHealthChanges').remove({ site, origin: member.name, cause });
+    for (const cause of HEALTH_CHANGE_CAUSES) this.opts.metrics.get('originHealthChanges').remove({ site, origin: member.name, cause: causeLabel(cause) });
   }
 
   private poolFor(site: SiteConfig): OriginPool {
@@ -94,7 +94,7 @@ export class PoolTable {
       // The pool logs health transitions itself; here they only feed the gauge.
       onHealthChange: (member, healthy, cause) => {
         metrics.get('originHealthy').set({ site: site.name, origin: member.name }, healthy ? 1 : 0);
-        metrics.get('originHealthChanges').inc({ site: site.name, origin: member.name, cause: cause.replace('-', '_') });
+        metrics.get('originHealthChanges').inc({ site: site.name, origin: member.name, cause: causeLabel(cause) });
       },
       // Probes take a permit like every origin request; the site's current config decides.
       admitProbe: (member, signal) => {

@@ -46,7 +46,8 @@ export const UNKNOWN_PROBE_INTERVAL_MS = 1_000;
 const SLOW_PROBE_WARN_MS = 60_000;
 
 /** Why a member's health was announced: a probe result, an ejection, or an ejection's end. */
-export type HealthChangeCause = 'probe' | 'ejected' | 'ejection-ended' | 'traffic';
+export const HEALTH_CHANGE_CAUSES = ['probe', 'ejected', 'ejection-ended', 'traffic'] as const;
+export type HealthChangeCause = (typeof HEALTH_CHANGE_CAUSES)[number];
 
 /** The slice of a pino logger the pool uses. */
 export interface PoolLogger {

@@ -223,26 +223,29 @@ describe('Upstream: trials of an ejected member while another takes the traffic'
   });
 });
 
+/** Admits requests (answering the others 200) until one goes to member `name`; returns its lease, unfinished. */
+async function admitTo(s: ReturnType<typeof setup>, name: string) {
+  for (let i = 0; i < 4; i++) {
+    const r = await s.upstream.admit(s.site, s.pool, s.opts());
+    if (!r.ok) throw new Error(r.why);
+    if (r.lease.member === s.member(name)) return r.lease;
+    r.lease.finish(status(200));
+  }
+  throw new Error(`never reached ${name}`);
+}
+
 describe('Upstream: suspect requests (their 502-504 may be answered by another member)', () => {
   it('marks a half-open probe and a request to a member on probation as suspect, an ordinary one not', async () => {
     // Passive ejection out of the way (100 failures): only the breaker (3 in a row) trips.
-    const { upstream, site, pool, opts, member, clock } = setup(['a', 'b'], { passive: { consecutiveFailures: 100, ejectMs: 10_000 } });
-    const admitTo = async (name: string) => {
-      for (let i = 0; i < 4; i++) {
-        const r = await upstream.admit(site, pool, opts());
-        if (!r.ok) throw new Error(r.why);
-        if (r.lease.member === member(name)) return r.lease;
-        r.lease.finish(status(200));
-      }
-      throw new Error(`never reached ${name}`);
-    };
-    const ordinary = await admitTo('a');
+    const s1 = setup(['a', 'b'], { passive: { consecutiveFailures: 100, ejectMs: 10_000 } });
+    const { upstream, site, member, clock } = s1;
+    const ordinary = await admitTo(s1, 'a');
     expect(ordinary.suspect).toBe(false);
     ordinary.finish(status(503));
-    for (let i = 0; i < 2; i++) (await admitTo('a')).finish(status(503));
+    for (let i = 0; i < 2; i++) (await admitTo(s1, 'a')).finish(status(503));
     expect(upstream.controlFor(site, member('a')).breaker.state).toBe('open');
     clock.advance(5_000); // openMs: the next request to it is the half-open probe
-    const probe = await admitTo('a');
+    const probe = await admitTo(s1, 'a');
     expect(upstream.controlFor(site, member('a')).breaker.state).toBe('half_open');
     expect(probe.suspect).toBe(true);
     probe.finish(status(200));
@@ -252,15 +255,9 @@ describe('Upstream: suspect requests (their 502-504 may be answered by another m
     for (let i = 0; i < 3; i++) s2.pool.reportFailure(s2.member('a'), 'status5xx');
     s2.clock.advance(10_000);
     expect(s2.member('a').isOnProbation(s2.clock.now())).toBe(true);
-    let onProbation;
-    for (let i = 0; i < 4 && onProbation === undefined; i++) {
-      const r = await s2.upstream.admit(s2.site, s2.pool, s2.opts());
-      if (!r.ok) throw new Error(r.why);
-      if (r.lease.member === s2.member('a')) onProbation = r.lease;
-      else r.lease.finish(status(200));
-    }
-    expect(onProbation?.suspect).toBe(true);
-    onProbation?.finish(status(200));
+    const onProbation = await admitTo(s2, 'a');
+    expect(onProbation.suspect).toBe(true);
+    onProbation.finish(status(200));
   });
 
   it('keeps the trial back-off when an ejection runs out; only a success starts it afresh', async () => {
