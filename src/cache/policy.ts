@@ -143,6 +143,12 @@ export type StorageDecision =
       detail: string;
       /** The lifetime is the site's (negative TTL, default TTL, micro-cache), not the origin's. */
       configured: boolean;
+      /**
+       * The origin addressed this answer to shared caches: `public` or `s-maxage`, or a
+       * targeted field (RFC 9213) gave the directives. Otherwise an answer to a fill that carried
+       * a header naming who asks may be that client's own (fill.ts).
+       */
+      sharedExplicitly: boolean;
     }
   | { store: false; reason: string };
 
@@ -374,6 +380,10 @@ export function decideStorage(req: RequestFacts, res: ResponseFacts, opts: Polic
 
   const hasSetCookie = SET_COOKIE_FIELDS.some((name) => hasHeader(res.headers, name));
   if (hasSetCookie && route.setCookie === 'refuse') return refuse('response has Set-Cookie (route setCookie: refuse)');
+  // Like Set-Cookie, an action on the browser that asked (W3C Clear-Site-Data): stored, a
+  // logout's `"cookies"` or `"*"` was replayed to every visitor of the URL, logging them all
+  // out (attacker trial). Never stored, whatever setCookie says.
+  if (hasHeader(res.headers, 'clear-site-data')) return refuse('response has Clear-Site-Data: an action for the client that asked');
 
   const dateAt = parseHttpDate(res.headers['date'], res.responseTime);
   const freshness = computeFreshness({
@@ -482,6 +492,7 @@ export function decideStorage(req: RequestFacts, res: ResponseFacts, opts: Polic
       hasSetCookie ? '; Set-Cookie stripped' : ''
     }`,
     configured: microcacheApplies || freshness.configured,
+    sharedExplicitly: directives.targeted || cc.has('public') || cc.has('s-maxage'),
   };
 }
 

@@ -113,6 +113,18 @@ export function identityFillInputs(variantHeaders: IncomingHttpHeaders, policy: 
 }
 const IDENTITY_NAME = /auth|token|key|session|user|account|tenant|customer|member|login|jwt|secret|sig|credential|identity|principal/i;
 
+/**
+ * The header names naming who asks that other stored variants of the key vary on: a copy made
+ * without such a header varies on it too (on its absence), or it would match the requests of
+ * the users whose own copies are stored beside it, and the newest copy wins (Alice, her token's
+ * copy stored, got the guest copy stored after it).
+ */
+export function identityNamesVariedOn(variants: readonly CacheEntry[]): string[] {
+  const out = new Set<string>();
+  for (const v of variants) for (const name of v.vary) if (!FILL_ALWAYS.has(name) && IDENTITY_NAME.test(name)) out.add(name);
+  return [...out];
+}
+
 /** A header the fill always sends, the key template names, or a stored variant of the key varies on. */
 function isKeyedFillHeader(name: string, policy: PolicyOptions, variants: readonly CacheEntry[]): boolean {
   return FILL_ALWAYS.has(name) || isKeyTemplateHeader(name, policy) || variants.some((v) => v.vary.includes(name));

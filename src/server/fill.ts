@@ -15,7 +15,7 @@ import type { OriginMember } from '../origin/pool.js';
 import { SICK_STATUSES } from '../origin/upstream.js';
 import { fail, recordAnswer, serveEntry, writeBuffered } from './answer.js';
 import { selectVariant, collapseKeyOf, noteAttempt, type FillResult, type Ctx, type Lookup } from './context.js';
-import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkeyedFillInputs, identityFillInputs, carriesOwnCookies } from './fill-headers.js';
+import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkeyedFillInputs, identityFillInputs, identityNamesVariedOn, carriesOwnCookies } from './fill-headers.js';
 import { reflectedInputs, repeatsAddress, varyingAlsoOn } from '../cache/reflection.js';
 import type { CollapseKey } from '../cache/cache-key.js';
 import { forward, forwardUnlessShed } from './pass-through.js';
@@ -479,14 +479,19 @@ async function fetchForCache(
         ...(isCoded(decision.entry.headers) ? ['accept-encoding'] : []),
         ...(asksForOtherThanAPage(lookup.variantHeaders['accept']) ? ['accept'] : []),
         ...(isNarrowError(fetched.status, decision.configured, lookup.entry) ? narrowVariantNames(lookup) : []),
-        // An answer with no freshness and no validator is kept only for the crowd (shared with
-        // the requests that joined its fill, served while the origin fails). Made by a fill that
-        // carried a header naming who asks (`X-User-Token`), it may be that client's own: it is
-        // that header value's variant, so the fill's waiters without it make one fill of their
-        // own, and nobody else gets it stale (new-user trial: one user's JSON, chosen by a token
-        // header, went to the requests that arrived during its fill and, with the origin down,
-        // to anyone for a minute).
-        ...(isNeverFresh(decision.entry) ? identityFillInputs(lookup.variantHeaders, lookup.policy, decision.entry.vary) : []),
+        // An answer to a fill that carried a header naming who asks (`X-User-Token`) may be
+        // that client's own: it is that header value's variant, so the fill's waiters without it
+        // make one fill of their own, and nobody else gets it, fresh or stale (new-user trial:
+        // one user's JSON, chosen by a token header, went to the requests that arrived during
+        // its fill and, with the origin down, to anyone for a minute). Unless the origin
+        // addressed it to shared caches (`public`, `s-maxage`, a targeted field) and it can be
+        // reused at all: an ETag (Express sends one on every answer), a Last-Modified's
+        // heuristic lifetime or a route's lifetime or floor is no such word (attacker trial:
+        // Alice's account page went to everyone collapsed on her fill or her revalidation, and
+        // to anyone while the origin failed).
+        ...(isNeverFresh(decision.entry) || !decision.sharedExplicitly
+          ? [...identityFillInputs(lookup.variantHeaders, lookup.policy, decision.entry.vary), ...identityNamesVariedOn(lookup.variants)]
+          : []),
       ];
       // A 404 or 410 takes the stored copy of another status with it (below, for one not stored).
       if (isGone(fetched.status) && lookup.entry !== undefined && lookup.entry.status !== fetched.status && !originInTrouble(ctx, lookup))

@@ -221,6 +221,87 @@ describe('the key covers what the origin sees', () => {
     expect(carol.status).toBeGreaterThanOrEqual(500);
   });
 
+  it('an answer to a token-carrying fill with a validator, a heuristic or a route lifetime is that token\'s variant; only public or s-maxage shares it (attacker trial)', async () => {
+    // Attacker trial: an Express-style API picks the user from X-User-Token and sends an ETag
+    // (Express's default) or a Last-Modified, or the path is under a route with a floor. The
+    // answer was stored with no variant: Bob got Alice's page when he arrived during her fill,
+    // from the heuristic or the floor's lifetime, and with the origin down, stale.
+    const o = await origin();
+    let hold: Promise<void> | undefined;
+    let arrived: (() => void) | undefined;
+    const page = (extra: (who: string) => Record<string, string>) => async (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {
+      const who = String(req.headers['x-user-token'] ?? 'tok-guest').slice(4);
+      if (hold && who === 'alice') {
+        arrived?.();
+        await hold;
+      }
+      res.writeHead(200, { 'content-type': 'text/html', ...extra(who) });
+      res.end(`account of ${who}`);
+    };
+    const lastModified = new Date(Date.now() - 10 * 86_400_000).toUTCString();
+    o.route('/me/etag', page((who) => ({ etag: `W/"${who}"` })));
+    o.route('/me/lm', page(() => ({ 'last-modified': lastModified })));
+    o.route('/static/me.css', page(() => ({})));
+    o.route('/me/public', page(() => ({ 'cache-control': 'public, max-age=60' })));
+    o.route('/me/shared', page(() => ({ 'cache-control': 'max-age=0, s-maxage=60' })));
+    const routes = [
+      { name: 'static', match: { pathPrefix: '/static/' }, cache: { ttlFloorSeconds: 86_400 } },
+      { name: 'default', cache: { graceSeconds: 60 } },
+    ];
+    const g = await gateway({ sites: [siteFor([o.url], { routes })] });
+    const alice = { 'x-user-token': 'tok-alice' };
+
+    // Bob arrives during Alice's fill of a page with an ETag: his own fill, not her page.
+    let release!: () => void;
+    hold = new Promise<void>((r) => (release = r));
+    const inFill = new Promise<void>((r) => (arrived = r));
+    const hers = get(`${g.url}/me/etag`, alice);
+    await inFill;
+    const bobs = get(`${g.url}/me/etag`);
+    await new Promise((r) => setTimeout(r, 50));
+    release();
+    hold = undefined;
+    expect((await hers).body).toBe('account of alice');
+    expect((await bobs).body).toBe('account of guest');
+    expect(o.count('/me/etag')).toBe(2);
+
+    // One after the other: a heuristic lifetime, a route's floor.
+    for (const path of ['/me/lm', '/static/me.css']) {
+      expect((await get(`${g.url}${path}`, alice)).body).toBe('account of alice');
+      expect((await get(`${g.url}${path}`, alice)).headers['cache-status']).toMatch(/; hit/);
+      const bob = await get(`${g.url}${path}`);
+      expect(bob.body).toBe('account of guest');
+      expect(bob.headers['cache-status']).toMatch(/fwd=vary-miss/);
+    }
+
+    // The origin said public (or s-maxage): the copy is for everyone, as RFC 9111 §3.5 has it for Authorization.
+    for (const path of ['/me/public', '/me/shared']) {
+      expect((await get(`${g.url}${path}`, alice)).body).toBe('account of alice');
+      expect((await get(`${g.url}${path}`)).headers['cache-status']).toMatch(/; hit/);
+    }
+
+    // With the origin down, nobody else is given Alice's stored page.
+    o.kill();
+    for (const path of ['/me/etag', '/me/lm']) {
+      for (const headers of [{}, { 'x-user-token': 'tok-carol' }] as Record<string, string>[]) {
+        const other = await get(`${g.url}${path}`, headers);
+        expect(other.body).not.toContain('alice');
+      }
+      const own = await get(`${g.url}${path}`, alice);
+      expect(own.body).toBe('account of alice');
+    }
+  });
+
+  it('a response with Clear-Site-Data is never stored: one logout would log out every visitor of the URL (attacker trial)', async () => {
+    const o = await origin();
+    o.route('/logout', { headers: { 'cache-control': 'public, max-age=60', 'clear-site-data': '"cookies"' }, body: 'bye' });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    expect((await get(`${g.url}/logout`)).headers['clear-site-data']).toBe('"cookies"');
+    const next = await get(`${g.url}/logout`);
+    expect(next.headers['cache-status']).not.toMatch(/; hit/);
+    expect(o.count('/logout')).toBe(2);
+  });
+
   it('a page without cache headers still collapses a crowd whose requests differ only in per-request ids (CF-Ray, traceparent) or a header naming nobody (review)', async () => {
     const o = await origin();
     o.route('/post', { delayMs: 150, body: 'the post' }); // no cache headers
