@@ -4,6 +4,7 @@
  * stores/ keep it. Times are epoch milliseconds, durations carry `Ms`.
  */
 
+import { parseCacheControl } from './cache-control.js';
 import { encodedBytesOf, type EntryEncodings } from './content-coding.js';
 
 /** Stored response headers: lowercase names; `set-cookie` may repeat (array). */
@@ -59,6 +60,19 @@ export interface CacheEntry {
  */
 export function isNeverFresh(entry: Pick<CacheEntry, 'freshnessMs' | 'headers'>): boolean {
   return entry.freshnessMs <= 0 && entry.headers['etag'] === undefined && entry.headers['last-modified'] === undefined;
+}
+
+/**
+ * The origin addressed this copy to shared caches: `public` or `s-maxage` in its Cache-Control,
+ * or a CDN-Cache-Control (RFC 9213). Otherwise a copy made by a fill that carried a header
+ * naming who asks (`X-User-Token`) may be that client's own (fill.ts, handle-request.ts).
+ */
+export function isAddressedToSharedCaches(entry: Pick<CacheEntry, 'headers'>): boolean {
+  if (entry.headers['cdn-cache-control'] !== undefined) return true;
+  const cc = entry.headers['cache-control'];
+  if (cc === undefined) return false;
+  const parsed = parseCacheControl(cc);
+  return parsed.has('public') || parsed.has('s-maxage');
 }
 
 /** The moment the entry stops being fresh: response_time + lifetime - corrected_initial_age. */

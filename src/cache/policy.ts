@@ -143,12 +143,6 @@ export type StorageDecision =
       detail: string;
       /** The lifetime is the site's (negative TTL, default TTL, micro-cache), not the origin's. */
       configured: boolean;
-      /**
-       * The origin addressed this answer to shared caches: `public` or `s-maxage`, or a
-       * targeted field (RFC 9213) gave the directives. Otherwise an answer to a fill that carried
-       * a header naming who asks may be that client's own (fill.ts).
-       */
-      sharedExplicitly: boolean;
     }
   | { store: false; reason: string };
 
@@ -492,7 +486,6 @@ export function decideStorage(req: RequestFacts, res: ResponseFacts, opts: Polic
       hasSetCookie ? '; Set-Cookie stripped' : ''
     }`,
     configured: microcacheApplies || freshness.configured,
-    sharedExplicitly: directives.targeted || cc.has('public') || cc.has('s-maxage'),
   };
 }
 

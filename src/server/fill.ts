@@ -5,7 +5,7 @@
  */
 import { latencyClassOf } from '../admission/limiter.js';
 import type { Fence } from '../cache/purge-fence.js';
-import { isNeverFresh, type CacheEntry } from '../cache/entry.js';
+import { isAddressedToSharedCaches, isNeverFresh, type CacheEntry } from '../cache/entry.js';
 import { isTextual, makeEncodings, STORED_CODINGS, whyNotCompressed } from '../cache/content-coding.js';
 import { makeFillTarget, makeVariantKey } from '../cache/cache-key.js';
 import { decideStorage, evaluateEntry, isHeuristicallyCacheable, type PolicyOptions } from '../cache/policy.js';
@@ -484,12 +484,12 @@ async function fetchForCache(
         // make one fill of their own, and nobody else gets it, fresh or stale (new-user trial:
         // one user's JSON, chosen by a token header, went to the requests that arrived during
         // its fill and, with the origin down, to anyone for a minute). Unless the origin
-        // addressed it to shared caches (`public`, `s-maxage`, a targeted field) and it can be
+        // addressed it to shared caches (`public`, `s-maxage`, CDN-Cache-Control) and it can be
         // reused at all: an ETag (Express sends one on every answer), a Last-Modified's
         // heuristic lifetime or a route's lifetime or floor is no such word (attacker trial:
         // Alice's account page went to everyone collapsed on her fill or her revalidation, and
         // to anyone while the origin failed).
-        ...(isNeverFresh(decision.entry) || !decision.sharedExplicitly
+        ...(isNeverFresh(decision.entry) || !isAddressedToSharedCaches(decision.entry)
           ? [...identityFillInputs(lookup.variantHeaders, lookup.policy, decision.entry.vary), ...identityNamesVariedOn(lookup.variants)]
           : []),
       ];

@@ -32,7 +32,7 @@ import { ttlSecondsOf, codingFor, failUnexpected, serveEntry, fail, countRequest
 import { isOnlyIfCached, isSecure, selectVariant, collapseKeyOf, authorityOf, type RequestDeps, type Ctx, type Lookup } from './context.js';
 import { hstsValue, redirectToHttps } from './https-edge.js';
 import { fillAndServe, isOtherCookiesCopy, passAlone, passForOwnCookies, refreshFailedMomentAgo, startBackgroundRefresh } from './fill.js';
-import { makeFillVisibleHeaders } from './fill-headers.js';
+import { identityFillInputs, makeFillVisibleHeaders } from './fill-headers.js';
 import { forward, forwardUnlessShed } from './pass-through.js';
 import { nextRequestId, requestIdOf } from './request-id.js';
 import { answerMaxForwards, answerServerOptions } from './max-forwards.js';
@@ -384,7 +384,10 @@ export function decide(
   const { deps, req } = ctx;
   const site = ctx.site!;
   const variantHeaders = makeFillVisibleHeaders(site, req.headers, policy, variants);
-  const entry = selectVariant(variants, variantHeaders);
+  // A request that says who asks (`X-User-Token`) is not answered with a copy a fill made
+  // without it, unless the origin said that copy is for everyone: it is the guest's page, and
+  // the request goes to the origin as it came (its answer is stored as its own variant, fill.ts).
+  const entry = selectVariant(variants, variantHeaders, identityFillInputs(variantHeaders, policy, []));
   const now = deps.clock.now();
   const evaluation = entry ? evaluateEntry(entry, facts, now, policy) : undefined;
   const lookup: Lookup = { key, variants, entry, evaluation, policy, facts, variantHeaders, canStore };

@@ -274,6 +274,16 @@ describe('the key covers what the origin sees', () => {
       expect(bob.headers['cache-status']).toMatch(/fwd=vary-miss/);
     }
 
+    // The guest's copy first: Alice is not answered with it, and each gets their own after.
+    o.route('/me/lm2', page(() => ({ 'last-modified': lastModified })));
+    expect((await get(`${g.url}/me/lm2`)).body).toBe('account of guest');
+    const first = await get(`${g.url}/me/lm2`, alice);
+    expect(first.body).toBe('account of alice');
+    expect(first.headers['cache-status']).toMatch(/fwd=vary-miss/);
+    expect((await get(`${g.url}/me/lm2`, alice)).body).toBe('account of alice');
+    expect((await get(`${g.url}/me/lm2`)).body).toBe('account of guest');
+    expect(o.count('/me/lm2')).toBe(2);
+
     // The origin said public (or s-maxage): the copy is for everyone, as RFC 9111 §3.5 has it for Authorization.
     for (const path of ['/me/public', '/me/shared']) {
       expect((await get(`${g.url}${path}`, alice)).body).toBe('account of alice');
