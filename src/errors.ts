@@ -53,6 +53,11 @@ export const ERRORS = {
     message: 'The request head has too many or too large headers.',
     action: 'Raise `limits.maxHeaderBytes` / `limits.maxHeadersCount` if legitimate clients hit this.',
   },
+  purge_regex_unsupported: {
+    status: 400,
+    message: 'Only a path prefix followed by .* can be purged by regex.',
+    action: 'Send `PURGE /prefix/.*` with `X-Purge-Method: regex` (Varnish HTTP Purge\'s form), or purge through the admin listener (`prefix`, `tag`, `all`).',
+  },
   purge_not_allowed: {
     status: 405,
     message: 'PURGE is not allowed from this address.',

@@ -97,7 +97,7 @@ export const METRICS = {
   purges: spec(
     'crowdgate_purges_total',
     'counter',
-    'Purge requests by selector kind (key, prefix, tag, all from the admin API; url for the PURGE method) and mode (soft, hard).',
+    'Purge requests by selector kind (key, prefix, tag, all from the admin API; url for the PURGE method, prefix for its regex form) and mode (soft, hard).',
     ['kind', 'mode'],
   ),
   purgedEntries: spec('crowdgate_purged_entries_total', 'counter', 'Entries affected by purges.', ['mode']),

@@ -3,7 +3,8 @@
  * purge.allow, never forwarded; every variant of the URL for the Host under both schemes (or
  * every Host).
  */
-import { keyUrlSelectorsFor, makeAuthority } from '../cache/cache-key.js';
+import { keyPrefixFor, keyUrlSelectorsFor, makeAuthority } from '../cache/cache-key.js';
+import type { PurgeSelector } from '../cache/stores/cache-store.js';
 import type { SiteRuntime } from '../runtime.js';
 import { answerOwn, fail } from './answer.js';
 import { hostOf, type Ctx } from './context.js';
@@ -20,20 +21,55 @@ export async function answerPurge(ctx: Ctx, site: SiteRuntime): Promise<void> {
   ctx.state = 'bypass'; // what the access log says of a client that leaves before the purge is done
   if (!rt.purgeAllowed.isTrusted(ctx.clientAddress)) return fail(ctx, 'purge_not_allowed');
   const cfg = rt.config.purge;
-  const route = site.compiled.matchRoute('GET', ctx.path);
-  const key = site.policyFor(route).route.key;
-  // The Host's copies under both schemes: the copy readers got over HTTPS is purged by a PURGE
-  // sent over plain HTTP (MediaWiki sends its purges to $wgCdnServers over HTTP: an https URL
-  // would be tunnelled with CONNECT), and the other way round. The scheme the purger used
-  // to reach us says nothing about which copy is stale.
-  const selectors = cfg.allHosts
-    ? keyUrlSelectorsFor(site.name, ctx.url, key)
-    : ['http', 'https'].flatMap((scheme) => keyUrlSelectorsFor(site.name, ctx.url, key, makeAuthority(hostOf(ctx), scheme)));
+  let selectors: PurgeSelector[];
+  let kind = 'url';
+  if (isRegexPurge(ctx)) {
+    // Varnish HTTP Purge (WordPress's Proxy Cache Purge plugin) empties the cache with
+    // `PURGE /.*` and `X-Purge-Method: regex`; answered 404 as a URL, "purge all" did nothing
+    // (WordPress trial). A literal path prefix followed by `.*` is a prefix purge; any other
+    // regex is refused, never taken for a URL. The prefix covers every Host of the site (the
+    // key holds the path before the Host): more than the PURGE's own Host's copies, never less.
+    const prefix = regexPrefixOf(ctx.rawUrl);
+    if (prefix === undefined) return fail(ctx, 'purge_regex_unsupported');
+    selectors = [{ kind: 'prefix', prefix: keyPrefixFor(site.name, prefix) }];
+    kind = 'prefix';
+  } else {
+    const route = site.compiled.matchRoute('GET', ctx.path);
+    const key = site.policyFor(route).route.key;
+    // The Host's copies under both schemes: the copy readers got over HTTPS is purged by a PURGE
+    // sent over plain HTTP (MediaWiki sends its purges to $wgCdnServers over HTTP: an https URL
+    // would be tunnelled with CONNECT), and the other way round. The scheme the purger used
+    // to reach us says nothing about which copy is stale.
+    selectors = cfg.allHosts
+      ? keyUrlSelectorsFor(site.name, ctx.url, key)
+      : ['http', 'https'].flatMap((scheme) => keyUrlSelectorsFor(site.name, ctx.url, key, makeAuthority(hostOf(ctx), scheme)));
+  }
   const { purged } = await deps.purge(selectors, cfg.mode);
-  deps.metrics.get('purges').inc({ kind: 'url', mode: cfg.mode });
+  deps.metrics.get('purges').inc({ kind, mode: cfg.mode });
   deps.metrics.get('purgedEntries').inc({ mode: cfg.mode }, purged);
   const status = purged > 0 ? 200 : 404;
   const body = JSON.stringify({ status, purged, mode: cfg.mode, url: ctx.url }) + '\n';
   const headers = { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' };
   answerOwn(ctx, status, { state: 'bypass', detail: 'purge' }, headers, body);
+}
+
+/** `X-Purge-Method: regex` (Varnish HTTP Purge's purge-all and its prefix purges). */
+function isRegexPurge(ctx: Ctx): boolean {
+  const method = ctx.req.headers['x-purge-method'];
+  return typeof method === 'string' && method.trim().toLowerCase() === 'regex';
+}
+
+/**
+ * The literal path prefix of a regex that is one followed by `.*` (`/.*`, `/blog/.*`), from
+ * the target as sent (an absolute-form target's path), before dot-segment and percent
+ * normalisation, which would read a regex's own characters as path syntax; undefined for any
+ * other regex: a query, an anchor, a class, an alternation, a quantifier, an escape or a `.`
+ * (any character, of which a literal prefix would purge only a part) before the trailing `.*`.
+ */
+export function regexPrefixOf(rawTarget: string): string | undefined {
+  const target = /^https?:\/\/[^/]*(\/.*)$/i.exec(rawTarget)?.[1] ?? rawTarget;
+  if (!target.startsWith('/') || !target.endsWith('.*')) return undefined;
+  const prefix = target.slice(0, -2);
+  if (/[\\^$.*+?()[\]{}|]/.test(prefix)) return undefined;
+  return prefix;
 }

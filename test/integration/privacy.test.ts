@@ -1110,6 +1110,42 @@ describe('PURGE, Varnish-compatible', () => {
     for (const host of hosts.slice(1)) expect((await get(`${g.url}/p`, { host, 'x-tenant': 'two' })).headers['cache-status']).toMatch(/; hit/);
   });
 
+  it('with X-Purge-Method: regex, a path prefix followed by .* clears that prefix (WordPress\'s Varnish HTTP Purge "purge all"); any other regex is refused (WordPress trial)', async () => {
+    const o = await origin();
+    for (const path of ['/about/', '/blog/one/', '/blog/two/', '/blog/feed/'])
+      o.route(path, { headers: { 'cache-control': 'public, max-age=600' }, body: path });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const paths = ['/about/', '/blog/one/', '/blog/two/', '/blog/feed/'];
+    for (const path of paths) expect((await get(`${g.url}${path}`, { host: 'wp.test' })).body).toBe(path);
+    const purge = async (target: string, method = 'regex') => {
+      const res = await request(`${g.url}${target}`, { method: 'PURGE', headers: { host: 'wp.test', 'x-purge-method': method } });
+      return { status: res.statusCode, error: res.headers['x-crowdgate-error'], body: await res.body.text() };
+    };
+    const cached = async () => {
+      const out: string[] = [];
+      for (const path of paths) if (/; hit/.test((await get(`${g.url}${path}`, { host: 'wp.test' })).headers['cache-status'] ?? '')) out.push(path);
+      return out;
+    };
+    // Refused, not taken for a URL, and nothing cleared.
+    for (const target of ['/blog/(one|two)/.*', '/blog/o.e/.*', '/blog/one/', '/.*x']) {
+      const refused = await purge(target);
+      expect(refused.status, target).toBe(400);
+      expect(refused.error).toBe('purge_regex_unsupported');
+    }
+    expect(await cached()).toEqual(paths);
+    const blog = await purge('/blog/.*');
+    expect(blog.status).toBe(200);
+    expect(JSON.parse(blog.body)).toMatchObject({ purged: 3 });
+    expect(await cached()).toEqual(['/about/']);
+    for (const path of paths) await get(`${g.url}${path}`, { host: 'wp.test' });
+    const all = await purge('/.*');
+    expect(JSON.parse(all.body)).toMatchObject({ purged: 4 });
+    expect(await cached()).toEqual([]);
+    // X-Purge-Method: default is the plain URL purge it always was.
+    expect((await purge('/about/', 'default')).status).toBe(200);
+    expect(o.requests.some((r) => r.method === 'PURGE')).toBe(false);
+  });
+
   it('is refused with 405 from other addresses, and never reaches the origin', async () => {
     const o = await origin();
     o.route('/p', { headers: { 'cache-control': 'public, max-age=60' }, body: 'p' });
