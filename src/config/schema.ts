@@ -656,8 +656,12 @@ export const siteSchema = z
             'X-AppEngine-City',
             'X-Vercel-IP-Country',
             'X-Country-Code',
+            'X-Forwarded-PathBase',
+            'X-Middleware-Subrequest',
+            'X-Middleware-Prefetch',
+            'X-Now-Route-Matches',
           ])
-          .describe('Request headers never sent on a shared cache fill: they rewrite the URL, method, scheme, host or client address an origin framework acts on, or carry the client\'s country or device as a CDN in front saw it, and are not in the key (name one in a route\'s `key.headers` to cache per value).'),
+          .describe('Request headers never sent on a shared cache fill: they rewrite the URL, method, scheme, host or client address an origin framework acts on, or carry the client\'s country or device as a CDN in front saw it, or are a framework\'s internal ones (Next.js `X-Middleware-Subrequest` skips its middleware, auth included; `X-Middleware-Prefetch` and `X-Now-Route-Matches` made it answer an empty or static page stored for everyone), and are not in the key (name one in a route\'s `key.headers` to cache per value).'),
         only: z
           .array(z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'must be a header field name'))
           .optional()

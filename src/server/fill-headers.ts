@@ -111,7 +111,7 @@ export function identityFillInputs(variantHeaders: IncomingHttpHeaders, policy: 
     .map(([name]) => name)
     .filter((name) => !FILL_ALWAYS.has(name) && IDENTITY_NAME.test(name));
 }
-const IDENTITY_NAME = /auth|token|key|session|user|account|tenant|customer|member|login|jwt|secret|sig|credential|identity|principal/i;
+const IDENTITY_NAME = /auth|token|key|session|user|account|tenant|customer|member|login|jwt|secret|sig|credential|identity|principal|email/i;
 
 /**
  * The header names naming who asks that other stored variants of the key vary on: a copy made

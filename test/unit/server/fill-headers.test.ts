@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { PolicyOptions } from '../../../src/cache/policy.js';
-import { carriesOwnCookies } from '../../../src/server/fill-headers.js';
+import { carriesOwnCookies, identityFillInputs } from '../../../src/server/fill-headers.js';
 
 /** Only the key template's cookie list is read. */
 const policy = (cookies: string[] = []) => ({ route: { key: { cookies } } }) as unknown as PolicyOptions;
@@ -38,5 +38,29 @@ describe('carriesOwnCookies (a Vary: Cookie copy is not another cookie holder\'s
   it('a keyed cookie is in the key, so it does not count either', () => {
     expect(carriesOwnCookies('lang=de', policy(['lang']))).toBe(false);
     expect(carriesOwnCookies('lang=de; theme=dark', policy(['lang']))).toBe(true);
+  });
+});
+
+describe('identityFillInputs (headers naming who asks, which an answer may depend on unsaid)', () => {
+  const keyed = (headers: string[] = []) => ({ route: { key: { headers, cookies: [] } } }) as unknown as PolicyOptions;
+
+  it('names with a token, a user, a tenant or an email (oauth2-proxy\'s X-Forwarded-Email) count; per-request ids and what every browser sends do not', () => {
+    const sent = {
+      host: 'a.test',
+      'user-agent': 'Mozilla/5.0',
+      accept: 'text/html',
+      'x-user-token': 'tok-alice',
+      'x-tenant': 'one',
+      'x-forwarded-email': 'alice@example.com',
+      'x-auth-request-email': 'alice@example.com',
+      'cf-ray': '8f0a-AMS',
+      traceparent: '00-1-2-01',
+      'x-junk': 'j',
+    };
+    expect(identityFillInputs(sent, keyed(), []).sort()).toEqual(['x-auth-request-email', 'x-forwarded-email', 'x-tenant', 'x-user-token']);
+  });
+
+  it('a name the key template or the answer\'s Vary covers is not counted: its copies are already apart', () => {
+    expect(identityFillInputs({ 'x-tenant': 'one', 'x-user-token': 't' }, keyed(['X-Tenant']), ['x-user-token'])).toEqual([]);
   });
 });
