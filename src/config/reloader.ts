@@ -216,7 +216,7 @@ function valueAt(config: GatewayConfig, dotted: string): unknown {
  */
 export function orphanedCaches(prev: GatewayConfig, next: GatewayConfig): string[] {
   const kept = new Set(next.sites.map((s) => s.name));
-  return prev.sites
+  const lines = prev.sites
     .filter((s) => !kept.has(s.name))
     .map((s) => {
       const heir = next.sites.find((n) => !prev.sites.some((p) => p.name === n.name) && isDeepStrictEqual([...n.hosts].sort(), [...s.hosts].sort()));
@@ -224,6 +224,33 @@ export function orphanedCaches(prev: GatewayConfig, next: GatewayConfig): string
         ? `site "${s.name}" renamed to "${heir.name}": the name is in every cache key, so "${heir.name}" starts with an empty cache (no stale copies while its origin fails); "${s.name}"'s copies stay unused until they age out or the name comes back`
         : `site "${s.name}" removed: its cached copies stay unused until they age out or a site of that name comes back`;
     });
+  // A route's key template changed: its copies are stored under keys the new template no
+  // longer makes. During an outage every stale page of the route turned into a 502 at once,
+  // and the log said only "sites changed: blog" (config-edit trial).
+  for (const site of next.sites) {
+    const before = prev.sites.find((p) => p.name === site.name);
+    if (!before) continue;
+    for (const route of site.routes) {
+      const old = before.routes.find((r) => r.name === route.name);
+      if (!old) continue;
+      const parts = KEY_PARTS.filter((part) => !isDeepStrictEqual(keyPart(old.cache.key, part), keyPart(route.cache.key, part)));
+      if (parts.length > 0)
+        lines.push(
+          `site "${site.name}" route "${route.name}": cache key changed (${parts.join(', ')}): its pages start with an empty cache (no stale copies while the origin fails); the old copies stay unused until they age out or the key is changed back`,
+        );
+    }
+  }
+  return lines;
+}
+
+/** The parts of a route's key template that make its keys (not ignoreCookies, which only decides passes). */
+const KEY_PARTS = ['query', 'params', 'dropTracking', 'headers', 'cookies'] as const;
+
+/** One part as the keys see it: lists in any order, header names in any case. */
+function keyPart(key: GatewayConfig['sites'][number]['routes'][number]['cache']['key'], part: (typeof KEY_PARTS)[number]): unknown {
+  const value = key[part];
+  if (!Array.isArray(value)) return value;
+  return [...new Set(part === 'headers' ? value.map((h) => h.toLowerCase()) : value)].sort();
 }
 
 /**

@@ -50,7 +50,7 @@ export class PoolTable {
         // `crowdgate_origin_healthy 0` of a site that no longer exists stays for good.
         for (const m of pool.members()) this.forgetMember(name, m);
         this.pools.delete(name);
-        void pool.close();
+        pool.retire();
       }
     }
     return compiled;

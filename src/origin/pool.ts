@@ -311,6 +311,24 @@ export class OriginPool {
     return result;
   }
 
+  /**
+   * The site went away (a reload removed or renamed it): probes and timers stop as in close(),
+   * but requests in flight finish on their sockets, and each member's agent goes once it has
+   * none (as a member a reload removes does). Closed, a renamed site's 40 MB download was cut at
+   * 7-15 MB and a POST in flight answered `502 origin_reset` (config-edit trial).
+   */
+  retire(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+    this.abort.abort();
+    for (const m of this.list) {
+      m.removed = true;
+      if (!m.releaseAgentIfIdle()) this.retiring.add(m);
+    }
+  }
+
   /** Stop probes and timers, destroy every agent (open sockets included). Idempotent. */
   async close(): Promise<void> {
     if (this.closed) return;

@@ -54,6 +54,45 @@ describe('live reload', () => {
     expect(metrics).toMatch(/crowdgate_config_generation 4/);
   });
 
+  it('a site renamed or removed by a reload lets its requests in flight finish: a streaming answer and a POST (config-edit trial)', async () => {
+    const o = await origin();
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    const chunk = Buffer.alloc(64 * 1024, 'x');
+    o.route('/stream', async (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'cache-control': 'no-store', 'content-length': String(4 * chunk.length) });
+      res.write(chunk);
+      await released;
+      for (let i = 0; i < 3; i++) res.write(chunk);
+      res.end();
+    });
+    o.route('/submit', async (req, res) => {
+      for await (const _ of req);
+      await released;
+      res.writeHead(201, { 'content-type': 'text/plain' });
+      res.end('saved');
+    });
+    const site = (name: string) => siteFor([o.url], { name, hosts: ['*'] });
+    const g = await gateway({ sites: [site('blog')] });
+    const stream = await request(`${g.url}/stream`, { headers: { cookie: 'PHPSESSID=reader' } }); // a pass: streamed as it comes
+    const reader = stream.body[Symbol.asyncIterator]();
+    let got = ((await reader.next()).value as Buffer).length;
+    const post = request(`${g.url}/submit`, { method: 'POST', body: 'comment', headers: { 'content-type': 'text/plain' } });
+    while (o.count('/submit') === 0) await new Promise((r) => setTimeout(r, 5));
+    writeFileSync(g.configPath, stringify(withTestDefaults({ reload: { watch: false }, sites: [site('blog2')] })));
+    expect((await g.gw.reload('manual'))?.ok).toBe(true);
+    release();
+    for (let next = await reader.next(); !next.done; next = await reader.next()) got += (next.value as Buffer).length;
+    expect(got).toBe(4 * chunk.length);
+    const saved = await post;
+    expect(saved.statusCode).toBe(201);
+    expect(await saved.body.text()).toBe('saved');
+    // New requests go to the renamed site's own pool.
+    const after = await request(`${g.url}/other`);
+    expect(after.statusCode).toBe(200);
+    await after.body.text();
+  });
+
   it('a removed site or member leaves no gauge series and no status row behind', async () => {
     const a = await origin('a');
     const b = await origin('b');

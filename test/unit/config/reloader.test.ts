@@ -73,11 +73,21 @@ describe('createReloader', () => {
   });
 
   test('removing a site (no site with its hosts left) warns that its copies are no longer reached', () => {
-    const site = (name: string, hosts: string[]) => ({ name, hosts }) as unknown as GatewayConfig['sites'][number];
+    const site = (name: string, hosts: string[]) => ({ name, hosts, routes: [] }) as unknown as GatewayConfig['sites'][number];
     const prev = { sites: [site('blog', ['blog.test']), site('docs', ['docs.test'])] } as unknown as GatewayConfig;
     const next = { sites: [site('blog', ['blog.test']), site('wiki', ['wiki.test'])] } as unknown as GatewayConfig;
     expect(orphanedCaches(prev, next)).toEqual([expect.stringMatching(/^site "docs" removed: its cached copies stay unused/)]);
     expect(orphanedCaches(prev, prev)).toEqual([]);
+  });
+
+  test('a route whose cache key changed warns that its pages start with an empty cache; the same key reordered or recased does not (config-edit trial)', () => {
+    const key = (over: Record<string, unknown> = {}) => ({ query: 'all', params: [], dropTracking: ['utm_*'], headers: ['X-Tenant', 'Accept-Language'], cookies: [], ignoreCookies: [], ...over });
+    const cfg = (k: ReturnType<typeof key>) =>
+      ({ sites: [{ name: 'blog', hosts: ['blog.test'], routes: [{ name: 'default', cache: { key: k } }, { name: 'static', cache: { key: key() } }] }] }) as unknown as GatewayConfig;
+    expect(orphanedCaches(cfg(key()), cfg(key({ headers: ['accept-language', 'x-tenant'], ignoreCookies: ['*UserName'] })))).toEqual([]);
+    expect(orphanedCaches(cfg(key()), cfg(key({ headers: [], query: 'none' })))).toEqual([
+      expect.stringMatching(/^site "blog" route "default": cache key changed \(query, headers\): its pages start with an empty cache/),
+    ]);
   });
 
   test('an invalid file is refused, every error logged as file:line:col, and the old config kept', async () => {
