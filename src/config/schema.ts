@@ -314,12 +314,25 @@ function hostOfUrl(url: string): string | undefined {
   }
 }
 
+/**
+ * The URL's host, as written, is an IPv4 address in one of the legacy short or hex forms the
+ * URL parser still reads (`127`, `127.1`, `0x7f.1`): never what an operator means, and what a
+ * config file cut mid-line looks like (`url: http://127` sent a site's traffic to 0.0.0.127,
+ * where something answered; config-edit trial).
+ */
+function isShorthandIPv4(url: string): boolean {
+  const host = /^https?:\/\/(?:[^@/?#]*@)?([^:/?#]*)/i.exec(url)?.[1] ?? '';
+  if (!/^(?:0x[0-9a-f]*|\d+)(?:\.(?:0x[0-9a-f]*|\d*))*$/i.test(host)) return false;
+  return !/^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
 export const originSchema = z
   .strictObject({
     url: z
       .string()
       .url()
       .refine((u) => /^https?:\/\//.test(u), 'must be an http:// or https:// URL')
+      .refine((u) => !isShorthandIPv4(u), 'write the IPv4 address in full (127.0.0.1): a host of digits and dots in fewer than four parts, or in hex, is read as another address (`http://127` is 0.0.0.127)')
       .describe('Origin base URL, e.g. http://127.0.0.1:3000.'),
     name: name.optional().describe('Name used in metrics and logs; defaults to host:port.'),
     weight: z.number().int().min(1).max(1000).default(1).describe('Relative share of traffic.'),

@@ -182,6 +182,14 @@ sites:
     ],
   },
   {
+    name: 'an origin url cut mid-address (`http://127`, a half-written file) is an error, not 0.0.0.127 (config-edit trial)',
+    text: 'sites:\n  - name: blog\n    hosts: ["*"]\n    origins:\n      - url: http://127\n      - url: http://0x7f.1:3000\n      - url: http://127.0.0.1:3001\n',
+    expected: [
+      { line: 5, col: 14, path: 'sites[0].origins[0].url', message: /IPv4 address in full/ },
+      { line: 6, col: 14, path: 'sites[0].origins[1].url', message: /IPv4 address in full/ },
+    ],
+  },
+  {
     name: 'a missing required list is reported at the map that should hold it',
     text: 'sites:\n  - name: blog\n    hosts: ["*"]\n',
     expected: [{ line: 2, col: 5, path: 'sites[0].origins', message: /^missing required key "origins"$/ }],
