@@ -45,8 +45,15 @@ async function setup(text = configText()) {
   const source = new ConfigSource(initial.config);
   const logger = makeRecordingLogger();
   const results: ReloadOutcome[] = [];
-  const reloader = createReloader({ file, source, logger, onResult: (r) => results.push(r), parseOptions: { env: {} } });
-  return { file, source, logger, results, reloader };
+  // The removal hold's waits, and what happens during each (nothing, unless a test says).
+  const holds: number[] = [];
+  const during: Array<() => void> = [];
+  const sleep = async (ms: number) => {
+    holds.push(ms);
+    during.shift()?.();
+  };
+  const reloader = createReloader({ file, source, logger, onResult: (r) => results.push(r), parseOptions: { env: {} }, sleep });
+  return { file, source, logger, results, reloader, holds, during };
 }
 
 describe('createReloader', () => {
@@ -70,6 +77,31 @@ describe('createReloader', () => {
     const warned = ctx.logger.lines.filter((l) => l.level === 'warn').map((l) => l.msg);
     expect(warned).toHaveLength(1);
     expect(warned[0]).toMatch(/^site "blog" renamed to "www": .*empty cache/);
+  });
+
+  test('a watched edit that removes a site waits for the file to settle: the rest of a write cut before the second site arrives in time (config-edit trial)', async () => {
+    const two = `${configText()}  - name: docs\n    hosts: ["docs.test"]\n    origins: [{ url: "http://127.0.0.1:3001" }]\n`;
+    writeFileSync(ctx.file, two);
+    expect((await ctx.reloader.reload('manual')).ok).toBe(true);
+    expect(ctx.holds).toEqual([]); // adds only: no hold
+    // The write cut before `- name: docs`: the first part alone parses, and would remove docs.
+    writeFileSync(ctx.file, configText({ level: 'warn' }));
+    ctx.during.push(() => writeFileSync(ctx.file, two.replace('level: info', 'level: warn')));
+    expect((await ctx.reloader.reload('watch')).ok).toBe(true);
+    expect(ctx.holds).toEqual([2_000]);
+    expect(ctx.source.current().sites.map((s) => s.name)).toEqual(['blog', 'docs']);
+    expect(ctx.source.current().log.level).toBe('warn');
+    expect(ctx.logger.lines.some((l) => /sites removed/.test(l.msg))).toBe(false);
+    // A removal the file keeps through the hold applies; a signal's is not held.
+    writeFileSync(ctx.file, configText());
+    expect((await ctx.reloader.reload('watch')).ok).toBe(true);
+    expect(ctx.holds).toEqual([2_000, 2_000]);
+    expect(ctx.source.current().sites.map((s) => s.name)).toEqual(['blog']);
+    writeFileSync(ctx.file, two);
+    await ctx.reloader.reload('signal');
+    writeFileSync(ctx.file, configText());
+    await ctx.reloader.reload('signal');
+    expect(ctx.holds).toHaveLength(2);
   });
 
   test('removing a site (no site with its hosts left) warns that its copies are no longer reached', () => {
