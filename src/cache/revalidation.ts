@@ -134,8 +134,15 @@ export function mergeNotModified(
   for (const keep of [...SET_COOKIE_FIELDS, 'age', 'cdn-cache-control', opts.targetedHeader.toLowerCase()]) {
     if (update[keep] !== undefined) merged[keep] = update[keep];
   }
+  // The 304's Vary may name fewer fields than the copy varies on: the gateway adds names the
+  // origin does not send (an echoed input, a header naming who asks: fill.ts), and an origin
+  // repeats its own Vary on a 304 (RFC 9110 §15.4.5). Taken as the copy's, every revalidation of
+  // such a copy failed and was fetched again in full (review). The copy keeps its own Vary, a
+  // superset; a 304 that varies on a field the copy's variant key does not hold is refetched.
   const newVary = parseVary(merged['vary']);
-  if (newVary === '*' || newVary.join(',') !== entry.vary.join(',')) return undefined;
+  if (newVary === '*' || newVary.some((name) => !entry.vary.includes(name))) return undefined;
+  if (entry.headers['vary'] !== undefined) merged['vary'] = entry.headers['vary'];
+  else delete merged['vary'];
 
   const decision = decideStorage(
     { ...req, method: 'GET' },

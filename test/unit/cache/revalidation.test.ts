@@ -9,6 +9,7 @@ import {
   mergeNotModified,
 } from '../../../src/cache/revalidation.js';
 import { routeCacheSchema } from '../../../src/config/schema.js';
+import { varyingAlsoOn } from '../../../src/cache/reflection.js';
 
 /** Table-driven tests with each row's full name as the test name. */
 function table<T extends { name: string }>(rows: readonly T[], run: (row: T) => void): void {
@@ -132,6 +133,19 @@ describe('mergeNotModified', () => {
       expect(merge(stored(base), update, route)).toBeUndefined();
     },
   );
+
+  test('§4.1 a 304 repeating the origin\'s own Vary updates a copy the gateway made vary on more (an echoed input, a header naming who asks); it keeps its own Vary (review)', () => {
+    const entry = varyingAlsoOn(stored({ ...base, vary: 'Accept-Encoding' }), ['x-user-token']);
+    expect(entry.vary).toEqual(['accept-encoding', 'x-user-token']);
+    for (const update of [{ etag: '"v1"', vary: 'Accept-Encoding' }, { etag: '"v1"' }, { etag: '"v1"', vary: 'x-user-token, accept-encoding' }]) {
+      const merged = merge(entry, update);
+      expect(merged, JSON.stringify(update)).toBeDefined();
+      expect(merged!.vary).toEqual(['accept-encoding', 'x-user-token']);
+      expect(merged!.headers['vary']).toBe(entry.headers['vary']);
+    }
+    // A field the copy's variant key does not hold: refetched.
+    expect(merge(entry, { etag: '"v1"', vary: 'Accept-Encoding, Accept-Language' })).toBeUndefined();
+  });
 
   test('§3 a 304 Set-Cookie under setCookie strip is merged without the cookie', () => {
     const merged = merge(stored(base, 200, { setCookie: 'strip' }), { etag: '"v1"', 'set-cookie': ['a=1'] }, { setCookie: 'strip' });
