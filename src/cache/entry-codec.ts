@@ -161,6 +161,7 @@ function metaOf(entry: CacheEntry): EntryMeta {
     deleteAt: entry.deleteAt,
   };
   if (entry.invalidatedAt !== undefined) meta.invalidatedAt = entry.invalidatedAt;
+  if (entry.sharedByOrigin !== undefined) meta.sharedByOrigin = entry.sharedByOrigin;
   return meta;
 }
 
@@ -188,6 +189,7 @@ function isEntryMeta(value: unknown): value is EntryMeta {
   for (const field of NUMBER_FIELDS) if (!Number.isFinite(m[field])) return false;
   if (typeof m.noCache !== 'boolean' || typeof m.mustRevalidate !== 'boolean') return false;
   if (m.invalidatedAt !== undefined && !Number.isFinite(m.invalidatedAt)) return false;
+  if (m.sharedByOrigin !== undefined && typeof m.sharedByOrigin !== 'boolean') return false;
   // A status and header fields Node will write: a record with status 99999, a bad header name
   // or a CR/LF in a value made writeHead throw on every hit of that page.
   if (!Number.isInteger(m.status) || (m.status as number) < 100 || (m.status as number) > 599) return false;

@@ -50,6 +50,13 @@ export interface CacheEntry {
   tags: string[];
   /** Set by a soft purge: the entry counts as stale from this moment. */
   invalidatedAt?: number;
+  /**
+   * The origin gave this copy for everyone (isSharedByOrigin): addressed to shared caches
+   * (`public`, `s-maxage`, a targeted field). Decided when stored, from
+   * the directives that governed it (the targeted fields are not kept); absent on records
+   * written before it existed, which are judged by their stored headers.
+   */
+  sharedByOrigin?: boolean;
   /** When a store may drop it: the end of its longest stale window. */
   deleteAt: number;
 }
@@ -63,11 +70,14 @@ export function isNeverFresh(entry: Pick<CacheEntry, 'freshnessMs' | 'headers'>)
 }
 
 /**
- * The origin addressed this copy to shared caches: `public` or `s-maxage` in its Cache-Control,
- * or a CDN-Cache-Control (RFC 9213). Otherwise a copy made by a fill that carried a header
- * naming who asks (`X-User-Token`) may be that client's own (fill.ts, handle-request.ts).
+ * The origin gave this copy for everyone: it addressed it to shared caches (`public`,
+ * `s-maxage`, a targeted field), as RFC 9111 §3.5 asks of an answer to `Authorization`.
+ * Otherwise (a `max-age`, a validator only, a heuristic lifetime, a route's lifetime or floor)
+ * a copy made by a fill that carried a header naming who asks (`X-User-Token`) may be that
+ * client's own (fill.ts, context.ts selectVariant).
  */
-export function isAddressedToSharedCaches(entry: Pick<CacheEntry, 'headers'>): boolean {
+export function isSharedByOrigin(entry: Pick<CacheEntry, 'headers' | 'sharedByOrigin'>): boolean {
+  if (entry.sharedByOrigin !== undefined) return entry.sharedByOrigin;
   if (entry.headers['cdn-cache-control'] !== undefined) return true;
   const cc = entry.headers['cache-control'];
   if (cc === undefined) return false;

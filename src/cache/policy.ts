@@ -481,6 +481,7 @@ export function decideStorage(req: RequestFacts, res: ResponseFacts, opts: Polic
       mustRevalidate,
       tags: parseTags(res.headers),
       deleteAt,
+      sharedByOrigin: directives.targeted || cc.has('public') || cc.has('s-maxage'),
     },
     detail: `directives from ${directives.field}; ${notes.join('; ')}${noCache ? '; no-cache: validate every use' : ''}${
       hasSetCookie ? '; Set-Cookie stripped' : ''

@@ -152,6 +152,8 @@ export function mergeNotModified(
   );
   if (!decision.store) return undefined;
   const updated: CacheEntry = { ...decision.entry, key: entry.key, variantKey: entry.variantKey, body: entry.body };
+  // The targeted field that made a copy shared is not stored: a 304 without it keeps that word.
+  if (entry.sharedByOrigin === true) updated.sharedByOrigin = true;
   // The body is unchanged, and so are its stored encodings, unless the 304 now forbids transforms.
   if (entry.encodings !== undefined && !hasNoTransform(updated.headers)) updated.encodings = entry.encodings;
   return updated;

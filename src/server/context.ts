@@ -9,7 +9,7 @@ import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerR
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import type { GatewayConfig } from '../config/schema.js';
-import { isAddressedToSharedCaches, type CacheEntry } from '../cache/entry.js';
+import { isSharedByOrigin, type CacheEntry } from '../cache/entry.js';
 import { makeAuthority, makeCollapseKey, makeVariantKey, type CollapseKey } from '../cache/cache-key.js';
 import type { CrossInstanceCollapse } from '../collapse/cross-instance.js';
 import { parseCacheControl } from '../cache/cache-control.js';
@@ -195,13 +195,13 @@ export function isOnlyIfCached(req: IncomingMessage): boolean {
  * The stored variant this request selects (RFC 9111 §4.1), the most recent when several match.
  * `asks`: names of headers the request carries that say who asks and nothing keys
  * (identityFillInputs); a copy that varies on none of them answers it only if the origin
- * addressed it to shared caches (isAddressedToSharedCaches).
+ * gave it for everyone (isSharedByOrigin).
  */
 export function selectVariant(variants: readonly CacheEntry[], headers: IncomingHttpHeaders, asks: readonly string[] = []): CacheEntry | undefined {
   let best: CacheEntry | undefined;
   for (const v of variants) {
     if (makeVariantKey(v.vary, headers) !== v.variantKey) continue;
-    if (asks.length > 0 && !asks.every((name) => v.vary.includes(name)) && !isAddressedToSharedCaches(v)) continue;
+    if (asks.length > 0 && !asks.every((name) => v.vary.includes(name)) && !isSharedByOrigin(v)) continue;
     if (!best || v.responseTime > best.responseTime) best = v;
   }
   return best;

@@ -5,6 +5,7 @@
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { CacheEntry } from '../cache/entry.js';
+import { isIdentityHeaderName } from '../cache/identity-headers.js';
 import { acceptEncodingVariant, normaliseHost, normaliseVaryValue, parseCookies } from '../cache/cache-key.js';
 import type { PolicyOptions } from '../cache/policy.js';
 import type { UnkeyedInput } from '../cache/reflection.js';
@@ -109,9 +110,8 @@ export function unkeyedFillInputs(variantHeaders: IncomingHttpHeaders, policy: P
 export function identityFillInputs(variantHeaders: IncomingHttpHeaders, policy: PolicyOptions, vary: readonly string[]): string[] {
   return unkeyedFillInputs(variantHeaders, policy, vary)
     .map(([name]) => name)
-    .filter((name) => !FILL_ALWAYS.has(name) && IDENTITY_NAME.test(name));
+    .filter((name) => !FILL_ALWAYS.has(name) && isIdentityHeaderName(name));
 }
-const IDENTITY_NAME = /auth|token|key|session|user|account|tenant|customer|member|login|jwt|secret|sig|credential|identity|principal|email/i;
 
 /**
  * The header names naming who asks that other stored variants of the key vary on: a copy made
@@ -121,7 +121,7 @@ const IDENTITY_NAME = /auth|token|key|session|user|account|tenant|customer|membe
  */
 export function identityNamesVariedOn(variants: readonly CacheEntry[]): string[] {
   const out = new Set<string>();
-  for (const v of variants) for (const name of v.vary) if (!FILL_ALWAYS.has(name) && IDENTITY_NAME.test(name)) out.add(name);
+  for (const v of variants) for (const name of v.vary) if (!FILL_ALWAYS.has(name) && isIdentityHeaderName(name)) out.add(name);
   return [...out];
 }
 

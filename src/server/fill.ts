@@ -5,7 +5,7 @@
  */
 import { latencyClassOf } from '../admission/limiter.js';
 import type { Fence } from '../cache/purge-fence.js';
-import { isAddressedToSharedCaches, isNeverFresh, type CacheEntry } from '../cache/entry.js';
+import { isSharedByOrigin, isNeverFresh, type CacheEntry } from '../cache/entry.js';
 import { isTextual, makeEncodings, STORED_CODINGS, whyNotCompressed } from '../cache/content-coding.js';
 import { makeFillTarget, makeVariantKey } from '../cache/cache-key.js';
 import { decideStorage, evaluateEntry, isHeuristicallyCacheable, type PolicyOptions } from '../cache/policy.js';
@@ -483,13 +483,13 @@ async function fetchForCache(
         // that client's own: it is that header value's variant, so the fill's waiters without it
         // make one fill of their own, and nobody else gets it, fresh or stale (new-user trial:
         // one user's JSON, chosen by a token header, went to the requests that arrived during
-        // its fill and, with the origin down, to anyone for a minute). Unless the origin
-        // addressed it to shared caches (`public`, `s-maxage`, CDN-Cache-Control) and it can be
-        // reused at all: an ETag (Express sends one on every answer), a Last-Modified's
-        // heuristic lifetime or a route's lifetime or floor is no such word (attacker trial:
+        // its fill and, with the origin down, to anyone for a minute). Unless the origin gave
+        // it for everyone (`public`, `s-maxage`, a targeted field: isSharedByOrigin) and it can
+        // be reused at all: an ETag (Express sends one on every answer), a Last-Modified's
+        // heuristic lifetime, a max-age or a route's lifetime or floor is no such word (attacker trial:
         // Alice's account page went to everyone collapsed on her fill or her revalidation, and
         // to anyone while the origin failed).
-        ...(isNeverFresh(decision.entry) || !isAddressedToSharedCaches(decision.entry)
+        ...(isNeverFresh(decision.entry) || !isSharedByOrigin(decision.entry)
           ? [...identityFillInputs(lookup.variantHeaders, lookup.policy, decision.entry.vary), ...identityNamesVariedOn(lookup.variants)]
           : []),
       ];
@@ -669,7 +669,7 @@ async function fillAcrossInstances(
   if (!remote) return runFill(ctx, lookup, kind, priority);
   const claim = await remote.acquire(collapseKey, ctx.rt.config.cache.collapse.waitDeadlineMs);
   if (claim.kind === 'filled') {
-    const entry = selectVariant((await ctx.deps.store.get(lookup.key)) ?? [], lookup.variantHeaders);
+    const entry = selectVariant((await ctx.deps.store.get(lookup.key)) ?? [], lookup.variantHeaders, identityFillInputs(lookup.variantHeaders, lookup.policy, []));
     if (entry && entry !== lookup.entry) {
       const evaluation = evaluateEntry(entry, lookup.facts, ctx.deps.clock.now(), lookup.policy);
       if (!evaluation.needsRevalidation) {

@@ -302,6 +302,31 @@ describe('the key covers what the origin sees', () => {
     }
   });
 
+  it('a crowd whose requests each carry their own CSRF token shares one fill; a flood of token values never pushes out the copy everyone else gets; our own targeted field shares a copy (review)', async () => {
+    const o = await origin();
+    o.route('/api/feed', { delayMs: 150, headers: { 'cache-control': 'max-age=60' }, body: 'feed' });
+    o.route('/api/etag', { delayMs: 150, headers: { etag: '"e1"' }, body: 'etag' });
+    o.route('/api/ours', { headers: { 'crowdgate-cache-control': 'max-age=600' }, body: (r) => `for ${String(r.headers['x-user-token'] ?? 'tok-guest').slice(4)}` });
+    o.route('/api/guest', { headers: { 'cache-control': 'max-age=600' }, body: (r) => `for ${String(r.headers['x-user-token'] ?? 'tok-guest').slice(4)}` });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    // axios/AngularJS send X-XSRF-TOKEN, rails-ujs X-CSRF-Token, Django setups X-CSRFToken, on every request.
+    for (const [path, name] of [['/api/feed', 'x-xsrf-token'], ['/api/etag', 'x-csrf-token'], ['/api/etag', 'x-csrftoken']] as const) {
+      o.reset();
+      const answers = await Promise.all(Array.from({ length: 12 }, (_, i) => get(`${g.url}${path}`, { [name]: `csrf-${i}-${name}` })));
+      expect(answers.map((a) => a.status)).toEqual(Array(12).fill(200));
+      expect(o.count(path), `${path} ${name}`).toBe(1);
+    }
+    // Crowdgate-Cache-Control is stripped before storing; the copy is still the origin's word for everyone.
+    expect((await get(`${g.url}/api/ours`, { 'x-user-token': 'tok-alice' })).body).toBe('for alice');
+    expect((await get(`${g.url}/api/ours`)).headers['cache-status']).toMatch(/; hit/);
+    // The guest's copy, then 20 random token values (each its own copy): the guest copy stays.
+    expect((await get(`${g.url}/api/guest`)).body).toBe('for guest');
+    for (let i = 0; i < 20; i++) expect((await get(`${g.url}/api/guest`, { 'x-user-token': `tok-r${i}` })).body).toBe(`for r${i}`);
+    const guest = await get(`${g.url}/api/guest`);
+    expect(guest.body).toBe('for guest');
+    expect(guest.headers['cache-status']).toMatch(/; hit/);
+  });
+
   it('a response with Clear-Site-Data is never stored: one logout would log out every visitor of the URL (attacker trial)', async () => {
     const o = await origin();
     o.route('/logout', { headers: { 'cache-control': 'public, max-age=60', 'clear-site-data': '"cookies"' }, body: 'bye' });

@@ -9,7 +9,8 @@
  * Vocabulary: a *record* is everything stored under one primary key (CacheEntry.key): one to
  * `maxVariants` *entries* (variants), told apart by `variantKey` (RFC 9111 §4.1).
  */
-import type { CacheEntry } from '../entry.js';
+import { isSharedByOrigin, type CacheEntry } from '../entry.js';
+import { isIdentityHeaderName } from '../identity-headers.js';
 
 export type PurgeSelector =
   | { kind: 'key'; key: string }
@@ -65,7 +66,8 @@ export interface CacheStore {
   noteHeldHit?(): void;
   /**
    * Store one variant: replaces the variant with the same variantKey under entry.key, keeps the
-   * others, at most maxVariants (dropVariant: the oldest server error first, else the oldest).
+   * others, at most maxVariants (dropVariant: the oldest server error first, then the oldest
+   * copy kept for one asker, else the oldest).
    * Never rejects.
    */
   put(entry: CacheEntry): Promise<void>;
@@ -158,13 +160,34 @@ export function computeRecordWith(
  */
 export function dropVariant(record: CacheEntry[]): void {
   if (record.length < 2) return;
-  let victim = 0;
+  let victim = -1;
   for (let i = 0; i < record.length - 1; i++)
     if (record[i]!.status >= 500) {
       victim = i;
       break;
     }
-  record.splice(victim, 1);
+  // Then one user's own copy (isOwnVariant): anyone can send 16 values of X-User-Token, and
+  // oldest-first, they pushed out the copy every other visitor was answered with (review).
+  if (victim < 0)
+    for (let i = 0; i < record.length - 1; i++)
+      if (isOwnVariant(record[i]!)) {
+        victim = i;
+        break;
+      }
+  record.splice(victim < 0 ? 0 : victim, 1);
+}
+
+/**
+ * A copy kept for one asker: its variant key holds a value of a header naming who asks
+ * (identity-headers.ts), and the origin did not give it for everyone.
+ */
+export function isOwnVariant(entry: CacheEntry): boolean {
+  if (entry.variantKey === '' || isSharedByOrigin(entry)) return false;
+  for (const part of entry.variantKey.split('&')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && isIdentityHeaderName(decodeURIComponent(part.slice(0, eq)))) return true;
+  }
+  return false;
 }
 
 /** Live until deleteAt (exclusive): at `deleteAt` a store no longer returns it. */

@@ -47,6 +47,8 @@ describe('entry codec round trip', () => {
         invalidatedAt: 1_700_000_005_000,
       },
     },
+    { name: 'given for everyone by the origin (sharedByOrigin), and not', entry: { ...base, sharedByOrigin: true } },
+    { name: 'kept for one asker (sharedByOrigin false)', entry: { ...base, sharedByOrigin: false } },
     { name: 'non-ASCII key and header values', entry: { ...base, key: 's\u0000/café?x=☃', headers: { link: '</ü>; rel=x' } } },
   ];
 
