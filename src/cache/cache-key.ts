@@ -318,6 +318,17 @@ export function keyPrefixFor(site: string, pathPrefix: string): string {
   return `${site}${SEP}${p}`;
 }
 
+/**
+ * The authority part of a key (`http://blog.example.com`, as makeAuthority makes it), or
+ * undefined for a key without one. The path before it never holds a NUL (percent-encoded).
+ */
+export function authorityOfKey(key: string): string | undefined {
+  const at = key.indexOf(`${SEP}H:`);
+  if (at < 0) return undefined;
+  const end = key.indexOf(SEP, at + 3);
+  return end < 0 ? key.slice(at + 3) : key.slice(at + 3, end);
+}
+
 /** The site part of a key (everything before the first NUL). */
 export function siteOfKey(key: string): string {
   const i = key.indexOf(SEP);

@@ -19,7 +19,7 @@
  * Owns only which purges a fill must apply; the stores purge (cache-store.ts computePurge).
  */
 import type { CacheEntry } from './entry.js';
-import { computePurge, type PurgeMode, type PurgeSelector } from './stores/cache-store.js';
+import { computePurge, isUnderPrefix, type PurgeMode, type PurgeSelector } from './stores/cache-store.js';
 
 /** One fill's fence: the purges noted while it was open. */
 export interface Fence {
@@ -121,7 +121,7 @@ function mayCover(selector: PurgeSelector, key: string): boolean {
     case 'key':
       return selector.key === key;
     case 'prefix':
-      return key.startsWith(selector.prefix);
+      return isUnderPrefix(key, selector);
     case 'tag':
     case 'all':
       return true;

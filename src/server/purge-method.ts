@@ -27,11 +27,13 @@ export async function answerPurge(ctx: Ctx, site: SiteRuntime): Promise<void> {
     // Varnish HTTP Purge (WordPress's Proxy Cache Purge plugin) empties the cache with
     // `PURGE /.*` and `X-Purge-Method: regex`; answered 404 as a URL, "purge all" did nothing
     // (WordPress trial). A literal path prefix followed by `.*` is a prefix purge; any other
-    // regex is refused, never taken for a URL. The prefix covers every Host of the site (the
-    // key holds the path before the Host): more than the PURGE's own Host's copies, never less.
+    // regex is refused, never taken for a URL. Of the PURGE's own Host, under both schemes, as
+    // a URL purge (every Host with `purge.allHosts`): one tenant's "purge all" (a theme switch)
+    // emptied every host of a shared site (review).
     const prefix = regexPrefixOf(ctx.rawUrl);
     if (prefix === undefined) return fail(ctx, 'purge_regex_unsupported');
-    selectors = [{ kind: 'prefix', prefix: keyPrefixFor(site.name, prefix) }];
+    const authorities = cfg.allHosts ? undefined : ['http', 'https'].map((scheme) => makeAuthority(hostOf(ctx), scheme));
+    selectors = [{ kind: 'prefix', prefix: keyPrefixFor(site.name, prefix), ...(authorities ? { authorities } : {}) }];
     kind = 'prefix';
   } else {
     const route = site.compiled.matchRoute('GET', ctx.path);

@@ -1149,6 +1149,8 @@ describe('PURGE, Varnish-compatible', () => {
     const g = await gateway({ sites: [siteFor([o.url])] });
     const paths = ['/about/', '/blog/one/', '/blog/two/', '/blog/feed/'];
     for (const path of paths) expect((await get(`${g.url}${path}`, { host: 'wp.test' })).body).toBe(path);
+    // Another Host of the same site: a PURGE for wp.test leaves its copies (review).
+    for (const path of paths) expect((await get(`${g.url}${path}`, { host: 'shop.test' })).body).toBe(path);
     const purge = async (target: string, method = 'regex') => {
       const res = await request(`${g.url}${target}`, { method: 'PURGE', headers: { host: 'wp.test', 'x-purge-method': method } });
       return { status: res.statusCode, error: res.headers['x-crowdgate-error'], body: await res.body.text() };
@@ -1173,6 +1175,7 @@ describe('PURGE, Varnish-compatible', () => {
     const all = await purge('/.*');
     expect(JSON.parse(all.body)).toMatchObject({ purged: 4 });
     expect(await cached()).toEqual([]);
+    for (const path of paths) expect((await get(`${g.url}${path}`, { host: 'shop.test' })).headers['cache-status']).toMatch(/; hit/);
     // X-Purge-Method: default is the plain URL purge it always was.
     expect((await purge('/about/', 'default')).status).toBe(200);
     expect(o.requests.some((r) => r.method === 'PURGE')).toBe(false);

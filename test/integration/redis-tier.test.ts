@@ -225,6 +225,32 @@ describe('three gateways sharing one Redis', () => {
     expect(origin.count(path)).toBe(2); // never forwarded: one fetch before, one after
   });
 
+  it('a regex PURGE (X-Purge-Method: regex, /prefix/.*) clears the prefix for its Host on all three, and leaves another Host\'s copies', async () => {
+    let version = 1;
+    const paths = ['/purge/rx/a', '/purge/rx/b'];
+    for (const path of paths) origin.route(path, { headers: { 'cache-control': 'public, max-age=60' }, body: () => `v${version}` });
+    const other = async (base: string, path: string) => {
+      const res = await request(`${base}${path}`, { headers: { host: 'other.test' } });
+      return { body: await res.body.text(), cacheStatus: String(res.headers['cache-status'] ?? '') };
+    };
+    for (const path of paths)
+      for (const g of gateways) {
+        expect((await get(g.url, path)).body).toBe('v1');
+        expect((await other(g.url, path)).body).toBe('v1');
+      }
+    version = 2;
+    const res = await request(`${gateways[1]!.url}/purge/rx/.*`, { method: 'PURGE', headers: { host: 'shop.test', 'x-purge-method': 'regex' } });
+    expect(JSON.parse(await res.body.text())).toMatchObject({ status: 200 });
+    await sleep(100); // pub/sub is asynchronous
+    for (const path of paths)
+      for (const g of gateways) {
+        expect((await get(g.url, path)).body, `${g.url}${path} after the PURGE`).toBe('v2');
+        const kept = await other(g.url, path);
+        expect(kept.body, `${g.url}${path} for other.test`).toBe('v1');
+        expect(kept.cacheStatus).toMatch(/; hit/);
+      }
+  });
+
   it('never puts a purged page back from Redis on the instance that purged, under concurrent reads (multi-instance trial: 1 purge in 10 undone)', async () => {
     let version = 1;
     const path = '/purge/race';

@@ -9,12 +9,14 @@
  * Vocabulary: a *record* is everything stored under one primary key (CacheEntry.key): one to
  * `maxVariants` *entries* (variants), told apart by `variantKey` (RFC 9111 §4.1).
  */
+import { authorityOfKey } from '../cache-key.js';
 import { isSharedByOrigin, type CacheEntry } from '../entry.js';
 import { isIdentityHeaderName } from '../identity-headers.js';
 
 export type PurgeSelector =
   | { kind: 'key'; key: string }
-  | { kind: 'prefix'; prefix: string }
+  /** Keys starting with `prefix`; with `authorities`, only those of these hosts (cache-key.ts makeAuthority). */
+  | { kind: 'prefix'; prefix: string; authorities?: readonly string[] }
   | { kind: 'tag'; tag: string }
   | { kind: 'all' };
 
@@ -86,13 +88,21 @@ export interface CacheStore {
   close(): Promise<void>;
 }
 
+/** A primary key a prefix selector covers: by string prefix, and of one of its authorities when it names them. */
+export function isUnderPrefix(key: string, selector: { prefix: string; authorities?: readonly string[] }): boolean {
+  if (!key.startsWith(selector.prefix)) return false;
+  if (selector.authorities === undefined) return true;
+  const authority = authorityOfKey(key);
+  return authority !== undefined && selector.authorities.includes(authority);
+}
+
 /** Does this entry fall under the selector? Prefix matches the primary key by string prefix. */
 export function isSelectedBy(entry: CacheEntry, selector: PurgeSelector): boolean {
   switch (selector.kind) {
     case 'key':
       return entry.key === selector.key;
     case 'prefix':
-      return entry.key.startsWith(selector.prefix);
+      return isUnderPrefix(entry.key, selector);
     case 'tag':
       return entry.tags.includes(selector.tag);
     case 'all':

@@ -31,6 +31,7 @@ import {
   computeRecordWith,
   dropVariant,
   isLiveAt,
+  isUnderPrefix,
   type CacheStore,
   type PurgeMode,
   type PurgeSelector,
@@ -289,7 +290,7 @@ export class MemoryStore implements CacheStore {
       case 'tag':
         return [...(this.keysByTag.get(selector.tag) ?? [])];
       case 'prefix':
-        return [...this.lru.keys()].filter((k) => k.startsWith(selector.prefix));
+        return [...this.lru.keys()].filter((k) => isUnderPrefix(k, selector));
       case 'all':
         return [...this.lru.keys()];
     }

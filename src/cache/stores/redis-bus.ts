@@ -285,7 +285,11 @@ function parseSelector(value: unknown): PurgeSelector | undefined {
     case 'key':
       return typeof s.key === 'string' ? { kind: 'key', key: s.key } : undefined;
     case 'prefix':
-      return typeof s.prefix === 'string' ? { kind: 'prefix', prefix: s.prefix } : undefined;
+      if (typeof s.prefix !== 'string') return undefined;
+      if (s.authorities === undefined) return { kind: 'prefix', prefix: s.prefix };
+      return Array.isArray(s.authorities) && s.authorities.every((a) => typeof a === 'string')
+        ? { kind: 'prefix', prefix: s.prefix, authorities: s.authorities as string[] }
+        : undefined;
     case 'tag':
       return typeof s.tag === 'string' ? { kind: 'tag', tag: s.tag } : undefined;
     case 'all':

@@ -18,7 +18,7 @@
  */
 import type { Clock } from '../../clock.js';
 import { staleAtOf, type CacheEntry } from '../entry.js';
-import { computePurge, type CacheStore, type PurgeMode, type PurgeSelector } from './cache-store.js';
+import { computePurge, isUnderPrefix, type CacheStore, type PurgeMode, type PurgeSelector } from './cache-store.js';
 import type { MemoryStore } from './memory-store.js';
 
 /**
@@ -112,7 +112,7 @@ export class TieredStore implements CacheStore {
     for (const p of this.unsettled) {
       // One string test for most purges (a URL's key or prefix): only tags need the entries.
       const sel = p.selector;
-      if (key !== undefined && ((sel.kind === 'key' && sel.key !== key) || (sel.kind === 'prefix' && !key.startsWith(sel.prefix)))) continue;
+      if (key !== undefined && ((sel.kind === 'key' && sel.key !== key) || (sel.kind === 'prefix' && !isUnderPrefix(key, sel)))) continue;
       const { kept, affected } = computePurge(current, p.selector, p.mode, p.at, p.at);
       if (affected > 0) current = kept; // in the record's order (oldest first: computeRecordWith trims by it)
     }
