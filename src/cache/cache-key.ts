@@ -17,7 +17,6 @@
  */
 import type { CacheKeyConfig } from '../config/schema.js';
 import { joinHeader, type HeaderMap } from './cache-control.js';
-import type { PurgeSelector } from './stores/cache-store.js';
 
 const SEP = '\u0000';
 
@@ -278,7 +277,7 @@ export function keyUrlPrefixFor(site: string, url: string, key: CacheKeyConfig, 
  * PURGE with `Host: b` cleared blog.example.com's and b:8080's copies too, and one with an
  * empty Host every host's (attacker trial).
  */
-export function keyUrlSelectorsFor(site: string, url: string, key: CacheKeyConfig, authority?: string): PurgeSelector[] {
+export function keyUrlSelectorsFor(site: string, url: string, key: CacheKeyConfig, authority?: string): KeySelector[] {
   const prefix = keyUrlPrefixFor(site, url, key, authority);
   if (authority === undefined) return [{ kind: 'prefix', prefix }];
   return [
@@ -286,6 +285,9 @@ export function keyUrlSelectorsFor(site: string, url: string, key: CacheKeyConfi
     { kind: 'prefix', prefix: prefix + SEP },
   ];
 }
+
+/** A purge selector (stores/cache-store.ts PurgeSelector) by key or key prefix, declared here so the store may read keys. */
+export type KeySelector = { kind: 'key'; key: string } | { kind: 'prefix'; prefix: string };
 
 /** The primary cache key for a request (layout in the module comment). */
 export function makeCacheKey(input: CacheKeyInput): string {
