@@ -60,6 +60,13 @@ describe('identityFillInputs (headers naming who asks, which an answer may depen
     expect(identityFillInputs(sent, keyed(), []).sort()).toEqual(['x-auth-request-email', 'x-forwarded-email', 'x-tenant', 'x-user-token']);
   });
 
+  it('auth proxies\' and multi-tenant names count; a CSRF token or a signature alone does not, beside an identity word it does (attacker trial, review)', () => {
+    const names = (headers: Record<string, string>) => identityFillInputs(headers, keyed(), []).sort();
+    const who = ['x-workspace-id', 'x-uid', 'x-org-id', 'x-ssl-client-dn', 'x-forwarded-client-cert', 'x-amzn-oidc-data', 'x-consumer-id', 'x-shopify-shop-domain', 'x-user-signature', 'x-tenant-sig'];
+    const nobody = ['x-csrf-token', 'x-xsrf-token', 'x-csrftoken', 'signature', 'signature-input', 'signature-agent', 'x-akamai-g2o-auth-data', 'origin', 'x-request-id', 'x-id'];
+    expect(names(Object.fromEntries([...who, ...nobody].map((n) => [n, 'v'])))).toEqual([...who].sort());
+  });
+
   it('a name the key template or the answer\'s Vary covers is not counted: its copies are already apart', () => {
     expect(identityFillInputs({ 'x-tenant': 'one', 'x-user-token': 't' }, keyed(['X-Tenant']), ['x-user-token'])).toEqual([]);
   });
