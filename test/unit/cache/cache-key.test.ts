@@ -8,6 +8,7 @@ import {
   keyUrlSelectorsFor,
   makeAuthority,
   makeCacheKey,
+  authorityOfKey,
   makeVariantKey,
   parseCookies,
   parseUrlPath,
@@ -15,7 +16,7 @@ import {
   siteOfKey,
 } from '../../../src/cache/cache-key.js';
 import type { CacheEntry } from '../../../src/cache/entry.js';
-import { isSelectedBy } from '../../../src/cache/stores/cache-store.js';
+import { isSelectedBy, isUnderPrefix } from '../../../src/cache/stores/cache-store.js';
 import { cacheKeySchema, type CacheKeyConfig } from '../../../src/config/schema.js';
 
 /** Table-driven tests with each row's full name as the test name. */
@@ -266,5 +267,25 @@ describe('makeCollapseKey', () => {
     expect(varied.id).not.toBe(makeCollapseKey('s\u0000/a?').id);
     // An empty variant (a Vary header the request lacks) is still a variant.
     expect(makeCollapseKey('k', '').id).not.toBe(makeCollapseKey('k').id);
+  });
+});
+
+describe('authorityOfKey and a prefix selector with authorities (regex PURGE of one Host)', () => {
+  const keyOf = (authority: string, url = '/blog/one', over: Partial<CacheKeyConfig> = {}) =>
+    makeCacheKey({ site: 'shop', authority, url, headers: { 'x-tenant': 't1' }, key: template(over) });
+  test('the authority part is read back, with key-template parts after it', () => {
+    expect(authorityOfKey(keyOf('http://a.example'))).toBe('http://a.example');
+    expect(authorityOfKey(keyOf('https://a.example:8443', '/p?q=1', { headers: ['X-Tenant'] }))).toBe('https://a.example:8443');
+    expect(authorityOfKey('shop\u0000/p')).toBeUndefined();
+  });
+  test('a prefix with authorities covers those hosts\' keys under the prefix only', () => {
+    const selector = { kind: 'prefix' as const, prefix: keyPrefixFor('shop', '/blog/'), authorities: ['http://a.example', 'https://a.example'] };
+    const covered = (key: string) => isUnderPrefix(key, selector);
+    expect(covered(keyOf('http://a.example'))).toBe(true);
+    expect(covered(keyOf('https://a.example', '/blog/two', { headers: ['X-Tenant'] }))).toBe(true);
+    expect(covered(keyOf('http://a.example.evil'))).toBe(false);
+    expect(covered(keyOf('http://b.example'))).toBe(false);
+    expect(covered(keyOf('http://a.example', '/about'))).toBe(false);
+    expect(isUnderPrefix(keyOf('http://b.example'), { prefix: selector.prefix })).toBe(true);
   });
 });
