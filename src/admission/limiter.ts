@@ -539,14 +539,21 @@ export class Limiter {
   /**
    * Evidence that the origin is saturated, for refusing at arrival (acquire()): the limit
    * algorithm's (Limit.showsQueueing; a fixed or AIMD limit always), or an origin that stopped
-   * answering (every permit held and none released for max(codelIntervalMs, 2 x the typical
-   * round trip): it closes no window for the algorithm to judge). Before a round trip is
-   * measured there is no forecast, and a standing queue is capped as always (adaptive LIFO).
+   * answering (none released for max(codelIntervalMs, 2 x the typical round trip) while the
+   * oldest permit in flight has been out that long: it closes no window for the algorithm to
+   * judge). Counted from the later of the two: a burst that takes every permit at once after a
+   * quiet spell has had no time to be answered (500 new clients on uncached pages of a fresh
+   * gateway read the 1.3 s since the health probe's release as a stalled origin, and 400 were
+   * refused `predicted_wait` by an origin that answers in 20 ms; failure-day trial). Before a
+   * round trip is measured there is no forecast, and a standing queue is capped as always
+   * (adaptive LIFO).
    */
   private showsSaturation(now: number): boolean {
     if (this.rttEwmaMs === 0) return true;
     if (this.algorithm.showsQueueing?.(now) ?? true) return true;
-    return now - this.lastReleaseAt > Math.max(this.queueConfig.codelIntervalMs, 2 * this.rttEwmaMs);
+    const oldest = this.counted.first ?? this.lane.first;
+    const since = oldest === undefined || oldest.acquiredAt < this.lastReleaseAt ? this.lastReleaseAt : oldest.acquiredAt;
+    return now - since > Math.max(this.queueConfig.codelIntervalMs, 2 * this.rttEwmaMs);
   }
 
   private isColdStart(now: number): boolean {

@@ -605,6 +605,21 @@ describe('Limiter: refusal at arrival', () => {
     expect(request('late', 1, { deadlineAt: clock.now() + 250 })).toMatchObject({ ok: false, reason: 'predicted_wait', waitedMs: 0 });
   });
 
+  it('a burst that takes every permit after a quiet spell is no stalled origin: the permits have had no time to be answered (failure-day trial)', async () => {
+    const { clock, scheduler, request, teach } = setup({ limit: new LearnedLimit(1) }); // CoDel 20 / 100 ms
+    await teach(100); // round trip 100 ms, the last release
+    scheduler.advance(5_000); // a quiet spell: nothing in flight, nothing released
+    request('burst'); // takes the only permit now
+    request('w1', 1);
+    request('w2', 1);
+    scheduler.advance(10);
+    // 5 s since the last release, but the oldest permit is 10 ms old: no evidence, it waits.
+    expect(request('early', 1, { deadlineAt: clock.now() + 250 })).toBeInstanceOf(Promise);
+    // Held two round trips with nothing released: the origin stopped answering.
+    scheduler.advance(200);
+    expect(request('late', 1, { deadlineAt: clock.now() + 250 })).toMatchObject({ ok: false, reason: 'predicted_wait', waitedMs: 0 });
+  });
+
   it('forecasts with the planning limit while a probe holds the limit down, capped by the ceiling', async () => {
     /** A limit in a no-load probe: 1 permit now, 4 once the probe ends. */
     class ProbingLimit extends ScriptedLimit {
