@@ -141,7 +141,12 @@ export function originFailure(
 ): { code: ErrorCode; staleReason: StaleReason; detail: string } {
   const code = (origin?.error as { code?: unknown } | undefined)?.code;
   const cause = typeof code === 'string' && /^[A-Z0-9_]{2,40}$/.test(code) ? ` (${code})` : '';
-  const hint = FAILURE_HINT[failure] + (failure === 'connect_error' && origin?.https !== false ? TLS_HINT : '');
+  // A body that stopped coming is idleMs's, not responseHeadersMs's (failure-day trial: the
+  // detail sent the operator to the setting that did not apply).
+  const hint =
+    failure === 'timeout' && code === 'UND_ERR_BODY_TIMEOUT'
+      ? 'the origin stopped sending the body: check the origin, or raise sites[].timeouts.idleMs (or the route\'s timeouts)'
+      : FAILURE_HINT[failure] + (failure === 'connect_error' && origin?.https !== false ? TLS_HINT : '');
   return {
     code:
       failure === 'timeout'
