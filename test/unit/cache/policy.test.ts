@@ -386,6 +386,11 @@ describe('decideStorage: an origin clock that runs behind', () => {
     const d = decideStorage(get(), response(200, { 'cache-control': 'max-age=300', date: formatHttpDate(T0 - 600 * S), age: '600' }), makeOpts({ staleWhileRevalidateSeconds: 0, graceSeconds: 0 }), T0);
     expect(d.store).toBe(false);
   });
+  test('an Age that says less than the Date, from a cache on the way, is the age: the Date is the origin\'s clock (failure-day trial, round 3)', () => {
+    const e = storeOrThrow(get(), response(200, { 'cache-control': 'max-age=60', date: formatHttpDate(T0 - 600 * S), age: '50' }), makeOpts());
+    expect(e.initialAgeMs).toBe(50 * S);
+    expect(e.freshnessMs - e.initialAgeMs).toBe(10 * S);
+  });
   test('a Date some seconds behind still ages the answer (RFC 9111 §4.2.3)', () => {
     const e = storeOrThrow(get(), response(200, { 'cache-control': 'max-age=300', date: formatHttpDate(T0 - 50 * S) }), makeOpts());
     expect(e.initialAgeMs).toBe(50 * S);
