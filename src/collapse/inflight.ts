@@ -19,6 +19,8 @@ interface Group<T> {
   promise: Promise<T>;
   resolve(result: T): void;
   waiters: number;
+  /** The fetch has its answer's head and is reading the body (markAnswering). */
+  answering: boolean;
 }
 
 export class Inflight<T> {
@@ -37,11 +39,11 @@ export class Inflight<T> {
     if (group) {
       if (group.waiters >= this.opts.maxWaiters) return { role: 'overflow' };
       group.waiters++;
-      return { role: 'waiter', result: withDeadline(group.promise, waitMs) };
+      return { role: 'waiter', result: withDeadline(group, waitMs) };
     }
     let resolve!: (r: T) => void;
     const promise = new Promise<T>((r) => (resolve = r));
-    const created: Group<T> = { promise, resolve, waiters: 0 };
+    const created: Group<T> = { promise, resolve, waiters: 0, answering: false };
     this.groups.set(key, created);
     let settled = false;
     return {
@@ -53,6 +55,17 @@ export class Inflight<T> {
         created.resolve(result);
       },
     };
+  }
+
+  /**
+   * The fetch for `key` has its answer's head and is reading the body: its waiters then wait
+   * for it past their deadline, deadline after deadline, as its leader does (the fetch itself
+   * ends when the body does, or stalls for the idle timeout). A body trickling in for 20 s made
+   * every waiter give up at 18 s and fetch the page alone (failure-day trial, round 3).
+   */
+  markAnswering(key: string): void {
+    const group = this.groups.get(key);
+    if (group) group.answering = true;
   }
 
   /** True while a leader is fetching `key`. */
@@ -83,11 +96,16 @@ export class Inflight<T> {
   }
 }
 
-function withDeadline<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {
+function withDeadline<T>(group: Group<T>, ms: number): Promise<T | 'timeout'> {
   return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve('timeout'), ms);
+    const expire = (): void => {
+      if (!group.answering) return resolve('timeout');
+      timer = setTimeout(expire, ms);
+      timer.unref?.();
+    };
+    let timer = setTimeout(expire, ms);
     timer.unref?.();
-    promise.then(
+    group.promise.then(
       (v) => {
         clearTimeout(timer);
         resolve(v);

@@ -110,6 +110,26 @@ describe('cache: hits, misses, collapsing', () => {
     expect(await collapsed()).toBe(collapsedBefore + 99);
   });
 
+  it('waiters of a fill whose head is in wait for its body past their deadline: a trickling page is fetched once (failure-day trial, round 3)', async () => {
+    const o = await origin();
+    // The head at once, then the body over 1.5 s: longer than the waiters' deadline below.
+    o.route('/trickle', async (_req, res) => {
+      res.writeHead(200, { 'cache-control': 'public, max-age=60', 'content-length': '10' });
+      for (let i = 0; i < 10; i++) {
+        res.write('x');
+        await sleep(150);
+      }
+      res.end();
+    });
+    const site = siteFor([o.url], { timeouts: { connectMs: 100, responseHeadersMs: 200, idleMs: 1_000 } });
+    const g = await gateway({ cache: { collapse: { waitDeadlineMs: 300 } }, sites: [site] });
+    // Deadline: max(300, 100 + 200 + 1000) = 1.3 s, before the body's end at 1.5 s.
+    const answers = await Promise.all(Array.from({ length: 8 }, () => get(`${g.url}/trickle`)));
+    expect(answers.map((a) => a.status)).toEqual(Array(8).fill(200));
+    expect(answers.every((a) => a.body === 'x'.repeat(10))).toBe(true);
+    expect(o.count('/trickle')).toBe(1);
+  });
+
   it('releases waiters on an uncacheable answer and marks the key hit-for-pass', async () => {
     const o = await origin();
     o.route('/private', { delayMs: 100, headers: { 'cache-control': 'private' }, body: (r) => `for ${r.seq}` });
