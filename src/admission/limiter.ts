@@ -551,7 +551,7 @@ export class Limiter {
   private showsSaturation(now: number): boolean {
     if (this.rttEwmaMs === 0) return true;
     if (this.algorithm.showsQueueing?.(now) ?? true) return true;
-    const oldest = this.counted.first ?? this.lane.first;
+    const oldest = this.lane.first ?? this.counted.first; // the slow lane's permits are the oldest
     const since = oldest === undefined || oldest.acquiredAt < this.lastReleaseAt ? this.lastReleaseAt : oldest.acquiredAt;
     return now - since > Math.max(this.queueConfig.codelIntervalMs, 2 * this.rttEwmaMs);
   }

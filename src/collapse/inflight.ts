@@ -58,14 +58,15 @@ export class Inflight<T> {
   }
 
   /**
-   * The fetch for `key` has its answer's head and is reading the body: its waiters then wait
-   * for it past their deadline, deadline after deadline, as its leader does (the fetch itself
-   * ends when the body does, or stalls for the idle timeout). A body trickling in for 20 s made
-   * every waiter give up at 18 s and fetch the page alone (failure-day trial, round 3).
+   * The fetch for `key` has its answer's head and is reading a body of known, storable length
+   * (`on`), or is asking again (`!on`): while on, its waiters wait past their deadline, up to
+   * ANSWERING_RENEWALS more deadlines, as its leader does. A body trickling in for 20 s made
+   * every waiter give up at 18 s and fetch the page alone (failure-day trial, round 3). Bounded,
+   * and only for a length the fill will store: a stream that never ends must not hold them.
    */
-  markAnswering(key: string): void {
+  setAnswering(key: string, on: boolean): void {
     const group = this.groups.get(key);
-    if (group) group.answering = true;
+    if (group) group.answering = on;
   }
 
   /** True while a leader is fetching `key`. */
@@ -96,10 +97,15 @@ export class Inflight<T> {
   }
 }
 
+/** How many more deadlines a waiter waits while its fill reads the body (Inflight.setAnswering). */
+export const ANSWERING_RENEWALS = 2;
+
 function withDeadline<T>(group: Group<T>, ms: number): Promise<T | 'timeout'> {
   return new Promise((resolve) => {
+    let renewals = 0;
     const expire = (): void => {
-      if (!group.answering) return resolve('timeout');
+      if (!group.answering || renewals >= ANSWERING_RENEWALS) return resolve('timeout');
+      renewals++;
       timer = setTimeout(expire, ms);
       timer.unref?.();
     };

@@ -61,8 +61,8 @@ export interface FetchRequest {
    * may hold more connections the origin has just closed.
    */
   freshConnection?: boolean;
-  /** Called once the answer's head is in, before its body is read (a fill's waiters then wait for the body). */
-  onHead?: () => void;
+  /** Called with the answer's head once it is in, before its body is read (a fill's waiters may then wait for the body). */
+  onHead?: (head: FetchedHead) => void;
 }
 
 export class OriginFetcher {
@@ -132,7 +132,7 @@ export class OriginFetcher {
       requestTime,
       responseTime,
     };
-    req.onHead?.();
+    req.onHead?.(head);
     if (res.statusCode === 304 || req.method === 'HEAD') {
       // No content, whatever Content-Length says (RFC 9110 §8.6: a 304 or a HEAD answer may
       // carry the selected representation's length). undici 7 still counts the missing bytes

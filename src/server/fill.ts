@@ -144,6 +144,13 @@ function waiterDeadlineMs(ctx: Ctx): number {
   return own > fill ? own : fill;
 }
 
+/** A declared Content-Length the fill will store (at most `max` bytes); no length, or a larger one, is not. */
+function isStorableLength(value: string | string[] | undefined, max: number): boolean {
+  const text = Array.isArray(value) ? value[0] : value;
+  if (text === undefined || !/^\d{1,15}$/.test(text.trim())) return false;
+  return Number(text.trim()) <= max;
+}
+
 /** What a waiter allows a fill beyond its response-head timeout: its wait for a permit (ms). */
 const FILL_PERMIT_MARGIN_MS = 1_000;
 
@@ -258,12 +265,12 @@ export function serveFillResult(ctx: Ctx, lookup: Lookup, result: FillResult, co
  * One origin fetch for the cache: member + permit, conditional when a stored entry has
  * validators, store when storable. Never tied to a client: the result belongs to the cache.
  */
-async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', priorityOverride?: number): Promise<FillResult> {
+async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', priorityOverride?: number, collapseId?: string): Promise<FillResult> {
   // A purge made while this fill is away (an edit's PURGE) also covers what it brings back.
   const fences = ctx.deps.purgeFence;
   const fence = fences?.begin(lookup.key);
   try {
-    return await fetchForCache(ctx, lookup, kind, priorityOverride, fence, (entry) => {
+    return await fetchForCache(ctx, lookup, kind, priorityOverride, fence, collapseId, (entry) => {
       const storable = fence === undefined ? entry : fences!.apply(fence, entry);
       return storable === undefined ? Promise.resolve() : ctx.deps.store.put(storable);
     });
@@ -279,6 +286,8 @@ async function fetchForCache(
   kind: 'fill' | 'background',
   priorityOverride: number | undefined,
   fence: Fence | undefined,
+  /** The collapse group whose waiters this fill answers (Inflight.setAnswering). */
+  collapseId: string | undefined,
   put: (entry: CacheEntry) => Promise<void>,
 ): Promise<FillResult> {
   const { deps, rt } = ctx;
@@ -290,6 +299,8 @@ async function fetchForCache(
   let afterTrial = false;
   let freshNext = false;
   for (let attempt = 0; ; attempt++) {
+    // Asking again (another member, an unconditional refetch): its waiters' deadlines hold again.
+    if (collapseId !== undefined) deps.inflight.setAnswering(collapseId, false);
     const deadlineAt = deps.clock.now() + queueDeadlineFor(rt.config, ctx.route);
     // A background refresh runs while stale-while-revalidate answers everyone: it uses spare
     // origin capacity (the background class, below every configured one) and is refused first;
@@ -328,8 +339,11 @@ async function fetchForCache(
         ...timeoutsFor(site.config, ctx.route),
         maxBodyBytes: rt.config.cache.maxObjectBytes,
         freshConnection,
-        // Its head is in: the waiters wait for the body, however long it takes to come.
-        onHead: () => deps.inflight.markAnswering(collapseKeyOf(lookup).id),
+        // Its head is in, with a length it will store: the waiters wait for the body.
+        onHead: (head) => {
+          if (collapseId !== undefined && isStorableLength(head.headers['content-length'], rt.config.cache.maxObjectBytes))
+            deps.inflight.setAnswering(collapseId, true);
+        },
       });
     } finally {
       lease.finish(
@@ -670,7 +684,7 @@ async function fillAcrossInstances(
   priority?: number,
 ): Promise<FillResult> {
   const remote = ctx.deps.crossInstance;
-  if (!remote) return runFill(ctx, lookup, kind, priority);
+  if (!remote) return runFill(ctx, lookup, kind, priority, collapseKey.id);
   const claim = await remote.acquire(collapseKey, ctx.rt.config.cache.collapse.waitDeadlineMs);
   if (claim.kind === 'filled') {
     const entry = selectVariant((await ctx.deps.store.get(lookup.key)) ?? [], lookup.variantHeaders, identityFillInputs(lookup.variantHeaders, lookup.policy, []));
@@ -680,10 +694,10 @@ async function fillAcrossInstances(
         return { kind: 'entry', entry, state: lookup.entry ? 'expired' : 'miss', stored: false, fwdStatus: entry.status };
       }
     }
-    return runFill(ctx, lookup, kind, priority); // nothing usable arrived: fetch here
+    return runFill(ctx, lookup, kind, priority, collapseKey.id); // nothing usable arrived: fetch here
   }
   try {
-    return await runFill(ctx, lookup, kind, priority);
+    return await runFill(ctx, lookup, kind, priority, collapseKey.id);
   } finally {
     if (claim.kind === 'fetch') await claim.done().catch(() => undefined);
   }

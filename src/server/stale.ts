@@ -139,14 +139,17 @@ export function originFailure(
   failure: Exclude<FetchFailure, 'error'>,
   origin?: { https: boolean; error?: Error },
 ): { code: ErrorCode; staleReason: StaleReason; detail: string } {
-  const code = (origin?.error as { code?: unknown } | undefined)?.code;
+  const error = origin?.error as { code?: unknown; cause?: { code?: unknown } } | undefined;
+  const code = error?.code ?? error?.cause?.code;
   const cause = typeof code === 'string' && /^[A-Z0-9_]{2,40}$/.test(code) ? ` (${code})` : '';
   // A body that stopped coming is idleMs's, not responseHeadersMs's (failure-day trial: the
   // detail sent the operator to the setting that did not apply).
   const hint =
     failure === 'timeout' && code === 'UND_ERR_BODY_TIMEOUT'
       ? 'the origin stopped sending the body: check the origin, or raise sites[].timeouts.idleMs (or the route\'s timeouts)'
-      : FAILURE_HINT[failure] + (failure === 'connect_error' && origin?.https !== false ? TLS_HINT : '');
+      : failure === 'timeout' && code === 'UND_ERR_CONNECT_TIMEOUT'
+        ? 'no connection in time: check that the origin is up and reachable, or raise sites[].timeouts.connectMs'
+        : FAILURE_HINT[failure] + (failure === 'connect_error' && origin?.https !== false ? TLS_HINT : '');
   return {
     code:
       failure === 'timeout'

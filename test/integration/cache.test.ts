@@ -128,6 +128,19 @@ describe('cache: hits, misses, collapsing', () => {
     expect(answers.map((a) => a.status)).toEqual(Array(8).fill(200));
     expect(answers.every((a) => a.body === 'x'.repeat(10))).toBe(true);
     expect(o.count('/trickle')).toBe(1);
+    // Without a declared length (a stream that may never end: NDJSON, a log tail), the waiters
+    // keep their deadline and ask alone (review: they would wait as long as the stream runs).
+    o.route('/stream', async (_req, res) => {
+      res.writeHead(200, { 'cache-control': 'public, max-age=60', 'content-type': 'application/x-ndjson' });
+      for (let i = 0; i < 10; i++) {
+        res.write('{}\n');
+        await sleep(150);
+      }
+      res.end();
+    });
+    const streamed = await Promise.all(Array.from({ length: 4 }, () => get(`${g.url}/stream`)));
+    expect(streamed.map((a) => a.status)).toEqual(Array(4).fill(200));
+    expect(o.count('/stream')).toBeGreaterThan(1);
   });
 
   it('releases waiters on an uncacheable answer and marks the key hit-for-pass', async () => {

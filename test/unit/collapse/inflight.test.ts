@@ -1,6 +1,6 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { ManualClock } from '../../../src/clock.js';
-import { Inflight } from '../../../src/collapse/inflight.js';
+import { ANSWERING_RENEWALS, Inflight } from '../../../src/collapse/inflight.js';
 
 describe('Inflight', () => {
   it('makes the first caller the leader and wakes every waiter with its result', async () => {
@@ -27,6 +27,32 @@ describe('Inflight', () => {
     f.join('k', 1000);
     const w = f.join('k', 5);
     expect(w.role === 'waiter' && (await w.result)).toBe('timeout');
+  });
+
+  it('while its fill reads a body of known length, a waiter waits up to ANSWERING_RENEWALS more deadlines; asked again, its deadline holds', async () => {
+    vi.useFakeTimers();
+    try {
+      const f = new Inflight<string>({ maxWaiters: 10, clock: new ManualClock() });
+      const leader = f.join('k', 0);
+      const w = f.join('k', 100);
+      let outcome: string | undefined;
+      if (w.role === 'waiter') void w.result.then((r) => (outcome = r));
+      f.setAnswering('k', true);
+      await vi.advanceTimersByTimeAsync(100 * (1 + ANSWERING_RENEWALS) - 1);
+      expect(outcome).toBeUndefined();
+      await vi.advanceTimersByTimeAsync(1);
+      expect(outcome).toBe('timeout');
+      // Another waiter, whose fill asks again (not answering): gone at its own deadline.
+      const again = f.join('k', 100);
+      let second: string | undefined;
+      if (again.role === 'waiter') void again.result.then((r) => (second = r));
+      f.setAnswering('k', false);
+      await vi.advanceTimersByTimeAsync(100);
+      expect(second).toBe('timeout');
+      if (leader.role === 'leader') leader.settle('done');
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('keeps hit-for-pass markers until they expire by the clock', () => {

@@ -11,6 +11,10 @@ describe('originFailure (what an origin failure is called, and where the operato
     expect(body.detail).not.toMatch(/responseHeadersMs/);
     const head = originFailure('timeout', { https: false, error: new undiciErrors.HeadersTimeoutError() });
     expect(head.detail).toMatch(/timeouts\.responseHeadersMs/);
+    // A connect timeout, as undici wraps it (the code on the cause): connectMs (review).
+    const connect = originFailure('timeout', { https: false, error: Object.assign(new Error('fetch failed'), { cause: new undiciErrors.ConnectTimeoutError() }) });
+    expect(connect.detail).toMatch(/UND_ERR_CONNECT_TIMEOUT/);
+    expect(connect.detail).toMatch(/timeouts\.connectMs/);
   });
 
   it('never names the origin, and gives the certificate hint only for an https origin', () => {
