@@ -195,9 +195,18 @@ export function isOwnVariant(entry: CacheEntry): boolean {
   if (entry.variantKey === '' || isSharedByOrigin(entry)) return false;
   for (const part of entry.variantKey.split('&')) {
     const eq = part.indexOf('=');
-    if (eq > 0 && isIdentityHeaderName(decodeURIComponent(part.slice(0, eq)))) return true;
+    if (eq > 0 && isIdentityHeaderName(safeDecode(part.slice(0, eq)))) return true;
   }
   return false;
+}
+
+/** A variant key's name part as the header name it encodes; '' for one that is not ours (a record from Redis is input). */
+function safeDecode(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return '';
+  }
 }
 
 /** Live until deleteAt (exclusive): at `deleteAt` a store no longer returns it. */
