@@ -128,9 +128,9 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
  * `responseHeadersMs`, twice when it may try a second member, plus a second for its permit).
  * Giving up first, every waiter of a 12 s page fetched it alone at the same moment: 50 origin
  * requests at once instead of one (failure-day trial). A fill that fails or times out still
- * answers its waiters (stale, or the gateway's error). Once the fill has its answer's head,
- * its waiters wait for the body past this, as long as the body keeps coming (Inflight
- * markAnswering).
+ * answers its waiters (stale, or the gateway's error). Once the fill has its answer's head
+ * with a length it will store, its waiters wait for the body up to two more of these
+ * (Inflight.setAnswering).
  */
 function waiterDeadlineMs(ctx: Ctx): number {
   const own = ctx.rt.config.cache.collapse.waitDeadlineMs;
