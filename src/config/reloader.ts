@@ -137,9 +137,10 @@ export function createReloader(options: ReloaderOptions): Reloader {
     // sent 95 of that site's requests to the first site's origin in the second before the rest
     // came (config-edit trial). Read again after the hold, a file still changing is taken up
     // again; one that is not applies. A signal or a manual reload means the file is ready.
-    if (result.ok && seen !== undefined && holds < MAX_REMOVAL_HOLDS && removesSitesOrRoutes(prev, result.config)) {
+    const removals = result.ok && seen !== undefined && holds < MAX_REMOVAL_HOLDS ? removalsOf(prev, result.config) : [];
+    if (removals.length > 0) {
       const holdMs = options.removalHoldMs ?? REMOVAL_HOLD_MS;
-      logger.info({ reason, file, holdMs }, `config edit removes ${removalsOf(prev, result.config).join(', ')}: applying it once the file has not changed for ${holdMs} ms`);
+      logger.info({ reason, file, holdMs }, `config edit removes ${removals.join(', ')}: applying it once the file has not changed for ${holdMs} ms`);
       await (options.sleep ?? defaultSleep)(holdMs);
       if ((await readText(file)) !== seen) return attempt(reason, holds + 1);
     }
@@ -222,10 +223,6 @@ function removalsOf(prev: GatewayConfig, next: GatewayConfig): string[] {
     else for (const route of site.routes) if (!kept.routes.some((r) => r.name === route.name)) out.push(`route "${site.name}/${route.name}"`);
   }
   return out;
-}
-
-function removesSitesOrRoutes(prev: GatewayConfig, next: GatewayConfig): boolean {
-  return removalsOf(prev, next).length > 0;
 }
 
 /** The RESTART_KEYS (dotted paths) whose values differ between two configs. */

@@ -318,11 +318,7 @@ export class OriginPool {
    * 7-15 MB and a POST in flight answered `502 origin_reset` (config-edit trial).
    */
   retire(): void {
-    if (this.closed) return;
-    this.closed = true;
-    for (const t of this.timers.values()) clearTimeout(t);
-    this.timers.clear();
-    this.abort.abort();
+    if (!this.stopProbing()) return;
     for (const m of this.list) {
       m.removed = true;
       if (!m.releaseAgentIfIdle()) this.retiring.add(m);
@@ -331,14 +327,20 @@ export class OriginPool {
 
   /** Stop probes and timers, destroy every agent (open sockets included). Idempotent. */
   async close(): Promise<void> {
-    if (this.closed) return;
+    if (!this.stopProbing()) return;
+    await Promise.all([...this.probing.values()]);
+    for (const m of [...this.list, ...this.retiring]) m.agent.destroy();
+    this.retiring.clear();
+  }
+
+  /** Marks the pool closed and stops its probes and timers; false when it already was. */
+  private stopProbing(): boolean {
+    if (this.closed) return false;
     this.closed = true;
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
     this.abort.abort();
-    await Promise.all([...this.probing.values()]);
-    for (const m of [...this.list, ...this.retiring]) m.agent.destroy();
-    this.retiring.clear();
+    return true;
   }
 
   private probeThenSchedule(m: PoolMember): void {

@@ -387,7 +387,7 @@ export function decide(
   // A request that says who asks (`X-User-Token`) is not answered with a copy a fill made
   // without it, unless the origin said that copy is for everyone: it is the guest's page, and
   // the request goes to the origin as it came (its answer is stored as its own variant, fill.ts).
-  const entry = selectVariant(variants, variantHeaders, identityFillInputs(variantHeaders, policy, []));
+  const entry = variants.length === 0 ? undefined : selectVariant(variants, variantHeaders, identityFillInputs(variantHeaders, policy, []));
   const now = deps.clock.now();
   const evaluation = entry ? evaluateEntry(entry, facts, now, policy) : undefined;
   const lookup: Lookup = { key, variants, entry, evaluation, policy, facts, variantHeaders, canStore };
