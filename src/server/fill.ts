@@ -87,6 +87,12 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
       const variantHeaders = makeFillVisibleHeaders(ctx.site!, ctx.req.headers, lookup.policy, variants);
       return fillAndServe(ctx, { ...lookup, variants, variantHeaders, entry: undefined, evaluation: undefined }, attempt + 1);
     }
+    // A fill made without a header this request carries naming who asks (X-User-Token), whose
+    // answer the origin did not give for everyone: not this request's page (selectVariant's rule
+    // for stored copies). It asks the origin as it came (attacker trial: Alice, arriving during
+    // a guest's fill, got the guest's page).
+    if (!isSharedByOrigin(outcome.entry) && identityFillInputs(lookup.variantHeaders, lookup.policy, outcome.entry.vary).length > 0)
+      return passAlone(ctx, lookup);
     return serveFillResult(ctx, lookup, outcome, true);
   }
   if (outcome.kind === 'uncacheable' || outcome.kind === 'too_large') {

@@ -258,7 +258,7 @@ describe('the key covers what the origin sees', () => {
     const hers = get(`${g.url}/me/etag`, alice);
     await inFill;
     const bobs = get(`${g.url}/me/etag`);
-    await new Promise((r) => setTimeout(r, 50));
+    await expect.poll(async () => /crowdgate_collapsed_requests_total\{site="test"\} 1\b/.test(await (await request(`${g.adminUrl}/metrics`)).body.text())).toBe(true);
     release();
     hold = undefined;
     expect((await hers).body).toBe('account of alice');
@@ -300,6 +300,53 @@ describe('the key covers what the origin sees', () => {
       const own = await get(`${g.url}${path}`, alice);
       expect(own.body).toBe('account of alice');
     }
+  });
+
+  it('a request carrying a header naming who asks that joins a guest\'s fill under way gets its own page, not the guest\'s (attacker trial)', async () => {
+    const o = await origin();
+    // The guest's request is held in the origin until the other has joined its fill.
+    let arrived = () => {};
+    let hold = Promise.resolve();
+    const held = () => {
+      let release!: () => void;
+      hold = new Promise<void>((r) => (release = r));
+      const inFill = new Promise<void>((r) => (arrived = r));
+      return { inFill, release };
+    };
+    const page = (headers: Record<string, string>) => async (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {
+      const who = String(req.headers['x-user-token'] ?? 'tok-guest').slice(4);
+      if (who === 'guest') {
+        arrived();
+        await hold;
+      }
+      res.writeHead(200, { 'content-type': 'text/html', ...headers });
+      res.end(`account of ${who}`);
+    };
+    o.route('/me/etag', page({ etag: 'W/"v1"' }));
+    o.route('/me/public', page({ 'cache-control': 'public, max-age=60' }));
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const collapsed = async () => Number(/crowdgate_collapsed_requests_total\{site="test"\} (\d+)/.exec(await (await request(`${g.adminUrl}/metrics`)).body.text())?.[1] ?? 0);
+
+    let gate = held();
+    const guest = get(`${g.url}/me/etag`);
+    await gate.inFill;
+    const alice = get(`${g.url}/me/etag`, { 'x-user-token': 'tok-alice' });
+    await expect.poll(collapsed).toBe(1);
+    gate.release();
+    expect((await guest).body).toBe('account of guest');
+    expect((await alice).body).toBe('account of alice');
+    expect(o.count('/me/etag')).toBe(2);
+
+    // The origin gave it for everyone (public): the joiner shares the fill, as any waiter does.
+    gate = held();
+    const guest2 = get(`${g.url}/me/public`);
+    await gate.inFill;
+    const alice2 = get(`${g.url}/me/public`, { 'x-user-token': 'tok-alice' });
+    await expect.poll(collapsed).toBe(2);
+    gate.release();
+    expect((await guest2).body).toBe('account of guest');
+    expect((await alice2).body).toBe('account of guest');
+    expect(o.count('/me/public')).toBe(1);
   });
 
   it('a crowd whose requests each carry their own CSRF token shares one fill; a flood of token values never pushes out the copy everyone else gets; our own targeted field shares a copy (review)', async () => {
