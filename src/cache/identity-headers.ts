@@ -19,13 +19,13 @@ const IDENTITY_NAME =
  * rails-ujs `X-CSRF-Token`, Django setups `X-CSRFToken`; it is checked on unsafe methods and
  * picks no page), and a per-request signature (Web Bot Auth's `Signature`, Akamai's G2O origin
  * check `X-Akamai-G2O-Auth-Data`), a per-request id (`X-Client-Request-Id`, Azure SDKs'
- * `x-ms-client-request-id`, Envoy's `x-client-trace-id`, `X-Request-UUID`), and User-Agent
+ * `x-ms-client-request-id`, Envoy's `x-client-trace-id`, `X-Request-UUID`, `X-Request-UID`), and User-Agent
  * (the browser's, not the user's). Taken as an identity, every request of a crowd made a fill
  * of its own (review: 20 requests for a page, each with its own X-CSRF-Token, 20 origin
  * fetches). A name with another identity word beside them still counts (`X-User-Signature`:
  * attacker trial, a whole name dropped for its `signature` sent Alice's page to everyone).
  */
-const NOT_IDENTITY_PARTS = /[xc]?s?rf[-_]?token|csrf|xsrf|signature|g2o[-a-z]*|user-agent|(?:client[-_]?)?(?:request|trace|correlation|span)[-_]?id|uuid|guid/gi;
+const NOT_IDENTITY_PARTS = /[xc]?s?rf[-_]?token|csrf|xsrf|signature|g2o[-a-z]*|user-agent|(?:client[-_]?)?(?:request|trace|correlation|span)[-_]?u?id|uuid|guid/gi;
 
 /** Whether a (lower-case) request header name says who asks (see the module doc). */
 export function isIdentityHeaderName(name: string): boolean {
