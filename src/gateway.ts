@@ -184,7 +184,7 @@ export class Gateway implements RequestDeps {
 
   /** /readyz: ready unless draining; the origins' state is in its body. */
   readiness(): Readiness {
-    return readinessOf(this.rt.sites, this.drainer.isDraining(), this.clock.now());
+    return readinessOf(this.rt.sites, this.drainer.isStopping(), this.drainer.isDraining(), this.clock.now());
   }
 
   /** Publishes gauges that are read rather than counted (called before each scrape). */
@@ -291,6 +291,27 @@ export class Gateway implements RequestDeps {
   }
 
   /** Graceful shutdown within `shutdown.drainTimeoutMs` (server/drain.ts): /readyz turns 503, stragglers are cut. */
+  /**
+   * SIGTERM's first phase: for `shutdown.delayMs` /readyz answers 503 and answers close their
+   * connections while requests are still accepted and served, so a load balancer takes this
+   * instance out before its listener closes (Caddy's shutdown_delay, kube-apiserver's
+   * --shutdown-delay-duration). `elapsed` resolves when the delay has passed, or at `hurry()`.
+   */
+  announceShutdown(): { elapsed: Promise<void>; hurry(): void } {
+    this.drainer.announce();
+    const delayMs = this.rt.config.shutdown.delayMs;
+    let hurry = (): void => {};
+    const elapsed = new Promise<void>((resolve) => {
+      if (delayMs === 0) return resolve();
+      const timer = setTimeout(resolve, delayMs);
+      hurry = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    return { elapsed, hurry: () => hurry() };
+  }
+
   drain(): Promise<{ drained: boolean; cut: number }> {
     return this.drainer.drain(this.listeners.drainable, this.rt.config.shutdown.drainTimeoutMs);
   }

@@ -89,11 +89,15 @@ async function main(): Promise<number> {
     return 1;
   }
   process.on('SIGHUP', () => void gateway.reload('signal'));
-  let stopping = false;
+  let stopping: { hurry(): void } | undefined;
   const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    gateway.logger.info({ signal }, 'shutting down');
+    // A second signal during shutdown.delayMs drains at once.
+    if (stopping) return stopping.hurry();
+    const delayMs = gateway.runtime().config.shutdown.delayMs;
+    gateway.logger.info({ signal, delayMs }, delayMs > 0 ? `shutting down: /readyz answers 503 for ${delayMs} ms before draining (signal again to drain now)` : 'shutting down');
+    const announced = gateway.announceShutdown();
+    stopping = announced;
+    await announced.elapsed;
     await gateway.drain();
     await gateway.close();
     gateway.logger.flush(() => process.exit(0));

@@ -90,7 +90,7 @@ async function handleAdmin(gw: AdminGateway, req: http.IncomingMessage, res: htt
     // instance reaches its origin (a deploy gate, a gateway beside its own app). The default
     // does not: every instance shares the origin, and a load balancer would pull them all.
     const ready = r.ready && (!url.searchParams.has('origin') || r.sites.some((s) => s.state === 'up'));
-    return json(res, ready ? 200 : 503, { status: ready ? 'ready' : r.draining ? 'draining' : 'not ready', ...r, ready });
+    return json(res, ready ? 200 : 503, { status: ready ? 'ready' : r.draining ? 'draining' : r.stopping ? 'stopping' : 'not ready', ...r, ready });
   }
   if (path === '/metrics') {
     gw.collectGauges();

@@ -1,5 +1,6 @@
 /**
- * /readyz: is this instance worth sending traffic to? Ready unless draining. The origins'
+ * /readyz: is this instance worth sending traffic to? Ready unless shutting down (stopping: the
+ * shutdown.delayMs before draining; draining). The origins'
  * health is in the body (each site's state, every member's health), not in the status: every
  * instance shares the origin, and one down would make a load balancer pull them all at once,
  * with the stale copies that were keeping the site up (a WordPress database outage).
@@ -8,11 +9,13 @@ import type { SiteRuntime } from '../runtime.js';
 
 export interface Readiness {
   ready: boolean;
+  /** Shutting down but still serving (shutdown.delayMs). */
+  stopping: boolean;
   draining: boolean;
   sites: Array<{ site: string; state: string; origins: unknown[] }>;
 }
 
-export function readinessOf(sites: readonly SiteRuntime[], draining: boolean, now: number): Readiness {
+export function readinessOf(sites: readonly SiteRuntime[], stopping: boolean, draining: boolean, now: number): Readiness {
   const states = sites.map((s) => ({
     site: s.name,
     state: s.pool.readiness(),
@@ -24,6 +27,6 @@ export function readinessOf(sites: readonly SiteRuntime[], draining: boolean, no
       configKey: 'sites[].origins[].url',
     })),
   }));
-  const ready = !draining;
-  return { ready, draining, sites: states };
+  const ready = !stopping && !draining;
+  return { ready, stopping: stopping && !draining, draining, sites: states };
 }

@@ -152,6 +152,15 @@ export const serverLimitsSchema = z
 export const shutdownSchema = z
   .strictObject({
     drainTimeoutMs: positiveMs('On SIGTERM/SIGINT, how long in-flight requests may finish.').default(10_000),
+    delayMs: z
+      .number()
+      .int()
+      .min(0)
+      .max(600_000)
+      .default(0)
+      .describe(
+        'On SIGTERM/SIGINT, keep serving this long before draining, ms, with /readyz answering 503 and answers closing their connections, so a load balancer takes the instance out first; a second signal drains at once (0: drain at once).',
+      ),
   })
   .describe('Graceful shutdown.');
 

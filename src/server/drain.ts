@@ -5,7 +5,8 @@
  * finish, then cuts the connections left.
  *
  * Owns the draining flag that /readyz, new requests (sent Connection: close) and WebSocket
- * upgrades (refused) read. It does not decide when to drain (main.ts, on SIGTERM) nor close the
+ * upgrades (refused) read, and the stopping flag of the phase before it (shutdown.delayMs),
+ * which /readyz and new requests read. It does not decide when to drain (main.ts, on SIGTERM) nor close the
  * rest of the gateway (Gateway.close).
  */
 import type http from 'node:http';
@@ -20,6 +21,7 @@ export interface DrainableServer {
 
 export class Drain {
   private draining = false;
+  private stopping = false;
   private inFlight = 0;
   private readonly idleWaiters: Array<() => void> = [];
 
@@ -29,10 +31,24 @@ export class Drain {
     return this.draining;
   }
 
-  /** A request arrived; once draining, its connection is not kept alive. */
+  /**
+   * Shutting down, before draining (shutdown.delayMs): requests are still accepted and served,
+   * but /readyz says not ready and answers close their connections, so a load balancer takes
+   * this instance out, and its clients reconnect through it, while nothing is refused yet.
+   */
+  announce(): void {
+    this.stopping = true;
+  }
+
+  /** Shutting down: announced or draining. */
+  isStopping(): boolean {
+    return this.stopping || this.draining;
+  }
+
+  /** A request arrived; once shutting down, its connection is not kept alive. */
   requestStarted(res: http.ServerResponse): void {
     this.inFlight++;
-    if (this.draining) res.setHeader('connection', 'close');
+    if (this.stopping || this.draining) res.setHeader('connection', 'close');
   }
 
   /** The request path is done with one request: its response finished or was cut. */

@@ -444,4 +444,35 @@ describe('command line', () => {
     expect(await exited).toBe(0);
     expect(child.output()).toContain('drained');
   });
+
+  it('with shutdown.delayMs, SIGTERM first keeps serving with /readyz 503 and connections closed after each answer; a second SIGTERM drains at once', async () => {
+    const o = await origin();
+    const [port, adminPort] = [await freePort(), await freePort()];
+    const dir = mkdtempSync(join(tmpdir(), 'cg-delay-'));
+    const file = join(dir, 'gateway.yaml');
+    // A minute: the test ends it with the second signal, never by the timer.
+    writeFileSync(file, stringify({ listen: { host: '127.0.0.1', port }, admin: { host: '127.0.0.1', port: adminPort }, shutdown: { delayMs: 60_000 }, sites: [siteFor([o.url])] }));
+    const child = spawnCli(['--config', file]);
+    await waitFor(() => child.output().includes('crowdgate listening'));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    child.kill('SIGTERM');
+    let readiness: { status?: string; ready?: boolean } = {};
+    await waitFor(async () => {
+      const r = await request(`http://127.0.0.1:${adminPort}/readyz`);
+      readiness = (await r.body.json()) as typeof readiness;
+      return r.statusCode === 503;
+    }, 5000);
+    expect(readiness).toMatchObject({ status: 'stopping', ready: false });
+    // Still accepting and serving, each answer closing its connection.
+    for (let i = 0; i < 3; i++) {
+      const page = await request(`http://127.0.0.1:${port}/page${i}`);
+      expect(page.statusCode).toBe(200);
+      expect(page.headers.connection).toBe('close');
+      await page.body.text();
+    }
+    expect(o.count('/page2')).toBe(1);
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(child.output()).toContain('drained');
+  });
 });
