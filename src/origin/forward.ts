@@ -93,11 +93,17 @@ export interface ForwardCall {
   freshConnection?: boolean;
   /**
    * Called once when what is left of the body is no longer the origin's work: the answer is an
-   * endless stream (server-sent events: called at its head), or the client has held the body
-   * back (not read it) for CLIENT_STALL_MS. The caller gives the origin permit back (nginx and
-   * Varnish free the origin connection by buffering instead).
+   * endless stream (server-sent events: called at its head), a download (a declared length
+   * past `downloadBytes`: called at its head), or the client has held the body back (not read
+   * it) for CLIENT_STALL_MS. The caller gives the origin permit back (nginx and Varnish free
+   * the origin connection by buffering instead).
    */
   onPermitFree?(status: number): void;
+  /**
+   * An answer declaring a longer body than this is a download: once its head has come, the rest
+   * is a transfer at the client's pace, not the origin's work (see onPermitFree). Unset: none.
+   */
+  downloadBytes?: number;
   /**
    * Called once when the client has sent no byte of its request body for CLIENT_STALL_MS (a
    * slow or stalled upload): the request goes on at the client's pace, and the caller gives the
@@ -354,7 +360,7 @@ export class Forwarder {
     const permitFree = state.call.onPermitFree;
     // An event stream holds its origin connection for as long as it lives, doing little: it
     // does not hold a permit too, or 25 open streams refused every other request.
-    if (permitFree !== undefined && isEndlessStream(proxyRes.headers['content-type'])) permitFree(status);
+    if (permitFree !== undefined && (isEndlessStream(proxyRes.headers['content-type']) || isDownload(proxyRes.headers['content-length'], state.call.downloadBytes))) permitFree(status);
     else if (permitFree !== undefined) {
       let stall: NodeJS.Timeout | undefined;
       proxyRes.on('pause', () => {
@@ -519,6 +525,12 @@ function rawHead(status: number, message: string, pairs: readonly string[]): str
   let out = `HTTP/1.1 ${status} ${message.replace(/[\r\n]/g, '')}\r\n`;
   for (let i = 0; i + 1 < pairs.length; i += 2) out += `${pairs[i]}: ${pairs[i + 1]}\r\n`;
   return out + '\r\n';
+}
+
+/** A declared Content-Length past `limit` (onPermitFree's download). */
+function isDownload(contentLength: string | undefined, limit: number | undefined): boolean {
+  if (limit === undefined || contentLength === undefined || !/^\d{1,15}$/.test(contentLength)) return false;
+  return Number(contentLength) > limit;
 }
 
 /** How long a client may hold a forwarded body back before its origin permit is given back (ms). */

@@ -139,6 +139,12 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
             // every other miss got 503 (attacker trial); so did 25 open event streams
             // (failure-day trial). The lease ends here; the finish below is then ignored.
             onPermitFree: (status) => lease.finish({ kind: 'response', status, clientHeld: true }),
+            // A download (longer than the cache keeps) gives its permit back at its head: ten
+            // 20 MiB downloads held every permit for their whole transfer, and 50 of a crowd
+            // of 60 were refused at the deadline while the origin had room (normal-day trial).
+            // An origin that streams it from a worker still holds the worker: the next
+            // request's head waits for one, and its permit with it.
+            downloadBytes: rt.config.cache.maxObjectBytes,
             // A client that stops sending its body gives the permit back too (attacker trial).
             onBodyStall: () => lease.finish({ kind: 'body_stalled' }),
             // A request to a suspect member (OriginLease.suspect) is a visitor's: its 502 or 503

@@ -1152,6 +1152,38 @@ describe('failure amplification: endless event streams', () => {
   }, 15_000);
 });
 
+describe('failure amplification: a crowd of downloads', () => {
+  it('a download longer than the cache keeps gives its permit back at its head: a crowd of them is not refused while the origin streams them (normal-day trial)', async () => {
+    const o = await origin();
+    const size = 1 << 20;
+    let heads = 0;
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    // A podcast episode, cacheable but past maxObjectBytes: the head and a first chunk at once,
+    // the rest once every client has its head.
+    o.route('/episode.mp3', async (_req, res) => {
+      heads++;
+      res.writeHead(200, { 'content-type': 'audio/mpeg', 'content-length': String(size), 'cache-control': 'public, max-age=300' });
+      res.write(Buffer.alloc(1024, 97));
+      await released;
+      res.end(Buffer.alloc(size - 1024, 98));
+    });
+    const g = await gateway({
+      cache: { maxObjectBytes: 64 * 1024 },
+      admission: { limit: { algorithm: 'fixed', initial: 2, ceiling: 2 }, queue: { deadlineMs: 300, minWaitRoundTrips: 0 } },
+      sites: [siteFor([o.url])],
+    });
+    const downloads = Array.from({ length: 10 }, () => request(`${g.url}/episode.mp3`));
+    const answers = await Promise.all(downloads);
+    expect(answers.map((a) => a.statusCode)).toEqual(Array(10).fill(200));
+    release();
+    const bodies = await Promise.all(answers.map(async (a) => (await a.body.arrayBuffer()).byteLength));
+    expect(bodies).toEqual(Array(10).fill(size));
+    // The fill that found it too large, then one pass-through each.
+    expect(heads).toBe(11);
+  });
+});
+
 describe('failure amplification: an EventSource on a cacheable route', () => {
   it('asks the origin once (Accept: text/event-stream bypasses the cache), and the first event arrives', async () => {
     const o = await origin();
