@@ -412,6 +412,7 @@ export class Limiter {
     const signal = opts.signal;
     if (signal?.aborted) return REFUSED_ABORTED;
     const now = this.clock.now();
+    this.algorithm.tick?.(now);
     if (this.inflightCount >= this.limit) this.moveOverdue(now);
     if (this.queue.length > 0 && this.inflightCount < this.limit) this.pump(now); // limit grew
     if (this.inflightCount >= this.limit && this.trialDue(now)) {

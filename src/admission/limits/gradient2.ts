@@ -351,6 +351,11 @@ export class Gradient2Limit implements Limit {
     };
   }
 
+  /** A probe past its time ends, samples or not (Limit.tick): its permits may all be held by slow requests. */
+  tick(now: number): void {
+    if (this.probeLimit > 0 && now - this.lastProbeAt >= this.probeMaxMs) this.endProbe(now);
+  }
+
   onSample(sample: LimitSample, now: number): void {
     const rtt = sample.rttMs;
     if (sample.inflight >= Math.floor(this.estimate)) {

@@ -48,6 +48,12 @@ export interface Limit {
    */
   isColdStart?(now: number): boolean;
   /**
+   * The time now (`now` epoch ms), told on every arrival: an algorithm that holds the limit down
+   * for a while (gradient2's no-load probe) ends that on time even when no sample comes (its
+   * few permits held by slow requests). Absent: nothing depends on time alone.
+   */
+  tick?(now: number): void;
+  /**
    * Feeds one sample. `now` is epoch ms. The caller may reuse the sample object afterwards,
    * so implementations must copy what they keep.
    */

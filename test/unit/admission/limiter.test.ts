@@ -664,6 +664,28 @@ describe('Limiter: refusal at arrival', () => {
     expect(outcomes.filter((o) => !o.result.ok)).toEqual([]);
   });
 
+  it('tells the limit the time on each arrival: a probe whose permits slow requests hold ends on time, and its waiters are served (normal-day trial)', async () => {
+    /** A no-load probe of 1 permit that ends 1 s after it began, by the clock alone. */
+    class TimedProbe extends ScriptedLimit {
+      planning = 4;
+      tick(now: number): void {
+        if (now >= 1_000) this.current = 4;
+      }
+    }
+    const { request, outcomes, flush, scheduler } = setup({ limit: new TimedProbe(1) });
+    request('slow report'); // holds the probe's only permit for seconds
+    // Arrivals wait behind it, one every 20 ms, and the probe's 1 s runs out meanwhile.
+    for (let i = 0; i < 50; i++) {
+      request(`w${i}`, 1, { deadlineAt: 3_000 });
+      scheduler.advance(20);
+    }
+    request('arrival', 1, { deadlineAt: 3_000 });
+    await flush();
+    // The probe ended on an arrival: three more permits, to the first waiters.
+    expect(outcomes.filter((o) => o.result.ok).map((o) => o.name)).toEqual(['slow report', 'w0', 'w1', 'w2']);
+    expect(outcomes.filter((o) => !o.result.ok)).toEqual([]);
+  });
+
   it('queues without judging while no round trip has been measured', () => {
     const { request } = setup({ limitN: 1 });
     request('a');

@@ -568,6 +568,19 @@ describe('Gradient2Limit: a probe that cannot collect its samples', () => {
     expect(limit.isProbing).toBe(false);
     expect(limit.current).toBeGreaterThanOrEqual(8);
   });
+
+  it('ends on time with no sample at all (its permits held by slow requests): the time alone ends it (normal-day trial)', () => {
+    const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256 });
+    let at = 0;
+    for (let i = 0; i < 10 && !limit.isProbing; i++) limit.onSample({ rttMs: 20, inflight: 8, dropped: false }, (at += 20));
+    expect(limit.isProbing).toBe(true);
+    // No request comes back for 2.7 s: arrivals tell the time.
+    limit.tick((at += 500));
+    expect(limit.isProbing).toBe(true);
+    limit.tick((at += 600));
+    expect(limit.isProbing).toBe(false);
+    expect(limit.current).toBeGreaterThanOrEqual(8);
+  });
 });
 
 describe('Gradient2Limit: an origin whose every answer takes seconds', () => {
