@@ -149,6 +149,11 @@ export const OVERDUE_RUN = 8;
  * of slow requests after a quiet spell, or on a fresh gateway, is the endpoint mix.
  */
 export const SLOW_EVIDENCE_GAP_MS = 5_000;
+/**
+ * During a no-load probe, a counted permit of an endpoint more than this many times slower than
+ * the site's typical round trip steps aside once held that long (see moveOverdue).
+ */
+export const PROBE_ASIDE_FACTOR = 3;
 /** Bounds of the overdue threshold, ms. */
 export const OVERDUE_MIN_MS = 100;
 export const OVERDUE_MAX_MS = 2_000;
@@ -160,6 +165,8 @@ class LimiterPermit implements Permit {
   released = false;
   /** Moved to the slow lane (see "Overdue permits" above). */
   overdue = false;
+  /** Moved there by a no-load probe only, before it was overdue (see moveOverdue). */
+  probeAside = false;
   /** The counted permits, oldest first, or the slow lane's (doubly-linked lists owned by the Limiter). */
   prev: LimiterPermit | undefined = undefined;
   next: LimiterPermit | undefined = undefined;
@@ -167,6 +174,8 @@ class LimiterPermit implements Permit {
     private readonly limiter: Limiter,
     readonly acquiredAt: number,
     readonly inflightAtAcquire: number,
+    /** Its endpoint's typical round trip when granted, ms (0: unknown). */
+    readonly expectedMs: number,
   ) {}
   release(kind: ReleaseKind, latencyClass?: string): void {
     if (this.released) return;
@@ -437,7 +446,7 @@ export class Limiter {
       }
     }
     if (this.queue.length === 0 && this.inflightCount < this.limit) {
-      const permit = this.grant(now);
+      const permit = this.grant(now, this.latency.typical(opts.latencyClass));
       this.onChange?.(this);
       return { ok: true, permit, waitedMs: 0 };
     }
@@ -571,15 +580,18 @@ export class Limiter {
     return opts.servesCrowd ? this.queueConfig.codelIntervalMs : this.queueConfig.codelTargetMs;
   }
 
-  private grant(now: number): LimiterPermit {
-    const permit = new LimiterPermit(this, now, ++this.inflightCount);
+  private grant(now: number, expectedMs = 0): LimiterPermit {
+    const permit = new LimiterPermit(this, now, ++this.inflightCount, expectedMs);
     this.counted.push(permit);
     return permit;
   }
 
   /** Every slow-lane permit counted again, ahead of the counted ones (they are the oldest). */
   private recountLane(): void {
-    for (let p = this.lane.first; p !== undefined; p = p.next) p.overdue = false;
+    for (let p = this.lane.first; p !== undefined; p = p.next) {
+      p.overdue = false;
+      p.probeAside = false;
+    }
     this.counted.prependAll(this.lane);
     this.inflightCount += this.overdueCount;
     this.overdueCount = 0;
@@ -588,6 +600,14 @@ export class Limiter {
   /**
    * Moves counted permits held past the overdue threshold to the slow lane, oldest first, while
    * the lane has room (at most `limit` permits). Returns true when any moved.
+   *
+   * During a no-load probe, also a permit of a slow endpoint (its typical round trip more than
+   * PROBE_ASIDE_FACTOR times the site's) held that long: the probe's two permits held by
+   * 50-150 ms pages and 1-3 s reports of a site whose other pages take 2-5 ms let through 10
+   * requests in a second, and its queue was refused (normal-day trial). Only such endpoints:
+   * a crowd's pages that are slow because they queue in the origin stay counted, or the probe
+   * would let new requests in beside them and measure the queue. Such a permit is not overdue
+   * (it is released as a counted one would be), unless it is held past the overdue threshold.
    */
   private moveOverdue(now: number): boolean {
     const cap = this.laneCap;
@@ -595,15 +615,38 @@ export class Limiter {
     const dueBefore = now - this.overdueAfterMs;
     let moved = false;
     for (let p = this.counted.first; p !== undefined && p.acquiredAt <= dueBefore && this.overdueCount < cap; p = this.counted.first) {
-      this.counted.remove(p);
-      this.lane.push(p);
-      p.overdue = true;
+      this.moveAside(p);
       this.noteOverdue(p.acquiredAt);
-      this.inflightCount--;
-      this.overdueCount++;
       moved = true;
     }
+    if (this.isProbing && this.rttEwmaMs > 0) {
+      const slowerThan = PROBE_ASIDE_FACTOR * this.rttEwmaMs;
+      for (let p = this.counted.first; p !== undefined && this.overdueCount < cap; ) {
+        const next = p.next;
+        if (p.expectedMs > slowerThan && now - p.acquiredAt > slowerThan) {
+          this.moveAside(p);
+          p.probeAside = true;
+          moved = true;
+        }
+        p = next;
+      }
+    }
     return moved;
+  }
+
+  /** One counted permit to the slow lane. */
+  private moveAside(p: LimiterPermit): void {
+    this.counted.remove(p);
+    this.lane.push(p);
+    p.overdue = true;
+    this.inflightCount--;
+    this.overdueCount++;
+  }
+
+  /** The limit algorithm holds the limit below its planning limit for a no-load probe (Limit.planning). */
+  private get isProbing(): boolean {
+    const planned = this.algorithm.planning;
+    return planned !== undefined && planned > this.algorithm.current;
   }
 
   /**
@@ -712,9 +755,10 @@ export class Limiter {
     // endpoint mix, and its round trip says nothing about saturation (see "Overdue permits"):
     // unless most requests are that slow now, which is the origin's service time changing.
     if (this.slowLane) {
-      const overdue = permit.overdue || now - permit.acquiredAt > this.overdueAfterMs;
+      const overdue = (permit.overdue && !permit.probeAside) || now - permit.acquiredAt > this.overdueAfterMs;
       if (overdue) {
-        if (!permit.overdue) this.noteOverdue(permit.acquiredAt); // a moved one was noted when moved
+        // A moved one was noted when moved, unless a probe moved it before it was overdue.
+        if (!permit.overdue || permit.probeAside) this.noteOverdue(permit.acquiredAt);
       } else if (kind === 'success' && permit.acquiredAt > this.promptStartedAt) this.promptStartedAt = permit.acquiredAt;
       // During a no-load probe a counted request is the probe's measurement, however slow.
       const probing = (this.algorithm.planning ?? 0) > this.algorithm.current;
@@ -764,7 +808,7 @@ export class Limiter {
         continue;
       }
       this.detach(w);
-      w.resolve({ ok: true, permit: this.grant(now), waitedMs: now - w.enqueuedAt });
+      w.resolve({ ok: true, permit: this.grant(now, w.costMs), waitedMs: now - w.enqueuedAt });
     }
   }
 

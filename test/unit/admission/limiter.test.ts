@@ -686,6 +686,38 @@ describe('Limiter: refusal at arrival', () => {
     expect(outcomes.filter((o) => !o.result.ok)).toEqual([]);
   });
 
+  it('during a probe, a slow endpoint\'s permits step aside once held that long; a crowd\'s pages that only queue do not (normal-day trial)', async () => {
+    /** A limit in a no-load probe: 2 permits now, 8 once it ends. */
+    class ProbingLimit extends ScriptedLimit {
+      planning = 8;
+    }
+    const run = async (holderClass: string) => {
+      const { clock, request, granted, outcomes, flush, scheduler } = setup({ limit: new ProbingLimit(2), slowLane: true });
+      // Pages of 5 ms, reports of 100 ms: the site's typical round trip about 23 ms.
+      const learn = async (cls: string, rttMs: number, n: number) => {
+        for (let i = 0; i < n; i++) {
+          request(`${cls}-warm${i}`, 1, { latencyClass: cls });
+          await flush();
+          clock.advance(rttMs);
+          granted(`${cls}-warm${i}`).release('success', cls);
+        }
+      };
+      await learn('page', 5, 20);
+      await learn('report', 100, 2);
+      request('held1', 1, { latencyClass: holderClass });
+      request('held2', 1, { latencyClass: holderClass });
+      for (let i = 0; i < 3; i++) request(`w${i}`, 1, { latencyClass: 'page', deadlineAt: clock.now() + 2_000 });
+      scheduler.advance(80); // past 3 x 23 ms, short of the overdue threshold (230 ms)
+      request('arrival', 1, { latencyClass: 'page', deadlineAt: clock.now() + 2_000 });
+      await flush();
+      return outcomes.filter((o) => o.result.ok && /^w\d/.test(o.name)).map((o) => o.name);
+    };
+    // Two reports held the probe's permits: they step aside, pages flow.
+    expect(await run('report')).toEqual(['w0', 'w1']);
+    // Two pages held them as long (queueing in the origin): they stay counted.
+    expect(await run('page')).toEqual([]);
+  });
+
   it('queues without judging while no round trip has been measured', () => {
     const { request } = setup({ limitN: 1 });
     request('a');
