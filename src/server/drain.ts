@@ -10,6 +10,7 @@
  * rest of the gateway (Gateway.close).
  */
 import type http from 'node:http';
+import type { Http2ServerResponse } from 'node:http2';
 import type { Logger } from 'pino';
 
 /** A listener as drain() uses it: http.Server, and the HTTPS listener (tls/https-server.ts). */
@@ -45,10 +46,18 @@ export class Drain {
     return this.stopping || this.draining;
   }
 
-  /** A request arrived; once shutting down, its connection is not kept alive. */
+  /**
+   * A request arrived; once shutting down, its connection is not kept alive: `Connection: close`
+   * over HTTP/1.x; over HTTP/2 (which has no such field: Node warns and drops it) its session is
+   * closed gracefully, a GOAWAY that lets the streams under way finish.
+   */
   requestStarted(res: http.ServerResponse): void {
     this.inFlight++;
-    if (this.stopping || this.draining) res.setHeader('connection', 'close');
+    if (!this.stopping && !this.draining) return;
+    const session = (res as unknown as Partial<Http2ServerResponse>).stream?.session;
+    if (session !== undefined) {
+      if (!session.closed) session.close();
+    } else res.setHeader('connection', 'close');
   }
 
   /** The request path is done with one request: its response finished or was cut. */

@@ -548,6 +548,44 @@ describe('HTTP/2 through the same limits as HTTP/1.1', () => {
     expect((await h2send({ ':path': '/few', ...few })).status).toBe(200);
     expect(origin.count('/many')).toBe(0);
   });
+
+  it('shutting down, an HTTP/2 session is closed with a GOAWAY after its answer, not sent a Connection field (shutdown.delayMs)', async () => {
+    await gw?.close();
+    gw = await startGateway({
+      tls: { host: '127.0.0.1', port: 0 },
+      shutdown: { delayMs: 60_000 },
+      sites: [{ name: 's', hosts: ['*'], origins: [{ url: origin.url }], healthCheck: { enabled: false }, tls: ca.write('sd', await ca.leaf(['s.test'])) }],
+    });
+    port = gw.gw.httpsAddress!.port;
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.message);
+    process.on('warning', onWarning);
+    const client = http2.connect(`https://127.0.0.1:${port}`, { ca: ca.ca, servername: 's.test' });
+    client.on('error', () => undefined);
+    const goaway = new Promise<void>((r) => client.once('goaway', () => r()));
+    const ask = (path: string) =>
+      new Promise<number>((resolve) => {
+        const req = client.request({ ':authority': 's.test', ':path': path });
+        req.on('response', (h) => {
+          req.resume();
+          req.on('end', () => resolve(Number(h[':status'])));
+        });
+        req.on('error', () => resolve(0));
+        req.end();
+      });
+    try {
+      expect(await ask('/before')).toBe(200);
+      const stopping = gw.gw.announceShutdown();
+      expect(await ask('/during')).toBe(200);
+      await goaway;
+      expect(warnings.filter((m) => /connection header/i.test(m))).toEqual([]);
+      stopping.hurry();
+      await stopping.elapsed;
+    } finally {
+      process.off('warning', onWarning);
+      client.close();
+    }
+  });
 });
 
 describe('HTTPS listener across config reloads and drain', () => {
