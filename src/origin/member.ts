@@ -59,6 +59,12 @@ export interface OriginMember {
   readonly agent: http.Agent;
   /** Origin requests started (pool.begin) and not yet ended (pool.end). */
   readonly inflight: number;
+  /**
+   * Answers streaming from the member that gave their origin permit back before their end (a
+   * download, an event stream, a client that stopped reading): at most MAX_FREED_ANSWERS, see
+   * pass-through.ts. Counted by the request path.
+   */
+  freedAnswers: number;
   /** Active checks do not say 'down' and the member is not passively ejected. */
   isHealthy(now: number): boolean;
   /** Passively ejected now (upstream.ts sends such a member one trial request at a time). */
@@ -84,6 +90,13 @@ export const EJECTION_MEMORY_FACTOR = 3;
 
 /** Agent sizing. The limiter bounds real concurrency; these only stop runaway socket counts. */
 export const AGENT_MAX_SOCKETS = 256;
+/**
+ * Most answers of one member that stream on without their permit (OriginMember.freedAnswers):
+ * half the agent's sockets, so the permits' own requests always find one. Freed without a
+ * bound, 300 downloads took all 256 and every other pass-through request waited for a socket,
+ * holding its permit, with no timeout running (review).
+ */
+export const MAX_FREED_ANSWERS = AGENT_MAX_SOCKETS / 2;
 export const AGENT_MAX_FREE_SOCKETS = 64;
 /**
  * Idle keep-alive sockets are closed after this, below Node's default server
@@ -129,6 +142,7 @@ export class PoolMember implements OriginMember {
   weight: number;
   backup: boolean;
   inflight = 0;
+  freedAnswers = 0;
   /** When a live request last got an answer below 500 from the member (clock ms; pool.ts). */
   answeredAt = -Infinity;
   /** Smooth weighted round-robin running weight (pool.ts). */

@@ -13,6 +13,7 @@ import { hasBody, type ForwardOutcome } from '../origin/forward.js';
 import type { BufferedBody } from '../origin/request-body.js';
 import { NOT_COUNTED } from '../admission/admission.js';
 import type { OriginMember } from '../origin/pool.js';
+import { MAX_FREED_ANSWERS } from '../origin/member.js';
 import { appendVia, dropClientAddressClaims, dropOddFieldNames, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { chainCacheStatus, formatCacheStatus } from './respond.js';
 import { makeOnTheFlyEncoder, onTheFlyRequestOf } from './on-the-fly.js';
@@ -138,7 +139,14 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
             // origin permit back: 100 slow readers of large answers held every permit, and
             // every other miss got 503 (attacker trial); so did 25 open event streams
             // (failure-day trial). The lease ends here; the finish below is then ignored.
-            onPermitFree: (status) => lease.finish({ kind: 'response', status, clientHeld: true }),
+            // At most MAX_FREED_ANSWERS per member at once: past it an answer holds its permit
+            // to its end, as any answer (review: 300 downloads took every socket of the agent).
+            onPermitFree: (status) => {
+              if (member.freedAnswers >= MAX_FREED_ANSWERS || res.destroyed || res.writableFinished) return;
+              member.freedAnswers++;
+              res.once('close', () => member.freedAnswers--);
+              lease.finish({ kind: 'response', status, clientHeld: true });
+            },
             // A download (longer than the cache keeps) gives its permit back at its head: ten
             // 20 MiB downloads held every permit for their whole transfer, and 50 of a crowd
             // of 60 were refused at the deadline while the origin had room (normal-day trial).

@@ -7,7 +7,8 @@ import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { request } from 'undici';
+import { Agent as UndiciAgent, request } from 'undici';
+import { MAX_FREED_ANSWERS } from '../../src/origin/member.js';
 import { ManualClock } from '../../src/clock.js';
 import { siteFor, type StartedGateway } from '../helpers/gateway.js';
 import { useFixtures } from '../helpers/fixtures.js';
@@ -1182,6 +1183,47 @@ describe('failure amplification: a crowd of downloads', () => {
     // The fill that found it too large, then one pass-through each.
     expect(heads).toBe(11);
   });
+});
+
+describe('failure amplification: more downloads than the agent has sockets for', () => {
+  it('at most MAX_FREED_ANSWERS answers of a member stream on without their permit; past it they hold it, and all finish (review)', async () => {
+    const o = await origin();
+    const size = 256 * 1024;
+    let heads = 0;
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    o.route('/release.tar', async (_req, res) => {
+      heads++;
+      res.writeHead(200, { 'content-type': 'application/x-tar', 'content-length': String(size), 'cache-control': 'public, max-age=300' });
+      res.write(Buffer.alloc(1024, 97));
+      await released;
+      res.end(Buffer.alloc(size - 1024, 98));
+    });
+    const g = await gateway({
+      cache: { maxObjectBytes: 64 * 1024 },
+      limits: { maxConnectionsPerClient: 0 },
+      admission: { limit: { algorithm: 'fixed', initial: 4, ceiling: 4 }, queue: { deadlineMs: 20_000, minWaitRoundTrips: 0 } },
+      sites: [siteFor([o.url], { healthCheck: { enabled: false } })],
+    });
+    const member = g.gw.runtime().sites[0]!.pool.members()[0]!;
+    const dispatcher = new UndiciAgent({ connections: 500 });
+    try {
+      const n = MAX_FREED_ANSWERS + 12;
+      const downloads = Array.from({ length: n }, () =>
+        request(`${g.url}/release.tar`, { dispatcher }).then(async (a) => ({ status: a.statusCode, bytes: (await a.body.arrayBuffer()).byteLength })),
+      );
+      // The fill that found it too large, MAX_FREED_ANSWERS freed at their heads, then 4 holding
+      // the 4 permits; the rest wait for one.
+      await expect.poll(() => heads, { timeout: 10_000 }).toBe(1 + MAX_FREED_ANSWERS + 4);
+      expect(member.freedAnswers).toBe(MAX_FREED_ANSWERS);
+      release();
+      const done = await Promise.all(downloads);
+      expect(done.filter((d) => d.status === 200 && d.bytes === size)).toHaveLength(n);
+      expect(member.freedAnswers).toBe(0);
+    } finally {
+      await dispatcher.close();
+    }
+  }, 30_000);
 });
 
 describe('failure amplification: an EventSource on a cacheable route', () => {
