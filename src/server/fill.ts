@@ -89,10 +89,16 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     }
     // A fill made without a header this request carries naming who asks (X-User-Token), whose
     // answer the origin did not give for everyone: not this request's page (selectVariant's rule
-    // for stored copies). It asks the origin as it came (attacker trial: Alice, arriving during
-    // a guest's fill, got the guest's page).
-    if (!isSharedByOrigin(outcome.entry) && identityFillInputs(lookup.variantHeaders, lookup.policy, outcome.entry.vary).length > 0)
-      return passAlone(ctx, lookup);
+    // for stored copies; attacker trial: Alice, arriving during a guest's fill, got the guest's
+    // page). Such waiters make one more fill, collapsed again (stored as its leader's value's
+    // copy, which the waiters with that value share); the others ask alone. Each asking alone,
+    // 20 requests of one tenant behind a guest's fill were 20 origin fetches (review).
+    if (!isSharedByOrigin(outcome.entry) && identityFillInputs(lookup.variantHeaders, lookup.policy, outcome.entry.vary).length > 0) {
+      if (attempt >= 1) return passAlone(ctx, lookup);
+      const variants = [outcome.entry, ...lookup.variants.filter((v) => v.variantKey !== outcome.entry.variantKey)];
+      const variantHeaders = makeFillVisibleHeaders(ctx.site!, ctx.req.headers, lookup.policy, variants);
+      return fillAndServe(ctx, { ...lookup, variants, variantHeaders, entry: undefined, evaluation: undefined }, attempt + 1);
+    }
     return serveFillResult(ctx, lookup, outcome, true);
   }
   if (outcome.kind === 'uncacheable' || outcome.kind === 'too_large') {

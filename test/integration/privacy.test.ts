@@ -340,6 +340,31 @@ describe('the key covers what the origin sees', () => {
       expect((await alice).body, path).toBe(`account of ${aliceGets}`);
       expect(o.count(path)).toBe(fetches);
     }
+
+    // Twenty of one tenant and two of another behind a guest's fill: one more fill each value
+    // shares (its first), not one each (review: 21 origin fetches).
+    o.route('/me/tenant', async (req, res) => {
+      const who = String(req.headers['x-tenant'] ?? 'guest');
+      if (who === 'guest') {
+        arrived();
+        await hold;
+      }
+      res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'max-age=60' });
+      res.end(`catalogue of ${who}`);
+    });
+    const gate = held();
+    const guest = get(`${g.url}/me/tenant`);
+    await gate.inFill;
+    const before = await collapsed();
+    const acme = Array.from({ length: 20 }, () => get(`${g.url}/me/tenant`, { 'x-tenant': 'acme' }));
+    const other = Array.from({ length: 2 }, () => get(`${g.url}/me/tenant`, { 'x-tenant': 'initech' }));
+    await expect.poll(collapsed).toBe(before + 22);
+    gate.release();
+    expect((await guest).body).toBe('catalogue of guest');
+    for (const a of await Promise.all(acme)) expect(a.body).toBe('catalogue of acme');
+    for (const a of await Promise.all(other)) expect(a.body).toBe('catalogue of initech');
+    // The guest's, one shared by acme's (or initech's) twenty, and at most the other value's two alone.
+    expect(o.count('/me/tenant')).toBeLessThanOrEqual(4);
   });
 
   it('a crowd whose requests each carry their own CSRF token shares one fill; a flood of token values never pushes out the copy everyone else gets; our own targeted field shares a copy (review)', async () => {
