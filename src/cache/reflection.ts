@@ -37,10 +37,12 @@
  * letters and digits is shorter unless they have MIN_UNANCHORED_LENGTH characters and one
  * that markup, script or a URL is made of (CARRIES_CODE): `//12.34.56.78` is a script host and
  * `[]["fi"+"lt"+"er"]...` is script without a run of three (attacker trial: both planted a
- * script for every visitor), while `u=0` or `1.2` occur in almost every page by chance. A
- * User-Agent is looked for whole (its `;` parts, `x64`, are in many pages), and so are its
- * `;` parts and its words that carry markup (MARKUP), which no browser's has (attacker trial:
- * an origin printing one part of it planted a `<script>`). A body that cannot hold markup or script
+ * script for every visitor; so was `12.34.56.78` where the origin writes the `//`: review),
+ * while `u=0` or `1.2` occur in almost every page by chance. A User-Agent is looked for whole
+ * (its `;` parts, `x64`, are in many pages); one that carries markup (MARKUP), which no
+ * browser's does, counts as repeated unsearched: an origin that prints a part of it it parsed
+ * (a `;` part, the version after `Chrome/`) repeats what no search for the whole finds
+ * (attacker trial, review: each planted a `<script>`). A body that cannot hold markup or script
  * (images, audio, video, fonts, archives: NOT_SCANNED_TYPES) is searched only for the raw
  * bytes of texts of MIN_BINARY_REFLECTED_BYTES or more (decoded first, within the same
  * bound), not for their other spellings; its headers as any answer's. Past
@@ -59,6 +61,8 @@ export const MIN_REFLECTED_LENGTH = 3;
 const MIN_UNANCHORED_LENGTH = 5;
 /** Characters markup, script and URLs are made of: a text without a long run is looked for only with one. */
 const CARRIES_CODE = /[<>"'`\\()[\]{}/:=+]/;
+/** A text without a long run that is a host address (`12.34.56.78`; 7 characters or more, so not `1.2.3`) is looked for too. */
+const MIN_UNANCHORED_HOST_LENGTH = 7;
 /** Characters of markup and script no browser's User-Agent has: its parts and words with one are looked for. */
 const MARKUP = /[<>"'`\\{}=]/;
 export const MAX_SCANNED_INPUTS = 8;
@@ -166,6 +170,9 @@ export async function reflectedInputs(
   // The body searched for spellings: none for a binary one (only its raw bytes, below).
   const textBody = binary ? Buffer.alloc(0) : decoded;
   const found = new Set<string>(assumed);
+  // A User-Agent with markup in it is no browser's: taken as repeated, whatever part of it the
+  // origin printed.
+  for (const [name, value] of inputs) if (name === 'user-agent' && MARKUP.test(value)) found.add(name);
   // The answer in canonical spelling, made once and only when some text's anchor is in it;
   // in lower case (latin1), made once for the anchors.
   let bodyText: string | undefined;
@@ -259,7 +266,8 @@ function rawBytesIn(body: Buffer, text: string): boolean {
 
 /** A text too short in runs for an anchor that may still be a host or a script (CARRIES_CODE): looked for in canonical spelling. */
 function isUnanchoredCode(text: string): boolean {
-  return longestRun(text).length < MIN_REFLECTED_LENGTH && text.length >= MIN_UNANCHORED_LENGTH && CARRIES_CODE.test(text);
+  if (longestRun(text).length >= MIN_REFLECTED_LENGTH) return false;
+  return (text.length >= MIN_UNANCHORED_LENGTH && CARRIES_CODE.test(text)) || (text.length >= MIN_UNANCHORED_HOST_LENGTH && text.includes('.'));
 }
 
 function longestRun(text: string): string {
@@ -379,10 +387,8 @@ export function textsOf(name: string, value: string): string[] {
   const texts = new Set<string>();
   if (name === 'user-agent') {
     // Its `;` parts (`x64`, `Win64`) are in many pages by chance; an origin that echoes a
-    // User-Agent echoes it whole, or prints a part of it it parsed: the parts and words that
-    // carry markup are looked for too (a browser's have none).
+    // User-Agent echoes it whole (one that carries markup counts as repeated: reflectedInputs).
     texts.add(value.trim());
-    for (const part of [...value.split(';'), ...value.split(/[\s;,()]+/)]) if (MARKUP.test(part)) texts.add(part.trim());
   } else if (plain === undefined) {
     texts.add(value.trim());
     for (const part of value.split(/[,;]/)) texts.add(part.trim());

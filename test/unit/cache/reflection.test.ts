@@ -270,9 +270,12 @@ describe('reflectedInputs', () => {
     const ua = 'Mozilla/5.0 (X11; <script src=//evil.example/x.js></script>; rv:128.0) Gecko';
     const part = Buffer.from('<p>Platform: <script src=//evil.example/x.js></script></p>');
     expect(await reflectedInputs([['user-agent', ua]], {}, part, MAX)).toEqual(['user-agent']);
-    // A word of it, as a parser that takes `Chrome/(\S+)` prints it.
-    const word = 'Mozilla/5.0 Chrome/"><img/src/onerror=alert(1)> Safari/537.36';
-    expect(await reflectedInputs([['user-agent', word]], {}, Buffer.from('<b>Chrome/"><img/src/onerror=alert(1)></b>'), MAX)).toEqual(['user-agent']);
+    // A word of it, as a parser that takes the version after `Chrome/` prints it (review): a
+    // User-Agent carrying markup is no browser's, and counts as repeated whatever is printed.
+    const word = 'Mozilla/5.0 Chrome/<svg/onload=alert(1)> Safari/537.36';
+    expect(await reflectedInputs([['user-agent', word]], {}, Buffer.from('<b>version <svg/onload=alert(1)></b>'), MAX)).toEqual(['user-agent']);
+    // A host address the origin writes the `//` before (review).
+    expect(await reflectedInputs([['x-cdn-host', '12.34.56.78']], {}, host, MAX)).toEqual(['x-cdn-host']);
   });
 });
 
