@@ -164,6 +164,11 @@ export class Gateway implements RequestDeps {
     return this.drainer.isDraining();
   }
 
+  /** Shutting down: the delay before draining (shutdown.delayMs), or draining. */
+  isStopping(): boolean {
+    return this.drainer.isStopping();
+  }
+
   noteKey(site: string, path: string, state: CacheState): void {
     this.hotKeys.note(site, path, state);
   }
@@ -290,7 +295,6 @@ export class Gateway implements RequestDeps {
     if (failures.length > 1) throw new AggregateError(failures, `${failures.length} parts of the new config failed to apply`);
   }
 
-  /** Graceful shutdown within `shutdown.drainTimeoutMs` (server/drain.ts): /readyz turns 503, stragglers are cut. */
   /**
    * SIGTERM's first phase: for `shutdown.delayMs` /readyz answers 503 and answers close their
    * connections while requests are still accepted and served, so a load balancer takes this
@@ -312,6 +316,7 @@ export class Gateway implements RequestDeps {
     return { elapsed, hurry: () => hurry() };
   }
 
+  /** Graceful shutdown within `shutdown.drainTimeoutMs` (server/drain.ts): /readyz turns 503, stragglers are cut. */
   drain(): Promise<{ drained: boolean; cut: number }> {
     return this.drainer.drain(this.listeners.drainable, this.rt.config.shutdown.drainTimeoutMs);
   }

@@ -19,7 +19,8 @@ export interface GaugeSources {
     isOverloaded(): boolean;
     isShedding(): boolean;
   };
-  isDraining(): boolean;
+  /** Shutting down: shutdown.delayMs, then draining (crowdgate_draining). */
+  isStopping(): boolean;
 }
 
 /** `redis`: the Redis tier when one is configured (crowdgate_redis_up exists only then). */
@@ -35,6 +36,6 @@ export function collectGauges(from: GaugeSources, redis?: { isAvailable(): boole
   metrics.get('pressureHeap').set(r.heapUsedRatio);
   metrics.get('pressureOverloaded').set(from.admission.isOverloaded() ? 1 : 0);
   metrics.get('pressureShedding').set(from.admission.isShedding() ? 1 : 0);
-  metrics.get('draining').set(from.isDraining() ? 1 : 0);
+  metrics.get('draining').set(from.isStopping() ? 1 : 0);
   if (redis) metrics.get('redisUp').set(redis.isAvailable() ? 1 : 0);
 }

@@ -222,7 +222,7 @@ export const METRICS = {
     'gauge',
     'Purges made here (one per URL, prefix, tag or key) that Redis has not taken yet, its records or the notice to the other instances: retried while Redis answers.',
   ),
-  draining: spec('crowdgate_draining', 'gauge', '1 while the gateway is shutting down.'),
+  draining: spec('crowdgate_draining', 'gauge', '1 while the gateway is shutting down (shutdown.delayMs, then draining).'),
   clientConnections: spec('crowdgate_client_connections', 'gauge', 'Open client connections on the public listeners (plain and HTTPS).'),
   clientConnectionsRefused: spec(
     'crowdgate_client_connections_refused_total',

@@ -463,6 +463,7 @@ describe('command line', () => {
       return r.statusCode === 503;
     }, 5000);
     expect(readiness).toMatchObject({ status: 'stopping', ready: false });
+    expect(await (await request(`http://127.0.0.1:${adminPort}/metrics`)).body.text()).toMatch(/^crowdgate_draining 1$/m);
     // Still accepting and serving, each answer closing its connection.
     for (let i = 0; i < 3; i++) {
       const page = await request(`http://127.0.0.1:${port}/page${i}`);

@@ -24,7 +24,7 @@ function sources(metrics: GatewayMetrics, over: Partial<GaugeSources> = {}): Gau
     store: { stats: () => ({ entries: 3, bytes: 4096 }) },
     upstream: { collect: () => void collected++ },
     admission: admission(true, false),
-    isDraining: () => false,
+    isStopping: () => false,
     collected: () => collected,
     ...over,
   };
@@ -45,7 +45,7 @@ describe('collectGauges', () => {
     expect(sample(text, 'crowdgate_pressure_overloaded')).toBe(1);
     expect(sample(text, 'crowdgate_pressure_shedding')).toBe(0);
     expect(sample(text, 'crowdgate_draining')).toBe(0);
-    collectGauges(sources(m, { admission: admission(true, true), isDraining: () => true }));
+    collectGauges(sources(m, { admission: admission(true, true), isStopping: () => true }));
     const after = (await m.render()).body;
     expect(sample(after, 'crowdgate_pressure_shedding')).toBe(1);
     expect(sample(after, 'crowdgate_draining')).toBe(1);
