@@ -205,15 +205,23 @@ class PermitList {
     p.prev = p.next = undefined;
   }
 
-  /** Moves every permit of `other` to the front of this list, in its order; `other` is left empty. */
-  prependAll(other: PermitList): void {
-    const { first, last } = other;
-    if (first === undefined || last === undefined) return;
-    last.next = this.first;
-    if (this.first) this.first.prev = last;
-    else this.last = last;
-    this.first = first;
-    other.first = other.last = undefined;
+  /** Inserts `p` in acquiredAt order (from the back: permits mostly come in that order). */
+  insertSorted(p: LimiterPermit): void {
+    let after = this.last;
+    while (after !== undefined && after.acquiredAt > p.acquiredAt) after = after.prev;
+    if (after === undefined) {
+      p.prev = undefined;
+      p.next = this.first;
+      if (this.first) this.first.prev = p;
+      else this.last = p;
+      this.first = p;
+      return;
+    }
+    p.prev = after;
+    p.next = after.next;
+    if (after.next) after.next.prev = p;
+    else this.last = p;
+    after.next = p;
   }
 }
 
@@ -561,7 +569,11 @@ export class Limiter {
   private showsSaturation(now: number): boolean {
     if (this.rttEwmaMs === 0) return true;
     if (this.algorithm.showsQueueing?.(now) ?? true) return true;
-    const oldest = this.lane.first ?? this.counted.first; // the slow lane's permits are the oldest
+    // The oldest permit in flight: the slow lane's oldest, or the counted ones' (a probe moves
+    // slow endpoints' permits aside before older ones are overdue).
+    const lane = this.lane.first;
+    const counted = this.counted.first;
+    const oldest = lane === undefined || (counted !== undefined && counted.acquiredAt < lane.acquiredAt) ? counted : lane;
     const since = oldest === undefined || oldest.acquiredAt < this.lastReleaseAt ? this.lastReleaseAt : oldest.acquiredAt;
     return now - since > Math.max(this.queueConfig.codelIntervalMs, 2 * this.rttEwmaMs);
   }
@@ -586,13 +598,16 @@ export class Limiter {
     return permit;
   }
 
-  /** Every slow-lane permit counted again, ahead of the counted ones (they are the oldest). */
+  /** Every slow-lane permit counted again, among the counted ones in the order they were acquired. */
   private recountLane(): void {
-    for (let p = this.lane.first; p !== undefined; p = p.next) {
+    for (let p = this.lane.first; p !== undefined; ) {
+      const next = p.next;
+      this.lane.remove(p);
       p.overdue = false;
       p.probeAside = false;
+      this.counted.insertSorted(p);
+      p = next;
     }
-    this.counted.prependAll(this.lane);
     this.inflightCount += this.overdueCount;
     this.overdueCount = 0;
   }
@@ -634,10 +649,10 @@ export class Limiter {
     return moved;
   }
 
-  /** One counted permit to the slow lane. */
+  /** One counted permit to the slow lane (kept in acquiredAt order: its first is its oldest). */
   private moveAside(p: LimiterPermit): void {
     this.counted.remove(p);
-    this.lane.push(p);
+    this.lane.insertSorted(p);
     p.overdue = true;
     this.inflightCount--;
     this.overdueCount++;

@@ -718,6 +718,38 @@ describe('Limiter: refusal at arrival', () => {
     expect(await run('page')).toEqual([]);
   });
 
+  it('keeps the slow lane in the order permits were acquired when a probe moves a younger one aside first (review)', async () => {
+    class ProbingLimit extends ScriptedLimit {
+      planning = 8;
+    }
+    const limit = new ProbingLimit(2);
+    const { clock, limiter, request, granted, flush, scheduler } = setup({ limit, slowLane: true });
+    for (let i = 0; i < 20; i++) {
+      request(`p${i}`, 1, { latencyClass: 'page' });
+      await flush();
+      clock.advance(5);
+      granted(`p${i}`).release('success', 'page');
+    }
+    request('r-warm', 1, { latencyClass: 'report' });
+    await flush();
+    clock.advance(300);
+    granted('r-warm').release('success', 'report');
+    request('old page', 1, { latencyClass: 'page' }); // acquired first
+    scheduler.advance(10);
+    request('report', 1, { latencyClass: 'report' }); // younger, of a slow endpoint
+    request('w', 1, { latencyClass: 'page', deadlineAt: clock.now() + 5_000 });
+    scheduler.advance(150); // past 3 x the typical 35 ms: the report is moved aside by the probe; the page (345 ms) not yet
+    request('a1', 1, { latencyClass: 'page', deadlineAt: clock.now() + 5_000 });
+    scheduler.advance(400); // now the page is overdue too, and moves
+    request('a2', 1, { latencyClass: 'page', deadlineAt: clock.now() + 5_000 });
+    type Linked = { acquiredAt: number; next?: Linked };
+    const lane = (limiter as unknown as { lane: { first?: Linked } }).lane;
+    const order: number[] = [];
+    for (let p = lane.first; p; p = p.next) order.push(p.acquiredAt);
+    expect(order.length).toBeGreaterThanOrEqual(2);
+    expect(order).toEqual([...order].sort((a, b) => a - b));
+  });
+
   it('queues without judging while no round trip has been measured', () => {
     const { request } = setup({ limitN: 1 });
     request('a');
