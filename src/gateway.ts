@@ -187,7 +187,7 @@ export class Gateway implements RequestDeps {
     return this.cache.redisStatus();
   }
 
-  /** /readyz: ready unless draining; the origins' state is in its body. */
+  /** /readyz: ready unless shutting down (shutdown.delayMs, draining); the origins' state is in its body. */
   readiness(): Readiness {
     return readinessOf(this.rt.sites, this.drainer.isStopping(), this.drainer.isDraining(), this.clock.now());
   }

@@ -63,7 +63,7 @@ const MIN_UNANCHORED_LENGTH = 5;
 const CARRIES_CODE = /[<>"'`\\()[\]{}/:=+]/;
 /** A text without a long run that is a host address (`12.34.56.78`; 7 characters or more, so not `1.2.3`) is looked for too. */
 const MIN_UNANCHORED_HOST_LENGTH = 7;
-/** Characters of markup and script no browser's User-Agent has: its parts and words with one are looked for. */
+/** Characters of markup and script no browser's User-Agent has: a User-Agent with one counts as repeated (reflectedInputs). */
 const MARKUP = /[<>"'`\\{}=]/;
 export const MAX_SCANNED_INPUTS = 8;
 /** A decoded body past this many bytes is searched one text per event-loop turn. */
