@@ -201,10 +201,20 @@ export function selectVariant(variants: readonly CacheEntry[], headers: Incoming
   let best: CacheEntry | undefined;
   for (const v of variants) {
     if (makeVariantKey(v.vary, headers) !== v.variantKey) continue;
-    if (asks.length > 0 && !asks.every((name) => v.vary.includes(name)) && !isSharedByOrigin(v)) continue;
+    if (isOtherAskersCopy(v, asks)) continue;
     if (!best || v.responseTime > best.responseTime) best = v;
   }
   return best;
+}
+
+/**
+ * A copy that is not the page of a request carrying `asks` (headers that say who asks and
+ * nothing keys, identityFillInputs): it varies on none of them, and the origin did not give it
+ * for everyone (isSharedByOrigin). A stored one is not selected (selectVariant); a fill's answer
+ * is not handed to such a waiter (fill.ts).
+ */
+export function isOtherAskersCopy(entry: CacheEntry, asks: readonly string[]): boolean {
+  return asks.length > 0 && !asks.every((name) => entry.vary.includes(name)) && !isSharedByOrigin(entry);
 }
 
 /** One origin fetch per key and Vary variant: the variant is known once any variant is stored. */

@@ -14,7 +14,7 @@ import type { FetchResult } from '../origin/fetch.js';
 import type { OriginMember } from '../origin/pool.js';
 import { SICK_STATUSES } from '../origin/upstream.js';
 import { fail, recordAnswer, serveEntry, writeBuffered } from './answer.js';
-import { selectVariant, collapseKeyOf, noteAttempt, type FillResult, type Ctx, type Lookup } from './context.js';
+import { selectVariant, collapseKeyOf, isOtherAskersCopy, noteAttempt, type FillResult, type Ctx, type Lookup } from './context.js';
 import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkeyedFillInputs, identityFillInputs, identityNamesVariedOn, carriesOwnCookies } from './fill-headers.js';
 import { reflectedInputs, repeatsAddress, varyingAlsoOn } from '../cache/reflection.js';
 import type { CollapseKey } from '../cache/cache-key.js';
@@ -81,11 +81,8 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     // waiter with another value to the origin on its own.
     if (isOtherCookiesCopy(ctx, outcome.entry, lookup.policy)) return passForOwnCookies(ctx, lookup, outcome.entry);
     if (makeVariantKey(outcome.entry.vary, lookup.variantHeaders) !== outcome.entry.variantKey) {
-      if (attempt >= 1) return passAlone(ctx, lookup);
       const echoed = outcome.echoed;
-      const variants = [echoed?.length ? { ...outcome.entry, vary: outcome.entry.vary.filter((n) => !echoed.includes(n)) } : outcome.entry];
-      const variantHeaders = makeFillVisibleHeaders(ctx.site!, ctx.req.headers, lookup.policy, variants);
-      return fillAndServe(ctx, { ...lookup, variants, variantHeaders, entry: undefined, evaluation: undefined }, attempt + 1);
+      return fillOwnVariant(ctx, lookup, [echoed?.length ? { ...outcome.entry, vary: outcome.entry.vary.filter((n) => !echoed.includes(n)) } : outcome.entry], attempt);
     }
     // A fill made without a header this request carries naming who asks (X-User-Token), whose
     // answer the origin did not give for everyone: not this request's page (selectVariant's rule
@@ -93,12 +90,8 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     // page). Such waiters make one more fill, collapsed again (stored as its leader's value's
     // copy, which the waiters with that value share); the others ask alone. Each asking alone,
     // 20 requests of one tenant behind a guest's fill were 20 origin fetches (review).
-    if (!isSharedByOrigin(outcome.entry) && identityFillInputs(lookup.variantHeaders, lookup.policy, outcome.entry.vary).length > 0) {
-      if (attempt >= 1) return passAlone(ctx, lookup);
-      const variants = [outcome.entry, ...lookup.variants.filter((v) => v.variantKey !== outcome.entry.variantKey)];
-      const variantHeaders = makeFillVisibleHeaders(ctx.site!, ctx.req.headers, lookup.policy, variants);
-      return fillAndServe(ctx, { ...lookup, variants, variantHeaders, entry: undefined, evaluation: undefined }, attempt + 1);
-    }
+    if (isOtherAskersCopy(outcome.entry, identityFillInputs(lookup.variantHeaders, lookup.policy, [])))
+      return fillOwnVariant(ctx, lookup, [outcome.entry, ...lookup.variants.filter((v) => v.variantKey !== outcome.entry.variantKey)], attempt);
     return serveFillResult(ctx, lookup, outcome, true);
   }
   if (outcome.kind === 'uncacheable' || outcome.kind === 'too_large') {
@@ -132,6 +125,16 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
           : fail(ctx, 'origin_failed', `the origin answered ${outcome.status} to this page's fill, twice`, { state: 'error' }),
     );
   return serveFillResult(ctx, lookup, outcome, true);
+}
+
+/**
+ * A waiter whose fill answered another variant than its own: one more fill, collapsed again,
+ * knowing `variants` (the fill's answer among them), or, already on that second try, alone.
+ */
+function fillOwnVariant(ctx: Ctx, lookup: Lookup, variants: CacheEntry[], attempt: number): Promise<void> | void {
+  if (attempt >= 1) return passAlone(ctx, lookup);
+  const variantHeaders = makeFillVisibleHeaders(ctx.site!, ctx.req.headers, lookup.policy, variants);
+  return fillAndServe(ctx, { ...lookup, variants, variantHeaders, entry: undefined, evaluation: undefined }, attempt + 1);
 }
 
 /**
