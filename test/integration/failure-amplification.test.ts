@@ -1201,7 +1201,8 @@ describe('failure amplification: more downloads than the agent has sockets for',
     const g = await gateway({
       cache: { maxObjectBytes: 64 * 1024 },
       limits: { maxConnectionsPerClient: 0 },
-      admission: { limit: { algorithm: 'fixed', initial: 4, ceiling: 4 }, queue: { deadlineMs: 20_000, minWaitRoundTrips: 0 } },
+      // 140 requests at once in the test's own process: on a busy box the pressure gate shed one (not what this tests).
+      admission: { pressure: { enabled: false }, limit: { algorithm: 'fixed', initial: 4, ceiling: 4 }, queue: { deadlineMs: 20_000, minWaitRoundTrips: 0 } },
       sites: [siteFor([o.url], { healthCheck: { enabled: false } })],
     });
     const member = g.gw.runtime().sites[0]!.pool.members()[0]!;
@@ -1217,7 +1218,7 @@ describe('failure amplification: more downloads than the agent has sockets for',
       expect(member.freedAnswers).toBe(MAX_FREED_ANSWERS);
       release();
       const done = await Promise.all(downloads);
-      expect(done.filter((d) => d.status === 200 && d.bytes === size)).toHaveLength(n);
+      expect(done.filter((d) => d.status !== 200 || d.bytes !== size)).toEqual([]);
       expect(member.freedAnswers).toBe(0);
     } finally {
       await dispatcher.close();
