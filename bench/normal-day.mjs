@@ -28,7 +28,7 @@
  *
  * Usage: node bench/normal-day.mjs [--levels 5,10,25,50,100] [--modes think,closed]
  *          [--duration 15] [--drain 11] [--think-ms 100] [--max-requests 200000]
- *          [--slow-share 0.02] [--cacheable-share 0] [--page-ms 40-80] [--quick] [--unpinned] [--seed 1]
+ *          [--slow-share 0.02] [--cacheable-share 0] [--page-ms 40-80] [--page-share 0.5] [--quick] [--unpinned] [--seed 1]
  *          [--tree DIR] [--out DIR]
  *   --tree DIR   run DIR/scripts/crowdgate with DIR/config/gateway.yaml (default: this repo);
  *                DIR/dist is built (npm run build) only when it is missing.
@@ -219,14 +219,14 @@ function startScraper(adminUrl, t0, pids = {}) {
 
 const UPLOAD_BODY = JSON.stringify({ file: 'x'.repeat(512) });
 
-/** One request of the mix: 2 % slow (half GET /report/N, half POST /upload), else half pages, half API. */
-function pickRequest(rand, slowShare) {
+/** One request of the mix: 2 % slow (half GET /report/N, half POST /upload), else `pageShare` (half) pages, the rest API. */
+function pickRequest(rand, slowShare, pageShare) {
   const u = rand();
   if (u < slowShare) {
     if (u < slowShare / 2) return { cls: 'slow', kind: 'report', method: 'GET', path: `/report/${1 + Math.floor(rand() * 1e6)}` };
     return { cls: 'slow', kind: 'upload', method: 'POST', path: '/upload', body: UPLOAD_BODY };
   }
-  if (rand() < 0.5) return { cls: 'fast', kind: 'page', method: 'GET', path: `/page/${1 + Math.floor(rand() * 10_000)}` };
+  if (rand() < pageShare) return { cls: 'fast', kind: 'page', method: 'GET', path: `/page/${1 + Math.floor(rand() * 10_000)}` };
   return { cls: 'fast', kind: 'api', method: 'GET', path: `/api/item/${1 + Math.floor(rand() * 10_000)}` };
 }
 
@@ -245,7 +245,7 @@ function newClassStats() {
  * Runs `clients` closed-loop clients against `target` for `durationMs` (or until `maxRequests`
  * are sent), then waits up to `drainMs` for requests still on the wire and aborts the rest.
  */
-async function runClosedLoop({ target, clients, thinkMs, durationMs, drainMs, maxRequests, slowShare, seed }) {
+async function runClosedLoop({ target, clients, thinkMs, durationMs, drainMs, maxRequests, slowShare, pageShare, seed }) {
   const pool = new Pool(target, {
     connections: clients,
     pipelining: 1,
@@ -267,7 +267,7 @@ async function runClosedLoop({ target, clients, thinkMs, durationMs, drainMs, ma
     const rand = makeRandom(seed * 1000 + id);
     await sleep((id / clients) * Math.min(1000, durationMs / 4)); // spread the start over the first second
     while (performance.now() < endAt && sent < maxRequests) {
-      const r = pickRequest(rand, slowShare);
+      const r = pickRequest(rand, slowShare, pageShare);
       const st = by[r.cls];
       sent++;
       st.sent++;
@@ -377,6 +377,7 @@ async function runLevel(level, opts) {
       drainMs: opts.drainMs,
       maxRequests: opts.maxRequests,
       slowShare: opts.slowShare,
+      pageShare: opts.pageShare,
       seed: opts.seed + level.clients * (level.mode === 'think' ? 1 : 7),
     });
     const lastMetrics = await scraper.stop();
@@ -499,7 +500,7 @@ function toMarkdown(meta, runs, failed) {
   const L = [];
   L.push(`# Normal day — ${meta.date}`, '');
   L.push(
-    `${machineSentence(meta)} Origin: unlimited capacity, fast paths (/page/N, /api/item/N) ${meta.fastMs} ms uniform${meta.pageMs ? ` (pages ${meta.pageMs} ms)` : ''}, ` +
+    `${machineSentence(meta)} Origin: unlimited capacity, fast paths (/page/N, /api/item/N) ${meta.fastMs} ms uniform${meta.pageMs ? ` (pages ${meta.pageMs} ms)` : ''}, ${fmtPct(meta.pageShare ?? 0.5)} of them pages, ` +
       `${fmtPct(meta.slowShare)} slow (/report/N, POST /upload) ${meta.slowMs} ms uniform, \`private, no-store\`` +
       `${meta.cacheableShare > 0 ? ` (${fmtPct(meta.cacheableShare)} of pages max-age=5)` : ''}. ` +
       `crowdgate: shipped config/gateway.yaml of \`${meta.tree}\` (ports, loopback host, origin URL, logging changed); build ${meta.gatewayBuild}; ` +
@@ -573,6 +574,7 @@ async function main() {
       'slow-share': { type: 'string', default: '0.02' },
       'cacheable-share': { type: 'string', default: '0' },
       'page-ms': { type: 'string' },
+      'page-share': { type: 'string', default: '0.5' },
       seed: { type: 'string', default: '1' },
       quick: { type: 'boolean', default: false },
       unpinned: { type: 'boolean', default: false },
@@ -593,13 +595,14 @@ async function main() {
     slowShare: Number(values['slow-share']),
     cacheableShare: Number(values['cacheable-share']),
     pageMs: values['page-ms'],
+    pageShare: Number(values['page-share']),
     seed: Number(values.seed),
   };
   if (!(opts.durationMs > 0 && opts.durationMs <= 600_000)) throw new Error('--duration must be in (0, 600] s');
   if (!(opts.drainMs >= 0 && opts.drainMs <= 60_000)) throw new Error('--drain must be in [0, 60] s');
   if (!(opts.maxRequests > 0)) throw new Error('--max-requests must be > 0');
-  if (!(opts.slowShare >= 0 && opts.slowShare <= 1) || !(opts.cacheableShare >= 0 && opts.cacheableShare <= 1))
-    throw new Error('--slow-share and --cacheable-share must be between 0 and 1');
+  if (![opts.slowShare, opts.cacheableShare, opts.pageShare].every((x) => x >= 0 && x <= 1))
+    throw new Error('--slow-share, --cacheable-share and --page-share must be between 0 and 1');
 
   const pinning = !values.unpinned && canPin();
   if (pinning) {
