@@ -280,7 +280,7 @@ export class Limiter {
   /** The earliest start of an overdue request that started after promptStartedAt (see slowForEveryone). */
   private firstOverdueAfterPrompt = -Infinity;
   // Shared sample object: the Limit contract says implementations copy what they keep.
-  private readonly sample: LimitSample = { rttMs: 0, inflight: 0, dropped: false, hostDelayMs: 0 };
+  private readonly sample: LimitSample = { rttMs: 0, inflight: 0, dropped: false, hostDelayMs: 0, stratum: undefined, stratumShare: undefined };
   private readonly hostDelayMs: (() => number) | undefined;
 
   /** Each latency class's no-load round trip, to read samples on one scale (see "Latency classes"). */
@@ -798,6 +798,8 @@ export class Limiter {
       s.inflight = permit.inflightAtAcquire;
       s.dropped = kind === 'dropped';
       s.hostDelayMs = this.hostDelayMs?.() ?? 0;
+      s.stratum = this.latency.lastStratum;
+      s.stratumShare = this.latency.lastShare;
       this.algorithm.onSample(s, now);
     }
     if (this.queue.length > 0 && this.inflightCount >= this.limit) this.moveOverdue(now);
@@ -973,6 +975,13 @@ export function endpointOf(path: string): string {
 export const MAX_LATENCY_CLASSES = 64;
 /** A class's no-load round trip is used once it rests on this many samples. */
 export const LATENCY_CLASS_SAMPLES = 3;
+/**
+ * A class's no-load round trip moves by this fraction of itself per no-load sample, up when the
+ * sample is slower and down when faster: it settles at the class's median (a stochastic
+ * approximation; from the fastest of the first samples to a median twice that takes about
+ * thirty samples), and one slow sample moves it no more than one fast one.
+ */
+const CLASS_MEDIAN_STEP = 0.03;
 /** Per sample, every class's share of recent samples decays by this fraction (a half-life of about 180 samples). */
 const CLASS_WEIGHT_DECAY = 1 / 256;
 
@@ -983,15 +992,24 @@ const CLASS_WEIGHT_DECAY = 1 / 256;
  * fast requests were refused on a healthy origin (a new-user trial: 13–40 % of API calls). Each
  * class (a route's fills, its pass-through, its WebSocket handshakes) keeps its own no-load round
  * trip, learned from samples taken at no more than half the limit (the least of the first
- * LATENCY_CLASS_SAMPLES, then a low-tracking average: down by a quarter of the gap, up by a
- * twentieth, at most doubling); a sample is then read as its
+ * LATENCY_CLASS_SAMPLES, then its median: CLASS_MEDIAN_STEP); a sample is then read as its
  * own class's no-load round trip plus what it took beyond it, on the scale of the mix's mean:
  * `rtt − base(class) + Σ share(k) × base(k)`. Queueing in the origin adds the same wait to every
  * class, so it still shows in full; the mix no longer does. With one class (or all alike) the
  * sample is read as it is. A class with fewer than LATENCY_CLASS_SAMPLES is read as it is.
+ * Each sample also names its class (a small integer) and the class's share of recent samples
+ * (LimitSample.stratum, stratumShare), so the algorithm can weigh a window's classes by their
+ * share of the traffic rather than by the chance count a window of a few samples holds.
  */
 class LatencyClasses {
-  private readonly classes = new Map<string, { base: number; samples: number; share: number; typical: number }>();
+  private readonly classes = new Map<string, { id: number; base: number; samples: number; share: number; typical: number }>();
+  private nextId = 0;
+  /**
+   * The class of the sample normalise() last read, as a small integer, and its share of the
+   * recent samples (0-1): LimitSample.stratum and stratumShare. Undefined for a sample of no class.
+   */
+  lastStratum: number | undefined;
+  lastShare: number | undefined;
 
   /** A class's typical round trip (an EWMA, α = 0.1, of its successful ones), ms; 0 when unknown. */
   typical(name: string | undefined): number {
@@ -1004,7 +1022,7 @@ class LatencyClasses {
     let own = this.classes.get(name);
     if (own === undefined) {
       if (this.classes.size >= MAX_LATENCY_CLASSES) this.evictLeastShared();
-      own = { base: 0, samples: 0, share: 0, typical: 0 };
+      own = { id: this.nextId++, base: 0, samples: 0, share: 0, typical: 0 };
       this.classes.set(name, own);
     }
     own.typical = own.typical === 0 ? rttMs : own.typical + 0.1 * (rttMs - own.typical);
@@ -1024,32 +1042,40 @@ class LatencyClasses {
   }
 
   normalise(rttMs: number, name: string | undefined, noLoad: boolean): number {
+    this.lastStratum = undefined;
+    this.lastShare = undefined;
     if (name === undefined) return rttMs;
     let own = this.classes.get(name);
     if (own === undefined) {
       if (this.classes.size >= MAX_LATENCY_CLASSES) this.evictLeastShared();
-      own = { base: 0, samples: 0, share: 0, typical: 0 };
+      own = { id: this.nextId++, base: 0, samples: 0, share: 0, typical: 0 };
       this.classes.set(name, own);
     }
     let weighted = 0;
     let shares = 0;
     let known = 0;
+    let all = 1;
     for (const c of this.classes.values()) {
       c.share *= 1 - CLASS_WEIGHT_DECAY;
+      all += c.share;
       if (c.samples < LATENCY_CLASS_SAMPLES) continue;
       known++;
       weighted += c.share * c.base;
       shares += c.share;
     }
     own.share += 1;
+    this.lastStratum = own.id;
+    this.lastShare = own.share / all;
     const read = own.samples >= LATENCY_CLASS_SAMPLES && known > 1 && shares > 0 ? rttMs - own.base + weighted / shares : rttMs;
     if (noLoad) {
       // The least of the first samples, so one slow cold start (a new connection, a cold
       // origin: 2 s among 60 ms fills) cannot set the base and make every later sample read low
-      // (review); then the low-tracking average.
+      // (review); then it tracks the class's median (CLASS_MEDIAN_STEP), not its fastest: an
+      // endpoint whose own answers spread over 50-150 ms read 0-100 ms of queueing against a
+      // base near 50 ms, and a window holding a few of them looked like a queue (a normal-day
+      // trial); against its median it reads -50 to +50, and queueing still adds in full.
       if (own.samples < LATENCY_CLASS_SAMPLES) own.base = own.samples === 0 ? rttMs : Math.min(own.base, rttMs);
-      else if (rttMs < own.base) own.base += 0.25 * (rttMs - own.base);
-      else own.base += 0.05 * Math.min(rttMs - own.base, own.base);
+      else own.base += (rttMs > own.base ? CLASS_MEDIAN_STEP : rttMs < own.base ? -CLASS_MEDIAN_STEP : 0) * Math.max(own.base, 0.5);
       own.samples++;
     }
     return read > 0.1 ? read : 0.1;

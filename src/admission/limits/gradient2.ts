@@ -46,10 +46,14 @@
  * mean moves only when most requests slow down, which is what saturation does, and keeps the
  * queueing delay of a saturated window (a median would discount half of it, and the limit
  * would settle higher). (The Limiter also keeps requests held past its overdue threshold out
- * of the samples.) A window closes once it
+ * of the samples.) When the samples name their latency classes (LimitSample.stratum), each
+ * class weighs its share of the recent traffic, not the count the window happens to hold
+ * (stratifiedTrimmedMean; a probe's mean likewise). A window closes once it
  * holds >= `minWindowSamples` samples and has lasted >= max(minWindowMs, last short-term RTT),
  * i.e. about one round trip, so each update sees the effect of the one before (updating per
- * sample with a round trip of delay in the loop overshoots and oscillates).
+ * sample with a round trip of delay in the loop overshoots and oscillates), and once it has
+ * heard from the classes that make up half the traffic, or after 8 such lengths without them
+ * (WINDOW_COVERAGE).
  *
  * Per window:
  *   gradient = clamp((tolerance * longRttMs + RTT_NOISE_MS) / shortRttMs, 0.5, 1.0)
@@ -156,6 +160,17 @@ const PROBE_CAP_MS = 30_000;
 const DRIFT_WINDOWS = 3;
 /** Window samples kept for the trimmed mean; past this, reservoir sampling keeps a uniform subset. */
 const WINDOW_RESERVOIR = 512;
+/**
+ * A window closes once it has heard from latency classes that make up this share of the recent
+ * traffic (LimitSample.stratumShare), or after COVERAGE_WAIT_SPANS of its usual length (at most
+ * COVERAGE_WAIT_MAX_MS). Against a site whose 50-150 ms pages are one request in seven, a closed
+ * loop's limit of 20 was now and then held wholly by those pages: the fast pages waited for
+ * permits, and the windows that closed meanwhile held the slow class alone, read as a fourfold
+ * queue (a normal-day trial). Their round trips were the endpoint's own; the origin did not queue.
+ */
+const WINDOW_COVERAGE = 0.5;
+const COVERAGE_WAIT_SPANS = 8;
+const COVERAGE_WAIT_MAX_MS = 1_000;
 /** A no-load sample moves the long-term RTT by at most this multiple of it. */
 const LONG_CLIP = 2;
 /** Slow start: the limit's factor per binding window measured at the current limit. */
@@ -229,6 +244,12 @@ export class Gradient2Limit implements Limit {
   private windowStartAt = 0;
   private windowSamples = 0;
   private readonly windowRtts = new Float64Array(WINDOW_RESERVOIR);
+  /** Each kept sample's stratum (LimitSample.stratum; -1: none), beside windowRtts. */
+  private readonly windowStrata = new Int32Array(WINDOW_RESERVOIR);
+  /** The latest share (LimitSample.stratumShare) of each stratum seen in the window. */
+  private readonly windowShares = new Map<number, number>();
+  /** The share of the traffic whose classes the window has heard from (1 without strata); see WINDOW_COVERAGE. */
+  private windowCoverage = 0;
   private windowRttCount = 0;
   private windowDrops = 0;
   private windowMaxInflight = 0;
@@ -245,6 +266,8 @@ export class Gradient2Limit implements Limit {
   private probeMaxMs = PROBE_MAX_MS;
   private probeRttSum = 0;
   private probeCount = 0;
+  /** The probe's samples by stratum: their sum, count and latest share (see stratifiedMean). */
+  private readonly probeStrata = new Map<number, { sum: number; count: number; share: number }>();
   private probes = 0;
 
   constructor(opts: Gradient2Options) {
@@ -366,6 +389,14 @@ export class Gradient2Limit implements Limit {
       // Only requests started at the probe's concurrency measure the no-load RTT.
       if (!sample.dropped && sample.inflight <= this.probeLimit) {
         this.probeRttSum += rtt;
+        const k = sample.stratum ?? -1;
+        const st = this.probeStrata.get(k);
+        if (st === undefined) this.probeStrata.set(k, { sum: rtt, count: 1, share: sample.stratumShare ?? 0 });
+        else {
+          st.sum += rtt;
+          st.count++;
+          st.share = sample.stratumShare ?? 0;
+        }
         if (++this.probeCount >= this.probeSamples) this.endProbe(now);
       }
       // A probe that cannot collect its samples (requests started before it still hold the
@@ -391,14 +422,18 @@ export class Gradient2Limit implements Limit {
     this.windowSamples++;
     const hostDelay = sample.hostDelayMs ?? 0;
     if (hostDelay > this.windowHostDelayMs) this.windowHostDelayMs = hostDelay;
+    const k = sample.stratum ?? -1;
+    if (k < 0) this.windowCoverage = 1;
+    else if (!this.windowShares.has(k)) this.windowCoverage += sample.stratumShare ?? 0;
+    if (k >= 0) this.windowShares.set(k, sample.stratumShare ?? 0);
     // A dropped request's round trip means nothing (a timeout's is the timeout).
     if (sample.dropped) this.windowDrops++;
     else {
       const n = this.windowRttCount++;
-      if (n < WINDOW_RESERVOIR) this.windowRtts[n] = rtt;
-      else {
-        const j = Math.floor(Math.random() * (n + 1));
-        if (j < WINDOW_RESERVOIR) this.windowRtts[j] = rtt;
+      const j = n < WINDOW_RESERVOIR ? n : Math.floor(Math.random() * (n + 1));
+      if (j < WINDOW_RESERVOIR) {
+        this.windowRtts[j] = rtt;
+        this.windowStrata[j] = k;
       }
     }
     if (sample.inflight > this.windowMaxInflight) this.windowMaxInflight = sample.inflight;
@@ -408,7 +443,15 @@ export class Gradient2Limit implements Limit {
     // are the requests that found a free slot, and a window closed on them alone would miss
     // the ones waiting behind them and step again.
     const span = Math.max(this.minWindowMs, this.shortRttMs ?? this.longRttMs ?? 0, this.slowStart ? 2 * (this.longRttMs ?? 0) : 0);
-    if (this.windowSamples >= this.minWindowSamples && now - this.windowStartAt >= span) this.closeWindow(now);
+    // And it waits, up to COVERAGE_WAIT_SPANS of that, to hear from the classes that make up
+    // most of the traffic (see WINDOW_COVERAGE).
+    const lasted = now - this.windowStartAt;
+    if (
+      this.windowSamples >= this.minWindowSamples &&
+      lasted >= span &&
+      (this.windowCoverage >= WINDOW_COVERAGE || lasted >= Math.min(COVERAGE_WAIT_MAX_MS, COVERAGE_WAIT_SPANS * span))
+    )
+      this.closeWindow(now);
   }
 
   private closeWindow(now: number): void {
@@ -422,7 +465,9 @@ export class Gradient2Limit implements Limit {
     let spread = 1;
     let suspicious = false;
     if (this.windowRttCount > 0) {
-      const trimmed = trimmedMean(this.windowRtts, Math.min(this.windowRttCount, WINDOW_RESERVOIR));
+      const kept = Math.min(this.windowRttCount, WINDOW_RESERVOIR);
+      const trimmed =
+        stratifiedTrimmedMean(this.windowRtts, this.windowStrata, kept, this.windowShares) ?? trimmedMean(this.windowRtts, kept);
       const shortRtt = trimmed.mean;
       p80 = trimmed.p80;
       spread = trimmed.p20 > 0 ? trimmed.p80 / trimmed.p20 : 1;
@@ -555,6 +600,7 @@ export class Gradient2Limit implements Limit {
     this.probeLimit = Math.max(this.min, Math.floor(this.estimate / 4));
     this.probeRttSum = 0;
     this.probeCount = 0;
+    this.probeStrata.clear();
     this.probes++;
     this.lastProbeAt = now;
     this.resetWindow();
@@ -563,7 +609,7 @@ export class Gradient2Limit implements Limit {
   private endProbe(now: number): void {
     this.driftWindows = 0;
     if (this.probeCount > 0) {
-      this.longRttMs = this.probeRttSum / this.probeCount;
+      this.longRttMs = stratifiedMean(this.probeStrata) ?? this.probeRttSum / this.probeCount;
       this.measuredLongRttMs = this.longRttMs;
       this.longCount = this.probeCount;
     }
@@ -578,6 +624,8 @@ export class Gradient2Limit implements Limit {
   private resetWindow(): void {
     this.windowSamples = 0;
     this.windowRttCount = 0;
+    this.windowShares.clear();
+    this.windowCoverage = 0;
     this.windowDrops = 0;
     this.windowMaxInflight = 0;
     this.windowHostDelayMs = 0;
@@ -596,4 +644,64 @@ function trimmedMean(values: Float64Array, n: number): { mean: number; p20: numb
   let sum = 0;
   for (let i = 0; i < kept; i++) sum += a[i]!;
   return { mean: sum / kept, p20: a[Math.floor(n / 5)]!, p80: a[kept - 1]! };
+}
+
+/**
+ * The trimmed mean, 20th and 80th percentiles of a window whose samples name their strata
+ * (latency classes), each class weighted by its share of the recent traffic rather than by how
+ * many of its samples the window happens to hold: the mean of the fastest 80 % of the weight.
+ * A window of five samples against a site whose 50-150 ms pages are one request in seven held
+ * three of them as often as not, read 40-60 ms against a 5-15 ms mix, and cut a closed loop's
+ * limit by an eighth each time (a normal-day trial); queueing in the origin delays every class
+ * alike, and still shows in full. Undefined (use trimmedMean) unless every kept sample names a
+ * stratum, at least two do, and their shares are known.
+ */
+function stratifiedTrimmedMean(
+  values: Float64Array,
+  strata: Int32Array,
+  n: number,
+  shares: ReadonlyMap<number, number>,
+): { mean: number; p20: number; p80: number } | undefined {
+  if (shares.size < 2) return undefined;
+  const counts = new Map<number, number>();
+  for (let i = 0; i < n; i++) {
+    const k = strata[i]!;
+    if (k < 0) return undefined;
+    counts.set(k, (counts.get(k) ?? 0) + 1);
+  }
+  if (counts.size < 2) return undefined;
+  let total = 0;
+  for (const k of counts.keys()) total += shares.get(k) ?? 0;
+  if (!(total > 0)) return undefined;
+  const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => values[a]! - values[b]!);
+  const keep = 0.8;
+  let cum = 0;
+  let sum = 0;
+  let p20 = values[order[0]!]!;
+  let p80 = p20;
+  for (const i of order) {
+    const k = strata[i]!;
+    const w = (shares.get(k) ?? 0) / total / counts.get(k)!;
+    if (w === 0) continue;
+    const x = values[i]!;
+    if (cum < 0.2) p20 = x;
+    const take = Math.min(w, keep - cum);
+    sum += take * x;
+    cum += w;
+    p80 = x;
+    if (cum >= keep - 1e-9) break;
+  }
+  return { mean: sum / Math.min(keep, cum), p20, p80 };
+}
+
+/** A probe's mean, each stratum weighted by its share (see stratifiedTrimmedMean); undefined as there. */
+function stratifiedMean(strata: ReadonlyMap<number, { sum: number; count: number; share: number }>): number | undefined {
+  if (strata.size < 2 || strata.has(-1)) return undefined;
+  let total = 0;
+  let sum = 0;
+  for (const st of strata.values()) {
+    total += st.share;
+    sum += (st.share * st.sum) / st.count;
+  }
+  return total > 0 ? sum / total : undefined;
 }

@@ -22,6 +22,15 @@ export interface LimitSample {
    * allow for it. 0 or absent when unknown.
    */
   hostDelayMs?: number;
+  /**
+   * The request's latency class as a small integer (the Limiter's "Latency classes"), and that
+   * class's share of the recent samples (0-1). A window of a few samples holds the site's
+   * endpoints in chance proportions (three 50-150 ms pages among five samples, where they are
+   * one in seven of the traffic); an algorithm may weight each class by its share instead, so
+   * the mix a window happens to hold does not read as queueing. Absent: one class.
+   */
+  stratum?: number;
+  stratumShare?: number;
 }
 
 export interface Limit {

@@ -1139,6 +1139,24 @@ describe('Limiter: latency classes (a page fill and an API call are read on one 
     expect(limit.samples.at(-2)!.rttMs).toBeLessThan(45);
   });
 
+  it('a class whose own answers spread widely is read against its median, not its fastest: its typical answer reads no queue', async () => {
+    const t = setup({ limitN: 8 });
+    const limit = t.limit as ScriptedLimit;
+    // 50-150 ms pages (the endpoint's own spread) beside 10 ms ones, at no load.
+    for (let i = 0; i < 150; i++) {
+      await one(t, 'fill:default:m', 50 + ((i * 37) % 101));
+      await one(t, 'fill:default:f', 10);
+    }
+    await one(t, 'fill:default:f', 10);
+    const fast = limit.samples.at(-1)!.rttMs;
+    await one(t, 'fill:default:m', 100);
+    // Against a base near its fastest (50 ms) a 100 ms answer read 50 ms of queueing.
+    expect(Math.abs(limit.samples.at(-1)!.rttMs - fast)).toBeLessThan(10);
+    // Queueing still adds in full.
+    await one(t, 'fill:default:m', 100 + 50);
+    expect(limit.samples.at(-1)!.rttMs - fast).toBeGreaterThan(40);
+  });
+
   it('reads a sample as it is with one class, without a class, or before its class has a no-load round trip', async () => {
     const t = setup({ limitN: 8 });
     const limit = t.limit as ScriptedLimit;

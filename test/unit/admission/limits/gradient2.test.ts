@@ -541,6 +541,79 @@ describe('Gradient2Limit per window', () => {
   });
 });
 
+describe('Gradient2Limit: windows that hold a site\'s endpoints in chance proportions (strata)', () => {
+  const FAST = { stratum: 0, stratumShare: 0.86 };
+  const SLOW = { stratum: 1, stratumShare: 0.14 };
+  /** A limit whose long-term RTT is 10 ms (the fast class's no-load samples: three whole windows), at `t` = 150. */
+  function warmed(opts: Partial<ConstructorParameters<typeof Gradient2Limit>[0]> = {}) {
+    const limit = new Gradient2Limit({ initial: 20, min: 2, max: 100, minWindowSamples: 5, slowStart: false, ...opts });
+    const at = { t: 0 };
+    for (let i = 0; i < 15; i++) limit.onSample({ rttMs: 10, inflight: 2, dropped: false, ...FAST }, (at.t += 10));
+    expect(limit.readings().longRttMs).toBe(10);
+    return { limit, at };
+  }
+  /** Samples 10 ms apart at the limit: `rtts[i]` of class `classes[i]` (or of no class). */
+  function feed(limit: Gradient2Limit, at: { t: number }, rtts: number[], classes: ({ stratum: number; stratumShare: number } | undefined)[]) {
+    rtts.forEach((rttMs, i) => limit.onSample({ rttMs, inflight: 20, dropped: false, ...classes[i] }, (at.t += 10)));
+  }
+  // Three 60 ms pages of a class that is one request in seven, among three 10 ms ones.
+  const mixed = [10, 60, 10, 60, 10, 60];
+  const classes = [FAST, SLOW, FAST, SLOW, FAST, SLOW];
+
+  it('weights each class by its share of the traffic, not by its count in the window: no queue is read, the limit holds', () => {
+    const { limit, at } = warmed();
+    for (let w = 0; w < 10; w++) feed(limit, at, mixed, classes);
+    expect(limit.readings().estimate).toBeGreaterThanOrEqual(20);
+    expect(limit.readings().shortRttMs).toBe(10);
+    expect(limit.showsQueueing(at.t)).toBe(false);
+  });
+
+  it('without classes the same windows read as a threefold queue (the trimmed mean alone)', () => {
+    const { limit, at } = warmed();
+    for (let w = 0; w < 10; w++) feed(limit, at, mixed, mixed.map(() => undefined));
+    expect(limit.readings().estimate).toBeLessThan(15);
+    expect(limit.showsQueueing(at.t)).toBe(true);
+  });
+
+  it('queueing that delays every class still shows in full', () => {
+    const { limit, at } = warmed();
+    for (let w = 0; w < 10; w++) feed(limit, at, mixed.map((ms) => ms + 40), classes);
+    expect(limit.readings().shortRttMs).toBe(50);
+    expect(limit.readings().estimate).toBeLessThan(15);
+    expect(limit.showsQueueing(at.t)).toBe(true);
+  });
+
+  it('a window that has heard only from a class that is a seventh of the traffic waits for the rest (up to 8 of its lengths)', () => {
+    const { limit, at } = warmed();
+    // Six samples of the slow class alone over 60 ms: a window would close after 5 and 10 ms.
+    feed(limit, at, [60, 60, 60, 60, 60, 60], Array(6).fill(SLOW));
+    expect(limit.readings().lastGradient).toBe(1);
+    expect(limit.showsQueueing(at.t)).toBe(false);
+    // The fast class answers: the window closes, each class weighted by its share.
+    feed(limit, at, [10], [FAST]);
+    expect(limit.readings().shortRttMs).toBe(10);
+    expect(limit.showsQueueing(at.t)).toBe(false);
+  });
+
+  it('but closes after 8 of its lengths without them: the fast class not answering at all is news', () => {
+    const { limit, at } = warmed();
+    feed(limit, at, Array(9).fill(60), Array(9).fill(SLOW));
+    expect(limit.readings().shortRttMs).toBe(60);
+    expect(limit.showsQueueing(at.t)).toBe(true);
+  });
+
+  it('a probe weights its samples\' classes by their shares too', () => {
+    const { limit, at } = warmed({ probeIntervalMs: 100 });
+    // No no-load sample for 100 ms: the next sample starts a probe at a quarter of the limit.
+    feed(limit, at, Array(11).fill(10), Array(11).fill(FAST));
+    expect(limit.readings().probing).toBe(true);
+    for (let i = 0; i < 10; i++) limit.onSample({ rttMs: i % 2 ? 60 : 10, inflight: 2, dropped: false, ...(i % 2 ? SLOW : FAST) }, (at.t += 10));
+    expect(limit.readings().probing).toBe(false);
+    // 0.86 x 10 + 0.14 x 60, not the plain mean of 35.
+    expect(limit.readings().longRttMs).toBeCloseTo(17, 6);
+  });
+});
+
 describe('Gradient2Limit: event-loop jitter against a very fast origin', () => {
   it('does not halve the limit when a 1 ms origin reads a few ms slower (the gateway\'s own turns)', () => {
     const limit = new Gradient2Limit({ initial: 20, min: 2, max: 256 });
