@@ -177,6 +177,8 @@ const LONG_CLIP = 2;
 const SLOW_START_FACTOR = 1.5;
 /** How long a window that showed queueing stays evidence of it (see showsQueueing), ms. */
 const QUEUEING_EVIDENCE_MS = 1_000;
+/** The recent windows of which at least half must have shown queueing (see showsQueueing). */
+const EVIDENCE_WINDOWS = 8;
 /** After the limit first binds, how long it counts as still learning (see isColdStart), ms. */
 export const COLD_START_MS = 5_000;
 /** A limit that has not bound for this long is learning again when it next binds (see isColdStart), ms. */
@@ -206,6 +208,12 @@ export class Gradient2Limit implements Limit {
   private lastGradient = 1;
   /** When a window last showed the origin queueing (RTT gradient below 1, or drops); see showsQueueing. */
   private lastQueueingAt = -Infinity;
+  /** The last EVIDENCE_WINDOWS windows: when each closed, and whether it showed queueing (a ring). */
+  private readonly recentWindowAt = new Float64Array(EVIDENCE_WINDOWS).fill(-Infinity);
+  private readonly recentWindowQueued = new Uint8Array(EVIDENCE_WINDOWS);
+  private recentWindowNext = 0;
+  /** When a window last held drops (timeouts, 503s, refused connections): evidence on its own. */
+  private lastDropsAt = -Infinity;
   /**
    * When a request first started with every permit in use, or first did again after none had
    * for RELEARN_AFTER_IDLE_MS (the cold start counts from it).
@@ -316,16 +324,35 @@ export class Gradient2Limit implements Limit {
   }
 
   /**
-   * A window within the last QUEUEING_EVIDENCE_MS (or three short-term round trips, or two
+   * Windows within the last QUEUEING_EVIDENCE_MS (or three short-term round trips, or two
    * windows, when longer: a small limit's windows of a slow origin last seconds) had a gradient
-   * below 1: its round trips were longer than the no-load RTT allows (plus the slack for the
-   * gateway's own delay), or it held drops. Slow start's stricter tests (the 80th percentile,
-   * the rise and the spread against the stepping window) end slow start, but are no such
-   * evidence: on a site with mixed latencies they fire on the endpoint mix. Before a baseline
-   * exists only drops are evidence.
+   * below 1: their round trips were longer than the no-load RTT allows (plus the slack for the
+   * gateway's own delay); and at least half of the last EVIDENCE_WINDOWS windows closed in that
+   * time did, unless one of them held drops (the origin said it was overloaded, or timed out:
+   * evidence on its own). One such window among good ones is noise (a busy host, a
+   * window that held a few of a slow endpoint's answers): 100 clients in a closed loop against
+   * an origin with room to spare stood in a queue behind a limit still climbing through 40, and
+   * such windows, once the cold start was over, let the standing queue's cap refuse them; each
+   * refused client came straight back, the refusals took the CPU, and 85 % of their requests
+   * were refused for the rest of the run (a normal-day bench, unpinned). An origin that queues
+   * shows it in most windows: past its capacity the gradient settles below 1. Slow start's
+   * stricter tests (the 80th percentile, the rise and the spread against the stepping window)
+   * end slow start, but are no such evidence: on a site with mixed latencies they fire on the
+   * endpoint mix. Before a baseline exists only drops are evidence.
    */
   showsQueueing(now: number): boolean {
-    return now - this.lastQueueingAt <= Math.max(QUEUEING_EVIDENCE_MS, 3 * (this.shortRttMs ?? 0), 2 * this.lastWindowMs);
+    const period = Math.max(QUEUEING_EVIDENCE_MS, 3 * (this.shortRttMs ?? 0), 2 * this.lastWindowMs);
+    if (now - this.lastQueueingAt > period) return false;
+    if (now - this.lastDropsAt <= period) return true;
+    let closed = 0;
+    let queued = 0;
+    for (let i = 0; i < EVIDENCE_WINDOWS; i++) {
+      const at = this.recentWindowAt[i]!;
+      if (now - at > period) continue;
+      closed++;
+      if (this.recentWindowQueued[i] === 1) queued++;
+    }
+    return queued * 2 >= closed;
   }
 
   /** A reloaded min/max (Limit.setBounds): the estimate, its peak and a probe's limit kept within them. */
@@ -492,6 +519,10 @@ export class Gradient2Limit implements Limit {
     }
     if (this.windowDrops > 0) gradient = Math.min(gradient, 1 - this.windowDrops / this.windowSamples);
     if (gradient < 1) this.lastQueueingAt = now;
+    if (this.windowDrops > 0) this.lastDropsAt = now;
+    this.recentWindowAt[this.recentWindowNext] = now;
+    this.recentWindowQueued[this.recentWindowNext] = gradient < 1 ? 1 : 0;
+    this.recentWindowNext = (this.recentWindowNext + 1) % EVIDENCE_WINDOWS;
     this.lastWindowMs = now - this.windowStartAt;
     this.judgeStepsInHindsight();
     gradient = clamp(gradient, 0.5, 1);

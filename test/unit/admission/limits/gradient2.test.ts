@@ -322,13 +322,17 @@ describe('Gradient2Limit per window', () => {
     expect(limit.readings().estimate).toBeLessThan(before + 4); // additive headroom only
   });
 
-  it('shows queueing for a second after a window whose round trips exceeded the allowance, not before and not after', () => {
+  it('shows queueing for a second after windows whose round trips exceeded the allowance, once they are half the recent ones; not before and not after', () => {
     const { limit, at } = warmed();
     // Windows at the no-load RTT: no evidence.
     feed(limit, at, 12, 50, 20);
     expect(limit.showsQueueing(at.t)).toBe(false);
-    // One window at 80 ms against 50 + 5: the origin queues.
+    // One window at 80 ms against 50 + 5 among good ones is noise.
     feed(limit, at, 6, 80, 20);
+    expect(limit.showsQueueing(at.t)).toBe(false);
+    // Four more (windows of 9 samples now, one round trip of 80 ms): most of the recent
+    // windows queue (5 of the last 8), the origin queues.
+    feed(limit, at, 36, 80, 20);
     const seenAt = at.t;
     expect(limit.showsQueueing(seenAt)).toBe(true);
     feed(limit, at, 6, 50, 20);
@@ -599,7 +603,7 @@ describe('Gradient2Limit: windows that hold a site\'s endpoints in chance propor
     const { limit, at } = warmed();
     feed(limit, at, Array(9).fill(60), Array(9).fill(SLOW));
     expect(limit.readings().shortRttMs).toBe(60);
-    expect(limit.showsQueueing(at.t)).toBe(true);
+    expect(limit.readings().lastGradient).toBe(0.5);
   });
 
   it('a probe weights its samples\' classes by their shares too', () => {
