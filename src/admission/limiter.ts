@@ -976,10 +976,10 @@ export const MAX_LATENCY_CLASSES = 64;
 /** A class's no-load round trip is used once it rests on this many samples. */
 export const LATENCY_CLASS_SAMPLES = 3;
 /**
- * A class's no-load round trip moves by this fraction of itself per no-load sample, up when the
- * sample is slower and down when faster: it settles at the class's median (a stochastic
- * approximation; from the fastest of the first samples to a median twice that takes about
- * thirty samples), and one slow sample moves it no more than one fast one.
+ * A class's no-load round trip moves by this fraction of itself per no-load sample (by
+ * 1 / samples while that is larger), up when the sample is slower and down when faster: it
+ * settles at the class's median (a stochastic approximation), and one slow sample moves it no
+ * more than one fast one.
  */
 const CLASS_MEDIAN_STEP = 0.03;
 /** Per sample, every class's share of recent samples decays by this fraction (a half-life of about 180 samples). */
@@ -1022,10 +1022,21 @@ class LatencyClasses {
     let own = this.classes.get(name);
     if (own === undefined) {
       if (this.classes.size >= MAX_LATENCY_CLASSES) this.evictLeastShared();
-      own = { id: this.nextId++, base: 0, samples: 0, share: 0, typical: 0 };
+      own = { id: this.takeId(), base: 0, samples: 0, share: 0, typical: 0 };
       this.classes.set(name, own);
     }
     own.typical = own.typical === 0 ? rttMs : own.typical + 0.1 * (rttMs - own.typical);
+  }
+
+  /**
+   * A new class's id: counting up, and back to 0 after 2^30 (an id must stay a non-negative
+   * Int32; a class evicted a billion classes ago is long gone, and ids only tell a window's
+   * classes apart).
+   */
+  private takeId(): number {
+    const id = this.nextId;
+    this.nextId = id >= 2 ** 30 ? 0 : id + 1;
+    return id;
   }
 
   /** Forgets the class with the least share of recent samples (MAX_LATENCY_CLASSES). */
@@ -1048,7 +1059,7 @@ class LatencyClasses {
     let own = this.classes.get(name);
     if (own === undefined) {
       if (this.classes.size >= MAX_LATENCY_CLASSES) this.evictLeastShared();
-      own = { id: this.nextId++, base: 0, samples: 0, share: 0, typical: 0 };
+      own = { id: this.takeId(), base: 0, samples: 0, share: 0, typical: 0 };
       this.classes.set(name, own);
     }
     let weighted = 0;
@@ -1075,7 +1086,12 @@ class LatencyClasses {
       // base near 50 ms, and a window holding a few of them looked like a queue (a normal-day
       // trial); against its median it reads -50 to +50, and queueing still adds in full.
       if (own.samples < LATENCY_CLASS_SAMPLES) own.base = own.samples === 0 ? rttMs : Math.min(own.base, rttMs);
-      else own.base += (rttMs > own.base ? CLASS_MEDIAN_STEP : rttMs < own.base ? -CLASS_MEDIAN_STEP : 0) * Math.max(own.base, 0.5);
+      else {
+        // Larger steps while the class is new (1 / samples): when all of its first samples were
+        // cold, 3 % a sample took 45 samples to come down from 4 x (review).
+        const step = Math.max(CLASS_MEDIAN_STEP, 1 / own.samples);
+        own.base += (rttMs > own.base ? step : rttMs < own.base ? -step : 0) * Math.max(own.base, 0.5);
+      }
       own.samples++;
     }
     return read > 0.1 ? read : 0.1;

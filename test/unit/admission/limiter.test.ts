@@ -1157,6 +1157,40 @@ describe('Limiter: latency classes (a page fill and an API call are read on one 
     expect(limit.samples.at(-1)!.rttMs - fast).toBeGreaterThan(40);
   });
 
+  it('a class whose first samples were all cold comes down to its real round trip within a dozen samples', async () => {
+    const t = setup({ limitN: 8 });
+    const limit = t.limit as ScriptedLimit;
+    for (let i = 0; i < 20; i++) await one(t, 'fill:default:f', 10);
+    for (let i = 0; i < 3; i++) await one(t, 'fill:default:m', 240);
+    for (let i = 0; i < 12; i++) await one(t, 'fill:default:m', 60);
+    await one(t, 'fill:default:f', 10);
+    const fast = limit.samples.at(-1)!.rttMs;
+    await one(t, 'fill:default:m', 60);
+    expect(Math.abs(limit.samples.at(-1)!.rttMs - fast)).toBeLessThan(10);
+  });
+
+  it('names each sample\'s class (a stable small integer) and that class\'s share of recent samples', async () => {
+    const t = setup({ limitN: 8 });
+    const limit = t.limit as ScriptedLimit;
+    for (let i = 0; i < 40; i++) {
+      await one(t, 'fill:default:a', 10);
+      await one(t, 'fill:default:a', 10);
+      await one(t, 'fill:default:b', 60);
+    }
+    await one(t, undefined, 10);
+    const [a, b] = [limit.samples.at(-3)!, limit.samples.at(-2)!];
+    expect(a.stratum).toEqual(limit.samples[0]!.stratum);
+    expect(b.stratum).toEqual(limit.samples[2]!.stratum);
+    expect(a.stratum).not.toEqual(b.stratum);
+    // About two thirds and one third of the traffic (the shares decay, so not exactly).
+    expect(a.stratumShare!).toBeGreaterThan(0.55);
+    expect(b.stratumShare!).toBeGreaterThan(0.25);
+    expect(a.stratumShare! + b.stratumShare!).toBeGreaterThan(0.95);
+    expect(a.stratumShare! + b.stratumShare!).toBeLessThanOrEqual(1.01);
+    // A sample of no class names none.
+    expect(limit.samples.at(-1)).toMatchObject({ stratum: undefined, stratumShare: undefined });
+  });
+
   it('reads a sample as it is with one class, without a class, or before its class has a no-load round trip', async () => {
     const t = setup({ limitN: 8 });
     const limit = t.limit as ScriptedLimit;

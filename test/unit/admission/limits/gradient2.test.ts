@@ -556,7 +556,11 @@ describe('Gradient2Limit: windows that hold a site\'s endpoints in chance propor
     expect(limit.readings().longRttMs).toBe(10);
     return { limit, at };
   }
-  /** Samples 10 ms apart at the limit: `rtts[i]` of class `classes[i]` (or of no class). */
+  /**
+   * Samples 10 ms apart at the limit: `rtts[i]` of class `classes[i]` (or of no class). The
+   * round trips are as the Limiter reads them (its latency classes already put each on the
+   * mix's scale); here a class's own spread or its share of a window is what differs.
+   */
   function feed(limit: Gradient2Limit, at: { t: number }, rtts: number[], classes: ({ stratum: number; stratumShare: number } | undefined)[]) {
     rtts.forEach((rttMs, i) => limit.onSample({ rttMs, inflight: 20, dropped: false, ...classes[i] }, (at.t += 10)));
   }
@@ -601,8 +605,25 @@ describe('Gradient2Limit: windows that hold a site\'s endpoints in chance propor
 
   it('but closes after 8 of its lengths without them: the fast class not answering at all is news', () => {
     const { limit, at } = warmed();
-    feed(limit, at, Array(9).fill(60), Array(9).fill(SLOW));
+    // The window opens at the first sample; 8 lengths (80 ms) later it closes, not before.
+    feed(limit, at, Array(8).fill(60), Array(8).fill(SLOW));
+    expect(limit.readings().shortRttMs).toBe(10);
+    expect(limit.readings().lastGradient).toBe(1);
+    feed(limit, at, [60], [SLOW]);
     expect(limit.readings().shortRttMs).toBe(60);
+    expect(limit.readings().lastGradient).toBe(0.5);
+  });
+
+  it('or once it holds twice the samples of the window before: a crowd on an endpoint that had little of the traffic', () => {
+    const { limit, at } = warmed();
+    const NEW = { stratum: 2, stratumShare: 0.02 };
+    // A sample every millisecond, queueing at three times the no-load RTT: the windows before
+    // held 5 samples, so once it has lasted its length (10 ms: the 11th sample) this one closes
+    // on its count (8 lengths would be 80 ms).
+    for (let i = 0; i < 10; i++) limit.onSample({ rttMs: 30, inflight: 20, dropped: false, ...NEW }, (at.t += 1));
+    expect(limit.readings().shortRttMs).toBe(10);
+    limit.onSample({ rttMs: 30, inflight: 20, dropped: false, ...NEW }, (at.t += 1));
+    expect(limit.readings().shortRttMs).toBe(30);
     expect(limit.readings().lastGradient).toBe(0.5);
   });
 
