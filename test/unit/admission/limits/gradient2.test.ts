@@ -614,19 +614,6 @@ describe('Gradient2Limit: windows that hold a site\'s endpoints in chance propor
     expect(limit.readings().lastGradient).toBe(0.5);
   });
 
-  it('or once it holds twice the samples of the window before: a crowd on an endpoint that had little of the traffic', () => {
-    const { limit, at } = warmed();
-    const NEW = { stratum: 2, stratumShare: 0.02 };
-    // A sample every millisecond, queueing at three times the no-load RTT: the windows before
-    // held 5 samples, so once it has lasted its length (10 ms: the 11th sample) this one closes
-    // on its count (8 lengths would be 80 ms).
-    for (let i = 0; i < 10; i++) limit.onSample({ rttMs: 30, inflight: 20, dropped: false, ...NEW }, (at.t += 1));
-    expect(limit.readings().shortRttMs).toBe(10);
-    limit.onSample({ rttMs: 30, inflight: 20, dropped: false, ...NEW }, (at.t += 1));
-    expect(limit.readings().shortRttMs).toBe(30);
-    expect(limit.readings().lastGradient).toBe(0.5);
-  });
-
   it('a probe weights its samples\' classes by their shares too', () => {
     const { limit, at } = warmed({ probeIntervalMs: 100 });
     // No no-load sample for 100 ms: the next sample starts a probe at a quarter of the limit.
