@@ -163,7 +163,8 @@ const WINDOW_RESERVOIR = 512;
 /**
  * A window closes once it has heard from latency classes that make up this share of the recent
  * traffic (LimitSample.stratumShare, as each class's first sample in the window gave it), or
- * after COVERAGE_WAIT_SPANS of its usual length (at most COVERAGE_WAIT_MAX_MS). Against a site whose 50-150 ms pages are one request in seven, a closed
+ * after COVERAGE_WAIT_SPANS of its usual length (at most COVERAGE_WAIT_MAX_MS). Against a site
+ * whose 50-150 ms pages are one request in seven, a closed
  * loop's limit of 20 was now and then held wholly by those pages: the fast pages waited for
  * permits, and the windows that closed meanwhile held the slow class alone, read as a fourfold
  * queue (a normal-day trial). Their round trips were the endpoint's own; the origin did not queue.
@@ -683,6 +684,10 @@ function trimmedMean(values: Float64Array, n: number): { mean: number; p20: numb
   return { mean: sum / kept, p20: a[Math.floor(n / 5)]!, p80: a[kept - 1]! };
 }
 
+/** stratifiedTrimmedMean's scratch space (one window at a time, never reentered). */
+const STRATUM_COUNTS = new Map<number, number>();
+const ORDER = new Uint16Array(WINDOW_RESERVOIR);
+
 /**
  * The trimmed mean, 20th and 80th percentiles of a window whose samples name their strata
  * (latency classes), each class weighted by its share of the recent traffic rather than by how
@@ -693,8 +698,6 @@ function trimmedMean(values: Float64Array, n: number): { mean: number; p20: numb
  * alike, and still shows in full. Undefined (use trimmedMean) unless every kept sample names a
  * stratum, at least two do, and their shares are known.
  */
-const STRATUM_COUNTS = new Map<number, number>();
-const ORDER = new Uint16Array(WINDOW_RESERVOIR);
 function stratifiedTrimmedMean(
   values: Float64Array,
   strata: Int32Array,
