@@ -279,9 +279,8 @@ export class Gradient2Limit implements Limit {
   private probeLimit = 0;
   /** How long the running probe may last (startProbe). */
   private probeMaxMs = PROBE_MAX_MS;
-  private probeRttSum = 0;
   private probeCount = 0;
-  /** The probe's samples by stratum: their sum, count and latest share (see stratifiedMean). */
+  /** The probe's samples by stratum: their sum, count and latest share (see probeMean). */
   private readonly probeStrata = new Map<number, { sum: number; count: number; share: number }>();
   private probes = 0;
 
@@ -422,7 +421,6 @@ export class Gradient2Limit implements Limit {
     if (this.probeLimit > 0) {
       // Only requests started at the probe's concurrency measure the no-load RTT.
       if (!sample.dropped && sample.inflight <= this.probeLimit) {
-        this.probeRttSum += rtt;
         const k = sample.stratum ?? -1;
         const st = this.probeStrata.get(k);
         if (st === undefined) this.probeStrata.set(k, { sum: rtt, count: 1, share: sample.stratumShare ?? 0 });
@@ -636,7 +634,6 @@ export class Gradient2Limit implements Limit {
   private startProbe(now: number): void {
     this.probeMaxMs = Math.min(PROBE_CAP_MS, Math.max(PROBE_MAX_MS, PROBE_RTTS * (this.shortRttMs ?? 0)));
     this.probeLimit = Math.max(this.min, Math.floor(this.estimate / 4));
-    this.probeRttSum = 0;
     this.probeCount = 0;
     this.probeStrata.clear();
     this.probes++;
@@ -647,7 +644,7 @@ export class Gradient2Limit implements Limit {
   private endProbe(now: number): void {
     this.driftWindows = 0;
     if (this.probeCount > 0) {
-      this.longRttMs = stratifiedMean(this.probeStrata) ?? this.probeRttSum / this.probeCount;
+      this.longRttMs = probeMean(this.probeStrata);
       this.measuredLongRttMs = this.longRttMs;
       this.longCount = this.probeCount;
     }
@@ -739,14 +736,21 @@ function stratifiedTrimmedMean(
   return { mean: sum / Math.min(keep, cum), p20, p80 };
 }
 
-/** A probe's mean, each stratum weighted by its share (see stratifiedTrimmedMean); undefined as there. */
-function stratifiedMean(strata: ReadonlyMap<number, { sum: number; count: number; share: number }>): number | undefined {
-  if (strata.size < 2 || strata.has(-1)) return undefined;
+/**
+ * A probe's mean round trip: each stratum weighted by its share (see stratifiedTrimmedMean), or
+ * the plain mean where that does not apply (one stratum, a sample of none, no share known).
+ * `strata` holds at least one sample.
+ */
+function probeMean(strata: ReadonlyMap<number, { sum: number; count: number; share: number }>): number {
   let total = 0;
+  let weighted = 0;
   let sum = 0;
+  let count = 0;
   for (const st of strata.values()) {
     total += st.share;
-    sum += (st.share * st.sum) / st.count;
+    weighted += (st.share * st.sum) / st.count;
+    sum += st.sum;
+    count += st.count;
   }
-  return total > 0 ? sum / total : undefined;
+  return strata.size >= 2 && !strata.has(-1) && total > 0 ? weighted / total : sum / count;
 }
