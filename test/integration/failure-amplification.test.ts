@@ -715,6 +715,43 @@ describe('failure amplification: a slow endpoint and the limiter', () => {
   }, 15_000);
 });
 
+describe('failure amplification: an origin slow for everyone', () => {
+  it('keeps letting clients in when every answer of an origin with room starts taking 700 ms: no refusal once its round trip is known', async () => {
+    const o = await origin();
+    let delayMs = 5;
+    o.setHandler((_req, res) => {
+      setTimeout(() => {
+        res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'no-store' });
+        res.end('ok');
+      }, delayMs);
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] }); // admission at its defaults (limit 8)
+    const answers: { at: number; r: Answer }[] = [];
+    let stop = false;
+    // 24 clients, each asking again 20 ms after its answer: about 1 in flight at 5 ms, 24 at 700 ms.
+    const client = async (i: number) => {
+      for (let n = 0; !stop && n < 500; n++) {
+        const at = performance.now();
+        answers.push({ at, r: await call(`${g.url}/p/${i}/${n}`) });
+        await sleep(20);
+      }
+    };
+    const clients = Array.from({ length: 24 }, (_, i) => client(i));
+    await sleep(1_000);
+    delayMs = 700;
+    const slowAt = performance.now();
+    await sleep(7_000);
+    stop = true;
+    await Promise.all(clients);
+    // From two of the new round trips on (the first ones, before any answer, wait as before).
+    const late = answers.filter((a) => a.at >= slowAt + 2_500);
+    const refused = late.filter((a) => a.r.status !== 200).map((a) => `${a.r.status} ${a.r.headers['x-crowdgate-error']}`);
+    expect(refused, 'requests refused by the gateway once the round trip was known').toEqual([]);
+    expect(late.length).toBeGreaterThan(80); // 24 clients, 4.5 s, 0.7 s each
+    expect(o.count(/^\/p\//)).toBe(answers.filter((a) => a.r.status === 200).length);
+  }, 20_000);
+});
+
 describe('failure amplification: clients that stop reading', () => {
   it('gives the origin permit back when a client stops reading a streamed answer: others keep reaching the origin', async () => {
     const o = await origin();

@@ -55,8 +55,30 @@
  * heard from the classes that make up half the traffic, or after 8 such lengths (at most 1 s)
  * without them (WINDOW_COVERAGE).
  *
+ * Exoneration: an origin slow on its own is not a queue. Latency alone cannot tell an origin
+ * that got slower (its database, a dependency) from one our concurrency saturates, and cutting
+ * the limit for the first starves the clients it could serve: every answer taking 2 s, 40
+ * clients with room for them all, and the limit fell from 8 to 2 while 1 728 of the 1 847
+ * requests in those 30 s were refused (a trial). Two tests tell them apart:
+ * - Little's law bounds what queueing can do: n requests queued one behind another in an
+ *   origin take at most n service times, so a window whose round trips exceed its highest
+ *   in-flight count times the allowance (and twice the allowance) is not queueing behind our
+ *   requests. Such a window neither cuts the limit nor counts as evidence, and the second in a
+ *   row (which lasts at least the first one's round trip, so the burst of answers an origin's
+ *   pause released at once is one such window, not two) is the origin's new no-load RTT: the
+ *   long-term RTT takes it, the limit goes to EXONERATE_GROWTH x its peak, and slow start
+ *   tests higher.
+ * - A smaller jump (round trips past twice the allowance, at the limit) for JUMP_WINDOWS windows
+ *   in a row starts a probe; a probe whose round trips at a quarter of the concurrency are still
+ *   EXONERATE_RATIO of the jumped windows' (queueing would have fallen with the concurrency)
+ *   restores the limit's peak, and the windows it left are no evidence. An origin with C slots
+ *   at twice C reads at most half.
+ * An origin saturated by others (other gateways, its own jobs) looks slow on its own: this
+ * gateway then sends what it would to a slow origin, as a proxy without a limit would.
+ *
  * Per window:
- *   gradient = clamp((tolerance * longRttMs + RTT_NOISE_MS) / shortRttMs, 0.5, 1.0)
+ *   gradient = clamp((tolerance * longRttMs + slack) / shortRttMs, 0.5, 1.0)
+ *              (slack: RTT_NOISE_MS, RTT_NOISE_RATIO of longRttMs, or the host's delay)
  *              (and <= 1 - drops / samples when the window holds drops: a drop-heavy window
  *               backs off in proportion, a stray 503 barely moves it)
  *   target   = limit * gradient + queueSize(limit)        queueSize default max(1, sqrt(limit) / 2)
@@ -132,6 +154,8 @@ export interface Gradient2Readings {
   probes: number;
   /** Still in slow start (no window has shown queueing yet). */
   slowStart: boolean;
+  /** Times the origin was found slow on its own, not queueing (see Exoneration). */
+  exonerations: number;
 }
 
 const defaultQueueSize = (limit: number): number => Math.max(1, Math.sqrt(limit) / 2);
@@ -147,6 +171,13 @@ const DRIFT_RATIO = 0.8;
  */
 const RTT_NOISE_MS = 5;
 /**
+ * And at least this share of the long-term RTT: an origin whose every answer takes 2 s varies
+ * by a few ms from one window to the next, and against a long-term RTT measured from one such
+ * window half of the following windows read as queueing by a few thousandths, which was
+ * evidence enough to cap a standing queue's waits and refuse at arrival.
+ */
+const RTT_NOISE_RATIO = 0.02;
+/**
  * The longest a no-load probe holds the limit down, ms, however few samples it has: this, or
  * three of the round trips the last window measured when they are longer (PROBE_RTTS), up to
  * PROBE_CAP_MS. A probe cut at 1 s against an origin whose every answer takes 2 s never saw a
@@ -156,6 +187,20 @@ const RTT_NOISE_MS = 5;
 const PROBE_MAX_MS = 1_000;
 const PROBE_RTTS = 3;
 const PROBE_CAP_MS = 30_000;
+/**
+ * A window whose round trips are past twice the allowance (an unclamped gradient below this)
+ * is a jump that queueing rarely makes at once: the second such window in a row, at the limit,
+ * starts a probe (see Exoneration in the class doc).
+ */
+const JUMP_GRADIENT = 0.5;
+const JUMP_WINDOWS = 2;
+/**
+ * A probe whose round trips at a quarter of the concurrency are at least this share of the
+ * jumped windows' is the origin's own slowness, not queueing (see Exoneration).
+ */
+const EXONERATE_RATIO = 0.8;
+/** The limit after an exoneration, as a multiple of its peak before the jump (see Exoneration). */
+const EXONERATE_GROWTH = 2;
 /** Windows in a row below DRIFT_RATIO before the long-term RTT is re-measured by a probe. */
 const DRIFT_WINDOWS = 3;
 /** Window samples kept for the trimmed mean; past this, reservoir sampling keeps a uniform subset. */
@@ -232,6 +277,14 @@ export class Gradient2Limit implements Limit {
   private lastWindowMs = 0;
   /** Windows in a row whose short-term RTT fell below DRIFT_RATIO x the long-term one. */
   private driftWindows = 0;
+  /** Windows in a row whose unclamped gradient fell below JUMP_GRADIENT (see Exoneration). */
+  private jumpWindows = 0;
+  /** Windows in a row whose round trips queueing at their concurrency cannot explain (see Exoneration). */
+  private unexplainedWindows = 0;
+  /** The running probe followed such windows: their short-term RTT (see Exoneration). */
+  private probeJumpRttMs: number | undefined;
+  /** Times the origin was found slow on its own, not queueing (see Exoneration). */
+  private exonerations = 0;
   /** When the last no-load sample was seen; the probe interval counts from the first sample. */
   private lastNoLoadAt: number | undefined;
   private lastProbeAt = -Infinity;
@@ -404,6 +457,7 @@ export class Gradient2Limit implements Limit {
       probing: this.probeLimit > 0,
       probes: this.probes,
       slowStart: this.slowStart,
+      exonerations: this.exonerations,
     };
   }
 
@@ -496,6 +550,9 @@ export class Gradient2Limit implements Limit {
     let p80 = 0;
     let spread = 1;
     let suspicious = false;
+    /** The origin's own round trip, re-based without a probe (see Exoneration). */
+    let rebaseMs: number | undefined;
+    let unexplained = false;
     if (this.windowRttCount > 0) {
       const kept = Math.min(this.windowRttCount, WINDOW_RESERVOIR);
       const trimmed =
@@ -514,9 +571,29 @@ export class Gradient2Limit implements Limit {
         // The slack: the gateway's own turns (RTT_NOISE_MS), or its measured event-loop delay
         // when that is larger: every sample waited that long for its callback here, and a
         // gateway busy with a burst of new clients read its own lag as an origin slowdown.
-        const slack = Math.max(RTT_NOISE_MS, this.windowHostDelayMs);
-        gradient = shortRtt > 0 ? (this.tolerance * this.longRttMs! + slack) / shortRtt : 1;
-        slowStartGradient = p80 > 0 ? (this.tolerance * this.longRttMs! + slack) / p80 : 1;
+        const slack = Math.max(RTT_NOISE_MS, RTT_NOISE_RATIO * this.longRttMs!, this.windowHostDelayMs);
+        const allowance = this.tolerance * this.longRttMs! + slack;
+        gradient = shortRtt > 0 ? allowance / shortRtt : 1;
+        slowStartGradient = p80 > 0 ? allowance / p80 : 1;
+        if (gradient < JUMP_GRADIENT && shortRtt > Math.max(1, this.windowMaxInflight) * allowance) {
+          // Round trips longer than the window's own requests queued one behind another would
+          // make: not queueing; no cut, no evidence, and the second such window in a row is the
+          // origin's new round trip (see Exoneration).
+          unexplained = true;
+          gradient = 1;
+          slowStartGradient = 1;
+          this.jumpWindows = 0;
+          // The second lasts at least the first one's round trip (the span below), so the burst
+          // of answers an origin's pause released at once is one such window, not two.
+          if (++this.unexplainedWindows >= JUMP_WINDOWS) rebaseMs = shortRtt;
+        } else {
+          this.unexplainedWindows = 0;
+          // A jump: round trips past twice the allowance, in a window at the limit. The second
+          // in a row has a probe tell queueing from an origin slow on its own (see Exoneration).
+          if (gradient < JUMP_GRADIENT && this.windowMaxInflight >= Math.floor(this.estimate)) {
+            if (++this.jumpWindows >= JUMP_WINDOWS) suspicious = true;
+          } else this.jumpWindows = 0;
+        }
       } else {
         gradient = 1; // nothing to compare with yet; the first probe will tell
         slowStartGradient = 1;
@@ -529,6 +606,20 @@ export class Gradient2Limit implements Limit {
     this.recentWindowQueued[this.recentWindowNext] = gradient < 1 ? 1 : 0;
     this.recentWindowNext = (this.recentWindowNext + 1) % EVIDENCE_WINDOWS;
     this.lastWindowMs = now - this.windowStartAt;
+    if (rebaseMs !== undefined) {
+      this.unexplainedWindows = 0;
+      this.longRttMs = rebaseMs;
+      this.measuredLongRttMs = rebaseMs;
+      this.longCount = Math.max(this.longCount, MIN_BASELINE_SAMPLES);
+      this.lastNoLoadAt = now;
+      this.exonerate(now, EXONERATE_GROWTH);
+      this.resetWindow();
+      return;
+    }
+    if (unexplained) {
+      this.resetWindow();
+      return;
+    }
     this.judgeStepsInHindsight();
     gradient = clamp(gradient, 0.5, 1);
     this.lastGradient = gradient;
@@ -556,7 +647,7 @@ export class Gradient2Limit implements Limit {
     ) {
       this.slowStartSteps.push({
         p80,
-        slack: Math.max(RTT_NOISE_MS, this.windowHostDelayMs),
+        slack: Math.max(RTT_NOISE_MS, RTT_NOISE_RATIO * (this.longRttMs ?? 0), this.windowHostDelayMs),
         before: this.estimate,
         peakBefore: this.peakEstimate,
       });
@@ -632,6 +723,8 @@ export class Gradient2Limit implements Limit {
   }
 
   private startProbe(now: number): void {
+    this.probeJumpRttMs = this.jumpWindows > 0 ? this.shortRttMs : undefined;
+    this.jumpWindows = 0;
     this.probeMaxMs = Math.min(PROBE_CAP_MS, Math.max(PROBE_MAX_MS, PROBE_RTTS * (this.shortRttMs ?? 0)));
     this.probeLimit = Math.max(this.min, Math.floor(this.estimate / 4));
     this.probeCount = 0;
@@ -643,17 +736,40 @@ export class Gradient2Limit implements Limit {
 
   private endProbe(now: number): void {
     this.driftWindows = 0;
+    let exonerated = false;
     if (this.probeCount > 0) {
       this.longRttMs = probeMean(this.probeStrata);
       this.measuredLongRttMs = this.longRttMs;
       this.longCount = this.probeCount;
+      const jumped = this.probeJumpRttMs;
+      exonerated =
+        jumped !== undefined && this.probeCount >= Math.min(MIN_BASELINE_SAMPLES, this.probeSamples) && this.longRttMs >= EXONERATE_RATIO * jumped;
     }
+    this.probeJumpRttMs = undefined;
+    if (exonerated) this.exonerate(now, 1);
     this.shortRttMs = undefined;
     this.lastNoLoadAt = now;
     this.lastProbeAt = now;
     this.peakEstimate = this.estimate;
     this.probeLimit = 0;
     this.resetWindow();
+  }
+
+  /**
+   * The probe found the jump in the round trips at a quarter of the concurrency too: the origin
+   * is slow on its own (see Exoneration). The limit the jump cut is restored, the windows it
+   * left are no evidence of queueing, and slow start tests the concurrency again.
+   */
+  private exonerate(now: number, growth: number): void {
+    this.exonerations++;
+    this.estimate = clamp(Math.max(this.estimate, growth * this.peakEstimate), this.min, this.max);
+    this.peakEstimate = this.estimate;
+    this.lastQueueingAt = -Infinity;
+    this.recentWindowQueued.fill(0);
+    this.slowStart = true;
+    this.slowStartSteps.length = 0;
+    this.slowStartRefP80 = undefined;
+    this.slowStartStepAt = now;
   }
 
   private resetWindow(): void {

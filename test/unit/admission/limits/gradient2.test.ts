@@ -585,10 +585,12 @@ describe('Gradient2Limit: windows that hold a site\'s endpoints in chance propor
 
   it('queueing that delays every class still shows in full', () => {
     const { limit, at } = warmed();
-    for (let w = 0; w < 10; w++) feed(limit, at, mixed.map((ms) => ms + 40), classes);
+    // Two windows: the second such jump in a row starts a probe (the next tests).
+    for (let w = 0; w < 2; w++) feed(limit, at, mixed.map((ms) => ms + 40), classes);
     expect(limit.readings().shortRttMs).toBe(50);
-    expect(limit.readings().estimate).toBeLessThan(15);
-    expect(limit.showsQueueing(at.t)).toBe(true);
+    expect(limit.readings().lastGradient).toBe(0.5);
+    expect(limit.readings().estimate).toBeLessThan(17);
+    expect(limit.isProbing).toBe(true);
   });
 
   it('a window that has heard only from a class that is a seventh of the traffic waits for the rest (up to 8 of its lengths)', () => {
@@ -703,5 +705,115 @@ describe('Gradient2Limit: a probe against round trips over a second', () => {
     // ...then the ones started at its concurrency, 2 s after it began: the new no-load RTT.
     for (let i = 0; i < 10 && limit.isProbing; i++) limit.onSample({ rttMs: 2_000, inflight: 2, dropped: false }, (at += 100));
     expect(limit.readings().longRttMs).toBeGreaterThan(1_500);
+  });
+});
+
+describe('Gradient2Limit: an origin slow on its own is not a queue (exoneration)', () => {
+  /** A limit of 8 whose long-term RTT is 5 ms, from no-load samples. */
+  function fast() {
+    const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256, slowStart: false });
+    const at = { t: 0 };
+    for (let i = 0; i < 30; i++) limit.onSample({ rttMs: 5, inflight: 1, dropped: false }, (at.t += 5));
+    expect(limit.readings().longRttMs).toBeCloseTo(5, 6);
+    return { limit, at };
+  }
+
+  it('takes round trips that queueing at the window\'s concurrency cannot explain as the origin\'s own: no cut, no evidence, limit doubled', () => {
+    const { limit, at } = fast();
+    // Every answer now takes 2 s, at the limit of 8: eight requests queued one behind another
+    // would take at most 8 x (5 + 5) ms.
+    for (let i = 0; i < 8; i++) limit.onSample({ rttMs: 2_000 + i, inflight: 8, dropped: false }, (at.t += 20));
+    expect(limit.readings().estimate).toBe(8); // no cut
+    expect(limit.showsQueueing(at.t)).toBe(false);
+    expect(limit.readings().exonerations).toBe(0);
+    // A round trip later, a second such window: the origin's new round trip.
+    at.t += 2_000;
+    for (let i = 0; i < 8; i++) limit.onSample({ rttMs: 2_000 + i, inflight: 8, dropped: false }, (at.t += 20));
+    expect(limit.readings()).toMatchObject({ estimate: 16, slowStart: true, exonerations: 1 });
+    expect(limit.readings().longRttMs).toBeGreaterThan(1_990);
+    expect(limit.showsQueueing(at.t)).toBe(false);
+    expect(limit.isProbing).toBe(false);
+  });
+
+  it('but not the burst of answers an origin\'s pause released at once: the long-term RTT is kept', () => {
+    const { limit, at } = fast();
+    // A 2 s pause: the eight requests in flight all come back within a few ms, twice over.
+    for (let i = 0; i < 16; i++) limit.onSample({ rttMs: 2_000, inflight: 8, dropped: false }, (at.t += 1));
+    expect(limit.readings().exonerations).toBe(0);
+    expect(limit.readings().longRttMs).toBeCloseTo(5, 6);
+    // Then the origin answers in 5 ms again: windows at the old no-load RTT, nothing learned from the pause.
+    for (let i = 0; i < 30; i++) limit.onSample({ rttMs: 5, inflight: 8, dropped: false }, (at.t += 5));
+    expect(limit.readings().exonerations).toBe(0);
+    expect(limit.readings().longRttMs).toBeCloseTo(5, 6);
+  });
+
+  it('reads a 2 s origin\'s few ms of jitter as noise, not queueing (a slack of 2 % of the long-term RTT)', () => {
+    const limit = new Gradient2Limit({ initial: 20, min: 2, max: 256, slowStart: false });
+    const at = { t: 0 };
+    for (let i = 0; i < 10; i++) limit.onSample({ rttMs: 2_000, inflight: 2, dropped: false }, (at.t += 200));
+    for (let i = 0; i < 60; i++) limit.onSample({ rttMs: 2_010 + (i % 3) * 10, inflight: 20, dropped: false }, (at.t += 100));
+    expect(limit.readings().shortRttMs).toBeGreaterThan(2_010);
+    expect(limit.readings().lastGradient).toBe(1);
+    expect(limit.showsQueueing(at.t)).toBe(false);
+  });
+
+  /** A limit of 40 at a 50 ms no-load RTT, then a jump to 150 ms at the limit (explainable by queueing). */
+  function jumped() {
+    const limit = new Gradient2Limit({ initial: 40, min: 2, max: 256, slowStart: false });
+    const at = { t: 0 };
+    for (let i = 0; i < 30; i++) limit.onSample({ rttMs: 50, inflight: 4, dropped: false }, (at.t += 10));
+    at.t += 2_000; // the warm-up's windows are out of the evidence period
+    for (let i = 0; i < 100 && !limit.isProbing; i++) limit.onSample({ rttMs: 150, inflight: limit.current, dropped: false }, (at.t += 20));
+    expect(limit.isProbing).toBe(true);
+    expect(limit.readings().estimate).toBeLessThan(40);
+    expect(limit.showsQueueing(at.t)).toBe(true);
+    return { limit, at };
+  }
+
+  it('two jumped windows start a probe; one that finds the same round trips at a quarter of the concurrency restores the limit and clears the evidence', () => {
+    const { limit, at } = jumped();
+    for (let i = 0; i < 10; i++) limit.onSample({ rttMs: 145, inflight: 5, dropped: false }, (at.t += 20));
+    expect(limit.isProbing).toBe(false);
+    expect(limit.readings().exonerations).toBe(1);
+    expect(limit.readings().estimate).toBe(40);
+    expect(limit.showsQueueing(at.t)).toBe(false);
+  });
+
+  it('one that finds them fallen with the concurrency (queueing) leaves the cut and the evidence', () => {
+    const { limit, at } = jumped();
+    for (let i = 0; i < 10; i++) limit.onSample({ rttMs: 50, inflight: 5, dropped: false }, (at.t += 20));
+    expect(limit.isProbing).toBe(false);
+    expect(limit.readings().exonerations).toBe(0);
+    expect(limit.readings().estimate).toBeLessThan(40);
+    expect(limit.showsQueueing(at.t)).toBe(true);
+  });
+
+  it('keeps the concurrency 40 clients need when every answer of an origin with room starts taking 2 s (model origin)', () => {
+    const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256 });
+    const trace = simulate({
+      limit,
+      jitter: 0.1,
+      phases: [
+        { untilMs: 20_000, capacity: 1_000, serviceMs: 10, demand: 40 },
+        { untilMs: 60_000, capacity: 1_000, serviceMs: 2_000, demand: 40 },
+      ],
+    });
+    // Two of its round trips after the slowdown, and from then on, every client is let in.
+    expect(Math.min(...limitsOf(between(trace, 26_000, 60_000)))).toBeGreaterThanOrEqual(40);
+    expect(limit.readings().exonerations).toBeGreaterThanOrEqual(1);
+  });
+
+  it('a crowd\'s origin that gets 40 times slower is taken as slow on its own, then held near its capacity again (model origin)', () => {
+    const C = 8;
+    const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256 });
+    const trace = simulate({ limit, jitter: 0.2, phases: [crowd(10_000, C), crowd(100_000, C, 2_000)] });
+    expect(limit.readings().exonerations).toBeGreaterThanOrEqual(1);
+    // The doubled limit queues in the origin; the gradient and a probe bring it back near C,
+    // a window (a few of the 2-6 s round trips) at a time: a minute.
+    const late = limitsOf(between(trace, 80_000, 100_000));
+    expect(Math.max(...late)).toBeLessThanOrEqual(1.5 * C);
+    expect(Math.min(...late)).toBeGreaterThanOrEqual(0.75 * C);
+    expect(trace.maxInflight[1]).toBeLessThanOrEqual(3 * C);
+    expect(trace.utilisation[1]).toBeGreaterThanOrEqual(0.9);
   });
 });
