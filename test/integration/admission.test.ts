@@ -73,8 +73,10 @@ describe('admission: the origin limiter', () => {
     const results = await Promise.all(Array.from({ length: 6 }, (_, i) => call(`${g.url}/slow?i=${i}`)));
     const refused = results.filter((r) => r.status === 503);
     expect(refused.length).toBeGreaterThanOrEqual(3);
-    // 1 in service + 1 queued fits 300 ms; the rest hear at once.
-    expect(Math.min(...refused.map((r) => r.ms))).toBeLessThan(50);
+    // 1 in service + 1 queued fits 300 ms; the rest hear at once: well before the 200 ms the
+    // origin takes, let alone the 300 ms deadline a waiting request would be held to (50 ms
+    // was too tight for a busy 2-core test run: 58 ms once).
+    expect(Math.min(...refused.map((r) => r.ms))).toBeLessThan(150);
   });
 
   it('still answers a cached page at once while the limiter is saturated', async () => {
