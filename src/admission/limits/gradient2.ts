@@ -575,10 +575,11 @@ export class Gradient2Limit implements Limit {
         const allowance = this.tolerance * this.longRttMs! + slack;
         gradient = shortRtt > 0 ? allowance / shortRtt : 1;
         slowStartGradient = p80 > 0 ? allowance / p80 : 1;
-        if (gradient < JUMP_GRADIENT && shortRtt > Math.max(1, this.windowMaxInflight) * allowance) {
+        if (gradient < JUMP_GRADIENT && this.windowDrops === 0 && shortRtt > Math.max(1, this.windowMaxInflight) * allowance) {
           // Round trips longer than the window's own requests queued one behind another would
           // make: not queueing; no cut, no evidence, and the second such window in a row is the
-          // origin's new round trip (see Exoneration).
+          // origin's new round trip (see Exoneration). Not with drops (timeouts, 503s): the
+          // origin says it is overloaded, and the drops cut the limit as always.
           unexplained = true;
           gradient = 1;
           slowStartGradient = 1;

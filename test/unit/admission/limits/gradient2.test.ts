@@ -735,6 +735,13 @@ describe('Gradient2Limit: an origin slow on its own is not a queue (exoneration)
     expect(limit.isProbing).toBe(false);
   });
 
+  it('but a window of such round trips that holds drops (timeouts, 503s) still cuts the limit and is evidence', () => {
+    const { limit, at } = fast();
+    for (let i = 0; i < 8; i++) limit.onSample({ rttMs: 2_000, inflight: 8, dropped: i === 0 }, (at.t += 20));
+    expect(limit.readings().estimate).toBeLessThan(8);
+    expect(limit.showsQueueing(at.t)).toBe(true);
+  });
+
   it('but not the burst of answers an origin\'s pause released at once: the long-term RTT is kept', () => {
     const { limit, at } = fast();
     // A 2 s pause: the eight requests in flight all come back within a few ms, twice over.
