@@ -176,6 +176,8 @@ class LimiterPermit implements Permit {
     readonly inflightAtAcquire: number,
     /** Its endpoint's typical round trip when granted, ms (0: unknown). */
     readonly expectedMs: number,
+    /** inflightAtAcquire plus the slow lane's permits then (LimitSample.originInflight). */
+    readonly originInflightAtAcquire: number,
   ) {}
   release(kind: ReleaseKind, latencyClass?: string): void {
     if (this.released) return;
@@ -280,7 +282,7 @@ export class Limiter {
   /** The earliest start of an overdue request that started after promptStartedAt (see slowForEveryone). */
   private firstOverdueAfterPrompt = -Infinity;
   // Shared sample object: the Limit contract says implementations copy what they keep.
-  private readonly sample: LimitSample = { rttMs: 0, inflight: 0, dropped: false, hostDelayMs: 0, stratum: undefined, stratumShare: undefined };
+  private readonly sample: LimitSample = { rttMs: 0, inflight: 0, originInflight: 0, dropped: false, hostDelayMs: 0, stratum: undefined, stratumShare: undefined };
   private readonly hostDelayMs: (() => number) | undefined;
 
   /** Each latency class's no-load round trip, to read samples on one scale (see "Latency classes"). */
@@ -593,7 +595,7 @@ export class Limiter {
   }
 
   private grant(now: number, expectedMs = 0): LimiterPermit {
-    const permit = new LimiterPermit(this, now, ++this.inflightCount, expectedMs);
+    const permit = new LimiterPermit(this, now, ++this.inflightCount, expectedMs, this.inflightCount + this.overdueCount);
     this.counted.push(permit);
     return permit;
   }
@@ -796,6 +798,7 @@ export class Limiter {
       const s = this.sample;
       s.rttMs = this.latency.normalise(now - permit.acquiredAt, latencyClass, kind === 'success' && permit.inflightAtAcquire <= this.limit / 2);
       s.inflight = permit.inflightAtAcquire;
+      s.originInflight = permit.originInflightAtAcquire;
       s.dropped = kind === 'dropped';
       s.hostDelayMs = this.hostDelayMs?.() ?? 0;
       s.stratum = this.latency.lastStratum;

@@ -61,20 +61,26 @@
  * clients with room for them all, and the limit fell from 8 to 2 while 1 728 of the 1 847
  * requests in those 30 s were refused (a trial). Two tests tell them apart:
  * - Little's law bounds what queueing can do: n requests queued one behind another in an
- *   origin take at most n service times, so a window whose round trips exceed its highest
- *   in-flight count times the allowance (and twice the allowance) is not queueing behind our
- *   requests. Such a window neither cuts the limit nor counts as evidence, and the second in a
- *   row (which lasts at least the first one's round trip, so the burst of answers an origin's
- *   pause released at once is one such window, not two) is the origin's new no-load RTT: the
- *   long-term RTT takes it, the limit goes to EXONERATE_GROWTH x its peak, and slow start
- *   tests higher.
- * - A smaller jump (round trips past twice the allowance, at the limit) for JUMP_WINDOWS windows
- *   in a row starts a probe; a probe whose round trips at a quarter of the concurrency are still
- *   EXONERATE_RATIO of the jumped windows' (queueing would have fallen with the concurrency)
- *   restores the limit's peak, and the windows it left are no evidence. An origin with C slots
- *   at twice C reads at most half.
- * An origin saturated by others (other gateways, its own jobs) looks slow on its own: this
- * gateway then sends what it would to a slow origin, as a proxy without a limit would.
+ *   origin take at most n service times, so a window whose median round trip exceeds its
+ *   highest count of requests at the origin (LimitSample.originInflight: the slow lane's
+ *   included) times the allowance, and twice the allowance, with no drop in it, is not queueing
+ *   behind our requests. Such a window neither cuts the limit nor counts as evidence, and the
+ *   second in a row is the origin's new no-load RTT: the long-term RTT takes it, the limit goes
+ *   to EXONERATE_GROWTH x its peak (judged in hindsight like a slow-start step), and slow start
+ *   tests higher. The median, not the trimmed mean: the answers an origin's pause releases at
+ *   once fill one window, and in the next one (a round trip long) quick answers are most.
+ *   After a re-base the first window far quicker than it (the drift rule) is probed at once,
+ *   and no slow-start step is taken in such a window: against the stale allowance an origin
+ *   quick again passed at 3-5 times its slots (review).
+ * - A smaller jump (round trips past twice the allowance, at the limit, no drops) for
+ *   JUMP_WINDOWS windows in a row starts a probe; a probe without drops whose round trips at a
+ *   quarter of the concurrency are still EXONERATE_RATIO of the jumped windows' (queueing would
+ *   have fallen with the concurrency) restores the limit's peak, and the windows it left are no
+ *   evidence. An origin with C slots at twice C reads at most half.
+ * An origin saturated by others (other gateways in front of it, its own jobs) looks slow on its
+ * own: this gateway then sends what it would to a slow origin, as a proxy without a limit
+ * would. The probe alone had that weakness before (it took the others' queue as the no-load
+ * RTT).
  *
  * Per window:
  *   gradient = clamp((tolerance * longRttMs + slack) / shortRttMs, 0.5, 1.0)
@@ -281,6 +287,10 @@ export class Gradient2Limit implements Limit {
   private jumpWindows = 0;
   /** Windows in a row whose round trips queueing at their concurrency cannot explain (see Exoneration). */
   private unexplainedWindows = 0;
+  /** When the last exoneration was: requests started before it are no no-load samples. */
+  private exoneratedAt = -Infinity;
+  /** The long-term RTT was re-based on unexplained windows and no probe has measured it since. */
+  private rebased = false;
   /** The running probe followed such windows: their short-term RTT (see Exoneration). */
   private probeJumpRttMs: number | undefined;
   /** Times the origin was found slow on its own, not queueing (see Exoneration). */
@@ -321,6 +331,8 @@ export class Gradient2Limit implements Limit {
   private windowRttCount = 0;
   private windowDrops = 0;
   private windowMaxInflight = 0;
+  /** Highest LimitSample.originInflight (else inflight) among the window's samples. */
+  private windowMaxOriginInflight = 0;
   /** Largest host delay (LimitSample.hostDelayMs) among the window's samples. */
   private windowHostDelayMs = 0;
   /** When the earliest request among the window's samples started. */
@@ -333,6 +345,8 @@ export class Gradient2Limit implements Limit {
   /** How long the running probe may last (startProbe). */
   private probeMaxMs = PROBE_MAX_MS;
   private probeCount = 0;
+  /** Drops while the probe ran: the origin said it was overloaded (no exoneration then). */
+  private probeDrops = 0;
   /** The probe's samples by stratum: their sum, count and latest share (see probeMean). */
   private readonly probeStrata = new Map<number, { sum: number; count: number; share: number }>();
   private probes = 0;
@@ -401,8 +415,8 @@ export class Gradient2Limit implements Limit {
    */
   showsQueueing(now: number): boolean {
     const period = Math.max(QUEUEING_EVIDENCE_MS, 3 * (this.shortRttMs ?? 0), 2 * this.lastWindowMs);
-    if (now - this.lastQueueingAt > period) return false;
     if (now - this.lastDropsAt <= period) return true;
+    if (now - this.lastQueueingAt > period) return false;
     let closed = 0;
     let queued = 0;
     for (let i = 0; i < EVIDENCE_WINDOWS; i++) {
@@ -473,6 +487,7 @@ export class Gradient2Limit implements Limit {
       this.lastBindingAt = now;
     }
     if (this.probeLimit > 0) {
+      if (sample.dropped) this.probeDrops++;
       // Only requests started at the probe's concurrency measure the no-load RTT.
       if (!sample.dropped && sample.inflight <= this.probeLimit) {
         const k = sample.stratum ?? -1;
@@ -490,7 +505,9 @@ export class Gradient2Limit implements Limit {
       if (this.probeLimit > 0 && now - this.lastProbeAt >= this.probeMaxMs) this.endProbe(now);
       return;
     }
-    if (!sample.dropped && sample.inflight <= Math.max(this.min, this.estimate / 2)) {
+    // Not a request started before an exoneration: it was measured at the limit before that
+    // doubled it, and its queueing would read as the no-load RTT.
+    if (!sample.dropped && sample.inflight <= Math.max(this.min, this.estimate / 2) && now - rtt >= this.exoneratedAt) {
       this.longCount++;
       const alpha = Math.max(this.longAlpha, 1 / this.longCount);
       const long = this.longRttMs;
@@ -523,6 +540,8 @@ export class Gradient2Limit implements Limit {
       }
     }
     if (sample.inflight > this.windowMaxInflight) this.windowMaxInflight = sample.inflight;
+    const atOrigin = sample.originInflight ?? sample.inflight;
+    if (atOrigin > this.windowMaxOriginInflight) this.windowMaxOriginInflight = atOrigin;
     if (now - rtt < this.windowFirstStartAt) this.windowFirstStartAt = now - rtt;
     if (sample.inflight >= Math.floor(this.estimate)) this.windowAtLimit++;
     // In slow start a window lasts two no-load round trips: the first completions after a step
@@ -553,6 +572,12 @@ export class Gradient2Limit implements Limit {
     /** The origin's own round trip, re-based without a probe (see Exoneration). */
     let rebaseMs: number | undefined;
     let unexplained = false;
+    /** The window was far quicker than the long-term RTT (the drift rule below). */
+    let drifted = false;
+    if (this.windowDrops > 0 || this.windowRttCount === 0) {
+      this.unexplainedWindows = 0;
+      this.jumpWindows = 0;
+    }
     if (this.windowRttCount > 0) {
       const kept = Math.min(this.windowRttCount, WINDOW_RESERVOIR);
       const trimmed =
@@ -564,9 +589,11 @@ export class Gradient2Limit implements Limit {
       const longRtt = this.longRttMs;
       if (longRtt !== undefined) {
         if (shortRtt < DRIFT_RATIO * longRtt) {
+          drifted = true;
           this.longRttMs = longRtt + (shortRtt - longRtt) * 0.5;
-          // One quick window is the endpoint mix; DRIFT_WINDOWS in a row are the origin.
-          if (++this.driftWindows >= DRIFT_WINDOWS) suspicious = true;
+          // One quick window is the endpoint mix; DRIFT_WINDOWS in a row are the origin. After a
+          // re-base (see Exoneration) one is enough: the origin that got slow is quick again.
+          if (++this.driftWindows >= DRIFT_WINDOWS || this.rebased) suspicious = true;
         } else this.driftWindows = 0;
         // The slack: the gateway's own turns (RTT_NOISE_MS), or its measured event-loop delay
         // when that is larger: every sample waited that long for its callback here, and a
@@ -575,17 +602,22 @@ export class Gradient2Limit implements Limit {
         const allowance = this.tolerance * this.longRttMs! + slack;
         gradient = shortRtt > 0 ? allowance / shortRtt : 1;
         slowStartGradient = p80 > 0 ? allowance / p80 : 1;
-        if (gradient < JUMP_GRADIENT && this.windowDrops === 0 && shortRtt > Math.max(1, this.windowMaxInflight) * allowance) {
-          // Round trips longer than the window's own requests queued one behind another would
-          // make: not queueing; no cut, no evidence, and the second such window in a row is the
-          // origin's new round trip (see Exoneration). Not with drops (timeouts, 503s): the
-          // origin says it is overloaded, and the drops cut the limit as always.
+        if (this.windowDrops > 0) {
+          // Drops (timeouts, 503s): the origin says it is overloaded; they cut the limit as
+          // always, and no exoneration counts across them.
+          this.unexplainedWindows = 0;
+          this.jumpWindows = 0;
+        } else if (gradient < JUMP_GRADIENT && trimmed.p50 > Math.max(1, this.windowMaxOriginInflight) * allowance) {
+          // Round trips longer than the origin's requests from here (the slow lane's included)
+          // queued one behind another would make, for most of the window (its median: the
+          // answers an origin's pause released at once are not most of a window that lasts a
+          // round trip of them, and the quick answers after it are): not queueing; no cut, no
+          // evidence, and the second such window in a row is the origin's new round trip (see
+          // Exoneration).
           unexplained = true;
           gradient = 1;
           slowStartGradient = 1;
           this.jumpWindows = 0;
-          // The second lasts at least the first one's round trip (the span below), so the burst
-          // of answers an origin's pause released at once is one such window, not two.
           if (++this.unexplainedWindows >= JUMP_WINDOWS) rebaseMs = shortRtt;
         } else {
           this.unexplainedWindows = 0;
@@ -613,7 +645,13 @@ export class Gradient2Limit implements Limit {
       this.measuredLongRttMs = rebaseMs;
       this.longCount = Math.max(this.longCount, MIN_BASELINE_SAMPLES);
       this.lastNoLoadAt = now;
+      this.rebased = true;
+      const before = this.estimate;
+      const peakBefore = this.peakEstimate;
       this.exonerate(now, EXONERATE_GROWTH);
+      // The doubling is judged in hindsight like a slow-start step: a probe that later finds the
+      // origin quick again (a no-load RTT far below this window's) takes it back.
+      this.slowStartSteps.push({ p80, slack: Math.max(RTT_NOISE_MS, RTT_NOISE_RATIO * rebaseMs, this.windowHostDelayMs), before, peakBefore });
       this.resetWindow();
       return;
     }
@@ -644,7 +682,10 @@ export class Gradient2Limit implements Limit {
       this.slowStart &&
       this.longCount >= MIN_BASELINE_SAMPLES &&
       this.windowAtLimit * 2 >= this.windowSamples &&
-      measuredAfterStep
+      measuredAfterStep &&
+      // Not against a long-term RTT this window shows to be stale: an origin quick again after
+      // a re-base passed the 2 s allowance at 3-5 times its slots.
+      !drifted
     ) {
       this.slowStartSteps.push({
         p80,
@@ -724,11 +765,12 @@ export class Gradient2Limit implements Limit {
   }
 
   private startProbe(now: number): void {
-    this.probeJumpRttMs = this.jumpWindows > 0 ? this.shortRttMs : undefined;
+    this.probeJumpRttMs = this.jumpWindows >= JUMP_WINDOWS ? this.shortRttMs : undefined;
     this.jumpWindows = 0;
     this.probeMaxMs = Math.min(PROBE_CAP_MS, Math.max(PROBE_MAX_MS, PROBE_RTTS * (this.shortRttMs ?? 0)));
     this.probeLimit = Math.max(this.min, Math.floor(this.estimate / 4));
     this.probeCount = 0;
+    this.probeDrops = 0;
     this.probeStrata.clear();
     this.probes++;
     this.lastProbeAt = now;
@@ -742,9 +784,13 @@ export class Gradient2Limit implements Limit {
       this.longRttMs = probeMean(this.probeStrata);
       this.measuredLongRttMs = this.longRttMs;
       this.longCount = this.probeCount;
+      this.rebased = false;
       const jumped = this.probeJumpRttMs;
       exonerated =
-        jumped !== undefined && this.probeCount >= Math.min(MIN_BASELINE_SAMPLES, this.probeSamples) && this.longRttMs >= EXONERATE_RATIO * jumped;
+        jumped !== undefined &&
+        this.probeDrops === 0 &&
+        this.probeCount >= Math.min(MIN_BASELINE_SAMPLES, this.probeSamples) &&
+        this.longRttMs >= EXONERATE_RATIO * jumped;
     }
     this.probeJumpRttMs = undefined;
     if (exonerated) this.exonerate(now, 1);
@@ -763,6 +809,7 @@ export class Gradient2Limit implements Limit {
    */
   private exonerate(now: number, growth: number): void {
     this.exonerations++;
+    this.exoneratedAt = now;
     this.estimate = clamp(Math.max(this.estimate, growth * this.peakEstimate), this.min, this.max);
     this.peakEstimate = this.estimate;
     this.lastQueueingAt = -Infinity;
@@ -780,6 +827,7 @@ export class Gradient2Limit implements Limit {
     this.windowCoverage = 0;
     this.windowDrops = 0;
     this.windowMaxInflight = 0;
+    this.windowMaxOriginInflight = 0;
     this.windowHostDelayMs = 0;
     this.windowFirstStartAt = Infinity;
     this.windowAtLimit = 0;
@@ -790,12 +838,12 @@ export class Gradient2Limit implements Limit {
  * Mean of the first n values without the slowest floor(n / 5), the slowest value kept (about the
  * 80th percentile) and the 20th percentile; sorts them in place; n >= 1.
  */
-function trimmedMean(values: Float64Array, n: number): { mean: number; p20: number; p80: number } {
+function trimmedMean(values: Float64Array, n: number): { mean: number; p20: number; p50: number; p80: number } {
   const kept = n - Math.floor(n / 5);
   const a = values.subarray(0, n).sort();
   let sum = 0;
   for (let i = 0; i < kept; i++) sum += a[i]!;
-  return { mean: sum / kept, p20: a[Math.floor(n / 5)]!, p80: a[kept - 1]! };
+  return { mean: sum / kept, p20: a[Math.floor(n / 5)]!, p50: a[Math.floor(n / 2)]!, p80: a[kept - 1]! };
 }
 
 /** stratifiedTrimmedMean's scratch space (one window at a time, never reentered). */
@@ -817,7 +865,7 @@ function stratifiedTrimmedMean(
   strata: Int32Array,
   n: number,
   shares: ReadonlyMap<number, number>,
-): { mean: number; p20: number; p80: number } | undefined {
+): { mean: number; p20: number; p50: number; p80: number } | undefined {
   if (shares.size < 2) return undefined;
   const counts = STRATUM_COUNTS;
   counts.clear();
@@ -837,6 +885,7 @@ function stratifiedTrimmedMean(
   let cum = 0;
   let sum = 0;
   let p20 = values[order[0]!]!;
+  let p50 = p20;
   let p80 = p20;
   for (const i of order) {
     const k = strata[i]!;
@@ -844,13 +893,14 @@ function stratifiedTrimmedMean(
     if (w === 0) continue;
     const x = values[i]!;
     if (cum < 0.2) p20 = x;
+    if (cum < 0.5) p50 = x;
     const take = Math.min(w, keep - cum);
     sum += take * x;
     cum += w;
     p80 = x;
     if (cum >= keep - 1e-9) break;
   }
-  return { mean: sum / Math.min(keep, cum), p20, p80 };
+  return { mean: sum / Math.min(keep, cum), p20, p50, p80 };
 }
 
 /**

@@ -14,6 +14,12 @@ export interface LimitSample {
   rttMs: number;
   /** Permits in flight when this request's permit was acquired, itself included. */
   inflight: number;
+  /**
+   * Everything the gateway had in flight to the origin when this permit was acquired, itself
+   * included: `inflight` plus the slow lane's permits, which no longer count against the limit
+   * but still hold the origin's workers. Absent: `inflight`.
+   */
+  originInflight?: number;
   /** The origin failed in a way that signals overload (timeout, 503, connection refused). */
   dropped: boolean;
   /**

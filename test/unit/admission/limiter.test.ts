@@ -103,8 +103,8 @@ describe('Limiter', () => {
   });
 
   it.each([
-    { kind: 'success' as const, samples: [{ rttMs: 40, inflight: 1, dropped: false, hostDelayMs: 0 }] },
-    { kind: 'dropped' as const, samples: [{ rttMs: 40, inflight: 1, dropped: true, hostDelayMs: 0 }] },
+    { kind: 'success' as const, samples: [{ rttMs: 40, inflight: 1, originInflight: 1, dropped: false, hostDelayMs: 0 }] },
+    { kind: 'dropped' as const, samples: [{ rttMs: 40, inflight: 1, originInflight: 1, dropped: true, hostDelayMs: 0 }] },
     { kind: 'ignore' as const, samples: [] },
   ])('release($kind) feeds the limit $samples.length sample(s), once however often it is called', ({ kind, samples }) => {
     const { limiter, limit, clock } = setup({ limitN: 3 });
@@ -856,6 +856,11 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
     expect(s.granted('fast')).toBeDefined();
     expect(s.limiter.overdue).toBe(2);
     expect(s.limiter.inflight).toBe(3);
+    // The request granted beside them tells the limit what the origin had in flight then: its
+    // own permit and the two the lane held (LimitSample.originInflight), not just the count.
+    s.clock.advance(20);
+    s.granted('fast').release('success');
+    expect((s.limit as ScriptedLimit).samples.at(-1)).toMatchObject({ inflight: 1, originInflight: 3 });
     // Their round trips are not fed to the limit: outliers of the endpoint mix.
     const fed = (s.limit as ScriptedLimit).samples.length;
     s.clock.advance(5_000);
