@@ -779,7 +779,11 @@ export class Limiter {
       } else if (kind === 'success' && permit.acquiredAt > this.promptStartedAt) this.promptStartedAt = permit.acquiredAt;
       // During a no-load probe a counted request is the probe's measurement, however slow.
       const probing = (this.algorithm.planning ?? 0) > this.algorithm.current;
-      if (overdue && !this.slowForEveryone && (permit.overdue || !probing)) kind = 'ignore';
+      // Before any round trip is known there is no mix to be an outlier of: an origin whose
+      // every answer takes longer than the first threshold (3/4 of the CoDel interval) had all
+      // of them set aside and ignored, learned nothing, and kept its initial limit and that
+      // threshold for good (a 300 ms origin: every request waited for a permit to step aside).
+      if (overdue && !this.slowForEveryone && this.rttEwmaMs > 0 && (permit.overdue || !probing)) kind = 'ignore';
     }
     // Its endpoint's typical round trip learns from it, overdue or not: that is the endpoint's
     // cost (a WordPress site's REST calls at 0.7 s against 60 ms pages were all overdue, so their

@@ -870,6 +870,28 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
     expect(s.limiter.overdue).toBe(0);
   });
 
+  it('before any round trip is known, a request held past the first threshold is still fed to the limit: an origin slow for every request is learned', async () => {
+    const s = setup({ limitN: 2, slowLane: true });
+    expect(s.limiter.overdueAfterMs).toBe(75); // 3/4 of the CoDel interval, nothing measured yet
+    s.request('a');
+    s.request('b');
+    s.request('c'); // waits
+    await s.flush();
+    s.scheduler.advance(75); // a and b step aside; c is granted
+    await s.flush();
+    expect(s.granted('c')).toBeDefined();
+    expect(s.limiter.overdue).toBe(2);
+    s.clock.advance(225);
+    s.granted('a').release('success');
+    // Its 300 ms is the origin's round trip, not an outlier of a mix nobody has measured.
+    expect((s.limit as ScriptedLimit).samples.map((x) => x.rttMs)).toEqual([300]);
+    expect(s.limiter.overdueAfterMs).toBe(2_000); // 10 x 300 ms, within its bounds
+    // Once a round trip is known, one held past the threshold is an outlier again.
+    s.clock.advance(2_000);
+    s.granted('b').release('success');
+    expect((s.limit as ScriptedLimit).samples).toHaveLength(1);
+  });
+
   it('a reload to a fixed limit counts the lane\'s permits again: an emergency cap is not exceeded beside them', async () => {
     const s = setup({ limitN: 2, slowLane: true });
     await s.teach(20, 5);
