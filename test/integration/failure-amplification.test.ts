@@ -752,6 +752,35 @@ describe('failure amplification: an origin slow for everyone', () => {
   }, 20_000);
 });
 
+describe('failure amplification: an origin slower than the first overdue threshold for every request', () => {
+  it('learns its round trip and a limit from the first answers (it kept its initial 8 and a lane of 64 for good)', async () => {
+    const o = await origin();
+    o.setHandler((_req, res) => {
+      setTimeout(() => {
+        res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'no-store' });
+        res.end('ok');
+      }, 150);
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] }); // admission at its defaults
+    let stop = false;
+    let refused = 0;
+    const client = async (i: number) => {
+      for (let n = 0; !stop && n < 200; n++) {
+        const r = await call(`${g.url}/p/${i}/${n}`);
+        if (r.status !== 200) refused++;
+      }
+    };
+    // 24 clients asking again at once: 24 in flight wanted, every answer 150 ms.
+    const clients = Array.from({ length: 24 }, (_, i) => client(i));
+    const learned = await eventually(async () => (gauge(await metricsOf(g), 'crowdgate_origin_limit')[o.url.slice(7)] ?? 0) > 8, 60, 100);
+    stop = true;
+    await Promise.all(clients);
+    expect(learned, 'the learned limit grew past its initial 8 within 6 s').toBe(true);
+    // 0 in every local run: 24 clients are within the cold start's deadline of 8 round trips.
+    expect(refused, 'requests the gateway refused').toBeLessThan(24);
+  }, 20_000);
+});
+
 describe('failure amplification: clients that stop reading', () => {
   it('gives the origin permit back when a client stops reading a streamed answer: others keep reaching the origin', async () => {
     const o = await origin();
