@@ -38,9 +38,10 @@
  * one is measured, three quarters of the CoDel interval, so that at a cold start waiters are
  * not cut by CoDel behind permits nobody knows to be slow) leaves the limit's count for a lane of its own, of
  * LANE_FACTOR x `limit` permits (never past `ceiling`, which stays a hard cap on everything in
- * flight; during a no-load probe, every overdue permit: see laneCap). Such a request's round
- * trip, moved aside or not, is an outlier of the endpoint mix: it is fed neither to the limit
- * nor to the typical round trip (which forecasts waits). That holds while some requests are
+ * flight; during a no-load probe, every overdue permit: see laneCap). Once a round trip is
+ * known, such a request's round trip, moved aside or not, is an outlier of the endpoint mix:
+ * it is fed neither to the limit nor to the typical round trip (which forecasts waits); before,
+ * there is no mix to be an outlier of, and it is fed. That holds while some requests are
  * still answered promptly: once the last OVERDUE_RUN overdue requests all started after the
  * latest-started prompt one, the origin itself has slowed down, their round trips are fed
  * again, the lane closes, and an origin that is slow for everyone is limited as before.
