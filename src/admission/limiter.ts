@@ -993,6 +993,15 @@ const CLASS_MEDIAN_STEP = 0.03;
 /** Per sample, every class's share of recent samples decays by this fraction (a half-life of about 180 samples). */
 const CLASS_WEIGHT_DECAY = 1 / 256;
 
+/** One latency class: its id (LimitSample.stratum), no-load base, sample count, share of recent samples and typical round trip. */
+interface LatencyClass {
+  id: number;
+  base: number;
+  samples: number;
+  share: number;
+  typical: number;
+}
+
 /**
  * Latency classes: the round trips the limit algorithm reads, on one scale whatever the endpoint
  * mix. A site's page fills may take 40–80 ms while its API answers in 5–20 ms; read raw, a
@@ -1010,7 +1019,7 @@ const CLASS_WEIGHT_DECAY = 1 / 256;
  * share of the traffic rather than by the chance count a window of a few samples holds.
  */
 class LatencyClasses {
-  private readonly classes = new Map<string, { id: number; base: number; samples: number; share: number; typical: number }>();
+  private readonly classes = new Map<string, LatencyClass>();
   private nextId = 0;
   /**
    * The class of the sample normalise() last read, as a small integer, and its share of the
@@ -1027,13 +1036,19 @@ class LatencyClasses {
   /** A successful round trip of a class, overdue ones included (its cost, for typical()). */
   observe(name: string | undefined, rttMs: number): void {
     if (name === undefined) return;
+    const own = this.classOf(name);
+    own.typical = own.typical === 0 ? rttMs : own.typical + 0.1 * (rttMs - own.typical);
+  }
+
+  /** The named class, made (and the least shared one forgotten, at MAX_LATENCY_CLASSES) if new. */
+  private classOf(name: string): LatencyClass {
     let own = this.classes.get(name);
     if (own === undefined) {
       if (this.classes.size >= MAX_LATENCY_CLASSES) this.evictLeastShared();
       own = { id: this.takeId(), base: 0, samples: 0, share: 0, typical: 0 };
       this.classes.set(name, own);
     }
-    own.typical = own.typical === 0 ? rttMs : own.typical + 0.1 * (rttMs - own.typical);
+    return own;
   }
 
   /**
@@ -1064,12 +1079,7 @@ class LatencyClasses {
     this.lastStratum = undefined;
     this.lastShare = undefined;
     if (name === undefined) return rttMs;
-    let own = this.classes.get(name);
-    if (own === undefined) {
-      if (this.classes.size >= MAX_LATENCY_CLASSES) this.evictLeastShared();
-      own = { id: this.takeId(), base: 0, samples: 0, share: 0, typical: 0 };
-      this.classes.set(name, own);
-    }
+    const own = this.classOf(name);
     let weighted = 0;
     let shares = 0;
     let known = 0;

@@ -574,6 +574,8 @@ export class Gradient2Limit implements Limit {
     let unexplained = false;
     /** The window was far quicker than the long-term RTT (the drift rule below). */
     let drifted = false;
+    // Drops (timeouts, 503s): the origin says it is overloaded; they cut the limit as always,
+    // and no exoneration counts across them (nor across a window of drops alone).
     if (this.windowDrops > 0 || this.windowRttCount === 0) {
       this.unexplainedWindows = 0;
       this.jumpWindows = 0;
@@ -595,18 +597,11 @@ export class Gradient2Limit implements Limit {
           // re-base (see Exoneration) one is enough: the origin that got slow is quick again.
           if (++this.driftWindows >= DRIFT_WINDOWS || this.rebased) suspicious = true;
         } else this.driftWindows = 0;
-        // The slack: the gateway's own turns (RTT_NOISE_MS), or its measured event-loop delay
-        // when that is larger: every sample waited that long for its callback here, and a
-        // gateway busy with a burst of new clients read its own lag as an origin slowdown.
-        const slack = Math.max(RTT_NOISE_MS, RTT_NOISE_RATIO * this.longRttMs!, this.windowHostDelayMs);
-        const allowance = this.tolerance * this.longRttMs! + slack;
+        const allowance = this.tolerance * this.longRttMs! + this.slack(this.longRttMs!);
         gradient = shortRtt > 0 ? allowance / shortRtt : 1;
         slowStartGradient = p80 > 0 ? allowance / p80 : 1;
         if (this.windowDrops > 0) {
-          // Drops (timeouts, 503s): the origin says it is overloaded; they cut the limit as
-          // always, and no exoneration counts across them.
-          this.unexplainedWindows = 0;
-          this.jumpWindows = 0;
+          // (the counts were reset above)
         } else if (gradient < JUMP_GRADIENT && trimmed.p50 > Math.max(1, this.windowMaxOriginInflight) * allowance) {
           // Round trips longer than the origin's requests from here (the slow lane's included)
           // queued one behind another would make, for most of the window (its median: the
@@ -639,23 +634,21 @@ export class Gradient2Limit implements Limit {
     this.recentWindowQueued[this.recentWindowNext] = gradient < 1 ? 1 : 0;
     this.recentWindowNext = (this.recentWindowNext + 1) % EVIDENCE_WINDOWS;
     this.lastWindowMs = now - this.windowStartAt;
-    if (rebaseMs !== undefined) {
-      this.unexplainedWindows = 0;
-      this.longRttMs = rebaseMs;
-      this.measuredLongRttMs = rebaseMs;
-      this.longCount = Math.max(this.longCount, MIN_BASELINE_SAMPLES);
-      this.lastNoLoadAt = now;
-      this.rebased = true;
-      const before = this.estimate;
-      const peakBefore = this.peakEstimate;
-      this.exonerate(now, EXONERATE_GROWTH);
-      // The doubling is judged in hindsight like a slow-start step: a probe that later finds the
-      // origin quick again (a no-load RTT far below this window's) takes it back.
-      this.slowStartSteps.push({ p80, slack: Math.max(RTT_NOISE_MS, RTT_NOISE_RATIO * rebaseMs, this.windowHostDelayMs), before, peakBefore });
-      this.resetWindow();
-      return;
-    }
     if (unexplained) {
+      if (rebaseMs !== undefined) {
+        this.unexplainedWindows = 0;
+        this.longRttMs = rebaseMs;
+        this.measuredLongRttMs = rebaseMs;
+        this.longCount = Math.max(this.longCount, MIN_BASELINE_SAMPLES);
+        this.lastNoLoadAt = now;
+        this.rebased = true;
+        const before = this.estimate;
+        const peakBefore = this.peakEstimate;
+        this.exonerate(now, EXONERATE_GROWTH);
+        // The doubling is judged in hindsight like a slow-start step: a probe that later finds
+        // the origin quick again (a no-load RTT far below this window's) takes it back.
+        this.slowStartSteps.push({ p80, slack: this.slack(rebaseMs), before, peakBefore });
+      }
       this.resetWindow();
       return;
     }
@@ -689,7 +682,7 @@ export class Gradient2Limit implements Limit {
     ) {
       this.slowStartSteps.push({
         p80,
-        slack: Math.max(RTT_NOISE_MS, RTT_NOISE_RATIO * (this.longRttMs ?? 0), this.windowHostDelayMs),
+        slack: this.slack(this.longRttMs ?? 0),
         before: this.estimate,
         peakBefore: this.peakEstimate,
       });
@@ -762,6 +755,16 @@ export class Gradient2Limit implements Limit {
       reverted = true;
     }
     if (reverted) this.slowStartRefP80 = undefined;
+  }
+
+  /**
+   * The slack a window's round trips get over the long-term RTT: the gateway's own turns
+   * (RTT_NOISE_MS), a share of the RTT (RTT_NOISE_RATIO), or the window's measured event-loop
+   * delay when that is larger: every sample waited that long for its callback here, and a
+   * gateway busy with a burst of new clients read its own lag as an origin slowdown.
+   */
+  private slack(longRttMs: number): number {
+    return Math.max(RTT_NOISE_MS, RTT_NOISE_RATIO * longRttMs, this.windowHostDelayMs);
   }
 
   private startProbe(now: number): void {
