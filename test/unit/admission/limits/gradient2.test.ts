@@ -420,6 +420,22 @@ describe('Gradient2Limit per window', () => {
     expect(limit.readings().estimate).toBeCloseTo(before + 2, 6);
   });
 
+  it('does not grow from a window that touched the limit only in a burst: most of its requests found a free permit', () => {
+    // A crowd's ramp below the origin's capacity: 2 of a window's 6 requests started with every
+    // permit in use, the rest at 3/4 of the limit. Their round trips say little about the
+    // limit itself (x20 flash crowd: 12 -> 13.8 for 8 slots, one burst after another).
+    const { limit, at } = warmed({ queueSize: () => 4, smoothing: 0.5 });
+    const before = limit.readings().estimate;
+    for (let w = 0; w < 5; w++) {
+      feed(limit, at, 2, 50, 20);
+      feed(limit, at, 4, 50, 15);
+    }
+    expect(limit.readings().estimate).toBe(before);
+    feed(limit, at, 3, 50, 20); // half of a window at the limit: now it may grow
+    feed(limit, at, 3, 50, 15);
+    expect(limit.readings().estimate).toBeCloseTo(before + 2, 6);
+  });
+
   it.each([
     { rttMs: 75, gradient: (50 + 5) / 75 },
     { rttMs: 120, gradient: 55 / 120 < 0.5 ? 0.5 : 55 / 120 },
