@@ -1,9 +1,12 @@
 /**
  * OPTIONS and TRACE the gateway answers itself. Max-Forwards (RFC 9110 §7.6.2): a proxy that
- * receives one of them with `Max-Forwards: 0` is its final recipient and answers it; with a
+ * receives an OPTIONS with `Max-Forwards: 0` is its final recipient and answers it; with a
  * larger value it forwards the request with the value decremented. Other methods ignore the
- * field. And `OPTIONS *` (§9.3.7), which asks about the server in general: the gateway is that
- * server to its clients (it was a 400, `unsupported request target`).
+ * field. TRACE is never forwarded, whatever its Max-Forwards (nginx answers it 405 too): an
+ * origin that echoes it (Apache's `TraceEnable` is on by default) would return the client's
+ * cookies and the headers the gateway adds to a script (cross-site tracing; attacker trial).
+ * And `OPTIONS *` (§9.3.7), which asks about the server in general: the gateway is that server
+ * to its clients (it was a 400, `unsupported request target`).
  */
 import { answerOwn } from './answer.js';
 import type { Ctx } from './context.js';
@@ -12,14 +15,19 @@ import type { Ctx } from './context.js';
 const ALLOW = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS';
 
 /**
- * Answers a TRACE or OPTIONS request whose Max-Forwards is 0 (true), or decrements a larger
- * value on the request before it is forwarded (false). An OPTIONS gets 200 with `Allow`; a
- * TRACE gets 405 (the gateway does not reflect requests: that echo would return the client's
- * cookies to a script, RFC 9110 §9.3.8). A value that is not a number is left as it is.
+ * Answers a TRACE (405: the gateway does not reflect requests, and that echo would return the
+ * client's cookies to a script, RFC 9110 §9.3.8), or an OPTIONS request whose Max-Forwards is 0
+ * (200 with `Allow`), and returns true; or decrements an OPTIONS' larger value on the request
+ * before it is forwarded (false). A value that is not a number is left as it is.
  */
 export function answerMaxForwards(ctx: Ctx): boolean {
   const { req } = ctx;
-  if (ctx.method !== 'OPTIONS' && ctx.method !== 'TRACE') return false;
+  if (ctx.method === 'TRACE') {
+    const headers = { allow: ALLOW, 'content-length': '0', 'cache-control': 'no-store' };
+    answerOwn(ctx, 405, { state: 'bypass', detail: 'trace' }, headers, '');
+    return true;
+  }
+  if (ctx.method !== 'OPTIONS') return false;
   const raw = req.headers['max-forwards'];
   if (typeof raw !== 'string' || !/^\s*\d+\s*$/.test(raw)) return false;
   const n = Number(raw);
@@ -28,7 +36,7 @@ export function answerMaxForwards(ctx: Ctx): boolean {
     return false;
   }
   const headers = { allow: ALLOW, 'content-length': '0', 'cache-control': 'no-store' };
-  answerOwn(ctx, ctx.method === 'OPTIONS' ? 200 : 405, { state: 'bypass', detail: 'max-forwards' }, headers, '');
+  answerOwn(ctx, 200, { state: 'bypass', detail: 'max-forwards' }, headers, '');
   return true;
 }
 
