@@ -33,6 +33,7 @@ import { WebSocketUpgrades } from './server/websocket.js';
 import { readinessOf, type Readiness } from './admin/readiness.js';
 import { HotKeys } from './admin/hot-keys.js';
 import { HitMemo } from './server/hit-memo.js';
+import { CompressionBudget } from './cache/content-coding.js';
 import { carryHeat } from './server/stale.js';
 import { StatusHistory } from './admin/status-history.js';
 import type { CacheState } from './outcome.js';
@@ -76,6 +77,8 @@ export class Gateway implements RequestDeps {
   readonly hotKeys = new HotKeys(200);
   /** Routing remembered for plain requests; emptied on every config change (hit-memo.ts); undefined with `hitMemo: false`. */
   readonly hitMemo: HitMemo | undefined;
+  /** Fill-time compression of large bodies, bounded in bytes per second (content-coding.ts). */
+  readonly compressionBudget: CompressionBudget;
   /** The fills in flight, which every purge also covers (cache/purge-fence.ts). */
   readonly purgeFence: PurgeFence;
   readonly status: StatusHistory;
@@ -115,6 +118,7 @@ export class Gateway implements RequestDeps {
     this.upstream.hostDelayMs = () => this.admission.pressure.readings().eventLoopDelayMeanMs ?? 0;
     this.upstream.logger = this.logger;
     this.hitMemo = opts.hitMemo === false ? undefined : new HitMemo();
+    this.compressionBudget = new CompressionBudget(() => this.clock.now());
     this.admission = new Admission({ config: cfg, clock: this.clock, upstream: this.upstream, override: opts.isOverloaded });
     this.trusted = new TrustedProxies(cfg.trustedProxies);
     const currentSite = (name: string) => this.rt.config.sites.find((s) => s.name === name);

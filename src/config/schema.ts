@@ -925,6 +925,14 @@ export const compressionSchema = z
       .describe('An encoding is stored only if it saves at least this share of the identity bytes (0.1 = 10 %).'),
     brotliQuality: z.number().int().min(0).max(11).default(5).describe('Brotli quality for stored encodings (0-11).'),
     gzipLevel: z.number().int().min(1).max(9).default(6).describe('Gzip level for stored encodings (1-9).'),
+    fillBytesPerSecond: z
+      .number()
+      .int()
+      .min(0)
+      .default(2 * 1024 * 1024)
+      .describe(
+        'Bodies over 16 KiB compressed at fill time, in bytes per second for the whole gateway (a burst of 8 s of it); past it they are stored identity only (reason budget). 0: no bound.',
+      ),
     passThrough: z
       .strictObject({
         enabled: z

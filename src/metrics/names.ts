@@ -84,7 +84,7 @@ export const METRICS = {
   compressionSkipped: spec(
     'crowdgate_compression_skipped_total',
     'counter',
-    'Stored 200 responses of a compressible type kept identity only, by why (small, no_transform, encoded, no_savings).',
+    'Stored 200 responses of a compressible type kept identity only, by why (small, no_transform, encoded, no_savings, budget).',
     ['reason'],
   ),
   cacheEvictions: spec('crowdgate_cache_evictions_total', 'counter', 'Entries evicted from the memory cache for space.'),

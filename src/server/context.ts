@@ -28,6 +28,7 @@ import type { TrustedProxies } from './client-address.js';
 import type { CompiledRoute } from './site-router.js';
 import type { HitMemo } from './hit-memo.js';
 import type { HotKeys } from '../admin/hot-keys.js';
+import type { CompressionBudget } from '../cache/content-coding.js';
 
 /** What the request path needs from the gateway (gateway.ts implements it). */
 export interface RequestDeps {
@@ -63,6 +64,8 @@ export interface RequestDeps {
   readonly tls?: HttpsRedirectFacts;
   /** Routing remembered for plain requests (hit-memo.ts); without it every request goes the slow way. */
   readonly hitMemo?: HitMemo;
+  /** The fill-time compression budget (content-coding.ts); without it every fill compresses. */
+  readonly compressionBudget?: CompressionBudget;
 }
 
 /** What the request path asks of admission (admission/admission.ts implements it). */

@@ -671,6 +671,10 @@ async function addEncodings(ctx: Ctx, entry: CacheEntry): Promise<void> {
     if (why === 'small' || why === 'no_transform' || why === 'encoded') metrics.get('compressionSkipped').inc({ reason: why });
     return;
   }
+  if (ctx.deps.compressionBudget?.take(entry.body.length, opts.fillBytesPerSecond) === false) {
+    metrics.get('compressionSkipped').inc({ reason: 'budget' });
+    return;
+  }
   const contentType = entry.headers['content-type'];
   const encodings = await makeEncodings(entry.body, opts, isTextual(Array.isArray(contentType) ? contentType[0] : contentType));
   if (encodings === undefined) {

@@ -288,6 +288,36 @@ describe('compression stored once', () => {
       expect(metrics).toMatch(new RegExp(`crowdgate_compression_skipped_total\\{reason="${reason}"\\} 1\\b`));
   });
 
+  it('compresses large bodies at fill time within fillBytesPerSecond: past it they are stored identity only, small pages never held back', async () => {
+    // An attacker's one large script under ever new query strings: each a new fill, each ~100 ms
+    // of compression for a 3 ms origin answer (attacker trial: 1.8 CPUs for 42 requests a second).
+    const o = await origin();
+    const big = pageText(40_000); // ~320 KB
+    o.route('/app.js', { headers: { 'content-type': 'application/javascript', 'cache-control': 'max-age=600' }, body: big });
+    o.route('/page', { headers: { 'content-type': 'text/html', 'cache-control': 'max-age=600' }, body: PAGE });
+    const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
+    // 100 kB/s: a burst of 800 kB, so two of them, and the third waits for the bucket to refill.
+    const g = await gateway({ compression: { fillBytesPerSecond: 100_000 }, sites: [siteFor([o.url])] }, { clock });
+    const codings: (string | undefined)[] = [];
+    for (let v = 0; v < 4; v++) {
+      const a = await get(`${g.url}/app.js?v=${v}`, { 'accept-encoding': 'br, gzip' });
+      expect(decode(a).equals(big)).toBe(true);
+      codings.push(a.headers['content-encoding'] as string | undefined);
+      // A crowd's page (16 KiB or less) is compressed whatever the budget says.
+      const p = await get(`${g.url}/page?v=${v}`, { 'accept-encoding': 'br, gzip' });
+      expect(p.headers['content-encoding']).toBe('br');
+    }
+    expect(codings).toEqual(['br', 'br', undefined, undefined]);
+    // Stored identity only: its hits stay identity for the entry's life.
+    expect((await get(`${g.url}/app.js?v=2`, { 'accept-encoding': 'br, gzip' })).headers['content-encoding']).toBeUndefined();
+    expect(o.count('/app.js')).toBe(4);
+    // The bucket refills at the configured rate.
+    clock.advance(4_000);
+    expect((await get(`${g.url}/app.js?v=9`, { 'accept-encoding': 'br, gzip' })).headers['content-encoding']).toBe('br');
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(/crowdgate_compression_skipped_total\{reason="budget"\} 2\b/);
+  });
+
   it('never serves an origin\'s gzip to a client that did not ask for it, when the origin forgot Vary (nginx gzip without gzip_vary)', async () => {
     const o = await origin();
     const gzipped = gzipSync(PAGE);

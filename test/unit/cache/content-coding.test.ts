@@ -2,7 +2,9 @@ import { brotliDecompressSync, gunzipSync } from 'node:zlib';
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import {
+  BUDGET_BURST_SECONDS,
   chooseCoding,
+  CompressionBudget,
   compileTypeMatcher,
   DEFAULT_COMPRESSIBLE_TYPES,
   encodedETag,
@@ -148,5 +150,37 @@ describe('headers of an encoded answer', () => {
     expect(varyWithAcceptEncoding('accept-encoding, Cookie')).toBe('accept-encoding, Cookie');
     expect(varyWithAcceptEncoding(['Origin', 'Accept-Encoding'])).toBe('Origin, Accept-Encoding');
     expect(varyWithAcceptEncoding(' , ')).toBe('Accept-Encoding');
+  });
+});
+
+describe('CompressionBudget (compression.fillBytesPerSecond)', () => {
+  const big = INLINE_COMPRESSION_MAX_BYTES + 1;
+  it('lets large bodies through up to its burst, then at its rate; small ones always and uncounted', () => {
+    let now = 0;
+    const budget = new CompressionBudget(() => now);
+    const rate = 100_000;
+    let taken = 0;
+    while (budget.take(50_000, rate)) taken++;
+    expect(taken).toBe((BUDGET_BURST_SECONDS * rate) / 50_000);
+    expect(budget.take(INLINE_COMPRESSION_MAX_BYTES, rate)).toBe(true); // a page is never held back
+    now += 499;
+    expect(budget.take(50_000, rate)).toBe(false);
+    now += 1;
+    expect(budget.take(50_000, rate)).toBe(true);
+    now += 1_000_000; // refills to its burst, no further
+    taken = 0;
+    while (budget.take(big, rate)) taken++;
+    expect(taken).toBe(Math.floor((BUDGET_BURST_SECONDS * rate) / big));
+  });
+
+  it('lets a body larger than its burst through when full, in debt after; 0 means no bound', () => {
+    let now = 0;
+    const budget = new CompressionBudget(() => now);
+    expect(budget.take(2_000_000, 100_000)).toBe(true);
+    now += 10_000; // 1 MB repaid of the 1.2 MB debt
+    expect(budget.take(big, 100_000)).toBe(false);
+    now += 3_000;
+    expect(budget.take(big, 100_000)).toBe(true);
+    for (let i = 0; i < 100; i++) expect(budget.take(10_000_000, 0)).toBe(true);
   });
 });
