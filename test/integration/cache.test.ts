@@ -595,3 +595,22 @@ describe('cache: correctness', () => {
     expect(o.count('/hot')).toBe(2);
   });
 });
+
+describe('cache: eviction', () => {
+  it('a flood of one-off fills (one asset under ever new query strings) evicts each other, not the pages visitors read (attacker trial)', async () => {
+    const o = await origin();
+    for (let i = 0; i < 8; i++) o.route(`/page${i}`, { headers: { 'cache-control': 'public, max-age=600' }, body: `page ${i} `.repeat(2_000) });
+    o.route('/static/app.js', { headers: { 'content-type': 'image/png', 'cache-control': 'public, max-age=86400' }, body: 'x'.repeat(100_000) });
+    const g = await gateway({ cache: { maxBytes: 1_048_576 }, log: { access: false }, sites: [siteFor([o.url])] });
+    for (let i = 0; i < 8; i++) {
+      await get(`${g.url}/page${i}`);
+      expect((await get(`${g.url}/page${i}`)).headers['cache-status']).toMatch(/hit/); // read since stored
+    }
+    // 40 distinct 100 kB fills: four times the 1 MiB cache.
+    for (let v = 0; v < 40; v++) expect((await get(`${g.url}/static/app.js?v=${v}`)).status).toBe(200);
+    for (let i = 0; i < 8; i++) expect((await get(`${g.url}/page${i}`)).headers['cache-status'], `page${i}`).toMatch(/hit/);
+    for (let i = 0; i < 8; i++) expect(o.count(`/page${i}`)).toBe(1);
+    expect(o.count('/static/app.js')).toBe(40);
+    expect((await get(`${g.url}/static/app.js?v=39`)).headers['cache-status']).toMatch(/hit/);
+  });
+});

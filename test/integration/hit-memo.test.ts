@@ -194,7 +194,8 @@ describe('hit memo: the fast path for plain repeated hits', () => {
       registry.register(g.gw.store.peekHit!(memo.key)!, 'a');
     })();
     await get(`${g.url}/b`);
-    await get(`${g.url}/c`); // no room for three: /a is evicted
+    await get(`${g.url}/b`); // read since stored, like /a (an unread record would go first)
+    await get(`${g.url}/c`); // no room for three: /a, the least recently used, is evicted
     for (let i = 0; i < 20 && collected.length === 0; i++) {
       gc();
       await new Promise((r) => setTimeout(r, 10));

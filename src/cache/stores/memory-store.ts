@@ -16,6 +16,14 @@
  *   client asking for many distinct large objects (one 8 MiB asset under 32 query strings
  *   filled the default 256 MiB) evicts other large objects, not the hot pages. The LRU's own
  *   byte bound still applies to everything.
+ * - Unread records first: a record nobody has read since it was stored (a fill's own answer
+ *   does not read it) is evicted before any record that was, least recently stored first, once
+ *   the cache is full (`unread`, kept in step with the LRU like `large`). A client asking for
+ *   one 735 KB file under ever new query strings flushed all 100 stored pages of a site in
+ *   10 s (attacker trial): such one-off fills now push out each other, and the pages read
+ *   since they were stored stay. (Segmented LRU's probation, without a fixed share: unread
+ *   records may fill the whole cache when nothing else wants the room.) A record filled from
+ *   another tier (fill()) was asked for, so it counts as read.
  * - Purge by tag: a tag -> keys index kept in step with the LRU through `dispose`, so a tag purge
  *   touches only the records carrying the tag. Its cost is one Set entry per (tag, record), bounded
  *   by the LRU itself. Purge by prefix and `all` scan the keys: O(records), acceptable for a
@@ -89,6 +97,8 @@ export class MemoryStore implements CacheStore {
   /** Large records: key -> size, least recently used first (see the module comment). */
   private readonly large = new Map<string, number>();
   private largeBytes = 0;
+  /** Records not read since stored: key -> size, least recently stored first (see the module comment). */
+  private readonly unread = new Map<string, number>();
 
   constructor(options: MemoryStoreOptions) {
     assertPositiveInt('maxBytes', options.maxBytes);
@@ -118,6 +128,8 @@ export class MemoryStore implements CacheStore {
           this.large.delete(key);
           this.largeBytes -= size;
         }
+        // Not on a 'set': write() has already said whether the record replacing it is read.
+        if (reason !== 'set') this.unread.delete(key);
         if (reason === 'evict') this.onEvent?.({ kind: 'eviction', tier: 'memory' });
       },
     });
@@ -171,7 +183,7 @@ export class MemoryStore implements CacheStore {
       });
     const record = usable.slice(Math.max(0, usable.length - this.maxVariants));
     if (record.length === 0) return;
-    this.write(key, record, now);
+    this.write(key, record, now, true, true);
   }
 
   async delete(key: string): Promise<boolean> {
@@ -207,6 +219,7 @@ export class MemoryStore implements CacheStore {
     this.keysByTag.clear();
     this.large.clear();
     this.largeBytes = 0;
+    this.unread.clear();
   }
 
   /**
@@ -230,6 +243,7 @@ export class MemoryStore implements CacheStore {
       this.large.delete(key); // most recently used: to the end
       this.large.set(key, size);
     }
+    if (this.unread.size > 0) this.unread.delete(key);
     let live = record;
     for (const e of record) {
       if (!isLiveAt(e, now)) {
@@ -244,7 +258,8 @@ export class MemoryStore implements CacheStore {
     return live === record ? record : live; // readonly to callers (CacheStore), so no copy
   }
 
-  private write(key: string, record: StoredRecord, now: number, isNewData = true): void {
+  /** `read`: the record was asked for (filled from another tier), so it is not an unread one. */
+  private write(key: string, record: StoredRecord, now: number, isNewData = true, read = false): void {
     this.changes++;
     // Drop variants (server errors first) until the record fits the whole cache (lru-cache refuses it otherwise).
     while (record.length > 1 && recordSizeOf(record) > this.maxBytes) dropVariant(record);
@@ -260,6 +275,16 @@ export class MemoryStore implements CacheStore {
       this.onEvent?.({ kind: 'skip', tier: 'memory' });
       return;
     }
+    // A new key is unread; a key already held keeps what it was (a revalidation or a refresh
+    // of a page read since is not a one-off).
+    const size = recordSizeOf(record);
+    const held = this.lru.peek(key, { allowStale: true }) !== undefined;
+    if (read) this.unread.delete(key);
+    else if (!held || this.unread.has(key)) {
+      this.unread.delete(key);
+      this.unread.set(key, size);
+    }
+    this.evictUnreadFor(key, size, held);
     // dispose() of the previous record (reason 'set') runs inside set() and unindexes it first.
     this.lru.set(key, record, { ttl: ttlMs });
     if (this.lru.peek(key) !== record) {
@@ -267,9 +292,29 @@ export class MemoryStore implements CacheStore {
       return;
     }
     this.index(key, record);
-    const size = recordSizeOf(record);
     if (size > this.largeRecordBytes) this.holdLarge(key, size);
     if (isNewData) this.onEvent?.({ kind: 'set', tier: 'memory' });
+  }
+
+  /**
+   * Room for `size` bytes under `key` taken from the unread records first, least recently
+   * stored first (never `key` itself): lru-cache then evicts by recency only what is still
+   * needed.
+   */
+  private evictUnreadFor(key: string, size: number, held: boolean): void {
+    if (this.unread.size === 0) return;
+    const previous = held ? recordSizeOf(this.lru.peek(key, { allowStale: true })!) : 0;
+    let over = this.lru.calculatedSize - previous + Math.max(1, size) - this.maxBytes;
+    for (const [oldest, bytes] of this.unread) {
+      if (over <= 0) break;
+      if (oldest === key) continue;
+      const record = this.lru.peek(oldest, { allowStale: true });
+      this.unread.delete(oldest);
+      if (record === undefined) continue;
+      over -= Math.max(1, bytes);
+      this.lru.delete(oldest);
+      this.onEvent?.({ kind: 'eviction', tier: 'memory' });
+    }
   }
 
   /** Counts a large record, and evicts the least recently used others past their share. */

@@ -67,6 +67,38 @@ describe('MemoryStore bounds', () => {
     expect(events.filter((k) => k === 'eviction').length).toBeGreaterThanOrEqual(30);
   });
 
+  it('evicts records nobody read since they were stored before any read one: one-off fills push out each other, not the pages (attacker trial)', async () => {
+    const one = entrySizeOf(sized('p0', 10_000));
+    const { store, events } = makeStore({ maxBytes: one * 10 + 500 }); // keys differ in length by a few bytes
+    // Unread records may fill the whole cache when nothing else wants the room.
+    for (let i = 0; i < 10; i++) await store.put(sized(`p${i}`, 10_000));
+    expect(store.stats().entries).toBe(10);
+    for (let i = 0; i < 6; i++) expect(await store.get(`p${i}`)).toBeDefined(); // read: the site's pages
+    // One asset under 40 query strings, each stored once and never read again.
+    for (let v = 0; v < 40; v++) await store.put(sized(`asset?v=${v}`, 10_000));
+    for (let i = 0; i < 6; i++) expect(await store.get(`p${i}`), `p${i}`).toBeDefined();
+    for (let i = 6; i < 10; i++) expect(await store.get(`p${i}`), `p${i}`).toBeUndefined(); // unread: pushed out first
+    expect(await store.get('asset?v=39')).toBeDefined(); // the newest one-offs are held
+    expect(await store.get('asset?v=35')).toBeUndefined();
+    expect(events.filter((k) => k === 'eviction')).toHaveLength(40);
+    expect(store.stats().bytes).toBeLessThanOrEqual(one * 10 + 500);
+    // A revalidation or refresh of a read page keeps it read; with only read records left, recency decides.
+    await store.put(sized('p0', 10_000));
+    for (let v = 40; v < 44; v++) await store.put(sized(`asset?v=${v}`, 10_000));
+    expect(await store.get('p0')).toBeDefined();
+    expect(await store.get('asset?v=39')).toBeDefined(); // read just above
+  });
+
+  it('counts a record filled from another tier (asked for) as read', async () => {
+    const one = entrySizeOf(sized('p0', 10_000));
+    const { store } = makeStore({ maxBytes: one * 3 + 10 });
+    store.fill('from-l2', [sized('from-l2', 10_000)]);
+    await store.put(sized('a', 10_000));
+    for (let v = 0; v < 5; v++) await store.put(sized(`x?v=${v}`, 10_000));
+    expect(await store.get('from-l2')).toBeDefined();
+    expect(await store.get('a')).toBeUndefined();
+  });
+
   it('does not store a variant larger than maxObjectBytes, and keeps the others', async () => {
     const { store, events } = makeStore({ maxObjectBytes: 5_000 });
     await store.put(sized('k', 1_000, { variantKey: 'small', vary: ['x'] }));
