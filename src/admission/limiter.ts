@@ -283,7 +283,7 @@ export class Limiter {
   /** The earliest start of an overdue request that started after promptStartedAt (see slowForEveryone). */
   private firstOverdueAfterPrompt = -Infinity;
   // Shared sample object: the Limit contract says implementations copy what they keep.
-  private readonly sample: LimitSample = { rttMs: 0, inflight: 0, originInflight: 0, dropped: false, hostDelayMs: 0, stratum: undefined, stratumShare: undefined };
+  private readonly sample: LimitSample = { rttMs: 0, inflight: 0, originInflight: 0, waiting: 0, dropped: false, hostDelayMs: 0, stratum: undefined, stratumShare: undefined };
   private readonly hostDelayMs: (() => number) | undefined;
 
   /** Each latency class's no-load round trip, to read samples on one scale (see "Latency classes"). */
@@ -804,6 +804,7 @@ export class Limiter {
       s.rttMs = this.latency.normalise(now - permit.acquiredAt, latencyClass, kind === 'success' && permit.inflightAtAcquire <= this.limit / 2);
       s.inflight = permit.inflightAtAcquire;
       s.originInflight = permit.originInflightAtAcquire;
+      s.waiting = this.queue.length;
       s.dropped = kind === 'dropped';
       s.hostDelayMs = this.hostDelayMs?.() ?? 0;
       s.stratum = this.latency.lastStratum;

@@ -208,6 +208,28 @@ const JUMP_WINDOWS = 2;
 const EXONERATE_RATIO = 0.8;
 /** The limit after an exoneration, as a multiple of its peak before the jump (see Exoneration). */
 const EXONERATE_GROWTH = 2;
+/**
+ * ...or the demand the window saw (requests at the origin and waiting for a permit), up to
+ * this multiple of the peak: an origin whose every answer takes 10 s, with 40 clients wanting
+ * it, got from 8 to 16 after 26 s of refusals, and slow start's windows last two of its round
+ * trips (trial).
+ */
+const EXONERATE_DEMAND_CAP = 4;
+/**
+ * A window whose median round trip is this many times what queueing behind our requests could
+ * make, that holds CLEAR_MIN_SAMPLES round trips, whose round trips are alike (80th over 20th
+ * percentile within CLEAR_MAX_SPREAD), whose requests started over at least
+ * CLEAR_MIN_START_SPAN of that median, and whose answers came over at least half as long as
+ * that, re-bases at once, not on the second such window: at 10 s round trips a second window
+ * costs 10 s more of refusals (trial). Not the answers an origin's pause releases at once:
+ * they come within a moment of each other, however their requests started (together before
+ * it, or one after another during it), while an origin slow on its own answers the requests it
+ * is sent one after another about as long after each.
+ */
+const UNEXPLAINED_CLEAR = 2;
+const CLEAR_MIN_SAMPLES = 5;
+const CLEAR_MAX_SPREAD = 1.5;
+const CLEAR_MIN_START_SPAN = 0.1;
 /** Windows in a row below DRIFT_RATIO before the long-term RTT is re-measured by a probe. */
 const DRIFT_WINDOWS = 3;
 /** Window samples kept for the trimmed mean; past this, reservoir sampling keeps a uniform subset. */
@@ -334,10 +356,14 @@ export class Gradient2Limit implements Limit {
   private windowMaxInflight = 0;
   /** Highest LimitSample.originInflight (else inflight) among the window's samples. */
   private windowMaxOriginInflight = 0;
+  /** The most requests at the origin and waiting for a permit together, over the window (LimitSample.waiting). */
+  private windowMaxDemand = 0;
   /** Largest host delay (LimitSample.hostDelayMs) among the window's samples. */
   private windowHostDelayMs = 0;
   /** When the earliest request among the window's samples started. */
   private windowFirstStartAt = Infinity;
+  /** When the latest-started request of the window started (see UNEXPLAINED_CLEAR). */
+  private windowLastStartAt = -Infinity;
   /** The window's samples that started with every permit in use. */
   private windowAtLimit = 0;
 
@@ -348,6 +374,8 @@ export class Gradient2Limit implements Limit {
   private probeCount = 0;
   /** Drops while the probe ran: the origin said it was overloaded (no exoneration then). */
   private probeDrops = 0;
+  /** The most requests at the origin and waiting together during the running probe (see exonerate). */
+  private probeMaxDemand = 0;
   /** The probe's samples by stratum: their sum, count and latest share (see probeMean). */
   private readonly probeStrata = new Map<number, { sum: number; count: number; share: number }>();
   private probes = 0;
@@ -489,6 +517,8 @@ export class Gradient2Limit implements Limit {
     }
     if (this.probeLimit > 0) {
       if (sample.dropped) this.probeDrops++;
+      const demand = (sample.originInflight ?? sample.inflight) + (sample.waiting ?? 0);
+      if (demand > this.probeMaxDemand) this.probeMaxDemand = demand;
       // Only requests started at the probe's concurrency measure the no-load RTT.
       if (!sample.dropped && sample.inflight <= this.probeLimit) {
         const k = sample.stratum ?? -1;
@@ -543,7 +573,10 @@ export class Gradient2Limit implements Limit {
     if (sample.inflight > this.windowMaxInflight) this.windowMaxInflight = sample.inflight;
     const atOrigin = sample.originInflight ?? sample.inflight;
     if (atOrigin > this.windowMaxOriginInflight) this.windowMaxOriginInflight = atOrigin;
+    const demand = atOrigin + (sample.waiting ?? 0);
+    if (demand > this.windowMaxDemand) this.windowMaxDemand = demand;
     if (now - rtt < this.windowFirstStartAt) this.windowFirstStartAt = now - rtt;
+    if (now - rtt > this.windowLastStartAt) this.windowLastStartAt = now - rtt;
     if (sample.inflight >= Math.floor(this.estimate)) this.windowAtLimit++;
     // In slow start a window lasts two no-load round trips: the first completions after a step
     // are the requests that found a free slot, and a window closed on them alone would miss
@@ -573,6 +606,8 @@ export class Gradient2Limit implements Limit {
     /** The origin's own round trip, re-based without a probe (see Exoneration). */
     let rebaseMs: number | undefined;
     let unexplained = false;
+    /** What queueing behind this window's requests could make of a round trip, ms (see Exoneration). */
+    let bound = 0;
     /** The window was far quicker than the long-term RTT (the drift rule below). */
     let drifted = false;
     // Drops (timeouts, 503s): the origin says it is overloaded; they cut the limit as always,
@@ -603,7 +638,7 @@ export class Gradient2Limit implements Limit {
         slowStartGradient = p80 > 0 ? allowance / p80 : 1;
         if (this.windowDrops > 0) {
           // (the counts were reset above)
-        } else if (gradient < JUMP_GRADIENT && trimmed.p50 > Math.max(1, this.windowMaxOriginInflight) * allowance) {
+        } else if (gradient < JUMP_GRADIENT && trimmed.p50 > (bound = Math.max(1, this.windowMaxOriginInflight) * allowance)) {
           // Round trips longer than the origin's requests from here (the slow lane's included)
           // queued one behind another would make, for most of the window (its median: the
           // answers an origin's pause released at once are not most of a window that lasts a
@@ -614,7 +649,15 @@ export class Gradient2Limit implements Limit {
           gradient = 1;
           slowStartGradient = 1;
           this.jumpWindows = 0;
-          if (++this.unexplainedWindows >= JUMP_WINDOWS) rebaseMs = shortRtt;
+          // Far past the bound, with round trips enough to rule out a chance few: at once.
+          const startSpan = this.windowLastStartAt - this.windowFirstStartAt;
+          const clear =
+            trimmed.p50 > UNEXPLAINED_CLEAR * bound &&
+            this.windowRttCount >= CLEAR_MIN_SAMPLES &&
+            spread <= CLEAR_MAX_SPREAD &&
+            startSpan >= CLEAR_MIN_START_SPAN * trimmed.p50 &&
+            now - this.windowStartAt >= startSpan / 2;
+          if (++this.unexplainedWindows >= JUMP_WINDOWS || clear) rebaseMs = shortRtt;
         } else {
           this.unexplainedWindows = 0;
           // A jump: round trips past twice the allowance, in a window at the limit. The second
@@ -645,7 +688,7 @@ export class Gradient2Limit implements Limit {
         this.rebased = true;
         const before = this.estimate;
         const peakBefore = this.peakEstimate;
-        this.exonerate(now, EXONERATE_GROWTH);
+        this.exonerate(now, EXONERATE_GROWTH, this.windowMaxDemand);
         // The doubling is judged in hindsight like a slow-start step: a probe that later finds
         // the origin quick again (a no-load RTT far below this window's) takes it back.
         this.slowStartSteps.push({ p80, slack: this.slack(rebaseMs), before, peakBefore });
@@ -778,6 +821,7 @@ export class Gradient2Limit implements Limit {
     this.probeLimit = Math.max(this.min, Math.floor(this.estimate / 4));
     this.probeCount = 0;
     this.probeDrops = 0;
+    this.probeMaxDemand = 0;
     this.probeStrata.clear();
     this.probes++;
     this.lastProbeAt = now;
@@ -800,7 +844,7 @@ export class Gradient2Limit implements Limit {
         this.longRttMs >= EXONERATE_RATIO * jumped;
     }
     this.probeJumpRttMs = undefined;
-    if (exonerated) this.exonerate(now, 1);
+    if (exonerated) this.exonerate(now, 1, this.probeMaxDemand);
     this.shortRttMs = undefined;
     this.lastNoLoadAt = now;
     this.lastProbeAt = now;
@@ -814,10 +858,16 @@ export class Gradient2Limit implements Limit {
    * is slow on its own (see Exoneration). The limit the jump cut is restored, the windows it
    * left are no evidence of queueing, and slow start tests the concurrency again.
    */
-  private exonerate(now: number, growth: number): void {
+  /**
+   * The origin is slow on its own: the limit to `growth` x its peak, or to the `demand` seen
+   * (requests at the origin and waiting), up to EXONERATE_DEMAND_CAP x the peak, whichever is
+   * more; the evidence cleared and slow start on.
+   */
+  private exonerate(now: number, growth: number, demand = 0): void {
     this.exonerations++;
     this.exoneratedAt = now;
-    this.estimate = clamp(Math.max(this.estimate, growth * this.peakEstimate), this.min, this.max);
+    const met = Math.min(EXONERATE_DEMAND_CAP * this.peakEstimate, demand);
+    this.estimate = clamp(Math.max(this.estimate, growth * this.peakEstimate, met), this.min, this.max);
     this.peakEstimate = this.estimate;
     this.lastQueueingAt = -Infinity;
     this.recentWindowQueued.fill(0);
@@ -835,8 +885,10 @@ export class Gradient2Limit implements Limit {
     this.windowDrops = 0;
     this.windowMaxInflight = 0;
     this.windowMaxOriginInflight = 0;
+    this.windowMaxDemand = 0;
     this.windowHostDelayMs = 0;
     this.windowFirstStartAt = Infinity;
+    this.windowLastStartAt = -Infinity;
     this.windowAtLimit = 0;
   }
 }

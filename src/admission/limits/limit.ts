@@ -20,6 +20,11 @@ export interface LimitSample {
    * but still hold the origin's workers. Absent: `inflight`.
    */
   originInflight?: number;
+  /**
+   * Requests waiting for a permit when this one was released: the demand past the limit (an
+   * algorithm that finds the origin slow on its own may grow to meet it). Absent: 0.
+   */
+  waiting?: number;
   /** The origin failed in a way that signals overload (timeout, 503, connection refused). */
   dropped: boolean;
   /**

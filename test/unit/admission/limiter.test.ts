@@ -103,8 +103,8 @@ describe('Limiter', () => {
   });
 
   it.each([
-    { kind: 'success' as const, samples: [{ rttMs: 40, inflight: 1, originInflight: 1, dropped: false, hostDelayMs: 0 }] },
-    { kind: 'dropped' as const, samples: [{ rttMs: 40, inflight: 1, originInflight: 1, dropped: true, hostDelayMs: 0 }] },
+    { kind: 'success' as const, samples: [{ rttMs: 40, inflight: 1, originInflight: 1, waiting: 0, dropped: false, hostDelayMs: 0 }] },
+    { kind: 'dropped' as const, samples: [{ rttMs: 40, inflight: 1, originInflight: 1, waiting: 0, dropped: true, hostDelayMs: 0 }] },
     { kind: 'ignore' as const, samples: [] },
   ])('release($kind) feeds the limit $samples.length sample(s), once however often it is called', ({ kind, samples }) => {
     const { limiter, limit, clock } = setup({ limitN: 3 });

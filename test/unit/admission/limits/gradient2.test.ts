@@ -756,6 +756,37 @@ describe('Gradient2Limit: an origin slow on its own is not a queue (exoneration)
     expect(limit.readings().longRttMs).toBe(long);
   });
 
+  it.each([
+    { waiting: 30, estimate: 32 }, // the demand, 38, past 4 x the peak of 8
+    { waiting: 10, estimate: 18 }, // 8 at the origin and 10 waiting, past twice the peak
+    { waiting: 0, estimate: 16 }, // twice the peak
+  ])(
+    're-bases on one window far past what queueing could make, whose round trips are alike and came as they were sent (every answer 10 s): the limit to the demand seen ($waiting waiting) (trial)',
+    ({ waiting, estimate }) => {
+      const { limit, at } = fast();
+      // Requests sent 300 ms apart, each answered 10 s later: one window (five of them), not two
+      // (a second window of 10 s round trips is 10 s more of refusals).
+      at.t += 10_000;
+      for (let i = 0; i < 5; i++) limit.onSample({ rttMs: 10_000 + i, inflight: 8, originInflight: 8, waiting, dropped: false }, (at.t += 300));
+      expect(limit.readings()).toMatchObject({ exonerations: 1, estimate, slowStart: true });
+      expect(limit.readings().longRttMs).toBeGreaterThan(9_990);
+      expect(limit.showsQueueing(at.t)).toBe(false);
+    },
+  );
+
+  it.each([
+    { what: 'not alike (10 s and 5 s in turn)', rtt: (i: number) => (i % 2 === 0 ? 10_000 : 5_000), gapMs: 3_000, n: 5 },
+    { what: 'answered within a moment of each other (started one after another in a pause)', rtt: (i: number) => 10_000 - 300 * i, gapMs: 1, n: 8 },
+    { what: 'answered within a moment of each other (started together before a pause)', rtt: () => 10_000, gapMs: 1, n: 8 },
+  ])('but waits for a second window when the round trips are $what', ({ rtt, gapMs, n }) => {
+    const { limit, at } = fast();
+    at.t += 10_000;
+    for (let i = 0; i < n; i++) limit.onSample({ rttMs: rtt(i), inflight: 8, originInflight: 8, waiting: 30, dropped: false }, (at.t += gapMs));
+    expect(limit.readings().shortRttMs).toBeGreaterThan(5_000); // the window closed
+    expect(limit.readings().exonerations).toBe(0);
+    expect(limit.readings().estimate).toBe(8);
+  });
+
   it('but a window of such round trips that holds drops (timeouts, 503s) still cuts the limit and is evidence', () => {
     const { limit, at } = fast();
     for (let i = 0; i < 8; i++) limit.onSample({ rttMs: 2_000, inflight: 8, dropped: i === 0 }, (at.t += 20));
@@ -870,6 +901,16 @@ describe('Gradient2Limit: an origin slow on its own is not a queue (exoneration)
     expect(limit.readings().exonerations).toBe(1);
     expect(limit.readings().estimate).toBe(40);
     expect(limit.showsQueueing(at.t)).toBe(false);
+  });
+
+  it('a probe that exonerates grows the limit to the demand it saw waiting, up to 4 x the peak', () => {
+    const { limit, at } = jumped();
+    for (let i = 0; i < 10; i++) limit.onSample({ rttMs: 145, inflight: 5, waiting: 55, dropped: false }, (at.t += 20));
+    expect(limit.readings().exonerations).toBe(1);
+    expect(limit.readings().estimate).toBe(60); // 5 at the origin and 55 waiting
+    const again = jumped();
+    for (let i = 0; i < 10; i++) again.limit.onSample({ rttMs: 145, inflight: 5, waiting: 500, dropped: false }, (again.at.t += 20));
+    expect(again.limit.readings().estimate).toBe(160); // 4 x its peak of 40, not 505
   });
 
   it('one that finds them fallen with the concurrency (queueing) leaves the cut and the evidence', () => {
