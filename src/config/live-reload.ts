@@ -76,7 +76,15 @@ export function startLiveReload(opts: LiveReloadOptions): LiveReload {
     },
   });
   const watcher = opts.reload.watch
-    ? watchConfig({ file, debounceMs: opts.reload.debounceMs, onChange: () => void reloader.reload('watch') })
+    ? watchConfig({
+        file,
+        debounceMs: opts.reload.debounceMs,
+        onChange: () => void reloader.reload('watch'),
+        onMissing: (missing) => {
+          if (missing) logger.warn({ file }, 'config file missing: the running config is kept, but a restart would fail until the file is back');
+          else logger.info({ file }, 'config file back');
+        },
+      })
     : undefined;
   return {
     reload: (reason) => reloader.reload(reason),

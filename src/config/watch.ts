@@ -20,6 +20,11 @@
  *   of it was seen less than `partialHoldMs` ago -> no callback yet: the rest of it, or the
  *   hold's end, fires.
  *
+ * A file missing at two checks in a row (deleted, or moved away, not an editor's save, which
+ * puts it back at once) is reported through `onMissing(true)`, and its return through
+ * `onMissing(false)`: the gateway keeps serving its running config, but a restart would not
+ * start (new-user trial: a deleted config logged nothing).
+ *
  * Every `retryMs` the directory is checked too: a watch on a directory that was removed and
  * made again, or moved away (deployment tools that recreate /etc/crowdgate), raises no error on
  * Linux and went silent for good. Then, as when the watch itself fails, it is set again (retried
@@ -40,11 +45,16 @@ export interface WatchOptions {
   retryMs?: number;
   /** How long a file that does not end in a newline waits for the rest, from its last change. Default 2000. */
   partialHoldMs?: number;
+  /** The file went missing (true; at two checks in a row) or came back (false). */
+  onMissing?: (missing: boolean) => void;
 }
 
 export interface ConfigWatcher {
   close(): void;
 }
+
+/** Checks in a row (retryMs apart) that must find the file missing before it is reported. */
+const MISSING_CHECKS = 2;
 
 export function watchConfig(options: WatchOptions): ConfigWatcher {
   const file = resolve(options.file);
@@ -63,6 +73,17 @@ export function watchConfig(options: WatchOptions): ConfigWatcher {
   let watchedDir: string | null = null;
   /** When a change of the file was last seen (monotonic ms): the partial-file hold counts from it. */
   let lastChangeSeenAt = performance.now();
+  /** Checks in a row that found the file missing; reported once it is MISSING_CHECKS. */
+  let missingChecks = 0;
+
+  function noteMissing(missing: boolean): void {
+    if (missing) {
+      if (++missingChecks === MISSING_CHECKS) options.onMissing?.(true);
+    } else {
+      if (missingChecks >= MISSING_CHECKS) options.onMissing?.(false);
+      missingChecks = 0;
+    }
+  }
 
   function onEvent(_event: string, filename: string | Buffer | null): void {
     // filename may be null on some platforms: treat it as "could be ours".
@@ -101,7 +122,9 @@ export function watchConfig(options: WatchOptions): ConfigWatcher {
 
   /** The directory replaced, moved or gone: set the watch again. A file changed unseen: check it. */
   function check(): void {
-    if (closed || retry) return;
+    if (closed) return;
+    noteMissing(identityOf(file) === null);
+    if (retry) return;
     if (dirIdentityOf(dir) !== watchedDir) {
       watcher?.close();
       watcher = null;

@@ -123,6 +123,30 @@ describe('watchConfig', () => {
     expect(calls).toHaveLength(1);
   });
 
+  test('a file gone at two checks in a row is reported missing once, and back once (new-user trial: a deleted config logged nothing)', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'crowdgate-watch-'));
+    const file = join(dir, 'gateway.yaml');
+    writeFileSync(file, 'a: 1\n');
+    const missing: boolean[] = [];
+    watcher = watchConfig({ file, debounceMs: DEBOUNCE_MS, onChange: () => {}, retryMs: 50, onMissing: (m) => missing.push(m) });
+    // An editor's rename-save puts it back within a check: nothing to report.
+    for (let i = 0; i < 5; i++) {
+      const temp = join(dir, `tmp-${i}`);
+      writeFileSync(temp, `a: ${i}\n`);
+      renameSync(temp, file);
+      await delay(20);
+    }
+    await delay(200);
+    expect(missing).toEqual([]);
+    rmSync(file);
+    await waitFor(() => missing.length >= 1);
+    await delay(200); // still missing: reported once
+    expect(missing).toEqual([true]);
+    writeFileSync(file, 'a: 2\n');
+    await waitFor(() => missing.length >= 2);
+    expect(missing).toEqual([true, false]);
+  });
+
   test('a Kubernetes-style symlink swap (the file name never in an event) gives a callback', async () => {
     dir = mkdtempSync(join(tmpdir(), 'crowdgate-watch-'));
     // Layout of a ConfigMap volume: gateway.yaml -> ..data/gateway.yaml, ..data -> ..v1
