@@ -854,14 +854,11 @@ export class Gradient2Limit implements Limit {
   }
 
   /**
-   * The probe found the jump in the round trips at a quarter of the concurrency too: the origin
-   * is slow on its own (see Exoneration). The limit the jump cut is restored, the windows it
-   * left are no evidence of queueing, and slow start tests the concurrency again.
-   */
-  /**
-   * The origin is slow on its own: the limit to `growth` x its peak, or to the `demand` seen
-   * (requests at the origin and waiting), up to EXONERATE_DEMAND_CAP x the peak, whichever is
-   * more; the evidence cleared and slow start on.
+   * The origin is slow on its own (see Exoneration: unexplained windows, or a probe that found
+   * the jump in the round trips at a quarter of the concurrency too). The limit goes to
+   * `growth` x its peak, or to the `demand` seen (requests at the origin and waiting), up to
+   * EXONERATE_DEMAND_CAP x the peak, whichever is more; the windows it left are no evidence of
+   * queueing, and slow start tests the concurrency again.
    */
   private exonerate(now: number, growth: number, demand = 0): void {
     this.exonerations++;
