@@ -306,13 +306,25 @@ function keyPart(key: GatewayConfig['sites'][number]['routes'][number]['cache'][
  * then the other top-level sections that differ. A half-written file that parsed (the first
  * sites of a list) shows here as "sites removed: docs", not as a bare generation number.
  */
+/** The top-level keys whose values differ between two objects, in the newer one's order. */
+function changedKeys(prev: object, next: object): string[] {
+  const a = prev as Record<string, unknown>;
+  const b = next as Record<string, unknown>;
+  const keys = [...new Set([...Object.keys(b), ...Object.keys(a)])];
+  return keys.filter((k) => !isDeepStrictEqual(a[k], b[k]));
+}
+
 export function summariseChange(prev: GatewayConfig, next: GatewayConfig): string[] {
   const out: string[] = [];
   const before = new Map(prev.sites.map((s) => [s.name, s]));
   const after = new Map(next.sites.map((s) => [s.name, s]));
   const added = [...after.keys()].filter((n) => !before.has(n));
   const removed = [...before.keys()].filter((n) => !after.has(n));
-  const changed = [...after.keys()].filter((n) => before.has(n) && !isDeepStrictEqual(before.get(n), after.get(n)));
+  // Each changed site with the keys that changed in it (`blog (origins)`): "sites changed: blog"
+  // alone did not say that an edit had moved the site to another origin (new-user trial).
+  const changed = [...after.keys()]
+    .filter((n) => before.has(n) && !isDeepStrictEqual(before.get(n), after.get(n)))
+    .map((n) => `${n} (${changedKeys(before.get(n)!, after.get(n)!).join(', ')})`);
   if (added.length > 0) out.push(`sites added: ${added.join(', ')}`);
   if (removed.length > 0) out.push(`sites removed: ${removed.join(', ')}`);
   if (changed.length > 0) out.push(`sites changed: ${changed.join(', ')}`);

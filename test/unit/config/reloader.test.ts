@@ -27,13 +27,13 @@ function makeRecordingLogger(): ReloadLogger & { lines: LogLine[] } {
 const dir = mkdtempSync(join(tmpdir(), 'crowdgate-reload-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-const configText = ({ port = 8080, adminPort = 9091, level = 'info', siteName = 'blog' } = {}) => `listen: { port: ${port} }
+const configText = ({ port = 8080, adminPort = 9091, level = 'info', siteName = 'blog', origin = 'http://127.0.0.1:3000' } = {}) => `listen: { port: ${port} }
 admin: { port: ${adminPort} }
 log: { level: ${level} }
 sites:
   - name: ${siteName}
     hosts: ["*"]
-    origins: [{ url: "http://127.0.0.1:3000" }]
+    origins: [{ url: "${origin}" }]
 `;
 
 let n = 0;
@@ -69,6 +69,12 @@ describe('createReloader', () => {
     expect(ctx.source.current().log.level).toBe('debug');
     expect(ctx.results).toEqual([outcome]);
     expect(ctx.logger.lines.map((l) => [l.level, l.msg])).toEqual([['info', 'config reloaded: generation 2 (changed: log)']]);
+  });
+
+  test('names what changed in a changed site (new-user trial: "sites changed: blog" did not say the origin had moved)', async () => {
+    writeFileSync(ctx.file, configText({ origin: 'http://127.0.0.1:3001', level: 'debug' }));
+    expect((await ctx.reloader.reload('watch')).ok).toBe(true);
+    expect(ctx.logger.lines.map((l) => l.msg)).toEqual(['config reloaded: generation 2 (sites changed: blog (origins); changed: log)']);
   });
 
   test('renaming a site warns that it starts with an empty cache (failure-day trial: its stale pages turned into 503s)', async () => {
