@@ -6,6 +6,7 @@
  */
 import { isNeverFresh, staleAtOf, type CacheEntry } from '../cache/entry.js';
 import { evaluateEntry, type EntryEvaluation } from '../cache/policy.js';
+import { noteVariantHit } from '../cache/stores/cache-store.js';
 import type { ErrorCode } from '../errors.js';
 import type { FetchFailure } from '../origin/fetch.js';
 import type { OriginMember } from '../origin/pool.js';
@@ -35,6 +36,7 @@ const EARLIER_READS = Symbol('crowdgate.earlierReads');
 type Heated = { [EARLIER_READS]?: { reads: number; at: number } };
 
 export function countHit(entry: CacheEntry): void {
+  noteVariantHit(entry);
   const hits = entryHits.get(entry) ?? 0;
   if (hits < HOT_HITS) entryHits.set(entry, hits + 1); // past HOT_HITS a hit changes nothing: no write
 }

@@ -410,6 +410,27 @@ describe('cache: correctness', () => {
     expect(o.count('/v')).toBe(2);
   });
 
+  it('a flood of made-up Accept-Language values never pushes out the copy readers are answered with: the variant read least goes first (#14)', async () => {
+    const o = await origin();
+    const asked: string[] = [];
+    o.route('/v', {
+      headers: { 'cache-control': 'public, max-age=600', vary: 'Accept-Language' },
+      body: (r) => {
+        asked.push(String(r.headers['accept-language']));
+        return `lang=${r.headers['accept-language'] ?? 'none'}`;
+      },
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] }); // cache.maxVariants 16
+    expect((await get(`${g.url}/v`, { 'accept-language': 'en-us' })).body).toBe('lang=en-us');
+    expect((await get(`${g.url}/v`, { 'accept-language': 'en-us' })).headers['cache-status']).toMatch(/; hit/);
+    for (let i = 0; i < 40; i++) expect((await get(`${g.url}/v`, { 'accept-language': `x-flood${i}` })).body).toBe(`lang=x-flood${i}`);
+    const reader = await get(`${g.url}/v`, { 'accept-language': 'en-us' });
+    expect(reader.body).toBe('lang=en-us');
+    expect(reader.headers['cache-status']).toMatch(/; hit/);
+    expect(asked.filter((v) => v === 'en-us')).toHaveLength(1); // the origin was asked for it once
+    expect(asked).toHaveLength(41);
+  });
+
   it('refreshes the stored headers from a 304 (RFC 9111 §4.3.4)', async () => {
     const clock = manualClock();
     const o = await origin();

@@ -69,7 +69,7 @@ export interface CacheStore {
   /**
    * Store one variant: replaces the variant with the same variantKey under entry.key, keeps the
    * others, at most maxVariants (dropVariant: the oldest server error first, then the oldest
-   * copy kept for one asker, else the oldest).
+   * copy kept for one asker, else the one read least).
    * Never rejects.
    */
   put(entry: CacheEntry): Promise<void>;
@@ -137,7 +137,9 @@ export function computePurge(
     affected++;
     if (mode === 'soft') {
       const invalidatedAt = entry.invalidatedAt === undefined ? now : Math.min(entry.invalidatedAt, now);
-      kept.push(Object.freeze({ ...entry, invalidatedAt }));
+      const copy = Object.freeze({ ...entry, invalidatedAt });
+      carryVariantHits(entry, copy);
+      kept.push(copy);
     }
   }
   return { kept, affected };
@@ -154,6 +156,8 @@ export function computeRecordWith(
   maxVariants: number,
   now: number,
 ): CacheEntry[] {
+  const replaced = record?.find((e) => e.variantKey === entry.variantKey);
+  if (replaced !== undefined) carryVariantHits(replaced, entry);
   const others = (record ?? []).filter((e) => e.variantKey !== entry.variantKey && isLiveAt(e, now));
   const next = [...others, entry];
   while (next.length > maxVariants) dropVariant(next);
@@ -161,12 +165,47 @@ export function computeRecordWith(
 }
 
 /**
+ * Hits each stored variant answered in this process, by the object the store holds (a store
+ * hands out its own frozen copies, so the object a hit was answered from is the stored one):
+ * dropVariant gives up the variant read least. A refresh or revalidation of a variant takes
+ * the count of the copy it replaces (computeRecordWith), so a page's common copy keeps its
+ * place across its refreshes. Counted up to MAX_COUNTED_VARIANT_HITS; past it a hit writes
+ * nothing. A record read back from Redis is new objects with no counts: there the oldest goes
+ * first, as before.
+ */
+const variantHits = new WeakMap<CacheEntry, number>();
+
+/** Past this many hits a variant's count stays (no write per hit): a flood must read each of its variants this often to tie. */
+export const MAX_COUNTED_VARIANT_HITS = 1_000;
+
+/** A request was answered from this stored variant (fresh hit). */
+export function noteVariantHit(entry: CacheEntry): void {
+  const hits = variantHits.get(entry) ?? 0;
+  if (hits < MAX_COUNTED_VARIANT_HITS) variantHits.set(entry, hits + 1);
+}
+
+/** Hits counted for this stored variant (noteVariantHit), 0 when none. */
+export function variantHitsOf(entry: CacheEntry): number {
+  return variantHits.get(entry) ?? 0;
+}
+
+/** `to` replaces `from` in a store (a refresh, a copy made to freeze or purge it): it keeps from's hits. */
+export function carryVariantHits(from: CacheEntry, to: CacheEntry): void {
+  const hits = variantHits.get(from);
+  if (hits !== undefined && from !== to) variantHits.set(to, Math.max(hits, variantHits.get(to) ?? 0));
+}
+
+/**
  * Drops one variant of a record to make room, never the newest (last): the oldest server
- * error first, else the oldest. A stored 5xx never stands in for a failed origin (stale.ts,
- * standsInFor), a page's older variant may: during an outage a client sent 17 values of a
- * header the page varies on, each drew the origin's 503 (with a lifetime) as a variant of its
- * own, and the oldest-first rule dropped the stale copy every visitor was being answered with
- * (attacker trial).
+ * error first, then the oldest copy kept for one asker, else the variant that answered the
+ * fewest hits (variantHitsOf), the oldest among equals. A stored 5xx never stands in for a
+ * failed origin (stale.ts, standsInFor), a page's older variant may: during an outage a client
+ * sent 17 values of a header the page varies on, each drew the origin's 503 (with a lifetime)
+ * as a variant of its own, and the oldest-first rule dropped the stale copy every visitor was
+ * being answered with (attacker trial). The same flood of made-up `Accept-Language` values
+ * (each a 200 of its own under `Vary: Accept-Language`) pushed out the copy every English
+ * reader was answered with, oldest first; each made-up value is read by nobody else, so it
+ * goes before a copy that answers hits.
  */
 export function dropVariant(record: CacheEntry[]): void {
   if (record.length < 2) return;
@@ -184,7 +223,11 @@ export function dropVariant(record: CacheEntry[]): void {
         victim = i;
         break;
       }
-  record.splice(victim < 0 ? 0 : victim, 1);
+  if (victim < 0) {
+    victim = 0;
+    for (let i = 1; i < record.length - 1; i++) if (variantHitsOf(record[i]!) < variantHitsOf(record[victim]!)) victim = i;
+  }
+  record.splice(victim, 1);
 }
 
 /**

@@ -36,6 +36,7 @@ import {
   assertPositiveInt,
   computePurge,
   computeRecordDeleteAt,
+  carryVariantHits,
   computeRecordWith,
   dropVariant,
   isLiveAt,
@@ -172,14 +173,16 @@ export class MemoryStore implements CacheStore {
    */
   fill(key: string, entries: readonly CacheEntry[]): void {
     const now = this.clock.now();
-    const previous = this.carryOver ? this.lru.peek(key, { allowStale: true }) : undefined;
+    const previous = this.lru.peek(key, { allowStale: true });
     const usable = entries
       .filter((e) => e.key === key && isLiveAt(e, now) && identitySizeOf(e) <= this.maxObjectBytes)
       .map((e) => {
         const copy = { ...e };
         const before = previous?.find((p) => p.variantKey === e.variantKey);
-        if (before !== undefined) this.carryOver!(before, copy, now);
-        return Object.freeze(copy);
+        if (before !== undefined) this.carryOver?.(before, copy, now);
+        const frozen = Object.freeze(copy);
+        if (before !== undefined) carryVariantHits(before, frozen);
+        return frozen;
       });
     const record = usable.slice(Math.max(0, usable.length - this.maxVariants));
     if (record.length === 0) return;
@@ -267,6 +270,7 @@ export class MemoryStore implements CacheStore {
     const only = record[0];
     if (record.length === 1 && only?.encodings !== undefined && recordSizeOf(record) > this.maxBytes) {
       record[0] = Object.freeze({ ...only, encodings: undefined });
+      carryVariantHits(only, record[0]);
     }
     // ttl = latest deleteAt − now, in whole ms (lru-cache wants a positive integer).
     const ttlMs = Math.ceil(computeRecordDeleteAt(record) - now);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../../../src/clock.js';
 import { entrySizeOf, type CacheEntry } from '../../../../src/cache/entry.js';
-import type { StoreEvent } from '../../../../src/cache/stores/cache-store.js';
+import { noteVariantHit, type StoreEvent } from '../../../../src/cache/stores/cache-store.js';
 import { MemoryStore, type MemoryStoreOptions } from '../../../../src/cache/stores/memory-store.js';
 import { makeEntry } from '../../../contract/cache-store.contract.js';
 
@@ -120,6 +120,47 @@ describe('MemoryStore bounds', () => {
     ['maxVariants', { maxVariants: -1 }],
   ] as const)('rejects a bad %s at construction, naming it', (name, bad) => {
     expect(() => makeStore(bad)).toThrow(name);
+  });
+});
+
+describe('MemoryStore variants: the one read least goes first', () => {
+  const key = 's\u0000/lang?';
+  const lang = (value: string, extra: Partial<CacheEntry> = {}) => makeEntry({ key, variantKey: `accept-language=${value}`, vary: ['accept-language'], body: Buffer.from(value), ...extra });
+  const variantsOf = async (store: MemoryStore) => ((await store.get(key)) ?? []).map((e) => e.body.toString());
+  const hit = async (store: MemoryStore, value: string) => {
+    const entry = ((await store.get(key)) ?? []).find((e) => e.body.toString() === value);
+    expect(entry, value).toBeDefined();
+    noteVariantHit(entry!);
+  };
+
+  it('a flood of made-up values (each read by nobody) pushes out each other, not the copy that answers hits (attacker trial)', async () => {
+    const { store } = makeStore(); // maxVariants 4
+    await store.put(lang('en'));
+    await hit(store, 'en');
+    await store.put(lang('de'));
+    for (let i = 0; i < 10; i++) await store.put(lang(`x${i}`));
+    expect(await variantsOf(store)).toEqual(['en', 'x7', 'x8', 'x9']);
+  });
+
+  it('the variant with fewer hits goes first, the oldest among equals; the newest always joins', async () => {
+    const { store } = makeStore();
+    for (const v of ['a', 'b', 'c', 'd']) await store.put(lang(v));
+    for (const [v, n] of [['a', 3], ['b', 1], ['c', 2], ['d', 1]] as const) for (let i = 0; i < n; i++) await hit(store, v);
+    await store.put(lang('e'));
+    expect(await variantsOf(store)).toEqual(['a', 'c', 'd', 'e']); // b and d tied at 1: b is older
+    await store.put(lang('f'));
+    expect(await variantsOf(store)).toEqual(['a', 'c', 'd', 'f']); // e, no longer the newest, has no hit: it goes before d
+  });
+
+  it('a refresh, a soft purge and a copy from another tier keep the hits of the copy they replace', async () => {
+    const { store, clock } = makeStore();
+    await store.put(lang('en'));
+    await hit(store, 'en');
+    await store.put(lang('en', { responseTime: T0 + 1 })); // the refresh
+    await store.purge({ kind: 'key', key }, 'soft', clock.now()); // the soft purge
+    store.fill(key, ((await store.get(key)) ?? []).map((e) => ({ ...e }))); // L2's copy: new objects
+    for (let i = 0; i < 6; i++) await store.put(lang(`x${i}`));
+    expect(await variantsOf(store)).toEqual(['en', 'x3', 'x4', 'x5']);
   });
 });
 
