@@ -64,6 +64,11 @@ class Editor {
   private readonly cookies = new Map<string, string>();
   constructor(private readonly base: string) {}
 
+  /** The names of the cookies MediaWiki has set and not cleared. */
+  cookieNames(): string[] {
+    return [...this.cookies.keys()];
+  }
+
   async api(params: Record<string, string>): Promise<Record<string, any>> {
     const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded' };
     if (this.cookies.size > 0) headers.cookie = [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; ');
@@ -144,6 +149,10 @@ describe('MediaWiki behind the gateway ($wgUseCdn, HTTP PURGE)', () => {
     if (setupError) throw setupError;
     const editor = new Editor(gw!.url);
     await editor.login(mw!.admin.name, mw!.admin.password);
+    // The README's editors' priority class matches `*UserID`: MediaWiki sets it at login (an
+    // anonymous editor gets only `*_session`), beside the session cookie that bypasses the cache.
+    expect(editor.cookieNames().filter((n) => /UserID$/.test(n))).toHaveLength(1);
+    expect(editor.cookieNames().some((n) => /_session$/.test(n))).toBe(true);
     await editor.edit(TITLE, 'Crowdgate first version: ALPHA-ONE.');
 
     // Anonymous reads: the first fills the cache with MediaWiki's s-maxage, the second is a hit.
