@@ -138,6 +138,8 @@ export interface RedisGuardOptions {
   clock?: Clock;
   /** A command Redis refused or did not answer in time (the owner logs it: an OOM under noeviction, a read-only replica, a hung server). */
   onCommandError?: (error: unknown) => void;
+  /** The breaker opened (true) or closed again (false): the owner says Redis is skipped, then back. */
+  onBreaker?: (open: boolean) => void;
 }
 
 export type GuardResult<T> =
@@ -157,6 +159,7 @@ export class RedisGuard {
   private readonly breakerFailures: number;
   private readonly breakerOpenMs: number;
   private readonly onCommandError: ((error: unknown) => void) | undefined;
+  private readonly onBreaker: ((open: boolean) => void) | undefined;
 
   constructor(
     readonly client: RedisClient,
@@ -168,6 +171,7 @@ export class RedisGuard {
     this.breakerOpenMs = options.breakerOpenMs;
     this.clock = options.clock ?? systemClock;
     this.onCommandError = options.onCommandError;
+    this.onBreaker = options.onBreaker;
     // A fresh connection is the best probe there is.
     client.on('ready', () => this.close());
   }
@@ -213,16 +217,20 @@ export class RedisGuard {
   private recordFailure(openNow = false): void {
     this.failures++;
     if (openNow || this.isProbing || this.failures >= this.breakerFailures) {
+      const wasOpen = this.isOpen;
       this.isOpen = true;
       this.isProbing = false;
       this.openUntil = this.clock.now() + this.breakerOpenMs;
+      if (!wasOpen) this.onBreaker?.(true);
     }
   }
 
   private close(): void {
+    const wasOpen = this.isOpen;
     this.failures = 0;
     this.isOpen = false;
     this.isProbing = false;
+    if (wasOpen) this.onBreaker?.(false);
   }
 }
 

@@ -72,20 +72,27 @@ export class RedisTier {
     this.clock = opts.clock;
     this.logger = opts.logger;
     this.onHeartbeat = opts.onHeartbeat;
-    // Connection errors repeat on every reconnect attempt: log the first after each good spell.
-    let hasLoggedError = false;
+    // One warning when Redis stops being used (its connection failed, or the breaker opened on
+    // commands that failed or timed out: a hung Redis keeps its connection), one line when it is
+    // used again. Connection errors repeat on every reconnect attempt: only the first is said.
+    // A hung Redis used to log only its command timeouts, and nothing when it answered again
+    // (multi-instance trial).
+    let isDown = false;
+    const wentDown = (fields: Record<string, unknown>, msg: string) => {
+      if (isDown) return;
+      isDown = true;
+      this.logger.warn(fields, msg);
+    };
+    const cameBack = () => {
+      if (!isDown) return;
+      isDown = false;
+      this.logger.info('redis back: shared tier resumed');
+    };
     this.client = createRedisClient(cfg, {
       connectionName: 'crowdgate',
-      onError: (err) => {
-        if (hasLoggedError) return;
-        hasLoggedError = true;
-        this.logger.warn({ err: err.message }, 'redis unavailable: serving from memory only until it is back');
-      },
+      onError: (err) => wentDown({ err: err.message }, 'redis unavailable: serving from memory only until it is back'),
     });
-    this.client.on('ready', () => {
-      if (hasLoggedError) this.logger.info('redis reconnected: shared tier resumed');
-      hasLoggedError = false;
-    });
+    this.client.on('ready', cameBack);
     // Commands Redis refuses while it stays connected (a full Redis under noeviction answers OOM
     // to every write, a replica after a failover READONLY) or leaves unanswered: once per
     // COMMAND_ERROR_LOG_MS, with how many since. Only counted before, so a Redis that had
@@ -101,7 +108,11 @@ export class RedisTier {
       this.logger.warn({ err: error instanceof Error ? error.message : String(error), errors: unlogged }, 'redis command failed: this page is not shared through Redis');
       unlogged = 0;
     };
-    this.guard = new RedisGuard(this.client, { breakerFailures: cfg.breakerFailures, breakerOpenMs: cfg.breakerOpenMs, clock: this.clock, onCommandError });
+    const onBreaker = (open: boolean) =>
+      open
+        ? wentDown({ breakerOpenMs: cfg.breakerOpenMs }, 'redis not answering: serving from memory only, one probe command per breakerOpenMs')
+        : cameBack();
+    this.guard = new RedisGuard(this.client, { breakerFailures: cfg.breakerFailures, breakerOpenMs: cfg.breakerOpenMs, clock: this.clock, onCommandError, onBreaker });
     const l2 = new RedisStore({
       guard: this.guard,
       keyPrefix: cfg.keyPrefix,
@@ -169,6 +180,7 @@ export class RedisTier {
     const [, listening] = await Promise.all([ready, this.bus.whenListening(timeoutMs)]);
     if (this.client.status !== 'ready' || !listening)
       this.logger.warn({ timeoutMs }, 'redis not ready at start: serving from memory only until it connects');
+    else this.logger.info({ keyPrefix: this.config.keyPrefix }, 'redis ready: cache, fill locks and purges shared through it');
   }
 
   /**

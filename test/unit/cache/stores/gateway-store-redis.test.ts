@@ -155,3 +155,36 @@ describe('GatewayStore: a Redis that refuses writes while it stays up', () => {
   }, 20_000);
 });
 
+
+describe('GatewayStore: what it says about Redis', () => {
+  it('says Redis is in use at start, that a hung Redis is skipped (once), and that it answers again (multi-instance trial)', async () => {
+    const lines: Array<{ level: number; msg: string }> = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const g = new GatewayStore({ config: config(redis.url, `gsr${++n}:`), clock: systemClock, logger, metrics: new GatewayMetrics({ defaultMetrics: false }) });
+    redis.cleanup(() => g.close());
+    await g.start();
+    const said = (prefix: string) => lines.filter((l) => l.msg.startsWith(prefix));
+    expect(said('redis ready')).toHaveLength(1);
+    expect(said('redis ready')[0]!.level).toBe(30);
+    const put = (i: number) => {
+      const t = Date.now();
+      return g.store.put(makeEntry({ key: `s\u0000/hung${i}?`, responseTime: t, requestTime: t - 5, freshnessMs: 60_000, deleteAt: t + 60_000 }));
+    };
+    redis.server.pause(); // SIGSTOP: the connection stays, nothing answers
+    try {
+      for (let i = 0; i < 4; i++) await put(i); // the first times out and opens the breaker; the rest skip Redis
+    } finally {
+      redis.server.resume();
+    }
+    expect(said('redis not answering')).toHaveLength(1);
+    expect(said('redis not answering')[0]!.level).toBe(40);
+    expect(said('redis back')).toHaveLength(0);
+    // breakerOpenMs is 200: a probe (the heartbeat's PING or the next command) finds it answering.
+    for (let i = 0; i < 40 && said('redis back').length === 0; i++) {
+      await sleep(100);
+      await put(10 + i);
+    }
+    expect(said('redis back')).toHaveLength(1);
+    expect(said('redis not answering')).toHaveLength(1);
+  }, 20_000);
+});
