@@ -90,7 +90,8 @@ export class Runtime {
 
   /**
    * The running config's fingerprint: the first 12 hex digits of the SHA-256 of the validated
-   * config (defaults filled in), the same on every instance that runs the same config, for
+   * config (defaults filled in; listener hosts and ports left out), the same on every instance
+   * that runs the same config, for
    * /status.json, the reload log and `crowdgate_config_info`.
    */
   readonly configHash: string;
@@ -172,9 +173,17 @@ function makeFillHeaderFilter(cfg: SiteConfig['fillHeaders']): (name: string) =>
   return (name) => !drop.has(name);
 }
 
-/** First 12 hex digits of the SHA-256 of a validated config (see Runtime.configHash). */
+/**
+ * First 12 hex digits of the SHA-256 of a validated config (see Runtime.configHash), leaving
+ * out where this instance is reached (the listeners' hosts and ports): two instances on one
+ * machine differ there and nowhere else, and showed two hashes (multi-instance trial).
+ */
 export function configHashOf(config: GatewayConfig): string {
-  return createHash('sha256').update(JSON.stringify(config)).digest('hex').slice(0, 12);
+  const { host: _lh, port: _lp, ...listen } = config.listen;
+  const { host: _ah, port: _ap, ...admin } = config.admin;
+  const { host: _th, port: _tp, ...tls } = config.tls;
+  const hashed = { ...config, listen, admin, tls };
+  return createHash('sha256').update(JSON.stringify(hashed)).digest('hex').slice(0, 12);
 }
 
 /** The origin timeouts for a request on `route` of `site`: the site's, with the route's over them. */

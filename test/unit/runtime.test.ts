@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { parseConfigText } from '../../src/config/load.js';
-import { PriorityClasses, Runtime } from '../../src/runtime.js';
+import { configHashOf, PriorityClasses, Runtime } from '../../src/runtime.js';
 
 describe('PriorityClasses', () => {
   it('orders the configured classes, puts "default" last and background below them all', () => {
@@ -43,5 +43,27 @@ describe('Runtime.priorityOf', () => {
     expect(of('sid=1')).toBe('exact');
     expect(of('sidx=1')).toBe('default');
     expect(of()).toBe('default');
+  });
+});
+
+describe('configHashOf', () => {
+  const parse = (extra: Record<string, unknown>, ttl = 60) => {
+    const r = parseConfigText(
+      stringify({ ...extra, sites: [{ name: 'blog', hosts: ['*'], origins: [{ url: 'http://127.0.0.1:3000' }], routes: [{ name: 'pages', cache: { defaultTtlSeconds: ttl } }] }] }),
+      'test.yaml',
+      { env: {} },
+    );
+    if (!r.ok) throw new Error(JSON.stringify(r.errors));
+    return r.config;
+  };
+
+  it('is the same for two instances that differ only in where they listen (multi-instance trial), and differs for any other setting', () => {
+    const one = configHashOf(parse({ listen: { host: '127.0.0.1', port: 8081 }, admin: { port: 9101 }, tls: { port: 8443 } }));
+    const two = configHashOf(parse({ listen: { host: '0.0.0.0', port: 8082 }, admin: { host: '10.0.0.5', port: 9102 }, tls: { host: '::', port: 9443 } }));
+    expect(one).toMatch(/^[0-9a-f]{12}$/);
+    expect(two).toBe(one);
+    expect(configHashOf(parse({ listen: { host: '127.0.0.1', port: 8081 } }, 61))).not.toBe(configHashOf(parse({ listen: { host: '127.0.0.1', port: 8081 } }, 60)));
+    expect(configHashOf(parse({ listen: { backlog: 100 } }))).not.toBe(configHashOf(parse({})));
+    expect(configHashOf(parse({ admin: { statusToken: 'x'.repeat(16) } }))).not.toBe(configHashOf(parse({})));
   });
 });
