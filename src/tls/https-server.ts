@@ -32,7 +32,7 @@ import https from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex, ReadableOptions } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
-import { answerClientError, answerConnect, applyHttp1Limits, guardConnections, upgradeListener, CONNECTIONS_CHECK_MS, type PublicServerOptions } from '../server/http-server.js';
+import { answerClientError, answerConnect, applyHttp1Limits, closeQueuedWithSocket, guardConnections, upgradeListener, CONNECTIONS_CHECK_MS, type PublicServerOptions } from '../server/http-server.js';
 import type { GatewayConfig } from '../config/schema.js';
 import type { Certificates } from './certificates.js';
 
@@ -131,6 +131,11 @@ export function createSecurePublicServer(opts: SecureServerOptions): SecurePubli
     SNICallback: (servername: string, cb: (err: Error | null, ctx?: import('node:tls').SecureContext) => void) => cb(null, certs.contextFor(servername)),
     handshakeTimeout: limits.headersTimeoutMs,
   };
+  // HTTP/1.1 over TLS pipelines too; an HTTP/2 stream is never queued (closeQueuedWithSocket skips it).
+  const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    closeQueuedWithSocket(req, res);
+    opts.onRequest(req, res);
+  };
   const server = (
     opts.http2
       ? http2.createSecureServer(
@@ -143,9 +148,9 @@ export function createSecurePublicServer(opts: SecureServerOptions): SecurePubli
             settings: { maxHeaderListSize: limits.maxHeaderBytes, maxConcurrentStreams: H2_MAX_STREAMS, enablePush: false },
             maxHeaderListPairs: 2000 + 8,
           },
-          opts.onRequest as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
+          onRequest as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
         )
-      : https.createServer({ ...tlsOptions, ALPNProtocols: ['http/1.1'] }, opts.onRequest)
+      : https.createServer({ ...tlsOptions, ALPNProtocols: ['http/1.1'] }, onRequest)
   ) as unknown as SecurePublicServer & {
     maxHeaderSize?: number;
     requireHostHeader?: boolean;
