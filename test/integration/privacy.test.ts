@@ -601,7 +601,8 @@ describe('the key covers what the origin sees', () => {
     // Next.js's internal x-middleware-subrequest skips its middleware (auth included); its
     // prefetch and route-match headers made it answer an empty or static page.
     const unkeyed = ['x-original-url', 'x-rewrite-url', 'x-http-method-override', 'x-forwarded-scheme', 'forwarded', 'x-forwarded-prefix', 'x-host',
-      'x-forwarded-pathbase', 'x-middleware-subrequest', 'x-middleware-prefetch', 'x-now-route-matches'];
+      'x-forwarded-pathbase', 'x-middleware-subrequest', 'x-middleware-prefetch', 'x-now-route-matches', 'x-nextjs-data', 'x-matched-path', 'x-invoke-path',
+      'x-invoke-query', 'x-invoke-status', 'x-invoke-output', 'x-envoy-original-path', 'early-data'];
     o.route('/page', reflecting([...unkeyed, 'accept-language', 'user-agent']));
     const g = await gateway({ sites: [siteFor([o.url])] });
     const first = await get(`${g.url}/page`, {
@@ -616,6 +617,16 @@ describe('the key covers what the origin sees', () => {
       'x-middleware-subrequest': 'middleware:middleware:middleware:middleware:middleware',
       'x-middleware-prefetch': '1',
       'x-now-route-matches': '1',
+      // Next.js turns a middleware redirect's Location into x-nextjs-redirect for this one
+      // (GHSA-3g8h-86w9-wvmq): stored, every visitor got a redirect no browser follows (attacker trial).
+      'x-nextjs-data': '1',
+      'x-matched-path': '/admin',
+      'x-invoke-path': '/admin',
+      'x-invoke-query': '%7B%7D',
+      'x-invoke-status': '404',
+      'x-invoke-output': '/admin',
+      'x-envoy-original-path': '/admin',
+      'early-data': '1',
       'accept-language': 'fr',
       'user-agent': 'ua-1',
     });
