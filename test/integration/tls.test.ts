@@ -549,6 +549,16 @@ describe('HTTP/2 through the same limits as HTTP/1.1', () => {
     expect(origin.count('/many')).toBe(0);
   });
 
+  it('answers 431 to an HTTP/2 head larger than limits.maxHeaderBytes, as HTTP/1.1 does, and sends it nowhere (attacker trial)', async () => {
+    // Node advertises SETTINGS_MAX_HEADER_LIST_SIZE but took a 40 KB field and sent it on.
+    const refused = await h2send({ ':path': '/big-head', 'x-big': 'a'.repeat(20_000) });
+    expect(refused.status).toBe(431);
+    expect(refused.headers['x-crowdgate-error']).toBe('headers_too_large');
+    expect(origin.count('/big-head')).toBe(0);
+    expect((await h2send({ ':path': '/big-head', 'x-big': 'a'.repeat(12_000) })).status).toBe(200);
+    expect(origin.count('/big-head')).toBe(1);
+  });
+
   it('shutting down, an HTTP/2 session is closed with a GOAWAY after its answer, not sent a Connection field (shutdown.delayMs)', async () => {
     await gw?.close();
     gw = await startGateway({
