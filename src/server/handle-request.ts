@@ -36,6 +36,7 @@ import { identityFillInputs, makeFillVisibleHeaders } from './fill-headers.js';
 import { forward, forwardUnlessShed } from './pass-through.js';
 import { nextRequestId, requestIdOf } from './request-id.js';
 import { answerMaxForwards, answerServerOptions } from './max-forwards.js';
+import { closeAfterAnswer } from './http-server.js';
 import { answerPurge } from './purge-method.js';
 import { countHit, isHot, isServableWhileUpdating, serveStaleOr, wasReadOften } from './stale.js';
 
@@ -232,7 +233,15 @@ export function route(ctx: Ctx): void | Promise<void> {
   // re-chunks the body for the origin under the same list: an origin that compares the field
   // to `chunked` alone then reads the body another way (request smuggling).
   const te = req.headers['transfer-encoding'];
-  if (te !== undefined && !isChunkedAlone(te)) return fail(ctx, 'unsupported_transfer_coding', `Transfer-Encoding: ${te.slice(0, 100)}`);
+  if (te !== undefined && !isChunkedAlone(te)) {
+    // Its body cannot be framed, so the connection cannot carry another request (RFC 9112
+    // §6.3): closed after the answer, not left to read the body's bytes as the next request.
+    if (req.httpVersionMajor === 1) {
+      ctx.res.setHeader('connection', 'close');
+      closeAfterAnswer(req);
+    }
+    return fail(ctx, 'unsupported_transfer_coding', `Transfer-Encoding: ${te.slice(0, 100)}`);
+  }
   // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400. Here rather than Node's
   // requireHostHeader, whose 400 left no access-log line, metric or error code.
   if (req.headers.host === undefined && req.httpVersion === '1.1') return fail(ctx, 'bad_request', 'an HTTP/1.1 request needs a Host header');

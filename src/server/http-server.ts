@@ -298,6 +298,19 @@ export function guardConnections(server: NetServer, opts: PublicServerOptions, l
 }
 
 /**
+ * Connections whose last answer the request path ended with `Connection: close` because the
+ * request's body could not be framed (an unsupported transfer coding): what the parser makes
+ * of the bytes after it is that body, dropped with the connection, never answered as a request
+ * of its own (a 400 after the 501: attacker trial).
+ */
+const closingAfterAnswer = new WeakSet<Duplex>();
+
+/** The request path answers this request with `Connection: close`; bytes after it are not a request. */
+export function closeAfterAnswer(req: http.IncomingMessage): void {
+  closingAfterAnswer.add(req.socket);
+}
+
+/**
  * A malformed HTTP/1.1 request (the parser's error): 400, 408 or 431 and the connection closed.
  * A 400 or 431 carries its catalogue code in X-Crowdgate-Error and is counted and logged as an
  * answer (opts.onClientError): a visitor whose cookies grew past `limits.maxHeaderBytes` was
@@ -324,7 +337,7 @@ export function answerClientError(
     socket.destroy();
     return;
   }
-  if (code === 'HPE_CLOSED_CONNECTION') {
+  if (code === 'HPE_CLOSED_CONNECTION' || closingAfterAnswer.has(socket)) {
     opts.logger.debug({ code }, 'bytes after Connection: close dropped');
     afterAnswerInFlight(socket, () => socket.end());
     return;

@@ -772,6 +772,15 @@ describe('forwarding', () => {
       expect(reply, te).toMatch(/x-crowdgate-error: unsupported_transfer_coding/i);
     }
     expect(o.count()).toBe(0);
+    // Kept alive, its body's bytes were read as the next request (a 400 after the 501): the
+    // body cannot be framed, so the connection is closed after the answer (RFC 9112 §6.3; attacker trial).
+    const started = performance.now();
+    const kept = await rawHttp(port, `POST /te HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\nGET /te HTTP/1.1\r\nHost: x\r\n\r\n`, 5_000);
+    expect(kept).toMatch(/^HTTP\/1\.1 (501|400) /);
+    expect(kept.match(/HTTP\/1\.1 \d{3} /g)).toHaveLength(1);
+    expect(kept).toMatch(/\r\nconnection: close\r\n/i);
+    expect(performance.now() - started).toBeLessThan(4_000); // closed by the gateway, not by the client's wait
+    expect(o.count()).toBe(0);
     // chunked alone, in any case, is forwarded: read whole first (request buffering), so the
     // origin gets the body with its length.
     for (const te of ['chunked', 'Chunked']) {
