@@ -69,6 +69,11 @@ export class Inflight<T> {
     if (group) group.answering = on;
   }
 
+  /** How many requests joined `key`'s fill as waiters (those that gave up since included); 0 when none is under way. */
+  waitersOf(key: string): number {
+    return this.groups.get(key)?.waiters ?? 0;
+  }
+
   /** True while a leader is fetching `key`. */
   isInflight(key: string): boolean {
     return this.groups.has(key);

@@ -116,7 +116,15 @@ export type FillResult =
     }
   | { kind: 'too_large' }
   | { kind: 'origin_error'; fwdStatus: number; status: number; headers: OutgoingHttpHeaders; body: Buffer }
-  | { kind: 'failed'; code: ErrorCode; staleReason: StaleReason; shedReason?: ShedReason; detail?: string };
+  | {
+      kind: 'failed';
+      code: ErrorCode;
+      staleReason: StaleReason;
+      shedReason?: ShedReason;
+      detail?: string;
+      /** Given up while waiting for a permit: its client left and nobody else waited (fill.ts). */
+      abandoned?: true;
+    };
 
 export interface Ctx {
   readonly req: IncomingMessage;

@@ -35,13 +35,27 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
   const joined = deps.inflight.join(collapseKey.id, waiterDeadlineMs(ctx));
 
   if (joined.role === 'leader') {
+    // A client that leaves while its fill still waits for an origin permit, with nobody else
+    // waiting on that fill, takes the fill out of the queue: nobody wants its answer now. A
+    // client sending unique URLs and closing each at once (or resetting each HTTP/2 stream) had
+    // its fills hold the queue while the origin was slow, and logged-in pages and POSTs got 503
+    // (attacker trial). A fill already sent goes on and is stored, as Varnish's does.
+    const abandon = new AbortController();
+    const onLeft = () => {
+      if (!ctx.res.writableFinished && deps.inflight.waitersOf(collapseKey.id) === 0) abandon.abort();
+    };
+    ctx.res.once('close', onLeft);
     let result: FillResult;
     try {
-      result = await fillAcrossInstances(ctx, lookup, collapseKey, 'fill');
+      result = await fillAcrossInstances(ctx, lookup, collapseKey, 'fill', undefined, abandon.signal);
     } catch (err) {
       deps.logger.error({ err, requestId: ctx.requestId }, 'cache fill failed unexpectedly');
       result = { kind: 'failed', code: 'internal_error', staleReason: 'error' };
+    } finally {
+      ctx.res.off('close', onLeft);
     }
+    // Given up in the queue: a waiter that came since fills again (abandoned, below).
+    if (abandon.signal.aborted && result.kind === 'failed' && result.shedReason !== undefined) result = { ...result, abandoned: true };
     // Not for an uncacheable answer to a page that has a stored copy: the URL was cacheable,
     // and this answer may be about the request that drew it (a mobile User-Agent's redirect
     // right after a POST invalidated the copy sent a hot page's crowd to the origin for 5 s,
@@ -62,6 +76,7 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     // cookie outside bypassCookies; new-user trial).
     if (result.kind === 'entry' && isOtherCookiesCopy(ctx, result.entry, lookup.policy)) return passForOwnCookies(ctx, lookup, result.entry);
     if (result.kind === 'uncacheable' && carriesOwnCookies(ctx.req.headers.cookie, lookup.policy)) return passWithoutCopy(ctx, lookup);
+    if (result.kind === 'failed' && result.abandoned) return; // its client has gone: no answer, no shed counted
     return serveFillResult(ctx, lookup, result, false);
   }
 
@@ -98,6 +113,8 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     // Not shareable: every waiter asks the origin itself (through the limiter).
     return passAlone(ctx, lookup);
   }
+  // Its leader's client left while the fill was queued, before this waiter came: fill again.
+  if (outcome.kind === 'failed' && outcome.abandoned) return attempt === 0 ? fillAndServe(ctx, lookup, attempt + 1) : passAlone(ctx, lookup);
   // An origin that says it is overloaded or refusing us (503, 429) is not asked again by each
   // waiter: they get a stored copy, or the gateway's own 503 (`origin_unavailable`) with a
   // 503's Retry-After (ours when it sent none, and for a 429). Never the origin's bytes: a 429 may be about
@@ -280,12 +297,12 @@ export function serveFillResult(ctx: Ctx, lookup: Lookup, result: FillResult, co
  * One origin fetch for the cache: member + permit, conditional when a stored entry has
  * validators, store when storable. Never tied to a client: the result belongs to the cache.
  */
-async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', priorityOverride?: number, collapseId?: string): Promise<FillResult> {
+async function runFill(ctx: Ctx, lookup: Lookup, kind: 'fill' | 'background', priorityOverride?: number, collapseId?: string, signal?: AbortSignal): Promise<FillResult> {
   // A purge made while this fill is away (an edit's PURGE) also covers what it brings back.
   const fences = ctx.deps.purgeFence;
   const fence = fences?.begin(lookup.key);
   try {
-    return await fetchForCache(ctx, lookup, kind, priorityOverride, fence, collapseId, (entry) => {
+    return await fetchForCache(ctx, lookup, kind, priorityOverride, fence, collapseId, signal, (entry) => {
       const storable = fence === undefined ? entry : fences!.apply(fence, entry);
       return storable === undefined ? Promise.resolve() : ctx.deps.store.put(storable);
     });
@@ -303,6 +320,8 @@ async function fetchForCache(
   fence: Fence | undefined,
   /** The collapse group whose waiters this fill answers (Inflight.setAnswering). */
   collapseId: string | undefined,
+  /** Aborts the wait for a permit (a fill nobody waits for any more), not a fetch under way. */
+  signal: AbortSignal | undefined,
   put: (entry: CacheEntry) => Promise<void>,
 ): Promise<FillResult> {
   const { deps, rt } = ctx;
@@ -333,6 +352,7 @@ async function fetchForCache(
       servesCrowd: true,
       // Nobody waits on a background refresh, and a usable stale copy answers a failed fill.
       hasFallback: kind === 'background' || hasStaleOnFailure(ctx, lookup),
+      ...(signal !== undefined ? { signal } : {}),
     });
     if (!admitted.ok) return refusedFill(ctx, admitted);
     const lease = admitted.lease;
@@ -701,9 +721,10 @@ async function fillAcrossInstances(
   collapseKey: CollapseKey,
   kind: 'fill' | 'background',
   priority?: number,
+  signal?: AbortSignal,
 ): Promise<FillResult> {
   const remote = ctx.deps.crossInstance;
-  if (!remote) return runFill(ctx, lookup, kind, priority, collapseKey.id);
+  if (!remote) return runFill(ctx, lookup, kind, priority, collapseKey.id, signal);
   const claim = await remote.acquire(collapseKey, ctx.rt.config.cache.collapse.waitDeadlineMs);
   if (claim.kind === 'filled') {
     const entry = selectVariant((await ctx.deps.store.get(lookup.key)) ?? [], lookup.variantHeaders, identityFillInputs(lookup.variantHeaders, lookup.policy, []));
@@ -713,10 +734,10 @@ async function fillAcrossInstances(
         return { kind: 'entry', entry, state: lookup.entry ? 'expired' : 'miss', stored: false, fwdStatus: entry.status };
       }
     }
-    return runFill(ctx, lookup, kind, priority, collapseKey.id); // nothing usable arrived: fetch here
+    return runFill(ctx, lookup, kind, priority, collapseKey.id, signal); // nothing usable arrived: fetch here
   }
   try {
-    return await runFill(ctx, lookup, kind, priority, collapseKey.id);
+    return await runFill(ctx, lookup, kind, priority, collapseKey.id, signal);
   } finally {
     if (claim.kind === 'fetch') await claim.done().catch(() => undefined);
   }

@@ -1,4 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
+import { connect } from 'node:net';
 import { ManualClock } from '../../src/clock.js';
 import { request } from 'undici';
 import { siteFor } from '../helpers/gateway.js';
@@ -43,6 +44,53 @@ describe('admission: the origin limiter', () => {
     expect(results.map((r) => r.status)).toEqual(Array(30).fill(200));
     expect(o.count('/health')).toBeGreaterThanOrEqual(3); // probes kept running through the crowd
     expect(o.peakInflight).toBe(2);
+  });
+
+  it('a fill whose client left while it waited for a permit, with nobody else waiting, leaves the queue and never reaches the origin (attacker trial)', async () => {
+    const o = await origin();
+    o.route('/slow', { delayMs: 700, headers: { 'cache-control': 'no-store' } });
+    o.route('/page', { headers: { 'cache-control': 'public, max-age=60' }, body: 'page' });
+    const g = await gateway({ admission: fixed(1, { deadlineMs: 5000, codelTargetMs: 5000, codelIntervalMs: 5000 }), sites: [siteFor([o.url])] });
+    const { hostname, port } = new URL(g.url);
+    const holder = call(`${g.url}/slow`); // holds the only permit
+    await sleep(100);
+    // 10 clients each ask for a page nobody else wants and leave at once (send and close).
+    await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        new Promise<void>((resolve) => {
+          const socket = connect(Number(port), hostname, () => {
+            socket.write(`GET /page?gone=${i} HTTP/1.1\r\nHost: a.test\r\n\r\n`);
+            setTimeout(() => socket.destroy(), 50);
+          });
+          socket.on('close', () => resolve());
+          socket.on('error', () => undefined);
+        }),
+      ),
+    );
+    // A page whose first client leaves while another waits for it (its fill keeps its place in
+    // the queue), and a visitor who stays, queued after it.
+    const shared = new Promise<void>((resolve) => {
+      const socket = connect(Number(port), hostname, () => {
+        socket.write('GET /page?shared HTTP/1.1\r\nHost: a.test\r\n\r\n');
+        setTimeout(() => socket.destroy(), 200);
+      });
+      socket.on('close', () => resolve());
+      socket.on('error', () => undefined);
+    });
+    await sleep(50);
+    const stays = call(`${g.url}/page?stays`, { headers: { host: 'a.test' } });
+    await sleep(50);
+    const waiter = call(`${g.url}/page?shared`, { headers: { host: 'a.test' } }); // the same key as the raw request's
+    await shared;
+    expect((await holder).status).toBe(200);
+    expect((await stays).status).toBe(200);
+    expect((await waiter).body).toBe('page');
+    expect(o.count((r) => r.url.startsWith('/page?gone='))).toBe(0);
+    expect(o.count('/page?shared')).toBe(1);
+    const order = o.requests.map((r) => r.url).filter((u) => u === '/page?shared' || u === '/page?stays');
+    expect(order).toEqual(['/page?shared', '/page?stays']);
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    expect(metrics).not.toMatch(/crowdgate_shed_total\{/); // nobody was told "busy"
   });
 
   it('answers 503 with Retry-After to requests that cannot get a permit before their deadline', async () => {
