@@ -194,11 +194,18 @@ export function countRequest(deps: RequestDeps, res: ServerResponse, tally: Requ
   return status;
 }
 
+/** Requests finish() has accounted for. */
+const finished = new WeakSet<Ctx>();
+
 /**
  * Once per request, when its answer was handed over in full synchronously (`handedOff`) or its
  * response closed: drain accounting, request metrics, hot keys, the access log line.
  */
 export function finish(ctx: Ctx, handedOff: boolean): void {
+  // Once per request, whatever calls it: a response closed twice (Node's 'close' and another)
+  // counted it done twice, and the drain then cut requests still under way (attacker trial).
+  if (finished.has(ctx)) return;
+  finished.add(ctx);
   const { deps, res } = ctx;
   const durationMs = deps.clock.now() - ctx.startedAt;
   const site = ctx.site?.name ?? '-';

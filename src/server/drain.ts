@@ -62,7 +62,8 @@ export class Drain {
 
   /** The request path is done with one request: its response finished or was cut. */
   requestDone(): void {
-    this.inFlight--;
+    // Never below 0: a request counted done twice must not make the drain cut the ones under way.
+    if (this.inFlight > 0) this.inFlight--;
     if (this.inFlight === 0 && this.idleWaiters.length > 0) for (const w of this.idleWaiters.splice(0)) w();
   }
 

@@ -73,7 +73,7 @@ export function handleRequest(deps: RequestDeps, req: IncomingMessage, res: Serv
           const failed = makeCtx(deps, rt, req, res, nextRequestId(), deps.clock.now(), secure);
           failUnexpected(failed, err);
           if (res.writableEnded) return finish(failed, true);
-          res.on('close', () => finish(failed, false));
+          res.once('close', () => finish(failed, false));
           return;
         }
         if (outcome === true) return;
@@ -92,7 +92,7 @@ export function handleRequest(deps: RequestDeps, req: IncomingMessage, res: Serv
   // An answer written in full right away (a memory hit, an error page) is accounted for now;
   // anything still under way when its response closes (no listener or closure per hit).
   if (!pending && res.writableEnded) return finish(ctx, true);
-  res.on('close', () => finish(ctx, false));
+  res.once('close', () => finish(ctx, false));
   if (pending) return pending.catch((err: unknown) => failUnexpected(ctx, err));
 }
 

@@ -118,14 +118,16 @@ export function createPublicServer(opts: PublicServerOptions): PublicServer {
  * request, and every shutdown then waited its whole drainTimeoutMs: attacker trial, 20
  * connections each closed with two requests pipelined), and neither did what it holds until
  * 'close' (an origin permit's wait, a forward). Here such a response emits 'close' once its
- * socket is gone. The response Node is writing has the socket and closes with it; nothing is
- * added for it.
+ * socket is gone, unless Node gave it the socket by then (it then emits 'close' itself: both
+ * made the request path count it twice; attacker trial). The response Node is writing has the
+ * socket and closes with it; nothing is added for it.
  */
 export function closeQueuedWithSocket(req: http.IncomingMessage, res: http.ServerResponse): void {
   if (res.socket !== null || !(res instanceof http.ServerResponse)) return;
   const socket = req.socket;
   const onSocketClose = () => {
-    if (!res.writableFinished) res.emit('close');
+    // Given the socket meanwhile (the answers before it went out), Node closes it itself: once.
+    if (res.socket === null && !res.writableFinished) res.emit('close');
   };
   socket.once('close', onSocketClose);
   res.once('close', () => socket.off('close', onSocketClose));

@@ -439,6 +439,35 @@ describe('command line', () => {
     expect(performance.now() - started).toBeLessThan(2000);
   });
 
+  it('counts a pipelined request done once when Node gave it the socket before the client left; the drain then waits for the requests still under way (attacker trial)', async () => {
+    const o = await origin();
+    o.route('/fast', { headers: { 'cache-control': 'no-store' }, body: 'fast' });
+    o.route('/late', { delayMs: 400, headers: { 'cache-control': 'no-store' }, body: 'late' });
+    const g = await gateway({ shutdown: { drainTimeoutMs: 4000 }, sites: [siteFor([o.url])] });
+    const { hostname, port } = new URL(g.url);
+    // The first answer goes out at once, so the second response has the socket when it closes.
+    await Promise.all(
+      Array.from({ length: 5 }, (_, i) =>
+        new Promise<void>((resolve) => {
+          const socket = connect(Number(port), hostname, () => {
+            socket.write(`GET /fast?${i} HTTP/1.1\r\nHost: a.test\r\n\r\nGET /late?${i} HTTP/1.1\r\nHost: a.test\r\n\r\n`);
+            setTimeout(() => socket.destroy(), 150);
+          });
+          socket.on('close', () => resolve());
+          socket.on('error', () => undefined);
+        }),
+      ),
+    );
+    for (let i = 0; i < 100 && o.inflight > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    const lateLines = g.logs.filter((l) => l.type === 'access' && l.path === '/late');
+    expect(lateLines).toHaveLength(5);
+    // A visitor under way when the drain starts is waited for, not cut.
+    const visitor = request(`${g.url}/late?visitor`).then(async (r) => ({ status: r.statusCode, body: await r.body.text() }));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(await g.gw.drain()).toEqual({ drained: true, cut: 0 });
+    expect(await visitor).toEqual({ status: 200, body: 'late' });
+  });
+
   it('drains on SIGTERM: /readyz turns 503, in-flight requests finish, then it exits 0', async () => {
     const o = await origin();
     o.route('/slow', { delayMs: 800, headers: { 'cache-control': 'no-store' } });
