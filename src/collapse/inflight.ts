@@ -11,16 +11,33 @@ import { LRUCache } from 'lru-cache';
 import type { Clock } from '../clock.js';
 
 export type JoinResult<T> =
-  | { role: 'leader'; settle(result: T): void }
-  | { role: 'waiter'; result: Promise<T | 'timeout'> }
+  | {
+      role: 'leader';
+      settle(result: T): void;
+      /**
+       * The leader's own client has gone: `abandon` is called now if no waiter is left, else
+       * when the last one leaves (a fill nobody wants any more may give its place up).
+       */
+      left(abandon: () => void): void;
+    }
+  | {
+      role: 'waiter';
+      result: Promise<T | 'timeout'>;
+      /** This waiter's client has gone: it no longer counts (a deadline passed counts as leaving too). */
+      leave(): void;
+    }
   | { role: 'overflow' };
 
 interface Group<T> {
   promise: Promise<T>;
   resolve(result: T): void;
+  /** Waiters still waiting: those that left or gave up at their deadline are not counted. */
   waiters: number;
   /** The fetch has its answer's head and is reading the body (markAnswering). */
   answering: boolean;
+  settled: boolean;
+  /** Set once the leader's client has gone (JoinResult leader.left). */
+  abandon?: () => void;
 }
 
 export class Inflight<T> {
@@ -37,22 +54,37 @@ export class Inflight<T> {
   join(key: string, waitMs: number): JoinResult<T> {
     const group = this.groups.get(key);
     if (group) {
+      // Counted while they wait: 10 000 pipelined requests whose client had closed the
+      // connection filled maxWaiters, and a crowd arriving after them was not collapsed (each
+      // went to the origin alone), nor could the fill of a page they had asked for twice be
+      // given up (attacker trial).
       if (group.waiters >= this.opts.maxWaiters) return { role: 'overflow' };
       group.waiters++;
-      return { role: 'waiter', result: withDeadline(group, waitMs) };
+      let hasLeft = false;
+      const leave = (): void => {
+        if (hasLeft || group.settled) return;
+        hasLeft = true;
+        group.waiters--;
+        if (group.waiters === 0) group.abandon?.();
+      };
+      return { role: 'waiter', result: withDeadline(group, waitMs, leave), leave };
     }
     let resolve!: (r: T) => void;
     const promise = new Promise<T>((r) => (resolve = r));
-    const created: Group<T> = { promise, resolve, waiters: 0, answering: false };
+    const created: Group<T> = { promise, resolve, waiters: 0, answering: false, settled: false };
     this.groups.set(key, created);
-    let settled = false;
     return {
       role: 'leader',
       settle: (result: T) => {
-        if (settled) return;
-        settled = true;
+        if (created.settled) return;
+        created.settled = true;
         if (this.groups.get(key) === created) this.groups.delete(key);
         created.resolve(result);
+      },
+      left: (abandon: () => void) => {
+        if (created.settled || created.abandon !== undefined) return;
+        created.abandon = abandon;
+        if (created.waiters === 0) abandon();
       },
     };
   }
@@ -67,11 +99,6 @@ export class Inflight<T> {
   setAnswering(key: string, on: boolean): void {
     const group = this.groups.get(key);
     if (group) group.answering = on;
-  }
-
-  /** How many requests joined `key`'s fill as waiters (those that gave up since included); 0 when none is under way. */
-  waitersOf(key: string): number {
-    return this.groups.get(key)?.waiters ?? 0;
   }
 
   /** True while a leader is fetching `key`. */
@@ -105,11 +132,14 @@ export class Inflight<T> {
 /** How many more deadlines a waiter waits while its fill reads the body (Inflight.setAnswering). */
 export const ANSWERING_RENEWALS = 2;
 
-function withDeadline<T>(group: Group<T>, ms: number): Promise<T | 'timeout'> {
+function withDeadline<T>(group: Group<T>, ms: number, onTimeout: () => void): Promise<T | 'timeout'> {
   return new Promise((resolve) => {
     let renewals = 0;
     const expire = (): void => {
-      if (!group.answering || renewals >= ANSWERING_RENEWALS) return resolve('timeout');
+      if (!group.answering || renewals >= ANSWERING_RENEWALS) {
+        onTimeout();
+        return resolve('timeout');
+      }
       renewals++;
       timer = setTimeout(expire, ms);
       timer.unref?.();

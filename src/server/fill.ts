@@ -36,13 +36,14 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
 
   if (joined.role === 'leader') {
     // A client that leaves while its fill still waits for an origin permit, with nobody else
-    // waiting on that fill, takes the fill out of the queue: nobody wants its answer now. A
-    // client sending unique URLs and closing each at once (or resetting each HTTP/2 stream) had
-    // its fills hold the queue while the origin was slow, and logged-in pages and POSTs got 503
-    // (attacker trial). A fill already sent goes on and is stored, as Varnish's does.
+    // waiting on that fill (or once the last waiter has left too), takes the fill out of the
+    // queue: nobody wants its answer now. A client sending unique URLs and closing each at once
+    // (or resetting each HTTP/2 stream) had its fills hold the queue while the origin was slow,
+    // and logged-in pages and POSTs got 503 (attacker trial). A fill already sent goes on and is
+    // stored, as Varnish's does.
     const abandon = new AbortController();
     const onLeft = () => {
-      if (!ctx.res.writableFinished && deps.inflight.waitersOf(collapseKey.id) === 0) abandon.abort();
+      if (!ctx.res.writableFinished) joined.left(() => abandon.abort());
     };
     ctx.res.once('close', onLeft);
     let result: FillResult;
@@ -82,7 +83,21 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
 
   ctx.collapsed = true;
   deps.metrics.get('collapsed').inc({ site: ctx.site!.name });
-  const outcome = joined.role === 'waiter' ? await joined.result : 'timeout';
+  let outcome: FillResult | 'timeout' = 'timeout';
+  if (joined.role === 'waiter') {
+    // A waiter whose client leaves no longer counts: neither toward maxWaiters nor as someone
+    // the fill is kept for (its leader gone too, the fill gives its queue place up).
+    let hasLeft = false;
+    const onLeft = () => {
+      if (ctx.res.writableFinished) return;
+      hasLeft = true;
+      joined.leave();
+    };
+    ctx.res.once('close', onLeft);
+    outcome = await joined.result;
+    ctx.res.off('close', onLeft);
+    if (hasLeft) return; // nobody to answer: no fill of its own (below) for a client that has gone
+  }
   // The wake-up moment is when the fill finished, not when this waiter's turn came to run.
   ctx.wokenAt = (outcome !== 'timeout' && fillSettledAt.get(outcome)) || deps.clock.now();
   if (outcome === 'timeout') {

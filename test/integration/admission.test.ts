@@ -54,12 +54,14 @@ describe('admission: the origin limiter', () => {
     const { hostname, port } = new URL(g.url);
     const holder = call(`${g.url}/slow`); // holds the only permit
     await sleep(100);
-    // 10 clients each ask for a page nobody else wants and leave at once (send and close).
+    // 10 clients each ask for a page nobody else wants and leave at once (send and close);
+    // half of them ask twice (the second request waits on the first's fill, and leaves too).
     await Promise.all(
       Array.from({ length: 10 }, (_, i) =>
         new Promise<void>((resolve) => {
           const socket = connect(Number(port), hostname, () => {
-            socket.write(`GET /page?gone=${i} HTTP/1.1\r\nHost: a.test\r\n\r\n`);
+            const one = `GET /page?gone=${i} HTTP/1.1\r\nHost: a.test\r\n\r\n`;
+            socket.write(i % 2 === 0 ? one + one : one);
             setTimeout(() => socket.destroy(), 50);
           });
           socket.on('close', () => resolve());
@@ -91,6 +93,30 @@ describe('admission: the origin limiter', () => {
     expect(order).toEqual(['/page?shared', '/page?stays']);
     const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
     expect(metrics).not.toMatch(/crowdgate_shed_total\{/); // nobody was told "busy"
+  });
+
+  it('waiters whose clients left do not fill cache.collapse.maxWaiters: the crowd after them is still collapsed (attacker trial)', async () => {
+    const o = await origin();
+    o.route('/new', { delayMs: 600, headers: { 'cache-control': 'public, max-age=60' }, body: 'new page' });
+    const g = await gateway({ cache: { collapse: { maxWaiters: 5 } }, sites: [siteFor([o.url])] });
+    const { hostname, port } = new URL(g.url);
+    const first = call(`${g.url}/new`, { headers: { host: 'a.test' } });
+    await sleep(50);
+    // As many requests for it as maxWaiters, pipelined on a connection closed at once: each
+    // joined as a waiter, and left.
+    await new Promise<void>((resolve) => {
+      const socket = connect(Number(port), hostname, () => {
+        socket.write('GET /new HTTP/1.1\r\nHost: a.test\r\n\r\n'.repeat(5));
+        setTimeout(() => socket.destroy(), 50);
+      });
+      socket.on('close', () => resolve());
+      socket.on('error', () => undefined);
+    });
+    await sleep(50);
+    const crowd = await Promise.all(Array.from({ length: 4 }, () => call(`${g.url}/new`, { headers: { host: 'a.test' } })));
+    expect((await first).body).toBe('new page');
+    expect(crowd.map((r) => r.body)).toEqual(Array(4).fill('new page'));
+    expect(o.count('/new')).toBe(1);
   });
 
   it('answers 503 with Retry-After to requests that cannot get a permit before their deadline', async () => {

@@ -22,6 +22,50 @@ describe('Inflight', () => {
     expect(f.join('k', 1000).role).toBe('overflow');
   });
 
+  it('counts only the waiters still waiting: one that left, or gave up at its deadline, frees its place (attacker trial)', async () => {
+    const f = new Inflight<string>({ maxWaiters: 2, clock: new ManualClock() });
+    f.join('k', 1000);
+    const a = f.join('k', 1000);
+    const b = f.join('k', 5);
+    expect(f.join('k', 1000).role).toBe('overflow');
+    if (a.role === 'waiter') {
+      a.leave();
+      a.leave(); // once only
+    }
+    expect(f.join('k', 1000).role).toBe('waiter'); // a's place
+    expect(f.join('k', 1000).role).toBe('overflow');
+    expect(b.role === 'waiter' && (await b.result)).toBe('timeout');
+    expect(f.join('k', 1000).role).toBe('waiter'); // b's place
+  });
+
+  it('calls the leader\'s abandon when its client has gone and no waiter is left, not before', () => {
+    const f = new Inflight<string>({ maxWaiters: 10, clock: new ManualClock() });
+    const alone = f.join('alone', 1000);
+    const abandonAlone = vi.fn();
+    if (alone.role === 'leader') alone.left(abandonAlone);
+    expect(abandonAlone).toHaveBeenCalledTimes(1);
+
+    const leader = f.join('k', 1000);
+    const w1 = f.join('k', 1000);
+    const w2 = f.join('k', 1000);
+    const abandon = vi.fn();
+    if (leader.role === 'leader') leader.left(abandon);
+    expect(abandon).not.toHaveBeenCalled();
+    if (w1.role === 'waiter') w1.leave();
+    expect(abandon).not.toHaveBeenCalled();
+    if (w2.role === 'waiter') w2.leave();
+    expect(abandon).toHaveBeenCalledTimes(1);
+
+    // Settled: nothing is abandoned any more.
+    const settled = f.join('s', 1000);
+    const late = vi.fn();
+    if (settled.role === 'leader') {
+      settled.settle('done');
+      settled.left(late);
+    }
+    expect(late).not.toHaveBeenCalled();
+  });
+
   it('lets a waiter give up at its deadline', async () => {
     const f = new Inflight<string>({ maxWaiters: 10, clock: new ManualClock() });
     f.join('k', 1000);
