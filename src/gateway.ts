@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from './clock.js';
 import type { CacheStore, PurgeMode, PurgeSelector } from './cache/stores/cache-store.js';
+import { keyPrefixFor } from './cache/cache-key.js';
 import { GatewayStore, type RedisStatus } from './cache/stores/gateway-store.js';
 import { Inflight } from './collapse/inflight.js';
 import type { GatewayConfig } from './config/schema.js';
@@ -87,6 +88,8 @@ export class Gateway implements RequestDeps {
   readonly crossInstance?: CrossInstanceCollapse;
 
   private rt: Runtime;
+  /** Site names a reload removed (renamed or dropped) since the start: their copies missed the purges made since. */
+  private readonly retiredSites = new Set<string>();
   private readonly cache: GatewayStore;
   private trusted: TrustedProxies;
   private readonly pools: PoolTable;
@@ -266,6 +269,7 @@ export class Gateway implements RequestDeps {
   /** Applies a validated config: a new Runtime for new requests; pools (pool-table.ts) and limiters keep their state. */
   private applyConfig(next: GatewayConfig): void {
     const generation = this.source.generation;
+    const before = new Set(this.rt.config.sites.map((s) => s.name));
     this.rt = this.pools.refresh((poolFor) => new Runtime(next, generation, poolFor));
     // Each part on its own: one that throws skips none of the others (an unreadable
     // trustedProxies entry used to skip the rate limits, the admission cap, TLS and the
@@ -280,6 +284,7 @@ export class Gateway implements RequestDeps {
       }
     };
     apply(() => this.hitMemo?.clear()); // entries of the old generation are never used; let it go
+    apply(() => this.reviveRetiredSites(before, next));
     // `log.level` live, as nginx applies error_log on reload: `debug` in an incident took a restart.
     apply(() => {
       if (this.ownLogger) this.logger.level = next.log.level;
@@ -297,6 +302,25 @@ export class Gateway implements RequestDeps {
     apply(() => this.tls.reload(next)); // a setting OpenSSL refuses skips nothing above (tls-edge.ts)
     if (failures.length === 1) throw failures[0];
     if (failures.length > 1) throw new AggregateError(failures, `${failures.length} parts of the new config failed to apply`);
+  }
+
+  /**
+   * A site name is in every key of its copies: a site renamed or removed leaves them unused, and
+   * the purges made meanwhile (an edit's PURGE under the new name) never reach them. When the
+   * name comes back, its copies are soft-purged: kept to answer while the origin fails, but
+   * revalidated before any other use. Renamed and renamed back, a wiki served a page edited in
+   * between as a hit for the rest of its 5 h s-maxage (new-operator trial).
+   */
+  private reviveRetiredSites(before: ReadonlySet<string>, next: GatewayConfig): void {
+    const now = new Set(next.sites.map((s) => s.name));
+    for (const name of before) if (!now.has(name)) this.retiredSites.add(name);
+    for (const name of now) {
+      if (before.has(name) || !this.retiredSites.delete(name)) continue;
+      this.purge([{ kind: 'prefix', prefix: keyPrefixFor(name, '/') }], 'soft').then(
+        ({ purged }) => this.logger.info({ site: name, purged }, 'site name back: its copies from before are revalidated before use'),
+        (err: unknown) => this.logger.warn({ err, site: name }, 'site name back: its copies from before could not be marked stale'),
+      );
+    }
   }
 
   /**

@@ -269,8 +269,8 @@ export function orphanedCaches(prev: GatewayConfig, next: GatewayConfig): string
     .map((s) => {
       const heir = next.sites.find((n) => !prev.sites.some((p) => p.name === n.name) && isDeepStrictEqual([...n.hosts].sort(), [...s.hosts].sort()));
       return heir
-        ? `site "${s.name}" renamed to "${heir.name}": the name is in every cache key, so "${heir.name}" starts with an empty cache (no stale copies while its origin fails); "${s.name}"'s copies stay unused until they age out or the name comes back`
-        : `site "${s.name}" removed: its cached copies stay unused until they age out or a site of that name comes back`;
+        ? `site "${s.name}" renamed to "${heir.name}": the name is in every cache key, so "${heir.name}" starts with an empty cache (no stale copies while its origin fails); "${s.name}"'s copies stay unused until they age out or the name comes back (then they are revalidated before use)`
+        : `site "${s.name}" removed: its cached copies stay unused until they age out or a site of that name comes back (then they are revalidated before use)`;
     });
   // A route's key template changed: its copies are stored under keys the new template no
   // longer makes. During an outage every stale page of the route turned into a 502 at once,

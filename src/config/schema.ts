@@ -564,7 +564,7 @@ export const routeSchema = z
 
 export const siteSchema = z
   .strictObject({
-    name: name.describe('Site name: in the cache key, metrics and logs. Renamed, the site starts with an empty cache (no stale copies to answer with while its origin fails; the reload warns); the old name\'s copies age out.'),
+    name: name.describe('Site name: in the cache key, metrics and logs. Renamed, the site starts with an empty cache (no stale copies to answer with while its origin fails; the reload warns); the old name\'s copies age out, or are revalidated before use if the name comes back.'),
     hosts: z
       .array(z.string().min(1))
       .min(1)

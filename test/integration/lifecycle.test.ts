@@ -166,6 +166,31 @@ describe('live reload', () => {
     expect(await metrics()).toMatch(/crowdgate_config_restart_pending 1/);
   });
 
+  it('a site renamed and renamed back revalidates the copies it had before: purges made in between never reached them (new-operator trial)', async () => {
+    const a = await origin('a');
+    let version = 'REV-1';
+    a.route('/wiki/Page', { headers: { 'cache-control': 'public, s-maxage=18000, max-age=0' }, body: () => version });
+    const site = (name: string) => [siteFor([a.url], { name, hosts: ['wiki.test'] })];
+    const g = await gateway({ sites: site('wiki') });
+    const read = async () => {
+      const r = await request(`${g.url}/wiki/Page`, { headers: { host: 'wiki.test' } });
+      return { body: await r.body.text(), cacheStatus: String(r.headers['cache-status']) };
+    };
+    expect((await read()).body).toBe('REV-1');
+    expect((await read()).cacheStatus).toMatch(/; hit/);
+    writeFileSync(g.configPath, stringify(withTestDefaults({ reload: { watch: false }, sites: site('wiki2') })));
+    expect((await g.gw.reload('manual'))?.ok).toBe(true);
+    version = 'REV-2'; // edited while the site had the other name (its PURGE went to wiki2's keys)
+    writeFileSync(g.configPath, stringify(withTestDefaults({ reload: { watch: false }, sites: site('wiki') })));
+    expect((await g.gw.reload('manual'))?.ok).toBe(true);
+    for (let i = 0; i < 100 && !g.logs.some((l) => String(l.msg).startsWith('site name back')); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(g.logs.find((l) => String(l.msg).startsWith('site name back'))).toMatchObject({ site: 'wiki', purged: 1 });
+    const back = await read();
+    expect(back.body).toBe('REV-2');
+    expect(back.cacheStatus).not.toMatch(/; hit/);
+    expect(a.count('/wiki/Page')).toBe(2);
+  });
+
   it('refuses a broken YAML edit with file:line:col, counts it, and keeps serving the old config', async () => {
     const a = await origin('a');
     const g = await gateway({ sites: [siteFor([a.url])] }, { watch: true });
