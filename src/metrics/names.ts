@@ -129,7 +129,7 @@ export const METRICS = {
   originRetries: spec(
     'crowdgate_origin_retries_total',
     'counter',
-    'Origin requests sent once more after an attempt failed: to another member after a refused connection, a timeout or a suspect member\'s 502-504, or on a new connection after a reused one closed.',
+    'Origin requests sent once more after an attempt failed: to another member after a refused connection, a timeout or a suspect member\'s 502-504, or on a new connection after a reused one closed. Not a request\'s own origin request after a shared fill made without its cookies.',
     ['site'],
   ),
   originLimit: spec(

@@ -191,11 +191,16 @@ export interface Lookup {
   canStore: boolean;
 }
 
-/** The access log's `origin` and `originAttempts`: which member answered, and how many were asked. */
-export function noteAttempt(ctx: Ctx, member: { readonly name: string }): void {
+/**
+ * The access log's `origin` and `originAttempts`: which member answered, and how many were
+ * asked. `retry`: sent once more because the attempt before failed (crowdgate_origin_retries_total);
+ * not a request's second origin request of another kind (its own after a shared fill made
+ * without its cookies: 316 "retries" in a clean run of a Django site; new-operator trial).
+ */
+export function noteAttempt(ctx: Ctx, member: { readonly name: string }, retry: boolean): void {
   ctx.origin = member.name;
   ctx.originAttempts = (ctx.originAttempts ?? 0) + 1;
-  if (ctx.originAttempts > 1) ctx.deps.metrics.get('originRetries').inc({ site: ctx.site?.name ?? '-' });
+  if (retry) ctx.deps.metrics.get('originRetries').inc({ site: ctx.site?.name ?? '-' });
 }
 
 export function isOnlyIfCached(req: IncomingMessage): boolean {

@@ -372,7 +372,7 @@ async function fetchForCache(
     if (!admitted.ok) return refusedFill(ctx, admitted);
     const lease = admitted.lease;
     const member = lease.member;
-    if (kind !== 'background') noteAttempt(ctx, member); // a refresh is not this request's answer
+    if (kind !== 'background') noteAttempt(ctx, member, attempt > 0); // a refresh is not this request's answer
     const revalidating = lookup.entry;
     const conditional = revalidating ? makeConditionalHeaders(revalidating) : {};
     const headers = { ...makeFillHeaders(ctx, lookup), ...conditional };

@@ -102,7 +102,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
       }
       const lease = admitted.lease;
       const member = lease.member;
-      noteAttempt(ctx, member);
+      noteAttempt(ctx, member, attempt > 0);
       let outcome: ForwardOutcome | undefined;
       let headAt: number | undefined;
       const freshConnection = freshNext;

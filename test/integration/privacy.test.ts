@@ -498,6 +498,11 @@ describe('the key covers what the origin sees', () => {
     expect(tracked.body).toBe('please log in');
     expect(tracked.headers['cache-status']).toMatch(/; hit/);
     expect(o.count('/me')).toBe(3);
+    // The cold request asked the origin twice (the shared fill, then its own), which is no retry
+    // after a failure: crowdgate_origin_retries_total counted it (new-operator trial).
+    expect(g.accessLogs().find((l) => l.path === '/me')?.originAttempts).toBe(2);
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    expect(metrics).not.toMatch(/crowdgate_origin_retries_total\{site="test"\} [1-9]/);
   });
 
   it('cookies a route says never change its pages (key.ignoreCookies) do not pass a request: a wiki\'s returning visitor gets the shared copy (new-user trial)', async () => {
