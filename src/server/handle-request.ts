@@ -524,7 +524,6 @@ function hasBypassHeader(site: SiteRuntime, headers: IncomingHttpHeaders): boole
   return false;
 }
 
-
 /**
  * An HTTP/2 request's head as HTTP/1.1 would spell it (request line, then `name: value` lines),
  * in characters: what `limits.maxHeaderBytes` bounds on the HTTP/1.1 listener.

@@ -125,13 +125,26 @@ export function createPublicServer(opts: PublicServerOptions): PublicServer {
 export function closeQueuedWithSocket(req: http.IncomingMessage, res: http.ServerResponse): void {
   if (res.socket !== null || !(res instanceof http.ServerResponse)) return;
   const socket = req.socket;
-  const onSocketClose = () => {
-    // Given the socket meanwhile (the answers before it went out), Node closes it itself: once.
-    if (res.socket === null && !res.writableFinished) res.emit('close');
-  };
-  socket.once('close', onSocketClose);
-  res.once('close', () => socket.off('close', onSocketClose));
+  // One listener per connection, not one per queued response (500 pipelined requests made
+  // Node warn of a listener leak on every such connection).
+  let queued = queuedResponses.get(socket);
+  if (queued === undefined) {
+    const responses = new Set<http.ServerResponse>();
+    queued = responses;
+    queuedResponses.set(socket, responses);
+    socket.once('close', () => {
+      // Given the socket meanwhile (the answers before it went out), Node closes it itself: once.
+      for (const r of responses) if (r.socket === null && !r.writableFinished) r.emit('close');
+      responses.clear();
+    });
+  }
+  const responses = queued;
+  responses.add(res);
+  res.once('close', () => responses.delete(res));
 }
+
+/** The responses of each connection waiting in Node's queue (closeQueuedWithSocket). */
+const queuedResponses = new WeakMap<Duplex, Set<http.ServerResponse>>();
 
 /** Why closeAllConnections() destroyed a socket the 'upgrade' event took. */
 const CUT = Object.assign(new Error('connection cut: the listener is closing'), { code: 'ERR_CROWDGATE_CUT' });
