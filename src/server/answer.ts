@@ -124,8 +124,40 @@ export function shed(ctx: Ctx, reason: ShedReason): void {
   const site = ctx.site;
   const retryAfter = site ? ctx.deps.admission.retryAfterSeconds(site.name) : 1;
   ctx.deps.metrics.get('shed').inc({ site: site?.name ?? '-', reason, priority: ctx.rt.priorities.nameOf(ctx.priority) });
+  noteShed(ctx, site?.name ?? '-', reason);
   ctx.deps.metrics.get('retryAfter').observe(retryAfter);
   fail(ctx, reason === 'circuit_open' ? 'circuit_open' : 'overloaded', undefined, { retryAfterSeconds: retryAfter, state: 'shed', statusDetail: `shed-${reason}` });
+}
+
+/** At most one shedding warning per site this often, ms (SHED_LOG_MS). */
+export const SHED_LOG_MS = 10_000;
+
+/** Per site: when the last shedding warning was written, and the refusals since, by reason. */
+const shedLogs = new WeakMap<Ctx['deps'], Map<string, { loggedAt: number; refused: number; reasons: Record<string, number> }>>();
+
+/**
+ * A warning in the log while a site sheds: at its first refusal, then at the first refusal
+ * SHED_LOG_MS or more after the line before, with the refusals since that line, by reason. A fifth of a site's requests
+ * refused used to leave no line above info (access lines, metrics and /status said it;
+ * new-operator trial).
+ */
+export function noteShed(ctx: Pick<Ctx, 'deps'>, site: string, reason: ShedReason): void {
+  const { deps } = ctx;
+  let bySite = shedLogs.get(deps);
+  if (bySite === undefined) shedLogs.set(deps, (bySite = new Map()));
+  const now = deps.clock.now();
+  let state = bySite.get(site);
+  if (state === undefined) bySite.set(site, (state = { loggedAt: -Infinity, refused: 0, reasons: {} }));
+  state.refused++;
+  state.reasons[reason] = (state.reasons[reason] ?? 0) + 1;
+  if (now - state.loggedAt < SHED_LOG_MS) return;
+  deps.logger.warn(
+    { site, refused: state.refused, reasons: state.reasons, ...(state.loggedAt !== -Infinity ? { sinceMs: Math.round(now - state.loggedAt) } : {}) },
+    'shedding: requests refused with 503 and Retry-After since the last such line (crowdgate_shed_total has them all)',
+  );
+  state.loggedAt = now;
+  state.refused = 0;
+  state.reasons = {};
 }
 
 /** How a refusal differs from a plain error page: shed or rate-limited answers say so. */

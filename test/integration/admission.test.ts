@@ -137,6 +137,11 @@ describe('admission: the origin limiter', () => {
     expect(o.peakInflight).toBe(1);
     const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
     expect(metrics).toMatch(/crowdgate_shed_total\{site="test",reason="(deadline|queue_full|codel)",priority="default"\} [1-9]/);
+    // One warning in the log at the first refusal, not one per refusal (new-operator trial: a
+    // fifth of a site's requests refused left no line above info).
+    const warnings = g.logs.filter((l) => String(l.msg).startsWith('shedding:'));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatchObject({ level: 40, site: 'test', refused: 1 });
   });
 
   it('refuses at once, not after waiting, what the queue cannot serve in time once round trips are known', async () => {

@@ -1,0 +1,28 @@
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import { ManualClock } from '../../../src/clock.js';
+import { noteShed, SHED_LOG_MS } from '../../../src/server/answer.js';
+import type { Ctx } from '../../../src/server/context.js';
+
+describe('noteShed (the shedding warning)', () => {
+  it('warns at a site\'s first refusal, then at most once per SHED_LOG_MS with the refusals since the line before, by reason', () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const clock = new ManualClock(1_000_000);
+    const ctx = { deps: { clock, logger } } as unknown as Pick<Ctx, 'deps'>;
+    noteShed(ctx, 'blog', 'predicted_wait');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ level: 40, site: 'blog', refused: 1, reasons: { predicted_wait: 1 } });
+    expect(lines[0]!.sinceMs).toBeUndefined();
+    for (let i = 0; i < 5; i++) {
+      clock.advance(1_000);
+      noteShed(ctx, 'blog', i % 2 === 0 ? 'deadline' : 'predicted_wait');
+    }
+    noteShed(ctx, 'wiki', 'queue_full'); // another site has its own line
+    expect(lines.map((l) => l.site)).toEqual(['blog', 'wiki']);
+    clock.advance(SHED_LOG_MS - 5_000);
+    noteShed(ctx, 'blog', 'deadline');
+    expect(lines).toHaveLength(3);
+    expect(lines[2]).toMatchObject({ site: 'blog', refused: 6, reasons: { deadline: 4, predicted_wait: 2 }, sinceMs: SHED_LOG_MS });
+  });
+});
