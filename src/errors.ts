@@ -82,7 +82,8 @@ export const ERRORS = {
   origin_bad_response: {
     status: 502,
     message: 'The origin server sent an invalid response.',
-    action: 'Check the origin; its response could not be parsed, or its status was outside 100-599 (RFC 9110 §15).',
+    action:
+      'Check the origin; its response could not be parsed, its status was outside 100-599 (RFC 9110 §15), it was framed with a transfer coding other than chunked (`Transfer-Encoding: gzip, chunked`), or it sent `100 Continue` to a cache fill, which never asks for one.',
   },
   origin_timeout: {
     status: 504,

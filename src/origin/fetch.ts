@@ -126,6 +126,11 @@ export class OriginFetcher {
       res.body.destroy();
       return { ok: false, failure: 'bad_response', error: new Error(`origin answered status ${res.statusCode}`), requestTime, responseTime };
     }
+    if (hasUnsupportedTransferCoding(res.headers['transfer-encoding'])) {
+      res.body.on('error', () => {});
+      res.body.destroy();
+      return { ok: false, failure: 'bad_response', error: new Error(`origin answered Transfer-Encoding: ${String(res.headers['transfer-encoding'])}`), requestTime, responseTime };
+    }
     const head: FetchedHead = {
       status: res.statusCode,
       headers: singleValued(res.headers as Record<string, string | string[]>),
@@ -224,6 +229,24 @@ export function isValidStatus(status: number): boolean {
 }
 
 /**
+ * An answer framed with a transfer coding other than `chunked` (`Transfer-Encoding: gzip,
+ * chunked`; `identity`, from RFC 2616, changes no byte). The HTTP parsers (undici's and Node's)
+ * take the chunks off and hand over the rest still gzipped, under a head that no longer says
+ * so: stored, that was a page of gzip bytes served as text to everyone (an attacker trial). A
+ * bad answer, as nginx has it (502 "upstream sent unknown Transfer-Encoding").
+ */
+export function hasUnsupportedTransferCoding(te: string | string[] | undefined): boolean {
+  if (te === undefined) return false;
+  for (const field of Array.isArray(te) ? te : [te]) {
+    for (const coding of field.split(',')) {
+      const name = coding.split(';')[0]!.trim().toLowerCase();
+      if (name !== '' && name !== 'chunked' && name !== 'identity') return true;
+    }
+  }
+  return false;
+}
+
+/**
  * A TLS handshake with an https origin that failed: its certificate did not verify
  * (self-signed, another name, expired, an unknown CA) or the protocols did not agree. The
  * connection could not be made: a connect error, never a gateway bug (it answered every
@@ -243,6 +266,12 @@ export function classifyFetchError(err: unknown): FetchFailure {
   const e = err as { code?: string; cause?: { code?: string } };
   const code = e?.code ?? e?.cause?.code;
   if (isTlsFailure(code)) return 'connect_error';
+  // undici's own verdicts on the origin's bytes: an interim `100 Continue` it did not ask for
+  // ('bad response': it never sends Expect) and a status below 100 (`099`), which trips an
+  // assertion in its parser. The answer for this one request, not a sick member (not a reset,
+  // and not a gateway bug answered 500).
+  if (err instanceof undiciErrors.SocketError && err.message === 'bad response') return 'bad_response';
+  if (code === 'ERR_ASSERTION' && /undici/.test((err as Error).stack ?? '')) return 'bad_response';
   if (err instanceof undiciErrors.ConnectTimeoutError) return 'timeout';
   if (err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError) return 'timeout';
   if (code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'ENETUNREACH')

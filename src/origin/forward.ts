@@ -20,7 +20,7 @@ import { Agent as HttpAgent, request as httpRequest, type Agent, type ClientRequ
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex, Transform } from 'node:stream';
-import { REUSED_RESET_WINDOW_MS, isEndlessStream, isTlsFailure, isValidStatus, type FetchFailure } from './fetch.js';
+import { REUSED_RESET_WINDOW_MS, hasUnsupportedTransferCoding, isEndlessStream, isTlsFailure, isValidStatus, type FetchFailure } from './fetch.js';
 import { copyEndToEnd } from '../server/headers.js';
 import type { BufferedBody } from './request-body.js';
 
@@ -308,6 +308,13 @@ export class Forwarder {
       // 700 on as it came and h2 cannot send it at all. A bad answer, as nginx has it (502).
       proxyRes.destroy();
       state.settle({ kind: 'failure', failure: 'bad_response', error: new Error(`origin answered status ${status}`), bodySent: req.readableEnded && hasBody(req) });
+      return;
+    }
+    if (hasUnsupportedTransferCoding(proxyRes.headers['transfer-encoding'])) {
+      // Node's parser takes the chunks off and leaves the gzip on (see hasUnsupportedTransferCoding).
+      proxyRes.destroy();
+      const error = new Error(`origin answered Transfer-Encoding: ${String(proxyRes.headers['transfer-encoding'])}`);
+      state.settle({ kind: 'failure', failure: 'bad_response', error, bodySent: req.readableEnded && hasBody(req) });
       return;
     }
     if (state.call.passOver?.(status)) {

@@ -6,6 +6,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
+import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { Agent as UndiciAgent, request } from 'undici';
 import { MAX_FREED_ANSWERS } from '../../src/origin/member.js';
@@ -369,6 +370,54 @@ describe('failure amplification: passive ejection and the breaker', () => {
       expect({ method, status: r.status, error: r.headers['x-crowdgate-error'] }).toEqual({ method, status: 502, error: 'origin_bad_response' });
     }
     expect(o.count('/odd')).toBe(5);
+    expectFromOrigin(await call(`${g.url}/after`), 200, '/after');
+    await expectNothingTripped(g, 1);
+  });
+
+  it('answers an origin framing with Transfer-Encoding: gzip, chunked with 502 origin_bad_response: the gzip bytes are never stored or sent as the page', async () => {
+    const clock = manualClock();
+    const o = await origin();
+    const gz = gzipSync('the page\n');
+    o.route('/gz', (_req, res) => {
+      // Node chunks the body (the field ends in chunked) and leaves the gzip on the bytes.
+      res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'public, max-age=60', 'transfer-encoding': 'gzip, chunked' });
+      res.end(gz);
+    });
+    const g = await gateway(
+      { sites: [siteFor([o.url], { passive: { consecutiveFailures: 2 }, circuit: { consecutiveFailures: 2, errorRatePercent: 1, minRequests: 1 } })] },
+      { clock },
+    );
+    for (const method of ['GET', 'POST', 'GET', 'POST', 'GET']) {
+      const r = await call(`${g.url}/gz`, { method });
+      expect({ method, status: r.status, error: r.headers['x-crowdgate-error'] }).toEqual({ method, status: 502, error: 'origin_bad_response' });
+    }
+    // Every GET went to the origin: nothing was stored.
+    expect(o.count('/gz')).toBe(5);
+    expectFromOrigin(await call(`${g.url}/after`), 200, '/after');
+    await expectNothingTripped(g, 1);
+  });
+
+  it('answers a status 099 and an unsolicited 100 Continue before a fill\'s answer with 502 origin_bad_response, not 500 or a reset, and counts nothing against the member', async () => {
+    const clock = manualClock();
+    const o = await origin();
+    // Written on the socket: Node's server refuses a status below 100 and sends 100 only when asked.
+    const raw = (head: string) => (_req: http.IncomingMessage, res: http.ServerResponse) => {
+      res.socket!.end(`${head}HTTP/1.1 200 OK\r\ncache-control: public, max-age=60\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok`);
+    };
+    o.route('/s099', (_req, res) => void res.socket!.end('HTTP/1.1 099 Odd\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok'));
+    o.route('/c100', raw('HTTP/1.1 100 Continue\r\n\r\n'));
+    const g = await gateway(
+      { sites: [siteFor([o.url], { passive: { consecutiveFailures: 2 }, circuit: { consecutiveFailures: 2, errorRatePercent: 1, minRequests: 1 } })] },
+      { clock },
+    );
+    for (const path of ['/s099', '/c100', '/s099', '/c100']) {
+      const r = await call(`${g.url}${path}`);
+      expect({ path, status: r.status, error: r.headers['x-crowdgate-error'] }).toEqual({ path, status: 502, error: 'origin_bad_response' });
+    }
+    // A pass-through reads the interim answer as Node's client does, and passes the 200 on.
+    const passed = await call(`${g.url}/c100`, { method: 'POST' });
+    expect({ status: passed.status, body: passed.body }).toEqual({ status: 200, body: 'ok' });
+    expect(o.count('/s099') + o.count('/c100')).toBe(5);
     expectFromOrigin(await call(`${g.url}/after`), 200, '/after');
     await expectNothingTripped(g, 1);
   });
