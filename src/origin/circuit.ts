@@ -44,6 +44,7 @@ export class CircuitBreaker {
   private lastProbeAt = 0;
   /** When the newest request that succeeded was sent (onSuccess's startedAt). */
   private newestSuccessStart = -Infinity;
+  private lastFailureKind: string | undefined;
   // Error-rate window: bucket i holds bucket number epochs[i] (= floor(now / bucketMs)).
   private readonly epochs = new Array<number>(BUCKETS).fill(-1);
   private readonly totals = new Array<number>(BUCKETS).fill(0);
@@ -128,9 +129,10 @@ export class CircuitBreaker {
    * after the origin recovered, ten in a row, and opened the breaker: 503s against a healthy
    * origin for 5-8 s (failure-day trial).
    */
-  onFailure(sentAt?: number): void {
+  onFailure(sentAt?: number, kind?: string): void {
     if (this.cfg.enabled === false) return;
     if (sentAt !== undefined && sentAt < this.newestSuccessStart) return;
+    this.lastFailureKind = kind;
     if (this.current === 'half_open') {
       this.open('a trial request failed');
       return;
@@ -140,6 +142,11 @@ export class CircuitBreaker {
     this.record(true);
     if (this.consecutive >= this.cfg.consecutiveFailures) this.open(`${this.consecutive} failures in a row`);
     else if (this.isErrorRateOver()) this.open(`failures reached ${this.cfg.errorRatePercent} % of requests over ${this.cfg.windowMs} ms`);
+  }
+
+  /** What the last counted failure was (`timeout`, `reset`, `connect_error`, `status 503`...), for the log. */
+  get lastFailure(): string | undefined {
+    return this.lastFailureKind;
   }
 
   /** A probe ended without a verdict (e.g. the client left): frees its half-open slot. */

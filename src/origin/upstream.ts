@@ -357,7 +357,7 @@ export class Upstream {
       this.metrics.get('circuitState').set(labels, state === 'closed' ? 0 : state === 'half_open' ? 1 : 2);
       // As nginx logs "upstream server temporarily disabled": when forwarding stopped and why.
       const fields = { ...labels, circuit: state, previous, why };
-      if (state === 'open') this.logger?.warn(fields, 'origin member circuit open: requests to it stop');
+      if (state === 'open') this.logger?.warn({ ...fields, lastFailure: breaker.lastFailure }, 'origin member circuit open: requests to it stop');
       else if (state === 'half_open') this.logger?.info(fields, 'origin member circuit half-open');
       else this.logger?.info(fields, 'origin member circuit closed: requests flow again');
     };
@@ -620,7 +620,7 @@ export class Upstream {
       permit.release(failure === 'connect_error' || !sampleValid ? 'ignore' : 'dropped', latencyClass);
       control.failedAt = this.clock.now();
       if (trialOthersUsable) control.failedTrials++;
-      control.breaker.onFailure(failure === 'timeout' ? startedAt : undefined);
+      control.breaker.onFailure(failure === 'timeout' ? startedAt : undefined, failure);
       pool.reportFailure(control.member, failure === 'connect_error' ? 'connect' : failure === 'timeout' ? 'timeout' : 'reset', chosenAt);
       return;
     }
@@ -634,7 +634,7 @@ export class Upstream {
     } else if (SICK_STATUSES.has(status)) {
       control.failedAt = this.clock.now();
       if (trialOthersUsable) control.failedTrials++;
-      control.breaker.onFailure();
+      control.breaker.onFailure(undefined, `status ${status}`);
       pool.reportFailure(control.member, 'status5xx', chosenAt);
     } else {
       // Any other answer, a 500 or a 404 included, is the member working: nothing against it.

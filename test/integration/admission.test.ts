@@ -367,7 +367,7 @@ describe('admission: rate limits and the circuit breaker', () => {
     // The log says when forwarding stopped and why, as nginx's "temporarily disabled" does.
     const opened = g.logs.filter((l) => l.msg === 'origin member circuit open: requests to it stop');
     expect(opened).toHaveLength(1);
-    expect(opened[0]).toMatchObject({ level: 40, site: 'test', circuit: 'open', previous: 'closed', why: '2 failures in a row' });
+    expect(opened[0]).toMatchObject({ level: 40, site: 'test', circuit: 'open', previous: 'closed', why: '2 failures in a row', lastFailure: 'status 503' });
   });
 });
 
