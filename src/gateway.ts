@@ -16,7 +16,7 @@ import { Inflight } from './collapse/inflight.js';
 import type { GatewayConfig } from './config/schema.js';
 import { ConfigSource } from './config/source.js';
 import { startLiveReload, type LastReload, type LiveReload } from './config/live-reload.js';
-import type { ReloadOutcome } from './config/reloader.js';
+import { keyTemplateSignature, type ReloadOutcome } from './config/reloader.js';
 import { GatewayMetrics } from './metrics/gateway-metrics.js';
 import { collectGauges } from './metrics/collect-gauges.js';
 import { OriginFetcher } from './origin/fetch.js';
@@ -90,6 +90,8 @@ export class Gateway implements RequestDeps {
   private rt: Runtime;
   /** Site names a reload removed (renamed or dropped) since the start: their copies missed the purges made since. */
   private readonly retiredSites = new Set<string>();
+  /** Per site, route key templates a reload replaced (`route\0signature`): their copies missed the purges made since. */
+  private readonly retiredKeyTemplates = new Map<string, Set<string>>();
   private readonly cache: GatewayStore;
   private trusted: TrustedProxies;
   private readonly pools: PoolTable;
@@ -270,6 +272,7 @@ export class Gateway implements RequestDeps {
   private applyConfig(next: GatewayConfig): void {
     const generation = this.source.generation;
     const before = new Set(this.rt.config.sites.map((s) => s.name));
+    const prevConfig = this.rt.config;
     this.rt = this.pools.refresh((poolFor) => new Runtime(next, generation, poolFor));
     // Each part on its own: one that throws skips none of the others (an unreadable
     // trustedProxies entry used to skip the rate limits, the admission cap, TLS and the
@@ -285,6 +288,7 @@ export class Gateway implements RequestDeps {
     };
     apply(() => this.hitMemo?.clear()); // entries of the old generation are never used; let it go
     apply(() => this.reviveRetiredSites(before, next));
+    apply(() => this.reviveRetiredKeyTemplates(prevConfig, next));
     // `log.level` live, as nginx applies error_log on reload: `debug` in an incident took a restart.
     apply(() => {
       if (this.ownLogger) this.logger.level = next.log.level;
@@ -319,6 +323,35 @@ export class Gateway implements RequestDeps {
       this.purge([{ kind: 'prefix', prefix: keyPrefixFor(name, '/') }], 'soft').then(
         ({ purged }) => this.logger.info({ site: name, purged }, 'site name back: its copies from before are revalidated before use'),
         (err: unknown) => this.logger.warn({ err, site: name }, 'site name back: its copies from before could not be marked stale'),
+      );
+    }
+  }
+
+  /**
+   * The same for a route's key template changed and changed back (`cache.key`: a query mode, the
+   * headers or cookies it keys on): its old copies come back into use under the keys the
+   * template makes again, and the purges and POST invalidations made meanwhile reached only the
+   * keys of the template in use then. When a site's route takes a template it had before, the
+   * site's copies are soft-purged (the copies cannot be told apart by route): revalidated before
+   * use, still an answer while the origin fails.
+   */
+  private reviveRetiredKeyTemplates(prev: GatewayConfig, next: GatewayConfig): void {
+    for (const site of next.sites) {
+      const old = prev.sites.find((s) => s.name === site.name);
+      if (!old) continue;
+      const retired = this.retiredKeyTemplates.get(site.name) ?? new Set<string>();
+      const nextSigs = new Map(site.routes.map((r) => [r.name, keyTemplateSignature(r.cache.key)]));
+      const prevSigs = new Map(old.routes.map((r) => [r.name, keyTemplateSignature(r.cache.key)]));
+      for (const [route, sig] of prevSigs) if (nextSigs.get(route) !== sig) retired.add(`${route}\0${sig}`);
+      const back: string[] = [];
+      for (const [route, sig] of nextSigs)
+        if (prevSigs.get(route) !== sig && retired.delete(`${route}\0${sig}`)) back.push(route);
+      if (retired.size > 0) this.retiredKeyTemplates.set(site.name, retired);
+      else this.retiredKeyTemplates.delete(site.name);
+      if (back.length === 0) continue;
+      this.purge([{ kind: 'prefix', prefix: keyPrefixFor(site.name, '/') }], 'soft').then(
+        ({ purged }) => this.logger.info({ site: site.name, routes: back, purged }, 'route cache key back: the site\'s copies from before are revalidated before use'),
+        (err: unknown) => this.logger.warn({ err, site: site.name, routes: back }, 'route cache key back: the site\'s copies from before could not be marked stale'),
       );
     }
   }

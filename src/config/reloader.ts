@@ -284,11 +284,19 @@ export function orphanedCaches(prev: GatewayConfig, next: GatewayConfig): string
       const parts = KEY_PARTS.filter((part) => !isDeepStrictEqual(keyPart(old.cache.key, part), keyPart(route.cache.key, part)));
       if (parts.length > 0)
         lines.push(
-          `site "${site.name}" route "${route.name}": cache key changed (${parts.join(', ')}): its pages start with an empty cache (no stale copies while the origin fails); the old copies stay unused until they age out or the key is changed back`,
+          `site "${site.name}" route "${route.name}": cache key changed (${parts.join(', ')}): its pages start with an empty cache (no stale copies while the origin fails); the old copies stay unused until they age out or the key is changed back (then they are revalidated before use)`,
         );
     }
   }
   return lines;
+}
+
+/**
+ * A route's key template as its keys see it (every part that makes keys, in a canonical form):
+ * equal for two templates that make the same keys.
+ */
+export function keyTemplateSignature(key: GatewayConfig['sites'][number]['routes'][number]['cache']['key']): string {
+  return JSON.stringify(KEY_PARTS.map((part) => keyPart(key, part) ?? null));
 }
 
 /** The parts of a route's key template that make its keys (not ignoreCookies, which only decides passes). */

@@ -191,6 +191,37 @@ describe('live reload', () => {
     expect(a.count('/wiki/Page')).toBe(2);
   });
 
+  it('a route whose cache key is changed and changed back revalidates the copies it had before; a change to a new key purges nothing', async () => {
+    const a = await origin('a');
+    let version = 'REV-1';
+    a.route('/wiki/Page', { headers: { 'cache-control': 'public, s-maxage=18000, max-age=0' }, body: () => version });
+    const site = (headers: string[]) => [siteFor([a.url], { name: 'wiki', hosts: ['wiki.test'], routes: [{ name: 'all', cache: { key: { headers } } }] })];
+    const g = await gateway({ sites: site([]) });
+    const read = async () => {
+      const r = await request(`${g.url}/wiki/Page`, { headers: { host: 'wiki.test' } });
+      return { body: await r.body.text(), cacheStatus: String(r.headers['cache-status']) };
+    };
+    const reload = async (headers: string[]) => {
+      writeFileSync(g.configPath, stringify(withTestDefaults({ reload: { watch: false }, sites: site(headers) })));
+      expect((await g.gw.reload('manual'))?.ok).toBe(true);
+    };
+    expect((await read()).body).toBe('REV-1');
+    expect((await read()).cacheStatus).toMatch(/; hit/);
+    await reload(['X-Device']); // a new key: a miss, then its own copy
+    expect((await read()).body).toBe('REV-1');
+    expect(a.count('/wiki/Page')).toBe(2);
+    version = 'REV-2'; // edited under the other key: its POST invalidation reached that key's copy only
+    await reload([]);
+    for (let i = 0; i < 100 && !g.logs.some((l) => String(l.msg).startsWith('route cache key back')); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(g.logs.find((l) => String(l.msg).startsWith('route cache key back'))).toMatchObject({ site: 'wiki', routes: ['all'] });
+    const back = await read();
+    expect(back.body).toBe('REV-2');
+    expect(back.cacheStatus).not.toMatch(/; hit/);
+    expect(a.count('/wiki/Page')).toBe(3);
+    // Only a template the route had before purges: the first change logged nothing of the kind.
+    expect(g.logs.filter((l) => String(l.msg).startsWith('route cache key back'))).toHaveLength(1);
+  });
+
   it('refuses a broken YAML edit with file:line:col, counts it, and keeps serving the old config', async () => {
     const a = await origin('a');
     const g = await gateway({ sites: [siteFor([a.url])] }, { watch: true });
