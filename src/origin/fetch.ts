@@ -105,6 +105,8 @@ export class OriginFetcher {
 
   private async fetchWith(dispatcher: Pool | Client, req: FetchRequest): Promise<FetchResult> {
     const requestTime = this.clock.now();
+    // Names this request in undici's diagnostics (cutByReset): a body its close delimits, ended by a reset.
+    const ticket = {};
     let res;
     try {
       res = await dispatcher.request({
@@ -113,6 +115,7 @@ export class OriginFetcher {
         headers: req.headers,
         headersTimeout: req.responseHeadersMs,
         bodyTimeout: req.idleMs,
+        opaque: ticket,
       });
     } catch (err) {
       const failure = classifyFetchError(err);
@@ -168,6 +171,14 @@ export class OriginFetcher {
     if (body === 'too_large') return { ...head, ok: true, tooLarge: true };
     if (body instanceof Error) {
       return { ok: false, failure: classifyFetchError(body), error: body, requestTime, responseTime };
+    }
+    if (cutByReset.has(ticket)) {
+      // The body had no length and no chunks (its close ends it: `php -S` answers so) and the
+      // connection was reset, not closed: undici ends such a body there as if complete, and the
+      // first part of a page (a script, a style sheet) was stored as the whole for its lifetime
+      // (an odd-origin trial; nginx stores nothing). A bad answer: not stored, not blamed on the
+      // member (an origin that always resets after its answers would otherwise be ejected).
+      return { ok: false, failure: 'bad_response', error: new Error('origin reset the connection during a body delimited by its close'), requestTime, responseTime };
     }
     return { ...head, ok: true, body };
   }
@@ -271,6 +282,8 @@ export function classifyFetchError(err: unknown): FetchFailure {
   // assertion in its parser. The answer for this one request, not a sick member (not a reset,
   // and not a gateway bug answered 500).
   if (err instanceof undiciErrors.SocketError && err.message === 'bad response') return 'bad_response';
+  // A response head past undici's 16 KiB bound (nginx: "upstream sent too big header", 502).
+  if (err instanceof undiciErrors.HeadersOverflowError || code === 'UND_ERR_HEADERS_OVERFLOW') return 'bad_response';
   if (code === 'ERR_ASSERTION' && /undici/.test((err as Error).stack ?? '')) return 'bad_response';
   if (err instanceof undiciErrors.ConnectTimeoutError) return 'timeout';
   if (err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError) return 'timeout';
@@ -307,6 +320,8 @@ export function classifyFetchError(err: unknown): FetchFailure {
  */
 export const REUSED_RESET_WINDOW_MS = 1_000;
 
+/** Tickets (fetchWith) of requests whose close-delimited body ended with a connection reset. */
+const cutByReset = new WeakSet<object>();
 const usedSockets = new WeakSet<Socket>();
 const written = new WeakMap<object, { socket: Socket; reused: boolean; bytesRead: number; at: number }>();
 const reusedResets = new WeakSet<object>();
@@ -319,6 +334,18 @@ function tagReusedResets(): void {
     const { request, socket } = message as { request: object; socket: Socket };
     written.set(request, { socket, reused: usedSockets.has(socket), bytesRead: socket.bytesRead, at: performance.now() });
     usedSockets.add(socket);
+  });
+  // A body delimited by its connection's close that ends now, with the connection reset: undici
+  // calls the message complete from the socket's error (its comment: macOS resets after a whole
+  // body). Published just before the body ends, with the request's socket destroyed by the
+  // reset. The request's ticket is the `opaque` fetchWith gave, on undici's request handler
+  // (not a public field: if undici moves it, nothing is found and the body is kept as before).
+  diagnostics.subscribe('undici:request:trailers', (message) => {
+    const { request } = message as { request: object };
+    const socket = written.get(request)?.socket;
+    if ((socket?.errored as { code?: string } | null | undefined)?.code !== 'ECONNRESET') return;
+    const handler = handlerOf(request) as { opaque?: unknown } | undefined;
+    if (typeof handler?.opaque === 'object' && handler.opaque !== null) cutByReset.add(handler.opaque);
   });
   diagnostics.subscribe('undici:request:error', (message) => {
     const { request, error } = message as { request: object; error: unknown };
@@ -334,6 +361,12 @@ function tagReusedResets(): void {
     )
       reusedResets.add(error);
   });
+}
+
+/** undici's handler of one of its requests (a symbol-named field), or undefined. */
+function handlerOf(request: object): unknown {
+  const key = Object.getOwnPropertySymbols(request).find((s) => s.description === 'handler');
+  return key === undefined ? undefined : (request as Record<symbol, unknown>)[key];
 }
 
 /** Reads a body into one Buffer, or abandons it once it passes `max` bytes. */

@@ -422,6 +422,44 @@ describe('failure amplification: passive ejection and the breaker', () => {
     await expectNothingTripped(g, 1);
   });
 
+  it('never stores a body delimited by its connection\'s close that a reset cut short (502 origin_bad_response, nothing blamed); one the close ends is stored as before (php -S answers so)', async () => {
+    const clock = manualClock();
+    const o = await origin();
+    const head = 'HTTP/1.1 200 OK\r\ncache-control: public, max-age=600\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n';
+    o.route('/cut', (_req, res) => {
+      const socket = res.socket!;
+      socket.write(`${head}the first half of`);
+      setTimeout(() => socket.resetAndDestroy(), 20);
+    });
+    o.route('/whole', (_req, res) => void res.socket!.end(`${head}the whole page`));
+    const g = await gateway(
+      { sites: [siteFor([o.url], { passive: { consecutiveFailures: 2 }, circuit: { consecutiveFailures: 2, errorRatePercent: 1, minRequests: 1 } })] },
+      { clock },
+    );
+    for (let i = 0; i < 3; i++) {
+      const r = await call(`${g.url}/cut`);
+      expect({ i, status: r.status, error: r.headers['x-crowdgate-error'] }).toEqual({ i, status: 502, error: 'origin_bad_response' });
+    }
+    expect(o.count('/cut')).toBe(3); // nothing stored
+    const first = await call(`${g.url}/whole`);
+    const second = await call(`${g.url}/whole`);
+    expect([first.body, second.body]).toEqual(['the whole page', 'the whole page']);
+    expect(second.headers['cache-status']).toMatch(/; hit/);
+    expect(o.count('/whole')).toBe(1);
+    await expectNothingTripped(g, 1);
+  });
+
+  it('answers an origin response head past 16 KiB with 502 origin_bad_response on a fill, as on a pass-through (was 500 internal_error)', async () => {
+    const o = await origin();
+    o.route('/big-head', { headers: { 'cache-control': 'public, max-age=60', 'x-pad': 'p'.repeat(40_000) }, body: 'ok' });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    for (const method of ['GET', 'POST']) {
+      const r = await call(`${g.url}/big-head`, { method });
+      expect({ method, status: r.status, error: r.headers['x-crowdgate-error'] }).toEqual({ method, status: 502, error: 'origin_bad_response' });
+    }
+    await expectNothingTripped(g, 1);
+  });
+
   it('never ejects the last usable member: after ten connection resets on /r, /ok still reaches the origin', async () => {
     const clock = manualClock();
     const o = await origin();
