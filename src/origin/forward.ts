@@ -21,7 +21,7 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex, Transform } from 'node:stream';
 import { REUSED_RESET_WINDOW_MS, hasUnsupportedTransferCoding, isEndlessStream, isTlsFailure, isValidStatus, type FetchFailure } from './fetch.js';
-import { copyEndToEnd } from '../server/headers.js';
+import { copyEndToEnd, dispositionFirst } from '../server/headers.js';
 import type { BufferedBody } from './request-body.js';
 
 export type ForwardOutcome =
@@ -333,8 +333,9 @@ export class Forwarder {
     }
     const encoder = state.call.encodeBody?.(status, head);
     try {
-      res.writeHead(status, head);
+      res.writeHead(status, dispositionFirst(head));
     } catch (err) {
+      res.statusMessage = ''; // the failed writeHead set it: the error page's line read "502 OK"
       // A head the client's protocol refuses (HTTP/2 throws for a field it cannot carry; none
       // known reaches here, the h2 response drops them): a bad answer (502), never an exception
       // in http-proxy's handler that leaves the request unanswered with its permit held.

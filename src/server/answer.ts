@@ -14,6 +14,7 @@ import { statusClassOf } from '../metrics/gateway-metrics.js';
 import type { CacheState, ShedReason, StaleReason } from '../outcome.js';
 import { chainCacheStatus, formatCacheStatus, sendEntry, sendError, sendOwn, type Answer, type CacheStatusFacts } from './respond.js';
 import type { MemoHold } from './hit-memo.js';
+import { dispositionFirst } from './headers.js';
 import { isBodyTimeout } from './http-server.js';
 import { planRange, sendRange } from './range.js';
 import type { RequestDeps, Ctx } from './context.js';
@@ -104,7 +105,7 @@ export function writeBuffered(ctx: Ctx, answer: Answer, status: number, headers:
   const out: OutgoingHttpHeaders = { ...headers, 'content-length': body.length };
   if (answer.cacheStatus !== undefined) out['cache-status'] = chainCacheStatus(headers['cache-status'], answer.cacheStatus);
   out['x-request-id'] = answer.requestId;
-  res.writeHead(status, out);
+  res.writeHead(status, dispositionFirst(out));
   res.end(answer.head ? undefined : body);
   noteAnswered(ctx);
 }

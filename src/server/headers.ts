@@ -135,3 +135,16 @@ const PLAIN_FIELD_NAME = /^[a-z0-9-]+$/;
 export function dropOddFieldNames(headers: Record<string, unknown>): void {
   for (const name of Object.keys(headers)) if (!PLAIN_FIELD_NAME.test(name)) delete headers[name];
 }
+
+/**
+ * The head with `Content-Disposition` ahead of every other field. Node's writeHead re-encodes a
+ * Content-Disposition that comes after a Content-Length (latin1 bytes read back as UTF-8: its
+ * fix for nodejs/node#46528): a UTF-8 `filename="résumé.pdf"` reached the client as latin1,
+ * and one with a character past latin1 (`€`) threw, a 502 (odd-origin trial). Before the
+ * length, it is written as Node's parser read it, byte for byte, as a stored copy's head is.
+ */
+export function dispositionFirst(head: OutgoingHttpHeaders): OutgoingHttpHeaders {
+  const disposition = head['content-disposition'];
+  if (disposition === undefined) return head;
+  return { 'content-disposition': disposition, ...head };
+}

@@ -25,7 +25,7 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'n
 import { randomBytes } from 'node:crypto';
 import type { CacheEntry, StoredHeaders } from '../cache/entry.js';
 import { parseHttpDate } from '../cache/cache-control.js';
-import { appendVia } from './headers.js';
+import { appendVia, dispositionFirst } from './headers.js';
 import { varyWithAcceptEncoding } from '../cache/content-coding.js';
 import { cacheStatusOf, type EntryAnswer } from './respond.js';
 
@@ -185,7 +185,7 @@ export function sendRange(res: ServerResponse, entry: CacheEntry, plan: Exclude<
     headers['age'] = age;
     headers['cache-status'] = cacheStatus;
     headers['x-request-id'] = answer.requestId;
-    res.writeHead(416, headers);
+    res.writeHead(416, dispositionFirst(headers));
     res.end();
     return;
   }

@@ -10,7 +10,7 @@ import { encodedETag, IDENTITY_ONLY_FIELDS, varyWithAcceptEncoding, type StoredC
 import { ERRORS, makeErrorBody, type ErrorCode } from '../errors.js';
 import type { CacheState } from '../outcome.js';
 import { HOP_BY_HOP } from '../http/facts.js';
-import { VIA_VALUE, appendVia } from './headers.js';
+import { VIA_VALUE, appendVia, dispositionFirst } from './headers.js';
 import { makeHeadBlock, setRawHead, type HeadBlock } from './raw-head.js';
 
 export const CACHE_STATUS_NAME = 'crowdgate';
@@ -253,7 +253,7 @@ export function sendEntry(res: ServerResponse, entry: CacheEntry, answer: EntryA
     headers['age'] = String(age);
     headers['cache-status'] = cacheStatusOf(answer);
     headers['x-request-id'] = requestId;
-    res.writeHead(304, headers);
+    res.writeHead(304, dispositionFirst(headers));
     res.end();
     return;
   }
@@ -320,6 +320,6 @@ export function sendOwn(res: ServerResponse, status: number, headers: OutgoingHt
   const bytes = typeof body === 'string' ? Buffer.from(body) : body;
   const out: OutgoingHttpHeaders = { ...headers, 'content-length': bytes.length, 'x-request-id': answer.requestId, via: VIA_VALUE };
   if (answer.cacheStatus) out['cache-status'] = answer.cacheStatus;
-  res.writeHead(status, out);
+  res.writeHead(status, dispositionFirst(out));
   res.end(answer.head ? undefined : bytes);
 }

@@ -937,3 +937,35 @@ describe('pass-through: Expect: 100-continue', () => {
     expect(seen).toEqual([undefined]);
   });
 });
+
+describe('pass-through: header bytes the origin sent', () => {
+  it('passes a UTF-8 Content-Disposition on byte for byte beside a Content-Length, as a fill does (Node re-encoded it, and a character past latin1 made a 502)', async () => {
+    const o = await origin();
+    const disposition = Buffer.from('attachment; filename="résumé €.pdf"', 'utf8');
+    for (const [path, cacheControl] of [['/download', 'no-store'], ['/stored', 'public, max-age=60']])
+      o.route(path, (_req, res) => {
+        // Written on the socket: the bytes exactly as a PHP or Django app sends them.
+        res.socket!.end(
+          Buffer.concat([
+            Buffer.from(`HTTP/1.1 200 OK\r\ncontent-type: application/pdf\r\ncache-control: ${cacheControl}\r\ncontent-length: 3\r\ncontent-disposition: `),
+            disposition,
+            Buffer.from('\r\nconnection: close\r\n\r\npdf'),
+          ]),
+        );
+      });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const port = Number(new URL(g.url).port);
+    for (const [what, head] of [
+      ['pass-through (POST)', 'POST /download HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n'],
+      ['a fill nobody stores (no-store)', 'GET /download HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n'],
+      ['a stored fill (miss)', 'GET /stored HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n'],
+      ['a stored fill (hit)', 'GET /stored HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n'],
+      ['a range of it', 'GET /stored HTTP/1.1\r\nhost: x\r\nrange: bytes=0-1\r\nconnection: close\r\n\r\n'],
+    ] as const) {
+      const raw = Buffer.from(await rawHttp(port, head), 'latin1');
+      expect(raw.subarray(0, 12).toString('latin1'), what).toMatch(/^HTTP\/1\.1 20[06]$/);
+      expect(raw.includes(Buffer.concat([Buffer.from('\r\ncontent-disposition: '), disposition, Buffer.from('\r\n')])), what).toBe(true);
+    }
+    expect(o.count('/stored')).toBe(1);
+  });
+});
