@@ -326,6 +326,9 @@ export class Forwarder {
       return;
     }
     const head = state.call.onHead(status, copyEndToEnd(proxyRes.headers));
+    // RFC 9110 §8.6: never in a 204 (an origin's `Content-Length: 5` beside its body, which Node
+    // drops, was passed on: a client taking it at its word waits for 5 bytes; odd-origin trial).
+    if (status === 204) delete head['content-length'];
     if (res.destroyed) {
       proxyRes.destroy();
       state.settle({ kind: 'client_gone' });

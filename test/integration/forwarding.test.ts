@@ -942,7 +942,7 @@ describe('pass-through: header bytes the origin sent', () => {
   it('passes a UTF-8 Content-Disposition on byte for byte beside a Content-Length, as a fill does (Node re-encoded it, and a character past latin1 made a 502)', async () => {
     const o = await origin();
     const disposition = Buffer.from('attachment; filename="résumé €.pdf"', 'utf8');
-    for (const [path, cacheControl] of [['/download', 'no-store'], ['/stored', 'public, max-age=60']])
+    for (const [path, cacheControl] of [['/download', 'no-store'], ['/stored', 'public, max-age=60']] as const)
       o.route(path, (_req, res) => {
         // Written on the socket: the bytes exactly as a PHP or Django app sends them.
         res.socket!.end(
@@ -967,5 +967,19 @@ describe('pass-through: header bytes the origin sent', () => {
       expect(raw.includes(Buffer.concat([Buffer.from('\r\ncontent-disposition: '), disposition, Buffer.from('\r\n')])), what).toBe(true);
     }
     expect(o.count('/stored')).toBe(1);
+  });
+
+  it('drops a Content-Length the origin sent with a 204 (RFC 9110 §8.6), and the connection goes on', async () => {
+    const o = await origin();
+    o.route('/gone', (_req, res) => void res.socket!.end('HTTP/1.1 204 No Content\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello'));
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const raw = await rawHttp(
+      Number(new URL(g.url).port),
+      'POST /gone HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\nGET /after HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n',
+    );
+    const [first = '', second = ''] = raw.split(/(?=HTTP\/1\.1 )/);
+    expect(first).toMatch(/^HTTP\/1\.1 204 /);
+    expect(first).not.toMatch(/content-length/i);
+    expect(second).toMatch(/^HTTP\/1\.1 200 /);
   });
 });
