@@ -129,7 +129,7 @@ export class OriginFetcher {
       res.body.destroy();
       return { ok: false, failure: 'bad_response', error: new Error(`origin answered status ${res.statusCode}`), requestTime, responseTime };
     }
-    if (hasUnsupportedTransferCoding(res.headers['transfer-encoding'])) {
+    if (hasCompressingTransferCoding(res.headers['transfer-encoding'])) {
       res.body.on('error', () => {});
       res.body.destroy();
       return { ok: false, failure: 'bad_response', error: new Error(`origin answered Transfer-Encoding: ${String(res.headers['transfer-encoding'])}`), requestTime, responseTime };
@@ -240,18 +240,23 @@ export function isValidStatus(status: number): boolean {
 }
 
 /**
- * An answer framed with a transfer coding other than `chunked` (`Transfer-Encoding: gzip,
- * chunked`; `identity`, from RFC 2616, changes no byte). The HTTP parsers (undici's and Node's)
- * take the chunks off and hand over the rest still gzipped, under a head that no longer says
- * so: stored, that was a page of gzip bytes served as text to everyone (an attacker trial). A
- * bad answer, as nginx has it (502 "upstream sent unknown Transfer-Encoding").
+ * An answer framed with a transfer coding that compresses (`Transfer-Encoding: gzip, chunked`).
+ * The HTTP parsers (undici's and Node's) take the chunks off and hand over the rest still
+ * gzipped, under a head that no longer says so: stored, that was a page of gzip bytes served as
+ * text to everyone (an attacker trial). A bad answer, as nginx has it (502 "upstream sent
+ * unknown Transfer-Encoding"). The registered codings that change the bytes (RFC 9112 §7,
+ * IANA's registry: compress, deflate, gzip and their x- names) and the content codings an
+ * origin might send there (br, zstd); a token outside them names no coding anyone applies, and
+ * its body is read to the close as RFC 9112 §6.3 says (the HTTP cache conformance suite sends
+ * such a token and expects the answer stored, without the field).
  */
-export function hasUnsupportedTransferCoding(te: string | string[] | undefined): boolean {
+const COMPRESSING_CODINGS: ReadonlySet<string> = new Set(['gzip', 'x-gzip', 'deflate', 'compress', 'x-compress', 'br', 'zstd']);
+
+export function hasCompressingTransferCoding(te: string | string[] | undefined): boolean {
   if (te === undefined) return false;
   for (const field of Array.isArray(te) ? te : [te]) {
     for (const coding of field.split(',')) {
-      const name = coding.split(';')[0]!.trim().toLowerCase();
-      if (name !== '' && name !== 'chunked' && name !== 'identity') return true;
+      if (COMPRESSING_CODINGS.has(coding.split(';')[0]!.trim().toLowerCase())) return true;
     }
   }
   return false;

@@ -20,7 +20,7 @@ import { Agent as HttpAgent, request as httpRequest, type Agent, type ClientRequ
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex, Transform } from 'node:stream';
-import { REUSED_RESET_WINDOW_MS, hasUnsupportedTransferCoding, isEndlessStream, isTlsFailure, isValidStatus, type FetchFailure } from './fetch.js';
+import { REUSED_RESET_WINDOW_MS, hasCompressingTransferCoding, isEndlessStream, isTlsFailure, isValidStatus, type FetchFailure } from './fetch.js';
 import { copyEndToEnd, dispositionFirst } from '../server/headers.js';
 import type { BufferedBody } from './request-body.js';
 
@@ -310,8 +310,8 @@ export class Forwarder {
       state.settle({ kind: 'failure', failure: 'bad_response', error: new Error(`origin answered status ${status}`), bodySent: req.readableEnded && hasBody(req) });
       return;
     }
-    if (hasUnsupportedTransferCoding(proxyRes.headers['transfer-encoding'])) {
-      // Node's parser takes the chunks off and leaves the gzip on (see hasUnsupportedTransferCoding).
+    if (hasCompressingTransferCoding(proxyRes.headers['transfer-encoding'])) {
+      // Node's parser takes the chunks off and leaves the gzip on (see hasCompressingTransferCoding).
       proxyRes.destroy();
       const error = new Error(`origin answered Transfer-Encoding: ${String(proxyRes.headers['transfer-encoding'])}`);
       state.settle({ kind: 'failure', failure: 'bad_response', error, bodySent: req.readableEnded && hasBody(req) });

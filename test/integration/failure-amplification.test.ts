@@ -393,6 +393,16 @@ describe('failure amplification: passive ejection and the breaker', () => {
     }
     // Every GET went to the origin: nothing was stored.
     expect(o.count('/gz')).toBe(5);
+    // A token that names no coding (the conformance suite sends one): the body is read to the
+    // close (RFC 9112 §6.3) and stored, without the field.
+    o.route('/token', (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'public, max-age=60', 'transfer-encoding': 'not-a-coding' });
+      res.end('plain bytes');
+    });
+    const [miss, hit] = [await call(`${g.url}/token`), await call(`${g.url}/token`)];
+    expect([miss.status, miss.body, hit.body]).toEqual([200, 'plain bytes', 'plain bytes']);
+    expect(hit.headers['cache-status']).toMatch(/; hit/);
+    expect(hit.headers['transfer-encoding']).toBeUndefined();
     expectFromOrigin(await call(`${g.url}/after`), 200, '/after');
     await expectNothingTripped(g, 1);
   });
