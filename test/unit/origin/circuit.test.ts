@@ -52,6 +52,14 @@ describe('CircuitBreaker', () => {
     ]);
   });
 
+  it('remembers the kind of the last failure that counted, for the open warning', () => {
+    const { breaker } = setup();
+    expect(breaker.lastFailure).toBeUndefined();
+    breaker.onFailure(undefined, 'reset');
+    breaker.onFailure(undefined, 'status 503');
+    expect(breaker.lastFailure).toBe('status 503');
+  });
+
   it.each([
     { script: 'ff', state: 'closed' },
     { script: 'fff', state: 'open' }, // consecutiveFailures in a row

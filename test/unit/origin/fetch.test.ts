@@ -5,7 +5,7 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../../../src/clock.js';
-import { OriginFetcher, type FetchRequest } from '../../../src/origin/fetch.js';
+import { OriginFetcher, hasCompressingTransferCoding, type FetchRequest } from '../../../src/origin/fetch.js';
 
 const closers: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -88,5 +88,27 @@ describe('OriginFetcher', () => {
       for (const l of listeners) process.on('uncaughtException', l);
     }
     expect(uncaught).toEqual([]);
+  });
+});
+
+describe('hasCompressingTransferCoding', () => {
+  it.each([
+    ['gzip, chunked', true],
+    ['X-GZIP , chunked', true],
+    ['chunked, deflate', true],
+    ['br;q=1, chunked', true],
+    ['zstd', true],
+    ['compress', true],
+    ['chunked', false],
+    ['identity, chunked', false],
+    ['not-a-coding', false],
+    ['', false],
+  ])('%j: %s', (te, want) => {
+    expect(hasCompressingTransferCoding(te)).toBe(want);
+  });
+
+  it('reads every field of a repeated header, and none at all', () => {
+    expect(hasCompressingTransferCoding(['chunked', 'gzip'])).toBe(true);
+    expect(hasCompressingTransferCoding(undefined)).toBe(false);
   });
 });

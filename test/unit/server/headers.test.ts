@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { compileGlobs, copyEndToEnd, setForwardedHeaders, stripHopByHop } from '../../../src/server/headers.js';
+import { compileGlobs, copyEndToEnd, dispositionFirst, setForwardedHeaders, stripHopByHop } from '../../../src/server/headers.js';
 
 describe('hop-by-hop headers (RFC 9110 §7.6.1)', () => {
   it('removes the fixed set and every name listed in Connection', () => {
@@ -43,5 +43,16 @@ describe('globs', () => {
     const m = compileGlobs(['*session*', 'wordpress_logged_in_*', 'sid']);
     expect(['PHPSESSION', 'my_session_id', 'wordpress_logged_in_abc', 'SID'].every(m)).toBe(true);
     expect(['_ga', 'sidebar', 'wordpress'].some(m)).toBe(false);
+  });
+});
+
+describe('dispositionFirst', () => {
+  it('puts Content-Disposition ahead of every field (Node re-encodes one written after Content-Length), keeping the rest in order', () => {
+    const head = { 'content-length': 3, 'content-type': 'application/pdf', 'content-disposition': 'attachment; filename="rÃ©sumÃ©.pdf"' };
+    const out = dispositionFirst(head);
+    expect(Object.keys(out)).toEqual(['content-disposition', 'content-length', 'content-type']);
+    expect(out).toEqual(head);
+    const plain = { 'content-length': 3 };
+    expect(dispositionFirst(plain)).toBe(plain); // nothing to move: the same object
   });
 });
