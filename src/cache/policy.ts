@@ -144,7 +144,23 @@ export type StorageDecision =
       /** The lifetime is the site's (negative TTL, default TTL, micro-cache), not the origin's. */
       configured: boolean;
     }
-  | { store: false; reason: string };
+  | { store: false; reason: string; code: NotStoredReason };
+
+/** Why an answer was not stored, in a word (the `reason` label of crowdgate_not_stored_total). */
+export type NotStoredReason =
+  | 'disabled'
+  | 'method'
+  | 'status'
+  | 'request_no_store'
+  | 'must_understand'
+  | 'no_store'
+  | 'private'
+  | 'vary'
+  | 'authorization'
+  | 'set_cookie'
+  | 'clear_site_data'
+  | 'no_freshness'
+  | 'never_usable';
 
 /** Which field gave the caching directives (RFC 9213 §2.2). */
 export interface DirectiveSource {
@@ -325,8 +341,8 @@ export function parseTags(headers: HeaderMap): string[] {
   return [...tags];
 }
 
-function refuse(reason: string): StorageDecision {
-  return { store: false, reason };
+function refuse(reason: string, code: NotStoredReason): StorageDecision {
+  return { store: false, reason, code };
 }
 
 /**
@@ -340,44 +356,44 @@ const PER_REQUEST_HEADERS: ReadonlySet<string> = new Set(['x-forwarded-for', 'vi
 /** May this response be stored for a shared cache, and with which lifetimes? */
 export function decideStorage(req: RequestFacts, res: ResponseFacts, opts: PolicyOptions, now: number): StorageDecision {
   const route = opts.route;
-  if (!route.enabled) return refuse('route cache disabled');
-  if (req.method.toUpperCase() !== 'GET') return refuse(`only responses to GET are stored, not ${req.method}`);
+  if (!route.enabled) return refuse('route cache disabled', 'disabled');
+  if (req.method.toUpperCase() !== 'GET') return refuse(`only responses to GET are stored, not ${req.method}`, 'method');
 
   const status = res.status;
   // RFC 9111 §3: the status must be final and understood; 206 needs range support we lack.
-  if (status < 200 || status > 599) return refuse(`§3 status ${status} is not final`);
-  if (status === 206) return refuse('§3.3 206 Partial Content is not stored (no range support)');
-  if (status === 304) return refuse('§4.3.4 a 304 updates a stored entry, it is not stored itself');
+  if (status < 200 || status > 599) return refuse(`§3 status ${status} is not final`, 'status');
+  if (status === 206) return refuse('§3.3 206 Partial Content is not stored (no range support)', 'status');
+  if (status === 304) return refuse('§4.3.4 a 304 updates a stored entry, it is not stored itself', 'status');
 
   const reqCc = parseCacheControl(req.headers['cache-control']);
-  if (reqCc.has('no-store')) return refuse('§5.2.1.5 request no-store: the response is not stored');
+  if (reqCc.has('no-store')) return refuse('§5.2.1.5 request no-store: the response is not stored', 'request_no_store');
 
   const directives = selectDirectives(res.headers, opts.targetedHeader);
   const cc = directives.cc;
   // §3: only must-understand asks the cache to understand the status; any other final status
   // with explicit freshness may be stored (an unknown one is never heuristically cacheable).
   if (cc.has('must-understand') && !UNDERSTOOD_STATUSES.has(status))
-    return refuse(`§5.2.2.3 must-understand and status ${status} is not understood`);
-  if (cc.has('no-store')) return refuse(`§5.2.2.5 response no-store (${directives.field})`);
+    return refuse(`§5.2.2.3 must-understand and status ${status} is not understood`, 'must_understand');
+  if (cc.has('no-store')) return refuse(`§5.2.2.5 response no-store (${directives.field})`, 'no_store');
   const privateFields = cc.fieldNames('private');
   if (privateFields !== undefined && privateFields.length === 0)
-    return refuse(`§5.2.2.7 response private (${directives.field}): not for a shared cache`);
+    return refuse(`§5.2.2.7 response private (${directives.field}): not for a shared cache`, 'private');
 
   const vary = parseVary(res.headers['vary']);
-  if (vary === '*') return refuse('§4.1 Vary: * never matches a later request');
+  if (vary === '*') return refuse('§4.1 Vary: * never matches a later request', 'vary');
   const perRequest = vary.find((name) => PER_REQUEST_HEADERS.has(name));
-  if (perRequest !== undefined) return refuse(`§4.1 Vary: ${perRequest}, which the gateway sets for each request: no other request matches`);
+  if (perRequest !== undefined) return refuse(`§4.1 Vary: ${perRequest}, which the gateway sets for each request: no other request matches`, 'vary');
 
   const hasAuthorization = hasHeader(req.headers, 'authorization');
   if (hasAuthorization && !(cc.has('public') || cc.has('s-maxage') || cc.has('must-revalidate')))
-    return refuse('§3.5 request had Authorization and the response lacks public, s-maxage and must-revalidate');
+    return refuse('§3.5 request had Authorization and the response lacks public, s-maxage and must-revalidate', 'authorization');
 
   const hasSetCookie = SET_COOKIE_FIELDS.some((name) => hasHeader(res.headers, name));
-  if (hasSetCookie && route.setCookie === 'refuse') return refuse('response has Set-Cookie (route setCookie: refuse)');
+  if (hasSetCookie && route.setCookie === 'refuse') return refuse('response has Set-Cookie (route setCookie: refuse)', 'set_cookie');
   // Like Set-Cookie, an action on the browser that asked (W3C Clear-Site-Data): stored, a
   // logout's `"cookies"` or `"*"` was replayed to every visitor of the URL, logging them all
   // out (attacker trial). Never stored, whatever setCookie says.
-  if (hasHeader(res.headers, 'clear-site-data')) return refuse('response has Clear-Site-Data: an action for the client that asked');
+  if (hasHeader(res.headers, 'clear-site-data')) return refuse('response has Clear-Site-Data: an action for the client that asked', 'clear_site_data');
 
   const dateAt = parseHttpDate(res.headers['date'], res.responseTime);
   const freshness = computeFreshness({
@@ -389,7 +405,7 @@ export function decideStorage(req: RequestFacts, res: ResponseFacts, opts: Polic
     responseTime: res.responseTime,
   });
   if (freshness === undefined)
-    return refuse(`§3 status ${status} has no explicit freshness and is not heuristically cacheable (no negative TTL configured)`);
+    return refuse(`§3 status ${status} has no explicit freshness and is not heuristically cacheable (no negative TTL configured)`, 'no_freshness');
 
   // §4.2.3 age; Age from an upstream cache is ignored when invalid (§5.1).
   const ageSeconds = parseAge(res.headers['age']);
@@ -457,7 +473,7 @@ export function decideStorage(req: RequestFacts, res: ResponseFacts, opts: Polic
 
   // §5.2.2.4: every use of a no-cache entry is a validation; without a validator that is a full
   // fetch, so the entry could never be used.
-  if (noCache && !hasValidator) return refuse('§5.2.2.4 no-cache without ETag or Last-Modified: never usable');
+  if (noCache && !hasValidator) return refuse('§5.2.2.4 no-cache without ETag or Last-Modified: never usable', 'never_usable');
 
   const staleAt = res.responseTime + freshnessMs - initialAgeMs;
   // The route's opt-in grace for must-revalidate pages (evaluateEntry) needs them kept that long.
@@ -465,7 +481,7 @@ export function decideStorage(req: RequestFacts, res: ResponseFacts, opts: Polic
   const keepMs = Math.max(staleWhileRevalidateMs, staleIfErrorMs, graceOverrideMs, hasValidator ? REVALIDATION_WINDOW_MS : 0);
   const deleteAt = staleAt + keepMs;
   if (deleteAt <= now)
-    return refuse(`never usable: stale on arrival (${notes.join('; ')}) with no stale window and no validator`);
+    return refuse(`never usable: stale on arrival (${notes.join('; ')}) with no stale window and no validator`, 'never_usable');
 
   return {
     store: true,

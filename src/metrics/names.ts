@@ -54,6 +54,12 @@ export const METRICS = {
     'Stale responses served, by why (while_revalidate, error, timeout, unreachable, origin_down, shed, backlog, circuit_open, pressure).',
     ['site', 'reason'],
   ),
+  notStored: spec(
+    'crowdgate_not_stored_total',
+    'counter',
+    'Origin answers to cache fills that were not stored, by site, route and why (set_cookie, no_store, private, no_freshness, never_usable, vary, authorization, clear_site_data, status, method, must_understand, request_no_store, disabled): a hit ratio near zero names its cause here (a plugin setting a cookie on every page: set_cookie).',
+    ['site', 'route', 'reason'],
+  ),
   hitForPass: spec(
     'crowdgate_hit_for_pass_total',
     'counter',

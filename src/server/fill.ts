@@ -8,7 +8,7 @@ import type { Fence } from '../cache/purge-fence.js';
 import { isSharedByOrigin, isNeverFresh, type CacheEntry } from '../cache/entry.js';
 import { isTextual, makeEncodings, STORED_CODINGS, whyNotCompressed } from '../cache/content-coding.js';
 import { makeFillTarget, makeVariantKey } from '../cache/cache-key.js';
-import { decideStorage, evaluateEntry, isHeuristicallyCacheable, type PolicyOptions } from '../cache/policy.js';
+import { decideStorage, evaluateEntry, isHeuristicallyCacheable, type NotStoredReason, type PolicyOptions } from '../cache/policy.js';
 import { makeConditionalHeaders, mergeNotModified } from '../cache/revalidation.js';
 import type { FetchResult } from '../origin/fetch.js';
 import type { OriginMember } from '../origin/pool.js';
@@ -491,7 +491,7 @@ async function fetchForCache(
     }
     const decision = lookup.canStore
       ? decideStorage({ ...lookup.facts, method: 'GET', headers }, response, lookup.policy, now)
-      : ({ store: false, reason: 'request no-store' } as const);
+      : ({ store: false, reason: 'request no-store', code: 'request_no_store' } as const);
     // A server error answers with the stored copy where one may stand in (stale-if-error,
     // grace); else it is an answer like any other, stored only with explicit freshness (or a
     // route's negative TTL for its status), as RFC 9111 §3 and nginx do.
@@ -592,8 +592,52 @@ async function fetchForCache(
     // User-Agent, and the stale copy is what keeps the page up (review).
     if (isGone(fetched.status) && lookup.entry !== undefined && !originInTrouble(ctx, lookup))
       await ctx.deps.purge([{ kind: 'key', key: lookup.key }], 'hard', fence).catch(() => undefined);
+    noteNotStored(ctx, decision.code, fetched.headers);
     return refusal ? { ...notStored(fetched, lookup, decision.reason), once: true } : notStored(fetched, lookup, decision.reason);
   }
+}
+
+/** Routes (`site\0route`) whose Set-Cookie refusal was last logged at, for SET_COOKIE_WARN_EVERY_MS. */
+const setCookieWarnedAt = new Map<string, number>();
+const SET_COOKIE_WARN_EVERY_MS = 60_000;
+
+/**
+ * Counts an answer not stored, by why; and for a Set-Cookie under `setCookie: refuse`, says so
+ * in the log at most once a minute per route, with the cookie names (never their values). A
+ * plugin setting a language cookie on every page view (Polylang's `pll_language`) kept a
+ * WordPress site's every page out of the cache; in a crowd of 100 clients 27 000 answers were
+ * `503 overloaded` where the origin alone served them all slowly, and nothing but a shedding
+ * warning said why (WordPress trial).
+ */
+function noteNotStored(ctx: Ctx, reason: NotStoredReason, headers: Readonly<Record<string, string | string[] | undefined>>): void {
+  const site = ctx.site!.name;
+  const route = ctx.route?.name ?? '-';
+  ctx.deps.metrics.get('notStored').inc({ site, route, reason });
+  if (reason !== 'set_cookie') return;
+  const key = `${site}\0${route}`;
+  const now = ctx.deps.clock.now();
+  const last = setCookieWarnedAt.get(key);
+  if (last !== undefined && now - last < SET_COOKIE_WARN_EVERY_MS) return;
+  setCookieWarnedAt.set(key, now);
+  if (setCookieWarnedAt.size > 1000) setCookieWarnedAt.delete(setCookieWarnedAt.keys().next().value!);
+  const cookies = setCookieNames(headers);
+  ctx.deps.logger.warn(
+    { site, route, cookies, path: ctx.url.split('?')[0] },
+    'answers with Set-Cookie are not stored (setCookie: refuse): every request for them goes to the origin. If these cookies are the same for every visitor (a language, a consent choice), setCookie: strip on the route stores the pages without them',
+  );
+}
+
+/** The names of the cookies an answer sets (Set-Cookie, Set-Cookie2), at most 10. */
+function setCookieNames(headers: Readonly<Record<string, string | string[] | undefined>>): string[] {
+  const names = new Set<string>();
+  for (const field of ['set-cookie', 'set-cookie2']) {
+    const value = headers[field];
+    for (const line of Array.isArray(value) ? value : value === undefined ? [] : [value]) {
+      const name = line.split('=')[0]!.trim().slice(0, 64);
+      if (name !== '') names.add(name);
+    }
+  }
+  return [...names].slice(0, 10);
 }
 
 /**

@@ -217,6 +217,38 @@ describe('cache: hit-for-pass is the URL\'s, never one request\'s', () => {
   });
 });
 
+describe('cache: why an answer was not stored', () => {
+  it('counts answers not stored by route and reason, and names the cookies of a Set-Cookie refusal in one warning a minute; setCookie: strip stores them (WordPress trial: a language plugin)', async () => {
+    const clock = manualClock();
+    const o = await origin();
+    const page: OriginHandler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'public, max-age=60', 'set-cookie': ['pll_language=en; path=/', 'consent=unset; path=/'] });
+      res.end('<p>a post</p>');
+    };
+    o.route('/post', page);
+    o.route('/other', page);
+    o.route('/shared/post', page);
+    o.route('/private', { headers: { 'cache-control': 'private' } });
+    const site = siteFor([o.url], { routes: [{ name: 'shared', match: { pathPrefix: '/shared/' }, cache: { setCookie: 'strip' } }, { name: 'pages', match: { pathPrefix: '/' } }] });
+    const g = await gateway({ sites: [site] }, { clock });
+    for (const path of ['/post', '/post', '/other', '/private', '/shared/post', '/shared/post']) await get(`${g.url}${path}`);
+    expect(o.count('/post') + o.count('/other')).toBe(3); // never stored
+    expect(o.count('/shared/post')).toBe(1); // stored without the cookies
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    // The second /post is passed by hit-for-pass: no fill, nothing decided.
+    expect(metrics).toContain('crowdgate_not_stored_total{site="test",route="pages",reason="set_cookie"} 2');
+    expect(metrics).toContain('crowdgate_not_stored_total{site="test",route="pages",reason="private"} 1');
+    expect(metrics).not.toMatch(/crowdgate_not_stored_total\{site="test",route="shared"/);
+    const warned = () => g.logs.filter((l) => String(l.msg).startsWith('answers with Set-Cookie are not stored'));
+    expect(warned()).toHaveLength(1);
+    expect(warned()[0]).toMatchObject({ level: 40, site: 'test', route: 'pages', cookies: ['pll_language', 'consent'], path: '/post' });
+    expect(JSON.stringify(warned()[0])).not.toContain('unset'); // names, never values
+    clock.advance(61_000);
+    await get(`${g.url}/other`);
+    expect(warned()).toHaveLength(2);
+  });
+});
+
 describe('cache: stale serving', () => {
   it('answers inside stale-while-revalidate without waiting, then refreshes in the background once', async () => {
     const clock = manualClock();

@@ -190,9 +190,25 @@ describe('decideStorage', () => {
     for (const h of row.present ?? []) expect(d.entry.headers).toHaveProperty(h);
   });
 
-  test('a refusal names the RFC rule', () => {
+  test('a refusal names the RFC rule, and its reason in a word (the metric label)', () => {
     const d = decideStorage(get(), response(200, { 'cache-control': 'no-store' }), makeOpts(), T0);
-    expect(d).toEqual({ store: false, reason: expect.stringContaining('§5.2.2.5') });
+    expect(d).toEqual({ store: false, reason: expect.stringContaining('§5.2.2.5'), code: 'no_store' });
+  });
+
+  test.each([
+    [{ 'cache-control': 'private' }, 'private'],
+    [{ 'cache-control': 'max-age=60', vary: '*' }, 'vary'],
+    [{ 'cache-control': 'max-age=60', 'set-cookie': 'a=b' }, 'set_cookie'],
+    [{ 'cache-control': 'max-age=60', 'clear-site-data': '"cookies"' }, 'clear_site_data'],
+    [{ 'cache-control': 'no-cache' }, 'never_usable'],
+  ] as const)('not stored: %j is %s', (headers, code) => {
+    const d = decideStorage(get(), response(200, headers), makeOpts(), T0);
+    expect(d.store === false && d.code).toBe(code);
+  });
+
+  test('not stored: a 500 without freshness is no_freshness', () => {
+    const d = decideStorage(get(), response(500), makeOpts(), T0);
+    expect(d.store === false && d.code).toBe('no_freshness');
   });
 });
 
