@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { PolicyOptions } from './cache/policy.js';
 import type { GatewayConfig, RouteConfig, SiteConfig } from './config/schema.js';
-import { routeSchema } from './config/schema.js';
+import { DEFAULT_BYPASS_COOKIES, routeSchema } from './config/schema.js';
 import type { OriginPool } from './origin/pool.js';
 import { parseCookies } from './cache/cache-key.js';
 import { compileGlobs } from './server/headers.js';
@@ -22,6 +22,12 @@ export interface SiteRuntime {
   readonly pool: OriginPool;
   /** True when a cookie of this name makes a request bypass the cache (sites[].bypassCookies). */
   isBypassCookie(name: string): boolean;
+  /**
+   * For a site whose bypassCookies list leaves out some of the default one: the left-out
+   * default pattern a cookie of this name matches, else undefined (for a warning: see
+   * handle-request.ts noteLeftOutSessionCookie). Undefined for a site that keeps them all.
+   */
+  leftOutDefaultCookie: ((name: string) => string | undefined) | undefined;
   /** Lower-case names of the headers that make a request bypass the cache (sites[].credentialHeaders). */
   readonly credentialHeaders: readonly string[];
   /** Lower-case names of the fragment-request headers that make a request bypass the cache (sites[].bypassHeaders). */
@@ -126,6 +132,9 @@ export class Runtime {
 function makeSiteRuntime(site: SiteConfig, defaultRoute: RouteConfig, pool: OriginPool, targetedHeader: string): SiteRuntime {
   const compiled = compileSite(site, defaultRoute);
   const isBypassCookie = compileGlobs(site.bypassCookies);
+  const listed = new Set(site.bypassCookies.map((c) => c.toLowerCase()));
+  const leftOut = DEFAULT_BYPASS_COOKIES.filter((c) => !listed.has(c.toLowerCase())).map((c) => ({ pattern: c, matches: compileGlobs([c]) }));
+  const leftOutDefaultCookie = leftOut.length === 0 ? undefined : (name: string): string | undefined => leftOut.find((c) => c.matches(name))?.pattern;
   const policies = new Map<string, PolicyOptions>();
   for (const r of compiled.routes) {
     policies.set(r.name, { route: r.config.cache, targetedHeader, honorClientNoCache: site.honorClientNoCache });
@@ -136,6 +145,7 @@ function makeSiteRuntime(site: SiteConfig, defaultRoute: RouteConfig, pool: Orig
     compiled,
     pool,
     isBypassCookie,
+    leftOutDefaultCookie,
     credentialHeaders: [...new Set(site.credentialHeaders.map((h) => h.toLowerCase()))],
     bypassHeaders: [...new Set(site.bypassHeaders.map((h) => h.toLowerCase()))],
     isFillHeader: makeFillHeaderFilter(site.fillHeaders),

@@ -562,6 +562,26 @@ export const routeSchema = z
   })
   .describe('A route within a site.');
 
+/** The session cookies of common apps and frameworks: `sites[].bypassCookies` when not given. */
+export const DEFAULT_BYPASS_COOKIES: readonly string[] = [
+  '*session*',
+  '*sess',
+  'sid',
+  'PHPSESSID',
+  'JSESSIONID',
+  'wordpress_logged_in_*',
+  'wp-postpass_*',
+  'comment_author_*',
+  'wp-resetpass-*',
+  'wp-activate-*',
+  'SESS*',
+  'SSESS*',
+  'connect.sid',
+  '_session_id',
+  'sessionid',
+  'laravel_session',
+];
+
 export const siteSchema = z
   .strictObject({
     name: name.describe('Site name: in the cache key, metrics and logs. Renamed, the site starts with an empty cache (no stale copies to answer with while its origin fails; the reload warns); the old name\'s copies age out, or are revalidated before use if the name comes back.'),
@@ -590,26 +610,9 @@ export const siteSchema = z
       .describe('Send the client\'s Host to the origin (true) or the origin URL\'s host (false).'),
     bypassCookies: z
       .array(z.string())
-      .default([
-        '*session*',
-        '*sess',
-        'sid',
-        'PHPSESSID',
-        'JSESSIONID',
-        'wordpress_logged_in_*',
-        'wp-postpass_*',
-        'comment_author_*',
-        'wp-resetpass-*',
-        'wp-activate-*',
-        'SESS*',
-        'SSESS*',
-        'connect.sid',
-        '_session_id',
-        'sessionid',
-        'laravel_session',
-      ])
+      .default([...DEFAULT_BYPASS_COOKIES])
       .describe(
-        'Requests carrying one of these cookies (glob, case-insensitive) bypass the cache: logged-in users see their own pages. Cache fills never forward other cookies. A list given here replaces the default one: keep the defaults you need.',
+        'Requests carrying one of these cookies (glob, case-insensitive) bypass the cache: logged-in users see their own pages. Cache fills never forward other cookies. A list given here replaces the default one: keep the defaults you need (a request carrying a default one the list leaves out logs a warning, once per pattern).',
       ),
     fillHeaders: z
       .strictObject({

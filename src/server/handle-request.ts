@@ -116,7 +116,10 @@ function answerMemoHit(
   // to the origin (route() step 4), and Vary: Cookie selects with the cookies a fill would send,
   // which for a memoised route (no cookie in its key) are none.
   const cookie = req.headers.cookie;
-  if (cookie !== undefined && !memo.route.config.cache.ignoreSessionCookies && hasBypassCookie(memo.site, cookie)) return false;
+  if (cookie !== undefined && !memo.route.config.cache.ignoreSessionCookies) {
+    if (hasBypassCookie(memo.site, cookie)) return false;
+    if (memo.site.leftOutDefaultCookie !== undefined) noteLeftOutSessionCookie(deps, memo.site, memo.site.leftOutDefaultCookie, cookie);
+  }
   for (const name of memo.plainBypass) if (req.headers[name] !== undefined) return false;
   const now = deps.clock.now();
   const store = deps.store;
@@ -310,6 +313,8 @@ export function route(ctx: Ctx): void | Promise<void> {
   const facts: RequestFacts = { method: ctx.method, url: ctx.url, headers: req.headers };
   const eligibility = isCacheableRequest(facts, policy);
   const bypassCookie = req.headers.cookie !== undefined && !routeMatch.config.cache.ignoreSessionCookies && hasBypassCookie(site, req.headers.cookie);
+  if (!bypassCookie && site.leftOutDefaultCookie !== undefined && req.headers.cookie !== undefined && !routeMatch.config.cache.ignoreSessionCookies)
+    noteLeftOutSessionCookie(deps, site, site.leftOutDefaultCookie, req.headers.cookie);
   if (
     !eligibility.cacheable ||
     bypassCookie ||
@@ -506,6 +511,32 @@ export function decide(
 function hasBypassCookie(site: SiteRuntime, header: string): boolean {
   for (const name of parseCookies(header).keys()) if (site.isBypassCookie(name)) return true;
   return false;
+}
+
+/** Sites (`site\0pattern`) already warned of a left-out default session cookie; at most LEFT_OUT_WARNINGS_KEPT. */
+const leftOutWarned = new Set<string>();
+const LEFT_OUT_WARNINGS_KEPT = 1000;
+
+/**
+ * A request carrying a cookie that the default bypassCookies list would bypass, on a site whose
+ * own list leaves that pattern out: a warning, once per site and pattern (the cookie's name, never
+ * its value). A WordPress operator who listed only WooCommerce's cookies had the admin served
+ * cached anonymous pages, and the reload said only "changes: bypassCookies" (WordPress trial).
+ * Nothing else changes: the list given is the operator's word.
+ */
+function noteLeftOutSessionCookie(deps: RequestDeps, site: SiteRuntime, leftOut: (name: string) => string | undefined, header: string): void {
+  for (const name of parseCookies(header).keys()) {
+    const pattern = leftOut(name);
+    if (pattern === undefined) continue;
+    const key = `${site.name}\0${pattern}`;
+    if (leftOutWarned.has(key)) continue;
+    if (leftOutWarned.size >= LEFT_OUT_WARNINGS_KEPT) leftOutWarned.clear();
+    leftOutWarned.add(key);
+    deps.logger.warn(
+      { site: site.name, cookie: name.slice(0, 64), pattern },
+      `a request carried a cookie the default bypassCookies list names (${pattern}) and this site's list leaves out: it was treated as an anonymous visitor's. If it is a login or session cookie, add the pattern to sites[].bypassCookies`,
+    );
+  }
 }
 
 /** True when the request carries a credential header (sites[].credentialHeaders): it bypasses the cache. */

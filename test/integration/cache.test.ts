@@ -249,6 +249,28 @@ describe('cache: why an answer was not stored', () => {
   });
 });
 
+describe('cache: a bypassCookies list that leaves out a default session cookie', () => {
+  it('warns once per pattern when a request carries such a cookie (treated as anonymous, as the list says); a site on the default list bypasses it and says nothing', async () => {
+    const o = await origin();
+    o.route('/post', { headers: { 'cache-control': 'public, max-age=60' }, body: 'post' });
+    const g = await gateway({
+      sites: [
+        siteFor([o.url], { name: 'shop', hosts: ['shop.test'], bypassCookies: ['woocommerce_items_in_cart', 'wp_woocommerce_session_*'] }),
+        siteFor([o.url], { name: 'blog', hosts: ['blog.test'] }),
+      ],
+    });
+    const admin = { cookie: 'wordpress_logged_in_abc=admin%7C1; _ga=GA1' };
+    const shop = [await get(`${g.url}/post`, { host: 'shop.test' }), await get(`${g.url}/post`, { host: 'shop.test', ...admin }), await get(`${g.url}/post`, { host: 'shop.test', ...admin })];
+    expect(shop.map((r) => /; hit/.test(r.headers['cache-status'] ?? ''))).toEqual([false, true, true]);
+    const blog = await get(`${g.url}/post`, { host: 'blog.test', ...admin });
+    expect(blog.headers['cache-status']).toMatch(/bypass/);
+    const warned = g.logs.filter((l) => String(l.msg).startsWith('a request carried a cookie the default bypassCookies list names'));
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toMatchObject({ level: 40, site: 'shop', cookie: 'wordpress_logged_in_abc', pattern: 'wordpress_logged_in_*' });
+    expect(JSON.stringify(warned[0])).not.toContain('admin%7C1');
+  });
+});
+
 describe('cache: stale serving', () => {
   it('answers inside stale-while-revalidate without waiting, then refreshes in the background once', async () => {
     const clock = manualClock();
