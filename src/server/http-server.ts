@@ -332,6 +332,16 @@ export function closeAfterAnswer(req: http.IncomingMessage): void {
  * refused with no trace (observability trial). A 408 is not: most are connections that never
  * sent a request (a browser's preconnect), which nginx does not log either.
  */
+/**
+ * A TLS ClientHello sent to the plain-HTTP listener (record type 22, version 3.x): WordPress's
+ * HTTPS check does it, and the access log read `400 bad_request HPE_INVALID_METHOD` with method
+ * `-`, which did not say what had happened (WordPress trial).
+ */
+function isTlsHandshake(err: NodeJS.ErrnoException): boolean {
+  const raw = (err as { rawPacket?: unknown }).rawPacket;
+  return Buffer.isBuffer(raw) && raw.length >= 2 && raw[0] === 0x16 && raw[1] === 0x03;
+}
+
 export function answerClientError(
   opts: Pick<PublicServerOptions, 'logger' | 'onClientError'>,
   err: NodeJS.ErrnoException,
@@ -365,7 +375,7 @@ export function answerClientError(
     const refusal: ClientRefusal = {
       status: status as 400 | 431,
       code: status === 431 ? 'headers_too_large' : 'bad_request',
-      parserCode: code,
+      parserCode: isTlsHandshake(err) ? 'tls_handshake_on_plain_http' : code,
       peer: (socket as Socket).remoteAddress,
     };
     errorHeader = `X-Crowdgate-Error: ${refusal.code}\r\n`;

@@ -6,6 +6,7 @@
  */
 import http from 'node:http';
 import net from 'node:net';
+import tls from 'node:tls';
 import { writeFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { request } from 'undici';
@@ -233,14 +234,22 @@ describe('limits: requests the HTTP parser refuses', () => {
     expect(noHost).toMatch(/\r\nX-Crowdgate-Error: bad_request\r\n/i);
     const bareLf = await raw(port, 'GET / HTTP/1.1\nHost: blog.example.com\n\n');
     expect(bareLf).toMatch(/^HTTP\/1\.1 400 /);
+    // A TLS ClientHello on the plain listener (WordPress's HTTPS check): named as such.
+    await new Promise<void>((resolve) => {
+      const s = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false, servername: 'blog.example.com' });
+      s.on('error', () => resolve());
+      s.on('close', () => resolve());
+    });
     const lines = g.accessLogs().filter((l) => l.site === '-');
     expect(lines.map((l) => [l.status, l.error])).toEqual([
       [431, 'headers_too_large'],
       [400, 'bad_request'],
       [400, 'bad_request'],
+      [400, 'bad_request'],
     ]);
     expect(lines[0]).toMatchObject({ client: '127.0.0.1', parserError: 'HPE_HEADER_OVERFLOW' });
-    expect(await metric(g.adminUrl, /^crowdgate_requests_total\{site="-",route="-",state="error",status_class="4xx"\}/)).toBe(3);
+    expect(lines[3]).toMatchObject({ parserError: 'tls_handshake_on_plain_http' });
+    expect(await metric(g.adminUrl, /^crowdgate_requests_total\{site="-",route="-",state="error",status_class="4xx"\}/)).toBe(4);
     expect(o.count()).toBe(0);
   });
 
