@@ -174,9 +174,24 @@ td.path { word-break:break-all; }
         svg.appendChild(svgEl("polygon", { points: line.concat(under).join(" "), fill: s.color, "fill-opacity": "0.55", stroke: "none", "data-series": s.name }));
         base = top;
       }
-      var attrs = { points: line.join(" "), fill: "none", stroke: s.color, "stroke-width": "1.5", "data-series": s.name };
-      if (s.dashed) attrs["stroke-dasharray"] = "4 3";
-      svg.appendChild(svgEl("polyline", attrs));
+      // Stacked, a series' outline is drawn only where it adds something (and one sample either
+      // side): one error in the window drew the error colour along the whole stack's top, and a
+      // crowd answered wholly from the cache read as a red line (WordPress trial).
+      var runs = [];
+      if (!opts.stacked) runs.push(line);
+      else {
+        var run = [];
+        s.values.forEach(function (v, i) {
+          if (v > 0 || s.values[i - 1] > 0 || s.values[i + 1] > 0) run.push(line[i]);
+          else if (run.length) { runs.push(run); run = []; }
+        });
+        if (run.length) runs.push(run);
+      }
+      runs.forEach(function (points) {
+        var attrs = { points: points.join(" "), fill: "none", stroke: s.color, "stroke-width": "1.5", "data-series": s.name };
+        if (s.dashed) attrs["stroke-dasharray"] = "4 3";
+        svg.appendChild(svgEl("polyline", attrs));
+      });
       drawn++;
     });
     svg.setAttribute("data-points", String(times.length));

@@ -148,6 +148,32 @@ describe('status page in Chromium', () => {
     await page.close();
   }, 30_000);
 
+  it('draws a stacked series\' outline only where it adds something: one error does not draw its colour along the whole stack (WordPress trial)', async () => {
+    origin.route('/broken', { reset: true });
+    const g = await startGateway({ sites: [siteFor([origin.url])] });
+    try {
+      await ensureStatusPage(g);
+      const page = await context.newPage();
+      await page.goto(`${g.adminUrl}/status`);
+      expect(await get(`${g.url}/broken`)).toBe(502);
+      const until = Date.now() + 4_000;
+      for (let round = 0; round < 60 && Date.now() < until; round++) {
+        await Promise.all(Array.from({ length: 5 }, () => get(`${g.url}/hot`)));
+        await sleep(100);
+      }
+      await expect.poll(() => numberAttr(page, '#chart-requests', 'data-points'), { timeout: 10_000 }).toBeGreaterThanOrEqual(5);
+      await expect.poll(() => page.locator('#chart-requests polygon[data-series="error"]').count(), { timeout: 10_000 }).toBe(1);
+      const points = await page.locator('#chart-requests polyline[data-series="error"]').evaluateAll((lines) => lines.map((l) => (l.getAttribute('points') ?? '').split(' ').length));
+      const all = await numberAttr(page, '#chart-requests', 'data-points');
+      expect(points.length).toBeGreaterThan(0);
+      for (const n of points) expect(n).toBeLessThanOrEqual(3);
+      expect(all).toBeGreaterThan(3);
+      await page.close();
+    } finally {
+      await g.close();
+    }
+  }, 30_000);
+
   it('fits a phone screen: nothing overflows horizontally at 390x844', async () => {
     const page = await context.newPage();
     await page.setViewportSize({ width: 390, height: 844 });
