@@ -57,6 +57,13 @@ export class GatewayMetrics {
     this.get('configLastReloadSuccess').set(1);
     this.get('configGeneration').set(1);
     for (const reason of ['max_connections', 'per_client']) this.get('clientConnectionsRefused').inc({ reason }, 0);
+    // Rare events' series at 0 from the start, so increase() over a dashboard's range counts the
+    // first one: a counter born at 1 read as 0 (one refused reload showed failure 0; one PURGE
+    // showed url 0; observability trial).
+    for (const result of ['success', 'failure']) this.get('configReloads').inc({ result }, 0);
+    for (const kind of ['key', 'prefix', 'tag', 'all', 'url'])
+      for (const mode of ['soft', 'hard']) this.get('purges').inc({ kind, mode }, 0);
+    for (const mode of ['soft', 'hard']) this.get('purgedEntries').inc({ mode }, 0);
   }
 
   get<K extends MetricKey>(key: K): MetricOf<K> {

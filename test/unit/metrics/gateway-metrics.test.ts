@@ -61,4 +61,13 @@ describe('GatewayMetrics starting values', () => {
     expect(sample(text, 'crowdgate_client_connections_refused_total{reason="max_connections"}')).toBe(0);
     expect(sample(text, 'crowdgate_client_connections_refused_total{reason="per_client"}')).toBe(0);
   });
+
+  it('has the rare events\' series at 0 from the start, so increase() counts the first one (a refused reload, a PURGE)', async () => {
+    const text = (await new GatewayMetrics({ defaultMetrics: false }).render()).body;
+    expect(sample(text, 'crowdgate_config_reloads_total{result="failure"}')).toBe(0);
+    expect(sample(text, 'crowdgate_config_reloads_total{result="success"}')).toBe(0);
+    expect(sample(text, 'crowdgate_purges_total{kind="url",mode="soft"}')).toBe(0);
+    expect(sample(text, 'crowdgate_purges_total{kind="prefix",mode="hard"}')).toBe(0);
+    expect(sample(text, 'crowdgate_purged_entries_total{mode="soft"}')).toBe(0);
+  });
 });
