@@ -152,7 +152,7 @@ export const METRICS = {
   queueWait: spec(
     'crowdgate_queue_wait_seconds',
     'histogram',
-    'Time requests waited for an origin permit, admitted or not.',
+    'Time requests that had to queue waited for an origin permit, admitted or not (a request given a permit at once is not observed: no queue, no series, and the p99 panel is empty).',
     ['site', 'origin'],
     WAIT_BUCKETS,
   ),

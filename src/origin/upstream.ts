@@ -357,7 +357,7 @@ export class Upstream {
       this.metrics.get('circuitState').set(labels, state === 'closed' ? 0 : state === 'half_open' ? 1 : 2);
       // As nginx logs "upstream server temporarily disabled": when forwarding stopped and why.
       const fields = { ...labels, circuit: state, previous, why };
-      if (state === 'open') this.logger?.warn({ ...fields, lastFailure: breaker.lastFailure }, 'origin member circuit open: requests to it stop');
+      if (state === 'open') this.logger?.warn({ ...fields, lastFailure: breaker.lastFailure }, 'origin member circuit open: requests go to other members or stale copies first (with neither, still to it)');
       else if (state === 'half_open') this.logger?.info(fields, 'origin member circuit half-open');
       else this.logger?.info(fields, 'origin member circuit closed: requests flow again');
     };

@@ -304,7 +304,7 @@ describe('admission: rate limits and the circuit breaker', () => {
     await vi.waitFor(() => expect(o.count('/')).toBeGreaterThan(0)); // the first probe passed
     for (let i = 0; i < 2; i++) await call(`${g.url}/broken`, { method: 'POST', body: 'x' });
     const state = async () => /crowdgate_circuit_state\{site="test",origin="[^"]+"\} (\d)/.exec(await (await request(`${g.adminUrl}/metrics`)).body.text())?.[1];
-    expect(g.logs.some((l) => l.msg === 'origin member circuit open: requests to it stop')).toBe(true);
+    expect(g.logs.some((l) => l.msg === 'origin member circuit open: requests go to other members or stale copies first (with neither, still to it)')).toBe(true);
     // No request is sent: a probe after openMs turns it half-open, and the gauge says so.
     await vi.waitFor(async () => expect(await state()).toBe('1'), { timeout: 3_000, interval: 50 });
     expect(g.logs.some((l) => l.circuit === 'half_open' && String(l.why).startsWith('a health check passed'))).toBe(true);
@@ -365,7 +365,7 @@ describe('admission: rate limits and the circuit breaker', () => {
     const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
     expect(metrics).toMatch(/crowdgate_circuit_state\{site="test",origin="[^"]+"\} 2/);
     // The log says when forwarding stopped and why, as nginx's "temporarily disabled" does.
-    const opened = g.logs.filter((l) => l.msg === 'origin member circuit open: requests to it stop');
+    const opened = g.logs.filter((l) => l.msg === 'origin member circuit open: requests go to other members or stale copies first (with neither, still to it)');
     expect(opened).toHaveLength(1);
     expect(opened[0]).toMatchObject({ level: 40, site: 'test', circuit: 'open', previous: 'closed', why: '2 failures in a row', lastFailure: 'status 503' });
   });
