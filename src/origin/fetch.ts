@@ -287,9 +287,9 @@ export function classifyFetchError(err: unknown): FetchFailure {
   // assertion in its parser. The answer for this one request, not a sick member (not a reset,
   // and not a gateway bug answered 500).
   if (err instanceof undiciErrors.SocketError && err.message === 'bad response') return 'bad_response';
+  if (code === 'ERR_ASSERTION' && /undici/.test((err as Error).stack ?? '')) return 'bad_response';
   // A response head past undici's 16 KiB bound (nginx: "upstream sent too big header", 502).
   if (err instanceof undiciErrors.HeadersOverflowError || code === 'UND_ERR_HEADERS_OVERFLOW') return 'bad_response';
-  if (code === 'ERR_ASSERTION' && /undici/.test((err as Error).stack ?? '')) return 'bad_response';
   if (err instanceof undiciErrors.ConnectTimeoutError) return 'timeout';
   if (err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError) return 'timeout';
   if (code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'ENETUNREACH')

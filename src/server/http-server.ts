@@ -326,13 +326,6 @@ export function closeAfterAnswer(req: http.IncomingMessage): void {
 }
 
 /**
- * A malformed HTTP/1.1 request (the parser's error): 400, 408 or 431 and the connection closed.
- * A 400 or 431 carries its catalogue code in X-Crowdgate-Error and is counted and logged as an
- * answer (opts.onClientError): a visitor whose cookies grew past `limits.maxHeaderBytes` was
- * refused with no trace (observability trial). A 408 is not: most are connections that never
- * sent a request (a browser's preconnect), which nginx does not log either.
- */
-/**
  * A TLS ClientHello sent to the plain-HTTP listener (record type 22, version 3.x): WordPress's
  * HTTPS check does it, and the access log read `400 bad_request HPE_INVALID_METHOD` with method
  * `-`, which did not say what had happened (WordPress trial).
@@ -342,6 +335,13 @@ function isTlsHandshake(err: NodeJS.ErrnoException): boolean {
   return Buffer.isBuffer(raw) && raw.length >= 2 && raw[0] === 0x16 && raw[1] === 0x03;
 }
 
+/**
+ * A malformed HTTP/1.1 request (the parser's error): 400, 408 or 431 and the connection closed.
+ * A 400 or 431 carries its catalogue code in X-Crowdgate-Error and is counted and logged as an
+ * answer (opts.onClientError): a visitor whose cookies grew past `limits.maxHeaderBytes` was
+ * refused with no trace (observability trial). A 408 is not: most are connections that never
+ * sent a request (a browser's preconnect), which nginx does not log either.
+ */
 export function answerClientError(
   opts: Pick<PublicServerOptions, 'logger' | 'onClientError'>,
   err: NodeJS.ErrnoException,
