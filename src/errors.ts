@@ -83,7 +83,7 @@ export const ERRORS = {
     status: 502,
     message: 'The origin server sent an invalid response.',
     action:
-      'Check the origin; its response could not be parsed, its status was outside 100-599 (RFC 9110 §15), its head was over 16 KiB, it was framed with a compressing transfer coding (`Transfer-Encoding: gzip, chunked`; deflate, compress, br, zstd), it sent `100 Continue` to a cache fill, which never asks for one, or a body delimited by the connection\'s close ended with a reset (cut short).',
+      'Check the origin; its response could not be parsed, its status was outside 100-599 (RFC 9110 §15), its head was over 16 KiB, it was framed with a compressing transfer coding (`Transfer-Encoding: gzip, chunked`; deflate, compress, br, zstd), it sent `100 Continue` to a cache fill (legal, but undici, which makes fills, cannot read one; a pass-through can), or a body delimited by the connection\'s close ended with a reset (cut short).',
   },
   origin_timeout: {
     status: 504,

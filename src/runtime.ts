@@ -15,6 +15,14 @@ import { parseCookies } from './cache/cache-key.js';
 import { compileGlobs } from './server/headers.js';
 import { compileSite, SiteRouter, type CompiledRoute, type CompiledSite } from './server/site-router.js';
 
+/** Default bypassCookies patterns a site's own list leaves out (SiteRuntime.leftOutDefaults). */
+export interface LeftOutDefaults {
+  matchesAny(name: string): boolean;
+  patternOf(name: string): string | undefined;
+  /** Patterns not warned of yet under this config; a pattern is deleted when its warning is logged. */
+  readonly unwarned: Set<string>;
+}
+
 export interface SiteRuntime {
   readonly name: string;
   readonly config: SiteConfig;
@@ -23,11 +31,12 @@ export interface SiteRuntime {
   /** True when a cookie of this name makes a request bypass the cache (sites[].bypassCookies). */
   isBypassCookie(name: string): boolean;
   /**
-   * For a site whose bypassCookies list leaves out some of the default one: the left-out
-   * default pattern a cookie of this name matches, else undefined (for a warning: see
-   * handle-request.ts noteLeftOutSessionCookie). Undefined for a site that keeps them all.
+   * For a site whose bypassCookies list leaves out some of the default one, for a warning when a
+   * request carries such a cookie (handle-request.ts hasBypassCookie): whether a name matches any
+   * left-out pattern (one regex), which pattern it is, and the patterns not warned of yet under
+   * this config (once all are, the check costs nothing). Undefined for a site that keeps them all.
    */
-  leftOutDefaultCookie: ((name: string) => string | undefined) | undefined;
+  readonly leftOutDefaults: LeftOutDefaults | undefined;
   /** Lower-case names of the headers that make a request bypass the cache (sites[].credentialHeaders). */
   readonly credentialHeaders: readonly string[];
   /** Lower-case names of the fragment-request headers that make a request bypass the cache (sites[].bypassHeaders). */
@@ -133,8 +142,12 @@ function makeSiteRuntime(site: SiteConfig, defaultRoute: RouteConfig, pool: Orig
   const compiled = compileSite(site, defaultRoute);
   const isBypassCookie = compileGlobs(site.bypassCookies);
   const listed = new Set(site.bypassCookies.map((c) => c.toLowerCase()));
-  const leftOut = DEFAULT_BYPASS_COOKIES.filter((c) => !listed.has(c.toLowerCase())).map((c) => ({ pattern: c, matches: compileGlobs([c]) }));
-  const leftOutDefaultCookie = leftOut.length === 0 ? undefined : (name: string): string | undefined => leftOut.find((c) => c.matches(name))?.pattern;
+  const leftOut = DEFAULT_BYPASS_COOKIES.filter((c) => !listed.has(c.toLowerCase()));
+  const each = leftOut.map((pattern) => ({ pattern, matches: compileGlobs([pattern]) }));
+  const leftOutDefaults: LeftOutDefaults | undefined =
+    leftOut.length === 0
+      ? undefined
+      : { matchesAny: compileGlobs(leftOut), patternOf: (name) => each.find((c) => c.matches(name))?.pattern, unwarned: new Set(leftOut) };
   const policies = new Map<string, PolicyOptions>();
   for (const r of compiled.routes) {
     policies.set(r.name, { route: r.config.cache, targetedHeader, honorClientNoCache: site.honorClientNoCache });
@@ -145,7 +158,7 @@ function makeSiteRuntime(site: SiteConfig, defaultRoute: RouteConfig, pool: Orig
     compiled,
     pool,
     isBypassCookie,
-    leftOutDefaultCookie,
+    leftOutDefaults,
     credentialHeaders: [...new Set(site.credentialHeaders.map((h) => h.toLowerCase()))],
     bypassHeaders: [...new Set(site.bypassHeaders.map((h) => h.toLowerCase()))],
     isFillHeader: makeFillHeaderFilter(site.fillHeaders),

@@ -160,7 +160,10 @@ export type NotStoredReason =
   | 'set_cookie'
   | 'clear_site_data'
   | 'no_freshness'
-  | 'never_usable';
+  | 'never_usable'
+  | 'too_large'
+  | 'origin_error'
+  | 'client_address';
 
 /** Which field gave the caching directives (RFC 9213 §2.2). */
 export interface DirectiveSource {

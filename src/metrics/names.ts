@@ -63,7 +63,7 @@ export const METRICS = {
   notStored: spec(
     'crowdgate_not_stored_total',
     'counter',
-    'Origin answers to cache fills that were not stored, by site, route and why (set_cookie, no_store, private, no_freshness, never_usable, vary, authorization, clear_site_data, status, method, must_understand, request_no_store, disabled): a hit ratio near zero names its cause here (a plugin setting a cookie on every page: set_cookie).',
+    'Origin answers to cache fills that were not stored, by site, route and why (set_cookie, no_store, private, no_freshness, never_usable, vary, authorization, clear_site_data, status, method, must_understand, request_no_store, disabled; too_large: past cache.maxObjectBytes; origin_error: a 5xx or 429 answered in place of a stored copy or with no lifetime; client_address: the answer repeats the client address): a hit ratio near zero names its cause here (a plugin setting a cookie on every page: set_cookie).',
     ['site', 'route', 'reason'],
   ),
   hitForPass: spec(

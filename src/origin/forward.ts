@@ -341,7 +341,9 @@ export class Forwarder {
       // A head the client's protocol refuses (HTTP/2 throws for a field it cannot carry; none
       // known reaches here, the h2 response drops them): a bad answer (502), never an exception
       // in http-proxy's handler that leaves the request unanswered with its permit held.
-      res.statusMessage = ''; // the failed writeHead set it: the error page's line read "502 OK"
+      // The failed writeHead set it: the error page's line read "502 OK". (HTTP/2 has none: its
+      // getter reads '' and setting it warns.)
+      if (res.statusMessage !== '') res.statusMessage = '';
       proxyRes.destroy();
       state.settle({ kind: 'failure', failure: 'bad_response', error: err as Error, bodySent: req.readableEnded && hasBody(req) });
       return;

@@ -454,6 +454,7 @@ async function fetchForCache(
     if ('tooLarge' in fetched) {
       // Larger than cache.maxObjectBytes: not stored. The body was abandoned unread; the leader
       // and every waiter stream it with http-proxy, and hit-for-pass sends the next ones straight there.
+      noteNotStored(ctx, 'too_large', fetched.headers);
       return { kind: 'too_large' };
     }
     const now = deps.clock.now();
@@ -499,6 +500,7 @@ async function fetchForCache(
     // 5xx here, so a stored copy answers instead, and the next refresh waits (failure-day trial:
     // stale copies stopped after 14 s and 1 088 requests reached the origin in its 30 s of 429s).
     if ((fetched.status >= 500 || fetched.status === 429) && (!decision.store || hasStaleOnFailure(ctx, lookup))) {
+      noteNotStored(ctx, 'origin_error', fetched.headers);
       return {
         kind: 'origin_error',
         fwdStatus: fetched.status,
@@ -514,8 +516,10 @@ async function fetchForCache(
       // hit-for-pass (the next leader's answer is judged on its own; a client whose address
       // a page happens to contain, or who had the origin echo it, must not send a hot page's
       // crowd to the origin), and the requests that shared the fill ask the origin themselves.
-      if (address !== undefined && (await repeatsAddress(address, decision.entry.headers, fetched.body, rt.config.cache.maxObjectBytes)))
+      if (address !== undefined && (await repeatsAddress(address, decision.entry.headers, fetched.body, rt.config.cache.maxObjectBytes))) {
+        noteNotStored(ctx, 'client_address', fetched.headers);
         return { ...notStored(fetched, lookup, 'the answer repeats the client address'), once: true };
+      }
       // A header nothing keys that the answer repeats is treated as if the origin had listed it
       // in Vary (cache/reflection.ts): the page is stored as that value's variant, and a client
       // who sent `X-Anything: <script…>` plants it for nobody but himself.
@@ -627,14 +631,16 @@ function noteNotStored(ctx: Ctx, reason: NotStoredReason, headers: Readonly<Reco
   );
 }
 
-/** The names of the cookies an answer sets (Set-Cookie, Set-Cookie2), at most 10. */
+/** The names of the cookies an answer sets (Set-Cookie, Set-Cookie2), at most 10; `(nameless)` for one without a name (its text is its value). */
 function setCookieNames(headers: Readonly<Record<string, string | string[] | undefined>>): string[] {
   const names = new Set<string>();
   for (const field of ['set-cookie', 'set-cookie2']) {
     const value = headers[field];
     for (const line of Array.isArray(value) ? value : value === undefined ? [] : [value]) {
-      const name = line.split('=')[0]!.trim().slice(0, 64);
-      if (name !== '') names.add(name);
+      const pair = line.split(';')[0]!;
+      const at = pair.indexOf('=');
+      const name = at < 0 ? '' : pair.slice(0, at).trim().slice(0, 64);
+      names.add(name === '' ? '(nameless)' : name);
     }
   }
   return [...names].slice(0, 10);

@@ -24,7 +24,7 @@ import { hasDisguisedDotSegment, makeCacheKey, normaliseTarget, parseCookies } f
 import { evaluateEntry, isCacheableRequest, type PolicyOptions, type RequestFacts } from '../cache/policy.js';
 import { rateLimitClientKey } from './client-address.js';
 import type { StaleReason } from '../outcome.js';
-import type { Runtime, SiteRuntime } from '../runtime.js';
+import type { LeftOutDefaults, Runtime, SiteRuntime } from '../runtime.js';
 import { sendEntry } from './respond.js';
 import { readHostEntry, type CompiledRoute } from './site-router.js';
 import { HOLD_MS, isEventStreamRequest, isPlainRequest, newHold, plainBypassOf, type MemoRoute } from './hit-memo.js';
@@ -116,10 +116,7 @@ function answerMemoHit(
   // to the origin (route() step 4), and Vary: Cookie selects with the cookies a fill would send,
   // which for a memoised route (no cookie in its key) are none.
   const cookie = req.headers.cookie;
-  if (cookie !== undefined && !memo.route.config.cache.ignoreSessionCookies) {
-    if (hasBypassCookie(memo.site, cookie)) return false;
-    if (memo.site.leftOutDefaultCookie !== undefined) noteLeftOutSessionCookie(deps, memo.site, memo.site.leftOutDefaultCookie, cookie);
-  }
+  if (cookie !== undefined && !memo.route.config.cache.ignoreSessionCookies && hasBypassCookie(memo.site, cookie, deps)) return false;
   for (const name of memo.plainBypass) if (req.headers[name] !== undefined) return false;
   const now = deps.clock.now();
   const store = deps.store;
@@ -312,9 +309,7 @@ export function route(ctx: Ctx): void | Promise<void> {
   const policy = site.policyFor(routeMatch);
   const facts: RequestFacts = { method: ctx.method, url: ctx.url, headers: req.headers };
   const eligibility = isCacheableRequest(facts, policy);
-  const bypassCookie = req.headers.cookie !== undefined && !routeMatch.config.cache.ignoreSessionCookies && hasBypassCookie(site, req.headers.cookie);
-  if (!bypassCookie && site.leftOutDefaultCookie !== undefined && req.headers.cookie !== undefined && !routeMatch.config.cache.ignoreSessionCookies)
-    noteLeftOutSessionCookie(deps, site, site.leftOutDefaultCookie, req.headers.cookie);
+  const bypassCookie = req.headers.cookie !== undefined && !routeMatch.config.cache.ignoreSessionCookies && hasBypassCookie(site, req.headers.cookie, deps);
   if (
     !eligibility.cacheable ||
     bypassCookie ||
@@ -507,31 +502,34 @@ export function decide(
   return fillAndServe(ctx, lookup, 0);
 }
 
-/** True when the Cookie header names a cookie that makes this site bypass the cache (sites[].bypassCookies). */
-function hasBypassCookie(site: SiteRuntime, header: string): boolean {
-  for (const name of parseCookies(header).keys()) if (site.isBypassCookie(name)) return true;
+/**
+ * True when the Cookie header names a cookie that makes this site bypass the cache
+ * (sites[].bypassCookies). In the same pass, a cookie of the default list that the site's own
+ * list leaves out is noted for a warning (noteLeftOutSessionCookies) while any such pattern has
+ * not been warned of yet.
+ */
+function hasBypassCookie(site: SiteRuntime, header: string, deps: RequestDeps): boolean {
+  const leftOut = site.leftOutDefaults !== undefined && site.leftOutDefaults.unwarned.size > 0 ? site.leftOutDefaults : undefined;
+  let carried: string[] | undefined;
+  for (const name of parseCookies(header).keys()) {
+    if (site.isBypassCookie(name)) return true;
+    if (leftOut !== undefined && leftOut.matchesAny(name)) (carried ??= []).push(name);
+  }
+  if (carried !== undefined) noteLeftOutSessionCookies(deps, site, leftOut!, carried);
   return false;
 }
 
-/** Sites (`site\0pattern`) already warned of a left-out default session cookie; at most LEFT_OUT_WARNINGS_KEPT. */
-const leftOutWarned = new Set<string>();
-const LEFT_OUT_WARNINGS_KEPT = 1000;
-
 /**
  * A request carrying a cookie that the default bypassCookies list would bypass, on a site whose
- * own list leaves that pattern out: a warning, once per site and pattern (the cookie's name, never
- * its value). A WordPress operator who listed only WooCommerce's cookies had the admin served
- * cached anonymous pages, and the reload said only "changes: bypassCookies" (WordPress trial).
- * Nothing else changes: the list given is the operator's word.
+ * own list leaves that pattern out: a warning, once per pattern under each config (the cookie's
+ * name, never its value). A WordPress operator who listed only WooCommerce's cookies had the
+ * admin served cached anonymous pages, and the reload said only "changes: bypassCookies"
+ * (WordPress trial). Nothing else changes: the list given is the operator's word.
  */
-function noteLeftOutSessionCookie(deps: RequestDeps, site: SiteRuntime, leftOut: (name: string) => string | undefined, header: string): void {
-  for (const name of parseCookies(header).keys()) {
-    const pattern = leftOut(name);
-    if (pattern === undefined) continue;
-    const key = `${site.name}\0${pattern}`;
-    if (leftOutWarned.has(key)) continue;
-    if (leftOutWarned.size >= LEFT_OUT_WARNINGS_KEPT) leftOutWarned.clear();
-    leftOutWarned.add(key);
+function noteLeftOutSessionCookies(deps: RequestDeps, site: SiteRuntime, leftOut: LeftOutDefaults, names: readonly string[]): void {
+  for (const name of names) {
+    const pattern = leftOut.patternOf(name);
+    if (pattern === undefined || !leftOut.unwarned.delete(pattern)) continue;
     deps.logger.warn(
       { site: site.name, cookie: name.slice(0, 64), pattern },
       `a request carried a cookie the default bypassCookies list names (${pattern}) and this site's list leaves out: it was treated as an anonymous visitor's. If it is a login or session cookie, add the pattern to sites[].bypassCookies`,

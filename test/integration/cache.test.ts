@@ -229,23 +229,35 @@ describe('cache: why an answer was not stored', () => {
     o.route('/other', page);
     o.route('/shared/post', page);
     o.route('/private', { headers: { 'cache-control': 'private' } });
-    const site = siteFor([o.url], { routes: [{ name: 'shared', match: { pathPrefix: '/shared/' }, cache: { setCookie: 'strip' } }, { name: 'pages', match: { pathPrefix: '/' } }] });
-    const g = await gateway({ sites: [site] }, { clock });
-    for (const path of ['/post', '/post', '/other', '/private', '/shared/post', '/shared/post']) await get(`${g.url}${path}`);
+    o.route('/big', { headers: { 'cache-control': 'public, max-age=60' }, body: 'b'.repeat(4096) });
+    o.route('/token/page', { headers: { 'cache-control': 'public, max-age=60', 'set-cookie': 'abc123secretvalue; Path=/' }, body: 'page' });
+    const site = siteFor([o.url], {
+      routes: [
+        { name: 'shared', match: { pathPrefix: '/shared/' }, cache: { setCookie: 'strip' } },
+        { name: 'token', match: { pathPrefix: '/token/' } },
+        { name: 'pages', match: { pathPrefix: '/' } },
+      ],
+    });
+    const g = await gateway({ cache: { maxObjectBytes: 2048 }, sites: [site] }, { clock });
+    for (const path of ['/post', '/post', '/other', '/private', '/shared/post', '/shared/post', '/big', '/token/page']) await get(`${g.url}${path}`);
     expect(o.count('/post') + o.count('/other')).toBe(3); // never stored
     expect(o.count('/shared/post')).toBe(1); // stored without the cookies
     const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
     // The second /post is passed by hit-for-pass: no fill, nothing decided.
     expect(metrics).toContain('crowdgate_not_stored_total{site="test",route="pages",reason="set_cookie"} 2');
     expect(metrics).toContain('crowdgate_not_stored_total{site="test",route="pages",reason="private"} 1');
+    expect(metrics).toContain('crowdgate_not_stored_total{site="test",route="pages",reason="too_large"} 1');
     expect(metrics).not.toMatch(/crowdgate_not_stored_total\{site="test",route="shared"/);
     const warned = () => g.logs.filter((l) => String(l.msg).startsWith('answers with Set-Cookie are not stored'));
-    expect(warned()).toHaveLength(1);
+    expect(warned()).toHaveLength(2);
     expect(warned()[0]).toMatchObject({ level: 40, site: 'test', route: 'pages', cookies: ['pll_language', 'consent'], path: '/post' });
     expect(JSON.stringify(warned()[0])).not.toContain('unset'); // names, never values
+    // A cookie without a name is its value alone: named as such, never logged.
+    expect(warned()[1]).toMatchObject({ route: 'token', cookies: ['(nameless)'] });
+    expect(JSON.stringify(warned()[1])).not.toContain('abc123secretvalue');
     clock.advance(61_000);
     await get(`${g.url}/other`);
-    expect(warned()).toHaveLength(2);
+    expect(warned()).toHaveLength(3);
   });
 });
 
