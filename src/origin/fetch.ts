@@ -374,13 +374,13 @@ function handlerOf(request: object): unknown {
   return key === undefined ? undefined : (request as Record<symbol, unknown>)[key];
 }
 
-/** Reads a body into one Buffer, or abandons it once it passes `max` bytes. */
 /** A content type whose body is a stream that does not end by itself (SSE, multipart/x-mixed-replace). */
 export function isEndlessStream(contentType: string | string[] | undefined): boolean {
   const value = (Array.isArray(contentType) ? contentType[0] : contentType)?.split(';')[0]?.trim().toLowerCase();
   return value === 'text/event-stream' || value === 'multipart/x-mixed-replace';
 }
 
+/** Reads a body into one Buffer, or abandons it once it passes `max` bytes. */
 function readCapped(body: Readable, max: number): Promise<Buffer | Error | 'too_large'> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
