@@ -189,6 +189,11 @@ export interface Lookup {
   /** The client's headers as a fill sends them, and so as Vary sees them (makeFillVisibleHeaders). */
   variantHeaders: IncomingHttpHeaders;
   canStore: boolean;
+  /**
+   * The fragment-request headers (sites[].bypassHeaders) the request carries, when every stored
+   * copy of the key varies on them: its fill's answer is stored varying on them too.
+   */
+  fragment?: readonly string[];
 }
 
 /**

@@ -564,6 +564,9 @@ async function fetchForCache(
         ...(isNeverFresh(decision.entry) || !isSharedByOrigin(decision.entry)
           ? [...identityFillInputs(lookup.variantHeaders, lookup.policy, decision.entry.vary), ...identityNamesVariedOn(lookup.variants)]
           : []),
+        // A fragment request's answer is the fragment's variant, whatever its own Vary says
+        // (the stored copies said it: handle-request.ts decide()).
+        ...(lookup.fragment ?? []),
       ];
       // A 404 or 410 takes the stored copy of another status with it (below, for one not stored).
       if (isGone(fetched.status) && lookup.entry !== undefined && lookup.entry.status !== fetched.status && !originInTrouble(ctx, lookup))

@@ -314,18 +314,20 @@ export function route(ctx: Ctx): void | Promise<void> {
     !eligibility.cacheable ||
     bypassCookie ||
     hasCredential(site, req.headers) ||
-    hasBypassHeader(site, req.headers) ||
     ctx.method === 'OPTIONS' ||
     isEventStreamRequest(req.headers.accept)
   ) {
     return forwardUnlessShed(ctx, 'bypass');
   }
+  // A fragment request (htmx, Turbo, Next.js RSC...) looks the key up, and bypasses there
+  // unless the origin's Vary covers its fragment headers (decide()).
+  const fragment = fragmentHeadersOf(site, req.headers);
 
   // A GET or HEAD with a chunked body on the cache path: the body is never sent on (a fill is
   // shared), but it is read, within limits.maxBodyBytes, before the answer (else 413).
   if (req.headers['transfer-encoding'] !== undefined)
-    return discardBody(ctx).then((within) => (within ? lookup(ctx, policy, facts, eligibility.canStoreResponse) : undefined));
-  return lookup(ctx, policy, facts, eligibility.canStoreResponse);
+    return discardBody(ctx).then((within) => (within ? lookup(ctx, policy, facts, eligibility.canStoreResponse, fragment) : undefined));
+  return lookup(ctx, policy, facts, eligibility.canStoreResponse, fragment);
 }
 
 /**
@@ -358,7 +360,7 @@ function discardBody(ctx: Ctx): Promise<boolean> {
 }
 
 /** Steps 5 on: the key, the stored variants, and decide(). */
-function lookup(ctx: Ctx, policy: PolicyOptions, facts: RequestFacts, canStore: boolean): void | Promise<void> {
+function lookup(ctx: Ctx, policy: PolicyOptions, facts: RequestFacts, canStore: boolean, fragment?: readonly string[]): void | Promise<void> {
   const { req, deps } = ctx;
   const site = ctx.site!;
   const routeMatch = ctx.route!;
@@ -367,7 +369,7 @@ function lookup(ctx: Ctx, policy: PolicyOptions, facts: RequestFacts, canStore: 
   if (ctx.memoHost !== undefined) rememberRoute(ctx, site, routeMatch, policy, key, canStore);
   // Memory hits are answered without a promise; anything else asks the store properly.
   const peeked = ctx.peeked?.key === key ? ctx.peeked.variants : deps.store.peekHit?.(key);
-  const lookupFacts = { key, policy, facts, canStore };
+  const lookupFacts = { key, policy, facts, canStore, ...(fragment !== undefined ? { fragment } : {}) };
   if (peeked !== undefined) return decide(ctx, lookupFacts, peeked);
   return deps.store.get(key).then((variants) => decide(ctx, lookupFacts, variants ?? []));
 }
@@ -391,11 +393,18 @@ function rememberRoute(ctx: Ctx, site: SiteRuntime, route: CompiledRoute, policy
 /** Steps 5 to 9, once the stored variants are known. */
 export function decide(
   ctx: Ctx,
-  { key, policy, facts, canStore }: Pick<Lookup, 'key' | 'policy' | 'facts' | 'canStore'>,
+  { key, policy, facts, canStore, fragment }: Pick<Lookup, 'key' | 'policy' | 'facts' | 'canStore' | 'fragment'>,
   variants: readonly CacheEntry[],
 ): void | Promise<void> {
   const { deps, req } = ctx;
   const site = ctx.site!;
+  // A fragment request goes through the cache only where every stored copy of the key varies
+  // on its fragment headers: the origin said the page and the fragment are answers of their
+  // own (Django's vary_on_headers('HX-Request'), Next.js's Vary: RSC). Elsewhere a fragment
+  // stored would be the page for everyone (a Next.js that forgot Vary: RSC, CVE-2025-49005),
+  // and a fill without the header would give the fragment request the page: it bypasses.
+  if (fragment !== undefined && (variants.length === 0 || !variants.every((v) => fragment.every((name) => v.vary.includes(name)))))
+    return forwardUnlessShed(ctx, 'bypass');
   const variantHeaders = makeFillVisibleHeaders(site, req.headers, policy, variants);
   // A request that says who asks (`X-User-Token`) is not answered with a copy a fill made
   // without it, unless the origin said that copy is for everyone: it is the guest's page, and
@@ -403,7 +412,7 @@ export function decide(
   const entry = variants.length === 0 ? undefined : selectVariant(variants, variantHeaders, identityFillInputs(variantHeaders, policy, []));
   const now = deps.clock.now();
   const evaluation = entry ? evaluateEntry(entry, facts, now, policy) : undefined;
-  const lookup: Lookup = { key, variants, entry, evaluation, policy, facts, variantHeaders, canStore };
+  const lookup: Lookup = { key, variants, entry, evaluation, policy, facts, variantHeaders, canStore, ...(fragment !== undefined ? { fragment } : {}) };
   // A copy made without this request's own cookies (isOtherCookiesCopy) is not its answer: it
   // asks the origin as it came, through the shed gate like any pass (passForOwnCookies). A copy
   // that varies on Cookie never answers it, even if the origin fails; one without cache headers
@@ -544,13 +553,14 @@ function hasCredential(site: SiteRuntime, headers: IncomingHttpHeaders): boolean
 }
 
 /**
- * True when the request carries a fragment-request header (sites[].bypassHeaders: htmx's
- * HX-Request, Turbo-Frame...): the origin answers it with a fragment of the page at the same
- * URL, seldom saying Vary, so it bypasses the cache.
+ * The fragment-request headers the request carries (sites[].bypassHeaders, lower-case: htmx's
+ * HX-Request, Turbo-Frame, Next.js's RSC...), or undefined for none: the origin answers it with
+ * a fragment of the page at the same URL, seldom saying Vary (decide() lets it bypass).
  */
-function hasBypassHeader(site: SiteRuntime, headers: IncomingHttpHeaders): boolean {
-  for (const name of site.bypassHeaders) if (headers[name] !== undefined) return true;
-  return false;
+function fragmentHeadersOf(site: SiteRuntime, headers: IncomingHttpHeaders): string[] | undefined {
+  let present: string[] | undefined;
+  for (const name of site.bypassHeaders) if (headers[name] !== undefined) (present ??= []).push(name);
+  return present;
 }
 
 /**

@@ -458,6 +458,56 @@ describe('the key covers what the origin sees', () => {
     expect(o.count('/list')).toBe(4);
   });
 
+  it("a Next.js RSC request bypasses when the origin's Vary leaves RSC out: the flight payload is never stored as the page (CVE-2025-49005)", async () => {
+    const o = await origin();
+    // A Next.js release that answered the flight payload to `RSC: 1` at the page's own URL
+    // without `Vary: RSC`: a CDN stored it, and every visitor got text/x-component.
+    o.route('/post', (req, res) => {
+      const flight = req.headers['rsc'] === '1';
+      res.writeHead(200, { 'content-type': flight ? 'text/x-component' : 'text/html', 'cache-control': 'public, s-maxage=60' });
+      res.end(flight ? '0:["$","div",null,{}]' : '<html>post</html>');
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const planted = await get(`${g.url}/post`, { rsc: '1', 'next-router-state-tree': '%5B%22%22%5D' });
+    expect(planted.body).toBe('0:["$","div",null,{}]');
+    expect(planted.headers['cache-status']).toMatch(/fwd=bypass/);
+    expect((await get(`${g.url}/post`)).body).toBe('<html>post</html>');
+    // With the page stored (no Vary), a flight request still bypasses: the page is not its answer.
+    const flight = await get(`${g.url}/post`, { rsc: '1' });
+    expect(flight.body).toBe('0:["$","div",null,{}]');
+    expect(flight.headers['cache-status']).toMatch(/fwd=bypass/);
+    const page = await get(`${g.url}/post`);
+    expect(page.body).toBe('<html>post</html>');
+    expect(page.headers['cache-status']).toMatch(/; hit/);
+    expect(o.count('/post')).toBe(3);
+  });
+
+  it("a fragment request is cached as its own variant where the origin's Vary names its header, even when the fragment's own answer leaves Vary out", async () => {
+    const o = await origin();
+    const seen: string[] = [];
+    // Django's vary_on_headers('HX-Request') on the page, forgotten on the fragment's answer.
+    o.route('/list', (req, res) => {
+      const fragment = req.headers['hx-request'] !== undefined;
+      seen.push(fragment ? 'fragment' : 'page');
+      res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'public, max-age=60', ...(fragment ? {} : { vary: 'HX-Request' }) });
+      res.end(fragment ? '<li>one</li>' : '<html><ul><li>one</li></ul></html>');
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    // Nothing stored yet: nothing says the origin keeps them apart, so the fragment bypasses.
+    expect((await get(`${g.url}/list`, { 'hx-request': 'true' })).headers['cache-status']).toMatch(/fwd=bypass/);
+    expect((await get(`${g.url}/list`)).body).toBe('<html><ul><li>one</li></ul></html>');
+    const fill = await get(`${g.url}/list`, { 'hx-request': 'true' });
+    expect(fill.body).toBe('<li>one</li>');
+    expect(fill.headers['cache-status']).toMatch(/fwd=uri-miss|fwd=vary-miss|fwd=miss/);
+    const hit = await get(`${g.url}/list`, { 'hx-request': 'true' });
+    expect(hit.body).toBe('<li>one</li>');
+    expect(hit.headers['cache-status']).toMatch(/; hit/);
+    const page = await get(`${g.url}/list`);
+    expect(page.body).toBe('<html><ul><li>one</li></ul></html>');
+    expect(page.headers['cache-status']).toMatch(/; hit/);
+    expect(seen).toEqual(['fragment', 'page', 'fragment']);
+  });
+
   it("a CDN's country header never reaches a shared fill: one country's page is not stored for everyone", async () => {
     const o = await origin();
     const seen: string[] = [];
