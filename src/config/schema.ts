@@ -714,7 +714,7 @@ export const siteSchema = z
       .array(z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'must be a header field name'))
       .default(['HX-Request', 'X-PJAX', 'Turbo-Frame', 'X-Inertia', 'X-Up-Target', 'RSC'])
       .describe(
-        'Requests carrying one of these headers bypass the cache: they ask the origin for another answer at the same URL (an htmx, pjax, Turbo Frame, Inertia or Unpoly fragment, a Next.js RSC flight payload) that origins seldom name in Vary. Cached, one fragment would be stored as the page for everyone; dropped from the fill, the fragment request would get the whole page. Where every stored copy of the URL varies on the headers a request carries (the origin sent Vary: HX-Request, or Next.js its Vary: RSC, ...), the request is cached as its own variant instead.',
+        'Requests carrying one of these headers bypass the cache: they ask the origin for another answer at the same URL (an htmx, pjax, Turbo Frame, Inertia or Unpoly fragment, a Next.js RSC flight payload) that origins seldom name in Vary. Cached, one fragment would be stored as the page for everyone; dropped from the fill, the fragment request would get the whole page. Where every stored copy of the URL varies on the fragment headers a request carries and on every other header a fill would send for it but Accept* and User-Agent (the origin sent Vary: HX-Request, or Next.js its Vary: RSC, ...), the request is cached as its own variant instead.',
       ),
     honorClientNoCache: z
       .boolean()

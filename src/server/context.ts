@@ -190,8 +190,9 @@ export interface Lookup {
   variantHeaders: IncomingHttpHeaders;
   canStore: boolean;
   /**
-   * The fragment-request headers (sites[].bypassHeaders) the request carries, when every stored
-   * copy of the key varies on them: its fill's answer is stored varying on them too.
+   * A fragment request (sites[].bypassHeaders) that goes through the cache: the names its fill's
+   * answer is stored varying on, whatever its own Vary says (its fragment headers and every name
+   * a stored copy of the key varies on; handle-request.ts fragmentVariedOn).
    */
   fragment?: readonly string[];
 }

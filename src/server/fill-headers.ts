@@ -108,9 +108,17 @@ export function unkeyedFillInputs(variantHeaders: IncomingHttpHeaders, policy: P
  * headers may depend on them without saying so.
  */
 export function identityFillInputs(variantHeaders: IncomingHttpHeaders, policy: PolicyOptions, vary: readonly string[]): string[] {
+  return uncoveredFillInputs(variantHeaders, policy, vary).filter(isIdentityHeaderName);
+}
+
+/**
+ * The unkeyed inputs of unkeyedFillInputs but the ones every fill sends (Accept*, User-Agent):
+ * the headers of this request that an answer varying on `vary` would be shared across.
+ */
+export function uncoveredFillInputs(variantHeaders: IncomingHttpHeaders, policy: PolicyOptions, vary: readonly string[]): string[] {
   return unkeyedFillInputs(variantHeaders, policy, vary)
     .map(([name]) => name)
-    .filter((name) => !FILL_ALWAYS.has(name) && isIdentityHeaderName(name));
+    .filter((name) => !FILL_ALWAYS.has(name));
 }
 
 /**

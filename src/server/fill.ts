@@ -564,8 +564,8 @@ async function fetchForCache(
         ...(isNeverFresh(decision.entry) || !isSharedByOrigin(decision.entry)
           ? [...identityFillInputs(lookup.variantHeaders, lookup.policy, decision.entry.vary), ...identityNamesVariedOn(lookup.variants)]
           : []),
-        // A fragment request's answer is the fragment's variant, whatever its own Vary says
-        // (the stored copies said it: handle-request.ts decide()).
+        // A fragment request's answer is the fragment's variant, on every name the stored
+        // copies vary on, whatever its own Vary says (handle-request.ts fragmentVariedOn).
         ...(lookup.fragment ?? []),
       ];
       // A 404 or 410 takes the stored copy of another status with it (below, for one not stored).

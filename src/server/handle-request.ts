@@ -32,7 +32,7 @@ import { ttlSecondsOf, codingFor, failUnexpected, serveEntry, fail, countRequest
 import { isOnlyIfCached, isSecure, selectVariant, collapseKeyOf, authorityOf, type RequestDeps, type Ctx, type Lookup } from './context.js';
 import { hstsValue, redirectToHttps } from './https-edge.js';
 import { fillAndServe, isOtherCookiesCopy, passAlone, passForOwnCookies, refreshFailedMomentAgo, startBackgroundRefresh } from './fill.js';
-import { identityFillInputs, makeFillVisibleHeaders } from './fill-headers.js';
+import { identityFillInputs, makeFillVisibleHeaders, uncoveredFillInputs } from './fill-headers.js';
 import { forward, forwardUnlessShed } from './pass-through.js';
 import { nextRequestId, requestIdOf } from './request-id.js';
 import { answerMaxForwards, answerServerOptions } from './max-forwards.js';
@@ -398,21 +398,24 @@ export function decide(
 ): void | Promise<void> {
   const { deps, req } = ctx;
   const site = ctx.site!;
-  // A fragment request goes through the cache only where every stored copy of the key varies
-  // on its fragment headers: the origin said the page and the fragment are answers of their
-  // own (Django's vary_on_headers('HX-Request'), Next.js's Vary: RSC). Elsewhere a fragment
-  // stored would be the page for everyone (a Next.js that forgot Vary: RSC, CVE-2025-49005),
-  // and a fill without the header would give the fragment request the page: it bypasses.
-  if (fragment !== undefined && (variants.length === 0 || !variants.every((v) => fragment.every((name) => v.vary.includes(name)))))
-    return forwardUnlessShed(ctx, 'bypass');
   const variantHeaders = makeFillVisibleHeaders(site, req.headers, policy, variants);
+  // A fragment request goes through the cache only where every stored copy of the key varies
+  // on its fragment headers and on every other header a fill would send for it: the origin
+  // said the page and the fragment are answers of their own (Django's
+  // vary_on_headers('HX-Request'), Next.js's Vary: RSC, Next-Router-State-Tree...). Elsewhere a
+  // fragment stored would be the page for everyone (a Next.js that forgot Vary: RSC,
+  // CVE-2025-49005), a fill without the header would give the fragment request the page, and a
+  // sibling header the origin did not name (HX-Target, X-Inertia-Partial-Data: Inertia's
+  // Laravel adapter says only Vary: X-Inertia) would pick another fragment: it bypasses.
+  const variedOn = fragment === undefined ? undefined : fragmentVariedOn(fragment, variants, variantHeaders, policy);
+  if (fragment !== undefined && variedOn === undefined) return forwardUnlessShed(ctx, 'bypass');
   // A request that says who asks (`X-User-Token`) is not answered with a copy a fill made
   // without it, unless the origin said that copy is for everyone: it is the guest's page, and
   // the request goes to the origin as it came (its answer is stored as its own variant, fill.ts).
   const entry = variants.length === 0 ? undefined : selectVariant(variants, variantHeaders, identityFillInputs(variantHeaders, policy, []));
   const now = deps.clock.now();
   const evaluation = entry ? evaluateEntry(entry, facts, now, policy) : undefined;
-  const lookup: Lookup = { key, variants, entry, evaluation, policy, facts, variantHeaders, canStore, ...(fragment !== undefined ? { fragment } : {}) };
+  const lookup: Lookup = { key, variants, entry, evaluation, policy, facts, variantHeaders, canStore, ...(variedOn !== undefined ? { fragment: variedOn } : {}) };
   // A copy made without this request's own cookies (isOtherCookiesCopy) is not its answer: it
   // asks the origin as it came, through the shed gate like any pass (passForOwnCookies). A copy
   // that varies on Cookie never answers it, even if the origin fails; one without cache headers
@@ -550,6 +553,22 @@ function noteLeftOutSessionCookies(deps: RequestDeps, site: SiteRuntime, leftOut
 function hasCredential(site: SiteRuntime, headers: IncomingHttpHeaders): boolean {
   for (const name of site.credentialHeaders) if (headers[name] !== undefined) return true;
   return false;
+}
+
+/**
+ * The names a fragment request's answer is stored varying on (its fragment headers and every
+ * name a stored copy of the key varies on), when every stored copy varies on its fragment
+ * headers and on every other header a fill sends for it (but Accept* and User-Agent, which
+ * every fill sends); else undefined: it bypasses (decide()).
+ */
+function fragmentVariedOn(fragment: readonly string[], variants: readonly CacheEntry[], variantHeaders: IncomingHttpHeaders, policy: PolicyOptions): string[] | undefined {
+  if (variants.length === 0) return undefined;
+  const names = new Set(fragment);
+  for (const v of variants) {
+    if (!fragment.every((name) => v.vary.includes(name)) || uncoveredFillInputs(variantHeaders, policy, v.vary).length > 0) return undefined;
+    for (const name of v.vary) names.add(name);
+  }
+  return [...names];
 }
 
 /**

@@ -506,6 +506,62 @@ describe('the key covers what the origin sees', () => {
     expect(page.body).toBe('<html><ul><li>one</li></ul></html>');
     expect(page.headers['cache-status']).toMatch(/; hit/);
     expect(seen).toEqual(['fragment', 'page', 'fragment']);
+    // A sibling header the origin's Vary does not name (htmx's HX-Target picks which fragment):
+    // the stored fragment is not its answer, nor is its answer stored for the others.
+    const other = await get(`${g.url}/list`, { 'hx-request': 'true', 'hx-target': 'sidebar' });
+    expect(other.headers['cache-status']).toMatch(/fwd=bypass/);
+    expect(seen).toEqual(['fragment', 'page', 'fragment', 'fragment']);
+    expect((await get(`${g.url}/list`, { 'hx-request': 'true' })).headers['cache-status']).toMatch(/; hit/);
+  });
+
+  it("a fragment's answer, without a Vary of its own, is stored varying on what the page's Vary names: each HX-Target its own fragment", async () => {
+    const o = await origin();
+    o.route('/panel', (req, res) => {
+      const target = req.headers['hx-target'];
+      res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'public, max-age=60', ...(req.headers['hx-request'] === undefined ? { vary: 'HX-Request, HX-Target' } : {}) });
+      res.end(req.headers['hx-request'] === undefined ? '<html>panel</html>' : `<div id="${String(target)}">part</div>`);
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    expect((await get(`${g.url}/panel`)).body).toBe('<html>panel</html>');
+    for (const target of ['a', 'b']) {
+      const first = await get(`${g.url}/panel`, { 'hx-request': 'true', 'hx-target': target });
+      expect(first.body).toBe(`<div id="${target}">part</div>`);
+      expect(first.headers['cache-status'], target).not.toMatch(/fwd=bypass|; hit/);
+    }
+    for (const target of ['a', 'b']) {
+      const again = await get(`${g.url}/panel`, { 'hx-request': 'true', 'hx-target': target });
+      expect(again.body).toBe(`<div id="${target}">part</div>`);
+      expect(again.headers['cache-status'], target).toMatch(/; hit/);
+    }
+    expect(o.count('/panel')).toBe(3);
+  });
+
+  it("a fragment request carrying a header the stored copies do not vary on bypasses: Inertia's partial reload never answers a full visit, nor a full visit a partial reload", async () => {
+    const o = await origin();
+    const seen: string[] = [];
+    // Inertia's Laravel adapter: Vary: X-Inertia on every answer; a partial reload
+    // (X-Inertia-Partial-Data) answers only the props it names.
+    o.route('/users', (req, res) => {
+      const partial = req.headers['x-inertia-partial-data'];
+      seen.push(req.headers['x-inertia'] === undefined ? 'page' : partial === undefined ? 'visit' : `partial ${String(partial)}`);
+      const vary = req.headers['x-inertia-partial-data'] !== undefined ? 'X-Inertia, X-Inertia-Partial-Data' : 'X-Inertia';
+      res.writeHead(200, { 'content-type': req.headers['x-inertia'] ? 'application/json' : 'text/html', 'cache-control': 'public, max-age=60', vary });
+      res.end(req.headers['x-inertia'] === undefined ? '<html>users</html>' : partial === undefined ? '{"props":{"users":[1],"teams":[2]}}' : '{"props":{"users":[1]}}');
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    expect((await get(`${g.url}/users`)).body).toBe('<html>users</html>');
+    // The stored page varies on X-Inertia only: a partial reload carries a header it does not name.
+    const partial = await get(`${g.url}/users`, { 'x-inertia': 'true', 'x-inertia-partial-data': 'users' });
+    expect(partial.body).toBe('{"props":{"users":[1]}}');
+    expect(partial.headers['cache-status']).toMatch(/fwd=bypass/);
+    const visit = await get(`${g.url}/users`, { 'x-inertia': 'true' });
+    expect(visit.body).toBe('{"props":{"users":[1],"teams":[2]}}');
+    expect(visit.headers['cache-status']).not.toMatch(/fwd=bypass/);
+    const again = await get(`${g.url}/users`, { 'x-inertia': 'true' });
+    expect(again.body).toBe('{"props":{"users":[1],"teams":[2]}}');
+    expect(again.headers['cache-status']).toMatch(/; hit/);
+    expect((await get(`${g.url}/users`, { 'x-inertia': 'true', 'x-inertia-partial-data': 'users' })).body).toBe('{"props":{"users":[1]}}');
+    expect(seen).toEqual(['page', 'partial users', 'visit', 'partial users']);
   });
 
   it("a CDN's country header never reaches a shared fill: one country's page is not stored for everyone", async () => {
