@@ -433,7 +433,12 @@ export class OriginPool {
       } catch {
         admission = undefined;
       }
-      if (this.abort.signal.aborted) return undefined;
+      // Closed while the permit came: it goes back (held, a member's in-flight count stayed
+      // one too high for good).
+      if (this.abort.signal.aborted) {
+        admission?.release();
+        return undefined;
+      }
       // No permit came free within the probe's timeout: every permit is held, maybe by
       // requests a hung member never answers. The probe goes all the same (one request an
       // interval): skipped, it never found such a member down (47 s, or never, in a trial).

@@ -609,6 +609,24 @@ describe('active health checks against real origins', () => {
     expect(events).toEqual(['acquire inflight=0', 'release inflight=0 probes=2']);
   });
 
+  it('gives back a permit that came as the pool closed', async () => {
+    const o = await origin('a');
+    let released = 0;
+    let pool: ReturnType<typeof makePool> | undefined = undefined;
+    let closing: Promise<void> | undefined;
+    pool = makePool(makeSite([{ url: o.url, name: 'a' }], { healthCheck: { path: '/health', timeoutMs: 1_000 } }), {
+      // The permit is granted, and the pool closes before the probe takes it.
+      admitProbe: async () => {
+        closing = pool!.close();
+        return { release: () => released++ };
+      },
+    });
+    await pool.probeNow();
+    await closing;
+    expect(released).toBe(1);
+    expect(o.count('/health')).toBe(0);
+  });
+
   it('close() also ends a probe still waiting for its permit', async () => {
     const o = await origin('a');
     let aborted = false;
