@@ -355,6 +355,11 @@ async function fetchForCache(
     // origin capacity (the background class, below every configured one) and is refused first;
     // the next stale hit tries again.
     const priority = priorityOverride ?? (kind === 'background' ? rt.priorities.background : ctx.priority);
+    // The request's head before its permit: nothing between the permit and the fetch's
+    // `finally` may throw, or the permit would be held for good.
+    const revalidating = lookup.entry;
+    const conditional = revalidating ? makeConditionalHeaders(revalidating) : {};
+    const headers = { ...makeFillHeaders(ctx, lookup), ...conditional };
     const admitted = await deps.upstream.admit(site.config, site.pool, {
       priority,
       deadlineAt,
@@ -373,9 +378,6 @@ async function fetchForCache(
     const lease = admitted.lease;
     const member = lease.member;
     if (kind !== 'background') noteAttempt(ctx, member, attempt > 0); // a refresh is not this request's answer
-    const revalidating = lookup.entry;
-    const conditional = revalidating ? makeConditionalHeaders(revalidating) : {};
-    const headers = { ...makeFillHeaders(ctx, lookup), ...conditional };
     if (!site.config.preserveHost) headers['host'] = member.url.host;
     let fetched: FetchResult | undefined;
     const freshConnection = freshNext;
