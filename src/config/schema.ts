@@ -447,7 +447,7 @@ export const cacheKeySchema = z
       .max(100)
       .default([])
       .describe(
-        'Cookies that never change this route\'s pages (`*` matches any run of characters, any case), beside the built-in analytics and consent cookies: a request carrying only these is answered from a copy that varies on Cookie, or came without cache headers, instead of being passed to the origin. For MediaWiki: `["*UserName"]` (kept 180 days after a logout). Never a session cookie: its holder would get the anonymous page. Default none.',
+        'Cookies that never change this route\'s pages (`*` matches any run of characters, any case), beside the built-in analytics and consent cookies: a request carrying only these is answered from a copy that varies on Cookie, or came without cache headers, instead of being passed to the origin, and one a bypassCookies pattern matches does not bypass. For MediaWiki: `["*UserName"]` (kept 180 days after a logout). Never a session cookie: its holder would get the anonymous page. Default none.',
       ),
   })
   .describe('The cache key template. The site name is always part of the key.');
@@ -612,7 +612,7 @@ export const siteSchema = z
       .array(z.string())
       .default([...DEFAULT_BYPASS_COOKIES])
       .describe(
-        'Requests carrying one of these cookies (glob, case-insensitive) bypass the cache: logged-in users see their own pages. Cache fills never forward other cookies. A list given here replaces the default one: keep the defaults you need (a request carrying a default one the list leaves out logs a warning, once per pattern).',
+        'Requests carrying one of these cookies (glob, case-insensitive) bypass the cache: logged-in users see their own pages. Not a cookie only named like a session: Hotjar\'s `_hj*`, Adobe\'s `s_sess`, MediaWiki\'s `*mwuser-sessionId`, or one the route\'s key.ignoreCookies names. Cache fills never forward other cookies. A list given here replaces the default one: keep the defaults you need (a request carrying a default one the list leaves out logs a warning, once per pattern).',
       ),
     fillHeaders: z
       .strictObject({

@@ -32,7 +32,7 @@ import { ttlSecondsOf, codingFor, failUnexpected, serveEntry, fail, countRequest
 import { isOnlyIfCached, isSecure, selectVariant, collapseKeyOf, authorityOf, type RequestDeps, type Ctx, type Lookup } from './context.js';
 import { hstsValue, redirectToHttps } from './https-edge.js';
 import { fillAndServe, isOtherCookiesCopy, passAlone, passForOwnCookies, refreshFailedMomentAgo, startBackgroundRefresh } from './fill.js';
-import { identityFillInputs, makeFillVisibleHeaders, uncoveredFillInputs } from './fill-headers.js';
+import { identityFillInputs, isSessionLookalike, makeFillVisibleHeaders, uncoveredFillInputs } from './fill-headers.js';
 import { forward, forwardUnlessShed } from './pass-through.js';
 import { nextRequestId, requestIdOf } from './request-id.js';
 import { answerMaxForwards, answerServerOptions } from './max-forwards.js';
@@ -116,7 +116,7 @@ function answerMemoHit(
   // to the origin (route() step 4), and Vary: Cookie selects with the cookies a fill would send,
   // which for a memoised route (no cookie in its key) are none.
   const cookie = req.headers.cookie;
-  if (cookie !== undefined && !memo.route.config.cache.ignoreSessionCookies && hasBypassCookie(memo.site, cookie, deps)) return false;
+  if (cookie !== undefined && !memo.route.config.cache.ignoreSessionCookies && hasBypassCookie(memo.site, cookie, deps, memo.route)) return false;
   for (const name of memo.plainBypass) if (req.headers[name] !== undefined) return false;
   const now = deps.clock.now();
   const store = deps.store;
@@ -309,7 +309,7 @@ export function route(ctx: Ctx): void | Promise<void> {
   const policy = site.policyFor(routeMatch);
   const facts: RequestFacts = { method: ctx.method, url: ctx.url, headers: req.headers };
   const eligibility = isCacheableRequest(facts, policy);
-  const bypassCookie = req.headers.cookie !== undefined && !routeMatch.config.cache.ignoreSessionCookies && hasBypassCookie(site, req.headers.cookie, deps);
+  const bypassCookie = req.headers.cookie !== undefined && !routeMatch.config.cache.ignoreSessionCookies && hasBypassCookie(site, req.headers.cookie, deps, routeMatch);
   if (
     !eligibility.cacheable ||
     bypassCookie ||
@@ -520,12 +520,18 @@ export function decide(
  * list leaves out is noted for a warning (noteLeftOutSessionCookies) while any such pattern has
  * not been warned of yet.
  */
-function hasBypassCookie(site: SiteRuntime, header: string, deps: RequestDeps): boolean {
+function hasBypassCookie(site: SiteRuntime, header: string, deps: RequestDeps, route: CompiledRoute): boolean {
   const leftOut = site.leftOutDefaults !== undefined && site.leftOutDefaults.unwarned.size > 0 ? site.leftOutDefaults : undefined;
   let carried: string[] | undefined;
   for (const name of parseCookies(header).keys()) {
-    if (site.isBypassCookie(name)) return true;
-    if (leftOut !== undefined && leftOut.matchesAny(name)) (carried ??= []).push(name);
+    const bypass = site.isBypassCookie(name);
+    if (!bypass && (leftOut === undefined || !leftOut.matchesAny(name))) continue;
+    // Named like a session cookie, but never one: an analytics script's (Hotjar's
+    // `_hjSession_*` on every visitor from the first page on, MediaWiki's `*mwuser-sessionId`:
+    // browser trial) or one the route's key.ignoreCookies says changes no page.
+    if (isSessionLookalike(name, route.config.cache.key.ignoreCookies)) continue;
+    if (bypass) return true;
+    (carried ??= []).push(name);
   }
   if (carried !== undefined) noteLeftOutSessionCookies(deps, site, leftOut!, carried);
   return false;

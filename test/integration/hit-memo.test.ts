@@ -275,6 +275,41 @@ describe('hit memo: the fast path for plain repeated hits', () => {
     expect(o.count('/v')).toBe(1);
   });
 
+  it("never bypasses for a cookie only named like a session (Hotjar's _hjSession_*, MediaWiki's mwuser-sessionId, a route's ignoreCookies), from the memo or the slow path", async () => {
+    const o = await origin();
+    o.route('/home', { headers: { 'cache-control': 'public, max-age=60' }, body: (r) => (r.headers.cookie ? 'private page' : 'public page') });
+    o.route('/wiki/Main', { headers: { 'cache-control': 'public, max-age=60' }, body: (r) => (r.headers.cookie ? 'private wiki' : 'public wiki') });
+    // The default bypassCookies ("*session*" matches them all); the wiki route says a
+    // "prefs_session" cookie of its own changes no page.
+    const g = await gateway({
+      sites: [siteFor([o.url], { routes: [{ name: 'wiki', match: { pathPrefix: '/wiki/' }, cache: { key: { ignoreCookies: ['prefs_session'] } } }] })],
+    });
+    await get(`${g.url}/home`);
+    await get(`${g.url}/wiki/Main`);
+    const memo = watchMemo();
+    try {
+      for (const cookie of ['_hjSessionUser_3601=eyJ; _hjSession_3601=eyJ', 'wikimwuser-sessionId=8d1f2c']) {
+        const r = await get(`${g.url}/home`, { cookie });
+        expect(r.body, cookie).toBe('public page');
+        expect(r.headers['cache-status'], cookie).toMatch(/; hit;/);
+      }
+      expect(memo.found()).toBe(2);
+      // The slow path decides alike (a header that is not a plain field sends it there).
+      const slow = await get(`${g.url}/home`, { cookie: '_hjSession_3601=eyJ', 'x-debug': '1' });
+      expect(slow.headers['cache-status']).toMatch(/; hit;/);
+      const ignored = await get(`${g.url}/wiki/Main`, { cookie: 'prefs_session=dark' });
+      expect(ignored.body).toBe('public wiki');
+      expect(ignored.headers['cache-status']).toMatch(/; hit;/);
+      // A real session cookie beside them still bypasses; the route's list is its own.
+      expect((await get(`${g.url}/home`, { cookie: '_hjSession_3601=eyJ; PHPSESSID=abc' })).headers['cache-status']).toMatch(/fwd=bypass/);
+      expect((await get(`${g.url}/home`, { cookie: 'prefs_session=dark' })).headers['cache-status']).toMatch(/fwd=bypass/);
+    } finally {
+      memo.restore();
+    }
+    expect(o.count('/home')).toBe(3);
+    expect(o.count('/wiki/Main')).toBe(1);
+  });
+
   it('sends a plain field the site made a credential or bypass header the slow way, to bypass (attacker trial)', async () => {
     const o = await origin();
     o.route('/home', { headers: { 'cache-control': 'public, max-age=60' }, body: (r) => `referer=${String(r.headers.referer ?? '-')} dest=${String(r.headers['sec-fetch-dest'] ?? '-')}` });
