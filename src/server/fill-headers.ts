@@ -256,6 +256,9 @@ const isAnalyticsCookie = compileGlobs([
   // admin's UI settings (kept after a logout).
   'wordpress_test_cookie',
   'wp-settings-*',
+  // Adobe Analytics' session; MediaWiki's scripts' own, for their logging (mw.user.sessionId).
+  's_sess',
+  '*mwuser-sessionId',
 ]);
 
 /** Cookies a fill may send: only those the key template varies on (they are part of the key). */

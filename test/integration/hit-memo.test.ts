@@ -308,6 +308,13 @@ describe('hit memo: the fast path for plain repeated hits', () => {
     }
     expect(o.count('/home')).toBe(3);
     expect(o.count('/wiki/Main')).toBe(1);
+    // MediaWiki's pages vary on Cookie: its scripts' cookie is not one of the visitor's own.
+    o.route('/wiki/Vary', { headers: { 'cache-control': 's-maxage=60', vary: 'Accept-Encoding, Cookie' }, body: (r) => `cookie=${String(r.headers.cookie ?? '-')}` });
+    await get(`${g.url}/wiki/Vary`);
+    const varied = await get(`${g.url}/wiki/Vary`, { cookie: 'wikimwuser-sessionId=8d1f2c' });
+    expect(varied.body).toBe('cookie=-');
+    expect(varied.headers['cache-status']).toMatch(/; hit;/);
+    expect(o.count('/wiki/Vary')).toBe(1);
   });
 
   it('sends a plain field the site made a credential or bypass header the slow way, to bypass (attacker trial)', async () => {
