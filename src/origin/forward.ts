@@ -21,7 +21,7 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex, Transform } from 'node:stream';
 import { REUSED_RESET_WINDOW_MS, hasCompressingTransferCoding, isEndlessStream, isTlsFailure, isValidStatus, type FetchFailure } from './fetch.js';
-import { copyEndToEnd, dispositionFirst } from '../server/headers.js';
+import { copyEndToEnd, dispositionFirst, isAnswered, isResponseGone } from '../server/headers.js';
 import type { BufferedBody } from './request-body.js';
 
 export type ForwardOutcome =
@@ -164,11 +164,13 @@ export class Forwarder {
         },
       };
       const onClientClose = () => {
-        if (done || res.writableFinished) return;
+        if (done || isAnswered(res)) return;
         state.proxyReq?.destroy();
         state.settle({ kind: 'client_gone' });
       };
       res.on('close', onClientClose);
+      // Gone before the call (its 'close' has fired already): nothing is sent.
+      if (isResponseGone(res)) return state.settle({ kind: 'client_gone' });
       this.states.set(req, state);
       if (call.onBodyStall !== undefined && hasBody(req) && !req.complete) {
         const onBodyStall = call.onBodyStall;
@@ -329,7 +331,7 @@ export class Forwarder {
     // RFC 9110 §8.6: never in a 204 (an origin's `Content-Length: 5` beside its body, which Node
     // drops, was passed on: a client taking it at its word waits for 5 bytes; odd-origin trial).
     if (status === 204) delete head['content-length'];
-    if (res.destroyed) {
+    if (isResponseGone(res)) {
       proxyRes.destroy();
       state.settle({ kind: 'client_gone' });
       return;

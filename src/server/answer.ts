@@ -14,7 +14,7 @@ import { statusClassOf } from '../metrics/gateway-metrics.js';
 import type { CacheState, ShedReason, StaleReason } from '../outcome.js';
 import { chainCacheStatus, formatCacheStatus, sendEntry, sendError, sendOwn, type Answer, type CacheStatusFacts } from './respond.js';
 import type { MemoHold } from './hit-memo.js';
-import { dispositionFirst } from './headers.js';
+import { dispositionFirst, isAnswered, isResponseGone } from './headers.js';
 import { isBodyTimeout } from './http-server.js';
 import { planRange, sendRange } from './range.js';
 import type { RequestDeps, Ctx } from './context.js';
@@ -101,7 +101,7 @@ const STALE_AFTER_ORIGIN_TRIED: ReadonlySet<StaleReason> = new Set(['error', 'ti
 /** A buffered answer from the origin (a fill's result nobody stores, or its error), as recorded. */
 export function writeBuffered(ctx: Ctx, answer: Answer, status: number, headers: OutgoingHttpHeaders, body: Buffer): void {
   const { res } = ctx;
-  if (res.headersSent || res.destroyed) return;
+  if (res.headersSent || isResponseGone(res)) return;
   const out: OutgoingHttpHeaders = { ...headers, 'content-length': body.length };
   if (answer.cacheStatus !== undefined) out['cache-status'] = chainCacheStatus(headers['cache-status'], answer.cacheStatus);
   out['x-request-id'] = answer.requestId;
@@ -274,7 +274,7 @@ export function finish(ctx: Ctx, handedOff: boolean): void {
         ...(ctx.shedReason ? { shedReason: ctx.shedReason } : {}),
         ...(ctx.errorCode ? { error: ctx.errorCode } : isBodyTimeout(res) ? { error: 'request_timeout' } : {}),
         ...(ctx.errorDetail !== undefined ? { errorDetail: ctx.errorDetail.slice(0, 512) } : {}),
-        ...(handedOff || res.writableFinished ? {} : { aborted: true }),
+        ...(handedOff || isAnswered(res) ? {} : { aborted: true }),
       },
       'request',
     );

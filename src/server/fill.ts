@@ -19,6 +19,7 @@ import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkey
 import { reflectedInputs, repeatsAddress, varyingAlsoOn } from '../cache/reflection.js';
 import type { CollapseKey } from '../cache/cache-key.js';
 import { forward, forwardUnlessShed } from './pass-through.js';
+import { isAnswered, isResponseGone } from './headers.js';
 import { queueDeadlineFor, timeoutsFor, type SiteRuntime } from '../runtime.js';
 import { compressBuffered, onTheFlyRequestOf } from './on-the-fly.js';
 import { originFailure, hasStaleOnFailure, inheritHeat, hasOtherMember, refusedFill, serveFailed, serveStaleOr } from './stale.js';
@@ -43,9 +44,10 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     // stored, as Varnish's does.
     const abandon = new AbortController();
     const onLeft = () => {
-      if (!ctx.res.writableFinished) joined.left(() => abandon.abort());
+      if (!isAnswered(ctx.res)) joined.left(() => abandon.abort());
     };
     ctx.res.once('close', onLeft);
+    if (isResponseGone(ctx.res)) onLeft(); // gone during the lookup: its 'close' has fired already
     let result: FillResult;
     try {
       result = await fillAcrossInstances(ctx, lookup, collapseKey, 'fill', undefined, abandon.signal);
@@ -89,7 +91,7 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     // the fill is kept for (its leader gone too, the fill gives its queue place up).
     let hasLeft = false;
     const onLeft = () => {
-      if (ctx.res.writableFinished) return;
+      if (isAnswered(ctx.res)) return;
       hasLeft = true;
       joined.leave();
     };

@@ -137,6 +137,29 @@ export function dropOddFieldNames(headers: Record<string, unknown>): void {
 }
 
 /**
+ * The client's answer can no longer be written: its connection closed, or over HTTP/2 its stream
+ * (a client that cancelled a request resets it). HTTP/2's compatibility response has no
+ * `destroyed` of its own (undefined): checked on it alone, an HTTP/2 request cancelled while it
+ * waited was sent to the origin anyway, its answer written nowhere, and its origin permit held
+ * for good (browser trial: a member's in-flight count stuck at 1; a dozen cancelled POSTs held
+ * twelve).
+ */
+export function isResponseGone(res: { destroyed?: boolean; stream?: { destroyed: boolean } }): boolean {
+  return res.destroyed === true || res.stream?.destroyed === true;
+}
+
+/**
+ * The answer was written to its end (not: the client left first). `writableFinished` alone says
+ * so on HTTP/1.1; HTTP/2's compatibility response also reads finished (and emits 'finish') when
+ * the client reset the stream before any answer, with `writableEnded` false. Taken for an
+ * answer, a cancelled HTTP/2 request was never seen to leave: its wait for a permit went on, and
+ * a pass-through already sent waited for good, its permit held (browser trial).
+ */
+export function isAnswered(res: { writableFinished: boolean; writableEnded: boolean }): boolean {
+  return res.writableFinished && res.writableEnded;
+}
+
+/**
  * The head with `Content-Disposition` ahead of every other field. Node's writeHead re-encodes a
  * Content-Disposition that comes after a Content-Length (latin1 bytes read back as UTF-8: its
  * fix for nodejs/node#46528): a UTF-8 `filename="résumé.pdf"` reached the client as latin1,

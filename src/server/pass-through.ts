@@ -14,7 +14,7 @@ import type { BufferedBody } from '../origin/request-body.js';
 import { NOT_COUNTED } from '../admission/admission.js';
 import type { OriginMember } from '../origin/pool.js';
 import { MAX_FREED_ANSWERS } from '../origin/member.js';
-import { appendVia, dropClientAddressClaims, dropOddFieldNames, setForwardedHeaders, stripHopByHop } from './headers.js';
+import { appendVia, dropClientAddressClaims, dropOddFieldNames, isAnswered, isResponseGone, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { chainCacheStatus, formatCacheStatus } from './respond.js';
 import { makeOnTheFlyEncoder, onTheFlyRequestOf } from './on-the-fly.js';
 import { shed, fail } from './answer.js';
@@ -65,9 +65,10 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
   // Only a client that left before its answer stops the wait for a permit: aborting on every
   // close would build an AbortError (a DOMException, with its stack) for each request.
   const onClose = () => {
-    if (!res.writableFinished) abort.abort();
+    if (!isAnswered(res)) abort.abort();
   };
   res.once('close', onClose);
+  if (isResponseGone(res)) abort.abort(); // gone already: its 'close' has fired, and nothing would stop its wait
   let reusedRetried = false;
   let freshNext = false;
   // Sent again after a suspect member answered 502 or 503: no ejected member's trial.
@@ -94,7 +95,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
         hasFallback: lookup !== undefined && hasStaleOnFailure(ctx, lookup),
       });
       if (!admitted.ok) {
-        if (res.destroyed) return;
+        if (isResponseGone(res)) return;
         const refused = refusedFill(ctx, admitted);
         if (lookup) return serveFailed(ctx, lookup, refused);
         if (refused.shedReason) return shed(ctx, refused.shedReason);
@@ -108,7 +109,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
       const freshConnection = freshNext;
       freshNext = false;
       try {
-        if (res.destroyed) outcome = { kind: 'client_gone' };
+        if (isResponseGone(res)) outcome = { kind: 'client_gone' };
         else
           outcome = await deps.forwarder.web(req, res, {
             target: { url: member.url, agent: member.agent },
@@ -142,7 +143,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
             // At most MAX_FREED_ANSWERS per member at once: past it an answer holds its permit
             // to its end, as any answer (review: 300 downloads took every socket of the agent).
             onPermitFree: (status) => {
-              if (member.freedAnswers >= MAX_FREED_ANSWERS || res.destroyed || res.writableFinished) return;
+              if (member.freedAnswers >= MAX_FREED_ANSWERS || isResponseGone(res) || isAnswered(res)) return;
               member.freedAnswers++;
               res.once('close', () => member.freedAnswers--);
               lease.finish({ kind: 'response', status, clientHeld: true });

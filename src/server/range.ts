@@ -25,7 +25,7 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'n
 import { randomBytes } from 'node:crypto';
 import type { CacheEntry, StoredHeaders } from '../cache/entry.js';
 import { parseHttpDate } from '../cache/cache-control.js';
-import { appendVia, dispositionFirst } from './headers.js';
+import { appendVia, dispositionFirst, isResponseGone } from './headers.js';
 import { varyWithAcceptEncoding } from '../cache/content-coding.js';
 import { cacheStatusOf, type EntryAnswer } from './respond.js';
 
@@ -236,7 +236,7 @@ function writeWithBackpressure(res: ServerResponse, chunks: readonly Buffer[]): 
   let i = 0;
   const pump = (): void => {
     while (i < chunks.length) {
-      if (res.destroyed) return;
+      if (isResponseGone(res)) return;
       const chunk = chunks[i++]!;
       if (i === chunks.length) {
         res.end(chunk);

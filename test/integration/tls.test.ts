@@ -412,6 +412,122 @@ describe('HTTPS listener: SNI, HTTP/2, redirect, HSTS, live certificate reload',
   });
 });
 
+describe('HTTP/2 requests their client cancels', () => {
+  let origin: TestOrigin;
+  let gw: StartedGateway;
+  let ca: TestCa;
+
+  beforeAll(async () => {
+    origin = await startTestOrigin({ name: 'o' });
+    origin.route('/api', { delayMs: 200, headers: { 'cache-control': 'private, max-age=0' }, body: 'answer' });
+    origin.route('/quick', { delayMs: 60, headers: { 'cache-control': 'private, max-age=0' }, body: 'answer' });
+    ca = await makeTestCa();
+    gw = await startGateway({
+      tls: { host: '127.0.0.1', port: 0 },
+      // Two permits, a patient queue: most of the cancelled requests are waiting when they go.
+      admission: { limit: { algorithm: 'fixed', initial: 2, min: 1, ceiling: 2 }, queue: { deadlineMs: 5000, codelTargetMs: 5000, codelIntervalMs: 5000 } },
+      sites: [{ name: 's', hosts: ['*'], origins: [{ url: origin.url }], healthCheck: { enabled: false }, tls: ca.write('s', await ca.leaf(['s.test'])) }],
+    });
+  });
+
+  afterAll(async () => {
+    await gw?.close();
+    await origin?.close();
+  });
+
+  async function inflight(): Promise<number> {
+    const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    return Number(/^crowdgate_origin_inflight\{[^}]*\} (\d+)/m.exec(text)?.[1] ?? NaN);
+  }
+
+  it('gives every origin permit back, sends none waiting in the queue to the origin, and serves the next request (browser trial: a cancelled POST held a permit for good)', async () => {
+    const client = http2.connect(`https://127.0.0.1:${gw.gw.httpsAddress!.port}`, { ca: ca.ca, servername: 's.test' });
+    client.on('error', () => undefined);
+    try {
+      const cancelled: Promise<void>[] = [];
+      for (let i = 0; i < 24; i++) {
+        // POSTs (passed through, body read first) and GETs (cache fills of private answers),
+        // reset while they wait for a permit, or after they went to the origin.
+        const post = i % 2 === 0;
+        const req = client.request({ ':method': post ? 'POST' : 'GET', ':path': `/api?i=${i}`, ':authority': 's.test' });
+        req.on('error', () => undefined);
+        req.on('response', () => undefined);
+        req.resume();
+        req.end(post ? 'text=hello' : undefined);
+        cancelled.push(
+          new Promise((resolve) => {
+            setTimeout(() => req.close(http2.constants.NGHTTP2_CANCEL), i < 4 ? 250 : 40);
+            req.on('close', () => resolve());
+          }),
+        );
+      }
+      await Promise.all(cancelled);
+      await until(() => origin.inflight === 0, 'the origin done with what it got', 5000);
+      await until(async () => (await inflight()) === 0, 'every permit back', 3000);
+      // The ones cancelled while queued never reached the origin.
+      expect(origin.count('/api')).toBeLessThanOrEqual(6);
+      const next = await h2get(gw.gw.httpsAddress!.port, ca.ca, 's.test', '/api?after=1');
+      expect(next.status).toBe(200);
+      expect(await inflight()).toBe(0);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('gives every permit back whenever the client cancels: queued, at the origin, as the answer comes', async () => {
+    // Room for most of them at the origin at once.
+    const wide = await startGateway({
+      tls: { host: '127.0.0.1', port: 0 },
+      admission: { limit: { algorithm: 'fixed', initial: 16, min: 1, ceiling: 16 } },
+      sites: [{ name: 's', hosts: ['*'], origins: [{ url: origin.url }], healthCheck: { enabled: false }, tls: ca.write('w', await ca.leaf(['s.test'])) }],
+    });
+    const client = http2.connect(`https://127.0.0.1:${wide.gw.httpsAddress!.port}`, { ca: ca.ca, servername: 's.test' });
+    client.on('error', () => undefined);
+    const inflightOf = async () => Number(/^crowdgate_origin_inflight\{[^}]*\} (\d+)/m.exec(await (await fetch(`${wide.adminUrl}/metrics`)).text())?.[1] ?? NaN);
+    try {
+      const cancelled: Promise<void>[] = [];
+      for (let i = 0; i < 60; i++) {
+        const post = i % 2 === 0;
+        const req = client.request({ ':method': post ? 'POST' : 'GET', ':path': `/quick?i=${i}`, ':authority': 's.test' });
+        req.on('error', () => undefined);
+        req.on('response', () => undefined);
+        req.resume();
+        req.end(post ? 'text=hello' : undefined);
+        cancelled.push(
+          new Promise((resolve) => {
+            setTimeout(() => req.close(http2.constants.NGHTTP2_CANCEL), (i * 7) % 120);
+            req.on('close', () => resolve());
+          }),
+        );
+        if (i % 10 === 9) await new Promise((r) => setTimeout(r, 30));
+      }
+      await Promise.all(cancelled);
+      await until(() => origin.inflight === 0, 'the origin done with what it got', 5000);
+      await until(async () => (await inflightOf()) === 0, 'every permit back', 3000);
+    } finally {
+      client.close();
+      await wide.close();
+    }
+  });
+
+  it('gives the permit back at once when the client cancels while the answer streams', async () => {
+    origin.route('/stream', { delayMs: 5000, delayBody: true, headers: { 'cache-control': 'private, max-age=0' }, body: 'late' });
+    const client = http2.connect(`https://127.0.0.1:${gw.gw.httpsAddress!.port}`, { ca: ca.ca, servername: 's.test' });
+    client.on('error', () => undefined);
+    try {
+      const req = client.request({ ':method': 'POST', ':path': '/stream', ':authority': 's.test' });
+      req.on('error', () => undefined);
+      req.end('x=1');
+      await new Promise<void>((resolve) => req.on('response', () => resolve()));
+      expect(await inflight()).toBe(1);
+      req.close(http2.constants.NGHTTP2_CANCEL);
+      await until(async () => (await inflight()) === 0, 'the permit back', 1500);
+    } finally {
+      client.close();
+    }
+  });
+});
+
 describe('HTTP/2 through the same limits as HTTP/1.1', () => {
   let origin: TestOrigin;
   let gw: StartedGateway;
