@@ -447,7 +447,7 @@ export const cacheKeySchema = z
       .max(100)
       .default([])
       .describe(
-        'Cookies that never change this route\'s pages (`*` matches any run of characters, any case), beside the built-in analytics and consent cookies: a request carrying only these is answered from a copy that varies on Cookie, or came without cache headers, instead of being passed to the origin, and one a bypassCookies pattern matches does not bypass. For MediaWiki: `["*UserName"]` (kept 180 days after a logout). Never a session cookie: its holder would get the anonymous page. Default none.',
+        'Cookies that never change this route\'s pages (`*` matches any run of characters, any case), beside the built-in analytics and consent cookies: a request carrying only these is answered from a copy that varies on Cookie, or came without cache headers, instead of being passed to the origin. It does not lift a bypass (bypassCookies). For MediaWiki: `["*UserName"]` (kept 180 days after a logout). Never a session cookie: its holder would get the anonymous page. Default none.',
       ),
   })
   .describe('The cache key template. The site name is always part of the key.');
@@ -612,7 +612,7 @@ export const siteSchema = z
       .array(z.string())
       .default([...DEFAULT_BYPASS_COOKIES])
       .describe(
-        'Requests carrying one of these cookies (glob, case-insensitive) bypass the cache: logged-in users see their own pages. Not a cookie only named like a session: Hotjar\'s `_hj*`, Adobe\'s `s_sess`, MediaWiki\'s `*mwuser-sessionId`, or one the route\'s key.ignoreCookies names. Cache fills never forward other cookies. A list given here replaces the default one: keep the defaults you need (a request carrying a default one the list leaves out logs a warning, once per pattern).',
+        'Requests carrying one of these cookies (glob, case-insensitive) bypass the cache: logged-in users see their own pages. Not a cookie only named like a session: Hotjar\'s `_hj*`, Adobe\'s `s_sess`, MediaWiki\'s `*mwuser-sessionId`. Cache fills never forward other cookies. A list given here replaces the default one: keep the defaults you need (a request carrying a default one the list leaves out logs a warning, once per pattern).',
       ),
     fillHeaders: z
       .strictObject({
@@ -714,7 +714,7 @@ export const siteSchema = z
       .array(z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'must be a header field name'))
       .default(['HX-Request', 'X-PJAX', 'Turbo-Frame', 'X-Inertia', 'X-Up-Target', 'RSC'])
       .describe(
-        'Requests carrying one of these headers bypass the cache: they ask the origin for another answer at the same URL (an htmx, pjax, Turbo Frame, Inertia or Unpoly fragment, a Next.js RSC flight payload) that origins seldom name in Vary. Cached, one fragment would be stored as the page for everyone; dropped from the fill, the fragment request would get the whole page. Where every stored copy of the URL varies on the fragment headers a request carries and on every other header a fill would send for it but Accept* and User-Agent (the origin sent Vary: HX-Request, or Next.js its Vary: RSC, ...), the request is cached as its own variant instead.',
+        'Requests carrying one of these headers bypass the cache: they ask the origin for another answer at the same URL (an htmx, pjax, Turbo Frame, Inertia or Unpoly fragment, a Next.js RSC flight payload) that origins seldom name in Vary. Cached, one fragment would be stored as the page for everyone; dropped from the fill, the fragment request would get the whole page. Where every stored copy of the URL varies on the fragment headers a request carries and on every other header a fill would send for it but Accept* and User-Agent (the origin sent Vary: HX-Request, or Next.js its Vary: RSC, ...), the request is cached as its own variant instead, except under fillHeaders.only. A header that must always bypass belongs in credentialHeaders.',
       ),
     honorClientNoCache: z
       .boolean()

@@ -219,10 +219,12 @@ export function isOnlyIfCached(req: IncomingMessage): boolean {
  * (identityFillInputs); a copy that varies on none of them answers it only if the origin
  * gave it for everyone (isSharedByOrigin).
  */
-export function selectVariant(variants: readonly CacheEntry[], headers: IncomingHttpHeaders, asks: readonly string[] = []): CacheEntry | undefined {
+export function selectVariant(variants: readonly CacheEntry[], headers: IncomingHttpHeaders, asks: readonly string[] = [], fragment?: readonly string[]): CacheEntry | undefined {
   let best: CacheEntry | undefined;
   for (const v of variants) {
     if (makeVariantKey(v.vary, headers) !== v.variantKey) continue;
+    // A fragment request's answer is only a copy that varies on its fragment headers.
+    if (fragment !== undefined && !fragment.every((name) => v.vary.includes(name))) continue;
     if (isOtherAskersCopy(v, asks)) continue;
     if (!best || v.responseTime > best.responseTime) best = v;
   }
@@ -244,9 +246,13 @@ export function collapseKeyOf(lookup: Lookup): CollapseKey {
   // The origin's own Vary, as a stored answer below 400 has it: an error kept for requests like
   // the one that got it varies on every header (fill.ts narrowVariantNames), and taken as the
   // key's Vary it gave each browser a fill of its own (review).
+  // A fragment request's on the names its answer is stored varying on (the fragment headers
+  // included): never the plain page's fill, even when no stored copy below 400 tells the key's
+  // Vary (review: an htmx request collapsed on a plain request's fill got the page).
   const known = lookup.entry ?? lookup.variants.find((v) => v.status < 400);
-  if (!known || known.vary.length === 0) return makeCollapseKey(lookup.key);
-  return makeCollapseKey(lookup.key, makeVariantKey(known.vary, lookup.variantHeaders));
+  const vary = lookup.fragment !== undefined ? [...lookup.fragment].sort() : known?.vary;
+  if (!vary || vary.length === 0) return makeCollapseKey(lookup.key);
+  return makeCollapseKey(lookup.key, makeVariantKey(vary, lookup.variantHeaders));
 }
 
 /**

@@ -184,12 +184,9 @@ export function carriesOwnCookies(header: string | string[] | undefined, policy:
  * A cookie named like a session cookie (a bypassCookies pattern matches it) that is none: an
  * analytics script's (Hotjar's `_hj*`: `_hjSession_<id>` and `_hjSessionUser_<id>` on every
  * visitor; Adobe's `s_sess`; MediaWiki's `<wiki>mwuser-sessionId`, set by its own scripts for
- * their logging), or one the route's `key.ignoreCookies` names. Not a reason to bypass.
+ * their logging). Not a reason to bypass.
  */
-export function isSessionLookalike(name: string, ignoreCookies: readonly string[] | undefined): boolean {
-  return isAnalyticsSessionName(name) || ignoredCookiesOf(ignoreCookies)(name);
-}
-const isAnalyticsSessionName = compileGlobs(['_hj*', 's_sess', '*mwuser-sessionId']);
+export const isSessionLookalike = compileGlobs(['_hj*', 's_sess', '*mwuser-sessionId']);
 
 /** The route's `key.ignoreCookies`, compiled once per config list. */
 const ignoredMatchers = new WeakMap<readonly string[], (name: string) => boolean>();

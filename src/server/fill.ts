@@ -112,7 +112,10 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     // echo was a false match (`User-Agent: html` on any HTML page) would otherwise send every
     // waiter with another value to the origin on its own.
     if (isOtherCookiesCopy(ctx, outcome.entry, lookup.policy)) return passForOwnCookies(ctx, lookup, outcome.entry);
-    if (makeVariantKey(outcome.entry.vary, lookup.variantHeaders) !== outcome.entry.variantKey) {
+    if (
+      makeVariantKey(outcome.entry.vary, lookup.variantHeaders) !== outcome.entry.variantKey ||
+      (lookup.fragment !== undefined && !lookup.fragment.every((name) => outcome.entry.vary.includes(name)))
+    ) {
       const echoed = outcome.echoed;
       return fillOwnVariant(ctx, lookup, [echoed?.length ? { ...outcome.entry, vary: outcome.entry.vary.filter((n) => !echoed.includes(n)) } : outcome.entry], attempt);
     }
@@ -799,7 +802,7 @@ async function fillAcrossInstances(
   if (!remote) return runFill(ctx, lookup, kind, priority, collapseKey.id, signal);
   const claim = await remote.acquire(collapseKey, ctx.rt.config.cache.collapse.waitDeadlineMs);
   if (claim.kind === 'filled') {
-    const entry = selectVariant((await ctx.deps.store.get(lookup.key)) ?? [], lookup.variantHeaders, identityFillInputs(lookup.variantHeaders, lookup.policy, []));
+    const entry = selectVariant((await ctx.deps.store.get(lookup.key)) ?? [], lookup.variantHeaders, identityFillInputs(lookup.variantHeaders, lookup.policy, []), lookup.fragment);
     if (entry && entry !== lookup.entry) {
       const evaluation = evaluateEntry(entry, lookup.facts, ctx.deps.clock.now(), lookup.policy);
       if (!evaluation.needsRevalidation) {

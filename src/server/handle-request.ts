@@ -116,7 +116,7 @@ function answerMemoHit(
   // to the origin (route() step 4), and Vary: Cookie selects with the cookies a fill would send,
   // which for a memoised route (no cookie in its key) are none.
   const cookie = req.headers.cookie;
-  if (cookie !== undefined && !memo.route.config.cache.ignoreSessionCookies && hasBypassCookie(memo.site, cookie, deps, memo.route)) return false;
+  if (cookie !== undefined && !memo.route.config.cache.ignoreSessionCookies && hasBypassCookie(memo.site, cookie, deps)) return false;
   for (const name of memo.plainBypass) if (req.headers[name] !== undefined) return false;
   const now = deps.clock.now();
   const store = deps.store;
@@ -309,7 +309,7 @@ export function route(ctx: Ctx): void | Promise<void> {
   const policy = site.policyFor(routeMatch);
   const facts: RequestFacts = { method: ctx.method, url: ctx.url, headers: req.headers };
   const eligibility = isCacheableRequest(facts, policy);
-  const bypassCookie = req.headers.cookie !== undefined && !routeMatch.config.cache.ignoreSessionCookies && hasBypassCookie(site, req.headers.cookie, deps, routeMatch);
+  const bypassCookie = req.headers.cookie !== undefined && !routeMatch.config.cache.ignoreSessionCookies && hasBypassCookie(site, req.headers.cookie, deps);
   if (
     !eligibility.cacheable ||
     bypassCookie ||
@@ -407,12 +407,12 @@ export function decide(
   // CVE-2025-49005), a fill without the header would give the fragment request the page, and a
   // sibling header the origin did not name (HX-Target, X-Inertia-Partial-Data: Inertia's
   // Laravel adapter says only Vary: X-Inertia) would pick another fragment: it bypasses.
-  const variedOn = fragment === undefined ? undefined : fragmentVariedOn(fragment, variants, variantHeaders, policy);
+  const variedOn = fragment === undefined ? undefined : fragmentVariedOn(site, fragment, variants, variantHeaders, policy);
   if (fragment !== undefined && variedOn === undefined) return forwardUnlessShed(ctx, 'bypass');
   // A request that says who asks (`X-User-Token`) is not answered with a copy a fill made
   // without it, unless the origin said that copy is for everyone: it is the guest's page, and
   // the request goes to the origin as it came (its answer is stored as its own variant, fill.ts).
-  const entry = variants.length === 0 ? undefined : selectVariant(variants, variantHeaders, identityFillInputs(variantHeaders, policy, []));
+  const entry = variants.length === 0 ? undefined : selectVariant(variants, variantHeaders, identityFillInputs(variantHeaders, policy, []), variedOn !== undefined ? fragment : undefined);
   const now = deps.clock.now();
   const evaluation = entry ? evaluateEntry(entry, facts, now, policy) : undefined;
   const lookup: Lookup = { key, variants, entry, evaluation, policy, facts, variantHeaders, canStore, ...(variedOn !== undefined ? { fragment: variedOn } : {}) };
@@ -520,7 +520,7 @@ export function decide(
  * list leaves out is noted for a warning (noteLeftOutSessionCookies) while any such pattern has
  * not been warned of yet.
  */
-function hasBypassCookie(site: SiteRuntime, header: string, deps: RequestDeps, route: CompiledRoute): boolean {
+function hasBypassCookie(site: SiteRuntime, header: string, deps: RequestDeps): boolean {
   const leftOut = site.leftOutDefaults !== undefined && site.leftOutDefaults.unwarned.size > 0 ? site.leftOutDefaults : undefined;
   let carried: string[] | undefined;
   for (const name of parseCookies(header).keys()) {
@@ -528,8 +528,9 @@ function hasBypassCookie(site: SiteRuntime, header: string, deps: RequestDeps, r
     if (!bypass && (leftOut === undefined || !leftOut.matchesAny(name))) continue;
     // Named like a session cookie, but never one: an analytics script's (Hotjar's
     // `_hjSession_*` on every visitor from the first page on, MediaWiki's `*mwuser-sessionId`:
-    // browser trial) or one the route's key.ignoreCookies says changes no page.
-    if (isSessionLookalike(name, route.config.cache.key.ignoreCookies)) continue;
+    // browser trial). Not a route's key.ignoreCookies: a glob there too wide (`mywiki*` for
+    // `mywikiUserName`) would have let the wiki's own session cookie through (review).
+    if (isSessionLookalike(name)) continue;
     if (bypass) return true;
     (carried ??= []).push(name);
   }
@@ -567,8 +568,10 @@ function hasCredential(site: SiteRuntime, headers: IncomingHttpHeaders): boolean
  * headers and on every other header a fill sends for it (but Accept* and User-Agent, which
  * every fill sends); else undefined: it bypasses (decide()).
  */
-function fragmentVariedOn(fragment: readonly string[], variants: readonly CacheEntry[], variantHeaders: IncomingHttpHeaders, policy: PolicyOptions): string[] | undefined {
-  if (variants.length === 0) return undefined;
+function fragmentVariedOn(site: SiteRuntime, fragment: readonly string[], variants: readonly CacheEntry[], variantHeaders: IncomingHttpHeaders, policy: PolicyOptions): string[] | undefined {
+  // Strict mode (fillHeaders.only) fills without the headers it does not list: a sibling it
+  // leaves out (HX-Target) would never be seen, and its fragment stored for every target (review).
+  if (variants.length === 0 || site.config.fillHeaders.only !== undefined) return undefined;
   const names = new Set(fragment);
   for (const v of variants) {
     if (!fragment.every((name) => v.vary.includes(name)) || uncoveredFillInputs(variantHeaders, policy, v.vary).length > 0) return undefined;

@@ -275,12 +275,13 @@ describe('hit memo: the fast path for plain repeated hits', () => {
     expect(o.count('/v')).toBe(1);
   });
 
-  it("never bypasses for a cookie only named like a session (Hotjar's _hjSession_*, MediaWiki's mwuser-sessionId, a route's ignoreCookies), from the memo or the slow path", async () => {
+  it("never bypasses for a cookie only named like a session (Hotjar's _hjSession_*, MediaWiki's mwuser-sessionId), from the memo or the slow path; a route's ignoreCookies does not lift a bypass", async () => {
     const o = await origin();
     o.route('/home', { headers: { 'cache-control': 'public, max-age=60' }, body: (r) => (r.headers.cookie ? 'private page' : 'public page') });
     o.route('/wiki/Main', { headers: { 'cache-control': 'public, max-age=60' }, body: (r) => (r.headers.cookie ? 'private wiki' : 'public wiki') });
     // The default bypassCookies ("*session*" matches them all); the wiki route says a
-    // "prefs_session" cookie of its own changes no page.
+    // "prefs_session" cookie changes no page, which does not lift the bypass (a glob there too
+    // wide would let a session cookie through: review).
     const g = await gateway({
       sites: [siteFor([o.url], { routes: [{ name: 'wiki', match: { pathPrefix: '/wiki/' }, cache: { key: { ignoreCookies: ['prefs_session'] } } }] })],
     });
@@ -298,16 +299,15 @@ describe('hit memo: the fast path for plain repeated hits', () => {
       const slow = await get(`${g.url}/home`, { cookie: '_hjSession_3601=eyJ', 'x-debug': '1' });
       expect(slow.headers['cache-status']).toMatch(/; hit;/);
       const ignored = await get(`${g.url}/wiki/Main`, { cookie: 'prefs_session=dark' });
-      expect(ignored.body).toBe('public wiki');
-      expect(ignored.headers['cache-status']).toMatch(/; hit;/);
-      // A real session cookie beside them still bypasses; the route's list is its own.
+      expect(ignored.body).toBe('private wiki');
+      expect(ignored.headers['cache-status']).toMatch(/fwd=bypass/);
+      // A real session cookie beside them still bypasses.
       expect((await get(`${g.url}/home`, { cookie: '_hjSession_3601=eyJ; PHPSESSID=abc' })).headers['cache-status']).toMatch(/fwd=bypass/);
-      expect((await get(`${g.url}/home`, { cookie: 'prefs_session=dark' })).headers['cache-status']).toMatch(/fwd=bypass/);
     } finally {
       memo.restore();
     }
-    expect(o.count('/home')).toBe(3);
-    expect(o.count('/wiki/Main')).toBe(1);
+    expect(o.count('/home')).toBe(2);
+    expect(o.count('/wiki/Main')).toBe(2);
     // MediaWiki's pages vary on Cookie: its scripts' cookie is not one of the visitor's own.
     o.route('/wiki/Vary', { headers: { 'cache-control': 's-maxage=60', vary: 'Accept-Encoding, Cookie' }, body: (r) => `cookie=${String(r.headers.cookie ?? '-')}` });
     await get(`${g.url}/wiki/Vary`);

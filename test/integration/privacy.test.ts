@@ -536,6 +536,47 @@ describe('the key covers what the origin sees', () => {
     expect(o.count('/panel')).toBe(3);
   });
 
+  it("a fragment request bypasses under fillHeaders.only: the fill would leave a sibling header out (HX-Target) and store one target's fragment for all (review)", async () => {
+    const o = await origin();
+    o.route('/panel', (req, res) => {
+      const fragment = req.headers['hx-request'] !== undefined;
+      res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'public, max-age=60', vary: 'HX-Request' });
+      res.end(fragment ? `<div>target=${String(req.headers['hx-target'] ?? '-')}</div>` : '<html>panel</html>');
+    });
+    const g = await gateway({ sites: [siteFor([o.url], { fillHeaders: { only: ['X-Tenant-Lang'] } })] });
+    expect((await get(`${g.url}/panel`)).body).toBe('<html>panel</html>');
+    for (const target of ['a', 'b']) {
+      const r = await get(`${g.url}/panel`, { 'hx-request': 'true', 'hx-target': target });
+      expect(r.body, target).toBe(`<div>target=${target}</div>`);
+      expect(r.headers['cache-status'], target).toMatch(/fwd=bypass/);
+    }
+  });
+
+  it('a fragment request never collapses on a plain request\'s fill, even when only error copies tell the key\'s Vary (review)', async () => {
+    const o = await origin();
+    let exists = false;
+    o.route('/c', (req, res) => {
+      const fragment = req.headers['hx-request'] !== undefined;
+      if (!exists) {
+        res.writeHead(404, { 'content-type': 'text/html', 'cache-control': 'public, max-age=60', vary: 'HX-Request, Accept-Language' });
+        return res.end('NOT FOUND');
+      }
+      setTimeout(() => {
+        res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'public, max-age=60', vary: fragment ? 'HX-Request, Accept-Language' : 'Accept-Language' });
+        res.end(fragment ? 'FRAGMENT' : 'PAGE');
+      }, 300);
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    expect((await get(`${g.url}/c`, { 'accept-language': 'en' })).status).toBe(404);
+    exists = true;
+    const plain = get(`${g.url}/c`, { 'accept-language': 'de' });
+    await new Promise((r) => setTimeout(r, 50));
+    const fragment = get(`${g.url}/c`, { 'accept-language': 'de', 'hx-request': 'true' });
+    const [p, f] = await Promise.all([plain, fragment]);
+    expect(p.body).toBe('PAGE');
+    expect(f.body).toBe('FRAGMENT');
+  });
+
   it("a fragment request carrying a header the stored copies do not vary on bypasses: Inertia's partial reload never answers a full visit, nor a full visit a partial reload", async () => {
     const o = await origin();
     const seen: string[] = [];
