@@ -435,33 +435,42 @@ describe('HTTP/2 requests their client cancels', () => {
     await origin?.close();
   });
 
-  async function inflight(): Promise<number> {
-    const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+  async function inflight(adminUrl = gw.adminUrl): Promise<number> {
+    const text = await (await fetch(`${adminUrl}/metrics`)).text();
     return Number(/^crowdgate_origin_inflight\{[^}]*\} (\d+)/m.exec(text)?.[1] ?? NaN);
+  }
+
+  /**
+   * Sends `n` requests on one HTTP/2 connection, POSTs (passed through, body read first) and
+   * GETs (cache fills of private answers) in turn, and resets request i after `cancelAfterMs(i)`;
+   * resolves once every stream has closed. `pauseEvery`: a 30 ms pause after that many.
+   */
+  async function sendAndCancel(client: http2.ClientHttp2Session, n: number, path: string, cancelAfterMs: (i: number) => number, pauseEvery = Infinity): Promise<void> {
+    const cancelled: Promise<void>[] = [];
+    for (let i = 0; i < n; i++) {
+      const post = i % 2 === 0;
+      const req = client.request({ ':method': post ? 'POST' : 'GET', ':path': `${path}?i=${i}`, ':authority': 's.test' });
+      req.on('error', () => undefined);
+      req.on('response', () => undefined);
+      req.resume();
+      req.end(post ? 'text=hello' : undefined);
+      cancelled.push(
+        new Promise((resolve) => {
+          setTimeout(() => req.close(http2.constants.NGHTTP2_CANCEL), cancelAfterMs(i));
+          req.on('close', () => resolve());
+        }),
+      );
+      if (i % pauseEvery === pauseEvery - 1) await new Promise((r) => setTimeout(r, 30));
+    }
+    await Promise.all(cancelled);
   }
 
   it('gives every origin permit back, sends none waiting in the queue to the origin, and serves the next request (browser trial: a cancelled POST held a permit for good)', async () => {
     const client = http2.connect(`https://127.0.0.1:${gw.gw.httpsAddress!.port}`, { ca: ca.ca, servername: 's.test' });
     client.on('error', () => undefined);
     try {
-      const cancelled: Promise<void>[] = [];
-      for (let i = 0; i < 24; i++) {
-        // POSTs (passed through, body read first) and GETs (cache fills of private answers),
-        // reset while they wait for a permit, or after they went to the origin.
-        const post = i % 2 === 0;
-        const req = client.request({ ':method': post ? 'POST' : 'GET', ':path': `/api?i=${i}`, ':authority': 's.test' });
-        req.on('error', () => undefined);
-        req.on('response', () => undefined);
-        req.resume();
-        req.end(post ? 'text=hello' : undefined);
-        cancelled.push(
-          new Promise((resolve) => {
-            setTimeout(() => req.close(http2.constants.NGHTTP2_CANCEL), i < 4 ? 250 : 40);
-            req.on('close', () => resolve());
-          }),
-        );
-      }
-      await Promise.all(cancelled);
+      // Reset while they wait for a permit, or (the first four) after they went to the origin.
+      await sendAndCancel(client, 24, '/api', (i) => (i < 4 ? 250 : 40));
       await until(() => origin.inflight === 0, 'the origin done with what it got', 5000);
       await until(async () => (await inflight()) === 0, 'every permit back', 3000);
       // The ones cancelled while queued never reached the origin.
@@ -483,27 +492,10 @@ describe('HTTP/2 requests their client cancels', () => {
     });
     const client = http2.connect(`https://127.0.0.1:${wide.gw.httpsAddress!.port}`, { ca: ca.ca, servername: 's.test' });
     client.on('error', () => undefined);
-    const inflightOf = async () => Number(/^crowdgate_origin_inflight\{[^}]*\} (\d+)/m.exec(await (await fetch(`${wide.adminUrl}/metrics`)).text())?.[1] ?? NaN);
     try {
-      const cancelled: Promise<void>[] = [];
-      for (let i = 0; i < 60; i++) {
-        const post = i % 2 === 0;
-        const req = client.request({ ':method': post ? 'POST' : 'GET', ':path': `/quick?i=${i}`, ':authority': 's.test' });
-        req.on('error', () => undefined);
-        req.on('response', () => undefined);
-        req.resume();
-        req.end(post ? 'text=hello' : undefined);
-        cancelled.push(
-          new Promise((resolve) => {
-            setTimeout(() => req.close(http2.constants.NGHTTP2_CANCEL), (i * 7) % 120);
-            req.on('close', () => resolve());
-          }),
-        );
-        if (i % 10 === 9) await new Promise((r) => setTimeout(r, 30));
-      }
-      await Promise.all(cancelled);
+      await sendAndCancel(client, 60, '/quick', (i) => (i * 7) % 120, 10);
       await until(() => origin.inflight === 0, 'the origin done with what it got', 5000);
-      await until(async () => (await inflightOf()) === 0, 'every permit back', 3000);
+      await until(async () => (await inflight(wide.adminUrl)) === 0, 'every permit back', 3000);
     } finally {
       client.close();
       await wide.close();
