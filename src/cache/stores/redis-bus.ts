@@ -5,7 +5,8 @@
  *
  * Two connections: publishing goes through the shared RedisGuard (fail open, breaker); receiving
  * needs a second connection in subscriber mode (a subscribed connection accepts no other command).
- * ioredis resubscribes after a reconnect; we also subscribe on every 'ready'.
+ * After a reconnect we subscribe again on 'ready' (ioredis's own resubscription is turned off:
+ * it left its promise unhandled).
  *
  * Channels: `${keyPrefix}bus:purge` carries JSON { v: 1, from, selector, mode, at, again?, late? };
  * `${keyPrefix}bus:filled` carries the primary key as is. One subscription and one handler serve
@@ -96,6 +97,11 @@ export class RedisBus {
     this.purgeChannel = `${options.keyPrefix}bus:purge`;
     this.filledChannel = `${options.keyPrefix}bus:filled`;
     this.purgeLog = `${options.keyPrefix}bus:purgelog`;
+    // Only our own subscribe() on each 'ready' (below) subscribes again after a reconnect:
+    // ioredis's own resubscription leaves its promise unhandled, and a connection that dropped
+    // again at once (enableOfflineQueue off) rejected it: an unhandled rejection (CI caught one).
+    const subscriberOptions = (this.subscriber as { options?: { autoResubscribe?: boolean } }).options;
+    if (subscriberOptions !== undefined && 'autoResubscribe' in subscriberOptions) subscriberOptions.autoResubscribe = false;
     this.subscriber.on('message', (channel: string, message: string) => this.onMessage(channel, message));
     this.subscriber.on('ready', () => void this.subscribe());
     this.subscriber.on('close', () => this.stopListening());
