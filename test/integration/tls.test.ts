@@ -435,9 +435,9 @@ describe('HTTP/2 requests their client cancels', () => {
     await origin?.close();
   });
 
-  async function inflight(adminUrl = gw.adminUrl): Promise<number> {
+  async function inflight(adminUrl = gw.adminUrl, metric = 'crowdgate_origin_inflight'): Promise<number> {
     const text = await (await fetch(`${adminUrl}/metrics`)).text();
-    return Number(/^crowdgate_origin_inflight\{[^}]*\} (\d+)/m.exec(text)?.[1] ?? NaN);
+    return Number(new RegExp(`^${metric}\\{[^}]*\\} (\\d+)`, 'm').exec(text)?.[1] ?? NaN);
   }
 
   /**
@@ -469,8 +469,10 @@ describe('HTTP/2 requests their client cancels', () => {
     const client = http2.connect(`https://127.0.0.1:${gw.gw.httpsAddress!.port}`, { ca: ca.ca, servername: 's.test' });
     client.on('error', () => undefined);
     try {
-      // Reset while they wait for a permit, or (the first four) after they went to the origin.
-      await sendAndCancel(client, 24, '/api', (i) => (i < 4 ? 250 : 40));
+      // Reset at 40 ms: the first two at the origin (200 ms), the others waiting for a permit.
+      await sendAndCancel(client, 24, '/api', () => 40);
+      // Those have left the queue at once, not waited there for a permit (held till 200 ms).
+      await until(async () => (await inflight(gw.adminUrl, 'crowdgate_queue_length')) === 0, 'the queue empty', 100);
       await until(() => origin.inflight === 0, 'the origin done with what it got', 5000);
       await until(async () => (await inflight()) === 0, 'every permit back', 3000);
       // The ones cancelled while queued never reached the origin.
