@@ -224,7 +224,7 @@ export function selectVariant(variants: readonly CacheEntry[], headers: Incoming
   for (const v of variants) {
     if (makeVariantKey(v.vary, headers) !== v.variantKey) continue;
     // A fragment request's answer is only a copy that varies on its fragment headers.
-    if (fragment !== undefined && !fragment.every((name) => v.vary.includes(name))) continue;
+    if (fragment !== undefined && !variesOnAll(v, fragment)) continue;
     if (isOtherAskersCopy(v, asks)) continue;
     if (!best || v.responseTime > best.responseTime) best = v;
   }
@@ -238,7 +238,12 @@ export function selectVariant(variants: readonly CacheEntry[], headers: Incoming
  * is not handed to such a waiter (fill.ts).
  */
 export function isOtherAskersCopy(entry: CacheEntry, asks: readonly string[]): boolean {
-  return asks.length > 0 && !asks.every((name) => entry.vary.includes(name)) && !isSharedByOrigin(entry);
+  return asks.length > 0 && !variesOnAll(entry, asks) && !isSharedByOrigin(entry);
+}
+
+/** The copy varies on every one of these (lower-case) header names. */
+export function variesOnAll(entry: { readonly vary: readonly string[] }, names: readonly string[]): boolean {
+  return names.every((name) => entry.vary.includes(name));
 }
 
 /** One origin fetch per key and Vary variant: the variant is known once any variant is stored. */

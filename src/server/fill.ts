@@ -14,7 +14,7 @@ import type { FetchResult } from '../origin/fetch.js';
 import type { OriginMember } from '../origin/pool.js';
 import { SICK_STATUSES } from '../origin/upstream.js';
 import { fail, recordAnswer, serveEntry, writeBuffered } from './answer.js';
-import { selectVariant, collapseKeyOf, isOtherAskersCopy, noteAttempt, type FillResult, type Ctx, type Lookup } from './context.js';
+import { selectVariant, collapseKeyOf, isOtherAskersCopy, noteAttempt, variesOnAll, type FillResult, type Ctx, type Lookup } from './context.js';
 import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkeyedFillInputs, identityFillInputs, identityNamesVariedOn, carriesOwnCookies } from './fill-headers.js';
 import { reflectedInputs, repeatsAddress, varyingAlsoOn } from '../cache/reflection.js';
 import type { CollapseKey } from '../cache/cache-key.js';
@@ -114,7 +114,7 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     if (isOtherCookiesCopy(ctx, outcome.entry, lookup.policy)) return passForOwnCookies(ctx, lookup, outcome.entry);
     if (
       makeVariantKey(outcome.entry.vary, lookup.variantHeaders) !== outcome.entry.variantKey ||
-      (lookup.fragment !== undefined && !lookup.fragment.every((name) => outcome.entry.vary.includes(name)))
+      (lookup.fragment !== undefined && !variesOnAll(outcome.entry, lookup.fragment))
     ) {
       const echoed = outcome.echoed;
       return fillOwnVariant(ctx, lookup, [echoed?.length ? { ...outcome.entry, vary: outcome.entry.vary.filter((n) => !echoed.includes(n)) } : outcome.entry], attempt);

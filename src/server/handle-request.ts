@@ -29,7 +29,7 @@ import { sendEntry } from './respond.js';
 import { readHostEntry, type CompiledRoute } from './site-router.js';
 import { HOLD_MS, isEventStreamRequest, isPlainRequest, newHold, plainBypassOf, type MemoRoute } from './hit-memo.js';
 import { ttlSecondsOf, codingFor, failUnexpected, serveEntry, fail, countRequest, finish } from './answer.js';
-import { isOnlyIfCached, isSecure, selectVariant, collapseKeyOf, authorityOf, type RequestDeps, type Ctx, type Lookup } from './context.js';
+import { isOnlyIfCached, isSecure, selectVariant, collapseKeyOf, authorityOf, variesOnAll, type RequestDeps, type Ctx, type Lookup } from './context.js';
 import { hstsValue, redirectToHttps } from './https-edge.js';
 import { fillAndServe, isOtherCookiesCopy, passAlone, passForOwnCookies, refreshFailedMomentAgo, startBackgroundRefresh } from './fill.js';
 import { identityFillInputs, isSessionLookalike, makeFillVisibleHeaders, uncoveredFillInputs } from './fill-headers.js';
@@ -574,7 +574,7 @@ function fragmentVariedOn(site: SiteRuntime, fragment: readonly string[], varian
   if (variants.length === 0 || site.config.fillHeaders.only !== undefined) return undefined;
   const names = new Set(fragment);
   for (const v of variants) {
-    if (!fragment.every((name) => v.vary.includes(name)) || uncoveredFillInputs(variantHeaders, policy, v.vary).length > 0) return undefined;
+    if (!variesOnAll(v, fragment) || uncoveredFillInputs(variantHeaders, policy, v.vary).length > 0) return undefined;
     for (const name of v.vary) names.add(name);
   }
   return [...names];
