@@ -63,7 +63,7 @@
  * - Little's law bounds what queueing can do: n requests queued one behind another in an
  *   origin take at most n service times, so a window whose median round trip exceeds its
  *   highest count of requests at the origin (LimitSample.originInflight: the slow lane's
- *   included) times the allowance, and twice the allowance, with no drop in it, is not queueing
+ *   included; plus LimitSample.peerInflight, the other gateways') times the allowance, and twice the allowance, with no drop in it, is not queueing
  *   behind our requests. Such a window neither cuts the limit nor counts as evidence, and the
  *   second in a row is the origin's new no-load RTT: the long-term RTT takes it, the limit goes
  *   to EXONERATE_GROWTH x its peak (judged in hindsight like a slow-start step), and slow start
@@ -81,6 +81,14 @@
  * own: this gateway then sends what it would to a slow origin, as a proxy without a limit
  * would. The probe alone had that weakness before (it took the others' queue as the no-load
  * RTT).
+ *
+ * Several gateways (sharing a Redis tier: origin/peer-load.ts). Each learns its own limit, and
+ * the origin's queue holds all of their requests: against one origin with 8 slots, three
+ * gateways found it slow on its own by their own counts and took it to 28-34 in flight where
+ * one alone held 19 (a trial). So the others' in-flight counts, as they last told them, join
+ * the Little's-law bound above (what the origin held), and a no-load probe is told to them and
+ * they probe too (joinProbe): a probe at a quarter of one gateway's limit beside the others at
+ * theirs measured the others' queue as the no-load RTT.
  *
  * Per window:
  *   gradient = clamp((tolerance * longRttMs + slack) / shortRttMs, 0.5, 1.0)
@@ -354,8 +362,11 @@ export class Gradient2Limit implements Limit {
   private windowRttCount = 0;
   private windowDrops = 0;
   private windowMaxInflight = 0;
-  /** Highest LimitSample.originInflight (else inflight) among the window's samples. */
-  private windowMaxOriginInflight = 0;
+  /**
+   * Highest LimitSample.originInflight (else inflight) plus LimitSample.peerInflight (the other
+   * gateways' requests) among the window's samples: what the origin held (see Exoneration).
+   */
+  private windowMaxTotalInflight = 0;
   /** The most requests at the origin and waiting for a permit together, over the window (LimitSample.waiting). */
   private windowMaxDemand = 0;
   /** Largest host delay (LimitSample.hostDelayMs) among the window's samples. */
@@ -572,7 +583,8 @@ export class Gradient2Limit implements Limit {
     }
     if (sample.inflight > this.windowMaxInflight) this.windowMaxInflight = sample.inflight;
     const atOrigin = sample.originInflight ?? sample.inflight;
-    if (atOrigin > this.windowMaxOriginInflight) this.windowMaxOriginInflight = atOrigin;
+    const total = atOrigin + (sample.peerInflight ?? 0);
+    if (total > this.windowMaxTotalInflight) this.windowMaxTotalInflight = total;
     const demand = atOrigin + (sample.waiting ?? 0);
     if (demand > this.windowMaxDemand) this.windowMaxDemand = demand;
     if (now - rtt < this.windowFirstStartAt) this.windowFirstStartAt = now - rtt;
@@ -638,8 +650,8 @@ export class Gradient2Limit implements Limit {
         slowStartGradient = p80 > 0 ? allowance / p80 : 1;
         if (this.windowDrops > 0) {
           // (the counts were reset above)
-        } else if (gradient < JUMP_GRADIENT && trimmed.p50 > (bound = Math.max(1, this.windowMaxOriginInflight) * allowance)) {
-          // Round trips longer than the origin's requests from here (the slow lane's included)
+        } else if (gradient < JUMP_GRADIENT && trimmed.p50 > (bound = Math.max(1, this.windowMaxTotalInflight) * allowance)) {
+          // Round trips longer than the origin's requests (ours with the slow lane's, and the other gateways')
           // queued one behind another would make, for most of the window (its median: the
           // answers an origin's pause released at once are not most of a window that lasts a
           // round trip of them, and the quick answers after it are): not queueing; no cut, no
@@ -814,7 +826,21 @@ export class Gradient2Limit implements Limit {
     return Math.max(RTT_NOISE_MS, RTT_NOISE_RATIO * longRttMs, this.windowHostDelayMs);
   }
 
-  private startProbe(now: number): void {
+  /** See Limit.onProbe: set by the Limiter. */
+  onProbe: (() => void) | undefined = undefined;
+
+  /**
+   * Another gateway in front of the same origin started a probe (see Several gateways): one
+   * starts here too, unless one runs, one ended (or started) within `probeMinIntervalMs`, or
+   * there is no baseline yet. Not told to the others again.
+   */
+  joinProbe(now: number): boolean {
+    if (this.probeLimit > 0 || this.longRttMs === undefined || now - this.lastProbeAt < this.probeMinIntervalMs) return false;
+    this.startProbe(now, true);
+    return true;
+  }
+
+  private startProbe(now: number, joined = false): void {
     this.probeJumpRttMs = this.jumpWindows >= JUMP_WINDOWS ? this.shortRttMs : undefined;
     this.jumpWindows = 0;
     this.probeMaxMs = Math.min(PROBE_CAP_MS, Math.max(PROBE_MAX_MS, PROBE_RTTS * (this.shortRttMs ?? 0)));
@@ -826,6 +852,7 @@ export class Gradient2Limit implements Limit {
     this.probes++;
     this.lastProbeAt = now;
     this.resetWindow();
+    if (!joined) this.onProbe?.();
   }
 
   private endProbe(now: number): void {
@@ -881,7 +908,7 @@ export class Gradient2Limit implements Limit {
     this.windowCoverage = 0;
     this.windowDrops = 0;
     this.windowMaxInflight = 0;
-    this.windowMaxOriginInflight = 0;
+    this.windowMaxTotalInflight = 0;
     this.windowMaxDemand = 0;
     this.windowHostDelayMs = 0;
     this.windowFirstStartAt = Infinity;

@@ -25,6 +25,12 @@ export interface LimitSample {
    * algorithm that finds the origin slow on its own may grow to meet it). Absent: 0.
    */
   waiting?: number;
+  /**
+   * What the other gateways sharing the Redis tier last said they had in flight to this origin
+   * member when this permit was acquired (origin/peer-load.ts): the origin's own queue holds
+   * their requests too. Absent: 0 (one gateway, or no Redis).
+   */
+  peerInflight?: number;
   /** The origin failed in a way that signals overload (timeout, 503, connection refused). */
   dropped: boolean;
   /**
@@ -73,6 +79,17 @@ export interface Limit {
    * few permits held by slow requests). Absent: nothing depends on time alone.
    */
   tick?(now: number): void;
+  /**
+   * Another gateway in front of the same origin started a no-load probe (origin/peer-load.ts):
+   * start one too, so the origin is really at low load while both measure (`now` epoch ms);
+   * false when not joined (one running, one just ended, no baseline yet). Absent: no probes.
+   */
+  joinProbe?(now: number): boolean;
+  /**
+   * Called when the algorithm starts a no-load probe of its own (not a joined one), for the
+   * Limiter to tell the other gateways. Absent: no probes.
+   */
+  onProbe?: (() => void) | undefined;
   /**
    * Feeds one sample. `now` is epoch ms. The caller may reuse the sample object afterwards,
    * so implementations must copy what they keep.

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { COLD_START_MS, Gradient2Limit, RELEARN_AFTER_IDLE_MS } from '../../../../src/admission/limits/gradient2.js';
-import { between, simulate, type Phase, type TracePoint } from './origin-model.js';
+import { between, simulate, simulateFleet, type Phase, type TracePoint } from './origin-model.js';
 
 const S = 50;
 const crowd = (untilMs: number, capacity: number, serviceMs = S): Phase => ({
@@ -951,5 +951,94 @@ describe('Gradient2Limit: an origin slow on its own is not a queue (exoneration)
     // Probes of seconds-long round trips hold the limit at a quarter for a while: busy 86 % of
     // the time with the build before (which kept 11 in flight), 87 % with this one.
     expect(trace.utilisation[1]).toBeGreaterThanOrEqual(0.85);
+  });
+});
+
+describe('Gradient2Limit: several gateways in front of one origin', () => {
+  /** A limit of 8 whose long-term RTT is 50 ms, from no-load samples. */
+  function warm() {
+    const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256, slowStart: false });
+    const at = { t: 0 };
+    for (let i = 0; i < 30; i++) limit.onSample({ rttMs: 50, inflight: 1, dropped: false }, (at.t += 50));
+    return { limit, at };
+  }
+
+  it.each([
+    { peerInflight: 0, exonerated: true },
+    { peerInflight: 16, exonerated: false },
+  ])(
+    'reads round trips that its own 8 requests cannot explain, but the others\' 16 beside them can, as queueing (others: $peerInflight)',
+    ({ peerInflight, exonerated }) => {
+      const { limit, at } = warm();
+      // Round trips of 600 ms: longer than eight requests queued one behind another make
+      // (8 x 55 ms), not than the 24 the origin holds with the others' (24 x 55 ms).
+      for (let w = 0; w < 3; w++) {
+        for (let i = 0; i < 8; i++) limit.onSample({ rttMs: 600 + i, inflight: 8, originInflight: 8, peerInflight, dropped: false }, (at.t += 20));
+        at.t += 600;
+      }
+      expect(limit.readings().exonerations).toBe(exonerated ? 1 : 0);
+      if (exonerated) expect(limit.readings().estimate).toBeGreaterThanOrEqual(16);
+      else {
+        expect(limit.readings().estimate).toBeLessThan(8);
+        expect(limit.showsQueueing(at.t)).toBe(true);
+      }
+    },
+  );
+
+  it('joins another gateway\'s probe: the limit at a quarter until the probe\'s samples came, not told on', () => {
+    const { limit, at } = warm();
+    const told: number[] = [];
+    limit.onProbe = () => told.push(at.t);
+    expect(limit.joinProbe(at.t)).toBe(true);
+    expect(limit.isProbing).toBe(true);
+    expect(limit.current).toBe(2);
+    expect(limit.planning).toBe(8);
+    expect(told).toEqual([]);
+    // Not twice: one runs.
+    expect(limit.joinProbe(at.t + 1)).toBe(false);
+    for (let i = 0; i < 10; i++) limit.onSample({ rttMs: 40, inflight: 2, dropped: false }, (at.t += 20));
+    expect(limit.isProbing).toBe(false);
+    expect(limit.readings().longRttMs).toBeCloseTo(40, 6);
+    // Nor again within probeMinIntervalMs (2 s) of the last one: another gateway's next probe
+    // does not chain onto this one.
+    expect(limit.joinProbe(at.t + 1_000)).toBe(false);
+    expect(limit.joinProbe(at.t + 2_000)).toBe(true);
+  });
+
+  it('tells its own probes (Limit.onProbe), and joins none before it has a no-load RTT', () => {
+    const fresh = new Gradient2Limit({ initial: 8, min: 2, max: 256 });
+    expect(fresh.joinProbe(1_000)).toBe(false);
+    expect(fresh.isProbing).toBe(false);
+    const { limit, at } = warm();
+    let told = 0;
+    limit.onProbe = () => told++;
+    // No no-load sample for probeIntervalMs: its own periodic probe.
+    at.t += 30_000;
+    limit.onSample({ rttMs: 50, inflight: 8, dropped: false }, at.t);
+    expect(limit.isProbing).toBe(true);
+    expect(told).toBe(1);
+  });
+
+  // Three gateways, each with its own limit, in front of one origin with 8 slots of 50 ms
+  // against a crowd, which then gets ten times slower for 20 s: told nothing, each took the
+  // others' queue for the origin's own round trip (its probes measured it, and its bound knew
+  // only its own requests), and the origin held 27-34. Told the others' counts and probes, it
+  // held about what one gateway's limit holds plus the others' headroom.
+  it('holds the origin near its capacity when the gateways tell each other their in-flight counts and probes (model origin)', () => {
+    const run = (share: boolean) =>
+      simulateFleet({
+        limits: [1, 2, 3].map(() => new Gradient2Limit({ initial: 8, min: 2, max: 256 })),
+        share,
+        phases: [crowd(10_000, 8), crowd(30_000, 8, 10 * S), crowd(40_000, 8)],
+      });
+    const alone = run(false);
+    const shared = run(true);
+    expect(Math.min(...alone.maxInflight.slice(1))).toBeGreaterThanOrEqual(24);
+    // The first phase starts at three initial limits of 8 (24) whatever they tell each other.
+    expect(shared.maxInflight[1]).toBeLessThanOrEqual(20);
+    expect(shared.maxInflight[2]).toBeLessThanOrEqual(16);
+    const settled = shared.points.filter((p) => p.atMs >= 5_000 && p.atMs < 10_000);
+    expect(Math.max(...settled.map((p) => p.total))).toBeLessThanOrEqual(20);
+    for (const u of shared.utilisation) expect(u).toBeGreaterThanOrEqual(0.9);
   });
 });

@@ -190,3 +190,110 @@ export function simulate(opts: {
 export function between(trace: Trace, fromMs: number, toMs: number): TracePoint[] {
   return trace.points.filter((p) => p.atMs >= fromMs && p.atMs < toMs);
 }
+
+/**
+ * Several gateways, each with its own limit, in front of one model origin (its slots and FIFO
+ * queue shared): each keeps min(its limit, demand) requests in flight. With `share`, as
+ * gateways sharing a Redis tier do (origin/peer-load.ts), each sample carries the others'
+ * in-flight count when its request started (LimitSample.peerInflight; told at once here, where
+ * the real ones are up to LOAD_INTERVAL_MS old) and a probe one starts is joined by the others
+ * (Limit.joinProbe).
+ */
+export function simulateFleet(opts: {
+  limits: (Limit & { readonly isProbing?: boolean })[];
+  phases: Phase[];
+  share: boolean;
+  jitter?: number;
+  seed?: number;
+  epochMs?: number;
+}): { maxInflight: number[]; utilisation: number[]; points: { atMs: number; total: number; limits: number[] }[] } {
+  const { limits, phases, share } = opts;
+  const jitter = opts.jitter ?? 0.2;
+  const random = makeRandom(opts.seed ?? 1);
+  const epoch = opts.epochMs ?? 1_700_000_000_000;
+  const endMs = phases[phases.length - 1]!.untilMs;
+  interface FleetReq {
+    gw: number;
+    startAt: number;
+    inflightAtStart: number;
+    peersAtStart: number;
+  }
+  // Completions, kept sorted by time (a few dozen at once: insertion is cheap enough).
+  const events: { at: number; req: FleetReq }[] = [];
+  const schedule = (at: number, req: FleetReq): void => {
+    let i = events.length;
+    while (i > 0 && events[i - 1]!.at > at) i--;
+    events.splice(i, 0, { at, req });
+  };
+  let phaseIndex = 0;
+  let t = 0;
+  let busy = 0;
+  const inflight = limits.map(() => 0);
+  let total = 0;
+  const waiting: FleetReq[] = [];
+  let waitingHead = 0;
+  const busyTime = phases.map(() => 0);
+  const maxInflight = phases.map(() => 0);
+  const points: { atMs: number; total: number; limits: number[] }[] = [];
+  const sample: LimitSample = { rttMs: 0, inflight: 0, peerInflight: 0, dropped: false };
+  const phase = (): Phase => phases[phaseIndex]!;
+  const serve = (req: FleetReq): void => {
+    busy++;
+    schedule(t + phase().serviceMs * (1 - jitter + 2 * jitter * random()), req);
+  };
+  if (share)
+    limits.forEach((limit, i) => {
+      limit.onProbe = () => {
+        for (const [j, other] of limits.entries()) if (j !== i) other.joinProbe?.(epoch + t);
+      };
+    });
+  const fill = (): void => {
+    for (const [g, limit] of limits.entries()) {
+      const want = Math.min(limit.current, phase().demand);
+      while (inflight[g]! < want) {
+        inflight[g]!++;
+        total++;
+        const req = { gw: g, startAt: t, inflightAtStart: inflight[g]!, peersAtStart: total - inflight[g]! };
+        if (busy < phase().capacity) serve(req);
+        else waiting.push(req);
+      }
+    }
+    if (total > maxInflight[phaseIndex]!) maxInflight[phaseIndex] = total;
+  };
+  const advanceTo = (to: number): void => {
+    while (t < to) {
+      const boundary = Math.min(to, phase().untilMs);
+      busyTime[phaseIndex]! += Math.min(busy, phase().capacity) * (boundary - t);
+      t = boundary;
+      if (t >= phase().untilMs && phaseIndex < phases.length - 1) {
+        phaseIndex++;
+        while (busy < phase().capacity && waitingHead < waiting.length) serve(waiting[waitingHead++]!);
+        fill();
+      } else if (t >= phase().untilMs) return;
+    }
+  };
+  fill();
+  while (events.length > 0 && t < endMs) {
+    const { at, req } = events.shift()!;
+    advanceTo(Math.min(at, endMs));
+    if (at > endMs) break;
+    busy--;
+    inflight[req.gw]!--;
+    total--;
+    sample.rttMs = at - req.startAt;
+    sample.inflight = req.inflightAtStart;
+    sample.peerInflight = share ? req.peersAtStart : 0;
+    limits[req.gw]!.onSample(sample, epoch + at);
+    while (busy < phase().capacity && waitingHead < waiting.length) serve(waiting[waitingHead++]!);
+    fill();
+    points.push({ atMs: at, total, limits: limits.map((l) => l.current) });
+  }
+  advanceTo(endMs);
+  let prevEnd = 0;
+  const utilisation = phases.map((p, i) => {
+    const u = busyTime[i]! / (p.capacity * (p.untilMs - prevEnd));
+    prevEnd = p.untilMs;
+    return u;
+  });
+  return { maxInflight, utilisation, points };
+}
