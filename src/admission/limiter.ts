@@ -124,6 +124,11 @@ export interface LimiterOptions {
   slowLane?: boolean;
   /** The host's current event-loop delay, ms, passed to the algorithm with every sample. */
   hostDelayMs?: () => number;
+  /**
+   * What the other gateways in front of the same origin member have in flight to it, as they
+   * last told (origin/peer-load.ts); read at each grant (LimitSample.peerInflight).
+   */
+  peerInflight?: () => number;
 }
 
 const refusal = (reason: RefusalReason): AcquireResult => Object.freeze({ ok: false, reason, waitedMs: 0 });
@@ -179,6 +184,8 @@ class LimiterPermit implements Permit {
     readonly expectedMs: number,
     /** inflightAtAcquire plus the slow lane's permits then (LimitSample.originInflight). */
     readonly originInflightAtAcquire: number,
+    /** The other gateways' in-flight requests to the member then (LimitSample.peerInflight). */
+    readonly peerInflightAtAcquire: number,
   ) {}
   release(kind: ReleaseKind, latencyClass?: string): void {
     if (this.released) return;
@@ -250,6 +257,8 @@ export const ROUND_TRIP_WAIT_MAX_MS = 5_000;
 export class Limiter {
   /** Called after the limit, the in-flight count or the queue changed. Keep it cheap. */
   onChange: ((limiter: Limiter) => void) | undefined;
+  /** Called when the algorithm starts a no-load probe of its own (Limit.onProbe), to tell the other gateways. */
+  onProbe: (() => void) | undefined;
 
   private algorithm: Limit;
   private ceiling: number;
@@ -283,8 +292,9 @@ export class Limiter {
   /** The earliest start of an overdue request that started after promptStartedAt (see slowForEveryone). */
   private firstOverdueAfterPrompt = -Infinity;
   // Shared sample object: the Limit contract says implementations copy what they keep.
-  private readonly sample: LimitSample = { rttMs: 0, inflight: 0, originInflight: 0, waiting: 0, dropped: false, hostDelayMs: 0, stratum: undefined, stratumShare: undefined };
+  private readonly sample: LimitSample = { rttMs: 0, inflight: 0, originInflight: 0, peerInflight: 0, waiting: 0, dropped: false, hostDelayMs: 0, stratum: undefined, stratumShare: undefined };
   private readonly hostDelayMs: (() => number) | undefined;
+  private readonly peersInflight: (() => number) | undefined;
 
   /** Each latency class's no-load round trip, to read samples on one scale (see "Latency classes"). */
   private readonly latency = new LatencyClasses();
@@ -312,11 +322,33 @@ export class Limiter {
     this.drainBucketStartAt = this.clock.now();
     this.slowLane = opts.slowLane ?? false;
     this.hostDelayMs = opts.hostDelayMs;
+    this.peersInflight = opts.peerInflight;
+    this.hookProbes();
+  }
+
+  /** The algorithm's own probes are told on through onProbe. */
+  private hookProbes(): void {
+    this.algorithm.onProbe = () => this.onProbe?.();
+  }
+
+  /**
+   * Another gateway in front of the same member started a no-load probe: the algorithm starts
+   * one too where it can (Limit.joinProbe). True when it did.
+   */
+  joinProbe(): boolean {
+    const joined = this.algorithm.joinProbe?.(this.clock.now()) ?? false;
+    if (joined) this.onChange?.(this);
+    return joined;
   }
 
   /** Permits currently out, the slow lane's included. */
   get inflight(): number {
     return this.inflightCount + this.overdueCount;
+  }
+
+  /** What the other gateways have in flight to the member now, as the limit is told it (LimiterOptions.peerInflight). */
+  get peerInflight(): number {
+    return this.peersInflight?.() ?? 0;
   }
 
   /** Permits out in the slow lane (held past the overdue threshold, not counted against the limit). */
@@ -401,7 +433,9 @@ export class Limiter {
    * limit of 4 in force and 92 % of requests refused (failure-day trial).
    */
   replaceLimit(limit: Limit, slowLane: boolean): void {
+    this.algorithm.onProbe = undefined;
     this.algorithm = limit;
+    this.hookProbes();
     // Without a slow lane (a fixed limit means what it says), the permits in it count again:
     // an emergency cap of 2 otherwise still granted beside 8 slow requests at the origin.
     if (this.slowLane && !slowLane) this.recountLane();
@@ -596,7 +630,7 @@ export class Limiter {
   }
 
   private grant(now: number, expectedMs = 0): LimiterPermit {
-    const permit = new LimiterPermit(this, now, ++this.inflightCount, expectedMs, this.inflightCount + this.overdueCount);
+    const permit = new LimiterPermit(this, now, ++this.inflightCount, expectedMs, this.inflightCount + this.overdueCount, this.peerInflight);
     this.counted.push(permit);
     return permit;
   }
@@ -804,6 +838,7 @@ export class Limiter {
       s.rttMs = this.latency.normalise(now - permit.acquiredAt, latencyClass, kind === 'success' && permit.inflightAtAcquire <= this.limit / 2);
       s.inflight = permit.inflightAtAcquire;
       s.originInflight = permit.originInflightAtAcquire;
+      s.peerInflight = permit.peerInflightAtAcquire;
       s.waiting = this.queue.length;
       s.dropped = kind === 'dropped';
       s.hostDelayMs = this.hostDelayMs?.() ?? 0;

@@ -103,8 +103,8 @@ describe('Limiter', () => {
   });
 
   it.each([
-    { kind: 'success' as const, samples: [{ rttMs: 40, inflight: 1, originInflight: 1, waiting: 0, dropped: false, hostDelayMs: 0 }] },
-    { kind: 'dropped' as const, samples: [{ rttMs: 40, inflight: 1, originInflight: 1, waiting: 0, dropped: true, hostDelayMs: 0 }] },
+    { kind: 'success' as const, samples: [{ rttMs: 40, inflight: 1, originInflight: 1, peerInflight: 0, waiting: 0, dropped: false, hostDelayMs: 0 }] },
+    { kind: 'dropped' as const, samples: [{ rttMs: 40, inflight: 1, originInflight: 1, peerInflight: 0, waiting: 0, dropped: true, hostDelayMs: 0 }] },
     { kind: 'ignore' as const, samples: [] },
   ])('release($kind) feeds the limit $samples.length sample(s), once however often it is called', ({ kind, samples }) => {
     const { limiter, limit, clock } = setup({ limitN: 3 });
@@ -1520,5 +1520,49 @@ describe('latencyClassOf: a route\'s endpoints', () => {
     expect(endpointOf('/2024/05/a-post/')).toBe('2024');
     expect(endpointOf(`/${'x'.repeat(100)}/y`)).toBe('x'.repeat(40));
     expect(latencyClassOf('forward', 'default', '/wp-json/wp/v2/users')).toBe('forward:default:wp-json');
+  });
+});
+
+describe('Limiter: several gateways in front of one origin', () => {
+  /** A limit that probes on demand, as gradient2 does (Limit.joinProbe, Limit.onProbe). */
+  class ProbingLimit extends ScriptedLimit {
+    onProbe: (() => void) | undefined = undefined;
+    joined: number[] = [];
+    joinProbe(now: number): boolean {
+      this.joined.push(now);
+      return true;
+    }
+  }
+
+  it('tells the limit what the other gateways had in flight when each permit was granted (LimitSample.peerInflight)', () => {
+    let peers = 5;
+    const { limiter, limit, clock } = setup({ limitN: 3, peerInflight: () => peers });
+    const a = limiter.tryAcquire()!;
+    peers = 9;
+    const b = limiter.tryAcquire()!;
+    peers = 0;
+    clock.advance(30);
+    b.release('success');
+    a.release('success');
+    expect((limit as ScriptedLimit).samples.map((s) => s.peerInflight)).toEqual([9, 5]);
+  });
+
+  it('passes another gateway\'s probe to its limit and the limit\'s own probes on, the replaced limit\'s no more', () => {
+    const { limiter, limit, clock } = setup({ limit: new ProbingLimit(4) });
+    const told: string[] = [];
+    limiter.onProbe = () => told.push('probe');
+    clock.advance(7);
+    expect(limiter.joinProbe()).toBe(true);
+    expect((limit as ProbingLimit).joined).toEqual([7]);
+    (limit as ProbingLimit).onProbe?.();
+    expect(told).toEqual(['probe']);
+    const next = new ProbingLimit(4);
+    limiter.replaceLimit(next, true);
+    expect((limit as ProbingLimit).onProbe).toBeUndefined();
+    next.onProbe?.();
+    expect(told).toEqual(['probe', 'probe']);
+    // A limit that does not probe (fixed) joins nothing.
+    limiter.replaceLimit(new FixedLimit(4), false);
+    expect(limiter.joinProbe()).toBe(false);
   });
 });
