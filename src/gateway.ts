@@ -122,6 +122,7 @@ export class Gateway implements RequestDeps {
     this.upstream.samplesValid = () => !this.admission.isOverloaded();
     this.upstream.hostDelayMs = () => this.admission.pressure.readings().eventLoopDelayMeanMs ?? 0;
     this.upstream.logger = this.logger;
+    if (this.cache.redis) this.upstream.sharePeers(this.cache.redis.loadBus);
     this.hitMemo = opts.hitMemo === false ? undefined : new HitMemo();
     this.compressionBudget = new CompressionBudget(() => this.clock.now());
     this.admission = new Admission({ config: cfg, clock: this.clock, upstream: this.upstream, override: opts.isOverloaded });
@@ -391,6 +392,7 @@ export class Gateway implements RequestDeps {
     await this.bodies.close();
     await this.fetcher.close();
     await this.pools.close();
+    this.upstream.closePeers();
     await this.cache.close();
   }
 }

@@ -154,6 +154,18 @@ export const METRICS = {
     'site',
     'origin',
   ]),
+  originPeerInflight: spec(
+    'crowdgate_origin_peer_inflight',
+    'gauge',
+    'Origin requests the other gateways sharing the Redis tier said they have in flight to the member (same URL), as of their last report (every 0.5 s; dropped after 2 s). Only with `redis:`.',
+    ['site', 'origin'],
+  ),
+  originLimitProbes: spec(
+    'crowdgate_origin_limit_probes_total',
+    'counter',
+    'No-load probes of the learned limit (the limit held at a quarter for a few round trips to measure the origin\'s round trip without queueing): `source="own"` started here, `"peer"` joined because another gateway sharing the Redis tier started one.',
+    ['site', 'origin', 'source'],
+  ),
   queueLength: spec('crowdgate_queue_length', 'gauge', 'Requests waiting for an origin permit.', ['site', 'origin']),
   queueWait: spec(
     'crowdgate_queue_wait_seconds',

@@ -13,12 +13,15 @@ import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
 import type { ShedReason } from '../outcome.js';
 import type { OriginMember, OriginPool, PoolLogger } from './pool.js';
 import type { FetchFailure } from './fetch.js';
+import { PeerLoad, type LoadBus } from './peer-load.js';
 
 export interface MemberControl {
   readonly site: string;
   readonly member: OriginMember;
   limiter: Limiter;
   breaker: CircuitBreaker;
+  /** The member's URL: what the other gateways name it by (peer-load.ts). */
+  readonly memberKey: string;
   /** The admission config the limiter was built from, to rebuild it when it changes. */
   admissionKey: string;
   circuitKey: string;
@@ -249,6 +252,8 @@ export class Upstream {
   private readonly all = new Set<MemberControl>();
   /** Per site: until when background refreshes are not asked for (see holdsBackground). */
   private readonly backgroundHeldUntil = new Map<string, number>();
+  /** The other gateways sharing the Redis tier (sharePeers); undefined without Redis. */
+  private peers: PeerLoad | undefined;
 
   /**
    * False while the gateway itself is overloaded: its own event-loop lag is then part of every
@@ -294,10 +299,12 @@ export class Upstream {
     }
     let c = this.controls.get(member);
     if (!c) {
+      const memberKey = member.url.href;
       c = {
         site: site.name,
         member,
-        limiter: this.makeLimiter(),
+        memberKey,
+        limiter: this.makeLimiter(member, site.name, memberKey),
         breaker: this.makeBreaker(site, member),
         admissionKey,
         circuitKey,
@@ -333,8 +340,43 @@ export class Upstream {
     return c;
   }
 
-  private makeLimiter(): Limiter {
-    return new Limiter({
+  /**
+   * Several gateways share the Redis tier (peer-load.ts): their in-flight counts join each
+   * limit's bound, and their no-load probes are joined. Once, at start, when `redis:` is set.
+   */
+  sharePeers(bus: LoadBus): void {
+    this.peers?.close();
+    this.peers = new PeerLoad({
+      bus,
+      clock: this.clock,
+      snapshot: () => this.inflightByMember(),
+      onPeerProbe: (member) => {
+        for (const c of this.all)
+          if (c.memberKey === member && c.limiter.joinProbe()) this.metrics.get('originLimitProbes').inc({ site: c.site, origin: c.member.name, source: 'peer' });
+      },
+    });
+  }
+
+  /** What the other gateways have in flight to the member with this URL (0 without Redis). */
+  peerInflight(memberKey: string): number {
+    return this.peers?.inflight(memberKey) ?? 0;
+  }
+
+  /** This gateway's origin requests in flight per member URL, every site's together. */
+  private inflightByMember(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const c of this.all) counts.set(c.memberKey, (counts.get(c.memberKey) ?? 0) + c.limiter.inflight);
+    return counts;
+  }
+
+  /** Stops telling the other gateways (close). */
+  closePeers(): void {
+    this.peers?.close();
+    this.peers = undefined;
+  }
+
+  private makeLimiter(member: OriginMember, site: string, memberKey: string): Limiter {
+    const limiter = new Limiter({
       limit: makeLimit(this.admission.limit),
       ceiling: this.admission.limit.ceiling,
       queue: this.admission.queue,
@@ -346,7 +388,13 @@ export class Upstream {
       // (limiter.ts, "Overdue permits"); a fixed limit means what it says.
       slowLane: this.admission.limit.algorithm !== 'fixed',
       hostDelayMs: () => this.hostDelayMs(),
+      peerInflight: () => this.peerInflight(memberKey),
     });
+    limiter.onProbe = () => {
+      if (!this.forgotten.has(member)) this.metrics.get('originLimitProbes').inc({ site, origin: member.name, source: 'own' });
+      this.peers?.announceProbe(memberKey);
+    };
+    return limiter;
   }
 
   private makeBreaker(site: SiteConfig, member: OriginMember): CircuitBreaker {
@@ -656,6 +704,7 @@ export class Upstream {
       const labels = { site: c.site, origin: c.member.name };
       this.metrics.get('originLimit').set(labels, c.limiter.limit);
       this.metrics.get('originInflight').set(labels, c.limiter.inflight);
+      if (this.peers) this.metrics.get('originPeerInflight').set(labels, c.limiter.peerInflight);
       this.metrics.get('queueLength').set(labels, c.limiter.queueLength);
     }
   }
@@ -682,7 +731,7 @@ export class Upstream {
     if (c) {
       this.all.delete(c);
       const labels = { site: c.site, origin: member.name };
-      for (const gauge of ['originLimit', 'originInflight', 'queueLength', 'circuitState'] as const) this.metrics.get(gauge).remove(labels);
+      for (const gauge of ['originLimit', 'originInflight', 'originPeerInflight', 'queueLength', 'circuitState'] as const) this.metrics.get(gauge).remove(labels);
     }
     this.controls.delete(member);
   }

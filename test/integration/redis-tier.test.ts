@@ -7,6 +7,7 @@
  * hangs no request; Redis killed in the middle of a traffic run costs no client error and no more
  * p99 than one command timeout; Redis restarted is used again without restarting the gateways.
  */
+import type { ServerResponse } from 'node:http';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnGateway, type GatewayProcess } from '../helpers/gateway-process.js';
@@ -307,6 +308,47 @@ describe('three gateways sharing one Redis', () => {
     // The others got the notice late, but got it: their memory copies are gone.
     for (const g of [b, c]) expect((await get(g.url, path)).body, `${g.url} after Redis came back`).toBe('v2');
   }, 30_000);
+
+  it('tells each gateway what the others have in flight to the origin (crowdgate_origin_peer_inflight)', async () => {
+    // Five requests held at the origin, all sent through the first gateway.
+    const held: ServerResponse[] = [];
+    origin.setHandler((_req, res, rec) => {
+      if (rec.url.startsWith('/held/')) return void held.push(res);
+      res.writeHead(200, { 'cache-control': 'public, max-age=60', 'content-type': 'text/plain' });
+      res.end(`body of ${rec.url}`);
+    });
+    const series = `crowdgate_origin_peer_inflight{site="test",origin="${new URL(origin.url).host}"}`;
+    const peersSeen = async () => Promise.all(gateways.map(async (g) => sampleOf(await metricsOf(g), series)));
+    /** Polls until every gateway reports `want` (each publishes every 0.5 s). */
+    const until = async (want: number[]) => {
+      let seen = await peersSeen();
+      for (let i = 0; i < 50 && JSON.stringify(seen) !== JSON.stringify(want); i++) {
+        await sleep(100);
+        seen = await peersSeen();
+      }
+      return seen;
+    };
+    // Each gateway has sent the origin something (its member's gauges exist from then on).
+    for (const [i, g] of gateways.entries()) expect((await get(g.url, `/peer-warm/${i}`)).status).toBe(200);
+    const [a] = gateways as [GatewayProcess];
+    const pending = [1, 2, 3, 4, 5].map((i) => get(a.url, `/held/${i}`, 15_000));
+    try {
+      for (let i = 0; i < 50 && held.length < 5; i++) await sleep(50);
+      expect(held).toHaveLength(5);
+      // The other two count the first's five; the first counts none of its own.
+      expect(await until([0, 5, 5])).toEqual([0, 5, 5]);
+      expect(sampleOf(await metricsOf(a), `crowdgate_origin_inflight{site="test",origin="${new URL(origin.url).host}"}`)).toBe(5);
+    } finally {
+      for (const res of held) res.end('done');
+    }
+    expect((await Promise.all(pending)).map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
+    // Once they are answered, the first says so (0 in flight) and the counts go back to 0.
+    expect(await until([0, 0, 0])).toEqual([0, 0, 0]);
+    origin.setHandler((_req, res, rec) => {
+      res.writeHead(200, { 'cache-control': 'public, max-age=60', 'content-type': 'text/plain' });
+      res.end(`body of ${rec.url}`);
+    });
+  });
 
   it('hangs no request while Redis is paused with SIGSTOP', async () => {
     redis.pause();

@@ -9,7 +9,9 @@
  * it left its promise unhandled).
  *
  * Channels: `${keyPrefix}bus:purge` carries JSON { v: 1, from, selector, mode, at, again?, late? };
- * `${keyPrefix}bus:filled` carries the primary key as is. One subscription and one handler serve
+ * `${keyPrefix}bus:filled` carries the primary key as is; `${keyPrefix}bus:load` carries JSON
+ * { v: 1, from, inflight: { <origin member URL>: n } } or { v: 1, from, probe: <member URL> }
+ * (origin/peer-load.ts). One subscription and one handler serve
  * every waiter of every key: waiters sit in a key -> Set map resolved by the notification, never
  * by polling.
  *
@@ -43,6 +45,11 @@ export interface PurgeNotice {
 }
 
 export type FillOutcome = 'filled' | 'timeout';
+
+/** Another instance's origin load (origin/peer-load.ts): its in-flight counts, or a probe it started. */
+export type LoadNotice =
+  | { from: string; inflight: ReadonlyMap<string, number> }
+  | { from: string; probe: string };
 
 /** Purges kept in the log for instances that were away (redis-bus.ts publishPurge). */
 export const PURGE_LOG_KEPT = 1_000;
@@ -79,7 +86,9 @@ export class RedisBus {
   private readonly ownsSubscriber: boolean;
   private readonly purgeChannel: string;
   private readonly filledChannel: string;
+  private readonly loadChannel: string;
   private readonly purgeListeners = new Set<(notice: PurgeNotice) => void>();
+  private readonly loadListeners = new Set<(notice: LoadNotice) => void>();
   private readonly waiters = new Map<string, Set<Waiter>>();
   private listening = false;
   /** When the subscription last dropped (clock ms), until it is back and the purge log was read. */
@@ -96,6 +105,7 @@ export class RedisBus {
     this.ownsSubscriber = options.ownsSubscriber ?? false;
     this.purgeChannel = `${options.keyPrefix}bus:purge`;
     this.filledChannel = `${options.keyPrefix}bus:filled`;
+    this.loadChannel = `${options.keyPrefix}bus:load`;
     this.purgeLog = `${options.keyPrefix}bus:purgelog`;
     // Only our own subscribe() on each 'ready' (below) subscribes again after a reconnect:
     // ioredis's own resubscription leaves its promise unhandled, and a connection that dropped
@@ -151,6 +161,22 @@ export class RedisBus {
     return () => this.purgeListeners.delete(listener);
   }
 
+  /**
+   * Tell the other instances this one's origin in-flight counts, by member URL, or that it
+   * started a no-load probe of a member. Fire and forget: true when Redis took it.
+   */
+  async publishLoad(load: { inflight: ReadonlyMap<string, number> } | { probe: string }): Promise<boolean> {
+    const body = 'probe' in load ? { probe: load.probe } : { inflight: Object.fromEntries(load.inflight) };
+    const result = await this.guard.run((c) => c.publish(this.loadChannel, JSON.stringify({ v: 1, from: this.instanceId, ...body })));
+    return result.ok;
+  }
+
+  /** Register a load handler (messages from other instances only); returns its removal. */
+  onLoad(listener: (notice: LoadNotice) => void): () => void {
+    this.loadListeners.add(listener);
+    return () => this.loadListeners.delete(listener);
+  }
+
   /** Tell waiters on every instance (this one included) that `key` was stored. */
   async publishFilled(key: string): Promise<boolean> {
     const result = await this.guard.run((c) => c.publish(this.filledChannel, key));
@@ -188,13 +214,14 @@ export class RedisBus {
     this.isClosed = true;
     this.stopListening();
     this.purgeListeners.clear();
+    this.loadListeners.clear();
     if (this.ownsSubscriber) this.subscriber.disconnect();
   }
 
   private async subscribe(): Promise<void> {
     if (this.isClosed) return;
     try {
-      await this.subscriber.subscribe(this.purgeChannel, this.filledChannel);
+      await this.subscriber.subscribe(this.purgeChannel, this.filledChannel, this.loadChannel);
       if (this.isClosed) return;
       this.listening = true;
       for (const done of [...this.listeningResolvers]) done(true);
@@ -214,6 +241,18 @@ export class RedisBus {
   private onMessage(channel: string, message: string): void {
     if (channel === this.filledChannel) {
       this.settle(message, 'filled');
+      return;
+    }
+    if (channel === this.loadChannel) {
+      const notice = parseLoadNotice(message);
+      if (!notice || notice.from === this.instanceId) return;
+      for (const listener of this.loadListeners) {
+        try {
+          listener(notice);
+        } catch {
+          // A failing listener must not stop the others nor the subscriber.
+        }
+      }
       return;
     }
     if (channel !== this.purgeChannel) return;
@@ -265,6 +304,28 @@ export class RedisBus {
       clearTimeout(waiter.timer);
       waiter.resolve(outcome);
     }
+  }
+}
+
+/** Members a load notice may name: more are ignored (a notice is not a way to fill our memory). */
+const LOAD_MEMBERS_MAX = 256;
+
+function parseLoadNotice(message: string): LoadNotice | undefined {
+  try {
+    const m: unknown = JSON.parse(message);
+    if (typeof m !== 'object' || m === null) return undefined;
+    const { v, from, inflight, probe } = m as Record<string, unknown>;
+    if (v !== 1 || typeof from !== 'string') return undefined;
+    if (typeof probe === 'string') return { from, probe };
+    if (typeof inflight !== 'object' || inflight === null) return undefined;
+    const counts = new Map<string, number>();
+    for (const [member, n] of Object.entries(inflight)) {
+      if (counts.size >= LOAD_MEMBERS_MAX) break;
+      if (typeof n === 'number' && Number.isInteger(n) && n >= 0) counts.set(member, n);
+    }
+    return { from, inflight: counts };
+  } catch {
+    return undefined;
   }
 }
 

@@ -60,6 +60,10 @@ export class RedisTier {
   readonly client: RedisClient;
   private readonly guard: RedisGuard;
   private readonly bus: RedisBus;
+  /** The bus's origin-load side (origin/peer-load.ts). */
+  get loadBus(): Pick<RedisBus, 'publishLoad' | 'onLoad'> {
+    return this.bus;
+  }
   private readonly clock: Clock;
   private readonly logger: Logger;
   private readonly onHeartbeat: ((available: boolean) => void) | undefined;
