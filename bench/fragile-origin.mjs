@@ -27,6 +27,8 @@
  *   POST /api/comment  uncacheable write, answers 201
  *   GET  /__stats      JSON counters; served at once, not counted, not queued
  *                      (`/__stats?brief=1`: totals and current state only, for polling)
+ *   POST /__service?ms=N  the base service time S from now on (an origin that gets slower:
+ *                      its database, a dependency); served at once, not counted
  *
  * Counters: total requests, peak in flight (in service, ≤ C by construction), peak backlog, peak
  * concurrent (in service + backlog: what a client-side observer calls "in flight"), 503s, resets, fetches per path, and
@@ -66,7 +68,7 @@ export function pageTtlSeconds(n) {
  */
 export async function startFragileOrigin(opts = {}) {
   const C = opts.concurrency ?? 8;
-  const S = opts.serviceMs ?? 50;
+  let S = opts.serviceMs ?? 50;
   const maxWaitMs = opts.maxWaitMs ?? 2000;
   const backlogLimit = opts.backlogLimit ?? 64 * C;
   const pageBytes = opts.pageBytes ?? 2048;
@@ -206,6 +208,13 @@ export async function startFragileOrigin(opts = {}) {
       req.resume();
       const body = JSON.stringify(req.url === '/__stats' ? stats() : briefStats());
       return send(res, 200, { 'content-type': 'application/json', 'cache-control': 'no-store' }, body);
+    }
+    if (req.method === 'POST' && req.url?.startsWith('/__service?')) {
+      req.resume();
+      const ms = Number(new URL(req.url, 'http://origin').searchParams.get('ms'));
+      if (!(ms > 0)) return send(res, 400, { 'content-type': 'text/plain' }, 'ms must be > 0\n');
+      S = ms;
+      return send(res, 200, { 'content-type': 'text/plain', 'cache-control': 'no-store' }, `service ${S} ms\n`);
     }
     const now = Date.now();
     totals.requests++;
