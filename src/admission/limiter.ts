@@ -295,6 +295,10 @@ export class Limiter {
   private readonly sample: LimitSample = { rttMs: 0, inflight: 0, originInflight: 0, peerInflight: 0, waiting: 0, dropped: false, hostDelayMs: 0, stratum: undefined, stratumShare: undefined };
   private readonly hostDelayMs: (() => number) | undefined;
   private readonly peersInflight: (() => number) | undefined;
+  /** Saturation accounting (see saturatedSeconds): whether saturated now, since when, and the time before. */
+  private saturated = false;
+  private saturatedSince = 0;
+  private saturatedMs = 0;
 
   /** Each latency class's no-load round trip, to read samples on one scale (see "Latency classes"). */
   private readonly latency = new LatencyClasses();
@@ -326,6 +330,33 @@ export class Limiter {
     this.hookProbes();
   }
 
+  /**
+   * After the limit, the in-flight count or the queue changed: the time saturated is accounted
+   * (saturatedSeconds), then onChange is told.
+   */
+  private changed(): void {
+    const saturated = this.inflightCount >= this.limit && this.queue.length > 0;
+    if (saturated !== this.saturated) {
+      const now = this.clock.now();
+      if (this.saturated) this.saturatedMs += now - this.saturatedSince;
+      else this.saturatedSince = now;
+      this.saturated = saturated;
+    }
+    this.onChange?.(this);
+  }
+
+  /**
+   * Seconds so far during which every counted permit was in use and requests waited for one
+   * (crowdgate_origin_saturated_seconds_total): a counter, so a share of time can be read over
+   * any window. The gauges it replaces for the saturation alert (in-flight, limit, queue) are
+   * read at scrape instants: a queue empty at one scrape restarted the alert's wait, and a long
+   * slowdown seen at 2 s evaluations never fired (observability trial).
+   */
+  saturatedSeconds(): number {
+    const open = this.saturated ? this.clock.now() - this.saturatedSince : 0;
+    return (this.saturatedMs + open) / 1000;
+  }
+
   /** The algorithm's own probes are told on through onProbe. */
   private hookProbes(): void {
     this.algorithm.onProbe = () => this.onProbe?.();
@@ -337,7 +368,7 @@ export class Limiter {
    */
   joinProbe(): boolean {
     const joined = this.algorithm.joinProbe?.(this.clock.now()) ?? false;
-    if (joined) this.onChange?.(this);
+    if (joined) this.changed();
     return joined;
   }
 
@@ -407,14 +438,14 @@ export class Limiter {
       this.queue.setCodel({ targetMs: opts.queue.codelTargetMs, intervalMs: opts.queue.codelIntervalMs });
     }
     this.pump(this.clock.now());
-    this.onChange?.(this);
+    this.changed();
   }
 
   /** The algorithm's bounds changed on reload (Limit.setBounds): what it learned is kept within them. */
   setLimitBounds(min: number, max: number): void {
     this.algorithm.setBounds?.(min, max);
     this.pump(this.clock.now());
-    this.onChange?.(this);
+    this.changed();
   }
 
   /** The algorithm's limit now (for a reload that changes the algorithm but keeps what was learned). */
@@ -441,7 +472,7 @@ export class Limiter {
     if (this.slowLane && !slowLane) this.recountLane();
     this.slowLane = slowLane;
     this.pump(this.clock.now());
-    this.onChange?.(this);
+    this.changed();
   }
 
   /**
@@ -458,7 +489,7 @@ export class Limiter {
     if (this.inflightCount >= this.limit) this.moveOverdue(this.clock.now());
     if (this.queue.length > 0 || this.inflightCount >= this.limit) return undefined;
     const permit = this.grant(this.clock.now());
-    this.onChange?.(this);
+    this.changed();
     return permit;
   }
 
@@ -477,7 +508,7 @@ export class Limiter {
       this.lastTrialAt = now;
       if (this.queue.length === 0) {
         const permit = (this.trialPermit = this.grant(now));
-        this.onChange?.(this);
+        this.changed();
         return { ok: true, permit, waitedMs: 0 };
       }
       for (let w = this.queue.shift(now); w !== undefined; w = this.queue.shift(now)) {
@@ -492,7 +523,7 @@ export class Limiter {
     }
     if (this.queue.length === 0 && this.inflightCount < this.limit) {
       const permit = this.grant(now, this.latency.typical(opts.latencyClass));
-      this.onChange?.(this);
+      this.changed();
       return { ok: true, permit, waitedMs: 0 };
     }
     let deadlineAt = opts.deadlineAt ?? now + this.queueConfig.deadlineMs;
@@ -587,7 +618,7 @@ export class Limiter {
         w.onAbort = () => this.finish(w, 'aborted', this.clock.now());
         signal.addEventListener('abort', w.onAbort, { once: true });
       }
-      this.onChange?.(this);
+      this.changed();
     });
   }
 
@@ -782,7 +813,7 @@ export class Limiter {
       const at = this.clock.now();
       if (this.moveOverdue(at)) {
         this.pump(at);
-        this.onChange?.(this);
+        this.changed();
       }
       this.armOverdueTimer(at);
     }, dueIn);
@@ -852,7 +883,7 @@ export class Limiter {
       this.scheduler.clearTimeout(this.overdueTimer);
       this.overdueTimer = undefined;
     }
-    this.onChange?.(this);
+    this.changed();
   }
 
   /** Hands free permits to waiters, in the queue's order. */
@@ -928,7 +959,7 @@ export class Limiter {
     if (!w.queued) return;
     this.queue.remove(w);
     this.settle(w, reason, now);
-    this.onChange?.(this);
+    this.changed();
   }
 
   private settle(w: Waiter<AcquireResult>, reason: RefusalReason, now: number): void {

@@ -154,6 +154,12 @@ export const METRICS = {
     'site',
     'origin',
   ]),
+  originSaturated: spec(
+    'crowdgate_origin_saturated_seconds_total',
+    'counter',
+    'Time during which every counted permit of the member was in use and requests waited for one: its rate is the share of time the origin was the bottleneck (the CrowdgateOriginLimiterSaturated alert reads it).',
+    ['site', 'origin'],
+  ),
   originPeerInflight: spec(
     'crowdgate_origin_peer_inflight',
     'gauge',

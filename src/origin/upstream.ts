@@ -20,6 +20,8 @@ export interface MemberControl {
   readonly member: OriginMember;
   limiter: Limiter;
   breaker: CircuitBreaker;
+  /** Limiter.saturatedSeconds() when last published (collect). */
+  saturatedSeen: number;
   /** The member's URL: what the other gateways name it by (peer-load.ts). */
   readonly memberKey: string;
   /** The admission config the limiter was built from, to rebuild it when it changes. */
@@ -304,6 +306,7 @@ export class Upstream {
         site: site.name,
         member,
         memberKey,
+        saturatedSeen: 0,
         limiter: this.makeLimiter(member, site.name, memberKey),
         breaker: this.makeBreaker(site, member),
         admissionKey,
@@ -706,6 +709,9 @@ export class Upstream {
       this.metrics.get('originInflight').set(labels, c.limiter.inflight);
       if (this.peers) this.metrics.get('originPeerInflight').set(labels, c.limiter.peerInflight);
       this.metrics.get('queueLength').set(labels, c.limiter.queueLength);
+      const saturated = c.limiter.saturatedSeconds();
+      if (saturated > c.saturatedSeen) this.metrics.get('originSaturated').inc(labels, saturated - c.saturatedSeen);
+      c.saturatedSeen = saturated;
     }
   }
 

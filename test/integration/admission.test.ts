@@ -24,12 +24,18 @@ describe('admission: the origin limiter', () => {
     o.route('/slow', { delayMs: 60, headers: { 'cache-control': 'no-store' } });
     // CoDel out of the way: this checks the ceiling, not the shedding.
     const g = await gateway({ admission: fixed(2, { deadlineMs: 5000, codelTargetMs: 5000, codelIntervalMs: 5000 }), sites: [siteFor([o.url])] });
+    const started = performance.now();
     const results = await Promise.all(Array.from({ length: 20 }, (_, i) => call(`${g.url}/slow?i=${i}`)));
+    const elapsedS = (performance.now() - started) / 1000;
     expect(results.map((r) => r.status)).toEqual(Array(20).fill(200));
     expect(o.peakInflight).toBe(2);
     const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
     expect(metrics).toMatch(/crowdgate_origin_limit\{site="test",origin="[^"]+"\} 2/);
     expect(metrics).toMatch(/crowdgate_queue_wait_seconds_count\{site="test",origin="[^"]+"\} [1-9]/);
+    // Ten rounds of two at 60 ms, a queue behind all but the last: saturated most of the run.
+    const saturated = Number(/^crowdgate_origin_saturated_seconds_total\{site="test",origin="[^"]+"\} ([\d.e-]+)$/m.exec(metrics)?.[1]);
+    expect(saturated).toBeGreaterThanOrEqual(0.4);
+    expect(saturated).toBeLessThanOrEqual(elapsedS);
   });
 
   it('counts active health probes against the ceiling: the origin still never sees more than 2', async () => {

@@ -1566,3 +1566,28 @@ describe('Limiter: several gateways in front of one origin', () => {
     expect(limiter.joinProbe()).toBe(false);
   });
 });
+
+describe('Limiter: time saturated (crowdgate_origin_saturated_seconds_total)', () => {
+  it('counts the time every permit was in use with a request waiting, and only that', async () => {
+    const { limiter, clock, request, granted, flush } = setup({ limitN: 1 });
+    request('a');
+    await flush();
+    clock.advance(100); // every permit in use, nobody waiting: not saturated
+    expect(limiter.saturatedSeconds()).toBe(0);
+    request('b');
+    clock.advance(40);
+    expect(limiter.saturatedSeconds()).toBeCloseTo(0.04, 9); // counted while it lasts
+    clock.advance(60);
+    granted('a').release('success');
+    await flush();
+    clock.advance(500); // b holds the permit, nobody waits
+    expect(limiter.saturatedSeconds()).toBeCloseTo(0.1, 9);
+    request('c');
+    clock.advance(30);
+    granted('b').release('success');
+    await flush();
+    granted('c').release('success');
+    clock.advance(1_000);
+    expect(limiter.saturatedSeconds()).toBeCloseTo(0.13, 9);
+  });
+});

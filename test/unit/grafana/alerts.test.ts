@@ -34,6 +34,7 @@ const NOT_ON_DASHBOARD: Record<string, string> = {
   crowdgate_acme_orders_total: 'a few orders per site every two months; the log and /status.json say why one failed',
   crowdgate_acme_temporary: 'only for tls.acme sites, and 1 for seconds unless ACME is failing: the CrowdgateAcmeTemporaryCertificate alert reads it, not a panel',
   crowdgate_acme_challenges_total: 'a handful of requests per order; for diagnosing a CA that cannot reach the plain listener',
+  crowdgate_origin_saturated_seconds_total: 'the CrowdgateOriginLimiterSaturated alert reads it; the in-flight vs limit panel and the queue panel show the saturation itself',
   crowdgate_origin_limit_probes_total: 'how often the learned limit measures the origin at a quarter of itself: a diagnostic of the limit, not a crowd signal (the in-flight panel shows the dips)',
 };
 
