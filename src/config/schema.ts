@@ -716,6 +716,12 @@ export const siteSchema = z
       .describe(
         'Requests carrying one of these headers bypass the cache: they ask the origin for another answer at the same URL (an htmx, pjax, Turbo Frame, Inertia or Unpoly fragment, a Next.js RSC flight payload) that origins seldom name in Vary. Cached, one fragment would be stored as the page for everyone; dropped from the fill, the fragment request would get the whole page. Where every stored copy of the URL varies on the fragment headers a request carries and on every other header a fill would send for it but Accept* and User-Agent (the origin sent Vary: HX-Request, or Next.js its Vary: RSC, ...), the request is cached as its own variant instead, except under fillHeaders.only. A header that must always bypass belongs in credentialHeaders.',
       ),
+    invalidateOnUnsafeMethods: z
+      .boolean()
+      .default(true)
+      .describe(
+        'A POST, PUT, DELETE or PATCH the origin answers 2xx or 3xx marks its URL and its same-origin Location / Content-Location for revalidation, on every instance (RFC 9111 §4.4): a comment shows at once. Off, as nginx and Varnish by default: pages change at their TTL or a PURGE, and nobody whose POST the origin answers 2xx (WordPress answers one to most URLs) can make a hot page\'s readers wait for a revalidation at will.',
+      ),
     honorClientNoCache: z
       .boolean()
       .default(false)

@@ -130,7 +130,8 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
               );
               headers['x-request-id'] = ctx.requestId;
               headers['via'] = appendVia(headers['via']);
-              if (status >= 200 && status < 400 && !CACHED_METHODS.has(ctx.method)) invalidateAfterUnsafe(ctx, status, headers);
+              if (status >= 200 && status < 400 && !CACHED_METHODS.has(ctx.method) && site.config.invalidateOnUnsafeMethods)
+                invalidateAfterUnsafe(ctx, status, headers);
               return headers;
             },
             encodeBody: (status, head) =>

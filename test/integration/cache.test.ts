@@ -549,6 +549,26 @@ describe('cache: correctness', () => {
     expect((await get(`${g.url}/other`)).body).not.toBe(otherBefore);
   });
 
+  it('with invalidateOnUnsafeMethods off, a successful POST invalidates nothing: the page stays a hit until its TTL (nginx and Varnish by default)', async () => {
+    const o = await origin();
+    o.route('/item', { headers: { 'cache-control': 'public, max-age=60' }, body: (r) => `item ${r.seq}` });
+    o.route('/other', { headers: { 'cache-control': 'public, max-age=60' }, body: (r) => `other ${r.seq}` });
+    o.route('/submit', { status: 303, headers: { location: '/other' } });
+    const g = await gateway({ sites: [siteFor([o.url], { invalidateOnUnsafeMethods: false })] });
+    const itemBefore = (await get(`${g.url}/item`)).body;
+    const otherBefore = (await get(`${g.url}/other`)).body;
+    await (await request(`${g.url}/item`, { method: 'POST', body: 'x' })).body.text();
+    await (await request(`${g.url}/submit`, { method: 'POST', body: 'y' })).body.text();
+    await sleep(20);
+    const item = await get(`${g.url}/item`);
+    expect(item.body).toBe(itemBefore);
+    expect(item.headers['cache-status']).toMatch(/; hit/);
+    expect((await get(`${g.url}/other`)).body).toBe(otherBefore);
+    // The POSTs reached the origin; no GET did after the fills.
+    expect(o.count('/item')).toBe(2);
+    expect(o.count('/other')).toBe(1);
+  });
+
   it('a client\'s max-stale never reads a copy a POST invalidated: the page is validated first (RFC 9111 §4.4; attacker trial)', async () => {
     const o = await origin();
     o.route('/item', { headers: { 'cache-control': 'public, max-age=60' }, body: (r) => `item ${r.seq}` });
