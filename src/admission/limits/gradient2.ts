@@ -272,6 +272,8 @@ const EVIDENCE_WINDOWS = 8;
 export const COLD_START_MS = 5_000;
 /** A limit that has not bound for this long is learning again when it next binds (see isColdStart), ms. */
 export const RELEARN_AFTER_IDLE_MS = 5_000;
+/** A limit that has not had every permit in use for this long joins no other gateway's probe (see joinProbe), ms. */
+const JOIN_BINDING_MS = 1_000;
 /** A window whose gradient is below this ends slow start for good (the origin queues). */
 const SLOW_START_EXIT = 0.8;
 /** A window at the new limit whose 80th percentile rose past this multiple of the last step's ends it too. */
@@ -831,11 +833,18 @@ export class Gradient2Limit implements Limit {
 
   /**
    * Another gateway in front of the same origin started a probe (see Several gateways): one
-   * starts here too, unless one runs, one ended (or started) within `probeMinIntervalMs`, or
-   * there is no baseline yet. Not told to the others again.
+   * starts here too, unless one runs, one ended (or started) within `probeMinIntervalMs`, there
+   * is no baseline yet, or this limit is not binding: it has not had every permit in use within
+   * JOIN_BINDING_MS (its requests are not what queues in the origin, and a probe would hold them
+   * back for nothing: a normal day's gateway beside a busy one). Not told to the others again.
+   * Joined at a crowd's cold start too: the probe lasts a few round trips, waits are forecast
+   * with the planning limit, and a client waits at least 8 round trips (a model fleet whose
+   * limits joined no probe in their first 5 s held its origin at 30 for 8 slots through that
+   * crowd, 18 joining).
    */
   joinProbe(now: number): boolean {
     if (this.probeLimit > 0 || this.longRttMs === undefined || now - this.lastProbeAt < this.probeMinIntervalMs) return false;
+    if (now - this.lastBindingAt > JOIN_BINDING_MS) return false;
     this.startProbe(now, true);
     return true;
   }

@@ -168,12 +168,16 @@ describe('Upstream with PeerLoad: two gateways in front of one origin member', (
     const a = await gateway('a', keyPrefix);
     const b = await gateway('b', keyPrefix);
     const key = 'http://127.0.0.1:9/';
-    // B learns the member's no-load round trip first (a probe needs one to start from).
+    // B learns the member's no-load round trip first (a probe needs one to start from), then has
+    // every permit in use (only a limit that binds joins a probe).
     for (let i = 0; i < 5; i++) {
       const lease = await b.admit();
       b.clock.advance(20);
       lease.finish({ kind: 'response', status: 200 });
     }
+    const busy = await Promise.all(Array.from({ length: 8 }, () => b.admit()));
+    b.clock.advance(20);
+    for (const lease of busy) lease.finish({ kind: 'response', status: 200 });
     const held = [await a.admit(), await a.admit(), await a.admit()];
     // A tells its count within its publishing interval (0.5 s of real time).
     for (let i = 0; i < 40 && b.upstream.peerInflight(key) !== 3; i++) await new Promise((r) => setTimeout(r, 50));

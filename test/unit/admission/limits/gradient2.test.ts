@@ -987,6 +987,7 @@ describe('Gradient2Limit: several gateways in front of one origin', () => {
 
   it('joins another gateway\'s probe: the limit at a quarter until the probe\'s samples came, not told on', () => {
     const { limit, at } = warm();
+    limit.onSample({ rttMs: 50, inflight: 8, dropped: false }, (at.t += 50)); // every permit in use
     const told: number[] = [];
     limit.onProbe = () => told.push(at.t);
     expect(limit.joinProbe(at.t)).toBe(true);
@@ -1001,8 +1002,19 @@ describe('Gradient2Limit: several gateways in front of one origin', () => {
     expect(limit.readings().longRttMs).toBeCloseTo(40, 6);
     // Nor again within probeMinIntervalMs (2 s) of the last one: another gateway's next probe
     // does not chain onto this one.
+    limit.onSample({ rttMs: 50, inflight: 8, dropped: false }, (at.t += 50));
     expect(limit.joinProbe(at.t + 1_000)).toBe(false);
-    expect(limit.joinProbe(at.t + 2_000)).toBe(true);
+    expect(limit.joinProbe(at.t + 2_000)).toBe(false); // nor once it has not bound for a second
+    limit.onSample({ rttMs: 50, inflight: 8, dropped: false }, (at.t += 2_000));
+    expect(limit.joinProbe(at.t)).toBe(true);
+  });
+
+  it('joins no probe while its limit does not bind: its requests are not what queues in the origin', () => {
+    const { limit, at } = warm();
+    // Four of eight permits in use, a normal day beside a busy gateway.
+    for (let i = 0; i < 20; i++) limit.onSample({ rttMs: 50, inflight: 4, dropped: false }, (at.t += 50));
+    expect(limit.joinProbe(at.t)).toBe(false);
+    expect(limit.current).toBe(8);
   });
 
   it('tells its own probes (Limit.onProbe), and joins none before it has a no-load RTT', () => {
