@@ -335,14 +335,29 @@ export class Limiter {
    * (saturatedSeconds), then onChange is told.
    */
   private changed(): void {
-    const saturated = this.inflightCount >= this.limit && this.queue.length > 0;
-    if (saturated !== this.saturated) {
-      const now = this.clock.now();
-      if (this.saturated) this.saturatedMs += now - this.saturatedSince;
-      else this.saturatedSince = now;
-      this.saturated = saturated;
-    }
+    this.trackSaturation();
     this.onChange?.(this);
+  }
+
+  /**
+   * Saturated: every counted permit in use, against the planning limit (a no-load probe holds
+   * the limit below it for a few round trips, and the queue meanwhile is the probe's), with a
+   * request waiting.
+   */
+  private trackSaturation(): void {
+    const saturated = this.queue.length > 0 && this.inflightCount >= this.planningLimit;
+    if (saturated === this.saturated) return;
+    const now = this.clock.now();
+    if (this.saturated) this.saturatedMs += now - this.saturatedSince;
+    else this.saturatedSince = now;
+    this.saturated = saturated;
+  }
+
+  /** Overdue permits step aside when every permit is taken; a waiter gets the room they leave. */
+  private makeRoom(now: number): void {
+    if (this.inflightCount < this.limit || !this.moveOverdue(now)) return;
+    this.pump(now);
+    this.changed();
   }
 
   /**
@@ -486,7 +501,7 @@ export class Limiter {
 
   /** A permit now, or undefined; never waits and never jumps the queue. */
   tryAcquire(): Permit | undefined {
-    if (this.inflightCount >= this.limit) this.moveOverdue(this.clock.now());
+    this.makeRoom(this.clock.now());
     if (this.queue.length > 0 || this.inflightCount >= this.limit) return undefined;
     const permit = this.grant(this.clock.now());
     this.changed();
@@ -498,7 +513,7 @@ export class Limiter {
     if (signal?.aborted) return REFUSED_ABORTED;
     const now = this.clock.now();
     this.algorithm.tick?.(now);
-    if (this.inflightCount >= this.limit) this.moveOverdue(now);
+    this.makeRoom(now);
     if (this.queue.length > 0 && this.inflightCount < this.limit) this.pump(now); // limit grew
     if (this.inflightCount >= this.limit && this.trialDue(now)) {
       // Every permit is held by a request the origin has not answered: one goes beyond the
@@ -526,6 +541,9 @@ export class Limiter {
       this.changed();
       return { ok: true, permit, waitedMs: 0 };
     }
+    // A probe may have ended (tick), waiters been served (pump) or expired (the trial): a refusal
+    // below changes nothing more, but the time saturated must know where things stand now.
+    this.trackSaturation();
     let deadlineAt = opts.deadlineAt ?? now + this.queueConfig.deadlineMs;
     if (deadlineAt <= now) return REFUSED_DEADLINE;
     // A client waits at least a few of the origin's round trips: against an origin whose
@@ -547,7 +565,10 @@ export class Limiter {
       if (!victim) return REFUSED_QUEUE_FULL;
       this.finish(victim, 'evicted', now);
     }
-    if (this.judgeStanding(now)) this.capWaiters(now);
+    if (this.judgeStanding(now)) {
+      this.capWaiters(now);
+      this.trackSaturation();
+    }
     // Refuse at arrival what cannot be served in time: a request admitted to the queue should
     // get its permit, and one refused should hear so at once, not after waiting. The expected
     // wait is the work of the waiters ahead of it (FIFO order), plus one round trip for a
@@ -923,7 +944,7 @@ export class Limiter {
 
   /** A permit is free now: an arrival would not wait (no queue, room under the limit). */
   get hasFreePermit(): boolean {
-    if (this.inflightCount >= this.limit) this.moveOverdue(this.clock.now());
+    this.makeRoom(this.clock.now());
     return this.queue.length === 0 && this.inflightCount < this.limit;
   }
 

@@ -323,6 +323,8 @@ export class Upstream {
       if (!this.forgotten.has(member)) {
         this.all.add(c);
         this.metrics.get('circuitState').set({ site: site.name, origin: member.name }, 0);
+        // From 0, so the first time saturated is a rise that rate() sees.
+        this.metrics.get('originSaturated').inc({ site: site.name, origin: member.name }, 0);
       }
     } else {
       if (c.admissionKey !== admissionKey) {
@@ -394,7 +396,9 @@ export class Upstream {
       peerInflight: () => this.peerInflight(memberKey),
     });
     limiter.onProbe = () => {
-      if (!this.forgotten.has(member)) this.metrics.get('originLimitProbes').inc({ site, origin: member.name, source: 'own' });
+      // A member a reload removed says nothing more (its requests still in flight drain).
+      if (this.forgotten.has(member)) return;
+      this.metrics.get('originLimitProbes').inc({ site, origin: member.name, source: 'own' });
       this.peers?.announceProbe(memberKey);
     };
     return limiter;

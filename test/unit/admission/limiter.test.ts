@@ -1591,3 +1591,38 @@ describe('Limiter: time saturated (crowdgate_origin_saturated_seconds_total)', (
     expect(limiter.saturatedSeconds()).toBeCloseTo(0.13, 9);
   });
 });
+
+describe('Limiter: time saturated while a no-load probe holds the limit down', () => {
+  it('is not counted: the queue is the probe\'s, for a few round trips', async () => {
+    class ProbeHeld extends ScriptedLimit {
+      planning = 4;
+    }
+    const { limiter, clock, request, granted, flush } = setup({ limit: new ProbeHeld(1) });
+    request('a');
+    await flush();
+    request('b');
+    clock.advance(200);
+    expect(limiter.saturatedSeconds()).toBe(0);
+    granted('a').release('success');
+    await flush();
+    granted('b').release('success');
+  });
+});
+
+describe('Limiter: room an overdue permit leaves', () => {
+  it('goes to the request waiting for it when another caller moves the permit aside (review: it waited for the next release)', async () => {
+    const { limiter, clock, request, outcomes, flush, teach } = setup({ limitN: 1, slowLane: true });
+    await teach(10, 3); // a typical round trip of 10 ms: overdue after 100 ms
+    request('slow');
+    await flush();
+    request('waiting');
+    await flush();
+    expect(outcomes.map((o) => o.name)).not.toContain('waiting');
+    clock.advance(150);
+    // An arrival's check for a free permit moves the overdue one aside: the waiter gets the room.
+    expect(limiter.hasFreePermit).toBe(false);
+    await flush();
+    expect(outcomes.find((o) => o.name === 'waiting')?.result.ok).toBe(true);
+    expect(limiter.saturatedSeconds()).toBeCloseTo(0.15, 9);
+  });
+});
