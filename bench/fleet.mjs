@@ -70,10 +70,11 @@ async function runOnce(setup, o, round) {
   let running = true;
   const pools = gateways.map((g) => new Pool(g.url, { connections: Math.ceil(o.clients / INSTANCES) + 2 }));
   const client = async (c) => {
-    for (let i = c; running; i += o.clients) {
+    // Each client's requests go round the three in turn (client c starts at gateway c mod 3).
+    for (let k = c; running; k++) {
       const row = rows[phase];
       try {
-        const res = await pools[i % INSTANCES].request({ path: '/account', method: 'GET', headers: { cookie: `sessionid=u${c}` }, headersTimeout: 20_000, bodyTimeout: 20_000 });
+        const res = await pools[k % INSTANCES].request({ path: '/account', method: 'GET', headers: { cookie: `sessionid=u${c}` }, headersTimeout: 20_000, bodyTimeout: 20_000 });
         await res.body.dump();
         if (res.statusCode === 200) row.served++;
         else if (res.statusCode === 503 && res.headers['x-crowdgate-error']) row.refused++;
@@ -157,6 +158,7 @@ export async function main() {
       originPeak: median(runs[setup].map((rs) => rs[i].originPeak)),
       served: median(runs[setup].map((rs) => rs[i].served)),
       refused: median(runs[setup].map((rs) => rs[i].refused)),
+      other: median(runs[setup].map((rs) => rs[i].other)),
     }));
   const capacity = Math.round((o.concurrency * 1000) / o.serviceMs);
   const lines = [
@@ -166,12 +168,14 @@ export async function main() {
     '',
     `${INSTANCES} gateways, one fragile origin of ${o.concurrency} slots × ${o.serviceMs} ms (${capacity} pages/s; past its slots it queues and slows down), ${o.clients} clients in a closed loop on an uncacheable page, 0-20 ms apart; phases: crowd ${o.crowdSeconds} s (its first ${START_SECONDS} s apart: \`start\`), every answer ${o.slowFactor}× slower ${o.slowSeconds} s, as before ${o.afterSeconds} s. \`alone\`: no Redis (each gateway knows its own requests); \`shared\`: one Redis (each counts the others' in-flight requests and joins their probes). Medians of ${o.runs} alternated runs each.`,
     '',
-    '| phase | origin peak in flight: alone | shared | shared ÷ alone | pages served: alone | shared | shared ÷ alone | refused: alone | shared |',
-    '|---|---|---|---|---|---|---|---|---|',
+    '| phase | origin peak in flight: alone | shared | shared ÷ alone | pages served: alone | shared | shared ÷ alone | refused: alone | shared | other failures: alone | shared |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
     ...medians.alone.map((a, i) => {
       const s = medians.shared[i];
-      return `| ${a.phase} | ${a.originPeak} | ${s.originPeak} | ${(s.originPeak / a.originPeak).toFixed(2)} | ${fmtInt(a.served)} | ${fmtInt(s.served)} | ${(s.served / a.served).toFixed(2)} | ${fmtInt(a.refused)} | ${fmtInt(s.refused)} |`;
+      return `| ${a.phase} | ${a.originPeak} | ${s.originPeak} | ${(s.originPeak / a.originPeak).toFixed(2)} | ${fmtInt(a.served)} | ${fmtInt(s.served)} | ${(s.served / a.served).toFixed(2)} | ${fmtInt(a.refused)} | ${fmtInt(s.refused)} | ${fmtInt(a.other)} | ${fmtInt(s.other)} |`;
     }),
+    '',
+    'Refused: 503 from a gateway (`X-Crowdgate-Error`); in a closed loop a refused client asks again at once, so compare pages served. Other failures: the origin\'s own 503 (a request that waited 2 s in its backlog), a timeout or a reset.',
     '',
     `Per run (origin peak / served): alone ${runs.alone.map((rs) => rs.map((r) => `${r.originPeak}/${r.served}`).join(' ')).join(' | ')}; shared ${runs.shared.map((rs) => rs.map((r) => `${r.originPeak}/${r.served}`).join(' ')).join(' | ')}.`,
     '',

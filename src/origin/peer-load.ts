@@ -14,8 +14,10 @@
  * (cache/stores/redis-bus.ts, through the guard: Redis away means no counts, which is one
  * gateway's view, as before).
  *
- * A count is dropped LOAD_STALE_MS after it arrived (by this instance's clock: the senders'
- * may be off): a gateway that stopped, or lost Redis, stops counting.
+ * A count is dropped LOAD_STALE_MS after it arrived (by this instance's clock: the
+ * senders' may be off), or at once if that clock stepped back past it: a gateway that stopped,
+ * or lost Redis, stops counting. A probe is joined only from an instance whose count for the
+ * member is above 0.
  */
 import type { Clock } from '../clock.js';
 import type { LoadNotice } from '../cache/stores/redis-bus.js';
@@ -43,6 +45,9 @@ export interface PeerLoadOptions {
   intervalMs?: number;
 }
 
+/** A count this old (ms; below 0: the clock stepped back) no longer counts. */
+const isStale = (age: number): boolean => age > LOAD_STALE_MS || age < 0;
+
 export class PeerLoad {
   private readonly bus: LoadBus;
   private readonly clock: Clock;
@@ -58,8 +63,11 @@ export class PeerLoad {
     this.clock = opts.clock;
     this.snapshot = opts.snapshot;
     this.removeListener = opts.bus.onLoad((notice) => {
-      if ('probe' in notice) opts.onPeerProbe(notice.probe);
-      else this.note(notice.from, notice.inflight);
+      // A probe is joined only from an instance that lately said it has requests at that
+      // member: what queues there is its doing. A probe notice from anything else is ignored.
+      if ('probe' in notice) {
+        if (this.peerCount(notice.from, notice.probe) > 0) opts.onPeerProbe(notice.probe);
+      } else this.note(notice.from, notice.inflight);
     });
     this.timer = setInterval(() => this.publish(), opts.intervalMs ?? LOAD_INTERVAL_MS);
     this.timer.unref();
@@ -71,10 +79,16 @@ export class PeerLoad {
     const now = this.clock.now();
     let sum = 0;
     for (const [from, peer] of this.peers) {
-      if (now - peer.at > LOAD_STALE_MS) this.peers.delete(from);
+      if (isStale(now - peer.at)) this.peers.delete(from);
       else sum += peer.inflight.get(member) ?? 0;
     }
     return sum;
+  }
+
+  /** What one peer last said it has in flight to the member, 0 when stale or unknown. */
+  private peerCount(from: string, member: string): number {
+    const peer = this.peers.get(from);
+    return peer === undefined || isStale(this.clock.now() - peer.at) ? 0 : (peer.inflight.get(member) ?? 0);
   }
 
   /** This instance started a no-load probe of the member with this URL: the others join it. */

@@ -12,7 +12,8 @@
  * - A slow EWMA over *no-load samples* only, each clipped to at most 2 x the current value
  *   once a baseline exists (one slow endpoint's sample must not inflate the baseline; a real
  *   change still moves it, by up to 2 x alpha per sample): samples whose in-flight count at start was
- *   <= max(min, limit / 2), i.e. taken while we were clearly not saturating the origin.
+ *   <= max(min, limit / 2), the other gateways' (LimitSample.peerInflight) included, i.e. taken
+ *   while the origin was clearly not saturated.
  *   alpha = max(2 / (longWindowSamples + 1), 1 / n) for the n-th such sample (bias-corrected,
  *   so the first samples count fully). Samples taken at the limit are kept out: under a
  *   sustained crowd they all carry queueing, the average would drift up with them and ratchet
@@ -85,10 +86,13 @@
  * Several gateways (sharing a Redis tier: origin/peer-load.ts). Each learns its own limit, and
  * the origin's queue holds all of their requests: against one origin with 8 slots, three
  * gateways found it slow on its own by their own counts and took it to 28-34 in flight where
- * one alone held 19 (a trial). So the others' in-flight counts, as they last told them, join
- * the Little's-law bound above (what the origin held), and a no-load probe is told to them and
- * they probe too (joinProbe): a probe at a quarter of one gateway's limit beside the others at
- * theirs measured the others' queue as the no-load RTT.
+ * one alone held 19 (a trial). So the others' in-flight counts, as they last told them, count
+ * wherever this one's do in judging the origin's load: in the Little's-law bound above (what the
+ * origin held) and in the no-load test of a sample (a request of ours alone at an origin the
+ * others keep busy measures their queue); and a no-load probe is told to them and they probe
+ * too (joinProbe): a probe at a quarter of one gateway's limit beside the others at theirs
+ * measured the others' queue as the no-load RTT. A model fleet of three in front of 8 slots
+ * held the origin at 30-41 told nothing, 13 told.
  *
  * Per window:
  *   gradient = clamp((tolerance * longRttMs + slack) / shortRttMs, 0.5, 1.0)
@@ -274,6 +278,12 @@ export const COLD_START_MS = 5_000;
 export const RELEARN_AFTER_IDLE_MS = 5_000;
 /** A limit that has not had every permit in use for this long joins no other gateway's probe (see joinProbe), ms. */
 const JOIN_BINDING_MS = 1_000;
+/**
+ * The least time between two probes joined (see joinProbe), ms: however many gateways, or
+ * whatever publishes on the channel, a limit spends at most a few round trips in every
+ * JOIN_MIN_INTERVAL_MS at a quarter for the others.
+ */
+const JOIN_MIN_INTERVAL_MS = 5_000;
 /** A window whose gradient is below this ends slow start for good (the origin queues). */
 const SLOW_START_EXIT = 0.8;
 /** A window at the new limit whose 80th percentile rose past this multiple of the last step's ends it too. */
@@ -551,7 +561,7 @@ export class Gradient2Limit implements Limit {
     }
     // Not a request started before an exoneration: it was measured at the limit before that
     // doubled it, and its queueing would read as the no-load RTT.
-    if (!sample.dropped && sample.inflight <= Math.max(this.min, this.estimate / 2) && now - rtt >= this.exoneratedAt) {
+    if (!sample.dropped && sample.inflight + (sample.peerInflight ?? 0) <= Math.max(this.min, this.estimate / 2) && now - rtt >= this.exoneratedAt) {
       this.longCount++;
       const alpha = Math.max(this.longAlpha, 1 / this.longCount);
       const long = this.longRttMs;
@@ -830,21 +840,24 @@ export class Gradient2Limit implements Limit {
 
   /** See Limit.onProbe: set by the Limiter. */
   onProbe: (() => void) | undefined = undefined;
+  /** When this limit last joined another gateway's probe (see joinProbe). */
+  private lastJoinAt = -Infinity;
 
   /**
    * Another gateway in front of the same origin started a probe (see Several gateways): one
    * starts here too, unless one runs, one ended (or started) within `probeMinIntervalMs`, there
-   * is no baseline yet, or this limit is not binding: it has not had every permit in use within
+   * is no baseline yet (MIN_BASELINE_SAMPLES no-load samples), this limit joined one within
+   * JOIN_MIN_INTERVAL_MS, or it is not binding: it has not had every permit in use within
    * JOIN_BINDING_MS (its requests are not what queues in the origin, and a probe would hold them
-   * back for nothing: a normal day's gateway beside a busy one). Not told to the others again.
-   * Joined at a crowd's cold start too: the probe lasts a few round trips, waits are forecast
-   * with the planning limit, and a client waits at least 8 round trips (a model fleet whose
-   * limits joined no probe in their first 5 s held its origin at 30 for 8 slots through that
-   * crowd, 18 joining).
+   * back for nothing: a normal day's gateway beside a busy one), or only just began to
+   * (isColdStart: at a crowd's start a probe holds back the fills a cold cache needs, and a
+   * crowd with nothing stale is refused; the fleet then syncs its probes once warm). Not told to
+   * the others again.
    */
   joinProbe(now: number): boolean {
-    if (this.probeLimit > 0 || this.longRttMs === undefined || now - this.lastProbeAt < this.probeMinIntervalMs) return false;
-    if (now - this.lastBindingAt > JOIN_BINDING_MS) return false;
+    if (this.probeLimit > 0 || this.longCount < MIN_BASELINE_SAMPLES || now - this.lastProbeAt < this.probeMinIntervalMs) return false;
+    if (now - this.lastBindingAt > JOIN_BINDING_MS || this.isColdStart(now) || now - this.lastJoinAt < JOIN_MIN_INTERVAL_MS) return false;
+    this.lastJoinAt = now;
     this.startProbe(now, true);
     return true;
   }

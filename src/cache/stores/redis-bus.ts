@@ -308,7 +308,14 @@ export class RedisBus {
 }
 
 /** Members a load notice may name: more are ignored (a notice is not a way to fill our memory). */
-const LOAD_MEMBERS_MAX = 256;
+export const LOAD_MEMBERS_MAX = 256;
+/** The longest member URL a load notice may name; longer ones are ignored. */
+export const LOAD_KEY_MAX = 2_048;
+/**
+ * The most in flight a notice may say for one member: more reads as this (a count of 1e308 from
+ * a broken or hostile publisher would make every round trip "explained" here).
+ */
+export const LOAD_COUNT_MAX = 10_000;
 
 function parseLoadNotice(message: string): LoadNotice | undefined {
   try {
@@ -316,12 +323,12 @@ function parseLoadNotice(message: string): LoadNotice | undefined {
     if (typeof m !== 'object' || m === null) return undefined;
     const { v, from, inflight, probe } = m as Record<string, unknown>;
     if (v !== 1 || typeof from !== 'string') return undefined;
-    if (typeof probe === 'string') return { from, probe };
+    if (typeof probe === 'string') return probe.length <= LOAD_KEY_MAX ? { from, probe } : undefined;
     if (typeof inflight !== 'object' || inflight === null) return undefined;
     const counts = new Map<string, number>();
     for (const [member, n] of Object.entries(inflight)) {
       if (counts.size >= LOAD_MEMBERS_MAX) break;
-      if (typeof n === 'number' && Number.isInteger(n) && n >= 0) counts.set(member, n);
+      if (member.length <= LOAD_KEY_MAX && typeof n === 'number' && Number.isInteger(n) && n >= 0) counts.set(member, Math.min(n, LOAD_COUNT_MAX));
     }
     return { from, inflight: counts };
   } catch {

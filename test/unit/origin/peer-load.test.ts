@@ -4,7 +4,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../../src/clock.js';
-import { RedisBus, type LoadNotice } from '../../../src/cache/stores/redis-bus.js';
+import { LOAD_COUNT_MAX, LOAD_KEY_MAX, LOAD_MEMBERS_MAX, RedisBus, type LoadNotice } from '../../../src/cache/stores/redis-bus.js';
 import { createRedisClient, RedisGuard } from '../../../src/cache/stores/redis-store.js';
 import { LOAD_STALE_MS, PeerLoad } from '../../../src/origin/peer-load.js';
 import { useRedisServer, waitUntilReady } from '../../helpers/redis-server.js';
@@ -101,18 +101,35 @@ describe('PeerLoad: what the other gateways have in flight to each origin member
     expect(await Promise.race([again, new Promise((r) => setTimeout(() => r('none'), 100))])).toBe('none');
   });
 
-  it('relays a probe to the others at once, by member URL', async () => {
+  it('relays a probe to the others at once, by member URL, from an instance that has requests there', async () => {
     const keyPrefix = `peer${++n}:`;
-    const a = await instance('a', keyPrefix, () => new Map());
+    const a = await instance('a', keyPrefix, () => new Map([[ORIGIN, 4]]));
     const b = await instance('b', keyPrefix, () => new Map());
-    const heard = nextLoad(b.bus);
+    // Before A said it has requests at the member, its probe is nobody's business here.
+    let heard = nextLoad(b.bus);
     a.peers.announceProbe(ORIGIN);
     expect(await heard).toEqual({ from: 'a', probe: ORIGIN });
+    expect(b.probes).toEqual([]);
+    heard = nextLoad(b.bus);
+    a.peers.publish();
+    await heard;
+    heard = nextLoad(b.bus);
+    a.peers.announceProbe(ORIGIN);
+    await heard;
     expect(b.probes).toEqual([ORIGIN]);
     expect(a.probes).toEqual([]);
+    // Nor a probe of a member it has no requests at, nor one its count for went stale.
+    heard = nextLoad(b.bus);
+    a.peers.announceProbe(OTHER);
+    await heard;
+    b.clock.advance(LOAD_STALE_MS + 1);
+    heard = nextLoad(b.bus);
+    a.peers.announceProbe(ORIGIN);
+    await heard;
+    expect(b.probes).toEqual([ORIGIN]);
   });
 
-  it('ignores what is not a load notice, and counts that are not whole numbers', async () => {
+  it('ignores what is not a load notice, and counts that are not whole numbers; caps what it keeps', async () => {
     const keyPrefix = `peer${++n}:`;
     const b = await instance('b', keyPrefix, () => new Map());
     const channel = `${keyPrefix}bus:load`;
@@ -123,6 +140,31 @@ describe('PeerLoad: what the other gateways have in flight to each origin member
     expect(await heard).toEqual({ from: 'x', inflight: new Map([[ORIGIN, 3]]) });
     expect(b.peers.inflight(ORIGIN)).toBe(3);
     expect(b.peers.inflight(OTHER)).toBe(0);
+    // A count past LOAD_COUNT_MAX reads as it; a URL past LOAD_KEY_MAX, and members past
+    // LOAD_MEMBERS_MAX, are not kept.
+    const long = `http://x/${'a'.repeat(LOAD_KEY_MAX)}`;
+    const many = Object.fromEntries(Array.from({ length: LOAD_MEMBERS_MAX + 10 }, (_, i) => [`http://m${i}/`, 1]));
+    const next = nextLoad(b.bus);
+    await redis.raw.publish(channel, JSON.stringify({ v: 1, from: 'y', inflight: { ...many, [ORIGIN]: 1e308, [long]: 5 } }));
+    const notice = await next;
+    if (!('inflight' in notice)) throw new Error('not a count notice');
+    expect(notice.inflight.size).toBe(LOAD_MEMBERS_MAX);
+    expect(notice.inflight.has(long)).toBe(false);
+    expect(b.peers.inflight('http://m0/')).toBe(1);
+    expect(b.peers.inflight(`http://m${LOAD_MEMBERS_MAX + 5}/`)).toBe(0);
+    // The members are kept in the order sent: ORIGIN came after the 266 others and was dropped.
+    expect(b.peers.inflight(ORIGIN)).toBe(3);
+    const capped = nextLoad(b.bus);
+    await redis.raw.publish(channel, JSON.stringify({ v: 1, from: 'z', inflight: { [ORIGIN]: 1e308 } }));
+    await capped;
+    expect(b.peers.inflight(ORIGIN)).toBe(3 + LOAD_COUNT_MAX);
+    // At most PEERS_MAX (64) instances are remembered: the oldest heard goes first.
+    for (let i = 0; i < 70; i++) {
+      const heard = nextLoad(b.bus);
+      await redis.raw.publish(channel, JSON.stringify({ v: 1, from: `p${i}`, inflight: { [OTHER]: 1 } }));
+      await heard;
+    }
+    expect(b.peers.inflight(OTHER)).toBe(64);
   });
 });
 
@@ -175,9 +217,13 @@ describe('Upstream with PeerLoad: two gateways in front of one origin member', (
       b.clock.advance(20);
       lease.finish({ kind: 'response', status: 200 });
     }
-    const busy = await Promise.all(Array.from({ length: 8 }, () => b.admit()));
-    b.clock.advance(20);
-    for (const lease of busy) lease.finish({ kind: 'response', status: 200 });
+    // Past its cold start too: it has bound for 6 s (a limit joins nothing in its first 5).
+    for (let round = 0; round < 7; round++) {
+      const busy = await Promise.all(Array.from({ length: 8 }, () => b.admit()));
+      b.clock.advance(20);
+      for (const lease of busy) lease.finish({ kind: 'response', status: 200 });
+      b.clock.advance(980);
+    }
     const held = [await a.admit(), await a.admit(), await a.admit()];
     // A tells its count within its publishing interval (0.5 s of real time).
     for (let i = 0; i < 40 && b.upstream.peerInflight(key) !== 3; i++) await new Promise((r) => setTimeout(r, 50));
