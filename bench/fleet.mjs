@@ -28,9 +28,9 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
-import { freePort, noteMachineLoad, sleep, startProcess, stopAll, waitForPort } from './lib/procs.mjs';
+import { noteMachineLoad, sleep, stopAll } from './lib/procs.mjs';
 import { machineSentence, runFacts, writeReport } from './lib/report.mjs';
-import { BENCH_DIR, gatewayAvailable, makeRunDir, startCrowdgate, startOrigin } from './lib/setups.mjs';
+import { BENCH_DIR, gatewayAvailable, startCrowdgate, startOrigin, startRedis } from './lib/setups.mjs';
 import { fmtInt, median } from './lib/stats.mjs';
 
 const INSTANCES = 3;
@@ -38,16 +38,6 @@ const POLL_MS = 250;
 /** The crowd's first seconds, reported apart (see runOnce). */
 const START_SECONDS = 5;
 
-/** A redis-server child on a free loopback port, no persistence. */
-async function startRedis(label) {
-  const port = await freePort();
-  const dir = makeRunDir(label);
-  const proc = startProcess(label, 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
-    logFile: join(dir, 'redis.log'),
-  });
-  await waitForPort(port, { proc });
-  return { url: `redis://127.0.0.1:${port}`, stop: () => proc.stop() };
-}
 
 /** One run of one setup: the phases above; per phase the origin's peak, pages served, refusals. */
 async function runOnce(setup, o, round) {

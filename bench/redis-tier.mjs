@@ -29,7 +29,7 @@ import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import { pageTtlSeconds } from './fragile-origin.mjs';
 import { freePort, noteMachineLoad, sleep, startProcess, stopAll, waitForPort } from './lib/procs.mjs';
-import { BENCH_DIR, gatewayAvailable, hasCommand, makeRunDir, pinned, startCrowdgate, startOrigin } from './lib/setups.mjs';
+import { BENCH_DIR, gatewayAvailable, hasCommand, makeRunDir, pinned, startCrowdgate, startOrigin, startRedis } from './lib/setups.mjs';
 import { fmtInt, fmtMs, median } from './lib/stats.mjs';
 
 const SERVER_CPU = '0';
@@ -43,16 +43,6 @@ function hotPages(count) {
   return pages;
 }
 
-/** A redis-server child on a free loopback port, no persistence. */
-async function startRedis(label) {
-  const port = await freePort();
-  const dir = makeRunDir(label);
-  const proc = startProcess(label, 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
-    logFile: join(dir, 'redis.log'),
-  });
-  await waitForPort(port, { proc });
-  return { url: `redis://127.0.0.1:${port}`, stop: () => proc.stop() };
-}
 
 /** `count` gateways on one origin, sharing `redisUrl` when given. */
 async function startGateways(count, originUrl, redisUrl, label, cpu) {

@@ -67,6 +67,17 @@ export async function startOrigin(opts = {}) {
   return { name: 'origin', url: `http://127.0.0.1:${port}`, pid: proc.pid, logFile: proc.logFile, stop: () => proc.stop() };
 }
 
+/** A redis-server child on a free loopback port, no persistence. */
+export async function startRedis(label) {
+  const port = await freePort();
+  const dir = makeRunDir(label);
+  const proc = startProcess(label, 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
+    logFile: join(dir, 'redis.log'),
+  });
+  await waitForPort(port, { proc });
+  return { url: `redis://127.0.0.1:${port}`, stop: () => proc.stop() };
+}
+
 /**
  * Whether dist/main.js exists (`exists`) and is at least as new as every file under src/
  * (`ok`); `reason` says what is wrong otherwise.
