@@ -353,6 +353,16 @@ export class Limiter {
     this.saturated = saturated;
   }
 
+  /**
+   * A permit may be granted: fewer counted permits than the limit, and fewer in all than the
+   * ceiling. The slow lane may hold up to ceiling - limit while a no-load probe holds the limit
+   * down; when the probe ends the limit comes back, and filling the counted permits up to it
+   * beside that lane passed the ceiling (review: 7 in flight under a ceiling of 4).
+   */
+  private get hasRoom(): boolean {
+    return this.inflightCount < this.limit && this.inflightCount + this.overdueCount < this.ceiling;
+  }
+
   /** Overdue permits step aside when every permit is taken; a waiter gets the room they leave. */
   private makeRoom(now: number): void {
     if (this.inflightCount < this.limit || !this.moveOverdue(now)) return;
@@ -502,7 +512,7 @@ export class Limiter {
   /** A permit now, or undefined; never waits and never jumps the queue. */
   tryAcquire(): Permit | undefined {
     this.makeRoom(this.clock.now());
-    if (this.queue.length > 0 || this.inflightCount >= this.limit) return undefined;
+    if (this.queue.length > 0 || !this.hasRoom) return undefined;
     const permit = this.grant(this.clock.now());
     this.changed();
     return permit;
@@ -514,7 +524,7 @@ export class Limiter {
     const now = this.clock.now();
     this.algorithm.tick?.(now);
     this.makeRoom(now);
-    if (this.queue.length > 0 && this.inflightCount < this.limit) this.pump(now); // limit grew
+    if (this.queue.length > 0 && this.hasRoom) this.pump(now); // limit grew
     if (this.inflightCount >= this.limit && this.trialDue(now)) {
       // Every permit is held by a request the origin has not answered: one goes beyond the
       // limit (the queue's head, else this one) to tell when the origin answers again.
@@ -536,7 +546,7 @@ export class Limiter {
         break;
       }
     }
-    if (this.queue.length === 0 && this.inflightCount < this.limit) {
+    if (this.queue.length === 0 && this.hasRoom) {
       const permit = this.grant(now, this.latency.typical(opts.latencyClass));
       this.changed();
       return { ok: true, permit, waitedMs: 0 };
@@ -909,7 +919,7 @@ export class Limiter {
 
   /** Hands free permits to waiters, in the queue's order. */
   private pump(now: number): void {
-    while (this.queue.length > 0 && this.inflightCount < this.limit) {
+    while (this.queue.length > 0 && this.hasRoom) {
       if (this.judgeStanding(now)) {
         this.capWaiters(now);
         continue;
@@ -945,7 +955,7 @@ export class Limiter {
   /** A permit is free now: an arrival would not wait (no queue, room under the limit). */
   get hasFreePermit(): boolean {
     this.makeRoom(this.clock.now());
-    return this.queue.length === 0 && this.inflightCount < this.limit;
+    return this.queue.length === 0 && this.hasRoom;
   }
 
   /** A standing queue has begun: cap every wait at enqueuedAt + codelIntervalMs. */

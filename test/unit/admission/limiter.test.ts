@@ -1626,3 +1626,27 @@ describe('Limiter: room an overdue permit leaves', () => {
     expect(limiter.saturatedSeconds()).toBeCloseTo(0.15, 9);
   });
 });
+
+describe('Limiter: the ceiling once a no-load probe ends', () => {
+  it('is never passed: the slow lane filled during the probe counts (review: 7 in flight under a ceiling of 4)', async () => {
+    class Probing extends ScriptedLimit {
+      planning: number | undefined = 4;
+    }
+    const limit = new Probing(1); // a probe holds the limit at 1 of 4
+    const { limiter, clock, request, flush, teach } = setup({ limit, ceiling: 4, slowLane: true });
+    await teach(10, 3); // overdue after 100 ms
+    for (let i = 0; i < 4; i++) {
+      request(`slow${i}`); // each steps aside once overdue, while the probe lasts
+      await flush();
+      clock.advance(150);
+    }
+    expect(limiter.inflight).toBe(4);
+    // The probe ends: the limit is 4 again, with four requests at the origin already.
+    limit.current = 4;
+    limit.planning = undefined;
+    for (let i = 0; i < 3; i++) request(`next${i}`);
+    await flush();
+    expect(limiter.inflight).toBeLessThanOrEqual(4);
+    expect(limiter.queueLength).toBe(3);
+  });
+});
