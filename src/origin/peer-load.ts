@@ -6,8 +6,9 @@
  * doubled its limit (three gateways held an origin with 8 slots at 28-34 in flight, one alone
  * at 19: a trial). So every LOAD_INTERVAL_MS each instance publishes its in-flight count per
  * member URL (while any is above 0, and once more when they fall to 0), and a probe it starts
- * at once; the others add the counts to the bound that tells queueing from slowness, and join
- * the probe.
+ * at once; the others count them wherever they count their own in judging the origin's load
+ * (whether a round trip is a no-load sample, and the bound that tells queueing from slowness),
+ * and join the probe where their own limit binds (gradient2.ts, joinProbe).
  *
  * Owns the schedule, the peers' latest counts and their expiry; not the limit (the Limiter
  * reads inflight() at each grant and calls joinProbe on a notice) nor the transport

@@ -713,9 +713,12 @@ export class Upstream {
       this.metrics.get('originInflight').set(labels, c.limiter.inflight);
       if (this.peers) this.metrics.get('originPeerInflight').set(labels, c.limiter.peerInflight);
       this.metrics.get('queueLength').set(labels, c.limiter.queueLength);
+      // Only forward: a wall clock stepped back can make the limiter's count smaller for a while.
       const saturated = c.limiter.saturatedSeconds();
-      if (saturated > c.saturatedSeen) this.metrics.get('originSaturated').inc(labels, saturated - c.saturatedSeen);
-      c.saturatedSeen = saturated;
+      if (saturated > c.saturatedSeen) {
+        this.metrics.get('originSaturated').inc(labels, saturated - c.saturatedSeen);
+        c.saturatedSeen = saturated;
+      }
     }
   }
 

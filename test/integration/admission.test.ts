@@ -38,6 +38,15 @@ describe('admission: the origin limiter', () => {
     expect(saturated).toBeLessThanOrEqual(elapsedS);
   });
 
+  it('exports the time saturated from 0 for a member that never was (its first rise is one rate() sees)', async () => {
+    const o = await origin();
+    o.route('/one', { headers: { 'cache-control': 'no-store' } });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    expect((await call(`${g.url}/one`)).status).toBe(200);
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(/^crowdgate_origin_saturated_seconds_total\{site="test",origin="[^"]+"\} 0$/m);
+  });
+
   it('counts active health probes against the ceiling: the origin still never sees more than 2', async () => {
     const o = await origin();
     o.route('/slow', { delayMs: 60, headers: { 'cache-control': 'no-store' } });

@@ -22,7 +22,7 @@
  *   so `current` drops to max(min, floor(limit / 4)) until `probeSamples` samples started at
  *   that concurrency; their mean becomes the long-term RTT and the limit is restored. A probe
  *   starts when no no-load sample was seen for `probeIntervalMs` (counted from the first
- *   sample), or, at most once per `probeMinIntervalMs`, when the
+ *   sample) and the limit binds, or, at most once per `probeMinIntervalMs`, when the
  *   long-term RTT looks wrong: three windows in a row had a short-term RTT below 0.8 x the
  *   long-term RTT (the origin got faster, e.g. an overload it had is over; one such window is
  *   just the endpoint mix, and a probe holds the limit at a quarter for a few round trips), or,
@@ -64,9 +64,10 @@
  * - Little's law bounds what queueing can do: n requests queued one behind another in an
  *   origin take at most n service times, so a window whose median round trip exceeds its
  *   highest count of requests at the origin (LimitSample.originInflight: the slow lane's
- *   included; plus LimitSample.peerInflight, the other gateways') times the allowance, and twice the allowance, with no drop in it, is not queueing
- *   behind our requests. Such a window neither cuts the limit nor counts as evidence, and the
- *   second in a row is the origin's new no-load RTT: the long-term RTT takes it, the limit goes
+ *   included; plus LimitSample.peerInflight, the other gateways') times the allowance, and
+ *   twice the allowance, with no drop in it, is not queueing behind our requests. Such a
+ *   window neither cuts the limit nor counts as evidence, and the second in a row is the
+ *   origin's new no-load RTT: the long-term RTT takes it, the limit goes
  *   to EXONERATE_GROWTH x its peak (judged in hindsight like a slow-start step), and slow start
  *   tests higher. The median, not the trimmed mean: the answers an origin's pause releases at
  *   once fill one window, and in the next one (a round trip long) quick answers are most.
@@ -279,11 +280,12 @@ export const RELEARN_AFTER_IDLE_MS = 5_000;
 /** A limit that has not had every permit in use for this long joins no other gateway's probe (see joinProbe), ms. */
 const JOIN_BINDING_MS = 1_000;
 /**
- * The least time between two probes joined (see joinProbe), ms: however many gateways, or
- * whatever publishes on the channel, a limit spends at most a few round trips in every
- * JOIN_MIN_INTERVAL_MS at a quarter for the others.
+ * The least time from the end of the last probe to a joined one (see joinProbe): 5 s, or
+ * JOIN_GAP_PROBES times the last probe's length. However many gateways, or whatever publishes
+ * on the channel, a limit spends at most a fifth of its time at a quarter for the others.
  */
 const JOIN_MIN_INTERVAL_MS = 5_000;
+const JOIN_GAP_PROBES = 4;
 /** A window whose gradient is below this ends slow start for good (the origin queues). */
 const SLOW_START_EXIT = 0.8;
 /** A window at the new limit whose 80th percentile rose past this multiple of the last step's ends it too. */
@@ -571,7 +573,11 @@ export class Gradient2Limit implements Limit {
       this.lastNoLoadAt = now;
     }
     this.lastNoLoadAt ??= now;
-    if (now - this.lastNoLoadAt >= this.probeIntervalMs) {
+    // Only while the limit binds: a probe costs a few round trips at a quarter of the
+    // concurrency, and a limit that does not bind constrains nothing to re-measure for. With
+    // several gateways the others' requests keep ours from being no-load samples, and a fleet
+    // lightly used probed every 30 s (review).
+    if (now - this.lastNoLoadAt >= this.probeIntervalMs && this.binds(now)) {
       this.startProbe(now);
       return;
     }
@@ -663,8 +669,8 @@ export class Gradient2Limit implements Limit {
         if (this.windowDrops > 0) {
           // (the counts were reset above)
         } else if (gradient < JUMP_GRADIENT && trimmed.p50 > (bound = Math.max(1, this.windowMaxTotalInflight) * allowance)) {
-          // Round trips longer than the origin's requests (ours with the slow lane's, and the other gateways')
-          // queued one behind another would make, for most of the window (its median: the
+          // Round trips longer than the origin's requests (ours with the slow lane's, and the
+          // other gateways') queued one behind another would make, for most of the window (its median: the
           // answers an origin's pause released at once are not most of a window that lasts a
           // round trip of them, and the quick answers after it are): not queueing; no cut, no
           // evidence, and the second such window in a row is the origin's new round trip (see
@@ -840,26 +846,36 @@ export class Gradient2Limit implements Limit {
 
   /** See Limit.onProbe: set by the Limiter. */
   onProbe: (() => void) | undefined = undefined;
-  /** When this limit last joined another gateway's probe (see joinProbe). */
-  private lastJoinAt = -Infinity;
+  /** How long the last probe lasted, ms (see joinProbe). */
+  private lastProbeMs = 0;
 
   /**
    * Another gateway in front of the same origin started a probe (see Several gateways): one
-   * starts here too, unless one runs, one ended (or started) within `probeMinIntervalMs`, there
-   * is no baseline yet (MIN_BASELINE_SAMPLES no-load samples), this limit joined one within
-   * JOIN_MIN_INTERVAL_MS, or it is not binding: it has not had every permit in use within
-   * JOIN_BINDING_MS (its requests are not what queues in the origin, and a probe would hold them
+   * starts here too, unless one runs, the last one ended within JOIN_MIN_INTERVAL_MS (or
+   * JOIN_GAP_PROBES of its lengths), there is no baseline yet (MIN_BASELINE_SAMPLES no-load
+   * samples), or this limit is not binding: it has not had every permit in use lately (binds:
+   * its requests are not what queues in the origin, and a probe would hold them
    * back for nothing: a normal day's gateway beside a busy one), or only just began to
    * (isColdStart: at a crowd's start a probe holds back the fills a cold cache needs, and a
    * crowd with nothing stale is refused; the fleet then syncs its probes once warm). Not told to
    * the others again.
    */
   joinProbe(now: number): boolean {
-    if (this.probeLimit > 0 || this.longCount < MIN_BASELINE_SAMPLES || now - this.lastProbeAt < this.probeMinIntervalMs) return false;
-    if (now - this.lastBindingAt > JOIN_BINDING_MS || this.isColdStart(now) || now - this.lastJoinAt < JOIN_MIN_INTERVAL_MS) return false;
-    this.lastJoinAt = now;
+    if (this.probeLimit > 0 || this.longCount < MIN_BASELINE_SAMPLES || !this.binds(now) || this.isColdStart(now)) return false;
+    // From the end of the last probe, at least JOIN_GAP_PROBES of its lengths: against an origin
+    // whose round trips take seconds a probe lasts three of them, and probes joined 5 s apart
+    // held a busy limit at a quarter most of the time (review).
+    if (now - this.lastProbeAt < Math.max(this.probeMinIntervalMs, JOIN_MIN_INTERVAL_MS, JOIN_GAP_PROBES * this.lastProbeMs)) return false;
     this.startProbe(now, true);
     return true;
+  }
+
+  /**
+   * Every permit was in use lately: within JOIN_BINDING_MS, or two round trips when they are
+   * longer (a request that started at the limit is seen when it ends).
+   */
+  private binds(now: number): boolean {
+    return now - this.lastBindingAt <= Math.max(JOIN_BINDING_MS, 2 * (this.shortRttMs ?? this.longRttMs ?? 0));
   }
 
   private startProbe(now: number, joined = false): void {
@@ -878,6 +894,7 @@ export class Gradient2Limit implements Limit {
   }
 
   private endProbe(now: number): void {
+    this.lastProbeMs = now - this.lastProbeAt;
     this.driftWindows = 0;
     let exonerated = false;
     if (this.probeCount > 0) {

@@ -312,17 +312,19 @@ export const LOAD_MEMBERS_MAX = 256;
 /** The longest member URL a load notice may name; longer ones are ignored. */
 export const LOAD_KEY_MAX = 2_048;
 /**
- * The most in flight a notice may say for one member: more reads as this (a count of 1e308 from
- * a broken or hostile publisher would make every round trip "explained" here).
+ * The most in flight a notice may say for one member (four times a limit's default `max`): more
+ * reads as this. A count of 1e308 from a broken publisher made every round trip "explained".
  */
-export const LOAD_COUNT_MAX = 10_000;
+export const LOAD_COUNT_MAX = 1_024;
+/** The longest instance id a load notice may carry (ours are UUIDs): longer ones are ignored. */
+export const LOAD_FROM_MAX = 64;
 
 function parseLoadNotice(message: string): LoadNotice | undefined {
   try {
     const m: unknown = JSON.parse(message);
     if (typeof m !== 'object' || m === null) return undefined;
     const { v, from, inflight, probe } = m as Record<string, unknown>;
-    if (v !== 1 || typeof from !== 'string') return undefined;
+    if (v !== 1 || typeof from !== 'string' || from.length > LOAD_FROM_MAX) return undefined;
     if (typeof probe === 'string') return probe.length <= LOAD_KEY_MAX ? { from, probe } : undefined;
     if (typeof inflight !== 'object' || inflight === null) return undefined;
     const counts = new Map<string, number>();

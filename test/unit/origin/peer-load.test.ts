@@ -4,7 +4,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../../src/clock.js';
-import { LOAD_COUNT_MAX, LOAD_KEY_MAX, LOAD_MEMBERS_MAX, RedisBus, type LoadNotice } from '../../../src/cache/stores/redis-bus.js';
+import { LOAD_COUNT_MAX, LOAD_FROM_MAX, LOAD_KEY_MAX, LOAD_MEMBERS_MAX, RedisBus, type LoadNotice } from '../../../src/cache/stores/redis-bus.js';
 import { createRedisClient, RedisGuard } from '../../../src/cache/stores/redis-store.js';
 import { LOAD_STALE_MS, PeerLoad } from '../../../src/origin/peer-load.js';
 import { useRedisServer, waitUntilReady } from '../../helpers/redis-server.js';
@@ -89,6 +89,13 @@ describe('PeerLoad: what the other gateways have in flight to each origin member
     await heard;
     c.clock.advance(200);
     expect(c.peers.inflight(ORIGIN)).toBe(2);
+    // A clock stepped back past a count's arrival: stale at once.
+    heard = nextLoad(c.bus);
+    a.peers.publish();
+    await heard;
+    expect(c.peers.inflight(ORIGIN)).toBe(2);
+    c.clock.advance(-1_000);
+    expect(c.peers.inflight(ORIGIN)).toBe(0);
     // A's counts fall to 0: said once, then nothing more.
     countsA = new Map([[ORIGIN, 0]]);
     heard = nextLoad(c.bus);
@@ -144,12 +151,19 @@ describe('PeerLoad: what the other gateways have in flight to each origin member
     // LOAD_MEMBERS_MAX, are not kept.
     const long = `http://x/${'a'.repeat(LOAD_KEY_MAX)}`;
     const many = Object.fromEntries(Array.from({ length: LOAD_MEMBERS_MAX + 10 }, (_, i) => [`http://m${i}/`, 1]));
+    // Nothing from an id past LOAD_FROM_MAX, nor a probe of a URL past LOAD_KEY_MAX.
+    const seen: LoadNotice[] = [];
+    b.bus.onLoad((notice) => seen.push(notice));
+    await redis.raw.publish(channel, JSON.stringify({ v: 1, from: 'f'.repeat(LOAD_FROM_MAX + 1), inflight: { [OTHER]: 7 } }));
+    await redis.raw.publish(channel, JSON.stringify({ v: 1, from: 'x', probe: long }));
     const next = nextLoad(b.bus);
-    await redis.raw.publish(channel, JSON.stringify({ v: 1, from: 'y', inflight: { ...many, [ORIGIN]: 1e308, [long]: 5 } }));
+    await redis.raw.publish(channel, JSON.stringify({ v: 1, from: 'y', inflight: { [long]: 5, ...many, [ORIGIN]: 1e308 } }));
     const notice = await next;
     if (!('inflight' in notice)) throw new Error('not a count notice');
+    expect(seen).toHaveLength(1); // only y's
     expect(notice.inflight.size).toBe(LOAD_MEMBERS_MAX);
     expect(notice.inflight.has(long)).toBe(false);
+    expect(notice.inflight.has('http://m0/')).toBe(true);
     expect(b.peers.inflight('http://m0/')).toBe(1);
     expect(b.peers.inflight(`http://m${LOAD_MEMBERS_MAX + 5}/`)).toBe(0);
     // The members are kept in the order sent: ORIGIN came after the 266 others and was dropped.

@@ -1028,12 +1028,40 @@ describe('Gradient2Limit: several gateways in front of one origin', () => {
     else expect(limit.readings().longRttMs).toBeCloseTo(50, 6);
   });
 
-  it('joins no probe while its limit does not bind: its requests are not what queues in the origin', () => {
+  it('joins no probe while its limit does not bind, nor sooner than four of the last probe\'s lengths after it', () => {
     const { limit, at } = warm();
-    // Four of eight permits in use, a normal day beside a busy gateway.
-    for (let i = 0; i < 20; i++) limit.onSample({ rttMs: 50, inflight: 4, dropped: false }, (at.t += 50));
+    // Bound once, long ago (its cold start over), then four of eight permits in use: a normal
+    // day beside a busy gateway.
+    limit.onSample({ rttMs: 50, inflight: 8, dropped: false }, (at.t += 50));
+    for (let i = 0; i < 140; i++) limit.onSample({ rttMs: 50, inflight: 4, dropped: false }, (at.t += 50));
+    expect(limit.isColdStart(at.t)).toBe(false);
     expect(limit.joinProbe(at.t)).toBe(false);
     expect(limit.current).toBe(8);
+    // A probe of 2 s round trips lasts 6 s: the next one joined waits 24 s after its end.
+    const slow = new Gradient2Limit({ initial: 8, min: 2, max: 256, slowStart: false });
+    let t = 0;
+    for (let i = 0; i < 5; i++) slow.onSample({ rttMs: 2_000, inflight: 1, dropped: false }, (t += 400));
+    for (let i = 0; i < 20; i++) slow.onSample({ rttMs: 2_000, inflight: slow.current, dropped: false }, (t += 400));
+    expect(slow.joinProbe(t)).toBe(true);
+    t += 6_000;
+    slow.tick(t); // the probe ends after three of its round trips, samples or not
+    expect(slow.isProbing).toBe(false);
+    for (let k = 0; k < 23; k++) {
+      slow.onSample({ rttMs: 2_000, inflight: slow.current, dropped: false }, (t += 1_000));
+      expect(slow.joinProbe(t)).toBe(false);
+    }
+    slow.onSample({ rttMs: 2_000, inflight: slow.current, dropped: false }, (t += 1_500));
+    expect(slow.joinProbe(t)).toBe(true);
+  });
+
+  it('starts no periodic probe of its own while its limit does not bind', () => {
+    const { limit, at } = warm();
+    // 30 s of requests at the origin beside the others' (no no-load sample), limit never bound.
+    for (let i = 0; i < 320; i++) limit.onSample({ rttMs: 50, inflight: 4, peerInflight: 10, dropped: false }, (at.t += 100));
+    expect(limit.readings().probes).toBe(0);
+    // Binding, it does.
+    for (let i = 0; i < 5 && !limit.isProbing; i++) limit.onSample({ rttMs: 50, inflight: 8, peerInflight: 10, dropped: false }, (at.t += 100));
+    expect(limit.readings().probes).toBe(1);
   });
 
   it('tells its own probes (Limit.onProbe), and joins none before it has a no-load RTT', () => {
