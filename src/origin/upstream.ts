@@ -301,7 +301,8 @@ export class Upstream {
     }
     let c = this.controls.get(member);
     if (!c) {
-      const memberKey = member.url.href;
+      // Its URL without query, fragment or credentials (never published).
+      const memberKey = member.url.origin + member.url.pathname;
       c = {
         site: site.name,
         member,
@@ -346,8 +347,9 @@ export class Upstream {
   }
 
   /**
-   * Several gateways share the Redis tier (peer-load.ts): their in-flight counts join each
-   * limit's bound, and their no-load probes are joined. Once, at start, when `redis:` is set.
+   * Several gateways share the Redis tier (peer-load.ts): their in-flight counts are counted
+   * beside each limit's own (gradient2.ts, "Several gateways"), and their no-load probes are
+   * joined. Once, at start, when `redis:` is set.
    */
   sharePeers(bus: LoadBus): void {
     this.peers?.close();
