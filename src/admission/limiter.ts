@@ -897,7 +897,7 @@ export class Limiter {
     }
     if (kind !== 'ignore') {
       const s = this.sample;
-      s.rttMs = this.latency.normalise(now - permit.acquiredAt, latencyClass, kind === 'success' && permit.inflightAtAcquire <= this.limit / 2);
+      s.rttMs = this.latency.normalise(now - permit.acquiredAt, latencyClass, kind === 'success' && permit.inflightAtAcquire + permit.peerInflightAtAcquire <= this.limit / 2);
       s.inflight = permit.inflightAtAcquire;
       s.originInflight = permit.originInflightAtAcquire;
       s.peerInflight = permit.peerInflightAtAcquire;

@@ -1650,3 +1650,28 @@ describe('Limiter: the ceiling once a no-load probe ends', () => {
     expect(limiter.queueLength).toBe(3);
   });
 });
+
+describe('Limiter: a latency class learns its no-load round trip only from an origin lightly used, the other gateways\' requests included', () => {
+  it('does not take round trips beside the others\' queue as the class\'s own', async () => {
+    let peers = 0;
+    const { limiter, limit, clock } = setup({ limitN: 8, peerInflight: () => peers });
+    const one = async (cls: string, ms: number) => {
+      const r = limiter.acquire({ priority: 1, latencyClass: cls });
+      const res = r instanceof Promise ? await r : r;
+      if (!res.ok) throw new Error('refused');
+      clock.advance(ms);
+      res.permit.release('success', cls);
+    };
+    for (let i = 0; i < 4; i++) {
+      await one('fill:a', 10);
+      await one('fill:b', 100);
+    }
+    const baseOf = (cls: string): number => (limiter['latency'] as unknown as { classes: Map<string, { base: number }> }).classes.get(cls)!.base;
+    expect(baseOf('fill:b')).toBeCloseTo(100, 6);
+    // The others keep the origin busy: b's answers take 300 ms, queueing behind their requests.
+    peers = 20;
+    for (let i = 0; i < 20; i++) await one('fill:b', 300);
+    expect(baseOf('fill:b')).toBeCloseTo(100, 6);
+    expect((limit as ScriptedLimit).samples.length).toBeGreaterThan(20);
+  });
+});
