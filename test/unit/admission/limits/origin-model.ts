@@ -44,6 +44,43 @@ interface Req {
   inflightAtStart: number;
 }
 
+/**
+ * Virtual time through the phases, and the slot-time the origin was busy in each (for
+ * utilisation): shared by simulate and simulateFleet.
+ */
+class PhaseClock {
+  t = 0;
+  index = 0;
+  private readonly busyTime: number[];
+  constructor(private readonly phases: Phase[]) {
+    this.busyTime = phases.map(() => 0);
+  }
+  get phase(): Phase {
+    return this.phases[this.index]!;
+  }
+  /** Moves to `to`, integrating busy slot-time across phase boundaries; `onNext` runs as each later phase begins. */
+  advanceTo(to: number, busy: () => number, onNext: () => void): void {
+    while (this.t < to) {
+      const boundary = Math.min(to, this.phase.untilMs);
+      this.busyTime[this.index]! += Math.min(busy(), this.phase.capacity) * (boundary - this.t);
+      this.t = boundary;
+      if (this.t >= this.phase.untilMs && this.index < this.phases.length - 1) {
+        this.index++;
+        onNext();
+      } else if (this.t >= this.phase.untilMs) return;
+    }
+  }
+  /** Fraction of each phase's slot-time the origin spent serving. */
+  utilisation(): number[] {
+    let prevEnd = 0;
+    return this.phases.map((p, i) => {
+      const u = this.busyTime[i]! / (p.capacity * (p.untilMs - prevEnd));
+      prevEnd = p.untilMs;
+      return u;
+    });
+  }
+}
+
 /** Deterministic PRNG (mulberry32), so traces repeat exactly. */
 export function makeRandom(seed: number): () => number {
   let a = seed >>> 0;
@@ -109,51 +146,42 @@ export function simulate(opts: {
     return { at, req };
   };
 
-  let phaseIndex = 0;
-  let t = 0;
+  const clock = new PhaseClock(phases);
   let inflight = 0;
   let busy = 0;
   const waiting: Req[] = [];
   let waitingHead = 0;
-  const busyTime = phases.map(() => 0);
   const maxInflight = phases.map(() => 0);
   const points: TracePoint[] = [];
   let samples = 0;
   const sample: LimitSample = { rttMs: 0, inflight: 0, dropped: false };
 
-  const phase = (): Phase => phases[phaseIndex]!;
+  const phase = (): Phase => clock.phase;
   const serve = (req: Req): void => {
     busy++;
     const factor = 1 - jitter + 2 * jitter * random();
-    push(t + phase().serviceMs * factor, req);
+    push(clock.t + phase().serviceMs * factor, req);
   };
   const start = (): void => {
     inflight++;
-    const req = { startAt: t, inflightAtStart: inflight };
+    const req = { startAt: clock.t, inflightAtStart: inflight };
     if (busy < phase().capacity) serve(req);
     else waiting.push(req);
   };
   const fill = (): void => {
     const want = Math.min(limit.current, phase().demand);
     while (inflight < want) start();
-    if (inflight > maxInflight[phaseIndex]!) maxInflight[phaseIndex] = inflight;
+    if (inflight > maxInflight[clock.index]!) maxInflight[clock.index] = inflight;
   };
-  const advanceTo = (to: number): void => {
-    // Integrate busy slot-time, splitting across phase boundaries.
-    while (t < to) {
-      const boundary = Math.min(to, phase().untilMs);
-      busyTime[phaseIndex]! += Math.min(busy, phase().capacity) * (boundary - t);
-      t = boundary;
-      if (t >= phase().untilMs && phaseIndex < phases.length - 1) {
-        phaseIndex++;
-        while (busy < phase().capacity && waitingHead < waiting.length) serve(waiting[waitingHead++]!);
-        fill();
-      } else if (t >= phase().untilMs) return;
-    }
-  };
+  // As each later phase begins, its slots take the requests waiting in the origin.
+  const advanceTo = (to: number): void =>
+    clock.advanceTo(to, () => busy, () => {
+      while (busy < phase().capacity && waitingHead < waiting.length) serve(waiting[waitingHead++]!);
+      fill();
+    });
 
   fill();
-  while (heapAt.length > 0 && t < endMs) {
+  while (heapAt.length > 0 && clock.t < endMs) {
     const { at, req } = pop();
     advanceTo(Math.min(at, endMs));
     if (at > endMs) break;
@@ -177,12 +205,7 @@ export function simulate(opts: {
   }
   advanceTo(endMs);
 
-  let prevEnd = 0;
-  const utilisation = phases.map((p, i) => {
-    const u = busyTime[i]! / (p.capacity * (p.untilMs - prevEnd));
-    prevEnd = p.untilMs;
-    return u;
-  });
+  const utilisation = clock.utilisation();
   return { points, utilisation, maxInflight, samples };
 }
 
@@ -225,26 +248,24 @@ export function simulateFleet(opts: {
     while (i > 0 && events[i - 1]!.at > at) i--;
     events.splice(i, 0, { at, req });
   };
-  let phaseIndex = 0;
-  let t = 0;
+  const clock = new PhaseClock(phases);
   let busy = 0;
   const inflight = limits.map(() => 0);
   let total = 0;
   const waiting: FleetReq[] = [];
   let waitingHead = 0;
-  const busyTime = phases.map(() => 0);
   const maxInflight = phases.map(() => 0);
   const points: { atMs: number; total: number; limits: number[] }[] = [];
   const sample: LimitSample = { rttMs: 0, inflight: 0, peerInflight: 0, dropped: false };
-  const phase = (): Phase => phases[phaseIndex]!;
+  const phase = (): Phase => clock.phase;
   const serve = (req: FleetReq): void => {
     busy++;
-    schedule(t + phase().serviceMs * (1 - jitter + 2 * jitter * random()), req);
+    schedule(clock.t + phase().serviceMs * (1 - jitter + 2 * jitter * random()), req);
   };
   if (share)
     limits.forEach((limit, i) => {
       limit.onProbe = () => {
-        for (const [j, other] of limits.entries()) if (j !== i) other.joinProbe?.(epoch + t);
+        for (const [j, other] of limits.entries()) if (j !== i) other.joinProbe?.(epoch + clock.t);
       };
     });
   const fill = (): void => {
@@ -253,27 +274,21 @@ export function simulateFleet(opts: {
       while (inflight[g]! < want) {
         inflight[g]!++;
         total++;
-        const req = { gw: g, startAt: t, inflightAtStart: inflight[g]!, peersAtStart: total - inflight[g]! };
+        const req = { gw: g, startAt: clock.t, inflightAtStart: inflight[g]!, peersAtStart: total - inflight[g]! };
         if (busy < phase().capacity) serve(req);
         else waiting.push(req);
       }
     }
-    if (total > maxInflight[phaseIndex]!) maxInflight[phaseIndex] = total;
+    if (total > maxInflight[clock.index]!) maxInflight[clock.index] = total;
   };
-  const advanceTo = (to: number): void => {
-    while (t < to) {
-      const boundary = Math.min(to, phase().untilMs);
-      busyTime[phaseIndex]! += Math.min(busy, phase().capacity) * (boundary - t);
-      t = boundary;
-      if (t >= phase().untilMs && phaseIndex < phases.length - 1) {
-        phaseIndex++;
-        while (busy < phase().capacity && waitingHead < waiting.length) serve(waiting[waitingHead++]!);
-        fill();
-      } else if (t >= phase().untilMs) return;
-    }
-  };
+  // As each later phase begins, its slots take the requests waiting in the origin.
+  const advanceTo = (to: number): void =>
+    clock.advanceTo(to, () => busy, () => {
+      while (busy < phase().capacity && waitingHead < waiting.length) serve(waiting[waitingHead++]!);
+      fill();
+    });
   fill();
-  while (events.length > 0 && t < endMs) {
+  while (events.length > 0 && clock.t < endMs) {
     const { at, req } = events.shift()!;
     advanceTo(Math.min(at, endMs));
     if (at > endMs) break;
@@ -289,11 +304,6 @@ export function simulateFleet(opts: {
     points.push({ atMs: at, total, limits: limits.map((l) => l.current) });
   }
   advanceTo(endMs);
-  let prevEnd = 0;
-  const utilisation = phases.map((p, i) => {
-    const u = busyTime[i]! / (p.capacity * (p.untilMs - prevEnd));
-    prevEnd = p.untilMs;
-    return u;
-  });
+  const utilisation = clock.utilisation();
   return { maxInflight, utilisation, points };
 }
