@@ -93,7 +93,8 @@
  * others keep busy measures their queue); and a no-load probe is told to them and they probe
  * too (joinProbe): a probe at a quarter of one gateway's limit beside the others at theirs
  * measured the others' queue as the no-load RTT. A model fleet of three in front of 8 slots
- * held the origin at 30-41 told nothing, 13 told.
+ * held the origin at 30-41 told nothing, 13 told. And their limits no window has judged yet
+ * share `initial` (shareUnjudged): three of 8 are 24 for an origin one gateway would send 8.
  *
  * Per window:
  *   gradient = clamp((tolerance * longRttMs + slack) / shortRttMs, 0.5, 1.0)
@@ -305,6 +306,14 @@ export class Gradient2Limit implements Limit {
   private readonly probeSamples: number;
 
   private estimate: number;
+  /** Gradient2Options.initial, within [min, max] (see shareUnjudged). */
+  private readonly initial: number;
+  /**
+   * A window has judged the limit where it bound (most of its requests started with every
+   * permit in use), or a probe or an exoneration set it: from then on only the rules below move
+   * it (see shareUnjudged).
+   */
+  private judged = false;
   private longRttMs: number | undefined;
   private longCount = 0;
   private shortRttMs: number | undefined;
@@ -433,6 +442,7 @@ export class Gradient2Limit implements Limit {
       throw new TypeError(`probeSamples must be an integer >= 1, got ${this.probeSamples}`);
     this.longAlpha = 2 / (longWindowSamples + 1);
     this.estimate = clamp(opts.initial, this.min, this.max);
+    this.initial = this.estimate;
     this.peakEstimate = this.estimate;
     this.slowStart = opts.slowStart ?? true;
   }
@@ -536,6 +546,7 @@ export class Gradient2Limit implements Limit {
 
   onSample(sample: LimitSample, now: number): void {
     const rtt = sample.rttMs;
+    if (!this.judged && this.probeLimit === 0) this.shareUnjudged(sample);
     if (sample.inflight >= Math.floor(this.estimate)) {
       if (this.firstBindingAt === undefined || now - this.lastBindingAt >= RELEARN_AFTER_IDLE_MS) this.firstBindingAt = now;
       this.lastBindingAt = now;
@@ -623,6 +634,31 @@ export class Gradient2Limit implements Limit {
       this.closeWindow(now);
   }
 
+  /**
+   * Several gateways in front of one origin each start at `initial`, and a limit that has never
+   * bound keeps it however long the site stays quiet: three gateways' 8 are 24 for an origin one
+   * gateway would send 8, the first seconds of a crowd took the origin past its capacity
+   * whatever they told each other, and an origin ten times slower on a quiet day was first seen
+   * at 24 in flight, so its queue read as its new no-load round trip and each limit doubled
+   * from 8 (48 for 8 slots, in a model; one gateway: 16). So until a window has judged it
+   * (judged), when this gateway's requests at the origin and the others' (LimitSample.peerInflight)
+   * together exceed `initial`, the limit is at most its share of `initial` by its share of those
+   * requests (at least `min`), and its peak with it: the fleet's unjudged limits add up to about
+   * one gateway's, and slow start and the gradient go on from there as for one gateway. One
+   * gateway, or a fleet whose requests stay within `initial`: nothing changes.
+   */
+  private shareUnjudged(sample: LimitSample): void {
+    const peers = sample.peerInflight ?? 0;
+    if (peers <= 0) return;
+    const own = sample.originInflight ?? sample.inflight;
+    const total = own + peers;
+    if (total <= this.initial) return;
+    const share = Math.max(this.min, (this.initial * own) / total);
+    if (share >= this.estimate) return;
+    this.estimate = share;
+    this.peakEstimate = share;
+  }
+
   private closeWindow(now: number): void {
     let gradient = 0.5;
     // Slow start's test: the window's 80th percentile against the same allowance. The trimmed
@@ -638,6 +674,7 @@ export class Gradient2Limit implements Limit {
     let unexplained = false;
     /** What queueing behind this window's requests could make of a round trip, ms (see Exoneration). */
     let bound = 0;
+    if (this.windowMaxInflight >= Math.floor(this.estimate) && this.windowAtLimit * 2 >= this.windowSamples) this.judged = true;
     /** The window was far quicker than the long-term RTT (the drift rule below). */
     let drifted = false;
     // Drops (timeouts, 503s): the origin says it is overloaded; they cut the limit as always,
@@ -894,6 +931,7 @@ export class Gradient2Limit implements Limit {
   }
 
   private endProbe(now: number): void {
+    this.judged = true;
     this.lastProbeMs = now - this.lastProbeAt;
     this.driftWindows = 0;
     let exonerated = false;
@@ -927,6 +965,7 @@ export class Gradient2Limit implements Limit {
    * queueing, and slow start tests the concurrency again.
    */
   private exonerate(now: number, growth: number, demand = 0): void {
+    this.judged = true;
     this.exonerations++;
     this.exoneratedAt = now;
     const met = Math.min(EXONERATE_DEMAND_CAP * this.peakEstimate, demand);

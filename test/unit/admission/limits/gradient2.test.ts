@@ -985,6 +985,67 @@ describe('Gradient2Limit: several gateways in front of one origin', () => {
     },
   );
 
+  it('takes its share of the initial limit while no window has judged it, once its requests and the others\' exceed it', () => {
+    const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256 });
+    const at = { t: 0 };
+    // Within the initial limit together (3 + 5): nothing changes.
+    limit.onSample({ rttMs: 50, inflight: 3, peerInflight: 5, dropped: false }, (at.t += 10));
+    expect(limit.current).toBe(8);
+    // 6 of 18: a third of 8.
+    limit.onSample({ rttMs: 50, inflight: 6, originInflight: 6, peerInflight: 12, dropped: false }, (at.t += 10));
+    expect(limit.readings().estimate).toBeCloseTo(8 / 3, 5);
+    expect(limit.current).toBe(2);
+    // It only shrinks: the others gone, it stays until a window judges it.
+    limit.onSample({ rttMs: 50, inflight: 2, peerInflight: 0, dropped: false }, (at.t += 10));
+    expect(limit.readings().estimate).toBeCloseTo(8 / 3, 5);
+    // Never below min.
+    limit.onSample({ rttMs: 50, inflight: 1, peerInflight: 40, dropped: false }, (at.t += 10));
+    expect(limit.readings().estimate).toBe(2);
+    // One gateway (no others): the initial limit, however many requests it has.
+    const alone = new Gradient2Limit({ initial: 8, min: 2, max: 256 });
+    alone.onSample({ rttMs: 50, inflight: 8, originInflight: 12, dropped: false }, 10);
+    expect(alone.current).toBe(8);
+  });
+
+  it('leaves a judged limit to its windows: the others\' requests do not share it out', () => {
+    const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256, slowStart: false });
+    const at = { t: 0 };
+    for (let i = 0; i < 30; i++) limit.onSample({ rttMs: 50, inflight: 1, dropped: false }, (at.t += 50));
+    // A window of requests that all started with every permit in use judges it.
+    for (let i = 0; i < 10; i++) limit.onSample({ rttMs: 50, inflight: 8, dropped: false }, (at.t += 10));
+    const judged = limit.readings().estimate;
+    expect(judged).toBeGreaterThanOrEqual(8);
+    limit.onSample({ rttMs: 50, inflight: 8, originInflight: 8, peerInflight: 16, dropped: false }, (at.t += 10));
+    expect(limit.readings().estimate).toBe(judged);
+  });
+
+  // Three gateways on a quiet day (a request or so each in flight, limits never binding) in front
+  // of an origin with 8 slots of 100 ms, which gets eleven times slower while the clients' demand
+  // grows to 48 requests. Each limit still at its initial 8, the origin was first seen at 24 in
+  // flight: its queue read as its new no-load round trip, each limit doubled from 8 and the
+  // origin held 39-48 for the whole slowdown. One gateway in its place: 16. Sharing the initial
+  // limit while unjudged: about one gateway's.
+  it('shares the initial limits on an origin that gets slower on a quiet day: the fleet holds what one gateway would (model origin)', () => {
+    const phase = (untilMs: number, serviceMs: number, demand: number): Phase => ({ untilMs, capacity: 8, serviceMs, demand });
+    const run = (n: number, seed: number) =>
+      simulateFleet({
+        limits: Array.from({ length: n }, () => new Gradient2Limit({ initial: 8, min: 2, max: 256 })),
+        share: true,
+        seed,
+        phases: [phase(20_000, 100, 3 / n), phase(50_000, 1_100, 48 / n), phase(60_000, 100, 3 / n)],
+      });
+    // Once what the initial limits let in at its start has drained (here the clients' requests
+    // all arrive at once, before any answer: 24, served 8 at a time in 1.1 s each).
+    const slowPeak = (t: ReturnType<typeof run>) => Math.max(...t.points.filter((p) => p.atMs >= 23_500 && p.atMs < 50_000).map((p) => p.total));
+    for (const seed of [1, 2, 3]) {
+      const one = slowPeak(run(1, seed));
+      const fleet = run(3, seed);
+      expect(one).toBe(16);
+      expect(slowPeak(fleet)).toBeLessThanOrEqual(one);
+      expect(fleet.utilisation[1]).toBeGreaterThanOrEqual(0.9);
+    }
+  });
+
   it('joins another gateway\'s probe: the limit at a quarter until the probe\'s samples came, not told on', () => {
     const { limit, at } = warm();
     const bind = (ms: number) => limit.onSample({ rttMs: 50, inflight: 8, dropped: false }, (at.t += ms));
