@@ -163,7 +163,7 @@ export const METRICS = {
   originPeerInflight: spec(
     'crowdgate_origin_peer_inflight',
     'gauge',
-    'Origin requests the other gateways sharing the Redis tier said they have in flight to the member (same URL), as of their last report (every 0.5 s; dropped after 2 s). Only with `redis:`.',
+    'Origin requests others have in flight to the member (same URL): what the other gateways sharing the Redis tier said, as of their last report (every 0.5 s; dropped after 2 s), and this gateway\'s other sites that name the same URL. Only with `redis:` or such sites.',
     ['site', 'origin'],
   ),
   originLimitProbes: spec(

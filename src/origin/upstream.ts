@@ -252,6 +252,12 @@ export const BACKGROUND_HOLD_MS = 100;
 export class Upstream {
   private readonly controls = new WeakMap<OriginMember, MemberControl>();
   private readonly all = new Set<MemberControl>();
+  /**
+   * `all` by member URL (MemberControl.memberKey): several sites that name the same origin URL
+   * each have a limit of their own in front of the one origin, and count each other's requests
+   * as they count other gateways' (othersInflight).
+   */
+  private readonly byMemberKey = new Map<string, Set<MemberControl>>();
   /** Per site: until when background refreshes are not asked for (see holdsBackground). */
   private readonly backgroundHeldUntil = new Map<string, number>();
   /** The other gateways sharing the Redis tier (sharePeers); undefined without Redis. */
@@ -323,6 +329,9 @@ export class Upstream {
       // a control of its own, but no gauges (they would stay until restart) (review).
       if (!this.forgotten.has(member)) {
         this.all.add(c);
+        let same = this.byMemberKey.get(memberKey);
+        if (same === undefined) this.byMemberKey.set(memberKey, (same = new Set()));
+        same.add(c);
         this.metrics.get('circuitState').set({ site: site.name, origin: member.name }, 0);
         // From 0, so the first time saturated is a rise that rate() sees.
         this.metrics.get('originSaturated').inc({ site: site.name, origin: member.name }, 0);
@@ -369,6 +378,24 @@ export class Upstream {
     return this.peers?.inflight(memberKey) ?? 0;
   }
 
+  /**
+   * What others have in flight to the member with this URL, for one limiter's samples
+   * (LimitSample.peerInflight): the other gateways' (peerInflight) and this gateway's other
+   * sites' that name the same URL. Two sites in front of one app each started at the initial
+   * limit and each found the origin slow on its own where the other's requests queued.
+   */
+  private othersInflight(memberKey: string, self: Limiter): number {
+    let n = this.peers?.inflight(memberKey) ?? 0;
+    const same = this.byMemberKey.get(memberKey);
+    if (same !== undefined && same.size > 1) for (const c of same) if (c.limiter !== self) n += c.limiter.inflight;
+    return n;
+  }
+
+  /** Whether a limiter's samples count others' requests (othersInflight): Redis, or another site naming the URL. */
+  private hasOthers(c: MemberControl): boolean {
+    return this.peers !== undefined || (this.byMemberKey.get(c.memberKey)?.size ?? 0) > 1;
+  }
+
   /** This gateway's origin requests in flight per member URL, every site's together. */
   private inflightByMember(): Map<string, number> {
     const counts = new Map<string, number>();
@@ -395,13 +422,18 @@ export class Upstream {
       // (limiter.ts, "Overdue permits"); a fixed limit means what it says.
       slowLane: this.admission.limit.algorithm !== 'fixed',
       hostDelayMs: () => this.hostDelayMs(),
-      peerInflight: () => this.peerInflight(memberKey),
+      peerInflight: () => this.othersInflight(memberKey, limiter),
     });
     limiter.onProbe = () => {
       // A member a reload removed says nothing more (its requests still in flight drain).
       if (this.forgotten.has(member)) return;
       this.metrics.get('originLimitProbes').inc({ site, origin: member.name, source: 'own' });
       this.peers?.announceProbe(memberKey);
+      // This gateway's other sites in front of the same URL join it as the other gateways do.
+      const same = this.byMemberKey.get(memberKey);
+      if (same !== undefined && same.size > 1)
+        for (const c of same)
+          if (c.limiter !== limiter && c.limiter.joinProbe()) this.metrics.get('originLimitProbes').inc({ site: c.site, origin: c.member.name, source: 'peer' });
     };
     return limiter;
   }
@@ -713,7 +745,7 @@ export class Upstream {
       const labels = { site: c.site, origin: c.member.name };
       this.metrics.get('originLimit').set(labels, c.limiter.limit);
       this.metrics.get('originInflight').set(labels, c.limiter.inflight);
-      if (this.peers) this.metrics.get('originPeerInflight').set(labels, c.limiter.peerInflight);
+      if (this.hasOthers(c)) this.metrics.get('originPeerInflight').set(labels, c.limiter.peerInflight);
       this.metrics.get('queueLength').set(labels, c.limiter.queueLength);
       // Only forward: a wall clock stepped back can make the limiter's count smaller for a while.
       const saturated = c.limiter.saturatedSeconds();
@@ -745,6 +777,9 @@ export class Upstream {
     const c = this.controls.get(member);
     if (c) {
       this.all.delete(c);
+      const same = this.byMemberKey.get(c.memberKey);
+      same?.delete(c);
+      if (same?.size === 0) this.byMemberKey.delete(c.memberKey);
       const labels = { site: c.site, origin: member.name };
       for (const gauge of ['originLimit', 'originInflight', 'originPeerInflight', 'queueLength', 'circuitState'] as const) this.metrics.get(gauge).remove(labels);
     }

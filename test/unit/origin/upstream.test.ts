@@ -507,3 +507,58 @@ describe('Upstream: a member a reload removed', () => {
     expect(await gauges()).toEqual([]);
   });
 });
+
+describe('Upstream: several sites in front of one origin URL', () => {
+  it('counts the other sites\' requests to the same URL beside each limit\'s own, and joins their probes', async () => {
+    const clock = new ManualClock(1_000_000);
+    const metrics = new GatewayMetrics({ defaultMetrics: false });
+    const upstream = new Upstream(clock, metrics, admissionSchema.parse({}), 1);
+    const siteOf = (name: string, url: string) => {
+      const site = siteSchema.parse({ name, hosts: [`${name}.example`], origins: [{ url, name: 'app' }], healthCheck: { enabled: false } });
+      const pool = new OriginPool(site, { clock });
+      pools.push(pool);
+      const admit = async () => {
+        const r = await upstream.admit(site, pool, { priority: 0, deadlineAt: clock.now() + 500, kind: 'fill' });
+        if (!r.ok) throw new Error(r.why);
+        return r.lease;
+      };
+      return { admit, control: () => upstream.controlFor(site, pool.members()[0]!) };
+    };
+    const blog = siteOf('blog', 'http://127.0.0.1:9/');
+    const shop = siteOf('shop', 'http://127.0.0.1:9/');
+    const other = siteOf('other', 'http://127.0.0.1:10/');
+    // Each has sent something (a control exists from then on).
+    for (const s of [blog, shop, other]) (await s.admit()).finish(status(200));
+    // The shop learns the no-load round trip, then has every permit in use past its cold start
+    // (only a limit that binds joins a probe, and not in its first 5 s).
+    for (let i = 0; i < 5; i++) {
+      const lease = await shop.admit();
+      clock.advance(20);
+      lease.finish(status(200));
+    }
+    for (let round = 0; round < 7; round++) {
+      const busy = await Promise.all(Array.from({ length: 8 }, () => shop.admit()));
+      clock.advance(20);
+      for (const lease of busy) lease.finish(status(200));
+      clock.advance(980);
+    }
+    const held = [await blog.admit(), await blog.admit(), await blog.admit()];
+    expect(shop.control().limiter.peerInflight).toBe(3);
+    expect(blog.control().limiter.peerInflight).toBe(0);
+    expect(other.control().limiter.peerInflight).toBe(0);
+    // The blog's limit starts a probe: the shop's joins it, at a quarter of 8; the other URL's does not.
+    expect(shop.control().limiter.limit).toBe(8);
+    blog.control().limiter.onProbe!();
+    expect(shop.control().limiter.limit).toBe(2);
+    expect(other.control().limiter.limit).toBe(8);
+    const probes = (await metrics.registry.getSingleMetric('crowdgate_origin_limit_probes_total')!.get()).values;
+    expect(probes.find((v) => v.labels.site === 'shop' && v.labels.source === 'peer')?.value).toBe(1);
+    expect(probes.find((v) => v.labels.site === 'blog' && v.labels.source === 'own')?.value).toBe(1);
+    // Shown per site as the others' in-flight count.
+    upstream.collect();
+    const peers = (await metrics.registry.getSingleMetric('crowdgate_origin_peer_inflight')!.get()).values;
+    expect(peers.find((v) => v.labels.site === 'shop')?.value).toBe(3);
+    expect(peers.find((v) => v.labels.site === 'other')).toBeUndefined();
+    for (const lease of held) lease.finish(status(200));
+  });
+});
