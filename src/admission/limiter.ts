@@ -45,6 +45,18 @@
  * still answered promptly: once the last OVERDUE_RUN overdue requests all started after the
  * latest-started prompt one, the origin itself has slowed down, their round trips are fed
  * again, the lane closes, and an origin that is slow for everyone is limited as before.
+ *
+ * Known-slow paths. Long-polls that one event answers all at once, and that all ask again at
+ * once (a chat's or a forum's message bus), are thirty requests to one path started together
+ * and held for seconds: eight of them overdue, all started after the last prompt answer, read
+ * as the origin slowing down; the lane closed, the polls held every permit, and the pages
+ * behind them were refused in every cycle (failure-day trial: 43 % of a site's pages). So a
+ * path (AcquireOptions.path) whose request was answered overdue after a request that started
+ * later was answered promptly is slow on its own, and for KNOWN_SLOW_MS after that its overdue
+ * requests are set aside as any but are no evidence (noteOverdue); KNOWN_SLOW_PATHS of them
+ * are remembered (by their first KNOWN_SLOW_KEY_MAX characters), the least recent forgotten first. An origin stalled for everyone answers
+ * nothing promptly, so no path becomes known that way, and the paths it usually answers
+ * promptly still tell.
  */
 import type { Clock } from '../clock.js';
 import type { QueueConfig } from '../config/schema.js';
@@ -104,6 +116,8 @@ export interface AcquireOptions {
   fixedDeadline?: boolean;
   /** The request's latency class (latencyClassOf), as its permit's release will name it. */
   latencyClass?: string;
+  /** The request's path, without query (see "Known-slow paths" above). */
+  path?: string;
 }
 
 export interface LimiterOptions {
@@ -155,6 +169,12 @@ export const OVERDUE_RUN = 8;
  * of slow requests after a quiet spell, or on a fresh gateway, is the endpoint mix.
  */
 export const SLOW_EVIDENCE_GAP_MS = 5_000;
+/** Paths remembered as slow on their own (see "Known-slow paths" above), at most. */
+export const KNOWN_SLOW_PATHS = 4_096;
+/** How long a path stays known to be slow on its own after its last such answer, ms. */
+export const KNOWN_SLOW_MS = 10 * 60_000;
+/** A path is remembered by this many characters at most (a client's made-up long paths cost no more). */
+const KNOWN_SLOW_KEY_MAX = 256;
 /**
  * During a no-load probe, a counted permit of an endpoint more than this many times slower than
  * the site's typical round trip steps aside once held that long (see moveOverdue).
@@ -186,6 +206,8 @@ class LimiterPermit implements Permit {
     readonly originInflightAtAcquire: number,
     /** The other gateways' in-flight requests to the member then (LimitSample.peerInflight). */
     readonly peerInflightAtAcquire: number,
+    /** AcquireOptions.path (see "Known-slow paths" above). */
+    readonly path: string | undefined,
   ) {}
   release(kind: ReleaseKind, latencyClass?: string): void {
     if (this.released) return;
@@ -288,6 +310,8 @@ export class Limiter {
   private trialGapMs = 0;
   /** When the last OVERDUE_RUN overdue requests started (a ring; see slowForEveryone). */
   private readonly overdueStarts = new Float64Array(OVERDUE_RUN);
+  /** Paths known to be slow on their own, and when each last showed it, oldest first (see "Known-slow paths" above). */
+  private readonly knownSlow = new Map<string, number>();
   private overdueNoted = 0;
   /** The earliest start of an overdue request that started after promptStartedAt (see slowForEveryone). */
   private firstOverdueAfterPrompt = -Infinity;
@@ -532,7 +556,7 @@ export class Limiter {
       this.trialGapMs = this.trialPermit === undefined ? this.overdueAfterMs : Math.min(2 * this.trialGapMs, TRIAL_MAX_GAP_MS);
       this.lastTrialAt = now;
       if (this.queue.length === 0) {
-        const permit = (this.trialPermit = this.grant(now));
+        const permit = (this.trialPermit = this.grant(now, 0, opts.path));
         this.changed();
         return { ok: true, permit, waitedMs: 0 };
       }
@@ -542,12 +566,12 @@ export class Limiter {
           continue;
         }
         this.detach(w);
-        w.resolve({ ok: true, permit: (this.trialPermit = this.grant(now)), waitedMs: now - w.enqueuedAt });
+        w.resolve({ ok: true, permit: (this.trialPermit = this.grant(now, 0, w.path)), waitedMs: now - w.enqueuedAt });
         break;
       }
     }
     if (this.queue.length === 0 && this.hasRoom) {
-      const permit = this.grant(now, this.latency.typical(opts.latencyClass));
+      const permit = this.grant(now, this.latency.typical(opts.latencyClass), opts.path);
       this.changed();
       return { ok: true, permit, waitedMs: 0 };
     }
@@ -620,6 +644,7 @@ export class Limiter {
         enqueuedAt: now,
         deadlineAt,
         costMs,
+        path: opts.path,
         expiresAt: deadlineAt,
         capped: false,
         resolve,
@@ -691,8 +716,8 @@ export class Limiter {
     return opts.servesCrowd ? this.queueConfig.codelIntervalMs : this.queueConfig.codelTargetMs;
   }
 
-  private grant(now: number, expectedMs = 0): LimiterPermit {
-    const permit = new LimiterPermit(this, now, ++this.inflightCount, expectedMs, this.inflightCount + this.overdueCount, this.peerInflight);
+  private grant(now: number, expectedMs = 0, path?: string): LimiterPermit {
+    const permit = new LimiterPermit(this, now, ++this.inflightCount, expectedMs, this.inflightCount + this.overdueCount, this.peerInflight, path);
     this.counted.push(permit);
     return permit;
   }
@@ -730,7 +755,7 @@ export class Limiter {
     let moved = false;
     for (let p = this.counted.first; p !== undefined && p.acquiredAt <= dueBefore && this.overdueCount < cap; p = this.counted.first) {
       this.moveAside(p);
-      this.noteOverdue(p.acquiredAt);
+      this.noteOverdue(p, now);
       moved = true;
     }
     if (this.isProbing && this.rttEwmaMs > 0) {
@@ -781,11 +806,35 @@ export class Limiter {
     return room < cap ? room : cap;
   }
 
-  /** An overdue request (moved aside, or released overdue without having been): when it started. */
-  private noteOverdue(acquiredAt: number): void {
+  /**
+   * An overdue request (moved aside, or released overdue without having been): when it started.
+   * Not one to a path known to be slow on its own (see "Known-slow paths" above).
+   */
+  private noteOverdue(permit: LimiterPermit, now: number): void {
+    if (this.isKnownSlow(permit.path, now)) return;
+    const acquiredAt = permit.acquiredAt;
     this.overdueStarts[this.overdueNoted++ % OVERDUE_RUN] = acquiredAt;
     if (acquiredAt > this.promptStartedAt && (this.firstOverdueAfterPrompt <= this.promptStartedAt || acquiredAt < this.firstOverdueAfterPrompt))
       this.firstOverdueAfterPrompt = acquiredAt;
+  }
+
+  /** A path's request was slow on its own (see "Known-slow paths" above): remembered, newest last. */
+  private knowSlow(path: string, now: number): void {
+    const key = path.length > KNOWN_SLOW_KEY_MAX ? path.slice(0, KNOWN_SLOW_KEY_MAX) : path;
+    this.knownSlow.delete(key);
+    this.knownSlow.set(key, now);
+    if (this.knownSlow.size > KNOWN_SLOW_PATHS) this.knownSlow.delete(this.knownSlow.keys().next().value!);
+  }
+
+  /** Whether a path's requests were slow on their own within KNOWN_SLOW_MS. */
+  private isKnownSlow(path: string | undefined, now: number): boolean {
+    if (path === undefined || this.knownSlow.size === 0) return false;
+    const key = path.length > KNOWN_SLOW_KEY_MAX ? path.slice(0, KNOWN_SLOW_KEY_MAX) : path;
+    const at = this.knownSlow.get(key);
+    if (at === undefined) return false;
+    if (now - at <= KNOWN_SLOW_MS && now >= at) return true;
+    this.knownSlow.delete(key);
+    return false;
   }
 
   /**
@@ -872,7 +921,10 @@ export class Limiter {
       const overdue = (permit.overdue && !permit.probeAside) || now - permit.acquiredAt > this.overdueAfterMs;
       if (overdue) {
         // A moved one was noted when moved, unless a probe moved it before it was overdue.
-        if (!permit.overdue || permit.probeAside) this.noteOverdue(permit.acquiredAt);
+        if (!permit.overdue || permit.probeAside) this.noteOverdue(permit, now);
+        // Answered, after a request that started later was answered promptly: the path is slow
+        // on its own (see "Known-slow paths" above).
+        if (succeeded && permit.path !== undefined && this.promptStartedAt > permit.acquiredAt) this.knowSlow(permit.path, now);
       } else if (kind === 'success' && permit.acquiredAt > this.promptStartedAt) this.promptStartedAt = permit.acquiredAt;
       // During a no-load probe a counted request is the probe's measurement, however slow.
       const probing = (this.algorithm.planning ?? 0) > this.algorithm.current;
@@ -931,7 +983,7 @@ export class Limiter {
         continue;
       }
       this.detach(w);
-      w.resolve({ ok: true, permit: this.grant(now, w.costMs), waitedMs: now - w.enqueuedAt });
+      w.resolve({ ok: true, permit: this.grant(now, w.costMs, w.path), waitedMs: now - w.enqueuedAt });
     }
   }
 

@@ -30,6 +30,8 @@ export interface Waiter<R = unknown> {
   deadlineAt: number;
   /** How long its permit is expected to be held, ms (its endpoint's typical round trip): the forecast's unit of work. */
   costMs: number;
+  /** The request's path (AcquireOptions.path), given to its permit. */
+  path: string | undefined;
   /** When the wait ends: deadlineAt, or earlier under a standing queue. */
   expiresAt: number;
   /** expiresAt comes from the CoDel cap, so expiry is reported as 'codel'. */

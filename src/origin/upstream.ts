@@ -550,6 +550,7 @@ export class Upstream {
       // from it when refused, sooner than a longer wait would answer it.
       fixedDeadline: opts.kind === 'background' || opts.hasFallback === true,
       latencyClass: opts.latencyClass,
+      path: opts.path,
     });
     if (result.waitedMs > 0 || !result.ok) this.metrics.get('queueWait').observe(labels, result.waitedMs / 1000);
     if (!result.ok) {

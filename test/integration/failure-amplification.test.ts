@@ -783,6 +783,41 @@ describe('failure amplification: recovery after an outage', () => {
 });
 
 describe('failure amplification: a slow endpoint and the limiter', () => {
+  it('keeps pages flowing when thirty long-polls that one event answered all ask again at once (failure-day trial: 43 % of pages refused in every cycle)', async () => {
+    const o = await origin();
+    // A message bus: every poll waits for the next event, which answers them all at once.
+    let waiting: http.ServerResponse[] = [];
+    o.route('/ev', (_req, res) => void waiting.push(res));
+    const event = () => {
+      for (const res of waiting.splice(0)) {
+        res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'no-store' });
+        res.end('event');
+      }
+    };
+    for (let i = 0; i < 40; i++) o.route(`/p/${i}`, { delayMs: 2, headers: { 'cache-control': 'no-store' } });
+    const g = await gateway({ sites: [siteFor([o.url])] }); // admission left at its defaults
+    const page = (i: number) => call(`${g.url}/p/${i}`);
+    for (let i = 0; i < 8; i++) expectFromOrigin(await page(i), 200, `warm /p/${i}`);
+    // The first visitors' polls, while pages keep being answered promptly; then an event.
+    const first = Array.from({ length: 4 }, (_, i) => call(`${g.url}/ev?c=${i}`));
+    expect(await eventually(() => waiting.length === 4, 100, 10)).toBe(true);
+    await sleep(250); // past the overdue threshold (10 x a few ms, at least 100 ms)
+    for (let i = 8; i < 12; i++) expectFromOrigin(await page(i), 200, `/p/${i} beside the first polls`);
+    event();
+    for (const r of await Promise.all(first)) expect(r.status).toBe(200);
+    // Thirty clients ask again at once, and visitors keep reading pages meanwhile.
+    const polls = Array.from({ length: 30 }, (_, i) => call(`${g.url}/ev?c=${i}`));
+    expect(await eventually(() => waiting.length >= 8, 100, 10)).toBe(true);
+    await sleep(150);
+    const pages: Answer[] = [];
+    for (let i = 12; i < 24; i++) pages.push(await page(i));
+    pages.forEach((r, i) => expectFromOrigin(r, 200, `/p/${12 + i} beside thirty polls`));
+    expect(o.count(/^\/p\//)).toBe(24);
+    expect(await eventually(() => waiting.length === 30, 150, 10), 'every poll reached the origin').toBe(true);
+    event();
+    for (const r of await Promise.all(polls)) expect(r.status).toBe(200);
+  }, 15_000);
+
   it('keeps fast pages flowing (no 503s, low latency) while twelve 2 s requests hold the default adaptive limit', async () => {
     const o = await origin();
     for (let i = 0; i < 12; i++) o.route(`/slow/${i}`, { delayMs: 2_000, headers: { 'cache-control': 'no-store' } });

@@ -36,7 +36,7 @@ function setup(opts: Partial<LimiterOptions> & { limitN?: number } = {}) {
   const limiter = new Limiter({ classes: 3, queue, clock, scheduler, ...opts, limit });
   /** Acquire and record the outcome when it settles. */
   const outcomes: { name: string; result: AcquireResult }[] = [];
-  const request = (name: string, priority = 1, extra: { deadlineAt?: number; signal?: AbortSignal; servesCrowd?: boolean; fixedDeadline?: boolean; latencyClass?: string } = {}) => {
+  const request = (name: string, priority = 1, extra: { deadlineAt?: number; signal?: AbortSignal; servesCrowd?: boolean; fixedDeadline?: boolean; latencyClass?: string; path?: string } = {}) => {
     const r = limiter.acquire({ priority, ...extra });
     if (r instanceof Promise) void r.then((result) => outcomes.push({ name, result }));
     else outcomes.push({ name, result: r });
@@ -975,6 +975,73 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
     s.scheduler.advance(100);
     await s.flush();
     for (let i = 0; i < 4; i++) expect(s.granted(`p${i}`), `p${i}`).toBeDefined();
+  });
+
+  /**
+   * Long-polls that one event answers all at once, and that all ask again at once (a chat's or a
+   * forum's message bus): thirty requests to one path, started together, held for seconds. Eight
+   * of them overdue, all started after the last prompt answer, read as an origin slow for
+   * everyone; the lane closed, the polls held every permit, and 15-17 % of a site's pages were
+   * refused in every 10 s cycle (failure-day trial). A path whose request was answered overdue
+   * after a later one was answered promptly is slow on its own: its overdue requests are no
+   * such evidence.
+   */
+  describe('synchronized long-polls', () => {
+    /** A warm limiter that has seen one round of polls to /ev answered overdue while pages were answered promptly. */
+    async function afterOneRound() {
+      const s = setup({ limitN: 8, slowLane: true });
+      await s.teach(5, 5); // typical 5 ms: overdue after 100 ms
+      for (let i = 0; i < 4; i++) s.request(`first${i}`, 1, { path: '/ev' });
+      await s.flush();
+      s.scheduler.advance(150); // they step aside
+      await s.flush();
+      for (let i = 0; i < 3; i++) {
+        // Pages started after them, answered promptly.
+        s.request(`before${i}`, 1, { path: `/p/${i}` });
+        await s.flush();
+        s.clock.advance(5);
+        s.granted(`before${i}`).release('success');
+      }
+      s.clock.advance(2_000);
+      for (let i = 0; i < 4; i++) s.granted(`first${i}`).release('success'); // the event
+      return s;
+    }
+
+    async function burst(s: ReturnType<typeof setup>, path: string) {
+      for (let i = 0; i < 30; i++) s.request(`poll${i}`, 1, { path });
+      for (let i = 0; i < 4; i++) s.request(`page${i}`, 1, { path: `/p/${i}` });
+      await s.flush();
+      for (let step = 0; step < 4; step++) {
+        s.scheduler.advance(100);
+        await s.flush();
+      }
+    }
+
+    it('once a path is known to be slow on its own, thirty of its polls at once leave the lane open and pages get permits', async () => {
+      const s = await afterOneRound();
+      await burst(s, '/ev');
+      for (let i = 0; i < 4; i++) expect(s.granted(`page${i}`), `page${i}`).toBeDefined();
+      expect(s.limiter.overdue).toBeGreaterThanOrEqual(24);
+    });
+
+    it('thirty of them to a path never seen slow still read as the origin slowing down (the evidence rule as before)', async () => {
+      const s = await afterOneRound();
+      await burst(s, '/other');
+      expect(s.outcomes.filter((o) => o.name.startsWith('page') && o.result.ok)).toHaveLength(0);
+    });
+
+    it('a path known slow exempts only itself: the origin stalling for other paths still closes the lane', async () => {
+      const s = await afterOneRound();
+      for (let i = 0; i < 16; i++) {
+        s.request(`hung${i}`, 1, { path: `/p/${i}` });
+        await s.flush();
+        s.scheduler.advance(150);
+        await s.flush();
+      }
+      s.scheduler.advance(150);
+      await s.flush();
+      expect(s.limiter.inflight - s.limiter.overdue).toBeGreaterThanOrEqual(8); // every permit counted, held
+    });
   });
 
   /**
