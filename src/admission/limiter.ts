@@ -50,7 +50,7 @@
  * once (a chat's or a forum's message bus), are thirty requests to one path started together
  * and held for seconds: eight of them overdue, all started after the last prompt answer, read
  * as the origin slowing down; the lane closed, the polls held every permit, and the pages
- * behind them were refused in every cycle (failure-day trial: 43 % of a site's pages). So a
+ * behind them were refused in every cycle (failure-day trial: 21-43 % of a site's pages). So a
  * path (AcquireOptions.path) whose request was answered overdue after a request that started
  * later was answered promptly is slow on its own, and for KNOWN_SLOW_MS after that its overdue
  * requests are set aside as any but are no evidence (noteOverdue); KNOWN_SLOW_PATHS of them
