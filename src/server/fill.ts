@@ -135,21 +135,23 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
   }
   // Its leader's client left while the fill was queued, before this waiter came: fill again.
   if (outcome.kind === 'failed' && outcome.abandoned) return attempt === 0 ? fillAndServe(ctx, lookup, attempt + 1) : passAlone(ctx, lookup);
-  // An origin that says it is overloaded or refusing us (503, 429) is not asked again by each
-  // waiter: they get a stored copy, or the gateway's own 503 (`origin_unavailable`) with a
-  // 503's Retry-After (ours when it sent none, and for a 429). Never the origin's bytes: a 429 may be about
-  // the leader alone (its address, its cookie, a coding the waiter cannot read; review). (It said `overloaded` and
-  // Retry-After: 1 to a maintenance page's waiters, as if the gateway were shedding: trial.)
-  // Any other server error may be about the leader's own request (its User-Agent, its
-  // Accept-Language went with the fill; review: one client whose User-Agent tripped an origin
-  // bug got every waiter a 502), so the waiters make one fill of their own, collapsed again
-  // (one of them leads it); only when that one fails too is the failure the page's, and they
-  // share it as the gateway's own 502 (`origin_failed`). Each asking alone, a crowd on a page
-  // that failed after 2 s (a database timeout) was 50 requests at once on 4 PHP workers, and
-  // the rest of the site got 503 (failure-day trial).
+  // An origin that says it is overloaded (503) is not asked again by each waiter: they get a
+  // stored copy, or the gateway's own 503 (`origin_unavailable`) with its Retry-After (ours when
+  // it sent none). (It said `overloaded` and Retry-After: 1 to a maintenance page's waiters, as
+  // if the gateway were shedding: trial.)
+  // Any other server error, and a 429, may be about the leader's own request (its User-Agent,
+  // its Accept-Language went with the fill; review: one client whose User-Agent tripped an
+  // origin bug got every waiter a 502; an origin throttling a crawler by its User-Agent got the
+  // visitors who joined the crawler's fill a 503: failure-day trial), so the waiters make one
+  // fill of their own, collapsed again (one of them leads it); only when that one fails too is
+  // the failure the page's, and they share it as the gateway's own 502 (`origin_failed`), or
+  // 503 (`origin_unavailable`, with our Retry-After: the origin's may be about the leader
+  // alone) for a 429. Never the origin's bytes. Each asking alone, a crowd on a page that
+  // failed after 2 s (a database timeout) was 50 requests at once on 4 PHP workers, and the
+  // rest of the site got 503 (failure-day trial).
   if (outcome.kind === 'origin_error')
     return serveStaleOr(ctx, lookup, 'error', () =>
-      outcome.status === 503 || outcome.status === 429
+      outcome.status === 503 || (outcome.status === 429 && attempt > 0)
         ? fail(ctx, 'origin_unavailable', `the origin answered ${outcome.status} to this page's fill`, {
             // A 503 speaks for the site (maintenance); a 429 may be about the leader alone.
             retryAfterSeconds:

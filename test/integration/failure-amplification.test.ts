@@ -1143,10 +1143,35 @@ describe('failure amplification: waiters of a fill the origin refused (503)', ()
         res.end('you, slow down');
       }, 200),
     );
+    // A 429 may be about the leader alone: its waiters ask once more, together (the second
+    // leader gets that fill's own answer, as a leader does), and share only that one's failure.
     const limited = await Promise.all([0, 1, 2].map(() => call(`${g.url}/limited`)));
+    expect(o.count('/limited')).toBe(2);
     const limitedWaiters = limited.filter((a) => a.headers['x-crowdgate-error'] === 'origin_unavailable');
-    expect(limitedWaiters.length).toBe(2);
+    expect(limitedWaiters.length).toBe(1);
     for (const w of limitedWaiters) expect(Number(w.headers['retry-after'])).toBeLessThan(3600);
+    expect(limited.filter((a) => a.status === 429 && a.body === 'you, slow down')).toHaveLength(2);
+  });
+
+  it('a 429 for the leader alone (a crawler throttled by its User-Agent): the visitors who joined its fill get the page from a fill of their own (failure-day trial: they got 503)', async () => {
+    const o = await origin();
+    o.route('/p', (req, res) =>
+      void setTimeout(() => {
+        const bot = String(req.headers['user-agent']).includes('crawlbot');
+        res.writeHead(bot ? 429 : 200, { 'content-type': 'text/plain', 'cache-control': 'no-store', ...(bot ? { 'retry-after': '60' } : {}) });
+        res.end(bot ? 'crawl slower' : 'the page');
+      }, 200),
+    );
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const bot = call(`${g.url}/p`, { headers: { 'user-agent': 'Mozilla/5.0 (compatible; crawlbot/1.0)' } });
+    expect(await eventually(() => o.count('/p') === 1, 100, 5)).toBe(true);
+    const visitors = await Promise.all([0, 1, 2].map(() => call(`${g.url}/p`, { headers: { 'user-agent': 'Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0' } })));
+    expect((await bot).status).toBe(429);
+    for (const v of visitors) expect({ status: v.status, body: v.body }).toEqual({ status: 200, body: 'the page' });
+    // The crawler's fill, then one fill led by a visitor (a no-store answer is not shared: the
+    // other two then ask alone).
+    expect(o.count('/p')).toBe(4);
+    expect(o.requests.filter((r) => r.path === '/p' && String(r.headers['user-agent']).includes('crawlbot'))).toHaveLength(1);
   });
 });
 
