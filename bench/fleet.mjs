@@ -6,7 +6,7 @@
  * by `--clients` (60) clients in a closed loop on an uncacheable page (`/account` with a session
  * cookie, which bypasses the cache), round-robin over the three, 0-20 ms apart: far past the
  * origin's capacity. Phases: `--crowd-seconds` (20) as it is (its first 5 s reported apart as
- * `start`: every limit still at its initial value), then `--slow-seconds` (20) with
+ * `start`: every limit starts at its initial value), then `--slow-seconds` (20) with
  * every answer `--slow-factor` (10) times slower (the origin's POST /__service), then
  * `--after-seconds` (10) as it was.
  *
