@@ -54,9 +54,9 @@
  * path (AcquireOptions.path) whose request was answered overdue after a request that started
  * later was answered promptly is slow on its own, and for KNOWN_SLOW_MS after that its overdue
  * requests are set aside as any but are no evidence (noteOverdue); KNOWN_SLOW_PATHS of them
- * are remembered (by their first KNOWN_SLOW_KEY_MAX characters), the least recent forgotten first. An origin stalled for everyone answers
- * nothing promptly, so no path becomes known that way, and the paths it usually answers
- * promptly still tell.
+ * are remembered (by their first KNOWN_SLOW_KEY_MAX characters), the least recent forgotten
+ * first. An origin stalled for everyone answers nothing promptly, so no path becomes known
+ * that way, and the paths it usually answers promptly still tell.
  */
 import type { Clock } from '../clock.js';
 import type { QueueConfig } from '../config/schema.js';

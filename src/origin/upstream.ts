@@ -381,8 +381,9 @@ export class Upstream {
   /**
    * What others have in flight to the member with this URL, for one limiter's samples
    * (LimitSample.peerInflight): the other gateways' (peerInflight) and this gateway's other
-   * sites' that name the same URL. Two sites in front of one app each started at the initial
-   * limit and each found the origin slow on its own where the other's requests queued.
+   * sites' that name the same URL: two sites in front of one app, each counting only its own
+   * requests, would each start at the initial limit and take the other's queue for an origin
+   * slow on its own, as several gateways did (gradient2.ts, "Several gateways").
    */
   private othersInflight(memberKey: string, self: Limiter): number {
     let n = this.peers?.inflight(memberKey) ?? 0;
