@@ -1023,7 +1023,7 @@ describe('Gradient2Limit: several gateways in front of one origin', () => {
   // of an origin with 8 slots of 100 ms, which gets eleven times slower while the clients' demand
   // grows to 48 requests. Each limit still at its initial 8, the origin was first seen at 24 in
   // flight: its queue read as its new no-load round trip, each limit doubled from 8 and the
-  // origin held 39-48 for the whole slowdown. One gateway in its place: 16. Sharing the initial
+  // origin held 31-48 through the slowdown. One gateway in its place: 16. Sharing the initial
   // limit while unjudged: about one gateway's.
   it('shares the initial limits on an origin that gets slower on a quiet day: the fleet holds what one gateway would (model origin)', () => {
     const phase = (untilMs: number, serviceMs: number, demand: number): Phase => ({ untilMs, capacity: 8, serviceMs, demand });
