@@ -208,6 +208,8 @@ class LimiterPermit implements Permit {
     readonly peerInflightAtAcquire: number,
     /** AcquireOptions.path (see "Known-slow paths" above). */
     readonly path: string | undefined,
+    /** AcquireOptions.latencyClass (see trialWaiter). */
+    readonly latencyClass: string | undefined,
   ) {}
   release(kind: ReleaseKind, latencyClass?: string): void {
     if (this.released) return;
@@ -551,27 +553,30 @@ export class Limiter {
     if (this.queue.length > 0 && this.hasRoom) this.pump(now); // limit grew
     if (this.inflightCount >= this.limit && this.trialDue(now)) {
       // Every permit is held by a request the origin has not answered: one goes beyond the
-      // limit (the queue's head, else this one) to tell when the origin answers again.
+      // limit (a waiter of another kind than those (trialWaiter), else the queue's head, else
+      // this one) to tell when the origin answers again.
       // The next one waits twice as long while this one is still out (at most TRIAL_MAX_GAP_MS).
       this.trialGapMs = this.trialPermit === undefined ? this.overdueAfterMs : Math.min(2 * this.trialGapMs, TRIAL_MAX_GAP_MS);
       this.lastTrialAt = now;
       if (this.queue.length === 0) {
-        const permit = (this.trialPermit = this.grant(now, 0, opts.path));
+        const permit = (this.trialPermit = this.grant(now, 0, opts.path, opts.latencyClass));
         this.changed();
         return { ok: true, permit, waitedMs: 0 };
       }
-      for (let w = this.queue.shift(now); w !== undefined; w = this.queue.shift(now)) {
+      const other = this.trialWaiter(now);
+      if (other !== undefined) this.queue.remove(other);
+      for (let w = other ?? this.queue.shift(now); w !== undefined; w = this.queue.shift(now)) {
         if (now >= w.expiresAt) {
           this.settle(w, w.capped ? 'codel' : 'deadline', now);
           continue;
         }
         this.detach(w);
-        w.resolve({ ok: true, permit: (this.trialPermit = this.grant(now, 0, w.path)), waitedMs: now - w.enqueuedAt });
+        w.resolve({ ok: true, permit: (this.trialPermit = this.grant(now, 0, w.path, w.latencyClass)), waitedMs: now - w.enqueuedAt });
         break;
       }
     }
     if (this.queue.length === 0 && this.hasRoom) {
-      const permit = this.grant(now, this.latency.typical(opts.latencyClass), opts.path);
+      const permit = this.grant(now, this.latency.typical(opts.latencyClass), opts.path, opts.latencyClass);
       this.changed();
       return { ok: true, permit, waitedMs: 0 };
     }
@@ -645,6 +650,7 @@ export class Limiter {
         deadlineAt,
         costMs,
         path: opts.path,
+        latencyClass: opts.latencyClass,
         expiresAt: deadlineAt,
         capped: false,
         resolve,
@@ -716,8 +722,8 @@ export class Limiter {
     return opts.servesCrowd ? this.queueConfig.codelIntervalMs : this.queueConfig.codelTargetMs;
   }
 
-  private grant(now: number, expectedMs = 0, path?: string): LimiterPermit {
-    const permit = new LimiterPermit(this, now, ++this.inflightCount, expectedMs, this.inflightCount + this.overdueCount, this.peerInflight, path);
+  private grant(now: number, expectedMs = 0, path?: string, latencyClass?: string): LimiterPermit {
+    const permit = new LimiterPermit(this, now, ++this.inflightCount, expectedMs, this.inflightCount + this.overdueCount, this.peerInflight, path, latencyClass);
     this.counted.push(permit);
     return permit;
   }
@@ -882,6 +888,21 @@ export class Limiter {
     return this.slowForEveryone;
   }
 
+  /**
+   * The waiter a trial goes to: the first in the queue's order (still within its deadline) of a
+   * latency class none of the unanswered permits belongs to, else none (the queue's head then).
+   * Thirty requests of one kind held every permit (a message bus's long-polls, a dashboard's
+   * reports never asked for before) and the trials went to more of the same, unanswered, their
+   * gap doubling, while the pages queued behind were refused; a page the origin answers at once
+   * reopens the lane (see trialDue). Against an origin stalled for everyone any request is as
+   * good a trial.
+   */
+  private trialWaiter(now: number): Waiter<AcquireResult> | undefined {
+    const held = new Set<string | undefined>();
+    for (let p = this.counted.first; p !== undefined; p = p.next) held.add(p.latencyClass);
+    return this.queue.find((w) => w.latencyClass !== undefined && !held.has(w.latencyClass) && now < w.expiresAt);
+  }
+
   /** While requests wait, wake when the oldest counted permit becomes overdue. */
   private armOverdueTimer(now: number): void {
     const oldest = this.counted.first;
@@ -966,6 +987,10 @@ export class Limiter {
       this.scheduler.clearTimeout(this.overdueTimer);
       this.overdueTimer = undefined;
     }
+    // Requests still wait: wake when the permits now held turn overdue. The timer stops while
+    // the lane is closed (armOverdueTimer), and a prompt answer may just have reopened it: the
+    // pages behind a dashboard's reports waited for their deadline with the lane open again.
+    else if (this.queue.length > 0) this.armOverdueTimer(now);
     this.changed();
   }
 
@@ -983,7 +1008,7 @@ export class Limiter {
         continue;
       }
       this.detach(w);
-      w.resolve({ ok: true, permit: this.grant(now, w.costMs, w.path), waitedMs: now - w.enqueuedAt });
+      w.resolve({ ok: true, permit: this.grant(now, w.costMs, w.path, w.latencyClass), waitedMs: now - w.enqueuedAt });
     }
   }
 

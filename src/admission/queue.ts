@@ -32,6 +32,8 @@ export interface Waiter<R = unknown> {
   costMs: number;
   /** The request's path (AcquireOptions.path), given to its permit. */
   path: string | undefined;
+  /** The request's latency class (AcquireOptions.latencyClass), given to its permit. */
+  latencyClass: string | undefined;
   /** When the wait ends: deadlineAt, or earlier under a standing queue. */
   expiresAt: number;
   /** expiresAt comes from the CoDel cap, so expiry is reported as 'codel'. */
@@ -238,6 +240,12 @@ export class WaitQueue<R = unknown> {
       return true;
     }
     return false;
+  }
+
+  /** The first waiter, in the order they are served (FIFO), for which `pred` holds. */
+  find(pred: (w: Waiter<R>) => boolean): Waiter<R> | undefined {
+    for (let p = 0; p < this.classes; p++) for (let w = this.heads[p]; w; w = w.next) if (pred(w)) return w;
+    return undefined;
   }
 
   /** Calls fn for every waiter; fn may remove the waiter it is given. */

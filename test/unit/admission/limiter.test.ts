@@ -1081,6 +1081,40 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
     expect(s.granted('next')).toBeDefined(); // the hung ones stepped aside: traffic flows
   });
 
+  it('gives a trial to a waiting request of another kind than the ones holding every permit: a dashboard\'s reports never asked for before do not hold the pages back for seconds', async () => {
+    const s = setup({ limitN: 4, slowLane: true });
+    await s.teach(10, 5); // typical 10 ms: overdue after 100 ms
+    const report = (i: number) => s.request(`r${i}`, 1, { latencyClass: 'fill:-:report', path: `/report/${i}`, deadlineAt: s.clock.now() + 10_000 });
+    const page = (name: string) => s.request(name, 1, { latencyClass: 'fill:-:', path: `/${name}` });
+    for (let i = 0; i < 16; i++) report(i); // 4 counted, 12 waiting
+    await s.flush();
+    s.scheduler.advance(50);
+    await s.flush();
+    page('p1'); // behind them
+    page('p2');
+    s.scheduler.advance(50); // the first 4 step aside; 4 more start
+    await s.flush();
+    s.scheduler.advance(100); // 8 overdue after the last prompt answer: the lane closes behind them, 4 more start
+    await s.flush();
+    s.scheduler.advance(110); // those 4 are overdue too, and hold every permit
+    await s.flush();
+    expect(s.limiter.overdue).toBe(8);
+    expect(s.limiter.inflight - s.limiter.overdue).toBe(4);
+    expect(s.outcomes.find((o) => o.name === 'p1')).toBeUndefined();
+    page('p3'); // an arrival: a trial is due, and goes to the first page waiting, not a report
+    await s.flush();
+    expect(s.granted('p1')).toBeDefined();
+    expect(s.outcomes.find((o) => o.name === 'r12')).toBeUndefined();
+    s.clock.advance(10);
+    s.granted('p1').release('success'); // answered promptly: the lane opens again
+    await s.flush();
+    // The held reports step aside (the last four, queued first, take their permits and step
+    // aside in turn): the other pages get permits within their deadline.
+    s.scheduler.advance(110);
+    await s.flush();
+    expect(s.granted('p2')).toBeDefined();
+  });
+
   it('an origin that answers none of its trials gets a few, spaced out, not one per threshold (review: 20 in 3 s)', async () => {
     const s = setup({ limitN: 4, slowLane: true });
     await s.teach(10, 5); // overdue after 100 ms
