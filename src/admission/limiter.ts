@@ -175,6 +175,7 @@ export const KNOWN_SLOW_PATHS = 4_096;
 export const KNOWN_SLOW_MS = 10 * 60_000;
 /** A path is remembered by this many characters at most (a client's made-up long paths cost no more). */
 const KNOWN_SLOW_KEY_MAX = 256;
+const knownSlowKey = (path: string): string => (path.length > KNOWN_SLOW_KEY_MAX ? path.slice(0, KNOWN_SLOW_KEY_MAX) : path);
 /**
  * During a no-load probe, a counted permit of an endpoint more than this many times slower than
  * the site's typical round trip steps aside once held that long (see moveOverdue).
@@ -826,7 +827,7 @@ export class Limiter {
 
   /** A path's request was slow on its own (see "Known-slow paths" above): remembered, newest last. */
   private knowSlow(path: string, now: number): void {
-    const key = path.length > KNOWN_SLOW_KEY_MAX ? path.slice(0, KNOWN_SLOW_KEY_MAX) : path;
+    const key = knownSlowKey(path);
     this.knownSlow.delete(key);
     this.knownSlow.set(key, now);
     if (this.knownSlow.size > KNOWN_SLOW_PATHS) this.knownSlow.delete(this.knownSlow.keys().next().value!);
@@ -835,7 +836,7 @@ export class Limiter {
   /** Whether a path's requests were slow on their own within KNOWN_SLOW_MS. */
   private isKnownSlow(path: string | undefined, now: number): boolean {
     if (path === undefined || this.knownSlow.size === 0) return false;
-    const key = path.length > KNOWN_SLOW_KEY_MAX ? path.slice(0, KNOWN_SLOW_KEY_MAX) : path;
+    const key = knownSlowKey(path);
     const at = this.knownSlow.get(key);
     if (at === undefined) return false;
     if (now - at <= KNOWN_SLOW_MS && now >= at) return true;
