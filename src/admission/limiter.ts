@@ -57,6 +57,14 @@
  * are remembered (by their first KNOWN_SLOW_KEY_MAX characters), the least recent forgotten
  * first. An origin stalled for everyone answers nothing promptly, so no path becomes known
  * that way, and the paths it usually answers promptly still tell.
+ *
+ * Nor is a run of overdue requests all to one path that was never answered promptly evidence:
+ * that says the path is slow, not the origin. A fresh gateway (a restart on an ordinary day)
+ * reached by thirty long-polls a few milliseconds after its first pages had no round of polls
+ * to learn from; the lane closed on the first eight and the other polls were refused at their
+ * deadline. The paths answered promptly are remembered as the slow ones are (PROMPT_PATHS,
+ * oldest forgotten first), so a path everyone's traffic goes to (WordPress's admin-ajax.php
+ * in a crowd), once answered promptly, still tells when the origin slows down.
  */
 import type { Clock } from '../clock.js';
 import type { QueueConfig } from '../config/schema.js';
@@ -173,6 +181,8 @@ export const SLOW_EVIDENCE_GAP_MS = 5_000;
 export const KNOWN_SLOW_PATHS = 4_096;
 /** How long a path stays known to be slow on its own after its last such answer, ms. */
 export const KNOWN_SLOW_MS = 10 * 60_000;
+/** Paths remembered as answered promptly at least once (see "Known-slow paths" above), at most. */
+export const PROMPT_PATHS = 4_096;
 /** A path is remembered by this many characters at most (a client's made-up long paths cost no more). */
 const KNOWN_SLOW_KEY_MAX = 256;
 const knownSlowKey = (path: string): string => (path.length > KNOWN_SLOW_KEY_MAX ? path.slice(0, KNOWN_SLOW_KEY_MAX) : path);
@@ -315,6 +325,12 @@ export class Limiter {
   private readonly overdueStarts = new Float64Array(OVERDUE_RUN);
   /** Paths known to be slow on their own, and when each last showed it, oldest first (see "Known-slow paths" above). */
   private readonly knownSlow = new Map<string, number>();
+  /** Paths answered promptly at least once, oldest first (see "Known-slow paths" above). */
+  private readonly promptPaths = new Set<string>();
+  /** The paths of the last OVERDUE_RUN overdue requests (a ring beside overdueStarts). */
+  private readonly overduePaths: (string | undefined)[] = new Array<string | undefined>(OVERDUE_RUN).fill(undefined);
+  /** The one path every request of that ring went to, if they all went to one; else undefined. */
+  private overdueOnePath: string | undefined = undefined;
   private overdueNoted = 0;
   /** The earliest start of an overdue request that started after promptStartedAt (see slowForEveryone). */
   private firstOverdueAfterPrompt = -Infinity;
@@ -820,7 +836,12 @@ export class Limiter {
   private noteOverdue(permit: LimiterPermit, now: number): void {
     if (this.isKnownSlow(permit.path, now)) return;
     const acquiredAt = permit.acquiredAt;
+    const path = permit.path === undefined ? undefined : knownSlowKey(permit.path);
+    this.overduePaths[this.overdueNoted % OVERDUE_RUN] = path;
     this.overdueStarts[this.overdueNoted++ % OVERDUE_RUN] = acquiredAt;
+    let one = path;
+    for (let i = 0; i < OVERDUE_RUN && one !== undefined; i++) if (this.overduePaths[i] !== one) one = undefined;
+    this.overdueOnePath = one;
     if (acquiredAt > this.promptStartedAt && (this.firstOverdueAfterPrompt <= this.promptStartedAt || acquiredAt < this.firstOverdueAfterPrompt))
       this.firstOverdueAfterPrompt = acquiredAt;
   }
@@ -831,6 +852,14 @@ export class Limiter {
     this.knownSlow.delete(key);
     this.knownSlow.set(key, now);
     if (this.knownSlow.size > KNOWN_SLOW_PATHS) this.knownSlow.delete(this.knownSlow.keys().next().value!);
+  }
+
+  /** A path was answered promptly: remembered (not moved on each answer: a hot path costs one lookup). */
+  private notePrompt(path: string): void {
+    const key = knownSlowKey(path);
+    if (this.promptPaths.has(key)) return;
+    this.promptPaths.add(key);
+    if (this.promptPaths.size > PROMPT_PATHS) this.promptPaths.delete(this.promptPaths.values().next().value!);
   }
 
   /** Whether a path's requests were slow on their own within KNOWN_SLOW_MS. */
@@ -864,7 +893,10 @@ export class Limiter {
     if (this.firstOverdueAfterPrompt - this.promptStartedAt > SLOW_EVIDENCE_GAP_MS) return false;
     const starts = this.overdueStarts;
     for (let i = 0; i < OVERDUE_RUN; i++) if (!(starts[i]! > this.promptStartedAt)) return false;
-    return true;
+    // All to one path the origin never answered promptly: that path is slow, maybe not the origin
+    // (see "Known-slow paths" above).
+    const one = this.overdueOnePath;
+    return one === undefined || this.promptPaths.has(one);
   }
 
   /**
@@ -947,7 +979,10 @@ export class Limiter {
         // Answered, after a request that started later was answered promptly: the path is slow
         // on its own (see "Known-slow paths" above).
         if (succeeded && permit.path !== undefined && this.promptStartedAt > permit.acquiredAt) this.knowSlow(permit.path, now);
-      } else if (kind === 'success' && permit.acquiredAt > this.promptStartedAt) this.promptStartedAt = permit.acquiredAt;
+      } else if (kind === 'success') {
+        if (permit.acquiredAt > this.promptStartedAt) this.promptStartedAt = permit.acquiredAt;
+        if (permit.path !== undefined) this.notePrompt(permit.path);
+      }
       // During a no-load probe a counted request is the probe's measurement, however slow.
       const probing = (this.algorithm.planning ?? 0) > this.algorithm.current;
       // Before any round trip is known there is no mix to be an outlier of: an origin whose

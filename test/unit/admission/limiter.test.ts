@@ -1024,10 +1024,41 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
       expect(s.limiter.overdue).toBeGreaterThanOrEqual(24);
     });
 
-    it('thirty of them to a path never seen slow still read as the origin slowing down (the evidence rule as before)', async () => {
+    it('thirty of them to a path answered promptly before, never slow, still read as the origin slowing down (the evidence rule as before)', async () => {
       const s = await afterOneRound();
+      s.request('other', 1, { path: '/other' });
+      await s.flush();
+      s.clock.advance(5);
+      s.granted('other').release('success');
       await burst(s, '/other');
       expect(s.outcomes.filter((o) => o.name.startsWith('page') && o.result.ok)).toHaveLength(0);
+    });
+
+    /**
+     * A restart on an ordinary day: the gateway's first pages are answered promptly, then thirty
+     * long-polls arrive together, to a path it has never seen answered. Eight overdue polls all
+     * started after the last prompt page, and the lane closed: the polls beyond 16 waited for a
+     * permit that only the next event frees and were refused at their deadline (trial: 14 of 30).
+     */
+    it('on a fresh gateway, thirty polls to one path never answered promptly are that path being slow: the lane stays open and every poll gets a permit', async () => {
+      const s = setup({ limitN: 8, slowLane: true });
+      for (let i = 0; i < 3; i++) {
+        s.request(`page${i}`, 1, { path: `/p/${i}` });
+        await s.flush();
+        s.clock.advance(5);
+        s.granted(`page${i}`).release('success');
+      }
+      for (let i = 0; i < 30; i++) s.request(`poll${i}`, 1, { path: '/ev' });
+      await s.flush();
+      for (let step = 0; step < 5; step++) {
+        s.scheduler.advance(100);
+        await s.flush();
+      }
+      expect(s.outcomes.filter((o) => o.name.startsWith('poll') && !o.result.ok)).toHaveLength(0);
+      expect(s.limiter.inflight).toBe(30);
+      s.request('later', 1, { path: '/p/9' }); // and a page arriving meanwhile gets one at once
+      await s.flush();
+      expect(s.granted('later')).toBeDefined();
     });
 
     it('a path known slow exempts only itself: the origin stalling for other paths still closes the lane', async () => {
