@@ -335,7 +335,7 @@ export class Limiter {
   /** The earliest start of an overdue request that started after promptStartedAt (see slowForEveryone). */
   private firstOverdueAfterPrompt = -Infinity;
   // Shared sample object: the Limit contract says implementations copy what they keep.
-  private readonly sample: LimitSample = { rttMs: 0, inflight: 0, originInflight: 0, peerInflight: 0, waiting: 0, dropped: false, hostDelayMs: 0, stratum: undefined, stratumShare: undefined };
+  private readonly sample: LimitSample = { rttMs: 0, inflight: 0, originInflight: 0, peerInflight: 0, waiting: 0, dropped: false, hostDelayMs: 0, stratum: undefined, stratumShare: undefined, scaleMs: undefined };
   private readonly hostDelayMs: (() => number) | undefined;
   private readonly peersInflight: (() => number) | undefined;
   /** Saturation accounting (see saturatedSeconds): whether saturated now, since when, and the time before. */
@@ -1015,6 +1015,7 @@ export class Limiter {
       s.hostDelayMs = this.hostDelayMs?.() ?? 0;
       s.stratum = this.latency.lastStratum;
       s.stratumShare = this.latency.lastShare;
+      s.scaleMs = this.latency.lastScale;
       this.algorithm.onSample(s, now);
     }
     if (this.queue.length > 0 && this.inflightCount >= this.limit) this.moveOverdue(now);
@@ -1238,6 +1239,8 @@ class LatencyClasses {
    */
   lastStratum: number | undefined;
   lastShare: number | undefined;
+  /** The scale that sample was read on (LimitSample.scaleMs), or undefined when it was read as it is. */
+  lastScale: number | undefined;
 
   /** A class's typical round trip (an EWMA, α = 0.1, of its successful ones), ms; 0 when unknown. */
   typical(name: string | undefined): number {
@@ -1289,6 +1292,7 @@ class LatencyClasses {
   normalise(rttMs: number, name: string | undefined, noLoad: boolean): number {
     this.lastStratum = undefined;
     this.lastShare = undefined;
+    this.lastScale = undefined;
     if (name === undefined) return rttMs;
     const own = this.classOf(name);
     let weighted = 0;
@@ -1306,7 +1310,9 @@ class LatencyClasses {
     own.share += 1;
     this.lastStratum = own.id;
     this.lastShare = own.share / all;
-    const read = own.samples >= LATENCY_CLASS_SAMPLES && known > 1 && shares > 0 ? rttMs - own.base + weighted / shares : rttMs;
+    const onScale = own.samples >= LATENCY_CLASS_SAMPLES && known > 1 && shares > 0;
+    if (onScale) this.lastScale = weighted / shares;
+    const read = onScale ? rttMs - own.base + weighted / shares : rttMs;
     if (noLoad) {
       // The least of the first samples, so one slow cold start (a new connection, a cold
       // origin: 2 s among 60 ms fills) cannot set the base and make every later sample read low

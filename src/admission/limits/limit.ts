@@ -48,6 +48,14 @@ export interface LimitSample {
    */
   stratum?: number;
   stratumShare?: number;
+  /**
+   * The scale `rttMs` is read on, when the Limiter reads every class's samples on one scale (its
+   * "Latency classes"): the no-load round trip a sample of the mix reads as, ms (the known
+   * classes' no-load round trips weighted by their shares). It moves as classes become known and
+   * shares change, and a no-load round trip learned before moves with it. Absent: samples are
+   * read as they are.
+   */
+  scaleMs?: number;
 }
 
 export interface Limit {
