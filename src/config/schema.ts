@@ -691,10 +691,12 @@ export const siteSchema = z
             'X-Invoke-Query',
             'X-Invoke-Status',
             'X-Invoke-Output',
+            'X-Nuxt-No-SSR',
+            'Surrogate-Capability',
             'X-Envoy-Original-Path',
             'Early-Data',
           ])
-          .describe('Request headers never sent on a shared cache fill: they rewrite the URL, method, scheme, host or client address an origin framework acts on, or carry the client\'s country or device as a CDN in front saw it, or are a framework\'s internal ones (Next.js `X-Middleware-Subrequest` skips its middleware, auth included; `X-Middleware-Prefetch` and `X-Now-Route-Matches` made it answer an empty or static page stored for everyone, `X-Nextjs-Data` a redirect without its Location; `X-Matched-Path` and `X-Invoke-*` pick the route it renders), or say what only a proxy in front may say (`Early-Data`: RFC 8470; Envoy\'s original path), and are not in the key (name one in a route\'s `key.headers` to cache per value).'),
+          .describe('Request headers never sent on a shared cache fill: they rewrite the URL, method, scheme, host or client address an origin framework acts on, or carry the client\'s country or device as a CDN in front saw it, or are a framework\'s internal ones (Next.js `X-Middleware-Subrequest` skips its middleware, auth included; `X-Middleware-Prefetch` and `X-Now-Route-Matches` made it answer an empty or static page stored for everyone, `X-Nextjs-Data` a redirect without its Location; `X-Matched-Path` and `X-Invoke-*` pick the route it renders; Nuxt\'s `X-Nuxt-No-SSR` makes it answer its empty SPA shell; `Surrogate-Capability` makes Symfony and other ESI origins answer raw `<esi:include>` tags, which crowdgate does not process), or say what only a proxy in front may say (`Early-Data`: RFC 8470; Envoy\'s original path), and are not in the key (name one in a route\'s `key.headers` to cache per value).'),
         only: z
           .array(z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'must be a header field name'))
           .optional()

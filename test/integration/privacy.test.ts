@@ -789,6 +789,33 @@ describe('the key covers what the origin sees', () => {
     expect(seen.method).toBe('GET');
   });
 
+  it('a framework-internal header a client sends (Nuxt\'s X-Nuxt-No-SSR, Symfony\'s Surrogate-Capability) never reaches a fill: the next visitor gets the rendered page', async () => {
+    const o = await origin();
+    // What the frameworks do with them, without echoing the value: Nuxt 2 serves its empty SPA
+    // shell (`noSSR = req.spa || req.headers['x-nuxt-no-ssr']`); Symfony's HttpCache hands the
+    // ESI tags to a surrogate that claims `ESI/1.0` instead of rendering the fragments.
+    o.route('/nuxt/article', (req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'public, max-age=60' });
+      res.end(req.headers['x-nuxt-no-ssr'] ? '<div id="__nuxt"></div>' : '<div id="__nuxt"><article>rendered</article></div>');
+    });
+    o.route('/symfony/product', (req, res) => {
+      const esi = /ESI\/1\.0/.test(String(req.headers['surrogate-capability'] ?? ''));
+      res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'public, max-age=60', ...(esi ? { 'surrogate-control': 'content="ESI/1.0"' } : {}) });
+      res.end(esi ? '<main><esi:include src="/_fragment?price" /></main>' : '<main><p>price 42</p></main>');
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    await get(`${g.url}/nuxt/article`, { 'x-nuxt-no-ssr': '1' });
+    await get(`${g.url}/symfony/product`, { 'surrogate-capability': 'x="ESI/1.0"' });
+    expect(o.requests.find((r) => r.path === '/nuxt/article')!.headers['x-nuxt-no-ssr']).toBeUndefined();
+    expect(o.requests.find((r) => r.path === '/symfony/product')!.headers['surrogate-capability']).toBeUndefined();
+    const article = await get(`${g.url}/nuxt/article`);
+    expect(article.body).toContain('<article>rendered</article>');
+    expect(article.headers['cache-status']).toMatch(/; hit/);
+    const product = await get(`${g.url}/symfony/product`);
+    expect(product.body).toBe('<main><p>price 42</p></main>');
+    expect(product.headers['cache-status']).toMatch(/; hit/);
+  });
+
   it('a shared fill carries no client-address header, no underscore-named header and no client Via', async () => {
     const o = await origin();
     const names = ['x-real-ip', 'true-client-ip', 'x_forwarded_host', 'x.original.url', 'x-forwarded-protocol', 'via', 'x-scheme', 'x-originating-ip', 'x-custom'];
