@@ -11,7 +11,7 @@ import type { PolicyOptions } from '../cache/policy.js';
 import type { UnkeyedInput } from '../cache/reflection.js';
 import { HOP_BY_HOP, connectionListedNames } from '../http/facts.js';
 import type { SiteRuntime } from '../runtime.js';
-import { CLIENT_CONDITIONALS, VIA_VALUE, appendVia, compileGlobs, isPlainFieldName, setForwardedHeaders, stripHopByHop } from './headers.js';
+import { CLIENT_CONDITIONALS, NEVER_FORWARDED_FIELDS, VIA_VALUE, appendVia, compileGlobs, isPlainFieldName, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { hostOf, schemeOf, type Ctx, type Lookup } from './context.js';
 import { vouchedForwardedFor } from './client-address.js';
 import { nextRequestId } from './request-id.js';
@@ -20,7 +20,7 @@ import { nextRequestId } from './request-id.js';
  * Request headers a cache fill passes on from the client: a fill is shared by everyone who asks
  * for the key, so what the origin sees must be covered by the key. Never the hop-by-hop ones,
  * the client's conditionals, Range, Cache-Control, Pragma, Expect or Content-Length (the cache
- * makes its own), cookies (only the key template's), nor the site's `fillHeaders.drop`
+ * makes its own), `Proxy` (httpoxy: never sent anywhere, headers.ts), cookies (only the key template's), nor the site's `fillHeaders.drop`
  * (X-Original-URL, X-HTTP-Method-Override, Forwarded and the like: they rewrite what an origin
  * framework acts on). With `fillHeaders.only` set, nothing beyond those listed, Host, Accept*,
  * User-Agent, the key template's headers and the names a stored Vary of the key lists.
@@ -29,6 +29,7 @@ const FILL_ALWAYS: ReadonlySet<string> = new Set(['host', 'accept', 'accept-enco
 const FILL_NEVER: ReadonlySet<string> = new Set([
   ...HOP_BY_HOP,
   ...CLIENT_CONDITIONALS,
+  ...NEVER_FORWARDED_FIELDS,
   'cookie',
   'cache-control',
   'pragma',

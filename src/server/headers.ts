@@ -117,6 +117,19 @@ export function dropClientAddressClaims(headers: Record<string, unknown>): void 
 }
 
 /**
+ * Request fields never sent to an origin, on a fill or a pass-through, from any client: `Proxy`
+ * (httpoxy, CVE-2016-5385): CGI and FastCGI stacks expose it as `HTTP_PROXY`, which PHP's and
+ * Python's HTTP clients take for the outgoing proxy to use. No client has a reason to send it;
+ * nginx's hardening guide removes it (`fastcgi_param HTTP_PROXY ""`).
+ */
+export const NEVER_FORWARDED_FIELDS: readonly string[] = ['proxy'];
+
+/** Removes NEVER_FORWARDED_FIELDS from a request sent on (pass-through and WebSocket upgrades). */
+export function dropNeverForwarded(headers: Record<string, unknown>): void {
+  for (const name of NEVER_FORWARDED_FIELDS) delete headers[name];
+}
+
+/**
  * True for a field name of letters, digits and hyphens only: what nginx passes on by default
  * (`underscores_in_headers off`, `ignore_invalid_headers on`). PHP, and CGI-style frameworks
  * generally, read a header by a name with `-`, `.` and `_` all turned into `_`

@@ -14,7 +14,7 @@ import type { BufferedBody } from '../origin/request-body.js';
 import { NOT_COUNTED } from '../admission/admission.js';
 import type { OriginMember } from '../origin/pool.js';
 import { MAX_FREED_ANSWERS } from '../origin/member.js';
-import { appendVia, dropClientAddressClaims, dropOddFieldNames, isAnswered, isResponseGone, setForwardedHeaders, stripHopByHop } from './headers.js';
+import { appendVia, dropClientAddressClaims, dropNeverForwarded, dropOddFieldNames, isAnswered, isResponseGone, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { chainCacheStatus, formatCacheStatus } from './respond.js';
 import { makeOnTheFlyEncoder, onTheFlyRequestOf } from './on-the-fly.js';
 import { shed, fail } from './answer.js';
@@ -323,6 +323,8 @@ function prepareForwardHeaders(ctx: Ctx): void {
   }
   // `X.Real.IP` or `X_Real_IP` is `HTTP_X_REAL_IP` to PHP: never passed on, as nginx does.
   dropOddFieldNames(headers);
+  // `Proxy` is `HTTP_PROXY` to a CGI stack (httpoxy): never passed on, from any client.
+  dropNeverForwarded(headers);
 }
 const TE_KEEP: ReadonlySet<string> = new Set(['transfer-encoding']);
 

@@ -27,7 +27,7 @@ import type { OriginOutcome, Upstream } from '../origin/upstream.js';
 import { timeoutsFor, type Runtime } from '../runtime.js';
 import { rateLimitClientKey, type TrustedProxies } from './client-address.js';
 import { hasDisguisedDotSegment, normaliseTarget, parseUrlPath } from '../cache/cache-key.js';
-import { dropClientAddressClaims, dropOddFieldNames, setForwardedHeaders, stripHopByHop } from './headers.js';
+import { dropClientAddressClaims, dropNeverForwarded, dropOddFieldNames, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { isSecure } from './context.js';
 
 /** What an upgrade needs from the gateway (gateway.ts passes itself). */
@@ -156,6 +156,7 @@ export class WebSocketUpgrades {
     });
     if (!peerTrusted) dropClientAddressClaims(req.headers as Record<string, unknown>);
     dropOddFieldNames(req.headers as Record<string, unknown>);
+    dropNeverForwarded(req.headers as Record<string, unknown>);
     // Hop-by-hop fields are the client's hop's (forward.ts sets Connection and Upgrade itself).
     stripHopByHop(req.headers as Record<string, unknown>);
 

@@ -245,7 +245,7 @@ describe('forwarding', () => {
     }
   }
 
-  it('a WebSocket upgrade from a client that is not a trusted proxy carries none of its client-address claims', async () => {
+  it('a WebSocket upgrade from a client that is not a trusted proxy carries none of its client-address claims, nor Proxy (httpoxy)', async () => {
     const server = http.createServer();
     const wss = new WebSocketServer({ server });
     const seen: http.IncomingHttpHeaders[] = [];
@@ -256,7 +256,7 @@ describe('forwarding', () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     cleanups.push(() => new Promise<void>((r) => { wss.close(); server.closeAllConnections(); server.close(() => r()); }));
     const g = await gateway({ trustedProxies: [], sites: [siteFor([`http://127.0.0.1:${(server.address() as net.AddressInfo).port}`])] });
-    const ws = new WebSocket(g.url.replace('http', 'ws') + '/socket', { headers: { 'x-real-ip': '127.0.0.1', 'true-client-ip': '127.0.0.1', 'x-custom': 'kept' } });
+    const ws = new WebSocket(g.url.replace('http', 'ws') + '/socket', { headers: { 'x-real-ip': '127.0.0.1', 'true-client-ip': '127.0.0.1', proxy: 'http://attacker.example:3128/', 'x-custom': 'kept' } });
     try {
       await new Promise<void>((resolve, reject) => {
         ws.on('open', () => ws.send('hi'));
@@ -268,6 +268,7 @@ describe('forwarding', () => {
     }
     expect(seen[0]!['x-real-ip']).toBeUndefined();
     expect(seen[0]!['true-client-ip']).toBeUndefined();
+    expect(seen[0]!.proxy).toBeUndefined();
     expect(seen[0]!['x-custom']).toBe('kept');
   });
 

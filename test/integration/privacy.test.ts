@@ -855,6 +855,22 @@ describe('the key covers what the origin sees', () => {
     expect(trusted.headers['x.real.ip']).toBeUndefined();
   });
 
+  it('the Proxy request header (httpoxy) never reaches the origin: not on a fill, not on a pass-through, not even from a trusted proxy', async () => {
+    const o = await origin();
+    o.route('/page', reflecting(['proxy']));
+    // The test client (127.0.0.1) is a trusted proxy here: Proxy is dropped whoever sends it.
+    const g = await gateway({ trustedProxies: ['127.0.0.1', '::1'], sites: [siteFor([o.url], { routes: [{ name: 'key-names-it', match: { pathPrefix: '/keyed' }, cache: { key: { headers: ['Proxy'] } } }] })] });
+    const proxy = { proxy: 'http://attacker.example:3128/' };
+    const fill = await get(`${g.url}/page`, proxy);
+    expect(fill.body).toBe('proxy=-');
+    await get(`${g.url}/keyed/page`, proxy);
+    await request(`${g.url}/api/post`, { method: 'POST', headers: proxy, body: 'x' }).then((r) => r.body.text());
+    await get(`${g.url}/page?bypass`, { ...proxy, authorization: 'Bearer x' });
+    const seen = o.requests.filter((r) => ['/page', '/keyed/page', '/api/post'].includes(r.path));
+    expect(seen.map((r) => `${r.method} ${r.url}`)).toEqual(['GET /page', 'GET /keyed/page', 'POST /api/post', 'GET /page?bypass']);
+    for (const r of seen) expect(r.headers.proxy, r.url).toBeUndefined();
+  });
+
   it('a header the key template covers reaches the fill even when the client\'s Connection names it', async () => {
     const o = await origin();
     o.route('/home', reflecting(['x-device']));
