@@ -816,6 +816,33 @@ describe('the key covers what the origin sees', () => {
     expect(product.headers['cache-status']).toMatch(/; hit/);
   });
 
+  it('no header a device detector takes for a phone (Mobile_Detect\'s whole list) reaches a fill: the next visitor gets the desktop page', async () => {
+    const o = await origin();
+    // Mobile_Detect's checkHttpHeadersForMobile (the PHP library in many WordPress themes and
+    // plugins): the mere presence of one of these is a phone, UA-CPU when it says ARM; and it
+    // reads the User-Agent from these others too.
+    const presence = ['x-wap-profile', 'x-wap-clientid', 'wap-connection', 'profile', 'x-operamini-phone-ua', 'x-nokia-ipaddress', 'x-nokia-gateway-id',
+      'x-orange-id', 'x-vodafone-3gpdpcontext', 'x-huawei-userid', 'ua-os', 'x-mobile-gateway', 'x-att-deviceid'];
+    const userAgents = ['x-device-user-agent', 'x-original-user-agent', 'x-skyfire-phone', 'x-bolt-phone-ua', 'device-stock-ua', 'x-ucbrowser-device-ua'];
+    const isMobile = (h: Record<string, string | string[] | undefined>) =>
+      presence.some((n) => h[n] !== undefined) || /ARM/.test(String(h['ua-cpu'] ?? '')) || userAgents.some((n) => /iPhone/.test(String(h[n] ?? '')));
+    const handler = (req: { headers: Record<string, string | string[] | undefined> }, res: import('node:http').ServerResponse) => {
+      res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'public, max-age=60' });
+      res.end(isMobile(req.headers) ? '<body class="mobile">TEMPLATE mobile</body>' : '<body class="desktop">TEMPLATE desktop</body>');
+    };
+    const sent: [string, string][] = [...presence.map((n): [string, string] => [n, 'x']), ['ua-cpu', 'ARM'], ...userAgents.map((n): [string, string] => [n, 'iPhone'])];
+    for (const [name] of sent) o.route(`/md/${name}`, handler);
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    for (const [name, value] of sent) {
+      await get(`${g.url}/md/${name}`, { [name]: value, 'user-agent': 'Mozilla/5.0 (X11; Linux x86_64)' });
+      const seen = o.requests.find((r) => r.path === `/md/${name}`)!;
+      expect(seen.headers[name], name).toBeUndefined();
+      const victim = await get(`${g.url}/md/${name}`, { 'user-agent': 'Mozilla/5.0 (X11; Linux x86_64)' });
+      expect(victim.body, name).toBe('<body class="desktop">TEMPLATE desktop</body>');
+      expect(victim.headers['cache-status'], name).toMatch(/; hit/);
+    }
+  });
+
   it('a shared fill carries no client-address header, no underscore-named header and no client Via', async () => {
     const o = await origin();
     const names = ['x-real-ip', 'true-client-ip', 'x_forwarded_host', 'x.original.url', 'x-forwarded-protocol', 'via', 'x-scheme', 'x-originating-ip', 'x-custom'];
