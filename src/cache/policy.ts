@@ -45,7 +45,7 @@
  *   are never stored.
  * - Only responses to GET are stored (a HEAD response has no content to serve a GET).
  */
-import { parseDictionary } from 'structured-headers';
+import { Token, parseDictionary } from 'structured-headers';
 import { CACHED_METHODS, SET_COOKIE_FIELDS, connectionListedNames, isHopByHop } from '../http/facts.js';
 import type { RouteCacheConfig } from '../config/schema.js';
 import { currentAgeMsOf, staleAtOf, type CacheEntry, type StoredHeaders } from './entry.js';
@@ -56,7 +56,8 @@ import {
   parseAge,
   parseCacheControl,
   parseHttpDate,
-  type CacheControl,
+  CacheControl,
+  DELTA_SECONDS_MAX,
   type HeaderMap,
 } from './cache-control.js';
 import { parseVary } from './cache-key.js';
@@ -177,15 +178,15 @@ export interface DirectiveSource {
 /**
  * Choose the directives that govern us: our targeted field, else CDN-Cache-Control, else
  * Cache-Control. RFC 9213 §2.2: the first targeted field with a valid, non-empty value wins
- * and Cache-Control and Expires are then ignored; an empty or unparseable one is as if absent.
+ * and Cache-Control and Expires are then ignored; an empty or unparseable one is as if absent,
+ * and so is one of whose members none is kept (see parseTargetedField).
  */
 export function selectDirectives(headers: HeaderMap, targetedHeader: string): DirectiveSource {
   for (const field of [targetedHeader.toLowerCase(), CDN_CACHE_CONTROL]) {
     const raw = joinHeader(headers[field]);
     if (raw === undefined) continue;
-    if (!isValidTargetedField(raw)) continue;
-    const cc = parseCacheControl(raw);
-    if (!cc.isEmpty && !cc.malformed) return { field, cc, targeted: true };
+    const cc = parseTargetedField(raw);
+    if (cc !== undefined && !cc.isEmpty) return { field, cc, targeted: true };
   }
   const raw = headers['cache-control'];
   return { field: raw === undefined ? 'none' : 'cache-control', cc: parseCacheControl(raw), targeted: false };
@@ -193,23 +194,84 @@ export function selectDirectives(headers: HeaderMap, targetedHeader: string): Di
 
 /** Directives whose value is a number of seconds: an Integer in a targeted field. */
 const SECONDS_DIRECTIVES: ReadonlySet<string> = new Set(['max-age', 's-maxage', 'stale-while-revalidate', 'stale-if-error']);
+/** Directives that may carry a list of field names (`private="x-user"`, RFC 9111 §5.2.2.4, §5.2.2.7). */
+const FIELD_NAMES_DIRECTIVES: ReadonlySet<string> = new Set(['private', 'no-cache']);
+/** Directives that take no value: Boolean true in a targeted field. */
+const FLAG_DIRECTIVES: ReadonlySet<string> = new Set(['no-store', 'public', 'must-revalidate', 'proxy-revalidate', 'must-understand', 'no-transform', 'immutable']);
 
 /**
- * RFC 9213 §2.1: a targeted field is a Structured Field Dictionary (RFC 8941), and one that
- * fails to parse is ignored as a whole; so is one whose seconds are not a non-negative Integer
- * (`max-age="60"`), which no Cache-Control parser would read the same way.
+ * RFC 9213 §2.1: a targeted field is a Structured Field Dictionary (RFC 8941), read as one with
+ * the same parser that checks it; one that fails to parse is ignored as a whole (undefined).
+ * Each member's value is read by its type, never as Cache-Control text, and its parameters are
+ * ignored: Boolean true is the bare directive (`private=?1` and `private;x=1` are `private`),
+ * an Integer of 0 or more is a directive's seconds, a String or Token is `private`'s and
+ * `no-cache`'s field names. A member whose value is of another type is not consumed (§2.1:
+ * `max-age="60"`, `max-age=?1`, `max-age=1.5`, `public=?0` are ignored), except that `no-store`,
+ * `private` and `no-cache` with any value but `?0` still count, unqualified: the stricter
+ * reading, as for a Cache-Control member that does not parse. Read as Cache-Control text,
+ * `private=?1` and `no-store;reason="pii"` were no `private` and no `no-store` at all, and the
+ * page was stored for everyone (attacker trial).
  */
-function isValidTargetedField(raw: string): boolean {
-  let dict: ReturnType<typeof parseDictionary>;
+export function parseTargetedField(raw: string): CacheControl | undefined {
+  const directives = new Map<string, (string | undefined)[]>();
   try {
-    dict = parseDictionary(raw);
+    parseDictionary(raw);
+    // Each member on its own, so that a repeated name keeps every occurrence: a Dictionary
+    // keeps the last, but `private, private="x-user"` is unqualified and `max-age=60,
+    // max-age=3600` stale, as in Cache-Control (RFC 9111 §4.2.1, §5.2.2.7: the stricter reading).
+    for (const member of splitMembers(raw)) {
+      for (const [name, [value]] of parseDictionary(member)) {
+        const kept = targetedMemberValue(name, value);
+        if (kept === IGNORED) continue;
+        const list = directives.get(name);
+        if (list === undefined) directives.set(name, [kept]);
+        else list.push(kept);
+      }
+    }
   } catch {
-    return false;
+    return undefined;
   }
-  for (const [name, [value]] of dict) {
-    if (SECONDS_DIRECTIVES.has(name) && !(typeof value === 'number' && Number.isInteger(value) && value >= 0)) return false;
+  return new CacheControl(directives, false);
+}
+const IGNORED = Symbol('ignored');
+
+/**
+ * The members of a field that parsed as a Dictionary, split at its top-level commas: a comma
+ * is inside a member only within a String's (or Display String's) quotes.
+ */
+function splitMembers(raw: string): string[] {
+  const out: string[] = [];
+  let start = 0;
+  let quoted = false;
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw[i];
+    if (quoted) {
+      if (c === '\\') i++;
+      else if (c === '"') quoted = false;
+    } else if (c === '"') quoted = true;
+    else if (c === ',') {
+      out.push(raw.slice(start, i).trim());
+      start = i + 1;
+    }
   }
-  return true;
+  out.push(raw.slice(start).trim());
+  return out.filter((m) => m.length > 0);
+}
+
+/** What a targeted field's member says, as a Cache-Control value (undefined: bare), or IGNORED. */
+function targetedMemberValue(name: string, value: unknown): string | undefined | typeof IGNORED {
+  if (value === true) return undefined;
+  if (SECONDS_DIRECTIVES.has(name)) {
+    return typeof value === 'number' && Number.isInteger(value) && value >= 0 ? String(Math.min(value, DELTA_SECONDS_MAX)) : IGNORED;
+  }
+  if (FIELD_NAMES_DIRECTIVES.has(name) || name === 'no-store') {
+    if (value === false) return IGNORED;
+    if (name !== 'no-store' && (typeof value === 'string' || value instanceof Token)) return String(value);
+    return undefined;
+  }
+  if (FLAG_DIRECTIVES.has(name)) return IGNORED;
+  // An extension directive: kept by name (`CDN-Cache-Control: none` is a field, not an empty one).
+  return typeof value === 'string' || typeof value === 'number' || value instanceof Token ? String(value) : undefined;
 }
 
 /** Inputs to RFC 9111 §4.2.3; times in epoch ms, age in seconds. */

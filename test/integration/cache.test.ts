@@ -597,6 +597,34 @@ describe('cache: correctness', () => {
     expect(o.count('/own')).toBe(1);
   });
 
+  it('a targeted private=?1 (RFC 9213 §2.1: bare private) is never served to a second client: not stored, not shared with a waiter, not kept for grace', async () => {
+    const o = await origin();
+    // Each answer is its asker's own page; Cache-Control would let any cache share it.
+    const own = (extra: Record<string, string>): OriginHandler => (_req, res, r) => {
+      setTimeout(() => {
+        res.writeHead(200, { 'content-type': 'text/plain', ...extra });
+        res.end(`account of asker ${r.seq}`);
+      }, 100);
+    };
+    o.route('/cdn', own({ 'cache-control': 'public, max-age=60', 'cdn-cache-control': 'max-age=60, private=?1' }));
+    o.route('/own', own({ 'crowdgate-cache-control': 'private=?1' }));
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    for (const path of ['/cdn', '/own']) {
+      const first = await get(`${g.url}${path}`);
+      const second = await get(`${g.url}${path}`);
+      expect(second.body, path).not.toBe(first.body);
+      expect(second.headers['cache-status'], path).not.toMatch(/; hit/);
+      // Two at once: the one that joins the other's fill gets an answer of its own.
+      const [a, b] = await Promise.all([get(`${g.url}${path}`), get(`${g.url}${path}`)]);
+      expect(a.body, path).not.toBe(b.body);
+    }
+    // The origin fails: nothing of another asker's stands in for it.
+    o.route('/own', { status: 503, body: 'down' });
+    const down = await get(`${g.url}/own`);
+    expect(down.body).not.toMatch(/account of asker/);
+    expect(o.count('/cdn')).toBe(4);
+  });
+
   it('drops tracking parameters from the key', async () => {
     const o = await origin();
     o.route('/t', { headers: { 'cache-control': 'public, max-age=60' }, body: 't' });
