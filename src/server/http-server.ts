@@ -64,7 +64,7 @@ export function createPublicServer(opts: PublicServerOptions): PublicServer {
     (req, res) => {
       bodies.watch(req, res);
       closeQueuedWithSocket(req, res);
-      opts.onRequest(req, res);
+      inTurn(req, res, opts.onRequest);
     },
   ) as PublicServer;
   const bodies = new BodyWatch(() => limits.requestTimeoutMs);
@@ -141,6 +141,66 @@ export function closeQueuedWithSocket(req: http.IncomingMessage, res: http.Serve
   const responses = queued;
   responses.add(res);
   res.once('close', () => responses.delete(res));
+}
+
+/**
+ * Hands a request to the request path once it is the connection's to answer, and never when an
+ * answer before it on the connection closes the connection (RFC 9112 §9.6: a server that sends
+ * `close` must not process further requests). Node's parser hands over a request pipelined
+ * behind one still being answered at once, its response queued; when the answer ahead then
+ * said `Connection: close` (an HTTP/1.0 client's `keep-alive` answered without a length, an
+ * error page, a drain), Node closed the connection after it, but the request behind it had
+ * already been sent on: a pipelined DELETE reached the origin, its answer written nowhere
+ * (attacker trial). (A request that itself says `Connection: close` ends the parsing: nothing
+ * after it is handed over.) An HTTP/1.0 request with Transfer-Encoding is answered with
+ * `Connection: close` (RFC 9112 §6.1: its framing is taken as faulty), so nothing pipelined
+ * behind it is processed either. HTTP/2 streams are never queued: handed over at once.
+ */
+export function inTurn(req: http.IncomingMessage, res: http.ServerResponse, handle: (req: http.IncomingMessage, res: http.ServerResponse) => void): void {
+  if (!(res instanceof http.ServerResponse)) return handle(req, res);
+  if (req.httpVersionMajor === 1 && req.httpVersionMinor === 0 && req.headers['transfer-encoding'] !== undefined) res.shouldKeepAlive = false;
+  if (res.socket !== null) return handle(req, res);
+  const socket = req.socket;
+  // One queue and one 'close' listener per connection, one 'finish' listener on the answer in
+  // flight: 500 pipelined requests must not each listen (Node warns of a leak past 10).
+  let queue = waitingTurn.get(socket);
+  if (queue === undefined) {
+    const created: WaitingRequest[] = [];
+    queue = created;
+    waitingTurn.set(socket, created);
+    socket.once('close', () => void created.splice(0)); // never taken up: their responses close with the socket
+  }
+  queue.push({ req, res, handle });
+  if (queue.length === 1) takeUpInTurn(socket, queue);
+}
+
+interface WaitingRequest {
+  req: http.IncomingMessage;
+  res: http.ServerResponse;
+  handle(req: http.IncomingMessage, res: http.ServerResponse): void;
+}
+/** The requests of each connection waiting for their turn (inTurn), in arrival order. */
+const waitingTurn = new WeakMap<Duplex, WaitingRequest[]>();
+
+/**
+ * Hands over the request Node has given the socket to, if any (answers go out in order, so only
+ * the first waiting can have it), then waits for the answer holding the socket to finish. When
+ * that answer closes the connection (Node's own mark), or the connection is gone, the requests
+ * still waiting are never processed.
+ */
+function takeUpInTurn(socket: Socket, queue: WaitingRequest[]): void {
+  while (queue.length > 0 && queue[0]!.res.socket !== null) {
+    const next = queue.shift()!;
+    next.handle(next.req, next.res);
+  }
+  if (queue.length === 0) return;
+  const ahead = (socket as Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
+  if (socket.destroyed || ahead === undefined || ahead === null || (ahead as http.ServerResponse & { _last?: boolean })._last === true) {
+    queue.splice(0);
+    return;
+  }
+  // After Node's own 'finish' listener has handed the socket on (or closed it).
+  ahead.once('finish', () => process.nextTick(() => takeUpInTurn(socket, queue)));
 }
 
 /** The responses of each connection waiting in Node's queue (closeQueuedWithSocket). */

@@ -32,7 +32,7 @@ import https from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex, ReadableOptions } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
-import { answerClientError, answerConnect, applyHttp1Limits, closeQueuedWithSocket, guardConnections, upgradeListener, CONNECTIONS_CHECK_MS, type PublicServerOptions } from '../server/http-server.js';
+import { answerClientError, answerConnect, applyHttp1Limits, closeQueuedWithSocket, guardConnections, inTurn, upgradeListener, CONNECTIONS_CHECK_MS, type PublicServerOptions } from '../server/http-server.js';
 import type { GatewayConfig } from '../config/schema.js';
 import type { Certificates } from './certificates.js';
 
@@ -134,7 +134,7 @@ export function createSecurePublicServer(opts: SecureServerOptions): SecurePubli
   // HTTP/1.1 over TLS pipelines too; an HTTP/2 stream is never queued (closeQueuedWithSocket skips it).
   const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => {
     closeQueuedWithSocket(req, res);
-    opts.onRequest(req, res);
+    inTurn(req, res, opts.onRequest);
   };
   const server = (
     opts.http2

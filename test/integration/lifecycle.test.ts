@@ -489,7 +489,10 @@ describe('command line', () => {
     await new Promise((r) => setTimeout(r, 100));
     for (let i = 0; i < 100 && o.inflight > 0; i++) await new Promise((r) => setTimeout(r, 20));
     expect(o.inflight).toBe(0);
-    expect(o.count('/b')).toBeGreaterThan(0);
+    // A pipelined request is taken up in its turn (http-server.ts inTurn): its client left
+    // before, so it never reached the origin (it used to, its answer written nowhere).
+    expect(o.count('/a')).toBeGreaterThan(0);
+    expect(o.count('/b')).toBe(0);
     const started = performance.now();
     expect(await g.gw.drain()).toEqual({ drained: true, cut: 0 });
     expect(performance.now() - started).toBeLessThan(2000);

@@ -273,6 +273,54 @@ describe('limits: requests the HTTP parser refuses', () => {
     expect(pipelined).toMatch(/slow pageHTTP\/1\.1 400 Bad Request\r\n/);
   });
 
+  it('a request answered with Connection: close is the connection\'s last: an HTTP/1.0 keep-alive request (or one with Transfer-Encoding) never lets a request pipelined behind it reach the origin (RFC 9112 §9.6)', async () => {
+    const o = await origin();
+    // Answered without a length: to an HTTP/1.0 client the end of the body is the connection's.
+    o.route('/api/stream', (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('part one, ');
+      setTimeout(() => res.end('part two'), 20);
+    });
+    o.route('/api/x', { body: 'posted' });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const port = portOf(g.url);
+    const deleteLine = (tag: string) => `DELETE /api/${tag} HTTP/1.1\r\nHost: blog.example.com\r\nContent-Length: 0\r\n\r\n`;
+    const keepAlive = await raw(port, 'GET /api/stream HTTP/1.0\r\nHost: blog.example.com\r\nAuthorization: Bearer t\r\nConnection: keep-alive\r\n\r\n' + deleteLine('after-keep-alive'));
+    expect(keepAlive).toMatch(/^HTTP\/1\.1 200 /);
+    expect(keepAlive).toMatch(/\r\nconnection: close\r\n/i);
+    expect(keepAlive).toMatch(/part one, part two$/);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(o.requests.filter((r) => r.method === 'DELETE').map((r) => r.path)).toEqual([]);
+    const chunked = await raw(
+      port,
+      'POST /api/x HTTP/1.0\r\nHost: blog.example.com\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n' + deleteLine('after-chunked'),
+    );
+    expect(chunked).toMatch(/^HTTP\/1\.1 200 [^]*\r\n\r\nposted$/);
+    expect(chunked).toMatch(/\r\nconnection: close\r\n/i);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(o.requests.filter((r) => r.method === 'DELETE').map((r) => r.path)).toEqual([]);
+    expect(g.accessLogs().filter((l) => l.method === 'DELETE')).toEqual([]);
+    // An answer with a length keeps an HTTP/1.0 keep-alive connection open: what is pipelined
+    // behind it is answered, in order.
+    o.route('/page', { headers: { 'cache-control': 'max-age=60' }, body: 'page' });
+    const kept = await raw(port, 'GET /page HTTP/1.0\r\nHost: blog.example.com\r\nConnection: keep-alive\r\n\r\nGET /next HTTP/1.1\r\nHost: blog.example.com\r\nConnection: close\r\n\r\n');
+    expect(kept).toMatch(/^HTTP\/1\.1 200 [^]*\r\nconnection: keep-alive\r\n[^]*\r\n\r\npageHTTP\/1\.1 200 [^]*origin - GET \/next\n?$/i);
+    // Many pipelined on one connection: each taken up in its turn, all answered in order, and
+    // no listener piles up per waiting request (Node warns past 10 on one emitter).
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.name);
+    process.on('warning', onWarning);
+    try {
+      const many = await raw(port, 'GET /page HTTP/1.1\r\nHost: blog.example.com\r\n\r\n'.repeat(40) + 'GET /next HTTP/1.1\r\nHost: blog.example.com\r\nConnection: close\r\n\r\n');
+      expect(many.match(/HTTP\/1\.1 200 /g)).toHaveLength(41);
+      expect(many.match(/\r\n\r\npage/g)).toHaveLength(40);
+      expect(many).toMatch(/origin - GET \/next\n?$/);
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(warnings).toEqual([]);
+  });
+
   it('an upload the client cut short (FIN mid-body) is one request: counted once, never a second 400 (review)', async () => {
     const o = await origin();
     const g = await gateway({ sites: [siteFor([o.url])] });
