@@ -1285,6 +1285,24 @@ describe('Limiter: latency classes (a page fill and an API call are read on one 
     expect(limit.samples.at(-1)!.rttMs - fill).toBeGreaterThan(45);
   });
 
+  it('names the scale a sample is read on (LimitSample.scaleMs) once two classes are known, and none before', async () => {
+    const t = setup({ limitN: 8 });
+    const limit = t.limit as ScriptedLimit;
+    for (let i = 0; i < 3; i++) await one(t, 'forward:api', 10);
+    expect(limit.samples.at(-1)!.scaleMs).toBeUndefined(); // one class: read as it is
+    for (let i = 0; i < 6; i++) {
+      await one(t, 'forward:api', 10);
+      await one(t, 'fill:default', 60);
+    }
+    // The mix's no-load round trip, as each class's samples are read: between the two.
+    const s = limit.samples.at(-1)!;
+    expect(s.scaleMs).toBeGreaterThan(25);
+    expect(s.scaleMs).toBeLessThan(45);
+    expect(Math.abs(s.rttMs - s.scaleMs!)).toBeLessThan(5);
+    await one(t, undefined, 10);
+    expect(limit.samples.at(-1)!.scaleMs).toBeUndefined(); // a sample of no class
+  });
+
   it('one slow first sample of a class (a cold start) does not set its no-load round trip', async () => {
     const t = setup({ limitN: 8 });
     const limit = t.limit as ScriptedLimit;
