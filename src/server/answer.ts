@@ -134,13 +134,23 @@ export function shed(ctx: Ctx, reason: ShedReason): void {
 export const SHED_LOG_MS = 10_000;
 
 /** Per site: when the last shedding warning was written, and the refusals since, by reason. */
-const shedLogs = new WeakMap<Ctx['deps'], Map<string, { loggedAt: number; refused: number; reasons: Record<string, number> }>>();
+const shedLogs = new WeakMap<Ctx['deps'], Map<string, ShedLog>>();
+
+interface ShedLog {
+  loggedAt: number;
+  refused: number;
+  reasons: Record<string, number>;
+  /** Writes the refusals not yet in a line, SHED_LOG_MS after the line before. */
+  flush: ReturnType<typeof setTimeout> | undefined;
+}
 
 /**
  * A warning in the log while a site sheds: at its first refusal, then at the first refusal
- * SHED_LOG_MS or more after the line before, with the refusals since that line, by reason. A fifth of a site's requests
- * refused used to leave no line above info (access lines, metrics and /status said it;
- * new-operator trial).
+ * SHED_LOG_MS or more after the line before, with the refusals since that line, by reason, and
+ * SHED_LOG_MS after a line in any case when refusals came since (a burst that stops within
+ * that time: a fresh gateway's 94 refusals in its first 2 s left one line saying 1; normal-day
+ * trial). A fifth of a site's requests refused used to leave no line above info (access lines,
+ * metrics and /status said it; new-operator trial).
  */
 export function noteShed(ctx: Pick<Ctx, 'deps'>, site: string, reason: ShedReason): void {
   const { deps } = ctx;
@@ -148,10 +158,28 @@ export function noteShed(ctx: Pick<Ctx, 'deps'>, site: string, reason: ShedReaso
   if (bySite === undefined) shedLogs.set(deps, (bySite = new Map()));
   const now = deps.clock.now();
   let state = bySite.get(site);
-  if (state === undefined) bySite.set(site, (state = { loggedAt: -Infinity, refused: 0, reasons: {} }));
+  if (state === undefined) bySite.set(site, (state = { loggedAt: -Infinity, refused: 0, reasons: {}, flush: undefined }));
   state.refused++;
   state.reasons[reason] = (state.reasons[reason] ?? 0) + 1;
-  if (now - state.loggedAt < SHED_LOG_MS) return;
+  if (now - state.loggedAt < SHED_LOG_MS) {
+    if (state.flush === undefined) {
+      const pending = state;
+      pending.flush = setTimeout(() => {
+        pending.flush = undefined;
+        if (pending.refused > 0) writeShedLine(deps, site, pending, deps.clock.now());
+      }, state.loggedAt + SHED_LOG_MS - now);
+      pending.flush.unref?.();
+    }
+    return;
+  }
+  writeShedLine(deps, site, state, now);
+}
+
+function writeShedLine(deps: Ctx['deps'], site: string, state: ShedLog, now: number): void {
+  if (state.flush !== undefined) {
+    clearTimeout(state.flush);
+    state.flush = undefined;
+  }
   deps.logger.warn(
     { site, refused: state.refused, reasons: state.reasons, ...(state.loggedAt !== -Infinity ? { sinceMs: Math.round(now - state.loggedAt) } : {}) },
     'shedding: requests refused with 503 and Retry-After since the last such line (crowdgate_shed_total has them all)',
