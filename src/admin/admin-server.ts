@@ -6,6 +6,8 @@
  */
 import http from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
+import { isIP } from 'node:net';
+import { hostname } from 'node:os';
 import { keyPrefixFor, keyUrlSelectorsFor, makeAuthority } from '../cache/cache-key.js';
 import type { PurgeMode, PurgeSelector } from '../cache/stores/cache-store.js';
 import type { Logger } from 'pino';
@@ -24,6 +26,7 @@ import type { SiteStatus } from '../tls/acme/manager.js';
 import type { LastReload } from '../config/live-reload.js';
 import { prefersJson } from '../errors.js';
 import { renderStatusPage, STATUS_PAGE_HEADERS } from './status-page.js';
+import { isLoopbackHost } from '../log.js';
 
 const MAX_PURGE_BODY = 64 * 1024;
 
@@ -79,6 +82,8 @@ export function createAdminServer(gw: AdminGateway): http.Server {
 async function handleAdmin(gw: AdminGateway, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://admin');
   const path = url.pathname;
+  if (!answersHost(gw.runtime().config.admin, req.headers.host))
+    return json(res, 421, { error: 'this Host is not answered by the admin listener on a loopback address (add it to admin.allowedHosts)' });
   if (path === '/healthz') return json(res, 200, { status: 'ok' });
   if (path === '/readyz') {
     const r = gw.readiness();
@@ -118,6 +123,24 @@ async function handleAdmin(gw: AdminGateway, req: http.IncomingMessage, res: htt
     return purge(gw, req, res);
   }
   return json(res, 404, { error: 'not found', endpoints: ['/healthz', '/readyz', '/metrics', '/status', 'POST /purge'] });
+}
+
+/**
+ * DNS rebinding: a web page open in a browser on the gateway's machine can point a name of its
+ * own at 127.0.0.1 and read the admin listener as its own origin (/status.json names the
+ * origins and the hottest paths; attacker trial). Such a request carries that name as Host. So
+ * on a loopback admin address only IP literals, `localhost` (and `*.localhost`), this machine's
+ * name and `admin.allowedHosts` are answered; a request without Host too (HTTP/1.0 tools). On
+ * any other address every name is (a scraper may use any; the tokens guard it).
+ */
+export function answersHost(admin: { host: string; allowedHosts: readonly string[] }, host: string | undefined): boolean {
+  if (host === undefined || host === '' || !isLoopbackHost(admin.host)) return true;
+  if (host.startsWith('[')) return true; // an IPv6 literal
+  const name = host.replace(/:\d*$/, '').replace(/\.$/, '').toLowerCase();
+  if (isIP(name) !== 0 || name === 'localhost' || name.endsWith('.localhost')) return true;
+  const own = hostname().toLowerCase();
+  if (name === own || name === own.split('.')[0]) return true;
+  return admin.allowedHosts.some((h) => h.toLowerCase().replace(/\.$/, '') === name);
 }
 
 export function statusSnapshot(gw: AdminGateway): Record<string, unknown> {

@@ -60,6 +60,12 @@ export const adminSchema = z
       .min(16, 'must be at least 16 characters')
       .optional()
       .describe('Bearer token for /status and /status.json (they name hot paths and origins); without it /readyz leaves out the origin addresses and names (states stay). Unset: open, like /metrics.'),
+    allowedHosts: z
+      .array(z.string().min(1))
+      .default([])
+      .describe(
+        "On a loopback admin address, the Host names answered besides IP addresses, localhost (and *.localhost) and this machine's name; any other gets 421, so a web page open on this machine cannot rebind a name of its own to 127.0.0.1 and read /status or /metrics. On any other address every name is answered (the tokens guard it).",
+      ),
   })
   .describe('The admin listener: /healthz /readyz /metrics /status /purge. On a non-loopback address without a token, the gateway warns at start.');
 

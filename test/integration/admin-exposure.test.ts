@@ -43,6 +43,27 @@ describe('admin exposure', () => {
     expect(JSON.stringify(await readyAuth.body.json())).toContain(new URL(o.url).host);
   });
 
+  it('on loopback, answers only IP addresses, localhost, this machine and admin.allowedHosts as Host: a rebinding page gets 421 (attacker trial)', async () => {
+    const o = await origin();
+    const g = await gateway({ admin: { allowedHosts: ['gw.internal'] }, sites: [siteFor([o.url])] });
+    const port = new URL(g.adminUrl).port;
+    for (const path of ['/status.json', '/metrics', '/readyz']) {
+      const rebound = await request(`${g.adminUrl}${path}`, { headers: { host: `rebind.attacker.example:${port}` } });
+      expect(rebound.statusCode).toBe(421);
+      expect(await rebound.body.text()).toContain('admin.allowedHosts');
+    }
+    for (const host of [`localhost:${port}`, `127.0.0.1:${port}`, `gw.internal:${port}`, `GW.Internal.:${port}`]) {
+      const ok = await request(`${g.adminUrl}/status.json`, { headers: { host } });
+      expect(ok.statusCode, host).toBe(200);
+      await ok.body.text();
+    }
+    // Beyond loopback any name is answered (a scraper may use any; the tokens guard it).
+    const exposed = await gateway({ admin: { host: '0.0.0.0', port: 0, statusToken: TOKEN, purgeToken: TOKEN }, sites: [siteFor([o.url])] });
+    const far = await request(`http://127.0.0.1:${new URL(exposed.adminUrl).port}/metrics`, { headers: { host: 'crowdgate.prod.example:9091' } });
+    expect(far.statusCode).toBe(200);
+    await far.body.text();
+  });
+
   it('warns at start when the admin listener is on a non-loopback address without tokens, and not on loopback', async () => {
     const o = await origin();
     const exposed = await gateway({ admin: { host: '0.0.0.0', port: 0 }, sites: [siteFor([o.url])] });
