@@ -201,10 +201,10 @@ const RTT_NOISE_MS = 5;
  */
 const RTT_NOISE_RATIO = 0.02;
 /**
- * And the window's sampling noise: this many standard errors of its mean round trip, from the
- * spread each sample's latency class shows with nobody queueing (LimitSample.spreadMs; the
- * error of a mean of n samples is sqrt(Σ spread²) / n). A site's pages do not all cost the
- * same: uncached pages of 100-250 ms (WordPress's, MediaWiki's) spread a window of eight by
+ * And the window's sampling noise: this many standard errors of its mean round trip less its
+ * baseline, from the spread each sample's latency class shows with nobody queueing (its
+ * baseline's variance; see windowNoise). Samples that name no class get none. A site's pages
+ * do not all cost the same: uncached pages of 100-250 ms (WordPress's, MediaWiki's) spread a window of eight by
  * ±15 ms about the mix's mean, a third of the windows read as queueing against a 5 ms slack,
  * the limit stayed at 7-16 for 50 clients who needed 30 at an origin with room for any number,
  * and 41-65 % of the requests were refused `predicted_wait` (the normal-day bench with
