@@ -754,21 +754,16 @@ export class Gradient2Limit implements Limit {
     this.measuredLongRttMs = Math.max(0.1, mix + this.measuredOffset);
   }
 
-  /** Moves the long-term RTT to `ms` by its offset (a rebase, the drift rule), the measured one too unless `driftOnly`. */
+  /**
+   * Moves the long-term RTT to `ms` by its offset (a rebase, the drift rule), the measured one
+   * too unless `driftOnly`. Only once there is one: it comes from a baseline (syncLong), and
+   * baselines are never all forgotten (forgetLeastShared makes room for a new one).
+   */
   private moveLong(ms: number, driftOnly = false): void {
-    const long = this.longRttMs;
-    if (long === undefined) {
-      this.longRttMs = ms;
-      if (!driftOnly) this.measuredLongRttMs = ms;
-      return;
-    }
+    const long = this.longRttMs!;
     this.offset += ms - long;
     if (!driftOnly) this.measuredOffset += ms - (this.measuredLongRttMs ?? long);
     this.syncLong();
-    if (this.baselines.size === 0) {
-      this.longRttMs = ms;
-      if (!driftOnly) this.measuredLongRttMs = ms;
-    }
   }
 
   /**
