@@ -335,7 +335,7 @@ export class Limiter {
   /** The earliest start of an overdue request that started after promptStartedAt (see slowForEveryone). */
   private firstOverdueAfterPrompt = -Infinity;
   // Shared sample object: the Limit contract says implementations copy what they keep.
-  private readonly sample: LimitSample = { rttMs: 0, inflight: 0, originInflight: 0, peerInflight: 0, waiting: 0, dropped: false, hostDelayMs: 0, stratum: undefined, stratumShare: undefined, scaleMs: undefined };
+  private readonly sample: LimitSample = { rttMs: 0, inflight: 0, originInflight: 0, peerInflight: 0, waiting: 0, dropped: false, hostDelayMs: 0, stratum: undefined, stratumShare: undefined, scaleMs: undefined, classBaseMs: undefined };
   private readonly hostDelayMs: (() => number) | undefined;
   private readonly peersInflight: (() => number) | undefined;
   /** Saturation accounting (see saturatedSeconds): whether saturated now, since when, and the time before. */
@@ -1016,6 +1016,7 @@ export class Limiter {
       s.stratum = this.latency.lastStratum;
       s.stratumShare = this.latency.lastShare;
       s.scaleMs = this.latency.lastScale;
+      s.classBaseMs = this.latency.lastBase;
       this.algorithm.onSample(s, now);
     }
     if (this.queue.length > 0 && this.inflightCount >= this.limit) this.moveOverdue(now);
@@ -1241,6 +1242,8 @@ class LatencyClasses {
   lastShare: number | undefined;
   /** The scale that sample was read on (LimitSample.scaleMs), or undefined when it was read as it is. */
   lastScale: number | undefined;
+  /** The no-load round trip of its class it was read against (LimitSample.classBaseMs), with lastScale. */
+  lastBase: number | undefined;
 
   /** A class's typical round trip (an EWMA, α = 0.1, of its successful ones), ms; 0 when unknown. */
   typical(name: string | undefined): number {
@@ -1293,6 +1296,7 @@ class LatencyClasses {
     this.lastStratum = undefined;
     this.lastShare = undefined;
     this.lastScale = undefined;
+    this.lastBase = undefined;
     if (name === undefined) return rttMs;
     const own = this.classOf(name);
     let weighted = 0;
@@ -1311,7 +1315,10 @@ class LatencyClasses {
     this.lastStratum = own.id;
     this.lastShare = own.share / all;
     const onScale = own.samples >= LATENCY_CLASS_SAMPLES && known > 1 && shares > 0;
-    if (onScale) this.lastScale = weighted / shares;
+    if (onScale) {
+      this.lastScale = weighted / shares;
+      this.lastBase = own.base;
+    }
     const read = onScale ? rttMs - own.base + weighted / shares : rttMs;
     if (noLoad) {
       // The least of the first samples, so one slow cold start (a new connection, a cold

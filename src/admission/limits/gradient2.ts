@@ -128,8 +128,11 @@
  * window's: a baseline taken while everything was still cold can read a 50 ms origin as 100 ms,
  * and hide from the first test the queueing the others see. Against an origin
  * with C slots it stops by 1.5 C: at C the RTT is flat; at 1.5 C a third of the window waits
- * behind the slots, which ends slow start for good and hands over to the gradient. An origin
- * whose own latencies spread widely leaves slow start at once, and the limit grows as before.
+ * behind the slots, which ends slow start for good and hands over to the gradient. Where the
+ * samples name their latency classes, the percentile is read class by class (classPercentile),
+ * compared with the last step's relative to its window's baseline, with the chance spread
+ * allowed for, and without the spread test. Samples of no class are read as they are, and an
+ * origin whose own latencies spread widely then leaves slow start at once.
  * It needs a baseline (MIN_BASELINE_SAMPLES no-load samples); without one the probe comes first.
  * Its steps are judged again in hindsight against the no-load RTT learned later, and taken back
  * when it shows their windows were queueing (see judgeStepsInHindsight).
@@ -309,6 +312,14 @@ const JOIN_MIN_INTERVAL_MS = 5_000;
 const JOIN_GAP_PROBES = 4;
 /** A window whose gradient is below this ends slow start for good (the origin queues). */
 const SLOW_START_EXIT = 0.8;
+/**
+ * How far a class's own 80th percentile lies above its mean, in its standard deviations (a
+ * normal distribution's; a uniform one's is 1.04, an exponential's 0.61): see classPercentile.
+ */
+const SPREAD_Z = 0.84;
+/** A class's spread, as a share of its round trip, until its no-load samples tell (see classVariance). */
+const YOUNG_CV = 0.25;
+const YOUNG_PRIOR_SAMPLES = 2;
 /** A window at the new limit whose 80th percentile rose past this multiple of the last step's ends it too. */
 const SLOW_START_RISE = 1.25;
 
@@ -341,8 +352,8 @@ export class Gradient2Limit implements Limit {
    * no-load sample count and latest share of the traffic (see Baselines). The long-term RTT is
    * their share-weighted mean plus `offset`.
    */
-  private readonly baselines = new Map<number, { ms: number; variance: number; n: number; share: number; provisional: number }>();
-  /** What probes, exonerations, the drift rule and scale moves learned beyond the classes' own round trips, ms. */
+  private readonly baselines = new Map<number, Baseline>();
+  /** What probes, exonerations and the drift rule learned beyond the classes' own round trips, ms. */
   private offset = 0;
   /** `offset` without the drift rule's moves (measuredLongRttMs). */
   private measuredOffset = 0;
@@ -391,11 +402,14 @@ export class Gradient2Limit implements Limit {
   private slowStartRefP80: number | undefined;
   /** Its spread, 80th over 20th percentile. */
   private slowStartRefSpread = 1;
+  /** What that window's classes read with nobody queueing, and whether it was read class by class (classPercentile). */
+  private slowStartRefBase = 1;
+  private slowStartRefClassRead = false;
   /**
    * Slow start's steps while it lasts, oldest first: the 80th-percentile RTT and the slack that
    * justified each, and the estimate and peak before it (see judgeStepsInHindsight).
    */
-  private readonly slowStartSteps: { p80: number; slack: number; before: number; peakBefore: number }[] = [];
+  private readonly slowStartSteps: { p80: number; slack: number; before: number; peakBefore: number; mix: number }[] = [];
   /**
    * The no-load RTT as no-load samples and probes measured it, without the drift rule's moves
    * (one quick window is the endpoint mix): what slow start's steps are judged against.
@@ -578,8 +592,11 @@ export class Gradient2Limit implements Limit {
 
   onSample(sample: LimitSample, now: number): void {
     const rtt = sample.rttMs;
-    if (sample.scaleMs !== undefined) this.followScale(sample.scaleMs);
-    this.noteShare(sample);
+    // As the origin took it (see followScale): what the baselines learn from.
+    const raw = sample.scaleMs !== undefined && sample.classBaseMs !== undefined ? sample.rttMs - sample.scaleMs + sample.classBaseMs : rtt;
+    this.noteShare(sample, raw);
+    this.followScale(sample);
+    this.syncLong();
     if (!this.judged && this.probeLimit === 0) this.shareUnjudged(sample);
     if (sample.inflight >= Math.floor(this.estimate)) {
       if (this.firstBindingAt === undefined || now - this.lastBindingAt >= RELEARN_AFTER_IDLE_MS) this.firstBindingAt = now;
@@ -593,14 +610,14 @@ export class Gradient2Limit implements Limit {
       if (!sample.dropped && sample.inflight <= this.probeLimit) {
         const k = sample.stratum ?? -1;
         const st = this.probeStrata.get(k);
-        if (st === undefined) this.probeStrata.set(k, { sum: rtt, sq: rtt * rtt, count: 1, share: sample.stratumShare ?? 0 });
+        if (st === undefined) this.probeStrata.set(k, { sum: raw, sq: raw * raw, count: 1, share: sample.stratumShare ?? 0 });
         else {
-          st.sum += rtt;
-          st.sq += rtt * rtt;
+          st.sum += raw;
+          st.sq += raw * raw;
           st.count++;
           st.share = sample.stratumShare ?? 0;
         }
-        if (++this.probeCount >= this.probeSamples) this.endProbe(now);
+        if (++this.probeCount >= (this.probeCold ? Math.min(MIN_BASELINE_SAMPLES, this.probeSamples) : this.probeSamples)) this.endProbe(now);
       }
       // A probe that cannot collect its samples (requests started before it still hold the
       // permits) must not hold the limit down: it ends after PROBE_MAX_MS with what it has.
@@ -611,7 +628,7 @@ export class Gradient2Limit implements Limit {
     // doubled it, and its queueing would read as the no-load RTT.
     if (!sample.dropped && sample.inflight + (sample.peerInflight ?? 0) <= Math.max(this.min, this.estimate / 2) && now - rtt >= this.exoneratedAt) {
       this.longCount++;
-      this.learnBaseline(sample);
+      this.learnBaseline(sample, raw);
       this.lastNoLoadAt = now;
     }
     this.lastNoLoadAt ??= now;
@@ -675,20 +692,20 @@ export class Gradient2Limit implements Limit {
    * refused at an origin with room for any number (a model of the normal-day bench with
    * `--page-ms 100-250 --page-share 0.7`); and a window that happened to hold only pages read
    * as a queue against any mean of the mix. So each latency class keeps its own no-load round
-   * trip (an EWMA of its no-load samples, clipped at twice it, as the long-term RTT was); the
+   * trip (an EWMA of its no-load samples, clipped at twice it, as the long-term RTT was; its
+   * first round trips' mean until three no-load samples stand for it: see classRawMs); the
    * long-term RTT is their share-weighted mean plus an offset that holds what probes (which
    * measure each class anew and reset it), exonerations and the drift rule learned; and a
    * window is judged against the baselines of the classes it holds, weighted as its trimmed
    * mean weighs them (a class with none counts at the long-term RTT). Samples of no class are
    * one class: the long-term RTT is then exactly what it was.
    */
-  private learnBaseline(sample: LimitSample): void {
-    const rtt = sample.rttMs;
+  private learnBaseline(sample: LimitSample, rtt: number): void {
     const k = sample.stratum ?? -1;
     let b = this.baselines.get(k);
     if (b === undefined) {
       if (this.baselines.size >= MAX_BASELINES) this.forgetLeastShared();
-      b = { ms: rtt - this.offset, variance: 0, n: 0, share: k < 0 ? 1 : (sample.stratumShare ?? 0), provisional: 0 };
+      b = { ms: rtt - this.offset, variance: 0, n: 0, share: k < 0 ? 1 : (sample.stratumShare ?? 0), provisional: 0, firstMs: 0, firstVariance: 0, base: undefined };
       this.baselines.set(k, b);
     }
     b.n++;
@@ -701,28 +718,46 @@ export class Gradient2Limit implements Limit {
   }
 
   /**
-   * The latest share of a sample's class, for the weights (see Baselines); and a class with no
-   * no-load sample yet takes the mean of its first PROVISIONAL_SAMPLES round trips, however
-   * loaded, until one comes (a class first seen under load: WordPress's API calls behind its
-   * pages at a restart). Counted at the long-term RTT instead, a window of such classes read
-   * against whatever the other classes take.
+   * The latest share of a sample's class, for the weights (see Baselines); and the mean of a
+   * class's first PROVISIONAL_SAMPLES round trips, however loaded, which stands for its no-load
+   * round trip until MIN_BASELINE_SAMPLES no-load samples do (see classMs): a class first seen
+   * under load (WordPress's API calls behind its pages at a restart), counted at the long-term
+   * RTT instead, read against whatever the other classes take; and one no-load page of 113 ms,
+   * the quickest of 100-250 ms pages, read every later window of pages as a queue, the limit
+   * sank from 8 to 4 and half of 25 clients' requests were refused until a probe 11 s later (the
+   * model of the normal-day bench with `--page-ms 100-250 --page-share 0.7`).
    */
-  private noteShare(sample: LimitSample): void {
+  private noteShare(sample: LimitSample, raw: number): void {
     const k = sample.stratum;
     if (k === undefined || k < 0) return;
+    const share = sample.stratumShare ?? 0;
+    // The other classes' shares, last told with their own samples, make up the rest: a class
+    // seen first, at a share of 1, and not since (API calls behind a fresh gateway's pages)
+    // weighed as much as the pages in the long-term RTT for seconds.
+    let others = 0;
+    for (const [j, o] of this.baselines) if (j !== k && j >= 0) others += o.share;
+    if (others > 1 - share) {
+      const scale = Math.max(0, 1 - share) / others;
+      for (const [j, o] of this.baselines) if (j !== k && j >= 0) o.share *= scale;
+    }
     let b = this.baselines.get(k);
-    if (b !== undefined) b.share = sample.stratumShare ?? 0;
-    if (sample.dropped || (b !== undefined && (b.n > 0 || b.provisional >= PROVISIONAL_SAMPLES))) return;
+    if (b !== undefined) b.share = share;
+    if (sample.dropped || (b !== undefined && b.provisional >= PROVISIONAL_SAMPLES)) return;
     if (b === undefined) {
       if (this.baselines.size >= MAX_BASELINES) this.forgetLeastShared();
-      b = { ms: 0, variance: 0, n: 0, share: sample.stratumShare ?? 0, provisional: 0 };
+      b = { ms: 0, variance: 0, n: 0, share, provisional: 0, firstMs: 0, firstVariance: 0, base: undefined };
       this.baselines.set(k, b);
     }
     b.provisional++;
     const alpha = 1 / b.provisional;
-    const d = sample.rttMs - this.offset - b.ms;
-    b.ms += d * alpha;
-    b.variance = (1 - alpha) * (b.variance + alpha * d * d);
+    const d = raw - this.offset - b.firstMs;
+    b.firstMs += d * alpha;
+    b.firstVariance = (1 - alpha) * (b.firstVariance + alpha * d * d);
+    // Until its first no-load sample, it is the baseline (a re-base keeps it as one).
+    if (b.n === 0) {
+      b.ms = b.firstMs;
+      b.variance = b.firstVariance;
+    }
   }
 
   private forgetLeastShared(): void {
@@ -738,9 +773,9 @@ export class Gradient2Limit implements Limit {
     let weight = 0;
     let plain = 0;
     for (const b of this.baselines.values()) {
-      sum += b.share * b.ms;
+      sum += b.share * this.classMs(b);
       weight += b.share;
-      plain += b.ms;
+      plain += this.classMs(b);
     }
     if (this.baselines.size === 0) return undefined;
     return weight > 0 ? sum / weight : plain / this.baselines.size;
@@ -783,7 +818,7 @@ export class Gradient2Limit implements Limit {
         const b = this.baselines.get(k);
         if (b === undefined) continue;
         const w = (this.windowShares.get(k) ?? 0) / total;
-        v += w * w * b.variance * (1 / count + 1 / Math.max(1, b.n, b.provisional));
+        v += w * w * classVariance(b) * (1 / count + 1 / Math.max(1, b.n, b.provisional));
       }
       return Math.sqrt(v);
     }
@@ -793,7 +828,59 @@ export class Gradient2Limit implements Limit {
     if (k < 0) return 0;
     for (let i = 1; i < n; i++) if (this.windowStrata[i] !== k) return 0;
     const b = this.baselines.get(k);
-    return b === undefined ? 0 : Math.sqrt(b.variance * (1 / n + 1 / Math.max(1, b.n, b.provisional)));
+    return b === undefined ? 0 : Math.sqrt(classVariance(b) * (1 / n + 1 / Math.max(1, b.n, b.provisional)));
+  }
+
+  /**
+   * Slow start's 80th percentile of a window whose samples all name their classes (`base`:
+   * what its classes read with nobody queueing; undefined for a window with samples of no
+   * class): the window's baseline plus the 80th percentile of its round trips' residuals, each
+   * less its own class's baseline (share-weighted, as stratifiedTrimmedMean weighs them), less
+   * the part of that percentile the classes' own no-load spread makes (SPREAD_Z of each class's
+   * standard deviation, share-weighted). The
+   * mix's plain 80th percentile is a page's while its mean is the mix's: where 100-250 ms pages
+   * are seven requests in ten beside 5-20 ms API calls, every window read 30-50 % past its
+   * allowance, the first window after a fresh gateway's first probe ended slow start, and the
+   * limit climbed from 8 by about 2.5 a second while 100 clients waited (the normal-day bench
+   * with `--page-ms 100-250 --page-share 0.7`). Queueing in the origin adds the same wait to
+   * every class, so it still moves the residuals in full. With nobody queueing it reads near
+   * `base`.
+   */
+  private classPercentile(n: number, base: number): number | undefined {
+    const counts = CLASS_COUNTS;
+    counts.clear();
+    for (let i = 0; i < n; i++) {
+      const k = this.windowStrata[i]!;
+      if (k < 0) return undefined;
+      counts.set(k, (counts.get(k) ?? 0) + 1);
+    }
+    let total = 0;
+    for (const k of counts.keys()) total += this.windowShares.get(k) ?? 0;
+    if (n === 0 || !(total > 0)) return undefined;
+    const long = this.longRttMs ?? base;
+    let own = 0;
+    const order = ORDER.subarray(0, n);
+    for (let i = 0; i < n; i++) {
+      const b = this.baselines.get(this.windowStrata[i]!);
+      RESIDUALS[i] = this.windowRtts[i]! - (b === undefined ? long : this.classMs(b) + this.offset);
+      order[i] = i;
+    }
+    for (const k of counts.keys()) {
+      const b = this.baselines.get(k);
+      if (b === undefined) continue;
+      own += ((this.windowShares.get(k) ?? 0) / total) * Math.min(Math.sqrt(classVariance(b)), Math.max(0, this.classMs(b) + this.offset));
+    }
+    order.sort((a, b) => RESIDUALS[a]! - RESIDUALS[b]!);
+    let cum = 0;
+    let p80 = RESIDUALS[order[0]!]!;
+    for (const i of order) {
+      const k = this.windowStrata[i]!;
+      const w = (this.windowShares.get(k) ?? 0) / total / counts.get(k)!;
+      if (w === 0) continue;
+      if (cum < 0.8) p80 = RESIDUALS[i]!;
+      cum += w;
+    }
+    return base + p80 - SPREAD_Z * own;
   }
 
   /**
@@ -809,38 +896,41 @@ export class Gradient2Limit implements Limit {
     let weight = 0;
     for (const [k, share] of shares) {
       const b = this.baselines.get(k);
-      sum += share * (b === undefined ? long : b.ms + this.offset);
+      sum += share * (b === undefined ? long : this.classMs(b) + this.offset);
       weight += share;
     }
     return weight > 0 ? sum / weight : long;
   }
 
   /**
-   * The Limiter reads samples on one scale once it knows two latency classes (LimitSample.scaleMs),
-   * and that scale moves as the classes' shares and no-load round trips do. The long-term RTT is
-   * kept on it: learned from samples read as they were (a fresh gateway's first answers are its
-   * fastest endpoint's, 12-45 ms, while its 100-250 ms pages are still out), it was a third of the
-   * scale the pages were then read on, every window read as a queue, the limit sank to 5-8 for
-   * 100 clients at an origin with room for them all, and 92 % of them were refused until the
-   * periodic probe 30 s later (the normal-day bench with `--page-ms 100-250 --page-share 0.7`).
-   * So the first sample read on a scale sets the long-term RTT to it (a no-load sample of the mix
-   * reads as the scale), and a later move of the scale moves it alike, keeping what probes,
-   * no-load samples and exonerations learned beyond the classes' own round trips.
+   * The Limiter reads samples on one scale once it knows two latency classes (LimitSample.scaleMs):
+   * a sample of a class is read as `rtt - base(class) + scale`, where base is the class's no-load
+   * round trip as the Limiter knows it (LimitSample.classBaseMs), and the scale moves as the
+   * classes' shares and bases do. The baselines here learn round trips as the origin took them
+   * (the sample read back: `rttMs - scaleMs + classBaseMs`), and a class whose samples are read
+   * on the scale is judged on it (classMs): its baseline less the base it was last read against,
+   * plus the scale now. The Limiter's base for a class is the least of its first samples, then
+   * creeps toward their median; 100-250 ms pages whose first three included one of 110 ms read
+   * 65 ms above the scale for as long as the limit bound (no no-load samples came to move it).
+   * Setting every class's baseline to the scale when the first sample was read on it (as
+   * before) read such a window as a queue; and it set classes whose samples were still read as
+   * they were (fewer than the Limiter's LATENCY_CLASS_SAMPLES no-load samples) to the scale too.
    */
-  private followScale(scale: number): void {
-    const before = this.scaleMs;
-    this.scaleMs = scale;
-    if (before === scale || this.longRttMs === undefined) return;
-    if (before === undefined) {
-      // Every class's no-load samples read as the scale from now on.
-      for (const b of this.baselines.values()) b.ms = scale;
-      this.offset = 0;
-      this.measuredOffset = 0;
-    } else {
-      this.offset += scale - before;
-      this.measuredOffset += scale - before;
+  private followScale(sample: LimitSample): void {
+    const b = this.baselines.get(sample.stratum ?? -1);
+    if (sample.scaleMs === undefined || sample.classBaseMs === undefined) {
+      // Read as it is again (the Limiter forgot the other classes).
+      if (b !== undefined) b.base = undefined;
+      return;
     }
-    this.syncLong();
+    this.scaleMs = sample.scaleMs;
+    if (b !== undefined) b.base = sample.classBaseMs;
+  }
+
+  /** A class's no-load round trip as its windows are judged (see followScale and classRawMs), less the offset. */
+  private classMs(b: Baseline): number {
+    const raw = classRawMs(b);
+    return b.base !== undefined && this.scaleMs !== undefined ? raw - b.base + this.scaleMs : raw;
   }
 
   /**
@@ -881,6 +971,12 @@ export class Gradient2Limit implements Limit {
     /** The origin's own round trip, re-based without a probe (see Exoneration). */
     let rebaseMs: number | undefined;
     let unexplained = false;
+    /** What this window's classes read with nobody queueing, before the drift rule moved it. */
+    let windowBase: number | undefined;
+    /** Its 80th percentile is read class by class (classPercentile). */
+    let classRead = false;
+    /** The allowance for a window's chance spread (see NOISE_SE). */
+    let noise = 0;
     /** What queueing behind this window's requests could make of a round trip, ms (see Exoneration). */
     let bound = 0;
     if (this.windowMaxInflight >= Math.floor(this.estimate) && this.windowAtLimit * 2 >= this.windowSamples) this.judged = true;
@@ -896,7 +992,7 @@ export class Gradient2Limit implements Limit {
       const kept = Math.min(this.windowRttCount, WINDOW_RESERVOIR);
       const stratified = stratifiedTrimmedMean(this.windowRtts, this.windowStrata, kept, this.windowShares);
       // (before trimmedMean sorts the round trips in place)
-      const noise = NOISE_SE * this.windowNoise(kept, stratified !== undefined);
+      noise = NOISE_SE * this.windowNoise(kept, stratified !== undefined);
       const trimmed = stratified ?? trimmedMean(this.windowRtts, kept);
       const shortRtt = trimmed.mean;
       p80 = trimmed.p80;
@@ -904,6 +1000,14 @@ export class Gradient2Limit implements Limit {
       this.shortRttMs = shortRtt;
       // What this window's classes read with nobody queueing (see Baselines).
       let base = this.windowBaseline(this.windowShares, stratified !== undefined);
+      windowBase = base;
+      // Slow start's percentile, of a window whose samples name their classes: each class's own
+      // spread is not a queue (see classPercentile).
+      const own = base === undefined ? undefined : this.classPercentile(kept, base);
+      if (own !== undefined) {
+        p80 = own;
+        classRead = true;
+      }
       if (base !== undefined) {
         if (shortRtt < DRIFT_RATIO * base - noise) {
           drifted = true;
@@ -972,7 +1076,7 @@ export class Gradient2Limit implements Limit {
         this.exonerate(now, EXONERATE_GROWTH, this.windowMaxDemand);
         // The doubling is judged in hindsight like a slow-start step: a probe that later finds
         // the origin quick again (a no-load RTT far below this window's) takes it back.
-        this.slowStartSteps.push({ p80, slack: this.slack(rebaseMs), before, peakBefore });
+        this.slowStartSteps.push({ p80, slack: this.slack(rebaseMs), before, peakBefore, mix: 0 });
       }
       this.resetWindow();
       return;
@@ -991,9 +1095,18 @@ export class Gradient2Limit implements Limit {
         // start slows every request alike, while queueing behind C slots splits the window in
         // two (the requests that found a slot, and the ones that waited a service time more),
         // which a warming origin's falling round trips cannot hide.
+        // Read class by class (classPercentile), a window of the mix holds its classes in chance
+        // proportions and a chance few of each: the last step's percentile is taken relative to
+        // its window's baseline, the chance spread is allowed for, and the spread test is left
+        // out (two windows' 80th over 20th percentiles of 26 samples each, no queueing, differed
+        // by a third).
         (measuredAfterStep &&
           this.slowStartRefP80 !== undefined &&
-          (p80 > SLOW_START_RISE * this.slowStartRefP80 + RTT_NOISE_MS || spread > SLOW_START_RISE * this.slowStartRefSpread)))
+          (p80 >
+            SLOW_START_RISE * this.slowStartRefP80 * (classRead || this.slowStartRefClassRead ? (windowBase ?? 1) / this.slowStartRefBase : 1) +
+              RTT_NOISE_MS +
+              (classRead ? noise : 0) ||
+            (!classRead && !this.slowStartRefClassRead && spread > SLOW_START_RISE * this.slowStartRefSpread))))
     )
       this.slowStart = false;
     if (
@@ -1010,11 +1123,14 @@ export class Gradient2Limit implements Limit {
         slack: this.slack(this.longRttMs ?? 0),
         before: this.estimate,
         peakBefore: this.peakEstimate,
+        mix: windowBase !== undefined && this.longRttMs !== undefined ? windowBase - this.longRttMs : 0,
       });
       this.estimate = clamp(this.estimate * SLOW_START_FACTOR, this.min, this.max);
       this.slowStartStepAt = now;
       this.slowStartRefP80 = p80;
       this.slowStartRefSpread = spread;
+      this.slowStartRefBase = windowBase ?? 1;
+      this.slowStartRefClassRead = classRead;
       if (this.estimate > this.peakEstimate) this.peakEstimate = this.estimate;
       this.resetWindow();
       return;
@@ -1076,7 +1192,7 @@ export class Gradient2Limit implements Limit {
     let reverted = false;
     while (steps.length > 0) {
       const step = steps[steps.length - 1]!;
-      if ((this.tolerance * long + step.slack) / step.p80 >= SLOW_START_EXIT) break;
+      if ((this.tolerance * (long + step.mix) + step.slack) / step.p80 >= SLOW_START_EXIT) break;
       steps.pop();
       if (step.before < this.estimate) this.estimate = step.before;
       this.peakEstimate = Math.max(step.peakBefore, this.estimate);
@@ -1097,6 +1213,8 @@ export class Gradient2Limit implements Limit {
 
   /** See Limit.onProbe: set by the Limiter. */
   onProbe: (() => void) | undefined = undefined;
+  /** The probe running measures a first baseline (see startProbe). */
+  private probeCold = false;
   /** How long the last probe lasted, ms (see joinProbe). */
   private lastProbeMs = 0;
 
@@ -1134,6 +1252,7 @@ export class Gradient2Limit implements Limit {
     this.jumpWindows = 0;
     this.probeMaxMs = Math.min(PROBE_CAP_MS, Math.max(PROBE_MAX_MS, PROBE_RTTS * (this.shortRttMs ?? 0)));
     this.probeLimit = Math.max(this.min, Math.floor(this.estimate / 4));
+    this.probeCold = this.longCount < MIN_BASELINE_SAMPLES;
     this.probeCount = 0;
     this.probeDrops = 0;
     this.probeMaxDemand = 0;
@@ -1157,14 +1276,31 @@ export class Gradient2Limit implements Limit {
         const b = this.baselines.get(k);
         const mean = st.sum / st.count;
         const variance = Math.max(0, st.sq / st.count - mean * mean);
-        if (b === undefined) this.baselines.set(k, { ms: mean, variance, n: st.count, share: k < 0 ? 1 : st.share, provisional: 0 });
+        // (and for its first round trips: a probe's few outweigh them)
+        if (b === undefined)
+          this.baselines.set(k, {
+            ms: mean,
+            variance,
+            n: st.count,
+            share: k < 0 ? 1 : st.share,
+            provisional: k < 0 ? 0 : PROVISIONAL_SAMPLES,
+            firstMs: mean,
+            firstVariance: variance,
+            base: undefined,
+          });
         else {
-          b.ms = mean;
-          b.variance = variance;
+          b.ms = b.firstMs = mean;
+          b.variance = b.firstVariance = variance;
+          if (k >= 0) b.provisional = PROVISIONAL_SAMPLES;
           b.n = st.count;
         }
       }
       this.syncLong();
+      // On the scale the jump it is compared with was read on (see followScale).
+      for (const [k, st] of this.probeStrata) {
+        const b = this.baselines.get(k)!;
+        st.sum += st.count * (this.classMs(b) - classRawMs(b));
+      }
       const measured = probeMean(this.probeStrata);
       this.longCount = this.probeCount;
       this.rebased = false;
@@ -1236,9 +1372,56 @@ function trimmedMean(values: Float64Array, n: number): { mean: number; p20: numb
 }
 
 /** stratifiedTrimmedMean's scratch space (one window at a time, never reentered). */
+/**
+ * A latency class's no-load round trip (see Baselines), ms less the offset: `ms` and `variance`
+ * are an EWMA of its `n` no-load samples; `firstMs` and `firstVariance` those of its first
+ * `provisional` round trips, however loaded (see noteShare); `share` its latest share of the
+ * traffic.
+ */
+interface Baseline {
+  ms: number;
+  variance: number;
+  n: number;
+  share: number;
+  provisional: number;
+  firstMs: number;
+  firstVariance: number;
+  /** The Limiter's no-load round trip for the class when its samples are read on a scale (see followScale). */
+  base: number | undefined;
+}
+
+/**
+ * A class's no-load round trip as windows are judged against it: its first round trips' mean
+ * while fewer than MIN_BASELINE_SAMPLES no-load samples say otherwise (one or two of them are
+ * its quickest answers, not its typical one; see noteShare), its no-load EWMA from then on.
+ */
+function classRawMs(b: Baseline): number {
+  return b.n < MIN_BASELINE_SAMPLES && b.provisional > b.n ? b.firstMs : b.ms;
+}
+
+/**
+ * The variance that goes with classMs. While the first round trips stand for it and one or two
+ * no-load samples say they are not all queueing, theirs (or the no-load samples', the larger)
+ * blended with a prior spread of YOUNG_CV of their mean, as if
+ * YOUNG_PRIOR_SAMPLES more had shown it: five pages of 100-250 ms that happened to take
+ * 120-140 ms spread by a fifth of what the class does, and read every later window of pages as
+ * a queue beyond the chance spread (the model of the normal-day bench with `--page-ms 100-250
+ * --page-share 0.7`: 9 % of 50 clients' requests refused).
+ */
+function classVariance(b: Baseline): number {
+  if (!(b.n < MIN_BASELINE_SAMPLES && b.provisional > b.n)) return b.variance;
+  // Seen only under load, its first round trips' mean already holds whatever queueing they met.
+  if (b.n === 0) return b.firstVariance;
+  const prior = YOUNG_CV * b.firstMs;
+  const seen = b.provisional - 1;
+  return (YOUNG_PRIOR_SAMPLES * prior * prior + seen * Math.max(b.variance, b.firstVariance)) / (YOUNG_PRIOR_SAMPLES + seen);
+}
+
 const STRATUM_COUNTS = new Map<number, number>();
+const CLASS_COUNTS = new Map<number, number>();
 const ORDER = new Uint16Array(WINDOW_RESERVOIR);
 const STRATUM_SUMS = new Map<number, { sum: number; taken: number }>();
+const RESIDUALS = new Float64Array(WINDOW_RESERVOIR);
 
 /**
  * The trimmed mean, 20th and 80th percentiles of a window whose samples name their strata

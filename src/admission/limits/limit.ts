@@ -56,6 +56,12 @@ export interface LimitSample {
    * read as they are.
    */
   scaleMs?: number;
+  /**
+   * With scaleMs: the no-load round trip of the sample's class that `rttMs` was read against
+   * (`rttMs - scaleMs + classBaseMs` is the round trip as the origin took it). It moves as the
+   * Limiter learns the class.
+   */
+  classBaseMs?: number;
 }
 
 export interface Limit {

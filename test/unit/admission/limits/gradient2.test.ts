@@ -678,6 +678,26 @@ describe('Gradient2Limit: a probe that cannot collect its samples', () => {
     expect(limit.current).toBeGreaterThanOrEqual(8);
   });
 
+  it('a first probe (no baseline yet) ends once it has MIN_BASELINE_SAMPLES samples, not probeSamples: a queue builds behind its quarter of the limit', () => {
+    const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256 });
+    let at = 0;
+    for (let i = 0; i < 10 && !limit.isProbing; i++) limit.onSample({ rttMs: 150, inflight: 8, dropped: false }, (at += 20));
+    expect(limit.isProbing).toBe(true);
+    for (let i = 0; i < 2; i++) limit.onSample({ rttMs: 150, inflight: 2, dropped: false }, (at += 75));
+    expect(limit.isProbing).toBe(true);
+    limit.onSample({ rttMs: 150, inflight: 2, dropped: false }, (at += 75));
+    expect(limit.isProbing).toBe(false);
+    expect(limit.readings().longRttMs).toBe(150);
+    expect(limit.current).toBe(8);
+    // A later probe (periodic, or the limit halved) takes its probeSamples as before.
+    limit.onSample({ rttMs: 150, inflight: 8, dropped: false }, (at += 31_000));
+    expect(limit.isProbing).toBe(true);
+    for (let i = 0; i < 9; i++) limit.onSample({ rttMs: 150, inflight: 2, dropped: false }, (at += 75));
+    expect(limit.isProbing).toBe(true);
+    limit.onSample({ rttMs: 150, inflight: 2, dropped: false }, (at += 75));
+    expect(limit.isProbing).toBe(false);
+  });
+
   it('ends on time with no sample at all (its permits held by slow requests): the time alone ends it (normal-day trial)', () => {
     const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256 });
     let at = 0;
@@ -1179,8 +1199,8 @@ describe('Gradient2Limit: a mix of classes whose own round trips spread widely (
   const API = (rand: () => number) => ({ rttMs: 5 + 15 * rand(), stratum: 0, stratumShare: 0.3 });
   const PAGE = (rand: () => number) => ({ rttMs: 100 + 150 * rand(), stratum: 1, stratumShare: 0.7 });
   /** A fresh limit whose first no-load samples are the API's (they come back first), then a few pages'. */
-  function fresh(rand: () => number) {
-    const limit = new Gradient2Limit({ initial: 16, min: 2, max: 256, slowStart: false });
+  function fresh(rand: () => number, opts: Partial<ConstructorParameters<typeof Gradient2Limit>[0]> = {}) {
+    const limit = new Gradient2Limit({ initial: 16, min: 2, max: 256, slowStart: false, ...opts });
     const at = { t: 0 };
     for (let i = 0; i < 3; i++) limit.onSample({ ...API(rand), inflight: 2, dropped: false }, (at.t += 5));
     for (let i = 0; i < 3; i++) limit.onSample({ ...PAGE(rand), inflight: 3, dropped: false }, (at.t += 40));
@@ -1206,6 +1226,77 @@ describe('Gradient2Limit: a mix of classes whose own round trips spread widely (
     expect(limit.showsQueueing(at.t)).toBe(false);
   });
 
+  it('slow start goes on through windows of the mix as it is: a class\'s own spread is not a queue (classPercentile)', () => {
+    const rand = makeRandom(5);
+    const { limit, at } = fresh(rand, { slowStart: true });
+    traffic(limit, at, rand, 300);
+    // Before, the mix's 80th percentile (a page's) against its mean ended slow start in the
+    // first window, and the limit climbed from 16 by the gradient's headroom alone.
+    expect(limit.readings().slowStart).toBe(true);
+    expect(limit.current).toBeGreaterThanOrEqual(16 * 1.5 * 1.5);
+  });
+
+  it('slow start still ends when queueing adds a wait to every class', () => {
+    const rand = makeRandom(5);
+    const { limit, at } = fresh(rand, { slowStart: true });
+    traffic(limit, at, rand, 100);
+    expect(limit.readings().slowStart).toBe(true);
+    traffic(limit, at, rand, 100, 120);
+    expect(limit.readings().slowStart).toBe(false);
+  });
+
+  it('weighs a class last heard from at a share of 1 by what the others leave it, in the long-term RTT', () => {
+    const limit = new Gradient2Limit({ initial: 16, min: 2, max: 256 });
+    let t = 0;
+    for (let i = 0; i < 5; i++) limit.onSample({ rttMs: 12, inflight: 1, dropped: false, stratum: 0, stratumShare: 1 }, (t += 5));
+    for (let i = 0; i < 3; i++) limit.onSample({ rttMs: 175, inflight: 1, dropped: false, stratum: 1, stratumShare: 0.7 }, (t += 5));
+    // Not (1 x 12 + 0.7 x 175) / 1.7 = 79: the API's share is what the pages leave.
+    expect(limit.readings().longRttMs).toBeCloseTo(0.3 * 12 + 0.7 * 175, 6);
+  });
+
+  it('does not take back a slow-start step made by a window of one class against the mix\'s long-term RTT', () => {
+    const limit = new Gradient2Limit({ initial: 16, min: 2, max: 256, minWindowSamples: 5 });
+    let t = 0;
+    for (let i = 0; i < 5; i++) limit.onSample({ rttMs: 12, inflight: 1, dropped: false, stratum: 0, stratumShare: 0.3 }, (t += 5));
+    for (let i = 0; i < 5; i++) limit.onSample({ rttMs: 175, inflight: 1, dropped: false, stratum: 1, stratumShare: 0.7 }, (t += 5));
+    expect(limit.readings().longRttMs).toBeCloseTo(0.3 * 12 + 0.7 * 175, 6);
+    // Windows of pages alone, every permit in use, at the pages' own no-load round trip.
+    for (let i = 0; i < 200; i++) limit.onSample({ rttMs: 175, inflight: limit.current, dropped: false, stratum: 1, stratumShare: 0.7 }, (t += 20));
+    expect(limit.readings().slowStart).toBe(true);
+    // Judged in hindsight against the mix's 126 ms, every step's 175 ms would be a queue, and
+    // each was taken back at the next window.
+    expect(limit.current).toBeGreaterThanOrEqual(16 * 1.5 * 1.5);
+  });
+
+  it('judges a class by its first round trips until three no-load samples stand for it (classMs): one or two are its quickest', () => {
+    const limit = new Gradient2Limit({ initial: 16, min: 2, max: 256, slowStart: false });
+    let t = 0;
+    const page = { stratum: 1, stratumShare: 1, dropped: false };
+    // Two quick pages with nobody queueing, then three at the limit.
+    for (let i = 0; i < 2; i++) limit.onSample({ rttMs: 120, inflight: 1, ...page }, (t += 5));
+    expect(limit.readings().longRttMs).toBe(120);
+    for (let i = 0; i < 3; i++) limit.onSample({ rttMs: 180, inflight: 16, ...page }, (t += 5));
+    expect(limit.readings().longRttMs).toBeCloseTo(156, 6);
+    // A third no-load sample: the no-load samples stand for the class now.
+    limit.onSample({ rttMs: 120, inflight: 1, ...page }, (t += 5));
+    expect(limit.readings().longRttMs).toBe(120);
+  });
+
+  it('allows a class judged by its first round trips a prior spread (classVariance): five alike do not make every page a fifth slower a queue', () => {
+    const limit = new Gradient2Limit({ initial: 16, min: 2, max: 256, slowStart: false, minWindowSamples: 10 });
+    let t = 0;
+    const page = { stratum: 1, stratumShare: 0.7, dropped: false };
+    // (API calls make the no-load samples a baseline to start from: no first probe.)
+    for (let i = 0; i < 3; i++) limit.onSample({ rttMs: 12, inflight: 1, stratum: 0, stratumShare: 0.3, dropped: false }, (t += 5));
+    for (let i = 0; i < 2; i++) limit.onSample({ rttMs: 130, inflight: 1, ...page }, (t += 5));
+    for (let i = 0; i < 3; i++) limit.onSample({ rttMs: 130, inflight: 16, ...page }, (t += 5));
+    for (let i = 0; i < 60; i++) limit.onSample({ rttMs: 150, inflight: 16, ...page }, (t += 20));
+    expect(limit.readings().probes).toBe(0);
+    expect(limit.readings().shortRttMs).toBe(150);
+    expect(limit.showsQueueing(t)).toBe(false);
+    expect(limit.current).toBeGreaterThanOrEqual(16);
+  });
+
   it('still reads 80 ms of queueing on every request as a queue, and cuts', () => {
     const rand = makeRandom(7);
     const { limit, at } = fresh(rand);
@@ -1215,14 +1306,24 @@ describe('Gradient2Limit: a mix of classes whose own round trips spread widely (
     expect(limit.current).toBeLessThan(0.8 * before);
   });
 
-  it('follows the scale the Limiter reads samples on (LimitSample.scaleMs): set by the first, moved by each later one', () => {
+  it('judges a class read on the Limiter\'s scale at its own round trip less the base it was read against plus the scale (LimitSample.scaleMs, classBaseMs); a class still read as it is stays as it is', () => {
     const limit = new Gradient2Limit({ initial: 16, min: 2, max: 256 });
     let t = 0;
     for (let i = 0; i < 5; i++) limit.onSample({ rttMs: 12, inflight: 1, dropped: false, stratum: 0, stratumShare: 1 }, (t += 5));
     expect(limit.readings().longRttMs).toBeCloseTo(12, 6);
-    limit.onSample({ rttMs: 120, inflight: 1, dropped: false, stratum: 1, stratumShare: 0.7, scaleMs: 120 }, (t += 5));
-    expect(limit.readings().longRttMs).toBeCloseTo(120, 6);
-    limit.onSample({ rttMs: 130, inflight: 12, dropped: false, stratum: 1, stratumShare: 0.7, scaleMs: 130 }, (t += 5));
-    expect(limit.readings().longRttMs).toBeCloseTo(130, 6);
+    // Pages of 175 ms, read as they are; the API class's share makes up the rest (0.3).
+    for (let i = 0; i < 3; i++) limit.onSample({ rttMs: 175, inflight: 1, dropped: false, stratum: 1, stratumShare: 0.7 }, (t += 5));
+    expect(limit.readings().longRttMs).toBeCloseTo(0.3 * 12 + 0.7 * 175, 6);
+    // A page read on the scale (126) against a base of 110 (the Limiter's least of its first
+    // samples): the pages' no-load round trip reads 175 - 110 + 126 = 191 on it, not the scale;
+    // the API calls, still read as they are, stay at 12.
+    limit.onSample({ rttMs: 175 - 110 + 126, inflight: 1, dropped: false, stratum: 1, stratumShare: 0.7, scaleMs: 126, classBaseMs: 110 }, (t += 5));
+    expect(limit.readings().longRttMs).toBeCloseTo(0.3 * 12 + 0.7 * 191, 6);
+    // The scale moves: so does every class read on it.
+    limit.onSample({ rttMs: 175 - 110 + 130, inflight: 1, dropped: false, stratum: 1, stratumShare: 0.7, scaleMs: 130, classBaseMs: 110 }, (t += 5));
+    expect(limit.readings().longRttMs).toBeCloseTo(0.3 * 12 + 0.7 * 195, 6);
+    // The API calls are read on it too now, against their base of 12.
+    limit.onSample({ rttMs: 130, inflight: 1, dropped: false, stratum: 0, stratumShare: 0.3, scaleMs: 130, classBaseMs: 12 }, (t += 5));
+    expect(limit.readings().longRttMs).toBeCloseTo(0.3 * 130 + 0.7 * 195, 6);
   });
 });
