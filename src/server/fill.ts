@@ -544,7 +544,8 @@ async function fetchForCache(
       // variant: a client that cannot decode it makes its own fill.
       // Likewise an answer to an Accept that asks first for something other than a page
       // (`application/json`: Rails' respond_to, an API that negotiates) without `Vary: Accept`
-      // is that Accept's variant: stored for all, one client's JSON answered everyone's HTML.
+      // is that Accept's variant: stored for all, one client's JSON answered everyone's HTML;
+      // and one that names a type a device detector takes for a phone (DEVICE_MEDIA_TYPES).
       // An error kept only because the site says so (a negative TTL, a micro-cache) is stored as
       // the variant of every header the fill sent, and of the Accept* and User-Agent it did not:
       // the origin did not say it is for everyone, and a WAF's 404 for one client's
@@ -690,8 +691,15 @@ function asksForOtherThanAPage(accept: string | string[] | undefined): boolean {
   // and `text/html;level=1, application/json` are JSON to negotiators that prefer the more
   // specific type among equals).
   const first = value.split(',')[0]!.split(';')[0]!.trim();
-  return first !== 'text/html' || value.includes('json');
+  return first !== 'text/html' || value.includes('json') || DEVICE_MEDIA_TYPES.some((t) => value.includes(t));
 }
+
+/**
+ * Media types whose mere mention in Accept a device detector takes for a phone (Mobile_Detect,
+ * in many WordPress themes and plugins: Opera Mini's OBML, BlackBerry's, WAP's): an Accept of
+ * `text/html, text/vnd.wap.wml` got the mobile template, stored for everyone (attacker trial).
+ */
+const DEVICE_MEDIA_TYPES = ['application/x-obml2d', 'application/vnd.rim.html', 'text/vnd.wap.wml', 'application/vnd.wap.xhtml+xml'];
 
 /** Whether an answer's body carries a content coding (anything but identity). */
 function isCoded(headers: Readonly<Record<string, string | string[] | undefined>>): boolean {

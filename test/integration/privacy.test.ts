@@ -843,6 +843,30 @@ describe('the key covers what the origin sees', () => {
     }
   });
 
+  it('an Accept naming a type a device detector takes for a phone (WAP, OBML, BlackBerry) gets its own variant: the next visitor gets the desktop page', async () => {
+    const o = await origin();
+    // Mobile_Detect reads these four in HTTP_ACCEPT as a phone, wherever they stand in the list.
+    const types = ['text/vnd.wap.wml', 'application/vnd.wap.xhtml+xml', 'application/x-obml2d', 'application/vnd.rim.html'];
+    const handler = (req: { headers: Record<string, string | string[] | undefined> }, res: import('node:http').ServerResponse) => {
+      const mobile = types.some((t) => String(req.headers['accept'] ?? '').includes(t));
+      res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'public, max-age=60' });
+      res.end(mobile ? '<body class="mobile">TEMPLATE mobile</body>' : '<body class="desktop">TEMPLATE desktop</body>');
+    };
+    for (const t of types) o.route(`/wap/${t}`, handler);
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const browser = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
+    for (const t of types) {
+      const phone = await get(`${g.url}/wap/${t}`, { accept: `text/html, ${t}` });
+      expect(phone.body, t).toBe('<body class="mobile">TEMPLATE mobile</body>');
+      const victim = await get(`${g.url}/wap/${t}`, { accept: browser });
+      expect(victim.body, t).toBe('<body class="desktop">TEMPLATE desktop</body>');
+      const next = await get(`${g.url}/wap/${t}`, { accept: browser });
+      expect(next.body, t).toBe('<body class="desktop">TEMPLATE desktop</body>');
+      expect(next.headers['cache-status'], t).toMatch(/; hit/);
+    }
+    expect(o.requests.filter((r) => r.path.startsWith('/wap/'))).toHaveLength(2 * types.length);
+  });
+
   it('a shared fill carries no client-address header, no underscore-named header and no client Via', async () => {
     const o = await origin();
     const names = ['x-real-ip', 'true-client-ip', 'x_forwarded_host', 'x.original.url', 'x-forwarded-protocol', 'via', 'x-scheme', 'x-originating-ip', 'x-custom'];
