@@ -885,7 +885,9 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
     s.granted('a').release('success');
     // Its 300 ms is the origin's round trip, not an outlier of a mix nobody has measured.
     expect((s.limit as ScriptedLimit).samples.map((x) => x.rttMs)).toEqual([300]);
-    expect(s.limiter.overdueAfterMs).toBe(2_000); // 10 x 300 ms, within its bounds
+    // 10 x 300 ms, but a waiter here waits only its 500 ms deadline (no minWaitRoundTrips):
+    // at most 3/4 of that, and no less than 4 round trips.
+    expect(s.limiter.overdueAfterMs).toBe(1_200);
     // Once a round trip is known, one held past the threshold is an outlier again.
     s.clock.advance(2_000);
     s.granted('b').release('success');
@@ -1112,9 +1114,15 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
     expect(s.granted('next')).toBeDefined(); // the hung ones stepped aside: traffic flows
   });
 
-  it('gives a trial to a waiting request of another kind than the ones holding every permit: a dashboard\'s reports never asked for before do not hold the pages back for seconds', async () => {
+  it('gives a trial to a waiting request of another kind than the ones holding every permit: a dashboard\'s reports do not hold the pages back for seconds', async () => {
     const s = setup({ limitN: 4, slowLane: true });
     await s.teach(10, 5); // typical 10 ms: overdue after 100 ms
+    // One report answered promptly before: the class is not sent straight to the slow lane
+    // behind the first ones to step aside (as the next test's long-polls are).
+    s.request('r-warm', 1, { latencyClass: 'fill:-:report', path: '/report/warm' });
+    await s.flush();
+    s.clock.advance(10);
+    s.granted('r-warm').release('success', 'fill:-:report');
     const report = (i: number) => s.request(`r${i}`, 1, { latencyClass: 'fill:-:report', path: `/report/${i}`, deadlineAt: s.clock.now() + 10_000 });
     const page = (name: string) => s.request(name, 1, { latencyClass: 'fill:-:', path: `/${name}` });
     for (let i = 0; i < 16; i++) report(i); // 4 counted, 12 waiting
@@ -1144,6 +1152,80 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
     s.scheduler.advance(110);
     await s.flush();
     expect(s.granted('p2')).toBeDefined();
+  });
+
+  it('sends the waiting and later requests of a class straight to the slow lane once one of it stepped aside, while none of it was ever answered within the threshold: a fresh gateway\'s long-polls', async () => {
+    const s = setup({ limitN: 4, slowLane: true });
+    await s.teach(10, 5); // typical 10 ms: overdue after 100 ms
+    const poll = (i: number) => s.request(`ev${i}`, 1, { latencyClass: 'forward:-:ev', path: `/ev/${i}`, deadlineAt: s.clock.now() + 10_000 });
+    const page = (name: string) => s.request(name, 1, { latencyClass: 'fill:-:', path: `/${name}` });
+    for (let i = 0; i < 16; i++) poll(i); // 4 counted, 12 waiting
+    page('p1'); // behind them
+    await s.flush();
+    s.scheduler.advance(100); // the first 4 step aside: the other 12 polls go straight to the lane
+    await s.flush();
+    expect(s.limiter.overdue).toBe(16);
+    expect(s.granted('p1')).toBeDefined();
+    expect(s.granted('ev15')).toBeDefined();
+    // A later poll too, at once; a page takes a counted permit as before.
+    expect(poll(16)).not.toBeInstanceOf(Promise);
+    expect(s.limiter.overdue).toBe(17);
+    page('p2');
+    expect(s.limiter.inflight - s.limiter.overdue).toBe(2);
+    // A class answered within the threshold does not: its overdue requests are outliers.
+    s.clock.advance(5);
+    s.granted('p1').release('success', 'fill:-:');
+    s.granted('p2').release('success', 'fill:-:');
+    for (let i = 0; i < 4; i++) page(`q${i}`); // every counted permit held
+    expect(page('q4')).toBeInstanceOf(Promise);
+    await s.flush();
+    s.scheduler.advance(100); // q0-q3 step aside; q4 takes a counted permit
+    await s.flush();
+    expect(s.limiter.overdue).toBe(21);
+    expect(s.granted('q4')).toBeDefined();
+    for (let i = 5; i < 8; i++) page(`q${i}`);
+    expect(page('q8')).toBeInstanceOf(Promise); // its class is in the lane, but quick: it waits
+    expect(s.limiter.overdue).toBe(21);
+  });
+
+  it('sends the waiting and later requests to a path straight to the slow lane once one to it stepped aside, while that path was never answered promptly, though its class is quick (long-polls to /ev among the root\'s pages)', async () => {
+    const s = setup({ limitN: 4, slowLane: true });
+    await s.teach(10, 5); // typical 10 ms: overdue after 100 ms
+    s.request('warm', 1, { latencyClass: 'forward:-:', path: '/fast' });
+    await s.flush();
+    s.clock.advance(10);
+    s.granted('warm').release('success', 'forward:-:'); // the root class answers in 10 ms
+    const poll = (i: number) => s.request(`ev${i}`, 1, { latencyClass: 'forward:-:', path: '/ev', deadlineAt: s.clock.now() + 10_000 });
+    for (let i = 0; i < 8; i++) poll(i); // 4 counted, 4 waiting
+    s.request('p1', 1, { latencyClass: 'forward:-:', path: '/p1' });
+    await s.flush();
+    s.scheduler.advance(100); // the first 4 step aside: the other polls go straight to the lane
+    await s.flush();
+    expect(s.limiter.overdue).toBe(8);
+    expect(s.granted('p1')).toBeDefined();
+    expect(poll(8)).not.toBeInstanceOf(Promise);
+    expect(s.limiter.overdue).toBe(9);
+    // Another path of the same quick class takes a counted permit.
+    s.request('p2', 1, { latencyClass: 'forward:-:', path: '/p2' });
+    expect(s.limiter.inflight - s.limiter.overdue).toBe(2);
+  });
+
+  it('but not to a path answered promptly before: its overdue requests are outliers of its own, and the next waits for a counted permit', async () => {
+    const s = setup({ limitN: 4, slowLane: true });
+    await s.teach(10, 5);
+    s.request('warm', 1, { latencyClass: 'forward:-:', path: '/report' });
+    await s.flush();
+    s.clock.advance(10);
+    s.granted('warm').release('success', 'forward:-:'); // /report answered promptly once
+    for (let i = 0; i < 4; i++) s.request(`r${i}`, 1, { latencyClass: 'forward:-:', path: '/report' });
+    s.request('p0', 1, { latencyClass: 'forward:-:', path: '/p0' });
+    await s.flush();
+    s.scheduler.advance(100); // r0-r3 step aside; p0 takes a counted permit
+    await s.flush();
+    expect(s.granted('p0')).toBeDefined();
+    for (let i = 1; i < 4; i++) s.request(`p${i}`, 1, { latencyClass: 'forward:-:', path: `/p${i}` }); // every counted permit held
+    expect(s.request('r4', 1, { latencyClass: 'forward:-:', path: '/report' })).toBeInstanceOf(Promise);
+    expect(s.limiter.overdue).toBe(4);
   });
 
   it('an origin that answers none of its trials gets a few, spaced out, not one per threshold (review: 20 in 3 s)', async () => {
@@ -1549,15 +1631,29 @@ describe('Limiter: the forecast counts each waiter ahead as its own endpoint\'s 
     expect(t.request('page-d', 1, { latencyClass: 'forward:default:' })).toMatchObject({ ok: false, reason: 'predicted_wait' });
   });
 
-  it('learns a slow endpoint\'s round trip from its overdue answers (WordPress\'s REST calls at 0.7 s among 60 ms pages)', async () => {
+  it('learns a slow endpoint\'s round trip from its overdue answers (WordPress\'s REST calls at 0.7 s among 100 ms pages)', async () => {
     const t = setup({ limitN: 1, slowLane: true, queue: { ...queue, minWaitRoundTrips: 8 } });
-    for (let i = 0; i < 20; i++) await one(t, 'forward:default:', 60); // overdue after 600 ms
+    // Overdue after 600 ms: 3/4 of the 800 ms a page's waiter waits (8 x 100 ms).
+    for (let i = 0; i < 20; i++) await one(t, 'forward:default:', 100);
     await one(t, 'forward:default:wp-json', 700); // overdue: not fed to the limit, but its endpoint's round trip
     t.request('page'); // holds the permit
     const rest = t.limiter.acquire({ priority: 1, latencyClass: 'forward:default:wp-json' });
     expect(rest).toBeInstanceOf(Promise);
     t.scheduler.advance(1_000); // the page steps aside at 600 ms: past the 500 ms deadline, within 8 × 700 ms
     await expect(rest).resolves.toMatchObject({ ok: true, waitedMs: 600 });
+  });
+
+  it('sets a permit aside before a waiter behind it reaches its deadline: at most 3/4 of the least a waiter waits (a fresh gateway\'s long-polls ahead of pages)', async () => {
+    const t = setup({ limitN: 2, slowLane: true, queue: { ...queue, minWaitRoundTrips: 8 } });
+    for (let i = 0; i < 20; i++) await one(t, 'forward:default:', 60);
+    // 10 x 60 ms would be 600 ms; a waiter waits max(500 ms, 8 x 60 ms) = 500 ms.
+    expect(t.limiter.overdueAfterMs).toBe(375);
+    t.request('poll-1', 1, { latencyClass: 'forward:default:ev' });
+    t.request('poll-2', 1, { latencyClass: 'forward:default:ev' }); // every permit held, for seconds
+    const page = t.limiter.acquire({ priority: 1, latencyClass: 'forward:default:' });
+    expect(page).toBeInstanceOf(Promise);
+    t.scheduler.advance(1_000);
+    await expect(page).resolves.toMatchObject({ ok: true, waitedMs: 375 });
   });
 
   it('counts a waiting slow request at most the overdue threshold: its permit steps aside then', async () => {
