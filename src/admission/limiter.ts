@@ -211,6 +211,8 @@ class LimiterPermit implements Permit {
   overdue = false;
   /** Moved there by a no-load probe only, before it was overdue (see moveOverdue). */
   probeAside = false;
+  /** Granted there at once (see Limiter.laneTakesAtOnce): overdue only once held past the threshold. */
+  direct = false;
   /** The counted permits, oldest first, or the slow lane's (doubly-linked lists owned by the Limiter). */
   prev: LimiterPermit | undefined = undefined;
   next: LimiterPermit | undefined = undefined;
@@ -879,6 +881,7 @@ export class Limiter {
   private grantAside(now: number, expectedMs: number, path: string | undefined, latencyClass: string | undefined): LimiterPermit {
     const permit = new LimiterPermit(this, now, this.inflightCount, expectedMs, this.inflightCount + this.overdueCount, this.peerInflight, path, latencyClass);
     permit.overdue = true;
+    permit.direct = true;
     this.lane.push(permit);
     this.overdueCount++;
     this.countLane(latencyClass, path, 1);
@@ -1073,7 +1076,9 @@ export class Limiter {
     // endpoint mix, and its round trip says nothing about saturation (see "Overdue permits"):
     // unless most requests are that slow now, which is the origin's service time changing.
     if (this.slowLane) {
-      const overdue = (permit.overdue && !permit.probeAside) || now - permit.acquiredAt > this.overdueAfterMs;
+      // (A permit granted in the lane at once and answered within the threshold was prompt: its
+      // path and class tell again.)
+      const overdue = (permit.overdue && !permit.probeAside && !permit.direct) || now - permit.acquiredAt > this.overdueAfterMs;
       if (overdue) {
         // A moved one was noted when moved, unless a probe moved it before it was overdue.
         if (!permit.overdue || permit.probeAside) this.noteOverdue(permit, now);

@@ -1208,6 +1208,14 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
     // Another path of the same quick class takes a counted permit.
     s.request('p2', 1, { latencyClass: 'forward:-:', path: '/p2' });
     expect(s.limiter.inflight - s.limiter.overdue).toBe(2);
+    // That poll answered within the threshold: /ev was answered promptly, and the next poll
+    // takes a counted permit.
+    s.clock.advance(5);
+    s.granted('ev8').release('success', 'forward:-:');
+    expect(s.limiter.overdue).toBe(8);
+    poll(9);
+    expect(s.limiter.overdue).toBe(8);
+    expect(s.limiter.inflight - s.limiter.overdue).toBe(3);
   });
 
   it('but not to a path answered promptly before: its overdue requests are outliers of its own, and the next waits for a counted permit', async () => {
