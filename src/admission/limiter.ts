@@ -39,9 +39,7 @@
  * not cut by CoDel behind permits nobody knows to be slow) leaves the limit's count for a lane of its own, of
  * LANE_FACTOR x `limit` permits (never past `ceiling`, which stays a hard cap on everything in
  * flight; during a no-load probe, every overdue permit: see laneCap). The threshold is never
- * more than OVERDUE_WAIT_SHARE of the least a waiter waits (see overdueAfterMs), and a request
- * of a class or to a path that has a permit in the lane may go there at once (see
- * laneTakesAtOnce). Once a round trip is
+ * more than OVERDUE_WAIT_SHARE of the least a waiter waits (see overdueAfterMs). Once a round trip is
  * known, such a request's round trip, moved aside or not, is an outlier of the endpoint mix:
  * it is fed neither to the limit nor to the typical round trip (which forecasts waits); before,
  * there is no mix to be an outlier of, and it is fed. That holds while some requests are
@@ -211,8 +209,6 @@ class LimiterPermit implements Permit {
   overdue = false;
   /** Moved there by a no-load probe only, before it was overdue (see moveOverdue). */
   probeAside = false;
-  /** Granted there at once (see Limiter.laneTakesAtOnce): overdue only once held past the threshold. */
-  direct = false;
   /** The counted permits, oldest first, or the slow lane's (doubly-linked lists owned by the Limiter). */
   prev: LimiterPermit | undefined = undefined;
   next: LimiterPermit | undefined = undefined;
@@ -334,13 +330,6 @@ export class Limiter {
   private readonly overdueStarts = new Float64Array(OVERDUE_RUN);
   /** Paths known to be slow on their own, and when each last showed it, oldest first (see "Known-slow paths" above). */
   private readonly knownSlow = new Map<string, number>();
-  /**
-   * Slow-lane permits per latency class and per path (knownSlowKey), and whether a class or
-   * a path has just gained its first (see laneTakesAtOnce).
-   */
-  private readonly laneByClass = new Map<string, number>();
-  private readonly laneByPath = new Map<string, number>();
-  private laneGainedClass = false;
   /** Paths answered promptly at least once, oldest first (see "Known-slow paths" above). */
   private readonly promptPaths = new Set<string>();
   /** The paths of the last OVERDUE_RUN overdue requests (a ring beside overdueStarts). */
@@ -484,7 +473,7 @@ export class Limiter {
     // minWaitRoundTrips typical round trips): against a 60 ms typical round trip a waiter
     // waits 500 ms and a permit was overdue after 600, so the pages (or polls) queued behind a
     // fresh gateway's first long-polls were refused at their deadline just before the polls
-    // would have stepped aside (a normal-day trial: 14 of 30 polls).
+    // would have stepped aside.
     // Nor below OVERDUE_MIN_FACTOR round trips (a queue.deadlineMs of a round trip or two,
     // without minWaitRoundTrips, would set every answer a little slower than usual aside).
     const leastWaitMs = Math.max(this.queueConfig.deadlineMs, Math.min((this.queueConfig.minWaitRoundTrips ?? 0) * this.rttEwmaMs, ROUND_TRIP_WAIT_MAX_MS));
@@ -617,12 +606,6 @@ export class Limiter {
         w.resolve({ ok: true, permit: (this.trialPermit = this.grant(now, 0, w.path, w.latencyClass)), waitedMs: now - w.enqueuedAt });
         break;
       }
-    }
-    // (Before a counted permit: it would hold one only until it stepped aside too.)
-    if (this.laneTakesAtOnce(opts.latencyClass, opts.path)) {
-      const permit = this.grantAside(now, this.latency.typical(opts.latencyClass), opts.path, opts.latencyClass);
-      this.changed();
-      return { ok: true, permit, waitedMs: 0 };
     }
     if (this.queue.length === 0 && this.hasRoom) {
       const permit = this.grant(now, this.latency.typical(opts.latencyClass), opts.path, opts.latencyClass);
@@ -779,8 +762,6 @@ export class Limiter {
 
   /** Every slow-lane permit counted again, among the counted ones in the order they were acquired. */
   private recountLane(): void {
-    this.laneByClass.clear();
-    this.laneByPath.clear();
     for (let p = this.lane.first; p !== undefined; ) {
       const next = p.next;
       this.lane.remove(p);
@@ -837,75 +818,6 @@ export class Limiter {
     p.overdue = true;
     this.inflightCount--;
     this.overdueCount++;
-    this.countLane(p.latencyClass, p.path, 1);
-  }
-
-  /** Slow-lane permits of a latency class and of a path, counted up or down (see laneTakesAtOnce). */
-  private countLane(latencyClass: string | undefined, path: string | undefined, delta: number): void {
-    for (const [map, key] of [
-      [this.laneByClass, latencyClass],
-      [this.laneByPath, path === undefined ? undefined : knownSlowKey(path)],
-    ] as const) {
-      if (key === undefined) continue;
-      const n = (map.get(key) ?? 0) + delta;
-      if (n > 0) {
-        if (delta > 0 && n === delta) this.laneGainedClass = true;
-        map.set(key, n);
-      } else map.delete(key);
-    }
-  }
-
-  /**
-   * Straight to the slow lane (see "Overdue permits" above), while the lane has room: a request
-   * of a latency class that has a permit there now and whose answers have never come back
-   * within the overdue threshold (its typical round trip unknown or longer); or to a path that
-   * has a permit there now and was never answered promptly (a long-poll's, in the site's root
-   * class beside its quick pages: see "Known-slow paths" above). Such a request would
-   * only hold a counted permit until it too were overdue, and the requests behind it wait that
-   * long: a fresh gateway's first thirty long-polls took the 8 permits, stepped aside 8 at a
-   * time, one overdue threshold apart, and the third batch and the pages behind it were refused
-   * at their deadline (a normal-day trial).
-   */
-  private laneTakesAtOnce(latencyClass: string | undefined, path: string | undefined): boolean {
-    if (this.overdueCount >= this.laneCap) return false;
-    if (path !== undefined) {
-      const key = knownSlowKey(path);
-      if (this.laneByPath.has(key) && !this.promptPaths.has(key)) return true;
-    }
-    if (latencyClass === undefined || !this.laneByClass.has(latencyClass)) return false;
-    const typical = this.latency.typical(latencyClass);
-    return typical === 0 || typical > this.overdueAfterMs;
-  }
-
-  /** A slow-lane permit at once (laneTakesAtOnce). */
-  private grantAside(now: number, expectedMs: number, path: string | undefined, latencyClass: string | undefined): LimiterPermit {
-    const permit = new LimiterPermit(this, now, this.inflightCount, expectedMs, this.inflightCount + this.overdueCount, this.peerInflight, path, latencyClass);
-    permit.overdue = true;
-    permit.direct = true;
-    this.lane.push(permit);
-    this.overdueCount++;
-    this.countLane(latencyClass, path, 1);
-    return permit;
-  }
-
-  /**
-   * The waiters of a class or a path that has just gained a slow-lane permit go there too, where
-   * laneTakesAtOnce says so (the ones that arrive later do at arrival).
-   */
-  private laneWaiters(now: number): void {
-    if (!this.laneGainedClass) return;
-    this.laneGainedClass = false;
-    if (this.queue.length === 0) return;
-    const ready: Waiter<AcquireResult>[] = [];
-    this.queue.forEach((w) => {
-      if (this.laneByClass.has(w.latencyClass as string) || (w.path !== undefined && this.laneByPath.has(knownSlowKey(w.path)))) ready.push(w as Waiter<AcquireResult>);
-    });
-    for (const w of ready) {
-      if (now >= w.expiresAt || !this.laneTakesAtOnce(w.latencyClass, w.path)) continue;
-      this.queue.remove(w);
-      this.detach(w);
-      w.resolve({ ok: true, permit: this.grantAside(now, w.costMs, w.path, w.latencyClass), waitedMs: now - w.enqueuedAt });
-    }
   }
 
   /** The limit algorithm holds the limit below its planning limit for a no-load probe (Limit.planning). */
@@ -1065,7 +977,6 @@ export class Limiter {
     if (permit.overdue) {
       this.overdueCount--;
       this.lane.remove(permit);
-      this.countLane(permit.latencyClass, permit.path, -1);
     } else {
       this.inflightCount--;
       this.counted.remove(permit);
@@ -1076,9 +987,7 @@ export class Limiter {
     // endpoint mix, and its round trip says nothing about saturation (see "Overdue permits"):
     // unless most requests are that slow now, which is the origin's service time changing.
     if (this.slowLane) {
-      // (A permit granted in the lane at once and answered within the threshold was prompt: its
-      // path and class tell again.)
-      const overdue = (permit.overdue && !permit.probeAside && !permit.direct) || now - permit.acquiredAt > this.overdueAfterMs;
+      const overdue = (permit.overdue && !permit.probeAside) || now - permit.acquiredAt > this.overdueAfterMs;
       if (overdue) {
         // A moved one was noted when moved, unless a probe moved it before it was overdue.
         if (!permit.overdue || permit.probeAside) this.noteOverdue(permit, now);
@@ -1140,7 +1049,6 @@ export class Limiter {
 
   /** Hands free permits to waiters, in the queue's order. */
   private pump(now: number): void {
-    this.laneWaiters(now);
     while (this.queue.length > 0 && this.hasRoom) {
       if (this.judgeStanding(now)) {
         this.capWaiters(now);

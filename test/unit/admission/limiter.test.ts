@@ -1114,15 +1114,9 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
     expect(s.granted('next')).toBeDefined(); // the hung ones stepped aside: traffic flows
   });
 
-  it('gives a trial to a waiting request of another kind than the ones holding every permit: a dashboard\'s reports do not hold the pages back for seconds', async () => {
+  it('gives a trial to a waiting request of another kind than the ones holding every permit: a dashboard\'s reports never asked for before do not hold the pages back for seconds', async () => {
     const s = setup({ limitN: 4, slowLane: true });
     await s.teach(10, 5); // typical 10 ms: overdue after 100 ms
-    // One report answered promptly before: the class is not sent straight to the slow lane
-    // behind the first ones to step aside (as the next test's long-polls are).
-    s.request('r-warm', 1, { latencyClass: 'fill:-:report', path: '/report/warm' });
-    await s.flush();
-    s.clock.advance(10);
-    s.granted('r-warm').release('success', 'fill:-:report');
     const report = (i: number) => s.request(`r${i}`, 1, { latencyClass: 'fill:-:report', path: `/report/${i}`, deadlineAt: s.clock.now() + 10_000 });
     const page = (name: string) => s.request(name, 1, { latencyClass: 'fill:-:', path: `/${name}` });
     for (let i = 0; i < 16; i++) report(i); // 4 counted, 12 waiting
@@ -1152,88 +1146,6 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
     s.scheduler.advance(110);
     await s.flush();
     expect(s.granted('p2')).toBeDefined();
-  });
-
-  it('sends the waiting and later requests of a class straight to the slow lane once one of it stepped aside, while none of it was ever answered within the threshold: a fresh gateway\'s long-polls', async () => {
-    const s = setup({ limitN: 4, slowLane: true });
-    await s.teach(10, 5); // typical 10 ms: overdue after 100 ms
-    const poll = (i: number) => s.request(`ev${i}`, 1, { latencyClass: 'forward:-:ev', path: `/ev/${i}`, deadlineAt: s.clock.now() + 10_000 });
-    const page = (name: string) => s.request(name, 1, { latencyClass: 'fill:-:', path: `/${name}` });
-    for (let i = 0; i < 16; i++) poll(i); // 4 counted, 12 waiting
-    page('p1'); // behind them
-    await s.flush();
-    s.scheduler.advance(100); // the first 4 step aside: the other 12 polls go straight to the lane
-    await s.flush();
-    expect(s.limiter.overdue).toBe(16);
-    expect(s.granted('p1')).toBeDefined();
-    expect(s.granted('ev15')).toBeDefined();
-    // A later poll too, at once; a page takes a counted permit as before.
-    expect(poll(16)).not.toBeInstanceOf(Promise);
-    expect(s.limiter.overdue).toBe(17);
-    page('p2');
-    expect(s.limiter.inflight - s.limiter.overdue).toBe(2);
-    // A class answered within the threshold does not: its overdue requests are outliers.
-    s.clock.advance(5);
-    s.granted('p1').release('success', 'fill:-:');
-    s.granted('p2').release('success', 'fill:-:');
-    for (let i = 0; i < 4; i++) page(`q${i}`); // every counted permit held
-    expect(page('q4')).toBeInstanceOf(Promise);
-    await s.flush();
-    s.scheduler.advance(100); // q0-q3 step aside; q4 takes a counted permit
-    await s.flush();
-    expect(s.limiter.overdue).toBe(21);
-    expect(s.granted('q4')).toBeDefined();
-    for (let i = 5; i < 8; i++) page(`q${i}`);
-    expect(page('q8')).toBeInstanceOf(Promise); // its class is in the lane, but quick: it waits
-    expect(s.limiter.overdue).toBe(21);
-  });
-
-  it('sends the waiting and later requests to a path straight to the slow lane once one to it stepped aside, while that path was never answered promptly, though its class is quick (long-polls to /ev among the root\'s pages)', async () => {
-    const s = setup({ limitN: 4, slowLane: true });
-    await s.teach(10, 5); // typical 10 ms: overdue after 100 ms
-    s.request('warm', 1, { latencyClass: 'forward:-:', path: '/fast' });
-    await s.flush();
-    s.clock.advance(10);
-    s.granted('warm').release('success', 'forward:-:'); // the root class answers in 10 ms
-    const poll = (i: number) => s.request(`ev${i}`, 1, { latencyClass: 'forward:-:', path: '/ev', deadlineAt: s.clock.now() + 10_000 });
-    for (let i = 0; i < 8; i++) poll(i); // 4 counted, 4 waiting
-    s.request('p1', 1, { latencyClass: 'forward:-:', path: '/p1' });
-    await s.flush();
-    s.scheduler.advance(100); // the first 4 step aside: the other polls go straight to the lane
-    await s.flush();
-    expect(s.limiter.overdue).toBe(8);
-    expect(s.granted('p1')).toBeDefined();
-    expect(poll(8)).not.toBeInstanceOf(Promise);
-    expect(s.limiter.overdue).toBe(9);
-    // Another path of the same quick class takes a counted permit.
-    s.request('p2', 1, { latencyClass: 'forward:-:', path: '/p2' });
-    expect(s.limiter.inflight - s.limiter.overdue).toBe(2);
-    // That poll answered within the threshold: /ev was answered promptly, and the next poll
-    // takes a counted permit.
-    s.clock.advance(5);
-    s.granted('ev8').release('success', 'forward:-:');
-    expect(s.limiter.overdue).toBe(8);
-    poll(9);
-    expect(s.limiter.overdue).toBe(8);
-    expect(s.limiter.inflight - s.limiter.overdue).toBe(3);
-  });
-
-  it('but not to a path answered promptly before: its overdue requests are outliers of its own, and the next waits for a counted permit', async () => {
-    const s = setup({ limitN: 4, slowLane: true });
-    await s.teach(10, 5);
-    s.request('warm', 1, { latencyClass: 'forward:-:', path: '/report' });
-    await s.flush();
-    s.clock.advance(10);
-    s.granted('warm').release('success', 'forward:-:'); // /report answered promptly once
-    for (let i = 0; i < 4; i++) s.request(`r${i}`, 1, { latencyClass: 'forward:-:', path: '/report' });
-    s.request('p0', 1, { latencyClass: 'forward:-:', path: '/p0' });
-    await s.flush();
-    s.scheduler.advance(100); // r0-r3 step aside; p0 takes a counted permit
-    await s.flush();
-    expect(s.granted('p0')).toBeDefined();
-    for (let i = 1; i < 4; i++) s.request(`p${i}`, 1, { latencyClass: 'forward:-:', path: `/p${i}` }); // every counted permit held
-    expect(s.request('r4', 1, { latencyClass: 'forward:-:', path: '/report' })).toBeInstanceOf(Promise);
-    expect(s.limiter.overdue).toBe(4);
   });
 
   it('an origin that answers none of its trials gets a few, spaced out, not one per threshold (review: 20 in 3 s)', async () => {
