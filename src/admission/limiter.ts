@@ -200,6 +200,9 @@ export const OVERDUE_MIN_FACTOR = 4;
 export const OVERDUE_MIN_MS = 100;
 export const OVERDUE_MAX_MS = 2_000;
 
+/** classSettledMs looks at most this many counted permits for the oldest of a class. */
+const CLASS_SCAN_PERMITS = 64;
+
 /** Completions are counted in buckets at least this long before they move the drain-rate EWMA. */
 const DRAIN_BUCKET_MS = 250;
 
@@ -340,7 +343,7 @@ export class Limiter {
   /** The earliest start of an overdue request that started after promptStartedAt (see slowForEveryone). */
   private firstOverdueAfterPrompt = -Infinity;
   // Shared sample object: the Limit contract says implementations copy what they keep.
-  private readonly sample: LimitSample = { rttMs: 0, inflight: 0, originInflight: 0, peerInflight: 0, waiting: 0, dropped: false, hostDelayMs: 0, stratum: undefined, stratumShare: undefined, scaleMs: undefined, classBaseMs: undefined };
+  private readonly sample: LimitSample = { rttMs: 0, inflight: 0, originInflight: 0, peerInflight: 0, waiting: 0, dropped: false, hostDelayMs: 0, stratum: undefined, stratumShare: undefined, scaleMs: undefined, classBaseMs: undefined, classSettledMs: undefined };
   private readonly hostDelayMs: (() => number) | undefined;
   private readonly peersInflight: (() => number) | undefined;
   /** Saturation accounting (see saturatedSeconds): whether saturated now, since when, and the time before. */
@@ -1032,6 +1035,7 @@ export class Limiter {
       s.stratumShare = this.latency.lastShare;
       s.scaleMs = this.latency.lastScale;
       s.classBaseMs = this.latency.lastBase;
+      s.classSettledMs = s.stratum === undefined || latencyClass === undefined ? undefined : this.classSettledMs(latencyClass, now);
       this.algorithm.onSample(s, now);
     }
     if (this.queue.length > 0 && this.inflightCount >= this.limit) this.moveOverdue(now);
@@ -1045,6 +1049,20 @@ export class Limiter {
     // pages behind a dashboard's reports waited for their deadline with the lane open again.
     else if (this.queue.length > 0) this.armOverdueTimer(now);
     this.changed();
+  }
+
+  /**
+   * LimitSample.classSettledMs: how long the oldest counted permit of the class still out has
+   * been held, ms, or 0 when none is. The counted permits are kept oldest first, so the first of
+   * the class is its oldest; past CLASS_SCAN_PERMITS of others, the age of the last one looked
+   * at (every permit of the class still out is younger: a bound that errs on the safe side).
+   */
+  private classSettledMs(latencyClass: string, now: number): number {
+    let looked = 0;
+    for (let p = this.counted.first; p !== undefined; p = p.next) {
+      if (p.latencyClass === latencyClass || ++looked >= CLASS_SCAN_PERMITS) return now - p.acquiredAt;
+    }
+    return 0;
   }
 
   /** Hands free permits to waiters, in the queue's order. */

@@ -62,6 +62,14 @@ export interface LimitSample {
    * Limiter learns the class.
    */
   classBaseMs?: number;
+  /**
+   * With stratum: every request of the sample's class that started more than this many ms ago
+   * has been released (the age of the oldest one still counted against the limit; 0 when none
+   * is). A class's first round trips in the order they come back are its quickest (eight pages
+   * of 100-250 ms started together return the 130 ms ones first); taken in the order they
+   * started, once none started earlier is still out, they are a fair sample. Absent: unknown.
+   */
+  classSettledMs?: number;
 }
 
 export interface Limit {

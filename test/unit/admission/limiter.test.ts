@@ -1305,6 +1305,32 @@ describe('Limiter: latency classes (a page fill and an API call are read on one 
     expect(limit.samples.at(-1)!.scaleMs).toBeUndefined(); // a sample of no class
   });
 
+  it('tells how long the oldest request of a sample\'s class still out has been held (LimitSample.classSettledMs): 0 when none is', async () => {
+    const t = setup({ limitN: 8 });
+    const limit = t.limit as ScriptedLimit;
+    t.request('page0', 1, { latencyClass: 'fill:default:page' });
+    t.clock.advance(10);
+    t.request('api', 1, { latencyClass: 'forward:api:api' });
+    t.clock.advance(10);
+    t.request('page1', 1, { latencyClass: 'fill:default:page' });
+    await t.flush();
+    t.clock.advance(100);
+    // page1 back first: page0, started 20 ms before it, is still out (120 ms).
+    t.granted('page1').release('success', 'fill:default:page');
+    expect(limit.samples.at(-1)!.classSettledMs).toBe(120);
+    // The API call: none of its class is out, whatever the pages do.
+    t.granted('api').release('success', 'forward:api:api');
+    expect(limit.samples.at(-1)!.classSettledMs).toBe(0);
+    t.clock.advance(30);
+    t.granted('page0').release('success', 'fill:default:page');
+    expect(limit.samples.at(-1)!.classSettledMs).toBe(0);
+    // A sample of no class tells none.
+    t.request('plain');
+    await t.flush();
+    t.granted('plain').release('success');
+    expect(limit.samples.at(-1)!.classSettledMs).toBeUndefined();
+  });
+
   it('one slow first sample of a class (a cold start) does not set its no-load round trip', async () => {
     const t = setup({ limitN: 8 });
     const limit = t.limit as ScriptedLimit;
