@@ -257,7 +257,7 @@ export const METRICS = {
   clientConnectionsRefused: spec(
     'crowdgate_client_connections_refused_total',
     'counter',
-    'Client connections closed at once by a cap, by reason (max_connections, per_client).',
+    'Client connections closed at once by a cap, by reason (max_connections, per_client), or HTTP/2 connections closed for resetting most of their streams as they opened (rapid_reset).',
     ['reason'],
   ),
   tlsCertificateLoads: spec(

@@ -26,8 +26,11 @@ export interface PublicServerOptions {
   logger: Logger;
   onRequest(req: http.IncomingMessage, res: http.ServerResponse): void;
   onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void;
-  /** A connection closed at once by a cap: `limits.maxConnections` or `maxConnectionsPerClient`. */
-  onConnectionRefused?(reason: 'max_connections' | 'per_client'): void;
+  /**
+   * A connection closed at once by a cap (`limits.maxConnections` or `maxConnectionsPerClient`),
+   * or an HTTP/2 connection closed for resetting most of its streams as they opened (`rapid_reset`).
+   */
+  onConnectionRefused?(reason: 'max_connections' | 'per_client' | 'rapid_reset'): void;
   /** A request the HTTP parser refused (400 or 431): counted and logged like any answer. */
   onClientError?(refusal: ClientRefusal): void;
   /** Peers exempt from `maxConnectionsPerClient` (trusted proxies carry many clients). */

@@ -20,7 +20,8 @@
  * keep-alive timeouts, 400/408/431 for malformed requests). HTTP/2 gets the head size as
  * SETTINGS_MAX_HEADER_LIST_SIZE, the header count from the request path (431), an idle timeout
  * of `requestTimeoutMs` per session and per stream (a stream silent that long is cancelled), and
- * MAX_CONCURRENT_STREAMS of `H2_MAX_STREAMS`. The TLS
+ * MAX_CONCURRENT_STREAMS of `H2_MAX_STREAMS`; a connection that resets most of its streams as
+ * they open is closed (PREMATURE_RESET_MIN_STREAMS, rapid reset). The TLS
  * handshake must finish within `headersTimeoutMs`. Connection caps apply to the TCP connection.
  *
  * Owns the TLS/HTTP2 socket level. Certificates are certificates.ts; the request path is
@@ -40,6 +41,18 @@ type Limits = GatewayConfig['limits'];
 
 /** Streams one client may have open at once on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS). */
 export const H2_MAX_STREAMS = 128;
+/**
+ * Rapid reset (CVE-2023-44487), as Envoy guards against it: a stream the client resets within
+ * PREMATURE_RESET_MS of opening, before its answer ended, is a premature reset; once a
+ * connection has opened PREMATURE_RESET_MIN_STREAMS streams, more than half of them reset so,
+ * it is closed (GOAWAY ENHANCE_YOUR_CALM). Reset streams do not count against
+ * MAX_CONCURRENT_STREAMS, so one connection opened and reset 5 000 streams in a second, each a
+ * request started (a fill, a permit asked for); nghttp2's own limit (a GOAWAY after about 1 000)
+ * left the connection open, its frames ignored, for `requestTimeoutMs` (attacker trial). A
+ * browser cancels a page's requests as it navigates away, far fewer than that on one connection.
+ */
+export const PREMATURE_RESET_MS = 1_000;
+export const PREMATURE_RESET_MIN_STREAMS = 500;
 
 /**
  * Response fields HTTP/2 forbids (RFC 9113 §8.2.2), every one Node's HTTP/2 refuses: with one in
@@ -195,6 +208,24 @@ export function createSecurePublicServer(opts: SecureServerOptions): SecurePubli
       }, limits.headersTimeoutMs);
       firstHead.unref();
       session.once('stream', () => clearTimeout(firstHead));
+      let opened = 0;
+      let premature = 0;
+      session.on('stream', (stream: http2.ServerHttp2Stream) => {
+        opened++;
+        const at = performance.now();
+        // 'aborted': the client reset the stream before its answer ended.
+        stream.once('aborted', () => {
+          if (performance.now() - at > PREMATURE_RESET_MS) return;
+          premature++;
+          if (opened >= PREMATURE_RESET_MIN_STREAMS && premature * 2 > opened && !session.destroyed) {
+            opts.onConnectionRefused?.('rapid_reset');
+            opts.logger.warn({ peer: session.socket?.remoteAddress, streams: opened, resets: premature }, 'HTTP/2 connection closed: most of its streams reset as they opened (rapid reset)');
+            // The GOAWAY first, then the connection once it has been written.
+            session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+            setImmediate(() => session.destroy());
+          }
+        });
+      });
       session.once('close', () => {
         clearTimeout(firstHead);
         sessions.delete(session);

@@ -1,0 +1,148 @@
+/**
+ * HTTP/2 floods against the HTTPS listener, sent as raw frames over real TLS (test/helpers/h2-frames.ts):
+ * the attacks that took HTTP/2 servers down in 2023-2024 (rapid reset, CVE-2023-44487; the
+ * CONTINUATION flood, CVE-2024-27983 and its kin; a PING flood). Each asserts what the origin
+ * saw, that the attacking connection was closed, and that another client is served meanwhile.
+ */
+import http2 from 'node:http2';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LANE_FACTOR } from '../../src/admission/limiter.js';
+import { startGateway, type StartedGateway } from '../helpers/gateway.js';
+import { startTestOrigin, type TestOrigin } from '../helpers/test-origin.js';
+import { makeTestCa, type TestCa } from '../helpers/tls-certs.js';
+import { h2get } from '../helpers/tls-client.js';
+import { ERROR, FLAG, FRAME, field, frame, getBlock, rawH2 } from '../helpers/h2-frames.js';
+
+async function metric(adminUrl: string, name: string): Promise<number> {
+  const text = await (await fetch(`${adminUrl}/metrics`)).text();
+  return Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\d+(?:\\.\\d+)?)`, 'm').exec(text)?.[1] ?? NaN);
+}
+
+async function until(check: () => Promise<boolean> | boolean, what: string, ms = 8000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+describe('HTTP/2 floods (attacker trial)', () => {
+  let origin: TestOrigin;
+  let gw: StartedGateway;
+  let ca: TestCa;
+  let port: number;
+
+  beforeAll(async () => {
+    origin = await startTestOrigin({ name: 'o' });
+    // Cacheable, but each query its own entry: every stream a fill.
+    origin.route('/r', { delayMs: 200, headers: { 'cache-control': 'max-age=60' }, body: 'report' });
+    origin.route('/page', { headers: { 'cache-control': 'max-age=60' }, body: 'a page' });
+    ca = await makeTestCa();
+    gw = await startGateway({
+      tls: { host: '127.0.0.1', port: 0 },
+      sites: [{ name: 's', hosts: ['*'], origins: [{ url: origin.url }], healthCheck: { enabled: false }, tls: ca.write('s', await ca.leaf(['s.test'])) }],
+    });
+    port = gw.gw.httpsAddress!.port;
+  });
+
+  afterAll(async () => {
+    await gw?.close();
+    await origin?.close();
+  });
+
+  it('rapid reset (CVE-2023-44487): a connection that opens and resets streams by the thousand is closed with ENHANCE_YOUR_CALM after 500; the origin sees no more at once than the limit and its slow lane, another client is served', async () => {
+    origin.reset();
+    const refusedBefore = await metric(gw.adminUrl, 'crowdgate_client_connections_refused_total\\{reason="rapid_reset"\\}');
+    const attacker = await rawH2(port, ca.ca, 's.test');
+    const N = 5000;
+    let sent = 0;
+    for (let i = 0; i < N && !attacker.isClosed(); i += 100) {
+      const batch: Buffer[] = [];
+      for (let j = i; j < i + 100; j++) {
+        const id = 2 * j + 1;
+        batch.push(frame(FRAME.HEADERS, FLAG.END_STREAM | FLAG.END_HEADERS, id, getBlock(`/r?i=${j}`, 's.test')));
+        batch.push(frame(FRAME.RST_STREAM, 0, id, Buffer.from([0, 0, 0, ERROR.CANCEL])));
+      }
+      if (await attacker.send(...batch)) sent += 100;
+      // (a turn for the server to read, as a real network gives it)
+      await new Promise((r) => setImmediate(r));
+    }
+    await Promise.race([attacker.closed, new Promise((r) => setTimeout(r, 5000))]);
+    expect(attacker.isClosed()).toBe(true);
+    expect(attacker.goaways()).toContain(ERROR.ENHANCE_YOUR_CALM);
+    expect(sent).toBeLessThan(N);
+    // Another client, meanwhile.
+    const other = await h2get(port, ca.ca, 's.test', '/page');
+    expect(other.status).toBe(200);
+    await until(async () => (await metric(gw.adminUrl, 'crowdgate_queue_length')) === 0, 'the queue empty');
+    await until(() => origin.inflight === 0, 'the origin done');
+    // The fills the resets started asked for permits as any request does: the limit's, and
+    // (no round trip known yet, so those held past 75 ms are overdue) the slow lane's, 8 times it.
+    const limit = await metric(gw.adminUrl, 'crowdgate_origin_limit');
+    expect(origin.peakInflight).toBeLessThanOrEqual((LANE_FACTOR + 1) * limit);
+    expect(origin.count('/r')).toBeLessThan(sent / 5);
+    expect(await metric(gw.adminUrl, 'crowdgate_client_connections_refused_total\\{reason="rapid_reset"\\}')).toBe((Number.isNaN(refusedBefore) ? 0 : refusedBefore) + 1);
+  });
+
+  it('a browser\'s cancels are not a rapid reset: 300 streams all reset at once, then 600 with one in three reset, and the connection serves on', async () => {
+    const client = http2.connect(`https://127.0.0.1:${port}`, { ca: ca.ca, servername: 's.test' });
+    client.on('error', () => undefined);
+    const ask = (path: string, cancel: boolean) =>
+      new Promise<number>((resolve) => {
+        const req = client.request({ ':authority': 's.test', ':path': path });
+        req.on('response', (h) => {
+          req.resume();
+          req.on('end', () => resolve(Number(h[':status'])));
+        });
+        req.on('error', () => resolve(0));
+        req.on('close', () => resolve(0));
+        req.end();
+        if (cancel) setImmediate(() => req.close(http2.constants.NGHTTP2_CANCEL));
+      });
+    try {
+      // A page's requests, all cancelled as the visitor navigates away.
+      await Promise.all(Array.from({ length: 300 }, (_, i) => ask(`/page?nav=${i}`, true)));
+      // Search as you type: each keystroke's request cancels the last.
+      for (let i = 0; i < 600; i += 30) await Promise.all(Array.from({ length: 30 }, (_, j) => ask(`/page?q=${i + j}`, (i + j) % 3 === 0)));
+      expect(client.destroyed).toBe(false);
+      expect(await ask('/page?after', false)).toBe(200);
+    } finally {
+      client.close();
+    }
+  });
+
+  it('CONTINUATION flood (CVE-2024-27983 and kin): a header block that never ends is cut off within its size bound; the gateway keeps serving', async () => {
+    const attacker = await rawH2(port, ca.ca, 's.test');
+    // HEADERS without END_HEADERS, then CONTINUATION frames of 16 KB of fields each, up to 64 MB.
+    const chunk = Buffer.concat(Array.from({ length: 16 }, (_, i) => field(`x-flood-${i}`, 'a'.repeat(1000))));
+    await attacker.send(frame(FRAME.HEADERS, FLAG.END_STREAM, 1, getBlock('/page', 's.test')));
+    let sent = 0;
+    const started = Date.now();
+    while (sent < 64 * 1024 * 1024 && !attacker.isClosed() && Date.now() - started < 10_000) {
+      if (!(await attacker.send(...Array.from({ length: 16 }, () => frame(FRAME.CONTINUATION, 0, 1, chunk))))) break;
+      sent += 16 * chunk.length;
+    }
+    await Promise.race([attacker.closed, new Promise((r) => setTimeout(r, 3000))]);
+    expect(attacker.isClosed()).toBe(true);
+    // Cut off long before 64 MB: the head's bound is limits.maxHeaderBytes (SETTINGS_MAX_HEADER_LIST_SIZE).
+    expect(sent).toBeLessThan(4 * 1024 * 1024);
+    expect((await h2get(port, ca.ca, 's.test', '/page')).status).toBe(200);
+  });
+
+  it('PING flood: a client that sends PINGs by the hundred thousand and reads no answer is closed; the gateway keeps serving', async () => {
+    const attacker = await rawH2(port, ca.ca, 's.test');
+    // Read nothing: the ACKs pile up on the server's side.
+    attacker.socket.pause();
+    const ping = frame(FRAME.PING, 0, 0, Buffer.alloc(8, 7));
+    let sent = 0;
+    const started = Date.now();
+    while (sent < 200_000 && !attacker.isClosed() && Date.now() - started < 10_000) {
+      if (!(await attacker.send(...Array.from({ length: 1000 }, () => ping)))) break;
+      sent += 1000;
+    }
+    await Promise.race([attacker.closed, new Promise((r) => setTimeout(r, 3000))]);
+    expect(attacker.isClosed()).toBe(true);
+    expect((await h2get(port, ca.ca, 's.test', '/page')).status).toBe(200);
+  });
+});
