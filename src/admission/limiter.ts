@@ -296,6 +296,8 @@ export const TRIAL_MAX_GAP_MS = 5_000;
 export const STANDING_CAP_PERMITS = 8;
 /** The longest wait `queue.minWaitRoundTrips` can give a request beyond its own deadline. */
 export const ROUND_TRIP_WAIT_MAX_MS = 5_000;
+/** The queue's waits are given the round trips again when the typical one grows past this multiple (see waitRoundTrips). */
+const WAIT_REPRICE_GROWTH = 1.25;
 
 export class Limiter {
   /** Called after the limit, the in-flight count or the queue changed. Keep it cheap. */
@@ -340,6 +342,8 @@ export class Limiter {
   /** The one path every request of that ring went to, if they all went to one; else undefined. */
   private overdueOnePath: string | undefined = undefined;
   private overdueNoted = 0;
+  /** The highest typical round trip the queue's waits were given their round trips at (see waitRoundTrips). */
+  private waitPricedAtMs = 0;
   /** The earliest start of an overdue request that started after promptStartedAt (see slowForEveryone). */
   private firstOverdueAfterPrompt = -Infinity;
   // Shared sample object: the Limit contract says implementations copy what they keep.
@@ -688,6 +692,7 @@ export class Limiter {
         latencyClass: opts.latencyClass,
         expiresAt: deadlineAt,
         capped: false,
+        waitsRoundTrips: this.clientWaits(opts),
         resolve,
         timer: undefined,
         signal,
@@ -1009,6 +1014,10 @@ export class Limiter {
       // threshold for good (a 300 ms origin: every request waited for a permit to step aside).
       if (overdue && !this.slowForEveryone && this.rttEwmaMs > 0 && (permit.overdue || !probing)) kind = 'ignore';
     }
+    // The first round trip of its class (or a typical one grown by a quarter, below): the
+    // waiters queued before it was known wait the round trips they would have been given had
+    // it been (waitRoundTrips).
+    const firstKnown = succeeded && latencyClass !== undefined && this.latency.typical(latencyClass) === 0;
     // Its endpoint's typical round trip learns from it, overdue or not: that is the endpoint's
     // cost (a WordPress site's REST calls at 0.7 s against 60 ms pages were all overdue, so their
     // class never learned one and a burst of them got the site's 0.5 s deadline).
@@ -1022,6 +1031,7 @@ export class Limiter {
       } else this.rttEwmaMs += 0.1 * (rtt - this.rttEwmaMs);
       this.queue.lifoWhenStanding = false; // waits are predictable now: admission at arrival + FIFO
     }
+    if (this.queue.length > 0 && (firstKnown || this.rttEwmaMs > WAIT_REPRICE_GROWTH * this.waitPricedAtMs)) this.waitRoundTrips(now);
     if (kind !== 'ignore') {
       const s = this.sample;
       s.rttMs = this.latency.normalise(now - permit.acquiredAt, latencyClass, kind === 'success' && permit.inflightAtAcquire + permit.peerInflightAtAcquire <= this.limit / 2);
@@ -1063,6 +1073,36 @@ export class Limiter {
       if (p.latencyClass === latencyClass || ++looked >= CLASS_SCAN_PERMITS) return now - p.acquiredAt;
     }
     return 0;
+  }
+
+  /**
+   * A client waits at least `minWaitRoundTrips` of its endpoint's round trips (acquire()); one
+   * queued before any was known had `deadlineMs` alone. Once the site's first round trip, or its
+   * class's, is known, such a waiter waits what it would have been given: 100 clients of a fresh
+   * gateway, queued at once behind its 8 permits, were refused at 500 ms while slow start was
+   * still raising the limit for pages of 100-250 ms, and the same request a second later would
+   * have waited 8 of them (the normal-day bench with `--page-ms 100-250 --page-share 0.7`: 5-13
+   * `deadline` refusals in a closed loop's first second). And again each time the typical round
+   * trip passes WAIT_REPRICE_GROWTH times the highest it has been applied at: from the first
+   * answer (an API call's 12 ms) it climbs toward the mix's 130 ms over the first second, and
+   * API calls queued then still had 500 ms. Under a standing queue the CoDel cap still ends the
+   * wait.
+   */
+  private waitRoundTrips(now: number): void {
+    const rtts = this.queueConfig.minWaitRoundTrips ?? 0;
+    if (rtts <= 0) return;
+    if (this.rttEwmaMs > this.waitPricedAtMs) this.waitPricedAtMs = this.rttEwmaMs;
+    this.queue.forEach((w) => {
+      if (!w.waitsRoundTrips) return;
+      const roundTripMs = Math.max(this.rttEwmaMs, this.latency.typical(w.latencyClass));
+      const at = w.enqueuedAt + Math.min(rtts * roundTripMs, ROUND_TRIP_WAIT_MAX_MS);
+      if (!(at > w.deadlineAt)) return;
+      w.deadlineAt = at;
+      if (w.capped || !(at > w.expiresAt)) return;
+      w.expiresAt = at;
+      if (w.timer !== undefined) this.scheduler.clearTimeout(w.timer);
+      w.timer = this.scheduler.setTimeout(() => this.expire(w), at - now);
+    });
   }
 
   /** Hands free permits to waiters, in the queue's order. */

@@ -38,6 +38,8 @@ export interface Waiter<R = unknown> {
   expiresAt: number;
   /** expiresAt comes from the CoDel cap, so expiry is reported as 'codel'. */
   capped: boolean;
+  /** Its client waits `minWaitRoundTrips` round trips at least, once one is known (Limiter.waitRoundTrips). */
+  waitsRoundTrips: boolean;
   resolve: (result: R) => void;
   timer: unknown;
   signal: AbortSignal | undefined;

@@ -1539,6 +1539,56 @@ describe('Limiter: a client waits at least a few round trips (queue.minWaitRound
     }
   });
 
+  it('a request queued before any round trip was known waits the round trips once one is (a fresh gateway\'s first clients), and still ends its wait then', async () => {
+    const t = setup({ limitN: 1, queue: patient });
+    // Nothing known yet: a holds the permit, b and c queue with the 500 ms deadline.
+    const { a, waiting: b } = await behindOne(t, { priority: 1 });
+    const c = t.limiter.acquire({ priority: 1 }) as Promise<AcquireResult>;
+    t.scheduler.advance(200);
+    a.release('success'); // the first round trip: 200 ms; b gets the permit
+    const gotB = await b;
+    if (!gotB.ok) throw new Error('b was not granted');
+    // c waits 8 x 200 ms from its arrival, not 500.
+    t.scheduler.advance(700);
+    gotB.permit.release('success');
+    await expect(c).resolves.toMatchObject({ ok: true, waitedMs: 900 });
+    // Without a round trip known before 500 ms (nor minWaitRoundTrips), c was refused at 500.
+    const u = setup({ limitN: 1, queue: patient });
+    const { waiting: b2 } = await behindOne(u, { priority: 1 });
+    const c2 = u.limiter.acquire({ priority: 1 }) as Promise<AcquireResult>;
+    u.scheduler.advance(500);
+    await expect(c2).resolves.toMatchObject({ ok: false, reason: 'deadline', waitedMs: 500 });
+    void b2;
+    // And one whose endpoint's first round trip is known extends by its own: 8 x 300 ms = 2 400.
+    const v = setup({ limitN: 1, queue: patient });
+    const first = v.limiter.acquire({ priority: 1, latencyClass: 'fill:default:page' });
+    if (first instanceof Promise || !first.ok) throw new Error('not granted');
+    const page = v.limiter.acquire({ priority: 1, latencyClass: 'fill:default:page' }) as Promise<AcquireResult>;
+    const pageAfter = v.limiter.acquire({ priority: 1, latencyClass: 'fill:default:page' }) as Promise<AcquireResult>;
+    v.scheduler.advance(300);
+    first.permit.release('success', 'fill:default:page');
+    const p1 = await page;
+    if (!p1.ok) throw new Error('page not granted');
+    v.scheduler.advance(2_100); // 2 400 from its arrival: the wait ends there, as for any
+    await expect(pageAfter).resolves.toMatchObject({ ok: false, reason: 'deadline', waitedMs: 2_400 });
+  });
+
+  it('and again when the typical round trip has grown by a quarter since (from a first quick answer toward the mix\'s)', async () => {
+    const t = setup({ limitN: 2, queue: patient });
+    await t.teach(50); // typical 50 ms: 8 of them are 400, so the 500 ms deadline stands
+    const a1 = t.limiter.acquire({ priority: 1 });
+    const a2 = t.limiter.acquire({ priority: 1 });
+    if (a1 instanceof Promise || !a1.ok || a2 instanceof Promise || !a2.ok) throw new Error('not granted');
+    const b = t.limiter.acquire({ priority: 1 }) as Promise<AcquireResult>;
+    const c = t.limiter.acquire({ priority: 1 }) as Promise<AcquireResult>;
+    t.scheduler.advance(450);
+    a1.permit.release('success'); // typical 50 + 0.1 x 400 = 90 ms: 8 of them are 720
+    expect((await b).ok).toBe(true);
+    t.scheduler.advance(250);
+    a2.permit.release('success');
+    await expect(c).resolves.toMatchObject({ ok: true, waitedMs: 700 });
+  });
+
   it('uses the request\'s own endpoint\'s round trip when the site\'s cheap endpoints make the typical one short (the block editor\'s REST calls)', async () => {
     const t = setup({ limitN: 1, queue: patient });
     await one(t, 'forward:default:wp-json', 400);
