@@ -210,6 +210,7 @@ export function createSecurePublicServer(opts: SecureServerOptions): SecurePubli
       session.once('stream', () => clearTimeout(firstHead));
       let opened = 0;
       let premature = 0;
+      let closing = false;
       session.on('stream', (stream: http2.ServerHttp2Stream) => {
         opened++;
         const at = performance.now();
@@ -217,7 +218,8 @@ export function createSecurePublicServer(opts: SecureServerOptions): SecurePubli
         stream.once('aborted', () => {
           if (performance.now() - at > PREMATURE_RESET_MS) return;
           premature++;
-          if (opened >= PREMATURE_RESET_MIN_STREAMS && premature * 2 > opened && !session.destroyed) {
+          if (opened >= PREMATURE_RESET_MIN_STREAMS && premature * 2 > opened && !closing && !session.destroyed) {
+            closing = true;
             opts.onConnectionRefused?.('rapid_reset');
             opts.logger.warn({ peer: session.socket?.remoteAddress, streams: opened, resets: premature }, 'HTTP/2 connection closed: most of its streams reset as they opened (rapid reset)');
             // The GOAWAY first, then the connection once it has been written.
