@@ -11,20 +11,12 @@ import { startGateway, type StartedGateway } from '../helpers/gateway.js';
 import { startTestOrigin, type TestOrigin } from '../helpers/test-origin.js';
 import { makeTestCa, type TestCa } from '../helpers/tls-certs.js';
 import { h2get } from '../helpers/tls-client.js';
+import { until } from '../helpers/until.js';
 import { ERROR, FLAG, FRAME, field, frame, getBlock, rawH2 } from '../helpers/h2-frames.js';
 
 async function metric(adminUrl: string, name: string): Promise<number> {
   const text = await (await fetch(`${adminUrl}/metrics`)).text();
   return Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\d+(?:\\.\\d+)?)`, 'm').exec(text)?.[1] ?? NaN);
-}
-
-async function until(check: () => Promise<boolean> | boolean, what: string, ms = 8000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 describe('HTTP/2 floods (attacker trial)', () => {

@@ -21,6 +21,7 @@ import { startGateway, withTestDefaults, type StartedGateway } from '../helpers/
 import { startTestOrigin, type TestOrigin } from '../helpers/test-origin.js';
 import { makeTestCa, type TestCa, type TestLeaf } from '../helpers/tls-certs.js';
 import { h1get, h2get } from '../helpers/tls-client.js';
+import { until } from '../helpers/until.js';
 
 const run = promisify(execFile);
 
@@ -61,15 +62,6 @@ function handshake(port: number, ca: string, opts: { servername?: string; alpn?:
       }, 50);
     });
   });
-}
-
-async function until(check: () => Promise<boolean> | boolean, what: string, ms = 8000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 describe('HTTPS listener: SNI, HTTP/2, redirect, HSTS, live certificate reload', () => {
