@@ -483,7 +483,7 @@ export class Limiter {
     // would have stepped aside.
     // Nor below OVERDUE_MIN_FACTOR round trips (a queue.deadlineMs of a round trip or two,
     // without minWaitRoundTrips, would set every answer a little slower than usual aside).
-    const leastWaitMs = Math.max(this.queueConfig.deadlineMs, Math.min((this.queueConfig.minWaitRoundTrips ?? 0) * this.rttEwmaMs, ROUND_TRIP_WAIT_MAX_MS));
+    const leastWaitMs = Math.max(this.queueConfig.deadlineMs, this.roundTripWaitMs(undefined));
     const cap = Math.max(OVERDUE_WAIT_SHARE * leastWaitMs, OVERDUE_MIN_FACTOR * this.rttEwmaMs);
     if (ms > cap) ms = cap;
     return ms < OVERDUE_MIN_MS ? OVERDUE_MIN_MS : ms > OVERDUE_MAX_MS ? OVERDUE_MAX_MS : ms;
@@ -629,12 +629,7 @@ export class Limiter {
     // permits taken, one the origin drains in a few round trips (WordPress's block editor). The
     // standing queue's cap and the forecast below still refuse what sustained overload would
     // make wait.
-    const rtts = this.queueConfig.minWaitRoundTrips ?? 0;
-    // The request's own endpoint's round trip when longer: a burst is mostly of one endpoint
-    // (the editor's REST calls), and the site's mix of cheap ones makes the typical round trip short.
-    const roundTripMs = Math.max(this.rttEwmaMs, this.latency.typical(opts.latencyClass));
-    if (this.clientWaits(opts) && roundTripMs > 0)
-      deadlineAt = Math.max(deadlineAt, now + Math.min(rtts * roundTripMs, ROUND_TRIP_WAIT_MAX_MS));
+    if (this.clientWaits(opts)) deadlineAt = Math.max(deadlineAt, now + this.roundTripWaitMs(opts.latencyClass));
     const last = this.queue.classes - 1;
     const raw = opts.priority;
     const priority = raw >= 0 ? (raw <= last ? raw | 0 : last) : 0;
@@ -750,6 +745,16 @@ export class Limiter {
 
   private isColdStart(now: number): boolean {
     return this.algorithm.isColdStart?.(now) ?? false;
+  }
+
+  /**
+   * `minWaitRoundTrips` of a request's round trips, at most ROUND_TRIP_WAIT_MAX_MS: the typical
+   * one, or its own endpoint's when longer (a burst is mostly of one endpoint, the editor's REST
+   * calls, and the site's mix of cheap ones makes the typical round trip short). 0 before any is known.
+   */
+  private roundTripWaitMs(latencyClass: string | undefined): number {
+    const roundTripMs = Math.max(this.rttEwmaMs, this.latency.typical(latencyClass));
+    return Math.min((this.queueConfig.minWaitRoundTrips ?? 0) * roundTripMs, ROUND_TRIP_WAIT_MAX_MS);
   }
 
   /** A client waits for the request (no usable stale copy answers it) and `minWaitRoundTrips` is on. */
@@ -1089,13 +1094,11 @@ export class Limiter {
    * wait.
    */
   private waitRoundTrips(now: number): void {
-    const rtts = this.queueConfig.minWaitRoundTrips ?? 0;
-    if (rtts <= 0) return;
+    if ((this.queueConfig.minWaitRoundTrips ?? 0) <= 0) return;
     if (this.rttEwmaMs > this.waitPricedAtMs) this.waitPricedAtMs = this.rttEwmaMs;
     this.queue.forEach((w) => {
       if (!w.waitsRoundTrips) return;
-      const roundTripMs = Math.max(this.rttEwmaMs, this.latency.typical(w.latencyClass));
-      const at = w.enqueuedAt + Math.min(rtts * roundTripMs, ROUND_TRIP_WAIT_MAX_MS);
+      const at = w.enqueuedAt + this.roundTripWaitMs(w.latencyClass);
       if (!(at > w.deadlineAt)) return;
       w.deadlineAt = at;
       if (w.capped || !(at > w.expiresAt)) return;

@@ -820,23 +820,17 @@ export class Gradient2Limit implements Limit {
       if (e.noLoad && e.startedAt >= this.exoneratedAt) this.learnNoLoad(b, e.raw);
     }
     if (st.taken !== undefined) {
-      let count = 0;
-      let mean = 0;
-      for (const x of st.taken) mean += x;
-      if (st.taken.length > 0) count = st.taken.length;
-      else
-        for (const e of w) {
-          mean += e.raw - e.offset;
-          count++;
-        }
-      if (count > 0) {
-        mean /= count;
+      // (a few each, and only while the class is new)
+      const of = st.taken.length > 0 ? st.taken : w.map((e) => e.raw - e.offset);
+      if (of.length > 0) {
+        let mean = 0;
+        for (const x of of) mean += x;
+        mean /= of.length;
         let variance = 0;
-        if (st.taken.length > 0) for (const x of st.taken) variance += (x - mean) * (x - mean);
-        else for (const e of w) variance += (e.raw - e.offset - mean) * (e.raw - e.offset - mean);
+        for (const x of of) variance += (x - mean) * (x - mean);
         b.firstMs = mean;
-        b.firstVariance = variance / count;
-        b.provisional = Math.min(count, PROVISIONAL_SAMPLES);
+        b.firstVariance = variance / of.length;
+        b.provisional = Math.min(of.length, PROVISIONAL_SAMPLES);
       }
       if (st.taken.length >= PROVISIONAL_SAMPLES) st.taken = undefined;
     }
