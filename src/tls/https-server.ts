@@ -45,7 +45,7 @@ export const H2_MAX_STREAMS = 128;
  * Rapid reset (CVE-2023-44487), as Envoy guards against it: a stream the client resets within
  * PREMATURE_RESET_MS of opening, before its answer ended, is a premature reset; once a
  * connection has opened PREMATURE_RESET_MIN_STREAMS streams, more than half of them reset so,
- * it is closed (GOAWAY ENHANCE_YOUR_CALM). Reset streams do not count against
+ * it takes no new stream (GOAWAY ENHANCE_YOUR_CALM) and is closed once those under way end. Reset streams do not count against
  * MAX_CONCURRENT_STREAMS, so one connection opened and reset 5 000 streams in a second, each a
  * request started (a fill, a permit asked for); nghttp2's own limit (a GOAWAY after about 1 000)
  * left the connection open, its frames ignored, for `requestTimeoutMs` (attacker trial). A
@@ -222,9 +222,10 @@ export function createSecurePublicServer(opts: SecureServerOptions): SecurePubli
             closing = true;
             opts.onConnectionRefused?.('rapid_reset');
             opts.logger.warn({ peer: session.socket?.remoteAddress, streams: opened, resets: premature }, 'HTTP/2 connection closed: most of its streams reset as they opened (rapid reset)');
-            // The GOAWAY first, then the connection once it has been written.
+            // No new stream, and the connection closed once the streams under way end: the
+            // requests of a visitor whose browser cancelled many are answered, not cut.
             session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
-            setImmediate(() => session.destroy());
+            session.close();
           }
         });
       });
