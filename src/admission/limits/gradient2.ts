@@ -407,6 +407,8 @@ export class Gradient2Limit implements Limit {
   /** What that window's classes read with nobody queueing, and whether it was read class by class (classPercentile). */
   private slowStartRefBase = 1;
   private slowStartRefClassRead = false;
+  /** That window's own chance spread, ms (see NOISE_SE): a reference is one window too. */
+  private slowStartRefNoise = 0;
   /**
    * The 80th percentile of the window that made slow start's first step, read class by class,
    * and that window's baseline: what later windows of the mix are judged against instead of the
@@ -414,6 +416,7 @@ export class Gradient2Limit implements Limit {
    */
   private slowStartFirstP80: number | undefined;
   private slowStartFirstBase = 1;
+  private slowStartFirstNoise = 0;
   /**
    * Slow start's steps while it lasts, oldest first: the 80th-percentile RTT and the slack that
    * justified each, and the estimate and peak before it (see judgeStepsInHindsight). A window
@@ -1180,10 +1183,16 @@ export class Gradient2Limit implements Limit {
     // --page-share 0.7`, 1 draw in 40). The first window passed the baselines' test, and a
     // queue that grows step by step past that window's percentile shows here at the same point
     // as it would against baselines that were right.
+    // That window and the last step's are single windows too, each with its chance spread (on
+    // the real slow-page day, a first window whose 80th percentile read below its own baseline
+    // ended slow start at 12 in the next window): their spread, scaled as their percentile is,
+    // is allowed for beside this window's (independent, so in quadrature).
+    const firstScale = SLOW_START_RISE * ((windowBase ?? 1) / this.slowStartFirstBase);
     const firstBound =
       classRead && this.slowStartFirstP80 !== undefined
-        ? SLOW_START_RISE * this.slowStartFirstP80 * ((windowBase ?? 1) / this.slowStartFirstBase) + RTT_NOISE_MS + noise
+        ? firstScale * this.slowStartFirstP80 + RTT_NOISE_MS + Math.hypot(noise, firstScale * this.slowStartFirstNoise)
         : undefined;
+    const refScale = SLOW_START_RISE * (classRead || this.slowStartRefClassRead ? (windowBase ?? 1) / this.slowStartRefBase : 1);
     const queued = firstBound !== undefined ? p80 > firstBound : slowStartGradient < SLOW_START_EXIT;
     if (
       this.slowStart &&
@@ -1197,15 +1206,12 @@ export class Gradient2Limit implements Limit {
         // which a warming origin's falling round trips cannot hide.
         // Read class by class (classPercentile), a window of the mix holds its classes in chance
         // proportions and a chance few of each: the last step's percentile is taken relative to
-        // its window's baseline, the chance spread is allowed for, and the spread test is left
+        // its window's baseline, both windows' chance spread is allowed for, and the spread test is left
         // out (two windows' 80th over 20th percentiles of 26 samples each, no queueing, differed
         // by a third).
         (measuredAfterStep &&
           this.slowStartRefP80 !== undefined &&
-          (p80 >
-            SLOW_START_RISE * this.slowStartRefP80 * (classRead || this.slowStartRefClassRead ? (windowBase ?? 1) / this.slowStartRefBase : 1) +
-              RTT_NOISE_MS +
-              (classRead ? noise : 0) ||
+          (p80 > refScale * this.slowStartRefP80 + RTT_NOISE_MS + (classRead ? Math.hypot(noise, refScale * this.slowStartRefNoise) : 0) ||
             (!classRead && !this.slowStartRefClassRead && spread > SLOW_START_RISE * this.slowStartRefSpread))))
     )
       this.slowStart = false;
@@ -1242,9 +1248,11 @@ export class Gradient2Limit implements Limit {
       this.slowStartRefSpread = spread;
       this.slowStartRefBase = windowBase ?? 1;
       this.slowStartRefClassRead = classRead;
+      this.slowStartRefNoise = noise;
       if (this.slowStartFirstP80 === undefined && classRead) {
         this.slowStartFirstP80 = p80;
         this.slowStartFirstBase = windowBase ?? 1;
+        this.slowStartFirstNoise = noise;
       }
       if (this.estimate > this.peakEstimate) this.peakEstimate = this.estimate;
       this.resetWindow();

@@ -1452,7 +1452,18 @@ describe('Gradient2Limit: slow start on a mix whose baselines rest on a few samp
     for (let seed = 1; seed <= 40; seed++) if (ends(seed, [120, 149, 156, 151])) ended++;
     // Against those four alone (their 14 ms spread, the baselines' test in every window) it
     // ended in all 40; without the prior in 37, judged against the baselines after the first
-    // step in 27; with both, 18. (With four drawn from the pages as they are: 5 in 40.)
-    expect(ended).toBeLessThanOrEqual(20);
+    // step in 27; with both, 18; with the reference windows' chance spread (below), 9.
+    // (With four drawn from the pages as they are: 5 in 40.)
+    expect(ended).toBeLessThanOrEqual(12);
+  });
+
+  it('allows for the chance spread of the windows it compares with (the first step\'s, the last step\'s), not only its own: 200 streams', () => {
+    let ended = 0;
+    for (let seed = 1; seed <= 200; seed++) if (ends(seed, [120, 149, 156, 151])) ended++;
+    // 69 of 200; without the last step's window's spread 77, without the first's 103. (Most
+    // of the rest end on the first step's window: a window had to be quick to pass the
+    // baselines' test that these four no-load samples set too low, so it is quick by selection,
+    // not by chance alone.)
+    expect(ended).toBeLessThanOrEqual(72);
   });
 });
