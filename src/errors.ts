@@ -93,7 +93,7 @@ export const ERRORS = {
   origin_unavailable: {
     status: 503,
     message: 'The site is unavailable right now. Please retry shortly.',
-    action: "Check the origin: it answered 503 to the fill this request waited on (or 429 to that fill and to the waiters' own one); a 503's Retry-After (up to 1 h) is passed on.",
+    action: "Check the origin: it answered 503 (or 429) to the fill this request waited on and to the waiters' own one; a 503's Retry-After (up to 1 h) is passed on.",
   },
   origin_failed: {
     status: 502,

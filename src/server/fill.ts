@@ -135,32 +135,33 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
   }
   // Its leader's client left while the fill was queued, before this waiter came: fill again.
   if (outcome.kind === 'failed' && outcome.abandoned) return attempt === 0 ? fillAndServe(ctx, lookup, attempt + 1) : passAlone(ctx, lookup);
-  // An origin that says it is overloaded (503) is not asked again by each waiter: they get a
-  // stored copy, or the gateway's own 503 (`origin_unavailable`) with its Retry-After (ours when
-  // it sent none). (It said `overloaded` and Retry-After: 1 to a maintenance page's waiters, as
-  // if the gateway were shedding: trial.)
-  // Any other server error, and a 429, may be about the leader's own request (its User-Agent,
-  // its Accept-Language went with the fill; review: one client whose User-Agent tripped an
-  // origin bug got every waiter a 502; an origin throttling a crawler by its User-Agent got the
-  // visitors who joined the crawler's fill a 503: failure-day trial), so the waiters make one
-  // fill of their own, collapsed again (one of them leads it); only when that one fails too is
-  // the failure the page's, and they share it as the gateway's own 502 (`origin_failed`), or
-  // 503 (`origin_unavailable`, with our Retry-After: the origin's may be about the leader
-  // alone) for a 429. Never the origin's bytes. Each asking alone, a crowd on a page that
-  // failed after 2 s (a database timeout) was 50 requests at once on 4 PHP workers, and the
-  // rest of the site got 503 (failure-day trial).
+  // A server error, a 503 and a 429 included, may be about the leader's own request: its
+  // User-Agent or Accept-Language went with the fill (review: one client whose User-Agent
+  // tripped an origin bug got every waiter a 502; an origin throttling a crawler by its
+  // User-Agent got the visitors who joined the crawler's fill a 503: failure-day trial), or its
+  // address in X-Forwarded-For (nginx's limit_req answers 503 by default: one client the origin
+  // rate-limited, asking first for each new page, got every visitor who joined its fills a 503;
+  // attacker trial). So the waiters make one fill of their own, collapsed again (one of them
+  // leads it); only when that one fails too is the failure the page's, and they share it as
+  // the gateway's own answer, never the origin's bytes: 503 (`origin_unavailable`) for a 503,
+  // with the origin's Retry-After (a maintenance page's waiters were told `overloaded` and
+  // Retry-After: 1, as if the gateway were shedding: trial), or for a 429 with ours (the
+  // origin's may be about the leader alone); 502 (`origin_failed`) for any other. Each asking
+  // alone, a crowd on a page that failed after 2 s (a database timeout) was 50 requests at once
+  // on 4 PHP workers, and the rest of the site got 503 (failure-day trial); a stored copy
+  // answers them first (serveStaleOr).
   if (outcome.kind === 'origin_error')
     return serveStaleOr(ctx, lookup, 'error', () =>
-      outcome.status === 503 || (outcome.status === 429 && attempt > 0)
-        ? fail(ctx, 'origin_unavailable', `the origin answered ${outcome.status} to this page's fill`, {
-            // A 503 speaks for the site (maintenance); a 429 may be about the leader alone.
-            retryAfterSeconds:
-              (outcome.status === 503 ? retryAfterOf(outcome.headers['retry-after'], ctx.deps.clock.now()) : undefined) ??
-              ctx.deps.admission.retryAfterSeconds(ctx.site!.name),
-            state: 'error',
-          })
-        : attempt === 0
-          ? fillAndServe(ctx, lookup, attempt + 1)
+      attempt === 0
+        ? fillAndServe(ctx, lookup, attempt + 1)
+        : outcome.status === 503 || outcome.status === 429
+          ? fail(ctx, 'origin_unavailable', `the origin answered ${outcome.status} to this page's fill, twice`, {
+              // A 503 speaks for the site (maintenance); a 429 may be about the leader alone.
+              retryAfterSeconds:
+                (outcome.status === 503 ? retryAfterOf(outcome.headers['retry-after'], ctx.deps.clock.now()) : undefined) ??
+                ctx.deps.admission.retryAfterSeconds(ctx.site!.name),
+              state: 'error',
+            })
           : fail(ctx, 'origin_failed', `the origin answered ${outcome.status} to this page's fill, twice`, { state: 'error' }),
     );
   return serveFillResult(ctx, lookup, outcome, true);

@@ -1115,7 +1115,7 @@ describe('failure amplification: an origin that rate-limits the gateway (429)', 
 });
 
 describe('failure amplification: waiters of a fill the origin refused (503)', () => {
-  it("get the gateway's own 503 (origin_unavailable) with the origin's Retry-After, not the origin's bytes, and do not each ask again", async () => {
+  it("ask once more together, then get the gateway's own 503 (origin_unavailable) with the origin's Retry-After, not the origin's bytes; they do not each ask again", async () => {
     const o = await origin();
     o.route('/busy', (req, res) =>
       void setTimeout(() => {
@@ -1125,10 +1125,12 @@ describe('failure amplification: waiters of a fill the origin refused (503)', ()
     );
     const g = await gateway({ sites: [siteFor([o.url])] });
     const answers = await Promise.all([0, 1, 2, 3].map(() => call(`${g.url}/busy`)));
-    expect(o.count('/busy')).toBe(1);
+    // The leader's fill, then one fill of the waiters' (its leader gets that fill's own answer).
+    expect(o.count('/busy')).toBe(2);
     expect(answers.map((a) => a.status)).toEqual([503, 503, 503, 503]);
+    expect(answers.filter((a) => a.body.startsWith('slow down'))).toHaveLength(2);
     const waiters = answers.filter((a) => a.headers['x-crowdgate-error'] === 'origin_unavailable');
-    expect(waiters.length).toBe(3);
+    expect(waiters.length).toBe(2);
     for (const w of waiters) {
       expect(w.headers['set-cookie']).toBeUndefined();
       expect(w.body).not.toContain('slow down');
@@ -1151,6 +1153,26 @@ describe('failure amplification: waiters of a fill the origin refused (503)', ()
     expect(limitedWaiters.length).toBe(1);
     for (const w of limitedWaiters) expect(Number(w.headers['retry-after'])).toBeLessThan(3600);
     expect(limited.filter((a) => a.status === 429 && a.body === 'you, slow down')).toHaveLength(2);
+  });
+
+  it('a 503 for the leader alone (one client the origin rate-limits by its address, as nginx\'s limit_req does by default): the visitors who joined its fill get the page from a fill of their own (attacker trial: they got 503)', async () => {
+    const o = await origin();
+    o.route('/news/new-post', (req, res) =>
+      void setTimeout(() => {
+        const abuser = String(req.headers['x-forwarded-for']).includes('203.0.113.9');
+        res.writeHead(abuser ? 503 : 200, { 'content-type': 'text/plain', 'cache-control': abuser ? 'no-store' : 'max-age=60', ...(abuser ? { 'retry-after': '60' } : {}) });
+        res.end(abuser ? 'rate limited' : 'the post');
+      }, 200),
+    );
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    // (The tests' client is a trusted proxy: its X-Forwarded-For names the client.)
+    const abuser = call(`${g.url}/news/new-post`, { headers: { 'x-forwarded-for': '203.0.113.9' } });
+    expect(await eventually(() => o.count('/news/new-post') === 1, 100, 5)).toBe(true);
+    const visitors = await Promise.all([1, 2, 3].map((i) => call(`${g.url}/news/new-post`, { headers: { 'x-forwarded-for': `198.51.100.${i}` } })));
+    expect((await abuser).status).toBe(503);
+    for (const v of visitors) expect({ status: v.status, body: v.body }).toEqual({ status: 200, body: 'the post' });
+    // The abuser's fill, then one led by a visitor, stored and shared.
+    expect(o.count('/news/new-post')).toBe(2);
   });
 
   it('a 429 for the leader alone (a crawler throttled by its User-Agent): the visitors who joined its fill get the page from a fill of their own (failure-day trial: they got 503)', async () => {
