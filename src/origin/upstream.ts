@@ -54,31 +54,63 @@ const URL_FAILURES_KEPT = 64;
  * times (new-user trial). The first failure of a path always counts, failures across paths
  * count, and so do a path's failures while nothing succeeds, so a member failing everything,
  * or a crowd on one page of a member that answers nothing else, is ejected as before.
+ *
+ * The same for one client: failures that repeat for one client address, while the member
+ * answers other clients and no other client's request fails, are that client's (an origin's
+ * per-client rate limit or firewall: nginx's `limit_req` answers 503 by default). One client
+ * alternating two paths opened the breaker with 10 of them (attacker trial). Behind a proxy
+ * that is not trusted, every request has that proxy's address, and no other client is ever
+ * answered: failures count as before.
  */
 export class UrlFailures {
   private seq = 0;
   private lastSuccessAt = -Infinity;
   /** path -> the order number of its last failure. */
   private readonly lastFailure = new Map<string, number>();
+  /** client address -> the order number of its last failure. */
+  private readonly lastClientFailure = new Map<string, number>();
+  /** client address -> when it was last answered (the latest URL_FAILURES_KEPT). */
+  private readonly clientAnsweredAt = new Map<string, number>();
 
-  success(now: number): void {
+  success(now: number, client?: string): void {
     this.lastSuccessAt = now;
+    if (client === undefined) return;
+    this.clientAnsweredAt.delete(client);
+    this.clientAnsweredAt.set(client, now);
+    if (this.clientAnsweredAt.size > URL_FAILURES_KEPT) this.clientAnsweredAt.delete(this.clientAnsweredAt.keys().next().value!);
   }
 
   /**
-   * Records a failure of `path` at `now`; true when it is the URL's alone (not the member's).
-   * `answeredElsewhere`: another member answered this path lately, so it is this member's.
+   * Records a failure of `path` for `client` at `now`; true when it is the URL's or the
+   * client's alone (not the member's). `answeredElsewhere`: another member answered this path
+   * lately, so it is this member's.
    */
-  isUrlFailure(path: string, now: number, answeredElsewhere = false): boolean {
+  isUrlFailure(path: string, now: number, answeredElsewhere = false, client?: string): boolean {
     const seq = ++this.seq;
-    const previous = this.lastFailure.get(path);
-    this.lastFailure.delete(path);
-    this.lastFailure.set(path, seq);
-    if (this.lastFailure.size > URL_FAILURES_KEPT) this.lastFailure.delete(this.lastFailure.keys().next().value!);
-    if (answeredElsewhere || previous === undefined || now - this.lastSuccessAt > URL_SUCCESS_WINDOW_MS) return false;
-    for (const [other, at] of this.lastFailure) if (other !== path && at > previous) return false;
-    return true;
+    const url = alone(this.lastFailure, path, seq) && now - this.lastSuccessAt <= URL_SUCCESS_WINDOW_MS;
+    const own = client !== undefined && alone(this.lastClientFailure, client, seq) && this.answeredOtherThan(client, now);
+    return !answeredElsewhere && (url || own);
   }
+
+  /** Whether the member answered a client other than `client` within URL_SUCCESS_WINDOW_MS. */
+  private answeredOtherThan(client: string, now: number): boolean {
+    for (const [other, at] of this.clientAnsweredAt) if (other !== client && now - at <= URL_SUCCESS_WINDOW_MS) return true;
+    return false;
+  }
+}
+
+/**
+ * Records failure number `seq` of `key` in `last` (bounded); true when `key` failed before and
+ * nothing else in `last` failed since.
+ */
+function alone(last: Map<string, number>, key: string, seq: number): boolean {
+  const previous = last.get(key);
+  last.delete(key);
+  last.set(key, seq);
+  if (last.size > URL_FAILURES_KEPT) last.delete(last.keys().next().value!);
+  if (previous === undefined) return false;
+  for (const [other, at] of last) if (other !== key && at > previous) return false;
+  return true;
 }
 
 /** A member that answered successfully this recently (ms) is answering: see UrlFailures. */
@@ -228,6 +260,8 @@ export interface AdmitOptions {
   latencyClass?: string;
   /** The request's path (no query): a failure only this path keeps giving is the URL's, not the member's (UrlFailures). */
   path?: string;
+  /** The client's address: a failure only this client keeps getting is the client's, not the member's (UrlFailures). */
+  client?: string;
   /**
    * The caller can answer without the origin (a usable stale copy). When no member is usable it
    * is then refused, except for one trial request per member at a time (TRIAL_INTERVAL_MS
@@ -561,7 +595,7 @@ export class Upstream {
       return { ok: false, why: 'shed', reason, waitedMs: result.waitedMs };
     }
     pool.begin(member);
-    return { ok: true, lease: this.makeLease(pool, control, result.permit, result.waitedMs, opts.kind, trial, othersUsable, suspect, opts.latencyClass, chosenAt, opts.path) };
+    return { ok: true, lease: this.makeLease(pool, control, result.permit, result.waitedMs, opts.kind, trial, othersUsable, suspect, opts.latencyClass, chosenAt, opts.path, opts.client) };
   }
 
   /**
@@ -612,6 +646,7 @@ export class Upstream {
     latencyClass: string | undefined,
     chosenAt: number,
     path: string | undefined,
+    client: string | undefined,
   ): OriginLease {
     const startedAt = this.clock.now();
     let finished = false;
@@ -626,7 +661,7 @@ export class Upstream {
         finished = true;
         pool.end(control.member);
         if (trial) control.trialInFlight = false;
-        this.report(pool, control, permit, outcome, kind, startedAt, latencyClass, chosenAt, path, othersUsable);
+        this.report(pool, control, permit, outcome, kind, startedAt, latencyClass, chosenAt, path, client, othersUsable);
       },
     };
   }
@@ -673,6 +708,7 @@ export class Upstream {
     latencyClass: string | undefined,
     chosenAt: number,
     path: string | undefined,
+    client: string | undefined,
     trialOthersUsable: boolean,
   ): void {
     const labels = { site: control.site, origin: control.member.name };
@@ -701,8 +737,8 @@ export class Upstream {
         control.breaker.onCancel();
         return;
       }
-      if (failure === 'timeout' && path !== undefined && control.urlFailures.isUrlFailure(path, this.clock.now(), answersOf(pool).answeredElsewhere(path, control.member, this.clock.now()))) {
-        // This URL's own timeout (a long-poll, a report), while the member answers others.
+      if (failure === 'timeout' && path !== undefined && control.urlFailures.isUrlFailure(path, this.clock.now(), answersOf(pool).answeredElsewhere(path, control.member, this.clock.now()), client)) {
+        // This URL's own timeout (a long-poll, a report), or this client's, while the member answers others.
         permit.release('ignore');
         control.breaker.onCancel();
         return;
@@ -719,8 +755,8 @@ export class Upstream {
     permit.release(!sampleValid || outcome.clientHeld === true || AMBIGUOUS_STATUSES.has(status) ? 'ignore' : 'success', latencyClass);
     this.metrics.get('originDuration').observe(labels, Math.max(0, this.clock.now() - startedAt) / 1000);
     this.metrics.get('originRequests').inc({ ...labels, kind, outcome: status >= 500 ? 'status_5xx' : 'ok' });
-    if (SICK_STATUSES.has(status) && path !== undefined && control.urlFailures.isUrlFailure(path, this.clock.now(), answersOf(pool).answeredElsewhere(path, control.member, this.clock.now()))) {
-      // This URL's own 502/503/504, while the member answers others: nothing for or against it.
+    if (SICK_STATUSES.has(status) && path !== undefined && control.urlFailures.isUrlFailure(path, this.clock.now(), answersOf(pool).answeredElsewhere(path, control.member, this.clock.now()), client)) {
+      // This URL's own 502/503/504, or this client's, while the member answers others: nothing for or against it.
       control.breaker.onCancel();
     } else if (SICK_STATUSES.has(status)) {
       control.failedAt = this.clock.now();
@@ -729,7 +765,7 @@ export class Upstream {
       pool.reportFailure(control.member, 'status5xx', chosenAt);
     } else {
       // Any other answer, a 500 or a 404 included, is the member working: nothing against it.
-      control.urlFailures.success(this.clock.now());
+      control.urlFailures.success(this.clock.now(), client);
       if (path !== undefined) answersOf(pool).note(path, control.member, this.clock.now());
       control.breaker.onSuccess(startedAt);
       control.failedTrials = 0;

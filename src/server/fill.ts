@@ -375,6 +375,7 @@ async function fetchForCache(
       // A background refresh is a fill like any: one class per route and endpoint (a 304's round trip too).
       latencyClass: latencyClassOf('fill', ctx.route?.name ?? '-', ctx.path),
       path: ctx.path,
+      client: ctx.clientAddress,
       exclude: excluded,
       noTrial: afterTrial,
       servesCrowd: true,

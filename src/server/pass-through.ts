@@ -89,6 +89,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
         kind: 'forward',
         latencyClass: latencyClassOf('forward', ctx.route?.name ?? '-', ctx.path),
         path: ctx.path,
+        client: ctx.clientAddress,
         exclude: excluded,
         noTrial: afterTrial,
         signal: abort.signal,

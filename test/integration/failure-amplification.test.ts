@@ -307,6 +307,31 @@ describe('failure amplification: passive ejection and the breaker', () => {
     expect(Object.values(healthy).sort()).toEqual([0, 1]);
   });
 
+  it('does not trip or eject on one client the origin refuses (503 from its per-client rate limit), whatever paths it asks for; failures of many clients still do (attacker trial)', async () => {
+    const o = await origin();
+    // The origin limits clients by the X-Forwarded-For the gateway writes (nginx's limit_req: 503).
+    const limited: OriginHandler = (req, res) => {
+      const refused = String(req.headers['x-forwarded-for']).startsWith('203.0.113.');
+      res.writeHead(refused ? 503 : 200, { 'content-type': 'text/plain', 'cache-control': 'no-store', ...(refused ? { 'retry-after': '30' } : {}) });
+      res.end(refused ? 'rate limited' : 'fine');
+    };
+    for (const path of ['/page', '/search/p0', '/search/p1', ...Array.from({ length: 20 }, (_, i) => `/search/q${i}`)]) o.route(path, limited);
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    // (The tests' client is a trusted proxy: its X-Forwarded-For names the client.)
+    const as = (client: string, path: string) => call(`${g.url}${path}`, { headers: { 'x-forwarded-for': client } });
+    expectFromOrigin(await as('198.51.100.1', '/page'), 200, 'a visitor');
+    // One client, alternating two paths (the URL rule alone counted them: the breaker opened at 10).
+    for (let i = 0; i < 24; i++) expect((await as('203.0.113.9', `/search/p${i % 2}`)).status).toBe(503);
+    await expectNothingTripped(g, 1);
+    expectFromOrigin(await as('198.51.100.2', '/page'), 200, 'another visitor');
+    // Twenty clients refused in a row, across paths: the member's failures, counted as before.
+    for (let i = 0; i < 20; i++) await as(`203.0.113.${10 + i}`, `/search/q${i}`);
+    const m = await metricsOf(g);
+    const circuit = Object.values(gauge(m, 'crowdgate_circuit_state'));
+    const healthy = Object.values(gauge(m, 'crowdgate_origin_healthy'));
+    expect(circuit[0] === 2 || healthy[0] === 0, `circuit ${JSON.stringify(circuit)} healthy ${JSON.stringify(healthy)}`).toBe(true);
+  });
+
   it('ejects the member that fails a path the other member answers (a bad deploy on one of two), however well it answers the rest (review)', async () => {
     const [a, b] = [await origin(), await origin()];
     b.route('/article', { status: 502, headers: { 'cache-control': 'no-store' }, body: 'bad gateway' });

@@ -13,7 +13,7 @@ import { admissionSchema, siteSchema, type SiteConfig } from '../../../src/confi
 import { GatewayMetrics } from '../../../src/metrics/gateway-metrics.js';
 import { OriginPool, type OriginMember } from '../../../src/origin/pool.js';
 import type { PoolMember } from '../../../src/origin/member.js';
-import { TRIAL_INTERVAL_MS, Upstream, trialIntervalMs, type AdmitOptions, type OriginOutcome } from '../../../src/origin/upstream.js';
+import { TRIAL_INTERVAL_MS, Upstream, UrlFailures, trialIntervalMs, type AdmitOptions, type OriginOutcome } from '../../../src/origin/upstream.js';
 
 const pools: OriginPool[] = [];
 afterEach(async () => {
@@ -560,5 +560,29 @@ describe('Upstream: several sites in front of one origin URL', () => {
     expect(peers.find((v) => v.labels.site === 'shop')?.value).toBe(3);
     expect(peers.find((v) => v.labels.site === 'other')).toBeUndefined();
     for (const lease of held) lease.finish(status(200));
+  });
+});
+
+describe('UrlFailures: a failure one URL or one client keeps getting', () => {
+  const WINDOW = 10_000;
+  it("excuses a client's repeated failures while the member answers other clients, across paths; not its first, not another client's", () => {
+    const f = new UrlFailures();
+    f.success(0, 'visitor');
+    expect(f.isUrlFailure('/a', 1, false, 'abuser')).toBe(false); // its first counts
+    expect(f.isUrlFailure('/b', 2, false, 'abuser')).toBe(true);
+    expect(f.isUrlFailure('/a', 3, false, 'abuser')).toBe(true);
+    expect(f.isUrlFailure('/c', 4, false, 'other')).toBe(false); // another client's first
+    expect(f.isUrlFailure('/d', 5, false, 'abuser')).toBe(false); // another client failed since its last
+    expect(f.isUrlFailure('/e', 6, false, 'abuser')).toBe(true);
+    // Another member answered the path lately: this member's failure.
+    expect(f.isUrlFailure('/f', 7, true, 'abuser')).toBe(false);
+    // Nobody else answered within the window: the member's.
+    expect(f.isUrlFailure('/g', WINDOW + 1, false, 'abuser')).toBe(false);
+  });
+
+  it('counts every failure behind a proxy that is not trusted (one address for every client)', () => {
+    const f = new UrlFailures();
+    f.success(0, 'proxy');
+    for (let i = 0; i < 10; i++) expect(f.isUrlFailure(`/p${i % 2}`, i + 1, false, 'proxy')).toBe(false);
   });
 });
