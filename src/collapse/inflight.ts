@@ -43,11 +43,14 @@ interface Group<T> {
 export class Inflight<T> {
   private readonly groups = new Map<string, Group<T>>();
   private readonly passUntil: LRUCache<string, number>;
+  /** Paths (no query) whose last fill was not storable, until when (see markPathUncacheable). */
+  private readonly pathPassUntil: LRUCache<string, number>;
 
   constructor(
     private readonly opts: { maxWaiters: number; clock: Clock; maxPassMarkers?: number },
   ) {
     this.passUntil = new LRUCache({ max: opts.maxPassMarkers ?? 10_000 });
+    this.pathPassUntil = new LRUCache({ max: opts.maxPassMarkers ?? 10_000 });
   }
 
   /** Becomes the leader for `key`, or waits on the current leader (until `waitMs`). */
@@ -126,6 +129,30 @@ export class Inflight<T> {
 
   clearHitForPass(key: string): void {
     this.passUntil.delete(key);
+  }
+
+  /**
+   * A path (site, host and path, no query) whose last fill, for a key with nothing stored,
+   * answered something not storable (a search's `private` page): for `durationMs`, a request
+   * to another query of it that the fill would be made without (its own cookies, a Range) may
+   * be sent as it came at once (handle-request.ts). A storable answer on the path ends it.
+   */
+  markPathUncacheable(pathKey: string, durationMs: number): void {
+    if (durationMs > 0) this.pathPassUntil.set(pathKey, this.opts.clock.now() + durationMs);
+  }
+
+  isPathUncacheable(pathKey: string): boolean {
+    const until = this.pathPassUntil.get(pathKey);
+    if (until === undefined) return false;
+    if (until <= this.opts.clock.now()) {
+      this.pathPassUntil.delete(pathKey);
+      return false;
+    }
+    return true;
+  }
+
+  clearPathUncacheable(pathKey: string): void {
+    this.pathPassUntil.delete(pathKey);
   }
 }
 

@@ -863,7 +863,7 @@ export const collapseSchema = z
       .number()
       .min(0)
       .default(5)
-      .describe('After an uncacheable response, skip collapsing for that key this long.'),
+      .describe('After an uncacheable response, skip collapsing for that key this long (and send requests with cookies of their own or a Range to other queries of its path as they came).'),
   })
   .describe('Request collapsing.');
 

@@ -260,6 +260,11 @@ export function collapseKeyOf(lookup: Lookup): CollapseKey {
   return makeCollapseKey(lookup.key, makeVariantKey(vary, lookup.variantHeaders));
 }
 
+/** This request's path (site, scheme and host, path without query): Inflight.markPathUncacheable's key. */
+export function pathKeyOf(ctx: Ctx): string {
+  return `${ctx.site!.name}\n${authorityOf(ctx)}\n${ctx.path}`;
+}
+
 /**
  * The scheme and host the origin will see for this request, for the cache key: the Host (or a
  * trusted proxy's X-Forwarded-Host) and the scheme, as setForwardedHeaders() passes them on.

@@ -14,7 +14,7 @@ import type { FetchResult } from '../origin/fetch.js';
 import type { OriginMember } from '../origin/pool.js';
 import { SICK_STATUSES } from '../origin/upstream.js';
 import { fail, recordAnswer, serveEntry, writeBuffered } from './answer.js';
-import { selectVariant, collapseKeyOf, isOtherAskersCopy, noteAttempt, variesOnAll, type FillResult, type Ctx, type Lookup } from './context.js';
+import { selectVariant, collapseKeyOf, isOtherAskersCopy, noteAttempt, pathKeyOf, variesOnAll, type FillResult, type Ctx, type Lookup } from './context.js';
 import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkeyedFillInputs, identityFillInputs, identityNamesVariedOn, carriesOwnCookies } from './fill-headers.js';
 import { reflectedInputs, repeatsAddress, varyingAlsoOn } from '../cache/reflection.js';
 import type { CollapseKey } from '../cache/cache-key.js';
@@ -68,6 +68,10 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
       deps.inflight.markHitForPass(collapseKey.id, ctx.rt.config.cache.collapse.hitForPassSeconds * 1000);
       deps.metrics.get('hitForPass').inc({ site: ctx.site!.name });
     }
+    // The path's other queries too, for requests the fill would be made without (isPassOnPath).
+    if (result.kind === 'uncacheable' && !result.once && lookup.entry === undefined && lookup.variants.length === 0)
+      deps.inflight.markPathUncacheable(pathKeyOf(ctx), ctx.rt.config.cache.collapse.hitForPassSeconds * 1000);
+    else if (result.kind === 'entry') deps.inflight.clearPathUncacheable(pathKeyOf(ctx));
     fillSettledAt.set(result, deps.clock.now());
     noteRefreshOutcome(ctx, collapseKey.id, result);
     joined.settle(result);

@@ -29,10 +29,10 @@ import { sendEntry } from './respond.js';
 import { readHostEntry, type CompiledRoute } from './site-router.js';
 import { HOLD_MS, isEventStreamRequest, isPlainRequest, newHold, plainBypassOf, type MemoRoute } from './hit-memo.js';
 import { ttlSecondsOf, codingFor, failUnexpected, serveEntry, fail, countRequest, finish } from './answer.js';
-import { isOnlyIfCached, isSecure, selectVariant, collapseKeyOf, authorityOf, variesOnAll, type RequestDeps, type Ctx, type Lookup } from './context.js';
+import { isOnlyIfCached, isSecure, selectVariant, collapseKeyOf, authorityOf, pathKeyOf, variesOnAll, type RequestDeps, type Ctx, type Lookup } from './context.js';
 import { hstsValue, redirectToHttps } from './https-edge.js';
 import { fillAndServe, isOtherCookiesCopy, passAlone, passForOwnCookies, refreshFailedMomentAgo, startBackgroundRefresh } from './fill.js';
-import { identityFillInputs, isSessionLookalike, makeFillVisibleHeaders, uncoveredFillInputs } from './fill-headers.js';
+import { carriesOwnCookies, identityFillInputs, isSessionLookalike, makeFillVisibleHeaders, uncoveredFillInputs } from './fill-headers.js';
 import { forward, forwardUnlessShed } from './pass-through.js';
 import { nextRequestId, requestIdOf } from './request-id.js';
 import { answerMaxForwards, answerServerOptions } from './max-forwards.js';
@@ -510,8 +510,30 @@ export function decide(
   // 10. Hit-for-pass: this URL was recently uncacheable; don't queue behind a leader.
   if (deps.inflight.isHitForPass(collapseKeyOf(lookup).id)) return forward(ctx, 'pass', lookup);
 
+  // 10b. A request the fill would be made without part of (its own cookies, a Range), for a
+  //    query of a path whose last fill answered something not storable (a search's `private`
+  //    page), with nothing stored for its key: sent as it came. A fill would be made without
+  //    them, answer `private` again, and the request would go again as it came (passWithoutCopy;
+  //    serveFillResult for a Range): every search with a `theme=dark` cookie ran twice on the
+  //    origin, and its visitor waited for both (new-user trial: search p99 1.4 s against an
+  //    origin's 0.8 s). Not while a fill of the key is under way, nor while the origin is backlogged (a crowd on a
+  //    page just purged collapses on its fill as before).
+  if (isPassOnPath(ctx, lookup)) {
+    ctx.passDetail = 'pass path uncacheable';
+    return forward(ctx, 'pass', lookup);
+  }
+
   // 11. Collapsed fill.
   return fillAndServe(ctx, lookup, 0);
+}
+
+/** Step 10b's test: nothing stored for the key, a request a fill would be made without part of, on a path lately uncacheable. */
+function isPassOnPath(ctx: Ctx, lookup: Lookup): boolean {
+  if (lookup.entry !== undefined || lookup.variants.length > 0) return false;
+  const headers = ctx.req.headers;
+  if (!carriesOwnCookies(headers.cookie, lookup.policy) && !(ctx.method === 'GET' && headers.range !== undefined)) return false;
+  const { deps } = ctx;
+  return deps.inflight.isPathUncacheable(pathKeyOf(ctx)) && !deps.inflight.isInflight(collapseKeyOf(lookup).id) && !deps.upstream.isBacklogged(ctx.site!.pool);
 }
 
 /**

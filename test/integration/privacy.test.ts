@@ -652,6 +652,39 @@ describe('the key covers what the origin sees', () => {
     expect(metrics).not.toMatch(/crowdgate_origin_retries_total\{site="test"\} [1-9]/);
   });
 
+  it('a path whose fills answer private pages (a search): another query with its own cookies or a Range goes to the origin once, as it came, not as a fill first (new-user trial: each ran twice)', async () => {
+    const o = await origin();
+    const seen: string[] = [];
+    o.route('/search', (req, res) => {
+      const url = new URL(String(req.url), 'http://x');
+      const q = url.searchParams.get('q')!;
+      seen.push(`${q} ${req.headers.cookie ?? '-'} ${req.headers.range ?? '-'}`);
+      const cacheable = q === 'stored';
+      res.writeHead(200, { 'content-type': 'text/html', 'cache-control': cacheable ? 'public, max-age=60' : 'private' });
+      res.end(`results for ${q} (${req.headers.cookie ?? 'no cookie'})`);
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    // The path's first: the fill (without the cookie), then the request as it came.
+    expect((await get(`${g.url}/search?q=a`, { cookie: 'theme=dark' })).body).toBe('results for a (theme=dark)');
+    expect(seen).toEqual(['a - -', 'a theme=dark -']);
+    seen.length = 0;
+    // Its other queries: once, as they came.
+    const b = await get(`${g.url}/search?q=b`, { cookie: 'theme=dark' });
+    expect(b.body).toBe('results for b (theme=dark)');
+    expect(b.headers['cache-status']).toMatch(/detail="pass path uncacheable/);
+    const c = await get(`${g.url}/search?q=c`, { range: 'bytes=0-6' });
+    expect(c.status).toBe(200); // (the origin ignores Range)
+    expect(seen).toEqual(['b theme=dark -', 'c - bytes=0-6']);
+    seen.length = 0;
+    // Nothing of theirs is stored: an anonymous request of the same query gets its own page.
+    expect((await get(`${g.url}/search?q=b`)).body).toBe('results for b (no cookie)');
+    // A storable answer on the path ends it: the next query with a cookie is a fill again.
+    expect((await get(`${g.url}/search?q=stored`)).headers['cache-status']).toMatch(/stored/);
+    seen.length = 0;
+    expect((await get(`${g.url}/search?q=d`, { cookie: 'theme=dark' })).body).toBe('results for d (theme=dark)');
+    expect(seen).toEqual(['d - -', 'd theme=dark -']);
+  });
+
   it('cookies a route says never change its pages (key.ignoreCookies) do not pass a request: a wiki\'s returning visitor gets the shared copy (new-user trial)', async () => {
     const o = await origin();
     o.route('/wiki/Main', (req, res) => {
