@@ -44,7 +44,7 @@ export class Inflight<T> {
   private readonly groups = new Map<string, Group<T>>();
   private readonly passUntil: LRUCache<string, number>;
   /** Paths (no query) whose last fill was not storable, until when (see markPathUncacheable). */
-  private readonly pathPassUntil: LRUCache<string, number>;
+  private readonly pathPassUntil: LRUCache<string, { until: number; cookiesOnly: boolean }>;
 
   constructor(
     private readonly opts: { maxWaiters: number; clock: Clock; maxPassMarkers?: number },
@@ -132,23 +132,26 @@ export class Inflight<T> {
   }
 
   /**
-   * A path (site, host and path, no query) whose last fill, for a key with nothing stored,
-   * answered something not storable (a search's `private` page): for `durationMs`, a request
-   * to another query of it that the fill would be made without (its own cookies, a Range) may
-   * be sent as it came at once (handle-request.ts). A storable answer on the path ends it.
+   * A path (site, host and path, no query; or its directory) whose last fill, for a key with
+   * nothing stored, answered what a request with cookies of its own cannot use (`private`, or
+   * a copy without freshness, or varying on Cookie: `cookiesOnly`) or what nobody can (not
+   * storable at all): for `durationMs`, a request to another query of it that the fill would be
+   * made without (its own cookies; a Range, unless `cookiesOnly`) may be sent as it came at
+   * once (handle-request.ts). A storable answer anyone may use on the path ends it.
    */
-  markPathUncacheable(pathKey: string, durationMs: number): void {
-    if (durationMs > 0) this.pathPassUntil.set(pathKey, this.opts.clock.now() + durationMs);
+  markPathUncacheable(pathKey: string, durationMs: number, cookiesOnly: boolean): void {
+    if (durationMs > 0) this.pathPassUntil.set(pathKey, { until: this.opts.clock.now() + durationMs, cookiesOnly });
   }
 
-  isPathUncacheable(pathKey: string): boolean {
-    const until = this.pathPassUntil.get(pathKey);
-    if (until === undefined) return false;
-    if (until <= this.opts.clock.now()) {
+  /** The path's mark, if any and not run out: whether it is for requests with cookies only. */
+  pathUncacheable(pathKey: string): { cookiesOnly: boolean } | undefined {
+    const mark = this.pathPassUntil.get(pathKey);
+    if (mark === undefined) return undefined;
+    if (mark.until <= this.opts.clock.now()) {
       this.pathPassUntil.delete(pathKey);
-      return false;
+      return undefined;
     }
-    return true;
+    return mark;
   }
 
   clearPathUncacheable(pathKey: string): void {

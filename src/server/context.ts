@@ -260,9 +260,15 @@ export function collapseKeyOf(lookup: Lookup): CollapseKey {
   return makeCollapseKey(lookup.key, makeVariantKey(vary, lookup.variantHeaders));
 }
 
-/** This request's path (site, scheme and host, path without query): Inflight.markPathUncacheable's key. */
-export function pathKeyOf(ctx: Ctx): string {
-  return `${ctx.site!.name}\n${authorityOf(ctx)}\n${ctx.path}`;
+/**
+ * This request's path and its directory (site, scheme and host, then the path without query,
+ * and the path up to its last `/`): Inflight.markPathUncacheable's keys. The directory stands
+ * for a search whose terms are in the path (`/search/term`).
+ */
+export function pathKeysOf(ctx: Ctx): [string, string] {
+  const base = `${ctx.site!.name}\n${authorityOf(ctx)}\n`;
+  const path = ctx.path;
+  return [base + path, base + path.slice(0, path.lastIndexOf('/') + 1)];
 }
 
 /**

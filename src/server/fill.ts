@@ -14,7 +14,7 @@ import type { FetchResult } from '../origin/fetch.js';
 import type { OriginMember } from '../origin/pool.js';
 import { SICK_STATUSES } from '../origin/upstream.js';
 import { fail, recordAnswer, serveEntry, writeBuffered } from './answer.js';
-import { selectVariant, collapseKeyOf, isOtherAskersCopy, noteAttempt, pathKeyOf, variesOnAll, type FillResult, type Ctx, type Lookup } from './context.js';
+import { selectVariant, collapseKeyOf, isOtherAskersCopy, noteAttempt, pathKeysOf, variesOnAll, type FillResult, type Ctx, type Lookup } from './context.js';
 import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkeyedFillInputs, identityFillInputs, identityNamesVariedOn, carriesOwnCookies } from './fill-headers.js';
 import { reflectedInputs, repeatsAddress, varyingAlsoOn } from '../cache/reflection.js';
 import type { CollapseKey } from '../cache/cache-key.js';
@@ -69,9 +69,7 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
       deps.metrics.get('hitForPass').inc({ site: ctx.site!.name });
     }
     // The path's other queries too, for requests the fill would be made without (isPassOnPath).
-    if (result.kind === 'uncacheable' && !result.once && lookup.entry === undefined && lookup.variants.length === 0)
-      deps.inflight.markPathUncacheable(pathKeyOf(ctx), ctx.rt.config.cache.collapse.hitForPassSeconds * 1000);
-    else if (result.kind === 'entry') deps.inflight.clearPathUncacheable(pathKeyOf(ctx));
+    notePathAnswer(ctx, lookup, result);
     fillSettledAt.set(result, deps.clock.now());
     noteRefreshOutcome(ctx, collapseKey.id, result);
     joined.settle(result);
@@ -169,6 +167,25 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
           : fail(ctx, 'origin_failed', `the origin answered ${outcome.status} to this page's fill, twice`, { state: 'error' }),
     );
   return serveFillResult(ctx, lookup, outcome, true);
+}
+
+/**
+ * Marks this fill's path (and directory) when its answer, for a key with nothing stored, is
+ * not one a request with cookies of its own (or, when not storable at all, a Range) could use;
+ * clears them when it is one anyone may use (Inflight.markPathUncacheable).
+ */
+function notePathAnswer(ctx: Ctx, lookup: Lookup, result: FillResult): void {
+  const inflight = ctx.deps.inflight;
+  const keys = pathKeysOf(ctx);
+  const entry = result.kind === 'entry' ? result.entry : undefined;
+  const notForCookies = entry !== undefined && (entry.vary.includes('cookie') || isNeverFresh(entry));
+  if (entry !== undefined && !notForCookies) {
+    for (const key of keys) inflight.clearPathUncacheable(key);
+    return;
+  }
+  if (lookup.entry !== undefined || lookup.variants.length > 0) return;
+  if (!notForCookies && !(result.kind === 'uncacheable' && !result.once)) return;
+  for (const key of keys) inflight.markPathUncacheable(key, ctx.rt.config.cache.collapse.hitForPassSeconds * 1000, notForCookies);
 }
 
 /**

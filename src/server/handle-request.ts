@@ -29,7 +29,7 @@ import { sendEntry } from './respond.js';
 import { readHostEntry, type CompiledRoute } from './site-router.js';
 import { HOLD_MS, isEventStreamRequest, isPlainRequest, newHold, plainBypassOf, type MemoRoute } from './hit-memo.js';
 import { ttlSecondsOf, codingFor, failUnexpected, serveEntry, fail, countRequest, finish } from './answer.js';
-import { isOnlyIfCached, isSecure, selectVariant, collapseKeyOf, authorityOf, pathKeyOf, variesOnAll, type RequestDeps, type Ctx, type Lookup } from './context.js';
+import { isOnlyIfCached, isSecure, selectVariant, collapseKeyOf, authorityOf, pathKeysOf, variesOnAll, type RequestDeps, type Ctx, type Lookup } from './context.js';
 import { hstsValue, redirectToHttps } from './https-edge.js';
 import { fillAndServe, isOtherCookiesCopy, passAlone, passForOwnCookies, refreshFailedMomentAgo, startBackgroundRefresh } from './fill.js';
 import { carriesOwnCookies, identityFillInputs, isSessionLookalike, makeFillVisibleHeaders, uncoveredFillInputs } from './fill-headers.js';
@@ -527,13 +527,19 @@ export function decide(
   return fillAndServe(ctx, lookup, 0);
 }
 
-/** Step 10b's test: nothing stored for the key, a request a fill would be made without part of, on a path lately uncacheable. */
+/** Step 10b's test: nothing stored for the key, a request a fill would be made without part of, on a path (or directory) lately uncacheable. */
 function isPassOnPath(ctx: Ctx, lookup: Lookup): boolean {
   if (lookup.entry !== undefined || lookup.variants.length > 0) return false;
   const headers = ctx.req.headers;
-  if (!carriesOwnCookies(headers.cookie, lookup.policy) && !(ctx.method === 'GET' && headers.range !== undefined)) return false;
+  const cookies = carriesOwnCookies(headers.cookie, lookup.policy);
+  const range = ctx.method === 'GET' && headers.range !== undefined;
+  if (!cookies && !range) return false;
   const { deps } = ctx;
-  return deps.inflight.isPathUncacheable(pathKeyOf(ctx)) && !deps.inflight.isInflight(collapseKeyOf(lookup).id) && !deps.upstream.isBacklogged(ctx.site!.pool);
+  const marked = pathKeysOf(ctx).some((key) => {
+    const mark = deps.inflight.pathUncacheable(key);
+    return mark !== undefined && (cookies || !mark.cookiesOnly);
+  });
+  return marked && !deps.inflight.isInflight(collapseKeyOf(lookup).id) && !deps.upstream.isBacklogged(ctx.site!.pool);
 }
 
 /**

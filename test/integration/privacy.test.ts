@@ -652,7 +652,7 @@ describe('the key covers what the origin sees', () => {
     expect(metrics).not.toMatch(/crowdgate_origin_retries_total\{site="test"\} [1-9]/);
   });
 
-  it('a path whose fills answer private pages (a search): another query with its own cookies or a Range goes to the origin once, as it came, not as a fill first (new-user trial: each ran twice)', async () => {
+  it('a path whose fills answer private pages (a search): another query (or path of its directory) with its own cookies or a Range goes to the origin once, as it came, not as a fill first (new-user trial: each ran twice)', async () => {
     const o = await origin();
     const seen: string[] = [];
     o.route('/search', (req, res) => {
@@ -683,6 +683,18 @@ describe('the key covers what the origin sees', () => {
     seen.length = 0;
     expect((await get(`${g.url}/search?q=d`, { cookie: 'theme=dark' })).body).toBe('results for d (theme=dark)');
     expect(seen).toEqual(['d - -', 'd theme=dark -']);
+    // Terms in the path (`/find/term`): its directory is marked too. And pages without cache
+    // headers (WordPress): a copy a request with cookies of its own never gets.
+    const found: string[] = [];
+    for (const term of ['x', 'y'])
+      o.route(`/find/${term}`, (req, res) => {
+        found.push(`${term} ${req.headers.cookie ?? '-'}`);
+        res.writeHead(200, { 'content-type': 'text/html' });
+        res.end(`found ${term} (${req.headers.cookie ?? 'no cookie'})`);
+      });
+    expect((await get(`${g.url}/find/x`, { cookie: 'theme=dark' })).body).toBe('found x (theme=dark)');
+    expect((await get(`${g.url}/find/y`, { cookie: 'theme=dark' })).body).toBe('found y (theme=dark)');
+    expect(found).toEqual(['x -', 'x theme=dark', 'y theme=dark']);
   });
 
   it('cookies a route says never change its pages (key.ignoreCookies) do not pass a request: a wiki\'s returning visitor gets the shared copy (new-user trial)', async () => {
