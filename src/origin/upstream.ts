@@ -113,6 +113,9 @@ function alone(last: Map<string, number>, key: string, seq: number): boolean {
   return true;
 }
 
+/** An origin timeout on one path is logged at most this often (Upstream.noteTimeout). */
+const TIMEOUT_LOG_INTERVAL_MS = 60_000;
+
 /** A member that answered successfully this recently (ms) is answering: see UrlFailures. */
 const URL_SUCCESS_WINDOW_MS = 10_000;
 
@@ -306,6 +309,8 @@ export class Upstream {
   hostDelayMs: () => number = () => 0;
   /** Where breaker transitions are logged (an operator reading the log after an incident). */
   logger: PoolLogger | undefined;
+  /** site + path -> when a timeout on it was last logged (noteTimeout). */
+  private readonly timeoutLoggedAt = new Map<string, number>();
 
   constructor(
     private readonly clock: Clock,
@@ -737,6 +742,7 @@ export class Upstream {
         control.breaker.onCancel();
         return;
       }
+      if (failure === 'timeout' && path !== undefined) this.noteTimeout(control, path);
       if (failure === 'timeout' && path !== undefined && control.urlFailures.isUrlFailure(path, this.clock.now(), answersOf(pool).answeredElsewhere(path, control.member, this.clock.now()), client)) {
         // This URL's own timeout (a long-poll, a report), or this client's, while the member answers others.
         permit.release('ignore');
@@ -775,6 +781,25 @@ export class Upstream {
       // it needs the member down for 5 minutes).
       pool.reportSuccess(control.member, chosenAt, status < 500);
     }
+  }
+
+  /**
+   * Logs an origin timeout of `path` at warn, at most once a minute per path (the latest
+   * URL_FAILURES_KEPT): with only access-log lines, 120 long-polls of a chat app cut at the
+   * 15 s default in one run left a new operator nothing to read (new-user trial).
+   */
+  private noteTimeout(control: MemberControl, path: string): void {
+    const key = `${control.site}\n${path}`;
+    const now = this.clock.now();
+    const last = this.timeoutLoggedAt.get(key);
+    if (last !== undefined && now - last < TIMEOUT_LOG_INTERVAL_MS) return;
+    this.timeoutLoggedAt.delete(key);
+    this.timeoutLoggedAt.set(key, now);
+    if (this.timeoutLoggedAt.size > URL_FAILURES_KEPT) this.timeoutLoggedAt.delete(this.timeoutLoggedAt.keys().next().value!);
+    this.logger?.warn(
+      { site: control.site, origin: control.member.name, path },
+      'origin timeout: no answer within timeouts.responseHeadersMs (504 origin_timeout); a long-poll or a slow report needs a route with a longer routes[].timeouts.responseHeadersMs',
+    );
   }
 
   /** Publishes limit / in-flight / queue gauges (called on scrape). */

@@ -296,6 +296,10 @@ describe('failure amplification: passive ejection and the breaker', () => {
     await expectNothingTripped(g, 2);
     const exports = await Promise.all(Array.from({ length: 6 }, (_, i) => call(`${g.url}/export?n=${i}`)));
     expect(exports.map((e) => e.status)).toEqual(Array(6).fill(504));
+    // Said once at warn, with the fix (new-user trial: access-log lines alone).
+    const warned = g.logs.filter((l) => String(l.msg).startsWith('origin timeout') && l.path === '/export');
+    expect(warned).toHaveLength(1);
+    expect(warned[0]!.msg).toMatch(/routes\[\]\.timeouts\.responseHeadersMs/);
     expectFromOrigin(await call(`${g.url}/page/7`), 200, '/page/7');
     expect(a.count(/^\/page\//)).toBeGreaterThan(0);
     expect(b.count(/^\/page\//)).toBeGreaterThan(0);
