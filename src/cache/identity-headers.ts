@@ -2,7 +2,8 @@
  * Request header names that say who is asking (`X-User-Token`, `X-Tenant`, `X-Customer-Id`,
  * oauth2-proxy's `X-Forwarded-Email`, the client certificate an mTLS terminator passes on,
  * `X-Forwarded-Client-Cert`, `X-SSL-Client-DN`; AWS ALB's `X-Amzn-Oidc-Data`, Kong's
- * `X-Consumer-Id`, `X-Org-Id`, `X-Workspace-Id`, `X-Shopify-Shop-Domain`): an answer may depend
+ * `X-Consumer-Id`, `X-Org-Id`, `X-Workspace-Id`, `X-Shopify-Shop-Domain`; `X-Visitor-Id`,
+ * `X-Viewer`, `X-Profile-Id`, `X-Device-Id`, which an attacker trial found shared): an answer may depend
  * on one without saying so in Vary. A name test: a header of the site's own with a neutral name
  * (`X-Id`) is not known; key it (`key.headers`) or send only what the key covers
  * (`fillHeaders.only`).
@@ -11,7 +12,7 @@
  */
 
 const IDENTITY_NAME =
-  /auth|token|key|session|user|account|tenant|customer|member|login|jwt|secret|sig|credential|identity|principal|email|cert|client|oidc|consumer|uid|org|workspace|shop/i;
+  /auth|token|key|session|user|account|tenant|customer|member|login|jwt|secret|sig|credential|identity|principal|email|cert|client|oidc|consumer|uid|org|workspace|shop|visitor|viewer|profile|person|owner|subscriber|device[-_]?id/i;
 
 /**
  * Parts of a name that say nothing about whose page it is, taken out before the test above: a

@@ -221,6 +221,21 @@ describe('the key covers what the origin sees', () => {
     expect(carol.status).toBeGreaterThanOrEqual(500);
   });
 
+  it('a page personalised by X-Visitor-Id, X-Viewer, X-Profile-Id or X-Device-Id without saying so is that visitor\'s copy, never another\'s (attacker trial: shared)', async () => {
+    const o = await origin();
+    for (const name of ['x-visitor-id', 'x-viewer', 'x-profile-id', 'x-device-id'])
+      o.route(`/welcome/${name}`, (req, res) => {
+        // Not echoed, not in Vary: a greeting picked by the header.
+        res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'max-age=60' });
+        res.end(req.headers[name] === undefined ? 'Welcome, new visitor' : 'Welcome back, your saved cart');
+      });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    for (const name of ['x-visitor-id', 'x-viewer', 'x-profile-id', 'x-device-id']) {
+      expect((await get(`${g.url}/welcome/${name}`, { [name]: 'v-123' })).body).toBe('Welcome back, your saved cart');
+      expect((await get(`${g.url}/welcome/${name}`)).body).toBe('Welcome, new visitor');
+    }
+  });
+
   it('an answer to a token-carrying fill with a validator, a heuristic or a route lifetime is that token\'s variant; only public or s-maxage shares it (attacker trial)', async () => {
     // Attacker trial: an Express-style API picks the user from X-User-Token and sends an ETag
     // (Express's default) or a Last-Modified, or the path is under a route with a floor. The
