@@ -785,20 +785,24 @@ export class Upstream {
 
   /**
    * Logs an origin timeout of `path` at warn, at most once a minute per path (the latest
-   * URL_FAILURES_KEPT): with only access-log lines, 120 long-polls of a chat app cut at the
-   * 15 s default in one run left a new operator nothing to read (new-user trial).
+   * URL_FAILURES_KEPT) and once a second per site (a hung origin's crowd on unique URLs): with
+   * only access-log lines, 120 long-polls of a chat app cut at the 15 s default in one run left
+   * a new operator nothing to read (new-user trial).
    */
   private noteTimeout(control: MemberControl, path: string): void {
     const key = `${control.site}\n${path}`;
     const now = this.clock.now();
     const last = this.timeoutLoggedAt.get(key);
-    if (last !== undefined && now - last < TIMEOUT_LOG_INTERVAL_MS) return;
-    this.timeoutLoggedAt.delete(key);
-    this.timeoutLoggedAt.set(key, now);
+    const siteLast = this.timeoutLoggedAt.get(control.site);
+    if ((last !== undefined && now - last < TIMEOUT_LOG_INTERVAL_MS) || (siteLast !== undefined && now - siteLast < 1_000)) return;
+    for (const k of [key, control.site]) {
+      this.timeoutLoggedAt.delete(k);
+      this.timeoutLoggedAt.set(k, now);
+    }
     if (this.timeoutLoggedAt.size > URL_FAILURES_KEPT) this.timeoutLoggedAt.delete(this.timeoutLoggedAt.keys().next().value!);
     this.logger?.warn(
       { site: control.site, origin: control.member.name, path },
-      'origin timeout: no answer within timeouts.responseHeadersMs (504 origin_timeout); a long-poll or a slow report needs a route with a longer routes[].timeouts.responseHeadersMs',
+      'origin timeout (504 origin_timeout: no connection within timeouts.connectMs, no answer within responseHeadersMs, or a body silent for idleMs); a long-poll or a slow report needs a route with a longer routes[].timeouts.responseHeadersMs',
     );
   }
 
