@@ -164,8 +164,12 @@ export async function reflectedInputs(
   const custom = scanned.filter(([name]) => !ALWAYS_SEARCHED.has(name));
   const assumed = custom.length > MAX_SCANNED_INPUTS ? new Set(custom.map(([name]) => name)) : new Set<string>();
   const searched = scanned.filter(([name]) => !assumed.has(name));
-  // A client past its allowance: nothing searched (nor decoded), everything counts as repeated.
-  if (allowance !== undefined && allowance.bytes <= 0) return [...new Set(scanned.map(([name]) => name))].sort();
+  // A client past its allowance: its own headers count as repeated unsearched; what every
+  // client sends (User-Agent, Accept*) is looked for only as its anchors, in any case, never in
+  // another spelling (a found anchor counts as repeated). Behind a proxy not in
+  // trustedProxies every visitor is one client: their browsers' fills are stored for all as
+  // before, not one variant per User-Agent.
+  const exhausted = allowance !== undefined && allowance.bytes <= 0;
   const contentType = headers['content-type'];
   const binary = NOT_SCANNED_TYPES.test(Array.isArray(contentType) ? contentType.join(',') : (contentType ?? ''));
   const readable = body.length > 0 ? await decodeBody(body, headers['content-encoding'], maxBodyBytes) : Buffer.alloc(0);
@@ -186,6 +190,10 @@ export async function reflectedInputs(
   const canonicalBody = async () => (bodyText ??= await normaliseLarge(textBody.toString('utf8')));
   let lowerBody: string | undefined;
   const loweredBody = () => (lowerBody ??= textBody.toString('latin1').toLowerCase());
+  let lowerHeaders: string | undefined;
+  const inAnyCaseOfBody = (lower: string) =>
+    (lowerHeaders ??= Object.values(headers).flat().filter((v) => v !== undefined).join('\n').toLowerCase()).includes(lower) ||
+    (binary ? decoded.includes(lower) : loweredBody().includes(lower));
   // Every look at the answer is paid for with its size: past the budget, what is left counts
   // as repeated unsearched.
   let spent = 0;
@@ -200,6 +208,11 @@ export async function reflectedInputs(
     const large = decoded.length > YIELD_AFTER_BYTES;
     for (const [name, texts, cores] of searched) {
       if (found.has(name)) continue;
+      if (exhausted) {
+        if (!ALWAYS_SEARCHED.has(name) || texts.some((t) => anchorFound(t, inAnyCaseOfBody) || isUnanchoredCode(t)) || cores.some((c) => anchorFound(c, inAnyCaseOfBody)))
+          found.add(name);
+        continue;
+      }
       if (large) await new Promise<void>((resolve) => setImmediate(resolve));
       const own = OWN_ANSWER_FIELD[name];
       const headerText = Object.entries(headers)

@@ -302,6 +302,12 @@ describe('SearchAllowance (what one client\'s fills may search)', () => {
     // Past it: every input counts as repeated, the absent one too (a variant, never a planted page).
     const spent = allowance.of('203.0.113.9');
     expect(await reflectedInputs([['x-quiet', 'not-in-the-page']], {}, page, 8 << 20, spent)).toEqual(['x-quiet']);
+    // What every browser sends is still looked for, by its anchor alone: a browser's User-Agent
+    // is not repeated (behind a proxy not trusted, every visitor is that one client), one made
+    // of the page's words is.
+    const browser = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/140.0.0.0 Safari/537.36';
+    expect(await reflectedInputs([['user-agent', browser]], {}, page, 8 << 20, spent)).toEqual([]);
+    expect(await reflectedInputs([['user-agent', 'consectetur adipiscing']], {}, page, 8 << 20, spent)).toEqual(['user-agent']);
     // Another client: searched (the absent value is not repeated).
     expect(await reflectedInputs([['x-quiet', 'not-in-the-page']], {}, page, 8 << 20, allowance.of('198.51.100.1'))).toEqual([]);
     // The next window: searched again.
