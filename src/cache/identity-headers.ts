@@ -23,10 +23,13 @@ const IDENTITY_NAME =
  * `x-ms-client-request-id`, Envoy's `x-client-trace-id`, `X-Request-UUID`, `X-Request-UID`), and User-Agent
  * (the browser's, not the user's). Taken as an identity, every request of a crowd made a fill
  * of its own (review: 20 requests for a page, each with its own X-CSRF-Token, 20 origin
- * fetches). A name with another identity word beside them still counts (`X-User-Signature`:
+ * fetches). Nor CloudFront's viewer headers (`CloudFront-Viewer-Address`, `-ASN`, `-TLS`,
+ * `CloudFront-Is-Mobile-Viewer`...) or Cloudflare's `CF-Visitor`, which those CDNs add to every
+ * request: taken for identities (for their `viewer`, `visitor`), every page not `public` was
+ * filled per connection (review). A name with another identity word beside them still counts (`X-User-Signature`:
  * attacker trial, a whole name dropped for its `signature` sent Alice's page to everyone).
  */
-const NOT_IDENTITY_PARTS = /[xc]?s?rf[-_]?token|csrf|xsrf|signature|g2o[-a-z]*|user-agent|(?:client[-_]?)?(?:request|trace|correlation|span)[-_]?u?id|uuid|guid/gi;
+const NOT_IDENTITY_PARTS = /[xc]?s?rf[-_]?token|csrf|xsrf|signature|g2o[-a-z]*|user-agent|(?:client[-_]?)?(?:request|trace|correlation|span)[-_]?u?id|uuid|guid|^cloudfront-[-a-z0-9]*|^cf-visitor$/gi;
 
 /** Whether a (lower-case) request header name says who asks (see the module doc). */
 export function isIdentityHeaderName(name: string): boolean {

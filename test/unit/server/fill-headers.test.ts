@@ -64,7 +64,8 @@ describe('identityFillInputs (headers naming who asks, which an answer may depen
     const names = (headers: Record<string, string>) => identityFillInputs(headers, keyed(), []).sort();
     const who = ['x-workspace-id', 'x-uid', 'x-org-id', 'x-ssl-client-dn', 'x-forwarded-client-cert', 'x-amzn-oidc-data', 'x-consumer-id', 'x-shopify-shop-domain', 'x-user-signature', 'x-tenant-sig', 'x-client-id', 'x-user-uuid', 'x-visitor-id', 'x-viewer', 'x-profile-id', 'x-device-id', 'x-person', 'x-owner', 'x-subscriber-id'];
     const nobody = ['x-csrf-token', 'x-xsrf-token', 'x-csrftoken', 'signature', 'signature-input', 'signature-agent', 'x-akamai-g2o-auth-data', 'origin', 'x-request-id', 'x-id',
-      'x-client-request-id', 'x-ms-client-request-id', 'x-client-trace-id', 'x-request-uuid', 'x-correlation-id', 'x-request-uid', 'x-trace-uid', 'x-device', 'x-datadog-parent-id', 'x-datadog-trace-id', 'x-b3-spanid', 'x-b3-parentspanid'];
+      'x-client-request-id', 'x-ms-client-request-id', 'x-client-trace-id', 'x-request-uuid', 'x-correlation-id', 'x-request-uid', 'x-trace-uid', 'x-device', 'x-datadog-parent-id', 'x-datadog-trace-id', 'x-b3-spanid', 'x-b3-parentspanid',
+      'cloudfront-viewer-address', 'cloudfront-viewer-asn', 'cloudfront-viewer-tls', 'cloudfront-viewer-ja3-fingerprint', 'cloudfront-viewer-time-zone', 'cloudfront-is-mobile-viewer', 'cf-visitor'];
     expect(names(Object.fromEntries([...who, ...nobody].map((n) => [n, 'v'])))).toEqual([...who].sort());
   });
 
