@@ -45,6 +45,8 @@ export class Inflight<T> {
   private readonly passUntil: LRUCache<string, number>;
   /** Paths (no query) whose last fill was not storable, until when (see markPathUncacheable). */
   private readonly pathPassUntil: LRUCache<string, { until: number; cookiesOnly: boolean }>;
+  /** Keys a path's mark has one pass under way for (beginPathPass). */
+  private readonly pathPasses = new Set<string>();
 
   constructor(
     private readonly opts: { maxWaiters: number; clock: Clock; maxPassMarkers?: number },
@@ -156,6 +158,21 @@ export class Inflight<T> {
 
   clearPathUncacheable(pathKey: string): void {
     this.pathPassUntil.delete(pathKey);
+  }
+
+  /**
+   * Starts the one pass for `key` that a path's mark sends as it came; false while one is under
+   * way (the requests after it collapse on a fill as before: a crowd on a page whose path was
+   * marked must not reach the origin one by one). `end` when it is answered.
+   */
+  beginPathPass(key: string): boolean {
+    if (this.pathPasses.has(key)) return false;
+    this.pathPasses.add(key);
+    return true;
+  }
+
+  endPathPass(key: string): void {
+    this.pathPasses.delete(key);
   }
 }
 

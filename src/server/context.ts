@@ -265,13 +265,18 @@ export function collapseKeyOf(lookup: Lookup): CollapseKey {
 
 /**
  * This request's path and its directory (site, scheme and host, then the path without query,
- * and the path up to its last `/`): Inflight.markPathUncacheable's keys. The directory stands
- * for a search whose terms are in the path (`/search/term`).
+ * and the path up to its last `/`, a trailing one left out): Inflight.markPathUncacheable's
+ * keys. The directory stands for a search whose terms are in the path (`/search/term`,
+ * `/search/term/`); the root is no such directory (review: one `/search?q=` answered
+ * `private` marked every top-level page, and a crowd with cookies on the home page just purged
+ * went to the origin one by one).
  */
-export function pathKeysOf(ctx: Ctx): [string, string] {
+export function pathKeysOf(ctx: Ctx): string[] {
   const base = `${ctx.site!.name}\n${authorityOf(ctx)}\n`;
   const path = ctx.path;
-  return [base + path, base + path.slice(0, path.lastIndexOf('/') + 1)];
+  const trimmed = path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path;
+  const directory = trimmed.slice(0, trimmed.lastIndexOf('/') + 1);
+  return directory.length > 1 ? [base + path, base + directory] : [base + path];
 }
 
 /**

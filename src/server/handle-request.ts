@@ -519,8 +519,12 @@ export function decide(
   //    origin's 0.8 s). Not while a fill of the key is under way, nor while the origin is backlogged (a crowd on a
   //    page just purged collapses on its fill as before).
   if (isPassOnPath(ctx, lookup)) {
-    ctx.passDetail = 'pass path uncacheable';
-    return forward(ctx, 'pass', lookup);
+    const key = collapseKeyOf(lookup).id;
+    if (deps.inflight.beginPathPass(key)) {
+      ctx.res.once('close', () => deps.inflight.endPathPass(key));
+      ctx.passDetail = 'pass path uncacheable';
+      return forward(ctx, 'pass', lookup);
+    }
   }
 
   // 11. Collapsed fill.
@@ -535,9 +539,11 @@ function isPassOnPath(ctx: Ctx, lookup: Lookup): boolean {
   const range = ctx.method === 'GET' && headers.range !== undefined;
   if (!cookies && !range) return false;
   const { deps } = ctx;
-  const marked = pathKeysOf(ctx).some((key) => {
+  // A Range on its path's own mark alone, and not one for cookies only: a directory's may be
+  // some other page's (a new episode under /podcast/ must still be stored whole).
+  const marked = pathKeysOf(ctx).some((key, i) => {
     const mark = deps.inflight.pathUncacheable(key);
-    return mark !== undefined && (cookies || !mark.cookiesOnly);
+    return mark !== undefined && (cookies || (i === 0 && !mark.cookiesOnly));
   });
   return marked && !deps.inflight.isInflight(collapseKeyOf(lookup).id) && !deps.upstream.isBacklogged(ctx.site!.pool);
 }

@@ -3,6 +3,7 @@
  * Each test uses an origin that reflects its inputs into the body, and asserts that no client
  * gets a body reflecting another request's inputs unless the key covers them.
  */
+import http from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { connect } from 'node:net';
 import zlib from 'node:zlib';
@@ -710,6 +711,36 @@ describe('the key covers what the origin sees', () => {
     expect((await get(`${g.url}/find/x`, { cookie: 'theme=dark' })).body).toBe('found x (theme=dark)');
     expect((await get(`${g.url}/find/y`, { cookie: 'theme=dark' })).body).toBe('found y (theme=dark)');
     expect(found).toEqual(['x -', 'x theme=dark', 'y theme=dark']);
+  });
+
+  it('a path\'s mark never sends a crowd to the origin one by one: the root is no directory, a Range needs its own path\'s mark, and one pass per key at a time (review)', async () => {
+    const o = await origin();
+    const seen: string[] = [];
+    const page = (cc: string, delayMs = 0) => (req: http.IncomingMessage, res: http.ServerResponse) => {
+      seen.push(`${req.url} ${req.headers.cookie ?? '-'} ${req.headers.range ?? '-'}`);
+      setTimeout(() => {
+        res.writeHead(200, { 'content-type': 'text/html', 'cache-control': cc });
+        res.end(`page ${req.url}`);
+      }, delayMs);
+    };
+    o.route('/search', page('private'));
+    o.route('/about', page('public, max-age=60'));
+    o.route('/podcast/list', page('private'));
+    o.route('/podcast/ep1.mp3', page('public, max-age=60'));
+    o.route('/news', (req, res) => page(String(req.url).includes('private') ? 'private' : 'public, max-age=60', 200)(req, res));
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    await get(`${g.url}/search?q=x`); // marks /search (and no directory: the root)
+    await get(`${g.url}/about`, { cookie: 'theme=dark' });
+    expect(seen.filter((l) => l.startsWith('/about'))).toEqual(['/about - -']); // a fill, not a pass
+    await get(`${g.url}/podcast/list`); // marks /podcast/list and /podcast/
+    await get(`${g.url}/podcast/ep1.mp3`, { range: 'bytes=0-3' });
+    expect(seen.filter((l) => l.startsWith('/podcast/ep1'))).toEqual(['/podcast/ep1.mp3 - -']); // stored whole
+    await get(`${g.url}/news?id=private`); // marks /news
+    seen.length = 0;
+    const crowd = await Promise.all(Array.from({ length: 5 }, () => get(`${g.url}/news?id=1`, { cookie: 'theme=dark' })));
+    for (const r of crowd) expect(r.body).toBe('page /news?id=1');
+    // The first goes as it came; the others collapse on one fill, stored for all.
+    expect(seen.length).toBe(2);
   });
 
   it('cookies a route says never change its pages (key.ignoreCookies) do not pass a request: a wiki\'s returning visitor gets the shared copy (new-user trial)', async () => {
