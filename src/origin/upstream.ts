@@ -55,10 +55,13 @@ const URL_FAILURES_KEPT = 64;
  * count, and so do a path's failures while nothing succeeds, so a member failing everything,
  * or a crowd on one page of a member that answers nothing else, is ejected as before.
  *
- * The same for one client: failures that repeat for one client address, while the member
- * answers other clients and no other client's request fails, are that client's (an origin's
- * per-client rate limit or firewall: nginx's `limit_req` answers 503 by default). One client
- * alternating two paths opened the breaker with 10 of them (attacker trial). Behind a proxy
+ * The same for one client: 502/503/504s that repeat for one client address that got no answer
+ * in the last URL_SUCCESS_WINDOW_MS, while the member answers other clients and no other
+ * client's request fails, are that client's (an origin's per-client rate limit or firewall:
+ * nginx's `limit_req` answers 503 by default). One client alternating two paths opened the
+ * breaker with 10 of them (attacker trial). A client that gets answers among its failures is
+ * seeing a sick member (review: a member failing 70 % of requests, nine in ten of them from one
+ * client, read 30 % to the breaker when any repeat counted). Timeouts are never the client's. Behind a proxy
  * that is not trusted, every request has that proxy's address, and no other client is ever
  * answered: failures count as before.
  */
@@ -70,46 +73,56 @@ export class UrlFailures {
   /** client address -> the order number of its last failure. */
   private readonly lastClientFailure = new Map<string, number>();
   /** client address -> when it was last answered (the latest URL_FAILURES_KEPT). */
-  private readonly clientAnsweredAt = new Map<string, number>();
+  private readonly clientAnswered = new Map<string, number>();
 
   success(now: number, client?: string): void {
     this.lastSuccessAt = now;
     if (client === undefined) return;
-    this.clientAnsweredAt.delete(client);
-    this.clientAnsweredAt.set(client, now);
-    if (this.clientAnsweredAt.size > URL_FAILURES_KEPT) this.clientAnsweredAt.delete(this.clientAnsweredAt.keys().next().value!);
+    this.clientAnswered.delete(client);
+    this.clientAnswered.set(client, now);
+    if (this.clientAnswered.size > URL_FAILURES_KEPT) this.clientAnswered.delete(this.clientAnswered.keys().next().value!);
   }
 
   /**
-   * Records a failure of `path` for `client` at `now`; true when it is the URL's or the
-   * client's alone (not the member's). `answeredElsewhere`: another member answered this path
-   * lately, so it is this member's.
+   * Records a failure of `path` (for `client`, a status only) at `now`; true when it is the
+   * URL's or the client's alone (not the member's). `answeredElsewhere`: another member
+   * answered this path lately, so it is this member's.
    */
   isUrlFailure(path: string, now: number, answeredElsewhere = false, client?: string): boolean {
     const seq = ++this.seq;
-    const url = alone(this.lastFailure, path, seq) && now - this.lastSuccessAt <= URL_SUCCESS_WINDOW_MS;
-    const own = client !== undefined && alone(this.lastClientFailure, client, seq) && this.answeredOtherThan(client, now);
+    const previous = record(this.lastFailure, path, seq);
+    const url = previous !== undefined && noneSince(this.lastFailure, path, previous) && now - this.lastSuccessAt <= URL_SUCCESS_WINDOW_MS;
+    let own = false;
+    if (client !== undefined) {
+      const before = record(this.lastClientFailure, client, seq);
+      own =
+        before !== undefined &&
+        noneSince(this.lastClientFailure, client, before) &&
+        now - (this.clientAnswered.get(client) ?? -Infinity) > URL_SUCCESS_WINDOW_MS &&
+        this.answeredOtherThan(client, now);
+    }
     return !answeredElsewhere && (url || own);
   }
 
   /** Whether the member answered a client other than `client` within URL_SUCCESS_WINDOW_MS. */
   private answeredOtherThan(client: string, now: number): boolean {
-    for (const [other, at] of this.clientAnsweredAt) if (other !== client && now - at <= URL_SUCCESS_WINDOW_MS) return true;
+    for (const [other, at] of this.clientAnswered) if (other !== client && now - at <= URL_SUCCESS_WINDOW_MS) return true;
     return false;
   }
 }
 
-/**
- * Records failure number `seq` of `key` in `last` (bounded); true when `key` failed before and
- * nothing else in `last` failed since.
- */
-function alone(last: Map<string, number>, key: string, seq: number): boolean {
+/** Records failure number `seq` of `key` in `last` (bounded); the number of its failure before, if any. */
+function record(last: Map<string, number>, key: string, seq: number): number | undefined {
   const previous = last.get(key);
   last.delete(key);
   last.set(key, seq);
   if (last.size > URL_FAILURES_KEPT) last.delete(last.keys().next().value!);
-  if (previous === undefined) return false;
-  for (const [other, at] of last) if (other !== key && at > previous) return false;
+  return previous;
+}
+
+/** Whether nothing in `last` but `key` failed after failure number `since`. */
+function noneSince(last: Map<string, number>, key: string, since: number): boolean {
+  for (const [other, at] of last) if (other !== key && at > since) return false;
   return true;
 }
 
@@ -743,8 +756,8 @@ export class Upstream {
         return;
       }
       if (failure === 'timeout' && path !== undefined) this.noteTimeout(control, path);
-      if (failure === 'timeout' && path !== undefined && control.urlFailures.isUrlFailure(path, this.clock.now(), answersOf(pool).answeredElsewhere(path, control.member, this.clock.now()), client)) {
-        // This URL's own timeout (a long-poll, a report), or this client's, while the member answers others.
+      if (failure === 'timeout' && path !== undefined && control.urlFailures.isUrlFailure(path, this.clock.now(), answersOf(pool).answeredElsewhere(path, control.member, this.clock.now()))) {
+        // This URL's own timeout (a long-poll, a report), while the member answers others.
         permit.release('ignore');
         control.breaker.onCancel();
         return;

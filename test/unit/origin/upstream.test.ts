@@ -580,6 +580,29 @@ describe('UrlFailures: a failure one URL or one client keeps getting', () => {
     expect(f.isUrlFailure('/g', WINDOW + 1, false, 'abuser')).toBe(false);
   });
 
+  it("counts a client's failures when it is answered between them: a member failing most requests, most of them one client's, is sick (review)", () => {
+    const f = new UrlFailures();
+    f.success(0, 'other');
+    let excused = 0;
+    for (let i = 0; i < 30; i++) {
+      if (f.isUrlFailure(`/p${i}`, i * 10 + 1, false, 'big-client')) excused++;
+      if (i % 3 === 0) f.success(i * 10 + 2, 'big-client');
+      else if (f.isUrlFailure(`/q${i}`, i * 10 + 3, false, 'big-client')) excused++;
+    }
+    // The client is answered among its failures: none of them is its own.
+    expect(excused).toBe(0);
+    // Failures with no answer to the client for the window are its own (a rate limit).
+    const g = new UrlFailures();
+    g.success(0, 'visitor');
+    g.success(1, 'abuser');
+    expect(g.isUrlFailure('/a', 2, false, 'abuser')).toBe(false);
+    expect(g.isUrlFailure('/b', 3, false, 'abuser')).toBe(false); // answered 2 ms before
+    g.success(4, 'visitor');
+    expect(g.isUrlFailure('/c', WINDOW + 10, false, 'abuser')).toBe(false); // nobody else answered within the window either
+    g.success(WINDOW + 11, 'visitor');
+    expect(g.isUrlFailure('/d', WINDOW + 12, false, 'abuser')).toBe(true);
+  });
+
   it('counts every failure behind a proxy that is not trusted (one address for every client)', () => {
     const f = new UrlFailures();
     f.success(0, 'proxy');
