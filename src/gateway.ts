@@ -35,7 +35,6 @@ import { readinessOf, type Readiness } from './admin/readiness.js';
 import { HotKeys } from './admin/hot-keys.js';
 import { HitMemo } from './server/hit-memo.js';
 import { CompressionBudget } from './cache/content-coding.js';
-import { SearchAllowance } from './cache/reflection.js';
 import { carryHeat } from './server/stale.js';
 import { StatusHistory } from './admin/status-history.js';
 import type { CacheState } from './outcome.js';
@@ -81,7 +80,6 @@ export class Gateway implements RequestDeps {
   readonly hitMemo: HitMemo | undefined;
   /** Fill-time compression of large bodies, bounded in bytes per second (content-coding.ts). */
   readonly compressionBudget: CompressionBudget;
-  readonly searchAllowance: SearchAllowance;
   /** The fills in flight, which every purge also covers (cache/purge-fence.ts). */
   readonly purgeFence: PurgeFence;
   readonly status: StatusHistory;
@@ -127,7 +125,6 @@ export class Gateway implements RequestDeps {
     if (this.cache.redis) this.upstream.sharePeers(this.cache.redis.loadBus);
     this.hitMemo = opts.hitMemo === false ? undefined : new HitMemo();
     this.compressionBudget = new CompressionBudget(() => this.clock.now());
-    this.searchAllowance = new SearchAllowance(() => this.clock.now());
     this.admission = new Admission({ config: cfg, clock: this.clock, upstream: this.upstream, override: opts.isOverloaded });
     this.trusted = new TrustedProxies(cfg.trustedProxies);
     const currentSite = (name: string) => this.rt.config.sites.find((s) => s.name === name);

@@ -49,12 +49,9 @@
  * MAX_SCANNED_INPUTS headers other than User-Agent and Accept* (which are always searched),
  * those count as echoed unsearched; when the body cannot be decoded, every input does (a
  * variant too many is a miss; a missed reflection is a planted page). A large body is
- * searched one input per event-loop turn, and normalised a slice per turn. Each fill reads at
- * most SEARCH_BUDGET_BYTES of answer, and one client's fills SEARCH_ALLOWANCE_BYTES in a window
- * (SearchAllowance).
+ * searched one input per event-loop turn, and normalised a slice per turn.
  */
 import { promisify } from 'node:util';
-import { LRUCache } from 'lru-cache';
 import { brotliDecompress, brotliDecompressSync, gunzip, gunzipSync, inflate, inflateSync, type ZlibOptions } from 'node:zlib';
 
 import type { CacheEntry } from './entry.js';
@@ -150,8 +147,6 @@ export async function reflectedInputs(
   headers: Readonly<Record<string, string | string[] | undefined>>,
   body: Buffer,
   maxBodyBytes: number,
-  /** What the client whose fill this is may still search (SearchAllowance), and where its search is counted. */
-  allowance?: { bytes: number; spent(bytes: number): void },
 ): Promise<string[]> {
   const scanned = inputs
     .filter(([, value]) => value.trim().length >= MIN_REFLECTED_LENGTH)
@@ -164,12 +159,6 @@ export async function reflectedInputs(
   const custom = scanned.filter(([name]) => !ALWAYS_SEARCHED.has(name));
   const assumed = custom.length > MAX_SCANNED_INPUTS ? new Set(custom.map(([name]) => name)) : new Set<string>();
   const searched = scanned.filter(([name]) => !assumed.has(name));
-  // A client past its allowance: its own headers count as repeated unsearched; what every
-  // client sends (User-Agent, Accept*) is looked for only as its anchors, in any case, never in
-  // another spelling (a found anchor counts as repeated). Behind a proxy not in
-  // trustedProxies every visitor is one client: their browsers' fills are stored for all as
-  // before, not one variant per User-Agent.
-  const exhausted = allowance !== undefined && allowance.bytes <= 0;
   const contentType = headers['content-type'];
   const binary = NOT_SCANNED_TYPES.test(Array.isArray(contentType) ? contentType.join(',') : (contentType ?? ''));
   const readable = body.length > 0 ? await decodeBody(body, headers['content-encoding'], maxBodyBytes) : Buffer.alloc(0);
@@ -190,106 +179,61 @@ export async function reflectedInputs(
   const canonicalBody = async () => (bodyText ??= await normaliseLarge(textBody.toString('utf8')));
   let lowerBody: string | undefined;
   const loweredBody = () => (lowerBody ??= textBody.toString('latin1').toLowerCase());
-  let lowerHeaders: string | undefined;
-  const inAnyCaseOfBody = (lower: string) =>
-    (lowerHeaders ??= Object.values(headers).flat().filter((v) => v !== undefined).join('\n').toLowerCase()).includes(lower) ||
-    (binary ? decoded.includes(lower) : loweredBody().includes(lower));
   // Every look at the answer is paid for with its size: past the budget, what is left counts
   // as repeated unsearched.
   let spent = 0;
-  const budget = allowance === undefined ? SEARCH_BUDGET_BYTES : Math.min(SEARCH_BUDGET_BYTES, allowance.bytes);
-  const pay = (bytes: number) => (spent += bytes) > budget;
-  try {
-    return await search();
-  } finally {
-    allowance?.spent(Math.min(spent, budget));
-  }
-  async function search(): Promise<string[]> {
-    const large = decoded.length > YIELD_AFTER_BYTES;
-    for (const [name, texts, cores] of searched) {
-      if (found.has(name)) continue;
-      if (exhausted) {
-        if (!ALWAYS_SEARCHED.has(name) || texts.some((t) => anchorFound(t, inAnyCaseOfBody) || isUnanchoredCode(t)) || cores.some((c) => anchorFound(c, inAnyCaseOfBody)))
-          found.add(name);
-        continue;
+  const pay = (bytes: number) => (spent += bytes) > SEARCH_BUDGET_BYTES;
+  const large = decoded.length > YIELD_AFTER_BYTES;
+  for (const [name, texts, cores] of searched) {
+    if (found.has(name)) continue;
+    if (large) await new Promise<void>((resolve) => setImmediate(resolve));
+    const own = OWN_ANSWER_FIELD[name];
+    const headerText = Object.entries(headers)
+      .filter(([field, v]) => v !== undefined && field !== 'content-encoding' && field !== own)
+      .map(([, v]) => (Array.isArray(v) ? v.join('\n') : (v as string)))
+      .join('\n');
+    const size = headerText.length + textBody.length;
+    const inRaw = (s: string) => headerText.includes(s) || textBody.includes(s);
+    let headerLower: string | undefined;
+    const inAnyCase = (lower: string) => (headerLower ??= headerText.toLowerCase()).includes(lower) || loweredBody().includes(lower);
+    let canonicalHeaders: string | undefined;
+    const inCanonical = async (canonical: string) => (canonicalHeaders ??= normalise(headerText)).includes(canonical) || (await canonicalBody()).includes(canonical);
+    if (pay(binary ? decoded.length * texts.length : 0)) {
+      found.add(name);
+      continue;
+    }
+    let repeated = binary && texts.some((text) => rawBytesIn(decoded, text));
+    for (const text of repeated ? [] : texts) {
+      if (pay(size)) {
+        repeated = true;
+        break;
       }
       if (large) await new Promise<void>((resolve) => setImmediate(resolve));
-      const own = OWN_ANSWER_FIELD[name];
-      const headerText = Object.entries(headers)
-        .filter(([field, v]) => v !== undefined && field !== 'content-encoding' && field !== own)
-        .map(([, v]) => (Array.isArray(v) ? v.join('\n') : (v as string)))
-        .join('\n');
-      const size = headerText.length + textBody.length;
-      const inRaw = (s: string) => headerText.includes(s) || textBody.includes(s);
-      let headerLower: string | undefined;
-      const inAnyCase = (lower: string) => (headerLower ??= headerText.toLowerCase()).includes(lower) || loweredBody().includes(lower);
-      let canonicalHeaders: string | undefined;
-      const inCanonical = async (canonical: string) => (canonicalHeaders ??= normalise(headerText)).includes(canonical) || (await canonicalBody()).includes(canonical);
-      if (pay(binary ? decoded.length * texts.length : 0)) {
-        found.add(name);
-        continue;
+      if (!isAscii(text) && textBody.includes(Buffer.from(text, 'latin1'))) {
+        repeated = true;
+        break;
       }
-      let repeated = binary && texts.some((text) => rawBytesIn(decoded, text));
-      for (const text of repeated ? [] : texts) {
-        if (pay(size)) {
-          repeated = true;
-          break;
-        }
-        if (large) await new Promise<void>((resolve) => setImmediate(resolve));
-        if (!isAscii(text) && textBody.includes(Buffer.from(text, 'latin1'))) {
-          repeated = true;
-          break;
-        }
-        if (!anchorFound(text, inAnyCase) && !isUnanchoredCode(text)) continue;
-        if (pay(size)) {
-          repeated = true;
-          break;
-        }
-        const canonical = normalise(text);
-        if (canonical.length < MIN_REFLECTED_LENGTH) continue;
-        if (await inCanonical(canonical)) {
-          repeated = true;
-          break;
-        }
+      if (!anchorFound(text, inAnyCase) && !isUnanchoredCode(text)) continue;
+      if (pay(size)) {
+        repeated = true;
+        break;
       }
-      for (const core of repeated ? [] : cores) {
-        if (pay(3 * size) || (await base64Found(core, inRaw, inCanonical))) {
-          repeated = true;
-          break;
-        }
+      const canonical = normalise(text);
+      if (canonical.length < MIN_REFLECTED_LENGTH) continue;
+      if (await inCanonical(canonical)) {
+        repeated = true;
+        break;
       }
-      if (repeated) found.add(name);
     }
-    return [...found].sort();
+    for (const core of repeated ? [] : cores) {
+      if (pay(3 * size) || (await base64Found(core, inRaw, inCanonical))) {
+        repeated = true;
+        break;
+      }
+    }
+    if (repeated) found.add(name);
   }
-}
-
-/** Bytes of answer one client's fills may search in SEARCH_ALLOWANCE_WINDOW_MS (SearchAllowance). */
-export const SEARCH_ALLOWANCE_BYTES = 256 * 1024 * 1024;
-export const SEARCH_ALLOWANCE_WINDOW_MS = 10_000;
-
-/**
- * What each client's fills may search, on top of each fill's own SEARCH_BUDGET_BYTES: one
- * client asking for a 2 MiB page by unique query strings, its headers full of the page's
- * words, cost about 150 ms of gateway CPU a request, and four connections held a core (hits
- * 3 → 38 ms at the median; attacker trial). Past SEARCH_ALLOWANCE_BYTES in a window, that
- * client's fills count their inputs as repeated unsearched: each is stored as its own variant,
- * a miss for others, never a planted page. An ordinary fill (a browser's User-Agent on a
- * 200 kB page) looks at about 1 MB. The latest 10 000 clients are remembered.
- */
-export class SearchAllowance {
-  private readonly windows = new LRUCache<string, { since: number; bytes: number }>({ max: 10_000 });
-
-  constructor(private readonly now: () => number) {}
-
-  /** What `client` may still search in its window, and where to count what it searched. */
-  of(client: string): { bytes: number; spent(bytes: number): void } {
-    const now = this.now();
-    let w = this.windows.get(client);
-    if (w === undefined || now - w.since >= SEARCH_ALLOWANCE_WINDOW_MS) this.windows.set(client, (w = { since: now, bytes: 0 }));
-    const window = w;
-    return { bytes: Math.max(0, SEARCH_ALLOWANCE_BYTES - window.bytes), spent: (bytes) => void (window.bytes += bytes) };
-  }
+  return [...found].sort();
 }
 
 /**

@@ -29,7 +29,6 @@ import type { CompiledRoute } from './site-router.js';
 import type { HitMemo } from './hit-memo.js';
 import type { HotKeys } from '../admin/hot-keys.js';
 import type { CompressionBudget } from '../cache/content-coding.js';
-import type { SearchAllowance } from '../cache/reflection.js';
 
 /** What the request path needs from the gateway (gateway.ts implements it). */
 export interface RequestDeps {
@@ -67,8 +66,6 @@ export interface RequestDeps {
   readonly hitMemo?: HitMemo;
   /** The fill-time compression budget (content-coding.ts); without it every fill compresses. */
   readonly compressionBudget?: CompressionBudget;
-  /** What each client's fills may search for reflected inputs (reflection.ts); without it, each fill's own bound alone. */
-  readonly searchAllowance?: SearchAllowance;
 }
 
 /** What the request path asks of admission (admission/admission.ts implements it). */

@@ -560,7 +560,6 @@ async function fetchForCache(
         decision.entry.headers,
         fetched.body,
         rt.config.cache.maxObjectBytes,
-        ctx.deps.searchAllowance?.of(ctx.clientAddress),
       );
       if (reflected.length > 0) noteReflected(ctx, reflected);
       // An answer the origin encoded for the Accept-Encoding the fill sent, without saying

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import zlib from 'node:zlib';
-import { MAX_SCANNED_INPUTS, SEARCH_ALLOWANCE_BYTES, SEARCH_ALLOWANCE_WINDOW_MS, SEARCH_BUDGET_BYTES, SearchAllowance, normalise, reflectedInputs, repeatsAddress, textsOf, varyingAlsoOn } from '../../../src/cache/reflection.js';
+import { MAX_SCANNED_INPUTS, SEARCH_BUDGET_BYTES, normalise, reflectedInputs, repeatsAddress, textsOf, varyingAlsoOn } from '../../../src/cache/reflection.js';
 
 const MAX = 1 << 20;
 
@@ -276,43 +276,6 @@ describe('reflectedInputs', () => {
     expect(await reflectedInputs([['user-agent', word]], {}, Buffer.from('<b>version <svg/onload=alert(1)></b>'), MAX)).toEqual(['user-agent']);
     // A host address the origin writes the `//` before (review).
     expect(await reflectedInputs([['x-cdn-host', '12.34.56.78']], {}, host, MAX)).toEqual(['x-cdn-host']);
-  });
-});
-
-describe('SearchAllowance (what one client\'s fills may search)', () => {
-  const page = Buffer.from('<p>' + 'lorem ipsum dolor sit amet, consectetur adipiscing elit. '.repeat(36_000) + '</p>'); // 2 MiB
-  // Headers full of the page's words: each is looked for in its canonical spelling (attacker trial).
-  const inputs = Array.from({ length: 8 }, (_, i) => [`x-h${i}`, `lorem ipsum ${i} consectetur adipiscing amet${i}`] as const);
-
-  it('counts what each fill of a client searched; past the allowance its inputs count as repeated, unsearched, until its window ends; another client is searched as ever', async () => {
-    let now = 0;
-    const allowance = new SearchAllowance(() => now);
-    const searched: number[] = [];
-    let fills = 0;
-    while (allowance.of('203.0.113.9').bytes > 0 && fills < 100) {
-      const a = allowance.of('203.0.113.9');
-      const before = a.bytes;
-      await reflectedInputs(inputs, {}, page, 8 << 20, a);
-      searched.push(before - allowance.of('203.0.113.9').bytes);
-      fills++;
-    }
-    // A few fills (each within its own bound) use it up.
-    expect(fills).toBeLessThanOrEqual(Math.ceil(SEARCH_ALLOWANCE_BYTES / page.length));
-    expect(searched.every((b) => b > 0 && b <= SEARCH_BUDGET_BYTES)).toBe(true);
-    // Past it: every input counts as repeated, the absent one too (a variant, never a planted page).
-    const spent = allowance.of('203.0.113.9');
-    expect(await reflectedInputs([['x-quiet', 'not-in-the-page']], {}, page, 8 << 20, spent)).toEqual(['x-quiet']);
-    // What every browser sends is still looked for, by its anchor alone: a browser's User-Agent
-    // is not repeated (behind a proxy not trusted, every visitor is that one client), one made
-    // of the page's words is.
-    const browser = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/140.0.0.0 Safari/537.36';
-    expect(await reflectedInputs([['user-agent', browser]], {}, page, 8 << 20, spent)).toEqual([]);
-    expect(await reflectedInputs([['user-agent', 'consectetur adipiscing']], {}, page, 8 << 20, spent)).toEqual(['user-agent']);
-    // Another client: searched (the absent value is not repeated).
-    expect(await reflectedInputs([['x-quiet', 'not-in-the-page']], {}, page, 8 << 20, allowance.of('198.51.100.1'))).toEqual([]);
-    // The next window: searched again.
-    now += SEARCH_ALLOWANCE_WINDOW_MS;
-    expect(await reflectedInputs([['x-quiet', 'not-in-the-page']], {}, page, 8 << 20, allowance.of('203.0.113.9'))).toEqual([]);
   });
 });
 
