@@ -516,8 +516,8 @@ export function decide(
   //    them, answer `private` again, and the request would go again as it came (passWithoutCopy;
   //    serveFillResult for a Range): every search with a `theme=dark` cookie ran twice on the
   //    origin, and its visitor waited for both (new-user trial: search p99 1.4 s against an
-  //    origin's 0.8 s). Not while a fill of the key is under way, nor while the origin is backlogged (a crowd on a
-  //    page just purged collapses on its fill as before).
+  //    origin's 0.8 s). Not while a fill or such a pass of the key is under way, nor while the
+  //    origin is backlogged: a crowd on a page just purged collapses on one fill as before.
   if (isPassOnPath(ctx, lookup)) {
     const key = collapseKeyOf(lookup).id;
     if (deps.inflight.beginPathPass(key)) {
