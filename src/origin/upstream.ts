@@ -78,9 +78,7 @@ export class UrlFailures {
   success(now: number, client?: string): void {
     this.lastSuccessAt = now;
     if (client === undefined) return;
-    this.clientAnswered.delete(client);
-    this.clientAnswered.set(client, now);
-    if (this.clientAnswered.size > URL_FAILURES_KEPT) this.clientAnswered.delete(this.clientAnswered.keys().next().value!);
+    remember(this.clientAnswered, client, now);
   }
 
   /**
@@ -90,11 +88,11 @@ export class UrlFailures {
    */
   isUrlFailure(path: string, now: number, answeredElsewhere = false, client?: string): boolean {
     const seq = ++this.seq;
-    const previous = record(this.lastFailure, path, seq);
+    const previous = remember(this.lastFailure, path, seq);
     const url = previous !== undefined && noneSince(this.lastFailure, path, previous) && now - this.lastSuccessAt <= URL_SUCCESS_WINDOW_MS;
     let own = false;
     if (client !== undefined) {
-      const before = record(this.lastClientFailure, client, seq);
+      const before = remember(this.lastClientFailure, client, seq);
       own =
         before !== undefined &&
         noneSince(this.lastClientFailure, client, before) &&
@@ -111,12 +109,15 @@ export class UrlFailures {
   }
 }
 
-/** Records failure number `seq` of `key` in `last` (bounded); the number of its failure before, if any. */
-function record(last: Map<string, number>, key: string, seq: number): number | undefined {
-  const previous = last.get(key);
-  last.delete(key);
-  last.set(key, seq);
-  if (last.size > URL_FAILURES_KEPT) last.delete(last.keys().next().value!);
+/**
+ * Sets `key` to `value` in `map` as its newest entry, the oldest dropped past `max` entries
+ * (a Map keeps insertion order); the value it had before, if any.
+ */
+function remember<V>(map: Map<string, V>, key: string, value: V, max = URL_FAILURES_KEPT): V | undefined {
+  const previous = map.get(key);
+  map.delete(key);
+  map.set(key, value);
+  if (map.size > max) map.delete(map.keys().next().value!);
   return previous;
 }
 
@@ -140,9 +141,7 @@ const URL_SUCCESS_WINDOW_MS = 10_000;
 class PathAnswers {
   private readonly last = new Map<string, { member: OriginMember; at: number }>();
   note(path: string, member: OriginMember, at: number): void {
-    this.last.delete(path);
-    this.last.set(path, { member, at });
-    if (this.last.size > URL_FAILURES_KEPT * 4) this.last.delete(this.last.keys().next().value!);
+    remember(this.last, path, { member, at }, URL_FAILURES_KEPT * 4);
   }
   answeredElsewhere(path: string, member: OriginMember, now: number): boolean {
     const last = this.last.get(path);
@@ -808,11 +807,8 @@ export class Upstream {
     const last = this.timeoutLoggedAt.get(key);
     const siteLast = this.timeoutLoggedAt.get(control.site);
     if ((last !== undefined && now - last < TIMEOUT_LOG_INTERVAL_MS) || (siteLast !== undefined && now - siteLast < 1_000)) return;
-    for (const k of [key, control.site]) {
-      this.timeoutLoggedAt.delete(k);
-      this.timeoutLoggedAt.set(k, now);
-    }
-    if (this.timeoutLoggedAt.size > URL_FAILURES_KEPT) this.timeoutLoggedAt.delete(this.timeoutLoggedAt.keys().next().value!);
+    remember(this.timeoutLoggedAt, key, now);
+    remember(this.timeoutLoggedAt, control.site, now);
     this.logger?.warn(
       { site: control.site, origin: control.member.name, path },
       'origin timeout (504 origin_timeout: no connection within timeouts.connectMs, no answer within responseHeadersMs, or a body silent for idleMs); a long-poll or a slow report needs a route with a longer routes[].timeouts.responseHeadersMs',
