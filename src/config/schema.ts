@@ -119,7 +119,7 @@ export const serverLimitsSchema = z
           .boolean()
           .default(true)
           .describe(
-            'Read a request body whole before the origin is asked (nginx proxy_request_buffering): a slow upload holds no permit and no origin connection (a PHP worker). Bodies up to 64 KiB stay in memory, larger ones go to an unlinked temp file; the origin gets a Content-Length. Off: bodies stream as they come. A route may say otherwise (routes[].requestBuffering).',
+            'Read a request body whole before the origin is asked (nginx proxy_request_buffering): a slow upload holds no permit and no origin connection (a PHP worker). Bodies up to 64 KiB stay in memory (while memoryBytes has room), larger ones go to an unlinked temp file; the origin gets a Content-Length. Off: bodies stream as they come. A route may say otherwise (routes[].requestBuffering).',
           ),
         directory: z
           .string()
@@ -132,6 +132,14 @@ export const serverLimitsSchema = z
           .default(1_073_741_824)
           .describe(
             'Most bytes all spooled bodies hold at once, counted as they arrive: a body declaring a length past what is left streams as it comes; one that outgrows what is left while it arrives (a chunked one, or others grew) gets 503 upload_buffer_full.',
+          ),
+        memoryBytes: z
+          .number()
+          .int()
+          .min(0)
+          .default(67_108_864)
+          .describe(
+            'Most bytes request bodies hold in memory at once, counted as they arrive and until the origin has answered: past it small bodies are spooled to files like large ones (within maxBytes), and a small body that fits neither streams as it comes. Bounds what many HTTP/2 streams each sending 64 KiB and stalling can hold (8 MB a connection uncounted).',
           ),
       })
       .prefault({})

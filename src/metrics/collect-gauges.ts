@@ -1,9 +1,11 @@
 /**
  * The gauges that are read rather than counted, published just before they are looked at (each
- * /metrics scrape, each status-page sample): cache size, the origin limiters (upstream.ts), the
- * pressure gate's readings and verdict, draining, and whether Redis is usable.
+ * /metrics scrape, each status-page sample): cache size, the request bodies read ahead, the origin
+ * limiters (upstream.ts), the pressure gate's readings and verdict, draining, and whether Redis is
+ * usable.
  */
 import type { PressureGate } from '../admission/pressure-gate.js';
+import type { BodySpool } from '../origin/request-body.js';
 import type { CacheStore } from '../cache/stores/cache-store.js';
 import type { Upstream } from '../origin/upstream.js';
 import type { GatewayMetrics } from './gateway-metrics.js';
@@ -13,6 +15,8 @@ export interface GaugeSources {
   readonly metrics: GatewayMetrics;
   readonly store: Pick<CacheStore, 'stats'>;
   readonly upstream: Pick<Upstream, 'collect'>;
+  /** The request bodies read whole before the origin is asked (origin/request-body.ts). */
+  readonly bodies: Pick<BodySpool, 'bytesHeld' | 'bytesInMemory'>;
   /** The pressure gate's readings and the verdicts (admission/admission.ts). */
   readonly admission: {
     readonly pressure: Pick<PressureGate, 'readings'>;
@@ -29,6 +33,8 @@ export function collectGauges(from: GaugeSources, redis?: { isAvailable(): boole
   const stats = from.store.stats();
   metrics.get('cacheEntries').set(stats.entries);
   metrics.get('cacheBytes').set(stats.bytes);
+  metrics.get('requestBodyBytes').set({ where: 'memory' }, from.bodies.bytesInMemory);
+  metrics.get('requestBodyBytes').set({ where: 'file' }, from.bodies.bytesHeld);
   from.upstream.collect();
   const r = from.admission.pressure.readings();
   metrics.get('pressureEventLoopDelay').set(r.eventLoopDelayMs / 1000);

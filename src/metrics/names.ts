@@ -80,6 +80,12 @@ export const METRICS = {
   ),
   cacheEntries: spec('crowdgate_cache_entries', 'gauge', 'Entries (URLs) in the memory cache.'),
   cacheBytes: spec('crowdgate_cache_bytes', 'gauge', 'Bytes held by the memory cache (bodies, their stored encodings and headers).'),
+  requestBodyBytes: spec(
+    'crowdgate_request_body_bytes',
+    'gauge',
+    'Bytes of request bodies read ahead of the origin (limits.requestBuffering), by where they are held: memory (against memoryBytes) or file (against maxBytes).',
+    ['where'],
+  ),
   cacheMaxBytes: spec('crowdgate_cache_max_bytes', 'gauge', 'Configured memory cache size (cache.maxBytes).'),
   compressionEncodings: spec(
     'crowdgate_compression_encodings_stored_total',

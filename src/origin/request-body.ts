@@ -14,6 +14,12 @@
  * arrives is refused (503 `upload_buffer_full`), since what has been read cannot be streamed
  * again. A chunked body that ends within BUFFERED_BODY_MAX_BYTES never leaves memory.
  *
+ * The bytes bodies hold in memory at once are capped too (`limits.requestBuffering.memoryBytes`),
+ * counted as they arrive and until the body is released: past it a small body goes to a file
+ * like a large one, and a large one's bytes are written as they come. Uncounted, one HTTP/2
+ * connection's 128 streams that each sent 64 KiB and stalled held 8 MB until the body timeout,
+ * and twenty such connections 200 MB (measured).
+ *
  * Owns the spool and its budget; forward.ts sends what it holds, pass-through.ts decides when.
  */
 import type { IncomingMessage } from 'node:http';
@@ -55,12 +61,15 @@ export interface SpoolOptions {
   maxBodyBytes: number;
   /** Bytes all spooled bodies may hold at once. */
   maxBytes: number;
+  /** Bytes all bodies may hold in memory at once (read, or waiting for their write); past it they go to files. */
+  memoryBytes: number;
   /** Where spool files go; empty: the system's temp directory. */
   directory: string;
 }
 
 export class BodySpool {
   private held = 0;
+  private memHeld = 0;
   private dirs = new Map<string, Promise<string>>();
   private seq = 0;
 
@@ -78,6 +87,11 @@ export class BodySpool {
     return this.held;
   }
 
+  /** Bytes of request bodies in memory right now (kept whole, or waiting for their write). */
+  get bytesInMemory(): number {
+    return this.memHeld;
+  }
+
   /** Reads `req`'s body whole (see the module comment). */
   async read(req: IncomingMessage, opts: SpoolOptions): Promise<SpoolResult> {
     if (req.readableEnded || req.readableDidRead) return { kind: 'stream' };
@@ -85,19 +99,19 @@ export class BodySpool {
     const chunked = declaredHeader === undefined && req.headers['transfer-encoding'] !== undefined;
     const declared = declaredHeader === undefined ? undefined : Number(declaredHeader);
     if (!chunked && !(declared !== undefined && declared > 0)) return { kind: 'stream' };
-    if (declared !== undefined && declared <= BUFFERED_BODY_MAX_BYTES) {
-      const whole = await readInMemory(req);
-      return whole === null ? { kind: 'gone' } : { kind: 'body', body: inMemory(whole) };
-    }
-    // A declared length the room cannot take now streams as before. What a body holds of the
-    // room is what it has sent, counted as it comes: reserved up front, a few connections that
+    const small = declared !== undefined && declared <= BUFFERED_BODY_MAX_BYTES;
+    // A declared length the room cannot take now streams as before: a large body the file room
+    // cannot take, or a small one neither memory nor the file room can. What a body holds of
+    // either is what it has sent, counted as it comes: reserved up front, a few connections that
     // declared 100 MB and sent a byte a minute held it all (review).
-    if (declared !== undefined && this.held + declared > opts.maxBytes) return { kind: 'stream' };
+    if (declared !== undefined && this.held + declared > opts.maxBytes && !(small && this.memHeld + declared <= opts.memoryBytes))
+      return { kind: 'stream' };
     let held = 0;
+    let mem = 0;
     let file: FileHandle | undefined;
     let opening: Promise<FileHandle> | undefined;
     let released = false;
-    if (declared !== undefined) {
+    if (declared !== undefined && (!small || this.memHeld + declared > opts.memoryBytes)) {
       // A body that will be spooled gets its file first: a directory that cannot be used then
       // streams the body as it would without buffering (nothing read yet), rather than failing
       // the upload. The client may leave meanwhile: heard now, checked after.
@@ -118,20 +132,29 @@ export class BodySpool {
         return { kind: 'gone' };
       }
     }
+    const holdMemory = (bytes: number) => {
+      mem += bytes;
+      this.memHeld += bytes;
+    };
     const release = () => {
       if (released) return;
       released = true;
       this.held -= held;
       held = 0;
+      holdMemory(-mem);
       // The file, or the one still being opened (a chunked body's: `file` comes from it).
       void (file !== undefined ? Promise.resolve(file) : opening)?.then((f) => f.close()).catch(() => undefined);
     };
-    // Bytes first gather in memory (a chunked body of a few bytes never opens a file), then go
-    // to the file in writes of BUFFERED_BODY_MAX_BYTES.
+    // Bytes first gather in memory (a small body never opens a file while memory has room), then
+    // go to the file in writes of up to BUFFERED_BODY_MAX_BYTES: at once when the bodies in
+    // memory fill `memoryBytes` (many HTTP/2 streams each holding 64 KiB and stalled).
     let pending: Buffer[] = [];
     let pendingBytes = 0;
     let length = 0;
     let written = 0;
+    // Whether the body's bytes go to a file and count against its room: past
+    // BUFFERED_BODY_MAX_BYTES, or once memory had no room for them.
+    let spooling = false;
     const flush = async () => {
       if (pendingBytes === 0) return;
       if (file === undefined) {
@@ -147,6 +170,7 @@ export class BodySpool {
         at += bytesWritten;
       }
       written += data.length;
+      holdMemory(-data.length);
     };
     const outcome = await new Promise<'end' | 'gone' | 'too_large' | 'no_room' | Error>((resolve) => {
       let writing: Promise<void> = Promise.resolve();
@@ -165,8 +189,9 @@ export class BodySpool {
       const onData = (chunk: Buffer) => {
         length += chunk.length;
         if (chunked && length > opts.maxBodyBytes) return finish('too_large');
-        if (length > BUFFERED_BODY_MAX_BYTES) {
-          // Past memory: the body's bytes count against the spool's room.
+        if (!spooling && (length > BUFFERED_BODY_MAX_BYTES || this.memHeld + chunk.length > opts.memoryBytes)) spooling = true;
+        if (spooling) {
+          // Spooled: the body's bytes count against the file room.
           const more = length - held;
           if (more > 0) {
             if (this.held + more > opts.maxBytes) return finish('no_room');
@@ -176,14 +201,15 @@ export class BodySpool {
         }
         pending.push(chunk);
         pendingBytes += chunk.length;
-        if (length <= BUFFERED_BODY_MAX_BYTES || pendingBytes < BUFFERED_BODY_MAX_BYTES) return;
+        holdMemory(chunk.length);
+        if (!spooling || (pendingBytes < BUFFERED_BODY_MAX_BYTES && this.memHeld <= opts.memoryBytes)) return;
         req.pause();
         writing = writing.then(flush).then(() => void (settled || req.resume()), failed);
       };
       const onEnd = () => {
         ended = true;
-        // A body that fits in memory stays there; a spooled one writes its tail.
-        if (length <= BUFFERED_BODY_MAX_BYTES) return void writing.then(() => finish('end'), failed);
+        // A body in memory stays there; a spooled one writes its tail.
+        if (!spooling) return void writing.then(() => finish('end'), failed);
         writing = writing.then(flush).then(() => finish('end'), failed);
       };
       // (A 'close' after the end is the request's own, once it is answered: not a client gone.)
@@ -200,12 +226,12 @@ export class BodySpool {
       if (outcome === 'no_room') return { kind: 'no_room', reason: `the request bodies being read hold limits.requestBuffering.maxBytes (${opts.maxBytes} bytes)` };
       return { kind: 'no_room', reason: `the request body could not be spooled: ${outcome.message}` };
     }
-    if (file === undefined) {
-      // Never left memory (a small chunked body).
-      release();
-      return { kind: 'body', body: inMemory(pendingBytes === 0 ? Buffer.alloc(0) : Buffer.concat(pending, pendingBytes)) };
+    if (!spooling) {
+      // Never left memory: it holds its bytes of `memoryBytes` until released.
+      const whole = pendingBytes === 0 ? Buffer.alloc(0) : pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+      return { kind: 'body', body: { length: whole.length, stream: () => Readable.from([whole]), release } };
     }
-    const handle = file;
+    const handle = file!;
     return {
       kind: 'body',
       body: {
@@ -251,34 +277,4 @@ export class BodySpool {
     const made = await dir;
     return made;
   }
-}
-
-function inMemory(whole: Buffer): BufferedBody {
-  return { length: whole.length, stream: () => Readable.from([whole]), release: () => undefined };
-}
-
-/** The body read into memory; null when the client went away first. */
-function readInMemory(req: IncomingMessage): Promise<Buffer | null> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    const onData = (chunk: Buffer) => chunks.push(chunk);
-    const onEnd = () => {
-      cleanup();
-      resolve(Buffer.concat(chunks));
-    };
-    const onClose = () => {
-      cleanup();
-      resolve(null);
-    };
-    const cleanup = () => {
-      req.off('data', onData);
-      req.off('end', onEnd);
-      req.off('close', onClose);
-      req.off('error', onClose);
-    };
-    req.on('data', onData);
-    req.once('end', onEnd);
-    req.once('close', onClose);
-    req.once('error', onClose);
-  });
 }

@@ -259,7 +259,12 @@ async function readBody(ctx: Ctx): Promise<BufferedBody | undefined | null> {
   const { deps, req, rt } = ctx;
   const buffering = rt.config.limits.requestBuffering;
   if (!(ctx.route?.config.requestBuffering ?? buffering.enabled)) return undefined;
-  const read = await deps.bodies.read(req, { maxBodyBytes: rt.config.limits.maxBodyBytes, maxBytes: buffering.maxBytes, directory: buffering.directory });
+  const read = await deps.bodies.read(req, {
+    maxBodyBytes: rt.config.limits.maxBodyBytes,
+    maxBytes: buffering.maxBytes,
+    memoryBytes: buffering.memoryBytes,
+    directory: buffering.directory,
+  });
   switch (read.kind) {
     case 'stream':
       if (read.unbuffered !== undefined && deps.bodies.warnDue(deps.clock.now()))

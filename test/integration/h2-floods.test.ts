@@ -155,3 +155,61 @@ describe('HTTP/2 floods (attacker trial)', () => {
     expect((await h2get(port, ca.ca, 's.test', '/page')).status).toBe(200);
   });
 });
+
+describe('HTTP/2 request bodies held in memory (limits.requestBuffering.memoryBytes)', () => {
+  it('many streams that each send almost 64 KiB and stall hold no more than memoryBytes in memory, the rest goes to files; finished, each body reaches the origin whole', async () => {
+    const origin = await startTestOrigin({ name: 'o' });
+    origin.route('/form', { body: (rec) => `got ${rec.bodyLength}` });
+    const ca = await makeTestCa();
+    const memoryBytes = 300_000;
+    const gw = await startGateway({
+      tls: { host: '127.0.0.1', port: 0 },
+      limits: { requestBuffering: { memoryBytes } },
+      sites: [{ name: 's', hosts: ['*'], origins: [{ url: origin.url }], healthCheck: { enabled: false }, tls: ca.write('s', await ca.leaf(['s.test'])) }],
+    });
+    const client = http2.connect(`https://127.0.0.1:${gw.gw.httpsAddress!.port}`, { ca: ca.ca, servername: 's.test' });
+    try {
+      const N = 20;
+      const size = 65_536;
+      const first = 60_000;
+      const streams = Array.from({ length: N }, (_, i) => {
+        const stream = client.request({ ':method': 'POST', ':path': `/form?i=${i}`, 'content-length': String(size), 'content-type': 'application/octet-stream' });
+        const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+          let status = 0;
+          let body = '';
+          stream.on('response', (h) => (status = Number(h[':status'])));
+          stream.setEncoding('utf8');
+          stream.on('data', (c: string) => (body += c));
+          stream.on('end', () => resolve({ status, body }));
+          stream.on('error', reject);
+        });
+        stream.write(Buffer.alloc(first, 97));
+        return { stream, answer };
+      });
+      const held = async () => {
+        const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+        const of = (where: string) => Number(new RegExp(`^crowdgate_request_body_bytes\\{where="${where}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? NaN);
+        return { memory: of('memory'), file: of('file') };
+      };
+      await until(async () => {
+        const h = await held();
+        return h.memory + h.file >= N * first;
+      }, 'every stream\'s first bytes read');
+      const stalled = await held();
+      expect(stalled.memory).toBeLessThanOrEqual(memoryBytes);
+      expect(stalled.file).toBeGreaterThan(0);
+      expect(origin.count('/form')).toBe(0);
+      for (const s of streams) s.stream.end(Buffer.alloc(size - first, 98));
+      const answers = await Promise.all(streams.map((s) => s.answer));
+      expect(answers.map((a) => `${a.status} ${a.body}`)).toEqual(Array.from({ length: N }, () => `200 got ${size}`));
+      await until(async () => {
+        const h = await held();
+        return h.memory === 0 && h.file === 0;
+      }, 'every body released');
+    } finally {
+      client.close();
+      await gw.close();
+      await origin.close();
+    }
+  });
+});

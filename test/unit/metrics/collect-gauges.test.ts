@@ -23,6 +23,7 @@ function sources(metrics: GatewayMetrics, over: Partial<GaugeSources> = {}): Gau
     metrics,
     store: { stats: () => ({ entries: 3, bytes: 4096 }) },
     upstream: { collect: () => void collected++ },
+    bodies: { bytesHeld: 70_000, bytesInMemory: 1_234 },
     admission: admission(true, false),
     isStopping: () => false,
     collected: () => collected,
@@ -31,7 +32,7 @@ function sources(metrics: GatewayMetrics, over: Partial<GaugeSources> = {}): Gau
 }
 
 describe('collectGauges', () => {
-  it('publishes the cache size, pressure readings and verdict, draining, and has the upstream publish its own', async () => {
+  it('publishes the cache size, the request bodies held, pressure readings and verdict, draining, and has the upstream publish its own', async () => {
     const m = new GatewayMetrics({ defaultMetrics: false });
     const s = sources(m);
     collectGauges(s);
@@ -39,6 +40,8 @@ describe('collectGauges', () => {
     expect(s.collected()).toBe(1);
     expect(sample(text, 'crowdgate_cache_entries')).toBe(3);
     expect(sample(text, 'crowdgate_cache_bytes')).toBe(4096);
+    expect(sample(text, 'crowdgate_request_body_bytes{where="memory"}')).toBe(1234);
+    expect(sample(text, 'crowdgate_request_body_bytes{where="file"}')).toBe(70000);
     expect(sample(text, 'crowdgate_pressure_event_loop_delay_seconds')).toBe(0.25);
     expect(sample(text, 'crowdgate_pressure_event_loop_utilization')).toBe(0.5);
     expect(sample(text, 'crowdgate_pressure_heap_used_ratio')).toBe(0.25);

@@ -28,7 +28,7 @@ afterEach(() => {
 });
 
 function options(over: Partial<SpoolOptions> = {}): SpoolOptions {
-  return { maxBodyBytes: 10_000_000, maxBytes: 10_000_000, directory: spoolDir(), ...over };
+  return { maxBodyBytes: 10_000_000, maxBytes: 10_000_000, memoryBytes: 10_000_000, directory: spoolDir(), ...over };
 }
 
 describe('BodySpool', () => {
@@ -152,6 +152,90 @@ describe('BodySpool', () => {
     const read = await reading;
     expect(read.kind === 'body' && (await text(read.body.stream()))).toBe('tiny');
     expect(readdirSync(opts.directory)).toEqual([]);
+  });
+
+  it('counts the bodies it keeps in memory until they are released', async () => {
+    const spool = new BodySpool();
+    const req = requestOf({ 'content-length': '5' });
+    const reading = spool.read(req, options());
+    req.end('hello');
+    const read = await reading;
+    expect(spool.bytesInMemory).toBe(5);
+    if (read.kind === 'body') read.body.release();
+    read.kind === 'body' && read.body.release(); // idempotent
+    expect(spool.bytesInMemory).toBe(0);
+  });
+
+  it('spools a small body once the bodies in memory fill memoryBytes, from its start or mid-way, and its bytes come back whole', async () => {
+    const spool = new BodySpool();
+    const opts = options({ memoryBytes: 50_000 });
+    const small = (n: number, fill: number) => {
+      const req = requestOf({ 'content-length': String(n) });
+      const reading = spool.read(req, opts);
+      req.end(Buffer.alloc(n, fill));
+      return reading;
+    };
+    const kept = await small(40_000, 97);
+    expect(spool.bytesInMemory).toBe(40_000);
+    expect(spool.bytesHeld).toBe(0);
+    // 30 000 more do not fit in memory: to a file from the start.
+    const filed = await small(30_000, 98);
+    expect(filed.kind).toBe('body');
+    expect(spool.bytesInMemory).toBe(40_000);
+    expect(spool.bytesHeld).toBe(30_000);
+    expect(filed.kind === 'body' && (await text(filed.body.stream()))).toBe('b'.repeat(30_000));
+    // A chunked one starts in memory and moves to a file when the next bytes do not fit.
+    const chunked = requestOf({ 'transfer-encoding': 'chunked' });
+    const reading = spool.read(chunked, opts);
+    chunked.write(Buffer.alloc(5_000, 99));
+    await new Promise((r) => setImmediate(r));
+    expect(spool.bytesInMemory).toBe(45_000);
+    chunked.end(Buffer.alloc(10_000, 100));
+    const moved = await reading;
+    expect(moved.kind).toBe('body');
+    expect(moved.kind === 'body' && (await text(moved.body.stream()))).toBe('c'.repeat(5_000) + 'd'.repeat(10_000));
+    expect(spool.bytesInMemory).toBe(40_000);
+    expect(spool.bytesHeld).toBe(45_000);
+    for (const r of [kept, filed, moved]) if (r.kind === 'body') r.body.release();
+    expect(spool.bytesInMemory).toBe(0);
+    expect(spool.bytesHeld).toBe(0);
+  });
+
+  it('holds at most memoryBytes for many stalled bodies that each sent almost 64 KiB (HTTP/2 streams): the rest is written to files', async () => {
+    const spool = new BodySpool();
+    const opts = options({ memoryBytes: 200_000 });
+    const stalled = Array.from({ length: 10 }, (_, i) => {
+      const req = requestOf({ 'content-length': String(i % 2 === 0 ? BUFFERED_BODY_MAX_BYTES : 1_000_000) });
+      const reading = spool.read(req, opts);
+      req.write(Buffer.alloc(BUFFERED_BODY_MAX_BYTES - 1));
+      return { req, reading };
+    });
+    const sent = 10 * (BUFFERED_BODY_MAX_BYTES - 1);
+    for (let i = 0; i < 100 && (spool.bytesInMemory > opts.memoryBytes || spool.bytesInMemory + spool.bytesHeld < sent); i++)
+      await new Promise((r) => setTimeout(r, 10));
+    expect(spool.bytesInMemory).toBeLessThanOrEqual(opts.memoryBytes);
+    expect(spool.bytesInMemory + spool.bytesHeld).toBeGreaterThanOrEqual(sent);
+    for (const s of stalled) s.req.destroy();
+    for (const s of stalled) expect((await s.reading).kind).toBe('gone');
+    expect(spool.bytesInMemory).toBe(0);
+    expect(spool.bytesHeld).toBe(0);
+  });
+
+  it('streams a small declared body that neither memory nor the file room can take', async () => {
+    const spool = new BodySpool();
+    const opts = options({ memoryBytes: 10, maxBytes: 10 });
+    expect((await spool.read(requestOf({ 'content-length': '100' }), opts)).kind).toBe('stream');
+    expect(spool.bytesInMemory + spool.bytesHeld).toBe(0);
+    // With memory's room, a full file room does not matter to it.
+    const req = requestOf({ 'content-length': '100' });
+    const reading = spool.read(req, options({ maxBytes: 10 }));
+    req.end(Buffer.alloc(100));
+    expect((await reading).kind).toBe('body');
+    // Without memory's room and with a directory that cannot be used, it streams as a large one does.
+    const notADir = join(spoolDir(), 'file');
+    writeFileSync(notADir, 'x');
+    const unbuffered = await spool.read(requestOf({ 'content-length': '100' }), options({ memoryBytes: 10, directory: notADir }));
+    expect(unbuffered.kind === 'stream' && unbuffered.unbuffered).toMatch(/ENOTDIR/);
   });
 
   it('makes its directory again when a temp cleaner removed it', async () => {
