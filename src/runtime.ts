@@ -150,7 +150,12 @@ function makeSiteRuntime(site: SiteConfig, defaultRoute: RouteConfig, pool: Orig
       : { matchesAny: compileGlobs(leftOut), patternOf: (name) => each.find((c) => c.matches(name))?.pattern, unwarned: new Set(leftOut) };
   const policies = new Map<string, PolicyOptions>();
   for (const r of compiled.routes) {
-    policies.set(r.name, { route: r.config.cache, targetedHeader, honorClientNoCache: site.honorClientNoCache });
+    policies.set(r.name, {
+      route: r.config.cache,
+      targetedHeader,
+      honorClientNoCache: site.honorClientNoCache,
+      ...(r.config.cache.ignoreSessionCookies ? { isIgnoredSessionCookie: isBypassCookie } : {}),
+    });
   }
   return {
     name: site.name,

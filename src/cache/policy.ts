@@ -84,6 +84,11 @@ export interface PolicyOptions {
   targetedHeader: string;
   /** Let client no-cache / Pragma / max-age force revalidation (site.honorClientNoCache). */
   honorClientNoCache: boolean;
+  /**
+   * On a route with `ignoreSessionCookies`, the site's session cookies (bypassCookies): its fills
+   * never send them, so they are no cookies of a request's own (carriesOwnCookies).
+   */
+  isIgnoredSessionCookie?: (name: string) => boolean;
 }
 
 /** Statuses defined as heuristically cacheable (RFC 9110 §15.1, RFC 9111 §4.2.2). */

@@ -512,7 +512,7 @@ export const routeCacheSchema = z
       .boolean()
       .default(false)
       .describe(
-        'Opt-in, for files whose answer never depends on the session (a CMS\'s scripts, styles, images): a bypassCookies cookie does not send this route\'s requests to the origin; they are cached and shared like any other, and its fills carry no session cookie (only the key template\'s cookies, as every fill). WordPress sets its login cookie on path /, so a logged-in user fetched every script uncached and uncompressed, each through the origin\'s limiter. Credentials (Authorization, credentialHeaders) still bypass. Never for a route whose files a plugin guards by session.',
+        'Opt-in, for files whose answer never depends on the session (a CMS\'s scripts, styles, images): a bypassCookies cookie does not send this route\'s requests to the origin; they are cached and shared like any other (from a copy that varies on Cookie too: DokuWiki\'s styles say so, and every visitor has its session cookie), and its fills carry no session cookie (only the key template\'s cookies, as every fill). WordPress sets its login cookie on path /, so a logged-in user fetched every script uncached and uncompressed, each through the origin\'s limiter. Credentials (Authorization, credentialHeaders) still bypass. Never for a route whose files a plugin guards by session.',
       ),
     key: cacheKeySchema.prefault({}),
   })

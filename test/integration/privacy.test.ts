@@ -839,6 +839,29 @@ describe('the key covers what the origin sees', () => {
     expect(admin.body).toBe(`dashboard for ${session}`);
   });
 
+  it('a route with ignoreSessionCookies answers a session holder from a copy that varies on Cookie (DokuWiki\'s styles); a cookie of another kind still goes to the origin', async () => {
+    const o = await origin();
+    o.route('/lib/exe/css.php', (req, res) => {
+      res.writeHead(200, { 'content-type': 'text/css', 'cache-control': 'public, max-age=31536000', vary: 'Cookie' });
+      res.end(`/* cookie: ${req.headers.cookie ?? 'none'} */ ${'.a{color:red}'.repeat(100)}`);
+    });
+    const assets = { name: 'assets', match: { pathPrefix: '/lib/exe/' }, cache: { ignoreSessionCookies: true } };
+    const g = await gateway({ sites: [siteFor([o.url], { bypassCookies: ['DokuWiki', 'DW*'], routes: [assets] })] });
+    const first = await get(`${g.url}/lib/exe/css.php`, { cookie: 'DokuWiki=visitor1' });
+    expect(first.headers['cache-status']).toMatch(/fwd=uri-miss[^]*stored/);
+    expect(first.body).toContain('/* cookie: none */');
+    for (const cookie of ['DokuWiki=visitor2', 'DokuWiki=visitor3; DW0a1b=editor', undefined]) {
+      const again = await get(`${g.url}/lib/exe/css.php`, cookie === undefined ? {} : { cookie });
+      expect(again.headers['cache-status'], cookie).toMatch(/; hit/);
+    }
+    expect(o.count('/lib/exe/css.php')).toBe(1);
+    // A cookie that is not a session's may change a page that varies on Cookie: as it came.
+    const themed = await get(`${g.url}/lib/exe/css.php`, { cookie: 'DokuWiki=visitor2; theme=dark' });
+    expect(themed.headers['cache-status']).toMatch(/pass cookies the fill was made without/);
+    expect(themed.body).toContain('/* cookie: DokuWiki=visitor2; theme=dark */');
+    expect(o.count('/lib/exe/css.php')).toBe(2);
+  });
+
   it('a shared fill never carries override, rewrite or other unkeyed headers to the origin', async () => {
     const o = await origin();
     // Next.js's internal x-middleware-subrequest skips its middleware (auth included); its

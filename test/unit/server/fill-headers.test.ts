@@ -35,6 +35,13 @@ describe('carriesOwnCookies (a Vary: Cookie copy is not another cookie holder\'s
     expect(carriesOwnCookies(consent.join('; '), policy())).toBe(false);
   });
 
+  it('on a route with ignoreSessionCookies, the site\'s session cookies do not count; any other still does', () => {
+    const withSessions = { ...policy(), isIgnoredSessionCookie: (name: string) => name === 'DokuWiki' || name.startsWith('DW') } as PolicyOptions;
+    expect(carriesOwnCookies('DokuWiki=abc; DW1f2e=x', withSessions)).toBe(false);
+    expect(carriesOwnCookies('DokuWiki=abc; theme=dark', withSessions)).toBe(true);
+    expect(carriesOwnCookies('DokuWiki=abc', policy())).toBe(true);
+  });
+
   it('a keyed cookie is in the key, so it does not count either', () => {
     expect(carriesOwnCookies('lang=de', policy(['lang']))).toBe(false);
     expect(carriesOwnCookies('lang=de; theme=dark', policy(['lang']))).toBe(true);
