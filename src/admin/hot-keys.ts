@@ -115,6 +115,9 @@ const SHARED_STATES: ReadonlySet<CacheState> = new Set(['hit', 'stale', 'updatin
  * not from a shared copy: its query may carry one user's token (a reset link, a login ticket),
  * which the status page would show to whoever reads it (attacker trial; a reset link is opened
  * logged out, as a miss or pass). Parameter names stay, and a hot page is a hit, shown whole.
+ * The values of PAGE_PARAMS stay too: they name the page (a crowd on a wiki page nothing may
+ * store was `/doku.php?id=…` on the status page, and which page it was could not be told:
+ * new-user trial).
  */
 export function withoutQueryValues(path: string): string {
   const q = path.indexOf('?');
@@ -124,7 +127,15 @@ export function withoutQueryValues(path: string): string {
     .split('&')
     .map((p) => {
       const eq = p.indexOf('=');
-      return eq === -1 ? p : `${p.slice(0, eq)}=…`;
+      return eq === -1 || PAGE_PARAMS.has(p.slice(0, eq).toLowerCase()) ? p : `${p.slice(0, eq)}=…`;
     });
   return `${path.slice(0, q)}?${params.join('&')}`;
 }
+
+/**
+ * Query parameters that name a page or what is done to it, never a secret: DokuWiki's `id`,
+ * `do` and `rev`, MediaWiki's `title`, `action`, `oldid`, `diff` and `curid`, WordPress's `p`,
+ * `page_id`, `cat`, `tag` and `paged`, and `page`. Not a search's (`s`, `q`, `search`): what
+ * one visitor looked for.
+ */
+const PAGE_PARAMS: ReadonlySet<string> = new Set(['id', 'do', 'rev', 'title', 'action', 'oldid', 'diff', 'curid', 'p', 'page_id', 'cat', 'tag', 'paged', 'page']);

@@ -72,10 +72,15 @@ describe('HotKeys', () => {
     expect(h.top(10).map((r) => r.path).sort()).toEqual([
       '/account?sso_ticket=…&tab=…',
       '/index.php?title=Main_Page',
-      '/index.php?title=…',
-      '/wp-login.php?action=…&key=…',
+      '/index.php?title=Other',
+      '/wp-login.php?action=rp&key=…',
     ]);
     expect(withoutQueryValues('/a?flag&x=')).toBe('/a?flag&x=…');
     expect(withoutQueryValues('/plain')).toBe('/plain');
+  });
+  it('keeps the values that name a page (a crowd on a page nothing may store is told apart), never a token\'s or a search\'s', () => {
+    expect(withoutQueryValues('/doku.php?id=garage:page07&do=edit&sectok=abc123')).toBe('/doku.php?id=garage:page07&do=edit&sectok=…');
+    expect(withoutQueryValues('/index.php?title=Main_Page&action=history&token=x')).toBe('/index.php?title=Main_Page&action=history&token=…');
+    expect(withoutQueryValues('/?p=42&s=my+secret+search&key=K')).toBe('/?p=42&s=…&key=…');
   });
 });
