@@ -289,6 +289,11 @@ export function finish(ctx: Ctx, handedOff: boolean): void {
         route: routeName,
         status,
         durationMs: Math.round(durationMs * 100) / 100,
+        // Who asked, as nginx's combined format says: a browser's requests among a script's
+        // crowd, and whether the request carried cookies (which of the 503s hit visitors with a
+        // session: new-user trial). The cookies themselves never.
+        ...(typeof ctx.req.headers['user-agent'] === 'string' ? { userAgent: ctx.req.headers['user-agent'].slice(0, 256) } : {}),
+        ...(ctx.req.headers.cookie !== undefined ? { cookie: true } : {}),
         cache: ctx.state,
         collapsed: ctx.collapsed,
         ...(ctx.wokenAt !== undefined

@@ -9,6 +9,7 @@ import { WebSocketServer, WebSocket } from 'ws';
 import { siteFor } from '../helpers/gateway.js';
 import { useFixtures } from '../helpers/fixtures.js';
 import { spawnGateway } from '../helpers/gateway-process.js';
+import { until } from '../helpers/until.js';
 
 const { cleanups, origin, gateway } = useFixtures();
 
@@ -152,6 +153,22 @@ describe('forwarding', () => {
     expect(o.requests[1]!.headers['x-forwarded-for']).toBe('203.0.113.9, 127.0.0.1');
     const access = g2.accessLogs().find((l) => l.path === '/b');
     expect(access?.client).toBe('203.0.113.9');
+  });
+
+  it('logs who asked: the User-Agent (up to 256 characters) and whether the request carried cookies, never the cookies (new-user trial)', async () => {
+    const o = await origin();
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const ua = `Mozilla/5.0 (X11; Linux x86_64) HeadlessChrome/131 ${'x'.repeat(400)}`;
+    await (await request(`${g.url}/ua`, { headers: { 'user-agent': ua, cookie: 'DokuWiki=secret-session-id' } })).body.text();
+    await (await request(`${g.url}/plain`, { headers: { 'user-agent': 'curl/8' } })).body.text();
+    await until(() => g.accessLogs().filter((l) => l.path === '/ua' || l.path === '/plain').length === 2, 'both access lines');
+    const withCookie = g.accessLogs().find((l) => l.path === '/ua')!;
+    expect(withCookie.userAgent).toBe(ua.slice(0, 256));
+    expect(withCookie.cookie).toBe(true);
+    expect(JSON.stringify(withCookie)).not.toContain('secret-session-id');
+    const plain = g.accessLogs().find((l) => l.path === '/plain')!;
+    expect(plain.userAgent).toBe('curl/8');
+    expect(plain.cookie).toBeUndefined();
   });
 
   it("logs a passed-through request's origin time (upstreamMs, until the origin's head), as a fill's is (observability trial)", async () => {
