@@ -637,7 +637,7 @@ async function fetchForCache(
   }
 }
 
-/** Routes (`site\0route`) whose Set-Cookie refusal was last logged at, for SET_COOKIE_WARN_EVERY_MS. */
+/** Routes and reasons (`site\0route\0reason`) whose refusal was last logged at, for SET_COOKIE_WARN_EVERY_MS. */
 const setCookieWarnedAt = new Map<string, number>();
 const SET_COOKIE_WARN_EVERY_MS = 60_000;
 
@@ -653,13 +653,26 @@ function noteNotStored(ctx: Ctx, reason: NotStoredReason, headers: Readonly<Reco
   const site = ctx.site!.name;
   const route = ctx.route?.name ?? '-';
   ctx.deps.metrics.get('notStored').inc({ site, route, reason });
-  if (reason !== 'set_cookie') return;
-  const key = `${site}\0${route}`;
+  // A lifetime the route gives is for answers that say nothing: one sent no-store or private
+  // is never stored whatever the route says, and an operator who gave DokuWiki's pages a
+  // minute saw nothing say so but a metric (new-user trial).
+  const cache = ctx.route?.config.cache;
+  const lifetime = cache === undefined ? undefined : cache.defaultTtlSeconds > 0 ? 'defaultTtlSeconds' : cache.ttlFloorSeconds > 0 ? 'ttlFloorSeconds' : cache.microcacheSeconds > 0 ? 'microcacheSeconds' : undefined;
+  const overruled = (reason === 'no_store' || reason === 'private') && lifetime !== undefined;
+  if (reason !== 'set_cookie' && !overruled) return;
+  const key = `${site}\0${route}\0${reason}`;
   const now = ctx.deps.clock.now();
   const last = setCookieWarnedAt.get(key);
   if (last !== undefined && now - last < SET_COOKIE_WARN_EVERY_MS) return;
   setCookieWarnedAt.set(key, now);
   if (setCookieWarnedAt.size > 1000) setCookieWarnedAt.delete(setCookieWarnedAt.keys().next().value!);
+  if (overruled) {
+    ctx.deps.logger.warn(
+      { site, route, reason, path: ctx.url.split('?')[0] },
+      `answers sent ${reason === 'no_store' ? 'no-store' : 'private'} are never stored: the route's ${lifetime} does not apply to them (RFC 9111), and every request for them goes to the origin`,
+    );
+    return;
+  }
   const cookies = setCookieNames(headers);
   ctx.deps.logger.warn(
     { site, route, cookies, path: ctx.url.split('?')[0] },

@@ -259,6 +259,30 @@ describe('cache: why an answer was not stored', () => {
     await get(`${g.url}/other`);
     expect(warned()).toHaveLength(3);
   });
+
+  it('says once a minute per route and reason when a route\'s lifetime meets answers sent no-store or private, which it never applies to (new-user trial: DokuWiki\'s pages); a route without one says nothing', async () => {
+    const clock = manualClock();
+    const o = await origin();
+    o.route('/doku.php', { headers: { 'cache-control': 'no-store, no-cache, must-revalidate' }, body: 'page' });
+    o.route('/account', { headers: { 'cache-control': 'private' }, body: 'mine' });
+    o.route('/api/x', { headers: { 'cache-control': 'no-store' }, body: '{}' });
+    const site = siteFor([o.url], {
+      routes: [
+        { name: 'api', match: { pathPrefix: '/api/' } },
+        { name: 'pages', match: { pathPrefix: '/' }, cache: { defaultTtlSeconds: 60 } },
+      ],
+    });
+    const g = await gateway({ sites: [site] }, { clock });
+    const overruled = () => g.logs.filter((l) => String(l.msg).startsWith('answers sent '));
+    for (const path of ['/doku.php?id=a', '/doku.php?id=b', '/account', '/api/x', '/api/x']) await get(`${g.url}${path}`);
+    expect(overruled()).toHaveLength(2);
+    expect(overruled()[0]).toMatchObject({ level: 40, site: 'test', route: 'pages', reason: 'no_store', path: '/doku.php' });
+    expect(String(overruled()[0]!.msg)).toContain("the route's defaultTtlSeconds does not apply");
+    expect(overruled()[1]).toMatchObject({ route: 'pages', reason: 'private', path: '/account' });
+    clock.advance(61_000);
+    await get(`${g.url}/doku.php?id=c`);
+    expect(overruled()).toHaveLength(3);
+  });
 });
 
 describe('cache: a bypassCookies list that leaves out a default session cookie', () => {
