@@ -139,7 +139,7 @@ export const serverLimitsSchema = z
           .min(0)
           .default(67_108_864)
           .describe(
-            'Most bytes request bodies hold in memory at once, counted as they arrive and until the origin has answered: past it small bodies are spooled to files like large ones (within maxBytes), and a small body that fits neither streams as it comes. Bounds what many HTTP/2 streams each sending 64 KiB and stalling can hold (8 MB a connection uncounted).',
+            'Most bytes request bodies hold in memory at once, counted as they arrive and until the request is done: past it small bodies are spooled to files like large ones (within maxBytes); a small body whose declared length fits neither streams as it comes, one that runs out of both while it arrives gets 503 upload_buffer_full. Bounds what many HTTP/2 streams each sending 64 KiB and stalling can hold (8 MB a connection uncounted).',
           ),
       })
       .prefault({})

@@ -83,7 +83,7 @@ export const METRICS = {
   requestBodyBytes: spec(
     'crowdgate_request_body_bytes',
     'gauge',
-    'Bytes of request bodies read ahead of the origin (limits.requestBuffering), by where they are held: memory (against memoryBytes) or file (against maxBytes).',
+    'Bytes of request bodies read ahead of the origin (limits.requestBuffering), by where they are held: memory (against memoryBytes) or file (against maxBytes; a spooled body\'s bytes not yet written count in both).',
     ['where'],
   ),
   cacheMaxBytes: spec('crowdgate_cache_max_bytes', 'gauge', 'Configured memory cache size (cache.maxBytes).'),

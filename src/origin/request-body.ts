@@ -170,7 +170,9 @@ export class BodySpool {
         at += bytesWritten;
       }
       written += data.length;
-      holdMemory(-data.length);
+      // Not once released: release() gave back all the body held, this write's bytes included
+      // (a client gone while it was in flight: subtracted twice, the cap wore away; review).
+      if (!released) holdMemory(-data.length);
     };
     const outcome = await new Promise<'end' | 'gone' | 'too_large' | 'no_room' | Error>((resolve) => {
       let writing: Promise<void> = Promise.resolve();
