@@ -172,16 +172,20 @@ function isFetchContextHeader(name: string): boolean {
  * name): a stored answer that varies on Cookie was made for the cookies its fill sent, so it is
  * not this request's (RFC 9111 §4.1), and the request goes to the origin as it came (a pass).
  * Without this, a client with `Cookie: jwt=...` got the anonymous copy of a `Vary: Cookie` page.
- * Not a session cookie on a route with `ignoreSessionCookies`: the operator said its files never
- * depend on the session, and its fills never send one. DokuWiki's styles and scripts say
+ * Not a session cookie on a route with `ignoreSessionCookies`, against a stored copy
+ * (`storedCopy`): the operator said its files never depend on the session, and its fills never
+ * send one. DokuWiki's styles and scripts say
  * `Vary: Cookie`, and every visitor has its session cookie from the first page on: each of their
  * requests went to the origin, and in a crowd got 503 beside a fresh copy (new-user trial).
  */
-export function carriesOwnCookies(header: string | string[] | undefined, policy: PolicyOptions): boolean {
+export function carriesOwnCookies(header: string | string[] | undefined, policy: PolicyOptions, storedCopy = false): boolean {
   if (!header) return false;
   const keyed = policy.route.key.cookies;
   const ignored = ignoredCookiesOf(policy.route.key.ignoreCookies);
-  const session = policy.isIgnoredSessionCookie ?? NONE;
+  // Only against a copy stored for everyone: an answer that cannot be shared (private, a
+  // Set-Cookie) was made for the fill's request alone, and its Set-Cookie would log the
+  // session holder out (review); such a request still goes to the origin as it came.
+  const session = storedCopy ? (policy.isIgnoredSessionCookie ?? NONE) : NONE;
   for (const name of parseCookies(header).keys()) if (!keyed.includes(name) && !isAnalyticsCookie(name) && !ignored(name) && !session(name)) return true;
   return false;
 }

@@ -249,7 +249,7 @@ export function passAlone(ctx: Ctx, lookup: Lookup): void | Promise<void> {
  * "you are guest").
  */
 export function isOtherCookiesCopy(ctx: Ctx, entry: CacheEntry, policy: PolicyOptions): boolean {
-  return (entry.vary.includes('cookie') || isNeverFresh(entry)) && carriesOwnCookies(ctx.req.headers.cookie, policy);
+  return (entry.vary.includes('cookie') || isNeverFresh(entry)) && carriesOwnCookies(ctx.req.headers.cookie, policy, true);
 }
 
 /**

@@ -860,6 +860,15 @@ describe('the key covers what the origin sees', () => {
     expect(themed.headers['cache-status']).toMatch(/pass cookies the fill was made without/);
     expect(themed.body).toContain('/* cookie: DokuWiki=visitor2; theme=dark */');
     expect(o.count('/lib/exe/css.php')).toBe(2);
+    // An answer that cannot be shared (private, a Set-Cookie) is the fill's request's alone: a
+    // session holder is still sent as it came, never given the anonymous answer and its
+    // Set-Cookie, which would log it out (review).
+    o.route('/lib/exe/ajax.php', (req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'private', 'set-cookie': 'DokuWiki=fresh-anonymous; path=/' });
+      res.end(`cookie seen: ${req.headers.cookie ?? 'none'}`);
+    });
+    const own = await get(`${g.url}/lib/exe/ajax.php`, { cookie: 'DokuWiki=alice-session' });
+    expect(own.body).toBe('cookie seen: DokuWiki=alice-session');
   });
 
   it('a shared fill never carries override, rewrite or other unkeyed headers to the origin', async () => {
