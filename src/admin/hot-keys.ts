@@ -115,7 +115,7 @@ const SHARED_STATES: ReadonlySet<CacheState> = new Set(['hit', 'stale', 'updatin
  * not from a shared copy: its query may carry one user's token (a reset link, a login ticket),
  * which the status page would show to whoever reads it (attacker trial; a reset link is opened
  * logged out, as a miss or pass). Parameter names stay, and a hot page is a hit, shown whole.
- * The values of PAGE_PARAMS stay too: they name the page (a crowd on a wiki page nothing may
+ * The values of parameters that name a page stay too (namesPage) (a crowd on a wiki page nothing may
  * store was `/doku.php?id=…` on the status page, and which page it was could not be told:
  * new-user trial).
  */
@@ -127,15 +127,26 @@ export function withoutQueryValues(path: string): string {
     .split('&')
     .map((p) => {
       const eq = p.indexOf('=');
-      return eq === -1 || PAGE_PARAMS.has(p.slice(0, eq).toLowerCase()) ? p : `${p.slice(0, eq)}=…`;
+      return eq === -1 || namesPage(p.slice(0, eq), p.slice(eq + 1)) ? p : `${p.slice(0, eq)}=…`;
     });
   return `${path.slice(0, q)}?${params.join('&')}`;
 }
 
 /**
- * Query parameters that name a page or what is done to it, never a secret: DokuWiki's `id`,
- * `do` and `rev`, MediaWiki's `title`, `action`, `oldid`, `diff` and `curid`, WordPress's `p`,
- * `page_id`, `cat`, `tag` and `paged`, and `page`. Not a search's (`s`, `q`, `search`): what
- * one visitor looked for.
+ * Whether a query parameter names a page or what is done to it: DokuWiki's `id`, `do` and
+ * `rev`, MediaWiki's `title`, `action`, `oldid`, `diff` and `curid`, WordPress's `p`, `page_id`,
+ * `cat`, `tag` and `paged`, and `page`. The same names carry secrets elsewhere
+ * (`download.php?id=<capability>`, a GET login's `p=<password>`: review), so a numbering one
+ * shows only digits, and the others no value that looks like a token (a run of 12 or more
+ * letters, digits, `-` and `_` with both letters and digits in it) or is long. Not a search's
+ * (`s`, `q`, `search`): what one visitor looked for.
  */
-const PAGE_PARAMS: ReadonlySet<string> = new Set(['id', 'do', 'rev', 'title', 'action', 'oldid', 'diff', 'curid', 'p', 'page_id', 'cat', 'tag', 'paged', 'page']);
+function namesPage(name: string, value: string): boolean {
+  const n = name.toLowerCase();
+  if (NUMBER_PARAMS.has(n)) return /^\d{1,12}$/.test(value);
+  if (!NAME_PARAMS.has(n) || value.length > 100) return false;
+  for (const run of value.match(/[A-Za-z0-9_-]{12,}/g) ?? []) if (/\d/.test(run) && /[A-Za-z]/.test(run)) return false;
+  return true;
+}
+const NUMBER_PARAMS: ReadonlySet<string> = new Set(['p', 'page_id', 'paged', 'cat', 'rev', 'oldid', 'diff', 'curid']);
+const NAME_PARAMS: ReadonlySet<string> = new Set(['id', 'do', 'title', 'action', 'tag', 'page']);

@@ -82,5 +82,12 @@ describe('HotKeys', () => {
     expect(withoutQueryValues('/doku.php?id=garage:page07&do=edit&sectok=abc123')).toBe('/doku.php?id=garage:page07&do=edit&sectok=…');
     expect(withoutQueryValues('/index.php?title=Main_Page&action=history&token=x')).toBe('/index.php?title=Main_Page&action=history&token=…');
     expect(withoutQueryValues('/?p=42&s=my+secret+search&key=K')).toBe('/?p=42&s=…&key=…');
+    // The same names carry secrets elsewhere (review): a token-like or long value, or a
+    // numbering parameter that is not a number, is left out.
+    expect(withoutQueryValues('/download.php?id=8f14e45fceea167a5a36dedd4bea2543')).toBe('/download.php?id=…');
+    expect(withoutQueryValues('/unsubscribe?ID=a1b2c3d4e5f6&email=x')).toBe('/unsubscribe?ID=…&email=…');
+    expect(withoutQueryValues('/login.php?user=bob&p=hunter2')).toBe('/login.php?user=…&p=…');
+    expect(withoutQueryValues(`/doku.php?id=${'long_page_name_'.repeat(8)}`)).toBe('/doku.php?id=…');
+    expect(withoutQueryValues('/doku.php?id=wiki:some_long_page_name_here')).toBe('/doku.php?id=wiki:some_long_page_name_here');
   });
 });
