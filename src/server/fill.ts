@@ -637,8 +637,10 @@ async function fetchForCache(
   }
 }
 
-/** Routes and reasons (`site\0route\0reason`) whose refusal was last logged at, for SET_COOKIE_WARN_EVERY_MS. */
+/** Routes (`site\0route`) whose Set-Cookie refusal was last logged at, for SET_COOKIE_WARN_EVERY_MS. */
 const setCookieWarnedAt = new Map<string, number>();
+/** Under each config (its SiteRuntime), the routes and reasons a route lifetime was said to be overruled for. */
+const overruledSaid = new WeakMap<object, Set<string>>();
 const SET_COOKIE_WARN_EVERY_MS = 60_000;
 
 /**
@@ -660,19 +662,27 @@ function noteNotStored(ctx: Ctx, reason: NotStoredReason, headers: Readonly<Reco
   const lifetime = cache === undefined ? undefined : cache.defaultTtlSeconds > 0 ? 'defaultTtlSeconds' : cache.ttlFloorSeconds > 0 ? 'ttlFloorSeconds' : cache.microcacheSeconds > 0 ? 'microcacheSeconds' : undefined;
   const overruled = (reason === 'no_store' || reason === 'private') && lifetime !== undefined;
   if (reason !== 'set_cookie' && !overruled) return;
-  const key = `${site}\0${route}\0${reason}`;
+  if (overruled) {
+    // Once per route and reason under each config (again after a reload): a catch-all route's
+    // lifetime meets a login page's no-store all day long, and a line a minute for it would
+    // be noise an alert on warnings keeps firing on (review).
+    let said = overruledSaid.get(ctx.site!);
+    if (said === undefined) overruledSaid.set(ctx.site!, (said = new Set()));
+    const what = `${route}\0${reason}`;
+    if (said.has(what)) return;
+    said.add(what);
+    ctx.deps.logger.warn(
+      { site, route, reason, path: ctx.url.split('?')[0] },
+      `answers sent ${reason === 'no_store' ? 'no-store' : 'private'} are never stored: the route's ${lifetime} does not apply to them (RFC 9111), and every request for them goes to the origin (said once per route under this config)`,
+    );
+    return;
+  }
+  const key = `${site}\0${route}`;
   const now = ctx.deps.clock.now();
   const last = setCookieWarnedAt.get(key);
   if (last !== undefined && now - last < SET_COOKIE_WARN_EVERY_MS) return;
   setCookieWarnedAt.set(key, now);
   if (setCookieWarnedAt.size > 1000) setCookieWarnedAt.delete(setCookieWarnedAt.keys().next().value!);
-  if (overruled) {
-    ctx.deps.logger.warn(
-      { site, route, reason, path: ctx.url.split('?')[0] },
-      `answers sent ${reason === 'no_store' ? 'no-store' : 'private'} are never stored: the route's ${lifetime} does not apply to them (RFC 9111), and every request for them goes to the origin`,
-    );
-    return;
-  }
   const cookies = setCookieNames(headers);
   ctx.deps.logger.warn(
     { site, route, cookies, path: ctx.url.split('?')[0] },

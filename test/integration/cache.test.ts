@@ -2,7 +2,9 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { request } from 'undici';
 import { ManualClock } from '../../src/clock.js';
-import { siteFor } from '../helpers/gateway.js';
+import { writeFileSync } from 'node:fs';
+import { stringify } from 'yaml';
+import { siteFor, withTestDefaults } from '../helpers/gateway.js';
 import { useFixtures } from '../helpers/fixtures.js';
 import { spawnGateway } from '../helpers/gateway-process.js';
 import type { OriginHandler } from '../helpers/test-origin.js';
@@ -260,7 +262,7 @@ describe('cache: why an answer was not stored', () => {
     expect(warned()).toHaveLength(3);
   });
 
-  it('says once a minute per route and reason when a route\'s lifetime meets answers sent no-store or private, which it never applies to (new-user trial: DokuWiki\'s pages); a route without one says nothing', async () => {
+  it('says once per route and reason when a route\'s lifetime meets answers sent no-store or private, which it never applies to (new-user trial: DokuWiki\'s pages); a route without one says nothing', async () => {
     const clock = manualClock();
     const o = await origin();
     o.route('/doku.php', { headers: { 'cache-control': 'no-store, no-cache, must-revalidate' }, body: 'page' });
@@ -279,8 +281,21 @@ describe('cache: why an answer was not stored', () => {
     expect(overruled()[0]).toMatchObject({ level: 40, site: 'test', route: 'pages', reason: 'no_store', path: '/doku.php' });
     expect(String(overruled()[0]!.msg)).toContain("the route's defaultTtlSeconds does not apply");
     expect(overruled()[1]).toMatchObject({ route: 'pages', reason: 'private', path: '/account' });
+    // Once per route and reason under a config: not again a minute later (a catch-all route
+    // meets a login page's no-store all day long: review).
     clock.advance(61_000);
     await get(`${g.url}/doku.php?id=c`);
+    expect(overruled()).toHaveLength(2);
+    // Again under a new config.
+    const edited = siteFor([o.url], {
+      routes: [
+        { name: 'api', match: { pathPrefix: '/api/' } },
+        { name: 'pages', match: { pathPrefix: '/' }, cache: { defaultTtlSeconds: 30 } },
+      ],
+    });
+    writeFileSync(g.configPath, stringify(withTestDefaults({ reload: { watch: false }, sites: [edited] })));
+    expect((await g.gw.reload('manual'))?.ok).toBe(true);
+    await get(`${g.url}/doku.php?id=d`);
     expect(overruled()).toHaveLength(3);
   });
 });
