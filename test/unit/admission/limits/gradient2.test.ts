@@ -1495,13 +1495,16 @@ describe('Gradient2Limit: slow start on a mix whose baselines rest on a few samp
       const decided = r.findIndex((x, i) => i > doubtAt && !x.slowStartDoubt);
       expect(decided).toBeGreaterThan(doubtAt);
       if (ends) {
-        // Failed again: slow start ends, and the limit comes down from there.
+        // Failed again: slow start ends (and the doubt with it), and the limit comes down from there.
         expect(r[decided]!.slowStart).toBe(false);
         expect(r[decided]!.estimate).toBeLessThan(r[doubtAt]!.estimate);
       } else {
-        // Passed: it steps on.
-        expect(r[decided]!.slowStart).toBe(true);
-        expect(r[decided]!.estimate).toBeGreaterThan(r[doubtAt]!.estimate * 1.4);
+        // Passed: the doubt is cleared but no step is made there (a lucky window after a near
+        // verdict on a real queue would step past it: review); the next pass steps.
+        expect(r[decided]).toMatchObject({ slowStart: true, estimate: r[doubtAt]!.estimate });
+        const stepped = r.findIndex((x, i) => i > decided && x.estimate > r[doubtAt]!.estimate * 1.4);
+        expect(stepped).toBeGreaterThan(decided);
+        expect(r[stepped]!.slowStart).toBe(true);
       }
     }
     // Failing by more is no doubt: with 120 ms more, the window wholly after the 100th sample
