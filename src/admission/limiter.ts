@@ -294,7 +294,10 @@ export const TRIAL_MAX_GAP_MS = 5_000;
  * to those it cannot.
  */
 export const STANDING_CAP_PERMITS = 8;
-/** The longest wait `queue.minWaitRoundTrips` can give a request beyond its own deadline. */
+/**
+ * The longest wait `queue.minWaitRoundTrips` can give a request beyond its own deadline; also
+ * the longest a request a client waits for waits through a stall (see expire).
+ */
 export const ROUND_TRIP_WAIT_MAX_MS = 5_000;
 /** The queue's waits are given the round trips again when the typical one grows past this multiple (see waitRoundTrips). */
 const WAIT_REPRICE_GROWTH = 1.25;
@@ -736,10 +739,28 @@ export class Limiter {
     if (this.algorithm.showsQueueing?.(now) ?? true) return true;
     // The oldest permit in flight: the slow lane's oldest, or the counted ones' (a probe moves
     // slow endpoints' permits aside before older ones are overdue).
+    const oldest = this.oldestPermit();
+    const since = oldest === undefined || oldest.acquiredAt < this.lastReleaseAt ? this.lastReleaseAt : oldest.acquiredAt;
+    return now - since > Math.max(this.queueConfig.codelIntervalMs, 2 * this.rttEwmaMs);
+  }
+
+  /** The oldest permit in flight: the slow lane's oldest, or the counted ones' (a probe moves slow endpoints' permits aside before older ones are overdue). */
+  private oldestPermit(): LimiterPermit | undefined {
     const lane = this.lane.first;
     const counted = this.counted.first;
-    const oldest = lane === undefined || (counted !== undefined && counted.acquiredAt < lane.acquiredAt) ? counted : lane;
-    const since = oldest === undefined || oldest.acquiredAt < this.lastReleaseAt ? this.lastReleaseAt : oldest.acquiredAt;
+    return lane === undefined || (counted !== undefined && counted.acquiredAt < lane.acquiredAt) ? counted : lane;
+  }
+
+  /**
+   * The origin answers nothing now: permits are out, and none was released for
+   * max(codelIntervalMs, 2 x the typical round trip) while the oldest has been out that long
+   * (showsSaturation's stall, with requests in flight). How long it lasts cannot be told yet.
+   */
+  private isStalled(now: number): boolean {
+    if (this.rttEwmaMs === 0) return false;
+    const oldest = this.oldestPermit();
+    if (oldest === undefined) return false;
+    const since = Math.max(this.lastReleaseAt, oldest.acquiredAt);
     return now - since > Math.max(this.queueConfig.codelIntervalMs, 2 * this.rttEwmaMs);
   }
 
@@ -1173,7 +1194,23 @@ export class Limiter {
   private expire(w: Waiter<AcquireResult>): void {
     if (!w.queued) return;
     w.timer = undefined;
-    this.finish(w, w.capped ? 'codel' : 'deadline', this.clock.now());
+    const now = this.clock.now();
+    // Through a stall, a request a client waits for is not refused at its deadline: the origin
+    // answers nothing, so no forecast can say it will not answer in time, and a Node app whose
+    // event loop blocked for 2.5 s, or a PHP origin waiting on a lock, answers everything the
+    // moment it is back. 30 logged-in POSTs in such a stall: direct, all 200 in 2.1 s; through
+    // the gateway 14 refused at 0.5 s (new-user trial). Its wait goes on, a stall's length at
+    // a time, until ROUND_TRIP_WAIT_MAX_MS from its arrival; an origin hung for good still
+    // refuses it then. Not one a stale copy answers (waitsRoundTrips), nor one CoDel capped.
+    if (!w.capped && w.waitsRoundTrips && this.isStalled(now)) {
+      const until = w.enqueuedAt + ROUND_TRIP_WAIT_MAX_MS;
+      if (until > now) {
+        w.expiresAt = Math.min(until, now + Math.max(this.queueConfig.codelIntervalMs, 2 * this.rttEwmaMs));
+        w.timer = this.scheduler.setTimeout(() => this.expire(w), w.expiresAt - now);
+        return;
+      }
+    }
+    this.finish(w, w.capped ? 'codel' : 'deadline', now);
   }
 
   /** Removes a waiter and refuses it. */

@@ -803,7 +803,7 @@ export const queueSchema = z
       .min(0)
       .default(8)
       .describe(
-        'A request a client waits for (not one a usable stale copy can answer) waits at least this many of the origin\'s typical round trips (at most 5 s) when that is longer than its deadline: against 0.5 s answers a 500 ms deadline refused a burst the origin drains in a few round trips. Under a standing queue such a request is held to the CoDel bound only with 8 or more requests ahead of it and more work than 8 typical requests, and once admitted it is not cut at that bound. 0: the deadline and the CoDel bounds alone.',
+        'A request a client waits for (not one a usable stale copy can answer) waits at least this many of the origin\'s typical round trips (at most 5 s) when that is longer than its deadline: against 0.5 s answers a 500 ms deadline refused a burst the origin drains in a few round trips. Under a standing queue such a request is held to the CoDel bound only with 8 or more requests ahead of it and more work than 8 typical requests, and once admitted it is not cut at that bound. Through a stall (permits out and none answered), such a request waits on up to 5 s from its arrival rather than being refused at its deadline. 0: the deadline and the CoDel bounds alone.',
       ),
   })
   .describe('The bounded queue in front of the limiter.');
