@@ -129,6 +129,8 @@ function noneSince(last: Map<string, number>, key: string, since: number): boole
 
 /** An origin timeout on one path is logged at most this often (Upstream.noteTimeout). */
 const TIMEOUT_LOG_INTERVAL_MS = 60_000;
+/** A member refusing or resetting connections is logged at most this often (Upstream.noteUnreachable). */
+const UNREACHABLE_LOG_INTERVAL_MS = 10_000;
 
 /** A member that answered successfully this recently (ms) is answering: see UrlFailures. */
 const URL_SUCCESS_WINDOW_MS = 10_000;
@@ -323,6 +325,8 @@ export class Upstream {
   logger: PoolLogger | undefined;
   /** site + path -> when a timeout on it was last logged (noteTimeout). */
   private readonly timeoutLoggedAt = new Map<string, number>();
+  /** Member -> when its refused or reset connections were last logged, and how many since (noteUnreachable). */
+  private readonly unreachableLogged = new WeakMap<MemberControl, { at: number; since: number }>();
 
   constructor(
     private readonly clock: Clock,
@@ -755,6 +759,7 @@ export class Upstream {
         return;
       }
       if (failure === 'timeout' && path !== undefined) this.noteTimeout(control, path);
+      if (failure === 'connect_error' || failure === 'reset') this.noteUnreachable(control, failure);
       if (failure === 'timeout' && path !== undefined && control.urlFailures.isUrlFailure(path, this.clock.now(), answersOf(pool).answeredElsewhere(path, control.member, this.clock.now()))) {
         // This URL's own timeout (a long-poll, a report), while the member answers others.
         permit.release('ignore');
@@ -812,6 +817,28 @@ export class Upstream {
     this.logger?.warn(
       { site: control.site, origin: control.member.name, path },
       'origin timeout (504 origin_timeout: no connection within timeouts.connectMs, no answer within responseHeadersMs, or a body silent for idleMs); a long-poll or a slow report needs a route with a longer routes[].timeouts.responseHeadersMs',
+    );
+  }
+
+  /**
+   * Logs a member's refused or reset connections at warn: the first at once, then at most every
+   * UNREACHABLE_LOG_INTERVAL_MS with how many there were since. A 4 s restart of a small app
+   * gave its logged-in users 502s and left nothing but access lines until the breaker opened
+   * after 10 in a row (new-user trial); nginx logs each such connect() failure.
+   */
+  private noteUnreachable(control: MemberControl, failure: 'connect_error' | 'reset'): void {
+    const now = this.clock.now();
+    const logged = this.unreachableLogged.get(control);
+    if (logged !== undefined && now - logged.at < UNREACHABLE_LOG_INTERVAL_MS) {
+      logged.since++;
+      return;
+    }
+    this.unreachableLogged.set(control, { at: now, since: 0 });
+    this.logger?.warn(
+      { site: control.site, origin: control.member.name, failure, ...(logged !== undefined && logged.since > 0 ? { moreSinceLastLine: logged.since } : {}) },
+      failure === 'connect_error'
+        ? `origin unreachable (502 origin_unreachable: a connection refused or not made); logged at most every ${UNREACHABLE_LOG_INTERVAL_MS / 1000} s per member`
+        : `origin connection reset (502 origin_reset: the connection closed before the answer); logged at most every ${UNREACHABLE_LOG_INTERVAL_MS / 1000} s per member`,
     );
   }
 

@@ -573,6 +573,15 @@ describe('failure amplification: recovery after an outage', () => {
     await sleep(50); // let the gateway's pooled connections notice
     for (const p of cached) expectStale(await call(`${g.url}${p}`), `${p} v1`, `${p} while down`);
     for (let i = 0; i < 8; i++) expectTriedAndUnreachable(await call(`${g.url}/down/${i}`), `/down/${i}`);
+    // Said at warn at once, not left to access lines until the breaker opens (new-user trial),
+    // and once for those eight.
+    const unreachable = () => g.logs.filter((l) => String(l.msg).startsWith('origin unreachable'));
+    expect(unreachable()).toHaveLength(1);
+    expect(unreachable()[0]).toMatchObject({ level: 40, site: 'test', failure: 'connect_error' });
+    clock.advance(10_000);
+    expectTriedAndUnreachable(await call(`${g.url}/down/again`), '/down/again');
+    expect(unreachable()).toHaveLength(2);
+    expect(unreachable()[1]!.moreSinceLastLine).toBeGreaterThanOrEqual(1);
 
     clock.advance(3_000);
     await o.reopen();
