@@ -608,7 +608,7 @@ export class Limiter {
       const other = this.trialWaiter(now);
       if (other !== undefined) this.queue.remove(other);
       for (let w = other ?? this.queue.shift(now); w !== undefined; w = this.queue.shift(now)) {
-        if (now >= w.expiresAt) {
+        if (this.waitIsOver(w, now)) {
           this.settle(w, w.capped ? 'codel' : 'deadline', now);
           continue;
         }
@@ -1137,7 +1137,7 @@ export class Limiter {
         continue;
       }
       const w = this.queue.shift(now)!;
-      if (now >= w.expiresAt) {
+      if (this.waitIsOver(w, now)) {
         // The timer is late (or about to fire): the wait is over, not served.
         this.settle(w, w.capped ? 'codel' : 'deadline', now);
         continue;
@@ -1191,6 +1191,16 @@ export class Limiter {
     });
   }
 
+  /**
+   * A waiter's wait is over when its time has come, except one kept through a stall (expire):
+   * its re-check is only a time to look again, and the answer that ends the stall may be read
+   * before that timer runs; it is served up to ROUND_TRIP_WAIT_MAX_MS from its arrival (review:
+   * refused `deadline` just as the origin answered again, its permit handed to the next).
+   */
+  private waitIsOver(w: Waiter<AcquireResult>, now: number): boolean {
+    return now >= w.expiresAt && !(w.keptThroughStall === true && now < w.enqueuedAt + ROUND_TRIP_WAIT_MAX_MS);
+  }
+
   private expire(w: Waiter<AcquireResult>): void {
     if (!w.queued) return;
     w.timer = undefined;
@@ -1205,6 +1215,7 @@ export class Limiter {
     if (!w.capped && w.waitsRoundTrips && this.isStalled(now)) {
       const until = w.enqueuedAt + ROUND_TRIP_WAIT_MAX_MS;
       if (until > now) {
+        w.keptThroughStall = true;
         w.expiresAt = Math.min(until, now + Math.max(this.queueConfig.codelIntervalMs, 2 * this.rttEwmaMs));
         w.timer = this.scheduler.setTimeout(() => this.expire(w), w.expiresAt - now);
         return;

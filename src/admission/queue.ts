@@ -40,6 +40,8 @@ export interface Waiter<R = unknown> {
   capped: boolean;
   /** Its client waits `minWaitRoundTrips` round trips at least, once one is known (Limiter.waitRoundTrips). */
   waitsRoundTrips: boolean;
+  /** Its wait was kept past its deadline through a stall (Limiter.expire): served until ROUND_TRIP_WAIT_MAX_MS from arrival. */
+  keptThroughStall?: boolean;
   resolve: (result: R) => void;
   timer: unknown;
   signal: AbortSignal | undefined;
