@@ -793,7 +793,7 @@ export const limitSchema = z
 export const queueSchema = z
   .strictObject({
     maxLength: z.number().int().min(0).default(1000).describe('Most requests waiting for a permit per member.'),
-    deadlineMs: positiveMs('Longest a request waits for a permit before it is shed.').default(500),
+    deadlineMs: positiveMs('How long a request waits for a permit before it is shed, unless minWaitRoundTrips gives a request a client waits for longer (at most 5 s: its round trips, or through a stall).').default(500),
     codelTargetMs: positiveMs(
       'CoDel target queue delay: a queue whose shortest wait stays above this for an interval is standing; then it bounds pass-through waits.',
     ).default(50),

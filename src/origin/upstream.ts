@@ -325,8 +325,8 @@ export class Upstream {
   logger: PoolLogger | undefined;
   /** site + path -> when a timeout on it was last logged (noteTimeout). */
   private readonly timeoutLoggedAt = new Map<string, number>();
-  /** Member -> when its refused or reset connections were last logged, and how many since (noteUnreachable). */
-  private readonly unreachableLogged = new WeakMap<MemberControl, { at: number; since: number }>();
+  /** Member -> by failure, when its refused or reset connections were last logged, and how many since (noteUnreachable). */
+  private readonly unreachableLogged = new WeakMap<MemberControl, Map<'connect_error' | 'reset', { at: number; since: number }>>();
 
   constructor(
     private readonly clock: Clock,
@@ -788,6 +788,7 @@ export class Upstream {
       pool.reportFailure(control.member, 'status5xx', chosenAt);
     } else {
       // Any other answer, a 500 or a 404 included, is the member working: nothing against it.
+      this.noteAnswering(control);
       control.urlFailures.success(this.clock.now(), client);
       if (path !== undefined) answersOf(pool).note(path, control.member, this.clock.now());
       control.breaker.onSuccess(startedAt);
@@ -822,24 +823,39 @@ export class Upstream {
 
   /**
    * Logs a member's refused or reset connections at warn: the first at once, then at most every
-   * UNREACHABLE_LOG_INTERVAL_MS with how many there were since. A 4 s restart of a small app
-   * gave its logged-in users 502s and left nothing but access lines until the breaker opened
-   * after 10 in a row (new-user trial); nginx logs each such connect() failure.
+   * UNREACHABLE_LOG_INTERVAL_MS per kind with how many there were since; the member's next
+   * answer says how many were not told yet (noteAnswering). A 4 s restart of a small app gave
+   * its logged-in users 502s and left nothing but access lines until the breaker opened after
+   * 10 in a row (new-user trial); nginx logs each such connect() failure. A request retried on
+   * another member, or one whose answer had begun, was not a 502: the line names the failure,
+   * not what the client got (review).
    */
   private noteUnreachable(control: MemberControl, failure: 'connect_error' | 'reset'): void {
     const now = this.clock.now();
-    const logged = this.unreachableLogged.get(control);
+    let kinds = this.unreachableLogged.get(control);
+    if (kinds === undefined) this.unreachableLogged.set(control, (kinds = new Map()));
+    const logged = kinds.get(failure);
     if (logged !== undefined && now - logged.at < UNREACHABLE_LOG_INTERVAL_MS) {
       logged.since++;
       return;
     }
-    this.unreachableLogged.set(control, { at: now, since: 0 });
+    kinds.set(failure, { at: now, since: 0 });
     this.logger?.warn(
       { site: control.site, origin: control.member.name, failure, ...(logged !== undefined && logged.since > 0 ? { moreSinceLastLine: logged.since } : {}) },
       failure === 'connect_error'
-        ? `origin unreachable (502 origin_unreachable: a connection refused or not made); logged at most every ${UNREACHABLE_LOG_INTERVAL_MS / 1000} s per member`
-        : `origin connection reset (502 origin_reset: the connection closed before the answer); logged at most every ${UNREACHABLE_LOG_INTERVAL_MS / 1000} s per member`,
+        ? `origin unreachable: a connection refused or not made (origin_unreachable); logged at most every ${UNREACHABLE_LOG_INTERVAL_MS / 1000} s per member`
+        : `origin connection reset before its answer ended (origin_reset); logged at most every ${UNREACHABLE_LOG_INTERVAL_MS / 1000} s per member`,
     );
+  }
+
+  /** The member answered: refused or reset connections not told yet are told now (noteUnreachable), and the counts start again. */
+  private noteAnswering(control: MemberControl): void {
+    const kinds = this.unreachableLogged.get(control);
+    if (kinds === undefined) return;
+    this.unreachableLogged.delete(control);
+    const untold = [...kinds].filter(([, k]) => k.since > 0).map(([failure, k]) => ({ failure, count: k.since }));
+    if (untold.length > 0)
+      this.logger?.info({ site: control.site, origin: control.member.name, untold }, 'origin answering again; refused or reset connections since the last unreachable line');
   }
 
   /** Publishes limit / in-flight / queue gauges (called on scrape). */

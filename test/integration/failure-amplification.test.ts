@@ -582,6 +582,8 @@ describe('failure amplification: recovery after an outage', () => {
     expectTriedAndUnreachable(await call(`${g.url}/down/again`), '/down/again');
     expect(unreachable()).toHaveLength(2);
     expect(unreachable()[1]!.moreSinceLastLine).toBeGreaterThanOrEqual(1);
+    expectTriedAndUnreachable(await call(`${g.url}/down/untold`), '/down/untold');
+    expect(unreachable()).toHaveLength(2);
 
     clock.advance(3_000);
     await o.reopen();
@@ -601,6 +603,10 @@ describe('failure amplification: recovery after an outage', () => {
       await sleep(20);
     }
     expect(recovered, `an uncached page answered 200 within ${advanced} ms of clock time`).toBeDefined();
+    // Its first answer tells what was not told yet, and the counts start again (review).
+    const again = g.logs.filter((l) => String(l.msg).startsWith('origin answering again'));
+    expect(again).toHaveLength(1);
+    expect(again[0]!.untold).toEqual([{ failure: 'connect_error', count: expect.any(Number) }]);
     expectFromOrigin(recovered!, 200, 'first page after recovery');
     expect(advanced).toBeLessThanOrEqual(1_000);
     // A stale page is refreshed: the origin sees its fetch and a later request gets the new copy.
