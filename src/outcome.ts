@@ -22,6 +22,7 @@ export const SHED_REASONS = [
   'queue_full', // the origin queue is at its bound
   'predicted_wait', // refused at arrival: the queue ahead would not drain before the request's deadline
   'deadline', // waited in the queue past the request's deadline
+  'stalled', // waited through a stall of the origin (nothing answered) to the longest wait, 5 s
   'codel', // dropped by CoDel under a standing queue
   'evicted', // pushed out of the queue by a higher-priority arrival
   'circuit_open', // the origin member's breaker is open

@@ -98,7 +98,7 @@ export interface Permit {
   release(kind: ReleaseKind, latencyClass?: string): void;
 }
 
-export type RefusalReason = 'queue_full' | 'predicted_wait' | 'deadline' | 'codel' | 'evicted' | 'aborted';
+export type RefusalReason = 'queue_full' | 'predicted_wait' | 'deadline' | 'stalled' | 'codel' | 'evicted' | 'aborted';
 
 export type AcquireResult =
   | { readonly ok: true; readonly permit: Permit; readonly waitedMs: number }
@@ -609,7 +609,7 @@ export class Limiter {
       if (other !== undefined) this.queue.remove(other);
       for (let w = other ?? this.queue.shift(now); w !== undefined; w = this.queue.shift(now)) {
         if (this.waitIsOver(w, now)) {
-          this.settle(w, w.capped ? 'codel' : 'deadline', now);
+          this.settle(w, this.overReason(w), now);
           continue;
         }
         this.detach(w);
@@ -1139,7 +1139,7 @@ export class Limiter {
       const w = this.queue.shift(now)!;
       if (this.waitIsOver(w, now)) {
         // The timer is late (or about to fire): the wait is over, not served.
-        this.settle(w, w.capped ? 'codel' : 'deadline', now);
+        this.settle(w, this.overReason(w), now);
         continue;
       }
       this.detach(w);
@@ -1201,6 +1201,11 @@ export class Limiter {
     return now >= w.expiresAt && !(w.keptThroughStall === true && now < w.enqueuedAt + ROUND_TRIP_WAIT_MAX_MS);
   }
 
+  /** Why a wait that is over was refused: CoDel's cap, a stall waited through, or its deadline. */
+  private overReason(w: Waiter<AcquireResult>): RefusalReason {
+    return w.capped ? 'codel' : w.keptThroughStall === true ? 'stalled' : 'deadline';
+  }
+
   private expire(w: Waiter<AcquireResult>): void {
     if (!w.queued) return;
     w.timer = undefined;
@@ -1221,7 +1226,8 @@ export class Limiter {
         return;
       }
     }
-    this.finish(w, w.capped ? 'codel' : 'deadline', now);
+    // One kept through a stall says so (`stalled`): an origin hung for good, not a queue.
+    this.finish(w, this.overReason(w), now);
   }
 
   /** Removes a waiter and refuses it. */

@@ -1516,14 +1516,14 @@ describe('Limiter: a client waits at least a few round trips (queue.minWaitRound
   // 8 round trips of 3 s: 5 s at most, however slow the origin. (With 300 ms round trips and
   // the one permit held throughout, the origin answers nothing: a stall, also 5 s; below.)
   it.each([
-    [300, 5_000],
-    [3_000, 5_000],
-  ])('still ends the wait: round trip %i ms, after %i ms', async (rttMs, waitMs) => {
+    [300, 5_000, 'stalled'],
+    [3_000, 5_000, 'deadline'],
+  ])('still ends the wait: round trip %i ms, after %i ms (%s)', async (rttMs, waitMs, reason) => {
     const t = setup({ limitN: 1, queue: patient });
     await t.teach(rttMs);
     const { waiting } = await behindOne(t, { priority: 1 });
     t.scheduler.advance(waitMs);
-    await expect(waiting).resolves.toMatchObject({ ok: false, reason: 'deadline', waitedMs: waitMs });
+    await expect(waiting).resolves.toMatchObject({ ok: false, reason, waitedMs: waitMs });
   });
 
   it('the deadline alone with 0, for a background refresh or a probe (fixedDeadline), or before a round trip is known', async () => {
@@ -1574,7 +1574,7 @@ describe('Limiter: a client waits at least a few round trips (queue.minWaitRound
     // since (the origin answers nothing: a stall), so it waits on to 5 s.
     v.scheduler.advance(2_100);
     v.scheduler.advance(2_600);
-    await expect(pageAfter).resolves.toMatchObject({ ok: false, reason: 'deadline', waitedMs: 5_000 });
+    await expect(pageAfter).resolves.toMatchObject({ ok: false, reason: 'stalled', waitedMs: 5_000 });
   });
 
   it('waits through a stall (the origin answers nothing) past its deadline, up to 5 s, and is served when the origin answers again; an origin that answers others still ends it at its deadline (new-user trial: a 2.5 s event-loop stall)', async () => {
@@ -1602,13 +1602,13 @@ describe('Limiter: a client waits at least a few round trips (queue.minWaitRound
     const back = stuck[0]!;
     if (!(back instanceof Promise) && back.ok) back.permit.release('success');
     await expect(kept).resolves.toMatchObject({ ok: true, waitedMs: 1_600 });
-    // Hung for good: refused 5 s after its arrival.
+    // Hung for good: refused 5 s after its arrival, saying a stall was waited through (`stalled`).
     const u = setup({ limitN: 1, queue: patient });
     await u.teach(20, 3);
     u.limiter.acquire({ priority: 1 });
     const hung = u.limiter.acquire({ priority: 1 }) as Promise<AcquireResult>;
     u.scheduler.advance(5_000);
-    await expect(hung).resolves.toMatchObject({ ok: false, reason: 'deadline', waitedMs: 5_000 });
+    await expect(hung).resolves.toMatchObject({ ok: false, reason: 'stalled', waitedMs: 5_000 });
     // Answering others (a more important class takes each permit freed): the deadline holds.
     const v = setup({ limitN: 1, queue: patient });
     await v.teach(20, 3);
