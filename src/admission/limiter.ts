@@ -737,8 +737,6 @@ export class Limiter {
   private showsSaturation(now: number): boolean {
     if (this.rttEwmaMs === 0) return true;
     if (this.algorithm.showsQueueing?.(now) ?? true) return true;
-    // The oldest permit in flight: the slow lane's oldest, or the counted ones' (a probe moves
-    // slow endpoints' permits aside before older ones are overdue).
     const oldest = this.oldestPermit();
     const since = oldest === undefined || oldest.acquiredAt < this.lastReleaseAt ? this.lastReleaseAt : oldest.acquiredAt;
     return now - since > Math.max(this.queueConfig.codelIntervalMs, 2 * this.rttEwmaMs);

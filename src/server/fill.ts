@@ -658,11 +658,10 @@ function noteNotStored(ctx: Ctx, reason: NotStoredReason, headers: Readonly<Reco
   // A lifetime the route gives is for answers that say nothing: one sent no-store or private
   // is never stored whatever the route says, and an operator who gave DokuWiki's pages a
   // minute saw nothing say so but a metric (new-user trial).
-  const cache = ctx.route?.config.cache;
-  const lifetime = cache === undefined ? undefined : cache.defaultTtlSeconds > 0 ? 'defaultTtlSeconds' : cache.ttlFloorSeconds > 0 ? 'ttlFloorSeconds' : cache.microcacheSeconds > 0 ? 'microcacheSeconds' : undefined;
-  const overruled = (reason === 'no_store' || reason === 'private') && lifetime !== undefined;
-  if (reason !== 'set_cookie' && !overruled) return;
-  if (overruled) {
+  if (reason === 'no_store' || reason === 'private') {
+    const cache = ctx.route?.config.cache;
+    const lifetime = cache === undefined ? undefined : cache.defaultTtlSeconds > 0 ? 'defaultTtlSeconds' : cache.ttlFloorSeconds > 0 ? 'ttlFloorSeconds' : cache.microcacheSeconds > 0 ? 'microcacheSeconds' : undefined;
+    if (lifetime === undefined) return;
     // Once per route and reason under each config (again after a reload): a catch-all route's
     // lifetime meets a login page's no-store all day long, and a line a minute for it would
     // be noise an alert on warnings keeps firing on (review).
@@ -677,6 +676,7 @@ function noteNotStored(ctx: Ctx, reason: NotStoredReason, headers: Readonly<Reco
     );
     return;
   }
+  if (reason !== 'set_cookie') return;
   const key = `${site}\0${route}`;
   const now = ctx.deps.clock.now();
   const last = setCookieWarnedAt.get(key);
