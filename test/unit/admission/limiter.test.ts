@@ -1434,6 +1434,52 @@ describe('Limiter: latency classes (a page fill and an API call are read on one 
     expect(refusals).toEqual([]);
     expect(minLimit).toBeGreaterThanOrEqual(6);
   });
+
+  it('with Gradient2: the quiet seconds of a fresh start, while the classes become known, do not end slow start, and a jump to 1 000 requests a second on an origin with room is not refused', async () => {
+    const { Gradient2Limit } = await import('../../../src/admission/limits/gradient2.js');
+    // 40 % API calls of 10 ms among 60 ms pages (±20 %), an origin with unlimited capacity: a
+    // request every 20 ms for 2 s, then one every millisecond (about 40 in flight). A window
+    // holding a page's round trips as they were (before two classes were known) and judged on
+    // the scale the mix is read on once they are read 70 ms pages against a 38 ms baseline as a
+    // queue: slow start ended at 8 in the quiet, and 1 598 requests of one draw were refused.
+    const endedInQuiet: number[] = [];
+    const refusedBy: number[] = [];
+    for (let draw = 1; draw <= 30; draw++) {
+      const clock = new ManualClock(0);
+      const scheduler = new ManualScheduler(clock);
+      const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256 });
+      const limiter = new Limiter({
+        limit,
+        queue: { maxLength: 1000, deadlineMs: 500, codelTargetMs: 50, codelIntervalMs: 100, minWaitRoundTrips: 8 },
+        classes: 1,
+        clock,
+        scheduler,
+        slowLane: true,
+      });
+      let seed = draw * 7919;
+      const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+      let refused = 0;
+      for (let t = 0; t < 6_000; t++) {
+        if (rand() < (t < 2_000 ? 0.05 : 1)) {
+          const api = rand() < 0.4;
+          const ms = (api ? 10 : 60) * (0.8 + 0.4 * rand());
+          const r = limiter.acquire({ priority: 0 });
+          const onResult = (res: AcquireResult) => {
+            if (!res.ok) return void refused++;
+            scheduler.setTimeout(() => res.permit.release('success', api ? 'forward:api' : 'fill:default'), ms);
+          };
+          if (r instanceof Promise) void r.then(onResult);
+          else onResult(r);
+        }
+        scheduler.advance(1);
+        if (t % 10 === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+        if (t === 1_999 && !limit.readings().slowStart) endedInQuiet.push(draw);
+      }
+      if (refused > 0) refusedBy.push(draw);
+    }
+    expect(endedInQuiet).toEqual([]);
+    expect(refusedBy).toEqual([]);
+  });
 });
 
 describe('Limiter with Gradient2 and two latency classes under a crowd', () => {
