@@ -447,6 +447,11 @@ export class Gradient2Limit implements Limit {
   private readonly windowRtts = new Float64Array(WINDOW_RESERVOIR);
   /** Each kept sample's stratum (LimitSample.stratum; -1: none), beside windowRtts. */
   private readonly windowStrata = new Int32Array(WINDOW_RESERVOIR);
+  /**
+   * Each kept sample's round trip as the origin took it (LimitSample.classBaseMs read back),
+   * beside windowRtts: the window is read on the scale as it stands when it closes (readWindow).
+   */
+  private readonly windowRaws = new Float64Array(WINDOW_RESERVOIR);
   /** The latest share (LimitSample.stratumShare) of each stratum seen in the window. */
   private readonly windowShares = new Map<number, number>();
   /** The share of the traffic whose classes the window has heard from (1 without strata); see WINDOW_COVERAGE. */
@@ -686,6 +691,7 @@ export class Gradient2Limit implements Limit {
       const j = n < WINDOW_RESERVOIR ? n : Math.floor(Math.random() * (n + 1));
       if (j < WINDOW_RESERVOIR) {
         this.windowRtts[j] = rtt;
+        this.windowRaws[j] = raw;
         this.windowStrata[j] = k;
       }
     }
@@ -695,6 +701,8 @@ export class Gradient2Limit implements Limit {
     if (total > this.windowMaxTotalInflight) this.windowMaxTotalInflight = total;
     const demand = atOrigin + (sample.waiting ?? 0);
     if (demand > this.windowMaxDemand) this.windowMaxDemand = demand;
+    // When the request started: from its round trip as the origin took it (read on the scale,
+    // a 60 ms page read as 38 ms seemed to start 22 ms later; review).
     if (now - rtt < this.windowFirstStartAt) this.windowFirstStartAt = now - rtt;
     if (now - rtt > this.windowLastStartAt) this.windowLastStartAt = now - rtt;
     if (sample.inflight >= Math.floor(this.estimate)) this.windowAtLimit++;
@@ -1017,32 +1025,33 @@ export class Gradient2Limit implements Limit {
    * they were (fewer than the Limiter's LATENCY_CLASS_SAMPLES no-load samples) to the scale too.
    */
   private followScale(sample: LimitSample): void {
-    const k = sample.stratum ?? -1;
-    const b = this.baselines.get(k);
+    const b = this.baselines.get(sample.stratum ?? -1);
     if (sample.scaleMs === undefined || sample.classBaseMs === undefined) {
       // Read as it is again (the Limiter forgot the other classes).
-      if (b !== undefined && b.base !== undefined && this.scaleMs !== undefined) this.rereadWindow(k, b.base - this.scaleMs);
       if (b !== undefined) b.base = undefined;
       return;
     }
-    // The class's first sample read on the scale: its samples in this window were read as
-    // they were, and are read on the scale from now on, as the window is judged (classMs).
-    if (b !== undefined && b.base === undefined) this.rereadWindow(k, sample.scaleMs - sample.classBaseMs);
     this.scaleMs = sample.scaleMs;
     if (b !== undefined) b.base = sample.classBaseMs;
   }
 
   /**
-   * Moves the window's round trips of class `k` by `deltaMs`: the class is read on another scale
-   * from this sample on (followScale). A window that held a class's samples as they were (a
-   * page's 70 ms) judged against its baseline on the scale (the mix's 38 ms) read a queue: at a
-   * fresh start, slow start ended on its third window, in the quiet before a crowd, and the
-   * limit then climbed by one every few windows while the crowd's requests waited (a model of
-   * 40 % 10 ms calls among 60 ms pages, 1 draw in 30 refused 1 598 requests).
+   * Puts the window's round trips on the scale as it stands now, the one its classes are judged
+   * on (classMs): each as the origin took it, less its class's base, plus the scale, or as it
+   * is for a class not read on the scale. Kept as they came, a window held a page's 70 ms taken
+   * before two classes were known beside its baseline on the scale (38 ms) and read a queue: at
+   * a fresh start slow start ended at 8 in the quiet before a crowd (2 model draws of 100; in
+   * one, 1 598 of the crowd's requests were refused while the limit climbed by one a window).
+   * The scale and the bases also move a little with each sample (review: entries off by up to
+   * 24 ms).
    */
-  private rereadWindow(k: number, deltaMs: number): void {
-    const n = Math.min(this.windowRttCount, WINDOW_RESERVOIR);
-    for (let i = 0; i < n; i++) if (this.windowStrata[i] === k) this.windowRtts[i] = this.windowRtts[i]! + deltaMs;
+  private readWindow(kept: number): void {
+    const scale = this.scaleMs;
+    for (let i = 0; i < kept; i++) {
+      const b = this.baselines.get(this.windowStrata[i]!);
+      if (b === undefined) continue;
+      this.windowRtts[i] = this.windowRaws[i]! + (b.base !== undefined && scale !== undefined ? scale - b.base : 0);
+    }
   }
 
   /** A class's no-load round trip as its windows are judged (see followScale and classRawMs), less the offset. */
@@ -1108,6 +1117,7 @@ export class Gradient2Limit implements Limit {
     }
     if (this.windowRttCount > 0) {
       const kept = Math.min(this.windowRttCount, WINDOW_RESERVOIR);
+      this.readWindow(kept);
       const stratified = stratifiedTrimmedMean(this.windowRtts, this.windowStrata, kept, this.windowShares);
       // (before trimmedMean sorts the round trips in place)
       noise = NOISE_SE * this.windowNoise(kept, stratified !== undefined);
