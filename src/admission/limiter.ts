@@ -96,8 +96,6 @@ export interface Permit {
    * class's own no-load round trip (see "Latency classes").
    */
   release(kind: ReleaseKind, latencyClass?: string): void;
-  /** Its endpoint's typical round trip when granted, ms (0 or absent: unknown). */
-  readonly expectedMs?: number;
 }
 
 export type RefusalReason = 'queue_full' | 'predicted_wait' | 'deadline' | 'stalled' | 'codel' | 'evicted' | 'aborted';

@@ -127,9 +127,6 @@ function noneSince(last: Map<string, number>, key: string, since: number): boole
   return true;
 }
 
-/** An endpoint that usually answers within this long and timed out waited at the origin (Upstream.noteTimeout), ms. */
-const USUAL_FAST_MS = 1_000;
-
 /** An origin timeout on one path is logged at most this often (Upstream.noteTimeout). */
 const TIMEOUT_LOG_INTERVAL_MS = 60_000;
 /** A member refusing or resetting connections is logged at most this often (Upstream.noteUnreachable). */
@@ -761,7 +758,7 @@ export class Upstream {
         control.breaker.onCancel();
         return;
       }
-      if (failure === 'timeout' && path !== undefined) this.noteTimeout(control, path, permit.expectedMs ?? 0);
+      if (failure === 'timeout' && path !== undefined) this.noteTimeout(control, path);
       if (failure === 'connect_error' || failure === 'reset') this.noteUnreachable(control, failure);
       if (failure === 'timeout' && path !== undefined && control.urlFailures.isUrlFailure(path, this.clock.now(), answersOf(pool).answeredElsewhere(path, control.member, this.clock.now()))) {
         // This URL's own timeout (a long-poll, a report), while the member answers others.
@@ -808,12 +805,13 @@ export class Upstream {
    * Logs an origin timeout of `path` at warn, at most once a minute per path (the latest
    * URL_FAILURES_KEPT) and once a second per site (a hung origin's crowd on unique URLs): with
    * only access-log lines, 120 long-polls of a chat app cut at the 15 s default in one run left
-   * a new operator nothing to read (new-user trial). A path whose endpoint usually answers
-   * within USUAL_FAST_MS waited at the origin, not for its own work, and the line says so (with
-   * `usualMs`): an Apache whose 5 workers were held by 10 s pages timed out 50 ms pages, and the
-   * line told the operator to raise their timeout (Apache trial).
+   * a new operator nothing to read (new-user trial). It names both causes: an Apache whose 5
+   * workers were held by 10 s pages timed out its 50 ms pages, and the line sent the operator
+   * to raise their timeout (Apache trial). Which one it was is not known here: a path's
+   * latency class is its endpoint's, shared with other paths, and a timeout teaches it nothing
+   * (review: an endpoint that always times out kept its fast neighbours' round trip).
    */
-  private noteTimeout(control: MemberControl, path: string, usualMs: number): void {
+  private noteTimeout(control: MemberControl, path: string): void {
     const key = `${control.site}\n${path}`;
     const now = this.clock.now();
     const last = this.timeoutLoggedAt.get(key);
@@ -821,12 +819,9 @@ export class Upstream {
     if ((last !== undefined && now - last < TIMEOUT_LOG_INTERVAL_MS) || (siteLast !== undefined && now - siteLast < 1_000)) return;
     remember(this.timeoutLoggedAt, key, now);
     remember(this.timeoutLoggedAt, control.site, now);
-    const fast = usualMs > 0 && usualMs <= USUAL_FAST_MS;
     this.logger?.warn(
-      { site: control.site, origin: control.member.name, path, ...(fast ? { usualMs: Math.round(usualMs) } : {}) },
-      fast
-        ? 'origin timeout (504 origin_timeout) on a path that usually answers in usualMs: it waited at the origin, not for its own work (its workers busy with slower requests, or the origin stalled); a longer timeout would not help: compare crowdgate_origin_inflight with what the origin can serve at once'
-        : 'origin timeout (504 origin_timeout: no connection within timeouts.connectMs, no answer within responseHeadersMs, or a body silent for idleMs); a long-poll or a slow report needs a route with a longer routes[].timeouts.responseHeadersMs',
+      { site: control.site, origin: control.member.name, path },
+      'origin timeout (504 origin_timeout: no connection within timeouts.connectMs, no answer within responseHeadersMs, or a body silent for idleMs); a long-poll or a slow report needs a route with a longer routes[].timeouts.responseHeadersMs; a page that usually answers quickly waited at the origin (its workers busy with slower requests, or the origin stalled), and a longer timeout would not help it: compare crowdgate_origin_inflight with what the origin serves at once',
     );
   }
 
