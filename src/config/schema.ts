@@ -594,6 +594,7 @@ export const DEFAULT_BYPASS_COOKIES: readonly string[] = [
   '_session_id',
   'sessionid',
   'laravel_session',
+  'ghost-members-ssr*',
 ];
 
 export const siteSchema = z

@@ -612,6 +612,7 @@ async function fetchForCache(
         body: fetched.body,
       };
       if (lookup.entry) inheritHeat(lookup.entry, entry, now);
+      noteRevalidatedEveryTime(ctx, entry);
       if (entry.body.length <= rt.config.cache.maxObjectBytes) {
         await addEncodings(ctx, entry);
         await put(entry);
@@ -644,6 +645,35 @@ const overruledSaid = new WeakMap<object, Set<string>>();
 const SET_COOKIE_WARN_EVERY_MS = 60_000;
 
 /**
+ * Says once per route under each config (as a route lifetime overruled by no-store, below)
+ * when a route's `defaultTtlSeconds` meets answers stored with a lifetime of their own of zero
+ * (`max-age=0`, `s-maxage=0`, an Expires already past) or `no-cache`: they are revalidated with
+ * the origin on every request. Ghost sends `public, max-age=0` on every page, and a new
+ * operator's `defaultTtlSeconds: 60` did nothing, with nothing to say so (Ghost trial); a
+ * floor is what raises a lifetime the answer states.
+ */
+function noteRevalidatedEveryTime(ctx: Ctx, entry: CacheEntry): void {
+  const cache = ctx.route?.config.cache;
+  if (cache === undefined || !(cache.defaultTtlSeconds > 0) || cache.ttlFloorSeconds > 0 || cache.microcacheSeconds > 0) return;
+  if (entry.freshnessMs > 0 && !entry.noCache) return;
+  if (!sayOncePerRoute(ctx, entry.noCache ? 'no_cache' : 'zero_lifetime')) return;
+  ctx.deps.logger.warn(
+    { site: ctx.site!.name, route: ctx.route!.name, reason: entry.noCache ? 'no_cache' : 'zero_lifetime', path: ctx.url.split('?')[0] },
+    `answers sent ${entry.noCache ? 'no-cache' : 'with a lifetime of their own of zero (max-age=0)'} are revalidated with the origin on every request: the route's defaultTtlSeconds is only for answers that state no lifetime (RFC 9111); ttlFloorSeconds raises one they state, or have the app send a longer max-age (said once per route under this config)`,
+  );
+}
+
+/** True the first time `reason` is said for the request's route under this config (overruledSaid). */
+function sayOncePerRoute(ctx: Ctx, reason: string): boolean {
+  let said = overruledSaid.get(ctx.site!);
+  if (said === undefined) overruledSaid.set(ctx.site!, (said = new Set()));
+  const what = `${ctx.route?.name ?? '-'}\0${reason}`;
+  if (said.has(what)) return false;
+  said.add(what);
+  return true;
+}
+
+/**
  * Counts an answer not stored, by why; and for a Set-Cookie under `setCookie: refuse`, says so
  * in the log at most once a minute per route, with the cookie names (never their values). A
  * plugin setting a language cookie on every page view (Polylang's `pll_language`) kept a
@@ -665,11 +695,7 @@ function noteNotStored(ctx: Ctx, reason: NotStoredReason, headers: Readonly<Reco
     // Once per route and reason under each config (again after a reload): a catch-all route's
     // lifetime meets a login page's no-store all day long, and a line a minute for it would
     // be noise an alert on warnings keeps firing on (review).
-    let said = overruledSaid.get(ctx.site!);
-    if (said === undefined) overruledSaid.set(ctx.site!, (said = new Set()));
-    const what = `${route}\0${reason}`;
-    if (said.has(what)) return;
-    said.add(what);
+    if (!sayOncePerRoute(ctx, reason)) return;
     ctx.deps.logger.warn(
       { site, route, reason, path: ctx.url.split('?')[0] },
       `answers sent ${reason === 'no_store' ? 'no-store' : 'private'} are never stored: the route's ${lifetime} does not apply to them (RFC 9111), and every request for them goes to the origin (said once per route under this config)`,

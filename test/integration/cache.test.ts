@@ -262,6 +262,39 @@ describe('cache: why an answer was not stored', () => {
     expect(warned()).toHaveLength(3);
   });
 
+  it('says once per route when a route\'s defaultTtlSeconds meets answers stored with a lifetime of their own of zero, which are revalidated every time (Ghost trial: public, max-age=0 on every page); a floor raises it and says nothing', async () => {
+    const o = await origin();
+    // Ghost's pages: public, max-age=0 and a weak ETag; it answers a matching If-None-Match with 304.
+    o.route('/post', (req, res) => {
+      const etag = 'W/"p1"';
+      if (req.headers['if-none-match'] === etag) {
+        res.writeHead(304, { etag, 'cache-control': 'public, max-age=0' });
+        return void res.end();
+      }
+      res.writeHead(200, { etag, 'cache-control': 'public, max-age=0', 'content-type': 'text/html' });
+      res.end('<p>post</p>');
+    });
+    const site = siteFor([o.url], {
+      routes: [
+        { name: 'floored', match: { pathPrefix: '/f/' }, cache: { defaultTtlSeconds: 60, ttlFloorSeconds: 60 } },
+        { name: 'pages', match: { pathPrefix: '/' }, cache: { defaultTtlSeconds: 60 } },
+      ],
+    });
+    o.route('/f/post', { headers: { etag: 'W/"f1"', 'cache-control': 'public, max-age=0' }, body: 'floored' });
+    const g = await gateway({ sites: [site] });
+    const said = () => g.logs.filter((l) => String(l.msg).includes('revalidated with the origin on every request'));
+    for (let i = 0; i < 3; i++) expect((await get(`${g.url}/post`)).status).toBe(200);
+    // Every request went to the origin (the later ones as revalidations): the route's minute did nothing.
+    expect(o.count('/post')).toBe(3);
+    expect(said()).toHaveLength(1);
+    expect(said()[0]).toMatchObject({ level: 40, site: 'test', route: 'pages', reason: 'zero_lifetime', path: '/post' });
+    expect(String(said()[0]!.msg)).toContain('ttlFloorSeconds raises one they state');
+    // Under a floor the page is a hit, and nothing is said for that route.
+    for (let i = 0; i < 3; i++) expect((await get(`${g.url}/f/post`)).status).toBe(200);
+    expect(o.count('/f/post')).toBe(1);
+    expect(said()).toHaveLength(1);
+  });
+
   it('says once per route and reason when a route\'s lifetime meets answers sent no-store or private, which it never applies to (new-user trial: DokuWiki\'s pages); a route without one says nothing', async () => {
     const clock = manualClock();
     const o = await origin();

@@ -182,6 +182,23 @@ describe('the key covers what the origin sees', () => {
     expect(o.count('/account')).toBe(4);
   });
 
+  it("a signed-in Ghost member's requests bypass the cache by default: the members-only post is theirs, not the anonymous copy (Ghost trial)", async () => {
+    const o = await origin();
+    // Ghost: the anonymous page public with max-age, the member's own private (its paywalled text).
+    o.route('/members-post/', (req, res) => {
+      const member = /(^|;\s*)ghost-members-ssr=/.test(String(req.headers.cookie ?? ''));
+      res.writeHead(200, { 'content-type': 'text/html', 'cache-control': member ? 'private, no-store' : 'public, max-age=60' });
+      res.end(member ? 'the whole post' : 'sign in to read');
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    expect((await get(`${g.url}/members-post/`)).body).toBe('sign in to read');
+    expect((await get(`${g.url}/members-post/`)).headers['cache-status']).toMatch(/hit/);
+    const member = await get(`${g.url}/members-post/`, { cookie: 'ghost-members-ssr=abc; ghost-members-ssr.sig=def' });
+    expect(member.body).toBe('the whole post');
+    expect(member.headers['cache-status']).toMatch(/fwd=bypass/);
+    expect((await get(`${g.url}/members-post/`)).body).toBe('sign in to read');
+  });
+
   it('an answer without cache headers to a fill that carried a token header nothing keys is neither shared with the fill\'s waiters nor served stale to anyone', async () => {
     // New-user trial: an API picks the user from X-User-Token (not in credentialHeaders) and
     // sends no cache headers. Bob, arriving during Alice's fill, got her JSON; with the origin
