@@ -659,7 +659,9 @@ function noteRevalidatedEveryTime(ctx: Ctx, entry: CacheEntry): void {
   if (!sayOncePerRoute(ctx, entry.noCache ? 'no_cache' : 'zero_lifetime')) return;
   ctx.deps.logger.warn(
     { site: ctx.site!.name, route: ctx.route!.name, reason: entry.noCache ? 'no_cache' : 'zero_lifetime', path: ctx.url.split('?')[0] },
-    `answers sent ${entry.noCache ? 'no-cache' : 'with a lifetime of their own of zero (max-age=0)'} are revalidated with the origin on every request: the route's defaultTtlSeconds is only for answers that state no lifetime (RFC 9111); ttlFloorSeconds raises one they state, or have the app send a longer max-age (said once per route under this config)`,
+    entry.noCache
+      ? "answers sent no-cache are revalidated with the origin on every request, whatever the route's defaultTtlSeconds (RFC 9111 §5.2.2.4); microcacheSeconds lifts it for a few seconds, or have the app send a max-age instead (said once per route under this config)"
+      : "answers sent with a lifetime of their own of zero (max-age=0) are revalidated with the origin on every request: the route's defaultTtlSeconds is only for answers that state no lifetime (RFC 9111); ttlFloorSeconds raises one they state, or have the app send a longer max-age (said once per route under this config)",
   );
 }
 

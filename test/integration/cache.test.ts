@@ -293,6 +293,12 @@ describe('cache: why an answer was not stored', () => {
     for (let i = 0; i < 3; i++) expect((await get(`${g.url}/f/post`)).status).toBe(200);
     expect(o.count('/f/post')).toBe(1);
     expect(said()).toHaveLength(1);
+    // A no-cache answer is said apart: no floor lifts it (microcacheSeconds does, for seconds).
+    o.route('/nc', { headers: { etag: '"n1"', 'cache-control': 'no-cache' }, body: 'validate me' });
+    for (let i = 0; i < 2; i++) expect((await get(`${g.url}/nc`)).status).toBe(200);
+    expect(said()).toHaveLength(2);
+    expect(said()[1]).toMatchObject({ route: 'pages', reason: 'no_cache', path: '/nc' });
+    expect(String(said()[1]!.msg)).toContain('microcacheSeconds lifts it');
   });
 
   it('says once per route and reason when a route\'s lifetime meets answers sent no-store or private, which it never applies to (new-user trial: DokuWiki\'s pages); a route without one says nothing', async () => {
