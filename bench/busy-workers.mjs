@@ -10,7 +10,8 @@
  * both sides on a fresh origin (and a fresh gateway), in alternating order; clients give up
  * after 30 s. It reports, per side, what readers and slow pages got (answered, refused by the
  * gateway with its reason, 504, client timeouts), the readers' answered latency, the origin's
- * peak backlog and how many answers it made for clients that had left, and for crowdgate the
+ * peak backlog and how many answers it made for clients that had left (read once it is idle),
+ * and for crowdgate the
  * peak of `crowdgate_origin_inflight` against `crowdgate_origin_limit`.
  *
  * Usage: node bench/busy-workers.mjs [--workers 5] [--hogs 8] [--slow-s 10] [--readers 40]
@@ -138,7 +139,14 @@ async function runSide(side) {
     await Promise.all([readers(base, opts.readers, untilAt, reader), hogs(base, opts.hogs, untilAt, slow)]);
     sampling = false;
     await sampler;
-    const originStats = await (await fetch(`${origin.url}/__stats`)).json();
+    // The origin counts an answer for a client gone when its worker finishes: a slow page the
+    // gateway gave up on at 15 s still holds one now (review). Read once it is idle (at most
+    // the slow page's time and a little more).
+    let originStats = await (await fetch(`${origin.url}/__stats`)).json();
+    for (const idleBy = performance.now() + opts.slowS * 1000 + 2_000; (originStats.busy > 0 || originStats.backlog > 0) && performance.now() < idleBy; ) {
+      await sleep(250);
+      originStats = await (await fetch(`${origin.url}/__stats`)).json();
+    }
     return { side, reader, slow, originStats, ...(gw ? { peakInflight, limitAtPeak } : {}) };
   } finally {
     await gw?.stop();

@@ -646,22 +646,33 @@ const SET_COOKIE_WARN_EVERY_MS = 60_000;
 
 /**
  * Says once per route under each config (as a route lifetime overruled by no-store, below)
- * when a route's `defaultTtlSeconds` meets answers stored with a lifetime of their own of zero
- * (`max-age=0`, `s-maxage=0`, an Expires already past) or `no-cache`: they are revalidated with
- * the origin on every request. Ghost sends `public, max-age=0` on every page, and a new
- * operator's `defaultTtlSeconds: 60` did nothing, with nothing to say so (Ghost trial); a
- * floor is what raises a lifetime the answer states.
+ * when a route with a lifetime of its own (`defaultTtlSeconds`, `ttlFloorSeconds`,
+ * `microcacheSeconds`) stores an answer that is still revalidated with the origin on every
+ * request: sent `no-cache`, or with a lifetime of its own of zero (`max-age=0`, `s-maxage=0`,
+ * an Expires already past) that the route did not raise (a floor applies to 2xx and 3xx only;
+ * a micro-cache never to an answer with Set-Cookie). Ghost sends `public, max-age=0` on every
+ * page, and a new operator's `defaultTtlSeconds: 60` did nothing, with nothing to say so (Ghost
+ * trial); a floor, or a no-cache answer under one, was as silent (review). Judged from the
+ * stored entry, on a fill that stores one: an instance that only ever revalidates a copy
+ * another stored (Redis) says nothing.
  */
 function noteRevalidatedEveryTime(ctx: Ctx, entry: CacheEntry): void {
-  const cache = ctx.route?.config.cache;
-  if (cache === undefined || !(cache.defaultTtlSeconds > 0) || cache.ttlFloorSeconds > 0 || cache.microcacheSeconds > 0) return;
   if (entry.freshnessMs > 0 && !entry.noCache) return;
-  if (!sayOncePerRoute(ctx, entry.noCache ? 'no_cache' : 'zero_lifetime')) return;
+  const cache = ctx.route?.config.cache;
+  const lifetime =
+    cache === undefined ? undefined : cache.defaultTtlSeconds > 0 ? 'defaultTtlSeconds' : cache.ttlFloorSeconds > 0 ? 'ttlFloorSeconds' : cache.microcacheSeconds > 0 ? 'microcacheSeconds' : undefined;
+  if (lifetime === undefined) return;
+  const reason = entry.noCache ? 'no_cache' : 'zero_lifetime';
+  if (!sayOncePerRoute(ctx, reason)) return;
+  const advice =
+    reason === 'no_cache'
+      ? 'microcacheSeconds lifts it for a few seconds, or have the app send a max-age instead'
+      : entry.status >= 400
+        ? 'a floor applies to 2xx and 3xx only: have the app send a longer max-age'
+        : 'ttlFloorSeconds raises a lifetime the answer states, or have the app send a longer max-age';
   ctx.deps.logger.warn(
-    { site: ctx.site!.name, route: ctx.route!.name, reason: entry.noCache ? 'no_cache' : 'zero_lifetime', path: ctx.url.split('?')[0] },
-    entry.noCache
-      ? "answers sent no-cache are revalidated with the origin on every request, whatever the route's defaultTtlSeconds (RFC 9111 §5.2.2.4); microcacheSeconds lifts it for a few seconds, or have the app send a max-age instead (said once per route under this config)"
-      : "answers sent with a lifetime of their own of zero (max-age=0) are revalidated with the origin on every request: the route's defaultTtlSeconds is only for answers that state no lifetime (RFC 9111); ttlFloorSeconds raises one they state, or have the app send a longer max-age (said once per route under this config)",
+    { site: ctx.site!.name, route: ctx.route!.name, reason, status: entry.status, path: ctx.url.split('?')[0] },
+    `answers sent ${reason === 'no_cache' ? 'no-cache' : 'with a lifetime of their own of zero (max-age=0, s-maxage=0 or an Expires already past)'} are revalidated with the origin on every request, whatever the route's ${lifetime} (RFC 9111): ${advice} (said once per route under this config)`,
   );
 }
 

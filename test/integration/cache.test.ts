@@ -288,7 +288,7 @@ describe('cache: why an answer was not stored', () => {
     expect(o.count('/post')).toBe(3);
     expect(said()).toHaveLength(1);
     expect(said()[0]).toMatchObject({ level: 40, site: 'test', route: 'pages', reason: 'zero_lifetime', path: '/post' });
-    expect(String(said()[0]!.msg)).toContain('ttlFloorSeconds raises one they state');
+    expect(String(said()[0]!.msg)).toContain('ttlFloorSeconds raises a lifetime the answer states');
     // Under a floor the page is a hit, and nothing is said for that route.
     for (let i = 0; i < 3; i++) expect((await get(`${g.url}/f/post`)).status).toBe(200);
     expect(o.count('/f/post')).toBe(1);
@@ -299,6 +299,13 @@ describe('cache: why an answer was not stored', () => {
     expect(said()).toHaveLength(2);
     expect(said()[1]).toMatchObject({ route: 'pages', reason: 'no_cache', path: '/nc' });
     expect(String(said()[1]!.msg)).toContain('microcacheSeconds lifts it');
+    // Under a floor too: no floor lifts no-cache (review: the floored route said nothing).
+    o.route('/f/nc', { headers: { etag: '"n2"', 'cache-control': 'no-cache' }, body: 'validate me too' });
+    for (let i = 0; i < 2; i++) expect((await get(`${g.url}/f/nc`)).status).toBe(200);
+    expect(o.count('/f/nc')).toBe(2);
+    expect(said()).toHaveLength(3);
+    expect(said()[2]).toMatchObject({ route: 'floored', reason: 'no_cache', path: '/f/nc' });
+    expect(String(said()[2]!.msg)).toContain("whatever the route's defaultTtlSeconds");
   });
 
   it('says once per route and reason when a route\'s lifetime meets answers sent no-store or private, which it never applies to (new-user trial: DokuWiki\'s pages); a route without one says nothing', async () => {
