@@ -24,6 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { startProcess, stopAll, freePort, waitForPort, noteMachineLoad, sleep } from './lib/procs.mjs';
 import { startCrowdgate, makeRunDir } from './lib/setups.mjs';
 import { runFacts, machineSentence, writeReport } from './lib/report.mjs';
+import { percentile, median } from './lib/stats.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const { values } = parseArgs({
@@ -154,11 +155,6 @@ async function runSide(side) {
   }
 }
 
-const pct = (sorted, p) => (sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]);
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const sum = (o) => Object.values(o).reduce((a, b) => a + b, 0);
 
 function summarize(run) {
@@ -170,8 +166,8 @@ function summarize(run) {
     readersRefusedBy: run.reader.refused,
     readers504: run.reader.gatewayTimeout,
     readersClientTimeout: run.reader.clientTimeout,
-    readerP50: pct(ms, 0.5),
-    readerP99: pct(ms, 0.99),
+    readerP50: percentile(ms, 50),
+    readerP99: percentile(ms, 99),
     slowAnswered: run.slow.answered,
     slowRefused: sum(run.slow.refused),
     slow504: run.slow.gatewayTimeout,

@@ -739,7 +739,12 @@ export class Limiter {
     if (this.algorithm.showsQueueing?.(now) ?? true) return true;
     const oldest = this.oldestPermit();
     const since = oldest === undefined || oldest.acquiredAt < this.lastReleaseAt ? this.lastReleaseAt : oldest.acquiredAt;
-    return now - since > Math.max(this.queueConfig.codelIntervalMs, 2 * this.rttEwmaMs);
+    return now - since > this.stallAfterMs;
+  }
+
+  /** How long nothing answered reads as a stall: max(codelIntervalMs, 2 x the typical round trip). */
+  private get stallAfterMs(): number {
+    return Math.max(this.queueConfig.codelIntervalMs, 2 * this.rttEwmaMs);
   }
 
   /** The oldest permit in flight: the slow lane's oldest, or the counted ones' (a probe moves slow endpoints' permits aside before older ones are overdue). */
@@ -758,8 +763,7 @@ export class Limiter {
     if (this.rttEwmaMs === 0) return false;
     const oldest = this.oldestPermit();
     if (oldest === undefined) return false;
-    const since = Math.max(this.lastReleaseAt, oldest.acquiredAt);
-    return now - since > Math.max(this.queueConfig.codelIntervalMs, 2 * this.rttEwmaMs);
+    return now - Math.max(this.lastReleaseAt, oldest.acquiredAt) > this.stallAfterMs;
   }
 
   private isColdStart(now: number): boolean {
@@ -1219,7 +1223,7 @@ export class Limiter {
       const until = w.enqueuedAt + ROUND_TRIP_WAIT_MAX_MS;
       if (until > now) {
         w.keptThroughStall = true;
-        w.expiresAt = Math.min(until, now + Math.max(this.queueConfig.codelIntervalMs, 2 * this.rttEwmaMs));
+        w.expiresAt = Math.min(until, now + this.stallAfterMs);
         w.timer = this.scheduler.setTimeout(() => this.expire(w), w.expiresAt - now);
         return;
       }

@@ -658,9 +658,7 @@ const SET_COOKIE_WARN_EVERY_MS = 60_000;
  */
 function noteRevalidatedEveryTime(ctx: Ctx, entry: CacheEntry): void {
   if (entry.freshnessMs > 0 && !entry.noCache) return;
-  const cache = ctx.route?.config.cache;
-  const lifetime =
-    cache === undefined ? undefined : cache.defaultTtlSeconds > 0 ? 'defaultTtlSeconds' : cache.ttlFloorSeconds > 0 ? 'ttlFloorSeconds' : cache.microcacheSeconds > 0 ? 'microcacheSeconds' : undefined;
+  const lifetime = routeLifetimeSetting(ctx);
   if (lifetime === undefined) return;
   const reason = entry.noCache ? 'no_cache' : 'zero_lifetime';
   if (!sayOncePerRoute(ctx, reason)) return;
@@ -674,6 +672,13 @@ function noteRevalidatedEveryTime(ctx: Ctx, entry: CacheEntry): void {
     { site: ctx.site!.name, route: ctx.route!.name, reason, status: entry.status, path: ctx.url.split('?')[0] },
     `answers sent ${reason === 'no_cache' ? 'no-cache' : 'with a lifetime of their own of zero (max-age=0, s-maxage=0 or an Expires already past)'} are revalidated with the origin on every request, whatever the route's ${lifetime} (RFC 9111): ${advice} (said once per route under this config)`,
   );
+}
+
+/** The setting by which the request's route gives answers a lifetime of its own, if any (for the lines above and below). */
+function routeLifetimeSetting(ctx: Ctx): 'defaultTtlSeconds' | 'ttlFloorSeconds' | 'microcacheSeconds' | undefined {
+  const cache = ctx.route?.config.cache;
+  if (cache === undefined) return undefined;
+  return cache.defaultTtlSeconds > 0 ? 'defaultTtlSeconds' : cache.ttlFloorSeconds > 0 ? 'ttlFloorSeconds' : cache.microcacheSeconds > 0 ? 'microcacheSeconds' : undefined;
 }
 
 /** True the first time `reason` is said for the request's route under this config (overruledSaid). */
@@ -702,8 +707,7 @@ function noteNotStored(ctx: Ctx, reason: NotStoredReason, headers: Readonly<Reco
   // is never stored whatever the route says, and an operator who gave DokuWiki's pages a
   // minute saw nothing say so but a metric (new-user trial).
   if (reason === 'no_store' || reason === 'private') {
-    const cache = ctx.route?.config.cache;
-    const lifetime = cache === undefined ? undefined : cache.defaultTtlSeconds > 0 ? 'defaultTtlSeconds' : cache.ttlFloorSeconds > 0 ? 'ttlFloorSeconds' : cache.microcacheSeconds > 0 ? 'microcacheSeconds' : undefined;
+    const lifetime = routeLifetimeSetting(ctx);
     if (lifetime === undefined) return;
     // Once per route and reason under each config (again after a reload): a catch-all route's
     // lifetime meets a login page's no-store all day long, and a line a minute for it would
