@@ -170,6 +170,7 @@ function summarize(run) {
     readerP99: percentile(ms, 99),
     slowAnswered: run.slow.answered,
     slowRefused: sum(run.slow.refused),
+    slowRefusedBy: run.slow.refused,
     slow504: run.slow.gatewayTimeout,
     slowClientTimeout: run.slow.clientTimeout,
     errors: run.reader.errors + run.slow.errors + run.reader.other + run.slow.other,
@@ -202,12 +203,12 @@ L.push(
     `${opts.readers} readers of 5–15 ms pages with ${opts.thinkMs} ms think time, ${opts.durationS} s after ${opts.warmS} s of readers alone; ` +
     `clients give up after ${CLIENT_TIMEOUT_MS / 1000} s. Command: \`${meta.command}\`.`,
   '',
-  '| round | side | readers answered | refused (reasons) | 504 | client timeouts | reader p50 ms | reader p99 ms | slow answered | slow refused | slow 504 | origin peak backlog | answers for clients gone | gateway peak in flight (limit) |',
+  '| round | side | readers answered | refused (reasons) | 504 | client timeouts | reader p50 ms | reader p99 ms | slow answered | slow refused (reasons) | slow 504 | origin peak backlog | answers for clients gone | gateway peak in flight (limit) |',
   '|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
 );
 for (const r of rows)
   L.push(
-    `| ${r.round} | ${r.side} | ${r.readersAnswered} | ${r.readersRefused} ${r.readersRefused ? JSON.stringify(r.readersRefusedBy) : ''} | ${r.readers504} | ${r.readersClientTimeout} | ${fmt(r.readerP50)} | ${fmt(r.readerP99)} | ${r.slowAnswered} | ${r.slowRefused} | ${r.slow504} | ${r.originPeakBacklog} | ${r.originAbandoned} | ${r.side === 'crowdgate' ? `${fmt(r.peakInflight)} (${fmt(r.limitAtPeak)})` : '—'} |`,
+    `| ${r.round} | ${r.side} | ${r.readersAnswered} | ${r.readersRefused} ${r.readersRefused ? JSON.stringify(r.readersRefusedBy) : ''} | ${r.readers504} | ${r.readersClientTimeout} | ${fmt(r.readerP50)} | ${fmt(r.readerP99)} | ${r.slowAnswered} | ${r.slowRefused} ${r.slowRefused ? JSON.stringify(r.slowRefusedBy) : ''} | ${r.slow504} | ${r.originPeakBacklog} | ${r.originAbandoned} | ${r.side === 'crowdgate' ? `${fmt(r.peakInflight)} (${fmt(r.limitAtPeak)})` : '—'} |`,
   );
 L.push('', '## Medians over the rounds', '', '| side | readers answered | readers refused | reader 504 + client timeouts | reader p50 ms | slow answered | answers for clients gone |', '|---|---:|---:|---:|---:|---:|---:|');
 for (const side of ['direct', 'crowdgate']) {

@@ -25,6 +25,7 @@ export const SHED_REASONS = [
   'stalled', // waited through a stall of the origin (nothing answered) to the longest wait, 5 s
   'codel', // dropped by CoDel under a standing queue
   'evicted', // pushed out of the queue by a higher-priority arrival
+  'slow_share', // a slow endpoint's request waited past its deadline for the slow requests' share of the origin
   'circuit_open', // the origin member's breaker is open
   'rate_limited', // per-client token bucket empty (429)
 ] as const;

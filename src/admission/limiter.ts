@@ -66,6 +66,26 @@
  * deadline. The paths answered promptly are remembered as the slow ones are (PROMPT_PATHS,
  * oldest forgotten first), so a path everyone's traffic goes to (WordPress's admin-ajax.php
  * in a crowd), once answered promptly, still tells when the origin slows down.
+ *
+ * Slow endpoints' share of the origin. The slow lane and the known-slow paths assume the slow
+ * requests use room the origin has. An origin with a few workers (Apache's MaxRequestWorkers,
+ * php-fpm's five children) has none: eight clients of a 10 s page held its five workers, and
+ * every quick page sent beside them waited in its accept queue for a worker, 9-10 s, while the
+ * gateway sent more (busy-workers bench). So when quick requests (a request's cost, costOf: its
+ * path's least round trip, else its endpoint's no-load one, at most 1/QUICK_SHARE_FACTOR of the
+ * overdue threshold) are held up past that threshold while slow ones are out (a cost past it or
+ * past SLOW_SHARE_SLOW_MS, or any request out that long that is not quick), at least SLOW_SHARE_EVIDENCE of them, one for
+ * SLOW_SHARE_SPAN_MS or more, and no fewer than the quick ones answered promptly meanwhile, the
+ * slow requests out are what holds the origin: their share is cut to SLOW_SHARE_CUT of those out
+ * (at least 1). A request of a slow endpoint that finds the share full waits at the gateway
+ * (after the queue's own waiters, up to its deadline: `slow_share` when it passes) instead of
+ * in the origin's backlog. The share grows by a quarter (at least one) for each slow request
+ * answered while none held up a quick one, and is lifted after SLOW_SHARE_FORGET_MS without
+ * any held up and without a slow request waiting for it.
+ * An origin with room never holds a quick request up, so on a normal day the share is never
+ * set; a host's stall shorter than a second holds every request up at once, not for a second.
+ * After a cut, only quick requests started since are judged: held up for a second, they cut it
+ * again (a cut to half of six reports out left three on a three-worker origin).
  */
 import type { Clock } from '../clock.js';
 import type { QueueConfig } from '../config/schema.js';
@@ -98,7 +118,7 @@ export interface Permit {
   release(kind: ReleaseKind, latencyClass?: string): void;
 }
 
-export type RefusalReason = 'queue_full' | 'predicted_wait' | 'deadline' | 'stalled' | 'codel' | 'evicted' | 'aborted';
+export type RefusalReason = 'queue_full' | 'predicted_wait' | 'deadline' | 'stalled' | 'codel' | 'evicted' | 'slow_share' | 'aborted';
 
 export type AcquireResult =
   | { readonly ok: true; readonly permit: Permit; readonly waitedMs: number }
@@ -160,6 +180,8 @@ const REFUSED_DEADLINE = refusal('deadline');
 const REFUSED_ABORTED = refusal('aborted');
 /** Refused at arrival: the queue ahead would not drain before the request's deadline. */
 const REFUSED_PREDICTED = refusal('predicted_wait');
+/** A slow endpoint's request whose deadline was already past when the slow requests' share was full. */
+const REFUSED_SLOW_SHARE = refusal('slow_share');
 
 /** A permit is overdue after this many typical round trips (see "Overdue permits" above). */
 export const OVERDUE_FACTOR = 10;
@@ -199,6 +221,22 @@ export const OVERDUE_MIN_FACTOR = 4;
 /** Bounds of the overdue threshold, ms. */
 export const OVERDUE_MIN_MS = 100;
 export const OVERDUE_MAX_MS = 2_000;
+/** A quick request: its cost at most 1/this of the overdue threshold (see "Slow endpoints' share" above). */
+export const QUICK_SHARE_FACTOR = 4;
+/** Paths whose least round trip is remembered (see costOf), at most. */
+export const PATH_FLOORS = 4_096;
+/** scanHeldUp looks at least this long apart, ms. */
+const HELD_UP_SCAN_MS = 250;
+/** A request that costs more than this is slow whatever the overdue threshold, ms (see isSlow). */
+export const SLOW_SHARE_SLOW_MS = 1_000;
+/** The slow requests' share is cut to this part of those out. */
+export const SLOW_SHARE_CUT = 0.5;
+/** Quick requests held up before the slow requests' share is cut, at least. */
+export const SLOW_SHARE_EVIDENCE = 4;
+/** ... one of them held at least this long, ms. */
+export const SLOW_SHARE_SPAN_MS = 1_000;
+/** The share is lifted after this long without a quick request held up or a slow one waiting for it, ms. */
+export const SLOW_SHARE_FORGET_MS = 30_000;
 
 /** classSettledMs looks at most this many counted permits for the oldest of a class. */
 const CLASS_SCAN_PERMITS = 64;
@@ -212,6 +250,8 @@ class LimiterPermit implements Permit {
   overdue = false;
   /** Moved there by a no-load probe only, before it was overdue (see moveOverdue). */
   probeAside = false;
+  /** Noted as a quick request held up past the overdue threshold (see scanHeldUp). */
+  heldUp = false;
   /** The counted permits, oldest first, or the slow lane's (doubly-linked lists owned by the Limiter). */
   prev: LimiterPermit | undefined = undefined;
   next: LimiterPermit | undefined = undefined;
@@ -302,9 +342,26 @@ export const ROUND_TRIP_WAIT_MAX_MS = 5_000;
 /** The queue's waits are given the round trips again when the typical one grows past this multiple (see waitRoundTrips). */
 const WAIT_REPRICE_GROWTH = 1.25;
 
+/** A request of a slow endpoint waiting for the slow requests' share (see "Slow endpoints' share" above). */
+interface HeldSlow {
+  readonly enqueuedAt: number;
+  readonly deadlineAt: number;
+  readonly path: string | undefined;
+  readonly latencyClass: string | undefined;
+  readonly resolve: (r: AcquireResult) => void;
+  readonly signal: AbortSignal | undefined;
+  timer: unknown;
+  onAbort: (() => void) | undefined;
+}
+
 export class Limiter {
   /** Called after the limit, the in-flight count or the queue changed. Keep it cheap. */
   onChange: ((limiter: Limiter) => void) | undefined;
+  /**
+   * Called when the slow requests' share is cut (`share`: how many may be out now, `out`: how
+   * many were) or lifted (`share` undefined). See "Slow endpoints' share" above.
+   */
+  onSlowShare: ((share: number | undefined, out: number) => void) | undefined;
   /** Called when the algorithm starts a no-load probe of its own (Limit.onProbe), to tell the other gateways. */
   onProbe: (() => void) | undefined;
 
@@ -353,6 +410,26 @@ export class Limiter {
   private readonly sample: LimitSample = { rttMs: 0, inflight: 0, originInflight: 0, peerInflight: 0, waiting: 0, dropped: false, hostDelayMs: 0, stratum: undefined, stratumShare: undefined, scaleMs: undefined, classBaseMs: undefined, classSettledMs: undefined };
   private readonly hostDelayMs: (() => number) | undefined;
   private readonly peersInflight: (() => number) | undefined;
+  /** How many slow requests may be out; Infinity when no share is set (see "Slow endpoints' share" above). */
+  private slowShare = Infinity;
+  /** When the share was last cut or raised: quick requests started before it are not judged against it. */
+  private slowShareAt = -Infinity;
+  /** The current run of quick requests held up behind slow ones: how many, the earliest start, and the prompt ones since. */
+  private heldUpCount = 0;
+  private heldUpFirstStart = 0;
+  private promptQuick = 0;
+  /** When a quick request was last held up (within the share's rules), ms. */
+  private heldUpAt = -Infinity;
+  /** Each path's least round trip, least recently answered first (see costOf). */
+  private readonly pathFloors = new Map<string, number>();
+  /** Quick requests started since the share last changed and answered promptly (see slowAnswered). */
+  private promptSinceShare = 0;
+  /** When a slow request last had to wait for the share. */
+  private slowHeldAt = -Infinity;
+  /** Requests of slow endpoints waiting for the share, oldest first. */
+  private readonly held: HeldSlow[] = [];
+  /** The timer of armHeldUpScan. */
+  private heldUpTimer: unknown = undefined;
   /** Saturation accounting (see saturatedSeconds): whether saturated now, since when, and the time before. */
   private saturated = false;
   private saturatedSince = 0;
@@ -505,8 +582,9 @@ export class Limiter {
     return planned > enforced ? planned : enforced;
   }
 
+  /** Requests waiting for a permit: the queue's, and slow endpoints' held for their share (see "Slow endpoints' share" above). */
   get queueLength(): number {
-    return this.queue.length;
+    return this.queue.length + this.held.length;
   }
 
   /** True while CoDel sees a standing queue (LIFO service, capped waits). */
@@ -564,6 +642,11 @@ export class Limiter {
     // an emergency cap of 2 otherwise still granted beside 8 slow requests at the origin.
     if (this.slowLane && !slowLane) this.recountLane();
     this.slowLane = slowLane;
+    // Nor a share for slow requests: those held for it go to the queue's rules (pump).
+    if (!slowLane && this.slowShare !== Infinity) {
+      this.slowShare = Infinity;
+      this.onSlowShare?.(undefined, 0);
+    }
     this.pump(this.clock.now());
     this.changed();
   }
@@ -593,6 +676,10 @@ export class Limiter {
     this.algorithm.tick?.(now);
     this.makeRoom(now);
     if (this.queue.length > 0 && this.hasRoom) this.pump(now); // limit grew
+    if (this.slowShare !== Infinity && this.isSlow(opts.path, opts.latencyClass)) {
+      this.liftSlowShare(now);
+      if (this.slowShare !== Infinity && (this.held.length > 0 || this.slowOut(now) >= this.slowShare)) return this.holdSlow(opts, now);
+    }
     if (this.inflightCount >= this.limit && this.trialDue(now)) {
       // Every permit is held by a request the origin has not answered: one goes beyond the
       // limit (a waiter of another kind than those (trialWaiter), else the queue's head, else
@@ -793,6 +880,7 @@ export class Limiter {
   private grant(now: number, expectedMs = 0, path?: string, latencyClass?: string): LimiterPermit {
     const permit = new LimiterPermit(this, now, ++this.inflightCount, expectedMs, this.inflightCount + this.overdueCount, this.peerInflight, path, latencyClass);
     this.counted.push(permit);
+    this.armHeldUpScan();
     return permit;
   }
 
@@ -987,6 +1075,241 @@ export class Limiter {
     return this.queue.find((w) => w.latencyClass !== undefined && !held.has(w.latencyClass) && now < w.expiresAt);
   }
 
+  /**
+   * What a request costs the origin without a queue, ms: the least round trip its path was
+   * answered in (pathFloors), else its latency class's cost (LatencyClasses.cost); 0 when
+   * neither is known. By path first: a site's quick pages and its 10 s page are mostly one
+   * class (a route's top-level pages), and only their paths tell them apart.
+   */
+  private costOf(path: string | undefined, latencyClass: string | undefined): number {
+    const floor = path === undefined ? undefined : this.pathFloors.get(knownSlowKey(path));
+    return floor ?? this.latency.cost(latencyClass);
+  }
+
+  /**
+   * A request is quick: its cost is known and at most 1/QUICK_SHARE_FACTOR of the overdue
+   * threshold; a request with a path, only once that path was answered so (a new path of a
+   * quick class may be the slow page: the clients of a 10 s page held every worker before its
+   * first answer, and read by their class they were quick ones held up).
+   */
+  private isQuick(path: string | undefined, latencyClass: string | undefined): boolean {
+    return this.quickCost(path, latencyClass) > 0;
+  }
+
+  /** A quick request's cost (isQuick), else 0. */
+  private quickCost(path: string | undefined, latencyClass: string | undefined): number {
+    const cost = path === undefined ? this.latency.cost(latencyClass) : (this.pathFloors.get(knownSlowKey(path)) ?? 0);
+    return cost > 0 && cost * QUICK_SHARE_FACTOR <= this.overdueAfterMs ? cost : 0;
+  }
+
+  /**
+   * How long a quick request started since the share last changed has been held up, ms: out
+   * past QUICK_SHARE_FACTOR times its cost and OVERDUE_MIN_MS; else -1. Not the overdue
+   * threshold: held-up answers fed to the typical round trip raise it to 2 s, and quick pages
+   * held 1-2 s then went unseen (an integration test).
+   */
+  private heldUpMs(p: LimiterPermit, now: number): number {
+    if (p.acquiredAt < this.slowShareAt) return -1;
+    const cost = this.quickCost(p.path, p.latencyClass);
+    const age = now - p.acquiredAt;
+    return cost > 0 && age > OVERDUE_MIN_MS && age > QUICK_SHARE_FACTOR * cost ? age : -1;
+  }
+
+  /**
+   * A request is slow: its cost is past the overdue threshold, or SLOW_SHARE_SLOW_MS (the
+   * threshold grows to 2 s when held-up answers are fed to the typical round trip, and a 2 s
+   * report then read as not slow, never held for its share: an integration test).
+   */
+  private isSlow(path: string | undefined, latencyClass: string | undefined): boolean {
+    const overdueAfter = this.overdueAfterMs;
+    return this.costOf(path, latencyClass) > (overdueAfter < SLOW_SHARE_SLOW_MS ? overdueAfter : SLOW_SHARE_SLOW_MS);
+  }
+
+  /** A path's least round trip so far (pathFloors, at most PATH_FLOORS paths, the least recently answered forgotten first). */
+  private notePathFloor(path: string | undefined, rttMs: number): void {
+    if (path === undefined) return;
+    const key = knownSlowKey(path);
+    const floor = this.pathFloors.get(key);
+    this.pathFloors.delete(key);
+    this.pathFloors.set(key, floor === undefined || rttMs < floor ? rttMs : floor);
+    if (this.pathFloors.size > PATH_FLOORS) this.pathFloors.delete(this.pathFloors.keys().next().value!);
+  }
+
+  /** Slow requests out: slow ones, or any held past the overdue threshold that is not quick. */
+  private slowOut(now: number): number {
+    const overdueAfter = this.overdueAfterMs;
+    let n = 0;
+    for (const list of [this.counted, this.lane])
+      for (let p = list.first; p !== undefined; p = p.next) {
+        if (now - p.acquiredAt > overdueAfter ? !this.isQuick(p.path, p.latencyClass) : this.isSlow(p.path, p.latencyClass)) n++;
+      }
+    return n;
+  }
+
+  /**
+   * While permits are out (with a slow lane), every max(HELD_UP_SCAN_MS, overdue threshold):
+   * scanHeldUp. A timer, not arrivals: clients whose requests are all held up ask nothing more.
+   * Unreferenced: it never keeps a process alive by itself.
+   */
+  private armHeldUpScan(): void {
+    if (!this.slowLane || this.heldUpTimer !== undefined || this.inflightCount + this.overdueCount === 0) return;
+    const handle = this.scheduler.setTimeout(() => {
+      this.heldUpTimer = undefined;
+      const now = this.clock.now();
+      this.scanHeldUp(now);
+      this.liftSlowShare(now);
+      this.armHeldUpScan();
+    }, Math.max(HELD_UP_SCAN_MS, this.overdueAfterMs));
+    (handle as { unref?: () => void } | null)?.unref?.();
+    this.heldUpTimer = handle;
+  }
+
+  /** The quick requests out held up (heldUpMs) are noted (noteHeldUp), and the share is judged by the longest held. */
+  private scanHeldUp(now: number): void {
+    const due = now - OVERDUE_MIN_MS;
+    let longest = -1;
+    for (const list of [this.counted, this.lane])
+      for (let p = list.first; p !== undefined && p.acquiredAt <= due; p = p.next) {
+        const held = this.heldUpMs(p, now);
+        if (held < 0) continue;
+        if (held > longest) longest = held;
+        if (!p.heldUp) {
+          p.heldUp = true;
+          this.noteHeldUp(p, now);
+        }
+      }
+    if (longest >= 0) this.judgeSlowShare(now, longest);
+  }
+
+  /**
+   * A quick request held past the overdue threshold (still out, or answered so), started since
+   * the share last changed: one more in the run of them (see "Slow endpoints' share" above).
+   */
+  private noteHeldUp(permit: LimiterPermit, now: number): void {
+    const start = permit.acquiredAt;
+    if (now - this.heldUpAt > 2 * SLOW_SHARE_SPAN_MS) this.heldUpCount = 0;
+    if (this.heldUpCount === 0) {
+      this.heldUpFirstStart = start;
+      this.promptQuick = 0;
+    } else if (start < this.heldUpFirstStart) this.heldUpFirstStart = start;
+    this.heldUpCount++;
+    this.heldUpAt = now;
+  }
+
+  /**
+   * Cuts the share to SLOW_SHARE_CUT of the slow requests out, or of the share when fewer (at
+   * least 1), when the run of quick requests held up is long enough (SLOW_SHARE_EVIDENCE, no
+   * fewer than the prompt ones), one of them has been held `heldMs` >= SLOW_SHARE_SPAN_MS, and at
+   * least two slow requests are out within the share. Quick requests started since the last cut
+   * held up for a second say it was not enough (or that the slow requests sent before it still
+   * fill the origin's backlog: the cut is then deeper than needed, and grows back).
+   */
+  private judgeSlowShare(now: number, heldMs: number): void {
+    const evidence = this.slowShare === Infinity ? SLOW_SHARE_EVIDENCE : 1;
+    if (heldMs < SLOW_SHARE_SPAN_MS || this.heldUpCount < evidence || this.promptQuick > this.heldUpCount) return;
+    const out = this.slowOut(now);
+    const within = out < this.slowShare ? out : this.slowShare;
+    if (within < 2) return;
+    this.setSlowShare(Math.max(1, Math.floor(within * SLOW_SHARE_CUT)), now);
+    this.heldUpCount = 0;
+    this.onSlowShare?.(this.slowShare, out);
+  }
+
+  /** A new share: quick requests are judged against it from now on (the held-up and the prompt ones). */
+  private setSlowShare(share: number, now: number): void {
+    this.slowShare = share;
+    this.slowShareAt = now;
+    this.promptSinceShare = 0;
+  }
+
+  /** A quick request answered promptly: counted against the run of held-up ones, and as one answered under the share. */
+  private notePromptQuick(permit: LimiterPermit): void {
+    const counts = this.heldUpCount > 0 && permit.acquiredAt >= this.heldUpFirstStart;
+    const underShare = this.slowShare !== Infinity && permit.acquiredAt >= this.slowShareAt;
+    if (!(counts || underShare) || !this.isQuick(permit.path, permit.latencyClass)) return;
+    if (counts) this.promptQuick++;
+    if (underShare) this.promptSinceShare++;
+  }
+
+  /**
+   * A slow request was answered: the share grows by a quarter (at least one) when, since it was
+   * last changed, a quick request started then was answered promptly and none was held up, and
+   * slow ones wait for it (a share cut to 1 or 2 while the origin hung grows back in a few
+   * answers, not one answer at a time). Not on no news: readers whose requests all wait in the
+   * origin's backlog start none, and the share grew past the workers before any was held up (an
+   * integration test). Lifted after SLOW_SHARE_FORGET_MS without any held up (liftSlowShare).
+   */
+  private slowAnswered(now: number): void {
+    if (this.slowShare === Infinity) return;
+    if (this.liftSlowShare(now)) return;
+    if (this.held.length > 0 && this.promptSinceShare > 0 && this.heldUpAt < this.slowShareAt && this.slowOut(now) < this.slowShare)
+      this.setSlowShare(this.slowShare + Math.max(1, Math.floor(this.slowShare / 4)), now);
+  }
+
+  /**
+   * Lifts the share when for SLOW_SHARE_FORGET_MS no quick request was held up and no slow one
+   * had to wait for it (while slow requests wait, it is what keeps quick ones from being held
+   * up). True when it did.
+   */
+  private liftSlowShare(now: number): boolean {
+    if (this.slowShare === Infinity || this.held.length > 0 || now - Math.max(this.heldUpAt, this.slowShareAt, this.slowHeldAt) < SLOW_SHARE_FORGET_MS) return false;
+    this.setSlowShare(Infinity, now);
+    this.onSlowShare?.(undefined, this.slowOut(now));
+    this.changed();
+    return true;
+  }
+
+  /** A slow endpoint's request waits for the share, up to its deadline (see "Slow endpoints' share" above). */
+  private holdSlow(opts: AcquireOptions, now: number): Promise<AcquireResult> | AcquireResult {
+    let deadlineAt = opts.deadlineAt ?? now + this.queueConfig.deadlineMs;
+    // A client waits minWaitRoundTrips of its own path's round trips (at most
+    // ROUND_TRIP_WAIT_MAX_MS): its class's are the quick pages' (one class), and a 10 s page's
+    // clients were refused after half a second while a share slot came free every few seconds.
+    if (this.clientWaits(opts)) {
+      const ownMs = Math.min((this.queueConfig.minWaitRoundTrips ?? 0) * this.costOf(opts.path, opts.latencyClass), ROUND_TRIP_WAIT_MAX_MS);
+      deadlineAt = Math.max(deadlineAt, now + this.roundTripWaitMs(opts.latencyClass), now + ownMs);
+    }
+    if (deadlineAt <= now) return REFUSED_SLOW_SHARE;
+    return new Promise<AcquireResult>((resolve) => {
+      const signal = opts.signal;
+      const h: HeldSlow = { enqueuedAt: now, deadlineAt, path: opts.path, latencyClass: opts.latencyClass, resolve, signal, timer: undefined, onAbort: undefined };
+      h.timer = this.scheduler.setTimeout(() => this.dropHeld(h, 'slow_share'), deadlineAt - now);
+      if (signal) {
+        h.onAbort = () => this.dropHeld(h, 'aborted');
+        signal.addEventListener('abort', h.onAbort, { once: true });
+      }
+      this.held.push(h);
+      this.slowHeldAt = now;
+      this.changed();
+    });
+  }
+
+  /** A held request leaves: refused at its deadline, or aborted. */
+  private dropHeld(h: HeldSlow, reason: RefusalReason): void {
+    const i = this.held.indexOf(h);
+    if (i < 0) return;
+    this.held.splice(i, 1);
+    this.detachHeld(h);
+    h.resolve({ ok: false, reason, waitedMs: this.clock.now() - h.enqueuedAt });
+    this.changed();
+  }
+
+  private detachHeld(h: HeldSlow): void {
+    if (h.timer !== undefined) this.scheduler.clearTimeout(h.timer);
+    h.timer = undefined;
+    if (h.onAbort) h.signal!.removeEventListener('abort', h.onAbort);
+    h.onAbort = undefined;
+  }
+
+  /** Held requests get permits, oldest first, while nothing else waits, a permit is free and the share has room. */
+  private admitHeld(now: number): void {
+    while (this.held.length > 0 && this.queue.length === 0 && this.hasRoom && (this.slowShare === Infinity || this.slowOut(now) < this.slowShare)) {
+      const h = this.held.shift()!;
+      this.detachHeld(h);
+      h.resolve({ ok: true, permit: this.grant(now, this.latency.typical(h.latencyClass), h.path, h.latencyClass), waitedMs: now - h.enqueuedAt });
+    }
+  }
+
   /** While requests wait, wake when the oldest counted permit becomes overdue. */
   private armOverdueTimer(now: number): void {
     const oldest = this.counted.first;
@@ -1034,6 +1357,13 @@ export class Limiter {
         if (permit.acquiredAt > this.promptStartedAt) this.promptStartedAt = permit.acquiredAt;
         if (permit.path !== undefined) this.notePrompt(permit.path);
       }
+      // A quick request answered (or not) after being held up, or answered promptly (see "Slow
+      // endpoints' share" above).
+      const heldMs = this.heldUpMs(permit, now);
+      if (heldMs >= 0) {
+        if (!permit.heldUp) this.noteHeldUp(permit, now);
+        this.judgeSlowShare(now, heldMs);
+      } else if (succeeded) this.notePromptQuick(permit);
       // During a no-load probe a counted request is the probe's measurement, however slow.
       const probing = (this.algorithm.planning ?? 0) > this.algorithm.current;
       // Before any round trip is known there is no mix to be an outlier of: an origin whose
@@ -1049,7 +1379,10 @@ export class Limiter {
     // Its endpoint's typical round trip learns from it, overdue or not: that is the endpoint's
     // cost (a WordPress site's REST calls at 0.7 s against 60 ms pages were all overdue, so their
     // class never learned one and a burst of them got the site's 0.5 s deadline).
-    if (succeeded) this.latency.observe(latencyClass, now - permit.acquiredAt);
+    if (succeeded) {
+      this.latency.observe(latencyClass, now - permit.acquiredAt);
+      if (this.slowLane) this.notePathFloor(permit.path, now - permit.acquiredAt);
+    }
     if (kind === 'success') {
       // EWMA (α = 0.1) of successful round trips, for the expected wait at arrival.
       const rtt = now - permit.acquiredAt;
@@ -1076,6 +1409,8 @@ export class Limiter {
       s.classSettledMs = s.stratum === undefined || latencyClass === undefined ? undefined : this.classSettledMs(latencyClass, now);
       this.algorithm.onSample(s, now);
     }
+    if (this.slowShare !== Infinity && !this.isQuick(permit.path, permit.latencyClass) && (this.isSlow(permit.path, permit.latencyClass) || now - permit.acquiredAt > this.overdueAfterMs))
+      this.slowAnswered(now);
     if (this.queue.length > 0 && this.inflightCount >= this.limit) this.moveOverdue(now);
     this.pump(now);
     if (this.queue.length === 0 && this.overdueTimer !== undefined) {
@@ -1147,6 +1482,7 @@ export class Limiter {
       this.detach(w);
       w.resolve({ ok: true, permit: this.grant(now, w.costMs, w.path, w.latencyClass), waitedMs: now - w.enqueuedAt });
     }
+    if (this.held.length > 0) this.admitHeld(now);
   }
 
   /**
@@ -1380,6 +1716,18 @@ class LatencyClasses {
   /** A class's typical round trip (an EWMA, α = 0.1, of its successful ones), ms; 0 when unknown. */
   typical(name: string | undefined): number {
     return name === undefined ? 0 : (this.classes.get(name)?.typical ?? 0);
+  }
+
+  /**
+   * What a class's request costs the origin without a queue, ms: its no-load round trip when one
+   * was measured and lower than the typical one (held-up answers raise the typical one), else
+   * the typical one; 0 when unknown (see "Slow endpoints' share").
+   */
+  cost(name: string | undefined): number {
+    if (name === undefined) return 0;
+    const c = this.classes.get(name);
+    if (c === undefined) return 0;
+    return c.samples > 0 && c.base < c.typical ? c.base : c.typical;
   }
 
   /** A successful round trip of a class, overdue ones included (its cost, for typical()). */

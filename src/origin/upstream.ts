@@ -491,6 +491,20 @@ export class Upstream {
         for (const c of same)
           if (c.limiter !== limiter && c.limiter.joinProbe()) this.metrics.get('originLimitProbes').inc({ site: c.site, origin: c.member.name, source: 'peer' });
     };
+    let shared = false;
+    limiter.onSlowShare = (share, out) => {
+      if (this.forgotten.has(member)) return;
+      const fields = { site, origin: member.name, slowShare: share ?? null, slowOut: out };
+      // Warned when it begins (limiter.ts, "Slow endpoints' share"); its later cuts and its end are info.
+      if (share === undefined) this.logger?.info(fields, 'slow requests share lifted: quick requests were not held up behind them for 30 s');
+      else if (!shared)
+        this.logger?.warn(
+          fields,
+          `origin held up by slow requests: quick requests waited behind ${out} slow ones; slow endpoints now get ${share} at a time, the rest wait at the gateway (slow_share when they wait too long)`,
+        );
+      else this.logger?.info(fields, `slow requests share cut to ${share} of ${out}: quick requests still waited behind them`);
+      shared = share !== undefined;
+    };
     return limiter;
   }
 

@@ -894,6 +894,80 @@ describe('failure amplification: a slow endpoint and the limiter', () => {
   }, 15_000);
 });
 
+describe('failure amplification: an origin whose every worker is held by slow requests', () => {
+  it('gives a 2 s page a share of a 3-worker origin once it holds every worker: quick pages are answered beside it, and the slow page still is (Apache trial: 504s after 15 s)', async () => {
+    const o = await origin();
+    // Three workers and a FIFO backlog, as Apache prefork with MaxRequestWorkers or php-fpm.
+    const WORKERS = 3;
+    let busy = 0;
+    let slowAtWork = 0;
+    const slowAtWorkSeen: { at: number; n: number }[] = [];
+    const backlog: (() => void)[] = [];
+    const worker = (ms: number, slow: boolean): OriginHandler => (_req, res) => {
+      const work = () => {
+        busy++;
+        if (slow) slowAtWorkSeen.push({ at: performance.now(), n: ++slowAtWork });
+        setTimeout(() => {
+          busy--;
+          if (slow) slowAtWork--;
+          res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'no-store' });
+          res.end(slow ? 'report' : 'page');
+          backlog.shift()?.();
+        }, ms);
+      };
+      if (busy < WORKERS) work();
+      else backlog.push(work);
+    };
+    o.route('/report', worker(2_000, true));
+    for (let i = 0; i < 4; i++) o.route(`/q/${i}`, worker(5, false));
+    const g = await gateway({ sites: [siteFor([o.url])] }); // admission left at its defaults
+    for (let i = 0; i < 20; i++) expectFromOrigin(await call(`${g.url}/q/${i % 4}`), 200, `warm /q/${i % 4}`);
+    // Six clients ask the 2 s report over and over; eight readers read quick pages.
+    const started = performance.now();
+    const untilMs = started + 9_000;
+    const reports: Answer[] = [];
+    const pages: { at: number; r: Answer }[] = [];
+    const loop = async (ask: () => Promise<void>, thinkMs: number) => {
+      while (performance.now() < untilMs) {
+        await ask();
+        await sleep(thinkMs);
+      }
+    };
+    await Promise.all([
+      ...Array.from({ length: 6 }, () => loop(async () => void reports.push(await call(`${g.url}/report`)), 10)),
+      ...Array.from({ length: 8 }, (_, i) =>
+        loop(async () => {
+          const at = performance.now() - started;
+          pages.push({ at, r: await call(`${g.url}/q/${i % 4}`) });
+        }, 50),
+      ),
+    ]);
+    const cut = g.logs.find((l) => String(l.msg).startsWith('origin held up by slow requests'));
+    expect(cut, 'the share is cut, and said so at warn').toBeDefined();
+    expect(cut!.level).toBe(40);
+    expect(cut!.slowShare).toBeLessThanOrEqual(WORKERS);
+    // Once the reports at work are within the share (from 5 s on: two of their round trips
+    // after the cut), a worker is left for the quick pages: they are answered at once.
+    const late = pages.filter((p) => p.at > 5_000);
+    expect(late.length).toBeGreaterThan(100);
+    late.forEach((p) => expectFromOrigin(p.r, 200, `a quick page at ${Math.round(p.at)} ms`));
+    const ms = late.map((p) => p.r.ms).sort((x, y) => x - y);
+    expect(ms[Math.floor(ms.length * 0.9)], 'quick pages p90 (ms) beside the reports').toBeLessThan(300);
+    expect(ms[Math.floor(ms.length * 0.99)], 'quick pages p99 (ms): none waits for a report to end').toBeLessThan(1_000);
+    // The share grows by one while quick pages are answered promptly, so at moments every worker
+    // holds a report again, until the next cut.
+    const lateReports = slowAtWorkSeen.filter((x) => x.at - started > 5_000);
+    expect(lateReports.filter((x) => x.n >= WORKERS).length, 'reports started late with every worker then holding one').toBeLessThanOrEqual(2);
+    // The report is still answered; the clients beyond the share waited at the gateway, and
+    // those that waited too long were refused slow_share (a 503 with its reason).
+    expect(reports.filter((r) => r.status === 200).length).toBeGreaterThanOrEqual(6);
+    for (const r of reports.filter((x) => x.status !== 200)) {
+      expect(r.status).toBe(503);
+      expect(r.headers['cache-status']).toContain('shed-slow_share');
+    }
+  }, 30_000);
+});
+
 describe('failure amplification: an origin slow for everyone', () => {
   it('keeps letting clients in when every answer of an origin with room starts taking 700 ms: no refusal once its round trip is known', async () => {
     const o = await origin();

@@ -2020,3 +2020,149 @@ describe('Limiter: a latency class learns its no-load round trip only from an or
     expect((limit as ScriptedLimit).samples.length).toBeGreaterThan(20);
   });
 });
+
+describe("Limiter: slow endpoints' share of the origin", () => {
+  /**
+   * An origin with `workers` workers and a FIFO backlog (Apache prefork, php-fpm), Gradient2 in
+   * front, in virtual time: 40 readers of 10 ms pages (think 500 ms), and from 5 s on, 8 clients
+   * asking a 10 s page over and over (busy-workers bench). Deterministic: no randomness.
+   */
+  async function busyOrigin(workers: number, opts: { endMs?: number; hogsUntil?: number; stallAt?: number; stallMs?: number } = {}) {
+    const { Gradient2Limit } = await import('../../../src/admission/limits/gradient2.js');
+    const clock = new ManualClock(0);
+    const scheduler = new ManualScheduler(clock);
+    const limiter = new Limiter({
+      limit: new Gradient2Limit({ initial: 8, min: 2, max: 256 }),
+      queue: { maxLength: 1000, deadlineMs: 500, codelTargetMs: 50, codelIntervalMs: 100, minWaitRoundTrips: 8 },
+      classes: 1,
+      clock,
+      scheduler,
+      slowLane: true,
+    });
+    const shares: (number | undefined)[] = [];
+    const shareTimes: number[] = [];
+    limiter.onSlowShare = (share) => {
+      shares.push(share);
+      shareTimes.push(clock.now());
+    };
+    let busy = 0;
+    let slowAtOrigin = 0;
+    let maxSlowAtOriginLate = 0;
+    const backlog: (() => void)[] = [];
+    const startWork = (ms: number, slow: boolean, done: () => void) => {
+      busy++;
+      if (slow) slowAtOrigin++;
+      // A stall of the host: no work ends between stallAt and stallAt + stallMs; what would have
+      // ends at the stall's end.
+      const endAt = clock.now() + ms;
+      const stallEnd = (opts.stallAt ?? 0) + (opts.stallMs ?? 0);
+      const stall = opts.stallAt !== undefined && endAt >= opts.stallAt && endAt < stallEnd ? stallEnd - endAt : 0;
+      scheduler.setTimeout(() => {
+        busy--;
+        if (slow) slowAtOrigin--;
+        done();
+        const next = backlog.shift();
+        if (next) next();
+      }, ms + stall);
+    };
+    const send = (ms: number, slow: boolean, done: () => void) => {
+      if (clock.now() > 30_000) maxSlowAtOriginLate = Math.max(maxSlowAtOriginLate, slowAtOrigin + (slow ? 1 : 0));
+      if (busy < workers) startWork(ms, slow, done);
+      else backlog.push(() => startWork(ms, slow, done));
+    };
+    const endMs = opts.endMs ?? 45_000;
+    const readers = { answered: 0, late: [] as number[], refused: new Map<string, number>() };
+    const hogs = { answered: 0, refused: new Map<string, number>() };
+    const ask = (slow: boolean, i: number, again: () => void) => {
+      const t0 = clock.now();
+      // One latency class for both, as a route's top-level pages are: only their paths differ.
+      const path = slow ? '/report' : `/page${i % 4}`;
+      const latencyClass = 'fill:default:';
+      const on = (r: AcquireResult) => {
+        const into = slow ? hogs : readers;
+        if (!r.ok) {
+          into.refused.set(r.reason, (into.refused.get(r.reason) ?? 0) + 1);
+          scheduler.setTimeout(again, slow ? 100 : 500);
+          return;
+        }
+        send(slow ? 10_000 : 10, slow, () => {
+          r.permit.release('success', latencyClass);
+          into.answered++;
+          if (!slow && t0 >= 30_000) readers.late.push(clock.now() - t0);
+          scheduler.setTimeout(again, slow ? 10 : 500);
+        });
+      };
+      const r = limiter.acquire({ priority: 0, latencyClass, path });
+      if (r instanceof Promise) void r.then(on);
+      else on(r);
+    };
+    for (let i = 0; i < 40; i++) {
+      const reader = () => clock.now() < endMs && ask(false, i, reader);
+      scheduler.setTimeout(reader, i * 12.5);
+    }
+    for (let i = 0; i < 8; i++) {
+      const hog = () => clock.now() < (opts.hogsUntil ?? endMs) && ask(true, i, hog);
+      scheduler.setTimeout(hog, 5_000 + i * 10);
+    }
+    for (let t = 0; t < endMs; t += 5) {
+      scheduler.advance(5);
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    readers.late.sort((a, b) => a - b);
+    return { shares, shareTimes, readers, hogs, maxSlowAtOriginLate, limiter, p90Late: readers.late[Math.floor(0.9 * readers.late.length)] ?? Infinity };
+  }
+
+  it('an origin whose 5 workers are held by 10 s requests: their share is cut, and quick pages flow beside the few let through', async () => {
+    const r = await busyOrigin(5);
+    // Cut within a few seconds of the slow requests taking every worker, to half of those out.
+    expect(r.shares[0]).toBeGreaterThanOrEqual(1);
+    expect(r.shares[0]).toBeLessThanOrEqual(4);
+    // Once the cut has taken effect, fewer slow requests than workers are at the origin, and
+    // the readers' pages (10 ms of work) are answered in well under a second.
+    expect(r.maxSlowAtOriginLate).toBeLessThan(5);
+    expect(r.p90Late).toBeLessThan(200);
+    expect(r.readers.late.length).toBeGreaterThan(400);
+    // The slow page is still answered, a few at a time; the clients beyond the share wait at the
+    // gateway and are refused `slow_share` past their deadline (5 s: 8 of its round trips, capped).
+    expect(r.hogs.answered).toBeGreaterThanOrEqual(8);
+    expect(r.hogs.refused.get('slow_share')).toBeGreaterThan(0);
+  }, 60_000);
+
+  it('the share is lifted 30 s after the last quick request held up or slow request held for it', async () => {
+    const r = await busyOrigin(5, { endMs: 80_000, hogsUntil: 25_000 });
+    expect(r.shares[0]).toBeGreaterThanOrEqual(1);
+    expect(r.shares.at(-1)).toBeUndefined();
+    // The slow clients stop at 25 s (the last ones held wait up to 5 s before that); the share
+    // goes 30 s later, not before: slow requests waited for it until then.
+    expect(r.shareTimes.at(-1)).toBeGreaterThanOrEqual(45_000);
+    expect(r.shareTimes.at(-1)).toBeLessThan(65_000);
+  }, 60_000);
+
+  it('an origin with room for the slow requests never sets a share: nothing is held or refused', async () => {
+    const r = await busyOrigin(1_000);
+    expect(r.shares).toEqual([]);
+    expect(r.readers.refused.size).toBe(0);
+    expect(r.hogs.refused.size).toBe(0);
+    expect(r.p90Late).toBeLessThan(20);
+  }, 60_000);
+
+  it('an origin with room that hangs for 3 s: a share is cut then, and costs only some of the slow requests right after it', async () => {
+    const r = await busyOrigin(1_000, { endMs: 60_000, stallAt: 20_000, stallMs: 3_000 });
+    // Every request out is held up by the hang, the 8 slow ones too: a share is cut then (to 4),
+    // a misfire the rules bound. The 8 slow clients come back together after it; the share
+    // grows by one each time a slow request is answered while quick ones are answered promptly,
+    // so some of them wait at the gateway past their deadline (5 s) and are refused. Quick
+    // pages are never held or refused.
+    expect(r.shares[0]).toBe(4);
+    expect(r.hogs.refused.get('slow_share') ?? 0).toBeLessThanOrEqual(12);
+    expect(r.hogs.answered).toBeGreaterThanOrEqual(30);
+    expect(r.readers.refused.size).toBe(0);
+    expect(r.p90Late).toBeLessThan(20);
+  }, 60_000);
+
+  it('a host stall of 600 ms holds every request up at once: no share is set', async () => {
+    const r = await busyOrigin(1_000, { endMs: 25_000, stallAt: 20_000, stallMs: 600 });
+    expect(r.shares).toEqual([]);
+    expect(r.hogs.refused.size).toBe(0);
+  }, 60_000);
+});
