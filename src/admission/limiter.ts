@@ -582,6 +582,11 @@ export class Limiter {
     return planned > enforced ? planned : enforced;
   }
 
+  /** How many slow requests may be out, or undefined while no share is set (see "Slow endpoints' share" above). */
+  get slowRequestsShare(): number | undefined {
+    return this.slowShare === Infinity ? undefined : this.slowShare;
+  }
+
   /** Requests waiting for a permit: the queue's, and slow endpoints' held for their share (see "Slow endpoints' share" above). */
   get queueLength(): number {
     return this.queue.length + this.held.length;

@@ -178,6 +178,12 @@ export const METRICS = {
     'No-load probes of the learned limit (the limit held at a quarter for a few round trips to measure the origin\'s round trip without queueing): `source="own"` started here, `"peer"` joined because another gateway sharing the Redis tier started one.',
     ['site', 'origin', 'source'],
   ),
+  originSlowShare: spec(
+    'crowdgate_origin_slow_share',
+    'gauge',
+    'How many slow requests the member may have out while quick requests were held up behind them (README Overload control, "slow requests get a share"); 0 while no share is set.',
+    ['site', 'origin'],
+  ),
   queueLength: spec('crowdgate_queue_length', 'gauge', 'Requests waiting for an origin permit.', ['site', 'origin']),
   queueWait: spec(
     'crowdgate_queue_wait_seconds',

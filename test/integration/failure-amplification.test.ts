@@ -946,6 +946,11 @@ describe('failure amplification: an origin whose every worker is held by slow re
     expect(cut, 'the share is cut, and said so at warn').toBeDefined();
     expect(cut!.level).toBe(40);
     expect(cut!.slowShare).toBeLessThanOrEqual(WORKERS);
+    // The share is on /metrics while set (lifted 30 s after quick pages were last held up).
+    const share = Object.values(gauge(await metricsOf(g), 'crowdgate_origin_slow_share'));
+    expect(share).toHaveLength(1);
+    expect(share[0]).toBeGreaterThanOrEqual(1);
+    expect(share[0]).toBeLessThanOrEqual(6);
     // Once the reports at work are within the share (from 5 s on: two of their round trips
     // after the cut), a worker is left for the quick pages: they are answered at once.
     const late = pages.filter((p) => p.at > 5_000);
