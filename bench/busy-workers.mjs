@@ -7,7 +7,8 @@
  * prefork with MaxRequestWorkers has. After `--warm` s of readers alone, `--hogs` clients ask a
  * `--slow-s` s page over and over (each a new URL) while `--readers` clients read quick 5–15 ms
  * pages with `--think-ms` think time (uniform 0.5–1.5×), for `--duration` s. Each round runs
- * both sides on a fresh origin (and a fresh gateway), in alternating order; clients give up
+ * each side (straight to the origin, through crowdgate as shipped, and through crowdgate with
+ * `admission.limit.slowShare: true`) on a fresh origin (and a fresh gateway), in alternating order; clients give up
  * after 30 s. It reports, per side, what readers and slow pages got (answered, refused by the
  * gateway with its reason, 504, client timeouts), the readers' answered latency, the origin's
  * peak backlog and how many answers it made for clients that had left (read once it is idle),
@@ -50,6 +51,8 @@ const opts = {
   rounds: Number(values.rounds),
 };
 const CLIENT_TIMEOUT_MS = 30_000;
+/** Straight to the origin, through crowdgate as shipped, and with admission.limit.slowShare on. */
+const SIDES = ['direct', 'crowdgate', 'crowdgate-slowshare'];
 
 async function startWorkerOrigin(label) {
   const port = await freePort();
@@ -119,7 +122,11 @@ async function gaugeOf(adminUrl, name) {
 
 async function runSide(side) {
   const origin = await startWorkerOrigin(`origin-${side}`);
-  const gw = side === 'crowdgate' ? await startCrowdgate({ originUrl: origin.url, label: 'crowdgate' }) : undefined;
+  // crowdgate-slowshare: admission.limit.slowShare on (off by default).
+  const gw =
+    side === 'direct'
+      ? undefined
+      : await startCrowdgate({ originUrl: origin.url, label: side, ...(side === 'crowdgate-slowshare' ? { admission: { limit: { slowShare: true } } } : {}) });
   const base = gw?.url ?? origin.url;
   try {
     await readers(base, opts.readers, performance.now() + opts.warmS * 1000, tally());
@@ -185,7 +192,7 @@ const loadAtStart = noteMachineLoad('start');
 const rows = [];
 try {
   for (let round = 0; round < opts.rounds; round++) {
-    const order = round % 2 === 0 ? ['direct', 'crowdgate'] : ['crowdgate', 'direct'];
+    const order = round % 2 === 0 ? SIDES : [...SIDES].reverse();
     for (const side of order) {
       process.stderr.write(`round ${round + 1}: ${side} …\n`);
       rows.push({ round: round + 1, ...summarize(await runSide(side)) });
@@ -208,10 +215,10 @@ L.push(
 );
 for (const r of rows)
   L.push(
-    `| ${r.round} | ${r.side} | ${r.readersAnswered} | ${r.readersRefused} ${r.readersRefused ? JSON.stringify(r.readersRefusedBy) : ''} | ${r.readers504} | ${r.readersClientTimeout} | ${fmt(r.readerP50)} | ${fmt(r.readerP99)} | ${r.slowAnswered} | ${r.slowRefused} ${r.slowRefused ? JSON.stringify(r.slowRefusedBy) : ''} | ${r.slow504} | ${r.originPeakBacklog} | ${r.originAbandoned} | ${r.side === 'crowdgate' ? `${fmt(r.peakInflight)} (${fmt(r.limitAtPeak)})` : '—'} |`,
+    `| ${r.round} | ${r.side} | ${r.readersAnswered} | ${r.readersRefused} ${r.readersRefused ? JSON.stringify(r.readersRefusedBy) : ''} | ${r.readers504} | ${r.readersClientTimeout} | ${fmt(r.readerP50)} | ${fmt(r.readerP99)} | ${r.slowAnswered} | ${r.slowRefused} ${r.slowRefused ? JSON.stringify(r.slowRefusedBy) : ''} | ${r.slow504} | ${r.originPeakBacklog} | ${r.originAbandoned} | ${r.side !== 'direct' ? `${fmt(r.peakInflight)} (${fmt(r.limitAtPeak)})` : '—'} |`,
   );
 L.push('', '## Medians over the rounds', '', '| side | readers answered | readers refused | reader 504 + client timeouts | reader p50 ms | slow answered | answers for clients gone |', '|---|---:|---:|---:|---:|---:|---:|');
-for (const side of ['direct', 'crowdgate']) {
+for (const side of SIDES) {
   const rs = rows.filter((r) => r.side === side);
   L.push(
     `| ${side} | ${fmt(median(rs.map((r) => r.readersAnswered)))} | ${fmt(median(rs.map((r) => r.readersRefused)))} | ${fmt(median(rs.map((r) => r.readers504 + r.readersClientTimeout)))} | ${fmt(median(rs.map((r) => r.readerP50)))} | ${fmt(median(rs.map((r) => r.slowAnswered)))} | ${fmt(median(rs.map((r) => r.originAbandoned)))} |`,

@@ -165,6 +165,11 @@ export interface LimiterOptions {
    * means what it says; the origin seam turns it on for learned limits.
    */
   slowLane?: boolean;
+  /**
+   * Give slow requests a share of an origin they hold (see "Slow endpoints' share" above), with
+   * a slow lane only. Default false (admission.limit.slowShare).
+   */
+  slowShare?: boolean;
   /** The host's current event-loop delay, ms, passed to the algorithm with every sample. */
   hostDelayMs?: () => number;
   /**
@@ -180,8 +185,6 @@ const REFUSED_DEADLINE = refusal('deadline');
 const REFUSED_ABORTED = refusal('aborted');
 /** Refused at arrival: the queue ahead would not drain before the request's deadline. */
 const REFUSED_PREDICTED = refusal('predicted_wait');
-/** A slow endpoint's request whose deadline was already past when the slow requests' share was full. */
-const REFUSED_SLOW_SHARE = refusal('slow_share');
 
 /** A permit is overdue after this many typical round trips (see "Overdue permits" above). */
 export const OVERDUE_FACTOR = 10;
@@ -344,6 +347,7 @@ const WAIT_REPRICE_GROWTH = 1.25;
 
 /** A request of a slow endpoint waiting for the slow requests' share (see "Slow endpoints' share" above). */
 interface HeldSlow {
+  readonly opts: AcquireOptions;
   readonly enqueuedAt: number;
   readonly deadlineAt: number;
   readonly path: string | undefined;
@@ -410,8 +414,12 @@ export class Limiter {
   private readonly sample: LimitSample = { rttMs: 0, inflight: 0, originInflight: 0, peerInflight: 0, waiting: 0, dropped: false, hostDelayMs: 0, stratum: undefined, stratumShare: undefined, scaleMs: undefined, classBaseMs: undefined, classSettledMs: undefined };
   private readonly hostDelayMs: (() => number) | undefined;
   private readonly peersInflight: (() => number) | undefined;
+  /** Whether slow requests may get a share (LimiterOptions.slowShare), with a slow lane. */
+  private slowShareOn: boolean;
   /** How many slow requests may be out; Infinity when no share is set (see "Slow endpoints' share" above). */
   private slowShare = Infinity;
+  /** When a quick request was last seen held up for SLOW_SHARE_SPAN_MS or more (the evidence a cut needs). */
+  private heldUpLongAt = -Infinity;
   /** When the share was last cut or raised: quick requests started before it are not judged against it. */
   private slowShareAt = -Infinity;
   /** The current run of quick requests held up behind slow ones: how many, the earliest start, and the prompt ones since. */
@@ -460,6 +468,7 @@ export class Limiter {
     this.drainRateTauMs = opts.drainRateTauMs ?? 2000;
     this.drainBucketStartAt = this.clock.now();
     this.slowLane = opts.slowLane ?? false;
+    this.slowShareOn = opts.slowShare ?? false;
     this.hostDelayMs = opts.hostDelayMs;
     this.peersInflight = opts.peerInflight;
     this.hookProbes();
@@ -647,13 +656,50 @@ export class Limiter {
     // an emergency cap of 2 otherwise still granted beside 8 slow requests at the origin.
     if (this.slowLane && !slowLane) this.recountLane();
     this.slowLane = slowLane;
-    // Nor a share for slow requests: those held for it go to the queue's rules (pump).
-    if (!slowLane && this.slowShare !== Infinity) {
-      this.slowShare = Infinity;
-      this.onSlowShare?.(undefined, 0);
-    }
+    // Nor a share for slow requests (see endSlowShare).
+    if (!slowLane) this.endSlowShare();
     this.pump(this.clock.now());
     this.changed();
+  }
+
+  /** admission.limit.slowShare reloaded: off ends a share set (endSlowShare). */
+  enableSlowShare(on: boolean): void {
+    if (on === this.slowShareOn) return;
+    this.slowShareOn = on;
+    if (!on) this.endSlowShare();
+  }
+
+  /**
+   * No share any more (turned off, or no slow lane): the evidence is forgotten, the scan stops,
+   * and the requests held for the share go through acquire again, to the queue's rules and
+   * reasons (a reload to a fixed limit left them held, refused `slow_share` after 5 s with no
+   * share: review).
+   */
+  private endSlowShare(): void {
+    const now = this.clock.now();
+    const was = this.slowShare;
+    this.setSlowShare(Infinity, now);
+    this.heldUpCount = 0;
+    this.promptQuick = 0;
+    this.heldUpAt = this.heldUpLongAt = this.slowHeldAt = -Infinity;
+    if (this.heldUpTimer !== undefined) {
+      this.scheduler.clearTimeout(this.heldUpTimer);
+      this.heldUpTimer = undefined;
+    }
+    if (was !== Infinity) this.onSlowShare?.(undefined, 0);
+    for (const h of this.held.splice(0)) {
+      this.detachHeld(h);
+      const heldMs = now - h.enqueuedAt;
+      const settle = (r: AcquireResult) => h.resolve({ ...r, waitedMs: r.waitedMs + heldMs });
+      const r = this.acquire({ ...h.opts, deadlineAt: h.deadlineAt });
+      if (r instanceof Promise) void r.then(settle);
+      else settle(r);
+    }
+  }
+
+  /** Slow requests may get a share now: the option is on and there is a slow lane. */
+  private get sharing(): boolean {
+    return this.slowShareOn && this.slowLane;
   }
 
   /**
@@ -683,7 +729,11 @@ export class Limiter {
     if (this.queue.length > 0 && this.hasRoom) this.pump(now); // limit grew
     if (this.slowShare !== Infinity && this.isSlow(opts.path, opts.latencyClass)) {
       this.liftSlowShare(now);
-      if (this.slowShare !== Infinity && (this.held.length > 0 || this.slowOut(now) >= this.slowShare)) return this.holdSlow(opts, now);
+      if (this.slowShare !== Infinity && (this.held.length > 0 || this.slowOut(now) >= this.slowShare)) {
+        // Held requests count against the queue's bound, as its waiters do.
+        if (this.queue.length + this.held.length >= this.queueConfig.maxLength) return REFUSED_QUEUE_FULL;
+        return this.holdSlow(opts, now);
+      }
     }
     if (this.inflightCount >= this.limit && this.trialDue(now)) {
       // Every permit is held by a request the origin has not answered: one goes beyond the
@@ -1103,6 +1153,9 @@ export class Limiter {
 
   /** A quick request's cost (isQuick), else 0. */
   private quickCost(path: string | undefined, latencyClass: string | undefined): number {
+    // Nor a path known to be slow on its own (a long-poll's first answer came at once, and its
+    // later polls, held for seconds, read as quick requests held up: review).
+    if (path !== undefined && this.isKnownSlow(path, this.clock.now())) return 0;
     const cost = path === undefined ? this.latency.cost(latencyClass) : (this.pathFloors.get(knownSlowKey(path)) ?? 0);
     return cost > 0 && cost * QUICK_SHARE_FACTOR <= this.overdueAfterMs ? cost : 0;
   }
@@ -1157,7 +1210,7 @@ export class Limiter {
    * Unreferenced: it never keeps a process alive by itself.
    */
   private armHeldUpScan(): void {
-    if (!this.slowLane || this.heldUpTimer !== undefined || this.inflightCount + this.overdueCount === 0) return;
+    if (!this.sharing || this.heldUpTimer !== undefined || this.inflightCount + this.overdueCount === 0) return;
     const handle = this.scheduler.setTimeout(() => {
       this.heldUpTimer = undefined;
       const now = this.clock.now();
@@ -1171,6 +1224,7 @@ export class Limiter {
 
   /** The quick requests out held up (heldUpMs) are noted (noteHeldUp), and the share is judged by the longest held. */
   private scanHeldUp(now: number): void {
+    if (!this.sharing) return;
     const due = now - OVERDUE_MIN_MS;
     let longest = -1;
     for (const list of [this.counted, this.lane])
@@ -1210,6 +1264,7 @@ export class Limiter {
    * fill the origin's backlog: the cut is then deeper than needed, and grows back).
    */
   private judgeSlowShare(now: number, heldMs: number): void {
+    if (heldMs >= SLOW_SHARE_SPAN_MS) this.heldUpLongAt = now;
     const evidence = this.slowShare === Infinity ? SLOW_SHARE_EVIDENCE : 1;
     if (heldMs < SLOW_SHARE_SPAN_MS || this.heldUpCount < evidence || this.promptQuick > this.heldUpCount) return;
     const out = this.slowOut(now);
@@ -1247,7 +1302,7 @@ export class Limiter {
   private slowAnswered(now: number): void {
     if (this.slowShare === Infinity) return;
     if (this.liftSlowShare(now)) return;
-    if (this.held.length > 0 && this.promptSinceShare > 0 && this.heldUpAt < this.slowShareAt && this.slowOut(now) < this.slowShare)
+    if (this.held.length > 0 && this.promptSinceShare > 0 && this.heldUpLongAt < this.slowShareAt && this.slowOut(now) < this.slowShare)
       this.setSlowShare(this.slowShare + Math.max(1, Math.floor(this.slowShare / 4)), now);
   }
 
@@ -1257,7 +1312,7 @@ export class Limiter {
    * up). True when it did.
    */
   private liftSlowShare(now: number): boolean {
-    if (this.slowShare === Infinity || this.held.length > 0 || now - Math.max(this.heldUpAt, this.slowShareAt, this.slowHeldAt) < SLOW_SHARE_FORGET_MS) return false;
+    if (this.slowShare === Infinity || this.held.length > 0 || now - Math.max(this.heldUpLongAt, this.slowShareAt, this.slowHeldAt) < SLOW_SHARE_FORGET_MS) return false;
     this.setSlowShare(Infinity, now);
     this.onSlowShare?.(undefined, this.slowOut(now));
     this.changed();
@@ -1274,10 +1329,10 @@ export class Limiter {
       const ownMs = Math.min((this.queueConfig.minWaitRoundTrips ?? 0) * this.costOf(opts.path, opts.latencyClass), ROUND_TRIP_WAIT_MAX_MS);
       deadlineAt = Math.max(deadlineAt, now + this.roundTripWaitMs(opts.latencyClass), now + ownMs);
     }
-    if (deadlineAt <= now) return REFUSED_SLOW_SHARE;
+    if (deadlineAt <= now) return REFUSED_DEADLINE;
     return new Promise<AcquireResult>((resolve) => {
       const signal = opts.signal;
-      const h: HeldSlow = { enqueuedAt: now, deadlineAt, path: opts.path, latencyClass: opts.latencyClass, resolve, signal, timer: undefined, onAbort: undefined };
+      const h: HeldSlow = { opts, enqueuedAt: now, deadlineAt, path: opts.path, latencyClass: opts.latencyClass, resolve, signal, timer: undefined, onAbort: undefined };
       h.timer = this.scheduler.setTimeout(() => this.dropHeld(h, 'slow_share'), deadlineAt - now);
       if (signal) {
         h.onAbort = () => this.dropHeld(h, 'aborted');
@@ -1364,11 +1419,11 @@ export class Limiter {
       }
       // A quick request answered (or not) after being held up, or answered promptly (see "Slow
       // endpoints' share" above).
-      const heldMs = this.heldUpMs(permit, now);
+      const heldMs = this.sharing ? this.heldUpMs(permit, now) : -1;
       if (heldMs >= 0) {
         if (!permit.heldUp) this.noteHeldUp(permit, now);
         this.judgeSlowShare(now, heldMs);
-      } else if (succeeded) this.notePromptQuick(permit);
+      } else if (succeeded && this.sharing) this.notePromptQuick(permit);
       // During a no-load probe a counted request is the probe's measurement, however slow.
       const probing = (this.algorithm.planning ?? 0) > this.algorithm.current;
       // Before any round trip is known there is no mix to be an outlier of: an origin whose
@@ -1386,7 +1441,7 @@ export class Limiter {
     // class never learned one and a burst of them got the site's 0.5 s deadline).
     if (succeeded) {
       this.latency.observe(latencyClass, now - permit.acquiredAt);
-      if (this.slowLane) this.notePathFloor(permit.path, now - permit.acquiredAt);
+      if (this.sharing) this.notePathFloor(permit.path, now - permit.acquiredAt);
     }
     if (kind === 'success') {
       // EWMA (α = 0.1) of successful round trips, for the expected wait at arrival.

@@ -788,6 +788,12 @@ export const limitSchema = z
       .min(1)
       .optional()
       .describe('Hard cap on concurrent origin requests per member, on top of the learned limit.'),
+    slowShare: z
+      .boolean()
+      .default(false)
+      .describe(
+        'Learned limits: when quick pages are held up behind slow requests (an origin with a few workers, all busy with slow pages), hold the slow requests beyond a share at the gateway (README Overload control). Off by default: on an origin with room, a stall of over a second with slow requests out sets a share, and some slow requests are refused for a while after it.',
+      ),
   })
   .describe('Per-origin adaptive concurrency limit.');
 

@@ -351,8 +351,8 @@ export class Upstream {
   controlFor(site: SiteConfig, member: OriginMember): MemberControl {
     let admissionKey = this.admissionKeys.get(this.admission);
     if (admissionKey === undefined) {
-      const { ceiling: _ceiling, ...learning } = this.admission.limit;
-      admissionKey = JSON.stringify([learning, this.priorityClasses, this.admission.queue, this.admission.limit.ceiling ?? null]);
+      const { ceiling: _ceiling, slowShare: _slowShare, ...learning } = this.admission.limit;
+      admissionKey = JSON.stringify([learning, this.priorityClasses, this.admission.queue, this.admission.limit.ceiling ?? null, this.admission.limit.slowShare]);
       this.admissionKeys.set(this.admission, admissionKey);
     }
     let circuitKey = this.circuitKeys.get(site.circuit);
@@ -400,6 +400,7 @@ export class Upstream {
         const [newLearning, newClasses] = JSON.parse(admissionKey) as [LearningKey, number];
         c.limiter.configure({ ceiling: this.admission.limit.ceiling, queue: this.admission.queue, classes: newClasses + 2 });
         if (JSON.stringify(oldLearning) !== JSON.stringify(newLearning)) applyLimitEdit(c.limiter, oldLearning, this.admission.limit);
+        c.limiter.enableSlowShare(this.admission.limit.slowShare);
         c.admissionKey = admissionKey;
       }
       if (c.circuitKey !== circuitKey) {
@@ -477,6 +478,7 @@ export class Upstream {
       // A learned limit measures the origin, so requests already known to be slow step aside
       // (limiter.ts, "Overdue permits"); a fixed limit means what it says.
       slowLane: this.admission.limit.algorithm !== 'fixed',
+      slowShare: this.admission.limit.slowShare,
       hostDelayMs: () => this.hostDelayMs(),
       peerInflight: () => this.othersInflight(memberKey, limiter),
     });

@@ -895,7 +895,7 @@ describe('failure amplification: a slow endpoint and the limiter', () => {
 });
 
 describe('failure amplification: an origin whose every worker is held by slow requests', () => {
-  it('gives a 2 s page a share of a 3-worker origin once it holds every worker: quick pages are answered beside it, and the slow page still is (Apache trial: 504s after 15 s)', async () => {
+  it('with admission.limit.slowShare, gives a 2 s page a share of a 3-worker origin once it holds every worker: quick pages are answered beside it, and the slow page still is (Apache trial: 504s after 15 s)', async () => {
     const o = await origin();
     // Three workers and a FIFO backlog, as Apache prefork with MaxRequestWorkers or php-fpm.
     const WORKERS = 3;
@@ -920,7 +920,7 @@ describe('failure amplification: an origin whose every worker is held by slow re
     };
     o.route('/report', worker(2_000, true));
     for (let i = 0; i < 4; i++) o.route(`/q/${i}`, worker(5, false));
-    const g = await gateway({ sites: [siteFor([o.url])] }); // admission left at its defaults
+    const g = await gateway({ sites: [siteFor([o.url])], admission: { limit: { slowShare: true } } });
     for (let i = 0; i < 20; i++) expectFromOrigin(await call(`${g.url}/q/${i % 4}`), 200, `warm /q/${i % 4}`);
     // Six clients ask the 2 s report over and over; eight readers read quick pages.
     const started = performance.now();
