@@ -73,8 +73,9 @@
  * every quick page sent beside them waited in its accept queue for a worker, 9-10 s, while the
  * gateway sent more (busy-workers bench). So when quick requests (a request's cost, costOf: its
  * path's least round trip, else its endpoint's no-load one, at most 1/QUICK_SHARE_FACTOR of the
- * overdue threshold) are held up past that threshold while slow ones are out (a cost past it or
- * past SLOW_SHARE_SLOW_MS, or any request out that long that is not quick), at least SLOW_SHARE_EVIDENCE of them, one for
+ * overdue threshold) are held up (out past 4 times their cost) while slow ones are out (a path
+ * never answered under SLOW_SHARE_SLOW_MS, or any request out past the overdue threshold that
+ * is not quick), at least SLOW_SHARE_EVIDENCE of them, one for
  * SLOW_SHARE_SPAN_MS or more, and no fewer than the quick ones answered promptly meanwhile, the
  * slow requests out are what holds the origin: their share is cut to SLOW_SHARE_CUT of those out
  * (at least 1). A request of a slow endpoint that finds the share full waits at the gateway
@@ -230,8 +231,12 @@ export const QUICK_SHARE_FACTOR = 4;
 export const PATH_FLOORS = 4_096;
 /** scanHeldUp looks at least this long apart, ms. */
 const HELD_UP_SCAN_MS = 250;
-/** A request that costs more than this is slow whatever the overdue threshold, ms (see isSlow). */
+/** A request whose path's least round trip is this long or more is slow, ms (see isSlow). */
 export const SLOW_SHARE_SLOW_MS = 1_000;
+/** The share's log line names at most this many paths of slow requests. */
+const SLOW_PATHS_NAMED = 3;
+/** A path's least round trip is kept as at least this, ms (0 reads as unknown). */
+const PATH_FLOOR_MIN_MS = 0.01;
 /** The slow requests' share is cut to this part of those out. */
 export const SLOW_SHARE_CUT = 0.5;
 /** Quick requests held up before the slow requests' share is cut, at least. */
@@ -363,9 +368,10 @@ export class Limiter {
   onChange: ((limiter: Limiter) => void) | undefined;
   /**
    * Called when the slow requests' share is cut (`share`: how many may be out now, `out`: how
-   * many were) or lifted (`share` undefined). See "Slow endpoints' share" above.
+   * many were, `paths`: up to SLOW_PATHS_NAMED of their paths, most held first) or lifted
+   * (`share` undefined). See "Slow endpoints' share" above.
    */
-  onSlowShare: ((share: number | undefined, out: number) => void) | undefined;
+  onSlowShare: ((share: number | undefined, out: number, paths?: string[]) => void) | undefined;
   /** Called when the algorithm starts a no-load probe of its own (Limit.onProbe), to tell the other gateways. */
   onProbe: (() => void) | undefined;
 
@@ -429,7 +435,7 @@ export class Limiter {
   /** When a quick request was last held up (within the share's rules), ms. */
   private heldUpAt = -Infinity;
   /** Each path's least round trip, least recently answered first (see costOf). */
-  private readonly pathFloors = new Map<string, number>();
+  private readonly pathFloors = new Map<string, { ms: number }>();
   /** Quick requests started since the share last changed and answered promptly (see slowAnswered). */
   private promptSinceShare = 0;
   /** When a slow request last had to wait for the share. */
@@ -1138,7 +1144,7 @@ export class Limiter {
    */
   private costOf(path: string | undefined, latencyClass: string | undefined): number {
     const floor = path === undefined ? undefined : this.pathFloors.get(knownSlowKey(path));
-    return floor ?? this.latency.cost(latencyClass);
+    return floor?.ms ?? this.latency.cost(latencyClass);
   }
 
   /**
@@ -1156,7 +1162,7 @@ export class Limiter {
     // Nor a path known to be slow on its own (a long-poll's first answer came at once, and its
     // later polls, held for seconds, read as quick requests held up: review).
     if (path !== undefined && this.isKnownSlow(path, this.clock.now())) return 0;
-    const cost = path === undefined ? this.latency.cost(latencyClass) : (this.pathFloors.get(knownSlowKey(path)) ?? 0);
+    const cost = path === undefined ? this.latency.cost(latencyClass) : (this.pathFloors.get(knownSlowKey(path))?.ms ?? 0);
     return cost > 0 && cost * QUICK_SHARE_FACTOR <= this.overdueAfterMs ? cost : 0;
   }
 
@@ -1174,22 +1180,31 @@ export class Limiter {
   }
 
   /**
-   * A request is slow: its cost is past the overdue threshold, or SLOW_SHARE_SLOW_MS (the
-   * threshold grows to 2 s when held-up answers are fed to the typical round trip, and a 2 s
-   * report then read as not slow, never held for its share: an integration test).
+   * A request is slow: its cost is SLOW_SHARE_SLOW_MS or more. Not the overdue threshold: at
+   * 100 ms, a site's 150 ms search pages read as slow beside its 2 ms pages, and were held and
+   * refused for the share (Apache trial). A quick page first answered in a jam (9 s) reads as
+   * slow until its next answer, which may wait for the share; waiting for a second answer
+   * before calling a path slow let a 2 s report through for one more round trip, and quick
+   * pages waited behind it (the integration test).
    */
   private isSlow(path: string | undefined, latencyClass: string | undefined): boolean {
-    const overdueAfter = this.overdueAfterMs;
-    return this.costOf(path, latencyClass) > (overdueAfter < SLOW_SHARE_SLOW_MS ? overdueAfter : SLOW_SHARE_SLOW_MS);
+    return this.costOf(path, latencyClass) >= SLOW_SHARE_SLOW_MS;
   }
 
   /** A path's least round trip so far (pathFloors, at most PATH_FLOORS paths, the least recently answered forgotten first). */
   private notePathFloor(path: string | undefined, rttMs: number): void {
     if (path === undefined) return;
     const key = knownSlowKey(path);
-    const floor = this.pathFloors.get(key);
-    this.pathFloors.delete(key);
-    this.pathFloors.set(key, floor === undefined || rttMs < floor ? rttMs : floor);
+    // Never 0, which reads as unknown: a page answered within the clock's millisecond was no
+    // longer quick, and the share was never set again (Apache trial).
+    const ms = rttMs > PATH_FLOOR_MIN_MS ? rttMs : PATH_FLOOR_MIN_MS;
+    let floor = this.pathFloors.get(key);
+    if (floor === undefined) floor = { ms };
+    else {
+      this.pathFloors.delete(key);
+      if (ms < floor.ms) floor.ms = ms;
+    }
+    this.pathFloors.set(key, floor);
     if (this.pathFloors.size > PATH_FLOORS) this.pathFloors.delete(this.pathFloors.keys().next().value!);
   }
 
@@ -1202,6 +1217,18 @@ export class Limiter {
         if (now - p.acquiredAt > overdueAfter ? !this.isQuick(p.path, p.latencyClass) : this.isSlow(p.path, p.latencyClass)) n++;
       }
     return n;
+  }
+
+  /** The paths of the slow requests out, most held first, at most SLOW_PATHS_NAMED (for the log line). */
+  private slowPaths(now: number): string[] {
+    const overdueAfter = this.overdueAfterMs;
+    const paths = new Set<string>();
+    for (const list of [this.lane, this.counted])
+      for (let p = list.first; p !== undefined && paths.size < SLOW_PATHS_NAMED; p = p.next) {
+        if (p.path === undefined) continue;
+        if (now - p.acquiredAt > overdueAfter ? !this.isQuick(p.path, p.latencyClass) : this.isSlow(p.path, p.latencyClass)) paths.add(knownSlowKey(p.path));
+      }
+    return [...paths];
   }
 
   /**
@@ -1272,7 +1299,7 @@ export class Limiter {
     if (within < 2) return;
     this.setSlowShare(Math.max(1, Math.floor(within * SLOW_SHARE_CUT)), now);
     this.heldUpCount = 0;
-    this.onSlowShare?.(this.slowShare, out);
+    this.onSlowShare?.(this.slowShare, out, this.slowPaths(now));
   }
 
   /** A new share: quick requests are judged against it from now on (the held-up and the prompt ones). */

@@ -184,7 +184,7 @@ export const METRICS = {
     'How many slow requests the member may have out while quick requests were held up behind them (README Overload control, "slow requests get a share"); 0 while no share is set.',
     ['site', 'origin'],
   ),
-  queueLength: spec('crowdgate_queue_length', 'gauge', 'Requests waiting for an origin permit.', ['site', 'origin']),
+  queueLength: spec('crowdgate_queue_length', 'gauge', 'Requests waiting for an origin permit (slow requests held for their share included).', ['site', 'origin']),
   queueWait: spec(
     'crowdgate_queue_wait_seconds',
     'histogram',

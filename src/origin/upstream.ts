@@ -494,11 +494,11 @@ export class Upstream {
           if (c.limiter !== limiter && c.limiter.joinProbe()) this.metrics.get('originLimitProbes').inc({ site: c.site, origin: c.member.name, source: 'peer' });
     };
     let shared = false;
-    limiter.onSlowShare = (share, out) => {
+    limiter.onSlowShare = (share, out, paths) => {
       if (this.forgotten.has(member)) return;
-      const fields = { site, origin: member.name, slowShare: share ?? null, slowOut: out };
+      const fields = { site, origin: member.name, slowShare: share ?? null, slowOut: out, ...(paths !== undefined ? { slowPaths: paths } : {}) };
       // Warned when it begins (limiter.ts, "Slow endpoints' share"); its later cuts and its end are info.
-      if (share === undefined) this.logger?.info(fields, 'slow requests share lifted: quick requests were not held up behind them for 30 s');
+      if (share === undefined) this.logger?.info(fields, 'slow requests share lifted: no quick request held up behind them for a second, and none of them waiting, for 30 s (or admission.limit.slowShare turned off)');
       else if (!shared)
         this.logger?.warn(
           fields,

@@ -946,6 +946,7 @@ describe('failure amplification: an origin whose every worker is held by slow re
     expect(cut, 'the share is cut, and said so at warn').toBeDefined();
     expect(cut!.level).toBe(40);
     expect(cut!.slowShare).toBeLessThanOrEqual(WORKERS);
+    expect(cut!.slowPaths, 'the line names the slow path').toEqual(['/report']);
     // The share is on /metrics while set (lifted 30 s after quick pages were last held up).
     const share = Object.values(gauge(await metricsOf(g), 'crowdgate_origin_slow_share'));
     expect(share).toHaveLength(1);

@@ -2027,7 +2027,7 @@ describe("Limiter: slow endpoints' share of the origin", () => {
    * front, in virtual time: 40 readers of 10 ms pages (think 500 ms), and from 5 s on, 8 clients
    * asking a 10 s page over and over (busy-workers bench). Deterministic: no randomness.
    */
-  async function busyOrigin(workers: number, opts: { endMs?: number; hogsUntil?: number; stallAt?: number; stallMs?: number; slowShare?: boolean } = {}) {
+  async function busyOrigin(workers: number, opts: { endMs?: number; hogsUntil?: number; stallAt?: number; stallMs?: number; slowShare?: boolean; readMs?: number } = {}) {
     const { Gradient2Limit } = await import('../../../src/admission/limits/gradient2.js');
     const clock = new ManualClock(0);
     const scheduler = new ManualScheduler(clock);
@@ -2086,7 +2086,7 @@ describe("Limiter: slow endpoints' share of the origin", () => {
           scheduler.setTimeout(again, slow ? 100 : 500);
           return;
         }
-        send(slow ? 10_000 : 10, slow, () => {
+        send(slow ? 10_000 : (opts.readMs ?? 10), slow, () => {
           r.permit.release('success', latencyClass);
           into.answered++;
           if (!slow && t0 >= 30_000) readers.late.push(clock.now() - t0);
@@ -2127,6 +2127,12 @@ describe("Limiter: slow endpoints' share of the origin", () => {
     // gateway and are refused `slow_share` past their deadline (5 s: 8 of its round trips, capped).
     expect(r.hogs.answered).toBeGreaterThanOrEqual(8);
     expect(r.hogs.refused.get('slow_share')).toBeGreaterThan(0);
+  }, 60_000);
+
+  it('a quick page answered within the clock\'s millisecond (0 ms) is still quick: the share is cut as for 10 ms pages (Apache trial: never again after one)', async () => {
+    const r = await busyOrigin(5, { readMs: 0 });
+    expect(r.shares[0]).toBeGreaterThanOrEqual(1);
+    expect(r.p90Late).toBeLessThan(200);
   }, 60_000);
 
   it('is off unless asked for (admission.limit.slowShare): the same origin sets no share, and nothing is held', async () => {
