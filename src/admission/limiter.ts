@@ -81,10 +81,13 @@
  * (at least 1). A request of a slow endpoint that finds the share full waits at the gateway
  * (after the queue's own waiters, up to its deadline: `slow_share` when it passes) instead of
  * in the origin's backlog. The share grows by a quarter (at least one) for each slow request
- * answered while none held up a quick one, and is lifted after SLOW_SHARE_FORGET_MS without
- * any held up and without a slow request waiting for it.
- * An origin with room never holds a quick request up, so on a normal day the share is never
- * set; a host's stall shorter than a second holds every request up at once, not for a second.
+ * answered while quick ones started since are answered promptly and none is held up for
+ * SLOW_SHARE_SPAN_MS, and is lifted after SLOW_SHARE_FORGET_MS without one held up that long
+ * and without a slow request waiting for it. Off unless LimiterOptions.slowShare (review: a
+ * stall of over a second on an origin with room cuts it too).
+ * An origin with room holds quick requests up only when it stalls: a stall shorter than a
+ * second sets nothing (no quick request is held a second); a longer one, with slow requests
+ * out, does.
  * After a cut, only quick requests started since are judged: held up for a second, they cut it
  * again (a cut to half of six reports out left three on a three-worker origin).
  */
@@ -1320,11 +1323,12 @@ export class Limiter {
 
   /**
    * A slow request was answered: the share grows by a quarter (at least one) when, since it was
-   * last changed, a quick request started then was answered promptly and none was held up, and
-   * slow ones wait for it (a share cut to 1 or 2 while the origin hung grows back in a few
+   * last changed, a quick request started then was answered promptly and none was held up for
+   * SLOW_SHARE_SPAN_MS (any 100 ms tail kept a share at 1 for good: review), fewer slow ones are
+   * out than it allows, and slow ones wait for it (a share cut to 1 or 2 while the origin hung grows back in a few
    * answers, not one answer at a time). Not on no news: readers whose requests all wait in the
    * origin's backlog start none, and the share grew past the workers before any was held up (an
-   * integration test). Lifted after SLOW_SHARE_FORGET_MS without any held up (liftSlowShare).
+   * integration test). Lifted after SLOW_SHARE_FORGET_MS without either (liftSlowShare).
    */
   private slowAnswered(now: number): void {
     if (this.slowShare === Infinity) return;
@@ -1334,8 +1338,8 @@ export class Limiter {
   }
 
   /**
-   * Lifts the share when for SLOW_SHARE_FORGET_MS no quick request was held up and no slow one
-   * had to wait for it (while slow requests wait, it is what keeps quick ones from being held
+   * Lifts the share when for SLOW_SHARE_FORGET_MS no quick request was held up for
+   * SLOW_SHARE_SPAN_MS and no slow one had to wait for it (while slow requests wait, it is what keeps quick ones from being held
    * up). True when it did.
    */
   private liftSlowShare(now: number): boolean {
