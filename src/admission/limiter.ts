@@ -358,10 +358,7 @@ interface HeldSlow {
   readonly opts: AcquireOptions;
   readonly enqueuedAt: number;
   readonly deadlineAt: number;
-  readonly path: string | undefined;
-  readonly latencyClass: string | undefined;
   readonly resolve: (r: AcquireResult) => void;
-  readonly signal: AbortSignal | undefined;
   timer: unknown;
   onAbort: (() => void) | undefined;
 }
@@ -1363,7 +1360,7 @@ export class Limiter {
     if (deadlineAt <= now) return REFUSED_DEADLINE;
     return new Promise<AcquireResult>((resolve) => {
       const signal = opts.signal;
-      const h: HeldSlow = { opts, enqueuedAt: now, deadlineAt, path: opts.path, latencyClass: opts.latencyClass, resolve, signal, timer: undefined, onAbort: undefined };
+      const h: HeldSlow = { opts, enqueuedAt: now, deadlineAt, resolve, timer: undefined, onAbort: undefined };
       h.timer = this.scheduler.setTimeout(() => this.dropHeld(h, 'slow_share'), deadlineAt - now);
       if (signal) {
         h.onAbort = () => this.dropHeld(h, 'aborted');
@@ -1388,7 +1385,7 @@ export class Limiter {
   private detachHeld(h: HeldSlow): void {
     if (h.timer !== undefined) this.scheduler.clearTimeout(h.timer);
     h.timer = undefined;
-    if (h.onAbort) h.signal!.removeEventListener('abort', h.onAbort);
+    if (h.onAbort) h.opts.signal!.removeEventListener('abort', h.onAbort);
     h.onAbort = undefined;
   }
 
@@ -1397,7 +1394,8 @@ export class Limiter {
     while (this.held.length > 0 && this.queue.length === 0 && this.hasRoom && (this.slowShare === Infinity || this.slowOut(now) < this.slowShare)) {
       const h = this.held.shift()!;
       this.detachHeld(h);
-      h.resolve({ ok: true, permit: this.grant(now, this.latency.typical(h.latencyClass), h.path, h.latencyClass), waitedMs: now - h.enqueuedAt });
+      const { path, latencyClass } = h.opts;
+      h.resolve({ ok: true, permit: this.grant(now, this.latency.typical(latencyClass), path, latencyClass), waitedMs: now - h.enqueuedAt });
     }
   }
 
