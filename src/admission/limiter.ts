@@ -82,7 +82,9 @@
  * (after the queue's own waiters, up to its deadline: `slow_share` when it passes) instead of
  * in the origin's backlog. The share grows by a quarter (at least one) for each slow request
  * answered while quick ones started since are answered promptly and none is held up for
- * SLOW_SHARE_SPAN_MS, and is lifted after SLOW_SHARE_FORGET_MS without one held up that long
+ * SLOW_SHARE_SPAN_MS, no further than one below the fewest allowed out when quick ones were
+ * held that long (for SLOW_SHARE_CEILING_MS); while one is, a slow request answered is not
+ * replaced (the share follows those out down). It is lifted after SLOW_SHARE_FORGET_MS without one held up that long
  * and without a slow request waiting for it. Off unless LimiterOptions.slowShare (review: a
  * stall of over a second on an origin with room cuts it too).
  * An origin with room holds quick requests up only when it stalls: a stall shorter than a
@@ -248,6 +250,8 @@ export const SLOW_SHARE_EVIDENCE = 4;
 export const SLOW_SHARE_SPAN_MS = 1_000;
 /** The share is lifted after this long without a quick request held up or a slow one waiting for it, ms. */
 export const SLOW_SHARE_FORGET_MS = 30_000;
+/** How long the share grows no further than one below a level quick requests were held a second under (see slowAnswered). */
+export const SLOW_SHARE_CEILING_MS = 300_000;
 
 /** classSettledMs looks at most this many counted permits for the oldest of a class. */
 const CLASS_SCAN_PERMITS = 64;
@@ -440,6 +444,15 @@ export class Limiter {
   private promptSinceShare = 0;
   /** When a slow request last had to wait for the share. */
   private slowHeldAt = -Infinity;
+  /**
+   * The fewest slow requests allowed out when quick ones were held a second (at a cut, or as the
+   * share followed those out down), and when: growth stops one below it for
+   * SLOW_SHARE_CEILING_MS (see slowAnswered).
+   */
+  private shareCeiling = Infinity;
+  private shareCeilingAt = -Infinity;
+  /** Whether the share was last changed by following the slow requests out down (slowAnswered). */
+  private followingDown = false;
   /** Requests of slow endpoints waiting for the share, oldest first. */
   private readonly held: HeldSlow[] = [];
   /** The timer of armHeldUpScan. */
@@ -687,7 +700,8 @@ export class Limiter {
     this.setSlowShare(Infinity, now);
     this.heldUpCount = 0;
     this.promptQuick = 0;
-    this.heldUpAt = this.heldUpLongAt = this.slowHeldAt = -Infinity;
+    this.heldUpAt = this.heldUpLongAt = this.slowHeldAt = this.shareCeilingAt = -Infinity;
+    this.shareCeiling = Infinity;
     if (this.heldUpTimer !== undefined) {
       this.scheduler.clearTimeout(this.heldUpTimer);
       this.heldUpTimer = undefined;
@@ -1180,6 +1194,24 @@ export class Limiter {
   }
 
   /**
+   * A quick request out, started before the share last changed too, held up for
+   * SLOW_SHARE_SPAN_MS or more: while one is, a slow request answered is not replaced (the share
+   * follows those out down, slowAnswered). Closed-loop readers whose pages were all sent before
+   * a cut start none after it, so the cut was not judged; a share of 3 of 6 out (3 at work, 3 in
+   * the backlog) sent 3 more as the first 3 ended, and the readers waited a further 2 s round
+   * trip twice (CI).
+   */
+  private quickHeldLong(now: number): boolean {
+    const due = now - SLOW_SHARE_SPAN_MS;
+    for (const list of [this.counted, this.lane])
+      for (let p = list.first; p !== undefined && p.acquiredAt <= due; p = p.next) {
+        const cost = this.quickCost(p.path, p.latencyClass);
+        if (cost > 0 && now - p.acquiredAt > QUICK_SHARE_FACTOR * cost) return true;
+      }
+    return false;
+  }
+
+  /**
    * A request is slow: its cost is SLOW_SHARE_SLOW_MS or more. Not the overdue threshold: at
    * 100 ms, a site's 150 ms search pages read as slow beside its 2 ms pages, and were held and
    * refused for the share (Apache trial). A quick page first answered in a jam (9 s) reads as
@@ -1297,13 +1329,15 @@ export class Limiter {
     const out = this.slowOut(now);
     const within = out < this.slowShare ? out : this.slowShare;
     if (within < 2) return;
+    this.noteShareCeiling(within, now);
     this.setSlowShare(Math.max(1, Math.floor(within * SLOW_SHARE_CUT)), now);
     this.heldUpCount = 0;
     this.onSlowShare?.(this.slowShare, out, this.slowPaths(now));
   }
 
   /** A new share: quick requests are judged against it from now on (the held-up and the prompt ones). */
-  private setSlowShare(share: number, now: number): void {
+  private setSlowShare(share: number, now: number, followingDown = false): void {
+    this.followingDown = followingDown;
     this.slowShare = share;
     this.slowShareAt = now;
     this.promptSinceShare = 0;
@@ -1326,12 +1360,33 @@ export class Limiter {
    * answers, not one answer at a time). Not on no news: readers whose requests all wait in the
    * origin's backlog start none, and the share grew past the workers before any was held up (an
    * integration test). Lifted after SLOW_SHARE_FORGET_MS without either (liftSlowShare).
+   * While a quick request is held a second (quickHeldLong), a slow one answered is not replaced:
+   * the share follows those out down. Nor does it grow past one below the ceiling (the fewest
+   * allowed out when quick ones were held a second) for SLOW_SHARE_CEILING_MS after that: grown
+   * back to a level that held every worker, it held every quick page sent meanwhile for a slow
+   * round trip (2 s on a 3-worker origin, every few seconds: CI).
    */
   private slowAnswered(now: number): void {
     if (this.slowShare === Infinity) return;
     if (this.liftSlowShare(now)) return;
-    if (this.held.length > 0 && this.promptSinceShare > 0 && this.heldUpLongAt < this.slowShareAt && this.slowOut(now) < this.slowShare)
-      this.setSlowShare(this.slowShare + Math.max(1, Math.floor(this.slowShare / 4)), now);
+    if (this.quickHeldLong(now)) {
+      const out = this.slowOut(now);
+      if (out < this.slowShare && this.slowShare > 1) {
+        // The share quick requests were first held under; not each step down after it.
+        if (!this.followingDown) this.noteShareCeiling(this.slowShare, now);
+        this.setSlowShare(Math.max(1, out), now, true);
+      }
+      return;
+    }
+    const cap = now - this.shareCeilingAt < SLOW_SHARE_CEILING_MS ? this.shareCeiling - 1 : Infinity;
+    if (this.held.length > 0 && this.promptSinceShare > 0 && this.heldUpLongAt <= this.slowShareAt && this.slowOut(now) < this.slowShare && this.slowShare < cap)
+      this.setSlowShare(Math.min(cap, this.slowShare + Math.max(1, Math.floor(this.slowShare / 4))), now);
+  }
+
+  /** Quick requests were held a second with `level` slow requests allowed out: growth stops below it (shareCeiling). */
+  private noteShareCeiling(level: number, now: number): void {
+    if (level < this.shareCeiling || now - this.shareCeilingAt >= SLOW_SHARE_CEILING_MS) this.shareCeiling = level;
+    this.shareCeilingAt = now;
   }
 
   /**

@@ -924,7 +924,7 @@ describe('failure amplification: an origin whose every worker is held by slow re
     for (let i = 0; i < 20; i++) expectFromOrigin(await call(`${g.url}/q/${i % 4}`), 200, `warm /q/${i % 4}`);
     // Six clients ask the 2 s report over and over; eight readers read quick pages.
     const started = performance.now();
-    const untilMs = started + 9_000;
+    const untilMs = started + 12_000;
     const reports: Answer[] = [];
     const pages: { at: number; r: Answer }[] = [];
     const loop = async (ask: () => Promise<void>, thinkMs: number) => {
@@ -952,18 +952,21 @@ describe('failure amplification: an origin whose every worker is held by slow re
     expect(share).toHaveLength(1);
     expect(share[0]).toBeGreaterThanOrEqual(1);
     expect(share[0]).toBeLessThanOrEqual(6);
-    // Once the reports at work are within the share (from 5 s on: two of their round trips
-    // after the cut), a worker is left for the quick pages: they are answered at once.
-    const late = pages.filter((p) => p.at > 5_000);
+    // Once the reports at work are within the share, a worker is left for the quick pages: they
+    // are answered at once. From 7 s on: the cut comes at about 2 s, to 3 of the 6 out (3 at
+    // work, 3 in the origin's backlog), and the pages sent before it wait for both; as those end,
+    // quick pages still held a second, no report replaces them (CI: it did, and they waited 2 s
+    // more, once or twice).
+    const late = pages.filter((p) => p.at > 7_000);
     expect(late.length).toBeGreaterThan(100);
     late.forEach((p) => expectFromOrigin(p.r, 200, `a quick page at ${Math.round(p.at)} ms`));
     const ms = late.map((p) => p.r.ms).sort((x, y) => x - y);
     expect(ms[Math.floor(ms.length * 0.9)], 'quick pages p90 (ms) beside the reports').toBeLessThan(300);
     expect(ms[Math.floor(ms.length * 0.99)], 'quick pages p99 (ms): none waits for a report to end').toBeLessThan(1_000);
-    // The share grows by one while quick pages are answered promptly, so at moments every worker
-    // holds a report again, until the next cut.
-    const lateReports = slowAtWorkSeen.filter((x) => x.at - started > 5_000);
-    expect(lateReports.filter((x) => x.n >= WORKERS).length, 'reports started late with every worker then holding one').toBeLessThanOrEqual(2);
+    // The share grows while quick pages are answered promptly, but not back to a level they were
+    // held under: no report starts with every other worker holding one.
+    const lateReports = slowAtWorkSeen.filter((x) => x.at - started > 7_000);
+    expect(lateReports.filter((x) => x.n >= WORKERS), 'reports started late with every worker then holding one').toEqual([]);
     // The report is still answered; the clients beyond the share waited at the gateway, and
     // those that waited too long were refused slow_share (a 503 with its reason).
     expect(reports.filter((r) => r.status === 200).length).toBeGreaterThanOrEqual(6);
