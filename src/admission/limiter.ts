@@ -119,9 +119,11 @@ export interface Permit {
   /**
    * Returns the permit. Idempotent: only the first call counts. `latencyClass`: what kind of
    * request it was (a route's fills, its pass-through...): its round trip is compared with that
-   * class's own no-load round trip (see "Latency classes").
+   * class's own no-load round trip (see "Latency classes"). `pathCost`: whether the answer
+   * measures its path's cost (a 2xx or 304; default true): a 404 or a redirect from a slow path
+   * comes at once, and the path read as quick for good (see "Slow endpoints' share").
    */
-  release(kind: ReleaseKind, latencyClass?: string): void;
+  release(kind: ReleaseKind, latencyClass?: string, pathCost?: boolean): void;
 }
 
 export type RefusalReason = 'queue_full' | 'predicted_wait' | 'deadline' | 'stalled' | 'codel' | 'evicted' | 'slow_share' | 'aborted';
@@ -242,6 +244,8 @@ export const SLOW_SHARE_SLOW_MS = 1_000;
 const SLOW_PATHS_NAMED = 3;
 /** A path's least round trip is kept as at least this, ms (0 reads as unknown). */
 const PATH_FLOOR_MIN_MS = 0.01;
+/** A path's least round trip not confirmed for this long is replaced by its next answer, ms (see notePathFloor). */
+export const PATH_FLOOR_AGE_MS = 600_000;
 /** The slow requests' share is cut to this part of those out. */
 export const SLOW_SHARE_CUT = 0.5;
 /** Quick requests held up before the slow requests' share is cut, at least. */
@@ -285,10 +289,10 @@ class LimiterPermit implements Permit {
     /** AcquireOptions.latencyClass (see trialWaiter). */
     readonly latencyClass: string | undefined,
   ) {}
-  release(kind: ReleaseKind, latencyClass?: string): void {
+  release(kind: ReleaseKind, latencyClass?: string, pathCost = true): void {
     if (this.released) return;
     this.released = true;
-    this.limiter['onRelease'](this, kind, latencyClass);
+    this.limiter['onRelease'](this, kind, latencyClass, pathCost);
   }
 }
 
@@ -439,7 +443,7 @@ export class Limiter {
   /** When a quick request was last held up (within the share's rules), ms. */
   private heldUpAt = -Infinity;
   /** Each path's least round trip, least recently answered first (see costOf). */
-  private readonly pathFloors = new Map<string, { ms: number }>();
+  private readonly pathFloors = new Map<string, { ms: number; at: number }>();
   /** Quick requests started since the share last changed and answered promptly (see slowAnswered). */
   private promptSinceShare = 0;
   /** When a slow request last had to wait for the share. */
@@ -1223,18 +1227,28 @@ export class Limiter {
     return this.costOf(path, latencyClass) >= SLOW_SHARE_SLOW_MS;
   }
 
-  /** A path's least round trip so far (pathFloors, at most PATH_FLOORS paths, the least recently answered forgotten first). */
-  private notePathFloor(path: string | undefined, rttMs: number): void {
+  /**
+   * A path's least round trip (pathFloors, at most PATH_FLOORS paths, the least recently
+   * answered forgotten first), from its 2xx and 304 answers (Permit.release's pathCost). It
+   * ages: not confirmed by an answer within twice it for PATH_FLOOR_AGE_MS, the next answer
+   * replaces it (a path once quick that now takes 10 s reads as slow again). Not while a share
+   * is set: a quick page held up behind slow ones for that long would read as slow, and wait
+   * for their share.
+   */
+  private notePathFloor(path: string | undefined, rttMs: number, now: number): void {
     if (path === undefined) return;
     const key = knownSlowKey(path);
     // Never 0, which reads as unknown: a page answered within the clock's millisecond was no
     // longer quick, and the share was never set again (Apache trial).
     const ms = rttMs > PATH_FLOOR_MIN_MS ? rttMs : PATH_FLOOR_MIN_MS;
     let floor = this.pathFloors.get(key);
-    if (floor === undefined) floor = { ms };
+    if (floor === undefined) floor = { ms, at: now };
     else {
       this.pathFloors.delete(key);
-      if (ms < floor.ms) floor.ms = ms;
+      if (ms < floor.ms || (now - floor.at > PATH_FLOOR_AGE_MS && this.slowShare === Infinity)) {
+        floor.ms = ms;
+        floor.at = now;
+      } else if (ms <= 2 * floor.ms) floor.at = now;
     }
     this.pathFloors.set(key, floor);
     if (this.pathFloors.size > PATH_FLOORS) this.pathFloors.delete(this.pathFloors.keys().next().value!);
@@ -1472,7 +1486,7 @@ export class Limiter {
   }
 
   /** Called once per permit, from LimiterPermit.release. */
-  private onRelease(permit: LimiterPermit, kind: ReleaseKind, latencyClass: string | undefined): void {
+  private onRelease(permit: LimiterPermit, kind: ReleaseKind, latencyClass: string | undefined, pathCost: boolean): void {
     const now = this.clock.now();
     const succeeded = kind === 'success';
     if (permit === this.trialPermit) this.trialPermit = undefined;
@@ -1525,7 +1539,7 @@ export class Limiter {
     // class never learned one and a burst of them got the site's 0.5 s deadline).
     if (succeeded) {
       this.latency.observe(latencyClass, now - permit.acquiredAt);
-      if (this.sharing) this.notePathFloor(permit.path, now - permit.acquiredAt);
+      if (this.sharing && pathCost) this.notePathFloor(permit.path, now - permit.acquiredAt, now);
     }
     if (kind === 'success') {
       // EWMA (α = 0.1) of successful round trips, for the expected wait at arrival.

@@ -791,7 +791,8 @@ export class Upstream {
       return;
     }
     const status = outcome.status;
-    permit.release(!sampleValid || outcome.clientHeld === true || AMBIGUOUS_STATUSES.has(status) ? 'ignore' : 'success', latencyClass);
+    // A 2xx or 304 measures the path's cost; a 404 or a redirect from a slow path comes at once.
+    permit.release(!sampleValid || outcome.clientHeld === true || AMBIGUOUS_STATUSES.has(status) ? 'ignore' : 'success', latencyClass, (status >= 200 && status < 300) || status === 304);
     this.metrics.get('originDuration').observe(labels, Math.max(0, this.clock.now() - startedAt) / 1000);
     this.metrics.get('originRequests').inc({ ...labels, kind, outcome: status >= 500 ? 'status_5xx' : 'ok' });
     if (SICK_STATUSES.has(status) && path !== undefined && control.urlFailures.isUrlFailure(path, this.clock.now(), answersOf(pool).answeredElsewhere(path, control.member, this.clock.now()), client)) {

@@ -918,9 +918,19 @@ describe('failure amplification: an origin whose every worker is held by slow re
       if (busy < WORKERS) work();
       else backlog.push(work);
     };
-    o.route('/report', worker(2_000, true));
+    // The report's first answer is a 404 at once (a mistyped link, a redirect to the login):
+    // only 2xx and 304 answers measure a path's cost, so it still reads as slow after.
+    let reportMissed = false;
+    const report = worker(2_000, true);
+    o.route('/report', (req, res, r) => {
+      if (reportMissed) return report(req, res, r);
+      reportMissed = true;
+      res.writeHead(404, { 'content-type': 'text/plain', 'cache-control': 'no-store' });
+      res.end('no such report');
+    });
     for (let i = 0; i < 4; i++) o.route(`/q/${i}`, worker(5, false));
     const g = await gateway({ sites: [siteFor([o.url])], admission: { limit: { slowShare: true } } });
+    expectFromOrigin(await call(`${g.url}/report`), 404, 'the report, mistyped');
     for (let i = 0; i < 20; i++) expectFromOrigin(await call(`${g.url}/q/${i % 4}`), 200, `warm /q/${i % 4}`);
     // Six clients ask the 2 s report over and over; eight readers read quick pages.
     const started = performance.now();

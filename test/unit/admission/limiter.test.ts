@@ -2029,7 +2029,7 @@ describe("Limiter: slow endpoints' share of the origin", () => {
    */
   async function busyOrigin(
     workers: number,
-    opts: { endMs?: number; hogsUntil?: number; stallAt?: number; stallMs?: number; slowShare?: boolean; readMs?: number; slowMs?: number; hogs?: number; hogsAt?: number; readers?: number; thinkMs?: number; lateFrom?: number } = {},
+    opts: { endMs?: number; hogsUntil?: number; stallAt?: number; stallMs?: number; slowShare?: boolean; readMs?: number; slowMs?: number; hogs?: number; hogsAt?: number; readers?: number; thinkMs?: number; lateFrom?: number; reportOnceAt?: number; reportOnceCosts?: boolean } = {},
   ) {
     const lateFrom = opts.lateFrom ?? 30_000;
     const { Gradient2Limit } = await import('../../../src/admission/limits/gradient2.js');
@@ -2101,6 +2101,15 @@ describe("Limiter: slow endpoints' share of the origin", () => {
       if (r instanceof Promise) void r.then(on);
       else on(r);
     };
+    // One request to the slow path answered at once (a 404 or a redirect when it does not measure
+    // the path's cost, else a 200), before its clients come.
+    if (opts.reportOnceAt !== undefined)
+      scheduler.setTimeout(() => {
+        const on = (r: AcquireResult) => r.ok && send(5, false, () => r.permit.release('success', 'fill:default:', opts.reportOnceCosts ?? false));
+        const r = limiter.acquire({ priority: 0, latencyClass: 'fill:default:', path: '/report' });
+        if (r instanceof Promise) void r.then(on);
+        else on(r);
+      }, opts.reportOnceAt);
     for (let i = 0; i < (opts.readers ?? 40); i++) {
       const reader = () => clock.now() < endMs && ask(false, i, reader);
       scheduler.setTimeout(reader, i * 12.5);
@@ -2159,6 +2168,21 @@ describe("Limiter: slow endpoints' share of the origin", () => {
       // Two reports at a time after it settles: 45 or more answered in 60 s.
       expect(r.hogs.answered).toBeGreaterThanOrEqual(45);
     }, 60_000);
+
+  it('a slow path answered once at once with a 404 or a redirect is still slow: the share is cut as without it (review: one fast answer made it quick for good)', async () => {
+    const r = await busyOrigin(5, { reportOnceAt: 1_000 });
+    expect(r.shares[0]).toBeGreaterThanOrEqual(1);
+    expect(r.maxSlowAtOriginLate).toBeLessThan(5);
+    expect(r.p90Late).toBeLessThan(200);
+  }, 60_000);
+
+  it('a path answered quickly (a 200) 11 minutes before its 10 s clients come reads as slow again after their first answer: its least round trip ages', async () => {
+    const hogsAt = 11 * 60_000;
+    const r = await busyOrigin(5, { reportOnceAt: 1_000, reportOnceCosts: true, hogsAt, endMs: hogsAt + 45_000, lateFrom: hogsAt + 30_000, readers: 8 });
+    expect(r.shares[0]).toBeGreaterThanOrEqual(1);
+    expect(r.shareTimes[0]).toBeGreaterThan(hogsAt);
+    expect(r.maxSlowAtOriginLate).toBeLessThan(5);
+  }, 60_000);
 
   it('is off unless asked for (admission.limit.slowShare): the same origin sets no share, and nothing is held', async () => {
     const r = await busyOrigin(5, { slowShare: false });
