@@ -1435,7 +1435,11 @@ export class Limiter {
         h.onAbort = () => this.dropHeld(h, 'aborted');
         signal.addEventListener('abort', h.onAbort, { once: true });
       }
-      this.held.push(h);
+      // By priority, then oldest first: an editor's view of a slow page goes ahead of the
+      // crowd's requests for it (the queue's order), not behind all of them to its deadline.
+      let i = this.held.length;
+      while (i > 0 && this.held[i - 1]!.opts.priority > opts.priority) i--;
+      this.held.splice(i, 0, h);
       this.slowHeldAt = now;
       this.changed();
     });
@@ -1458,7 +1462,7 @@ export class Limiter {
     h.onAbort = undefined;
   }
 
-  /** Held requests get permits, oldest first, while nothing else waits, a permit is free and the share has room. */
+  /** Held requests get permits, by priority then oldest first, while nothing else waits, a permit is free and the share has room. */
   private admitHeld(now: number): void {
     while (this.held.length > 0 && this.queue.length === 0 && this.hasRoom && (this.slowShare === Infinity || this.slowOut(now) < this.slowShare)) {
       const h = this.held.shift()!;
