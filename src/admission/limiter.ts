@@ -457,7 +457,7 @@ export class Limiter {
   private shareCeilingAt = -Infinity;
   /** Whether the share was last changed by following the slow requests out down (slowAnswered). */
   private followingDown = false;
-  /** Requests of slow endpoints waiting for the share, oldest first. */
+  /** Requests of slow endpoints waiting for the share, by priority then oldest first. */
   private readonly held: HeldSlow[] = [];
   /** The timer of armHeldUpScan. */
   private heldUpTimer: unknown = undefined;
