@@ -82,9 +82,10 @@
  * (after the queue's own waiters, up to its deadline: `slow_share` when it passes) instead of
  * in the origin's backlog. The share grows by a quarter (at least one) for each slow request
  * answered while quick ones started since are answered promptly and none is held up for
- * SLOW_SHARE_SPAN_MS, no further than one below the fewest allowed out when quick ones were
- * held that long (for SLOW_SHARE_CEILING_MS); while one is, a slow request answered is not
- * replaced (the share follows those out down). It is lifted after SLOW_SHARE_FORGET_MS without one held up that long
+ * SLOW_SHARE_SPAN_MS, no further than one below a ceiling (the fewest slow requests out when
+ * quick ones were held that long under a share; raised by one after SLOW_SHARE_CEILING_MS, the
+ * wait doubling each time that level holds them up again); while ATTRITION_EVIDENCE are, a slow
+ * request answered is not replaced (the share follows those out down). It is lifted after SLOW_SHARE_FORGET_MS without one held up that long
  * and without a slow request waiting for it. Off unless LimiterOptions.slowShare (review: a
  * stall of over a second on an origin with room cuts it too).
  * An origin with room holds quick requests up only when it stalls: a stall shorter than a
@@ -244,6 +245,8 @@ export const SLOW_SHARE_SLOW_MS = 1_000;
 const SLOW_PATHS_NAMED = 3;
 /** A path's least round trip is kept as at least this, ms (0 reads as unknown). */
 const PATH_FLOOR_MIN_MS = 0.01;
+/** A path known to be slow on its own is quick again for the share after this many prompt answers since (see quickCost). */
+const QUICK_AGAIN_PROMPT = 8;
 /** A path's least round trip not confirmed for this long is replaced by its next answer, ms (see notePathFloor). */
 export const PATH_FLOOR_AGE_MS = 600_000;
 /** The slow requests' share is cut to this part of those out. */
@@ -252,10 +255,22 @@ export const SLOW_SHARE_CUT = 0.5;
 export const SLOW_SHARE_EVIDENCE = 4;
 /** ... one of them held at least this long, ms. */
 export const SLOW_SHARE_SPAN_MS = 1_000;
+/**
+ * A run of quick requests held up lasts this long at most, ms; the next one held up starts a new
+ * one (see noteHeldUp): one 150 ms answer in 50 started a run that later ones kept going for
+ * good, its prompt answers outnumbered any jam's held-up ones, and the cut came 11 s late.
+ */
+const HELD_UP_RUN_MS = 2 * SLOW_SHARE_SPAN_MS;
 /** The share is lifted after this long without a quick request held up or a slow one waiting for it, ms. */
 export const SLOW_SHARE_FORGET_MS = 30_000;
-/** How long the share grows no further than one below a level quick requests were held a second under (see slowAnswered). */
+/**
+ * The share grows no further than one below a level quick requests were held a second under; the
+ * ceiling is raised by one after this long, ms, and this doubles each time that is held up again
+ * (see noteShareCeiling).
+ */
 export const SLOW_SHARE_CEILING_MS = 300_000;
+/** Attrition (slowAnswered) needs at least this many quick requests held up a second. */
+const ATTRITION_EVIDENCE = 2;
 
 /** classSettledMs looks at most this many counted permits for the oldest of a class. */
 const CLASS_SCAN_PERMITS = 64;
@@ -440,10 +455,12 @@ export class Limiter {
   private heldUpCount = 0;
   private heldUpFirstStart = 0;
   private promptQuick = 0;
+  /** When the current run began: a new one starts after HELD_UP_RUN_MS (noteHeldUp). */
+  private heldUpRunAt = -Infinity;
   /** When a quick request was last held up (within the share's rules), ms. */
   private heldUpAt = -Infinity;
   /** Each path's least round trip, least recently answered first (see costOf). */
-  private readonly pathFloors = new Map<string, { ms: number; at: number }>();
+  private readonly pathFloors = new Map<string, { ms: number; at: number; promptsSinceSlow: number }>();
   /** Quick requests started since the share last changed and answered promptly (see slowAnswered). */
   private promptSinceShare = 0;
   /** When a slow request last had to wait for the share. */
@@ -455,6 +472,14 @@ export class Limiter {
    */
   private shareCeiling = Infinity;
   private shareCeilingAt = -Infinity;
+  /** How long after shareCeilingAt the ceiling is raised by one (doubled when that probe is held up again), and whether it was. */
+  private ceilingRelaxMs = SLOW_SHARE_CEILING_MS;
+  private ceilingProbed = false;
+  /**
+   * Since when growth is judged (see slowAnswered): the share's last change, or the last quick
+   * request seen held a second without a cut (a share of 1 never grew again: review).
+   */
+  private growthFrom = -Infinity;
   /** Whether the share was last changed by following the slow requests out down (slowAnswered). */
   private followingDown = false;
   /** Requests of slow endpoints waiting for the share, by priority then oldest first. */
@@ -704,8 +729,8 @@ export class Limiter {
     this.setSlowShare(Infinity, now);
     this.heldUpCount = 0;
     this.promptQuick = 0;
-    this.heldUpAt = this.heldUpLongAt = this.slowHeldAt = this.shareCeilingAt = -Infinity;
-    this.shareCeiling = Infinity;
+    this.heldUpAt = this.heldUpLongAt = this.slowHeldAt = this.heldUpRunAt = -Infinity;
+    this.forgetCeiling();
     if (this.heldUpTimer !== undefined) {
       this.scheduler.clearTimeout(this.heldUpTimer);
       this.heldUpTimer = undefined;
@@ -1067,6 +1092,8 @@ export class Limiter {
   /** A path's request was slow on its own (see "Known-slow paths" above): remembered, newest last. */
   private knowSlow(path: string, now: number): void {
     const key = knownSlowKey(path);
+    const floor = this.pathFloors.get(key);
+    if (floor !== undefined) floor.promptsSinceSlow = 0; // see quickCost
     this.knownSlow.delete(key);
     this.knownSlow.set(key, now);
     if (this.knownSlow.size > KNOWN_SLOW_PATHS) this.knownSlow.delete(this.knownSlow.keys().next().value!);
@@ -1175,12 +1202,36 @@ export class Limiter {
     return this.quickCost(path, latencyClass) > 0;
   }
 
+  /**
+   * A request out (or just answered) counts as slow: its path is slow (isSlow), or it has been out
+   * past the overdue threshold, is not quick, and its path's least round trip is not a quick
+   * one's (a new path's before its first answer counts; a quick page known slow for one tail
+   * answer does not: stuck in a jam, such pages counted as slow and the share was cut to 9 of 18
+   * on a 5-worker origin, review's model).
+   */
+  private slowRequest(path: string | undefined, latencyClass: string | undefined, acquiredAt: number, now: number, overdueAfter: number): boolean {
+    if (now - acquiredAt <= overdueAfter) return this.isSlow(path, latencyClass);
+    if (this.isQuick(path, latencyClass)) return false;
+    if (path === undefined) return true;
+    const floor = this.pathFloors.get(knownSlowKey(path));
+    return floor === undefined || floor.ms * QUICK_SHARE_FACTOR > overdueAfter;
+  }
+
   /** A quick request's cost (isQuick), else 0. */
   private quickCost(path: string | undefined, latencyClass: string | undefined): number {
-    // Nor a path known to be slow on its own (a long-poll's first answer came at once, and its
-    // later polls, held for seconds, read as quick requests held up: review).
-    if (path !== undefined && this.isKnownSlow(path, this.clock.now())) return 0;
-    const cost = path === undefined ? this.latency.cost(latencyClass) : (this.pathFloors.get(knownSlowKey(path))?.ms ?? 0);
+    if (path === undefined) {
+      const cost = this.latency.cost(latencyClass);
+      return cost > 0 && cost * QUICK_SHARE_FACTOR <= this.overdueAfterMs ? cost : 0;
+    }
+    const key = knownSlowKey(path);
+    const floor = this.pathFloors.get(key);
+    // Nor a path known to be slow on its own, unless answered promptly QUICK_AGAIN_PROMPT times
+    // since (a long-poll's first answer came at once, and its later polls, held for seconds,
+    // read as quick requests held up: review; a search answered in 10 ms or 1.5 s by its query
+    // likewise). Unless: one 150 ms answer in 50 of a site's 10 ms pages made them known slow,
+    // and a jam of them set no share for good (review's model).
+    if (this.isKnownSlow(path, this.clock.now()) && !(floor !== undefined && floor.promptsSinceSlow >= QUICK_AGAIN_PROMPT)) return 0;
+    const cost = floor?.ms ?? 0;
     return cost > 0 && cost * QUICK_SHARE_FACTOR <= this.overdueAfterMs ? cost : 0;
   }
 
@@ -1198,21 +1249,28 @@ export class Limiter {
   }
 
   /**
-   * A quick request out, started before the share last changed too, held up for
-   * SLOW_SHARE_SPAN_MS or more: while one is, a slow request answered is not replaced (the share
+   * Quick requests out held up for SLOW_SHARE_SPAN_MS or more, started before the share last
+   * changed too: 0 when fewer than ATTRITION_EVIDENCE, 2 when that many were sent under the
+   * share as it is, else 1. While they are, a slow request answered is not replaced (the share
    * follows those out down, slowAnswered). Closed-loop readers whose pages were all sent before
    * a cut start none after it, so the cut was not judged; a share of 3 of 6 out (3 at work, 3 in
    * the backlog) sent 3 more as the first 3 ended, and the readers waited a further 2 s round
    * trip twice (CI).
    */
-  private quickHeldLong(now: number): boolean {
+  private quickHeldLong(now: number): 0 | 1 | 2 {
     const due = now - SLOW_SHARE_SPAN_MS;
+    let n = 0;
+    let underShare = 0;
     for (const list of [this.counted, this.lane])
       for (let p = list.first; p !== undefined && p.acquiredAt <= due; p = p.next) {
         const cost = this.quickCost(p.path, p.latencyClass);
-        if (cost > 0 && now - p.acquiredAt > QUICK_SHARE_FACTOR * cost) return true;
+        if (cost > 0 && now - p.acquiredAt > QUICK_SHARE_FACTOR * cost) {
+          n++;
+          if (p.acquiredAt >= this.slowShareAt && ++underShare >= ATTRITION_EVIDENCE) return 2;
+        }
       }
-    return false;
+    // Two at least: one page's own 1.5 s answer (a cold cache, a lock) cut a share of 3 to 1 (review).
+    return n >= ATTRITION_EVIDENCE ? 1 : 0;
   }
 
   /**
@@ -1233,23 +1291,26 @@ export class Limiter {
    * ages: not confirmed by an answer within twice it for PATH_FLOOR_AGE_MS, the next answer
    * replaces it (a path once quick that now takes 10 s reads as slow again). Not while a share
    * is set: a quick page held up behind slow ones for that long would read as slow, and wait
-   * for their share.
+   * for their share. Nor a path known to be slow on its own before this answer (`knownSlow`): a
+   * long-poll's 5 ms floor became 2 s, and its polls waited for the share (review).
    */
-  private notePathFloor(path: string | undefined, rttMs: number, now: number): void {
+  private notePathFloor(path: string | undefined, rttMs: number, now: number, knownSlow: boolean): void {
     if (path === undefined) return;
     const key = knownSlowKey(path);
     // Never 0, which reads as unknown: a page answered within the clock's millisecond was no
     // longer quick, and the share was never set again (Apache trial).
     const ms = rttMs > PATH_FLOOR_MIN_MS ? rttMs : PATH_FLOOR_MIN_MS;
     let floor = this.pathFloors.get(key);
-    if (floor === undefined) floor = { ms, at: now };
+    if (floor === undefined) floor = { ms, at: now, promptsSinceSlow: 0 };
     else {
       this.pathFloors.delete(key);
-      if (ms < floor.ms || (now - floor.at > PATH_FLOOR_AGE_MS && this.slowShare === Infinity)) {
+      if (ms < floor.ms || (now - floor.at > PATH_FLOOR_AGE_MS && this.slowShare === Infinity && !knownSlow)) {
         floor.ms = ms;
         floor.at = now;
       } else if (ms <= 2 * floor.ms) floor.at = now;
     }
+    // Answered promptly (not held up, heldUpMs): see quickCost.
+    if ((ms <= OVERDUE_MIN_MS || ms <= QUICK_SHARE_FACTOR * floor.ms) && floor.promptsSinceSlow < QUICK_AGAIN_PROMPT) floor.promptsSinceSlow++;
     this.pathFloors.set(key, floor);
     if (this.pathFloors.size > PATH_FLOORS) this.pathFloors.delete(this.pathFloors.keys().next().value!);
   }
@@ -1260,7 +1321,7 @@ export class Limiter {
     let n = 0;
     for (const list of [this.counted, this.lane])
       for (let p = list.first; p !== undefined; p = p.next) {
-        if (now - p.acquiredAt > overdueAfter ? !this.isQuick(p.path, p.latencyClass) : this.isSlow(p.path, p.latencyClass)) n++;
+        if (this.slowRequest(p.path, p.latencyClass, p.acquiredAt, now, overdueAfter)) n++;
       }
     return n;
   }
@@ -1272,7 +1333,7 @@ export class Limiter {
     for (const list of [this.lane, this.counted])
       for (let p = list.first; p !== undefined && paths.size < SLOW_PATHS_NAMED; p = p.next) {
         if (p.path === undefined) continue;
-        if (now - p.acquiredAt > overdueAfter ? !this.isQuick(p.path, p.latencyClass) : this.isSlow(p.path, p.latencyClass)) paths.add(knownSlowKey(p.path));
+        if (this.slowRequest(p.path, p.latencyClass, p.acquiredAt, now, overdueAfter)) paths.add(knownSlowKey(p.path));
       }
     return [...paths];
   }
@@ -1319,10 +1380,11 @@ export class Limiter {
    */
   private noteHeldUp(permit: LimiterPermit, now: number): void {
     const start = permit.acquiredAt;
-    if (now - this.heldUpAt > 2 * SLOW_SHARE_SPAN_MS) this.heldUpCount = 0;
+    if (now - this.heldUpAt > 2 * SLOW_SHARE_SPAN_MS || now - this.heldUpRunAt > HELD_UP_RUN_MS) this.heldUpCount = 0;
     if (this.heldUpCount === 0) {
       this.heldUpFirstStart = start;
       this.promptQuick = 0;
+      this.heldUpRunAt = now;
     } else if (start < this.heldUpFirstStart) this.heldUpFirstStart = start;
     this.heldUpCount++;
     this.heldUpAt = now;
@@ -1339,11 +1401,21 @@ export class Limiter {
   private judgeSlowShare(now: number, heldMs: number): void {
     if (heldMs >= SLOW_SHARE_SPAN_MS) this.heldUpLongAt = now;
     const evidence = this.slowShare === Infinity ? SLOW_SHARE_EVIDENCE : 1;
-    if (heldMs < SLOW_SHARE_SPAN_MS || this.heldUpCount < evidence || this.promptQuick > this.heldUpCount) return;
+    if (heldMs < SLOW_SHARE_SPAN_MS) return;
     const out = this.slowOut(now);
     const within = out < this.slowShare ? out : this.slowShare;
-    if (within < 2) return;
-    this.noteShareCeiling(within, now);
+    if (this.heldUpCount < evidence || this.promptQuick > this.heldUpCount || within < 2) {
+      // Held a second, no cut: growth is judged from now on (heldUpLongAt past the share's last
+      // change kept a share of 1 from ever growing: review).
+      this.growthFrom = now;
+      this.promptSinceShare = 0;
+      return;
+    }
+    // A level quick requests were held under only when a share was set and no more slow
+    // requests were out than it allows: those beyond it, sent before, may be what held them (a
+    // ceiling of 2 with 5 out kept a share of 1 for good: review), and a first cut's may be a
+    // stall's (a ceiling of 8 kept 8 clients' share at 7, one always waiting, for 5 minutes).
+    if (this.slowShare !== Infinity && out <= this.slowShare) this.noteShareCeiling(out, now);
     this.setSlowShare(Math.max(1, Math.floor(within * SLOW_SHARE_CUT)), now);
     this.heldUpCount = 0;
     this.onSlowShare?.(this.slowShare, out, this.slowPaths(now));
@@ -1353,14 +1425,14 @@ export class Limiter {
   private setSlowShare(share: number, now: number, followingDown = false): void {
     this.followingDown = followingDown;
     this.slowShare = share;
-    this.slowShareAt = now;
+    this.slowShareAt = this.growthFrom = now;
     this.promptSinceShare = 0;
   }
 
   /** A quick request answered promptly: counted against the run of held-up ones, and as one answered under the share. */
   private notePromptQuick(permit: LimiterPermit): void {
     const counts = this.heldUpCount > 0 && permit.acquiredAt >= this.heldUpFirstStart;
-    const underShare = this.slowShare !== Infinity && permit.acquiredAt >= this.slowShareAt;
+    const underShare = this.slowShare !== Infinity && permit.acquiredAt >= this.growthFrom;
     if (!(counts || underShare) || !this.isQuick(permit.path, permit.latencyClass)) return;
     if (counts) this.promptQuick++;
     if (underShare) this.promptSinceShare++;
@@ -1383,24 +1455,50 @@ export class Limiter {
   private slowAnswered(now: number): void {
     if (this.slowShare === Infinity) return;
     if (this.liftSlowShare(now)) return;
-    if (this.quickHeldLong(now)) {
+    const heldLong = this.quickHeldLong(now);
+    if (heldLong > 0) {
       const out = this.slowOut(now);
       if (out < this.slowShare && this.slowShare > 1) {
-        // The share quick requests were first held under; not each step down after it.
-        if (!this.followingDown) this.noteShareCeiling(this.slowShare, now);
+        const first = !this.followingDown;
+        // The share quick requests were first held under, when they were sent under it (sent
+        // before a cut to 2, they were held under 3: a ceiling of 2 kept the share at 1: review);
+        // not each step down after it.
+        if (first && heldLong > 1) this.noteShareCeiling(this.slowShare, now);
         this.setSlowShare(Math.max(1, out), now, true);
+        if (first) this.onSlowShare?.(this.slowShare, out, this.slowPaths(now));
       }
       return;
     }
-    const cap = now - this.shareCeilingAt < SLOW_SHARE_CEILING_MS ? this.shareCeiling - 1 : Infinity;
-    if (this.held.length > 0 && this.promptSinceShare > 0 && this.heldUpLongAt <= this.slowShareAt && this.slowOut(now) < this.slowShare && this.slowShare < cap)
+    if (this.shareCeiling !== Infinity && now - this.shareCeilingAt >= this.ceilingRelaxMs) {
+      this.shareCeiling++;
+      this.shareCeilingAt = now;
+      this.ceilingProbed = true;
+    }
+    const cap = this.shareCeiling - 1;
+    if (this.held.length > 0 && this.promptSinceShare > 0 && this.heldUpLongAt <= this.growthFrom && this.slowOut(now) < this.slowShare && this.slowShare < cap)
       this.setSlowShare(Math.min(cap, this.slowShare + Math.max(1, Math.floor(this.slowShare / 4))), now);
   }
 
-  /** Quick requests were held a second with `level` slow requests allowed out: growth stops below it (shareCeiling). */
+  /**
+   * Quick requests were held a second with `level` slow requests out: growth stops one below it
+   * (shareCeiling). Only a lower level moves it (every sighting kept a misfire's ceiling for
+   * good: review); after ceilingRelaxMs it is raised by one, and when that level is held up again
+   * the wait doubles (the share grew back to every worker of a 3-worker origin every 5 minutes:
+   * review).
+   */
   private noteShareCeiling(level: number, now: number): void {
-    if (level < this.shareCeiling || now - this.shareCeilingAt >= SLOW_SHARE_CEILING_MS) this.shareCeiling = level;
+    if (level >= this.shareCeiling) return;
+    if (this.ceilingProbed) this.ceilingRelaxMs *= 2;
+    this.ceilingProbed = false;
+    this.shareCeiling = level;
     this.shareCeilingAt = now;
+  }
+
+  private forgetCeiling(): void {
+    this.shareCeiling = Infinity;
+    this.shareCeilingAt = -Infinity;
+    this.ceilingRelaxMs = SLOW_SHARE_CEILING_MS;
+    this.ceilingProbed = false;
   }
 
   /**
@@ -1411,6 +1509,7 @@ export class Limiter {
   private liftSlowShare(now: number): boolean {
     if (this.slowShare === Infinity || this.held.length > 0 || now - Math.max(this.heldUpLongAt, this.slowShareAt, this.slowHeldAt) < SLOW_SHARE_FORGET_MS) return false;
     this.setSlowShare(Infinity, now);
+    this.forgetCeiling();
     this.onSlowShare?.(undefined, this.slowOut(now));
     this.changed();
     return true;
@@ -1493,6 +1592,8 @@ export class Limiter {
   private onRelease(permit: LimiterPermit, kind: ReleaseKind, latencyClass: string | undefined, pathCost: boolean): void {
     const now = this.clock.now();
     const succeeded = kind === 'success';
+    // Before this answer marks it (notePathFloor).
+    const knownSlowBefore = succeeded && pathCost && this.sharing && this.isKnownSlow(permit.path, now);
     if (permit === this.trialPermit) this.trialPermit = undefined;
     this.lastReleaseAt = now;
     if (permit.overdue) {
@@ -1543,7 +1644,7 @@ export class Limiter {
     // class never learned one and a burst of them got the site's 0.5 s deadline).
     if (succeeded) {
       this.latency.observe(latencyClass, now - permit.acquiredAt);
-      if (this.sharing && pathCost) this.notePathFloor(permit.path, now - permit.acquiredAt, now);
+      if (this.sharing && pathCost) this.notePathFloor(permit.path, now - permit.acquiredAt, now, knownSlowBefore);
     }
     if (kind === 'success') {
       // EWMA (α = 0.1) of successful round trips, for the expected wait at arrival.
@@ -1571,7 +1672,7 @@ export class Limiter {
       s.classSettledMs = s.stratum === undefined || latencyClass === undefined ? undefined : this.classSettledMs(latencyClass, now);
       this.algorithm.onSample(s, now);
     }
-    if (this.slowShare !== Infinity && !this.isQuick(permit.path, permit.latencyClass) && (this.isSlow(permit.path, permit.latencyClass) || now - permit.acquiredAt > this.overdueAfterMs))
+    if (this.slowShare !== Infinity && this.slowRequest(permit.path, permit.latencyClass, permit.acquiredAt, now, this.overdueAfterMs))
       this.slowAnswered(now);
     if (this.queue.length > 0 && this.inflightCount >= this.limit) this.moveOverdue(now);
     this.pump(now);
