@@ -83,8 +83,8 @@
  * in the origin's backlog. The share grows by a quarter (at least one) for each slow request
  * answered while quick ones started since are answered promptly and none is held up for
  * SLOW_SHARE_SPAN_MS, no further than one below a ceiling (the fewest slow requests out when
- * quick ones were held that long under a share; raised by one after SLOW_SHARE_CEILING_MS, the
- * wait doubling each time that level holds them up again); while ATTRITION_EVIDENCE are, a slow
+ * quick ones were held that long, at a cut; raised by a quarter after SLOW_SHARE_CEILING_MS, the wait
+ * doubling each time the level it was raised past holds them up again); while ATTRITION_EVIDENCE are, a slow
  * request answered is not replaced (the share follows those out down). It is lifted after SLOW_SHARE_FORGET_MS without one held up that long
  * and without a slow request waiting for it. Off unless LimiterOptions.slowShare (review: a
  * stall of over a second on an origin with room cuts it too).
@@ -245,8 +245,6 @@ export const SLOW_SHARE_SLOW_MS = 1_000;
 const SLOW_PATHS_NAMED = 3;
 /** A path's least round trip is kept as at least this, ms (0 reads as unknown). */
 const PATH_FLOOR_MIN_MS = 0.01;
-/** A path known to be slow on its own is quick again for the share after this many prompt answers since (see quickCost). */
-const QUICK_AGAIN_PROMPT = 8;
 /** A path's least round trip not confirmed for this long is replaced by its next answer, ms (see notePathFloor). */
 export const PATH_FLOOR_AGE_MS = 600_000;
 /** The slow requests' share is cut to this part of those out. */
@@ -255,20 +253,16 @@ export const SLOW_SHARE_CUT = 0.5;
 export const SLOW_SHARE_EVIDENCE = 4;
 /** ... one of them held at least this long, ms. */
 export const SLOW_SHARE_SPAN_MS = 1_000;
-/**
- * A run of quick requests held up lasts this long at most, ms; the next one held up starts a new
- * one (see noteHeldUp): one 150 ms answer in 50 started a run that later ones kept going for
- * good, its prompt answers outnumbered any jam's held-up ones, and the cut came 11 s late.
- */
-const HELD_UP_RUN_MS = 2 * SLOW_SHARE_SPAN_MS;
 /** The share is lifted after this long without a quick request held up or a slow one waiting for it, ms. */
 export const SLOW_SHARE_FORGET_MS = 30_000;
 /**
  * The share grows no further than one below a level quick requests were held a second under; the
- * ceiling is raised by one after this long, ms, and this doubles each time that is held up again
- * (see noteShareCeiling).
+ * ceiling is raised by a quarter (at least one) after this long, ms, and this doubles each time
+ * the level it was raised past holds them up again (see noteShareCeiling).
  */
 export const SLOW_SHARE_CEILING_MS = 300_000;
+/** The longest wait before the ceiling is raised, ms (see noteShareCeiling). */
+export const SLOW_SHARE_CEILING_MAX_MS = 3_600_000;
 /** Attrition (slowAnswered) needs at least this many quick requests held up a second. */
 const ATTRITION_EVIDENCE = 2;
 
@@ -455,26 +449,27 @@ export class Limiter {
   private heldUpCount = 0;
   private heldUpFirstStart = 0;
   private promptQuick = 0;
-  /** When the current run began: a new one starts after HELD_UP_RUN_MS (noteHeldUp). */
-  private heldUpRunAt = -Infinity;
   /** When a quick request was last held up (within the share's rules), ms. */
   private heldUpAt = -Infinity;
   /** Each path's least round trip, least recently answered first (see costOf). */
-  private readonly pathFloors = new Map<string, { ms: number; at: number; promptsSinceSlow: number }>();
+  private readonly pathFloors = new Map<string, { ms: number; at: number }>();
   /** Quick requests started since the share last changed and answered promptly (see slowAnswered). */
   private promptSinceShare = 0;
   /** When a slow request last had to wait for the share. */
   private slowHeldAt = -Infinity;
   /**
-   * The fewest slow requests allowed out when quick ones were held a second (at a cut, or as the
-   * share followed those out down), and when: growth stops one below it for
-   * SLOW_SHARE_CEILING_MS (see slowAnswered).
+   * The fewest slow requests out at a cut when no more were out than the share allowed, and when
+   * it was set or raised: growth stops one below it (see slowAnswered, noteShareCeiling).
    */
   private shareCeiling = Infinity;
   private shareCeilingAt = -Infinity;
-  /** How long after shareCeilingAt the ceiling is raised by one (doubled when that probe is held up again), and whether it was. */
+  /**
+   * How long after shareCeilingAt the ceiling is raised by a quarter (at least one), doubled when
+   * the level it was raised past holds quick requests up again; and that level (Infinity when
+   * it was not raised since it was last noted).
+   */
   private ceilingRelaxMs = SLOW_SHARE_CEILING_MS;
-  private ceilingProbed = false;
+  private ceilingProbedFrom = Infinity;
   /**
    * Since when growth is judged (see slowAnswered): the share's last change, or the last quick
    * request seen held a second without a cut (a share of 1 never grew again: review).
@@ -729,7 +724,7 @@ export class Limiter {
     this.setSlowShare(Infinity, now);
     this.heldUpCount = 0;
     this.promptQuick = 0;
-    this.heldUpAt = this.heldUpLongAt = this.slowHeldAt = this.heldUpRunAt = -Infinity;
+    this.heldUpAt = this.heldUpLongAt = this.slowHeldAt = -Infinity;
     this.forgetCeiling();
     if (this.heldUpTimer !== undefined) {
       this.scheduler.clearTimeout(this.heldUpTimer);
@@ -1092,8 +1087,6 @@ export class Limiter {
   /** A path's request was slow on its own (see "Known-slow paths" above): remembered, newest last. */
   private knowSlow(path: string, now: number): void {
     const key = knownSlowKey(path);
-    const floor = this.pathFloors.get(key);
-    if (floor !== undefined) floor.promptsSinceSlow = 0; // see quickCost
     this.knownSlow.delete(key);
     this.knownSlow.set(key, now);
     if (this.knownSlow.size > KNOWN_SLOW_PATHS) this.knownSlow.delete(this.knownSlow.keys().next().value!);
@@ -1204,17 +1197,10 @@ export class Limiter {
 
   /**
    * A request out (or just answered) counts as slow: its path is slow (isSlow), or it has been out
-   * past the overdue threshold, is not quick, and its path's least round trip is not a quick
-   * one's (a new path's before its first answer counts; a quick page known slow for one tail
-   * answer does not: stuck in a jam, such pages counted as slow and the share was cut to 9 of 18
-   * on a 5-worker origin, review's model).
+   * past the overdue threshold and is not quick (a new path's, before its first answer).
    */
   private slowRequest(path: string | undefined, latencyClass: string | undefined, acquiredAt: number, now: number, overdueAfter: number): boolean {
-    if (now - acquiredAt <= overdueAfter) return this.isSlow(path, latencyClass);
-    if (this.isQuick(path, latencyClass)) return false;
-    if (path === undefined) return true;
-    const floor = this.pathFloors.get(knownSlowKey(path));
-    return floor === undefined || floor.ms * QUICK_SHARE_FACTOR > overdueAfter;
+    return now - acquiredAt > overdueAfter ? !this.isQuick(path, latencyClass) : this.isSlow(path, latencyClass);
   }
 
   /** A quick request's cost (isQuick), else 0. */
@@ -1225,12 +1211,10 @@ export class Limiter {
     }
     const key = knownSlowKey(path);
     const floor = this.pathFloors.get(key);
-    // Nor a path known to be slow on its own, unless answered promptly QUICK_AGAIN_PROMPT times
-    // since (a long-poll's first answer came at once, and its later polls, held for seconds,
-    // read as quick requests held up: review; a search answered in 10 ms or 1.5 s by its query
-    // likewise). Unless: one 150 ms answer in 50 of a site's 10 ms pages made them known slow,
-    // and a jam of them set no share for good (review's model).
-    if (this.isKnownSlow(path, this.clock.now()) && !(floor !== undefined && floor.promptsSinceSlow >= QUICK_AGAIN_PROMPT)) return 0;
+    // Nor a path known to be slow on its own (a long-poll's first answer came at once, and its
+    // later polls, held for seconds, read as quick requests held up: review; a search answered
+    // in 10 ms or 1.5 s by its query likewise).
+    if (this.isKnownSlow(path, this.clock.now())) return 0;
     const cost = floor?.ms ?? 0;
     return cost > 0 && cost * QUICK_SHARE_FACTOR <= this.overdueAfterMs ? cost : 0;
   }
@@ -1250,27 +1234,22 @@ export class Limiter {
 
   /**
    * Quick requests out held up for SLOW_SHARE_SPAN_MS or more, started before the share last
-   * changed too: 0 when fewer than ATTRITION_EVIDENCE, 2 when that many were sent under the
-   * share as it is, else 1. While they are, a slow request answered is not replaced (the share
+   * changed too: at least ATTRITION_EVIDENCE of them. While they are, a slow request answered is not replaced (the share
    * follows those out down, slowAnswered). Closed-loop readers whose pages were all sent before
    * a cut start none after it, so the cut was not judged; a share of 3 of 6 out (3 at work, 3 in
    * the backlog) sent 3 more as the first 3 ended, and the readers waited a further 2 s round
    * trip twice (CI).
    */
-  private quickHeldLong(now: number): 0 | 1 | 2 {
+  private quickHeldLong(now: number): boolean {
     const due = now - SLOW_SHARE_SPAN_MS;
     let n = 0;
-    let underShare = 0;
     for (const list of [this.counted, this.lane])
       for (let p = list.first; p !== undefined && p.acquiredAt <= due; p = p.next) {
         const cost = this.quickCost(p.path, p.latencyClass);
-        if (cost > 0 && now - p.acquiredAt > QUICK_SHARE_FACTOR * cost) {
-          n++;
-          if (p.acquiredAt >= this.slowShareAt && ++underShare >= ATTRITION_EVIDENCE) return 2;
-        }
+        // Two at least: one page's own 1.5 s answer (a cold cache, a lock) cut a share of 3 to 1 (review).
+        if (cost > 0 && now - p.acquiredAt > QUICK_SHARE_FACTOR * cost && ++n >= ATTRITION_EVIDENCE) return true;
       }
-    // Two at least: one page's own 1.5 s answer (a cold cache, a lock) cut a share of 3 to 1 (review).
-    return n >= ATTRITION_EVIDENCE ? 1 : 0;
+    return false;
   }
 
   /**
@@ -1301,7 +1280,7 @@ export class Limiter {
     // longer quick, and the share was never set again (Apache trial).
     const ms = rttMs > PATH_FLOOR_MIN_MS ? rttMs : PATH_FLOOR_MIN_MS;
     let floor = this.pathFloors.get(key);
-    if (floor === undefined) floor = { ms, at: now, promptsSinceSlow: 0 };
+    if (floor === undefined) floor = { ms, at: now };
     else {
       this.pathFloors.delete(key);
       if (ms < floor.ms || (now - floor.at > PATH_FLOOR_AGE_MS && this.slowShare === Infinity && !knownSlow)) {
@@ -1309,8 +1288,6 @@ export class Limiter {
         floor.at = now;
       } else if (ms <= 2 * floor.ms) floor.at = now;
     }
-    // Answered promptly (not held up, heldUpMs): see quickCost.
-    if ((ms <= OVERDUE_MIN_MS || ms <= QUICK_SHARE_FACTOR * floor.ms) && floor.promptsSinceSlow < QUICK_AGAIN_PROMPT) floor.promptsSinceSlow++;
     this.pathFloors.set(key, floor);
     if (this.pathFloors.size > PATH_FLOORS) this.pathFloors.delete(this.pathFloors.keys().next().value!);
   }
@@ -1380,11 +1357,10 @@ export class Limiter {
    */
   private noteHeldUp(permit: LimiterPermit, now: number): void {
     const start = permit.acquiredAt;
-    if (now - this.heldUpAt > 2 * SLOW_SHARE_SPAN_MS || now - this.heldUpRunAt > HELD_UP_RUN_MS) this.heldUpCount = 0;
+    if (now - this.heldUpAt > 2 * SLOW_SHARE_SPAN_MS) this.heldUpCount = 0;
     if (this.heldUpCount === 0) {
       this.heldUpFirstStart = start;
       this.promptQuick = 0;
-      this.heldUpRunAt = now;
     } else if (start < this.heldUpFirstStart) this.heldUpFirstStart = start;
     this.heldUpCount++;
     this.heldUpAt = now;
@@ -1411,11 +1387,10 @@ export class Limiter {
       this.promptSinceShare = 0;
       return;
     }
-    // A level quick requests were held under only when a share was set and no more slow
-    // requests were out than it allows: those beyond it, sent before, may be what held them (a
-    // ceiling of 2 with 5 out kept a share of 1 for good: review), and a first cut's may be a
-    // stall's (a ceiling of 8 kept 8 clients' share at 7, one always waiting, for 5 minutes).
-    if (this.slowShare !== Infinity && out <= this.slowShare) this.noteShareCeiling(out, now);
+    // The level quick requests were held under: those out, when no more were out than the share
+    // allows (those beyond it, sent before, may be what held them: a ceiling of 2 with 5 out kept
+    // a share of 1 for minutes: review). A stall's is too low; it is raised (noteShareCeiling).
+    if (out <= this.slowShare) this.noteShareCeiling(out, now);
     this.setSlowShare(Math.max(1, Math.floor(within * SLOW_SHARE_CUT)), now);
     this.heldUpCount = 0;
     this.onSlowShare?.(this.slowShare, out, this.slowPaths(now));
@@ -1446,33 +1421,30 @@ export class Limiter {
    * answers, not one answer at a time). Not on no news: readers whose requests all wait in the
    * origin's backlog start none, and the share grew past the workers before any was held up (an
    * integration test). Lifted after SLOW_SHARE_FORGET_MS without either (liftSlowShare).
-   * While a quick request is held a second (quickHeldLong), a slow one answered is not replaced:
-   * the share follows those out down. Nor does it grow past one below the ceiling (the fewest
-   * allowed out when quick ones were held a second) for SLOW_SHARE_CEILING_MS after that: grown
-   * back to a level that held every worker, it held every quick page sent meanwhile for a slow
-   * round trip (2 s on a 3-worker origin, every few seconds: CI).
+   * While two quick requests are held a second (quickHeldLong), a slow one answered is not
+   * replaced: the share follows those out down. Nor does it grow past one below the ceiling
+   * (noteShareCeiling): grown back to a level that held every worker, it held every quick page
+   * sent meanwhile for a slow round trip (2 s on a 3-worker origin, every few seconds: CI).
    */
   private slowAnswered(now: number): void {
     if (this.slowShare === Infinity) return;
     if (this.liftSlowShare(now)) return;
-    const heldLong = this.quickHeldLong(now);
-    if (heldLong > 0) {
+    if (this.quickHeldLong(now)) {
       const out = this.slowOut(now);
       if (out < this.slowShare && this.slowShare > 1) {
+        // No ceiling from here: the quick requests held may have been sent while more slow ones
+        // were out than the share allows (a probe's), and a ceiling of 2 kept a share of 1 on
+        // five workers for minutes (review). Only a cut sets one (judgeSlowShare).
         const first = !this.followingDown;
-        // The share quick requests were first held under, when they were sent under it (sent
-        // before a cut to 2, they were held under 3: a ceiling of 2 kept the share at 1: review);
-        // not each step down after it.
-        if (first && heldLong > 1) this.noteShareCeiling(this.slowShare, now);
         this.setSlowShare(Math.max(1, out), now, true);
         if (first) this.onSlowShare?.(this.slowShare, out, this.slowPaths(now));
       }
       return;
     }
     if (this.shareCeiling !== Infinity && now - this.shareCeilingAt >= this.ceilingRelaxMs) {
-      this.shareCeiling++;
+      this.ceilingProbedFrom = this.shareCeiling;
+      this.shareCeiling += Math.max(1, Math.floor(this.shareCeiling / 4));
       this.shareCeilingAt = now;
-      this.ceilingProbed = true;
     }
     const cap = this.shareCeiling - 1;
     if (this.held.length > 0 && this.promptSinceShare > 0 && this.heldUpLongAt <= this.growthFrom && this.slowOut(now) < this.slowShare && this.slowShare < cap)
@@ -1482,14 +1454,17 @@ export class Limiter {
   /**
    * Quick requests were held a second with `level` slow requests out: growth stops one below it
    * (shareCeiling). Only a lower level moves it (every sighting kept a misfire's ceiling for
-   * good: review); after ceilingRelaxMs it is raised by one, and when that level is held up again
-   * the wait doubles (the share grew back to every worker of a 3-worker origin every 5 minutes:
-   * review).
+   * good: review); after ceilingRelaxMs it is raised by a quarter (at least one), and when the
+   * level it was raised past holds them up again the wait doubles, up to an hour (the share grew
+   * back to every worker of a 3-worker origin every 5 minutes: review). A stall's level is too
+   * low; it is raised like any.
    */
   private noteShareCeiling(level: number, now: number): void {
     if (level >= this.shareCeiling) return;
-    if (this.ceilingProbed) this.ceilingRelaxMs *= 2;
-    this.ceilingProbed = false;
+    // The level it was raised past held them up again: wait twice as long (at most
+    // SLOW_SHARE_CEILING_MAX_MS) before the next raise. A lower level (a stall's) does not.
+    if (level >= this.ceilingProbedFrom) this.ceilingRelaxMs = Math.min(2 * this.ceilingRelaxMs, SLOW_SHARE_CEILING_MAX_MS);
+    this.ceilingProbedFrom = Infinity;
     this.shareCeiling = level;
     this.shareCeilingAt = now;
   }
@@ -1498,7 +1473,7 @@ export class Limiter {
     this.shareCeiling = Infinity;
     this.shareCeilingAt = -Infinity;
     this.ceilingRelaxMs = SLOW_SHARE_CEILING_MS;
-    this.ceilingProbed = false;
+    this.ceilingProbedFrom = Infinity;
   }
 
   /**
