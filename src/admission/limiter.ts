@@ -83,7 +83,7 @@
  * in the origin's backlog. The share grows by a quarter (at least one) for each slow request
  * answered while quick ones started since are answered promptly and none is held up for
  * SLOW_SHARE_SPAN_MS, no further than one below a ceiling (the fewest slow requests out when
- * quick ones were held that long, at a cut; raised by a quarter after SLOW_SHARE_CEILING_MS, the wait
+ * quick ones were held that long; raised by a quarter after SLOW_SHARE_CEILING_MS, the wait
  * doubling each time the level it was raised past holds them up again); while ATTRITION_EVIDENCE are, a slow
  * request answered is not replaced (the share follows those out down). It is lifted after SLOW_SHARE_FORGET_MS without one held up that long
  * and without a slow request waiting for it. Off unless LimiterOptions.slowShare (review: a
@@ -458,8 +458,9 @@ export class Limiter {
   /** When a slow request last had to wait for the share. */
   private slowHeldAt = -Infinity;
   /**
-   * The fewest slow requests out at a cut when no more were out than the share allowed, and when
-   * it was set or raised: growth stops one below it (see slowAnswered, noteShareCeiling).
+   * The fewest slow requests out at a cut when no more were out than the share allowed, or the
+   * share quick requests sent under it were held under as it first followed those out down; and
+   * when it was set or raised: growth stops one below it (see slowAnswered, noteShareCeiling).
    */
   private shareCeiling = Infinity;
   private shareCeilingAt = -Infinity;
@@ -1234,22 +1235,27 @@ export class Limiter {
 
   /**
    * Quick requests out held up for SLOW_SHARE_SPAN_MS or more, started before the share last
-   * changed too: at least ATTRITION_EVIDENCE of them. While they are, a slow request answered is not replaced (the share
+   * changed too: 0 when fewer than ATTRITION_EVIDENCE; 2 when that many were sent under the
+   * share as it is, else 1. While they are, a slow request answered is not replaced (the share
    * follows those out down, slowAnswered). Closed-loop readers whose pages were all sent before
    * a cut start none after it, so the cut was not judged; a share of 3 of 6 out (3 at work, 3 in
    * the backlog) sent 3 more as the first 3 ended, and the readers waited a further 2 s round
    * trip twice (CI).
    */
-  private quickHeldLong(now: number): boolean {
+  private quickHeldLong(now: number): 0 | 1 | 2 {
     const due = now - SLOW_SHARE_SPAN_MS;
     let n = 0;
+    let underShare = 0;
     for (const list of [this.counted, this.lane])
       for (let p = list.first; p !== undefined && p.acquiredAt <= due; p = p.next) {
         const cost = this.quickCost(p.path, p.latencyClass);
-        // Two at least: one page's own 1.5 s answer (a cold cache, a lock) cut a share of 3 to 1 (review).
-        if (cost > 0 && now - p.acquiredAt > QUICK_SHARE_FACTOR * cost && ++n >= ATTRITION_EVIDENCE) return true;
+        if (cost > 0 && now - p.acquiredAt > QUICK_SHARE_FACTOR * cost) {
+          n++;
+          if (p.acquiredAt >= this.slowShareAt && ++underShare >= ATTRITION_EVIDENCE) return 2;
+        }
       }
-    return false;
+    // Two at least: one page's own 1.5 s answer (a cold cache, a lock) cut a share of 3 to 1 (review).
+    return n >= ATTRITION_EVIDENCE ? 1 : 0;
   }
 
   /**
@@ -1429,13 +1435,15 @@ export class Limiter {
   private slowAnswered(now: number): void {
     if (this.slowShare === Infinity) return;
     if (this.liftSlowShare(now)) return;
-    if (this.quickHeldLong(now)) {
+    const heldLong = this.quickHeldLong(now);
+    if (heldLong > 0) {
       const out = this.slowOut(now);
       if (out < this.slowShare && this.slowShare > 1) {
-        // No ceiling from here: the quick requests held may have been sent while more slow ones
-        // were out than the share allows (a probe's), and a ceiling of 2 kept a share of 1 on
-        // five workers for minutes (review). Only a cut sets one (judgeSlowShare).
         const first = !this.followingDown;
+        // The share they were held under is a ceiling when they were sent under it (sent before
+        // a cut, they were held under the level before it). Without it, a 3-worker origin's
+        // share grew back to every worker once more (CI).
+        if (first && heldLong === 2) this.noteShareCeiling(this.slowShare, now);
         this.setSlowShare(Math.max(1, out), now, true);
         if (first) this.onSlowShare?.(this.slowShare, out, this.slowPaths(now));
       }
