@@ -1206,17 +1206,11 @@ export class Limiter {
 
   /** A quick request's cost (isQuick), else 0. */
   private quickCost(path: string | undefined, latencyClass: string | undefined): number {
-    if (path === undefined) {
-      const cost = this.latency.cost(latencyClass);
-      return cost > 0 && cost * QUICK_SHARE_FACTOR <= this.overdueAfterMs ? cost : 0;
-    }
-    const key = knownSlowKey(path);
-    const floor = this.pathFloors.get(key);
     // Nor a path known to be slow on its own (a long-poll's first answer came at once, and its
     // later polls, held for seconds, read as quick requests held up: review; a search answered
     // in 10 ms or 1.5 s by its query likewise).
-    if (this.isKnownSlow(path, this.clock.now())) return 0;
-    const cost = floor?.ms ?? 0;
+    if (path !== undefined && this.isKnownSlow(path, this.clock.now())) return 0;
+    const cost = path === undefined ? this.latency.cost(latencyClass) : (this.pathFloors.get(knownSlowKey(path))?.ms ?? 0);
     return cost > 0 && cost * QUICK_SHARE_FACTOR <= this.overdueAfterMs ? cost : 0;
   }
 
@@ -1227,7 +1221,11 @@ export class Limiter {
    * held 1-2 s then went unseen (an integration test).
    */
   private heldUpMs(p: LimiterPermit, now: number): number {
-    if (p.acquiredAt < this.slowShareAt) return -1;
+    return p.acquiredAt < this.slowShareAt ? -1 : this.quickHeldFor(p, now);
+  }
+
+  /** How long a quick request out has been held up (past QUICK_SHARE_FACTOR times its cost and OVERDUE_MIN_MS), ms; else -1. */
+  private quickHeldFor(p: LimiterPermit, now: number): number {
     const cost = this.quickCost(p.path, p.latencyClass);
     const age = now - p.acquiredAt;
     return cost > 0 && age > OVERDUE_MIN_MS && age > QUICK_SHARE_FACTOR * cost ? age : -1;
@@ -1248,8 +1246,7 @@ export class Limiter {
     let underShare = 0;
     for (const list of [this.counted, this.lane])
       for (let p = list.first; p !== undefined && p.acquiredAt <= due; p = p.next) {
-        const cost = this.quickCost(p.path, p.latencyClass);
-        if (cost > 0 && now - p.acquiredAt > QUICK_SHARE_FACTOR * cost) {
+        if (this.quickHeldFor(p, now) >= 0) {
           n++;
           if (p.acquiredAt >= this.slowShareAt && ++underShare >= ATTRITION_EVIDENCE) return 2;
         }
@@ -1381,9 +1378,9 @@ export class Limiter {
    * fill the origin's backlog: the cut is then deeper than needed, and grows back).
    */
   private judgeSlowShare(now: number, heldMs: number): void {
-    if (heldMs >= SLOW_SHARE_SPAN_MS) this.heldUpLongAt = now;
-    const evidence = this.slowShare === Infinity ? SLOW_SHARE_EVIDENCE : 1;
     if (heldMs < SLOW_SHARE_SPAN_MS) return;
+    this.heldUpLongAt = now;
+    const evidence = this.slowShare === Infinity ? SLOW_SHARE_EVIDENCE : 1;
     const out = this.slowOut(now);
     const within = out < this.slowShare ? out : this.slowShare;
     if (this.heldUpCount < evidence || this.promptQuick > this.heldUpCount || within < 2) {
