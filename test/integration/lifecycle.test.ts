@@ -504,14 +504,20 @@ describe('command line', () => {
     o.route('/late', { delayMs: 400, headers: { 'cache-control': 'no-store' }, body: 'late' });
     const g = await gateway({ shutdown: { drainTimeoutMs: 4000 }, sites: [siteFor([o.url])] });
     const { hostname, port } = new URL(g.url);
-    // The first answer goes out at once, so the second response has the socket when it closes.
+    // The client leaves once the first answer is in, so the second response has the socket when
+    // it closes (a fixed 150 ms left before the first answer on a loaded host: 3 lines of 5).
     await Promise.all(
       Array.from({ length: 5 }, (_, i) =>
         new Promise<void>((resolve) => {
           const socket = connect(Number(port), hostname, () => {
             socket.write(`GET /fast?${i} HTTP/1.1\r\nHost: a.test\r\n\r\nGET /late?${i} HTTP/1.1\r\nHost: a.test\r\n\r\n`);
-            setTimeout(() => socket.destroy(), 150);
           });
+          let seen = '';
+          socket.on('data', (chunk: Buffer) => {
+            seen += chunk.toString('latin1');
+            if (seen.includes('\r\n\r\nfast')) setTimeout(() => socket.destroy(), 50);
+          });
+          setTimeout(() => socket.destroy(), 5_000).unref();
           socket.on('close', () => resolve());
           socket.on('error', () => undefined);
         }),
