@@ -26,6 +26,7 @@ export const SHED_REASONS = [
   'codel', // dropped by CoDel under a standing queue
   'evicted', // pushed out of the queue by a higher-priority arrival
   'slow_share', // a slow endpoint's request waited past its deadline for the slow requests' share of the origin
+  'route_busy', // the route's maxConcurrent requests were at the origin until the request's deadline
   'circuit_open', // the origin member's breaker is open
   'rate_limited', // per-client token bucket empty (429)
 ] as const;

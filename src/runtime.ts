@@ -214,11 +214,18 @@ export function configHashOf(config: GatewayConfig): string {
   return createHash('sha256').update(JSON.stringify(hashed)).digest('hex').slice(0, 12);
 }
 
-/** The origin timeouts for a request on `route` of `site`: the site's, with the route's over them. */
 /** How long a request of this route waits for an origin permit: its `queueDeadlineMs`, else admission.queue.deadlineMs. */
 export function queueDeadlineFor(config: GatewayConfig, route: { config: RouteConfig } | undefined): number {
   return route?.config.queueDeadlineMs ?? config.admission.queue.deadlineMs;
 }
+
+/** The cap on this route's origin requests at once (`maxConcurrent`; Upstream.admit's routeCap), if it has one. */
+export function routeCapOf(route: { name: string; config: RouteConfig } | undefined): { route: string; max: number } | undefined {
+  const max = route?.config.maxConcurrent;
+  return max === undefined ? undefined : { route: route!.name, max };
+}
+
+/** The origin timeouts for a request on `route` of `site`: the site's, with the route's over them. */
 
 export function timeoutsFor(site: SiteConfig, route: { config: RouteConfig } | undefined): SiteConfig['timeouts'] {
   const own = route?.config.timeouts;

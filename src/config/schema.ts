@@ -570,6 +570,14 @@ export const routeSchema = z
       .boolean()
       .optional()
       .describe('Read request bodies whole before the origin is asked, in place of limits.requestBuffering.enabled: false for an endpoint that must see an upload as it streams (a live import that reports progress).'),
+    maxConcurrent: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe(
+        'At most this many of this route\'s requests at the origin at once, per gateway instance (nginx\'s limit_conn, HAProxy\'s maxconn): for an endpoint that holds a worker for seconds (a report, an export) on an origin with a few workers. Those beyond wait at the gateway up to the route\'s queue deadline, then are refused `route_busy` (or served stale). Default: no cap.',
+      ),
     queueDeadlineMs: positiveMs(
       'Longest this route\'s requests wait for an origin permit, in place of admission.queue.deadlineMs: longer for slow endpoints a browser calls in bursts (WordPress\'s block editor sends a dozen 0.5 s REST calls at once, and 500 ms refused a third of them).',
     ).optional(),

@@ -184,6 +184,18 @@ export const METRICS = {
     'How many slow requests the member may have out while quick requests were held up behind them (README Overload control, "slow requests get a share"); 0 while no share is set.',
     ['site', 'origin'],
   ),
+  routeInflight: spec(
+    'crowdgate_route_inflight',
+    'gauge',
+    'A capped route\'s requests at the origin now (`routes[].maxConcurrent`; only routes with a cap, from their first request).',
+    ['site', 'route'],
+  ),
+  routeQueueLength: spec(
+    'crowdgate_route_queue_length',
+    'gauge',
+    'A capped route\'s requests waiting at the gateway for a turn (`routes[].maxConcurrent`): refused `route_busy` at their deadline.',
+    ['site', 'route'],
+  ),
   queueLength: spec('crowdgate_queue_length', 'gauge', 'Requests waiting for an origin permit (slow requests held for their share included).', ['site', 'origin']),
   queueWait: spec(
     'crowdgate_queue_wait_seconds',

@@ -5,7 +5,7 @@
  * feeds the origin metrics. Owns admission to the origin; not what is sent or served.
  */
 import type { Clock } from '../clock.js';
-import { Limiter, type Permit } from '../admission/limiter.js';
+import { Limiter, systemScheduler, type Permit, type Scheduler } from '../admission/limiter.js';
 import { makeLimit } from '../admission/limits/make-limit.js';
 import { CircuitBreaker } from './circuit.js';
 import type { AdmissionConfig, SiteConfig } from '../config/schema.js';
@@ -14,6 +14,7 @@ import type { ShedReason } from '../outcome.js';
 import type { OriginMember, OriginPool, PoolLogger } from './pool.js';
 import type { FetchFailure } from './fetch.js';
 import { PeerLoad, type LoadBus } from './peer-load.js';
+import { RouteSlots } from './route-slots.js';
 
 export interface MemberControl {
   readonly site: string;
@@ -290,6 +291,11 @@ export interface AdmitOptions {
    * to a usable member (a second ejected one's trial would give the visitor its 503: review).
    */
   noTrial?: boolean;
+  /**
+   * The request's route caps its origin requests at once (routes[].maxConcurrent, routeCapOf):
+   * a slot is taken before the permit (route-slots.ts), and given back when the lease finishes.
+   */
+  routeCap?: { route: string; max: number };
 }
 
 export type OriginRequestKind = 'fill' | 'forward' | 'background';
@@ -333,7 +339,12 @@ export class Upstream {
     private readonly metrics: GatewayMetrics,
     private admission: AdmissionConfig,
     private priorityClasses: number,
+    /** Timers of the routes' slot waits (routes[].maxConcurrent). */
+    private readonly scheduler: Scheduler = systemScheduler,
   ) {}
+
+  /** Site + route -> its slots (routes[].maxConcurrent; see admit). */
+  private readonly routeSlots = new Map<string, RouteSlots>();
 
   /** Config reload: later permits use the new limit/queue settings (limiters are rebuilt only when those change). */
   configure(admission: AdmissionConfig, priorityClasses: number): void {
@@ -571,6 +582,64 @@ export class Upstream {
    * panic threshold); with one, one trial per member at a time finds out whether it is back.
    */
   async admit(site: SiteConfig, pool: OriginPool, opts: AdmitOptions): Promise<AdmitResult> {
+    const cap = opts.routeCap;
+    if (cap === undefined) return this.admitMember(site, pool, opts);
+    // The route's slot first (route-slots.ts): a request past its cap waits here, holding no
+    // origin permit, and is refused `route_busy` at its deadline.
+    const slots = this.slotsFor(site.name, cap.route);
+    const askedAt = this.clock.now();
+    const got = slots.acquire(cap.max, opts.priority, opts.deadlineAt, askedAt, opts.signal);
+    if (!(got === true || (got !== false && (await got)))) {
+      const waitedMs = this.clock.now() - askedAt;
+      return { ok: false, why: 'shed', reason: opts.signal?.aborted ? 'deadline' : 'route_busy', waitedMs };
+    }
+    const slotWaitMs = this.clock.now() - askedAt;
+    let result: AdmitResult;
+    try {
+      result = await this.admitMember(site, pool, opts);
+    } catch (err) {
+      slots.release();
+      throw err;
+    }
+    if (!result.ok) {
+      slots.release();
+      return result;
+    }
+    const lease = result.lease;
+    let released = false;
+    return {
+      ok: true,
+      lease: {
+        member: lease.member,
+        waitedMs: slotWaitMs + lease.waitedMs,
+        startedAt: lease.startedAt,
+        trial: lease.trial,
+        suspect: lease.suspect,
+        finish: (outcome) => {
+          lease.finish(outcome);
+          if (released) return;
+          released = true;
+          slots.release();
+        },
+      },
+    };
+  }
+
+  /** A route's slots (routes[].maxConcurrent), made when its first request asks. */
+  private slotsFor(site: string, route: string): RouteSlots {
+    const key = JSON.stringify([site, route]);
+    let s = this.routeSlots.get(key);
+    if (s === undefined) this.routeSlots.set(key, (s = new RouteSlots(this.scheduler)));
+    return s;
+  }
+
+  /** Requests of a site's route at the origin now, and waiting for a slot (routes[].maxConcurrent; zeros for a route never capped). */
+  routeSlotsOf(site: string, route: string): { inUse: number; queued: number } {
+    const s = this.routeSlots.get(JSON.stringify([site, route]));
+    return { inUse: s?.inUse ?? 0, queued: s?.queued ?? 0 };
+  }
+
+  private async admitMember(site: SiteConfig, pool: OriginPool, opts: AdmitOptions): Promise<AdmitResult> {
     // An ejected member is half-open: one trial request at a time ends its ejection as soon as
     // it answers (a refused connection is retried on another member by the caller).
     let member = opts.noTrial ? undefined : this.ejectedTrialMember(site, pool, opts.exclude);
@@ -879,7 +948,7 @@ export class Upstream {
       this.logger?.info({ site: control.site, origin: control.member.name, untold }, 'origin answering again; refused or reset connections since the last unreachable line');
   }
 
-  /** Publishes limit / in-flight / queue gauges (called on scrape). */
+  /** Publishes limit / in-flight / queue gauges, and the capped routes' (called on scrape). */
   collect(): void {
     for (const c of this.all) {
       const labels = { site: c.site, origin: c.member.name };
@@ -894,6 +963,11 @@ export class Upstream {
         this.metrics.get('originSaturated').inc(labels, saturated - c.saturatedSeen);
         c.saturatedSeen = saturated;
       }
+    }
+    for (const [key, slots] of this.routeSlots) {
+      const [site, route] = JSON.parse(key) as [string, string];
+      this.metrics.get('routeInflight').set({ site, route }, slots.inUse);
+      this.metrics.get('routeQueueLength').set({ site, route }, slots.queued);
     }
   }
 

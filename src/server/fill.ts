@@ -20,7 +20,7 @@ import { reflectedInputs, repeatsAddress, varyingAlsoOn } from '../cache/reflect
 import type { CollapseKey } from '../cache/cache-key.js';
 import { forward, forwardUnlessShed } from './pass-through.js';
 import { isAnswered, isResponseGone } from './headers.js';
-import { queueDeadlineFor, timeoutsFor, type SiteRuntime } from '../runtime.js';
+import { queueDeadlineFor, routeCapOf, timeoutsFor, type SiteRuntime } from '../runtime.js';
 import { compressBuffered, onTheFlyRequestOf } from './on-the-fly.js';
 import { originFailure, hasStaleOnFailure, inheritHeat, hasOtherMember, refusedFill, serveFailed, serveStaleOr } from './stale.js';
 
@@ -400,6 +400,7 @@ async function fetchForCache(
       exclude: excluded,
       noTrial: afterTrial,
       servesCrowd: true,
+      routeCap: routeCapOf(ctx.route),
       // Nobody waits on a background refresh, and a usable stale copy answers a failed fill.
       hasFallback: kind === 'background' || hasStaleOnFailure(ctx, lookup),
       ...(signal !== undefined ? { signal } : {}),

@@ -20,7 +20,7 @@ import { makeOnTheFlyEncoder, onTheFlyRequestOf } from './on-the-fly.js';
 import { shed, fail } from './answer.js';
 import { hostOf, noteAttempt, schemeOf, type Ctx, type Lookup } from './context.js';
 import { stripTargeted } from './fill-headers.js';
-import { queueDeadlineFor, timeoutsFor } from '../runtime.js';
+import { queueDeadlineFor, routeCapOf, timeoutsFor } from '../runtime.js';
 import { originFailure, hasStaleOnFailure, hasOtherMember, refusedFill, serveFailed, serveStaleOr } from './stale.js';
 
 /**
@@ -93,6 +93,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
         exclude: excluded,
         noTrial: afterTrial,
         signal: abort.signal,
+        routeCap: routeCapOf(ctx.route),
         hasFallback: lookup !== undefined && hasStaleOnFailure(ctx, lookup),
       });
       if (!admitted.ok) {

@@ -24,7 +24,7 @@ import { statusClassOf, type GatewayMetrics } from '../metrics/gateway-metrics.j
 import type { ErrorCode } from '../errors.js';
 import type { Forwarder, UpgradeOutcome } from '../origin/forward.js';
 import type { OriginOutcome, Upstream } from '../origin/upstream.js';
-import { timeoutsFor, type Runtime } from '../runtime.js';
+import { queueDeadlineFor, routeCapOf, timeoutsFor, type Runtime } from '../runtime.js';
 import { rateLimitClientKey, type TrustedProxies } from './client-address.js';
 import { hasDisguisedDotSegment, normaliseTarget, parseUrlPath } from '../cache/cache-key.js';
 import { dropClientAddressClaims, dropNeverForwarded, dropOddFieldNames, setForwardedHeaders, stripHopByHop } from './headers.js';
@@ -168,10 +168,11 @@ export class WebSocketUpgrades {
     const priority = rt.priorityOf(route, 'GET', parseUrlPath(req.url).path, req.headers);
     const admitted = await deps.upstream.admit(site.config, site.pool, {
       priority,
-      deadlineAt: deps.clock.now() + rt.config.admission.queue.deadlineMs,
+      deadlineAt: deps.clock.now() + queueDeadlineFor(rt.config, route),
       kind: 'forward',
       latencyClass: `upgrade:${route.name}`,
       signal: abort.signal,
+      routeCap: routeCapOf(route),
     });
     socket.off('close', onClose);
     if (!admitted.ok) {

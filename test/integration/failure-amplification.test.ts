@@ -988,6 +988,82 @@ describe('failure amplification: an origin whose every worker is held by slow re
   }, 40_000);
 });
 
+describe('failure amplification: a route capped by its maxConcurrent', () => {
+  it('keeps a 2 s report to one of a 3-worker origin\'s workers with the shipped admission: quick pages are answered beside it from the start, the reports beyond it are refused route_busy at the gateway', async () => {
+    const o = await origin();
+    const WORKERS = 3;
+    let busy = 0;
+    let reportsAtWork = 0;
+    let mostReportsAtWork = 0;
+    let mostBusy = 0;
+    const backlog: (() => void)[] = [];
+    const worker = (ms: number, report: boolean): OriginHandler => (_req, res) => {
+      const work = () => {
+        busy++;
+        mostBusy = Math.max(mostBusy, busy);
+        if (report) mostReportsAtWork = Math.max(mostReportsAtWork, ++reportsAtWork);
+        setTimeout(() => {
+          busy--;
+          if (report) reportsAtWork--;
+          res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'no-store' });
+          res.end(report ? 'report' : 'page');
+          backlog.shift()?.();
+        }, ms);
+      };
+      if (busy < WORKERS) work();
+      else backlog.push(work);
+    };
+    o.route('/report', worker(2_000, true));
+    for (let i = 0; i < 4; i++) o.route(`/q/${i}`, worker(5, false));
+    const g = await gateway({
+      sites: [siteFor([o.url], { routes: [{ name: 'report', match: { pathPrefix: '/report' }, maxConcurrent: 1, cache: { enabled: false } }] })],
+    });
+    // Six clients ask the 2 s report over and over; eight readers read quick pages.
+    const started = performance.now();
+    const untilMs = started + 6_000;
+    const reports: Answer[] = [];
+    const pages: Answer[] = [];
+    let midRun = '';
+    const loop = async (ask: () => Promise<void>, thinkMs: number) => {
+      while (performance.now() < untilMs) {
+        await ask();
+        await sleep(thinkMs);
+      }
+    };
+    await Promise.all([
+      ...Array.from({ length: 6 }, () => loop(async () => void reports.push(await call(`${g.url}/report`)), 10)),
+      ...Array.from({ length: 8 }, (_, i) => loop(async () => void pages.push(await call(`${g.url}/q/${i % 4}`)), 50)),
+      (async () => {
+        await sleep(3_000);
+        midRun = await metricsOf(g);
+      })(),
+    ]);
+    // Mid-run, the route's gauges show one report at the origin and the others waiting.
+    const routeGauge = (name: string) => Number(midRun.match(new RegExp(`^${name}\\{site="test",route="report"\\} (\\S+)$`, 'm'))?.[1]);
+    expect(routeGauge('crowdgate_route_inflight')).toBe(1);
+    expect(routeGauge('crowdgate_route_queue_length')).toBeGreaterThanOrEqual(1);
+    expect(mostReportsAtWork, 'reports at the origin at once').toBe(1);
+    expect(mostBusy, 'the origin\'s workers never all held').toBeLessThan(WORKERS + 1);
+    expect(pages.length).toBeGreaterThan(200);
+    pages.forEach((r, i) => expectFromOrigin(r, 200, `quick page ${i}`));
+    const ms = pages.map((r) => r.ms).sort((x, y) => x - y);
+    expect(ms[Math.floor(ms.length * 0.99)], 'quick pages p99 (ms): none waits for a report').toBeLessThan(500);
+    // One report at a time, 2 s each: two or three answered in 6 s; the rest waited their
+    // 500 ms deadline at the gateway and were refused with the reason.
+    expect(reports.filter((r) => r.status === 200).length).toBeGreaterThanOrEqual(2);
+    const refused = reports.filter((r) => r.status !== 200);
+    expect(refused.length).toBeGreaterThan(10);
+    for (const r of refused) {
+      expect(r.status).toBe(503);
+      expect(r.headers['x-crowdgate-error']).toBe('overloaded');
+      expect(r.headers['cache-status']).toContain('shed-route_busy');
+      expect(r.headers['retry-after']).toBeDefined();
+    }
+    expect(o.count('/report')).toBe(reports.length - refused.length);
+    expect(await metricsOf(g)).toMatch(/crowdgate_shed_total\{site="test",reason="route_busy",priority="[a-z]+"\} [1-9]/);
+  }, 20_000);
+});
+
 describe('failure amplification: an origin slow for everyone', () => {
   it('keeps letting clients in when every answer of an origin with room starts taking 700 ms: no refusal once its round trip is known', async () => {
     const o = await origin();

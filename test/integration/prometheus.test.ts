@@ -266,7 +266,8 @@ describe('dashboard and alerts against a real Prometheus', () => {
       sites: [
         siteFor([origin.url], {
           routes: [
-            { name: 'slow', match: { pathPrefix: '/slow' }, cache: { enabled: false } },
+            // A cap the six slow requests at once stay within: its gauges are on the queue panel.
+            { name: 'slow', match: { pathPrefix: '/slow' }, cache: { enabled: false }, maxConcurrent: 6 },
             { name: 'limited', match: { pathPrefix: '/limited' }, rateLimit: { ratePerSecond: 0.1, burst: 1 } },
           ],
         }),
