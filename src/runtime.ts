@@ -12,6 +12,7 @@ import type { GatewayConfig, RouteConfig, SiteConfig } from './config/schema.js'
 import { DEFAULT_BYPASS_COOKIES, routeSchema } from './config/schema.js';
 import type { OriginPool } from './origin/pool.js';
 import { parseCookies } from './cache/cache-key.js';
+import { fieldOf } from './cache/cache-control.js';
 import { compileGlobs } from './server/headers.js';
 import { compileSite, SiteRouter, type CompiledRoute, type CompiledSite } from './server/site-router.js';
 
@@ -180,7 +181,7 @@ function compilePriority(p: GatewayConfig['admission']['priorities'][number]): P
     matches(reqMethod, path, headers, routeName) {
       if (pathPrefix !== undefined && !path.startsWith(pathPrefix)) return false;
       if (method !== undefined && method.toUpperCase() !== reqMethod) return false;
-      if (headerName !== undefined && headers[headerName] === undefined) return false;
+      if (headerName !== undefined && fieldOf(headers, headerName) === undefined) return false;
       if (route !== undefined && route !== routeName) return false;
       if (isCookie !== undefined && (headers.cookie === undefined || ![...parseCookies(headers.cookie).keys()].some(isCookie))) return false;
       return true;

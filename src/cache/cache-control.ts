@@ -21,6 +21,16 @@ export type HeaderValue = string | string[] | undefined;
 /** RFC 9111 §1.2.2: delta-seconds larger than this are taken as this (2^31). */
 export const DELTA_SECONDS_MAX = 2 ** 31;
 
+/**
+ * A field's value by a name a client, an origin or the config chose (a Vary member, a key
+ * template's header): the object's own property only. A plain object answers `constructor`
+ * (and `toString`, `__proto__`...) from Object.prototype, and Node's request headers are plain
+ * objects: an origin's `Vary: constructor` made every fill throw (attacker trial).
+ */
+export function fieldOf(headers: Readonly<HeaderMap>, name: string): HeaderValue {
+  return Object.hasOwn(headers, name) ? headers[name] : undefined;
+}
+
 /** All field lines of a header joined as one list value (RFC 9110 §5.3), or undefined. */
 export function joinHeader(value: HeaderValue): string | undefined {
   if (value === undefined) return undefined;
@@ -30,12 +40,12 @@ export function joinHeader(value: HeaderValue): string | undefined {
 
 /** A header's value by lowercase name, all field lines joined. */
 export function headerValue(headers: HeaderMap, name: string): string | undefined {
-  return joinHeader(headers[name.toLowerCase()]);
+  return joinHeader(fieldOf(headers, name.toLowerCase()));
 }
 
 /** Whether a header field is present at all (even with an empty value). */
 export function hasHeader(headers: HeaderMap, name: string): boolean {
-  const v = headers[name.toLowerCase()];
+  const v = fieldOf(headers, name.toLowerCase());
   return v !== undefined && !(Array.isArray(v) && v.length === 0);
 }
 

@@ -16,7 +16,7 @@
  * every key under /blog/. Note `/blog` (no slash) also matches `/blogroll`.
  */
 import type { CacheKeyConfig } from '../config/schema.js';
-import { joinHeader, type HeaderMap } from './cache-control.js';
+import { fieldOf, joinHeader, type HeaderMap } from './cache-control.js';
 
 const SEP = '\u0000';
 
@@ -296,7 +296,7 @@ export function makeCacheKey(input: CacheKeyInput): string {
     const names = [...new Set(input.key.headers.map((h) => h.toLowerCase()))].sort();
     key += keyPart(
       'h',
-      names.map((n) => [n, normaliseWhitespace(joinHeader(input.headers[n]))]),
+      names.map((n) => [n, normaliseWhitespace(joinHeader(fieldOf(input.headers, n)))]),
     );
   }
   if (input.key.cookies.length > 0) {
@@ -439,7 +439,7 @@ export function makeVariantKey(vary: readonly string[], headers: HeaderMap): str
   if (vary.length === 0) return '';
   return vary
     .map((name) => {
-      const v = normaliseVaryValue(name, joinHeader(headers[name]));
+      const v = normaliseVaryValue(name, joinHeader(fieldOf(headers, name)));
       return v === undefined ? encodeURIComponent(name) : `${encodeURIComponent(name)}=${encodeURIComponent(v)}`;
     })
     .join('&');

@@ -50,6 +50,7 @@ import { CACHED_METHODS, SET_COOKIE_FIELDS, connectionListedNames, isHopByHop } 
 import type { RouteCacheConfig } from '../config/schema.js';
 import { currentAgeMsOf, staleAtOf, type CacheEntry, type StoredHeaders } from './entry.js';
 import {
+  fieldOf,
   hasHeader,
   headerValue,
   joinHeader,
@@ -188,7 +189,7 @@ export interface DirectiveSource {
  */
 export function selectDirectives(headers: HeaderMap, targetedHeader: string): DirectiveSource {
   for (const field of [targetedHeader.toLowerCase(), CDN_CACHE_CONTROL]) {
-    const raw = joinHeader(headers[field]);
+    const raw = joinHeader(fieldOf(headers, field));
     if (raw === undefined) continue;
     const cc = parseTargetedField(raw);
     if (cc !== undefined && !cc.isEmpty) return { field, cc, targeted: true };

@@ -129,6 +129,15 @@ const PLAIN_SHAPE: Readonly<Record<string, { readonly member: RegExp; readonly p
     parameter: new RegExp(`^${PLAIN_Q}$`, 'i'),
   },
 };
+/**
+ * A table's entry by a name a client or an origin chose (a header name, a coding, an entity):
+ * its own only, never Object.prototype's (`constructor: xyzzy123` made every fill throw:
+ * attacker trial).
+ */
+function entryOf<T>(table: Readonly<Record<string, T>>, name: string): T | undefined {
+  return Object.hasOwn(table, name) ? table[name] : undefined;
+}
+
 /** The answer's own header a negotiation header's value is naturally found in. */
 const OWN_ANSWER_FIELD: Readonly<Record<string, string>> = {
   accept: 'content-type',
@@ -187,7 +196,7 @@ export async function reflectedInputs(
   for (const [name, texts, cores] of searched) {
     if (found.has(name)) continue;
     if (large) await new Promise<void>((resolve) => setImmediate(resolve));
-    const own = OWN_ANSWER_FIELD[name];
+    const own = entryOf(OWN_ANSWER_FIELD, name);
     const headerText = Object.entries(headers)
       .filter(([field, v]) => v !== undefined && field !== 'content-encoding' && field !== own)
       .map(([, v]) => (Array.isArray(v) ? v.join('\n') : (v as string)))
@@ -383,7 +392,7 @@ async function normaliseLarge(text: string): Promise<string> {
  * negotiation header only when some member is not what a browser sends.
  */
 export function textsOf(name: string, value: string): string[] {
-  const plain = PLAIN_SHAPE[name];
+  const plain = entryOf(PLAIN_SHAPE, name);
   const texts = new Set<string>();
   if (name === 'user-agent') {
     // Its `;` parts (`x64`, `Win64`) are in many pages by chance; an origin that echoes a
@@ -428,7 +437,7 @@ export function normalise(text: string): string {
   return text
     .replace(/\\u([0-9a-fA-F]{4})|\\x([0-9a-fA-F]{2})|\\([^ux])/g, (_, u: string, x: string, c: string) => (u ? String.fromCharCode(parseInt(u, 16)) : x ? String.fromCharCode(parseInt(x, 16)) : c))
     .replace(/&(?:#(\d{1,7})|#[xX]([0-9a-fA-F]{1,6})|([a-zA-Z]{2,8}));?/g, (m, d: string, h: string, n: string) => {
-      if (n !== undefined) return NAMED_ENTITIES[n.toLowerCase()] ?? m;
+      if (n !== undefined) return entryOf(NAMED_ENTITIES, n.toLowerCase()) ?? m;
       const code = d !== undefined ? Number(d) : parseInt(h, 16);
       return code <= 0x10ffff ? String.fromCodePoint(code) : m;
     })
@@ -486,7 +495,7 @@ async function decodeCodings(body: Buffer, codings: string[], maxBytes: number):
   let out = body;
   try {
     for (const coding of codings.reverse()) {
-      const decoder = DECODERS[coding];
+      const decoder = entryOf(DECODERS, coding);
       if (decoder === undefined) return undefined;
       const opts = { maxOutputLength: Math.max(1, maxBytes) };
       out = out.length <= INLINE_DECODE_MAX_BYTES ? decoder[0](out, opts) : await decoder[1](out, opts);

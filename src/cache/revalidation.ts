@@ -23,7 +23,7 @@ export function makeConditionalHeaders(entry: CacheEntry): Record<string, string
 }
 
 function storedValue(headers: StoredHeaders, name: string): string | undefined {
-  const v = headers[name];
+  const v = Object.hasOwn(headers, name) ? headers[name] : undefined;
   return Array.isArray(v) ? v[0] : v;
 }
 

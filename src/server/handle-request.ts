@@ -21,6 +21,7 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { currentAgeMsOf, staleAtOf, type CacheEntry } from '../cache/entry.js';
 import { hasDisguisedDotSegment, makeCacheKey, normaliseTarget, parseCookies } from '../cache/cache-key.js';
+import { fieldOf } from '../cache/cache-control.js';
 import { evaluateEntry, isCacheableRequest, type PolicyOptions, type RequestFacts } from '../cache/policy.js';
 import { rateLimitClientKey } from './client-address.js';
 import type { StaleReason } from '../outcome.js';
@@ -117,7 +118,7 @@ function answerMemoHit(
   // which for a memoised route (no cookie in its key) are none.
   const cookie = req.headers.cookie;
   if (cookie !== undefined && !memo.route.config.cache.ignoreSessionCookies && hasBypassCookie(memo.site, cookie, deps)) return false;
-  for (const name of memo.plainBypass) if (req.headers[name] !== undefined) return false;
+  for (const name of memo.plainBypass) if (fieldOf(req.headers, name) !== undefined) return false;
   const now = deps.clock.now();
   const store = deps.store;
   const hold = memo.hold;
@@ -592,7 +593,7 @@ function noteLeftOutSessionCookies(deps: RequestDeps, site: SiteRuntime, leftOut
 
 /** True when the request carries a credential header (sites[].credentialHeaders): it bypasses the cache. */
 function hasCredential(site: SiteRuntime, headers: IncomingHttpHeaders): boolean {
-  for (const name of site.credentialHeaders) if (headers[name] !== undefined) return true;
+  for (const name of site.credentialHeaders) if (fieldOf(headers, name) !== undefined) return true;
   return false;
 }
 
@@ -621,7 +622,7 @@ function fragmentVariedOn(site: SiteRuntime, fragment: readonly string[], varian
  */
 function fragmentHeadersOf(site: SiteRuntime, headers: IncomingHttpHeaders): string[] | undefined {
   let present: string[] | undefined;
-  for (const name of site.bypassHeaders) if (headers[name] !== undefined) (present ??= []).push(name);
+  for (const name of site.bypassHeaders) if (fieldOf(headers, name) !== undefined) (present ??= []).push(name);
   return present;
 }
 

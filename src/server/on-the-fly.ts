@@ -24,6 +24,7 @@ import {
 } from '../cache/content-coding.js';
 import type { CompressionConfig } from '../config/schema.js';
 import { SET_COOKIE_FIELDS } from '../http/facts.js';
+import { fieldOf } from '../cache/cache-control.js';
 
 /** Both codings "available": on the fly, crowdgate can make either. */
 const ANY: EntryEncodings = Object.freeze({ br: Buffer.alloc(0), gzip: Buffer.alloc(0) });
@@ -57,7 +58,7 @@ export function onTheFlyRequestOf(headers: IncomingHttpHeaders, credentialHeader
       headers.cookie !== undefined ||
       headers.authorization !== undefined ||
       headers['proxy-authorization'] !== undefined ||
-      credentialHeaders.some((name) => headers[name] !== undefined),
+      credentialHeaders.some((name) => fieldOf(headers, name) !== undefined),
   };
 }
 

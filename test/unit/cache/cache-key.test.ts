@@ -160,6 +160,11 @@ describe('makeVariantKey', () => {
     expect(makeVariantKey([], { accept: 'text/html' })).toBe('');
   });
 
+  test('a Vary member named like a property of every object is a header like any (an origin\'s `Vary: constructor` threw: attacker trial)', () => {
+    expect(makeVariantKey(['constructor'], {})).toBe('constructor');
+    expect(makeVariantKey(['__proto__', 'constructor'], { constructor: 'a' })).toBe('__proto__&constructor=a');
+  });
+
   table([
     { name: 'br and gzip when both are accepted (every browser)', value: 'gzip, deflate, br', want: 'br, gzip' },
     { name: 'br alone when gzip is not accepted', value: 'br', want: 'br' },

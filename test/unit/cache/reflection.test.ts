@@ -75,6 +75,9 @@ describe('reflectedInputs', () => {
     expect(textsOf('accept-language', 'en;q="<svg/onload=alert(1)>"')).toContain('q="<svg/onload=alert(1)>"');
     expect(textsOf('accept-charset', "x'+alert`1`+'")).toContain("x'+alert`1`+'");
     expect(textsOf('accept', 'text/html,application/xhtml+xml;q=0.9,*/*;q=0.8')).toEqual([]);
+    // A header named like a property of every object is looked for like any (it threw: attacker trial).
+    expect(textsOf('constructor', 'xyzzy123')).toEqual(['xyzzy123']);
+    expect(textsOf('__proto__', 'abc, def')).toEqual(['abc, def', 'abc', 'def']);
   });
 
   it('takes as a browser\'s only what Chrome, Firefox and Safari send, on a page that repeats it', async () => {
