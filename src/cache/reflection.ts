@@ -158,10 +158,11 @@ export async function reflectedInputs(
   maxBodyBytes: number,
 ): Promise<string[]> {
   const scanned = inputs
-    .filter(([, value]) => value.trim().length >= MIN_REFLECTED_LENGTH)
-    .map(([name, value]) => [name, textsOf(name, value), value] as const)
-    .filter(([, texts]) => texts.length > 0)
-    .map(([name, texts, value]) => [name, texts, base64Cores(value.trim())] as const);
+    .map(([name, value]) => {
+      const long = value.trim().length >= MIN_REFLECTED_LENGTH;
+      return [name, [...(long ? textsOf(name, value) : []), ...nameTextsOf(name)], long ? base64Cores(value.trim()) : []] as const;
+    })
+    .filter(([, texts]) => texts.length > 0);
   if (scanned.length === 0) return [];
   // Past MAX_SCANNED_INPUTS headers of their own choosing (not User-Agent or Accept*, which a
   // client always sends and which are always searched), those all count as echoed unsearched.
@@ -362,6 +363,34 @@ async function base64Found(core: string, inRaw: (s: string) => boolean, inCanoni
 
 /** Headers a client always sends: searched whatever the number of others. */
 const ALWAYS_SEARCHED: ReadonlySet<string> = new Set(['user-agent', 'accept', 'accept-language', 'accept-charset']);
+
+/**
+ * Request field names of a standard or common vocabulary: not a text of the client's choosing
+ * (and in many pages by chance: a CSP's `upgrade-insecure-requests`).
+ */
+const STANDARD_FIELD_NAMES: ReadonlySet<string> = new Set([
+  ...ALWAYS_SEARCHED,
+  'accept-encoding', 'authorization', 'proxy-authorization', 'cache-control', 'pragma', 'connection', 'content-length',
+  'content-type', 'content-encoding', 'content-language', 'cookie', 'date', 'dnt', 'early-data', 'expect', 'forwarded',
+  'from', 'host', 'if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since', 'if-range', 'max-forwards',
+  'origin', 'priority', 'purpose', 'range', 'referer', 'save-data', 'te', 'trailer', 'upgrade', 'upgrade-insecure-requests',
+  'via', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-forwarded-port', 'x-real-ip', 'x-request-id',
+  'x-requested-with', 'traceparent', 'tracestate', 'baggage', 'device-memory', 'dpr', 'width', 'viewport-width', 'rtt',
+  'downlink', 'ect',
+]);
+
+/**
+ * A header's name is a text of the client's choosing too: an origin that lists the headers it
+ * got (`print_r(getallheaders())`, a debug page, a JSON of them) printed a client's
+ * `X-This-Site-Was-Defaced-Visit-Evil-Example-Com: 1` for everyone (attacker trial; its value
+ * was too short to be looked for). So a name outside the standard vocabulary (and not `sec-`)
+ * is looked for like a value, whatever its value, and as a CGI variable spells it
+ * (`x_this_site...`, in PHP's `$_SERVER` as `HTTP_X_THIS_SITE...`).
+ */
+function nameTextsOf(name: string): string[] {
+  if (STANDARD_FIELD_NAMES.has(name) || name.startsWith('sec-') || name.length < MIN_REFLECTED_LENGTH) return [];
+  return name.includes('-') ? [name, name.replace(/-/g, '_')] : [name];
+}
 
 /** A body longer than this is normalised in slices, one per event-loop turn. */
 const NORMALISE_SLICE_CHARS = 256 * 1024;

@@ -80,6 +80,9 @@ const unkeyedArb = fc.uniqueArray(
     // Headers no list names: sent on fills, so an answer that repeats them must not be shared.
     ['x-anything', 'TOKEN'],
     ['x-banner', '<b>"TOKEN"</b>'],
+    // The token in the name, the value too short to look for (attacker trial: a defacement
+    // in header names the origin listed).
+    ['x-note-TOKEN', '1'],
     ['user-agent', 'Mozilla/5.0 (TOKEN)'],
     ['accept-language', 'TOKEN, en;q=0.5'],
     ['referer', 'https://TOKEN.evil.example/'],
@@ -136,7 +139,7 @@ describe('reflection property', () => {
           for (let i = 0; i < r.times; i++) {
             const own = `tok${++token}x`;
             const headers: Record<string, string> = { host: r.host };
-            for (const [name, value] of r.unkeyed) headers[name] = value.replace('TOKEN', own);
+            for (const [name, value] of r.unkeyed) headers[name.replace('TOKEN', own)] = value.replace('TOKEN', own);
             if (r.theme !== undefined) headers['x-theme'] = r.theme;
             // Each run its own keys; the prefix is keyed, so runs never share entries.
             const target = `/r${run}${r.path.replace('TOKEN', own)}${r.query.replace('TOKEN', own)}`;

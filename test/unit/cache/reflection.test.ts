@@ -16,6 +16,17 @@ describe('reflectedInputs', () => {
     expect(await reflectedInputs([['x-quiet', 'not-in-the-page']], {}, body, MAX)).toEqual([]);
   });
 
+  it('finds a header\'s name of the client\'s choosing as the origin lists it, whatever its value (attacker trial: a defacement in names of one-character headers)', async () => {
+    const inputs = [['x-this-site-was-defaced-visit-evil-example-com', '1'], ['x-call-support-now', '1']] as const;
+    // getallheaders() in Title-Case, a JSON of the names as sent, PHP's $_SERVER.
+    for (const body of ['X-This-Site-Was-Defaced-Visit-Evil-Example-Com: 1\nX-Call-Support-Now: 1', '{"x-this-site-was-defaced-visit-evil-example-com":"1","x-call-support-now":"1"}', "'HTTP_X_THIS_SITE_WAS_DEFACED_VISIT_EVIL_EXAMPLE_COM' => '1', 'HTTP_X_CALL_SUPPORT_NOW' => '1'"])
+      expect(await reflectedInputs(inputs, {}, Buffer.from(body), MAX), body).toEqual(['x-call-support-now', 'x-this-site-was-defaced-visit-evil-example-com']);
+    expect(await reflectedInputs(inputs, { 'x-echo': 'x-call-support-now' }, Buffer.from('<p>page</p>'), MAX)).toEqual(['x-call-support-now']);
+    expect(await reflectedInputs(inputs, {}, Buffer.from('<p>call support now</p>'), MAX)).toEqual([]);
+    // Standard names are no text of the client's: a page that says "origin" or "upgrade-insecure-requests" repeats nothing.
+    expect(await reflectedInputs([['origin', 'x'], ['upgrade-insecure-requests', '1']], {}, Buffer.from('<meta content="upgrade-insecure-requests"> origin'), MAX)).toEqual([]);
+  });
+
   it('finds the value lowercased, percent-, form-, HTML- and JSON-encoded', async () => {
     const value = 'Evil "One" <b>&co';
     for (const form of [value.toLowerCase(), encodeURIComponent(value), 'Evil &quot;One&quot; &lt;b&gt;&amp;co', JSON.stringify(value)]) {
