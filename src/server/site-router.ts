@@ -10,6 +10,8 @@ export interface CompiledRoute {
   readonly config: RouteConfig;
   readonly name: string;
   matches(method: string, path: string): boolean;
+  /** matches() of a loose spelling (loosePath): its prefix and regular expression without regard to case. */
+  matchesLoosely(method: string, loose: string): boolean;
 }
 
 export interface CompiledSite<S = SiteConfig> {
@@ -23,6 +25,8 @@ export const DEFAULT_ROUTE_NAME = 'default';
 function compileRoute(route: RouteConfig): CompiledRoute {
   const { pathPrefix, pathRegex, methods } = route.match;
   const re = pathRegex !== undefined ? new RegExp(pathRegex) : undefined;
+  const looseRe = pathRegex !== undefined ? new RegExp(pathRegex, 'i') : undefined;
+  const loosePrefix = pathPrefix?.toLowerCase();
   const methodSet = methods ? new Set(methods) : undefined;
   return {
     config: route,
@@ -33,7 +37,26 @@ function compileRoute(route: RouteConfig): CompiledRoute {
       if (re && !re.test(path)) return false;
       return true;
     },
+    matchesLoosely(method, loose) {
+      if (methodSet && !methodSet.has(method)) return false;
+      if (loosePrefix !== undefined && !loose.startsWith(loosePrefix)) return false;
+      if (looseRe && !looseRe.test(loose)) return false;
+      return true;
+    },
   };
+}
+
+/**
+ * A path as origins that read it loosely route it: lower case (IIS, ASP.NET), `;` parameters
+ * of a segment dropped (Tomcat, Spring), `%2F`, `%5C` and a backslash read as `/`, and runs of `/`
+ * merged (nginx's merge_slashes, Spring).
+ */
+export function loosePath(path: string): string {
+  return path
+    .toLowerCase()
+    .replace(/%2f|%5c|\\/g, '/')
+    .replace(/;[^/]*/g, '')
+    .replace(/\/{2,}/g, '/');
 }
 
 export function compileSite(site: SiteConfig, defaultRoute: RouteConfig): CompiledSite {
@@ -54,8 +77,21 @@ export function compileSite(site: SiteConfig, defaultRoute: RouteConfig): Compil
     config: site,
     routes,
     matchRoute(method, path) {
-      for (const r of routes) if (r.matches(method, path)) return r;
-      return fallback;
+      let matched = fallback;
+      for (const r of routes)
+        if (r.matches(method, path)) {
+          matched = r;
+          break;
+        }
+      // A route the operator never caches (`cache.enabled: false`, the shipped `/api/`) is
+      // not sidestepped by a spelling the origin reads as its path: `/API/x`, `//api/x`,
+      // `/api;a/x`, `/api%2Fx` matched the cached default route, and an API answer with a
+      // lifetime was stored for everyone (attacker trial). When unsure, do not cache.
+      if (!matched.config.cache.enabled) return matched;
+      const loose = loosePath(path);
+      if (loose === path) return matched;
+      for (const r of routes) if (r.matchesLoosely(method, loose)) return r.config.cache.enabled ? matched : r;
+      return matched;
     },
   };
 }

@@ -70,6 +70,27 @@ describe('routes', () => {
   ])('%s %s -> %s', (method, path, expected) => {
     expect(compiled.matchRoute(method, path).name).toBe(expected);
   });
+  it('never caches what a never-cached route\'s path spelled loosely reaches (attacker trial: /API/x, //api/x, /api;a/x, /api%2Fx were cached under the default route)', () => {
+    const site = siteSchema.parse({
+      name: 's',
+      hosts: ['*'],
+      origins: [{ url: 'http://127.0.0.1:1' }],
+      routes: [
+        { name: 'static', match: { pathPrefix: '/static/' } },
+        { name: 'api', match: { pathPrefix: '/api/' }, cache: { enabled: false } },
+        { name: 'admin', match: { pathRegex: '^/admin(/|$)' }, cache: { enabled: false } },
+      ],
+    });
+    const c = compileSite(site, routeSchema.parse({ name: 'default' }));
+    for (const path of ['/API/x', '//api/x', '/api;a/x', '/api%2Fx', '/api%2fx', '/Api\\x', '/ADMIN', '//admin/x'])
+      expect(c.matchRoute('GET', path).name, path).toBe(path.toLowerCase().includes('admin') ? 'admin' : 'api');
+    // Spelled as it is, and paths no never-cached route reaches loosely, keep their route.
+    expect(c.matchRoute('GET', '/api/x').name).toBe('api');
+    expect(c.matchRoute('GET', '/Static/a.css').name).toBe('default');
+    expect(c.matchRoute('GET', '/static//a.css').name).toBe('static');
+    expect(c.matchRoute('GET', '/apiary').name).toBe('default');
+    expect(c.matchRoute('GET', '/About').name).toBe('default');
+  });
   it('does not add a second catch-all when the config ends with one', () => {
     const withDefault = siteSchema.parse({ name: 's', hosts: ['*'], origins: [{ url: 'http://127.0.0.1:1' }], routes: [{ name: 'default' }] });
     expect(compileSite(withDefault, routeSchema.parse({ name: 'default' })).routes.map((r) => r.name)).toEqual(['default']);
