@@ -7,8 +7,8 @@
  * prefork with MaxRequestWorkers has. After `--warm` s of readers alone, `--hogs` clients ask a
  * `--slow-s` s page over and over (each a new URL) while `--readers` clients read quick 5–15 ms
  * pages with `--think-ms` think time (uniform 0.5–1.5×), for `--duration` s. Each round runs
- * each side (straight to the origin, through crowdgate as shipped, and through crowdgate with
- * `admission.limit.slowShare: true`) on a fresh origin (and a fresh gateway), in alternating order; clients give up
+ * each side (straight to the origin, through crowdgate as shipped, through crowdgate with
+ * `admission.limit.slowShare: true`, and with the slow page's route capped at `--cap`) on a fresh origin (and a fresh gateway), in alternating order; clients give up
  * after 30 s. It reports, per side, what readers and slow pages got (answered, refused by the
  * gateway with its reason, 504, client timeouts), the readers' answered latency, the origin's
  * peak backlog and how many answers it made for clients that had left (read once it is idle),
@@ -16,7 +16,7 @@
  * peak of `crowdgate_origin_inflight` against `crowdgate_origin_limit`.
  *
  * Usage: node bench/busy-workers.mjs [--workers 5] [--hogs 8] [--slow-s 10] [--readers 40]
- *          [--think-ms 500] [--warm 10] [--duration 40] [--rounds 2]
+ *          [--think-ms 500] [--warm 10] [--duration 40] [--rounds 2] [--cap 2] [--sides a,b]
  * Needs dist/ (npm run build). Results: bench/results/busy-workers-<time>.{json,md}.
  */
 import { parseArgs } from 'node:util';
@@ -38,6 +38,8 @@ const { values } = parseArgs({
     warm: { type: 'string', default: '10' },
     duration: { type: 'string', default: '40' },
     rounds: { type: 'string', default: '2' },
+    cap: { type: 'string', default: '2' },
+    sides: { type: 'string' },
   },
 });
 const opts = {
@@ -49,10 +51,15 @@ const opts = {
   warmS: Number(values.warm),
   durationS: Number(values.duration),
   rounds: Number(values.rounds),
+  cap: Number(values.cap),
 };
 const CLIENT_TIMEOUT_MS = 30_000;
-/** Straight to the origin, through crowdgate as shipped, and with admission.limit.slowShare on. */
-const SIDES = ['direct', 'crowdgate', 'crowdgate-slowshare'];
+/**
+ * Straight to the origin, through crowdgate as shipped, with admission.limit.slowShare on, and
+ * with the slow page's route capped (routes[].maxConcurrent: --cap, queueDeadlineMs 5 s), as an
+ * operator who knows the slow page would.
+ */
+const SIDES = ['direct', 'crowdgate', 'crowdgate-slowshare', 'crowdgate-routecap'];
 
 async function startWorkerOrigin(label) {
   const port = await freePort();
@@ -122,11 +129,17 @@ async function gaugeOf(adminUrl, name) {
 
 async function runSide(side) {
   const origin = await startWorkerOrigin(`origin-${side}`);
-  // crowdgate-slowshare: admission.limit.slowShare on (off by default).
+  // crowdgate-slowshare: admission.limit.slowShare on (off by default); crowdgate-routecap: the
+  // slow page's route capped.
   const gw =
     side === 'direct'
       ? undefined
-      : await startCrowdgate({ originUrl: origin.url, label: side, ...(side === 'crowdgate-slowshare' ? { admission: { limit: { slowShare: true } } } : {}) });
+      : await startCrowdgate({
+          originUrl: origin.url,
+          label: side,
+          ...(side === 'crowdgate-slowshare' ? { admission: { limit: { slowShare: true } } } : {}),
+          ...(side === 'crowdgate-routecap' ? { siteExtra: { routes: [{ name: 'slow', match: { pathPrefix: '/slow' }, maxConcurrent: opts.cap, queueDeadlineMs: 5000 }] } } : {}),
+        });
   const base = gw?.url ?? origin.url;
   try {
     await readers(base, opts.readers, performance.now() + opts.warmS * 1000, tally());
@@ -188,11 +201,13 @@ function summarize(run) {
   };
 }
 
+/** --sides: a comma-separated subset of SIDES. */
+const sides = values.sides === undefined ? SIDES : values.sides.split(',').filter((s) => SIDES.includes(s));
 const loadAtStart = noteMachineLoad('start');
 const rows = [];
 try {
   for (let round = 0; round < opts.rounds; round++) {
-    const order = round % 2 === 0 ? SIDES : [...SIDES].reverse();
+    const order = round % 2 === 0 ? sides : [...sides].reverse();
     for (const side of order) {
       process.stderr.write(`round ${round + 1}: ${side} …\n`);
       rows.push({ round: round + 1, ...summarize(await runSide(side)) });
@@ -218,7 +233,7 @@ for (const r of rows)
     `| ${r.round} | ${r.side} | ${r.readersAnswered} | ${r.readersRefused} ${r.readersRefused ? JSON.stringify(r.readersRefusedBy) : ''} | ${r.readers504} | ${r.readersClientTimeout} | ${fmt(r.readerP50)} | ${fmt(r.readerP99)} | ${r.slowAnswered} | ${r.slowRefused} ${r.slowRefused ? JSON.stringify(r.slowRefusedBy) : ''} | ${r.slow504} | ${r.originPeakBacklog} | ${r.originAbandoned} | ${r.side !== 'direct' ? `${fmt(r.peakInflight)} (${fmt(r.limitAtPeak)})` : '—'} |`,
   );
 L.push('', '## Medians over the rounds', '', '| side | readers answered | readers refused | reader 504 + client timeouts | reader p50 ms | slow answered | answers for clients gone |', '|---|---:|---:|---:|---:|---:|---:|');
-for (const side of SIDES) {
+for (const side of sides) {
   const rs = rows.filter((r) => r.side === side);
   L.push(
     `| ${side} | ${fmt(median(rs.map((r) => r.readersAnswered)))} | ${fmt(median(rs.map((r) => r.readersRefused)))} | ${fmt(median(rs.map((r) => r.readers504 + r.readersClientTimeout)))} | ${fmt(median(rs.map((r) => r.readerP50)))} | ${fmt(median(rs.map((r) => r.slowAnswered)))} | ${fmt(median(rs.map((r) => r.originAbandoned)))} |`,
