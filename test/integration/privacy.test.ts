@@ -1405,7 +1405,8 @@ describe('the key covers what the origin sees', () => {
       const posted = await request(`${g.url}${target}`, { method: 'POST', body: 'x' });
       await posted.body.text();
       expect(o.requests.at(-1)!.url, target).toBe(target);
-      expect(g.accessLogs().at(-1)!.route, target).toBe('default');
+      // `//login` reaches the never-cached login route as a lenient origin reads it (merged slashes).
+      expect(g.accessLogs().at(-1)!.route, target).toBe(target === '//login' ? 'login' : 'default');
       // A GET fill of the same target sends the same.
       await (await request(`${g.url}${target}`)).body.text();
       expect(o.requests.at(-1)!.url, `GET ${target}`).toBe(target);
