@@ -124,6 +124,12 @@ export type FillResult =
       detail?: string;
       /** Given up while waiting for a permit: its client left and nobody else waited (fill.ts). */
       abandoned?: true;
+      /**
+       * Failed on its leader's own request, not on the origin: a header the HTTP client would
+       * not send, or a gateway bug the request met (an exception). Its waiters fill once more,
+       * and no refresh hold follows (fill.ts).
+       */
+      requestCaused?: true;
     };
 
 export interface Ctx {

@@ -53,7 +53,7 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
       result = await fillAcrossInstances(ctx, lookup, collapseKey, 'fill', undefined, abandon.signal);
     } catch (err) {
       deps.logger.error({ err, requestId: ctx.requestId }, 'cache fill failed unexpectedly');
-      result = { kind: 'failed', code: 'internal_error', staleReason: 'error' };
+      result = { kind: 'failed', code: 'internal_error', staleReason: 'error', requestCaused: true };
     } finally {
       ctx.res.off('close', onLeft);
     }
@@ -137,6 +137,12 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
   }
   // Its leader's client left while the fill was queued, before this waiter came: fill again.
   if (outcome.kind === 'failed' && outcome.abandoned) return attempt === 0 ? fillAndServe(ctx, lookup, attempt + 1) : passAlone(ctx, lookup);
+  // Its leader's own request failed it (a gateway bug it met, a header the HTTP client would
+  // not send): the waiters make one fill of their own, collapsed again, as after a server
+  // error (below). A client's `constructor: xyzzy123` header made every fill throw, and every
+  // visitor collapsed onto its fill got 500 (attacker trial).
+  if (outcome.kind === 'failed' && outcome.requestCaused)
+    return serveStaleOr(ctx, lookup, 'error', () => (attempt === 0 ? fillAndServe(ctx, lookup, attempt + 1) : serveFillResult(ctx, lookup, outcome, true)));
   // A server error, a 503 and a 429 included, may be about the leader's own request: its
   // User-Agent or Accept-Language went with the fill (review: one client whose User-Agent
   // tripped an origin bug got every waiter a 502; an origin throttling a crawler by its
@@ -469,7 +475,7 @@ async function fetchForCache(
       }
       if (fetched.failure === 'error') {
         deps.logger.warn({ err: fetched.error, requestId: ctx.requestId, origin: member.name }, 'cache fill could not be sent');
-        return { kind: 'failed', code: 'internal_error', staleReason: 'error', detail: `the fill could not be sent: ${fetched.error.message}` };
+        return { kind: 'failed', code: 'internal_error', staleReason: 'error', detail: `the fill could not be sent: ${fetched.error.message}`, requestCaused: true };
       }
       return { kind: 'failed', ...originFailure(fetched.failure, { https: member.url.protocol === 'https:', error: fetched.error }) };
     }
@@ -943,7 +949,7 @@ export function startBackgroundRefresh(ctx: Ctx, lookup: Lookup, priority?: numb
   fillAcrossInstances(ctx, lookup, collapseKey, 'background', priority)
     .catch((err): FillResult => {
       deps.logger.warn({ err, requestId: ctx.requestId }, 'background refresh failed');
-      return { kind: 'failed', code: 'internal_error', staleReason: 'error' };
+      return { kind: 'failed', code: 'internal_error', staleReason: 'error', requestCaused: true };
     })
     .then((result) => {
       noteRefreshOutcome(ctx, collapseKey.id, result);
@@ -960,7 +966,9 @@ export function noteRefreshOutcome(ctx: Ctx, collapseKeyId: string, result: Fill
   const { deps } = ctx;
   let failedKeys = refreshFailedUntil.get(deps);
   if (failedKeys === undefined) refreshFailedUntil.set(deps, (failedKeys = new Map()));
-  if ((result.kind === 'failed' && result.shedReason === undefined) || result.kind === 'origin_error') {
+  // Not for a failure its leader's own request caused: one client's odd header held a hot page
+  // at its stale copy, a refresh a second, while the origin was well (attacker trial).
+  if ((result.kind === 'failed' && result.shedReason === undefined && !result.requestCaused) || result.kind === 'origin_error') {
     if (failedKeys.size >= REFRESH_FAILED_KEYS) failedKeys.clear();
     failedKeys.set(collapseKeyId, deps.clock.now() + REFRESH_RETRY_MS);
   } else if (result.kind === 'entry') failedKeys.delete(collapseKeyId);

@@ -229,6 +229,40 @@ describe('decide(): the pressure gate (step 6)', () => {
     expect(p.fetcher.calls).toHaveLength(1);
   });
 
+  it('a fill its leader\'s own request failed (a gateway bug it met): the waiters fill once more, collapsed, and get the page (attacker trial: a constructor header gave every waiter 500)', async () => {
+    const p = await start();
+    const fill = held<void>();
+    p.fetcher.script = [
+      fill.promise.then((): FetchResult => {
+        throw new Error('a bug the leader\'s request met');
+      }),
+      p.page('v1', V1),
+    ];
+    const leader = p.get('/a');
+    await until(() => p.fetcher.calls.length === 1, 'the leader fetches');
+    const waiters = [p.get('/a'), p.get('/a')];
+    await until(async () => ((await p.metrics.get('collapsed').get()).values[0]?.value ?? 0) === 2, 'two requests wait on the fill');
+    fill.resolve();
+    const [l, ...ws] = await Promise.all([leader, ...waiters]);
+    expect(l.status).toBe(500);
+    expect(ws.map((w) => [w.status, w.body])).toEqual([
+      [200, 'v1'],
+      [200, 'v1'],
+    ]);
+    expect(p.fetcher.calls).toHaveLength(2); // one more fill for both
+  });
+
+  it('a revalidation its own request failed (a gateway bug it met) holds no refresh back: the next request revalidates at once (attacker trial: one client held a page stale while the origin was well)', async () => {
+    const p = await start();
+    await stored(p, 11_000); // expired 1 s ago
+    p.fetcher.script = ['throw', p.page('v2', V2)];
+    const failed = await p.get('/a');
+    expect([failed.status, failed.body]).toEqual([200, 'v1']); // the stored copy answers the failure
+    const next = await p.get('/a');
+    expect([next.status, next.body]).toEqual([200, 'v2']);
+    expect(p.fetcher.calls).toHaveLength(3);
+  });
+
   it('sheds a hit-for-pass key with nothing in flight (503, Retry-After) and forwards nothing', async () => {
     const p = await start();
     p.fetcher.script = [p.page('private', { 'cache-control': 'private' })];
