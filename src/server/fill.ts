@@ -191,8 +191,17 @@ function notePathAnswer(ctx: Ctx, lookup: Lookup, result: FillResult): void {
   }
   if (lookup.entry !== undefined || lookup.variants.length > 0) return;
   if (!notForCookies && !(result.kind === 'uncacheable' && !result.once)) return;
-  for (const key of keys) inflight.markPathUncacheable(key, ctx.rt.config.cache.collapse.hitForPassSeconds * 1000, notForCookies);
+  // A copy never for requests with cookies of their own (varying on Cookie, or without cache
+  // headers) marks the path for them for COOKIE_PATH_MARK_MS: passing them costs the origin
+  // nothing a fill would not (the copy is never theirs), and after hitForPassSeconds every
+  // Django visitor (each carries `csrftoken` from its first form) cost two requests per page
+  // of the long tail, a 4 s export 8 s (new-user trial).
+  const hitForPassMs = ctx.rt.config.cache.collapse.hitForPassSeconds * 1000;
+  for (const key of keys) inflight.markPathUncacheable(key, notForCookies ? Math.max(hitForPassMs, COOKIE_PATH_MARK_MS) : hitForPassMs, notForCookies);
 }
+
+/** How long a path whose copies are never for requests with cookies of their own passes them straight (notePathAnswer). */
+export const COOKIE_PATH_MARK_MS = 10 * 60_000;
 
 /**
  * A waiter whose fill answered another variant than its own: one more fill, collapsed again,

@@ -730,6 +730,34 @@ describe('the key covers what the origin sees', () => {
     expect(found).toEqual(['x -', 'x theme=dark', 'y theme=dark']);
   });
 
+  it('a directory whose copies vary on Cookie passes requests with cookies of their own straight for 10 minutes, not hitForPassSeconds (new-user trial: every Django visitor carries csrftoken, and each page of the long tail cost two requests)', async () => {
+    const o = await origin();
+    const seen: string[] = [];
+    o.setHandler((req, res) => {
+      seen.push(`${req.url} ${req.headers.cookie ?? '-'}`);
+      res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'public, max-age=60', vary: 'Cookie' });
+      res.end(`post ${req.url} (${req.headers.cookie ?? 'no cookie'})`);
+    });
+    const clock = new ManualClock(Date.now());
+    const g = await gateway({ sites: [siteFor([o.url])] }, { clock });
+    const token = { cookie: 'csrftoken=abc123' };
+    // The directory's first: the fill (without the cookie), then the request as it came.
+    expect((await get(`${g.url}/post/one/`, token)).body).toBe('post /post/one/ (csrftoken=abc123)');
+    expect(seen).toEqual(['/post/one/ -', '/post/one/ csrftoken=abc123']);
+    // A minute later (past hitForPassSeconds), another post: once, as it came.
+    clock.advance(60_000);
+    seen.length = 0;
+    const two = await get(`${g.url}/post/two/`, token);
+    expect(two.body).toBe('post /post/two/ (csrftoken=abc123)');
+    expect(two.headers['cache-status']).toMatch(/detail="pass path uncacheable/);
+    expect(seen).toEqual(['/post/two/ csrftoken=abc123']);
+    // Past the 10 minutes, a fill first again.
+    clock.advance(10 * 60_000);
+    seen.length = 0;
+    await get(`${g.url}/post/three/`, token);
+    expect(seen).toEqual(['/post/three/ -', '/post/three/ csrftoken=abc123']);
+  });
+
   it('a path\'s mark never sends a crowd to the origin one by one: the root is no directory, a Range needs its own path\'s mark, and one pass per key at a time (review)', async () => {
     const o = await origin();
     const seen: string[] = [];
