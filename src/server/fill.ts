@@ -743,11 +743,22 @@ function noteNotStored(ctx: Ctx, reason: NotStoredReason, headers: Readonly<Reco
   setCookieWarnedAt.set(key, now);
   if (setCookieWarnedAt.size > 1000) setCookieWarnedAt.delete(setCookieWarnedAt.keys().next().value!);
   const cookies = setCookieNames(headers);
+  const perVisitor = cookies.filter((name) => PER_VISITOR_COOKIE.test(name));
   ctx.deps.logger.warn(
     { site, route, cookies, path: ctx.url.split('?')[0] },
-    'answers with Set-Cookie are not stored (setCookie: refuse): every request for them goes to the origin. If these cookies are the same for every visitor (a language, a consent choice), setCookie: strip on the route stores the pages without them',
+    perVisitor.length > 0
+      ? `answers with Set-Cookie are not stored (setCookie: refuse): every request for them goes to the origin. ${perVisitor.join(', ')} looks like a cookie of each visitor's own (a CSRF token, a session): do not strip it (setCookie: strip would give every visitor the first one's, and their forms would fail); such pages can be cached only where the app stops setting it`
+      : 'answers with Set-Cookie are not stored (setCookie: refuse): every request for them goes to the origin. If these cookies are the same for every visitor (a language, a consent choice), setCookie: strip on the route stores the pages without them',
   );
 }
+
+/**
+ * Cookie names of each visitor's own (a CSRF token, a session, a login, a cart): the hint to
+ * strip them would hand every visitor the first one's. Django's `csrftoken` on every page with a
+ * form: a new user who followed the hint served everyone one token, and every comment failed
+ * its CSRF check with 403 (new-user trial).
+ */
+const PER_VISITOR_COOKIE = /csrf|xsrf|sess|sid|token|auth|login|user|cart|ident|jwt/i;
 
 /** The names of the cookies an answer sets (Set-Cookie, Set-Cookie2), at most 10; `(nameless)` for one without a name (its text is its value). */
 function setCookieNames(headers: Readonly<Record<string, string | string[] | undefined>>): string[] {

@@ -260,6 +260,14 @@ describe('cache: why an answer was not stored', () => {
     clock.advance(61_000);
     await get(`${g.url}/other`);
     expect(warned()).toHaveLength(3);
+    // A visitor's own cookie (Django's csrftoken): the hint is not to strip it.
+    expect(warned()[0]!.msg).toContain('setCookie: strip on the route stores the pages without them');
+    o.route('/form', { headers: { 'cache-control': 'public, max-age=60', 'set-cookie': 'csrftoken=abc123; Path=/' }, body: 'form' });
+    clock.advance(61_000);
+    await get(`${g.url}/form`);
+    expect(warned()).toHaveLength(4);
+    expect(warned()[3]!.msg).toContain('csrftoken looks like a cookie of each visitor\'s own');
+    expect(warned()[3]!.msg).toContain('do not strip it');
   });
 
   it('says once per route when a route\'s defaultTtlSeconds meets answers stored with a lifetime of their own of zero, which are revalidated every time (Ghost trial: public, max-age=0 on every page); a floor raises it and says nothing', async () => {
