@@ -180,7 +180,19 @@ export async function reflectedInputs(
   // A text body that cannot be read: everything counts as echoed (a variant too many is a
   // miss). A binary one (a .tar.gz served with Content-Encoding: gzip, past the cap unpacked)
   // is searched as it came: it carries no markup either way.
-  if (readable === undefined && !binary) return [...new Set(scanned.filter(([, , , valued]) => valued).map(([name]) => name))].sort();
+  if (readable === undefined && !binary) {
+    // A name looked for alone is looked for in its bytes as they came there (any case), and in
+    // the headers, not counted unseen: the conformance suite's `Req-Num: 1` beside a made-up
+    // Content-Encoding made its answer vary on it, and one of its tests failed.
+    const named = scanned.filter(([, , , valued]) => !valued);
+    if (named.length === 0) return [...new Set(scanned.map(([name]) => name))].sort();
+    const seen = `${Object.values(headers)
+      .map((v) => (Array.isArray(v) ? v.join('\n') : (v ?? '')))
+      .join('\n')}\n${body.toString('latin1')}`.toLowerCase();
+    const echoed = named.filter(([, texts]) => texts.some((t) => seen.includes(t)));
+    return [...new Set([...scanned.filter(([, , , valued]) => valued), ...echoed].map(([name]) => name))].sort();
+    return [...new Set([...scanned.filter(([, , , valued]) => valued), ...named].map(([name]) => name))].sort();
+  }
   const decoded = readable ?? body;
   // The body searched for spellings: none for a binary one (only its raw bytes, below).
   const textBody = binary ? Buffer.alloc(0) : decoded;
@@ -279,10 +291,17 @@ function rawBytesIn(body: Buffer, text: string): boolean {
   return body.includes(bytes) || (!isAscii(text) && body.includes(Buffer.from(text, 'utf8')));
 }
 
-/** A text too short in runs for an anchor that may still be a host or a script (CARRIES_CODE): looked for in canonical spelling. */
+/**
+ * A text too short in runs for an anchor that may still be a host or a script (CARRIES_CODE),
+ * or words of one or two letters joined by `-` or `_` (a header name such as
+ * `Ha-Ck-Ed-By-Ev-Il-Co-M` spells a message in them: review): looked for in canonical spelling.
+ */
 function isUnanchoredCode(text: string): boolean {
   if (longestRun(text).length >= MIN_REFLECTED_LENGTH) return false;
-  return (text.length >= MIN_UNANCHORED_LENGTH && CARRIES_CODE.test(text)) || (text.length >= MIN_UNANCHORED_HOST_LENGTH && text.includes('.'));
+  return (
+    (text.length >= MIN_UNANCHORED_LENGTH && CARRIES_CODE.test(text)) ||
+    (text.length >= MIN_UNANCHORED_HOST_LENGTH && (text.includes('.') || /^[a-z0-9]+(?:[-_][a-z0-9]+){2,}$/i.test(text)))
+  );
 }
 
 function longestRun(text: string): string {
@@ -381,7 +400,8 @@ const STANDARD_FIELD_NAMES: ReadonlySet<string> = new Set([
   'origin', 'priority', 'purpose', 'range', 'referer', 'save-data', 'te', 'trailer', 'upgrade', 'upgrade-insecure-requests',
   'via', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-forwarded-port', 'x-real-ip', 'x-request-id',
   'x-requested-with', 'traceparent', 'tracestate', 'baggage', 'device-memory', 'dpr', 'width', 'viewport-width', 'rtt',
-  'downlink', 'ect',
+  'downlink', 'ect', 'service-worker', 'service-worker-navigation-preload', 'alt-used', 'available-dictionary', 'cdn-loop',
+  'x-amzn-trace-id',
 ]);
 
 /**
@@ -393,7 +413,7 @@ const STANDARD_FIELD_NAMES: ReadonlySet<string> = new Set([
  * (`x_this_site...`, in PHP's `$_SERVER` as `HTTP_X_THIS_SITE...`).
  */
 function nameTextsOf(name: string): string[] {
-  if (STANDARD_FIELD_NAMES.has(name) || name.startsWith('sec-') || name.length < MIN_REFLECTED_LENGTH) return [];
+  if (STANDARD_FIELD_NAMES.has(name) || name.startsWith('sec-') || name.startsWith('cf-') || name.length < MIN_REFLECTED_LENGTH) return [];
   return name.includes('-') ? [name, name.replace(/-/g, '_')] : [name];
 }
 

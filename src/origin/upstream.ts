@@ -603,7 +603,7 @@ export class Upstream {
     }
     if (!result.ok) {
       slots.release();
-      return result;
+      return result.why === 'shed' ? { ...result, waitedMs: slotWaitMs + result.waitedMs } : result;
     }
     const lease = result.lease;
     let released = false;
@@ -617,7 +617,11 @@ export class Upstream {
         suspect: lease.suspect,
         finish: (outcome) => {
           lease.finish(outcome);
-          if (released) return;
+          // A permit given back before the answer ends (a download, an event stream, a client
+          // that stopped reading or sending) leaves the origin's worker busy: the slot is given
+          // back by the finish when the answer ends (pass-through.ts calls it again then).
+          // Freed at the head, three clients of a capped download had three at once (review).
+          if (released || (outcome.kind === 'response' && outcome.clientHeld === true) || outcome.kind === 'body_stalled') return;
           released = true;
           slots.release();
         },

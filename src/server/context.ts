@@ -126,8 +126,8 @@ export type FillResult =
       abandoned?: true;
       /**
        * Failed on its leader's own request, not on the origin: a header the HTTP client would
-       * not send, or a gateway bug the request met (an exception). Its waiters fill once more,
-       * and no refresh hold follows (fill.ts).
+       * not send, or a gateway bug the request met (an exception). Its waiters fill once more
+       * (fill.ts).
        */
       requestCaused?: true;
     };

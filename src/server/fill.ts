@@ -196,8 +196,16 @@ function notePathAnswer(ctx: Ctx, lookup: Lookup, result: FillResult): void {
   // nothing a fill would not (the copy is never theirs), and after hitForPassSeconds every
   // Django visitor (each carries `csrftoken` from its first form) cost two requests per page
   // of the long tail, a 4 s export 8 s (new-user trial).
+  // The path itself only: its directory's other pages may be anyone's (review: one `Vary:
+  // Cookie` page under /products/ would have passed every cookie holder's request there).
   const hitForPassMs = ctx.rt.config.cache.collapse.hitForPassSeconds * 1000;
-  for (const key of keys) inflight.markPathUncacheable(key, notForCookies ? Math.max(hitForPassMs, COOKIE_PATH_MARK_MS) : hitForPassMs, notForCookies);
+  keys.forEach((key, i) => inflight.markPathUncacheable(key, notForCookies && i === 0 && hitForPassMs > 0 ? Math.max(hitForPassMs, COOKIE_PATH_MARK_MS) : hitForPassMs, notForCookies));
+}
+
+/** An error undici raised before sending: an argument (a header) or a request shape it does not take (Expect). */
+function isRefusedRequest(err: Error): boolean {
+  const code = (err as { code?: string }).code;
+  return code === 'UND_ERR_INVALID_ARG' || code === 'UND_ERR_NOT_SUPPORTED';
 }
 
 /** How long a path whose copies are never for requests with cookies of their own passes them straight (notePathAnswer). */
@@ -484,7 +492,15 @@ async function fetchForCache(
       }
       if (fetched.failure === 'error') {
         deps.logger.warn({ err: fetched.error, requestId: ctx.requestId, origin: member.name }, 'cache fill could not be sent');
-        return { kind: 'failed', code: 'internal_error', staleReason: 'error', detail: `the fill could not be sent: ${fetched.error.message}`, requestCaused: true };
+        return {
+          kind: 'failed',
+          code: 'internal_error',
+          staleReason: 'error',
+          detail: `the fill could not be sent: ${fetched.error.message}`,
+          // A header or request shape undici refuses is the request's own; any other error
+          // (EMFILE, a client torn down by a reload) may be the gateway's, for everyone (review).
+          ...(isRefusedRequest(fetched.error) ? { requestCaused: true as const } : {}),
+        };
       }
       return { kind: 'failed', ...originFailure(fetched.failure, { https: member.url.protocol === 'https:', error: fetched.error }) };
     }
@@ -969,7 +985,7 @@ export function startBackgroundRefresh(ctx: Ctx, lookup: Lookup, priority?: numb
   fillAcrossInstances(ctx, lookup, collapseKey, 'background', priority)
     .catch((err): FillResult => {
       deps.logger.warn({ err, requestId: ctx.requestId }, 'background refresh failed');
-      return { kind: 'failed', code: 'internal_error', staleReason: 'error', requestCaused: true };
+      return { kind: 'failed', code: 'internal_error', staleReason: 'error' };
     })
     .then((result) => {
       noteRefreshOutcome(ctx, collapseKey.id, result);
@@ -986,9 +1002,7 @@ export function noteRefreshOutcome(ctx: Ctx, collapseKeyId: string, result: Fill
   const { deps } = ctx;
   let failedKeys = refreshFailedUntil.get(deps);
   if (failedKeys === undefined) refreshFailedUntil.set(deps, (failedKeys = new Map()));
-  // Not for a failure its leader's own request caused: one client's odd header held a hot page
-  // at its stale copy, a refresh a second, while the origin was well (attacker trial).
-  if ((result.kind === 'failed' && result.shedReason === undefined && !result.requestCaused) || result.kind === 'origin_error') {
+  if ((result.kind === 'failed' && result.shedReason === undefined) || result.kind === 'origin_error') {
     if (failedKeys.size >= REFRESH_FAILED_KEYS) failedKeys.clear();
     failedKeys.set(collapseKeyId, deps.clock.now() + REFRESH_RETRY_MS);
   } else if (result.kind === 'entry') failedKeys.delete(collapseKeyId);

@@ -1052,6 +1052,41 @@ describe('failure amplification: a route capped by its maxConcurrent', () => {
   }, 20_000);
 });
 
+describe('failure amplification: a route capped by its maxConcurrent, on answers whose permit is given back early', () => {
+  it.each(['a download', 'an event stream'])('holds the slot until %s ends, not to its head: the origin never has two at once (review: three clients had three)', async (kind) => {
+    const o = await origin();
+    let atOrigin = 0;
+    let most = 0;
+    o.route('/export', (_req, res) => {
+      most = Math.max(most, ++atOrigin);
+      const size = 2 * 1024 * 1024;
+      // A download longer than the cache keeps, or an event stream: the permit goes back at the head.
+      res.writeHead(200, kind === 'a download' ? { 'content-type': 'text/csv', 'content-length': String(size), 'cache-control': 'no-store' } : { 'content-type': 'text/event-stream', 'cache-control': 'no-store' });
+      let sent = 0;
+      const chunk = Buffer.alloc(size / 8, 97);
+      const tick = setInterval(() => {
+        res.write(chunk);
+        sent += chunk.length;
+        if (sent >= size) {
+          clearInterval(tick);
+          res.end();
+        }
+      }, 100); // 0.8 s of the worker's time
+      res.on('close', () => {
+        clearInterval(tick);
+        atOrigin--;
+      });
+    });
+    const g = await gateway({
+      cache: { maxObjectBytes: 1024 * 1024 },
+      sites: [siteFor([o.url], { routes: [{ name: 'export', match: { pathPrefix: '/export' }, maxConcurrent: 1, queueDeadlineMs: 10_000, cache: { enabled: false } }] })],
+    });
+    const answers = await Promise.all([0, 1, 2].map(() => call(`${g.url}/export`)));
+    expect(answers.map((a) => [a.status, a.body.length])).toEqual([0, 1, 2].map(() => [200, 2 * 1024 * 1024]));
+    expect(most, 'exports at the origin at once').toBe(1);
+  }, 30_000);
+});
+
 describe('failure amplification: an origin slow for everyone', () => {
   it('keeps letting clients in when every answer of an origin with room starts taking 700 ms: no refusal once its round trip is known', async () => {
     const o = await origin();

@@ -23,8 +23,13 @@ describe('reflectedInputs', () => {
       expect(await reflectedInputs(inputs, {}, Buffer.from(body), MAX), body).toEqual(['x-call-support-now', 'x-this-site-was-defaced-visit-evil-example-com']);
     expect(await reflectedInputs(inputs, { 'x-echo': 'x-call-support-now' }, Buffer.from('<p>page</p>'), MAX)).toEqual(['x-call-support-now']);
     expect(await reflectedInputs(inputs, {}, Buffer.from('<p>call support now</p>'), MAX)).toEqual([]);
-    // A body that cannot be decoded counts the headers whose values are looked for, not one looked for by its name alone (the conformance suite's Req-Num: 1).
+    // A name of one- and two-letter words (review).
+    const spelled = 'ha-ck-ed-by-ev-il-vi-si-t-ev-il-co-m';
+    expect(await reflectedInputs([[spelled, '1']], {}, Buffer.from('<pre>Host: example\nHa-Ck-Ed-By-Ev-Il-Vi-Si-T-Ev-Il-Co-M: 1\n</pre>'), MAX)).toEqual([spelled]);
+    expect(await reflectedInputs([[spelled, '1']], {}, Buffer.from('<p>ha ck ed</p>'), MAX)).toEqual([]);
+    // A body that cannot be decoded counts the headers whose values are looked for, not one looked for by its name alone (the conformance suite's Req-Num: 1), unless its raw bytes hold the name.
     expect(await reflectedInputs([['req-num', '1'], ['x-anything', 'abcdef']], { 'content-encoding': 'made-up' }, Buffer.from('???'), MAX)).toEqual(['x-anything']);
+    expect(await reflectedInputs([['x-call-support-now', '1']], { 'content-encoding': 'made-up' }, Buffer.from('X-Call-Support-Now: 1'), MAX)).toEqual(['x-call-support-now']);
     // Standard names are no text of the client's: a page that says "origin" or "upgrade-insecure-requests" repeats nothing.
     expect(await reflectedInputs([['origin', 'x'], ['upgrade-insecure-requests', '1']], {}, Buffer.from('<meta content="upgrade-insecure-requests"> origin'), MAX)).toEqual([]);
   });
