@@ -297,6 +297,7 @@ export class Gateway implements RequestDeps {
     apply(() => (this.trusted = new TrustedProxies(next.trustedProxies)));
     apply(() => this.listeners.applyLimits(next.limits));
     apply(() => this.upstream.configure(next.admission, this.rt.priorities.configured));
+    apply(() => this.upstream.applyRouteCaps(next.sites));
     apply(() => this.admission.configure(next));
     apply(() => {
       this.metrics.get('configGeneration').set(generation);

@@ -33,6 +33,11 @@ export class RouteSlots {
     return this.taken;
   }
 
+  /** Whether a cap applies (a reload that took it out leaves Infinity). */
+  get capped(): boolean {
+    return this.max !== Infinity;
+  }
+
   /** Requests of the route waiting for a slot now. */
   get queued(): number {
     return this.waiting.length;
@@ -62,6 +67,12 @@ export class RouteSlots {
         signal.addEventListener('abort', w.onAbort, { once: true });
       }
     });
+  }
+
+  /** A new cap from a reload (Infinity: none): waiters it lets through go at once (review: a cap taken out left them waiting for slots to come back). */
+  setMax(max: number): void {
+    this.max = max;
+    this.wake();
   }
 
   /** A slot given back: the first waiter takes it while the cap allows. */

@@ -637,6 +637,26 @@ export class Upstream {
     return s;
   }
 
+  /**
+   * A reload: each capped route's slots take its new cap at once (none, when the route lost its
+   * cap or is gone: its waiters go through, and its slots and gauges are dropped once none is
+   * taken).
+   */
+  applyRouteCaps(sites: readonly SiteConfig[]): void {
+    const caps = new Map<string, number>();
+    for (const site of sites) for (const r of site.routes) if (r.maxConcurrent !== undefined) caps.set(JSON.stringify([site.name, r.name]), r.maxConcurrent);
+    for (const [key, slots] of this.routeSlots) {
+      const max = caps.get(key);
+      slots.setMax(max ?? Infinity);
+      if (max === undefined && slots.inUse === 0 && slots.queued === 0) {
+        this.routeSlots.delete(key);
+        const [site, route] = JSON.parse(key) as [string, string];
+        this.metrics.get('routeInflight').remove({ site, route });
+        this.metrics.get('routeQueueLength').remove({ site, route });
+      }
+    }
+  }
+
   /** Requests of a site's route at the origin now, and waiting for a slot (routes[].maxConcurrent; zeros for a route never capped). */
   routeSlotsOf(site: string, route: string): { inUse: number; queued: number } {
     const s = this.routeSlots.get(JSON.stringify([site, route]));
@@ -970,6 +990,13 @@ export class Upstream {
     }
     for (const [key, slots] of this.routeSlots) {
       const [site, route] = JSON.parse(key) as [string, string];
+      if (!slots.capped && slots.inUse === 0 && slots.queued === 0) {
+        // A cap a reload took out, its last request done: its series go (applyRouteCaps).
+        this.routeSlots.delete(key);
+        this.metrics.get('routeInflight').remove({ site, route });
+        this.metrics.get('routeQueueLength').remove({ site, route });
+        continue;
+      }
       this.metrics.get('routeInflight').set({ site, route }, slots.inUse);
       this.metrics.get('routeQueueLength').set({ site, route }, slots.queued);
     }

@@ -116,11 +116,12 @@ describe('Upstream with a route cap', () => {
     const site = siteSchema.parse({ name: 'site', hosts: ['*'], origins: [{ url: 'http://127.0.0.1:9/a', name: 'a' }], healthCheck: { enabled: false } });
     const pool = new OriginPool(site, { clock });
     pools.push(pool);
-    const upstream = new Upstream(clock, new GatewayMetrics(), admissionSchema.parse({ limit: { algorithm: 'fixed', initial: 8 } }), 1, scheduler);
+    const upstream = new Upstream(clock, metrics, admissionSchema.parse({ limit: { algorithm: 'fixed', initial: 8 } }), 1, scheduler);
     const admit = (priority = 0) =>
       upstream.admit(site, pool, { priority, deadlineAt: clock.now() + 500, kind: 'forward', routeCap: { route: 'report', max: 1 } });
     return { clock, scheduler, upstream, admit };
   }
+  const metrics = new GatewayMetrics();
 
   it('refuses the request past the cap route_busy at its deadline, without asking the origin\'s limiter', async () => {
     const { scheduler, upstream, admit } = upstreamSetup();
@@ -152,6 +153,25 @@ describe('Upstream with a route cap', () => {
     expect(upstream.routeSlotsOf('site', 'report')).toEqual({ inUse: 1, queued: 0 });
     second.lease.finish({ kind: 'response', status: 200 });
     expect(upstream.routeSlotsOf('site', 'report')).toEqual({ inUse: 0, queued: 0 });
+  });
+
+  it('a reload that takes the cap out lets the waiters through at once, and drops the route\'s series once its last request is done (review: they waited for slots to come back)', async () => {
+    const { scheduler, upstream, admit } = upstreamSetup();
+    const first = await admit();
+    if (!first.ok) throw new Error('refused');
+    let second: AdmitResult | undefined;
+    void admit().then((r) => (second = r));
+    await flush();
+    expect(upstream.routeSlotsOf('site', 'report')).toEqual({ inUse: 1, queued: 1 });
+    upstream.applyRouteCaps([siteSchema.parse({ name: 'site', hosts: ['*'], origins: [{ url: 'http://127.0.0.1:9/a' }], routes: [{ name: 'report' }] })]);
+    for (let i = 0; i < 5 && second === undefined; i++) await flush();
+    expect(second?.ok).toBe(true);
+    expect(scheduler.pending).toBe(0);
+    first.lease.finish({ kind: 'response', status: 200 });
+    if (second?.ok) second.lease.finish({ kind: 'response', status: 200 });
+    upstream.collect();
+    expect(upstream.routeSlotsOf('site', 'report')).toEqual({ inUse: 0, queued: 0 });
+    expect(await metrics.get('routeInflight').get()).toMatchObject({ values: [] });
   });
 
   it('gives the slot back when the origin\'s limiter refuses the request', async () => {
