@@ -227,7 +227,6 @@ export function routeCapOf(route: { name: string; config: RouteConfig } | undefi
 }
 
 /** The origin timeouts for a request on `route` of `site`: the site's, with the route's over them. */
-
 export function timeoutsFor(site: SiteConfig, route: { config: RouteConfig } | undefined): SiteConfig['timeouts'] {
   const own = route?.config.timeouts;
   return own === undefined ? site.timeouts : { ...site.timeouts, ...own };

@@ -168,9 +168,9 @@ export async function reflectedInputs(
   // Past MAX_SCANNED_INPUTS headers of their own choosing (not User-Agent or Accept*, which a
   // client always sends and which are always searched), those all count as echoed unsearched.
   // Only those whose values are looked for: one whose name alone is (its value too short)
-  // is always searched, and on an unreadable body below not counted (the HTTP cache
-  // conformance suite numbers its requests in a `Req-Num: 1` header, and an answer with a
-  // test's own Content-Encoding then stored nothing the next request could use).
+  // is always searched, on an unreadable body too (below; the HTTP cache conformance suite
+  // numbers its requests in a `Req-Num: 1` header, and counted unseen, an answer with a test's
+  // own Content-Encoding stored nothing the next request could use).
   const custom = scanned.filter(([name, , , valued]) => valued && !ALWAYS_SEARCHED.has(name));
   const assumed = custom.length > MAX_SCANNED_INPUTS ? new Set(custom.map(([name]) => name)) : new Set<string>();
   const searched = scanned.filter(([name]) => !assumed.has(name));
@@ -191,7 +191,6 @@ export async function reflectedInputs(
       .join('\n')}\n${body.toString('latin1')}`.toLowerCase();
     const echoed = named.filter(([, texts]) => texts.some((t) => seen.includes(t)));
     return [...new Set([...scanned.filter(([, , , valued]) => valued), ...echoed].map(([name]) => name))].sort();
-    return [...new Set([...scanned.filter(([, , , valued]) => valued), ...named].map(([name]) => name))].sort();
   }
   const decoded = readable ?? body;
   // The body searched for spellings: none for a binary one (only its raw bytes, below).
