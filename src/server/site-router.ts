@@ -48,14 +48,18 @@ function compileRoute(route: RouteConfig): CompiledRoute {
 
 /**
  * A path as origins that read it loosely route it: lower case (IIS, ASP.NET), `;` parameters
- * of a segment dropped (Tomcat, Spring), `%2F`, `%5C` and a backslash read as `/`, and runs of `/`
- * merged (nginx's merge_slashes, Spring).
+ * of a segment dropped, `%3B` too (Tomcat, Spring), `%2F`, `%5C` and a backslash read as `/`
+ * (and `%252F`, decoded twice), a segment's trailing dots and blanks dropped (IIS; Spring's
+ * AntPathMatcher trims them), and runs of `/` merged (nginx's merge_slashes, Spring).
  */
 export function loosePath(path: string): string {
   return path
     .toLowerCase()
+    .replace(/%25(?=2f|5c|3b)/g, '%')
     .replace(/%2f|%5c|\\/g, '/')
+    .replace(/%3b/g, ';')
     .replace(/;[^/]*/g, '')
+    .replace(/(?:\.|%20|%09|\s)+(?=\/|$)/g, '')
     .replace(/\/{2,}/g, '/');
 }
 
