@@ -894,6 +894,14 @@ describe('failure amplification: a slow endpoint and the limiter', () => {
   }, 15_000);
 });
 
+/** Asks over and over, `thinkMs` apart, until `untilMs` (performance.now()). */
+async function askUntil(untilMs: number, ask: () => Promise<void>, thinkMs: number): Promise<void> {
+  while (performance.now() < untilMs) {
+    await ask();
+    await sleep(thinkMs);
+  }
+}
+
 /**
  * An origin with `workers` workers and a FIFO backlog (Apache prefork's MaxRequestWorkers,
  * php-fpm's children): `worker(ms, slow)` is a page that holds one for `ms`; each slow one's
@@ -947,12 +955,7 @@ describe('failure amplification: an origin whose every worker is held by slow re
     const untilMs = started + 17_000;
     const reports: Answer[] = [];
     const pages: { at: number; r: Answer }[] = [];
-    const loop = async (ask: () => Promise<void>, thinkMs: number) => {
-      while (performance.now() < untilMs) {
-        await ask();
-        await sleep(thinkMs);
-      }
-    };
+    const loop = (ask: () => Promise<void>, thinkMs: number) => askUntil(untilMs, ask, thinkMs);
     await Promise.all([
       ...Array.from({ length: 6 }, () => loop(async () => void reports.push(await call(`${g.url}/report`)), 10)),
       ...Array.from({ length: 8 }, (_, i) =>
@@ -1013,12 +1016,7 @@ describe('failure amplification: a route capped by its maxConcurrent', () => {
     const reports: Answer[] = [];
     const pages: Answer[] = [];
     let midRun = '';
-    const loop = async (ask: () => Promise<void>, thinkMs: number) => {
-      while (performance.now() < untilMs) {
-        await ask();
-        await sleep(thinkMs);
-      }
-    };
+    const loop = (ask: () => Promise<void>, thinkMs: number) => askUntil(untilMs, ask, thinkMs);
     await Promise.all([
       ...Array.from({ length: 6 }, () => loop(async () => void reports.push(await call(`${g.url}/report`)), 10)),
       ...Array.from({ length: 8 }, (_, i) => loop(async () => void pages.push(await call(`${g.url}/q/${i % 4}`)), 50)),
