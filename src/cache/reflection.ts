@@ -401,6 +401,11 @@ const STANDARD_FIELD_NAMES: ReadonlySet<string> = new Set([
   'x-requested-with', 'traceparent', 'tracestate', 'baggage', 'device-memory', 'dpr', 'width', 'viewport-width', 'rtt',
   'downlink', 'ect', 'service-worker', 'service-worker-navigation-preload', 'alt-used', 'available-dictionary', 'cdn-loop',
   'x-amzn-trace-id',
+  // What Cloudflare adds: these names only (a prefix let a client's `CF-This-Site-Was-Defaced…`
+  // through: review).
+  'cf-connecting-ip', 'cf-connecting-ipv6', 'cf-pseudo-ipv4', 'cf-ipcountry', 'cf-ipcity', 'cf-ipcontinent', 'cf-iplatitude',
+  'cf-iplongitude', 'cf-region', 'cf-region-code', 'cf-metro-code', 'cf-postal-code', 'cf-timezone', 'cf-ray', 'cf-visitor',
+  'cf-worker', 'cf-ew-via', 'cf-device-type', 'true-client-ip',
 ]);
 
 /**
@@ -412,7 +417,7 @@ const STANDARD_FIELD_NAMES: ReadonlySet<string> = new Set([
  * (`x_this_site...`, in PHP's `$_SERVER` as `HTTP_X_THIS_SITE...`).
  */
 function nameTextsOf(name: string): string[] {
-  if (STANDARD_FIELD_NAMES.has(name) || name.startsWith('sec-') || name.startsWith('cf-') || name.length < MIN_REFLECTED_LENGTH) return [];
+  if (STANDARD_FIELD_NAMES.has(name) || name.startsWith('sec-') || name.length < MIN_REFLECTED_LENGTH) return [];
   return name.includes('-') ? [name, name.replace(/-/g, '_')] : [name];
 }
 

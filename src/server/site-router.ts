@@ -47,19 +47,24 @@ function compileRoute(route: RouteConfig): CompiledRoute {
 }
 
 /**
- * A path as origins that read it loosely route it: lower case (IIS, ASP.NET), `;` parameters
- * of a segment dropped, `%3B` too (Tomcat, Spring), `%2F`, `%5C` and a backslash read as `/`
- * (and `%252F`, decoded twice), a segment's trailing dots and blanks dropped (IIS; Spring's
- * AntPathMatcher trims them), and runs of `/` merged (nginx's merge_slashes, Spring).
+ * A path as origins that read it loosely route it: lower case (IIS, ASP.NET), percent-encoding
+ * decoded again (`%2561` is `a` to an origin that decodes twice), `;` parameters of a segment
+ * dropped, `%3B` too (Tomcat, Spring), `%2F`, `%5C` and a backslash read as `/`, ASP.NET's
+ * cookieless-session segments (`/(S(x))/`) dropped, a segment's trailing dots, blanks and
+ * control characters dropped (IIS; Java's trim()), and runs of `/` merged (nginx's
+ * merge_slashes, Spring).
  */
 export function loosePath(path: string): string {
-  return path
-    .toLowerCase()
-    .replace(/%25(?=2f|5c|3b)/g, '%')
+  let p = path.toLowerCase();
+  // Encoded more than once, as often as an origin may decode it (a few times at most).
+  for (let i = 0; i < 4 && p.includes('%25'); i++) p = p.replace(/%25([0-9a-f]{2})/g, '%$1');
+  return p
+    .replace(/%(2d|2e|3[0-9]|[46][1-9a-f]|[57][0-9a]|5f|7e)/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)))
     .replace(/%2f|%5c|\\/g, '/')
     .replace(/%3b/g, ';')
     .replace(/;[^/]*/g, '')
-    .replace(/(?:\.|%20|%09|\s)+(?=\/|$)/g, '')
+    .replace(/\/\([a-z]\([^)/]*\)\)(?=\/|$)/g, '')
+    .replace(/(?:\.|%[01][0-9a-f]|%20|\s)+(?=\/|$)/g, '')
     .replace(/\/{2,}/g, '/');
 }
 

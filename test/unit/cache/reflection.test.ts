@@ -23,6 +23,9 @@ describe('reflectedInputs', () => {
       expect(await reflectedInputs(inputs, {}, Buffer.from(body), MAX), body).toEqual(['x-call-support-now', 'x-this-site-was-defaced-visit-evil-example-com']);
     expect(await reflectedInputs(inputs, { 'x-echo': 'x-call-support-now' }, Buffer.from('<p>page</p>'), MAX)).toEqual(['x-call-support-now']);
     expect(await reflectedInputs(inputs, {}, Buffer.from('<p>call support now</p>'), MAX)).toEqual([]);
+    // A name that starts like a CDN's but is not one of its own (review: `CF-` was skipped whole).
+    expect(await reflectedInputs([['cf-this-site-was-defaced', '1'], ['cf-ray', '8abc']], {}, Buffer.from('cf-this-site-was-defaced: 1, cf-ray: 8abc'), MAX)).toEqual(['cf-ray', 'cf-this-site-was-defaced']);
+    expect(await reflectedInputs([['cf-ray', '1']], {}, Buffer.from('cf-ray'), MAX)).toEqual([]);
     // A name of one- and two-letter words (review).
     const spelled = 'ha-ck-ed-by-ev-il-vi-si-t-ev-il-co-m';
     expect(await reflectedInputs([[spelled, '1']], {}, Buffer.from('<pre>Host: example\nHa-Ck-Ed-By-Ev-Il-Vi-Si-T-Ev-Il-Co-M: 1\n</pre>'), MAX)).toEqual([spelled]);
