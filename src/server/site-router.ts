@@ -59,7 +59,7 @@ export function loosePath(path: string): string {
   // Encoded more than once, as often as an origin may decode it (a few times at most).
   for (let i = 0; i < 4 && p.includes('%25'); i++) p = p.replace(/%25([0-9a-f]{2})/g, '%$1');
   return p
-    .replace(/%(2d|2e|3[0-9]|[46][1-9a-f]|[57][0-9a]|5f|7e)/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)))
+    .replace(/%(2d|2e|3[0-9]|[46][1-9a-f]|[57][0-9a]|5f|7e)/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)).toLowerCase())
     .replace(/%2f|%5c|\\/g, '/')
     .replace(/%3b/g, ';')
     .replace(/;[^/]*/g, '')
