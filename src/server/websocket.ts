@@ -192,7 +192,11 @@ export class WebSocketUpgrades {
         timeouts: timeoutsFor(site.config, route),
       });
     } finally {
-      lease.finish(leaseOutcome(outcome));
+      // A tunnel on a capped route keeps its slot while open (routes[].maxConcurrent counts
+      // what holds the origin, as nginx's limit_conn counts connections): the handshake gives
+      // its permit back (no sample), and the finish at the tunnel's close gives the slot back.
+      const held = outcome?.kind === 'upgraded' && route.config.maxConcurrent !== undefined;
+      lease.finish(held ? { kind: 'response', status: 101, clientHeld: true } : leaseOutcome(outcome));
     }
     if (outcome.kind === 'failure') {
       deps.logger.warn({ err: outcome.error, site: site.name, origin: lease.member.name }, 'websocket upgrade failed');
@@ -205,6 +209,7 @@ export class WebSocketUpgrades {
     this.tunnels.set(site.name, (this.tunnels.get(site.name) ?? 0) + 1);
     gauge.set({ site: site.name }, this.tunnels.get(site.name)!);
     await outcome.closed;
+    lease.finish({ kind: 'response', status: 101 }); // a capped route's slot (above); else nothing
     this.tunnels.set(site.name, Math.max(0, (this.tunnels.get(site.name) ?? 1) - 1));
     gauge.set({ site: site.name }, this.tunnels.get(site.name)!);
     // A tunnel is counted and logged when it closes, as nginx logs a 101 (its duration the tunnel's).

@@ -398,6 +398,24 @@ describe('forwarding', () => {
     expect(open).toBe(0);
   });
 
+  it('a route\'s maxConcurrent counts its WebSocket tunnels while they are open, not only their handshakes', async () => {
+    const { port: originPort } = await wsEchoOrigin();
+    const g = await gateway({
+      sites: [siteFor([`http://127.0.0.1:${originPort}`], { routes: [{ name: 'socket', match: { pathPrefix: '/socket' }, maxConcurrent: 1, queueDeadlineMs: 300 }] })],
+    });
+    const port = Number(new URL(g.url).port);
+    const open = rawHttp(port, handshake('/socket?i=0'), 1500); // a tunnel open for 1.5 s
+    await new Promise((r) => setTimeout(r, 300));
+    const second = await rawHttp(port, handshake('/socket?i=1'), 800);
+    expect(second).toMatch(/^HTTP\/1\.1 503 /);
+    expect(second).toContain('X-Crowdgate-Error: overloaded');
+    expect(await (await request(`${g.adminUrl}/metrics`)).body.text()).toMatch(/crowdgate_shed_total\{site="test",reason="route_busy",priority="[a-z]+"\} 1/);
+    expect(await open).toMatch(/^HTTP\/1\.1 101 /);
+    // Closed, its slot is back.
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await rawHttp(port, handshake('/socket?i=2'), 300)).toMatch(/^HTTP\/1\.1 101 /);
+  });
+
   it('the per-client rate limit applies to WebSocket upgrades', async () => {
     const { port: originPort, paths } = await wsEchoOrigin();
     const g = await gateway({ sites: [siteFor([`http://127.0.0.1:${originPort}`], { rateLimit: { ratePerSecond: 1, burst: 2 } })] });
