@@ -110,18 +110,18 @@ describe('Upstream with a route cap', () => {
     await Promise.all(pools.splice(0).map((p) => p.close()));
   });
 
-  function upstreamSetup() {
+  function upstreamSetup(admission: Record<string, unknown> = { limit: { algorithm: 'fixed', initial: 8 } }) {
     const clock = new ManualClock(1_000_000);
     const scheduler = new ManualScheduler(clock);
     const site = siteSchema.parse({ name: 'site', hosts: ['*'], origins: [{ url: 'http://127.0.0.1:9/a', name: 'a' }], healthCheck: { enabled: false } });
     const pool = new OriginPool(site, { clock });
     pools.push(pool);
-    const upstream = new Upstream(clock, metrics, admissionSchema.parse({ limit: { algorithm: 'fixed', initial: 8 } }), 1, scheduler);
+    const metrics = new GatewayMetrics();
+    const upstream = new Upstream(clock, metrics, admissionSchema.parse(admission), 1, scheduler);
     const admit = (priority = 0) =>
       upstream.admit(site, pool, { priority, deadlineAt: clock.now() + 500, kind: 'forward', routeCap: { route: 'report', max: 1 } });
-    return { clock, scheduler, upstream, admit };
+    return { clock, scheduler, site, pool, metrics, upstream, admit };
   }
-  const metrics = new GatewayMetrics();
 
   it('refuses the request past the cap route_busy at its deadline, without asking the origin\'s limiter', async () => {
     const { scheduler, upstream, admit } = upstreamSetup();
@@ -156,13 +156,15 @@ describe('Upstream with a route cap', () => {
   });
 
   it('a reload that takes the cap out lets the waiters through at once, and drops the route\'s series once its last request is done (review: they waited for slots to come back)', async () => {
-    const { scheduler, upstream, admit } = upstreamSetup();
+    const { scheduler, metrics, upstream, admit } = upstreamSetup();
     const first = await admit();
     if (!first.ok) throw new Error('refused');
     let second: AdmitResult | undefined;
     void admit().then((r) => (second = r));
     await flush();
     expect(upstream.routeSlotsOf('site', 'report')).toEqual({ inUse: 1, queued: 1 });
+    upstream.collect();
+    expect((await metrics.get('routeInflight').get()).values).toHaveLength(1);
     upstream.applyRouteCaps([siteSchema.parse({ name: 'site', hosts: ['*'], origins: [{ url: 'http://127.0.0.1:9/a' }], routes: [{ name: 'report' }] })]);
     for (let i = 0; i < 5 && second === undefined; i++) await flush();
     expect(second?.ok).toBe(true);
@@ -175,13 +177,8 @@ describe('Upstream with a route cap', () => {
   });
 
   it('gives the slot back when the origin\'s limiter refuses the request', async () => {
-    const clock = new ManualClock(1_000_000);
-    const scheduler = new ManualScheduler(clock);
-    const site = siteSchema.parse({ name: 'site', hosts: ['*'], origins: [{ url: 'http://127.0.0.1:9/a', name: 'a' }], healthCheck: { enabled: false } });
-    const pool = new OriginPool(site, { clock });
-    pools.push(pool);
     // A fixed limit of 1 and no queue: the second request past the limiter is refused at once.
-    const upstream = new Upstream(clock, new GatewayMetrics(), admissionSchema.parse({ limit: { algorithm: 'fixed', initial: 1 }, queue: { maxLength: 0 } }), 1, scheduler);
+    const { clock, site, pool, upstream } = upstreamSetup({ limit: { algorithm: 'fixed', initial: 1 }, queue: { maxLength: 0 } });
     const held = await upstream.admit(site, pool, { priority: 0, deadlineAt: clock.now() + 500, kind: 'forward' });
     expect(held.ok).toBe(true);
     const refused = await upstream.admit(site, pool, { priority: 0, deadlineAt: clock.now() + 500, kind: 'forward', routeCap: { route: 'report', max: 1 } });
