@@ -8,7 +8,7 @@ import http from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
-import { keyPrefixFor, keyUrlSelectorsFor, makeAuthority } from '../cache/cache-key.js';
+import { keyPrefixFor, keyUrlSelectorsFor, makeAuthority, parseUrlPath } from '../cache/cache-key.js';
 import type { PurgeMode, PurgeSelector } from '../cache/stores/cache-store.js';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
@@ -274,7 +274,8 @@ export function toSelectors(
     }
     // Every key for this URL: every Host (or the one the absolute URL names) and every header
     // or cookie part of the key template.
-    const route = site.compiled.matchRoute('GET', pathAndQuery.split('?')[0]!);
+    const target = parseUrlPath(pathAndQuery);
+    const route = site.compiled.matchRoute('GET', target.path, target.query);
     const keyCfg = site.policyFor(route).route.key;
     selectors.push(...keyUrlSelectorsFor(site.name, pathAndQuery, keyCfg, host === undefined ? undefined : makeAuthority(host, scheme)));
   }

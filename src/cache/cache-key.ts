@@ -145,6 +145,13 @@ export function hasDisguisedDotSegment(rawTarget: string): boolean {
 const DISGUISE = /[;\\]|%(?:2f|5c)/i;
 const SPLITS = /\\|%2f|%5c/i;
 
+/** Whether the key template keeps query parameter `name`, so that a fill sends it to the origin. */
+export function keyKeepsParam(name: string, key: CacheKeyConfig): boolean {
+  if (key.query === 'none' || key.dropTracking.some((p) => matchesName(name, p))) return false;
+  const listed = key.params.some((p) => matchesName(name, p));
+  return key.query === 'keep' ? listed : key.query === 'drop' ? !listed : true;
+}
+
 /** `name` matches `pattern` exactly, or by prefix when the pattern ends with `*`. */
 function matchesName(name: string, pattern: string): boolean {
   return pattern.endsWith('*') ? name.startsWith(pattern.slice(0, -1)) : name === pattern;

@@ -47,6 +47,7 @@ import { acmeHostnames } from '../tls/acme/hostnames.js';
 import { readCertificateFiles } from '../tls/material.js';
 import { whyUnreadable } from './unreadable.js';
 import { readHostEntry } from '../server/site-router.js';
+import { keyKeepsParam } from '../cache/cache-key.js';
 
 export interface ConfigError {
   file: string;
@@ -161,6 +162,7 @@ export function parseConfigText(text: string, file: string, options: ParseOption
     return { ok: false, errors: sortErrors(errors) };
   }
   dropExtensionKeys(raw);
+  errors.push(...reservedKeyErrors(raw, doc, file, at));
   let parsed = gatewayConfigSchema.safeParse(raw, { reportInput: true });
   // A value that is a whole `${NAME}` is a string; where the schema wants a number or a boolean
   // and the variable's text is one (`port: ${PORT}`), it is read as such, and checked again.
@@ -180,6 +182,7 @@ export function parseConfigText(text: string, file: string, options: ParseOption
     ...acmeHostWarnings(parsed.data, doc, file, at),
     ...unmatchableHostWarnings(parsed.data, doc, file, at),
     ...duplicateHostWarnings(parsed.data, doc, file, at),
+    ...unsentQueryMatchWarnings(parsed.data, doc, file, at),
   ];
   resolveFilePaths(parsed.data, dirname(resolve(file)));
   if (options.checkFiles !== false) errors.push(...checkCertificateFiles(parsed.data, doc, file, at, warnings));
@@ -259,6 +262,51 @@ function duplicateHostWarnings(config: GatewayConfig, doc: Document, file: strin
           ...at(offsetOf(locate(doc, path))),
           path: formatPath(path),
           message: `${JSON.stringify(host)} is also listed by site "${first}", which comes first and gets its requests: this listing never matches`,
+        });
+      }
+    });
+  });
+  return warnings;
+}
+
+/**
+ * A key `__proto__` anywhere: the schema passes over it unseen (a route's `match.query` lost
+ * the condition, and the route matched more than written). An error at it.
+ */
+function reservedKeyErrors(raw: unknown, doc: Document, file: string, at: At): ConfigError[] {
+  const errors: ConfigError[] = [];
+  const walk = (value: unknown, path: (string | number)[]) => {
+    if (Array.isArray(value)) value.forEach((v, i) => walk(v, [...path, i]));
+    else if (value !== null && typeof value === 'object') {
+      for (const key of Object.keys(value)) {
+        if (key === '__proto__')
+          errors.push({ file, ...at(offsetOf(locate(doc, path))), path: formatPath([...path, key]), message: '"__proto__" cannot be a key (a name JavaScript objects reserve)' });
+        else walk((value as Record<string, unknown>)[key], [...path, key]);
+      }
+    }
+  };
+  walk(raw, []);
+  return errors;
+}
+
+/**
+ * A cached route matched by a query parameter its key leaves out (`query: none`, not kept, a
+ * tracking parameter): its fills send the origin the key's query, without that parameter, so
+ * the origin answers another page than the one the route was chosen for. A warning at it.
+ */
+function unsentQueryMatchWarnings(config: GatewayConfig, doc: Document, file: string, at: At): ConfigError[] {
+  const warnings: ConfigError[] = [];
+  config.sites.forEach((site, i) => {
+    site.routes.forEach((route, j) => {
+      if (!route.cache.enabled || route.match.query === undefined) return;
+      for (const name of Object.keys(route.match.query)) {
+        if (keyKeepsParam(name, route.cache.key)) continue;
+        const path = ['sites', i, 'routes', j, 'match', 'query', name];
+        warnings.push({
+          file,
+          ...at(offsetOf(locate(doc, path))),
+          path: formatPath(path),
+          message: `this route's cache key leaves out the parameter "${name}" (cache.key.query, params or dropTracking), so its fills never send it to the origin: keep it in the key, or set cache.enabled: false`,
         });
       }
     });

@@ -20,7 +20,7 @@
  */
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { currentAgeMsOf, staleAtOf, type CacheEntry } from '../cache/entry.js';
-import { hasDisguisedDotSegment, makeCacheKey, normaliseTarget, parseCookies } from '../cache/cache-key.js';
+import { hasDisguisedDotSegment, makeCacheKey, normaliseTarget, parseCookies, parseUrlPath } from '../cache/cache-key.js';
 import { fieldOf } from '../cache/cache-control.js';
 import { evaluateEntry, isCacheableRequest, type PolicyOptions, type RequestFacts } from '../cache/policy.js';
 import { rateLimitClientKey } from './client-address.js';
@@ -293,7 +293,7 @@ export function route(ctx: Ctx): void | Promise<void> {
   if (ctx.method === 'PURGE') return answerPurge(ctx, site);
   if (answerMaxForwards(ctx)) return;
   if (redirectToHttps(ctx, site)) return;
-  const routeMatch = site.compiled.matchRoute(ctx.method, ctx.path);
+  const routeMatch = site.compiled.matchRoute(ctx.method, ctx.path, parseUrlPath(ctx.url).query);
   ctx.route = routeMatch;
   ctx.priority = rt.priorityOf(routeMatch, ctx.method, ctx.path, req.headers);
 

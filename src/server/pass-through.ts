@@ -6,7 +6,7 @@
 import { latencyClassOf } from '../admission/limiter.js';
 import type { OutgoingHttpHeaders } from 'node:http';
 import { CACHED_METHODS, RETRYABLE_METHODS } from '../http/facts.js';
-import { makeAuthority, makeCacheKey, normaliseHost } from '../cache/cache-key.js';
+import { makeAuthority, makeCacheKey, normaliseHost, parseUrlPath } from '../cache/cache-key.js';
 import { invalidationTargets } from '../cache/revalidation.js';
 import type { PurgeSelector } from '../cache/stores/cache-store.js';
 import { hasBody, type ForwardOutcome } from '../origin/forward.js';
@@ -351,7 +351,8 @@ function invalidateAfterUnsafe(ctx: Ctx, status: number, headers: OutgoingHttpHe
   // page read over plain HTTP (and the other way round) just as stale.
   const authorities = ['http', 'https'].map((scheme) => makeAuthority(hostOf(ctx), scheme));
   const selectors: PurgeSelector[] = targets.flatMap((target) => {
-    const route = site.compiled.matchRoute('GET', target.split('?')[0]!);
+    const { path, query } = parseUrlPath(target);
+    const route = site.compiled.matchRoute('GET', path, query);
     const key = site.policyFor(route).route.key;
     return authorities.map((authority) => ({
       kind: 'key' as const,

@@ -3,7 +3,7 @@
  * purge.allow, never forwarded; every variant of the URL for the Host under both schemes (or
  * every Host).
  */
-import { keyPrefixFor, keyUrlSelectorsFor, makeAuthority } from '../cache/cache-key.js';
+import { keyPrefixFor, keyUrlSelectorsFor, makeAuthority, parseUrlPath } from '../cache/cache-key.js';
 import type { PurgeSelector } from '../cache/stores/cache-store.js';
 import type { SiteRuntime } from '../runtime.js';
 import { answerOwn, fail } from './answer.js';
@@ -36,7 +36,7 @@ export async function answerPurge(ctx: Ctx, site: SiteRuntime): Promise<void> {
     selectors = [{ kind: 'prefix', prefix: keyPrefixFor(site.name, prefix), ...(authorities ? { authorities } : {}) }];
     kind = 'prefix';
   } else {
-    const route = site.compiled.matchRoute('GET', ctx.path);
+    const route = site.compiled.matchRoute('GET', ctx.path, parseUrlPath(ctx.url).query);
     const key = site.policyFor(route).route.key;
     // The Host's copies under both schemes: the copy readers got over HTTPS is purged by a PURGE
     // sent over plain HTTP (MediaWiki sends its purges to $wgCdnServers over HTTP: an https URL

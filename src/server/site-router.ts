@@ -5,45 +5,124 @@
  * when the config does not end with one.
  */
 import type { RouteConfig, SiteConfig } from '../config/schema.js';
+import { compileGlobs } from './headers.js';
 
 export interface CompiledRoute {
   readonly config: RouteConfig;
   readonly name: string;
-  matches(method: string, path: string): boolean;
-  /** matches() of a loose spelling (loosePath): its prefix and regular expression without regard to case. */
-  matchesLoosely(method: string, loose: string): boolean;
+  matches(method: string, path: string, query: QueryReading): boolean;
+  /**
+   * matches() of a loose spelling (loosePath, the query read loosely): its prefix and regular
+   * expression without regard to case, a query condition when any one value matches.
+   */
+  matchesLoosely(method: string, loose: string, query: QueryReading): boolean;
 }
 
 export interface CompiledSite<S = SiteConfig> {
   readonly config: S;
   readonly routes: readonly CompiledRoute[];
-  matchRoute(method: string, path: string): CompiledRoute;
+  /** The route of a request: `query` is the target's query without its `?` (undefined when none). */
+  matchRoute(method: string, path: string, query?: string): CompiledRoute;
 }
 
 export const DEFAULT_ROUTE_NAME = 'default';
 
 function compileRoute(route: RouteConfig): CompiledRoute {
-  const { pathPrefix, pathRegex, methods } = route.match;
+  const { pathPrefix, pathRegex, methods, query } = route.match;
   const re = pathRegex !== undefined ? new RegExp(pathRegex) : undefined;
   const looseRe = pathRegex !== undefined ? new RegExp(pathRegex, 'i') : undefined;
   const loosePrefix = pathPrefix?.toLowerCase();
   const methodSet = methods ? new Set(methods) : undefined;
+  const conditions = query === undefined ? undefined : Object.entries(query).map(([name, value]) => ({
+    name,
+    matches: compileGlobs([value]),
+    looseName: looseParamName(name),
+    looseMatches: compileGlobs([looseParamValue(value)]),
+  }));
   return {
     config: route,
     name: route.name,
-    matches(method, path) {
+    matches(method, path, q) {
       if (methodSet && !methodSet.has(method)) return false;
       if (pathPrefix !== undefined && !path.startsWith(pathPrefix)) return false;
       if (re && !re.test(path)) return false;
+      if (conditions) {
+        const params = q.strict();
+        for (const c of conditions) {
+          const values = params.get(c.name);
+          if (values === undefined || !values.every(c.matches)) return false;
+        }
+      }
       return true;
     },
-    matchesLoosely(method, loose) {
+    matchesLoosely(method, loose, q) {
       if (methodSet && !methodSet.has(method)) return false;
       if (loosePrefix !== undefined && !loose.startsWith(loosePrefix)) return false;
       if (looseRe && !looseRe.test(loose)) return false;
+      if (conditions) {
+        const params = q.loose();
+        for (const c of conditions) if (!params.get(c.looseName)?.some(c.looseMatches)) return false;
+      }
       return true;
     },
   };
+}
+
+/** A request's query parameters, read once and only if a route asks: name to its values in order. */
+export interface QueryReading {
+  /** As most origins read it: split at `&`, name and value percent-decoded, `+` a space. */
+  strict(): ReadonlyMap<string, readonly string[]>;
+  /** As the loosest origins read it (see looseParamName, looseParamValue); `;` separates too (Rack 2). */
+  loose(): ReadonlyMap<string, readonly string[]>;
+}
+
+export function readQuery(query: string | undefined): QueryReading {
+  let strict: Map<string, string[]> | undefined;
+  let loose: Map<string, string[]> | undefined;
+  const read = (separator: RegExp, name: (raw: string) => string, value: (raw: string) => string) => {
+    const params = new Map<string, string[]>();
+    if (query === undefined) return params;
+    for (const part of query.split(separator)) {
+      if (part === '') continue;
+      const eq = part.indexOf('=');
+      const n = name(eq < 0 ? part : part.slice(0, eq));
+      const v = value(eq < 0 ? '' : part.slice(eq + 1));
+      const values = params.get(n);
+      if (values) values.push(v);
+      else params.set(n, [v]);
+    }
+    return params;
+  };
+  return {
+    strict: () => (strict ??= read(/&/, decodeParam, decodeParam)),
+    loose: () => (loose ??= read(/[&;]/, (raw) => looseParamName(decodeParam(raw, 4)), (raw) => looseParamValue(decodeParam(raw, 4)))),
+  };
+}
+
+/** Percent-decoded with `+` a space, `times` times over (an origin may decode twice); the text as it was where it is not valid. */
+function decodeParam(raw: string, times = 1): string {
+  let text = raw;
+  for (let i = 0; i < times && (i === 0 || text.includes('%')); i++) {
+    try {
+      text = decodeURIComponent(i === 0 ? text.replace(/\+/g, ' ') : text);
+    } catch {
+      break;
+    }
+  }
+  return text;
+}
+
+/**
+ * A parameter name as the loosest origins read it: any case (ASP.NET), PHP's leading blanks
+ * dropped and its `.` and blank read as `_` (`ti.tle` is not `title`, but ` title` is).
+ */
+export function looseParamName(name: string): string {
+  return name.toLowerCase().replace(/^[\s]+/, '').replace(/[. ]/g, '_');
+}
+
+/** A value as the loosest origins read it: any case, `_` a blank (MediaWiki's titles), blanks at either end dropped. */
+export function looseParamValue(value: string): string {
+  return value.toLowerCase().replace(/_/g, ' ').trim();
 }
 
 /**
@@ -72,7 +151,7 @@ export function compileSite(site: SiteConfig, defaultRoute: RouteConfig): Compil
   const routes = site.routes.map(compileRoute);
   const last = site.routes[site.routes.length - 1];
   const isCatchAll = (r: RouteConfig | undefined) =>
-    r !== undefined && !r.match.pathPrefix && !r.match.pathRegex && !r.match.methods;
+    r !== undefined && !r.match.pathPrefix && !r.match.pathRegex && !r.match.methods && !r.match.query;
   if (!isCatchAll(last)) {
     // A name no route of the site has: policies and metrics are keyed by route name, and a
     // route of the operator's named `_default` lost its cache settings to this one (config-edit trial).
@@ -82,13 +161,15 @@ export function compileSite(site: SiteConfig, defaultRoute: RouteConfig): Compil
     routes.push(compileRoute({ ...defaultRoute, name }));
   }
   const fallback = routes[routes.length - 1]!;
+  const queryRoutes = site.routes.some((r) => r.match.query !== undefined && !r.cache.enabled);
   return {
     config: site,
     routes,
-    matchRoute(method, path) {
+    matchRoute(method, path, query) {
+      const q = readQuery(query);
       let matched = fallback;
       for (const r of routes)
-        if (r.matches(method, path)) {
+        if (r.matches(method, path, q)) {
           matched = r;
           break;
         }
@@ -96,10 +177,12 @@ export function compileSite(site: SiteConfig, defaultRoute: RouteConfig): Compil
       // not sidestepped by a spelling the origin reads as its path: `/API/x`, `//api/x`,
       // `/api;a/x`, `/api%2Fx` matched the cached default route, and an API answer with a
       // lifetime was stored for everyone (attacker trial). When unsure, do not cache.
+      // A query condition the same way: `?title=special:export`, `?title=Main&title=Special:Export`
+      // (PHP reads the last), `?title=Special%253AExport`.
       if (!matched.config.cache.enabled) return matched;
       const loose = loosePath(path);
-      if (loose === path) return matched;
-      for (const r of routes) if (r.matchesLoosely(method, loose)) return r.config.cache.enabled ? matched : r;
+      if (loose === path && !(queryRoutes && query !== undefined)) return matched;
+      for (const r of routes) if (r.matchesLoosely(method, loose, q)) return r.config.cache.enabled ? matched : r;
       return matched;
     },
   };

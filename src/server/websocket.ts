@@ -133,7 +133,8 @@ export class WebSocketUpgrades {
       return deps.isDraining() ? this.refuse(hs, 503, 'Service Unavailable', 'draining') : this.refuse(hs, 400, 'Bad Request', site ? 'bad_request' : 'no_site');
     }
     req.url = normaliseTarget(rawUrl).url;
-    const route = site.compiled.matchRoute('GET', parseUrlPath(req.url).path);
+    const target = parseUrlPath(req.url);
+    const route = site.compiled.matchRoute('GET', target.path, target.query);
     hs.site = site.name;
     hs.route = route.name;
     const peer = req.socket.remoteAddress ?? '';
@@ -165,7 +166,7 @@ export class WebSocketUpgrades {
     const abort = new AbortController();
     const onClose = () => abort.abort();
     socket.once('close', onClose);
-    const priority = rt.priorityOf(route, 'GET', parseUrlPath(req.url).path, req.headers);
+    const priority = rt.priorityOf(route, 'GET', target.path, req.headers);
     const admitted = await deps.upstream.admit(site.config, site.pool, {
       priority,
       deadlineAt: deps.clock.now() + queueDeadlineFor(rt.config, route),

@@ -1050,6 +1050,55 @@ describe('failure amplification: a route capped by its maxConcurrent', () => {
   }, 20_000);
 });
 
+describe('failure amplification: a route matched by its query (MediaWiki\'s index.php?title=Special:…)', () => {
+  it('caps the slow Special: pages sharing index.php with the articles, and never caches a never-cached query route however it is spelled', async () => {
+    const o = await origin();
+    const { worker, slowStarts } = busyWorkers(3);
+    const special = worker(600, true);
+    const article = worker(5, false);
+    const raw: string[] = [];
+    o.setHandler((req, res) => {
+      const url = new URL(req.url!, 'http://x');
+      if (/^special:/i.test(url.searchParams.get('title') ?? '')) return special(req, res);
+      if (url.searchParams.has('action') || url.searchParams.has('ACTION')) {
+        raw.push(req.url!);
+        res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'max-age=600' });
+        return res.end('wikitext');
+      }
+      article(req, res);
+    });
+    const g = await gateway({
+      sites: [
+        siteFor([o.url], {
+          routes: [
+            { name: 'special', match: { pathPrefix: '/index.php', query: { title: 'Special:*' } }, maxConcurrent: 1, queueDeadlineMs: 10_000, cache: { enabled: false } },
+            { name: 'raw', match: { query: { action: 'raw' } }, cache: { enabled: false } },
+          ],
+        }),
+      ],
+    });
+    // Three Special: pages at once, beside articles read meanwhile: one at the origin at a time.
+    const [specials, articles] = await Promise.all([
+      Promise.all(['RecentChanges', 'Export', 'AllPages'].map((p) => call(`${g.url}/index.php?title=Special:${p}`))),
+      (async () => {
+        await sleep(100);
+        return Promise.all([1, 2, 3].map((n) => call(`${g.url}/index.php?title=Page_${n}`)));
+      })(),
+    ]);
+    expect(specials.map((r) => r.status)).toEqual([200, 200, 200]);
+    expect(Math.max(...slowStarts.map((x) => x.n)), 'Special: pages at the origin at once').toBe(1);
+    for (const r of articles) {
+      expectFromOrigin(r, 200, 'article');
+      expect(r.ms, 'an article waits for no Special: page').toBeLessThan(400);
+    }
+    // `action=raw` answers with a lifetime, but its route is never cached: each spelling an
+    // origin reads as the same parameter goes through.
+    for (const target of ['/index.php?title=A&action=raw', '/index.php?title=A&ACTION=Raw', '/index.php?title=A;action=raw&action=x'])
+      for (const n of [1, 2]) expectFromOrigin(await call(`${g.url}${target}`), 200, `${target} (${n})`);
+    expect(raw).toHaveLength(6);
+  }, 20_000);
+});
+
 describe('failure amplification: a route capped by its maxConcurrent, on answers whose permit is given back early', () => {
   it.each(['a download', 'an event stream'])('holds the slot until %s ends, not to its head: the origin never has two at once (review: three clients had three)', async (kind) => {
     const o = await origin();

@@ -483,4 +483,41 @@ describe('parseConfigText: warnings', () => {
       expect.stringMatching(/^gw\.yaml:6:27 sites\[1\]\.hosts\[1\]: "WIKI\.local" is also listed by site "wiki", which comes first/),
     ]);
   });
+  test('a cached route matched by a query parameter its key leaves out is a warning at it (its fills never send it); a never-cached one is not', () => {
+    const text = [
+      'sites:',
+      '  - name: wiki',
+      '    hosts: ["*"]',
+      '    origins: [{ url: "http://127.0.0.1:1" }]',
+      '    routes:',
+      '      - name: special',
+      '        match: { query: { title: "Special:*", utm_x: "*", q: "*" } }',
+      '        cache: { key: { query: drop, params: [q] } }',
+      '      - name: export',
+      '        match: { query: { format: "*" } }',
+      '        cache: { enabled: false, key: { query: none } }',
+      '      - name: kept',
+      '        match: { query: { page: "*" } }',
+      '        cache: { key: { query: keep, params: [page] } }',
+      '',
+    ].join('\n');
+    const r = parseConfigText(text, 'gw.yaml', { env: {} });
+    expect(r.ok).toBe(true);
+    expect(r.ok && r.warnings?.map(formatConfigError)).toEqual([
+      expect.stringMatching(/^gw\.yaml:7:54 sites\[0\]\.routes\[0\]\.match\.query\.utm_x: this route's cache key leaves out the parameter "utm_x"/),
+      expect.stringMatching(/^gw\.yaml:7:62 sites\[0\]\.routes\[0\]\.match\.query\.q: this route's cache key leaves out the parameter "q"/),
+    ]);
+  });
+  test('a query condition naming no parameter, or __proto__, is refused; another prototype name is a plain parameter', () => {
+    const empty = ['sites:', '  - name: s', '    hosts: ["*"]', '    origins: [{ url: "http://127.0.0.1:1" }]', '    routes:', '      - { name: r, match: { query: {} } }', ''].join('\n');
+    const r = parseConfigText(empty, 'gw.yaml', { env: {} });
+    expect(r.ok).toBe(false);
+    expect(!r.ok && r.errors.map(formatConfigError).join('\n')).toMatch(/match\.query.*lists no parameter/);
+    const proto = parseConfigText(empty.replace('query: {}', 'query: { __proto__: "x", constructor: "*" }'), 'gw.yaml', { env: {} });
+    expect(proto.ok).toBe(false); // refused, not dropped (the route matched without it)
+    expect(!proto.ok && proto.errors.map(formatConfigError).join('\n')).toMatch(/match\.query\.__proto__: "__proto__" cannot be a key/);
+    const p = parseConfigText(empty.replace('query: {}', 'query: { constructor: "*", hasOwnProperty: "1" }'), 'gw.yaml', { env: {} });
+    expect(p.ok).toBe(true);
+    expect(p.ok && Object.keys(p.config.sites[0]!.routes[0]!.match.query!).sort()).toEqual(['constructor', 'hasOwnProperty']);
+  });
 });

@@ -91,6 +91,69 @@ describe('routes', () => {
     expect(c.matchRoute('GET', '/apiary').name).toBe('default');
     expect(c.matchRoute('GET', '/About').name).toBe('default');
   });
+  it('matches query parameters: every value of the name, percent-decoded, any case (MediaWiki\'s slow Special: pages share index.php with its articles)', () => {
+    const site = siteSchema.parse({
+      name: 's',
+      hosts: ['*'],
+      origins: [{ url: 'http://127.0.0.1:1' }],
+      routes: [
+        { name: 'special', match: { pathPrefix: '/index.php', query: { title: 'Special:*' } }, maxConcurrent: 2 },
+        { name: 'both', match: { query: { a: '1', b: '*' } } },
+      ],
+    });
+    const c = compileSite(site, routeSchema.parse({ name: 'default' }));
+    const route = (target: string) => {
+      const q = target.indexOf('?');
+      return c.matchRoute('GET', q < 0 ? target : target.slice(0, q), q < 0 ? undefined : target.slice(q + 1)).name;
+    };
+    expect(route('/index.php?title=Special:RecentChanges')).toBe('special');
+    expect(route('/index.php?action=history&title=special%3Aexport')).toBe('special');
+    expect(route('/index.php?title=Special:Search&title=Special:Export')).toBe('special');
+    expect(route('/index.php?title=Main_Page')).toBe('default');
+    expect(route('/index.php?title=Special:A&title=Main_Page')).toBe('default'); // not every value
+    expect(route('/index.php')).toBe('default');
+    expect(route('/index.php?titles=Special:A')).toBe('default');
+    expect(route('/w/index.php?title=Special:A')).toBe('default'); // the path still counts
+    expect(route('/?a=1&b=')).toBe('both');
+    expect(route('/?a=1&b')).toBe('both');
+    expect(route('/?a=1')).toBe('default');
+    expect(route('/?a=2&b=x')).toBe('default');
+    expect(route('/?a=%ZZ&b=1')).toBe('default'); // undecodable: read as it came
+    // A cached route is taken only as spelled: a loose reading leaves the default.
+    expect(route('/index.php?title=_Special:A')).toBe('default');
+  });
+  it('sends a request to a never-cached route a query condition reaches loosely: any one value, any case, `;` a separator, PHP\'s name, `_` a blank, decoded twice', () => {
+    const site = siteSchema.parse({
+      name: 's',
+      hosts: ['*'],
+      origins: [{ url: 'http://127.0.0.1:1' }],
+      routes: [
+        { name: 'static', match: { pathPrefix: '/static/' } },
+        { name: 'export', match: { query: { title: 'Special:Export*' } }, cache: { enabled: false } },
+      ],
+    });
+    const c = compileSite(site, routeSchema.parse({ name: 'default' }));
+    const route = (path: string, query?: string) => c.matchRoute('GET', path, query).name;
+    for (const query of [
+      'title=Special:Export',
+      'title=Main&title=Special:Export', // PHP, Django and Rails read the last
+      'title=Special:Export&title=Main', // Express and ASP.NET the first, or both
+      'TITLE=Special:Export', // ASP.NET
+      'x=1;title=Special:Export', // Rack 2 splits at `;`
+      '%20title=Special:Export', // PHP drops a name's leading blanks
+      'title=_Special:Export_', // MediaWiki trims underscores
+      'title=Special%253AExport', // decoded twice
+      'title=Special:Export%2FMain',
+    ])
+      expect(route('/index.php', query), query).toBe('export');
+    expect(route('/static/x.css', 'title=Special:Export')).toBe('static'); // first match wins, as spelled
+    expect(route('/static/x.css', 'title=special:export')).toBe('static');
+    expect(route('/index.php', 'title=Main')).toBe('default');
+    expect(route('/index.php', 'ti.tle=Special:Export')).toBe('default');
+    expect(route('/index.php', 'subtitle=Special:Export')).toBe('default');
+    expect(route('/static/x.css', 'v=1')).toBe('static');
+    expect(route('/static/x.css')).toBe('static');
+  });
   it('does not add a second catch-all when the config ends with one', () => {
     const withDefault = siteSchema.parse({ name: 's', hosts: ['*'], origins: [{ url: 'http://127.0.0.1:1' }], routes: [{ name: 'default' }] });
     expect(compileSite(withDefault, routeSchema.parse({ name: 'default' })).routes.map((r) => r.name)).toEqual(['default']);
