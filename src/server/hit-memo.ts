@@ -5,7 +5,7 @@
  * `PLAIN_FIELDS` — every decision the request path makes before the cache lookup is a function
  * of (config generation, method, Host, target) alone, but for one the fast path still makes:
  *   - parse checks: no Content-Length or Transfer-Encoding (the header count is still checked);
- *   - site and route: Host, method and path;
+ *   - site and route: Host, method and target (a route may match the query);
  *   - rate limit: the memo is only written where no limit applies;
  *   - eligibility: no Authorization, Cache-Control or Pragma to change it; a Cookie can (a
  *     bypass cookie), so the fast path checks the site's bypass cookies whenever one is sent;
