@@ -1057,15 +1057,15 @@ describe('failure amplification: a route matched by its query (MediaWiki\'s inde
     const special = worker(600, true);
     const article = worker(5, false);
     const raw: string[] = [];
-    o.setHandler((req, res) => {
+    o.setHandler((req, res, recorded) => {
       const url = new URL(req.url!, 'http://x');
-      if (/^special:/i.test(url.searchParams.get('title') ?? '')) return special(req, res);
+      if (/^special:/i.test(url.searchParams.get('title') ?? '')) return special(req, res, recorded);
       if (url.searchParams.has('action') || url.searchParams.has('ACTION')) {
         raw.push(req.url!);
         res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'max-age=600' });
         return res.end('wikitext');
       }
-      article(req, res);
+      article(req, res, recorded);
     });
     const g = await gateway({
       sites: [
