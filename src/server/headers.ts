@@ -68,14 +68,42 @@ function firstValue(v: string | string[] | undefined): string | undefined {
   return first.length > 0 ? first : undefined;
 }
 
-/** Glob with `*` wildcards, case-insensitive, compiled once. */
+/**
+ * Globs with `*` wildcards, case-insensitive, compiled once. Matched in linear time: the first
+ * and last pieces fixed at the ends, each middle piece at its leftmost place after the one
+ * before (the leftmost place leaves the most room, so it finds a match whenever one exists).
+ * As a regular expression, `*a*a*a*b` took 48 s against a 1 000-character cookie name that a
+ * client chooses, and `*a*b*` 166 ms against 16 KB.
+ */
 export function compileGlobs(patterns: readonly string[]): (name: string) => boolean {
   if (patterns.length === 0) return () => false;
-  const source = patterns
-    .map((p) => p.split('*').map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('.*'))
-    .join('|');
-  const re = new RegExp(`^(?:${source})$`, 'i');
-  return (name) => re.test(name);
+  const globs = patterns.map(compileGlob);
+  return (name) => {
+    const text = name.toLowerCase();
+    for (const glob of globs) if (glob(text)) return true;
+    return false;
+  };
+}
+
+/** One glob, for text already lower-cased. */
+function compileGlob(pattern: string): (text: string) => boolean {
+  const pieces = pattern.toLowerCase().split('*');
+  const first = pieces[0]!;
+  if (pieces.length === 1) return (text) => text === first;
+  const last = pieces[pieces.length - 1]!;
+  const middle = pieces.slice(1, -1).filter((p) => p !== '');
+  const least = pieces.reduce((n, p) => n + p.length, 0);
+  return (text) => {
+    if (text.length < least || !text.startsWith(first) || !text.endsWith(last)) return false;
+    const end = text.length - last.length;
+    let at = first.length;
+    for (const piece of middle) {
+      const found = text.indexOf(piece, at);
+      if (found < 0 || found + piece.length > end) return false;
+      at = found + piece.length;
+    }
+    return true;
+  };
 }
 
 /** Copies response headers for a client, dropping hop-by-hop ones. */
