@@ -94,7 +94,7 @@ export const serverLimitsSchema = z
       .min(8)
       .max(2000)
       .default(100)
-      .describe('Most request headers accepted; more gets 431.'),
+      .describe('Most request headers accepted; more gets 431 (over HTTP/2, more than twice this resets the stream, and a raise reaches HTTP/2 after a restart).'),
     headersTimeoutMs: positiveMs('Time a client has to send the whole request head (slow-loris guard).').default(
       10_000,
     ),

@@ -159,7 +159,13 @@ export function createSecurePublicServer(opts: SecureServerOptions): SecurePubli
             Http2ServerResponse: Http2Response,
             // The head's byte bound is the SETTINGS frame's; its field count is checked by the request path (431).
             settings: { maxHeaderListSize: limits.maxHeaderBytes, maxConcurrentStreams: H2_MAX_STREAMS, enablePush: false },
-            maxHeaderListPairs: 2000 + 8,
+            // Fields decoded per request, pseudo-fields included. Node decodes a head whole
+            // before it is counted (431), whatever SETTINGS_MAX_HEADER_LIST_SIZE says: at 2 008
+            // one 5 KB frame referring to a 4 000-byte HPACK table entry 2 000 times cost 8 MB and
+            // 7 ms (attacker trial). Twice the count a request may have, so a head a little over
+            // it still gets its 431 and reason; far over, Node resets the stream. Read at start:
+            // a reload that raises limits.maxHeadersCount reaches HTTP/2 after a restart.
+            maxHeaderListPairs: 2 * limits.maxHeadersCount + 8,
           },
           onRequest as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
         )

@@ -47,6 +47,15 @@ export function field(name: string, value: string): Buffer {
   return Buffer.concat([Buffer.from([0]), literal(name), literal(value)]);
 }
 
+/**
+ * An HPACK bomb's fields: one field added to the dynamic table (RFC 7541 §6.2.1, index 62),
+ * then `references` one-byte references to it (§6.1): a few bytes on the wire per
+ * `value.length` decoded.
+ */
+export function bombFields(name: string, value: string, references: number): Buffer {
+  return Buffer.concat([Buffer.from([0x40]), literal(name), literal(value), Buffer.alloc(references, 0x80 | 62)]);
+}
+
 /** A GET's header block: :method GET, :scheme https (static entries 2 and 7), :path and :authority. */
 export function getBlock(path: string, authority: string): Buffer {
   return Buffer.concat([

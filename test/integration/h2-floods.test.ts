@@ -12,7 +12,7 @@ import { startTestOrigin, type TestOrigin } from '../helpers/test-origin.js';
 import { makeTestCa, type TestCa } from '../helpers/tls-certs.js';
 import { h2get } from '../helpers/tls-client.js';
 import { until } from '../helpers/until.js';
-import { ERROR, FLAG, FRAME, field, frame, getBlock, rawH2 } from '../helpers/h2-frames.js';
+import { ERROR, FLAG, FRAME, bombFields, field, frame, getBlock, rawH2 } from '../helpers/h2-frames.js';
 
 async function metric(adminUrl: string, name: string): Promise<number> {
   const text = await (await fetch(`${adminUrl}/metrics`)).text();
@@ -120,6 +120,32 @@ describe('HTTP/2 floods (attacker trial)', () => {
     // Cut off long before 64 MB: the head's bound is limits.maxHeaderBytes (SETTINGS_MAX_HEADER_LIST_SIZE).
     expect(sent).toBeLessThan(4 * 1024 * 1024);
     expect((await h2get(port, ca.ca, 's.test', '/page')).status).toBe(200);
+  });
+
+  it('HPACK bomb: a header block of one 4 000-byte field referred to a thousand times (4 MB decoded from 5 KB) is refused before it is decoded into a request; the gateway keeps serving', async () => {
+    const attacker = await rawH2(port, ca.ca, 's.test');
+    const block = Buffer.concat([getBlock('/page', 's.test'), bombFields('x-bomb', 'a'.repeat(4000), 1000)]);
+    expect(block.length).toBeLessThan(16_384); // one frame
+    await attacker.send(frame(FRAME.HEADERS, FLAG.END_STREAM | FLAG.END_HEADERS, 1, block));
+    const answered = () => attacker.received.filter((f) => f.streamId === 1 && (f.type === FRAME.HEADERS || f.type === FRAME.RST_STREAM));
+    await until(() => answered().length > 0 || attacker.isClosed(), 'the stream answered, reset or closed');
+    // Reset at the field past twice the count a request may have (limits.maxHeadersCount,
+    // 100, plus the pseudo-fields), as Node's HTTP/2 reads it: never decoded whole into a
+    // request and answered 431, which let each such frame cost 8 MB and 7 ms (attacker trial).
+    expect(answered().map((f) => f.type)).not.toContain(FRAME.HEADERS);
+    expect((await h2get(port, ca.ca, 's.test', '/page')).status).toBe(200);
+    attacker.socket.destroy();
+  });
+
+  it('a request with as many fields as limits.maxHeadersCount allows is still served over HTTP/2', async () => {
+    const attacker = await rawH2(port, ca.ca, 's.test');
+    const fields = Array.from({ length: 95 }, (_, i) => field(`x-f${i}`, 'v'));
+    await attacker.send(frame(FRAME.HEADERS, FLAG.END_STREAM | FLAG.END_HEADERS, 1, Buffer.concat([getBlock('/page', 's.test'), ...fields])));
+    await until(() => attacker.received.some((f) => f.streamId === 1 && (f.type === FRAME.HEADERS || f.type === FRAME.RST_STREAM)) || attacker.isClosed(), 'the stream answered');
+    const head = attacker.received.find((f) => f.streamId === 1 && f.type === FRAME.HEADERS);
+    expect(head, 'an answer, not a reset').toBeDefined();
+    expect(head!.payload[0]).toBe(0x88); // :status 200 (static entry 8)
+    attacker.socket.destroy();
   });
 
   /**
