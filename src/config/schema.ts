@@ -540,6 +540,7 @@ export const routeMatchSchema = z
     query: z
       .record(z.string().min(1).max(200), z.string().max(1000))
       .refine((q) => Object.keys(q).length > 0, 'lists no parameter (leave it out to match any query)')
+      .refine((q) => Object.keys(q).length <= 64, 'lists more than 64 parameters')
       .optional()
       .describe(
         'Query parameters to match, name to value (`*` matches any run of characters, any case; the value percent-decoded, `+` a space): every value the request gives the name must match, and the name must be there. For a page whose slow and quick answers share one path, as MediaWiki\'s `index.php?title=Special:…`: `{ title: "Special:*" }`. A route that is never cached (`cache.enabled: false`) also takes a request where any one value matches as origins read it loosely (any case, `;` a separator, a name as PHP reads it, `_` a space).',

@@ -113,16 +113,35 @@ function decodeParam(raw: string, times = 1): string {
 }
 
 /**
- * A parameter name as the loosest origins read it: any case (ASP.NET), PHP's leading blanks
- * dropped and its `.` and blank read as `_` (`ti.tle` is not `title`, but ` title` is).
+ * A parameter name as the loosest origins read it: any case (ASP.NET), ended at a NUL and its
+ * leading blanks dropped (PHP), leading brackets dropped and read up to the next one (Rack 2
+ * reads `[format]`, `[[format]]` and `format]` as `format`; qs reads `%5Bformat%5D` so; PHP
+ * and Rack read `format[]` as an array named `format`), and `.` and a blank read as `_` (PHP:
+ * `ti.tle` is `ti_tle`, never `title`).
  */
 export function looseParamName(name: string): string {
-  return name.toLowerCase().replace(/^[\s]+/, '').replace(/[. ]/g, '_');
+  return name
+    .split('\0', 1)[0]!
+    .toLowerCase()
+    .replace(/^\s+/, '')
+    .replace(/^[[\]]+/, '')
+    .replace(/[[\]][^]*$/, '')
+    .replace(/[. ]/g, '_');
 }
 
-/** A value as the loosest origins read it: any case, `_` a blank (MediaWiki's titles), blanks at either end dropped. */
+/**
+ * A value as the loosest origins read it, MediaWiki's titles above all: any case, `_` and every
+ * blank (a no-break space, a line break) one blank, direction marks dropped, no blank at either
+ * end or beside a `:` (`Special_:Search`), and no leading `:` (`:Special:Search`).
+ */
 export function looseParamValue(value: string): string {
-  return value.toLowerCase().replace(/_/g, ' ').trim();
+  return value
+    .toLowerCase()
+    .replace(/[\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, '')
+    .replace(/[_\s]+/g, ' ')
+    .replace(/ ?: ?/g, ':')
+    .trim()
+    .replace(/^:+/, '');
 }
 
 /**
@@ -147,6 +166,11 @@ export function loosePath(path: string): string {
     .replace(/\/{2,}/g, '/');
 }
 
+/** A route a loose spelling must not sidestep: never cached, or capped at the origin. */
+function isGuarded(route: RouteConfig): boolean {
+  return !route.cache.enabled || route.maxConcurrent !== undefined;
+}
+
 export function compileSite(site: SiteConfig, defaultRoute: RouteConfig): CompiledSite {
   const routes = site.routes.map(compileRoute);
   const last = site.routes[site.routes.length - 1];
@@ -161,7 +185,7 @@ export function compileSite(site: SiteConfig, defaultRoute: RouteConfig): Compil
     routes.push(compileRoute({ ...defaultRoute, name }));
   }
   const fallback = routes[routes.length - 1]!;
-  const queryRoutes = site.routes.some((r) => r.match.query !== undefined && !r.cache.enabled);
+  const queryRoutes = site.routes.some((r) => r.match.query !== undefined && isGuarded(r));
   return {
     config: site,
     routes,
@@ -178,11 +202,13 @@ export function compileSite(site: SiteConfig, defaultRoute: RouteConfig): Compil
       // `/api;a/x`, `/api%2Fx` matched the cached default route, and an API answer with a
       // lifetime was stored for everyone (attacker trial). When unsure, do not cache.
       // A query condition the same way: `?title=special:export`, `?title=Main&title=Special:Export`
-      // (PHP reads the last), `?title=Special%253AExport`.
+      // (PHP reads the last), `?title=Special%253AExport`. A capped route (maxConcurrent)
+      // likewise: `?%20search=x` and `?title=_Special:Search` reached MediaWiki's search
+      // beside its cap (attacker trial).
       if (!matched.config.cache.enabled) return matched;
       const loose = loosePath(path);
       if (loose === path && !(queryRoutes && query !== undefined)) return matched;
-      for (const r of routes) if (r.matchesLoosely(method, loose, q)) return r.config.cache.enabled ? matched : r;
+      for (const r of routes) if (r.matchesLoosely(method, loose, q)) return isGuarded(r.config) ? r : matched;
       return matched;
     },
   };

@@ -97,7 +97,7 @@ describe('routes', () => {
       hosts: ['*'],
       origins: [{ url: 'http://127.0.0.1:1' }],
       routes: [
-        { name: 'special', match: { pathPrefix: '/index.php', query: { title: 'Special:*' } }, maxConcurrent: 2 },
+        { name: 'special', match: { pathPrefix: '/index.php', query: { title: 'Special:*' } }, cache: { ttlFloorSeconds: 60 } },
         { name: 'both', match: { query: { a: '1', b: '*' } } },
       ],
     });
@@ -119,7 +119,7 @@ describe('routes', () => {
     expect(route('/?a=1')).toBe('default');
     expect(route('/?a=2&b=x')).toBe('default');
     expect(route('/?a=%ZZ&b=1')).toBe('default'); // undecodable: read as it came
-    // A cached route is taken only as spelled: a loose reading leaves the default.
+    // A cached route (uncapped) is taken only as spelled: a loose reading leaves the default.
     expect(route('/index.php?title=_Special:A')).toBe('default');
   });
   it('sends a request to a never-cached route a query condition reaches loosely: any one value, any case, `;` a separator, PHP\'s name, `_` a blank, decoded twice', () => {
@@ -144,15 +144,56 @@ describe('routes', () => {
       'title=_Special:Export_', // MediaWiki trims underscores
       'title=Special%253AExport', // decoded twice
       'title=Special:Export%2FMain',
+      'title%00x=Special:Export', // PHP ends a name at a NUL
+      '[title]=Special:Export', // Rack 2
+      '[[title]]=Special:Export',
+      'title]=Special:Export',
+      '%5Btitle%5D=Special:Export', // qs (Express)
+      'title[]=Special:Export', // an array named title (PHP, Rack)
+      'title=:Special:Export', // MediaWiki: a leading `:`, blanks beside the `:`, other blanks, direction marks
+      'title=Special_:Export',
+      'title=Special:_Export',
+      'title=Special%C2%A0:Export',
+      'title=%E2%80%8ESpecial:Export',
+      'title=Special%3A%0AExport',
     ])
       expect(route('/index.php', query), query).toBe('export');
     expect(route('/static/x.css', 'title=Special:Export')).toBe('static'); // first match wins, as spelled
     expect(route('/static/x.css', 'title=special:export')).toBe('static');
     expect(route('/index.php', 'title=Main')).toBe('default');
     expect(route('/index.php', 'ti.tle=Special:Export')).toBe('default');
+    expect(route('/index.php', 'ti[tle=Special:Export')).toBe('default');
+    expect(route('/index.php', 'title=Special:Exports_Main')).toBe('export'); // the glob's own `*`
+    expect(route('/index.php', 'title=Special Page:Export')).toBe('default');
     expect(route('/index.php', 'subtitle=Special:Export')).toBe('default');
     expect(route('/static/x.css', 'v=1')).toBe('static');
     expect(route('/static/x.css')).toBe('static');
+  });
+  it('sends a request to a capped route (maxConcurrent) a condition reaches loosely, as to a never-cached one: its cap is not sidestepped (attacker trial: ?%20search=x reached MediaWiki\'s search beside its cap)', () => {
+    const site = siteSchema.parse({
+      name: 's',
+      hosts: ['*'],
+      origins: [{ url: 'http://127.0.0.1:1' }],
+      routes: [
+        { name: 'search', match: { pathPrefix: '/index.php', query: { search: '*' } }, maxConcurrent: 2 },
+        { name: 'special', match: { pathPrefix: '/index.php', query: { title: 'Special:*' } }, maxConcurrent: 2 },
+        { name: 'reports', match: { pathPrefix: '/report' }, maxConcurrent: 1 },
+        { name: 'pages', match: { pathPrefix: '/' }, cache: { ttlFloorSeconds: 60 } },
+      ],
+    });
+    const c = compileSite(site, routeSchema.parse({ name: 'default' }));
+    const route = (path: string, query?: string) => c.matchRoute('GET', path, query).name;
+    expect(route('/index.php', 'search=foo')).toBe('search');
+    expect(route('/index.php', 'search=foo%0Abar')).toBe('search'); // a line break is a character like any (it was not, as a regular expression)
+    for (const query of ['%20search=foo', 'search%00x=foo', 'SEARCH=foo', '[search]=foo', 'search[]=foo']) expect(route('/index.php', query), query).toBe('search');
+    for (const query of ['title=_Special:Search', 'title=:Special:Search', 'title=Special_:Search', 'title=special:search', 'title=Main&title=Special:Search'])
+      expect(route('/index.php', query), query).toBe('special');
+    expect(route('/REPORT/x')).toBe('reports');
+    expect(route('//report/x')).toBe('reports');
+    // What reaches no guarded route keeps its own.
+    expect(route('/index.php', 'title=Main_Page')).toBe('pages');
+    expect(route('/about')).toBe('pages');
+    expect(route('/About')).toBe('pages');
   });
   it('does not add a second catch-all when the config ends with one', () => {
     const withDefault = siteSchema.parse({ name: 's', hosts: ['*'], origins: [{ url: 'http://127.0.0.1:1' }], routes: [{ name: 'default' }] });
