@@ -9,11 +9,11 @@ import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from './clock.js';
-import type { CacheStore, PurgeMode, PurgeSelector } from './cache/stores/cache-store.js';
-import { keyPrefixFor } from './cache/cache-key.js';
+import type { CacheStore, GraceWidening, PurgeMode, PurgeSelector } from './cache/stores/cache-store.js';
+import { keyPrefixFor, targetOfKey } from './cache/cache-key.js';
 import { GatewayStore, type RedisStatus } from './cache/stores/gateway-store.js';
 import { Inflight } from './collapse/inflight.js';
-import type { GatewayConfig } from './config/schema.js';
+import type { GatewayConfig, RouteConfig } from './config/schema.js';
 import { ConfigSource } from './config/source.js';
 import { startLiveReload, type LastReload, type LiveReload } from './config/live-reload.js';
 import { keyTemplateSignature, type ReloadOutcome } from './config/reloader.js';
@@ -274,6 +274,7 @@ export class Gateway implements RequestDeps {
     const generation = this.source.generation;
     const before = new Set(this.rt.config.sites.map((s) => s.name));
     const prevConfig = this.rt.config;
+    const prevRt = this.rt;
     this.rt = this.pools.refresh((poolFor) => new Runtime(next, generation, poolFor));
     // Each part on its own: one that throws skips none of the others (an unreadable
     // trustedProxies entry used to skip the rate limits, the admission cap, TLS and the
@@ -298,6 +299,7 @@ export class Gateway implements RequestDeps {
     apply(() => this.listeners.applyLimits(next.limits));
     apply(() => this.upstream.configure(next.admission, this.rt.priorities.configured));
     apply(() => this.upstream.applyRouteCaps(next.sites));
+    apply(() => this.widenRaisedGrace(prevRt));
     apply(() => this.admission.configure(next));
     apply(() => {
       this.metrics.get('configGeneration').set(generation);
@@ -308,6 +310,40 @@ export class Gateway implements RequestDeps {
     apply(() => this.tls.reload(next)); // a setting OpenSSL refuses skips nothing above (tls-edge.ts)
     if (failures.length === 1) throw failures[0];
     if (failures.length > 1) throw new AggregateError(failures, `${failures.length} parts of the new config failed to apply`);
+  }
+
+  /**
+   * A reload that gives a page's route more grace (graceSeconds, or graceOverridesMustRevalidate
+   * turned on) widens the copies this process holds, as if stored under it: raising it during an
+   * outage is the runbook's answer when the outage outlasts the grace, and it did nothing for
+   * the pages already cached, which turned into 502s when their old grace ran out (ops trial).
+   * Each held key of such a site is routed under both configs; copies in Redis keep theirs.
+   */
+  private widenRaisedGrace(prevRt: Runtime): void {
+    const store = this.store;
+    if (!store.widenGrace) return;
+    const graceOf = (r: RouteConfig): GraceWidening => ({ graceMs: r.cache.graceSeconds * 1000, overridesMustRevalidate: r.cache.graceOverridesMustRevalidate });
+    for (const site of this.rt.sites) {
+      const old = prevRt.sites.find((s) => s.name === site.name);
+      if (!old) continue;
+      const before = old.compiled.routes.map((r) => graceOf(r.config));
+      const after = site.compiled.routes.map((r) => graceOf(r.config));
+      const leastBefore = Math.min(...before.map((g) => g.graceMs));
+      // Nothing can widen unless some route now gives more than some route gave.
+      if (!after.some((g) => g.graceMs > leastBefore || (g.overridesMustRevalidate && before.some((b) => !b.overridesMustRevalidate)))) continue;
+      const widened = store.widenGrace(
+        keyPrefixFor(site.name, '/'),
+        (key) => {
+          const target = targetOfKey(key);
+          if (!target) return undefined;
+          const now = graceOf(site.compiled.matchRoute('GET', target.path, target.query).config);
+          const then = graceOf(old.compiled.matchRoute('GET', target.path, target.query).config);
+          return now.graceMs > then.graceMs || (now.overridesMustRevalidate && !then.overridesMustRevalidate) ? now : undefined;
+        },
+        this.clock.now(),
+      );
+      if (widened > 0) this.logger.info({ site: site.name, widened }, 'grace raised: copies stored before the reload have the new grace');
+    }
   }
 
   /**

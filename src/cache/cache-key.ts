@@ -331,6 +331,17 @@ export function keyPrefixFor(site: string, pathPrefix: string): string {
  * The authority part of a key (`http://blog.example.com`, as makeAuthority makes it), or
  * undefined for a key without one. The path before it never holds a NUL (percent-encoded).
  */
+/** The path and query a key was made for (makePathKey's part), or undefined for a key of another shape. */
+export function targetOfKey(key: string): { path: string; query: string | undefined } | undefined {
+  const start = key.indexOf(SEP);
+  if (start < 0) return undefined;
+  const end = key.indexOf(SEP, start + 1);
+  const target = end < 0 ? key.slice(start + 1) : key.slice(start + 1, end);
+  if (!target.startsWith('/')) return undefined;
+  const q = target.indexOf('?');
+  return q < 0 ? { path: target, query: undefined } : { path: target.slice(0, q), query: target.slice(q + 1) };
+}
+
 export function authorityOfKey(key: string): string | undefined {
   const at = key.indexOf(`${SEP}H:`);
   if (at < 0) return undefined;

@@ -496,8 +496,8 @@ export const routeCacheSchema = z
       'Operator opt-in: a stale-while-revalidate window for responses that give none (a just-expired page answered at once while one background fetch refreshes it). 0 = only what the origin says (RFC 9111/5861). Without it, a page being refreshed is still answered at once to the requests that arrive while its one refresh is under way (see README "Caching rules").',
     ).default(0),
     graceSeconds: nonNegativeSeconds(
-      'Serve stale this long past expiry when the origin fails or is protected (beside stale-if-error).',
-    ).default(60),
+      'Serve stale this long past expiry when the origin fails or is protected (beside stale-if-error). A reload that raises it gives the copies this instance holds the new grace too.',
+    ).default(3600),
     graceOverridesMustRevalidate: z
       .boolean()
       .default(false)

@@ -511,6 +511,43 @@ describe('cache: stale serving', () => {
     expect(res.status).toBe(500);
     expect(res.body).toBe('broken');
   });
+
+  it('gives copies already stored a grace raised by a reload during an outage, as the runbook says (ops trial: they turned into 502s at their old grace); a copy on an unchanged route keeps its own', async () => {
+    const clock = manualClock();
+    const o = await origin();
+    for (const path of ['/page', '/static/app.css', '/wiki']) o.route(path, clocked(clock, { headers: { 'cache-control': path === '/wiki' ? 'public, s-maxage=120, must-revalidate, max-age=0' : 'public, max-age=60' }, body: `copy of ${path}` }));
+    const site = (pagesGrace: number, wikiOverride: boolean) =>
+      siteFor([o.url], {
+        routes: [
+          { name: 'static', match: { pathPrefix: '/static/' }, cache: { graceSeconds: 60, staleWhileRevalidateSeconds: 0 } },
+          { name: 'wiki', match: { pathPrefix: '/wiki' }, cache: { graceSeconds: 3600, graceOverridesMustRevalidate: wikiOverride } },
+          { name: 'pages', cache: { graceSeconds: pagesGrace, staleWhileRevalidateSeconds: 0 } },
+        ],
+      });
+    const g = await gateway({ reload: { watch: false }, sites: [site(60, false)] }, { clock });
+    for (const path of ['/page', '/static/app.css', '/wiki']) expect((await get(`${g.url}${path}`)).status).toBe(200);
+    // The origin fails; 100 s in (60 s fresh, 40 s of the 60 s grace; the wiki page still
+    // fresh for 20 s, and kept no longer) the operator raises the pages' grace to an hour and
+    // lets the wiki's hour stand in for its must-revalidate.
+    for (const path of ['/page', '/static/app.css', '/wiki']) o.route(path, { status: 502, body: 'origin down' });
+    clock.advance(100_000);
+    expect((await get(`${g.url}/page`)).body).toBe('copy of /page');
+    writeFileSync(g.configPath, stringify(withTestDefaults({ reload: { watch: false }, sites: [site(3600, true)] })));
+    expect((await g.gw.reload('manual'))?.ok).toBe(true);
+    // 30 minutes on: the page and the wiki page still stand in; the static file's grace ran out.
+    clock.advance(30 * 60_000);
+    const page = await get(`${g.url}/page`);
+    expect([page.status, page.body]).toEqual([200, 'copy of /page']);
+    expect(page.headers['cache-status']).toMatch(/detail="stale-/);
+    const wiki = await get(`${g.url}/wiki`);
+    expect([wiki.status, wiki.body]).toEqual([200, 'copy of /wiki']);
+    const file = await get(`${g.url}/static/app.css`);
+    expect([file.status, file.body]).toEqual([502, 'origin down']);
+    // And past the raised grace, the page's too.
+    clock.advance(31 * 60_000);
+    expect((await get(`${g.url}/page`)).status).toBe(502);
+    expect(g.logs.find((l) => l.msg === 'grace raised: copies stored before the reload have the new grace')).toMatchObject({ site: 'test', widened: 2 });
+  });
 });
 
 describe('cache: server errors and unknown statuses', () => {

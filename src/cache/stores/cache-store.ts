@@ -10,7 +10,7 @@
  * `maxVariants` *entries* (variants), told apart by `variantKey` (RFC 9111 §4.1).
  */
 import { authorityOfKey } from '../cache-key.js';
-import { isSharedByOrigin, type CacheEntry } from '../entry.js';
+import { isSharedByOrigin, staleAtOf, type CacheEntry } from '../entry.js';
 import { isIdentityHeaderName } from '../identity-headers.js';
 
 export type PurgeSelector =
@@ -81,6 +81,12 @@ export interface CacheStore {
    * newer copies may have been stored: those are the new page).
    */
   purge(selector: PurgeSelector, mode: PurgeMode, now: number, storedBefore?: number): Promise<number>;
+  /**
+   * Widens the grace of the copies held here under `prefix` for which `graceFor` gives one (a
+   * reload raised their route's graceSeconds): see widenedGrace. Count of entries widened.
+   * Optional: a store that does not hold copies in this process has none to widen.
+   */
+  widenGrace?(prefix: string, graceFor: (key: string) => GraceWidening | undefined, now: number): number;
   /** entries: records (primary keys) held; bytes: their approximate size. Cheap, synchronous. */
   stats(): { entries: number; bytes: number };
   /** Bring stats() up to date where it is not tracked synchronously (Redis). Optional. */
@@ -255,6 +261,29 @@ function safeDecode(text: string): string {
 /** Live until deleteAt (exclusive): at `deleteAt` a store no longer returns it. */
 export function isLiveAt(entry: CacheEntry, now: number): boolean {
   return entry.deleteAt > now;
+}
+
+/** A route's grace as a reload made it: graceSeconds in ms, and graceOverridesMustRevalidate. */
+export interface GraceWidening {
+  graceMs: number;
+  overridesMustRevalidate: boolean;
+}
+
+/**
+ * The entry as if it had been stored under `grace`, when that is wider: its stale-if-error
+ * window at least the grace (never for no-cache or must-revalidate copies, as at storage), and
+ * its deleteAt at least that far past its stale moment (a must-revalidate copy's too when the
+ * route lets grace override it, which evaluateEntry reads from the route). The entry itself
+ * when nothing widens; never narrower.
+ */
+export function widenedGrace(entry: CacheEntry, grace: GraceWidening): CacheEntry {
+  if (entry.noCache || (entry.mustRevalidate && !grace.overridesMustRevalidate)) return entry;
+  const staleIfErrorMs = entry.mustRevalidate ? entry.staleIfErrorMs : Math.max(entry.staleIfErrorMs, grace.graceMs);
+  const deleteAt = Math.max(entry.deleteAt, staleAtOf(entry) + grace.graceMs);
+  if (staleIfErrorMs === entry.staleIfErrorMs && deleteAt === entry.deleteAt) return entry;
+  const widened = Object.freeze({ ...entry, staleIfErrorMs, deleteAt });
+  carryVariantHits(entry, widened);
+  return widened;
 }
 
 /** The moment the last variant of a record may be dropped. */

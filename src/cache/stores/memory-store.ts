@@ -41,7 +41,9 @@ import {
   dropVariant,
   isLiveAt,
   isUnderPrefix,
+  widenedGrace,
   type CacheStore,
+  type GraceWidening,
   type PurgeMode,
   type PurgeSelector,
   type StoreEvent,
@@ -209,6 +211,26 @@ export class MemoryStore implements CacheStore {
       } else this.write(key, result.kept, this.clock.now(), false);
     }
     return affected;
+  }
+
+  /**
+   * CacheStore.widenGrace. Least recently used first, so the records widened keep their order
+   * among themselves (each is set again, which makes it the most recently used).
+   */
+  widenGrace(prefix: string, graceFor: (key: string) => GraceWidening | undefined, now: number): number {
+    let widened = 0;
+    for (const key of [...this.lru.rkeys()]) {
+      if (!key.startsWith(prefix)) continue;
+      const record = this.lru.peek(key, { allowStale: true });
+      const grace = record && graceFor(key);
+      if (!record || !grace) continue;
+      const next = record.map((e) => widenedGrace(e, grace));
+      const changed = next.filter((e, i) => e !== record[i]).length;
+      if (changed === 0) continue;
+      widened += changed;
+      this.write(key, next, now, false);
+    }
+    return widened;
   }
 
   /** Records held; a record past deleteAt counts until it is next touched or evicted. */

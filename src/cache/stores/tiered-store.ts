@@ -18,7 +18,7 @@
  */
 import type { Clock } from '../../clock.js';
 import { staleAtOf, type CacheEntry } from '../entry.js';
-import { computePurge, isUnderPrefix, type CacheStore, type PurgeMode, type PurgeSelector } from './cache-store.js';
+import { computePurge, isUnderPrefix, type CacheStore, type GraceWidening, type PurgeMode, type PurgeSelector } from './cache-store.js';
 import type { MemoryStore } from './memory-store.js';
 
 /**
@@ -199,6 +199,11 @@ export class TieredStore implements CacheStore {
    */
   purgeLocal(selector: PurgeSelector, mode: PurgeMode, now: number, storedBefore?: number): Promise<number> {
     return this.l1.purge(selector, mode, now, storedBefore);
+  }
+
+  /** In L1 only: the copies in L2 keep the grace they were stored with (the other instances' too). */
+  widenGrace(prefix: string, graceFor: (key: string) => GraceWidening | undefined, now: number): number {
+    return this.l1.widenGrace(prefix, graceFor, now);
   }
 
   stats(): { entries: number; bytes: number } {

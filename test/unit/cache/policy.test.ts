@@ -122,7 +122,7 @@ describe('decideStorage', () => {
     { name: '§4.2.1 invalid max-age is treated as stale', res: { 'cache-control': 'max-age=soon', etag: '"e"' }, want: { freshnessMs: 0 } },
     { name: '§4.2.2 heuristic: 10 % of Date − Last-Modified', res: { 'last-modified': LM_10H_AGO }, want: { freshnessMs: 3600 * S } },
     { name: '§4.2.2 heuristic is capped at 24 h', res: { 'last-modified': formatHttpDate(T0 - 1000 * 86400 * S) }, want: { freshnessMs: 86400 * S } },
-    { name: '§4.2.2 heuristically cacheable 404 without Last-Modified is stored stale', status: 404, res: {}, want: { freshnessMs: 0, staleIfErrorMs: 60 * S } },
+    { name: '§4.2.2 heuristically cacheable 404 without Last-Modified is stored stale', status: 404, res: {}, want: { freshnessMs: 0, staleIfErrorMs: 3600 * S } }, // the default grace
     { name: '§4.2.2 heuristic not used when explicit freshness exists', res: { 'cache-control': 'max-age=5', 'last-modified': LM_10H_AGO }, want: { freshnessMs: 5 * S } },
     { name: 'RFC 9213 §2.2 CDN-Cache-Control replaces Cache-Control', res: { 'cache-control': 'no-store', 'cdn-cache-control': 'max-age=60' }, want: { freshnessMs: 60 * S }, present: ['cache-control', 'cdn-cache-control'] },
     { name: 'RFC 9213 §2.2 our targeted field beats CDN-Cache-Control', res: { 'crowdgate-cache-control': 'max-age=5', 'cdn-cache-control': 'max-age=60' }, want: { freshnessMs: 5 * S }, absent: ['crowdgate-cache-control'], present: ['cdn-cache-control'] },
@@ -171,7 +171,7 @@ describe('decideStorage', () => {
     { name: 'RFC 5861 §3 stale-while-revalidate from the route when the header has none', res: { 'cache-control': 'max-age=60' }, route: { staleWhileRevalidateSeconds: 5 }, want: { staleWhileRevalidateMs: 5 * S } },
     { name: 'RFC 5861 §4 stale-if-error is the larger of header and grace (header)', res: { 'cache-control': 'max-age=60, stale-if-error=300' }, route: { graceSeconds: 60 }, want: { staleIfErrorMs: 300 * S } },
     { name: 'RFC 5861 §4 stale-if-error is the larger of header and grace (grace)', res: { 'cache-control': 'max-age=60, stale-if-error=10' }, route: { graceSeconds: 60 }, want: { staleIfErrorMs: 60 * S } },
-    { name: 'deleteAt is the stale moment plus the longer stale window', res: { 'cache-control': 'max-age=60, stale-while-revalidate=500, stale-if-error=200' }, want: { deleteAt: T0 + 560 * S } },
+    { name: 'deleteAt is the stale moment plus the longer stale window', res: { 'cache-control': 'max-age=60, stale-while-revalidate=500, stale-if-error=200' }, route: { graceSeconds: 60 }, want: { deleteAt: T0 + 560 * S } },
     { name: 'deleteAt keeps a 60 s revalidation window for an entry with a validator', res: { 'cache-control': 'max-age=60', etag: '"x"' }, route: { graceSeconds: 0 }, want: { deleteAt: T0 + 120 * S } },
     { name: 'deleteAt is the stale moment without windows or validators', res: { 'cache-control': 'max-age=60' }, route: { graceSeconds: 0, staleWhileRevalidateSeconds: 0 }, want: { deleteAt: T0 + 60 * S } },
     { name: 'RFC 5861 §3 no stale-while-revalidate unless the origin gives one (strict by default)', res: { 'cache-control': 'max-age=60' }, want: { staleWhileRevalidateMs: 0 } },
@@ -194,7 +194,7 @@ describe('decideStorage', () => {
     { name: '§4.2.3 route ceiling counts from receipt', res: { age: '30', 'cache-control': 'max-age=3600' }, route: { ttlCeilingSeconds: 60 }, want: { freshnessMs: 90 * S } },
     // Micro-caching
     { name: 'micro-cache overrides bare no-cache (not noCache, no stale windows)', res: { 'cache-control': 'no-cache' }, route: { microcacheSeconds: 2 }, want: { freshnessMs: 2 * S, noCache: false, staleIfErrorMs: 0, staleWhileRevalidateMs: 0 } },
-    { name: 'micro-cache overrides max-age=0', res: { 'cache-control': 'max-age=0' }, route: { microcacheSeconds: 2 }, want: { freshnessMs: 2 * S, staleIfErrorMs: 60 * S } },
+    { name: 'micro-cache overrides max-age=0', res: { 'cache-control': 'max-age=0' }, route: { microcacheSeconds: 2 }, want: { freshnessMs: 2 * S, staleIfErrorMs: 3600 * S } },
     { name: 'micro-cache is not applied past floor/ceiling: ceiling ignored', res: { 'cache-control': 'max-age=0' }, route: { microcacheSeconds: 3, ttlCeilingSeconds: 1 }, want: { freshnessMs: 3 * S } },
     { name: 'micro-cache never overrides no-store', res: { 'cache-control': 'no-store' }, route: { microcacheSeconds: 2 }, want: false },
     { name: 'micro-cache never overrides private', res: { 'cache-control': 'private, max-age=0' }, route: { microcacheSeconds: 2 }, want: false },

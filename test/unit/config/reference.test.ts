@@ -58,7 +58,7 @@ describe('renderConfigReference', () => {
 
   test('a row shows type, default and description from the schema', () => {
     const row = listConfigKeys().find((r) => r.path === 'sites[].routes[].cache.graceSeconds');
-    expect(row).toMatchObject({ type: 'number ≥ 0', defaultText: '60', isSection: false });
+    expect(row).toMatchObject({ type: 'number ≥ 0', defaultText: '3600', isSection: false });
     expect(row?.description).toMatch(/stale/);
     expect(listConfigKeys().find((r) => r.path === 'sites[].name')?.defaultText).toBe('required');
     expect(listConfigKeys().find((r) => r.path === 'admin.purgeToken')?.defaultText).toBe('—');

@@ -71,7 +71,7 @@ describe('config/gateway.yaml (the shipped config)', () => {
     // No floor: a new user's /static/app.js is seldom fingerprinted, and a day's floor kept the
     // old file for a day after a deploy (new-user trial). Grace only.
     expect(routes[0]?.cache.ttlFloorSeconds).toBe(0);
-    expect(routes[0]?.cache.graceSeconds).toBe(3600);
+    expect(routes[0]?.cache.graceSeconds).toBe(86400);
     expect(routes[1]?.match.pathPrefix).toBe('/api/');
     expect(routes[1]?.cache.enabled).toBe(false);
   });

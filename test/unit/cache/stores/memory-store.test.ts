@@ -320,3 +320,34 @@ describe('MemoryStore counts stored encodings', () => {
     expect(store.stats().bytes).toBe(plain);
   });
 });
+
+describe('MemoryStore.widenGrace (a reload that raised a route\'s graceSeconds)', () => {
+  const grace = (graceMs: number, overridesMustRevalidate = false) => ({ graceMs, overridesMustRevalidate });
+  it('widens the stale-if-error window and the lifetime of the copies under the prefix it is given a grace for, never narrows one, and leaves no-cache and must-revalidate copies unless grace overrides it', async () => {
+    const { store, clock } = makeStore();
+    // Stored at T0, stale at T0 + 60 s, kept to T0 + 120 s (60 s of grace).
+    await store.put(makeEntry({ key: 's\u0000/page?', staleIfErrorMs: 60_000 }));
+    await store.put(makeEntry({ key: 's\u0000/wide?', staleIfErrorMs: 7_200_000, deleteAt: T0 + 7_260_000 }));
+    await store.put(makeEntry({ key: 's\u0000/revalidate?', mustRevalidate: true, deleteAt: T0 + 60_000 }));
+    await store.put(makeEntry({ key: 's\u0000/override?', mustRevalidate: true, deleteAt: T0 + 60_000 }));
+    await store.put(makeEntry({ key: 's\u0000/no-cache?', noCache: true, headers: { etag: '"x"' }, deleteAt: T0 + 60_000 }));
+    await store.put(makeEntry({ key: 'other\u0000/page?', staleIfErrorMs: 60_000 }));
+    clock.advance(50_000);
+    const asked: string[] = [];
+    const widened = store.widenGrace('s\u0000/', (key) => (asked.push(key), key.includes('override') ? grace(3_600_000, true) : grace(3_600_000)), clock.now());
+    expect(widened).toBe(2); // /page, /override
+    expect(asked.sort()).toEqual(['s\u0000/no-cache?', 's\u0000/override?', 's\u0000/page?', 's\u0000/revalidate?', 's\u0000/wide?']);
+    const [page] = (await store.get('s\u0000/page?'))!;
+    expect([page!.staleIfErrorMs, page!.deleteAt]).toEqual([3_600_000, T0 + 3_660_000]);
+    expect((await store.get('s\u0000/wide?'))![0]!.staleIfErrorMs).toBe(7_200_000);
+    const [override] = (await store.get('s\u0000/override?'))!;
+    expect([override!.staleIfErrorMs, override!.deleteAt]).toEqual([0, T0 + 3_660_000]);
+    // Past their old lifetimes: the widened copies are still held, the others are not.
+    clock.advance(1_050_000);
+    expect(await store.get('s\u0000/page?')).toBeDefined();
+    expect(await store.get('s\u0000/override?')).toBeDefined();
+    expect(await store.get('s\u0000/revalidate?')).toBeUndefined();
+    expect(await store.get('s\u0000/no-cache?')).toBeUndefined();
+    expect(await store.get('other\u0000/page?')).toBeUndefined();
+  });
+});
