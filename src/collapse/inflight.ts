@@ -40,9 +40,13 @@ interface Group<T> {
   abandon?: () => void;
 }
 
+/** The longest a hit-for-pass mark grows to (markHitForPass): Varnish's builtin hit-for-pass time. */
+export const MAX_HIT_FOR_PASS_MS = 120_000;
+
 export class Inflight<T> {
   private readonly groups = new Map<string, Group<T>>();
-  private readonly passUntil: LRUCache<string, number>;
+  /** Keys' hit-for-pass marks: until when, and how long the mark was (kept past it: markHitForPass). */
+  private readonly passUntil: LRUCache<string, { until: number; durationMs: number }>;
   /** Paths (no query) whose last fill was not storable, until when (see markPathUncacheable). */
   private readonly pathPassUntil: LRUCache<string, { until: number; cookiesOnly: boolean }>;
   /** Keys a path's mark has one pass under way for (beginPathPass). */
@@ -115,20 +119,33 @@ export class Inflight<T> {
     return this.groups.size;
   }
 
-  markHitForPass(key: string, durationMs: number): void {
-    if (durationMs > 0) this.passUntil.set(key, this.opts.clock.now() + durationMs);
+  /**
+   * Marks `key` hit-for-pass (its requests go to the origin as they come, uncollapsed) for
+   * `durationMs`; for twice its last mark, up to MAX_HIT_FOR_PASS_MS (or `durationMs` when that
+   * is longer), when the last one ran out less than its own length ago: the first fill after it
+   * was uncacheable again. Each mark's end gathers the page's crowd on one fill whose answer
+   * nobody can share, and they then all ask the origin after it: a Redmine page (`private`
+   * every time) answered 226 of 500 within 5 s through the gateway, 395 direct (new-user
+   * trial). A page uncacheable once is passed for `durationMs`; one uncacheable every time
+   * ends up marked 120 s, as Varnish's hit-for-pass. clearHitForPass (a storable answer) starts
+   * over. Returns the mark's length.
+   */
+  markHitForPass(key: string, durationMs: number): number {
+    if (durationMs <= 0) return 0;
+    const now = this.opts.clock.now();
+    const last = this.passUntil.get(key);
+    const again = last !== undefined && now < last.until + last.durationMs;
+    const ms = again ? Math.max(durationMs, Math.min(last.durationMs * 2, MAX_HIT_FOR_PASS_MS)) : durationMs;
+    this.passUntil.set(key, { until: now + ms, durationMs: ms });
+    return ms;
   }
 
   isHitForPass(key: string): boolean {
-    const until = this.passUntil.get(key);
-    if (until === undefined) return false;
-    if (until <= this.opts.clock.now()) {
-      this.passUntil.delete(key);
-      return false;
-    }
-    return true;
+    const mark = this.passUntil.get(key);
+    return mark !== undefined && mark.until > this.opts.clock.now(); // kept past its end for the next mark's length
   }
 
+  /** The key's answer was stored: its next mark starts from hitForPassSeconds again. */
   clearHitForPass(key: string): void {
     this.passUntil.delete(key);
   }

@@ -67,7 +67,7 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     if ((result.kind === 'uncacheable' && !result.once && lookup.entry === undefined) || result.kind === 'too_large') {
       deps.inflight.markHitForPass(collapseKey.id, ctx.rt.config.cache.collapse.hitForPassSeconds * 1000);
       deps.metrics.get('hitForPass').inc({ site: ctx.site!.name });
-    }
+    } else if (result.kind === 'entry' && result.stored) deps.inflight.clearHitForPass(collapseKey.id);
     // The path's other queries too, for requests the fill would be made without (isPassOnPath).
     notePathAnswer(ctx, lookup, result);
     fillSettledAt.set(result, deps.clock.now());

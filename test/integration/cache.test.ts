@@ -159,6 +159,49 @@ describe('cache: hits, misses, collapsing', () => {
   });
 });
 
+describe('cache: hit-for-pass that grows while a page stays uncacheable', () => {
+  it('passes a page that is private every time for twice as long after each mark (5, 10, 20 s...), so its crowd gathers on a fill less and less often; a storable answer starts over (new-user trial: Redmine)', async () => {
+    const clock = manualClock();
+    const o = await origin();
+    let cc = 'private';
+    o.setHandler((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': cc, date: new Date(clock.now()).toUTCString() });
+      res.end(`issues for ${req.headers['x-seq'] ?? 'someone'}`);
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] }, { clock });
+    const marks = async () => Number(/^crowdgate_hit_for_pass_total\{site="test"\} (\d+)/m.exec(await (await request(`${g.adminUrl}/metrics`)).body.text())?.[1] ?? 0);
+    const ask = async () => expect((await get(`${g.url}/issues`)).status).toBe(200);
+    await ask(); // fill: private, marked 5 s
+    expect(await marks()).toBe(1);
+    clock.advance(5_000);
+    await ask(); // fill again: private again, marked 10 s
+    expect(await marks()).toBe(2);
+    clock.advance(6_000);
+    await ask(); // within the 10 s: passed, no fill
+    expect(await marks()).toBe(2);
+    clock.advance(4_000);
+    await ask(); // fill: marked 20 s
+    expect(await marks()).toBe(3);
+    clock.advance(15_000);
+    await ask();
+    expect(await marks()).toBe(3);
+    // The page turns cacheable: stored at the mark's end. Private again once its copy is
+    // purged: marked 5 s, not twice the 20 s before.
+    cc = 'public, max-age=60';
+    clock.advance(5_000);
+    await ask();
+    expect(await marks()).toBe(3);
+    cc = 'private';
+    expect((await request(`${g.url}/issues`, { method: 'PURGE' })).statusCode).toBe(200);
+    clock.advance(2_000);
+    await ask();
+    expect(await marks()).toBe(4);
+    clock.advance(5_000);
+    await ask();
+    expect(await marks(), 'marked 5 s again, not 40 s').toBe(5);
+  });
+});
+
 describe('cache: hit-for-pass is the URL\'s, never one request\'s', () => {
   it('an error the origin gave one request (431 for a header too large) sends nobody else past the cache', async () => {
     const o = await origin();

@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
 import { ManualClock } from '../../../src/clock.js';
-import { ANSWERING_RENEWALS, Inflight } from '../../../src/collapse/inflight.js';
+import { ANSWERING_RENEWALS, Inflight, MAX_HIT_FOR_PASS_MS } from '../../../src/collapse/inflight.js';
 
 describe('Inflight', () => {
   it('makes the first caller the leader and wakes every waiter with its result', async () => {
@@ -108,5 +108,32 @@ describe('Inflight', () => {
     expect(f.isHitForPass('k')).toBe(true);
     clock.advance(1);
     expect(f.isHitForPass('k')).toBe(false);
+  });
+
+  it('doubles a key\'s hit-for-pass mark each time its next fill is uncacheable again, up to 120 s, and starts over after a stored answer or a quiet spell (new-user trial: Redmine\'s private pages gathered their crowd on one fill every 5 s)', () => {
+    const clock = new ManualClock();
+    const f = new Inflight<string>({ maxWaiters: 10, clock });
+    const marks: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      marks.push(f.markHitForPass('page', 5000));
+      clock.advance(marks.at(-1)!); // the mark runs out; the next fill answers uncacheable again at once
+      expect(f.isHitForPass('page')).toBe(false);
+    }
+    expect(marks).toEqual([5000, 10_000, 20_000, 40_000, 80_000, 120_000, 120_000, 120_000]);
+    expect(MAX_HIT_FOR_PASS_MS).toBe(120_000);
+    // A storable answer: the next uncacheable one is marked for the configured time again.
+    f.clearHitForPass('page');
+    expect(f.markHitForPass('page', 5000)).toBe(5000);
+    // Uncacheable again long after its mark ran out (a page asked now and then): from the start.
+    clock.advance(5000 + 5000);
+    expect(f.markHitForPass('page', 5000)).toBe(5000);
+    clock.advance(5000 + 4999);
+    expect(f.markHitForPass('page', 5000)).toBe(10_000);
+    // A configured time above the cap is kept as it is; 0 marks nothing.
+    expect(f.markHitForPass('long', 300_000)).toBe(300_000);
+    clock.advance(300_000);
+    expect(f.markHitForPass('long', 300_000)).toBe(300_000);
+    expect(f.markHitForPass('none', 0)).toBe(0);
+    expect(f.isHitForPass('none')).toBe(false);
   });
 });
