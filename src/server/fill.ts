@@ -758,12 +758,13 @@ function noteNotStored(ctx: Ctx, reason: NotStoredReason, headers: Readonly<Reco
   if (last !== undefined && now - last < SET_COOKIE_WARN_EVERY_MS) return;
   setCookieWarnedAt.set(key, now);
   if (setCookieWarnedAt.size > 1000) setCookieWarnedAt.delete(setCookieWarnedAt.keys().next().value!);
-  const cookies = setCookieNames(headers);
-  const perVisitor = cookies.filter((name) => PER_VISITOR_COOKIE.test(name));
+  const set = setCookiesOf(headers);
+  const cookies = set.map((c) => c.name);
+  const perVisitor = set.filter((c) => c.httpOnly || PER_VISITOR_COOKIE.test(c.name)).map((c) => c.name);
   ctx.deps.logger.warn(
     { site, route, cookies, path: ctx.url.split('?')[0] },
     perVisitor.length > 0
-      ? `answers with Set-Cookie are not stored (setCookie: refuse): every request for them goes to the origin. ${perVisitor.join(', ')} looks like a cookie of each visitor's own (a CSRF token, a session): do not strip it (setCookie: strip would give every visitor the first one's, and their forms would fail); such pages can be cached only where the app stops setting it`
+      ? `answers with Set-Cookie are not stored (setCookie: refuse): every request for them goes to the origin. ${perVisitor.join(', ')} looks like a cookie of each visitor's own (a CSRF token, a session; HttpOnly, or named so): do not strip it (setCookie: strip would give every visitor the first one's, and their forms would fail); such pages can be cached only where the app stops setting it`
       : 'answers with Set-Cookie are not stored (setCookie: refuse): every request for them goes to the origin. If these cookies are the same for every visitor (a language, a consent choice), setCookie: strip on the route stores the pages without them',
   );
 }
@@ -772,23 +773,30 @@ function noteNotStored(ctx: Ctx, reason: NotStoredReason, headers: Readonly<Reco
  * Cookie names of each visitor's own (a CSRF token, a session, a login, a cart): the hint to
  * strip them would hand every visitor the first one's. Django's `csrftoken` on every page with a
  * form: a new user who followed the hint served everyone one token, and every comment failed
- * its CSRF check with 403 (new-user trial).
+ * its CSRF check with 403 (new-user trial). A cookie set `HttpOnly` is one too, whatever its
+ * name: scripts never read it, so it is for the server to know the visitor by (Debian's
+ * Redmine calls its session `Redmine`, and the hint said to strip it: new-user trial).
  */
 const PER_VISITOR_COOKIE = /csrf|xsrf|sess|sid|token|auth|login|user|cart|ident|jwt/i;
 
-/** The names of the cookies an answer sets (Set-Cookie, Set-Cookie2), at most 10; `(nameless)` for one without a name (its text is its value). */
-function setCookieNames(headers: Readonly<Record<string, string | string[] | undefined>>): string[] {
-  const names = new Set<string>();
+/**
+ * The cookies an answer sets (Set-Cookie, Set-Cookie2), at most 10: each name (`(nameless)` for
+ * one without a name: its text is its value) and whether it is set HttpOnly.
+ */
+function setCookiesOf(headers: Readonly<Record<string, string | string[] | undefined>>): { name: string; httpOnly: boolean }[] {
+  const cookies = new Map<string, boolean>();
   for (const field of ['set-cookie', 'set-cookie2']) {
     const value = headers[field];
     for (const line of Array.isArray(value) ? value : value === undefined ? [] : [value]) {
-      const pair = line.split(';')[0]!;
-      const at = pair.indexOf('=');
-      const name = at < 0 ? '' : pair.slice(0, at).trim().slice(0, 64);
-      names.add(name === '' ? '(nameless)' : name);
+      const [pair, ...attributes] = line.split(';');
+      const at = pair!.indexOf('=');
+      const name = at < 0 ? '' : pair!.slice(0, at).trim().slice(0, 64);
+      const httpOnly = attributes.some((a) => a.trim().toLowerCase() === 'httponly');
+      const key = name === '' ? '(nameless)' : name;
+      cookies.set(key, (cookies.get(key) ?? false) || httpOnly);
     }
   }
-  return [...names].slice(0, 10);
+  return [...cookies].slice(0, 10).map(([name, httpOnly]) => ({ name, httpOnly }));
 }
 
 /**

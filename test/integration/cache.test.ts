@@ -311,6 +311,13 @@ describe('cache: why an answer was not stored', () => {
     expect(warned()).toHaveLength(4);
     expect(warned()[3]!.msg).toContain('csrftoken looks like a cookie of each visitor\'s own');
     expect(warned()[3]!.msg).toContain('do not strip it');
+    // So does one set HttpOnly, whatever its name (Debian's Redmine calls its session `Redmine`).
+    o.route('/issues', { headers: { 'cache-control': 'public, max-age=60', 'set-cookie': ['lang=en; path=/', 'Redmine=abc123; path=/; HttpOnly; SameSite=Lax'] }, body: 'issues' });
+    clock.advance(61_000);
+    await get(`${g.url}/issues`);
+    expect(warned()).toHaveLength(5);
+    expect(warned()[4]).toMatchObject({ cookies: ['lang', 'Redmine'] });
+    expect(warned()[4]!.msg).toContain('Redmine looks like a cookie of each visitor\'s own');
   });
 
   it('says once per route when a route\'s defaultTtlSeconds meets answers stored with a lifetime of their own of zero, which are revalidated every time (Ghost trial: public, max-age=0 on every page); a floor raises it and says nothing', async () => {
