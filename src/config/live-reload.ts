@@ -20,6 +20,8 @@ export interface LiveReloadOptions {
   reload: GatewayConfig['reload'];
   /** Milliseconds since the epoch, for `LastReload.at` (the gateway's clock). */
   now?: () => number;
+  /** The watch's check period (watch.ts retryMs; tests). */
+  watchRetryMs?: number;
 }
 
 /** The last reload attempt, as /status.json and the status page show it. */
@@ -80,9 +82,29 @@ export function startLiveReload(opts: LiveReloadOptions): LiveReload {
         file,
         debounceMs: opts.reload.debounceMs,
         onChange: () => void reloader.reload('watch'),
+        ...(opts.watchRetryMs !== undefined ? { retryMs: opts.watchRetryMs } : {}),
         onMissing: (missing) => {
-          if (missing) logger.warn({ file }, 'config file missing: the running config is kept, but a restart would fail until the file is back');
-          else logger.info({ file }, 'config file back');
+          if (!missing) {
+            logger.info({ file }, 'config file back');
+            void reloader.reload('watch'); // its state on the page and in the metrics: the file's again
+            return;
+          }
+          const message = 'config file missing: the running config is kept, but a restart would fail until the file is back';
+          logger.warn({ file }, message);
+          // As a refused reload, so that what shows one shows this: the metrics (and the
+          // CrowdgateConfigReloadFailed alert), the status page, /status.json. A log line
+          // alone left ops unaware that the next restart would fail (ops trial).
+          metrics.get('configReloads').inc({ result: 'failure' });
+          metrics.get('configLastReloadSuccess').set(0);
+          last = {
+            at: now(),
+            reason: 'watch',
+            ok: false,
+            generation: source.generation,
+            errors: [`${file}: ${message}`],
+            errorCount: 1,
+            restartRequired: pendingRestart,
+          };
         },
       })
     : undefined;

@@ -28,7 +28,7 @@ async function setup(watch: boolean) {
   if (!initial.ok) throw new Error('fixture invalid');
   const source = new ConfigSource(initial.config);
   const metrics = new GatewayMetrics({ defaultMetrics: false });
-  const live = startLiveReload({ file, source, logger: quiet, metrics, reload: initial.config.reload });
+  const live = startLiveReload({ file, source, logger: quiet, metrics, reload: initial.config.reload, watchRetryMs: 50 });
   return { file, source, metrics, live };
 }
 
@@ -58,6 +58,21 @@ describe('startLiveReload', () => {
     expect(await live.reload('manual')).toMatchObject({ ok: false, generation: 2 });
     expect(await sample(metrics, 'crowdgate_config_reloads_total{result="failure"}')).toBe(1);
     expect(await sample(metrics, 'crowdgate_config_last_reload_success')).toBe(0);
+    live.close();
+  });
+
+  test('with reload.watch, a deleted file is a refused reload (metrics, lastReload) until it is back (ops trial: only a log line said the next restart would fail)', async () => {
+    const { file, source, metrics, live } = await setup(true);
+    rmSync(file);
+    await until(() => live.last()?.ok === false);
+    expect(live.last()).toMatchObject({ ok: false, reason: 'watch', generation: 1, errorCount: 1 });
+    expect(live.last()!.errors[0]).toContain('config file missing');
+    expect(await sample(metrics, 'crowdgate_config_last_reload_success')).toBe(0);
+    expect(await sample(metrics, 'crowdgate_config_reloads_total{result="failure"}')).toBe(1);
+    writeFileSync(file, configText('info', true)); // back as it was
+    await until(() => live.last()?.ok === true);
+    expect(await sample(metrics, 'crowdgate_config_last_reload_success')).toBe(1);
+    expect(source.generation).toBe(1);
     live.close();
   });
 
