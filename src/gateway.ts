@@ -13,7 +13,7 @@ import type { CacheStore, GraceWidening, PurgeMode, PurgeSelector } from './cach
 import { keyPrefixFor, targetOfKey } from './cache/cache-key.js';
 import { GatewayStore, type RedisStatus } from './cache/stores/gateway-store.js';
 import { Inflight } from './collapse/inflight.js';
-import type { GatewayConfig, RouteConfig } from './config/schema.js';
+import { routeSchema, type GatewayConfig, type RouteConfig } from './config/schema.js';
 import { ConfigSource } from './config/source.js';
 import { startLiveReload, type LastReload, type LiveReload } from './config/live-reload.js';
 import { keyTemplateSignature, type ReloadOutcome } from './config/reloader.js';
@@ -57,6 +57,9 @@ export interface GatewayOptions {
   /** ACME client settings the config does not carry (tests: how fast acme-client polls the CA). */
   acme?: Pick<AcmeManagerOptions, 'poll'>;
 }
+
+/** The key template of a route that sets none (and of the catch-all route added last). */
+const DEFAULT_KEY_SIGNATURE = keyTemplateSignature(routeSchema.parse({ name: 'default' }).cache.key);
 
 export class Gateway implements RequestDeps {
   readonly clock: Clock;
@@ -380,7 +383,12 @@ export class Gateway implements RequestDeps {
       const retired = this.retiredKeyTemplates.get(site.name) ?? new Set<string>();
       const nextSigs = new Map(site.routes.map((r) => [r.name, keyTemplateSignature(r.cache.key)]));
       const prevSigs = new Map(old.routes.map((r) => [r.name, keyTemplateSignature(r.cache.key)]));
-      for (const [route, sig] of prevSigs) if (nextSigs.get(route) !== sig) retired.add(`${route}\0${sig}`);
+      // A route taken out whose key template every route left shares (the added catch-all's
+      // too) keys its pages alike under whichever takes them: nothing to revalidate when it
+      // comes back. A half-written file that lacked a route, then completed, soft-purged the
+      // whole site mid-crowd although no key had changed (ops trial).
+      const alike = (sig: string) => sig === DEFAULT_KEY_SIGNATURE && [...nextSigs.values()].every((s) => s === sig);
+      for (const [route, sig] of prevSigs) if (nextSigs.get(route) !== sig && (nextSigs.has(route) || !alike(sig))) retired.add(`${route}\0${sig}`);
       const back: string[] = [];
       for (const [route, sig] of nextSigs)
         if (prevSigs.get(route) !== sig && retired.delete(`${route}\0${sig}`)) back.push(route);

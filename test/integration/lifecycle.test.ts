@@ -222,6 +222,27 @@ describe('live reload', () => {
     expect(g.logs.filter((l) => String(l.msg).startsWith('route cache key back'))).toHaveLength(1);
   });
 
+  it('a route taken out and put back, its key template the one every route left has, revalidates nothing (ops trial: a half-written file soft-purged the whole site mid-crowd)', async () => {
+    const a = await origin('a');
+    a.route('/wiki/Page', { headers: { 'cache-control': 'public, s-maxage=18000, max-age=0' }, body: 'REV-1' });
+    const site = (withRoute: boolean) => [siteFor([a.url], { name: 'wiki', hosts: ['wiki.test'], routes: withRoute ? [{ name: 'pages', match: { pathPrefix: '/wiki/' }, cache: { graceSeconds: 600 } }] : [] })];
+    const g = await gateway({ sites: site(true) });
+    const read = async () => String((await request(`${g.url}/wiki/Page`, { headers: { host: 'wiki.test' } })).headers['cache-status']);
+    const reload = async (withRoute: boolean) => {
+      writeFileSync(g.configPath, stringify(withTestDefaults({ reload: { watch: false }, sites: site(withRoute) })));
+      expect((await g.gw.reload('manual'))?.ok).toBe(true);
+    };
+    await read();
+    expect(await read()).toMatch(/; hit/);
+    await reload(false);
+    expect(await read()).toMatch(/; hit/); // the same key under the catch-all route
+    await reload(true);
+    await new Promise((r) => setTimeout(r, 100)); // a purge it started would have run by now (the test above waits for one)
+    expect(await read()).toMatch(/; hit/);
+    expect(a.count('/wiki/Page')).toBe(1);
+    expect(g.logs.filter((l) => String(l.msg).startsWith('route cache key back'))).toHaveLength(0);
+  });
+
   it('refuses a broken YAML edit with file:line:col, counts it, and keeps serving the old config', async () => {
     const a = await origin('a');
     const g = await gateway({ sites: [siteFor([a.url])] }, { watch: true });
