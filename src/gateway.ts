@@ -334,18 +334,20 @@ export class Gateway implements RequestDeps {
       const leastBefore = Math.min(...before.map((g) => g.graceMs));
       // Nothing can widen unless some route now gives more than some route gave.
       if (!after.some((g) => g.graceMs > leastBefore || (g.overridesMustRevalidate && before.some((b) => !b.overridesMustRevalidate)))) continue;
-      const widened = store.widenGrace(
-        keyPrefixFor(site.name, '/'),
-        (key) => {
+      store
+        .widenGrace(keyPrefixFor(site.name, '/'), (key) => {
           const target = targetOfKey(key);
           if (!target) return undefined;
           const now = graceOf(site.compiled.matchRoute('GET', target.path, target.query).config);
           const then = graceOf(old.compiled.matchRoute('GET', target.path, target.query).config);
           return now.graceMs > then.graceMs || (now.overridesMustRevalidate && !then.overridesMustRevalidate) ? now : undefined;
-        },
-        this.clock.now(),
-      );
-      if (widened > 0) this.logger.info({ site: site.name, widened }, 'grace raised: copies stored before the reload have the new grace');
+        })
+        .then(
+          (widened) => {
+            if (widened > 0) this.logger.info({ site: site.name, widened }, 'grace raised: copies stored before the reload have the new grace');
+          },
+          (err: unknown) => this.logger.warn({ err, site: site.name }, 'grace raised: the copies stored before could not all be widened'),
+        );
     }
   }
 

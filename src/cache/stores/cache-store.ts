@@ -86,7 +86,7 @@ export interface CacheStore {
    * reload raised their route's graceSeconds): see widenedGrace. Count of entries widened.
    * Optional: a store that does not hold copies in this process has none to widen.
    */
-  widenGrace?(prefix: string, graceFor: (key: string) => GraceWidening | undefined, now: number): number;
+  widenGrace?(prefix: string, graceFor: (key: string) => GraceWidening | undefined): Promise<number>;
   /** entries: records (primary keys) held; bytes: their approximate size. Cheap, synchronous. */
   stats(): { entries: number; bytes: number };
   /** Bring stats() up to date where it is not tracked synchronously (Redis). Optional. */

@@ -202,8 +202,8 @@ export class TieredStore implements CacheStore {
   }
 
   /** In L1 only: the copies in L2 keep the grace they were stored with (the other instances' too). */
-  widenGrace(prefix: string, graceFor: (key: string) => GraceWidening | undefined, now: number): number {
-    return this.l1.widenGrace(prefix, graceFor, now);
+  widenGrace(prefix: string, graceFor: (key: string) => GraceWidening | undefined): Promise<number> {
+    return this.l1.widenGrace(prefix, graceFor);
   }
 
   stats(): { entries: number; bytes: number } {

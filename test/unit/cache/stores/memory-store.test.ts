@@ -334,7 +334,7 @@ describe('MemoryStore.widenGrace (a reload that raised a route\'s graceSeconds)'
     await store.put(makeEntry({ key: 'other\u0000/page?', staleIfErrorMs: 60_000 }));
     clock.advance(50_000);
     const asked: string[] = [];
-    const widened = store.widenGrace('s\u0000/', (key) => (asked.push(key), key.includes('override') ? grace(3_600_000, true) : grace(3_600_000)), clock.now());
+    const widened = await store.widenGrace('s\u0000/', (key) => (asked.push(key), key.includes('override') ? grace(3_600_000, true) : grace(3_600_000)));
     expect(widened).toBe(2); // /page, /override
     expect(asked.sort()).toEqual(['s\u0000/no-cache?', 's\u0000/override?', 's\u0000/page?', 's\u0000/revalidate?', 's\u0000/wide?']);
     const [page] = (await store.get('s\u0000/page?'))!;
