@@ -184,7 +184,40 @@ export class RedisTier {
     const [, listening] = await Promise.all([ready, this.bus.whenListening(timeoutMs)]);
     if (this.client.status !== 'ready' || !listening)
       this.logger.warn({ timeoutMs }, 'redis not ready at start: serving from memory only until it connects');
-    else this.logger.info({ keyPrefix: this.config.keyPrefix }, 'redis ready: cache, fill locks and purges shared through it');
+    else {
+      this.logger.info({ keyPrefix: this.config.keyPrefix }, 'redis ready: cache, fill locks and purges shared through it');
+      await this.checkMemoryBound(timeoutMs);
+    }
+  }
+
+  /**
+   * Warns once at start when Redis keeps every copy until it expires: no `maxmemory`, or
+   * `noeviction`. Copies live there their lifetime plus the grace (an hour by default), so an
+   * unbounded Redis grows with every distinct URL asked, and a full `noeviction` one refuses
+   * every write. Says nothing when CONFIG is not allowed (a managed Redis) or does not answer.
+   */
+  private async checkMemoryBound(timeoutMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const reply = await Promise.race([
+        this.client.config('GET', 'maxmemory*') as Promise<unknown>,
+        new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), timeoutMs))),
+      ]);
+      if (!Array.isArray(reply)) return;
+      const settings = new Map<string, string>();
+      for (let i = 0; i + 1 < reply.length; i += 2) settings.set(String(reply[i]), String(reply[i + 1]));
+      const maxmemory = settings.get('maxmemory');
+      const policy = settings.get('maxmemory-policy');
+      if (maxmemory === '0' || policy === 'noeviction')
+        this.logger.warn(
+          { maxmemory: Number(maxmemory), policy },
+          'redis has no memory bound that evicts: copies stay there for their lifetime plus the grace (an hour by default), so it grows with every distinct URL asked (and under noeviction refuses every write once full); set maxmemory (a few times cache.maxBytes) and maxmemory-policy allkeys-lru',
+        );
+    } catch {
+      // CONFIG refused (a managed Redis): nothing to say
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**

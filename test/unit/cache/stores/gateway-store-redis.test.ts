@@ -157,6 +157,30 @@ describe('GatewayStore: a Redis that refuses writes while it stays up', () => {
 
 
 describe('GatewayStore: what it says about Redis', () => {
+  it('warns at start when Redis keeps every copy until it expires (no maxmemory, or noeviction), and not once it has a bound that evicts', async () => {
+    const started = async () => {
+      const lines: Array<{ level: number; msg: string; maxmemory?: number; policy?: string }> = [];
+      const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+      const g = new GatewayStore({ config: config(redis.url, `gsr${++n}:`), clock: systemClock, logger, metrics: new GatewayMetrics({ defaultMetrics: false }) });
+      redis.cleanup(() => g.close());
+      await g.start();
+      return lines.filter((l) => l.msg.startsWith('redis has no memory bound'));
+    };
+    const admin = new Redis(redis.url);
+    redis.cleanup(async () => {
+      await admin.config('SET', 'maxmemory', '0');
+      await admin.config('SET', 'maxmemory-policy', 'noeviction');
+      admin.disconnect();
+    });
+    await admin.config('SET', 'maxmemory', '0');
+    await admin.config('SET', 'maxmemory-policy', 'noeviction');
+    expect(await started()).toMatchObject([{ level: 40, maxmemory: 0, policy: 'noeviction' }]);
+    await admin.config('SET', 'maxmemory', '100mb');
+    expect(await started()).toMatchObject([{ level: 40, policy: 'noeviction' }]);
+    await admin.config('SET', 'maxmemory-policy', 'allkeys-lru');
+    expect(await started()).toEqual([]);
+  }, 20_000);
+
   it('says Redis is in use at start, that a hung Redis is skipped (once), and that it answers again (multi-instance trial)', async () => {
     const lines: Array<{ level: number; msg: string }> = [];
     const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
