@@ -16,6 +16,8 @@ export interface CompiledRoute {
    * expression without regard to case, a query condition when any one value matches.
    */
   matchesLoosely(method: string, loose: string, query: QueryReading): boolean;
+  /** Its path as spelled, its query conditions read loosely (a capped route's); false for a route with none. */
+  matchesQueryLoosely(method: string, path: string, query: QueryReading): boolean;
 }
 
 export interface CompiledSite<S = SiteConfig> {
@@ -39,6 +41,12 @@ function compileRoute(route: RouteConfig): CompiledRoute {
     looseName: looseParamName(name),
     looseMatches: compileGlobs([looseParamValue(value)]),
   }));
+  const matchesQueryLoosely = (q: QueryReading): boolean => {
+    if (!conditions) return true;
+    const params = q.loose();
+    for (const c of conditions) if (!params.get(c.looseName)?.some(c.looseMatches)) return false;
+    return true;
+  };
   return {
     config: route,
     name: route.name,
@@ -59,11 +67,14 @@ function compileRoute(route: RouteConfig): CompiledRoute {
       if (methodSet && !methodSet.has(method)) return false;
       if (loosePrefix !== undefined && !loose.startsWith(loosePrefix)) return false;
       if (looseRe && !looseRe.test(loose)) return false;
-      if (conditions) {
-        const params = q.loose();
-        for (const c of conditions) if (!params.get(c.looseName)?.some(c.looseMatches)) return false;
-      }
-      return true;
+      return matchesQueryLoosely(q);
+    },
+    matchesQueryLoosely(method, path, q) {
+      if (conditions === undefined) return false; // nothing read loosely: as spelled only
+      if (methodSet && !methodSet.has(method)) return false;
+      if (pathPrefix !== undefined && !path.startsWith(pathPrefix)) return false;
+      if (re && !re.test(path)) return false;
+      return matchesQueryLoosely(q);
     },
   };
 }
@@ -99,17 +110,33 @@ export function readQuery(query: string | undefined): QueryReading {
   };
 }
 
-/** Percent-decoded with `+` a space, `times` times over (an origin may decode twice); the text as it was where it is not valid. */
+/**
+ * Percent-decoded with `+` a space, `times` times over (an origin may decode twice), as PHP
+ * decodes: each valid `%XX` is its byte and anything else stays as it is (a lone `%`, `%FF` in
+ * no valid UTF-8: U+FFFD). decodeURIComponent refuses the whole value over one such escape,
+ * and `?title=Special%3AExport/%FF` went to the cached default route while MediaWiki served
+ * the special page (review).
+ */
 function decodeParam(raw: string, times = 1): string {
-  let text = raw;
-  for (let i = 0; i < times && (i === 0 || text.includes('%')); i++) {
-    try {
-      text = decodeURIComponent(i === 0 ? text.replace(/\+/g, ' ') : text);
-    } catch {
-      break;
-    }
+  let text = raw.replace(/\+/g, ' ');
+  for (let i = 0; i < times && text.includes('%'); i++) {
+    const next = decodeLeniently(text);
+    if (next === text) break;
+    text = next;
   }
   return text;
+}
+
+const UTF8 = new TextDecoder('utf-8');
+
+function decodeLeniently(text: string): string {
+  if (!/%[0-9a-fA-F]{2}/.test(text)) return text;
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    // Runs of escapes decoded as bytes (invalid UTF-8 as U+FFFD), the rest kept as it is.
+    return text.replace(/(?:%[0-9a-fA-F]{2})+/g, (run) => UTF8.decode(Uint8Array.from(run.slice(1).split('%'), (h) => parseInt(h, 16))));
+  }
 }
 
 /**
@@ -205,10 +232,18 @@ export function compileSite(site: SiteConfig, defaultRoute: RouteConfig): Compil
       // (PHP reads the last), `?title=Special%253AExport`. A capped route (maxConcurrent)
       // likewise: `?%20search=x` and `?title=_Special:Search` reached MediaWiki's search
       // beside its cap (attacker trial).
+      // The first such route before the one matched as spelled (an unguarded one that matches
+      // loosely is passed over: `?Action=render&title=Special_:Export` stopped at a cached
+      // `action: render` route; review). A capped route that is cached takes loose readings of
+      // its query only: read case-blind, its path regular expression put wiki pages named
+      // `Search_Tips` under a cap of 1 meant for `/search` (review).
       if (!matched.config.cache.enabled) return matched;
       const loose = loosePath(path);
       if (loose === path && !(queryRoutes && query !== undefined)) return matched;
-      for (const r of routes) if (r.matchesLoosely(method, loose, q)) return isGuarded(r.config) ? r : matched;
+      for (const r of routes) {
+        if (r === matched) break;
+        if (!r.config.cache.enabled ? r.matchesLoosely(method, loose, q) : isGuarded(r.config) && r.matchesQueryLoosely(method, path, q)) return r;
+      }
       return matched;
     },
   };

@@ -188,12 +188,38 @@ describe('routes', () => {
     for (const query of ['%20search=foo', 'search%00x=foo', 'SEARCH=foo', '[search]=foo', 'search[]=foo']) expect(route('/index.php', query), query).toBe('search');
     for (const query of ['title=_Special:Search', 'title=:Special:Search', 'title=Special_:Search', 'title=special:search', 'title=Main&title=Special:Search'])
       expect(route('/index.php', query), query).toBe('special');
-    expect(route('/REPORT/x')).toBe('reports');
-    expect(route('//report/x')).toBe('reports');
+    // A capped route's path is read as spelled: read case-blind, a regular expression for
+    // `/search` put wiki pages named `Search_Tips` under the cap (review).
+    expect(route('/REPORT/x')).toBe('pages');
+    expect(route('/report/x')).toBe('reports');
+    // An escape that is not UTF-8 (or a lone `%`) leaves the rest decoded, as PHP reads it.
+    expect(route('/index.php', 'title=Special%3AExport/%FF')).toBe('special');
+    expect(route('/index.php', 'title=%53pecial:Search/%')).toBe('special');
     // What reaches no guarded route keeps its own.
     expect(route('/index.php', 'title=Main_Page')).toBe('pages');
     expect(route('/about')).toBe('pages');
     expect(route('/About')).toBe('pages');
+  });
+  it('takes the first guarded route a loose reading reaches before the route matched as spelled, past unguarded ones; a capped route\'s path regular expression is not read case-blind (review)', () => {
+    const site = siteSchema.parse({
+      name: 's',
+      hosts: ['*'],
+      origins: [{ url: 'http://127.0.0.1:1' }],
+      routes: [
+        { name: 'render', match: { query: { action: 'render' } } },
+        { name: 'special', match: { query: { title: 'Special:*' } }, cache: { enabled: false } },
+        { name: 'reports', match: { pathRegex: '(\\.pdf|\\.csv)$|/gantt|/activity|/search' }, maxConcurrent: 1 },
+        { name: 'late', match: { pathPrefix: '/late/' }, cache: { enabled: false } },
+      ],
+    });
+    const c = compileSite(site, routeSchema.parse({ name: 'default' }));
+    const route = (path: string, query?: string) => c.matchRoute('GET', path, query).name;
+    expect(route('/index.php', 'Action=render&title=Special_:Export')).toBe('special');
+    expect(route('/index.php', 'action=render&title=Special_:Export')).toBe('render'); // as spelled, render comes first
+    for (const path of ['/projects/app/wiki/Search_Tips', '/projects/app/wiki/Activity_Log_Howto', '/projects/app/wiki/Gantt_Usage', '/attachments/download/7/Manual.PDF'])
+      expect(route(path), path).toBe('default');
+    expect(route('/projects/app/search')).toBe('reports');
+    expect(route('/LATE/x')).toBe('late');
   });
   it('does not add a second catch-all when the config ends with one', () => {
     const withDefault = siteSchema.parse({ name: 's', hosts: ['*'], origins: [{ url: 'http://127.0.0.1:1' }], routes: [{ name: 'default' }] });
