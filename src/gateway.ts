@@ -9,7 +9,7 @@ import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from './clock.js';
-import type { CacheStore, GraceWidening, PurgeMode, PurgeSelector } from './cache/stores/cache-store.js';
+import { isUnderPrefix, type CacheStore, type GraceWidening, type PurgeMode, type PurgeSelector } from './cache/stores/cache-store.js';
 import { keyPrefixFor, targetOfKey } from './cache/cache-key.js';
 import { GatewayStore, type RedisStatus } from './cache/stores/gateway-store.js';
 import { Inflight } from './collapse/inflight.js';
@@ -56,6 +56,13 @@ export interface GatewayOptions {
   hitMemo?: boolean;
   /** ACME client settings the config does not carry (tests: how fast acme-client polls the CA). */
   acme?: Pick<AcmeManagerOptions, 'poll'>;
+}
+
+/** Whether a purge selector covers a primary key (a tag: any key, as the marks carry no tags). */
+function isUnderSelector(primary: string, selector: PurgeSelector): boolean {
+  if (selector.kind === 'key') return primary === selector.key;
+  if (selector.kind === 'prefix') return isUnderPrefix(primary, selector);
+  return true;
 }
 
 /** The key template of a route that sets none (and of the catch-all route added last). */
@@ -160,6 +167,7 @@ export class Gateway implements RequestDeps {
 
   /** Purges here (L1 and L2 when tiered), then on the other instances (gateway-store.ts); `purged` counts here. */
   purge(selectors: readonly PurgeSelector[], mode: PurgeMode, except?: Fence): Promise<{ purged: number; broadcast: boolean }> {
+    this.inflight.clearHitForPassWhere((primary) => selectors.some((s) => isUnderSelector(primary, s)));
     return this.cache.purge(selectors, mode, this.clock.now(), except);
   }
 
@@ -292,6 +300,7 @@ export class Gateway implements RequestDeps {
       }
     };
     apply(() => this.hitMemo?.clear()); // entries of the old generation are never used; let it go
+    apply(() => this.inflight.clearMarks()); // uncacheable under the old rules (a setCookie: strip since?): asked again
     apply(() => this.reviveRetiredSites(before, next));
     apply(() => this.reviveRetiredKeyTemplates(prevConfig, next));
     // `log.level` live, as nginx applies error_log on reload: `debug` in an incident took a restart.

@@ -151,6 +151,25 @@ export class Inflight<T> {
   }
 
   /**
+   * Ends the hit-for-pass marks (and their growth) of the keys `isPurged` names, by primary key
+   * (a collapse id is the primary key, or it and `\u0001` and a variant): a purged page is asked
+   * for again collapsed, as a new one is. A mark grown to 120 s outlived a fix that made the
+   * page cacheable (review).
+   */
+  clearHitForPassWhere(isPurged: (primary: string) => boolean): void {
+    for (const id of [...this.passUntil.keys()]) {
+      const sep = id.indexOf('\u0001');
+      if (isPurged(sep < 0 ? id : id.slice(0, sep))) this.passUntil.delete(id);
+    }
+  }
+
+  /** A new config: every mark (keys' and paths') is judged again under it. */
+  clearMarks(): void {
+    this.passUntil.clear();
+    this.pathPassUntil.clear();
+  }
+
+  /**
    * A path (site, host and path, no query; or its directory) whose last fill, for a key with
    * nothing stored, answered what a request with cookies of its own cannot use (`private`, or
    * a copy without freshness, or varying on Cookie: `cookiesOnly`) or what nobody can (not

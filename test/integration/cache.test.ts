@@ -202,6 +202,36 @@ describe('cache: hit-for-pass that grows while a page stays uncacheable', () => 
   });
 });
 
+describe('cache: a grown hit-for-pass mark ends at a purge of the page or a reload', () => {
+  it('stores a page made cacheable at once after a PURGE of it, or after a reload, not at the end of its grown mark (review: a mark grown to 120 s outlived the fix)', async () => {
+    const clock = manualClock();
+    const o = await origin();
+    let cc = 'private';
+    o.setHandler((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': cc, date: new Date(clock.now()).toUTCString() });
+      res.end('page');
+    });
+    const g = await gateway({ reload: { watch: false }, sites: [siteFor([o.url])] }, { clock });
+    const status = async (path: string) => String((await request(`${g.url}${path}`)).headers['cache-status']);
+    // Each marked 5 s, then 10 s: still marked 5 s after.
+    for (const path of ['/a', '/b']) await status(path);
+    clock.advance(5_000);
+    for (const path of ['/a', '/b']) await status(path);
+    clock.advance(5_000);
+    for (const path of ['/a', '/b']) expect(await status(path)).toMatch(/detail="pass rid/);
+    // The pages are fixed (cacheable now). A PURGE of /a ends its mark: the next request stores it.
+    cc = 'public, max-age=60';
+    expect((await request(`${g.url}/a`, { method: 'PURGE' })).statusCode).toBe(404); // nothing stored to purge
+    expect(await status('/a')).toMatch(/stored/);
+    expect(await status('/a')).toMatch(/; hit/);
+    // /b is still marked, until a reload.
+    expect(await status('/b')).toMatch(/detail="pass rid/);
+    writeFileSync(g.configPath, stringify(withTestDefaults({ reload: { watch: false }, cache: { collapse: { hitForPassSeconds: 6 } }, sites: [siteFor([o.url])] })));
+    expect((await g.gw.reload('manual'))?.ok).toBe(true);
+    expect(await status('/b')).toMatch(/stored/);
+  });
+});
+
 describe('cache: hit-for-pass is the URL\'s, never one request\'s', () => {
   it('an error the origin gave one request (431 for a header too large) sends nobody else past the cache', async () => {
     const o = await origin();
