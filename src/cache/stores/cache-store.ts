@@ -10,6 +10,7 @@
  * `maxVariants` *entries* (variants), told apart by `variantKey` (RFC 9111 §4.1).
  */
 import { authorityOfKey } from '../cache-key.js';
+import { parseCacheControl } from '../cache-control.js';
 import { isSharedByOrigin, staleAtOf, type CacheEntry } from '../entry.js';
 import { isIdentityHeaderName } from '../identity-headers.js';
 
@@ -278,6 +279,9 @@ export interface GraceWidening {
  */
 export function widenedGrace(entry: CacheEntry, grace: GraceWidening): CacheEntry {
   if (entry.noCache || (entry.mustRevalidate && !grace.overridesMustRevalidate)) return entry;
+  // A micro-cached `no-cache` answer (stored `noCache: false`) is stored with no stale window
+  // at all, whatever the grace (policy.ts): so it stays (review).
+  if (parseCacheControl(entry.headers['cache-control']).fieldNames('no-cache')?.length === 0) return entry;
   const staleIfErrorMs = entry.mustRevalidate ? entry.staleIfErrorMs : Math.max(entry.staleIfErrorMs, grace.graceMs);
   const deleteAt = Math.max(entry.deleteAt, staleAtOf(entry) + grace.graceMs);
   if (staleIfErrorMs === entry.staleIfErrorMs && deleteAt === entry.deleteAt) return entry;

@@ -332,18 +332,21 @@ describe('MemoryStore.widenGrace (a reload that raised a route\'s graceSeconds)'
     await store.put(makeEntry({ key: 's\u0000/override?', mustRevalidate: true, deleteAt: T0 + 60_000 }));
     await store.put(makeEntry({ key: 's\u0000/no-cache?', noCache: true, headers: { etag: '"x"' }, deleteAt: T0 + 60_000 }));
     await store.put(makeEntry({ key: 'other\u0000/page?', staleIfErrorMs: 60_000 }));
-    clock.advance(50_000);
+    // A micro-cached no-cache answer: stored without stale windows, whatever the grace.
+    await store.put(makeEntry({ key: 's\u0000/micro?', headers: { 'cache-control': 'no-cache' }, freshnessMs: 2_000, deleteAt: T0 + 2_000 }));
+    clock.advance(1_000);
     const asked: string[] = [];
     const widened = await store.widenGrace('s\u0000/', (key) => (asked.push(key), key.includes('override') ? grace(3_600_000, true) : grace(3_600_000)));
     expect(widened).toBe(2); // /page, /override
-    expect(asked.sort()).toEqual(['s\u0000/no-cache?', 's\u0000/override?', 's\u0000/page?', 's\u0000/revalidate?', 's\u0000/wide?']);
+    expect(asked.sort()).toEqual(['s\u0000/micro?', 's\u0000/no-cache?', 's\u0000/override?', 's\u0000/page?', 's\u0000/revalidate?', 's\u0000/wide?']);
+    expect((await store.get('s\u0000/micro?'))![0]!.deleteAt).toBe(T0 + 2_000);
     const [page] = (await store.get('s\u0000/page?'))!;
     expect([page!.staleIfErrorMs, page!.deleteAt]).toEqual([3_600_000, T0 + 3_660_000]);
     expect((await store.get('s\u0000/wide?'))![0]!.staleIfErrorMs).toBe(7_200_000);
     const [override] = (await store.get('s\u0000/override?'))!;
     expect([override!.staleIfErrorMs, override!.deleteAt]).toEqual([0, T0 + 3_660_000]);
     // Past their old lifetimes: the widened copies are still held, the others are not.
-    clock.advance(1_050_000);
+    clock.advance(1_099_000);
     expect(await store.get('s\u0000/page?')).toBeDefined();
     expect(await store.get('s\u0000/override?')).toBeDefined();
     expect(await store.get('s\u0000/revalidate?')).toBeUndefined();
