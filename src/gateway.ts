@@ -30,6 +30,7 @@ import { handleRequest, type CrossInstanceCollapse, type FillResult, type Reques
 import { Drain } from './server/drain.js';
 import { Listeners, type ListenerAddresses, type ListenerHooks } from './server/listeners.js';
 import type { ClientRefusal } from './server/http-server.js';
+import type { CompiledRoute } from './server/site-router.js';
 import { WebSocketUpgrades } from './server/websocket.js';
 import { readinessOf, type Readiness } from './admin/readiness.js';
 import { HotKeys } from './admin/hot-keys.js';
@@ -340,9 +341,14 @@ export class Gateway implements RequestDeps {
       if (!old) continue;
       const before = old.compiled.routes.map((r) => graceOf(r.config));
       const after = site.compiled.routes.map((r) => graceOf(r.config));
-      const leastBefore = Math.min(...before.map((g) => g.graceMs));
-      // Nothing can widen unless some route now gives more than some route gave.
-      if (!after.some((g) => g.graceMs > leastBefore || (g.overridesMustRevalidate && before.some((b) => !b.overridesMustRevalidate)))) continue;
+      const wider = (a: GraceWidening, b: GraceWidening) => a.graceMs > b.graceMs || (a.overridesMustRevalidate && !b.overridesMustRevalidate);
+      // Routed as before: only a route given more grace than it had can widen anything (the
+      // shipped config's day for /static/ beside an hour walked the store at every edit; review).
+      // Routed otherwise: a route giving more than some route gave.
+      const routing = (routes: readonly CompiledRoute[]) => JSON.stringify(routes.map((r) => [r.name, r.config.match]));
+      if (routing(old.compiled.routes) === routing(site.compiled.routes)) {
+        if (!after.some((g, i) => wider(g, before[i]!))) continue;
+      } else if (!after.some((g) => before.some((b) => wider(g, b)))) continue;
       store
         .widenGrace(keyPrefixFor(site.name, '/'), (key) => {
           const target = targetOfKey(key);

@@ -627,6 +627,19 @@ describe('cache: stale serving', () => {
     clock.advance(31 * 60_000);
     expect((await get(`${g.url}/page`)).status).toBe(502);
     expect(g.logs.find((l) => l.msg === 'grace raised: copies stored before the reload have the new grace')).toMatchObject({ site: 'test', widened: 2 });
+    // An edit that gives no route more grace walks no copy, though the site's routes differ in
+    // grace (the shipped config's day for /static/ beside an hour walked the store at every
+    // edit; review).
+    const store = g.gw.store as { widenGrace?: (...args: never[]) => Promise<number> };
+    const walk = store.widenGrace!.bind(store);
+    let walks = 0;
+    store.widenGrace = (...args: never[]) => (walks++, walk(...args));
+    writeFileSync(g.configPath, stringify(withTestDefaults({ reload: { watch: false }, admission: { queue: { deadlineMs: 700 } }, sites: [site(3600, true)] })));
+    expect((await g.gw.reload('manual'))?.ok).toBe(true);
+    expect(walks).toBe(0);
+    writeFileSync(g.configPath, stringify(withTestDefaults({ reload: { watch: false }, sites: [site(7200, true)] })));
+    expect((await g.gw.reload('manual'))?.ok).toBe(true);
+    expect(walks).toBe(1);
   });
 });
 
