@@ -69,8 +69,23 @@ export class Http2Request extends http2.Http2ServerRequest {
     const authority = headers[':authority'];
     if (authority !== undefined) clean.host = authority;
     if (!stream.endAfterHeaders && clean['content-length'] === undefined) clean['transfer-encoding'] = 'chunked';
+    // Cookie crumbs (RFC 9113 §8.2.3: Chrome and Firefox send each cookie as a field of its own)
+    // are one field, joined with "; ", as HTTP/1.1 spells them: limits.maxHeadersCount counted
+    // each, and a browser with 95 cookies got 431 over HTTP/2 where HTTP/1.1 was answered (review).
     const raw: string[] = [];
-    for (let i = 0; i + 1 < rawHeaders.length; i += 2) if (rawHeaders[i]!.charCodeAt(0) !== 0x3a) raw.push(rawHeaders[i]!, rawHeaders[i + 1]!);
+    let cookieAt = -1;
+    for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+      const name = rawHeaders[i]!;
+      if (name.charCodeAt(0) === 0x3a) continue;
+      if (name === 'cookie') {
+        if (cookieAt >= 0) {
+          raw[cookieAt + 1] += `; ${rawHeaders[i + 1]!}`;
+          continue;
+        }
+        cookieAt = raw.length;
+      }
+      raw.push(name, rawHeaders[i + 1]!);
+    }
     Object.defineProperty(this, 'headers', { value: clean, writable: true, configurable: true, enumerable: true });
     Object.defineProperty(this, 'rawHeaders', { value: raw, writable: true, configurable: true, enumerable: true });
   }
@@ -159,13 +174,14 @@ export function createSecurePublicServer(opts: SecureServerOptions): SecurePubli
             Http2ServerResponse: Http2Response,
             // The head's byte bound is the SETTINGS frame's; its field count is checked by the request path (431).
             settings: { maxHeaderListSize: limits.maxHeaderBytes, maxConcurrentStreams: H2_MAX_STREAMS, enablePush: false },
-            // Fields decoded per request, pseudo-fields included. Node decodes a head whole
-            // before it is counted (431), whatever SETTINGS_MAX_HEADER_LIST_SIZE says: at 2 008
-            // one 5 KB frame referring to a 4 000-byte HPACK table entry 2 000 times cost 8 MB and
-            // 7 ms (attacker trial). Twice the count a request may have, so a head a little over
-            // it still gets its 431 and reason; far over, Node resets the stream. Read at start:
-            // a reload that raises limits.maxHeadersCount reaches HTTP/2 after a restart.
-            maxHeaderListPairs: 2 * limits.maxHeadersCount + 8,
+            // Fields decoded per request, pseudo-fields and cookie crumbs included. Node decodes
+            // a head whole before it is counted (431), whatever SETTINGS_MAX_HEADER_LIST_SIZE
+            // says: at 2 008 one 5 KB frame referring to a 4 000-byte HPACK table entry 2 000
+            // times cost 8 MB and 7 ms (attacker trial). Twice the count a request may have, and
+            // room for a browser's whole cookie jar (Chrome keeps 180 a site, each its own field)
+            // beside it, so a head a little over gets its 431 and reason; far over, Node resets
+            // the stream. Read at start: a raise of limits.maxHeadersCount reaches HTTP/2 after a restart.
+            maxHeaderListPairs: Math.max(2 * limits.maxHeadersCount, limits.maxHeadersCount + 200) + 8,
           },
           onRequest as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
         )

@@ -148,6 +148,17 @@ describe('HTTP/2 floods (attacker trial)', () => {
     attacker.socket.destroy();
   });
 
+  it('a browser\'s cookie crumbs (each cookie a field of its own, as Chrome and Firefox send them) count as one field, as over HTTP/1.1: 180 cookies are served, not 431 (review)', async () => {
+    const attacker = await rawH2(port, ca.ca, 's.test');
+    const crumbs = Array.from({ length: 180 }, (_, i) => field('cookie', `c${i}=v${i}`));
+    await attacker.send(frame(FRAME.HEADERS, FLAG.END_STREAM | FLAG.END_HEADERS, 1, Buffer.concat([getBlock('/page', 's.test'), field('user-agent', 'browser'), ...crumbs])));
+    await until(() => attacker.received.some((f) => f.streamId === 1 && (f.type === FRAME.HEADERS || f.type === FRAME.RST_STREAM)) || attacker.isClosed(), 'the stream answered');
+    const head = attacker.received.find((f) => f.streamId === 1 && f.type === FRAME.HEADERS);
+    expect(head, 'an answer, not a reset').toBeDefined();
+    expect(head!.payload[0]).toBe(0x88); // :status 200 (static entry 8), not 431
+    attacker.socket.destroy();
+  });
+
   /**
    * Sends `control` by the thousand (up to 200 000, 10 s) on a connection that reads nothing,
    * so the answers the server owes pile up on its side; then whether it closed and how many went.
