@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { routeSchema, siteSchema } from '../../../src/config/schema.js';
-import { compileSite, normaliseHost, readHostEntry, SiteRouter } from '../../../src/server/site-router.js';
+import { compileSite, MAX_QUERY_PARAMS, normaliseHost, readHostEntry, SiteRouter } from '../../../src/server/site-router.js';
 
 const site = (name: string, hosts: string[]) => ({ name, config: { hosts } });
 
@@ -220,6 +220,15 @@ describe('routes', () => {
       expect(route(path), path).toBe('default');
     expect(route('/projects/app/search')).toBe('reports');
     expect(route('/LATE/x')).toBe('late');
+  });
+  it('reads a query as far as origins read one: the first 1 000 parameters (PHP\'s max_input_vars, qs\'s parameterLimit, Django\'s limit)', () => {
+    const site = siteSchema.parse({ name: 's', hosts: ['*'], origins: [{ url: 'http://127.0.0.1:1' }], routes: [{ name: 'raw', match: { query: { action: 'raw' } }, cache: { enabled: false } }] });
+    const c = compileSite(site, routeSchema.parse({ name: 'default' }));
+    const junk = (n: number) => Array.from({ length: n }, (_, i) => `p${i}=v`).join('&');
+    expect(MAX_QUERY_PARAMS).toBe(1000);
+    expect(c.matchRoute('GET', '/w', `${junk(999)}&action=raw`).name).toBe('raw');
+    expect(c.matchRoute('GET', '/w', `${junk(999)}&ACTION=raw`).name).toBe('raw');
+    expect(c.matchRoute('GET', '/w', `${junk(1000)}&action=raw`).name).toBe('default');
   });
   it('does not add a second catch-all when the config ends with one', () => {
     const withDefault = siteSchema.parse({ name: 's', hosts: ['*'], origins: [{ url: 'http://127.0.0.1:1' }], routes: [{ name: 'default' }] });
