@@ -355,7 +355,7 @@ export class Gateway implements RequestDeps {
           if (!target) return undefined;
           const now = graceOf(site.compiled.matchRoute('GET', target.path, target.query).config);
           const then = graceOf(old.compiled.matchRoute('GET', target.path, target.query).config);
-          return now.graceMs > then.graceMs || (now.overridesMustRevalidate && !then.overridesMustRevalidate) ? now : undefined;
+          return wider(now, then) ? now : undefined;
         })
         .then(
           (widened) => {
