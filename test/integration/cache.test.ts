@@ -202,6 +202,40 @@ describe('cache: hit-for-pass that grows while a page stays uncacheable', () => 
   });
 });
 
+describe('cache: a purged page the origin now answers 404, and one client it rate-limits', () => {
+  it('serves the readers the 404, not the purged copy, though the client the origin answers 429 leads its refreshes (attacker trial: 39 of 40 reads got the taken-down page)', async () => {
+    const clock = manualClock();
+    const o = await origin();
+    let takenDown = false;
+    o.setHandler((req, res) => {
+      if (!takenDown) {
+        res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'public, max-age=600', date: new Date(clock.now()).toUTCString() });
+        return res.end('the page');
+      }
+      if (req.headers['user-agent'] === 'limited') {
+        res.writeHead(429, { 'content-type': 'text/plain', 'retry-after': '60' });
+        return res.end('slow down');
+      }
+      res.writeHead(404, { 'content-type': 'text/plain', 'cache-control': 'no-store' });
+      res.end('gone');
+    });
+    const g = await gateway({ purge: { mode: 'soft' }, sites: [siteFor([o.url])] }, { clock });
+    const read = async (ua: string) => {
+      const r = await request(`${g.url}/story`, { headers: { 'user-agent': ua } });
+      return [r.statusCode, await r.body.text()];
+    };
+    expect(await read('reader')).toEqual([200, 'the page']);
+    takenDown = true;
+    expect((await request(`${g.url}/story`, { method: 'PURGE' })).statusCode).toBe(200);
+    await read('limited'); // leads the revalidation: 429
+    expect(await read('reader')).toEqual([404, 'gone']);
+    await read('limited');
+    expect(await read('reader')).toEqual([404, 'gone']);
+    clock.advance(500);
+    expect(await read('reader')).toEqual([404, 'gone']);
+  });
+});
+
 describe('cache: a grown hit-for-pass mark ends at a purge of the page or a reload', () => {
   it('stores a page made cacheable at once after a PURGE of it, or after a reload, not at the end of its grown mark (review: a mark grown to 120 s outlived the fix)', async () => {
     const clock = manualClock();
