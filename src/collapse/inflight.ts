@@ -128,13 +128,14 @@ export class Inflight<T> {
    * every time) answered 226 of 500 within 5 s through the gateway, 395 direct (new-user
    * trial). A page uncacheable once is passed for `durationMs`; one uncacheable every time
    * ends up marked 120 s, as Varnish's hit-for-pass. clearHitForPass (a storable answer) starts
-   * over. Returns the mark's length.
+   * over. `grow` false (an answer that may be about the request that drew it): `durationMs`, as
+   * the first mark. Returns the mark's length.
    */
-  markHitForPass(key: string, durationMs: number): number {
+  markHitForPass(key: string, durationMs: number, grow = true): number {
     if (durationMs <= 0) return 0;
     const now = this.opts.clock.now();
     const last = this.passUntil.get(key);
-    const again = last !== undefined && now < last.until + last.durationMs;
+    const again = grow && last !== undefined && now < last.until + last.durationMs;
     const ms = again ? Math.max(durationMs, Math.min(last.durationMs * 2, MAX_HIT_FOR_PASS_MS)) : durationMs;
     this.passUntil.set(key, { until: now + ms, durationMs: ms });
     return ms;

@@ -65,7 +65,12 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     // again at will; attacker trial). The next request fills again; once the copy has gone,
     // an uncacheable answer marks the URL as before.
     if ((result.kind === 'uncacheable' && !result.once && lookup.entry === undefined) || result.kind === 'too_large') {
-      deps.inflight.markHitForPass(collapseKey.id, ctx.rt.config.cache.collapse.hitForPassSeconds * 1000);
+      // Grown only on a 200 (Redmine's private pages): a redirect or another status may be about
+      // the request that drew it, and a client whose User-Agent the origin redirected, leading
+      // each fill as its mark ran out, held a hot page passed to the origin for 120 s at a time
+      // (attacker trial).
+      const grows = result.kind === 'too_large' || result.status === 200;
+      deps.inflight.markHitForPass(collapseKey.id, ctx.rt.config.cache.collapse.hitForPassSeconds * 1000, grows);
       deps.metrics.get('hitForPass').inc({ site: ctx.site!.name });
     } else if (result.kind === 'entry' && result.stored) deps.inflight.clearHitForPass(collapseKey.id);
     // The path's other queries too, for requests the fill would be made without (isPassOnPath).

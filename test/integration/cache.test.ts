@@ -236,6 +236,24 @@ describe('cache: a purged page the origin now answers 404, and one client it rat
   });
 });
 
+describe('cache: hit-for-pass on a redirect does not grow', () => {
+  it('marks a page whose fill the origin answers with a redirect (a User-Agent\'s mobile page) 5 s each time, never longer (attacker trial: held a hot page passed for 120 s at a time)', async () => {
+    const clock = manualClock();
+    const o = await origin();
+    o.setHandler((_req, res) => {
+      res.writeHead(302, { location: '/m/page', 'cache-control': 'private', vary: 'User-Agent', date: new Date(clock.now()).toUTCString() });
+      res.end();
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] }, { clock });
+    const marks = async () => Number(/^crowdgate_hit_for_pass_total\{site="test"\} (\d+)/m.exec(await (await request(`${g.adminUrl}/metrics`)).body.text())?.[1] ?? 0);
+    for (let i = 1; i <= 4; i++) {
+      expect((await request(`${g.url}/page`)).statusCode).toBe(302); // undici's request follows no redirect
+      expect(await marks()).toBe(i); // a fill each 5 s: the mark stayed 5 s
+      clock.advance(5_000);
+    }
+  });
+});
+
 describe('cache: a grown hit-for-pass mark ends at a purge of the page or a reload', () => {
   it('stores a page made cacheable at once after a PURGE of it, or after a reload, not at the end of its grown mark (review: a mark grown to 120 s outlived the fix)', async () => {
     const clock = manualClock();

@@ -134,6 +134,12 @@ describe('Inflight', () => {
     clock.advance(300_000);
     expect(f.markHitForPass('long', 300_000)).toBe(300_000);
     expect(f.markHitForPass('none', 0)).toBe(0);
+    // Not grown when told so (a redirect, another status: maybe about the request).
+    expect(f.markHitForPass('redirect', 5000, false)).toBe(5000);
+    clock.advance(5000);
+    expect(f.markHitForPass('redirect', 5000, false)).toBe(5000);
+    clock.advance(5000);
+    expect(f.markHitForPass('redirect', 5000)).toBe(10_000);
     expect(f.isHitForPass('none')).toBe(false);
   });
 });
