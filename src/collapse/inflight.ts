@@ -43,10 +43,15 @@ interface Group<T> {
 /** The longest a hit-for-pass mark grows to (markHitForPass): Varnish's builtin hit-for-pass time. */
 export const MAX_HIT_FOR_PASS_MS = 120_000;
 
+/** During a hit-for-pass mark, one request this often fills the key instead of passing (takeHitForPassProbe). */
+export const HIT_FOR_PASS_PROBE_MS = 1_000;
+
 export class Inflight<T> {
   private readonly groups = new Map<string, Group<T>>();
   /** Keys' hit-for-pass marks: until when, and how long the mark was (kept past it: markHitForPass). */
   private readonly passUntil: LRUCache<string, { until: number; durationMs: number }>;
+  /** When a marked key was last filled (its mark's fill, or a probe: takeHitForPassProbe). */
+  private readonly probedAt: LRUCache<string, number>;
   /** Paths (no query) whose last fill was not storable, until when (see markPathUncacheable). */
   private readonly pathPassUntil: LRUCache<string, { until: number; cookiesOnly: boolean }>;
   /** Keys a path's mark has one pass under way for (beginPathPass). */
@@ -56,6 +61,7 @@ export class Inflight<T> {
     private readonly opts: { maxWaiters: number; clock: Clock; maxPassMarkers?: number },
   ) {
     this.passUntil = new LRUCache({ max: opts.maxPassMarkers ?? 10_000 });
+    this.probedAt = new LRUCache({ max: opts.maxPassMarkers ?? 10_000 });
     this.pathPassUntil = new LRUCache({ max: opts.maxPassMarkers ?? 10_000 });
   }
 
@@ -138,7 +144,22 @@ export class Inflight<T> {
     const again = grow && last !== undefined && now < last.until + last.durationMs;
     const ms = again ? Math.max(durationMs, Math.min(last.durationMs * 2, MAX_HIT_FOR_PASS_MS)) : durationMs;
     this.passUntil.set(key, { until: now + ms, durationMs: ms });
+    this.probedAt.set(key, now); // the fill that marked it was the last look
     return ms;
+  }
+
+  /**
+   * During `key`'s hit-for-pass mark: whether this request should fill it (stored when it may
+   * be) rather than pass, once HIT_FOR_PASS_PROBE_MS has gone since the mark or the last such
+   * fill began, and none of it is under way.
+   */
+  takeHitForPassProbe(key: string): boolean {
+    if (this.groups.has(key)) return false;
+    const now = this.opts.clock.now();
+    const last = this.probedAt.get(key);
+    if (last !== undefined && now - last < HIT_FOR_PASS_PROBE_MS) return false;
+    this.probedAt.set(key, now);
+    return true;
   }
 
   isHitForPass(key: string): boolean {

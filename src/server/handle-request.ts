@@ -508,8 +508,14 @@ export function decide(
     return;
   }
 
-  // 10. Hit-for-pass: this URL was recently uncacheable; don't queue behind a leader.
-  if (deps.inflight.isHitForPass(collapseKeyOf(lookup).id)) return forward(ctx, 'pass', lookup);
+  // 10. Hit-for-pass: this URL was recently uncacheable; don't queue behind a leader. One
+  //    request a second fills it instead (nobody waits on that fill: the others pass), and its
+  //    answer is stored when it may be, which ends the mark, as Varnish's hit-for-miss stores
+  //    the next storable answer: a client whose own requests the origin answered uncacheable,
+  //    leading each fill as the mark ran out, kept a hot page passed (attacker trial), and a
+  //    page fixed to be cacheable waited out a mark of up to 120 s.
+  const passKey = collapseKeyOf(lookup).id;
+  if (deps.inflight.isHitForPass(passKey)) return deps.inflight.takeHitForPassProbe(passKey) ? fillAndServe(ctx, lookup, 0) : forward(ctx, 'pass', lookup);
 
   // 10b. A request the fill would be made without part of (its own cookies, a Range), for a
   //    query of a path whose last fill answered something not storable (a search's `private`
