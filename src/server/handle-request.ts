@@ -513,9 +513,14 @@ export function decide(
   //    answer is stored when it may be, which ends the mark, as Varnish's hit-for-miss stores
   //    the next storable answer: a client whose own requests the origin answered uncacheable,
   //    leading each fill as the mark ran out, kept a hot page passed (attacker trial), and a
-  //    page fixed to be cacheable waited out a mark of up to 120 s.
+  //    page fixed to be cacheable waited out a mark of up to 120 s. Only a request the fill is
+  //    made as it came (no cookies of its own, no Range): such a one would be sent again as it
+  //    came after an unstorable answer, two origin requests where its pass is one.
   const passKey = collapseKeyOf(lookup).id;
-  if (deps.inflight.isHitForPass(passKey)) return deps.inflight.takeHitForPassProbe(passKey) ? fillAndServe(ctx, lookup, 0) : forward(ctx, 'pass', lookup);
+  if (deps.inflight.isHitForPass(passKey)) {
+    const asItCame = req.headers.range === undefined && !carriesOwnCookies(req.headers.cookie, lookup.policy);
+    return asItCame && deps.inflight.takeHitForPassProbe(passKey) ? fillAndServe(ctx, lookup, 0) : forward(ctx, 'pass', lookup);
+  }
 
   // 10b. A request the fill would be made without part of (its own cookies, a Range), for a
   //    query of a path whose last fill answered something not storable (a search's `private`

@@ -181,6 +181,16 @@ describe('cache: hit-for-pass that grows while a page stays uncacheable, and loo
     expect(await status()).toMatch(/detail="pass rid/);
     expect(await marks()).toBe(2);
     expect(o.count('/issues')).toBe(6); // every request reached the origin, none waited on another
+    // A request with cookies of its own (or a Range) is not the one a second that fills: the
+    // fill would be made without them and it would go again as it came.
+    clock.advance(1_000);
+    const before = o.count('/issues');
+    expect(String((await request(`${g.url}/issues`, { headers: { cookie: 'theme=dark' } })).headers['cache-status'])).toMatch(/detail="pass rid/);
+    expect(String((await request(`${g.url}/issues`, { headers: { range: 'bytes=0-1' } })).headers['cache-status'])).toMatch(/detail="pass rid/);
+    expect(o.count('/issues')).toBe(before + 2);
+    expect(await marks()).toBe(2);
+    await status(); // the next plain one does
+    expect(await marks()).toBe(3);
     // The page turns cacheable: the next fill a second on stores it, and the rest are hits.
     cc = 'public, max-age=60';
     expect(await status()).toMatch(/detail="pass rid/);
