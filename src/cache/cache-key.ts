@@ -178,10 +178,7 @@ export function normaliseQuery(rawQuery: string | undefined, key: CacheKeyConfig
     const text = normalisePercent(part, QUERY_SAFE);
     const eq = text.indexOf('=');
     const name = decodeName(eq < 0 ? text : text.slice(0, eq));
-    if (key.dropTracking.some((p) => matchesName(name, p))) continue;
-    const listed = key.params.some((p) => matchesName(name, p));
-    if (key.query === 'keep' && !listed) continue;
-    if (key.query === 'drop' && listed) continue;
+    if (!keyKeepsParam(name, key)) continue;
     params.push({ name, text });
   }
   // Array.prototype.sort is stable (ES2019): repeated names keep their relative order.

@@ -128,8 +128,8 @@ export class Inflight<T> {
   /**
    * Marks `key` hit-for-pass (its requests go to the origin as they come, uncollapsed) for
    * `durationMs`; for twice its last mark, up to MAX_HIT_FOR_PASS_MS (or `durationMs` when that
-   * is longer), when the last one ran out less than its own length ago: the first fill after it
-   * was uncacheable again. Each mark's end gathers the page's crowd on one fill whose answer
+   * is longer), when a fill finds it uncacheable again during its last mark or less than that
+   * mark's length after it (the one a second of takeHitForPassProbe, or the first after it). Each mark's end gathers the page's crowd on one fill whose answer
    * nobody can share, and they then all ask the origin after it: a Redmine page (`private`
    * every time) answered 226 of 500 within 5 s through the gateway, 395 direct (new-user
    * trial). A page uncacheable once is passed for `durationMs`; one uncacheable every time

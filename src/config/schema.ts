@@ -894,7 +894,7 @@ export const collapseSchema = z
       .number()
       .min(0)
       .default(5)
-      .describe('After an uncacheable response, skip collapsing for that key this long, twice as long each time its next fill is uncacheable again (up to 120 s, or this when longer); meanwhile one request a second still fills it, and a storable answer ends the mark. Also: requests with cookies of their own or a Range to other queries of its path are sent as they came.'),
+      .describe('After an uncacheable response, skip collapsing for that key this long, twice as long each time a fill finds it uncacheable again (up to 120 s, or this when longer); meanwhile one request a second still fills it, and a storable answer ends the mark. Also: requests with cookies of their own or a Range to other queries of its path are sent as they came.'),
   })
   .describe('Request collapsing.');
 

@@ -102,6 +102,9 @@ export function queryNamesOf(routes: readonly RouteConfig[]): QueryNames {
   return { strict: new Set(names), loose, looseFragments };
 }
 
+/** The reading of a site whose routes ask about no parameter: nothing to read. */
+const NO_QUERY: QueryReading = { strict: () => new Map(), loose: () => new Map() };
+
 /**
  * Parameters read at most: PHP's max_input_vars, qs's parameterLimit and Django's
  * DATA_UPLOAD_MAX_NUMBER_FIELDS are 1 000 by default, and the origin reads none past them.
@@ -257,7 +260,7 @@ export function compileSite(site: SiteConfig, defaultRoute: RouteConfig): Compil
     config: site,
     routes,
     matchRoute(method, path, query) {
-      const q = readQuery(query, queryNames);
+      const q = queryNames.strict.size === 0 ? NO_QUERY : readQuery(query, queryNames);
       let matched = fallback;
       for (const r of routes)
         if (r.matches(method, path, q)) {

@@ -18,6 +18,12 @@ async function get(url: string, headers: Record<string, string> = {}) {
 }
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** crowdgate_hit_for_pass_total of the test site: the hit-for-pass marks set so far. */
+async function hitForPassMarks(adminUrl: string): Promise<number> {
+  const text = await (await request(`${adminUrl}/metrics`)).body.text();
+  return Number(/^crowdgate_hit_for_pass_total\{site="test"\} (\d+)/m.exec(text)?.[1] ?? 0);
+}
+
 /** A ManualClock on a whole second, so Date headers (second resolution) carry no hidden age. */
 const manualClock = () => new ManualClock(Math.floor(Date.now() / 1000) * 1000);
 
@@ -169,7 +175,7 @@ describe('cache: hit-for-pass that grows while a page stays uncacheable, and loo
       res.end('issues');
     });
     const g = await gateway({ sites: [siteFor([o.url])] }, { clock });
-    const marks = async () => Number(/^crowdgate_hit_for_pass_total\{site="test"\} (\d+)/m.exec(await (await request(`${g.adminUrl}/metrics`)).body.text())?.[1] ?? 0);
+    const marks = () => hitForPassMarks(g.adminUrl);
     const status = async () => String((await request(`${g.url}/issues`)).headers['cache-status']);
     await status(); // fill: private, marked
     expect(await marks()).toBe(1);
@@ -243,7 +249,7 @@ describe('cache: hit-for-pass on a redirect does not grow', () => {
       res.end();
     });
     const g = await gateway({ sites: [siteFor([o.url])] }, { clock });
-    const marks = async () => Number(/^crowdgate_hit_for_pass_total\{site="test"\} (\d+)/m.exec(await (await request(`${g.adminUrl}/metrics`)).body.text())?.[1] ?? 0);
+    const marks = () => hitForPassMarks(g.adminUrl);
     for (let i = 1; i <= 4; i++) {
       expect((await request(`${g.url}/page`)).statusCode).toBe(302); // undici's request follows no redirect
       expect(await marks()).toBe(i); // a fill each 5 s: the mark stayed 5 s
