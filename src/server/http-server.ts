@@ -95,10 +95,17 @@ export function createPublicServer(opts: PublicServerOptions): PublicServer {
   // after an ignored Upgrade): closeAllConnections() (the drain's cut, close) must cut them
   // too, or server.close() waits for them (the TLS listener tracks every socket itself).
   const taken = new Set<Socket>();
-  server.on('upgrade', upgradeListener(opts, (socket) => {
-    taken.add(socket);
-    socket.once('close', () => taken.delete(socket));
-  }));
+  server.on(
+    'upgrade',
+    upgradeListener(
+      opts,
+      (socket) => {
+        taken.add(socket);
+        socket.once('close', () => taken.delete(socket));
+      },
+      (req, res) => bodies.watch(req, res),
+    ),
+  );
   const closeAll = http.Server.prototype.closeAllConnections;
   Object.defineProperty(server, 'closeAllConnections', {
     value: () => {
@@ -219,19 +226,23 @@ const CUT = Object.assign(new Error('connection cut: the listener is closing'), 
  * protocol a client offers is ignored, as RFC 9110 §7.8 allows, and the request is answered as
  * an ordinary one (its Upgrade and Connection fields are hop-by-hop: never sent on), on a
  * connection closed afterwards: `curl --http2 http://…` offers `h2c` on every request, and all
- * of them got 400 (nginx, Varnish and Caddy answer them over HTTP/1.1). One with a body cannot
- * be read any more (its bytes went past the parser): 400, with a page saying why.
+ * of them got 400 (nginx, Varnish and Caddy answer them over HTTP/1.1). A body of a declared
+ * length is read from the socket past the parser (withBody): `curl --http2 -d …` (a form post,
+ * a login) got 400 where every origin answered it (differential trial). A chunked one cannot
+ * be read without a parser: 400, with a page saying why. `watchBody` times a body's silence as
+ * the listener times any other (BodyWatch); without it, the socket's own idle timeout does.
  */
 export function upgradeListener(
   opts: Pick<PublicServerOptions, 'onRequest' | 'onUpgrade'>,
   onTaken?: (socket: Socket) => void,
+  watchBody?: (req: http.IncomingMessage, res: http.ServerResponse) => void,
 ): (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void {
   return (req, socket, head) => {
     onTaken?.(socket as Socket);
     socket.on('error', () => socket.destroy());
     afterEarlierResponses(socket as Socket, () => {
       try {
-        takeUpgrade(opts, req, socket, head);
+        takeUpgrade(opts, req, socket, head, watchBody);
       } catch (err) {
         socket.destroy(); // no parser and no timeout watch this connection any more: never leave it open
         throw err;
@@ -270,15 +281,17 @@ function takeUpgrade(
   req: http.IncomingMessage,
   socket: Duplex,
   head: Buffer,
+  watchBody?: (req: http.IncomingMessage, res: http.ServerResponse) => void,
 ): void {
   if (String(req.headers.upgrade ?? '').trim().toLowerCase() === 'websocket') {
     opts.onUpgrade(req, socket, head);
     return;
   }
-  const length = req.headers['content-length'];
+  // llhttp has checked Content-Length (digits, one value, not beside Transfer-Encoding).
+  const length = Number(req.headers['content-length'] ?? 0);
   const refusal =
-    req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
-      ? 'A request that asks to upgrade the connection cannot carry a body here.\n'
+    req.headers['transfer-encoding'] !== undefined
+      ? 'A request that asks to upgrade the connection cannot carry a chunked body here: send it with a Content-Length, or without the Upgrade offer.\n'
       : req.headers.host === undefined && req.httpVersion !== '1.0' // what the request path does for the others
         ? 'An HTTP/1.1 request needs a Host header.\n'
         : undefined;
@@ -286,22 +299,72 @@ function takeUpgrade(
     socket.end(`HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(refusal)}\r\n\r\n${refusal}`, () => socket.destroy());
     return;
   }
+  const request = length > 0 ? withBody(req, socket as Socket, head, length) : req;
   // The parser that noticed a client leaving is gone: read on (bytes past this request are
   // dropped unparsed), and a client that ends its side has left, as Node's server treats it.
   socket.on('end', () => socket.destroy());
   socket.resume();
   // What Node's own server does per request (a ServerResponse on the socket, 'close' after
   // 'finish'), for one response on a connection that then ends.
-  const res = new http.ServerResponse(req);
+  const res = new http.ServerResponse(request);
   res.shouldKeepAlive = false;
   res.assignSocket(socket as Socket);
   res.once('finish', () => {
     res.detachSocket(socket as Socket);
-    req.resume();
+    request.resume();
     process.nextTick(() => res.emit('close'));
     (socket as Socket).destroySoon(); // flushed, then closed: never left half-open
   });
-  opts.onRequest(req, res);
+  if (request !== req) watchBody?.(request, res);
+  opts.onRequest(request, res);
+}
+
+/**
+ * The request Node handed to 'upgrade' (its stream already ended: the parser stopped at the
+ * head), again with its body: the `length` bytes that follow the head, `head` first, then
+ * the socket's, with back-pressure. A client that leaves before the last byte aborts it as
+ * Node's own requests are aborted (ECONNRESET); bytes past the body are not read (the
+ * connection closes after the answer).
+ */
+function withBody(req: http.IncomingMessage, socket: Socket, head: Buffer, length: number): http.IncomingMessage {
+  const body = new http.IncomingMessage(socket);
+  body.method = req.method;
+  body.url = req.url;
+  body.httpVersion = req.httpVersion;
+  body.httpVersionMajor = req.httpVersionMajor;
+  body.httpVersionMinor = req.httpVersionMinor;
+  body.headers = req.headers;
+  body.rawHeaders = req.rawHeaders;
+  let remaining = length;
+  const finish = (): void => {
+    socket.off('data', onData);
+    socket.off('close', onClose);
+  };
+  const onData = (chunk: Buffer): void => {
+    if (remaining <= 0) return;
+    const part = chunk.length > remaining ? chunk.subarray(0, remaining) : chunk;
+    remaining -= part.length;
+    const more = body.push(part);
+    if (remaining === 0) {
+      finish();
+      body.complete = true;
+      body.push(null);
+    } else if (!more) socket.pause();
+  };
+  const onClose = (): void => {
+    finish();
+    if (remaining > 0 && !body.destroyed) {
+      body.emit('aborted');
+      body.destroy(Object.assign(new Error('aborted'), { code: 'ECONNRESET' }));
+    }
+  };
+  body._read = () => {
+    if (remaining > 0) socket.resume();
+  };
+  socket.on('data', onData);
+  socket.once('close', onClose);
+  if (head.length > 0) onData(head);
+  return body;
 }
 
 /** The HTTP/1.1 parser's limits, on the plain listener and the HTTPS listener's HTTP/1.1 fallback alike. */

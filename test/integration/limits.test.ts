@@ -444,6 +444,29 @@ describe('limits: connections', () => {
     expect(answers[1]).toMatch(/^HTTP\/1\.1 200 [^]*got 1000$/);
   }, 15_000);
 
+  it('times the body of a request that offers h2c (read past the parser Node detached) as any other: 408 when it stalls, whole when it keeps coming (differential trial: it was refused 400)', async () => {
+    const o = await uploadOrigin();
+    const g = await gateway({ limits: { headersTimeoutMs: 1_000, requestTimeoutMs: 1_000 }, sites: [siteFor([o.url])] });
+    const port = portOf(g.url);
+    const offer = 'Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n';
+    const send = async (length: number, pieces: number): Promise<string> => {
+      const s = await connect(port);
+      let received = '';
+      s.on('data', (d) => (received += d.toString()));
+      s.write(`POST /upload HTTP/1.1\r\nHost: shop.test\r\n${offer}Content-Length: ${length}\r\n\r\n${'x'.repeat(10)}`);
+      for (let i = 0; i < pieces; i++) {
+        await sleep(300);
+        s.write('x'.repeat((length - 10) / pieces));
+      }
+      await closedWithin(s, 1_000 + CONNECTIONS_CHECK_MS * 4);
+      return received;
+    };
+    const [stalled, flowing] = await Promise.all([send(1_000, 0), send(100_010, 10)]);
+    expect(stalled).toMatch(/^HTTP\/1\.1 408 /);
+    expect(stalled.toLowerCase()).toContain('x-crowdgate-error: request_timeout');
+    expect(flowing).toMatch(/^HTTP\/1\.1 200 [^]*got 100010$/);
+  }, 15_000);
+
   it('caps open connections per client address (maxConnectionsPerClient), and exempts trusted proxies', async () => {
     const o = await origin();
     o.route('/', { body: 'ok' });
