@@ -771,11 +771,19 @@ function noteNotStored(ctx: Ctx, reason: NotStoredReason, headers: Readonly<Reco
   const set = setCookiesOf(headers);
   const cookies = set.map((c) => c.name);
   const perVisitor = set.filter((c) => c.httpOnly || PER_VISITOR_COOKIE.test(c.name)).map((c) => c.name);
+  // On a route whose fills carry no session (cache.ignoreSessionCookies), a session the answer
+  // sets was started for the fill itself: stripped, each visitor keeps its own. DokuWiki's
+  // images (`fetch.php`) set its session on every fill, and the hint said not to strip it,
+  // the one setting that let a crowd have them (DokuWiki trial).
+  const fillsOwnSession =
+    ctx.route?.config.cache?.ignoreSessionCookies === true && perVisitor.length > 0 && perVisitor.every((name) => ctx.site!.isBypassCookie(name));
   ctx.deps.logger.warn(
     { site, route, cookies, path: ctx.url.split('?')[0] },
-    perVisitor.length > 0
-      ? `answers with Set-Cookie are not stored (setCookie: refuse): every request for them goes to the origin. ${perVisitor.join(', ')} looks like a cookie of each visitor's own (a CSRF token, a session; HttpOnly, or named so): do not strip it (setCookie: strip would give every visitor the first one's, and their forms would fail); such pages can be cached only where the app stops setting it`
-      : 'answers with Set-Cookie are not stored (setCookie: refuse): every request for them goes to the origin. If these cookies are the same for every visitor (a language, a consent choice), setCookie: strip on the route stores the pages without them',
+    fillsOwnSession
+      ? `answers with Set-Cookie are not stored (setCookie: refuse): every request for them goes to the origin. ${perVisitor.join(', ')} is a session this route's fills are made without (cache.ignoreSessionCookies), so the origin starts one for each fill: setCookie: strip on the route stores the files without it, and each visitor keeps its own`
+      : perVisitor.length > 0
+        ? `answers with Set-Cookie are not stored (setCookie: refuse): every request for them goes to the origin. ${perVisitor.join(', ')} looks like a cookie of each visitor's own (a CSRF token, a session; HttpOnly, or named so): do not strip it (setCookie: strip would give every visitor the first one's, and their forms would fail); such pages can be cached only where the app stops setting it`
+        : 'answers with Set-Cookie are not stored (setCookie: refuse): every request for them goes to the origin. If these cookies are the same for every visitor (a language, a consent choice), setCookie: strip on the route stores the pages without them',
   );
 }
 

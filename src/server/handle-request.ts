@@ -551,11 +551,16 @@ function isPassOnPath(ctx: Ctx, lookup: Lookup): boolean {
   const range = ctx.method === 'GET' && headers.range !== undefined;
   if (!cookies && !range) return false;
   const { deps } = ctx;
+  // A mark for cookie holders (copies varying on Cookie) is not for a request whose only own
+  // cookies are sessions the route ignores (cache.ignoreSessionCookies): a stored copy answers
+  // it as anyone's. DokuWiki's styles vary on Cookie, and each new `?tseed=` URL of
+  // `css.php` went to PHP for every visitor for the mark's 10 minutes (DokuWiki trial).
+  const cookieHolder = cookies && carriesOwnCookies(headers.cookie, lookup.policy, true);
   // A Range on its path's own mark alone, and not one for cookies only: a directory's may be
   // some other page's (a new episode under /podcast/ must still be stored whole).
   const marked = pathKeysOf(ctx).some((key, i) => {
     const mark = deps.inflight.pathUncacheable(key);
-    return mark !== undefined && (cookies || (i === 0 && !mark.cookiesOnly));
+    return mark !== undefined && (mark.cookiesOnly ? cookieHolder : cookies || i === 0);
   });
   return marked && !deps.inflight.isInflight(collapseKeyOf(lookup).id) && !deps.upstream.isBacklogged(ctx.site!.pool);
 }

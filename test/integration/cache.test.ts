@@ -363,9 +363,11 @@ describe('cache: why an answer was not stored', () => {
     o.route('/big', { headers: { 'cache-control': 'public, max-age=60' }, body: 'b'.repeat(4096) });
     o.route('/token/page', { headers: { 'cache-control': 'public, max-age=60', 'set-cookie': 'abc123secretvalue; Path=/' }, body: 'page' });
     const site = siteFor([o.url], {
+      bypassCookies: ['*session*', 'DokuWiki'],
       routes: [
         { name: 'shared', match: { pathPrefix: '/shared/' }, cache: { setCookie: 'strip' } },
         { name: 'token', match: { pathPrefix: '/token/' } },
+        { name: 'media', match: { pathPrefix: '/lib/exe/fetch.php' }, cache: { ignoreSessionCookies: true } },
         { name: 'pages', match: { pathPrefix: '/' } },
       ],
     });
@@ -404,6 +406,16 @@ describe('cache: why an answer was not stored', () => {
     expect(warned()).toHaveLength(5);
     expect(warned()[4]).toMatchObject({ cookies: ['lang', 'Redmine'] });
     expect(warned()[4]!.msg).toContain('Redmine looks like a cookie of each visitor\'s own');
+    // On a route whose fills carry no session (ignoreSessionCookies), a session the answer sets
+    // was started for the fill: the hint is to strip it (DokuWiki's images, its session on each).
+    o.route('/lib/exe/fetch.php', { headers: { 'cache-control': 'public, max-age=60', 'set-cookie': 'DokuWiki=abc123; path=/; HttpOnly' }, body: 'img' });
+    clock.advance(61_000);
+    await get(`${g.url}/lib/exe/fetch.php?media=a.png`, { cookie: 'DokuWiki=visitor' });
+    expect(warned()).toHaveLength(6);
+    expect(warned()[5]).toMatchObject({ route: 'media', cookies: ['DokuWiki'] });
+    expect(warned()[5]!.msg).toContain('DokuWiki is a session this route\'s fills are made without');
+    expect(warned()[5]!.msg).toContain('setCookie: strip on the route stores the files without it');
+    expect(warned()[5]!.msg).not.toContain('do not strip');
   });
 
   it('says once per route when a route\'s defaultTtlSeconds meets answers stored with a lifetime of their own of zero, which are revalidated every time (Ghost trial: public, max-age=0 on every page); a floor raises it and says nothing', async () => {
