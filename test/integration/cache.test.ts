@@ -823,6 +823,36 @@ describe('cache: correctness', () => {
     expect(o.count('/c')).toBe(1);
   });
 
+  it('answers a failing If-Match or If-Unmodified-Since with 412, on the fill and from the cache, as the origin would (differential trial: 200 both times)', async () => {
+    const o = await origin();
+    const lm = 'Mon, 01 Jun 2026 10:00:00 GMT';
+    o.route('/doc', { headers: { 'cache-control': 'public, max-age=60', etag: '"v2"', 'last-modified': lm }, body: 'version two' });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    // The first request fills the page (the fill carries neither header) and is judged against its answer.
+    const first = await get(`${g.url}/doc`, { 'if-match': '"v1"' });
+    expect(first.status).toBe(412);
+    expect(first.body).toBe('');
+    expect(first.headers['etag']).toBe('"v2"');
+    expect(o.requests.map((r) => r.headers['if-match'] ?? 'none')).toEqual(['none']);
+    for (const [headers, status] of [
+      [{ 'if-match': '"v1"' }, 412],
+      [{ 'if-match': '"v1", "v2"' }, 200],
+      [{ 'if-match': '*' }, 200],
+      [{ 'if-unmodified-since': 'Sun, 31 May 2026 10:00:00 GMT' }, 412],
+      [{ 'if-unmodified-since': lm }, 200],
+      // If-Match first (RFC 9110 §13.2.2): it holds, so the failing date is not looked at.
+      [{ 'if-match': '"v2"', 'if-unmodified-since': 'Sun, 31 May 2026 10:00:00 GMT' }, 200],
+      // A failing precondition before a matching If-None-Match: 412, not 304.
+      [{ 'if-match': '"v1"', 'if-none-match': '"v2"' }, 412],
+    ] as const) {
+      const res = await get(`${g.url}/doc`, headers);
+      expect(res.status, JSON.stringify(headers)).toBe(status);
+      expect(res.headers['cache-status'], JSON.stringify(headers)).toMatch(/; hit/);
+      expect(res.body).toBe(status === 200 ? 'version two' : '');
+    }
+    expect(o.count('/doc')).toBe(1);
+  });
+
   it('invalidates the URL and its Location after a successful POST (RFC 9111 §4.4)', async () => {
     const o = await origin();
     o.route('/item', { headers: { 'cache-control': 'public, max-age=60' }, body: (r) => `item ${r.seq}` });
