@@ -225,7 +225,9 @@ function makePrepared(entry: CacheEntry, coding: StoredCoding | undefined): Prep
   const flat: Array<string | number | string[]> = [];
   for (const [name, value] of Object.entries(headers)) flat.push(name, value);
   const via = appendVia(entry.headers['via']);
-  flat.push('content-length', body.length, 'via', via);
+  // Never on a 204 (RFC 9110 §8.6: a server must not send one; the origin's had none).
+  if (entry.status === 204) flat.push('via', via);
+  else flat.push('content-length', body.length, 'via', via);
   const notModified: OutgoingHttpHeaders = {};
   for (const name of NOT_MODIFIED_HEADERS) {
     const v = headers[name];

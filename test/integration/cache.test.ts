@@ -823,6 +823,23 @@ describe('cache: correctness', () => {
     expect(o.count('/c')).toBe(1);
   });
 
+  it('serves a stored 204 without Content-Length, as the origin sent it (RFC 9110 §8.6; differential trial: Content-Length: 0 from the cache)', async () => {
+    const o = await origin();
+    o.route('/ping', (_req, res) => {
+      res.writeHead(204, { 'cache-control': 'public, max-age=60', 'x-kind': 'beacon' });
+      res.end();
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    for (const state of [/fwd=uri-miss/, /; hit/]) {
+      const res = await get(`${g.url}/ping`);
+      expect(res.status).toBe(204);
+      expect(res.headers['cache-status']).toMatch(state);
+      expect(res.headers['x-kind']).toBe('beacon');
+      expect(res.headers['content-length']).toBeUndefined();
+    }
+    expect(o.count('/ping')).toBe(1);
+  });
+
   it('answers a failing If-Match or If-Unmodified-Since with 412, on the fill and from the cache, as the origin would (differential trial: 200 both times)', async () => {
     const o = await origin();
     const lm = 'Mon, 01 Jun 2026 10:00:00 GMT';
