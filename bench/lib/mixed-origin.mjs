@@ -12,6 +12,11 @@
  *   GET  /__stats       JSON counters, answered at once and not counted
  *   anything else       404 after a fast delay (counted as "other")
  *
+ * With `stallEveryMs` and `stallMs` (--stall-every-ms, --stall-ms) the origin stalls for
+ * `stallMs` every `stallEveryMs` from its start, as a database lock or a long GC pause would:
+ * nothing is answered during a stall (an answer due then waits for its end, a request arriving
+ * then starts its work at the end). /probe and /__stats are never held.
+ *
  * Every answer carries `Cache-Control: private, no-store` so each request reaches the origin and
  * takes a permit from the gateway's limiter; with `cacheableShare` > 0, the pages /page/N with
  * N mod 100 < 100 × share are `public, max-age=5` instead. `X-Origin-Delay-Ms` tells the client
@@ -31,7 +36,7 @@ const FAST = 'fast';
 const SLOW = 'slow';
 
 /**
- * @param {{ port?: number, host?: string, cacheableShare?: number, fastMs?: [number, number], pageMs?: [number, number], slowMs?: [number, number] }} [opts]
+ * @param {{ port?: number, host?: string, cacheableShare?: number, fastMs?: [number, number], pageMs?: [number, number], slowMs?: [number, number], stallEveryMs?: number, stallMs?: number }} [opts]
  * @returns {Promise<{ port: number, url: string, stats: () => object, close: () => Promise<void> }>}
  */
 export async function startMixedOrigin(opts = {}) {
@@ -54,6 +59,17 @@ export async function startMixedOrigin(opts = {}) {
   /** @type {Record<number, { requests: number, peakInflight: number }>} */
   const perSecond = {};
   const startedAt = Date.now();
+  const stallEveryMs = opts.stallEveryMs ?? 0;
+  const stallMs = stallEveryMs > 0 ? Math.min(opts.stallMs ?? 0, stallEveryMs) : 0;
+  let heldByStall = 0;
+  /** `t` (epoch ms), or the end of the stall it falls in. */
+  const pastStall = (t) => {
+    if (stallMs <= 0) return t;
+    const since = t - startedAt;
+    const k = Math.floor(since / stallEveryMs);
+    const stallStart = k * stallEveryMs;
+    return k >= 1 && since < stallStart + stallMs ? startedAt + stallStart + stallMs : t;
+  };
 
   const between = (lo, hi) => lo + Math.random() * (hi - lo);
 
@@ -104,6 +120,9 @@ export async function startMixedOrigin(opts = {}) {
     res.once('close', finish);
     req.resume(); // read (and drop) any body, e.g. an upload's
     req.once('end', () => {
+      const now = Date.now();
+      const due = cls === 'probe' ? now : pastStall(pastStall(now) + delay);
+      if (due > now + delay) heldByStall++;
       setTimeout(() => {
         const isJson = route === 'api' || route === 'report' || route === 'upload';
         const body = isJson
@@ -116,7 +135,7 @@ export async function startMixedOrigin(opts = {}) {
           'x-origin-delay-ms': delay.toFixed(1),
         });
         res.end(body, finish);
-      }, delay);
+      }, due - now);
     });
   });
   // The gateway keeps its upstream connections alive; never let the origin close them first.
@@ -130,6 +149,9 @@ export async function startMixedOrigin(opts = {}) {
       cacheableShare,
       fastMs: [fastMin, fastMax],
       slowMs: [slowMin, slowMax],
+      stallEveryMs,
+      stallMs,
+      heldByStall,
       byClass: { ...byClass },
       byRoute: { ...byRoute },
       cacheableAnswers,
@@ -165,11 +187,17 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
       port: { type: 'string', default: '0' },
       'cacheable-share': { type: 'string', default: '0' },
       'page-ms': { type: 'string' },
+      'stall-every-ms': { type: 'string', default: '0' },
+      'stall-ms': { type: 'string', default: '0' },
     },
   });
   const share = Number(values['cacheable-share']);
   if (!(share >= 0 && share <= 1)) throw new Error('--cacheable-share must be between 0 and 1');
-  const o = await startMixedOrigin({ port: Number(values.port), cacheableShare: share, pageMs: parseRange(values['page-ms']) });
+  const stallEveryMs = Number(values['stall-every-ms']);
+  const stallMs = Number(values['stall-ms']);
+  if (!(stallEveryMs >= 0 && stallMs >= 0 && (stallEveryMs === 0 || stallMs <= stallEveryMs)))
+    throw new Error('--stall-every-ms and --stall-ms are >= 0 ms, the stall no longer than the period');
+  const o = await startMixedOrigin({ port: Number(values.port), cacheableShare: share, pageMs: parseRange(values['page-ms']), stallEveryMs, stallMs });
   process.stdout.write(`mixed-origin listening on 127.0.0.1:${o.port}\n`);
   const stop = () => o.close().then(() => process.exit(0));
   process.once('SIGTERM', stop);
