@@ -205,13 +205,17 @@ function makeFillHeaderFilter(cfg: SiteConfig['fillHeaders']): (name: string) =>
 /**
  * First 12 hex digits of the SHA-256 of a validated config (see Runtime.configHash), leaving
  * out where this instance is reached (the listeners' hosts and ports): two instances on one
- * machine differ there and nowhere else, and showed two hashes (multi-instance trial).
+ * machine differ there and nowhere else, and showed two hashes (multi-instance trial). And the
+ * ACME settings while no site uses ACME: its storage directory is resolved against the file's
+ * own, so one file copied to three directories gave three hashes, and a real drift looked
+ * like none (fleet trial).
  */
 export function configHashOf(config: GatewayConfig): string {
   const { host: _lh, port: _lp, ...listen } = config.listen;
   const { host: _ah, port: _ap, ...admin } = config.admin;
   const { host: _th, port: _tp, ...tls } = config.tls;
-  const hashed = { ...config, listen, admin, tls };
+  const usesAcme = config.sites.some((site) => (site.tls as { acme?: boolean } | undefined)?.acme === true);
+  const hashed = { ...config, listen, admin, tls, acme: usesAcme ? config.acme : undefined };
   return createHash('sha256').update(JSON.stringify(hashed)).digest('hex').slice(0, 12);
 }
 

@@ -256,7 +256,7 @@ export const METRICS = {
   configInfo: spec(
     'crowdgate_config_info',
     'gauge',
-    '1, labelled with the running config\'s hash (first 12 hex digits of the SHA-256 of the validated config, listener hosts and ports left out): instances that disagree run different configs.',
+    '1, labelled with the running config\'s hash (first 12 hex digits of the SHA-256 of the validated config, listener hosts and ports left out, and `acme` while no site uses it): instances that disagree run different configs.',
     ['hash'],
   ),
   configRestartPending: spec(

@@ -47,11 +47,11 @@ describe('Runtime.priorityOf', () => {
 });
 
 describe('configHashOf', () => {
-  const parse = (extra: Record<string, unknown>, ttl = 60) => {
+  const parse = (extra: Record<string, unknown>, ttl = 60, file = 'test.yaml', site: Record<string, unknown> = {}) => {
     const r = parseConfigText(
-      stringify({ ...extra, sites: [{ name: 'blog', hosts: ['*'], origins: [{ url: 'http://127.0.0.1:3000' }], routes: [{ name: 'pages', cache: { defaultTtlSeconds: ttl } }] }] }),
-      'test.yaml',
-      { env: {} },
+      stringify({ ...extra, sites: [{ name: 'blog', hosts: ['*'], origins: [{ url: 'http://127.0.0.1:3000' }], routes: [{ name: 'pages', cache: { defaultTtlSeconds: ttl } }], ...site }] }),
+      file,
+      { env: {}, checkFiles: false },
     );
     if (!r.ok) throw new Error(JSON.stringify(r.errors));
     return r.config;
@@ -65,5 +65,12 @@ describe('configHashOf', () => {
     expect(configHashOf(parse({ listen: { host: '127.0.0.1', port: 8081 } }, 61))).not.toBe(configHashOf(parse({ listen: { host: '127.0.0.1', port: 8081 } }, 60)));
     expect(configHashOf(parse({ listen: { backlog: 100 } }))).not.toBe(configHashOf(parse({})));
     expect(configHashOf(parse({ admin: { statusToken: 'x'.repeat(16) } }))).not.toBe(configHashOf(parse({})));
+  });
+
+  it('is the same for one file in two directories while no site uses ACME (fleet trial: acme.storageDir, resolved against each file\'s directory, gave three instances three hashes)', () => {
+    expect(configHashOf(parse({}, 60, '/srv/gw1/gateway.yaml'))).toBe(configHashOf(parse({}, 60, '/srv/gw2/gateway.yaml')));
+    // Where a site's certificates come from ACME, the storage is part of what it runs with.
+    const acme = { tls: { acme: true }, hosts: ['blog.example.com'] };
+    expect(configHashOf(parse({ tls: { port: 8443 } }, 60, '/srv/gw1/gateway.yaml', acme))).not.toBe(configHashOf(parse({ tls: { port: 8443 } }, 60, '/srv/gw2/gateway.yaml', acme)));
   });
 });
