@@ -11,7 +11,8 @@
  * Channels: `${keyPrefix}bus:purge` carries JSON { v: 1, from, selector, mode, at, again?, late? };
  * `${keyPrefix}bus:filled` carries the primary key as is; `${keyPrefix}bus:load` carries JSON
  * { v: 1, from, inflight: { <origin member URL>: n } } or { v: 1, from, probe: <member URL> }
- * (origin/peer-load.ts). One subscription and one handler serve
+ * (origin/peer-load.ts). On a database other than 0 (`redis://…/N`) each is
+ * `${keyPrefix}dbN:bus:…`: channels ignore databases. One subscription and one handler serve
  * every waiter of every key: waiters sit in a key -> Set map resolved by the notification, never
  * by polling.
  *
@@ -103,9 +104,15 @@ export class RedisBus {
     this.instanceId = options.instanceId ?? randomUUID();
     this.clock = options.clock ?? systemClock;
     this.ownsSubscriber = options.ownsSubscriber ?? false;
-    this.purgeChannel = `${options.keyPrefix}bus:purge`;
-    this.filledChannel = `${options.keyPrefix}bus:filled`;
-    this.loadChannel = `${options.keyPrefix}bus:load`;
+    // Pub/sub channels are one namespace for the whole server, whatever database a client
+    // selected: a staging deployment on `redis://…/1` with the same keyPrefix purged
+    // production's memory copies on db 0 (fleet trial). Its database scopes them too (none for
+    // db 0, so the channels of a deployment on db 0 are as they were).
+    const db = (this.subscriber as { options?: { db?: number } }).options?.db ?? 0;
+    const channels = db > 0 ? `${options.keyPrefix}db${db}:bus` : `${options.keyPrefix}bus`;
+    this.purgeChannel = `${channels}:purge`;
+    this.filledChannel = `${channels}:filled`;
+    this.loadChannel = `${channels}:load`;
     this.purgeLog = `${options.keyPrefix}bus:purgelog`;
     // Only our own subscribe() on each 'ready' (below) subscribes again after a reconnect:
     // ioredis's own resubscription leaves its promise unhandled, and a connection that dropped

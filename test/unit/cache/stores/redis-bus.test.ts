@@ -42,6 +42,25 @@ function nextNotice(bus: RedisBus): Promise<PurgeNotice> {
 }
 
 describe('RedisBus purge broadcast', () => {
+  it('keeps the notices of a deployment on another database to itself, though channels ignore databases (fleet trial: staging on /1 purged production on /0)', async () => {
+    const keyPrefix = `bus${++n}:`;
+    const production = [await makeBus({ id: 'p1', keyPrefix }), await makeBus({ id: 'p2', keyPrefix })];
+    const staging = [await makeBus({ id: 's1', keyPrefix, url: `${redis.url}/1` }), await makeBus({ id: 's2', keyPrefix, url: `${redis.url}/1` })];
+    for (const s of staging) expect(await s.bus.whenListening(5_000)).toBe(true);
+    const heardInProduction: PurgeNotice[] = [];
+    production[1]!.bus.onPurge((notice) => heardInProduction.push(notice));
+    // Staging's purge reaches staging, not production.
+    const atStaging = nextNotice(staging[1]!.bus);
+    expect(await staging[0]!.bus.publishPurge({ kind: 'all' }, 'hard', T0 + 1)).toBe(true);
+    expect(await atStaging).toMatchObject({ from: 's1', selector: { kind: 'all' } });
+    // Production's own purge, sent after, arrives; staging's never did (Redis delivers in order
+    // on one connection, and a subscriber to both channels would have had it first).
+    const atProduction = nextNotice(production[1]!.bus);
+    await production[0]!.bus.publishPurge({ kind: 'key', key: 'k' }, 'hard', T0 + 2);
+    expect(await atProduction).toMatchObject({ from: 'p1' });
+    expect(heardInProduction.map((x) => x.from)).toEqual(['p1']);
+  });
+
   it('delivers a purge to the other instance and not back to the sender', async () => {
     const { a, b } = await pair();
     const seenByA: PurgeNotice[] = [];
