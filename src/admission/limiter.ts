@@ -1798,11 +1798,22 @@ export class Limiter {
     // the gateway 14 refused at 0.5 s (new-user trial). Its wait goes on, a stall's length at
     // a time, until ROUND_TRIP_WAIT_MAX_MS from its arrival; an origin hung for good still
     // refuses it then. Not one a stale copy answers (waitsRoundTrips), nor one CoDel capped.
-    if (!w.capped && w.waitsRoundTrips && this.isStalled(now)) {
+    if (!w.capped && w.waitsRoundTrips) {
       const until = w.enqueuedAt + ROUND_TRIP_WAIT_MAX_MS;
-      if (until > now) {
+      if (until > now && this.isStalled(now)) {
         w.keptThroughStall = true;
         w.expiresAt = Math.min(until, now + this.stallAfterMs);
+        w.timer = this.scheduler.setTimeout(() => this.expire(w), w.expiresAt - now);
+        return;
+      }
+      // The stall it was kept through is over: the origin answers again, and the backlog the
+      // stall built drains now, a few round trips on an origin with room. Refused at the first
+      // look after it, the pages a 1.5 s lock held were refused `stalled` as it ended
+      // (normal-day bench with a lock every 10 s: 3-11 in a minute). So one more wait of its
+      // own length (at least a stall's look), within ROUND_TRIP_WAIT_MAX_MS of its arrival.
+      if (until > now && w.keptThroughStall === true && w.drainingAfterStall !== true) {
+        w.drainingAfterStall = true;
+        w.expiresAt = Math.min(until, now + Math.max(this.stallAfterMs, w.deadlineAt - w.enqueuedAt));
         w.timer = this.scheduler.setTimeout(() => this.expire(w), w.expiresAt - now);
         return;
       }

@@ -42,6 +42,8 @@ export interface Waiter<R = unknown> {
   waitsRoundTrips: boolean;
   /** Its wait was kept past its deadline through a stall (Limiter.expire): served until ROUND_TRIP_WAIT_MAX_MS from arrival. */
   keptThroughStall?: boolean;
+  /** The stall it was kept through ended while it waited: one more wait of its own length to drain (Limiter.expire). */
+  drainingAfterStall?: boolean;
   resolve: (result: R) => void;
   timer: unknown;
   signal: AbortSignal | undefined;

@@ -1676,6 +1676,33 @@ describe('Limiter: a client waits at least a few round trips (queue.minWaitRound
     expect(lowResult).toMatchObject({ ok: false, reason: 'deadline', waitedMs: 500 });
   });
 
+  it('a backlog kept through a stall drains when the origin answers again, not refused `stalled` at its next look (normal-day bench with a 1.5 s lock every 10 s: 3-11 quick pages refused as each ended)', async () => {
+    // One permit, held through a 1.5 s stall; ten requests wait behind it. The origin answers
+    // again at 1.5 s and then each request in 20 ms: the last is served 200 ms after the stall.
+    const t = setup({ limitN: 1, queue: patient });
+    await t.teach(20, 3);
+    const first = t.limiter.acquire({ priority: 1 });
+    if (first instanceof Promise || !first.ok) throw new Error('not granted');
+    const waiting = Array.from({ length: 10 }, () => t.limiter.acquire({ priority: 1 }) as Promise<AcquireResult>);
+    const results: (AcquireResult | undefined)[] = waiting.map(() => undefined);
+    waiting.forEach((w, i) => void w.then((r) => (results[i] = r)));
+    t.scheduler.advance(1_500);
+    await t.flush();
+    expect(results.every((r) => r === undefined)).toBe(true);
+    let holder = first.permit;
+    for (let i = 0; i < 10; i++) {
+      holder.release('success');
+      await t.flush();
+      const got = results[i];
+      expect(got, `request ${i}`).toMatchObject({ ok: true });
+      if (got === undefined || !got.ok) break;
+      holder = got.permit;
+      t.scheduler.advance(20);
+    }
+    holder.release('success');
+    expect(results.map((r) => r?.ok)).toEqual(Array(10).fill(true));
+  });
+
   it('and again when the typical round trip has grown by a quarter since (from a first quick answer toward the mix\'s)', async () => {
     const t = setup({ limitN: 2, queue: patient });
     await t.teach(50); // typical 50 ms: 8 of them are 400, so the 500 ms deadline stands
