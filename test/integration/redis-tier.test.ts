@@ -8,11 +8,13 @@
  * p99 than one command timeout; Redis restarted is used again without restarting the gateways.
  */
 import type { ServerResponse } from 'node:http';
+import { Redis } from 'ioredis';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnGateway, type GatewayProcess } from '../helpers/gateway-process.js';
 import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
 import { startTestOrigin, type TestOrigin } from '../helpers/test-origin.js';
+import { until } from '../helpers/until.js';
 
 const TOKEN = 'redis-tier-token-0123456789';
 /**
@@ -28,6 +30,7 @@ const SLACK_MS = 250;
 let redis: RedisServer;
 let origin: TestOrigin;
 let gateways: GatewayProcess[] = [];
+let gatewayConfig: Parameters<typeof spawnGateway>[0];
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -138,7 +141,8 @@ beforeAll(async () => {
     },
     sites: [{ name: 'test', hosts: ['*'], origins: [{ url: origin.url }], healthCheck: { enabled: false } }],
   };
-  gateways = await Promise.all([0, 1, 2].map(() => spawnGateway(config as Parameters<typeof spawnGateway>[0])));
+  gatewayConfig = config as Parameters<typeof spawnGateway>[0];
+  gateways = await Promise.all([0, 1, 2].map(() => spawnGateway(gatewayConfig)));
   await waitForRedisUp(5_000);
 }, 30_000);
 
@@ -417,5 +421,42 @@ describe('three gateways sharing one Redis', () => {
       fromC = await get(c.url, '/after-restart');
     }
     expect(fromC.cacheStatus).not.toMatch(/; hit/);
+  });
+
+  it('a Redis restarted from its dump brings back no page purged since: copies stored before it started are not used, here or on a gateway started after it (fleet trial: a deleted wiki page served for 5 h)', async () => {
+    const [a, b, c] = gateways as [GatewayProcess, GatewayProcess, GatewayProcess];
+    let version = 1;
+    const path = '/restored';
+    origin.route(path, { headers: { 'cache-control': 'public, max-age=3600' }, body: () => `v${version}` });
+    expect((await get(a.url, path)).body).toBe('v1');
+    // Redis saves its data (RDB) with the old page in it, as a Redis with persistence does by itself.
+    const admin = new Redis(redis.url);
+    try {
+      await admin.save();
+    } finally {
+      admin.disconnect();
+    }
+    // The page changes and is purged everywhere; b fetches the new one into Redis.
+    version = 2;
+    expect((await purge(a, { url: path })).status).toBe(200);
+    expect((await get(b.url, path)).body).toBe('v2');
+    expect(origin.count(path)).toBe(2);
+    // Redis restarts and loads its dump: the old page is in it again.
+    await redis.kill();
+    await redis.restart();
+    await waitForRedisUp(5_000);
+    // A running gateway that never held the page, and one started after the restart.
+    const d = await spawnGateway(gatewayConfig);
+    try {
+      await until(() => d.logs.some((l) => String(l.msg).startsWith('redis loaded copies from disk')), 'the new gateway warns', 5_000);
+      for (const g of [c, d]) {
+        const got = await get(g.url, path);
+        expect(got.body, g === c ? 'running gateway' : 'gateway started after').toBe('v2');
+      }
+      expect(origin.count(path)).toBeLessThanOrEqual(4);
+      expect(c.logs.some((l) => String(l.msg).startsWith('redis loaded copies from disk'))).toBe(true);
+    } finally {
+      await d.stop();
+    }
   });
 });

@@ -50,6 +50,8 @@ export interface RedisTierOptions {
 
 /** At most one warning for failed Redis commands per this many ms. */
 export const COMMAND_ERROR_LOG_MS = 60_000;
+/** Two readings of when Redis started (whole seconds of uptime, our clock) this close are one start (noteRedisStart). */
+const REDIS_START_SLACK_MS = 2_000;
 
 export class RedisTier {
   readonly config: RedisConfig;
@@ -69,6 +71,8 @@ export class RedisTier {
   private readonly onHeartbeat: ((available: boolean) => void) | undefined;
   /** The heartbeat (see startHeartbeat). */
   private heartbeat?: NodeJS.Timeout;
+  /** When Redis last started having loaded copies from disk, as noteRedisStart last saw it. */
+  private loadedStartAt: number | undefined;
 
   constructor(opts: RedisTierOptions) {
     const cfg = opts.config;
@@ -96,7 +100,10 @@ export class RedisTier {
       connectionName: 'crowdgate',
       onError: (err) => wentDown({ err: err.message }, 'redis unavailable: serving from memory only until it is back'),
     });
-    this.client.on('ready', cameBack);
+    this.client.on('ready', () => {
+      cameBack();
+      void this.noteRedisStart();
+    });
     // Commands Redis refuses while it stays connected (a full Redis under noeviction answers OOM
     // to every write, a replica after a failover READONLY) or leaves unanswered: once per
     // COMMAND_ERROR_LOG_MS, with how many since. Only counted before, so a Redis that had
@@ -188,6 +195,50 @@ export class RedisTier {
       this.logger.info({ keyPrefix: this.config.keyPrefix }, 'redis ready: cache, fill locks and purges shared through it');
       await this.checkMemoryBound(timeoutMs);
     }
+  }
+
+  /**
+   * On every connection (the first, and each after Redis restarted or the link dropped): when
+   * Redis started and whether it loaded copies from disk then (INFO: `uptime_in_seconds`,
+   * `rdb_last_load_keys_loaded`, `aof_enabled`). If it did, copies stored before its start came
+   * from a snapshot that may predate purges the instances made since: the store no longer uses
+   * them (TieredStore.noteL2Loaded), and a warning says so. A Redis without persistence loads
+   * nothing and costs nothing here. One that does not say how many keys it loaded (before
+   * Redis 7) is taken to have loaded some. Says nothing when INFO is refused or does not answer.
+   */
+  private async noteRedisStart(): Promise<void> {
+    const asked = this.clock.now();
+    let timer: NodeJS.Timeout | undefined;
+    let info: unknown;
+    try {
+      info = await Promise.race([
+        this.client.info() as Promise<unknown>,
+        new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), this.config.connectTimeoutMs))),
+      ]);
+    } catch {
+      return; // INFO refused (a managed Redis): nothing known
+    } finally {
+      clearTimeout(timer);
+    }
+    if (typeof info !== 'string') return;
+    const field = (name: string): string | undefined => new RegExp(`^${name}:(.*)$`, 'm').exec(info as string)?.[1]?.trim();
+    const uptime = Number(field('uptime_in_seconds'));
+    if (!Number.isFinite(uptime) || uptime < 0) return;
+    const loaded = field('rdb_last_load_keys_loaded');
+    const fromDisk = field('aof_enabled') === '1' || loaded === undefined || Number(loaded) > 0;
+    if (!fromDisk) return;
+    // Its start, at the latest (uptime is whole seconds): a copy stored in its first second is
+    // fetched again, never one from the snapshot used.
+    const startedAt = asked - uptime * 1000;
+    this.store.noteL2Loaded(startedAt);
+    // Once per start of Redis, not at each reconnect to the same one.
+    const known = this.loadedStartAt;
+    this.loadedStartAt = startedAt;
+    if (known !== undefined && Math.abs(startedAt - known) <= REDIS_START_SLACK_MS) return;
+    this.logger.warn(
+      { startedAt: new Date(startedAt).toISOString(), keysLoaded: loaded === undefined ? undefined : Number(loaded), aof: field('aof_enabled') === '1' },
+      'redis loaded copies from disk when it started: copies stored in it before then are not used (a purge made since its snapshot would come back with them), so each page is fetched again once; a cache Redis needs no persistence (--save \'\' --appendonly no)',
+    );
   }
 
   /**

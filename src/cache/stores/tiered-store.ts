@@ -63,6 +63,11 @@ export class TieredStore implements CacheStore {
    * copy there to come back the same way.
    */
   private readonly unsettled: UnsettledPurge[] = [];
+  /**
+   * When L2 last started, if it loaded copies from disk then (noteL2Loaded; -Infinity: it did
+   * not, or is not known to have): copies stored before it are not used (screen).
+   */
+  private l2LoadedAt = -Infinity;
 
   constructor(options: TieredStoreOptions) {
     this.l1 = options.l1;
@@ -103,6 +108,7 @@ export class TieredStore implements CacheStore {
    * nothing is left. Use it for everything L2 returns before L1 or a request sees it.
    */
   screen(record: readonly CacheEntry[] | undefined): readonly CacheEntry[] | undefined {
+    if (record !== undefined && this.l2LoadedAt !== -Infinity) record = this.sinceLoaded(record);
     if (record === undefined || this.unsettled.length === 0) return record;
     this.dropSettled();
     let current: readonly CacheEntry[] = record;
@@ -117,6 +123,27 @@ export class TieredStore implements CacheStore {
       if (affected > 0) current = kept; // in the record's order (oldest first: computeRecordWith trims by it)
     }
     return current.length === 0 ? undefined : current;
+  }
+
+  /**
+   * L2 loaded copies from disk when it started, at `at` (this instance's clock): every copy
+   * stored before then came from its snapshot, which may predate purges the instances made and
+   * applied since (an edited or deleted page). They are not used from now on: each page is
+   * fetched again once. A Redis restarted from its dump served a deleted wiki page and the
+   * old version of an edited one, for their 5 h lifetime, from the instance that started
+   * after it (fleet trial).
+   */
+  noteL2Loaded(at: number): void {
+    this.l2LoadedAt = at;
+  }
+
+  /** The variants of an L2 record stored since L2 last loaded copies from disk (noteL2Loaded); undefined when none is. */
+  private sinceLoaded(record: readonly CacheEntry[]): readonly CacheEntry[] | undefined {
+    const since = this.l2LoadedAt;
+    let old = 0;
+    for (const e of record) if (e.responseTime < since) old++;
+    if (old === 0) return record;
+    return old === record.length ? undefined : record.filter((e) => e.responseTime >= since);
   }
 
   /** An L2 record copied into L1 (another instance stored it), screened first. */

@@ -30,6 +30,20 @@ async function makeInstances(url = redis.url) {
 }
 
 describe('TieredStore', () => {
+  it('uses no copy Redis holds from before it last loaded copies from disk, and every copy stored since (noteL2Loaded)', async () => {
+    const { a, b, clock } = await makeInstances();
+    const old = makeEntry({ key: 'old', responseTime: clock.now() - 5_000, requestTime: clock.now() - 5_010 });
+    await a.store.put(old);
+    b.store.noteL2Loaded(clock.now() - 1_000);
+    expect(await b.store.get('old')).toBeUndefined();
+    const since = makeEntry({ key: 'since', responseTime: clock.now(), requestTime: clock.now() - 10 });
+    await a.store.put(since);
+    expect(await b.store.get('since')).toEqual([since]);
+    // A record holding both: the variant stored since is kept alone.
+    const mixed = [makeEntry({ key: 'mixed', variantKey: 'a', responseTime: clock.now() - 5_000 }), makeEntry({ key: 'mixed', variantKey: 'b', responseTime: clock.now() })];
+    expect(b.store.screen(mixed)?.map((e) => e.variantKey)).toEqual(['b']);
+  });
+
   it('serves an L2 hit from another instance, then from its own L1 (events tagged by tier)', async () => {
     const { a, b } = await makeInstances();
     const entry = makeEntry({ key: 'k' });
