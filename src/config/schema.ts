@@ -448,7 +448,7 @@ export const cacheKeySchema = z
     query: z
       .enum(['all', 'keep', 'drop', 'none'])
       .default('all')
-      .describe('all: every parameter (sorted); keep: only `params`; drop: all but `params`; none: ignore the query.'),
+      .describe('all: every parameter (sorted); keep: only `params`; drop: all but `params`; none: ignore the query. A fill asks the origin for the key\'s query, so a parameter left out of the key never reaches it on a fill (`?action=history` dropped is the article); a pass-through sends the query as it came.'),
     params: z.array(z.string()).default([]).describe('Parameter names for keep/drop; `*` suffix matches a prefix.'),
     dropTracking: z
       .array(z.string())
