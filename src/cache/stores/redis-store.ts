@@ -160,6 +160,8 @@ export class RedisGuard {
   private readonly breakerOpenMs: number;
   private readonly onCommandError: ((error: unknown) => void) | undefined;
   private readonly onBreaker: ((open: boolean) => void) | undefined;
+  /** The client's command timeout, ms (ioredis `commandTimeout`), if it has one. */
+  private readonly commandTimeoutMs: number | undefined;
 
   constructor(
     readonly client: RedisClient,
@@ -172,6 +174,7 @@ export class RedisGuard {
     this.clock = options.clock ?? systemClock;
     this.onCommandError = options.onCommandError;
     this.onBreaker = options.onBreaker;
+    this.commandTimeoutMs = (client as { options?: { commandTimeout?: number } }).options?.commandTimeout;
     // A fresh connection is the best probe there is.
     client.on('ready', () => this.close());
   }
@@ -194,6 +197,7 @@ export class RedisGuard {
       this.recordFailure();
       return { ok: false, reason: 'not-ready' };
     }
+    const startedAt = performance.now();
     try {
       const value = await op(this.client);
       this.close();
@@ -201,7 +205,14 @@ export class RedisGuard {
     } catch (error) {
       // A command timeout means Redis is hung or overloaded: open at once, so no request waits
       // more than one commandTimeout for Redis (other errors answer fast and are counted).
-      this.recordFailure(isTimeout(error));
+      // Unless the timeout itself came late (over LATE_TIMEOUT_FACTOR times its time): this
+      // process's event loop was busy, as in a crowd's first second, and Redis's reply may
+      // have sat unread behind the timer. That counts as one failure, toward breakerFailures:
+      // opened at once, every instance skipped Redis and fetched each page itself (fleet
+      // trial: 11 origin requests for 5 pages while Redis was idle).
+      const timeout = isTimeout(error);
+      const late = timeout && this.commandTimeoutMs !== undefined && performance.now() - startedAt > LATE_TIMEOUT_FACTOR * this.commandTimeoutMs;
+      this.recordFailure(timeout && !late);
       this.onCommandError?.(error);
       return { ok: false, reason: 'error', error };
     }
@@ -513,6 +524,9 @@ export class RedisStore implements CacheStore {
 }
 
 /** Escape Redis glob specials (`* ? [ ] \`) so a prefix matches literally in SCAN MATCH. */
+/** A command timeout that fired more than this many times its time after the command left came late (RedisGuard.run). */
+export const LATE_TIMEOUT_FACTOR = 2;
+
 function isTimeout(error: unknown): boolean {
   return /timed? ?out/i.test(String((error as Error)?.message ?? ''));
 }

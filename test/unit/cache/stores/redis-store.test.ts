@@ -319,6 +319,24 @@ describe('RedisGuard', () => {
     expect(guard.state).toBe('closed');
   });
 
+  it('a timeout that fired late, behind a busy event loop, counts as one failure and does not open the breaker at once (fleet trial: a crowd\'s first second)', async () => {
+    const clock = new ManualClock(T0);
+    const client = createRedisClient({ url: redis.url, commandTimeoutMs: 50, connectTimeoutMs: 300 });
+    redis.cleanup(() => client.disconnect());
+    await waitUntilReady(client);
+    const guard = new RedisGuard(client, { breakerFailures: 3, breakerOpenMs: 1_000, clock });
+    const pending = guard.run((c) => c.ping());
+    // The loop is busy for three command timeouts: the timer and Redis's reply are both due
+    // when it is free, and timers run first.
+    const until = performance.now() + 150;
+    while (performance.now() < until);
+    const result = await pending;
+    expect(result).toMatchObject({ ok: false, reason: 'error' });
+    expect(String((result as { error?: Error }).error?.message)).toMatch(/timed out/i);
+    expect(guard.state).toBe('closed');
+    expect((await guard.run((c) => c.ping())).ok).toBe(true);
+  });
+
   it('counts an unconnected client as a failure without sending', async () => {
     const clock = new ManualClock(T0);
     const client = createRedisClient({ url: 'redis://127.0.0.1:1', commandTimeoutMs: 75, connectTimeoutMs: 300 });
