@@ -33,7 +33,7 @@ import https from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex, ReadableOptions } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
-import { answerClientError, answerConnect, applyHttp1Limits, closeQueuedWithSocket, guardConnections, inTurn, upgradeListener, CONNECTIONS_CHECK_MS, type PublicServerOptions } from '../server/http-server.js';
+import { answerClientError, answerConnect, applyHttp1Limits, BodyWatch, closeQueuedWithSocket, guardConnections, inTurn, upgradeListener, CONNECTIONS_CHECK_MS, type PublicServerOptions } from '../server/http-server.js';
 import type { GatewayConfig } from '../config/schema.js';
 import type { Certificates } from './certificates.js';
 
@@ -264,7 +264,12 @@ export function createSecurePublicServer(opts: SecureServerOptions): SecurePubli
   server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
     opts.logger.debug({ err: err.message, peer: socket.remoteAddress }, 'TLS handshake failed');
   });
-  server.on('upgrade', upgradeListener(opts));
+  // A body read past the parser an 'upgrade' detached (an h2c offer with a body) is timed by its
+  // silence as the plain listener's are: no socket timeout watches it there (review: one that
+  // stopped held its connection for good).
+  const bodies = new BodyWatch(() => limits.requestTimeoutMs);
+  server.once('close', () => bodies.stop());
+  server.on('upgrade', upgradeListener(opts, undefined, (req, res) => bodies.watch(req, res)));
   server.on('connect', (req: http.IncomingMessage, socket: Duplex | http.ServerResponse) => answerConnect(opts.logger, req, socket));
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(opts, err, socket));
 

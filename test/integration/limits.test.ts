@@ -467,6 +467,21 @@ describe('limits: connections', () => {
     expect(flowing).toMatch(/^HTTP\/1\.1 200 [^]*got 100010$/);
   }, 15_000);
 
+  it('tells an h2c-offering request with Expect: 100-continue to send its body, as Node does for any other (review: curl --http2 waited 1 s on each upload over 1 MB)', async () => {
+    const o = await uploadOrigin();
+    const g = await gateway({ limits: { headersTimeoutMs: 1_000, requestTimeoutMs: 1_000 }, sites: [siteFor([o.url])] });
+    const s = await connect(portOf(g.url));
+    let received = '';
+    s.on('data', (d) => (received += d.toString()));
+    s.write('POST /upload HTTP/1.1\r\nHost: shop.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n');
+    const started = Date.now();
+    while (!received.includes('100 Continue') && Date.now() - started < 900) await sleep(10);
+    expect(received).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\n$/);
+    s.write('hello');
+    await closedWithin(s, 3_000);
+    expect(received).toMatch(/\r\n\r\nHTTP\/1\.1 200 [^]*got 5$/);
+  });
+
   it('caps open connections per client address (maxConnectionsPerClient), and exempts trusted proxies', async () => {
     const o = await origin();
     o.route('/', { body: 'ok' });

@@ -595,6 +595,22 @@ describe('HTTP/2 through the same limits as HTTP/1.1', () => {
     }
   });
 
+  it('answers 408 to an h2c-offering HTTP/1.1 request whose body stops, on the HTTPS listener too (review: no timeout watched it past the detached parser)', async () => {
+    await restart('s4', { requestTimeoutMs: 600, headersTimeoutMs: 500 });
+    const startedAt = Date.now();
+    const socket = tls.connect({ host: '127.0.0.1', port, ca: ca.ca, servername: 's.test', ALPNProtocols: ['http/1.1'] });
+    socket.on('error', () => undefined);
+    let got = '';
+    socket.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    await new Promise<void>((resolve) => socket.once('secureConnect', () => resolve()));
+    socket.write('POST /upload HTTP/1.1\r\nHost: s.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\nContent-Length: 100\r\n\r\nhello');
+    await new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    const elapsed = Date.now() - startedAt;
+    expect(got).toMatch(/^HTTP\/1\.1 408 /);
+    expect(elapsed).toBeGreaterThanOrEqual(500);
+    expect(elapsed).toBeLessThan(5_000);
+  });
+
   it('closes an HTTP/2 connection that sends no complete request head within limits.headersTimeoutMs', async () => {
     await restart('s3', { requestTimeoutMs: 30_000, headersTimeoutMs: 400 });
     const startedAt = Date.now();
