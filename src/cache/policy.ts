@@ -135,6 +135,12 @@ export function isCacheableRequest(req: RequestFacts, opts: PolicyOptions): Requ
   const method = req.method.toUpperCase();
   // RFC 9111 §2: only methods whose responses are cacheable and that we understand.
   if (!CACHED_METHODS.has(method)) return { cacheable: false, reason: `method ${method} is not cached` };
+  // §4.3.2: a cache must not evaluate preconditions that only apply to an origin server; they
+  // are for it, so the request goes to it as it came. Stripped from a fill, the copy answered
+  // 200 where the origin answered 412 (differential trial); judged against the copy (as nginx
+  // does), a client holding the origin's newer ETag got 412 from an older copy (review).
+  if (req.headers['if-match'] !== undefined || req.headers['if-unmodified-since'] !== undefined)
+    return { cacheable: false, reason: 'If-Match or If-Unmodified-Since: for the origin to evaluate' };
   const cc = parseCacheControl(req.headers['cache-control']);
   // §5.2.1.5: no-store forbids storing, not answering from a stored response.
   return { cacheable: true, canStoreResponse: !cc.has('no-store') };

@@ -160,36 +160,6 @@ export function mergeNotModified(
 }
 
 /**
- * Does the client's own If-Match or If-Unmodified-Since fail against `entry` (RFC 9110 §13.2.2
- * steps 1-2: the answer is then 412)? If-Match: `*` holds for any stored answer, a list only
- * by strong comparison with the stored ETag (or the stored encoding's, `coding`); a weak or
- * missing ETag matches nothing. If-Unmodified-Since, only without If-Match: fails when the
- * stored Last-Modified is later; ignored without a Last-Modified, or when its date does not
- * parse or is sent twice (§13.1.4). Only for a stored 2xx (§13.2.1: preconditions are ignored
- * where the answer would be another status) to GET or HEAD. Evaluated here as nginx does;
- * the fill strips both, so they were never evaluated at all and a failing one got 200
- * (differential trial).
- */
-export function failsPrecondition(entry: CacheEntry, req: RequestFacts, coding?: StoredCoding): boolean {
-  const method = req.method.toUpperCase();
-  if ((method !== 'GET' && method !== 'HEAD') || entry.status < 200 || entry.status > 299) return false;
-  const im = headerValue(req.headers, 'if-match');
-  if (im !== undefined) {
-    const tags = splitEntityTags(im);
-    if (tags.includes('*')) return false;
-    const stored = storedValue(entry.headers, 'etag');
-    if (stored === undefined) return true;
-    const encoded = coding === undefined ? undefined : encodedETag(stored, coding);
-    return !tags.some((t) => strongMatch(t, stored) || (encoded !== undefined && strongMatch(t, encoded)));
-  }
-  const iusRaw = req.headers['if-unmodified-since'];
-  if (iusRaw === undefined || Array.isArray(iusRaw)) return false;
-  const ius = parseHttpDate(iusRaw);
-  const modified = parseHttpDate(storedValue(entry.headers, 'last-modified'));
-  return ius !== undefined && modified !== undefined && modified > ius;
-}
-
-/**
  * Can the gateway answer the client's own conditional request with 304 from `entry`?
  * If-None-Match (weak comparison, `*`, lists; RFC 9110 §13.1.2) decides when present; otherwise
  * If-Modified-Since ≥ Last-Modified (§13.1.3), falling back to the stored Date or receipt time

@@ -7,7 +7,7 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'n
 import type { CacheEntry } from '../cache/entry.js';
 import { chooseCoding, requestForbidsTransform, type StoredCoding } from '../cache/content-coding.js';
 import type { EntryEvaluation } from '../cache/policy.js';
-import { failsPrecondition, isNotModifiedForClient } from '../cache/revalidation.js';
+import { isNotModifiedForClient } from '../cache/revalidation.js';
 import { ERRORS, type ErrorCode } from '../errors.js';
 import { isLoopbackHost } from '../log.js';
 import { statusClassOf } from '../metrics/gateway-metrics.js';
@@ -79,17 +79,12 @@ export function serveEntry(
   });
   const h = ctx.req.headers;
   const coding = codingFor(entry, h, ctx.rt.config.compression.enabled);
-  // RFC 9110 §13.2.2: a failing If-Match / If-Unmodified-Since answers 412, then a matching
-  // If-None-Match / If-Modified-Since 304, before Range is looked at.
-  const preconditionFailed =
-    (h['if-match'] !== undefined || h['if-unmodified-since'] !== undefined) &&
-    failsPrecondition(entry, { method: ctx.method, url: ctx.url, headers: h }, coding);
   const notModified =
-    !preconditionFailed &&
     (h['if-none-match'] !== undefined || h['if-modified-since'] !== undefined) &&
     isNotModifiedForClient(entry, { method: ctx.method, url: ctx.url, headers: h }, coding);
-  const answer = { head, requestId, cacheStatus, ageSeconds: evaluation.ageSeconds, ttlSeconds, coding, notModified, preconditionFailed };
-  const plan = !notModified && !preconditionFailed && h.range !== undefined ? planRange(ctx.method, h, entry) : undefined;
+  const answer = { head, requestId, cacheStatus, ageSeconds: evaluation.ageSeconds, ttlSeconds, coding, notModified };
+  // RFC 9110 §13.2.2: a matching If-None-Match / If-Modified-Since answers 304 before Range is looked at.
+  const plan = !notModified && h.range !== undefined ? planRange(ctx.method, h, entry) : undefined;
   if (plan !== undefined && plan.kind !== 'full') sendRange(ctx.res, entry, plan, answer);
   else sendEntry(ctx.res, entry, answer);
   noteAnswered(ctx);

@@ -129,8 +129,6 @@ export interface EntryAnswer extends Answer {
   readonly coding: StoredCoding | undefined;
   /** A 304 to the client's conditional (RFC 9110 §15.4.5) instead of the entry's answer. */
   readonly notModified: boolean;
-  /** A 412 to the client's failing If-Match / If-Unmodified-Since (RFC 9110 §15.5.13), with the 304's headers. */
-  readonly preconditionFailed?: boolean;
 }
 
 /** The Cache-Status an entry's answer carries: its own, or a fresh hit's. */
@@ -252,16 +250,12 @@ export function sendEntry(res: ServerResponse, entry: CacheEntry, answer: EntryA
   const age = answer.ageSeconds > 0 ? Math.floor(answer.ageSeconds) : 0;
   const p = prepare(entry, answer.coding);
   const requestId = answer.requestId;
-  if (answer.notModified || answer.preconditionFailed === true) {
+  if (answer.notModified) {
     const headers: OutgoingHttpHeaders = { ...p.notModified };
     headers['age'] = String(age);
     headers['cache-status'] = cacheStatusOf(answer);
     headers['x-request-id'] = requestId;
-    if (answer.notModified) res.writeHead(304, dispositionFirst(headers));
-    else {
-      headers['content-length'] = '0';
-      res.writeHead(412, dispositionFirst(headers));
-    }
+    res.writeHead(304, dispositionFirst(headers));
     res.end();
     return;
   }

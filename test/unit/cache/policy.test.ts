@@ -54,6 +54,9 @@ describe('isCacheableRequest', () => {
     { name: '§3.5 a request with Authorization is still eligible (the response decides)', method: 'GET', headers: { authorization: 'Bearer x' }, route: {}, want: { cacheable: true, canStoreResponse: true } },
     { name: '§5.2.1.5 request no-store may be answered from cache but its response is not stored', method: 'GET', headers: { 'cache-control': 'no-store' }, route: {}, want: { cacheable: true, canStoreResponse: false } },
     { name: 'route cache disabled is not eligible', method: 'GET', headers: {}, route: { enabled: false }, want: { cacheable: false } },
+    { name: '§4.3.2 If-Match is for the origin: not eligible', method: 'GET', headers: { 'if-match': '"v1"' }, route: {}, want: { cacheable: false } },
+    { name: '§4.3.2 If-Unmodified-Since is for the origin: not eligible', method: 'HEAD', headers: { 'if-unmodified-since': 'Sun, 31 May 2026 10:00:00 GMT' }, route: {}, want: { cacheable: false } },
+    { name: '§4.3.2 If-None-Match is the cache\'s to answer: eligible', method: 'GET', headers: { 'if-none-match': '"v1"' }, route: {}, want: { cacheable: true } },
   ], ({ method, headers, route, want }) => {
     expect(isCacheableRequest({ method, url: '/', headers }, makeOpts(route))).toMatchObject(want);
   });

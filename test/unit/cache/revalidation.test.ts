@@ -3,7 +3,6 @@ import { formatHttpDate } from '../../../src/cache/cache-control.js';
 import { staleAtOf, type CacheEntry } from '../../../src/cache/entry.js';
 import { decideStorage, type PolicyOptions, type RequestFacts } from '../../../src/cache/policy.js';
 import {
-  failsPrecondition,
   invalidationTargets,
   isNotModifiedForClient,
   makeConditionalHeaders,
@@ -200,46 +199,6 @@ describe('isNotModifiedForClient', () => {
   test('RFC 9110 §13.1.2 an entry without ETag never matches a tag list', () => {
     const untagged = stored({ 'cache-control': 'max-age=60' });
     expect(isNotModifiedForClient(untagged, req('GET', { 'if-none-match': '"abc"' }))).toBe(false);
-  });
-});
-
-describe('failsPrecondition', () => {
-  const entry = stored({ 'cache-control': 'max-age=60', etag: '"abc"', 'last-modified': LM });
-  table(
-    [
-      { name: 'RFC 9110 §13.1.1 If-Match with the stored strong tag holds', method: 'GET', headers: { 'if-match': '"abc"' }, want: false },
-      { name: 'RFC 9110 §13.1.1 If-Match list with the stored tag holds', method: 'GET', headers: { 'if-match': '"x", "abc"' }, want: false },
-      { name: 'RFC 9110 §13.1.1 If-Match * holds for any stored answer', method: 'GET', headers: { 'if-match': '*' }, want: false },
-      { name: 'RFC 9110 §13.1.1 If-Match with another tag fails', method: 'GET', headers: { 'if-match': '"zzz"' }, want: true },
-      { name: 'RFC 9110 §13.1.1 If-Match compares strongly: a weak tag never holds', method: 'GET', headers: { 'if-match': 'W/"abc"' }, want: true },
-      { name: 'RFC 9110 §13.2.2 If-Unmodified-Since is not evaluated beside If-Match', method: 'GET', headers: { 'if-match': '"abc"', 'if-unmodified-since': formatHttpDate(T0 - 7200 * S) }, want: false },
-      { name: 'RFC 9110 §13.1.4 If-Unmodified-Since before Last-Modified fails', method: 'GET', headers: { 'if-unmodified-since': formatHttpDate(T0 - 7200 * S) }, want: true },
-      { name: 'RFC 9110 §13.1.4 If-Unmodified-Since at Last-Modified holds', method: 'GET', headers: { 'if-unmodified-since': LM }, want: false },
-      { name: 'RFC 9110 §13.1.4 an invalid If-Unmodified-Since is ignored', method: 'GET', headers: { 'if-unmodified-since': 'yesterday' }, want: false },
-      { name: 'RFC 9110 §13.1.1 HEAD is judged like GET', method: 'HEAD', headers: { 'if-match': '"zzz"' }, want: true },
-      { name: 'no precondition: nothing fails', method: 'GET', headers: {}, want: false },
-    ],
-    ({ method, headers, want }) => {
-      expect(failsPrecondition(entry, req(method, headers))).toBe(want);
-    },
-  );
-
-  test('RFC 9110 §13.1.1 If-Match matches the stored encoding\'s ETag too, strongly', () => {
-    expect(failsPrecondition(entry, req('GET', { 'if-match': '"abc-br"' }), 'br')).toBe(false);
-    expect(failsPrecondition(entry, req('GET', { 'if-match': '"abc-gzip"' }), 'br')).toBe(true);
-  });
-
-  test('RFC 9110 §13.1.1 a stored answer without ETag fails every If-Match list, not *', () => {
-    const untagged = stored({ 'cache-control': 'max-age=60' });
-    expect(failsPrecondition(untagged, req('GET', { 'if-match': '"abc"' }))).toBe(true);
-    expect(failsPrecondition(untagged, req('GET', { 'if-match': '*' }))).toBe(false);
-    // Without Last-Modified, If-Unmodified-Since cannot be judged: ignored.
-    expect(failsPrecondition(untagged, req('GET', { 'if-unmodified-since': formatHttpDate(T0 - 7200 * S) }))).toBe(false);
-  });
-
-  test('RFC 9110 §13.2.1 preconditions are ignored on a stored error', () => {
-    const notFound = stored({ 'cache-control': 'max-age=60', etag: '"abc"' }, 404);
-    expect(failsPrecondition(notFound, req('GET', { 'if-match': '"zzz"' }))).toBe(false);
   });
 });
 
