@@ -1784,7 +1784,8 @@ export class Limiter {
 
   /** Why a wait that is over was refused: CoDel's cap, a stall waited through, or its deadline. */
   private overReason(w: Waiter<AcquireResult>): RefusalReason {
-    return w.capped ? 'codel' : w.keptThroughStall === true ? 'stalled' : 'deadline';
+    // Refused while draining after a stall, the origin answered again: its deadline, not a stall.
+    return w.capped ? 'codel' : w.keptThroughStall === true && w.drainingAfterStall !== true ? 'stalled' : 'deadline';
   }
 
   private expire(w: Waiter<AcquireResult>): void {
@@ -1802,6 +1803,7 @@ export class Limiter {
       const until = w.enqueuedAt + ROUND_TRIP_WAIT_MAX_MS;
       if (until > now && this.isStalled(now)) {
         w.keptThroughStall = true;
+        w.drainingAfterStall = false; // a stall again: it drains again once this one is over
         w.expiresAt = Math.min(until, now + this.stallAfterMs);
         w.timer = this.scheduler.setTimeout(() => this.expire(w), w.expiresAt - now);
         return;
