@@ -775,8 +775,15 @@ function noteNotStored(ctx: Ctx, reason: NotStoredReason, headers: Readonly<Reco
   // sets was started for the fill itself: stripped, each visitor keeps its own. DokuWiki's
   // images (`fetch.php`) set its session on every fill, and the hint said not to strip it,
   // the one setting that let a crowd have them (DokuWiki trial).
+  // Not a page (HTML): a form's session carries its CSRF token, and stripped, every visitor's
+  // form would fail (review).
+  const contentType = String(headers['content-type'] ?? '').toLowerCase();
   const fillsOwnSession =
-    ctx.route?.config.cache?.ignoreSessionCookies === true && perVisitor.length > 0 && perVisitor.every((name) => ctx.site!.isBypassCookie(name));
+    ctx.route?.config.cache?.ignoreSessionCookies === true &&
+    !contentType.startsWith('text/html') &&
+    !contentType.startsWith('application/xhtml') &&
+    perVisitor.length > 0 &&
+    perVisitor.every((name) => ctx.site!.isBypassCookie(name));
   ctx.deps.logger.warn(
     { site, route, cookies, path: ctx.url.split('?')[0] },
     fillsOwnSession

@@ -367,7 +367,7 @@ describe('cache: why an answer was not stored', () => {
       routes: [
         { name: 'shared', match: { pathPrefix: '/shared/' }, cache: { setCookie: 'strip' } },
         { name: 'token', match: { pathPrefix: '/token/' } },
-        { name: 'media', match: { pathPrefix: '/lib/exe/fetch.php' }, cache: { ignoreSessionCookies: true } },
+        { name: 'media', match: { pathPrefix: '/lib/exe/' }, cache: { ignoreSessionCookies: true } },
         { name: 'pages', match: { pathPrefix: '/' } },
       ],
     });
@@ -416,6 +416,12 @@ describe('cache: why an answer was not stored', () => {
     expect(warned()[5]!.msg).toContain('DokuWiki is a session this route\'s fills are made without');
     expect(warned()[5]!.msg).toContain('setCookie: strip on the route stores the files without it');
     expect(warned()[5]!.msg).not.toContain('do not strip');
+    // A page (HTML) on such a route keeps the warning not to strip it: a form's session holds its token.
+    o.route('/lib/exe/form.php', { headers: { 'cache-control': 'public, max-age=60', 'content-type': 'text/html; charset=utf-8', 'set-cookie': 'DokuWiki=def456; path=/; HttpOnly' }, body: '<form>' });
+    clock.advance(61_000);
+    await get(`${g.url}/lib/exe/form.php`, { cookie: 'DokuWiki=visitor' });
+    expect(warned()).toHaveLength(7);
+    expect(warned()[6]!.msg).toContain('do not strip it');
   });
 
   it('says once per route when a route\'s defaultTtlSeconds meets answers stored with a lifetime of their own of zero, which are revalidated every time (Ghost trial: public, max-age=0 on every page); a floor raises it and says nothing', async () => {
