@@ -102,7 +102,9 @@ export function createRedisClient(
       // Follow +switch-master at once; otherwise writes and purges go to the demoted master
       // for the seconds until Sentinel drops its clients.
       failoverDetector: true,
-      ...(cfg.url ? credentialsOf(cfg.url) : {}),
+      // The url's credentials, and its database (`/N` or `?db=N`): ignored before, every
+      // Sentinel deployment shared database 0 whatever its url said (review).
+      ...(cfg.url ? { ...credentialsOf(cfg.url), ...databaseOf(cfg.url) } : {}),
     });
   } else if (cfg.url) {
     client = new Redis(cfg.url, failFast);
@@ -125,6 +127,19 @@ function credentialsOf(urlText: string): { username?: string; password?: string 
       ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
       ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
     };
+  } catch {
+    return {};
+  }
+}
+
+/** The database a redis:// url names (`/N`, else `?db=N`), as ioredis reads a standalone url; none when it names none. */
+export function databaseOf(urlText: string): { db?: number } {
+  try {
+    const url = new URL(urlText);
+    const path = /^\/(\d+)$/.exec(url.pathname)?.[1];
+    const text = path ?? url.searchParams.get('db') ?? undefined;
+    const db = text === undefined || !/^\d+$/.test(text) ? undefined : Number(text);
+    return db === undefined ? {} : { db };
   } catch {
     return {};
   }

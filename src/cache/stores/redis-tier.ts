@@ -20,6 +20,7 @@ import type { RedisConfig } from '../../config/schema.js';
 import { RedisCrossInstance, type CrossInstanceOutcome } from '../../collapse/cross-instance.js';
 import { DistributedLock } from '../../collapse/distributed.js';
 import { staleAtOf } from '../entry.js';
+import { CLOCK_SKEW_MS } from '../purge-fence.js';
 import type { PurgeMode, PurgeSelector, StoreEventHook } from './cache-store.js';
 import type { MemoryStore } from './memory-store.js';
 import { RedisBus } from './redis-bus.js';
@@ -227,17 +228,22 @@ export class RedisTier {
     const loaded = field('rdb_last_load_keys_loaded');
     const fromDisk = field('aof_enabled') === '1' || loaded === undefined || Number(loaded) > 0;
     if (!fromDisk) return;
-    // Its start, at the latest (uptime is whole seconds): a copy stored in its first second is
-    // fetched again, never one from the snapshot used.
+    // Its start, at the latest (uptime is whole seconds), and CLOCK_SKEW_MS more: copies carry
+    // the storing instance's clock, and one running ahead would have its last snapshot copies
+    // read as stored after the start (review). A copy stored in those first seconds is fetched
+    // again; none from the snapshot is used.
     const startedAt = asked - uptime * 1000;
-    this.store.noteL2Loaded(startedAt);
+    this.store.noteL2Loaded(startedAt + CLOCK_SKEW_MS);
     // Once per start of Redis, not at each reconnect to the same one.
     const known = this.loadedStartAt;
     this.loadedStartAt = startedAt;
     if (known !== undefined && Math.abs(startedAt - known) <= REDIS_START_SLACK_MS) return;
+    const aof = field('aof_enabled') === '1';
     this.logger.warn(
-      { startedAt: new Date(startedAt).toISOString(), keysLoaded: loaded === undefined ? undefined : Number(loaded), aof: field('aof_enabled') === '1' },
-      'redis loaded copies from disk when it started: copies stored in it before then are not used (a purge made since its snapshot would come back with them), so each page is fetched again once; a cache Redis needs no persistence (--save \'\' --appendonly no)',
+      { startedAt: new Date(startedAt).toISOString(), keysLoaded: loaded === undefined ? undefined : Number(loaded), aof },
+      loaded === undefined && !aof
+        ? 'redis does not say whether it loaded copies from disk when it started (before Redis 7): copies stored in it before then are not used (a purge made since a snapshot would come back with them), so each page is fetched again once'
+        : 'redis loaded copies from disk when it started: copies stored in it before then are not used (a purge made since its snapshot would come back with them), so each page is fetched again once; a cache Redis needs no persistence (--save \'\' --appendonly no)',
     );
   }
 

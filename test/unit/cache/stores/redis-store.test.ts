@@ -101,6 +101,24 @@ describe('createRedisClient', () => {
   it('refuses a config with nothing to connect to', () => {
     expect(() => createRedisClient({ commandTimeoutMs: 75, connectTimeoutMs: 300 })).toThrow(/url, sentinels or cluster/);
   });
+
+  it('gives a Sentinel client the database its url names (`/N` or `?db=N`), as a standalone url has it (review: every Sentinel deployment shared database 0)', () => {
+    for (const [url, db] of [
+      ['redis://:secret@ignored/2', 2],
+      ['redis://ignored?db=3', 3],
+      ['redis://ignored', 0],
+    ] as const) {
+      const client = createRedisClient({ url, sentinels: [{ host: '127.0.0.1', port: 1 }], sentinelName: 'mymaster', commandTimeoutMs: 75, connectTimeoutMs: 300 }) as Redis;
+      try {
+        expect(client.options.db ?? 0, url).toBe(db);
+      } finally {
+        client.disconnect();
+      }
+    }
+    const standalone = createRedisClient({ url: 'redis://127.0.0.1:1/4', commandTimeoutMs: 75, connectTimeoutMs: 300 }) as Redis;
+    expect(standalone.options.db).toBe(4);
+    standalone.disconnect();
+  });
 });
 
 describe('escapeGlob', () => {
