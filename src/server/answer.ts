@@ -125,7 +125,7 @@ export function shed(ctx: Ctx, reason: ShedReason): void {
   const site = ctx.site;
   const retryAfter = site ? ctx.deps.admission.retryAfterSeconds(site.name) : 1;
   ctx.deps.metrics.get('shed').inc({ site: site?.name ?? '-', reason, priority: ctx.rt.priorities.nameOf(ctx.priority) });
-  noteShed(ctx, site?.name ?? '-', reason);
+  noteShed(ctx, site?.name ?? '-', reason, ctx.route?.name);
   ctx.deps.metrics.get('retryAfter').observe(retryAfter);
   fail(ctx, reason === 'circuit_open' ? 'circuit_open' : 'overloaded', undefined, { retryAfterSeconds: retryAfter, state: 'shed', statusDetail: `shed-${reason}` });
 }
@@ -140,6 +140,8 @@ interface ShedLog {
   loggedAt: number;
   refused: number;
   reasons: Record<string, number>;
+  /** The refusals by route (at most SHED_LOG_ROUTES named, the rest as "(other)"). */
+  routes: Record<string, number>;
   /** Writes the refusals not yet in a line, SHED_LOG_MS after the line before. */
   flush: ReturnType<typeof setTimeout> | undefined;
 }
@@ -150,17 +152,22 @@ interface ShedLog {
  * SHED_LOG_MS after a line in any case when refusals came since (a burst that stops within
  * that time: a fresh gateway's 94 refusals in its first 2 s left one line saying 1; normal-day
  * trial). A fifth of a site's requests refused used to leave no line above info (access lines,
- * metrics and /status said it; new-operator trial).
+ * metrics and /status said it; new-operator trial). By route too: half a DokuWiki crowd's
+ * refusals were its invisible background-job image, and the count alone read as twice the
+ * harm (DokuWiki re-check).
  */
-export function noteShed(ctx: Pick<Ctx, 'deps'>, site: string, reason: ShedReason): void {
+export function noteShed(ctx: Pick<Ctx, 'deps'>, site: string, reason: ShedReason, route?: string): void {
   const { deps } = ctx;
   let bySite = shedLogs.get(deps);
   if (bySite === undefined) shedLogs.set(deps, (bySite = new Map()));
   const now = deps.clock.now();
   let state = bySite.get(site);
-  if (state === undefined) bySite.set(site, (state = { loggedAt: -Infinity, refused: 0, reasons: {}, flush: undefined }));
+  if (state === undefined) bySite.set(site, (state = { loggedAt: -Infinity, refused: 0, reasons: {}, routes: {}, flush: undefined }));
   state.refused++;
   state.reasons[reason] = (state.reasons[reason] ?? 0) + 1;
+  const name = route ?? '-';
+  const counted = state.routes[name] !== undefined || Object.keys(state.routes).length < SHED_LOG_ROUTES ? name : '(other)';
+  state.routes[counted] = (state.routes[counted] ?? 0) + 1;
   if (now - state.loggedAt < SHED_LOG_MS) {
     if (state.flush === undefined) {
       const pending = state;
@@ -181,13 +188,17 @@ function writeShedLine(deps: Ctx['deps'], site: string, state: ShedLog, now: num
     state.flush = undefined;
   }
   deps.logger.warn(
-    { site, refused: state.refused, reasons: state.reasons, ...(state.loggedAt !== -Infinity ? { sinceMs: Math.round(now - state.loggedAt) } : {}) },
+    { site, refused: state.refused, reasons: state.reasons, routes: state.routes, ...(state.loggedAt !== -Infinity ? { sinceMs: Math.round(now - state.loggedAt) } : {}) },
     'shedding: requests refused with 503 and Retry-After since the last such line (crowdgate_shed_total has them all)',
   );
   state.loggedAt = now;
   state.refused = 0;
   state.reasons = {};
+  state.routes = {};
 }
+
+/** The shedding line names at most this many routes (the rest count as "(other)"). */
+const SHED_LOG_ROUTES = 20;
 
 /** How a refusal differs from a plain error page: shed or rate-limited answers say so. */
 export interface FailOptions {

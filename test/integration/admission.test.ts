@@ -157,7 +157,7 @@ describe('admission: the origin limiter', () => {
     // fifth of a site's requests refused left no line above info).
     const warnings = g.logs.filter((l) => String(l.msg).startsWith('shedding:'));
     expect(warnings).toHaveLength(1);
-    expect(warnings[0]).toMatchObject({ level: 40, site: 'test', refused: 1 });
+    expect(warnings[0]).toMatchObject({ level: 40, site: 'test', refused: 1, routes: { default: 1 } });
   });
 
   it('refuses at once, not after waiting, what the queue cannot serve in time once round trips are known', async () => {
