@@ -538,14 +538,15 @@ export class RedisStore implements CacheStore {
   }
 }
 
-/** Escape Redis glob specials (`* ? [ ] \`) so a prefix matches literally in SCAN MATCH. */
 /** A command timeout that fired more than this many times its time after the command left came late (RedisGuard.run). */
 export const LATE_TIMEOUT_FACTOR = 2;
 
+/** An ioredis command timeout (`Command timed out`). */
 function isTimeout(error: unknown): boolean {
   return /timed? ?out/i.test(String((error as Error)?.message ?? ''));
 }
 
+/** Escape Redis glob specials (`* ? [ ] \`) so a prefix matches literally in SCAN MATCH. */
 export function escapeGlob(text: string): string {
   return text.replace(/[*?[\]\\]/g, (ch) => `\\${ch}`);
 }
