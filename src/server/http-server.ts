@@ -97,14 +97,14 @@ export function createPublicServer(opts: PublicServerOptions): PublicServer {
   const taken = new Set<Socket>();
   server.on(
     'upgrade',
-    upgradeListener(
-      opts,
-      (socket) => {
+    upgradeListener(opts, {
+      onTaken: (socket) => {
         taken.add(socket);
         socket.once('close', () => taken.delete(socket));
       },
-      (req, res) => bodies.watch(req, res),
-    ),
+      watchBody: (req, res) => bodies.watch(req, res),
+      sendTimeoutMs: () => limits.sendTimeoutMs,
+    }),
   );
   const closeAll = http.Server.prototype.closeAllConnections;
   Object.defineProperty(server, 'closeAllConnections', {
@@ -233,18 +233,22 @@ const CUT = Object.assign(new Error('connection cut: the listener is closing'), 
  * the listener times any other (BodyWatch): past the detached parser no other timeout watches
  * the socket, and without it a body that stopped held its connection for good (review). A
  * body asked with `Expect: 100-continue` is told to come (Node does not, past 'upgrade').
+ * `sendTimeoutMs` cuts the answer's connection when its client stops reading for that long
+ * (limits.sendTimeoutMs): Node drops its own socket timeout at 'upgrade', and 20 clients each
+ * asking for a 4 MB page with an h2c offer and reading nothing held their connections for
+ * good (attacker trial; 100 of them filled a maxConnections of 100).
  */
 export function upgradeListener(
   opts: Pick<PublicServerOptions, 'onRequest' | 'onUpgrade'>,
-  onTaken?: (socket: Socket) => void,
-  watchBody?: (req: http.IncomingMessage, res: http.ServerResponse) => void,
+  extra: UpgradeWatch = {},
 ): (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void {
+  const { onTaken, ...watch } = extra;
   return (req, socket, head) => {
     onTaken?.(socket as Socket);
     socket.on('error', () => socket.destroy());
     afterEarlierResponses(socket as Socket, () => {
       try {
-        takeUpgrade(opts, req, socket, head, watchBody);
+        takeUpgrade(opts, req, socket, head, watch);
       } catch (err) {
         socket.destroy(); // no parser and no timeout watch this connection any more: never leave it open
         throw err;
@@ -265,12 +269,25 @@ export function upgradeListener(
 function afterEarlierResponses(socket: Socket, then: () => void): void {
   const holder = (socket as Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
   if (!holder) {
+    // An earlier answer that closed the connection (`Connection: close`, an HTTP/1.0 request's
+    // framing taken as faulty) ends what was pipelined behind it, as inTurn does for ordinary
+    // requests (RFC 9112 §9.6): an h2c-offering DELETE behind such an answer reached the
+    // origin, answered nowhere (attacker trial).
+    if (socket.destroyed || !socket.writable) {
+      socket.destroy();
+      return;
+    }
     then();
     return;
   }
   if (socket.destroyed) return;
   const onFinish = () => {
     socket.off('close', onClose);
+    // Node closes the connection after an answer marked last: nothing behind it is taken up.
+    if ((holder as http.ServerResponse & { _last?: boolean })._last === true) {
+      socket.destroySoon();
+      return;
+    }
     process.nextTick(() => afterEarlierResponses(socket, then));
   };
   const onClose = () => holder.off('finish', onFinish);
@@ -283,7 +300,7 @@ function takeUpgrade(
   req: http.IncomingMessage,
   socket: Duplex,
   head: Buffer,
-  watchBody?: (req: http.IncomingMessage, res: http.ServerResponse) => void,
+  watch: Omit<UpgradeWatch, 'onTaken'>,
 ): void {
   if (String(req.headers.upgrade ?? '').trim().toLowerCase() === 'websocket') {
     opts.onUpgrade(req, socket, head);
@@ -320,8 +337,34 @@ function takeUpgrade(
     process.nextTick(() => res.emit('close'));
     (socket as Socket).destroySoon(); // flushed, then closed: never left half-open
   });
-  if (request !== req) watchBody?.(request, res);
+  if (request !== req) watch.watchBody?.(request, res);
+  // A client that stops reading the answer: cut after sendTimeoutMs with bytes waiting, as the
+  // listener's own timeout does for every other answer (one waiting on the origin stays).
+  const sendTimeoutMs = watch.sendTimeoutMs?.() ?? 0;
+  if (sendTimeoutMs > 0) {
+    (socket as Socket).setTimeout(sendTimeoutMs);
+    socket.on('timeout', () => {
+      if ((socket as Socket).writableLength > 0) socket.destroy();
+    });
+  }
+  // Node's server tells an answer its socket drained; past 'upgrade' that listener is gone, and
+  // an answer streamed through a pipe (a pass-through download) waited for a 'drain' that never
+  // came after its first full buffer: stalled for good with nothing left to send (attacker
+  // trial's slow reader, found while fixing it).
+  socket.on('drain', () => {
+    if (!res.writableFinished && !res.destroyed) res.emit('drain');
+  });
   opts.onRequest(request, res);
+}
+
+/** What the listener gives its 'upgrade' handler (upgradeListener). */
+export interface UpgradeWatch {
+  /** The socket was taken from Node's connection list. */
+  onTaken?: (socket: Socket) => void;
+  /** Times a request body's silence (BodyWatch.watch). */
+  watchBody?: (req: http.IncomingMessage, res: http.ServerResponse) => void;
+  /** limits.sendTimeoutMs, read when a request is taken up. */
+  sendTimeoutMs?: () => number;
 }
 
 /**

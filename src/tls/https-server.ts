@@ -269,7 +269,7 @@ export function createSecurePublicServer(opts: SecureServerOptions): SecurePubli
   // stopped held its connection for good).
   const bodies = new BodyWatch(() => limits.requestTimeoutMs);
   server.once('close', () => bodies.stop());
-  server.on('upgrade', upgradeListener(opts, undefined, (req, res) => bodies.watch(req, res)));
+  server.on('upgrade', upgradeListener(opts, { watchBody: (req, res) => bodies.watch(req, res), sendTimeoutMs: () => limits.sendTimeoutMs }));
   server.on('connect', (req: http.IncomingMessage, socket: Duplex | http.ServerResponse) => answerConnect(opts.logger, req, socket));
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(opts, err, socket));
 

@@ -498,6 +498,27 @@ describe('forwarding', () => {
     expect((await request(`${g.url}/page`)).statusCode).toBe(200);
   });
 
+  it('streams a large pass-through answer whole to an h2c-offering client that reads it slowly (its socket\'s drain reaches the answer past the detached parser)', async () => {
+    const o = await origin();
+    const big = Buffer.alloc(8 * 1024 * 1024, 'z');
+    o.route('/api/download', { headers: { 'cache-control': 'no-store', 'content-type': 'application/octet-stream' }, body: big });
+    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'api', match: { pathPrefix: '/api/' }, cache: { enabled: false } }] })] });
+    const s = net.connect(Number(new URL(g.url).port), '127.0.0.1');
+    s.on('error', () => undefined);
+    cleanups.push(() => void s.destroy());
+    await new Promise((r) => s.once('connect', r));
+    s.write('GET /api/download HTTP/1.1\r\nHost: blog.example.com\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n');
+    s.pause(); // a client slow to start reading: the gateway's buffers fill once
+    await new Promise((r) => setTimeout(r, 300));
+    let bytes = 0;
+    s.on('data', (d: Buffer) => (bytes += d.length));
+    s.resume();
+    await new Promise<void>((resolve) => s.once('close', () => resolve()));
+    // The whole body, and its head (a few hundred bytes).
+    expect(bytes).toBeGreaterThan(big.length);
+    expect(bytes).toBeLessThan(big.length + 2_000);
+  }, 15_000);
+
   it('cancels the origin request of an h2c-offering request whose client leaves, as for any other request', async () => {
     const o = await origin();
     o.route('/api/slow', { hang: true });
