@@ -246,6 +246,11 @@ export function upgradeListener(
   return (req, socket, head) => {
     onTaken?.(socket as Socket);
     socket.on('error', () => socket.destroy());
+    // From here on, an answer before this request (pipelined ahead of it) and its own are
+    // watched here: Node dropped its socket timeout and its drain listener when it handed
+    // the socket over (a slow reader of an ordinary answer with an h2c offer pipelined behind
+    // it was held for good too: attacker trial).
+    if (String(req.headers.upgrade ?? '').trim().toLowerCase() !== 'websocket') watchAnswers(socket as Socket, watch.sendTimeoutMs?.() ?? 0);
     afterEarlierResponses(socket as Socket, () => {
       try {
         takeUpgrade(opts, req, socket, head, watch);
@@ -338,23 +343,29 @@ function takeUpgrade(
     (socket as Socket).destroySoon(); // flushed, then closed: never left half-open
   });
   if (request !== req) watch.watchBody?.(request, res);
-  // A client that stops reading the answer: cut after sendTimeoutMs with bytes waiting, as the
-  // listener's own timeout does for every other answer (one waiting on the origin stays).
-  const sendTimeoutMs = watch.sendTimeoutMs?.() ?? 0;
+  opts.onRequest(request, res);
+}
+
+/**
+ * What Node's server does for the answers on a connection, for one it handed to 'upgrade'
+ * (which drops its listeners): a client that stops reading (bytes waiting to be sent) for
+ * `sendTimeoutMs` is cut, as the listener's own timeout does for every other answer (one
+ * waiting on the origin stays); and the answer writing there hears its socket drain. Without
+ * it, an answer streamed through a pipe (a pass-through download) waited for a 'drain' that
+ * never came after its first full buffer, stalled for good with nothing left to send (found
+ * while fixing the slow read: attacker trial).
+ */
+function watchAnswers(socket: Socket, sendTimeoutMs: number): void {
   if (sendTimeoutMs > 0) {
-    (socket as Socket).setTimeout(sendTimeoutMs);
+    socket.setTimeout(sendTimeoutMs);
     socket.on('timeout', () => {
-      if ((socket as Socket).writableLength > 0) socket.destroy();
+      if (socket.writableLength > 0) socket.destroy();
     });
   }
-  // Node's server tells an answer its socket drained; past 'upgrade' that listener is gone, and
-  // an answer streamed through a pipe (a pass-through download) waited for a 'drain' that never
-  // came after its first full buffer: stalled for good with nothing left to send (attacker
-  // trial's slow reader, found while fixing it).
   socket.on('drain', () => {
-    if (!res.writableFinished && !res.destroyed) res.emit('drain');
+    const answer = (socket as Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
+    if (answer && !answer.writableFinished && !answer.destroyed) answer.emit('drain');
   });
-  opts.onRequest(request, res);
 }
 
 /** What the listener gives its 'upgrade' handler (upgradeListener). */

@@ -392,6 +392,9 @@ describe('limits: connections', () => {
     // attacker trial, such readers were held for good).
     const offer = (path: string) => `${path} HTTP/1.1\r\nHost: shop.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\nX-Offer: 1`;
     const readers = [await stalled('/big'), await stalled('/stream'), await stalled(offer('/big')), await stalled(offer('/stream'))];
+    // And an ordinary answer with an h2c offer pipelined behind it (Node hands the socket over
+    // while that answer is still being written).
+    for (const path of ['/big', '/stream']) readers.push(await stalled(`${path} HTTP/1.1\r\nHost: shop.test\r\n\r\nGET /poll HTTP/1.1\r\nHost: shop.test\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nX-Pipelined: 1`));
     await expect.poll(connections, { timeout: 400 + 4_000, interval: 100 }).toBe(0);
     for (const s of readers) s.destroy();
     // A client waiting 1.2 s for the origin's answer is not one that stopped reading.
