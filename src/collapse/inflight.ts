@@ -128,8 +128,9 @@ export class Inflight<T> {
   /**
    * Marks `key` hit-for-pass (its requests go to the origin as they come, uncollapsed) for
    * `durationMs`; for twice its last mark, up to MAX_HIT_FOR_PASS_MS (or `durationMs` when that
-   * is longer), when a fill finds it uncacheable again during its last mark or less than that
-   * mark's length after it (the one a second of takeHitForPassProbe, or the first after it). Each mark's end gathers the page's crowd on one fill whose answer
+   * is longer), when a fill that began during its last mark or less than that mark's length
+   * after it (`fillStartedAt`; the one a second of takeHitForPassProbe, or the first after it)
+   * finds it uncacheable again. Each mark's end gathers the page's crowd on one fill whose answer
    * nobody can share, and they then all ask the origin after it: a Redmine page (`private`
    * every time) answered 226 of 500 within 5 s through the gateway, 395 direct (new-user
    * trial). A page uncacheable once is passed for `durationMs`; one uncacheable every time
@@ -137,11 +138,15 @@ export class Inflight<T> {
    * over. `grow` false (an answer that may be about the request that drew it): `durationMs`, as
    * the first mark. Returns the mark's length.
    */
-  markHitForPass(key: string, durationMs: number, grow = true): number {
+  markHitForPass(key: string, durationMs: number, grow = true, fillStartedAt?: number): number {
     if (durationMs <= 0) return 0;
     const now = this.opts.clock.now();
     const last = this.passUntil.get(key);
-    const again = grow && last !== undefined && now < last.until + last.durationMs;
+    // Judged by when the fill that found it uncacheable again began: a page slower than the
+    // mark (a 5 s report under a 5 s mark) ended each such fill past the window, its mark never
+    // grew, and every 5 s the crowd gathered on a fill nobody could share, each then sent
+    // again: twice the report's time (failure-day trial).
+    const again = grow && last !== undefined && Math.min(now, fillStartedAt ?? now) < last.until + last.durationMs;
     const ms = again ? Math.max(durationMs, Math.min(last.durationMs * 2, MAX_HIT_FOR_PASS_MS)) : durationMs;
     this.passUntil.set(key, { until: now + ms, durationMs: ms });
     this.probedAt.set(key, now); // the fill that marked it was the last look

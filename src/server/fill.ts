@@ -48,6 +48,7 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     };
     ctx.res.once('close', onLeft);
     if (isResponseGone(ctx.res)) onLeft(); // gone during the lookup: its 'close' has fired already
+    const fillStartedAt = deps.clock.now();
     let result: FillResult;
     try {
       result = await fillAcrossInstances(ctx, lookup, collapseKey, 'fill', undefined, abandon.signal);
@@ -70,7 +71,7 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
       // each fill as its mark ran out, held a hot page passed to the origin for 120 s at a time
       // (attacker trial).
       const grows = result.kind === 'too_large' || result.status === 200;
-      deps.inflight.markHitForPass(collapseKey.id, ctx.rt.config.cache.collapse.hitForPassSeconds * 1000, grows);
+      deps.inflight.markHitForPass(collapseKey.id, ctx.rt.config.cache.collapse.hitForPassSeconds * 1000, grows, fillStartedAt);
       deps.metrics.get('hitForPass').inc({ site: ctx.site!.name });
     } else if (result.kind === 'entry' && result.stored) deps.inflight.clearHitForPass(collapseKey.id);
     // The path's other queries too, for requests the fill would be made without (isPassOnPath).

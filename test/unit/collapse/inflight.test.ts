@@ -129,6 +129,17 @@ describe('Inflight', () => {
     expect(f.markHitForPass('page', 5000)).toBe(5000);
     clock.advance(5000 + 4999);
     expect(f.markHitForPass('page', 5000)).toBe(10_000);
+    // A page slower than its mark: judged by when the fill that found it uncacheable began
+    // (failure-day trial: a 5 s report's fills all ended past the window, and it never grew).
+    expect(f.markHitForPass('report', 5000)).toBe(5000);
+    clock.advance(5100);
+    const began = clock.now(); // the first fill after the mark
+    clock.advance(5200); // takes 5.2 s: it ends 10.3 s after the mark was set
+    expect(f.markHitForPass('report', 5000, true, began)).toBe(10_000);
+    clock.advance(10_000 + 20);
+    const next = clock.now();
+    clock.advance(10_500); // past 2 x 10 s by its end
+    expect(f.markHitForPass('report', 5000, true, next)).toBe(20_000);
     // A configured time above the cap is kept as it is; 0 marks nothing.
     expect(f.markHitForPass('long', 300_000)).toBe(300_000);
     clock.advance(300_000);
