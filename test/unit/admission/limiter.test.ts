@@ -1676,6 +1676,38 @@ describe('Limiter: a client waits at least a few round trips (queue.minWaitRound
     expect(lowResult).toMatchObject({ ok: false, reason: 'deadline', waitedMs: 500 });
   });
 
+  it('an arrival during a young stall queues rather than being refused at once by the forecast; past 5 s of silence the forecast refuses again (failure-day trial: 58-81 refused predicted_wait in the first second of each 2.5 s lock)', async () => {
+    const t = setup({ limitN: 2, queue: patient });
+    await t.teach(20, 3);
+    const held = [t.limiter.acquire({ priority: 1 }), t.limiter.acquire({ priority: 1 })];
+    const waiting = Array.from({ length: 30 }, () => t.limiter.acquire({ priority: 1 }));
+    expect(waiting.every((w) => w instanceof Promise)).toBe(true);
+    t.scheduler.advance(1_000); // nothing answered for a second: a stall
+    await t.flush();
+    const arrival = t.limiter.acquire({ priority: 1 });
+    expect(arrival, 'not refused at arrival').toBeInstanceOf(Promise);
+    // The origin answers again: every one of them is served in turn.
+    let holders = held.map((h) => (h instanceof Promise || !h.ok ? undefined : h.permit));
+    const all = [...waiting, arrival] as Promise<AcquireResult>[];
+    const results: (AcquireResult | undefined)[] = all.map(() => undefined);
+    all.forEach((w, i) => void w.then((r) => (results[i] = r)));
+    for (let round = 0; round < 20 && results.some((r) => r === undefined); round++) {
+      for (const p of holders) p?.release('success');
+      await t.flush();
+      holders = results.filter((r): r is AcquireResult & { ok: true } => r !== undefined && r.ok).map((r) => r.permit);
+      t.scheduler.advance(20);
+    }
+    expect(results.every((r) => r?.ok === true)).toBe(true);
+    // Hung for good: past 5 s of silence an arrival is judged by the forecast again.
+    const u = setup({ limitN: 1, queue: patient });
+    await u.teach(20, 3);
+    u.limiter.acquire({ priority: 1 });
+    u.scheduler.advance(5_100);
+    await u.flush();
+    const late = Array.from({ length: 60 }, () => u.limiter.acquire({ priority: 1 }));
+    expect(late.filter((r) => !(r instanceof Promise) && !r.ok && r.reason === 'predicted_wait').length).toBeGreaterThan(0);
+  });
+
   it('a backlog kept through a stall drains when the origin answers again, not refused `stalled` at its next look (normal-day bench with a 1.5 s lock every 10 s: 3-11 quick pages refused as each ended)', async () => {
     // One permit, held through a 1.5 s stall; ten requests wait behind it. The origin answers
     // again at 1.5 s and then each request in 20 ms: the last is served 200 ms after the stall.
