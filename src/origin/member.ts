@@ -145,6 +145,9 @@ export class PoolMember implements OriginMember {
   freedAnswers = 0;
   /** When a live request last got an answer below 500 from the member (clock ms; pool.ts). */
   answeredAt = -Infinity;
+  /** Live answers below 500 from the member so far, and that count when its last probe ended (pool.ts). */
+  answered = 0;
+  answeredAtLastProbe = 0;
   /** Smooth weighted round-robin running weight (pool.ts). */
   currentWeight = 0;
   /** Set when a reload removed the member; its agent goes when its in-flight requests end. */

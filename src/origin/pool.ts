@@ -189,7 +189,10 @@ export class OriginPool {
     const now = this.clock.now();
     this.announceEndedEjections(now); // one that ran out first, before the success clears its trace
     const wasEjected = m.isEjected(now);
-    if (endsDown) m.answeredAt = now;
+    if (endsDown) {
+      m.answeredAt = now;
+      m.answered++;
+    }
     const up = m.recordSuccess(startedAt, endsDown);
     if (m.removed || this.closed) return;
     if (up) {
@@ -401,7 +404,26 @@ export class OriginPool {
           { site: this.site.name, origin: m.name, path: this.site.healthCheck.path, timeoutMs: this.site.healthCheck.timeoutMs },
           'health check timed out while the member answered requests: counted as alive (raise healthCheck.timeoutMs, or point healthCheck.path at a cheaper page)',
         );
-      const changed = m.recordProbe(result.ok || slowButServing, result.error, this.site.healthCheck, now);
+      // A probe answered 5xx while live requests to the member were answered below 500 since
+      // its previous probe, and no other member is usable: the health page is broken, not the
+      // member. Marked down, the next live answer brought it up again, and the probes took it
+      // down again: a front page answering 500 flipped the only member down and up every
+      // 15 s, each time answering a few requests stale `origin_down` and flipping the healthy
+      // gauge (failure-day trial). With another member usable the probe's verdict stands (a
+      // deep health page that fails sends traffic to the others). Said once a minute.
+      const brokenPageServing =
+        !result.ok &&
+        result.status !== undefined &&
+        result.status >= 500 &&
+        m.answered > m.answeredAtLastProbe &&
+        !this.list.some((o) => o !== m && o.isHealthy(now));
+      if (brokenPageServing && this.warnDue(m, now))
+        this.logger?.warn(
+          { site: this.site.name, origin: m.name, path: this.site.healthCheck.path, status: result.status },
+          'health check answered 5xx while the member answered requests: counted as alive (point healthCheck.path at a page that answers)',
+        );
+      m.answeredAtLastProbe = m.answered;
+      const changed = m.recordProbe(result.ok || slowButServing || brokenPageServing, result.error, this.site.healthCheck, now);
       if (result.ok) {
         try {
           this.onProbePassed?.(m);

@@ -224,6 +224,23 @@ describe('failure amplification: active health checks', () => {
     expect(warned[0]).toMatchObject({ site: 'test', path: '/', timeoutMs: 100 });
   });
 
+  it('keeps the only member up while its / answers 500 and its pages answer: no down, no stale, one warning (failure-day trial: the member flipped down and up every 15 s)', async () => {
+    const o = await origin();
+    o.route('/', { status: 500, body: 'Fatal error' });
+    const g = await gateway({ sites: [siteFor([o.url], { healthCheck: { enabled: true, intervalMs: 50 } })] });
+    const statuses: number[] = [];
+    const until = performance.now() + 5_000;
+    for (let i = 0; o.count('/') < 10 && performance.now() < until; i++) statuses.push((await call(`${g.url}/p/${i}`)).status);
+    expect(o.count('/'), 'ten probes of / happened').toBeGreaterThanOrEqual(10);
+    expect(statuses.every((s) => s === 200)).toBe(true);
+    const body = (await (await request(`${g.adminUrl}/readyz`)).body.json()) as { sites: Array<{ state: string }> };
+    expect(body.sites[0]!.state).toBe('up');
+    expect(g.logs.some((l) => l.msg === 'origin member down (health check)')).toBe(false);
+    const warned = g.logs.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('health check answered 5xx while the member answered requests'));
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toMatchObject({ site: 'test', path: '/', status: 500 });
+  });
+
   it('does not mark a member down from unknown on one failed probe: traffic keeps flowing, nobody gets no_healthy_origin', async () => {
     const o = await origin();
     // The first probe fails; the next ones pass, slowly, so a member wrongly marked down by the

@@ -576,6 +576,40 @@ describe('active health checks against real origins', () => {
     expect(a.healthState(Date.now())).toMatchObject({ active: 'down', lastError: 'probe: timeout' });
   });
 
+  it('a probe answered 500 while the only member answered live requests since the probe before counts as alive, once a minute said (a broken front page flipped the member down and up every 15 s)', async () => {
+    const o = await origin('a');
+    o.route('/', { status: 500 });
+    const warnings: { fields: Record<string, unknown>; msg: string }[] = [];
+    const logger = { info: () => {}, warn: (fields: Record<string, unknown>, msg: string) => void warnings.push({ fields, msg }) };
+    const pool = makePool(makeSite([{ url: o.url, name: 'a' }], { healthCheck: { unhealthyThreshold: 1 } }), { logger });
+    const a = byName(pool, 'a');
+    for (let i = 0; i < 2; i++) {
+      pool.reportSuccess(a, Date.now(), true); // a page answered between probes
+      await pool.probeNow();
+      expect(a.healthState(Date.now()).active).toBe('up');
+    }
+    const said = warnings.filter((w) => /health check answered 5xx while the member answered requests/.test(w.msg));
+    expect(said).toHaveLength(1);
+    expect(said[0]!.fields).toMatchObject({ origin: 'a', path: '/', status: 500 });
+    // No answer below 500 since the probe before (WordPress without its database answers every
+    // page 500): the probe's verdict stands.
+    pool.reportSuccess(a, Date.now(), false);
+    await pool.probeNow();
+    expect(a.healthState(Date.now())).toMatchObject({ active: 'down', lastError: 'probe: status 500' });
+  });
+
+  it('a probe answered 500 takes a serving member down while another member is usable (a deep health page sends traffic to the others)', async () => {
+    const o = await origin('a');
+    const p = await origin('b');
+    o.route('/', { status: 500 });
+    const pool = makePool(makeSite([{ url: o.url, name: 'a' }, { url: p.url, name: 'b' }], { healthCheck: { unhealthyThreshold: 1 } }));
+    const a = byName(pool, 'a');
+    pool.reportSuccess(a, Date.now(), true);
+    await pool.probeNow();
+    expect(a.healthState(Date.now()).active).toBe('down');
+    expect(byName(pool, 'b').healthState(Date.now()).active).toBe('up');
+  });
+
   it('close() aborts a hanging probe instead of waiting for its timeout', async () => {
     const o = await origin('a');
     o.route('/health', { hang: true });
