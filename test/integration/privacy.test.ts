@@ -1629,7 +1629,8 @@ describe('PURGE, Varnish-compatible', () => {
   it('covers a fill in flight on another instance (Redis): what it brings back is neither in its memory nor in Redis (attacker trial)', async () => {
     const o = await origin();
     const page = editedPage(o, '/wiki/Shared');
-    const config = { redis: { url: redis.url, keyPrefix: 'fence:' }, sites: [siteFor([o.url])] };
+    // At debug, a purge that found nothing here is logged too: the sign that A heard it.
+    const config = { redis: { url: redis.url, keyPrefix: 'fence:' }, log: { level: 'debug' as const }, sites: [siteFor([o.url])] };
     const a = await gateway(config);
     const b = await gateway(config);
     const pending = get(`${a.url}/wiki/Shared`, { host: 'wiki.test' });

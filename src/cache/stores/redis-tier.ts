@@ -146,7 +146,12 @@ export class RedisTier {
     // Another instance purged (L2 included) and told us: our L1 only, at the sender's moment.
     this.bus.onPurge((notice) => {
       void tiered.purgeLocal(notice.selector, notice.mode, notice.at, notice.late ? notice.at : undefined).then(async (purged) => {
-        this.logger.info({ from: notice.from, selector: notice.selector, mode: notice.mode, purged, ...(notice.late ? { late: true } : {}) }, 'purge received');
+        // At debug when it found nothing here: MediaWiki purges every instance for each URL of
+        // an edit, and each hears the others' too: 16 lines per instance per edit, all
+        // `purged: 0` (fleet trial).
+        const fields = { from: notice.from, selector: notice.selector, mode: notice.mode, purged, ...(notice.late ? { late: true } : {}) };
+        if (purged > 0) this.logger.info(fields, 'purge received');
+        else this.logger.debug(fields, 'purge received');
         // A fill of ours may have stored in the gap before this notice: purged again in both
         // tiers, and announced once more (marked, so it is not repeated), since another
         // instance may have copied it from Redis into its memory meanwhile (review).
@@ -193,7 +198,7 @@ export class RedisTier {
     if (this.client.status !== 'ready' || !listening)
       this.logger.warn({ timeoutMs }, 'redis not ready at start: serving from memory only until it connects');
     else {
-      this.logger.info({ keyPrefix: this.config.keyPrefix }, 'redis ready: cache, fill locks and purges shared through it');
+      this.logger.info({ keyPrefix: this.config.keyPrefix, instance: this.bus.instanceId }, 'redis ready: cache, fill locks and purges shared through it');
       await this.checkMemoryBound(timeoutMs);
     }
   }

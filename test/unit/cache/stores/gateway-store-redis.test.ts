@@ -181,6 +181,35 @@ describe('GatewayStore: what it says about Redis', () => {
     expect(await started()).toEqual([]);
   }, 20_000);
 
+  it('logs a purge heard from another instance at info when it purged something here, at debug when nothing (fleet trial: 16 lines per instance per MediaWiki edit), and names its own id at start', async () => {
+    const lines: Array<{ level: number; msg: string; purged?: number; from?: string; instance?: string }> = [];
+    const logger = pino({ level: 'debug' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const prefix = `gsr${++n}:`;
+    const make = async (log: pino.Logger) => {
+      const g = new GatewayStore({ config: config(redis.url, prefix), clock: systemClock, logger: log, metrics: new GatewayMetrics({ defaultMetrics: false }) });
+      redis.cleanup(() => g.close());
+      await g.start();
+      return g;
+    };
+    const a = await make(quiet);
+    const b = await make(logger);
+    const ready = lines.find((l) => l.msg.startsWith('redis ready'));
+    expect(ready?.instance).toMatch(/^[0-9a-f-]{36}$/);
+    const heard = async (count: number) => {
+      for (let i = 0; i < 100 && lines.filter((l) => l.msg === 'purge received').length < count; i++) await sleep(20);
+      return lines.filter((l) => l.msg === 'purge received');
+    };
+    await a.purge([{ kind: 'key', key: 's\u0000/nothing?' }], 'hard', Date.now());
+    expect(await heard(1)).toMatchObject([{ level: 20, purged: 0 }]);
+    const key = 's\u0000/stored?';
+    const t = Date.now();
+    await b.store.put(makeEntry({ key, responseTime: t, requestTime: t - 5, freshnessMs: 600_000, deleteAt: t + 600_000 }));
+    await a.purge([{ kind: 'key', key }], 'hard', Date.now());
+    const both = await heard(2);
+    expect(both[1]).toMatchObject({ level: 30, purged: 1 });
+    expect(both[1]!.from).not.toBe(ready?.instance);
+  }, 20_000);
+
   it('says Redis is in use at start, that a hung Redis is skipped (once), and that it answers again (multi-instance trial)', async () => {
     const lines: Array<{ level: number; msg: string }> = [];
     const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
