@@ -148,6 +148,8 @@ export class PoolMember implements OriginMember {
   /** Live answers below 500 from the member so far, and that count when its last probe ended (pool.ts). */
   answered = 0;
   answeredAtLastProbe = 0;
+  /** The status its last probe was answered with; undefined before one, or when none came (pool.ts). */
+  lastProbeStatus: number | undefined;
   /** Smooth weighted round-robin running weight (pool.ts). */
   currentWeight = 0;
   /** Set when a reload removed the member; its agent goes when its in-flight requests end. */

@@ -409,20 +409,23 @@ export class OriginPool {
       // member. Marked down, the next live answer brought it up again, and the probes took it
       // down again: a front page answering 500 flipped the only member down and up every
       // 15 s, each time answering a few requests stale `origin_down` and flipping the healthy
-      // gauge (failure-day trial). With another member usable the probe's verdict stands (a
-      // deep health page that fails sends traffic to the others). Said once a minute.
+      // gauge (failure-day trial). So is one whose page fails on every usable member alike (a
+      // deploy that broke the front page would take all members but the last down). While
+      // another usable member passes its probes, the verdict stands (a deep health page that
+      // fails on one member sends its traffic to the others). Said once a minute.
       const brokenPageServing =
         !result.ok &&
         result.status !== undefined &&
         result.status >= 500 &&
         m.answered > m.answeredAtLastProbe &&
-        !this.list.some((o) => o !== m && o.isHealthy(now));
+        this.list.every((o) => o === m || !o.isHealthy(now) || (o.lastProbeStatus !== undefined && o.lastProbeStatus >= 500));
       if (brokenPageServing && this.warnDue(m, now))
         this.logger?.warn(
           { site: this.site.name, origin: m.name, path: this.site.healthCheck.path, status: result.status },
           'health check answered 5xx while the member answered requests: counted as alive (point healthCheck.path at a page that answers)',
         );
       m.answeredAtLastProbe = m.answered;
+      m.lastProbeStatus = result.status;
       const changed = m.recordProbe(result.ok || slowButServing || brokenPageServing, result.error, this.site.healthCheck, now);
       if (result.ok) {
         try {

@@ -598,14 +598,33 @@ describe('active health checks against real origins', () => {
     expect(a.healthState(Date.now())).toMatchObject({ active: 'down', lastError: 'probe: status 500' });
   });
 
+  it('a probe answered 500 on every member alike, while they answer live requests, takes none down (a deploy that broke the front page)', async () => {
+    const o = await origin('a');
+    const p = await origin('b');
+    o.route('/', { status: 500 });
+    p.route('/', { status: 503 });
+    const pool = makePool(makeSite([{ url: o.url, name: 'a' }, { url: p.url, name: 'b' }], { healthCheck: { unhealthyThreshold: 2 } }));
+    const a = byName(pool, 'a');
+    const b = byName(pool, 'b');
+    for (let i = 0; i < 4; i++) {
+      pool.reportSuccess(a, Date.now(), true);
+      pool.reportSuccess(b, Date.now(), true);
+      await pool.probeNow();
+    }
+    expect(a.healthState(Date.now()).active).not.toBe('down');
+    expect(b.healthState(Date.now()).active).not.toBe('down');
+  });
+
   it('a probe answered 500 takes a serving member down while another member is usable (a deep health page sends traffic to the others)', async () => {
     const o = await origin('a');
     const p = await origin('b');
     o.route('/', { status: 500 });
-    const pool = makePool(makeSite([{ url: o.url, name: 'a' }, { url: p.url, name: 'b' }], { healthCheck: { unhealthyThreshold: 1 } }));
+    const pool = makePool(makeSite([{ url: o.url, name: 'a' }, { url: p.url, name: 'b' }], { healthCheck: { unhealthyThreshold: 2 } }));
     const a = byName(pool, 'a');
-    pool.reportSuccess(a, Date.now(), true);
-    await pool.probeNow();
+    for (let i = 0; i < 2; i++) {
+      pool.reportSuccess(a, Date.now(), true);
+      await pool.probeNow();
+    }
     expect(a.healthState(Date.now()).active).toBe('down');
     expect(byName(pool, 'b').healthState(Date.now()).active).toBe('up');
   });
