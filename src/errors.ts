@@ -88,7 +88,7 @@ export const ERRORS = {
   origin_timeout: {
     status: 504,
     message: 'The origin server did not answer in time.',
-    action: 'Check the origin\'s load, or raise `sites[].timeouts.connectMs` (no connection in time), `sites[].timeouts.responseHeadersMs` (no answer in time) or `sites[].timeouts.idleMs` (a body that stopped coming).',
+    action: 'Check the origin\'s load, or raise `sites[].timeouts.connectMs` (no connection in time), `sites[].timeouts.responseHeadersMs` (no answer in time; `unsafeResponseHeadersMs` for a POST, PUT, PATCH or DELETE) or `sites[].timeouts.idleMs` (a body that stopped coming).',
   },
   origin_unavailable: {
     status: 503,

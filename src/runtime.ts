@@ -13,6 +13,7 @@ import { DEFAULT_BYPASS_COOKIES, routeSchema } from './config/schema.js';
 import type { OriginPool } from './origin/pool.js';
 import { parseCookies } from './cache/cache-key.js';
 import { fieldOf } from './cache/cache-control.js';
+import { SAFE_METHODS } from './http/facts.js';
 import { compileGlobs } from './server/headers.js';
 import { compileSite, SiteRouter, type CompiledRoute, type CompiledSite } from './server/site-router.js';
 
@@ -230,8 +231,13 @@ export function routeCapOf(route: { name: string; config: RouteConfig } | undefi
   return max === undefined ? undefined : { route: route!.name, max };
 }
 
-/** The origin timeouts for a request on `route` of `site`: the site's, with the route's over them. */
-export function timeoutsFor(site: SiteConfig, route: { config: RouteConfig } | undefined): SiteConfig['timeouts'] {
+/** The origin timeouts for a request on `route` of `site`: the site's, with the route's over them; for an unsafe `method`, its head may take unsafeResponseHeadersMs. */
+export function timeoutsFor(site: SiteConfig, route: { config: RouteConfig } | undefined, method?: string): SiteConfig['timeouts'] {
   const own = route?.config.timeouts;
-  return own === undefined ? site.timeouts : { ...site.timeouts, ...own };
+  const t = own === undefined ? site.timeouts : { ...site.timeouts, ...own };
+  // An unsafe method waits at least unsafeResponseHeadersMs for its head: the origin carries it
+  // out whether the gateway waits or not (LEMP trial: a comment and a post update cut at 15 s
+  // with 504 were saved, and the retry was a duplicate; logins got no cookie).
+  if (method === undefined || SAFE_METHODS.has(method) || t.unsafeResponseHeadersMs <= t.responseHeadersMs) return t;
+  return { ...t, responseHeadersMs: t.unsafeResponseHeadersMs };
 }

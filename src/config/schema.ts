@@ -401,6 +401,9 @@ export const timeoutsSchema = z
     responseHeadersMs: positiveMs('Time from the end of the request (its body included: a slow upload is not cut by it) to the response head (504 after).').default(
       15_000,
     ),
+    unsafeResponseHeadersMs: positiveMs(
+      'The same for POST, PUT, PATCH, DELETE and other unsafe methods, and never less than responseHeadersMs: the origin carries such a request out whether the gateway waits or not (nginx waits 60 s), so a 504 tells its client it failed when it may not have (a WordPress comment answered 504 at 15 s was saved, and its retry answered "duplicate comment").',
+    ).default(60_000),
     idleMs: positiveMs('Longest silence on an open origin response body.').default(30_000),
   })
   .describe('Origin timeouts.');
@@ -570,6 +573,7 @@ export const routeSchema = z
     timeouts: z
       .strictObject({
         responseHeadersMs: positiveMs('This route\'s time to the response head, in place of the site\'s (a long-poll or report endpoint).').optional(),
+        unsafeResponseHeadersMs: positiveMs('This route\'s time to the response head of an unsafe method (POST...), in place of the site\'s.').optional(),
         idleMs: positiveMs('This route\'s longest silence on a response body, in place of the site\'s.').optional(),
       })
       .optional()

@@ -931,7 +931,7 @@ export class Upstream {
     remember(this.timeoutLoggedAt, control.site, now);
     this.logger?.warn(
       { site: control.site, origin: control.member.name, path },
-      'origin timeout (504 origin_timeout: no connection within timeouts.connectMs, no answer within responseHeadersMs, or a body silent for idleMs); a long-poll or a slow report needs a route with a longer routes[].timeouts.responseHeadersMs; a page that usually answers quickly waited at the origin (its workers busy with slower requests, or the origin stalled), and a longer timeout would not help it: compare crowdgate_origin_inflight with what the origin serves at once',
+      'origin timeout (504 origin_timeout: no connection within timeouts.connectMs, no answer within responseHeadersMs (unsafeResponseHeadersMs for a POST...), or a body silent for idleMs); a long-poll or a slow report needs a route with a longer routes[].timeouts.responseHeadersMs; a page that usually answers quickly waited at the origin (its workers busy with slower requests, or the origin stalled): a longer timeout only answers it later, capping the slow requests (routes[].maxConcurrent) answers it sooner: compare crowdgate_origin_inflight with what the origin serves at once',
     );
   }
 

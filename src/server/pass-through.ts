@@ -115,7 +115,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
         else
           outcome = await deps.forwarder.web(req, res, {
             target: { url: member.url, agent: member.agent },
-            timeouts: timeoutsFor(site.config, ctx.route),
+            timeouts: timeoutsFor(site.config, ctx.route, ctx.method),
             changeOrigin: !site.config.preserveHost,
             maxBodyBytes: rt.config.limits.maxBodyBytes,
             ...(body !== undefined ? { body } : {}),

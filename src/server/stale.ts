@@ -122,7 +122,7 @@ export function isServableWhileUpdating(entry: CacheEntry, evaluation: EntryEval
 /** Where to look for each kind of origin failure (the config key, or the origin itself). */
 const FAILURE_HINT: Readonly<Record<Exclude<FetchFailure, 'error'>, string>> = {
   connect_error: 'check that the origin is running and sites[].origins[].url points at it',
-  timeout: 'check the origin\'s load, or raise sites[].timeouts.responseHeadersMs (or the route\'s timeouts)',
+  timeout: 'check the origin\'s load, or raise sites[].timeouts.responseHeadersMs (unsafeResponseHeadersMs for a POST, PUT, PATCH or DELETE; or the route\'s timeouts)',
   reset: 'check the origin\'s logs',
   bad_response: 'check the origin\'s answer',
 };

@@ -185,7 +185,7 @@ describe('forwarding', () => {
     expect(access?.upstreamMs as number).toBeLessThanOrEqual((access?.durationMs as number) + 1);
     // An attempt that timed out: its wait is the origin's time too (review).
     o.route('/hang', { delayMs: 3_000, body: 'late' });
-    const g2 = await gateway({ sites: [siteFor([o.url], { timeouts: { responseHeadersMs: 300 } })] });
+    const g2 = await gateway({ sites: [siteFor([o.url], { timeouts: { responseHeadersMs: 300, unsafeResponseHeadersMs: 300 } })] });
     const late = await request(`${g2.url}/hang`, { method: 'POST', body: 'x' });
     await late.body.text();
     expect(late.statusCode).toBe(504);
@@ -738,18 +738,44 @@ describe('forwarding', () => {
     expect(answer).toEqual({ status: 200, body: 'got 10240' });
   });
 
-  it('answers 504 when the origin is slower than responseHeadersMs', async () => {
+  it('answers 504 when the origin is slower than responseHeadersMs (unsafeResponseHeadersMs for a POST)', async () => {
     const o = await origin();
     o.route('/slow', { hang: true });
-    const g = await gateway({ sites: [siteFor([o.url], { timeouts: { responseHeadersMs: 200 } })] });
+    const g = await gateway({ sites: [siteFor([o.url], { timeouts: { responseHeadersMs: 200, unsafeResponseHeadersMs: 400 } })] });
+    const started = performance.now();
     const res = await request(`${g.url}/slow`, { method: 'POST', body: 'x' });
     expect(res.statusCode).toBe(504);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(390);
     expect(res.headers['x-crowdgate-error']).toBe('origin_timeout');
     // The page names the key to raise, not the origin's URL (which is right).
-    expect(await res.body.text()).toContain('sites[].timeouts.responseHeadersMs');
+    const page = await res.body.text();
+    expect(page).toContain('sites[].timeouts.responseHeadersMs');
+    expect(page).toContain('unsafeResponseHeadersMs');
     const fill = await request(`${g.url}/slow`);
     expect(fill.statusCode).toBe(504);
     expect(await fill.body.text()).toContain('sites[].timeouts.responseHeadersMs');
+  });
+
+  it('waits unsafeResponseHeadersMs for a POST, PUT, PATCH or DELETE the origin is still carrying out, where a GET gets its 504 at responseHeadersMs (LEMP trial: a comment cut at 15 s was saved, and its retry was a duplicate)', async () => {
+    const o = await origin();
+    o.route('/comment', { delayMs: 600, headers: { 'cache-control': 'no-store' }, body: 'saved' });
+    const site = siteFor([o.url], { timeouts: { responseHeadersMs: 200 }, routes: [{ name: 'c', cache: { enabled: false } }] });
+    const g = await gateway({ sites: [site] });
+    for (const method of ['POST', 'PUT', 'PATCH', 'DELETE']) {
+      const res = await request(`${g.url}/comment`, { method, body: 'x' });
+      expect(res.statusCode, method).toBe(200);
+      expect(await res.body.text()).toBe('saved');
+    }
+    const get = await request(`${g.url}/comment`);
+    expect(get.statusCode).toBe(504);
+    await get.body.text();
+    expect(o.count('/comment')).toBe(5); // each sent once: nothing retried
+    // A route's own, shorter unsafe wait (never below its responseHeadersMs) cuts it there.
+    const short = siteFor([o.url], { timeouts: { responseHeadersMs: 200 }, routes: [{ name: 'c', cache: { enabled: false }, timeouts: { unsafeResponseHeadersMs: 300 } }] });
+    const g2 = await gateway({ sites: [short] });
+    const cut = await request(`${g2.url}/comment`, { method: 'POST', body: 'x' });
+    expect(cut.statusCode).toBe(504);
+    await cut.body.text();
   });
 
   it('cuts a streamed response whose origin goes silent for longer than idleMs', async () => {
@@ -1006,7 +1032,7 @@ describe('pass-through: Expect: 100-continue', () => {
       seen.push(req.headers.expect);
       req.resume(); // reads the body, never answers: a hung origin
     });
-    const g = await gateway({ sites: [siteFor([o.url], { timeouts: { connectMs: 1_000, responseHeadersMs: 300, idleMs: 1_000 } })] });
+    const g = await gateway({ sites: [siteFor([o.url], { timeouts: { connectMs: 1_000, responseHeadersMs: 300, unsafeResponseHeadersMs: 300, idleMs: 1_000 } })] });
     const started = performance.now();
     const status = await new Promise<number>((resolve, reject) => {
       const req = http.request(`${g.url}/comment`, { method: 'POST', agent: false, headers: { expect: '100-continue', 'content-type': 'text/plain', 'content-length': '2048' } });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { parseConfigText } from '../../src/config/load.js';
-import { configHashOf, PriorityClasses, Runtime } from '../../src/runtime.js';
+import { configHashOf, PriorityClasses, Runtime, timeoutsFor } from '../../src/runtime.js';
 
 describe('PriorityClasses', () => {
   it('orders the configured classes, puts "default" last and background below them all', () => {
@@ -72,5 +72,36 @@ describe('configHashOf', () => {
     // Where a site's certificates come from ACME, the storage is part of what it runs with.
     const acme = { tls: { acme: true }, hosts: ['blog.example.com'] };
     expect(configHashOf(parse({ tls: { port: 8443 } }, 60, '/srv/gw1/gateway.yaml', acme))).not.toBe(configHashOf(parse({ tls: { port: 8443 } }, 60, '/srv/gw2/gateway.yaml', acme)));
+  });
+});
+
+describe('timeoutsFor', () => {
+  const siteOf = (timeouts: Record<string, number>, routeTimeouts?: Record<string, number>) => {
+    const loaded = parseConfigText(
+      stringify({ sites: [{ name: 's', hosts: ['*'], origins: [{ url: 'http://127.0.0.1:1' }], timeouts, routes: [{ name: 'r', ...(routeTimeouts ? { timeouts: routeTimeouts } : {}) }] }] }),
+      'test.yaml',
+      { env: {} },
+    );
+    if (!loaded.ok) throw new Error(JSON.stringify(loaded.errors));
+    const site = loaded.config.sites[0]!;
+    return { site, route: { config: site.routes[0]! } };
+  };
+
+  it('gives an unsafe method unsafeResponseHeadersMs (60 s by default) and a safe one responseHeadersMs', () => {
+    const { site, route } = siteOf({});
+    expect(timeoutsFor(site, route, 'GET').responseHeadersMs).toBe(15_000);
+    expect(timeoutsFor(site, route, 'OPTIONS').responseHeadersMs).toBe(15_000);
+    expect(timeoutsFor(site, route).responseHeadersMs).toBe(15_000);
+    for (const m of ['POST', 'PUT', 'PATCH', 'DELETE', 'PROPFIND']) expect(timeoutsFor(site, route, m).responseHeadersMs, m).toBe(60_000);
+  });
+
+  it('never gives an unsafe method less than responseHeadersMs, and a route\'s own values win', () => {
+    const raised = siteOf({ responseHeadersMs: 120_000 });
+    expect(timeoutsFor(raised.site, raised.route, 'POST').responseHeadersMs).toBe(120_000);
+    const route = siteOf({}, { responseHeadersMs: 90_000 });
+    expect(timeoutsFor(route.site, route.route, 'POST').responseHeadersMs).toBe(90_000);
+    const own = siteOf({}, { unsafeResponseHeadersMs: 30_000 });
+    expect(timeoutsFor(own.site, own.route, 'POST').responseHeadersMs).toBe(30_000);
+    expect(timeoutsFor(own.site, own.route, 'GET').responseHeadersMs).toBe(15_000);
   });
 });
