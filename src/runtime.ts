@@ -238,6 +238,8 @@ export function timeoutsFor(site: SiteConfig, route: { config: RouteConfig } | u
   // An unsafe method waits at least unsafeResponseHeadersMs for its head: the origin carries it
   // out whether the gateway waits or not (LEMP trial: a comment and a post update cut at 15 s
   // with 504 were saved, and the retry was a duplicate; logins got no cookie).
+  // A route that sets its own responseHeadersMs and no unsafe one has spoken for all its methods.
   if (method === undefined || SAFE_METHODS.has(method) || t.unsafeResponseHeadersMs <= t.responseHeadersMs) return t;
+  if (own?.responseHeadersMs !== undefined && own.unsafeResponseHeadersMs === undefined) return t;
   return { ...t, responseHeadersMs: t.unsafeResponseHeadersMs };
 }

@@ -573,7 +573,7 @@ export const routeSchema = z
     timeouts: z
       .strictObject({
         responseHeadersMs: positiveMs('This route\'s time to the response head, in place of the site\'s (a long-poll or report endpoint).').optional(),
-        unsafeResponseHeadersMs: positiveMs('This route\'s time to the response head of an unsafe method (POST...), in place of the site\'s.').optional(),
+        unsafeResponseHeadersMs: positiveMs('This route\'s time to the response head of an unsafe method (POST...), in place of the site\'s. A route that sets only responseHeadersMs gives it to every method.').optional(),
         idleMs: positiveMs('This route\'s longest silence on a response body, in place of the site\'s.').optional(),
       })
       .optional()

@@ -100,6 +100,9 @@ describe('timeoutsFor', () => {
     expect(timeoutsFor(raised.site, raised.route, 'POST').responseHeadersMs).toBe(120_000);
     const route = siteOf({}, { responseHeadersMs: 90_000 });
     expect(timeoutsFor(route.site, route.route, 'POST').responseHeadersMs).toBe(90_000);
+    // A route's own shorter wait, with no unsafe one of its own, holds for its POSTs too.
+    const quick = siteOf({}, { responseHeadersMs: 5_000 });
+    expect(timeoutsFor(quick.site, quick.route, 'POST').responseHeadersMs).toBe(5_000);
     const own = siteOf({}, { unsafeResponseHeadersMs: 30_000 });
     expect(timeoutsFor(own.site, own.route, 'POST').responseHeadersMs).toBe(30_000);
     expect(timeoutsFor(own.site, own.route, 'GET').responseHeadersMs).toBe(15_000);
