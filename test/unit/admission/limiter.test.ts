@@ -664,6 +664,29 @@ describe('Limiter: refusal at arrival', () => {
     expect(outcomes.filter((o) => !o.result.ok)).toEqual([]);
   });
 
+  it('does not hold arrivals to a queue standing from before a probe to the CoDel target while the probe holds the limit down (differential fuzzer: an origin 3x slower for 6 s)', async () => {
+    /** A learned limit with evidence of queueing, that a no-load probe holds at 1 of its 4. */
+    class ProbedLimit extends LearnedLimit {
+      planning: number | undefined = undefined;
+    }
+    const limit = new ProbedLimit(4);
+    limit.queueing = true;
+    const { limiter, request, scheduler, teach } = setup({ limit }); // CoDel 20 / 100 ms
+    await teach(100); // round trip 100 ms
+    for (let i = 0; i < 4; i++) request(`holder${i}`);
+    for (let i = 0; i < 10; i++) request(`w${i}`);
+    scheduler.advance(120);
+    request('w10'); // judged: the queue stands
+    expect(limiter.isQueueStanding).toBe(true);
+    // 12 ahead-or-self x 100 ms / 4 = 300 ms: past 8 typical requests' work, held to the target.
+    expect(request('before')).toMatchObject({ ok: false, reason: 'predicted_wait' });
+    limit.planning = 4;
+    limit.current = 1; // the probe
+    // The same forecast against the planning limit, now bounded by its deadline: it waits.
+    expect(request('during')).toBeInstanceOf(Promise);
+    expect(limiter.isQueueStanding).toBe(true);
+  });
+
   it('tells the limit the time on each arrival: a probe whose permits slow requests hold ends on time, and its waiters are served (normal-day trial)', async () => {
     /** A no-load probe of 1 permit that ends 1 s after it began, by the clock alone. */
     class TimedProbe extends ScriptedLimit {
