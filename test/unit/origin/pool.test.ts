@@ -615,7 +615,7 @@ describe('active health checks against real origins', () => {
     expect(b.healthState(Date.now()).active).not.toBe('down');
   });
 
-  it('a probe answered 500 takes a serving member down while another member is usable (a deep health page sends traffic to the others)', async () => {
+  it('a probe answered 500 takes a serving member down while another usable member passes its probes (a deep health page sends traffic to the others)', async () => {
     const o = await origin('a');
     const p = await origin('b');
     o.route('/', { status: 500 });
