@@ -850,8 +850,7 @@ export class Limiter {
     // doing, and the restored limit serves them. Held to the CoDel target there, 8 waiters
     // expected to wait 170-260 ms were refused at arrival, POSTs included, while an origin with
     // room for all got 3x slower for 6 s (differential fuzzer: 30 such refusals in a second).
-    const probing = (this.algorithm.planning ?? 0) > this.algorithm.current;
-    const standing = this.queue.isStanding && !this.isColdStart(now) && !probing;
+    const standing = this.queue.isStanding && !this.isColdStart(now) && !this.isProbing;
     // Each waiter ahead counts as its own endpoint's typical round trip (costMs), not the site's:
     // over HTTP/2 a browser asks for a page's ~70 scripts at once, each answered in ~10 ms, and
     // counted at the typical round trip of the site's 0.1-0.7 s pages and REST calls they read as
@@ -1629,7 +1628,7 @@ export class Limiter {
         this.judgeSlowShare(now, heldMs);
       } else if (succeeded && this.sharing) this.notePromptQuick(permit);
       // During a no-load probe a counted request is the probe's measurement, however slow.
-      const probing = (this.algorithm.planning ?? 0) > this.algorithm.current;
+      const probing = this.isProbing;
       // Before any round trip is known there is no mix to be an outlier of: an origin whose
       // every answer takes longer than the first threshold (3/4 of the CoDel interval) had all
       // of them set aside and ignored, learned nothing, and kept its initial limit and that

@@ -143,8 +143,6 @@ export class PoolMember implements OriginMember {
   backup: boolean;
   inflight = 0;
   freedAnswers = 0;
-  /** When a live request last got an answer below 500 from the member (clock ms; pool.ts). */
-  answeredAt = -Infinity;
   /** Live answers below 500 from the member so far, and that count when its last probe ended (pool.ts). */
   answered = 0;
   answeredAtLastProbe = 0;

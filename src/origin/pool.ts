@@ -103,7 +103,8 @@ export class OriginPool {
   private site: SiteConfig;
   private readonly clock: Clock;
   private readonly logger: PoolLogger | undefined;
-  private readonly slowProbeWarnedAt = new WeakMap<PoolMember, number>();
+  /** When each of a member's excused-probe warnings was last said (warnDue). */
+  private readonly probeWarnedAt = { timeout: new WeakMap<PoolMember, number>(), status: new WeakMap<PoolMember, number>() };
   private readonly onHealthChange: OriginPoolOptions['onHealthChange'];
   private readonly admitProbe: OriginPoolOptions['admitProbe'];
   private readonly onProbePassed: OriginPoolOptions['onProbePassed'];
@@ -189,10 +190,7 @@ export class OriginPool {
     const now = this.clock.now();
     this.announceEndedEjections(now); // one that ran out first, before the success clears its trace
     const wasEjected = m.isEjected(now);
-    if (endsDown) {
-      m.answeredAt = now;
-      m.answered++;
-    }
+    if (endsDown) m.answered++;
     const up = m.recordSuccess(startedAt, endsDown);
     if (m.removed || this.closed) return;
     if (up) {
@@ -385,7 +383,7 @@ export class OriginPool {
     const inflight = this.probing.get(m);
     if (inflight) return inflight;
     if (this.closed || m.removed) return Promise.resolve();
-    const startedAt = this.clock.now();
+    const answeredBefore = m.answered;
     const p = this.admitThenProbe(m).then((result) => {
       this.probing.delete(m);
       if (result === undefined) return; // not admitted this round
@@ -398,8 +396,8 @@ export class OriginPool {
       // the 2 s timeout marked a serving member down every three probes, and its stale pages
       // were served and the down alert fired while every other page answered in milliseconds
       // (failure-day trial). It counts as alive; said once a minute.
-      const slowButServing = !result.ok && result.error === 'timeout' && m.answeredAt >= startedAt;
-      if (slowButServing && this.warnDue(m, now))
+      const slowButServing = !result.ok && result.error === 'timeout' && m.answered > answeredBefore;
+      if (slowButServing && this.warnDue(m, now, 'timeout'))
         this.logger?.warn(
           { site: this.site.name, origin: m.name, path: this.site.healthCheck.path, timeoutMs: this.site.healthCheck.timeoutMs },
           'health check timed out while the member answered requests: counted as alive (raise healthCheck.timeoutMs, or point healthCheck.path at a cheaper page)',
@@ -419,7 +417,7 @@ export class OriginPool {
         result.status >= 500 &&
         m.answered > m.answeredAtLastProbe &&
         this.list.every((o) => o === m || !o.isHealthy(now) || (o.lastProbeStatus !== undefined && o.lastProbeStatus >= 500));
-      if (brokenPageServing && this.warnDue(m, now))
+      if (brokenPageServing && this.warnDue(m, now, 'status'))
         this.logger?.warn(
           { site: this.site.name, origin: m.name, path: this.site.healthCheck.path, status: result.status },
           'health check answered 5xx while the member answered requests: counted as alive (point healthCheck.path at a page that answers)',
@@ -482,11 +480,12 @@ export class OriginPool {
     }
   }
 
-  /** Once a minute per member: the slow-probe warning. */
-  private warnDue(m: PoolMember, now: number): boolean {
-    const last = this.slowProbeWarnedAt.get(m);
+  /** Once a minute per member and kind: a probe excused as timed out, or as answered 5xx, while the member serves. */
+  private warnDue(m: PoolMember, now: number, kind: 'timeout' | 'status'): boolean {
+    const said = this.probeWarnedAt[kind];
+    const last = said.get(m);
     if (last !== undefined && now - last < SLOW_PROBE_WARN_MS) return false;
-    this.slowProbeWarnedAt.set(m, now);
+    said.set(m, now);
     return true;
   }
 

@@ -91,6 +91,25 @@ async function expectNothingTripped(g: StartedGateway, members: number): Promise
 }
 
 /** The answer came from the origin (not from the gateway's error pages): it carries x-origin-seq. */
+/** Visitors ask for pages one after another until `probes` probes of / happened (5 s at most): every page answered 200. */
+async function expectServedWhileProbed(g: StartedGateway, o: TestOrigin, probes: number): Promise<void> {
+  const statuses: number[] = [];
+  const until = performance.now() + 5_000;
+  for (let i = 0; o.count('/') < probes && performance.now() < until; i++) statuses.push((await call(`${g.url}/p/${i}`)).status);
+  expect(o.count('/'), `${probes} probes of / happened`).toBeGreaterThanOrEqual(probes);
+  expect(statuses.every((s) => s === 200)).toBe(true);
+}
+
+/** The only member is up, its probes never took it down, and `warning` was said once, with `fields`. */
+async function expectUpWithOneWarning(g: StartedGateway, warning: string, fields: Record<string, unknown>): Promise<void> {
+  const body = (await (await request(`${g.adminUrl}/readyz`)).body.json()) as { sites: Array<{ state: string }> };
+  expect(body.sites[0]!.state).toBe('up');
+  expect(g.logs.some((l) => l.msg === 'origin member down (health check)')).toBe(false);
+  const warned = g.logs.filter((l) => typeof l.msg === 'string' && l.msg.startsWith(warning));
+  expect(warned).toHaveLength(1);
+  expect(warned[0]).toMatchObject({ site: 'test', path: '/', ...fields });
+}
+
 function expectFromOrigin(r: Answer, status: number, what: string): void {
   expect({ what, status: r.status, error: r.headers['x-crowdgate-error'] }).toEqual({ what, status, error: undefined });
   expect(r.headers['x-origin-seq'], `${what}: x-origin-seq`).toBeDefined();
@@ -211,34 +230,16 @@ describe('failure amplification: active health checks', () => {
     o.route('/', { delayMs: 400, body: 'home' });
     const g = await gateway({ sites: [siteFor([o.url], { healthCheck: { enabled: true, intervalMs: 50, timeoutMs: 100 } })] });
     // Visitors keep asking for pages while the probes time out, one after another.
-    const statuses: number[] = [];
-    const until = performance.now() + 5_000;
-    for (let i = 0; o.count('/') < 8 && performance.now() < until; i++) statuses.push((await call(`${g.url}/p/${i}`)).status);
-    expect(o.count('/'), 'eight probes of / happened').toBeGreaterThanOrEqual(8);
-    expect(statuses.every((s) => s === 200)).toBe(true);
-    const body = (await (await request(`${g.adminUrl}/readyz`)).body.json()) as { sites: Array<{ state: string }> };
-    expect(body.sites[0]!.state).toBe('up');
-    expect(g.logs.some((l) => l.msg === 'origin member down (health check)')).toBe(false);
-    const warned = g.logs.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('health check timed out while the member answered requests'));
-    expect(warned).toHaveLength(1);
-    expect(warned[0]).toMatchObject({ site: 'test', path: '/', timeoutMs: 100 });
+    await expectServedWhileProbed(g, o, 8);
+    await expectUpWithOneWarning(g, 'health check timed out while the member answered requests', { timeoutMs: 100 });
   });
 
   it('keeps the only member up while its / answers 500 and its pages answer: no down, no stale, one warning (failure-day trial: the member flipped down and up every 15 s)', async () => {
     const o = await origin();
     o.route('/', { status: 500, body: 'Fatal error' });
     const g = await gateway({ sites: [siteFor([o.url], { healthCheck: { enabled: true, intervalMs: 50 } })] });
-    const statuses: number[] = [];
-    const until = performance.now() + 5_000;
-    for (let i = 0; o.count('/') < 10 && performance.now() < until; i++) statuses.push((await call(`${g.url}/p/${i}`)).status);
-    expect(o.count('/'), 'ten probes of / happened').toBeGreaterThanOrEqual(10);
-    expect(statuses.every((s) => s === 200)).toBe(true);
-    const body = (await (await request(`${g.adminUrl}/readyz`)).body.json()) as { sites: Array<{ state: string }> };
-    expect(body.sites[0]!.state).toBe('up');
-    expect(g.logs.some((l) => l.msg === 'origin member down (health check)')).toBe(false);
-    const warned = g.logs.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('health check answered 5xx while the member answered requests'));
-    expect(warned).toHaveLength(1);
-    expect(warned[0]).toMatchObject({ site: 'test', path: '/', status: 500 });
+    await expectServedWhileProbed(g, o, 10);
+    await expectUpWithOneWarning(g, 'health check answered 5xx while the member answered requests', { status: 500 });
   });
 
   it('does not mark a member down from unknown on one failed probe: traffic keeps flowing, nobody gets no_healthy_origin', async () => {
