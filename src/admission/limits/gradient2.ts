@@ -81,6 +81,24 @@
  *   quarter of the concurrency are still EXONERATE_RATIO of the jumped windows' (queueing would
  *   have fallen with the concurrency) restores the limit's peak, and the windows it left are no
  *   evidence. An origin with C slots at twice C reads at most half.
+ * Windows that did not bind (the requests at the origin never used the whole limit, or most of
+ * the window's requests found a permit to spare) and whose round trips read as queueing, at a
+ * concurrency that a window judged clear within CLEAR_MEMORY_MS (or four windows' lengths) held
+ * at the origin or more, say nothing: no cut, no evidence, no slow-start verdict. The origin
+ * answered that many requests clear a moment ago, so the round trips that rose at the same or
+ * fewer are not our concurrency's doing: a busy host (the origin's CPU taken by another
+ * process, a GC pause), a window that held a few of a slow endpoint's answers. On a noisy
+ * 2-core host an ordinary day's windows flipped between 10 and 50 ms at 6-11 requests in
+ * flight, well under a limit of 11-13; each slow one cut the limit by a tenth, none could grow
+ * it back (a window that does not bind never grows it), and once the limit was down to 7 the
+ * day's bursts queued behind it, the same noise read as evidence, and arrivals were refused
+ * `predicted_wait` against an origin with unlimited workers (differential fuzzer: 6-206 a
+ * minute, POSTs included; direct none). A window that binds is judged as before: it alone
+ * tells what more concurrency does, and a crowd's windows all bind. Nor is a window past that
+ * concurrency set aside, so an origin that lost capacity (its requests in flight grow as its
+ * round trips do, at the same arrivals) is cut as soon as they pass what it answered clear, and
+ * at the latest once that memory runs out.
+ *
  * An origin saturated by others (other gateways in front of it, its own jobs) looks slow on its
  * own: this gateway then sends what it would to a slow origin, as a proxy without a limit
  * would. The probe alone had that weakness before (it took the others' queue as the no-load
@@ -184,6 +202,8 @@ export interface Gradient2Readings {
   slowStartDoubt: boolean;
   /** Times the origin was found slow on its own, not queueing (see Exoneration). */
   exonerations: number;
+  /** Windows that said nothing: they did not bind, at a concurrency the origin answered clear a moment ago (see Windows that did not bind). */
+  dismissed: number;
 }
 
 const defaultQueueSize = (limit: number): number => Math.max(1, Math.sqrt(limit) / 2);
@@ -299,6 +319,10 @@ const SLOW_START_FACTOR = 1.5;
 const QUEUEING_EVIDENCE_MS = 1_000;
 /** The recent windows of which at least half must have shown queueing (see showsQueueing). */
 const EVIDENCE_WINDOWS = 8;
+/** Windows judged clear that are remembered (see Windows that did not bind). */
+const CLEAR_WINDOWS = 16;
+/** How long a window judged clear is remembered, ms, or four windows' lengths when longer (see Windows that did not bind). */
+const CLEAR_MEMORY_MS = 2_000;
 /** After the limit first binds, how long it counts as still learning (see isColdStart), ms. */
 export const COLD_START_MS = 5_000;
 /** A limit that has not bound for this long is learning again when it next binds (see isColdStart), ms. */
@@ -376,6 +400,12 @@ export class Gradient2Limit implements Limit {
   private readonly recentWindowAt = new Float64Array(EVIDENCE_WINDOWS).fill(-Infinity);
   private readonly recentWindowQueued = new Uint8Array(EVIDENCE_WINDOWS);
   private recentWindowNext = 0;
+  /** The last CLEAR_WINDOWS windows judged clear: when each closed, and its most requests at the origin (a ring; see noteClear). */
+  private readonly clearWindowAt = new Float64Array(CLEAR_WINDOWS).fill(-Infinity);
+  private readonly clearWindowInflight = new Float64Array(CLEAR_WINDOWS);
+  private clearWindowNext = 0;
+  /** Windows set aside as saying nothing (see Windows that did not bind), for readings. */
+  private dismissed = 0;
   /** When a window last held drops (timeouts, 503s, refused connections): evidence on its own. */
   private lastDropsAt = -Infinity;
   /**
@@ -566,6 +596,36 @@ export class Gradient2Limit implements Limit {
     return queued * 2 >= closed;
   }
 
+  /**
+   * The window used the whole limit, with most of its requests started at it (they waited for
+   * a permit, or would have): only such a window tells what more concurrency would do, so only
+   * it may grow the limit, and only it may cut the limit on round trips the origin answered
+   * clear at the same concurrency a moment ago (see Windows that did not bind).
+   */
+  private binding(): boolean {
+    return this.windowMaxInflight >= Math.floor(this.estimate) && this.windowAtLimit * 2 >= this.windowSamples;
+  }
+
+  /** Remembers a window judged clear (gradient of 1), with the most requests it had at the origin. */
+  private noteClear(now: number): void {
+    this.clearWindowAt[this.clearWindowNext] = now;
+    this.clearWindowInflight[this.clearWindowNext] = this.windowMaxTotalInflight;
+    this.clearWindowNext = (this.clearWindowNext + 1) % CLEAR_WINDOWS;
+  }
+
+  /**
+   * The most requests at the origin (the slow lane's and the other gateways' included) of a
+   * window judged clear within CLEAR_MEMORY_MS, or four windows' lengths when longer; 0 for none.
+   */
+  private clearInflight(now: number): number {
+    const memory = Math.max(CLEAR_MEMORY_MS, 4 * this.lastWindowMs);
+    let most = 0;
+    for (let i = 0; i < CLEAR_WINDOWS; i++) {
+      if (now - this.clearWindowAt[i]! <= memory && this.clearWindowInflight[i]! > most) most = this.clearWindowInflight[i]!;
+    }
+    return most;
+  }
+
   /** A reloaded min/max (Limit.setBounds): the estimate, its peak and a probe's limit kept within them. */
   setBounds(min: number, max: number): void {
     checkBounds(min, min, max);
@@ -611,6 +671,7 @@ export class Gradient2Limit implements Limit {
       slowStart: this.slowStart,
       slowStartDoubt: this.slowStartDoubt,
       exonerations: this.exonerations,
+      dismissed: this.dismissed,
     };
   }
 
@@ -1108,7 +1169,7 @@ export class Gradient2Limit implements Limit {
     let noise = 0;
     /** What queueing behind this window's requests could make of a round trip, ms (see Exoneration). */
     let bound = 0;
-    if (this.windowMaxInflight >= Math.floor(this.estimate) && this.windowAtLimit * 2 >= this.windowSamples) this.judged = true;
+    if (this.binding()) this.judged = true;
     /** The window was far quicker than the long-term RTT (the drift rule below). */
     let drifted = false;
     // Drops (timeouts, 503s): the origin says it is overloaded; they cut the limit as always,
@@ -1184,6 +1245,16 @@ export class Gradient2Limit implements Limit {
       } else {
         gradient = 1; // nothing to compare with yet; the first probe will tell
         slowStartGradient = 1;
+      }
+    }
+    // A window that did not bind, at a concurrency the origin answered clear a moment ago, says
+    // nothing (see Windows that did not bind); a window judged clear is remembered.
+    if (windowBase !== undefined && this.windowDrops === 0 && !unexplained) {
+      if (gradient >= 1) this.noteClear(now);
+      else if (!this.binding() && this.windowMaxTotalInflight <= this.clearInflight(now)) {
+        this.dismissed++;
+        this.resetWindow();
+        return;
       }
     }
     if (this.windowDrops > 0) gradient = Math.min(gradient, 1 - this.windowDrops / this.windowSamples);
@@ -1336,7 +1407,7 @@ export class Gradient2Limit implements Limit {
     // limit up to twice the origin's capacity; and a window that touched the limit in one
     // burst, most of its requests having found a free permit, walked a crowd's limit from 12 to
     // 13.8 for an origin with 8 slots, burst after burst of the ramp.)
-    if (this.windowMaxInflight < Math.floor(this.estimate) || this.windowAtLimit * 2 < this.windowSamples) next = Math.min(next, this.estimate);
+    if (!this.binding()) next = Math.min(next, this.estimate);
     this.estimate = clamp(next, this.min, this.max);
     // No baseline yet (a crowd from the first request, or an initial limit far above the
     // origin's capacity): measure one as soon as the limit binds. Not before: a probe runs at a

@@ -330,9 +330,10 @@ describe('Gradient2Limit per window', () => {
     // One window at 80 ms against 50 + 5 among good ones is noise.
     feed(limit, at, 6, 80, 20);
     expect(limit.showsQueueing(at.t)).toBe(false);
-    // Four more (windows of 9 samples now, one round trip of 80 ms): most of the recent
-    // windows queue (5 of the last 8), the origin queues.
-    feed(limit, at, 36, 80, 20);
+    // Four more (windows of 9 samples now, one round trip of 80 ms), at the limit (which the
+    // good windows grew past 20): most of the recent windows queue (5 of the last 8), the
+    // origin queues.
+    feed(limit, at, 36, 80, 25);
     const seenAt = at.t;
     expect(limit.showsQueueing(seenAt)).toBe(true);
     feed(limit, at, 6, 50, 20);
@@ -401,6 +402,69 @@ describe('Gradient2Limit per window', () => {
     expect(limit.showsQueueing(seenAt)).toBe(true);
     expect(limit.showsQueueing(seenAt + 2_900)).toBe(true); // a second long window may not have closed yet
     expect(limit.showsQueueing(seenAt + 3_001)).toBe(false);
+  });
+
+  it('sets aside windows that did not bind, whose round trips rose at a concurrency the origin answered clear a moment ago: no cut, no evidence', () => {
+    const { limit, at } = warmed();
+    // An ordinary day: 12 of the limit's 20 in flight (more than half: not no-load samples),
+    // answered at the no-load RTT.
+    feed(limit, at, 12, 50, 12);
+    const before = limit.readings().estimate;
+    // Then round trips of 150 ms (a busy host) at the same concurrency, window after window
+    // (of 15 samples now, one such round trip).
+    feed(limit, at, 95, 150, 12);
+    expect(limit.readings()).toMatchObject({ estimate: before, dismissed: 6 });
+    expect(limit.showsQueueing(at.t)).toBe(false);
+    // At fewer requests likewise.
+    feed(limit, at, 15, 150, 11);
+    expect(limit.readings()).toMatchObject({ estimate: before, dismissed: 7 });
+  });
+
+  it('but judges them as before past the concurrency answered clear, and once that memory has run out (2 s)', () => {
+    const past = warmed();
+    feed(past.limit, past.at, 12, 50, 12);
+    const before = past.limit.readings().estimate;
+    feed(past.limit, past.at, 95, 150, 13); // one more request in flight than any window answered clear
+    expect(past.limit.readings().estimate).toBeLessThan(before);
+    expect(past.limit.readings().dismissed).toBe(0);
+    expect(past.limit.showsQueueing(past.at.t)).toBe(true);
+    const later = warmed();
+    feed(later.limit, later.at, 12, 50, 12);
+    const clearAt = later.at.t;
+    while (later.at.t - clearAt <= 2_000) feed(later.limit, later.at, 1, 150, 12);
+    const dismissed = later.limit.readings().dismissed;
+    expect(dismissed).toBeGreaterThan(0);
+    const still = later.limit.readings().estimate;
+    feed(later.limit, later.at, 15, 150, 12); // the next window's round trip
+    expect(later.limit.readings().dismissed).toBe(dismissed);
+    expect(later.limit.readings().estimate).toBeLessThan(still);
+  });
+
+  it('judges a window that binds as before, whatever concurrency was answered clear', () => {
+    const { limit, at } = warmed();
+    feed(limit, at, 12, 50, 30); // clear windows at 30, past the limit (21 after them)
+    const before = limit.readings().estimate;
+    feed(limit, at, 6, 150, 25); // at the limit: a queue
+    expect(limit.readings().estimate).toBeLessThan(before);
+    expect(limit.readings().dismissed).toBe(0);
+  });
+
+  it('holds the limit on a noisy host\'s ordinary day: spikes at any concurrency under the limit cut nothing, and the day\'s bursts find it (seeded)', () => {
+    // Demand 2-11 in flight under a limit of 20, round trips 10 ms, and one window in four
+    // five times slower at whatever concurrency it has (the origin's CPU taken by others).
+    // Before windows that did not bind were set aside, each slow one cut the limit by a
+    // tenth and nothing grew it back: 20 fell to 10 and below within seconds, and the day's
+    // bursts of 11 queued behind it (differential fuzzer).
+    const limit = new Gradient2Limit({ initial: 20, min: 2, max: 100, minWindowSamples: 5, slowStart: false });
+    const at = { t: 0 };
+    const random = makeRandom(7);
+    feed(limit, at, 18, 10, 2);
+    for (let w = 0; w < 400; w++) {
+      const inflight = 2 + Math.floor(random() * 10);
+      feed(limit, at, 6, random() < 0.25 ? 50 : 10, inflight);
+    }
+    expect(limit.readings().estimate).toBeGreaterThanOrEqual(12);
+    expect(limit.readings().dismissed).toBeGreaterThan(50);
   });
 
   it('grows by queueSize * smoothing per window while the RTT stays at the no-load RTT', () => {
