@@ -44,6 +44,10 @@ export interface Waiter<R = unknown> {
   keptThroughStall?: boolean;
   /** The stall it was kept through ended while it waited: one more wait of its own length to drain (Limiter.expire). */
   drainingAfterStall?: boolean;
+  /** Its wait was kept past its deadline while a no-load probe held the limit down (Limiter.expire). */
+  keptThroughProbe?: boolean;
+  /** The probe it was kept through ended while it waited: one more wait of its own length to drain (Limiter.expire). */
+  drainingAfterProbe?: boolean;
   resolve: (result: R) => void;
   timer: unknown;
   signal: AbortSignal | undefined;
@@ -68,6 +72,8 @@ export class WaitQueue<R = unknown> {
   private codel: CodelOptions;
 
   private standing = false;
+  /** When the queue last began to stand (checkStanding); meaningful while `standing`. */
+  private standingSince = -Infinity;
   private intervalStartAt = 0;
   private minSojournMs = Infinity;
   private dequeues = 0;
@@ -142,6 +148,11 @@ export class WaitQueue<R = unknown> {
   /** Under a standing queue: serve newest first and cap waits at the CoDel interval. */
   get isStanding(): boolean {
     return this.standing;
+  }
+
+  /** When the standing queue began; -Infinity while none stands. */
+  get standingSinceAt(): number {
+    return this.standing ? this.standingSince : -Infinity;
   }
 
   setCodel(codel: CodelOptions): void {
@@ -243,6 +254,7 @@ export class WaitQueue<R = unknown> {
     this.resetInterval(now);
     if (sojourn > this.codel.targetMs) {
       this.standing = true;
+      this.standingSince = now;
       return true;
     }
     return false;

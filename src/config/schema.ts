@@ -825,12 +825,21 @@ export const queueSchema = z
       'CoDel target queue delay: a queue whose shortest wait stays above this for an interval is standing; then it bounds pass-through waits.',
     ).default(50),
     codelIntervalMs: positiveMs('CoDel interval; under a standing queue it bounds cache-fill waits.').default(100),
+    standingBoundAfterMs: z
+      .number()
+      .int()
+      .min(0)
+      .max(MAX_TIMER_MS, `must be at most ${MAX_TIMER_MS} ms (24.8 days), the longest timer Node can set`)
+      .default(1000)
+      .describe(
+        'Learned limits: how long a queue stands, counted from when it began to or from the end of the last no-load probe, whichever is later, before arrivals a client waits for (minWaitRoundTrips) are held to the CoDel bounds, unless the evidence of queueing is strong (three quarters of the recent windows, as in a crowd); meanwhile their waits are bounded by their deadline. On an ordinary day a queue stands for a moment (a busy host, a probe, a burst), and held to the CoDel target at once, arrivals the origin had room for were refused. A request a usable stale copy answers keeps the bounds at once, as does any request behind a fixed or AIMD limit. 0: at once.',
+      ),
     minWaitRoundTrips: z
       .number()
       .min(0)
       .default(8)
       .describe(
-        'A request a client waits for (not one a usable stale copy can answer) waits at least this many of the origin\'s typical round trips (at most 5 s) when that is longer than its deadline: against 0.5 s answers a 500 ms deadline refused a burst the origin drains in a few round trips. Under a standing queue such a request is held to the CoDel bound only with 8 or more requests ahead of it and more work than 8 typical requests, and once admitted it is not cut at that bound. Through a stall (permits out and none answered), such a request waits on up to 5 s from its arrival rather than being refused at its deadline. 0: the deadline and the CoDel bounds alone.',
+        'A request a client waits for (not one a usable stale copy can answer) waits at least this many of the origin\'s typical round trips (at most 5 s) when that is longer than its deadline: against 0.5 s answers a 500 ms deadline refused a burst the origin drains in a few round trips. Under a standing queue such a request is held to the CoDel bound only with 8 or more requests ahead of it and more work than 8 typical requests, and once admitted it is not cut at that bound. Through a stall (permits out and none answered) or a no-load probe of a learned limit, such a request waits on up to 5 s from its arrival rather than being refused at its deadline. 0: the deadline and the CoDel bounds alone.',
       ),
   })
   .describe('The bounded queue in front of the limiter.');

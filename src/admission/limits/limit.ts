@@ -88,6 +88,13 @@ export interface Limit {
    */
   showsQueueing?(now: number): boolean;
   /**
+   * Whether that evidence is strong (`now` epoch ms): most of the recent windows showed
+   * queueing, as past an origin's capacity nearly all do, or drops. The Limiter holds a
+   * standing queue's arrivals to the CoDel bounds at once on it, and otherwise only once the
+   * queue has stood `queue.standingBoundAfterMs`. Absent: always.
+   */
+  showsSustainedQueueing?(now: number): boolean;
+  /**
    * Whether the limit is still learning the concurrency the origin needs (`now` epoch ms): it
    * has not bound yet, or only just (gradient2: COLD_START_MS after it first did). Meanwhile the
    * Limiter refuses at arrival only what its deadline cannot serve, and does not cap waits to

@@ -18,9 +18,14 @@ class ScriptedLimit implements Limit {
 /** A learned limit that may or may not have seen the origin queue (Limit.showsQueueing). */
 class LearnedLimit extends ScriptedLimit {
   queueing = false;
+  /** Strong evidence (Limit.showsSustainedQueueing): most recent windows queued. */
+  sustained = false;
   cold = false;
   showsQueueing(): boolean {
     return this.queueing;
+  }
+  showsSustainedQueueing(): boolean {
+    return this.sustained;
   }
   isColdStart(): boolean {
     return this.cold;
@@ -685,6 +690,135 @@ describe('Limiter: refusal at arrival', () => {
     // The same forecast against the planning limit, now bounded by its deadline: it waits.
     expect(request('during')).toBeInstanceOf(Promise);
     expect(limiter.isQueueStanding).toBe(true);
+  });
+
+  it('with queue.standingBoundAfterMs, holds a client\'s arrivals to the CoDel target only once the queue has stood that long, counted from the end of the last probe (differential fuzzer)', async () => {
+    /** A learned limit with evidence of queueing; the test starts and ends a no-load probe. */
+    class ProbedLimit extends LearnedLimit {
+      planning: number | undefined = undefined;
+    }
+    const limit = new ProbedLimit(4);
+    limit.queueing = true;
+    const { limiter, request, scheduler, teach } = setup({
+      limit,
+      queue: { ...queue, deadlineMs: 30_000, minWaitRoundTrips: 1, standingBoundAfterMs: 1_000 },
+    });
+    // Round trips of 2 s: the permits held through the test are no stall (4 s without an answer).
+    await teach(2_000);
+    for (let i = 0; i < 4; i++) request(`holder${i}`); // held throughout
+    for (let i = 0; i < 10; i++) request(`w${i}`);
+    scheduler.advance(120);
+    request('w10'); // judged: the queue stands from here
+    expect(limiter.isQueueStanding).toBe(true);
+    // 12 ahead x 2 s / 4 = 6 s (more than 8 ahead and 8 typical requests' work), past the 20 ms
+    // target: a queue that has stood a moment bounds it by its deadline...
+    expect(request('early')).toBeInstanceOf(Promise);
+    // ...but not a request a stale copy answers: it keeps the target, answered from the copy;
+    // nor any request once the evidence is strong (most recent windows queued: a crowd).
+    expect(request('stale-able', 1, { fixedDeadline: true })).toMatchObject({ ok: false, reason: 'predicted_wait' });
+    limit.sustained = true;
+    expect(request('in a crowd')).toMatchObject({ ok: false, reason: 'predicted_wait' });
+    limit.sustained = false;
+    scheduler.advance(999);
+    expect(request('still')).toBeInstanceOf(Promise);
+    // One that has stood a second bounds it by the target.
+    scheduler.advance(1);
+    expect(request('stood')).toMatchObject({ ok: false, reason: 'predicted_wait' });
+    // A probe of 500 ms, seen by arrivals as it goes: counted again from its end.
+    limit.planning = 4;
+    limit.current = 1;
+    expect(request('during')).toBeInstanceOf(Promise);
+    scheduler.advance(500);
+    expect(request('during, later')).toBeInstanceOf(Promise);
+    limit.planning = undefined;
+    limit.current = 4; // it ends
+    scheduler.advance(999);
+    expect(request('after')).toBeInstanceOf(Promise); // 1 499 ms after it began, 999 after its end
+    scheduler.advance(1);
+    expect(request('a second after')).toMatchObject({ ok: false, reason: 'predicted_wait' });
+    expect(limiter.isQueueStanding).toBe(true);
+  });
+
+  it('holds arrivals to the CoDel target at once behind a fixed limit, which states the origin\'s capacity, whatever queue.standingBoundAfterMs says', async () => {
+    const { limiter, request, scheduler, teach } = setup({
+      limitN: 4,
+      queue: { ...queue, deadlineMs: 30_000, minWaitRoundTrips: 1, standingBoundAfterMs: 1_000 },
+    });
+    await teach(2_000);
+    for (let i = 0; i < 4; i++) request(`holder${i}`);
+    for (let i = 0; i < 10; i++) request(`w${i}`);
+    scheduler.advance(120);
+    request('w10');
+    expect(limiter.isQueueStanding).toBe(true);
+    expect(request('early')).toMatchObject({ ok: false, reason: 'predicted_wait' });
+  });
+
+  it('keeps waits a client waits for through a no-load probe past their deadline, and the restored limit serves them (differential fuzzer)', async () => {
+    /** A limit of 4 that the test holds at 1 for a probe. */
+    class ProbedLimit extends ScriptedLimit {
+      planning: number | undefined = undefined;
+    }
+    const limit = new ProbedLimit(4);
+    const { clock, request, outcomes, flush, scheduler, teach, granted } = setup({ limit, queue: { ...queue, minWaitRoundTrips: 8 } });
+    await teach(30); // round trip 30 ms: 8 of them are 240 ms, less than the 500 ms deadline
+    limit.planning = 4;
+    limit.current = 1; // the probe
+    const names = ['p0', ...Array.from({ length: 10 }, (_, i) => `w${i}`)];
+    for (const name of names) request(name); // (k + 1) x 30 ms / 4 ahead: admitted
+    await flush();
+    // The probe's one permit is answered every 80 ms (the origin answers: no stall), each time
+    // to the next in line; at 500 ms w7-w9 are past their deadline with the probe still on.
+    for (let i = 0; i < 7; i++) {
+      scheduler.advance(80);
+      granted(names[i]!).release('success');
+      await flush();
+    }
+    expect(outcomes.filter((o) => !o.result.ok)).toEqual([]);
+    limit.planning = undefined;
+    limit.current = 4; // the probe ends
+    // The answer that comes as a kept wait's look is due is read before the look's timer runs
+    // (clock, not scheduler): the look is a time to look again, not a deadline.
+    clock.advance(80);
+    granted(names[7]!).release('success');
+    await flush();
+    expect(outcomes.filter((o) => !o.result.ok)).toEqual([]);
+    for (const name of ['w7', 'w8', 'w9']) expect(outcomes.find((o) => o.name === name)?.result).toMatchObject({ ok: true });
+  });
+
+  it('after the probe a kept wait waits one more of its own length to drain, then is refused at it as any other', async () => {
+    class ProbedLimit extends ScriptedLimit {
+      planning: number | undefined = undefined;
+    }
+    const limit = new ProbedLimit(4);
+    const { request, outcomes, flush, scheduler, teach, granted } = setup({ limit, queue: { ...queue, minWaitRoundTrips: 8 } });
+    await teach(30);
+    limit.planning = 4;
+    limit.current = 1; // the probe
+    const names = ['p0', ...Array.from({ length: 8 }, (_, i) => `w${i}`)];
+    for (const name of names) request(name);
+    await flush();
+    // Answered every 80 ms to the next in line (no stall): at 530 ms (deadline 500 ms after
+    // their arrival at 30 ms) w6 and w7 are past it, kept.
+    for (let i = 0; i < 7; i++) {
+      scheduler.advance(80);
+      granted(names[i]!).release('success');
+      await flush();
+    }
+    expect(outcomes.filter((o) => !o.result.ok)).toEqual([]);
+    // 590 ms: the probe ends but the limit stays at 1 (the origin got slower). The origin goes
+    // on answering every 80 ms, each time to a more important request; w7's look at 630 ms
+    // gives it one more wait of its own 500 ms, to 1 130 ms.
+    limit.planning = undefined;
+    let holder = 'w6';
+    for (let k = 0; k < 7; k++) {
+      request(`h${k}`, 0);
+      scheduler.advance(80);
+      granted(holder).release('success');
+      await flush();
+      holder = `h${k}`;
+      if (k === 5) expect(outcomes.find((o) => o.name === 'w7')).toBeUndefined(); // 1 070 ms
+    }
+    expect(outcomes.find((o) => o.name === 'w7')?.result).toMatchObject({ ok: false, reason: 'deadline' }); // 1 150 ms
   });
 
   it('tells the limit the time on each arrival: a probe whose permits slow requests hold ends on time, and its waiters are served (normal-day trial)', async () => {

@@ -345,6 +345,22 @@ describe('Gradient2Limit per window', () => {
     expect(dropped.limit.showsQueueing(dropped.at.t)).toBe(true);
   });
 
+  it('shows strong evidence (showsSustainedQueueing) only once three quarters of the recent windows queued, as a crowd\'s do, or with drops', () => {
+    const { limit, at } = warmed();
+    feed(limit, at, 12, 50, 25); // windows at the no-load RTT (5 of the last 8 with the warm-up's)
+    feed(limit, at, 36, 80, 25); // four queueing windows of 9 samples (one 80 ms round trip)
+    expect(limit.showsQueueing(at.t)).toBe(true); // 4 of 8
+    expect(limit.showsSustainedQueueing(at.t)).toBe(false);
+    feed(limit, at, 18, 80, 25); // two more: 6 of 8
+    expect(limit.showsSustainedQueueing(at.t)).toBe(true);
+    feed(limit, at, 26, 50, 25); // three at the no-load RTT after one that mixes both: 5 of 8
+    expect(limit.showsQueueing(at.t)).toBe(true);
+    expect(limit.showsSustainedQueueing(at.t)).toBe(false);
+    const dropped = warmed();
+    feed(dropped.limit, dropped.at, 6, 50, 20, true);
+    expect(dropped.limit.showsSustainedQueueing(dropped.at.t)).toBe(true);
+  });
+
   it('is still learning (cold start) until COLD_START_MS after a request first started at the limit', () => {
     const limit = new Gradient2Limit({ initial: 8, min: 2, max: 100 });
     const at = { t: 1_000_000 };
