@@ -785,6 +785,30 @@ describe('Limiter: refusal at arrival', () => {
     for (const name of ['w7', 'w8', 'w9']) expect(outcomes.find((o) => o.name === name)?.result).toMatchObject({ ok: true });
   });
 
+  it('does not keep through a probe a wait that a stale copy answers: refused at its deadline, it is answered from the copy', async () => {
+    class ProbedLimit extends ScriptedLimit {
+      planning: number | undefined = undefined;
+    }
+    const limit = new ProbedLimit(4);
+    const { request, outcomes, flush, scheduler, teach, granted } = setup({ limit, queue: { ...queue, minWaitRoundTrips: 8 } });
+    await teach(30);
+    limit.planning = 4;
+    limit.current = 1; // the probe
+    const names = ['p0', 'w0', 'w1', 'w2', 'w3', 'w4', 'w5', 'w6'];
+    for (const name of names) request(name);
+    request('stale-able', 1, { fixedDeadline: true }); // last in line
+    await flush();
+    // Answered every 80 ms (no stall) to the next in line: at 530 ms the stale-able one is past
+    // its deadline and refused, while those a client waits for are kept.
+    for (let i = 0; i < 7; i++) {
+      scheduler.advance(80);
+      granted(names[i]!).release('success');
+      await flush();
+    }
+    expect(outcomes.filter((o) => !o.result.ok).map((o) => o.name)).toEqual(['stale-able']);
+    expect(outcomes.find((o) => o.name === 'stale-able')?.result).toMatchObject({ ok: false, reason: 'deadline' });
+  });
+
   it('after the probe a kept wait waits one more of its own length to drain, then is refused at it as any other', async () => {
     class ProbedLimit extends ScriptedLimit {
       planning: number | undefined = undefined;
