@@ -404,10 +404,10 @@ export class OriginPool {
         );
       // A probe answered 5xx while live requests to the member were answered below 500 since
       // its previous probe, and no other usable member passed its last probe (none is usable,
-      // or each answered 5xx too): the health page is broken, not the member. Marked down, the next live answer brought it up again, and the probes took it
-      // down again: a front page answering 500 flipped the only member down and up every
-      // 15 s, each time answering a few requests stale `origin_down` and flipping the healthy
-      // gauge (failure-day trial). So is one whose page fails on every usable member alike (a
+      // or each answered 5xx too): the health page is broken, not the member. Marked down, the
+      // next live answer brought it up again, and the probes took it down again: a front page
+      // answering 500 flipped the only member down and up every 15 s, each time answering a few
+      // requests stale `origin_down` and flipping the healthy gauge (failure-day trial). So is one whose page fails on every usable member alike (a
       // deploy that broke the front page would take all members but the last down). While
       // another usable member passes its probes, the verdict stands (a deep health page that
       // fails on one member sends its traffic to the others). Said once a minute.

@@ -753,26 +753,42 @@ describe('Limiter: refusal at arrival', () => {
     expect(request('early')).toMatchObject({ ok: false, reason: 'predicted_wait' });
   });
 
-  it('keeps waits a client waits for through a no-load probe past their deadline, and the restored limit serves them (differential fuzzer)', async () => {
-    /** A limit of 4 that the test holds at 1 for a probe. */
-    class ProbedLimit extends ScriptedLimit {
-      planning: number | undefined = undefined;
-    }
+  /** A limit of 4 that a test holds at 1 for a no-load probe (and ends it). */
+  class ProbedLimit extends ScriptedLimit {
+    planning: number | undefined = undefined;
+  }
+
+  /**
+   * A round trip of 30 ms taught (8 of them are 240 ms, less than the 500 ms deadline), then a
+   * probe holds the limit of 4 at 1, and `names` queue in turn ((k + 1) x 30 ms / 4 ahead:
+   * admitted). The test ends the probe (limit.planning = undefined).
+   */
+  async function probeWithLine(names: string[]) {
     const limit = new ProbedLimit(4);
-    const { clock, request, outcomes, flush, scheduler, teach, granted } = setup({ limit, queue: { ...queue, minWaitRoundTrips: 8 } });
-    await teach(30); // round trip 30 ms: 8 of them are 240 ms, less than the 500 ms deadline
+    const t = setup({ limit, queue: { ...queue, minWaitRoundTrips: 8 } });
+    await t.teach(30);
     limit.planning = 4;
-    limit.current = 1; // the probe
-    const names = ['p0', ...Array.from({ length: 10 }, (_, i) => `w${i}`)];
-    for (const name of names) request(name); // (k + 1) x 30 ms / 4 ahead: admitted
-    await flush();
-    // The probe's one permit is answered every 80 ms (the origin answers: no stall), each time
-    // to the next in line; at 500 ms w7-w9 are past their deadline with the probe still on.
-    for (let i = 0; i < 7; i++) {
-      scheduler.advance(80);
-      granted(names[i]!).release('success');
-      await flush();
+    limit.current = 1;
+    for (const name of names) t.request(name);
+    return { ...t, limit };
+  }
+
+  /** The held permit is answered every 80 ms (the origin answers: no stall), `n` times, each time to the next of `names` in line. */
+  async function answerInTurn(t: Awaited<ReturnType<typeof probeWithLine>>, names: string[], n: number) {
+    await t.flush();
+    for (let i = 0; i < n; i++) {
+      t.scheduler.advance(80);
+      t.granted(names[i]!).release('success');
+      await t.flush();
     }
+  }
+
+  it('keeps waits a client waits for through a no-load probe past their deadline, and the restored limit serves them (differential fuzzer)', async () => {
+    const names = ['p0', ...Array.from({ length: 10 }, (_, i) => `w${i}`)];
+    const t = await probeWithLine(names);
+    const { clock, limit, outcomes, flush, granted } = t;
+    // At 500 ms w7-w9 are past their deadline with the probe still on.
+    await answerInTurn(t, names, 7);
     expect(outcomes.filter((o) => !o.result.ok)).toEqual([]);
     limit.planning = undefined;
     limit.current = 4; // the probe ends
@@ -786,48 +802,23 @@ describe('Limiter: refusal at arrival', () => {
   });
 
   it('does not keep through a probe a wait that a stale copy answers: refused at its deadline, it is answered from the copy', async () => {
-    class ProbedLimit extends ScriptedLimit {
-      planning: number | undefined = undefined;
-    }
-    const limit = new ProbedLimit(4);
-    const { request, outcomes, flush, scheduler, teach, granted } = setup({ limit, queue: { ...queue, minWaitRoundTrips: 8 } });
-    await teach(30);
-    limit.planning = 4;
-    limit.current = 1; // the probe
     const names = ['p0', 'w0', 'w1', 'w2', 'w3', 'w4', 'w5', 'w6'];
-    for (const name of names) request(name);
-    request('stale-able', 1, { fixedDeadline: true }); // last in line
-    await flush();
-    // Answered every 80 ms (no stall) to the next in line: at 530 ms the stale-able one is past
-    // its deadline and refused, while those a client waits for are kept.
-    for (let i = 0; i < 7; i++) {
-      scheduler.advance(80);
-      granted(names[i]!).release('success');
-      await flush();
-    }
+    const t = await probeWithLine(names);
+    const { outcomes } = t;
+    t.request('stale-able', 1, { fixedDeadline: true }); // last in line
+    // At 530 ms the stale-able one is past its deadline and refused, while those a client waits
+    // for are kept.
+    await answerInTurn(t, names, 7);
     expect(outcomes.filter((o) => !o.result.ok).map((o) => o.name)).toEqual(['stale-able']);
     expect(outcomes.find((o) => o.name === 'stale-able')?.result).toMatchObject({ ok: false, reason: 'deadline' });
   });
 
   it('after the probe a kept wait waits one more of its own length to drain, then is refused at it as any other', async () => {
-    class ProbedLimit extends ScriptedLimit {
-      planning: number | undefined = undefined;
-    }
-    const limit = new ProbedLimit(4);
-    const { request, outcomes, flush, scheduler, teach, granted } = setup({ limit, queue: { ...queue, minWaitRoundTrips: 8 } });
-    await teach(30);
-    limit.planning = 4;
-    limit.current = 1; // the probe
     const names = ['p0', ...Array.from({ length: 8 }, (_, i) => `w${i}`)];
-    for (const name of names) request(name);
-    await flush();
-    // Answered every 80 ms to the next in line (no stall): at 530 ms (deadline 500 ms after
-    // their arrival at 30 ms) w6 and w7 are past it, kept.
-    for (let i = 0; i < 7; i++) {
-      scheduler.advance(80);
-      granted(names[i]!).release('success');
-      await flush();
-    }
+    const t = await probeWithLine(names);
+    const { limit, request, outcomes, flush, scheduler, granted } = t;
+    // At 530 ms (deadline 500 ms after their arrival at 30 ms) w6 and w7 are past it, kept.
+    await answerInTurn(t, names, 7);
     expect(outcomes.filter((o) => !o.result.ok)).toEqual([]);
     // 590 ms: the probe ends but the limit stays at 1 (the origin got slower). The origin goes
     // on answering every 80 ms, each time to a more important request; w7's look at 630 ms
