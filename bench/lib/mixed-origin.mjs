@@ -25,18 +25,35 @@
  * It counts requests per class and per route, its own in-flight requests (peak overall, fast,
  * slow) and per wall-clock second: requests started and peak in flight.
  *
- * Run alone: node bench/lib/mixed-origin.mjs [--port 0] [--cacheable-share 0]
+ * For a differential bench (bench/ordinary-diff.mjs: two of these, one behind crowdgate, one
+ * reached directly), all off by default:
+ *   - `delaySeed` (--delay-seed N): each request's service time is drawn from a PRNG seeded by N
+ *     and the request's method and URL (query included) instead of Math.random(), so two origins
+ *     with the same seed give the same request the same delay.
+ *   - `fastMs` / `slowMs` (--fast-ms, --slow-ms LOW-HIGH): the fast (API, /) and slow ranges.
+ *   - events, one-off and at wall-clock times (epoch ms), so two origins on one machine see them
+ *     at the same moment: `slow` (a request arriving in [atMs, atMs + forMs) takes `factor` times
+ *     its drawn delay: a database hiccup) and `stall` (nothing is answered in the window, as a
+ *     periodic stall above). Given as `events` at start, or at run time by
+ *     `POST /__events` with a JSON array of { kind: "slow"|"stall", atMs, forMs, factor? }
+ *     (answered at once with the whole list, not counted). An event counts the requests it
+ *     slowed (`slowedByEvent`); held answers count in `heldByStall`.
+ *
+ * Run alone: node bench/lib/mixed-origin.mjs [--port 0] [--cacheable-share 0] [--page-ms 5-20]
+ *   [--fast-ms 5-20] [--slow-ms 2000-10000] [--delay-seed N] [--stall-every-ms 0 --stall-ms 0]
  * (prints "mixed-origin listening on 127.0.0.1:<port>" on stdout), or import startMixedOrigin().
  */
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
+import { makeRandom } from '../load.mjs';
 
 const FAST = 'fast';
 const SLOW = 'slow';
 
 /**
- * @param {{ port?: number, host?: string, cacheableShare?: number, fastMs?: [number, number], pageMs?: [number, number], slowMs?: [number, number], stallEveryMs?: number, stallMs?: number }} [opts]
+ * @typedef {{ kind: 'slow' | 'stall', atMs: number, forMs: number, factor?: number }} OriginEvent  atMs: epoch ms
+ * @param {{ port?: number, host?: string, cacheableShare?: number, fastMs?: [number, number], pageMs?: [number, number], slowMs?: [number, number], stallEveryMs?: number, stallMs?: number, delaySeed?: number, events?: OriginEvent[] }} [opts]
  * @returns {Promise<{ port: number, url: string, stats: () => object, close: () => Promise<void> }>}
  */
 export async function startMixedOrigin(opts = {}) {
@@ -62,16 +79,36 @@ export async function startMixedOrigin(opts = {}) {
   const stallEveryMs = opts.stallEveryMs ?? 0;
   const stallMs = stallEveryMs > 0 ? Math.min(opts.stallMs ?? 0, stallEveryMs) : 0;
   let heldByStall = 0;
+  /** @type {OriginEvent[]} */
+  const events = [];
+  let slowedByEvent = 0;
+  const addEvents = (list) => {
+    for (const e of list) {
+      if (!(e && (e.kind === 'slow' || e.kind === 'stall') && Number.isFinite(e.atMs) && e.forMs >= 0 && (e.kind === 'stall' || e.factor > 0)))
+        throw new Error(`an event is { kind: "slow"|"stall", atMs (epoch ms), forMs >= 0, factor > 0 for slow }; got ${JSON.stringify(e)}`);
+      events.push({ kind: e.kind, atMs: e.atMs, forMs: e.forMs, ...(e.kind === 'slow' ? { factor: e.factor } : {}) });
+    }
+  };
+  addEvents(opts.events ?? []);
   /** `t` (epoch ms), or the end of the stall it falls in. */
   const pastStall = (t) => {
+    for (const e of events) if (e.kind === 'stall' && t >= e.atMs && t < e.atMs + e.forMs) t = e.atMs + e.forMs;
     if (stallMs <= 0) return t;
     const since = t - startedAt;
     const k = Math.floor(since / stallEveryMs);
     const stallStart = k * stallEveryMs;
     return k >= 1 && since < stallStart + stallMs ? startedAt + stallStart + stallMs : t;
   };
+  /** The product of the factors of the slow events `t` (epoch ms) falls in; 1 outside them. */
+  const slowFactorAt = (t) => {
+    let f = 1;
+    for (const e of events) if (e.kind === 'slow' && t >= e.atMs && t < e.atMs + e.forMs) f *= e.factor;
+    return f;
+  };
 
-  const between = (lo, hi) => lo + Math.random() * (hi - lo);
+  const delaySeed = opts.delaySeed;
+  /** A uniform draw in [lo, hi): Math.random(), or with `delaySeed` the request's own seeded draw. */
+  const between = (lo, hi, key) => lo + (delaySeed === undefined ? Math.random() : makeRandom(hashKey(delaySeed, key))()) * (hi - lo);
 
   const server = createServer((req, res) => {
     const url = req.url ?? '/';
@@ -79,6 +116,22 @@ export async function startMixedOrigin(opts = {}) {
     if (path === '/__stats') {
       res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
       res.end(JSON.stringify(stats()));
+      return;
+    }
+    if (path === '/__events' && req.method === 'POST') {
+      let text = '';
+      req.setEncoding('utf8');
+      req.on('data', (c) => (text += c));
+      req.on('end', () => {
+        try {
+          addEvents(JSON.parse(text));
+          res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+          res.end(JSON.stringify(events));
+        } catch (err) {
+          res.writeHead(400, { 'content-type': 'text/plain', 'cache-control': 'no-store' });
+          res.end(String(err?.message ?? err));
+        }
+      });
       return;
     }
     let route;
@@ -108,7 +161,11 @@ export async function startMixedOrigin(opts = {}) {
     if (cls === FAST) peakInflightFast = Math.max(peakInflightFast, ++inflightFast);
     if (cls === SLOW) peakInflightSlow = Math.max(peakInflightSlow, ++inflightSlow);
 
-    const delay = cls === 'probe' ? 0 : cls === SLOW ? between(slowMin, slowMax) : route === 'page' ? between(pageMin, pageMax) : between(fastMin, fastMax);
+    const key = `${req.method} ${url}`;
+    const drawn = cls === 'probe' ? 0 : cls === SLOW ? between(slowMin, slowMax, key) : route === 'page' ? between(pageMin, pageMax, key) : between(fastMin, fastMax, key);
+    const factor = cls === 'probe' || events.length === 0 ? 1 : slowFactorAt(Date.now());
+    if (factor !== 1) slowedByEvent++;
+    const delay = drawn * factor;
     let done = false;
     const finish = () => {
       if (done) return;
@@ -152,6 +209,9 @@ export async function startMixedOrigin(opts = {}) {
       stallEveryMs,
       stallMs,
       heldByStall,
+      delaySeed,
+      events,
+      slowedByEvent,
       byClass: { ...byClass },
       byRoute: { ...byRoute },
       cacheableAnswers,
@@ -189,6 +249,9 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
       'page-ms': { type: 'string' },
       'stall-every-ms': { type: 'string', default: '0' },
       'stall-ms': { type: 'string', default: '0' },
+      'fast-ms': { type: 'string' },
+      'slow-ms': { type: 'string' },
+      'delay-seed': { type: 'string' },
     },
   });
   const share = Number(values['cacheable-share']);
@@ -197,7 +260,18 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
   const stallMs = Number(values['stall-ms']);
   if (!(stallEveryMs >= 0 && stallMs >= 0 && (stallEveryMs === 0 || stallMs <= stallEveryMs)))
     throw new Error('--stall-every-ms and --stall-ms are >= 0 ms, the stall no longer than the period');
-  const o = await startMixedOrigin({ port: Number(values.port), cacheableShare: share, pageMs: parseRange(values['page-ms']), stallEveryMs, stallMs });
+  const delaySeed = values['delay-seed'] === undefined ? undefined : Number(values['delay-seed']);
+  if (delaySeed !== undefined && !Number.isInteger(delaySeed)) throw new Error('--delay-seed must be an integer');
+  const o = await startMixedOrigin({
+    port: Number(values.port),
+    cacheableShare: share,
+    pageMs: parseRange(values['page-ms']),
+    fastMs: parseRange(values['fast-ms']),
+    slowMs: parseRange(values['slow-ms']),
+    stallEveryMs,
+    stallMs,
+    delaySeed,
+  });
   process.stdout.write(`mixed-origin listening on 127.0.0.1:${o.port}\n`);
   const stop = () => o.close().then(() => process.exit(0));
   process.once('SIGTERM', stop);
@@ -210,4 +284,11 @@ export function parseRange(text) {
   const m = /^(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)$/.exec(text);
   if (!m || Number(m[1]) > Number(m[2])) throw new Error(`a range is LOW-HIGH in ms, like 40-80; got ${text}`);
   return [Number(m[1]), Number(m[2])];
+}
+
+/** A 32-bit seed from a number and a string (FNV-1a), for a request's own delay draw. */
+function hashKey(seed, text) {
+  let h = (0x811c9dc5 ^ Math.imul(seed | 0, 0x9e3779b1)) >>> 0;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
 }
