@@ -62,7 +62,7 @@
  * that got slower (its database, a dependency) from one our concurrency saturates, and cutting
  * the limit for the first starves the clients it could serve: every answer taking 2 s, 40
  * clients with room for them all, and the limit fell from 8 to 2 while 1 728 of the 1 847
- * requests in those 30 s were refused (a trial). Two tests tell them apart:
+ * requests in those 30 s were refused (a trial). These tell them apart:
  * - Little's law bounds what queueing can do: n requests queued one behind another in an
  *   origin take at most n service times, so a window whose median round trip exceeds its
  *   highest count of requests at the origin (LimitSample.originInflight: the slow lane's
@@ -81,6 +81,15 @@
  *   quarter of the concurrency are still EXONERATE_RATIO of the jumped windows' (queueing would
  *   have fallen with the concurrency) restores the limit's peak, and the windows it left are no
  *   evidence. An origin with C slots at twice C reads at most half.
+ * - A probe started by the limit's fall (not by a jump), without drops, with its samples, that
+ *   measures the no-load RTT (less the gateway's own event-loop delay meanwhile) at
+ *   PROBE_ROSE_RATIO times the measured one before it or more: the origin got slower on its
+ *   own, though the windows did not read as a jump (with the window noise allowed for, an
+ *   origin every answer of which took 3x read 0.57-0.86). No exoneration (the limit stays),
+ *   but the windows judged against the old RTT are no evidence, and slow start climbs again
+ *   from there (forgetQueueing): kept, that evidence had arrivals refused against the CoDel
+ *   target after the probe while the limit crept back from 6 by a third of a permit a window
+ *   (differential bench, seed 9, the limit bound at 13).
  * Windows that did not bind (the requests at the origin never used the whole limit, or most of
  * the window's requests found a permit to spare) and whose round trips read as queueing, at a
  * concurrency that a window judged clear within CLEAR_MEMORY_MS (or four windows' lengths) held
@@ -261,6 +270,23 @@ const JUMP_WINDOWS = 2;
  * jumped windows' is the origin's own slowness, not queueing (see Exoneration).
  */
 const EXONERATE_RATIO = 0.8;
+/**
+ * A probe that measures the no-load RTT at least this multiple of the one before it found the
+ * origin slower on its own: the queueing read against the old one is void (see Exoneration).
+ */
+const PROBE_ROSE_RATIO = 1.5;
+/**
+ * With a window set aside lately, since the last probe, its round trips doubled
+ * (DISMISSED_DOUBLED), a limit that fell below 1 / this of its peak is probed at once (see
+ * closeWindow), not only one below half.
+ */
+const DISMISSED_PROBE_FALL = 1.5;
+/**
+ * ...when that window's round trips (its trimmed mean) were at least this multiple of its
+ * classes' no-load ones. Not the jump test's gradient: with a small window's noise allowed for,
+ * windows of an origin every answer of which took 3x read 0.48-0.63.
+ */
+const DISMISSED_DOUBLED = 2;
 /** The limit after an exoneration, as a multiple of its peak before the jump (see Exoneration). */
 const EXONERATE_GROWTH = 2;
 /**
@@ -408,6 +434,8 @@ export class Gradient2Limit implements Limit {
   private clearWindowNext = 0;
   /** Windows set aside as saying nothing (see Windows that did not bind), for readings. */
   private dismissed = 0;
+  /** When a window was last set aside with round trips DISMISSED_DOUBLED times its classes' no-load ones (see closeWindow's probe at a fall of a third). */
+  private lastDismissedDoubledAt = -Infinity;
   /** When a window last held drops (timeouts, 503s, refused connections): evidence on its own. */
   private lastDropsAt = -Infinity;
   /**
@@ -431,6 +459,10 @@ export class Gradient2Limit implements Limit {
   private rebased = false;
   /** The running probe followed such windows: their short-term RTT (see Exoneration). */
   private probeJumpRttMs: number | undefined;
+  /** The measured long-term RTT (no drift-rule moves) when the running probe started, if the limit's fall started it (see Exoneration). */
+  private probeLongBeforeMs: number | undefined;
+  /** The most event-loop delay a sample of the running probe waited, ms (see endProbe). */
+  private probeHostDelayMs = 0;
   /** Times the origin was found slow on its own, not queueing (see Exoneration). */
   private exonerations = 0;
   /** When the last no-load sample was seen; the probe interval counts from the first sample. */
@@ -719,6 +751,7 @@ export class Gradient2Limit implements Limit {
     }
     if (this.probeLimit > 0) {
       if (sample.dropped) this.probeDrops++;
+      if ((sample.hostDelayMs ?? 0) > this.probeHostDelayMs) this.probeHostDelayMs = sample.hostDelayMs ?? 0;
       const demand = (sample.originInflight ?? sample.inflight) + (sample.waiting ?? 0);
       if (demand > this.probeMaxDemand) this.probeMaxDemand = demand;
       // Only requests started at the probe's concurrency measure the no-load RTT.
@@ -1269,6 +1302,7 @@ export class Gradient2Limit implements Limit {
       if (gradient >= 1) this.noteClear(now);
       else if (!this.binding() && this.windowMaxTotalInflight <= this.clearInflight(now)) {
         this.dismissed++;
+        if (this.shortRttMs !== undefined && this.shortRttMs >= DISMISSED_DOUBLED * windowBase) this.lastDismissedDoubledAt = now;
         this.lastWindowMs = now - this.windowStartAt;
         this.resetWindow();
         return;
@@ -1438,11 +1472,27 @@ export class Gradient2Limit implements Limit {
     // while the CPU was saturated), and only a low-concurrency measurement tells which. Meanwhile
     // the windows count as evidence for refusing at arrival, so this probe does not wait for
     // probeMinIntervalMs; it cannot repeat without end, as each one resets the peak.
+    // Below two thirds of it when, since the last probe and within the clear memory, a window
+    // was set aside whose round trips had doubled (DISMISSED_DOUBLED) at a concurrency the
+    // origin answered clear a moment ago (the origin slower on its own, or the host busy):
+    // every answer 3x slower on an origin with room held the limit between 7 and 9 of a peak
+    // of 13 for 1.5 s, its windows read as queueing, and arrivals were refused against the
+    // CoDel target before it reached half (differential bench, seed 4, the limit bound at 13).
+    // A crowd's windows set aside are those just after the limit grew (their requests started
+    // at the old limit), their round trips a little up, not doubled (review's model: 11-52 a
+    // run; a probe on any of them came at 2-4 s of every run from an initial 64).
     let halved = false;
     if (this.estimate > this.peakEstimate) this.peakEstimate = this.estimate;
     else if (this.estimate * 2 < this.peakEstimate) halved = true;
+    else if (
+      this.estimate * DISMISSED_PROBE_FALL < this.peakEstimate &&
+      this.lastDismissedDoubledAt > this.lastProbeAt &&
+      now - this.lastDismissedDoubledAt <= Math.max(CLEAR_MEMORY_MS, 4 * this.lastWindowMs)
+    )
+      halved = true;
     this.resetWindow();
-    if (halved || (suspicious && now - this.lastProbeAt >= this.probeMinIntervalMs)) this.startProbe(now);
+    if (halved) this.startProbe(now, false, true);
+    else if (suspicious && now - this.lastProbeAt >= this.probeMinIntervalMs) this.startProbe(now);
   }
 
   /**
@@ -1528,12 +1578,14 @@ export class Gradient2Limit implements Limit {
     return now - this.lastBindingAt <= Math.max(JOIN_BINDING_MS, 2 * (this.shortRttMs ?? this.longRttMs ?? 0));
   }
 
-  private startProbe(now: number, joined = false): void {
+  private startProbe(now: number, joined = false, fell = false): void {
     this.probeJumpRttMs = this.jumpWindows >= JUMP_WINDOWS ? this.shortRttMs : undefined;
     this.jumpWindows = 0;
     this.probeMaxMs = Math.min(PROBE_CAP_MS, Math.max(PROBE_MAX_MS, PROBE_RTTS * (this.shortRttMs ?? 0)));
     this.probeLimit = Math.max(this.min, Math.floor(this.estimate / 4));
     this.probeCold = this.longCount < MIN_BASELINE_SAMPLES;
+    this.probeLongBeforeMs = fell && !this.probeCold ? this.measuredLongRttMs : undefined;
+    this.probeHostDelayMs = 0;
     this.probeCount = 0;
     this.probeDrops = 0;
     this.probeMaxDemand = 0;
@@ -1549,6 +1601,7 @@ export class Gradient2Limit implements Limit {
     this.lastProbeMs = now - this.lastProbeAt;
     this.driftWindows = 0;
     let exonerated = false;
+    let rose = false;
     if (this.probeCount > 0) {
       // Each class the probe measured has that for its baseline now, and the offset is spent.
       this.offset = 0;
@@ -1579,6 +1632,17 @@ export class Gradient2Limit implements Limit {
         }
       }
       this.syncLong();
+      // Like with like: the measured no-load RTT before (without the drift rule's moves) and
+      // now, less the gateway's own delay while the probe ran (a busy host is not the origin).
+      const before = this.probeLongBeforeMs;
+      const after = this.measuredLongRttMs;
+      rose =
+        before !== undefined &&
+        after !== undefined &&
+        this.probeJumpRttMs === undefined &&
+        this.probeDrops === 0 &&
+        this.probeCount >= Math.min(MIN_BASELINE_SAMPLES, this.probeSamples) &&
+        after - this.probeHostDelayMs >= PROBE_ROSE_RATIO * before;
       // On the scale the jump it is compared with was read on (see followScale).
       for (const [k, st] of this.probeStrata) {
         const b = this.baselines.get(k)!;
@@ -1595,7 +1659,9 @@ export class Gradient2Limit implements Limit {
         measured >= EXONERATE_RATIO * jumped;
     }
     this.probeJumpRttMs = undefined;
+    this.probeLongBeforeMs = undefined;
     if (exonerated) this.exonerate(now, 1, this.probeMaxDemand);
+    else if (rose) this.forgetQueueing(now);
     this.shortRttMs = undefined;
     this.lastNoLoadAt = now;
     this.lastProbeAt = now;
@@ -1618,6 +1684,15 @@ export class Gradient2Limit implements Limit {
     const met = Math.min(EXONERATE_DEMAND_CAP * this.peakEstimate, demand);
     this.estimate = clamp(Math.max(this.estimate, growth * this.peakEstimate, met), this.min, this.max);
     this.peakEstimate = this.estimate;
+    this.forgetQueueing(now);
+  }
+
+  /**
+   * The windows read as queueing were judged against a no-load RTT the origin no longer has:
+   * they are no evidence, and slow start climbs again from here, its own tests stopping it at
+   * the first window that queues against the RTT known now (see Exoneration).
+   */
+  private forgetQueueing(now: number): void {
     this.lastQueueingAt = -Infinity;
     this.recentWindowQueued.fill(0);
     this.slowStart = true;

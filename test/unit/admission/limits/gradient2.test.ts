@@ -594,6 +594,116 @@ describe('Gradient2Limit per window', () => {
     expect(limit.readings().estimate).toBeGreaterThanOrEqual(after);
   });
 
+  /**
+   * warmed(), a probe that measured 20 ms, then every round trip 40 ms (twice the allowance of
+   * 25 ms would be a jump, and a jump's probe exonerates) until the limit halves and a second
+   * probe starts.
+   */
+  function slowedToProbe() {
+    const { limit, at } = warmed();
+    for (let w = 0; w < 3; w++) feed(limit, at, 6, 20, 20);
+    feed(limit, at, 10, 20, limit.current);
+    expect(limit.readings()).toMatchObject({ probes: 1, probing: false, longRttMs: 20 });
+    const probeEndedAt = at.t;
+    while (at.t - probeEndedAt < 2_000 && limit.readings().probes === 1) feed(limit, at, 1, 40, limit.current);
+    expect(limit.readings()).toMatchObject({ probes: 2, probing: true });
+    // The windows that halved it read as queueing against 20 ms.
+    expect(limit.showsQueueing(at.t)).toBe(true);
+    return { limit, at };
+  }
+
+  it('a probe that finds the no-load RTT risen (every answer 2x slower) voids the queueing read against the old one, and slow start climbs again', () => {
+    const { limit, at } = slowedToProbe();
+    feed(limit, at, 10, 40, limit.current); // the probe: 40 ms at a quarter of the limit
+    expect(limit.readings()).toMatchObject({ probing: false, longRttMs: 40, slowStart: true, exonerations: 0 });
+    // Differential bench (seed 9, every answer 3x slower for 6 s, the limit bound at 13): those
+    // windows kept the evidence strong after the probe, and arrivals were refused against the
+    // CoDel target while the limit crept back from 6 by a third of a permit a window.
+    expect(limit.showsQueueing(at.t)).toBe(false);
+    const after = limit.readings().estimate;
+    for (let w = 0; w < 4; w++) feed(limit, at, 12, 40, limit.current);
+    expect(limit.readings().estimate).toBeGreaterThanOrEqual(1.5 * after);
+  });
+
+  it.each([
+    { what: 'as it was (the queue was ours)', rtt: 20, hostDelayMs: 0, dropped: false },
+    { what: '1.3 times what it was', rtt: 26, hostDelayMs: 0, dropped: false },
+    { what: 'twice what it was, half of it the gateway\'s own event-loop delay (a busy host)', rtt: 40, hostDelayMs: 15, dropped: false },
+    { what: 'twice what it was, with a drop', rtt: 40, hostDelayMs: 0, dropped: true },
+  ])('a probe that finds the no-load RTT $what keeps the queueing evidence and slow start off', ({ rtt, hostDelayMs, dropped }) => {
+    const { limit, at } = slowedToProbe();
+    for (let i = 0; i < (dropped ? 11 : 10); i++) {
+      at.t += 10;
+      limit.onSample({ rttMs: i === 0 && dropped ? 5_000 : rtt, inflight: 1, dropped: i === 0 && dropped, hostDelayMs }, at.t);
+    }
+    expect(limit.readings()).toMatchObject({ probing: false, slowStart: false });
+    expect(limit.showsQueueing(at.t)).toBe(true);
+  });
+
+  it('a probe after jumped windows that finds the RTT risen but fallen with the concurrency keeps slow start off (queueing too)', () => {
+    const { limit, at } = warmed();
+    for (let w = 0; w < 3; w++) feed(limit, at, 6, 20, 20);
+    feed(limit, at, 10, 20, limit.current);
+    // 40 ms at the limit until it is near half its peak, then 60 ms (past twice the allowance of 25: jumps).
+    while (limit.readings().estimate > 13.5 && !limit.readings().probing) feed(limit, at, 1, 40, limit.current);
+    expect(limit.readings().probing).toBe(false);
+    while (!limit.readings().probing) feed(limit, at, 1, 60, limit.current);
+    // 40 ms at a quarter: risen from 20, but under 80 % of the jumped windows' 60 (no exoneration).
+    feed(limit, at, 10, 40, 1);
+    expect(limit.readings()).toMatchObject({ probing: false, exonerations: 0, slowStart: false });
+  });
+
+  it('a periodic probe (not the limit\'s fall) that finds the RTT risen keeps slow start off', () => {
+    const { limit, at } = warmed({ probeIntervalMs: 300 });
+    while (!limit.readings().probing) feed(limit, at, 1, 80, limit.current);
+    expect(limit.readings().estimate).toBeGreaterThan(10); // not halved: the interval started it
+    feed(limit, at, 10, 80, 1);
+    expect(limit.readings()).toMatchObject({ probing: false, longRttMs: 80, slowStart: false });
+  });
+
+  it('a probe cut short with one sample of a risen RTT keeps the queueing evidence and slow start off', () => {
+    const { limit, at } = slowedToProbe();
+    feed(limit, at, 1, 40, 1);
+    at.t += 1_100; // the probe's second: nothing more came back
+    limit.tick(at.t);
+    expect(limit.readings()).toMatchObject({ probing: false, slowStart: false });
+  });
+
+  it('a probe the drift rule started (three quick windows) that finds the RTT as it was keeps slow start off', () => {
+    const { limit, at } = warmed();
+    for (let w = 0; w < 3; w++) feed(limit, at, 6, 15, 20);
+    expect(limit.readings().probing).toBe(true);
+    feed(limit, at, 10, 50, 1);
+    expect(limit.readings()).toMatchObject({ probing: false, longRttMs: 50, slowStart: false });
+  });
+
+  it.each([
+    { what: 'round trips doubled', setAsideRtt: 120, quietMs: 0, third: true },
+    { what: 'none', setAsideRtt: undefined, quietMs: 0, third: false },
+    { what: 'round trips a little up (a crowd\'s window after the limit grew)', setAsideRtt: 80, quietMs: 0, third: false },
+    { what: 'round trips doubled, 3 s before', setAsideRtt: 120, quietMs: 3_000, third: false },
+  ])('probes once the limit falls by a third after a window set aside with $what, else at half', ({ setAsideRtt, quietMs, third }) => {
+    const { limit, at } = warmed();
+    feed(limit, at, 12, 50, 14); // clear windows at 14 in flight (more than half the limit: not no-load samples)
+    if (setAsideRtt !== undefined) {
+      // At 12 in flight, under the limit of 20: the origin answered 14 clear a moment ago.
+      feed(limit, at, 6, setAsideRtt, 12);
+      expect(limit.readings().dismissed).toBe(1);
+    }
+    feed(limit, at, quietMs / 10, 50, 2); // no-load windows meanwhile
+    expect(limit.readings()).toMatchObject({ estimate: 20, probes: 0 });
+    // Every round trip at 100 ms at the limit (gradient 55 / 100, not a jump): the limit falls window after window.
+    let guard = 0;
+    while (!limit.readings().probing && guard++ < 400) feed(limit, at, 1, 100, limit.current);
+    expect(limit.readings().probing).toBe(true);
+    const { estimate } = limit.readings();
+    if (third) {
+      // The first window below two thirds of 20 (each takes about a permit off here).
+      expect(estimate).toBeGreaterThanOrEqual(12);
+      expect(estimate).toBeLessThan(20 / 1.5);
+    } else expect(estimate).toBeLessThan(10);
+  });
+
   it('moves the long-term RTT down at once when the short-term RTT falls well below it', () => {
     const { limit, at } = warmed({ probeMinIntervalMs: 1e9 });
     feed(limit, at, 6, 20, 20);
