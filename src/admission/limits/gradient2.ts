@@ -742,6 +742,7 @@ export class Gradient2Limit implements Limit {
       sample.inflight + (sample.peerInflight ?? 0) <= Math.max(this.min, this.estimate / 2) &&
       now - rtt >= this.exoneratedAt;
     // Its class learns it once the class's requests started before it are back (see settle).
+    this.noteQueueing(sample, raw, now);
     const settling = this.noteShare(sample, raw, now, noLoad);
     this.followScale(sample);
     this.syncLong();
@@ -844,7 +845,8 @@ export class Gradient2Limit implements Limit {
    * `--page-ms 100-250 --page-share 0.7`); and a window that happened to hold only pages read
    * as a queue against any mean of the mix. So each latency class keeps its own no-load round
    * trip (an EWMA of its no-load samples, clipped at twice it, as the long-term RTT was; its
-   * first round trips' mean until three no-load samples stand for it: see classRawMs); the
+   * first round trips' mean, less the wait in the origin's queue (noteQueueing), until three
+   * no-load samples stand for it: see classRawMs); the
    * long-term RTT is their share-weighted mean plus an offset that holds what probes (which
    * measure each class anew and reset it), exonerations and the drift rule learned; and a
    * window is judged against the baselines of the classes it holds, weighted as its trimmed
@@ -875,7 +877,8 @@ export class Gradient2Limit implements Limit {
 
   /**
    * The latest share of a sample's class, for the weights (see Baselines); and the mean of a
-   * class's first PROVISIONAL_SAMPLES round trips, however loaded, which stands for its no-load
+   * class's first PROVISIONAL_SAMPLES round trips, however loaded (less the queue's wait when
+   * they found the limit bound: noteQueueing), which stands for its no-load
    * round trip until MIN_BASELINE_SAMPLES no-load samples do (see classMs): a class first seen
    * under load (WordPress's API calls behind its pages at a restart), counted at the long-term
    * RTT instead, read against whatever the other classes take; and one no-load page of 113 ms,
@@ -900,6 +903,8 @@ export class Gradient2Limit implements Limit {
     if (b !== undefined) b.share = share;
     const settledMs = sample.classSettledMs;
     if (sample.dropped || (settledMs === undefined && b !== undefined && b.provisional >= PROVISIONAL_SAMPLES)) return false;
+    // (a no-load sample waited in no queue; see noteQueueing)
+    const first = lessQueueing(raw - this.offset, noLoad ? undefined : this.queueWait(now));
     if (b === undefined) {
       if (this.baselines.size >= MAX_BASELINES) this.forgetLeastShared();
       b = { ms: 0, variance: 0, n: 0, share, provisional: 0, firstMs: 0, firstVariance: 0, base: undefined, settling: undefined };
@@ -909,7 +914,7 @@ export class Gradient2Limit implements Limit {
       const st = (b.settling ??= { taken: b.provisional >= PROVISIONAL_SAMPLES ? undefined : [], waiting: [] });
       if (st.taken !== undefined || noLoad) {
         const w = st.waiting;
-        const e = { startedAt: now - raw, raw, offset: this.offset, noLoad };
+        const e = { startedAt: now - raw, raw, first, noLoad };
         let i = w.length;
         w.push(e);
         for (; i > 0 && w[i - 1]!.startedAt > e.startedAt; i--) w[i] = w[i - 1]!;
@@ -920,7 +925,7 @@ export class Gradient2Limit implements Limit {
     }
     b.provisional++;
     const alpha = 1 / b.provisional;
-    const d = raw - this.offset - b.firstMs;
+    const d = first - b.firstMs;
     b.firstMs += d * alpha;
     b.firstVariance = (1 - alpha) * (b.firstVariance + alpha * d * d);
     // Until its first no-load sample, it is the baseline (a re-base keeps it as one).
@@ -950,12 +955,12 @@ export class Gradient2Limit implements Limit {
     const w = st.waiting;
     while (w.length > 0 && (w[0]!.startedAt < settledBefore || w.length > SETTLE_WAITING_MAX)) {
       const e = w.shift()!;
-      if (st.taken !== undefined && st.taken.length < PROVISIONAL_SAMPLES) st.taken.push(e.raw - e.offset);
+      if (st.taken !== undefined && st.taken.length < PROVISIONAL_SAMPLES) st.taken.push(e.first);
       if (e.noLoad && e.startedAt >= this.exoneratedAt) this.learnNoLoad(b, e.raw);
     }
     if (st.taken !== undefined) {
       // (a few each, and only while the class is new)
-      const of = st.taken.length > 0 ? st.taken : w.map((e) => e.raw - e.offset);
+      const of = st.taken.length > 0 ? st.taken : w.map((e) => e.first);
       if (of.length > 0) {
         let mean = 0;
         for (const x of of) mean += x;
@@ -973,6 +978,56 @@ export class Gradient2Limit implements Limit {
       b.ms = b.firstMs;
       b.variance = b.firstVariance;
     }
+  }
+
+  /**
+   * A class first seen under load. Its first round trips stand for its no-load one until no-load
+   * samples do (noteShare), and in a crowd none comes: a flash crowd's uncacheable classes
+   * (`/account`, POSTs) were first seen while slow start took the origin to 18 in flight and
+   * stood at 70 and 119 ms for an origin that answers each in 50 ms; as the cache took the
+   * pages' fills away they became most of the origin's traffic, the long-term RTT (their
+   * share-weighted mean with the pages' 58 ms) drifted to 94 ms, and the limit settled at 17-19
+   * for 8 slots (traced; the x50 bench's all-success p99 175-198 ms, its target 150). Queueing in
+   * the origin adds the same wait to every class, so each class with a baseline keeps the wait
+   * its round trips show beyond it (an EWMA, QUEUEING_ALPHA; forgotten after QUEUEING_MEMORY_MS
+   * unheard, and whenever the offset or the baselines are re-based), and the least of those
+   * heard from lately is the queue's (queueWait): one class's own spread (a report taking 9 s
+   * where it takes 5 on average) is not a queue the others wait in. (The wait holds the
+   * gateway's own delay too, as the new class's round trip does.) A new class's round trip
+   * that is no no-load sample (more than half the limit in flight at its start) is taken less
+   * that wait beyond RTT_NOISE_MS (lessQueueing). Not only at the limit: in the crowd above, the
+   * POSTs' first one came as slow start stood at 12 with 11 at the origin, stood at 70-77 ms
+   * and held the limit at 13 rather than 12 for the whole crowd (unless three no-load samples
+   * came in a lull).
+   */
+  private noteQueueing(sample: LimitSample, raw: number, now: number): void {
+    if (sample.dropped) return;
+    const b = this.baselines.get(sample.stratum ?? -1);
+    if (b === undefined || b.n < MIN_BASELINE_SAMPLES) return;
+    const wait = raw - this.offset - b.ms;
+    b.wait = b.wait === undefined || now - (b.waitAt ?? -Infinity) > QUEUEING_MEMORY_MS ? wait : b.wait + (wait - b.wait) * QUEUEING_ALPHA;
+    b.waitAt = now;
+  }
+
+  /**
+   * The wait in the origin's queue now, the least that the classes with a baseline heard from
+   * lately show (see noteQueueing), and the quickest of their no-load round trips (less the
+   * offset); undefined without one.
+   */
+  private queueWait(now: number): QueueWait | undefined {
+    let wait = Infinity;
+    let quickest = Infinity;
+    for (const b of this.baselines.values())
+      if (b.wait !== undefined && now - (b.waitAt ?? -Infinity) <= QUEUEING_MEMORY_MS) {
+        wait = Math.min(wait, b.wait);
+        quickest = Math.min(quickest, b.ms);
+      }
+    return wait === Infinity ? undefined : { wait, quickest };
+  }
+
+  /** The waits are read against the offset and the baselines: a re-base voids them. */
+  private forgetWaits(): void {
+    for (const b of this.baselines.values()) b.wait = undefined;
   }
 
   private forgetLeastShared(): void {
@@ -1012,6 +1067,7 @@ export class Gradient2Limit implements Limit {
   private moveLong(ms: number, driftOnly = false): void {
     const long = this.longRttMs!;
     this.offset += ms - long;
+    this.forgetWaits();
     if (!driftOnly) this.measuredOffset += ms - (this.measuredLongRttMs ?? long);
     this.syncLong();
   }
@@ -1606,6 +1662,7 @@ export class Gradient2Limit implements Limit {
       // Each class the probe measured has that for its baseline now, and the offset is spent.
       this.offset = 0;
       this.measuredOffset = 0;
+      this.forgetWaits();
       for (const [k, st] of this.probeStrata) {
         const b = this.baselines.get(k);
         const mean = st.sum / st.count;
@@ -1749,13 +1806,47 @@ interface Baseline {
   base: number | undefined;
   /** Its round trips waiting to be learned in the order they started, and its first ones taken so far (see settle). */
   settling: Settling | undefined;
+  /** The wait its round trips show beyond its no-load one, and when last heard (see noteQueueing). */
+  wait?: number | undefined;
+  waitAt?: number | undefined;
 }
 
 interface Settling {
   /** Its first round trips taken so far, in the order they started (firstMs); undefined once PROVISIONAL_SAMPLES are. */
   taken: number[] | undefined;
-  /** Come back, not yet learned: a request of the class started before them is still out. Earliest start first. */
-  waiting: { startedAt: number; raw: number; offset: number; noLoad: boolean }[];
+  /**
+   * Come back, not yet learned: a request of the class started before them is still out. Earliest
+   * start first. `first`: the round trip as its first round trips take it (lessQueueing).
+   */
+  waiting: { startedAt: number; raw: number; first: number; noLoad: boolean }[];
+}
+
+/** The weight of each sample in the wait a class with a baseline shows (see noteQueueing). */
+const QUEUEING_ALPHA = 0.2;
+/** A class's wait not heard of for this long says nothing of the queue now (see noteQueueing). */
+const QUEUEING_MEMORY_MS = 1_000;
+
+/** See queueWait. */
+interface QueueWait {
+  wait: number;
+  quickest: number;
+}
+
+/**
+ * A new class's round trip `ms` (as the origin took it, less the offset) that is no no-load
+ * sample, as its first round trips take it (see noteQueueing): less the queue's wait beyond
+ * RTT_NOISE_MS. As it is when it was quicker than the wait (it did not wait in that queue:
+ * static files an origin's web server answers while its PHP workers are all busy), when the
+ * wait is within RTT_NOISE_MS, or without a wait known. And never below the wait itself or the
+ * quickest no-load round trip of the classes with a baseline, whichever is less: a round trip
+ * just past the wait may not have waited either (one of 75 ms beside a 70 ms wait would stand
+ * for 10), and under a queue longer than the classes' own round trips (a crowd's, where slow
+ * start took 18 requests to 8 slots of 50 ms: a 62 ms wait) every request waits, and the
+ * wait as the floor held the new classes 10-15 ms above the pages' 55 ms.
+ */
+function lessQueueing(ms: number, queue: QueueWait | undefined): number {
+  if (queue === undefined || queue.wait <= RTT_NOISE_MS || ms < queue.wait) return ms;
+  return Math.max(Math.min(queue.wait, queue.quickest), ms - (queue.wait - RTT_NOISE_MS));
 }
 
 /** At most this many of a class's round trips wait for one still out (see settle); past it, the earliest go. */

@@ -1706,3 +1706,146 @@ describe('Gradient2Limit: slow start on a mix whose baselines rest on a few samp
     expect(far[over]!.estimate).toBeLessThanOrEqual(far[99]!.estimate);
   });
 });
+
+describe('Gradient2Limit: a class first seen while the origin queues (noteQueueing)', () => {
+  const PAGE = { stratum: 0, stratumShare: 0.5, dropped: false };
+  const ACCOUNT = { stratum: 1, stratumShare: 0.5, dropped: false };
+  type Opts = Partial<ConstructorParameters<typeof Gradient2Limit>[0]>;
+  /** Pages with a baseline of 50 ms (`noLoad` no-load samples), then `queued` pages at the limit that took `pageMs`. */
+  function queueing(pageMs: number, noLoad = 3, queued = 4, opts: Opts = {}) {
+    // (windows never close here: the long-term RTT is all these read)
+    const limit = new Gradient2Limit({ initial: 16, min: 2, max: 256, slowStart: false, minWindowSamples: 1_000, ...opts });
+    const at = { t: 0 };
+    for (let i = 0; i < noLoad; i++) limit.onSample({ rttMs: 50, inflight: 1, ...PAGE }, (at.t += 5));
+    for (let i = 0; i < queued; i++) limit.onSample({ rttMs: pageMs, inflight: 16, ...PAGE }, (at.t += 5));
+    return { limit, at };
+  }
+  /** Five requests of the new class, each `ms`, at the limit (or `inflight`), told in order (`settled`: as the Limiter tells them) or not. */
+  function account(limit: Gradient2Limit, at: { t: number }, ms: number, settled = false, inflight = 16): void {
+    for (let i = 0; i < 5; i++) limit.onSample({ rttMs: ms, inflight, ...ACCOUNT, ...(settled ? { classSettledMs: 0 } : {}) }, (at.t += 5));
+  }
+
+  it.each([false, true])('takes its first round trips less the wait the pages show beyond RTT_NOISE_MS (told in order: %s)', (settled) => {
+    const { limit, at } = queueing(80);
+    account(limit, at, 120, settled);
+    // The pages wait 30 ms; the new class's 120 ms are 95 (30 less the 5 allowed for noise),
+    // where taken as they are the long-term RTT was (50 + 120) / 2 = 85.
+    expect(limit.readings().longRttMs).toBeCloseTo((50 + 95) / 2, 6);
+  });
+
+  it('never below the wait itself: a round trip just past it may not have waited at all', () => {
+    const { limit, at } = queueing(80);
+    account(limit, at, 40);
+    // 40 less 25 would be 15; the wait (30) is the least it is taken as.
+    expect(limit.readings().longRttMs).toBeCloseTo((50 + 30) / 2, 6);
+  });
+
+  it('nor below the quickest class\'s no-load round trip when the queue is longer than that (every request waits)', () => {
+    const { limit, at } = queueing(120);
+    account(limit, at, 75);
+    // 75 less 65 would be 10, the wait is 70: the pages' 50 is the least it is taken as.
+    expect(limit.readings().longRttMs).toBeCloseTo((50 + 50) / 2, 6);
+  });
+
+  it('takes them as they are when they were quicker than the queue: they did not wait in it (static files beside busy PHP workers)', () => {
+    const { limit, at } = queueing(120);
+    account(limit, at, 10);
+    expect(limit.readings().longRttMs).toBeCloseTo((50 + 10) / 2, 6);
+  });
+
+  it('takes them as they are when the wait is within RTT_NOISE_MS (an ordinary day\'s spread is no queue)', () => {
+    const { limit, at } = queueing(54);
+    account(limit, at, 40);
+    expect(limit.readings().longRttMs).toBeCloseTo((50 + 40) / 2, 6);
+  });
+
+  it('also below the limit: more than half of it in flight is no no-load sample (12 of 16)', () => {
+    const { limit, at } = queueing(80);
+    account(limit, at, 120, false, 12);
+    expect(limit.readings().longRttMs).toBeCloseTo((50 + 95) / 2, 6);
+  });
+
+  it('takes no-load samples (half the limit in flight or less) as they are: they waited in no queue', () => {
+    const { limit, at } = queueing(80);
+    // Two no-load samples (8 of 16 in flight), then three more: the class is judged at its first five.
+    for (let i = 0; i < 2; i++) limit.onSample({ rttMs: 120, inflight: 8, ...ACCOUNT }, (at.t += 5));
+    for (let i = 0; i < 3; i++) limit.onSample({ rttMs: 120, inflight: 16, ...ACCOUNT }, (at.t += 5));
+    expect(limit.readings().longRttMs).toBeCloseTo((50 + (2 * 120 + 3 * 95) / 5) / 2, 6);
+  });
+
+  it('reads the wait only from classes with a baseline (three no-load samples): at a cold start they are taken as they are', () => {
+    const { limit, at } = queueing(120, 2);
+    account(limit, at, 120);
+    // The pages' first round trips (two no-load, four queued) stand for their class meanwhile.
+    const pages = (2 * 50 + 3 * 120) / 5;
+    expect(limit.readings().longRttMs).toBeCloseTo((pages + 120) / 2, 6);
+  });
+
+  it('follows the wait as it changes (an EWMA of the pages\' waits, QUEUEING_ALPHA)', () => {
+    const { limit, at } = queueing(120, 3, 1);
+    // The wait falls from 70 ms to 20: after ten such pages it reads about 25 (70 less 50 x (1 - 0.8^10)).
+    for (let i = 0; i < 10; i++) limit.onSample({ rttMs: 70, inflight: 16, ...PAGE }, (at.t += 5));
+    const wait = 20 + 50 * 0.8 ** 10;
+    account(limit, at, 100);
+    expect(limit.readings().longRttMs).toBeCloseTo((50 + 100 - (wait - 5)) / 2, 6);
+  });
+
+  it('forgets a wait not heard of for QUEUEING_MEMORY_MS', () => {
+    const { limit, at } = queueing(80);
+    at.t += 1_100;
+    account(limit, at, 120);
+    expect(limit.readings().longRttMs).toBeCloseTo((50 + 120) / 2, 6);
+  });
+
+  it('starts the wait anew when its class is heard from again after QUEUEING_MEMORY_MS', () => {
+    const { limit, at } = queueing(120);
+    at.t += 1_100;
+    limit.onSample({ rttMs: 70, inflight: 16, ...PAGE }, (at.t += 5));
+    account(limit, at, 100);
+    // A wait of 20 ms, not 70 moved a fifth of the way to it (60).
+    expect(limit.readings().longRttMs).toBeCloseTo((50 + 85) / 2, 6);
+  });
+
+  it('takes the least wait of the classes with a baseline: one class\'s own spread (a report taking 9 s where it takes 5) is no queue', () => {
+    const REPORT = { stratum: 2, stratumShare: 0.2, dropped: false };
+    const page = { ...PAGE, stratumShare: 0.4 };
+    const limit = new Gradient2Limit({ initial: 16, min: 2, max: 256, slowStart: false, minWindowSamples: 1_000 });
+    let t = 0;
+    for (let i = 0; i < 3; i++) limit.onSample({ rttMs: 50, inflight: 1, ...page }, (t += 5));
+    for (let i = 0; i < 3; i++) limit.onSample({ rttMs: 5_000, inflight: 1, ...REPORT }, (t += 5));
+    limit.onSample({ rttMs: 120, inflight: 16, ...page }, (t += 5));
+    limit.onSample({ rttMs: 9_000, inflight: 16, ...REPORT }, (t += 5));
+    // The pages' wait (70 ms), not the report's (4 s): 75 ms are taken as the pages' 50 (the
+    // quickest class's, not the report's 5 s), where against 4 s they were taken as they are.
+    for (let i = 0; i < 5; i++) limit.onSample({ rttMs: 75, inflight: 16, ...ACCOUNT, stratumShare: 0.4 }, (t += 5));
+    expect(limit.readings().longRttMs).toBeCloseTo(0.4 * 50 + 0.2 * 5_000 + 0.4 * 50, 6);
+  });
+
+  it('forgets the waits when the origin is found slow on its own and the long-term RTT re-based (they were read against the old one)', () => {
+    const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256, slowStart: false });
+    const at = { t: 0 };
+    for (let i = 0; i < 30; i++) limit.onSample({ rttMs: 50, inflight: 1, ...PAGE }, (at.t += 5));
+    // Every page takes 2 s at 8 in flight: queueing cannot explain it, and the second such window re-bases.
+    for (let n = 0; n < 6 && limit.readings().exonerations === 0; n++) {
+      for (let i = 0; i < 8; i++) limit.onSample({ rttMs: 2_000, inflight: 8, ...PAGE }, (at.t += 20));
+      if (limit.readings().exonerations === 0) at.t += 2_000;
+    }
+    expect(limit.readings().exonerations).toBe(1);
+    const before = limit.readings().longRttMs!;
+    const offset = before - 50;
+    // The pages' waits before it (about 1 950 ms over 50) would take 4 s of the new class for 1 950 over the new one.
+    for (let i = 0; i < 5; i++) limit.onSample({ rttMs: 4_000, inflight: limit.current, ...ACCOUNT }, (at.t += 5));
+    expect(limit.readings().longRttMs).toBeCloseTo(offset + (50 + (4_000 - offset)) / 2, 6);
+  });
+
+  it('forgets the waits when a probe re-bases the classes (they were read against the old baselines)', () => {
+    const { limit, at } = queueing(80, 3, 4, { probeIntervalMs: 100, probeSamples: 3 });
+    // No no-load sample for 100 ms while the limit binds: a probe at a quarter of it.
+    for (let i = 0; i < 20 && limit.readings().probing !== true; i++) limit.onSample({ rttMs: 80, inflight: 16, ...PAGE }, (at.t += 10));
+    expect(limit.readings().probing).toBe(true);
+    for (let i = 0; i < 3; i++) limit.onSample({ rttMs: 50, inflight: 1, ...PAGE }, (at.t += 5));
+    expect(limit.readings().probing).toBe(false);
+    account(limit, at, 120);
+    expect(limit.readings().longRttMs).toBeCloseTo((50 + 120) / 2, 6);
+  });
+});
