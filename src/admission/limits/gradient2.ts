@@ -878,7 +878,7 @@ export class Gradient2Limit implements Limit {
   /**
    * The latest share of a sample's class, for the weights (see Baselines); and the mean of a
    * class's first PROVISIONAL_SAMPLES round trips, however loaded (less the queue's wait when
-   * they found the limit bound: noteQueueing), which stands for its no-load
+   * they are no no-load samples: noteQueueing), which stands for its no-load
    * round trip until MIN_BASELINE_SAMPLES no-load samples do (see classMs): a class first seen
    * under load (WordPress's API calls behind its pages at a restart), counted at the long-term
    * RTT instead, read against whatever the other classes take; and one no-load page of 113 ms,
@@ -996,9 +996,9 @@ export class Gradient2Limit implements Limit {
    * gateway's own delay too, as the new class's round trip does.) A new class's round trip
    * that is no no-load sample (more than half the limit in flight at its start) is taken less
    * that wait beyond RTT_NOISE_MS (lessQueueing). Not only at the limit: in the crowd above, the
-   * POSTs' first one came as slow start stood at 12 with 11 at the origin, stood at 70-77 ms
-   * and held the limit at 13 rather than 12 for the whole crowd (unless three no-load samples
-   * came in a lull).
+   * POSTs' first round trip came as slow start stood at 12 with 11 at the origin. What is left
+   * of a crowd's queue in them (each request's wait is not the EWMA's) still counts until
+   * three no-load samples stand for the class: 67-83 ms against its 51-55 (traced).
    */
   private noteQueueing(sample: LimitSample, raw: number, now: number): void {
     if (sample.dropped) return;
