@@ -903,8 +903,6 @@ export class Gradient2Limit implements Limit {
     if (b !== undefined) b.share = share;
     const settledMs = sample.classSettledMs;
     if (sample.dropped || (settledMs === undefined && b !== undefined && b.provisional >= PROVISIONAL_SAMPLES)) return false;
-    // (a no-load sample waited in no queue; see noteQueueing)
-    const first = lessQueueing(raw - this.offset, noLoad ? undefined : this.queueWait(now));
     if (b === undefined) {
       if (this.baselines.size >= MAX_BASELINES) this.forgetLeastShared();
       b = { ms: 0, variance: 0, n: 0, share, provisional: 0, firstMs: 0, firstVariance: 0, base: undefined, settling: undefined };
@@ -914,7 +912,8 @@ export class Gradient2Limit implements Limit {
       const st = (b.settling ??= { taken: b.provisional >= PROVISIONAL_SAMPLES ? undefined : [], waiting: [] });
       if (st.taken !== undefined || noLoad) {
         const w = st.waiting;
-        const e = { startedAt: now - raw, raw, first, noLoad };
+        // (`first` is read only while its first round trips are taken)
+        const e = { startedAt: now - raw, raw, first: st.taken !== undefined ? this.firstRoundTrip(raw, noLoad, now) : raw - this.offset, noLoad };
         let i = w.length;
         w.push(e);
         for (; i > 0 && w[i - 1]!.startedAt > e.startedAt; i--) w[i] = w[i - 1]!;
@@ -925,7 +924,7 @@ export class Gradient2Limit implements Limit {
     }
     b.provisional++;
     const alpha = 1 / b.provisional;
-    const d = first - b.firstMs;
+    const d = this.firstRoundTrip(raw, noLoad, now) - b.firstMs;
     b.firstMs += d * alpha;
     b.firstVariance = (1 - alpha) * (b.firstVariance + alpha * d * d);
     // Until its first no-load sample, it is the baseline (a re-base keeps it as one).
@@ -1023,6 +1022,11 @@ export class Gradient2Limit implements Limit {
         quickest = Math.min(quickest, b.ms);
       }
     return wait === Infinity ? undefined : { wait, quickest };
+  }
+
+  /** A round trip (as the origin took it) as a new class's first round trips take it: a no-load sample waited in no queue (see noteQueueing). */
+  private firstRoundTrip(raw: number, noLoad: boolean, now: number): number {
+    return lessQueueing(raw - this.offset, noLoad ? undefined : this.queueWait(now));
   }
 
   /** The waits are read against the offset and the baselines: a re-base voids them. */
