@@ -24,8 +24,9 @@
  *   starts when no no-load sample was seen for `probeIntervalMs` (counted from the first
  *   sample) and the limit binds, or, at most once per `probeMinIntervalMs`, when the
  *   long-term RTT looks wrong: three windows in a row had a short-term RTT below 0.8 x the
- *   long-term RTT (the origin got faster, e.g. an overload it had is over; one such window is
- *   just the endpoint mix, and a probe holds the limit at a quarter for a few round trips), or,
+ *   long-term RTT as measured, without the drift rule's moves (the origin got faster, e.g. an
+ *   overload it had is over; one such window is just the endpoint mix, and a probe holds the
+ *   limit at a quarter for a few round trips), or,
  *   without waiting for that interval, when the limit fell below half its peak since the last
  *   probe (the origin got slower, or lost capacity, or the host it shares got busy: only a
  *   low-concurrency measurement tells which, and meanwhile the windows are evidence for
@@ -258,6 +259,8 @@ const NOISE_SE = 2;
 const PROBE_MAX_MS = 1_000;
 const PROBE_RTTS = 3;
 const PROBE_CAP_MS = 30_000;
+/** A probe's round trips of one class from some point on this many times quicker or slower than every one before: the origin changed speed (sinceStep). */
+const PROBE_STEP_RATIO = 2;
 /**
  * A window whose round trips are past twice the allowance (an unclamped gradient below this)
  * is a jump that queueing rarely makes at once: the second such window in a row, at the limit,
@@ -548,8 +551,8 @@ export class Gradient2Limit implements Limit {
   private probeDrops = 0;
   /** The most requests at the origin and waiting together during the running probe (see exonerate). */
   private probeMaxDemand = 0;
-  /** The probe's samples by stratum: their sum, count and latest share (see probeMean). */
-  private readonly probeStrata = new Map<number, { sum: number; sq: number; count: number; share: number }>();
+  /** The probe's samples by stratum: their sum, count and latest share (see probeMean), and each one's start and round trip (see sinceStep). */
+  private readonly probeStrata = new Map<number, ProbeStratum>();
   private probes = 0;
 
   constructor(opts: Gradient2Options) {
@@ -759,12 +762,14 @@ export class Gradient2Limit implements Limit {
       if (!sample.dropped && sample.inflight <= this.probeLimit) {
         const k = sample.stratum ?? -1;
         const st = this.probeStrata.get(k);
-        if (st === undefined) this.probeStrata.set(k, { sum: raw, sq: raw * raw, count: 1, share: sample.stratumShare ?? 0 });
+        if (st === undefined) this.probeStrata.set(k, { sum: raw, sq: raw * raw, count: 1, share: sample.stratumShare ?? 0, starts: [now - rtt], raws: [raw] });
         else {
           st.sum += raw;
           st.sq += raw * raw;
           st.count++;
           st.share = sample.stratumShare ?? 0;
+          st.starts.push(now - rtt);
+          st.raws.push(raw);
         }
         if (++this.probeCount >= (this.probeCold ? Math.min(MIN_BASELINE_SAMPLES, this.probeSamples) : this.probeSamples)) this.endProbe(now);
       }
@@ -1309,15 +1314,24 @@ export class Gradient2Limit implements Limit {
         classRead = true;
       }
       if (base !== undefined) {
+        // One quick window is the endpoint mix; DRIFT_WINDOWS in a row are the origin, and a
+        // probe measures it. After a re-base (see Exoneration) one is enough: the origin that
+        // got slow is quick again. Counted against what was measured, not what the rule below
+        // moved it to: each move halves the gap, and the moved RTT stops short of windows that
+        // hold a queue. Against it, a 500 ms round trip moved to 168 and 205 ms after an origin
+        // got ten times quicker, stood there against windows of 90-150 ms (the window's allowance
+        // for its chance spread between them), no probe came, and the limit climbed past the
+        // origin's slots until the periodic one (the fleet bench's gateways, 10-13 each for their
+        // share of 8 slots).
+        if (shortRtt < DRIFT_RATIO * (base - this.offset + this.measuredOffset) - noise) {
+          if (++this.driftWindows >= DRIFT_WINDOWS || this.rebased) suspicious = true;
+        } else this.driftWindows = 0;
         if (shortRtt < DRIFT_RATIO * base - noise) {
           drifted = true;
           const moved = (shortRtt - base) * 0.5;
           this.moveLong(this.longRttMs! + moved, true);
           base += moved;
-          // One quick window is the endpoint mix; DRIFT_WINDOWS in a row are the origin. After a
-          // re-base (see Exoneration) one is enough: the origin that got slow is quick again.
-          if (++this.driftWindows >= DRIFT_WINDOWS || this.rebased) suspicious = true;
-        } else this.driftWindows = 0;
+        }
         const allowance = this.tolerance * base + this.slack(base) + noise;
         gradient = shortRtt > 0 ? allowance / shortRtt : 1;
         slowStartGradient = p80 > 0 ? allowance / p80 : 1;
@@ -1667,6 +1681,8 @@ export class Gradient2Limit implements Limit {
       this.offset = 0;
       this.measuredOffset = 0;
       this.forgetWaits();
+      // A class whose round trips changed speed while the probe ran: those since (sinceStep).
+      for (const [k, st] of this.probeStrata) if (k >= 0) sinceStep(st);
       for (const [k, st] of this.probeStrata) {
         const b = this.baselines.get(k);
         const mean = st.sum / st.count;
@@ -1969,6 +1985,65 @@ function stratifiedTrimmedMean(
     weight += share;
   }
   return { mean: weight > 0 ? sum / weight : p50, p20, p50, p80 };
+}
+
+/** A probe's samples of one stratum (see Gradient2Limit.probeStrata). */
+interface ProbeStratum {
+  sum: number;
+  sq: number;
+  count: number;
+  share: number;
+  /** When each sample's request started, and its round trip as the origin took it, in the order they came back (probeSamples at most). */
+  starts: number[];
+  raws: number[];
+}
+
+/**
+ * A probe's round trips of one latency class that show the origin change speed while it ran:
+ * in the order their requests started, every one from some point on at most 1 /
+ * PROBE_STEP_RATIO of every one before it, or at least PROBE_STEP_RATIO times, and
+ * MIN_BASELINE_SAMPLES or more of them. A probe measures the origin as it is now, so those
+ * since the change alone are kept (from the earliest such point: the most of them). Their mean
+ * was taken whole before: a probe that began while every answer took ten times as long and
+ * ended as they came quick again read two of 900 ms and eight of 55 as a no-load round trip of
+ * 224 ms, and their spread as the class's own (NOISE_SE), so that no window could read as a
+ * queue nor as far quicker (the drift rule), and the limit climbed past the origin's slots
+ * until the next probe (the fleet bench's gateways, 12-13 each for their share of 8 slots
+ * after a 20 s slowdown, against 4-5 when no probe straddled its end). A class's round trips
+ * do not spread twice over on their own (a class is one latency); samples of no class (a
+ * whole site's mix) are taken whole.
+ */
+function sinceStep(st: ProbeStratum): void {
+  const n = st.raws.length;
+  if (n <= MIN_BASELINE_SAMPLES) return;
+  const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => st.starts[a]! - st.starts[b]!);
+  // The least and most round trip from each position on, in start order.
+  const lowFrom = new Float64Array(n);
+  const highFrom = new Float64Array(n);
+  for (let j = n - 1, low = Infinity, high = -Infinity; j >= 0; j--) {
+    const x = st.raws[order[j]!]!;
+    lowFrom[j] = low = Math.min(low, x);
+    highFrom[j] = high = Math.max(high, x);
+  }
+  let low = Infinity;
+  let high = -Infinity;
+  for (let i = 1; i <= n - MIN_BASELINE_SAMPLES; i++) {
+    const x = st.raws[order[i - 1]!]!;
+    low = Math.min(low, x);
+    high = Math.max(high, x);
+    if (PROBE_STEP_RATIO * highFrom[i]! > low && lowFrom[i]! < PROBE_STEP_RATIO * high) continue;
+    let sum = 0;
+    let sq = 0;
+    for (let j = i; j < n; j++) {
+      const y = st.raws[order[j]!]!;
+      sum += y;
+      sq += y * y;
+    }
+    st.sum = sum;
+    st.sq = sq;
+    st.count = n - i;
+    return;
+  }
 }
 
 /**

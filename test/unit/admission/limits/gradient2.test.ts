@@ -1849,3 +1849,72 @@ describe('Gradient2Limit: a class first seen while the origin queues (noteQueuei
     expect(limit.readings().longRttMs).toBeCloseTo((50 + 120) / 2, 6);
   });
 });
+
+describe('Gradient2Limit: a probe whose round trips show the origin change speed while it ran', () => {
+  const ofClass = (rttMs: number, inflight: number, stratum: number | null) =>
+    stratum === null ? { rttMs, inflight, dropped: false } : { rttMs, inflight, dropped: false, stratum, stratumShare: 1 };
+  /**
+   * A limit of 8 whose one class's no-load round trip is 50 ms, a crowd at the limit until a
+   * probe starts, then the probe's samples: [start, round trip] in ms from the probe's start,
+   * fed as they come back; every sample of `stratum` (null: of no class). Returns the limit
+   * and the time of the last sample.
+   */
+  function probe(samples: [number, number][], stratum: number | null = 0): { limit: Gradient2Limit; at: number } {
+    const limit = new Gradient2Limit({ initial: 8, min: 2, max: 256, probeIntervalMs: 2_000 });
+    let at = 0;
+    for (let i = 0; i < 10; i++) limit.onSample(ofClass(50, 1, stratum), (at += 60));
+    for (let i = 0; i < 2_000 && !limit.isProbing; i++) limit.onSample(ofClass(90, Math.floor(limit.current), stratum), (at += 10));
+    expect(limit.isProbing).toBe(true);
+    const t0 = at;
+    for (const [start, rtt] of [...samples].sort((a, b) => a[0] + a[1] - b[0] - b[1])) limit.onSample(ofClass(rtt, 1, stratum), (at = t0 + start + rtt));
+    expect(limit.isProbing).toBe(false);
+    return { limit, at };
+  }
+  /** One request at a time from `from` ms: each starts as the one before it comes back. */
+  const oneByOne = (from: number, rtts: number[]): [number, number][] => {
+    let t = from;
+    return rtts.map((r) => [t, (t += r) - t + r]);
+  };
+  // (the second 900 ms one comes back after two quick ones started later: read in start order)
+  const quickAgain = [...oneByOne(-800, [900]), ...oneByOne(-650, [900]), ...oneByOne(100, Array<number>(8).fill(55))];
+
+  it('takes the round trips since the change for the no-load one: two of 900 ms, then eight of 55 (a slowdown ending; the fleet bench)', () => {
+    const { limit, at } = probe(quickAgain);
+    expect(limit.readings().longRttMs).toBeCloseTo(55, 5);
+    // And the crowd that follows on an origin of 8 slots x 50 ms is held near them. With the
+    // probe's mean (224 ms) and its spread for a baseline, no window read as a queue and the
+    // limit climbed (the fleet bench's high mode: 12-13 a gateway for its share of 8 slots).
+    const trace = simulate({ limit, jitter: 0.2, phases: [{ untilMs: 5_000, capacity: 8, serviceMs: 50, demand: Infinity }], epochMs: at + 1, stratum: 0 });
+    expect(trace.maxInflight[0]).toBeLessThanOrEqual(12);
+  });
+
+  it('and the ones since an origin got slower: four of 50 ms, then six of 110', () => {
+    const { limit } = probe([...oneByOne(0, [50, 50, 50, 50]), ...oneByOne(200, [110]), ...oneByOne(210, [110]), ...oneByOne(220, [110, 110]), ...oneByOne(230, [110, 110])]);
+    expect(limit.readings().longRttMs).toBeCloseTo(110, 5);
+  });
+
+  it.each([
+    ['a class whose round trips spread under twice over (110-200 ms, then 60-100)', [...oneByOne(-150, [200]), ...oneByOne(-50, [110]), ...oneByOne(100, [100, 60, 60, 60, 60, 60, 60, 60])], (200 + 110 + 100 + 7 * 60) / 10],
+    ['fewer than three since the change (eight of 900 ms, then two of 55)', [...Array.from({ length: 8 }, (_, i): [number, number] => [-800 + 10 * i, 900]), ...oneByOne(200, [55, 55])], (8 * 900 + 2 * 55) / 10],
+  ])('takes the whole mean for %s', (_what, samples, mean) => {
+    expect(probe(samples as [number, number][]).limit.readings().longRttMs).toBeCloseTo(mean as number, 5);
+  });
+
+  it('does not read samples of no class so (a whole site\'s endpoints in one)', () => {
+    expect(probe(quickAgain, null).limit.readings().longRttMs).toBeCloseTo((2 * 900 + 8 * 55) / 10, 5);
+  });
+});
+
+describe('Gradient2Limit: the drift rule, once it has moved the long-term RTT', () => {
+  it('probes after three windows far quicker than the no-load round trip measured, though the moved one is nearer them (the fleet bench)', () => {
+    // Every answer took 500 ms (seven no-load round trips); then the origin (8 slots x 50 ms) is quick again.
+    const limit = new Gradient2Limit({ initial: 4, min: 2, max: 256 });
+    let at = 0;
+    for (let i = 0; i < 7; i++) limit.onSample({ rttMs: 500, inflight: 1, dropped: false, stratum: 0, stratumShare: 1 }, (at += 510));
+    expect(limit.readings().longRttMs).toBeCloseTo(500, 5);
+    const trace = simulate({ limit, jitter: 0.2, phases: [{ untilMs: 3_000, capacity: 8, serviceMs: 50, demand: Infinity }, { untilMs: 15_000, capacity: 8, serviceMs: 50, demand: Infinity }], epochMs: at + 1, stratum: 0 });
+    expect(limit.readings().probes).toBeGreaterThanOrEqual(1);
+    expect(limit.readings().longRttMs).toBeLessThan(60);
+    expect(trace.maxInflight[1]).toBeLessThanOrEqual(12);
+  });
+});

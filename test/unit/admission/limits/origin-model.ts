@@ -99,6 +99,8 @@ export function simulate(opts: {
   jitter?: number;
   seed?: number;
   epochMs?: number;
+  /** Every sample names this latency class (LimitSample.stratum), at a share of 1; none by default. */
+  stratum?: number;
 }): Trace {
   const { limit, phases } = opts;
   const jitter = opts.jitter ?? 0.2;
@@ -155,6 +157,10 @@ export function simulate(opts: {
   const points: TracePoint[] = [];
   let samples = 0;
   const sample: LimitSample = { rttMs: 0, inflight: 0, dropped: false };
+  if (opts.stratum !== undefined) {
+    sample.stratum = opts.stratum;
+    sample.stratumShare = 1;
+  }
 
   const phase = (): Phase => clock.phase;
   const serve = (req: Req): void => {
