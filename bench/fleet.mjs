@@ -21,8 +21,10 @@
  * Every process (redis-server, origin, gateways) is a child started here and stopped by PID.
  * Results go to bench/results/fleet-<timestamp>.{json,md}.
  *
+ * `--only alone|shared` runs one setup (no ratio is reported then).
+ *
  * Usage: node bench/fleet.mjs [--runs 2] [--clients 60] [--crowd-seconds 20] [--slow-seconds 20]
- *        [--after-seconds 10] [--concurrency 8] [--service-ms 50] [--slow-factor 10]
+ *        [--after-seconds 10] [--concurrency 8] [--service-ms 50] [--slow-factor 10] [--only SETUP]
  */
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -118,6 +120,7 @@ export async function main() {
       concurrency: { type: 'string', default: '8' },
       'service-ms': { type: 'string', default: '50' },
       'slow-factor': { type: 'string', default: '10' },
+      only: { type: 'string' },
     },
   });
   const o = {
@@ -129,20 +132,23 @@ export async function main() {
     concurrency: Number(values.concurrency),
     serviceMs: Number(values['service-ms']),
     slowFactor: Number(values['slow-factor']),
+    only: values.only,
   };
+  if (o.only !== undefined && o.only !== 'alone' && o.only !== 'shared') throw new Error(`--only must be alone or shared, got ${o.only}`);
   const build = gatewayAvailable();
   if (build !== true) throw new Error(`crowdgate is not built: ${build}`);
   const loadAtStart = noteMachineLoad('start');
   const runs = { alone: [], shared: [] };
   try {
     for (let r = 1; r <= o.runs; r++)
-      for (const setup of r % 2 === 1 ? ['alone', 'shared'] : ['shared', 'alone']) runs[setup].push(await runOnce(setup, o, r));
+      for (const setup of r % 2 === 1 ? ['alone', 'shared'] : ['shared', 'alone']) if (o.only === undefined || o.only === setup) runs[setup].push(await runOnce(setup, o, r));
   } finally {
     await stopAll();
   }
   const meta = runFacts('fleet.mjs', loadAtStart);
   const medians = {};
-  for (const setup of ['alone', 'shared'])
+  const setups = o.only === undefined ? ['alone', 'shared'] : [o.only];
+  for (const setup of setups)
     medians[setup] = runs[setup][0].map((row, i) => ({
       phase: row.phase,
       originPeak: median(runs[setup].map((rs) => rs[i].originPeak)),
@@ -156,18 +162,26 @@ export async function main() {
     '',
     machineSentence(meta),
     '',
-    `${INSTANCES} gateways, one fragile origin of ${o.concurrency} slots × ${o.serviceMs} ms (${capacity} pages/s; past its slots it queues and slows down), ${o.clients} clients in a closed loop on an uncacheable page, 0-20 ms apart; phases: crowd ${o.crowdSeconds} s (its first ${START_SECONDS} s apart: \`start\`), every answer ${o.slowFactor}× slower ${o.slowSeconds} s, as before ${o.afterSeconds} s. \`alone\`: no Redis (each gateway knows its own requests); \`shared\`: one Redis (each counts the others' in-flight requests and joins their probes). Medians of ${o.runs} alternated runs each.`,
+    `${INSTANCES} gateways, one fragile origin of ${o.concurrency} slots × ${o.serviceMs} ms (${capacity} pages/s; past its slots it queues and slows down), ${o.clients} clients in a closed loop on an uncacheable page, 0-20 ms apart; phases: crowd ${o.crowdSeconds} s (its first ${START_SECONDS} s apart: \`start\`), every answer ${o.slowFactor}× slower ${o.slowSeconds} s, as before ${o.afterSeconds} s. \`alone\`: no Redis (each gateway knows its own requests); \`shared\`: one Redis (each counts the others' in-flight requests and joins their probes). ${o.only === undefined ? `Medians of ${o.runs} alternated runs each.` : `Medians of ${o.runs} runs of \`${o.only}\` only.`}`,
     '',
-    '| phase | origin peak in flight: alone | shared | shared ÷ alone | pages served: alone | shared | shared ÷ alone | refused: alone | shared | other failures: alone | shared |',
-    '|---|---|---|---|---|---|---|---|---|---|---|',
-    ...medians.alone.map((a, i) => {
-      const s = medians.shared[i];
-      return `| ${a.phase} | ${a.originPeak} | ${s.originPeak} | ${(s.originPeak / a.originPeak).toFixed(2)} | ${fmtInt(a.served)} | ${fmtInt(s.served)} | ${(s.served / a.served).toFixed(2)} | ${fmtInt(a.refused)} | ${fmtInt(s.refused)} | ${fmtInt(a.other)} | ${fmtInt(s.other)} |`;
-    }),
+    ...(o.only === undefined
+      ? [
+          '| phase | origin peak in flight: alone | shared | shared ÷ alone | pages served: alone | shared | shared ÷ alone | refused: alone | shared | other failures: alone | shared |',
+          '|---|---|---|---|---|---|---|---|---|---|---|',
+          ...medians.alone.map((a, i) => {
+            const s = medians.shared[i];
+            return `| ${a.phase} | ${a.originPeak} | ${s.originPeak} | ${(s.originPeak / a.originPeak).toFixed(2)} | ${fmtInt(a.served)} | ${fmtInt(s.served)} | ${(s.served / a.served).toFixed(2)} | ${fmtInt(a.refused)} | ${fmtInt(s.refused)} | ${fmtInt(a.other)} | ${fmtInt(s.other)} |`;
+          }),
+        ]
+      : [
+          `| phase | origin peak in flight: ${o.only} | pages served | refused | other failures |`,
+          '|---|---|---|---|---|',
+          ...medians[o.only].map((r) => `| ${r.phase} | ${r.originPeak} | ${fmtInt(r.served)} | ${fmtInt(r.refused)} | ${fmtInt(r.other)} |`),
+        ]),
     '',
     'Refused: 503 from a gateway (`X-Crowdgate-Error`); in a closed loop a refused client asks again at once, so compare pages served. Other failures: the origin\'s own 503 (a request that waited 2 s in its backlog), a timeout or a reset.',
     '',
-    `Per run (origin peak / served): alone ${runs.alone.map((rs) => rs.map((r) => `${r.originPeak}/${r.served}`).join(' ')).join(' | ')}; shared ${runs.shared.map((rs) => rs.map((r) => `${r.originPeak}/${r.served}`).join(' ')).join(' | ')}.`,
+    `Per run (origin peak / served): ${setups.map((setup) => `${setup} ${runs[setup].map((rs) => rs.map((r) => `${r.originPeak}/${r.served}`).join(' ')).join(' | ')}`).join('; ')}.`,
     '',
   ];
   writeReport({ dir: join(BENCH_DIR, 'results'), name: 'fleet', date: meta.date, json: { meta, options: o, runs, medians }, md: lines.join('\n') });
