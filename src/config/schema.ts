@@ -1051,7 +1051,7 @@ export const gatewayConfigSchema = z
       .array(addressOrCidr)
       .default(['127.0.0.1', '::1'])
       .describe(
-        'Addresses or CIDRs whose X-Forwarded-For is believed (walked from the right; a hop with a port, `1.2.3.4:4711` or `[2001:db8::1]:443`, is its address; an unreadable hop such as `unknown` makes the client `unknown`, never the proxy itself, so it cannot PURGE).',
+        'Addresses or CIDRs whose X-Forwarded-For is believed (walked from the right; a hop with a port, `1.2.3.4:4711` or `[2001:db8::1]:443`, is its address; an unreadable hop such as `unknown`, or a header that names no hop (empty, `,`), makes the client `unknown`, never the proxy itself, so it cannot PURGE).',
       ),
     cache: cacheSchema.prefault({}),
     purge: purgeSchema.prefault({}),

@@ -46,13 +46,15 @@ export class TrustedProxies {
   /** The client address for a request that arrived from `peer` with this X-Forwarded-For. */
   resolveClient(peer: string, xff: string | string[] | undefined): string {
     const peerPlain = unmapV4(peer);
-    if (!xff || !this.isTrusted(peerPlain)) return peerPlain;
+    if (xff === undefined || !this.isTrusted(peerPlain)) return peerPlain;
     // Empty list elements are ignored (RFC 9110 §5.6.1): `1.2.3.4,` is one hop.
     const hops = (Array.isArray(xff) ? xff.join(',') : xff)
       .split(',')
       .map((s) => s.trim())
       .filter((s) => s !== '');
-    if (hops.length === 0) return peerPlain;
+    // A header that names no hop (empty, `,`) cannot be read either: never the proxy itself
+    // (a PURGE through a trusted proxy with `X-Forwarded-For: ,` was allowed; attacker trial).
+    if (hops.length === 0) return UNKNOWN_CLIENT;
     for (let i = hops.length - 1; i >= 0; i--) {
       const hop = parseHop(hops[i]!);
       // Garbage in the chain (`unknown`, an obfuscated name): the client is past a trusted

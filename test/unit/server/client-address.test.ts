@@ -14,7 +14,11 @@ describe('TrustedProxies', () => {
     ['garbage right of a real address: unknown', '127.0.0.1', '203.0.113.5, unknown', 'unknown'],
     ['a hop with a port is its address', '127.0.0.1', '203.0.113.5:4711', '203.0.113.5'],
     ['empty list elements are ignored', '127.0.0.1', '203.0.113.5, ,', '203.0.113.5'],
-    ['an empty header: the peer', '127.0.0.1', ' , ', '127.0.0.1'],
+    // A header naming no hop cannot be read either: never the trusted peer (PURGE allowed
+    // through a local proxy with `X-Forwarded-For: ,`; attacker trial).
+    ['a header of empty elements: unknown, not the peer', '127.0.0.1', ' , ', 'unknown'],
+    ['an empty header: unknown, not the peer', '127.0.0.1', '', 'unknown'],
+    ['an empty header from an untrusted peer: the peer', '203.0.113.5', '', '203.0.113.5'],
     ['an IPv6 hop in brackets, with a port', '127.0.0.1', '[2001:db8::1]:4711', '2001:db8::1'],
     ['an IPv6 hop in brackets', '127.0.0.1', '[2001:db8::7]', '2001:db8::7'],
     ['a trusted hop with a port is skipped', '127.0.0.1', '198.51.100.7, 10.0.0.9:8080', '198.51.100.7'],
