@@ -24,9 +24,9 @@
  *   starts when no no-load sample was seen for `probeIntervalMs` (counted from the first
  *   sample) and the limit binds, or, at most once per `probeMinIntervalMs`, when the
  *   long-term RTT looks wrong: three windows in a row had a short-term RTT below 0.8 x the
- *   long-term RTT as measured, without the drift rule's moves (the origin got faster, e.g. an
- *   overload it had is over; one such window is just the endpoint mix, and a probe holds the
- *   limit at a quarter for a few round trips), or,
+ *   long-term RTT as measured, without the drift rule's moves, while the limit binds (the
+ *   origin got faster, e.g. an overload it had is over; one such window is just the endpoint
+ *   mix, and a probe holds the limit at a quarter for a few round trips), or,
  *   without waiting for that interval, when the limit fell below half its peak since the last
  *   probe (the origin got slower, or lost capacity, or the host it shares got busy: only a
  *   low-concurrency measurement tells which, and meanwhile the windows are evidence for
@@ -259,8 +259,10 @@ const NOISE_SE = 2;
 const PROBE_MAX_MS = 1_000;
 const PROBE_RTTS = 3;
 const PROBE_CAP_MS = 30_000;
-/** A probe's round trips of one class from some point on this many times quicker or slower than every one before: the origin changed speed (sinceStep). */
+/** A probe's round trips of one class from some point on this many times quicker than every one before: the origin got quicker (sinceStep). */
 const PROBE_STEP_RATIO = 2;
+/** ...with this many or more before that point (sinceStep). */
+const PROBE_STEP_BEFORE = 2;
 /**
  * A window whose round trips are past twice the allowance (an unclamped gradient below this)
  * is a jump that queueing rarely makes at once: the second such window in a row, at the limit,
@@ -762,13 +764,13 @@ export class Gradient2Limit implements Limit {
       if (!sample.dropped && sample.inflight <= this.probeLimit) {
         const k = sample.stratum ?? -1;
         const st = this.probeStrata.get(k);
-        if (st === undefined) this.probeStrata.set(k, { sum: raw, sq: raw * raw, count: 1, share: sample.stratumShare ?? 0, starts: [now - rtt], raws: [raw] });
+        if (st === undefined) this.probeStrata.set(k, { sum: raw, sq: raw * raw, count: 1, share: sample.stratumShare ?? 0, starts: [now - raw], raws: [raw] });
         else {
           st.sum += raw;
           st.sq += raw * raw;
           st.count++;
           st.share = sample.stratumShare ?? 0;
-          st.starts.push(now - rtt);
+          st.starts.push(now - raw);
           st.raws.push(raw);
         }
         if (++this.probeCount >= (this.probeCold ? Math.min(MIN_BASELINE_SAMPLES, this.probeSamples) : this.probeSamples)) this.endProbe(now);
@@ -877,6 +879,12 @@ export class Gradient2Limit implements Limit {
     const clipped = b.n > MIN_BASELINE_SAMPLES && rtt > LONG_CLIP * own ? LONG_CLIP * own : rtt;
     b.ms += (clipped - own) * alpha;
     b.variance = (1 - alpha) * (b.variance + alpha * (clipped - own) * (clipped - own));
+    // The class learns against the long-term RTT as the drift rule left it, so a no-load
+    // sample measures that one: the measured offset follows it at the long-term rate. Kept
+    // apart, the measured RTT stood at the true one plus every drift move so far (one quick
+    // window, then 300 no-load samples at 100 ms: 125.6 against 99.9), and ordinary windows
+    // at the no-load RTT counted as far quicker than it (review).
+    this.measuredOffset += (this.offset - this.measuredOffset) * this.longAlpha;
     this.syncLong();
   }
 
@@ -1323,8 +1331,11 @@ export class Gradient2Limit implements Limit {
         // for its chance spread between them), no probe came, and the limit climbed past the
         // origin's slots until the periodic one (the fleet bench's gateways, 10-13 each for their
         // share of 8 slots).
+        // Only while the limit binds: below it no-load samples keep the round trip measured
+        // (a mix of 5-20 ms and 100-250 ms requests of no class, the limit far above the
+        // clients, probed every 3-5 s; review).
         if (shortRtt < DRIFT_RATIO * (base - this.offset + this.measuredOffset) - noise) {
-          if (++this.driftWindows >= DRIFT_WINDOWS || this.rebased) suspicious = true;
+          if ((++this.driftWindows >= DRIFT_WINDOWS || this.rebased) && this.binds(now)) suspicious = true;
         } else this.driftWindows = 0;
         if (shortRtt < DRIFT_RATIO * base - noise) {
           drifted = true;
@@ -1681,7 +1692,7 @@ export class Gradient2Limit implements Limit {
       this.offset = 0;
       this.measuredOffset = 0;
       this.forgetWaits();
-      // A class whose round trips changed speed while the probe ran: those since (sinceStep).
+      // A class whose round trips got quicker while the probe ran: those since (sinceStep).
       for (const [k, st] of this.probeStrata) if (k >= 0) sinceStep(st);
       for (const [k, st] of this.probeStrata) {
         const b = this.baselines.get(k);
@@ -1999,50 +2010,52 @@ interface ProbeStratum {
 }
 
 /**
- * A probe's round trips of one latency class that show the origin change speed while it ran:
+ * A probe's round trips of one latency class that show the origin got quicker while it ran:
  * in the order their requests started, every one from some point on at most 1 /
- * PROBE_STEP_RATIO of every one before it, or at least PROBE_STEP_RATIO times, and
- * MIN_BASELINE_SAMPLES or more of them. A probe measures the origin as it is now, so those
- * since the change alone are kept (from the earliest such point: the most of them). Their mean
+ * PROBE_STEP_RATIO of every one before it, with two or more before and MIN_BASELINE_SAMPLES
+ * or more after. A probe measures the origin as it is now, so those since the change alone
+ * are kept, and read again the same way (a queue draining after a slowdown, 900, 600, 300,
+ * 120, 60 ms and then five of 55, is left at 55, not at 94 +/- 80 ms; review). Their mean
  * was taken whole before: a probe that began while every answer took ten times as long and
- * ended as they came quick again read two of 900 ms and eight of 55 as a no-load round trip of
- * 224 ms, and their spread as the class's own (NOISE_SE), so that no window could read as a
- * queue nor as far quicker (the drift rule), and the limit climbed past the origin's slots
+ * ended as they came quick again read two of 900 ms and eight of 55 as a no-load round trip
+ * of 224 ms, and their spread as the class's own (NOISE_SE), so that no window could read as
+ * a queue nor as far quicker (the drift rule), and the limit climbed past the origin's slots
  * until the next probe (the fleet bench's gateways, 12-13 each for their share of 8 slots
- * after a 20 s slowdown, against 4-5 when no probe straddled its end). A class's round trips
- * do not spread twice over on their own (a class is one latency); samples of no class (a
- * whole site's mix) are taken whole.
+ * after a 20 s slowdown, against 4-5 when no probe straddled its end). Two or more before,
+ * since one slow round trip first is a wide class's chance (a class of 20 and 200 ms requests
+ * split in 3-5 % of probes on one; exponential round trips 2.5-3.4 %, with two 0.6 %;
+ * review's draws). Not a slower step: the samples after it can be the queue of another
+ * gateway whose probe ended first (four of 50 ms and six of 130 kept 130 ms with no spread),
+ * and an origin that got slower is the fall probe's and PROBE_ROSE_RATIO's. Samples of no
+ * class (a site's whole mix) are taken whole.
  */
 function sinceStep(st: ProbeStratum): void {
-  const n = st.raws.length;
-  if (n <= MIN_BASELINE_SAMPLES) return;
-  const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => st.starts[a]! - st.starts[b]!);
-  // The least and most round trip from each position on, in start order.
-  const lowFrom = new Float64Array(n);
-  const highFrom = new Float64Array(n);
-  for (let j = n - 1, low = Infinity, high = -Infinity; j >= 0; j--) {
-    const x = st.raws[order[j]!]!;
-    lowFrom[j] = low = Math.min(low, x);
-    highFrom[j] = high = Math.max(high, x);
-  }
-  let low = Infinity;
-  let high = -Infinity;
-  for (let i = 1; i <= n - MIN_BASELINE_SAMPLES; i++) {
-    const x = st.raws[order[i - 1]!]!;
-    low = Math.min(low, x);
-    high = Math.max(high, x);
-    if (PROBE_STEP_RATIO * highFrom[i]! > low && lowFrom[i]! < PROBE_STEP_RATIO * high) continue;
-    let sum = 0;
-    let sq = 0;
-    for (let j = i; j < n; j++) {
-      const y = st.raws[order[j]!]!;
-      sum += y;
-      sq += y * y;
+  for (;;) {
+    const n = st.raws.length;
+    const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => st.starts[a]! - st.starts[b]!);
+    // The most round trip from each position on, in start order.
+    const highFrom = new Float64Array(n);
+    for (let j = n - 1, high = -Infinity; j >= 0; j--) highFrom[j] = high = Math.max(high, st.raws[order[j]!]!);
+    let low = Infinity;
+    let split = 0;
+    for (let i = 1; i <= n - MIN_BASELINE_SAMPLES; i++) {
+      low = Math.min(low, st.raws[order[i - 1]!]!);
+      if (i >= PROBE_STEP_BEFORE && PROBE_STEP_RATIO * highFrom[i]! <= low) {
+        split = i;
+        break;
+      }
     }
-    st.sum = sum;
-    st.sq = sq;
-    st.count = n - i;
-    return;
+    if (split === 0) return;
+    const kept = order.slice(split);
+    st.starts = kept.map((j) => st.starts[j]!);
+    st.raws = kept.map((j) => st.raws[j]!);
+    st.sum = 0;
+    st.sq = 0;
+    for (const y of st.raws) {
+      st.sum += y;
+      st.sq += y * y;
+    }
+    st.count = st.raws.length;
   }
 }
 

@@ -1850,7 +1850,7 @@ describe('Gradient2Limit: a class first seen while the origin queues (noteQueuei
   });
 });
 
-describe('Gradient2Limit: a probe whose round trips show the origin change speed while it ran', () => {
+describe('Gradient2Limit: a probe whose round trips show the origin got quicker while it ran', () => {
   const ofClass = (rttMs: number, inflight: number, stratum: number | null) =>
     stratum === null ? { rttMs, inflight, dropped: false } : { rttMs, inflight, dropped: false, stratum, stratumShare: 1 };
   /**
@@ -1878,7 +1878,7 @@ describe('Gradient2Limit: a probe whose round trips show the origin change speed
   // (the second 900 ms one comes back after two quick ones started later: read in start order)
   const quickAgain = [...oneByOne(-800, [900]), ...oneByOne(-650, [900]), ...oneByOne(100, Array<number>(8).fill(55))];
 
-  it('takes the round trips since the change for the no-load one: two of 900 ms, then eight of 55 (a slowdown ending; the fleet bench)', () => {
+  it('takes the round trips since the origin got quicker for the no-load one: two of 900 ms, then eight of 55 (a slowdown ending; the fleet bench)', () => {
     const { limit, at } = probe(quickAgain);
     expect(limit.readings().longRttMs).toBeCloseTo(55, 5);
     // And the crowd that follows on an origin of 8 slots x 50 ms is held near them. With the
@@ -1888,14 +1888,18 @@ describe('Gradient2Limit: a probe whose round trips show the origin change speed
     expect(trace.maxInflight[0]).toBeLessThanOrEqual(12);
   });
 
-  it('and the ones since an origin got slower: four of 50 ms, then six of 110', () => {
-    const { limit } = probe([...oneByOne(0, [50, 50, 50, 50]), ...oneByOne(200, [110]), ...oneByOne(210, [110]), ...oneByOne(220, [110, 110]), ...oneByOne(230, [110, 110])]);
-    expect(limit.readings().longRttMs).toBeCloseTo(110, 5);
+  it.each([
+    ['exactly half of every one before (two of 110 ms, then eight of 55)', [...oneByOne(-100, [110, 110]), ...oneByOne(130, Array<number>(8).fill(55))], 55],
+    ['and again after that: a queue draining (900, 600, 300, 120, 60, then five of 55 ms)', [[-850, 900], [-500, 600], [-250, 300], [-60, 120], [0, 60], ...oneByOne(60, [55, 55, 55, 55, 55])], (60 + 5 * 55) / 6],
+  ])('and for %s', (_what, samples, mean) => {
+    expect(probe(samples as [number, number][]).limit.readings().longRttMs).toBeCloseTo(mean as number, 5);
   });
 
   it.each([
     ['a class whose round trips spread under twice over (110-200 ms, then 60-100)', [...oneByOne(-150, [200]), ...oneByOne(-50, [110]), ...oneByOne(100, [100, 60, 60, 60, 60, 60, 60, 60])], (200 + 110 + 100 + 7 * 60) / 10],
     ['fewer than three since the change (eight of 900 ms, then two of 55)', [...Array.from({ length: 8 }, (_, i): [number, number] => [-800 + 10 * i, 900]), ...oneByOne(200, [55, 55])], (8 * 900 + 2 * 55) / 10],
+    ['one slow round trip first (a wide class\'s chance: one of 900 ms, then nine of 55)', [...oneByOne(-800, [900]), ...oneByOne(100, Array<number>(9).fill(55))], (900 + 9 * 55) / 10],
+    ['an origin that got slower (four of 50 ms, then six of 110: perhaps another gateway\'s queue)', [...oneByOne(0, [50, 50, 50, 50]), ...oneByOne(200, [110]), ...oneByOne(210, [110]), ...oneByOne(220, [110, 110]), ...oneByOne(230, [110, 110])], (4 * 50 + 6 * 110) / 10],
   ])('takes the whole mean for %s', (_what, samples, mean) => {
     expect(probe(samples as [number, number][]).limit.readings().longRttMs).toBeCloseTo(mean as number, 5);
   });
@@ -1916,5 +1920,26 @@ describe('Gradient2Limit: the drift rule, once it has moved the long-term RTT', 
     expect(limit.readings().probes).toBeGreaterThanOrEqual(1);
     expect(limit.readings().longRttMs).toBeLessThan(60);
     expect(trace.maxInflight[1]).toBeLessThanOrEqual(12);
+  });
+
+  it('no-load samples after a move measure the moved round trip: windows at it later are not far quicker than it (review)', () => {
+    const limit = new Gradient2Limit({ initial: 20, min: 2, max: 256 });
+    let at = 0;
+    const s = (rttMs: number, inflight = 1) => limit.onSample({ rttMs, inflight, dropped: false }, (at += rttMs + 1));
+    for (let i = 0; i < 200; i++) s(100);
+    for (let i = 0; i < 5; i++) s(40); // one quick window: the drift rule moves the RTT down
+    for (let i = 0; i < 300; i++) s(100); // and no-load samples bring it back to 100
+    expect(limit.readings().longRttMs).toBeCloseTo(100, 0);
+    // Windows at the limit a little quicker than that: the origin did not get faster. Counted
+    // against a measured RTT kept apart (125.6 ms: the true one plus the move), they probed.
+    for (let i = 0; i < 300; i++) s(95, Math.floor(limit.current));
+    expect(limit.readings().probes).toBe(0);
+  });
+
+  it('does not probe for quick windows while the limit does not bind (a mix of no class, the limit far above its clients; review)', () => {
+    const limit = new Gradient2Limit({ initial: 20, min: 2, max: 256 });
+    const random = makeRandom(2);
+    for (let i = 0, at = 0; i < 3_000; i++) limit.onSample({ rttMs: random() < 0.3 ? 100 + 150 * random() : 5 + 15 * random(), inflight: 4, dropped: false }, (at += 20));
+    expect(limit.readings().probes).toBe(0);
   });
 });
