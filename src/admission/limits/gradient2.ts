@@ -1327,13 +1327,12 @@ export class Gradient2Limit implements Limit {
         // got slow is quick again. Counted against what was measured, not what the rule below
         // moved it to: each move halves the gap, and the moved RTT stops short of windows that
         // hold a queue. Against it, a 500 ms round trip moved to 168 and 205 ms after an origin
-        // got ten times quicker, stood there against windows of 90-150 ms (the window's allowance
-        // for its chance spread between them), no probe came, and the limit climbed past the
-        // origin's slots until the periodic one (the fleet bench's gateways, 10-13 each for their
-        // share of 8 slots).
-        // Only while the limit binds: below it no-load samples keep the round trip measured
-        // (a mix of 5-20 ms and 100-250 ms requests of no class, the limit far above the
-        // clients, probed every 3-5 s; review).
+        // got ten times quicker, stood there against windows of 90-150 ms (the window's
+        // allowance for its chance spread between them), no probe came, and the limit climbed
+        // past the origin's slots until the periodic one (the fleet bench's gateways, 10-13
+        // each for their share of 8 slots). Only while the limit binds: below it no-load
+        // samples keep the round trip measured (a mix of 5-20 ms and 100-250 ms requests of no
+        // class, the limit far above the clients, was probed every 3-5 s; review).
         if (shortRtt < DRIFT_RATIO * (base - this.offset + this.measuredOffset) - noise) {
           if ((++this.driftWindows >= DRIFT_WINDOWS || this.rebased) && this.binds(now)) suspicious = true;
         } else this.driftWindows = 0;
@@ -2015,7 +2014,7 @@ interface ProbeStratum {
  * PROBE_STEP_RATIO of every one before it, with two or more before and MIN_BASELINE_SAMPLES
  * or more after. A probe measures the origin as it is now, so those since the change alone
  * are kept, and read again the same way (a queue draining after a slowdown, 900, 600, 300,
- * 120, 60 ms and then five of 55, is left at 55, not at 94 +/- 80 ms; review). Their mean
+ * 120, 60 ms and then five of 55, is left at the last six, 56 ms, not 94 +/- 80; review). Their mean
  * was taken whole before: a probe that began while every answer took ten times as long and
  * ended as they came quick again read two of 900 ms and eight of 55 as a no-load round trip
  * of 224 ms, and their spread as the class's own (NOISE_SE), so that no window could read as
