@@ -16,7 +16,7 @@ import { SICK_STATUSES } from '../origin/upstream.js';
 import { fail, recordAnswer, serveEntry, writeBuffered } from './answer.js';
 import { selectVariant, collapseKeyOf, isOtherAskersCopy, noteAttempt, pathKeysOf, variesOnAll, type FillResult, type Ctx, type Lookup } from './context.js';
 import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkeyedFillInputs, identityFillInputs, identityNamesVariedOn, carriesOwnCookies } from './fill-headers.js';
-import { reflectedInputs, repeatsAddress, varyingAlsoOn } from '../cache/reflection.js';
+import { reflectedInputs, repeatsAddress, varyingAlsoOn, type UnkeyedInput } from '../cache/reflection.js';
 import type { CollapseKey } from '../cache/cache-key.js';
 import { forward, forwardUnlessShed } from './pass-through.js';
 import { isAnswered, isResponseGone } from './headers.js';
@@ -598,13 +598,9 @@ async function fetchForCache(
       // A header nothing keys that the answer repeats is treated as if the origin had listed it
       // in Vary (cache/reflection.ts): the page is stored as that value's variant, and a client
       // who sent `X-Anything: <script…>` plants it for nobody but himself.
-      const reflected = await reflectedInputs(
-        unkeyedFillInputs(lookup.variantHeaders, lookup.policy, decision.entry.vary),
-        decision.entry.headers,
-        fetched.body,
-        rt.config.cache.maxObjectBytes,
-      );
-      if (reflected.length > 0) noteReflected(ctx, reflected);
+      const unkeyed = unkeyedFillInputs(lookup.variantHeaders, lookup.policy, decision.entry.vary);
+      const reflected = await reflectedInputs(unkeyed, decision.entry.headers, fetched.body, rt.config.cache.maxObjectBytes);
+      if (reflected.length > 0) noteReflected(ctx, reflected, unkeyed);
       // An answer the origin encoded for the Accept-Encoding the fill sent, without saying
       // `Vary: Accept-Encoding` (nginx's `gzip on` without `gzip_vary`), is that coding's
       // variant: a client that cannot decode it makes its own fill.
@@ -882,9 +878,13 @@ function notStored(fetched: { status: number; headers: Record<string, string | s
 /**
  * Counts a fill whose answer repeated unkeyed request headers, and says so in the log at most
  * once a minute per site, with how many were not logged since (names are the client's choice:
- * a list of names already logged could be filled up, and then stay silent for good).
+ * a list of names already logged could be filled up, and then stay silent for good), and the
+ * values found (their first REFLECTED_VALUE_LOG_CHARS characters): a short common word is in
+ * pages by chance (Node's `fetch` sends `User-Agent: node`, and MediaWiki's parser report
+ * says "visited node count" in every page), and the operator told her origin repeats
+ * `user-agent` looked for an echo that was not there (new-user trial).
  */
-function noteReflected(ctx: Ctx, names: readonly string[]): void {
+function noteReflected(ctx: Ctx, names: readonly string[], inputs: readonly UnkeyedInput[]): void {
   const site = ctx.site!.name;
   ctx.deps.metrics.get('fillReflected').inc({ site });
   const now = ctx.deps.clock.now();
@@ -896,12 +896,19 @@ function noteReflected(ctx: Ctx, names: readonly string[]): void {
   reflectionWarnedAt.set(site, now);
   const unlogged = reflectionsUnlogged.get(site) ?? 0;
   reflectionsUnlogged.delete(site);
+  const logged = names.slice(0, 16);
+  const values: Record<string, string> = Object.create(null);
+  for (const [name, value] of inputs) {
+    if (!logged.includes(name) || Object.hasOwn(values, name)) continue;
+    values[name] = value.length > REFLECTED_VALUE_LOG_CHARS ? `${value.slice(0, REFLECTED_VALUE_LOG_CHARS)}…` : value;
+  }
   ctx.deps.logger.warn(
-    { site, headers: names.slice(0, 16), url: ctx.req.url, requestId: ctx.requestId, unloggedSinceLast: unlogged },
-    'origin answer repeats request headers the cache key does not hold; stored as varying on them (add Vary, or key or drop them)',
+    { site, headers: logged, values, url: ctx.req.url, requestId: ctx.requestId, unloggedSinceLast: unlogged },
+    'origin answer holds the values of request headers the cache key does not hold (an echo, or a common word by chance); stored as varying on them (add Vary, or key or drop them)',
   );
 }
 const REFLECTION_WARN_EVERY_MS = 60_000;
+const REFLECTED_VALUE_LOG_CHARS = 64;
 const reflectionWarnedAt = new Map<string, number>();
 const reflectionsUnlogged = new Map<string, number>();
 const EMPTY = Buffer.alloc(0);

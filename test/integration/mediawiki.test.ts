@@ -219,4 +219,39 @@ describe('MediaWiki behind the gateway ($wgUseCdn, HTTP PURGE)', () => {
     await mw!.sync();
     expect(mw!.count(PAGE_AT_ORIGIN)).toBe(3);
   });
+
+  it('a page first asked for by a script (`User-Agent: node`, Node\'s fetch) costs the origin one more fill, and the warning names the word found (new-user trial)', { timeout: 60_000 }, async () => {
+    if (setupError) throw setupError;
+    const title = 'Crowdgate_script_first';
+    const page = `/index.php?title=${title}`;
+    const atOrigin = new RegExp(`^GET /index\\.php\\?title=${title}$`);
+    const editor = new Editor(gw!.url);
+    await editor.login(mw!.admin.name, mw!.admin.password);
+    await editor.edit(title, 'Read first by a monitor: CHARLIE-THREE.');
+    const ask = async (userAgent: string) => {
+      const res = await request(`${gw!.url}${page}`, { headers: { 'user-agent': userAgent } });
+      return { status: res.statusCode, headers: res.headers as Record<string, string>, body: await res.body.text() };
+    };
+    const warnings = () => gw!.logs.filter((l) => /^origin answer holds the values of request headers/.test(String(l.msg)));
+    const warnedBefore = warnings().length;
+    // The rendered page's parser report says "visited node count": the word `node` is in it,
+    // and the copy is stored as that User-Agent's variant (an echo cannot be told from it).
+    const script = await ask('node');
+    expect(script.status).toBe(200);
+    expect(script.body).toContain('CHARLIE-THREE');
+    expect(script.body).toMatch(/visited node count/);
+    expect(script.headers['cache-status']).toMatch(/^crowdgate; fwd=uri-miss; fwd-status=200; stored/);
+    expect(script.headers.vary).toMatch(/user-agent/i);
+    const warned = warnings().slice(warnedBefore);
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toMatchObject({ headers: ['user-agent'], values: { 'user-agent': 'node' }, url: page });
+    // A browser's User-Agent is in no page: its fill is stored for every visitor, once.
+    const firefox = 'Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0';
+    const browser = await ask(firefox);
+    expect(browser.body).toContain('CHARLIE-THREE');
+    expect(browser.headers['cache-status']).toMatch(/^crowdgate; fwd=vary-miss; fwd-status=200; stored/);
+    for (const ua of [firefox, 'curl/8.5.0', 'node']) expect((await ask(ua)).headers['cache-status'], ua).toMatch(/^crowdgate; hit; ttl=\d+/);
+    await mw!.sync();
+    expect(mw!.count(atOrigin)).toBe(2);
+  });
 });
