@@ -144,6 +144,12 @@ export const METRICS = {
     'Changes of a member\'s routability, by cause: ejected (passive failures), ejection_ended (a trial, a probe or its time), probe (the active checks), traffic (a request that succeeded after the probes said down). Counts what the healthy gauge may show for less than a scrape interval.',
     ['site', 'origin', 'cause'],
   ),
+  originHealthChecks: spec(
+    'crowdgate_origin_health_checks_total',
+    'counter',
+    'Active health probes by verdict: pass (the expected status), fail, excused (failed, timed out or answered 5xx while the member answered live requests: counted as alive). Each probe once, whether or not it changed the member\'s state.',
+    ['site', 'origin', 'result'],
+  ),
   originRetries: spec(
     'crowdgate_origin_retries_total',
     'counter',

@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import type { SiteConfig } from '../config/schema.js';
 import type { GatewayMetrics } from '../metrics/gateway-metrics.js';
-import { HEALTH_CHANGE_CAUSES, OriginPool, type HealthChangeCause } from './pool.js';
+import { HEALTH_CHANGE_CAUSES, OriginPool, PROBE_VERDICTS, type HealthChangeCause } from './pool.js';
 import type { Upstream } from './upstream.js';
 import type { OriginMember } from './member.js';
 
@@ -66,17 +66,19 @@ export class PoolTable {
     await Promise.all([...this.pools.values()].map((p) => p.close()));
   }
 
-  /** A member's series: healthy until told otherwise, its health-change counters at 0 (a first ejection then shows as an increase). */
+  /** A member's series: healthy until told otherwise, its health-change and probe counters at 0 (a first ejection then shows as an increase). */
   private seriesFor(site: string, member: OriginMember): void {
     const { metrics } = this.opts;
     metrics.get('originHealthy').set({ site, origin: member.name }, 1);
     for (const cause of HEALTH_CHANGE_CAUSES) metrics.get('originHealthChanges').inc({ site, origin: member.name, cause: causeLabel(cause) }, 0);
+    for (const result of PROBE_VERDICTS) metrics.get('originHealthChecks').inc({ site, origin: member.name, result }, 0);
   }
 
   private forgetMember(site: string, member: OriginMember): void {
     this.opts.upstream.forget(member);
     this.opts.metrics.get('originHealthy').remove({ site, origin: member.name });
     for (const cause of HEALTH_CHANGE_CAUSES) this.opts.metrics.get('originHealthChanges').remove({ site, origin: member.name, cause: causeLabel(cause) });
+    for (const result of PROBE_VERDICTS) this.opts.metrics.get('originHealthChecks').remove({ site, origin: member.name, result });
   }
 
   private poolFor(site: SiteConfig): OriginPool {
@@ -102,6 +104,7 @@ export class PoolTable {
         return upstream.admitProbe(current, member, signal);
       },
       onProbePassed: (member) => upstream.healthCheckPassed(this.opts.currentSite(site.name) ?? site, member),
+      onProbeVerdict: (member, verdict) => metrics.get('originHealthChecks').inc({ site: site.name, origin: member.name, result: verdict }),
     });
     for (const m of pool.members()) this.seriesFor(site.name, m);
     // At 0 from the start, so a first retry shows as an increase (rate() needs a sample before it).

@@ -48,6 +48,13 @@ const SLOW_PROBE_WARN_MS = 60_000;
 /** Why a member's health was announced: a probe result, an ejection, or an ejection's end. */
 export const HEALTH_CHANGE_CAUSES = ['probe', 'ejected', 'ejection-ended', 'traffic'] as const;
 export type HealthChangeCause = (typeof HEALTH_CHANGE_CAUSES)[number];
+/**
+ * What one active probe's answer counted as: `pass` (the expected status), `fail`, or
+ * `excused` (it failed, timed out or answered 5xx, while the member answered live requests:
+ * counted as alive, see runProbe).
+ */
+export const PROBE_VERDICTS = ['pass', 'fail', 'excused'] as const;
+export type ProbeVerdict = (typeof PROBE_VERDICTS)[number];
 
 /** The slice of a pino logger the pool uses. */
 export interface PoolLogger {
@@ -74,6 +81,8 @@ export interface OriginPoolOptions {
   admitProbe?: (member: OriginMember, signal: AbortSignal) => Promise<ProbeAdmission | undefined>;
   /** An active probe of `member` passed (the breaker, which the pool does not own, closes on it). */
   onProbePassed?: (member: OriginMember) => void;
+  /** Every active probe's verdict, whether or not it changed the member's state. Must not throw. */
+  onProbeVerdict?: (member: OriginMember, verdict: ProbeVerdict) => void;
 }
 
 /** A permit held for one probe; released when the probe ends. */
@@ -108,6 +117,7 @@ export class OriginPool {
   private readonly onHealthChange: OriginPoolOptions['onHealthChange'];
   private readonly admitProbe: OriginPoolOptions['admitProbe'];
   private readonly onProbePassed: OriginPoolOptions['onProbePassed'];
+  private readonly onProbeVerdict: OriginPoolOptions['onProbeVerdict'];
   private list: PoolMember[] = [];
   private byKey = new Map<string, PoolMember>();
   /** Members removed by update() that still have requests in flight. */
@@ -126,6 +136,7 @@ export class OriginPool {
     this.onHealthChange = opts.onHealthChange;
     this.admitProbe = opts.admitProbe;
     this.onProbePassed = opts.onProbePassed;
+    this.onProbeVerdict = opts.onProbeVerdict;
     this.isExpectedStatus = parseExpectStatus(site.healthCheck.expectStatus);
     assertUniqueNames(site);
     for (const cfg of site.origins) {
@@ -425,6 +436,11 @@ export class OriginPool {
       m.answeredAtLastProbe = m.answered;
       m.lastProbeStatus = result.status;
       const changed = m.recordProbe(result.ok || slowButServing || brokenPageServing, result.error, this.site.healthCheck, now);
+      try {
+        this.onProbeVerdict?.(m, result.ok ? 'pass' : slowButServing || brokenPageServing ? 'excused' : 'fail');
+      } catch (err) {
+        this.logger?.warn({ site: this.site.name, origin: m.name, err }, 'onProbeVerdict threw');
+      }
       if (result.ok) {
         try {
           this.onProbePassed?.(m);

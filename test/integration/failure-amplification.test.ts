@@ -160,6 +160,12 @@ describe('failure amplification: active health checks', () => {
     expect(ready.statusCode).toBe(200);
     expect(body.sites[0]!.state).toBe('up');
     expect(body.sites[0]!.origins[0]!.active).toBe('up');
+    // Each probe is counted by its verdict (the operator sees they run and pass).
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    const checks = (result: string) => Number(metrics.match(new RegExp(`crowdgate_origin_health_checks_total\\{[^}]*result="${result}"[^}]*\\} (\\d+)`))?.[1]);
+    expect(checks('pass')).toBeGreaterThanOrEqual(3);
+    expect(checks('fail')).toBe(0);
+    expect(checks('excused')).toBe(0);
   });
 
   it('still counts a probe answered 503 as a failure: after unhealthyThreshold of them /readyz says down', async () => {
@@ -168,6 +174,9 @@ describe('failure amplification: active health checks', () => {
     o.route('/', { status: 503, body: 'down' });
     const g = await gateway({ sites: [siteFor([o.url], { healthCheck: { enabled: true, intervalMs: 50 } })] });
     expect(await eventually(() => o.count('/') >= 5), 'five probes of / happened').toBe(true);
+    const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
+    expect(metrics).toMatch(/crowdgate_origin_health_checks_total\{[^}]*result="fail"[^}]*\} [1-9]/);
+    expect(metrics).toMatch(/crowdgate_origin_health_checks_total\{[^}]*result="pass"[^}]*\} 0/);
     const ready = await request(`${g.adminUrl}/readyz`);
     const body = (await ready.body.json()) as { sites: Array<{ state: string }> };
     // The instance stays ready (a load balancer must not pull every instance of a shared

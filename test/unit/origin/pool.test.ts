@@ -392,9 +392,11 @@ describe('active health checks against real origins', () => {
   it('mark a stopped origin down after unhealthyThreshold failures and a restarted one up after healthyThreshold passes', async () => {
     const o = await origin('a');
     const events: [boolean, HealthChangeCause][] = [];
+    const verdicts: string[] = [];
     const hc = { path: '/health', healthyThreshold: 2, unhealthyThreshold: 2, timeoutMs: 1_000 };
     const pool = makePool(makeSite([{ url: o.url, name: 'a' }], { healthCheck: hc }), {
       onHealthChange: (_m, healthy, cause) => events.push([healthy, cause]),
+      onProbeVerdict: (m, verdict) => verdicts.push(`${m.name} ${verdict}`),
     });
     const a = byName(pool, 'a');
     const active = () => a.healthState(Date.now()).active;
@@ -420,6 +422,8 @@ describe('active health checks against real origins', () => {
       [true, 'probe'],
     ]);
     expect(o.count('/health')).toBe(3); // two probes met a dead port
+    // Every probe's verdict, whether or not it changed the state.
+    expect(verdicts).toEqual(['a pass', 'a fail', 'a fail', 'a pass', 'a pass']);
   });
 
   it('a request that succeeds brings a member the probes marked down back at once, not at the next passing probe', async () => {
@@ -581,13 +585,18 @@ describe('active health checks against real origins', () => {
     o.route('/', { status: 500 });
     const warnings: { fields: Record<string, unknown>; msg: string }[] = [];
     const logger = { info: () => {}, warn: (fields: Record<string, unknown>, msg: string) => void warnings.push({ fields, msg }) };
-    const pool = makePool(makeSite([{ url: o.url, name: 'a' }], { healthCheck: { unhealthyThreshold: 1 } }), { logger });
+    const verdicts: string[] = [];
+    const pool = makePool(makeSite([{ url: o.url, name: 'a' }], { healthCheck: { unhealthyThreshold: 1 } }), {
+      logger,
+      onProbeVerdict: (_m, verdict) => verdicts.push(verdict),
+    });
     const a = byName(pool, 'a');
     for (let i = 0; i < 2; i++) {
       pool.reportSuccess(a, Date.now(), true); // a page answered between probes
       await pool.probeNow();
       expect(a.healthState(Date.now()).active).toBe('up');
     }
+    expect(verdicts).toEqual(['excused', 'excused']);
     const said = warnings.filter((w) => /health check answered 5xx while the member answered requests/.test(w.msg));
     expect(said).toHaveLength(1);
     expect(said[0]!.fields).toMatchObject({ origin: 'a', path: '/', status: 500 });
@@ -596,6 +605,7 @@ describe('active health checks against real origins', () => {
     pool.reportSuccess(a, Date.now(), false);
     await pool.probeNow();
     expect(a.healthState(Date.now())).toMatchObject({ active: 'down', lastError: 'probe: status 500' });
+    expect(verdicts).toEqual(['excused', 'excused', 'fail']);
   });
 
   it('a probe answered 500 on every member alike, while they answer live requests, takes none down (a deploy that broke the front page)', async () => {
