@@ -22,7 +22,7 @@ const GRAFANA_README = join(ROOT, 'grafana/README.md');
 
 /** Catalogue metrics deliberately left off the dashboard, with why; a new metric must be placed or listed. */
 const NOT_ON_DASHBOARD: Record<string, string> = {
-  crowdgate_fill_reflected_inputs_total: 'a finding about the origin, not a crowd signal: the log names each repeated header once',
+  crowdgate_fill_reflected_inputs_total: 'a finding about the origin, not a crowd signal: the log names the repeated headers and their values, once a minute',
   crowdgate_websocket_tunnels: 'only sites that tunnel WebSockets care; not a crowd signal',
   crowdgate_pressure_event_loop_utilization: 'the event-loop delay panel shows the same pressure',
   crowdgate_pressure_heap_used_ratio: 'the heap panel shows bytes',
