@@ -25,7 +25,7 @@ let setupError: unknown;
 const ROUTES = [
   {
     name: 'assets',
-    match: { pathRegex: '^/wp-(includes|content|admin)/.*\\.(js|css|png|jpe?g|gif|svg|webp|woff2?|ttf|ico)$' },
+    match: { pathRegex: '^/wp-(includes|content|admin)/.*\\.(js|css|png|jpe?g|gif|svg|webp|woff2?|ttf|ico)$|^/wp-admin/load-(scripts|styles)\\.php$' },
     cache: { defaultTtlSeconds: 3600, ignoreSessionCookies: true },
   },
   { name: 'pages', match: { pathPrefix: '/' }, cache: { defaultTtlSeconds: 60 } },
@@ -157,6 +157,17 @@ describe('WordPress behind the gateway (the README\'s quick start)', () => {
     expect(cacheStatus(theirs)).toMatch(/^crowdgate; hit; ttl=\d+/);
     await wp!.sync();
     expect(wp!.count(atOrigin)).toBe(1);
+    // The admin's scripts joined into one answer (three on every admin page): one copy too.
+    const joined = '/wp-admin/load-scripts.php?c=0&load%5Bchunk_0%5D=jquery-core,jquery-migrate,utils&ver=6.1.9';
+    const admins = await admin.ask(joined);
+    expect(admins.status).toBe(200);
+    expect(admins.body).toContain('jQuery');
+    expect(cacheStatus(admins)).toMatch(/stored; ttl=/);
+    const readers = await anonymous(joined);
+    expect(readers.body).toBe(admins.body);
+    expect(cacheStatus(readers)).toMatch(/^crowdgate; hit; ttl=\d+/);
+    await wp!.sync();
+    expect(wp!.count(/^GET \/wp-admin\/load-scripts\.php/)).toBe(1);
   });
 
   it('a comment held for moderation is shown to its commenter alone; a published one shows to every reader at once', { timeout: 60_000 }, async () => {
