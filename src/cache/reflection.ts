@@ -161,7 +161,9 @@ export async function reflectedInputs(
   const scanned = inputs
     .map(([name, value]) => {
       const valued = value.trim().length >= MIN_REFLECTED_LENGTH;
-      return [name, [...(valued ? textsOf(name, value) : []), ...nameTextsOf(name)], valued ? base64Cores(value.trim()) : [], valued] as const;
+      const values = valued ? textsOf(name, value) : [];
+      const names = nameTextsOf(name);
+      return [name, [...values, ...names], valued ? base64Cores(value.trim()) : [], valued, new Set(names)] as const;
     })
     .filter(([, texts]) => texts.length > 0);
   if (scanned.length === 0) return [];
@@ -186,9 +188,7 @@ export async function reflectedInputs(
     // Content-Encoding made its answer vary on it, and one of its tests failed.
     const named = scanned.filter(([, , , valued]) => !valued);
     if (named.length === 0) return [...new Set(scanned.map(([name]) => name))].sort();
-    const seen = `${Object.values(headers)
-      .map((v) => (Array.isArray(v) ? v.join('\n') : (v ?? '')))
-      .join('\n')}\n${body.toString('latin1')}`.toLowerCase();
+    const seen = `${headerTextOf(headers, NAME_LISTS)}\n${body.toString('latin1')}`.toLowerCase();
     const echoed = named.filter(([, texts]) => texts.some((t) => seen.includes(t)));
     return [...new Set([...scanned.filter(([, , , valued]) => valued), ...echoed].map(([name]) => name))].sort();
   }
@@ -210,20 +210,24 @@ export async function reflectedInputs(
   let spent = 0;
   const pay = (bytes: number) => (spent += bytes) > SEARCH_BUDGET_BYTES;
   const large = decoded.length > YIELD_AFTER_BYTES;
-  for (const [name, texts, cores] of searched) {
+  for (const [name, texts, cores, , names] of searched) {
     if (found.has(name)) continue;
     if (large) await new Promise<void>((resolve) => setImmediate(resolve));
     const own = entryOf(OWN_ANSWER_FIELD, name);
-    const headerText = Object.entries(headers)
-      .filter(([field, v]) => v !== undefined && field !== 'content-encoding' && field !== own)
-      .map(([, v]) => (Array.isArray(v) ? v.join('\n') : (v as string)))
-      .join('\n');
+    const headerText = headerTextOf(headers, own === undefined ? UNSEARCHED : new Set([...UNSEARCHED, own]));
     const size = headerText.length + textBody.length;
     const inRaw = (s: string) => headerText.includes(s) || textBody.includes(s);
     let headerLower: string | undefined;
     const inAnyCase = (lower: string) => (headerLower ??= headerText.toLowerCase()).includes(lower) || loweredBody().includes(lower);
     let canonicalHeaders: string | undefined;
     const inCanonical = async (canonical: string) => (canonicalHeaders ??= normalise(headerText)).includes(canonical) || (await canonicalBody()).includes(canonical);
+    // A header's name is not looked for where the answer lists header names (NAME_LISTS).
+    let namesText: string | undefined;
+    let namesLower: string | undefined;
+    let namesCanonical: string | undefined;
+    const nameHeaders = () => (namesText ??= headerTextOf(headers, new Set([...UNSEARCHED, ...NAME_LISTS])));
+    const nameInAnyCase = (lower: string) => (namesLower ??= nameHeaders().toLowerCase()).includes(lower) || loweredBody().includes(lower);
+    const nameInCanonical = async (canonical: string) => (namesCanonical ??= normalise(nameHeaders())).includes(canonical) || (await canonicalBody()).includes(canonical);
     if (pay(binary ? decoded.length * texts.length : 0)) {
       found.add(name);
       continue;
@@ -239,14 +243,15 @@ export async function reflectedInputs(
         repeated = true;
         break;
       }
-      if (!anchorFound(text, inAnyCase) && !isUnanchoredCode(text)) continue;
+      const isName = names.has(text);
+      if (!anchorFound(text, isName ? nameInAnyCase : inAnyCase) && !isUnanchoredCode(text)) continue;
       if (pay(size)) {
         repeated = true;
         break;
       }
       const canonical = normalise(text);
       if (canonical.length < MIN_REFLECTED_LENGTH) continue;
-      if (await inCanonical(canonical)) {
+      if (await (isName ? nameInCanonical : inCanonical)(canonical)) {
         repeated = true;
         break;
       }
@@ -384,8 +389,41 @@ async function base64Found(core: string, inRaw: (s: string) => boolean, inCanoni
   return anchored && anchor !== core && (await inCanonical(normalise(core)));
 }
 
+/** Answer fields never searched: the coding the fill itself asked for. */
+const UNSEARCHED: ReadonlySet<string> = new Set(['content-encoding']);
+/**
+ * Answer fields whose values are lists of header names: a request header's *name* is not looked
+ * for there (its value still is). WordPress's REST answers list `X-WP-Nonce` in
+ * `Access-Control-Allow-Headers`, and every anonymous REST request that carried one was stored
+ * as its nonce's variant, with a warning that the origin repeats it (new-user trial).
+ */
+const NAME_LISTS: ReadonlySet<string> = new Set(['access-control-allow-headers', 'access-control-expose-headers', 'vary', 'trailer', 'accept-ch', 'critical-ch']);
+
+/** The answer's header values, one a line, but those of the fields in `skip` (lower-case names). */
+function headerTextOf(headers: Readonly<Record<string, string | string[] | undefined>>, skip: ReadonlySet<string>): string {
+  return Object.entries(headers)
+    .filter(([field, v]) => v !== undefined && !skip.has(field))
+    .map(([, v]) => (Array.isArray(v) ? v.join('\n') : (v as string)))
+    .join('\n');
+}
+
 /** Headers a client always sends: searched whatever the number of others. */
 const ALWAYS_SEARCHED: ReadonlySet<string> = new Set(['user-agent', 'accept', 'accept-language', 'accept-charset']);
+
+/** The most of a value valueForLog shows. */
+const LOGGED_VALUE_CHARS = 64;
+
+/**
+ * A repeated input's value as the log may show it: a browser's own headers (User-Agent,
+ * Accept*: no secret) up to LOGGED_VALUE_CHARS characters, so an operator can tell a common
+ * word found by chance (Node's `User-Agent: node` in MediaWiki's "visited node count") from an
+ * echo; any other header's only as its length, since it may be a token (WordPress's
+ * `X-WP-Nonce` reached the log: new-user trial).
+ */
+export function valueForLog(name: string, value: string): string {
+  if (!ALWAYS_SEARCHED.has(name)) return value.length === 1 ? '(1 character)' : `(${value.length} characters)`;
+  return value.length > LOGGED_VALUE_CHARS ? `${value.slice(0, LOGGED_VALUE_CHARS)}…` : value;
+}
 
 /**
  * Request field names of a standard or common vocabulary: not a text of the client's choosing

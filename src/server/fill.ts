@@ -16,7 +16,7 @@ import { SICK_STATUSES } from '../origin/upstream.js';
 import { fail, recordAnswer, serveEntry, writeBuffered } from './answer.js';
 import { selectVariant, collapseKeyOf, isOtherAskersCopy, noteAttempt, pathKeysOf, variesOnAll, type FillResult, type Ctx, type Lookup } from './context.js';
 import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkeyedFillInputs, identityFillInputs, identityNamesVariedOn, carriesOwnCookies } from './fill-headers.js';
-import { reflectedInputs, repeatsAddress, varyingAlsoOn, type UnkeyedInput } from '../cache/reflection.js';
+import { reflectedInputs, repeatsAddress, valueForLog, varyingAlsoOn, type UnkeyedInput } from '../cache/reflection.js';
 import type { CollapseKey } from '../cache/cache-key.js';
 import { forward, forwardUnlessShed } from './pass-through.js';
 import { isAnswered, isResponseGone } from './headers.js';
@@ -879,10 +879,10 @@ function notStored(fetched: { status: number; headers: Record<string, string | s
  * Counts a fill whose answer repeated unkeyed request headers, and says so in the log at most
  * once a minute per site, with how many were not logged since (names are the client's choice:
  * a list of names already logged could be filled up, and then stay silent for good), and the
- * values found (their first REFLECTED_VALUE_LOG_CHARS characters): a short common word is in
- * pages by chance (Node's `fetch` sends `User-Agent: node`, and MediaWiki's parser report
- * says "visited node count" in every page), and the operator told her origin repeats
- * `user-agent` looked for an echo that was not there (new-user trial).
+ * values found as valueForLog shows them: a short common word is in pages by chance (Node's
+ * `fetch` sends `User-Agent: node`, and MediaWiki's parser report says "visited node count" in
+ * every page), and the operator told her origin repeats `user-agent` looked for an echo that
+ * was not there (new-user trial).
  */
 function noteReflected(ctx: Ctx, names: readonly string[], inputs: readonly UnkeyedInput[]): void {
   const site = ctx.site!.name;
@@ -900,7 +900,7 @@ function noteReflected(ctx: Ctx, names: readonly string[], inputs: readonly Unke
   const values: Record<string, string> = Object.create(null);
   for (const [name, value] of inputs) {
     if (!logged.includes(name) || Object.hasOwn(values, name)) continue;
-    values[name] = value.length > REFLECTED_VALUE_LOG_CHARS ? `${value.slice(0, REFLECTED_VALUE_LOG_CHARS)}…` : value;
+    values[name] = valueForLog(name, value);
   }
   ctx.deps.logger.warn(
     { site, headers: logged, values, url: ctx.req.url, requestId: ctx.requestId, unloggedSinceLast: unlogged },
@@ -908,7 +908,6 @@ function noteReflected(ctx: Ctx, names: readonly string[], inputs: readonly Unke
   );
 }
 const REFLECTION_WARN_EVERY_MS = 60_000;
-const REFLECTED_VALUE_LOG_CHARS = 64;
 const reflectionWarnedAt = new Map<string, number>();
 const reflectionsUnlogged = new Map<string, number>();
 const EMPTY = Buffer.alloc(0);

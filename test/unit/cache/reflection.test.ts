@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import zlib from 'node:zlib';
-import { MAX_SCANNED_INPUTS, SEARCH_BUDGET_BYTES, normalise, reflectedInputs, repeatsAddress, textsOf, varyingAlsoOn } from '../../../src/cache/reflection.js';
+import { MAX_SCANNED_INPUTS, SEARCH_BUDGET_BYTES, normalise, reflectedInputs, repeatsAddress, textsOf, valueForLog, varyingAlsoOn } from '../../../src/cache/reflection.js';
 
 const MAX = 1 << 20;
 
@@ -35,6 +35,32 @@ describe('reflectedInputs', () => {
     expect(await reflectedInputs([['x-call-support-now', '1']], { 'content-encoding': 'made-up' }, Buffer.from('X-Call-Support-Now: 1'), MAX)).toEqual(['x-call-support-now']);
     // Standard names are no text of the client's: a page that says "origin" or "upgrade-insecure-requests" repeats nothing.
     expect(await reflectedInputs([['origin', 'x'], ['upgrade-insecure-requests', '1']], {}, Buffer.from('<meta content="upgrade-insecure-requests"> origin'), MAX)).toEqual([]);
+  });
+
+  it('does not look for a header\'s name where the answer lists header names (WordPress\'s REST answers allow X-WP-Nonce: new-user trial); its value still, and the name elsewhere', async () => {
+    const rest = {
+      'access-control-allow-headers': 'Authorization, X-WP-Nonce, Content-Disposition, Content-MD5, Content-Type',
+      'access-control-expose-headers': 'X-WP-Total, X-WP-TotalPages, Link',
+      vary: 'Origin, X-WP-Nonce',
+      'content-type': 'application/json; charset=UTF-8',
+    };
+    const json = Buffer.from('[{"id":1,"title":{"rendered":"Hello world!"}}]');
+    expect(await reflectedInputs([['x-wp-nonce', 'dc56af0c06']], rest, json, MAX)).toEqual([]);
+    expect(await reflectedInputs([['x-wp-total', '1']], rest, json, MAX)).toEqual([]);
+    // Unreadable body: the name alone is looked for in the other headers and the raw bytes.
+    expect(await reflectedInputs([['x-wp-nonce', '1']], { ...rest, 'content-encoding': 'made-up' }, Buffer.from('???'), MAX)).toEqual([]);
+    // The value, in a list of names too; the name in another header or the body.
+    expect(await reflectedInputs([['x-wp-nonce', 'dc56af0c06']], { ...rest, 'access-control-allow-headers': 'dc56af0c06' }, json, MAX)).toEqual(['x-wp-nonce']);
+    expect(await reflectedInputs([['x-wp-nonce', '1']], { ...rest, 'x-debug': 'x-wp-nonce' }, json, MAX)).toEqual(['x-wp-nonce']);
+    expect(await reflectedInputs([['x-wp-nonce', '1']], rest, Buffer.from('{"X-WP-Nonce":"1"}'), MAX)).toEqual(['x-wp-nonce']);
+  });
+
+  it('shows a browser header\'s value in the log, cut at 64 characters, and any other header\'s length only (it may be a token: X-WP-Nonce)', () => {
+    expect(valueForLog('user-agent', 'node')).toBe('node');
+    expect(valueForLog('accept-language', 'en-x-evil')).toBe('en-x-evil');
+    expect(valueForLog('user-agent', 'M'.repeat(100))).toBe(`${'M'.repeat(64)}…`);
+    expect(valueForLog('x-wp-nonce', 'dc56af0c06')).toBe('(10 characters)');
+    expect(valueForLog('x-api-version', '2')).toBe('(1 character)');
   });
 
   it('finds the value lowercased, percent-, form-, HTML- and JSON-encoded', async () => {
