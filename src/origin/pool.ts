@@ -202,6 +202,7 @@ export class OriginPool {
     this.announceEndedEjections(now); // one that ran out first, before the success clears its trace
     const wasEjected = m.isEjected(now);
     if (endsDown) m.answered++;
+    m.lastAnswerBelow500 = endsDown;
     const up = m.recordSuccess(startedAt, endsDown);
     if (m.removed || this.closed) return;
     if (up) {
@@ -222,6 +223,7 @@ export class OriginPool {
    */
   reportFailure(member: OriginMember, kind: FailureKind, startedAt?: number): void {
     const m = asPoolMember(member);
+    m.lastAnswerBelow500 = false;
     if (m.removed || this.closed) return;
     const now = this.clock.now();
     const wasHealthy = m.isHealthy(now);
@@ -414,7 +416,9 @@ export class OriginPool {
           'health check timed out while the member answered requests: counted as alive (raise healthCheck.timeoutMs, or point healthCheck.path at a cheaper page)',
         );
       // A probe answered 5xx while live requests to the member were answered below 500 since
-      // its previous probe, and no other usable member passed its last probe (none is usable,
+      // its previous probe, the latest of them too (a database outage: the pages answered
+      // before it, then 500s like the probe's; excused, the warning sent the operator to the
+      // health path: new-user trial), and no other usable member passed its last probe (none is usable,
       // or each answered 5xx too): the health page is broken, not the member. Marked down, the
       // next live answer brought it up again, and the probes took it down again: a front page
       // answering 500 flipped the only member down and up every 15 s, each time answering a few
@@ -427,6 +431,7 @@ export class OriginPool {
         result.status !== undefined &&
         result.status >= 500 &&
         m.answered > m.answeredAtLastProbe &&
+        m.lastAnswerBelow500 &&
         this.list.every((o) => o === m || !o.isHealthy(now) || (o.lastProbeStatus !== undefined && o.lastProbeStatus >= 500));
       if (brokenPageServing && this.warnDue(m, now, 'status'))
         this.logger?.warn(

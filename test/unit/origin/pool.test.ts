@@ -608,6 +608,33 @@ describe('active health checks against real origins', () => {
     expect(verdicts).toEqual(['excused', 'excused', 'fail']);
   });
 
+  it('a probe answered 500 after live answers turned to 500s too is not excused (a database outage: the pages answered before it; new-user trial)', async () => {
+    const o = await origin('a');
+    o.route('/', { status: 500 });
+    const warnings: { fields: Record<string, unknown>; msg: string }[] = [];
+    const logger = { info: () => {}, warn: (fields: Record<string, unknown>, msg: string) => void warnings.push({ fields, msg }) };
+    const verdicts: string[] = [];
+    const pool = makePool(makeSite([{ url: o.url, name: 'a' }], { healthCheck: { unhealthyThreshold: 1 } }), {
+      logger,
+      onProbeVerdict: (_m, verdict) => verdicts.push(verdict),
+    });
+    const a = byName(pool, 'a');
+    // Pages answered, then the database went: the pages answer 500 like the probe.
+    for (let i = 0; i < 5; i++) pool.reportSuccess(a, Date.now(), true);
+    pool.reportSuccess(a, Date.now(), false);
+    await pool.probeNow();
+    expect(verdicts).toEqual(['fail']);
+    expect(a.healthState(Date.now())).toMatchObject({ active: 'down', lastError: 'probe: status 500' });
+    expect(warnings.filter((w) => /health check answered 5xx while the member answered requests/.test(w.msg))).toHaveLength(0);
+    // A refused connection or a 502 as the latest answer is no page answering either.
+    const b = makePool(makeSite([{ url: o.url, name: 'b' }], { healthCheck: { unhealthyThreshold: 1 } }));
+    const mb = byName(b, 'b');
+    b.reportSuccess(mb, Date.now(), true);
+    b.reportFailure(mb, 'status5xx');
+    await b.probeNow();
+    expect(mb.healthState(Date.now()).active).toBe('down');
+  });
+
   it('a probe answered 500 on every member alike, while they answer live requests, takes none down (a deploy that broke the front page)', async () => {
     const o = await origin('a');
     const p = await origin('b');
