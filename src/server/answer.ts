@@ -316,6 +316,9 @@ export function finish(ctx: Ctx, handedOff: boolean): void {
         ...(ctx.originRequestId !== undefined ? { originRequestId: ctx.originRequestId } : {}),
         ...(ctx.staleReason ? { staleReason: ctx.staleReason } : {}),
         ...(ctx.shedReason ? { shedReason: ctx.shedReason } : {}),
+        // The admission class, when one of admission.priorities matched: which of the refusals
+        // were an editor's (only the metric told; new-user trial).
+        ...(ctx.priority !== ctx.rt.priorities.default ? { priority: ctx.rt.priorities.nameOf(ctx.priority) } : {}),
         ...(ctx.errorCode ? { error: ctx.errorCode } : isBodyTimeout(res) ? { error: 'request_timeout' } : {}),
         ...(ctx.errorDetail !== undefined ? { errorDetail: ctx.errorDetail.slice(0, 512) } : {}),
         ...(handedOff || isAnswered(res) ? {} : { aborted: true }),

@@ -285,6 +285,17 @@ describe('admission: the origin limiter', () => {
     const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
     expect(metrics).toMatch(/crowdgate_shed_total\{site="test",reason="[a-z_]+",priority="default"\} [1-9]/);
     expect(metrics).not.toMatch(/crowdgate_shed_total\{[^}]*priority="critical"\}/);
+    // The access log names the class a request matched (none for `default`), refused or not.
+    const lines = g.accessLogs();
+    const checkout = lines.filter((l) => l.path === '/checkout');
+    expect(checkout).toHaveLength(3);
+    for (const l of checkout) expect(l.priority).toBe('critical');
+    const refused = lines.filter((l) => l.path === '/search' && l.status === 503);
+    expect(refused.length).toBeGreaterThan(10);
+    for (const l of refused) {
+      expect(l.shedReason).toBeDefined();
+      expect(l).not.toHaveProperty('priority');
+    }
   });
 });
 
