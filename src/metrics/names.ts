@@ -147,7 +147,7 @@ export const METRICS = {
   originHealthChecks: spec(
     'crowdgate_origin_health_checks_total',
     'counter',
-    'Active health probes by verdict: pass (the expected status), fail, excused (failed, timed out or answered 5xx while the member answered live requests: counted as alive). Each probe once, whether or not it changed the member\'s state.',
+    'Active health probes by verdict: pass (the expected status), fail, excused (timed out, or answered 5xx, while the member answered live requests: counted as alive; never a refused connection nor another status). Each probe once, whether or not it changed the member\'s state.',
     ['site', 'origin', 'result'],
   ),
   originRetries: spec(

@@ -146,8 +146,8 @@ export class PoolMember implements OriginMember {
   /** Live answers below 500 from the member so far, and that count when its last probe ended (pool.ts). */
   answered = 0;
   answeredAtLastProbe = 0;
-  /** Its latest live answer was below 500 (false after a 5xx, a refused connection, a reset or a timeout; pool.ts). */
-  lastAnswerBelow500 = true;
+  /** Its latest live answers that were 5xx, refused connections, resets or timeouts, in a row (0 after one below 500; pool.ts). */
+  failedAnswersInARow = 0;
   /** The status its last probe was answered with; undefined before one, or when none came (pool.ts). */
   lastProbeStatus: number | undefined;
   /** Smooth weighted round-robin running weight (pool.ts). */

@@ -50,10 +50,12 @@ export const HEALTH_CHANGE_CAUSES = ['probe', 'ejected', 'ejection-ended', 'traf
 export type HealthChangeCause = (typeof HEALTH_CHANGE_CAUSES)[number];
 /**
  * What one active probe's answer counted as: `pass` (the expected status), `fail`, or
- * `excused` (it failed, timed out or answered 5xx, while the member answered live requests:
- * counted as alive, see runProbe).
+ * `excused` (it timed out or answered 5xx while the member answered live requests: counted as
+ * alive, see runProbe).
  */
 export const PROBE_VERDICTS = ['pass', 'fail', 'excused'] as const;
+/** Live answers failed in a row (5xx, refused, reset, timed out) that stop a probe's 5xx being excused (runProbe). */
+const EXCUSE_FAILED_IN_A_ROW = 3;
 export type ProbeVerdict = (typeof PROBE_VERDICTS)[number];
 
 /** The slice of a pino logger the pool uses. */
@@ -202,7 +204,7 @@ export class OriginPool {
     this.announceEndedEjections(now); // one that ran out first, before the success clears its trace
     const wasEjected = m.isEjected(now);
     if (endsDown) m.answered++;
-    m.lastAnswerBelow500 = endsDown;
+    m.failedAnswersInARow = endsDown ? 0 : m.failedAnswersInARow + 1;
     const up = m.recordSuccess(startedAt, endsDown);
     if (m.removed || this.closed) return;
     if (up) {
@@ -223,7 +225,7 @@ export class OriginPool {
    */
   reportFailure(member: OriginMember, kind: FailureKind, startedAt?: number): void {
     const m = asPoolMember(member);
-    m.lastAnswerBelow500 = false;
+    m.failedAnswersInARow++;
     if (m.removed || this.closed) return;
     const now = this.clock.now();
     const wasHealthy = m.isHealthy(now);
@@ -416,9 +418,11 @@ export class OriginPool {
           'health check timed out while the member answered requests: counted as alive (raise healthCheck.timeoutMs, or point healthCheck.path at a cheaper page)',
         );
       // A probe answered 5xx while live requests to the member were answered below 500 since
-      // its previous probe, the latest of them too (a database outage: the pages answered
-      // before it, then 500s like the probe's; excused, the warning sent the operator to the
-      // health path: new-user trial), and no other usable member passed its last probe (none is usable,
+      // its previous probe, and its latest live answers were not EXCUSE_FAILED_IN_A_ROW
+      // failures in a row (a database outage: the pages answered before it, then 500s like the
+      // probe's; excused, the warning sent the operator to the health path: new-user trial; not
+      // the latest answer alone: where the broken page is `/`, a visitor's own request for it
+      // is a 500 as often as `/` is asked for, and one in four probes would count: review), and no other usable member passed its last probe (none is usable,
       // or each answered 5xx too): the health page is broken, not the member. Marked down, the
       // next live answer brought it up again, and the probes took it down again: a front page
       // answering 500 flipped the only member down and up every 15 s, each time answering a few
@@ -431,7 +435,7 @@ export class OriginPool {
         result.status !== undefined &&
         result.status >= 500 &&
         m.answered > m.answeredAtLastProbe &&
-        m.lastAnswerBelow500 &&
+        m.failedAnswersInARow < EXCUSE_FAILED_IN_A_ROW &&
         this.list.every((o) => o === m || !o.isHealthy(now) || (o.lastProbeStatus !== undefined && o.lastProbeStatus >= 500));
       if (brokenPageServing && this.warnDue(m, now, 'status'))
         this.logger?.warn(

@@ -904,7 +904,7 @@ function noteReflected(ctx: Ctx, names: readonly string[], inputs: readonly Unke
   }
   ctx.deps.logger.warn(
     { site, headers: logged, values, url: ctx.req.url, requestId: ctx.requestId, unloggedSinceLast: unlogged },
-    'origin answer holds the values of request headers the cache key does not hold (an echo, or a common word by chance); stored as varying on them (add Vary, or key or drop them)',
+    'origin answer may repeat request headers the cache key does not hold (a value or a name found in it, maybe a common word by chance, or one that could not be searched); stored as varying on them (add Vary, or key or drop them)',
   );
 }
 const REFLECTION_WARN_EVERY_MS = 60_000;

@@ -28,7 +28,9 @@ import { freePort } from './free-port.js';
 import type { PhpRequest } from './mediawiki.js';
 
 export const WORDPRESS_DIR = '/usr/share/wordpress';
-const PACKAGES = 'wordpress mariadb-server php-mysql';
+const PACKAGES = 'wordpress wordpress-theme-twentytwentythree mariadb-server php-mysql';
+/** WordPress 6.1's default theme: Debian's wordpress only recommends its package. */
+const THEME_DIR = path.join(WORDPRESS_DIR, 'wp-content', 'themes', 'twentytwentythree');
 const READY_DEADLINE_MS = 15_000;
 
 export interface WordPress {
@@ -71,6 +73,7 @@ function requireTools(): { php: string; mariadbd: string; installDb: string } {
   if (!php) throw new Error(`php not found on PATH. ${hint}`);
   if (!mariadbd || !installDb) throw new Error(`mariadbd or mariadb-install-db not found. ${hint}`);
   if (!existsSync(path.join(WORDPRESS_DIR, 'wp-settings.php'))) throw new Error(`${WORDPRESS_DIR}/wp-settings.php not found. ${hint}`);
+  if (!existsSync(THEME_DIR)) throw new Error(`${THEME_DIR} not found (the default theme). ${hint}`);
   const modules = (spawnSync(php, ['-m'], { encoding: 'utf8' }).stdout ?? '').toLowerCase().split('\n').map((l) => l.trim());
   if (!modules.includes('mysqli')) throw new Error(`php module mysqli missing (php -m). ${hint}`);
   return { php, mariadbd, installDb };
@@ -124,18 +127,25 @@ async function start(
 ): Promise<WordPress> {
   const { php } = tools;
   // MariaDB: a fresh data dir, root by password (empty), a socket in the temp dir, no TCP.
+  // No --user for the installer: given one, it also chowns the package's PAM plugin files
+  // (/usr/lib/mysql/plugin/auth_pam_tool_dir) to that user (review). mariadbd refuses to run
+  // as root unless told to.
   const data = path.join(dir, 'db');
   const socket = path.join(dir, 'db.sock');
   const init = spawnSync(
     tools.installDb,
-    ['--no-defaults', `--datadir=${data}`, '--user=root', '--auth-root-authentication-method=normal', '--skip-test-db'],
+    ['--no-defaults', `--datadir=${data}`, '--auth-root-authentication-method=normal', '--skip-test-db'],
     { encoding: 'utf8', timeout: 60_000 },
   );
   if (init.status !== 0) throw new Error(`mariadb-install-db failed (exit ${init.status}):\n${init.stdout}\n${init.stderr}`);
   let dbErr = '';
   const db = spawn(
     tools.mariadbd,
-    ['--no-defaults', `--datadir=${data}`, `--socket=${socket}`, '--skip-networking', '--user=root', `--pid-file=${path.join(dir, 'db.pid')}`, '--innodb-buffer-pool-size=16M'],
+    [
+      '--no-defaults', `--datadir=${data}`, `--socket=${socket}`, '--skip-networking',
+      ...(process.getuid?.() === 0 ? ['--user=root'] : []),
+      `--pid-file=${path.join(dir, 'db.pid')}`, '--innodb-buffer-pool-size=16M',
+    ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   db.stderr?.on('data', (c: Buffer) => (dbErr += c.toString('utf8')));

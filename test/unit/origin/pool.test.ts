@@ -608,7 +608,7 @@ describe('active health checks against real origins', () => {
     expect(verdicts).toEqual(['excused', 'excused', 'fail']);
   });
 
-  it('a probe answered 500 after live answers turned to 500s too is not excused (a database outage: the pages answered before it; new-user trial)', async () => {
+  it('a probe answered 500 after the live answers turned to 500s too, three in a row, is not excused (a database outage: the pages answered before it; new-user trial); one live 500 before it is (a visitor asking for the broken page; review)', async () => {
     const o = await origin('a');
     o.route('/', { status: 500 });
     const warnings: { fields: Record<string, unknown>; msg: string }[] = [];
@@ -619,18 +619,27 @@ describe('active health checks against real origins', () => {
       onProbeVerdict: (_m, verdict) => verdicts.push(verdict),
     });
     const a = byName(pool, 'a');
-    // Pages answered, then the database went: the pages answer 500 like the probe.
+    // Pages answered, and one visitor asked for the broken front page itself: excused.
     for (let i = 0; i < 5; i++) pool.reportSuccess(a, Date.now(), true);
     pool.reportSuccess(a, Date.now(), false);
+    pool.reportSuccess(a, Date.now(), false);
     await pool.probeNow();
-    expect(verdicts).toEqual(['fail']);
+    expect(verdicts).toEqual(['excused']);
+    expect(a.healthState(Date.now()).active).toBe('up');
+    // Then the database went: pages answered before the next probe, then three 500s like it.
+    for (let i = 0; i < 5; i++) pool.reportSuccess(a, Date.now(), true);
+    for (let i = 0; i < 3; i++) pool.reportSuccess(a, Date.now(), false);
+    await pool.probeNow();
+    expect(verdicts).toEqual(['excused', 'fail']);
     expect(a.healthState(Date.now())).toMatchObject({ active: 'down', lastError: 'probe: status 500' });
-    expect(warnings.filter((w) => /health check answered 5xx while the member answered requests/.test(w.msg))).toHaveLength(0);
-    // A refused connection or a 502 as the latest answer is no page answering either.
+    expect(warnings.filter((w) => /health check answered 5xx while the member answered requests/.test(w.msg))).toHaveLength(1);
+    // Refused connections and 502s count in the run too.
     const b = makePool(makeSite([{ url: o.url, name: 'b' }], { healthCheck: { unhealthyThreshold: 1 } }));
     const mb = byName(b, 'b');
     b.reportSuccess(mb, Date.now(), true);
     b.reportFailure(mb, 'status5xx');
+    b.reportSuccess(mb, Date.now(), false);
+    b.reportFailure(mb, 'connect');
     await b.probeNow();
     expect(mb.healthState(Date.now()).active).toBe('down');
   });
