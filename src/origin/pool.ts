@@ -54,9 +54,9 @@ export type HealthChangeCause = (typeof HEALTH_CHANGE_CAUSES)[number];
  * alive, see runProbe).
  */
 export const PROBE_VERDICTS = ['pass', 'fail', 'excused'] as const;
+export type ProbeVerdict = (typeof PROBE_VERDICTS)[number];
 /** Live answers failed in a row (5xx, refused, reset, timed out) that stop a probe's 5xx being excused (runProbe). */
 const EXCUSE_FAILED_IN_A_ROW = 3;
-export type ProbeVerdict = (typeof PROBE_VERDICTS)[number];
 
 /** The slice of a pino logger the pool uses. */
 export interface PoolLogger {
@@ -422,7 +422,8 @@ export class OriginPool {
       // failures in a row (a database outage: the pages answered before it, then 500s like the
       // probe's; excused, the warning sent the operator to the health path: new-user trial; not
       // the latest answer alone: where the broken page is `/`, a visitor's own request for it
-      // is a 500 as often as `/` is asked for, and one in four probes would count: review), and no other usable member passed its last probe (none is usable,
+      // is a 500 as often as `/` is asked for, and one in four probes would count: review),
+      // and no other usable member passed its last probe (none is usable,
       // or each answered 5xx too): the health page is broken, not the member. Marked down, the
       // next live answer brought it up again, and the probes took it down again: a front page
       // answering 500 flipped the only member down and up every 15 s, each time answering a few
