@@ -24,6 +24,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { trackChild, waitForExit } from './redis-server.js';
 import { freePort } from './free-port.js';
+import { phpLog, type PhpRequest } from './php-log.js';
 
 export const MEDIAWIKI_DIR = '/usr/share/mediawiki';
 const PACKAGES = 'mediawiki php-sqlite3 php-curl';
@@ -38,13 +39,6 @@ export interface MediaWikiSettings {
   cdnMaxAge: number;
 }
 
-/** One request line from php -S's log. */
-export interface PhpRequest {
-  status: number;
-  method: string;
-  /** Request target as received (path and query). */
-  url: string;
-}
 
 export interface MediaWiki {
   /** http://127.0.0.1:PORT of php -S (the origin). */
@@ -172,21 +166,7 @@ if ( is_file( ${phpString(cdnSettings)} ) ) {
 
   let child: ChildProcess | undefined;
   let port = 0;
-  let stderr = '';
-  const requests: PhpRequest[] = [];
-  let pending = '';
-  const onStderr = (chunk: Buffer): void => {
-    const text = chunk.toString('utf8');
-    stderr += text;
-    pending += text;
-    const lines = pending.split('\n');
-    pending = lines.pop() ?? '';
-    for (const line of lines) {
-      // [Wed Dec  2 19:50:00 2026] 127.0.0.1:54321 [200]: GET /index.php?title=X
-      const m = /\] \S+ \[(\d{3})\]: ([A-Z]+) (\S+)/.exec(line);
-      if (m) requests.push({ status: Number(m[1]), method: m[2]!, url: m[3]! });
-    }
-  };
+  const log = phpLog();
 
   const kill = async (): Promise<void> => {
     const proc = child;
@@ -213,12 +193,12 @@ if ( is_file( ${phpString(cdnSettings)} ) ) {
       ],
       { env, cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] },
     );
-    proc.stderr?.on('data', onStderr);
+    proc.stderr?.on('data', log.onStderr);
     trackChild(proc);
     child = proc;
     const deadline = Date.now() + READY_DEADLINE_MS;
     while (Date.now() < deadline) {
-      if (proc.exitCode !== null) throw new Error(`php -S exited (${proc.exitCode}) on port ${port}: ${stderr}`);
+      if (proc.exitCode !== null) throw new Error(`php -S exited (${proc.exitCode}) on port ${port}: ${log.output()}`);
       try {
         // A static file: php -S answers it without running PHP, so no request reads the
         // settings before configure().
@@ -230,7 +210,7 @@ if ( is_file( ${phpString(cdnSettings)} ) ) {
       }
       await new Promise((r) => setTimeout(r, 25));
     }
-    throw new Error(`php -S on port ${port} did not answer within ${READY_DEADLINE_MS} ms: ${stderr}`);
+    throw new Error(`php -S on port ${port} did not answer within ${READY_DEADLINE_MS} ms: ${log.output()}`);
   };
 
   // A free port can be taken between probing and binding (php -S cannot listen on port 0): try a few.
@@ -252,25 +232,15 @@ if ( is_file( ${phpString(cdnSettings)} ) ) {
   }
 
   let stopped = false;
-  let syncs = 0;
   return {
     url: `http://127.0.0.1:${port}`,
     port,
     dir,
     admin,
-    requests,
-    count: (match) => requests.filter((r) => match.test(`${r.method} ${r.url}`)).length,
-    async sync() {
-      const marker = `/crowdgate-ready.txt?sync=${++syncs}`;
-      const res = await fetch(`http://127.0.0.1:${port}${marker}`);
-      await res.arrayBuffer();
-      const deadline = Date.now() + 5_000;
-      while (!requests.some((r) => r.url === marker)) {
-        if (Date.now() > deadline) throw new Error(`php -S did not log ${marker} within 5 s:\n${stderr.slice(-2000)}`);
-        await new Promise((r) => setTimeout(r, 5));
-      }
-    },
-    output: () => stderr,
+    requests: log.requests,
+    count: log.count,
+    sync: () => log.sync(`http://127.0.0.1:${port}`, '/crowdgate-ready.txt'),
+    output: log.output,
     purgedUrls() {
       const log = path.join(dir, 'squid.log');
       if (!existsSync(log)) return [];

@@ -25,7 +25,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { trackChild, waitForExit } from './redis-server.js';
 import { freePort } from './free-port.js';
-import type { PhpRequest } from './mediawiki.js';
+import { phpLog, type PhpRequest } from './php-log.js';
 
 export const WORDPRESS_DIR = '/usr/share/wordpress';
 const PACKAGES = 'wordpress wordpress-theme-twentytwentythree mariadb-server php-mysql';
@@ -215,21 +215,7 @@ echo 'installed user ', $r['user_id'], "\\n";`);
 
   // php -S on the package's tree (its entry points and static files), one worker: it answers a
   // request at a time and logs each in order, which sync() relies on.
-  let stderr = '';
-  const requests: PhpRequest[] = [];
-  let pending = '';
-  const onStderr = (chunk: Buffer): void => {
-    const text = chunk.toString('utf8');
-    stderr += text;
-    pending += text;
-    const lines = pending.split('\n');
-    pending = lines.pop() ?? '';
-    for (const line of lines) {
-      // [Mon Dec  7 14:43:55 2026] 127.0.0.1:54321 [200]: GET /?p=1
-      const m = /\] \S+ \[(\d{3})\]: ([A-Z]+) (\S+)/.exec(line);
-      if (m) requests.push({ status: Number(m[1]), method: m[2]!, url: m[3]! });
-    }
-  };
+  const log = phpLog();
   let port = 0;
   let server: ChildProcess | undefined;
   let lastError: unknown;
@@ -241,7 +227,7 @@ echo 'installed user ', $r['user_id'], "\\n";`);
       ['-d', `auto_prepend_file=${prepend}`, '-d', 'display_errors=stderr', '-d', 'opcache.enable_cli=1', '-S', `127.0.0.1:${port}`, '-t', WORDPRESS_DIR],
       { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] },
     );
-    proc.stderr?.on('data', onStderr);
+    proc.stderr?.on('data', log.onStderr);
     trackChild(proc);
     children.push(proc);
     try {
@@ -258,7 +244,7 @@ echo 'installed user ', $r['user_id'], "\\n";`);
             return false;
           }
         },
-        () => (proc.exitCode !== null ? `php -S exited (${proc.exitCode}) on port ${port}: ${stderr}` : undefined),
+        () => (proc.exitCode !== null ? `php -S exited (${proc.exitCode}) on port ${port}: ${log.output()}` : undefined),
       );
       server = proc;
       lastError = undefined;
@@ -274,25 +260,15 @@ echo 'installed user ', $r['user_id'], "\\n";`);
   if (!server) throw lastError;
   configure(`http://127.0.0.1:${port}`);
 
-  let syncs = 0;
   let stopped = false;
   return {
     url: `http://127.0.0.1:${port}`,
     dir,
     admin,
-    requests,
-    count: (match) => requests.filter((r) => match.test(`${r.method} ${r.url}`)).length,
-    async sync() {
-      const tag = `/wp-includes/images/blank.gif?sync=${++syncs}`;
-      const res = await fetch(`http://127.0.0.1:${port}${tag}`);
-      await res.arrayBuffer();
-      const deadline = Date.now() + 5_000;
-      while (!requests.some((r) => r.url === tag)) {
-        if (Date.now() > deadline) throw new Error(`php -S did not log ${tag} within 5 s:\n${stderr.slice(-2000)}`);
-        await new Promise((r) => setTimeout(r, 5));
-      }
-    },
-    output: () => stderr,
+    requests: log.requests,
+    count: log.count,
+    sync: () => log.sync(`http://127.0.0.1:${port}`, '/wp-includes/images/blank.gif'),
+    output: log.output,
     configure,
     php: (code) => runPhp(`require_once ABSPATH . 'wp-load.php';\n${code}`),
     async stop() {
