@@ -78,6 +78,13 @@ const YIELD_AFTER_BYTES = 64 * 1024;
  */
 export const SEARCH_BUDGET_BYTES = 64 * 1024 * 1024;
 
+/**
+ * How an input counted as repeated: its `value` (or a part or spelling of it) or its `name` was
+ * found in the answer, it was `unsearched` (past MAX_SCANNED_INPUTS, past the search budget, or
+ * a body that cannot be read), or it is a User-Agent carrying `markup`.
+ */
+export type Finding = 'value' | 'name' | 'unsearched' | 'markup';
+
 /** A request header a fill sent that nothing keys: lowercase name and the value sent. */
 export type UnkeyedInput = readonly [name: string, value: string];
 
@@ -149,13 +156,14 @@ const OWN_ANSWER_FIELD: Readonly<Record<string, string>> = {
  * The names of `inputs` whose values appear in the answer: `headers` (lowercase names, as
  * stored) and `body` (as received, coded as `headers['content-encoding']` says), sorted and
  * deduplicated. `maxBodyBytes` bounds a decoded body (a compression bomb counts as reflecting
- * everything).
+ * everything). `how`, when given, gets each returned name's Finding (for the log).
  */
 export async function reflectedInputs(
   inputs: readonly UnkeyedInput[],
   headers: Readonly<Record<string, string | string[] | undefined>>,
   body: Buffer,
   maxBodyBytes: number,
+  how?: Map<string, Finding>,
 ): Promise<string[]> {
   // Each with whether its value is looked for (`valued`), or only its name (nameTextsOf).
   const scanned = inputs
@@ -187,18 +195,25 @@ export async function reflectedInputs(
     // the headers, not counted unseen: the conformance suite's `Req-Num: 1` beside a made-up
     // Content-Encoding made its answer vary on it, and one of its tests failed.
     const named = scanned.filter(([, , , valued]) => !valued);
+    for (const [name, , , valued] of scanned) if (valued) how?.set(name, 'unsearched');
     if (named.length === 0) return [...new Set(scanned.map(([name]) => name))].sort();
     const seen = `${headerTextOf(headers, NAME_LISTS)}\n${body.toString('latin1')}`.toLowerCase();
     const echoed = named.filter(([, texts]) => texts.some((t) => seen.includes(t)));
+    for (const [name] of echoed) if (!how?.has(name)) how?.set(name, 'name');
     return [...new Set([...scanned.filter(([, , , valued]) => valued), ...echoed].map(([name]) => name))].sort();
   }
   const decoded = readable ?? body;
   // The body searched for spellings: none for a binary one (only its raw bytes, below).
   const textBody = binary ? Buffer.alloc(0) : decoded;
   const found = new Set<string>(assumed);
+  for (const name of assumed) how?.set(name, 'unsearched');
   // A User-Agent with markup in it is no browser's: taken as repeated, whatever part of it the
   // origin printed.
-  for (const [name, value] of inputs) if (name === 'user-agent' && MARKUP.test(value)) found.add(name);
+  for (const [name, value] of inputs)
+    if (name === 'user-agent' && MARKUP.test(value)) {
+      found.add(name);
+      how?.set(name, 'markup');
+    }
   // The answer in canonical spelling, made once and only when some text's anchor is in it;
   // in lower case (latin1), made once for the anchors.
   let bodyText: string | undefined;
@@ -230,39 +245,50 @@ export async function reflectedInputs(
     const nameInCanonical = async (canonical: string) => (namesCanonical ??= normalise(nameHeaders())).includes(canonical) || (await canonicalBody()).includes(canonical);
     if (pay(binary ? decoded.length * texts.length : 0)) {
       found.add(name);
+      how?.set(name, 'unsearched');
       continue;
     }
-    let repeated = binary && texts.some((text) => rawBytesIn(decoded, text));
-    for (const text of repeated ? [] : texts) {
+    // How it was found (past the budget it counts unsearched).
+    let finding: Finding | undefined;
+    const raw = binary ? texts.find((text) => rawBytesIn(decoded, text)) : undefined;
+    if (raw !== undefined) finding = names.has(raw) ? 'name' : 'value';
+    for (const text of finding ? [] : texts) {
       if (pay(size)) {
-        repeated = true;
+        finding = 'unsearched';
         break;
       }
       if (large) await new Promise<void>((resolve) => setImmediate(resolve));
+      const isName = names.has(text);
       if (!isAscii(text) && textBody.includes(Buffer.from(text, 'latin1'))) {
-        repeated = true;
+        finding = isName ? 'name' : 'value';
         break;
       }
-      const isName = names.has(text);
       if (!anchorFound(text, isName ? nameInAnyCase : inAnyCase) && !isUnanchoredCode(text)) continue;
       if (pay(size)) {
-        repeated = true;
+        finding = 'unsearched';
         break;
       }
       const canonical = normalise(text);
       if (canonical.length < MIN_REFLECTED_LENGTH) continue;
       if (await (isName ? nameInCanonical : inCanonical)(canonical)) {
-        repeated = true;
+        finding = isName ? 'name' : 'value';
         break;
       }
     }
-    for (const core of repeated ? [] : cores) {
-      if (pay(3 * size) || (await base64Found(core, inRaw, inCanonical))) {
-        repeated = true;
+    for (const core of finding ? [] : cores) {
+      if (pay(3 * size)) {
+        finding = 'unsearched';
+        break;
+      }
+      if (await base64Found(core, inRaw, inCanonical)) {
+        finding = 'value';
         break;
       }
     }
-    if (repeated) found.add(name);
+    if (finding) {
+      found.add(name);
+      how?.set(name, finding);
+    }
   }
   return [...found].sort();
 }

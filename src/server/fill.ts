@@ -16,7 +16,7 @@ import { SICK_STATUSES } from '../origin/upstream.js';
 import { fail, recordAnswer, serveEntry, writeBuffered } from './answer.js';
 import { selectVariant, collapseKeyOf, isOtherAskersCopy, noteAttempt, pathKeysOf, variesOnAll, type FillResult, type Ctx, type Lookup } from './context.js';
 import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkeyedFillInputs, identityFillInputs, identityNamesVariedOn, carriesOwnCookies } from './fill-headers.js';
-import { reflectedInputs, repeatsAddress, valueForLog, varyingAlsoOn, type UnkeyedInput } from '../cache/reflection.js';
+import { reflectedInputs, repeatsAddress, valueForLog, varyingAlsoOn, type Finding, type UnkeyedInput } from '../cache/reflection.js';
 import type { CollapseKey } from '../cache/cache-key.js';
 import { forward, forwardUnlessShed } from './pass-through.js';
 import { isAnswered, isResponseGone } from './headers.js';
@@ -599,8 +599,9 @@ async function fetchForCache(
       // in Vary (cache/reflection.ts): the page is stored as that value's variant, and a client
       // who sent `X-Anything: <script…>` plants it for nobody but himself.
       const unkeyed = unkeyedFillInputs(lookup.variantHeaders, lookup.policy, decision.entry.vary);
-      const reflected = await reflectedInputs(unkeyed, decision.entry.headers, fetched.body, rt.config.cache.maxObjectBytes);
-      if (reflected.length > 0) noteReflected(ctx, reflected, unkeyed);
+      const how = new Map<string, Finding>();
+      const reflected = await reflectedInputs(unkeyed, decision.entry.headers, fetched.body, rt.config.cache.maxObjectBytes, how);
+      if (reflected.length > 0) noteReflected(ctx, reflected, unkeyed, how);
       // An answer the origin encoded for the Accept-Encoding the fill sent, without saying
       // `Vary: Accept-Encoding` (nginx's `gzip on` without `gzip_vary`), is that coding's
       // variant: a client that cannot decode it makes its own fill.
@@ -884,7 +885,7 @@ function notStored(fetched: { status: number; headers: Record<string, string | s
  * every page), and the operator told her origin repeats `user-agent` looked for an echo that
  * was not there (new-user trial).
  */
-function noteReflected(ctx: Ctx, names: readonly string[], inputs: readonly UnkeyedInput[]): void {
+function noteReflected(ctx: Ctx, names: readonly string[], inputs: readonly UnkeyedInput[], how: ReadonlyMap<string, Finding>): void {
   const site = ctx.site!.name;
   ctx.deps.metrics.get('fillReflected').inc({ site });
   const now = ctx.deps.clock.now();
@@ -898,13 +899,15 @@ function noteReflected(ctx: Ctx, names: readonly string[], inputs: readonly Unke
   reflectionsUnlogged.delete(site);
   const logged = names.slice(0, 16);
   const values: Record<string, string> = Object.create(null);
+  const found: Record<string, Finding> = Object.create(null);
   for (const [name, value] of inputs) {
     if (!logged.includes(name) || Object.hasOwn(values, name)) continue;
     values[name] = valueForLog(name, value);
+    found[name] = how.get(name) ?? 'unsearched';
   }
   ctx.deps.logger.warn(
-    { site, headers: logged, values, url: ctx.req.url, requestId: ctx.requestId, unloggedSinceLast: unlogged },
-    'origin answer may repeat request headers the cache key does not hold (a value or a name found in it, maybe a common word by chance, or one that could not be searched); stored as varying on them (add Vary, or key or drop them)',
+    { site, headers: logged, found, values, url: ctx.req.url, requestId: ctx.requestId, unloggedSinceLast: unlogged },
+    'origin answer repeats request headers the cache key does not hold (found: the value or the name in the answer, a common word may match by chance; unsearched: counted without a search); stored as varying on them (add Vary, or key or drop them)',
   );
 }
 const REFLECTION_WARN_EVERY_MS = 60_000;

@@ -55,6 +55,31 @@ describe('reflectedInputs', () => {
     expect(await reflectedInputs([['x-wp-nonce', '1']], rest, Buffer.from('{"X-WP-Nonce":"1"}'), MAX)).toEqual(['x-wp-nonce']);
   });
 
+  it('says how each input counted: its value or its name found, unsearched, or a User-Agent with markup', async () => {
+    const how = new Map<string, string>();
+    const inputs = [
+      ['x-host', 'evil.example'],
+      ['x-call-support-now', '1'],
+      ['user-agent', 'Evil <b>'],
+      ['x-quiet', 'not-in-the-page'],
+    ] as const;
+    const page = Buffer.from('<a href="//evil.example/x">X-Call-Support-Now: 1</a>');
+    expect(await reflectedInputs(inputs, {}, page, MAX, how)).toEqual(['user-agent', 'x-call-support-now', 'x-host']);
+    expect(Object.fromEntries(how)).toEqual({ 'x-host': 'value', 'x-call-support-now': 'name', 'user-agent': 'markup' });
+    // Base64 of the value is the value; a body that cannot be read leaves the values unsearched.
+    how.clear();
+    expect(await reflectedInputs([['x-token', 'abcdefghijkl']], {}, Buffer.from(`{"h":"${Buffer.from('abcdefghijkl').toString('base64')}"}`), MAX, how)).toEqual(['x-token']);
+    expect(Object.fromEntries(how)).toEqual({ 'x-token': 'value' });
+    how.clear();
+    expect(await reflectedInputs([['x-anything', 'abcdef'], ['x-call-support-now', '1']], { 'content-encoding': 'made-up' }, Buffer.from('X-Call-Support-Now'), MAX, how)).toEqual(['x-anything', 'x-call-support-now']);
+    expect(Object.fromEntries(how)).toEqual({ 'x-anything': 'unsearched', 'x-call-support-now': 'name' });
+    // Past MAX_SCANNED_INPUTS of their own choosing: unsearched.
+    how.clear();
+    const many = Array.from({ length: MAX_SCANNED_INPUTS + 1 }, (_, i) => [`x-h${i}`, `value-${i}`] as const);
+    expect(await reflectedInputs(many, {}, Buffer.from('<p>page</p>'), MAX, how)).toHaveLength(MAX_SCANNED_INPUTS + 1);
+    expect(new Set(how.values())).toEqual(new Set(['unsearched']));
+  });
+
   it('shows a browser header\'s value in the log, cut at 64 characters, and any other header\'s length only (it may be a token: X-WP-Nonce)', () => {
     expect(valueForLog('user-agent', 'node')).toBe('node');
     expect(valueForLog('accept-language', 'en-x-evil')).toBe('en-x-evil');
