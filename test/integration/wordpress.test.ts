@@ -30,6 +30,12 @@ const ROUTES = [
   },
   { name: 'pages', match: { pathPrefix: '/' }, cache: { defaultTtlSeconds: 60 } },
 ];
+/** The README's priority classes for WordPress. */
+const PRIORITIES = [
+  { name: 'editors', match: { cookie: 'wordpress_logged_in*', pathPrefix: '/wp-' } },
+  { name: 'editors-rest', match: { cookie: 'wordpress_logged_in*', header: 'X-WP-Nonce' } },
+  { name: 'posts', match: { method: 'POST' } },
+];
 
 beforeAll(async () => {
   try {
@@ -37,7 +43,7 @@ beforeAll(async () => {
     // Every comment held for moderation but an administrator's (WordPress's "Comment must be
     // manually approved"; its default holds only an author's first).
     wp.php("update_option('comment_moderation', '1');");
-    gw = await startGateway({ sites: [siteFor([wp.url], { routes: ROUTES })] });
+    gw = await startGateway({ admission: { priorities: PRIORITIES }, sites: [siteFor([wp.url], { routes: ROUTES })] });
     wp.configure(gw.url);
   } catch (err) {
     setupError = err;
@@ -234,5 +240,34 @@ describe('WordPress behind the gateway (the README\'s quick start)', () => {
     expect(reader.body).not.toContain(heldToo);
     expect(reader.body).not.toContain('wpadminbar');
     expect(cacheStatus(reader)).toMatch(/^crowdgate; fwd=stale; fwd-status=200; stored/);
+  });
+
+  it('the README\'s priority classes take the editor\'s admin pages, her block editor\'s REST calls in both forms, and every POST; readers\' pages none (access log `priority`)', { timeout: 60_000 }, async () => {
+    if (setupError) throw setupError;
+    const admin = await loggedInAdmin();
+    const editor = await admin.ask('/wp-admin/post-new.php');
+    expect(editor.status).toBe(200);
+    // The nonce the block editor sends with each REST call (wp.apiFetch's nonce middleware).
+    const nonce = /createNonceMiddleware\( "([0-9a-f]+)" \)/.exec(editor.body)?.[1];
+    expect(nonce).toBeDefined();
+    const rest = async (path: string) => {
+      const res = await request(`${gw!.url}${path}`, {
+        headers: { cookie: [...admin.jar].map(([k, v]) => `${k}=${v}`).join('; '), 'x-wp-nonce': nonce! },
+      });
+      await res.body.text();
+      return res.statusCode;
+    };
+    // Plain permalinks (WordPress's default): the block editor's form of the REST root.
+    expect(await rest('/index.php?rest_route=/wp/v2/users/me&context=edit')).toBe(200);
+    // The pretty form, a site with pretty permalinks' (here WordPress redirects it: the class is the request's).
+    await rest('/wp-json/wp/v2/types/post?context=edit');
+    await anonymous('/?p=1');
+    const lines = gw!.accessLogs();
+    const priorityOf = (match: (l: Record<string, unknown>) => boolean) => [...new Set(lines.filter(match).map((l) => l.priority ?? 'default'))];
+    expect(priorityOf((l) => l.path === '/wp-admin/post-new.php')).toEqual(['editors']);
+    expect(priorityOf((l) => typeof l.query === 'string' && l.query.startsWith('rest_route='))).toEqual(['editors-rest']);
+    expect(priorityOf((l) => l.path === '/wp-json/wp/v2/types/post')).toEqual(['editors']);
+    expect(priorityOf((l) => l.path === '/wp-login.php' && l.method === 'POST')).toEqual(['posts']);
+    expect(priorityOf((l) => l.path === '/' && l.query === 'p=1' && l.cookie !== true)).toEqual(['default']);
   });
 });
