@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import zlib from 'node:zlib';
-import { MAX_SCANNED_INPUTS, SEARCH_BUDGET_BYTES, normalise, reflectedInputs, repeatsAddress, textsOf, valueForLog, varyingAlsoOn } from '../../../src/cache/reflection.js';
+import { MAX_SCANNED_INPUTS, SEARCH_BUDGET_BYTES, normalise, reflectedInputs, repeatsAddress, textsOf, valueForLog, varyingAlsoOn, type Finding } from '../../../src/cache/reflection.js';
 
 const MAX = 1 << 20;
 
@@ -56,7 +56,7 @@ describe('reflectedInputs', () => {
   });
 
   it('says how each input counted: its value or its name found, unsearched, or a User-Agent with markup', async () => {
-    const how = new Map<string, string>();
+    const how = new Map<string, Finding>();
     const inputs = [
       ['x-host', 'evil.example'],
       ['x-call-support-now', '1'],
