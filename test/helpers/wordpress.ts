@@ -151,7 +151,7 @@ async function start(
   db.stderr?.on('data', (c: Buffer) => (dbErr += c.toString('utf8')));
   trackChild(db);
   children.push(db);
-  await until('mariadbd', READY_DEADLINE_MS, () => existsSync(socket), () => (db.exitCode !== null ? `mariadbd exited (${db.exitCode}): ${dbErr}` : undefined));
+  await until('mariadbd', 2 * READY_DEADLINE_MS, () => existsSync(socket), () => (db.exitCode !== null ? `mariadbd exited (${db.exitCode}): ${dbErr}` : undefined));
 
   // WordPress: ABSPATH is our dir (see the module comment).
   const abspath = path.join(dir, 'wp');
