@@ -28,6 +28,7 @@ const ROUTES = [
     match: { pathRegex: '^/wp-(includes|content|admin)/.*\\.(js|css|png|jpe?g|gif|svg|webp|woff2?|ttf|ico)$|^/wp-admin/load-(scripts|styles)\\.php$' },
     cache: { defaultTtlSeconds: 3600, ignoreSessionCookies: true },
   },
+  { name: 'held-comments', match: { query: { unapproved: '*' } }, cache: { enabled: false } },
   { name: 'pages', match: { pathPrefix: '/' }, cache: { defaultTtlSeconds: 60 } },
 ];
 /** The README's priority classes for WordPress. */
@@ -213,6 +214,15 @@ describe('WordPress behind the gateway (the README\'s quick start)', () => {
     const shyView = await shy.ask(`${location.pathname}${location.search}`);
     expect(shyView.body).toContain(heldToo);
     expect(shyView.body).not.toContain(held);
+    // WordPress sends that URL max-age=600; the README's held-comments route keeps it out of the
+    // cache, so it goes once the comment is marked spam (attacker trial).
+    expect(shyView.headers['cache-control']).toMatch(/max-age=600/);
+    expect(cacheStatus(shyView)).not.toMatch(/stored/);
+    const commentId = location.searchParams.get('unapproved')!;
+    wp!.php(`wp_spam_comment(${Number(commentId)});`);
+    const afterSpam = await anonymous(`${location.pathname}${location.search}`);
+    expect(afterSpam.status).toBe(200);
+    expect(afterSpam.body).not.toContain(heldToo);
     // On the post's URL, without the cookies: never a held comment (several readers, hits and fills).
     for (let i = 0; i < 3; i++) {
       const reader = await anonymous(POST_PAGE);
