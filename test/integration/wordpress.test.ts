@@ -1,8 +1,8 @@
 /**
  * A real WordPress behind the gateway with the README's quick start for it: Debian's `wordpress`
  * on its own MariaDB, served by `php -S` (test/helpers/wordpress.ts), and the site's routes as
- * the quick start gives them (`assets` with `ignoreSessionCookies`, then `pages` with a minute's
- * lifetime), WordPress's home URL the gateway's.
+ * the quick start gives them (`assets` with `ignoreSessionCookies`, the optional `held-comments`,
+ * then `pages` with a minute's lifetime), WordPress's home URL the gateway's.
  *
  * WordPress sends its pages without cache headers, sets its login cookie (`wordpress_logged_in_*`)
  * on path `/`, shows a logged-in user the admin bar on every page, and shows a commenter's comment
@@ -21,7 +21,7 @@ let gw: StartedGateway | undefined;
 /** A setup failure (php, WordPress or MariaDB missing), rethrown by each test so it fails rather than skips. */
 let setupError: unknown;
 
-/** The README's quick start for WordPress: the assets route, then pages for a minute. */
+/** The README's routes for WordPress: assets, the optional held-comments, then pages for a minute. */
 const ROUTES = [
   {
     name: 'assets',
