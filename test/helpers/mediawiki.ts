@@ -24,7 +24,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { trackChild, waitForExit } from './redis-server.js';
 import { freePort } from './free-port.js';
-import { phpLog, type PhpRequest } from './php-log.js';
+import { phpLog, type PhpServed } from './php-log.js';
 
 export const MEDIAWIKI_DIR = '/usr/share/mediawiki';
 const PACKAGES = 'mediawiki php-sqlite3 php-curl';
@@ -40,29 +40,8 @@ export interface MediaWikiSettings {
 }
 
 
-export interface MediaWiki {
-  /** http://127.0.0.1:PORT of php -S (the origin). */
-  readonly url: string;
+export interface MediaWiki extends PhpServed {
   readonly port: number;
-  /** The temp dir holding everything (removed by stop()). */
-  readonly dir: string;
-  /** The administrator account the installer created (sysop, bureaucrat). */
-  readonly admin: { name: string; password: string };
-  /** Every request php -S has logged so far, in order. */
-  readonly requests: PhpRequest[];
-  /**
-   * How many logged requests match (method + ' ' + url, e.g. /^GET \/index\.php\?title=X$/).
-   * php -S logs a request on stderr after answering it, so call sync() first.
-   */
-  count(match: RegExp): number;
-  /**
-   * Resolves once every request php -S answered before this call is in `requests`: php -S
-   * answers one request at a time and logs each in order, so this asks for a static marker file
-   * and waits for its log line.
-   */
-  sync(): Promise<void>;
-  /** Everything php -S wrote to stderr (its request log, warnings). */
-  output(): string;
   /**
    * The full URLs MediaWiki has sent to its CDN purge (CdnCacheUpdate::purge, from its `squid`
    * debug log), in order, one entry per URL.

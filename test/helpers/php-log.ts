@@ -13,6 +13,29 @@ export interface PhpRequest {
   url: string;
 }
 
+/** What a test reads of a real site's php -S (mediawiki.ts, wordpress.ts). */
+export interface PhpServed {
+  /** http://127.0.0.1:PORT of php -S (the origin). */
+  readonly url: string;
+  /** The temp dir holding everything (removed by stop()). */
+  readonly dir: string;
+  /** The administrator account the installer created. */
+  readonly admin: { name: string; password: string };
+  /** Every request php -S has logged so far, in order. */
+  readonly requests: PhpRequest[];
+  /**
+   * How many logged requests match (method + ' ' + url, e.g. /^GET \/index\.php\?title=X$/).
+   * php -S logs a request on stderr after answering it, so call sync() first.
+   */
+  count(match: RegExp): number;
+  /** Resolves once every request php -S answered before this call is in `requests` (a static file's log line). */
+  sync(): Promise<void>;
+  /** Everything php -S wrote to stderr (its request log, warnings). */
+  output(): string;
+  /** Stops what the helper started, by PID, and removes the temp dir. Idempotent. */
+  stop(): Promise<void>;
+}
+
 export interface PhpLog {
   /** Every request php -S has logged so far, in order. */
   readonly requests: PhpRequest[];

@@ -25,7 +25,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { trackChild, waitForExit } from './redis-server.js';
 import { freePort } from './free-port.js';
-import { phpLog, type PhpRequest } from './php-log.js';
+import { phpLog, type PhpServed } from './php-log.js';
 
 export const WORDPRESS_DIR = '/usr/share/wordpress';
 const PACKAGES = 'wordpress wordpress-theme-twentytwentythree mariadb-server php-mysql';
@@ -33,21 +33,7 @@ const PACKAGES = 'wordpress wordpress-theme-twentytwentythree mariadb-server php
 const THEME_DIR = path.join(WORDPRESS_DIR, 'wp-content', 'themes', 'twentytwentythree');
 const READY_DEADLINE_MS = 15_000;
 
-export interface WordPress {
-  /** http://127.0.0.1:PORT of php -S (the origin). */
-  readonly url: string;
-  /** The temp dir holding everything (removed by stop()). */
-  readonly dir: string;
-  /** The administrator `wp_install()` created. */
-  readonly admin: { name: string; password: string };
-  /** Every request php -S has logged so far, in order. */
-  readonly requests: PhpRequest[];
-  /** How many logged requests match (method + ' ' + url); call sync() first. */
-  count(match: RegExp): number;
-  /** Resolves once every request php -S answered before this call is in `requests` (a static marker's log line). */
-  sync(): Promise<void>;
-  /** Everything php -S wrote to stderr. */
-  output(): string;
+export interface WordPress extends PhpServed {
   /** WordPress's home and site URL (`WP_HOME`, `WP_SITEURL`): the public URL readers use (the gateway). */
   configure(home: string): void;
   /** Runs PHP with WordPress loaded (as the command line, no request) and returns what it printed. */

@@ -16,6 +16,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { siteFor, startGateway, type StartedGateway } from '../helpers/gateway.js';
+import { CookieJar } from '../helpers/cookie-jar.js';
 import { startMediaWiki, type MediaWiki } from '../helpers/mediawiki.js';
 
 const TITLE = 'Crowdgate_test_page';
@@ -61,7 +62,7 @@ async function read(url: string): Promise<Answer> {
 
 /** The logged-in editor: MediaWiki's action API with a hand-kept cookie jar. */
 class Editor {
-  private readonly cookies = new Map<string, string>();
+  private readonly cookies = new CookieJar();
   constructor(private readonly base: string) {}
 
   /** The names of the cookies MediaWiki has set and not cleared. */
@@ -71,22 +72,14 @@ class Editor {
 
   async api(params: Record<string, string>): Promise<Record<string, any>> {
     const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded' };
-    if (this.cookies.size > 0) headers.cookie = [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; ');
+    const cookie = this.cookies.header();
+    if (cookie !== undefined) headers.cookie = cookie;
     const res = await request(`${this.base}/api.php`, {
       method: 'POST',
       headers,
       body: new URLSearchParams({ ...params, format: 'json', formatversion: '2' }).toString(),
     });
-    const setCookie = res.headers['set-cookie'];
-    for (const line of Array.isArray(setCookie) ? setCookie : setCookie ? [setCookie] : []) {
-      const pair = line.split(';')[0] ?? '';
-      const eq = pair.indexOf('=');
-      if (eq <= 0) continue;
-      const name = pair.slice(0, eq).trim();
-      const value = pair.slice(eq + 1).trim();
-      if (value === '' || value === 'deleted' || /expires=[^;]*1970/i.test(line)) this.cookies.delete(name);
-      else this.cookies.set(name, value);
-    }
+    this.cookies.take(res.headers['set-cookie']);
     const text = await res.body.text();
     if (res.statusCode !== 200) throw new Error(`api ${params.action}: HTTP ${res.statusCode}: ${text.slice(0, 500)}`);
     const json = JSON.parse(text) as Record<string, any>;

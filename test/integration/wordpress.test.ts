@@ -14,6 +14,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { siteFor, startGateway, type StartedGateway } from '../helpers/gateway.js';
+import { CookieJar } from '../helpers/cookie-jar.js';
 import { startWordPress, type WordPress } from '../helpers/wordpress.js';
 
 let wp: WordPress | undefined;
@@ -62,9 +63,9 @@ interface Answer {
   body: string;
 }
 
-/** A visitor with a cookie jar (names and values only: every cookie is sent on every path). */
+/** A visitor with a cookie jar. */
 class Visitor {
-  readonly jar = new Map<string, string>();
+  readonly jar = new CookieJar();
 
   /** `address`: the client's, as a load balancer in front (a trusted proxy on loopback) names it in X-Forwarded-For. */
   constructor(private readonly address?: string) {}
@@ -72,25 +73,15 @@ class Visitor {
   async ask(path: string, opts: { method?: 'GET' | 'POST'; form?: Record<string, string> } = {}): Promise<Answer> {
     const headers: Record<string, string> = {};
     if (this.address) headers['x-forwarded-for'] = this.address;
-    if (this.jar.size > 0) headers.cookie = [...this.jar].map(([k, v]) => `${k}=${v}`).join('; ');
+    const cookie = this.jar.header();
+    if (cookie !== undefined) headers.cookie = cookie;
     if (opts.form) headers['content-type'] = 'application/x-www-form-urlencoded';
     const res = await request(`${gw!.url}${path}`, {
       method: opts.method ?? 'GET',
       headers,
       body: opts.form ? new URLSearchParams(opts.form).toString() : undefined,
     });
-    const setCookie = res.headers['set-cookie'];
-    for (const line of Array.isArray(setCookie) ? setCookie : setCookie ? [setCookie] : []) {
-      const pair = line.split(';')[0] ?? '';
-      const eq = pair.indexOf('=');
-      if (eq <= 0) continue;
-      const name = pair.slice(0, eq).trim();
-      const value = pair.slice(eq + 1).trim();
-      // A cookie set to expire in the past is WordPress clearing it (a year ago, by its clock).
-      const expires = /;\s*expires=([^;]*)/i.exec(line)?.[1];
-      if (value === '' || (expires !== undefined && Date.parse(expires) < Date.now())) this.jar.delete(name);
-      else this.jar.set(name, value);
-    }
+    this.jar.take(res.headers['set-cookie']);
     return { status: res.statusCode, headers: res.headers as Answer['headers'], body: await res.body.text() };
   }
 }
@@ -262,7 +253,7 @@ describe('WordPress behind the gateway (the README\'s quick start)', () => {
     expect(nonce).toBeDefined();
     const rest = async (path: string) => {
       const res = await request(`${gw!.url}${path}`, {
-        headers: { cookie: [...admin.jar].map(([k, v]) => `${k}=${v}`).join('; '), 'x-wp-nonce': nonce! },
+        headers: { cookie: admin.jar.header()!, 'x-wp-nonce': nonce! },
       });
       await res.body.text();
       return res.statusCode;

@@ -388,6 +388,20 @@ describe('backups', () => {
   });
 });
 
+/** The only member 'a', whose `/` (the probe's page) answers 500, one failure marks it down; its pool's warnings and probe verdicts. */
+async function brokenFrontPage() {
+  const o = await origin('a');
+  o.route('/', { status: 500 });
+  const warnings: { fields: Record<string, unknown>; msg: string }[] = [];
+  const logger = { info: () => {}, warn: (fields: Record<string, unknown>, msg: string) => void warnings.push({ fields, msg }) };
+  const verdicts: string[] = [];
+  const pool = makePool(makeSite([{ url: o.url, name: 'a' }], { healthCheck: { unhealthyThreshold: 1 } }), {
+    logger,
+    onProbeVerdict: (_m, verdict) => verdicts.push(verdict),
+  });
+  return { o, pool, a: byName(pool, 'a'), warnings, verdicts };
+}
+
 describe('active health checks against real origins', () => {
   it('mark a stopped origin down after unhealthyThreshold failures and a restarted one up after healthyThreshold passes', async () => {
     const o = await origin('a');
@@ -581,16 +595,7 @@ describe('active health checks against real origins', () => {
   });
 
   it('a probe answered 500 while the only member answered live requests since the probe before counts as alive, once a minute said (a broken front page flipped the member down and up every 15 s)', async () => {
-    const o = await origin('a');
-    o.route('/', { status: 500 });
-    const warnings: { fields: Record<string, unknown>; msg: string }[] = [];
-    const logger = { info: () => {}, warn: (fields: Record<string, unknown>, msg: string) => void warnings.push({ fields, msg }) };
-    const verdicts: string[] = [];
-    const pool = makePool(makeSite([{ url: o.url, name: 'a' }], { healthCheck: { unhealthyThreshold: 1 } }), {
-      logger,
-      onProbeVerdict: (_m, verdict) => verdicts.push(verdict),
-    });
-    const a = byName(pool, 'a');
+    const { pool, a, warnings, verdicts } = await brokenFrontPage();
     for (let i = 0; i < 2; i++) {
       pool.reportSuccess(a, Date.now(), true); // a page answered between probes
       await pool.probeNow();
@@ -609,16 +614,7 @@ describe('active health checks against real origins', () => {
   });
 
   it('a probe answered 500 after the live answers turned to 500s too, three in a row, is not excused (a database outage: the pages answered before it; new-user trial); one live 500 before it is (a visitor asking for the broken page; review)', async () => {
-    const o = await origin('a');
-    o.route('/', { status: 500 });
-    const warnings: { fields: Record<string, unknown>; msg: string }[] = [];
-    const logger = { info: () => {}, warn: (fields: Record<string, unknown>, msg: string) => void warnings.push({ fields, msg }) };
-    const verdicts: string[] = [];
-    const pool = makePool(makeSite([{ url: o.url, name: 'a' }], { healthCheck: { unhealthyThreshold: 1 } }), {
-      logger,
-      onProbeVerdict: (_m, verdict) => verdicts.push(verdict),
-    });
-    const a = byName(pool, 'a');
+    const { o, pool, a, warnings, verdicts } = await brokenFrontPage();
     // Pages answered, and one visitor asked for the broken front page itself: excused.
     for (let i = 0; i < 5; i++) pool.reportSuccess(a, Date.now(), true);
     pool.reportSuccess(a, Date.now(), false);
