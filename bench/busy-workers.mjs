@@ -15,8 +15,14 @@
  * and for crowdgate the
  * peak of `crowdgate_origin_inflight` against `crowdgate_origin_limit`.
  *
+ * `--page-ms` sets the readers' pages' service time (default 5–15 ms). With `--hogs 0` and pages
+ * that cost tens of milliseconds it is a crowd of readers at the origin's capacity and nothing
+ * else: a closed population (each reader waits for its answer, then thinks) of uncacheable
+ * pages, a site search on a few PHP workers (README Limitations: "A search crowd at the
+ * origin's capacity"): `--workers 4 --hogs 0 --readers 25 --think-ms 200 --page-ms 120-200`.
+ *
  * Usage: node bench/busy-workers.mjs [--workers 5] [--hogs 8] [--slow-s 10] [--readers 40]
- *          [--think-ms 500] [--warm 10] [--duration 40] [--rounds 2] [--cap 2] [--sides a,b]
+ *          [--think-ms 500] [--page-ms 5-15] [--warm 10] [--duration 40] [--rounds 2] [--cap 2] [--sides a,b]
  * Needs dist/ (npm run build). Results: bench/results/busy-workers-<time>.{json,md}.
  */
 import { parseArgs } from 'node:util';
@@ -35,6 +41,7 @@ const { values } = parseArgs({
     'slow-s': { type: 'string', default: '10' },
     readers: { type: 'string', default: '40' },
     'think-ms': { type: 'string', default: '500' },
+    'page-ms': { type: 'string', default: '5-15' },
     warm: { type: 'string', default: '10' },
     duration: { type: 'string', default: '40' },
     rounds: { type: 'string', default: '2' },
@@ -48,6 +55,7 @@ const opts = {
   slowS: Number(values['slow-s']),
   readers: Number(values.readers),
   thinkMs: Number(values['think-ms']),
+  pageMs: values['page-ms'],
   warmS: Number(values.warm),
   durationS: Number(values.duration),
   rounds: Number(values.rounds),
@@ -64,7 +72,7 @@ const SIDES = ['direct', 'crowdgate', 'crowdgate-slowshare', 'crowdgate-routecap
 async function startWorkerOrigin(label) {
   const port = await freePort();
   const dir = makeRunDir(label);
-  const proc = startProcess(label, process.execPath, [join(HERE, 'lib', 'worker-origin.mjs'), '--port', String(port), '--workers', String(opts.workers)], {
+  const proc = startProcess(label, process.execPath, [join(HERE, 'lib', 'worker-origin.mjs'), '--port', String(port), '--workers', String(opts.workers), '--page-ms', opts.pageMs], {
     logFile: join(dir, 'origin.log'),
   });
   await waitForPort(port, { proc });
@@ -222,7 +230,7 @@ const fmt = (x) => (x === undefined || Number.isNaN(x) ? '—' : typeof x === 'n
 const L = [`# Busy workers — ${meta.date}`, ''];
 L.push(
   `${machineSentence(meta)} Origin: ${opts.workers} workers, FIFO backlog; ${opts.hogs} clients asking a ${opts.slowS} s page over and over, ` +
-    `${opts.readers} readers of 5–15 ms pages with ${opts.thinkMs} ms think time, ${opts.durationS} s after ${opts.warmS} s of readers alone; ` +
+    `${opts.readers} readers of ${opts.pageMs.replace('-', '–')} ms pages with ${opts.thinkMs} ms think time, ${opts.durationS} s after ${opts.warmS} s of readers alone; ` +
     `clients give up after ${CLIENT_TIMEOUT_MS / 1000} s. Command: \`${meta.command}\`.`,
   '',
   '| round | side | readers answered | refused (reasons) | 504 | client timeouts | reader p50 ms | reader p99 ms | slow answered | slow refused (reasons) | slow 504 | origin peak backlog | answers for clients gone | gateway peak in flight (limit) |',

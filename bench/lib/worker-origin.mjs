@@ -6,18 +6,23 @@
  *
  *   GET /slow?s=N    holds a worker N seconds (a report, a slow PHP page)
  *   GET /__stats     JSON counters, answered at once, no worker
- *   anything else    holds a worker 5–15 ms (a page)
+ *   anything else    holds a worker `--page-ms` (a page; default 5–15 ms, uniform)
  *
  * Every answer is `Cache-Control: no-store`: each request reaches the origin.
  *
- * Run alone: node bench/lib/worker-origin.mjs [--port 0] [--workers 5]
+ * Run alone: node bench/lib/worker-origin.mjs [--port 0] [--workers 5] [--page-ms 5-15]
  * (prints "worker-origin listening on 127.0.0.1:<port>" on stdout).
  */
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
 
-const { values } = parseArgs({ options: { port: { type: 'string', default: '0' }, workers: { type: 'string', default: '5' } } });
+const { values } = parseArgs({
+  options: { port: { type: 'string', default: '0' }, workers: { type: 'string', default: '5' }, 'page-ms': { type: 'string', default: '5-15' } },
+});
 const WORKERS = Number(values.workers);
+/** A page's service time, ms: uniform between the two bounds of --page-ms ("A-B", or "A" for exactly A). */
+const [PAGE_MIN_MS, PAGE_MAX_MS = PAGE_MIN_MS] = values['page-ms'].split('-').map(Number);
+if (!(PAGE_MIN_MS >= 0 && PAGE_MAX_MS >= PAGE_MIN_MS)) throw new Error(`--page-ms: expected A-B with 0 <= A <= B, got ${values['page-ms']}`);
 let busy = 0;
 /** @type {Array<() => void>} */
 const backlog = [];
@@ -34,7 +39,7 @@ const server = createServer((req, res) => {
     return;
   }
   const slow = url.pathname === '/slow';
-  const ms = slow ? Number(url.searchParams.get('s') ?? 10) * 1000 : 5 + Math.random() * 10;
+  const ms = slow ? Number(url.searchParams.get('s') ?? 10) * 1000 : PAGE_MIN_MS + Math.random() * (PAGE_MAX_MS - PAGE_MIN_MS);
   const run = () => {
     busy++;
     setTimeout(() => {
