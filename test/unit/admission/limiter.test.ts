@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../../src/clock.js';
 import { FixedLimit } from '../../../src/admission/limits/fixed.js';
 import type { Limit, LimitSample } from '../../../src/admission/limits/limit.js';
-import { endpointOf, latencyClassOf, Limiter, MAX_LATENCY_CLASSES, type AcquireResult, type LimiterOptions, type Permit } from '../../../src/admission/limiter.js';
+import { endpointOf, latencyClassOf, Limiter, MAX_LATENCY_CLASSES, OUTGROWN_MEMORY_MS, type AcquireResult, type LimiterOptions, type Permit } from '../../../src/admission/limiter.js';
 import { ManualScheduler } from './manual-scheduler.js';
 
 /** A limit the test sets by hand, recording the samples it is fed. */
@@ -699,7 +699,7 @@ describe('Limiter: refusal at arrival', () => {
     }
     const limit = new ProbedLimit(4);
     limit.queueing = true;
-    const { limiter, request, scheduler, teach } = setup({
+    const { limiter, request, scheduler, teach, clock } = setup({
       limit,
       queue: { ...queue, deadlineMs: 30_000, minWaitRoundTrips: 1, standingBoundAfterMs: 1_000 },
     });
@@ -710,6 +710,8 @@ describe('Limiter: refusal at arrival', () => {
     scheduler.advance(120);
     request('w10'); // judged: the queue stands from here
     expect(limiter.isQueueStanding).toBe(true);
+    // The queue outgrows a deadline (11 ahead x 2 s / 4 past this one's 2 s): the bounds below apply.
+    expect(request('past its deadline', 1, { deadlineAt: clock.now() + 1 })).toMatchObject({ ok: false, reason: 'predicted_wait' });
     // 12 ahead x 2 s / 4 = 6 s (more than 8 ahead and 8 typical requests' work), past the 20 ms
     // target: a queue that has stood a moment bounds it by its deadline...
     expect(request('early')).toBeInstanceOf(Promise);
@@ -737,6 +739,94 @@ describe('Limiter: refusal at arrival', () => {
     scheduler.advance(1);
     expect(request('a second after')).toMatchObject({ ok: false, reason: 'predicted_wait' });
     expect(limiter.isQueueStanding).toBe(true);
+  });
+
+  it('holds a client\'s arrivals to the CoDel target only while the queue outgrows its deadlines, and for OUTGROWN_MEMORY_MS after (a search crowd on a few PHP workers)', async () => {
+    const limit = new LearnedLimit(4);
+    limit.queueing = true;
+    limit.sustained = true; // a queue at the origin's capacity, in every window
+    const { limiter, request, scheduler, teach, clock, outcomes } = setup({
+      limit,
+      queue: { ...queue, deadlineMs: 500, minWaitRoundTrips: 8, standingBoundAfterMs: 0 },
+    });
+    // Searches of 150 ms: a deadline of 8 round trips, 1.2 s.
+    await teach(150);
+    for (let i = 0; i < 4; i++) request(`holder${i}`);
+    for (let i = 0; i < 17; i++) request(`w${i}`); // a closed loop's clients: 4 answered, the others waiting their turn
+    scheduler.advance(120);
+    request('w17');
+    expect(limiter.isQueueStanding).toBe(true);
+    // (18 ahead + 1) x 150 ms / 4 = 712 ms: past the 20 ms target, within the 1.2 s deadline. It waits,
+    // as the origin would have made it wait.
+    expect(request('searcher')).toBeInstanceOf(Promise);
+    expect(request('another')).toBeInstanceOf(Promise);
+    // A crowd grows the queue past a deadline: that arrival is refused, and from then on the
+    // target holds arrivals that would wait past it.
+    for (let i = 0; i < 13; i++) request(`crowd${i}`);
+    const refused = () => outcomes.filter((o) => !o.result.ok).map((o) => o.name);
+    await Promise.resolve();
+    expect(refused()).toEqual(['crowd12']); // (32 ahead + 1) x 150 ms / 4: past its 1.2 s deadline
+    expect(request('after the crowd', 1, { deadlineAt: clock.now() + 30_000 })).toMatchObject({ ok: false, reason: 'predicted_wait' });
+  });
+
+  it('lets the queue grow to its deadlines again OUTGROWN_MEMORY_MS after it last outgrew one (a burst is not a crowd)', async () => {
+    const limit = new LearnedLimit(4);
+    limit.queueing = true;
+    limit.sustained = true;
+    const { limiter, request, scheduler, teach, clock } = setup({
+      limit,
+      queue: { ...queue, deadlineMs: 30_000, minWaitRoundTrips: 1, standingBoundAfterMs: 0 },
+    });
+    // Round trips of 6 s: the permits held through the test are no stall (12 s without an answer).
+    await teach(6_000);
+    for (let i = 0; i < 4; i++) request(`holder${i}`);
+    for (let i = 0; i < 10; i++) request(`w${i}`);
+    scheduler.advance(120);
+    request('w10');
+    expect(limiter.isQueueStanding).toBe(true);
+    expect(request('fits')).toBeInstanceOf(Promise); // 12 x 6 s / 4 = 18 s: within its 30 s
+    expect(request('past its deadline', 1, { deadlineAt: clock.now() + 1 })).toMatchObject({ ok: false, reason: 'predicted_wait' });
+    expect(request('held')).toMatchObject({ ok: false, reason: 'predicted_wait' });
+    scheduler.advance(OUTGROWN_MEMORY_MS - 1);
+    expect(request('still held')).toMatchObject({ ok: false, reason: 'predicted_wait' });
+    scheduler.advance(2);
+    expect(limiter.isQueueStanding).toBe(true);
+    expect(request('let grow again')).toBeInstanceOf(Promise);
+  });
+
+  /** A standing queue of 11 behind 4 permits held 6 s each (no stall for 12 s), waits of up to 30 s; no evidence of queueing yet (nothing forecast). */
+  async function standingQueue(maxLength: number) {
+    const limit = new LearnedLimit(4);
+    limit.sustained = true;
+    const t = setup({ limit, queue: { ...queue, maxLength, deadlineMs: 30_000, minWaitRoundTrips: 1, standingBoundAfterMs: 0 } });
+    await t.teach(6_000);
+    for (let i = 0; i < 4; i++) t.request(`holder${i}`);
+    for (let i = 0; i < 10; i++) t.request(`w${i}`);
+    t.scheduler.advance(120);
+    t.request('w10');
+    expect(t.limiter.isQueueStanding).toBe(true);
+    return { ...t, limit };
+  }
+
+  it('counts a waiter refused at its deadline as the queue outgrowing its deadlines', async () => {
+    const t = await standingQueue(100);
+    t.request('short', 1, { fixedDeadline: true, deadlineAt: t.clock.now() + 500 });
+    t.limit.queueing = true;
+    expect(t.request('fits')).toBeInstanceOf(Promise); // (12 ahead + 1) x 6 s / 4 = 19.5 s: within its 30 s
+    t.scheduler.advance(500);
+    await t.flush();
+    expect(t.outcomes.filter((o) => !o.result.ok)).toMatchObject([{ name: 'short', result: { reason: 'deadline' } }]);
+    expect(t.request('held')).toMatchObject({ ok: false, reason: 'predicted_wait' });
+  });
+
+  it('counts a full queue as the queue outgrowing its deadlines', async () => {
+    const t = await standingQueue(12);
+    t.limit.queueing = true;
+    expect(t.request('fits')).toBeInstanceOf(Promise); // the twelfth
+    expect(t.request('one too many')).toMatchObject({ ok: false, reason: 'queue_full' });
+    t.clock.advance(10);
+    t.granted('holder0').release('success'); // w0 gets its permit: room in the queue again
+    expect(t.request('held')).toMatchObject({ ok: false, reason: 'predicted_wait' });
   });
 
   it('holds arrivals to the CoDel target at once behind a fixed limit, which states the origin\'s capacity, whatever queue.standingBoundAfterMs says', async () => {
