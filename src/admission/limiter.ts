@@ -20,7 +20,9 @@
  * `codelTargetMs` for a request that answers one client, at `codelIntervalMs` for one that
  * answers a crowd (`servesCrowd`: a cache fill every collapsed waiter shares); with
  * `minWaitRoundTrips` on, a request a client waits for is held to it only with
- * STANDING_CAP_PERMITS requests ahead of it and more work than that many typical ones, and once
+ * STANDING_CAP_PERMITS requests ahead of it and more work than that many typical ones, behind a
+ * learned limit only while the queue outgrows the deadlines of such requests (Outgrowth: a
+ * closed population at the origin's capacity stands in the queue but fits them), and once
  * admitted keeps its deadline. The short cap is
  * Facebook's server CoDel ("Fail at Scale", ACM Queue 2015: a queue not empty for N ms bounds
  * waits at M << N): while arrivals exceed the origin's rate, a longer wait only adds latency
@@ -97,6 +99,7 @@
 import type { Clock } from '../clock.js';
 import type { QueueConfig } from '../config/schema.js';
 import type { Limit, LimitSample } from './limits/limit.js';
+import { Outgrowth } from './outgrowth.js';
 import { WaitQueue, type Waiter } from './queue.js';
 
 /** Timers, injectable so tests drive time by hand. */
@@ -367,14 +370,6 @@ export const STANDING_CAP_PERMITS = 8;
  * the longest a request a client waits for waits through a stall (see expire).
  */
 export const ROUND_TRIP_WAIT_MAX_MS = 5_000;
-/**
- * How long a queue that outgrew its deadlines counts as one that does, ms (see
- * outgrewDeadlines). While it does, arrivals are held to the CoDel bound and the queue stays
- * short, so it no longer shows whether it would outgrow them: after this long it is let grow
- * again to see. A crowd outgrows them again within about a deadline; a population that only
- * once did (a burst) is no longer refused.
- */
-export const OUTGROWN_MEMORY_MS = 10_000;
 /** How often a wait kept through a no-load probe looks again, ms (see expire). */
 const PROBE_LOOK_MS = 100;
 /** The queue's waits are given the round trips again when the typical one grows past this multiple (see waitRoundTrips). */
@@ -506,8 +501,8 @@ export class Limiter {
   private lastReleaseAt = -Infinity;
   /** When a no-load probe was last seen holding the limit down (an arrival, a release, a kept wait's look): about when the last one ended; see `queue.standingBoundAfterMs`. */
   private probeSeenAt = -Infinity;
-  /** When the queue last outgrew a deadline: an arrival forecast past it, a waiter refused at it, a full queue (see outgrewDeadlines). */
-  private outgrewAt = -Infinity;
+  /** When the queue last outgrew its deadlines, per priority class (see outgrewDeadlines). */
+  private outgrowth: Outgrowth;
   private drainBucketStartAt: number;
   private drainBucketCount = 0;
   private drainRate = 0;
@@ -521,6 +516,7 @@ export class Limiter {
       targetMs: opts.queue.codelTargetMs,
       intervalMs: opts.queue.codelIntervalMs,
     });
+    this.outgrowth = new Outgrowth(this.queue.classes);
     this.clock = opts.clock;
     this.scheduler = opts.scheduler ?? systemScheduler;
     this.drainRateTauMs = opts.drainRateTauMs ?? 2000;
@@ -675,7 +671,10 @@ export class Limiter {
    */
   configure(opts: { ceiling?: number; queue?: LimiterOptions['queue']; classes?: number }): void {
     this.ceiling = checkCeiling(opts.ceiling);
-    if (opts.classes !== undefined) this.queue.setClasses(opts.classes);
+    if (opts.classes !== undefined) {
+      this.queue.setClasses(opts.classes);
+      if (this.outgrowth.classes !== this.queue.classes) this.outgrowth = new Outgrowth(this.queue.classes);
+    }
     if (opts.queue) {
       this.queueConfig = checkQueue(opts.queue);
       this.queue.setCodel({ targetMs: opts.queue.codelTargetMs, intervalMs: opts.queue.codelIntervalMs });
@@ -791,7 +790,10 @@ export class Limiter {
       this.liftSlowShare(now);
       if (this.slowShare !== Infinity && (this.held.length > 0 || this.slowOut(now) >= this.slowShare)) {
         // Held requests count against the queue's bound, as its waiters do.
-        if (this.queue.length + this.held.length >= this.queueConfig.maxLength) return REFUSED_QUEUE_FULL;
+        if (this.queue.length + this.held.length >= this.queueConfig.maxLength) {
+          this.outgrowth.note(0, now);
+          return REFUSED_QUEUE_FULL;
+        }
         return this.holdSlow(opts, now);
       }
     }
@@ -840,7 +842,7 @@ export class Limiter {
     const priority = raw >= 0 ? (raw <= last ? raw | 0 : last) : 0;
     if (this.queue.length >= this.queueConfig.maxLength) {
       const victim = this.queue.evictionCandidate(priority);
-      this.outgrewAt = now;
+      this.outgrowth.note(0, now);
       if (!victim) return REFUSED_QUEUE_FULL;
       this.finish(victim, 'evicted', now);
     }
@@ -886,15 +888,15 @@ export class Limiter {
     // serves at its own pace, each client waiting for its answer before it asks again (25
     // people searching a WordPress site on 4 PHP workers: the origin answered every search in
     // 0.6-1.0 s straight; through the gateway 51-496 of ~1 700 were refused, and in the
-    // busy-workers bench's search crowd 57 % of the requests, with the same number answered,
+    // busy-workers bench's search crowd 56 % of the requests, with the same number answered,
     // since a refused client only asks again sooner). A crowd that outgrows them is held to
-    // the bound.
+    // the bound (per class, with a memory that doubles while a crowd goes on: see Outgrowth).
     const standing =
       this.queue.isStanding &&
       !this.isColdStart(now) &&
       !this.isProbing &&
       (!this.clientWaits(opts) ||
-        (this.outgrewDeadlines(now) &&
+        (this.outgrewDeadlines(priority, now) &&
           ((this.algorithm.showsSustainedQueueing?.(now) ?? true) ||
             now - Math.max(this.queue.standingSinceAt, this.probeSeenAt) >= (this.queueConfig.standingBoundAfterMs ?? 0))));
     // Each waiter ahead counts as its own endpoint's typical round trip (costMs), not the site's:
@@ -926,7 +928,7 @@ export class Limiter {
       const capped = standing && !allowance;
       const boundMs = capped ? Math.min(this.standingCapMs(opts), deadlineAt - now) : deadlineAt - now;
       if (expectedWaitMs > boundMs) {
-        if (expectedWaitMs > deadlineAt - now) this.outgrewAt = now;
+        if (expectedWaitMs > deadlineAt - now && this.clientWaits(opts)) this.outgrowth.note(priority, now);
         return REFUSED_PREDICTED;
       }
     }
@@ -993,14 +995,15 @@ export class Limiter {
   }
 
   /**
-   * The queue outgrew its deadlines within the last OUTGROWN_MEMORY_MS: an arrival was forecast
-   * to wait past its deadline, a waiter was refused at its deadline, or the queue was full.
-   * Behind a learned limit, only then does a standing queue hold the requests clients wait for to
-   * the CoDel bounds (acquire). Behind a fixed or AIMD limit, always (they state the capacity).
+   * The queue outgrew the deadlines of requests a client waits for, of this class or a more
+   * important one, within the evidence's memory (see Outgrowth): an arrival was forecast to wait
+   * past its deadline, a waiter was refused at it, or the queue was full. Behind a learned limit,
+   * only then does a standing queue hold the requests clients wait for to the CoDel bounds
+   * (acquire). Behind a fixed or AIMD limit, always (they state the capacity).
    */
-  private outgrewDeadlines(now: number): boolean {
+  private outgrewDeadlines(priority: number, now: number): boolean {
     if (this.algorithm.showsSustainedQueueing === undefined) return true;
-    return now - this.outgrewAt <= OUTGROWN_MEMORY_MS;
+    return this.outgrowth.holds(priority, now);
   }
 
   /** How long nothing answered reads as a stall: max(codelIntervalMs, 2 x the typical round trip). */
@@ -1929,13 +1932,16 @@ export class Limiter {
   /** Removes a waiter and refuses it. */
   private finish(w: Waiter<AcquireResult>, reason: RefusalReason, now: number): void {
     if (!w.queued) return;
-    if (reason === 'deadline') this.outgrewAt = now;
     this.queue.remove(w);
     this.settle(w, reason, now);
     this.changed();
   }
 
   private settle(w: Waiter<AcquireResult>, reason: RefusalReason, now: number): void {
+    // A wait a client waits for that its deadline ended is the queue outgrowing it (see
+    // Outgrowth); not one that a stale copy answers (its deadline is not stretched to the round
+    // trips), nor one kept through a stall or a probe (their doing, not the queue's).
+    if (reason === 'deadline' && w.waitsRoundTrips && w.keptThroughStall !== true && w.keptThroughProbe !== true) this.outgrowth.note(w.priority, now);
     this.detach(w);
     w.resolve({ ok: false, reason, waitedMs: now - w.enqueuedAt });
   }

@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../../src/clock.js';
 import { FixedLimit } from '../../../src/admission/limits/fixed.js';
 import type { Limit, LimitSample } from '../../../src/admission/limits/limit.js';
-import { endpointOf, latencyClassOf, Limiter, MAX_LATENCY_CLASSES, OUTGROWN_MEMORY_MS, type AcquireResult, type LimiterOptions, type Permit } from '../../../src/admission/limiter.js';
+import { endpointOf, latencyClassOf, Limiter, MAX_LATENCY_CLASSES, type AcquireResult, type LimiterOptions, type Permit } from '../../../src/admission/limiter.js';
+import { OUTGROWN_MEMORY_MS, type Outgrowth } from '../../../src/admission/outgrowth.js';
 import { ManualScheduler } from './manual-scheduler.js';
 
 /** A limit the test sets by hand, recording the samples it is fed. */
@@ -775,17 +776,17 @@ describe('Limiter: refusal at arrival', () => {
     limit.sustained = true;
     const { limiter, request, scheduler, teach, clock } = setup({
       limit,
-      queue: { ...queue, deadlineMs: 30_000, minWaitRoundTrips: 1, standingBoundAfterMs: 0 },
+      queue: { ...queue, deadlineMs: 120_000, minWaitRoundTrips: 1, standingBoundAfterMs: 0 },
     });
-    // Round trips of 6 s: the permits held through the test are no stall (12 s without an answer).
-    await teach(6_000);
+    // Round trips of 20 s: the permits held through the test are no stall (40 s without an answer).
+    await teach(20_000);
     for (let i = 0; i < 4; i++) request(`holder${i}`);
     for (let i = 0; i < 10; i++) request(`w${i}`);
     scheduler.advance(120);
     request('w10');
     expect(limiter.isQueueStanding).toBe(true);
-    expect(request('fits')).toBeInstanceOf(Promise); // 12 x 6 s / 4 = 18 s: within its 30 s
-    expect(request('past its deadline', 1, { deadlineAt: clock.now() + 1 })).toMatchObject({ ok: false, reason: 'predicted_wait' });
+    expect(request('fits')).toBeInstanceOf(Promise); // (11 ahead + 1) x 20 s / 4 = 60 s: within its 120 s
+    expect(request('past its deadline', 1, { deadlineAt: clock.now() + 1 })).toMatchObject({ ok: false, reason: 'predicted_wait' }); // past its 20 s
     expect(request('held')).toMatchObject({ ok: false, reason: 'predicted_wait' });
     scheduler.advance(OUTGROWN_MEMORY_MS - 1);
     expect(request('still held')).toMatchObject({ ok: false, reason: 'predicted_wait' });
@@ -808,15 +809,40 @@ describe('Limiter: refusal at arrival', () => {
     return { ...t, limit };
   }
 
-  it('counts a waiter refused at its deadline as the queue outgrowing its deadlines', async () => {
+  it('counts a waiter a client waits for refused at its deadline as the queue outgrowing its deadlines', async () => {
     const t = await standingQueue(100);
-    t.request('short', 1, { fixedDeadline: true, deadlineAt: t.clock.now() + 500 });
+    // Admitted without a forecast (no evidence of queueing yet): its deadline, 6 s (one round trip), ends its wait.
+    t.request('waited', 1, { deadlineAt: t.clock.now() + 500 });
     t.limit.queueing = true;
     expect(t.request('fits')).toBeInstanceOf(Promise); // (12 ahead + 1) x 6 s / 4 = 19.5 s: within its 30 s
+    t.scheduler.advance(6_000);
+    await t.flush();
+    expect(t.outcomes.filter((o) => !o.result.ok)).toMatchObject([{ name: 'waited', result: { reason: 'deadline' } }]);
+    expect(t.request('held')).toMatchObject({ ok: false, reason: 'predicted_wait' });
+  });
+
+  it('does not count a request a stale copy answers (its deadline is not stretched to the round trips), at arrival or at its deadline', async () => {
+    const t = await standingQueue(100);
+    t.request('stale-able', 1, { fixedDeadline: true, deadlineAt: t.clock.now() + 500 });
+    t.limit.queueing = true;
+    expect(t.request('stale-able too', 1, { fixedDeadline: true, deadlineAt: t.clock.now() + 500 })).toMatchObject({ ok: false, reason: 'predicted_wait' }); // past its 500 ms
     t.scheduler.advance(500);
     await t.flush();
-    expect(t.outcomes.filter((o) => !o.result.ok)).toMatchObject([{ name: 'short', result: { reason: 'deadline' } }]);
-    expect(t.request('held')).toMatchObject({ ok: false, reason: 'predicted_wait' });
+    expect(t.outcomes.filter((o) => !o.result.ok).map((o) => [o.name, (o.result as { reason: string }).reason])).toEqual([
+      ['stale-able too', 'predicted_wait'],
+      ['stale-able', 'deadline'],
+    ]);
+    expect(t.request('fits')).toBeInstanceOf(Promise);
+  });
+
+  it('holds to the bounds the class whose deadlines were outgrown and the less important ones, not the more important ones (crawlers below the readers)', async () => {
+    const t = await standingQueue(100); // the readers: class 1
+    t.limit.queueing = true;
+    expect(t.request('crawler', 2, { deadlineAt: t.clock.now() + 1 })).toMatchObject({ ok: false, reason: 'predicted_wait' }); // past its 6 s
+    expect(t.request('reader')).toBeInstanceOf(Promise);
+    expect(t.request('another crawler', 2)).toMatchObject({ ok: false, reason: 'predicted_wait' });
+    expect(t.request('reader, past its deadline', 1, { deadlineAt: t.clock.now() + 1 })).toMatchObject({ ok: false, reason: 'predicted_wait' });
+    expect(t.request('reader, held')).toMatchObject({ ok: false, reason: 'predicted_wait' });
   });
 
   it('counts a full queue as the queue outgrowing its deadlines', async () => {
@@ -924,6 +950,8 @@ describe('Limiter: refusal at arrival', () => {
       if (k === 5) expect(outcomes.find((o) => o.name === 'w7')).toBeUndefined(); // 1 070 ms
     }
     expect(outcomes.find((o) => o.name === 'w7')?.result).toMatchObject({ ok: false, reason: 'deadline' }); // 1 150 ms
+    // Kept through the probe, its refusal is the probe's doing: no evidence that the queue outgrows its deadlines.
+    expect((t.limiter as unknown as { outgrowth: Outgrowth }).outgrowth.holds(1, t.clock.now())).toBe(false);
   });
 
   it('tells the limit the time on each arrival: a probe whose permits slow requests hold ends on time, and its waiters are served (normal-day trial)', async () => {
