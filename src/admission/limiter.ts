@@ -1006,6 +1006,15 @@ export class Limiter {
     return this.outgrowth.holds(priority, now);
   }
 
+  /**
+   * Some class's requests a client waits for are held to the CoDel bounds under a standing queue
+   * now (outgrewDeadlines for the least important class, which waits behind all the others):
+   * crowdgate_queue_held_to_bounds.
+   */
+  get holdsToBounds(): boolean {
+    return this.outgrewDeadlines(this.queue.classes - 1, this.clock.now());
+  }
+
   /** How long nothing answered reads as a stall: max(codelIntervalMs, 2 x the typical round trip). */
   private get stallAfterMs(): number {
     return Math.max(this.queueConfig.codelIntervalMs, 2 * this.rttEwmaMs);

@@ -184,6 +184,12 @@ export const METRICS = {
     'No-load probes of the learned limit (the limit held at a quarter for a few round trips to measure the origin\'s round trip without queueing): `source="own"` started here, `"peer"` joined because another gateway sharing the Redis tier started one.',
     ['site', 'origin', 'source'],
   ),
+  queueHeldToBounds: spec(
+    'crowdgate_queue_held_to_bounds',
+    'gauge',
+    'Behind a learned limit, 1 while the member\'s queue has outgrown the deadlines of requests clients wait for (one forecast past its deadline or refused at it, or a full queue, within the last 30 s; longer while a crowd goes on): under a standing queue their waits are then held to the CoDel bounds and the rest refused `predicted_wait`; 0 while a standing queue\'s waits end only at their deadline (README Overload control, "only while the queue outgrows its deadlines"). Always 1 behind a fixed or AIMD limit.',
+    ['site', 'origin'],
+  ),
   originSlowShare: spec(
     'crowdgate_origin_slow_share',
     'gauge',

@@ -981,6 +981,7 @@ export class Upstream {
       if (this.hasOthers(c)) this.metrics.get('originPeerInflight').set(labels, c.limiter.peerInflight);
       this.metrics.get('queueLength').set(labels, c.limiter.queueLength);
       this.metrics.get('originSlowShare').set(labels, c.limiter.slowRequestsShare ?? 0);
+      this.metrics.get('queueHeldToBounds').set(labels, c.limiter.holdsToBounds ? 1 : 0);
       // Only forward: a wall clock stepped back can make the limiter's count smaller for a while.
       const saturated = c.limiter.saturatedSeconds();
       if (saturated > c.saturatedSeen) {
@@ -1027,7 +1028,7 @@ export class Upstream {
       same?.delete(c);
       if (same?.size === 0) this.byMemberKey.delete(c.memberKey);
       const labels = { site: c.site, origin: member.name };
-      for (const gauge of ['originLimit', 'originInflight', 'originPeerInflight', 'queueLength', 'originSlowShare', 'circuitState'] as const) this.metrics.get(gauge).remove(labels);
+      for (const gauge of ['originLimit', 'originInflight', 'originPeerInflight', 'queueLength', 'queueHeldToBounds', 'originSlowShare', 'circuitState'] as const) this.metrics.get(gauge).remove(labels);
     }
     this.controls.delete(member);
   }

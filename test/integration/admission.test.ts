@@ -31,6 +31,8 @@ describe('admission: the origin limiter', () => {
     expect(o.peakInflight).toBe(2);
     const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
     expect(metrics).toMatch(/crowdgate_origin_limit\{site="test",origin="[^"]+"\} 2/);
+    // A fixed limit states the origin's capacity: a standing queue is always held to the CoDel bounds.
+    expect(metrics).toMatch(/^crowdgate_queue_held_to_bounds\{site="test",origin="[^"]+"\} 1$/m);
     expect(metrics).toMatch(/crowdgate_queue_wait_seconds_count\{site="test",origin="[^"]+"\} [1-9]/);
     // Ten rounds of two at 60 ms, a queue behind all but the last: saturated most of the run.
     const saturated = Number(/^crowdgate_origin_saturated_seconds_total\{site="test",origin="[^"]+"\} ([\d.e-]+)$/m.exec(metrics)?.[1]);
@@ -45,6 +47,8 @@ describe('admission: the origin limiter', () => {
     expect((await call(`${g.url}/one`)).status).toBe(200);
     const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
     expect(metrics).toMatch(/^crowdgate_origin_saturated_seconds_total\{site="test",origin="[^"]+"\} 0$/m);
+    // Behind the learned limit, with no queue that outgrew its deadlines: not held to the CoDel bounds.
+    expect(metrics).toMatch(/^crowdgate_queue_held_to_bounds\{site="test",origin="[^"]+"\} 0$/m);
   });
 
   it('counts active health probes against the ceiling: the origin still never sees more than 2', async () => {

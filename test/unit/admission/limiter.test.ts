@@ -763,10 +763,12 @@ describe('Limiter: refusal at arrival', () => {
     expect(request('another')).toBeInstanceOf(Promise);
     // A crowd grows the queue past a deadline: that arrival is refused, and from then on the
     // target holds arrivals that would wait past it.
+    expect(limiter.holdsToBounds).toBe(false);
     for (let i = 0; i < 13; i++) request(`crowd${i}`);
     const refused = () => outcomes.filter((o) => !o.result.ok).map((o) => o.name);
     await Promise.resolve();
     expect(refused()).toEqual(['crowd12']); // (32 ahead + 1) x 150 ms / 4: past its 1.2 s deadline
+    expect(limiter.holdsToBounds).toBe(true); // crowdgate_queue_held_to_bounds
     expect(request('after the crowd', 1, { deadlineAt: clock.now() + 30_000 })).toMatchObject({ ok: false, reason: 'predicted_wait' });
   });
 
