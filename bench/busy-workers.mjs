@@ -18,8 +18,8 @@
  * `--page-ms` sets the readers' pages' service time (default 5–15 ms). With `--hogs 0` and pages
  * that cost tens of milliseconds it is a crowd of readers at the origin's capacity and nothing
  * else: a closed population (each reader waits for its answer, then thinks) of uncacheable
- * pages, a site search on a few PHP workers (README Limitations: "A search crowd at the
- * origin's capacity"): `--workers 4 --hogs 0 --readers 25 --think-ms 200 --page-ms 120-200`.
+ * pages, a site search on a few PHP workers (README Overload control, "only while the queue
+ * outgrows its deadlines"): `--workers 4 --hogs 0 --readers 25 --think-ms 200 --page-ms 120-200`.
  *
  * Usage: node bench/busy-workers.mjs [--workers 5] [--hogs 8] [--slow-s 10] [--readers 40]
  *          [--think-ms 500] [--page-ms 5-15] [--warm 10] [--duration 40] [--rounds 2] [--cap 2] [--sides a,b]
