@@ -742,7 +742,7 @@ describe('Limiter: refusal at arrival', () => {
     expect(limiter.isQueueStanding).toBe(true);
   });
 
-  it('holds a client\'s arrivals to the CoDel target only while the queue outgrows its deadlines, and for OUTGROWN_MEMORY_MS after (a search crowd on a few PHP workers)', async () => {
+  it('holds a client\'s arrivals to the CoDel target only once the queue outgrows its deadlines (a search crowd on a few PHP workers fits them)', async () => {
     const limit = new LearnedLimit(4);
     limit.queueing = true;
     limit.sustained = true; // a queue at the origin's capacity, in every window
