@@ -229,7 +229,7 @@ const meta = { ...runFacts('busy-workers.mjs', loadAtStart), ...opts };
 const fmt = (x) => (x === undefined || Number.isNaN(x) ? '—' : typeof x === 'number' ? (Number.isInteger(x) ? String(x) : x.toFixed(1)) : String(x));
 const L = [`# Busy workers — ${meta.date}`, ''];
 L.push(
-  `${machineSentence(meta)} Origin: ${opts.workers} workers, FIFO backlog; ${opts.hogs} clients asking a ${opts.slowS} s page over and over, ` +
+  `${machineSentence(meta)} Origin: ${opts.workers} workers, FIFO backlog; ${opts.hogs > 0 ? `${opts.hogs} clients asking a ${opts.slowS} s page over and over` : 'no clients of a slow page'}, ` +
     `${opts.readers} readers of ${opts.pageMs.replace('-', '–')} ms pages with ${opts.thinkMs} ms think time, ${opts.durationS} s after ${opts.warmS} s of readers alone; ` +
     `clients give up after ${CLIENT_TIMEOUT_MS / 1000} s. Command: \`${meta.command}\`.`,
   '',

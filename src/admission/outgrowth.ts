@@ -55,7 +55,7 @@ export class Outgrowth {
     return false;
   }
 
-  /** How long class `priority`'s evidence holds now, ms (for tests and the README's figures). */
+  /** How long class `priority`'s evidence holds now, ms (for tests). */
   memoryOf(priority: number): number {
     return this.memoryMs[this.classOf(priority)]!;
   }

@@ -772,21 +772,27 @@ describe('Limiter: refusal at arrival', () => {
     expect(request('after the crowd', 1, { deadlineAt: clock.now() + 30_000 })).toMatchObject({ ok: false, reason: 'predicted_wait' });
   });
 
-  it('lets the queue grow to its deadlines again OUTGROWN_MEMORY_MS after it last outgrew one (a burst is not a crowd)', async () => {
+  /**
+   * A standing queue of 11 behind 4 permits held `rttMs` each (no stall for twice that), waits of
+   * up to `deadlineMs`; no evidence of queueing yet (nothing forecast).
+   */
+  async function standingQueue({ maxLength = 100, rttMs = 6_000, deadlineMs = 30_000 } = {}) {
     const limit = new LearnedLimit(4);
-    limit.queueing = true;
     limit.sustained = true;
-    const { limiter, request, scheduler, teach, clock } = setup({
-      limit,
-      queue: { ...queue, deadlineMs: 120_000, minWaitRoundTrips: 1, standingBoundAfterMs: 0 },
-    });
+    const t = setup({ limit, queue: { ...queue, maxLength, deadlineMs, minWaitRoundTrips: 1, standingBoundAfterMs: 0 } });
+    await t.teach(rttMs);
+    for (let i = 0; i < 4; i++) t.request(`holder${i}`);
+    for (let i = 0; i < 10; i++) t.request(`w${i}`);
+    t.scheduler.advance(120);
+    t.request('w10');
+    expect(t.limiter.isQueueStanding).toBe(true);
+    return { ...t, limit };
+  }
+
+  it('lets the queue grow to its deadlines again OUTGROWN_MEMORY_MS after it last outgrew one (a burst is not a crowd)', async () => {
     // Round trips of 20 s: the permits held through the test are no stall (40 s without an answer).
-    await teach(20_000);
-    for (let i = 0; i < 4; i++) request(`holder${i}`);
-    for (let i = 0; i < 10; i++) request(`w${i}`);
-    scheduler.advance(120);
-    request('w10');
-    expect(limiter.isQueueStanding).toBe(true);
+    const { limiter, request, scheduler, clock, limit } = await standingQueue({ rttMs: 20_000, deadlineMs: 120_000 });
+    limit.queueing = true;
     expect(request('fits')).toBeInstanceOf(Promise); // (11 ahead + 1) x 20 s / 4 = 60 s: within its 120 s
     expect(request('past its deadline', 1, { deadlineAt: clock.now() + 1 })).toMatchObject({ ok: false, reason: 'predicted_wait' }); // past its 20 s
     expect(request('held')).toMatchObject({ ok: false, reason: 'predicted_wait' });
@@ -797,22 +803,8 @@ describe('Limiter: refusal at arrival', () => {
     expect(request('let grow again')).toBeInstanceOf(Promise);
   });
 
-  /** A standing queue of 11 behind 4 permits held 6 s each (no stall for 12 s), waits of up to 30 s; no evidence of queueing yet (nothing forecast). */
-  async function standingQueue(maxLength: number) {
-    const limit = new LearnedLimit(4);
-    limit.sustained = true;
-    const t = setup({ limit, queue: { ...queue, maxLength, deadlineMs: 30_000, minWaitRoundTrips: 1, standingBoundAfterMs: 0 } });
-    await t.teach(6_000);
-    for (let i = 0; i < 4; i++) t.request(`holder${i}`);
-    for (let i = 0; i < 10; i++) t.request(`w${i}`);
-    t.scheduler.advance(120);
-    t.request('w10');
-    expect(t.limiter.isQueueStanding).toBe(true);
-    return { ...t, limit };
-  }
-
   it('counts a waiter a client waits for refused at its deadline as the queue outgrowing its deadlines', async () => {
-    const t = await standingQueue(100);
+    const t = await standingQueue();
     // Admitted without a forecast (no evidence of queueing yet): its deadline, 6 s (one round trip), ends its wait.
     t.request('waited', 1, { deadlineAt: t.clock.now() + 500 });
     t.limit.queueing = true;
@@ -824,7 +816,7 @@ describe('Limiter: refusal at arrival', () => {
   });
 
   it('does not count a request a stale copy answers (its deadline is not stretched to the round trips), at arrival or at its deadline', async () => {
-    const t = await standingQueue(100);
+    const t = await standingQueue();
     t.request('stale-able', 1, { fixedDeadline: true, deadlineAt: t.clock.now() + 500 });
     t.limit.queueing = true;
     expect(t.request('stale-able too', 1, { fixedDeadline: true, deadlineAt: t.clock.now() + 500 })).toMatchObject({ ok: false, reason: 'predicted_wait' }); // past its 500 ms
@@ -838,7 +830,7 @@ describe('Limiter: refusal at arrival', () => {
   });
 
   it('holds to the bounds the class whose deadlines were outgrown and the less important ones, not the more important ones (crawlers below the readers)', async () => {
-    const t = await standingQueue(100); // the readers: class 1
+    const t = await standingQueue(); // the readers: class 1
     t.limit.queueing = true;
     expect(t.request('crawler', 2, { deadlineAt: t.clock.now() + 1 })).toMatchObject({ ok: false, reason: 'predicted_wait' }); // past its 6 s
     expect(t.request('reader')).toBeInstanceOf(Promise);
@@ -848,7 +840,7 @@ describe('Limiter: refusal at arrival', () => {
   });
 
   it('counts a full queue as the queue outgrowing its deadlines', async () => {
-    const t = await standingQueue(12);
+    const t = await standingQueue({ maxLength: 12 });
     t.limit.queueing = true;
     expect(t.request('fits')).toBeInstanceOf(Promise); // the twelfth
     expect(t.request('one too many')).toMatchObject({ ok: false, reason: 'queue_full' });
