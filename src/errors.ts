@@ -100,6 +100,12 @@ export const ERRORS = {
     message: 'The origin server failed on this page. Please retry shortly.',
     action: 'Check the origin\'s logs: it answered a server error (500, 502, 504...) to the cache fill this request waited on, and to the waiters\' own fill after it. They get this (or a stored copy) rather than each asking the failing origin again; the requests that led the fills got the origin\'s own answer.',
   },
+  origin_loop: {
+    status: 508,
+    message: 'The site is misconfigured: its gateway sends requests back to itself.',
+    action:
+      "An origin URL (`sites[].origins[].url`) points at crowdgate itself (its own listener, or a load balancer in front of it): point it at the application. The request came back carrying this gateway's own `CDN-Loop` id (RFC 8586) and was not sent round again; the log says so at warn, once a minute per site.",
+  },
   only_if_cached: {
     status: 504,
     message: 'The request asked for only-if-cached and nothing usable is cached.',

@@ -34,6 +34,8 @@ export interface ProbeTarget {
   isExpectedStatus: (status: number) => boolean;
   /** Aborts the probe (pool close); the result is then a failure with error 'aborted'. */
   signal?: AbortSignal;
+  /** The CDN-Loop value to send (http/loop.ts): a probe of the gateway itself comes back 508. */
+  loopId?: string;
 }
 
 /**
@@ -88,6 +90,7 @@ export function probe(target: ProbeTarget): Promise<ProbeResult> {
         'user-agent': 'crowdgate-health-check',
         accept: '*/*',
         connection: 'close',
+        ...(target.loopId !== undefined ? { 'cdn-loop': target.loopId } : {}),
       },
     });
 

@@ -36,6 +36,7 @@ import type { HealthCheckConfig, SiteConfig } from '../config/schema.js';
 import { parseExpectStatus, probe, type ProbeResult } from './health-check.js';
 import type { ActiveHealth, FailureKind, OriginMember } from './member.js';
 import { PoolMember, memberKeyOf, memberNameOf } from './member.js';
+import { loopIdOf } from '../http/loop.js';
 
 export type { ActiveHealth, FailureKind, HealthState, OriginMember } from './member.js';
 
@@ -500,6 +501,7 @@ export class OriginPool {
         timeoutMs: rules.timeoutMs,
         isExpectedStatus: this.isExpectedStatus,
         signal: this.abort.signal,
+        loopId: loopIdOf(this.site.name),
       });
     } finally {
       admission?.release();

@@ -2,7 +2,7 @@
  * THE request path. Read top to bottom, this is everything the gateway does to a request:
  *
  *   plain request, memoised route  → fresh hit answered at once (hit-memo.ts), else as below
- *   parse checks → site / route → rate limit → cache eligibility → lookup
+ *   parse checks → site (came back to us: 508, http/loop.ts) / route → rate limit → cache eligibility → lookup
  *     fresh                      → hit (or 304 to the client's conditional)
  *     stale, in SWR              → updating + background refresh (collapsed, limited)
  *     pressure gate over         → stale if usable, else 503 shed
@@ -39,6 +39,7 @@ import { nextRequestId, requestIdOf } from './request-id.js';
 import { answerMaxForwards, answerServerOptions } from './max-forwards.js';
 import { closeAfterAnswer } from './http-server.js';
 import { answerPurge } from './purge-method.js';
+import { LOOP_FIELD, cameBack } from '../http/loop.js';
 import { countHit, isHot, isServableWhileUpdating, serveStaleOr, wasReadOften } from './stale.js';
 
 export type { CrossInstanceCollapse, FillResult, RequestDeps } from './context.js';
@@ -205,6 +206,30 @@ function makeCtx(
   };
 }
 
+/** Sites whose loop was last logged at (failLoop), for LOOP_WARN_EVERY_MS. */
+const loopWarnedAt = new Map<string, number>();
+const LOOP_WARN_EVERY_MS = 60_000;
+
+/**
+ * Answers a request that came back to this gateway (http/loop.ts) `508 origin_loop`, and says
+ * why at warn, at most once a minute per site: the lap that sent it gets the 508 as its
+ * origin's answer, and its own line names the origin it went to.
+ */
+function failLoop(ctx: Ctx): void {
+  const site = ctx.site!.name;
+  const now = ctx.deps.clock.now();
+  const last = loopWarnedAt.get(site);
+  if (last === undefined || now - last >= LOOP_WARN_EVERY_MS) {
+    if (loopWarnedAt.size >= 1024) loopWarnedAt.clear();
+    loopWarnedAt.set(site, now);
+    ctx.deps.logger.warn(
+      { site, path: ctx.path },
+      'request loop: a request this gateway sent to the site\'s origin came back to it (its CDN-Loop carries our id), so an origin URL (sites[].origins[].url) points at crowdgate itself, or at a proxy in front of it: point it at the application. Such requests are answered 508 origin_loop (said once a minute per site)',
+    );
+  }
+  fail(ctx, 'origin_loop', `site "${site}": an origin URL (sites[].origins[].url) points back at this gateway`);
+}
+
 /** An absolute-form request target (RFC 9112 §3.2.2); group 1 is its authority. */
 const ABSOLUTE_TARGET = /^https?:\/\/([^/?#]*)/i;
 
@@ -278,6 +303,8 @@ export function route(ctx: Ctx): void | Promise<void> {
   const site = rt.router.match(req.headers.host);
   if (!site) return fail(ctx, 'no_site', `no site lists host "${String(req.headers.host ?? '').slice(0, 100)}"`);
   ctx.site = site;
+  // A request this gateway sent to this site's origin, come back: never sent round again.
+  if (req.headers[LOOP_FIELD] !== undefined && cameBack(req.headers[LOOP_FIELD], site.name)) return failLoop(ctx);
   // An HTTP/1.0 request without Host is for the site's first named host (nginx's $host: the
   // server name), in the key and on the origin request alike: the member's own address went
   // to the origin as Host, although preserveHost says the client's (attacker trial).

@@ -1,11 +1,13 @@
 /**
  * Header plumbing shared by forwarding, cache fills and responses: hop-by-hop removal
- * (RFC 9110 §7.6.1), X-Forwarded-* and Via (RFC 9110 §7.6.3), cookie filtering for fills.
+ * (RFC 9110 §7.6.1), X-Forwarded-*, Via (RFC 9110 §7.6.3) and CDN-Loop (RFC 8586), cookie
+ * filtering for fills.
  * Owns no policy: what is cacheable lives in cache/policy.ts.
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 // One hop-by-hop list for storing and forwarding alike.
 import { HOP_BY_HOP, connectionListedNames } from '../http/facts.js';
+import { LOOP_FIELD, appendLoopId } from '../http/loop.js';
 
 /**
  * Removes hop-by-hop headers in place. `keep` lets a caller keep e.g. transfer-encoding on a
@@ -37,11 +39,14 @@ export interface ForwardedFacts {
   peerTrusted: boolean;
   /** The listener's scheme: 'https' over TLS is what the origin sees, whatever the client sent. */
   scheme?: 'http' | 'https';
+  /** The site the request is sent on for: its CDN-Loop id is appended (loop.ts). */
+  site: string;
 }
 
 /**
- * Sets X-Forwarded-For/-Proto/-Host and Via on outgoing request headers. From an untrusted peer
- * the client's own X-Forwarded-* are replaced, never passed on, so they cannot be spoofed.
+ * Sets X-Forwarded-For/-Proto/-Host, Via and CDN-Loop on outgoing request headers. From an
+ * untrusted peer the client's own X-Forwarded-* are replaced, never passed on, so they cannot
+ * be spoofed.
  */
 export function setForwardedHeaders(
   out: Record<string, string | string[] | number | undefined>,
@@ -58,6 +63,7 @@ export function setForwardedHeaders(
   if (host) out['x-forwarded-host'] = host;
   else delete out['x-forwarded-host'];
   out['via'] = appendVia(incoming.via);
+  out[LOOP_FIELD] = appendLoopId(incoming[LOOP_FIELD], facts.site);
 }
 
 function firstValue(v: string | string[] | undefined): string | undefined {

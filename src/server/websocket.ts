@@ -27,6 +27,7 @@ import type { OriginOutcome, Upstream } from '../origin/upstream.js';
 import { queueDeadlineFor, routeCapOf, timeoutsFor, type Runtime } from '../runtime.js';
 import { rateLimitClientKey, type TrustedProxies } from './client-address.js';
 import { hasDisguisedDotSegment, normaliseTarget, parseUrlPath } from '../cache/cache-key.js';
+import { LOOP_FIELD, cameBack } from '../http/loop.js';
 import { dropClientAddressClaims, dropNeverForwarded, dropOddFieldNames, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { isSecure } from './context.js';
 
@@ -132,6 +133,11 @@ export class WebSocketUpgrades {
       if (site) hs.site = site.name;
       return deps.isDraining() ? this.refuse(hs, 503, 'Service Unavailable', 'draining') : this.refuse(hs, 400, 'Bad Request', site ? 'bad_request' : 'no_site');
     }
+    // A handshake this gateway sent to the site's origin, come back (http/loop.ts).
+    if (cameBack(req.headers[LOOP_FIELD], site.name)) {
+      hs.site = site.name;
+      return this.refuse(hs, 508, 'Loop Detected', 'origin_loop');
+    }
     req.url = normaliseTarget(rawUrl).url;
     const target = parseUrlPath(req.url);
     const route = site.compiled.matchRoute('GET', target.path, target.query);
@@ -154,6 +160,7 @@ export class WebSocketUpgrades {
       peerAddress: peer,
       peerTrusted,
       scheme: isSecure(req) ? 'https' : 'http',
+      site: site.name,
     });
     if (!peerTrusted) dropClientAddressClaims(req.headers as Record<string, unknown>);
     dropOddFieldNames(req.headers as Record<string, unknown>);

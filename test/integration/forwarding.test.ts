@@ -13,6 +13,7 @@ import { siteFor } from '../helpers/gateway.js';
 import { useFixtures } from '../helpers/fixtures.js';
 import { spawnGateway } from '../helpers/gateway-process.js';
 import { until } from '../helpers/until.js';
+import { freePort } from '../helpers/free-port.js';
 
 const { cleanups, origin, gateway } = useFixtures();
 
@@ -702,6 +703,66 @@ describe('forwarding', () => {
     const line = g.accessLogs().find((l) => l.requestId === far.requestId);
     expect(line).toMatchObject({ client: '203.0.113.9', error: 'origin_unreachable' });
     expect(String(line?.errorDetail)).toContain('sites[].origins[].url');
+  });
+
+  it('answers 508 origin_loop at once when the origin URL is the gateway itself, for fills, pass-through and WebSocket alike, and says why once', async () => {
+    // Her app and crowdgate both default to 8080: the origin URL names the gateway's own port.
+    // Before, a fill collapsed onto itself until responseHeadersMs (504), and a POST went round
+    // until the permits ran out (503 overloaded), with log lines about timeouts and load.
+    const port = await freePort();
+    const g = await gateway({
+      listen: { port },
+      sites: [siteFor([`http://127.0.0.1:${port}`], { timeouts: { responseHeadersMs: 3000 }, routes: [{ name: 'pages', match: { pathPrefix: '/' }, cache: { defaultTtlSeconds: 60 } }] })],
+    });
+    const asked = [
+      request(`${g.url}/page`),
+      request(`${g.url}/form`, { method: 'POST', body: 'a=b', headers: { 'content-type': 'application/x-www-form-urlencoded' } }),
+      request(`${g.url}/mine`, { headers: { cookie: 'PHPSESSID=1' } }),
+    ];
+    for (const res of await Promise.all(asked)) {
+      expect(res.statusCode).toBe(508);
+      expect(res.headers['x-crowdgate-error']).toBe('origin_loop');
+      expect(await res.body.text()).toContain('sites[].origins[].url'); // the operator's own machine sees the key
+    }
+    const ws = await rawHttp(port, `GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`, 2000);
+    expect(ws).toMatch(/^HTTP\/1\.1 508 /);
+    // One warn line for the site, naming the key; every lap's access line says origin_loop.
+    const warned = g.logs.filter((l) => String(l.msg).startsWith('request loop'));
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toMatchObject({ site: 'test' });
+    expect(String(warned[0]!.msg)).toContain('sites[].origins[].url');
+    expect(g.accessLogs().filter((l) => l.error === 'origin_loop').length).toBeGreaterThanOrEqual(3);
+  });
+
+  it('a site whose origin is another site of the same gateway is a chain, not a loop: answered, with both ids in CDN-Loop', async () => {
+    const o = await origin();
+    const port = await freePort();
+    const g = await gateway({
+      listen: { port },
+      sites: [
+        // front.test goes through the gateway again, as 127.0.0.1:<port>: the "back" site.
+        siteFor([`http://127.0.0.1:${port}`], { name: 'front', hosts: ['front.test'], preserveHost: false, healthCheck: { enabled: true, path: '/health', intervalMs: 50 } }),
+        siteFor([o.url], { name: 'back', hosts: ['*'] }),
+      ],
+    });
+    const page = await request(`${g.url}/page`, { headers: { host: 'front.test' } });
+    expect(page.statusCode).toBe(200);
+    expect(await page.body.text()).toContain('GET /page');
+    const post = await request(`${g.url}/form`, { method: 'POST', body: 'a=b', headers: { host: 'front.test', 'cdn-loop': 'cdn.example; v=1' } });
+    expect(post.statusCode).toBe(200);
+    await post.body.text();
+    const ids = (seen: string | string[] | undefined) => String(seen).split(',').map((m) => m.trim());
+    // The fill sends only ids of ours; the passed-through POST keeps the client's member first.
+    const [fillFront, fillBack, ...fillRest] = ids(o.requests.find((r) => r.path === '/page')!.headers['cdn-loop']);
+    expect(fillRest).toEqual([]);
+    expect(fillFront).toMatch(/^crowdgate-/);
+    expect(fillBack).toMatch(/^crowdgate-/);
+    expect(fillFront).not.toBe(fillBack);
+    expect(ids(o.requests.find((r) => r.path === '/form')!.headers['cdn-loop'])).toEqual(['cdn.example; v=1', fillFront, fillBack]);
+    // front's probes carry its id too (through back's fill, to the origin): a probe of the
+    // gateway itself would come back 508.
+    await until(() => o.requests.some((r) => r.path === '/health'), 'a probe through back');
+    expect(ids(o.requests.find((r) => r.path === '/health')!.headers['cdn-loop'])).toEqual([fillFront, fillBack]);
   });
 
   it('a 4xx page keeps its detail for every client: it is about the request itself', async () => {
