@@ -429,6 +429,8 @@ export class Limiter {
   private readonly knownSlow = new Map<string, number>();
   /** Paths answered promptly at least once, oldest first (see "Known-slow paths" above). */
   private readonly promptPaths = new Set<string>();
+  /** Whether each of the last OVERDUE_RUN overdue requests was a quick one (a ring beside overdueStarts; see quickPagesOverdue). */
+  private readonly overdueQuick = new Uint8Array(OVERDUE_RUN);
   /** The paths of the last OVERDUE_RUN overdue requests (a ring beside overdueStarts). */
   private readonly overduePaths: (string | undefined)[] = new Array<string | undefined>(OVERDUE_RUN).fill(undefined);
   /** The one path every request of that ring went to, if they all went to one; else undefined. */
@@ -1168,6 +1170,11 @@ export class Limiter {
     if (this.isKnownSlow(permit.path, now)) return;
     const acquiredAt = permit.acquiredAt;
     const path = permit.path === undefined ? undefined : knownSlowKey(permit.path);
+    // Quick: what it costs the origin is known (its path's least round trip, else its latency
+    // class's), QUICK_SHARE_FACTOR of it within the overdue threshold (an endpoint slow on its
+    // own costs more, or nothing known yet).
+    const costMs = this.costOf(permit.path, permit.latencyClass);
+    this.overdueQuick[this.overdueNoted % OVERDUE_RUN] = costMs > 0 && costMs * QUICK_SHARE_FACTOR <= this.overdueAfterMs ? 1 : 0;
     this.overduePaths[this.overdueNoted % OVERDUE_RUN] = path;
     this.overdueStarts[this.overdueNoted++ % OVERDUE_RUN] = acquiredAt;
     let one = path;
@@ -1221,13 +1228,39 @@ export class Limiter {
     // none (a fresh gateway), or none for a while (a quiet site), a batch of slow requests is
     // the endpoint mix, not the origin slowing down: twenty 20 s reports arriving on a quiet
     // site closed the lane and held every permit, and every page was refused for 12-18 s.
-    if (this.firstOverdueAfterPrompt - this.promptStartedAt > SLOW_EVIDENCE_GAP_MS) return false;
+    // Unless the batch is of quick endpoints, to several paths (quickPagesOverdue): the origin
+    // got slow while nothing was asked of it (a cached site's origin sees nothing for a while).
+    if (this.firstOverdueAfterPrompt - this.promptStartedAt > SLOW_EVIDENCE_GAP_MS && !this.quickPagesOverdue()) return false;
     const starts = this.overdueStarts;
     for (let i = 0; i < OVERDUE_RUN; i++) if (!(starts[i]! > this.promptStartedAt)) return false;
     // All to one path the origin never answered promptly: that path is slow, maybe not the origin
     // (see "Known-slow paths" above).
     const one = this.overdueOnePath;
     return one === undefined || this.promptPaths.has(one);
+  }
+
+  /**
+   * The last OVERDUE_RUN overdue requests were all quick ones (what each costs the origin known,
+   * by its path or its latency class, and small beside the overdue threshold), to more than
+   * one path: pages it used to answer at once, now all slow. Evidence
+   * that the origin slowed down without a prompt answer just before: after a quiet spell, an
+   * origin 300 ms slower for everyone had every request step aside, no round trip was fed to
+   * the limit, and it stayed where it was for whole runs (7 permits turning over every 100 ms
+   * while 100 readers waited: 36-54 % fewer answers than straight to the origin, p50 0.8-1.4
+   * s against 0.3; failure-day trial, ikiwiki). A report or an export costs more, or nothing
+   * known yet; one path alone may be a slow query on a quick page (a search on `/`).
+   */
+  private quickPagesOverdue(): boolean {
+    let first: string | undefined;
+    let several = false;
+    for (let i = 0; i < OVERDUE_RUN; i++) {
+      if (this.overdueQuick[i] !== 1) return false;
+      const path = this.overduePaths[i];
+      if (path === undefined) return false;
+      if (first === undefined) first = path;
+      else if (path !== first) several = true;
+    }
+    return several;
   }
 
   /**

@@ -1245,6 +1245,41 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
     expect(limit.samples.at(-1)!.rttMs).toBe(500);
   });
 
+  describe('an origin that got slow during a quiet spell (failure-day trial, ikiwiki: the limit froze)', () => {
+    /** A limiter that learned quick pages (10 ms, five paths), then 10 s with nothing asked; then `n` requests to `pathOf(i)` answered in 500 ms. */
+    async function slowAfterQuiet(n: number, pathOf: (i: number) => string) {
+      const s = setup({ limitN: 4, slowLane: true });
+      for (let i = 0; i < 20; i++) {
+        s.request(`q${i}`, 1, { path: `/p/${i % 5}`, latencyClass: 'fill:pages:' });
+        await s.flush();
+        s.clock.advance(10);
+        s.granted(`q${i}`).release('success', 'fill:pages:');
+      }
+      const limit = s.limit as ScriptedLimit;
+      const before = limit.samples.length;
+      s.clock.advance(10_000);
+      for (let i = 0; i < n; i++) {
+        s.request(`s${i}`, 1, { path: pathOf(i), latencyClass: 'fill:pages:' });
+        await s.flush();
+        s.clock.advance(500);
+        s.granted(`s${i}`).release('success', 'fill:pages:');
+      }
+      return { fed: limit.samples.slice(before) };
+    }
+
+    it('quick pages all answered slowly are the origin slow for everyone: their round trips are fed to the limit', async () => {
+      const { fed } = await slowAfterQuiet(40, (i) => `/p/${i % 5}`);
+      // The first eight are set aside (one run of evidence), the rest fed.
+      expect(fed.length).toBeGreaterThan(20);
+      expect(fed.at(-1)!.rttMs).toBe(500);
+    });
+
+    it('new pages of the quick class count too (a site with a long tail), but one path alone does not (a slow search on a quick page)', async () => {
+      expect((await slowAfterQuiet(40, (i) => `/new/${i}`)).fed.length).toBeGreaterThan(20);
+      expect((await slowAfterQuiet(40, () => '/p/0')).fed).toHaveLength(0);
+    });
+  });
+
   it('a batch of slow requests after a quiet spell is the endpoint mix: the lane stays open and pages get permits', async () => {
     const s = setup({ limitN: 8, slowLane: true });
     await s.teach(10, 5); // typical 10 ms: overdue after 100 ms
