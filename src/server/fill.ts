@@ -622,7 +622,9 @@ async function fetchForCache(
       // trial, CPDoS). With nothing stored it is stored for all, as RFC 9111 says (see README).
       const implied = [
         ...(isCoded(decision.entry.headers) ? ['accept-encoding'] : []),
-        ...(asksForOtherThanAPage(lookup.variantHeaders['accept']) ? ['accept'] : []),
+        ...(asksForOtherThanAPage(lookup.variantHeaders['accept']) || (asksForAnyType(lookup.variantHeaders['accept']) && isDataFormat(decision.entry.headers))
+          ? ['accept']
+          : []),
         ...(isNarrowError(fetched.status, decision.configured, lookup.entry) ? narrowVariantNames(lookup) : []),
         // An answer to a fill that carried a header naming who asks (`X-User-Token`) may be
         // that client's own: it is that header value's variant, so the fill's waiters without it
@@ -855,6 +857,30 @@ function asksForOtherThanAPage(accept: string | string[] | undefined): boolean {
   // specific type among equals).
   const first = value.split(',')[0]!.split(';')[0]!.trim();
   return first !== 'text/html' || value.includes('json') || DEVICE_MEDIA_TYPES.some((t) => value.includes(t));
+}
+
+/**
+ * Whether an Accept (as the fill sent it) takes any type: absent, or the wildcard alone (curl,
+ * an uptime monitor's HEAD, fetch() and link unfurlers by default).
+ */
+function asksForAnyType(accept: string | string[] | undefined): boolean {
+  const value = (Array.isArray(accept) ? accept.join(',') : (accept ?? '')).trim().toLowerCase();
+  return value === '' || value === '*/*';
+}
+
+/**
+ * Whether an answer is a data format a negotiating origin gives a client that takes any type:
+ * a `Content-Type` of JSON or XML (not XHTML). To a fill that took any type, such an answer is
+ * stored as that Accept's variant (fill()): an origin that picks the format from Accept
+ * without Vary (Express's `res.format`, Django REST Framework) gives the any-type wildcard its
+ * JSON, and a monitor's `curl -I` on the home page stored the JSON for every browser for its
+ * lifetime (attacker trial). Not scripts, styles, images or text, which a browser asks for
+ * with that wildcard too: their answers stay shared, with no Vary added.
+ */
+function isDataFormat(headers: Readonly<Record<string, string | string[] | undefined>>): boolean {
+  const raw = headers['content-type'];
+  const type = ((Array.isArray(raw) ? raw[0] : raw) ?? '').split(';')[0]!.trim().toLowerCase();
+  return (type.includes('json') || type.includes('xml')) && type !== 'application/xhtml+xml';
 }
 
 /**

@@ -123,11 +123,12 @@ describe('the key covers what the origin sees', () => {
   it('an answer to an Accept that asks first for JSON, without Vary, is that Accept\'s variant: browsers never get it', async () => {
     const o = await origin();
     // Rails' respond_to, Laravel's wantsJson(): the Accept picks the format, and no Vary says so.
-    o.route('/doc', {
-      headers: { 'cache-control': 'public, max-age=60' },
-      // Like negotiator (Express): among equal weights the more specific type wins, so
-      // `*/*, application/json` is JSON too.
-      body: (r: { headers: Record<string, string | string[] | undefined> }) => (String(r.headers['accept'] ?? '').includes('application/json') ? '{"doc":1}' : '<h1>doc</h1>'),
+    // Like negotiator (Express): among equal weights the more specific type wins, so
+    // `*/*, application/json` is JSON too.
+    o.route('/doc', (req, res) => {
+      const json = String(req.headers['accept'] ?? '').includes('application/json');
+      res.writeHead(200, { 'cache-control': 'public, max-age=60', 'content-type': json ? 'application/json' : 'text/html' });
+      res.end(json ? '{"doc":1}' : '<h1>doc</h1>');
     });
     const g = await gateway({ sites: [siteFor([o.url])] });
     const navigation = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
@@ -139,6 +140,45 @@ describe('the key covers what the origin sees', () => {
     }
     expect((await get(`${g.url}/doc`, { accept: navigation })).headers['cache-status']).toMatch(/; hit/);
     expect(o.count('/doc')).toBe(4); // three JSON variants, one page
+  });
+
+  it("an answer that is not a page, to a fill that took any type (*/*, no Accept), is that Accept's variant: a monitor's HEAD or a refresh never stores JSON for the browsers (attacker trial)", async () => {
+    const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
+    const o = await origin();
+    // Express's res.format({ json, html }), Django REST Framework: the first format for `*/*`
+    // or no Accept, HTML for a browser's navigation, and no Vary.
+    const negotiating = (req: http.IncomingMessage, res: http.ServerResponse) => {
+      const html = String(req.headers['accept'] ?? '').startsWith('text/html');
+      res.writeHead(200, {
+        'cache-control': 'public, max-age=5, stale-while-revalidate=60',
+        'content-type': html ? 'text/html' : 'application/json',
+        date: new Date(clock.now()).toUTCString(),
+      });
+      res.end(req.method === 'HEAD' ? undefined : html ? '<h1>home</h1>' : '{"home":1}');
+    };
+    o.route('/home', negotiating);
+    o.route('/news', negotiating);
+    const g = await gateway({ sites: [siteFor([o.url])] }, { clock });
+    const navigation = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
+    // A monitor's HEAD is the first request for /home.
+    const monitor = await request(`${g.url}/home`, { method: 'HEAD', headers: { accept: '*/*' } });
+    expect(monitor.statusCode).toBe(200);
+    await monitor.body.text();
+    expect((await get(`${g.url}/home`, { accept: '*/*' })).body).toBe('{"home":1}');
+    expect((await get(`${g.url}/home`)).body).toBe('{"home":1}'); // no Accept at all
+    const browser = await get(`${g.url}/home`, { accept: navigation });
+    expect(browser.body).toBe('<h1>home</h1>');
+    expect(browser.headers['content-type']).toBe('text/html');
+    expect((await get(`${g.url}/home`, { accept: navigation })).headers['cache-status']).toMatch(/; hit/);
+    // Browsers filled /news; expired, a wildcard client starts the background refresh of their copy.
+    expect((await get(`${g.url}/news`, { accept: navigation })).body).toBe('<h1>home</h1>');
+    clock.advance(6_000);
+    expect((await get(`${g.url}/news`, { accept: '*/*' })).body).toBe('<h1>home</h1>'); // the stale copy, updating
+    await expect.poll(() => g.gw.inflight.size).toBe(0);
+    expect(o.requests.filter((r) => r.url === '/news').map((r) => r.headers['accept'])).toEqual([navigation, '*/*']); // the refresh was the wildcard's
+    const after = await get(`${g.url}/news`, { accept: navigation });
+    expect(after.body).toBe('<h1>home</h1>');
+    expect(after.headers['content-type']).toBe('text/html');
   });
 
   it('a dot segment hidden by a path parameter or an encoded slash is refused, never stored under the route it seems to match', async () => {
