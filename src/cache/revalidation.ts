@@ -232,7 +232,12 @@ export function invalidationTargets(
       continue;
     }
     // §4.4 "MUST NOT invalidate ... URIs whose origin differs from the target URI's".
-    if (originOf(u) === wantedOrigin) targets.add(u.pathname + u.search);
+    if (originOf(u) !== wantedOrigin) continue;
+    targets.add(u.pathname + u.search);
+    // And the page without the query a redirect added: ikiwiki sends a saved edit to
+    // `/page/?updated`, and the `/page/` readers get kept the old text for its whole lifetime
+    // (failure-day trial). A cache may drop more than it must.
+    if (u.search !== '') targets.add(u.pathname);
   }
   return [...targets];
 }

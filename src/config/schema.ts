@@ -776,7 +776,7 @@ export const siteSchema = z
       .boolean()
       .default(true)
       .describe(
-        'A POST, PUT, DELETE or PATCH the origin answers 2xx or 3xx marks its URL and its same-origin Location / Content-Location for revalidation, on every instance (RFC 9111 §4.4): a comment shows at once. Off, as nginx and Varnish by default: pages change at their TTL or a PURGE, and nobody whose POST the origin answers 2xx (WordPress answers one to most URLs) can make a hot page\'s readers wait for a revalidation at will.',
+        'A POST, PUT, DELETE or PATCH the origin answers 2xx or 3xx marks its URL and its same-origin Location / Content-Location (each also without its query: a saved edit sent to /page/?updated) for revalidation, on every instance (RFC 9111 §4.4): a comment shows at once. Off, as nginx and Varnish by default: pages change at their TTL or a PURGE, and nobody whose POST the origin answers 2xx (WordPress answers one to most URLs) can make a hot page\'s readers wait for a revalidation at will.',
       ),
     honorClientNoCache: z
       .boolean()
