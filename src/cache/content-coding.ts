@@ -284,6 +284,29 @@ export async function makeEncodings(body: Buffer, opts: CompressionOptions, isTe
 /** The fill-time budget holds this many seconds of `fillBytesPerSecond` (its burst). */
 export const BUDGET_BURST_SECONDS = 8;
 
+/** One client may take at most this share of the fill-time budget (its rate and its burst). */
+export const BUDGET_CLIENT_SHARE = 0.5;
+/** Clients whose share is tracked at once; past it the least recent is forgotten (a full share again). */
+const BUDGET_CLIENTS_MAX = 4096;
+
+/** A token bucket of bytes, refilled at a rate up to a burst. */
+class Bucket {
+  private tokens: number | undefined;
+  private at = 0;
+
+  /** The bytes it holds at `now` (refilled since it was last read), without taking any. */
+  level(now: number, perSecond: number, burst: number): number {
+    const tokens = this.tokens === undefined ? burst : Math.min(burst, this.tokens + ((now - this.at) / 1000) * perSecond);
+    this.tokens = tokens;
+    this.at = now;
+    return tokens;
+  }
+
+  take(bytes: number): void {
+    this.tokens = (this.tokens ?? 0) - bytes;
+  }
+}
+
 /**
  * The fill-time compression budget (`compression.fillBytesPerSecond`): a token bucket of body
  * bytes, refilled at that rate up to BUDGET_BURST_SECONDS of it. A body larger than
@@ -293,25 +316,39 @@ export const BUDGET_BURST_SECONDS = 8;
  * same file in 3 ms: a client asking for one large script under ever new query strings made
  * the gateway spend 1.8 of the box's 2 CPUs on 42 requests a second (attacker trial). Small
  * bodies (a crowd's pages) are never held back and not counted. One per gateway process.
+ *
+ * And one client (the request whose fill it is, `client`) takes at most BUDGET_CLIENT_SHARE of
+ * it, in rate and burst: one client asking for 100 kB pages under made-up query strings kept
+ * the whole budget empty, and a 300 kB script filled meanwhile (a year's `immutable`) was
+ * stored uncompressed, 300 000 bytes to every visitor where brotli makes 10 861, until it was
+ * filled again (attacker trial). Half stays for everyone else; a visitor's own first page
+ * load of a new deploy's assets (a few MB) fits in its share.
  */
 export class CompressionBudget {
-  private tokens: number | undefined;
-  private at = 0;
+  private readonly all = new Bucket();
+  private readonly clients = new Map<string, Bucket>();
 
   constructor(private readonly now: () => number) {}
 
-  /** May a body of `bytes` be compressed now at `perSecond` (0: no budget)? Takes its bytes when it may. */
-  take(bytes: number, perSecond: number): boolean {
+  /** May a body of `bytes` be compressed now at `perSecond` (0: no budget), for `client`? Takes its bytes when it may. */
+  take(bytes: number, perSecond: number, client?: string): boolean {
     if (perSecond <= 0 || bytes <= INLINE_COMPRESSION_MAX_BYTES) return true;
     const burst = BUDGET_BURST_SECONDS * perSecond;
     const now = this.now();
-    const tokens = this.tokens === undefined ? burst : Math.min(burst, this.tokens + ((now - this.at) / 1000) * perSecond);
-    this.at = now;
-    if (tokens < Math.min(bytes, burst)) {
-      this.tokens = tokens;
-      return false;
+    if (this.all.level(now, perSecond, burst) < Math.min(bytes, burst)) return false;
+    let own: Bucket | undefined;
+    if (client !== undefined) {
+      own = this.clients.get(client);
+      if (own === undefined) {
+        own = new Bucket();
+        if (this.clients.size >= BUDGET_CLIENTS_MAX) this.clients.delete(this.clients.keys().next().value!);
+      } else this.clients.delete(client); // to the end: the least recent goes first
+      this.clients.set(client, own);
+      const share = BUDGET_CLIENT_SHARE;
+      if (own.level(now, perSecond * share, burst * share) < Math.min(bytes, burst * share)) return false;
     }
-    this.tokens = tokens - bytes;
+    this.all.take(bytes);
+    own?.take(bytes);
     return true;
   }
 }

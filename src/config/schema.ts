@@ -1019,7 +1019,7 @@ export const compressionSchema = z
       .min(0)
       .default(2 * 1024 * 1024)
       .describe(
-        'Bodies over 16 KiB compressed at fill time, in bytes per second for the whole gateway (a burst of 8 s of it); past it they are stored identity only (reason budget). 0: no bound.',
+        'Bodies over 16 KiB compressed at fill time, in bytes per second for the whole gateway (a burst of 8 s of it), one client at most half of it; past it they are stored identity only (reason budget). 0: no bound.',
       ),
     passThrough: z
       .strictObject({

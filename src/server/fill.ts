@@ -977,7 +977,7 @@ async function addEncodings(ctx: Ctx, entry: CacheEntry): Promise<void> {
     if (why === 'small' || why === 'no_transform' || why === 'encoded') metrics.get('compressionSkipped').inc({ reason: why });
     return;
   }
-  if (ctx.deps.compressionBudget?.take(entry.body.length, opts.fillBytesPerSecond) === false) {
+  if (ctx.deps.compressionBudget?.take(entry.body.length, opts.fillBytesPerSecond, ctx.clientAddress) === false) {
     metrics.get('compressionSkipped').inc({ reason: 'budget' });
     return;
   }

@@ -295,28 +295,35 @@ describe('compression stored once', () => {
     const o = await origin();
     const big = pageText(40_000); // ~320 KB
     o.route('/app.js', { headers: { 'content-type': 'application/javascript', 'cache-control': 'max-age=600' }, body: big });
-    o.route('/page', { headers: { 'content-type': 'text/html', 'cache-control': 'max-age=600' }, body: PAGE });
+    o.route('/page', { headers: { 'content-type': 'text/html', 'cache-control': 'max-age=600' }, body: PAGE.subarray(0, 15_000) });
     const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
-    // 100 kB/s: a burst of 800 kB, so two of them, and the third waits for the bucket to refill.
+    // 100 kB/s: a burst of 800 kB, one client's share half of it: one of them, and the second
+    // waits for its share to refill. (Clients told apart by X-Forwarded-For from the trusted loopback.)
     const g = await gateway({ compression: { fillBytesPerSecond: 100_000 }, sites: [siteFor([o.url])] }, { clock });
+    const attacker = { 'accept-encoding': 'br, gzip', 'x-forwarded-for': '203.0.113.9' };
     const codings: (string | undefined)[] = [];
     for (let v = 0; v < 4; v++) {
-      const a = await get(`${g.url}/app.js?v=${v}`, { 'accept-encoding': 'br, gzip' });
+      const a = await get(`${g.url}/app.js?v=${v}`, attacker);
       expect(decode(a).equals(big)).toBe(true);
       codings.push(a.headers['content-encoding'] as string | undefined);
       // A crowd's page (16 KiB or less) is compressed whatever the budget says.
-      const p = await get(`${g.url}/page?v=${v}`, { 'accept-encoding': 'br, gzip' });
+      const p = await get(`${g.url}/page?v=${v}`, attacker);
       expect(p.headers['content-encoding']).toBe('br');
     }
-    expect(codings).toEqual(['br', 'br', undefined, undefined]);
+    expect(codings).toEqual(['br', undefined, undefined, undefined]);
     // Stored identity only: its hits stay identity for the entry's life.
     expect((await get(`${g.url}/app.js?v=2`, { 'accept-encoding': 'br, gzip' })).headers['content-encoding']).toBeUndefined();
     expect(o.count('/app.js')).toBe(4);
+    // The other half is everyone else's: a visitor's new script is compressed meanwhile, and
+    // the next, past what is left, is not.
+    const visitor = (n: number) => ({ 'accept-encoding': 'br, gzip', 'x-forwarded-for': `198.51.100.${n}` });
+    expect((await get(`${g.url}/app.js?v=visitor`, visitor(1))).headers['content-encoding']).toBe('br');
+    expect((await get(`${g.url}/app.js?v=visitor2`, visitor(2))).headers['content-encoding']).toBeUndefined();
     // The bucket refills at the configured rate.
-    clock.advance(4_000);
-    expect((await get(`${g.url}/app.js?v=9`, { 'accept-encoding': 'br, gzip' })).headers['content-encoding']).toBe('br');
+    clock.advance(8_000);
+    expect((await get(`${g.url}/app.js?v=9`, attacker)).headers['content-encoding']).toBe('br');
     const metrics = await (await request(`${g.adminUrl}/metrics`)).body.text();
-    expect(metrics).toMatch(/crowdgate_compression_skipped_total\{reason="budget"\} 2\b/);
+    expect(metrics).toMatch(/crowdgate_compression_skipped_total\{reason="budget"\} 4\b/);
   });
 
   it('never serves an origin\'s gzip to a client that did not ask for it, when the origin forgot Vary (nginx gzip without gzip_vary)', async () => {

@@ -5,6 +5,7 @@ import {
   BUDGET_BURST_SECONDS,
   chooseCoding,
   CompressionBudget,
+  BUDGET_CLIENT_SHARE,
   compileTypeMatcher,
   DEFAULT_COMPRESSIBLE_TYPES,
   encodedETag,
@@ -171,6 +172,26 @@ describe('CompressionBudget (compression.fillBytesPerSecond)', () => {
     taken = 0;
     while (budget.take(big, rate)) taken++;
     expect(taken).toBe(Math.floor((BUDGET_BURST_SECONDS * rate) / big));
+  });
+
+  it('lets one client take at most half of it, rate and burst: the rest stays for the others (attacker trial)', () => {
+    let now = 0;
+    const budget = new CompressionBudget(() => now);
+    const rate = 100_000;
+    let attacker = 0;
+    while (budget.take(50_000, rate, '203.0.113.9')) attacker++;
+    expect(attacker).toBe((BUDGET_CLIENT_SHARE * BUDGET_BURST_SECONDS * rate) / 50_000);
+    let others = 0;
+    for (let i = 0; budget.take(50_000, rate, `198.51.100.${i}`); i++) others++;
+    expect(others).toBe(((1 - BUDGET_CLIENT_SHARE) * BUDGET_BURST_SECONDS * rate) / 50_000);
+    now += 1_000; // 100 kB refilled: the attacker's share refills at half the rate
+    expect(budget.take(60_000, rate, '203.0.113.9')).toBe(false);
+    expect(budget.take(60_000, rate, '198.51.100.200')).toBe(true);
+    // A fill with no client (none known) is held to the whole budget alone.
+    now += 100_000;
+    let anonymous = 0;
+    while (budget.take(50_000, rate)) anonymous++;
+    expect(anonymous).toBe((BUDGET_BURST_SECONDS * rate) / 50_000);
   });
 
   it('lets a body larger than its burst through when full, in debt after; 0 means no bound', () => {
