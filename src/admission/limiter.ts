@@ -215,6 +215,8 @@ export const OVERDUE_RUN = 8;
  * of slow requests after a quiet spell, or on a fresh gateway, is the endpoint mix.
  */
 export const SLOW_EVIDENCE_GAP_MS = 5_000;
+/** After a quiet spell, the distinct paths answered promptly before that a run of overdue requests must span (see quickPagesOverdue). */
+export const QUICK_PATHS_MIN = 3;
 /** Paths remembered as slow on their own (see "Known-slow paths" above), at most. */
 export const KNOWN_SLOW_PATHS = 4_096;
 /** How long a path stays known to be slow on its own after its last such answer, ms. */
@@ -1170,11 +1172,10 @@ export class Limiter {
     if (this.isKnownSlow(permit.path, now)) return;
     const acquiredAt = permit.acquiredAt;
     const path = permit.path === undefined ? undefined : knownSlowKey(permit.path);
-    // Quick: what it costs the origin is known (its path's least round trip, else its latency
-    // class's), QUICK_SHARE_FACTOR of it within the overdue threshold (an endpoint slow on its
-    // own costs more, or nothing known yet).
-    const costMs = this.costOf(permit.path, permit.latencyClass);
-    this.overdueQuick[this.overdueNoted % OVERDUE_RUN] = costMs > 0 && costMs * QUICK_SHARE_FACTOR <= this.overdueAfterMs ? 1 : 0;
+    // Quick: a path the origin answered promptly before (not only one of a quick latency class:
+    // a new path of it may be the slow page, a crawler's uncached special pages beside a wiki's
+    // articles; review), and not known to be slow on its own (noteOverdue's caller skips those).
+    this.overdueQuick[this.overdueNoted % OVERDUE_RUN] = path !== undefined && this.promptPaths.has(path) ? 1 : 0;
     this.overduePaths[this.overdueNoted % OVERDUE_RUN] = path;
     this.overdueStarts[this.overdueNoted++ % OVERDUE_RUN] = acquiredAt;
     let one = path;
@@ -1240,27 +1241,26 @@ export class Limiter {
   }
 
   /**
-   * The last OVERDUE_RUN overdue requests were all quick ones (what each costs the origin known,
-   * by its path or its latency class, and small beside the overdue threshold), to more than
-   * one path: pages it used to answer at once, now all slow. Evidence
-   * that the origin slowed down without a prompt answer just before: after a quiet spell, an
-   * origin 300 ms slower for everyone had every request step aside, no round trip was fed to
-   * the limit, and it stayed where it was for whole runs (7 permits turning over every 100 ms
-   * while 100 readers waited: 36-54 % fewer answers than straight to the origin, p50 0.8-1.4
-   * s against 0.3; failure-day trial, ikiwiki). A report or an export costs more, or nothing
-   * known yet; one path alone may be a slow query on a quick page (a search on `/`).
+   * The last OVERDUE_RUN overdue requests were all to paths the origin answered promptly before,
+   * QUICK_PATHS_MIN of them at least and none more than half of the run: pages it used to
+   * answer at once, now all slow. Evidence that the origin slowed down without a prompt answer
+   * just before: after a quiet spell, an origin 300 ms slower for everyone had every request
+   * step aside, no round trip was fed to the limit, and it stayed where it was for whole runs
+   * (7 permits turning over every 100 ms while 100 readers waited: 36-54 % fewer answers than
+   * straight to the origin, p50 0.8-1.4 s against 0.3; failure-day trial, ikiwiki). Not new
+   * paths (a crawler's uncached pages, a report), nor a run mostly to one path (a slow search
+   * on a quick page, with a page or two held up behind it).
    */
   private quickPagesOverdue(): boolean {
-    let first: string | undefined;
-    let several = false;
+    const counts = new Map<string, number>();
     for (let i = 0; i < OVERDUE_RUN; i++) {
-      if (this.overdueQuick[i] !== 1) return false;
       const path = this.overduePaths[i];
-      if (path === undefined) return false;
-      if (first === undefined) first = path;
-      else if (path !== first) several = true;
+      if (this.overdueQuick[i] !== 1 || path === undefined) return false;
+      const n = (counts.get(path) ?? 0) + 1;
+      if (n * 2 > OVERDUE_RUN) return false;
+      counts.set(path, n);
     }
-    return several;
+    return counts.size >= QUICK_PATHS_MIN;
   }
 
   /**

@@ -1274,9 +1274,13 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
       expect(fed.at(-1)!.rttMs).toBe(500);
     });
 
-    it('new pages of the quick class count too (a site with a long tail), but one path alone does not (a slow search on a quick page)', async () => {
-      expect((await slowAfterQuiet(40, (i) => `/new/${i}`)).fed.length).toBeGreaterThan(20);
+    it('not new paths of the quick class (a crawler on uncached pages), nor one path (a slow search on a quick page), nor a run mostly to one (review)', async () => {
+      expect((await slowAfterQuiet(40, (i) => `/new/${i}`)).fed).toHaveLength(0);
       expect((await slowAfterQuiet(40, () => '/p/0')).fed).toHaveLength(0);
+      // Five of every eight to /p/0, the rest to two other pages held up behind them.
+      expect((await slowAfterQuiet(40, (i) => (i % 8 < 5 ? '/p/0' : `/p/${1 + (i % 2)}`))).fed).toHaveLength(0);
+      // Two pages only: not enough.
+      expect((await slowAfterQuiet(40, (i) => `/p/${i % 2}`)).fed).toHaveLength(0);
     });
   });
 
