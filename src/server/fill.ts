@@ -622,7 +622,7 @@ async function fetchForCache(
       // trial, CPDoS). With nothing stored it is stored for all, as RFC 9111 says (see README).
       const implied = [
         ...(isCoded(decision.entry.headers) ? ['accept-encoding'] : []),
-        ...(asksForOtherThanAPage(lookup.variantHeaders['accept']) || (asksForAnyType(lookup.variantHeaders['accept']) && isDataFormat(decision.entry.headers))
+        ...(asksForOtherThanAPage(lookup.variantHeaders['accept']) || (isDataFormat(decision.entry.headers) && !isNavigation(lookup.variantHeaders['accept']))
           ? ['accept']
           : []),
         ...(isNarrowError(fetched.status, decision.configured, lookup.entry) ? narrowVariantNames(lookup) : []),
@@ -860,27 +860,32 @@ function asksForOtherThanAPage(accept: string | string[] | undefined): boolean {
 }
 
 /**
- * Whether an Accept (as the fill sent it) takes any type: absent, or the wildcard alone (curl,
- * an uptime monitor's HEAD, fetch() and link unfurlers by default).
+ * Whether an Accept (as the fill sent it) is a browser's navigation exactly: `text/html` first,
+ * with no parameter, and no JSON (nor a device detector's type) anywhere in it. Not `*` + `/*`
+ * alone or no Accept (curl, an uptime monitor's HEAD, fetch() by default), nor
+ * `text/html;level=1, *` + `/*`, which Express's negotiator does not match to `text/html` (its
+ * parameters differ) and answers with the wildcard's first format, JSON (review).
  */
-function asksForAnyType(accept: string | string[] | undefined): boolean {
+function isNavigation(accept: string | string[] | undefined): boolean {
   const value = (Array.isArray(accept) ? accept.join(',') : (accept ?? '')).trim().toLowerCase();
-  return value === '' || value === '*/*';
+  const first = value.split(',')[0]!.trim();
+  return first === 'text/html' && !value.includes('json') && !DEVICE_MEDIA_TYPES.some((t) => value.includes(t));
 }
 
 /**
- * Whether an answer is a data format a negotiating origin gives a client that takes any type:
- * a `Content-Type` of JSON or XML (not XHTML). To a fill that took any type, such an answer is
- * stored as that Accept's variant (fill()): an origin that picks the format from Accept
- * without Vary (Express's `res.format`, Django REST Framework) gives the any-type wildcard its
- * JSON, and a monitor's `curl -I` on the home page stored the JSON for every browser for its
- * lifetime (attacker trial). Not scripts, styles, images or text, which a browser asks for
- * with that wildcard too: their answers stay shared, with no Vary added.
+ * Whether an answer is a data format a negotiating origin gives a client that does not ask for
+ * a page by name: a `Content-Type` of JSON or XML (not XHTML, not an image such as SVG). To a
+ * fill whose Accept is not a browser's navigation (isNavigation), such an answer is stored as
+ * that Accept's variant (fill()): an origin that picks the format from Accept without Vary
+ * (Express's `res.format`, Django REST Framework) gives the any-type wildcard its JSON, and a
+ * monitor's `curl -I` on the home page stored the JSON for every browser for its lifetime
+ * (attacker trial). Not scripts, styles, images or text, which a browser asks for with that
+ * wildcard too: their answers stay shared, with no Vary added.
  */
 function isDataFormat(headers: Readonly<Record<string, string | string[] | undefined>>): boolean {
   const raw = headers['content-type'];
   const type = ((Array.isArray(raw) ? raw[0] : raw) ?? '').split(';')[0]!.trim().toLowerCase();
-  return (type.includes('json') || type.includes('xml')) && type !== 'application/xhtml+xml';
+  return (type.includes('json') || type.includes('xml')) && type !== 'application/xhtml+xml' && !type.startsWith('image/');
 }
 
 /**
