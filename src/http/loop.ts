@@ -1,9 +1,13 @@
 /**
  * Request loops: an origin URL that points back at the gateway (its own listener, or a load
  * balancer in front of the fleet). Every request the gateway sends to an origin carries
- * `CDN-Loop` (RFC 8586) with an id of this process and site; a request that arrives carrying
- * its own site's id from this process came back, and is answered `508 origin_loop` at once
- * rather than sent round again.
+ * `CDN-Loop` (RFC 8586) with an id of this process and site and a mark of its target
+ * (`crowdgate-<id>; t=<mark>`); a request that arrives carrying its own site's id for its own
+ * target came back unchanged, and is answered `508 origin_loop` at once rather than sent round
+ * again. One whose target differs passes: an app that sends `/legacy/` on to the site's public
+ * name as `/new/` with the headers it was given (nginx's proxy_pass passes CDN-Loop on) is a
+ * chain, not a loop (review). Only a third lap of the same site, whatever its targets, is a
+ * loop too (an origin URL with a path prefix that points back: `/x`, `/base/x`, `/base/base/x`).
  *
  * Why: an operator who sets `sites[].origins[].url` to the gateway's own port (her app and
  * crowdgate both default to 8080) got a cache fill collapsed onto itself and a `504` after
@@ -39,55 +43,82 @@ export function loopIdOf(site: string): string {
   return id;
 }
 
-/** The CDN-Loop value to send on: what the client's request had, then our id. */
-export function appendLoopId(existing: string | string[] | number | undefined, site: string): string {
+/** The mark of a request target (its normalised path and query), keyed by the same secret. */
+function targetMarkOf(target: string): string {
+  return createHmac('sha256', SECRET).update(target).digest('hex').slice(0, 8);
+}
+
+/** Our member for `site` and `target`: `crowdgate-<id>; t=<mark>`. */
+export function loopMemberOf(site: string, target: string): string {
+  return `${loopIdOf(site)}; t=${targetMarkOf(target)}`;
+}
+
+/** The CDN-Loop value to send on: what the client's request had, then our member. */
+export function appendLoopId(existing: string | string[] | number | undefined, site: string, target: string): string {
   const prior = Array.isArray(existing) ? existing.join(', ') : existing === undefined ? '' : String(existing).trim();
-  const id = loopIdOf(site);
-  return prior ? `${prior}, ${id}` : id;
+  const own = loopMemberOf(site, target);
+  return prior ? `${prior}, ${own}` : own;
 }
 
 /**
- * The CDN-Loop value a shared fill sends: the crowdgate ids the request already carried (it
- * came from another site of this gateway, or from another instance through a balancer: a
- * loop through them still comes back with the first one's id), at most LOOP_IDS_KEPT, then
- * this site's. Nothing else of the client's field: a fill is shared, and a value a client
- * wrote is not in the key (an id is a fixed form of hex digits, so a client's own look-alike
- * puts nothing of its choosing in a page but those).
+ * The CDN-Loop value a shared fill sends: the crowdgate members the request already carried
+ * (it came from another site of this gateway, or from another instance through a balancer, or
+ * round once already: a loop through them still comes back with the first one's), at most
+ * LOOP_IDS_KEPT, then this site's. Nothing else of the client's field: a fill is shared, and
+ * a value a client wrote is not in the key (a member is a fixed form of hex digits, so a
+ * client's own look-alike puts nothing of its choosing in a page but those).
  */
-export function fillLoopValue(existing: string | string[] | undefined, site: string): string {
-  const mine = loopIdOf(site);
-  if (existing === undefined) return mine;
+export function fillLoopValue(existing: string | string[] | undefined, site: string, target: string): string {
+  const own = loopMemberOf(site, target);
+  if (existing === undefined) return own;
   const kept: string[] = [];
   for (const member of (Array.isArray(existing) ? existing.join(',') : existing).split(',')) {
-    const id = cdnIdOf(member);
-    if (ID_FORM.test(id) && id !== mine && !kept.includes(id)) kept.push(id);
+    const m = MEMBER_FORM.exec(member.trim());
+    if (m !== null) kept.push(m[2] === undefined ? m[1]! : `${m[1]}; t=${m[2]}`);
     if (kept.length === LOOP_IDS_KEPT) break;
   }
-  kept.push(mine);
+  kept.push(own);
   return kept.join(', ');
 }
 
-/** What loopIdOf makes, in any process. */
-const ID_FORM = /^crowdgate-[0-9a-f]{14}$/;
-/** The most ids of other sites or instances a fill passes on (a loop needs one). */
+/** A member as loopMemberOf makes it, in any process: group 1 the id, group 2 the mark. */
+const MEMBER_FORM = /^(crowdgate-[0-9a-f]{14})\s*(?:;\s*t=([0-9a-f]{8}))?$/;
+/** The most crowdgate members a fill passes on. */
 const LOOP_IDS_KEPT = 8;
+/** A site's id this many times in a request is a loop whatever the targets. */
+const LAPS_MAX = 3;
 
-/** A CDN-Loop member's cdn-id: the text before its first parameter, trimmed. */
-function cdnIdOf(member: string): string {
-  const semi = member.indexOf(';');
-  return (semi === -1 ? member : member.slice(0, semi)).trim();
+/**
+ * Whether a request carries any crowdgate member (it came through a crowdgate, this one for
+ * another site or another instance). Such a fill does not wait on another instance's fill of
+ * the same page (fill.ts fillAcrossInstances): instances whose origin URL is the balancer in
+ * front of them sent a page's fill from one to the other, which waited on the first one's
+ * lock until its 504, and the loop was never seen (review).
+ */
+export function carriesLoopMember(value: string | string[] | undefined): boolean {
+  if (value === undefined) return false;
+  const text = Array.isArray(value) ? value.join(',') : value;
+  if (!text.includes('crowdgate-')) return false;
+  return text.split(',').some((member) => MEMBER_FORM.test(member.trim()));
 }
 
 /**
- * Whether a request's CDN-Loop names this process's id for `site`: it left this gateway for
- * that site's origin and came back. Each member is `cdn-id *( ";" parameter )`, members
- * separated by commas (a list split over several field lines arrives joined).
+ * Whether a request came back to this gateway for `site`: its CDN-Loop carries this process's
+ * id for the site with the mark of `target` (the request's own normalised target), or carries
+ * that id LAPS_MAX times. Each member is `cdn-id *( ";" parameter )`, members separated by
+ * commas (a list split over several field lines arrives joined).
  */
-export function cameBack(value: string | string[] | undefined, site: string): boolean {
+export function cameBack(value: string | string[] | undefined, site: string, target: string): boolean {
   if (value === undefined) return false;
   const text = Array.isArray(value) ? value.join(',') : value;
   const id = loopIdOf(site);
   if (!text.includes(id)) return false;
-  for (const member of text.split(',')) if (cdnIdOf(member) === id) return true;
+  const mark = targetMarkOf(target);
+  let laps = 0;
+  for (const member of text.split(',')) {
+    const m = MEMBER_FORM.exec(member.trim());
+    if (m === null || m[1] !== id) continue;
+    if (m[2] === mark || ++laps >= LAPS_MAX) return true;
+  }
   return false;
 }

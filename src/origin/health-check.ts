@@ -34,8 +34,8 @@ export interface ProbeTarget {
   isExpectedStatus: (status: number) => boolean;
   /** Aborts the probe (pool close); the result is then a failure with error 'aborted'. */
   signal?: AbortSignal;
-  /** The CDN-Loop value to send (http/loop.ts): a probe of the gateway itself comes back 508. */
-  loopId?: string;
+  /** The CDN-Loop value to send for the probe's path (http/loop.ts): a probe of the gateway itself comes back 508. */
+  loopMember?: (path: string) => string;
 }
 
 /**
@@ -67,6 +67,7 @@ export function probe(target: ProbeTarget): Promise<ProbeResult> {
   const { url } = target;
   const transport = url.protocol === 'https:' ? https : http;
 
+  const probePath = makeProbePath(url, target.path);
   return new Promise<ProbeResult>((resolve) => {
     let settled = false;
     let headStatus: number | undefined;
@@ -83,14 +84,14 @@ export function probe(target: ProbeTarget): Promise<ProbeResult> {
       hostname: url.hostname.replace(/^\[|\]$/g, ''),
       port: url.port || undefined,
       method: 'GET',
-      path: makeProbePath(url, target.path),
+      path: probePath,
       agent: false,
       headers: {
         host: url.host,
         'user-agent': 'crowdgate-health-check',
         accept: '*/*',
         connection: 'close',
-        ...(target.loopId !== undefined ? { 'cdn-loop': target.loopId } : {}),
+        ...(target.loopMember !== undefined ? { 'cdn-loop': target.loopMember(probePath) } : {}),
       },
     });
 

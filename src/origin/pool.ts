@@ -36,7 +36,7 @@ import type { HealthCheckConfig, SiteConfig } from '../config/schema.js';
 import { parseExpectStatus, probe, type ProbeResult } from './health-check.js';
 import type { ActiveHealth, FailureKind, OriginMember } from './member.js';
 import { PoolMember, memberKeyOf, memberNameOf } from './member.js';
-import { loopIdOf } from '../http/loop.js';
+import { loopMemberOf } from '../http/loop.js';
 
 export type { ActiveHealth, FailureKind, HealthState, OriginMember } from './member.js';
 
@@ -501,7 +501,7 @@ export class OriginPool {
         timeoutMs: rules.timeoutMs,
         isExpectedStatus: this.isExpectedStatus,
         signal: this.abort.signal,
-        loopId: loopIdOf(this.site.name),
+        loopMember: (path) => loopMemberOf(this.site.name, path),
       });
     } finally {
       admission?.release();

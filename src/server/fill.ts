@@ -3,6 +3,7 @@
  * permit, fetches (conditionally when it can), stores, and hands one result to every waiter;
  * background refreshes; collapsing across instances through Redis.
  */
+import { LOOP_FIELD, carriesLoopMember } from '../http/loop.js';
 import { latencyClassOf } from '../admission/limiter.js';
 import type { Fence } from '../cache/purge-fence.js';
 import { isSharedByOrigin, isNeverFresh, type CacheEntry } from '../cache/entry.js';
@@ -1015,7 +1016,10 @@ async function fillAcrossInstances(
   signal?: AbortSignal,
 ): Promise<FillResult> {
   const remote = ctx.deps.crossInstance;
-  if (!remote) return runFill(ctx, lookup, kind, priority, collapseKey.id, signal);
+  // A request that came through a crowdgate (another instance, or another site of this one)
+  // does not wait on another instance's fill: if it is a loop through a balancer, that fill is
+  // the one it came from (http/loop.ts carriesLoopMember).
+  if (!remote || carriesLoopMember(ctx.req.headers[LOOP_FIELD])) return runFill(ctx, lookup, kind, priority, collapseKey.id, signal);
   const claim = await remote.acquire(collapseKey, ctx.rt.config.cache.collapse.waitDeadlineMs);
   if (claim.kind === 'filled') {
     const entry = selectVariant((await ctx.deps.store.get(lookup.key)) ?? [], lookup.variantHeaders, identityFillInputs(lookup.variantHeaders, lookup.policy, []), lookup.fragment);

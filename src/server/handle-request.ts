@@ -304,7 +304,7 @@ export function route(ctx: Ctx): void | Promise<void> {
   if (!site) return fail(ctx, 'no_site', `no site lists host "${String(req.headers.host ?? '').slice(0, 100)}"`);
   ctx.site = site;
   // A request this gateway sent to this site's origin, come back: never sent round again.
-  if (req.headers[LOOP_FIELD] !== undefined && cameBack(req.headers[LOOP_FIELD], site.name)) return failLoop(ctx);
+  if (req.headers[LOOP_FIELD] !== undefined && cameBack(req.headers[LOOP_FIELD], site.name, ctx.url)) return failLoop(ctx);
   // An HTTP/1.0 request without Host is for the site's first named host (nginx's $host: the
   // server name), in the key and on the origin request alike: the member's own address went
   // to the origin as Host, although preserveHost says the client's (attacker trial).

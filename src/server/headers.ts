@@ -39,8 +39,9 @@ export interface ForwardedFacts {
   peerTrusted: boolean;
   /** The listener's scheme: 'https' over TLS is what the origin sees, whatever the client sent. */
   scheme?: 'http' | 'https';
-  /** The site the request is sent on for: its CDN-Loop id is appended (loop.ts). */
+  /** The site the request is sent on for, and its normalised target: their CDN-Loop member is appended (http/loop.ts). */
   site: string;
+  target: string;
 }
 
 /**
@@ -63,7 +64,7 @@ export function setForwardedHeaders(
   if (host) out['x-forwarded-host'] = host;
   else delete out['x-forwarded-host'];
   out['via'] = appendVia(incoming.via);
-  out[LOOP_FIELD] = appendLoopId(incoming[LOOP_FIELD], facts.site);
+  out[LOOP_FIELD] = appendLoopId(incoming[LOOP_FIELD], facts.site, facts.target);
 }
 
 function firstValue(v: string | string[] | undefined): string | undefined {

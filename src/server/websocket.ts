@@ -134,7 +134,7 @@ export class WebSocketUpgrades {
       return deps.isDraining() ? this.refuse(hs, 503, 'Service Unavailable', 'draining') : this.refuse(hs, 400, 'Bad Request', site ? 'bad_request' : 'no_site');
     }
     // A handshake this gateway sent to the site's origin, come back (http/loop.ts).
-    if (cameBack(req.headers[LOOP_FIELD], site.name)) {
+    if (cameBack(req.headers[LOOP_FIELD], site.name, normaliseTarget(rawUrl).url)) {
       hs.site = site.name;
       return this.refuse(hs, 508, 'Loop Detected', 'origin_loop');
     }
@@ -161,6 +161,7 @@ export class WebSocketUpgrades {
       peerTrusted,
       scheme: isSecure(req) ? 'https' : 'http',
       site: site.name,
+      target: req.url,
     });
     if (!peerTrusted) dropClientAddressClaims(req.headers as Record<string, unknown>);
     dropOddFieldNames(req.headers as Record<string, unknown>);

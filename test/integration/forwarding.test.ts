@@ -751,18 +751,50 @@ describe('forwarding', () => {
     const post = await request(`${g.url}/form`, { method: 'POST', body: 'a=b', headers: { host: 'front.test', 'cdn-loop': 'cdn.example; v=1' } });
     expect(post.statusCode).toBe(200);
     await post.body.text();
-    const ids = (seen: string | string[] | undefined) => String(seen).split(',').map((m) => m.trim());
-    // The fill sends only ids of ours; the passed-through POST keeps the client's member first.
+    // Members as sent: `crowdgate-<id>; t=<mark of the target>`; ids: the cdn-ids alone.
+    const members = (seen: string | string[] | undefined) => String(seen).split(',').map((m) => m.trim());
+    const ids = (seen: string | string[] | undefined) => members(seen).map((m) => m.split(';')[0]!.trim());
+    // The fill sends only crowdgate members; the passed-through POST keeps the client's member first.
     const [fillFront, fillBack, ...fillRest] = ids(o.requests.find((r) => r.path === '/page')!.headers['cdn-loop']);
     expect(fillRest).toEqual([]);
-    expect(fillFront).toMatch(/^crowdgate-/);
-    expect(fillBack).toMatch(/^crowdgate-/);
+    expect(fillFront).toMatch(/^crowdgate-[0-9a-f]{14}$/);
+    expect(fillBack).toMatch(/^crowdgate-[0-9a-f]{14}$/);
     expect(fillFront).not.toBe(fillBack);
-    expect(ids(o.requests.find((r) => r.path === '/form')!.headers['cdn-loop'])).toEqual(['cdn.example; v=1', fillFront, fillBack]);
+    const form = members(o.requests.find((r) => r.path === '/form')!.headers['cdn-loop']);
+    expect(form[0]).toBe('cdn.example; v=1');
+    expect(ids(form.join(','))).toEqual(['cdn.example', fillFront, fillBack]);
+    expect(form[1]).toMatch(/; t=[0-9a-f]{8}$/);
     // front's probes carry its id too (through back's fill, to the origin): a probe of the
     // gateway itself would come back 508.
     await until(() => o.requests.some((r) => r.path === '/health'), 'a probe through back');
     expect(ids(o.requests.find((r) => r.path === '/health')!.headers['cdn-loop'])).toEqual([fillFront, fillBack]);
+  });
+
+  it("an app that sends a path on to the site's own public name under another path, headers and all, is a chain: answered (nginx proxy_pass passes CDN-Loop on; review)", async () => {
+    const port = await freePort();
+    const o = await origin();
+    // /legacy/<x> is proxied by the app to the site itself as /new/<x>, the request's headers copied.
+    o.setHandler((req, res) => {
+      if (!req.url!.startsWith('/legacy/')) {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end(`new page ${req.url}`);
+        return;
+      }
+      const headers = { ...req.headers };
+      delete headers['content-length'];
+      const inner = http.request({ host: '127.0.0.1', port, path: req.url!.replace('/legacy/', '/new/'), method: req.method, headers }, (answer) => {
+        res.writeHead(answer.statusCode!, { 'content-type': String(answer.headers['content-type'] ?? 'text/plain') });
+        answer.pipe(res);
+      });
+      inner.on('error', () => res.destroy());
+      inner.end();
+    });
+    const g = await gateway({ listen: { port }, sites: [siteFor([o.url])] });
+    for (const res of [await request(`${g.url}/legacy/a`), await request(`${g.url}/legacy/b`, { method: 'POST', body: 'x=1' })]) {
+      expect(res.statusCode).toBe(200);
+      expect(await res.body.text()).toMatch(/^new page \/new\//);
+    }
+    expect(g.accessLogs().filter((l) => l.error === 'origin_loop')).toHaveLength(0);
   });
 
   it('a 4xx page keeps its detail for every client: it is about the request itself', async () => {

@@ -15,6 +15,7 @@ import { spawnGateway, type GatewayProcess } from '../helpers/gateway-process.js
 import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
 import { startTestOrigin, type TestOrigin } from '../helpers/test-origin.js';
 import { until } from '../helpers/until.js';
+import { freePort } from '../helpers/free-port.js';
 
 const TOKEN = 'redis-tier-token-0123456789';
 /**
@@ -457,6 +458,25 @@ describe('three gateways sharing one Redis', () => {
       expect(c.logs.some((l) => String(l.msg).startsWith('redis loaded copies from disk'))).toBe(true);
     } finally {
       await d.stop();
+    }
+  });
+});
+
+describe('instances whose origin URL is the balancer in front of them (a loop through the fleet)', () => {
+  it("answer a page 508 origin_loop: the second instance's fill does not wait on the first one's lock (review)", async () => {
+    const [pa, pb] = [await freePort(), await freePort()];
+    // Each instance's origin is the other: the balancer in miniature. The shared lock would
+    // hold b's fill of the page behind a's until a's responseHeadersMs (504).
+    const site = (port: number) => ({ name: 'test', hosts: ['*'], origins: [{ url: `http://127.0.0.1:${port}` }], healthCheck: { enabled: false }, timeouts: { responseHeadersMs: 4_000 } });
+    const [a, b] = await Promise.all([
+      spawnGateway({ ...gatewayConfig, listen: { host: '127.0.0.1', port: pa }, sites: [site(pb)] } as Parameters<typeof spawnGateway>[0]),
+      spawnGateway({ ...gatewayConfig, listen: { host: '127.0.0.1', port: pb }, sites: [site(pa)] } as Parameters<typeof spawnGateway>[0]),
+    ]);
+    try {
+      const page = await get(a.url, '/fleet-loop', 8_000);
+      expect(page.status, page.error ?? page.cacheStatus).toBe(508);
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
     }
   });
 });

@@ -1,52 +1,69 @@
 import { describe, expect, it } from 'vitest';
-import { appendLoopId, cameBack, fillLoopValue, loopIdOf } from '../../../src/http/loop.js';
+import { appendLoopId, cameBack, carriesLoopMember, fillLoopValue, loopIdOf, loopMemberOf } from '../../../src/http/loop.js';
 
-describe('CDN-Loop ids (RFC 8586)', () => {
-  it('gives each site an id of its own, the same every time, a token no client can guess', () => {
+describe('CDN-Loop members (RFC 8586)', () => {
+  it('gives each site an id of its own, the same every time, a token no client can guess, and marks the target', () => {
     const blog = loopIdOf('blog');
     expect(blog).toMatch(/^crowdgate-[0-9a-f]{14}$/);
     expect(loopIdOf('blog')).toBe(blog);
     expect(loopIdOf('wiki')).not.toBe(blog);
+    expect(loopMemberOf('blog', '/a')).toMatch(new RegExp(`^${blog}; t=[0-9a-f]{8}$`));
+    expect(loopMemberOf('blog', '/a')).not.toBe(loopMemberOf('blog', '/b'));
   });
 
-  it('knows a request that carries its own site id as one that came back, wherever it stands in the list', () => {
-    const id = loopIdOf('blog');
-    expect(cameBack(id, 'blog')).toBe(true);
-    expect(cameBack(`cdn.example; v=1, ${id}`, 'blog')).toBe(true);
-    expect(cameBack(` ${id} ; hop=2 ,other`, 'blog')).toBe(true);
-    expect(cameBack(['cdn.example', id], 'blog')).toBe(true); // several field lines
+  it('knows a request that carries its own member for its own target as one that came back, wherever it stands in the list', () => {
+    const own = loopMemberOf('blog', '/page?x=1');
+    expect(cameBack(own, 'blog', '/page?x=1')).toBe(true);
+    expect(cameBack(`cdn.example; v=1, ${own}`, 'blog', '/page?x=1')).toBe(true);
+    expect(cameBack(` ${own.replace('; ', ' ;')} ,other`, 'blog', '/page?x=1')).toBe(true);
+    expect(cameBack(['cdn.example', own], 'blog', '/page?x=1')).toBe(true); // several field lines
+  });
+
+  it('passes the same site for another target (an app that sends /legacy/ on as /new/: a chain), until its third lap', () => {
+    const legacy = loopMemberOf('blog', '/legacy/x');
+    expect(cameBack(legacy, 'blog', '/new/x')).toBe(false);
+    expect(cameBack(`${legacy}, ${loopMemberOf('blog', '/new/x')}`, 'blog', '/base/new/x')).toBe(false);
+    // A prefix that points back: /x, /base/x, /base/base/x...
+    expect(cameBack(`${loopMemberOf('blog', '/x')}, ${loopMemberOf('blog', '/base/x')}, ${loopMemberOf('blog', '/base/base/x')}`, 'blog', '/base/base/base/x')).toBe(true);
   });
 
   it('passes a request naming another site, another CDN, a look-alike, or nothing', () => {
-    const id = loopIdOf('blog');
-    expect(cameBack(undefined, 'blog')).toBe(false);
-    expect(cameBack(loopIdOf('wiki'), 'blog')).toBe(false); // a chain through another site is no loop
-    expect(cameBack('crowdgate', 'blog')).toBe(false);
-    expect(cameBack(`${id}x`, 'blog')).toBe(false);
-    expect(cameBack(`x${id}`, 'blog')).toBe(false);
-    expect(cameBack(`cdn; note="${id}"`, 'blog')).toBe(false); // inside a parameter, not a cdn-id
+    const own = loopMemberOf('blog', '/');
+    expect(cameBack(undefined, 'blog', '/')).toBe(false);
+    expect(cameBack(loopMemberOf('wiki', '/'), 'blog', '/')).toBe(false); // a chain through another site is no loop
+    expect(cameBack('crowdgate', 'blog', '/')).toBe(false);
+    expect(cameBack(`x${own}`, 'blog', '/')).toBe(false);
+    expect(cameBack(`${loopIdOf('blog')}x; t=00000000`, 'blog', '/')).toBe(false);
+    expect(cameBack(`cdn; note="${own}"`, 'blog', '/')).toBe(false); // inside a parameter, not a cdn-id
   });
 
-  it('appends its id to what a passed-through request carried', () => {
-    const id = loopIdOf('blog');
-    expect(appendLoopId(undefined, 'blog')).toBe(id);
-    expect(appendLoopId('cdn.example; v=1', 'blog')).toBe(`cdn.example; v=1, ${id}`);
-    expect(appendLoopId(['a', 'b'], 'blog')).toBe(`a, b, ${id}`);
+  it('knows a request that came through any crowdgate (another instance or site), for fills that must not wait on another instance', () => {
+    expect(carriesLoopMember(undefined)).toBe(false);
+    expect(carriesLoopMember('cdn.example; v=1')).toBe(false);
+    expect(carriesLoopMember('crowdgate')).toBe(false);
+    expect(carriesLoopMember('crowdgate-0123456789abcd; t=89abcdef')).toBe(true);
+    expect(carriesLoopMember(['cdn.example', loopMemberOf('wiki', '/')])).toBe(true);
   });
 
-  it("sends on a shared fill only crowdgate ids besides its own: none of the client's text", () => {
-    const blog = loopIdOf('blog');
-    const wiki = loopIdOf('wiki');
-    const elsewhere = 'crowdgate-0123456789abcd'; // another instance's, through a balancer
-    expect(fillLoopValue(undefined, 'blog')).toBe(blog);
-    expect(fillLoopValue('evil.example; <script>, crowdgate-<b>x</b>, crowdgate-0123456789ABCD', 'blog')).toBe(blog);
-    // A loop through two sites (wiki's fill came to blog), or two instances: their ids go on,
-    // once each, so the request is known where it started.
-    expect(fillLoopValue(`evil, ${wiki}; x=1, ${elsewhere}, ${wiki}`, 'blog')).toBe(`${wiki}, ${elsewhere}, ${blog}`);
-    expect(cameBack(fillLoopValue(wiki, 'blog'), 'wiki')).toBe(true);
-    expect(fillLoopValue(blog, 'blog')).toBe(blog);
+  it('appends its member to what a passed-through request carried', () => {
+    const own = loopMemberOf('blog', '/f');
+    expect(appendLoopId(undefined, 'blog', '/f')).toBe(own);
+    expect(appendLoopId('cdn.example; v=1', 'blog', '/f')).toBe(`cdn.example; v=1, ${own}`);
+    expect(appendLoopId(['a', 'b'], 'blog', '/f')).toBe(`a, b, ${own}`);
+  });
+
+  it("sends on a shared fill only crowdgate members besides its own: none of the client's text", () => {
+    const own = loopMemberOf('blog', '/p');
+    const wiki = loopMemberOf('wiki', '/p');
+    const elsewhere = 'crowdgate-0123456789abcd; t=89abcdef'; // another instance's, through a balancer
+    expect(fillLoopValue(undefined, 'blog', '/p')).toBe(own);
+    expect(fillLoopValue('evil.example; <script>, crowdgate-<b>x</b>, crowdgate-0123456789ABCD, crowdgate-0123456789abcd; t=<i>', 'blog', '/p')).toBe(own);
+    // A loop through two sites (wiki's fill came to blog), or two instances: their members go on,
+    // so the request is known where it started.
+    expect(fillLoopValue(`evil, ${wiki}, ${elsewhere}`, 'blog', '/p')).toBe(`${wiki}, ${elsewhere}, ${own}`);
+    expect(cameBack(fillLoopValue(wiki, 'blog', '/p'), 'wiki', '/p')).toBe(true);
     // A client's flood of look-alikes passes on 8 of them, not the field.
     const many = Array.from({ length: 50 }, (_, i) => `crowdgate-${String(i).padStart(14, '0')}`).join(', ');
-    expect(fillLoopValue(many, 'blog').split(', ')).toHaveLength(9);
+    expect(fillLoopValue(many, 'blog', '/p').split(', ')).toHaveLength(9);
   });
 });
