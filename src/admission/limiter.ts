@@ -1229,8 +1229,9 @@ export class Limiter {
     // none (a fresh gateway), or none for a while (a quiet site), a batch of slow requests is
     // the endpoint mix, not the origin slowing down: twenty 20 s reports arriving on a quiet
     // site closed the lane and held every permit, and every page was refused for 12-18 s.
-    // Unless the batch is of quick endpoints, to several paths (quickPagesOverdue): the origin
-    // got slow while nothing was asked of it (a cached site's origin sees nothing for a while).
+    // Unless the batch is to paths the origin answered promptly before, at least three of them
+    // (quickPagesOverdue): the origin got slow while nothing was asked of it (a cached site's
+    // origin sees nothing for a while).
     if (this.firstOverdueAfterPrompt - this.promptStartedAt > SLOW_EVIDENCE_GAP_MS && !this.quickPagesOverdue()) return false;
     const starts = this.overdueStarts;
     for (let i = 0; i < OVERDUE_RUN; i++) if (!(starts[i]! > this.promptStartedAt)) return false;

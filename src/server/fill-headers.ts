@@ -293,8 +293,8 @@ export function makeFillHeaders(ctx: Ctx, lookup: Lookup): Record<string, string
   });
   // Via and CDN-Loop: the gateway's own hop only. A client's Via is its own text, and so is one
   // a trusted proxy passed on (nginx adds none and forwards the client's), which a fill would
-  // carry into a page everyone gets; a client's CDN-Loop likewise, but for our own ids (a loop
-  // through two sites of this gateway, or a CDN, still comes back with one: http/loop.ts).
+  // carry into a page everyone gets; a client's CDN-Loop likewise, but for crowdgate members (a
+  // loop through two sites or instances still comes back with the first one's: http/loop.ts).
   out['via'] = VIA_VALUE;
   out[LOOP_FIELD] = fillLoopValue(ctx.req.headers[LOOP_FIELD], ctx.site!.name, ctx.url);
   // X-Forwarded-For: the client and the trusted hops after it, never what the client wrote

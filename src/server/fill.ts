@@ -862,10 +862,11 @@ function asksForOtherThanAPage(accept: string | string[] | undefined): boolean {
 
 /**
  * Whether an Accept (as the fill sent it) is a browser's navigation exactly: `text/html` first,
- * with no parameter, and no JSON (nor a device detector's type) anywhere in it. Not `*` + `/*`
- * alone or no Accept (curl, an uptime monitor's HEAD, fetch() by default), nor
- * `text/html;level=1, *` + `/*`, which Express's negotiator does not match to `text/html` (its
- * parameters differ) and answers with the wildcard's first format, JSON (review).
+ * with no parameter, and no JSON (nor a device detector's type) anywhere in it. Not the
+ * any-type wildcard alone or no Accept (curl, an uptime monitor's HEAD, fetch() by default),
+ * nor `text/html;level=1` followed by the wildcard, which Express's negotiator does not match
+ * to `text/html` (its parameters differ) and answers with the wildcard's first format, JSON
+ * (review).
  */
 function isNavigation(accept: string | string[] | undefined): boolean {
   const value = (Array.isArray(accept) ? accept.join(',') : (accept ?? '')).trim().toLowerCase();
@@ -880,8 +881,8 @@ function isNavigation(accept: string | string[] | undefined): boolean {
  * that Accept's variant (fill()): an origin that picks the format from Accept without Vary
  * (Express's `res.format`, Django REST Framework) gives the any-type wildcard its JSON, and a
  * monitor's `curl -I` on the home page stored the JSON for every browser for its lifetime
- * (attacker trial). Not scripts, styles, images or text, which a browser asks for with that
- * wildcard too: their answers stay shared, with no Vary added.
+ * (attacker trial). Not scripts, styles, images or plain text, which a browser asks for with
+ * that wildcard too: their answers stay shared, with no Vary added.
  */
 function isDataFormat(headers: Readonly<Record<string, string | string[] | undefined>>): boolean {
   const raw = headers['content-type'];
