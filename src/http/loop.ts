@@ -63,8 +63,8 @@ export function appendLoopId(existing: string | string[] | number | undefined, s
 /**
  * The CDN-Loop value a shared fill sends: the crowdgate members the request already carried
  * (it came from another site of this gateway, or from another instance through a balancer, or
- * round once already: a loop through them still comes back with the first one's), at most
- * LOOP_IDS_KEPT, then this site's. Nothing else of the client's field: a fill is shared, and
+ * round once already: a loop through them still comes back with the first one's), the last
+ * LOOP_IDS_KEPT of them, then this site's. Nothing else of the client's field: a fill is shared, and
  * a value a client wrote is not in the key (a member is a fixed form of hex digits, so a
  * client's own look-alike puts nothing of its choosing in a page but those).
  */
@@ -75,10 +75,10 @@ export function fillLoopValue(existing: string | string[] | undefined, site: str
   for (const member of (Array.isArray(existing) ? existing.join(',') : existing).split(',')) {
     const m = MEMBER_FORM.exec(member.trim());
     if (m !== null) kept.push(m[2] === undefined ? m[1]! : `${m[1]}; t=${m[2]}`);
-    if (kept.length === LOOP_IDS_KEPT) break;
   }
-  kept.push(own);
-  return kept.join(', ');
+  // The last ones: the hops nearest are at the end, after anything a client put first (eight
+  // look-alikes first would otherwise have pushed out the laps' own members: review).
+  return [...kept.slice(-LOOP_IDS_KEPT), own].join(', ');
 }
 
 /** A member as loopMemberOf makes it, in any process: group 1 the id, group 2 the mark. */

@@ -3,12 +3,12 @@
  * permit, fetches (conditionally when it can), stores, and hands one result to every waiter;
  * background refreshes; collapsing across instances through Redis.
  */
-import { LOOP_FIELD, carriesLoopMember } from '../http/loop.js';
+import { LOOP_FIELD, carriesLoopMember, fillLoopValue } from '../http/loop.js';
 import { latencyClassOf } from '../admission/limiter.js';
 import type { Fence } from '../cache/purge-fence.js';
 import { isSharedByOrigin, isNeverFresh, type CacheEntry } from '../cache/entry.js';
 import { isTextual, makeEncodings, STORED_CODINGS, whyNotCompressed } from '../cache/content-coding.js';
-import { makeFillTarget, makeVariantKey } from '../cache/cache-key.js';
+import { makeFillTarget, makeVariantKey, normaliseTarget } from '../cache/cache-key.js';
 import { decideStorage, evaluateEntry, isHeuristicallyCacheable, type NotStoredReason, type PolicyOptions } from '../cache/policy.js';
 import { makeConditionalHeaders, mergeNotModified } from '../cache/revalidation.js';
 import type { FetchResult } from '../origin/fetch.js';
@@ -448,11 +448,17 @@ async function fetchForCache(
     let fetched: FetchResult | undefined;
     const freshConnection = freshNext;
     freshNext = false;
+    const path = joinPath(member.url, makeFillTarget(lookup.facts.url, lookup.policy.route.key));
+    // Marked with the target as sent (tracking parameters dropped, the key's query, the
+    // member's path prefix), as a lap that comes back reads its own: marked with the client's
+    // `/?utm_source=…`, the lap for `/` was not known, joined its own fill and waited to a 504
+    // (review).
+    headers[LOOP_FIELD] = fillLoopValue(ctx.req.headers[LOOP_FIELD], site.name, normaliseTarget(path).url);
     try {
       fetched = await deps.fetcher.fetch({
         origin: member.url,
         method: 'GET', // HEAD is filled with GET so the entry can answer both
-        path: joinPath(member.url, makeFillTarget(lookup.facts.url, lookup.policy.route.key)),
+        path,
         headers,
         ...timeoutsFor(site.config, ctx.route),
         maxBodyBytes: rt.config.cache.maxObjectBytes,

@@ -716,6 +716,8 @@ describe('forwarding', () => {
     });
     const asked = [
       request(`${g.url}/page`),
+      // The fill sends `/page` without the tracking parameter: the lap is known all the same.
+      request(`${g.url}/page?utm_source=twitter&fbclid=abc`),
       request(`${g.url}/form`, { method: 'POST', body: 'a=b', headers: { 'content-type': 'application/x-www-form-urlencoded' } }),
       request(`${g.url}/mine`, { headers: { cookie: 'PHPSESSID=1' } }),
     ];

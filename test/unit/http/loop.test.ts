@@ -65,5 +65,10 @@ describe('CDN-Loop members (RFC 8586)', () => {
     // A client's flood of look-alikes passes on 8 of them, not the field.
     const many = Array.from({ length: 50 }, (_, i) => `crowdgate-${String(i).padStart(14, '0')}`).join(', ');
     expect(fillLoopValue(many, 'blog', '/p').split(', ')).toHaveLength(9);
+    // ... the last eight: look-alikes a client put first never push out the laps' own members.
+    const lap1 = loopMemberOf('blog', '/x');
+    const lap2 = fillLoopValue(`${many}, ${lap1}`, 'blog', '/base/x');
+    expect(lap2.endsWith(`${lap1}, ${loopMemberOf('blog', '/base/x')}`)).toBe(true);
+    expect(cameBack(fillLoopValue(lap2, 'blog', '/base/base/x'), 'blog', '/base/base/base/x')).toBe(true);
   });
 });
