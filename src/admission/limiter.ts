@@ -433,6 +433,8 @@ export class Limiter {
   private readonly promptPaths = new Set<string>();
   /** Whether each of the last OVERDUE_RUN overdue requests was a quick one (a ring beside overdueStarts; see quickPagesOverdue). */
   private readonly overdueQuick = new Uint8Array(OVERDUE_RUN);
+  /** quickPagesOverdue's verdict on the ring, made when it changes (noteOverdue), not at each grant. */
+  private overdueRunQuick = false;
   /** The paths of the last OVERDUE_RUN overdue requests (a ring beside overdueStarts). */
   private readonly overduePaths: (string | undefined)[] = new Array<string | undefined>(OVERDUE_RUN).fill(undefined);
   /** The one path every request of that ring went to, if they all went to one; else undefined. */
@@ -1181,6 +1183,7 @@ export class Limiter {
     let one = path;
     for (let i = 0; i < OVERDUE_RUN && one !== undefined; i++) if (this.overduePaths[i] !== one) one = undefined;
     this.overdueOnePath = one;
+    this.overdueRunQuick = this.quickPagesOverdue();
     if (acquiredAt > this.promptStartedAt && (this.firstOverdueAfterPrompt <= this.promptStartedAt || acquiredAt < this.firstOverdueAfterPrompt))
       this.firstOverdueAfterPrompt = acquiredAt;
   }
@@ -1232,7 +1235,7 @@ export class Limiter {
     // Unless the batch is to paths the origin answered promptly before, at least three of them
     // (quickPagesOverdue): the origin got slow while nothing was asked of it (a cached site's
     // origin sees nothing for a while).
-    if (this.firstOverdueAfterPrompt - this.promptStartedAt > SLOW_EVIDENCE_GAP_MS && !this.quickPagesOverdue()) return false;
+    if (this.firstOverdueAfterPrompt - this.promptStartedAt > SLOW_EVIDENCE_GAP_MS && !this.overdueRunQuick) return false;
     const starts = this.overdueStarts;
     for (let i = 0; i < OVERDUE_RUN; i++) if (!(starts[i]! > this.promptStartedAt)) return false;
     // All to one path the origin never answered promptly: that path is slow, maybe not the origin
@@ -1253,15 +1256,23 @@ export class Limiter {
    * on a quick page, with a page or two held up behind it).
    */
   private quickPagesOverdue(): boolean {
-    const counts = new Map<string, number>();
+    if (this.overdueNoted < OVERDUE_RUN) return false;
+    const paths = this.overduePaths;
+    let distinct = 0;
     for (let i = 0; i < OVERDUE_RUN; i++) {
-      const path = this.overduePaths[i];
+      const path = paths[i];
       if (this.overdueQuick[i] !== 1 || path === undefined) return false;
-      const n = (counts.get(path) ?? 0) + 1;
-      if (n * 2 > OVERDUE_RUN) return false;
-      counts.set(path, n);
+      let same = 0;
+      let seenBefore = false;
+      for (let j = 0; j < OVERDUE_RUN; j++) {
+        if (paths[j] !== path) continue;
+        same++;
+        if (j < i) seenBefore = true;
+      }
+      if (same * 2 > OVERDUE_RUN) return false;
+      if (!seenBefore) distinct++;
     }
-    return counts.size >= QUICK_PATHS_MIN;
+    return distinct >= QUICK_PATHS_MIN;
   }
 
   /**

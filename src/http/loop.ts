@@ -54,7 +54,7 @@ export function loopMemberOf(site: string, target: string): string {
 }
 
 /** The CDN-Loop value to send on: what the client's request had, then our member. */
-export function appendLoopId(existing: string | string[] | number | undefined, site: string, target: string): string {
+export function appendLoopMember(existing: string | string[] | number | undefined, site: string, target: string): string {
   const prior = Array.isArray(existing) ? existing.join(', ') : existing === undefined ? '' : String(existing).trim();
   const own = loopMemberOf(site, target);
   return prior ? `${prior}, ${own}` : own;
@@ -64,9 +64,9 @@ export function appendLoopId(existing: string | string[] | number | undefined, s
  * The CDN-Loop value a shared fill sends: the crowdgate members the request already carried
  * (it came from another site of this gateway, or from another instance through a balancer, or
  * round once already: a loop through them still comes back with the first one's), the last
- * LOOP_IDS_KEPT of them, then this site's. Nothing else of the client's field: a fill is shared, and
- * a value a client wrote is not in the key (a member is a fixed form of hex digits, so a
- * client's own look-alike puts nothing of its choosing in a page but those).
+ * LOOP_IDS_KEPT of them, then this site's. Nothing else of the client's field: a fill is
+ * shared, and a value a client wrote is not in the key (a member is a fixed form of hex
+ * digits, so a client's own look-alike puts nothing of its choosing in a page but those).
  */
 export function fillLoopValue(existing: string | string[] | undefined, site: string, target: string): string {
   const own = loopMemberOf(site, target);

@@ -12,7 +12,6 @@ import type { UnkeyedInput } from '../cache/reflection.js';
 import { HOP_BY_HOP, connectionListedNames } from '../http/facts.js';
 import type { SiteRuntime } from '../runtime.js';
 import { CLIENT_CONDITIONALS, NEVER_FORWARDED_FIELDS, VIA_VALUE, appendVia, compileGlobs, isPlainFieldName, setForwardedHeaders, stripHopByHop } from './headers.js';
-import { LOOP_FIELD } from '../http/loop.js';
 import { hostOf, schemeOf, type Ctx, type Lookup } from './context.js';
 import { vouchedForwardedFor } from './client-address.js';
 import { nextRequestId } from './request-id.js';
@@ -288,15 +287,12 @@ export function makeFillHeaders(ctx: Ctx, lookup: Lookup): Record<string, string
     peerAddress: ctx.peerAddress,
     peerTrusted: ctx.peerTrusted,
     scheme: ctx.scheme,
-    site: ctx.site!.name,
-    target: ctx.url,
   });
   // Via: the gateway's own hop only. A client's Via is its own text, and so is one a trusted
   // proxy passed on (nginx adds none and forwards the client's), which a fill would carry into
   // a page everyone gets. (CDN-Loop is set with the path sent, once a member is chosen: fill.ts,
   // http/loop.ts fillLoopValue; a client's field is not passed on but for crowdgate members.)
   out['via'] = VIA_VALUE;
-  delete out[LOOP_FIELD];
   // X-Forwarded-For: the client and the trusted hops after it, never what the client wrote
   // before its own address (the key cannot hold it; an origin printing the first entry would
   // print it for everyone).

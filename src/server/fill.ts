@@ -851,13 +851,18 @@ function narrowVariantNames(lookup: Lookup): string[] {
   return [...names];
 }
 
+/** An Accept as one lower-case text (several field lines joined). */
+function acceptText(accept: string | string[] | undefined): string {
+  return (Array.isArray(accept) ? accept.join(',') : (accept ?? '')).trim().toLowerCase();
+}
+
 /**
  * Whether an Accept (as the fill sent it: lower case, by weight) puts first something other
  * than a page: not absent, not the any-type wildcard alone, not a browser's navigation (text/html first, no JSON), but
  * `application/json` (axios, fetch calls), `image/avif,…` (an <img>), `text/css,…`.
  */
 function asksForOtherThanAPage(accept: string | string[] | undefined): boolean {
-  const value = (Array.isArray(accept) ? accept.join(',') : (accept ?? '')).trim().toLowerCase();
+  const value = acceptText(accept);
   if (value === '' || value === '*/*') return false;
   // A browser's navigation: text/html first, and no JSON anywhere in it (`*/*, application/json`
   // and `text/html;level=1, application/json` are JSON to negotiators that prefer the more
@@ -875,7 +880,7 @@ function asksForOtherThanAPage(accept: string | string[] | undefined): boolean {
  * (review).
  */
 function isNavigation(accept: string | string[] | undefined): boolean {
-  const value = (Array.isArray(accept) ? accept.join(',') : (accept ?? '')).trim().toLowerCase();
+  const value = acceptText(accept);
   const first = value.split(',')[0]!.trim();
   return first === 'text/html' && !value.includes('json') && !DEVICE_MEDIA_TYPES.some((t) => value.includes(t));
 }

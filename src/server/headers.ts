@@ -7,7 +7,7 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 // One hop-by-hop list for storing and forwarding alike.
 import { HOP_BY_HOP, connectionListedNames } from '../http/facts.js';
-import { LOOP_FIELD, appendLoopId } from '../http/loop.js';
+import { LOOP_FIELD, appendLoopMember } from '../http/loop.js';
 
 /**
  * Removes hop-by-hop headers in place. `keep` lets a caller keep e.g. transfer-encoding on a
@@ -39,9 +39,11 @@ export interface ForwardedFacts {
   peerTrusted: boolean;
   /** The listener's scheme: 'https' over TLS is what the origin sees, whatever the client sent. */
   scheme?: 'http' | 'https';
-  /** The site the request is sent on for, and its normalised target: their CDN-Loop member is appended (http/loop.ts). */
-  site: string;
-  target: string;
+  /**
+   * The site the request is sent on for, and its normalised target: their CDN-Loop member is
+   * appended to the client's field (http/loop.ts). A shared fill sets its own (fill.ts).
+   */
+  loop?: { site: string; target: string };
 }
 
 /**
@@ -64,7 +66,7 @@ export function setForwardedHeaders(
   if (host) out['x-forwarded-host'] = host;
   else delete out['x-forwarded-host'];
   out['via'] = appendVia(incoming.via);
-  out[LOOP_FIELD] = appendLoopId(incoming[LOOP_FIELD], facts.site, facts.target);
+  if (facts.loop !== undefined) out[LOOP_FIELD] = appendLoopMember(incoming[LOOP_FIELD], facts.loop.site, facts.loop.target);
 }
 
 function firstValue(v: string | string[] | undefined): string | undefined {

@@ -316,8 +316,7 @@ function prepareForwardHeaders(ctx: Ctx): void {
     peerAddress: ctx.peerAddress,
     peerTrusted: ctx.peerTrusted,
     scheme: ctx.scheme,
-    site: ctx.site!.name,
-    target: ctx.url,
+    loop: { site: ctx.site!.name, target: ctx.url },
   });
   headers['x-request-id'] = ctx.requestId;
   // The client-address fields other proxies write: from a client that is not a trusted proxy

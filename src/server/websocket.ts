@@ -133,12 +133,12 @@ export class WebSocketUpgrades {
       if (site) hs.site = site.name;
       return deps.isDraining() ? this.refuse(hs, 503, 'Service Unavailable', 'draining') : this.refuse(hs, 400, 'Bad Request', site ? 'bad_request' : 'no_site');
     }
+    req.url = normaliseTarget(rawUrl).url;
     // A handshake this gateway sent to the site's origin, come back (http/loop.ts).
-    if (cameBack(req.headers[LOOP_FIELD], site.name, normaliseTarget(rawUrl).url)) {
+    if (cameBack(req.headers[LOOP_FIELD], site.name, req.url)) {
       hs.site = site.name;
       return this.refuse(hs, 508, 'Loop Detected', 'origin_loop');
     }
-    req.url = normaliseTarget(rawUrl).url;
     const target = parseUrlPath(req.url);
     const route = site.compiled.matchRoute('GET', target.path, target.query);
     hs.site = site.name;
@@ -160,8 +160,7 @@ export class WebSocketUpgrades {
       peerAddress: peer,
       peerTrusted,
       scheme: isSecure(req) ? 'https' : 'http',
-      site: site.name,
-      target: req.url,
+      loop: { site: site.name, target: req.url },
     });
     if (!peerTrusted) dropClientAddressClaims(req.headers as Record<string, unknown>);
     dropOddFieldNames(req.headers as Record<string, unknown>);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { appendLoopId, cameBack, carriesLoopMember, fillLoopValue, loopIdOf, loopMemberOf } from '../../../src/http/loop.js';
+import { appendLoopMember, cameBack, carriesLoopMember, fillLoopValue, loopIdOf, loopMemberOf } from '../../../src/http/loop.js';
 
 describe('CDN-Loop members (RFC 8586)', () => {
   it('gives each site an id of its own, the same every time, a token no client can guess, and marks the target', () => {
@@ -47,9 +47,9 @@ describe('CDN-Loop members (RFC 8586)', () => {
 
   it('appends its member to what a passed-through request carried', () => {
     const own = loopMemberOf('blog', '/f');
-    expect(appendLoopId(undefined, 'blog', '/f')).toBe(own);
-    expect(appendLoopId('cdn.example; v=1', 'blog', '/f')).toBe(`cdn.example; v=1, ${own}`);
-    expect(appendLoopId(['a', 'b'], 'blog', '/f')).toBe(`a, b, ${own}`);
+    expect(appendLoopMember(undefined, 'blog', '/f')).toBe(own);
+    expect(appendLoopMember('cdn.example; v=1', 'blog', '/f')).toBe(`cdn.example; v=1, ${own}`);
+    expect(appendLoopMember(['a', 'b'], 'blog', '/f')).toBe(`a, b, ${own}`);
   });
 
   it("sends on a shared fill only crowdgate members besides its own: none of the client's text", () => {
