@@ -113,6 +113,8 @@ export type FillResult =
       reason: string;
       /** Only this answer was not storable (it was its leader's own): no hit-for-pass. */
       once?: true;
+      /** A 404 or 410 its leader's headers drew: the origin, asked without them, did not say gone. */
+      drawn?: true;
     }
   | { kind: 'too_large' }
   | { kind: 'origin_error'; fwdStatus: number; status: number; headers: OutgoingHttpHeaders; body: Buffer }

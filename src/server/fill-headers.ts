@@ -316,6 +316,27 @@ export function makeFillHeaders(ctx: Ctx, lookup: Lookup): Record<string, string
   return out;
 }
 
+/** The User-Agent of a fill asked again without the client's headers (plainFillHeaders). */
+export const RECHECK_USER_AGENT = 'crowdgate-recheck';
+
+/**
+ * A fill's headers made the gateway's own question, in place: none of the client's but those
+ * the key holds (Host, the Accept-Encoding bucket, the key template's headers and cookies) and
+ * those the stored copy `stored` varies on, no X-Forwarded-For (the origin sees the gateway
+ * ask, as a probe does), and `User-Agent: crowdgate-recheck` unless the copy varies on it. Asked
+ * so when a 404 or 410 would take a stored page away from everyone (fill.ts): a WAF answering
+ * one client's `User-Agent: sqlmap` with 404 took a popular page's stale copy with it.
+ */
+export function plainFillHeaders(headers: Record<string, string>, variantHeaders: IncomingHttpHeaders, policy: PolicyOptions, stored: CacheEntry): void {
+  for (const name of Object.keys(variantHeaders)) {
+    if (name === 'host' || name === 'accept-encoding' || name === 'cookie') continue;
+    if (isKeyTemplateHeader(name, policy) || stored.vary.includes(name)) continue;
+    delete headers[name];
+  }
+  delete headers['x-forwarded-for'];
+  if (!stored.vary.includes('user-agent')) headers['user-agent'] = RECHECK_USER_AGENT;
+}
+
 export function joinPath(base: URL, target: string): string {
   let pathAndQuery = target;
   if (!target.startsWith('/')) {

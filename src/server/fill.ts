@@ -16,7 +16,7 @@ import type { OriginMember } from '../origin/pool.js';
 import { SICK_STATUSES } from '../origin/upstream.js';
 import { fail, recordAnswer, serveEntry, writeBuffered } from './answer.js';
 import { selectVariant, collapseKeyOf, isOtherAskersCopy, noteAttempt, pathKeysOf, variesOnAll, type FillResult, type Ctx, type Lookup } from './context.js';
-import { makeFillVisibleHeaders, makeFillHeaders, joinPath, clientHeaders, unkeyedFillInputs, identityFillInputs, identityNamesVariedOn, carriesOwnCookies } from './fill-headers.js';
+import { makeFillVisibleHeaders, makeFillHeaders, plainFillHeaders, joinPath, clientHeaders, unkeyedFillInputs, identityFillInputs, identityNamesVariedOn, carriesOwnCookies } from './fill-headers.js';
 import { reflectedInputs, repeatsAddress, valueForLog, varyingAlsoOn, type Finding, type UnkeyedInput } from '../cache/reflection.js';
 import type { CollapseKey } from '../cache/cache-key.js';
 import { forward, forwardUnlessShed } from './pass-through.js';
@@ -138,6 +138,10 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
       return fillOwnVariant(ctx, lookup, [outcome.entry, ...lookup.variants.filter((v) => v.variantKey !== outcome.entry.variantKey)], attempt);
     return serveFillResult(ctx, lookup, outcome, true);
   }
+  // Its leader's headers drew a 404 the origin does not give without them (fetchForCache's
+  // recheck): the waiters make one fill of their own, collapsed again; each asking alone, a
+  // scanner leading a hot page's refresh sent its crowd to the origin one by one.
+  if (outcome.kind === 'uncacheable' && outcome.drawn && attempt === 0) return fillAndServe(ctx, lookup, attempt + 1);
   if (outcome.kind === 'uncacheable' || outcome.kind === 'too_large') {
     // Not shareable: every waiter asks the origin itself (through the limiter).
     return passAlone(ctx, lookup);
@@ -411,6 +415,11 @@ async function fetchForCache(
   // Sent again after a suspect member failed it: to a usable member, no ejected member's trial.
   let afterTrial = false;
   let freshNext = false;
+  // A 404 or 410 that would take a stored page away, held while the origin is asked again
+  // without the client's headers (below); `drawn` once that answer says the page is there.
+  let gone: FetchResult | undefined;
+  let rechecked = false;
+  let drawn = false;
   for (let attempt = 0; ; attempt++) {
     // Asking again (another member, an unconditional refetch): its waiters' deadlines hold again.
     if (collapseId !== undefined) deps.inflight.setAnswering(collapseId, false);
@@ -424,6 +433,7 @@ async function fetchForCache(
     const revalidating = lookup.entry;
     const conditional = revalidating ? makeConditionalHeaders(revalidating) : {};
     const headers = { ...makeFillHeaders(ctx, lookup), ...conditional };
+    if (gone !== undefined && revalidating !== undefined) plainFillHeaders(headers, lookup.variantHeaders, lookup.policy, revalidating);
     const admitted = await deps.upstream.admit(site.config, site.pool, {
       priority,
       deadlineAt,
@@ -443,7 +453,7 @@ async function fetchForCache(
     if (!admitted.ok) return refusedFill(ctx, admitted);
     const lease = admitted.lease;
     const member = lease.member;
-    if (kind !== 'background') noteAttempt(ctx, member, attempt > 0); // a refresh is not this request's answer
+    if (kind !== 'background') noteAttempt(ctx, member, attempt > 0 && gone === undefined); // a refresh is not this request's answer; a recheck no retry
     if (!site.config.preserveHost) headers['host'] = member.url.host;
     let fetched: FetchResult | undefined;
     const freshConnection = freshNext;
@@ -478,6 +488,14 @@ async function fetchForCache(
             : { kind: 'failure', failure: fetched.failure, reusedConnection: fetched.reusedConnection },
       );
       if (kind !== 'background') ctx.upstreamMs = (ctx.upstreamMs ?? 0) + (deps.clock.now() - lease.startedAt);
+    }
+    if (gone !== undefined) {
+      // The gateway's own question's answer (asked below): gone too, the page is gone, and the
+      // 404 goes on as any; anything else (the page, a 304, an error, no answer) says the 404
+      // was the client's own, and the stored copy stays.
+      drawn = !(fetched.ok && !('tooLarge' in fetched) && isGone(fetched.status));
+      fetched = gone;
+      gone = undefined;
     }
     if (!fetched.ok) {
       if (fetched.reusedConnection && !reusedRetried) {
@@ -538,6 +556,17 @@ async function fetchForCache(
       // and every waiter stream it with http-proxy, and hit-for-pass sends the next ones straight there.
       noteNotStored(ctx, 'too_large', fetched.headers);
       return { kind: 'too_large' };
+    }
+    // A 404 or 410 that would take a stored page (not an error) away from everyone, here and on
+    // every instance (below), while the origin is well: asked once more, as the gateway's own
+    // question, without the client's headers (plainFillHeaders). A WAF answering one client's
+    // `User-Agent: sqlmap` with 404 took a popular page's stale copy away, so that the next
+    // visitors waited for a refill and an outage found nothing to serve (attacker trial). A
+    // page really deleted costs the origin one request more.
+    if (!rechecked && isGone(fetched.status) && revalidating !== undefined && !isGone(revalidating.status) && !originInTrouble(ctx, lookup)) {
+      rechecked = true;
+      gone = fetched;
+      continue;
     }
     const now = deps.clock.now();
     const response = {
@@ -632,7 +661,8 @@ async function fetchForCache(
         ...(asksForOtherThanAPage(lookup.variantHeaders['accept']) || (isDataFormat(decision.entry.headers) && !isNavigation(lookup.variantHeaders['accept']))
           ? ['accept']
           : []),
-        ...(isNarrowError(fetched.status, decision.configured, lookup.entry) ? narrowVariantNames(lookup) : []),
+        // And so is a 404 or 410 the client's headers drew (rechecked above).
+        ...(drawn || isNarrowError(fetched.status, decision.configured, lookup.entry) ? narrowVariantNames(lookup) : []),
         // An answer to a fill that carried a header naming who asks (`X-User-Token`) may be
         // that client's own: it is that header value's variant, so the fill's waiters without it
         // make one fill of their own, and nobody else gets it, fresh or stale (new-user trial:
@@ -651,7 +681,7 @@ async function fetchForCache(
         ...(lookup.fragment ?? []),
       ];
       // A 404 or 410 takes the stored copy of another status with it (below, for one not stored).
-      if (isGone(fetched.status) && lookup.entry !== undefined && lookup.entry.status !== fetched.status && !originInTrouble(ctx, lookup))
+      if (isGone(fetched.status) && !drawn && lookup.entry !== undefined && lookup.entry.status !== fetched.status && !originInTrouble(ctx, lookup))
         await ctx.deps.purge([{ kind: 'key', key: lookup.key }], 'hard', fence).catch(() => undefined);
       const stored = varyingAlsoOn(decision.entry, implied.length === 0 ? reflected : [...new Set([...reflected, ...implied])]);
       const entry: CacheEntry = {
@@ -680,9 +710,12 @@ async function fetchForCache(
     // Not while the origin is in trouble (its probes find it down, or this page's last refresh
     // failed): a 404 then may be a vhost or ingress default, or a WAF answering one client's
     // User-Agent, and the stale copy is what keeps the page up (review).
-    if (isGone(fetched.status) && lookup.entry !== undefined && !originInTrouble(ctx, lookup))
+    // Nor when the origin, asked again without the client's headers, said the page is there
+    // (drawn, above): the 404 is answered to that client alone.
+    if (isGone(fetched.status) && !drawn && lookup.entry !== undefined && !originInTrouble(ctx, lookup))
       await ctx.deps.purge([{ kind: 'key', key: lookup.key }], 'hard', fence).catch(() => undefined);
     noteNotStored(ctx, decision.code, fetched.headers);
+    if (drawn) return { ...notStored(fetched, lookup, 'the request drew it: the origin answers otherwise without its headers'), once: true, drawn: true };
     return refusal ? { ...notStored(fetched, lookup, decision.reason), once: true } : notStored(fetched, lookup, decision.reason);
   }
 }

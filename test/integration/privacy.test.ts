@@ -12,6 +12,7 @@ import { siteFor } from '../helpers/gateway.js';
 import { ManualClock } from '../../src/clock.js';
 import { useFixtures } from '../helpers/fixtures.js';
 import { useRedisServer } from '../helpers/redis-server.js';
+import { until } from '../helpers/until.js';
 
 const { origin, gateway } = useFixtures();
 
@@ -1312,7 +1313,51 @@ describe('the key covers what the origin sees', () => {
     const again = await get(`${g.url}/waf`, { 'user-agent': 'sqlmap/1.7', accept: 'text/html' });
     expect(again.status).toBe(404);
     expect(again.headers['cache-status']).toMatch(/; hit/);
-    expect(o.count('/waf')).toBe(3); // the first fill, the attacker's, and the victim's after his 404 took the copy
+    // The first fill, the attacker's, the gateway's own question without his headers (the
+    // page is there: the stale copy stayed), and the victim's revalidation of that copy.
+    expect(o.count('/waf')).toBe(4);
+    const recheck = o.requests.filter((r) => r.path === '/waf')[2]!;
+    expect(recheck.headers['user-agent']).toBe('crowdgate-recheck');
+    expect(recheck.headers['accept']).toBeUndefined();
+    expect(recheck.headers['x-forwarded-for']).toBeUndefined();
+  });
+
+  it("a 404 one client's header draws on a stale page's refresh leaves the copy for everyone: an outage after it finds it (attacker trial)", async () => {
+    const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
+    const o = await origin();
+    let down = false;
+    // A WAF in front of the app answers scanners 404 with a public lifetime, as the app's
+    // other answers; the app is a page with a minute of grace.
+    o.route('/hot', (req, res) => {
+      if (down) {
+        res.writeHead(503, { 'content-type': 'text/plain' });
+        res.end('down');
+        return;
+      }
+      const head = { 'cache-control': 'public, max-age=1', date: new Date(clock.now()).toUTCString() };
+      if (String(req.headers['user-agent'] ?? '').includes('sqlmap')) {
+        res.writeHead(404, { ...head, 'content-type': 'text/plain' });
+        res.end('blocked');
+        return;
+      }
+      res.writeHead(200, { ...head, 'content-type': 'text/html' });
+      res.end('<p>hot page</p>');
+    });
+    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { staleWhileRevalidateSeconds: 0, graceSeconds: 60 } }] })] }, { clock });
+    const browser = { 'user-agent': 'Mozilla/5.0 Firefox/133.0', accept: 'text/html' };
+    expect((await get(`${g.url}/hot`, browser)).status).toBe(200);
+    clock.advance(2_000); // stale: the scanner's request leads its refresh
+    const scanner = await get(`${g.url}/hot`, { 'user-agent': 'sqlmap/1.7' });
+    expect(scanner.status).toBe(404);
+    expect(scanner.body).toBe('blocked');
+    // His 404, public as it is, is kept for requests like his, not for everyone.
+    expect((await get(`${g.url}/hot`, { 'user-agent': 'sqlmap/1.7' })).headers['cache-status']).toMatch(/; hit/);
+    // The origin goes down: the stale copy answers the next visitor (grace), not a 404 or 503.
+    down = true;
+    const visitor = await get(`${g.url}/hot`, browser);
+    expect(visitor.status).toBe(200);
+    expect(visitor.body).toBe('<p>hot page</p>');
+    expect(visitor.headers['cache-status']).toMatch(/fwd=stale/);
   });
 
   it('an error the origin gives a lifetime (400, 403, 500: statuses the URL does not explain) never replaces a stored page for everyone; with nothing stored it is kept for all, as RFC 9111 says (attacker trial, CPDoS)', async () => {
@@ -1354,11 +1399,49 @@ describe('the key covers what the origin sees', () => {
     expect(gone.headers['cache-status']).toMatch(/; hit/);
   });
 
-  it('a narrow 404 left alone in the store does not split the crowd into one fill per browser', async () => {
+  it("the visitors who joined a scanner's refresh that drew a 404 share one fill of their own", async () => {
     const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
     const o = await origin();
     o.route('/hot', (req, res) => {
-      if (String(req.headers['user-agent'] ?? '').includes('sqlmap')) {
+      setTimeout(() => {
+        if (String(req.headers['user-agent'] ?? '').includes('sqlmap')) {
+          res.writeHead(404, { 'content-type': 'text/plain' });
+          res.end('blocked');
+          return;
+        }
+        // must-revalidate (MediaWiki's pages): no stale copy answers those who arrive during
+        // the refresh, they wait for its answer; kept past its lifetime by its validator.
+        const head = { 'cache-control': 'public, max-age=1, must-revalidate', etag: '"v1"', date: new Date(clock.now()).toUTCString() };
+        if (req.headers['if-none-match'] === '"v1"') {
+          res.writeHead(304, head);
+          res.end();
+          return;
+        }
+        res.writeHead(200, { ...head, 'content-type': 'text/html' });
+        res.end('<p>hot page</p>');
+      }, 100);
+    });
+    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { staleWhileRevalidateSeconds: 0 } }] })] }, { clock });
+    expect((await get(`${g.url}/hot`, { 'user-agent': 'Firefox' })).status).toBe(200);
+    clock.advance(2_000);
+    const scanner = get(`${g.url}/hot`, { 'user-agent': 'sqlmap/1.7' });
+    await until(() => o.inflight === 1, 'the scanner\'s fill at the origin');
+    const crowd = await Promise.all(['Chrome/1', 'Chrome/2', 'Safari/3', 'Edge/4', 'Opera/5'].map((ua) => get(`${g.url}/hot`, { 'user-agent': ua })));
+    expect((await scanner).status).toBe(404);
+    expect(crowd.map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
+    // The first fill, the scanner's, the gateway's question without his headers (a 304), and
+    // one fill for the crowd (each asking alone, five; before the question, all five got his
+    // 404, stored with no lifetime).
+    expect(o.count('/hot')).toBe(4);
+  });
+
+  it('a narrow 404 left alone in the store does not split the crowd into one fill per browser', async () => {
+    const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
+    const o = await origin();
+    // A WAF that answers every client it does not take for a browser 404: the gateway's own
+    // question without the scanner's headers (fill.ts) gets one too, and the copy goes.
+    o.route('/hot', (req, res) => {
+      if (/sqlmap|crowdgate/.test(String(req.headers['user-agent'] ?? ''))) {
         res.writeHead(404, { 'content-type': 'text/plain' });
         res.end('blocked');
         return;
@@ -1404,7 +1487,8 @@ describe('the key covers what the origin sees', () => {
     // Served stale while a background refresh learns the page is gone (kept for requests like
     // this one alone).
     expect((await get(`${g.url}/post`, { 'user-agent': 'a' })).status).toBe(200);
-    for (const until = Date.now() + 5_000; o.count('/post') < 2 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 10));
+    // The refresh's 404, then the gateway's own question (404 too: the page is gone).
+    for (const until = Date.now() + 5_000; o.count('/post') < 3 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 10));
     await new Promise((r) => setTimeout(r, 50));
     // Another client does not get the old copy: the 404 took it with it.
     const b = await get(`${g.url}/post`, { 'user-agent': 'b' });
