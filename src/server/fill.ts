@@ -115,6 +115,13 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     // Waited past the deadline (or too many waiters): stale if we can, else fetch alone.
     return serveStaleOr(ctx, lookup, 'timeout', () => passAlone(ctx, lookup));
   }
+  // An error its leader got that is kept for nobody (not stored, or stored without a lifetime:
+  // never reused) may be about the leader's own request: a 404 a WAF gave a scanner's
+  // User-Agent (fetchForCache's recheck found the page there, or nothing was stored to check
+  // against), a 400 for a header too large for the origin. The waiters make one fill of their
+  // own, collapsed again, as after a server error (below): a scanner leading a page's fill gave
+  // the visitors who joined it his 404, and after a 400 each asked the origin alone.
+  if (attempt === 0 && isLeadersError(outcome)) return fillAndServe(ctx, lookup, attempt + 1);
   if (outcome.kind === 'entry') {
     // The leader's variant may not be ours (Vary); then fill our own variant, once. Collapsed
     // on the origin's own Vary, not on the names the leader's answer echoed: a leader whose
@@ -138,10 +145,6 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
       return fillOwnVariant(ctx, lookup, [outcome.entry, ...lookup.variants.filter((v) => v.variantKey !== outcome.entry.variantKey)], attempt);
     return serveFillResult(ctx, lookup, outcome, true);
   }
-  // Its leader's headers drew a 404 the origin does not give without them (fetchForCache's
-  // recheck): the waiters make one fill of their own, collapsed again; each asking alone, a
-  // scanner leading a hot page's refresh sent its crowd to the origin one by one.
-  if (outcome.kind === 'uncacheable' && outcome.drawn && attempt === 0) return fillAndServe(ctx, lookup, attempt + 1);
   if (outcome.kind === 'uncacheable' || outcome.kind === 'too_large') {
     // Not shareable: every waiter asks the origin itself (through the limiter).
     return passAlone(ctx, lookup);
@@ -189,6 +192,12 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
     return serveStaleOr(ctx, lookup, 'error', orElse);
   }
   return serveFillResult(ctx, lookup, outcome, true);
+}
+
+/** A fill's error answer kept for nobody but its leader (fillAndServe's waiters ask once more). */
+function isLeadersError(outcome: FillResult): boolean {
+  if (outcome.kind === 'uncacheable') return outcome.drawn === true || (outcome.once === true && outcome.status >= 400);
+  return outcome.kind === 'entry' && outcome.entry.status >= 400 && outcome.entry.status < 500 && isNeverFresh(outcome.entry);
 }
 
 /**

@@ -1435,6 +1435,35 @@ describe('the key covers what the origin sees', () => {
     expect(o.count('/hot')).toBe(4);
   });
 
+  it("a scanner leading a page's first fill does not give the visitors who joined it his 404 or 400", async () => {
+    const o = await origin();
+    o.route('/cold', (req, res) => {
+      setTimeout(() => {
+        const ua = String(req.headers['user-agent'] ?? '');
+        // A WAF: a scanner gets a 404, an odd client a 400, neither with cache headers.
+        if (ua.includes('sqlmap') || ua.includes('odd')) {
+          res.writeHead(ua.includes('odd') ? 400 : 404, { 'content-type': 'text/plain' });
+          res.end('blocked');
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'public, max-age=60' });
+        res.end('<p>page</p>');
+      }, 100);
+    });
+    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { staleWhileRevalidateSeconds: 0 } }] })] });
+    for (const [ua, status] of [['sqlmap/1.7', 404], ['odd/1', 400]] as const) {
+      o.reset();
+      const path = `/cold?by=${ua.slice(0, 3)}`;
+      const scanner = get(`${g.url}${path}`, { 'user-agent': ua });
+      await until(() => o.inflight === 1, "the scanner's fill at the origin");
+      const crowd = await Promise.all(['Chrome/1', 'Chrome/2', 'Safari/3', 'Edge/4', 'Opera/5'].map((b) => get(`${g.url}${path}`, { 'user-agent': b })));
+      expect((await scanner).status).toBe(status);
+      expect(crowd.map((r) => r.status), ua).toEqual([200, 200, 200, 200, 200]);
+      // His fill and one for the crowd (before: the 404 for all five, the 400 one request each).
+      expect(o.count('/cold'), ua).toBe(2);
+    }
+  });
+
   it('a narrow 404 left alone in the store does not split the crowd into one fill per browser', async () => {
     const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
     const o = await origin();
