@@ -459,6 +459,8 @@ async function fetchForCache(
       hasFallback: kind === 'background' || hasStaleOnFailure(ctx, lookup),
       ...(signal !== undefined ? { signal } : {}),
     });
+    // A recheck of a 404 (below) refused ends so too: unsure, the stored copy stays (and answers
+    // where it may stand in for a refusal), and the 404 goes to nobody.
     if (!admitted.ok) return refusedFill(ctx, admitted);
     const lease = admitted.lease;
     const member = lease.member;
