@@ -253,7 +253,8 @@ td.path { word-break:break-all; }
     box.textContent = (r.up ? "Redis: shared tier up" : "Redis: skipped (memory only; every instance fetches alone)") +
       (r.purgesPending > 0 ? " · " + r.purgesPending + " purge" + (r.purgesPending === 1 ? "" : "s") + " waiting for it" : "") +
       " · fills since start: " + (f.locked || 0) + " fetched here, " + (f.filled || 0) + " from another instance, " +
-      (f.timeout || 0) + " waited then fetched alone, " + (f.redis_down || 0) + " alone (Redis down)";
+      (f.timeout || 0) + " waited then fetched alone, " + (f.redis_down || 0) + " alone (Redis down)" +
+      (f.lap ? ", " + f.lap + " not waited for (held by an instance the request came through: a loop)" : "");
   }
 
   function render(d) {

@@ -35,7 +35,7 @@ import { systemClock, type Clock } from '../clock.js';
 import type { RedisBus } from '../cache/stores/redis-bus.js';
 import type { DistributedLock } from './distributed.js';
 
-export type CrossInstanceClaim = { kind: 'fetch'; done(): Promise<void> } | { kind: 'filled' } | { kind: 'timeout' };
+export type CrossInstanceClaim = { kind: 'fetch'; done(): Promise<void> } | { kind: 'filled' } | { kind: 'timeout' } | { kind: 'lap' };
 
 /**
  * Cross-instance collapsing: a local leader asks before fetching. 'fetch': this instance holds
@@ -44,12 +44,18 @@ export type CrossInstanceClaim = { kind: 'fetch'; done(): Promise<void> } | { ki
  * took too long: fetch alone.
  */
 export interface CrossInstanceCollapse {
-  /** maxWaitMs: the longest a non-holder waits for a holder still at work (cache.collapse.waitDeadlineMs). */
-  acquire(key: CollapseKey, maxWaitMs?: number): Promise<CrossInstanceClaim>;
+  /**
+   * maxWaitMs: the longest a non-holder waits for a holder still at work (cache.collapse.waitDeadlineMs).
+   * `owner`: named in the lock this acquire takes. `cameThrough`: for a request that came
+   * through gateways (its CDN-Loop ids), whether the holder named is one of them: then 'lap'
+   * at once, no wait (the holder's fill is the one this request came from: a loop through a
+   * balancer would wait on itself until its deadline).
+   */
+  acquire(key: CollapseKey, maxWaitMs?: number, owner?: string, cameThrough?: (holder: string) => boolean): Promise<CrossInstanceClaim>;
 }
 
 /** How an acquire ended, for metrics and logs. */
-export type CrossInstanceOutcome = 'locked' | 'redis_down' | 'filled' | 'timeout';
+export type CrossInstanceOutcome = 'locked' | 'redis_down' | 'filled' | 'timeout' | 'lap';
 
 export interface RedisCrossInstanceOptions {
   lock: DistributedLock;
@@ -106,12 +112,12 @@ export class RedisCrossInstance implements CrossInstanceCollapse {
    * renewed); default lockWaitMs. A holder that shows no sign of life for lockWaitMs (its lock
    * gone) is waited for no longer.
    */
-  async acquire(key: CollapseKey, maxWaitMs: number = this.lockWaitMs): Promise<CrossInstanceClaim> {
+  async acquire(key: CollapseKey, maxWaitMs: number = this.lockWaitMs, owner?: string, cameThrough?: (holder: string) => boolean): Promise<CrossInstanceClaim> {
     const startedAt = this.clock.now();
     // 1. Listen first (see module doc); resolves 'timeout' at once when no notice could arrive.
     const notified = this.bus.waitForFill(key.id, Math.min(this.lockWaitMs, maxWaitMs));
     // 2. The lock.
-    const lock = await this.lock.tryLock(key.id, this.lockTtlMs);
+    const lock = await this.lock.tryLock(key.id, this.lockTtlMs, owner);
     if (lock.acquired) {
       // Renewed while the fill runs, so a fill slower than lockTtlMs keeps the key and its
       // waiters (a 3 s page was fetched by each instance, and their clients waited 6 s).
@@ -138,7 +144,15 @@ export class RedisCrossInstance implements CrossInstanceCollapse {
       this.onOutcome?.('redis_down');
       return { kind: 'fetch', done: NOTHING_TO_RELEASE };
     }
-    // 3. Another instance holds the fill: its notice, or our deadline. Each lockWaitMs without
+    // 3. Another instance holds the fill. One this request came through: not waited on.
+    if (cameThrough !== undefined) {
+      const holder = await this.lock.holderOf(key.id);
+      if (holder !== undefined && cameThrough(holder)) {
+        this.onOutcome?.('lap');
+        return { kind: 'lap' };
+      }
+    }
+    //    Else its notice, or our deadline. Each lockWaitMs without
     //    a notice, the holder's lock says whether it is still at work (it renews it): then wait
     //    on, up to maxWaitMs in all. Gone, the holder either just finished (release comes
     //    before its notice: the store has the copy) or died (fetch here).

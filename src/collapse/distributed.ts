@@ -56,9 +56,13 @@ export class DistributedLock {
     return `${this.keyPrefix}l:${key}`;
   }
 
-  async tryLock(key: string, ttlMs: number): Promise<LockResult> {
+  /**
+   * `owner`: who takes it, readable by the others (holderOf): a fill's CDN-Loop id (http/loop.ts),
+   * so that a request that came through the holder does not wait on it.
+   */
+  async tryLock(key: string, ttlMs: number, owner?: string): Promise<LockResult> {
     const lockKey = this.lockKeyOf(key);
-    const token = makeLockToken();
+    const token = owner === undefined ? makeLockToken() : `${owner}${OWNER_END}${makeLockToken()}`;
     // PX wants a positive integer number of milliseconds.
     const pxMs = Math.max(1, Math.ceil(ttlMs));
     const result = await this.guard.run((c) => c.set(lockKey, token, 'PX', pxMs, 'NX'));
@@ -81,12 +85,23 @@ export class DistributedLock {
     };
   }
 
+  /** The owner named by the lock of `key` now (tryLock's `owner`); undefined when none is, nobody holds it, or Redis does not answer. */
+  async holderOf(key: string): Promise<string | undefined> {
+    const result = await this.guard.run((c) => c.get(this.lockKeyOf(key)));
+    if (!result.ok || typeof result.value !== 'string') return undefined;
+    const end = result.value.indexOf(OWNER_END);
+    return end > 0 ? result.value.slice(0, end) : undefined;
+  }
+
   /** Does some instance hold the lock of `key` now? False as well when Redis does not answer (fail open: the caller fetches). */
   async isHeld(key: string): Promise<boolean> {
     const result = await this.guard.run((c) => c.exists(this.lockKeyOf(key)));
     return result.ok && result.value === 1;
   }
 }
+
+/** Ends a lock token's owner (an owner never contains it: CDN-Loop ids are `crowdgate-<hex>`). */
+const OWNER_END = '/';
 
 /** 128 random bits, hex: unique per acquisition across instances. */
 export function makeLockToken(): string {

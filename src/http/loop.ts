@@ -89,17 +89,23 @@ const LOOP_IDS_KEPT = 8;
 const LAPS_MAX = 3;
 
 /**
- * Whether a request carries any crowdgate member (it came through a crowdgate, this one for
- * another site or another instance). Such a fill does not wait on another instance's fill of
- * the same page (fill.ts fillAcrossInstances): instances whose origin URL is the balancer in
- * front of them sent a page's fill from one to the other, which waited on the first one's
- * lock until its 504, and the loop was never seen (review).
+ * The crowdgate ids a CDN-Loop value carries (its members of crowdgate's form): the gateways it
+ * came through, this one for another site or other instances. A fill does not wait on another
+ * instance's fill of the same page held by one of them (fill.ts fillAcrossInstances):
+ * instances whose origin URL is the balancer in front of them sent a page's fill from one to
+ * the other, which waited on the first one's lock until its 504, and the loop was never seen
+ * (review).
  */
-export function carriesLoopMember(value: string | string[] | undefined): boolean {
-  if (value === undefined) return false;
+export function loopIdsIn(value: string | string[] | undefined): string[] {
+  if (value === undefined) return [];
   const text = Array.isArray(value) ? value.join(',') : value;
-  if (!text.includes('crowdgate-')) return false;
-  return text.split(',').some((member) => MEMBER_FORM.test(member.trim()));
+  if (!text.includes('crowdgate-')) return [];
+  const out: string[] = [];
+  for (const member of text.split(',')) {
+    const id = MEMBER_FORM.exec(member.trim())?.[1];
+    if (id !== undefined) out.push(id);
+  }
+  return out;
 }
 
 /**

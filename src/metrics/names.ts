@@ -280,7 +280,7 @@ export const METRICS = {
   redisFills: spec(
     'crowdgate_redis_fills_total',
     'counter',
-    'Cache fills asked across instances, by outcome: locked (this instance fetched), filled (another instance\'s fill answered, or a copy it had just stored), timeout (waited for another instance, then fetched here), redis_down (fetched here, Redis unavailable).',
+    'Cache fills asked across instances, by outcome: locked (this instance fetched), filled (another instance\'s fill answered, or a copy it had just stored), timeout (waited for another instance, then fetched here), redis_down (fetched here, Redis unavailable), lap (held by an instance the request came through, by its CDN-Loop: fetched here, not waited for).',
     ['outcome'],
   ),
   purgesPending: spec(

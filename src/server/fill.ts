@@ -3,7 +3,7 @@
  * permit, fetches (conditionally when it can), stores, and hands one result to every waiter;
  * background refreshes; collapsing across instances through Redis.
  */
-import { LOOP_FIELD, carriesLoopMember, fillLoopValue } from '../http/loop.js';
+import { LOOP_FIELD, fillLoopValue, loopIdOf, loopIdsIn } from '../http/loop.js';
 import { latencyClassOf } from '../admission/limiter.js';
 import type { Fence } from '../cache/purge-fence.js';
 import { isSharedByOrigin, isNeverFresh, type CacheEntry } from '../cache/entry.js';
@@ -1072,11 +1072,20 @@ async function fillAcrossInstances(
   signal?: AbortSignal,
 ): Promise<FillResult> {
   const remote = ctx.deps.crossInstance;
-  // A request that came through a crowdgate (another instance, or another site of this one)
-  // does not wait on another instance's fill: if it is a loop through a balancer, that fill is
-  // the one it came from (http/loop.ts carriesLoopMember).
-  if (!remote || carriesLoopMember(ctx.req.headers[LOOP_FIELD])) return runFill(ctx, lookup, kind, priority, collapseKey.id, signal);
-  const claim = await remote.acquire(collapseKey, ctx.rt.config.cache.collapse.waitDeadlineMs);
+  if (!remote) return runFill(ctx, lookup, kind, priority, collapseKey.id, signal);
+  // The lock names this site's CDN-Loop id, and a request that came through crowdgates does
+  // not wait on a fill held by one of them: with instances whose origin is the balancer in
+  // front of them, that fill is the one it came from, and it waited on itself to a 504. A
+  // client's made-up member names no holder, so its fill waits as any (it skipped the lock
+  // when any member did: one fetch per instance per refresh; review).
+  const came = loopIdsIn(ctx.req.headers[LOOP_FIELD]);
+  const claim = await remote.acquire(
+    collapseKey,
+    ctx.rt.config.cache.collapse.waitDeadlineMs,
+    loopIdOf(ctx.site!.name),
+    came.length > 0 ? (holder) => came.includes(holder) : undefined,
+  );
+  if (claim.kind === 'lap') return runFill(ctx, lookup, kind, priority, collapseKey.id, signal);
   if (claim.kind === 'filled') {
     const entry = selectVariant((await ctx.deps.store.get(lookup.key)) ?? [], lookup.variantHeaders, identityFillInputs(lookup.variantHeaders, lookup.policy, []), lookup.fragment);
     if (entry && entry !== lookup.entry) {

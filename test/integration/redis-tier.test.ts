@@ -44,11 +44,11 @@ interface Answer {
   error?: string;
 }
 
-async function get(base: string, path: string, timeoutMs = 5_000): Promise<Answer> {
+async function get(base: string, path: string, timeoutMs = 5_000, headers: Record<string, string> = {}): Promise<Answer> {
   const startedAt = performance.now();
   try {
     // One public Host for the three instances, as behind a load balancer: the Host is in the key.
-    const res = await request(`${base}${path}`, { headers: { host: 'shop.test' }, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+    const res = await request(`${base}${path}`, { headers: { host: 'shop.test', ...headers }, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
     const body = await res.body.text();
     return { status: res.statusCode, body, cacheStatus: String(res.headers['cache-status'] ?? ''), ms: performance.now() - startedAt, startedAt };
   } catch (err) {
@@ -169,6 +169,17 @@ describe('three gateways sharing one Redis', () => {
     );
     const total = (i: number) => outcomes.reduce((sum, o) => sum + o[i]!, 0);
     expect([total(0), total(1), total(2)]).toEqual([1, 2, 0]);
+  });
+
+  it("a client's made-up CDN-Loop member does not let its fill skip another instance's fill of the page (review)", async () => {
+    origin.route('/made-up', { delayMs: 400, headers: { 'cache-control': 'public, max-age=60' }, body: 'made-up page' });
+    const first = get(gateways[0]!.url, '/made-up');
+    for (const until = performance.now() + 3_000; origin.count('/made-up') === 0 && performance.now() < until; ) await sleep(10);
+    const forged = await get(gateways[1]!.url, '/made-up', 5_000, { 'cdn-loop': 'crowdgate-00000000000000; t=00000000' });
+    expect([forged.status, forged.body]).toEqual([200, 'made-up page']);
+    expect((await first).body).toBe('made-up page');
+    // The second instance waited for the first one's fill (before: it skipped the lock and asked too).
+    expect(origin.count('/made-up')).toBe(1);
   });
 
   it('refreshes an expired page once for the three (background revalidations collapse across instances)', async () => {

@@ -41,7 +41,7 @@ export interface RedisStatus {
 
 export class GatewayStore {
   /** How the fills asked across instances ended, since start (redisStatus). */
-  private readonly fills: Record<CrossInstanceOutcome, number> = { locked: 0, filled: 0, timeout: 0, redis_down: 0 };
+  private readonly fills: Record<CrossInstanceOutcome, number> = { locked: 0, filled: 0, timeout: 0, redis_down: 0, lap: 0 };
   /** What the request path and the admin listener read and write. */
   readonly store: CacheStore;
   /** The Redis tier behind `store`, when there is one. */

@@ -106,6 +106,26 @@ describe('RedisCrossInstance', () => {
     expect(instances.flatMap((i) => i.outcomes).sort()).toEqual(['filled', 'filled', 'filled', 'locked']);
   });
 
+  it('does not make a request wait on a fill held by an instance it came through (its owner named in the lock); a made-up one waits', async () => {
+    const [a, b] = await makeInstances(2);
+    const key = makeCollapseKey('site\u0000/lap');
+    const held = await a!.cross.acquire(key, undefined, 'crowdgate-aaaaaaaaaaaaaa');
+    expect(held.kind).toBe('fetch');
+    // Came through a: not waited for.
+    const lap = await timed(b!.cross.acquire(key, 5_000, 'crowdgate-bbbbbbbbbbbbbb', (holder) => holder === 'crowdgate-aaaaaaaaaaaaaa'));
+    expect(lap.value.kind).toBe('lap');
+    expect(lap.ms).toBeLessThan(SLACK_MS * 2);
+    expect(b!.outcomes).toEqual(['lap']);
+    // Through another (a client's made-up id): waits for a's notice as any.
+    let settled = false;
+    const other = b!.cross.acquire(key, 5_000, 'crowdgate-bbbbbbbbbbbbbb', (holder) => holder === 'crowdgate-00000000000000');
+    void other.then(() => (settled = true));
+    await sleep(100);
+    expect(settled).toBe(false);
+    await (held as Extract<CrossInstanceClaim, { kind: 'fetch' }>).done();
+    expect((await other).kind).toBe('filled');
+  });
+
   it('releases the lock in done(), so the next acquire for the key fetches', async () => {
     const [a, b] = await makeInstances(2);
     const claim = await a!.cross.acquire(makeCollapseKey('k'));

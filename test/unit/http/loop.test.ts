@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { appendLoopMember, cameBack, carriesLoopMember, fillLoopValue, loopIdOf, loopMemberOf } from '../../../src/http/loop.js';
+import { appendLoopMember, cameBack, fillLoopValue, loopIdOf, loopIdsIn, loopMemberOf } from '../../../src/http/loop.js';
 
 describe('CDN-Loop members (RFC 8586)', () => {
   it('gives each site an id of its own, the same every time, a token no client can guess, and marks the target', () => {
@@ -37,12 +37,13 @@ describe('CDN-Loop members (RFC 8586)', () => {
     expect(cameBack(`cdn; note="${own}"`, 'blog', '/')).toBe(false); // inside a parameter, not a cdn-id
   });
 
-  it('knows a request that came through any crowdgate (another instance or site), for fills that must not wait on another instance', () => {
-    expect(carriesLoopMember(undefined)).toBe(false);
-    expect(carriesLoopMember('cdn.example; v=1')).toBe(false);
-    expect(carriesLoopMember('crowdgate')).toBe(false);
-    expect(carriesLoopMember('crowdgate-0123456789abcd; t=89abcdef')).toBe(true);
-    expect(carriesLoopMember(['cdn.example', loopMemberOf('wiki', '/')])).toBe(true);
+  it('reads the crowdgate ids a request came through (another instance or site), for fills that must not wait on one of them', () => {
+    expect(loopIdsIn(undefined)).toEqual([]);
+    expect(loopIdsIn('cdn.example; v=1')).toEqual([]);
+    expect(loopIdsIn('crowdgate')).toEqual([]);
+    expect(loopIdsIn('crowdgate-0123456789abcd; t=89abcdef')).toEqual(['crowdgate-0123456789abcd']);
+    expect(loopIdsIn(['cdn.example', loopMemberOf('wiki', '/')])).toEqual([loopIdOf('wiki')]);
+    expect(loopIdsIn(`cdn; note="${loopIdOf('wiki')}"`)).toEqual([]); // inside a parameter, not a cdn-id
   });
 
   it('appends its member to what a passed-through request carried', () => {
