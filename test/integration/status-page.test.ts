@@ -213,7 +213,7 @@ describe('status page in Chromium', () => {
     try {
       expect(await get(`${shared.url}/redis-page`)).toBe(200);
       const status = JSON.parse(await (await request(`${shared.adminUrl}/status.json`)).body.text()) as { redis?: { up: boolean; purgesPending: number; fills: Record<string, number> } };
-      expect(status.redis).toEqual({ up: true, purgesPending: 0, fills: { locked: 1, filled: 0, timeout: 0, redis_down: 0 } });
+      expect(status.redis).toEqual({ up: true, purgesPending: 0, fills: { locked: 1, filled: 0, timeout: 0, redis_down: 0, lap: 0 } });
       const page = await context.newPage();
       await page.goto(`${shared.adminUrl}/status`);
       await expect.poll(() => page.locator('#redis-note').textContent(), { timeout: 10_000 }).toMatch(/^Redis: shared tier up · fills since start: 1 fetched here/);
