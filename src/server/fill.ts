@@ -11,6 +11,7 @@ import { isTextual, makeEncodings, STORED_CODINGS, whyNotCompressed } from '../c
 import { makeFillTarget, makeVariantKey, normaliseTarget } from '../cache/cache-key.js';
 import { decideStorage, evaluateEntry, isHeuristicallyCacheable, type NotStoredReason, type PolicyOptions } from '../cache/policy.js';
 import { makeConditionalHeaders, mergeNotModified } from '../cache/revalidation.js';
+import { asksForOtherThanAPage, isDataFormat, isNavigation, speaksForStored } from '../cache/accept.js';
 import type { FetchResult } from '../origin/fetch.js';
 import type { OriginMember } from '../origin/pool.js';
 import { SICK_STATUSES } from '../origin/upstream.js';
@@ -440,7 +441,11 @@ async function fetchForCache(
     // The request's head before its permit: nothing between the permit and the fetch's
     // `finally` may throw, or the permit would be held for good.
     const revalidating = lookup.entry;
-    const conditional = revalidating ? makeConditionalHeaders(revalidating) : {};
+    // A copy of a page or a data format that does not vary on Accept is revalidated only by an
+    // Accept that speaks for it (cache/accept.ts speaksForStored); another asks unconditionally,
+    // and its answer is stored by the rules below (below: a 304 to it is not merged).
+    const speaks = revalidating === undefined || revalidating.vary.includes('accept') || speaksForStored(lookup.variantHeaders['accept'], revalidating.headers);
+    const conditional = revalidating && speaks ? makeConditionalHeaders(revalidating) : {};
     const headers = { ...makeFillHeaders(ctx, lookup), ...conditional };
     if (gone !== undefined && revalidating !== undefined) plainFillHeaders(headers, lookup.variantHeaders, lookup.policy, revalidating);
     const admitted = await deps.upstream.admit(site.config, site.pool, {
@@ -591,11 +596,16 @@ async function fetchForCache(
     // its header fields repeat a request header the entry's key does not hold (a framework
     // sets a Link from a header before its freshness check) or the leader's address: merged,
     // they would reach everyone. Then fetch the whole answer, whose every part is checked as a
-    // fill's is.
+    // fill's is. So too when the fill's Accept may have had the origin pick another format than
+    // the copy's, which does not vary on Accept (cache/accept.ts speaksForStored; such a fill
+    // is not sent conditional, above, but an origin may answer 304 all the same): a
+    // revalidation led by `Accept: text/csv` merged the CSV's Content-Disposition into the
+    // home page for everyone, and it stayed through every later 304 (attacker trial).
     if (
       fetched.status === 304 &&
       revalidating &&
-      ((await reflectedInputs(unkeyedFillInputs(lookup.variantHeaders, lookup.policy, revalidating.vary), fetched.headers, EMPTY, 0)).length > 0 ||
+      (!speaks ||
+        (await reflectedInputs(unkeyedFillInputs(lookup.variantHeaders, lookup.policy, revalidating.vary), fetched.headers, EMPTY, 0)).length > 0 ||
         (address !== undefined && (await repeatsAddress(address, fetched.headers, EMPTY, 0))))
     ) {
       lookup = { ...lookup, entry: undefined };
@@ -894,63 +904,6 @@ function narrowVariantNames(lookup: Lookup): string[] {
   for (const name of Object.keys(lookup.variantHeaders)) if (name !== 'host' && name !== 'cookie') names.add(name);
   return [...names];
 }
-
-/** An Accept as one lower-case text (several field lines joined). */
-function acceptText(accept: string | string[] | undefined): string {
-  return (Array.isArray(accept) ? accept.join(',') : (accept ?? '')).trim().toLowerCase();
-}
-
-/**
- * Whether an Accept (as the fill sent it: lower case, by weight) puts first something other
- * than a page: not absent, not the any-type wildcard alone, not a browser's navigation (text/html first, no JSON), but
- * `application/json` (axios, fetch calls), `image/avif,…` (an <img>), `text/css,…`.
- */
-function asksForOtherThanAPage(accept: string | string[] | undefined): boolean {
-  const value = acceptText(accept);
-  if (value === '' || value === '*/*') return false;
-  // A browser's navigation: text/html first, and no JSON anywhere in it (`*/*, application/json`
-  // and `text/html;level=1, application/json` are JSON to negotiators that prefer the more
-  // specific type among equals).
-  const first = value.split(',')[0]!.split(';')[0]!.trim();
-  return first !== 'text/html' || value.includes('json') || DEVICE_MEDIA_TYPES.some((t) => value.includes(t));
-}
-
-/**
- * Whether an Accept (as the fill sent it) is a browser's navigation exactly: `text/html` first,
- * with no parameter, and no JSON (nor a device detector's type) anywhere in it. Not the
- * any-type wildcard alone or no Accept (curl, an uptime monitor's HEAD, fetch() by default),
- * nor `text/html;level=1` followed by the wildcard, which Express's negotiator does not match
- * to `text/html` (its parameters differ) and answers with the wildcard's first format, JSON
- * (review).
- */
-function isNavigation(accept: string | string[] | undefined): boolean {
-  const value = acceptText(accept);
-  const first = value.split(',')[0]!.trim();
-  return first === 'text/html' && !value.includes('json') && !DEVICE_MEDIA_TYPES.some((t) => value.includes(t));
-}
-
-/**
- * Whether an answer is a data format a negotiating origin gives a client that does not ask for
- * a page by name: a `Content-Type` of JSON or XML (not XHTML, not an image such as SVG). To a
- * fill whose Accept is not a browser's navigation (isNavigation), such an answer is stored as
- * that Accept's variant (fill()): an origin that picks the format from Accept without Vary
- * (Express's `res.format`, Django REST Framework) gives the any-type wildcard its JSON, and a
- * monitor's `curl -I` on the home page stored the JSON for every browser for its lifetime
- * (attacker trial). Not scripts, styles, images or plain text, which a browser asks for with
- * that wildcard too: their answers stay shared, with no Vary added.
- */
-function isDataFormat(headers: Readonly<Record<string, string | string[] | undefined>>): boolean {
-  const raw = headers['content-type'];
-  const type = ((Array.isArray(raw) ? raw[0] : raw) ?? '').split(';')[0]!.trim().toLowerCase();
-  return (type.includes('json') || type.includes('xml')) && type !== 'application/xhtml+xml' && !type.startsWith('image/');
-}
-
-/**
- * Media types whose mere mention in Accept a device detector takes for a phone (Mobile_Detect,
- * in many WordPress themes and plugins: Opera Mini's OBML, BlackBerry's, WAP's): an Accept of
- * `text/html, text/vnd.wap.wml` got the mobile template, stored for everyone (attacker trial).
- */
-const DEVICE_MEDIA_TYPES = ['application/x-obml2d', 'application/vnd.rim.html', 'text/vnd.wap.wml', 'application/vnd.wap.xhtml+xml'];
 
 /** Whether an answer's body carries a content coding (anything but identity). */
 function isCoded(headers: Readonly<Record<string, string | string[] | undefined>>): boolean {

@@ -4,6 +4,7 @@
  * gets a body reflecting another request's inputs unless the key covers them.
  */
 import http from 'node:http';
+import accepts from 'accepts';
 import { describe, expect, it } from 'vitest';
 import { connect } from 'node:net';
 import zlib from 'node:zlib';
@@ -182,6 +183,66 @@ describe('the key covers what the origin sees', () => {
     const after = await get(`${g.url}/news`, { accept: navigation });
     expect(after.body).toBe('<h1>home</h1>');
     expect(after.headers['content-type']).toBe('text/html');
+  });
+
+  it("an Accept the origin's negotiator reads otherwise (a weight that is no qvalue, text/html with parameters first) never stores another format for the browsers (attacker trial)", async () => {
+    const o = await origin();
+    // Koa's ctx.accepts, Express's req.accepts (the real accepts and negotiator packages): the
+    // format from Accept, a public lifetime and no Vary.
+    o.route('/acc', (req, res) => {
+      const type = accepts(req).type(['html', 'text', 'xml']) || 'html';
+      const contentType = type === 'html' ? 'text/html' : type === 'text' ? 'text/plain' : 'application/xml';
+      res.writeHead(200, { 'cache-control': 'public, max-age=300', 'content-type': contentType });
+      res.end(type === 'html' ? '<h1>page</h1>' : type === 'text' ? 'plain page' : '<page/>');
+    });
+    const g = await gateway({ sites: [siteFor([o.url])] });
+    const chrome = 'text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7';
+    const planted = {
+      'text/html;q=-1, text/plain': 'plain page',
+      'text/html;q=1e-9, text/plain': 'plain page',
+      'text/html, application/xml;q=1e1': '<page/>',
+      'text/html;level=1, text/plain': 'plain page',
+      'text/html;charset=utf-8, text/plain': 'plain page',
+    };
+    for (const [accept, body] of Object.entries(planted)) {
+      const path = `/acc?case=${encodeURIComponent(accept)}`;
+      expect((await get(`${g.url}${path}`, { accept })).body, accept).toBe(body);
+      const browser = await get(`${g.url}${path}`, { accept: chrome });
+      expect([browser.body, browser.headers['content-type']], accept).toEqual(['<h1>page</h1>', 'text/html']);
+    }
+  });
+
+  it("a revalidation led by another format's client does not merge that format's 304 fields into the shared page (attacker trial)", async () => {
+    const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
+    const o = await origin();
+    // Express-like: the format's headers are set before the freshness check, and the record's
+    // version is the ETag of every format, so a CSV client's conditional request gets a 304
+    // that carries the CSV's Content-Disposition.
+    o.route('/rep', (req, res) => {
+      const csv = accepts(req).type(['html', 'csv']) === 'csv';
+      const head: Record<string, string> = { 'cache-control': 'public, max-age=2', etag: '"rev-7"', date: new Date(clock.now()).toUTCString() };
+      if (csv) head['content-disposition'] = 'attachment; filename="report.csv"';
+      if (req.headers['if-none-match'] === '"rev-7"') {
+        res.writeHead(304, head);
+        res.end();
+        return;
+      }
+      res.writeHead(200, { ...head, 'content-type': csv ? 'text/csv' : 'text/html' });
+      res.end(csv ? 'a,b\n' : '<h1>report</h1>');
+    });
+    const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { staleWhileRevalidateSeconds: 0 } }] })] }, { clock });
+    const firefox = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
+    expect((await get(`${g.url}/rep`, { accept: firefox })).body).toBe('<h1>report</h1>');
+    clock.advance(3_000);
+    const csv = await get(`${g.url}/rep`, { accept: 'text/csv' });
+    expect([csv.body, csv.headers['content-disposition']]).toEqual(['a,b\n', 'attachment; filename="report.csv"']);
+    const page = await get(`${g.url}/rep`, { accept: firefox });
+    expect([page.body, page.headers['content-type'], page.headers['content-disposition']]).toEqual(['<h1>report</h1>', 'text/html', undefined]);
+    // A browser's own revalidation is merged as before (the 304 speaks for the page).
+    clock.advance(3_000);
+    const again = await get(`${g.url}/rep`, { accept: firefox });
+    expect(again.headers['cache-status']).toMatch(/revalidated/);
+    expect(again.headers['content-disposition']).toBeUndefined();
   });
 
   it('a dot segment hidden by a path parameter or an encoded slash is refused, never stored under the route it seems to match', async () => {
@@ -1542,11 +1603,13 @@ describe('the key covers what the origin sees', () => {
       res.end('<p>page</p>');
     });
     const g = await gateway({ sites: [siteFor([o.url], { routes: [{ name: 'all', cache: { staleWhileRevalidateSeconds: 0 } }] })] }, { clock });
-    expect((await get(`${g.url}/etag`)).headers['link']).toBe('<https://cdn.example/app.css>; rel=preload');
+    // Browsers' requests (a page's 304 is merged only for a navigation's Accept).
+    const page = { accept: 'text/html' };
+    expect((await get(`${g.url}/etag`, page)).headers['link']).toBe('<https://cdn.example/app.css>; rel=preload');
     clock.advance(2_000); // stale: the next request revalidates
-    const attacker = await get(`${g.url}/etag`, { 'x-cdn': 'evil.example' });
+    const attacker = await get(`${g.url}/etag`, { ...page, 'x-cdn': 'evil.example' });
     expect(attacker.headers['link']).toBe('<https://evil.example/app.css>; rel=preload');
-    const victim = await get(`${g.url}/etag`);
+    const victim = await get(`${g.url}/etag`, page);
     expect(victim.headers['link']).toBe('<https://cdn.example/app.css>; rel=preload');
     // The 304 was not merged: the attacker's answer came from a full fetch, stored as his
     // variant; the victim's own revalidation (no X-Cdn, nothing repeated) was.
