@@ -77,6 +77,15 @@ const YIELD_AFTER_BYTES = 64 * 1024;
  * looked at 600 times within it, far more than real requests need.
  */
 export const SEARCH_BUDGET_BYTES = 64 * 1024 * 1024;
+/**
+ * Looks at the answer granted on top of SEARCH_BUDGET_BYTES, each its size: a browser's
+ * User-Agent (its value, its three base64 spellings' anchors) and Accept-Language are searched
+ * in a large answer too. With the budget alone, a 7 MB gitweb snapshot used it up on one
+ * browser's User-Agent, which then counted as repeated: the tarball was stored as each
+ * browser's variant, one origin run per browser, and a crowd of 40 browsers got fewer
+ * answers than straight from the origin (new-user trial).
+ */
+const ANSWER_LOOKS = 8;
 
 /**
  * How an input counted as repeated: its `value` (or a part or spelling of it) or its `name` was
@@ -93,7 +102,8 @@ export type UnkeyedInput = readonly [name: string, value: string];
  * longer texts (MIN_BINARY_REFLECTED_BYTES), not for spellings (they would match binary data
  * by chance).
  */
-const NOT_SCANNED_TYPES = /^\s*(?:image\/(?!svg)|audio\/|video\/|font\/|application\/(?:octet-stream|pdf|zip|gzip|wasm|x-font|font-))/i;
+const NOT_SCANNED_TYPES =
+  /^\s*(?:image\/(?!svg)|audio\/|video\/|font\/|application\/(?:octet-stream|pdf|zip|gzip|wasm|x-font|font-|x-gzip|x-tar|x-gtar|x-bzip2?|x-xz|x-lzma|x-lzip|zstd|x-zstd|x-compress|x-compressed|x-7z-compressed|x-rar-compressed|vnd\.rar|x-zip-compressed|java-archive|x-java-archive|vnd\.android\.package-archive|vnd\.debian\.binary-package|x-debian-package|x-rpm|x-redhat-package-manager|x-msdownload|x-msi|x-apple-diskimage|x-iso9660-image|x-xpinstall|x-shockwave-flash))/i;
 
 /**
  * Charsets as browsers name them (Accept-Charset, and `charset=` in Accept): the WHATWG
@@ -223,7 +233,8 @@ export async function reflectedInputs(
   // Every look at the answer is paid for with its size: past the budget, what is left counts
   // as repeated unsearched.
   let spent = 0;
-  const pay = (bytes: number) => (spent += bytes) > SEARCH_BUDGET_BYTES;
+  const budget = SEARCH_BUDGET_BYTES + ANSWER_LOOKS * decoded.length;
+  const pay = (bytes: number) => (spent += bytes) > budget;
   const large = decoded.length > YIELD_AFTER_BYTES;
   for (const [name, texts, cores, , names] of searched) {
     if (found.has(name)) continue;
@@ -276,12 +287,9 @@ export async function reflectedInputs(
       }
     }
     for (const core of finding ? [] : cores) {
-      if (pay(3 * size)) {
-        finding = 'unsearched';
-        break;
-      }
-      if (await base64Found(core, inRaw, inCanonical)) {
-        finding = 'value';
+      const base64 = await base64Found(core, inRaw, inCanonical, (looks) => pay(looks * size));
+      if (base64 !== false) {
+        finding = base64 === true ? 'value' : 'unsearched';
         break;
       }
     }
@@ -406,13 +414,25 @@ export function base64Cores(value: string): string[] {
  * then (for a core with `+` or `/`, which a JSON or URL escaper rewrites: PHP's `\/`, `%2B`)
  * its canonical spelling looked for.
  */
-async function base64Found(core: string, inRaw: (s: string) => boolean, inCanonical: (s: string) => Promise<boolean>): Promise<boolean> {
+async function base64Found(
+  core: string,
+  inRaw: (s: string) => boolean,
+  inCanonical: (s: string) => Promise<boolean>,
+  /** Pays for `looks` looks at the answer; true when past the budget (then 'unsearched'). */
+  pay: (looks: number) => boolean,
+): Promise<boolean | 'unsearched'> {
   const anchor = longestRun(core);
   const anchored = anchor.length >= MIN_BASE64_CORE;
-  if (anchored && !inRaw(anchor)) return false;
+  if (anchored) {
+    if (pay(1)) return 'unsearched';
+    if (!inRaw(anchor)) return false;
+  }
   const url = core.replace(/\+/g, '-').replace(/\//g, '_');
+  if (pay(url !== core ? 2 : 1)) return 'unsearched';
   if (inRaw(core) || (url !== core && inRaw(url))) return true;
-  return anchored && anchor !== core && (await inCanonical(normalise(core)));
+  if (!anchored || anchor === core) return false;
+  if (pay(1)) return 'unsearched';
+  return inCanonical(normalise(core));
 }
 
 /** Answer fields never searched: the coding the fill itself asked for. */

@@ -321,6 +321,25 @@ describe('reflectedInputs', () => {
     expect(await reflectedInputs([['x-here', 'adipiscing']], {}, page, 8 << 20)).toEqual(['x-here']);
   });
 
+  it("searches a browser's User-Agent and Accept-Language in a large answer too: a 7-14 MB download or page is not each browser's variant (new-user trial, gitweb snapshots)", async () => {
+    const firefox = 'Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0';
+    const browser = [['user-agent', firefox], ['accept-language', 'en-US,en;q=0.5']] as const;
+    // A gzip tarball (random bytes) under its several names, and a large HTML page.
+    const random = Buffer.alloc(14 << 20);
+    for (let i = 0; i < random.length; i += 4) random.writeUInt32LE((Math.imul(i, 2654435761) ^ (i >>> 7)) >>> 0, i);
+    for (const type of ['application/x-gzip', 'application/gzip', 'application/x-tar', 'application/zstd'])
+      expect(await reflectedInputs(browser, { 'content-type': type }, random, 32 << 20), type).toEqual([]);
+    const page = Buffer.from('<p>' + 'lorem ipsum dolor sit amet, Mozilla Gecko Firefox, consectetur adipiscing elit. '.repeat(95_000) + '</p>'); // 7.4 MB
+    expect(page.length * 11).toBeGreaterThan(SEARCH_BUDGET_BYTES);
+    const how = new Map<string, Finding>();
+    expect(await reflectedInputs(browser, { 'content-type': 'text/html' }, page, 32 << 20, how)).toEqual([]);
+    expect(how.size).toBe(0);
+    // One that does repeat it is still found, at the end of the page.
+    const echoing = Buffer.concat([page, Buffer.from(`<!-- ${firefox} -->`)]);
+    expect(await reflectedInputs(browser, { 'content-type': 'text/html' }, echoing, 32 << 20, how)).toEqual(['user-agent']);
+    expect(how.get('user-agent')).toBe('value');
+  });
+
   it('reads no body where there is none (a 304 that names a Content-Encoding)', async () => {
     const inputs = [['user-agent', 'Mozilla/5.0 (X11)'], ['x-a', 'aaa']] as const;
     for (const coding of ['gzip', 'br', 'deflate']) expect(await reflectedInputs(inputs, { 'content-encoding': coding, etag: '"v1"' }, Buffer.alloc(0), 0), coding).toEqual([]);
