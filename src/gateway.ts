@@ -313,6 +313,7 @@ export class Gateway implements RequestDeps {
     apply(() => this.upstream.configure(next.admission, this.rt.priorities.configured));
     apply(() => this.upstream.applyRouteCaps(next.sites));
     apply(() => this.widenRaisedGrace(prevRt));
+    apply(() => this.cache.applyLimits(next.cache));
     apply(() => this.admission.configure(next));
     apply(() => {
       this.metrics.get('configGeneration').set(generation);

@@ -288,6 +288,34 @@ describe('cache: a grown hit-for-pass mark ends at a purge of the page or a relo
   });
 });
 
+describe('cache: limits applied live', () => {
+  it('a raise of cache.maxObjectBytes by reload stores the larger answers, and they are hits (new-user trial: said stored, never a hit)', async () => {
+    const o = await origin();
+    o.route('/big', { headers: { 'cache-control': 'public, max-age=60', 'content-type': 'application/octet-stream' }, body: Buffer.alloc(20_000, 7) });
+    const config = (maxObjectBytes: number) => ({ reload: { watch: false }, cache: { maxObjectBytes }, sites: [siteFor([o.url])] });
+    const g = await gateway(config(8_192));
+    const status = async () => {
+      const res = await request(`${g.url}/big`);
+      expect((await res.body.arrayBuffer()).byteLength).toBe(20_000);
+      return String(res.headers['cache-status']);
+    };
+    expect(await status()).not.toMatch(/stored/);
+    expect(await status()).not.toMatch(/; hit/);
+    writeFileSync(g.configPath, stringify(withTestDefaults(config(65_536))));
+    expect((await g.gw.reload('manual'))?.ok).toBe(true);
+    expect(await status()).toMatch(/stored/);
+    expect(await status()).toMatch(/; hit/);
+    // The first too large (its fill let go at the head, then streamed), the second passed
+    // (hit-for-pass), the third stored; the fourth a hit.
+    expect(o.count('/big')).toBe(4);
+    // Lowered again: the stored copy is kept until written again; a new one is not stored.
+    writeFileSync(g.configPath, stringify(withTestDefaults(config(8_192))));
+    expect((await g.gw.reload('manual'))?.ok).toBe(true);
+    o.route('/big2', { headers: { 'cache-control': 'public, max-age=60' }, body: Buffer.alloc(20_000, 7) });
+    expect(String((await request(`${g.url}/big2`)).headers['cache-status'])).not.toMatch(/stored/);
+  });
+});
+
 describe('cache: hit-for-pass is the URL\'s, never one request\'s', () => {
   it('an error the origin gave one request (431 for a header too large) sends nobody else past the cache', async () => {
     const o = await origin();

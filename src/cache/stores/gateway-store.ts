@@ -16,6 +16,7 @@ import type { CacheStore, PurgeMode, PurgeSelector, StoreEventHook } from './cac
 import { PurgeFence, type Fence } from '../purge-fence.js';
 import { MemoryStore, type MemoryStoreOptions } from './memory-store.js';
 import { RedisTier } from './redis-tier.js';
+import { RedisStore } from './redis-store.js';
 import type { CrossInstanceOutcome } from '../../collapse/cross-instance.js';
 
 /** At most this many purges wait for Redis; past it the oldest are given up (with a warning). */
@@ -99,6 +100,18 @@ export class GatewayStore {
     this.pendingGauge = this.redis ? (n) => metrics.get('purgesPending').set(n) : () => undefined;
     if (this.redis) metrics.get('purgesPending').set(0);
     else metrics.get('purgesPending').remove();
+  }
+
+  /**
+   * A reload's `cache.maxObjectBytes` and `cache.maxVariants` (both live): the memory tier's, and
+   * Redis's variants per record. A store given from outside (tests) keeps its own.
+   */
+  applyLimits(cache: { maxObjectBytes: number; maxVariants: number }): void {
+    const limits = { maxObjectBytes: cache.maxObjectBytes, maxVariants: cache.maxVariants };
+    if (this.redis) {
+      this.redis.store.l1.setLimits(limits);
+      if (this.redis.store.l2 instanceof RedisStore) this.redis.store.l2.setMaxVariants(limits.maxVariants);
+    } else if (this.store instanceof MemoryStore) this.store.setLimits(limits);
   }
 
   /** Before traffic: Redis gets its connect timeout to come up, then the heartbeat runs. */

@@ -90,8 +90,8 @@ export class MemoryStore implements CacheStore {
   private readonly onEvent: StoreEventHook | undefined;
   private readonly carryOver: MemoryStoreOptions['carryOver'];
   private readonly maxBytes: number;
-  private readonly maxObjectBytes: number;
-  private readonly maxVariants: number;
+  private maxObjectBytes: number;
+  private maxVariants: number;
   /** The clock reading of the lookup under way, lent to lru-cache's TTL check (one read per lookup). */
   private lookupNow: number | undefined;
   /** CacheStore.version: bumped by every write, purge and removal (dispose covers removals). */
@@ -105,6 +105,18 @@ export class MemoryStore implements CacheStore {
   private largeBytes = 0;
   /** Records not read since stored: key -> size, least recently stored first (see the module comment). */
   private readonly unread = new Map<string, number>();
+
+  /**
+   * cache.maxObjectBytes and cache.maxVariants, live: a raise by reload used to leave the store
+   * on the values read at start, so fills of the larger answers said `stored` and none was
+   * ever a hit (new-user trial). Records already stored keep what they hold until next written.
+   */
+  setLimits(limits: { maxObjectBytes: number; maxVariants: number }): void {
+    assertPositiveInt('maxObjectBytes', limits.maxObjectBytes);
+    assertPositiveInt('maxVariants', limits.maxVariants);
+    this.maxObjectBytes = limits.maxObjectBytes;
+    this.maxVariants = limits.maxVariants;
+  }
 
   constructor(options: MemoryStoreOptions) {
     assertPositiveInt('maxBytes', options.maxBytes);

@@ -309,11 +309,17 @@ export class RedisStore implements CacheStore {
   private readonly guard: RedisGuard;
   private readonly keyPrefix: string;
   private readonly maxEntryBytes: number;
-  private readonly maxVariants: number;
+  private maxVariants: number;
   private readonly clock: Clock;
   private readonly onEvent: StoreEventHook | undefined;
   private readonly ownsClient: boolean;
   private lastStats = { entries: 0, bytes: 0 };
+
+  /** cache.maxVariants, live (MemoryStore.setLimits). */
+  setMaxVariants(maxVariants: number): void {
+    assertPositiveInt('maxVariants', maxVariants);
+    this.maxVariants = maxVariants;
+  }
 
   constructor(options: RedisStoreOptions) {
     assertPositiveInt('maxEntryBytes', options.maxEntryBytes);
