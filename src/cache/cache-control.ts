@@ -323,6 +323,25 @@ export function parseHttpDate(value: HeaderValue, referenceAt?: number): number 
   return undefined;
 }
 
+/** An IMF-fixdate whose zone is UTC spelt otherwise (`+0000`, `UTC`, `UT`, `Z`). */
+const IMF_OTHER_UTC = new RegExp(`^${DAY_SHORT}, (\\d{2}) ${MONTH} (\\d{4}) ${TIME} (?:\\+0000|-0000|\\+00:00|UTC|UT|Z)$`);
+
+/**
+ * parseHttpDate, and an IMF-fixdate whose zone is UTC under another name: for `Last-Modified`
+ * and `If-Modified-Since`, whose definitions do not restrict parsing (RFC 9110 §5.6.7: be
+ * robust; `Expires` and `Date` keep the strict reading, and an `Expires` in `UTC` is
+ * expired, as the conformance suite requires). gitweb writes `Last-modified: Mon, 07 Dec 2026
+ * 10:00:00 +0000`: read strictly, a feed reader's conditional request was answered the whole
+ * feed each time, and the copy was never revalidated with it (new-user trial).
+ */
+export function parseLastModified(value: HeaderValue, referenceAt?: number): number | undefined {
+  const strict = parseHttpDate(value, referenceAt);
+  if (strict !== undefined) return strict;
+  const raw = Array.isArray(value) ? value[0] : value;
+  const m = raw === undefined ? null : IMF_OTHER_UTC.exec(raw.trim());
+  return m ? utcMs(Number(m[4]), m[3]!, Number(m[2]), Number(m[5]), Number(m[6]), Number(m[7])) : undefined;
+}
+
 /** Format epoch ms as an IMF-fixdate (RFC 9110 §5.6.7). */
 export function formatHttpDate(at: number): string {
   return new Date(at).toUTCString();

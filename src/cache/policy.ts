@@ -57,6 +57,7 @@ import {
   parseAge,
   parseCacheControl,
   parseHttpDate,
+  parseLastModified,
   CacheControl,
   DELTA_SECONDS_MAX,
   type HeaderMap,
@@ -366,7 +367,7 @@ export function computeFreshness(f: FreshnessInputs): Freshness | undefined {
   if (negative !== undefined) return configured(negative * 1000, 'negative-ttl');
   if (!isHeuristicallyCacheable(f.status)) return undefined;
   if (f.route.defaultTtlSeconds > 0) return configured(f.route.defaultTtlSeconds * 1000, 'default-ttl');
-  const lastModifiedAt = parseHttpDate(f.headers['last-modified'], f.responseTime);
+  const lastModifiedAt = parseLastModified(f.headers['last-modified'], f.responseTime);
   // §4.2.2: 10 % of the time since Last-Modified, capped.
   const heuristicMs =
     lastModifiedAt === undefined ? 0 : Math.min(HEURISTIC_CAP_MS, Math.max(0, f.dateAt - lastModifiedAt) * HEURISTIC_FRACTION);

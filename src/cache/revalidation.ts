@@ -7,7 +7,7 @@
 import { SAFE_METHODS, SET_COOKIE_FIELDS } from '../http/facts.js';
 import type { CacheEntry, StoredHeaders } from './entry.js';
 import { encodedETag, hasNoTransform, type StoredCoding } from './content-coding.js';
-import { headerValue, parseHttpDate, type HeaderMap } from './cache-control.js';
+import { headerValue, parseHttpDate, parseLastModified, type HeaderMap } from './cache-control.js';
 import { parseUrlPath, parseVary } from './cache-key.js';
 import { decideStorage, makeStoredHeaders, type PolicyOptions, type RequestFacts, type ResponseFacts } from './policy.js';
 
@@ -17,7 +17,7 @@ export function makeConditionalHeaders(entry: CacheEntry): Record<string, string
   const etag = storedValue(entry.headers, 'etag');
   if (etag !== undefined) out['if-none-match'] = etag; // RFC 9110 §13.1.2
   const lastModified = storedValue(entry.headers, 'last-modified');
-  if (lastModified !== undefined && parseHttpDate(lastModified) !== undefined)
+  if (lastModified !== undefined && parseLastModified(lastModified) !== undefined)
     out['if-modified-since'] = lastModified; // RFC 9110 §13.1.3
   return out;
 }
@@ -85,8 +85,8 @@ export function isSelectedByNotModified(entry: CacheEntry, headers: HeaderMap): 
     if (parsed === undefined) return false;
     return parsed.weak ? weakMatch(newTag, storedTag) : strongMatch(newTag, storedTag);
   }
-  const newLm = parseHttpDate(headers['last-modified']);
-  if (newLm !== undefined) return parseHttpDate(storedValue(entry.headers, 'last-modified')) === newLm;
+  const newLm = parseLastModified(headers['last-modified']);
+  if (newLm !== undefined) return parseLastModified(storedValue(entry.headers, 'last-modified')) === newLm;
   // No validator in the 304. §4.3.4 selects only a stored response without one either; we relax
   // that: the gateway validates exactly one entry per conditional request, so the 304 answers
   // for the entry whose validators we sent (many origins omit ETag on 304 despite §15.4.5).
@@ -184,10 +184,10 @@ export function isNotModifiedForClient(entry: CacheEntry, req: RequestFacts, cod
   }
   const imsRaw = req.headers['if-modified-since'];
   if (imsRaw === undefined || Array.isArray(imsRaw)) return false; // §13.1.3: more than one member -> ignore
-  const ims = parseHttpDate(imsRaw);
+  const ims = parseLastModified(imsRaw);
   if (ims === undefined) return false;
   const modifiedAt =
-    parseHttpDate(storedValue(entry.headers, 'last-modified')) ??
+    parseLastModified(storedValue(entry.headers, 'last-modified')) ??
     parseHttpDate(storedValue(entry.headers, 'date')) ??
     entry.responseTime;
   return modifiedAt <= ims;

@@ -5,6 +5,7 @@ import {
   parseAge,
   parseCacheControl,
   parseHttpDate,
+  parseLastModified,
 } from '../../../src/cache/cache-control.js';
 
 /** Table-driven tests with each row's full name as the test name. */
@@ -113,6 +114,17 @@ describe('parseHttpDate', () => {
   test('RFC 9110 §5.6.7 formatHttpDate produces IMF-fixdate that parses back', () => {
     expect(formatHttpDate(SUN_1994)).toBe('Sun, 06 Nov 1994 08:49:37 GMT');
     expect(parseHttpDate(formatHttpDate(1_700_000_000_000))).toBe(1_700_000_000_000);
+  });
+});
+
+describe('parseLastModified', () => {
+  test('reads an IMF-fixdate whose zone is UTC under another name (gitweb: +0000), as well as every HTTP-date; never another zone', () => {
+    expect(parseLastModified('Sun, 06 Nov 1994 08:49:37 GMT')).toBe(SUN_1994);
+    expect(parseLastModified('Sunday, 06-Nov-94 08:49:37 GMT')).toBe(SUN_1994);
+    for (const zone of ['+0000', '-0000', '+00:00', 'UTC', 'UT', 'Z']) expect(parseLastModified(`Sun, 06 Nov 1994 08:49:37 ${zone}`), zone).toBe(SUN_1994);
+    for (const zone of ['+0100', 'PST', 'CET']) expect(parseLastModified(`Sun, 06 Nov 1994 08:49:37 ${zone}`), zone).toBeUndefined();
+    // Expires and Date stay strict (the conformance suite: an Expires in UTC is expired).
+    expect(parseHttpDate('Sun, 06 Nov 1994 08:49:37 UTC')).toBeUndefined();
   });
 });
 

@@ -191,6 +191,15 @@ describe('isNotModifiedForClient', () => {
     expect(isNotModifiedForClient(noLm, req('GET', { 'if-modified-since': formatHttpDate(T0 - S) }))).toBe(false);
   });
 
+  test("a Last-Modified in +0000 (gitweb's feeds) is compared, and sent when revalidating (new-user trial)", () => {
+    const plus = LM.replace(/GMT$/, '+0000');
+    const feed = stored({ 'cache-control': 'max-age=60', 'last-modified': plus });
+    expect(isNotModifiedForClient(feed, req('GET', { 'if-modified-since': plus }))).toBe(true);
+    expect(isNotModifiedForClient(feed, req('GET', { 'if-modified-since': LM }))).toBe(true);
+    expect(isNotModifiedForClient(feed, req('GET', { 'if-modified-since': formatHttpDate(T0 - 7200 * S) }))).toBe(false);
+    expect(makeConditionalHeaders(feed)).toEqual({ 'if-modified-since': plus });
+  });
+
   test('RFC 9110 §13.1.2 only a stored 200 answers 304', () => {
     const notFound = stored({ 'cache-control': 'max-age=60', etag: '"abc"' }, 404);
     expect(isNotModifiedForClient(notFound, req('GET', { 'if-none-match': '"abc"' }))).toBe(false);
