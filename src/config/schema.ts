@@ -546,7 +546,7 @@ export const routeMatchSchema = z
       .refine((q) => Object.keys(q).length <= 64, 'lists more than 64 parameters')
       .optional()
       .describe(
-        'Query parameters to match, name to value (`*` matches any run of characters, any case; the value percent-decoded, `+` a space): every value the request gives the name must match, and the name must be there. For a page whose slow and quick answers share one path, as MediaWiki\'s `index.php?title=Special:…`: `{ title: "Special:*" }`. A route that is never cached (`cache.enabled: false`) or capped (`maxConcurrent`) also takes a request where any one value matches as origins read it loosely (any case, `;` a separator, a name as PHP, Rack and qs read it, MediaWiki\'s title rules); the URL\'s query only, never a POST body.',
+        'Query parameters to match, name to value (`*` matches any run of characters, any case; the value percent-decoded, `+` a space): every value the request gives the name must match, and the name must be there. For a page whose slow and quick answers share one path, as MediaWiki\'s `index.php?title=Special:…`: `{ title: "Special:*" }`. A route that is never cached (`cache.enabled: false`) or capped (`maxConcurrent`) also takes a request where any one value matches as origins read it loosely (any case, `;` a separator, a name as PHP, Rack and qs read it, MediaWiki\'s title rules); the URL\'s query only, never a POST body. Parameters are split at `&` only, as the cache key splits them: for an app that joins them with `;` (gitweb\'s `?p=repo.git;a=rss`, some Rack apps) write the condition for that form, `{ p: "*;a=rss*" }`, or a cached route never takes its links (new-user trial).',
       ),
   })
   .describe('What a route matches; all conditions must hold.');

@@ -122,6 +122,20 @@ describe('routes', () => {
     // A cached route (uncapped) is taken only as spelled: a loose reading leaves the default.
     expect(route('/index.php?title=_Special:A')).toBe('default');
   });
+  it("takes gitweb's `;`-joined links on a cached route whose condition is written for that form (the README's advice)", () => {
+    const site = siteSchema.parse({
+      name: 's',
+      hosts: ['*'],
+      origins: [{ url: 'http://127.0.0.1:1' }],
+      routes: [{ name: 'feeds', match: { query: { p: '*;a=rss*' } }, cache: { defaultTtlSeconds: 300 } }],
+    });
+    const c = compileSite(site, routeSchema.parse({ name: 'default' }));
+    expect(c.matchRoute('GET', '/', 'p=garage.git;a=rss').name).toBe('feeds');
+    expect(c.matchRoute('GET', '/', 'p=garage.git;a=rss;f=README').name).toBe('feeds');
+    expect(c.matchRoute('GET', '/', 'p=garage.git;a=summary').name).toBe('default');
+    // Split at `&` only: the `&` form is another condition's.
+    expect(c.matchRoute('GET', '/', 'p=garage.git&a=rss').name).toBe('default');
+  });
   it('sends a request to a never-cached route a query condition reaches loosely: any one value, any case, `;` a separator, PHP\'s name, `_` a blank, decoded twice', () => {
     const site = siteSchema.parse({
       name: 's',
