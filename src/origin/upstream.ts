@@ -329,8 +329,8 @@ export class Upstream {
   hostDelayMs: () => number = () => 0;
   /** Where breaker transitions are logged (an operator reading the log after an incident). */
   logger: PoolLogger | undefined;
-  /** site + path -> when a timeout on it was last logged (noteTimeout). */
-  private readonly timeoutLoggedAt = new Map<string, number>();
+  /** site + path -> when a timeout (noteTimeout) or a 5xx (noteServerError) on it was last logged. */
+  private readonly pathLoggedAt = new Map<string, number>();
   /** Member -> by failure, when its refused or reset connections were last logged, and how many since (noteUnreachable). */
   private readonly unreachableLogged = new WeakMap<MemberControl, Map<'connect_error' | 'reset', { at: number; since: number }>>();
 
@@ -888,6 +888,7 @@ export class Upstream {
     permit.release(!sampleValid || outcome.clientHeld === true || AMBIGUOUS_STATUSES.has(status) ? 'ignore' : 'success', latencyClass, (status >= 200 && status < 300) || status === 304);
     this.metrics.get('originDuration').observe(labels, Math.max(0, this.clock.now() - startedAt) / 1000);
     this.metrics.get('originRequests').inc({ ...labels, kind, outcome: status >= 500 ? 'status_5xx' : 'ok' });
+    if (status >= 500 && path !== undefined) this.noteServerError(control, path, status);
     if (SICK_STATUSES.has(status) && path !== undefined && control.urlFailures.isUrlFailure(path, this.clock.now(), answersOf(pool).answeredElsewhere(path, control.member, this.clock.now()), client)) {
       // This URL's own 502/503/504, or this client's, while the member answers others: nothing for or against it.
       control.breaker.onCancel();
@@ -924,14 +925,34 @@ export class Upstream {
   private noteTimeout(control: MemberControl, path: string): void {
     const key = `${control.site}\n${path}`;
     const now = this.clock.now();
-    const last = this.timeoutLoggedAt.get(key);
-    const siteLast = this.timeoutLoggedAt.get(control.site);
+    const last = this.pathLoggedAt.get(key);
+    const siteLast = this.pathLoggedAt.get(control.site);
     if ((last !== undefined && now - last < TIMEOUT_LOG_INTERVAL_MS) || (siteLast !== undefined && now - siteLast < 1_000)) return;
-    remember(this.timeoutLoggedAt, key, now);
-    remember(this.timeoutLoggedAt, control.site, now);
+    remember(this.pathLoggedAt, key, now);
+    remember(this.pathLoggedAt, control.site, now);
     this.logger?.warn(
       { site: control.site, origin: control.member.name, path },
       'origin timeout (504 origin_timeout: no connection within timeouts.connectMs, no answer within responseHeadersMs (unsafeResponseHeadersMs for a POST...), or a body silent for idleMs); a long-poll or a slow report needs a route with a longer routes[].timeouts.responseHeadersMs; a page that usually answers quickly waited at the origin (its workers busy with slower requests, or the origin stalled): a longer timeout only answers it later, capping the slow requests (routes[].maxConcurrent) answers it sooner: compare crowdgate_origin_inflight with what the origin serves at once',
+    );
+  }
+
+  /**
+   * Logs an origin's 5xx answer for `path` at warn, as noteTimeout does (at most once a minute
+   * per path, once a second per site): gitweb's tree view answering 500 for 80 s in a crowd left
+   * only access-log lines and counters without a path (new-user trial).
+   */
+  private noteServerError(control: MemberControl, path: string, status: number): void {
+    const key = `${control.site}\n5xx\n${path}`;
+    const siteKey = `${control.site}\n5xx`;
+    const now = this.clock.now();
+    const last = this.pathLoggedAt.get(key);
+    const siteLast = this.pathLoggedAt.get(siteKey);
+    if ((last !== undefined && now - last < TIMEOUT_LOG_INTERVAL_MS) || (siteLast !== undefined && now - siteLast < 1_000)) return;
+    remember(this.pathLoggedAt, key, now);
+    remember(this.pathLoggedAt, siteKey, now);
+    this.logger?.warn(
+      { site: control.site, origin: control.member.name, path, status },
+      `origin error (the origin answered ${status} for this path: its own log says why); a stored copy answers in its place where the route's grace allows, else the answer is passed on; a 500 never counts against the member, a 502/503/504 does unless only this URL gives it; logged at most once a minute per path`,
     );
   }
 

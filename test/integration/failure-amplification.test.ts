@@ -321,6 +321,11 @@ describe('failure amplification: passive ejection and the breaker', () => {
     }
     expect(a.count('/search') + b.count('/search')).toBe(48);
     await expectNothingTripped(g, 2);
+    // Said at warn, once a minute for the path (gitweb trial: a URL answering 500 for 80 s left
+    // only access-log lines).
+    const errors = g.logs.filter((l) => String(l.msg).startsWith('origin error') && l.path === '/search');
+    expect(errors).toHaveLength(1);
+    expect(errors[0]!.status).toBe(503);
     const exports = await Promise.all(Array.from({ length: 6 }, (_, i) => call(`${g.url}/export?n=${i}`)));
     expect(exports.map((e) => e.status)).toEqual(Array(6).fill(504));
     // Said once at warn, with the fix (new-user trial: access-log lines alone).
