@@ -302,6 +302,7 @@ export class Gateway implements RequestDeps {
     };
     apply(() => this.hitMemo?.clear()); // entries of the old generation are never used; let it go
     apply(() => this.inflight.clearMarks()); // uncacheable under the old rules (a setCookie: strip since?): asked again
+    apply(() => this.inflight.setMaxWaiters(next.cache.collapse.maxWaiters));
     apply(() => this.reviveRetiredSites(before, next));
     apply(() => this.reviveRetiredKeyTemplates(prevConfig, next));
     // `log.level` live, as nginx applies error_log on reload: `debug` in an incident took a restart.
@@ -312,6 +313,7 @@ export class Gateway implements RequestDeps {
     apply(() => this.listeners.applyLimits(next.limits));
     apply(() => this.upstream.configure(next.admission, this.rt.priorities.configured));
     apply(() => this.upstream.applyRouteCaps(next.sites));
+    apply(() => this.upstream.applyCircuits(next.sites));
     apply(() => this.widenRaisedGrace(prevRt));
     apply(() => this.cache.applyLimits(next.cache));
     apply(() => this.admission.configure(next));

@@ -114,6 +114,10 @@ export class PressureGate {
     if (this.sampler !== this.injected) this.sampler = undefined;
     this.overloaded = false;
     this.shedding = false;
+    // Its last readings go too: the limiters read the event-loop delay from here, and turned
+    // off by reload the gate kept offering its last one for good, where a gate started off
+    // offers none (config audit).
+    this.last = { eventLoopDelayMs: 0, eventLoopUtilization: 0, heapUsedRatio: 0 };
   }
 
   /** Applies new thresholds; a changed interval restarts a running sampler. */

@@ -57,12 +57,25 @@ export class Inflight<T> {
   /** Keys a path's mark has one pass under way for (beginPathPass). */
   private readonly pathPasses = new Set<string>();
 
+  /** cache.collapse.maxWaiters, live (setMaxWaiters). */
+  private maxWaiters: number;
+
   constructor(
     private readonly opts: { maxWaiters: number; clock: Clock; maxPassMarkers?: number },
   ) {
+    this.maxWaiters = opts.maxWaiters;
     this.passUntil = new LRUCache({ max: opts.maxPassMarkers ?? 10_000 });
     this.probedAt = new LRUCache({ max: opts.maxPassMarkers ?? 10_000 });
     this.pathPassUntil = new LRUCache({ max: opts.maxPassMarkers ?? 10_000 });
+  }
+
+  /**
+   * A reload's cache.collapse.maxWaiters: a raise in a crowd whose overflow went to the origin
+   * uncollapsed did nothing, the value read at start held (config audit). Groups already
+   * waiting take it at their next join.
+   */
+  setMaxWaiters(maxWaiters: number): void {
+    this.maxWaiters = maxWaiters;
   }
 
   /** Becomes the leader for `key`, or waits on the current leader (until `waitMs`). */
@@ -73,7 +86,7 @@ export class Inflight<T> {
       // connection filled maxWaiters, and a crowd arriving after them was not collapsed (each
       // went to the origin alone), nor could the fill of a page they had asked for twice be
       // given up (attacker trial).
-      if (group.waiters >= this.opts.maxWaiters) return { role: 'overflow' };
+      if (group.waiters >= this.maxWaiters) return { role: 'overflow' };
       group.waiters++;
       let hasLeft = false;
       const leave = (): void => {

@@ -95,7 +95,7 @@ export const serverLimitsSchema = z
       .max(2000)
       .default(100)
       .describe('Most request headers accepted; more gets 431 (over HTTP/2, more than twice this resets the stream, and a raise reaches HTTP/2 after a restart).'),
-    headersTimeoutMs: positiveMs('Time a client has to send the whole request head (slow-loris guard).').default(
+    headersTimeoutMs: positiveMs('Time a client has to send the whole request head (slow-loris guard); on the HTTPS listener also the TLS handshake\'s, which a reload reaches only after a restart (Node sets it once per server).').default(
       10_000,
     ),
     requestTimeoutMs: positiveMs(
@@ -410,7 +410,7 @@ export const timeoutsSchema = z
 
 export const circuitSchema = z
   .strictObject({
-    enabled: z.boolean().default(true).describe('Trip a per-member breaker on failures.'),
+    enabled: z.boolean().default(true).describe('Trip a per-member breaker on failures. A reload changes every circuit setting in place: an open breaker stays open (under the new openMs).'),
     consecutiveFailures: z
       .number()
       .int()

@@ -355,6 +355,19 @@ export class Upstream {
   /** Config snapshots are frozen and replaced whole, so their keys are computed once each. */
   private readonly admissionKeys = new WeakMap<AdmissionConfig, string>();
   private readonly circuitKeys = new WeakMap<object, string>();
+  /** Each site's circuit settings as of the last reload (applyCircuits): what a breaker follows, whichever config a request began on. */
+  private readonly circuits = new Map<string, SiteConfig['circuit']>();
+
+  /**
+   * A reload's `sites[].circuit`: each member's breaker takes it in place, its state kept
+   * (CircuitBreaker.configure). Rebuilt, as it was, an edit closed every open breaker (traffic
+   * straight back to a sick member), left crowdgate_circuit_state saying open, and a request
+   * that began on the old config rebuilt it again with the old settings (config audit).
+   */
+  applyCircuits(sites: readonly SiteConfig[]): void {
+    this.circuits.clear();
+    for (const site of sites) this.circuits.set(site.name, site.circuit);
+  }
 
   /** Members a reload removed (forget()): never published again. */
   private readonly forgotten = new WeakSet<OriginMember>();
@@ -366,10 +379,11 @@ export class Upstream {
       admissionKey = JSON.stringify([learning, this.priorityClasses, this.admission.queue, this.admission.limit.ceiling ?? null, this.admission.limit.slowShare]);
       this.admissionKeys.set(this.admission, admissionKey);
     }
-    let circuitKey = this.circuitKeys.get(site.circuit);
+    const circuit = this.circuits.get(site.name) ?? site.circuit;
+    let circuitKey = this.circuitKeys.get(circuit);
     if (circuitKey === undefined) {
-      circuitKey = JSON.stringify(site.circuit);
-      this.circuitKeys.set(site.circuit, circuitKey);
+      circuitKey = JSON.stringify(circuit);
+      this.circuitKeys.set(circuit, circuitKey);
     }
     let c = this.controls.get(member);
     if (!c) {
@@ -381,7 +395,7 @@ export class Upstream {
         memberKey,
         saturatedSeen: 0,
         limiter: this.makeLimiter(member, site.name, memberKey),
-        breaker: this.makeBreaker(site, member),
+        breaker: this.makeBreaker(site.name, circuit, member),
         admissionKey,
         circuitKey,
         trialAt: -Infinity,
@@ -415,7 +429,7 @@ export class Upstream {
         c.admissionKey = admissionKey;
       }
       if (c.circuitKey !== circuitKey) {
-        c.breaker = this.makeBreaker(site, member);
+        c.breaker.configure(circuit);
         c.circuitKey = circuitKey;
       }
     }
@@ -521,9 +535,9 @@ export class Upstream {
     return limiter;
   }
 
-  private makeBreaker(site: SiteConfig, member: OriginMember): CircuitBreaker {
-    const breaker = new CircuitBreaker(site.circuit, this.clock);
-    const labels = { site: site.name, origin: member.name };
+  private makeBreaker(siteName: string, circuit: SiteConfig['circuit'], member: OriginMember): CircuitBreaker {
+    const breaker = new CircuitBreaker(circuit, this.clock);
+    const labels = { site: siteName, origin: member.name };
     breaker.onStateChange = (state, previous, why) => {
       if (this.forgotten.has(member)) return;
       this.metrics.get('circuitState').set(labels, state === 'closed' ? 0 : state === 'half_open' ? 1 : 2);

@@ -314,6 +314,20 @@ describe('cache: limits applied live', () => {
     o.route('/big2', { headers: { 'cache-control': 'public, max-age=60' }, body: Buffer.alloc(20_000, 7) });
     expect(String((await request(`${g.url}/big2`)).headers['cache-status'])).not.toMatch(/stored/);
   });
+
+  it('a raise of cache.collapse.maxWaiters by reload collapses the requests it used to send on alone (config audit)', async () => {
+    const o = await origin();
+    o.route('/slow', { delayMs: 300, headers: { 'cache-control': 'public, max-age=60' }, body: (r) => `page ${r.url}` });
+    const config = (maxWaiters: number) => ({ reload: { watch: false }, cache: { collapse: { maxWaiters } }, sites: [siteFor([o.url])] });
+    const g = await gateway(config(1));
+    const crowd = (path: string) => Promise.all(Array.from({ length: 5 }, () => request(`${g.url}${path}`).then((r) => r.body.text())));
+    await crowd('/slow?a');
+    expect(o.count('/slow?a')).toBeGreaterThan(1); // one waiter; the others asked alone
+    writeFileSync(g.configPath, stringify(withTestDefaults(config(100))));
+    expect((await g.gw.reload('manual'))?.ok).toBe(true);
+    expect(await crowd('/slow?b')).toEqual(Array(5).fill('page /slow?b'));
+    expect(o.count('/slow?b')).toBe(1);
+  });
 });
 
 describe('cache: hit-for-pass is the URL\'s, never one request\'s', () => {

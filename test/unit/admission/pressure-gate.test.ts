@@ -105,6 +105,15 @@ describe('PressureGate', () => {
     expect(calls).toBe(seen);
   });
 
+  it('stopped (turned off by reload), offers no readings of before: the limiters read the host delay from it (config audit)', () => {
+    const gate = new PressureGate(cfg, { sampler: () => ({ eventLoopDelayMs: 400, eventLoopUtilization: 1, heapUsedRatio: 0.5, eventLoopDelayMeanMs: 120 }) });
+    gate.sampleNow();
+    expect(gate.readings().eventLoopDelayMeanMs).toBe(120);
+    gate.stop();
+    expect(gate.readings().eventLoopDelayMeanMs ?? 0).toBe(0);
+    expect(gate.readings().eventLoopDelayMs).toBe(0);
+  });
+
   it('the process sampler reads real, plausible values', () => {
     const sampler = makeProcessSampler();
     const r = sampler();

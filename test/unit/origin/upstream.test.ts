@@ -347,6 +347,26 @@ describe('Upstream: what the lease feeds the limiter', () => {
   });
 });
 
+describe('Upstream: a reloaded circuit applies in place', () => {
+  it('keeps an open breaker open and its gauge true, takes the new settings, and a request begun on the old config does not bring the old ones back (config audit)', async () => {
+    const s = setup(['a'], { circuit: { consecutiveFailures: 3, openMs: 5_000 } });
+    for (let i = 0; i < 3; i++) await s.send(failure('timeout'));
+    const breaker = () => s.upstream.controlFor(s.site, s.member('a')).breaker;
+    expect(breaker().state).toBe('open');
+    const next = siteSchema.parse({ ...s.site, circuit: { consecutiveFailures: 3, openMs: 20_000 } });
+    s.upstream.applyCircuits([next]);
+    expect(s.upstream.controlFor(next, s.member('a')).breaker.state).toBe('open'); // not closed by the edit
+    const gauge = (await s.metrics.get('circuitState').get()).values.find((v) => v.labels.origin === 'a');
+    expect(gauge?.value).toBe(2);
+    // The new openMs holds, also for a request that began on the old config (s.site).
+    s.clock.advance(6_000);
+    expect(breaker().isAvailable()).toBe(false);
+    expect(s.upstream.controlFor(next, s.member('a')).breaker.isAvailable()).toBe(false);
+    s.clock.advance(15_000);
+    expect(breaker().isAvailable()).toBe(true);
+  });
+});
+
 describe('Upstream: a reloaded limit applies at once, under load too', () => {
   // An edit applied only once the member was idle: under steady traffic never, so an emergency
   // cap did nothing and a restored config left `fixed 4` in force (failure-day trial).
