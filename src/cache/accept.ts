@@ -120,27 +120,33 @@ function mediaTypeOf(headers: Readonly<Record<string, string | string[] | undefi
 }
 
 /**
+ * Media types an origin serves whatever the Accept (a browser asks for an image, a style or a
+ * script with an Accept that names other types first): not held to speaksForStored.
+ */
+const NOT_NEGOTIATED = /^(?:image|audio|video|font)\/|^text\/(?:css|javascript)$|^application\/(?:javascript|x-javascript|ecmascript|wasm|octet-stream|pdf|zip|gzip|x-gzip)$/;
+
+/**
  * Whether a 304 the origin gave a request with this Accept speaks for a stored copy whose
- * headers are `stored` (a copy that does not vary on Accept), where the copy is a format a
- * negotiating origin offers beside others: a page (HTML) or a data format (JSON, XML). For a
- * page, the Accept must be a navigation (isNavigation); for a data format, its first member
- * must name the copy's type without parameters, or be the wildcard (or no Accept), every weight
- * a qvalue. Otherwise the origin may have chosen another format for it, and its 304 carries
- * that format's fields: Express's `res.send` keeps every header set before its freshness check
- * but Content-Type and Content-Length, and a revalidation led by `Accept: text/csv` merged the
- * CSV's `Content-Disposition: attachment` into the home page, which every browser then
- * downloaded (attacker trial). Such a 304 is not merged; the fill asks again unconditionally,
- * and that answer goes by the rules above (fill.ts). Any other copy (a script, a style, an
- * image, a font) is revalidated by whatever its clients send (an image's Accept names another
- * image type first) and is not held to it.
+ * headers are `stored` (a copy that does not vary on Accept). For a page (HTML), the Accept
+ * must be a navigation (isNavigation); for any other format an origin may offer beside others
+ * (JSON, XML, CSV, plain text...), the Accept must be absent or the wildcard alone, or name
+ * the copy's type first, without parameters, every weight a qvalue: a negotiator prefers a
+ * named type to the wildcard at the same weight (the wildcard, then text/csv, is CSV). Otherwise the origin
+ * may have chosen another format for it, and its 304 carries that format's fields: Express's
+ * `res.send` keeps every header set before its freshness check but Content-Type and
+ * Content-Length, and a revalidation led by `Accept: text/csv` merged the CSV's
+ * `Content-Disposition: attachment` into the home page, which every browser then downloaded
+ * (attacker trial). Such a 304 is not merged; the fill asks again unconditionally, and that
+ * answer goes by the rules above (fill.ts). Images, fonts, styles, scripts and downloads
+ * (NOT_NEGOTIATED) are revalidated by whatever their clients send.
  */
 export function speaksForStored(accept: string | string[] | undefined, stored: Readonly<Record<string, string | string[] | undefined>>): boolean {
   const type = mediaTypeOf(stored);
+  if (type === '' || NOT_NEGOTIATED.test(type)) return true;
   if (type === 'text/html' || type === 'application/xhtml+xml') return isNavigation(accept);
-  if (!isDataFormat(stored)) return true;
   const value = acceptText(accept);
   if (value === '' || value === '*/*') return true;
   const members = membersOf(value);
   const first = members[0];
-  return first !== undefined && !first.params && readable(members) && (first.range === type || first.range === '*/*');
+  return first !== undefined && !first.params && readable(members) && first.range === type;
 }

@@ -86,6 +86,8 @@ export const SEARCH_BUDGET_BYTES = 64 * 1024 * 1024;
  * answers than straight from the origin (new-user trial).
  */
 const ANSWER_LOOKS = 8;
+/** What ANSWER_LOOKS adds at most: a 256 MiB cache.maxObjectBytes would otherwise let one fill read 2 GiB (review). */
+const ANSWER_LOOKS_MAX_BYTES = 192 * 1024 * 1024;
 
 /**
  * How an input counted as repeated: its `value` (or a part or spelling of it) or its `name` was
@@ -233,7 +235,7 @@ export async function reflectedInputs(
   // Every look at the answer is paid for with its size: past the budget, what is left counts
   // as repeated unsearched.
   let spent = 0;
-  const budget = SEARCH_BUDGET_BYTES + ANSWER_LOOKS * decoded.length;
+  const budget = SEARCH_BUDGET_BYTES + Math.min(ANSWER_LOOKS * decoded.length, ANSWER_LOOKS_MAX_BYTES);
   const pay = (bytes: number) => (spent += bytes) > budget;
   const large = decoded.length > YIELD_AFTER_BYTES;
   for (const [name, texts, cores, , names] of searched) {

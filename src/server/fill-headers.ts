@@ -316,20 +316,25 @@ export function makeFillHeaders(ctx: Ctx, lookup: Lookup): Record<string, string
   return out;
 }
 
+/** The client's fields a recheck still sends (plainFillHeaders): what it asks for, not who it is. */
+const RECHECK_KEPT: ReadonlySet<string> = new Set(['accept', 'accept-language', 'accept-charset']);
+
 /** The User-Agent of a fill asked again without the client's headers (plainFillHeaders). */
 export const RECHECK_USER_AGENT = 'crowdgate-recheck';
 
 /**
- * A fill's headers made the gateway's own question, in place: none of the client's but those
- * the key holds (Host, the Accept-Encoding bucket, the key template's headers and cookies) and
- * those the stored copy `stored` varies on, no X-Forwarded-For (the origin sees the gateway
- * ask, as a probe does), and `User-Agent: crowdgate-recheck` unless the copy varies on it. Asked
- * so when a 404 or 410 would take a stored page away from everyone (fill.ts): a WAF answering
- * one client's `User-Agent: sqlmap` with 404 took a popular page's stale copy with it.
+ * A fill's headers made the gateway's own question, in place: none of the client's but its
+ * Accept, Accept-Language and Accept-Charset (as every browser sends them, in the variant key's
+ * form), those the key holds (Host, the Accept-Encoding bucket, the key template's headers and
+ * cookies) and those the stored copy `stored` varies on; no X-Forwarded-For (the origin sees
+ * the gateway ask, as a probe does), and `User-Agent: crowdgate-recheck` unless the copy varies
+ * on it. Asked so when a 404 or 410 would take a stored page away from everyone (fill.ts): a
+ * WAF answering one client's `User-Agent: sqlmap` with 404 took a popular page's stale copy
+ * with it. Its answer may become the fill's, so it asks for the format the client did.
  */
 export function plainFillHeaders(headers: Record<string, string>, variantHeaders: IncomingHttpHeaders, policy: PolicyOptions, stored: CacheEntry): void {
   for (const name of Object.keys(variantHeaders)) {
-    if (name === 'host' || name === 'accept-encoding' || name === 'cookie') continue;
+    if (name === 'host' || name === 'accept-encoding' || name === 'cookie' || RECHECK_KEPT.has(name)) continue;
     if (isKeyTemplateHeader(name, policy) || stored.vary.includes(name)) continue;
     delete headers[name];
   }

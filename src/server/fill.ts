@@ -506,11 +506,20 @@ async function fetchForCache(
       if (kind !== 'background') ctx.upstreamMs = (ctx.upstreamMs ?? 0) + (deps.clock.now() - lease.startedAt);
     }
     if (gone !== undefined) {
-      // The gateway's own question's answer (asked below): gone too, the page is gone, and the
-      // 404 goes on as any; anything else (the page, a 304, an error, no answer) says the 404
-      // was the client's own, and the stored copy stays.
-      drawn = !(fetched.ok && !('tooLarge' in fetched) && isGone(fetched.status));
-      fetched = gone;
+      // The gateway's own question's answer (asked below). Gone too: the page is gone, and the
+      // 404 goes on as any. The page (a 2xx, 3xx or 304): the 404 was the client's own, and
+      // this answer is the fill's, for everyone (the client too), stored or merged by the
+      // rules below: thrown away, the copy stayed expired, and a scanner's two requests at
+      // once sent a must-revalidate page's crowd to the origin one by one (review). Not when
+      // the client's request says who asks (X-User-Token: identityFillInputs): the page without
+      // it is not its answer (selectVariant's rule). An error, or no answer: unsure, so the 404
+      // goes to that client alone and the copy stays.
+      const answered = fetched.ok && !('tooLarge' in fetched) ? fetched.status : undefined;
+      const asks = identityFillInputs(lookup.variantHeaders, lookup.policy, []).length > 0;
+      if (answered === undefined || isGone(answered) || answered >= 400 || asks) {
+        drawn = answered === undefined || !isGone(answered);
+        fetched = gone;
+      }
       gone = undefined;
     }
     if (!fetched.ok) {

@@ -24,7 +24,7 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import type { CacheEntry, StoredHeaders } from '../cache/entry.js';
-import { parseHttpDate } from '../cache/cache-control.js';
+import { parseLastModified } from '../cache/cache-control.js';
 import { appendVia, dispositionFirst, isResponseGone } from './headers.js';
 import { varyWithAcceptEncoding } from '../cache/content-coding.js';
 import { cacheStatusOf, type EntryAnswer } from './respond.js';
@@ -122,8 +122,8 @@ export function ifRangeHolds(value: string, stored: StoredHeaders): boolean {
     const etag = stored['etag'];
     return typeof etag === 'string' && etag.trim() === v;
   }
-  const date = parseHttpDate(v);
-  const lastModified = parseHttpDate(stored['last-modified']);
+  const date = parseLastModified(v);
+  const lastModified = parseLastModified(stored['last-modified']);
   return date !== undefined && lastModified !== undefined && date === lastModified;
 }
 

@@ -66,18 +66,22 @@ describe('speaksForStored: a 304 to a request with this Accept may be merged int
     expect(speaksForStored(undefined, html)).toBe(false);
   });
 
-  it("for a data format: its own type first, the wildcard or no Accept, not a navigation or another format", () => {
+  it("for a data format or plain text: its own type first, the wildcard alone or no Accept; not a navigation, another format, or the wildcard beside a named type (review)", () => {
     const json = { 'content-type': 'application/json' };
     for (const a of ['application/json', 'application/json, text/plain, */*', '*/*']) expect(speaksForStored(sent(a), json), a).toBe(true);
     expect(speaksForStored(undefined, json)).toBe(true);
-    for (const a of [CHROME, 'text/csv', 'application/json;q=2, text/csv', 'application/json;v=2']) expect(speaksForStored(sent(a), json), a).toBe(false);
+    for (const a of [CHROME, 'text/csv', '*/*, text/csv', '*/*, application/json;q=0.1', 'application/json;q=2, text/csv', 'application/json;v=2']) expect(speaksForStored(sent(a), json), a).toBe(false);
+    const plain = { 'content-type': 'text/plain; charset=utf-8' };
+    expect(speaksForStored(sent('text/plain'), plain)).toBe(true);
+    expect(speaksForStored(sent('text/csv'), plain)).toBe(false);
   });
 
-  it('for a script, a style or an image: whatever its clients send (an image\'s Accept names another image type first)', () => {
+  it('for a script, a style, an image or a download: whatever its clients send (an image\'s Accept names another image type first)', () => {
     expect(speaksForStored(sent('image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8'), png)).toBe(true);
     expect(speaksForStored(sent('text/css,*/*;q=0.1'), css)).toBe(true);
     expect(speaksForStored(undefined, css)).toBe(true);
     expect(speaksForStored(sent('text/html'), css)).toBe(true);
+    expect(speaksForStored(sent(CHROME), { 'content-type': 'application/x-gzip' })).toBe(true);
   });
 
   it('for a copy without a Content-Type: any', () => {
