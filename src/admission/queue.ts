@@ -32,6 +32,8 @@ export interface Waiter<R = unknown> {
   costMs: number;
   /** The request's path (AcquireOptions.path), given to its permit. */
   path: string | undefined;
+  /** The request's page (AcquireOptions.page), given to its permit. */
+  page?: string | undefined;
   /** The request's latency class (AcquireOptions.latencyClass), given to its permit. */
   latencyClass: string | undefined;
   /** When the wait ends: deadlineAt, or earlier under a standing queue. */

@@ -278,6 +278,8 @@ export interface AdmitOptions {
   latencyClass?: string;
   /** The request's path (no query): a failure only this path keeps giving is the URL's, not the member's (UrlFailures). */
   path?: string;
+  /** Its page where the path is shared by many (admission/limiter.ts pageOf). */
+  page?: string;
   /** The client's address: a failure only this client keeps getting is the client's, not the member's (UrlFailures). */
   client?: string;
   /**
@@ -730,6 +732,7 @@ export class Upstream {
       fixedDeadline: opts.kind === 'background' || opts.hasFallback === true,
       latencyClass: opts.latencyClass,
       path: opts.path,
+      page: opts.page,
     });
     if (result.waitedMs > 0 || !result.ok) this.metrics.get('queueWait').observe(labels, result.waitedMs / 1000);
     if (!result.ok) {

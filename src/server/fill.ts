@@ -4,7 +4,7 @@
  * background refreshes; collapsing across instances through Redis.
  */
 import { LOOP_FIELD, fillLoopValue, loopIdOf, loopIdsIn } from '../http/loop.js';
-import { latencyClassOf } from '../admission/limiter.js';
+import { latencyClassOf, pageOf } from '../admission/limiter.js';
 import type { Fence } from '../cache/purge-fence.js';
 import { isSharedByOrigin, isNeverFresh, type CacheEntry } from '../cache/entry.js';
 import { isTextual, makeEncodings, STORED_CODINGS, whyNotCompressed } from '../cache/content-coding.js';
@@ -455,6 +455,7 @@ async function fetchForCache(
       // A background refresh is a fill like any: one class per route and endpoint (a 304's round trip too).
       latencyClass: latencyClassOf('fill', ctx.route?.name ?? '-', ctx.path),
       path: ctx.path,
+      page: pageOf(ctx.path, ctx.url),
       client: ctx.clientAddress,
       exclude: excluded,
       noTrial: afterTrial,

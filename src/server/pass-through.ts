@@ -3,7 +3,7 @@
  * and back to the client as it streams, with one retry on another member for a refused
  * connection; a successful unsafe request invalidates what it changed (RFC 9111 §4.4).
  */
-import { latencyClassOf } from '../admission/limiter.js';
+import { latencyClassOf, pageOf } from '../admission/limiter.js';
 import type { OutgoingHttpHeaders } from 'node:http';
 import { CACHED_METHODS, RETRYABLE_METHODS } from '../http/facts.js';
 import { makeAuthority, makeCacheKey, normaliseHost, parseUrlPath } from '../cache/cache-key.js';
@@ -89,6 +89,7 @@ export async function forward(ctx: Ctx, state: 'bypass' | 'pass', lookup?: Looku
         kind: 'forward',
         latencyClass: latencyClassOf('forward', ctx.route?.name ?? '-', ctx.path),
         path: ctx.path,
+        page: pageOf(ctx.path, ctx.url),
         client: ctx.clientAddress,
         exclude: excluded,
         noTrial: afterTrial,

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../../src/clock.js';
 import { FixedLimit } from '../../../src/admission/limits/fixed.js';
 import type { Limit, LimitSample } from '../../../src/admission/limits/limit.js';
-import { endpointOf, latencyClassOf, Limiter, MAX_LATENCY_CLASSES, type AcquireResult, type LimiterOptions, type Permit } from '../../../src/admission/limiter.js';
+import { endpointOf, latencyClassOf, Limiter, pageOf, MAX_LATENCY_CLASSES, type AcquireResult, type LimiterOptions, type Permit } from '../../../src/admission/limiter.js';
 import { OUTGROWN_MEMORY_MS, type Outgrowth } from '../../../src/admission/outgrowth.js';
 import { ManualScheduler } from './manual-scheduler.js';
 
@@ -1245,12 +1245,25 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
     expect(limit.samples.at(-1)!.rttMs).toBe(500);
   });
 
+  it("reads a request's page as its path and its query's first parameter", () => {
+    expect(pageOf('/index.php', '/index.php?title=Main_Page&action=history')).toBe('/index.php?title=Main_Page');
+    expect(pageOf('/', '/?p=42')).toBe('/?p=42');
+    expect(pageOf('/a', '/a')).toBeUndefined();
+    expect(pageOf('/a', '/a?')).toBeUndefined();
+    expect(pageOf('/a', `/a?x=${'y'.repeat(500)}`)!.length).toBe('/a?'.length + 128);
+  });
+
   describe('an origin that got slow during a quiet spell (failure-day trial, ikiwiki: the limit froze)', () => {
-    /** A limiter that learned quick pages (10 ms, five paths), then 10 s with nothing asked; then `n` requests to `pathOf(i)` answered in 500 ms. */
-    async function slowAfterQuiet(n: number, pathOf: (i: number) => string) {
+    /**
+     * A limiter that learned quick pages (10 ms, five paths; or, `onePath`, five pages of
+     * /index.php by their `title`), then 10 s with nothing asked; then `n` requests to
+     * `pathOf(i)` answered in 500 ms (with onePath, to /index.php?title=`pathOf(i)`).
+     */
+    async function slowAfterQuiet(n: number, pathOf: (i: number) => string, onePath = false) {
       const s = setup({ limitN: 4, slowLane: true });
+      const at = (p: string) => (onePath ? { path: '/index.php', page: `/index.php?title=${p.slice(1).replace(/\//g, '_')}` } : { path: p });
       for (let i = 0; i < 20; i++) {
-        s.request(`q${i}`, 1, { path: `/p/${i % 5}`, latencyClass: 'fill:pages:' });
+        s.request(`q${i}`, 1, { ...at(`/p/${i % 5}`), latencyClass: 'fill:pages:' });
         await s.flush();
         s.clock.advance(10);
         s.granted(`q${i}`).release('success', 'fill:pages:');
@@ -1259,7 +1272,7 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
       const before = limit.samples.length;
       s.clock.advance(10_000);
       for (let i = 0; i < n; i++) {
-        s.request(`s${i}`, 1, { path: pathOf(i), latencyClass: 'fill:pages:' });
+        s.request(`s${i}`, 1, { ...at(pathOf(i)), latencyClass: 'fill:pages:' });
         await s.flush();
         s.clock.advance(500);
         s.granted(`s${i}`).release('success', 'fill:pages:');
@@ -1281,6 +1294,15 @@ describe('Limiter: overdue permits step aside (the slow lane)', () => {
       expect((await slowAfterQuiet(40, (i) => (i % 8 < 5 ? '/p/0' : `/p/${1 + (i % 2)}`))).fed).toHaveLength(0);
       // Two pages only: not enough.
       expect((await slowAfterQuiet(40, (i) => `/p/${i % 2}`)).fed).toHaveLength(0);
+    });
+
+    it("on a site whose pages share one path (/index.php?title=…), its pages answered promptly before tell the same; new ones (a search's terms) or one page do not (failure-day re-check)", async () => {
+      const { fed } = await slowAfterQuiet(40, (i) => `/p/${i % 5}`, true);
+      expect(fed.length).toBeGreaterThan(20);
+      expect(fed.at(-1)!.rttMs).toBe(500);
+      expect((await slowAfterQuiet(40, (i) => `/new/${i}`, true)).fed).toHaveLength(0);
+      expect((await slowAfterQuiet(40, () => '/p/0', true)).fed).toHaveLength(0);
+      expect((await slowAfterQuiet(40, (i) => `/p/${i % 2}`, true)).fed).toHaveLength(0);
     });
   });
 
