@@ -474,6 +474,8 @@ export class Limiter {
   private readonly knownSlow = new Map<string, number>();
   /** Paths answered promptly at least once, oldest first (see "Known-slow paths" above). */
   private readonly promptPaths = new Set<string>();
+  /** The same of pages (AcquireOptions.page), apart: up to PROMPT_PATHS too (notePromptPage). */
+  private readonly promptPages = new Set<string>();
   /** Whether each of the last OVERDUE_RUN overdue requests was a quick one (a ring beside overdueStarts; see quickPagesOverdue). */
   private readonly overdueQuick = new Uint8Array(OVERDUE_RUN);
   /** quickPagesOverdue's verdict on the ring, made when it changes (noteOverdue), not at each grant. */
@@ -1227,7 +1229,7 @@ export class Limiter {
     this.overdueQuick[this.overdueNoted % OVERDUE_RUN] = path !== undefined && this.promptPaths.has(path) ? 1 : 0;
     this.overduePaths[this.overdueNoted % OVERDUE_RUN] = path;
     const page = permit.page === undefined ? undefined : knownSlowKey(permit.page);
-    this.overduePageQuick[this.overdueNoted % OVERDUE_RUN] = page !== undefined && this.promptPaths.has(page) ? 1 : 0;
+    this.overduePageQuick[this.overdueNoted % OVERDUE_RUN] = page !== undefined && this.promptPages.has(page) ? 1 : 0;
     this.overduePages[this.overdueNoted % OVERDUE_RUN] = page;
     this.overdueStarts[this.overdueNoted++ % OVERDUE_RUN] = acquiredAt;
     let one = path;
@@ -1252,6 +1254,17 @@ export class Limiter {
     if (this.promptPaths.has(key)) return;
     this.promptPaths.add(key);
     if (this.promptPaths.size > PROMPT_PATHS) this.promptPaths.delete(this.promptPaths.values().next().value!);
+  }
+
+  /**
+   * A page (AcquireOptions.page) was answered promptly: remembered apart from the paths, so
+   * that unique queries (searches, cache busters) push out other pages, never the paths.
+   */
+  private notePromptPage(page: string): void {
+    const key = knownSlowKey(page);
+    if (this.promptPages.has(key)) return;
+    this.promptPages.add(key);
+    if (this.promptPages.size > PROMPT_PATHS) this.promptPages.delete(this.promptPages.values().next().value!);
   }
 
   /** Whether a path's requests were slow on their own within KNOWN_SLOW_MS. */
@@ -1776,7 +1789,7 @@ export class Limiter {
       } else if (kind === 'success') {
         if (permit.acquiredAt > this.promptStartedAt) this.promptStartedAt = permit.acquiredAt;
         if (permit.path !== undefined) this.notePrompt(permit.path);
-        if (permit.page !== undefined) this.notePrompt(permit.page);
+        if (permit.page !== undefined) this.notePromptPage(permit.page);
       }
       // A quick request answered (or not) after being held up, or answered promptly (see "Slow
       // endpoints' share" above).
