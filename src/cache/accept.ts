@@ -30,10 +30,10 @@ const QVALUE = /^(?:0(?:\.\d{0,3})?|1(?:\.0{0,3})?)$/;
  * in many WordPress themes and plugins: Opera Mini's OBML, BlackBerry's, WAP's): an Accept of
  * `text/html, text/vnd.wap.wml` got the mobile template, stored for everyone (attacker trial).
  */
-export const DEVICE_MEDIA_TYPES = ['application/x-obml2d', 'application/vnd.rim.html', 'text/vnd.wap.wml', 'application/vnd.wap.xhtml+xml'];
+const DEVICE_MEDIA_TYPES = ['application/x-obml2d', 'application/vnd.rim.html', 'text/vnd.wap.wml', 'application/vnd.wap.xhtml+xml'];
 
 /** An Accept as one lower-case text (several field lines joined). */
-export function acceptText(accept: string | string[] | undefined): string {
+function acceptText(accept: string | string[] | undefined): string {
   return (Array.isArray(accept) ? accept.join(',') : (accept ?? '')).trim().toLowerCase();
 }
 

@@ -113,7 +113,7 @@ export type FillResult =
       reason: string;
       /** Only this answer was not storable (it was its leader's own): no hit-for-pass. */
       once?: true;
-      /** A 404 or 410 its leader's headers drew: the origin, asked without them, did not say gone. */
+      /** A 404 or 410 its leader's headers may have drawn: the origin, asked without them, did not say gone (fill.ts). */
       drawn?: true;
     }
   | { kind: 'too_large' }

@@ -118,7 +118,7 @@ export async function fillAndServe(ctx: Ctx, lookup: Lookup, attempt: number): P
   }
   // An error its leader got that is kept for nobody (not stored, or stored without a lifetime:
   // never reused) may be about the leader's own request: a 404 a WAF gave a scanner's
-  // User-Agent (fetchForCache's recheck found the page there, or nothing was stored to check
+  // User-Agent (fetchForCache's recheck could not tell, or nothing was stored to check
   // against), a 400 for a header too large for the origin. The waiters make one fill of their
   // own, collapsed again, as after a server error (below): a scanner leading a page's fill gave
   // the visitors who joined it his 404, and after a 400 each asked the origin alone.
@@ -426,7 +426,8 @@ async function fetchForCache(
   let afterTrial = false;
   let freshNext = false;
   // A 404 or 410 that would take a stored page away, held while the origin is asked again
-  // without the client's headers (below); `drawn` once that answer says the page is there.
+  // without the client's headers (below); `drawn` when that answer did not say gone and is not
+  // taken as the fill's (an error, none, or a client that names who asks).
   let gone: FetchResult | undefined;
   let rechecked = false;
   let drawn = false;
@@ -746,7 +747,7 @@ async function fetchForCache(
     if (isGone(fetched.status) && !drawn && lookup.entry !== undefined && !originInTrouble(ctx, lookup))
       await ctx.deps.purge([{ kind: 'key', key: lookup.key }], 'hard', fence).catch(() => undefined);
     noteNotStored(ctx, decision.code, fetched.headers);
-    if (drawn) return { ...notStored(fetched, lookup, 'the request drew it: the origin answers otherwise without its headers'), once: true, drawn: true };
+    if (drawn) return { ...notStored(fetched, lookup, 'a 404 this request may have drawn: asked without its headers, the origin did not say gone'), once: true, drawn: true };
     return refusal ? { ...notStored(fetched, lookup, decision.reason), once: true } : notStored(fetched, lookup, decision.reason);
   }
 }

@@ -308,11 +308,12 @@ describe('cache: limits applied live', () => {
     // The first too large (its fill let go at the head, then streamed), the second passed
     // (hit-for-pass), the third stored; the fourth a hit.
     expect(o.count('/big')).toBe(4);
-    // Lowered again: the stored copy is kept until written again; a new one is not stored.
+    // Lowered again: a new one is not stored; the copy stored already answers until it expires.
     writeFileSync(g.configPath, stringify(withTestDefaults(config(8_192))));
     expect((await g.gw.reload('manual'))?.ok).toBe(true);
     o.route('/big2', { headers: { 'cache-control': 'public, max-age=60' }, body: Buffer.alloc(20_000, 7) });
     expect(String((await request(`${g.url}/big2`)).headers['cache-status'])).not.toMatch(/stored/);
+    expect(await status()).toMatch(/; hit/);
   });
 
   it('a raise of cache.collapse.maxWaiters by reload collapses the requests it used to send on alone (config audit)', async () => {

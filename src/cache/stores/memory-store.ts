@@ -109,7 +109,8 @@ export class MemoryStore implements CacheStore {
   /**
    * cache.maxObjectBytes and cache.maxVariants, live: a raise by reload used to leave the store
    * on the values read at start, so fills of the larger answers said `stored` and none was
-   * ever a hit (new-user trial). Records already stored keep what they hold until next written.
+   * ever a hit (new-user trial). After a cut, larger copies stored already are still answered
+   * until they expire (the request path reads records as stored).
    */
   setLimits(limits: { maxObjectBytes: number; maxVariants: number }): void {
     assertPositiveInt('maxObjectBytes', limits.maxObjectBytes);
