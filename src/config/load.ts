@@ -183,6 +183,7 @@ export function parseConfigText(text: string, file: string, options: ParseOption
     ...unmatchableHostWarnings(parsed.data, doc, file, at),
     ...duplicateHostWarnings(parsed.data, doc, file, at),
     ...unsentQueryMatchWarnings(parsed.data, doc, file, at),
+    ...alwaysSentDropWarnings(parsed.data, doc, file, at),
   ];
   resolveFilePaths(parsed.data, dirname(resolve(file)));
   if (options.checkFiles !== false) errors.push(...checkCertificateFiles(parsed.data, doc, file, at, warnings));
@@ -309,6 +310,31 @@ function unsentQueryMatchWarnings(config: GatewayConfig, doc: Document, file: st
           message: `this route's cache key leaves out the parameter "${name}" (cache.key.query, params or dropTracking), so its fills never send it to the origin: keep it in the key, or set cache.enabled: false`,
         });
       }
+    });
+  });
+  return warnings;
+}
+
+/** Request headers every fill sends (server/fill-headers.ts FILL_ALWAYS): the variant key reads them. */
+const FILL_ALWAYS_SENT = new Set(['host', 'accept', 'accept-encoding', 'accept-language', 'accept-charset', 'user-agent']);
+
+/**
+ * A `fillHeaders.drop` entry every fill sends all the same (User-Agent, Accept*, Host): a
+ * warning at it. An operator whose gitweb snapshots were stored per browser dropped
+ * User-Agent, and nothing said it did nothing (new-user trial).
+ */
+function alwaysSentDropWarnings(config: GatewayConfig, doc: Document, file: string, at: At): ConfigError[] {
+  const warnings: ConfigError[] = [];
+  config.sites.forEach((site, i) => {
+    site.fillHeaders.drop.forEach((name, j) => {
+      if (!FILL_ALWAYS_SENT.has(name.toLowerCase())) return;
+      const path = ['sites', i, 'fillHeaders', 'drop', j];
+      warnings.push({
+        file,
+        ...at(offsetOf(locate(doc, path))),
+        path: formatPath(path),
+        message: `${name} is sent on every fill whatever this list says (the variants of the cache key read it): dropping it does nothing`,
+      });
     });
   });
   return warnings;

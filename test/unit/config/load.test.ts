@@ -508,6 +508,15 @@ describe('parseConfigText: warnings', () => {
       expect.stringMatching(/^gw\.yaml:7:62 sites\[0\]\.routes\[0\]\.match\.query\.q: this route's cache key leaves out the parameter "q"/),
     ]);
   });
+  test('a fillHeaders.drop entry every fill sends all the same (User-Agent, Accept*) is a warning at it (new-user trial: it did nothing, silently)', () => {
+    const text = ['sites:', '  - name: s', '    hosts: ["*"]', '    origins: [{ url: "http://127.0.0.1:1" }]', '    fillHeaders: { drop: [X-Original-URL, User-Agent, accept-language] }', ''].join('\n');
+    const r = parseConfigText(text, 'gw.yaml', { env: {} });
+    expect(r.ok).toBe(true);
+    expect(r.ok && r.warnings?.map(formatConfigError)).toEqual([
+      expect.stringMatching(/^gw\.yaml:5:43 sites\[0\]\.fillHeaders\.drop\[1\]: User-Agent is sent on every fill whatever this list says/),
+      expect.stringMatching(/^gw\.yaml:5:55 sites\[0\]\.fillHeaders\.drop\[2\]: accept-language is sent on every fill/),
+    ]);
+  });
   test('a query condition naming no parameter, or __proto__, is refused; another prototype name is a plain parameter', () => {
     const empty = ['sites:', '  - name: s', '    hosts: ["*"]', '    origins: [{ url: "http://127.0.0.1:1" }]', '    routes:', '      - { name: r, match: { query: {} } }', ''].join('\n');
     const r = parseConfigText(empty, 'gw.yaml', { env: {} });
