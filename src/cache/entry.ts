@@ -113,11 +113,8 @@ export function entrySizeOf(entry: CacheEntry): number {
   return identitySizeOf(entry) + ENTRY_HEAP_OVERHEAD_BYTES + encodedBytesOf(entry.encodings);
 }
 
-/**
- * entrySizeOf() without the stored encodings: what cache.maxObjectBytes bounds (the object as
- * the origin sent it), so compressing an object never makes it too large to store.
- */
-export function identitySizeOf(entry: CacheEntry): number {
+/** entrySizeOf() without the stored encodings and the fixed overhead: the object as the origin sent it. */
+function identitySizeOf(entry: CacheEntry): number {
   let size = entry.body.length + entry.key.length + entry.variantKey.length + 256;
   for (const [name, value] of Object.entries(entry.headers)) {
     if (Array.isArray(value)) for (const v of value) size += name.length + v.length + 4;

@@ -919,7 +919,7 @@ export const cacheSchema = z
       .int()
       .min(1024)
       .default(8_388_608)
-      .describe('Largest response stored; larger ones stream through, their origin permit given back at their head (a download). A reload applies to the next fills: after a cut, larger copies stored already are served until they expire.'),
+      .describe('Largest response body stored (its bytes as the origin sent them; the URL and headers do not count); larger ones stream through, their origin permit given back at their head (a download). A reload applies to the next fills: after a cut, larger copies stored already are served until they expire.'),
     maxVariants: z.number().int().min(1).max(64).default(16).describe('Most Vary variants kept per URL. A new one beyond it drops the oldest server-error variant (a 5xx stored with a lifetime), else the oldest copy kept for one asker (a header naming who asks, see Caching rules), else the one that answered the fewest hits (the oldest among equals): a stored 5xx never stands in for a failed origin, a page\'s older variant may, and a flood of made-up values pushes out its own variants, not the copy readers get.'),
     targetedHeader: z
       .string()

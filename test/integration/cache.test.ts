@@ -316,6 +316,25 @@ describe('cache: limits applied live', () => {
     expect(await status()).toMatch(/; hit/);
   });
 
+  it('an answer as long as cache.maxObjectBytes is stored and then a hit, however long its URL and headers (attacker trial: said stored, never kept, a crowd all went to the origin)', async () => {
+    const o = await origin();
+    const path = `/edge?${'q'.repeat(1_500)}`;
+    o.route('/edge', {
+      headers: { 'cache-control': 'public, max-age=60', 'content-type': 'application/octet-stream', 'content-security-policy': `default-src 'self' ${'a'.repeat(2_000)}` },
+      body: Buffer.alloc(8_192, 7),
+    });
+    const g = await gateway({ cache: { maxObjectBytes: 8_192 }, sites: [siteFor([o.url])] });
+    const statusOf = async () => {
+      const res = await request(`${g.url}${path}`);
+      expect((await res.body.arrayBuffer()).byteLength).toBe(8_192);
+      return String(res.headers['cache-status']);
+    };
+    expect(await statusOf()).toMatch(/stored/);
+    expect(await statusOf()).toMatch(/; hit/);
+    expect(await statusOf()).toMatch(/; hit/);
+    expect(o.count('/edge')).toBe(1);
+  });
+
   it('a raise of cache.collapse.maxWaiters by reload collapses the requests it used to send on alone (config audit)', async () => {
     const o = await origin();
     o.route('/slow', { delayMs: 300, headers: { 'cache-control': 'public, max-age=60' }, body: (r) => `page ${r.url}` });

@@ -5,8 +5,10 @@
  * decide freshness (policy.ts) nor talk to other instances (redis-store.ts, redis-bus.ts).
  *
  * - Size: a record weighs the sum of `entrySizeOf` over its variants, stored encodings included
- *   (`maxSize` = cache.maxBytes); one variant whose identity body and headers weigh more than
- *   `maxObjectBytes` is not stored; a record heavier than maxBytes drops
+ *   (`maxSize` = cache.maxBytes); one variant whose identity body is longer than
+ *   `maxObjectBytes` is not stored (the bound the fill reads, so a body it keeps is stored: one
+ *   just under it with a long URL and headers was said stored and dropped here, and each of its
+ *   crowd's requests went to the origin; attacker trial); a record heavier than maxBytes drops
  *   its oldest variants until it fits.
  * - Expiry: the LRU item lives until the latest `deleteAt` of its variants (lru-cache `ttl` per
  *   set, driven by the injected clock through lru-cache's `perf` option); each get also drops
@@ -31,7 +33,7 @@
  */
 import { LRUCache } from 'lru-cache';
 import { systemClock, type Clock } from '../../clock.js';
-import { entrySizeOf, identitySizeOf, type CacheEntry } from '../entry.js';
+import { entrySizeOf, type CacheEntry } from '../entry.js';
 import {
   assertPositiveInt,
   computePurge,
@@ -176,7 +178,7 @@ export class MemoryStore implements CacheStore {
 
   async put(entry: CacheEntry): Promise<void> {
     const now = this.clock.now();
-    if (identitySizeOf(entry) > this.maxObjectBytes || !isLiveAt(entry, now)) {
+    if (entry.body.length > this.maxObjectBytes || !isLiveAt(entry, now)) {
       this.onEvent?.({ kind: 'skip', tier: 'memory' });
       return;
     }
@@ -193,7 +195,7 @@ export class MemoryStore implements CacheStore {
     const now = this.clock.now();
     const previous = this.lru.peek(key, { allowStale: true });
     const usable = entries
-      .filter((e) => e.key === key && isLiveAt(e, now) && identitySizeOf(e) <= this.maxObjectBytes)
+      .filter((e) => e.key === key && isLiveAt(e, now) && e.body.length <= this.maxObjectBytes)
       .map((e) => {
         const copy = { ...e };
         const before = previous?.find((p) => p.variantKey === e.variantKey);

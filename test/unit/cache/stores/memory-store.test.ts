@@ -107,6 +107,16 @@ describe('MemoryStore bounds', () => {
     expect(events).toContain('skip');
   });
 
+  it('bounds maxObjectBytes by the body alone, as the fill does: a body of exactly the bound is stored whatever its URL and headers (attacker trial: said stored, dropped here)', async () => {
+    const { store, events } = makeStore({ maxObjectBytes: 5_000 });
+    const key = 'k' + 'q'.repeat(2_000);
+    await store.put(sized(key, 5_000, { headers: { 'content-security-policy': 'x'.repeat(3_000), 'content-type': 'text/html' } }));
+    expect((await store.get(key))?.[0]?.body.length).toBe(5_000);
+    await store.put(sized('k2', 5_001));
+    expect(await store.get('k2')).toBeUndefined();
+    expect(events.filter((k) => k === 'skip')).toHaveLength(1);
+  });
+
   it('drops the oldest variants of a record that would outgrow the whole cache', async () => {
     const one = entrySizeOf(sized('k', 30_000, { variantKey: 'a' }));
     const { store } = makeStore({ maxBytes: one * 2 + 100, maxObjectBytes: 64 * 1024 });
