@@ -190,7 +190,7 @@ function makeCtx(
     rt,
     requestId,
     startedAt,
-    method: (req.method ?? 'GET').toUpperCase(),
+    method: req.method ?? 'GET', // as sent: one in lower case is refused below (HTTP/2; HTTP/1.1's parser refuses it)
     rawUrl,
     url: target.url,
     path: target.path,
@@ -272,6 +272,11 @@ export function route(ctx: Ctx): void | Promise<void> {
   // requireHostHeader, whose 400 left no access-log line, metric or error code.
   if (req.headers.host === undefined && req.httpVersion === '1.1') return fail(ctx, 'bad_request', 'an HTTP/1.1 request needs a Host header');
   if (req.rawHeaders.length / 2 > rt.config.limits.maxHeadersCount) return fail(ctx, 'headers_too_large');
+  // RFC 9110 §9.1: a method is case-sensitive, and Node's HTTP/1.1 parser refuses one in lower
+  // case with 400, as nginx does. HTTP/2 hands any `:method` on: `purge` was read as PURGE,
+  // `get` filled as GET, and `head` was answered as HEAD on a stream Node wrote for a body, which
+  // it then reset (attacker trial).
+  if (req.method !== undefined && /[a-z]/.test(req.method)) return fail(ctx, 'bad_request', 'a method in lower case (methods are case-sensitive)');
   // HTTP/2 advertises the bound (SETTINGS_MAX_HEADER_LIST_SIZE) but Node does not enforce it: a
   // 40 KB field was taken and sent on to the origin, on a shared fill too (attacker trial), where
   // HTTP/1.1 gets 431. A cached answer (the memo's hit path) is still served: it sends nothing on.

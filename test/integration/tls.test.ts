@@ -549,6 +549,17 @@ describe('HTTP/2 through the same limits as HTTP/1.1', () => {
     });
   }
 
+  it('refuses a method in lower case with 400, as HTTP/1.1 does (attacker trial: `purge` was PURGE, `get` filled, `head` reset its stream)', async () => {
+    for (const method of ['get', 'head', 'purge', 'Get']) {
+      const res = await h2send({ ':method': method, ':path': `/lower-${method}` });
+      expect([method, res.error?.message]).toEqual([method, undefined]); // `head`: a body as Content-Length says, not cut
+      expect(res.status).toBe(400);
+      expect(res.headers['x-crowdgate-error']).toBe('bad_request');
+    }
+    expect(origin.requests.some((r) => r.path.startsWith('/lower-'))).toBe(false);
+    expect((await h2send({ ':method': 'GET', ':path': '/upper' })).status).toBe(200);
+  });
+
   it('streams a request body to the origin (no Content-Length), and refuses one past limits.maxBodyBytes', async () => {
     const ok = await h2send({ ':method': 'POST', ':path': '/upload' }, Buffer.alloc(900, 1));
     expect(ok.status).toBe(200);
