@@ -234,8 +234,37 @@ export function serveStaleOr(
       afterServing?.();
       return;
     }
+    if (ORIGIN_FAILED.has(reason)) noteGraceWithheld(ctx, entry, lookup);
   }
   return otherwise();
+}
+
+/** When each route of a site (as a reload built it) last said that a must-revalidate copy was withheld. */
+const graceWithheldAt = new WeakMap<SiteRuntime, Map<string, number>>();
+const GRACE_WITHHELD_EVERY_MS = 10 * 60_000;
+
+/**
+ * A copy the route's grace would have served for the failed origin but for its `must-revalidate`
+ * (or `s-maxage`, RFC 9111 §4.2.4), with the route's opt-in off: said at warn, once in 10 min per
+ * site and route, naming the setting. MediaWiki marks every page so, and through a 3 s restart
+ * every reader of an expired page got 502 while copies were stored; nothing said why (failure trial).
+ */
+function noteGraceWithheld(ctx: Ctx, entry: CacheEntry, lookup: Lookup): void {
+  const route = lookup.policy.route;
+  if (entry.status >= 500 || !entry.mustRevalidate || entry.noCache || route.graceOverridesMustRevalidate) return;
+  const now = ctx.deps.clock.now();
+  if (now >= staleAtOf(entry) + route.graceSeconds * 1000) return;
+  const site = ctx.site!;
+  const routeName = ctx.route?.name ?? '-';
+  let said = graceWithheldAt.get(site);
+  if (said === undefined) graceWithheldAt.set(site, (said = new Map()));
+  const last = said.get(routeName);
+  if (last !== undefined && now - last < GRACE_WITHHELD_EVERY_MS) return;
+  said.set(routeName, now);
+  ctx.deps.logger.warn(
+    { site: site.name, route: routeName, path: ctx.path },
+    'the origin failed and a stored copy was not served in its place: the origin marks it must-revalidate (or s-maxage), which forbids a stale answer, and the route does not opt out; set graceOverridesMustRevalidate: true on this route (sites[].routes[].cache) to serve such pages for graceSeconds while the origin fails (README "Origin health"; said once in 10 minutes per route)',
+  );
 }
 
 /** Stale reasons that mean the origin failed (not that it was busy or the gateway was). */
