@@ -520,8 +520,12 @@ export class OriginPool {
   private announceEndedEjections(now: number): void {
     for (const m of this.list) {
       if (!m.takeEjectionEnded(now)) continue;
-      this.logger?.info({ site: this.site.name, origin: m.name }, 'origin member ejection ended');
-      this.emit(m, m.isHealthy(now), 'ejection-ended');
+      const healthy = m.isHealthy(now);
+      // Its time ran out; a member the health check still holds down is not back (failure
+      // trial: "ejection ended" read as a recovery for a port nothing listened on).
+      if (healthy) this.logger?.info({ site: this.site.name, origin: m.name }, 'origin member ejection ended');
+      else this.logger?.info({ site: this.site.name, origin: m.name }, 'origin member ejection ran out; still down by health check (trial requests go on)');
+      this.emit(m, healthy, 'ejection-ended');
     }
   }
 

@@ -351,6 +351,35 @@ describe('passive ejection (ManualClock)', () => {
   });
 });
 
+describe('what an ejection\'s end says', () => {
+  it('an ejection that runs out while the health check holds the member down says so, not "ended" (failure trial: it read as a recovery)', async () => {
+    const o = await origin('a');
+    const other = await origin('b');
+    const clock = new ManualClock();
+    const infos: string[] = [];
+    const logger = { info: (_fields: Record<string, unknown>, msg: string) => void infos.push(msg), warn: () => {} };
+    const passive = { consecutiveFailures: 3, ejectMs: 10_000 };
+    const pool = makePool(makeSite([{ url: o.url, name: 'a' }, { url: other.url, name: 'b' }], { passive, healthCheck: { timeoutMs: 1_000, unhealthyThreshold: 1 } }), { clock, logger });
+    const a = byName(pool, 'a');
+    o.kill();
+    await pool.probeNow(); // down by health check
+    expect(a.healthState(clock.now()).active).toBe('down');
+    eject(pool, a, 3);
+    expect(a.healthState(clock.now()).ejectedUntil).toBeDefined();
+    clock.advance(10_001);
+    pool.pick();
+    expect(infos.filter((m) => m.startsWith('origin member ejection'))).toEqual(['origin member ejection ran out; still down by health check (trial requests go on)']);
+    // One that ends with the member up by its checks still says "ended".
+    await o.reopen();
+    for (let i = 0; i < 5 && a.healthState(clock.now()).active !== 'up'; i++) await pool.probeNow();
+    expect(a.healthState(clock.now()).active).toBe('up');
+    eject(pool, a, 3);
+    clock.advance(10_001);
+    pool.pick();
+    expect(infos.filter((m) => m.startsWith('origin member ejection')).at(-1)).toBe('origin member ejection ended');
+  });
+});
+
 describe('backups', () => {
   it('get traffic only while no primary is healthy, and lose it when a primary returns', () => {
     const clock = new ManualClock();
