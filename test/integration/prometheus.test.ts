@@ -16,6 +16,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -235,6 +236,7 @@ describe('dashboard and alerts against a real Prometheus', () => {
   /** Two gateways sharing `redis`: what one stores, the other finds in L2. */
   let shared: StartedGateway[] = [];
   let prom: Prometheus;
+  let dead: Server | undefined;
   let startS = 0;
   let endS = 0;
 
@@ -292,7 +294,12 @@ describe('dashboard and alerts against a real Prometheus', () => {
         }),
       ),
     );
-    const deadTarget = `127.0.0.1:${await freePort()}`;
+    // A target whose scrapes always fail (so `up == 0` has a series): a port held by a listener
+    // that drops each connection. A free port left unbound was taken by another test file's
+    // server in a full run, which Prometheus then scraped as up.
+    dead = createServer((socket) => socket.destroy());
+    await new Promise<void>((resolve) => dead!.listen(0, '127.0.0.1', resolve));
+    const deadTarget = `127.0.0.1:${(dead.address() as { port: number }).port}`;
     const targets = [g, ...shared].map((x) => new URL(x.adminUrl).host).concat(deadTarget);
     prom = await startPrometheus(targets);
     startS = Date.now() / 1000;
@@ -398,6 +405,7 @@ describe('dashboard and alerts against a real Prometheus', () => {
     await redis?.stop();
     await origin?.close();
     await fragile?.close();
+    await new Promise((resolve) => (dead ? dead.close(resolve) : resolve(undefined)));
   });
 
   it('loads the alert rules without errors', async () => {
