@@ -762,7 +762,7 @@ export const siteSchema = z
       .describe('What a shared cache fill passes on from the client request (cookies: only the key template\'s; credentials bypass the cache).'),
     credentialHeaders: z
       .array(z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'must be a header field name'))
-      .default(['Authorization', 'Proxy-Authorization', 'X-Api-Key', 'X-Auth-Token', 'X-Access-Token'])
+      .default(['Authorization', 'Proxy-Authorization', 'X-Api-Key', 'X-Auth-Token', 'X-Access-Token', 'X-Redmine-API-Key'])
       .describe(
         'Requests carrying one of these headers bypass the cache (like bypassCookies): a credential personalises the answer, so it never reaches a shared fill or a shared copy.',
       ),

@@ -269,21 +269,22 @@ describe('the key covers what the origin sees', () => {
 
   it('requests carrying credentials bypass the cache: nobody else gets their page, and theirs is not stored', async () => {
     const o = await origin();
-    o.route('/account', reflecting(['x-api-key', 'authorization', 'x-auth-token']));
+    o.route('/account', reflecting(['x-api-key', 'authorization', 'x-auth-token', 'x-redmine-api-key']));
     const g = await gateway({ sites: [siteFor([o.url])] });
     for (const [name, value] of [
       ['x-api-key', 'k-alice'],
       ['authorization', 'Bearer alice'],
       ['x-auth-token', 't-alice'],
+      ['x-redmine-api-key', 'r-alice'], // Redmine's REST API key (Redmine trial)
     ] as const) {
       const own = await get(`${g.url}/account`, { [name]: value });
       expect(own.body).toContain(`${name}=${value}`);
       expect(own.headers['cache-status']).toMatch(/fwd=bypass/);
     }
     const anonymous = await get(`${g.url}/account`);
-    expect(anonymous.body).toBe('x-api-key=- authorization=- x-auth-token=-');
+    expect(anonymous.body).toBe('x-api-key=- authorization=- x-auth-token=- x-redmine-api-key=-');
     expect(anonymous.headers['cache-status']).toMatch(/fwd=uri-miss/);
-    expect(o.count('/account')).toBe(4);
+    expect(o.count('/account')).toBe(5);
   });
 
   it("a signed-in Ghost member's requests bypass the cache by default: the members-only post is theirs, not the anonymous copy (Ghost trial)", async () => {
