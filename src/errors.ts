@@ -124,7 +124,7 @@ export const ERRORS = {
   overloaded: {
     status: 503,
     message: 'The site is very busy right now. Please retry shortly.',
-    action: 'Expected in a flash crowd; see `admission` and the shed metrics.',
+    action: 'Expected in a flash crowd; see `admission` and the shed metrics. `Cache-Status` (`detail="shed-<reason>"`) and the access line say why: `shed-route_busy` is a route\'s own `maxConcurrent` cap, not the site\'s load (its detail names the route: raise the cap or split the route).',
   },
   internal_error: {
     status: 500,

@@ -127,7 +127,17 @@ export function shed(ctx: Ctx, reason: ShedReason): void {
   ctx.deps.metrics.get('shed').inc({ site: site?.name ?? '-', reason, priority: ctx.rt.priorities.nameOf(ctx.priority) });
   noteShed(ctx, site?.name ?? '-', reason, ctx.route?.name);
   ctx.deps.metrics.get('retryAfter').observe(retryAfter);
-  fail(ctx, reason === 'circuit_open' ? 'circuit_open' : 'overloaded', undefined, { retryAfterSeconds: retryAfter, state: 'shed', statusDetail: `shed-${reason}` });
+  fail(ctx, reason === 'circuit_open' ? 'circuit_open' : 'overloaded', shedDetail(ctx, reason), { retryAfterSeconds: retryAfter, state: 'shed', statusDetail: `shed-${reason}` });
+}
+
+/**
+ * Why a refusal came, for the access line (`errorDetail`) and a local client's page: a route's
+ * own cap read as "the site is very busy" with six users on it (Redmine trial).
+ */
+function shedDetail(ctx: Ctx, reason: ShedReason): string | undefined {
+  if (reason !== 'route_busy') return undefined;
+  const route = ctx.route;
+  return `route "${route?.name ?? '-'}" is at its cap: its maxConcurrent (${route?.config.maxConcurrent ?? '-'}) requests were at the origin until this one's queue deadline; raise sites[].routes[].maxConcurrent, or give the slow pages a route of their own`;
 }
 
 /** At most one shedding warning per site this often, ms (SHED_LOG_MS). */

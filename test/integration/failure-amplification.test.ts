@@ -1080,6 +1080,11 @@ describe('failure amplification: a route capped by its maxConcurrent', () => {
     }
     expect(o.count('/report')).toBe(reports.length - refused.length);
     expect(await metricsOf(g)).toMatch(/crowdgate_shed_total\{site="test",reason="route_busy",priority="[a-z]+"\} [1-9]/);
+    // The access line (and a local client's page) names the route's cap, not "very busy"
+    // alone (Redmine trial: six users read it as the site's load).
+    const lines = g.accessLogs().filter((l) => l.error === 'overloaded');
+    expect(lines).toHaveLength(refused.length);
+    for (const l of lines) expect(String(l.errorDetail)).toMatch(/^route "report" is at its cap: its maxConcurrent \(1\) requests/);
   }, 20_000);
 });
 
