@@ -473,7 +473,7 @@ export const routeCacheSchema = z
   .strictObject({
     enabled: z.boolean().default(true).describe('Cache this route at all.'),
     defaultTtlSeconds: nonNegativeSeconds(
-      'Lifetime for storable responses without explicit freshness. 0 = only heuristic freshness (off).',
+      'Lifetime for storable responses without explicit freshness. 0 = none: such a response is kept only by the heuristic (a tenth of its Last-Modified age, at most a day) when it has a Last-Modified, else not reused.',
     ).default(0),
     ttlFloorSeconds: nonNegativeSeconds(
       'Shortest lifetime given to a storable 2xx or 3xx response (errors keep their own or `negativeTtlSeconds`).',
