@@ -442,7 +442,7 @@ export class OriginPool {
       if (brokenPageServing && this.warnDue(m, now, 'status'))
         this.logger?.warn(
           { site: this.site.name, origin: m.name, path: this.site.healthCheck.path, status: result.status },
-          'health check answered 5xx while the member answered requests: counted as alive (point healthCheck.path at a page that answers)',
+          'health check answered 5xx while the member answered requests: counted as alive (if the probed page is broken, its visitors get a stale copy or the error: fix it at the origin; else point healthCheck.path at a page that answers)',
         );
       m.answeredAtLastProbe = m.answered;
       m.lastProbeStatus = result.status;

@@ -212,6 +212,7 @@ describe('alert rules (promtool)', () => {
         'CrowdgateDown',
         'CrowdgateOriginDown',
         'CrowdgateOriginDownServingStale',
+        'CrowdgateOriginErrorsHiddenByStale',
         'CrowdgateServerErrorsHigh',
         'CrowdgateOriginLimiterSaturated',
         'CrowdgateRedisDown',
