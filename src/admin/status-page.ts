@@ -32,8 +32,8 @@ header { display:flex; flex-wrap:wrap; gap:.25rem 1rem; align-items:baseline; pa
 header h1 { font-size:1.15rem; margin:0; }
 #conn { color:var(--muted); font-size:.85rem; }
 #conn.down { color:var(--bad); }
-#config-note, #redis-note { margin:0 1rem .5rem; padding:.4rem .75rem; border-radius:8px; background:var(--card); border-left:4px solid var(--warn); font-size:.85rem; overflow-wrap:anywhere; }
-#config-note.bad, #redis-note.bad { border-left-color:var(--bad); }
+#config-note, #redis-note, #pressure-note { margin:0 1rem .5rem; padding:.4rem .75rem; border-radius:8px; background:var(--card); border-left:4px solid var(--warn); font-size:.85rem; overflow-wrap:anywhere; }
+#config-note.bad, #redis-note.bad, #pressure-note.bad { border-left-color:var(--bad); }
 #redis-note.ok { border-left-color:var(--ok, #2a9d55); }
 #config-note ul { margin:.25rem 0 0; padding-left:1.2rem; }
 .kpis { display:grid; grid-template-columns:repeat(auto-fit, minmax(min(100%, 9rem), 1fr)); gap:.5rem; padding:0 1rem; }
@@ -65,6 +65,7 @@ td.path { word-break:break-all; }
 </header>
 <div id="config-note" role="status" hidden></div>
 <div id="redis-note" role="status" hidden></div>
+<div id="pressure-note" role="status" hidden></div>
 <div class="kpis">
   <div class="kpi"><b id="kpi-rps">–</b><span>requests/s now</span></div>
   <div class="kpi"><b id="kpi-hit">–</b><span>answered from cache (window)</span></div>
@@ -257,9 +258,24 @@ td.path { word-break:break-all; }
       (f.lap ? ", " + f.lap + " not waited for (held by an instance the request came through: a loop)" : "");
   }
 
+  // The gateway itself overloaded (its pressure gate: event loop or heap): what the cache cannot
+  // answer is refused or answered stale for that reason, not the origin's (ops trial: the page
+  // drew the stale line with no reason).
+  function renderPressure(p) {
+    var box = $("pressure-note");
+    if (!p || !p.overloaded) { box.hidden = true; return; }
+    box.hidden = false;
+    box.className = "bad";
+    box.textContent = "Gateway overloaded (its own CPU or memory, not the origin): event loop busy " +
+      Math.round((p.eventLoopUtilization || 0) * 100) + " %, delay p99 " + Math.round(p.eventLoopDelayMs || 0) +
+      " ms, heap " + Math.round((p.heapUsedRatio || 0) * 100) + " %. Requests the cache cannot answer are refused " +
+      "(503, shed reason pressure) or answered stale; give it more CPU or add instances.";
+  }
+
   function render(d) {
     renderReload(d.lastReload);
     renderRedis(d.redis);
+    renderPressure(d.pressure);
     var samples = d.samples || [];
     var times = samples.map(function (s) { return s.at; });
     var now = d.generatedAt;

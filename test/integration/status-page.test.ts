@@ -194,6 +194,27 @@ describe('status page in Chromium', () => {
     await page.close();
   }, 20_000);
 
+  it('says when the gateway itself is overloaded, and nothing when it is not (ops trial: the page drew stale answers with no reason)', async () => {
+    let overloaded = true;
+    const busy = await startGateway({ sites: [siteFor([origin.url])] }, { isOverloaded: () => overloaded });
+    try {
+      const page = await context.newPage();
+      await page.goto(`${busy.adminUrl}/status`);
+      await expect.poll(() => page.locator('#pressure-note').textContent(), { timeout: 10_000 }).toMatch(/^Gateway overloaded \(its own CPU or memory, not the origin\): event loop busy \d+ %/);
+      expect(await page.locator('#pressure-note').getAttribute('class')).toBe('bad');
+      overloaded = false;
+      await expect.poll(() => page.locator('#pressure-note').isVisible(), { timeout: 10_000 }).toBe(false);
+      await page.close();
+    } finally {
+      await busy.close();
+    }
+    const quiet = await context.newPage();
+    await quiet.goto(`${idle.adminUrl}/status`);
+    await expect.poll(() => quiet.locator('#conn').textContent(), { timeout: 10_000 }).toMatch(/^live/);
+    expect(await quiet.locator('#pressure-note').isVisible()).toBe(false);
+    await quiet.close();
+  }, 30_000);
+
   it('says there is no traffic yet instead of drawing nothing', async () => {
     const page = await context.newPage();
     await page.goto(`${idle.adminUrl}/status`);
