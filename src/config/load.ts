@@ -48,6 +48,7 @@ import { readCertificateFiles } from '../tls/material.js';
 import { whyUnreadable } from './unreadable.js';
 import { readHostEntry } from '../server/site-router.js';
 import { keyKeepsParam } from '../cache/cache-key.js';
+import { FILL_ALWAYS } from '../http/facts.js';
 
 export interface ConfigError {
   file: string;
@@ -315,9 +316,6 @@ function unsentQueryMatchWarnings(config: GatewayConfig, doc: Document, file: st
   return warnings;
 }
 
-/** Request headers every fill sends (server/fill-headers.ts FILL_ALWAYS): the variant key reads them. */
-const FILL_ALWAYS_SENT = new Set(['host', 'accept', 'accept-encoding', 'accept-language', 'accept-charset', 'user-agent']);
-
 /**
  * A `fillHeaders.drop` entry every fill sends all the same (User-Agent, Accept*, Host): a
  * warning at it. An operator whose gitweb snapshots were stored per browser dropped
@@ -327,7 +325,7 @@ function alwaysSentDropWarnings(config: GatewayConfig, doc: Document, file: stri
   const warnings: ConfigError[] = [];
   config.sites.forEach((site, i) => {
     site.fillHeaders.drop.forEach((name, j) => {
-      if (!FILL_ALWAYS_SENT.has(name.toLowerCase())) return;
+      if (!FILL_ALWAYS.has(name.toLowerCase())) return;
       const path = ['sites', i, 'fillHeaders', 'drop', j];
       warnings.push({
         file,

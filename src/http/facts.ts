@@ -74,3 +74,10 @@ export const RETRYABLE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'O
 
 /** The methods whose responses this cache stores or answers from (RFC 9111 §3: GET; HEAD from a GET's entry). */
 export const CACHED_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD']);
+
+/**
+ * Request fields every cache fill sends whatever `fillHeaders` says (server/fill-headers.ts):
+ * Host and the fields the variant key reads (Accept*, User-Agent). config/load.ts warns at a
+ * `fillHeaders.drop` entry among them.
+ */
+export const FILL_ALWAYS: ReadonlySet<string> = new Set(['host', 'accept', 'accept-encoding', 'accept-language', 'accept-charset', 'user-agent']);

@@ -9,7 +9,7 @@ import { isIdentityHeaderName } from '../cache/identity-headers.js';
 import { acceptEncodingVariant, normaliseHost, normaliseVaryValue, parseCookies } from '../cache/cache-key.js';
 import type { PolicyOptions } from '../cache/policy.js';
 import type { UnkeyedInput } from '../cache/reflection.js';
-import { HOP_BY_HOP, connectionListedNames } from '../http/facts.js';
+import { FILL_ALWAYS, HOP_BY_HOP, connectionListedNames } from '../http/facts.js';
 import type { SiteRuntime } from '../runtime.js';
 import { CLIENT_CONDITIONALS, NEVER_FORWARDED_FIELDS, VIA_VALUE, appendVia, compileGlobs, isPlainFieldName, setForwardedHeaders, stripHopByHop } from './headers.js';
 import { hostOf, schemeOf, type Ctx, type Lookup } from './context.js';
@@ -25,7 +25,6 @@ import { nextRequestId } from './request-id.js';
  * framework acts on). With `fillHeaders.only` set, nothing beyond those listed, Host, Accept*,
  * User-Agent, the key template's headers and the names a stored Vary of the key lists.
  */
-const FILL_ALWAYS: ReadonlySet<string> = new Set(['host', 'accept', 'accept-encoding', 'accept-language', 'accept-charset', 'user-agent']);
 const FILL_NEVER: ReadonlySet<string> = new Set([
   ...HOP_BY_HOP,
   ...CLIENT_CONDITIONALS,
@@ -45,7 +44,7 @@ const FILL_NEVER: ReadonlySet<string> = new Set([
 
 /**
  * The client's headers as a fill sends them, and so as Vary sees them (RFC 9111 §4.1 compares
- * the headers of the request that was sent): see FILL_ALWAYS / FILL_NEVER above.
+ * the headers of the request that was sent): see FILL_ALWAYS (http/facts.ts) and FILL_NEVER above.
  */
 export function makeFillVisibleHeaders(site: SiteRuntime, headers: IncomingHttpHeaders, policy: PolicyOptions, variants: readonly CacheEntry[]): IncomingHttpHeaders {
   const out: IncomingHttpHeaders = {};
